@@ -1,0 +1,1 @@
+namespace Reservoir; internal static class ApiPlaceholder { }

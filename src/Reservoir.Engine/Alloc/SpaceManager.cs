@@ -1,0 +1,365 @@
+using Reservoir.Common;
+using Reservoir.Common.Concurrency;
+using Reservoir.Format;
+
+namespace Reservoir.Engine.Alloc;
+
+/// <summary>
+/// Owns the device's space: block groups, their free ranges, the data and metadata
+/// <see cref="SpaceInfo"/> counters, reservations and pinned extents.
+///
+/// The device after its first MiB is cut into slots of <see cref="GroupSize"/> bytes; a slot is
+/// either unallocated or one block group. Reservations may promise unallocated slots (a group
+/// is created when an allocation needs it), checked slot by slot so that a promise can always
+/// be kept: once <see cref="Reserve"/> succeeds, the matching allocations cannot fail.
+///
+/// Metadata keeps <see cref="GlobalReserve"/> bytes out of ordinary reservations: commits draw
+/// on it for extent-tree updates, and deletions may use it so that a full filesystem can
+/// always be emptied.
+/// </summary>
+internal sealed class SpaceManager
+{
+    private readonly FsMutex _lock; // guards every field below and every BlockGroup's mutable state
+    private readonly List<BlockGroup> _groups = new();
+    private readonly List<(ulong Start, ulong Len, BlockGroup Group)> _pinned = new();
+    private readonly ulong[] _superblocks;
+    public ulong DeviceSize { get; }
+    public int BlockSize { get; }
+    public int NodeSize { get; }
+    public ulong GroupSize { get; }
+    public ulong GlobalReserve { get; }
+    public ulong MaxDataExtent { get; }
+    public SpaceInfo Data { get; } = new("data");
+    public SpaceInfo Meta { get; } = new("metadata");
+
+    public SpaceManager(IScheduler sched, ulong deviceSize, int blockSize, int nodeSize, ulong groupSize)
+    {
+        _lock = sched.CreateMutex("space");
+        DeviceSize = deviceSize;
+        BlockSize = blockSize;
+        NodeSize = nodeSize;
+        GroupSize = groupSize;
+        _superblocks = FormatConstants.SuperblockOffsets.Where(o => o + FormatConstants.SuperblockSize <= deviceSize).ToArray();
+        ulong usable = deviceSize - FormatConstants.ReservedPrefix;
+        GlobalReserve = Math.Clamp(usable / 32, 8UL * (ulong)nodeSize, 512UL << 20) / (ulong)nodeSize * (ulong)nodeSize;
+        // One checksum item per data extent must fit a quarter of a leaf (SPEC.md §5.5).
+        MaxDataExtent = Math.Min(8UL << 20, (ulong)(nodeSize / 16) * (ulong)blockSize);
+    }
+
+    /// <summary>Block group size chosen at mkfs: an eighth of the device, a power of two
+    /// between 1 MiB (and 16 nodes) and 1 GiB.</summary>
+    public static ulong ChooseGroupSize(ulong deviceSize, int nodeSize)
+    {
+        ulong usable = deviceSize - FormatConstants.ReservedPrefix;
+        ulong g = 1UL << 20;
+        while (g * 2 <= usable / 8 && g < (1UL << 30)) g *= 2;
+        return Math.Max(g, 16UL * (ulong)nodeSize);
+    }
+
+    private IEnumerable<(ulong Start, ulong Len)> Slots()
+    {
+        for (ulong s = FormatConstants.ReservedPrefix; s < DeviceSize; s += GroupSize)
+        {
+            ulong len = Math.Min(GroupSize, DeviceSize - s);
+            if (len >= (ulong)NodeSize * 4) yield return (s, len);
+        }
+    }
+
+    /// <summary>Capacity a slot would have as a group of this kind.</summary>
+    private ulong SlotCapacity(ulong start, ulong len, BlockGroupFlags flags)
+    {
+        ulong cap = len;
+        foreach (var (s, l) in Excluded(start, len, flags)) cap -= l;
+        if (flags == BlockGroupFlags.Metadata) cap = cap / (ulong)NodeSize * (ulong)NodeSize;
+        else cap = cap / (ulong)BlockSize * (ulong)BlockSize;
+        return cap;
+    }
+
+    /// <summary>Superblock copies inside a group: never allocated. Metadata groups lose the
+    /// whole node-aligned span around a copy, data groups the block-aligned span.</summary>
+    private IEnumerable<(ulong Start, ulong Len)> Excluded(ulong start, ulong len, BlockGroupFlags flags)
+    {
+        ulong unit = flags == BlockGroupFlags.Metadata ? (ulong)NodeSize : (ulong)BlockSize;
+        foreach (var sb in _superblocks)
+        {
+            ulong a = Units.AlignDown(sb, unit), b = Units.AlignUp(sb + FormatConstants.SuperblockSize, unit);
+            a = Math.Max(a, start); b = Math.Min(b, start + len);
+            if (a < b) yield return (a, b - a);
+        }
+    }
+
+    // ------------------------------------------------------------------ groups
+
+    /// <summary>Registers a group (from its item at mount, or when creating one). All of its
+    /// space starts free; mount then marks extents allocated.</summary>
+    public BlockGroup AddGroup(ulong start, ulong len, BlockGroupFlags flags, bool onDisk)
+    {
+        using var _ = _lock.Lock();
+        return AddGroupUnsynchronized(start, len, flags, onDisk);
+    }
+
+    private BlockGroup AddGroupUnsynchronized(ulong start, ulong len, BlockGroupFlags flags, bool onDisk)
+    {
+        if (start < FormatConstants.ReservedPrefix || start + len > DeviceSize || (start - FormatConstants.ReservedPrefix) % GroupSize != 0)
+            throw new CorruptionException($"block group [{start}, +{len}) is not a slot of this device");
+        if (_groups.Any(g => g.Start == start)) throw new CorruptionException($"duplicate block group at {start}");
+        var g = new BlockGroup(start, len, flags) { OnDisk = onDisk, Dirty = !onDisk };
+        g.Free.Add(start, len);
+        foreach (var (s, l) in Excluded(start, len, flags)) g.Free.Remove(s, l);
+        // Trim the unaligned tail so the free map only holds whole allocation units.
+        ulong unit = flags == BlockGroupFlags.Metadata ? (ulong)NodeSize : (ulong)BlockSize;
+        g.Capacity = SlotCapacity(start, len, flags);
+        if (g.Free.FreeBytes != g.Capacity)
+        {
+            var ranges = g.Free.Ranges.ToList();
+            foreach (var (s, l) in ranges)
+            {
+                ulong a = Units.AlignUp(s, unit), b = Units.AlignDown(s + l, unit);
+                if (a > s) g.Free.Remove(s, Math.Min(a - s, l));
+                if (b < s + l && b >= a) g.Free.Remove(b, s + l - b);
+            }
+            g.Capacity = g.Free.FreeBytes;
+        }
+        _groups.Add(g);
+        _groups.Sort((x, y) => x.Start.CompareTo(y.Start));
+        Kind(flags).Total += g.Capacity;
+        return g;
+    }
+
+    private SpaceInfo Kind(BlockGroupFlags f) => f == BlockGroupFlags.Data ? Data : Meta;
+
+    public IReadOnlyList<BlockGroup> Groups
+    {
+        get { using var _ = _lock.Lock(); return _groups.ToList(); }
+    }
+
+    public BlockGroup? GroupOf(ulong bytenr)
+    {
+        using var _ = _lock.Lock();
+        return GroupOfUnsynchronized(bytenr);
+    }
+
+    private BlockGroup? GroupOfUnsynchronized(ulong bytenr)
+    {
+        int lo = 0, hi = _groups.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) / 2;
+            var g = _groups[mid];
+            if (bytenr < g.Start) hi = mid - 1;
+            else if (bytenr >= g.End) lo = mid + 1;
+            else return g;
+        }
+        return null;
+    }
+
+    /// <summary>At mount: an extent found in the extent tree is in use.</summary>
+    public void MarkAllocated(ulong start, ulong len, bool isData)
+    {
+        using var _ = _lock.Lock();
+        var g = GroupOfUnsynchronized(start);
+        if (g == null || start + len > g.End) throw new CorruptionException($"extent [{start}, +{len}) lies outside every block group", start);
+        if (g.IsData != isData) throw new CorruptionException($"{(isData ? "data" : "tree block")} extent [{start}, +{len}) in a {g.Flags} block group", start);
+        if (!g.Free.Remove(start, len)) throw new CorruptionException($"extent [{start}, +{len}) overlaps another extent or a superblock", start);
+        g.Used += len;
+        Kind(g.Flags).Used += len;
+    }
+
+    public ulong UnallocatedBytes
+    {
+        get { using var _ = _lock.Lock(); return FreeSlots().Aggregate(0UL, (a, s) => a + s.Len); }
+    }
+
+    private IEnumerable<(ulong Start, ulong Len)> FreeSlots() =>
+        Slots().Where(s => GroupOfUnsynchronized(s.Start) == null);
+
+    // ------------------------------------------------------------------ reservations
+
+    /// <summary>
+    /// Promises bytes of one kind (may_use). Fails with ENOSPC unless the promise can be kept
+    /// from free space in existing groups plus unallocated slots, leaving the global reserve
+    /// free unless <paramref name="useGlobalReserve"/>.
+    /// </summary>
+    public Errno Reserve(bool data, ulong bytes, bool useGlobalReserve = false)
+    {
+        using var _ = _lock.Lock();
+        ulong mExtra = data ? 0 : bytes, dExtra = data ? bytes : 0;
+        if (!CanKeepUnsynchronized(mExtra, dExtra, useGlobalReserve)) return Errno.ENOSPC;
+        (data ? Data : Meta).MayUse += bytes;
+        return Errno.OK;
+    }
+
+    private bool CanKeepUnsynchronized(ulong mExtra, ulong dExtra, bool useGlobal)
+    {
+        long mDef = -(Meta.Free - (long)mExtra - (useGlobal ? 0 : (long)GlobalReserve));
+        long dDef = -(Data.Free - (long)dExtra);
+        if (mDef <= 0 && dDef <= 0) return true;
+        // Cover each deficit with whole unallocated slots, largest first.
+        var slots = FreeSlots().Select(s => s.Len).OrderByDescending(l => l).ToList();
+        int i = 0;
+        while (mDef > 0 && i < slots.Count) mDef -= (long)(slots[i++] - 2UL * (ulong)NodeSize);
+        while (dDef > 0 && i < slots.Count) dDef -= (long)(slots[i++] - 2UL * (ulong)BlockSize);
+        return mDef <= 0 && dDef <= 0;
+    }
+
+    public void Release(bool data, ulong bytes)
+    {
+        if (bytes == 0) return;
+        using var _ = _lock.Lock();
+        var k = data ? Data : Meta;
+        SpaceInfo.Sub(ref k.MayUse, bytes, k);
+    }
+
+    // ------------------------------------------------------------------ allocation
+
+    /// <summary>Allocates one tree node. With <paramref name="fromReservation"/> the bytes move
+    /// from may_use to used; otherwise (commit, overruns) they come straight from free space.</summary>
+    public ulong AllocNode(bool fromReservation)
+    {
+        using var _ = _lock.Lock();
+        ulong ns = (ulong)NodeSize;
+        while (true)
+        {
+            foreach (var g in _groups)
+            {
+                if (g.IsData || g.Free.FreeBytes < ns) continue;
+                var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor);
+                if (l == 0) continue;
+                g.Cursor = s + l;
+                Account(g, l, fromReservation);
+                return s;
+            }
+            if (CreateGroupUnsynchronized(BlockGroupFlags.Metadata) == null)
+                throw new FsException(Errno.ENOSPC, "metadata space exhausted: no free node and no unallocated space");
+        }
+    }
+
+    /// <summary>Allocates up to <paramref name="want"/> bytes of data (block-aligned, at least
+    /// one block), contiguous, near <paramref name="hint"/>. May return less than asked.</summary>
+    public (ulong Start, ulong Length) AllocData(ulong want, bool fromReservation, ulong hint = 0)
+    {
+        using var _ = _lock.Lock();
+        ulong bs = (ulong)BlockSize;
+        want = Math.Min(Units.AlignUp(want, bs), MaxDataExtent);
+        while (true)
+        {
+            (ulong, ulong) best = (0, 0);
+            BlockGroup? bestG = null;
+            foreach (var g in _groups)
+            {
+                if (!g.IsData || g.Free.FreeBytes < bs) continue;
+                var (s, l) = g.Free.Take(want, bs, bs, hint != 0 && g.Contains(hint) ? hint : g.Cursor);
+                if (l == 0) continue;
+                if (l == want)
+                {
+                    if (bestG != null) bestG.Free.Add(best.Item1, best.Item2);
+                    g.Cursor = s + l;
+                    Account(g, l, fromReservation);
+                    return (s, l);
+                }
+                if (l > best.Item2)
+                {
+                    if (bestG != null) bestG.Free.Add(best.Item1, best.Item2);
+                    best = (s, l);
+                    bestG = g;
+                }
+                else g.Free.Add(s, l);
+            }
+            // A whole new group beats a fragment when the slot exists.
+            if (best.Item2 < want && FreeSlots().Any())
+            {
+                if (bestG != null) bestG.Free.Add(best.Item1, best.Item2);
+                CreateGroupUnsynchronized(BlockGroupFlags.Data);
+                continue;
+            }
+            if (bestG != null)
+            {
+                bestG.Cursor = best.Item1 + best.Item2;
+                Account(bestG, best.Item2, fromReservation);
+                return best;
+            }
+            throw new FsException(Errno.ENOSPC, "data space exhausted");
+        }
+    }
+
+    private void Account(BlockGroup g, ulong len, bool fromReservation)
+    {
+        var k = Kind(g.Flags);
+        g.Used += len;
+        g.Dirty = true;
+        k.Used += len;
+        if (fromReservation) SpaceInfo.Sub(ref k.MayUse, len, k);
+    }
+
+    private BlockGroup? CreateGroupUnsynchronized(BlockGroupFlags flags)
+    {
+        foreach (var (s, l) in FreeSlots())
+            return AddGroupUnsynchronized(s, l, flags, onDisk: false);
+        return null;
+    }
+
+    /// <summary>An extent stops being used. <paramref name="pin"/>: the last committed state may
+    /// still reference it, so it becomes free only after the running transaction commits.</summary>
+    public void Free(ulong start, ulong len, bool pin)
+    {
+        using var _ = _lock.Lock();
+        var g = GroupOfUnsynchronized(start) ?? throw new CorruptionException($"freeing [{start}, +{len}) outside every block group", start);
+        var k = Kind(g.Flags);
+        if (len > g.Used) { k.Underflows++; g.Used = 0; } else g.Used -= len;
+        SpaceInfo.Sub(ref k.Used, len, k);
+        g.Dirty = true;
+        if (pin)
+        {
+            g.Pinned += len;
+            k.Pinned += len;
+            _pinned.Add((start, len, g));
+        }
+        else g.Free.Add(start, len);
+    }
+
+    /// <summary>After a commit reached the disk: pinned extents become free.</summary>
+    public void Unpin()
+    {
+        using var _ = _lock.Lock();
+        foreach (var (s, l, g) in _pinned)
+        {
+            g.Free.Add(s, l);
+            g.Pinned -= l;
+            var k = Kind(g.Flags);
+            SpaceInfo.Sub(ref k.Pinned, l, k);
+        }
+        _pinned.Clear();
+    }
+
+    public ulong PinnedBytes { get { using var _ = _lock.Lock(); return Data.Pinned + Meta.Pinned; } }
+
+    /// <summary>Groups whose item must be written in this commit; clears their dirty mark.</summary>
+    public List<BlockGroup> TakeDirtyGroups()
+    {
+        using var _ = _lock.Lock();
+        var d = _groups.Where(g => g.Dirty).ToList();
+        foreach (var g in d) g.Dirty = false;
+        return d;
+    }
+
+    public (ulong Used, ulong Pinned, ulong DataMayUse, ulong MetaMayUse) Snapshot()
+    {
+        using var _ = _lock.Lock();
+        return (Data.Used + Meta.Used, Data.Pinned + Meta.Pinned, Data.MayUse, Meta.MayUse);
+    }
+
+    /// <summary>Bytes a data reservation could get now (statfs f_bavail).</summary>
+    public ulong DataAvailable
+    {
+        get
+        {
+            using var _ = _lock.Lock();
+            long free = Math.Max(0, Data.Free);
+            long metaShort = Math.Max(0, -(Meta.Free - (long)GlobalReserve));
+            long unalloc = (long)FreeSlots().Aggregate(0UL, (a, s) => a + s.Len) - metaShort;
+            return (ulong)(free + Math.Max(0, unalloc)) / (ulong)BlockSize * (ulong)BlockSize;
+        }
+    }
+
+    public ulong UsableBytes => DeviceSize - FormatConstants.ReservedPrefix;
+}

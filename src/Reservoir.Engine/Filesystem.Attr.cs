@@ -1,0 +1,119 @@
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine;
+
+public sealed partial class Filesystem
+{
+    /// <summary>chmod, chown, truncate and utimens in one call, as FUSE's SETATTR. Changing the
+    /// size goes through <see cref="TruncateLocked"/>. ctime is set to now on any change unless
+    /// given explicitly.</summary>
+    public Errno SetAttr(ulong ino, in SetAttrRequest req, out InodeAttr attr)
+    {
+        attr = default;
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        var r = req;
+        InodeAttr result = default;
+        try
+        {
+            e = Guard(ino, () =>
+            {
+                using var lk = inode.Lock.Write();
+                if (inode.Deleted) return Errno.ENOENT;
+                if ((r.Mask & SetAttrMask.Size) != 0)
+                {
+                    if (inode.IsDir) return Errno.EISDIR;
+                    if (!inode.IsReg) return Errno.EINVAL;
+                    var te = TruncateLocked(inode, r.Size);
+                    if (te != Errno.OK) return te;
+                }
+                if ((r.Mask & ~SetAttrMask.Size) != SetAttrMask.None)
+                {
+                    var se = Fs.TryStart(1, out var h);
+                    if (se != Errno.OK) return se;
+                    using (h)
+                    {
+                        var now = Timespec.Now();
+                        ref var it = ref inode.Item;
+                        if ((r.Mask & SetAttrMask.Mode) != 0) it.Mode = (it.Mode & Inodes.Mode.IFMT) | (r.Mode & Inodes.Mode.PermMask);
+                        if ((r.Mask & SetAttrMask.Uid) != 0) it.Uid = r.Uid;
+                        if ((r.Mask & SetAttrMask.Gid) != 0) it.Gid = r.Gid;
+                        if ((r.Mask & SetAttrMask.AtimeNow) != 0) it.Atime = now;
+                        else if ((r.Mask & SetAttrMask.Atime) != 0) it.Atime = r.Atime;
+                        if ((r.Mask & SetAttrMask.MtimeNow) != 0) it.Mtime = now;
+                        else if ((r.Mask & SetAttrMask.Mtime) != 0) it.Mtime = r.Mtime;
+                        it.Ctime = (r.Mask & SetAttrMask.Ctime) != 0 ? r.Ctime : now;
+                        it.Sequence++;
+                        it.Transid = h.Transid;
+                        using (Top.Tree.Lock.Write()) DirItems.PutInode(h, Top.Tree, ino, it);
+                    }
+                }
+                result = Attr(inode);
+                return Errno.OK;
+            });
+        }
+        finally { Put(inode); }
+        attr = result;
+        return e;
+    }
+
+    public Errno Truncate(ulong ino, ulong size) =>
+        SetAttr(ino, new SetAttrRequest { Mask = SetAttrMask.Size, Size = size }, out _);
+
+    /// <summary>
+    /// Sets the file size. Shrinking zeroes the tail of the last block (so a later extension
+    /// reads zeros) and drops extents past it in bounded batches; growing leaves a hole.
+    /// Caller holds the inode lock exclusively.
+    /// </summary>
+    private Errno TruncateLocked(Inode inode, ulong newSize)
+    {
+        if (newSize > MaxFileSize) return Errno.EFBIG;
+        ulong old = inode.Item.FileSize;
+        ulong bs = (ulong)Fs.BlockSize;
+        if (newSize < old)
+        {
+            ulong tailEnd = Math.Min(Units.AlignUp(newSize, bs), old);
+            if (newSize % bs != 0 && tailEnd > newSize)
+            {
+                var zeros = new byte[tailEnd - newSize];
+                var we = WriteLocked(inode, newSize, zeros, out _, extendSize: false);
+                if (we != Errno.OK) return we;
+            }
+            ulong from = Units.AlignUp(newSize, bs);
+            bool done = false;
+            while (!done)
+            {
+                var se = Fs.TryStart(FileExtentsBatch + 4, out var h, useGlobalReserve: true);
+                if (se != Errno.OK) return se;
+                using (h)
+                using (Top.Tree.Lock.Write())
+                {
+                    long delta = 0;
+                    done = FileExtents.Drop(h, Top.Tree, Top.Id, inode.Ino, from, ulong.MaxValue, ref delta, FileExtentsBatch);
+                    inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
+                    if (done) inode.Item.FileSize = newSize;
+                    Touch(ref inode.Item, h.Transid);
+                    DirItems.PutInode(h, Top.Tree, inode.Ino, inode.Item);
+                }
+            }
+            return Errno.OK;
+        }
+        var ge = Fs.TryStart(1, out var h2);
+        if (ge != Errno.OK) return ge;
+        using (h2)
+        using (Top.Tree.Lock.Write())
+        {
+            inode.Item.FileSize = newSize;
+            Touch(ref inode.Item, h2.Transid);
+            DirItems.PutInode(h2, Top.Tree, inode.Ino, inode.Item);
+        }
+        return Errno.OK;
+    }
+
+    private const int FileExtentsBatch = 32;
+    /// <summary>Largest file size: offsets stay well inside i64 for lseek and FUSE.</summary>
+    public const ulong MaxFileSize = 1UL << 60;
+}

@@ -1,0 +1,335 @@
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine;
+
+public sealed partial class Filesystem
+{
+    public Errno Lookup(ulong dir, string name, out InodeAttr attr) => Lookup(dir, Utf8(name), out attr);
+
+    public Errno Lookup(ulong dir, ReadOnlySpan<byte> name, out InodeAttr attr)
+    {
+        attr = default;
+        var e = LookupIno(dir, name, out ulong ino, out _);
+        if (e != Errno.OK) return e;
+        return GetAttr(ino, out attr);
+    }
+
+    /// <summary>Finds a name in a directory without taking the directory's lock for long.</summary>
+    internal Errno LookupIno(ulong dir, ReadOnlySpan<byte> name, out ulong ino, out byte type)
+    {
+        ino = 0; type = 0;
+        if (name.Length > FormatConstants.MaxNameLength) return Errno.ENAMETOOLONG;
+        var e = Get(dir, out var d);
+        if (e != Errno.OK) return e;
+        try
+        {
+            using var lk = d.Lock.Read();
+            if (!d.IsDir) return Errno.ENOTDIR;
+            if (d.Deleted) return Errno.ENOENT;
+            if (name.SequenceEqual("."u8)) { ino = dir; type = FileTypes.Dir; return Errno.OK; }
+            if (name.SequenceEqual(".."u8))
+            {
+                using var lk2 = Top.Tree.Lock.Read();
+                ino = dir == RootIno ? RootIno : DirItems.ParentOf(Top.Tree, dir);
+                type = FileTypes.Dir;
+                return Errno.OK;
+            }
+            return LookupLocked(d, name, out ino, out type);
+        }
+        catch (FsException ex) { return Guard(dir, () => throw ex); }
+        finally { Put(d); }
+    }
+
+    /// <summary>Caller holds the directory's lock.</summary>
+    private Errno LookupLocked(Inode dir, ReadOnlySpan<byte> name, out ulong ino, out byte type)
+    {
+        ino = 0; type = 0;
+        using var lk = Top.Tree.Lock.Read();
+        if (!DirItems.Find(Top.Tree, dir.Ino, KeyTypes.DirItem, name, out var loc, out type, out _)) return Errno.ENOENT;
+        ino = loc.ObjectId;
+        return Errno.OK;
+    }
+
+    public Errno GetAttr(ulong ino, out InodeAttr attr)
+    {
+        attr = default;
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        try
+        {
+            using var lk = inode.Lock.Read();
+            if (inode.Deleted) return Errno.ENOENT;
+            attr = Attr(inode);
+            return Errno.OK;
+        }
+        finally { Put(inode); }
+    }
+
+    public Errno Create(ulong dir, string name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
+        MakeNode(dir, Utf8(name), Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, out attr);
+
+    public Errno Mknod(ulong dir, string name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr) =>
+        Mknod(dir, Utf8(name), mode, rdev, uid, gid, out attr);
+
+    public Errno Mknod(ulong dir, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr)
+    {
+        attr = default;
+        if ((mode & Inodes.Mode.IFMT) == 0) mode |= Inodes.Mode.IFREG;
+        if (!Inodes.Mode.ValidType(mode) || Inodes.Mode.IsDir(mode) || Inodes.Mode.IsLnk(mode)) return Errno.EINVAL;
+        return MakeNode(dir, name, mode, rdev, uid, gid, default, out attr);
+    }
+
+    public Errno Mkdir(ulong dir, string name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
+        Mkdir(dir, Utf8(name), mode, uid, gid, out attr);
+
+    public Errno Mkdir(ulong dir, ReadOnlySpan<byte> name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
+        MakeNode(dir, name, Inodes.Mode.IFDIR | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, out attr);
+
+    public Errno Symlink(ulong dir, string name, string target, uint uid, uint gid, out InodeAttr attr) =>
+        Symlink(dir, Utf8(name), Utf8(target), uid, gid, out attr);
+
+    public Errno Symlink(ulong dir, ReadOnlySpan<byte> name, ReadOnlySpan<byte> target, uint uid, uint gid, out InodeAttr attr)
+    {
+        attr = default;
+        if (target.Length == 0) return Errno.ENOENT;
+        if (target.Length >= 4096 || target.Length + FileExtentItem.HeaderSize > Top.Tree.MaxItemData) return Errno.ENAMETOOLONG;
+        return MakeNode(dir, name, Inodes.Mode.IFLNK | 0x1FF, 0, uid, gid, target, out attr);
+    }
+
+    public Errno Create(ulong dir, ReadOnlySpan<byte> name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
+        MakeNode(dir, name, Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, out attr);
+
+    /// <summary>Creates an inode of any type and links it into <paramref name="dirIno"/>.
+    /// New inodes take the directory's group when it is setgid, as POSIX allows and Linux does.</summary>
+    private Errno MakeNode(ulong dirIno, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, ReadOnlySpan<byte> symlinkTarget, out InodeAttr attr)
+    {
+        attr = default;
+        var e = CheckName(name);
+        if (e != Errno.OK) return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
+        e = Get(dirIno, out var dir);
+        if (e != Errno.OK) return e;
+        var nameCopy = name.ToArray();
+        var target = symlinkTarget.ToArray();
+        InodeAttr result = default;
+        try
+        {
+            e = Guard(dirIno, () =>
+            {
+                using var lk = dir.Lock.Write();
+                if (!dir.IsDir) return Errno.ENOTDIR;
+                if (dir.Deleted || dir.Item.Nlink == 0) return Errno.ENOENT;
+                if (LookupLocked(dir, nameCopy, out _, out _) == Errno.OK) return Errno.EEXIST;
+                bool isDir = Inodes.Mode.IsDir(mode);
+                if (isDir && dir.Item.Nlink >= 65000) return Errno.EMLINK;
+                var se = Fs.TryStart(6, out var h);
+                if (se != Errno.OK) return se;
+                using (h)
+                {
+                    ulong ino = Top.AllocIno();
+                    var now = Timespec.Now();
+                    if ((dir.Item.Mode & Inodes.Mode.ISGID) != 0)
+                    {
+                        gid = dir.Item.Gid;
+                        if (isDir) mode |= Inodes.Mode.ISGID;
+                    }
+                    var item = new InodeItem
+                    {
+                        Generation = h.Transid, Transid = h.Transid, Nlink = isDir ? 2u : 1u, Uid = uid, Gid = gid, Mode = mode,
+                        Rdev = rdev, Atime = now, Ctime = now, Mtime = now, Otime = now,
+                        FileSize = (ulong)target.Length,
+                    };
+                    var t = Top.Tree;
+                    using (t.Lock.Write())
+                    {
+                        DirItems.PutInode(h, t, ino, item);
+                        if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
+                        DirItems.AddDirEntry(h, t, dir.Ino, nameCopy, ino, FileTypes.FromMode(mode), dir.NextDirIndex++);
+                        if (target.Length > 0) FileExtents.InsertInline(h, t, ino, target);
+                        dir.Item.FileSize += (ulong)nameCopy.Length * 2;
+                        if (isDir) dir.Item.Nlink++;
+                        Touch(ref dir.Item, h.Transid);
+                        DirItems.PutInode(h, t, dir.Ino, dir.Item);
+                    }
+                    var inode = Top.Adopt(ino, item);
+                    result = Attr(inode);
+                    Put(inode);
+                }
+                return Errno.OK;
+            });
+        }
+        finally { Put(dir); }
+        attr = result;
+        return e;
+    }
+
+    public Errno Readlink(ulong ino, out byte[] target)
+    {
+        target = [];
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        byte[] result = [];
+        try
+        {
+            e = Guard(ino, () =>
+            {
+                using var lk = inode.Lock.Read();
+                if (!inode.IsLnk) return Errno.EINVAL;
+                using var lk2 = Top.Tree.Lock.Read();
+                var maps = FileExtents.Overlapping(Top.Tree, ino, 0, 1);
+                if (maps.Count != 1 || maps[0].Inline == null) throw new CorruptionException("symlink without an inline target", inode: ino);
+                result = maps[0].Inline!;
+                return Errno.OK;
+            });
+        }
+        finally { Put(inode); }
+        target = result;
+        return e;
+    }
+
+    public Errno Readlink(ulong ino, out string target)
+    {
+        var e = Readlink(ino, out byte[] b);
+        target = e == Errno.OK ? Encoding.UTF8.GetString(b) : "";
+        return e;
+    }
+
+    public Errno Link(ulong ino, ulong newDir, string name, out InodeAttr attr) => Link(ino, newDir, Utf8(name), out attr);
+
+    public Errno Link(ulong ino, ulong newDir, ReadOnlySpan<byte> name, out InodeAttr attr)
+    {
+        attr = default;
+        var e = CheckName(name);
+        if (e != Errno.OK) return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
+        e = Get(newDir, out var dir);
+        if (e != Errno.OK) return e;
+        var nameCopy = name.ToArray();
+        InodeAttr result = default;
+        Inode? target = null;
+        try
+        {
+            e = Get(ino, out target);
+            if (e != Errno.OK) return e;
+            if (target.IsDir) return Errno.EPERM;
+            var tgt = target;
+            e = Guard(ino, () =>
+            {
+                // Directory before the inode it gains a name for (lock order, FsInfo).
+                using var lk = dir.Lock.Write();
+                using var lk2 = tgt.Lock.Write();
+                if (!dir.IsDir) return Errno.ENOTDIR;
+                if (dir.Deleted || dir.Item.Nlink == 0) return Errno.ENOENT;
+                if (tgt.Deleted || (tgt.Item.Nlink == 0 && !tgt.Orphaned)) return Errno.ENOENT;
+                if (tgt.Item.Nlink >= 65000) return Errno.EMLINK;
+                if (LookupLocked(dir, nameCopy, out _, out _) == Errno.OK) return Errno.EEXIST;
+                var se = Fs.TryStart(6, out var h);
+                if (se != Errno.OK) return se;
+                using (h)
+                {
+                    var t = Top.Tree;
+                    using (t.Lock.Write())
+                    {
+                        if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
+                        DirItems.AddDirEntry(h, t, dir.Ino, nameCopy, tgt.Ino, FileTypes.FromMode(tgt.Item.Mode), dir.NextDirIndex++);
+                        if (tgt.Item.Nlink == 0 && tgt.Orphaned)
+                        {
+                            t.Delete(h, DirItems.OrphanKey(tgt.Ino)); // linkat(O_TMPFILE-like) revival
+                            tgt.Orphaned = false;
+                        }
+                        tgt.Item.Nlink++;
+                        Touch(ref tgt.Item, h.Transid, mtime: false);
+                        DirItems.PutInode(h, t, tgt.Ino, tgt.Item);
+                        dir.Item.FileSize += (ulong)nameCopy.Length * 2;
+                        Touch(ref dir.Item, h.Transid);
+                        DirItems.PutInode(h, t, dir.Ino, dir.Item);
+                    }
+                    result = Attr(tgt);
+                }
+                return Errno.OK;
+            });
+        }
+        finally { Put(target); Put(dir); }
+        attr = result;
+        return e;
+    }
+
+    public Errno Unlink(ulong dir, string name) => Remove(dir, Utf8(name), wantDir: false);
+    public Errno Unlink(ulong dir, ReadOnlySpan<byte> name) => Remove(dir, name, wantDir: false);
+    public Errno Rmdir(ulong dir, string name) => Remove(dir, Utf8(name), wantDir: true);
+    public Errno Rmdir(ulong dir, ReadOnlySpan<byte> name) => Remove(dir, name, wantDir: true);
+
+    private Errno Remove(ulong dirIno, ReadOnlySpan<byte> name, bool wantDir)
+    {
+        if (name.SequenceEqual("."u8)) return wantDir ? Errno.EINVAL : Errno.EISDIR;
+        if (name.SequenceEqual(".."u8)) return wantDir ? Errno.ENOTEMPTY : Errno.EISDIR;
+        var e = CheckName(name);
+        if (e != Errno.OK) return e;
+        e = Get(dirIno, out var dir);
+        if (e != Errno.OK) return e;
+        var nameCopy = name.ToArray();
+        Inode? victim = null;
+        try
+        {
+            return Guard(dirIno, () =>
+            {
+                using var lk = dir.Lock.Write();
+                if (!dir.IsDir) return Errno.ENOTDIR;
+                var le = LookupLocked(dir, nameCopy, out ulong ino, out _);
+                if (le != Errno.OK) return le;
+                le = Get(ino, out victim);
+                if (le != Errno.OK) throw new CorruptionException($"directory {dirIno} names missing inode {ino}", inode: dirIno);
+                using var lk2 = victim.Lock.Write();
+                if (wantDir && !victim.IsDir) return Errno.ENOTDIR;
+                if (!wantDir && victim.IsDir) return Errno.EISDIR;
+                if (victim.IsDir && !IsEmptyDir(victim.Ino)) return Errno.ENOTEMPTY;
+                var se = Fs.TryStart(8, out var h, useGlobalReserve: true);
+                if (se != Errno.OK) return se;
+                using (h)
+                {
+                    var t = Top.Tree;
+                    using (t.Lock.Write()) UnlinkLocked(h, dir, nameCopy, victim);
+                }
+                if (victim.Item.Nlink == 0 && Top.OpenCountOf(victim) == 0) EvictLocked(victim);
+                return Errno.OK;
+            });
+        }
+        finally { Put(victim); Put(dir); }
+    }
+
+    /// <summary>Removes one name of <paramref name="victim"/> from <paramref name="dir"/> and
+    /// drops its link count; an inode left with no names gets an orphan item so that its space
+    /// is reclaimed even across a crash. Caller holds both inode locks and the tree lock.</summary>
+    private void UnlinkLocked(Tx.TransHandle h, Inode dir, byte[] name, Inode victim)
+    {
+        var t = Top.Tree;
+        DirItems.RemoveDirEntry(h, t, dir.Ino, name, victim.Ino);
+        dir.Item.FileSize -= Math.Min(dir.Item.FileSize, (ulong)name.Length * 2);
+        if (victim.IsDir)
+        {
+            victim.Item.Nlink = 0;
+            dir.Item.Nlink--;
+        }
+        else victim.Item.Nlink--;
+        Touch(ref dir.Item, h.Transid);
+        DirItems.PutInode(h, t, dir.Ino, dir.Item);
+        Touch(ref victim.Item, h.Transid, mtime: false);
+        DirItems.PutInode(h, t, victim.Ino, victim.Item);
+        if (victim.Item.Nlink == 0 && !victim.Orphaned)
+        {
+            t.Put(h, DirItems.OrphanKey(victim.Ino), ReadOnlySpan<byte>.Empty);
+            victim.Orphaned = true;
+        }
+    }
+
+    private bool IsEmptyDir(ulong ino)
+    {
+        using var lk = Top.Tree.Lock.Read();
+        var path = new Tree.TreePath();
+        if (!Top.Tree.SeekGE(new Key(ino, KeyTypes.DirIndex, 0), path)) return true;
+        var k = path.Key;
+        return !(k.ObjectId == ino && k.Type == KeyTypes.DirIndex);
+    }
+}

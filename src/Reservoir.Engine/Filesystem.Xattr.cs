@@ -1,0 +1,150 @@
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine;
+
+public sealed partial class Filesystem
+{
+    /// <summary>Linux's limit on an attribute name (XATTR_NAME_MAX).</summary>
+    public const int XattrNameMax = 255;
+
+    public Errno GetXattr(ulong ino, string name, out byte[] value) => GetXattr(ino, Utf8(name), out value);
+
+    public Errno GetXattr(ulong ino, ReadOnlySpan<byte> name, out byte[] value)
+    {
+        value = [];
+        if (name.Length == 0) return Errno.EINVAL;
+        if (name.Length > XattrNameMax) return Errno.ERANGE;
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        var n = name.ToArray();
+        byte[] result = [];
+        try
+        {
+            e = Guard(ino, () =>
+            {
+                using var lk = inode.Lock.Read();
+                if (inode.Deleted) return Errno.ENOENT;
+                using var lk2 = Top.Tree.Lock.Read();
+                if (!DirItems.Find(Top.Tree, ino, KeyTypes.XattrItem, n, out _, out _, out var data)) return Errno.ENODATA;
+                result = data!;
+                return Errno.OK;
+            });
+        }
+        finally { Put(inode); }
+        value = result;
+        return e;
+    }
+
+    /// <summary>setxattr(2). Values must fit one tree leaf with their name (E2BIG beyond).</summary>
+    public Errno SetXattr(ulong ino, string name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any) =>
+        SetXattr(ino, Utf8(name), value, flags);
+
+    public Errno SetXattr(ulong ino, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any)
+    {
+        if (name.Length == 0) return Errno.EINVAL;
+        if (name.Length > XattrNameMax) return Errno.ERANGE;
+        if (DirEntry.SizeOf(name.Length, value.Length) > Top.Tree.MaxItemData) return Errno.E2BIG;
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        var n = name.ToArray();
+        var v = value.ToArray();
+        try
+        {
+            return Guard(ino, () =>
+            {
+                using var lk = inode.Lock.Write();
+                if (inode.Deleted) return Errno.ENOENT;
+                var t = Top.Tree;
+                bool exists;
+                using (t.Lock.Read()) exists = DirItems.Find(t, ino, KeyTypes.XattrItem, n, out _, out _, out _);
+                if (exists && flags == XattrSetFlags.Create) return Errno.EEXIST;
+                if (!exists && flags == XattrSetFlags.Replace) return Errno.ENODATA;
+                var se = Fs.TryStart(4, out var h);
+                if (se != Errno.OK) return se;
+                using (h)
+                using (t.Lock.Write())
+                {
+                    if (exists) DirItems.RemoveHashed(h, t, ino, KeyTypes.XattrItem, n);
+                    if (!DirItems.AddHashed(h, t, ino, KeyTypes.XattrItem, n, default, 0, v))
+                        ThrowHelper.Invariant("xattr reappeared under the inode lock");
+                    Touch(ref inode.Item, h.Transid, mtime: false);
+                    DirItems.PutInode(h, t, ino, inode.Item);
+                }
+                return Errno.OK;
+            });
+        }
+        finally { Put(inode); }
+    }
+
+    public Errno RemoveXattr(ulong ino, string name) => RemoveXattr(ino, Utf8(name));
+
+    public Errno RemoveXattr(ulong ino, ReadOnlySpan<byte> name)
+    {
+        if (name.Length == 0) return Errno.EINVAL;
+        if (name.Length > XattrNameMax) return Errno.ERANGE;
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        var n = name.ToArray();
+        try
+        {
+            return Guard(ino, () =>
+            {
+                using var lk = inode.Lock.Write();
+                if (inode.Deleted) return Errno.ENOENT;
+                var t = Top.Tree;
+                using (t.Lock.Read())
+                    if (!DirItems.Find(t, ino, KeyTypes.XattrItem, n, out _, out _, out _)) return Errno.ENODATA;
+                var se = Fs.TryStart(3, out var h, useGlobalReserve: true);
+                if (se != Errno.OK) return se;
+                using (h)
+                using (t.Lock.Write())
+                {
+                    DirItems.RemoveHashed(h, t, ino, KeyTypes.XattrItem, n);
+                    Touch(ref inode.Item, h.Transid, mtime: false);
+                    DirItems.PutInode(h, t, ino, inode.Item);
+                }
+                return Errno.OK;
+            });
+        }
+        finally { Put(inode); }
+    }
+
+    public Errno ListXattr(ulong ino, out List<string> names)
+    {
+        names = new List<string>();
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        var result = names;
+        try
+        {
+            return Guard(ino, () =>
+            {
+                using var lk = inode.Lock.Read();
+                if (inode.Deleted) return Errno.ENOENT;
+                var t = Top.Tree;
+                using var lk2 = t.Lock.Read();
+                var path = new TreePath();
+                if (!t.SeekGE(new Key(ino, KeyTypes.XattrItem, 0), path)) return Errno.OK;
+                do
+                {
+                    var k = path.Key;
+                    if (k.ObjectId != ino || k.Type != KeyTypes.XattrItem) break;
+                    var item = path.Data;
+                    while (item.Length > 0)
+                    {
+                        if (!DirEntry.TryRead(item, out var de, out int size)) throw new CorruptionException("malformed XATTR_ITEM", inode: ino);
+                        result.Add(Encoding.UTF8.GetString(de.Name));
+                        item = item[size..];
+                    }
+                } while (t.Next(path));
+                return Errno.OK;
+            });
+        }
+        finally { Put(inode); }
+    }
+}

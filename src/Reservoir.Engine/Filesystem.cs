@@ -1,0 +1,155 @@
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Common.Concurrency;
+using Reservoir.Device;
+using Reservoir.Engine.Inodes;
+using Reservoir.Engine.Tx;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine;
+
+/// <summary>
+/// The engine's POSIX-shaped interface, by inode number, as the FUSE low-level API and the
+/// embedded .NET API use it. Every method returns an <see cref="Errno"/>; corruption and device
+/// failures surface as <see cref="Errno.EIO"/> or <see cref="Errno.EUCLEAN"/> after being
+/// recorded in <see cref="Warnings"/>. Thread-safe: operations on different inodes run in
+/// parallel; see FsInfo for the lock order.
+/// </summary>
+public sealed partial class Filesystem : IDisposable
+{
+    public const ulong RootIno = FormatConstants.RootDirObjectId;
+    internal FsInfo Fs { get; }
+    internal Subvolume Top { get; }
+
+    private Filesystem(FsInfo fs)
+    {
+        Fs = fs;
+        Top = new Subvolume(fs, fs.FsTree(TreeIds.FsTree)!);
+    }
+
+    /// <summary>Writes a new empty filesystem on the device (mkfs).</summary>
+    public static void Format(IBlockDevice dev, MkfsOptions? options = null, IScheduler? sched = null)
+    {
+        options ??= new MkfsOptions();
+        FsInfo.Mkfs(dev, options, (fs, h) =>
+        {
+            var now = Timespec.Now();
+            var root = new InodeItem
+            {
+                Generation = h.Transid, Transid = h.Transid, Nlink = 2, Mode = Inodes.Mode.IFDIR | 0x1ED /* 0755 */,
+                Atime = now, Ctime = now, Mtime = now, Otime = now,
+            };
+            var t = fs.FsTree(TreeIds.FsTree)!;
+            DirItems.PutInode(h, t, RootIno, root);
+            DirItems.AddInodeRef(h, t, RootIno, RootIno, 0, ".."u8);
+            Span<byte> ri = stackalloc byte[RootItem.Size];
+            foreach (var id in new[] { TreeIds.ExtentTree, TreeIds.CsumTree, TreeIds.FsTree })
+            {
+                new RootItem { Refs = 1, Otransid = h.Transid, Otime = now, Uuid = Guid.NewGuid(), RootDirId = id == TreeIds.FsTree ? RootIno : 0 }.Write(ri);
+                fs.RootTree.Put(h, new Key(id, KeyTypes.RootItem, 0), ri);
+            }
+        }, sched ?? RealScheduler.Instance);
+    }
+
+    /// <summary>Mounts the filesystem on the device: reads the newest valid superblock,
+    /// loads the trees and free space, finishes deleting orphaned inodes and starts the
+    /// periodic committer.</summary>
+    public static Filesystem Mount(IBlockDevice dev, MountOptions? options = null)
+    {
+        options ??= new MountOptions();
+        var fs = FsInfo.Mount(dev, options);
+        var f = new Filesystem(fs);
+        if (!fs.ReadOnly) f.CleanupOrphans();
+        fs.StartCommitter();
+        return f;
+    }
+
+    public bool ReadOnly => Fs.ReadOnly;
+    public int BlockSize => Fs.BlockSize;
+    public int NodeSize => Fs.NodeSize;
+    public ulong Generation => Fs.Super.Generation;
+    public string Label => Fs.Super.Label;
+    public Guid Fsid => Fs.Fsid;
+    public EngineStats Stats => Fs.Stats;
+    public IReadOnlyList<string> Warnings { get { lock (Fs.Warnings) return Fs.Warnings.ToList(); } }
+
+    /// <summary>Commits the running transaction (sync(2)).</summary>
+    public Errno Sync() => Guard(0, () => { Fs.Commit(); return Errno.OK; });
+
+    public SpaceReport Space()
+    {
+        var s = Fs.Space;
+        return new SpaceReport(s.DeviceSize, s.Data.Total, s.Data.Used, s.Data.Pinned, s.Data.MayUse,
+            s.Meta.Total, s.Meta.Used, s.Meta.Pinned, s.Meta.MayUse, s.UnallocatedBytes, s.GlobalReserve,
+            s.Data.Underflows + s.Meta.Underflows);
+    }
+
+    public Errno StatFs(out StatFsInfo st)
+    {
+        var s = Fs.Space;
+        ulong bs = (ulong)Fs.BlockSize;
+        ulong total = s.UsableBytes / bs;
+        ulong used = Math.Min(total, (s.Data.Used + s.Meta.Used + s.Data.Pinned + s.Meta.Pinned) / bs);
+        ulong avail = Math.Min(total - used, s.DataAvailable / bs);
+        st = new StatFsInfo((uint)bs, total, total - used, avail, total, avail, FormatConstants.MaxNameLength, Fs.Fsid);
+        return Errno.OK;
+    }
+
+    public void Dispose()
+    {
+        Fs.Dispose();
+    }
+
+    // ------------------------------------------------------------------ helpers
+
+    internal static InodeAttr ToAttr(ulong ino, in InodeItem i, int blockSize) => new(
+        ino, i.Mode, i.Nlink, i.Uid, i.Gid, i.Rdev, i.FileSize, (i.Nbytes + 511) / 512, (uint)blockSize,
+        i.Atime, i.Mtime, i.Ctime, i.Otime, i.Generation, (ulong)i.Flags);
+
+    internal InodeAttr Attr(Inode inode) => ToAttr(inode.Ino, inode.Item, Fs.BlockSize);
+
+    internal static Errno CheckName(ReadOnlySpan<byte> name)
+    {
+        if (name.Length == 0) return Errno.ENOENT;
+        if (name.Length > FormatConstants.MaxNameLength) return Errno.ENAMETOOLONG;
+        if (name.IndexOf((byte)'/') >= 0 || name.IndexOf((byte)0) >= 0) return Errno.EINVAL;
+        if (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) return Errno.EINVAL;
+        return Errno.OK;
+    }
+
+    internal static byte[] Utf8(string s) => Encoding.UTF8.GetBytes(s);
+
+    /// <summary>
+    /// Runs an operation and turns engine exceptions into errno values: corruption and device
+    /// errors are logged with their inode and block and answered EIO (EUCLEAN stays EUCLEAN),
+    /// so that no exception crosses the public API.
+    /// </summary>
+    internal Errno Guard(ulong ino, Func<Errno> op)
+    {
+        try { return op(); }
+        catch (FsException ex)
+        {
+            if (ex.Errno is Errno.ENOSPC or Errno.EDQUOT or Errno.EROFS or Errno.EMLINK or Errno.EBUSY) return ex.Errno;
+            Fs.Warn($"inode {(ex.Inode != 0 ? ex.Inode : ino)}: {ex.Message}");
+            return ex.Errno == Errno.EUCLEAN ? Errno.EUCLEAN : Errno.EIO;
+        }
+    }
+
+    /// <summary>Acquires a reference on each inode (by number), or returns the first error.</summary>
+    internal Errno Get(ulong ino, out Inode inode) => Top.Acquire(ino, out inode);
+
+    internal void Put(Inode? inode)
+    {
+        if (inode != null) Top.Release(inode);
+    }
+
+    internal static void Touch(ref InodeItem i, ulong transid, bool mtime = true)
+    {
+        var now = Timespec.Now();
+        i.Ctime = now;
+        if (mtime) i.Mtime = now;
+        i.Sequence++;
+        i.Transid = transid;
+    }
+}

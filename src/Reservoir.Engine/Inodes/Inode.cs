@@ -1,0 +1,52 @@
+using Reservoir.Common.Concurrency;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Inodes;
+
+/// <summary>
+/// An inode in memory. <see cref="Lock"/> is the inode's i_rwsem: held exclusively by anything
+/// that changes the inode (its item, its data, its directory entries if it is a directory) and
+/// shared by readers. <see cref="Item"/> is the authoritative copy while the inode is in memory;
+/// every change is written to the tree in the same transaction handle.
+/// </summary>
+internal sealed class Inode
+{
+    public ulong Ino { get; }
+    public FsRwLock Lock { get; }
+    /// <summary>Guarded by <see cref="Lock"/> (write to change, read to look).</summary>
+    public InodeItem Item;
+    /// <summary>Next DIR_INDEX for a directory, 0 until looked up. Guarded by Lock.</summary>
+    public ulong NextDirIndex;
+    /// <summary>Guarded by the subvolume's inode table lock.</summary>
+    public int Refs;
+    /// <summary>Open file handles; an unlinked inode lives until the last one closes.
+    /// Guarded by the subvolume's inode table lock.</summary>
+    public int OpenCount;
+    /// <summary>Unlinked with nlink 0 and an orphan item written. Guarded by Lock.</summary>
+    public bool Orphaned;
+    /// <summary>Its items have been removed from the tree. Guarded by Lock.</summary>
+    public bool Deleted;
+
+    public Inode(ulong ino, InodeItem item, IScheduler sched)
+    {
+        Ino = ino;
+        Item = item;
+        Lock = sched.CreateRwLock($"inode-{ino}");
+    }
+
+    public bool IsDir => Mode.IsDir(Item.Mode);
+    public bool IsReg => Mode.IsReg(Item.Mode);
+    public bool IsLnk => Mode.IsLnk(Item.Mode);
+}
+
+/// <summary>st_mode helpers (S_IFMT bits).</summary>
+public static class Mode
+{
+    public const uint IFMT = 0xF000, IFSOCK = 0xC000, IFLNK = 0xA000, IFREG = 0x8000, IFBLK = 0x6000,
+        IFDIR = 0x4000, IFCHR = 0x2000, IFIFO = 0x1000;
+    public const uint ISUID = 0x800, ISGID = 0x400, ISVTX = 0x200, PermMask = 0xFFF;
+    public static bool IsDir(uint m) => (m & IFMT) == IFDIR;
+    public static bool IsReg(uint m) => (m & IFMT) == IFREG;
+    public static bool IsLnk(uint m) => (m & IFMT) == IFLNK;
+    public static bool ValidType(uint m) => (m & IFMT) is IFSOCK or IFLNK or IFREG or IFBLK or IFDIR or IFCHR or IFIFO;
+}

@@ -1,0 +1,125 @@
+using Reservoir.Common;
+using Reservoir.Common.Concurrency;
+using Reservoir.Engine.Tree;
+using Reservoir.Engine.Tx;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Inodes;
+
+/// <summary>
+/// One file tree (an fs tree: the top-level subvolume today, snapshots later) and its in-memory
+/// inodes. Inode objects are shared by reference count so that everyone who works on an inode
+/// uses the same lock.
+/// </summary>
+internal sealed class Subvolume
+{
+    private readonly FsMutex _table; // guards _inodes, _nextIno and every Inode's Refs/OpenCount
+    private readonly Dictionary<ulong, Inode> _inodes = new();
+    private ulong _nextIno;
+    public FsInfo Fs { get; }
+    public BTree Tree { get; }
+    public ulong Id => Tree.Id;
+    public int CacheLimit { get; set; } = 100_000;
+
+    public Subvolume(FsInfo fs, BTree tree)
+    {
+        Fs = fs;
+        Tree = tree;
+        _table = fs.Sched.CreateMutex($"inode-table-{tree.Id}");
+    }
+
+    /// <summary>Takes a reference on an inode, loading it from the tree. ENOENT if it does
+    /// not exist (or was deleted).</summary>
+    public Errno Acquire(ulong ino, out Inode inode)
+    {
+        using (_table.Lock())
+        {
+            if (_inodes.TryGetValue(ino, out inode!))
+            {
+                inode.Refs++;
+                return Errno.OK;
+            }
+        }
+        byte[]? data;
+        using (Tree.Lock.Read()) data = Tree.Get(new Key(ino, KeyTypes.InodeItem, 0));
+        if (data == null) { inode = null!; return Errno.ENOENT; }
+        if (data.Length != InodeItem.Size) throw new CorruptionException($"INODE_ITEM of {data.Length} bytes", inode: ino);
+        var fresh = new Inode(ino, InodeItem.Read(data), Fs.Sched);
+        using (_table.Lock())
+        {
+            if (!_inodes.TryGetValue(ino, out inode!))
+            {
+                inode = fresh;
+                _inodes[ino] = inode;
+                if (_inodes.Count > CacheLimit) EvictUnsynchronized();
+            }
+            inode.Refs++;
+        }
+        return Errno.OK;
+    }
+
+    /// <summary>Registers a just-created inode with one reference held by the caller.</summary>
+    public Inode Adopt(ulong ino, InodeItem item)
+    {
+        var inode = new Inode(ino, item, Fs.Sched) { Refs = 1 };
+        using var _ = _table.Lock();
+        _inodes[ino] = inode;
+        return inode;
+    }
+
+    public void Release(Inode inode)
+    {
+        using var _ = _table.Lock();
+        if (--inode.Refs < 0) ThrowHelper.Invariant($"inode {inode.Ino} released too often");
+        if (inode.Deleted && inode.Refs == 0) _inodes.Remove(inode.Ino);
+    }
+
+    public int Open(Inode inode)
+    {
+        using var _ = _table.Lock();
+        return ++inode.OpenCount;
+    }
+
+    /// <summary>Returns the number of opens left.</summary>
+    public int Close(Inode inode)
+    {
+        using var _ = _table.Lock();
+        if (inode.OpenCount == 0) ThrowHelper.Invariant($"inode {inode.Ino} closed more than opened");
+        return --inode.OpenCount;
+    }
+
+    public int OpenCountOf(Inode inode)
+    {
+        using var _ = _table.Lock();
+        return inode.OpenCount;
+    }
+
+    private void EvictUnsynchronized()
+    {
+        foreach (var k in _inodes.Where(kv => kv.Value.Refs == 0 && kv.Value.OpenCount == 0).Select(kv => kv.Key).Take(_inodes.Count / 4).ToList())
+            _inodes.Remove(k);
+    }
+
+    /// <summary>Next free inode number; found from the tree's last inode on first use.</summary>
+    public ulong AllocIno()
+    {
+        using (_table.Lock())
+            if (_nextIno != 0) return _nextIno++;
+        ulong next = FormatConstants.FirstFreeObjectId;
+        using (Tree.Lock.Read())
+        {
+            var path = new TreePath();
+            // Orphan items use objectid -5, above every inode; search below them.
+            if (Tree.SeekLE(new Key(TreeIds.OrphanObjectId - 1, 0, 0), path))
+                next = Math.Max(next, path.Key.ObjectId + 1);
+        }
+        using (_table.Lock())
+        {
+            if (_nextIno == 0) _nextIno = next;
+            return _nextIno++;
+        }
+    }
+
+    public int LoadedInodes { get { using var _ = _table.Lock(); return _inodes.Count; } }
+}

@@ -1,0 +1,249 @@
+using System.Diagnostics;
+using Reservoir.Common;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Tx;
+
+internal sealed partial class FsInfo
+{
+    /// <summary>
+    /// Commits the running transaction (SPEC.md §1, "Commit"):
+    /// 1. wait for every handle to end (exclusive commit lock);
+    /// 2. fold delayed refs, block group usage and moved tree roots into the extent and root
+    ///    trees, repeating until a round dirties nothing new (each node is copied at most once
+    ///    per transaction, so this ends);
+    /// 3. write every dirty node to its new location, flush;
+    /// 4. write the superblock copies pointing at the new root tree, flush;
+    /// 5. only now release pinned extents: the previous commit no longer needs them.
+    /// A power cut before step 4 completes leaves the previous commit intact.
+    /// </summary>
+    public void Commit()
+    {
+        if (ReadOnly || FailedReason != null) return;
+        using var serial = _commitMutex.Lock();
+        _commitLock.EnterWrite();
+        try
+        {
+            var tx = Running;
+            if (tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()) return;
+            var sw = Stopwatch.StartNew();
+            var h = new TransHandle(this, tx, 0, holdsCommitLock: false);
+            // No handle is active, but readers may be walking these trees (checksum lookups).
+            using (RootTree.Lock.Write())
+            using (ExtentTree.Lock.Write())
+            using (CsumTree.Lock.Write())
+            {
+                for (int round = 0; ; round++)
+                {
+                    if (round > 64) ThrowHelper.Invariant("commit did not converge");
+                    bool changed = RunDelayedRefs(h);
+                    changed |= UpdateBlockGroupItems(h);
+                    changed |= UpdateRootItems(h);
+                    if (!changed) break;
+                }
+            }
+            Sched.Yield("commit:write-nodes");
+            var dirty = tx.TakeDirty();
+            foreach (var n in dirty)
+            {
+                Store.Write(n);
+                n.Dirty = false;
+            }
+            Stats.NodesWritten += dirty.Count;
+            Device.Flush();
+            Sched.Yield("commit:write-super");
+            var sb = Super.Clone();
+            sb.Generation = tx.Transid;
+            sb.RootTreeBytenr = RootTree.Root.Bytenr;
+            sb.RootTreeLevel = (byte)RootTree.Root.Level;
+            sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
+            WriteSuperblocks(sb);
+            Device.Flush();
+            Super = sb;
+            Space.Unpin();
+            Running = new Transaction(Sched, tx.Transid + 1);
+            long us = sw.ElapsedTicks * 1_000_000 / Stopwatch.Frequency;
+            Stats.Commits++;
+            Stats.CommitMicrosTotal += us;
+            Stats.CommitMicrosMax = Math.Max(Stats.CommitMicrosMax, us);
+        }
+        catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException)
+        {
+            MarkFailed($"commit of transaction {Running.Transid} failed: {ex.Message}");
+            throw ex as FsException ?? new FsException(Errno.EIO, "commit failed: " + ex.Message, ex);
+        }
+        finally
+        {
+            _commitLock.ExitWrite();
+        }
+    }
+
+    private bool AnyGroupDirty() => Space.Groups.Any(g => g.Dirty);
+
+    private void WriteSuperblocks(Superblock sb)
+    {
+        var buf = new byte[FormatConstants.SuperblockSize];
+        foreach (var off in FormatConstants.SuperblockOffsets)
+        {
+            if (off + FormatConstants.SuperblockSize > Device.Size) continue;
+            sb.Bytenr = off;
+            sb.Write(buf);
+            Device.Write(off, buf);
+        }
+        sb.Bytenr = FormatConstants.SuperblockOffsets[0];
+    }
+
+    private bool UpdateBlockGroupItems(TransHandle h)
+    {
+        var groups = Space.TakeDirtyGroups();
+        if (groups.Count == 0) return false;
+        Span<byte> item = stackalloc byte[BlockGroupItem.Size];
+        foreach (var g in groups)
+        {
+            new BlockGroupItem { Used = g.Used, Flags = g.Flags }.Write(item);
+            ExtentTree.Put(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length), item);
+            g.OnDisk = true;
+        }
+        return true;
+    }
+
+    private bool UpdateRootItems(TransHandle h)
+    {
+        bool changed = false;
+        Span<byte> buf = stackalloc byte[RootItem.Size];
+        foreach (var t in new[] { ExtentTree, CsumTree }.Concat(AllFsTrees()))
+        {
+            if (!t.RootChanged) continue;
+            t.RootChanged = false;
+            changed = true;
+            var key = new Key(t.Id, KeyTypes.RootItem, 0);
+            var old = RootTree.Get(key);
+            var ri = old != null ? RootItem.Read(old) : new RootItem { Refs = 1, Otransid = h.Transid, Otime = Timespec.Now(), Uuid = Guid.NewGuid() };
+            ri.Bytenr = t.Root.Bytenr;
+            ri.Generation = t.Root.Generation;
+            ri.Level = (byte)t.Root.Level;
+            ri.Ctransid = h.Transid;
+            if (t.Id == TreeIds.FsTree || t.Id >= TreeIds.FirstSubvolume) ri.RootDirId = FormatConstants.RootDirObjectId;
+            ri.Write(buf);
+            RootTree.Put(h, key, buf);
+        }
+        RootTree.RootChanged = false;
+        return changed;
+    }
+
+    /// <summary>Applies delayed reference changes to the extent tree. Returns whether any
+    /// were pending.</summary>
+    private bool RunDelayedRefs(TransHandle h)
+    {
+        var heads = h.Transaction.Refs.Drain();
+        if (heads.Count == 0) return false;
+        foreach (var head in heads)
+        {
+            if (head.IsData) RunDataRef(h, head);
+            else RunTreeRef(h, head);
+        }
+        return true;
+    }
+
+    private void RunTreeRef(TransHandle h, Alloc.DelayedRefs.Head head)
+    {
+        if (head.TreeDelta == 0) return;
+        var key = new Key(head.Bytenr, KeyTypes.MetadataItem, (ulong)head.Level);
+        if (head.TreeDelta == 1)
+        {
+            Span<byte> b = stackalloc byte[ExtentItem.Size];
+            new ExtentItem { Refs = 1, Generation = head.Generation, Flags = ExtentFlags.TreeBlock, Owner = head.Owner }.Write(b);
+            if (!ExtentTree.TryInsert(h, key, ExtentItem.Size, out var d))
+                ThrowHelper.Corrupt($"tree block {head.Bytenr} allocated twice", head.Bytenr);
+            b.CopyTo(d);
+        }
+        else if (head.TreeDelta == -1)
+        {
+            if (!ExtentTree.Delete(h, key))
+                ThrowHelper.Corrupt($"freed tree block {head.Bytenr} has no METADATA_ITEM", head.Bytenr);
+        }
+        else ThrowHelper.Invariant($"tree block {head.Bytenr} reference delta {head.TreeDelta}");
+    }
+
+    private void RunDataRef(TransHandle h, Alloc.DelayedRefs.Head head)
+    {
+        long total = head.DataDeltas.Values.Sum();
+        var ekey = new Key(head.Bytenr, KeyTypes.ExtentItem, head.NumBytes);
+        var path = new TreePath();
+        ExtentItem ei = default;
+        if (head.New)
+        {
+            if (total == 0)
+            {
+                // Allocated and dropped within this transaction: never committed, free at once.
+                DeleteCsums(h, head.Bytenr);
+                Space.Free(head.Bytenr, head.NumBytes, pin: false);
+                return;
+            }
+            ei = new ExtentItem { Refs = 0, Generation = head.Generation, Flags = ExtentFlags.Data, Owner = head.Owner };
+            ExtentTree.Insert(h, ekey, ExtentItem.Size);
+        }
+        else
+        {
+            if (!ExtentTree.Search(h, ekey, path) || !ExtentItem.TryRead(path.Data, out ei))
+                ThrowHelper.Corrupt($"data extent [{head.Bytenr}, +{head.NumBytes}) has no EXTENT_ITEM", head.Bytenr);
+        }
+        long refs = (long)ei.Refs + total;
+        if (refs < 0) ThrowHelper.Corrupt($"data extent {head.Bytenr} reference count would go negative", head.Bytenr);
+        foreach (var ((root, ino, off), delta) in head.DataDeltas)
+            if (delta != 0) UpdateDataRef(h, head.Bytenr, root, ino, off, delta);
+        if (refs == 0)
+        {
+            ExtentTree.Delete(h, ekey);
+            DeleteCsums(h, head.Bytenr);
+            Space.Free(head.Bytenr, head.NumBytes, pin: true);
+            return;
+        }
+        ei.Refs = (ulong)refs;
+        if (!ExtentTree.Search(h, ekey, path)) ThrowHelper.Invariant("extent item vanished");
+        ei.Write(path.MutableData);
+    }
+
+    private void UpdateDataRef(TransHandle h, ulong bytenr, ulong root, ulong ino, ulong off, int delta)
+    {
+        ulong hash = ExtentDataRef.Hash(root, ino, off);
+        var path = new TreePath();
+        // Open addressing: our ref is at the hash or at a later offset; scan upward.
+        ExtentTree.Search(null, new Key(bytenr, KeyTypes.ExtentDataRef, hash), path);
+        ulong freeSlot = hash;
+        bool found = false;
+        ulong at = 0;
+        ExtentDataRef r = default;
+        if (ExtentTree.NormalizeForward(path))
+        {
+            do
+            {
+                var k = path.Key;
+                if (k.ObjectId != bytenr || k.Type != KeyTypes.ExtentDataRef) break;
+                if (!ExtentDataRef.TryRead(path.Data, out r)) ThrowHelper.Corrupt("malformed EXTENT_DATA_REF", bytenr);
+                if (r.Root == root && r.Inode == ino && r.Offset == off) { found = true; at = k.Offset; break; }
+                if (k.Offset == freeSlot) freeSlot++;
+            } while (ExtentTree.Next(path));
+        }
+        Span<byte> buf = stackalloc byte[ExtentDataRef.Size];
+        if (!found)
+        {
+            if (delta < 0) ThrowHelper.Corrupt($"dropping a missing data ref ({root},{ino},{off}) of extent {bytenr}", bytenr);
+            new ExtentDataRef { Root = root, Inode = ino, Offset = off, Count = (uint)delta }.Write(buf);
+            ExtentTree.Put(h, new Key(bytenr, KeyTypes.ExtentDataRef, freeSlot), buf);
+            return;
+        }
+        long count = r.Count + (long)delta;
+        var key = new Key(bytenr, KeyTypes.ExtentDataRef, at);
+        if (count < 0) ThrowHelper.Corrupt($"data ref count of extent {bytenr} would go negative", bytenr);
+        if (count == 0) { ExtentTree.Delete(h, key); return; }
+        r.Count = (uint)count;
+        r.Write(buf);
+        ExtentTree.Put(h, key, buf);
+    }
+
+    private void DeleteCsums(TransHandle h, ulong bytenr) =>
+        CsumTree.Delete(h, new Key(TreeIds.CsumObjectId, KeyTypes.ExtentCsum, bytenr));
+}

@@ -1,0 +1,128 @@
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine.Alloc;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Tx;
+
+internal sealed partial class FsInfo
+{
+    /// <summary>Reads every superblock copy and returns the valid one with the highest
+    /// generation, with a note for each damaged copy. Throws FsException naming every copy's
+    /// problem when none is valid.</summary>
+    public static (Superblock Sb, List<string> Notes) ReadSuperblock(IBlockDevice dev)
+    {
+        var notes = new List<string>();
+        Superblock? best = null;
+        var buf = new byte[FormatConstants.SuperblockSize];
+        foreach (var off in FormatConstants.SuperblockOffsets)
+        {
+            if (off + FormatConstants.SuperblockSize > dev.Size) continue;
+            try { dev.Read(off, buf); }
+            catch (FsException ex) { notes.Add($"superblock copy at {off}: {ex.Message}"); continue; }
+            var sb = Superblock.TryRead(buf, off, out string err);
+            if (sb == null) { notes.Add($"superblock copy at {off}: {err}"); continue; }
+            if (sb.TotalBytes > dev.Size)
+            {
+                notes.Add($"superblock copy at {off}: filesystem is {sb.TotalBytes} bytes but the device has {dev.Size} (truncated image?)");
+                continue;
+            }
+            if (best == null || sb.Generation > best.Generation) best = sb;
+        }
+        if (best == null)
+        {
+            if (dev.Size < FormatConstants.SuperblockOffsets[0] + FormatConstants.SuperblockSize)
+                throw new FsException(Errno.EINVAL, $"device of {dev.Size} bytes is too small to hold a Reservoir filesystem");
+            throw new FsException(Errno.EINVAL, "not a valid Reservoir filesystem: " + string.Join("; ", notes));
+        }
+        return (best, notes);
+    }
+
+    public static FsInfo Mount(IBlockDevice dev, MountOptions opts)
+    {
+        var (sb, notes) = ReadSuperblock(dev);
+        if ((sb.Incompat & ~Features.IncompatSupported) != 0)
+            throw new FsException(Errno.EINVAL, $"filesystem uses unsupported incompatible features 0x{sb.Incompat & ~Features.IncompatSupported:x}");
+        if ((sb.CompatRo & ~Features.CompatRoSupported) != 0 && !opts.ReadOnly && !dev.ReadOnly)
+            throw new FsException(Errno.EROFS, $"filesystem uses read-only-compatible features 0x{sb.CompatRo & ~Features.CompatRoSupported:x} this version does not know: mount read-only");
+        var space = new SpaceManager(opts.Scheduler, sb.TotalBytes, (int)sb.BlockSize, (int)sb.NodeSize, 0);
+        var groupSize = SpaceManager.ChooseGroupSize(sb.TotalBytes, (int)sb.NodeSize);
+        space = new SpaceManager(opts.Scheduler, sb.TotalBytes, (int)sb.BlockSize, (int)sb.NodeSize, groupSize);
+        var fs = new FsInfo(dev, sb, opts, space);
+        foreach (var n in notes) fs.Warn(n);
+        fs.LoadTrees();
+        return fs;
+    }
+
+    private void LoadTrees()
+    {
+        var rootNode = Store.Read(Super.RootTreeBytenr, 0, Super.RootTreeLevel);
+        if (rootNode.Generation > Super.Generation)
+            ThrowHelper.Corrupt($"root tree generation {rootNode.Generation} is newer than the superblock's {Super.Generation}", Super.RootTreeBytenr);
+        RootTree = new BTree(TreeIds.RootTree, Store, rootNode, Sched);
+        ExtentTree = LoadTree(TreeIds.ExtentTree) ?? throw new CorruptionException("the root tree has no extent tree");
+        CsumTree = LoadTree(TreeIds.CsumTree) ?? throw new CorruptionException("the root tree has no checksum tree");
+        var fsTree = LoadTree(TreeIds.FsTree) ?? throw new CorruptionException("the root tree has no top-level subvolume");
+        _fsTrees[TreeIds.FsTree] = fsTree;
+        LoadSpace();
+    }
+
+    private BTree? LoadTree(ulong id)
+    {
+        var data = RootTree.Get(new Key(id, KeyTypes.RootItem, 0));
+        if (data == null) return null;
+        if (data.Length != RootItem.Size) ThrowHelper.Corrupt($"ROOT_ITEM of tree {id} has {data.Length} bytes");
+        var ri = RootItem.Read(data);
+        if (ri.Level >= FormatConstants.MaxLevel) ThrowHelper.Corrupt($"tree {id} root level {ri.Level}");
+        var node = Store.Read(ri.Bytenr, ri.Generation, ri.Level);
+        return new BTree(id, Store, node, Sched);
+    }
+
+    /// <summary>Builds the in-memory free space from the extent tree: block groups first, then
+    /// every extent marks its range used.</summary>
+    private void LoadSpace()
+    {
+        var groups = new List<(Key Key, BlockGroupItem Item)>();
+        var extents = new List<(ulong Start, ulong Len, bool Data)>();
+        var path = new TreePath();
+        if (ExtentTree.SeekGE(Key.Min, path))
+        {
+            do
+            {
+                var k = path.Key;
+                switch (k.Type)
+                {
+                    case KeyTypes.BlockGroupItem:
+                        if (!BlockGroupItem.TryRead(path.Data, out var bg)) ThrowHelper.Corrupt($"malformed BLOCK_GROUP_ITEM {k}");
+                        groups.Add((k, bg));
+                        break;
+                    case KeyTypes.ExtentItem:
+                        extents.Add((k.ObjectId, k.Offset, true));
+                        break;
+                    case KeyTypes.MetadataItem:
+                        extents.Add((k.ObjectId, (ulong)NodeSize, false));
+                        break;
+                }
+            } while (ExtentTree.Next(path));
+        }
+        if (groups.Count == 0) ThrowHelper.Corrupt("the extent tree has no block groups");
+        var groupSize = groups[0].Key.Offset;
+        foreach (var (k, item) in groups)
+        {
+            var g = Space.AddGroup(k.ObjectId, k.Offset, item.Flags, onDisk: true);
+            g.Dirty = false;
+        }
+        foreach (var (s, l, d) in extents) Space.MarkAllocated(s, l, d);
+        foreach (var (k, item) in groups)
+        {
+            var g = Space.GroupOf(k.ObjectId)!;
+            if (g.Used != item.Used)
+            {
+                Warn($"block group {k.ObjectId}: item says {item.Used} bytes used, extents add up to {g.Used}; using the extents");
+                g.Dirty = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+using Reservoir.Common;
+using Reservoir.Common.Concurrency;
+using Reservoir.Device;
+using Reservoir.Engine.Alloc;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+
+namespace Reservoir.Engine.Tx;
+
+/// <summary>
+/// The mounted filesystem's core state (btrfs's fs_info): device, superblock, node store,
+/// space manager, the global trees and the transaction machinery.
+///
+/// Lock order (outer to inner): inode locks (higher layer) → <see cref="_commitLock"/> (read, by
+/// handles) → tree locks → leaf locks (space, delayed refs, transaction dirty set, node cache).
+/// A thread holding a handle never waits for an inode lock, so a commit, which takes
+/// <see cref="_commitLock"/> for writing, can always finish.
+/// </summary>
+internal sealed partial class FsInfo : IDisposable
+{
+    public IBlockDevice Device { get; }
+    public IScheduler Sched { get; }
+    public MountOptions Options { get; }
+    public Superblock Super { get; private set; }
+    public NodeStore Store { get; }
+    public SpaceManager Space { get; }
+    public EngineStats Stats { get; } = new();
+    public int NodeSize { get; }
+    public int BlockSize { get; }
+    public Guid Fsid { get; }
+    public bool ReadOnly { get; private set; }
+    /// <summary>Set when a commit failed: the in-memory state no longer matches what can be
+    /// committed, so nothing more is written. The last commit on disk stays intact.</summary>
+    public string? FailedReason { get; private set; }
+    public List<string> Warnings { get; } = new();
+
+    public BTree RootTree { get; private set; } = null!;
+    public BTree ExtentTree { get; private set; } = null!;
+    public BTree CsumTree { get; private set; } = null!;
+    private readonly Dictionary<ulong, BTree> _fsTrees = new(); // guarded by _treesLock
+    private readonly FsMutex _treesLock;
+
+    /// <summary>Handles hold it shared for their lifetime; a commit holds it exclusively.
+    /// Guards the identity of <see cref="Running"/>.</summary>
+    private readonly FsRwLock _commitLock;
+    /// <summary>Serialises commits and guards the committer's wake-up state.</summary>
+    private readonly FsMutex _commitMutex;
+    private readonly FsMutex _committerLock; // guards _stopping, _kick
+    private bool _stopping, _kick;
+    private FsThread? _committer;
+    public Transaction Running { get; private set; }
+
+    private FsInfo(IBlockDevice dev, Superblock sb, MountOptions opts, SpaceManager space)
+    {
+        Device = dev;
+        Sched = opts.Scheduler;
+        Options = opts;
+        Super = sb;
+        NodeSize = (int)sb.NodeSize;
+        BlockSize = (int)sb.BlockSize;
+        Fsid = sb.Fsid;
+        ReadOnly = opts.ReadOnly || dev.ReadOnly;
+        Space = space;
+        Store = new NodeStore(dev, Sched, NodeSize, Fsid, opts.NodeCacheBytes);
+        _treesLock = Sched.CreateMutex("fs-trees");
+        _commitLock = Sched.CreateRwLock("commit");
+        _commitMutex = Sched.CreateMutex("commit-serial");
+        _committerLock = Sched.CreateMutex("committer");
+        Running = new Transaction(Sched, sb.Generation + 1);
+    }
+
+    public void Warn(string msg)
+    {
+        lock (Warnings) Warnings.Add(msg);
+        Options.Log?.Invoke(msg);
+    }
+
+    public BTree? FsTree(ulong id)
+    {
+        using var _ = _treesLock.Lock();
+        return _fsTrees.GetValueOrDefault(id);
+    }
+
+    public IReadOnlyList<BTree> AllFsTrees()
+    {
+        using var _ = _treesLock.Lock();
+        return _fsTrees.Values.ToList();
+    }
+
+    /// <summary>Bytes of metadata an operation touching <paramref name="items"/> items may
+    /// dirty: per item, a copied path plus a split at every level plus merged siblings, in the
+    /// tallest tree, one level taller to allow growth (btrfs reserves 2·MAX_LEVEL per item).</summary>
+    public ulong MetaReserveFor(int items)
+    {
+        int h = Math.Max(Math.Max(RootTree.Height, ExtentTree.Height), CsumTree.Height);
+        foreach (var t in AllFsTrees()) h = Math.Max(h, t.Height);
+        return (ulong)items * (ulong)NodeSize * (ulong)(3 * (h + 1));
+    }
+
+    /// <summary>
+    /// Joins the running transaction for an operation that changes at most
+    /// <paramref name="items"/> tree items. Reserves their metadata first; if that fails,
+    /// commits once (freeing pinned space) and tries again before answering ENOSPC.
+    /// <paramref name="useGlobalReserve"/> lets deletions proceed on a full filesystem.
+    /// </summary>
+    public Errno TryStart(int items, out TransHandle handle, bool useGlobalReserve = false)
+    {
+        handle = null!;
+        if (ReadOnly) return Errno.EROFS;
+        if (FailedReason != null) return Errno.EIO;
+        ulong bytes = MetaReserveFor(items);
+        if (Space.Reserve(false, bytes, useGlobalReserve) != Errno.OK)
+        {
+            Commit();
+            if (Space.Reserve(false, bytes, useGlobalReserve) != Errno.OK) return Errno.ENOSPC;
+        }
+        _commitLock.EnterRead();
+        if (FailedReason != null)
+        {
+            _commitLock.ExitRead();
+            Space.Release(false, bytes);
+            return Errno.EIO;
+        }
+        handle = new TransHandle(this, Running, bytes, holdsCommitLock: true);
+        return Errno.OK;
+    }
+
+    public TransHandle Start(int items, bool useGlobalReserve = false)
+    {
+        var e = TryStart(items, out var h, useGlobalReserve);
+        if (e != Errno.OK) throw new FsException(e, "cannot start a transaction");
+        return h;
+    }
+
+    internal void EndHandle(TransHandle h)
+    {
+        _commitLock.ExitRead();
+        long dirty = (long)h.Transaction.DirtyCount * NodeSize;
+        if (dirty > Options.DirtyCommitBytes * 4) Commit();
+        else if (dirty > Options.DirtyCommitBytes) KickCommitter();
+    }
+
+    // ------------------------------------------------------------------ committer thread
+
+    public void StartCommitter()
+    {
+        if (ReadOnly || Options.CommitIntervalMs <= 0) return;
+        _committer = Sched.Start("committer", CommitterLoop);
+    }
+
+    private void KickCommitter()
+    {
+        using var _ = _committerLock.Lock();
+        _kick = true;
+        _committerLock.PulseAll();
+    }
+
+    private void CommitterLoop()
+    {
+        while (true)
+        {
+            using (_committerLock.Lock())
+            {
+                if (!_stopping && !_kick) _committerLock.Wait(Options.CommitIntervalMs);
+                if (_stopping) return;
+                _kick = false;
+            }
+            try { Commit(); }
+            catch (FsException ex) { Warn($"periodic commit failed: {ex.Message}"); }
+        }
+    }
+
+    private void StopCommitter()
+    {
+        if (_committer == null) return;
+        using (_committerLock.Lock())
+        {
+            _stopping = true;
+            _committerLock.PulseAll();
+        }
+        _committer.Join();
+        _committer = null;
+    }
+
+    private bool _disposed;
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        StopCommitter();
+        if (!ReadOnly && FailedReason == null) Commit();
+    }
+
+    internal void MarkFailed(string reason)
+    {
+        FailedReason ??= reason;
+        Warn("filesystem failed, no further writes: " + reason);
+    }
+}

@@ -1,0 +1,38 @@
+using Reservoir.Common.Concurrency;
+
+namespace Reservoir.Engine.Tx;
+
+public sealed class MountOptions
+{
+    public bool ReadOnly { get; set; }
+    /// <summary>Commit the running transaction at least this often (btrfs commit=N, default 30 s).
+    /// 0 disables the periodic committer.</summary>
+    public int CommitIntervalMs { get; set; } = 30_000;
+    /// <summary>Clean tree nodes kept in memory.</summary>
+    public long NodeCacheBytes { get; set; } = 256L << 20;
+    /// <summary>Dirty metadata that triggers a background commit; four times this forces the
+    /// operation that crossed it to commit before returning (back-pressure).</summary>
+    public long DirtyCommitBytes { get; set; } = 64L << 20;
+    public IScheduler Scheduler { get; set; } = RealScheduler.Instance;
+    /// <summary>Where engine warnings go (leaks, repaired counters, fallbacks).</summary>
+    public Action<string>? Log { get; set; }
+}
+
+public sealed class MkfsOptions
+{
+    public int BlockSize { get; set; } = Format.FormatConstants.DefaultBlockSize;
+    public int NodeSize { get; set; } = Format.FormatConstants.DefaultNodeSize;
+    public string Label { get; set; } = "";
+    public Guid? Uuid { get; set; }
+}
+
+/// <summary>Counters for tests and `inspect`; incremented without locks (Interlocked).</summary>
+public sealed class EngineStats
+{
+    public long Commits;
+    public long ReservationOverruns;
+    public long NodesWritten;
+    public long DataBytesWritten;
+    public long CommitMicrosTotal;
+    public long CommitMicrosMax;
+}

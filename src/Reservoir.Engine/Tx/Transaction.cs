@@ -1,0 +1,49 @@
+using Reservoir.Common.Concurrency;
+using Reservoir.Engine.Alloc;
+using Reservoir.Engine.Tree;
+
+namespace Reservoir.Engine.Tx;
+
+/// <summary>
+/// The running transaction: every node made dirty since the last commit, and the reference
+/// changes to apply to the extent tree when it commits. Operations join it through
+/// <see cref="TransHandle"/>s; one commit ends it.
+/// </summary>
+internal sealed class Transaction
+{
+    private readonly FsMutex _lock; // guards _dirty
+    private readonly Dictionary<ulong, TreeNode> _dirty = new();
+    public ulong Transid { get; }
+    public DelayedRefs Refs { get; }
+    public long StartedMs { get; }
+
+    public Transaction(IScheduler sched, ulong transid)
+    {
+        Transid = transid;
+        _lock = sched.CreateMutex("transaction-dirty");
+        Refs = new DelayedRefs(sched);
+        StartedMs = sched.NowMs;
+    }
+
+    public void AddDirty(TreeNode n)
+    {
+        using var _ = _lock.Lock();
+        _dirty[n.Bytenr] = n;
+    }
+
+    public void RemoveDirty(TreeNode n)
+    {
+        using var _ = _lock.Lock();
+        _dirty.Remove(n.Bytenr);
+    }
+
+    public int DirtyCount { get { using var _ = _lock.Lock(); return _dirty.Count; } }
+
+    public List<TreeNode> TakeDirty()
+    {
+        using var _ = _lock.Lock();
+        var l = _dirty.Values.OrderBy(n => n.Bytenr).ToList();
+        _dirty.Clear();
+        return l;
+    }
+}

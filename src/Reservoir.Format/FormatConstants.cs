@@ -1,0 +1,108 @@
+namespace Reservoir.Format;
+
+/// <summary>Constants of on-disk format v1; docs/SPEC.md is the authority and cites these.</summary>
+public static class FormatConstants
+{
+    /// <summary>"RSRVOIR1" read as a little-endian u64.</summary>
+    public const ulong Magic = 0x3152494F56525352UL;
+    public const uint FormatVersion = 1;
+    public const int SuperblockSize = 4096;
+
+    /// <summary>Byte offsets of the superblock copies. A copy exists only if it fits on the
+    /// device; the first 1 MiB is never allocated (boot loaders, partition tables).</summary>
+    public static readonly ulong[] SuperblockOffsets = [64UL << 10, 256UL << 10, 64UL << 20, 256UL << 30];
+    public const ulong ReservedPrefix = 1UL << 20;
+
+    public const int MinBlockSize = 4096;
+    public const int MaxBlockSize = 65536;
+    public const int MinNodeSize = 4096;
+    public const int MaxNodeSize = 65536;
+    public const int DefaultBlockSize = 4096;
+    public const int DefaultNodeSize = 16384;
+    public const int MaxLevel = 8;
+    public const int MaxNameLength = 255;
+    public const int LabelSize = 256;
+    public const ulong MinDeviceSize = 8UL << 20;
+
+    /// <summary>First inode number of every fs tree; the root directory.</summary>
+    public const ulong FirstFreeObjectId = 256;
+    public const ulong RootDirObjectId = 256;
+}
+
+/// <summary>Well-known tree ids (owner field of node headers, ROOT_ITEM objectids).</summary>
+public static class TreeIds
+{
+    public const ulong RootTree = 1;
+    public const ulong ExtentTree = 2;
+    public const ulong FsTree = 5;
+    public const ulong CsumTree = 7;
+    public const ulong QuotaTree = 8;
+    public const ulong FirstSubvolume = 256;
+    /// <summary>Objectid of orphan items in an fs tree (-5).</summary>
+    public const ulong OrphanObjectId = unchecked((ulong)-5L);
+    /// <summary>Objectid of checksum items in the csum tree (-10).</summary>
+    public const ulong CsumObjectId = unchecked((ulong)-10L);
+}
+
+/// <summary>Key types. Numbers follow btrfs where the meaning is the same, so readers of
+/// btrfs_tree.h find their way.</summary>
+public static class KeyTypes
+{
+    public const byte InodeItem = 1;
+    public const byte InodeRef = 12;
+    public const byte XattrItem = 24;
+    public const byte OrphanItem = 48;
+    public const byte DirItem = 84;
+    public const byte DirIndex = 96;
+    public const byte ExtentData = 108;
+    public const byte ExtentCsum = 128;
+    public const byte RootItem = 132;
+    public const byte ExtentItem = 168;
+    public const byte MetadataItem = 169;
+    public const byte TreeBlockRef = 176;
+    public const byte ExtentDataRef = 178;
+    public const byte BlockGroupItem = 192;
+
+    public static string Name(byte t) => t switch
+    {
+        InodeItem => "INODE_ITEM",
+        InodeRef => "INODE_REF",
+        XattrItem => "XATTR_ITEM",
+        OrphanItem => "ORPHAN_ITEM",
+        DirItem => "DIR_ITEM",
+        DirIndex => "DIR_INDEX",
+        ExtentData => "EXTENT_DATA",
+        ExtentCsum => "EXTENT_CSUM",
+        RootItem => "ROOT_ITEM",
+        ExtentItem => "EXTENT_ITEM",
+        MetadataItem => "METADATA_ITEM",
+        TreeBlockRef => "TREE_BLOCK_REF",
+        ExtentDataRef => "EXTENT_DATA_REF",
+        BlockGroupItem => "BLOCK_GROUP_ITEM",
+        _ => $"TYPE_{t}",
+    };
+}
+
+/// <summary>Feature flags. v1 defines none; the masks say which bits this build understands.
+/// Unknown incompat bits refuse the mount; unknown ro-compat bits allow read-only only.</summary>
+public static class Features
+{
+    public const ulong CompatSupported = 0;
+    public const ulong CompatRoSupported = 0;
+    public const ulong IncompatSupported = 0;
+}
+
+/// <summary>Block group type flags (BLOCK_GROUP_ITEM.flags, EXTENT_ITEM.flags).</summary>
+[Flags]
+public enum BlockGroupFlags : ulong
+{
+    Data = 1,
+    Metadata = 2,
+}
+
+[Flags]
+public enum ExtentFlags : ulong
+{
+    Data = 1,
+    TreeBlock = 2,
+}

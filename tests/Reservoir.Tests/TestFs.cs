@@ -1,0 +1,45 @@
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+
+namespace Reservoir.Tests;
+
+/// <summary>Helpers to make, mount and remount filesystems on memory devices.</summary>
+internal static class TestFs
+{
+    public static MemoryBlockDevice NewDevice(ulong size = 64UL << 20, int nodeSize = 4096, int blockSize = 4096)
+    {
+        var dev = new MemoryBlockDevice(size);
+        Filesystem.Format(dev, new MkfsOptions { NodeSize = nodeSize, BlockSize = blockSize, Label = "test" });
+        return dev;
+    }
+
+    public static Filesystem Mount(IBlockDevice dev, MountOptions? o = null) =>
+        Filesystem.Mount(dev, o ?? new MountOptions { CommitIntervalMs = 0 });
+
+    public static void Ok(Errno e, string what = "")
+    {
+        if (e != Errno.OK) throw new Xunit.Sdk.XunitException($"{what}: expected OK, got {e}");
+    }
+
+    public static ulong CreateFile(Filesystem fs, ulong dir, string name, byte[]? data = null)
+    {
+        Ok(fs.Create(dir, name, 0x1A4, 0, 0, out var a), "create " + name);
+        if (data != null)
+        {
+            Ok(fs.Write(a.Ino, 0, data, out int n), "write " + name);
+            Xunit.Assert.Equal(data.Length, n);
+        }
+        return a.Ino;
+    }
+
+    public static byte[] ReadAll(Filesystem fs, ulong ino)
+    {
+        Ok(fs.GetAttr(ino, out var a));
+        var buf = new byte[a.Size];
+        Ok(fs.Read(ino, 0, buf, out int n));
+        Xunit.Assert.Equal((int)a.Size, n);
+        return buf;
+    }
+}
