@@ -43,3 +43,13 @@ internal static class TestFs
         return buf;
     }
 }
+
+internal static class FsckAssert
+{
+    public static void Clean(Reservoir.Device.IBlockDevice dev)
+    {
+        var r = Reservoir.Engine.Check.Fsck.Run(dev, new Reservoir.Engine.Check.FsckOptions { CheckDataCsums = true });
+        if (!r.Clean)
+            throw new Xunit.Sdk.XunitException("fsck found problems:\n" + (r.OperationalError ?? "") + "\n" + string.Join("\n", r.Errors.Take(30)));
+    }
+}

@@ -54,7 +54,7 @@ internal static class FileExtents
     /// </summary>
     public static bool Drop(TransHandle h, BTree t, ulong root, ulong ino, ulong start, ulong end, ref long nbytesDelta, int maxItems = int.MaxValue)
     {
-        var items = Overlapping(t, ino, start, end, maxItems + 1);
+        var items = Overlapping(t, ino, start, end, maxItems == int.MaxValue ? int.MaxValue : maxItems + 1);
         bool complete = items.Count <= maxItems;
         if (!complete) items.RemoveAt(items.Count - 1);
         Span<byte> buf = stackalloc byte[FileExtentItem.RegularSize];

@@ -27,7 +27,8 @@ internal sealed partial class FsInfo
         try
         {
             var tx = Running;
-            if (tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()) return;
+            if (!ForceCommit && tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()) return;
+            ForceCommit = false;
             var sw = Stopwatch.StartNew();
             var h = new TransHandle(this, tx, 0, holdsCommitLock: false);
             // No handle is active, but readers may be walking these trees (checksum lookups).
@@ -79,6 +80,9 @@ internal sealed partial class FsInfo
             _commitLock.ExitWrite();
         }
     }
+
+    /// <summary>Commit even when nothing is dirty (fsck rewriting the superblock counters).</summary>
+    public bool ForceCommit { get; set; }
 
     private bool AnyGroupDirty() => Space.Groups.Any(g => g.Dirty);
 

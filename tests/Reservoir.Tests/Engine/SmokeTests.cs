@@ -31,5 +31,8 @@ public class SmokeTests
             Assert.Equal("abc"u8.ToArray(), ReadAll(fs, i.Ino));
             Assert.Equal(Errno.ENOENT, fs.Lookup(Filesystem.RootIno, "nope", out _));
         }
+        FsckAssert.Clean(dev);
+        {
+        }
     }
 }

@@ -1,0 +1,229 @@
+using System.Buffers.Binary;
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Common.Concurrency;
+using Reservoir.Device;
+using Reservoir.Engine.Inodes;
+using Reservoir.Engine.Tree;
+using Reservoir.Engine.Tx;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Check;
+
+public sealed class FsckOptions
+{
+    /// <summary>Repair what can be recomputed (link counts, sizes, usage counters, orphans).</summary>
+    public bool Repair { get; set; }
+    /// <summary>Read every data block and verify its checksum.</summary>
+    public bool CheckDataCsums { get; set; }
+    public Action<string>? Progress { get; set; }
+}
+
+/// <summary>
+/// Checks every invariant of the format (SPEC.md §7) by reading the image directly, without
+/// mounting it: node structure and generations, tree-block and data-extent references against
+/// the extent tree, block group usage, free space, checksums, inodes, names and link counts.
+/// </summary>
+public sealed partial class Fsck
+{
+    private readonly IBlockDevice _dev;
+    private readonly FsckOptions _o;
+    private readonly FsckReport _r = new();
+    private Superblock _sb = null!;
+    private NodeStore _store = null!;
+    private TreeWalker _walker = null!;
+
+    // extent tree
+    private readonly List<(ulong Start, ulong Len, BlockGroupItem Item)> _groups = new();
+    private readonly Dictionary<ulong, (int Level, ExtentItem Item)> _metaItems = new();
+    private readonly Dictionary<ulong, (ulong Len, ExtentItem Item)> _dataExtents = new();
+    private readonly Dictionary<ulong, Dictionary<(ulong, ulong, ulong), long>> _dataRefs = new();
+    private readonly Dictionary<ulong, int> _csums = new();
+    private readonly Dictionary<ulong, RootItem> _roots = new();
+    // fs tree
+    private readonly Dictionary<ulong, InodeItem> _inodes = new();
+    private readonly Dictionary<ulong, List<(ulong Parent, ulong Index, string Name)>> _inodeRefs = new();
+    private readonly Dictionary<(ulong Dir, string Name), (ulong Child, byte Type)> _dirItems = new();
+    private readonly Dictionary<(ulong Dir, ulong Index), (string Name, ulong Child, byte Type)> _dirIndex = new();
+    private readonly Dictionary<ulong, List<(ulong Pos, FileExtentItem Fe)>> _fileExtents = new();
+    private readonly HashSet<ulong> _orphans = new();
+    private readonly HashSet<ulong> _objectIds = new();
+    private readonly Dictionary<(ulong Bytenr, ulong Root, ulong Inode, ulong Offset), long> _expectedRefs = new();
+    private readonly Dictionary<ulong, ulong> _expectedExtentLen = new();
+
+    // repairs to apply
+    private readonly Dictionary<ulong, Action<Inode>> _inodeFixes = new();
+    private readonly List<ulong> _orphansToAdd = new();
+    private bool _countersNeedCommit;
+
+    private Fsck(IBlockDevice dev, FsckOptions o) { _dev = dev; _o = o; }
+
+    public static FsckReport Run(IBlockDevice dev, FsckOptions? options = null)
+    {
+        var f = new Fsck(dev, options ?? new FsckOptions());
+        try { f.Check(); }
+        catch (FsException ex) { f._r.OperationalError = ex.Message; }
+        if (f._o.Repair && f._r.OperationalError == null && f._r.Errors.Any()) f.ApplyRepairs();
+        return f._r;
+    }
+
+    private static string Latin1(ReadOnlySpan<byte> b) => Encoding.Latin1.GetString(b);
+    private static string Show(string latin1) => Encoding.UTF8.GetString(Encoding.Latin1.GetBytes(latin1));
+
+    private void Check()
+    {
+        var (sb, notes) = FsInfo.ReadSuperblock(_dev);
+        _sb = sb;
+        _r.Generation = sb.Generation;
+        foreach (var n in notes) _r.Add(FindingKind.Notice, "superblock", n);
+        _store = new NodeStore(_dev, RealScheduler.Instance, (int)sb.NodeSize, sb.Fsid, 64L << 20);
+        _walker = new TreeWalker(_store, _r, sb.Generation);
+        _o.Progress?.Invoke("root tree");
+        _walker.Walk(TreeIds.RootTree, sb.RootTreeBytenr, 0, sb.RootTreeLevel, VisitRoot);
+        foreach (var id in new[] { TreeIds.ExtentTree, TreeIds.CsumTree, TreeIds.FsTree })
+            if (!_roots.ContainsKey(id)) _r.Add(FindingKind.Structure, "root tree", $"no ROOT_ITEM for tree {id}");
+        WalkTree(TreeIds.ExtentTree, "extent tree", VisitExtent);
+        WalkTree(TreeIds.CsumTree, "checksum tree", VisitCsum);
+        WalkTree(TreeIds.FsTree, "top-level subvolume", (k, d) => VisitFs(TreeIds.FsTree, k, d));
+        _o.Progress?.Invoke("cross-checking");
+        CheckExtents();
+        CheckInodes();
+        if (_o.CheckDataCsums) CheckDataCsums();
+    }
+
+    private void WalkTree(ulong id, string name, TreeWalker.ItemVisitor v)
+    {
+        if (!_roots.TryGetValue(id, out var ri)) return;
+        _o.Progress?.Invoke(name);
+        _walker.Walk(id, ri.Bytenr, ri.Generation, ri.Level, v);
+    }
+
+    private void VisitRoot(Key k, ReadOnlySpan<byte> d)
+    {
+        if (k.Type != KeyTypes.RootItem) { _r.Add(FindingKind.Structure, "root tree", $"unexpected item {k}"); return; }
+        if (d.Length != RootItem.Size) { _r.Add(FindingKind.Structure, "root tree", $"ROOT_ITEM {k.ObjectId} has {d.Length} bytes"); return; }
+        _roots[k.ObjectId] = RootItem.Read(d);
+    }
+
+    private void VisitExtent(Key k, ReadOnlySpan<byte> d)
+    {
+        string where = $"extent tree item {k}";
+        switch (k.Type)
+        {
+            case KeyTypes.BlockGroupItem:
+                if (!BlockGroupItem.TryRead(d, out var bg)) { _r.Add(FindingKind.Structure, where, "malformed block group item"); return; }
+                _groups.Add((k.ObjectId, k.Offset, bg));
+                break;
+            case KeyTypes.MetadataItem:
+                if (!ExtentItem.TryRead(d, out var mi)) { _r.Add(FindingKind.Structure, where, "malformed METADATA_ITEM"); return; }
+                _metaItems[k.ObjectId] = ((int)k.Offset, mi);
+                break;
+            case KeyTypes.ExtentItem:
+                if (!ExtentItem.TryRead(d, out var ei)) { _r.Add(FindingKind.Structure, where, "malformed EXTENT_ITEM"); return; }
+                _dataExtents[k.ObjectId] = (k.Offset, ei);
+                break;
+            case KeyTypes.ExtentDataRef:
+                if (!ExtentDataRef.TryRead(d, out var dr)) { _r.Add(FindingKind.Structure, where, "malformed EXTENT_DATA_REF"); return; }
+                if (!_dataRefs.TryGetValue(k.ObjectId, out var m)) _dataRefs[k.ObjectId] = m = new();
+                var key = (dr.Root, dr.Inode, dr.Offset);
+                if (m.ContainsKey(key)) _r.Add(FindingKind.Structure, where, $"duplicate data ref ({dr.Root},{dr.Inode},{dr.Offset})");
+                m[key] = dr.Count;
+                if (dr.Count == 0) _r.Add(FindingKind.Structure, where, "data ref with count 0");
+                break;
+            default:
+                _r.Add(FindingKind.Structure, where, "unexpected item type in the extent tree");
+                break;
+        }
+    }
+
+    private void VisitCsum(Key k, ReadOnlySpan<byte> d)
+    {
+        if (k.ObjectId != TreeIds.CsumObjectId || k.Type != KeyTypes.ExtentCsum || d.Length % 4 != 0)
+        {
+            _r.Add(FindingKind.Structure, $"checksum tree item {k}", "unexpected item");
+            return;
+        }
+        _csums[k.Offset] = d.Length;
+    }
+
+    private void VisitFs(ulong root, Key k, ReadOnlySpan<byte> d)
+    {
+        string where = $"inode {k.ObjectId} item {KeyTypes.Name(k.Type)} {k.Offset}";
+        if (k.ObjectId == TreeIds.OrphanObjectId)
+        {
+            if (k.Type == KeyTypes.OrphanItem) _orphans.Add(k.Offset);
+            else _r.Add(FindingKind.Structure, where, "unexpected item under the orphan objectid");
+            return;
+        }
+        _objectIds.Add(k.ObjectId);
+        switch (k.Type)
+        {
+            case KeyTypes.InodeItem:
+                if (d.Length != InodeItem.Size) { _r.Add(FindingKind.Structure, where, "malformed INODE_ITEM"); return; }
+                _inodes[k.ObjectId] = InodeItem.Read(d);
+                _r.Inodes++;
+                break;
+            case KeyTypes.InodeRef:
+                {
+                    var list = _inodeRefs.TryGetValue(k.ObjectId, out var l) ? l : _inodeRefs[k.ObjectId] = new();
+                    while (d.Length > 0)
+                    {
+                        if (!InodeRef.TryRead(d, out var r, out int size)) { _r.Add(FindingKind.Structure, where, "malformed INODE_REF"); return; }
+                        list.Add((k.Offset, r.Index, Latin1(r.Name)));
+                        d = d[size..];
+                    }
+                    break;
+                }
+            case KeyTypes.DirItem:
+                while (d.Length > 0)
+                {
+                    if (!DirEntry.TryRead(d, out var e, out int size)) { _r.Add(FindingKind.Structure, where, "malformed DIR_ITEM"); return; }
+                    if (NameHash.Of(e.Name) != k.Offset) _r.Add(FindingKind.Structure, where, $"entry '{Show(Latin1(e.Name))}' filed under the wrong hash");
+                    _dirItems[(k.ObjectId, Latin1(e.Name))] = (e.Location.ObjectId, e.FileType);
+                    d = d[size..];
+                }
+                break;
+            case KeyTypes.DirIndex:
+                {
+                    if (!DirEntry.TryRead(d, out var e, out int size) || size != d.Length) { _r.Add(FindingKind.Structure, where, "malformed DIR_INDEX"); return; }
+                    _dirIndex[(k.ObjectId, k.Offset)] = (Latin1(e.Name), e.Location.ObjectId, e.FileType);
+                    break;
+                }
+            case KeyTypes.XattrItem:
+                while (d.Length > 0)
+                {
+                    if (!DirEntry.TryRead(d, out var e, out int size)) { _r.Add(FindingKind.Structure, where, "malformed XATTR_ITEM"); return; }
+                    if (NameHash.Of(e.Name) != k.Offset) _r.Add(FindingKind.Structure, where, "xattr filed under the wrong hash");
+                    d = d[size..];
+                }
+                break;
+            case KeyTypes.ExtentData:
+                {
+                    if (!FileExtentItem.TryRead(d, out var fe)) { _r.Add(FindingKind.Structure, where, "malformed EXTENT_DATA"); return; }
+                    var list = _fileExtents.TryGetValue(k.ObjectId, out var l) ? l : _fileExtents[k.ObjectId] = new();
+                    list.Add((k.Offset, fe));
+                    if (fe.Type != FileExtentType.Inline && fe.DiskBytenr != 0)
+                    {
+                        var rk = (root, k.ObjectId, k.Offset - fe.Offset);
+                        var ek = (fe.DiskBytenr, root, k.ObjectId, k.Offset - fe.Offset);
+                        _expectedRefs[ek] = _expectedRefs.GetValueOrDefault(ek) + 1;
+                        if (_expectedExtentLen.TryGetValue(fe.DiskBytenr, out var len) && len != fe.DiskNumBytes)
+                            _r.Add(FindingKind.Structure, where, $"extent {fe.DiskBytenr} seen with lengths {len} and {fe.DiskNumBytes}");
+                        _expectedExtentLen[fe.DiskBytenr] = fe.DiskNumBytes;
+                        if (fe.Offset + fe.NumBytes > fe.DiskNumBytes) _r.Add(FindingKind.Structure, where, "file extent reaches past its disk extent");
+                        if (fe.NumBytes == 0 || fe.NumBytes % _sb.BlockSize != 0 || k.Offset % _sb.BlockSize != 0)
+                            _r.Add(FindingKind.Structure, where, "file extent not block-aligned");
+                        _refsByExtent.TryAdd(fe.DiskBytenr, new());
+                        _refsByExtent[fe.DiskBytenr].Add(rk);
+                    }
+                    break;
+                }
+            default:
+                _r.Add(FindingKind.Structure, where, "unexpected item type in a file tree");
+                break;
+        }
+    }
+
+    private readonly Dictionary<ulong, HashSet<(ulong, ulong, ulong)>> _refsByExtent = new();
+}
