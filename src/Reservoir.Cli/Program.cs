@@ -1,1 +1,113 @@
-internal static class Program { public static int Main(string[] a) => 0; }
+using System.CommandLine;
+using Reservoir.Cli.Commands;
+using Reservoir.Common;
+
+namespace Reservoir.Cli;
+
+/// <summary>
+/// `reservoir`: make, check, inspect and use Reservoir images. Invoked as `mkfs.reservoir` it
+/// behaves as `reservoir mkfs`, and as `fsck.reservoir` as `reservoir fsck`. Every failure is
+/// a message on stderr and a non-zero exit code, never an unhandled exception.
+/// </summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        string argv0 = Path.GetFileName(Environment.GetCommandLineArgs().FirstOrDefault() ?? "reservoir");
+        var procName = Path.GetFileName(Environment.ProcessPath ?? "");
+        foreach (var n in new[] { argv0, procName, Environment.GetEnvironmentVariable("RESERVOIR_ARGV0") ?? "" })
+        {
+            if (n.StartsWith("mkfs.reservoir")) { args = ["mkfs", .. args]; break; }
+            if (n.StartsWith("fsck.reservoir")) { args = ["fsck", .. args]; break; }
+        }
+        return Run(args, Console.Out, Console.Error);
+    }
+
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var ctx = new CliContext(stdout, stderr);
+        var root = new RootCommand("Reservoir: a copy-on-write filesystem with exact space accounting, in one image file.");
+        root.Subcommands.Add(MkfsCommand.Build(ctx));
+        root.Subcommands.Add(FsckCommand.Build(ctx));
+        root.Subcommands.Add(InspectCommand.Build(ctx));
+        foreach (var c in FileCommands.Build(ctx)) root.Subcommands.Add(c);
+        var pr = root.Parse(args);
+        if (pr.Errors.Count > 0)
+        {
+            foreach (var e in pr.Errors) stderr.WriteLine($"reservoir: {e.Message}");
+            stderr.WriteLine("Try 'reservoir --help'.");
+            return pr.CommandResult.Command.Name == "fsck" ? 16 : 2;
+        }
+        try
+        {
+            return pr.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
+        }
+        catch (FileNotFoundException ex)
+        {
+            stderr.WriteLine($"reservoir: {ex.Message}");
+            return 1;
+        }
+        catch (FsException ex)
+        {
+            stderr.WriteLine($"reservoir: {ex.Message}");
+            return pr.CommandResult.Command.Name == "fsck" ? 8 : 1;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or InvalidDataException)
+        {
+            stderr.WriteLine($"reservoir: {ex.Message}");
+            return pr.CommandResult.Command.Name == "fsck" ? 8 : 1;
+        }
+        catch (Exception ex)
+        {
+            // A bug, not bad input: say so plainly, with the detail a report needs.
+            stderr.WriteLine($"reservoir: internal error ({ex.GetType().Name}): {ex.Message}");
+            stderr.WriteLine("please report this with the command line that caused it");
+            if (Environment.GetEnvironmentVariable("RESERVOIR_DEBUG") == "1") stderr.WriteLine(ex);
+            return pr.CommandResult.Command.Name == "fsck" ? 8 : 70;
+        }
+    }
+}
+
+/// <summary>Output streams and helpers shared by the commands.</summary>
+public sealed class CliContext(TextWriter stdout, TextWriter stderr)
+{
+    public TextWriter Out { get; } = stdout;
+    public TextWriter Err { get; } = stderr;
+    /// <summary>Progress goes to stderr only when it is a terminal, so pipes stay clean.</summary>
+    public bool Interactive => ReferenceEquals(Err, Console.Error) && !Console.IsErrorRedirected;
+
+    public void Progress(string what)
+    {
+        if (Interactive) Err.Write($"\r\u001b[K{what}");
+    }
+
+    public void ProgressDone()
+    {
+        if (Interactive) Err.Write("\r\u001b[K");
+    }
+
+    public void Json(object value) => Out.WriteLine(System.Text.Json.JsonSerializer.Serialize(value, JsonOpts));
+
+    private static readonly System.Text.Json.JsonSerializerOptions JsonOpts = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower,
+    };
+}
+
+internal static class CommonOptions
+{
+    public static Option<string> Format() => new("--format")
+    {
+        Description = "Output format: text or json",
+        DefaultValueFactory = _ => "text",
+        CustomParser = null,
+    };
+
+    public static bool IsJson(ParseResult pr, Option<string> o)
+    {
+        var v = pr.GetValue(o) ?? "text";
+        if (v is not ("text" or "json")) throw new ArgumentException($"--format must be text or json, not '{v}'");
+        return v == "json";
+    }
+}

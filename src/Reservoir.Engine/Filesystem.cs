@@ -65,6 +65,10 @@ public sealed partial class Filesystem : IDisposable
         return f;
     }
 
+    /// <summary>The newest valid superblock of a device, with a note for each damaged copy;
+    /// throws FsException when the device holds no Reservoir filesystem.</summary>
+    public static (Superblock Super, IReadOnlyList<string> Notes) ReadSuperblock(IBlockDevice dev) => FsInfo.ReadSuperblock(dev);
+
     public bool ReadOnly => Fs.ReadOnly;
     public int BlockSize => Fs.BlockSize;
     public int NodeSize => Fs.NodeSize;
@@ -84,6 +88,9 @@ public sealed partial class Filesystem : IDisposable
             s.Meta.Total, s.Meta.Used, s.Meta.Pinned, s.Meta.MayUse, s.UnallocatedBytes, s.GlobalReserve,
             s.Data.Underflows + s.Meta.Underflows);
     }
+
+    public IReadOnlyList<BlockGroupInfo> BlockGroups() =>
+        Fs.Space.Groups.Select(g => new BlockGroupInfo(g.Start, g.Length, g.Flags.ToString().ToLowerInvariant(), g.Used, g.Capacity)).ToList();
 
     public Errno StatFs(out StatFsInfo st)
     {

@@ -61,3 +61,8 @@ public readonly record struct StatFsInfo(
 public readonly record struct SpaceReport(
     ulong DeviceBytes, ulong DataTotal, ulong DataUsed, ulong DataPinned, ulong DataMayUse,
     ulong MetaTotal, ulong MetaUsed, ulong MetaPinned, ulong MetaMayUse, ulong Unallocated, ulong GlobalReserve, long Underflows);
+
+/// <summary>One mapped range of a file (FIEMAP-like). Holes are not listed.</summary>
+public readonly record struct ExtentMapping(ulong FileOffset, ulong Length, ulong DiskBytenr, ulong DiskLength, ulong ExtentOffset, string Type, ulong Generation);
+
+public readonly record struct BlockGroupInfo(ulong Start, ulong Length, string Type, ulong Used, ulong Capacity);

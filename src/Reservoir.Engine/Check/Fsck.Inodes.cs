@@ -45,7 +45,7 @@ public sealed partial class Fsck
         foreach (var (ino, it) in _inodes)
         {
             string where = $"inode {ino}";
-            if (!Mode.ValidType(it.Mode)) _r.Add(FindingKind.Structure, where, $"invalid mode {it.Mode:o}");
+            if (!Mode.ValidType(it.Mode)) _r.Add(FindingKind.Structure, where, $"invalid mode {Convert.ToString(it.Mode, 8)}");
             int names = namesOf.GetValueOrDefault(ino);
             if (Mode.IsDir(it.Mode))
             {

@@ -1,1 +1,0 @@
-namespace Reservoir; internal static class ApiPlaceholder { }

@@ -1,0 +1,194 @@
+using Reservoir.Common;
+using Reservoir.Engine;
+
+namespace Reservoir;
+
+[Flags]
+public enum OpenFlags
+{
+    ReadOnly = 0,
+    WriteOnly = 1,
+    ReadWrite = 2,
+    Create = 0x40,     // O_CREAT
+    Exclusive = 0x80,  // O_EXCL
+    Truncate = 0x200,  // O_TRUNC
+    Append = 0x400,    // O_APPEND
+    NoFollow = 0x20000,// O_NOFOLLOW
+    Directory = 0x10000,
+}
+
+/// <summary>
+/// Path-based operations with exact POSIX semantics, for programs that want errno values rather
+/// than exceptions. Paths are absolute within the filesystem ("/" is its root); ownership of
+/// new files comes from <see cref="Uid"/> and <see cref="Gid"/>.
+/// </summary>
+public sealed class PosixApi
+{
+    private readonly Filesystem _fs;
+    private readonly PathWalker _walk;
+    public uint Uid { get; set; }
+    public uint Gid { get; set; }
+
+    internal PosixApi(Filesystem fs)
+    {
+        _fs = fs;
+        _walk = new PathWalker(fs);
+    }
+
+    public Errno Stat(string path, out InodeAttr attr) => _walk.Resolve(path, true, out attr);
+    public Errno Lstat(string path, out InodeAttr attr) => _walk.Resolve(path, false, out attr);
+
+    public Errno Mkdir(string path, uint mode = 0x1ED)
+    {
+        var e = _walk.Parent(path, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EEXIST;
+        return _fs.Mkdir(dir, name, mode, Uid, Gid, out _);
+    }
+
+    public Errno Mknod(string path, uint mode, ulong rdev = 0)
+    {
+        var e = _walk.Parent(path, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EEXIST;
+        return _fs.Mknod(dir, name, mode, rdev, Uid, Gid, out _);
+    }
+
+    public Errno Unlink(string path)
+    {
+        var e = _walk.Parent(path, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EISDIR;
+        return _fs.Unlink(dir, name);
+    }
+
+    public Errno Rmdir(string path)
+    {
+        var e = _walk.Parent(path, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EBUSY;
+        return _fs.Rmdir(dir, name);
+    }
+
+    public Errno Rename(string from, string to, RenameFlags flags = RenameFlags.None)
+    {
+        var e = _walk.Parent(from, out ulong od, out var on);
+        if (e != Errno.OK) return e;
+        e = _walk.Parent(to, out ulong nd, out var nn);
+        if (e != Errno.OK) return e;
+        if (on.Length == 0 || nn.Length == 0) return Errno.EBUSY;
+        return _fs.Rename(od, on, nd, nn, flags);
+    }
+
+    public Errno Symlink(string target, string linkPath)
+    {
+        var e = _walk.Parent(linkPath, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EEXIST;
+        return _fs.Symlink(dir, name, System.Text.Encoding.UTF8.GetBytes(target), Uid, Gid, out _);
+    }
+
+    public Errno Readlink(string path, out string target)
+    {
+        target = "";
+        var e = _walk.Resolve(path, false, out var a);
+        if (e != Errno.OK) return e;
+        return _fs.Readlink(a.Ino, out target);
+    }
+
+    public Errno Link(string existing, string newPath)
+    {
+        var e = _walk.Resolve(existing, false, out var a);
+        if (e != Errno.OK) return e;
+        e = _walk.Parent(newPath, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EEXIST;
+        return _fs.Link(a.Ino, dir, name, out _);
+    }
+
+    /// <summary>open(2): returns the inode to use with <see cref="Filesystem"/> Read/Write; the
+    /// caller must <see cref="Close"/> it.</summary>
+    public Errno Open(string path, OpenFlags flags, uint mode, out InodeAttr attr)
+    {
+        attr = default;
+        var e = _walk.Resolve(path, (flags & OpenFlags.NoFollow) == 0, out attr);
+        if (e == Errno.ENOENT && (flags & OpenFlags.Create) != 0)
+        {
+            e = _walk.Parent(path, out ulong dir, out var name);
+            if (e != Errno.OK) return e;
+            if (name.Length == 0) return Errno.EISDIR;
+            e = _fs.Create(dir, name, mode, Uid, Gid, out attr);
+            if (e == Errno.EEXIST && (flags & OpenFlags.Exclusive) == 0) e = _walk.Resolve(path, true, out attr);
+            if (e != Errno.OK) return e;
+        }
+        else if (e != Errno.OK) return e;
+        else if ((flags & (OpenFlags.Create | OpenFlags.Exclusive)) == (OpenFlags.Create | OpenFlags.Exclusive)) return Errno.EEXIST;
+        if (attr.IsLnk) return Errno.ELOOP;
+        bool writing = (flags & (OpenFlags.WriteOnly | OpenFlags.ReadWrite)) != 0;
+        if (attr.IsDir && writing) return Errno.EISDIR;
+        if ((flags & OpenFlags.Directory) != 0 && !attr.IsDir) return Errno.ENOTDIR;
+        e = _fs.Open(attr.Ino, out attr);
+        if (e != Errno.OK) return e;
+        if ((flags & OpenFlags.Truncate) != 0 && writing && attr.IsReg && attr.Size != 0)
+        {
+            e = _fs.Truncate(attr.Ino, 0);
+            if (e != Errno.OK) { _fs.Release(attr.Ino); return e; }
+            _fs.GetAttr(attr.Ino, out attr);
+        }
+        return Errno.OK;
+    }
+
+    public Errno Close(ulong ino) => _fs.Release(ino);
+
+    public Errno Truncate(string path, ulong size)
+    {
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.Truncate(a.Ino, size);
+    }
+
+    public Errno Chmod(string path, uint mode) => SetAttr(path, new SetAttrRequest { Mask = SetAttrMask.Mode, Mode = mode });
+    public Errno Chown(string path, uint uid, uint gid) => SetAttr(path, new SetAttrRequest { Mask = SetAttrMask.Uid | SetAttrMask.Gid, Uid = uid, Gid = gid });
+
+    public Errno Utimens(string path, Format.Timespec atime, Format.Timespec mtime) =>
+        SetAttr(path, new SetAttrRequest { Mask = SetAttrMask.Atime | SetAttrMask.Mtime, Atime = atime, Mtime = mtime });
+
+    public Errno SetAttr(string path, in SetAttrRequest req)
+    {
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.SetAttr(a.Ino, req, out _);
+    }
+
+    public Errno ReadDir(string path, out List<DirEntryInfo> entries)
+    {
+        entries = new();
+        var e = _walk.Resolve(path, true, out var a);
+        if (e != Errno.OK) return e;
+        return _fs.ListDir(a.Ino, out entries);
+    }
+
+    public Errno GetXattr(string path, string name, out byte[] value)
+    {
+        value = [];
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.GetXattr(a.Ino, name, out value);
+    }
+
+    public Errno SetXattr(string path, string name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any)
+    {
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.SetXattr(a.Ino, name, value, flags);
+    }
+
+    public Errno RemoveXattr(string path, string name)
+    {
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.RemoveXattr(a.Ino, name);
+    }
+
+    public Errno ListXattr(string path, out List<string> names)
+    {
+        names = new();
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.ListXattr(a.Ino, out names);
+    }
+}

@@ -1,0 +1,210 @@
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+using Reservoir.Format;
+
+namespace Reservoir;
+
+/// <summary>An entry as <see cref="ReservoirFileSystem.GetInfo"/> and
+/// <see cref="ReservoirFileSystem.EnumerateEntries"/> report it.</summary>
+public sealed record ReservoirEntry(string Path, string Name, InodeAttr Attr)
+{
+    public bool IsDirectory => Attr.IsDir;
+    public bool IsFile => Attr.IsReg;
+    public bool IsSymlink => Attr.IsLnk;
+    public long Length => (long)Attr.Size;
+    public DateTime LastWriteTimeUtc => Attr.Mtime.ToDateTime();
+    public DateTime CreationTimeUtc => Attr.Btime.ToDateTime();
+}
+
+/// <summary>
+/// A Reservoir filesystem in one image file, used in-process: System.IO-shaped methods that
+/// throw exceptions (<see cref="FileNotFoundException"/>, <see cref="IOException"/> carrying an
+/// errno…), a path-based errno API in <see cref="Posix"/>, and the inode-level engine in
+/// <see cref="Engine"/>. Disposing commits and closes the image.
+/// </summary>
+public sealed class ReservoirFileSystem : IDisposable
+{
+    private readonly IBlockDevice _dev;
+    private readonly bool _ownsDevice;
+    private readonly PathWalker _walk;
+    public Filesystem Engine { get; }
+    public PosixApi Posix { get; }
+
+    private ReservoirFileSystem(IBlockDevice dev, bool owns, MountOptions? options)
+    {
+        _dev = dev;
+        _ownsDevice = owns;
+        try { Engine = Filesystem.Mount(dev, options); }
+        catch
+        {
+            if (owns) dev.Dispose();
+            throw;
+        }
+        _walk = new PathWalker(Engine);
+        Posix = new PosixApi(Engine);
+    }
+
+    /// <summary>Creates an image file of <paramref name="size"/> bytes, formats and mounts it.</summary>
+    public static ReservoirFileSystem Create(string imagePath, long size, MkfsOptions? mkfs = null, MountOptions? mount = null)
+    {
+        var dev = FileBlockDevice.Create(imagePath, (ulong)size);
+        try { Filesystem.Format(dev, mkfs); }
+        catch { dev.Dispose(); throw; }
+        return new ReservoirFileSystem(dev, true, mount);
+    }
+
+    /// <summary>Mounts an existing image (read-only if <paramref name="options"/> says so).</summary>
+    public static ReservoirFileSystem Open(string imagePath, MountOptions? options = null)
+    {
+        var dev = FileBlockDevice.Open(imagePath, options?.ReadOnly ?? false);
+        return new ReservoirFileSystem(dev, true, options);
+    }
+
+    /// <summary>Mounts a filesystem on any device (memory, crash-simulating…), not owning it.</summary>
+    public static ReservoirFileSystem Open(IBlockDevice device, MountOptions? options = null) => new(device, false, options);
+
+    // ------------------------------------------------------------------ System.IO shape
+
+    public Stream OpenFile(string path, FileMode mode, FileAccess access = FileAccess.ReadWrite)
+    {
+        var flags = access switch { FileAccess.Read => OpenFlags.ReadOnly, FileAccess.Write => OpenFlags.WriteOnly, _ => OpenFlags.ReadWrite };
+        switch (mode)
+        {
+            case FileMode.CreateNew: flags |= OpenFlags.Create | OpenFlags.Exclusive; break;
+            case FileMode.Create: flags |= OpenFlags.Create | OpenFlags.Truncate; break;
+            case FileMode.OpenOrCreate: flags |= OpenFlags.Create; break;
+            case FileMode.Truncate: flags |= OpenFlags.Truncate; break;
+            case FileMode.Append: flags |= OpenFlags.Create | OpenFlags.Append; break;
+        }
+        if (mode != FileMode.Open && mode != FileMode.OpenOrCreate && access == FileAccess.Read)
+            throw new ArgumentException($"{mode} needs write access");
+        Check(Posix.Open(path, flags, 0x1A4, out var a), path);
+        if (a.IsDir)
+        {
+            Engine.Release(a.Ino);
+            throw new UnauthorizedAccessException($"'{path}' is a directory");
+        }
+        var s = new ReservoirFileStream(Engine, a.Ino, access != FileAccess.Write, access != FileAccess.Read, mode == FileMode.Append);
+        if (mode == FileMode.Append) s.Seek(0, SeekOrigin.End);
+        return s;
+    }
+
+    public byte[] ReadAllBytes(string path)
+    {
+        using var s = OpenFile(path, FileMode.Open, FileAccess.Read);
+        var buf = new byte[s.Length];
+        int done = 0;
+        while (done < buf.Length)
+        {
+            int n = s.Read(buf, done, buf.Length - done);
+            if (n == 0) break;
+            done += n;
+        }
+        return done == buf.Length ? buf : buf[..done];
+    }
+
+    public void WriteAllBytes(string path, ReadOnlySpan<byte> data)
+    {
+        using var s = OpenFile(path, FileMode.Create, FileAccess.Write);
+        s.Write(data);
+    }
+
+    public string ReadAllText(string path) => Encoding.UTF8.GetString(ReadAllBytes(path));
+    public void WriteAllText(string path, string text) => WriteAllBytes(path, Encoding.UTF8.GetBytes(text));
+
+    /// <summary>Creates the directory and any missing parents (Directory.CreateDirectory).</summary>
+    public void CreateDirectory(string path)
+    {
+        var parts = path.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        string cur = "";
+        foreach (var p in parts)
+        {
+            cur += "/" + p;
+            var e = Posix.Mkdir(cur);
+            if (e == Errno.EEXIST)
+            {
+                Check(Posix.Stat(cur, out var a), cur);
+                if (!a.IsDir) throw new IOException($"'{cur}' exists and is not a directory");
+            }
+            else Check(e, cur);
+        }
+    }
+
+    public bool Exists(string path) => Posix.Stat(path, out _) == Errno.OK;
+    public bool FileExists(string path) => Posix.Stat(path, out var a) == Errno.OK && !a.IsDir;
+    public bool DirectoryExists(string path) => Posix.Stat(path, out var a) == Errno.OK && a.IsDir;
+
+    public ReservoirEntry GetInfo(string path, bool followLinks = false)
+    {
+        Check(followLinks ? Posix.Stat(path, out var a) : Posix.Lstat(path, out a), path);
+        return new ReservoirEntry(Normalize(path), System.IO.Path.GetFileName(Normalize(path)), a);
+    }
+
+    public IEnumerable<ReservoirEntry> EnumerateEntries(string path)
+    {
+        Check(Posix.ReadDir(path, out var list), path);
+        string dir = Normalize(path);
+        foreach (var e in list)
+        {
+            if (Engine.GetAttr(e.Ino, out var a) != Errno.OK) continue; // removed meanwhile
+            yield return new ReservoirEntry(dir == "/" ? "/" + e.Name : dir + "/" + e.Name, e.Name, a);
+        }
+    }
+
+    public void Delete(string path, bool recursive = false)
+    {
+        Check(Posix.Lstat(path, out var a), path);
+        if (!a.IsDir) { Check(Posix.Unlink(path), path); return; }
+        if (recursive)
+            foreach (var e in EnumerateEntries(path).ToList()) Delete(e.Path, true);
+        Check(Posix.Rmdir(path), path);
+    }
+
+    public void Move(string from, string to, bool overwrite = false) =>
+        Check(Posix.Rename(from, to, overwrite ? RenameFlags.None : RenameFlags.NoReplace), from);
+
+    public void CreateSymbolicLink(string path, string target) => Check(Posix.Symlink(target, path), path);
+    public void CreateHardLink(string path, string existing) => Check(Posix.Link(existing, path), path);
+
+    public string ReadLink(string path)
+    {
+        Check(Posix.Readlink(path, out var t), path);
+        return t;
+    }
+
+    /// <summary>Commits everything written so far (sync(2)).</summary>
+    public void Sync() => Check(Engine.Sync(), "/");
+
+    public StatFsInfo StatFs()
+    {
+        Engine.StatFs(out var s);
+        return s;
+    }
+
+    private static string Normalize(string p)
+    {
+        var parts = p.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        return "/" + string.Join('/', parts);
+    }
+
+    private static void Check(Errno e, string path)
+    {
+        if (e != Errno.OK) throw ToException(e, path);
+    }
+
+    internal static Exception ToException(Errno e, string path) => e switch
+    {
+        Errno.ENOENT => new FileNotFoundException($"'{path}': {e.Describe()}", path),
+        Errno.EACCES or Errno.EPERM => new UnauthorizedAccessException($"'{path}': {e.Describe()}"),
+        _ => new FsException(e, $"'{path}'"),
+    };
+
+    public void Dispose()
+    {
+        Engine.Dispose();
+        if (_ownsDevice) _dev.Dispose();
+    }
+}

@@ -1,0 +1,195 @@
+using System.CommandLine;
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+
+namespace Reservoir.Cli.Commands;
+
+/// <summary>
+/// Offline access to an unmounted image: ls, cat, cp (paths inside the image are written with a
+/// leading ':', e.g. `reservoir cp disk.img ./notes.txt :/docs/notes.txt`), mkdir, rm.
+/// </summary>
+internal static class FileCommands
+{
+    public static IEnumerable<Command> Build(CliContext ctx) => [Ls(ctx), Cat(ctx), Cp(ctx), Mkdir(ctx), Rm(ctx)];
+
+    private static ReservoirFileSystem Open(string image, bool write) =>
+        ReservoirFileSystem.Open(image, new MountOptions { ReadOnly = !write, CommitIntervalMs = 0 });
+
+    private static Command Ls(CliContext ctx)
+    {
+        var image = new Argument<string>("image");
+        var path = new Argument<string>("path") { DefaultValueFactory = _ => "/", Arity = ArgumentArity.ZeroOrOne };
+        var longFmt = new Option<bool>("-l") { Description = "Long listing: mode, links, owner, size, time" };
+        var format = CommonOptions.Format();
+        var c = new Command("ls", "List a directory inside an image") { image, path, longFmt, format };
+        c.SetAction(pr =>
+        {
+            bool json = CommonOptions.IsJson(pr, format);
+            using var fs = Open(pr.GetValue(image)!, false);
+            string p = pr.GetValue(path)!;
+            var info = fs.GetInfo(p, followLinks: true);
+            var entries = info.IsDirectory ? fs.EnumerateEntries(p).OrderBy(e => e.Name, StringComparer.Ordinal).ToList() : [info];
+            if (json)
+            {
+                ctx.Json(entries.Select(e => new
+                {
+                    name = e.Name, path = e.Path, ino = e.Attr.Ino, type = TypeName(e.Attr.Mode), mode = Convert.ToString(e.Attr.Mode & 0xFFF, 8),
+                    nlink = e.Attr.Nlink, uid = e.Attr.Uid, gid = e.Attr.Gid, size = e.Attr.Size, mtime = e.LastWriteTimeUtc,
+                    target = e.IsSymlink ? fs.ReadLink(e.Path) : null,
+                }));
+                return 0;
+            }
+            foreach (var e in entries)
+            {
+                if (!pr.GetValue(longFmt)) { ctx.Out.WriteLine(e.Name); continue; }
+                string link = e.IsSymlink ? " -> " + fs.ReadLink(e.Path) : "";
+                ctx.Out.WriteLine($"{ModeString(e.Attr.Mode)} {e.Attr.Nlink,3} {e.Attr.Uid,5} {e.Attr.Gid,5} {e.Attr.Size,12} {e.LastWriteTimeUtc:yyyy-MM-dd HH:mm} {e.Name}{link}");
+            }
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Cat(CliContext ctx)
+    {
+        var image = new Argument<string>("image");
+        var path = new Argument<string>("path");
+        var c = new Command("cat", "Write a file from inside an image to stdout") { image, path };
+        c.SetAction(pr =>
+        {
+            using var fs = Open(pr.GetValue(image)!, false);
+            using var s = fs.OpenFile(pr.GetValue(path)!, FileMode.Open, FileAccess.Read);
+            using var stdout = ReferenceEquals(ctx.Out, Console.Out) ? Console.OpenStandardOutput() : null;
+            if (stdout != null) s.CopyTo(stdout, 1 << 20);
+            else { using var r = new StreamReader(s); ctx.Out.Write(r.ReadToEnd()); }
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Cp(CliContext ctx)
+    {
+        var image = new Argument<string>("image");
+        var src = new Argument<string>("source") { Description = "Host path, or :/path inside the image" };
+        var dst = new Argument<string>("dest") { Description = "Host path, or :/path inside the image" };
+        var recursive = new Option<bool>("-r", "-R", "--recursive") { Description = "Copy directories recursively" };
+        var c = new Command("cp", "Copy files into or out of an image (image paths start with ':')") { image, src, dst, recursive };
+        c.SetAction(pr =>
+        {
+            string s = pr.GetValue(src)!, d = pr.GetValue(dst)!;
+            bool sIn = s.StartsWith(':'), dIn = d.StartsWith(':');
+            if (sIn == dIn) throw new ArgumentException("exactly one of source and dest must be an image path (written :/path)");
+            using var fs = Open(pr.GetValue(image)!, write: dIn);
+            long copied = 0;
+            if (dIn) CopyIn(ctx, fs, s, d[1..], pr.GetValue(recursive), ref copied);
+            else CopyOut(ctx, fs, s[1..], d, pr.GetValue(recursive), ref copied);
+            ctx.ProgressDone();
+            if (dIn) fs.Sync();
+            return 0;
+        });
+        return c;
+    }
+
+    private static void CopyIn(CliContext ctx, ReservoirFileSystem fs, string host, string inner, bool recursive, ref long copied)
+    {
+        if (fs.DirectoryExists(inner)) inner = inner.TrimEnd('/') + "/" + Path.GetFileName(host.TrimEnd('/'));
+        if (Directory.Exists(host))
+        {
+            if (!recursive) throw new IOException($"'{host}' is a directory (use -r)");
+            fs.CreateDirectory(inner);
+            foreach (var e in new DirectoryInfo(host).EnumerateFileSystemInfos())
+                CopyIn(ctx, fs, e.FullName, inner + "/" + e.Name, true, ref copied);
+            return;
+        }
+        var fi = new FileInfo(host);
+        if (fi.LinkTarget != null) { fs.CreateSymbolicLink(inner, fi.LinkTarget); return; }
+        using var input = File.OpenRead(host);
+        using var output = fs.OpenFile(inner, FileMode.Create, FileAccess.Write);
+        Pump(ctx, input, output, inner, ref copied);
+    }
+
+    private static void CopyOut(CliContext ctx, ReservoirFileSystem fs, string inner, string host, bool recursive, ref long copied)
+    {
+        if (Directory.Exists(host)) host = Path.Combine(host, Path.GetFileName(inner.TrimEnd('/')));
+        var info = fs.GetInfo(inner);
+        if (info.IsDirectory)
+        {
+            if (!recursive) throw new IOException($"':{inner}' is a directory (use -r)");
+            Directory.CreateDirectory(host);
+            foreach (var e in fs.EnumerateEntries(inner).ToList())
+                CopyOut(ctx, fs, e.Path, Path.Combine(host, e.Name), true, ref copied);
+            return;
+        }
+        if (info.IsSymlink) { File.CreateSymbolicLink(host, fs.ReadLink(inner)); return; }
+        using var input = fs.OpenFile(inner, FileMode.Open, FileAccess.Read);
+        using var output = File.Create(host);
+        Pump(ctx, input, output, inner, ref copied);
+    }
+
+    private static void Pump(CliContext ctx, Stream from, Stream to, string name, ref long copied)
+    {
+        var buf = new byte[1 << 20];
+        int n;
+        while ((n = from.Read(buf, 0, buf.Length)) > 0)
+        {
+            to.Write(buf, 0, n);
+            copied += n;
+            ctx.Progress($"{name}: {Units.Human((ulong)copied)} copied");
+        }
+    }
+
+    private static Command Mkdir(CliContext ctx)
+    {
+        var image = new Argument<string>("image");
+        var path = new Argument<string>("path");
+        var parents = new Option<bool>("-p", "--parents") { Description = "Create missing parents; no error if it exists" };
+        var c = new Command("mkdir", "Create a directory inside an image") { image, path, parents };
+        c.SetAction(pr =>
+        {
+            using var fs = Open(pr.GetValue(image)!, true);
+            string p = pr.GetValue(path)!;
+            if (pr.GetValue(parents)) fs.CreateDirectory(p);
+            else
+            {
+                var e = fs.Posix.Mkdir(p);
+                if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir mkdir: {p}: {e.Describe()}"); return 1; }
+            }
+            return 0;
+        });
+        return c;
+    }
+
+    private static Command Rm(CliContext ctx)
+    {
+        var image = new Argument<string>("image");
+        var path = new Argument<string>("path");
+        var recursive = new Option<bool>("-r", "-R", "--recursive") { Description = "Remove directories and their contents" };
+        var c = new Command("rm", "Remove a file (or with -r a directory tree) inside an image") { image, path, recursive };
+        c.SetAction(pr =>
+        {
+            using var fs = Open(pr.GetValue(image)!, true);
+            string p = pr.GetValue(path)!;
+            var info = fs.GetInfo(p);
+            if (info.IsDirectory && !pr.GetValue(recursive)) { ctx.Err.WriteLine($"reservoir rm: {p}: is a directory (use -r)"); return 1; }
+            fs.Delete(p, recursive: true);
+            return 0;
+        });
+        return c;
+    }
+
+    internal static string TypeName(uint mode) => (mode & 0xF000) switch
+    {
+        0x4000 => "dir", 0x8000 => "file", 0xA000 => "symlink", 0x1000 => "fifo", 0x2000 => "char", 0x6000 => "block", 0xC000 => "socket", _ => "unknown",
+    };
+
+    private static string ModeString(uint m)
+    {
+        char t = (m & 0xF000) switch { 0x4000 => 'd', 0xA000 => 'l', 0x1000 => 'p', 0x2000 => 'c', 0x6000 => 'b', 0xC000 => 's', _ => '-' };
+        var s = new char[10];
+        s[0] = t;
+        string rwx = "rwxrwxrwx";
+        for (int i = 0; i < 9; i++) s[i + 1] = (m & (1u << (8 - i))) != 0 ? rwx[i] : '-';
+        return new string(s);
+    }
+}

@@ -1,0 +1,80 @@
+using System.CommandLine;
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+using Reservoir.Format;
+
+namespace Reservoir.Cli.Commands;
+
+internal static class MkfsCommand
+{
+    public static Command Build(CliContext ctx)
+    {
+        var image = new Argument<string>("image") { Description = "Image file or block device to format" };
+        var size = new Option<string?>("--size", "-s") { Description = "Size of a new image (e.g. 1G); required if the file does not exist, grows or keeps an existing file" };
+        var label = new Option<string>("--label", "-L") { Description = "Filesystem label", DefaultValueFactory = _ => "" };
+        var uuid = new Option<string?>("--uuid", "-U") { Description = "Filesystem UUID (default: random)" };
+        var nodeSize = new Option<string>("--nodesize", "-n") { Description = "Tree node size (4K-64K, default 16K)", DefaultValueFactory = _ => "16K" };
+        var blockSize = new Option<string>("--sectorsize", "-b") { Description = "Data block size (4K-64K, default 4K)", DefaultValueFactory = _ => "4K" };
+        var force = new Option<bool>("--force", "-f") { Description = "Overwrite an existing Reservoir filesystem" };
+        var quiet = new Option<bool>("--quiet", "-q") { Description = "Print nothing on success" };
+        var cmd = new Command("mkfs", "Create a new Reservoir filesystem (also: mkfs.reservoir)") { image, size, label, uuid, nodeSize, blockSize, force, quiet };
+        cmd.SetAction(pr =>
+        {
+            string path = pr.GetValue(image)!;
+            var o = new MkfsOptions { Label = pr.GetValue(label) ?? "" };
+            o.NodeSize = (int)ParseSize(pr.GetValue(nodeSize)!, "--nodesize");
+            o.BlockSize = (int)ParseSize(pr.GetValue(blockSize)!, "--sectorsize");
+            if (pr.GetValue(uuid) is { } u)
+            {
+                if (!Guid.TryParse(u, out var g)) throw new ArgumentException($"'{u}' is not a UUID");
+                o.Uuid = g;
+            }
+            ulong? want = pr.GetValue(size) is { } s ? ParseSize(s, "--size") : null;
+            bool exists = File.Exists(path);
+            if (!exists && want == null) throw new ArgumentException($"'{path}' does not exist: give --size to create it");
+            if (exists && !pr.GetValue(force) && LooksLikeReservoir(path))
+                throw new IOException($"'{path}' already holds a Reservoir filesystem; use --force to overwrite it");
+            if (!exists) { using (File.Create(path)) { } }
+            if (want is { } w)
+            {
+                if (w < FormatConstants.MinDeviceSize) throw new ArgumentException($"--size {Units.Human(w)} is below the minimum {Units.Human(FormatConstants.MinDeviceSize)}");
+                using var fsz = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
+                fsz.SetLength((long)w);
+            }
+            using (var dev = FileBlockDevice.Open(path))
+            {
+                Filesystem.Format(dev, o);
+                dev.Flush();
+            }
+            if (!pr.GetValue(quiet))
+            {
+                using var dev = FileBlockDevice.Open(path, readOnly: true);
+                var (sb, _) = Filesystem.ReadSuperblock(dev);
+                ctx.Out.WriteLine($"Created a Reservoir filesystem on {path}");
+                ctx.Out.WriteLine($"  label       {(sb.Label.Length == 0 ? "(none)" : sb.Label)}");
+                ctx.Out.WriteLine($"  uuid        {sb.Fsid}");
+                ctx.Out.WriteLine($"  size        {Units.Human(sb.TotalBytes)} ({sb.TotalBytes} bytes)");
+                ctx.Out.WriteLine($"  node size   {sb.NodeSize}");
+                ctx.Out.WriteLine($"  block size  {sb.BlockSize}");
+            }
+            return 0;
+        });
+        return cmd;
+    }
+
+    internal static ulong ParseSize(string s, string what) =>
+        Units.TryParseSize(s, out var v) ? v : throw new ArgumentException($"{what}: '{s}' is not a size (examples: 4096, 16K, 1G)");
+
+    private static bool LooksLikeReservoir(string path)
+    {
+        try
+        {
+            using var dev = FileBlockDevice.Open(path, readOnly: true);
+            Filesystem.ReadSuperblock(dev);
+            return true;
+        }
+        catch (FsException) { return false; }
+    }
+}
