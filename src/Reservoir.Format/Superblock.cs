@@ -97,6 +97,7 @@ public sealed class Superblock
         uint stored = BinaryPrimitives.ReadUInt32LittleEndian(s[OffCsum..]);
         uint crc = Crc32C.Compute(s[ChecksumStart..FormatConstants.SuperblockSize]);
         if (stored != crc) { error = $"checksum mismatch (stored {stored:x8}, computed {crc:x8})"; return null; }
+        if (s[4..ChecksumStart].ContainsAnyExcept((byte)0)) { error = "non-zero bytes in the unused part of the checksum field"; return null; }
         var sb = new Superblock
         {
             Bytenr = BinaryPrimitives.ReadUInt64LittleEndian(s[OffBytenr..]),

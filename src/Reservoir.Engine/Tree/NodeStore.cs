@@ -66,6 +66,7 @@ internal sealed class NodeStore
     {
         uint stored = NodeLayout.StoredChecksum(buf), computed = NodeLayout.ComputeChecksum(buf);
         if (stored != computed) ThrowHelper.Corrupt($"tree block checksum mismatch (stored {stored:x8}, computed {computed:x8})", bytenr);
+        if (buf[4..NodeLayout.ChecksumStart].ContainsAnyExcept((byte)0)) ThrowHelper.Corrupt("tree block has non-zero bytes in the unused part of its checksum field", bytenr);
         if (NodeLayout.Bytenr(buf) != bytenr) ThrowHelper.Corrupt($"tree block claims address {NodeLayout.Bytenr(buf)}", bytenr);
         if (NodeLayout.Fsid(buf) != Fsid) ThrowHelper.Corrupt("tree block belongs to another filesystem (fsid)", bytenr);
         int level = NodeLayout.Level(buf);
