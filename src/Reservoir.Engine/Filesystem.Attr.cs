@@ -86,7 +86,7 @@ public sealed partial class Filesystem
             bool done = false;
             while (!done)
             {
-                var se = Fs.TryStart(FileExtentsBatch + 4, out var h, useGlobalReserve: true);
+                var se = Fs.TryStart(EvictItems, out var h, useGlobalReserve: true);
                 if (se != Errno.OK) return se;
                 using (h)
                 using (Top.Tree.Lock.Write())

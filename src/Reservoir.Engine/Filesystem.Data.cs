@@ -124,7 +124,8 @@ public sealed partial class Filesystem
                     FileExtents.Read(Fs, Top.Tree, inode, tailBlock, span.Slice((int)(tailBlock - a), (int)Math.Min(bs, size - tailBlock)));
                 data.Slice(written, chunk).CopyTo(span[(int)(pos - a)..]);
 
-                int items = 8 + CountExtents(inode.Ino, a, b);
+                // Overlapped extent items are adjacent in key order: they share leaves.
+                int items = 8 + CountExtents(inode.Ino, a, b) / 8;
                 var se = Fs.TryStart(items, out var h);
                 if (se != Errno.OK) return written > 0 ? Errno.OK : se;
                 using (h)

@@ -9,6 +9,9 @@ namespace Reservoir.Engine;
 public sealed partial class Filesystem
 {
     private const int EvictBatch = 32;
+    /// <summary>Reservation for one eviction batch: the batch's items are contiguous, so they
+    /// touch at most a few leaves, plus the orphan item and the inode.</summary>
+    private const int EvictItems = 8;
 
     /// <summary>
     /// Deletes an inode that has no names and no open handles: every item with its objectid
@@ -22,7 +25,14 @@ public sealed partial class Filesystem
         var t = Top.Tree;
         while (true)
         {
-            using var h = Fs.Start(EvictBatch + 4, useGlobalReserve: true);
+            // The batch deletes items that are adjacent in key order: a few leaves at most.
+            if (Fs.TryStart(EvictItems, out var h, useGlobalReserve: true) != Errno.OK)
+            {
+                // The name is gone already; the orphan item finishes the job at the next mount.
+                Fs.Warn($"inode {inode.Ino}: no space to free its extents now; left as an orphan");
+                return;
+            }
+            using var hh = h;
             using var lk = t.Lock.Write();
             if (DeleteInodeItemsBatch(h, t, inode.Ino))
             {
@@ -86,7 +96,7 @@ public sealed partial class Filesystem
         {
             while (true)
             {
-                using var h = Fs.Start(EvictBatch + 4, useGlobalReserve: true);
+                using var h = Fs.Start(EvictItems, useGlobalReserve: true);
                 using var lk = t.Lock.Write();
                 if (DeleteInodeItemsBatch(h, t, ino))
                 {

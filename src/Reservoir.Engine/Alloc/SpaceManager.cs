@@ -333,6 +333,25 @@ internal sealed class SpaceManager
 
     public ulong PinnedBytes { get { using var _ = _lock.Lock(); return Data.Pinned + Meta.Pinned; } }
 
+    /// <summary>
+    /// Removes data block groups that hold nothing (no used, no pinned bytes), keeping one,
+    /// so that their slots return to unallocated space that metadata can use. Called by the
+    /// commit while no handle is active, so nothing can allocate from a group being removed.
+    /// </summary>
+    public List<BlockGroup> ReclaimEmptyDataGroups()
+    {
+        using var _ = _lock.Lock();
+        var data = _groups.Where(g => g.IsData).ToList();
+        var victims = data.Where(g => g.Used == 0 && g.Pinned == 0 && g.Free.FreeBytes == g.Capacity).ToList();
+        if (victims.Count == data.Count && victims.Count > 0) victims.RemoveAt(0);
+        foreach (var g in victims)
+        {
+            _groups.Remove(g);
+            SpaceInfo.Sub(ref Data.Total, g.Capacity, Data);
+        }
+        return victims;
+    }
+
     /// <summary>Groups whose item must be written in this commit; clears their dirty mark.</summary>
     public List<BlockGroup> TakeDirtyGroups()
     {

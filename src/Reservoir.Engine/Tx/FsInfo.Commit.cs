@@ -36,6 +36,8 @@ internal sealed partial class FsInfo
             using (ExtentTree.Lock.Write())
             using (CsumTree.Lock.Write())
             {
+                foreach (var g in Space.ReclaimEmptyDataGroups())
+                    if (g.OnDisk) ExtentTree.Delete(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length));
                 for (int round = 0; ; round++)
                 {
                     if (round > 64) ThrowHelper.Invariant("commit did not converge");
