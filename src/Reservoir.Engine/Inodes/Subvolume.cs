@@ -30,32 +30,24 @@ internal sealed class Subvolume
     }
 
     /// <summary>Takes a reference on an inode, loading it from the tree. ENOENT if it does
-    /// not exist (or was deleted).</summary>
+    /// not exist (or was deleted). The load happens under the table lock: loading outside it
+    /// could install a stale item if the cached copy were evicted and changed meanwhile. (Lock
+    /// order allows it: nobody takes the table lock while holding a tree lock.)</summary>
     public Errno Acquire(ulong ino, out Inode inode)
     {
-        using (_table.Lock())
+        using var _ = _table.Lock();
+        if (_inodes.TryGetValue(ino, out inode!))
         {
-            if (_inodes.TryGetValue(ino, out inode!))
-            {
-                inode.Refs++;
-                return Errno.OK;
-            }
+            inode.Refs++;
+            return Errno.OK;
         }
         byte[]? data;
         using (Tree.Lock.Read()) data = Tree.Get(new Key(ino, KeyTypes.InodeItem, 0));
         if (data == null) { inode = null!; return Errno.ENOENT; }
         if (data.Length != InodeItem.Size) throw new CorruptionException($"INODE_ITEM of {data.Length} bytes", inode: ino);
-        var fresh = new Inode(ino, InodeItem.Read(data), Fs.Sched);
-        using (_table.Lock())
-        {
-            if (!_inodes.TryGetValue(ino, out inode!))
-            {
-                inode = fresh;
-                _inodes[ino] = inode;
-                if (_inodes.Count > CacheLimit) EvictUnsynchronized();
-            }
-            inode.Refs++;
-        }
+        inode = new Inode(ino, InodeItem.Read(data), Fs.Sched) { Refs = 1 };
+        _inodes[ino] = inode;
+        if (_inodes.Count > CacheLimit) EvictUnsynchronized();
         return Errno.OK;
     }
 

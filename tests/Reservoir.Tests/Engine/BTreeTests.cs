@@ -1,0 +1,165 @@
+using Reservoir.Common.Concurrency;
+using Reservoir.Device;
+using Reservoir.Engine.Check;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Xunit;
+
+namespace Reservoir.Tests.Engine;
+
+/// <summary>The B+tree against SortedDictionary: random inserts, deletes, resizes and replaces,
+/// with items from empty to the largest a leaf holds, so that splits (two- and three-way),
+/// merges and root changes all happen; the structure is verified throughout.</summary>
+public class BTreeTests
+{
+    /// <summary>A transaction context that never commits: nodes live in the store's cache.</summary>
+    private sealed class MemContext(NodeStore store, int nodeSize) : ITreeContext
+    {
+        private ulong _next = 1UL << 20;
+        private readonly Stack<ulong> _free = new();
+        public int Live;
+        public ulong Transid => 1;
+
+        public TreeNode AllocNode(ulong owner, int level)
+        {
+            ulong b = _free.Count > 0 ? _free.Pop() : (_next += (ulong)nodeSize);
+            var n = TreeNode.CreateEmpty(nodeSize, store.Fsid, b, 1, owner, level);
+            n.Dirty = true;
+            store.Add(n);
+            Live++;
+            return n;
+        }
+
+        public void FreeNode(TreeNode node, ulong owner)
+        {
+            store.Remove(node.Bytenr);
+            _free.Push(node.Bytenr);
+            Live--;
+        }
+    }
+
+    private static (BTree Tree, MemContext Ctx) NewTree(int nodeSize)
+    {
+        var store = new NodeStore(new MemoryBlockDevice(1UL << 40), RealScheduler.Instance, nodeSize, Guid.NewGuid(), 1L << 40);
+        var ctx = new MemContext(store, nodeSize);
+        return (new BTree(99, store, BTree.NewEmptyRoot(ctx, 99), RealScheduler.Instance), ctx);
+    }
+
+    private static void Verify(BTree t, SortedDictionary<Key, byte[]> model, MemContext ctx)
+    {
+        var path = new TreePath();
+        var it = model.GetEnumerator();
+        int count = 0;
+        if (t.SeekGE(Key.Min, path))
+        {
+            do
+            {
+                Assert.True(it.MoveNext(), "tree has more items than the model");
+                Assert.Equal(it.Current.Key, path.Key);
+                Assert.True(it.Current.Value.AsSpan().SequenceEqual(path.Data), $"data of {path.Key} differs");
+                count++;
+            } while (t.Next(path));
+        }
+        Assert.False(it.MoveNext(), "model has more items than the tree");
+        Assert.Equal(model.Count, count);
+        // Structure: parent keys equal child first keys, no empty non-root nodes, node count.
+        int nodes = 0;
+        void Walk(TreeNode n, Key? low, bool isRoot)
+        {
+            nodes++;
+            if (!isRoot) Assert.True(n.NrItems > 0, "empty non-root node");
+            if (low is { } l && n.NrItems > 0) Assert.Equal(l, n.KeyAt(0));
+            if (n.Level == 0) return;
+            if (isRoot) Assert.True(n.NrItems >= 2, "internal root with one child");
+            for (int i = 0; i < n.NrItems; i++)
+            {
+                var c = t.ReadChild(n, i);
+                Assert.Equal(n.Level - 1, c.Level);
+                Walk(c, n.KeyAt(i), false);
+            }
+        }
+        Walk(t.Root, null, true);
+        Assert.Equal(ctx.Live, nodes);
+    }
+
+    [Theory]
+    [InlineData(4096, 1)]
+    [InlineData(4096, 2)]
+    [InlineData(16384, 3)]
+    [InlineData(65536, 4)]
+    public void RandomOperationsMatchSortedDictionary(int nodeSize, int seed)
+    {
+        var (t, ctx) = NewTree(nodeSize);
+        var model = new SortedDictionary<Key, byte[]>();
+        var rng = new Random(seed);
+        int maxItem = NodeLayout.MaxItemData(nodeSize);
+        Key RandKey() => new((ulong)rng.Next(0, 3000), (byte)rng.Next(1, 4), (ulong)rng.Next(0, 50));
+        byte[] RandData()
+        {
+            int len = rng.Next(20) switch { 0 => maxItem, 1 => rng.Next(maxItem / 2, maxItem), 2 => 0, _ => rng.Next(1, 200) };
+            var d = new byte[len];
+            rng.NextBytes(d);
+            return d;
+        }
+        for (int i = 0; i < 30_000; i++)
+        {
+            int op = rng.Next(100);
+            var k = RandKey();
+            if (op < 50)
+            {
+                var d = RandData();
+                bool ok = t.TryInsert(ctx, k, d.Length, out var span);
+                Assert.Equal(!model.ContainsKey(k), ok);
+                if (ok) { d.CopyTo(span); model[k] = d; }
+            }
+            else if (op < 80)
+            {
+                Assert.Equal(model.Remove(k), t.Delete(ctx, k));
+            }
+            else if (op < 90 && model.ContainsKey(k))
+            {
+                var d = RandData();
+                var span = t.Resize(ctx, k, d.Length);
+                int keep = Math.Min(d.Length, model[k].Length);
+                Assert.True(span[..keep].SequenceEqual(model[k].AsSpan(0, keep)), "resize lost the prefix");
+                d.CopyTo(span);
+                model[k] = d;
+            }
+            else
+            {
+                var d = RandData();
+                t.Put(ctx, k, d);
+                model[k] = d;
+            }
+            if (i % 5000 == 0) Verify(t, model, ctx);
+        }
+        Verify(t, model, ctx);
+        // Empty it completely: the tree shrinks back to one empty leaf.
+        foreach (var k in model.Keys.ToList()) Assert.True(t.Delete(ctx, k));
+        model.Clear();
+        Verify(t, model, ctx);
+        Assert.Equal(0, t.Root.Level);
+        Assert.Equal(1, ctx.Live);
+    }
+
+    [Fact]
+    public void HundredThousandSequentialKeysStayShallowAndSeekWorks()
+    {
+        var (t, ctx) = NewTree(16384);
+        for (ulong i = 0; i < 100_000; i++) t.Insert(ctx, new Key(i * 2, 1, 0), 8);
+        Assert.True(t.Height <= 3, $"height {t.Height}");
+        var path = new TreePath();
+        Assert.True(t.SeekGE(new Key(1001, 0, 0), path));
+        Assert.Equal(1002UL, path.Key.ObjectId);
+        Assert.True(t.SeekLE(new Key(1001, 0, 0), path));
+        Assert.Equal(1000UL, path.Key.ObjectId);
+        Assert.False(t.SeekLE(new Key(0, 0, 0), path));
+        Assert.False(t.SeekGE(new Key(200_000, 0, 0), path));
+        // SeekLE across a leaf boundary, for every leaf's first key minus one.
+        for (ulong i = 1; i < 100_000; i += 997)
+        {
+            Assert.True(t.SeekLE(new Key(i * 2 - 1, 9, 9), path));
+            Assert.Equal((i - 1) * 2, path.Key.ObjectId);
+        }
+    }
+}
