@@ -31,8 +31,10 @@ public sealed class FileBlockDevice : IBlockDevice
         try
         {
             h = direct ? OpenDirect(path, readOnly)
+                // .NET maps FileShare.None to flock(LOCK_EX) and other modes to LOCK_SH: a
+                // read-write open excludes every other open, read-only opens share.
                 : File.OpenHandle(path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite,
-                    readOnly ? FileShare.ReadWrite : FileShare.Read);
+                    readOnly ? FileShare.ReadWrite : FileShare.None);
         }
         catch (IOException ex) when (ex is not FsException)
         {
@@ -50,7 +52,7 @@ public sealed class FileBlockDevice : IBlockDevice
     /// <summary>Creates (or truncates) a sparse image file of <paramref name="size"/> bytes.</summary>
     public static FileBlockDevice Create(string path, ulong size)
     {
-        var h = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read);
+        var h = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite, FileShare.None);
         RandomAccess.SetLength(h, (long)size);
         return new FileBlockDevice(path, h, size, false, false);
     }

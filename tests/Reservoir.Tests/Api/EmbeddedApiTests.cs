@@ -1,0 +1,92 @@
+using Reservoir.Common;
+using Reservoir.Engine;
+using Xunit;
+
+namespace Reservoir.Tests.Api;
+
+/// <summary>The embedded .NET API over a real image file.</summary>
+public sealed class EmbeddedApiTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("reservoir-api-").FullName;
+    private string Img => Path.Combine(_dir, "api.img");
+
+    [Fact]
+    public void SystemIoShapedUsageWorksAndPersists()
+    {
+        using (var fs = ReservoirFileSystem.Create(Img, 64 << 20))
+        {
+            fs.CreateDirectory("/docs/2026");
+            fs.WriteAllText("/docs/2026/note.txt", "first");
+            using (var s = fs.OpenFile("/docs/2026/note.txt", FileMode.Append, FileAccess.Write)) s.Write(" second"u8);
+            using (var s = fs.OpenFile("/docs/data.bin", FileMode.Create))
+            {
+                s.Write(new byte[10_000]);
+                s.Seek(5000, SeekOrigin.Begin);
+                s.Write("X"u8);
+                s.SetLength(6000);
+                Assert.Equal(6000, s.Length);
+            }
+            fs.CreateSymbolicLink("/docs/latest", "2026/note.txt");
+            fs.CreateHardLink("/docs/hard.txt", "/docs/2026/note.txt");
+            Assert.Equal("first second", fs.ReadAllText("/docs/latest"));
+            Assert.Equal(["2026", "data.bin", "hard.txt", "latest"], fs.EnumerateEntries("/docs").Select(e => e.Name).OrderBy(x => x, StringComparer.Ordinal));
+            Assert.Throws<FileNotFoundException>(() => fs.ReadAllBytes("/nope"));
+            Assert.Throws<FsException>(() => fs.OpenFile("/docs/data.bin", FileMode.CreateNew));
+            Assert.Throws<FsException>(() => fs.Delete("/docs"));
+            fs.Move("/docs/data.bin", "/docs/2026/data.bin");
+            Assert.Throws<FsException>(() => fs.Move("/docs/hard.txt", "/docs/2026/data.bin"));
+        }
+        using (var fs = ReservoirFileSystem.Open(Img))
+        {
+            Assert.Equal("first second", fs.ReadAllText("/docs/hard.txt"));
+            var data = fs.ReadAllBytes("/docs/2026/data.bin");
+            Assert.Equal(6000, data.Length);
+            Assert.Equal((byte)'X', data[5000]);
+            Assert.Equal("2026/note.txt", fs.ReadLink("/docs/latest"));
+            Assert.Equal(2u, fs.GetInfo("/docs/hard.txt").Attr.Nlink);
+            fs.Delete("/docs", recursive: true);
+            Assert.False(fs.Exists("/docs"));
+        }
+        Assert.True(Reservoir.Engine.Check.Fsck.Run(Reservoir.Device.FileBlockDevice.Open(Img, readOnly: true)).Clean);
+    }
+
+    [Fact]
+    public void PosixLayerGivesExactErrnos()
+    {
+        using var fs = ReservoirFileSystem.Create(Img, 32 << 20);
+        var p = fs.Posix;
+        Assert.Equal(Errno.OK, p.Mkdir("/a"));
+        Assert.Equal(Errno.EEXIST, p.Mkdir("/a"));
+        Assert.Equal(Errno.ENOENT, p.Mkdir("/missing/b"));
+        Assert.Equal(Errno.OK, p.Open("/a/f", OpenFlags.Create | OpenFlags.WriteOnly, 0x1A4, out var a));
+        p.Close(a.Ino);
+        Assert.Equal(Errno.ENOTDIR, p.Mkdir("/a/f/x"));
+        Assert.Equal(Errno.EEXIST, p.Open("/a/f", OpenFlags.Create | OpenFlags.Exclusive | OpenFlags.WriteOnly, 0x1A4, out _));
+        Assert.Equal(Errno.OK, p.Symlink("/a/loop2", "/a/loop1"));
+        Assert.Equal(Errno.OK, p.Symlink("/a/loop1", "/a/loop2"));
+        Assert.Equal(Errno.ELOOP, p.Stat("/a/loop1", out _));
+        Assert.Equal(Errno.ENOTEMPTY, p.Rmdir("/a"));
+        Assert.Equal(Errno.EINVAL, p.Rename("/a", "/a/sub"));
+        Assert.Equal(Errno.OK, p.Mkdir("/b"));
+        Assert.Equal(Errno.EEXIST, p.Rename("/a", "/b", RenameFlags.NoReplace));
+        Assert.Equal(Errno.OK, p.Rename("/a", "/b", RenameFlags.Exchange));
+        Assert.Equal(Errno.OK, p.Stat("/b/f", out _));
+        Assert.Equal(Errno.OK, p.SetXattr("/b/f", "user.k", "v"u8, XattrSetFlags.Create));
+        Assert.Equal(Errno.EEXIST, p.SetXattr("/b/f", "user.k", "w"u8, XattrSetFlags.Create));
+        Assert.Equal(Errno.ENODATA, p.GetXattr("/b/f", "user.none", out _));
+        Assert.Equal(Errno.ENAMETOOLONG, p.Mkdir("/" + new string('n', 256)));
+        Assert.Equal(Errno.OK, p.Mknod("/fifo", 0x1000 | 0x1A4));
+        Assert.Equal(Errno.OK, p.Lstat("/fifo", out var fifo));
+        Assert.Equal(0x1000u, fifo.Mode & 0xF000);
+    }
+
+    [Fact]
+    public void OpeningAnImageTwiceFailsCleanly()
+    {
+        using var fs = ReservoirFileSystem.Create(Img, 32 << 20);
+        var ex = Assert.ThrowsAny<IOException>(() => ReservoirFileSystem.Open(Img));
+        Assert.Contains("api.img", ex.Message);
+    }
+
+    public void Dispose() => Directory.Delete(_dir, true);
+}

@@ -1,0 +1,112 @@
+using System.Text.Json;
+using Reservoir.Cli;
+using Xunit;
+
+namespace Reservoir.Tests.Cli;
+
+/// <summary>The `reservoir` command line, run in-process on real image files.</summary>
+public sealed class CliTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("reservoir-cli-").FullName;
+    private string Img => Path.Combine(_dir, "disk.img");
+
+    private (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = Program.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    [Fact]
+    public void MakeCopyListReadCheckRoundTrip()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M", "--label", "cli").Code);
+        var src = Path.Combine(_dir, "src");
+        Directory.CreateDirectory(Path.Combine(src, "sub"));
+        File.WriteAllText(Path.Combine(src, "a.txt"), "hello");
+        var big = new byte[3_000_000];
+        new Random(1).NextBytes(big);
+        File.WriteAllBytes(Path.Combine(src, "sub", "big.bin"), big);
+        Assert.Equal(0, Run("cp", "-r", Img, src, ":/").Code);
+        var ls = Run("ls", Img, "/src");
+        Assert.Equal(0, ls.Code);
+        Assert.Equal(["a.txt", "sub"], ls.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var json = JsonDocument.Parse(Run("ls", Img, "/src/sub", "--format", "json").Out);
+        Assert.Equal(3_000_000, json.RootElement[0].GetProperty("size").GetInt64());
+        var outDir = Path.Combine(_dir, "out");
+        Assert.Equal(0, Run("cp", "-r", Img, ":/src", outDir).Code);
+        Assert.Equal(big, File.ReadAllBytes(Path.Combine(outDir, "sub", "big.bin")));
+        Assert.Equal("hello", File.ReadAllText(Path.Combine(outDir, "a.txt")));
+        var fsck = Run("fsck", Img);
+        Assert.True(fsck.Code == 0, fsck.Out + fsck.Err);
+        Assert.Contains("no errors found", fsck.Out);
+        Assert.Equal(0, Run("mkdir", "-p", Img, "/x/y/z").Code);
+        Assert.Equal(1, Run("rm", Img, "/x").Code);
+        Assert.Equal(0, Run("rm", "-r", Img, "/x").Code);
+        Assert.Equal(1, Run("cat", Img, "/x/y").Code);
+        var sup = JsonDocument.Parse(Run("inspect", "super", Img, "--format", "json").Out);
+        Assert.Equal("cli", sup.RootElement.GetProperty("label").GetString());
+        Assert.Equal(0, Run("inspect", "tree", Img, "--tree", "extent").Code);
+        Assert.Equal(0, Run("inspect", "inode", Img, "/src/sub/big.bin").Code);
+        Assert.Equal(0, Run("inspect", "space", Img, "--format", "json").Code);
+    }
+
+    [Fact]
+    public void BadInputGivesMessagesAndExitCodes()
+    {
+        var r = Run("fsck", Path.Combine(_dir, "missing.img"));
+        Assert.Equal(8, r.Code);
+        Assert.Contains("does not exist", r.Err);
+        File.WriteAllBytes(Img, new byte[1 << 20]);
+        r = Run("fsck", Img);
+        Assert.Equal(8, r.Code);
+        Assert.Contains("not a valid Reservoir filesystem", r.Err);
+        r = Run("ls", Img);
+        Assert.Equal(1, r.Code);
+        Assert.Equal(16, Run("fsck").Code);
+        Assert.Equal(16, Run("fsck", "-n", "-y", Img).Code);
+        Assert.Equal(2, Run("mkfs").Code);
+        r = Run("mkfs", Path.Combine(_dir, "new.img"));
+        Assert.Equal(1, r.Code);
+        Assert.Contains("--size", r.Err);
+        Assert.Equal(1, Run("mkfs", Path.Combine(_dir, "new.img"), "--size", "lots").Code);
+        Assert.Equal(1, Run("mkfs", Path.Combine(_dir, "new.img"), "--size", "64M", "--nodesize", "3000").Code);
+        Assert.Equal(0, Run("mkfs", Img, "--size", "32M", "-q").Code);
+        r = Run("mkfs", Img, "--size", "32M");
+        Assert.Equal(1, r.Code);
+        Assert.Contains("--force", r.Err);
+        Assert.Equal(0, Run("mkfs", Img, "--size", "32M", "-f", "-q").Code);
+        Assert.Equal(1, Run("ls", Img, "--format", "yaml").Code);
+        Assert.Equal(1, Run("cp", Img, "a", "b").Code);
+    }
+
+    [Fact]
+    public void FsckRepairsCountersAndReportsExitCodeOne()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "32M", "-q").Code);
+        Assert.Equal(0, Run("mkdir", Img, "/d").Code);
+        // Damage a counter the way a buggy writer would: the root directory's link count.
+        using (var dev = Reservoir.Device.FileBlockDevice.Open(Img))
+        using (var fs = Reservoir.Engine.Filesystem.Mount(dev, new() { CommitIntervalMs = 0 }))
+        {
+            var root = fs.Top;
+            root.Acquire(256, out var inode);
+            using (var h = fs.Fs.Start(1))
+            using (root.Tree.Lock.Write())
+            {
+                inode.Item.Nlink = 7;
+                Reservoir.Engine.Inodes.DirItems.PutInode(h, root.Tree, 256, inode.Item);
+            }
+            root.Release(inode);
+        }
+        var r = Run("fsck", Img);
+        Assert.Equal(4, r.Code);
+        Assert.Contains("link count 7", r.Out);
+        r = Run("fsck", "-y", Img);
+        Assert.Equal(1, r.Code);
+        Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
+    public void Dispose() => Directory.Delete(_dir, true);
+}
