@@ -60,7 +60,7 @@ public sealed class FileBlockDevice : IBlockDevice
     public void Read(ulong offset, Span<byte> buffer)
     {
         Check(offset, buffer.Length);
-        if (_direct && !IsAligned(offset, buffer.Length)) { DirectBounceRead(offset, buffer); return; }
+        if (_direct) { DirectBounceRead(offset, buffer); return; }
         int done = 0;
         try
         {
@@ -81,7 +81,7 @@ public sealed class FileBlockDevice : IBlockDevice
     {
         if (ReadOnly) throw new FsException(Errno.EROFS, "device is read-only");
         Check(offset, data.Length);
-        if (_direct && !IsAligned(offset, data.Length)) { DirectBounceWrite(offset, data); return; }
+        if (_direct) { DirectBounceWrite(offset, data); return; }
         try { RandomAccess.Write(_handle, data, (long)offset); }
         catch (IOException ex) when (ex is not FsException)
         {
@@ -103,10 +103,10 @@ public sealed class FileBlockDevice : IBlockDevice
     }
 
     private const int Align = 4096;
-    private static bool IsAligned(ulong off, int len) => off % Align == 0 && len % Align == 0;
 
-    // O_DIRECT needs aligned memory; managed spans are not, so every direct access goes through
-    // an aligned bounce buffer. SAFETY: the buffer is native, freed in finally, never escapes.
+    // O_DIRECT needs aligned offsets, lengths and memory; managed spans are not aligned, so
+    // every direct access goes through an aligned native bounce buffer (read-modify-write for
+    // unaligned ranges). SAFETY: the buffer is native, freed in finally, never escapes.
     private unsafe void DirectBounceRead(ulong offset, Span<byte> buffer)
     {
         ulong start = offset / Align * Align;

@@ -1,0 +1,127 @@
+using System.Buffers.Binary;
+using Reservoir.Common;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+using Xunit;
+
+namespace Reservoir.Tests.Format;
+
+/// <summary>Pins the encodings to docs/SPEC.md: sizes, offsets and hashes, with expected values
+/// derived independently of the code under test.</summary>
+public class FormatTests
+{
+    /// <summary>A bit-at-a-time CRC32C, written from the definition (reflected polynomial
+    /// 0x82F63B78), independent of the library's table/instruction version.</summary>
+    private static uint ReferenceCrc(ReadOnlySpan<byte> data, uint register)
+    {
+        foreach (byte b in data)
+        {
+            register ^= b;
+            for (int i = 0; i < 8; i++) register = (register & 1) != 0 ? (register >> 1) ^ 0x82F63B78u : register >> 1;
+        }
+        return ~register;
+    }
+
+    [Fact]
+    public void Crc32cMatchesTheStandardCheckValueAndTheSpecSeeds()
+    {
+        // RFC 3720 / the CRC catalogue: CRC-32C("123456789") = 0xE3069283.
+        Assert.Equal(0xE3069283u, Crc32C.Compute("123456789"u8));
+        var rng = new Random(1);
+        for (int n = 0; n < 70; n++)
+        {
+            var d = new byte[n];
+            rng.NextBytes(d);
+            Assert.Equal(ReferenceCrc(d, 0xFFFFFFFF), Crc32C.Compute(d));
+            // SPEC §0: crc32c(data; seed) starts the register at NOT seed.
+            Assert.Equal(ReferenceCrc(d, ~0xFFFFFFFEu), Crc32C.Compute(d, 0xFFFFFFFE));
+        }
+        Assert.Equal((ulong)ReferenceCrc("hello"u8, 1), NameHash.Of("hello"u8));
+    }
+
+    [Fact]
+    public void KeyIsSeventeenBytesOrderedByObjectidTypeOffset()
+    {
+        var b = new byte[Key.Size];
+        new Key(0x0102030405060708, 0x09, 0x0A0B0C0D0E0F1011).Write(b);
+        Assert.Equal(Convert.FromHexString("0807060504030201" + "09" + "11100F0E0D0C0B0A"), b);
+        Assert.True(new Key(1, 200, 0) < new Key(2, 0, 0));
+        Assert.True(new Key(1, 1, 9) < new Key(1, 2, 0));
+        Assert.True(new Key(1, 1, 1) < new Key(1, 1, 2));
+    }
+
+    [Fact]
+    public void SuperblockFieldsSitAtTheirSpecOffsets()
+    {
+        var sb = new Superblock
+        {
+            Bytenr = 65536, BlockSize = 4096, NodeSize = 16384, Generation = 0x1122, RootTreeBytenr = 1 << 20,
+            RootTreeLevel = 2, TotalBytes = 1 << 30, BytesUsed = 777, Fsid = Guid.NewGuid(), Label = "lbl",
+        };
+        var buf = new byte[4096];
+        sb.Write(buf);
+        Assert.Equal("RSRVOIR1", System.Text.Encoding.ASCII.GetString(buf, 0x20, 8));
+        Assert.Equal(65536UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(0x28)));
+        Assert.Equal(1u, BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(0x30)));
+        Assert.Equal(16384u, BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(0x38)));
+        Assert.Equal(0x1122UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(0x58)));
+        Assert.Equal(2, buf[0x68]);
+        Assert.Equal(777UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(0x78)));
+        Assert.Equal((byte)'l', buf[0x100]);
+        Assert.Equal(ReferenceCrc(buf.AsSpan(0x20), 0xFFFFFFFF), BinaryPrimitives.ReadUInt32LittleEndian(buf));
+        var back = Superblock.TryRead(buf, 65536, out var err);
+        Assert.NotNull(back);
+        Assert.Equal(sb.Fsid, back!.Fsid);
+        Assert.Equal("lbl", back.Label);
+        Assert.Null(Superblock.TryRead(buf, 262144, out err));
+        Assert.Contains("copy claims", err);
+        buf[0x10] = 1; // checksum padding must be zero
+        Assert.Null(Superblock.TryRead(buf, 65536, out _));
+    }
+
+    [Fact]
+    public void ItemSizesAndOffsetsMatchTheSpec()
+    {
+        Assert.Equal(96, NodeLayout.HeaderSize);
+        Assert.Equal(25, NodeLayout.ItemSize);
+        Assert.Equal(33, NodeLayout.KeyPtrSize);
+        Assert.Equal(160, InodeItem.Size);
+        Assert.Equal(160, RootItem.Size);
+        Assert.Equal(32, ExtentItem.Size);
+        Assert.Equal(28, ExtentDataRef.Size);
+        Assert.Equal(16, BlockGroupItem.Size);
+        Assert.Equal(30, DirEntry.HeaderSize);
+        Assert.Equal(10, InodeRef.HeaderSize);
+        Assert.Equal(21, FileExtentItem.HeaderSize);
+        Assert.Equal(53, FileExtentItem.RegularSize);
+
+        var b = new byte[InodeItem.Size];
+        new InodeItem { FileSize = 5, Nlink = 3, Mode = 0x81A4, Mtime = new Timespec(10, 20) }.Write(b);
+        Assert.Equal(5UL, BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(0x10)));
+        Assert.Equal(3u, BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(0x20)));
+        Assert.Equal(0x81A4u, BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(0x2C)));
+        Assert.Equal(10L, BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(0x60)));
+        Assert.Equal(20u, BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(0x68)));
+
+        var fe = new byte[FileExtentItem.RegularSize];
+        new FileExtentItem { Type = FileExtentType.Prealloc, DiskBytenr = 7, DiskNumBytes = 8, Offset = 9, NumBytes = 10, RamBytes = 8 }.Write(fe);
+        Assert.Equal(2, fe[20]);
+        Assert.Equal(7UL, BinaryPrimitives.ReadUInt64LittleEndian(fe.AsSpan(21)));
+        Assert.Equal(10UL, BinaryPrimitives.ReadUInt64LittleEndian(fe.AsSpan(45)));
+        fe[16] = 1; // compression is not part of v1
+        Assert.False(FileExtentItem.TryRead(fe, out _));
+    }
+
+    [Fact]
+    public void DirEntryDecodingRejectsOverruns()
+    {
+        var b = new byte[40];
+        new DirEntry(new Key(300, 1, 0), 5, 8, "abc"u8, default).Write(b);
+        Assert.True(DirEntry.TryRead(b, out var e, out int size));
+        Assert.Equal(33, size);
+        Assert.Equal(300UL, e.Location.ObjectId);
+        Assert.False(DirEntry.TryRead(b.AsSpan(0, 32), out _, out _));
+        BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(27), 60000);
+        Assert.False(DirEntry.TryRead(b, out _, out _));
+    }
+}
