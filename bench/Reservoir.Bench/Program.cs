@@ -111,6 +111,8 @@ public static class Program
             return n;
         }
 
+        public void NoteChange() { }
+
         public void FreeNode(TreeNode node, ulong owner) => store.Remove(node.Bytenr);
     }
 

@@ -59,7 +59,7 @@ public sealed partial class Filesystem
             if (offset >= size || buffer.Length == 0) return Errno.OK;
             int n = (int)Math.Min((ulong)buffer.Length, size - offset);
             try { FileExtents.Read(Fs, Top.Tree, inode, offset, buffer[..n]); }
-            catch (FsException ex) { return Guard(ino, () => throw ex); }
+            catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException) { return Guard(ino, () => throw ex); }
             read = n;
             return Errno.OK;
         }
@@ -80,7 +80,7 @@ public sealed partial class Filesystem
             if (offset + (ulong)data.Length > MaxFileSize || offset + (ulong)data.Length < offset) return Errno.EFBIG;
             if (data.Length == 0) return Errno.OK;
             try { return WriteLocked(inode, offset, data, out written, extendSize: true); }
-            catch (FsException ex) { return Guard(ino, () => throw ex); }
+            catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException) { return Guard(ino, () => throw ex); }
         }
         finally { Put(inode); }
     }
@@ -128,39 +128,53 @@ public sealed partial class Filesystem
                 int items = 8 + CountExtents(inode.Ino, a, b) / 8;
                 var se = Fs.TryStart(items, out var h);
                 if (se != Errno.OK) return written > 0 ? Errno.OK : se;
-                using (h)
+                try
                 {
-                    // Allocate and write first: until the items point at it, the new space is
-                    // unreachable, so a crash here loses nothing.
-                    var pieces = new List<(ulong Disk, ulong Len, ulong FilePos)>();
-                    ulong done = 0;
-                    while (done < extLen)
+                    using (h)
                     {
-                        var (disk, len) = space.AllocData(extLen - done, fromReservation: true, hint: 0);
-                        dataReserved -= len;
-                        Fs.Device.Write(disk, span.Slice((int)done, (int)len));
-                        pieces.Add((disk, len, a + done));
-                        done += len;
-                    }
-                    Fs.Stats.DataBytesWritten += (long)extLen;
-                    Fs.Sched.Yield("write:data-written");
-                    var t = Top.Tree;
-                    using (t.Lock.Write())
-                    {
-                        long delta = 0;
-                        FileExtents.Drop(h, t, Top.Id, inode.Ino, a, b, ref delta);
-                        foreach (var (disk, len, fpos) in pieces)
-                            FileExtents.InsertNew(h, t, Top.Id, inode.Ino, fpos, disk, len, FileExtentType.Regular);
-                        using (Fs.CsumTree.Lock.Write())
+                        // Allocate and write first: until the items point at it, the new space is
+                        // unreachable, so a crash here loses nothing. A failed device write frees
+                        // what was allocated (nothing references it) and changes no tree.
+                        var pieces = new List<(ulong Disk, ulong Len, ulong FilePos)>();
+                        ulong done = 0;
+                        try
+                        {
+                            while (done < extLen)
+                            {
+                                var (disk, len) = space.AllocData(extLen - done, fromReservation: true, hint: 0);
+                                dataReserved -= len;
+                                pieces.Add((disk, len, a + done));
+                                Fs.Device.Write(disk, span.Slice((int)done, (int)len));
+                                done += len;
+                            }
+                        }
+                        catch
+                        {
+                            foreach (var p in pieces) space.Free(p.Disk, p.Len, pin: false);
+                            throw;
+                        }
+                        Fs.Stats.DataBytesWritten += (long)extLen;
+                        Fs.Sched.Yield("write:data-written");
+                        var t = Top.Tree;
+                        using (t.Lock.Write())
+                        {
+                            long delta = 0;
+                            FileExtents.Drop(h, t, Top.Id, inode.Ino, a, b, ref delta);
                             foreach (var (disk, len, fpos) in pieces)
-                                FileExtents.InsertCsums(h, Fs.CsumTree, disk, span.Slice((int)(fpos - a), (int)len), Fs.BlockSize);
-                        delta += (long)extLen;
-                        inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
-                        if (extendSize && pos + (ulong)chunk > inode.Item.FileSize) inode.Item.FileSize = pos + (ulong)chunk;
-                        Touch(ref inode.Item, h.Transid);
-                        DirItems.PutInode(h, t, inode.Ino, inode.Item);
+                                FileExtents.InsertNew(h, t, Top.Id, inode.Ino, fpos, disk, len, FileExtentType.Regular);
+                            using (Fs.CsumTree.Lock.Write())
+                                foreach (var (disk, len, fpos) in pieces)
+                                    FileExtents.InsertCsums(h, Fs.CsumTree, disk, span.Slice((int)(fpos - a), (int)len), Fs.BlockSize);
+                            delta += (long)extLen;
+                            inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
+                            if (extendSize && pos + (ulong)chunk > inode.Item.FileSize) inode.Item.FileSize = pos + (ulong)chunk;
+                            Touch(ref inode.Item, h.Transid);
+                            DirItems.PutInode(h, t, inode.Ino, inode.Item);
+                        }
                     }
                 }
+                // Marks the transaction aborted if the handle was open when this was thrown; never catches.
+                catch (Exception ex) when (AbortIfMidTransaction(inode.Ino, ex) && false) { }
                 written += chunk;
             }
             finally

@@ -225,6 +225,13 @@ public sealed partial class Filesystem
                 if (tgt.Deleted || (tgt.Item.Nlink == 0 && !tgt.Orphaned)) return Errno.ENOENT;
                 if (tgt.Item.Nlink >= 65000) return Errno.EMLINK;
                 if (LookupLocked(dir, nameCopy, out _, out _) == Errno.OK) return Errno.EEXIST;
+                // All names of one inode in one directory share an INODE_REF item: refuse before
+                // changing anything if it would outgrow a leaf.
+                using (Top.Tree.Lock.Read())
+                {
+                    var refs = Top.Tree.Get(new Key(tgt.Ino, KeyTypes.InodeRef, dir.Ino));
+                    if (refs != null && refs.Length + InodeRef.HeaderSize + nameCopy.Length > Top.Tree.MaxItemData) return Errno.EMLINK;
+                }
                 var se = Fs.TryStart(6, out var h);
                 if (se != Errno.OK) return se;
                 using (h)

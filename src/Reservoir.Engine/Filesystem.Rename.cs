@@ -114,7 +114,6 @@ public sealed partial class Filesystem
                                 if (src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
                                 else { odir.Item.Nlink++; ndir.Item.Nlink--; }
                             }
-                            odir.Item.FileSize = odir.Item.FileSize - (ulong)on.Length * 2 + (ulong)on.Length * 2;
                             Touch(ref tgt.Item, h.Transid, mtime: false);
                             DirItems.PutInode(h, t, tgt.Ino, tgt.Item);
                         }

@@ -130,21 +130,43 @@ public sealed partial class Filesystem : IDisposable
     /// <summary>
     /// Runs an operation and turns engine exceptions into errno values: corruption and device
     /// errors are logged with their inode and block and answered EIO (EUCLEAN stays EUCLEAN),
-    /// so that no exception crosses the public API.
+    /// so that no exception crosses the public API. An exception raised while a transaction
+    /// handle that has begun changing trees is open means the operation stopped halfway: the
+    /// transaction is aborted (the filesystem takes no more writes and the image keeps its last
+    /// commit), as btrfs does. The filter runs before the handle's Dispose, which is what lets
+    /// it see the handle.
     /// </summary>
     internal Errno Guard(ulong ino, Func<Errno> op)
     {
         try { return op(); }
-        catch (FsException ex)
+        catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException && AbortIfMidTransaction(ino, ex))
         {
-            if (ex.Errno is Errno.ENOSPC or Errno.EDQUOT or Errno.EROFS or Errno.EMLINK or Errno.EBUSY) return ex.Errno;
-            Fs.Warn($"inode {(ex.Inode != 0 ? ex.Inode : ino)}: {ex.Message}");
-            return ex.Errno == Errno.EUCLEAN ? Errno.EUCLEAN : Errno.EIO;
+            if (ex is FsException fe)
+            {
+                if (fe.Errno is Errno.ENOSPC or Errno.EDQUOT or Errno.EROFS or Errno.EMLINK or Errno.EBUSY) return fe.Errno;
+                Fs.Warn($"inode {(fe.Inode != 0 ? fe.Inode : ino)}: {fe.Message}");
+                return fe.Errno == Errno.EUCLEAN ? Errno.EUCLEAN : Errno.EIO;
+            }
+            Fs.Warn($"inode {ino}: internal error: {ex}");
+            return Errno.EIO;
         }
     }
 
+    private bool AbortIfMidTransaction(ulong ino, Exception ex)
+    {
+        if (Tx.TransHandle.ChangingOnThisThread > 0)
+            Fs.MarkFailed($"operation on inode {ino} failed with a transaction open ({ex.GetType().Name}: {ex.Message}); transaction aborted");
+        return true;
+    }
+
     /// <summary>Acquires a reference on each inode (by number), or returns the first error.</summary>
-    internal Errno Get(ulong ino, out Inode inode) => Top.Acquire(ino, out inode);
+    internal Errno Get(ulong ino, out Inode inode)
+    {
+        Inode? found = null;
+        var e = Guard(ino, () => Top.Acquire(ino, out found));
+        inode = found!;
+        return e;
+    }
 
     internal void Put(Inode? inode)
     {

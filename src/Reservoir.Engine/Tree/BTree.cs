@@ -49,7 +49,11 @@ internal sealed partial class BTree
     {
         path.Reset();
         var node = Root;
-        if (tx != null) node = CowRoot(tx);
+        if (tx != null)
+        {
+            tx.NoteChange();
+            node = CowRoot(tx);
+        }
         for (int level = node.Level; ; level--)
         {
             path.Nodes[level] = node;

@@ -13,4 +13,6 @@ internal interface ITreeContext
     TreeNode AllocNode(ulong owner, int level);
     /// <summary>The node is no longer referenced by its tree in this transaction.</summary>
     void FreeNode(TreeNode node, ulong owner);
+    /// <summary>A tree is about to change under this context (every copy-on-write search).</summary>
+    void NoteChange();
 }

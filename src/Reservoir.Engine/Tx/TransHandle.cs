@@ -17,6 +17,12 @@ internal sealed class TransHandle : ITreeContext, IDisposable
     private bool _disposed;
     public Transaction Transaction { get; }
     public ulong Transid => Transaction.Transid;
+    /// <summary>Open handles on this thread that have begun changing trees. An exception seen
+    /// while this is non-zero means an operation stopped halfway through its changes (read by
+    /// exception filters, which run before the handle's Dispose unwinds).</summary>
+    [ThreadStatic] private static int _changingOnThread;
+    public static int ChangingOnThisThread => _changingOnThread;
+    private bool _changing;
     /// <summary>Nodes this handle allocated beyond its reservation (0 when estimates hold).</summary>
     public int Overruns { get; private set; }
 
@@ -26,6 +32,13 @@ internal sealed class TransHandle : ITreeContext, IDisposable
         Transaction = tx;
         _metaLeft = metaReserved;
         _holdsCommitLock = holdsCommitLock;
+    }
+
+    public void NoteChange()
+    {
+        if (_changing || !_holdsCommitLock) return;
+        _changing = true;
+        _changingOnThread++;
     }
 
     public TreeNode AllocNode(ulong owner, int level)
@@ -65,6 +78,7 @@ internal sealed class TransHandle : ITreeContext, IDisposable
         _disposed = true;
         _fs.Space.Release(false, _metaLeft);
         _metaLeft = 0;
+        if (_changing) _changingOnThread--;
         if (_holdsCommitLock) _fs.EndHandle(this);
     }
 }

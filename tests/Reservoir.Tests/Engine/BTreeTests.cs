@@ -30,6 +30,8 @@ public class BTreeTests
             return n;
         }
 
+        public void NoteChange() { }
+
         public void FreeNode(TreeNode node, ulong owner)
         {
             store.Remove(node.Bytenr);
