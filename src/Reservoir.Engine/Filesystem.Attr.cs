@@ -48,7 +48,7 @@ public sealed partial class Filesystem
                         it.Ctime = (r.Mask & SetAttrMask.Ctime) != 0 ? r.Ctime : now;
                         it.Sequence++;
                         it.Transid = h.Transid;
-                        using (Top.Tree.Lock.Write()) DirItems.PutInode(h, Top.Tree, ino, it);
+                        using (Top.Tree.Lock.Write()) DirItems.PutInode(h, Top.Tree, inode);
                     }
                 }
                 result = Attr(inode);
@@ -64,25 +64,31 @@ public sealed partial class Filesystem
         SetAttr(ino, new SetAttrRequest { Mask = SetAttrMask.Size, Size = size }, out _);
 
     /// <summary>
-    /// Sets the file size. Shrinking zeroes the tail of the last block (so a later extension
-    /// reads zeros) and drops extents past it in bounded batches; growing leaves a hole.
-    /// Caller holds the inode lock exclusively.
+    /// Sets the file size (caller holds the inode lock exclusively). Shrinking: ordered extents
+    /// past the new end finish first (so none adds extents afterwards), pages past it are dropped
+    /// with their reservations freed, the tail of the last block is zeroed through the page
+    /// cache (so a later extension reads zeros), and extents past it are dropped in bounded
+    /// batches. Growing leaves a hole.
     /// </summary>
     private Errno TruncateLocked(Inode inode, ulong newSize)
     {
         if (newSize > MaxFileSize) return Errno.EFBIG;
         ulong old = inode.Item.FileSize;
         ulong bs = (ulong)Fs.BlockSize;
+        var m = Data.MappingOf(inode);
         if (newSize < old)
         {
-            ulong tailEnd = Math.Min(Units.AlignUp(newSize, bs), old);
+            ulong from = Units.AlignUp(newSize, bs);
+            Data.WaitOrdered(m, newSize / bs * bs, ulong.MaxValue);
+            Data.Invalidate(m, from, ulong.MaxValue);
+            ulong tailEnd = Math.Min(from, old);
             if (newSize % bs != 0 && tailEnd > newSize)
             {
-                var zeros = new byte[tailEnd - newSize];
-                var we = WriteLocked(inode, newSize, zeros, out _, extendSize: false);
+                var we = Data.BufferedWrite(inode, newSize, new byte[tailEnd - newSize], out _);
                 if (we != Errno.OK) return we;
             }
-            ulong from = Units.AlignUp(newSize, bs);
+            inode.Item.FileSize = newSize;
+            using (m.State.Lock()) m.DiskSize = Math.Min(m.DiskSize, newSize);
             bool done = false;
             while (!done)
             {
@@ -94,11 +100,11 @@ public sealed partial class Filesystem
                     long delta = 0;
                     done = FileExtents.Drop(h, Top.Tree, Top.Id, inode.Ino, from, ulong.MaxValue, ref delta, FileExtentsBatch);
                     inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
-                    if (done) inode.Item.FileSize = newSize;
                     Touch(ref inode.Item, h.Transid);
-                    DirItems.PutInode(h, Top.Tree, inode.Ino, inode.Item);
+                    DirItems.PutInode(h, Top.Tree, inode);
                 }
             }
+            using (m.State.Lock()) m.Es.Remove(from, ulong.MaxValue);
             return Errno.OK;
         }
         var ge = Fs.TryStart(1, out var h2);
@@ -107,13 +113,13 @@ public sealed partial class Filesystem
         using (Top.Tree.Lock.Write())
         {
             inode.Item.FileSize = newSize;
+            using (m.State.Lock()) m.DiskSize = newSize;
             Touch(ref inode.Item, h2.Transid);
-            DirItems.PutInode(h2, Top.Tree, inode.Ino, inode.Item);
+            DirItems.PutInode(h2, Top.Tree, inode);
         }
         return Errno.OK;
     }
 
     private const int FileExtentsBatch = 32;
-    /// <summary>Largest file size: offsets stay well inside i64 for lseek and FUSE.</summary>
-    public const ulong MaxFileSize = 1UL << 60;
+    public const ulong MaxFileSize = FormatConstants.MaxFileSize;
 }

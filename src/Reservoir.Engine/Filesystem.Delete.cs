@@ -22,6 +22,16 @@ public sealed partial class Filesystem
     private void EvictLocked(Inode inode)
     {
         if (inode.Deleted) return;
+        if (inode.Mapping is { } m)
+        {
+            // Nothing of a deleted file will be written: free dirty pages' reservations, and let
+            // ordered extents in flight finish before the items go (else they would add extents
+            // to a deleted inode).
+            Data.WaitOrdered(m, 0, ulong.MaxValue);
+            Data.Invalidate(m, 0, ulong.MaxValue);
+            Data.WaitOrdered(m, 0, ulong.MaxValue);
+            Data.CheckMappingQuiescent(m, "eviction");
+        }
         var t = Top.Tree;
         while (true)
         {

@@ -152,7 +152,7 @@ public sealed partial class Filesystem
                         dir.Item.FileSize += (ulong)nameCopy.Length * 2;
                         if (isDir) dir.Item.Nlink++;
                         Touch(ref dir.Item, h.Transid);
-                        DirItems.PutInode(h, t, dir.Ino, dir.Item);
+                        DirItems.PutInode(h, t, dir);
                     }
                     var inode = Top.Adopt(ino, item);
                     result = Attr(inode);
@@ -248,10 +248,10 @@ public sealed partial class Filesystem
                         }
                         tgt.Item.Nlink++;
                         Touch(ref tgt.Item, h.Transid, mtime: false);
-                        DirItems.PutInode(h, t, tgt.Ino, tgt.Item);
+                        DirItems.PutInode(h, t, tgt);
                         dir.Item.FileSize += (ulong)nameCopy.Length * 2;
                         Touch(ref dir.Item, h.Transid);
-                        DirItems.PutInode(h, t, dir.Ino, dir.Item);
+                        DirItems.PutInode(h, t, dir);
                     }
                     result = Attr(tgt);
                 }
@@ -321,9 +321,9 @@ public sealed partial class Filesystem
         }
         else victim.Item.Nlink--;
         Touch(ref dir.Item, h.Transid);
-        DirItems.PutInode(h, t, dir.Ino, dir.Item);
+        DirItems.PutInode(h, t, dir);
         Touch(ref victim.Item, h.Transid, mtime: false);
-        DirItems.PutInode(h, t, victim.Ino, victim.Item);
+        DirItems.PutInode(h, t, victim);
         if (victim.Item.Nlink == 0 && !victim.Orphaned)
         {
             t.Put(h, DirItems.OrphanKey(victim.Ino), ReadOnlySpan<byte>.Empty);

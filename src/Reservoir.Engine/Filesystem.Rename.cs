@@ -115,7 +115,7 @@ public sealed partial class Filesystem
                                 else { odir.Item.Nlink++; ndir.Item.Nlink--; }
                             }
                             Touch(ref tgt.Item, h.Transid, mtime: false);
-                            DirItems.PutInode(h, t, tgt.Ino, tgt.Item);
+                            DirItems.PutInode(h, t, tgt);
                         }
                         else
                         {
@@ -127,13 +127,13 @@ public sealed partial class Filesystem
                             if (cross && src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
                         }
                         Touch(ref src.Item, h.Transid, mtime: false);
-                        DirItems.PutInode(h, t, src.Ino, src.Item);
+                        DirItems.PutInode(h, t, src);
                         Touch(ref odir.Item, h.Transid);
-                        DirItems.PutInode(h, t, odir.Ino, odir.Item);
+                        DirItems.PutInode(h, t, odir);
                         if (cross)
                         {
                             Touch(ref ndir.Item, h.Transid);
-                            DirItems.PutInode(h, t, ndir.Ino, ndir.Item);
+                            DirItems.PutInode(h, t, ndir);
                         }
                     }
                     if (tgt != null && (flags & RenameFlags.Exchange) == 0 && tgt.Item.Nlink == 0 && Top.OpenCountOf(tgt) == 0)

@@ -73,7 +73,7 @@ public sealed partial class Filesystem
                     if (!DirItems.AddHashed(h, t, ino, KeyTypes.XattrItem, n, default, 0, v))
                         ThrowHelper.Invariant("xattr reappeared under the inode lock");
                     Touch(ref inode.Item, h.Transid, mtime: false);
-                    DirItems.PutInode(h, t, ino, inode.Item);
+                    DirItems.PutInode(h, t, inode);
                 }
                 return Errno.OK;
             });
@@ -106,7 +106,7 @@ public sealed partial class Filesystem
                 {
                     DirItems.RemoveHashed(h, t, ino, KeyTypes.XattrItem, n);
                     Touch(ref inode.Item, h.Transid, mtime: false);
-                    DirItems.PutInode(h, t, ino, inode.Item);
+                    DirItems.PutInode(h, t, inode);
                 }
                 return Errno.OK;
             });

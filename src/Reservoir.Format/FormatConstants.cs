@@ -23,6 +23,8 @@ public static class FormatConstants
     public const int MaxNameLength = 255;
     public const int LabelSize = 256;
     public const ulong MinDeviceSize = 8UL << 20;
+    /// <summary>Largest file size: offsets stay well inside i64 for lseek and FUSE.</summary>
+    public const ulong MaxFileSize = 1UL << 60;
 
     /// <summary>First inode number of every fs tree; the root directory.</summary>
     public const ulong FirstFreeObjectId = 256;
@@ -62,6 +64,9 @@ public static class KeyTypes
     public const byte TreeBlockRef = 176;
     public const byte ExtentDataRef = 178;
     public const byte BlockGroupItem = 192;
+    public const byte QgroupStatus = 240;
+    public const byte QgroupInfo = 242;
+    public const byte QgroupLimit = 244;
 
     public static string Name(byte t) => t switch
     {
@@ -79,16 +84,24 @@ public static class KeyTypes
         TreeBlockRef => "TREE_BLOCK_REF",
         ExtentDataRef => "EXTENT_DATA_REF",
         BlockGroupItem => "BLOCK_GROUP_ITEM",
+        QgroupStatus => "QGROUP_STATUS",
+        QgroupInfo => "QGROUP_INFO",
+        QgroupLimit => "QGROUP_LIMIT",
         _ => $"TYPE_{t}",
     };
 }
 
-/// <summary>Feature flags. v1 defines none; the masks say which bits this build understands.
-/// Unknown incompat bits refuse the mount; unknown ro-compat bits allow read-only only.</summary>
+/// <summary>Feature flags; the masks say which bits this build understands. Unknown incompat
+/// bits refuse the mount; unknown ro-compat bits allow read-only only.</summary>
 public static class Features
 {
+    /// <summary>compat_ro bit 0: quota groups are enabled and kept in the quota tree (SPEC.md
+    /// §8). A version that does not know them may read the image but must not write it, or
+    /// usage would go stale.</summary>
+    public const ulong CompatRoQuota = 1;
+
     public const ulong CompatSupported = 0;
-    public const ulong CompatRoSupported = 0;
+    public const ulong CompatRoSupported = CompatRoQuota;
     public const ulong IncompatSupported = 0;
 }
 

@@ -27,7 +27,7 @@ public sealed partial class Fsck
                     using var lk = inode.Lock.Write();
                     using var h = fs.Fs.Start(1, useGlobalReserve: true);
                     fix(inode);
-                    using (sv.Tree.Lock.Write()) DirItems.PutInode(h, sv.Tree, ino, inode.Item);
+                    using (sv.Tree.Lock.Write()) DirItems.PutInode(h, sv.Tree, inode);
                 }
                 finally { sv.Release(inode); }
             }

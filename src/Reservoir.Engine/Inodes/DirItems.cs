@@ -23,6 +23,15 @@ internal static class DirItems
         t.Put(h, InodeKey(ino), b);
     }
 
+    /// <summary>Writes an in-memory inode's item. For files with cached data the size written
+    /// is the size whose data reached disk, so a crash never exposes a size beyond it.</summary>
+    public static void PutInode(ITreeContext h, BTree t, Inode inode)
+    {
+        var item = inode.Item;
+        item.FileSize = inode.PersistedSize;
+        PutInode(h, t, inode.Ino, item);
+    }
+
     /// <summary>Finds <paramref name="name"/> in a DIR_ITEM or XATTR_ITEM chain.</summary>
     public static bool Find(BTree t, ulong objectid, byte type, ReadOnlySpan<byte> name, out Key location, out byte fileType, out byte[]? data)
     {

@@ -89,7 +89,9 @@ internal sealed class Subvolume
 
     private void EvictUnsynchronized()
     {
-        foreach (var k in _inodes.Where(kv => kv.Value.Refs == 0 && kv.Value.OpenCount == 0).Select(kv => kv.Key).Take(_inodes.Count / 4).ToList())
+        // An inode with a mapping stays: its pages, ledger and ordered extents refer to this very
+        // object, and a second object for the same inode would have a second lock.
+        foreach (var k in _inodes.Where(kv => kv.Value.Refs == 0 && kv.Value.OpenCount == 0 && kv.Value.Mapping == null).Select(kv => kv.Key).Take(_inodes.Count / 4).ToList())
             _inodes.Remove(k);
     }
 

@@ -43,10 +43,13 @@ internal sealed partial class FsInfo
                     if (round > 64) ThrowHelper.Invariant("commit did not converge");
                     bool changed = RunDelayedRefs(h);
                     changed |= UpdateBlockGroupItems(h);
+                    changed |= UpdateQgroupItems(h);
                     changed |= UpdateRootItems(h);
                     if (!changed) break;
                 }
             }
+            // The extents these reservations were for are accounted now: free them.
+            foreach (var (tree, bytes) in tx.TakeQgroupRecords()) Quota.Free(tree, bytes);
             Sched.Yield("commit:write-nodes");
             var dirty = tx.TakeDirty();
             foreach (var n in dirty)
@@ -119,7 +122,7 @@ internal sealed partial class FsInfo
     {
         bool changed = false;
         Span<byte> buf = stackalloc byte[RootItem.Size];
-        foreach (var t in new[] { ExtentTree, CsumTree }.Concat(AllFsTrees()))
+        foreach (var t in new[] { ExtentTree, CsumTree, QuotaTree }.OfType<BTree>().Concat(AllFsTrees()))
         {
             if (!t.RootChanged) continue;
             t.RootChanged = false;
@@ -190,6 +193,7 @@ internal sealed partial class FsInfo
             }
             ei = new ExtentItem { Refs = 0, Generation = head.Generation, Flags = ExtentFlags.Data, Owner = head.Owner };
             ExtentTree.Insert(h, ekey, ExtentItem.Size);
+            Quota.Account(head.Owner, (long)head.NumBytes);
         }
         else
         {
@@ -203,6 +207,7 @@ internal sealed partial class FsInfo
         if (refs == 0)
         {
             ExtentTree.Delete(h, ekey);
+            Quota.Account(ei.Owner, -(long)head.NumBytes);
             DeleteCsums(h, head.Bytenr);
             Space.Free(head.Bytenr, head.NumBytes, pin: true);
             return;

@@ -67,6 +67,7 @@ internal sealed partial class FsInfo
         var fsTree = LoadTree(TreeIds.FsTree) ?? throw new CorruptionException("the root tree has no top-level subvolume");
         _fsTrees[TreeIds.FsTree] = fsTree;
         LoadSpace();
+        if ((Super.CompatRo & Features.CompatRoQuota) != 0) LoadQuota();
     }
 
     private BTree? LoadTree(ulong id)

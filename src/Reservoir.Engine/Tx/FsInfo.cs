@@ -37,6 +37,9 @@ internal sealed partial class FsInfo : IDisposable
     public BTree RootTree { get; private set; } = null!;
     public BTree ExtentTree { get; private set; } = null!;
     public BTree CsumTree { get; private set; } = null!;
+    /// <summary>Null until quotas are enabled.</summary>
+    public BTree? QuotaTree { get; private set; }
+    public Quota.Qgroups Quota { get; }
     private readonly Dictionary<ulong, BTree> _fsTrees = new(); // guarded by _treesLock
     private readonly FsMutex _treesLock;
 
@@ -67,6 +70,7 @@ internal sealed partial class FsInfo : IDisposable
         _commitMutex = Sched.CreateMutex("commit-serial");
         _committerLock = Sched.CreateMutex("committer");
         Running = new Transaction(Sched, sb.Generation + 1);
+        Quota = new Quota.Qgroups(Sched);
     }
 
     public void Warn(string msg)
@@ -125,6 +129,17 @@ internal sealed partial class FsInfo : IDisposable
         }
         handle = new TransHandle(this, Running, bytes, holdsCommitLock: true);
         return Errno.OK;
+    }
+
+    /// <summary>
+    /// Joins the running transaction with metadata already reserved (an ordered extent's share):
+    /// it cannot fail for space, as finishing data that reached the disk must not.
+    /// </summary>
+    public TransHandle StartReserved(ulong reservedMeta)
+    {
+        if (FailedReason != null) throw new FsException(Errno.EIO, "filesystem failed: " + FailedReason);
+        _commitLock.EnterRead();
+        return new TransHandle(this, Running, reservedMeta, holdsCommitLock: true);
     }
 
     public TransHandle Start(int items, bool useGlobalReserve = false)

@@ -25,6 +25,30 @@ internal sealed class Transaction
         StartedMs = sched.NowMs;
     }
 
+    private readonly List<(ulong Tree, ulong Bytes)> _qgroupRecords = new(); // guarded by _lock
+
+    /// <summary>A finished ordered extent hands over the qgroup reservation it carried; the
+    /// commit that accounts its extent frees it (btrfs's qgroup extent record data_rsv).</summary>
+    public void AddQgroupRecord(ulong tree, ulong bytes)
+    {
+        if (bytes == 0) return;
+        using var _ = _lock.Lock();
+        _qgroupRecords.Add((tree, bytes));
+    }
+
+    public List<(ulong Tree, ulong Bytes)> TakeQgroupRecords()
+    {
+        using var _ = _lock.Lock();
+        var l = _qgroupRecords.ToList();
+        _qgroupRecords.Clear();
+        return l;
+    }
+
+    public ulong PendingQgroupRecordBytes
+    {
+        get { using var _ = _lock.Lock(); return _qgroupRecords.Aggregate(0UL, (a, r) => a + r.Bytes); }
+    }
+
     public void AddDirty(TreeNode n)
     {
         using var _ = _lock.Lock();

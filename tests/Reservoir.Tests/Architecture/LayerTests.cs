@@ -41,11 +41,12 @@ public class LayerTests
 
     private static int EngineLayer(string folder) => folder switch
     {
-        "Tree" or "Alloc" or "Util" => 0,
+        "Tree" or "Alloc" or "Quota" or "Util" => 0,
         "Tx" => 1,
         "Inodes" => 2,
-        "" => 3,
-        "Check" => 4,
+        "Data" => 3,
+        "" => 4,
+        "Check" => 5,
         _ => throw new InvalidOperationException($"engine folder '{folder}' has no layer: add it to ARCHITECTURE.md and this test"),
     };
 
@@ -60,7 +61,7 @@ public class LayerTests
     public void EngineFoldersReferenceOnlyLowerFolders()
     {
         string root = Path.Combine(RepoRoot(), "src", "Reservoir.Engine");
-        var refRe = new Regex(@"Reservoir\.Engine\.(Tree|Alloc|Tx|Inodes|Check|Util)\b");
+        var refRe = new Regex(@"Reservoir\.Engine\.(Tree|Alloc|Quota|Tx|Inodes|Data|Check|Util)\b");
         var facadeRe = new Regex(@"\b(Filesystem|InodeAttr|SetAttrRequest)\b");
         var problems = new List<string>();
         foreach (var file in Directory.EnumerateFiles(root, "*.cs", SearchOption.AllDirectories))
@@ -75,7 +76,7 @@ public class LayerTests
                 int other = EngineLayer(m.Groups[1].Value);
                 if (other > layer) problems.Add($"{rel} (layer {layer}) uses Reservoir.Engine.{m.Groups[1].Value} (layer {other})");
             }
-            if (layer < 3)
+            if (layer < 4)
             {
                 var code = string.Join("\n", text.Split('\n').Where(l => !l.TrimStart().StartsWith("//")));
                 if (facadeRe.IsMatch(code)) problems.Add($"{rel} (layer {layer}) uses the engine facade");

@@ -1,0 +1,220 @@
+using Reservoir.Common;
+using Reservoir.Common.Concurrency;
+using Reservoir.Engine.Inodes;
+using Reservoir.Engine.Tx;
+
+namespace Reservoir.Engine.Data;
+
+/// <summary>Switches that bring back the two seed bugs, so that tests can show the harness
+/// catches them (issue 6, "a harness with teeth"). Never set outside tests.</summary>
+public sealed class SeedBugSwitches
+{
+    /// <summary>Seed 000 (btrfs 7dbeaad0 reverted): an ordered extent does not take the qgroup
+    /// reservation of its range; releasing a clean page clears the range's reserved bits without
+    /// freeing; finishing an ordered extent hands over only the bits still set.</summary>
+    public bool OldQgroupReleaseTiming;
+    /// <summary>Seed 001 (ext4 fix reverted): a page-fault write that found a hole does not
+    /// look again under the exclusive mapping lock before reserving and inserting Delayed.</summary>
+    public bool NoSecondLookupInPageMkwrite;
+}
+
+public sealed class DataOptions
+{
+    /// <summary>Memory for cached pages; clean pages are evicted beyond it.</summary>
+    public long PageCacheBytes { get; set; } = 256L << 20;
+    /// <summary>Dirty data older than this is written back (dirty_expire_centisecs).</summary>
+    public int DirtyExpireMs { get; set; } = 30_000;
+    /// <summary>How often the flusher wakes (dirty_writeback_centisecs).</summary>
+    public int WritebackIntervalMs { get; set; } = 5_000;
+    /// <summary>Background writeback starts above this share of the page cache being dirty.</summary>
+    public int DirtyBackgroundPercent { get; set; } = 10;
+    /// <summary>Writers write back their own pages above this share (balance_dirty_pages).</summary>
+    public int DirtyPercent { get; set; } = 20;
+    public int CompletionWorkers { get; set; } = 2;
+    public SeedBugSwitches Bugs { get; } = new();
+    /// <summary>Test hook: called before an ordered extent is finished, on the completion
+    /// worker; lets a deterministic test delay completion past other steps.</summary>
+    public Action<OrderedExtentInfo>? BeforeFinish { get; set; }
+}
+
+public readonly record struct OrderedExtentInfo(ulong Inode, ulong FileOffset, ulong Length, ulong QgroupRsv, string Kind);
+
+/// <summary>
+/// The per-filesystem part of the data path: the registry of mappings, the page cache budget,
+/// the flusher thread, the ordered-extent completion workers and the leak checks.
+/// Locks: <see cref="_lock"/> guards the registry and the page/dirty counts; it is a leaf lock
+/// taken inside a mapping's State lock only to update counts, never the other way round.
+/// </summary>
+internal sealed partial class DataEngine : IDisposable
+{
+    private readonly FsMutex _lock; // guards _mappings, _cachedPages, _dirtyPages, _stopping, _kick
+    private readonly HashSet<Mapping> _mappings = new();
+    private long _cachedPages, _dirtyPages;
+    private bool _stopping, _kick;
+    private readonly WorkQueue _endio;
+    private FsThread? _flusher;
+    private long _clock;
+    public FsInfo Fs { get; }
+    public Subvolume Top { get; }
+    public DataOptions Options { get; }
+    public IScheduler Sched => Fs.Sched;
+    public int BlockSize => Fs.BlockSize;
+    /// <summary>Reservation leaks found by the checks (bytes): every test requires zero.</summary>
+    public long LeakedBytes;
+    public readonly List<string> LeakReports = new();
+
+    public DataEngine(FsInfo fs, Subvolume top, DataOptions options)
+    {
+        Fs = fs;
+        Top = top;
+        Options = options;
+        _lock = Sched.CreateMutex("page-cache");
+        _endio = new WorkQueue(Sched, "endio-write", Math.Max(1, options.CompletionWorkers))
+        {
+            OnError = ex => fs.Warn($"ordered extent completion failed: {ex}"),
+        };
+    }
+
+    public void StartFlusher()
+    {
+        if (Fs.ReadOnly || Options.WritebackIntervalMs <= 0) return;
+        _flusher = Sched.Start("flusher", FlusherLoop);
+    }
+
+    public long MaxCachedPages => Math.Max(64, Options.PageCacheBytes / BlockSize);
+
+    /// <summary>The inode's mapping, created on first use.</summary>
+    public Mapping MappingOf(Inode inode)
+    {
+        using var _ = _lock.Lock();
+        if (inode.Mapping == null)
+        {
+            inode.Mapping = new Mapping(inode, Sched);
+            _mappings.Add(inode.Mapping);
+        }
+        return inode.Mapping;
+    }
+
+    internal void CountPages(long cachedDelta, long dirtyDelta)
+    {
+        bool kick;
+        using (_lock.Lock())
+        {
+            _cachedPages += cachedDelta;
+            _dirtyPages += dirtyDelta;
+            kick = _dirtyPages > MaxCachedPages * Options.DirtyBackgroundPercent / 100;
+            if (kick && !_kick) { _kick = true; _lock.PulseAll(); }
+        }
+    }
+
+    public (long Cached, long Dirty) PageCounts { get { using var _ = _lock.Lock(); return (_cachedPages, _dirtyPages); } }
+
+    internal List<Mapping> AllMappings()
+    {
+        using var _ = _lock.Lock();
+        return _mappings.ToList();
+    }
+
+    internal long NextClock() => Interlocked.Increment(ref _clock);
+
+    // ------------------------------------------------------------------ flusher
+
+    private void FlusherLoop()
+    {
+        while (true)
+        {
+            bool background;
+            using (_lock.Lock())
+            {
+                if (!_stopping && !_kick) _lock.Wait(Options.WritebackIntervalMs);
+                if (_stopping) return;
+                background = _kick;
+                _kick = false;
+            }
+            try
+            {
+                long now = Sched.NowMs;
+                foreach (var m in AllMappings())
+                {
+                    // Old dirty data always; everything when past the background threshold.
+                    WritebackExpired(m, background ? long.MaxValue : now - Options.DirtyExpireMs);
+                }
+                EvictIfOverBudget();
+            }
+            catch (FsException ex) { Fs.Warn($"background writeback failed: {ex.Message}"); }
+        }
+    }
+
+    /// <summary>Writers call this after dirtying pages: past the dirty limit they write back
+    /// their own file (balance_dirty_pages), so dirty memory stays bounded.</summary>
+    internal void BalanceDirty(Mapping m)
+    {
+        long dirty;
+        using (_lock.Lock()) dirty = _dirtyPages;
+        if (dirty > MaxCachedPages * Options.DirtyPercent / 100) Writeback(m, 0, ulong.MaxValue, wait: false);
+        EvictIfOverBudget();
+    }
+
+    // ------------------------------------------------------------------ completion
+
+    internal void QueueFinish(Mapping m, OrderedExtent oe) => _endio.Enqueue(() => FinishOrdered(m, oe));
+
+    public void Dispose()
+    {
+        using (_lock.Lock())
+        {
+            _stopping = true;
+            _lock.PulseAll();
+        }
+        _flusher?.Join();
+        _endio.Dispose();
+    }
+
+    // ------------------------------------------------------------------ leak checks
+
+    /// <summary>
+    /// The per-inode leak check (design notes invariant 2): with no writes in flight, a mapping
+    /// owns no reserved byte (ledger empty, no ordered extent, no metadata reservation). Every
+    /// non-zero finding is logged with the inode and range, counted in <see cref="LeakedBytes"/>,
+    /// and freed so that counters stay usable.
+    /// </summary>
+    internal void CheckMappingQuiescent(Mapping m, string when)
+    {
+        using var _ = m.State.Lock();
+        foreach (var (s, (e, bits)) in m.Ledger.Overlapping(0, ulong.MaxValue).ToList())
+        {
+            Leak($"inode {m.Inode.Ino}: {when}: range [{s}, {e}) still owns {bits}", (long)(e - s));
+            ulong len = e - s;
+            if ((bits & RangeBits.Delalloc) != 0) Fs.Space.Release(true, len);
+            if ((bits & RangeBits.QgroupReserved) != 0) Fs.Quota.Free(Top.Id, len);
+        }
+        foreach (var oe in m.Ordered.Values) Leak($"inode {m.Inode.Ino}: {when}: unfinished {oe}", (long)oe.NumBytes);
+        if (m.MetaRsv > 0)
+        {
+            Leak($"inode {m.Inode.Ino}: {when}: {m.MetaRsv} bytes of metadata reservation, {m.OutstandingExtents} outstanding extents", (long)m.MetaRsv);
+            Fs.Space.Release(false, m.MetaRsv);
+            m.MetaRsv = 0;
+        }
+    }
+
+    /// <summary>The unmount check (invariant 1): after everything was written and committed,
+    /// may_use of data and metadata and every qgroup's reservation are zero.</summary>
+    internal void CheckUnmount()
+    {
+        foreach (var m in AllMappings()) CheckMappingQuiescent(m, "unmount");
+        var s = Fs.Space;
+        if (s.Data.MayUse != 0) Leak($"unmount: data may_use is {s.Data.MayUse}", (long)s.Data.MayUse);
+        if (s.Meta.MayUse != 0) Leak($"unmount: metadata may_use is {s.Meta.MayUse}", (long)s.Meta.MayUse);
+        foreach (var g in Fs.Quota.Snapshot())
+            if (g.RsvData != 0) Leak($"unmount: qgroup {Format.Items.QgroupId.Show(g.Id)} still reserves {g.RsvData} data bytes", (long)g.RsvData);
+        if (s.Data.Underflows + s.Meta.Underflows + Fs.Quota.Underflows > 0)
+            Leak($"unmount: {s.Data.Underflows + s.Meta.Underflows + Fs.Quota.Underflows} counter underflow(s) (more released than reserved)", 0);
+    }
+
+    private void Leak(string msg, long bytes)
+    {
+        Interlocked.Add(ref LeakedBytes, Math.Max(1, bytes));
+        lock (LeakReports) LeakReports.Add(msg);
+        Fs.Warn("RESERVATION LEAK: " + msg);
+    }
+}

@@ -1,0 +1,202 @@
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Data;
+
+internal sealed partial class DataEngine
+{
+    /// <summary>Metadata one ordered extent needs when it finishes: its file extent item (with
+    /// the items it replaces), its checksums and the inode.</summary>
+    internal ulong MetaPerExtent => Fs.MetaReserveFor(4);
+
+    /// <summary>
+    /// What backs [start, end), block by block: Written (regular extent: copy-on-write, needs
+    /// new space), Unwritten (preallocated: written in place), Delayed (already reserved), or
+    /// Hole. Consults the extent status cache and fills it from the file tree where it knows
+    /// nothing. Caller holds DataSem (shared or exclusive).
+    /// </summary>
+    internal List<(ulong Start, ulong End, ExtentStatus Status)> Classify(Mapping m, ulong start, ulong end)
+    {
+        var result = new List<(ulong, ulong, ExtentStatus)>();
+        ulong bs = (ulong)BlockSize;
+        ulong pos = start;
+        while (pos < end)
+        {
+            ExtentStatus st;
+            ulong s, e;
+            bool hit;
+            using (m.State.Lock()) hit = m.Es.TryLookup(pos, out st, out s, out e);
+            if (!hit)
+            {
+                (st, e) = QueryDisk(m.Inode.Ino, pos, end);
+                // Only what is on disk is cached here; Delayed is inserted by reservation alone.
+                using (m.State.Lock()) m.Es.Insert(pos, e, st);
+            }
+            e = Math.Min(e, end);
+            if (result.Count > 0 && result[^1].Item3 == st && result[^1].Item2 == pos) result[^1] = (result[^1].Item1, e, st);
+            else result.Add((pos, e, st));
+            pos = Math.Max(e, pos + bs);
+        }
+        return result;
+    }
+
+    /// <summary>The on-disk status at <paramref name="pos"/> and where it ends (≤ limit).</summary>
+    private (ExtentStatus Status, ulong End) QueryDisk(ulong ino, ulong pos, ulong limit)
+    {
+        using var lk = Top.Tree.Lock.Read();
+        var maps = FileExtents.Overlapping(Top.Tree, ino, pos, limit);
+        foreach (var mp in maps)
+        {
+            if (mp.Pos > pos) return (ExtentStatus.Hole, mp.Pos);
+            if (mp.End > pos)
+                return (mp.Fe.Type == FileExtentType.Prealloc ? ExtentStatus.Unwritten : ExtentStatus.Written, Math.Min(mp.End, limit));
+        }
+        return (ExtentStatus.Hole, limit);
+    }
+
+    /// <summary>
+    /// Reserves what a write of [start, end) (block-aligned) will need before dirtying its pages
+    /// (btrfs_delalloc_reserve_space plus ext4_da_map_blocks):
+    /// - ranges that will be copied on write (holes, written extents) reserve data space and the
+    ///   qgroup's data bytes, counting only bytes not already reserved (the ledger's changeset), get
+    ///   Delalloc|QgroupReserved in the ledger and Delayed in the status cache;
+    /// - ranges written in place (preallocated) reserve neither; they are marked InPlace;
+    /// - either way the mapping's metadata reservation grows to cover the ordered extents the
+    ///   dirty ranges may become.
+    /// All or nothing: on EDQUOT or ENOSPC nothing stays reserved.
+    /// The decision is made under DataSem held exclusively, looking at the extent status again
+    /// there (seed 001): a page-fault write that saw a hole before taking the lock may find that
+    /// fallocate has since preallocated the block. <paramref name="sawBeforeLock"/> is that earlier
+    /// look, used only when the seed-001 bug switch is on.
+    /// </summary>
+    internal Errno Reserve(Mapping m, ulong start, ulong end, ExtentStatus? sawBeforeLock = null)
+    {
+        using var lk = m.DataSem.Write();
+        Sched.Yield("delalloc:locked");
+        List<(ulong Start, ulong End, ExtentStatus Status)> plan;
+        if (sawBeforeLock is { } seen && Options.Bugs.NoSecondLookupInPageMkwrite) plan = [(start, end, seen)];
+        else plan = Classify(m, start, end);
+
+        var cow = plan.Where(p => p.Status is ExtentStatus.Hole or ExtentStatus.Written || (p.Status == ExtentStatus.Delayed)).ToList();
+        var inPlace = plan.Where(p => p.Status == ExtentStatus.Unwritten).ToList();
+        ulong newData = 0, newQgroup = 0;
+        using (m.State.Lock())
+        {
+            foreach (var (s, e, _) in cow)
+            {
+                newData += (e - s) - m.Ledger.CountSet(s, e, RangeBits.Delalloc);
+                newQgroup += (e - s) - m.Ledger.CountSet(s, e, RangeBits.QgroupReserved);
+            }
+        }
+        if (Fs.Quota.Reserve(Top.Id, newQgroup) != Errno.OK) return Errno.EDQUOT;
+        if (Fs.Space.Reserve(true, newData) != Errno.OK)
+        {
+            Fs.Quota.Free(Top.Id, newQgroup);
+            return Errno.ENOSPC;
+        }
+        ulong setData = 0, setQgroup = 0;
+        ulong metaWant;
+        using (m.State.Lock())
+        {
+            foreach (var (s, e, _) in cow)
+            {
+                setData += m.Ledger.Set(s, e, RangeBits.Delalloc);
+                setQgroup += m.Ledger.Set(s, e, RangeBits.QgroupReserved);
+                m.Es.Insert(s, e, ExtentStatus.Delayed);
+            }
+            foreach (var (s, e, _) in inPlace) m.Ledger.Set(s, e, RangeBits.InPlace);
+            metaWant = MetaTargetUnsynchronized(m);
+        }
+        if (setData != newData || setQgroup != newQgroup)
+            ThrowHelper.Invariant($"inode {m.Inode.Ino}: ledger changed under DataSem ({setData}/{newData}, {setQgroup}/{newQgroup})");
+        var me = AdjustMeta(m, metaWant);
+        if (me != Errno.OK)
+        {
+            // Undo everything this call set, in the ledger and in the counters.
+            using (m.State.Lock())
+            {
+                foreach (var (s, e, st) in cow)
+                {
+                    if (st == ExtentStatus.Delayed) continue;
+                    m.Ledger.Clear(s, e, RangeBits.Delalloc | RangeBits.QgroupReserved);
+                    m.Es.Remove(s, e);
+                }
+            }
+            Fs.Space.Release(true, newData);
+            Fs.Quota.Free(Top.Id, newQgroup);
+            return Errno.ENOSPC;
+        }
+        return Errno.OK;
+    }
+
+    /// <summary>Metadata the mapping should hold: one share per ordered extent its dirty ranges
+    /// may become (each run split at the largest extent). Caller holds State.</summary>
+    private ulong MetaTargetUnsynchronized(Mapping m)
+    {
+        ulong max = Fs.Space.MaxDataExtent;
+        int n = 0;
+        foreach (var (s, e) in m.Ledger.Runs(RangeBits.Delalloc | RangeBits.InPlace)) n += (int)((e - s + max - 1) / max);
+        m.OutstandingExtents = n;
+        return (ulong)n * MetaPerExtent;
+    }
+
+    /// <summary>Grows or shrinks the mapping's metadata reservation to <paramref name="target"/>.</summary>
+    private Errno AdjustMeta(Mapping m, ulong target)
+    {
+        ulong have;
+        using (m.State.Lock()) have = m.MetaRsv;
+        if (target > have)
+        {
+            if (Fs.Space.Reserve(false, target - have) != Errno.OK) return Errno.ENOSPC;
+            using (m.State.Lock()) m.MetaRsv += target - have;
+        }
+        else if (target < have)
+        {
+            using (m.State.Lock()) m.MetaRsv -= have - target;
+            Fs.Space.Release(false, have - target);
+        }
+        return Errno.OK;
+    }
+
+    /// <summary>Recomputes the metadata target after ranges left the dirty state.</summary>
+    internal void TrimMeta(Mapping m)
+    {
+        ulong target;
+        using (m.State.Lock()) target = MetaTargetUnsynchronized(m);
+        AdjustMeta(m, target);
+    }
+
+    /// <summary>
+    /// Frees what a dirty range owned when its data will never be written (truncate, punch,
+    /// invalidation): Delalloc bytes back to data may_use, QgroupReserved bytes back to the
+    /// qgroup, and the metadata share. Every cleared ownership mark frees its bytes.
+    /// Caller holds DataSem or the inode lock; takes State.
+    /// </summary>
+    internal void FreeRange(Mapping m, ulong start, ulong end)
+    {
+        ulong d, q;
+        using (m.State.Lock())
+        {
+            d = m.Ledger.Clear(start, end, RangeBits.Delalloc);
+            q = m.Ledger.Clear(start, end, RangeBits.QgroupReserved);
+            m.Ledger.Clear(start, end, RangeBits.InPlace);
+            m.Es.Remove(start, end);
+        }
+        Fs.Space.Release(true, d);
+        Fs.Quota.Free(Top.Id, q);
+        TrimMeta(m);
+    }
+
+    /// <summary>
+    /// On EDQUOT or ENOSPC, before giving up: write back all dirty data, wait for every ordered
+    /// extent and commit, so that reservations held by finished writes are released; then the
+    /// caller retries once. Must be called holding no page lock and no DataSem.
+    /// </summary>
+    internal void FlushForSpace()
+    {
+        foreach (var m in AllMappings()) Writeback(m, 0, ulong.MaxValue, wait: true);
+        foreach (var m in AllMappings()) WaitOrdered(m, 0, ulong.MaxValue);
+        Fs.Commit();
+    }
+}

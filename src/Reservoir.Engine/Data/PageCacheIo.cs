@@ -1,0 +1,359 @@
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+
+namespace Reservoir.Engine.Data;
+
+internal sealed partial class DataEngine
+{
+    private const int MaxWriteChunk = 1 << 20;
+    private const int ReadaheadPages = 32;
+
+    /// <summary>
+    /// A buffered write (caller holds the inode lock exclusively): reserve for each chunk, copy
+    /// into pages, mark them dirty, grow i_size. On EDQUOT or ENOSPC, flush and retry once, then
+    /// return what was written (a short write) or the error. A write that fails leaves the file
+    /// and every counter as if it had not happened (the reservation is all or nothing, and pages
+    /// are only dirtied after it succeeds).
+    /// </summary>
+    public Errno BufferedWrite(Inode inode, ulong offset, ReadOnlySpan<byte> data, out int written)
+    {
+        written = 0;
+        var m = MappingOf(inode);
+        ulong bs = (ulong)BlockSize;
+        while (written < data.Length)
+        {
+            ulong pos = offset + (ulong)written;
+            int chunk = (int)Math.Min((ulong)(data.Length - written), MaxWriteChunk - (pos % MaxWriteChunk));
+            ulong a = pos / bs * bs, b = Units.AlignUp(pos + (ulong)chunk, bs);
+            var e = Reserve(m, a, b);
+            if (e is Errno.EDQUOT or Errno.ENOSPC)
+            {
+                FlushForSpace();
+                e = Reserve(m, a, b);
+            }
+            if (e != Errno.OK) return written > 0 ? Errno.OK : e;
+            CopyIntoPages(m, pos, data.Slice(written, chunk));
+            written += chunk;
+            if (pos + (ulong)chunk > inode.Item.FileSize) inode.Item.FileSize = pos + (ulong)chunk;
+        }
+        var now = Format.Timespec.Now();
+        inode.Item.Mtime = inode.Item.Ctime = now;
+        inode.Item.Sequence++;
+        BalanceDirty(m);
+        return Errno.OK;
+    }
+
+    /// <summary>Copies data into (locked) pages and marks them dirty. Reservation was made.</summary>
+    private void CopyIntoPages(Mapping m, ulong pos, ReadOnlySpan<byte> data)
+    {
+        ulong bs = (ulong)BlockSize;
+        int done = 0;
+        long newPages = 0, newDirty = 0;
+        while (done < data.Length)
+        {
+            ulong p = pos + (ulong)done;
+            long idx = (long)(p / bs);
+            int within = (int)(p % bs);
+            int n = Math.Min(data.Length - done, (int)bs - within);
+            var page = LockPageForWrite(m, idx, wholePage: within == 0 && n == (int)bs, ref newPages);
+            using (m.State.Lock())
+            {
+                data.Slice(done, n).CopyTo(page.Data.AsSpan(within));
+                page.Uptodate = true;
+                if (!page.Dirty)
+                {
+                    page.Dirty = true;
+                    page.DirtiedMs = Sched.NowMs;
+                    m.DirtyPages.Add(idx);
+                    newDirty++;
+                }
+                page.LastUsed = NextClock();
+                page.Locked = false;
+                m.State.PulseAll();
+            }
+            done += n;
+        }
+        CountPages(newPages, newDirty);
+    }
+
+    /// <summary>Finds or creates page <paramref name="idx"/> and locks it, waiting while it is
+    /// locked or under writeback (stable pages: the data being written must not change). A page
+    /// only partly overwritten is first read from disk.</summary>
+    private Page LockPageForWrite(Mapping m, long idx, bool wholePage, ref long newPages)
+    {
+        ulong bs = (ulong)BlockSize;
+        while (true)
+        {
+            using (m.State.Lock())
+            {
+                if (m.Pages.TryGetValue(idx, out var page))
+                {
+                    if (page.Locked || page.Writeback) { m.State.Wait(); continue; }
+                    page.Locked = true;
+                    if (page.Uptodate || wholePage) return page;
+                }
+                else
+                {
+                    page = new Page(idx, new byte[bs]) { Locked = true };
+                    m.Pages[idx] = page;
+                    newPages++;
+                    if (wholePage) return page;
+                }
+            }
+            // Partly overwritten and not cached: read the rest from disk (after any ordered
+            // extent covering it has finished, so the tree says where the data is).
+            ReadPageFromDisk(m, idx);
+            return m.Pages[idx];
+        }
+    }
+
+    /// <summary>Fills a locked, not uptodate page from disk (zeros beyond i_size).</summary>
+    private void ReadPageFromDisk(Mapping m, long idx)
+    {
+        ulong bs = (ulong)BlockSize;
+        ulong s = (ulong)idx * bs;
+        WaitOrdered(m, s, s + bs);
+        Page page;
+        using (m.State.Lock()) page = m.Pages[idx];
+        ulong size = m.Inode.Item.FileSize;
+        if (s < size) FileExtents.Read(Fs, Top.Tree, m.Inode, s, page.Data.AsSpan(0, (int)Math.Min(bs, size - s)));
+        using (m.State.Lock()) page.Uptodate = true;
+    }
+
+    /// <summary>
+    /// A buffered read (caller holds the inode lock shared): from cached pages where present,
+    /// otherwise from disk into new pages, with read-ahead on sequential access. Reading from
+    /// disk first waits for ordered extents of the range, whose data the tree does not show yet.
+    /// </summary>
+    public void BufferedRead(Inode inode, ulong offset, Span<byte> dst)
+    {
+        var m = MappingOf(inode);
+        ulong bs = (ulong)BlockSize;
+        ulong size = inode.Item.FileSize;
+        int done = 0;
+        while (done < dst.Length)
+        {
+            ulong p = offset + (ulong)done;
+            long idx = (long)(p / bs);
+            int within = (int)(p % bs);
+            int n = Math.Min(dst.Length - done, (int)bs - within);
+            bool hit = false;
+            using (m.State.Lock())
+            {
+                if (m.Pages.TryGetValue(idx, out var page) && page.Uptodate)
+                {
+                    page.Data.AsSpan(within, n).CopyTo(dst.Slice(done));
+                    page.LastUsed = NextClock();
+                    hit = true;
+                }
+            }
+            if (!hit)
+            {
+                long count = 1;
+                if (idx == m.NextReadahead || idx == 0) count = ReadaheadPages;
+                long lastPage = (long)((size + bs - 1) / bs);
+                count = Math.Max(1, Math.Min(count, lastPage - idx));
+                try { FillPages(m, idx, count); }
+                catch (FsException) when (count > 1)
+                {
+                    // Read-ahead is best effort: a bad block further on must not fail this read.
+                    FillPages(m, idx, 1);
+                }
+                continue; // now cached
+            }
+            m.NextReadahead = idx + 1;
+            done += n;
+        }
+        EvictIfOverBudget();
+    }
+
+    /// <summary>Reads pages [idx, idx+count) from disk into the cache (skipping pages that
+    /// appeared meanwhile: a page-fault write may have dirtied one).</summary>
+    private void FillPages(Mapping m, long idx, long count)
+    {
+        ulong bs = (ulong)BlockSize;
+        ulong s = (ulong)idx * bs, e = (ulong)(idx + count) * bs;
+        WaitOrdered(m, s, e);
+        var buf = new byte[e - s];
+        ulong size = m.Inode.Item.FileSize;
+        if (s < size) FileExtents.Read(Fs, Top.Tree, m.Inode, s, buf.AsSpan(0, (int)Math.Min(e - s, size - s)));
+        long added = 0;
+        using (m.State.Lock())
+        {
+            for (long i = 0; i < count; i++)
+            {
+                if (m.Pages.ContainsKey(idx + i)) continue;
+                var page = new Page(idx + i, buf.AsSpan((int)((ulong)i * bs), (int)bs).ToArray()) { Uptodate = true, LastUsed = NextClock() };
+                m.Pages[idx + i] = page;
+                added++;
+            }
+        }
+        CountPages(added, 0);
+    }
+
+    /// <summary>
+    /// Drops pages of [start, end) from the cache. Dirty pages in the range never get written:
+    /// their reservations are freed exactly (<see cref="FreeRange"/>). Waits for pages locked or
+    /// under writeback. Caller holds the inode lock.
+    /// </summary>
+    internal void Invalidate(Mapping m, ulong start, ulong end)
+    {
+        ulong bs = (ulong)BlockSize;
+        long first = (long)(start / bs), last = end >= ulong.MaxValue - bs ? long.MaxValue : (long)((end + bs - 1) / bs);
+        long dropped = 0, droppedDirty = 0;
+        using (m.State.Lock())
+        {
+            while (true)
+            {
+                var busy = m.Pages.Values.Where(p => p.Index >= first && p.Index < last && (p.Locked || p.Writeback)).ToList();
+                if (busy.Count == 0) break;
+                m.State.Wait();
+            }
+            foreach (var p in m.Pages.Values.Where(p => p.Index >= first && p.Index < last).ToList())
+            {
+                m.Pages.Remove(p.Index);
+                dropped++;
+                if (p.Dirty) { m.DirtyPages.Remove(p.Index); droppedDirty++; }
+                else ReleaseCleanPageUnsynchronized(m, p);
+            }
+        }
+        CountPages(-dropped, -droppedDirty);
+        FreeRange(m, (ulong)first * bs, last == long.MaxValue ? ulong.MaxValue : (ulong)last * bs);
+    }
+
+    /// <summary>A clean page leaves the cache. It owns nothing: its data's reservations moved to
+    /// an ordered extent when it was written back. (With the seed-000 switch, the old bug: the
+    /// page's qgroup bits are cleared and their bytes are never freed.) Caller holds State.</summary>
+    private void ReleaseCleanPageUnsynchronized(Mapping m, Page p)
+    {
+        if (!Options.Bugs.OldQgroupReleaseTiming) return;
+        ulong bs = (ulong)BlockSize;
+        m.Ledger.Clear((ulong)p.Index * bs, ((ulong)p.Index + 1) * bs, RangeBits.QgroupReserved);
+    }
+
+    /// <summary>Evicts the least recently used clean pages while the cache is over budget.</summary>
+    internal void EvictIfOverBudget()
+    {
+        long cached;
+        using (_lock.Lock()) cached = _cachedPages;
+        long limit = MaxCachedPages;
+        if (cached <= limit) return;
+        long toFree = cached - limit * 9 / 10;
+        var candidates = new List<(Mapping M, Page P)>();
+        foreach (var m in AllMappings())
+            using (m.State.Lock())
+                candidates.AddRange(m.Pages.Values.Where(p => !p.Dirty && !p.Locked && !p.Writeback).Select(p => (m, p)));
+        long freed = 0;
+        foreach (var (m, p) in candidates.OrderBy(c => c.P.LastUsed))
+        {
+            if (freed >= toFree) break;
+            using (m.State.Lock())
+            {
+                if (p.Dirty || p.Locked || p.Writeback || !m.Pages.TryGetValue(p.Index, out var cur) || cur != p) continue;
+                m.Pages.Remove(p.Index);
+                ReleaseCleanPageUnsynchronized(m, p);
+            }
+            freed++;
+        }
+        CountPages(-freed, 0);
+    }
+
+    /// <summary>Drops every clean page (tests: "the pages were released").</summary>
+    internal void ReleaseCleanPages(Mapping m, ulong start = 0, ulong end = ulong.MaxValue)
+    {
+        ulong bs = (ulong)BlockSize;
+        long freed = 0;
+        using (m.State.Lock())
+        {
+            foreach (var p in m.Pages.Values.Where(p => !p.Dirty && !p.Locked && !p.Writeback && (ulong)p.Index * bs < end && ((ulong)p.Index + 1) * bs > start).ToList())
+            {
+                m.Pages.Remove(p.Index);
+                ReleaseCleanPageUnsynchronized(m, p);
+                freed++;
+            }
+        }
+        CountPages(-freed, 0);
+    }
+
+    /// <summary>
+    /// The page-fault write entry point (the kernel's page_mkwrite): makes one page writable
+    /// and dirty holding only that page's lock, not the inode lock, so it can race with
+    /// fallocate, truncate and direct IO. A page already covered by a reservation (Delayed) or
+    /// written in place (Unwritten) needs nothing more; otherwise it reserves through
+    /// <see cref="Reserve"/>, which looks at the page's status again under the exclusive mapping
+    /// lock (seed 001). Then <paramref name="store"/> writes into the page.
+    /// </summary>
+    public Errno PageMkwrite(Inode inode, long idx, Action<Span<byte>> store)
+    {
+        var m = MappingOf(inode);
+        ulong bs = (ulong)BlockSize;
+        ulong s = (ulong)idx * bs;
+        if (s >= Units.AlignUp(inode.Item.FileSize, bs)) return Errno.EFAULT; // SIGBUS beyond EOF
+        long newPages = 0;
+        var page = LockPageForWrite(m, idx, wholePage: false, ref newPages);
+        CountPages(newPages, 0);
+        try
+        {
+            ExtentStatus? seen = null;
+            using (m.State.Lock())
+                if (m.Es.TryLookup(s, out var st, out _, out var end) && end >= s + bs) seen = st;
+            Sched.Yield("mkwrite:looked");
+            if (seen is not (ExtentStatus.Delayed or ExtentStatus.Unwritten))
+            {
+                var e = Reserve(m, s, s + bs, seen ?? ExtentStatus.Hole);
+                if (e is Errno.EDQUOT or Errno.ENOSPC)
+                {
+                    UnlockPage(m, page);
+                    FlushForSpace();
+                    page = LockPageForWrite(m, idx, wholePage: false, ref newPages);
+                    e = Reserve(m, s, s + bs, null);
+                }
+                if (e != Errno.OK) return e;
+            }
+            else if (seen == ExtentStatus.Unwritten)
+            {
+                using (m.State.Lock()) m.Ledger.Set(s, s + bs, RangeBits.InPlace);
+                TrimMetaGrow(m);
+            }
+            long dirtied = 0;
+            using (m.State.Lock())
+            {
+                store(page.Data);
+                page.Uptodate = true;
+                if (!page.Dirty)
+                {
+                    page.Dirty = true;
+                    page.DirtiedMs = Sched.NowMs;
+                    m.DirtyPages.Add(idx);
+                    dirtied++;
+                }
+            }
+            CountPages(0, dirtied);
+            inode.Item.Mtime = inode.Item.Ctime = Format.Timespec.Now();
+            return Errno.OK;
+        }
+        finally { UnlockPage(m, page); }
+    }
+
+    /// <summary>Metadata for a new in-place range (may overcommit into the global reserve:
+    /// the data needs no new space, only its items).</summary>
+    private void TrimMetaGrow(Mapping m)
+    {
+        ulong target;
+        using (m.State.Lock()) target = MetaTargetUnsynchronized(m);
+        if (AdjustMeta(m, target) != Errno.OK)
+        {
+            Fs.Space.Reserve(false, 0, useGlobalReserve: true);
+        }
+    }
+
+    private void UnlockPage(Mapping m, Page page)
+    {
+        using (m.State.Lock())
+        {
+            if (!page.Locked) return;
+            page.Locked = false;
+            m.State.PulseAll();
+        }
+    }
+}

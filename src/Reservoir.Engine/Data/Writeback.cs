@@ -1,0 +1,223 @@
+using System.Buffers;
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Data;
+
+internal sealed partial class DataEngine
+{
+    /// <summary>
+    /// Writes back the dirty pages of [start, end), widened to whole dirty runs: each run becomes
+    /// one or more ordered extents (at most one extent long each), written, then finished by the
+    /// completion workers. With <paramref name="wait"/> it waits for pages locked or under
+    /// writeback by others, and returns only when its own IO is submitted and done; it never
+    /// waits for completion (use <see cref="WaitOrdered"/>: "writeback finished" is not "ordered
+    /// extent finished", invariant 8).
+    /// Takes page locks and State; holds no inode lock, so the flusher can run it for anyone.
+    /// </summary>
+    internal void Writeback(Mapping m, ulong start, ulong end, bool wait)
+    {
+        ulong bs = (ulong)BlockSize;
+        while (true)
+        {
+            List<Page> run;
+            using (m.State.Lock())
+            {
+                run = PickDirtyRun(m, start, end, wait);
+                if (run.Count == 0) return;
+                foreach (var p in run)
+                {
+                    p.Locked = true;
+                    p.Dirty = false;
+                    p.Writeback = true;
+                    m.DirtyPages.Remove(p.Index);
+                }
+            }
+            CountPages(0, -run.Count);
+            Sched.Yield("writeback:pages-locked");
+            WriteRun(m, run);
+        }
+    }
+
+    /// <summary>The first run of contiguous dirty pages meeting [start, end), extended to the
+    /// whole run; pages locked or under writeback end a run (or are waited for when
+    /// <paramref name="wait"/>). Caller holds State.</summary>
+    private List<Page> PickDirtyRun(Mapping m, ulong start, ulong end, bool wait)
+    {
+        ulong bs = (ulong)BlockSize;
+        long first = (long)(start / bs), last = end == ulong.MaxValue ? long.MaxValue : (long)((end + bs - 1) / bs);
+        while (true)
+        {
+            long idx = -1;
+            foreach (var i in m.DirtyPages.GetViewBetween(first, last == long.MaxValue ? long.MaxValue : last - 1))
+            {
+                var p = m.Pages[i];
+                if (p.Locked || p.Writeback)
+                {
+                    if (wait) { idx = -2; break; }
+                    continue;
+                }
+                idx = i;
+                break;
+            }
+            if (idx == -2) { m.State.Wait(); continue; }
+            if (idx < 0) return [];
+            // Extend backwards and forwards over dirty, unlocked pages of the same kind.
+            bool inPlace = IsInPlace(m, idx);
+            long lo = idx, hi = idx;
+            while (m.DirtyPages.Contains(lo - 1) && Usable(m, lo - 1) && IsInPlace(m, lo - 1) == inPlace) lo--;
+            while (m.DirtyPages.Contains(hi + 1) && Usable(m, hi + 1) && IsInPlace(m, hi + 1) == inPlace) hi++;
+            var run = new List<Page>();
+            for (long i = lo; i <= hi; i++) run.Add(m.Pages[i]);
+            return run;
+        }
+    }
+
+    private static bool Usable(Mapping m, long i) => m.Pages.TryGetValue(i, out var p) && !p.Locked && !p.Writeback;
+
+    private bool IsInPlace(Mapping m, long idx)
+    {
+        ulong bs = (ulong)BlockSize;
+        ulong s = (ulong)idx * bs;
+        return m.Ledger.CountSet(s, s + bs, RangeBits.InPlace) > 0;
+    }
+
+    /// <summary>Turns a locked run of pages into ordered extents and writes them.</summary>
+    private void WriteRun(Mapping m, List<Page> run)
+    {
+        ulong bs = (ulong)BlockSize;
+        ulong runStart = (ulong)run[0].Index * bs;
+        ulong runEnd = ((ulong)run[^1].Index + 1) * bs;
+        bool inPlace;
+        using (m.State.Lock()) inPlace = IsInPlace(m, run[0].Index);
+        var pieces = inPlace ? InPlaceTargets(m, runStart, runEnd) : null;
+        ulong pos = runStart;
+        int pieceIdx = 0;
+        while (pos < runEnd)
+        {
+            OrderedExtent oe;
+            if (!inPlace)
+            {
+                // Copy-on-write: new space, paid for by the range's delalloc reservation.
+                var (disk, len) = Fs.Space.AllocData(runEnd - pos, fromReservation: true, hint: 0);
+                oe = CreateOrdered(m, pos, len, disk, len, 0, OrderedKind.Regular);
+            }
+            else
+            {
+                var (fpos, flen, disk, dlen, eoff) = pieces![pieceIdx++];
+                oe = CreateOrdered(m, fpos, flen, disk, dlen, eoff, OrderedKind.Prealloc);
+            }
+            SubmitOrdered(m, oe, run);
+            pos = oe.End;
+        }
+    }
+
+    /// <summary>For an in-place run: the preallocated extents it lands in, as
+    /// (file offset, length, disk extent, disk length, offset in extent).</summary>
+    private List<(ulong, ulong, ulong, ulong, ulong)> InPlaceTargets(Mapping m, ulong start, ulong end)
+    {
+        var list = new List<(ulong, ulong, ulong, ulong, ulong)>();
+        using var lk = Top.Tree.Lock.Read();
+        foreach (var mp in FileExtents.Overlapping(Top.Tree, m.Inode.Ino, start, end))
+        {
+            if (mp.Fe.Type != FileExtentType.Prealloc)
+                throw new CorruptionException($"in-place dirty range [{start}, {end}) is not preallocated on disk", inode: m.Inode.Ino);
+            ulong a = Math.Max(mp.Pos, start), b = Math.Min(mp.End, end);
+            list.Add((a, b - a, mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes, mp.Fe.Offset + (a - mp.Pos)));
+        }
+        ulong covered = list.Aggregate(0UL, (s, x) => s + x.Item2);
+        if (covered != end - start) throw new CorruptionException($"in-place dirty range [{start}, {end}) has holes on disk", inode: m.Inode.Ino);
+        return list;
+    }
+
+    /// <summary>
+    /// Creates an ordered extent for [pos, pos+len) and moves ownership into it (btrfs
+    /// alloc_ordered_extent with the seed-000 fix): the range's qgroup bytes leave the ledger and
+    /// are carried by the ordered extent; the delalloc bytes were consumed by the allocation; one
+    /// share of metadata reservation moves from the mapping. In-place extents reserved neither.
+    /// </summary>
+    private OrderedExtent CreateOrdered(Mapping m, ulong pos, ulong len, ulong disk, ulong diskLen, ulong extOff, OrderedKind kind)
+    {
+        var oe = new OrderedExtent { FileOffset = pos, NumBytes = len, DiskBytenr = disk, DiskNumBytes = diskLen, ExtentOffset = extOff, Kind = kind, BytesLeft = len };
+        ulong delallocCleared;
+        using (m.State.Lock())
+        {
+            delallocCleared = m.Ledger.Clear(pos, pos + len, RangeBits.Delalloc);
+            m.Ledger.Clear(pos, pos + len, RangeBits.InPlace);
+            if (!Options.Bugs.OldQgroupReleaseTiming) oe.QgroupRsv = m.Ledger.Clear(pos, pos + len, RangeBits.QgroupReserved);
+            ulong share = Math.Min(m.MetaRsv, MetaPerExtent);
+            m.MetaRsv -= share;
+            oe.MetaRsv = share;
+            m.Es.Remove(pos, pos + len);
+            m.Ordered[pos] = oe;
+        }
+        if (kind != OrderedKind.Prealloc && delallocCleared != len)
+            ThrowHelper.Invariant($"inode {m.Inode.Ino}: ordered extent [{pos}, +{len}) consumed {len} reserved bytes but the ledger held {delallocCleared}");
+        TrimMeta(m);
+        return oe;
+    }
+
+    /// <summary>Snapshots the pages of an ordered extent, unlocks them, writes, and on
+    /// completion of the IO queues the ordered extent for finishing.</summary>
+    private void SubmitOrdered(Mapping m, OrderedExtent oe, List<Page> run)
+    {
+        ulong bs = (ulong)BlockSize;
+        int len = (int)oe.NumBytes;
+        var buf = ArrayPool<byte>.Shared.Rent(len);
+        var pages = run.Where(p => (ulong)p.Index * bs >= oe.FileOffset && (ulong)p.Index * bs < oe.End).ToList();
+        try
+        {
+            using (m.State.Lock())
+            {
+                foreach (var p in pages) p.Data.CopyTo(buf, (int)((ulong)p.Index * bs - oe.FileOffset));
+                foreach (var p in pages) p.Locked = false;
+                m.State.PulseAll();
+            }
+            oe.Csums = new uint[len / (int)bs];
+            for (int i = 0; i < oe.Csums.Length; i++) oe.Csums[i] = Crc32C.Compute(buf.AsSpan(i * (int)bs, (int)bs));
+            Sched.Yield("writeback:submit");
+            bool ok = true;
+            try { Fs.Device.Write(oe.DiskBytenr + oe.ExtentOffset, buf.AsSpan(0, len)); }
+            catch (FsException ex)
+            {
+                ok = false;
+                Fs.Warn($"inode {m.Inode.Ino}: writeback of [{oe.FileOffset}, +{oe.NumBytes}) failed: {ex.Message}");
+            }
+            Fs.Stats.DataBytesWritten += len;
+            EndIo(m, oe, pages, ok);
+        }
+        finally { ArrayPool<byte>.Shared.Return(buf); }
+    }
+
+    /// <summary>IO completion (end_bio_extent_writepage): pages leave writeback, and the ordered
+    /// extent, once all its bytes are done, goes to the completion workers.</summary>
+    private void EndIo(Mapping m, OrderedExtent oe, List<Page> pages, bool ok)
+    {
+        using (m.State.Lock())
+        {
+            foreach (var p in pages) p.Writeback = false;
+            if (!ok) oe.IoError = true;
+            oe.BytesLeft = 0;
+            oe.IoDone = true;
+            m.State.PulseAll();
+        }
+        QueueFinish(m, oe);
+    }
+
+    /// <summary>Writes back old dirty pages (older than <paramref name="olderThanMs"/>).</summary>
+    private void WritebackExpired(Mapping m, long olderThanMs)
+    {
+        ulong bs = (ulong)BlockSize;
+        List<long> old;
+        using (m.State.Lock()) old = m.DirtyPages.Where(i => m.Pages[i].DirtiedMs <= olderThanMs).ToList();
+        foreach (var i in old) Writeback(m, (ulong)i * bs, ((ulong)i + 1) * bs, wait: false);
+    }
+
+    /// <summary>Waits until every ordered extent overlapping [start, end) has finished.</summary>
+    internal void WaitOrdered(Mapping m, ulong start, ulong end)
+    {
+        using var _ = m.State.Lock();
+        while (m.OrderedIn(start, end).Count > 0) m.State.Wait();
+    }
+}

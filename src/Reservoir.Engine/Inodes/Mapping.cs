@@ -1,0 +1,68 @@
+using Reservoir.Common.Concurrency;
+
+namespace Reservoir.Engine.Inodes;
+
+/// <summary>One cached block of a file. Fields guarded by the mapping's state lock.</summary>
+internal sealed class Page(long index, byte[] data)
+{
+    public readonly long Index = index;
+    public readonly byte[] Data = data;
+    public bool Uptodate;
+    public bool Dirty;
+    public bool Writeback;
+    /// <summary>The page lock (held by writeback while it snapshots the page, by page-fault
+    /// writes while they dirty it, by invalidation).</summary>
+    public bool Locked;
+    public long DirtiedMs;
+    public long LastUsed;
+}
+
+/// <summary>
+/// A regular file's page cache and data-path state (Linux's address_space): cached pages, the
+/// reservation ledger, the extent status cache and the ordered extents.
+///
+/// Locks:
+/// - <see cref="State"/> (leaf lock) guards every field below and every Page's fields; it is
+///   held only for short critical sections and never across IO or another lock, and its
+///   Monitor-style wait is how page locks and ordered extents are waited for;
+/// - <see cref="DataSem"/> is ext4's i_data_sem: exclusive to change what backs a range
+///   (delalloc reservation plus Delayed status, fallocate's unwritten extents), shared to look.
+///   Order: inode lock → DataSem → page locks → transaction handle → tree locks → State.
+/// </summary>
+internal sealed class Mapping
+{
+    public readonly Inode Inode;
+    public readonly FsMutex State;
+    public readonly FsRwLock DataSem;
+    public readonly Dictionary<long, Page> Pages = new();
+    public readonly SortedSet<long> DirtyPages = new();
+    public readonly ExtentIoTree Ledger = new();
+    public readonly ExtentStatusTree Es = new();
+    public readonly SortedDictionary<ulong, OrderedExtent> Ordered = new();
+    /// <summary>Metadata reserved for the ordered extents the dirty ranges will become.</summary>
+    public ulong MetaRsv;
+    /// <summary>How many ordered extents the dirty ranges may become (btrfs's outstanding_extents).</summary>
+    public int OutstandingExtents;
+    /// <summary>Size as written to the inode item: only data that reached its extents.</summary>
+    public ulong DiskSize;
+    /// <summary>A writeback or completion failed since the last fsync (reported once, as EIO).</summary>
+    public bool WriteError;
+    /// <summary>Sequential read detection.</summary>
+    public long NextReadahead = -1;
+    /// <summary>Pages currently in the global page cache budget.</summary>
+    public int CachedPages => Pages.Count;
+
+    public Mapping(Inode inode, IScheduler sched)
+    {
+        Inode = inode;
+        State = sched.CreateMutex($"mapping-{inode.Ino}");
+        DataSem = sched.CreateRwLock($"i_data_sem-{inode.Ino}");
+        DiskSize = inode.Item.FileSize;
+    }
+
+    public bool HasState => Pages.Count > 0 || Ordered.Count > 0 || !Ledger.IsEmpty || MetaRsv > 0;
+
+    /// <summary>Ordered extents overlapping [start, end). Caller holds State.</summary>
+    public List<OrderedExtent> OrderedIn(ulong start, ulong end) =>
+        Ordered.Values.Where(o => o.FileOffset < end && o.End > start).ToList();
+}

@@ -1,0 +1,93 @@
+using System.Buffers.Binary;
+
+namespace Reservoir.Format.Items;
+
+/// <summary>Quota group ids: level in the top 16 bits, subvolume (or group number) below.</summary>
+public static class QgroupId
+{
+    public static ulong Of(ushort level, ulong id) => ((ulong)level << 48) | id;
+    public static ushort Level(ulong q) => (ushort)(q >> 48);
+    public static ulong Id(ulong q) => q & 0xFFFF_FFFF_FFFF;
+    public static string Show(ulong q) => $"{Level(q)}/{Id(q)}";
+}
+
+/// <summary>QGROUP_STATUS (0, 240, 0) in the quota tree, 32 bytes: version u64 (1),
+/// generation u64 (of the last accounting), flags u64 (bit 0 ON), reserved u64. SPEC.md §8.</summary>
+public struct QgroupStatusItem
+{
+    public const int Size = 32;
+    public const ulong FlagOn = 1;
+    public ulong Version, Generation, Flags;
+
+    public static bool TryRead(ReadOnlySpan<byte> s, out QgroupStatusItem q)
+    {
+        q = default;
+        if (s.Length != Size) return false;
+        q.Version = BinaryPrimitives.ReadUInt64LittleEndian(s);
+        q.Generation = BinaryPrimitives.ReadUInt64LittleEndian(s[8..]);
+        q.Flags = BinaryPrimitives.ReadUInt64LittleEndian(s[16..]);
+        return q.Version == 1;
+    }
+
+    public readonly void Write(Span<byte> s)
+    {
+        s[..Size].Clear();
+        BinaryPrimitives.WriteUInt64LittleEndian(s, Version);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[8..], Generation);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[16..], Flags);
+    }
+}
+
+/// <summary>QGROUP_INFO (0, 242, qgroupid), 40 bytes: generation u64, referenced u64,
+/// referenced_compressed u64, exclusive u64, exclusive_compressed u64 (compressed = plain in v1).</summary>
+public struct QgroupInfoItem
+{
+    public const int Size = 40;
+    public ulong Generation, Referenced, Exclusive;
+
+    public static bool TryRead(ReadOnlySpan<byte> s, out QgroupInfoItem q)
+    {
+        q = default;
+        if (s.Length != Size) return false;
+        q.Generation = BinaryPrimitives.ReadUInt64LittleEndian(s);
+        q.Referenced = BinaryPrimitives.ReadUInt64LittleEndian(s[8..]);
+        q.Exclusive = BinaryPrimitives.ReadUInt64LittleEndian(s[24..]);
+        return true;
+    }
+
+    public readonly void Write(Span<byte> s)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(s, Generation);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[8..], Referenced);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[16..], Referenced);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[24..], Exclusive);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[32..], Exclusive);
+    }
+}
+
+/// <summary>QGROUP_LIMIT (0, 244, qgroupid), 40 bytes: flags u64 (bit 0 max_referenced set,
+/// bit 1 max_exclusive set), max_referenced u64, max_exclusive u64, two reserved u64.</summary>
+public struct QgroupLimitItem
+{
+    public const int Size = 40;
+    public const ulong FlagMaxRfer = 1, FlagMaxExcl = 2;
+    public ulong Flags, MaxReferenced, MaxExclusive;
+
+    public static bool TryRead(ReadOnlySpan<byte> s, out QgroupLimitItem q)
+    {
+        q = default;
+        if (s.Length != Size) return false;
+        q.Flags = BinaryPrimitives.ReadUInt64LittleEndian(s);
+        q.MaxReferenced = BinaryPrimitives.ReadUInt64LittleEndian(s[8..]);
+        q.MaxExclusive = BinaryPrimitives.ReadUInt64LittleEndian(s[16..]);
+        return true;
+    }
+
+    public readonly void Write(Span<byte> s)
+    {
+        s[..Size].Clear();
+        BinaryPrimitives.WriteUInt64LittleEndian(s, Flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[8..], MaxReferenced);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[16..], MaxExclusive);
+    }
+}
