@@ -95,6 +95,23 @@ public sealed partial class Filesystem : IDisposable
     public long LeakedBytes => Interlocked.Read(ref Data.LeakedBytes);
     public IReadOnlyList<string> LeakReports { get { lock (Data.LeakReports) return Data.LeakReports.ToList(); } }
 
+    /// <summary>Checks, at a point where no operation runs, that every reservation counter
+    /// equals what the ledgers say is owned; returns the violations.</summary>
+    public IReadOnlyList<string> VerifyReservations() => Data.VerifyQuiescent();
+
+    /// <summary>Drops clean cached pages (what memory pressure does); for tests and tools.</summary>
+    public void ReleaseCleanPages() { foreach (var m in Data.AllMappings()) Data.ReleaseCleanPages(m); }
+
+    /// <summary>Starts writeback of a file's dirty pages without waiting for completion (what the
+    /// flusher does); for tests and tools.</summary>
+    public Errno StartWriteback(ulong ino)
+    {
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        try { return Guard(ino, () => { Data.Writeback(Data.MappingOf(inode), 0, ulong.MaxValue, wait: false); return Errno.OK; }); }
+        finally { Put(inode); }
+    }
+
     /// <summary>Quota groups: id, referenced, exclusive, limits, reserved data bytes.</summary>
     public IReadOnlyList<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive, ulong RsvData)> Qgroups() => Fs.Quota.Snapshot();
     public bool QuotaEnabled => Fs.Quota.Enabled;

@@ -86,9 +86,11 @@ public sealed partial class Fsck
         WalkTree(TreeIds.ExtentTree, "extent tree", VisitExtent);
         WalkTree(TreeIds.CsumTree, "checksum tree", VisitCsum);
         WalkTree(TreeIds.FsTree, "top-level subvolume", (k, d) => VisitFs(TreeIds.FsTree, k, d));
+        WalkTree(TreeIds.QuotaTree, "quota tree", VisitQuota);
         _o.Progress?.Invoke("cross-checking");
         CheckExtents();
         CheckInodes();
+        CheckQuota();
         if (_o.CheckDataCsums) CheckDataCsums();
     }
 
@@ -226,4 +228,28 @@ public sealed partial class Fsck
     }
 
     private readonly Dictionary<ulong, HashSet<(ulong, ulong, ulong)>> _refsByExtent = new();
+    private readonly Dictionary<ulong, QgroupInfoItem> _qgroupInfo = new();
+    private bool _quotaOn;
+
+    private void VisitQuota(Key k, ReadOnlySpan<byte> d)
+    {
+        string where = $"quota tree item {k}";
+        switch (k.Type)
+        {
+            case KeyTypes.QgroupStatus:
+                if (!QgroupStatusItem.TryRead(d, out var st)) _r.Add(FindingKind.Structure, where, "malformed QGROUP_STATUS");
+                else _quotaOn = (st.Flags & QgroupStatusItem.FlagOn) != 0;
+                break;
+            case KeyTypes.QgroupInfo:
+                if (!QgroupInfoItem.TryRead(d, out var info)) _r.Add(FindingKind.Structure, where, "malformed QGROUP_INFO");
+                else _qgroupInfo[k.Offset] = info;
+                break;
+            case KeyTypes.QgroupLimit:
+                if (!QgroupLimitItem.TryRead(d, out _)) _r.Add(FindingKind.Structure, where, "malformed QGROUP_LIMIT");
+                break;
+            default:
+                _r.Add(FindingKind.Structure, where, "unexpected item type in the quota tree");
+                break;
+        }
+    }
 }

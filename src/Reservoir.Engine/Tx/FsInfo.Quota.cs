@@ -79,7 +79,8 @@ internal sealed partial class FsInfo
     {
         if (ReadOnly) throw new FsException(Errno.EROFS, "read-only filesystem");
         Commit();
-        using var serial = _commitMutex.Lock();
+        using (_commitMutex.Lock())
+        {
         _commitLock.EnterWrite();
         try
         {
@@ -112,6 +113,7 @@ internal sealed partial class FsInfo
             Super = sb;
         }
         finally { _commitLock.ExitWrite(); }
+        }
         ForceCommit = true;
         Commit();
     }

@@ -1,0 +1,55 @@
+using Reservoir.Engine.Inodes;
+
+namespace Reservoir.Engine.Data;
+
+internal sealed partial class DataEngine
+{
+    /// <summary>
+    /// The debug check at quiescent points (no operation in flight): every reservation counter
+    /// equals the sum of what its ledger says it owns (design notes, invariants 3–7):
+    /// - data may_use = bytes marked Delalloc in all ledgers;
+    /// - each qgroup's reserved data = its ledgers' QgroupReserved bytes + what unfinished
+    ///   ordered extents carry + records waiting for the commit;
+    /// - metadata may_use = the mappings' shares + the shares ordered extents carry;
+    /// - a Delalloc range never lies over a preallocated extent, and status Delayed always has
+    ///   a Delalloc reservation (a range is written, unwritten, delayed or a hole, never two).
+    /// Returns the violations (empty when all hold).
+    /// </summary>
+    public List<string> VerifyQuiescent()
+    {
+        var problems = new List<string>();
+        ulong delalloc = 0, qrsv = 0, meta = 0;
+        foreach (var m in AllMappings())
+        {
+            List<(ulong S, ulong E)> delallocRuns;
+            using (m.State.Lock())
+            {
+                delalloc += m.Ledger.Total(RangeBits.Delalloc);
+                qrsv += m.Ledger.Total(RangeBits.QgroupReserved);
+                meta += m.MetaRsv;
+                foreach (var oe in m.Ordered.Values) { qrsv += oe.QgroupRsv; meta += oe.MetaRsv; }
+                delallocRuns = m.Ledger.Runs(RangeBits.Delalloc);
+                foreach (var (s, e, st) in m.Es.Entries)
+                    if (st == ExtentStatus.Delayed && m.Ledger.CountSet(s, e, RangeBits.Delalloc) != e - s)
+                        problems.Add($"inode {m.Inode.Ino}: [{s}, {e}) is Delayed without a delalloc reservation");
+            }
+            foreach (var (s, e) in delallocRuns)
+            {
+                ulong pos = s;
+                while (pos < e)
+                {
+                    var (st, end) = QueryDisk(m.Inode.Ino, pos, e);
+                    if (st == ExtentStatus.Unwritten)
+                        problems.Add($"inode {m.Inode.Ino}: [{pos}, {end}) holds a delalloc reservation over a preallocated extent");
+                    pos = Math.Max(end, pos + (ulong)BlockSize);
+                }
+            }
+        }
+        qrsv += Fs.Running.PendingQgroupRecordBytes;
+        var space = Fs.Space;
+        if (space.Data.MayUse != delalloc) problems.Add($"data may_use {space.Data.MayUse} != delalloc bytes in ledgers {delalloc}");
+        if (space.Meta.MayUse != meta) problems.Add($"metadata may_use {space.Meta.MayUse} != reserved by mappings and ordered extents {meta}");
+        if (Fs.Quota.Enabled && Fs.Quota.TotalRsv != qrsv) problems.Add($"qgroup reserved {Fs.Quota.TotalRsv} != ledgers + ordered extents + records {qrsv}");
+        return problems;
+    }
+}
