@@ -116,22 +116,34 @@ public sealed partial class Fsck
 
     private const ulong FormatConstants_CompatRoQuota = Features.CompatRoQuota;
 
+    /// <summary>Reads every block that holds written data (referenced by a regular file extent;
+    /// unwritten blocks of preallocated extents hold whatever was on the disk) and checks it
+    /// against its checksum.</summary>
     private void CheckDataCsums()
     {
         uint bs = _sb.BlockSize;
-        var sums = new Dictionary<ulong, byte[]>();
-        foreach (var (bytenr, (len, _)) in _dataExtents)
+        var written = new Dictionary<ulong, List<(ulong From, ulong To)>>();
+        foreach (var (_, list) in _fileExtents)
+            foreach (var (_, fe) in list)
+                if (fe.Type == FileExtentType.Regular && fe.DiskBytenr != 0)
+                {
+                    if (!written.TryGetValue(fe.DiskBytenr, out var l)) written[fe.DiskBytenr] = l = new();
+                    l.Add((fe.Offset, fe.Offset + fe.NumBytes));
+                }
+        var buf = new byte[bs];
+        foreach (var (bytenr, ranges) in written)
         {
-            var tree = _roots[TreeIds.CsumTree];
             byte[]? item = ReadCsumItem(bytenr);
             if (item == null) continue;
-            var buf = new byte[bs];
-            for (ulong off = 0; off < len; off += bs)
+            var blocks = new SortedSet<ulong>();
+            foreach (var (from, to) in ranges)
+                for (ulong off = from / bs * bs; off < to; off += bs) blocks.Add(off);
+            foreach (var off in blocks)
             {
-                try { _dev.Read(bytenr + off, buf); }
-                catch (FsException ex) { _r.Add(FindingKind.Structure, $"data block {bytenr + off}", ex.Message); continue; }
                 int i = (int)(off / bs);
                 if (i * 4 + 4 > item.Length) break;
+                try { _dev.Read(bytenr + off, buf); }
+                catch (FsException ex) { _r.Add(FindingKind.Structure, $"data block {bytenr + off}", ex.Message); continue; }
                 uint want = BinaryPrimitives.ReadUInt32LittleEndian(item.AsSpan(i * 4));
                 if (Crc32C.Compute(buf) != want) _r.Add(FindingKind.Structure, $"data block {bytenr + off}", "checksum mismatch");
             }

@@ -89,7 +89,7 @@ public sealed partial class Fsck
     {
         if (!_fileExtents.TryGetValue(ino, out var list)) list = new();
         string where = $"inode {ino}";
-        ulong prevEnd = 0, nbytes = 0;
+        ulong prevEnd = 0, nbytes = 0, dataEnd = 0;
         bool inline = false;
         foreach (var (pos, fe) in list)
         {
@@ -97,11 +97,13 @@ public sealed partial class Fsck
             prevEnd = pos + fe.NumBytes;
             if (fe.Type == FileExtentType.Inline) { inline = true; continue; }
             nbytes += fe.NumBytes;
+            // fallocate(KEEP_SIZE) may preallocate past the end; written data may not.
+            if (fe.Type == FileExtentType.Regular) dataEnd = prevEnd;
         }
         if (inline && !Mode.IsLnk(it.Mode)) _r.Add(FindingKind.Structure, where, "inline extent in a non-symlink");
         if (Mode.IsLnk(it.Mode) && (!inline || list.Count != 1)) _r.Add(FindingKind.Structure, where, "symlink without exactly one inline target");
         if (!Mode.IsReg(it.Mode) && !Mode.IsLnk(it.Mode) && list.Count > 0) _r.Add(FindingKind.Structure, where, "data extents on a non-regular inode");
-        if (Mode.IsReg(it.Mode) && prevEnd > Units(it.FileSize)) _r.Add(FindingKind.Structure, where, $"extents reach {prevEnd}, beyond the size {it.FileSize}");
+        if (Mode.IsReg(it.Mode) && dataEnd > Units(it.FileSize)) _r.Add(FindingKind.Structure, where, $"written extents reach {dataEnd}, beyond the size {it.FileSize}");
         if (nbytes != it.Nbytes) Fix(where, $"nbytes {it.Nbytes}, extents add up to {nbytes}", ino, i => i.Item.Nbytes = nbytes);
     }
 

@@ -9,11 +9,14 @@ internal sealed partial class DataEngine
     private const int ReadaheadPages = 32;
 
     /// <summary>
-    /// A buffered write (caller holds the inode lock exclusively): reserve for each chunk, copy
-    /// into pages, mark them dirty, grow i_size. On EDQUOT or ENOSPC, flush and retry once, then
-    /// return what was written (a short write) or the error. A write that fails leaves the file
-    /// and every counter as if it had not happened (the reservation is all or nothing, and pages
-    /// are only dirtied after it succeeds).
+    /// A buffered write (caller holds the inode lock exclusively), chunk by chunk: lock the
+    /// chunk's pages, reserve, copy, mark dirty, unlock. The reservation is taken with the pages
+    /// locked so that writeback, which needs the page locks, cannot turn a page's reservation
+    /// into an ordered extent between our reservation and our dirtying of it (the page would
+    /// then be dirty with nothing reserved). On EDQUOT or ENOSPC the pages are unlocked, dirty
+    /// data is flushed and committed, and the chunk is tried once more; then a short write (or
+    /// the error) is returned. A write that fails leaves the file and every counter as if it had
+    /// not happened.
     /// </summary>
     public Errno BufferedWrite(Inode inode, ulong offset, ReadOnlySpan<byte> data, out int written)
     {
@@ -25,14 +28,21 @@ internal sealed partial class DataEngine
             ulong pos = offset + (ulong)written;
             int chunk = (int)Math.Min((ulong)(data.Length - written), MaxWriteChunk - (pos % MaxWriteChunk));
             ulong a = pos / bs * bs, b = Units.AlignUp(pos + (ulong)chunk, bs);
+            var pages = LockPagesForWrite(m, pos, chunk);
             var e = Reserve(m, a, b);
             if (e is Errno.EDQUOT or Errno.ENOSPC)
             {
+                UnlockPages(m, pages);
                 FlushForSpace();
+                pages = LockPagesForWrite(m, pos, chunk);
                 e = Reserve(m, a, b);
             }
-            if (e != Errno.OK) return written > 0 ? Errno.OK : e;
-            CopyIntoPages(m, pos, data.Slice(written, chunk));
+            if (e != Errno.OK)
+            {
+                UnlockPages(m, pages);
+                return written > 0 ? Errno.OK : e;
+            }
+            CopyIntoLockedPages(m, pages, pos, data.Slice(written, chunk));
             written += chunk;
             if (pos + (ulong)chunk > inode.Item.FileSize) inode.Item.FileSize = pos + (ulong)chunk;
         }
@@ -43,37 +53,56 @@ internal sealed partial class DataEngine
         return Errno.OK;
     }
 
-    /// <summary>Copies data into (locked) pages and marks them dirty. Reservation was made.</summary>
-    private void CopyIntoPages(Mapping m, ulong pos, ReadOnlySpan<byte> data)
+    /// <summary>Locks the pages [pos, pos+len) touches, in ascending order.</summary>
+    private List<Page> LockPagesForWrite(Mapping m, ulong pos, int len)
     {
         ulong bs = (ulong)BlockSize;
-        int done = 0;
-        long newPages = 0, newDirty = 0;
-        while (done < data.Length)
+        var pages = new List<Page>();
+        long newPages = 0;
+        ulong end = pos + (ulong)len;
+        for (ulong p = pos / bs * bs; p < end; p += bs)
         {
-            ulong p = pos + (ulong)done;
-            long idx = (long)(p / bs);
-            int within = (int)(p % bs);
-            int n = Math.Min(data.Length - done, (int)bs - within);
-            var page = LockPageForWrite(m, idx, wholePage: within == 0 && n == (int)bs, ref newPages);
-            using (m.State.Lock())
+            bool whole = p >= pos && p + bs <= end;
+            pages.Add(LockPageForWrite(m, (long)(p / bs), whole, ref newPages));
+        }
+        CountPages(newPages, 0);
+        return pages;
+    }
+
+    private void UnlockPages(Mapping m, List<Page> pages)
+    {
+        using var _ = m.State.Lock();
+        foreach (var p in pages) p.Locked = false;
+        m.State.PulseAll();
+    }
+
+    /// <summary>Copies data into locked pages (the reservation is made), marks them dirty and
+    /// unlocks them.</summary>
+    private void CopyIntoLockedPages(Mapping m, List<Page> pages, ulong pos, ReadOnlySpan<byte> data)
+    {
+        ulong bs = (ulong)BlockSize;
+        long newDirty = 0;
+        using (m.State.Lock())
+        {
+            foreach (var page in pages)
             {
-                data.Slice(done, n).CopyTo(page.Data.AsSpan(within));
+                ulong ps = (ulong)page.Index * bs;
+                ulong from = Math.Max(ps, pos), to = Math.Min(ps + bs, pos + (ulong)data.Length);
+                data.Slice((int)(from - pos), (int)(to - from)).CopyTo(page.Data.AsSpan((int)(from - ps)));
                 page.Uptodate = true;
                 if (!page.Dirty)
                 {
                     page.Dirty = true;
                     page.DirtiedMs = Sched.NowMs;
-                    m.DirtyPages.Add(idx);
+                    m.DirtyPages.Add(page.Index);
                     newDirty++;
                 }
                 page.LastUsed = NextClock();
                 page.Locked = false;
-                m.State.PulseAll();
             }
-            done += n;
+            m.State.PulseAll();
         }
-        CountPages(newPages, newDirty);
+        CountPages(0, newDirty);
     }
 
     /// <summary>Finds or creates page <paramref name="idx"/> and locks it, waiting while it is

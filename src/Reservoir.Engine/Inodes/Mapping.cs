@@ -27,7 +27,9 @@ internal sealed class Page(long index, byte[] data)
 ///   Monitor-style wait is how page locks and ordered extents are waited for;
 /// - <see cref="DataSem"/> is ext4's i_data_sem: exclusive to change what backs a range
 ///   (delalloc reservation plus Delayed status, fallocate's unwritten extents), shared to look.
-///   Order: inode lock → DataSem → page locks → transaction handle → tree locks → State.
+///   Order: inode lock → page locks (ascending) → DataSem → transaction handle → tree locks →
+///   State. Writers and page-fault writes reserve with their pages locked, so writeback (which
+///   needs the page locks) never turns a reservation into an ordered extent in between.
 /// </summary>
 internal sealed class Mapping
 {

@@ -56,7 +56,11 @@ public class ModelTests(ITestOutputHelper log)
 
         private void Remount()
         {
+            Ok(_fs.Sync());
+            var v = _fs.VerifyReservations();
+            Assert.True(v.Count == 0, $"seed {seed}: {string.Join("; ", v)}");
             _fs.Dispose();
+            Assert.True(_fs.LeakedBytes == 0, $"seed {seed}: {string.Join("; ", _fs.LeakReports)}");
             FsckAssert.Clean(_dev);
             _fs = Mount(_dev);
             Compare(_m.Root, Filesystem.RootIno, "/");
