@@ -60,6 +60,38 @@ public sealed partial class Filesystem
         return e;
     }
 
+    /// <summary>
+    /// chattr +C / -C: a no-CoW file overwrites its data in place and keeps no data checksums
+    /// (btrfs's NODATACOW, which implies NODATASUM). Like btrfs, only an empty file may change it
+    /// (EINVAL otherwise), so that no checksummed data is ever overwritten without its checksum.
+    /// </summary>
+    public Errno SetNoCow(ulong ino, bool noCow)
+    {
+        var e = Get(ino, out var inode);
+        if (e != Errno.OK) return e;
+        try
+        {
+            return Guard(ino, () =>
+            {
+                using var lk = inode.Lock.Write();
+                if (!inode.IsReg) return Errno.EINVAL;
+                if (inode.Item.FileSize != 0 || inode.Item.Nbytes != 0) return Errno.EINVAL;
+                var se = Fs.TryStart(1, out var h);
+                if (se != Errno.OK) return se;
+                using (h)
+                using (Top.Tree.Lock.Write())
+                {
+                    if (noCow) inode.Item.Flags |= InodeFlags.NoDataCow | InodeFlags.NoDataSum;
+                    else inode.Item.Flags &= ~(InodeFlags.NoDataCow | InodeFlags.NoDataSum);
+                    Touch(ref inode.Item, h.Transid, mtime: false);
+                    DirItems.PutInode(h, Top.Tree, inode);
+                }
+                return Errno.OK;
+            });
+        }
+        finally { Put(inode); }
+    }
+
     public Errno Truncate(ulong ino, ulong size) =>
         SetAttr(ino, new SetAttrRequest { Mask = SetAttrMask.Size, Size = size }, out _);
 

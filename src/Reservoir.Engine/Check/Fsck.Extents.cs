@@ -123,13 +123,16 @@ public sealed partial class Fsck
     {
         uint bs = _sb.BlockSize;
         var written = new Dictionary<ulong, List<(ulong From, ulong To)>>();
-        foreach (var (_, list) in _fileExtents)
+        foreach (var (ino, list) in _fileExtents)
+        {
+            if (_inodes.TryGetValue(ino, out var it) && (it.Flags & InodeFlags.NoDataSum) != 0) continue;
             foreach (var (_, fe) in list)
                 if (fe.Type == FileExtentType.Regular && fe.DiskBytenr != 0)
                 {
                     if (!written.TryGetValue(fe.DiskBytenr, out var l)) written[fe.DiskBytenr] = l = new();
                     l.Add((fe.Offset, fe.Offset + fe.NumBytes));
                 }
+        }
         var buf = new byte[bs];
         foreach (var (bytenr, ranges) in written)
         {

@@ -73,6 +73,11 @@ internal sealed partial class DataEngine : IDisposable
         {
             OnError = ex => fs.Warn($"ordered extent completion failed: {ex}"),
         };
+        fs.FlushDelalloc = () =>
+        {
+            foreach (var m in AllMappings()) Writeback(m, 0, ulong.MaxValue, wait: true);
+            foreach (var m in AllMappings()) WaitOrdered(m, 0, ulong.MaxValue);
+        };
     }
 
     public void StartFlusher()

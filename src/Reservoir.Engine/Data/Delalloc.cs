@@ -6,9 +6,10 @@ namespace Reservoir.Engine.Data;
 
 internal sealed partial class DataEngine
 {
-    /// <summary>Metadata one ordered extent needs when it finishes: its file extent item (with
-    /// the items it replaces), its checksums and the inode.</summary>
-    internal ulong MetaPerExtent => Fs.MetaReserveFor(4);
+    /// <summary>Metadata one ordered extent needs when it finishes: one path in the file tree
+    /// (its file extent items, which share leaves with the items they replace, and the inode)
+    /// and one in the checksum tree.</summary>
+    internal ulong MetaPerExtent => Fs.MetaReserveFor(2);
 
     /// <summary>
     /// What backs [start, end), block by block: Written (regular extent: copy-on-write, needs
@@ -78,8 +79,10 @@ internal sealed partial class DataEngine
         if (sawBeforeLock is { } seen && Options.Bugs.NoSecondLookupInPageMkwrite) plan = [(start, end, seen)];
         else plan = Classify(m, start, end);
 
-        var cow = plan.Where(p => p.Status is ExtentStatus.Hole or ExtentStatus.Written || (p.Status == ExtentStatus.Delayed)).ToList();
-        var inPlace = plan.Where(p => p.Status == ExtentStatus.Unwritten).ToList();
+        // A no-CoW file (chattr +C) overwrites its written extents in place, like preallocated ones.
+        bool noCow = (m.Inode.Item.Flags & InodeFlags.NoDataCow) != 0;
+        var cow = plan.Where(p => p.Status is ExtentStatus.Hole or ExtentStatus.Delayed || (p.Status == ExtentStatus.Written && !noCow)).ToList();
+        var inPlace = plan.Where(p => p.Status == ExtentStatus.Unwritten || (p.Status == ExtentStatus.Written && noCow)).ToList();
         ulong newData = 0, newQgroup = 0;
         using (m.State.Lock())
         {
@@ -195,8 +198,7 @@ internal sealed partial class DataEngine
     /// </summary>
     internal void FlushForSpace()
     {
-        foreach (var m in AllMappings()) Writeback(m, 0, ulong.MaxValue, wait: true);
-        foreach (var m in AllMappings()) WaitOrdered(m, 0, ulong.MaxValue);
+        Fs.FlushDelalloc!();
         Fs.Commit();
     }
 }

@@ -46,7 +46,7 @@ internal sealed partial class DataEngine
 
     private void FailOrdered(Mapping m, OrderedExtent oe)
     {
-        if (oe.Kind != OrderedKind.Prealloc) Fs.Space.Free(oe.DiskBytenr, oe.DiskNumBytes, pin: false);
+        if (oe.Kind is OrderedKind.Regular or OrderedKind.Direct) Fs.Space.Free(oe.DiskBytenr, oe.DiskNumBytes, pin: false);
         ulong q = oe.QgroupRsv;
         if (Options.Bugs.OldQgroupReleaseTiming) using (m.State.Lock()) q += m.Ledger.Clear(oe.FileOffset, oe.End, RangeBits.QgroupReserved);
         Fs.Quota.Free(Top.Id, q);
@@ -69,6 +69,11 @@ internal sealed partial class DataEngine
                 if (oe.Kind == OrderedKind.Prealloc)
                 {
                     MarkWritten(h, t, inode.Ino, oe);
+                }
+                else if (oe.Kind == OrderedKind.NoCow)
+                {
+                    // Overwritten in place: the extents stay as they are (and no checksums are
+                    // kept for a no-CoW file); only the inode changes.
                 }
                 else
                 {

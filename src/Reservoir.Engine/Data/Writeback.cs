@@ -105,26 +105,28 @@ internal sealed partial class DataEngine
             }
             else
             {
-                var (fpos, flen, disk, dlen, eoff) = pieces![pieceIdx++];
-                oe = CreateOrdered(m, fpos, flen, disk, dlen, eoff, OrderedKind.Prealloc);
+                var (fpos, flen, disk, dlen, eoff, kind) = pieces![pieceIdx++];
+                oe = CreateOrdered(m, fpos, flen, disk, dlen, eoff, kind);
             }
             SubmitOrdered(m, oe, run);
             pos = oe.End;
         }
     }
 
-    /// <summary>For an in-place run: the preallocated extents it lands in, as
-    /// (file offset, length, disk extent, disk length, offset in extent).</summary>
-    private List<(ulong, ulong, ulong, ulong, ulong)> InPlaceTargets(Mapping m, ulong start, ulong end)
+    /// <summary>For an in-place run: the extents it lands in (preallocated, or written ones of a
+    /// no-CoW file), as (file offset, length, disk extent, disk length, offset in extent, kind).</summary>
+    private List<(ulong, ulong, ulong, ulong, ulong, OrderedKind)> InPlaceTargets(Mapping m, ulong start, ulong end)
     {
-        var list = new List<(ulong, ulong, ulong, ulong, ulong)>();
+        var list = new List<(ulong, ulong, ulong, ulong, ulong, OrderedKind)>();
+        bool noCow = (m.Inode.Item.Flags & InodeFlags.NoDataCow) != 0;
         using var lk = Top.Tree.Lock.Read();
         foreach (var mp in FileExtents.Overlapping(Top.Tree, m.Inode.Ino, start, end))
         {
-            if (mp.Fe.Type != FileExtentType.Prealloc)
-                throw new CorruptionException($"in-place dirty range [{start}, {end}) is not preallocated on disk", inode: m.Inode.Ino);
+            var kind = mp.Fe.Type == FileExtentType.Prealloc ? OrderedKind.Prealloc
+                : mp.Fe.Type == FileExtentType.Regular && noCow ? OrderedKind.NoCow
+                : throw new CorruptionException($"in-place dirty range [{start}, {end}) is neither preallocated nor no-CoW on disk", inode: m.Inode.Ino);
             ulong a = Math.Max(mp.Pos, start), b = Math.Min(mp.End, end);
-            list.Add((a, b - a, mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes, mp.Fe.Offset + (a - mp.Pos)));
+            list.Add((a, b - a, mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes, mp.Fe.Offset + (a - mp.Pos), kind));
         }
         ulong covered = list.Aggregate(0UL, (s, x) => s + x.Item2);
         if (covered != end - start) throw new CorruptionException($"in-place dirty range [{start}, {end}) has holes on disk", inode: m.Inode.Ino);
@@ -152,7 +154,7 @@ internal sealed partial class DataEngine
             m.Es.Remove(pos, pos + len);
             m.Ordered[pos] = oe;
         }
-        if (kind != OrderedKind.Prealloc && delallocCleared != len)
+        if (kind is OrderedKind.Regular or OrderedKind.Direct && delallocCleared != len)
             ThrowHelper.Invariant($"inode {m.Inode.Ino}: ordered extent [{pos}, +{len}) consumed {len} reserved bytes but the ledger held {delallocCleared}");
         TrimMeta(m);
         return oe;

@@ -8,6 +8,8 @@ internal enum OrderedKind : byte
     Prealloc,
     /// <summary>A direct-IO write into a newly allocated extent.</summary>
     Direct,
+    /// <summary>In place, into a written extent of a no-CoW file (no checksums).</summary>
+    NoCow,
 }
 
 /// <summary>

@@ -52,6 +52,9 @@ internal sealed partial class FsInfo : IDisposable
     private bool _stopping, _kick;
     private FsThread? _committer;
     public Transaction Running { get; private set; }
+    /// <summary>Writes back all dirty data and waits for its ordered extents; set by the data
+    /// layer above (the transaction layer cannot call up). Called with no handle held.</summary>
+    public Action? FlushDelalloc { get; set; }
 
     private FsInfo(IBlockDevice dev, Superblock sb, MountOptions opts, SpaceManager space)
     {
@@ -117,6 +120,9 @@ internal sealed partial class FsInfo : IDisposable
         ulong bytes = MetaReserveFor(items);
         if (Space.Reserve(false, bytes, useGlobalReserve) != Errno.OK)
         {
+            // Dirty data holds metadata reservations for its future ordered extents: write it
+            // back and let them finish (the layer above registers how), then commit.
+            FlushDelalloc?.Invoke();
             Commit();
             if (Space.Reserve(false, bytes, useGlobalReserve) != Errno.OK) return Errno.ENOSPC;
         }

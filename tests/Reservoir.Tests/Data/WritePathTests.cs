@@ -1,0 +1,173 @@
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Data;
+using Reservoir.Engine.Tx;
+using Xunit;
+using static Reservoir.Tests.TestFs;
+
+namespace Reservoir.Tests.Data;
+
+public class WritePathTests
+{
+    [Fact]
+    public void RedirtyingAReservedRangeReservesNothingNew()
+    {
+        var dev = NewDevice();
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+        Ok(fs.EnableQuota());
+        ulong ino = CreateFile(fs, Filesystem.RootIno, "f");
+        Ok(fs.Write(ino, 0, new byte[64 << 10], out _));
+        var a = fs.Space();
+        var qa = fs.Qgroups().Single().RsvData;
+        Assert.Equal(64UL << 10, a.DataMayUse);
+        Assert.Equal(64UL << 10, qa);
+        for (int i = 0; i < 5; i++) Ok(fs.Write(ino, (ulong)(i * 1000), new byte[3000], out _));
+        Assert.Equal(a.DataMayUse, fs.Space().DataMayUse);
+        Assert.Equal(qa, fs.Qgroups().Single().RsvData);
+        Assert.Empty(fs.VerifyReservations());
+        Ok(fs.Sync());
+        Assert.Equal(0UL, fs.Space().DataMayUse);
+        Assert.Equal(0UL, fs.Qgroups().Single().RsvData);
+    }
+
+    [Fact]
+    public void EdquotPartWayThroughAWriteLeavesExactCounters()
+    {
+        var dev = NewDevice(64UL << 20);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.SetQuotaLimit(3UL << 20));
+            ulong ino = CreateFile(fs, Filesystem.RootIno, "f");
+            var data = new byte[5 << 20];
+            new Random(1).NextBytes(data);
+            Ok(fs.Write(ino, 0, data, out int n));
+            Assert.True(n > 0 && n <= 3 << 20 && n % (1 << 20) == 0, $"short write of {n}");
+            Assert.Empty(fs.VerifyReservations());
+            Assert.Equal(Errno.EDQUOT, fs.Write(ino, (ulong)n, data.AsSpan(n, 4096), out int m));
+            Assert.Equal(0, m);
+            Assert.Empty(fs.VerifyReservations());
+            Ok(fs.Fsync(ino));
+            Assert.Equal(data.AsSpan(0, n).ToArray(), ReadAll(fs, ino));
+            Assert.Equal((ulong)n, fs.Qgroups().Single().Referenced);
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
+    public void EnospcPartWayThroughAWriteLeavesExactCounters()
+    {
+        var dev = NewDevice(24UL << 20);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            ulong ino = CreateFile(fs, Filesystem.RootIno, "f");
+            var data = new byte[40 << 20];
+            Ok(fs.Write(ino, 0, data, out int n));
+            Assert.True(n > 0 && n < data.Length, $"short write of {n}");
+            Assert.Empty(fs.VerifyReservations());
+            Assert.Equal(Errno.ENOSPC, fs.Write(ino, (ulong)n, new byte[1 << 20], out _));
+            Assert.Empty(fs.VerifyReservations());
+            Ok(fs.Fsync(ino));
+            Ok(fs.GetAttr(ino, out var attr));
+            Assert.Equal((ulong)n, attr.Size);
+            // Deleting makes room again.
+            Ok(fs.Unlink(Filesystem.RootIno, "f"));
+            Ok(fs.Sync());
+            ulong ino2 = CreateFile(fs, Filesystem.RootIno, "g", new byte[8 << 20]);
+            Ok(fs.Fsync(ino2));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
+    public void NoCowFilesOverwriteInPlace()
+    {
+        var dev = NewDevice();
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            Ok(fs.EnableQuota());
+            ulong ino = CreateFile(fs, Filesystem.RootIno, "nocow");
+            Ok(fs.SetNoCow(ino, true));
+            Ok(fs.Write(ino, 0, Enumerable.Repeat((byte)1, 1 << 20).ToArray(), out _));
+            Ok(fs.Fsync(ino));
+            Ok(fs.ExtentMap(ino, out var before));
+            var used = fs.Space().DataUsed;
+            // An overwrite reserves no data space or quota and lands where the data already is.
+            Ok(fs.Write(ino, 4096, Enumerable.Repeat((byte)2, 64 << 10).ToArray(), out _));
+            Assert.Equal(0UL, fs.Space().DataMayUse);
+            Assert.Equal(0UL, fs.Qgroups().Single().RsvData);
+            Ok(fs.Fsync(ino));
+            Ok(fs.ExtentMap(ino, out var after));
+            Assert.Equal(before.Select(e => e.DiskBytenr), after.Select(e => e.DiskBytenr));
+            Assert.Equal(used, fs.Space().DataUsed);
+            var content = ReadAll(fs, ino);
+            Assert.Equal(2, content[4096]);
+            Assert.Equal(1, content[4096 + (64 << 10)]);
+            Assert.Equal(Errno.EINVAL, fs.SetNoCow(ino, false));
+            // A copy-on-write file of the same data moves on overwrite.
+            ulong cow = CreateFile(fs, Filesystem.RootIno, "cow", new byte[1 << 20]);
+            Ok(fs.Fsync(cow));
+            Ok(fs.ExtentMap(cow, out var c1));
+            Ok(fs.Write(cow, 0, new byte[4096], out _));
+            Ok(fs.Fsync(cow));
+            Ok(fs.ExtentMap(cow, out var c2));
+            Assert.NotEqual(c1[0].DiskBytenr, c2[0].DiskBytenr);
+            Assert.Empty(fs.VerifyReservations());
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
+    public void FallocatedRangesReadZerosAndAreWrittenInPlace()
+    {
+        var dev = NewDevice();
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            ulong ino = CreateFile(fs, Filesystem.RootIno, "pre");
+            Ok(fs.Fallocate(ino, FallocateMode.Allocate, 0, 1 << 20));
+            Ok(fs.GetAttr(ino, out var a));
+            Assert.Equal(1UL << 20, a.Size);
+            Assert.All(ReadAll(fs, ino), b => Assert.Equal(0, b));
+            Ok(fs.ExtentMap(ino, out var m1));
+            Assert.All(m1, e => Assert.Equal("prealloc", e.Type));
+            Ok(fs.Write(ino, 8192, new byte[] { 9, 9, 9 }, out _));
+            Assert.Equal(0UL, fs.Space().DataMayUse); // in place: nothing to reserve
+            Ok(fs.Fsync(ino));
+            Ok(fs.ExtentMap(ino, out var m2));
+            Assert.Contains(m2, e => e.Type == "regular" && e.FileOffset == 8192 && e.DiskBytenr == m1[0].DiskBytenr);
+            Assert.Equal(9, ReadAll(fs, ino)[8193]);
+            Ok(fs.Seek(ino, 0, data: true, out ulong d));
+            Assert.Equal(8192UL, d);
+            Ok(fs.Seek(ino, 8192, data: false, out ulong hole));
+            Assert.Equal(12288UL, hole);
+            Assert.Equal(Errno.EOPNOTSUPP, fs.Fallocate(ino, FallocateMode.CollapseRange, 0, 4096));
+            Assert.Equal(Errno.EOPNOTSUPP, fs.Fallocate(ino, FallocateMode.InsertRange, 0, 4096));
+            Assert.Equal(Errno.EOPNOTSUPP, fs.Fallocate(ino, FallocateMode.PunchHole, 0, 4096));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
+    public void DeviceErrorWhileFinishingAnOrderedExtentAbortsTheTransaction()
+    {
+        var dev = new CrashSimDevice(NewDevice(64UL << 20, 4096));
+        using (var fs = Mount(dev))
+            for (int i = 0; i < 2000; i++) CreateFile(fs, Filesystem.RootIno, "f" + i, new byte[100]);
+        var before = Crash.PowerCutTests.Capture(Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }));
+        var dopt = new DataOptions { WritebackIntervalMs = 0 };
+        using (var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0, NodeCacheBytes = 1 }, dopt))
+        {
+            Ok(fs.Lookup(Filesystem.RootIno, "f1500", out var a));
+            Ok(fs.Write(a.Ino, 0, new byte[50_000], out _));
+            dopt.BeforeFinish = _ => dev.FailWhen = (write, off, len) => !write && len == 4096 && Reservoir.Engine.Tx.TransHandle.ChangingOnThisThread > 0;
+            Assert.Equal(Errno.EIO, fs.Fsync(a.Ino));
+            dev.FailWhen = null;
+            Assert.Contains(fs.Warnings, w => w.Contains("failed"));
+            Assert.Equal(Errno.EIO, fs.Create(Filesystem.RootIno, "after", 0x1A4, 0, 0, out _));
+        }
+        FsckAssert.Clean(dev);
+        using var fs2 = Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
+        Assert.Equal(before, Crash.PowerCutTests.Capture(fs2));
+    }
+}
