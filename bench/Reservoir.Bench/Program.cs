@@ -20,6 +20,7 @@ public static class Program
     public static int Main(string[] args)
     {
         bool quick = args.Contains("--quick");
+        if (args.Contains("--write-path")) { WritePathBench.Run(quick); return 0; }
         string scratch = Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath();
         Console.WriteLine($"# Reservoir foundation benchmark ({(quick ? "quick" : "full")}), {Environment.ProcessorCount} cores, scratch {scratch}");
         var real = Console.Out;
@@ -30,6 +31,7 @@ public static class Program
         BTreeOps(quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000]);
         CommitLatency(quick);
         BigDirectory(quick ? [10_000, 100_000] : [10_000, 100_000, 1_000_000]);
+        WritePathBench.Run(quick);
         return 0;
     }
 

@@ -19,18 +19,19 @@ internal sealed class FreeSpaceMap
     public int Count => _ranges.Count;
     public IEnumerable<(ulong Start, ulong Length)> Ranges => _ranges.Select(r => (r.Start, r.Len));
 
+    // A view's Max/Min are logarithmic and default (Len 0) when empty; a view's Count walks it.
     private Range? Floor(ulong at)
     {
         if (_ranges.Count == 0 || _ranges.Min.Start > at) return null;
-        var view = _ranges.GetViewBetween(new Range(0, 0), new Range(at, 0));
-        return view.Count == 0 ? null : view.Max;
+        var r = _ranges.GetViewBetween(new Range(0, 0), new Range(at, 0)).Max;
+        return r.Len == 0 ? null : r;
     }
 
     private Range? Ceiling(ulong at)
     {
         if (_ranges.Count == 0 || _ranges.Max.Start < at) return null;
-        var view = _ranges.GetViewBetween(new Range(at, 0), new Range(ulong.MaxValue, 0));
-        return view.Count == 0 ? null : view.Min;
+        var r = _ranges.GetViewBetween(new Range(at, 0), new Range(ulong.MaxValue, 0)).Min;
+        return r.Len == 0 ? null : r;
     }
 
     /// <summary>Returns [start, start+len) to the free set; throws on a double free.</summary>

@@ -192,14 +192,16 @@ internal sealed partial class DataEngine : IDisposable
             ulong len = e - s;
             if ((bits & RangeBits.Delalloc) != 0) Fs.Space.Release(true, len);
             if ((bits & RangeBits.QgroupReserved) != 0) Fs.Quota.Free(Top.Id, len);
+            m.Ledger.Clear(s, e, bits);
         }
         foreach (var oe in m.Ordered.Values) Leak($"inode {m.Inode.Ino}: {when}: unfinished {oe}", (long)oe.NumBytes);
-        if (m.MetaRsv > 0)
+        if (m.MetaRsv > 0 || m.OutstandingExtents != 0)
         {
-            Leak($"inode {m.Inode.Ino}: {when}: {m.MetaRsv} bytes of metadata reservation, {m.OutstandingExtents} outstanding extents", (long)m.MetaRsv);
+            Leak($"inode {m.Inode.Ino}: {when}: {m.MetaRsv} bytes of metadata reservation, {m.OutstandingExtents} outstanding extents", (long)Math.Max(1, m.MetaRsv));
             Fs.Space.Release(false, m.MetaRsv);
             m.MetaRsv = 0;
         }
+        m.OutstandingExtents = 0;
     }
 
     /// <summary>The unmount check (invariant 1): after everything was written and committed,

@@ -104,11 +104,11 @@ internal sealed partial class DataEngine
         {
             foreach (var (s, e, _) in cow)
             {
-                setData += m.Ledger.Set(s, e, RangeBits.Delalloc);
+                setData += ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: true);
                 setQgroup += m.Ledger.Set(s, e, RangeBits.QgroupReserved);
                 m.Es.Insert(s, e, ExtentStatus.Delayed);
             }
-            foreach (var (s, e, _) in inPlace) m.Ledger.Set(s, e, RangeBits.InPlace);
+            foreach (var (s, e, _) in inPlace) ChangeDirtyBits(m, s, e, RangeBits.InPlace, set: true);
             metaWant = MetaTargetUnsynchronized(m);
         }
         if (setData != newData || setQgroup != newQgroup)
@@ -122,7 +122,8 @@ internal sealed partial class DataEngine
                 foreach (var (s, e, st) in cow)
                 {
                     if (st == ExtentStatus.Delayed) continue;
-                    m.Ledger.Clear(s, e, RangeBits.Delalloc | RangeBits.QgroupReserved);
+                    ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: false);
+                    m.Ledger.Clear(s, e, RangeBits.QgroupReserved);
                     m.Es.Remove(s, e);
                 }
             }
@@ -134,14 +135,33 @@ internal sealed partial class DataEngine
     }
 
     /// <summary>Metadata the mapping should hold: one share per ordered extent its dirty ranges
-    /// may become (each run split at the largest extent). Caller holds State.</summary>
-    private ulong MetaTargetUnsynchronized(Mapping m)
+    /// may become. Caller holds State.</summary>
+    private ulong MetaTargetUnsynchronized(Mapping m) => (ulong)m.OutstandingExtents * MetaPerExtent;
+
+    private const RangeBits DirtyMask = RangeBits.Delalloc | RangeBits.InPlace;
+
+    /// <summary>Ordered extents a set of dirty runs may become (each split at the largest extent).</summary>
+    internal int ExtentsOf(List<(ulong Start, ulong End)> runs)
     {
         ulong max = Fs.Space.MaxDataExtent;
         int n = 0;
-        foreach (var (s, e) in m.Ledger.Runs(RangeBits.Delalloc | RangeBits.InPlace)) n += (int)((e - s + max - 1) / max);
-        m.OutstandingExtents = n;
-        return (ulong)n * MetaPerExtent;
+        foreach (var (s, e) in runs) n += (int)((e - s + max - 1) / max);
+        return n;
+    }
+
+    /// <summary>
+    /// Sets or clears a dirty-state bit (Delalloc or InPlace) on [start, end) and keeps the
+    /// mapping's outstanding-extent count exact by recounting only the runs touching the range
+    /// before and after (btrfs keeps outstanding_extents the same way, in its merge and split
+    /// hooks). Returns the bytes changed. Caller holds State.
+    /// </summary>
+    internal ulong ChangeDirtyBits(Mapping m, ulong start, ulong end, RangeBits bit, bool set)
+    {
+        int before = ExtentsOf(m.Ledger.Runs(DirtyMask, start, end));
+        ulong changed = set ? m.Ledger.Set(start, end, bit) : m.Ledger.Clear(start, end, bit);
+        int after = ExtentsOf(m.Ledger.Runs(DirtyMask, start, end));
+        m.OutstandingExtents += after - before;
+        return changed;
     }
 
     /// <summary>Grows or shrinks the mapping's metadata reservation to <paramref name="target"/>.</summary>
@@ -181,9 +201,9 @@ internal sealed partial class DataEngine
         ulong d, q;
         using (m.State.Lock())
         {
-            d = m.Ledger.Clear(start, end, RangeBits.Delalloc);
+            d = ChangeDirtyBits(m, start, end, RangeBits.Delalloc, set: false);
             q = m.Ledger.Clear(start, end, RangeBits.QgroupReserved);
-            m.Ledger.Clear(start, end, RangeBits.InPlace);
+            ChangeDirtyBits(m, start, end, RangeBits.InPlace, set: false);
             m.Es.Remove(start, end);
         }
         Fs.Space.Release(true, d);

@@ -341,7 +341,7 @@ internal sealed partial class DataEngine
             }
             else if (seen == ExtentStatus.Unwritten)
             {
-                using (m.State.Lock()) m.Ledger.Set(s, s + bs, RangeBits.InPlace);
+                using (m.State.Lock()) ChangeDirtyBits(m, s, s + bs, RangeBits.InPlace, set: true);
                 TrimMetaGrow(m);
             }
             long dirtied = 0;

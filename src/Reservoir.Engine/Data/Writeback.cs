@@ -145,8 +145,8 @@ internal sealed partial class DataEngine
         ulong delallocCleared;
         using (m.State.Lock())
         {
-            delallocCleared = m.Ledger.Clear(pos, pos + len, RangeBits.Delalloc);
-            m.Ledger.Clear(pos, pos + len, RangeBits.InPlace);
+            delallocCleared = ChangeDirtyBits(m, pos, pos + len, RangeBits.Delalloc, set: false);
+            ChangeDirtyBits(m, pos, pos + len, RangeBits.InPlace, set: false);
             if (!Options.Bugs.OldQgroupReleaseTiming) oe.QgroupRsv = m.Ledger.Clear(pos, pos + len, RangeBits.QgroupReserved);
             ulong share = Math.Min(m.MetaRsv, MetaPerExtent);
             m.MetaRsv -= share;

@@ -16,19 +16,33 @@ internal enum ExtentStatus : byte
 /// ext4's extent status tree for one inode: a cache of what each block range is. A range that is
 /// not cached is unknown (ask the file tree), never implicitly a hole. Invariant 7 of the design
 /// notes: a range is written, unwritten, delayed or a hole, never two; inserting Delayed happens
-/// only after looking again under the exclusive mapping lock (seed 001). Not thread-safe: the
-/// mapping's state lock guards it.
+/// only after looking again under the exclusive mapping lock (seed 001). Lookups are
+/// logarithmic. Not thread-safe: the mapping's state lock guards it.
 /// </summary>
 internal sealed class ExtentStatusTree
 {
-    private readonly SortedDictionary<ulong, (ulong End, ExtentStatus Status)> _map = new();
+    private readonly record struct E(ulong Start, ulong End, ExtentStatus Status);
+
+    private sealed class ByStart : IComparer<E>
+    {
+        public int Compare(E a, E b) => a.Start.CompareTo(b.Start);
+    }
+
+    private readonly SortedSet<E> _set = new(new ByStart());
+
+    private E? Floor(ulong pos)
+    {
+        if (_set.Count == 0) return null;
+        var e = _set.GetViewBetween(new E(0, 0, 0), new E(pos, 0, 0)).Max;
+        return e.End == 0 ? null : e;
+    }
 
     public bool TryLookup(ulong pos, out ExtentStatus status, out ulong start, out ulong end)
     {
-        foreach (var (s, (e, st)) in _map)
+        if (Floor(pos) is { } e && e.End > pos)
         {
-            if (s > pos) break;
-            if (e > pos) { status = st; start = s; end = e; return true; }
+            status = e.Status; start = e.Start; end = e.End;
+            return true;
         }
         status = default; start = end = 0;
         return false;
@@ -37,24 +51,29 @@ internal sealed class ExtentStatusTree
     /// <summary>Records [start, end) as <paramref name="status"/>, replacing what was cached.</summary>
     public void Insert(ulong start, ulong end, ExtentStatus status)
     {
+        if (start >= end) return;
         Remove(start, end);
-        _map[start] = (end, status);
+        _set.Add(new E(start, end, status));
     }
 
     /// <summary>Forgets [start, end) (it becomes unknown).</summary>
     public void Remove(ulong start, ulong end)
     {
-        foreach (var (s, (e, st)) in _map.Where(kv => kv.Key < end && kv.Value.End > start).ToList())
+        if (start >= end || _set.Count == 0) return;
+        var hit = new List<E>();
+        if (Floor(start) is { } f && f.End > start) hit.Add(f);
+        if (start + 1 < end) hit.AddRange(_set.GetViewBetween(new E(start + 1, 0, 0), new E(end - 1, 0, 0)));
+        foreach (var e in hit)
         {
-            _map.Remove(s);
-            if (s < start) _map[s] = (start, st);
-            if (e > end) _map[end] = (e, st);
+            _set.Remove(e);
+            if (e.Start < start) _set.Add(e with { End = start });
+            if (e.End > end) _set.Add(e with { Start = end });
         }
     }
 
-    public void Clear() => _map.Clear();
+    public void Clear() => _set.Clear();
 
-    public IEnumerable<(ulong Start, ulong End, ExtentStatus Status)> Entries => _map.Select(kv => (kv.Key, kv.Value.End, kv.Value.Status));
+    public IEnumerable<(ulong Start, ulong End, ExtentStatus Status)> Entries => _set.Select(e => (e.Start, e.End, e.Status));
 
-    public ulong Count(ExtentStatus s) => _map.Where(kv => kv.Value.Status == s).Aggregate(0UL, (a, kv) => a + kv.Value.End - kv.Key);
+    public ulong Count(ExtentStatus s) => _set.Where(e => e.Status == s).Aggregate(0UL, (a, e) => a + e.End - e.Start);
 }
