@@ -1,3 +1,5 @@
+using Reservoir.Common.Collections;
+
 namespace Reservoir.Engine.Inodes;
 
 /// <summary>Bits of the per-inode reservation ledger (btrfs's extent io tree bits).</summary>
@@ -20,60 +22,38 @@ internal enum RangeBits : byte
 /// each with a set of <see cref="RangeBits"/>; neighbours with equal bits are merged. Setting
 /// bits reports how many bytes were newly set and clearing how many were cleared (btrfs's
 /// extent_changeset), so reserving is idempotent per range (re-dirtying reserves nothing new) and
-/// releasing frees exactly what the range owned. Lookups and changes are logarithmic in the
-/// number of ranges plus the ranges touched. Not thread-safe: the mapping's state lock guards it.
+/// releasing frees exactly what the range owned. Not thread-safe: the mapping's state lock
+/// guards it.
 /// </summary>
 internal sealed class ExtentIoTree
 {
-    private readonly record struct R(ulong Start, ulong End, RangeBits Bits);
+    private readonly SortedRanges<RangeBits> _r = new();
 
-    private sealed class ByStart : IComparer<R>
+    public bool IsEmpty => _r.Count == 0;
+    public int Count => _r.Count;
+
+    public IEnumerable<(ulong Start, (ulong End, RangeBits Bits) V)> Overlapping(ulong start, ulong end)
     {
-        public int Compare(R a, R b) => a.Start.CompareTo(b.Start);
-    }
-
-    private readonly SortedSet<R> _set = new(new ByStart());
-
-    public bool IsEmpty => _set.Count == 0;
-    public int Count => _set.Count;
-
-    /// <summary>The range starting at or before <paramref name="pos"/>, or null. (A view's Max
-    /// is logarithmic and is default when the view is empty; a real range has End > 0. A view's
-    /// Count, by contrast, walks the view, so it is never used here.)</summary>
-    private R? Floor(ulong pos)
-    {
-        if (_set.Count == 0) return null;
-        var r = _set.GetViewBetween(new R(0, 0, 0), new R(pos, 0, 0)).Max;
-        return r.End == 0 ? null : r;
-    }
-
-    /// <summary>Ranges overlapping [start, end), in order.</summary>
-    private List<R> Overlap(ulong start, ulong end)
-    {
-        var list = new List<R>();
-        if (_set.Count == 0 || start >= end) return list;
-        if (Floor(start) is { } f && f.End > start) list.Add(f);
-        if (start + 1 < end)
-            foreach (var r in _set.GetViewBetween(new R(start + 1, 0, 0), new R(end - 1, 0, 0))) list.Add(r);
+        var (f, l) = _r.Overlapping(start, end);
+        var list = new List<(ulong, (ulong, RangeBits))>(l - f);
+        for (int i = f; i < l; i++) list.Add((_r[i].Start, (_r[i].End, _r[i].Value)));
         return list;
     }
-
-    public IEnumerable<(ulong Start, (ulong End, RangeBits Bits) V)> Overlapping(ulong start, ulong end) =>
-        Overlap(start, end).Select(r => (r.Start, (r.End, r.Bits)));
 
     /// <summary>Bytes in [start, end) that carry any bit of <paramref name="bit"/>.</summary>
     public ulong CountSet(ulong start, ulong end, RangeBits bit)
     {
+        var (f, l) = _r.Overlapping(start, end);
         ulong n = 0;
-        foreach (var r in Overlap(start, end))
-            if ((r.Bits & bit) != 0) n += Math.Min(r.End, end) - Math.Max(r.Start, start);
+        for (int i = f; i < l; i++)
+            if ((_r[i].Value & bit) != 0) n += Math.Min(_r[i].End, end) - Math.Max(_r[i].Start, start);
         return n;
     }
 
     public ulong Total(RangeBits bit)
     {
         ulong n = 0;
-        foreach (var r in _set) if ((r.Bits & bit) != 0) n += r.End - r.Start;
+        foreach (var r in _r.All) if ((r.Value & bit) != 0) n += r.End - r.Start;
         return n;
     }
 
@@ -86,75 +66,75 @@ internal sealed class ExtentIoTree
     private ulong Change(ulong start, ulong end, RangeBits bit, bool set)
     {
         if (start >= end) return 0;
-        var old = Overlap(start, end);
-        var pieces = new List<R>();
+        var (f, l) = _r.Overlapping(start, end);
+        var pieces = new List<RangeEntry<RangeBits>>(l - f + 3);
         ulong changed = 0, cursor = start;
-        foreach (var r in old)
+        for (int i = f; i < l; i++)
         {
-            _set.Remove(r);
+            var r = _r[i];
             if (r.Start < start) pieces.Add(r with { End = start });
             ulong a = Math.Max(r.Start, start), z = Math.Min(r.End, end);
-            if (cursor < a && set) { pieces.Add(new R(cursor, a, bit)); changed += a - cursor; }
-            var nb = set ? r.Bits | bit : r.Bits & ~bit;
-            if (nb != r.Bits) changed += z - a;
-            if (nb != RangeBits.None) pieces.Add(new R(a, z, nb));
+            if (cursor < a && set) { pieces.Add(new(cursor, a, bit)); changed += a - cursor; }
+            var nb = set ? r.Value | bit : r.Value & ~bit;
+            if (nb != r.Value) changed += z - a;
+            if (nb != RangeBits.None) pieces.Add(new(a, z, nb));
             if (r.End > end) pieces.Add(r with { Start = end });
             cursor = z;
         }
-        if (cursor < end && set) { pieces.Add(new R(cursor, end, bit)); changed += end - cursor; }
-        foreach (var p in pieces) _set.Add(p);
-        MergeAround(start, end);
-        return changed;
-    }
-
-    /// <summary>Merges equal-bit neighbours from the range before start to the one at end.</summary>
-    private void MergeAround(ulong start, ulong end)
-    {
-        ulong from = start > 0 && Floor(start - 1) is { } f ? f.Start : start;
-        var span = _set.GetViewBetween(new R(from, 0, 0), new R(end, 0, 0)).ToList();
-        for (int i = 0; i + 1 < span.Count; i++)
+        if (cursor < end && set) { pieces.Add(new(cursor, end, bit)); changed += end - cursor; }
+        if (changed == 0) return 0;
+        _r.RemoveRange(f, l - f);
+        // Merge with the neighbours and within, then put back in one insert.
+        int at = f;
+        if (at > 0 && pieces.Count > 0 && _r[at - 1].End == pieces[0].Start && _r[at - 1].Value == pieces[0].Value)
         {
-            var a = span[i];
-            var b = span[i + 1];
-            if (a.End == b.Start && a.Bits == b.Bits)
-            {
-                _set.Remove(a);
-                _set.Remove(b);
-                var m = new R(a.Start, b.End, a.Bits);
-                _set.Add(m);
-                span[i + 1] = m;
-            }
+            pieces[0] = pieces[0] with { Start = _r[at - 1].Start };
+            _r.RemoveAt(--at);
         }
+        if (at < _r.Count && pieces.Count > 0 && pieces[^1].End == _r[at].Start && pieces[^1].Value == _r[at].Value)
+        {
+            pieces[^1] = pieces[^1] with { End = _r[at].End };
+            _r.RemoveAt(at);
+        }
+        var merged = new List<RangeEntry<RangeBits>>(pieces.Count);
+        foreach (var p in pieces)
+        {
+            if (merged.Count > 0 && merged[^1].End == p.Start && merged[^1].Value == p.Value) merged[^1] = merged[^1] with { End = p.End };
+            else merged.Add(p);
+        }
+        _r.InsertRange(at, merged);
+        return changed;
     }
 
     /// <summary>Maximal runs of ranges carrying any bit of <paramref name="mask"/> (adjacent
     /// ranges joined). With bounds, only the runs that overlap or touch [start, end), found by
-    /// walking outwards from the bounds (cost proportional to the ranges of those runs).</summary>
+    /// walking outwards from the bounds.</summary>
     public List<(ulong Start, ulong End)> Runs(RangeBits mask, ulong start = 0, ulong end = ulong.MaxValue)
     {
         var runs = new List<(ulong, ulong)>();
-        if (_set.Count == 0) return runs;
-        ulong lo = start;
-        // Extend left over adjacent masked ranges that touch start.
-        while (lo > 0 && Floor(lo - 1) is { } f && f.End >= lo && (f.Bits & mask) != 0) lo = f.Start;
-        ulong hi = end;
-        // Extend right over adjacent masked ranges that touch end.
-        while (hi != ulong.MaxValue && Floor(hi) is { } g && g.End > hi && (g.Bits & mask) != 0) hi = g.End;
-        while (hi != ulong.MaxValue)
+        if (_r.Count == 0) return runs;
+        int first, last;
+        if (start == 0 && end == ulong.MaxValue) { first = 0; last = _r.Count; }
+        else
         {
-            var next = _set.GetViewBetween(new R(hi, 0, 0), new R(hi, 0, 0)).Max;
-            if (next.End == 0 || (next.Bits & mask) == 0) break;
-            hi = next.End;
+            // Ranges overlapping or touching [start, end], then outwards over adjacent masked ranges.
+            // The range containing start-1 (a range ending exactly at start touches it).
+            first = _r.FloorIndex(start == 0 ? 0 : start - 1);
+            if (first < 0) first = 0;
+            else if (_r[first].End < start) first++;
+            last = end == ulong.MaxValue ? _r.Count : _r.LowerBound(end + 1);
+            while (first > 0 && first < _r.Count && _r[first - 1].End == _r[first].Start && (_r[first - 1].Value & mask) != 0 && (_r[first].Value & mask) != 0) first--;
+            while (last < _r.Count && last > 0 && _r[last - 1].End == _r[last].Start && (_r[last].Value & mask) != 0 && (_r[last - 1].Value & mask) != 0) last++;
         }
-        IEnumerable<R> scan = lo == 0 && hi == ulong.MaxValue ? _set : _set.GetViewBetween(new R(Floor(lo) is { } fl && fl.End > lo ? fl.Start : lo, 0, 0), new R(hi == ulong.MaxValue ? ulong.MaxValue : hi, 0, 0));
-        foreach (var r in scan)
+        for (int i = first; i < last; i++)
         {
-            if ((r.Bits & mask) == 0) continue;
+            var r = _r[i];
+            if ((r.Value & mask) == 0) continue;
             if (runs.Count > 0 && runs[^1].Item2 == r.Start) runs[^1] = (runs[^1].Item1, r.End);
             else runs.Add((r.Start, r.End));
         }
         return runs.Where(r => r.Item2 >= start && r.Item1 <= end).ToList();
     }
 
-    public override string ToString() => string.Join(" ", _set.Select(r => $"[{r.Start},{r.End}):{r.Bits}"));
+    public override string ToString() => string.Join(" ", _r.All.Select(r => $"[{r.Start},{r.End}):{r.Value}"));
 }

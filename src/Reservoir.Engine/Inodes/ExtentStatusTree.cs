@@ -1,3 +1,5 @@
+using Reservoir.Common.Collections;
+
 namespace Reservoir.Engine.Inodes;
 
 internal enum ExtentStatus : byte
@@ -21,27 +23,14 @@ internal enum ExtentStatus : byte
 /// </summary>
 internal sealed class ExtentStatusTree
 {
-    private readonly record struct E(ulong Start, ulong End, ExtentStatus Status);
-
-    private sealed class ByStart : IComparer<E>
-    {
-        public int Compare(E a, E b) => a.Start.CompareTo(b.Start);
-    }
-
-    private readonly SortedSet<E> _set = new(new ByStart());
-
-    private E? Floor(ulong pos)
-    {
-        if (_set.Count == 0) return null;
-        var e = _set.GetViewBetween(new E(0, 0, 0), new E(pos, 0, 0)).Max;
-        return e.End == 0 ? null : e;
-    }
+    private readonly SortedRanges<ExtentStatus> _r = new();
 
     public bool TryLookup(ulong pos, out ExtentStatus status, out ulong start, out ulong end)
     {
-        if (Floor(pos) is { } e && e.End > pos)
+        int i = _r.IndexContaining(pos);
+        if (i >= 0)
         {
-            status = e.Status; start = e.Start; end = e.End;
+            status = _r[i].Value; start = _r[i].Start; end = _r[i].End;
             return true;
         }
         status = default; start = end = 0;
@@ -53,27 +42,24 @@ internal sealed class ExtentStatusTree
     {
         if (start >= end) return;
         Remove(start, end);
-        _set.Add(new E(start, end, status));
+        _r.Add(new(start, end, status));
     }
 
     /// <summary>Forgets [start, end) (it becomes unknown).</summary>
     public void Remove(ulong start, ulong end)
     {
-        if (start >= end || _set.Count == 0) return;
-        var hit = new List<E>();
-        if (Floor(start) is { } f && f.End > start) hit.Add(f);
-        if (start + 1 < end) hit.AddRange(_set.GetViewBetween(new E(start + 1, 0, 0), new E(end - 1, 0, 0)));
-        foreach (var e in hit)
-        {
-            _set.Remove(e);
-            if (e.Start < start) _set.Add(e with { End = start });
-            if (e.End > end) _set.Add(e with { Start = end });
-        }
+        var (f, l) = _r.Overlapping(start, end);
+        if (f == l) return;
+        var keep = new List<RangeEntry<ExtentStatus>>(2);
+        if (_r[f].Start < start) keep.Add(_r[f] with { End = start });
+        if (_r[l - 1].End > end) keep.Add(_r[l - 1] with { Start = end });
+        _r.RemoveRange(f, l - f);
+        _r.InsertRange(f, keep);
     }
 
-    public void Clear() => _set.Clear();
+    public void Clear() => _r.Clear();
 
-    public IEnumerable<(ulong Start, ulong End, ExtentStatus Status)> Entries => _set.Select(e => (e.Start, e.End, e.Status));
+    public IEnumerable<(ulong Start, ulong End, ExtentStatus Status)> Entries => _r.All.Select(e => (e.Start, e.End, e.Value));
 
-    public ulong Count(ExtentStatus s) => _set.Where(e => e.Status == s).Aggregate(0UL, (a, e) => a + e.End - e.Start);
+    public ulong Count(ExtentStatus s) => _r.All.Where(e => e.Value == s).Aggregate(0UL, (a, e) => a + e.End - e.Start);
 }
