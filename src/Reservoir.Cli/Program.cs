@@ -31,6 +31,7 @@ public static class Program
         root.Subcommands.Add(FsckCommand.Build(ctx));
         root.Subcommands.Add(InspectCommand.Build(ctx));
         foreach (var c in FileCommands.Build(ctx)) root.Subcommands.Add(c);
+        foreach (var c in QuotaCommands.Build(ctx)) root.Subcommands.Add(c);
         var pr = root.Parse(args);
         if (pr.Errors.Count > 0)
         {

@@ -133,7 +133,8 @@ internal static class FileCommands
         int n;
         while ((n = from.Read(buf, 0, buf.Length)) > 0)
         {
-            to.Write(buf, 0, n);
+            try { to.Write(buf, 0, n); }
+            catch (FsException ex) { throw new FsException(ex.Errno, $"writing '{name}' after {Units.Human((ulong)copied)}"); }
             copied += n;
             ctx.Progress($"{name}: {Units.Human((ulong)copied)} copied");
         }

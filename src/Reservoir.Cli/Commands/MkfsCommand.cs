@@ -19,7 +19,8 @@ internal static class MkfsCommand
         var blockSize = new Option<string>("--sectorsize", "-b") { Description = "Data block size (4K-64K, default 4K)", DefaultValueFactory = _ => "4K" };
         var force = new Option<bool>("--force", "-f") { Description = "Overwrite an existing Reservoir filesystem" };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Print nothing on success" };
-        var cmd = new Command("mkfs", "Create a new Reservoir filesystem (also: mkfs.reservoir)") { image, size, label, uuid, nodeSize, blockSize, force, quiet };
+        var quota = new Option<bool>("--quota", "-Q") { Description = "Enable quota groups from the start" };
+        var cmd = new Command("mkfs", "Create a new Reservoir filesystem (also: mkfs.reservoir)") { image, size, label, uuid, nodeSize, blockSize, force, quiet, quota };
         cmd.SetAction(pr =>
         {
             string path = pr.GetValue(image)!;
@@ -46,6 +47,12 @@ internal static class MkfsCommand
             using (var dev = FileBlockDevice.Open(path))
             {
                 Filesystem.Format(dev, o);
+                if (pr.GetValue(quota))
+                {
+                    using var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+                    var qe = fs.EnableQuota();
+                    if (qe != Errno.OK) throw new FsException(qe, "enabling quotas");
+                }
                 dev.Flush();
             }
             if (!pr.GetValue(quiet))

@@ -108,5 +108,26 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("fsck", Img).Code);
     }
 
+    [Fact]
+    public void QuotaCommandsEnableLimitShowAndEnforce()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M", "--quota", "-q").Code);
+        Assert.Equal(0, Run("qgroup", "limit", "2M", Img).Code);
+        var src = Path.Combine(_dir, "big");
+        File.WriteAllBytes(src, new byte[3 << 20]);
+        var r = Run("cp", Img, src, ":/big");
+        Assert.Equal(1, r.Code);
+        Assert.Contains("disk quota exceeded", r.Err);
+        Assert.Contains("/big", r.Err);
+        var show = JsonDocument.Parse(Run("qgroup", "show", Img, "--format", "json").Out);
+        var g = show.RootElement[0];
+        Assert.Equal("0/5", g.GetProperty("qgroupid").GetString());
+        Assert.Equal(2L << 20, g.GetProperty("max_referenced").GetInt64());
+        Assert.True(g.GetProperty("referenced").GetInt64() <= 2L << 20);
+        Assert.Equal(0, Run("fsck", Img).Code);
+        Assert.Contains("enabled", Run("quota", "status", Img).Out);
+        Assert.Equal(1, Run("qgroup", "limit", "lots", Img).Code);
+    }
+
     public void Dispose() => Directory.Delete(_dir, true);
 }

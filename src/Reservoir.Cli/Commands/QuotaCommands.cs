@@ -1,0 +1,99 @@
+using System.CommandLine;
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Cli.Commands;
+
+/// <summary>`reservoir quota enable|status IMAGE` and `reservoir qgroup show|limit`, on an
+/// unmounted image, with output shaped like btrfs-progs'.</summary>
+internal static class QuotaCommands
+{
+    public static IEnumerable<Command> Build(CliContext ctx) => [Quota(ctx), Qgroup(ctx)];
+
+    private static Filesystem MountRw(string path, out Device.FileBlockDevice dev)
+    {
+        dev = Device.FileBlockDevice.Open(path);
+        try { return Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }); }
+        catch { dev.Dispose(); throw; }
+    }
+
+    private static Command Quota(CliContext ctx)
+    {
+        var cmd = new Command("quota", "Enable or inspect quota groups");
+        var image = new Argument<string>("image");
+        var enable = new Command("enable", "Turn quota groups on (counts existing data once)") { image };
+        enable.SetAction(pr =>
+        {
+            using var fs = MountRw(pr.GetValue(image)!, out var dev);
+            using var _ = dev;
+            var e = fs.EnableQuota();
+            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir quota enable: {e.Describe()}"); return 1; }
+            return 0;
+        });
+        var image2 = new Argument<string>("image");
+        var format = CommonOptions.Format();
+        var status = new Command("status", "Say whether quota groups are on") { image2, format };
+        status.SetAction(pr =>
+        {
+            using var fs = InspectCommand.MountRo(pr.GetValue(image2)!, out var dev);
+            using var _ = dev;
+            if (CommonOptions.IsJson(pr, format)) ctx.Json(new { enabled = fs.QuotaEnabled, qgroups = fs.Qgroups().Count });
+            else ctx.Out.WriteLine(fs.QuotaEnabled ? $"Quotas on {pr.GetValue(image2)} are enabled ({fs.Qgroups().Count} qgroup(s))" : $"Quotas on {pr.GetValue(image2)} are disabled");
+            return 0;
+        });
+        cmd.Subcommands.Add(enable);
+        cmd.Subcommands.Add(status);
+        return cmd;
+    }
+
+    private static Command Qgroup(CliContext ctx)
+    {
+        var cmd = new Command("qgroup", "Show and limit quota groups");
+        var image = new Argument<string>("image");
+        var raw = new Option<bool>("--raw") { Description = "Print raw byte counts" };
+        var format = CommonOptions.Format();
+        var show = new Command("show", "List quota groups with referenced and exclusive bytes and limits") { image, raw, format };
+        show.SetAction(pr =>
+        {
+            using var fs = InspectCommand.MountRo(pr.GetValue(image)!, out var dev);
+            using var _ = dev;
+            if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup show: quotas are not enabled"); return 1; }
+            var groups = fs.Qgroups();
+            if (CommonOptions.IsJson(pr, format))
+            {
+                ctx.Json(groups.Select(g => new
+                {
+                    qgroupid = QgroupId.Show(g.Id), referenced = g.Referenced, exclusive = g.Exclusive,
+                    max_referenced = g.MaxReferenced == ulong.MaxValue ? (ulong?)null : g.MaxReferenced,
+                    max_exclusive = g.MaxExclusive == ulong.MaxValue ? (ulong?)null : g.MaxExclusive,
+                }));
+                return 0;
+            }
+            string Sz(ulong v) => v == ulong.MaxValue ? "none" : pr.GetValue(raw) ? v.ToString() : Units.Human(v);
+            ctx.Out.WriteLine($"{"Qgroupid",-10} {"Referenced",12} {"Exclusive",12} {"Max referenced",15} {"Max exclusive",14}");
+            ctx.Out.WriteLine($"{"--------",-10} {"----------",12} {"---------",12} {"--------------",15} {"-------------",14}");
+            foreach (var g in groups)
+                ctx.Out.WriteLine($"{QgroupId.Show(g.Id),-10} {Sz(g.Referenced),12} {Sz(g.Exclusive),12} {Sz(g.MaxReferenced),15} {Sz(g.MaxExclusive),14}");
+            return 0;
+        });
+        var size = new Argument<string>("size") { Description = "Limit on referenced bytes (e.g. 10G), or 'none'" };
+        var image3 = new Argument<string>("image");
+        var limit = new Command("limit", "Limit the top-level subvolume's qgroup (0/5)") { size, image3 };
+        limit.SetAction(pr =>
+        {
+            string sz = pr.GetValue(size)!;
+            ulong max = sz == "none" ? ulong.MaxValue : MkfsCommand.ParseSize(sz, "size");
+            using var fs = MountRw(pr.GetValue(image3)!, out var dev);
+            using var _ = dev;
+            if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup limit: quotas are not enabled (reservoir quota enable IMAGE)"); return 1; }
+            var e = fs.SetQuotaLimit(max);
+            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir qgroup limit: {e.Describe()}"); return 1; }
+            return 0;
+        });
+        cmd.Subcommands.Add(show);
+        cmd.Subcommands.Add(limit);
+        return cmd;
+    }
+}
