@@ -96,7 +96,7 @@ public static class KeyTypes
 public static class Features
 {
     /// <summary>compat_ro bit 0: quota groups are enabled and kept in the quota tree (SPEC.md
-    /// §8). A version that does not know them may read the image but must not write it, or
+    /// §7). A version that does not know them may read the image but must not write it, or
     /// usage would go stale.</summary>
     public const ulong CompatRoQuota = 1;
 

@@ -21,7 +21,7 @@ public sealed class FsckOptions
 }
 
 /// <summary>
-/// Checks every invariant of the format (SPEC.md §7) by reading the image directly, without
+/// Checks every invariant of the format (SPEC.md §8) by reading the image directly, without
 /// mounting it: node structure and generations, tree-block and data-extent references against
 /// the extent tree, block group usage, free space, checksums, inodes, names and link counts.
 /// </summary>

@@ -12,7 +12,7 @@ public static class QgroupId
 }
 
 /// <summary>QGROUP_STATUS (0, 240, 0) in the quota tree, 32 bytes: version u64 (1),
-/// generation u64 (of the last accounting), flags u64 (bit 0 ON), reserved u64. SPEC.md §8.</summary>
+/// generation u64 (of the last accounting), flags u64 (bit 0 ON), reserved u64. SPEC.md §7.</summary>
 public struct QgroupStatusItem
 {
     public const int Size = 32;
