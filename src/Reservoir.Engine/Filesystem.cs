@@ -99,6 +99,12 @@ public sealed partial class Filesystem : IDisposable
     /// equals what the ledgers say is owned; returns the violations.</summary>
     public IReadOnlyList<string> VerifyReservations() => Data.VerifyQuiescent();
 
+    /// <summary>Forgets idle files' page caches and inodes (the flusher does this periodically).</summary>
+    public int DropIdleMappings() => Data.DropIdleMappings();
+
+    /// <summary>Inodes and mappings held in memory (for tests and `inspect`).</summary>
+    public (int Inodes, int Mappings) InMemory => (Top.LoadedInodes, Data.AllMappings().Count);
+
     /// <summary>Drops clean cached pages (what memory pressure does); for tests and tools.</summary>
     public void ReleaseCleanPages() { foreach (var m in Data.AllMappings()) Data.ReleaseCleanPages(m); }
 

@@ -145,6 +145,7 @@ internal sealed partial class DataEngine : IDisposable
                     WritebackExpired(m, background ? long.MaxValue : now - Options.DirtyExpireMs);
                 }
                 EvictIfOverBudget();
+                DropIdleMappings();
             }
             catch (FsException ex) { Fs.Warn($"background writeback failed: {ex.Message}"); }
         }
@@ -161,6 +162,22 @@ internal sealed partial class DataEngine : IDisposable
     }
 
     // ------------------------------------------------------------------ completion
+
+    /// <summary>Forgets mappings (and their inodes) that own nothing, so that memory does not
+    /// grow with every file ever written. Clean pages are dropped first when idle.</summary>
+    internal int DropIdleMappings() => Top.DropIdleMappings(m =>
+    {
+        using (m.State.Lock())
+        {
+            if (m.DirtyPages.Count > 0 || m.Ordered.Count > 0 || !m.Ledger.IsEmpty || m.MetaRsv > 0 || m.OutstandingExtents != 0) return false;
+            if (m.Pages.Values.Any(p => p.Locked || p.Writeback)) return false;
+            long pages = m.Pages.Count;
+            m.Pages.Clear();
+            if (pages > 0) CountPages(-pages, 0);
+        }
+        using (_lock.Lock()) _mappings.Remove(m);
+        return true;
+    });
 
     internal void QueueFinish(Mapping m, OrderedExtent oe) => _endio.Enqueue(() => FinishOrdered(m, oe));
 

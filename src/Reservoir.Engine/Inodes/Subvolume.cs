@@ -116,4 +116,24 @@ internal sealed class Subvolume
     }
 
     public int LoadedInodes { get { using var _ = _table.Lock(); return _inodes.Count; } }
+
+    /// <summary>
+    /// Forgets idle inodes that carry an idle mapping: no reference, not open, and
+    /// <paramref name="dropMapping"/> agrees (it checks, under the mapping's state lock, that the
+    /// mapping owns nothing, and unregisters it). Done under the table lock so that no one can
+    /// take a reference in between and keep using the forgotten object.
+    /// </summary>
+    public int DropIdleMappings(Func<Mapping, bool> dropMapping)
+    {
+        using var _ = _table.Lock();
+        var idle = _inodes.Values.Where(i => i.Refs == 0 && i.OpenCount == 0 && i.Mapping != null).ToList();
+        int n = 0;
+        foreach (var inode in idle)
+        {
+            if (!dropMapping(inode.Mapping!)) continue;
+            _inodes.Remove(inode.Ino);
+            n++;
+        }
+        return n;
+    }
 }

@@ -11,6 +11,28 @@ namespace Reservoir.Tests.Data;
 public class WritePathTests
 {
     [Fact]
+    public void IdleMappingsAreForgottenAndComeBackCorrectly()
+    {
+        var dev = NewDevice();
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+        var inos = Enumerable.Range(0, 200).Select(i => CreateFile(fs, Filesystem.RootIno, "f" + i, new byte[] { (byte)i, 1, 2 })).ToList();
+        Assert.True(fs.InMemory.Mappings >= 200);
+        Assert.Equal(0, fs.DropIdleMappings()); // dirty: nothing may go
+        Ok(fs.Sync());
+        Assert.True(fs.DropIdleMappings() >= 200);
+        Assert.True(fs.InMemory.Mappings < 10, $"{fs.InMemory.Mappings} mappings left");
+        for (int i = 0; i < inos.Count; i++) Assert.Equal((byte)i, ReadAll(fs, inos[i])[0]);
+        // An open file keeps its mapping.
+        Ok(fs.Open(inos[0], out _));
+        Ok(fs.Sync());
+        fs.DropIdleMappings();
+        Ok(fs.Write(inos[0], 0, new byte[] { 42 }, out _));
+        Ok(fs.Release(inos[0]));
+        Assert.Equal(42, ReadAll(fs, inos[0])[0]);
+        Assert.Empty(fs.VerifyReservations());
+    }
+
+    [Fact]
     public void RedirtyingAReservedRangeReservesNothingNew()
     {
         var dev = NewDevice();
