@@ -23,13 +23,19 @@ public static class Program
         return Run(args, Console.Out, Console.Error);
     }
 
+    private static readonly HashSet<string> Commands = ["mkfs", "fsck", "inspect", "mount", "ls", "cat", "cp", "mkdir", "rm", "quota", "qgroup", "--help", "-h", "-?", "--version"];
+
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
+        // The mount helper convention: mount.fuse3 runs `reservoir SOURCE DIR -o OPTS`.
+        if (args.Length >= 2 && !Commands.Contains(args[0]) && File.Exists(args[0]) && Directory.Exists(args[1]))
+            args = ["mount", .. args];
         var ctx = new CliContext(stdout, stderr);
         var root = new RootCommand("Reservoir: a copy-on-write filesystem with exact space accounting, in one image file.");
         root.Subcommands.Add(MkfsCommand.Build(ctx));
         root.Subcommands.Add(FsckCommand.Build(ctx));
         root.Subcommands.Add(InspectCommand.Build(ctx));
+        root.Subcommands.Add(MountCommand.Build(ctx));
         foreach (var c in FileCommands.Build(ctx)) root.Subcommands.Add(c);
         foreach (var c in QuotaCommands.Build(ctx)) root.Subcommands.Add(c);
         var pr = root.Parse(args);

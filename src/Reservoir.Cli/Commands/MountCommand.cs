@@ -1,0 +1,88 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+using Reservoir.Fuse.Session;
+
+namespace Reservoir.Cli.Commands;
+
+/// <summary>
+/// `reservoir mount IMAGE DIR [-o opts] [-f] [-d]`, also reached as `reservoir IMAGE DIR -o opts`
+/// (what mount.fuse3 runs for `mount -t fuse.reservoir IMAGE DIR`). Without -f it returns once
+/// the mount is live and serves from a background process (.NET cannot fork, so it re-executes
+/// itself with -f in a new session and waits for the mount to appear in /proc/self/mountinfo).
+/// Unmounting (umount DIR) or SIGTERM flushes, commits and exits.
+/// </summary>
+internal static class MountCommand
+{
+    public static Command Build(CliContext ctx)
+    {
+        var image = new Argument<string>("image");
+        var dir = new Argument<string>("mountpoint");
+        var opts = new Option<string?>("-o") { Description = "Options: ro, allow_other, default_permissions, noatime, fsname=, commit=SECONDS, threads=N, attr_timeout=SECONDS, debug" };
+        var fg = new Option<bool>("-f", "--foreground") { Description = "Stay in the foreground (for systemd)" };
+        var debug = new Option<bool>("-d", "--debug") { Description = "Log every request (implies -f)" };
+        var cmd = new Command("mount", "Mount an image through FUSE") { image, dir, opts, fg, debug };
+        cmd.SetAction(pr => Run(ctx, pr.GetValue(image)!, pr.GetValue(dir)!, pr.GetValue(opts), pr.GetValue(fg) || pr.GetValue(debug), pr.GetValue(debug)));
+        return cmd;
+    }
+
+    public static int Run(CliContext ctx, string image, string dir, string? opts, bool foreground, bool debug)
+    {
+        var o = new FuseMountOptions();
+        var unknown = o.Parse(opts);
+        if (unknown.Count > 0) { ctx.Err.WriteLine($"reservoir mount: unknown option(s): {string.Join(", ", unknown)}"); return 2; }
+        if (debug) o.Debug = true;
+        if (!File.Exists(image)) { ctx.Err.WriteLine($"reservoir mount: image '{image}' does not exist"); return 1; }
+        if (!Directory.Exists(dir)) { ctx.Err.WriteLine($"reservoir mount: mount point '{dir}' does not exist"); return 1; }
+        if (!foreground) return Daemonize(ctx, image, dir, opts);
+        return Serve(ctx, Path.GetFullPath(image), Path.GetFullPath(dir), o);
+    }
+
+    private static int Serve(CliContext ctx, string image, string dir, FuseMountOptions o)
+    {
+        using var dev = FileBlockDevice.Open(image, readOnly: o.ReadOnly);
+        using var fs = Filesystem.Mount(dev, new MountOptions { ReadOnly = o.ReadOnly, CommitIntervalMs = o.CommitSeconds * 1000, Log = m => ctx.Err.WriteLine($"reservoir: {m}") });
+        FuseSession session;
+        try { session = FuseSession.Mount(fs, image, dir, o, m => ctx.Err.WriteLine(m)); }
+        catch (FsException ex) { ctx.Err.WriteLine($"reservoir mount: {ex.Message}"); return 1; }
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; session.Dispose(); });
+        using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; session.Dispose(); });
+        session.WaitUntilUnmounted();
+        session.Dispose();
+        var sync = fs.Sync();
+        if (sync != Errno.OK) ctx.Err.WriteLine($"reservoir: final sync failed: {sync.Describe()}");
+        return 0;
+    }
+
+    private static int Daemonize(CliContext ctx, string image, string dir, string? opts)
+    {
+        string self = Environment.ProcessPath ?? "reservoir";
+        var args = new List<string>();
+        if (Path.GetFileNameWithoutExtension(self) is "dotnet") args.Add(Environment.GetCommandLineArgs()[0]);
+        args.AddRange(["mount", Path.GetFullPath(image), Path.GetFullPath(dir), "-f"]);
+        if (!string.IsNullOrEmpty(opts)) { args.Add("-o"); args.Add(opts); }
+        var psi = new ProcessStartInfo("setsid", [self, .. args]) { RedirectStandardError = true, RedirectStandardOutput = false, RedirectStandardInput = true, UseShellExecute = false };
+        var child = Process.Start(psi)!;
+        string target = Path.GetFullPath(dir).TrimEnd('/');
+        var sw = Stopwatch.StartNew();
+        while (sw.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            if (IsMounted(target)) { child.StandardError.Close(); return 0; }
+            if (child.HasExited)
+            {
+                ctx.Err.Write(child.StandardError.ReadToEnd());
+                return child.ExitCode == 0 ? 1 : child.ExitCode;
+            }
+            Thread.Sleep(20);
+        }
+        ctx.Err.WriteLine("reservoir mount: the mount did not appear within 30 s");
+        return 1;
+    }
+
+    internal static bool IsMounted(string dir) =>
+        File.ReadLines("/proc/self/mountinfo").Any(l => l.Split(' ') is { Length: > 4 } f && f[4] == dir && l.Contains("fuse.reservoir"));
+}

@@ -1,0 +1,375 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Engine.Data;
+using Reservoir.Fuse.Protocol;
+using Reservoir.Fuse.Session;
+
+namespace Reservoir.Fuse.Bridge;
+
+/// <summary>
+/// Turns FUSE requests into engine calls. Node ids are inode numbers (the kernel's root id 1
+/// stands for inode 256). The engine loads inodes on demand, so lookup counts need no
+/// bookkeeping here: FORGET is acknowledged by silence. Open files get a handle that remembers
+/// O_DIRECT. Every engine answer is an errno; operations the engine does not offer answer
+/// ENOSYS (the kernel then stops asking, or falls back) or EOPNOTSUPP.
+/// </summary>
+internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action<string> log)
+{
+    private sealed record OpenFile(ulong Ino, bool Direct);
+
+    private readonly ConcurrentDictionary<ulong, OpenFile> _handles = new();
+    private long _nextFh;
+    private bool _initDone;
+    public long Requests;
+
+    private ulong Valid => (ulong)Math.Ceiling(options.AttrTimeoutSeconds);
+    private static ulong Ino(ulong nodeId) => nodeId == Abi.RootId ? Filesystem.RootIno : nodeId;
+    private static ulong NodeOf(ulong ino) => ino == Filesystem.RootIno ? Abi.RootId : ino;
+
+    /// <summary>Handles one request; returns the reply length (0: no reply).</summary>
+    public int Handle(ReadOnlySpan<byte> msg, Span<byte> outBuf)
+    {
+        Interlocked.Increment(ref Requests);
+        var r = new RequestReader(msg);
+        var w = new ReplyWriter(outBuf);
+        if (!r.HeaderValid) return msg.Length >= Abi.InHeaderSize ? w.Finish(r.Unique, (int)Errno.EINVAL).Length : 0;
+        if (options.Debug) log($"fuse: {r.Opcode} node {r.NodeId} unique {r.Unique} len {r.Length}");
+        var op = r.Opcode;
+        if (op is Opcode.Forget or Opcode.BatchForget) return 0;
+        if (!_initDone && op != Opcode.Init) return w.Finish(r.Unique, (int)Errno.EIO).Length;
+        Errno e;
+        try { e = Dispatch(ref r, ref w); }
+        catch (FsException ex)
+        {
+            log($"fuse: {op} on node {r.NodeId}: {ex.Message}");
+            e = ex.Errno is Errno.ENOSPC or Errno.EDQUOT or Errno.EROFS ? ex.Errno : Errno.EIO;
+        }
+        if (options.Debug && e != Errno.OK) log($"fuse: {op} node {r.NodeId} -> {e}");
+        return w.Finish(r.Unique, (int)e).Length;
+    }
+
+    private Errno Dispatch(ref RequestReader r, ref ReplyWriter w)
+    {
+        ulong ino = Ino(r.NodeId);
+        switch (r.Opcode)
+        {
+            case Opcode.Init: return Init(ref r, ref w);
+            case Opcode.Destroy: return Errno.OK;
+            case Opcode.Lookup:
+                {
+                    if (!r.TryName(out var name)) return Errno.EINVAL;
+                    var e = fs.Lookup(ino, name, out var a);
+                    if (e == Errno.OK) w.Entry(NodeOf(a.Ino), a, Valid, Valid);
+                    return e;
+                }
+            case Opcode.Getattr:
+                {
+                    var e = fs.GetAttr(ino, out var a);
+                    if (e == Errno.OK) w.AttrOut(a, Valid);
+                    return e;
+                }
+            case Opcode.Setattr: return Setattr(ino, ref r, ref w);
+            case Opcode.Readlink:
+                {
+                    var e = fs.Readlink(ino, out byte[] target);
+                    if (e == Errno.OK) w.Bytes(target);
+                    return e;
+                }
+            case Opcode.Symlink:
+                {
+                    if (!r.TryName(out var name) || !r.TryName(out var target)) return Errno.EINVAL;
+                    return Entry(fs.Symlink(ino, name, target, r.Uid, r.Gid, out var a), a, ref w);
+                }
+            case Opcode.Mknod:
+                {
+                    if (!r.TryStruct(16, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
+                    uint mode = U32(s, 0) & ~U32(s, 8);
+                    return Entry(fs.Mknod(ino, name, mode, U32(s, 4), r.Uid, r.Gid, out var a), a, ref w);
+                }
+            case Opcode.Mkdir:
+                {
+                    if (!r.TryStruct(8, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
+                    uint mode = U32(s, 0) & ~U32(s, 4);
+                    return Entry(fs.Mkdir(ino, name, mode, r.Uid, r.Gid, out var a), a, ref w);
+                }
+            case Opcode.Unlink:
+                return r.TryName(out var un) ? fs.Unlink(ino, un) : Errno.EINVAL;
+            case Opcode.Rmdir:
+                return r.TryName(out var rn) ? fs.Rmdir(ino, rn) : Errno.EINVAL;
+            case Opcode.Rename:
+                {
+                    if (!r.TryStruct(8, out var s) || !r.TryName(out var from) || !r.TryName(out var to)) return Errno.EINVAL;
+                    return fs.Rename(ino, from, Ino(U64(s, 0)), to, RenameFlags.None);
+                }
+            case Opcode.Rename2:
+                {
+                    if (!r.TryStruct(16, out var s) || !r.TryName(out var from) || !r.TryName(out var to)) return Errno.EINVAL;
+                    return fs.Rename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8));
+                }
+            case Opcode.Link:
+                {
+                    if (!r.TryStruct(8, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
+                    return Entry(fs.Link(Ino(U64(s, 0)), ino, name, out var a), a, ref w);
+                }
+            case Opcode.Open:
+                {
+                    if (!r.TryStruct(8, out var s)) return Errno.EINVAL;
+                    return Open(ino, U32(s, 0), ref w);
+                }
+            case Opcode.Create: return Create(ino, ref r, ref w);
+            case Opcode.Read: return Read(ref r, ref w);
+            case Opcode.Write: return Write(ref r, ref w);
+            case Opcode.Release:
+                {
+                    if (!r.TryStruct(24, out var s)) return Errno.EINVAL;
+                    return _handles.TryRemove(U64(s, 0), out var h) ? fs.Release(h.Ino) : Errno.OK;
+                }
+            case Opcode.Flush: return Errno.OK;
+            case Opcode.Fsync:
+                {
+                    if (!r.TryStruct(16, out var s)) return Errno.EINVAL;
+                    return fs.Fsync(ino, (U32(s, 8) & 1) != 0);
+                }
+            case Opcode.Opendir:
+                {
+                    var e = fs.GetAttr(ino, out var a);
+                    if (e != Errno.OK) return e;
+                    if (!a.IsDir) return Errno.ENOTDIR;
+                    w.U64(0);
+                    w.U32(0);
+                    w.U32(0);
+                    return Errno.OK;
+                }
+            case Opcode.Readdir: return Readdir(ino, ref r, ref w);
+            case Opcode.Releasedir: return Errno.OK;
+            case Opcode.Fsyncdir:
+            case Opcode.Syncfs:
+                return fs.Sync();
+            case Opcode.Statfs:
+                {
+                    fs.StatFs(out var st);
+                    var s = w.Take(Abi.StatfsOutSize);
+                    BinaryPrimitives.WriteUInt64LittleEndian(s, st.Blocks);
+                    BinaryPrimitives.WriteUInt64LittleEndian(s[8..], st.BlocksFree);
+                    BinaryPrimitives.WriteUInt64LittleEndian(s[16..], st.BlocksAvail);
+                    BinaryPrimitives.WriteUInt64LittleEndian(s[24..], st.Files);
+                    BinaryPrimitives.WriteUInt64LittleEndian(s[32..], st.FilesFree);
+                    BinaryPrimitives.WriteUInt32LittleEndian(s[40..], st.BlockSize);
+                    BinaryPrimitives.WriteUInt32LittleEndian(s[44..], st.NameMax);
+                    BinaryPrimitives.WriteUInt32LittleEndian(s[48..], st.BlockSize);
+                    return Errno.OK;
+                }
+            case Opcode.Setxattr:
+                {
+                    if (!r.TryStruct(8, out var s) || !r.TryName(out var name) || !r.TryBytes((int)U32(s, 0), out var value)) return Errno.EINVAL;
+                    var flags = U32(s, 4) switch { 1 => XattrSetFlags.Create, 2 => XattrSetFlags.Replace, 0 => XattrSetFlags.Any, _ => (XattrSetFlags)(-1) };
+                    if ((int)flags < 0) return Errno.EINVAL;
+                    return fs.SetXattr(ino, name, value, flags);
+                }
+            case Opcode.Getxattr:
+                {
+                    if (!r.TryStruct(8, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
+                    var e = fs.GetXattr(ino, name, out var value);
+                    if (e != Errno.OK) return e;
+                    return SizedReply(value, U32(s, 0), ref w);
+                }
+            case Opcode.Listxattr:
+                {
+                    if (!r.TryStruct(8, out var s)) return Errno.EINVAL;
+                    var e = fs.ListXattr(ino, out var names);
+                    if (e != Errno.OK) return e;
+                    var all = names.SelectMany(n => Encoding.UTF8.GetBytes(n).Append((byte)0)).ToArray();
+                    return SizedReply(all, U32(s, 0), ref w);
+                }
+            case Opcode.Removexattr:
+                return r.TryName(out var xn) ? fs.RemoveXattr(ino, xn) : Errno.EINVAL;
+            case Opcode.Fallocate:
+                {
+                    if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
+                    return fs.Fallocate(ino, (FallocateMode)U32(s, 24), U64(s, 8), U64(s, 16));
+                }
+            case Opcode.Lseek:
+                {
+                    if (!r.TryStruct(24, out var s)) return Errno.EINVAL;
+                    uint whence = U32(s, 16);
+                    if (whence is not (3 or 4)) return Errno.EINVAL; // the kernel handles SEEK_SET/CUR/END
+                    var e = fs.Seek(ino, U64(s, 8), whence == 3, out ulong pos);
+                    if (e == Errno.OK) w.U64(pos);
+                    return e;
+                }
+            case Opcode.Access:
+                // Permission checks are the kernel's (default_permissions); existence is ours.
+                return fs.GetAttr(ino, out _);
+            case Opcode.Interrupt:
+            case Opcode.Getlk:
+            case Opcode.Setlk:
+            case Opcode.Setlkw:
+            case Opcode.Bmap:
+            case Opcode.Ioctl:
+            case Opcode.Poll:
+            case Opcode.CopyFileRange:
+            case Opcode.Readdirplus:
+            case Opcode.SetupMapping:
+            case Opcode.RemoveMapping:
+                return Errno.ENOSYS;
+            case Opcode.Tmpfile:
+                return Errno.EOPNOTSUPP;
+            default:
+                return Errno.ENOSYS;
+        }
+    }
+
+    private static uint U32(ReadOnlySpan<byte> s, int off) => BinaryPrimitives.ReadUInt32LittleEndian(s[off..]);
+    private static ulong U64(ReadOnlySpan<byte> s, int off) => BinaryPrimitives.ReadUInt64LittleEndian(s[off..]);
+
+    private Errno Entry(Errno e, in InodeAttr a, ref ReplyWriter w)
+    {
+        if (e == Errno.OK) w.Entry(NodeOf(a.Ino), a, Valid, Valid);
+        return e;
+    }
+
+    private static Errno SizedReply(byte[] value, uint size, ref ReplyWriter w)
+    {
+        if (size == 0)
+        {
+            w.U32((uint)value.Length);
+            w.U32(0);
+            return Errno.OK;
+        }
+        if (value.Length > size) return Errno.ERANGE;
+        w.Bytes(value);
+        return Errno.OK;
+    }
+
+    private Errno Init(ref RequestReader r, ref ReplyWriter w)
+    {
+        if (!r.TryStruct(16, out var s)) return Errno.EINVAL;
+        uint major = U32(s, 0), minor = U32(s, 4), readahead = U32(s, 8), flags = U32(s, 12);
+        if (major != Abi.KernelMajor) { log($"fuse: kernel speaks protocol {major}.{minor}, need 7.x"); return Errno.EPROTO; }
+        uint want = Abi.AsyncRead | Abi.BigWrites | Abi.ParallelDirops | Abi.MaxPages | Abi.AutoInvalData;
+        w.U32(Abi.KernelMajor);
+        w.U32(Math.Min(minor, Abi.KernelMinor));
+        w.U32(readahead);
+        w.U32(flags & want);
+        var t = w.Take(48);
+        BinaryPrimitives.WriteUInt16LittleEndian(t, 16);                       // max_background
+        BinaryPrimitives.WriteUInt16LittleEndian(t[2..], 12);                  // congestion_threshold
+        BinaryPrimitives.WriteUInt32LittleEndian(t[4..], FuseSession.MaxWrite); // max_write
+        BinaryPrimitives.WriteUInt32LittleEndian(t[8..], 1);                   // time_gran: nanoseconds
+        BinaryPrimitives.WriteUInt16LittleEndian(t[12..], (ushort)(FuseSession.MaxWrite / 4096)); // max_pages
+        _initDone = true;
+        log($"fuse: kernel {major}.{minor}, negotiated flags 0x{flags & want:x}, max_write {FuseSession.MaxWrite}");
+        return Errno.OK;
+    }
+
+    private Errno Setattr(ulong ino, ref RequestReader r, ref ReplyWriter w)
+    {
+        if (!r.TryStruct(88, out var s)) return Errno.EINVAL;
+        uint valid = U32(s, 0);
+        var req = new SetAttrRequest();
+        if ((valid & Abi.FattrMode) != 0) { req.Mask |= SetAttrMask.Mode; req.Mode = U32(s, 68); }
+        if ((valid & Abi.FattrUid) != 0) { req.Mask |= SetAttrMask.Uid; req.Uid = U32(s, 76); }
+        if ((valid & Abi.FattrGid) != 0) { req.Mask |= SetAttrMask.Gid; req.Gid = U32(s, 80); }
+        if ((valid & Abi.FattrSize) != 0) { req.Mask |= SetAttrMask.Size; req.Size = U64(s, 16); }
+        if ((valid & Abi.FattrAtimeNow) != 0) req.Mask |= SetAttrMask.AtimeNow;
+        else if ((valid & Abi.FattrAtime) != 0) { req.Mask |= SetAttrMask.Atime; req.Atime = new Format.Timespec((long)U64(s, 32), U32(s, 56)); }
+        if ((valid & Abi.FattrMtimeNow) != 0) req.Mask |= SetAttrMask.MtimeNow;
+        else if ((valid & Abi.FattrMtime) != 0) { req.Mask |= SetAttrMask.Mtime; req.Mtime = new Format.Timespec((long)U64(s, 40), U32(s, 60)); }
+        if ((valid & Abi.FattrCtime) != 0) { req.Mask |= SetAttrMask.Ctime; req.Ctime = new Format.Timespec((long)U64(s, 48), U32(s, 64)); }
+        var e = fs.SetAttr(ino, req, out var a);
+        if (e == Errno.OK) w.AttrOut(a, Valid);
+        return e;
+    }
+
+    private const uint O_DIRECT = 0x4000;
+
+    private Errno Open(ulong ino, uint flags, ref ReplyWriter w)
+    {
+        var e = fs.Open(ino, out var a);
+        if (e != Errno.OK) return e;
+        if (a.IsDir) { fs.Release(ino); return Errno.EISDIR; }
+        bool direct = (flags & O_DIRECT) != 0;
+        ulong fh = (ulong)Interlocked.Increment(ref _nextFh);
+        _handles[fh] = new OpenFile(ino, direct);
+        w.U64(fh);
+        w.U32(direct ? Abi.FopenDirectIo : 0);
+        w.U32(0);
+        return Errno.OK;
+    }
+
+    private Errno Create(ulong dir, ref RequestReader r, ref ReplyWriter w)
+    {
+        if (!r.TryStruct(16, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
+        uint flags = U32(s, 0), mode = U32(s, 4) & ~U32(s, 8);
+        var e = fs.Mknod(dir, name, mode, 0, 0, 0, out var a);
+        if (e != Errno.OK) return e;
+        // Owner: the caller. (Mknod is used so the type comes from mode; fix up the ids.)
+        fs.SetAttr(a.Ino, new SetAttrRequest { Mask = SetAttrMask.Uid | SetAttrMask.Gid, Uid = r.Uid, Gid = r.Gid, Ctime = a.Ctime }, out a);
+        w.Entry(NodeOf(a.Ino), a, Valid, Valid);
+        return Open(a.Ino, flags, ref w);
+    }
+
+    private Errno Read(ref RequestReader r, ref ReplyWriter w)
+    {
+        if (!r.TryStruct(40, out var s)) return Errno.EINVAL;
+        ulong fh = U64(s, 0), off = U64(s, 8);
+        int size = (int)Math.Min(U32(s, 16), (uint)w.Room);
+        var h = _handles.GetValueOrDefault(fh);
+        ulong ino = h?.Ino ?? Ino(r.NodeId);
+        var dst = w.Take(size);
+        var e = h?.Direct == true ? fs.ReadDirect(ino, off, dst, out int n) : fs.Read(ino, off, dst, out n);
+        if (e != Errno.OK) return e;
+        // Shrink the reply to what was read.
+        w = ShrinkTo(w, size - n);
+        return Errno.OK;
+    }
+
+    private static ReplyWriter ShrinkTo(ReplyWriter w, int unused) { w.Unwrite(unused); return w; }
+
+    private Errno Write(ref RequestReader r, ref ReplyWriter w)
+    {
+        if (!r.TryStruct(40, out var s)) return Errno.EINVAL;
+        ulong fh = U64(s, 0), off = U64(s, 8);
+        int size = (int)U32(s, 16);
+        if (!r.TryBytes(size, out var data)) return Errno.EINVAL;
+        var h = _handles.GetValueOrDefault(fh);
+        ulong ino = h?.Ino ?? Ino(r.NodeId);
+        var e = h?.Direct == true ? fs.WriteDirect(ino, off, data, out int n) : fs.Write(ino, off, data, out n);
+        if (e != Errno.OK) return e;
+        w.U32((uint)n);
+        w.U32(0);
+        return Errno.OK;
+    }
+
+    private Errno Readdir(ulong ino, ref RequestReader r, ref ReplyWriter w)
+    {
+        if (!r.TryStruct(40, out var s)) return Errno.EINVAL;
+        ulong cookie = U64(s, 8);
+        int size = (int)Math.Min(U32(s, 16), (uint)w.Room);
+        int used = 0;
+        var entries = new List<DirEntryInfo>();
+        var e = fs.ReadDir(ino, cookie, d =>
+        {
+            int rec = (Abi.DirentHeaderSize + d.NameBytes.Length + 7) & ~7;
+            if (used + rec > size) return false;
+            used += rec;
+            entries.Add(d);
+            return true;
+        });
+        if (e != Errno.OK) return e;
+        foreach (var d in entries)
+        {
+            int rec = (Abi.DirentHeaderSize + d.NameBytes.Length + 7) & ~7;
+            var b = w.Take(rec);
+            BinaryPrimitives.WriteUInt64LittleEndian(b, d.Ino);
+            BinaryPrimitives.WriteUInt64LittleEndian(b[8..], d.Cookie);
+            BinaryPrimitives.WriteUInt32LittleEndian(b[16..], (uint)d.NameBytes.Length);
+            BinaryPrimitives.WriteUInt32LittleEndian(b[20..], d.Type);
+            d.NameBytes.CopyTo(b[24..]);
+        }
+        return Errno.OK;
+    }
+}

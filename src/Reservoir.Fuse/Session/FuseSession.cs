@@ -1,0 +1,129 @@
+using System.Runtime.InteropServices;
+using Reservoir.Common;
+using Reservoir.Fuse.Bridge;
+using Reservoir.Fuse.Protocol;
+
+namespace Reservoir.Fuse.Session;
+
+/// <summary>
+/// A mounted FUSE filesystem: /dev/fuse, the mount, and the request threads. Each thread reads
+/// one request into its own native buffer, handles it inline and writes the reply (go-fuse
+/// found inline handling much faster than hand-offs). The threads never touch the mount
+/// themselves, or they would deadlock on their own requests. Unmounting (umount, SIGTERM,
+/// <see cref="Dispose"/>) makes reads fail with ENODEV, which ends the threads.
+/// </summary>
+public sealed unsafe class FuseSession : IDisposable
+{
+    public const int MaxWrite = 1 << 20;
+    private const int BufferSize = MaxWrite + 64 * 1024;
+    private readonly int _fd;
+    private readonly FuseBridge _bridge;
+    private readonly List<Thread> _threads = new();
+    private readonly Action<string> _log;
+    private volatile bool _stopping;
+    private int _running;
+    public string MountPoint { get; }
+    public FuseMountOptions Options { get; }
+    public long Requests => _bridge.Requests;
+
+    private FuseSession(int fd, string mountPoint, FuseBridge bridge, FuseMountOptions options, Action<string> log)
+    {
+        _fd = fd;
+        MountPoint = mountPoint;
+        _bridge = bridge;
+        Options = options;
+        _log = log;
+    }
+
+    /// <summary>Mounts <paramref name="fs"/> on <paramref name="mountPoint"/> with mount(2) (needs
+    /// root) and starts serving. Returns once the kernel has the mount; the first request
+    /// (INIT) is answered by the threads.</summary>
+    public static FuseSession Mount(Engine.Filesystem fs, string imagePath, string mountPoint, FuseMountOptions options, Action<string>? log = null)
+    {
+        log ??= _ => { };
+        if (!Directory.Exists(mountPoint)) throw new FsException(Errno.ENOENT, $"mount point '{mountPoint}' does not exist");
+        if (!File.Exists("/dev/fuse")) throw new FsException(Errno.ENODEV, "/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container the device");
+        int fd = Libc.Open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC);
+        if (fd < 0) throw new FsException(Errno.EACCES, $"cannot open /dev/fuse: errno {Libc.Errno}");
+        string mp = Path.GetFullPath(mountPoint);
+        var data = $"fd={fd},rootmode=40000,user_id={Libc.Geteuid()},group_id={Libc.Getegid()},max_read={MaxWrite}";
+        if (options.DefaultPermissions) data += ",default_permissions";
+        if (options.AllowOther) data += ",allow_other";
+        if (Libc.Mount(options.FsName.Length > 0 ? options.FsName : imagePath, mp, "fuse.reservoir", options.MountFlags(), data) != 0)
+        {
+            int err = Libc.Errno;
+            Libc.Close(fd);
+            throw new FsException(err == 1 ? Errno.EPERM : Errno.EIO, $"mount(2) of '{mp}' failed: errno {err}{(err == 1 ? " (mounting needs root)" : "")}");
+        }
+        var s = new FuseSession(fd, mp, new FuseBridge(fs, options, log), options, log);
+        for (int i = 0; i < options.Threads; i++)
+        {
+            var t = new Thread(s.Loop) { Name = $"fuse-{i}", IsBackground = true };
+            s._threads.Add(t);
+            Interlocked.Increment(ref s._running);
+            t.Start();
+        }
+        return s;
+    }
+
+    private void Loop()
+    {
+        byte* buf = (byte*)NativeMemory.AlignedAlloc(BufferSize, 4096);
+        byte* reply = (byte*)NativeMemory.AlignedAlloc(BufferSize, 4096);
+        try
+        {
+            while (!_stopping)
+            {
+                nint n = Libc.Read(_fd, buf, BufferSize);
+                if (n < 0)
+                {
+                    int err = Libc.Errno;
+                    if (err is Libc.EINTR or Libc.EAGAIN or Libc.ENOENT) continue;
+                    if (err != Libc.ENODEV) _log($"fuse: read from /dev/fuse failed: errno {err}");
+                    break;
+                }
+                var req = new ReadOnlySpan<byte>(buf, (int)n);
+                var outBuf = new Span<byte>(reply, BufferSize);
+                int len;
+                try { len = _bridge.Handle(req, outBuf); }
+                catch (Exception ex)
+                {
+                    // Never let a request kill the daemon: answer EIO and log.
+                    _log($"fuse: request failed: {ex}");
+                    var w = new ReplyWriter(outBuf);
+                    len = w.Finish(new RequestReader(req).Unique, (int)Errno.EIO).Length;
+                }
+                if (len <= 0) continue; // FORGET: no reply
+                nint wr = Libc.Write(_fd, reply, len);
+                if (wr < 0 && Libc.Errno is not (Libc.ENOENT or Libc.ENODEV)) _log($"fuse: reply write failed: errno {Libc.Errno}");
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buf);
+            NativeMemory.AlignedFree(reply);
+            Interlocked.Decrement(ref _running);
+        }
+    }
+
+    /// <summary>True until the kernel connection ended (unmounted).</summary>
+    public bool Running => Volatile.Read(ref _running) > 0;
+
+    /// <summary>Waits until the filesystem is unmounted (by umount or <see cref="Dispose"/>).</summary>
+    public void WaitUntilUnmounted()
+    {
+        foreach (var t in _threads) t.Join();
+    }
+
+    /// <summary>Unmounts (lazily if busy) and stops serving.</summary>
+    public void Dispose()
+    {
+        if (!_stopping)
+        {
+            _stopping = true;
+            if (Libc.Umount2(MountPoint, 0) != 0) Libc.Umount2(MountPoint, Libc.MNT_DETACH);
+        }
+        foreach (var t in _threads) t.Join(TimeSpan.FromSeconds(30));
+        Libc.Close(_fd);
+    }
+}

@@ -1,0 +1,68 @@
+namespace Reservoir.Fuse.Session;
+
+/// <summary>
+/// Options given with -o, as mount(8) and mount.fuse3 pass them: generic mount flags become MS_*
+/// flags, FUSE options go to the kernel, Reservoir's own configure the engine, and the
+/// helper-only ones (auto, noauto, user, nofail, _netdev…) are ignored.
+/// </summary>
+public sealed class FuseMountOptions
+{
+    public bool ReadOnly { get; set; }
+    public bool AllowOther { get; set; }
+    public bool DefaultPermissions { get; set; } = true;
+    public bool NoAtime { get; set; }
+    public bool NoExec { get; set; }
+    public bool Suid { get; set; }
+    public bool Dev { get; set; }
+    public string FsName { get; set; } = "reservoir";
+    public int CommitSeconds { get; set; } = 30;
+    public int Threads { get; set; } = Math.Clamp(Environment.ProcessorCount, 2, 8);
+    public double AttrTimeoutSeconds { get; set; } = 1.0;
+    public bool Debug { get; set; }
+
+    private static readonly HashSet<string> Ignored = ["auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "defaults", "rw", "relatime", "async", "exec", "atime"];
+
+    /// <summary>Parses a comma-separated option list; returns the unknown options (an error).</summary>
+    public List<string> Parse(string? opts)
+    {
+        var unknown = new List<string>();
+        if (string.IsNullOrEmpty(opts)) return unknown;
+        foreach (var raw in opts.Split(',', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var (k, v) = raw.IndexOf('=') is int i and >= 0 ? (raw[..i], raw[(i + 1)..]) : (raw, "");
+            switch (k)
+            {
+                case "ro": ReadOnly = true; break;
+                case "allow_other": AllowOther = true; break;
+                case "default_permissions": DefaultPermissions = true; break;
+                case "noatime": NoAtime = true; break;
+                case "noexec": NoExec = true; break;
+                case "suid": Suid = true; break;
+                case "nosuid": Suid = false; break;
+                case "dev": Dev = true; break;
+                case "nodev": Dev = false; break;
+                case "fsname": FsName = v; break;
+                case "subtype": break;
+                case "commit" when int.TryParse(v, out int c) && c >= 0: CommitSeconds = c; break;
+                case "threads" when int.TryParse(v, out int t) && t >= 1 && t <= 64: Threads = t; break;
+                case "attr_timeout" when double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out double a) && a >= 0: AttrTimeoutSeconds = a; break;
+                case "debug": Debug = true; break;
+                default:
+                    if (!Ignored.Contains(k)) unknown.Add(raw);
+                    break;
+            }
+        }
+        return unknown;
+    }
+
+    public ulong MountFlags()
+    {
+        ulong f = 0;
+        if (ReadOnly) f |= Libc.MS_RDONLY;
+        if (!Suid) f |= Libc.MS_NOSUID;
+        if (!Dev) f |= Libc.MS_NODEV;
+        if (NoAtime) f |= Libc.MS_NOATIME;
+        if (NoExec) f |= Libc.MS_NOEXEC;
+        return f;
+    }
+}

@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+using Reservoir.Fuse.Session;
+
+namespace Reservoir.Tests.Mounted;
+
+/// <summary>
+/// A Reservoir image mounted through FUSE in this process (the request threads run here; the
+/// programs under test run as child processes, so nothing in this process touches the mount).
+/// Needs root and /dev/fuse, and says so plainly when they are missing.
+/// </summary>
+internal sealed class MountedImage : IDisposable
+{
+    public string Dir { get; }
+    public string Image { get; }
+    private readonly FileBlockDevice _dev;
+    public Filesystem Fs { get; }
+    private FuseSession? _session;
+    public readonly List<string> Log = new();
+
+    public static void RequireFuse()
+    {
+        if (!File.Exists("/dev/fuse")) throw new Xunit.Sdk.XunitException("this test needs /dev/fuse, which is missing on this machine (modprobe fuse, or give the container the device)");
+        if (Environment.UserName != "root") throw new Xunit.Sdk.XunitException("this test mounts with mount(2) and needs root");
+    }
+
+    public MountedImage(ulong size = 512UL << 20, bool quota = false)
+    {
+        RequireFuse();
+        var root = Directory.CreateTempSubdirectory("reservoir-mnt-").FullName;
+        Image = Path.Combine(root, "disk.img");
+        Dir = Path.Combine(root, "mnt");
+        Directory.CreateDirectory(Dir);
+        _dev = FileBlockDevice.Create(Image, size);
+        Filesystem.Format(_dev);
+        Fs = Filesystem.Mount(_dev, new MountOptions { CommitIntervalMs = 5000 });
+        if (quota) TestFs.Ok(Fs.EnableQuota());
+        _session = FuseSession.Mount(Fs, Image, Dir, new FuseMountOptions { Threads = 4 }, m => { lock (Log) Log.Add(m); });
+    }
+
+    /// <summary>Runs a bash script in the mount; returns exit code and output.</summary>
+    public static (int Code, string Out) Sh(string script, string cwd, int timeoutSec = 300)
+    {
+        var psi = new ProcessStartInfo("bash", ["-c", script]) { WorkingDirectory = cwd, RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeoutSec * 1000))
+        {
+            p.Kill(true);
+            throw new Xunit.Sdk.XunitException($"timed out after {timeoutSec} s: {script}");
+        }
+        return (p.ExitCode, stdout.Result + stderr.Result);
+    }
+
+    public string Run(string script, int timeoutSec = 300)
+    {
+        var (code, output) = Sh(script, Dir, timeoutSec);
+        if (code != 0) throw new Xunit.Sdk.XunitException($"exit {code}: {script}\n{output}\nserver log: {string.Join("\n", Log.TakeLast(20))}");
+        return output;
+    }
+
+    /// <summary>Unmounts and closes; returns the device for checks.</summary>
+    public void Unmount()
+    {
+        _session?.Dispose();
+        _session = null;
+        Fs.Dispose();
+        _dev.Dispose();
+    }
+
+    public void Dispose()
+    {
+        Unmount();
+        try { Directory.Delete(Path.GetDirectoryName(Image)!, true); } catch (IOException) { }
+    }
+}

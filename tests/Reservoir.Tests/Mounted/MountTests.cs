@@ -1,0 +1,74 @@
+using Reservoir.Device;
+using Reservoir.Engine.Check;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Reservoir.Tests.Mounted;
+
+/// <summary>Real programs on a real FUSE mount; then unmount, fsck, remount and compare.</summary>
+public class MountTests(ITestOutputHelper log)
+{
+    private static string Src => Architecture.LayerTests.RepoRoot();
+
+    [Fact]
+    public void RealProgramsWorkAndTheImageStaysClean()
+    {
+        using var m = new MountedImage();
+        // A source tree in and out, compared by checksums.
+        m.Run($"cp -r {Src}/src tree && (cd {Src}/src && find . -type f -exec sha256sum {{}} + | sort) > /tmp/want.$$ && (cd tree && find . -type f -exec sha256sum {{}} + | sort) | diff - /tmp/want.$$ && rm /tmp/want.$$");
+        m.Run($"tar -C {Src} -cf tree.tar docs src && mkdir untar && tar -C untar -xf tree.tar && diff -r {Src}/docs untar/docs");
+        // git: init, commit, fsck.
+        m.Run("git init -q repo && cd repo && git config user.email t@t && git config user.name t && cp -r ../untar/docs . && git add -A && git commit -qm one && echo x >> docs/SPEC.md && git commit -qam two && git fsck --full 2>&1 && test $(git rev-list --count HEAD) = 2");
+        // sqlite: a transactional workload and its integrity check.
+        if (MountedImage.Sh("command -v sqlite3", "/").Code == 0)
+        {
+            var o = m.Run("sqlite3 db.sqlite 'create table t(k integer primary key, v text); with recursive c(x) as (select 1 union all select x+1 from c where x < 20000) insert into t select x, hex(randomblob(40)) from c; delete from t where k % 3 = 0; vacuum; pragma integrity_check; select count(*) from t;'");
+            Assert.Contains("ok", o);
+            Assert.Contains("13334", o);
+        }
+        // fio with verification: buffered random writes, O_DIRECT, fallocate.
+        if (MountedImage.Sh("command -v fio", "/").Code == 0)
+        {
+            m.Run("fio --name=buf --rw=randwrite --bs=4k --size=16M --verify=crc32c --do_verify=1 --ioengine=psync --fallocate=none --output=/dev/null");
+            m.Run("fio --name=dio --rw=write --bs=64k --size=16M --direct=1 --verify=crc32c --do_verify=1 --ioengine=psync --output=/dev/null");
+            m.Run("fio --name=falloc --rw=randwrite --bs=16k --size=8M --fallocate=native --verify=md5 --do_verify=1 --ioengine=psync --output=/dev/null");
+        }
+        // Links, renames, xattrs, holes.
+        m.Run("echo data > f && ln f g && ln -s f s && test \"$(cat s)\" = data && test $(stat -c %h f) = 2 && mv g h && test -e h && ! test -e g");
+        m.Run("truncate -s 1G sparse && test $(stat -c %s sparse) = 1073741824 && test $(du -k sparse | cut -f1) -lt 100");
+        m.Run("dd if=/dev/urandom of=direct bs=1M count=4 oflag=direct status=none && dd if=direct of=/dev/null bs=1M iflag=direct status=none");
+        m.Run("fallocate -l 8M pre && test $(stat -c %s pre) = 8388608 && fallocate -p -o 1M -l 1M pre && fallocate -z -o 2M -l 1M pre");
+        var before = m.Run($"find . -path ./repo/.git -prune -o -type f -print0 | sort -z | xargs -0 sha256sum");
+        var df = m.Run("df -k . | tail -1");
+        log.WriteLine("df: " + df.Trim());
+        log.WriteLine($"{m.Log.Count} log lines");
+        m.Unmount();
+        using var dev = FileBlockDevice.Open(m.Image, readOnly: true);
+        var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
+        Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+        Assert.Equal(0, m.Fs.LeakedBytes);
+        dev.Dispose();
+        // Remount and compare every file.
+        using var again = FileBlockDevice.Open(m.Image);
+        using var fs2 = Reservoir.Engine.Filesystem.Mount(again, new() { CommitIntervalMs = 0 });
+        using var s2 = Reservoir.Fuse.Session.FuseSession.Mount(fs2, m.Image, m.Dir, new Reservoir.Fuse.Session.FuseMountOptions());
+        var after = MountedImage.Sh($"find . -path ./repo/.git -prune -o -type f -print0 | sort -z | xargs -0 sha256sum", m.Dir).Out;
+        Assert.Equal(before, after);
+    }
+
+    [Fact]
+    public void QuotaAndSpaceErrorsReachPrograms()
+    {
+        using var m = new MountedImage(size: 64UL << 20, quota: true);
+        Assert.Equal(Reservoir.Common.Errno.OK, m.Fs.SetQuotaLimit(8UL << 20));
+        var (code, output) = MountedImage.Sh("dd if=/dev/zero of=q bs=1M count=20 conv=fsync", m.Dir);
+        Assert.NotEqual(0, code);
+        Assert.Contains("Disk quota exceeded", output);
+        Assert.Equal(Reservoir.Common.Errno.OK, m.Fs.SetQuotaLimit(ulong.MaxValue));
+        m.Run("rm q");
+        (code, output) = MountedImage.Sh("dd if=/dev/zero of=big bs=1M count=200 conv=fsync", m.Dir);
+        Assert.NotEqual(0, code);
+        Assert.Contains("No space left on device", output);
+        m.Run("rm big && dd if=/dev/zero of=small bs=1M count=4 conv=fsync status=none");
+    }
+}
