@@ -14,4 +14,21 @@ RESERVOIR_ARGV0=$n exec "$prefix/lib/reservoir/reservoir" "\$@"
 EOS
   chmod +x "$prefix/sbin/$n"
 done
-echo "installed: $prefix/bin/reservoir, $prefix/sbin/mkfs.reservoir, $prefix/sbin/fsck.reservoir"
+# mount(8) looks for /sbin/mount.<type> and calls it as: SOURCE TARGET [-sfnv] [-o OPTS] [-t TYPE].
+# (With fuse3 installed, mount.fuse3 would also work: it runs `reservoir SOURCE TARGET -o OPTS`.)
+cat > /sbin/mount.fuse.reservoir <<EOS
+#!/bin/sh
+src=""; dst=""; opts=""
+while [ \$# -gt 0 ]; do
+  case "\$1" in
+    -o) opts="\$2"; shift ;;
+    -t) shift ;;
+    -s|-f|-n|-v|-w|-r) ;;
+    *) if [ -z "\$src" ]; then src="\$1"; elif [ -z "\$dst" ]; then dst="\$1"; fi ;;
+  esac
+  shift
+done
+exec "$prefix/lib/reservoir/reservoir" mount "\$src" "\$dst" \${opts:+-o "\$opts"}
+EOS
+chmod +x /sbin/mount.fuse.reservoir
+echo "installed: $prefix/bin/reservoir, $prefix/sbin/mkfs.reservoir, $prefix/sbin/fsck.reservoir, /sbin/mount.fuse.reservoir"

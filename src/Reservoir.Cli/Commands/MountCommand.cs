@@ -25,8 +25,13 @@ internal static class MountCommand
         var opts = new Option<string?>("-o") { Description = "Options: ro, allow_other, default_permissions, noatime, fsname=, commit=SECONDS, threads=N, attr_timeout=SECONDS, debug" };
         var fg = new Option<bool>("-f", "--foreground") { Description = "Stay in the foreground (for systemd)" };
         var debug = new Option<bool>("-d", "--debug") { Description = "Log every request (implies -f)" };
-        var cmd = new Command("mount", "Mount an image through FUSE") { image, dir, opts, fg, debug };
-        cmd.SetAction(pr => Run(ctx, pr.GetValue(image)!, pr.GetValue(dir)!, pr.GetValue(opts), pr.GetValue(fg) || pr.GetValue(debug), pr.GetValue(debug)));
+        var detached = new Option<bool>("--detached") { Description = "(internal) the background half of a mount", Hidden = true };
+        var cmd = new Command("mount", "Mount an image through FUSE") { image, dir, opts, fg, debug, detached };
+        cmd.SetAction(pr =>
+        {
+            if (pr.GetValue(detached)) Fuse.Session.FuseSession.DetachFromTerminal();
+            return Run(ctx, pr.GetValue(image)!, pr.GetValue(dir)!, pr.GetValue(opts), pr.GetValue(fg) || pr.GetValue(debug) || pr.GetValue(detached), pr.GetValue(debug));
+        });
         return cmd;
     }
 
@@ -58,30 +63,41 @@ internal static class MountCommand
         return 0;
     }
 
+    /// <summary>
+    /// Starts the serving half in the background (.NET cannot fork): this program again, through
+    /// /bin/sh so its output goes to a log file (mount(8) runs helpers with almost no
+    /// environment, so nothing is looked up on PATH), with --detached so it starts its own
+    /// session. Returns 0 once the mount shows in /proc/self/mountinfo, or the child's error.
+    /// </summary>
     private static int Daemonize(CliContext ctx, string image, string dir, string? opts)
     {
-        string self = Environment.ProcessPath ?? "reservoir";
+        string self = Environment.ProcessPath ?? "/usr/local/bin/reservoir";
         var args = new List<string>();
-        if (Path.GetFileNameWithoutExtension(self) is "dotnet") args.Add(Environment.GetCommandLineArgs()[0]);
-        args.AddRange(["mount", Path.GetFullPath(image), Path.GetFullPath(dir), "-f"]);
+        if (Path.GetFileNameWithoutExtension(self) is "dotnet") args.Add(Path.GetFullPath(Environment.GetCommandLineArgs()[0]));
+        args.AddRange(["mount", Path.GetFullPath(image), Path.GetFullPath(dir), "--detached"]);
         if (!string.IsNullOrEmpty(opts)) { args.Add("-o"); args.Add(opts); }
-        var psi = new ProcessStartInfo("setsid", [self, .. args]) { RedirectStandardError = true, RedirectStandardOutput = false, RedirectStandardInput = true, UseShellExecute = false };
+        string logDir = Directory.Exists("/run") && Libc_IsRoot() ? "/run" : Path.GetTempPath();
+        string log = Path.Combine(logDir, $"reservoir-{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}-{Environment.ProcessId}.log");
+        var psi = new ProcessStartInfo("/bin/sh", ["-c", "exec \"$0\" \"$@\" </dev/null >>\"$RESERVOIR_LOG\" 2>&1", self, .. args]) { UseShellExecute = false };
+        psi.Environment["RESERVOIR_LOG"] = log;
         var child = Process.Start(psi)!;
         string target = Path.GetFullPath(dir).TrimEnd('/');
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < TimeSpan.FromSeconds(30))
         {
-            if (IsMounted(target)) { child.StandardError.Close(); return 0; }
+            if (IsMounted(target)) return 0;
             if (child.HasExited)
             {
-                ctx.Err.Write(child.StandardError.ReadToEnd());
+                if (File.Exists(log)) ctx.Err.Write(File.ReadAllText(log));
                 return child.ExitCode == 0 ? 1 : child.ExitCode;
             }
             Thread.Sleep(20);
         }
-        ctx.Err.WriteLine("reservoir mount: the mount did not appear within 30 s");
+        ctx.Err.WriteLine($"reservoir mount: the mount did not appear within 30 s (log: {log})");
         return 1;
     }
+
+    private static bool Libc_IsRoot() => Environment.UserName == "root";
 
     internal static bool IsMounted(string dir) =>
         File.ReadLines("/proc/self/mountinfo").Any(l => l.Split(' ') is { Length: > 4 } f && f[4] == dir && l.Contains("fuse.reservoir"));

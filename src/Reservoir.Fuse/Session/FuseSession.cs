@@ -106,6 +106,10 @@ public sealed unsafe class FuseSession : IDisposable
         }
     }
 
+    /// <summary>Starts a new session (setsid), so a background mount outlives the terminal
+    /// and the process that started it.</summary>
+    public static void DetachFromTerminal() => Libc.Setsid();
+
     /// <summary>True until the kernel connection ended (unmounted).</summary>
     public bool Running => Volatile.Read(ref _running) > 0;
 

@@ -28,6 +28,9 @@ internal static unsafe partial class Libc
     [DllImport("libc", SetLastError = true, EntryPoint = "umount2")]
     public static extern int Umount2(string target, int flags);
 
+    [DllImport("libc", SetLastError = true, EntryPoint = "setsid")]
+    public static extern int Setsid();
+
     [DllImport("libc", EntryPoint = "geteuid")]
     public static extern uint Geteuid();
 
