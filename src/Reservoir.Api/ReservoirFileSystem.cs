@@ -92,6 +92,18 @@ public sealed class ReservoirFileSystem : IDisposable
         return s;
     }
 
+    /// <summary>Maps [offset, offset+length) of an existing file for shared writing (mmap).</summary>
+    public MappedRegion MapWritable(string path, long offset, long length)
+    {
+        Check(Posix.Open(path, OpenFlags.ReadWrite, 0, out var a), path);
+        if (!a.IsReg || offset < 0 || length < 0 || (ulong)(offset + length) > a.Size)
+        {
+            Engine.Release(a.Ino);
+            throw new ArgumentOutOfRangeException(nameof(length), $"'{path}' is {a.Size} bytes; a mapping cannot reach past its end");
+        }
+        return new MappedRegion(Engine, a.Ino, offset, length);
+    }
+
     public byte[] ReadAllBytes(string path)
     {
         using var s = OpenFile(path, FileMode.Open, FileAccess.Read);

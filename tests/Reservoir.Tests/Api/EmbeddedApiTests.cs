@@ -81,6 +81,25 @@ public sealed class EmbeddedApiTests : IDisposable
     }
 
     [Fact]
+    public void MappedRegionsWriteThroughThePageFaultPath()
+    {
+        using var fs = ReservoirFileSystem.Create(Img, 32 << 20);
+        fs.WriteAllBytes("/m", new byte[20_000]);
+        using (var region = fs.MapWritable("/m", 4096, 8192))
+        {
+            region.Write(10, "mapped"u8);
+            Assert.Throws<ArgumentOutOfRangeException>(() => region.Write(8190, "xyz"u8));
+            var back = new byte[6];
+            region.Read(10, back);
+            Assert.Equal("mapped"u8.ToArray(), back);
+            region.Flush();
+        }
+        Assert.Equal("mapped"u8.ToArray(), fs.ReadAllBytes("/m").AsSpan(4106, 6).ToArray());
+        Assert.Throws<ArgumentOutOfRangeException>(() => fs.MapWritable("/m", 0, 30_000));
+        Assert.Empty(fs.Engine.VerifyReservations());
+    }
+
+    [Fact]
     public void OpeningAnImageTwiceFailsCleanly()
     {
         using var fs = ReservoirFileSystem.Create(Img, 32 << 20);

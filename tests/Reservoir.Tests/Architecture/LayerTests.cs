@@ -18,6 +18,7 @@ public class LayerTests
         ["Reservoir.Device"] = 1,
         ["Reservoir.Engine"] = 2,
         ["Reservoir.Api"] = 3,
+        ["Reservoir.Fuse"] = 3,
         ["reservoir"] = 4,
     };
 
