@@ -112,21 +112,28 @@ public class SeedRegressionTests(ITestOutputHelper log)
         }
     }
 
-    [Fact]
-    public void Seed000_TheOldReleaseTimingIsCaught()
+    /// <summary>Runs a seed with its bug switched back on over many seeds; counts the runs in
+    /// which any check failed: a leak, a violated ledger invariant, an early EDQUOT, or (when
+    /// more was freed than reserved) a write accepted past the limit.</summary>
+    private static int CountCaught(Func<int, Outcome> run, int seeds)
     {
         int caught = 0;
-        for (int seed = 1; seed <= 30; seed++)
+        for (int seed = 1; seed <= seeds; seed++)
         {
-            // Any failed check counts: a leak, a violated ledger invariant, an early EDQUOT, or
-            // (when more was freed than reserved) a write accepted past the limit.
             try
             {
-                var o = RunSeed000(seed, bug: true);
+                var o = run(seed);
                 if (o.Leaked > 0 || o.FillShortBy > 0 || o.Violations.Count > 0) caught++;
             }
             catch (AggregateException) { caught++; }
         }
+        return caught;
+    }
+
+    [Fact]
+    public void Seed000_TheOldReleaseTimingIsCaught()
+    {
+        int caught = CountCaught(seed => RunSeed000(seed, bug: true), 30);
         log.WriteLine($"old timing caught in {caught} of 30 runs");
         Assert.True(caught > 0, "reverting seed 000's fix went unnoticed");
     }
@@ -190,16 +197,7 @@ public class SeedRegressionTests(ITestOutputHelper log)
     [Fact]
     public void Seed001_TheMissingSecondLookupIsCaught()
     {
-        int caught = 0;
-        for (int seed = 1; seed <= 40; seed++)
-        {
-            try
-            {
-                var o = RunSeed001(seed, bug: true);
-                if (o.Leaked > 0 || o.FillShortBy > 0 || o.Violations.Count > 0) caught++;
-            }
-            catch (AggregateException) { caught++; }
-        }
+        int caught = CountCaught(seed => RunSeed001(seed, bug: true), 40);
         log.WriteLine($"missing second lookup caught in {caught} of 40 runs");
         Assert.True(caught > 0, "reverting seed 001's fix went unnoticed");
     }
