@@ -23,7 +23,7 @@ public static class Program
         return Run(args, Console.Out, Console.Error);
     }
 
-    private static readonly HashSet<string> Commands = ["mkfs", "fsck", "inspect", "mount", "ls", "cat", "cp", "mkdir", "rm", "quota", "qgroup", "--help", "-h", "-?", "--version"];
+    private static readonly HashSet<string> Commands = ["mkfs", "fsck", "inspect", "mount", "ls", "cat", "cp", "mkdir", "rm", "quota", "qgroup", "stress", "--help", "-h", "-?", "--version"];
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -36,6 +36,7 @@ public static class Program
         root.Subcommands.Add(FsckCommand.Build(ctx));
         root.Subcommands.Add(InspectCommand.Build(ctx));
         root.Subcommands.Add(MountCommand.Build(ctx));
+        root.Subcommands.Add(StressCommand.Build(ctx));
         foreach (var c in FileCommands.Build(ctx)) root.Subcommands.Add(c);
         foreach (var c in QuotaCommands.Build(ctx)) root.Subcommands.Add(c);
         var pr = root.Parse(args);

@@ -84,6 +84,24 @@ public sealed class DeterministicScheduler : IScheduler
         if (_failure != null) throw new AggregateException($"deterministic run failed (seed {Seed}, step {_steps}); last points: {string.Join(" ", Trace)}", _failure);
     }
 
+    /// <summary>Every live thread and what it waits on (for hang reports).</summary>
+    public string Describe()
+    {
+        lock (_state)
+            return string.Join("; ", _threads.Where(t => t.State != TState.Done).Select(t => $"{t.Name}: {t.State}{(t.BlockedOn != null ? " on " + NameOf(t.BlockedOn) : "")}"));
+    }
+
+    private static string NameOf(object o) => o switch
+    {
+        FsMutex m => "mutex " + m.Name,
+        FsRwLock l => "rwlock " + l.Name,
+        FsThread t => "thread " + t.Name,
+        CondTag c => "Wait() on mutex " + c.Name,
+        _ => o.GetType().Name,
+    };
+
+    private sealed record CondTag(string Name);
+
     public FsThread Start(string name, Action body)
     {
         var me = Current();
@@ -263,7 +281,7 @@ public sealed class DeterministicScheduler : IScheduler
     private sealed class DMutex(DeterministicScheduler s, string name) : FsMutex(name)
     {
         private LThread? _owner;
-        private readonly object _cond = new();
+        private readonly CondTag _cond = new(name);
 
         public override void Enter()
         {

@@ -164,22 +164,29 @@ internal sealed partial class DataEngine
         return changed;
     }
 
-    /// <summary>Grows or shrinks the mapping's metadata reservation to <paramref name="target"/>.</summary>
-    private Errno AdjustMeta(Mapping m, ulong target)
+    /// <summary>
+    /// Makes the mapping's metadata reservation equal its target, recomputed under State each
+    /// round: a target computed earlier may be stale by the time it is applied (writers grow it
+    /// while writeback shrinks it), so grow, then check again; a shrink is done atomically under
+    /// State. (Found by the stress runner under the deterministic scheduler: without the loop a
+    /// late grow left an excess no later call trimmed.)
+    /// </summary>
+    private Errno AdjustMeta(Mapping m, ulong _)
     {
-        ulong have;
-        using (m.State.Lock()) have = m.MetaRsv;
-        if (target > have)
+        while (true)
         {
-            if (Fs.Space.Reserve(false, target - have) != Errno.OK) return Errno.ENOSPC;
-            using (m.State.Lock()) m.MetaRsv += target - have;
+            ulong grow = 0, shrink = 0;
+            using (m.State.Lock())
+            {
+                ulong target = MetaTargetUnsynchronized(m);
+                if (target > m.MetaRsv) grow = target - m.MetaRsv;
+                else if (target < m.MetaRsv) { shrink = m.MetaRsv - target; m.MetaRsv = target; }
+            }
+            if (shrink > 0) { Fs.Space.Release(false, shrink); continue; }
+            if (grow == 0) return Errno.OK;
+            if (Fs.Space.Reserve(false, grow) != Errno.OK) return Errno.ENOSPC;
+            using (m.State.Lock()) m.MetaRsv += grow;
         }
-        else if (target < have)
-        {
-            using (m.State.Lock()) m.MetaRsv -= have - target;
-            Fs.Space.Release(false, have - target);
-        }
-        return Errno.OK;
     }
 
     /// <summary>Recomputes the metadata target after ranges left the dirty state.</summary>

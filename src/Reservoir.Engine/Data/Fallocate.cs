@@ -47,6 +47,12 @@ internal sealed partial class DataEngine
         Writeback(m, a, b, wait: true);
         WaitOrdered(m, a, b);
         var e = PreallocateHoles(inode, m, a, b);
+        if (e is Errno.ENOSPC or Errno.EDQUOT)
+        {
+            // Out of room with DataSem held: flush outside it, then try once more.
+            FlushForSpace();
+            e = PreallocateHoles(inode, m, a, b);
+        }
         if (e != Errno.OK) return e;
         if ((mode & FallocateMode.KeepSize) == 0 && end > inode.Item.FileSize)
         {
@@ -87,7 +93,7 @@ internal sealed partial class DataEngine
                 ulong want = Math.Min(he - pos, Fs.Space.MaxDataExtent);
                 if (Fs.Quota.Reserve(Top.Id, want) != Errno.OK) return Errno.EDQUOT;
                 if (Fs.Space.Reserve(true, want) != Errno.OK) { Fs.Quota.Free(Top.Id, want); return Errno.ENOSPC; }
-                if (Fs.TryStart(6, out var h) != Errno.OK)
+                if (Fs.TryStart(6, out var h, flush: false) != Errno.OK)
                 {
                     Fs.Quota.Free(Top.Id, want);
                     Fs.Space.Release(true, want);

@@ -34,13 +34,30 @@ internal sealed partial class DataEngine
             int chunk = (int)Math.Min((ulong)(data.Length - written), MaxWriteChunk - (pos % MaxWriteChunk));
             ulong a = pos / bs * bs, b = Units.AlignUp(pos + (ulong)chunk, bs);
             var pages = LockPagesForWrite(m, pos, chunk);
-            var e = Reserve(m, a, b);
-            if (e is Errno.EDQUOT or Errno.ENOSPC)
+            Errno e;
+            try
             {
-                UnlockPages(m, pages);
-                FlushForSpace();
-                pages = LockPagesForWrite(m, pos, chunk);
+                // At most one ordered extent per range: a page whose data is still on its way
+                // (ordered extent not finished) is not dirtied again until it has finished, or a
+                // second ordered extent could finish before the first and lose the newer data
+                // (btrfs waits the same way in lock_and_cleanup_extent_if_need). Completion needs
+                // no page lock, so waiting with them held is safe.
+                WaitOrdered(m, a, b);
                 e = Reserve(m, a, b);
+                if (e is Errno.EDQUOT or Errno.ENOSPC)
+                {
+                    UnlockPages(m, pages);
+                    pages = [];
+                    FlushForSpace();
+                    pages = LockPagesForWrite(m, pos, chunk);
+                    WaitOrdered(m, a, b);
+                    e = Reserve(m, a, b);
+                }
+            }
+            catch
+            {
+                UnlockPages(m, pages); // a page lock must never outlive its holder
+                throw;
             }
             if (e != Errno.OK)
             {
@@ -58,19 +75,27 @@ internal sealed partial class DataEngine
         return Errno.OK;
     }
 
-    /// <summary>Locks the pages [pos, pos+len) touches, in ascending order.</summary>
+    /// <summary>Locks the pages [pos, pos+len) touches, in ascending order (all or none).</summary>
     private List<Page> LockPagesForWrite(Mapping m, ulong pos, int len)
     {
         ulong bs = (ulong)BlockSize;
         var pages = new List<Page>();
         long newPages = 0;
         ulong end = pos + (ulong)len;
-        for (ulong p = pos / bs * bs; p < end; p += bs)
+        try
         {
-            bool whole = p >= pos && p + bs <= end;
-            pages.Add(LockPageForWrite(m, (long)(p / bs), whole, ref newPages));
+            for (ulong p = pos / bs * bs; p < end; p += bs)
+            {
+                bool whole = p >= pos && p + bs <= end;
+                pages.Add(LockPageForWrite(m, (long)(p / bs), whole, ref newPages));
+            }
         }
-        CountPages(newPages, 0);
+        catch
+        {
+            UnlockPages(m, pages);
+            throw;
+        }
+        finally { CountPages(newPages, 0); }
         return pages;
     }
 
@@ -136,8 +161,13 @@ internal sealed partial class DataEngine
             }
             // Partly overwritten and not cached: read the rest from disk (after any ordered
             // extent covering it has finished, so the tree says where the data is).
-            ReadPageFromDisk(m, idx);
-            return m.Pages[idx];
+            try { ReadPageFromDisk(m, idx); }
+            catch
+            {
+                using (m.State.Lock()) { m.Pages[idx].Locked = false; m.State.PulseAll(); }
+                throw;
+            }
+            using (m.State.Lock()) return m.Pages[idx];
         }
     }
 
@@ -333,6 +363,7 @@ internal sealed partial class DataEngine
         long newPages = 0;
         var page = LockPageForWrite(m, idx, wholePage: false, ref newPages);
         CountPages(newPages, 0);
+        WaitOrdered(m, s, s + bs); // one ordered extent per range (see BufferedWrite)
         try
         {
             ExtentStatus? seen = null;
@@ -347,6 +378,7 @@ internal sealed partial class DataEngine
                     UnlockPage(m, page);
                     FlushForSpace();
                     page = LockPageForWrite(m, idx, wholePage: false, ref newPages);
+                    WaitOrdered(m, s, s + bs);
                     e = Reserve(m, s, s + bs, null);
                 }
                 if (e != Errno.OK) return e;

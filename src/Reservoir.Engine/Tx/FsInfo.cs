@@ -112,7 +112,10 @@ internal sealed partial class FsInfo : IDisposable
     /// commits once (freeing pinned space) and tries again before answering ENOSPC.
     /// <paramref name="useGlobalReserve"/> lets deletions proceed on a full filesystem.
     /// </summary>
-    public Errno TryStart(int items, out TransHandle handle, bool useGlobalReserve = false)
+    /// <param name="flush">False for callers that hold a mapping's DataSem or page locks: the
+    /// flush waits for page locks, whose holders may be waiting for that DataSem. They get
+    /// ENOSPC at once, release their locks, flush, and retry.</param>
+    public Errno TryStart(int items, out TransHandle handle, bool useGlobalReserve = false, bool flush = true)
     {
         handle = null!;
         if (ReadOnly) return Errno.EROFS;
@@ -120,6 +123,7 @@ internal sealed partial class FsInfo : IDisposable
         ulong bytes = MetaReserveFor(items);
         if (Space.Reserve(false, bytes, useGlobalReserve) != Errno.OK)
         {
+            if (!flush) return Errno.ENOSPC;
             // Dirty data holds metadata reservations for its future ordered extents: write it
             // back and let them finish (the layer above registers how), then commit.
             FlushDelalloc?.Invoke();

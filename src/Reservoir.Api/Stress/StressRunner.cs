@@ -1,0 +1,341 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Engine.Data;
+
+namespace Reservoir.Stress;
+
+public sealed class StressOptions
+{
+    public int Workers { get; set; } = 4;
+    public int OpsPerWorker { get; set; } = 1000;
+    public int Seed { get; set; } = 1;
+    /// <summary>Relative frequency per operation (fsstress -f op=freq); 0 turns one off.</summary>
+    public Dictionary<string, int> Frequencies { get; } = StressRunner.DefaultFrequencies();
+    /// <summary>Where each operation is logged (fsstress's log format, replayable).</summary>
+    public TextWriter? Log { get; set; }
+    /// <summary>Runs the workers on this scheduler (the deterministic one in tests, so that a
+    /// hang is reported as a deadlock with every thread's state and a failing run replays).</summary>
+    public Common.Concurrency.IScheduler Scheduler { get; set; } = Common.Concurrency.RealScheduler.Instance;
+}
+
+public sealed class StressResult
+{
+    public long Operations;
+    public TimeSpan Elapsed;
+    public readonly List<string> Failures = new();
+    public readonly SortedDictionary<string, long> OpCounts = new(StringComparer.Ordinal);
+    /// <summary>SHA-256 over every worker's final tree (names, types, contents).</summary>
+    public string StateHash = "";
+    public bool Ok => Failures.Count == 0;
+}
+
+/// <summary>
+/// An fsstress-style workload in-process: N workers × M operations from fsstress's vocabulary,
+/// each worker in its own directory pN (as fsstress does), so that a per-worker shadow model of
+/// what was written stays exact however the workers interleave. Every operation and its errno
+/// is logged as `worker/number: op path [args] errno`, with the seed of any data it wrote, so a
+/// log replays to the same state. At the end: each worker's tree equals its model, the
+/// reservation ledger verifies, and (by the caller) no reservation leaked and fsck is clean.
+/// </summary>
+public static class StressRunner
+{
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat"];
+
+    public static Dictionary<string, int> DefaultFrequencies() => new()
+    {
+        ["creat"] = 8, ["mkdir"] = 3, ["mknod"] = 1, ["symlink"] = 2, ["link"] = 2, ["unlink"] = 5, ["rmdir"] = 2, ["rename"] = 5,
+        ["write"] = 14, ["dwrite"] = 5, ["read"] = 6, ["dread"] = 3, ["mwrite"] = 4, ["fallocate"] = 3, ["punch"] = 3, ["zero"] = 2,
+        ["truncate"] = 4, ["fsync"] = 2, ["fdatasync"] = 1, ["sync"] = 1, ["setattr"] = 2, ["setxattr"] = 2, ["removexattr"] = 1,
+        ["getdents"] = 2, ["stat"] = 3,
+    };
+
+    /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
+    private sealed class Model
+    {
+        public readonly SortedDictionary<string, byte[]> Files = new(StringComparer.Ordinal);
+        public readonly SortedSet<string> Dirs = new(StringComparer.Ordinal);
+        public readonly SortedDictionary<string, string> Links = new(StringComparer.Ordinal);
+        public readonly SortedSet<string> Fifos = new(StringComparer.Ordinal);
+        public bool Exists(string p) => Files.ContainsKey(p) || Dirs.Contains(p) || Links.ContainsKey(p) || Fifos.Contains(p);
+    }
+
+    public static StressResult Run(ReservoirFileSystem rfs, StressOptions o)
+    {
+        var result = new StressResult();
+        var sw = Stopwatch.StartNew();
+        var models = new Model[o.Workers];
+        var logLock = new object();
+        var threads = new List<Common.Concurrency.FsThread>();
+        for (int w = 0; w < o.Workers; w++)
+        {
+            int wid = w;
+            models[w] = new Model();
+            rfs.Posix.Mkdir($"/p{wid}");
+            models[w].Dirs.Add($"/p{wid}");
+            threads.Add(o.Scheduler.Start($"stress-{wid}", () =>
+            {
+                var rng = new Random(o.Seed * 7919 + wid);
+                var picker = BuildPicker(o.Frequencies);
+                for (int i = 0; i < o.OpsPerWorker; i++)
+                {
+                    string op = picker[rng.Next(picker.Length)];
+                    string line;
+                    try { line = Step(rfs, models[wid], wid, i, op, rng); }
+                    catch (Exception ex) { lock (result.Failures) result.Failures.Add($"{wid}/{i}: {op}: {ex.Message}"); continue; }
+                    lock (logLock)
+                    {
+                        o.Log?.WriteLine(line);
+                        result.OpCounts[op] = result.OpCounts.GetValueOrDefault(op) + 1;
+                        result.Operations++;
+                    }
+                }
+            }));
+        }
+        threads.ForEach(t => t.Join());
+        Finish(rfs, models, result);
+        result.Elapsed = sw.Elapsed;
+        return result;
+    }
+
+    /// <summary>Replays a log line by line (workers are independent, so order across workers
+    /// does not matter); reports any errno that differs from the log.</summary>
+    public static StressResult Replay(ReservoirFileSystem rfs, TextReader log)
+    {
+        var result = new StressResult();
+        var sw = Stopwatch.StartNew();
+        var models = new Dictionary<int, Model>();
+        string? line;
+        while ((line = log.ReadLine()) != null)
+        {
+            if (line.Length == 0 || line.StartsWith('#')) continue;
+            var head = line.Split(':', 2);
+            var wn = head[0].Split('/');
+            int wid = int.Parse(wn[0], CultureInfo.InvariantCulture);
+            if (!models.TryGetValue(wid, out var m))
+            {
+                models[wid] = m = new Model();
+                rfs.Posix.Mkdir($"/p{wid}");
+                m.Dirs.Add($"/p{wid}");
+            }
+            var parts = head[1].Trim().Split(' ');
+            string again = Apply(rfs, m, parts[0], parts[1..^1], out string errno);
+            if (errno != parts[^1]) result.Failures.Add($"replay of '{line}' gave {errno}");
+            result.OpCounts[parts[0]] = result.OpCounts.GetValueOrDefault(parts[0]) + 1;
+            result.Operations++;
+        }
+        Finish(rfs, models.OrderBy(kv => kv.Key).Select(kv => kv.Value).ToArray(), result);
+        result.Elapsed = sw.Elapsed;
+        return result;
+    }
+
+    private static string[] BuildPicker(Dictionary<string, int> freq) =>
+        freq.Where(kv => kv.Value > 0).SelectMany(kv => Enumerable.Repeat(kv.Key, kv.Value)).OrderBy(s => s, StringComparer.Ordinal).ToArray();
+
+    /// <summary>Chooses arguments for one operation and applies it; returns the log line.</summary>
+    private static string Step(ReservoirFileSystem rfs, Model m, int wid, int no, string op, Random rng)
+    {
+        string dir = Pick(rng, m.Dirs.ToList());
+        string name = dir + "/" + (op is "mkdir" ? "d" : op is "symlink" ? "l" : op is "mknod" ? "c" : "f") + rng.Next(10);
+        string file = m.Files.Count > 0 ? Pick(rng, m.Files.Keys.ToList()) : name;
+        var args = op switch
+        {
+            "rmdir" => [m.Dirs.Count > 1 ? Pick(rng, m.Dirs.Where(d => d != $"/p{wid}").ToList()) : name],
+            "creat" or "mkdir" or "mknod" or "unlink" or "getdents" or "stat" => [rng.Next(3) == 0 && m.Files.Count > 0 ? file : op == "getdents" ? Pick(rng, m.Dirs.ToList()) : name],
+            "symlink" => new[] { name, "t" + rng.Next(100) },
+            "link" or "rename" => [file, dir + "/f" + rng.Next(10)],
+            "write" or "mwrite" => [file, rng.Next(0, 300_000).ToString(CultureInfo.InvariantCulture), rng.Next(1, 65_536).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
+            "dwrite" => [file, (rng.Next(0, 64) * 4096).ToString(CultureInfo.InvariantCulture), (rng.Next(1, 16) * 4096).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
+            "read" or "dread" or "fallocate" or "punch" or "zero" => [file, rng.Next(0, 300_000).ToString(CultureInfo.InvariantCulture), rng.Next(1, 100_000).ToString(CultureInfo.InvariantCulture)],
+            "truncate" => [file, rng.Next(0, 400_000).ToString(CultureInfo.InvariantCulture)],
+            "setattr" => [file, rng.Next(0, 512).ToString(CultureInfo.InvariantCulture)],
+            "setxattr" or "removexattr" => [file, "user.s" + rng.Next(4), rng.Next().ToString(CultureInfo.InvariantCulture)],
+            _ => [file],
+        };
+        string detail = Apply(rfs, m, op, args, out string errno);
+        return $"{wid}/{no}: {op} {string.Join(' ', args)} {errno}";
+    }
+
+    private static string Pick(Random rng, List<string> l) => l[rng.Next(l.Count)];
+
+    private static byte[] Data(string seed, int len)
+    {
+        var d = new byte[len];
+        new Random(int.Parse(seed, CultureInfo.InvariantCulture)).NextBytes(d);
+        return d;
+    }
+
+    /// <summary>Applies one operation to the filesystem and, when it succeeds, to the model.</summary>
+    private static string Apply(ReservoirFileSystem rfs, Model m, string op, string[] a, out string errno)
+    {
+        var p = rfs.Posix;
+        var fs = rfs.Engine;
+        Errno e;
+        ulong U(int i) => ulong.Parse(a[i], CultureInfo.InvariantCulture);
+        switch (op)
+        {
+            case "creat":
+                e = p.Open(a[0], OpenFlags.Create | OpenFlags.Exclusive | OpenFlags.WriteOnly, 0x1A4, out var c);
+                // A distinct array per file: hard links are modelled as names sharing one array
+                // (so `[]`, which is the shared Array.Empty, must not be used here).
+                if (e == Errno.OK) { p.Close(c.Ino); m.Files[a[0]] = new byte[0]; }
+                break;
+            case "mkdir":
+                e = p.Mkdir(a[0]);
+                if (e == Errno.OK) m.Dirs.Add(a[0]);
+                break;
+            case "mknod":
+                e = p.Mknod(a[0], 0x1000 | 0x1A4);
+                if (e == Errno.OK) m.Fifos.Add(a[0]);
+                break;
+            case "symlink":
+                e = p.Symlink(a[1], a[0]);
+                if (e == Errno.OK) m.Links[a[0]] = a[1];
+                break;
+            case "link":
+                e = p.Link(a[0], a[1]);
+                if (e == Errno.OK) m.Files[a[1]] = m.Files[a[0]]; // same inode: shares the array
+                break;
+            case "unlink":
+                e = p.Unlink(a[0]);
+                if (e == Errno.OK) { m.Files.Remove(a[0]); m.Links.Remove(a[0]); m.Fifos.Remove(a[0]); }
+                break;
+            case "rmdir":
+                e = p.Rmdir(a[0]);
+                if (e == Errno.OK) m.Dirs.Remove(a[0]);
+                break;
+            case "rename":
+                e = p.Rename(a[0], a[1]);
+                if (e == Errno.OK && a[0] != a[1] && m.Files.TryGetValue(a[0], out var moved))
+                {
+                    // Two names of one inode: rename does nothing. Otherwise the target name, of
+                    // whatever kind, now names the moved file.
+                    if (!ReferenceEquals(m.Files.GetValueOrDefault(a[1]), moved))
+                    {
+                        m.Files.Remove(a[0]);
+                        m.Links.Remove(a[1]);
+                        m.Fifos.Remove(a[1]);
+                        m.Files[a[1]] = moved;
+                    }
+                }
+                break;
+            case "write" or "dwrite" or "mwrite":
+                {
+                    e = p.Stat(a[0], out var st);
+                    if (e != Errno.OK) break;
+                    if (!st.IsReg) { e = Errno.EISDIR; break; }
+                    ulong off = U(1);
+                    var d = Data(a[3], (int)U(2));
+                    if (op == "mwrite")
+                    {
+                        // Stores into the existing bytes only, as a mapping allows.
+                        if (off >= st.Size) { e = Errno.OK; break; }
+                        d = d[..(int)Math.Min((ulong)d.Length, st.Size - off)];
+                        e = fs.MappedWrite(st.Ino, off, d);
+                    }
+                    else e = op == "dwrite" ? fs.WriteDirect(st.Ino, off, d, out _) : fs.Write(st.Ino, off, d, out _);
+                    if (e == Errno.OK) Store(m, a[0], off, d);
+                    break;
+                }
+            case "read" or "dread":
+                {
+                    e = p.Stat(a[0], out var st);
+                    if (e != Errno.OK || !st.IsReg) break;
+                    var buf = new byte[U(2)];
+                    e = op == "dread" ? fs.ReadDirect(st.Ino, U(1), buf, out int n) : fs.Read(st.Ino, U(1), buf, out n);
+                    if (e == Errno.OK && m.Files.TryGetValue(a[0], out var want))
+                    {
+                        int expect = (int)Math.Max(0, Math.Min((long)buf.Length, want.Length - (long)U(1)));
+                        if (n != expect || !buf.AsSpan(0, n).SequenceEqual(want.AsSpan((int)Math.Min(U(1), (ulong)want.Length), expect)))
+                            throw new InvalidDataException($"{op} {string.Join(' ', a)} returned data that differs from what was written (got {n} bytes, expected {expect}; file {st.Size} bytes, model {want.Length})");
+                    }
+                    break;
+                }
+            case "fallocate" or "punch" or "zero":
+                {
+                    e = p.Stat(a[0], out var st);
+                    if (e != Errno.OK || !st.IsReg) break;
+                    var mode = op switch { "punch" => FallocateMode.PunchHole | FallocateMode.KeepSize, "zero" => FallocateMode.ZeroRange | FallocateMode.KeepSize, _ => FallocateMode.KeepSize };
+                    e = fs.Fallocate(st.Ino, mode, U(1), U(2));
+                    if (e == Errno.OK && op != "fallocate") ZeroRange(m, a[0], U(1), U(2));
+                    break;
+                }
+            case "truncate":
+                e = p.Truncate(a[0], U(1));
+                if (e == Errno.OK && m.Files.TryGetValue(a[0], out var tf)) Resize(m, a[0], (int)U(1));
+                break;
+            case "fsync" or "fdatasync":
+                {
+                    e = p.Stat(a[0], out var st);
+                    if (e == Errno.OK) e = fs.Fsync(st.Ino, op == "fdatasync");
+                    break;
+                }
+            case "sync": e = fs.Sync(); break;
+            case "setattr": e = p.Chmod(a[0], (uint)U(1)); break;
+            case "setxattr": e = p.SetXattr(a[0], a[1], Encoding.UTF8.GetBytes(a[2])); break;
+            case "removexattr": e = p.RemoveXattr(a[0], a[1]); break;
+            case "getdents": e = p.ReadDir(a[0], out _); break;
+            case "stat": e = p.Lstat(a[0], out _); break;
+            default: throw new ArgumentException($"unknown operation '{op}'");
+        }
+        errno = e == Errno.OK ? "0" : e.ToString();
+        return "";
+    }
+
+    /// <summary>Writes into the model's array for the file (and its hard links: they share it).</summary>
+    private static void Store(Model m, string path, ulong off, byte[] d)
+    {
+        if (!m.Files.TryGetValue(path, out var cur)) return;
+        if (off + (ulong)d.Length > (ulong)cur.Length) Resize(m, path, (int)(off + (ulong)d.Length));
+        d.CopyTo(m.Files[path], (int)off);
+    }
+
+    private static void Resize(Model m, string path, int size)
+    {
+        var old = m.Files[path];
+        var n = new byte[size];
+        Array.Copy(old, n, Math.Min(size, old.Length));
+        foreach (var k in m.Files.Where(kv => ReferenceEquals(kv.Value, old)).Select(kv => kv.Key).ToList()) m.Files[k] = n;
+    }
+
+    private static void ZeroRange(Model m, string path, ulong off, ulong len)
+    {
+        if (!m.Files.TryGetValue(path, out var cur)) return;
+        for (ulong i = off; i < Math.Min(off + len, (ulong)cur.Length); i++) cur[i] = 0;
+    }
+
+    /// <summary>Sync, verify the ledger, compare every worker's tree with its model, hash the state.</summary>
+    private static void Finish(ReservoirFileSystem rfs, Model[] models, StressResult r)
+    {
+        var se = rfs.Engine.Sync();
+        if (se != Errno.OK) r.Failures.Add($"final sync: {se}");
+        foreach (var v in rfs.Engine.VerifyReservations()) r.Failures.Add("reservation ledger: " + v);
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var m in models)
+        {
+            foreach (var (path, want) in m.Files)
+            {
+                byte[] got;
+                try { got = rfs.ReadAllBytes(path); }
+                catch (IOException ex) { r.Failures.Add($"{path}: {ex.Message}"); continue; }
+                if (!got.AsSpan().SequenceEqual(want)) r.Failures.Add($"{path}: content differs from what was written ({got.Length} bytes, model {want.Length})");
+                sha.AppendData(Encoding.UTF8.GetBytes(path));
+                sha.AppendData(got);
+            }
+            foreach (var d in m.Dirs)
+            {
+                if (!rfs.DirectoryExists(d)) r.Failures.Add($"{d}: directory missing");
+                sha.AppendData(Encoding.UTF8.GetBytes("dir " + d));
+            }
+            foreach (var (l, t) in m.Links)
+            {
+                if (rfs.Posix.Readlink(l, out var got) != Errno.OK || got != t) r.Failures.Add($"{l}: symlink target differs");
+                sha.AppendData(Encoding.UTF8.GetBytes($"link {l} {t}"));
+            }
+        }
+        r.StateHash = Convert.ToHexString(sha.GetHashAndReset());
+    }
+}

@@ -1,0 +1,43 @@
+using Reservoir.Common.Concurrency;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+using Reservoir.Stress;
+using Xunit;
+
+namespace Reservoir.Tests.StressRuns;
+
+/// <summary>
+/// The stress runner over many seeds under the deterministic scheduler, each with a time limit:
+/// a run that stops making progress is reported with every thread's state (the periodic
+/// committer keeps virtual time moving, so a deadlock among the others would otherwise look
+/// like a very long run). Found so far: a metadata reservation left behind by a stale grow, two
+/// ordered extents over one range (a page re-dirtied before its first had finished), and page
+/// locks not released on an exception.
+/// </summary>
+public class StressSweepTests
+{
+    [Fact]
+#pragma warning disable xUnit1031 // a per-seed time limit is the point of this loop
+    public void StressSweepUnderTheDeterministicScheduler()
+    {
+        for (int seed = 1; seed <= 20; seed++)
+        {
+            var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk, pctSteps: 400_000);
+            var dev = new MemoryBlockDevice(256UL << 20);
+            var task = Task.Run(() => s.Run(() =>
+            {
+                Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
+                var rfs = ReservoirFileSystem.Open(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 50 });
+                var r = StressRunner.Run(rfs, new StressOptions { Workers = 4, OpsPerWorker = 150, Seed = seed, Scheduler = s });
+                rfs.Dispose();
+                if (!r.Ok || rfs.Engine.LeakedBytes != 0)
+                    throw new Xunit.Sdk.XunitException($"seed {seed}: {string.Join("; ", r.Failures.Take(3))} leaks: {string.Join("; ", rfs.Engine.LeakReports)} warnings: {string.Join(" | ", rfs.Engine.Warnings.Take(3))}");
+            }));
+            if (!task.Wait(TimeSpan.FromSeconds(60))) throw new Xunit.Sdk.XunitException($"seed {seed}: no end after 60 s at step {s.Steps}: {s.Describe()}");
+            if (task.IsFaulted) throw new Xunit.Sdk.XunitException($"seed {seed}: {task.Exception!.InnerException?.Message}");
+            FsckAssert.Clean(dev);
+        }
+    }
+#pragma warning restore xUnit1031
+}

@@ -1,0 +1,77 @@
+using Reservoir.Common.Concurrency;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Data;
+using Reservoir.Engine.Tx;
+using Reservoir.Stress;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Reservoir.Tests.StressRuns;
+
+/// <summary>The fsstress-style runner: under the deterministic scheduler (a hang is a reported
+/// deadlock, a failure replays by seed), on real threads, and replayed from its log.</summary>
+public class StressTests(ITestOutputHelper log)
+{
+    private static (StressResult Result, long Leaked, MemoryBlockDevice Dev) RunDeterministic(int seed, int workers, int ops)
+    {
+        var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk, pctSteps: 400_000);
+        var dev = new MemoryBlockDevice(256UL << 20);
+        StressResult? r = null;
+        long leaked = 0;
+        s.Run(() =>
+        {
+            Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
+            var rfs = ReservoirFileSystem.Open(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 50 });
+            r = StressRunner.Run(rfs, new StressOptions { Workers = workers, OpsPerWorker = ops, Seed = seed, Scheduler = s });
+            rfs.Dispose();
+            leaked = rfs.Engine.LeakedBytes;
+        });
+        return (r!, leaked, dev);
+    }
+
+    [Fact]
+    public void StressUnderTheDeterministicSchedulerKeepsEveryInvariant()
+    {
+        for (int seed = 1; seed <= 6; seed++)
+        {
+            var (r, leaked, dev) = RunDeterministic(seed, workers: 3, ops: 120);
+            Assert.True(r.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
+            Assert.Equal(0, leaked);
+            FsckAssert.Clean(dev);
+            log.WriteLine($"seed {seed}: {r.Operations} operations");
+        }
+    }
+
+    [Fact]
+    public void StressOnRealThreadsAndItsLogReplaysToTheSameState()
+    {
+        var dev = NewDev();
+        var logText = new StringWriter();
+        StressResult first;
+        using (var rfs = ReservoirFileSystem.Open(dev, new MountOptions { CommitIntervalMs = 100 }))
+        {
+            first = StressRunner.Run(rfs, new StressOptions { Workers = 4, OpsPerWorker = 400, Seed = 5, Log = logText });
+            rfs.Dispose();
+            Assert.True(rfs.Engine.LeakedBytes == 0, string.Join("\n", rfs.Engine.LeakReports));
+        }
+        Assert.True(first.Ok, string.Join("\n", first.Failures.Take(10)));
+        FsckAssert.Clean(dev);
+        var dev2 = NewDev();
+        using (var rfs = ReservoirFileSystem.Open(dev2, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            var again = StressRunner.Replay(rfs, new StringReader(logText.ToString()));
+            Assert.True(again.Ok, string.Join("\n", again.Failures.Take(10)));
+            Assert.Equal(first.Operations, again.Operations);
+            Assert.Equal(first.StateHash, again.StateHash);
+        }
+        log.WriteLine($"{first.Operations} operations, {first.Operations / first.Elapsed.TotalSeconds:F0} ops/s, state {first.StateHash[..16]}");
+    }
+
+    private static MemoryBlockDevice NewDev()
+    {
+        var d = new MemoryBlockDevice(512UL << 20);
+        Filesystem.Format(d, new MkfsOptions { NodeSize = 16384 });
+        return d;
+    }
+}
