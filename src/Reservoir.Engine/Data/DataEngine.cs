@@ -59,6 +59,16 @@ internal sealed partial class DataEngine : IDisposable
     public DataOptions Options { get; }
     public IScheduler Sched => Fs.Sched;
     public int BlockSize => Fs.BlockSize;
+
+    /// <summary>The page indexes meeting the byte range [start, end): First inclusive, Last
+    /// exclusive; Last is long.MaxValue when the range runs to the end of any file (an end
+    /// within one block of ulong.MaxValue would overflow when rounded up).</summary>
+    internal (long First, long Last) PageSpan(ulong start, ulong end)
+    {
+        ulong bs = (ulong)BlockSize;
+        long last = end >= ulong.MaxValue - bs ? long.MaxValue : (long)((end + bs - 1) / bs);
+        return ((long)(start / bs), last);
+    }
     /// <summary>Reservation leaks found by the checks (bytes): every test requires zero.</summary>
     public long LeakedBytes;
     public readonly List<string> LeakReports = new();

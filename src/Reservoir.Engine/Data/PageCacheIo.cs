@@ -270,7 +270,7 @@ internal sealed partial class DataEngine
     internal void Invalidate(Mapping m, ulong start, ulong end)
     {
         ulong bs = (ulong)BlockSize;
-        long first = (long)(start / bs), last = end >= ulong.MaxValue - bs ? long.MaxValue : (long)((end + bs - 1) / bs);
+        var (first, last) = PageSpan(start, end);
         long dropped = 0, droppedDirty = 0;
         using (m.State.Lock())
         {
@@ -332,11 +332,11 @@ internal sealed partial class DataEngine
     /// <summary>Drops every clean page (tests: "the pages were released").</summary>
     internal void ReleaseCleanPages(Mapping m, ulong start = 0, ulong end = ulong.MaxValue)
     {
-        ulong bs = (ulong)BlockSize;
+        var (first, last) = PageSpan(start, end);
         long freed = 0;
         using (m.State.Lock())
         {
-            foreach (var p in m.Pages.Values.Where(p => !p.Dirty && !p.Locked && !p.Writeback && (ulong)p.Index * bs < end && ((ulong)p.Index + 1) * bs > start).ToList())
+            foreach (var p in m.Pages.Values.Where(p => !p.Dirty && !p.Locked && !p.Writeback && p.Index >= first && p.Index < last).ToList())
             {
                 m.Pages.Remove(p.Index);
                 ReleaseCleanPageUnsynchronized(m, p);

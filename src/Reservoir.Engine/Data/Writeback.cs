@@ -45,8 +45,7 @@ internal sealed partial class DataEngine
     /// <paramref name="wait"/>). Caller holds State.</summary>
     private List<Page> PickDirtyRun(Mapping m, ulong start, ulong end, bool wait)
     {
-        ulong bs = (ulong)BlockSize;
-        long first = (long)(start / bs), last = end == ulong.MaxValue ? long.MaxValue : (long)((end + bs - 1) / bs);
+        var (first, last) = PageSpan(start, end);
         while (true)
         {
             long idx = -1;

@@ -22,6 +22,35 @@ public class SeedRegressionTests(ITestOutputHelper log)
 
     private sealed record Outcome(long Leaked, List<string> Violations, int FillShortBy, string Data, MemoryBlockDevice Dev, IReadOnlyList<string> Leaks);
 
+    private static DeterministicScheduler NewScheduler(int seed) =>
+        new(seed, seed % 3 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk);
+
+    /// <summary>Formats and mounts a filesystem on the scheduler with quota on and the root
+    /// subvolume's qgroup limited to <see cref="Limit"/>; commits only when asked.</summary>
+    private static Filesystem MountWithQuota(MemoryBlockDevice dev, DeterministicScheduler s, DataOptions dopt)
+    {
+        Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
+        var fs = Filesystem.Mount(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 0 }, dopt);
+        Ok(fs.EnableQuota());
+        Ok(fs.SetQuotaLimit(Limit));
+        return fs;
+    }
+
+    /// <summary>Every seed must end with no ledger violation, no leaked byte, the limit
+    /// fillable exactly, the data intact and a clean fsck.</summary>
+    private static void AssertCleanOverSeeds(Func<int, Outcome> run, int seeds)
+    {
+        for (int seed = 1; seed <= seeds; seed++)
+        {
+            var o = run(seed);
+            Assert.True(o.Violations.Count == 0, $"seed {seed}: {string.Join("; ", o.Violations)}");
+            Assert.True(o.Leaked == 0, $"seed {seed}: leaked {o.Leaked}: {string.Join("; ", o.Leaks)}");
+            Assert.True(o.FillShortBy == 0, $"seed {seed}: EDQUOT {o.FillShortBy} bytes before the limit");
+            Assert.Equal("ok", o.Data);
+            FsckAssert.Clean(o.Dev);
+        }
+    }
+
     /// <summary>
     /// Seed 000: create f0; buffered write [600030, +27288]; direct write [610304, +106496],
     /// with writeback (the flusher), page reclaim and the direct write as concurrent threads; in
@@ -30,7 +59,7 @@ public class SeedRegressionTests(ITestOutputHelper log)
     /// </summary>
     private static Outcome RunSeed000(int seed, bool bug)
     {
-        var s = new DeterministicScheduler(seed, seed % 3 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk);
+        var s = NewScheduler(seed);
         var dev = new MemoryBlockDevice(128UL << 20);
         var dopt = new DataOptions { WritebackIntervalMs = 0, CompletionWorkers = 2 };
         dopt.Bugs.OldQgroupReleaseTiming = bug;
@@ -42,10 +71,7 @@ public class SeedRegressionTests(ITestOutputHelper log)
         Outcome? outcome = null;
         s.Run(() =>
         {
-            Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
-            var fs = Filesystem.Mount(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 0 }, dopt);
-            Ok(fs.EnableQuota());
-            Ok(fs.SetQuotaLimit(Limit));
+            var fs = MountWithQuota(dev, s, dopt);
             Ok(fs.Create(Filesystem.RootIno, "f0", 0x1A4, 0, 0, out var a));
             ulong ino = a.Ino;
             Ok(fs.Write(ino, 600030, buffered, out _));
@@ -101,15 +127,7 @@ public class SeedRegressionTests(ITestOutputHelper log)
     [Fact]
     public void Seed000_BufferedThenDirectWriteNeverLeaksQgroupReservation()
     {
-        for (int seed = 1; seed <= 60; seed++)
-        {
-            var o = RunSeed000(seed, bug: false);
-            Assert.True(o.Violations.Count == 0, $"seed {seed}: {string.Join("; ", o.Violations)}");
-            Assert.True(o.Leaked == 0, $"seed {seed}: leaked {o.Leaked}: {string.Join("; ", o.Leaks)}");
-            Assert.True(o.FillShortBy == 0, $"seed {seed}: EDQUOT {o.FillShortBy} bytes before the limit");
-            Assert.Equal("ok", o.Data);
-            FsckAssert.Clean(o.Dev);
-        }
+        AssertCleanOverSeeds(seed => RunSeed000(seed, bug: false), 60);
     }
 
     /// <summary>Runs a seed with its bug switched back on over many seeds; counts the runs in
@@ -146,17 +164,14 @@ public class SeedRegressionTests(ITestOutputHelper log)
     /// </summary>
     private static Outcome RunSeed001(int seed, bool bug)
     {
-        var s = new DeterministicScheduler(seed, seed % 3 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk);
+        var s = NewScheduler(seed);
         var dev = new MemoryBlockDevice(64UL << 20);
         var dopt = new DataOptions { WritebackIntervalMs = 0, CompletionWorkers = 1 };
         dopt.Bugs.NoSecondLookupInPageMkwrite = bug;
         Outcome? outcome = null;
         s.Run(() =>
         {
-            Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
-            var fs = Filesystem.Mount(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 0 }, dopt);
-            Ok(fs.EnableQuota());
-            Ok(fs.SetQuotaLimit(Limit));
+            var fs = MountWithQuota(dev, s, dopt);
             Ok(fs.Create(Filesystem.RootIno, "f", 0x1A4, 0, 0, out var a));
             ulong ino = a.Ino;
             Ok(fs.Truncate(ino, 65536));
@@ -183,15 +198,7 @@ public class SeedRegressionTests(ITestOutputHelper log)
     [Fact]
     public void Seed001_PageFaultWriteRacingFallocateReservesExactly()
     {
-        for (int seed = 1; seed <= 60; seed++)
-        {
-            var o = RunSeed001(seed, bug: false);
-            Assert.True(o.Violations.Count == 0, $"seed {seed}: {string.Join("; ", o.Violations)}");
-            Assert.True(o.Leaked == 0, $"seed {seed}: leaked {o.Leaked}: {string.Join("; ", o.Leaks)}");
-            Assert.True(o.FillShortBy == 0, $"seed {seed}: EDQUOT {o.FillShortBy} bytes before the limit");
-            Assert.Equal("ok", o.Data);
-            FsckAssert.Clean(o.Dev);
-        }
+        AssertCleanOverSeeds(seed => RunSeed001(seed, bug: false), 60);
     }
 
     [Fact]
