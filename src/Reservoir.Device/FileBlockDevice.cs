@@ -89,6 +89,20 @@ public sealed class FileBlockDevice : IBlockDevice
         }
     }
 
+    public void WriteGather(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
+    {
+        if (_direct) { IBlockDevice.GatherByCopy(this, offset, buffers); return; }
+        if (ReadOnly) throw new FsException(Errno.EROFS, "device is read-only");
+        long total = 0;
+        foreach (var b in buffers) total += b.Length;
+        Check(offset, (int)total);
+        try { RandomAccess.Write(_handle, buffers, (long)offset); }
+        catch (IOException ex) when (ex is not FsException)
+        {
+            throw new DeviceIOException($"write failed: {ex.Message}", offset, ex);
+        }
+    }
+
     public void Flush()
     {
         if (ReadOnly) return;

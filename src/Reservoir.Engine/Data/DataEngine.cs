@@ -58,6 +58,8 @@ internal sealed partial class DataEngine : IDisposable
     public Subvolume Top { get; }
     public DataOptions Options { get; }
     public IScheduler Sched => Fs.Sched;
+    /// <summary>Where page frames come from (native chunks; see <see cref="PageArena"/>).</summary>
+    internal PageArena Arena { get; }
     public int BlockSize => Fs.BlockSize;
 
     /// <summary>The page indexes meeting the byte range [start, end): First inclusive, Last
@@ -79,6 +81,8 @@ internal sealed partial class DataEngine : IDisposable
         Top = top;
         Options = options;
         _lock = Sched.CreateMutex("page-cache");
+        // Keep up to a quarter of the cache budget (at most 64 MiB) of free frames for reuse.
+        Arena = new PageArena(BlockSize, Math.Min(options.PageCacheBytes / 4, 64L << 20));
         _endio = new WorkQueue(Sched, "endio-write", Math.Max(1, options.CompletionWorkers))
         {
             OnError = ex => fs.Warn($"ordered extent completion failed: {ex}"),
@@ -182,6 +186,7 @@ internal sealed partial class DataEngine : IDisposable
             if (m.DirtyPages.Count > 0 || m.Ordered.Count > 0 || !m.Ledger.IsEmpty || m.MetaRsv > 0 || m.OutstandingExtents != 0) return false;
             if (m.Pages.Values.Any(p => p.Locked || p.Writeback)) return false;
             long pages = m.Pages.Count;
+            foreach (var p in m.Pages.Values) FreePageFrame(p);
             m.Pages.Clear();
             if (pages > 0) CountPages(-pages, 0);
         }
@@ -200,6 +205,7 @@ internal sealed partial class DataEngine : IDisposable
         }
         _flusher?.Join();
         _endio.Dispose();
+        Arena.Dispose(); // last: the flusher and the completion workers no longer touch pages
     }
 
     // ------------------------------------------------------------------ leak checks

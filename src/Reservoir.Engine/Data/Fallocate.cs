@@ -197,7 +197,7 @@ internal sealed partial class DataEngine
                 if (mp.Fe.Type != FileExtentType.Prealloc) dataRanges.Add((mp.Pos, mp.End));
         using (m.State.Lock())
         {
-            foreach (var i in m.DirtyPages) dataRanges.Add(((ulong)i * bs, ((ulong)i + 1) * bs));
+            foreach (var i in m.DirtyPages.All) dataRanges.Add(((ulong)i * bs, ((ulong)i + 1) * bs));
             foreach (var oe in m.Ordered.Values) dataRanges.Add((oe.FileOffset, oe.End));
         }
         dataRanges.Sort();

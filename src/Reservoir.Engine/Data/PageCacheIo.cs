@@ -9,9 +9,12 @@ internal sealed partial class DataEngine
     /// <summary>Read-ahead window: 1 MiB of 4 KiB pages, the kernel's largest default.</summary>
     private const int ReadaheadPages = 256;
 
-    /// <summary>Page buffers live on the pinned object heap: cached data is long-lived, and the
-    /// GC must not copy it from generation to generation.</summary>
-    private byte[] NewPageBuffer() => GC.AllocateArray<byte>(BlockSize, pinned: true);
+    /// <summary>A frame for a new page, from the arena (zeroed unless the caller overwrites it whole).</summary>
+    private PageFrame NewPageFrame(bool zeroed) => Arena.Rent(zeroed);
+
+    /// <summary>A page that left the cache gives its frame back. Caller removed it from the
+    /// mapping under State and checked it is neither locked nor under writeback.</summary>
+    private void FreePageFrame(Page p) => Arena.Return(p.Frame);
 
     /// <summary>
     /// A buffered write (caller holds the inode lock exclusively), chunk by chunk: lock the
@@ -118,7 +121,7 @@ internal sealed partial class DataEngine
             {
                 ulong ps = (ulong)page.Index * bs;
                 ulong from = Math.Max(ps, pos), to = Math.Min(ps + bs, pos + (ulong)data.Length);
-                data.Slice((int)(from - pos), (int)(to - from)).CopyTo(page.Data.AsSpan((int)(from - ps)));
+                data.Slice((int)(from - pos), (int)(to - from)).CopyTo(page.Data.Slice((int)(from - ps)));
                 page.Uptodate = true;
                 if (!page.Dirty)
                 {
@@ -153,7 +156,7 @@ internal sealed partial class DataEngine
                 }
                 else
                 {
-                    page = new Page(idx, NewPageBuffer()) { Locked = true };
+                    page = new Page(idx, NewPageFrame(zeroed: !wholePage)) { Locked = true };
                     m.Pages[idx] = page;
                     newPages++;
                     if (wholePage) return page;
@@ -180,7 +183,7 @@ internal sealed partial class DataEngine
         Page page;
         using (m.State.Lock()) page = m.Pages[idx];
         ulong size = m.Inode.Item.FileSize;
-        if (s < size) FileExtents.Read(Fs, Top.Tree, m.Inode, s, page.Data.AsSpan(0, (int)Math.Min(bs, size - s)));
+        if (s < size) FileExtents.Read(Fs, Top.Tree, m.Inode, s, page.Data.Slice(0, (int)Math.Min(bs, size - s)));
         using (m.State.Lock()) page.Uptodate = true;
     }
 
@@ -206,7 +209,7 @@ internal sealed partial class DataEngine
             {
                 if (m.Pages.TryGetValue(idx, out var page) && page.Uptodate)
                 {
-                    page.Data.AsSpan(within, n).CopyTo(dst.Slice(done));
+                    page.Data.Slice(within, n).CopyTo(dst.Slice(done));
                     page.LastUsed = NextClock();
                     hit = true;
                 }
@@ -251,9 +254,9 @@ internal sealed partial class DataEngine
                 for (long i = 0; i < count; i++)
                 {
                     if (m.Pages.ContainsKey(idx + i)) continue;
-                    var data = NewPageBuffer();
-                    buf.AsSpan((int)((ulong)i * bs), (int)bs).CopyTo(data);
-                    m.Pages[idx + i] = new Page(idx + i, data) { Uptodate = true, LastUsed = NextClock() };
+                    var frame = NewPageFrame(zeroed: false);
+                    buf.AsSpan((int)((ulong)i * bs), (int)bs).CopyTo(frame.Span);
+                    m.Pages[idx + i] = new Page(idx + i, frame) { Uptodate = true, LastUsed = NextClock() };
                     added++;
                 }
             }
@@ -286,6 +289,7 @@ internal sealed partial class DataEngine
                 dropped++;
                 if (p.Dirty) { m.DirtyPages.Remove(p.Index); droppedDirty++; }
                 else ReleaseCleanPageUnsynchronized(m, p);
+                FreePageFrame(p);
             }
         }
         CountPages(-dropped, -droppedDirty);
@@ -323,6 +327,7 @@ internal sealed partial class DataEngine
                 if (p.Dirty || p.Locked || p.Writeback || !m.Pages.TryGetValue(p.Index, out var cur) || cur != p) continue;
                 m.Pages.Remove(p.Index);
                 ReleaseCleanPageUnsynchronized(m, p);
+                FreePageFrame(p);
             }
             freed++;
         }
@@ -340,6 +345,7 @@ internal sealed partial class DataEngine
             {
                 m.Pages.Remove(p.Index);
                 ReleaseCleanPageUnsynchronized(m, p);
+                FreePageFrame(p);
                 freed++;
             }
         }

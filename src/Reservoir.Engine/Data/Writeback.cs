@@ -1,4 +1,3 @@
-using System.Buffers;
 using Reservoir.Common;
 using Reservoir.Engine.Inodes;
 using Reservoir.Format.Items;
@@ -49,7 +48,7 @@ internal sealed partial class DataEngine
         while (true)
         {
             long idx = -1;
-            foreach (var i in m.DirtyPages.GetViewBetween(first, last == long.MaxValue ? long.MaxValue : last - 1))
+            foreach (var i in m.DirtyPages.Between(first, last == long.MaxValue ? long.MaxValue : last - 1))
             {
                 var p = m.Pages[i];
                 if (p.Locked || p.Writeback)
@@ -159,36 +158,41 @@ internal sealed partial class DataEngine
         return oe;
     }
 
-    /// <summary>Snapshots the pages of an ordered extent, unlocks them, writes, and on
-    /// completion of the IO queues the ordered extent for finishing.</summary>
+    /// <summary>Checksums the pages of an ordered extent, unlocks them and writes them straight
+    /// from their frames in one gathered write; on completion of the IO queues the ordered
+    /// extent for finishing. No copy is needed: pages stay under writeback until the IO ends, and
+    /// every path that changes or frees a page waits for writeback first (stable pages).</summary>
     private void SubmitOrdered(Mapping m, OrderedExtent oe, List<Page> run)
     {
         ulong bs = (ulong)BlockSize;
         int len = (int)oe.NumBytes;
-        var buf = ArrayPool<byte>.Shared.Rent(len);
-        var pages = run.Where(p => (ulong)p.Index * bs >= oe.FileOffset && (ulong)p.Index * bs < oe.End).ToList();
-        try
+        // The run is contiguous and ascending, so the extent's pages are one slice of it.
+        int first = (int)((long)(oe.FileOffset / bs) - run[0].Index), count = (int)(oe.NumBytes / bs);
+        var pages = run.GetRange(first, count);
+        if (pages[0].Index * (long)bs != (long)oe.FileOffset || pages[^1].Index != pages[0].Index + count - 1)
+            ThrowHelper.Invariant($"inode {m.Inode.Ino}: ordered extent [{oe.FileOffset}, +{oe.NumBytes}) does not match its pages");
+        var frames = new ReadOnlyMemory<byte>[count];
+        oe.Csums = new uint[count];
+        for (int i = 0; i < count; i++)
         {
-            using (m.State.Lock())
-            {
-                foreach (var p in pages) p.Data.CopyTo(buf, (int)((ulong)p.Index * bs - oe.FileOffset));
-                foreach (var p in pages) p.Locked = false;
-                m.State.PulseAll();
-            }
-            oe.Csums = new uint[len / (int)bs];
-            for (int i = 0; i < oe.Csums.Length; i++) oe.Csums[i] = Crc32C.Compute(buf.AsSpan(i * (int)bs, (int)bs));
-            Sched.Yield("writeback:submit");
-            bool ok = true;
-            try { Fs.Device.Write(oe.DiskBytenr + oe.ExtentOffset, buf.AsSpan(0, len)); }
-            catch (FsException ex)
-            {
-                ok = false;
-                Fs.Warn($"inode {m.Inode.Ino}: writeback of [{oe.FileOffset}, +{oe.NumBytes}) failed: {ex.Message}");
-            }
-            Fs.Stats.DataBytesWritten += len;
-            EndIo(m, oe, pages, ok);
+            frames[i] = pages[i].Frame.Memory;
+            oe.Csums[i] = Crc32C.Compute(pages[i].Data);
         }
-        finally { ArrayPool<byte>.Shared.Return(buf); }
+        using (m.State.Lock())
+        {
+            foreach (var p in pages) p.Locked = false;
+            m.State.PulseAll();
+        }
+        Sched.Yield("writeback:submit");
+        bool ok = true;
+        try { Fs.Device.WriteGather(oe.DiskBytenr + oe.ExtentOffset, frames); }
+        catch (FsException ex)
+        {
+            ok = false;
+            Fs.Warn($"inode {m.Inode.Ino}: writeback of [{oe.FileOffset}, +{oe.NumBytes}) failed: {ex.Message}");
+        }
+        Fs.Stats.DataBytesWritten += len;
+        EndIo(m, oe, pages, ok);
     }
 
     /// <summary>IO completion (end_bio_extent_writepage): pages leave writeback, and the ordered
@@ -211,7 +215,7 @@ internal sealed partial class DataEngine
     {
         ulong bs = (ulong)BlockSize;
         List<long> old;
-        using (m.State.Lock()) old = m.DirtyPages.Where(i => m.Pages[i].DirtiedMs <= olderThanMs).ToList();
+        using (m.State.Lock()) old = m.DirtyPages.All.Where(i => m.Pages[i].DirtiedMs <= olderThanMs).ToList();
         foreach (var i in old) Writeback(m, (ulong)i * bs, ((ulong)i + 1) * bs, wait: false);
     }
 

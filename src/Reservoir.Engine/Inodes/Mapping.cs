@@ -1,12 +1,17 @@
+using Reservoir.Common.Collections;
 using Reservoir.Common.Concurrency;
 
 namespace Reservoir.Engine.Inodes;
 
-/// <summary>One cached block of a file. Fields guarded by the mapping's state lock.</summary>
-internal sealed class Page(long index, byte[] data)
+/// <summary>One cached block of a file (the kernel's struct page of an address_space). Fields
+/// guarded by the mapping's state lock; the frame's bytes by the page lock, or by State for
+/// copies made under it. The frame goes back to the arena only when the page leaves the cache
+/// unlocked and not under writeback (<see cref="PageArena"/>).</summary>
+internal sealed class Page(long index, PageFrame frame)
 {
     public readonly long Index = index;
-    public readonly byte[] Data = data;
+    public readonly PageFrame Frame = frame;
+    public Span<byte> Data => Frame.Span;
     public bool Uptodate;
     public bool Dirty;
     public bool Writeback;
@@ -37,7 +42,7 @@ internal sealed class Mapping
     public readonly FsMutex State;
     public readonly FsRwLock DataSem;
     public readonly Dictionary<long, Page> Pages = new();
-    public readonly SortedSet<long> DirtyPages = new();
+    public readonly SparseBitSet DirtyPages = new();
     public readonly ExtentIoTree Ledger = new();
     public readonly ExtentStatusTree Es = new();
     public readonly SortedDictionary<ulong, OrderedExtent> Ordered = new();

@@ -36,6 +36,15 @@ public class FormatTests
             // SPEC §0: crc32c(data; seed) starts the register at NOT seed.
             Assert.Equal(ReferenceCrc(d, ~0xFFFFFFFEu), Crc32C.Compute(d, 0xFFFFFFFE));
         }
+        // Long buffers take the three-lane path (3 × 1360 bytes per round) and its joins:
+        // lengths around the round size, whole blocks and nodes, and odd tails.
+        foreach (int n in new[] { 4079, 4080, 4081, 4096, 4096 + 13, 8160, 8161, 16384, 65536 + 7 })
+        {
+            var d = new byte[n];
+            rng.NextBytes(d);
+            Assert.Equal(ReferenceCrc(d, 0xFFFFFFFF), Crc32C.Compute(d));
+            Assert.Equal(ReferenceCrc(d, ~0x12345678u), Crc32C.Compute(d, 0x12345678));
+        }
         Assert.Equal((ulong)ReferenceCrc("hello"u8, 1), NameHash.Of("hello"u8));
     }
 
