@@ -4,37 +4,82 @@ namespace Reservoir.Common.Collections;
 public readonly record struct RangeEntry<T>(ulong Start, ulong End, T Value);
 
 /// <summary>
-/// Disjoint ranges kept sorted by start in one array, found by binary search. Lookups are
-/// logarithmic; inserts and removals move the tail of the array (memmove), which for the range
-/// counts of a per-inode ledger or a block group's free space is cheaper than any tree. (.NET's
-/// SortedSet has no floor lookup, and its views count their elements on creation.)
+/// Disjoint ranges kept sorted by start, addressed by index and found by binary search.
+///
+/// Storage is a list of blocks of at most <see cref="MaxBlock"/> entries with a running count
+/// of the entries before each block (a tiered vector): an index finds its block by binary
+/// search, and inserts and removals move entries only within one block and update the counts
+/// of the blocks after it. One flat array (the first version) made every insert move the whole
+/// tail, which random 4 KiB writes turned into the bulk of their cost once a file's ledger held
+/// tens of thousands of ranges. (.NET's SortedSet has no floor lookup and no index, and its
+/// views count their elements on creation.)
 /// Not thread-safe.
 /// </summary>
 public sealed class SortedRanges<T>
 {
-    private readonly List<RangeEntry<T>> _items = new();
+    private const int MaxBlock = 512;
+    private readonly List<List<RangeEntry<T>>> _blocks = new();
+    private readonly List<int> _before = new(); // entries in the blocks before block b
 
-    public int Count => _items.Count;
-    public RangeEntry<T> this[int i] => _items[i];
-    public IEnumerable<RangeEntry<T>> All => _items;
+    public int Count { get; private set; }
+
+    public RangeEntry<T> this[int i]
+    {
+        get
+        {
+            var (b, j) = Locate(i);
+            return _blocks[b][j];
+        }
+    }
+
+    public IEnumerable<RangeEntry<T>> All
+    {
+        get
+        {
+            foreach (var blk in _blocks)
+                foreach (var e in blk) yield return e;
+        }
+    }
+
+    /// <summary>Block and offset of index <paramref name="i"/> (0 ≤ i &lt; Count).</summary>
+    private (int Block, int Offset) Locate(int i)
+    {
+        if ((uint)i >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(i), $"index {i} of {Count}");
+        int lo = 0, hi = _blocks.Count - 1;
+        while (lo < hi) // last block with _before ≤ i
+        {
+            int mid = (lo + hi + 1) >>> 1;
+            if (_before[mid] <= i) lo = mid; else hi = mid - 1;
+        }
+        return (lo, i - _before[lo]);
+    }
 
     /// <summary>Index of the first range with Start ≥ <paramref name="pos"/> (Count if none).</summary>
     public int LowerBound(ulong pos)
     {
-        int lo = 0, hi = _items.Count;
+        // The first block whose last entry starts at or after pos holds the answer.
+        int lo = 0, hi = _blocks.Count;
         while (lo < hi)
         {
             int mid = (lo + hi) >>> 1;
-            if (_items[mid].Start < pos) lo = mid + 1; else hi = mid;
+            if (_blocks[mid][^1].Start < pos) lo = mid + 1; else hi = mid;
         }
-        return lo;
+        if (lo == _blocks.Count) return Count;
+        var blk = _blocks[lo];
+        int a = 0, z = blk.Count;
+        while (a < z)
+        {
+            int mid = (a + z) >>> 1;
+            if (blk[mid].Start < pos) a = mid + 1; else z = mid;
+        }
+        return _before[lo] + a;
     }
 
     /// <summary>Index of the last range with Start ≤ <paramref name="pos"/>, or -1.</summary>
     public int FloorIndex(ulong pos)
     {
         int i = LowerBound(pos);
-        if (i < _items.Count && _items[i].Start == pos) return i;
+        if (i < Count && this[i].Start == pos) return i;
         return i - 1;
     }
 
@@ -42,28 +87,96 @@ public sealed class SortedRanges<T>
     public int IndexContaining(ulong pos)
     {
         int i = FloorIndex(pos);
-        return i >= 0 && _items[i].End > pos ? i : -1;
+        return i >= 0 && this[i].End > pos ? i : -1;
     }
 
     /// <summary>Indexes [first, last) of the ranges overlapping [start, end).</summary>
     public (int First, int Last) Overlapping(ulong start, ulong end)
     {
-        if (start >= end || _items.Count == 0) return (0, 0);
+        if (start >= end || Count == 0) return (0, 0);
         int first = FloorIndex(start);
-        if (first < 0 || _items[first].End <= start) first++;
+        if (first < 0 || this[first].End <= start) first++;
         int last = LowerBound(end);
         return (first, Math.Max(first, last));
     }
 
-    public void Add(RangeEntry<T> r)
+    public void Add(RangeEntry<T> r) => InsertRange(LowerBound(r.Start), [r]);
+
+    public void RemoveAt(int i) => RemoveRange(i, 1);
+
+    /// <summary>Removes entries [i, i+n).</summary>
+    public void RemoveRange(int i, int n)
     {
-        int i = LowerBound(r.Start);
-        _items.Insert(i, r);
+        if (n == 0) return;
+        if (i < 0 || n < 0 || i + n > Count) throw new ArgumentOutOfRangeException(nameof(n), $"[{i}, +{n}) of {Count}");
+        var (b, j) = Locate(i);
+        int first = b, left = n;
+        while (left > 0)
+        {
+            var blk = _blocks[b];
+            int take = Math.Min(left, blk.Count - j);
+            blk.RemoveRange(j, take);
+            left -= take;
+            if (blk.Count == 0) _blocks.RemoveAt(b); // the next block slides into b
+            else { b++; j = 0; }
+        }
+        Count -= n;
+        Renumber(Math.Max(0, first - 1));
     }
 
-    public void RemoveAt(int i) => _items.RemoveAt(i);
-    public void RemoveRange(int i, int n) => _items.RemoveRange(i, n);
-    public void Set(int i, RangeEntry<T> r) => _items[i] = r;
-    public void InsertRange(int i, IEnumerable<RangeEntry<T>> rs) => _items.InsertRange(i, rs);
-    public void Clear() => _items.Clear();
+    public void Set(int i, RangeEntry<T> r)
+    {
+        var (b, j) = Locate(i);
+        _blocks[b][j] = r;
+    }
+
+    /// <summary>Inserts entries at index <paramref name="i"/> (0 ≤ i ≤ Count), in order.</summary>
+    public void InsertRange(int i, IEnumerable<RangeEntry<T>> rs)
+    {
+        var items = rs as IReadOnlyCollection<RangeEntry<T>> ?? rs.ToList();
+        if (items.Count == 0) return;
+        if (i < 0 || i > Count) throw new ArgumentOutOfRangeException(nameof(i), $"index {i} of {Count}");
+        int b, j;
+        if (_blocks.Count == 0) { _blocks.Add(new List<RangeEntry<T>>(items.Count)); _before.Add(0); b = 0; j = 0; }
+        else if (i == Count) { b = _blocks.Count - 1; j = _blocks[b].Count; }
+        else (b, j) = Locate(i);
+        var blk = _blocks[b];
+        blk.InsertRange(j, items);
+        Count += items.Count;
+        if (blk.Count > MaxBlock)
+        {
+            // Split into blocks of half the maximum, so that inserts nearby do not split again at once.
+            int half = MaxBlock / 2, at = half;
+            var pieces = new List<List<RangeEntry<T>>>();
+            while (blk.Count - at > 0)
+            {
+                int n = Math.Min(half, blk.Count - at);
+                pieces.Add(blk.GetRange(at, n));
+                at += n;
+            }
+            blk.RemoveRange(half, blk.Count - half);
+            _blocks.InsertRange(b + 1, pieces);
+        }
+        Renumber(b);
+    }
+
+    public void Clear()
+    {
+        _blocks.Clear();
+        _before.Clear();
+        Count = 0;
+    }
+
+    /// <summary>Recomputes the running counts from block <paramref name="from"/> on.</summary>
+    private void Renumber(int from)
+    {
+        while (_before.Count > _blocks.Count) _before.RemoveAt(_before.Count - 1);
+        while (_before.Count < _blocks.Count) _before.Add(0);
+        int n = from == 0 ? 0 : _before[from - 1] + _blocks[from - 1].Count;
+        for (int b = from; b < _blocks.Count; b++)
+        {
+            _before[b] = n;
+            n += _blocks[b].Count;
+        }
+    }
 }

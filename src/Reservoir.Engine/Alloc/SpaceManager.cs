@@ -194,11 +194,22 @@ internal sealed class SpaceManager
         long mDef = -(Meta.Free - (long)mExtra - (useGlobal ? 0 : (long)GlobalReserve));
         long dDef = -(Data.Free - (long)dExtra);
         if (mDef <= 0 && dDef <= 0) return true;
-        // Cover each deficit with whole unallocated slots, largest first.
-        var slots = FreeSlots().Select(s => s.Len).OrderByDescending(l => l).ToList();
-        int i = 0;
-        while (mDef > 0 && i < slots.Count) mDef -= (long)(slots[i++] - 2UL * (ulong)NodeSize);
-        while (dDef > 0 && i < slots.Count) dDef -= (long)(slots[i++] - 2UL * (ulong)BlockSize);
+        // Cover each deficit with whole unallocated slots, largest first. Every slot is one
+        // group long except perhaps a shorter last one, so "largest first" is the full slots,
+        // then the short one; counted without building a list (every reservation gets here
+        // once the allocated groups are promised away).
+        int full = 0;
+        ulong shortLen = 0;
+        for (ulong s = FormatConstants.ReservedPrefix; s < DeviceSize; s += GroupSize)
+        {
+            ulong len = Math.Min(GroupSize, DeviceSize - s);
+            if (len < (ulong)NodeSize * 4 || GroupOfUnsynchronized(s) != null) continue; // as Slots()
+            if (len == GroupSize) full++; else shortLen = len;
+        }
+        int taken = 0, total = full + (shortLen > 0 ? 1 : 0);
+        ulong SlotLen(int i) => i < full ? GroupSize : shortLen;
+        while (mDef > 0 && taken < total) mDef -= (long)(SlotLen(taken++) - 2UL * (ulong)NodeSize);
+        while (dDef > 0 && taken < total) dDef -= (long)(SlotLen(taken++) - 2UL * (ulong)BlockSize);
         return mDef <= 0 && dDef <= 0;
     }
 

@@ -81,13 +81,13 @@ internal sealed partial class DataEngine
 
         // A no-CoW file (chattr +C) overwrites its written extents in place, like preallocated ones.
         bool noCow = (m.Inode.Item.Flags & InodeFlags.NoDataCow) != 0;
-        var cow = plan.Where(p => p.Status is ExtentStatus.Hole or ExtentStatus.Delayed || (p.Status == ExtentStatus.Written && !noCow)).ToList();
-        var inPlace = plan.Where(p => p.Status == ExtentStatus.Unwritten || (p.Status == ExtentStatus.Written && noCow)).ToList();
+        bool IsCow(ExtentStatus st) => st is ExtentStatus.Hole or ExtentStatus.Delayed || (st == ExtentStatus.Written && !noCow);
         ulong newData = 0, newQgroup = 0;
         using (m.State.Lock())
         {
-            foreach (var (s, e, _) in cow)
+            foreach (var (s, e, st) in plan)
             {
+                if (!IsCow(st)) continue;
                 newData += (e - s) - m.Ledger.CountSet(s, e, RangeBits.Delalloc);
                 newQgroup += (e - s) - m.Ledger.CountSet(s, e, RangeBits.QgroupReserved);
             }
@@ -102,13 +102,16 @@ internal sealed partial class DataEngine
         ulong metaWant;
         using (m.State.Lock())
         {
-            foreach (var (s, e, _) in cow)
+            foreach (var (s, e, st) in plan)
             {
-                setData += ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: true);
-                setQgroup += m.Ledger.Set(s, e, RangeBits.QgroupReserved);
-                m.Es.Insert(s, e, ExtentStatus.Delayed);
+                if (IsCow(st))
+                {
+                    setData += ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: true);
+                    setQgroup += m.Ledger.Set(s, e, RangeBits.QgroupReserved);
+                    m.Es.Insert(s, e, ExtentStatus.Delayed);
+                }
+                else ChangeDirtyBits(m, s, e, RangeBits.InPlace, set: true); // preallocated, or no-CoW written
             }
-            foreach (var (s, e, _) in inPlace) ChangeDirtyBits(m, s, e, RangeBits.InPlace, set: true);
             metaWant = MetaTargetUnsynchronized(m);
         }
         if (setData != newData || setQgroup != newQgroup)
@@ -119,9 +122,9 @@ internal sealed partial class DataEngine
             // Undo everything this call set, in the ledger and in the counters.
             using (m.State.Lock())
             {
-                foreach (var (s, e, st) in cow)
+                foreach (var (s, e, st) in plan)
                 {
-                    if (st == ExtentStatus.Delayed) continue;
+                    if (!IsCow(st) || st == ExtentStatus.Delayed) continue;
                     ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: false);
                     m.Ledger.Clear(s, e, RangeBits.QgroupReserved);
                     m.Es.Remove(s, e);
@@ -157,9 +160,10 @@ internal sealed partial class DataEngine
     /// </summary>
     internal ulong ChangeDirtyBits(Mapping m, ulong start, ulong end, RangeBits bit, bool set)
     {
-        int before = ExtentsOf(m.Ledger.Runs(DirtyMask, start, end));
+        ulong max = Fs.Space.MaxDataExtent;
+        int before = m.Ledger.CountRunPieces(DirtyMask, start, end, max);
         ulong changed = set ? m.Ledger.Set(start, end, bit) : m.Ledger.Clear(start, end, bit);
-        int after = ExtentsOf(m.Ledger.Runs(DirtyMask, start, end));
+        int after = m.Ledger.CountRunPieces(DirtyMask, start, end, max);
         m.OutstandingExtents += after - before;
         return changed;
     }

@@ -28,6 +28,9 @@ internal enum RangeBits : byte
 internal sealed class ExtentIoTree
 {
     private readonly SortedRanges<RangeBits> _r = new();
+    // Scratch lists for Change, reused: the ledger is changed on every write, and it is only
+    // ever used under its owner's lock, one change at a time.
+    private readonly List<RangeEntry<RangeBits>> _pieces = new(), _merged = new();
 
     public bool IsEmpty => _r.Count == 0;
     public int Count => _r.Count;
@@ -67,7 +70,8 @@ internal sealed class ExtentIoTree
     {
         if (start >= end) return 0;
         var (f, l) = _r.Overlapping(start, end);
-        var pieces = new List<RangeEntry<RangeBits>>(l - f + 3);
+        var pieces = _pieces;
+        pieces.Clear();
         ulong changed = 0, cursor = start;
         for (int i = f; i < l; i++)
         {
@@ -96,7 +100,8 @@ internal sealed class ExtentIoTree
             pieces[^1] = pieces[^1] with { End = _r[at].End };
             _r.RemoveAt(at);
         }
-        var merged = new List<RangeEntry<RangeBits>>(pieces.Count);
+        var merged = _merged;
+        merged.Clear();
         foreach (var p in pieces)
         {
             if (merged.Count > 0 && merged[^1].End == p.Start && merged[^1].Value == p.Value) merged[^1] = merged[^1] with { End = p.End };
@@ -112,28 +117,67 @@ internal sealed class ExtentIoTree
     public List<(ulong Start, ulong End)> Runs(RangeBits mask, ulong start = 0, ulong end = ulong.MaxValue)
     {
         var runs = new List<(ulong, ulong)>();
-        if (_r.Count == 0) return runs;
-        int first, last;
-        if (start == 0 && end == ulong.MaxValue) { first = 0; last = _r.Count; }
-        else
+        var w = new RunWalker(this, mask, start, end);
+        while (w.Next(out ulong s, out ulong e)) runs.Add((s, e));
+        return runs;
+    }
+
+    /// <summary>How many pieces of at most <paramref name="maxLen"/> bytes the runs of
+    /// <see cref="Runs"/> split into; the same answer without building the list (the write
+    /// path asks this twice per dirtying to keep the outstanding-extent count).</summary>
+    public int CountRunPieces(RangeBits mask, ulong start, ulong end, ulong maxLen)
+    {
+        int n = 0;
+        var w = new RunWalker(this, mask, start, end);
+        while (w.Next(out ulong s, out ulong e)) n += (int)((e - s + maxLen - 1) / maxLen);
+        return n;
+    }
+
+    /// <summary>Walks the maximal masked runs overlapping or touching [start, end].</summary>
+    private struct RunWalker
+    {
+        private readonly ExtentIoTree _t;
+        private readonly RangeBits _mask;
+        private readonly ulong _start, _end;
+        private int _i;
+        private readonly int _last;
+
+        public RunWalker(ExtentIoTree t, RangeBits mask, ulong start, ulong end)
         {
-            // Ranges overlapping or touching [start, end], then outwards over adjacent masked ranges.
-            // The range containing start-1 (a range ending exactly at start touches it).
-            first = _r.FloorIndex(start == 0 ? 0 : start - 1);
-            if (first < 0) first = 0;
-            else if (_r[first].End < start) first++;
-            last = end == ulong.MaxValue ? _r.Count : _r.LowerBound(end + 1);
-            while (first > 0 && first < _r.Count && _r[first - 1].End == _r[first].Start && (_r[first - 1].Value & mask) != 0 && (_r[first].Value & mask) != 0) first--;
-            while (last < _r.Count && last > 0 && _r[last - 1].End == _r[last].Start && (_r[last].Value & mask) != 0 && (_r[last - 1].Value & mask) != 0) last++;
+            _t = t; _mask = mask; _start = start; _end = end;
+            var r = t._r;
+            if (r.Count == 0) { _i = _last = 0; return; }
+            int first, last;
+            if (start == 0 && end == ulong.MaxValue) { first = 0; last = r.Count; }
+            else
+            {
+                // Ranges overlapping or touching [start, end], then outwards over adjacent masked
+                // ranges. The range containing start-1 (a range ending exactly at start touches it).
+                first = r.FloorIndex(start == 0 ? 0 : start - 1);
+                if (first < 0) first = 0;
+                else if (r[first].End < start) first++;
+                last = end == ulong.MaxValue ? r.Count : r.LowerBound(end + 1);
+                while (first > 0 && first < r.Count && r[first - 1].End == r[first].Start && (r[first - 1].Value & mask) != 0 && (r[first].Value & mask) != 0) first--;
+                while (last < r.Count && last > 0 && r[last - 1].End == r[last].Start && (r[last].Value & mask) != 0 && (r[last - 1].Value & mask) != 0) last++;
+            }
+            _i = first;
+            _last = last;
         }
-        for (int i = first; i < last; i++)
+
+        public bool Next(out ulong runStart, out ulong runEnd)
         {
-            var r = _r[i];
-            if ((r.Value & mask) == 0) continue;
-            if (runs.Count > 0 && runs[^1].Item2 == r.Start) runs[^1] = (runs[^1].Item1, r.End);
-            else runs.Add((r.Start, r.End));
+            var r = _t._r;
+            while (_i < _last)
+            {
+                var e = r[_i++];
+                if ((e.Value & _mask) == 0) continue;
+                ulong s = e.Start, z = e.End;
+                while (_i < _last && r[_i].Start == z && (r[_i].Value & _mask) != 0) z = r[_i++].End;
+                if (z >= _start && s <= _end) { runStart = s; runEnd = z; return true; }
+            }
+            runStart = runEnd = 0;
+            return false;
         }
-        return runs.Where(r => r.Item2 >= start && r.Item1 <= end).ToList();
     }
 
     public override string ToString() => string.Join(" ", _r.All.Select(r => $"[{r.Start},{r.End}):{r.Value}"));

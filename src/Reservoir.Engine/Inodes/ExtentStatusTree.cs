@@ -24,6 +24,7 @@ internal enum ExtentStatus : byte
 internal sealed class ExtentStatusTree
 {
     private readonly SortedRanges<ExtentStatus> _r = new();
+    private readonly List<RangeEntry<ExtentStatus>> _scratch = new(2); // used under the owner's lock only
 
     public bool TryLookup(ulong pos, out ExtentStatus status, out ulong start, out ulong end)
     {
@@ -42,7 +43,9 @@ internal sealed class ExtentStatusTree
     {
         if (start >= end) return;
         Remove(start, end);
-        _r.Add(new(start, end, status));
+        _scratch.Clear();
+        _scratch.Add(new(start, end, status));
+        _r.InsertRange(_r.LowerBound(start), _scratch);
     }
 
     /// <summary>Forgets [start, end) (it becomes unknown).</summary>
@@ -50,7 +53,8 @@ internal sealed class ExtentStatusTree
     {
         var (f, l) = _r.Overlapping(start, end);
         if (f == l) return;
-        var keep = new List<RangeEntry<ExtentStatus>>(2);
+        var keep = _scratch;
+        keep.Clear();
         if (_r[f].Start < start) keep.Add(_r[f] with { End = start });
         if (_r[l - 1].End > end) keep.Add(_r[l - 1] with { Start = end });
         _r.RemoveRange(f, l - f);

@@ -69,6 +69,18 @@ internal sealed class Mapping
 
     public bool HasState => Pages.Count > 0 || Ordered.Count > 0 || !Ledger.IsEmpty || MetaRsv > 0;
 
+    /// <summary>Whether an ordered extent overlaps [start, end). Caller holds State.</summary>
+    public bool AnyOrderedIn(ulong start, ulong end)
+    {
+        if (Ordered.Count == 0) return false; // the common case, without an enumerator
+        foreach (var o in Ordered.Values)
+        {
+            if (o.FileOffset >= end) break; // keyed by file offset, ascending
+            if (o.End > start) return true;
+        }
+        return false;
+    }
+
     /// <summary>Ordered extents overlapping [start, end). Caller holds State.</summary>
     public List<OrderedExtent> OrderedIn(ulong start, ulong end) =>
         Ordered.Values.Where(o => o.FileOffset < end && o.End > start).ToList();

@@ -102,7 +102,8 @@ internal sealed partial class FsInfo : IDisposable
     public ulong MetaReserveFor(int items)
     {
         int h = Math.Max(Math.Max(RootTree.Height, ExtentTree.Height), CsumTree.Height);
-        foreach (var t in AllFsTrees()) h = Math.Max(h, t.Height);
+        using (_treesLock.Lock()) // every write asks this: walk the trees without copying the list
+            foreach (var t in _fsTrees.Values) h = Math.Max(h, t.Height);
         return (ulong)items * (ulong)NodeSize * (ulong)(2 * h + 1);
     }
 
