@@ -20,6 +20,7 @@ public sealed class SortedRanges<T>
     private const int MaxBlock = 512;
     private readonly List<List<RangeEntry<T>>> _blocks = new();
     private readonly List<int> _before = new(); // entries in the blocks before block b
+    private int _finger;                            // the block Locate found last (a hint only)
 
     public int Count { get; private set; }
 
@@ -45,26 +46,37 @@ public sealed class SortedRanges<T>
     private (int Block, int Offset) Locate(int i)
     {
         if ((uint)i >= (uint)Count) throw new ArgumentOutOfRangeException(nameof(i), $"index {i} of {Count}");
+        // Callers walk neighbouring indexes (a lookup, then the entries around it): try the
+        // block found last before searching.
+        int f = _finger;
+        if (f < _blocks.Count && _before[f] <= i && i - _before[f] < _blocks[f].Count) return (f, i - _before[f]);
         int lo = 0, hi = _blocks.Count - 1;
         while (lo < hi) // last block with _before ≤ i
         {
             int mid = (lo + hi + 1) >>> 1;
             if (_before[mid] <= i) lo = mid; else hi = mid - 1;
         }
+        _finger = lo;
         return (lo, i - _before[lo]);
     }
 
     /// <summary>Index of the first range with Start ≥ <paramref name="pos"/> (Count if none).</summary>
     public int LowerBound(ulong pos)
     {
-        // The first block whose last entry starts at or after pos holds the answer.
-        int lo = 0, hi = _blocks.Count;
-        while (lo < hi)
+        // The first block whose last entry starts at or after pos holds the answer; try the
+        // block used last first.
+        int lo = 0, hi = _blocks.Count, f = _finger;
+        if (f < _blocks.Count && _blocks[f][^1].Start >= pos && (f == 0 || _blocks[f - 1][^1].Start < pos)) lo = f;
+        else
         {
-            int mid = (lo + hi) >>> 1;
-            if (_blocks[mid][^1].Start < pos) lo = mid + 1; else hi = mid;
+            while (lo < hi)
+            {
+                int mid = (lo + hi) >>> 1;
+                if (_blocks[mid][^1].Start < pos) lo = mid + 1; else hi = mid;
+            }
         }
         if (lo == _blocks.Count) return Count;
+        _finger = lo;
         var blk = _blocks[lo];
         int a = 0, z = blk.Count;
         while (a < z)
