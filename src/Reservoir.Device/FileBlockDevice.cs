@@ -91,7 +91,7 @@ public sealed class FileBlockDevice : IBlockDevice
 
     public void WriteGather(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
     {
-        if (_direct) { IBlockDevice.GatherByCopy(this, offset, buffers); return; }
+        if (_direct && !DirectAligned(offset, buffers)) { IBlockDevice.GatherByCopy(this, offset, buffers); return; }
         if (ReadOnly) throw new FsException(Errno.EROFS, "device is read-only");
         long total = 0;
         foreach (var b in buffers) total += b.Length;
@@ -122,6 +122,21 @@ public sealed class FileBlockDevice : IBlockDevice
     }
 
     private const int Align = 4096;
+
+    /// <summary>Whether a gathered write can go to O_DIRECT as it is: aligned offset, and every
+    /// buffer aligned native memory of whole blocks (page-cache frames are). Pinning native
+    /// memory costs nothing; managed arrays fail the check and are bounced.</summary>
+    private static unsafe bool DirectAligned(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
+    {
+        if (offset % Align != 0) return false;
+        foreach (var b in buffers)
+        {
+            if (b.Length % Align != 0) return false;
+            using var h = b.Pin();
+            if ((nuint)h.Pointer % Align != 0) return false;
+        }
+        return true;
+    }
 
     // O_DIRECT needs aligned offsets, lengths and memory; managed spans are not aligned, so
     // every direct access goes through an aligned native bounce buffer (read-modify-write for

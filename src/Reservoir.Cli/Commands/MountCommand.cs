@@ -80,6 +80,11 @@ internal static class MountCommand
         string log = Path.Combine(logDir, $"reservoir-{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}-{Environment.ProcessId}.log");
         var psi = new ProcessStartInfo("/bin/sh", ["-c", "exec \"$0\" \"$@\" </dev/null >>\"$RESERVOIR_LOG\" 2>&1", self, .. args]) { UseShellExecute = false };
         psi.Environment["RESERVOIR_LOG"] = log;
+        // The daemon lives long: compile each method fully optimized on first use instead of
+        // tiering up in the background, which on a small machine competes with the first
+        // seconds of IO (measured: first 256 MiB written through the mount 329 → 485 MiB/s).
+        // A value set by the user wins.
+        if (Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") == null) psi.Environment["DOTNET_TieredCompilation"] = "0";
         var child = Process.Start(psi)!;
         string target = Path.GetFullPath(dir).TrimEnd('/');
         var sw = Stopwatch.StartNew();

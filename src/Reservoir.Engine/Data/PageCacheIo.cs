@@ -314,14 +314,21 @@ internal sealed partial class DataEngine
         long limit = MaxCachedPages;
         if (cached <= limit) return;
         long toFree = cached - limit * 9 / 10;
-        var candidates = new List<(Mapping M, Page P)>();
+        // The toFree least recently used clean pages: a bounded max-heap on LastUsed keeps the
+        // oldest seen so far (n log k, not a sort of the whole cache on every overflow).
+        var oldest = new PriorityQueue<(Mapping M, Page P), long>(Comparer<long>.Create((a, b) => b.CompareTo(a)));
         foreach (var m in AllMappings())
             using (m.State.Lock())
-                candidates.AddRange(m.Pages.Values.Where(p => !p.Dirty && !p.Locked && !p.Writeback).Select(p => (m, p)));
+                foreach (var p in m.Pages.Values)
+                {
+                    if (p.Dirty || p.Locked || p.Writeback) continue;
+                    if (oldest.Count < toFree) oldest.Enqueue((m, p), p.LastUsed);
+                    else if (oldest.TryPeek(out _, out long newest) && p.LastUsed < newest) oldest.EnqueueDequeue((m, p), p.LastUsed);
+                }
         long freed = 0;
-        foreach (var (m, p) in candidates.OrderBy(c => c.P.LastUsed))
+        while (oldest.TryDequeue(out var c, out _))
         {
-            if (freed >= toFree) break;
+            var (m, p) = c;
             using (m.State.Lock())
             {
                 if (p.Dirty || p.Locked || p.Writeback || !m.Pages.TryGetValue(p.Index, out var cur) || cur != p) continue;
