@@ -20,6 +20,9 @@ public sealed class StressOptions
     /// <summary>Runs the workers on this scheduler (the deterministic one in tests, so that a
     /// hang is reported as a deadlock with every thread's state and a failing run replays).</summary>
     public Common.Concurrency.IScheduler Scheduler { get; set; } = Common.Concurrency.RealScheduler.Instance;
+    /// <summary>A soak: each worker stops at this much wall time even if it has operations
+    /// left (the log records what ran, so the run still replays).</summary>
+    public TimeSpan? Duration { get; set; }
 }
 
 public sealed class StressResult
@@ -63,7 +66,9 @@ public static class StressRunner
         public bool Exists(string p) => Files.ContainsKey(p) || Dirs.Contains(p) || Links.ContainsKey(p) || Fifos.Contains(p);
     }
 
-    public static StressResult Run(ReservoirFileSystem rfs, StressOptions o)
+    public static StressResult Run(ReservoirFileSystem rfs, StressOptions o) => Run(new EngineStressTarget(rfs), o);
+
+    public static StressResult Run(IStressTarget t, StressOptions o)
     {
         var result = new StressResult();
         var sw = Stopwatch.StartNew();
@@ -74,7 +79,8 @@ public static class StressRunner
         {
             int wid = w;
             models[w] = new Model();
-            rfs.Posix.Mkdir($"/p{wid}");
+            var me = t.Mkdir($"/p{wid}");
+            if (me != Errno.OK) throw new IOException($"cannot make the worker directory /p{wid} in {t.Describe}: {me} (the stress root must be empty)");
             models[w].Dirs.Add($"/p{wid}");
             threads.Add(o.Scheduler.Start($"stress-{wid}", () =>
             {
@@ -82,9 +88,10 @@ public static class StressRunner
                 var picker = BuildPicker(o.Frequencies);
                 for (int i = 0; i < o.OpsPerWorker; i++)
                 {
+                    if (o.Duration is { } limit && (i & 63) == 0 && sw.Elapsed >= limit) break;
                     string op = picker[rng.Next(picker.Length)];
                     string line;
-                    try { line = Step(rfs, models[wid], wid, i, op, rng); }
+                    try { line = Step(t, models[wid], wid, i, op, rng); }
                     catch (Exception ex) { lock (result.Failures) result.Failures.Add($"{wid}/{i}: {op}: {ex.Message}"); continue; }
                     lock (logLock)
                     {
@@ -95,15 +102,17 @@ public static class StressRunner
                 }
             }));
         }
-        threads.ForEach(t => t.Join());
-        Finish(rfs, models, result);
+        threads.ForEach(th => th.Join());
+        Finish(t, models, result);
         result.Elapsed = sw.Elapsed;
         return result;
     }
 
     /// <summary>Replays a log line by line (workers are independent, so order across workers
     /// does not matter); reports any errno that differs from the log.</summary>
-    public static StressResult Replay(ReservoirFileSystem rfs, TextReader log)
+    public static StressResult Replay(ReservoirFileSystem rfs, TextReader log) => Replay(new EngineStressTarget(rfs), log);
+
+    public static StressResult Replay(IStressTarget t, TextReader log)
     {
         var result = new StressResult();
         var sw = Stopwatch.StartNew();
@@ -118,16 +127,16 @@ public static class StressRunner
             if (!models.TryGetValue(wid, out var m))
             {
                 models[wid] = m = new Model();
-                rfs.Posix.Mkdir($"/p{wid}");
+                t.Mkdir($"/p{wid}");
                 m.Dirs.Add($"/p{wid}");
             }
             var parts = head[1].Trim().Split(' ');
-            string again = Apply(rfs, m, parts[0], parts[1..^1], out string errno);
+            Apply(t, m, parts[0], parts[1..^1], out string errno);
             if (errno != parts[^1]) result.Failures.Add($"replay of '{line}' gave {errno}");
             result.OpCounts[parts[0]] = result.OpCounts.GetValueOrDefault(parts[0]) + 1;
             result.Operations++;
         }
-        Finish(rfs, models.OrderBy(kv => kv.Key).Select(kv => kv.Value).ToArray(), result);
+        Finish(t, models.OrderBy(kv => kv.Key).Select(kv => kv.Value).ToArray(), result);
         result.Elapsed = sw.Elapsed;
         return result;
     }
@@ -136,7 +145,7 @@ public static class StressRunner
         freq.Where(kv => kv.Value > 0).SelectMany(kv => Enumerable.Repeat(kv.Key, kv.Value)).OrderBy(s => s, StringComparer.Ordinal).ToArray();
 
     /// <summary>Chooses arguments for one operation and applies it; returns the log line.</summary>
-    private static string Step(ReservoirFileSystem rfs, Model m, int wid, int no, string op, Random rng)
+    private static string Step(IStressTarget t, Model m, int wid, int no, string op, Random rng)
     {
         string dir = Pick(rng, m.Dirs.ToList());
         string name = dir + "/" + (op is "mkdir" ? "d" : op is "symlink" ? "l" : op is "mknod" ? "c" : "f") + rng.Next(10);
@@ -155,7 +164,7 @@ public static class StressRunner
             "setxattr" or "removexattr" => [file, "user.s" + rng.Next(4), rng.Next().ToString(CultureInfo.InvariantCulture)],
             _ => [file],
         };
-        string detail = Apply(rfs, m, op, args, out string errno);
+        Apply(t, m, op, args, out string errno);
         return $"{wid}/{no}: {op} {string.Join(' ', args)} {errno}";
     }
 
@@ -169,46 +178,44 @@ public static class StressRunner
     }
 
     /// <summary>Applies one operation to the filesystem and, when it succeeds, to the model.</summary>
-    private static string Apply(ReservoirFileSystem rfs, Model m, string op, string[] a, out string errno)
+    private static void Apply(IStressTarget t, Model m, string op, string[] a, out string errno)
     {
-        var p = rfs.Posix;
-        var fs = rfs.Engine;
         Errno e;
         ulong U(int i) => ulong.Parse(a[i], CultureInfo.InvariantCulture);
         switch (op)
         {
             case "creat":
-                e = p.Open(a[0], OpenFlags.Create | OpenFlags.Exclusive | OpenFlags.WriteOnly, 0x1A4, out var c);
+                e = t.Create(a[0]);
                 // A distinct array per file: hard links are modelled as names sharing one array
                 // (so `[]`, which is the shared Array.Empty, must not be used here).
-                if (e == Errno.OK) { p.Close(c.Ino); m.Files[a[0]] = new byte[0]; }
+                if (e == Errno.OK) m.Files[a[0]] = new byte[0];
                 break;
             case "mkdir":
-                e = p.Mkdir(a[0]);
+                e = t.Mkdir(a[0]);
                 if (e == Errno.OK) m.Dirs.Add(a[0]);
                 break;
             case "mknod":
-                e = p.Mknod(a[0], 0x1000 | 0x1A4);
+                e = t.MkFifo(a[0]);
                 if (e == Errno.OK) m.Fifos.Add(a[0]);
                 break;
             case "symlink":
-                e = p.Symlink(a[1], a[0]);
+                e = t.Symlink(a[1], a[0]);
                 if (e == Errno.OK) m.Links[a[0]] = a[1];
                 break;
             case "link":
-                e = p.Link(a[0], a[1]);
+                e = t.Link(a[0], a[1]);
                 if (e == Errno.OK) m.Files[a[1]] = m.Files[a[0]]; // same inode: shares the array
                 break;
             case "unlink":
-                e = p.Unlink(a[0]);
+                e = t.Unlink(a[0]);
                 if (e == Errno.OK) { m.Files.Remove(a[0]); m.Links.Remove(a[0]); m.Fifos.Remove(a[0]); }
                 break;
             case "rmdir":
-                e = p.Rmdir(a[0]);
+                e = t.Rmdir(a[0]);
                 if (e == Errno.OK) m.Dirs.Remove(a[0]);
                 break;
             case "rename":
-                e = p.Rename(a[0], a[1]);
+                e = t.Rename(a[0], a[1]);
                 if (e == Errno.OK && a[0] != a[1] && m.Files.TryGetValue(a[0], out var moved))
                 {
                     // Two names of one inode: rename does nothing. Otherwise the target name, of
@@ -224,7 +231,7 @@ public static class StressRunner
                 break;
             case "write" or "dwrite" or "mwrite":
                 {
-                    e = p.Stat(a[0], out var st);
+                    e = t.Stat(a[0], out var st);
                     if (e != Errno.OK) break;
                     if (!st.IsReg) { e = Errno.EISDIR; break; }
                     ulong off = U(1);
@@ -234,55 +241,44 @@ public static class StressRunner
                         // Stores into the existing bytes only, as a mapping allows.
                         if (off >= st.Size) { e = Errno.OK; break; }
                         d = d[..(int)Math.Min((ulong)d.Length, st.Size - off)];
-                        e = fs.MappedWrite(st.Ino, off, d);
                     }
-                    else e = op == "dwrite" ? fs.WriteDirect(st.Ino, off, d, out _) : fs.Write(st.Ino, off, d, out _);
+                    e = t.Write(a[0], off, d, op switch { "mwrite" => StressWriteKind.Mapped, "dwrite" => StressWriteKind.Direct, _ => StressWriteKind.Buffered });
                     if (e == Errno.OK) Store(m, a[0], off, d);
                     break;
                 }
             case "read" or "dread":
                 {
-                    e = p.Stat(a[0], out var st);
-                    if (e != Errno.OK || !st.IsReg) break;
                     var buf = new byte[U(2)];
-                    e = op == "dread" ? fs.ReadDirect(st.Ino, U(1), buf, out int n) : fs.Read(st.Ino, U(1), buf, out n);
+                    e = t.Read(a[0], U(1), buf, op == "dread", out int n);
                     if (e == Errno.OK && m.Files.TryGetValue(a[0], out var want))
                     {
                         int expect = (int)Math.Max(0, Math.Min((long)buf.Length, want.Length - (long)U(1)));
                         if (n != expect || !buf.AsSpan(0, n).SequenceEqual(want.AsSpan((int)Math.Min(U(1), (ulong)want.Length), expect)))
-                            throw new InvalidDataException($"{op} {string.Join(' ', a)} returned data that differs from what was written (got {n} bytes, expected {expect}; file {st.Size} bytes, model {want.Length})");
+                            throw new InvalidDataException($"{op} {string.Join(' ', a)} returned data that differs from what was written (got {n} bytes, expected {expect}; model {want.Length} bytes)");
                     }
                     break;
                 }
             case "fallocate" or "punch" or "zero":
                 {
-                    e = p.Stat(a[0], out var st);
-                    if (e != Errno.OK || !st.IsReg) break;
                     var mode = op switch { "punch" => FallocateMode.PunchHole | FallocateMode.KeepSize, "zero" => FallocateMode.ZeroRange | FallocateMode.KeepSize, _ => FallocateMode.KeepSize };
-                    e = fs.Fallocate(st.Ino, mode, U(1), U(2));
+                    e = t.Fallocate(a[0], mode, U(1), U(2));
                     if (e == Errno.OK && op != "fallocate") ZeroRange(m, a[0], U(1), U(2));
                     break;
                 }
             case "truncate":
-                e = p.Truncate(a[0], U(1));
-                if (e == Errno.OK && m.Files.TryGetValue(a[0], out var tf)) Resize(m, a[0], (int)U(1));
+                e = t.Truncate(a[0], U(1));
+                if (e == Errno.OK && m.Files.ContainsKey(a[0])) Resize(m, a[0], (int)U(1));
                 break;
-            case "fsync" or "fdatasync":
-                {
-                    e = p.Stat(a[0], out var st);
-                    if (e == Errno.OK) e = fs.Fsync(st.Ino, op == "fdatasync");
-                    break;
-                }
-            case "sync": e = fs.Sync(); break;
-            case "setattr": e = p.Chmod(a[0], (uint)U(1)); break;
-            case "setxattr": e = p.SetXattr(a[0], a[1], Encoding.UTF8.GetBytes(a[2])); break;
-            case "removexattr": e = p.RemoveXattr(a[0], a[1]); break;
-            case "getdents": e = p.ReadDir(a[0], out _); break;
-            case "stat": e = p.Lstat(a[0], out _); break;
+            case "fsync" or "fdatasync": e = t.Fsync(a[0], op == "fdatasync"); break;
+            case "sync": e = t.Sync(); break;
+            case "setattr": e = t.Chmod(a[0], (uint)U(1)); break;
+            case "setxattr": e = t.SetXattr(a[0], a[1], Encoding.UTF8.GetBytes(a[2])); break;
+            case "removexattr": e = t.RemoveXattr(a[0], a[1]); break;
+            case "getdents": e = t.ReadDir(a[0]); break;
+            case "stat": e = t.Lstat(a[0]); break;
             default: throw new ArgumentException($"unknown operation '{op}'");
         }
         errno = e == Errno.OK ? "0" : e.ToString();
-        return "";
     }
 
     /// <summary>Writes into the model's array for the file (and its hard links: they share it).</summary>
@@ -307,19 +303,20 @@ public static class StressRunner
         for (ulong i = off; i < Math.Min(off + len, (ulong)cur.Length); i++) cur[i] = 0;
     }
 
-    /// <summary>Sync, verify the ledger, compare every worker's tree with its model, hash the state.</summary>
-    private static void Finish(ReservoirFileSystem rfs, Model[] models, StressResult r)
+    /// <summary>Sync, run the target's own checks, compare every worker's tree with its model,
+    /// hash the state.</summary>
+    private static void Finish(IStressTarget t, Model[] models, StressResult r)
     {
-        var se = rfs.Engine.Sync();
+        var se = t.Sync();
         if (se != Errno.OK) r.Failures.Add($"final sync: {se}");
-        foreach (var v in rfs.Engine.VerifyReservations()) r.Failures.Add("reservation ledger: " + v);
+        r.Failures.AddRange(t.Verify());
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         foreach (var m in models)
         {
             foreach (var (path, want) in m.Files)
             {
                 byte[] got;
-                try { got = rfs.ReadAllBytes(path); }
+                try { got = t.ReadAll(path); }
                 catch (IOException ex) { r.Failures.Add($"{path}: {ex.Message}"); continue; }
                 if (!got.AsSpan().SequenceEqual(want)) r.Failures.Add($"{path}: content differs from what was written ({got.Length} bytes, model {want.Length})");
                 sha.AppendData(Encoding.UTF8.GetBytes(path));
@@ -327,13 +324,13 @@ public static class StressRunner
             }
             foreach (var d in m.Dirs)
             {
-                if (!rfs.DirectoryExists(d)) r.Failures.Add($"{d}: directory missing");
+                if (!t.DirectoryExists(d)) r.Failures.Add($"{d}: directory missing");
                 sha.AppendData(Encoding.UTF8.GetBytes("dir " + d));
             }
-            foreach (var (l, t) in m.Links)
+            foreach (var (l, target) in m.Links)
             {
-                if (rfs.Posix.Readlink(l, out var got) != Errno.OK || got != t) r.Failures.Add($"{l}: symlink target differs");
-                sha.AppendData(Encoding.UTF8.GetBytes($"link {l} {t}"));
+                if (t.Readlink(l, out var got) != Errno.OK || got != target) r.Failures.Add($"{l}: symlink target differs");
+                sha.AppendData(Encoding.UTF8.GetBytes($"link {l} {target}"));
             }
         }
         r.StateHash = Convert.ToHexString(sha.GetHashAndReset());

@@ -68,6 +68,44 @@ public class StressTests(ITestOutputHelper log)
         log.WriteLine($"{first.Operations} operations, {first.Operations / first.Elapsed.TotalSeconds:F0} ops/s, state {first.StateHash[..16]}");
     }
 
+    /// <summary>
+    /// The same seed in-process and on a kernel filesystem's directory (through the path
+    /// target's system calls): every operation answers the same errno and the final trees hash
+    /// the same. This holds the engine's POSIX answers to the kernel's, and the path target to
+    /// the engine's. (O_DIRECT is off: the directory may be on tmpfs or overlayfs, which refuse
+    /// it; the mounted test compares direct IO against ext4.)
+    /// </summary>
+    [Fact]
+    public void PathTargetOnAKernelDirectoryAgreesWithTheEngine()
+    {
+        var o = new StressOptions { Workers = 3, OpsPerWorker = 600, Seed = 17 };
+        o.Frequencies["dwrite"] = 0;
+        o.Frequencies["dread"] = 0;
+        var engineLog = new StringWriter();
+        o.Log = engineLog;
+        StressResult inProcess;
+        using (var rfs = ReservoirFileSystem.Open(NewDev(), new MountOptions { CommitIntervalMs = 0 }))
+            inProcess = StressRunner.Run(rfs, o);
+        Assert.True(inProcess.Ok, string.Join("\n", inProcess.Failures.Take(10)));
+
+        string dir = Directory.CreateTempSubdirectory("reservoir-stress-path-").FullName;
+        try
+        {
+            var kernelLog = new StringWriter();
+            o.Log = kernelLog;
+            var onKernel = StressRunner.Run(new PathStressTarget(dir), o);
+            Assert.True(onKernel.Ok, string.Join("\n", onKernel.Failures.Take(10)));
+            var a = engineLog.ToString().Split('\n').Order(StringComparer.Ordinal).ToList();
+            var b = kernelLog.ToString().Split('\n').Order(StringComparer.Ordinal).ToList();
+            var differ = a.Zip(b).Where(x => x.First != x.Second).Take(5).Select(x => $"engine: {x.First}\nkernel: {x.Second}").ToList();
+            Assert.True(differ.Count == 0, "errno differs:\n" + string.Join("\n", differ));
+            Assert.Equal(inProcess.Operations, onKernel.Operations);
+            Assert.Equal(inProcess.StateHash, onKernel.StateHash);
+            log.WriteLine($"{onKernel.Operations} operations agree, state {onKernel.StateHash[..16]}");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     private static MemoryBlockDevice NewDev()
     {
         var d = new MemoryBlockDevice(512UL << 20);

@@ -1,0 +1,86 @@
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Engine.Data;
+
+namespace Reservoir.Stress;
+
+/// <summary>The engine in-process: POSIX-style calls through <see cref="PosixApi"/>, data calls
+/// straight to the engine (buffered, direct and page-fault writes), reservation checks at the end.</summary>
+public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
+{
+    private PosixApi P => rfs.Posix;
+    private Filesystem Fs => rfs.Engine;
+
+    public string Describe => "in-process engine";
+
+    public Errno Create(string path)
+    {
+        var e = P.Open(path, OpenFlags.Create | OpenFlags.Exclusive | OpenFlags.WriteOnly, 0x1A4, out var c);
+        if (e == Errno.OK) P.Close(c.Ino);
+        return e;
+    }
+
+    public Errno Mkdir(string path) => P.Mkdir(path);
+    public Errno MkFifo(string path) => P.Mknod(path, 0x1000 | 0x1A4);
+    public Errno Symlink(string target, string path) => P.Symlink(target, path);
+    public Errno Link(string from, string to) => P.Link(from, to);
+    public Errno Unlink(string path) => P.Unlink(path);
+    public Errno Rmdir(string path) => P.Rmdir(path);
+    public Errno Rename(string from, string to) => P.Rename(from, to);
+
+    public Errno Stat(string path, out StressStat st)
+    {
+        var e = P.Stat(path, out var a);
+        st = e == Errno.OK ? new StressStat(a.IsReg, a.IsDir, a.Size) : default;
+        return e;
+    }
+
+    public Errno Lstat(string path) => P.Lstat(path, out _);
+
+    public Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind)
+    {
+        var e = P.Stat(path, out var a);
+        if (e != Errno.OK) return e;
+        if (!a.IsReg) return Errno.EISDIR;
+        return kind switch
+        {
+            StressWriteKind.Mapped => Fs.MappedWrite(a.Ino, offset, data),
+            StressWriteKind.Direct => Fs.WriteDirect(a.Ino, offset, data, out _),
+            _ => Fs.Write(a.Ino, offset, data, out _),
+        };
+    }
+
+    public Errno Read(string path, ulong offset, byte[] buffer, bool direct, out int read)
+    {
+        read = 0;
+        var e = P.Stat(path, out var a);
+        if (e != Errno.OK) return e;
+        if (!a.IsReg) return Errno.EISDIR;
+        return direct ? Fs.ReadDirect(a.Ino, offset, buffer, out read) : Fs.Read(a.Ino, offset, buffer, out read);
+    }
+
+    public Errno Fallocate(string path, FallocateMode mode, ulong offset, ulong length)
+    {
+        var e = P.Stat(path, out var a);
+        if (e != Errno.OK) return e;
+        return a.IsReg ? Fs.Fallocate(a.Ino, mode, offset, length) : Errno.EISDIR;
+    }
+
+    public Errno Truncate(string path, ulong size) => P.Truncate(path, size);
+
+    public Errno Fsync(string path, bool dataOnly)
+    {
+        var e = P.Stat(path, out var a);
+        return e == Errno.OK ? Fs.Fsync(a.Ino, dataOnly) : e;
+    }
+
+    public Errno Sync() => Fs.Sync();
+    public Errno Chmod(string path, uint mode) => P.Chmod(path, mode);
+    public Errno SetXattr(string path, string name, byte[] value) => P.SetXattr(path, name, value);
+    public Errno RemoveXattr(string path, string name) => P.RemoveXattr(path, name);
+    public Errno ReadDir(string path) => P.ReadDir(path, out _);
+    public Errno Readlink(string path, out string target) => P.Readlink(path, out target);
+    public byte[] ReadAll(string path) => rfs.ReadAllBytes(path);
+    public bool DirectoryExists(string path) => rfs.DirectoryExists(path);
+    public IEnumerable<string> Verify() => Fs.VerifyReservations().Select(v => "reservation ledger: " + v);
+}

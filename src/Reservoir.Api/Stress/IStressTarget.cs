@@ -1,0 +1,52 @@
+using Reservoir.Common;
+
+namespace Reservoir.Stress;
+
+/// <summary>How a stress write reaches the file.</summary>
+public enum StressWriteKind { Buffered, Direct, Mapped }
+
+/// <summary>Attributes of a path as the stress runner needs them.</summary>
+public readonly record struct StressStat(bool IsReg, bool IsDir, ulong Size);
+
+/// <summary>
+/// What the stress runner drives: the filesystem under test, addressed by absolute paths
+/// ("/p0/f3") relative to the target's root. Two kinds: the engine in-process
+/// (<see cref="EngineStressTarget"/>: every path including page-fault writes, plus the
+/// reservation checks) and any mounted directory through the kernel's system calls
+/// (<see cref="PathStressTarget"/>: Reservoir through FUSE, or kernel ext4 and btrfs for
+/// comparison). Every operation answers the errno it got.
+/// </summary>
+public interface IStressTarget
+{
+    string Describe { get; }
+    Errno Create(string path);
+    Errno Mkdir(string path);
+    Errno MkFifo(string path);
+    Errno Symlink(string target, string path);
+    Errno Link(string from, string to);
+    Errno Unlink(string path);
+    Errno Rmdir(string path);
+    Errno Rename(string from, string to);
+    /// <summary>stat (following symlinks).</summary>
+    Errno Stat(string path, out StressStat st);
+    /// <summary>lstat.</summary>
+    Errno Lstat(string path);
+    /// <summary>A write of <paramref name="data"/> at <paramref name="offset"/>. Mapped writes
+    /// store into the bytes the file already has (the caller trims to its size).</summary>
+    Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind);
+    Errno Read(string path, ulong offset, byte[] buffer, bool direct, out int read);
+    Errno Fallocate(string path, Engine.Data.FallocateMode mode, ulong offset, ulong length);
+    Errno Truncate(string path, ulong size);
+    Errno Fsync(string path, bool dataOnly);
+    Errno Sync();
+    Errno Chmod(string path, uint mode);
+    Errno SetXattr(string path, string name, byte[] value);
+    Errno RemoveXattr(string path, string name);
+    Errno ReadDir(string path);
+    Errno Readlink(string path, out string target);
+    /// <summary>The whole file (end checks).</summary>
+    byte[] ReadAll(string path);
+    bool DirectoryExists(string path);
+    /// <summary>Target-specific checks at the end (the engine's reservation ledger).</summary>
+    IEnumerable<string> Verify();
+}
