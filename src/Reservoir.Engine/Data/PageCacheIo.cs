@@ -64,7 +64,7 @@ internal sealed partial class DataEngine
             }
             if (e != Errno.OK)
             {
-                UnlockPages(m, pages);
+                UnlockPagesDroppingEmpty(m, pages);
                 return written > 0 ? Errno.OK : e;
             }
             CopyIntoLockedPages(m, pages, pos, data.Slice(written, chunk));
@@ -100,6 +100,27 @@ internal sealed partial class DataEngine
         }
         finally { CountPages(newPages, 0); }
         return pages;
+    }
+
+    /// <summary>Unlocks the pages of a write that failed before copying, and drops those it
+    /// created for a whole-page overwrite: they were never filled, and a clean, empty page must
+    /// not stay in the cache looking like data.</summary>
+    private void UnlockPagesDroppingEmpty(Mapping m, List<Page> pages)
+    {
+        long dropped = 0;
+        using (m.State.Lock())
+        {
+            foreach (var p in pages)
+            {
+                p.Locked = false;
+                if (p.Uptodate || p.Dirty || p.Writeback || !m.Pages.TryGetValue(p.Index, out var cur) || cur != p) continue;
+                m.Pages.Remove(p.Index);
+                FreePageFrame(p);
+                dropped++;
+            }
+            m.State.PulseAll();
+        }
+        CountPages(-dropped, 0);
     }
 
     private void UnlockPages(Mapping m, List<Page> pages)
@@ -183,7 +204,9 @@ internal sealed partial class DataEngine
         Page page;
         using (m.State.Lock()) page = m.Pages[idx];
         ulong size = m.Inode.Item.FileSize;
-        if (s < size) FileExtents.Read(Fs, Top.Tree, m.Inode, s, page.Data.Slice(0, (int)Math.Min(bs, size - s)));
+        int have = s < size ? (int)Math.Min(bs, size - s) : 0;
+        if (have > 0) FileExtents.Read(Fs, Top.Tree, m.Inode, s, page.Data.Slice(0, have));
+        page.Data.Slice(have).Clear(); // beyond EOF reads as zeros, whatever the frame held before
         using (m.State.Lock()) page.Uptodate = true;
     }
 
@@ -205,14 +228,29 @@ internal sealed partial class DataEngine
             int within = (int)(p % bs);
             int n = Math.Min(dst.Length - done, (int)bs - within);
             bool hit = false;
+            Page? empty = null;
             using (m.State.Lock())
             {
-                if (m.Pages.TryGetValue(idx, out var page) && page.Uptodate)
+                if (m.Pages.TryGetValue(idx, out var page))
                 {
-                    page.Data.Slice(within, n).CopyTo(dst.Slice(done));
-                    page.LastUsed = NextClock();
-                    hit = true;
+                    if (page.Uptodate)
+                    {
+                        page.Data.Slice(within, n).CopyTo(dst.Slice(done));
+                        page.LastUsed = NextClock();
+                        hit = true;
+                    }
+                    else if (page.Locked) { m.State.Wait(); continue; } // being filled: wait, do not spin
+                    else { page.Locked = true; empty = page; }          // cached but never filled
                 }
+            }
+            if (empty != null)
+            {
+                // A page in the cache without data (a writer locked it and failed before
+                // filling it): fill it from disk here, holding its lock, instead of asking
+                // FillPages, which skips pages already cached (that loop never ended).
+                try { ReadPageFromDisk(m, idx); }
+                finally { UnlockPage(m, empty); }
+                continue;
             }
             if (!hit)
             {
