@@ -46,7 +46,7 @@ internal sealed partial class DataEngine
                 // (btrfs waits the same way in lock_and_cleanup_extent_if_need). Completion needs
                 // no page lock, so waiting with them held is safe.
                 WaitOrdered(m, a, b);
-                e = Reserve(m, a, b);
+                e = AlreadyReserved(m, a, b) ? Errno.OK : Reserve(m, a, b);
                 if (e is Errno.EDQUOT or Errno.ENOSPC)
                 {
                     UnlockPages(m, pages);
@@ -76,6 +76,21 @@ internal sealed partial class DataEngine
         inode.Item.Sequence++;
         BalanceDirty(m);
         return Errno.OK;
+    }
+
+    /// <summary>
+    /// Re-dirtying: whether [a, b) already owns everything a write needs (wholly Delalloc and
+    /// QgroupReserved, or wholly InPlace), so that <see cref="Reserve"/>, which would change
+    /// nothing, can be skipped with its lock and lookups. Safe because the caller holds the
+    /// range's page locks (writeback cannot turn the range into an ordered extent meanwhile) and
+    /// the inode lock (truncate, punch and fallocate cannot free it).
+    /// </summary>
+    private bool AlreadyReserved(Mapping m, ulong a, ulong b)
+    {
+        using var _ = m.State.Lock();
+        ulong len = b - a;
+        return (m.Ledger.CountSet(a, b, RangeBits.Delalloc) == len && m.Ledger.CountSet(a, b, RangeBits.QgroupReserved) == len)
+            || m.Ledger.CountSet(a, b, RangeBits.InPlace) == len;
     }
 
     /// <summary>Locks the pages [pos, pos+len) touches, in ascending order (all or none).</summary>
