@@ -106,6 +106,25 @@ public class StressTests(ITestOutputHelper log)
         finally { Directory.Delete(dir, true); }
     }
 
+    /// <summary>The explorer: a seed names its whole schedule (the same number of scheduling
+    /// steps and the same outcome when run again), and its replay line names seed and strategy.</summary>
+    [Fact]
+    public void ExplorerRunsReplayBySeed()
+    {
+        var settings = new InterleavingExplorer.Settings { Workers = 3, OpsPerWorker = 60 };
+        foreach (int seed in new[] { 4, 7 })
+        {
+            var st = InterleavingExplorer.StrategyFor(seed);
+            var a = InterleavingExplorer.Run(seed, st, settings);
+            var b = InterleavingExplorer.Run(seed, st, settings);
+            Assert.True(a.Ok, a.Message);
+            Assert.Equal(a.Steps, b.Steps);
+            Assert.Equal(a.Operations, b.Operations);
+            Assert.True(a.Steps > 1000, $"only {a.Steps} scheduling steps");
+            Assert.Contains($"--seed {seed} --strategy {(st == ScheduleStrategy.Pct ? "pct" : "random")} -p 3 -n 60", InterleavingExplorer.ReplayCommand(a, settings));
+        }
+    }
+
     private static MemoryBlockDevice NewDev()
     {
         var d = new MemoryBlockDevice(512UL << 20);

@@ -1,0 +1,72 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Reservoir.Common.Concurrency;
+using Reservoir.Stress;
+
+namespace Reservoir.Cli.Commands;
+
+/// <summary>
+/// `reservoir explore`: the interleaving explorer. A sweep runs seeds FROM.. FROM+COUNT-1 (PCT on
+/// even seeds, random walk on odd); `--time` makes it a soak that goes on through seeds until
+/// the time is up (or Ctrl-C); `--seed N` replays one seed. Every failure prints its seed and
+/// the one-line command that replays it. Exit 0 when every run passed.
+/// </summary>
+internal static class ExploreCommand
+{
+    public static Command Build(CliContext ctx)
+    {
+        var seed = new Option<int?>("--seed") { Description = "Replay this one seed" };
+        var from = new Option<int>("--from") { Description = "First seed of a sweep", DefaultValueFactory = _ => 1 };
+        var count = new Option<int>("--seeds") { Description = "How many seeds a sweep runs", DefaultValueFactory = _ => 20 };
+        var time = new Option<string?>("--time") { Description = "Soak: keep going through seeds for this long (e.g. 600, 30m, 2h)" };
+        var strategy = new Option<string?>("--strategy") { Description = "pct or random (default: PCT on even seeds, random walk on odd)" };
+        var procs = new Option<int>("-p") { Description = "Stress workers", DefaultValueFactory = _ => 4 };
+        var ops = new Option<int>("-n") { Description = "Operations per worker", DefaultValueFactory = _ => 150 };
+        var depth = new Option<int>("--pct-depth") { Description = "PCT bug depth (priority change points + 1)", DefaultValueFactory = _ => 3 };
+        var hang = new Option<int>("--hang-after") { Description = "Seconds without an end before a run counts as hung", DefaultValueFactory = _ => 120 };
+        var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang };
+        cmd.SetAction(pr =>
+        {
+            var s = new InterleavingExplorer.Settings { Workers = pr.GetValue(procs), OpsPerWorker = pr.GetValue(ops), PctDepth = pr.GetValue(depth), HangAfter = TimeSpan.FromSeconds(pr.GetValue(hang)) };
+            if (s.Workers < 1 || s.OpsPerWorker < 1 || s.PctDepth < 1) throw new ArgumentException("-p, -n and --pct-depth must be at least 1");
+            ScheduleStrategy? fixedStrategy = pr.GetValue(strategy) switch
+            {
+                null => null,
+                "pct" => ScheduleStrategy.Pct,
+                "random" => ScheduleStrategy.RandomWalk,
+                var x => throw new ArgumentException($"--strategy {x}: expected pct or random"),
+            };
+            TimeSpan? limit = pr.GetValue(time) is { } t ? StressCommand.ParseDuration(t) : null;
+            var stop = new CancellationTokenSource();
+            Console.CancelKeyPress += (_, e) => { e.Cancel = true; stop.Cancel(); };
+            var seeds = pr.GetValue(seed) is { } one ? [one]
+                : limit != null ? Enumerable.Range(pr.GetValue(from), int.MaxValue - pr.GetValue(from))
+                : Enumerable.Range(pr.GetValue(from), Math.Max(0, pr.GetValue(count)));
+            var sw = Stopwatch.StartNew();
+            int runs = 0, failed = 0;
+            long steps = 0, operations = 0;
+            foreach (int sd in seeds)
+            {
+                if (stop.IsCancellationRequested || (limit is { } l && sw.Elapsed >= l)) break;
+                var st = fixedStrategy ?? InterleavingExplorer.StrategyFor(sd);
+                var o = InterleavingExplorer.Run(sd, st, s);
+                runs++;
+                steps += o.Steps;
+                operations += o.Operations;
+                string tag = st == ScheduleStrategy.Pct ? "pct" : "random";
+                if (o.Ok) ctx.Out.WriteLine($"seed {sd} ({tag}): ok, {o.Operations} operations, {o.Steps} scheduling steps, {o.Elapsed.TotalSeconds:F1} s");
+                else
+                {
+                    failed++;
+                    ctx.Out.WriteLine($"FAIL seed {sd} ({tag}): {o.Message}");
+                    ctx.Out.WriteLine($"  replay: {InterleavingExplorer.ReplayCommand(o, s)}");
+                    if (o.Hung) break; // the stuck threads cannot be taken back: stop here
+                }
+            }
+            ctx.Out.WriteLine($"{runs} run(s), {failed} failed; {operations} operations and {steps} scheduling steps in {sw.Elapsed.TotalSeconds:F0} s");
+            ctx.Out.Flush();
+            return failed == 0 ? 0 : 1;
+        });
+        return cmd;
+    }
+}
