@@ -40,6 +40,7 @@ public sealed partial class Filesystem : IDisposable
             var root = new InodeItem
             {
                 Generation = h.Transid, Transid = h.Transid, Nlink = 2, Mode = Inodes.Mode.IFDIR | 0x1ED /* 0755 */,
+                Uid = options.RootUid, Gid = options.RootGid,
                 Atime = now, Ctime = now, Mtime = now, Otime = now,
             };
             var t = fs.FsTree(TreeIds.FsTree)!;

@@ -20,11 +20,20 @@ internal static class MkfsCommand
         var force = new Option<bool>("--force", "-f") { Description = "Overwrite an existing Reservoir filesystem" };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Print nothing on success" };
         var quota = new Option<bool>("--quota", "-Q") { Description = "Enable quota groups from the start" };
-        var cmd = new Command("mkfs", "Create a new Reservoir filesystem (also: mkfs.reservoir)") { image, size, label, uuid, nodeSize, blockSize, force, quiet, quota };
+        var rootOwner = new Option<string?>("--root-owner") { Description = "UID:GID owning the root directory (default: the user running mkfs, as mke2fs -E root_owner)" };
+        var cmd = new Command("mkfs", "Create a new Reservoir filesystem (also: mkfs.reservoir)") { image, size, label, uuid, nodeSize, blockSize, force, quiet, quota, rootOwner };
         cmd.SetAction(pr =>
         {
             string path = pr.GetValue(image)!;
             var o = new MkfsOptions { Label = pr.GetValue(label) ?? "" };
+            if (pr.GetValue(rootOwner) is { } ro)
+            {
+                var parts = ro.Split(':');
+                if (parts.Length != 2 || !uint.TryParse(parts[0], out uint ou) || !uint.TryParse(parts[1], out uint og))
+                    throw new ArgumentException($"--root-owner {ro}: expected UID:GID, e.g. 1000:1000");
+                (o.RootUid, o.RootGid) = (ou, og);
+            }
+            else (o.RootUid, o.RootGid) = (Geteuid(), Getegid());
             o.NodeSize = (int)ParseSize(pr.GetValue(nodeSize)!, "--nodesize");
             o.BlockSize = (int)ParseSize(pr.GetValue(blockSize)!, "--sectorsize");
             if (pr.GetValue(uuid) is { } u)
@@ -84,4 +93,10 @@ internal static class MkfsCommand
         }
         catch (FsException) { return false; }
     }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "geteuid")]
+    private static extern uint Geteuid();
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "getegid")]
+    private static extern uint Getegid();
 }

@@ -24,6 +24,10 @@ public sealed class MkfsOptions
     public int NodeSize { get; set; } = Format.FormatConstants.DefaultNodeSize;
     public string Label { get; set; } = "";
     public Guid? Uuid { get; set; }
+    /// <summary>Owner of the root directory (mke2fs's root_owner): the user who makes the
+    /// filesystem, so that an ordinary user can use what they mount.</summary>
+    public uint RootUid { get; set; }
+    public uint RootGid { get; set; }
 }
 
 /// <summary>Counters for tests and `inspect`; incremented without locks (Interlocked).</summary>

@@ -21,6 +21,7 @@ public sealed unsafe class FuseSession : IDisposable
     private readonly List<Thread> _threads = new();
     private readonly Action<string> _log;
     private volatile bool _stopping;
+    private string? _helper; // fusermount3, when an ordinary user mounted
     private int _running;
     public string MountPoint { get; }
     public FuseMountOptions Options { get; }
@@ -35,27 +36,46 @@ public sealed unsafe class FuseSession : IDisposable
         _log = log;
     }
 
-    /// <summary>Mounts <paramref name="fs"/> on <paramref name="mountPoint"/> with mount(2) (needs
-    /// root) and starts serving. Returns once the kernel has the mount; the first request
-    /// (INIT) is answered by the threads.</summary>
+    /// <summary>Mounts <paramref name="fs"/> on <paramref name="mountPoint"/> (as root with
+    /// mount(2); as an ordinary user through fusermount3) and starts serving. Returns once the
+    /// kernel has the mount; the first request (INIT) is answered by the threads.</summary>
     public static FuseSession Mount(Engine.Filesystem fs, string imagePath, string mountPoint, FuseMountOptions options, Action<string>? log = null)
     {
         log ??= _ => { };
         if (!Directory.Exists(mountPoint)) throw new FsException(Errno.ENOENT, $"mount point '{mountPoint}' does not exist");
         if (!File.Exists("/dev/fuse")) throw new FsException(Errno.ENODEV, "/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container the device");
-        int fd = Libc.Open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC);
-        if (fd < 0) throw new FsException(Errno.EACCES, $"cannot open /dev/fuse: errno {Libc.Errno}");
         string mp = Path.GetFullPath(mountPoint);
-        var data = $"fd={fd},rootmode=40000,user_id={Libc.Geteuid()},group_id={Libc.Getegid()},max_read={MaxWrite}";
-        if (options.DefaultPermissions) data += ",default_permissions";
-        if (options.AllowOther) data += ",allow_other";
-        if (Libc.Mount(options.FsName.Length > 0 ? options.FsName : imagePath, mp, "fuse.reservoir", options.MountFlags(), data) != 0)
+        string source = options.FsName.Length > 0 ? options.FsName : imagePath;
+        int fd;
+        string? helper = null;
+        if (Libc.Geteuid() == 0)
         {
-            int err = Libc.Errno;
-            Libc.Close(fd);
-            throw new FsException(err == 1 ? Errno.EPERM : Errno.EIO, $"mount(2) of '{mp}' failed: errno {err}{(err == 1 ? " (mounting needs root)" : "")}");
+            fd = Libc.Open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC);
+            if (fd < 0) throw new FsException(Errno.EACCES, $"cannot open /dev/fuse: errno {Libc.Errno}");
+            var data = $"fd={fd},rootmode=40000,user_id={Libc.Geteuid()},group_id={Libc.Getegid()},max_read={MaxWrite}";
+            if (options.DefaultPermissions) data += ",default_permissions";
+            if (options.AllowOther) data += ",allow_other";
+            if (Libc.Mount(source, mp, "fuse.reservoir", options.MountFlags(), data) != 0)
+            {
+                int err = Libc.Errno;
+                Libc.Close(fd);
+                throw new FsException(err == 1 ? Errno.EPERM : Errno.EIO, $"mount(2) of '{mp}' failed: errno {err}");
+            }
         }
-        var s = new FuseSession(fd, mp, new FuseBridge(fs, options, log), options, log);
+        else
+        {
+            // An ordinary user: the setuid helper mounts and hands /dev/fuse over.
+            helper = Fusermount.Find() ?? throw new FsException(Errno.EPERM, "mounting as an ordinary user needs fusermount3 (apt-get install fuse3), or run as root");
+            var o = new List<string> { $"fsname={source.Replace(",", "\\,")}", "subtype=reservoir", $"max_read={MaxWrite}", "nosuid", "nodev" };
+            if (options.DefaultPermissions) o.Add("default_permissions");
+            if (options.AllowOther) o.Add("allow_other");
+            if (options.ReadOnly) o.Add("ro");
+            if (options.NoAtime) o.Add("noatime");
+            if (options.NoExec) o.Add("noexec");
+            fd = Fusermount.Mount(helper, mp, string.Join(',', o));
+            Libc.Fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
+        }
+        var s = new FuseSession(fd, mp, new FuseBridge(fs, options, log), options, log) { _helper = helper };
         for (int i = 0; i < options.Threads; i++)
         {
             var t = new Thread(s.Loop) { Name = $"fuse-{i}", IsBackground = true };
@@ -125,7 +145,8 @@ public sealed unsafe class FuseSession : IDisposable
         if (!_stopping)
         {
             _stopping = true;
-            if (Libc.Umount2(MountPoint, 0) != 0) Libc.Umount2(MountPoint, Libc.MNT_DETACH);
+            if (_helper != null) { if (!Fusermount.Unmount(_helper, MountPoint, lazy: false)) Fusermount.Unmount(_helper, MountPoint, lazy: true); }
+            else if (Libc.Umount2(MountPoint, 0) != 0) Libc.Umount2(MountPoint, Libc.MNT_DETACH);
         }
         foreach (var t in _threads) t.Join(TimeSpan.FromSeconds(30));
         Libc.Close(_fd);

@@ -37,5 +37,30 @@ internal static unsafe partial class Libc
     [DllImport("libc", EntryPoint = "getegid")]
     public static extern uint Getegid();
 
+    public const int AF_UNIX = 1, SOCK_STREAM = 1, SOL_SOCKET = 1, SCM_RIGHTS = 1;
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "socketpair")]
+    public static extern int Socketpair(int domain, int type, int protocol, int* sv);
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "recvmsg")]
+    public static extern nint Recvmsg(int fd, MsgHdr* msg, int flags);
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "fcntl")]
+    public static extern int Fcntl(int fd, int cmd, int arg);
+
+    public const int F_SETFD = 2, FD_CLOEXEC = 1;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct IoVec { public void* Base; public nuint Len; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct MsgHdr
+    {
+        public void* Name; public uint NameLen;
+        public IoVec* Iov; public nuint IovLen;
+        public void* Control; public nuint ControlLen;
+        public int Flags;
+    }
+
     public static int Errno => Marshal.GetLastPInvokeError();
 }

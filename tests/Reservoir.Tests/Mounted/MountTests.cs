@@ -125,6 +125,57 @@ public class MountTests(ITestOutputHelper log)
         Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
     }
 
+    /// <summary>
+    /// An ordinary user mounts through fusermount3 (no root): mkfs makes the user the root
+    /// directory's owner, `reservoir mount` returns once mounted, the user writes, `fusermount3
+    /// -u` unmounts, and the daemon commits and exits; the image is clean and holds the data.
+    /// The test runs the CLI as `nobody` from a copy it can read, and opens /dev/fuse to
+    /// everyone while it runs (distributions ship it 0666; some containers do not).
+    /// </summary>
+    [Fact]
+    public void AnOrdinaryUserMountsThroughFusermount3()
+    {
+        MountedImage.RequireFuse();
+        if (MountedImage.Sh("command -v fusermount3 && command -v setpriv && id nobody", "/").Code != 0)
+            throw new Xunit.Sdk.XunitException("this test needs fusermount3 (fuse3), setpriv (util-linux) and the user nobody");
+        string dir = Directory.CreateTempSubdirectory("reservoir-user-").FullName;
+        string mode = MountedImage.Sh("stat -c %a /dev/fuse", "/").Out.Trim();
+        try
+        {
+            string bin = Path.Combine(dir, "bin");
+            CopyDir(AppContext.BaseDirectory, bin);
+            Assert.Equal(0, MountedImage.Sh($"chown -R nobody:nogroup {dir} && chmod 0755 {dir} && chmod 0666 /dev/fuse", "/").Code);
+            string cli = $"dotnet {bin}/reservoir.dll";
+            var (code, output) = MountedImage.Sh(
+                $"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME={dir} DOTNET_CLI_HOME={dir} bash -c '" +
+                $"set -e; cd {dir}; {cli} mkfs u.img --size 128M -q; mkdir m; {cli} mount u.img m; " +
+                "echo hello > m/x; mkdir m/d; test \"$(stat -c %U m/x)\" = nobody; grep -q \" fuse.reservoir \" /proc/self/mountinfo; fusermount3 -u m'", "/", 120);
+            Assert.True(code == 0, output);
+            // The daemon commits and exits after the unmount; then the image is free.
+            string img = Path.Combine(dir, "u.img");
+            for (int i = 0; i < 100 && MountedImage.Sh($"flock -n {img} true", "/").Code != 0; i++) Thread.Sleep(100);
+            using var dev = FileBlockDevice.Open(img, readOnly: true);
+            var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
+            Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+            using var fs = Reservoir.Engine.Filesystem.Mount(dev, new() { ReadOnly = true, CommitIntervalMs = 0 });
+            Assert.Equal(Reservoir.Common.Errno.OK, fs.Lookup(Reservoir.Engine.Filesystem.RootIno, "x", out var a));
+            Assert.Equal(65534u, a.Uid);
+            Assert.Equal("hello\n", System.Text.Encoding.UTF8.GetString(TestFs.ReadAll(fs, a.Ino)));
+        }
+        finally
+        {
+            MountedImage.Sh($"chmod {mode} /dev/fuse; fusermount3 -u -z {dir}/m 2>/dev/null; true", "/");
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
+    private static void CopyDir(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from)) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+        foreach (var d in Directory.GetDirectories(from)) CopyDir(d, Path.Combine(to, Path.GetFileName(d)));
+    }
+
     [Fact]
     public void QuotaAndSpaceErrorsReachPrograms()
     {
