@@ -23,7 +23,7 @@ internal static class ExploreCommand
         var procs = new Option<int>("-p") { Description = "Stress workers", DefaultValueFactory = _ => 4 };
         var ops = new Option<int>("-n") { Description = "Operations per worker", DefaultValueFactory = _ => 150 };
         var depth = new Option<int>("--pct-depth") { Description = "PCT bug depth (priority change points + 1)", DefaultValueFactory = _ => 3 };
-        var hang = new Option<int>("--hang-after") { Description = "Seconds without an end before a run counts as hung", DefaultValueFactory = _ => 120 };
+        var hang = new Option<int>("--hang-after") { Description = "Seconds without a single scheduling step before a run counts as hung", DefaultValueFactory = _ => 60 };
         var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang };
         cmd.SetAction(pr =>
         {
