@@ -99,6 +99,12 @@ public sealed class CrashSimDevice : IBlockDevice
         }
     }
 
+    /// <summary>What a power cut that loses every unflushed write would leave: the durable image.</summary>
+    public MemoryBlockDevice DurableImage()
+    {
+        lock (_lock) return _durable.Clone();
+    }
+
     /// <summary>The image with every write applied, as if the power stayed on.</summary>
     public MemoryBlockDevice ImageNow()
     {

@@ -110,7 +110,7 @@ public class DeterministicSchedulerTests(ITestOutputHelper log)
             var ts = Enumerable.Range(0, 3).Select(w => s.Start("worker" + w, () => wl.Worker(w))).ToList();
             ts.ForEach(t => t.Join());
             wl.Verify();
-            state = string.Join(";", Crash.PowerCutTests.Capture(fs).Select(kv => kv.Key + "=" + kv.Value));
+            state = string.Join(";", Reservoir.Stress.PowerCutSimulator.Capture(fs).Select(kv => kv.Key + "=" + kv.Value));
         });
         FsckAssert.Clean(dev);
         return (state, s.Steps);

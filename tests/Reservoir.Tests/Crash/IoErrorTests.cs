@@ -20,7 +20,7 @@ public class IoErrorTests
         {
             for (int i = 0; i < 3000; i++) CreateFile(fs, Filesystem.RootIno, "f" + i);
         }
-        var before = PowerCutTests.Capture(Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }));
+        var before = Reservoir.Stress.PowerCutSimulator.Capture(Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }));
         using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, NodeCacheBytes = 1 }))
         {
             // Fail node reads, but only while an operation is changing trees (its lookups before
@@ -35,7 +35,7 @@ public class IoErrorTests
         }
         FsckAssert.Clean(dev);
         using var fs2 = Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
-        Assert.Equal(before, PowerCutTests.Capture(fs2));
+        Assert.Equal(before, Reservoir.Stress.PowerCutSimulator.Capture(fs2));
     }
 
     [Fact]

@@ -205,7 +205,7 @@ public class WritePathTests
         var dev = new CrashSimDevice(NewDevice(64UL << 20, 4096));
         using (var fs = Mount(dev))
             for (int i = 0; i < 2000; i++) CreateFile(fs, Filesystem.RootIno, "f" + i, new byte[100]);
-        var before = Crash.PowerCutTests.Capture(Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }));
+        var before = Reservoir.Stress.PowerCutSimulator.Capture(Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }));
         var dopt = new DataOptions { WritebackIntervalMs = 0 };
         using (var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0, NodeCacheBytes = 1 }, dopt))
         {
@@ -219,6 +219,6 @@ public class WritePathTests
         }
         FsckAssert.Clean(dev);
         using var fs2 = Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
-        Assert.Equal(before, Crash.PowerCutTests.Capture(fs2));
+        Assert.Equal(before, Reservoir.Stress.PowerCutSimulator.Capture(fs2));
     }
 }

@@ -1,0 +1,269 @@
+using System.Security.Cryptography;
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Check;
+using Reservoir.Engine.Data;
+using Reservoir.Engine.Tx;
+
+namespace Reservoir.Stress;
+
+/// <summary>
+/// The power-cut simulator (issue 6): a workload runs on the crash-simulating device and its
+/// namespace is recorded after every completed sync or fsync (both commit). Then the workload
+/// runs again with the power cut after a chosen device operation; the writes not yet flushed are
+/// dropped at random, some torn. What is left must mount, pass fsck with data checksums, hold no
+/// reservation after the remount, and equal the state of the last completed commit (so every
+/// fsync'd file has its fsync'd contents) or of the commit that was in flight.
+///
+/// Two kinds of workload: a random one (seeded; creates, writes, renames, truncates, unlinks,
+/// syncs), and CrashMonkey's ACE shape: every sequence of one or two core operations (creat,
+/// link, unlink, rename, write, falloc, punch, zero, truncate, mkdir, rmdir) on a small fixed
+/// tree, each followed by an fsync, with the power cut at every device operation.
+/// </summary>
+public static class PowerCutSimulator
+{
+    public sealed class Result
+    {
+        public int Workloads, CutPoints, ImagesChecked, Commits;
+        public readonly List<string> Failures = new();
+        public bool Ok => Failures.Count == 0;
+    }
+
+    private sealed record Snapshot(long OpsAtEnd, SortedDictionary<string, string> State);
+
+    private delegate void Workload(Filesystem fs, CrashSimDevice dev, Action commit);
+
+    private static MemoryBlockDevice Fresh(int nodeSize, ulong bytes = 48UL << 20)
+    {
+        var d = new MemoryBlockDevice(bytes);
+        Filesystem.Format(d, new MkfsOptions { NodeSize = nodeSize });
+        return d;
+    }
+
+    /// <summary>The random workload, seeded, with <paramref name="cuts"/> sampled cut points
+    /// plus the last operation of every commit.</summary>
+    public static Result RunRandom(int seed, int steps, int cuts, int nodeSize, Result? into = null)
+    {
+        var r = into ?? new Result();
+        Check(Fresh(nodeSize), (fs, dev, commit) => RandomWorkload(fs, dev, commit, seed, steps), $"random seed {seed}", r,
+            total => { var rng = new Random(seed * 7919); return Enumerable.Range(0, cuts).Select(_ => rng.NextInt64(1, total)); });
+        return r;
+    }
+
+    /// <summary>ACE-style sequences of length 1 and (if <paramref name="pairs"/>) 2, each op
+    /// followed by an fsync, cut at every device operation.</summary>
+    public static Result RunAce(bool pairs, int nodeSize = 4096, Result? into = null)
+    {
+        var r = into ?? new Result();
+        var seqs = AceOps.Select(o => new[] { o }).ToList();
+        if (pairs) seqs.AddRange(from a in AceOps from b in AceOps select new[] { a, b });
+        foreach (var seq in seqs)
+        {
+            var initial = Fresh(nodeSize, 32UL << 20);
+            using (var fs = Filesystem.Mount(initial, new MountOptions { CommitIntervalMs = 0 })) AceSetup(fs);
+            Check(initial, (fs, dev, commit) => { foreach (var op in seq) { AceOp(fs, op); commit(); } }, "ace " + string.Join(",", seq), r,
+                total => Enumerable.Range(1, (int)Math.Max(0, total - 1)).Select(i => (long)i));
+        }
+        return r;
+    }
+
+    /// <summary>Reference run, then one run per cut point, two remains each (dropped, torn).</summary>
+    private static void Check(MemoryBlockDevice initial, Workload work, string name, Result r, Func<long, IEnumerable<long>> cutPoints)
+    {
+        r.Workloads++;
+        var refDev = new CrashSimDevice(initial);
+        var snaps = new List<Snapshot>();
+        // Each snapshot is what is durable right after a commit (the flushed image, mounted
+        // read-only on the side), not what the running filesystem shows: after an fsync, other
+        // files' dirty data is not on disk yet.
+        void Commit() => snaps.Add(new Snapshot(refDev.Ops, Durable(refDev)));
+        snaps.Add(new Snapshot(0, Durable(refDev)));
+        using (var fs = Filesystem.Mount(refDev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            work(fs, refDev, Commit);
+            if (fs.Sync() == Errno.OK) Commit();
+        }
+        long total = refDev.Ops;
+        r.Commits += snaps.Count - 1;
+        foreach (long cut in cutPoints(total).Concat(snaps.Skip(1).Select(s => s.OpsAtEnd - 1)).Where(c => c > 0 && c < total).Distinct().Order())
+        {
+            r.CutPoints++;
+            var dev = new CrashSimDevice(initial) { CutAfterOps = cut };
+            try
+            {
+                var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+                try { work(fs, dev, () => { }); }
+                catch (FsException) { }
+                finally { try { fs.Dispose(); } catch (FsException) { } }
+            }
+            catch (FsException) { }
+            if (!dev.Dead) { r.Failures.Add($"{name}: cut at {cut} of {total} did not stop the device"); continue; }
+            int done = snaps.FindLastIndex(s => s.OpsAtEnd <= cut);
+            var before = snaps[Math.Max(0, done)].State;
+            var inFlight = done + 1 < snaps.Count ? snaps[done + 1].State : null;
+            for (int variant = 0; variant < 2; variant++)
+            {
+                r.ImagesChecked++;
+                string where = $"{name}: cut at {cut} of {total}{(variant == 1 ? " (torn writes)" : "")}";
+                var img = dev.ImageAfterPowerCut(new Random((int)cut * 31 + variant), tear: variant == 1);
+                var report = Fsck.Run(img, new FsckOptions { CheckDataCsums = true });
+                if (!report.Clean) { r.Failures.Add($"{where}: fsck: {string.Join("; ", report.Errors.Take(3))}{report.OperationalError}"); continue; }
+                try
+                {
+                    using var fs2 = Filesystem.Mount(img, new MountOptions { CommitIntervalMs = 0 });
+                    var got = Capture(fs2);
+                    if (!got.SequenceEqual(before) && (inFlight == null || !got.SequenceEqual(inFlight)))
+                        r.Failures.Add($"{where}: the state is neither commit {done} nor the one in flight");
+                    var sp = fs2.Space();
+                    if (sp.DataMayUse != 0 || sp.MetaMayUse != 0) r.Failures.Add($"{where}: reservations survived the remount (data {sp.DataMayUse}, metadata {sp.MetaMayUse})");
+                }
+                catch (FsException ex) { r.Failures.Add($"{where}: remount failed: {ex.Message}"); }
+            }
+        }
+    }
+
+    private static void RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps)
+    {
+        var rng = new Random(seed);
+        var dirs = new List<ulong> { Filesystem.RootIno };
+        for (int i = 0; i < steps && !dev.Dead; i++)
+        {
+            int op = rng.Next(100);
+            ulong dir = dirs[rng.Next(dirs.Count)];
+            string name = "n" + rng.Next(12);
+            Errno e;
+            if (op < 25)
+            {
+                e = fs.Create(dir, name, 0x1A4, 0, 0, out var a);
+                if (e == Errno.OK) e = fs.Write(a.Ino, 0, Bytes(rng, rng.Next(1, 40_000)), out _);
+            }
+            else if (op < 35)
+            {
+                e = fs.Mkdir(dir, name, 0x1ED, 0, 0, out var a);
+                if (e == Errno.OK) dirs.Add(a.Ino);
+            }
+            else if (op < 55)
+            {
+                e = fs.Lookup(dir, name, out var a);
+                if (e == Errno.OK && a.IsReg) e = fs.Write(a.Ino, (ulong)rng.Next(0, 50_000), Bytes(rng, rng.Next(1, 20_000)), out _);
+            }
+            else if (op < 65) e = fs.Unlink(dir, name);
+            else if (op < 75) e = fs.Rename(dir, name, dirs[rng.Next(dirs.Count)], "n" + rng.Next(12));
+            else if (op < 82)
+            {
+                e = fs.Lookup(dir, name, out var a);
+                if (e == Errno.OK && a.IsReg) e = fs.Truncate(a.Ino, (ulong)rng.Next(0, 30_000));
+            }
+            else if (op < 86) e = fs.Rmdir(dir, name);
+            else if (op < 93)
+            {
+                e = fs.Lookup(dir, name, out var a);
+                if (e == Errno.OK && a.IsReg && fs.Fsync(a.Ino) == Errno.OK) commit();
+            }
+            else
+            {
+                e = fs.Sync();
+                if (e == Errno.OK) commit();
+            }
+            if (e is Errno.EIO or Errno.EUCLEAN) break;
+        }
+    }
+
+    private static byte[] Bytes(Random rng, int n)
+    {
+        var d = new byte[n];
+        rng.NextBytes(d);
+        return d;
+    }
+
+    // ------------------------------------------------------------------ ACE
+
+    private static readonly string[] AceOps = ["creat", "link", "unlink", "rename", "write", "falloc", "punch", "zero", "truncate", "mkdir", "rmdir"];
+
+    /// <summary>The tree every ACE sequence starts from: /A (data), /D/B (data), /E (empty dir), committed.</summary>
+    private static void AceSetup(Filesystem fs)
+    {
+        var rng = new Random(1);
+        Ok(fs.Create(Filesystem.RootIno, "A", 0x1A4, 0, 0, out var a), "setup A");
+        Ok(fs.Write(a.Ino, 0, Bytes(rng, 20_000), out _), "setup A data");
+        Ok(fs.Mkdir(Filesystem.RootIno, "D", 0x1ED, 0, 0, out var d), "setup D");
+        Ok(fs.Create(d.Ino, "B", 0x1A4, 0, 0, out var b), "setup B");
+        Ok(fs.Write(b.Ino, 0, Bytes(rng, 9_000), out _), "setup B data");
+        Ok(fs.Mkdir(Filesystem.RootIno, "E", 0x1ED, 0, 0, out _), "setup E");
+        Ok(fs.Sync(), "setup sync");
+    }
+
+    /// <summary>One core operation and the fsync that makes it a persistence point (of the file
+    /// it touched, or of its directory). Errors are part of the workload (a second rmdir of /E
+    /// fails), so they are not checked here.</summary>
+    private static void AceOp(Filesystem fs, string op)
+    {
+        ulong Ino(ulong dir, string n) => fs.Lookup(dir, n, out var x) == Errno.OK ? x.Ino : 0;
+        ulong root = Filesystem.RootIno, d = Ino(root, "D");
+        ulong target = root;
+        switch (op)
+        {
+            case "creat": if (fs.Create(root, "C", 0x1A4, 0, 0, out var c) == Errno.OK) target = c.Ino; break;
+            case "link": if (Ino(root, "A") is var a1 and not 0 && d != 0) fs.Link(a1, d, "A2", out _); target = d; break;
+            case "unlink": fs.Unlink(root, "A"); break;
+            case "rename": if (d != 0) fs.Rename(d, "B", root, "B2"); break;
+            case "mkdir": fs.Mkdir(root, "F", 0x1ED, 0, 0, out _); break;
+            case "rmdir": fs.Rmdir(root, "E"); break;
+            default:
+                {
+                    ulong f = Ino(root, "A");
+                    if (f == 0) break;
+                    target = f;
+                    _ = op switch
+                    {
+                        "write" => fs.Write(f, 12_345, new byte[10_000], out _),
+                        "falloc" => fs.Fallocate(f, FallocateMode.KeepSize, 16_384, 65_536),
+                        "punch" => fs.Fallocate(f, FallocateMode.PunchHole | FallocateMode.KeepSize, 4096, 8192),
+                        "zero" => fs.Fallocate(f, FallocateMode.ZeroRange | FallocateMode.KeepSize, 1000, 5000),
+                        _ => fs.Truncate(f, 5_000),
+                    };
+                    break;
+                }
+        }
+        fs.Fsync(target);
+    }
+
+    private static void Ok(Errno e, string what)
+    {
+        if (e != Errno.OK) throw new FsException(e, "power-cut workload: " + what);
+    }
+
+    private static SortedDictionary<string, string> Durable(CrashSimDevice dev)
+    {
+        using var fs = Filesystem.Mount(dev.DurableImage(), new MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
+        return Capture(fs);
+    }
+
+    /// <summary>The namespace: every path with its type, link count or size and content hash.</summary>
+    public static SortedDictionary<string, string> Capture(Filesystem fs)
+    {
+        var state = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        void Walk(ulong dir, string path)
+        {
+            Ok(fs.ListDir(dir, out var entries), "list " + path);
+            foreach (var e in entries)
+            {
+                Ok(fs.GetAttr(e.Ino, out var a), "stat " + path + e.Name);
+                if (a.IsDir)
+                {
+                    state[path + e.Name + "/"] = $"dir nlink {a.Nlink}";
+                    Walk(e.Ino, path + e.Name + "/");
+                }
+                else
+                {
+                    var buf = new byte[a.Size];
+                    Ok(fs.Read(e.Ino, 0, buf, out _), "read " + path + e.Name);
+                    state[path + e.Name] = $"file nlink {a.Nlink} {a.Size} {Convert.ToHexString(SHA256.HashData(buf))}";
+                }
+            }
+        }
+        Walk(Filesystem.RootIno, "/");
+        return state;
+    }
+}
