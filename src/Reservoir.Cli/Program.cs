@@ -39,6 +39,7 @@ public static class Program
         root.Subcommands.Add(StressCommand.Build(ctx));
         root.Subcommands.Add(ExploreCommand.Build(ctx));
         root.Subcommands.Add(PowerCutCommand.Build(ctx));
+        root.Subcommands.Add(FuzzCommand.Build(ctx));
         foreach (var c in FileCommands.Build(ctx)) root.Subcommands.Add(c);
         foreach (var c in QuotaCommands.Build(ctx)) root.Subcommands.Add(c);
         var pr = root.Parse(args);

@@ -42,6 +42,11 @@ internal sealed class NodeStore
                 CacheHits++;
                 if (expectedGen != 0 && e.Node.Generation != expectedGen)
                     ThrowHelper.Corrupt($"tree block generation {e.Node.Generation}, parent expects {expectedGen}", bytenr);
+                // A cached node passed Verify when it was read, but as whatever its first parent
+                // said it was: a damaged parent pointing at it as a child of another level (a
+                // loop back to itself, say) is caught here, not by an index out of range later.
+                if (expectedLevel >= 0 && e.Node.Level != expectedLevel)
+                    ThrowHelper.Corrupt($"tree block level {e.Node.Level}, expected {expectedLevel}", bytenr);
                 return e.Node;
             }
         }
