@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, end to end: build, make an image, put files in, list and read them back, check it.
+# The main job, end to end: build, make an image, put files in, list and read them back, check
+# it, then mount it and use it with ordinary programs (root, or an ordinary user with fusermount3).
 # Usage: ./demo.sh [IMAGE]   (default /tmp/reservoir-demo.img)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,3 +25,18 @@ echo "== space"
 ./reservoir inspect space "$img"
 echo "== fsck"
 ./reservoir fsck --check-data-csum "$img"
+if [ -e /dev/fuse ] && { [ "$(id -u)" = 0 ] || command -v fusermount3 >/dev/null; }; then
+  echo "== mount it and use it with ordinary programs"
+  mnt=$(mktemp -d)
+  ./reservoir mount "$img" "$mnt"
+  ls -l "$mnt"
+  cp -r src/Reservoir.Engine "$mnt/engine" && echo "copied $(find "$mnt/engine" -type f | wc -l) files in through the mount"
+  df -h "$mnt" | tail -1
+  if [ "$(id -u)" = 0 ]; then umount "$mnt"; else fusermount3 -u "$mnt"; fi
+  for _ in $(seq 50); do flock -n "$img" true 2>/dev/null && break; sleep 0.1; done   # the daemon commits and exits
+  rmdir "$mnt"
+  ./reservoir ls "$img" /engine | head -5
+  ./reservoir fsck --check-data-csum "$img"
+else
+  echo "== (mounting needs /dev/fuse, and root or fusermount3: skipped)"
+fi
