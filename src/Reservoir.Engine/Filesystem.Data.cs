@@ -183,14 +183,20 @@ public sealed partial class Filesystem
     /// path (page_mkwrite: page lock only, no inode lock) makes the page dirty and reserved, then
     /// the bytes are stored into it. Stores cannot extend the file (SIGBUS beyond EOF: EFAULT).
     /// </summary>
-    public Errno MappedWrite(ulong ino, ulong offset, ReadOnlySpan<byte> data)
+    public Errno MappedWrite(ulong ino, ulong offset, ReadOnlySpan<byte> data) => MappedWrite(ino, offset, data, out _);
+
+    /// <summary>As <see cref="MappedWrite(ulong, ulong, ReadOnlySpan{byte})"/>, telling how many
+    /// bytes were stored before an error (stores go page by page, as faults do).</summary>
+    public Errno MappedWrite(ulong ino, ulong offset, ReadOnlySpan<byte> data, out int written)
     {
+        written = 0;
+        int stored = 0;
         var e = Get(ino, out var inode);
         if (e != Errno.OK) return e;
         var copy = data.ToArray();
         try
         {
-            return Guard(ino, () =>
+            var r = Guard(ino, () =>
             {
                 if (!inode.IsReg) return Errno.EINVAL;
                 if (Fs.ReadOnly) return Errno.EROFS;
@@ -206,9 +212,12 @@ public sealed partial class Filesystem
                     var pe = Data.PageMkwrite(inode, (long)(pos / bs), page => copy.AsSpan(from, n).CopyTo(page[within..]));
                     if (pe != Errno.OK) return pe;
                     done += n;
+                    stored = done;
                 }
                 return Errno.OK;
             });
+            written = stored;
+            return r;
         }
         finally { Put(inode); }
     }

@@ -37,16 +37,17 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
 
     public Errno Lstat(string path) => P.Lstat(path, out _);
 
-    public Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind)
+    public Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind, out int written)
     {
+        written = 0;
         var e = P.Stat(path, out var a);
         if (e != Errno.OK) return e;
         if (!a.IsReg) return Errno.EISDIR;
         return kind switch
         {
-            StressWriteKind.Mapped => Fs.MappedWrite(a.Ino, offset, data),
-            StressWriteKind.Direct => Fs.WriteDirect(a.Ino, offset, data, out _),
-            _ => Fs.Write(a.Ino, offset, data, out _),
+            StressWriteKind.Mapped => Fs.MappedWrite(a.Ino, offset, data, out written),
+            StressWriteKind.Direct => Fs.WriteDirect(a.Ino, offset, data, out written),
+            _ => Fs.Write(a.Ino, offset, data, out written),
         };
     }
 

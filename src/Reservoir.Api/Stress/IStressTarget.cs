@@ -32,8 +32,10 @@ public interface IStressTarget
     /// <summary>lstat.</summary>
     Errno Lstat(string path);
     /// <summary>A write of <paramref name="data"/> at <paramref name="offset"/>. Mapped writes
-    /// store into the bytes the file already has (the caller trims to its size).</summary>
-    Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind);
+    /// store into the bytes the file already has (the caller trims to its size).
+    /// <paramref name="written"/> is what reached the file, also on a short write or an error
+    /// after partial progress (a full filesystem): the model keeps exactly that.</summary>
+    Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind, out int written);
     Errno Read(string path, ulong offset, byte[] buffer, bool direct, out int read);
     Errno Fallocate(string path, Engine.Data.FallocateMode mode, ulong offset, ulong length);
     Errno Truncate(string path, ulong size);

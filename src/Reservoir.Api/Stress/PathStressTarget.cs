@@ -53,32 +53,38 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         return Errno.OK;
     }
 
-    public Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind)
+    public Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind, out int written)
     {
+        written = 0;
         int flags = (kind == StressWriteKind.Mapped ? Libc.O_RDWR : Libc.O_WRONLY) | Libc.O_CLOEXEC | (kind == StressWriteKind.Direct ? Libc.O_DIRECT : 0);
         int fd = Libc.Open(Full(path), flags, 0);
         if (fd < 0) return Err();
         try
         {
-            return kind switch
+            int done = 0;
+            var e = kind switch
             {
                 StressWriteKind.Mapped => MappedStore(fd, offset, data),
                 StressWriteKind.Direct => Aligned(data.Length, p =>
                 {
                     data.CopyTo(new Span<byte>(p, data.Length));
-                    return Whole(Libc.Pwrite(fd, p, (nuint)data.Length, (long)offset), data.Length);
+                    nint n = Libc.Pwrite(fd, p, (nuint)data.Length, (long)offset);
+                    if (n > 0) done = (int)n;
+                    return Whole(n, data.Length);
                 }),
-                _ => WriteAll(fd, data, offset),
+                _ => WriteAll(fd, data, offset, out done),
             };
+            written = kind == StressWriteKind.Mapped ? (e == Errno.OK ? data.Length : 0) : done;
+            return e;
         }
         finally { Libc.Close(fd); }
     }
 
-    private static Errno WriteAll(int fd, byte[] data, ulong offset)
+    private static Errno WriteAll(int fd, byte[] data, ulong offset, out int done)
     {
+        done = 0;
         fixed (byte* p = data)
         {
-            int done = 0;
             while (done < data.Length)
             {
                 nint n = Libc.Pwrite(fd, p + done, (nuint)(data.Length - done), (long)offset + done);

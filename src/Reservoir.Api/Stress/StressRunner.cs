@@ -242,8 +242,12 @@ public static class StressRunner
                         if (off >= st.Size) { e = Errno.OK; break; }
                         d = d[..(int)Math.Min((ulong)d.Length, st.Size - off)];
                     }
-                    e = t.Write(a[0], off, d, op switch { "mwrite" => StressWriteKind.Mapped, "dwrite" => StressWriteKind.Direct, _ => StressWriteKind.Buffered });
-                    if (e == Errno.OK) Store(m, a[0], off, d);
+                    e = t.Write(a[0], off, d, op switch { "mwrite" => StressWriteKind.Mapped, "dwrite" => StressWriteKind.Direct, _ => StressWriteKind.Buffered }, out int n);
+                    // Exactly what reached the file: a full filesystem makes short writes, or
+                    // fails after partial progress (the runner's model once stored the whole
+                    // buffer on a short write, and long soaks that filled the disk then
+                    // reported "data differs" for writes that never claimed to be complete).
+                    if (n > 0) Store(m, a[0], off, d[..n]);
                     break;
                 }
             case "read" or "dread":
