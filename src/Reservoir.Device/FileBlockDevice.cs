@@ -79,28 +79,20 @@ public sealed class FileBlockDevice : IBlockDevice
 
     public void Write(ulong offset, ReadOnlySpan<byte> data)
     {
-        if (ReadOnly) throw new FsException(Errno.EROFS, "device is read-only");
-        Check(offset, data.Length);
+        CheckWrite(offset, data.Length);
         if (_direct) { DirectBounceWrite(offset, data); return; }
         try { RandomAccess.Write(_handle, data, (long)offset); }
-        catch (IOException ex) when (ex is not FsException)
-        {
-            throw new DeviceIOException($"write failed: {ex.Message}", offset, ex);
-        }
+        catch (IOException ex) when (ex is not FsException) { throw WriteFailed(offset, ex); }
     }
 
     public void WriteGather(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
     {
         if (_direct && !DirectAligned(offset, buffers)) { IBlockDevice.GatherByCopy(this, offset, buffers); return; }
-        if (ReadOnly) throw new FsException(Errno.EROFS, "device is read-only");
         long total = 0;
         foreach (var b in buffers) total += b.Length;
-        Check(offset, (int)total);
+        CheckWrite(offset, (int)total);
         try { RandomAccess.Write(_handle, buffers, (long)offset); }
-        catch (IOException ex) when (ex is not FsException)
-        {
-            throw new DeviceIOException($"write failed: {ex.Message}", offset, ex);
-        }
+        catch (IOException ex) when (ex is not FsException) { throw WriteFailed(offset, ex); }
         // Start the host's write-out of this range now, without waiting: in a kernel
         // filesystem, writeback submits bios to the disk at once; here the bytes would
         // otherwise sit in the host's page cache until the commit's fsync wrote them all at
@@ -114,6 +106,14 @@ public sealed class FileBlockDevice : IBlockDevice
         try { RandomAccess.FlushToDisk(_handle); }
         catch (IOException ex) { throw new DeviceIOException($"fsync failed: {ex.Message}", ulong.MaxValue, ex); }
     }
+
+    private void CheckWrite(ulong offset, int len)
+    {
+        if (ReadOnly) throw new FsException(Errno.EROFS, "device is read-only");
+        Check(offset, len);
+    }
+
+    private static DeviceIOException WriteFailed(ulong offset, IOException ex) => new($"write failed: {ex.Message}", offset, ex);
 
     private void Check(ulong offset, int len)
     {

@@ -186,8 +186,7 @@ internal sealed partial class DataEngine : IDisposable
             if (m.DirtyPages.Count > 0 || m.Ordered.Count > 0 || !m.Ledger.IsEmpty || m.MetaRsv > 0 || m.OutstandingExtents != 0) return false;
             if (m.Pages.Values.Any(p => p.Locked || p.Writeback)) return false;
             long pages = m.Pages.Count;
-            foreach (var p in m.Pages.Values) FreePageFrame(p);
-            m.Pages.Clear();
+            foreach (var p in m.Pages.Values.ToList()) RemovePageUnsynchronized(m, p);
             if (pages > 0) CountPages(-pages, 0);
         }
         using (_lock.Lock()) _mappings.Remove(m);

@@ -99,7 +99,6 @@ internal sealed partial class DataEngine
             return Errno.ENOSPC;
         }
         ulong setData = 0, setQgroup = 0;
-        ulong metaWant;
         using (m.State.Lock())
         {
             foreach (var (s, e, st) in plan)
@@ -112,11 +111,10 @@ internal sealed partial class DataEngine
                 }
                 else ChangeDirtyBits(m, s, e, RangeBits.InPlace, set: true); // preallocated, or no-CoW written
             }
-            metaWant = MetaTargetUnsynchronized(m);
         }
         if (setData != newData || setQgroup != newQgroup)
             ThrowHelper.Invariant($"inode {m.Inode.Ino}: ledger changed under DataSem ({setData}/{newData}, {setQgroup}/{newQgroup})");
-        var me = AdjustMeta(m, metaWant);
+        var me = AdjustMeta(m);
         if (me != Errno.OK)
         {
             // Undo everything this call set, in the ledger and in the counters.
@@ -143,14 +141,10 @@ internal sealed partial class DataEngine
 
     private const RangeBits DirtyMask = RangeBits.Delalloc | RangeBits.InPlace;
 
-    /// <summary>Ordered extents a set of dirty runs may become (each split at the largest extent).</summary>
-    internal int ExtentsOf(List<(ulong Start, ulong End)> runs)
-    {
-        ulong max = Fs.Space.MaxDataExtent;
-        int n = 0;
-        foreach (var (s, e) in runs) n += (int)((e - s + max - 1) / max);
-        return n;
-    }
+    /// <summary>Ordered extents the dirty runs of <paramref name="mask"/> touching [start, end]
+    /// may become (each split at the largest extent). Caller holds State.</summary>
+    internal int OutstandingExtentsOf(Mapping m, RangeBits mask, ulong start = 0, ulong end = ulong.MaxValue) =>
+        m.Ledger.CountRunPieces(mask, start, end, Fs.Space.MaxDataExtent);
 
     /// <summary>
     /// Sets or clears a dirty-state bit (Delalloc or InPlace) on [start, end) and keeps the
@@ -160,10 +154,9 @@ internal sealed partial class DataEngine
     /// </summary>
     internal ulong ChangeDirtyBits(Mapping m, ulong start, ulong end, RangeBits bit, bool set)
     {
-        ulong max = Fs.Space.MaxDataExtent;
-        int before = m.Ledger.CountRunPieces(DirtyMask, start, end, max);
+        int before = OutstandingExtentsOf(m, DirtyMask, start, end);
         ulong changed = set ? m.Ledger.Set(start, end, bit) : m.Ledger.Clear(start, end, bit);
-        int after = m.Ledger.CountRunPieces(DirtyMask, start, end, max);
+        int after = OutstandingExtentsOf(m, DirtyMask, start, end);
         m.OutstandingExtents += after - before;
         return changed;
     }
@@ -175,7 +168,7 @@ internal sealed partial class DataEngine
     /// State. (Found by the stress runner under the deterministic scheduler: without the loop a
     /// late grow left an excess no later call trimmed.)
     /// </summary>
-    private Errno AdjustMeta(Mapping m, ulong _)
+    private Errno AdjustMeta(Mapping m)
     {
         while (true)
         {
@@ -193,13 +186,8 @@ internal sealed partial class DataEngine
         }
     }
 
-    /// <summary>Recomputes the metadata target after ranges left the dirty state.</summary>
-    internal void TrimMeta(Mapping m)
-    {
-        ulong target;
-        using (m.State.Lock()) target = MetaTargetUnsynchronized(m);
-        AdjustMeta(m, target);
-    }
+    /// <summary>Brings the metadata reservation down to its target after ranges left the dirty state.</summary>
+    internal void TrimMeta(Mapping m) => AdjustMeta(m);
 
     /// <summary>
     /// Frees what a dirty range owned when its data will never be written (truncate, punch,

@@ -11,10 +11,11 @@ internal sealed partial class DataEngine
     /// 1. write back the range's dirty pages and wait until their ordered extents have
     ///    finished, not merely until writeback returned (invariant 8);
     /// 2. drop the range's cached pages;
-    /// 3. reserve the qgroup bytes (through the ledger, so only bytes not already reserved),
-    ///    data space and metadata, all or nothing, flushing and retrying once on EDQUOT/ENOSPC;
-    /// 4. allocate, write, and finish each piece through an ordered extent that carries the
-    ///    qgroup reservation it took from the ledger.
+    /// 3. under DataSem, reserve the qgroup bytes (through the ledger, so only bytes not already
+    ///    reserved), data space and metadata, all or nothing, allocate, and create the piece's
+    ///    ordered extent, which takes the qgroup reservation from the ledger (flushing and
+    ///    retrying once on EDQUOT/ENOSPC);
+    /// 4. write, and finish the piece through its ordered extent.
     /// Unaligned requests go through the page cache and are written back before returning
     /// (btrfs falls back to buffered IO for them too).
     /// </summary>
@@ -42,33 +43,17 @@ internal sealed partial class DataEngine
         {
             ulong pos = offset + (ulong)written;
             ulong len = Math.Min((ulong)(data.Length - written), Fs.Space.MaxDataExtent);
-            var e = ReserveDirect(m, pos, len, out ulong meta);
+            var e = StartDirect(m, pos, ref len, out var oe);
             if (e is Errno.EDQUOT or Errno.ENOSPC)
             {
-                FlushForSpace();
-                e = ReserveDirect(m, pos, len, out meta);
+                FlushForSpace(); // never with DataSem held: the flush waits for page locks
+                e = StartDirect(m, pos, ref len, out oe);
             }
             if (e != Errno.OK) return written > 0 ? Errno.OK : e;
-            var (disk, got) = Fs.Space.AllocData(len, fromReservation: true, hint: 0);
-            if (got < len)
-            {
-                // Shorter extent: give back the reservations for the rest of this piece.
-                Fs.Space.Release(true, len - got);
-                ulong q;
-                using (m.State.Lock()) q = m.Ledger.Clear(pos + got, pos + len, RangeBits.QgroupReserved);
-                Fs.Quota.Free(Top.Id, q);
-                len = got;
-            }
-            var oe = new OrderedExtent { FileOffset = pos, NumBytes = len, DiskBytenr = disk, DiskNumBytes = len, Kind = OrderedKind.Direct, BytesLeft = len, MetaRsv = meta };
-            using (m.State.Lock())
-            {
-                if (!Options.Bugs.OldQgroupReleaseTiming) oe.QgroupRsv = m.Ledger.Clear(pos, pos + len, RangeBits.QgroupReserved);
-                m.Ordered[pos] = oe;
-            }
             var src = data.Slice(written, (int)len);
             oe.Csums = new uint[len / bs];
             for (int i = 0; i < oe.Csums.Length; i++) oe.Csums[i] = Crc32C.Compute(src.Slice(i * (int)bs, (int)bs));
-            try { Fs.Device.Write(disk, src); }
+            try { Fs.Device.Write(oe.DiskBytenr, src); }
             catch (FsException) { oe.IoError = true; }
             Fs.Stats.DataBytesWritten += (long)len;
             using (m.State.Lock()) { oe.IoDone = true; oe.BytesLeft = 0; }
@@ -86,9 +71,20 @@ internal sealed partial class DataEngine
         return Errno.OK;
     }
 
-    private Errno ReserveDirect(Mapping m, ulong pos, ulong len, out ulong meta)
+    /// <summary>
+    /// Reserves [pos, pos+len) for a direct write, allocates its extent (shortening len to
+    /// what was allocated) and creates its ordered extent, which takes the range's qgroup
+    /// bytes from the ledger. All of it under DataSem held exclusively, like
+    /// <see cref="Reserve"/>: a page-fault write (which holds no inode lock) reserves the same
+    /// ledger range under DataSem, and both look at the ledger and then change it, so the two
+    /// must not interleave. (Without it, the explorer found the page fault counting qgroup bytes
+    /// the direct write then set, or took away, in between: a ledger invariant violation, and a
+    /// counter freed twice.)
+    /// </summary>
+    private Errno StartDirect(Mapping m, ulong pos, ref ulong len, out OrderedExtent oe)
     {
-        meta = 0;
+        oe = null!;
+        using var lk = m.DataSem.Write();
         ulong q;
         using (m.State.Lock()) q = len - m.Ledger.CountSet(pos, pos + len, RangeBits.QgroupReserved);
         if (Fs.Quota.Reserve(Top.Id, q) != Errno.OK) return Errno.EDQUOT;
@@ -97,7 +93,11 @@ internal sealed partial class DataEngine
             Fs.Quota.Free(Top.Id, q);
             return Errno.ENOSPC;
         }
-        if (Fs.Space.Reserve(false, MetaPerExtent) != Errno.OK)
+        // One share of metadata, computed once: the share depends on the trees' height, which
+        // other threads may change, and the ordered extent must give back exactly what was
+        // reserved (computing it twice once released more than was reserved).
+        ulong meta = MetaPerExtent;
+        if (Fs.Space.Reserve(false, meta) != Errno.OK)
         {
             Fs.Quota.Free(Top.Id, q);
             Fs.Space.Release(true, len);
@@ -105,8 +105,23 @@ internal sealed partial class DataEngine
         }
         ulong set;
         using (m.State.Lock()) set = m.Ledger.Set(pos, pos + len, RangeBits.QgroupReserved);
-        if (set != q) ThrowHelper.Invariant($"inode {m.Inode.Ino}: direct IO ledger changed under the inode lock");
-        meta = MetaPerExtent;
+        if (set != q) ThrowHelper.Invariant($"inode {m.Inode.Ino}: direct IO ledger changed under DataSem");
+        var (disk, got) = Fs.Space.AllocData(len, fromReservation: true, hint: 0);
+        if (got < len)
+        {
+            // Shorter extent: give back the reservations for the rest of this piece.
+            Fs.Space.Release(true, len - got);
+            ulong back;
+            using (m.State.Lock()) back = m.Ledger.Clear(pos + got, pos + len, RangeBits.QgroupReserved);
+            Fs.Quota.Free(Top.Id, back);
+            len = got;
+        }
+        oe = new OrderedExtent { FileOffset = pos, NumBytes = len, DiskBytenr = disk, DiskNumBytes = len, Kind = OrderedKind.Direct, BytesLeft = len, MetaRsv = meta };
+        using (m.State.Lock())
+        {
+            if (!Options.Bugs.OldQgroupReleaseTiming) oe.QgroupRsv = m.Ledger.Clear(pos, pos + len, RangeBits.QgroupReserved);
+            m.Ordered[pos] = oe;
+        }
         return Errno.OK;
     }
 

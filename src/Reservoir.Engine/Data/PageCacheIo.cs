@@ -12,9 +12,21 @@ internal sealed partial class DataEngine
     /// <summary>A frame for a new page, from the arena (zeroed unless the caller overwrites it whole).</summary>
     private PageFrame NewPageFrame(bool zeroed) => Arena.Rent(zeroed);
 
-    /// <summary>A page that left the cache gives its frame back. Caller removed it from the
-    /// mapping under State and checked it is neither locked nor under writeback.</summary>
-    private void FreePageFrame(Page p) => Arena.Return(p.Frame);
+    /// <summary>
+    /// The one way a page leaves the cache: out of the mapping (and the dirty index), a clean
+    /// page through <see cref="ReleaseCleanPageUnsynchronized"/>, and its frame back to the
+    /// arena. Caller holds State and checked the page is neither locked nor under writeback, so
+    /// nobody else can still be using its frame. Returns whether it was dirty.
+    /// </summary>
+    private bool RemovePageUnsynchronized(Mapping m, Page p)
+    {
+        m.Pages.Remove(p.Index);
+        bool dirty = p.Dirty;
+        if (dirty) m.DirtyPages.Remove(p.Index);
+        else ReleaseCleanPageUnsynchronized(m, p);
+        Arena.Return(p.Frame);
+        return dirty;
+    }
 
     /// <summary>
     /// A buffered write (caller holds the inode lock exclusively), chunk by chunk: lock the
@@ -88,9 +100,7 @@ internal sealed partial class DataEngine
     private bool AlreadyReserved(Mapping m, ulong a, ulong b)
     {
         using var _ = m.State.Lock();
-        ulong len = b - a;
-        return (m.Ledger.CountSet(a, b, RangeBits.Delalloc) == len && m.Ledger.CountSet(a, b, RangeBits.QgroupReserved) == len)
-            || m.Ledger.CountSet(a, b, RangeBits.InPlace) == len;
+        return m.Ledger.AllSet(a, b, RangeBits.Delalloc | RangeBits.QgroupReserved) || m.Ledger.AllSet(a, b, RangeBits.InPlace);
     }
 
     /// <summary>Locks the pages [pos, pos+len) touches, in ascending order (all or none).</summary>
@@ -129,8 +139,7 @@ internal sealed partial class DataEngine
             {
                 p.Locked = false;
                 if (p.Uptodate || p.Dirty || p.Writeback || !m.Pages.TryGetValue(p.Index, out var cur) || cur != p) continue;
-                m.Pages.Remove(p.Index);
-                FreePageFrame(p);
+                RemovePageUnsynchronized(m, p);
                 dropped++;
             }
             m.State.PulseAll();
@@ -203,7 +212,9 @@ internal sealed partial class DataEngine
             try { ReadPageFromDisk(m, idx); }
             catch
             {
-                using (m.State.Lock()) { m.Pages[idx].Locked = false; m.State.PulseAll(); }
+                Page mine;
+                using (m.State.Lock()) mine = m.Pages[idx];
+                UnlockPage(m, mine);
                 throw;
             }
             using (m.State.Lock()) return m.Pages[idx];
@@ -338,11 +349,8 @@ internal sealed partial class DataEngine
             }
             foreach (var p in m.Pages.Values.Where(p => p.Index >= first && p.Index < last).ToList())
             {
-                m.Pages.Remove(p.Index);
                 dropped++;
-                if (p.Dirty) { m.DirtyPages.Remove(p.Index); droppedDirty++; }
-                else ReleaseCleanPageUnsynchronized(m, p);
-                FreePageFrame(p);
+                if (RemovePageUnsynchronized(m, p)) droppedDirty++;
             }
         }
         CountPages(-dropped, -droppedDirty);
@@ -385,9 +393,7 @@ internal sealed partial class DataEngine
             using (m.State.Lock())
             {
                 if (p.Dirty || p.Locked || p.Writeback || !m.Pages.TryGetValue(p.Index, out var cur) || cur != p) continue;
-                m.Pages.Remove(p.Index);
-                ReleaseCleanPageUnsynchronized(m, p);
-                FreePageFrame(p);
+                RemovePageUnsynchronized(m, p);
             }
             freed++;
         }
@@ -403,9 +409,7 @@ internal sealed partial class DataEngine
         {
             foreach (var p in m.Pages.Values.Where(p => !p.Dirty && !p.Locked && !p.Writeback && p.Index >= first && p.Index < last).ToList())
             {
-                m.Pages.Remove(p.Index);
-                ReleaseCleanPageUnsynchronized(m, p);
-                FreePageFrame(p);
+                RemovePageUnsynchronized(m, p);
                 freed++;
             }
         }
@@ -478,9 +482,7 @@ internal sealed partial class DataEngine
     /// the data needs no new space, only its items).</summary>
     private void TrimMetaGrow(Mapping m)
     {
-        ulong target;
-        using (m.State.Lock()) target = MetaTargetUnsynchronized(m);
-        if (AdjustMeta(m, target) != Errno.OK)
+        if (AdjustMeta(m) != Errno.OK)
         {
             Fs.Space.Reserve(false, 0, useGlobalReserve: true);
         }

@@ -29,7 +29,7 @@ internal sealed partial class DataEngine
                 meta += m.MetaRsv;
                 foreach (var oe in m.Ordered.Values) { qrsv += oe.QgroupRsv; meta += oe.MetaRsv; }
                 delallocRuns = m.Ledger.Runs(RangeBits.Delalloc);
-                int recount = ExtentsOf(m.Ledger.Runs(RangeBits.Delalloc | RangeBits.InPlace));
+                int recount = OutstandingExtentsOf(m, DirtyMask);
                 if (recount != m.OutstandingExtents)
                     problems.Add($"inode {m.Inode.Ino}: {m.OutstandingExtents} outstanding extents kept, a recount gives {recount}");
                 foreach (var (s, e, st) in m.Es.Entries)

@@ -53,6 +53,20 @@ internal sealed class ExtentIoTree
         return n;
     }
 
+    /// <summary>Whether every byte of [start, end) carries all of <paramref name="bits"/>.</summary>
+    public bool AllSet(ulong start, ulong end, RangeBits bits)
+    {
+        var (f, l) = _r.Overlapping(start, end);
+        ulong cursor = start;
+        for (int i = f; i < l; i++)
+        {
+            var r = _r[i];
+            if (r.Start > cursor || (r.Value & bits) != bits) return false;
+            cursor = r.End;
+        }
+        return cursor >= end;
+    }
+
     public ulong Total(RangeBits bit)
     {
         ulong n = 0;

@@ -80,8 +80,4 @@ internal sealed class Mapping
         }
         return false;
     }
-
-    /// <summary>Ordered extents overlapping [start, end). Caller holds State.</summary>
-    public List<OrderedExtent> OrderedIn(ulong start, ulong end) =>
-        Ordered.Values.Where(o => o.FileOffset < end && o.End > start).ToList();
 }
