@@ -112,19 +112,23 @@ public sealed partial class Filesystem
         {
             ulong from = Units.AlignUp(newSize, bs);
             Data.WaitOrdered(m, newSize / bs * bs, ulong.MaxValue);
-            Data.Invalidate(m, from, ulong.MaxValue);
+            // The one step that can fail for space (zeroing the tail of the last block needs a
+            // reservation) comes first, before anything is dropped: a truncate that answers
+            // ENOSPC or EDQUOT leaves the file as it was. The rest is a deletion that runs to
+            // its end (StartDeletion), so the size and the extents never disagree.
             ulong tailEnd = Math.Min(from, old);
             if (newSize % bs != 0 && tailEnd > newSize)
             {
                 var we = Data.BufferedWrite(inode, newSize, new byte[tailEnd - newSize], out _);
                 if (we != Errno.OK) return we;
             }
+            Data.Invalidate(m, from, ulong.MaxValue); // and waits for the range's ordered extents
             inode.Item.FileSize = newSize;
             using (m.State.Lock()) m.DiskSize = Math.Min(m.DiskSize, newSize);
             bool done = false;
             while (!done)
             {
-                var se = Fs.TryStart(EvictItems, out var h, useGlobalReserve: true);
+                var se = Fs.StartDeletion(EvictItems, out var h);
                 if (se != Errno.OK) return se;
                 using (h)
                 using (Top.Tree.Lock.Write())

@@ -23,6 +23,10 @@ public sealed class StressOptions
     /// <summary>A soak: each worker stops at this much wall time even if it has operations
     /// left (the log records what ran, so the run still replays).</summary>
     public TimeSpan? Duration { get; set; }
+    /// <summary>After every operation on a file, read the whole file back and compare it with
+    /// the model (slow; pins a data mismatch to the operation that caused it instead of
+    /// reporting it at the end).</summary>
+    public bool CheckEach { get; set; }
 }
 
 public sealed class StressResult
@@ -91,7 +95,7 @@ public static class StressRunner
                     if (o.Duration is { } limit && (i & 63) == 0 && sw.Elapsed >= limit) break;
                     string op = picker[rng.Next(picker.Length)];
                     string line;
-                    try { line = Step(t, models[wid], wid, i, op, rng); }
+                    try { line = Step(t, models[wid], wid, i, op, rng, o.CheckEach); }
                     catch (Exception ex) { lock (result.Failures) result.Failures.Add($"{wid}/{i}: {op}: {ex.Message}"); continue; }
                     lock (logLock)
                     {
@@ -145,7 +149,7 @@ public static class StressRunner
         freq.Where(kv => kv.Value > 0).SelectMany(kv => Enumerable.Repeat(kv.Key, kv.Value)).OrderBy(s => s, StringComparer.Ordinal).ToArray();
 
     /// <summary>Chooses arguments for one operation and applies it; returns the log line.</summary>
-    private static string Step(IStressTarget t, Model m, int wid, int no, string op, Random rng)
+    private static string Step(IStressTarget t, Model m, int wid, int no, string op, Random rng, bool checkEach = false)
     {
         string dir = Pick(rng, m.Dirs.ToList());
         string name = dir + "/" + (op is "mkdir" ? "d" : op is "symlink" ? "l" : op is "mknod" ? "c" : "f") + rng.Next(10);
@@ -165,7 +169,18 @@ public static class StressRunner
             _ => [file],
         };
         Apply(t, m, op, args, out string errno);
-        return $"{wid}/{no}: {op} {string.Join(' ', args)} {errno}";
+        string line = $"{wid}/{no}: {op} {string.Join(' ', args)} {errno}";
+        if (checkEach && m.Files.TryGetValue(args[0], out var want) && op is not ("creat" or "mkdir" or "mknod" or "symlink"))
+        {
+            var got = t.ReadAll(args[0]);
+            if (!got.AsSpan().SequenceEqual(want))
+            {
+                int at = 0;
+                while (at < Math.Min(got.Length, want.Length) && got[at] == want[at]) at++;
+                throw new InvalidDataException($"after '{line}': {args[0]} differs from the model at byte {at} ({got.Length} bytes, model {want.Length})");
+            }
+        }
+        return line;
     }
 
     private static string Pick(Random rng, List<string> l) => l[rng.Next(l.Count)];
@@ -257,8 +272,13 @@ public static class StressRunner
                     if (e == Errno.OK && m.Files.TryGetValue(a[0], out var want))
                     {
                         int expect = (int)Math.Max(0, Math.Min((long)buf.Length, want.Length - (long)U(1)));
-                        if (n != expect || !buf.AsSpan(0, n).SequenceEqual(want.AsSpan((int)Math.Min(U(1), (ulong)want.Length), expect)))
-                            throw new InvalidDataException($"{op} {string.Join(' ', a)} returned data that differs from what was written (got {n} bytes, expected {expect}; model {want.Length} bytes)");
+                        var wantSpan = want.AsSpan((int)Math.Min(U(1), (ulong)want.Length), expect);
+                        if (n != expect || !buf.AsSpan(0, n).SequenceEqual(wantSpan))
+                        {
+                            int at = 0;
+                            while (at < Math.Min(n, expect) && buf[at] == wantSpan[at]) at++;
+                            throw new InvalidDataException($"{op} {string.Join(' ', a)} returned data that differs from what was written at file offset {U(1) + (ulong)at} (got {n} bytes, expected {expect}; model {want.Length} bytes)");
+                        }
                     }
                     break;
                 }

@@ -30,7 +30,8 @@ internal static class StressCommand
         var size = new Option<string>("--size") { Description = "Size of a new image", DefaultValueFactory = _ => "1G" };
         var quota = new Option<string?>("--quota-limit") { Description = "Enable quotas with this limit on the top-level qgroup" };
         var time = new Option<string?>("--time") { Description = "Soak: stop after this long (e.g. 3600, 90m, 1h) instead of after -n operations" };
-        var cmd = new Command("stress", "Run an fsstress-style workload on an image (in-process) or a directory (any mount) and check everything at the end") { image, procs, ops, seed, freq, logOpt, replay, size, quota, time };
+        var checkEach = new Option<bool>("--check-each") { Description = "After every operation on a file, compare the file with what was written (slow; pins a mismatch to its operation)" };
+        var cmd = new Command("stress", "Run an fsstress-style workload on an image (in-process) or a directory (any mount) and check everything at the end") { image, procs, ops, seed, freq, logOpt, replay, size, quota, time, checkEach };
         cmd.SetAction(pr =>
         {
             string path = pr.GetValue(image)!;
@@ -41,7 +42,7 @@ internal static class StressCommand
                 using var d = Device.FileBlockDevice.Create(path, sz);
                 Filesystem.Format(d);
             }
-            var o = new StressOptions { Workers = pr.GetValue(procs), OpsPerWorker = pr.GetValue(ops), Seed = pr.GetValue(seed) };
+            var o = new StressOptions { Workers = pr.GetValue(procs), OpsPerWorker = pr.GetValue(ops), Seed = pr.GetValue(seed), CheckEach = pr.GetValue(checkEach) };
             if (o.Workers < 1 || o.OpsPerWorker < 0) throw new ArgumentException("-p must be at least 1 and -n at least 0");
             if (pr.GetValue(time) is { } t)
             {

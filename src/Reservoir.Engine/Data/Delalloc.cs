@@ -78,6 +78,29 @@ internal sealed partial class DataEngine
         List<(ulong Start, ulong End, ExtentStatus Status)> plan;
         if (sawBeforeLock is { } seen && Options.Bugs.NoSecondLookupInPageMkwrite) plan = [(start, end, seen)];
         else plan = Classify(m, start, end);
+        return ReservePlanLocked(m, plan);
+    }
+
+    /// <summary>
+    /// <see cref="Reserve"/> for two block-aligned ranges at once, all or nothing: a punch
+    /// zeroes the partial blocks at both edges of its range, and must not zero one and then
+    /// fail on the other (the stress runner at a full quota caught a punch that answered EDQUOT
+    /// with its first edge already zeroed).
+    /// </summary>
+    internal Errno Reserve(Mapping m, (ulong Start, ulong End) r1, (ulong Start, ulong End) r2)
+    {
+        using var lk = m.DataSem.Write();
+        Sched.Yield("delalloc:locked");
+        var plan = new List<(ulong Start, ulong End, ExtentStatus Status)>();
+        if (r1.Start < r1.End) plan.AddRange(Classify(m, r1.Start, r1.End));
+        if (r2.Start < r2.End) plan.AddRange(Classify(m, r2.Start, r2.End));
+        return ReservePlanLocked(m, plan);
+    }
+
+    /// <summary>The body of <see cref="Reserve"/>: caller holds DataSem exclusively and has
+    /// classified the ranges under it.</summary>
+    private Errno ReservePlanLocked(Mapping m, List<(ulong Start, ulong End, ExtentStatus Status)> plan)
+    {
 
         // A no-CoW file (chattr +C) overwrites its written extents in place, like preallocated ones.
         bool noCow = (m.Inode.Item.Flags & InodeFlags.NoDataCow) != 0;
@@ -99,17 +122,36 @@ internal sealed partial class DataEngine
             return Errno.ENOSPC;
         }
         ulong setData = 0, setQgroup = 0;
+        // What each bit covered before this call, so that a failure below clears exactly the
+        // bytes this call set: the rest belong to other dirty pages (an undo that skipped the
+        // InPlace ranges once left them owned by no page: a leak of InPlace and of an
+        // outstanding extent, found by the stress runner on a full filesystem).
+        // Usually a range is wholly unset (nothing to remember but the range) or wholly set
+        // (nothing this call can undo); only a partly set range lists its runs.
+        var before = new List<(ulong S, ulong E, RangeBits Bit, List<(ulong S, ulong E)>? Prior)>(plan.Count * 2);
+        void Remember(ulong s, ulong e, RangeBits bit)
+        {
+            ulong set = m.Ledger.CountSet(s, e, bit);
+            if (set == e - s) return;
+            before.Add((s, e, bit, set == 0 ? null : m.Ledger.Runs(bit, s, e)));
+        }
         using (m.State.Lock())
         {
             foreach (var (s, e, st) in plan)
             {
                 if (IsCow(st))
                 {
+                    Remember(s, e, RangeBits.Delalloc);
+                    Remember(s, e, RangeBits.QgroupReserved);
                     setData += ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: true);
                     setQgroup += m.Ledger.Set(s, e, RangeBits.QgroupReserved);
                     m.Es.Insert(s, e, ExtentStatus.Delayed);
                 }
-                else ChangeDirtyBits(m, s, e, RangeBits.InPlace, set: true); // preallocated, or no-CoW written
+                else
+                {
+                    Remember(s, e, RangeBits.InPlace);
+                    ChangeDirtyBits(m, s, e, RangeBits.InPlace, set: true); // preallocated, or no-CoW written
+                }
             }
         }
         if (setData != newData || setQgroup != newQgroup)
@@ -118,21 +160,46 @@ internal sealed partial class DataEngine
         if (me != Errno.OK)
         {
             // Undo everything this call set, in the ledger and in the counters.
+            ulong clearedData = 0, clearedQgroup = 0;
             using (m.State.Lock())
             {
-                foreach (var (s, e, st) in plan)
+                foreach (var (s, e, bit, prior) in before)
                 {
-                    if (!IsCow(st) || st == ExtentStatus.Delayed) continue;
-                    ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: false);
-                    m.Ledger.Clear(s, e, RangeBits.QgroupReserved);
-                    m.Es.Remove(s, e);
+                    foreach (var (cs, ce) in prior == null ? [(s, e)] : Complement(s, e, prior))
+                    {
+                        if (bit == RangeBits.QgroupReserved) clearedQgroup += m.Ledger.Clear(cs, ce, bit);
+                        else
+                        {
+                            ulong n = ChangeDirtyBits(m, cs, ce, bit, set: false);
+                            if (bit == RangeBits.Delalloc) { clearedData += n; m.Es.Remove(cs, ce); }
+                        }
+                    }
                 }
             }
+            if (clearedData != newData || clearedQgroup != newQgroup)
+                ThrowHelper.Invariant($"inode {m.Inode.Ino}: undo of a failed reservation cleared {clearedData}/{newData} data, {clearedQgroup}/{newQgroup} qgroup bytes");
             Fs.Space.Release(true, newData);
             Fs.Quota.Free(Top.Id, newQgroup);
+            AdjustMeta(m); // shrinks back whatever part of the growth succeeded; a shrink cannot fail
             return Errno.ENOSPC;
         }
         return Errno.OK;
+    }
+
+    /// <summary>The parts of [s, e) not covered by <paramref name="covered"/> (sorted, disjoint).</summary>
+    private static List<(ulong S, ulong E)> Complement(ulong s, ulong e, List<(ulong S, ulong E)> covered)
+    {
+        var r = new List<(ulong, ulong)>();
+        ulong pos = s;
+        foreach (var (cs, ce) in covered)
+        {
+            if (ce <= pos) continue;
+            if (cs >= e) break;
+            if (cs > pos) r.Add((pos, cs));
+            pos = Math.Max(pos, ce);
+        }
+        if (pos < e) r.Add((pos, e));
+        return r;
     }
 
     /// <summary>Metadata the mapping should hold: one share per ordered extent its dirty ranges
@@ -168,7 +235,7 @@ internal sealed partial class DataEngine
     /// State. (Found by the stress runner under the deterministic scheduler: without the loop a
     /// late grow left an excess no later call trimmed.)
     /// </summary>
-    private Errno AdjustMeta(Mapping m)
+    private Errno AdjustMeta(Mapping m, bool mayUseGlobalReserve = false)
     {
         while (true)
         {
@@ -181,13 +248,20 @@ internal sealed partial class DataEngine
             }
             if (shrink > 0) { Fs.Space.Release(false, shrink); continue; }
             if (grow == 0) return Errno.OK;
-            if (Fs.Space.Reserve(false, grow) != Errno.OK) return Errno.ENOSPC;
+            if (Fs.Space.Reserve(false, grow) != Errno.OK
+                && (!mayUseGlobalReserve || Fs.Space.Reserve(false, grow, useGlobalReserve: true) != Errno.OK))
+                return Errno.ENOSPC;
             using (m.State.Lock()) m.MetaRsv += grow;
         }
     }
 
-    /// <summary>Brings the metadata reservation down to its target after ranges left the dirty state.</summary>
-    internal void TrimMeta(Mapping m) => AdjustMeta(m);
+    /// <summary>Brings the metadata reservation to its target after ranges left the dirty state.
+    /// Usually a shrink; it grows when clearing the middle of a dirty run splits it in two
+    /// (a punch inside dirty data), and that growth cannot be refused, so it may come from the
+    /// global reserve. If even that is gone, the mapping holds less than its target and the
+    /// ordered extents it becomes overrun their share (counted in
+    /// <c>EngineStats.ReservationOverruns</c>), which is never a leak.</summary>
+    internal void TrimMeta(Mapping m) => AdjustMeta(m, mayUseGlobalReserve: true);
 
     /// <summary>
     /// Frees what a dirty range owned when its data will never be written (truncate, punch,

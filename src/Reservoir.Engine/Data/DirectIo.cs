@@ -39,6 +39,7 @@ internal sealed partial class DataEngine
         Sched.Yield("dio:ordered-waited");
         Invalidate(m, offset, end);
         Sched.Yield("dio:invalidated");
+        Errno failed = Errno.OK;
         while (written < data.Length)
         {
             ulong pos = offset + (ulong)written;
@@ -49,7 +50,7 @@ internal sealed partial class DataEngine
                 FlushForSpace(); // never with DataSem held: the flush waits for page locks
                 e = StartDirect(m, pos, ref len, out oe);
             }
-            if (e != Errno.OK) return written > 0 ? Errno.OK : e;
+            if (e != Errno.OK) { failed = e; break; }
             var src = data.Slice(written, (int)len);
             oe.Csums = new uint[len / bs];
             for (int i = 0; i < oe.Csums.Length; i++) oe.Csums[i] = Crc32C.Compute(src.Slice(i * (int)bs, (int)bs));
@@ -57,15 +58,14 @@ internal sealed partial class DataEngine
             catch (FsException) { oe.IoError = true; }
             Fs.Stats.DataBytesWritten += (long)len;
             using (m.State.Lock()) { oe.IoDone = true; oe.BytesLeft = 0; }
+            // Finishing the ordered extent extends the size (in the same transaction as the
+            // extent item, so the size on disk never falls short of the extents; a failed
+            // second piece once left the first piece's extent past the size on disk).
             FinishOrdered(m, oe);
-            if (oe.IoError) return written > 0 ? Errno.OK : Errno.EIO;
+            if (oe.IoError) { failed = Errno.EIO; break; }
             written += (int)len;
-            if (pos + len > inode.Item.FileSize)
-            {
-                inode.Item.FileSize = pos + len;
-                using (m.State.Lock()) if (m.DiskSize < pos + len) m.DiskSize = pos + len;
-            }
         }
+        if (written == 0) return failed;
         inode.Item.Mtime = inode.Item.Ctime = Format.Timespec.Now();
         PersistInode(inode);
         return Errno.OK;

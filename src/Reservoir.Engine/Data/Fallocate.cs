@@ -37,21 +37,53 @@ internal sealed partial class DataEngine
         if (end < offset || end > Format.FormatConstants.MaxFileSize) return Errno.EFBIG;
         var m = MappingOf(inode);
         ulong bs = (ulong)BlockSize;
-        if ((mode & (FallocateMode.PunchHole | FallocateMode.ZeroRange)) != 0)
-        {
-            var pe = PunchHole(inode, m, offset, end);
-            if (pe != Errno.OK || (mode & FallocateMode.PunchHole) != 0) return pe;
-        }
+        if ((mode & FallocateMode.PunchHole) != 0) return PunchHole(inode, m, offset, end);
         ulong a = offset / bs * bs, b = Units.AlignUp(end, bs);
-        // Settle the range: dirty data written and finished, so the tree shows what is there.
-        Writeback(m, a, b, wait: true);
-        WaitOrdered(m, a, b);
-        var e = PreallocateHoles(inode, m, a, b);
-        if (e is Errno.ENOSPC or Errno.EDQUOT)
+        // ZERO_RANGE reserves the data space and qgroup bytes of its whole (block-aligned) range
+        // before it drops anything, as btrfs_zero_range does: a zero range that then failed to
+        // preallocate would have punched data away and still answered EDQUOT. The budget is an
+        // upper bound (the partial edge blocks are zeroed through the page cache and reserve
+        // for themselves); what preallocation does not use is given back below. The metadata
+        // of the preallocation's transactions is reserved with it: one share per extent, and
+        // the range punched is one hole, up to two edge blocks aside.
+        ulong budget = 0, metaBudget = 0;
+        if ((mode & FallocateMode.ZeroRange) != 0)
         {
-            // Out of room with DataSem held: flush outside it, then try once more.
-            FlushForSpace();
-            e = PreallocateHoles(inode, m, a, b);
+            ulong meta = Fs.MetaReserveFor(PreallocItems) * ((b - a + Fs.Space.MaxDataExtent - 1) / Fs.Space.MaxDataExtent + 2);
+            var re = ReserveFallocateBudget(b - a, meta);
+            if (re != Errno.OK)
+            {
+                FlushForSpace();
+                re = ReserveFallocateBudget(b - a, meta);
+            }
+            if (re != Errno.OK) return re;
+            budget = b - a;
+            metaBudget = meta;
+        }
+        Errno e;
+        try
+        {
+            if ((mode & FallocateMode.ZeroRange) != 0)
+            {
+                e = PunchHole(inode, m, offset, end);
+                if (e != Errno.OK) return e;
+            }
+            // Settle the range: dirty data written and finished, so the tree shows what is there.
+            Writeback(m, a, b, wait: true);
+            WaitOrdered(m, a, b);
+            e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget);
+            if (e is Errno.ENOSPC or Errno.EDQUOT)
+            {
+                // Out of room with DataSem held: flush outside it, then try once more.
+                FlushForSpace();
+                e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget);
+            }
+        }
+        finally
+        {
+            Fs.Space.Release(true, budget);
+            Fs.Quota.Free(Top.Id, budget);
+            Fs.Space.Release(false, metaBudget);
         }
         if (e != Errno.OK) return e;
         if ((mode & FallocateMode.KeepSize) == 0 && end > inode.Item.FileSize)
@@ -64,10 +96,30 @@ internal sealed partial class DataEngine
         return Errno.OK;
     }
 
-    /// <summary>Allocates unwritten extents over every hole of [a, b). Under DataSem held
-    /// exclusively, so that the extent status it inserts (Unwritten) and a racing page-fault
-    /// write's Delayed are decided one after the other (seed 001).</summary>
-    private Errno PreallocateHoles(Inode inode, Mapping m, ulong a, ulong b)
+    /// <summary>Reserves qgroup bytes and data space for preallocation, both or neither.</summary>
+    private Errno ReserveFallocateBudget(ulong bytes, ulong meta = 0)
+    {
+        if (Fs.Quota.Reserve(Top.Id, bytes) != Errno.OK) return Errno.EDQUOT;
+        if (Fs.Space.Reserve(true, bytes) != Errno.OK) { Fs.Quota.Free(Top.Id, bytes); return Errno.ENOSPC; }
+        if (Fs.Space.Reserve(false, meta) != Errno.OK)
+        {
+            Fs.Space.Release(true, bytes);
+            Fs.Quota.Free(Top.Id, bytes);
+            return Errno.ENOSPC;
+        }
+        return Errno.OK;
+    }
+
+    /// <summary>Items one preallocated extent changes: its file extent item, its checksums,
+    /// the inode, and splits around them.</summary>
+    private const int PreallocItems = 6;
+
+    /// <summary>Allocates unwritten extents over every hole of [a, b), taking each piece's data
+    /// space and qgroup bytes from <paramref name="budget"/> (reserved beforehand by ZERO_RANGE)
+    /// first and reserving only the rest. Under DataSem held exclusively, so that the extent
+    /// status it inserts (Unwritten) and a racing page-fault write's Delayed are decided one
+    /// after the other (seed 001).</summary>
+    private Errno PreallocateHoles(Inode inode, Mapping m, ulong a, ulong b, ref ulong budget, ref ulong metaBudget)
     {
         using var lk = m.DataSem.Write();
         Sched.Yield("fallocate:locked");
@@ -91,9 +143,18 @@ internal sealed partial class DataEngine
             while (pos < he)
             {
                 ulong want = Math.Min(he - pos, Fs.Space.MaxDataExtent);
-                if (Fs.Quota.Reserve(Top.Id, want) != Errno.OK) return Errno.EDQUOT;
-                if (Fs.Space.Reserve(true, want) != Errno.OK) { Fs.Quota.Free(Top.Id, want); return Errno.ENOSPC; }
-                if (Fs.TryStart(6, out var h, flush: false) != Errno.OK)
+                ulong fromBudget = Math.Min(want, budget);
+                var re = ReserveFallocateBudget(want - fromBudget);
+                if (re != Errno.OK) return re;
+                budget -= fromBudget;
+                Tx.TransHandle h;
+                ulong share = Fs.MetaReserveFor(PreallocItems);
+                if (metaBudget >= share)
+                {
+                    metaBudget -= share;
+                    h = Fs.StartReserved(share);
+                }
+                else if (Fs.TryStart(PreallocItems, out h, flush: false) != Errno.OK)
                 {
                     Fs.Quota.Free(Top.Id, want);
                     Fs.Space.Release(true, want);
@@ -152,21 +213,23 @@ internal sealed partial class DataEngine
         end = Math.Min(end, Math.Max(size, start));
         if (start >= end) return Errno.OK;
         ulong a = Units.AlignUp(start, bs), b = end / bs * bs;
-        // Partial blocks: zero in place (a normal buffered write of zeros).
-        foreach (var (zs, ze) in new[] { (start, Math.Min(end, a)), (Math.Max(b, a), end) })
+        // Partial blocks: zero through the page cache, both edges or neither.
+        var ze = ZeroPartialEdges(m, start, Math.Min(end, a), Math.Max(b, a), end);
+        if (ze != Errno.OK) return ze;
+        if (a >= b)
         {
-            if (zs >= ze) continue;
-            var e = BufferedWrite(inode, zs, new byte[ze - zs], out _);
-            if (e != Errno.OK) return e;
+            inode.Item.Mtime = inode.Item.Ctime = Format.Timespec.Now();
+            return Errno.OK;
         }
-        if (a >= b) return Errno.OK;
         Invalidate(m, a, b);
         Writeback(m, a, b, wait: true);
         WaitOrdered(m, a, b);
         bool done = false;
         while (!done)
         {
-            if (Fs.TryStart(8, out var h, useGlobalReserve: true) != Errno.OK) return Errno.ENOSPC;
+            // Pages and reservations of the range are gone already: run to the end.
+            var se = Fs.StartDeletion(8, out var h);
+            if (se != Errno.OK) return se;
             using (h)
             using (Top.Tree.Lock.Write())
             {
@@ -178,6 +241,69 @@ internal sealed partial class DataEngine
         }
         using (m.State.Lock()) m.Es.Remove(a, b);
         inode.Item.Mtime = inode.Item.Ctime = Format.Timespec.Now();
+        return Errno.OK;
+    }
+
+    /// <summary>
+    /// Zeroes the partial blocks at the edges of a punch, [hs, he) and [ts, te) (each inside one
+    /// block, either may be empty), as one all-or-nothing buffered write: the pages of both
+    /// edges are locked, one reservation covers both (<see cref="Reserve(Mapping, (ulong, ulong), (ulong, ulong))"/>),
+    /// then both are zeroed. Zeroing them one after the other could zero the first and then
+    /// fail on the second with EDQUOT, leaving the file changed by a call that reported failure.
+    /// The locking is <see cref="BufferedWrite"/>'s (pages locked across the reservation, one
+    /// flush-and-retry on EDQUOT/ENOSPC).
+    /// </summary>
+    private Errno ZeroPartialEdges(Mapping m, ulong hs, ulong he, ulong ts, ulong te)
+    {
+        ulong bs = (ulong)BlockSize;
+        if (hs >= he && ts >= te) return Errno.OK;
+        (ulong, ulong) head = hs < he ? (hs / bs * bs, Units.AlignUp(he, bs)) : (0, 0);
+        (ulong, ulong) tail = ts < te ? (ts / bs * bs, Units.AlignUp(te, bs)) : (0, 0);
+        List<Page> headPages = [], tailPages = [];
+        void Lock()
+        {
+            // Ascending order (the head is below the tail), as every multi-page locker does.
+            if (hs < he) headPages = LockPagesForWrite(m, hs, (int)(he - hs));
+            try { if (ts < te) tailPages = LockPagesForWrite(m, ts, (int)(te - ts)); }
+            catch { UnlockPages(m, headPages); headPages = []; throw; }
+        }
+        void Unlock() { UnlockPages(m, headPages); UnlockPages(m, tailPages); headPages = []; tailPages = []; }
+        bool Owned() => (hs >= he || AlreadyReserved(m, head.Item1, head.Item2)) && (ts >= te || AlreadyReserved(m, tail.Item1, tail.Item2));
+        void Settle()
+        {
+            if (hs < he) WaitOrdered(m, head.Item1, head.Item2);
+            if (ts < te) WaitOrdered(m, tail.Item1, tail.Item2);
+        }
+        Lock();
+        Errno e;
+        try
+        {
+            Settle();
+            e = Owned() ? Errno.OK : Reserve(m, head, tail);
+            if (e is Errno.EDQUOT or Errno.ENOSPC)
+            {
+                Unlock();
+                FlushForSpace();
+                Lock();
+                Settle();
+                e = Reserve(m, head, tail);
+            }
+        }
+        catch
+        {
+            Unlock();
+            throw;
+        }
+        if (e != Errno.OK)
+        {
+            UnlockPagesDroppingEmpty(m, headPages);
+            UnlockPagesDroppingEmpty(m, tailPages);
+            return e;
+        }
+        if (hs < he) CopyIntoLockedPages(m, headPages, hs, new byte[he - hs]);
+        if (ts < te) CopyIntoLockedPages(m, tailPages, ts, new byte[te - ts]);
+        m.Inode.Item.Sequence++;
+        BalanceDirty(m);
         return Errno.OK;
     }
 

@@ -88,6 +88,9 @@ internal sealed partial class DataEngine
                 }
                 // Size and byte count change only under the tree lock (every writer of them holds it).
                 inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
+                // A direct write past the end extends the file when its data is in place, as
+                // btrfs's direct IO updates i_size at completion; the caller holds the inode lock.
+                if (oe.Kind == OrderedKind.Direct && oe.End > inode.Item.FileSize) inode.Item.FileSize = oe.End;
                 ulong newDisk = Math.Min(inode.Item.FileSize, oe.End);
                 using (m.State.Lock()) if (newDisk > m.DiskSize) m.DiskSize = newDisk;
                 inode.Item.Transid = h.Transid;

@@ -332,7 +332,12 @@ internal sealed partial class DataEngine
     /// <summary>
     /// Drops pages of [start, end) from the cache. Dirty pages in the range never get written:
     /// their reservations are freed exactly (<see cref="FreeRange"/>). Waits for pages locked or
-    /// under writeback. Caller holds the inode lock.
+    /// under writeback, and then for the range's ordered extents: a page the flusher was
+    /// writing back is an ordered extent by the time its writeback ends, and that extent must
+    /// be in the tree before the caller drops extents (truncate, punch) or inserts its own
+    /// (direct IO), not after. (Without the second wait the stress runner found truncated files
+    /// with extents past their size, and a direct write overwritten by older data.) Caller
+    /// holds the inode lock.
     /// </summary>
     internal void Invalidate(Mapping m, ulong start, ulong end)
     {
@@ -343,8 +348,9 @@ internal sealed partial class DataEngine
         {
             while (true)
             {
-                var busy = m.Pages.Values.Where(p => p.Index >= first && p.Index < last && (p.Locked || p.Writeback)).ToList();
-                if (busy.Count == 0) break;
+                bool busy = m.Pages.Values.Any(p => p.Index >= first && p.Index < last && (p.Locked || p.Writeback))
+                    || m.AnyOrderedIn((ulong)first * bs, last == long.MaxValue ? ulong.MaxValue : (ulong)last * bs);
+                if (!busy) break;
                 m.State.Wait();
             }
             foreach (var p in m.Pages.Values.Where(p => p.Index >= first && p.Index < last).ToList())
@@ -419,8 +425,8 @@ internal sealed partial class DataEngine
     /// <summary>
     /// The page-fault write entry point (the kernel's page_mkwrite): makes one page writable
     /// and dirty holding only that page's lock, not the inode lock, so it can race with
-    /// fallocate, truncate and direct IO. A page already covered by a reservation (Delayed) or
-    /// written in place (Unwritten) needs nothing more; otherwise it reserves through
+    /// fallocate, truncate and direct IO. A page already covered by a reservation (Delayed)
+    /// needs nothing more; otherwise (holes, written and unwritten blocks) it reserves through
     /// <see cref="Reserve"/>, which looks at the page's status again under the exclusive mapping
     /// lock (seed 001). Then <paramref name="store"/> writes into the page.
     /// </summary>
@@ -440,7 +446,11 @@ internal sealed partial class DataEngine
             using (m.State.Lock())
                 if (m.Es.TryLookup(s, out var st, out _, out var end) && end >= s + bs) seen = st;
             Sched.Yield("mkwrite:looked");
-            if (seen is not (ExtentStatus.Delayed or ExtentStatus.Unwritten))
+            // Delayed: the block's delalloc reservation is already made (the page lock keeps
+            // writeback from turning it into an ordered extent meanwhile). Anything else,
+            // unwritten blocks included (they need their in-place mark and its metadata share),
+            // goes through Reserve, which looks again under DataSem.
+            if (seen is not ExtentStatus.Delayed)
             {
                 var e = Reserve(m, s, s + bs, seen ?? ExtentStatus.Hole);
                 if (e is Errno.EDQUOT or Errno.ENOSPC)
@@ -452,11 +462,6 @@ internal sealed partial class DataEngine
                     e = Reserve(m, s, s + bs, null);
                 }
                 if (e != Errno.OK) return e;
-            }
-            else if (seen == ExtentStatus.Unwritten)
-            {
-                using (m.State.Lock()) ChangeDirtyBits(m, s, s + bs, RangeBits.InPlace, set: true);
-                TrimMetaGrow(m);
             }
             long dirtied = 0;
             using (m.State.Lock())
@@ -476,16 +481,6 @@ internal sealed partial class DataEngine
             return Errno.OK;
         }
         finally { UnlockPage(m, page); }
-    }
-
-    /// <summary>Metadata for a new in-place range (may overcommit into the global reserve:
-    /// the data needs no new space, only its items).</summary>
-    private void TrimMetaGrow(Mapping m)
-    {
-        if (AdjustMeta(m) != Errno.OK)
-        {
-            Fs.Space.Reserve(false, 0, useGlobalReserve: true);
-        }
     }
 
     private void UnlockPage(Mapping m, Page page)

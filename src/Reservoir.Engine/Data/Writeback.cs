@@ -10,9 +10,10 @@ internal sealed partial class DataEngine
     /// Writes back the dirty pages of [start, end), widened to whole dirty runs: each run becomes
     /// one or more ordered extents (at most one extent long each), written, then finished by the
     /// completion workers. With <paramref name="wait"/> it waits for pages locked or under
-    /// writeback by others, and returns only when its own IO is submitted and done; it never
-    /// waits for completion (use <see cref="WaitOrdered"/>: "writeback finished" is not "ordered
-    /// extent finished", invariant 8).
+    /// writeback by others, and returns only when its own IO and theirs in the range is done
+    /// (so that each such page's ordered extent exists); it never waits for completion (use
+    /// <see cref="WaitOrdered"/>: "writeback finished" is not "ordered extent finished",
+    /// invariant 8).
     /// Takes page locks and State; holds no inode lock, so the flusher can run it for anyone.
     /// </summary>
     internal void Writeback(Mapping m, ulong start, ulong end, bool wait)
@@ -24,7 +25,16 @@ internal sealed partial class DataEngine
             using (m.State.Lock())
             {
                 run = PickDirtyRun(m, start, end, wait);
-                if (run.Count == 0) return;
+                if (run.Count == 0)
+                {
+                    // Pages another thread (the flusher) took for writeback are no longer dirty,
+                    // and their ordered extent may not exist yet: it is created after the pages
+                    // are taken. Waiting only for ordered extents would miss them, and an fsync
+                    // or a direct read would return before that data was on disk (the
+                    // deterministic stress sweep caught a direct read returning old data).
+                    while (wait && m.PagesInWriteback > 0 && AnyWritebackIn(m, start, end)) m.State.Wait();
+                    return;
+                }
                 foreach (var p in run)
                 {
                     p.Locked = true;
@@ -32,6 +42,7 @@ internal sealed partial class DataEngine
                     p.Writeback = true;
                     m.DirtyPages.Remove(p.Index);
                 }
+                m.PagesInWriteback += run.Count;
             }
             CountPages(0, -run.Count);
             Sched.Yield("writeback:pages-locked");
@@ -70,6 +81,21 @@ internal sealed partial class DataEngine
             for (long i = lo; i <= hi; i++) run.Add(m.Pages[i]);
             return run;
         }
+    }
+
+    /// <summary>Whether a page of [start, end) is under writeback. Caller holds State.</summary>
+    private bool AnyWritebackIn(Mapping m, ulong start, ulong end)
+    {
+        var (first, last) = PageSpan(start, end);
+        if (last - first <= m.Pages.Count)
+        {
+            for (long i = first; i < last; i++)
+                if (m.Pages.TryGetValue(i, out var p) && p.Writeback) return true;
+            return false;
+        }
+        foreach (var p in m.Pages.Values)
+            if (p.Writeback && p.Index >= first && p.Index < last) return true;
+        return false;
     }
 
     private static bool Usable(Mapping m, long i) => m.Pages.TryGetValue(i, out var p) && !p.Locked && !p.Writeback;
@@ -212,6 +238,7 @@ internal sealed partial class DataEngine
         using (m.State.Lock())
         {
             foreach (var p in pages) p.Writeback = false;
+            m.PagesInWriteback -= pages.Count;
             if (!ok) oe.IoError = true;
             oe.BytesLeft = 0;
             oe.IoDone = true;

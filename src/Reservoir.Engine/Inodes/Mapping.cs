@@ -48,6 +48,9 @@ internal sealed class Mapping
     public readonly SortedDictionary<ulong, OrderedExtent> Ordered = new();
     /// <summary>Metadata reserved for the ordered extents the dirty ranges will become.</summary>
     public ulong MetaRsv;
+    /// <summary>Pages with Writeback set (guarded by State): lets a waiting writeback skip the
+    /// look for other threads' pages in flight when there are none.</summary>
+    public int PagesInWriteback;
     /// <summary>How many ordered extents the dirty ranges may become (btrfs's outstanding_extents).</summary>
     public int OutstandingExtents;
     /// <summary>Size as written to the inode item: only data that reached its extents.</summary>

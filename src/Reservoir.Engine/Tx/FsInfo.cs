@@ -153,6 +153,30 @@ internal sealed partial class FsInfo : IDisposable
         return new TransHandle(this, Running, reservedMeta, holdsCommitLock: true);
     }
 
+    /// <summary>
+    /// Joins the running transaction for a step of a deletion that has already changed the
+    /// file (a truncate or punch dropping extents in batches): such a step must not fail half
+    /// way, or the file would be left with a size that disagrees with its extents. It reserves
+    /// like <see cref="TryStart"/> with the global reserve; if even that is exhausted it joins
+    /// unreserved and its nodes overrun (counted in <c>EngineStats.ReservationOverruns</c>),
+    /// as btrfs lets deletions proceed on a full filesystem. Fails only on a read-only or
+    /// failed filesystem.
+    /// </summary>
+    public Errno StartDeletion(int items, out TransHandle handle)
+    {
+        var e = TryStart(items, out handle, useGlobalReserve: true);
+        if (e != Errno.ENOSPC) return e;
+        if (ReadOnly) return Errno.EROFS;
+        _commitLock.EnterRead();
+        if (FailedReason != null)
+        {
+            _commitLock.ExitRead();
+            return Errno.EIO;
+        }
+        handle = new TransHandle(this, Running, 0, holdsCommitLock: true);
+        return Errno.OK;
+    }
+
     public TransHandle Start(int items, bool useGlobalReserve = false)
     {
         var e = TryStart(items, out var h, useGlobalReserve);

@@ -1,5 +1,6 @@
 using Reservoir.Common;
 using Reservoir.Engine;
+using Reservoir.Engine.Data;
 using Xunit;
 using static Reservoir.Tests.TestFs;
 
@@ -41,5 +42,62 @@ public class QuotaTests
             Assert.Equal(1UL << 20, g.MaxReferenced);
             Assert.True(fs.QuotaEnabled);
         }
+    }
+
+    /// <summary>
+    /// Punch, zero range and truncate at a full quota: each either completes or answers EDQUOT
+    /// with the file exactly as it was. A punch whose two partial edge blocks need two blocks
+    /// of quota, with one left, once zeroed the first edge and then failed on the second; a
+    /// zero range punched and then failed to preallocate; a truncate dropped dirty pages past
+    /// the new size before failing to zero the tail of its last block.
+    /// </summary>
+    [Fact]
+    public void PunchZeroRangeAndTruncateAtAFullQuotaFailWithoutChangingTheFile()
+    {
+        const int bs = 4096;
+        var dev = NewDevice(64UL << 20);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            var data = new byte[4 * bs];
+            new Random(7).NextBytes(data);
+            ulong ino = CreateFile(fs, Filesystem.RootIno, "f", data);
+            // A fifth block, preallocated (mode 0 extends the size): writing it later is in place
+            // and needs no quota.
+            Ok(fs.Fallocate(ino, 0, 4 * bs, bs));
+            Ok(fs.Sync());
+            var want = new byte[5 * bs];
+            data.CopyTo(want, 0);
+
+            // One block of room; the punch needs two (both edges are partial, in written blocks).
+            Ok(fs.SetQuotaLimit(fs.Qgroups().Single().Referenced + bs));
+            Assert.Equal(Errno.EDQUOT, fs.Fallocate(ino, FallocateMode.PunchHole | FallocateMode.KeepSize, 100, 3 * bs));
+            Assert.Equal(want, ReadAll(fs, ino));
+            // Zero range reserves its whole range first: three blocks and more than one is free.
+            Assert.Equal(Errno.EDQUOT, fs.Fallocate(ino, FallocateMode.ZeroRange | FallocateMode.KeepSize, 100, 3 * bs));
+            Assert.Equal(want, ReadAll(fs, ino));
+
+            // No room at all; dirty data past the new size (in place, in the preallocated block),
+            // and a truncate into the middle of a written block, whose tail it must zero.
+            Ok(fs.SetQuotaLimit(fs.Qgroups().Single().Referenced));
+            var fifth = new byte[bs];
+            Array.Fill(fifth, (byte)0xEE);
+            Ok(fs.Write(ino, 4 * bs, fifth, out int n));
+            Assert.Equal(bs, n);
+            fifth.CopyTo(want, 4 * bs);
+            Assert.Equal(Errno.EDQUOT, fs.Truncate(ino, bs + 100));
+            Assert.Equal(want, ReadAll(fs, ino));
+
+            // With room, all three work.
+            Ok(fs.SetQuotaLimit(64UL << 20));
+            Ok(fs.Fallocate(ino, FallocateMode.PunchHole | FallocateMode.KeepSize, 100, 3 * bs));
+            Array.Clear(want, 100, 3 * bs);
+            Assert.Equal(want, ReadAll(fs, ino));
+            Ok(fs.Truncate(ino, bs + 100));
+            Assert.Equal(want.AsSpan(0, bs + 100).ToArray(), ReadAll(fs, ino));
+            Ok(fs.Sync());
+            Assert.Empty(fs.VerifyReservations());
+        }
+        FsckAssert.Clean(dev);
     }
 }
