@@ -48,7 +48,7 @@ public sealed partial class Filesystem
                         it.Ctime = (r.Mask & SetAttrMask.Ctime) != 0 ? r.Ctime : now;
                         it.Sequence++;
                         it.Transid = h.Transid;
-                        using (Top.Tree.Lock.Write()) DirItems.PutInode(h, Top.Tree, inode);
+                        using (inode.Subvol.Tree.Lock.Write()) DirItems.PutInode(h, inode.Subvol.Tree, inode);
                     }
                 }
                 result = Attr(inode);
@@ -79,12 +79,12 @@ public sealed partial class Filesystem
                 var se = Fs.TryStart(1, out var h);
                 if (se != Errno.OK) return se;
                 using (h)
-                using (Top.Tree.Lock.Write())
+                using (inode.Subvol.Tree.Lock.Write())
                 {
                     if (noCow) inode.Item.Flags |= InodeFlags.NoDataCow | InodeFlags.NoDataSum;
                     else inode.Item.Flags &= ~(InodeFlags.NoDataCow | InodeFlags.NoDataSum);
                     Touch(ref inode.Item, h.Transid, mtime: false);
-                    DirItems.PutInode(h, Top.Tree, inode);
+                    DirItems.PutInode(h, inode.Subvol.Tree, inode);
                 }
                 return Errno.OK;
             });
@@ -131,13 +131,13 @@ public sealed partial class Filesystem
                 var se = Fs.StartDeletion(EvictItems, out var h);
                 if (se != Errno.OK) return se;
                 using (h)
-                using (Top.Tree.Lock.Write())
+                using (inode.Subvol.Tree.Lock.Write())
                 {
                     long delta = 0;
-                    done = FileExtents.Drop(h, Top.Tree, Top.Id, inode.Ino, from, ulong.MaxValue, ref delta, FileExtentsBatch);
+                    done = FileExtents.Drop(h, inode.Subvol.Tree, inode.Subvol.Id, inode.Ino, from, ulong.MaxValue, ref delta, FileExtentsBatch);
                     inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
                     Touch(ref inode.Item, h.Transid);
-                    DirItems.PutInode(h, Top.Tree, inode);
+                    DirItems.PutInode(h, inode.Subvol.Tree, inode);
                 }
             }
             using (m.State.Lock()) m.Es.Remove(from, ulong.MaxValue);
@@ -146,12 +146,12 @@ public sealed partial class Filesystem
         var ge = Fs.TryStart(1, out var h2);
         if (ge != Errno.OK) return ge;
         using (h2)
-        using (Top.Tree.Lock.Write())
+        using (inode.Subvol.Tree.Lock.Write())
         {
             inode.Item.FileSize = newSize;
             using (m.State.Lock()) m.DiskSize = newSize;
             Touch(ref inode.Item, h2.Transid);
-            DirItems.PutInode(h2, Top.Tree, inode);
+            DirItems.PutInode(h2, inode.Subvol.Tree, inode);
         }
         return Errno.OK;
     }

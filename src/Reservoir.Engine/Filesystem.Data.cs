@@ -19,7 +19,7 @@ public sealed partial class Filesystem
             if (inode.Deleted) { Put(inode); return Errno.ENOENT; }
             attr = Attr(inode);
         }
-        Top.Open(inode); // keeps the reference taken by Get until Release
+        inode.Subvol.Open(inode); // keeps the reference taken by Get until Release
         return Errno.OK;
     }
 
@@ -31,12 +31,12 @@ public sealed partial class Filesystem
         {
             return Guard(ino, () =>
             {
-                int left = Top.Close(inode);
+                int left = inode.Subvol.Close(inode);
                 Put(inode); // the reference Open kept
                 if (left == 0)
                 {
                     using var lk = inode.Lock.Write();
-                    if (inode.Item.Nlink == 0 && inode.Orphaned && Top.OpenCountOf(inode) == 0) EvictLocked(inode);
+                    if (inode.Item.Nlink == 0 && inode.Orphaned && inode.Subvol.OpenCountOf(inode) == 0) EvictLocked(inode);
                 }
                 return Errno.OK;
             });

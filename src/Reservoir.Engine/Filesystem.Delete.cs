@@ -32,7 +32,7 @@ public sealed partial class Filesystem
             Data.WaitOrdered(m, 0, ulong.MaxValue);
             Data.CheckMappingQuiescent(m, "eviction");
         }
-        var t = Top.Tree;
+        var t = inode.Subvol.Tree;
         while (true)
         {
             // The batch deletes items that are adjacent in key order: a few leaves at most.
@@ -78,16 +78,16 @@ public sealed partial class Filesystem
         {
             t.Delete(h, k);
             if (fe is { Type: not FileExtentType.Inline } f && f.DiskBytenr != 0)
-                h.Transaction.Refs.AddDataRef(f.DiskBytenr, f.DiskNumBytes, Top.Id, ino, k.Offset - f.Offset, -1, false, 0);
+                h.Transaction.Refs.AddDataRef(f.DiskBytenr, f.DiskNumBytes, t.Id, ino, k.Offset - f.Offset, -1, false, 0);
         }
         return keys.Count < EvictBatch;
     }
 
     /// <summary>At mount: finishes deleting inodes whose last name went away while they were
     /// open, or whose deletion a crash interrupted.</summary>
-    private void CleanupOrphans()
+    private void CleanupOrphans(Subvolume sv)
     {
-        var t = Top.Tree;
+        var t = sv.Tree;
         var orphans = new List<ulong>();
         using (t.Lock.Read())
         {

@@ -26,12 +26,13 @@ public sealed partial class Filesystem
                 using var lk = dir.Lock.Read();
                 if (!dir.IsDir) return Errno.ENOTDIR;
                 if (dir.Deleted) return Errno.ENOENT;
-                var t = Top.Tree;
+                var t = dir.Subvol.Tree;
+                ulong dino = dir.Ino; // the directory's number in its tree (ino is its node id)
                 if (cookie == 0 && !emit(new DirEntryInfo(".", "."u8.ToArray(), ino, FileTypes.Dir, 1))) return Errno.OK;
                 if (cookie <= 1)
                 {
                     ulong parent;
-                    using (t.Lock.Read()) parent = ino == RootIno ? RootIno : DirItems.ParentOf(t, ino);
+                    using (t.Lock.Read()) parent = dino == RootIno ? ino : NodeIds.Encode(dir.Subvol.Id, DirItems.ParentOf(t, dino));
                     if (!emit(new DirEntryInfo("..", ".."u8.ToArray(), parent, FileTypes.Dir, 2))) return Errno.OK;
                 }
                 ulong from = Math.Max(cookie, 2);
@@ -42,15 +43,15 @@ public sealed partial class Filesystem
                     using (t.Lock.Read())
                     {
                         var path = new TreePath();
-                        if (t.SeekGE(new Key(ino, KeyTypes.DirIndex, from), path))
+                        if (t.SeekGE(new Key(dino, KeyTypes.DirIndex, from), path))
                         {
                             do
                             {
                                 var k = path.Key;
-                                if (k.ObjectId != ino || k.Type != KeyTypes.DirIndex) break;
+                                if (k.ObjectId != dino || k.Type != KeyTypes.DirIndex) break;
                                 if (!DirEntry.TryRead(path.Data, out var de, out _)) throw new CorruptionException($"malformed DIR_INDEX {k.Offset}", inode: ino);
                                 var nb = de.Name.ToArray();
-                                batch.Add(new DirEntryInfo(Encoding.UTF8.GetString(nb), nb, de.Location.ObjectId, de.FileType, k.Offset + 1));
+                                batch.Add(new DirEntryInfo(Encoding.UTF8.GetString(nb), nb, NodeIds.Encode(dir.Subvol.Id, de.Location.ObjectId), de.FileType, k.Offset + 1));
                             } while (batch.Count < 256 && t.Next(path));
                         }
                     }

@@ -18,8 +18,8 @@ public sealed partial class Filesystem
             return Guard(ino, () =>
             {
                 using var lk = inode.Lock.Read();
-                using var lk2 = Top.Tree.Lock.Read();
-                foreach (var m in FileExtents.Overlapping(Top.Tree, ino, 0, ulong.MaxValue))
+                using var lk2 = inode.Subvol.Tree.Lock.Read();
+                foreach (var m in FileExtents.Overlapping(inode.Subvol.Tree, inode.Ino, 0, ulong.MaxValue))
                     result.Add(new ExtentMapping(m.Pos, m.Fe.NumBytes, m.Fe.DiskBytenr, m.Fe.DiskNumBytes, m.Fe.Offset,
                         m.Fe.Type.ToString().ToLowerInvariant(), m.Fe.Generation));
                 return Errno.OK;

@@ -33,8 +33,8 @@ public sealed partial class Filesystem
             if (name.SequenceEqual("."u8)) { ino = dir; type = FileTypes.Dir; return Errno.OK; }
             if (name.SequenceEqual(".."u8))
             {
-                using var lk2 = Top.Tree.Lock.Read();
-                ino = dir == RootIno ? RootIno : DirItems.ParentOf(Top.Tree, dir);
+                using var lk2 = d.Subvol.Tree.Lock.Read();
+                ino = d.Ino == RootIno ? dir : NodeIds.Encode(d.Subvol.Id, DirItems.ParentOf(d.Subvol.Tree, d.Ino));
                 type = FileTypes.Dir;
                 return Errno.OK;
             }
@@ -44,13 +44,14 @@ public sealed partial class Filesystem
         finally { Put(d); }
     }
 
-    /// <summary>Caller holds the directory's lock.</summary>
+    /// <summary>Caller holds the directory's lock. Answers the node id of the entry.</summary>
     private Errno LookupLocked(Inode dir, ReadOnlySpan<byte> name, out ulong ino, out byte type)
     {
         ino = 0; type = 0;
-        using var lk = Top.Tree.Lock.Read();
-        if (!DirItems.Find(Top.Tree, dir.Ino, KeyTypes.DirItem, name, out var loc, out type, out _)) return Errno.ENOENT;
-        ino = loc.ObjectId;
+        var t = dir.Subvol.Tree;
+        using var lk = t.Lock.Read();
+        if (!DirItems.Find(t, dir.Ino, KeyTypes.DirItem, name, out var loc, out type, out _)) return Errno.ENOENT;
+        ino = NodeIds.Encode(dir.Subvol.Id, loc.ObjectId);
         return Errno.OK;
     }
 
@@ -129,7 +130,7 @@ public sealed partial class Filesystem
                 if (se != Errno.OK) return se;
                 using (h)
                 {
-                    ulong ino = Top.AllocIno();
+                    ulong ino = dir.Subvol.AllocIno();
                     var now = Timespec.Now();
                     if ((dir.Item.Mode & Inodes.Mode.ISGID) != 0)
                     {
@@ -142,7 +143,7 @@ public sealed partial class Filesystem
                         Rdev = rdev, Atime = now, Ctime = now, Mtime = now, Otime = now,
                         FileSize = (ulong)target.Length,
                     };
-                    var t = Top.Tree;
+                    var t = dir.Subvol.Tree;
                     using (t.Lock.Write())
                     {
                         DirItems.PutInode(h, t, ino, item);
@@ -154,7 +155,7 @@ public sealed partial class Filesystem
                         Touch(ref dir.Item, h.Transid);
                         DirItems.PutInode(h, t, dir);
                     }
-                    var inode = Top.Adopt(ino, item);
+                    var inode = dir.Subvol.Adopt(ino, item);
                     result = Attr(inode);
                     Put(inode);
                 }
@@ -178,8 +179,8 @@ public sealed partial class Filesystem
             {
                 using var lk = inode.Lock.Read();
                 if (!inode.IsLnk) return Errno.EINVAL;
-                using var lk2 = Top.Tree.Lock.Read();
-                var maps = FileExtents.Overlapping(Top.Tree, ino, 0, 1);
+                using var lk2 = inode.Subvol.Tree.Lock.Read();
+                var maps = FileExtents.Overlapping(inode.Subvol.Tree, inode.Ino, 0, 1);
                 if (maps.Count != 1 || maps[0].Inline == null) throw new CorruptionException("symlink without an inline target", inode: ino);
                 result = maps[0].Inline!;
                 return Errno.OK;
@@ -214,6 +215,7 @@ public sealed partial class Filesystem
             e = Get(ino, out target);
             if (e != Errno.OK) return e;
             if (target.IsDir) return Errno.EPERM;
+            if (target.Subvol != dir.Subvol) return Errno.EXDEV; // hard links stay inside a subvolume
             var tgt = target;
             e = Guard(ino, () =>
             {
@@ -227,16 +229,16 @@ public sealed partial class Filesystem
                 if (LookupLocked(dir, nameCopy, out _, out _) == Errno.OK) return Errno.EEXIST;
                 // All names of one inode in one directory share an INODE_REF item: refuse before
                 // changing anything if it would outgrow a leaf.
-                using (Top.Tree.Lock.Read())
+                var t = dir.Subvol.Tree;
+                using (t.Lock.Read())
                 {
-                    var refs = Top.Tree.Get(new Key(tgt.Ino, KeyTypes.InodeRef, dir.Ino));
-                    if (refs != null && refs.Length + InodeRef.HeaderSize + nameCopy.Length > Top.Tree.MaxItemData) return Errno.EMLINK;
+                    var refs = t.Get(new Key(tgt.Ino, KeyTypes.InodeRef, dir.Ino));
+                    if (refs != null && refs.Length + InodeRef.HeaderSize + nameCopy.Length > t.MaxItemData) return Errno.EMLINK;
                 }
                 var se = Fs.TryStart(6, out var h);
                 if (se != Errno.OK) return se;
                 using (h)
                 {
-                    var t = Top.Tree;
                     using (t.Lock.Write())
                     {
                         if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
@@ -291,15 +293,15 @@ public sealed partial class Filesystem
                 using var lk2 = victim.Lock.Write();
                 if (wantDir && !victim.IsDir) return Errno.ENOTDIR;
                 if (!wantDir && victim.IsDir) return Errno.EISDIR;
-                if (victim.IsDir && !IsEmptyDir(victim.Ino)) return Errno.ENOTEMPTY;
+                if (victim.IsDir && !IsEmptyDir(victim)) return Errno.ENOTEMPTY;
                 var se = Fs.TryStart(8, out var h, useGlobalReserve: true);
                 if (se != Errno.OK) return se;
                 using (h)
                 {
-                    var t = Top.Tree;
+                    var t = dir.Subvol.Tree;
                     using (t.Lock.Write()) UnlinkLocked(h, dir, nameCopy, victim);
                 }
-                if (victim.Item.Nlink == 0 && Top.OpenCountOf(victim) == 0) EvictLocked(victim);
+                if (victim.Item.Nlink == 0 && victim.Subvol.OpenCountOf(victim) == 0) EvictLocked(victim);
                 return Errno.OK;
             });
         }
@@ -311,7 +313,7 @@ public sealed partial class Filesystem
     /// is reclaimed even across a crash. Caller holds both inode locks and the tree lock.</summary>
     private void UnlinkLocked(Tx.TransHandle h, Inode dir, byte[] name, Inode victim)
     {
-        var t = Top.Tree;
+        var t = dir.Subvol.Tree;
         DirItems.RemoveDirEntry(h, t, dir.Ino, name, victim.Ino);
         dir.Item.FileSize -= Math.Min(dir.Item.FileSize, (ulong)name.Length * 2);
         if (victim.IsDir)
@@ -331,11 +333,13 @@ public sealed partial class Filesystem
         }
     }
 
-    private bool IsEmptyDir(ulong ino)
+    private static bool IsEmptyDir(Inode dir)
     {
-        using var lk = Top.Tree.Lock.Read();
+        ulong ino = dir.Ino;
+        var t = dir.Subvol.Tree;
+        using var lk = t.Lock.Read();
         var path = new Tree.TreePath();
-        if (!Top.Tree.SeekGE(new Key(ino, KeyTypes.DirIndex, 0), path)) return true;
+        if (!t.SeekGE(new Key(ino, KeyTypes.DirIndex, 0), path)) return true;
         var k = path.Key;
         return !(k.ObjectId == ino && k.Type == KeyTypes.DirIndex);
     }

@@ -56,12 +56,14 @@ public sealed partial class Filesystem
                 try
                 {
                     if (!odir.IsDir || !ndir.IsDir) return Errno.ENOTDIR;
+                    if (odir.Subvol != ndir.Subvol) return Errno.EXDEV; // as on btrfs: names move within a subvolume
+                    var sv = odir.Subvol;
                     // Parents: ancestor first, else by inode number.
                     Inode first = odir, second = ndir;
                     if (cross)
                     {
-                        bool newIsAncestor = IsAncestor(ndir.Ino, odir.Ino);
-                        bool oldIsAncestor = IsAncestor(odir.Ino, ndir.Ino);
+                        bool newIsAncestor = IsAncestor(sv, ndir.Ino, odir.Ino);
+                        bool oldIsAncestor = IsAncestor(sv, odir.Ino, ndir.Ino);
                         if (newIsAncestor || (!oldIsAncestor && ndir.Ino < odir.Ino)) (first, second) = (ndir, odir);
                     }
                     first.Lock.EnterWrite(); held.Add(first.Lock);
@@ -79,9 +81,9 @@ public sealed partial class Filesystem
                     if (hasTarget && Get(tgtIno, out tgt) != Errno.OK) throw new CorruptionException($"directory {ndir.Ino} names missing inode {tgtIno}", inode: ndir.Ino);
 
                     // Loops: a directory may not move below itself.
-                    if (cross && src.IsDir && IsAncestor(src.Ino, ndir.Ino)) return Errno.EINVAL;
-                    if (cross && tgt != null && tgt.IsDir && (flags & RenameFlags.Exchange) != 0 && IsAncestor(tgt.Ino, odir.Ino)) return Errno.EINVAL;
-                    if (tgt != null && tgt.IsDir && (flags & RenameFlags.Exchange) == 0 && IsAncestor(tgt.Ino, odir.Ino)) return Errno.ENOTEMPTY;
+                    if (cross && src.IsDir && IsAncestor(sv, src.Ino, ndir.Ino)) return Errno.EINVAL;
+                    if (cross && tgt != null && tgt.IsDir && (flags & RenameFlags.Exchange) != 0 && IsAncestor(sv, tgt.Ino, odir.Ino)) return Errno.EINVAL;
+                    if (tgt != null && tgt.IsDir && (flags & RenameFlags.Exchange) == 0 && IsAncestor(sv, tgt.Ino, odir.Ino)) return Errno.ENOTEMPTY;
 
                     // Children by inode number.
                     var kids = tgt == null ? new[] { src } : src.Ino < tgt.Ino ? new[] { src, tgt } : new[] { tgt, src };
@@ -91,16 +93,16 @@ public sealed partial class Filesystem
                     {
                         if (src.IsDir && !tgt.IsDir) return Errno.ENOTDIR;
                         if (!src.IsDir && tgt.IsDir) return Errno.EISDIR;
-                        if (tgt.IsDir && !IsEmptyDir(tgt.Ino)) return Errno.ENOTEMPTY;
+                        if (tgt.IsDir && !IsEmptyDir(tgt)) return Errno.ENOTEMPTY;
                     }
                     if (cross && src.IsDir && tgt == null && ndir.Item.Nlink >= 65000) return Errno.EMLINK;
 
                     var se = Fs.TryStart(20, out var h, useGlobalReserve: tgt != null);
                     if (se != Errno.OK) return se;
                     using (h)
-                    using (Top.Tree.Lock.Write())
+                    using (sv.Tree.Lock.Write())
                     {
-                        var t = Top.Tree;
+                        var t = sv.Tree;
                         if (odir.NextDirIndex == 0) odir.NextDirIndex = DirItems.FindNextIndex(t, odir.Ino);
                         if (ndir.NextDirIndex == 0) ndir.NextDirIndex = DirItems.FindNextIndex(t, ndir.Ino);
                         if ((flags & RenameFlags.Exchange) != 0)
@@ -136,7 +138,7 @@ public sealed partial class Filesystem
                             DirItems.PutInode(h, t, ndir);
                         }
                     }
-                    if (tgt != null && (flags & RenameFlags.Exchange) == 0 && tgt.Item.Nlink == 0 && Top.OpenCountOf(tgt) == 0)
+                    if (tgt != null && (flags & RenameFlags.Exchange) == 0 && tgt.Item.Nlink == 0 && sv.OpenCountOf(tgt) == 0)
                         EvictLocked(tgt);
                     return Errno.OK;
                 }
@@ -152,14 +154,14 @@ public sealed partial class Filesystem
 
     /// <summary>True if directory <paramref name="a"/> is <paramref name="b"/> or one of its
     /// ancestors. Reads parent references; callers hold the rename lock so they cannot change.</summary>
-    private bool IsAncestor(ulong a, ulong b)
+    private static bool IsAncestor(Subvolume sv, ulong a, ulong b)
     {
-        using var lk = Top.Tree.Lock.Read();
+        using var lk = sv.Tree.Lock.Read();
         for (int depth = 0; depth < 100_000; depth++)
         {
             if (b == a) return true;
             if (b == RootIno) return false;
-            b = DirItems.ParentOf(Top.Tree, b);
+            b = DirItems.ParentOf(sv.Tree, b);
         }
         throw new CorruptionException("directory parent chain does not reach the root (loop)", inode: b);
     }

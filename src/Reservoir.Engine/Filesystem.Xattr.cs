@@ -29,8 +29,8 @@ public sealed partial class Filesystem
             {
                 using var lk = inode.Lock.Read();
                 if (inode.Deleted) return Errno.ENOENT;
-                using var lk2 = Top.Tree.Lock.Read();
-                if (!DirItems.Find(Top.Tree, ino, KeyTypes.XattrItem, n, out _, out _, out var data)) return Errno.ENODATA;
+                using var lk2 = inode.Subvol.Tree.Lock.Read();
+                if (!DirItems.Find(inode.Subvol.Tree, inode.Ino, KeyTypes.XattrItem, n, out _, out _, out var data)) return Errno.ENODATA;
                 result = data!;
                 return Errno.OK;
             });
@@ -59,9 +59,9 @@ public sealed partial class Filesystem
             {
                 using var lk = inode.Lock.Write();
                 if (inode.Deleted) return Errno.ENOENT;
-                var t = Top.Tree;
+                var t = inode.Subvol.Tree;
                 bool exists;
-                using (t.Lock.Read()) exists = DirItems.Find(t, ino, KeyTypes.XattrItem, n, out _, out _, out _);
+                using (t.Lock.Read()) exists = DirItems.Find(t, inode.Ino, KeyTypes.XattrItem, n, out _, out _, out _);
                 if (exists && flags == XattrSetFlags.Create) return Errno.EEXIST;
                 if (!exists && flags == XattrSetFlags.Replace) return Errno.ENODATA;
                 var se = Fs.TryStart(4, out var h);
@@ -69,8 +69,8 @@ public sealed partial class Filesystem
                 using (h)
                 using (t.Lock.Write())
                 {
-                    if (exists) DirItems.RemoveHashed(h, t, ino, KeyTypes.XattrItem, n);
-                    if (!DirItems.AddHashed(h, t, ino, KeyTypes.XattrItem, n, default, 0, v))
+                    if (exists) DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, n);
+                    if (!DirItems.AddHashed(h, t, inode.Ino, KeyTypes.XattrItem, n, default, 0, v))
                         ThrowHelper.Invariant("xattr reappeared under the inode lock");
                     Touch(ref inode.Item, h.Transid, mtime: false);
                     DirItems.PutInode(h, t, inode);
@@ -96,15 +96,15 @@ public sealed partial class Filesystem
             {
                 using var lk = inode.Lock.Write();
                 if (inode.Deleted) return Errno.ENOENT;
-                var t = Top.Tree;
+                var t = inode.Subvol.Tree;
                 using (t.Lock.Read())
-                    if (!DirItems.Find(t, ino, KeyTypes.XattrItem, n, out _, out _, out _)) return Errno.ENODATA;
+                    if (!DirItems.Find(t, inode.Ino, KeyTypes.XattrItem, n, out _, out _, out _)) return Errno.ENODATA;
                 var se = Fs.TryStart(3, out var h, useGlobalReserve: true);
                 if (se != Errno.OK) return se;
                 using (h)
                 using (t.Lock.Write())
                 {
-                    DirItems.RemoveHashed(h, t, ino, KeyTypes.XattrItem, n);
+                    DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, n);
                     Touch(ref inode.Item, h.Transid, mtime: false);
                     DirItems.PutInode(h, t, inode);
                 }
@@ -126,14 +126,14 @@ public sealed partial class Filesystem
             {
                 using var lk = inode.Lock.Read();
                 if (inode.Deleted) return Errno.ENOENT;
-                var t = Top.Tree;
+                var t = inode.Subvol.Tree;
                 using var lk2 = t.Lock.Read();
                 var path = new TreePath();
-                if (!t.SeekGE(new Key(ino, KeyTypes.XattrItem, 0), path)) return Errno.OK;
+                if (!t.SeekGE(new Key(inode.Ino, KeyTypes.XattrItem, 0), path)) return Errno.OK;
                 do
                 {
                     var k = path.Key;
-                    if (k.ObjectId != ino || k.Type != KeyTypes.XattrItem) break;
+                    if (k.ObjectId != inode.Ino || k.Type != KeyTypes.XattrItem) break;
                     var item = path.Data;
                     while (item.Length > 0)
                     {

@@ -20,14 +20,37 @@ public sealed partial class Filesystem : IDisposable
 {
     public const ulong RootIno = FormatConstants.RootDirObjectId;
     internal FsInfo Fs { get; }
+    /// <summary>The top-level subvolume (tree 5), which always exists.</summary>
     internal Subvolume Top { get; }
     internal Data.DataEngine Data { get; }
+    private readonly FsMutex _subvolsLock; // guards _subvols
+    /// <summary>Subvolumes in use, by tree id; loaded on first use.</summary>
+    private readonly Dictionary<ulong, Subvolume> _subvols = new();
 
     private Filesystem(FsInfo fs, Data.DataOptions dataOptions)
     {
         Fs = fs;
+        _subvolsLock = fs.Sched.CreateMutex("subvolumes");
         Top = new Subvolume(fs, fs.FsTree(TreeIds.FsTree)!);
-        Data = new Data.DataEngine(fs, Top, dataOptions);
+        _subvols[Top.Id] = Top;
+        Data = new Data.DataEngine(fs, LoadedSubvolumes, dataOptions);
+    }
+
+    /// <summary>The subvolumes loaded so far (a copy: callers iterate without the lock).</summary>
+    internal List<Subvolume> LoadedSubvolumes()
+    {
+        using var _ = _subvolsLock.Lock();
+        return _subvols.Values.ToList();
+    }
+
+    /// <summary>The subvolume with this tree id, loaded on first use; null if there is none.</summary>
+    internal Subvolume? SubvolumeOf(ulong treeId)
+    {
+        using var _ = _subvolsLock.Lock();
+        if (_subvols.TryGetValue(treeId, out var sv)) return sv;
+        var tree = Fs.FsTree(treeId);
+        if (tree == null) return null;
+        return _subvols[treeId] = new Subvolume(Fs, tree);
     }
 
     /// <summary>Writes a new empty filesystem on the device (mkfs).</summary>
@@ -63,7 +86,7 @@ public sealed partial class Filesystem : IDisposable
         options ??= new MountOptions();
         var fs = FsInfo.Mount(dev, options);
         var f = new Filesystem(fs, dataOptions ?? new Data.DataOptions());
-        if (!fs.ReadOnly) f.CleanupOrphans();
+        if (!fs.ReadOnly) f.CleanupOrphans(f.Top);
         fs.StartCommitter();
         f.Data.StartFlusher();
         return f;
@@ -176,7 +199,7 @@ public sealed partial class Filesystem : IDisposable
         ino, i.Mode, i.Nlink, i.Uid, i.Gid, i.Rdev, i.FileSize, (i.Nbytes + 511) / 512, (uint)blockSize,
         i.Atime, i.Mtime, i.Ctime, i.Otime, i.Generation, (ulong)i.Flags);
 
-    internal InodeAttr Attr(Inode inode) => ToAttr(inode.Ino, inode.Item, Fs.BlockSize);
+    internal InodeAttr Attr(Inode inode) => ToAttr(inode.NodeId, inode.Item, Fs.BlockSize);
 
     internal static Errno CheckName(ReadOnlySpan<byte> name)
     {
@@ -225,14 +248,20 @@ public sealed partial class Filesystem : IDisposable
     internal Errno Get(ulong ino, out Inode inode)
     {
         Inode? found = null;
-        var e = Guard(ino, () => Top.Acquire(ino, out found));
+        var e = Guard(ino, () =>
+        {
+            var (treeId, inTree) = NodeIds.Decode(ino);
+            var sv = SubvolumeOf(treeId);
+            if (sv == null) return Errno.ENOENT;
+            return sv.Acquire(inTree, out found);
+        });
         inode = found!;
         return e;
     }
 
     internal void Put(Inode? inode)
     {
-        if (inode != null) Top.Release(inode);
+        if (inode != null) inode.Subvol.Release(inode);
     }
 
     internal static void Touch(ref InodeItem i, ulong transid, bool mtime = true)

@@ -55,7 +55,8 @@ internal sealed partial class DataEngine : IDisposable
     private FsThread? _flusher;
     private long _clock;
     public FsInfo Fs { get; }
-    public Subvolume Top { get; }
+    /// <summary>The subvolumes whose inodes have mappings (asked when idle mappings are dropped).</summary>
+    private readonly Func<IEnumerable<Subvolume>> _subvolumes;
     public DataOptions Options { get; }
     public IScheduler Sched => Fs.Sched;
     /// <summary>Where page frames come from (native chunks; see <see cref="PageArena"/>).</summary>
@@ -75,10 +76,10 @@ internal sealed partial class DataEngine : IDisposable
     public long LeakedBytes;
     public readonly List<string> LeakReports = new();
 
-    public DataEngine(FsInfo fs, Subvolume top, DataOptions options)
+    public DataEngine(FsInfo fs, Func<IEnumerable<Subvolume>> subvolumes, DataOptions options)
     {
         Fs = fs;
-        Top = top;
+        _subvolumes = subvolumes;
         Options = options;
         _lock = Sched.CreateMutex("page-cache");
         // Keep up to a quarter of the cache budget (at most 64 MiB) of free frames for reuse.
@@ -179,7 +180,14 @@ internal sealed partial class DataEngine : IDisposable
 
     /// <summary>Forgets mappings (and their inodes) that own nothing, so that memory does not
     /// grow with every file ever written. Clean pages are dropped first when idle.</summary>
-    internal int DropIdleMappings() => Top.DropIdleMappings(m =>
+    internal int DropIdleMappings()
+    {
+        int n = 0;
+        foreach (var sv in _subvolumes()) n += sv.DropIdleMappings(DropIfIdle);
+        return n;
+    }
+
+    private bool DropIfIdle(Mapping m)
     {
         using (m.State.Lock())
         {
@@ -191,7 +199,7 @@ internal sealed partial class DataEngine : IDisposable
         }
         using (_lock.Lock()) _mappings.Remove(m);
         return true;
-    });
+    }
 
     internal void QueueFinish(Mapping m, OrderedExtent oe) => _endio.Enqueue(() => FinishOrdered(m, oe));
 
@@ -223,7 +231,7 @@ internal sealed partial class DataEngine : IDisposable
             Leak($"inode {m.Inode.Ino}: {when}: range [{s}, {e}) still owns {bits}", (long)(e - s));
             ulong len = e - s;
             if ((bits & RangeBits.Delalloc) != 0) Fs.Space.Release(true, len);
-            if ((bits & RangeBits.QgroupReserved) != 0) Fs.Quota.Free(Top.Id, len);
+            if ((bits & RangeBits.QgroupReserved) != 0) Fs.Quota.Free(m.Subvol.Id, len);
             m.Ledger.Clear(s, e, bits);
         }
         foreach (var oe in m.Ordered.Values) Leak($"inode {m.Inode.Ino}: {when}: unfinished {oe}", (long)oe.NumBytes);

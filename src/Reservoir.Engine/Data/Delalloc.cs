@@ -30,7 +30,7 @@ internal sealed partial class DataEngine
             using (m.State.Lock()) hit = m.Es.TryLookup(pos, out st, out s, out e);
             if (!hit)
             {
-                (st, e) = QueryDisk(m.Inode.Ino, pos, end);
+                (st, e) = QueryDisk(m, pos, end);
                 // Only what is on disk is cached here; Delayed is inserted by reservation alone.
                 using (m.State.Lock()) m.Es.Insert(pos, e, st);
             }
@@ -43,10 +43,10 @@ internal sealed partial class DataEngine
     }
 
     /// <summary>The on-disk status at <paramref name="pos"/> and where it ends (≤ limit).</summary>
-    private (ExtentStatus Status, ulong End) QueryDisk(ulong ino, ulong pos, ulong limit)
+    private (ExtentStatus Status, ulong End) QueryDisk(Mapping m, ulong pos, ulong limit)
     {
-        using var lk = Top.Tree.Lock.Read();
-        var maps = FileExtents.Overlapping(Top.Tree, ino, pos, limit);
+        using var lk = m.Subvol.Tree.Lock.Read();
+        var maps = FileExtents.Overlapping(m.Subvol.Tree, m.Inode.Ino, pos, limit);
         foreach (var mp in maps)
         {
             if (mp.Pos > pos) return (ExtentStatus.Hole, mp.Pos);
@@ -115,10 +115,10 @@ internal sealed partial class DataEngine
                 newQgroup += (e - s) - m.Ledger.CountSet(s, e, RangeBits.QgroupReserved);
             }
         }
-        if (Fs.Quota.Reserve(Top.Id, newQgroup) != Errno.OK) return Errno.EDQUOT;
+        if (Fs.Quota.Reserve(m.Subvol.Id, newQgroup) != Errno.OK) return Errno.EDQUOT;
         if (Fs.Space.Reserve(true, newData) != Errno.OK)
         {
-            Fs.Quota.Free(Top.Id, newQgroup);
+            Fs.Quota.Free(m.Subvol.Id, newQgroup);
             return Errno.ENOSPC;
         }
         ulong setData = 0, setQgroup = 0;
@@ -179,7 +179,7 @@ internal sealed partial class DataEngine
             if (clearedData != newData || clearedQgroup != newQgroup)
                 ThrowHelper.Invariant($"inode {m.Inode.Ino}: undo of a failed reservation cleared {clearedData}/{newData} data, {clearedQgroup}/{newQgroup} qgroup bytes");
             Fs.Space.Release(true, newData);
-            Fs.Quota.Free(Top.Id, newQgroup);
+            Fs.Quota.Free(m.Subvol.Id, newQgroup);
             AdjustMeta(m); // shrinks back whatever part of the growth succeeded; a shrink cannot fail
             return Errno.ENOSPC;
         }
@@ -280,7 +280,7 @@ internal sealed partial class DataEngine
             m.Es.Remove(start, end);
         }
         Fs.Space.Release(true, d);
-        Fs.Quota.Free(Top.Id, q);
+        Fs.Quota.Free(m.Subvol.Id, q);
         TrimMeta(m);
     }
 

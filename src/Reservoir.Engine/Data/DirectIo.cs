@@ -87,10 +87,10 @@ internal sealed partial class DataEngine
         using var lk = m.DataSem.Write();
         ulong q;
         using (m.State.Lock()) q = len - m.Ledger.CountSet(pos, pos + len, RangeBits.QgroupReserved);
-        if (Fs.Quota.Reserve(Top.Id, q) != Errno.OK) return Errno.EDQUOT;
+        if (Fs.Quota.Reserve(m.Subvol.Id, q) != Errno.OK) return Errno.EDQUOT;
         if (Fs.Space.Reserve(true, len) != Errno.OK)
         {
-            Fs.Quota.Free(Top.Id, q);
+            Fs.Quota.Free(m.Subvol.Id, q);
             return Errno.ENOSPC;
         }
         // One share of metadata, computed once: the share depends on the trees' height, which
@@ -99,7 +99,7 @@ internal sealed partial class DataEngine
         ulong meta = MetaPerExtent;
         if (Fs.Space.Reserve(false, meta) != Errno.OK)
         {
-            Fs.Quota.Free(Top.Id, q);
+            Fs.Quota.Free(m.Subvol.Id, q);
             Fs.Space.Release(true, len);
             return Errno.ENOSPC;
         }
@@ -113,7 +113,7 @@ internal sealed partial class DataEngine
             Fs.Space.Release(true, len - got);
             ulong back;
             using (m.State.Lock()) back = m.Ledger.Clear(pos + got, pos + len, RangeBits.QgroupReserved);
-            Fs.Quota.Free(Top.Id, back);
+            Fs.Quota.Free(m.Subvol.Id, back);
             len = got;
         }
         oe = new OrderedExtent { FileOffset = pos, NumBytes = len, DiskBytenr = disk, DiskNumBytes = len, Kind = OrderedKind.Direct, BytesLeft = len, MetaRsv = meta };
@@ -134,7 +134,7 @@ internal sealed partial class DataEngine
         ulong a = offset / bs * bs, b = Units.AlignUp(offset + (ulong)dst.Length, bs);
         Writeback(m, a, b, wait: true);
         WaitOrdered(m, a, b);
-        FileExtents.Read(Fs, Top.Tree, inode, offset, dst);
+        FileExtents.Read(Fs, inode.Subvol.Tree, inode, offset, dst);
     }
 
     /// <summary>Writes the inode item now (times, size as on disk) in its own handle.</summary>
@@ -142,10 +142,10 @@ internal sealed partial class DataEngine
     {
         if (Fs.TryStart(1, out var h) != Errno.OK) return; // written again with the next finished extent
         using (h)
-        using (Top.Tree.Lock.Write())
+        using (inode.Subvol.Tree.Lock.Write())
         {
             inode.Item.Transid = h.Transid;
-            DirItems.PutInode(h, Top.Tree, inode);
+            DirItems.PutInode(h, inode.Subvol.Tree, inode);
         }
     }
 }

@@ -50,11 +50,11 @@ internal sealed partial class DataEngine
         if ((mode & FallocateMode.ZeroRange) != 0)
         {
             ulong meta = Fs.MetaReserveFor(PreallocItems) * ((b - a + Fs.Space.MaxDataExtent - 1) / Fs.Space.MaxDataExtent + 2);
-            var re = ReserveFallocateBudget(b - a, meta);
+            var re = ReserveFallocateBudget(inode.Subvol, b - a, meta);
             if (re != Errno.OK)
             {
                 FlushForSpace();
-                re = ReserveFallocateBudget(b - a, meta);
+                re = ReserveFallocateBudget(inode.Subvol, b - a, meta);
             }
             if (re != Errno.OK) return re;
             budget = b - a;
@@ -82,7 +82,7 @@ internal sealed partial class DataEngine
         finally
         {
             Fs.Space.Release(true, budget);
-            Fs.Quota.Free(Top.Id, budget);
+            Fs.Quota.Free(inode.Subvol.Id, budget);
             Fs.Space.Release(false, metaBudget);
         }
         if (e != Errno.OK) return e;
@@ -97,14 +97,14 @@ internal sealed partial class DataEngine
     }
 
     /// <summary>Reserves qgroup bytes and data space for preallocation, both or neither.</summary>
-    private Errno ReserveFallocateBudget(ulong bytes, ulong meta = 0)
+    private Errno ReserveFallocateBudget(Subvolume sv, ulong bytes, ulong meta = 0)
     {
-        if (Fs.Quota.Reserve(Top.Id, bytes) != Errno.OK) return Errno.EDQUOT;
-        if (Fs.Space.Reserve(true, bytes) != Errno.OK) { Fs.Quota.Free(Top.Id, bytes); return Errno.ENOSPC; }
+        if (Fs.Quota.Reserve(sv.Id, bytes) != Errno.OK) return Errno.EDQUOT;
+        if (Fs.Space.Reserve(true, bytes) != Errno.OK) { Fs.Quota.Free(sv.Id, bytes); return Errno.ENOSPC; }
         if (Fs.Space.Reserve(false, meta) != Errno.OK)
         {
             Fs.Space.Release(true, bytes);
-            Fs.Quota.Free(Top.Id, bytes);
+            Fs.Quota.Free(sv.Id, bytes);
             return Errno.ENOSPC;
         }
         return Errno.OK;
@@ -124,10 +124,10 @@ internal sealed partial class DataEngine
         using var lk = m.DataSem.Write();
         Sched.Yield("fallocate:locked");
         var holes = new List<(ulong, ulong)>();
-        using (Top.Tree.Lock.Read())
+        using (m.Subvol.Tree.Lock.Read())
         {
             ulong pos = a;
-            foreach (var mp in FileExtents.Overlapping(Top.Tree, inode.Ino, a, b))
+            foreach (var mp in FileExtents.Overlapping(m.Subvol.Tree, inode.Ino, a, b))
             {
                 if (mp.Pos > pos) holes.Add((pos, Math.Min(mp.Pos, b)));
                 pos = Math.Max(pos, mp.End);
@@ -144,7 +144,7 @@ internal sealed partial class DataEngine
             {
                 ulong want = Math.Min(he - pos, Fs.Space.MaxDataExtent);
                 ulong fromBudget = Math.Min(want, budget);
-                var re = ReserveFallocateBudget(want - fromBudget);
+                var re = ReserveFallocateBudget(inode.Subvol, want - fromBudget);
                 if (re != Errno.OK) return re;
                 budget -= fromBudget;
                 Tx.TransHandle h;
@@ -156,7 +156,7 @@ internal sealed partial class DataEngine
                 }
                 else if (Fs.TryStart(PreallocItems, out h, flush: false) != Errno.OK)
                 {
-                    Fs.Quota.Free(Top.Id, want);
+                    Fs.Quota.Free(m.Subvol.Id, want);
                     Fs.Space.Release(true, want);
                     return Errno.ENOSPC;
                 }
@@ -166,9 +166,9 @@ internal sealed partial class DataEngine
                     var (disk, len) = Fs.Space.AllocData(want, fromReservation: true, hint: 0);
                     got = len;
                     if (len < want) Fs.Space.Release(true, want - len);
-                    using (Top.Tree.Lock.Write())
+                    using (m.Subvol.Tree.Lock.Write())
                     {
-                        FileExtents.InsertNew(h, Top.Tree, Top.Id, inode.Ino, pos, disk, len, FileExtentType.Prealloc);
+                        FileExtents.InsertNew(h, m.Subvol.Tree, m.Subvol.Id, inode.Ino, pos, disk, len, FileExtentType.Prealloc);
                         using (Fs.CsumTree.Lock.Write())
                         {
                             // Unwritten blocks read as zeros; their checksums are those of zero blocks
@@ -178,11 +178,11 @@ internal sealed partial class DataEngine
                             for (int i = 0; i < d.Length / 4; i++) BinaryPrimitives.WriteUInt32LittleEndian(d[(i * 4)..], zero);
                         }
                         inode.Item.Nbytes += len;
-                        DirItems.PutInode(h, Top.Tree, inode);
+                        DirItems.PutInode(h, m.Subvol.Tree, inode);
                     }
                     // The reserved qgroup bytes become usage when this transaction commits.
-                    h.Transaction.AddQgroupRecord(Top.Id, Math.Min(want, len));
-                    if (len < want) Fs.Quota.Free(Top.Id, want - len);
+                    h.Transaction.AddQgroupRecord(m.Subvol.Id, Math.Min(want, len));
+                    if (len < want) Fs.Quota.Free(m.Subvol.Id, want - len);
                 }
                 using (m.State.Lock()) m.Es.Insert(pos, pos + got, ExtentStatus.Unwritten);
                 pos += got;
@@ -231,12 +231,12 @@ internal sealed partial class DataEngine
             var se = Fs.StartDeletion(8, out var h);
             if (se != Errno.OK) return se;
             using (h)
-            using (Top.Tree.Lock.Write())
+            using (m.Subvol.Tree.Lock.Write())
             {
                 long delta = 0;
-                done = FileExtents.Drop(h, Top.Tree, Top.Id, inode.Ino, a, b, ref delta, 32);
+                done = FileExtents.Drop(h, m.Subvol.Tree, m.Subvol.Id, inode.Ino, a, b, ref delta, 32);
                 inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
-                DirItems.PutInode(h, Top.Tree, inode);
+                DirItems.PutInode(h, m.Subvol.Tree, inode);
             }
         }
         using (m.State.Lock()) m.Es.Remove(a, b);
@@ -318,8 +318,8 @@ internal sealed partial class DataEngine
         var m = MappingOf(inode);
         ulong bs = (ulong)BlockSize;
         var dataRanges = new List<(ulong, ulong)>();
-        using (Top.Tree.Lock.Read())
-            foreach (var mp in FileExtents.Overlapping(Top.Tree, inode.Ino, 0, ulong.MaxValue))
+        using (inode.Subvol.Tree.Lock.Read())
+            foreach (var mp in FileExtents.Overlapping(inode.Subvol.Tree, inode.Ino, 0, ulong.MaxValue))
                 if (mp.Fe.Type != FileExtentType.Prealloc) dataRanges.Add((mp.Pos, mp.End));
         using (m.State.Lock())
         {

@@ -49,7 +49,7 @@ internal sealed partial class DataEngine
         if (oe.Kind is OrderedKind.Regular or OrderedKind.Direct) Fs.Space.Free(oe.DiskBytenr, oe.DiskNumBytes, pin: false);
         ulong q = oe.QgroupRsv;
         if (Options.Bugs.OldQgroupReleaseTiming) using (m.State.Lock()) q += m.Ledger.Clear(oe.FileOffset, oe.End, RangeBits.QgroupReserved);
-        Fs.Quota.Free(Top.Id, q);
+        Fs.Quota.Free(m.Subvol.Id, q);
         Fs.Space.Release(false, oe.MetaRsv);
         oe.QgroupRsv = oe.MetaRsv = 0;
         if (oe.IoError) using (m.State.Lock()) m.WriteError = true;
@@ -61,7 +61,7 @@ internal sealed partial class DataEngine
         oe.MetaRsv = 0;
         using (h)
         {
-            var t = Top.Tree;
+            var t = m.Subvol.Tree;
             var inode = m.Inode;
             using (t.Lock.Write())
             {
@@ -77,8 +77,8 @@ internal sealed partial class DataEngine
                 }
                 else
                 {
-                    FileExtents.Drop(h, t, Top.Id, inode.Ino, oe.FileOffset, oe.End, ref delta);
-                    FileExtents.InsertNew(h, t, Top.Id, inode.Ino, oe.FileOffset, oe.DiskBytenr, oe.NumBytes, FileExtentType.Regular);
+                    FileExtents.Drop(h, t, m.Subvol.Id, inode.Ino, oe.FileOffset, oe.End, ref delta);
+                    FileExtents.InsertNew(h, t, m.Subvol.Id, inode.Ino, oe.FileOffset, oe.DiskBytenr, oe.NumBytes, FileExtentType.Regular);
                     delta += (long)oe.NumBytes;
                     using (Fs.CsumTree.Lock.Write())
                     {
@@ -100,7 +100,7 @@ internal sealed partial class DataEngine
             // Seed 000's old timing: whatever bits are still set on the range are handed over
             // here; bits a page release cleared earlier are lost, and so are their bytes.
             if (Options.Bugs.OldQgroupReleaseTiming) using (m.State.Lock()) q += m.Ledger.Clear(oe.FileOffset, oe.End, RangeBits.QgroupReserved);
-            h.Transaction.AddQgroupRecord(Top.Id, q);
+            h.Transaction.AddQgroupRecord(m.Subvol.Id, q);
             oe.QgroupRsv = 0;
         }
         using (m.State.Lock()) m.Es.Insert(oe.FileOffset, oe.End, ExtentStatus.Written);
@@ -134,7 +134,7 @@ internal sealed partial class DataEngine
                 tail.Write(buf); t.Put(h, FileExtents.ExtentKey(ino, b), buf);
                 extra++;
             }
-            if (extra > 0) h.Transaction.Refs.AddDataRef(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes, Top.Id, ino, refOff, extra, false, 0);
+            if (extra > 0) h.Transaction.Refs.AddDataRef(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes, t.Id, ino, refOff, extra, false, 0);
         }
         using (Fs.CsumTree.Lock.Write())
         {

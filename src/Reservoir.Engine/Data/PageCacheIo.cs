@@ -231,7 +231,7 @@ internal sealed partial class DataEngine
         using (m.State.Lock()) page = m.Pages[idx];
         ulong size = m.Inode.Item.FileSize;
         int have = s < size ? (int)Math.Min(bs, size - s) : 0;
-        if (have > 0) FileExtents.Read(Fs, Top.Tree, m.Inode, s, page.Data.Slice(0, have));
+        if (have > 0) FileExtents.Read(Fs, m.Subvol.Tree, m.Inode, s, page.Data.Slice(0, have));
         page.Data.Slice(have).Clear(); // beyond EOF reads as zeros, whatever the frame held before
         using (m.State.Lock()) page.Uptodate = true;
     }
@@ -312,7 +312,7 @@ internal sealed partial class DataEngine
         {
             buf.AsSpan(0, len).Clear();
             ulong size = m.Inode.Item.FileSize;
-            if (s < size) FileExtents.Read(Fs, Top.Tree, m.Inode, s, buf.AsSpan(0, (int)Math.Min(e - s, size - s)));
+            if (s < size) FileExtents.Read(Fs, m.Subvol.Tree, m.Inode, s, buf.AsSpan(0, (int)Math.Min(e - s, size - s)));
             using (m.State.Lock())
             {
                 for (long i = 0; i < count; i++)

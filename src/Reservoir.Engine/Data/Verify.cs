@@ -41,7 +41,7 @@ internal sealed partial class DataEngine
                 ulong pos = s;
                 while (pos < e)
                 {
-                    var (st, end) = QueryDisk(m.Inode.Ino, pos, e);
+                    var (st, end) = QueryDisk(m, pos, e);
                     if (st == ExtentStatus.Unwritten)
                         problems.Add($"inode {m.Inode.Ino}: [{pos}, {end}) holds a delalloc reservation over a preallocated extent");
                     pos = Math.Max(end, pos + (ulong)BlockSize);

@@ -143,8 +143,8 @@ internal sealed partial class DataEngine
     {
         var list = new List<(ulong, ulong, ulong, ulong, ulong, OrderedKind)>();
         bool noCow = (m.Inode.Item.Flags & InodeFlags.NoDataCow) != 0;
-        using var lk = Top.Tree.Lock.Read();
-        foreach (var mp in FileExtents.Overlapping(Top.Tree, m.Inode.Ino, start, end))
+        using var lk = m.Subvol.Tree.Lock.Read();
+        foreach (var mp in FileExtents.Overlapping(m.Subvol.Tree, m.Inode.Ino, start, end))
         {
             var kind = mp.Fe.Type == FileExtentType.Prealloc ? OrderedKind.Prealloc
                 : mp.Fe.Type == FileExtentType.Regular && noCow ? OrderedKind.NoCow

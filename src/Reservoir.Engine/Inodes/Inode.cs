@@ -11,7 +11,13 @@ namespace Reservoir.Engine.Inodes;
 /// </summary>
 internal sealed class Inode
 {
+    /// <summary>The inode number inside its subvolume's tree (the objectid of its items).</summary>
     public ulong Ino { get; }
+    /// <summary>The subvolume (file tree) the inode lives in.</summary>
+    public Subvolume Subvol { get; }
+    /// <summary>The number the filesystem API and the mount know it by: unique across
+    /// subvolumes (<see cref="NodeIds"/>).</summary>
+    public ulong NodeId => NodeIds.Encode(Subvol.Id, Ino);
     public FsRwLock Lock { get; }
     /// <summary>Guarded by <see cref="Lock"/> (write to change, read to look).</summary>
     public InodeItem Item;
@@ -34,16 +40,40 @@ internal sealed class Inode
     /// the size up to which data reached its extents; see Mapping.DiskSize).</summary>
     public ulong PersistedSize => Mapping?.DiskSize ?? Item.FileSize;
 
-    public Inode(ulong ino, InodeItem item, IScheduler sched)
+    public Inode(Subvolume subvol, ulong ino, InodeItem item, IScheduler sched)
     {
+        Subvol = subvol;
         Ino = ino;
         Item = item;
-        Lock = sched.CreateRwLock($"inode-{ino}");
+        Lock = sched.CreateRwLock($"inode-{NodeIds.Encode(subvol.Id, ino)}");
     }
 
     public bool IsDir => Mode.IsDir(Item.Mode);
     public bool IsReg => Mode.IsReg(Item.Mode);
     public bool IsLnk => Mode.IsLnk(Item.Mode);
+}
+
+/// <summary>
+/// Node ids: the numbers the filesystem API (and through it the FUSE mount, as node ids and
+/// st_ino) uses for inodes of every subvolume. Inode numbers repeat across subvolumes (each
+/// tree starts at 256); a node id joins the tree id and the inode number so that the pair
+/// (st_dev, st_ino) stays unique on one mount, which is what find, tar, du and rsync rely on
+/// to recognise hard links and loops. (btrfs gives every subvolume its own st_dev instead;
+/// FUSE cannot: every inode of a FUSE mount reports the mount's device.) The top-level
+/// subvolume's inodes keep their own numbers, so images without other subvolumes and their
+/// mounts see exactly the numbers in the tree.
+/// </summary>
+public static class NodeIds
+{
+    /// <summary>Bits of a node id that hold the inode number (the rest hold the tree id).</summary>
+    public const int InoBits = 40;
+    public const ulong MaxIno = (1UL << InoBits) - 1;
+
+    public static ulong Encode(ulong treeId, ulong ino) =>
+        treeId == Format.TreeIds.FsTree ? ino : (treeId << InoBits) | ino;
+
+    public static (ulong TreeId, ulong Ino) Decode(ulong nodeId) =>
+        nodeId >> InoBits == 0 ? (Format.TreeIds.FsTree, nodeId) : (nodeId >> InoBits, nodeId & MaxIno);
 }
 
 /// <summary>st_mode helpers (S_IFMT bits).</summary>

@@ -39,6 +39,9 @@ internal sealed class Page(long index, PageFrame frame)
 internal sealed class Mapping
 {
     public readonly Inode Inode;
+    /// <summary>The subvolume of the inode: its tree holds the file's extents, its qgroup is
+    /// charged for the file's data.</summary>
+    public Subvolume Subvol => Inode.Subvol;
     public readonly FsMutex State;
     public readonly FsRwLock DataSem;
     public readonly Dictionary<long, Page> Pages = new();

@@ -45,7 +45,7 @@ internal sealed class Subvolume
         using (Tree.Lock.Read()) data = Tree.Get(new Key(ino, KeyTypes.InodeItem, 0));
         if (data == null) { inode = null!; return Errno.ENOENT; }
         if (data.Length != InodeItem.Size) throw new CorruptionException($"INODE_ITEM of {data.Length} bytes", inode: ino);
-        inode = new Inode(ino, InodeItem.Read(data), Fs.Sched) { Refs = 1 };
+        inode = new Inode(this, ino, InodeItem.Read(data), Fs.Sched) { Refs = 1 };
         _inodes[ino] = inode;
         if (_inodes.Count > CacheLimit) EvictUnsynchronized();
         return Errno.OK;
@@ -54,7 +54,7 @@ internal sealed class Subvolume
     /// <summary>Registers a just-created inode with one reference held by the caller.</summary>
     public Inode Adopt(ulong ino, InodeItem item)
     {
-        var inode = new Inode(ino, item, Fs.Sched) { Refs = 1 };
+        var inode = new Inode(this, ino, item, Fs.Sched) { Refs = 1 };
         using var _ = _table.Lock();
         _inodes[ino] = inode;
         return inode;
