@@ -62,6 +62,24 @@ public sealed class PosixApi
         return _fs.Unlink(dir, name);
     }
 
+    /// <summary>Creates a subvolume at <paramref name="path"/> (btrfs subvolume create).</summary>
+    public Errno CreateSubvolume(string path)
+    {
+        var e = _walk.Parent(path, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EEXIST;
+        return _fs.CreateSubvolume(dir, name, Uid, Gid, out _);
+    }
+
+    /// <summary>Deletes the subvolume at <paramref name="path"/> with everything in it.</summary>
+    public Errno DeleteSubvolume(string path)
+    {
+        var e = _walk.Parent(path, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EBUSY;
+        return _fs.DeleteSubvolume(dir, name);
+    }
+
     public Errno Rmdir(string path)
     {
         var e = _walk.Parent(path, out ulong dir, out var name);

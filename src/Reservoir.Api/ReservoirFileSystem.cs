@@ -166,6 +166,20 @@ public sealed class ReservoirFileSystem : IDisposable
         }
     }
 
+    /// <summary>Creates a subvolume: an independent file tree, linked at <paramref name="path"/>.</summary>
+    public void CreateSubvolume(string path) => Check(Posix.CreateSubvolume(path), path);
+
+    /// <summary>Deletes the subvolume at <paramref name="path"/> and everything in it; returns
+    /// when its space is free.</summary>
+    public void DeleteSubvolume(string path) => Check(Posix.DeleteSubvolume(path), path);
+
+    /// <summary>Every subvolume, with its path from the top-level subvolume's root.</summary>
+    public IReadOnlyList<SubvolumeInfo> ListSubvolumes()
+    {
+        Check(Engine.ListSubvolumes(out var list), "/");
+        return list;
+    }
+
     public void Delete(string path, bool recursive = false)
     {
         Check(Posix.Lstat(path, out var a), path);

@@ -42,6 +42,7 @@ public static class Program
         root.Subcommands.Add(FuzzCommand.Build(ctx));
         foreach (var c in FileCommands.Build(ctx)) root.Subcommands.Add(c);
         foreach (var c in QuotaCommands.Build(ctx)) root.Subcommands.Add(c);
+        foreach (var c in SubvolumeCommands.Build(ctx)) root.Subcommands.Add(c);
         var pr = root.Parse(args);
         if (pr.Errors.Count > 0)
         {

@@ -32,7 +32,8 @@ public sealed partial class Filesystem
                 if (cookie <= 1)
                 {
                     ulong parent;
-                    using (t.Lock.Read()) parent = dino == RootIno ? ino : NodeIds.Encode(dir.Subvol.Id, DirItems.ParentOf(t, dino));
+                    if (dino == RootIno) parent = ParentOfSubvolumeRoot(dir.Subvol);
+                    else using (t.Lock.Read()) parent = NodeIds.Encode(dir.Subvol.Id, DirItems.ParentOf(t, dino));
                     if (!emit(new DirEntryInfo("..", ".."u8.ToArray(), parent, FileTypes.Dir, 2))) return Errno.OK;
                 }
                 ulong from = Math.Max(cookie, 2);
@@ -51,7 +52,7 @@ public sealed partial class Filesystem
                                 if (k.ObjectId != dino || k.Type != KeyTypes.DirIndex) break;
                                 if (!DirEntry.TryRead(path.Data, out var de, out _)) throw new CorruptionException($"malformed DIR_INDEX {k.Offset}", inode: ino);
                                 var nb = de.Name.ToArray();
-                                batch.Add(new DirEntryInfo(Encoding.UTF8.GetString(nb), nb, NodeIds.Encode(dir.Subvol.Id, de.Location.ObjectId), de.FileType, k.Offset + 1));
+                                batch.Add(new DirEntryInfo(Encoding.UTF8.GetString(nb), nb, EntryNodeId(dir.Subvol, de.Location), de.FileType, k.Offset + 1));
                             } while (batch.Count < 256 && t.Next(path));
                         }
                     }

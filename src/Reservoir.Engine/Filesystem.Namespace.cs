@@ -33,8 +33,12 @@ public sealed partial class Filesystem
             if (name.SequenceEqual("."u8)) { ino = dir; type = FileTypes.Dir; return Errno.OK; }
             if (name.SequenceEqual(".."u8))
             {
-                using var lk2 = d.Subvol.Tree.Lock.Read();
-                ino = d.Ino == RootIno ? dir : NodeIds.Encode(d.Subvol.Id, DirItems.ParentOf(d.Subvol.Tree, d.Ino));
+                if (d.Ino == RootIno) ino = ParentOfSubvolumeRoot(d.Subvol);
+                else
+                {
+                    using var lk2 = d.Subvol.Tree.Lock.Read();
+                    ino = NodeIds.Encode(d.Subvol.Id, DirItems.ParentOf(d.Subvol.Tree, d.Ino));
+                }
                 type = FileTypes.Dir;
                 return Errno.OK;
             }
@@ -51,9 +55,14 @@ public sealed partial class Filesystem
         var t = dir.Subvol.Tree;
         using var lk = t.Lock.Read();
         if (!DirItems.Find(t, dir.Ino, KeyTypes.DirItem, name, out var loc, out type, out _)) return Errno.ENOENT;
-        ino = NodeIds.Encode(dir.Subvol.Id, loc.ObjectId);
+        ino = EntryNodeId(dir.Subvol, loc);
         return Errno.OK;
     }
+
+    /// <summary>The node id a directory entry of <paramref name="sv"/> names: an inode of the
+    /// same tree, or the root directory of another subvolume (location = its ROOT_ITEM key).</summary>
+    internal static ulong EntryNodeId(Subvolume sv, Key location) =>
+        location.Type == KeyTypes.RootItem ? NodeIds.Encode(location.ObjectId, RootIno) : NodeIds.Encode(sv.Id, location.ObjectId);
 
     public Errno GetAttr(ulong ino, out InodeAttr attr)
     {
@@ -280,14 +289,23 @@ public sealed partial class Filesystem
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
         Inode? victim = null;
+        bool subvolume = false;
         try
         {
-            return Guard(dirIno, () =>
+            e = Guard(dirIno, () =>
             {
                 using var lk = dir.Lock.Write();
                 if (!dir.IsDir) return Errno.ENOTDIR;
                 var le = LookupLocked(dir, nameCopy, out ulong ino, out _);
                 if (le != Errno.OK) return le;
+                if (NodeIds.Decode(ino).TreeId != dir.Subvol.Id)
+                {
+                    // A subvolume: unlink refuses it like any directory; rmdir deletes it
+                    // when it is empty (as btrfs does since Linux 4.18).
+                    if (!wantDir) return Errno.EISDIR;
+                    subvolume = true;
+                    return Errno.OK;
+                }
                 le = Get(ino, out victim);
                 if (le != Errno.OK) throw new CorruptionException($"directory {dirIno} names missing inode {ino}", inode: dirIno);
                 using var lk2 = victim.Lock.Write();
@@ -306,6 +324,7 @@ public sealed partial class Filesystem
             });
         }
         finally { Put(victim); Put(dir); }
+        return e == Errno.OK && subvolume ? DeleteSubvolume(dirIno, nameCopy, requireEmpty: true) : e;
     }
 
     /// <summary>Removes one name of <paramref name="victim"/> from <paramref name="dir"/> and

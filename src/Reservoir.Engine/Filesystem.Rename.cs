@@ -79,6 +79,9 @@ public sealed partial class Filesystem
 
                     if (Get(srcIno, out src) != Errno.OK) throw new CorruptionException($"directory {odir.Ino} names missing inode {srcIno}", inode: odir.Ino);
                     if (hasTarget && Get(tgtIno, out tgt) != Errno.OK) throw new CorruptionException($"directory {ndir.Ino} names missing inode {tgtIno}", inode: ndir.Ino);
+                    // A subvolume's entry does not move yet (btrfs can rename it within its
+                    // parent subvolume; here mv falls back to copying).
+                    if (src.Subvol != sv || (tgt != null && tgt.Subvol != sv)) return Errno.EXDEV;
 
                     // Loops: a directory may not move below itself.
                     if (cross && src.IsDir && IsAncestor(sv, src.Ino, ndir.Ino)) return Errno.EINVAL;

@@ -86,7 +86,11 @@ public sealed partial class Filesystem : IDisposable
         options ??= new MountOptions();
         var fs = FsInfo.Mount(dev, options);
         var f = new Filesystem(fs, dataOptions ?? new Data.DataOptions());
-        if (!fs.ReadOnly) f.CleanupOrphans(f.Top);
+        if (!fs.ReadOnly)
+        {
+            foreach (var t in fs.AllFsTrees()) f.CleanupOrphans(f.SubvolumeOf(t.Id)!);
+            f.CleanupDeletedSubvolumes();
+        }
         fs.StartCommitter();
         f.Data.StartFlusher();
         return f;

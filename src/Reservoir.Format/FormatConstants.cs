@@ -59,6 +59,8 @@ public static class KeyTypes
     public const byte ExtentData = 108;
     public const byte ExtentCsum = 128;
     public const byte RootItem = 132;
+    public const byte RootBackref = 144;
+    public const byte RootRef = 156;
     public const byte ExtentItem = 168;
     public const byte MetadataItem = 169;
     public const byte TreeBlockRef = 176;
@@ -79,6 +81,8 @@ public static class KeyTypes
         ExtentData => "EXTENT_DATA",
         ExtentCsum => "EXTENT_CSUM",
         RootItem => "ROOT_ITEM",
+        RootBackref => "ROOT_BACKREF",
+        RootRef => "ROOT_REF",
         ExtentItem => "EXTENT_ITEM",
         MetadataItem => "METADATA_ITEM",
         TreeBlockRef => "TREE_BLOCK_REF",
@@ -100,9 +104,14 @@ public static class Features
     /// usage would go stale.</summary>
     public const ulong CompatRoQuota = 1;
 
+    /// <summary>incompat bit 0: the image has (or had) subvolumes besides the top-level one
+    /// (SPEC.md §5.7): directory entries may name a subvolume instead of an inode, which a
+    /// version that does not know them would misread as a missing inode.</summary>
+    public const ulong IncompatSubvolumes = 1;
+
     public const ulong CompatSupported = 0;
     public const ulong CompatRoSupported = CompatRoQuota;
-    public const ulong IncompatSupported = 0;
+    public const ulong IncompatSupported = IncompatSubvolumes;
 }
 
 /// <summary>Block group type flags (BLOCK_GROUP_ITEM.flags, EXTENT_ITEM.flags).</summary>

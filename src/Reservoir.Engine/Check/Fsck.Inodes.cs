@@ -16,17 +16,29 @@ public sealed partial class Fsck
             _r.Add(FindingKind.Structure, "root directory", "missing or not a directory");
         foreach (var id in _objectIds)
             if (!_inodes.ContainsKey(id) && !_orphans.Contains(id))
-                _r.Add(FindingKind.Structure, $"inode {id}", "items without an INODE_ITEM");
+                _r.Add(FindingKind.Structure, InodeWhere(id), "items without an INODE_ITEM");
 
         // DIR_INDEX → DIR_ITEM and INODE_REF.
         var namesOf = new Dictionary<ulong, int>();
         var subdirs = new Dictionary<ulong, int>();
         var dirNameBytes = new Dictionary<ulong, ulong>();
-        foreach (var ((dir, idx), (name, child, type)) in _dirIndex)
+        foreach (var ((dir, idx), (name, child, type, subvol)) in _dirIndex)
         {
-            string where = $"directory {dir} entry '{Show(name)}' (index {idx})";
+            string where = $"{(_tree == TreeIds.FsTree ? "" : $"subvolume {_tree} ")}directory {dir} entry '{Show(name)}' (index {idx})";
             if (!_inodes.TryGetValue(dir, out var di) || !Mode.IsDir(di.Mode)) _r.Add(FindingKind.Structure, where, "parent is not a directory");
-            if (!_dirItems.TryGetValue((dir, name), out var item) || item.Child != child) _r.Add(FindingKind.Structure, where, "no matching DIR_ITEM");
+            if (!_dirItems.TryGetValue((dir, name), out var item) || item.Child != child || item.Subvol != subvol) _r.Add(FindingKind.Structure, where, "no matching DIR_ITEM");
+            if (subvol)
+            {
+                // Names another subvolume: its ROOT_REF must say the same, and it counts as a
+                // subdirectory (its root's ".." is this directory).
+                if (!_roots.ContainsKey(child) || _deletedSubvols.Contains(child)) _r.Add(FindingKind.Structure, where, $"names subvolume {child}, which does not exist");
+                else if (!_rootRefs.TryGetValue((_tree, child), out var link) || link != (dir, idx, name)) _r.Add(FindingKind.Structure, where, $"subvolume {child}'s ROOT_REF does not match");
+                else _linkedSubvols.Add((_tree, child));
+                if (type != FileTypes.Dir) _r.Add(FindingKind.Structure, where, $"subvolume entry of type {type}");
+                subdirs[dir] = subdirs.GetValueOrDefault(dir) + 1;
+                dirNameBytes[dir] = dirNameBytes.GetValueOrDefault(dir) + (ulong)System.Text.Encoding.Latin1.GetByteCount(name) * 2;
+                continue;
+            }
             if (!_inodeRefs.TryGetValue(child, out var refs) || !refs.Contains((dir, idx, name))) _r.Add(FindingKind.Structure, where, $"inode {child} has no matching INODE_REF");
             if (!_inodes.TryGetValue(child, out var ci)) { _r.Add(FindingKind.Structure, where, $"names missing inode {child}"); continue; }
             if (FileTypes.FromMode(ci.Mode) != type) _r.Add(FindingKind.Structure, where, $"type {type} but the inode's mode says {FileTypes.FromMode(ci.Mode)}");
@@ -40,11 +52,11 @@ public sealed partial class Fsck
         foreach (var (ino, refs) in _inodeRefs)
             foreach (var (parent, idx, name) in refs)
                 if (!(ino == root && parent == root) && !_dirIndex.ContainsKey((parent, idx)))
-                    _r.Add(FindingKind.Structure, $"inode {ino}", $"INODE_REF '{Show(name)}' in directory {parent} without a directory entry");
+                    _r.Add(FindingKind.Structure, InodeWhere(ino), $"INODE_REF '{Show(name)}' in directory {parent} without a directory entry");
 
         foreach (var (ino, it) in _inodes)
         {
-            string where = $"inode {ino}";
+            string where = InodeWhere(ino);
             if (!Mode.ValidType(it.Mode)) _r.Add(FindingKind.Structure, where, $"invalid mode {Convert.ToString(it.Mode, 8)}");
             int names = namesOf.GetValueOrDefault(ino);
             if (Mode.IsDir(it.Mode))
@@ -64,31 +76,32 @@ public sealed partial class Fsck
             if (names == 0 && ino != root && !_orphans.Contains(ino))
             {
                 _r.Add(FindingKind.Counter, where, "no names and no orphan item (lost inode)");
-                _orphansToAdd.Add(ino);
+                _orphansToAdd.Add(NodeIds.Encode(_tree, ino));
             }
             CheckFileExtents(ino, it);
         }
         foreach (var ino in _orphans)
         {
             if (_inodes.TryGetValue(ino, out var it) && it.Nlink > 0 && namesOf.GetValueOrDefault(ino) > 0)
-                _r.Add(FindingKind.Structure, $"inode {ino}", "orphan item for an inode that still has names");
-            else _r.Add(FindingKind.Notice, $"inode {ino}", "orphan awaiting deletion at the next mount");
+                _r.Add(FindingKind.Structure, InodeWhere(ino), "orphan item for an inode that still has names");
+            else _r.Add(FindingKind.Notice, InodeWhere(ino), "orphan awaiting deletion at the next mount");
         }
         CheckReachable(root);
-        _r.Directories = _inodes.Count(kv => Mode.IsDir(kv.Value.Mode));
+        _r.Directories += _inodes.Count(kv => Mode.IsDir(kv.Value.Mode));
     }
 
     private void Fix(string where, string msg, ulong ino, Action<Inode> fix)
     {
         _r.Add(FindingKind.Counter, where, msg);
-        var prev = _inodeFixes.GetValueOrDefault(ino);
-        _inodeFixes[ino] = prev == null ? fix : i => { prev(i); fix(i); };
+        ulong node = NodeIds.Encode(_tree, ino);
+        var prev = _inodeFixes.GetValueOrDefault(node);
+        _inodeFixes[node] = prev == null ? fix : i => { prev(i); fix(i); };
     }
 
     private void CheckFileExtents(ulong ino, InodeItem it)
     {
         if (!_fileExtents.TryGetValue(ino, out var list)) list = new();
-        string where = $"inode {ino}";
+        string where = InodeWhere(ino);
         ulong prevEnd = 0, nbytes = 0, dataEnd = 0;
         bool inline = false;
         foreach (var (pos, fe) in list)
@@ -111,7 +124,7 @@ public sealed partial class Fsck
 
     private void CheckReachable(ulong root)
     {
-        var children = _dirIndex.GroupBy(kv => kv.Key.Dir).ToDictionary(g => g.Key, g => g.Select(kv => kv.Value.Child).ToList());
+        var children = _dirIndex.Where(kv => !kv.Value.Subvol).GroupBy(kv => kv.Key.Dir).ToDictionary(g => g.Key, g => g.Select(kv => kv.Value.Child).ToList());
         var seen = new HashSet<ulong> { root };
         var stack = new Stack<ulong>();
         stack.Push(root);
@@ -123,6 +136,6 @@ public sealed partial class Fsck
         }
         foreach (var (ino, it) in _inodes)
             if (!seen.Contains(ino) && it.Nlink > 0 && !_orphans.Contains(ino))
-                _r.Add(FindingKind.Structure, $"inode {ino}", "not reachable from the root directory");
+                _r.Add(FindingKind.Structure, InodeWhere(ino), "not reachable from the root directory");
     }
 }

@@ -18,10 +18,11 @@ public sealed partial class Fsck
         try
         {
             using var fs = Filesystem.Mount(_dev, new MountOptions { CommitIntervalMs = 0 });
-            var sv = fs.Top;
-            foreach (var (ino, fix) in _inodeFixes)
+            foreach (var (node, fix) in _inodeFixes)
             {
-                if (sv.Acquire(ino, out var inode) != Errno.OK) continue;
+                var (tree, ino) = NodeIds.Decode(node);
+                var sv = fs.SubvolumeOf(tree);
+                if (sv == null || sv.Acquire(ino, out var inode) != Errno.OK) continue;
                 try
                 {
                     using var lk = inode.Lock.Write();
@@ -31,8 +32,11 @@ public sealed partial class Fsck
                 }
                 finally { sv.Release(inode); }
             }
-            foreach (var ino in _orphansToAdd)
+            foreach (var node in _orphansToAdd)
             {
+                var (tree, ino) = NodeIds.Decode(node);
+                var sv = fs.SubvolumeOf(tree);
+                if (sv == null) continue;
                 using var h = fs.Fs.Start(1, useGlobalReserve: true);
                 using (sv.Tree.Lock.Write()) sv.Tree.Put(h, DirItems.OrphanKey(ino), ReadOnlySpan<byte>.Empty);
             }

@@ -44,8 +44,15 @@ public sealed partial class Fsck
     // fs tree
     private readonly Dictionary<ulong, InodeItem> _inodes = new();
     private readonly Dictionary<ulong, List<(ulong Parent, ulong Index, string Name)>> _inodeRefs = new();
-    private readonly Dictionary<(ulong Dir, string Name), (ulong Child, byte Type)> _dirItems = new();
-    private readonly Dictionary<(ulong Dir, ulong Index), (string Name, ulong Child, byte Type)> _dirIndex = new();
+    private readonly Dictionary<(ulong Dir, string Name), (ulong Child, byte Type, bool Subvol)> _dirItems = new();
+    private readonly Dictionary<(ulong Dir, ulong Index), (string Name, ulong Child, byte Type, bool Subvol)> _dirIndex = new();
+    /// <summary>The fs tree being walked (its per-tree state above is reset between trees).</summary>
+    private ulong _tree = TreeIds.FsTree;
+    // root tree: subvolume links and deleted subvolumes
+    private readonly Dictionary<(ulong Parent, ulong Child), (ulong DirId, ulong Index, string Name)> _rootRefs = new();
+    private readonly Dictionary<(ulong Child, ulong Parent), (ulong DirId, ulong Index, string Name)> _rootBackrefs = new();
+    private readonly HashSet<ulong> _deletedSubvols = new();
+    private readonly HashSet<(ulong Parent, ulong Child)> _linkedSubvols = new();
     private readonly Dictionary<ulong, List<(ulong Pos, FileExtentItem Fe)>> _fileExtents = new();
     private readonly HashSet<ulong> _orphans = new();
     private readonly HashSet<ulong> _objectIds = new();
@@ -85,14 +92,31 @@ public sealed partial class Fsck
             if (!_roots.ContainsKey(id)) _r.Add(FindingKind.Structure, "root tree", $"no ROOT_ITEM for tree {id}");
         WalkTree(TreeIds.ExtentTree, "extent tree", VisitExtent);
         WalkTree(TreeIds.CsumTree, "checksum tree", VisitCsum);
-        WalkTree(TreeIds.FsTree, "top-level subvolume", (k, d) => VisitFs(TreeIds.FsTree, k, d));
         WalkTree(TreeIds.QuotaTree, "quota tree", VisitQuota);
-        _o.Progress?.Invoke("cross-checking");
+        foreach (var id in _roots.Keys.Where(IsFsTree).OrderBy(i => i).ToList())
+        {
+            ResetFsTreeState(id);
+            WalkTree(id, id == TreeIds.FsTree ? "top-level subvolume" : $"subvolume {id}", (k, d) => VisitFs(id, k, d));
+            _o.Progress?.Invoke(id == TreeIds.FsTree ? "cross-checking" : $"cross-checking subvolume {id}");
+            CheckInodes();
+            if (_o.CheckDataCsums) CheckDataCsums();
+        }
+        CheckSubvolumeLinks();
         CheckExtents();
-        CheckInodes();
         CheckQuota();
-        if (_o.CheckDataCsums) CheckDataCsums();
     }
+
+    private static bool IsFsTree(ulong id) => id == TreeIds.FsTree || (id >= TreeIds.FirstSubvolume && id < TreeIds.OrphanObjectId);
+
+    private void ResetFsTreeState(ulong id)
+    {
+        _tree = id;
+        _inodes.Clear(); _inodeRefs.Clear(); _dirItems.Clear(); _dirIndex.Clear();
+        _fileExtents.Clear(); _orphans.Clear(); _objectIds.Clear();
+    }
+
+    /// <summary>"inode N" in the top-level subvolume, "subvolume S inode N" elsewhere.</summary>
+    private string InodeWhere(ulong ino) => _tree == TreeIds.FsTree ? $"inode {ino}" : $"subvolume {_tree} inode {ino}";
 
     private void WalkTree(ulong id, string name, TreeWalker.ItemVisitor v)
     {
@@ -103,9 +127,51 @@ public sealed partial class Fsck
 
     private void VisitRoot(Key k, ReadOnlySpan<byte> d)
     {
-        if (k.Type != KeyTypes.RootItem) { _r.Add(FindingKind.Structure, "root tree", $"unexpected item {k}"); return; }
-        if (d.Length != RootItem.Size) { _r.Add(FindingKind.Structure, "root tree", $"ROOT_ITEM {k.ObjectId} has {d.Length} bytes"); return; }
-        _roots[k.ObjectId] = RootItem.Read(d);
+        switch (k.Type)
+        {
+            case KeyTypes.RootItem:
+                if (d.Length != RootItem.Size) { _r.Add(FindingKind.Structure, "root tree", $"ROOT_ITEM {k.ObjectId} has {d.Length} bytes"); return; }
+                _roots[k.ObjectId] = RootItem.Read(d);
+                break;
+            case KeyTypes.RootRef or KeyTypes.RootBackref:
+                if (!RootRef.TryRead(d, out var rr)) { _r.Add(FindingKind.Structure, "root tree", $"malformed {KeyTypes.Name(k.Type)} {k}"); return; }
+                var v = (rr.DirId, rr.Sequence, Latin1(rr.Name));
+                if (k.Type == KeyTypes.RootRef) _rootRefs[(k.ObjectId, k.Offset)] = v;
+                else _rootBackrefs[(k.ObjectId, k.Offset)] = v;
+                break;
+            case KeyTypes.OrphanItem when k.ObjectId == TreeIds.OrphanObjectId:
+                _deletedSubvols.Add(k.Offset);
+                break;
+            default:
+                _r.Add(FindingKind.Structure, "root tree", $"unexpected item {k}");
+                break;
+        }
+    }
+
+    /// <summary>Every live subvolume is linked exactly once: ROOT_BACKREF, ROOT_REF and the
+    /// parent's directory entry agree (the entries were matched while their tree was checked);
+    /// a deleted one (orphan item) has no links left.</summary>
+    private void CheckSubvolumeLinks()
+    {
+        foreach (var id in _roots.Keys.Where(i => i >= TreeIds.FirstSubvolume && IsFsTree(i)))
+        {
+            string where = $"subvolume {id}";
+            var back = _rootBackrefs.Where(kv => kv.Key.Child == id).ToList();
+            if (_deletedSubvols.Contains(id))
+            {
+                if (back.Count > 0) _r.Add(FindingKind.Structure, where, "deleted (orphan item) but still linked");
+                else _r.Add(FindingKind.Notice, where, "deleted; its items are dropped at the next mount");
+                continue;
+            }
+            if (back.Count != 1) { _r.Add(FindingKind.Structure, where, $"{back.Count} ROOT_BACKREFs, expected 1"); continue; }
+            var ((_, parent), link) = back[0];
+            if (!_rootRefs.TryGetValue((parent, id), out var fwd) || fwd != link) _r.Add(FindingKind.Structure, where, $"no ROOT_REF in {parent} matching its ROOT_BACKREF");
+            if (!_linkedSubvols.Contains((parent, id))) _r.Add(FindingKind.Structure, where, $"no directory entry in subvolume {parent} names it");
+        }
+        foreach (var ((parent, child), _) in _rootRefs)
+            if (!_rootBackrefs.ContainsKey((child, parent))) _r.Add(FindingKind.Structure, $"subvolume {child}", $"ROOT_REF in {parent} without a ROOT_BACKREF");
+        foreach (var id in _deletedSubvols)
+            if (!_roots.ContainsKey(id)) _r.Add(FindingKind.Structure, $"subvolume {id}", "orphan item for a subvolume without a ROOT_ITEM");
     }
 
     private void VisitExtent(Key k, ReadOnlySpan<byte> d)
@@ -151,7 +217,7 @@ public sealed partial class Fsck
 
     private void VisitFs(ulong root, Key k, ReadOnlySpan<byte> d)
     {
-        string where = $"inode {k.ObjectId} item {KeyTypes.Name(k.Type)} {k.Offset}";
+        string where = $"{InodeWhere(k.ObjectId)} item {KeyTypes.Name(k.Type)} {k.Offset}";
         if (k.ObjectId == TreeIds.OrphanObjectId)
         {
             if (k.Type == KeyTypes.OrphanItem) _orphans.Add(k.Offset);
@@ -182,14 +248,14 @@ public sealed partial class Fsck
                 {
                     if (!DirEntry.TryRead(d, out var e, out int size)) { _r.Add(FindingKind.Structure, where, "malformed DIR_ITEM"); return; }
                     if (NameHash.Of(e.Name) != k.Offset) _r.Add(FindingKind.Structure, where, $"entry '{Show(Latin1(e.Name))}' filed under the wrong hash");
-                    _dirItems[(k.ObjectId, Latin1(e.Name))] = (e.Location.ObjectId, e.FileType);
+                    _dirItems[(k.ObjectId, Latin1(e.Name))] = (e.Location.ObjectId, e.FileType, e.Location.Type == KeyTypes.RootItem);
                     d = d[size..];
                 }
                 break;
             case KeyTypes.DirIndex:
                 {
                     if (!DirEntry.TryRead(d, out var e, out int size) || size != d.Length) { _r.Add(FindingKind.Structure, where, "malformed DIR_INDEX"); return; }
-                    _dirIndex[(k.ObjectId, k.Offset)] = (Latin1(e.Name), e.Location.ObjectId, e.FileType);
+                    _dirIndex[(k.ObjectId, k.Offset)] = (Latin1(e.Name), e.Location.ObjectId, e.FileType, e.Location.Type == KeyTypes.RootItem);
                     break;
                 }
             case KeyTypes.XattrItem:

@@ -187,6 +187,9 @@ internal sealed partial class DataEngine : IDisposable
         return n;
     }
 
+    /// <summary>Forgets the idle mappings of one subvolume (one being deleted).</summary>
+    internal int DropIdleMappings(Subvolume sv) => sv.DropIdleMappings(DropIfIdle);
+
     private bool DropIfIdle(Mapping m)
     {
         using (m.State.Lock())

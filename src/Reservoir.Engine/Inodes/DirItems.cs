@@ -117,6 +117,26 @@ internal static class DirItems
             throw new CorruptionException($"directory {dir} has no DIR_INDEX {index} for an existing name", inode: dir);
     }
 
+    /// <summary>A directory entry naming another subvolume (SPEC.md §5.7): its location is the
+    /// subvolume's ROOT_ITEM key, and there is no INODE_REF (the subvolume's ROOT_BACKREF in
+    /// the root tree records the name instead).</summary>
+    public static void AddSubvolumeEntry(ITreeContext h, BTree t, ulong dir, ReadOnlySpan<byte> name, ulong subvolume, ulong index)
+    {
+        var loc = new Key(subvolume, KeyTypes.RootItem, 0);
+        if (!AddHashed(h, t, dir, KeyTypes.DirItem, name, loc, FileTypes.Dir, default))
+            ThrowHelper.Invariant($"directory {dir} already has the name being added");
+        var d = t.Insert(h, new Key(dir, KeyTypes.DirIndex, index), DirEntry.SizeOf(name.Length, 0));
+        new DirEntry(loc, h.Transid, FileTypes.Dir, name, default).Write(d);
+    }
+
+    public static void RemoveSubvolumeEntry(ITreeContext h, BTree t, ulong dir, ReadOnlySpan<byte> name, ulong index)
+    {
+        if (!RemoveHashed(h, t, dir, KeyTypes.DirItem, name))
+            throw new CorruptionException($"directory {dir} lost a subvolume entry while locked", inode: dir);
+        if (!t.Delete(h, new Key(dir, KeyTypes.DirIndex, index)))
+            throw new CorruptionException($"directory {dir} has no DIR_INDEX {index} for a subvolume entry", inode: dir);
+    }
+
     public static void AddInodeRef(ITreeContext h, BTree t, ulong ino, ulong parent, ulong index, ReadOnlySpan<byte> name)
     {
         var key = new Key(ino, KeyTypes.InodeRef, parent);

@@ -21,6 +21,9 @@ internal sealed class Subvolume
     public BTree Tree { get; }
     public ulong Id => Tree.Id;
     public int CacheLimit { get; set; } = 100_000;
+    /// <summary>Deleted: its name is gone and its tree is being dropped; no inode of it can be
+    /// acquired any more. Set once, under the table lock's protection of Acquire.</summary>
+    public volatile bool Dead;
 
     public Subvolume(FsInfo fs, BTree tree)
     {
@@ -36,6 +39,7 @@ internal sealed class Subvolume
     public Errno Acquire(ulong ino, out Inode inode)
     {
         using var _ = _table.Lock();
+        if (Dead) { inode = null!; return Errno.ENOENT; }
         if (_inodes.TryGetValue(ino, out inode!))
         {
             inode.Refs++;
@@ -116,6 +120,9 @@ internal sealed class Subvolume
     }
 
     public int LoadedInodes { get { using var _ = _table.Lock(); return _inodes.Count; } }
+
+    /// <summary>The inodes in memory now (a copy).</summary>
+    public List<Inode> LoadedInodeList() { using var _ = _table.Lock(); return _inodes.Values.ToList(); }
 
     /// <summary>
     /// Forgets idle inodes that carry an idle mapping: no reference, not open, and

@@ -123,6 +123,30 @@ internal sealed class Qgroups
         return l;
     }
 
+    private readonly List<ulong> _removed = new(); // guarded by _lock
+
+    /// <summary>Forgets a subvolume's level-0 group once its tree and every extent charged to it
+    /// are gone (so no stale group is left behind, unlike btrfs). Its items go at the next commit.
+    /// Refuses (false) while the group still has usage or reservations.</summary>
+    public bool RemoveForSubvolume(ulong treeId)
+    {
+        using var _ = _lock.Lock();
+        ulong id = ForSubvolume(treeId);
+        if (!_groups.TryGetValue(id, out var g)) return true;
+        if (g.Referenced != 0 || g.Exclusive != 0 || g.RsvData != 0) return false;
+        _groups.Remove(id);
+        _removed.Add(id);
+        return true;
+    }
+
+    public List<ulong> TakeRemoved()
+    {
+        using var _ = _lock.Lock();
+        var l = _removed.ToList();
+        _removed.Clear();
+        return l;
+    }
+
     public List<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive, ulong RsvData)> Snapshot()
     {
         using var _ = _lock.Lock();

@@ -66,6 +66,7 @@ internal sealed partial class FsInfo
         CsumTree = LoadTree(TreeIds.CsumTree) ?? throw new CorruptionException("the root tree has no checksum tree");
         var fsTree = LoadTree(TreeIds.FsTree) ?? throw new CorruptionException("the root tree has no top-level subvolume");
         _fsTrees[TreeIds.FsTree] = fsTree;
+        LoadSubvolumeTrees();
         LoadSpace();
         if ((Super.CompatRo & Features.CompatRoQuota) != 0) LoadQuota();
     }

@@ -51,8 +51,14 @@ internal sealed partial class FsInfo
     {
         if (QuotaTree == null) return false;
         var dirty = Quota.TakeDirty();
-        if (dirty.Count == 0) return false;
+        var removed = Quota.TakeRemoved();
+        if (dirty.Count == 0 && removed.Count == 0) return false;
         using var lk = QuotaTree.Lock.Write();
+        foreach (var id in removed)
+        {
+            QuotaTree.Delete(h, new Key(0, KeyTypes.QgroupInfo, id));
+            QuotaTree.Delete(h, new Key(0, KeyTypes.QgroupLimit, id));
+        }
         Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
         foreach (var g in dirty)
         {

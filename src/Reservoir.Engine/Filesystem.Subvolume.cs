@@ -1,0 +1,366 @@
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine;
+
+/// <summary>A subvolume as `subvolume list` shows it.</summary>
+public readonly record struct SubvolumeInfo(ulong Id, ulong ParentId, ulong TopLevelDir, string Path, ulong Generation, ulong Otransid,
+    Timespec Otime, Guid Uuid, Guid ParentUuid, bool ReadOnly);
+
+/// <summary>
+/// Subvolumes (docs/SNAPSHOTS.md §1, SPEC.md §5.7): independent file trees linked into a
+/// directory of their parent subvolume. Created with their root directory, listed from the
+/// root tree's ROOT_ITEMs and ROOT_BACKREFs, deleted by unlinking them and then dropping every
+/// item of their tree in bounded transactions (an orphan item in the root tree makes the next
+/// mount finish a drop a crash interrupted).
+/// </summary>
+public sealed partial class Filesystem
+{
+    /// <summary>Items dropped per transaction when a deleted subvolume's tree is emptied.</summary>
+    private const int DropBatch = 64;
+
+    public Errno CreateSubvolume(ulong dir, string name, uint uid, uint gid, out InodeAttr attr) =>
+        CreateSubvolume(dir, Utf8(name), uid, gid, out attr);
+
+    /// <summary>Creates an empty subvolume named <paramref name="name"/> in directory
+    /// <paramref name="dirIno"/>; its root directory (mode 0755) belongs to uid:gid.</summary>
+    public Errno CreateSubvolume(ulong dirIno, ReadOnlySpan<byte> name, uint uid, uint gid, out InodeAttr attr)
+    {
+        attr = default;
+        var e = CheckName(name);
+        if (e != Errno.OK) return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
+        e = Get(dirIno, out var dir);
+        if (e != Errno.OK) return e;
+        var nameCopy = name.ToArray();
+        ulong created = 0;
+        try
+        {
+            e = Guard(dirIno, () =>
+            {
+                using var lk = dir.Lock.Write();
+                if (!dir.IsDir) return Errno.ENOTDIR;
+                if (dir.Deleted || dir.Item.Nlink == 0) return Errno.ENOENT;
+                if (LookupLocked(dir, nameCopy, out _, out _) == Errno.OK) return Errno.EEXIST;
+                if (dir.Item.Nlink >= 65000) return Errno.EMLINK;
+                var se = Fs.TryStart(12, out var h);
+                if (se != Errno.OK) return se;
+                using (h)
+                {
+                    ulong id = Fs.NextSubvolumeId();
+                    var now = Timespec.Now();
+                    var tree = Fs.CreateFsTree(h, id, new RootItem { Refs = 1, Otransid = h.Transid, Ctransid = h.Transid, Otime = now, Ctime = now, Uuid = Guid.NewGuid() });
+                    var root = new InodeItem
+                    {
+                        Generation = h.Transid, Transid = h.Transid, Nlink = 2, Mode = Inodes.Mode.IFDIR | 0x1ED /* 0755 */,
+                        Uid = uid, Gid = gid, Atime = now, Ctime = now, Mtime = now, Otime = now,
+                    };
+                    using (tree.Lock.Write())
+                    {
+                        DirItems.PutInode(h, tree, RootIno, root);
+                        DirItems.AddInodeRef(h, tree, RootIno, RootIno, 0, ".."u8);
+                    }
+                    var t = dir.Subvol.Tree;
+                    ulong index;
+                    using (t.Lock.Write())
+                    {
+                        if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
+                        index = dir.NextDirIndex++;
+                        DirItems.AddSubvolumeEntry(h, t, dir.Ino, nameCopy, id, index);
+                        dir.Item.FileSize += (ulong)nameCopy.Length * 2;
+                        dir.Item.Nlink++; // its root's ".." is this directory
+                        Touch(ref dir.Item, h.Transid);
+                        DirItems.PutInode(h, t, dir);
+                    }
+                    var link = new RootRef(dir.Ino, index, nameCopy).ToArray();
+                    using (Fs.RootTree.Lock.Write())
+                    {
+                        Fs.RootTree.Put(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id), link);
+                        Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id), link);
+                    }
+                    if (Fs.Quota.Enabled) Fs.Quota.GetOrCreate(Quota.Qgroups.ForSubvolume(id));
+                    created = id;
+                }
+                return Errno.OK;
+            });
+        }
+        finally { Put(dir); }
+        if (e != Errno.OK) return e;
+        return GetAttr(NodeIds.Encode(created, RootIno), out attr);
+    }
+
+    /// <summary>The node id of the directory holding a subvolume's root (its ".."), from the
+    /// subvolume's ROOT_BACKREF. The top-level subvolume's root is its own parent.</summary>
+    private ulong ParentOfSubvolumeRoot(Subvolume sv)
+    {
+        if (sv == Top) return RootIno;
+        var (parent, link) = BackrefOf(sv.Id) ?? throw new CorruptionException($"subvolume {sv.Id} has no ROOT_BACKREF");
+        return NodeIds.Encode(parent, link.DirId);
+    }
+
+    /// <summary>(parent tree, dirid, index, name) of a subvolume's ROOT_BACKREF, or null.</summary>
+    private (ulong Parent, (ulong DirId, ulong Index, byte[] Name) Link)? BackrefOf(ulong id)
+    {
+        using var lk = Fs.RootTree.Lock.Read();
+        var path = new TreePath();
+        if (!Fs.RootTree.SeekGE(new Key(id, KeyTypes.RootBackref, 0), path)) return null;
+        var k = path.Key;
+        if (k.ObjectId != id || k.Type != KeyTypes.RootBackref) return null;
+        if (!RootRef.TryRead(path.Data, out var r)) throw new CorruptionException($"malformed ROOT_BACKREF of subvolume {id}");
+        return (k.Offset, (r.DirId, r.Sequence, r.Name.ToArray()));
+    }
+
+    /// <summary>Every live subvolume, with its path from the top-level subvolume's root.</summary>
+    public Errno ListSubvolumes(out List<SubvolumeInfo> list)
+    {
+        var result = new List<SubvolumeInfo>();
+        var e = Guard(0, () =>
+        {
+            var ids = new List<ulong>();
+            using (Fs.RootTree.Lock.Read())
+            {
+                var path = new TreePath();
+                if (Fs.RootTree.SeekGE(new Key(TreeIds.FirstSubvolume, KeyTypes.RootItem, 0), path))
+                    do
+                    {
+                        var k = path.Key;
+                        if (k.ObjectId >= TreeIds.OrphanObjectId) break;
+                        if (k.Type == KeyTypes.RootItem) ids.Add(k.ObjectId);
+                    } while (Fs.RootTree.Next(path));
+            }
+            foreach (var id in ids)
+            {
+                if (BackrefOf(id) is not { } b) continue; // deleted, its items still being dropped
+                var ri = Fs.RootItemOf(id);
+                if (ri is not { } r) continue;
+                result.Add(new SubvolumeInfo(id, b.Parent, b.Link.DirId, PathOfSubvolume(id), r.Generation, r.Otransid, r.Otime, r.Uuid, r.ParentUuid,
+                    (r.Flags & RootItem.FlagReadOnly) != 0));
+            }
+            return Errno.OK;
+        });
+        list = result;
+        return e;
+    }
+
+    /// <summary>The path of a subvolume from the top-level root ("a/b/sub").</summary>
+    private string PathOfSubvolume(ulong id)
+    {
+        var parts = new List<string>();
+        for (int depth = 0; id != TreeIds.FsTree; depth++)
+        {
+            if (depth > 100_000) throw new CorruptionException($"subvolume {id}: parent chain does not reach the top level (loop)");
+            var (parent, link) = BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF");
+            parts.Add(System.Text.Encoding.UTF8.GetString(link.Name));
+            var ptree = Fs.FsTree(parent) ?? throw new CorruptionException($"subvolume {id} names missing parent {parent}");
+            ulong dirIno = link.DirId;
+            using (ptree.Lock.Read())
+            {
+                for (int d = 0; dirIno != RootIno; d++)
+                {
+                    if (d > 100_000) throw new CorruptionException($"tree {parent}: directory parent chain does not reach the root (loop)", inode: dirIno);
+                    ulong up = DirItems.ParentOf(ptree, dirIno);
+                    parts.Add(NameInParent(ptree, dirIno, up));
+                    dirIno = up;
+                }
+            }
+            id = parent;
+        }
+        parts.Reverse();
+        return string.Join('/', parts);
+    }
+
+    /// <summary>The name of directory <paramref name="ino"/> in its parent (from its INODE_REF).</summary>
+    private static string NameInParent(BTree t, ulong ino, ulong parent)
+    {
+        var d = t.Get(new Key(ino, KeyTypes.InodeRef, parent)) ?? throw new CorruptionException($"directory {ino} has no INODE_REF in {parent}", inode: ino);
+        if (!InodeRef.TryRead(d, out var r, out _)) throw new CorruptionException("malformed INODE_REF", inode: ino);
+        return System.Text.Encoding.UTF8.GetString(r.Name);
+    }
+
+    public Errno DeleteSubvolume(ulong dir, string name) => DeleteSubvolume(dir, Utf8(name));
+
+    public Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name) => DeleteSubvolume(dirIno, name, requireEmpty: false);
+
+    /// <summary>
+    /// Deletes the subvolume named <paramref name="name"/> in <paramref name="dirIno"/>, with
+    /// everything in it: EINVAL if the name is not a subvolume, ENOTEMPTY if other subvolumes
+    /// are linked inside it, EBUSY while one of its files is open or it is the default
+    /// subvolume. The name goes first (one transaction, with an orphan item for the
+    /// subvolume); then its tree is emptied in bounded transactions, each dropped data
+    /// reference freeing its extent when it was the last; then its root, its ROOT_ITEM and its
+    /// quota group go. Returns when the space is free (the next commit makes it reusable).
+    /// </summary>
+    /// <param name="requireEmpty">rmdir's rule: ENOTEMPTY unless the subvolume's root
+    /// directory is empty.</param>
+    private Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name, bool requireEmpty)
+    {
+        var e = CheckName(name);
+        if (e != Errno.OK) return e;
+        e = Get(dirIno, out var dir);
+        if (e != Errno.OK) return e;
+        var nameCopy = name.ToArray();
+        Subvolume? victim = null;
+        try
+        {
+            e = Guard(dirIno, () =>
+            {
+                using var lk = dir.Lock.Write();
+                if (!dir.IsDir) return Errno.ENOTDIR;
+                var t = dir.Subvol.Tree;
+                Key loc;
+                using (t.Lock.Read())
+                    if (!DirItems.Find(t, dir.Ino, KeyTypes.DirItem, nameCopy, out loc, out _, out _)) return Errno.ENOENT;
+                if (loc.Type != KeyTypes.RootItem) return Errno.EINVAL; // not a subvolume
+                ulong id = loc.ObjectId;
+                if (id == Fs.Super.DefaultSubvolume) return Errno.EBUSY;
+                using (Fs.RootTree.Lock.Read())
+                {
+                    var path = new TreePath();
+                    if (Fs.RootTree.SeekGE(new Key(id, KeyTypes.RootRef, 0), path) && path.Key.ObjectId == id && path.Key.Type == KeyTypes.RootRef)
+                        return Errno.ENOTEMPTY; // subvolumes inside it: delete those first, as btrfs asks
+                }
+                var sv = SubvolumeOf(id) ?? throw new CorruptionException($"directory {dir.Ino} names missing subvolume {id}", inode: dir.Ino);
+                if (requireEmpty)
+                {
+                    if (sv.Acquire(RootIno, out var root) != Errno.OK) throw new CorruptionException($"subvolume {id} has no root directory");
+                    try
+                    {
+                        using var rl = root.Lock.Read();
+                        if (!IsEmptyDir(root)) return Errno.ENOTEMPTY;
+                    }
+                    finally { sv.Release(root); }
+                }
+                var busy = QuiesceSubvolume(sv);
+                if (busy != Errno.OK) return busy;
+                var (_, link) = BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF");
+                var se = Fs.TryStart(12, out var h, useGlobalReserve: true);
+                if (se != Errno.OK) return se;
+                using (h)
+                {
+                    using (t.Lock.Write())
+                    {
+                        DirItems.RemoveSubvolumeEntry(h, t, dir.Ino, nameCopy, link.Index);
+                        dir.Item.FileSize -= Math.Min(dir.Item.FileSize, (ulong)nameCopy.Length * 2);
+                        dir.Item.Nlink--;
+                        Touch(ref dir.Item, h.Transid);
+                        DirItems.PutInode(h, t, dir);
+                    }
+                    using (Fs.RootTree.Lock.Write())
+                    {
+                        Fs.RootTree.Delete(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id));
+                        Fs.RootTree.Delete(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id));
+                        Fs.RootTree.Put(h, new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, id), ReadOnlySpan<byte>.Empty);
+                    }
+                }
+                using (_subvolsLock.Lock()) _subvols.Remove(id);
+                sv.Dead = true;
+                victim = sv;
+                return Errno.OK;
+            });
+        }
+        finally { Put(dir); }
+        if (e != Errno.OK) return e;
+        return Guard(dirIno, () => { DropSubvolumeTree(victim!.Tree); return Errno.OK; });
+    }
+
+    /// <summary>Before a subvolume goes: EBUSY if a file of it is open; otherwise every cached
+    /// page is dropped with its reservation and every ordered extent finished, so nothing will
+    /// write into the tree while it is emptied.</summary>
+    private Errno QuiesceSubvolume(Subvolume sv)
+    {
+        var inodes = sv.LoadedInodeList();
+        if (inodes.Any(i => sv.OpenCountOf(i) > 0)) return Errno.EBUSY;
+        foreach (var inode in inodes)
+        {
+            if (inode.Mapping is not { } m) continue;
+            using var lk = inode.Lock.Write();
+            Data.WaitOrdered(m, 0, ulong.MaxValue);
+            Data.Invalidate(m, 0, ulong.MaxValue);
+            Data.CheckMappingQuiescent(m, "subvolume deletion");
+        }
+        Data.DropIdleMappings(sv);
+        return Errno.OK;
+    }
+
+    /// <summary>
+    /// Empties a deleted subvolume's tree in bounded transactions (every data reference dropped
+    /// through the delayed references, which free an extent with its last reference), commits
+    /// so that the frees are accounted to its quota group, then removes the empty root, the
+    /// ROOT_ITEM, the orphan item and the group. Also run at mount for drops a crash interrupted.
+    /// </summary>
+    private void DropSubvolumeTree(BTree t)
+    {
+        while (true)
+        {
+            var se = Fs.StartDeletion(DropBatch / 4, out var h);
+            if (se != Errno.OK) throw new FsException(se, $"subvolume {t.Id}: cannot continue dropping its tree");
+            using (h)
+            using (t.Lock.Write())
+            {
+                var batch = new List<(Key Key, FileExtentItem? Fe)>();
+                var path = new TreePath();
+                if (t.SeekGE(Key.Min, path))
+                    do
+                    {
+                        FileExtentItem? fe = null;
+                        if (path.Key.Type == KeyTypes.ExtentData)
+                        {
+                            if (!FileExtentItem.TryRead(path.Data, out var f)) throw new CorruptionException($"subvolume {t.Id}: malformed EXTENT_DATA {path.Key}");
+                            fe = f;
+                        }
+                        batch.Add((path.Key, fe));
+                    } while (batch.Count < DropBatch && t.Next(path));
+                if (batch.Count == 0) break;
+                foreach (var (k, fe) in batch)
+                {
+                    if (fe is { } f && f.Type != FileExtentType.Inline && f.DiskBytenr != 0)
+                        h.Transaction.Refs.AddDataRef(f.DiskBytenr, f.DiskNumBytes, t.Id, k.ObjectId, k.Offset - f.Offset, -1, false, 0);
+                    t.Delete(h, k);
+                }
+            }
+        }
+        Fs.ForceCommit = true;
+        Fs.Commit(); // accounts the frees to the subvolume's group before the group goes
+        var e2 = Fs.StartDeletion(4, out var h2);
+        if (e2 != Errno.OK) throw new FsException(e2, $"subvolume {t.Id}: cannot remove its root");
+        using (h2)
+        {
+            Fs.RemoveFsTree(h2, t);
+            using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h2, new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, t.Id));
+        }
+        if (!Fs.Quota.RemoveForSubvolume(t.Id)) Fs.Warn($"subvolume {t.Id}: its quota group still shows usage after its tree was dropped");
+        Fs.ForceCommit = true;
+        Fs.Commit();
+    }
+
+    /// <summary>At mount: finishes dropping subvolumes whose deletion a crash interrupted.</summary>
+    private void CleanupDeletedSubvolumes()
+    {
+        var ids = new List<ulong>();
+        using (Fs.RootTree.Lock.Read())
+        {
+            var path = new TreePath();
+            if (Fs.RootTree.SeekGE(new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, 0), path))
+                do
+                {
+                    var k = path.Key;
+                    if (k.ObjectId != TreeIds.OrphanObjectId || k.Type != KeyTypes.OrphanItem) break;
+                    ids.Add(k.Offset);
+                } while (Fs.RootTree.Next(path));
+        }
+        foreach (var id in ids)
+        {
+            var t = Fs.FsTree(id);
+            if (t == null)
+            {
+                using var h = Fs.Start(1, useGlobalReserve: true);
+                using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h, new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, id));
+                continue;
+            }
+            DropSubvolumeTree(t);
+        }
+        if (ids.Count > 0) Fs.Warn($"finished deleting {ids.Count} subvolume(s) an earlier mount left half deleted");
+    }
+}

@@ -1,0 +1,92 @@
+using Reservoir.Common;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Tx;
+
+/// <summary>The fs trees of subvolumes other than the top-level one (SPEC.md §5.7): loaded at
+/// mount, created and forgotten as subvolumes come and go.</summary>
+internal sealed partial class FsInfo
+{
+    private ulong _lastSubvolumeId; // guarded by _treesLock
+
+    /// <summary>At mount: every subvolume tree named by a ROOT_ITEM, deleted ones included (their
+    /// orphan item says their items are still to be dropped).</summary>
+    private void LoadSubvolumeTrees()
+    {
+        var ids = new List<ulong>();
+        var path = new TreePath();
+        if (RootTree.SeekGE(new Key(TreeIds.FirstSubvolume, KeyTypes.RootItem, 0), path))
+        {
+            do
+            {
+                var k = path.Key;
+                if (k.ObjectId >= TreeIds.OrphanObjectId) break;
+                if (k.Type == KeyTypes.RootItem) ids.Add(k.ObjectId);
+            } while (RootTree.Next(path));
+        }
+        foreach (var id in ids)
+        {
+            var t = LoadTree(id) ?? throw new CorruptionException($"subvolume {id} vanished while loading");
+            using var _ = _treesLock.Lock();
+            _fsTrees[id] = t;
+            _lastSubvolumeId = Math.Max(_lastSubvolumeId, id);
+        }
+    }
+
+    /// <summary>A fresh subvolume id: above every id ever used on this mount and every ROOT_ITEM
+    /// (ids are not reused while anything may still refer to the old one).</summary>
+    public ulong NextSubvolumeId()
+    {
+        using var _ = _treesLock.Lock();
+        ulong max = Math.Max(_lastSubvolumeId, TreeIds.FirstSubvolume - 1);
+        foreach (var id in _fsTrees.Keys) max = Math.Max(max, id);
+        return _lastSubvolumeId = max + 1;
+    }
+
+    /// <summary>Creates an empty fs tree for a new subvolume, writes its ROOT_ITEM and registers
+    /// it, and marks the image as having subvolumes (incompat bit). Caller holds a handle.</summary>
+    public BTree CreateFsTree(TransHandle h, ulong id, RootItem item)
+    {
+        var root = BTree.NewEmptyRoot(h, id);
+        var tree = new BTree(id, Store, root, Sched) { RootChanged = true };
+        item.Bytenr = root.Bytenr;
+        item.Generation = root.Generation;
+        item.Level = 0;
+        item.RootDirId = FormatConstants.RootDirObjectId;
+        Span<byte> buf = stackalloc byte[RootItem.Size];
+        item.Write(buf);
+        using (RootTree.Lock.Write()) RootTree.Put(h, new Key(id, KeyTypes.RootItem, 0), buf);
+        using (_treesLock.Lock()) _fsTrees[id] = tree;
+        if ((Super.Incompat & Features.IncompatSubvolumes) == 0)
+        {
+            var sb = Super.Clone();
+            sb.Incompat |= Features.IncompatSubvolumes;
+            Super = sb;
+        }
+        return tree;
+    }
+
+    /// <summary>Forgets a subvolume tree whose items are all gone: frees its (empty) root node
+    /// and deletes its ROOT_ITEM. Caller holds a handle and has checked the tree is empty.</summary>
+    public void RemoveFsTree(TransHandle h, BTree tree)
+    {
+        using (tree.Lock.Write())
+        {
+            if (tree.Root.Level != 0 || tree.Root.NrItems != 0)
+                ThrowHelper.Invariant($"subvolume {tree.Id} removed with items left");
+            h.FreeNode(tree.Root, tree.Id);
+        }
+        using (RootTree.Lock.Write()) RootTree.Delete(h, new Key(tree.Id, KeyTypes.RootItem, 0));
+        using (_treesLock.Lock()) _fsTrees.Remove(tree.Id);
+    }
+
+    /// <summary>The ROOT_ITEM of a tree as it is now (null if there is none).</summary>
+    public RootItem? RootItemOf(ulong id)
+    {
+        byte[]? d;
+        using (RootTree.Lock.Read()) d = RootTree.Get(new Key(id, KeyTypes.RootItem, 0));
+        return d == null || d.Length != RootItem.Size ? null : RootItem.Read(d);
+    }
+}

@@ -1,0 +1,159 @@
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Engine.Inodes;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+using Xunit;
+using static Reservoir.Tests.TestFs;
+
+namespace Reservoir.Tests.Engine;
+
+/// <summary>Subvolumes as independent file trees: created, used, listed, found again after a
+/// remount, deleted with their space and quota group, checked by fsck.</summary>
+public class SubvolumeTests
+{
+    private const ulong Root = Filesystem.RootIno;
+
+    private static List<string> Names(Filesystem fs, ulong dir)
+    {
+        var names = new List<string>();
+        Ok(fs.ReadDir(dir, 0, e => { names.Add(e.Name); return true; }));
+        return names;
+    }
+
+    [Fact]
+    public void SubvolumesAreSeparateTreesThatAreListedAndSurviveARemount()
+    {
+        var dev = NewDevice(64UL << 20);
+        ulong sv, inner, fileInSv;
+        var data = new byte[300_000];
+        new Random(3).NextBytes(data);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.Mkdir(Root, "dir", 0x1ED, 0, 0, out var d));
+            Ok(fs.CreateSubvolume(Root, "sv", 1000, 1000, out var a));
+            sv = a.Ino;
+            Assert.True(a.IsDir);
+            Assert.Equal(1000u, a.Uid);
+            Assert.NotEqual(Root, sv);
+            Assert.Equal((NodeIds.Decode(sv).TreeId, NodeIds.Decode(sv).Ino), (256UL, Root)); // first subvolume id, its root directory
+            Ok(fs.CreateSubvolume(sv, "inner", 0, 0, out var b));
+            inner = b.Ino;
+            Ok(fs.CreateSubvolume(d.Ino, "deep", 0, 0, out _));
+            Assert.Equal(Errno.EEXIST, fs.CreateSubvolume(Root, "sv", 0, 0, out _));
+            Assert.Equal(Errno.EEXIST, fs.Mkdir(Root, "sv", 0x1ED, 0, 0, out _));
+
+            // Files in the subvolume: inode numbers start again at 256 inside its tree, and the
+            // node ids the API hands out stay unique.
+            fileInSv = CreateFile(fs, sv, "f", data);
+            ulong fileInTop = CreateFile(fs, Root, "f", new byte[10]);
+            Assert.NotEqual(fileInTop, fileInSv);
+            Assert.Equal((256UL, 257UL), NodeIds.Decode(fileInSv));  // the first inode after the subvolume's root
+            Assert.Equal((5UL, 258UL), NodeIds.Decode(fileInTop));   // after "dir" (257) in the top-level tree
+            Assert.Equal(258UL, fileInTop);                          // top-level node ids are the inode numbers
+            Assert.Equal(data, ReadAll(fs, fileInSv));
+
+            // The namespace joins up: lookup, readdir and ".." cross between the trees.
+            Ok(fs.Lookup(Root, "sv", out var look));
+            Assert.Equal(sv, look.Ino);
+            Assert.Contains("sv", Names(fs, Root));
+            Assert.Contains("inner", Names(fs, sv));
+            Ok(fs.Lookup(sv, "..", out var up));
+            Assert.Equal(Root, up.Ino);
+            Ok(fs.Lookup(inner, "..", out var up2));
+            Assert.Equal(sv, up2.Ino);
+            Ok(fs.GetAttr(Root, out var rootAttr));
+            Assert.Equal(4u, rootAttr.Nlink); // ".", "..", dir, sv
+
+            // Names do not move between trees.
+            Assert.Equal(Errno.EXDEV, fs.Link(fileInSv, Root, "hard", out _));
+            Assert.Equal(Errno.EXDEV, fs.Rename(sv, "f", Root, "g", 0));
+            Assert.Equal(Errno.EXDEV, fs.Rename(Root, "sv", Root, "sv2", 0));
+            Assert.Equal(Errno.EISDIR, fs.Unlink(Root, "sv"));
+            Assert.Equal(Errno.ENOTEMPTY, fs.Rmdir(Root, "sv"));
+
+            Ok(fs.ListSubvolumes(out var list));
+            Assert.Equal(new[] { (256UL, 5UL, "sv"), (257UL, 256UL, "sv/inner"), (258UL, 5UL, "dir/deep") },
+                list.Select(s => (s.Id, s.ParentId, s.Path)).ToArray());
+            Ok(fs.Sync());
+            var groups = fs.Qgroups().ToDictionary(g => g.Id);
+            Assert.Equal(Units.AlignUp(300_000, 4096), groups[QgroupId.Of(0, 256)].Referenced);
+            Assert.Equal(Units.AlignUp(10, 4096), groups[QgroupId.Of(0, 5)].Referenced);
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.Lookup(Root, "sv", out var look));
+            Assert.Equal(sv, look.Ino);
+            Ok(fs.Lookup(sv, "f", out var f));
+            Assert.Equal(fileInSv, f.Ino);
+            Assert.Equal(data, ReadAll(fs, f.Ino));
+            Ok(fs.ListSubvolumes(out var list));
+            Assert.Equal(3, list.Count);
+        }
+    }
+
+    [Fact]
+    public void DeletingASubvolumeFreesItsSpaceAndItsQuotaGroup()
+    {
+        var dev = NewDevice(64UL << 20);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var before));
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
+            Ok(fs.Mkdir(a.Ino, "d", 0x1ED, 0, 0, out var d));
+            for (int i = 0; i < 20; i++) CreateFile(fs, d.Ino, $"f{i}", new byte[200_000]);
+            ulong dirty = CreateFile(fs, a.Ino, "dirty");
+            Ok(fs.Write(dirty, 0, new byte[100_000], out _)); // still in the page cache
+            Ok(fs.CreateSubvolume(a.Ino, "inner", 0, 0, out _));
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var full));
+            Assert.True(full.BlocksFree < before.BlocksFree - 900, "the files took space");
+            Assert.Contains(fs.Qgroups(), g => g.Id == QgroupId.Of(0, 256));
+
+            Assert.Equal(Errno.ENOTEMPTY, fs.DeleteSubvolume(Root, "sv")); // inner first
+            Assert.Equal(Errno.EINVAL, fs.DeleteSubvolume(a.Ino, "d"));   // a plain directory
+            Ok(fs.Rmdir(a.Ino, "inner"));                                   // empty: rmdir deletes it
+            Ok(fs.DeleteSubvolume(Root, "sv"));
+            Assert.Equal(Errno.ENOENT, fs.Lookup(Root, "sv", out _));
+            Assert.Equal(Errno.ENOENT, fs.GetAttr(a.Ino, out _));
+            Ok(fs.ListSubvolumes(out var list));
+            Assert.Empty(list);
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var after));
+            Assert.Equal(before.BlocksFree, after.BlocksFree);
+            Assert.DoesNotContain(fs.Qgroups(), g => g.Id == QgroupId.Of(0, 256) || g.Id == QgroupId.Of(0, 257));
+            Assert.Empty(fs.VerifyReservations());
+            Ok(fs.GetAttr(Root, out var rootAttr));
+            Assert.Equal(2u, rootAttr.Nlink);
+            Assert.Equal(0UL, rootAttr.Size);
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            // A new subvolume gets a fresh id; nothing of the old one is left to find.
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
+            Assert.Equal(Errno.ENOENT, fs.Lookup(a.Ino, "d", out _));
+            Assert.Equal(new[] { ".", ".." }, Names(fs, a.Ino));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
+    public void FsckFindsABrokenSubvolumeLink()
+    {
+        var dev = NewDevice(64UL << 20);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out _));
+            // Remove the ROOT_BACKREF behind the engine's back.
+            using var h = fs.Fs.Start(1);
+            using (fs.Fs.RootTree.Lock.Write()) Assert.True(fs.Fs.RootTree.Delete(h, new Key(256, KeyTypes.RootBackref, 5)));
+        }
+        var report = Reservoir.Engine.Check.Fsck.Run(dev);
+        Assert.Contains(report.Errors, f => f.Where == "subvolume 256" && f.Message.Contains("ROOT_BACKREF"));
+    }
+}
