@@ -54,9 +54,81 @@ internal static class SubvolumeCommands
             return 0;
         });
 
+        var id4 = new Argument<ulong>("id") { Description = "Subvolume id (5 = the top level)" };
+        var image4 = new Argument<string>("image");
+        var setDefault = new Command("set-default", "Make a subvolume the one mounted by default") { id4, image4 };
+        setDefault.SetAction(pr =>
+        {
+            using var fs = ReservoirFileSystem.Open(pr.GetValue(image4)!, new Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+            var e = fs.Engine.SetDefaultSubvolume(pr.GetValue(id4));
+            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume set-default: {pr.GetValue(id4)}: {e.Describe()}"); return 1; }
+            return 0;
+        });
+
+        var image5 = new Argument<string>("image");
+        var format5 = CommonOptions.Format();
+        var getDefault = new Command("get-default", "Show the default subvolume") { image5, format5 };
+        getDefault.SetAction(pr =>
+        {
+            using var fs = ReservoirFileSystem.Open(pr.GetValue(image5)!, new Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
+            ulong id = fs.Engine.DefaultSubvolume;
+            var info = id == 5 ? (SubvolumeInfo?)null : fs.ListSubvolumes().FirstOrDefault(s => s.Id == id);
+            if (CommonOptions.IsJson(pr, format5)) { ctx.Json(new { id, path = info?.Path ?? "" }); return 0; }
+            ctx.Out.WriteLine(info is { } i ? $"ID {i.Id} gen {i.Generation} top level {i.ParentId} path {i.Path}" : "ID 5 (FS_TREE)");
+            return 0;
+        });
+
+        var image6 = new Argument<string>("image");
+        var path6 = new Argument<string>("path") { Description = "A subvolume, inside the image" };
+        var format6 = CommonOptions.Format();
+        var show = new Command("show", "Show a subvolume: ids, uuids, generation, creation time, flags, quota group") { image6, path6, format6 };
+        show.SetAction(pr =>
+        {
+            using var fs = ReservoirFileSystem.Open(pr.GetValue(image6)!, new Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
+            string p = pr.GetValue(path6)!;
+            var node = fs.GetInfo(p, followLinks: true).Attr.Ino;
+            var e = fs.Engine.ShowSubvolume(node, out var s);
+            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume show: {p}: {(e == Errno.EINVAL ? "not a subvolume" : e.Describe())}"); return 1; }
+            var g = fs.Engine.Qgroups().FirstOrDefault(q => q.Id == Format.Items.QgroupId.Of(0, s.Id));
+            bool quota = fs.Engine.QuotaEnabled;
+            if (CommonOptions.IsJson(pr, format6))
+            {
+                ctx.Json(new
+                {
+                    name = s.Id == 5 ? "<FS_TREE>" : Path.GetFileName(s.Path), path = s.Path, id = s.Id, parent = s.ParentId, top_level = s.ParentId,
+                    uuid = s.Uuid, parent_uuid = s.ParentUuid == Guid.Empty ? null : (Guid?)s.ParentUuid, generation = s.Generation, gen_at_creation = s.Otransid,
+                    creation_time = s.Otime.ToDateTime().ToString("yyyy-MM-dd HH:mm:ss"), @readonly = s.ReadOnly,
+                    qgroup = quota ? new { id = $"0/{s.Id}", referenced = g.Referenced, exclusive = g.Exclusive, max_referenced = g.MaxReferenced == ulong.MaxValue ? (ulong?)null : g.MaxReferenced } : null,
+                });
+                return 0;
+            }
+            ctx.Out.WriteLine(s.Id == 5 ? "/" : s.Path);
+            ctx.Out.WriteLine($"\tName: \t\t\t{(s.Id == 5 ? "<FS_TREE>" : Path.GetFileName(s.Path))}");
+            ctx.Out.WriteLine($"\tUUID: \t\t\t{s.Uuid}");
+            ctx.Out.WriteLine($"\tParent UUID: \t\t{(s.ParentUuid == Guid.Empty ? "-" : s.ParentUuid.ToString())}");
+            ctx.Out.WriteLine($"\tCreation time: \t\t{s.Otime.ToDateTime().ToLocalTime():yyyy-MM-dd HH:mm:ss zzz}");
+            ctx.Out.WriteLine($"\tSubvolume ID: \t\t{s.Id}");
+            ctx.Out.WriteLine($"\tGeneration: \t\t{s.Generation}");
+            ctx.Out.WriteLine($"\tGen at creation: \t{s.Otransid}");
+            ctx.Out.WriteLine($"\tParent ID: \t\t{s.ParentId}");
+            ctx.Out.WriteLine($"\tTop level ID: \t\t{s.ParentId}");
+            ctx.Out.WriteLine($"\tFlags: \t\t\t{(s.ReadOnly ? "readonly" : "-")}");
+            if (quota)
+            {
+                ctx.Out.WriteLine($"\tQuota group:\t\t0/{s.Id}");
+                ctx.Out.WriteLine($"\t  Limit referenced:\t{(g.MaxReferenced == ulong.MaxValue ? "-" : Units.Human(g.MaxReferenced))}");
+                ctx.Out.WriteLine($"\t  Usage referenced:\t{Units.Human(g.Referenced)}");
+                ctx.Out.WriteLine($"\t  Usage exclusive:\t{Units.Human(g.Exclusive)}");
+            }
+            return 0;
+        });
+
         cmd.Subcommands.Add(create);
         cmd.Subcommands.Add(delete);
         cmd.Subcommands.Add(list);
+        cmd.Subcommands.Add(show);
+        cmd.Subcommands.Add(setDefault);
+        cmd.Subcommands.Add(getDefault);
         return cmd;
     }
 

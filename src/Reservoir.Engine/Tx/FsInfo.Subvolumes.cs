@@ -89,4 +89,19 @@ internal sealed partial class FsInfo
         using (RootTree.Lock.Read()) d = RootTree.Get(new Key(id, KeyTypes.RootItem, 0));
         return d == null || d.Length != RootItem.Size ? null : RootItem.Read(d);
     }
+
+    /// <summary>Records the default subvolume in the superblock (written by the next commit).
+    /// Under the commit lock: the superblock object is replaced, never changed in place.</summary>
+    public void SetDefaultSubvolumeId(ulong id)
+    {
+        _commitLock.EnterWrite();
+        try
+        {
+            var sb = Super.Clone();
+            sb.DefaultSubvolume = id;
+            Super = sb;
+            ForceCommit = true;
+        }
+        finally { _commitLock.ExitWrite(); }
+    }
 }

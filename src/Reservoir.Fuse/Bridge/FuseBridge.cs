@@ -26,8 +26,19 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
     public long Requests;
 
     private ulong Valid => (ulong)Math.Ceiling(options.AttrTimeoutSeconds);
-    private static ulong Ino(ulong nodeId) => nodeId == Abi.RootId ? Filesystem.RootIno : nodeId;
-    private static ulong NodeOf(ulong ino) => ino == Filesystem.RootIno ? Abi.RootId : ino;
+    /// <summary>The engine node the mount's root (FUSE node 1) stands for: the top-level root, or
+    /// the root of the subvolume chosen by subvol=/subvolid= or set as the default.</summary>
+    private readonly ulong _root = ResolveRoot(fs, options);
+    private ulong Ino(ulong nodeId) => nodeId == Abi.RootId ? _root : nodeId;
+    private ulong NodeOf(ulong ino) => ino == _root ? Abi.RootId : ino;
+
+    private static ulong ResolveRoot(Filesystem fs, FuseMountOptions o)
+    {
+        var e = fs.ResolveMountRoot(o.Subvol, o.SubvolId, out ulong root);
+        if (e != Errno.OK)
+            throw new FsException(e, o.Subvol != null ? $"subvol={o.Subvol}: not a subvolume" : o.SubvolId is { } id ? $"subvolid={id}: no such subvolume" : $"the default subvolume {fs.DefaultSubvolume} does not exist");
+        return root;
+    }
 
     /// <summary>Handles one request; returns the reply length (0: no reply).</summary>
     public int Handle(ReadOnlySpan<byte> msg, Span<byte> outBuf)

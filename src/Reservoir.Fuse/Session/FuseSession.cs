@@ -45,6 +45,9 @@ public sealed unsafe class FuseSession : IDisposable
         if (!Directory.Exists(mountPoint)) throw new FsException(Errno.ENOENT, $"mount point '{mountPoint}' does not exist");
         if (!File.Exists("/dev/fuse")) throw new FsException(Errno.ENODEV, "/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container the device");
         string mp = Path.GetFullPath(mountPoint);
+        // Before anything is mounted: a bad subvol= or subvolid= is an error now, not a mount
+        // that dies on its first request.
+        var bridge = new FuseBridge(fs, options, log);
         string source = options.FsName.Length > 0 ? options.FsName : imagePath;
         int fd;
         string? helper = null;
@@ -75,7 +78,7 @@ public sealed unsafe class FuseSession : IDisposable
             fd = Fusermount.Mount(helper, mp, string.Join(',', o));
             Libc.Fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
         }
-        var s = new FuseSession(fd, mp, new FuseBridge(fs, options, log), options, log) { _helper = helper };
+        var s = new FuseSession(fd, mp, bridge, options, log) { _helper = helper };
         for (int i = 0; i < options.Threads; i++)
         {
             var t = new Thread(s.Loop) { Name = $"fuse-{i}", IsBackground = true };

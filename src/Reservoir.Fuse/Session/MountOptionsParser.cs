@@ -19,6 +19,10 @@ public sealed class FuseMountOptions
     public int Threads { get; set; } = Math.Clamp(Environment.ProcessorCount, 2, 8);
     public double AttrTimeoutSeconds { get; set; } = 1.0;
     public bool Debug { get; set; }
+    /// <summary>subvol=PATH: mount the subvolume at this path (from the top-level root).</summary>
+    public string? Subvol { get; set; }
+    /// <summary>subvolid=ID: mount the subvolume with this id (5 is the top level).</summary>
+    public ulong? SubvolId { get; set; }
 
     private static readonly HashSet<string> Ignored = ["auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "defaults", "rw", "relatime", "async", "exec", "atime"];
 
@@ -47,6 +51,8 @@ public sealed class FuseMountOptions
                 case "threads" when int.TryParse(v, out int t) && t >= 1 && t <= 64: Threads = t; break;
                 case "attr_timeout" when double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out double a) && a >= 0: AttrTimeoutSeconds = a; break;
                 case "debug": Debug = true; break;
+                case "subvol" when v.Length > 0: Subvol = v; break;
+                case "subvolid" when ulong.TryParse(v, out ulong id) && id > 0: SubvolId = id; break;
                 default:
                     if (!Ignored.Contains(k)) unknown.Add(raw);
                     break;

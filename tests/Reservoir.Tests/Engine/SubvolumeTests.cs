@@ -143,6 +143,42 @@ public class SubvolumeTests
     }
 
     [Fact]
+    public void TheDefaultSubvolumeIsWhatAMountShowsAndCannotBeDeleted()
+    {
+        var dev = NewDevice(64UL << 20);
+        ulong sv;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.Mkdir(Root, "plain", 0x1ED, 0, 0, out _));
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
+            sv = a.Ino;
+            Ok(fs.ResolveMountRoot(null, null, out var r0));
+            Assert.Equal(Root, r0);
+            Ok(fs.SetDefaultSubvolume(256));
+            Assert.Equal(Errno.ENOENT, fs.SetDefaultSubvolume(999));
+            Assert.Equal(Errno.EBUSY, fs.DeleteSubvolume(Root, "sv"));
+            Ok(fs.ResolveMountRoot("/sv", null, out var r1));
+            Assert.Equal(sv, r1);
+            Assert.Equal(Errno.EINVAL, fs.ResolveMountRoot("plain", null, out _));
+            Assert.Equal(Errno.ENOENT, fs.ResolveMountRoot("nothere", null, out _));
+            Ok(fs.ResolveMountRoot(null, 5, out var r2));
+            Assert.Equal(Root, r2);
+            Ok(fs.ShowSubvolume(sv, out var info));
+            Assert.Equal((256UL, 5UL, "sv"), (info.Id, info.ParentId, info.Path));
+            Assert.Equal(Errno.EINVAL, fs.ShowSubvolume(fs.Lookup(Root, "plain", out var p) == Errno.OK ? p.Ino : 0, out _));
+        }
+        using (var fs = Mount(dev))
+        {
+            Assert.Equal(256UL, fs.DefaultSubvolume);
+            Ok(fs.ResolveMountRoot(null, null, out var r));
+            Assert.Equal(sv, r);
+            Ok(fs.SetDefaultSubvolume(5));
+            Ok(fs.DeleteSubvolume(Root, "sv"));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
     public void FsckFindsABrokenSubvolumeLink()
     {
         var dev = NewDevice(64UL << 20);

@@ -1,4 +1,6 @@
+using Reservoir.Common;
 using Reservoir.Device;
+using Reservoir.Engine;
 using Reservoir.Engine.Check;
 using Xunit;
 using Xunit.Abstractions;
@@ -54,6 +56,50 @@ public class MountTests(ITestOutputHelper log)
         using var s2 = Reservoir.Fuse.Session.FuseSession.Mount(fs2, m.Image, m.Dir, new Reservoir.Fuse.Session.FuseMountOptions());
         var after = MountedImage.Sh($"find . -path ./repo/.git -prune -o -type f -print0 | sort -z | xargs -0 sha256sum", m.Dir).Out;
         Assert.Equal(before, after);
+    }
+
+    /// <summary>
+    /// Subvolumes through the mount: they look like directories, inode numbers stay unique
+    /// across them (FUSE gives every file the mount's st_dev), hard links across answer EXDEV
+    /// and mv falls back to copying, rmdir deletes an empty one; then a mount with subvol=
+    /// shows the subvolume as its root, and a bad subvol= fails before anything is mounted.
+    /// </summary>
+    [Fact]
+    public void SubvolumesThroughTheMount()
+    {
+        var m = new MountedImage();
+        try
+        {
+            TestFs.Ok(m.Fs.CreateSubvolume(Filesystem.RootIno, "sv", 0, 0, out _));
+            TestFs.Ok(m.Fs.CreateSubvolume(Filesystem.RootIno, "empty", 0, 0, out _));
+            m.Run("mkdir top && echo one > top/f && echo two > sv/f && test \"$(cat sv/f)\" = two");
+            Assert.Equal("4", m.Run("stat -c %i top/f sv/f sv . | sort -u | wc -l").Trim());
+            var ln = MountedImage.Sh("ln sv/f hard 2>&1", m.Dir);
+            Assert.NotEqual(0, ln.Code);
+            Assert.Contains("cross-device", ln.Out);
+            m.Run("mv sv/f moved && test \"$(cat moved)\" = two && test ! -e sv/f && echo three > sv/g");
+            m.Run("rmdir empty && test ! -e empty");
+            var rm = MountedImage.Sh("rmdir sv 2>&1", m.Dir);
+            Assert.NotEqual(0, rm.Code); // not empty
+            Assert.Equal("sv", m.Run("ls -d */ | grep -v top | tr -d /").Trim());
+        }
+        finally { m.Unmount(); }
+        using (var dev = FileBlockDevice.Open(m.Image, readOnly: true))
+        {
+            var report = Fsck.Run(dev);
+            Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+        }
+        using (var dev = FileBlockDevice.Open(m.Image))
+        using (var fs = Reservoir.Engine.Filesystem.Mount(dev, new() { CommitIntervalMs = 0 }))
+        {
+            var bad = Assert.Throws<FsException>(() => Reservoir.Fuse.Session.FuseSession.Mount(fs, m.Image, m.Dir, new Reservoir.Fuse.Session.FuseMountOptions { Subvol = "top" }));
+            Assert.Contains("not a subvolume", bad.Message);
+            Assert.NotEqual(0, MountedImage.Sh($"mountpoint -q {m.Dir}", "/").Code);
+            using var s = Reservoir.Fuse.Session.FuseSession.Mount(fs, m.Image, m.Dir, new Reservoir.Fuse.Session.FuseMountOptions { Subvol = "/sv" });
+            Assert.Equal("g", MountedImage.Sh("ls", m.Dir).Out.Trim());
+            Assert.Equal("three", MountedImage.Sh("cat g", m.Dir).Out.Trim());
+        }
+        m.Dispose();
     }
 
     /// <summary>
