@@ -13,7 +13,7 @@ public sealed partial class Filesystem
     public Errno SetAttr(ulong ino, in SetAttrRequest req, out InodeAttr attr)
     {
         attr = default;
-        var e = Get(ino, out var inode);
+        var e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         var r = req;
         InodeAttr result = default;
@@ -67,7 +67,7 @@ public sealed partial class Filesystem
     /// </summary>
     public Errno SetNoCow(ulong ino, bool noCow)
     {
-        var e = Get(ino, out var inode);
+        var e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         try
         {

@@ -85,7 +85,7 @@ public sealed partial class Filesystem
     private Errno WriteCore(ulong ino, ulong offset, ReadOnlySpan<byte> data, out int written, bool direct)
     {
         written = 0;
-        var e = Get(ino, out var inode);
+        var e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         try
         {
@@ -140,7 +140,7 @@ public sealed partial class Filesystem
     /// <summary>fallocate(2) on an open file.</summary>
     public Errno Fallocate(ulong ino, Data.FallocateMode mode, ulong offset, ulong length)
     {
-        var e = Get(ino, out var inode);
+        var e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         try
         {
@@ -191,7 +191,7 @@ public sealed partial class Filesystem
     {
         written = 0;
         int stored = 0;
-        var e = Get(ino, out var inode);
+        var e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         var copy = data.ToArray();
         try

@@ -120,7 +120,7 @@ public sealed partial class Filesystem
         attr = default;
         var e = CheckName(name);
         if (e != Errno.OK) return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
-        e = Get(dirIno, out var dir);
+        e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
         var target = symlinkTarget.ToArray();
@@ -214,7 +214,7 @@ public sealed partial class Filesystem
         attr = default;
         var e = CheckName(name);
         if (e != Errno.OK) return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
-        e = Get(newDir, out var dir);
+        e = GetWritable(newDir, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
         InodeAttr result = default;
@@ -285,7 +285,7 @@ public sealed partial class Filesystem
         if (name.SequenceEqual(".."u8)) return wantDir ? Errno.ENOTEMPTY : Errno.EISDIR;
         var e = CheckName(name);
         if (e != Errno.OK) return e;
-        e = Get(dirIno, out var dir);
+        e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
         Inode? victim = null;

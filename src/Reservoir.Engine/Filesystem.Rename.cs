@@ -37,13 +37,13 @@ public sealed partial class Filesystem
         var nn = newName.ToArray();
         bool cross = oldDirIno != newDirIno;
         Inode? od = null, nd = null, src = null, tgt = null;
-        var e = Get(oldDirIno, out od);
+        var e = GetWritable(oldDirIno, out od);
         if (e != Errno.OK) return e;
         try
         {
             if (cross)
             {
-                e = Get(newDirIno, out nd);
+                e = GetWritable(newDirIno, out nd);
                 if (e != Errno.OK) return e;
             }
             else nd = null;

@@ -32,7 +32,7 @@ public sealed partial class Filesystem
         attr = default;
         var e = CheckName(name);
         if (e != Errno.OK) return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
-        e = Get(dirIno, out var dir);
+        e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
         ulong created = 0;
@@ -198,7 +198,7 @@ public sealed partial class Filesystem
     {
         var e = CheckName(name);
         if (e != Errno.OK) return e;
-        e = Get(dirIno, out var dir);
+        e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
         Subvolume? victim = null;
@@ -441,5 +441,62 @@ public sealed partial class Filesystem
         });
         info = result;
         return e;
+    }
+
+    /// <summary>Whether the subvolume whose root is <paramref name="node"/> is read-only.</summary>
+    public Errno GetSubvolumeReadOnly(ulong node, out bool readOnly)
+    {
+        readOnly = false;
+        var (tree, ino) = NodeIds.Decode(node);
+        if (ino != RootIno) return Errno.EINVAL;
+        var sv = SubvolumeOf(tree);
+        if (sv == null) return Errno.ENOENT;
+        readOnly = sv.ReadOnly;
+        return Errno.OK;
+    }
+
+    /// <summary>
+    /// Makes the subvolume whose root is <paramref name="node"/> read-only or writable again
+    /// (btrfs property ro). Going read-only: new changes answer EROFS at once; changes under
+    /// way finish (each holds its inode's lock, which is taken here in turn) and the
+    /// subvolume's dirty data is written and its ordered extents finished before the flag is
+    /// committed, so the tree no longer changes once the call returns.
+    /// </summary>
+    public Errno SetSubvolumeReadOnly(ulong node, bool readOnly)
+    {
+        var (tree, ino) = NodeIds.Decode(node);
+        if (ino != RootIno) return Errno.EINVAL;
+        return Guard(node, () =>
+        {
+            if (Fs.ReadOnly) return Errno.EROFS;
+            var sv = SubvolumeOf(tree);
+            if (sv == null || (tree != TreeIds.FsTree && BackrefOf(tree) == null)) return Errno.ENOENT;
+            bool was = sv.ReadOnly;
+            sv.ReadOnly = readOnly;
+            if (readOnly)
+            {
+                foreach (var inode in sv.LoadedInodeList())
+                {
+                    if (inode.Mapping is not { } m) continue;
+                    using var lk = inode.Lock.Write(); // waits for a write in progress
+                    Data.Writeback(m, 0, ulong.MaxValue, wait: true);
+                    Data.WaitOrdered(m, 0, ulong.MaxValue);
+                }
+            }
+            var se = Fs.TryStart(1, out var h);
+            if (se != Errno.OK) { sv.ReadOnly = was; return se; }
+            using (h)
+            using (Fs.RootTree.Lock.Write())
+            {
+                var key = new Key(tree, KeyTypes.RootItem, 0);
+                var d = Fs.RootTree.Get(key) ?? throw new CorruptionException($"subvolume {tree} has no ROOT_ITEM");
+                var ri = RootItem.Read(d);
+                ri.Flags = readOnly ? ri.Flags | RootItem.FlagReadOnly : ri.Flags & ~RootItem.FlagReadOnly;
+                Span<byte> buf = stackalloc byte[RootItem.Size];
+                ri.Write(buf);
+                Fs.RootTree.Put(h, key, buf);
+            }
+            return Errno.OK;
+        });
     }
 }

@@ -49,7 +49,7 @@ public sealed partial class Filesystem
         if (name.Length == 0) return Errno.EINVAL;
         if (name.Length > XattrNameMax) return Errno.ERANGE;
         if (DirEntry.SizeOf(name.Length, value.Length) > Top.Tree.MaxItemData) return Errno.E2BIG;
-        var e = Get(ino, out var inode);
+        var e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         var n = name.ToArray();
         var v = value.ToArray();
@@ -87,7 +87,7 @@ public sealed partial class Filesystem
     {
         if (name.Length == 0) return Errno.EINVAL;
         if (name.Length > XattrNameMax) return Errno.ERANGE;
-        var e = Get(ino, out var inode);
+        var e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         var n = name.ToArray();
         try

@@ -31,7 +31,7 @@ public sealed partial class Filesystem : IDisposable
     {
         Fs = fs;
         _subvolsLock = fs.Sched.CreateMutex("subvolumes");
-        Top = new Subvolume(fs, fs.FsTree(TreeIds.FsTree)!);
+        Top = new Subvolume(fs, fs.FsTree(TreeIds.FsTree)!) { ReadOnly = fs.RootItemOf(TreeIds.FsTree) is { } ri && (ri.Flags & RootItem.FlagReadOnly) != 0 };
         _subvols[Top.Id] = Top;
         Data = new Data.DataEngine(fs, LoadedSubvolumes, dataOptions);
     }
@@ -50,7 +50,8 @@ public sealed partial class Filesystem : IDisposable
         if (_subvols.TryGetValue(treeId, out var sv)) return sv;
         var tree = Fs.FsTree(treeId);
         if (tree == null) return null;
-        return _subvols[treeId] = new Subvolume(Fs, tree);
+        bool ro = Fs.RootItemOf(treeId) is { } ri && (ri.Flags & RootItem.FlagReadOnly) != 0;
+        return _subvols[treeId] = new Subvolume(Fs, tree) { ReadOnly = ro };
     }
 
     /// <summary>Writes a new empty filesystem on the device (mkfs).</summary>
@@ -261,6 +262,18 @@ public sealed partial class Filesystem : IDisposable
         });
         inode = found!;
         return e;
+    }
+
+    /// <summary><see cref="Get"/> for an operation that changes the inode (or, for a
+    /// directory, its entries): EROFS when its subvolume is read-only.</summary>
+    internal Errno GetWritable(ulong ino, out Inode inode)
+    {
+        var e = Get(ino, out inode);
+        if (e != Errno.OK) return e;
+        if (!inode.Subvol.ReadOnly) return Errno.OK;
+        Put(inode);
+        inode = null!;
+        return Errno.EROFS;
     }
 
     internal void Put(Inode? inode)

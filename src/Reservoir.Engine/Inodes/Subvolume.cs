@@ -24,6 +24,8 @@ internal sealed class Subvolume
     /// <summary>Deleted: its name is gone and its tree is being dropped; no inode of it can be
     /// acquired any more. Set once, under the table lock's protection of Acquire.</summary>
     public volatile bool Dead;
+    /// <summary>Read-only (ROOT_ITEM flag): every change to its inodes answers EROFS.</summary>
+    public volatile bool ReadOnly;
 
     public Subvolume(FsInfo fs, BTree tree)
     {

@@ -179,6 +179,50 @@ public class SubvolumeTests
     }
 
     [Fact]
+    public void AReadOnlySubvolumeRefusesEveryChangeAndKeepsItsData()
+    {
+        var dev = NewDevice(64UL << 20);
+        ulong sv, f;
+        var data = new byte[50_000];
+        new Random(5).NextBytes(data);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
+            sv = a.Ino;
+            f = CreateFile(fs, sv, "f");
+            Ok(fs.Write(f, 0, data, out _)); // dirty in the page cache when the flag goes on
+            Ok(fs.Mkdir(sv, "d", 0x1ED, 0, 0, out _));
+            Ok(fs.SetSubvolumeReadOnly(sv, true));
+            Assert.Equal(Errno.EINVAL, fs.SetSubvolumeReadOnly(f, true)); // not a subvolume root
+            Assert.Equal(Errno.EROFS, fs.Write(f, 0, new byte[1], out _));
+            Assert.Equal(Errno.EROFS, fs.WriteDirect(f, 0, new byte[4096], out _));
+            Assert.Equal(Errno.EROFS, fs.MappedWrite(f, 0, new byte[1]));
+            Assert.Equal(Errno.EROFS, fs.Truncate(f, 0));
+            Assert.Equal(Errno.EROFS, fs.Fallocate(f, 0, 0, 4096));
+            Assert.Equal(Errno.EROFS, fs.SetXattr(f, "user.a", new byte[1]));
+            Assert.Equal(Errno.EROFS, fs.Create(sv, "g", 0x1A4, 0, 0, out _));
+            Assert.Equal(Errno.EROFS, fs.Unlink(sv, "f"));
+            Assert.Equal(Errno.EROFS, fs.Rmdir(sv, "d"));
+            Assert.Equal(Errno.EROFS, fs.Rename(sv, "f", sv, "g", 0));
+            Assert.Equal(Errno.EROFS, fs.CreateSubvolume(sv, "inner", 0, 0, out _));
+            Assert.Equal(data, ReadAll(fs, f));
+            // The top level stays writable.
+            CreateFile(fs, Root, "elsewhere", new byte[10]);
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.GetSubvolumeReadOnly(sv, out bool ro));
+            Assert.True(ro);
+            Assert.Equal(data, ReadAll(fs, f)); // the dirty data was written before the flag held
+            Assert.Equal(Errno.EROFS, fs.Write(f, 0, new byte[1], out _));
+            Ok(fs.SetSubvolumeReadOnly(sv, false));
+            Ok(fs.Write(f, 0, new byte[1], out _));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
     public void FsckFindsABrokenSubvolumeLink()
     {
         var dev = NewDevice(64UL << 20);
