@@ -27,6 +27,8 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     public Errno Unlink(string path) => P.Unlink(path);
     public Errno Rmdir(string path) => P.Rmdir(path);
     public Errno Rename(string from, string to) => P.Rename(from, to);
+    public Errno CreateSubvolume(string path) => P.CreateSubvolume(path);
+    public Errno DeleteSubvolume(string path) => P.DeleteSubvolume(path);
 
     public Errno Stat(string path, out StressStat st)
     {

@@ -27,6 +27,10 @@ public interface IStressTarget
     Errno Unlink(string path);
     Errno Rmdir(string path);
     Errno Rename(string from, string to);
+    /// <summary>Creates a subvolume (fsstress's subvol_create); EOPNOTSUPP where there are none.</summary>
+    Errno CreateSubvolume(string path);
+    /// <summary>Deletes a subvolume with everything in it (subvol_delete).</summary>
+    Errno DeleteSubvolume(string path);
     /// <summary>stat (following symlinks).</summary>
     Errno Stat(string path, out StressStat st);
     /// <summary>lstat.</summary>

@@ -37,6 +37,10 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     public Errno Unlink(string path) => Check(Libc.Unlink(Full(path)));
     public Errno Rmdir(string path) => Check(Libc.Rmdir(Full(path)));
     public Errno Rename(string from, string to) => Check(Libc.Rename(Full(from), Full(to)));
+    // Through a mount there is no interface for subvolumes yet (Reservoir's would be an ioctl),
+    // and kernel ext4 has none: both answer the same.
+    public Errno CreateSubvolume(string path) => Errno.EOPNOTSUPP;
+    public Errno DeleteSubvolume(string path) => Errno.EOPNOTSUPP;
 
     public Errno Stat(string path, out StressStat st) => StatX(path, follow: true, out st);
     public Errno Lstat(string path) => StatX(path, follow: false, out _);

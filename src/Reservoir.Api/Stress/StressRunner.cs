@@ -50,14 +50,14 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
         ["creat"] = 8, ["mkdir"] = 3, ["mknod"] = 1, ["symlink"] = 2, ["link"] = 2, ["unlink"] = 5, ["rmdir"] = 2, ["rename"] = 5,
         ["write"] = 14, ["dwrite"] = 5, ["read"] = 6, ["dread"] = 3, ["mwrite"] = 4, ["fallocate"] = 3, ["punch"] = 3, ["zero"] = 2,
         ["truncate"] = 4, ["fsync"] = 2, ["fdatasync"] = 1, ["sync"] = 1, ["setattr"] = 2, ["setxattr"] = 2, ["removexattr"] = 1,
-        ["getdents"] = 2, ["stat"] = 3,
+        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -67,6 +67,8 @@ public static class StressRunner
         public readonly SortedSet<string> Dirs = new(StringComparer.Ordinal);
         public readonly SortedDictionary<string, string> Links = new(StringComparer.Ordinal);
         public readonly SortedSet<string> Fifos = new(StringComparer.Ordinal);
+        /// <summary>Directories that are subvolumes (also in <see cref="Dirs"/>).</summary>
+        public readonly SortedSet<string> Subvols = new(StringComparer.Ordinal);
         public bool Exists(string p) => Files.ContainsKey(p) || Dirs.Contains(p) || Links.ContainsKey(p) || Fifos.Contains(p);
     }
 
@@ -152,13 +154,15 @@ public static class StressRunner
     private static string Step(IStressTarget t, Model m, int wid, int no, string op, Random rng, bool checkEach = false)
     {
         string dir = Pick(rng, m.Dirs.ToList());
-        string name = dir + "/" + (op is "mkdir" ? "d" : op is "symlink" ? "l" : op is "mknod" ? "c" : "f") + rng.Next(10);
+        string name = dir + "/" + (op is "mkdir" ? "d" : op is "symlink" ? "l" : op is "mknod" ? "c" : op is "subvol_create" or "subvol_delete" ? "s" : "f") + rng.Next(10);
         string file = m.Files.Count > 0 ? Pick(rng, m.Files.Keys.ToList()) : name;
         var args = op switch
         {
             "rmdir" => [m.Dirs.Count > 1 ? Pick(rng, m.Dirs.Where(d => d != $"/p{wid}").ToList()) : name],
             "creat" or "mkdir" or "mknod" or "unlink" or "getdents" or "stat" => [rng.Next(3) == 0 && m.Files.Count > 0 ? file : op == "getdents" ? Pick(rng, m.Dirs.ToList()) : name],
             "symlink" => new[] { name, "t" + rng.Next(100) },
+            "subvol_create" => [name],
+            "subvol_delete" => [m.Subvols.Count > 0 && rng.Next(4) != 0 ? Pick(rng, m.Subvols.ToList()) : name],
             "link" or "rename" => [file, dir + "/f" + rng.Next(10)],
             "write" or "mwrite" => [file, rng.Next(0, 300_000).ToString(CultureInfo.InvariantCulture), rng.Next(1, 65_536).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             "dwrite" => [file, (rng.Next(0, 64) * 4096).ToString(CultureInfo.InvariantCulture), (rng.Next(1, 16) * 4096).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
@@ -227,7 +231,24 @@ public static class StressRunner
                 break;
             case "rmdir":
                 e = t.Rmdir(a[0]);
-                if (e == Errno.OK) m.Dirs.Remove(a[0]);
+                if (e == Errno.OK) { m.Dirs.Remove(a[0]); m.Subvols.Remove(a[0]); }
+                break;
+            case "subvol_create":
+                e = t.CreateSubvolume(a[0]);
+                if (e == Errno.OK) { m.Dirs.Add(a[0]); m.Subvols.Add(a[0]); }
+                break;
+            case "subvol_delete":
+                e = t.DeleteSubvolume(a[0]);
+                if (e == Errno.OK)
+                {
+                    // Everything below it goes with it.
+                    string below = a[0] + "/";
+                    foreach (var f in m.Files.Keys.Where(k => k.StartsWith(below, StringComparison.Ordinal)).ToList()) m.Files.Remove(f);
+                    foreach (var l in m.Links.Keys.Where(k => k.StartsWith(below, StringComparison.Ordinal)).ToList()) m.Links.Remove(l);
+                    m.Fifos.RemoveWhere(k => k.StartsWith(below, StringComparison.Ordinal));
+                    m.Dirs.RemoveWhere(k => k == a[0] || k.StartsWith(below, StringComparison.Ordinal));
+                    m.Subvols.RemoveWhere(k => k == a[0] || k.StartsWith(below, StringComparison.Ordinal));
+                }
                 break;
             case "rename":
                 e = t.Rename(a[0], a[1]);
