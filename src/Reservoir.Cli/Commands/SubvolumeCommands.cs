@@ -15,24 +15,14 @@ internal static class SubvolumeCommands
     {
         var cmd = new Command("subvolume", "Create, delete and list subvolumes (independent file trees)");
 
-        var image = new Argument<string>("image");
-        var path = new Argument<string[]>("path") { Description = "Where to create it, inside the image (e.g. /home)", Arity = ArgumentArity.OneOrMore };
-        var create = new Command("create", "Create empty subvolumes") { image, path };
-        create.SetAction(pr => Each(ctx, "create", pr.GetValue(image)!, pr.GetValue(path)!, (fs, p) =>
-        {
-            fs.CreateSubvolume(p);
-            ctx.Out.WriteLine($"Create subvolume '{p}'");
-        }));
+        var targets = new Argument<string[]>("target") { Description = "IMAGE PATH… (paths inside an unmounted image) or PATH… on a mounted Reservoir", Arity = ArgumentArity.OneOrMore };
+        var create = new Command("create", "Create empty subvolumes") { targets };
+        create.SetAction(pr => Each(ctx, "create", pr.GetValue(targets)!, OnlineSubvolume.Create, (fs, p) => fs.CreateSubvolume(p), "Create subvolume"));
 
-        var image2 = new Argument<string>("image");
-        var path2 = new Argument<string[]>("path") { Description = "The subvolumes to delete, inside the image", Arity = ArgumentArity.OneOrMore };
-        var delete = new Command("delete", "Delete subvolumes with everything in them (their space is free when the command returns)") { image2, path2 };
+        var targets2 = new Argument<string[]>("target") { Description = "IMAGE PATH… (inside an unmounted image) or PATH… on a mounted Reservoir (root only)", Arity = ArgumentArity.OneOrMore };
+        var delete = new Command("delete", "Delete subvolumes with everything in them (their space is free when the command returns)") { targets2 };
         delete.Aliases.Add("del");
-        delete.SetAction(pr => Each(ctx, "delete", pr.GetValue(image2)!, pr.GetValue(path2)!, (fs, p) =>
-        {
-            fs.DeleteSubvolume(p);
-            ctx.Out.WriteLine($"Delete subvolume '{p}'");
-        }));
+        delete.SetAction(pr => Each(ctx, "delete", pr.GetValue(targets2)!, OnlineSubvolume.Delete, (fs, p) => fs.DeleteSubvolume(p), "Delete subvolume"));
 
         var image3 = new Argument<string>("image");
         var format = CommonOptions.Format();
@@ -132,19 +122,41 @@ internal static class SubvolumeCommands
         return cmd;
     }
 
-    /// <summary>Runs an action per path on the image opened for writing; the first failure is
-    /// reported (with the path) and ends the command with status 1, as btrfs-progs does.</summary>
-    private static int Each(CliContext ctx, string verb, string image, string[] paths, Action<ReservoirFileSystem, string> act)
+    /// <summary>
+    /// Runs an action per path: offline when the first target is an image file (the rest are
+    /// paths inside it), online otherwise (every target is a path on a mounted Reservoir, done
+    /// through its ioctls). The first failure is reported with its path and ends the command
+    /// with status 1, as btrfs-progs does.
+    /// </summary>
+    private static int Each(CliContext ctx, string verb, string[] targets, Func<string, Errno> online, Action<ReservoirFileSystem, string> offline, string done)
     {
-        using var fs = ReservoirFileSystem.Open(image, new Engine.Tx.MountOptions { CommitIntervalMs = 0 });
-        foreach (var p in paths)
+        if (!File.Exists(targets[0]))
         {
-            try { act(fs, p); }
+            foreach (var p in targets)
+            {
+                var e = online(p);
+                if (e != Errno.OK)
+                {
+                    ctx.Err.WriteLine(e == Errno.ENOTTY
+                        ? $"reservoir subvolume {verb}: {p}: not on a mounted Reservoir (give IMAGE PATH for an unmounted image)"
+                        : $"reservoir subvolume {verb}: {p}: {e.Describe()}");
+                    return 1;
+                }
+                ctx.Out.WriteLine($"{done} '{p}'");
+            }
+            return 0;
+        }
+        if (targets.Length < 2) { ctx.Err.WriteLine($"reservoir subvolume {verb}: {targets[0]} is an image: give the paths inside it"); return 1; }
+        using var fs = ReservoirFileSystem.Open(targets[0], new Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+        foreach (var p in targets[1..])
+        {
+            try { offline(fs, p); }
             catch (IOException ex)
             {
                 ctx.Err.WriteLine($"reservoir subvolume {verb}: {p}: {ex.Message}");
                 return 1;
             }
+            ctx.Out.WriteLine($"{done} '{p}'");
         }
         return 0;
     }

@@ -218,8 +218,8 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
             case Opcode.Getlk:
             case Opcode.Setlk:
             case Opcode.Setlkw:
+            case Opcode.Ioctl: return Ioctl(ref r, ref w, ino);
             case Opcode.Bmap:
-            case Opcode.Ioctl:
             case Opcode.Poll:
             case Opcode.CopyFileRange:
             case Opcode.Readdirplus:
@@ -255,12 +255,61 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         return Errno.OK;
     }
 
+    /// <summary>btrfs's subvolume ioctls, same numbers and argument (struct btrfs_ioctl_vol_args:
+    /// s64 fd, char name[4088]), issued on the parent directory: BTRFS_IOC_SUBVOL_CREATE =
+    /// _IOW(0x94, 14, 4096 bytes), BTRFS_IOC_SNAP_DESTROY = _IOW(0x94, 15, 4096 bytes). They are
+    /// "restricted" FUSE ioctls: the kernel copies the 4096 bytes in by the size in the number.
+    /// `reservoir subvolume create|delete` on a mounted path uses them.</summary>
+    internal const uint IocSubvolCreate = 0x5000940E, IocSnapDestroy = 0x5000940F;
+
+    private Errno Ioctl(ref RequestReader r, ref ReplyWriter w, ulong ino)
+    {
+        if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
+        uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
+        const uint Unrestricted = 2, Dir = 16;
+        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy)) return Errno.ENOTTY;
+        if ((flags & Dir) == 0) return Errno.ENOTDIR;
+        if (inSize != 4096 || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
+        var field = arg[8..];
+        int z = field.IndexOf((byte)0);
+        if (z <= 0) return Errno.EINVAL;
+        var name = field[..z];
+        // The kernel checks no permission for an ioctl: as btrfs does, creating needs what
+        // mkdir needs (write and search on the directory), deleting needs root.
+        Errno e;
+        if (cmd == IocSubvolCreate)
+        {
+            e = fs.GetAttr(ino, out var dir);
+            if (e != Errno.OK) return e;
+            if (r.Uid != 0 && !MayWrite(dir, r.Uid, r.Gid)) return Errno.EACCES;
+            e = fs.CreateSubvolume(ino, name, r.Uid, r.Gid, out _);
+        }
+        else
+        {
+            if (r.Uid != 0) return Errno.EPERM;
+            e = fs.DeleteSubvolume(ino, name);
+        }
+        if (e != Errno.OK) return e;
+        w.U32(0); // fuse_ioctl_out: result
+        w.U32(0); //   flags
+        w.U32(0); //   in_iovs
+        w.U32(0); //   out_iovs
+        return Errno.OK;
+    }
+
+    /// <summary>Write and search permission on a directory by its mode bits (owner, group, other).</summary>
+    private static bool MayWrite(InodeAttr dir, uint uid, uint gid)
+    {
+        uint bits = uid == dir.Uid ? (dir.Mode >> 6) & 7 : gid == dir.Gid ? (dir.Mode >> 3) & 7 : dir.Mode & 7;
+        return (bits & 3) == 3;
+    }
+
     private Errno Init(ref RequestReader r, ref ReplyWriter w)
     {
         if (!r.TryStruct(16, out var s)) return Errno.EINVAL;
         uint major = U32(s, 0), minor = U32(s, 4), readahead = U32(s, 8), flags = U32(s, 12);
         if (major != Abi.KernelMajor) { log($"fuse: kernel speaks protocol {major}.{minor}, need 7.x"); return Errno.EPROTO; }
-        uint want = Abi.AsyncRead | Abi.BigWrites | Abi.ParallelDirops | Abi.MaxPages | Abi.AutoInvalData;
+        uint want = Abi.AsyncRead | Abi.BigWrites | Abi.ParallelDirops | Abi.MaxPages | Abi.AutoInvalData | Abi.IoctlDir;
         w.U32(Abi.KernelMajor);
         w.U32(Math.Min(minor, Abi.KernelMinor));
         w.U32(readahead);

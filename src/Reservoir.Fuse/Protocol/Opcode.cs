@@ -32,6 +32,7 @@ public static class Abi
     // fuse_init flags
     public const uint AsyncRead = 1 << 0;
     public const uint BigWrites = 1 << 5;
+    public const uint IoctlDir = 1 << 11;
     public const uint AutoInvalData = 1 << 12;
     public const uint ParallelDirops = 1 << 18;
     public const uint MaxPages = 1 << 22;

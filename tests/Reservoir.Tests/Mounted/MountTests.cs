@@ -82,6 +82,15 @@ public class MountTests(ITestOutputHelper log)
             var rm = MountedImage.Sh("rmdir sv 2>&1", m.Dir);
             Assert.NotEqual(0, rm.Code); // not empty
             Assert.Equal("sv", m.Run("ls -d */ | grep -v top | tr -d /").Trim());
+            // Online: btrfs's SUBVOL_CREATE and SNAP_DESTROY ioctls on the parent directory
+            // (what `reservoir subvolume create|delete PATH` sends); any other ioctl is ENOTTY.
+            const string Ioctl = "import fcntl,os,sys; fd=os.open('.',os.O_RDONLY|os.O_DIRECTORY); b=bytearray(4096); n=sys.argv[2].encode(); b[8:8+len(n)]=n; fcntl.ioctl(fd,int(sys.argv[1],16),b)";
+            m.Run($"python3 -c \"{Ioctl}\" 5000940E online && test -d online && echo x > online/f");
+            Assert.NotEqual("0", m.Run("stat -c %i online | awk '{print int($1/1099511627776)}'").Trim()); // a tree of its own
+            m.Run($"python3 -c \"{Ioctl}\" 5000940F online && sleep 1.2 && test ! -e online");
+            var bad = MountedImage.Sh($"python3 -c \"{Ioctl}\" 5000947F x 2>&1", m.Dir);
+            Assert.NotEqual(0, bad.Code);
+            Assert.Contains("Inappropriate ioctl", bad.Out);
         }
         finally { m.Unmount(); }
         using (var dev = FileBlockDevice.Open(m.Image, readOnly: true))
