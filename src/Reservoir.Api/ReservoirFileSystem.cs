@@ -169,9 +169,13 @@ public sealed class ReservoirFileSystem : IDisposable
     /// <summary>Creates a subvolume: an independent file tree, linked at <paramref name="path"/>.</summary>
     public void CreateSubvolume(string path) => Check(Posix.CreateSubvolume(path), path);
 
-    /// <summary>Deletes the subvolume at <paramref name="path"/> and everything in it; returns
-    /// when its space is free.</summary>
+    /// <summary>Deletes the subvolume at <paramref name="path"/> and everything in it; its
+    /// space comes back in the background (<see cref="SyncSubvolumeDeletions"/> waits).</summary>
     public void DeleteSubvolume(string path) => Check(Posix.DeleteSubvolume(path), path);
+
+    /// <summary>Waits until deleted subvolumes' space is free (their trees are dropped in the
+    /// background).</summary>
+    public void SyncSubvolumeDeletions() => Check(Engine.SyncSubvolumeDeletions(), "/");
 
     /// <summary>Every subvolume, with its path from the top-level subvolume's root.</summary>
     public IReadOnlyList<SubvolumeInfo> ListSubvolumes()

@@ -187,10 +187,10 @@ public sealed partial class Filesystem
     /// Deletes the subvolume named <paramref name="name"/> in <paramref name="dirIno"/>, with
     /// everything in it: EINVAL if the name is not a subvolume, ENOTEMPTY if other subvolumes
     /// are linked inside it, EBUSY while one of its files is open or it is the default
-    /// subvolume. The name goes first (one transaction, with an orphan item for the
-    /// subvolume); then its tree is emptied in bounded transactions, each dropped data
-    /// reference freeing its extent when it was the last; then its root, its ROOT_ITEM and its
-    /// quota group go. Returns when the space is free (the next commit makes it reusable).
+    /// subvolume. The name goes now (one transaction, with an orphan item for the subvolume);
+    /// the cleaner then empties its tree in bounded transactions, each dropped data reference
+    /// freeing its extent when it was the last, and removes its root, its ROOT_ITEM and its
+    /// quota group. <see cref="SyncSubvolumeDeletions"/> waits for that.
     /// </summary>
     /// <param name="requireEmpty">rmdir's rule: ENOTEMPTY unless the subvolume's root
     /// directory is empty.</param>
@@ -262,7 +262,8 @@ public sealed partial class Filesystem
         }
         finally { Put(dir); }
         if (e != Errno.OK) return e;
-        return Guard(dirIno, () => { DropSubvolumeTree(victim!.Tree); return Errno.OK; });
+        QueueDrop(victim!.Tree);
+        return Errno.OK;
     }
 
     /// <summary>Before a subvolume goes: EBUSY if a file of it is open; otherwise every cached
@@ -288,12 +289,14 @@ public sealed partial class Filesystem
     /// Empties a deleted subvolume's tree in bounded transactions (every data reference dropped
     /// through the delayed references, which free an extent with its last reference), commits
     /// so that the frees are accounted to its quota group, then removes the empty root, the
-    /// ROOT_ITEM, the orphan item and the group. Also run at mount for drops a crash interrupted.
+    /// ROOT_ITEM, the orphan item and the group. Run by the cleaner; returns false when
+    /// <paramref name="stop"/> asked it to stop before the end (the orphan item stays).
     /// </summary>
-    private void DropSubvolumeTree(BTree t)
+    private bool DropSubvolumeTree(BTree t, Func<bool> stop)
     {
         while (true)
         {
+            if (stop()) return false;
             var se = Fs.StartDeletion(DropBatch / 4, out var h);
             if (se != Errno.OK) throw new FsException(se, $"subvolume {t.Id}: cannot continue dropping its tree");
             using (h)
@@ -333,6 +336,7 @@ public sealed partial class Filesystem
         if (!Fs.Quota.RemoveForSubvolume(t.Id)) Fs.Warn($"subvolume {t.Id}: its quota group still shows usage after its tree was dropped");
         Fs.ForceCommit = true;
         Fs.Commit();
+        return true;
     }
 
     /// <summary>At mount: finishes dropping subvolumes whose deletion a crash interrupted.</summary>
@@ -359,9 +363,9 @@ public sealed partial class Filesystem
                 using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h, new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, id));
                 continue;
             }
-            DropSubvolumeTree(t);
+            QueueDrop(t);
         }
-        if (ids.Count > 0) Fs.Warn($"finished deleting {ids.Count} subvolume(s) an earlier mount left half deleted");
+        if (ids.Count > 0) Fs.Warn($"resuming the deletion of {ids.Count} subvolume(s) an earlier mount left half deleted");
     }
 }
 

@@ -189,6 +189,7 @@ public sealed partial class Filesystem : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
+        StopCleaner(); // between two batches; the next mount resumes what is left
         if (!Fs.ReadOnly && Fs.FailedReason == null)
         {
             try { Sync(); } catch (FsException) { }

@@ -113,7 +113,17 @@ internal static class SubvolumeCommands
             return 0;
         });
 
+        var image7 = new Argument<string>("image");
+        var sync = new Command("sync", "Wait until deleted subvolumes' space is free (finishes deletions an earlier mount left)") { image7 };
+        sync.SetAction(pr =>
+        {
+            using var fs = ReservoirFileSystem.Open(pr.GetValue(image7)!, new Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+            fs.SyncSubvolumeDeletions();
+            return 0;
+        });
+
         cmd.Subcommands.Add(create);
+        cmd.Subcommands.Add(sync);
         cmd.Subcommands.Add(delete);
         cmd.Subcommands.Add(list);
         cmd.Subcommands.Add(show);
@@ -158,6 +168,9 @@ internal static class SubvolumeCommands
             }
             ctx.Out.WriteLine($"{done} '{p}'");
         }
+        // On an image the command is the only user: wait for the cleaner, or the unmount at
+        // the end would leave the rest of a deletion to the next mount.
+        fs.SyncSubvolumeDeletions();
         return 0;
     }
 }

@@ -97,6 +97,9 @@ public sealed partial class Fsck
         {
             ResetFsTreeState(id);
             WalkTree(id, id == TreeIds.FsTree ? "top-level subvolume" : $"subvolume {id}", (k, d) => VisitFs(id, k, d));
+            // A deleted subvolume's tree is half dropped: its extents still count, its
+            // namespace is no longer whole.
+            if (_deletedSubvols.Contains(id)) continue;
             _o.Progress?.Invoke(id == TreeIds.FsTree ? "cross-checking" : $"cross-checking subvolume {id}");
             CheckInodes();
             if (_o.CheckDataCsums) CheckDataCsums();

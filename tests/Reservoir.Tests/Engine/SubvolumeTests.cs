@@ -118,7 +118,8 @@ public class SubvolumeTests
             Assert.Equal(Errno.EINVAL, fs.DeleteSubvolume(a.Ino, "d"));   // a plain directory
             Ok(fs.Rmdir(a.Ino, "inner"));                                   // empty: rmdir deletes it
             Ok(fs.DeleteSubvolume(Root, "sv"));
-            Assert.Equal(Errno.ENOENT, fs.Lookup(Root, "sv", out _));
+            Assert.Equal(Errno.ENOENT, fs.Lookup(Root, "sv", out _)); // the name goes at once
+            Ok(fs.SyncSubvolumeDeletions());                            // the space when the cleaner is done
             Assert.Equal(Errno.ENOENT, fs.GetAttr(a.Ino, out _));
             Ok(fs.ListSubvolumes(out var list));
             Assert.Empty(list);
@@ -218,6 +219,42 @@ public class SubvolumeTests
             Assert.Equal(Errno.EROFS, fs.Write(f, 0, new byte[1], out _));
             Ok(fs.SetSubvolumeReadOnly(sv, false));
             Ok(fs.Write(f, 0, new byte[1], out _));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
+    public void ADeletionTheCleanerDidNotFinishResumesAtTheNextMount()
+    {
+        var dev = NewDevice(64UL << 20);
+        StatFsInfo before;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out before));
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
+            for (int i = 0; i < 200; i++) CreateFile(fs, a.Ino, $"f{i}", new byte[8192]); // several drop batches
+            Ok(fs.Sync());
+            fs.StopCleaner(); // as an unmount does: what is queued now stays for the next mount
+            Ok(fs.DeleteSubvolume(Root, "sv"));
+            Assert.Equal(Errno.ENOENT, fs.Lookup(Root, "sv", out _));
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var pending));
+            Assert.True(pending.BlocksFree < before.BlocksFree - 300, "nothing was dropped yet");
+        }
+        var report = Reservoir.Engine.Check.Fsck.Run(dev);
+        Assert.True(report.Clean, string.Join("\n", report.Errors));
+        Assert.Contains(report.Findings, f => f.Where == "subvolume 256" && f.Message.Contains("deleted"));
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.SyncSubvolumeDeletions());
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var after));
+            Ok(fs.ListSubvolumes(out var list));
+            Assert.Empty(list);
+            Assert.DoesNotContain(fs.Qgroups(), g => g.Id == QgroupId.Of(0, 256));
+            Assert.Equal(before.BlocksFree, after.BlocksFree);
         }
         FsckAssert.Clean(dev);
     }
