@@ -262,6 +262,37 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
     /// `reservoir subvolume create|delete` on a mounted path uses them.</summary>
     internal const uint IocSubvolCreate = 0x5000940E, IocSnapDestroy = 0x5000940F;
 
+    /// <summary>Writes an unsolicited notification to /dev/fuse (set by the session once it
+    /// has the descriptor); null in tests that drive the bridge alone.</summary>
+    internal Action<byte[]>? Notifier { get; set; }
+
+    /// <summary>
+    /// Tells the kernel that the engine changed something it may have cached: a name in a
+    /// directory (FUSE_NOTIFY_INVAL_ENTRY) and the directory's attributes (INVAL_INODE, with
+    /// offset −1: attributes only, not the page cache). Needed where a change does not come
+    /// through the kernel's own namespace calls (the subvolume ioctls): otherwise a cached
+    /// negative or positive dentry answers for up to the entry timeout. Sent before the reply,
+    /// from an ioctl, which holds no directory lock the kernel's invalidation would need.
+    /// </summary>
+    private void InvalidateEntry(ulong dirIno, ReadOnlySpan<byte> name)
+    {
+        if (Notifier == null) return;
+        ulong dirNode = NodeOf(dirIno);
+        var entry = new byte[Abi.OutHeaderSize + 16 + name.Length + 1];
+        BinaryPrimitives.WriteUInt32LittleEndian(entry, (uint)entry.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(entry.AsSpan(4), 3);           // FUSE_NOTIFY_INVAL_ENTRY
+        BinaryPrimitives.WriteUInt64LittleEndian(entry.AsSpan(16), dirNode);   // parent
+        BinaryPrimitives.WriteUInt32LittleEndian(entry.AsSpan(24), (uint)name.Length);
+        name.CopyTo(entry.AsSpan(32));
+        Notifier(entry);
+        var inode = new byte[Abi.OutHeaderSize + 24];
+        BinaryPrimitives.WriteUInt32LittleEndian(inode, (uint)inode.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(inode.AsSpan(4), 2);           // FUSE_NOTIFY_INVAL_INODE
+        BinaryPrimitives.WriteUInt64LittleEndian(inode.AsSpan(16), dirNode);
+        BinaryPrimitives.WriteInt64LittleEndian(inode.AsSpan(24), -1);         // attributes only
+        Notifier(inode);
+    }
+
     private Errno Ioctl(ref RequestReader r, ref ReplyWriter w, ulong ino)
     {
         if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
@@ -290,6 +321,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
             e = fs.DeleteSubvolume(ino, name);
         }
         if (e != Errno.OK) return e;
+        InvalidateEntry(ino, name);
         w.U32(0); // fuse_ioctl_out: result
         w.U32(0); //   flags
         w.U32(0); //   in_iovs

@@ -79,6 +79,7 @@ public sealed unsafe class FuseSession : IDisposable
             Libc.Fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
         }
         var s = new FuseSession(fd, mp, bridge, options, log) { _helper = helper };
+        bridge.Notifier = s.Notify;
         for (int i = 0; i < options.Threads; i++)
         {
             var t = new Thread(s.Loop) { Name = $"fuse-{i}", IsBackground = true };
@@ -126,6 +127,17 @@ public sealed unsafe class FuseSession : IDisposable
             NativeMemory.AlignedFree(buf);
             NativeMemory.AlignedFree(reply);
             Interlocked.Decrement(ref _running);
+        }
+    }
+
+    /// <summary>Writes a notification (an out header with unique 0 and the notify code as its
+    /// error) to the kernel. ENOENT means the kernel had nothing cached: not an error.</summary>
+    private void Notify(byte[] msg)
+    {
+        fixed (byte* p = msg)
+        {
+            nint wr = Libc.Write(_fd, p, msg.Length);
+            if (wr < 0 && Libc.Errno is not (Libc.ENOENT or Libc.ENODEV)) _log($"fuse: notification write failed: errno {Libc.Errno}");
         }
     }
 

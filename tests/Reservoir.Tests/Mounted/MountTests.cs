@@ -85,9 +85,13 @@ public class MountTests(ITestOutputHelper log)
             // Online: btrfs's SUBVOL_CREATE and SNAP_DESTROY ioctls on the parent directory
             // (what `reservoir subvolume create|delete PATH` sends); any other ioctl is ENOTTY.
             const string Ioctl = "import fcntl,os,sys; fd=os.open('.',os.O_RDONLY|os.O_DIRECTORY); b=bytearray(4096); n=sys.argv[2].encode(); b[8:8+len(n)]=n; fcntl.ioctl(fd,int(sys.argv[1],16),b)";
+            // The kernel has "online" cached as missing, and the root's link count: the daemon
+            // invalidates both, so the change shows at once (no waiting out the cache).
+            var links = int.Parse(m.Run("test ! -e online && stat -c %h .").Trim());
             m.Run($"python3 -c \"{Ioctl}\" 5000940E online && test -d online && echo x > online/f");
+            Assert.Equal(links + 1, int.Parse(m.Run("stat -c %h .").Trim()));
             Assert.NotEqual("0", m.Run("stat -c %i online | awk '{print int($1/1099511627776)}'").Trim()); // a tree of its own
-            m.Run($"python3 -c \"{Ioctl}\" 5000940F online && sleep 1.2 && test ! -e online");
+            m.Run($"stat online >/dev/null && python3 -c \"{Ioctl}\" 5000940F online && test ! -e online");
             var bad = MountedImage.Sh($"python3 -c \"{Ioctl}\" 5000947F x 2>&1", m.Dir);
             Assert.NotEqual(0, bad.Code);
             Assert.Contains("Inappropriate ioctl", bad.Out);
