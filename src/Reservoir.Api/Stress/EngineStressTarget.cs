@@ -12,6 +12,8 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     private Filesystem Fs => rfs.Engine;
 
     public string Describe => "in-process engine";
+    /// <summary>The engine's page-fault write reserves before it stores: a failure changes nothing.</summary>
+    public bool FailedMappedWriteLeavesContentsUnspecified => false;
 
     public Errno Create(string path)
     {

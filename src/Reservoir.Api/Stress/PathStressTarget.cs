@@ -16,6 +16,10 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
 {
     public string Root { get; } = Path.GetFullPath(root);
     public string Describe => $"directory {Root}";
+    /// <summary>A mapped store whose writeback fails leaves the kernel's cached page holding
+    /// data the filesystem never got (POSIX leaves the contents unspecified after such an
+    /// error; FUSE gives the daemon no page fault to refuse the store at).</summary>
+    public bool FailedMappedWriteLeavesContentsUnspecified => true;
 
     private string Full(string p) => Root + p;
 
@@ -122,7 +126,13 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         nuint len = (nuint)((long)offset + data.Length - start);
         nint map = Libc.Mmap(0, len, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd, start);
         if (map == -1) return Err();
-        try { data.CopyTo(new Span<byte>((byte*)map + ((long)offset - start), data.Length)); }
+        try
+        {
+            data.CopyTo(new Span<byte>((byte*)map + ((long)offset - start), data.Length));
+            // Stores into a mapping reach the filesystem at writeback; msync is where a failure
+            // (ENOSPC on a full FUSE mount, whose page faults reserve nothing) is reported.
+            if (Libc.Msync(map, len, Libc.MS_SYNC) != 0) return Err();
+        }
         finally { Libc.Munmap(map, len); }
         return Errno.OK;
     }
@@ -225,7 +235,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         public const int O_RDONLY = 0x800, O_WRONLY = 0x801, O_RDWR = 0x802, O_CREAT = 0x40, O_EXCL = 0x80, O_CLOEXEC = 0x80000;
         public static readonly int O_DIRECT = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 0x10000 : 0x4000;
         public const int AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100;
-        public const int PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1;
+        public const int PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1, MS_SYNC = 4;
 
         [DllImport("libc", EntryPoint = "open", SetLastError = true)] public static extern int Open(string path, int flags, int mode);
         [DllImport("libc", EntryPoint = "close", SetLastError = true)] public static extern int Close(int fd);
@@ -253,5 +263,6 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         [DllImport("libc", EntryPoint = "closedir", SetLastError = true)] public static extern int Closedir(nint dir);
         [DllImport("libc", EntryPoint = "mmap", SetLastError = true)] public static extern nint Mmap(nint addr, nuint len, int prot, int flags, int fd, long offset);
         [DllImport("libc", EntryPoint = "munmap", SetLastError = true)] public static extern int Munmap(nint addr, nuint len);
+        [DllImport("libc", EntryPoint = "msync", SetLastError = true)] public static extern int Msync(nint addr, nuint len, int flags);
     }
 }
