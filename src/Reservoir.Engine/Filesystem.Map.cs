@@ -27,4 +27,29 @@ public sealed partial class Filesystem
         }
         finally { Put(inode); }
     }
+
+    /// <summary>
+    /// fsck's rule for one file, on the live trees: written extents end within the size the
+    /// inode item in the tree records (rounded up to a block). The stress runner asks it after
+    /// every operation with --check-each, to pin a violation to the operation that made it.
+    /// </summary>
+    public string? CheckExtentsWithinSize(ulong node)
+    {
+        var (tree, ino) = NodeIds.Decode(node);
+        var sv = SubvolumeOf(tree);
+        if (sv == null) return null;
+        var t = sv.Tree;
+        using var lk = t.Lock.Read();
+        var item = t.Get(DirItems.InodeKey(ino));
+        if (item == null || item.Length != InodeItem.Size) return null;
+        var it = InodeItem.Read(item);
+        if (!Inodes.Mode.IsReg(it.Mode)) return null;
+        ulong bs = (ulong)Fs.BlockSize, end = 0;
+        foreach (var m in FileExtents.Overlapping(t, ino, 0, ulong.MaxValue))
+            if (m.Fe.Type == FileExtentType.Regular) end = Math.Max(end, m.End);
+        ulong limit = (it.FileSize + bs - 1) / bs * bs;
+        return end > limit ? $"inode {node}: written extents reach {end}, beyond the size {it.FileSize} in the tree (in memory {MemorySize(node)})" : null;
+    }
+
+    private string MemorySize(ulong node) => GetAttr(node, out var a) == Errno.OK ? a.Size.ToString() : "?";
 }

@@ -56,6 +56,8 @@ public interface IStressTarget
     /// <summary>The whole file (end checks).</summary>
     byte[] ReadAll(string path);
     bool DirectoryExists(string path);
+    /// <summary>Target-specific checks of one file after an operation (--check-each); null when fine.</summary>
+    string? CheckFile(string path);
     /// <summary>Target-specific checks at the end (the engine's reservation ledger).</summary>
     IEnumerable<string> Verify();
 }

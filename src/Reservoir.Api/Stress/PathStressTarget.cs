@@ -20,6 +20,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     /// data the filesystem never got (POSIX leaves the contents unspecified after such an
     /// error; FUSE gives the daemon no page fault to refuse the store at).</summary>
     public bool FailedMappedWriteLeavesContentsUnspecified => true;
+    public string? CheckFile(string path) => null;
 
     private string Full(string p) => Root + p;
 

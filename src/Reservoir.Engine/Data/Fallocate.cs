@@ -71,12 +71,13 @@ internal sealed partial class DataEngine
             // Settle the range: dirty data written and finished, so the tree shows what is there.
             Writeback(m, a, b, wait: true);
             WaitOrdered(m, a, b);
-            e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget);
+            bool zero = (mode & FallocateMode.ZeroRange) != 0;
+            e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget, zero);
             if (e is Errno.ENOSPC or Errno.EDQUOT)
             {
                 // Out of room with DataSem held: flush outside it, then try once more.
                 FlushForSpace();
-                e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget);
+                e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget, zero);
             }
         }
         finally
@@ -119,7 +120,7 @@ internal sealed partial class DataEngine
     /// first and reserving only the rest. Under DataSem held exclusively, so that the extent
     /// status it inserts (Unwritten) and a racing page-fault write's Delayed are decided one
     /// after the other (seed 001).</summary>
-    private Errno PreallocateHoles(Inode inode, Mapping m, ulong a, ulong b, ref ulong budget, ref ulong metaBudget)
+    private Errno PreallocateHoles(Inode inode, Mapping m, ulong a, ulong b, ref ulong budget, ref ulong metaBudget, bool mustFinish)
     {
         using var lk = m.DataSem.Write();
         Sched.Yield("fallocate:locked");
@@ -156,16 +157,25 @@ internal sealed partial class DataEngine
                 }
                 else if (Fs.TryStart(PreallocItems, out h, flush: false) != Errno.OK)
                 {
-                    Fs.Quota.Free(m.Subvol.Id, want);
-                    Fs.Space.Release(true, want);
-                    return Errno.ENOSPC;
+                    // A zero range has punched its data already: it must finish (from the
+                    // global reserve, as a deletion would), or it would answer ENOSPC with the
+                    // file changed. Plain preallocation may stop here.
+                    if (!mustFinish || Fs.StartDeletion(PreallocItems, out h) != Errno.OK)
+                    {
+                        budget += want; // back to the budget; the caller gives it back
+                        return Errno.ENOSPC;
+                    }
                 }
                 ulong got;
                 using (h)
                 {
                     var (disk, len) = Fs.Space.AllocData(want, fromReservation: true, hint: 0);
                     got = len;
-                    if (len < want) Fs.Space.Release(true, want - len);
+                    // A shorter extent (fragmented free space): the rest of the piece's data
+                    // space and qgroup bytes go back to the budget for the next piece, not to
+                    // the free pool, where another writer could take them and leave this
+                    // preallocation short half way (found with --check-each on a full image).
+                    budget += want - len;
                     using (m.Subvol.Tree.Lock.Write())
                     {
                         FileExtents.InsertNew(h, m.Subvol.Tree, m.Subvol.Id, inode.Ino, pos, disk, len, FileExtentType.Prealloc);
@@ -181,8 +191,7 @@ internal sealed partial class DataEngine
                         DirItems.PutInode(h, m.Subvol.Tree, inode);
                     }
                     // The reserved qgroup bytes become usage when this transaction commits.
-                    h.Transaction.AddQgroupRecord(m.Subvol.Id, Math.Min(want, len));
-                    if (len < want) Fs.Quota.Free(m.Subvol.Id, want - len);
+                    h.Transaction.AddQgroupRecord(m.Subvol.Id, len);
                 }
                 using (m.State.Lock()) m.Es.Insert(pos, pos + got, ExtentStatus.Unwritten);
                 pos += got;

@@ -79,9 +79,14 @@ internal sealed partial class DataEngine
                 UnlockPagesDroppingEmpty(m, pages);
                 return written > 0 ? Errno.OK : e;
             }
+            // The size grows while the chunk's pages are still locked (btrfs_dirty_pages does
+            // the same): once they are unlocked the flusher may write them back and finish
+            // their ordered extent, which records min(size, extent end) as the size on disk;
+            // with the old size it would leave the new extent past the size on disk for good
+            // (found with --check-each, and by fsck after an hour-long soak).
+            if (pos + (ulong)chunk > inode.Item.FileSize) inode.Item.FileSize = pos + (ulong)chunk;
             CopyIntoLockedPages(m, pages, pos, data.Slice(written, chunk));
             written += chunk;
-            if (pos + (ulong)chunk > inode.Item.FileSize) inode.Item.FileSize = pos + (ulong)chunk;
         }
         var now = Format.Timespec.Now();
         inode.Item.Mtime = inode.Item.Ctime = now;

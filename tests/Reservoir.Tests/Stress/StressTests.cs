@@ -87,6 +87,35 @@ public class StressTests(ITestOutputHelper log)
         Assert.True(refused > 0, $"the run never filled the {(quotaMiB > 0 ? "quota" : "filesystem")}: it tested nothing");
     }
 
+    /// <summary>
+    /// The same on real threads (the flusher and completion workers racing the workers as
+    /// they do in production), with --check-each's per-operation checks of contents and of
+    /// extents against the size on disk, on an image that fills up. (The race that left an
+    /// appended extent past the size on disk, found by an hour-long soak, is timing-bound: the
+    /// command-line runner on an image file reproduces it in about half the runs of
+    /// `reservoir stress q.img -p 4 -n 5000 -s 3 --size 48M --check-each`; this in-memory run
+    /// has not hit it, and no deterministic schedule found so far does.)
+    /// </summary>
+    [Theory]
+    [InlineData(3)]
+    [InlineData(5)]
+    public void StressOnRealThreadsOnAFullImageChecksEveryOperation(int seed)
+    {
+        var dev = new MemoryBlockDevice(48UL << 20);
+        Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 });
+        StressResult r;
+        long leaked;
+        using (var rfs = ReservoirFileSystem.Open(dev, new MountOptions { CommitIntervalMs = 100 }))
+        {
+            r = StressRunner.Run(rfs, new StressOptions { Workers = 4, OpsPerWorker = 2500, Seed = seed, CheckEach = true });
+            rfs.Dispose();
+            leaked = rfs.Engine.LeakedBytes;
+        }
+        Assert.True(r.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
+        Assert.Equal(0, leaked);
+        FsckAssert.Clean(dev);
+    }
+
     [Fact]
     public void StressOnRealThreadsAndItsLogReplaysToTheSameState()
     {
