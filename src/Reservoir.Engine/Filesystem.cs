@@ -158,6 +158,40 @@ public sealed partial class Filesystem : IDisposable
     public Errno SetQuotaLimit(ulong maxReferenced, ulong maxExclusive = ulong.MaxValue) =>
         Guard(0, () => { Fs.SetQgroupLimit(Top.Id, maxReferenced, maxExclusive); return Errno.OK; });
 
+    /// <summary>Limits the qgroup of subvolume <paramref name="subvolumeId"/> (0/id); ENOENT if
+    /// there is no such subvolume, EINVAL if quotas are off.</summary>
+    public Errno SetQuotaLimit(ulong subvolumeId, ulong maxReferenced, ulong maxExclusive) =>
+        Guard(0, () =>
+        {
+            if (Fs.FsTree(subvolumeId) == null) return Errno.ENOENT;
+            Fs.SetQgroupLimit(subvolumeId, maxReferenced, maxExclusive);
+            return Errno.OK;
+        });
+
+    /// <summary>
+    /// statfs as seen from <paramref name="node"/>: the filesystem's figures, or, when the
+    /// node's subvolume has a referenced limit, that limit as the size and what is left under
+    /// it as free and available (never more than the filesystem has), as XFS project quotas
+    /// and CephFS quotas show in df. Reserved bytes (writes not yet accounted) count as used.
+    /// </summary>
+    public Errno StatFs(ulong node, out StatFsInfo st)
+    {
+        StatFs(out st);
+        if (!Fs.Quota.Enabled) return Errno.OK;
+        var (tree, _) = NodeIds.Decode(node);
+        ulong id = Quota.Qgroups.ForSubvolume(tree);
+        foreach (var g in Fs.Quota.Snapshot())
+        {
+            if (g.Id != id || g.MaxReferenced == ulong.MaxValue) continue;
+            ulong bs = st.BlockSize;
+            ulong total = g.MaxReferenced / bs;
+            ulong used = Math.Min(total, (g.Referenced + g.RsvData + bs - 1) / bs);
+            ulong free = Math.Min(total - used, st.BlocksAvail);
+            st = st with { Blocks = total, BlocksFree = free, BlocksAvail = free };
+        }
+        return Errno.OK;
+    }
+
     public SpaceReport Space()
     {
         var s = Fs.Space;

@@ -80,7 +80,8 @@ internal static class QuotaCommands
         });
         var size = new Argument<string>("size") { Description = "Limit on referenced bytes (e.g. 10G), or 'none'" };
         var image3 = new Argument<string>("image");
-        var limit = new Command("limit", "Limit the top-level subvolume's qgroup (0/5)") { size, image3 };
+        var target = new Argument<string>("path") { Description = "A subvolume inside the image (its qgroup 0/<id>), or 0/<id>; default: the top level (0/5)", DefaultValueFactory = _ => "/", Arity = ArgumentArity.ZeroOrOne };
+        var limit = new Command("limit", "Limit a subvolume's qgroup: writes past it answer EDQUOT, and df inside it shows the limit") { size, image3, target };
         limit.SetAction(pr =>
         {
             string sz = pr.GetValue(size)!;
@@ -88,7 +89,16 @@ internal static class QuotaCommands
             using var fs = MountRw(pr.GetValue(image3)!, out var dev);
             using var _ = dev;
             if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup limit: quotas are not enabled (reservoir quota enable IMAGE)"); return 1; }
-            var e = fs.SetQuotaLimit(max);
+            string t = pr.GetValue(target)!;
+            ulong subvol;
+            if (t.StartsWith("0/") && ulong.TryParse(t[2..], out ulong id)) subvol = id;
+            else
+            {
+                var le = fs.ResolveMountRoot(t, null, out ulong node);
+                if (le != Errno.OK) { ctx.Err.WriteLine($"reservoir qgroup limit: {t}: {(le == Errno.EINVAL ? "not a subvolume" : le.Describe())}"); return 1; }
+                subvol = Reservoir.Engine.Inodes.NodeIds.Decode(node).TreeId;
+            }
+            var e = fs.SetQuotaLimit(subvol, max, ulong.MaxValue);
             if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir qgroup limit: {e.Describe()}"); return 1; }
             return 0;
         });

@@ -161,7 +161,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
                 return fs.Sync();
             case Opcode.Statfs:
                 {
-                    fs.StatFs(out var st);
+                    fs.StatFs(ino, out var st); // a subvolume with a limit shows it as its size
                     var s = w.Take(Abi.StatfsOutSize);
                     BinaryPrimitives.WriteUInt64LittleEndian(s, st.Blocks);
                     BinaryPrimitives.WriteUInt64LittleEndian(s[8..], st.BlocksFree);

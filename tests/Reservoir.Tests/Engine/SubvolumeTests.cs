@@ -260,6 +260,33 @@ public class SubvolumeTests
     }
 
     [Fact]
+    public void StatfsInsideALimitedSubvolumeShowsItsLimitAndWhatIsLeft()
+    {
+        var dev = NewDevice(64UL << 20);
+        using var fs = Mount(dev);
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "tenant", 0, 0, out var t));
+        Ok(fs.StatFs(out var whole));
+        Ok(fs.StatFs(t.Ino, out var unlimited));
+        Assert.Equal(whole, unlimited); // no limit: the filesystem's figures
+        Ok(fs.SetQuotaLimit(256, 8UL << 20, ulong.MaxValue));
+        Assert.Equal(Errno.ENOENT, fs.SetQuotaLimit(999, 1UL << 20, ulong.MaxValue));
+        ulong f = CreateFile(fs, t.Ino, "f", new byte[3 << 20]);
+        Ok(fs.StatFs(t.Ino, out var st));
+        Assert.Equal((8UL << 20) / 4096, st.Blocks);
+        Assert.Equal((5UL << 20) / 4096, st.BlocksFree); // reserved, not yet committed, counts as used
+        Assert.Equal(st.BlocksFree, st.BlocksAvail);
+        Ok(fs.Sync());
+        Ok(fs.StatFs(f, out var st2));                   // any inode of the subvolume
+        Assert.Equal((5UL << 20) / 4096, st2.BlocksFree);
+        Ok(fs.StatFs(Root, out var top));
+        Assert.Equal(whole.Blocks, top.Blocks);            // the top level has no limit
+        // 5 MiB are left: a 6 MiB write stops short of the limit (or answers EDQUOT).
+        var e = fs.Write(f, 3 << 20, new byte[6 << 20], out int n);
+        Assert.True(e == Errno.EDQUOT || (e == Errno.OK && n <= 5 << 20), $"{e}, {n} bytes written");
+    }
+
+    [Fact]
     public void FsckFindsABrokenSubvolumeLink()
     {
         var dev = NewDevice(64UL << 20);
