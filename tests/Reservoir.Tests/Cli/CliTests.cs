@@ -129,5 +129,43 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1, Run("qgroup", "limit", "lots", Img).Code);
     }
 
+    [Fact]
+    public void SubvolumeCommandsCreateListShowLimitDeleteAndSync()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        Assert.Equal(0, Run("quota", "enable", Img).Code);
+        var c = Run("subvolume", "create", Img, "/home", "/srv");
+        Assert.Equal((0, "Create subvolume '/home'\nCreate subvolume '/srv'\n"), (c.Code, c.Out));
+        var dup = Run("subvolume", "create", Img, "/home");
+        Assert.Equal(1, dup.Code);
+        Assert.Contains("EEXIST", dup.Err);
+        var list = Run("subvolume", "list", Img);
+        Assert.Equal("ID 256 gen", list.Out[..10]);
+        Assert.Contains("top level 5 path home\n", list.Out);
+        Assert.Contains("ID 257", list.Out);
+        var json = JsonDocument.Parse(Run("subvolume", "list", Img, "--format", "json").Out);
+        Assert.Equal("srv", json.RootElement[1].GetProperty("path").GetString());
+        var show = Run("subvolume", "show", Img, "/home");
+        Assert.Contains("Subvolume ID: \t\t256", show.Out);
+        Assert.Contains("Quota group:\t\t0/256", show.Out);
+        Assert.Equal(0, Run("subvolume", "show", Img, "/").Code); // the top level shows too
+        Assert.Equal(0, Run("qgroup", "limit", "1M", Img, "/home").Code);
+        Assert.Contains("1.00MiB", Run("qgroup", "show", Img).Out);
+        Assert.Equal(0, Run("property", "set", Img, "/srv", "ro", "true").Code);
+        Assert.Equal("ro=true\n", Run("property", "get", Img, "/srv").Out);
+        Assert.Equal("ro=false\n", Run("property", "get", Img, "/").Out);
+        Assert.Equal(1, Run("property", "get", Img, "/nothere").Code);
+        Assert.Equal(0, Run("subvolume", "set-default", "256", Img).Code);
+        Assert.StartsWith("ID 256", Run("subvolume", "get-default", Img).Out);
+        Assert.Equal(1, Run("subvolume", "delete", Img, "/home").Code); // the default
+        Assert.Equal(0, Run("subvolume", "set-default", "5", Img).Code);
+        Assert.Equal(0, Run("subvolume", "delete", Img, "/home").Code);
+        Assert.Equal(0, Run("subvolume", "sync", Img).Code);
+        Assert.DoesNotContain("path home", Run("subvolume", "list", Img).Out);
+        Assert.DoesNotContain("0/256", Run("qgroup", "show", Img).Out);
+        Assert.Contains("Device size:", Run("filesystem", "usage", Img).Out);
+        Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
     public void Dispose() => Directory.Delete(_dir, true);
 }
