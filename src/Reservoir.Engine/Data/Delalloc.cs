@@ -128,7 +128,9 @@ internal sealed partial class DataEngine
         // outstanding extent, found by the stress runner on a full filesystem).
         // Usually a range is wholly unset (nothing to remember but the range) or wholly set
         // (nothing this call can undo); only a partly set range lists its runs.
-        var before = new List<(ulong S, ulong E, RangeBits Bit, List<(ulong S, ulong E)>? Prior)>(plan.Count * 2);
+        // (A list kept per thread: every reservation fills one, and this is the write path.)
+        var before = t_undo ??= new(8);
+        before.Clear();
         void Remember(ulong s, ulong e, RangeBits bit)
         {
             ulong set = m.Ledger.CountSet(s, e, bit);
@@ -185,6 +187,8 @@ internal sealed partial class DataEngine
         }
         return Errno.OK;
     }
+
+    [ThreadStatic] private static List<(ulong S, ulong E, RangeBits Bit, List<(ulong S, ulong E)>? Prior)>? t_undo;
 
     /// <summary>The parts of [s, e) not covered by <paramref name="covered"/> (sorted, disjoint).</summary>
     private static List<(ulong S, ulong E)> Complement(ulong s, ulong e, List<(ulong S, ulong E)> covered)
