@@ -21,6 +21,39 @@ internal static class OnlineSubvolume
     [DllImport("libc", EntryPoint = "close")]
     private static extern int Close(int fd);
 
+    private const uint IocSubvolList = 0xC0000000 | (16376u << 16) | (0x52 << 8) | 1;
+
+    /// <summary>Every subvolume, listed through the mount (Reservoir's list ioctl, paged).</summary>
+    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path)> list)
+    {
+        list = new();
+        int fd = Open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) return (Errno)Marshal.GetLastWin32Error();
+        try
+        {
+            ulong after = 0;
+            while (true)
+            {
+                var page = new byte[16376];
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(page, after);
+                if (Ioctl(fd, IocSubvolList, page) != 0) return (Errno)Marshal.GetLastWin32Error();
+                int count = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(page);
+                bool more = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)) != 0;
+                int pos = 8;
+                for (int i = 0; i < count; i++)
+                {
+                    ulong U(int o) => System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(pos + o));
+                    int n = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(page.AsSpan(pos + 33));
+                    list.Add((U(0), U(8), U(16), U(24), page[pos + 32] != 0, System.Text.Encoding.UTF8.GetString(page, pos + 35, n)));
+                    after = U(0);
+                    pos += 35 + n;
+                }
+                if (!more || count == 0) return Errno.OK;
+            }
+        }
+        finally { Close(fd); }
+    }
+
     public static Errno Create(string path) => Call(path, IocSubvolCreate);
     public static Errno Delete(string path) => Call(path, IocSnapDestroy);
 

@@ -262,6 +262,47 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
     /// `reservoir subvolume create|delete` on a mounted path uses them.</summary>
     internal const uint IocSubvolCreate = 0x5000940E, IocSnapDestroy = 0x5000940F;
 
+    /// <summary>Reservoir's own (btrfs lists through its tree-search ioctl, which exposes its
+    /// on-disk layout): _IOWR('R', 1, 16376 bytes). In: u64 the id to list after (0 first).
+    /// Out: u32 count, u32 more (1 if the page is full), then per subvolume u64 id, u64 parent,
+    /// u64 generation, u64 otransid, u8 read-only, u16 path length, path (UTF-8).</summary>
+    internal const uint IocSubvolList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 1;
+    internal const uint SubvolListSize = 16376;
+
+    private Errno SubvolList(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
+    {
+        if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
+        ulong after = BinaryPrimitives.ReadUInt64LittleEndian(arg);
+        var e = fs.ListSubvolumes(out var all);
+        if (e != Errno.OK) return e;
+        var page = new byte[SubvolListSize];
+        int pos = 8, count = 0;
+        uint more = 0;
+        foreach (var sv in all.Where(x => x.Id > after).OrderBy(x => x.Id))
+        {
+            var path = Encoding.UTF8.GetBytes(sv.Path);
+            int need = 8 * 4 + 1 + 2 + path.Length;
+            if (pos + need > page.Length) { more = 1; break; }
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), sv.Id);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), sv.ParentId);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 16), sv.Generation);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 24), sv.Otransid);
+            page[pos + 32] = sv.ReadOnly ? (byte)1 : (byte)0;
+            BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(pos + 33), (ushort)path.Length);
+            path.CopyTo(page, pos + 35);
+            pos += need;
+            count++;
+        }
+        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), more);
+        w.U32(0); // fuse_ioctl_out: result
+        w.U32(0); //   flags
+        w.U32(0); //   in_iovs
+        w.U32(0); //   out_iovs
+        w.Bytes(page);
+        return Errno.OK;
+    }
+
     /// <summary>Writes an unsolicited notification to /dev/fuse (set by the session once it
     /// has the descriptor); null in tests that drive the bridge alone.</summary>
     internal Action<byte[]>? Notifier { get; set; }
@@ -298,8 +339,9 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
-        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy)) return Errno.ENOTTY;
+        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSubvolList)) return Errno.ENOTTY;
         if ((flags & Dir) == 0) return Errno.ENOTDIR;
+        if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
         if (inSize != 4096 || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
         var field = arg[8..];
         int z = field.IndexOf((byte)0);
