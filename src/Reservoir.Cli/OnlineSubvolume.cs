@@ -24,7 +24,7 @@ internal static class OnlineSubvolume
     private const uint IocSubvolList = 0xC0000000 | (16376u << 16) | (0x52 << 8) | 1;
 
     /// <summary>Every subvolume, listed through the mount (Reservoir's list ioctl, paged).</summary>
-    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path)> list)
+    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid)> list)
     {
         list = new();
         int fd = Open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -44,15 +44,48 @@ internal static class OnlineSubvolume
                 {
                     ulong U(int o) => System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(pos + o));
                     int n = System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(page.AsSpan(pos + 33));
-                    list.Add((U(0), U(8), U(16), U(24), page[pos + 32] != 0, System.Text.Encoding.UTF8.GetString(page, pos + 35, n)));
+                    list.Add((U(0), U(8), U(16), U(24), page[pos + 32] != 0, System.Text.Encoding.UTF8.GetString(page, pos + 35, n),
+                        (long)U(35 + n), new Guid(page.AsSpan(pos + 43 + n, 16))));
                     after = U(0);
-                    pos += 35 + n;
+                    pos += 35 + n + 24;
                 }
                 if (!more || count == 0) return Errno.OK;
             }
         }
         finally { Close(fd); }
     }
+
+    private const uint IocSubvolSetRo = 0x40000000 | (8u << 16) | (0x52 << 8) | 2;
+
+    /// <summary>Makes the subvolume whose root is <paramref name="path"/> read-only or not.</summary>
+    public static Errno SetReadOnly(string path, bool ro)
+    {
+        int fd = Open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) return (Errno)Marshal.GetLastWin32Error();
+        try
+        {
+            var arg = new byte[8];
+            arg[0] = ro ? (byte)1 : (byte)0;
+            return Ioctl(fd, IocSubvolSetRo, arg) == 0 ? Errno.OK : (Errno)Marshal.GetLastWin32Error();
+        }
+        finally { Close(fd); }
+    }
+
+    /// <summary>The subvolume id whose root directory <paramref name="path"/> is, from its inode
+    /// number through the mount (tree id &lt;&lt; 40 | inode; the top level's are plain); null if
+    /// the path is a directory inside a subvolume, not its root.</summary>
+    public static ulong? SubvolumeIdOf(string path)
+    {
+        var st = new byte[256]; // struct stat (x86-64 and aarch64: st_ino at offset 8)
+        if (StatPath(path, st) != 0) return null;
+        ulong ino = System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
+        const ulong RootIno = 256, InoMask = (1UL << 40) - 1;
+        if ((ino & InoMask) != RootIno) return null;
+        return ino >> 40 == 0 ? 5 : ino >> 40;
+    }
+
+    [DllImport("libc", EntryPoint = "stat", SetLastError = true)]
+    private static extern int StatPath([MarshalAs(UnmanagedType.LPUTF8Str)] string path, byte[] buf);
 
     public static Errno Create(string path) => Call(path, IocSubvolCreate);
     public static Errno Delete(string path) => Call(path, IocSnapDestroy);

@@ -27,13 +27,24 @@ internal static class PropertyCommands
             ctx.Out.WriteLine($"ro={(ro ? "true" : "false")}");
             return 0;
         });
-        var image2 = new Argument<string>("image");
+        var image2 = new Argument<string>("image") { Description = "An unmounted image, or a subvolume on a mounted Reservoir (then: PATH ro true|false)" };
         var path2 = new Argument<string>("path") { Description = "A subvolume, inside the image" };
         var name2 = new Argument<string>("name") { Description = "The property: ro" };
-        var value = new Argument<string>("value") { Description = "true or false" };
+        var value = new Argument<string?>("value") { Description = "true or false", Arity = ArgumentArity.ZeroOrOne };
         var set = new Command("set", "Set a property") { image2, path2, name2, value };
         set.SetAction(pr =>
         {
+            if (Directory.Exists(pr.GetValue(image2)) && pr.GetValue(value) == null)
+            {
+                // Online: PATH ro true|false, through the mount's ioctl (root only).
+                string at = pr.GetValue(image2)!;
+                if (pr.GetValue(path2) != "ro") { ctx.Err.WriteLine($"reservoir property set: unknown property '{pr.GetValue(path2)}' (known: ro)"); return 1; }
+                bool on = pr.GetValue(name2) switch { "true" => true, "false" => false, var v => throw new ArgumentException($"value '{v}': expected true or false") };
+                var oe = OnlineSubvolume.SetReadOnly(at, on);
+                if (oe != Errno.OK) { ctx.Err.WriteLine($"reservoir property set: {at}: {(oe == Errno.EINVAL ? "not a subvolume" : oe == Errno.ENOTTY ? "not on a mounted Reservoir" : oe.Describe())}"); return 1; }
+                return 0;
+            }
+            if (pr.GetValue(value) == null) { ctx.Err.WriteLine("reservoir property set: expected IMAGE PATH ro true|false, or PATH ro true|false on a mount"); return 1; }
             if (pr.GetValue(name2) != "ro") { ctx.Err.WriteLine($"reservoir property set: unknown property '{pr.GetValue(name2)}' (known: ro)"); return 1; }
             bool ro = pr.GetValue(value) switch { "true" => true, "false" => false, var v => throw new ArgumentException($"value '{v}': expected true or false") };
             using var fs = ReservoirFileSystem.Open(pr.GetValue(image2)!, new Engine.Tx.MountOptions { CommitIntervalMs = 0 });

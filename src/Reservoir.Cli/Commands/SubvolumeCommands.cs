@@ -81,12 +81,42 @@ internal static class SubvolumeCommands
             return 0;
         });
 
-        var image6 = new Argument<string>("image");
-        var path6 = new Argument<string>("path") { Description = "A subvolume, inside the image" };
+        var image6 = new Argument<string>("image") { Description = "An unmounted image (then the path inside it), or a subvolume on a mounted Reservoir" };
+        var path6 = new Argument<string>("path") { Description = "A subvolume, inside the image", Arity = ArgumentArity.ZeroOrOne };
         var format6 = CommonOptions.Format();
         var show = new Command("show", "Show a subvolume: ids, uuids, generation, creation time, flags, quota group") { image6, path6, format6 };
         show.SetAction(pr =>
         {
+            if (pr.GetValue(path6) == null)
+            {
+                string at = pr.GetValue(image6)!;
+                if (OnlineSubvolume.SubvolumeIdOf(at) is not { } sid) { ctx.Err.WriteLine($"reservoir subvolume show: {at}: not a subvolume on a mounted Reservoir (give IMAGE PATH for an unmounted image)"); return 1; }
+                var le = OnlineSubvolume.List(at, out var online);
+                if (le != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume show: {at}: {le.Describe()}"); return 1; }
+                var rec = online.FirstOrDefault(x => x.Id == sid);
+                if (sid != 5 && rec.Id != sid) { ctx.Err.WriteLine($"reservoir subvolume show: {at}: subvolume {sid} is not listed"); return 1; }
+                string name = sid == 5 ? "<FS_TREE>" : Path.GetFileName(rec.Path);
+                if (CommonOptions.IsJson(pr, format6))
+                {
+                    ctx.Json(new { name, path = rec.Path, id = sid, parent = rec.Parent, top_level = rec.Parent, uuid = rec.Uuid, generation = rec.Generation, gen_at_creation = rec.Otransid, creation_time = DateTimeOffset.FromUnixTimeSeconds(rec.Otime).ToString("yyyy-MM-dd HH:mm:ss"), @readonly = rec.ReadOnly });
+                    return 0;
+                }
+                ctx.Out.WriteLine(sid == 5 ? "/" : rec.Path);
+                ctx.Out.WriteLine($"\tName: \t\t\t{name}");
+                if (sid != 5)
+                {
+                    ctx.Out.WriteLine($"\tUUID: \t\t\t{rec.Uuid}");
+                    ctx.Out.WriteLine($"\tCreation time: \t\t{DateTimeOffset.FromUnixTimeSeconds(rec.Otime).ToLocalTime():yyyy-MM-dd HH:mm:ss zzz}");
+                    ctx.Out.WriteLine($"\tSubvolume ID: \t\t{sid}");
+                    ctx.Out.WriteLine($"\tGeneration: \t\t{rec.Generation}");
+                    ctx.Out.WriteLine($"\tGen at creation: \t{rec.Otransid}");
+                    ctx.Out.WriteLine($"\tParent ID: \t\t{rec.Parent}");
+                    ctx.Out.WriteLine($"\tTop level ID: \t\t{rec.Parent}");
+                    ctx.Out.WriteLine($"\tFlags: \t\t\t{(rec.ReadOnly ? "readonly" : "-")}");
+                }
+                else ctx.Out.WriteLine($"\tSubvolume ID: \t\t5");
+                return 0;
+            }
             using var fs = ReservoirFileSystem.Open(pr.GetValue(image6)!, new Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
             string p = pr.GetValue(path6)!;
             var node = fs.GetInfo(p, followLinks: true).Attr.Ino;

@@ -265,9 +265,13 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
     /// <summary>Reservoir's own (btrfs lists through its tree-search ioctl, which exposes its
     /// on-disk layout): _IOWR('R', 1, 16376 bytes). In: u64 the id to list after (0 first).
     /// Out: u32 count, u32 more (1 if the page is full), then per subvolume u64 id, u64 parent,
-    /// u64 generation, u64 otransid, u8 read-only, u16 path length, path (UTF-8).</summary>
+    /// u64 generation, u64 otransid, u8 read-only, u16 path length, path (UTF-8), i64 otime
+    /// (seconds), 16-byte uuid.</summary>
     internal const uint IocSubvolList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 1;
     internal const uint SubvolListSize = 16376;
+
+    /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
+    internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
 
     private Errno SubvolList(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
     {
@@ -281,7 +285,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         foreach (var sv in all.Where(x => x.Id > after).OrderBy(x => x.Id))
         {
             var path = Encoding.UTF8.GetBytes(sv.Path);
-            int need = 8 * 4 + 1 + 2 + path.Length;
+            int need = 8 * 4 + 1 + 2 + path.Length + 8 + 16;
             if (pos + need > page.Length) { more = 1; break; }
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), sv.Id);
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), sv.ParentId);
@@ -290,6 +294,8 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
             page[pos + 32] = sv.ReadOnly ? (byte)1 : (byte)0;
             BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(pos + 33), (ushort)path.Length);
             path.CopyTo(page, pos + 35);
+            BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(pos + 35 + path.Length), sv.Otime.Sec);
+            sv.Uuid.TryWriteBytes(page.AsSpan(pos + 43 + path.Length));
             pos += need;
             count++;
         }
@@ -334,14 +340,36 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         Notifier(inode);
     }
 
+    private void InvalidateAttr(ulong ino)
+    {
+        if (Notifier == null) return;
+        var inode = new byte[Abi.OutHeaderSize + 24];
+        BinaryPrimitives.WriteUInt32LittleEndian(inode, (uint)inode.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(inode.AsSpan(4), 2);           // FUSE_NOTIFY_INVAL_INODE
+        BinaryPrimitives.WriteUInt64LittleEndian(inode.AsSpan(16), NodeOf(ino));
+        BinaryPrimitives.WriteInt64LittleEndian(inode.AsSpan(24), -1);
+        Notifier(inode);
+    }
+
     private Errno Ioctl(ref RequestReader r, ref ReplyWriter w, ulong ino)
     {
         if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
-        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSubvolList)) return Errno.ENOTTY;
+        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSubvolList or IocSubvolSetRo)) return Errno.ENOTTY;
         if ((flags & Dir) == 0) return Errno.ENOTDIR;
         if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
+        if (cmd == IocSubvolSetRo)
+        {
+            // On the subvolume's root directory itself; root only, as btrfs property set is.
+            if (r.Uid != 0) return Errno.EPERM;
+            if (inSize != 8 || !r.TryBytes(8, out var flag)) return Errno.EINVAL;
+            var re = fs.SetSubvolumeReadOnly(ino, BinaryPrimitives.ReadUInt64LittleEndian(flag) != 0);
+            if (re != Errno.OK) return re;
+            InvalidateAttr(ino);
+            w.U32(0); w.U32(0); w.U32(0); w.U32(0);
+            return Errno.OK;
+        }
         if (inSize != 4096 || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
         var field = arg[8..];
         int z = field.IndexOf((byte)0);
