@@ -18,6 +18,9 @@ internal static class OnlineSubvolume
     [DllImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     private static extern int Ioctl(int fd, nuint request, byte[] arg);
 
+    [DllImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static extern int Fsync(int fd);
+
     [DllImport("libc", EntryPoint = "close")]
     private static extern int Close(int fd);
 
@@ -86,6 +89,49 @@ internal static class OnlineSubvolume
 
     [DllImport("libc", EntryPoint = "stat", SetLastError = true)]
     private static extern int StatPath([MarshalAs(UnmanagedType.LPUTF8Str)] string path, byte[] buf);
+
+    private const uint IocQgroupList = 0xC0000000 | (16376u << 16) | (0x52 << 8) | 3;
+    private const uint IocQgroupLimit = 0x40000000 | (24u << 16) | (0x52 << 8) | 4;
+
+    /// <summary>Every qgroup of the mounted filesystem (ENOTCONN when quotas are off).</summary>
+    public static Errno Qgroups(string dir, out List<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)> groups)
+    {
+        groups = new();
+        int fd = Open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) return (Errno)Marshal.GetLastWin32Error();
+        try
+        {
+            // Usage is accounted at commit; fsync on a directory of the mount commits (the kernel
+            // sends no syncfs to a FUSE daemon), so the numbers are current, as btrfs's --sync.
+            Fsync(fd);
+            var page = new byte[16376];
+            if (Ioctl(fd, IocQgroupList, page) != 0) return (Errno)Marshal.GetLastWin32Error();
+            int count = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(page);
+            for (int i = 0, pos = 8; i < count; i++, pos += 48)
+            {
+                ulong U(int o) => System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(pos + o));
+                groups.Add((U(0), U(8), U(16), U(24), U(32)));
+            }
+            return Errno.OK;
+        }
+        finally { Close(fd); }
+    }
+
+    /// <summary>Sets the referenced limit of a subvolume's qgroup through the mount (root only).</summary>
+    public static Errno LimitQgroup(string dir, ulong subvolume, ulong maxReferenced)
+    {
+        int fd = Open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) return (Errno)Marshal.GetLastWin32Error();
+        try
+        {
+            var arg = new byte[24];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(arg, subvolume);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(8), maxReferenced);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(16), ulong.MaxValue);
+            return Ioctl(fd, IocQgroupLimit, arg) == 0 ? Errno.OK : (Errno)Marshal.GetLastWin32Error();
+        }
+        finally { Close(fd); }
+    }
 
     public static Errno Create(string path) => Call(path, IocSubvolCreate);
     public static Errno Delete(string path) => Call(path, IocSnapDestroy);

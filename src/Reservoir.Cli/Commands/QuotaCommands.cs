@@ -57,10 +57,24 @@ internal static class QuotaCommands
         var show = new Command("show", "List quota groups with referenced and exclusive bytes and limits") { image, raw, format };
         show.SetAction(pr =>
         {
-            using var fs = InspectCommand.MountRo(pr.GetValue(image)!, out var dev);
-            using var _ = dev;
-            if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup show: quotas are not enabled"); return 1; }
-            var groups = fs.Qgroups();
+            IReadOnlyList<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)> groups;
+            if (Directory.Exists(pr.GetValue(image)))
+            {
+                var oe = OnlineSubvolume.Qgroups(pr.GetValue(image)!, out var online);
+                if (oe != Errno.OK)
+                {
+                    ctx.Err.WriteLine(oe switch { Errno.ENOTCONN => "reservoir qgroup show: quotas are not enabled", Errno.ENOTTY => $"reservoir qgroup show: {pr.GetValue(image)}: not on a mounted Reservoir", _ => $"reservoir qgroup show: {oe.Describe()}" });
+                    return 1;
+                }
+                groups = online;
+            }
+            else
+            {
+                using var fs = InspectCommand.MountRo(pr.GetValue(image)!, out var dev);
+                using var _ = dev;
+                if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup show: quotas are not enabled"); return 1; }
+                groups = fs.Qgroups().Select(g => (g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive)).ToList();
+            }
             if (CommonOptions.IsJson(pr, format))
             {
                 ctx.Json(groups.Select(g => new
@@ -86,6 +100,15 @@ internal static class QuotaCommands
         {
             string sz = pr.GetValue(size)!;
             ulong max = sz == "none" ? ulong.MaxValue : MkfsCommand.ParseSize(sz, "size");
+            if (Directory.Exists(pr.GetValue(image3)))
+            {
+                // Online: `qgroup limit SIZE PATH` with PATH a subvolume on a mount (root only).
+                string at = pr.GetValue(image3)!;
+                if (OnlineSubvolume.SubvolumeIdOf(at) is not { } sid) { ctx.Err.WriteLine($"reservoir qgroup limit: {at}: not a subvolume on a mounted Reservoir"); return 1; }
+                var oe = OnlineSubvolume.LimitQgroup(at, sid, max);
+                if (oe != Errno.OK) { ctx.Err.WriteLine(oe == Errno.ENOTCONN ? "reservoir qgroup limit: quotas are not enabled" : $"reservoir qgroup limit: {at}: {oe.Describe()}"); return 1; }
+                return 0;
+            }
             using var fs = MountRw(pr.GetValue(image3)!, out var dev);
             using var _ = dev;
             if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup limit: quotas are not enabled (reservoir quota enable IMAGE)"); return 1; }

@@ -270,6 +270,12 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
     internal const uint IocSubvolList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 1;
     internal const uint SubvolListSize = 16376;
 
+    /// <summary>Reservoir's: _IOWR('R', 3, 16376): every qgroup as (u64 id, referenced, exclusive,
+    /// max referenced, max exclusive, reserved) after a u32 count and u32 0; _IOW('R', 4, 24 bytes)
+    /// sets (u64 subvolume id, u64 max referenced, u64 max exclusive; 2^64−1 = none), root only.</summary>
+    internal const uint IocQgroupList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 3;
+    internal const uint IocQgroupLimit = 0x40000000 | (24 << 16) | (0x52 << 8) | 4;
+
     /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
     internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
 
@@ -356,9 +362,42 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
-        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSubvolList or IocSubvolSetRo)) return Errno.ENOTTY;
+        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSubvolList or IocSubvolSetRo or IocQgroupList or IocQgroupLimit)) return Errno.ENOTTY;
         if ((flags & Dir) == 0) return Errno.ENOTDIR;
         if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
+        if (cmd == IocQgroupList)
+        {
+            if (inSize != SubvolListSize || U32(s, 28) != SubvolListSize || !r.TryBytes((int)inSize, out _)) return Errno.EINVAL;
+            if (!fs.QuotaEnabled) return Errno.ENOTCONN; // btrfs answers ENOTCONN when quotas are off
+            var page = new byte[SubvolListSize];
+            int pos = 8, count = 0;
+            foreach (var g in fs.Qgroups())
+            {
+                if (pos + 48 > page.Length) break;
+                BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), g.Id);
+                BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), g.Referenced);
+                BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 16), g.Exclusive);
+                BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 24), g.MaxReferenced);
+                BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 32), g.MaxExclusive);
+                BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 40), g.RsvData);
+                pos += 48;
+                count++;
+            }
+            BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
+            w.U32(0); w.U32(0); w.U32(0); w.U32(0);
+            w.Bytes(page);
+            return Errno.OK;
+        }
+        if (cmd == IocQgroupLimit)
+        {
+            if (r.Uid != 0) return Errno.EPERM;
+            if (inSize != 24 || !r.TryBytes(24, out var lim)) return Errno.EINVAL;
+            if (!fs.QuotaEnabled) return Errno.ENOTCONN;
+            var le = fs.SetQuotaLimit(BinaryPrimitives.ReadUInt64LittleEndian(lim), BinaryPrimitives.ReadUInt64LittleEndian(lim[8..]), BinaryPrimitives.ReadUInt64LittleEndian(lim[16..]));
+            if (le != Errno.OK) return le;
+            w.U32(0); w.U32(0); w.U32(0); w.U32(0);
+            return Errno.OK;
+        }
         if (cmd == IocSubvolSetRo)
         {
             // On the subvolume's root directory itself; root only, as btrfs property set is.

@@ -97,6 +97,13 @@ public class MountTests(ITestOutputHelper log)
             // Reservoir's read-only ioctl on a subvolume's root (`reservoir property set PATH ro true`).
             const string SetRo = "import fcntl,os,sys; fd=os.open(sys.argv[1],os.O_RDONLY|os.O_DIRECTORY); fcntl.ioctl(fd,0x40085202,int(sys.argv[2]).to_bytes(8,'little'))";
             m.Run($"python3 -c \"{SetRo}\" sv 1 && ! touch sv/ro 2>/dev/null && python3 -c \"{SetRo}\" sv 0 && touch sv/ro && rm sv/ro");
+            // Reservoir's qgroup list ioctl: quotas are off on this image, which it says as btrfs does (ENOTCONN).
+            var q = MountedImage.Sh("python3 -c \"import fcntl,os; fd=os.open('.',os.O_RDONLY|os.O_DIRECTORY); fcntl.ioctl(fd,0xFFF85203,bytearray(16376))\" 2>&1", m.Dir);
+            Assert.NotEqual(0, q.Code);
+            Assert.Contains("not connected", q.Out);
+            TestFs.Ok(m.Fs.EnableQuota());
+            var q2 = m.Run("python3 -c \"import fcntl,os,struct; fd=os.open('.',os.O_RDONLY|os.O_DIRECTORY); b=bytearray(16376); fcntl.ioctl(fd,0xFFF85203,b); n=struct.unpack_from('<I',b,0)[0]; print(n, ' '.join(str(struct.unpack_from('<Q',b,8+48*i)[0] & 0xFFFFFFFFFFFF) for i in range(n)))\"").Trim();
+            Assert.Equal("2 5 256", q2); // 0/5 and 0/256 (sv)
             var bad = MountedImage.Sh($"python3 -c \"{Ioctl}\" 5000947F x 2>&1", m.Dir);
             Assert.NotEqual(0, bad.Code);
             Assert.Contains("Inappropriate ioctl", bad.Out);
