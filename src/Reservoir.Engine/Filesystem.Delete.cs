@@ -88,20 +88,7 @@ public sealed partial class Filesystem
     private void CleanupOrphans(Subvolume sv)
     {
         var t = sv.Tree;
-        var orphans = new List<ulong>();
-        using (t.Lock.Read())
-        {
-            var path = new TreePath();
-            if (t.SeekGE(new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, 0), path))
-            {
-                do
-                {
-                    var k = path.Key;
-                    if (k.ObjectId != TreeIds.OrphanObjectId || k.Type != KeyTypes.OrphanItem) break;
-                    orphans.Add(k.Offset);
-                } while (t.Next(path));
-            }
-        }
+        var orphans = DirItems.Orphans(t);
         foreach (var ino in orphans)
         {
             while (true)

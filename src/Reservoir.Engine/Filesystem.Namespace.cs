@@ -118,8 +118,8 @@ public sealed partial class Filesystem
     private Errno MakeNode(ulong dirIno, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, ReadOnlySpan<byte> symlinkTarget, out InodeAttr attr)
     {
         attr = default;
-        var e = CheckName(name);
-        if (e != Errno.OK) return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
+        var e = CheckNewName(name);
+        if (e != Errno.OK) return e;
         e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
@@ -130,11 +130,9 @@ public sealed partial class Filesystem
             e = Guard(dirIno, () =>
             {
                 using var lk = dir.Lock.Write();
-                if (!dir.IsDir) return Errno.ENOTDIR;
-                if (dir.Deleted || dir.Item.Nlink == 0) return Errno.ENOENT;
-                if (LookupLocked(dir, nameCopy, out _, out _) == Errno.OK) return Errno.EEXIST;
                 bool isDir = Inodes.Mode.IsDir(mode);
-                if (isDir && dir.Item.Nlink >= 65000) return Errno.EMLINK;
+                var ce = CanAddEntryLocked(dir, nameCopy, isDir);
+                if (ce != Errno.OK) return ce;
                 var se = Fs.TryStart(6, out var h);
                 if (se != Errno.OK) return se;
                 using (h)
@@ -174,6 +172,26 @@ public sealed partial class Filesystem
         finally { Put(dir); }
         attr = result;
         return e;
+    }
+
+    /// <summary>A name for a new entry: <see cref="CheckName"/>, with "." and ".." answering
+    /// EEXIST (they always exist), as mkdir(2) and friends do.</summary>
+    private static Errno CheckNewName(ReadOnlySpan<byte> name)
+    {
+        var e = CheckName(name);
+        return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
+    }
+
+    /// <summary>Whether <paramref name="dir"/> can take a new entry <paramref name="name"/>
+    /// (a directory, still linked, the name free, and room for one more subdirectory's link
+    /// when <paramref name="isDir"/>). Caller holds the directory's lock.</summary>
+    private Errno CanAddEntryLocked(Inode dir, byte[] name, bool isDir)
+    {
+        if (!dir.IsDir) return Errno.ENOTDIR;
+        if (dir.Deleted || dir.Item.Nlink == 0) return Errno.ENOENT;
+        if (LookupLocked(dir, name, out _, out _) == Errno.OK) return Errno.EEXIST;
+        if (isDir && dir.Item.Nlink >= 65000) return Errno.EMLINK;
+        return Errno.OK;
     }
 
     public Errno Readlink(ulong ino, out byte[] target)

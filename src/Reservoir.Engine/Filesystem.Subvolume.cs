@@ -30,8 +30,8 @@ public sealed partial class Filesystem
     public Errno CreateSubvolume(ulong dirIno, ReadOnlySpan<byte> name, uint uid, uint gid, out InodeAttr attr)
     {
         attr = default;
-        var e = CheckName(name);
-        if (e != Errno.OK) return e == Errno.EINVAL && (name.SequenceEqual("."u8) || name.SequenceEqual(".."u8)) ? Errno.EEXIST : e;
+        var e = CheckNewName(name);
+        if (e != Errno.OK) return e;
         e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
@@ -41,10 +41,8 @@ public sealed partial class Filesystem
             e = Guard(dirIno, () =>
             {
                 using var lk = dir.Lock.Write();
-                if (!dir.IsDir) return Errno.ENOTDIR;
-                if (dir.Deleted || dir.Item.Nlink == 0) return Errno.ENOENT;
-                if (LookupLocked(dir, nameCopy, out _, out _) == Errno.OK) return Errno.EEXIST;
-                if (dir.Item.Nlink >= 65000) return Errno.EMLINK;
+                var ce = CanAddEntryLocked(dir, nameCopy, isDir: true); // its root is a subdirectory
+                if (ce != Errno.OK) return ce;
                 var se = Fs.TryStart(12, out var h);
                 if (se != Errno.OK) return se;
                 using (h)
@@ -100,6 +98,9 @@ public sealed partial class Filesystem
         return NodeIds.Encode(parent, link.DirId);
     }
 
+    /// <summary>The top level, or a subvolume that exists and is linked (not deleted).</summary>
+    private bool IsLiveSubvolume(ulong id) => id == TreeIds.FsTree || (Fs.FsTree(id) != null && BackrefOf(id) != null);
+
     /// <summary>(parent tree, dirid, index, name) of a subvolume's ROOT_BACKREF, or null.</summary>
     private (ulong Parent, (ulong DirId, ulong Index, byte[] Name) Link)? BackrefOf(ulong id)
     {
@@ -118,18 +119,8 @@ public sealed partial class Filesystem
         var result = new List<SubvolumeInfo>();
         var e = Guard(0, () =>
         {
-            var ids = new List<ulong>();
-            using (Fs.RootTree.Lock.Read())
-            {
-                var path = new TreePath();
-                if (Fs.RootTree.SeekGE(new Key(TreeIds.FirstSubvolume, KeyTypes.RootItem, 0), path))
-                    do
-                    {
-                        var k = path.Key;
-                        if (k.ObjectId >= TreeIds.OrphanObjectId) break;
-                        if (k.Type == KeyTypes.RootItem) ids.Add(k.ObjectId);
-                    } while (Fs.RootTree.Next(path));
-            }
+            // Every subvolume tree is loaded at mount and registered when created (FsInfo).
+            var ids = Fs.AllFsTrees().Select(t => t.Id).Where(id => id >= TreeIds.FirstSubvolume).Order().ToList();
             foreach (var id in ids)
             {
                 if (BackrefOf(id) is not { } b) continue; // deleted, its items still being dropped
@@ -251,7 +242,7 @@ public sealed partial class Filesystem
                     {
                         Fs.RootTree.Delete(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id));
                         Fs.RootTree.Delete(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id));
-                        Fs.RootTree.Put(h, new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, id), ReadOnlySpan<byte>.Empty);
+                        Fs.RootTree.Put(h, DirItems.OrphanKey(id), ReadOnlySpan<byte>.Empty);
                     }
                 }
                 using (_subvolsLock.Lock()) _subvols.Remove(id);
@@ -331,7 +322,7 @@ public sealed partial class Filesystem
         using (h2)
         {
             Fs.RemoveFsTree(h2, t);
-            using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h2, new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, t.Id));
+            using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h2, DirItems.OrphanKey(t.Id));
         }
         if (!Fs.Quota.RemoveForSubvolume(t.Id)) Fs.Warn($"subvolume {t.Id}: its quota group still shows usage after its tree was dropped");
         Fs.ForceCommit = true;
@@ -342,25 +333,14 @@ public sealed partial class Filesystem
     /// <summary>At mount: finishes dropping subvolumes whose deletion a crash interrupted.</summary>
     private void CleanupDeletedSubvolumes()
     {
-        var ids = new List<ulong>();
-        using (Fs.RootTree.Lock.Read())
-        {
-            var path = new TreePath();
-            if (Fs.RootTree.SeekGE(new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, 0), path))
-                do
-                {
-                    var k = path.Key;
-                    if (k.ObjectId != TreeIds.OrphanObjectId || k.Type != KeyTypes.OrphanItem) break;
-                    ids.Add(k.Offset);
-                } while (Fs.RootTree.Next(path));
-        }
+        var ids = DirItems.Orphans(Fs.RootTree);
         foreach (var id in ids)
         {
             var t = Fs.FsTree(id);
             if (t == null)
             {
                 using var h = Fs.Start(1, useGlobalReserve: true);
-                using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h, new Key(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, id));
+                using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h, DirItems.OrphanKey(id));
                 continue;
             }
             QueueDrop(t);
@@ -379,7 +359,7 @@ public sealed partial class Filesystem
     public Errno SetDefaultSubvolume(ulong id) => Guard(0, () =>
     {
         if (Fs.ReadOnly) return Errno.EROFS;
-        if (id != TreeIds.FsTree && (Fs.FsTree(id) == null || BackrefOf(id) == null)) return Errno.ENOENT;
+        if (!IsLiveSubvolume(id)) return Errno.ENOENT;
         Fs.SetDefaultSubvolumeId(id);
         Fs.Commit();
         return Errno.OK;
@@ -413,7 +393,7 @@ public sealed partial class Filesystem
                 return Errno.OK;
             }
             ulong id = subvolId ?? Fs.Super.DefaultSubvolume;
-            if (id != TreeIds.FsTree && (Fs.FsTree(id) == null || BackrefOf(id) == null)) return Errno.ENOENT;
+            if (!IsLiveSubvolume(id)) return Errno.ENOENT;
             found = NodeIds.Encode(id, RootIno);
             return Errno.OK;
         });
@@ -473,8 +453,8 @@ public sealed partial class Filesystem
         return Guard(node, () =>
         {
             if (Fs.ReadOnly) return Errno.EROFS;
-            var sv = SubvolumeOf(tree);
-            if (sv == null || (tree != TreeIds.FsTree && BackrefOf(tree) == null)) return Errno.ENOENT;
+            if (!IsLiveSubvolume(tree)) return Errno.ENOENT;
+            var sv = SubvolumeOf(tree)!;
             bool was = sv.ReadOnly;
             sv.ReadOnly = readOnly;
             if (readOnly)

@@ -31,7 +31,7 @@ public sealed partial class Filesystem : IDisposable
     {
         Fs = fs;
         _subvolsLock = fs.Sched.CreateMutex("subvolumes");
-        Top = new Subvolume(fs, fs.FsTree(TreeIds.FsTree)!) { ReadOnly = fs.RootItemOf(TreeIds.FsTree) is { } ri && (ri.Flags & RootItem.FlagReadOnly) != 0 };
+        Top = LoadSubvolume(fs.FsTree(TreeIds.FsTree)!);
         _subvols[Top.Id] = Top;
         Data = new Data.DataEngine(fs, LoadedSubvolumes, dataOptions);
     }
@@ -50,9 +50,12 @@ public sealed partial class Filesystem : IDisposable
         if (_subvols.TryGetValue(treeId, out var sv)) return sv;
         var tree = Fs.FsTree(treeId);
         if (tree == null) return null;
-        bool ro = Fs.RootItemOf(treeId) is { } ri && (ri.Flags & RootItem.FlagReadOnly) != 0;
-        return _subvols[treeId] = new Subvolume(Fs, tree) { ReadOnly = ro };
+        return _subvols[treeId] = LoadSubvolume(tree);
     }
+
+    /// <summary>A subvolume's in-memory side, with the read-only flag of its ROOT_ITEM.</summary>
+    private Subvolume LoadSubvolume(Tree.BTree tree) =>
+        new(Fs, tree) { ReadOnly = Fs.RootItemOf(tree.Id) is { } ri && (ri.Flags & RootItem.FlagReadOnly) != 0 };
 
     /// <summary>Writes a new empty filesystem on the device (mkfs).</summary>
     public static void Format(IBlockDevice dev, MkfsOptions? options = null, IScheduler? sched = null)

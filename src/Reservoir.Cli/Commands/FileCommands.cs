@@ -13,7 +13,9 @@ internal static class FileCommands
 {
     public static IEnumerable<Command> Build(CliContext ctx) => [Ls(ctx), Cat(ctx), Cp(ctx), Mkdir(ctx), Rm(ctx)];
 
-    private static ReservoirFileSystem Open(string image, bool write) =>
+    /// <summary>An unmounted image for one command: read-only unless it writes, no periodic
+    /// commits (the command commits when it closes the image).</summary>
+    internal static ReservoirFileSystem Open(string image, bool write) =>
         ReservoirFileSystem.Open(image, new MountOptions { ReadOnly = !write, CommitIntervalMs = 0 });
 
     private static Command Ls(CliContext ctx)

@@ -20,7 +20,7 @@ internal static class PropertyCommands
         get.SetAction(pr =>
         {
             if (pr.GetValue(name) != "ro") { ctx.Err.WriteLine($"reservoir property get: unknown property '{pr.GetValue(name)}' (known: ro)"); return 1; }
-            using var fs = ReservoirFileSystem.Open(pr.GetValue(image)!, new Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
+            using var fs = FileCommands.Open(pr.GetValue(image)!, write: false);
             var node = fs.GetInfo(pr.GetValue(path)!, followLinks: true).Attr.Ino;
             var e = fs.Engine.GetSubvolumeReadOnly(node, out bool ro);
             if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir property get: {pr.GetValue(path)}: {(e == Errno.EINVAL ? "not a subvolume" : e.Describe())}"); return 1; }
@@ -47,7 +47,7 @@ internal static class PropertyCommands
             if (pr.GetValue(value) == null) { ctx.Err.WriteLine("reservoir property set: expected IMAGE PATH ro true|false, or PATH ro true|false on a mount"); return 1; }
             if (pr.GetValue(name2) != "ro") { ctx.Err.WriteLine($"reservoir property set: unknown property '{pr.GetValue(name2)}' (known: ro)"); return 1; }
             bool ro = pr.GetValue(value) switch { "true" => true, "false" => false, var v => throw new ArgumentException($"value '{v}': expected true or false") };
-            using var fs = ReservoirFileSystem.Open(pr.GetValue(image2)!, new Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+            using var fs = FileCommands.Open(pr.GetValue(image2)!, write: true);
             var node = fs.GetInfo(pr.GetValue(path2)!, followLinks: true).Attr.Ino;
             var e = fs.Engine.SetSubvolumeReadOnly(node, ro);
             if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir property set: {pr.GetValue(path2)}: {(e == Errno.EINVAL ? "not a subvolume" : e.Describe())}"); return 1; }

@@ -42,7 +42,7 @@ internal static class SubvolumeCommands
                 else foreach (var s in online) ctx.Out.WriteLine($"ID {s.Id} gen {s.Generation} top level {s.Parent} path {s.Path}");
                 return 0;
             }
-            using var fs = ReservoirFileSystem.Open(pr.GetValue(image3)!, new Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
+            using var fs = FileCommands.Open(pr.GetValue(image3)!, write: false);
             var all = fs.ListSubvolumes();
             if (CommonOptions.IsJson(pr, format))
             {
@@ -62,7 +62,7 @@ internal static class SubvolumeCommands
         var setDefault = new Command("set-default", "Make a subvolume the one mounted by default") { id4, image4 };
         setDefault.SetAction(pr =>
         {
-            using var fs = ReservoirFileSystem.Open(pr.GetValue(image4)!, new Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+            using var fs = FileCommands.Open(pr.GetValue(image4)!, write: true);
             var e = fs.Engine.SetDefaultSubvolume(pr.GetValue(id4));
             if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume set-default: {pr.GetValue(id4)}: {e.Describe()}"); return 1; }
             return 0;
@@ -73,7 +73,7 @@ internal static class SubvolumeCommands
         var getDefault = new Command("get-default", "Show the default subvolume") { image5, format5 };
         getDefault.SetAction(pr =>
         {
-            using var fs = ReservoirFileSystem.Open(pr.GetValue(image5)!, new Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
+            using var fs = FileCommands.Open(pr.GetValue(image5)!, write: false);
             ulong id = fs.Engine.DefaultSubvolume;
             var info = id == 5 ? (SubvolumeInfo?)null : fs.ListSubvolumes().FirstOrDefault(s => s.Id == id);
             if (CommonOptions.IsJson(pr, format5)) { ctx.Json(new { id, path = info?.Path ?? "" }); return 0; }
@@ -117,7 +117,7 @@ internal static class SubvolumeCommands
                 else ctx.Out.WriteLine($"\tSubvolume ID: \t\t5");
                 return 0;
             }
-            using var fs = ReservoirFileSystem.Open(pr.GetValue(image6)!, new Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
+            using var fs = FileCommands.Open(pr.GetValue(image6)!, write: false);
             string p = pr.GetValue(path6)!;
             var node = fs.GetInfo(p, followLinks: true).Attr.Ino;
             var e = fs.Engine.ShowSubvolume(node, out var s);
@@ -160,7 +160,7 @@ internal static class SubvolumeCommands
         var sync = new Command("sync", "Wait until deleted subvolumes' space is free (finishes deletions an earlier mount left)") { image7 };
         sync.SetAction(pr =>
         {
-            using var fs = ReservoirFileSystem.Open(pr.GetValue(image7)!, new Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+            using var fs = FileCommands.Open(pr.GetValue(image7)!, write: true);
             fs.SyncSubvolumeDeletions();
             return 0;
         });
@@ -200,7 +200,7 @@ internal static class SubvolumeCommands
             return 0;
         }
         if (targets.Length < 2) { ctx.Err.WriteLine($"reservoir subvolume {verb}: {targets[0]} is an image: give the paths inside it"); return 1; }
-        using var fs = ReservoirFileSystem.Open(targets[0], new Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+        using var fs = FileCommands.Open(targets[0], write: true);
         foreach (var p in targets[1..])
         {
             try { offline(fs, p); }

@@ -105,14 +105,36 @@ internal sealed partial class DataEngine
         // A no-CoW file (chattr +C) overwrites its written extents in place, like preallocated ones.
         bool noCow = (m.Inode.Item.Flags & InodeFlags.NoDataCow) != 0;
         bool IsCow(ExtentStatus st) => st is ExtentStatus.Hole or ExtentStatus.Delayed || (st == ExtentStatus.Written && !noCow);
+        // What each bit covered before this call, so that a failure below clears exactly the
+        // bytes this call set: the rest belong to other dirty pages (an undo that skipped the
+        // InPlace ranges once left them owned by no page: a leak of InPlace and of an
+        // outstanding extent, found by the stress runner on a full filesystem). Taken with the
+        // counts that size the reservation (the ledger cannot change under DataSem: checked
+        // below). Usually a range is wholly unset (nothing to remember but the range) or wholly
+        // set (nothing this call can undo); only a partly set range lists its runs. (A list
+        // kept per thread: every reservation fills one, and this is the write path.)
+        var before = t_undo ??= new(8);
+        before.Clear();
+        void Remember(ulong s, ulong e, RangeBits bit, ulong set)
+        {
+            if (set == e - s) return;
+            before.Add((s, e, bit, set == 0 ? null : m.Ledger.Runs(bit, s, e)));
+        }
         ulong newData = 0, newQgroup = 0;
         using (m.State.Lock())
         {
             foreach (var (s, e, st) in plan)
             {
-                if (!IsCow(st)) continue;
-                newData += (e - s) - m.Ledger.CountSet(s, e, RangeBits.Delalloc);
-                newQgroup += (e - s) - m.Ledger.CountSet(s, e, RangeBits.QgroupReserved);
+                if (!IsCow(st))
+                {
+                    Remember(s, e, RangeBits.InPlace, m.Ledger.CountSet(s, e, RangeBits.InPlace));
+                    continue;
+                }
+                ulong d = m.Ledger.CountSet(s, e, RangeBits.Delalloc), q = m.Ledger.CountSet(s, e, RangeBits.QgroupReserved);
+                newData += (e - s) - d;
+                newQgroup += (e - s) - q;
+                Remember(s, e, RangeBits.Delalloc, d);
+                Remember(s, e, RangeBits.QgroupReserved, q);
             }
         }
         if (Fs.Quota.Reserve(m.Subvol.Id, newQgroup) != Errno.OK) return Errno.EDQUOT;
@@ -122,38 +144,17 @@ internal sealed partial class DataEngine
             return Errno.ENOSPC;
         }
         ulong setData = 0, setQgroup = 0;
-        // What each bit covered before this call, so that a failure below clears exactly the
-        // bytes this call set: the rest belong to other dirty pages (an undo that skipped the
-        // InPlace ranges once left them owned by no page: a leak of InPlace and of an
-        // outstanding extent, found by the stress runner on a full filesystem).
-        // Usually a range is wholly unset (nothing to remember but the range) or wholly set
-        // (nothing this call can undo); only a partly set range lists its runs.
-        // (A list kept per thread: every reservation fills one, and this is the write path.)
-        var before = t_undo ??= new(8);
-        before.Clear();
-        void Remember(ulong s, ulong e, RangeBits bit)
-        {
-            ulong set = m.Ledger.CountSet(s, e, bit);
-            if (set == e - s) return;
-            before.Add((s, e, bit, set == 0 ? null : m.Ledger.Runs(bit, s, e)));
-        }
         using (m.State.Lock())
         {
             foreach (var (s, e, st) in plan)
             {
                 if (IsCow(st))
                 {
-                    Remember(s, e, RangeBits.Delalloc);
-                    Remember(s, e, RangeBits.QgroupReserved);
                     setData += ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: true);
                     setQgroup += m.Ledger.Set(s, e, RangeBits.QgroupReserved);
                     m.Es.Insert(s, e, ExtentStatus.Delayed);
                 }
-                else
-                {
-                    Remember(s, e, RangeBits.InPlace);
-                    ChangeDirtyBits(m, s, e, RangeBits.InPlace, set: true); // preallocated, or no-CoW written
-                }
+                else ChangeDirtyBits(m, s, e, RangeBits.InPlace, set: true); // preallocated, or no-CoW written
             }
         }
         if (setData != newData || setQgroup != newQgroup)

@@ -201,4 +201,21 @@ internal static class DirItems
     }
 
     public static Key OrphanKey(ulong ino) => new(TreeIds.OrphanObjectId, KeyTypes.OrphanItem, ino);
+
+    /// <summary>The offsets of a tree's ORPHAN_ITEMs (inodes in an fs tree, subvolume ids in
+    /// the root tree). Takes the tree's lock for reading.</summary>
+    public static List<ulong> Orphans(BTree t)
+    {
+        var ids = new List<ulong>();
+        using var _ = t.Lock.Read();
+        var path = new TreePath();
+        if (t.SeekGE(OrphanKey(0), path))
+            do
+            {
+                var k = path.Key;
+                if (k.ObjectId != TreeIds.OrphanObjectId || k.Type != KeyTypes.OrphanItem) break;
+                ids.Add(k.Offset);
+            } while (t.Next(path));
+        return ids;
+    }
 }

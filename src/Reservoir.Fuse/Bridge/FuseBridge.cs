@@ -307,10 +307,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         }
         BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
         BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), more);
-        w.U32(0); // fuse_ioctl_out: result
-        w.U32(0); //   flags
-        w.U32(0); //   in_iovs
-        w.U32(0); //   out_iovs
+        IoctlDone(ref w);
         w.Bytes(page);
         return Errno.OK;
     }
@@ -338,12 +335,17 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         BinaryPrimitives.WriteUInt32LittleEndian(entry.AsSpan(24), (uint)name.Length);
         name.CopyTo(entry.AsSpan(32));
         Notifier(entry);
-        var inode = new byte[Abi.OutHeaderSize + 24];
-        BinaryPrimitives.WriteUInt32LittleEndian(inode, (uint)inode.Length);
-        BinaryPrimitives.WriteInt32LittleEndian(inode.AsSpan(4), 2);           // FUSE_NOTIFY_INVAL_INODE
-        BinaryPrimitives.WriteUInt64LittleEndian(inode.AsSpan(16), dirNode);
-        BinaryPrimitives.WriteInt64LittleEndian(inode.AsSpan(24), -1);         // attributes only
-        Notifier(inode);
+        InvalidateAttr(dirIno);
+    }
+
+    /// <summary>fuse_ioctl_out of a successful ioctl with no iovecs (result, flags, in_iovs,
+    /// out_iovs: all 0); the out data, if any, follows.</summary>
+    private static void IoctlDone(ref ReplyWriter w)
+    {
+        w.U32(0);
+        w.U32(0);
+        w.U32(0);
+        w.U32(0);
     }
 
     private void InvalidateAttr(ulong ino)
@@ -353,7 +355,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         BinaryPrimitives.WriteUInt32LittleEndian(inode, (uint)inode.Length);
         BinaryPrimitives.WriteInt32LittleEndian(inode.AsSpan(4), 2);           // FUSE_NOTIFY_INVAL_INODE
         BinaryPrimitives.WriteUInt64LittleEndian(inode.AsSpan(16), NodeOf(ino));
-        BinaryPrimitives.WriteInt64LittleEndian(inode.AsSpan(24), -1);
+        BinaryPrimitives.WriteInt64LittleEndian(inode.AsSpan(24), -1);         // attributes only, not the page cache
         Notifier(inode);
     }
 
@@ -384,7 +386,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
                 count++;
             }
             BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
-            w.U32(0); w.U32(0); w.U32(0); w.U32(0);
+            IoctlDone(ref w);
             w.Bytes(page);
             return Errno.OK;
         }
@@ -395,7 +397,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
             if (!fs.QuotaEnabled) return Errno.ENOTCONN;
             var le = fs.SetQuotaLimit(BinaryPrimitives.ReadUInt64LittleEndian(lim), BinaryPrimitives.ReadUInt64LittleEndian(lim[8..]), BinaryPrimitives.ReadUInt64LittleEndian(lim[16..]));
             if (le != Errno.OK) return le;
-            w.U32(0); w.U32(0); w.U32(0); w.U32(0);
+            IoctlDone(ref w);
             return Errno.OK;
         }
         if (cmd == IocSubvolSetRo)
@@ -406,7 +408,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
             var re = fs.SetSubvolumeReadOnly(ino, BinaryPrimitives.ReadUInt64LittleEndian(flag) != 0);
             if (re != Errno.OK) return re;
             InvalidateAttr(ino);
-            w.U32(0); w.U32(0); w.U32(0); w.U32(0);
+            IoctlDone(ref w);
             return Errno.OK;
         }
         if (inSize != 4096 || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
@@ -431,10 +433,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         }
         if (e != Errno.OK) return e;
         InvalidateEntry(ino, name);
-        w.U32(0); // fuse_ioctl_out: result
-        w.U32(0); //   flags
-        w.U32(0); //   in_iovs
-        w.U32(0); //   out_iovs
+        IoctlDone(ref w);
         return Errno.OK;
     }
 
