@@ -99,25 +99,6 @@ public static class Program
         return (tc, ts, tu);
     }
 
-    /// <summary>A transaction context that never commits, for measuring the tree alone.</summary>
-    private sealed class MemContext(NodeStore store, int nodeSize) : ITreeContext
-    {
-        private ulong _next = 1UL << 20;
-        public ulong Transid => 1;
-
-        public TreeNode AllocNode(ulong owner, int level)
-        {
-            var n = TreeNode.CreateEmpty(nodeSize, store.Fsid, _next += (ulong)nodeSize, 1, owner, level);
-            n.Dirty = true;
-            store.Add(n);
-            return n;
-        }
-
-        public void NoteChange() { }
-
-        public void FreeNode(TreeNode node, ulong owner) => store.Remove(node.Bytenr);
-    }
-
     private static void BTreeOps(int[] sizes)
     {
         Console.WriteLine();
@@ -129,7 +110,7 @@ public static class Program
             bool warmup = signed < 0; // the first size once more, unreported, to warm the JIT
             int n = Math.Abs(signed);
             var store = new NodeStore(new MemoryBlockDevice(1UL << 40), RealScheduler.Instance, 16384, Guid.NewGuid(), 1L << 40);
-            var ctx = new MemContext(store, 16384);
+            var ctx = new DetachedTreeContext(store, 16384);
             var t = new BTree(5, store, BTree.NewEmptyRoot(ctx, 5), RealScheduler.Instance);
             var rng = new Random(1);
             var keys = Enumerable.Range(0, n).Select(_ => new Key((ulong)rng.NextInt64(), 1, 0)).Distinct().ToArray();

@@ -71,6 +71,18 @@ public sealed class PosixApi
         return _fs.CreateSubvolume(dir, name, Uid, Gid, out _);
     }
 
+    /// <summary>Snapshots the subvolume at <paramref name="source"/> as <paramref name="dest"/>
+    /// (btrfs subvolume snapshot [-r]).</summary>
+    public Errno CreateSnapshot(string source, string dest, bool readOnly)
+    {
+        var e = _walk.Resolve(source, true, out var src);
+        if (e != Errno.OK) return e;
+        e = _walk.Parent(dest, out ulong dir, out var name);
+        if (e != Errno.OK) return e;
+        if (name.Length == 0) return Errno.EEXIST;
+        return _fs.CreateSnapshot(src.Ino, dir, name, readOnly, out _);
+    }
+
     /// <summary>Deletes the subvolume at <paramref name="path"/> with everything in it.</summary>
     public Errno DeleteSubvolume(string path)
     {

@@ -169,6 +169,11 @@ public sealed class ReservoirFileSystem : IDisposable
     /// <summary>Creates a subvolume: an independent file tree, linked at <paramref name="path"/>.</summary>
     public void CreateSubvolume(string path) => Check(Posix.CreateSubvolume(path), path);
 
+    /// <summary>Snapshots the subvolume at <paramref name="source"/> as <paramref name="dest"/>:
+    /// a new subvolume sharing all of its source's data and metadata until either changes
+    /// (constant time, whatever the size). Read-only snapshots refuse every change.</summary>
+    public void CreateSnapshot(string source, string dest, bool readOnly = false) => Check(Posix.CreateSnapshot(source, dest, readOnly), dest);
+
     /// <summary>Deletes the subvolume at <paramref name="path"/> and everything in it; its
     /// space comes back in the background (<see cref="SyncSubvolumeDeletions"/> waits).</summary>
     public void DeleteSubvolume(string path) => Check(Posix.DeleteSubvolume(path), path);

@@ -17,6 +17,7 @@ internal static class OnlineSubvolume
     private const uint IocSubvolSetRo = 0x40000000 | (8u << 16) | (0x52 << 8) | 2;
     private const uint IocQgroupList = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 3;
     private const uint IocQgroupLimit = 0x40000000 | (24u << 16) | (0x52 << 8) | 4;
+    private const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
     private const uint PageSize = 16376;
     private const int O_RDONLY = 0, O_DIRECTORY = 0x10000, O_CLOEXEC = 0x80000;
 
@@ -130,6 +131,27 @@ internal static class OnlineSubvolume
     }
 
     public static Errno Create(string path) => ByName(path, IocSubvolCreate);
+
+    /// <summary>Snapshots the subvolume at <paramref name="source"/> as <paramref name="dest"/>
+    /// (Reservoir's snapshot ioctl on dest's parent, naming the source by its inode number on
+    /// the same mount). EXDEV if they are on different filesystems.</summary>
+    public static Errno Snapshot(string source, string dest, bool readOnly)
+    {
+        var st = new byte[256];
+        if (StatPath(source, st) != 0) return LastError;
+        ulong dev = BinaryPrimitives.ReadUInt64LittleEndian(st), ino = BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
+        string full = Path.GetFullPath(dest).TrimEnd('/');
+        string name = Path.GetFileName(full), parent = Path.GetDirectoryName(full) ?? "/";
+        if (StatPath(parent, st) != 0) return LastError;
+        if (BinaryPrimitives.ReadUInt64LittleEndian(st) != dev) return Errno.EXDEV;
+        var nameBytes = System.Text.Encoding.UTF8.GetBytes(name);
+        if (nameBytes.Length == 0 || nameBytes.Length >= 4080) return Errno.EINVAL;
+        var arg = new byte[4096];
+        BinaryPrimitives.WriteUInt64LittleEndian(arg, ino);
+        BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(8), readOnly ? 1UL : 0);
+        nameBytes.CopyTo(arg, 16);
+        return OnDirectory(parent, fd => Ioctl(fd, IocSnapCreate, arg));
+    }
     public static Errno Delete(string path) => ByName(path, IocSnapDestroy);
 
     /// <summary>A btrfs vol_args ioctl (s64 fd, char name[4088]) on the parent of <paramref name="path"/>.</summary>

@@ -19,8 +19,8 @@ public readonly record struct SubvolumeInfo(ulong Id, ulong ParentId, ulong TopL
 /// </summary>
 public sealed partial class Filesystem
 {
-    /// <summary>Items dropped per transaction when a deleted subvolume's tree is emptied.</summary>
-    private const int DropBatch = 64;
+    /// <summary>Tree blocks dropped per transaction when a deleted subvolume's tree is emptied.</summary>
+    private const int DropBatch = 32;
 
     public Errno CreateSubvolume(ulong dir, string name, uint uid, uint gid, out InodeAttr attr) =>
         CreateSubvolume(dir, Utf8(name), uid, gid, out attr);
@@ -32,6 +32,7 @@ public sealed partial class Filesystem
         attr = default;
         var e = CheckNewName(name);
         if (e != Errno.OK) return e;
+        using var ops = SubvolumeOps.Lock();
         e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
@@ -60,24 +61,7 @@ public sealed partial class Filesystem
                         DirItems.PutInode(h, tree, RootIno, root);
                         DirItems.AddInodeRef(h, tree, RootIno, RootIno, 0, ".."u8);
                     }
-                    var t = dir.Subvol.Tree;
-                    ulong index;
-                    using (t.Lock.Write())
-                    {
-                        if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
-                        index = dir.NextDirIndex++;
-                        DirItems.AddSubvolumeEntry(h, t, dir.Ino, nameCopy, id, index);
-                        dir.Item.FileSize += (ulong)nameCopy.Length * 2;
-                        dir.Item.Nlink++; // its root's ".." is this directory
-                        Touch(ref dir.Item, h.Transid);
-                        DirItems.PutInode(h, t, dir);
-                    }
-                    var link = new RootRef(dir.Ino, index, nameCopy).ToArray();
-                    using (Fs.RootTree.Lock.Write())
-                    {
-                        Fs.RootTree.Put(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id), link);
-                        Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id), link);
-                    }
+                    LinkSubvolumeLocked(h, dir, nameCopy, id);
                     if (Fs.Quota.Enabled) Fs.Quota.GetOrCreate(Quota.Qgroups.ForSubvolume(id));
                     created = id;
                 }
@@ -87,6 +71,32 @@ public sealed partial class Filesystem
         finally { Put(dir); }
         if (e != Errno.OK) return e;
         return GetAttr(NodeIds.Encode(created, RootIno), out attr);
+    }
+
+    /// <summary>Links subvolume <paramref name="id"/> as <paramref name="name"/> in
+    /// <paramref name="dir"/>: the directory entry (location: its ROOT_ITEM), the directory's
+    /// size and link count (the subvolume root's ".." is this directory), and the root tree's
+    /// ROOT_REF and ROOT_BACKREF. Caller holds the directory's lock and a handle.</summary>
+    private void LinkSubvolumeLocked(Tx.TransHandle h, Inode dir, byte[] name, ulong id)
+    {
+        var t = dir.Subvol.Tree;
+        ulong index;
+        using (t.Lock.Write())
+        {
+            if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
+            index = dir.NextDirIndex++;
+            DirItems.AddSubvolumeEntry(h, t, dir.Ino, name, id, index);
+            dir.Item.FileSize += (ulong)name.Length * 2;
+            dir.Item.Nlink++;
+            Touch(ref dir.Item, h.Transid);
+            DirItems.PutInode(h, t, dir);
+        }
+        var link = new RootRef(dir.Ino, index, name).ToArray();
+        using (Fs.RootTree.Lock.Write())
+        {
+            Fs.RootTree.Put(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id), link);
+            Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id), link);
+        }
     }
 
     /// <summary>The node id of the directory holding a subvolume's root (its ".."), from the
@@ -189,6 +199,7 @@ public sealed partial class Filesystem
     {
         var e = CheckName(name);
         if (e != Errno.OK) return e;
+        using var ops = SubvolumeOps.Lock();
         e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
         var nameCopy = name.ToArray();
@@ -277,8 +288,9 @@ public sealed partial class Filesystem
     }
 
     /// <summary>
-    /// Empties a deleted subvolume's tree in bounded transactions (every data reference dropped
-    /// through the delayed references, which free an extent with its last reference), commits
+    /// Empties a deleted subvolume's tree in bounded transactions (<see cref="BTree.DropFromLeft"/>:
+    /// blocks shared with snapshots lose one reference, blocks it alone owns go with the data
+    /// references of their file extent items, which free an extent with its last one), commits
     /// so that the frees are accounted to its quota group, then removes the empty root, the
     /// ROOT_ITEM, the orphan item and the group. Run by the cleaner; returns false when
     /// <paramref name="stop"/> asked it to stop before the end (the orphan item stays).
@@ -290,30 +302,11 @@ public sealed partial class Filesystem
             if (stop()) return false;
             var se = Fs.StartDeletion(DropBatch / 4, out var h);
             if (se != Errno.OK) throw new FsException(se, $"subvolume {t.Id}: cannot continue dropping its tree");
+            bool empty;
             using (h)
             using (t.Lock.Write())
-            {
-                var batch = new List<(Key Key, FileExtentItem? Fe)>();
-                var path = new TreePath();
-                if (t.SeekGE(Key.Min, path))
-                    do
-                    {
-                        FileExtentItem? fe = null;
-                        if (path.Key.Type == KeyTypes.ExtentData)
-                        {
-                            if (!FileExtentItem.TryRead(path.Data, out var f)) throw new CorruptionException($"subvolume {t.Id}: malformed EXTENT_DATA {path.Key}");
-                            fe = f;
-                        }
-                        batch.Add((path.Key, fe));
-                    } while (batch.Count < DropBatch && t.Next(path));
-                if (batch.Count == 0) break;
-                foreach (var (k, fe) in batch)
-                {
-                    if (fe is { } f && f.Type != FileExtentType.Inline && f.DiskBytenr != 0)
-                        h.Transaction.Refs.AddDataRef(f.DiskBytenr, f.DiskNumBytes, t.Id, k.ObjectId, k.Offset - f.Offset, -1, false, 0);
-                    t.Delete(h, k);
-                }
-            }
+                empty = t.DropFromLeft(h, DropBatch);
+            if (empty) break;
         }
         Fs.ForceCommit = true;
         Fs.Commit(); // accounts the frees to the subvolume's group before the group goes
@@ -457,16 +450,7 @@ public sealed partial class Filesystem
             var sv = SubvolumeOf(tree)!;
             bool was = sv.ReadOnly;
             sv.ReadOnly = readOnly;
-            if (readOnly)
-            {
-                foreach (var inode in sv.LoadedInodeList())
-                {
-                    if (inode.Mapping is not { } m) continue;
-                    using var lk = inode.Lock.Write(); // waits for a write in progress
-                    Data.Writeback(m, 0, ulong.MaxValue, wait: true);
-                    Data.WaitOrdered(m, 0, ulong.MaxValue);
-                }
-            }
+            if (readOnly) FlushSubvolume(sv);
             var se = Fs.TryStart(1, out var h);
             if (se != Errno.OK) { sv.ReadOnly = was; return se; }
             using (h)

@@ -155,7 +155,20 @@ public sealed partial class Filesystem : IDisposable
     public bool QuotaEnabled => Fs.Quota.Enabled;
 
     /// <summary>Turns quotas on (one scan of the extent tree) and commits.</summary>
-    public Errno EnableQuota() => Guard(0, () => { Sync(); Fs.EnableQuota(); return Errno.OK; });
+    /// <summary>Turns quotas on (a recount charges every data extent to the subvolume that
+    /// wrote it). EOPNOTSUPP while snapshots exist or are being dropped: their shared extents
+    /// need the snapshot-aware accounting docs/SNAPSHOTS.md §3 plans, and until it exists no
+    /// number shown may be wrong. Waits for deleted subvolumes to be dropped first.</summary>
+    public Errno EnableQuota() => Guard(0, () =>
+    {
+        SyncSubvolumeDeletions();
+        using var ops = SubvolumeOps.Lock(); // no snapshot appears meanwhile
+        foreach (var t in Fs.AllFsTrees())
+            if (Fs.RootItemOf(t.Id) is { } ri && ri.ParentUuid != Guid.Empty) return Errno.EOPNOTSUPP;
+        Sync();
+        Fs.EnableQuota();
+        return Errno.OK;
+    });
 
     /// <summary>Limits the referenced bytes of the top-level subvolume's qgroup (0/5).</summary>
     public Errno SetQuotaLimit(ulong maxReferenced, ulong maxExclusive = ulong.MaxValue) =>

@@ -4,7 +4,7 @@ using Reservoir.Engine;
 
 namespace Reservoir.Cli.Commands;
 
-/// <summary>`reservoir subvolume create|delete|list IMAGE …` on an unmounted image, with
+/// <summary>`reservoir subvolume create|snapshot|delete|list …` on an unmounted image, with
 /// output shaped like btrfs-progs' (`ID 256 gen 9 top level 5 path sv`). Paths are inside the
 /// image, from the top-level subvolume's root.</summary>
 internal static class SubvolumeCommands
@@ -18,6 +18,36 @@ internal static class SubvolumeCommands
         var targets = new Argument<string[]>("target") { Description = "IMAGE PATH… (paths inside an unmounted image) or PATH… on a mounted Reservoir", Arity = ArgumentArity.OneOrMore };
         var create = new Command("create", "Create empty subvolumes") { targets };
         create.SetAction(pr => Each(ctx, "create", pr.GetValue(targets)!, OnlineSubvolume.Create, (fs, p) => fs.CreateSubvolume(p), "Create subvolume"));
+
+        var snapArgs = new Argument<string[]>("source-dest") { Description = "SOURCE DEST on a mounted Reservoir, or IMAGE SOURCE DEST (paths inside an unmounted image)", Arity = new ArgumentArity(2, 3) };
+        var readOnly = new Option<bool>("-r") { Description = "Make the snapshot read-only" };
+        var snapshot = new Command("snapshot", "Snapshot a subvolume: a new subvolume sharing everything with it until either changes") { snapArgs, readOnly };
+        snapshot.SetAction(pr =>
+        {
+            var a = pr.GetValue(snapArgs)!;
+            bool ro = pr.GetValue(readOnly);
+            if (a.Length == 2)
+            {
+                var e = OnlineSubvolume.Snapshot(a[0], a[1], ro);
+                if (e != Errno.OK)
+                {
+                    ctx.Err.WriteLine(e == Errno.ENOTTY
+                        ? $"reservoir subvolume snapshot: {a[1]}: not on a mounted Reservoir (give IMAGE SOURCE DEST for an unmounted image)"
+                        : $"reservoir subvolume snapshot: {a[0]} -> {a[1]}: {(e == Errno.EINVAL ? "source is not a subvolume" : e.Describe())}");
+                    return 1;
+                }
+            }
+            else
+            {
+                if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir subvolume snapshot: {a[0]}: no such image"); return 1; }
+                using var fs = FileCommands.Open(a[0], write: true);
+                try { fs.CreateSnapshot(a[1], a[2], ro); }
+                catch (IOException ex) { ctx.Err.WriteLine($"reservoir subvolume snapshot: {a[1]} -> {a[2]}: {ex.Message}"); return 1; }
+            }
+            string src = a[^2], dst = a[^1];
+            ctx.Out.WriteLine(ro ? $"Create a readonly snapshot of '{src}' in '{dst}'" : $"Create a snapshot of '{src}' in '{dst}'");
+            return 0;
+        });
 
         var targets2 = new Argument<string[]>("target") { Description = "IMAGE PATH… (inside an unmounted image) or PATH… on a mounted Reservoir (root only)", Arity = ArgumentArity.OneOrMore };
         var delete = new Command("delete", "Delete subvolumes with everything in them (their space is free when the command returns)") { targets2 };
@@ -166,6 +196,7 @@ internal static class SubvolumeCommands
         });
 
         cmd.Subcommands.Add(create);
+        cmd.Subcommands.Add(snapshot);
         cmd.Subcommands.Add(sync);
         cmd.Subcommands.Add(delete);
         cmd.Subcommands.Add(list);

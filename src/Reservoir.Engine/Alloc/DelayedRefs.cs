@@ -57,6 +57,13 @@ internal sealed class DelayedRefs
 
     public int Count { get { using var _ = _lock.Lock(); return _heads.Count; } }
 
+    /// <summary>Net pending reference change of a tree block in this transaction.</summary>
+    public int PendingTreeDelta(ulong bytenr)
+    {
+        using var _ = _lock.Lock();
+        return _heads.TryGetValue(bytenr, out var h) ? h.TreeDelta : 0;
+    }
+
     /// <summary>Net pending reference delta of a data extent (for deciding whether an extent
     /// allocated in this transaction is still referenced).</summary>
     public int PendingDataRefs(ulong bytenr)

@@ -12,15 +12,15 @@ public sealed partial class Fsck
     private void CheckExtents()
     {
         // Every reachable tree block has a METADATA_ITEM of its tree and level, and vice versa.
-        foreach (var (bytenr, (tree, level)) in _walker.Blocks)
+        foreach (var (bytenr, b) in _walker.Blocks)
         {
             if (!_metaItems.TryGetValue(bytenr, out var mi))
-                _r.Add(FindingKind.Structure, $"tree {tree} block {bytenr}", "no METADATA_ITEM in the extent tree");
+                _r.Add(FindingKind.Structure, $"tree {b.Tree} block {bytenr}", "no METADATA_ITEM in the extent tree");
             else
             {
-                if (mi.Item.Owner != tree) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item names owner {mi.Item.Owner}, block belongs to tree {tree}");
-                if (mi.Level != level) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item says level {mi.Level}, block is level {level}");
-                if (mi.Item.Refs != 1) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"{mi.Item.Refs} references; format v1 has no shared tree blocks");
+                if (mi.Item.Owner != b.Owner) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item names owner {mi.Item.Owner}, the block's header {b.Owner}");
+                if (mi.Level != b.Level) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item says level {mi.Level}, block is level {b.Level}");
+                if ((long)mi.Item.Refs != b.Refs) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item says {mi.Item.Refs} references, {b.Refs} roots and nodes point at it");
             }
         }
         foreach (var (bytenr, _) in _metaItems)

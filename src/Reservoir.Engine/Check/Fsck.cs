@@ -274,10 +274,12 @@ public sealed partial class Fsck
                     if (!FileExtentItem.TryRead(d, out var fe)) { _r.Add(FindingKind.Structure, where, "malformed EXTENT_DATA"); return; }
                     var list = _fileExtents.TryGetValue(k.ObjectId, out var l) ? l : _fileExtents[k.ObjectId] = new();
                     list.Add((k.Offset, fe));
-                    if (fe.Type != FileExtentType.Inline && fe.DiskBytenr != 0)
+                    if (fe.Type != FileExtentType.Inline && fe.DiskBytenr != 0 && _walker.FirstVisit)
                     {
-                        var rk = (root, k.ObjectId, k.Offset - fe.Offset);
-                        var ek = (fe.DiskBytenr, root, k.ObjectId, k.Offset - fe.Offset);
+                        // A leaf shared by snapshots holds one reference, filed under its owner.
+                        ulong owner = _walker.LeafOwner;
+                        var rk = (owner, k.ObjectId, k.Offset - fe.Offset);
+                        var ek = (fe.DiskBytenr, owner, k.ObjectId, k.Offset - fe.Offset);
                         _expectedRefs[ek] = _expectedRefs.GetValueOrDefault(ek) + 1;
                         if (_expectedExtentLen.TryGetValue(fe.DiskBytenr, out var len) && len != fe.DiskNumBytes)
                             _r.Add(FindingKind.Structure, where, $"extent {fe.DiskBytenr} seen with lengths {len} and {fe.DiskNumBytes}");

@@ -24,6 +24,10 @@ internal sealed partial class BTree
     public TreeNode Root { get; private set; }
     /// <summary>The root moved in the running transaction; the root item needs rewriting.</summary>
     public bool RootChanged { get; set; }
+    /// <summary>The last transaction in which a snapshot shared this tree's root (ROOT_ITEM
+    /// last_snapshot; 0 for trees never snapshotted). A block written after it cannot be shared,
+    /// so copy-on-write skips the reference lookup for it (btrfs_block_can_be_shared).</summary>
+    public ulong LastSnapshot { get; set; }
 
     public BTree(ulong id, NodeStore store, TreeNode root, IScheduler sched)
     {
@@ -134,9 +138,17 @@ internal sealed partial class BTree
 
     // ---------------------------------------------------------------- copy-on-write
 
+    /// <summary>Whether this tree may change <paramref name="n"/> in place: it was copied (or
+    /// created) in the running transaction and no snapshot taken since shares it. Only in the
+    /// transaction that took a snapshot of this tree does the second test need a lookup.</summary>
+    private bool ChangeableInPlace(ITreeContext tx, TreeNode n) =>
+        n.Dirty && (n.Generation > LastSnapshot || tx.TreeBlockRefs(n) == 1);
+
+    private bool MayBeShared(TreeNode n) => n.Generation <= LastSnapshot;
+
     private TreeNode CowRoot(ITreeContext tx)
     {
-        if (Root.Dirty) return Root;
+        if (ChangeableInPlace(tx, Root)) return Root;
         var copy = CopyNode(tx, Root);
         Root = copy;
         RootChanged = true;
@@ -147,7 +159,7 @@ internal sealed partial class BTree
     private TreeNode CowChild(ITreeContext tx, TreeNode parent, int slot)
     {
         var child = ReadChild(parent, slot);
-        if (child.Dirty) return child;
+        if (ChangeableInPlace(tx, child)) return child;
         var copy = CopyNode(tx, child);
         parent.SetPtr(slot, copy.Bytenr, copy.Generation);
         return copy;
@@ -161,7 +173,7 @@ internal sealed partial class BTree
         copy.Bytenr = bytenr;
         copy.Generation = gen;
         copy.Owner = Id;
-        tx.FreeNode(node, Id);
+        tx.ReplaceNode(node, copy, Id, MayBeShared(node));
         return copy;
     }
 

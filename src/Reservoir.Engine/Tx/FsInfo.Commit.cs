@@ -134,6 +134,7 @@ internal sealed partial class FsInfo
             ri.Generation = t.Root.Generation;
             ri.Level = (byte)t.Root.Level;
             ri.Ctransid = h.Transid;
+            ri.LastSnapshot = t.LastSnapshot;
             if (t.Id == TreeIds.FsTree || t.Id >= TreeIds.FirstSubvolume) ri.RootDirId = FormatConstants.RootDirObjectId;
             ri.Write(buf);
             RootTree.Put(h, key, buf);
@@ -156,24 +157,31 @@ internal sealed partial class FsInfo
         return true;
     }
 
+    /// <summary>A tree block's reference count is the number of parents (roots or internal
+    /// nodes) pointing at it; the block's space was freed by whoever dropped the last one.</summary>
     private void RunTreeRef(TransHandle h, Alloc.DelayedRefs.Head head)
     {
         if (head.TreeDelta == 0) return;
         var key = new Key(head.Bytenr, KeyTypes.MetadataItem, (ulong)head.Level);
-        if (head.TreeDelta == 1)
+        Span<byte> b = stackalloc byte[ExtentItem.Size];
+        if (head.New)
         {
-            Span<byte> b = stackalloc byte[ExtentItem.Size];
-            new ExtentItem { Refs = 1, Generation = head.Generation, Flags = ExtentFlags.TreeBlock, Owner = head.Owner }.Write(b);
+            if (head.TreeDelta < 0) ThrowHelper.Invariant($"new tree block {head.Bytenr} reference delta {head.TreeDelta}");
+            new ExtentItem { Refs = (ulong)head.TreeDelta, Generation = head.Generation, Flags = ExtentFlags.TreeBlock, Owner = head.Owner }.Write(b);
             if (!ExtentTree.TryInsert(h, key, ExtentItem.Size, out var d))
                 ThrowHelper.Corrupt($"tree block {head.Bytenr} allocated twice", head.Bytenr);
             b.CopyTo(d);
+            return;
         }
-        else if (head.TreeDelta == -1)
-        {
-            if (!ExtentTree.Delete(h, key))
-                ThrowHelper.Corrupt($"freed tree block {head.Bytenr} has no METADATA_ITEM", head.Bytenr);
-        }
-        else ThrowHelper.Invariant($"tree block {head.Bytenr} reference delta {head.TreeDelta}");
+        var path = new TreePath();
+        ExtentItem ei = default;
+        if (!ExtentTree.Search(h, key, path) || !ExtentItem.TryRead(path.Data, out ei))
+            ThrowHelper.Corrupt($"tree block {head.Bytenr} (level {head.Level}) has no METADATA_ITEM", head.Bytenr);
+        long refs = (long)ei.Refs + head.TreeDelta;
+        if (refs < 0) ThrowHelper.Corrupt($"tree block {head.Bytenr} reference count would go negative", head.Bytenr);
+        if (refs == 0) { ExtentTree.DeleteAt(h, path); return; }
+        ei.Refs = (ulong)refs;
+        ei.Write(path.MutableData);
     }
 
     private void RunDataRef(TransHandle h, Alloc.DelayedRefs.Head head)

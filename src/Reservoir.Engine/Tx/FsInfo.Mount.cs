@@ -79,7 +79,7 @@ internal sealed partial class FsInfo
         var ri = RootItem.Read(data);
         if (ri.Level >= FormatConstants.MaxLevel) ThrowHelper.Corrupt($"tree {id} root level {ri.Level}");
         var node = Store.Read(ri.Bytenr, ri.Generation, ri.Level);
-        return new BTree(id, Store, node, Sched);
+        return new BTree(id, Store, node, Sched) { LastSnapshot = ri.LastSnapshot };
     }
 
     /// <summary>Builds the in-memory free space from the extent tree: block groups first, then

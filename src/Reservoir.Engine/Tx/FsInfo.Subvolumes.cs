@@ -68,6 +68,48 @@ internal sealed partial class FsInfo
         return tree;
     }
 
+    /// <summary>
+    /// Makes tree <paramref name="id"/> a snapshot of <paramref name="source"/>: its ROOT_ITEM
+    /// points at the source's root node, whose reference count goes up by one, and nothing
+    /// else is copied (O(1)). Both trees record this transaction as their last snapshot, so
+    /// from now on copy-on-write looks up whether a block is shared before changing it.
+    /// Caller holds a handle and the source tree's write lock.
+    /// </summary>
+    public BTree CreateSnapshotTree(TransHandle h, ulong id, BTree source, RootItem item)
+    {
+        var root = source.Root;
+        h.Transaction.Refs.AddTreeRef(root.Bytenr, (ulong)NodeSize, root.Owner, root.Level, +1, isNew: false, 0);
+        source.LastSnapshot = h.Transid;
+        source.RootChanged = true; // its ROOT_ITEM records last_snapshot
+        var tree = new BTree(id, Store, root, Sched) { LastSnapshot = h.Transid };
+        item.Bytenr = root.Bytenr;
+        item.Generation = root.Generation;
+        item.Level = (byte)root.Level;
+        item.LastSnapshot = h.Transid;
+        item.RootDirId = FormatConstants.RootDirObjectId;
+        Span<byte> buf = stackalloc byte[RootItem.Size];
+        item.Write(buf);
+        using (RootTree.Lock.Write()) RootTree.Put(h, new Key(id, KeyTypes.RootItem, 0), buf);
+        using (_treesLock.Lock()) _fsTrees[id] = tree;
+        return tree;
+    }
+
+    /// <summary>How many parents point at a tree block: its METADATA_ITEM's refs (0 for a
+    /// block born in <paramref name="tx"/>) plus the transaction's pending changes.</summary>
+    public ulong TreeBlockRefs(ulong bytenr, int level, Transaction tx)
+    {
+        long refs = tx.Refs.PendingTreeDelta(bytenr);
+        byte[]? d;
+        using (ExtentTree.Lock.Read()) d = ExtentTree.Get(new Key(bytenr, KeyTypes.MetadataItem, (ulong)level));
+        if (d != null)
+        {
+            if (!ExtentItem.TryRead(d, out var ei)) throw new CorruptionException($"malformed METADATA_ITEM of tree block {bytenr}", bytenr);
+            refs += (long)ei.Refs;
+        }
+        if (refs < 0) throw new CorruptionException($"tree block {bytenr} has a negative reference count", bytenr);
+        return (ulong)refs;
+    }
+
     /// <summary>Forgets a subvolume tree whose items are all gone: frees its (empty) root node
     /// and deletes its ROOT_ITEM. Caller holds a handle and has checked the tree is empty.</summary>
     public void RemoveFsTree(TransHandle h, BTree tree)

@@ -42,6 +42,10 @@ internal sealed partial class FsInfo : IDisposable
     public Quota.Qgroups Quota { get; }
     private readonly Dictionary<ulong, BTree> _fsTrees = new(); // guarded by _treesLock
     private readonly FsMutex _treesLock;
+    /// <summary>Makes "is this tree block shared?" and the reference changes decided on the
+    /// answer one step (copy-on-write of a shared block, dropping a deleted tree). Taken under
+    /// a tree's write lock; takes the extent tree's read lock and the delayed refs' lock.</summary>
+    public FsMutex SharingLock { get; }
 
     /// <summary>Handles hold it shared for their lifetime; a commit holds it exclusively.
     /// Guards the identity of <see cref="Running"/>.</summary>
@@ -69,6 +73,7 @@ internal sealed partial class FsInfo : IDisposable
         Space = space;
         Store = new NodeStore(dev, Sched, NodeSize, Fsid, opts.NodeCacheBytes);
         _treesLock = Sched.CreateMutex("fs-trees");
+        SharingLock = Sched.CreateMutex("tree-block-sharing");
         _commitLock = Sched.CreateRwLock("commit");
         _commitMutex = Sched.CreateMutex("commit-serial");
         _committerLock = Sched.CreateMutex("committer");

@@ -1,4 +1,7 @@
+using Reservoir.Common;
 using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Reservoir.Format.Items;
 
 namespace Reservoir.Engine.Tx;
 
@@ -70,6 +73,64 @@ internal sealed class TransHandle : ITreeContext, IDisposable
         }
         _fs.Store.Remove(node.Bytenr);
         _fs.Space.Free(node.Bytenr, ns, pin: !bornHere);
+    }
+
+    public ulong TreeBlockRefs(TreeNode node) => _fs.TreeBlockRefs(node.Bytenr, node.Level, Transaction);
+
+    public void ReplaceNode(TreeNode old, TreeNode copy, ulong owner, bool mayBeShared)
+    {
+        if (!mayBeShared) { FreeNode(old, owner); return; }
+        // The lookup and the changes it decides on are one step: two trees copying the same
+        // shared block at once must not both see "shared" and leave it with no referrer.
+        using var _ = _fs.SharingLock.Lock();
+        if (TreeBlockRefs(old) > 1)
+        {
+            // btrfs's update_ref_for_cow: the copy is a new referrer of everything below it.
+            AddContentRefs(copy, owner, +1);
+            Transaction.Refs.AddTreeRef(old.Bytenr, (ulong)_fs.NodeSize, old.Owner, old.Level, -1, isNew: false, 0);
+            return;
+        }
+        // Ours alone: the copy takes over its references. A leaf's data back-references name
+        // the tree that owns the leaf, so a leaf inherited from a snapshot source moves them.
+        if (old.IsLeaf && old.Owner != owner)
+        {
+            AddLeafDataRefs(old, old.Owner, -1);
+            AddLeafDataRefs(old, owner, +1);
+        }
+        FreeNode(old, owner);
+    }
+
+    public bool DropIfShared(TreeNode node)
+    {
+        using var _ = _fs.SharingLock.Lock();
+        if (TreeBlockRefs(node) <= 1) return false;
+        Transaction.Refs.AddTreeRef(node.Bytenr, (ulong)_fs.NodeSize, node.Owner, node.Level, -1, isNew: false, 0);
+        return true;
+    }
+
+    public void DropLeaf(TreeNode leaf, ulong owner) => AddLeafDataRefs(leaf, owner, -1);
+
+    /// <summary>A new referrer (or one fewer) of everything a node points at: its children, or
+    /// for a leaf the data extents of its file extent items.</summary>
+    private void AddContentRefs(TreeNode node, ulong owner, int delta)
+    {
+        if (node.IsLeaf) { AddLeafDataRefs(node, owner, delta); return; }
+        ulong ns = (ulong)_fs.NodeSize;
+        for (int i = 0; i < node.NrItems; i++)
+            Transaction.Refs.AddTreeRef(node.ChildAt(i), ns, 0, node.Level - 1, delta, isNew: false, 0);
+    }
+
+    private void AddLeafDataRefs(TreeNode leaf, ulong root, int delta)
+    {
+        for (int i = 0; i < leaf.NrItems; i++)
+        {
+            var k = leaf.KeyAt(i);
+            if (k.Type != KeyTypes.ExtentData) continue;
+            if (!FileExtentItem.TryRead(leaf.ItemDataRO(i), out var fe))
+                throw new CorruptionException($"tree {leaf.Owner}: malformed EXTENT_DATA {k}", leaf.Bytenr);
+            if (fe.Type == FileExtentType.Inline || fe.DiskBytenr == 0) continue;
+            Transaction.Refs.AddDataRef(fe.DiskBytenr, fe.DiskNumBytes, root, k.ObjectId, k.Offset - fe.Offset, delta, isNew: false, 0);
+        }
     }
 
     public void Dispose()

@@ -21,7 +21,8 @@ public struct RootItem
     public Timespec Otime;     // 0x4C
     public Guid Uuid;          // 0x58
     public Guid ParentUuid;    // 0x68 snapshot source, zero if none
-                               // 0x78..0xA0 reserved
+    public ulong LastSnapshot; // 0x78 last transaction in which a snapshot shared this tree's root
+                               // 0x80..0xA0 reserved
 
     public static RootItem Read(ReadOnlySpan<byte> s) => new()
     {
@@ -38,6 +39,7 @@ public struct RootItem
         Otime = Timespec.Read(s[0x4C..]),
         Uuid = new Guid(s.Slice(0x58, 16)),
         ParentUuid = new Guid(s.Slice(0x68, 16)),
+        LastSnapshot = BinaryPrimitives.ReadUInt64LittleEndian(s[0x78..]),
     };
 
     public readonly void Write(Span<byte> s)
@@ -56,5 +58,6 @@ public struct RootItem
         Otime.Write(s[0x4C..]);
         Uuid.TryWriteBytes(s[0x58..]);
         ParentUuid.TryWriteBytes(s[0x68..]);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[0x78..], LastSnapshot);
     }
 }

@@ -276,6 +276,12 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
     internal const uint IocQgroupList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 3;
     internal const uint IocQgroupLimit = 0x40000000 | (24 << 16) | (0x52 << 8) | 4;
 
+    /// <summary>Reservoir's snapshot ioctl, _IOW('R', 5, 4096 bytes), on the directory that gets
+    /// the snapshot: u64 source (the st_ino of the source subvolume's root on this mount),
+    /// u64 flags (1 = read-only), char name[4080]. btrfs's SNAP_CREATE passes the source as a
+    /// file descriptor, which means nothing to a FUSE daemon in another process.</summary>
+    internal const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
+
     /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
     internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
 
@@ -364,7 +370,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
-        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSubvolList or IocSubvolSetRo or IocQgroupList or IocQgroupLimit)) return Errno.ENOTTY;
+        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo or IocQgroupList or IocQgroupLimit)) return Errno.ENOTTY;
         if ((flags & Dir) == 0) return Errno.ENOTDIR;
         if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
         if (cmd == IocQgroupList)
@@ -412,7 +418,7 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
             return Errno.OK;
         }
         if (inSize != 4096 || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
-        var field = arg[8..];
+        var field = arg[(cmd == IocSnapCreate ? 16 : 8)..];
         int z = field.IndexOf((byte)0);
         if (z <= 0) return Errno.EINVAL;
         var name = field[..z];
@@ -425,6 +431,18 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
             if (e != Errno.OK) return e;
             if (r.Uid != 0 && !MayWrite(dir, r.Uid, r.Gid)) return Errno.EACCES;
             e = fs.CreateSubvolume(ino, name, r.Uid, r.Gid, out _);
+        }
+        else if (cmd == IocSnapCreate)
+        {
+            // As btrfs: write and search on the directory, and owning the source (or root).
+            ulong source = BinaryPrimitives.ReadUInt64LittleEndian(arg), flags2 = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
+            if ((flags2 & ~1UL) != 0) return Errno.EINVAL;
+            e = fs.GetAttr(ino, out var dir);
+            if (e != Errno.OK) return e;
+            e = fs.GetAttr(source, out var src);
+            if (e != Errno.OK) return e;
+            if (r.Uid != 0 && (!MayWrite(dir, r.Uid, r.Gid) || src.Uid != r.Uid)) return Errno.EACCES;
+            e = fs.CreateSnapshot(source, ino, name, (flags2 & 1) != 0, out _);
         }
         else
         {

@@ -167,5 +167,25 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("fsck", Img).Code);
     }
 
+    [Fact]
+    public void SubvolumeSnapshotOnAnImage()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/sv").Code);
+        var s = Run("subvolume", "snapshot", Img, "/sv", "/snap");
+        Assert.Equal((0, "Create a snapshot of '/sv' in '/snap'\n"), (s.Code, s.Out));
+        var r = Run("subvolume", "snapshot", "-r", Img, "/", "/top-ro");
+        Assert.Equal((0, "Create a readonly snapshot of '/' in '/top-ro'\n"), (r.Code, r.Out));
+        var show = Run("subvolume", "show", Img, "/top-ro");
+        Assert.Contains("Flags: \t\t\treadonly", show.Out);
+        Assert.DoesNotContain("Parent UUID: \t\t-", show.Out); // a snapshot names its source
+        var notSv = Run("subvolume", "snapshot", Img, "/sv/missing", "/x");
+        Assert.Equal(1, notSv.Code);
+        Assert.Contains("/x", notSv.Err);
+        Assert.Equal(1, Run("subvolume", "snapshot", Img, "/sv", "/snap").Code); // exists
+        Assert.Equal(3, Run("subvolume", "list", Img).Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
     public void Dispose() => Directory.Delete(_dir, true);
 }

@@ -12,42 +12,14 @@ namespace Reservoir.Tests.Engine;
 /// merges and root changes all happen; the structure is verified throughout.</summary>
 public class BTreeTests
 {
-    /// <summary>A transaction context that never commits: nodes live in the store's cache.</summary>
-    private sealed class MemContext(NodeStore store, int nodeSize) : ITreeContext
-    {
-        private ulong _next = 1UL << 20;
-        private readonly Stack<ulong> _free = new();
-        public int Live;
-        public ulong Transid => 1;
-
-        public TreeNode AllocNode(ulong owner, int level)
-        {
-            ulong b = _free.Count > 0 ? _free.Pop() : (_next += (ulong)nodeSize);
-            var n = TreeNode.CreateEmpty(nodeSize, store.Fsid, b, 1, owner, level);
-            n.Dirty = true;
-            store.Add(n);
-            Live++;
-            return n;
-        }
-
-        public void NoteChange() { }
-
-        public void FreeNode(TreeNode node, ulong owner)
-        {
-            store.Remove(node.Bytenr);
-            _free.Push(node.Bytenr);
-            Live--;
-        }
-    }
-
-    private static (BTree Tree, MemContext Ctx) NewTree(int nodeSize)
+    private static (BTree Tree, DetachedTreeContext Ctx) NewTree(int nodeSize)
     {
         var store = new NodeStore(new MemoryBlockDevice(1UL << 40), RealScheduler.Instance, nodeSize, Guid.NewGuid(), 1L << 40);
-        var ctx = new MemContext(store, nodeSize);
+        var ctx = new DetachedTreeContext(store, nodeSize);
         return (new BTree(99, store, BTree.NewEmptyRoot(ctx, 99), RealScheduler.Instance), ctx);
     }
 
-    private static void Verify(BTree t, SortedDictionary<Key, byte[]> model, MemContext ctx)
+    private static void Verify(BTree t, SortedDictionary<Key, byte[]> model, DetachedTreeContext ctx)
     {
         var path = new TreePath();
         var it = model.GetEnumerator();

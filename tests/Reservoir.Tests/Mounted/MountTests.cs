@@ -97,6 +97,13 @@ public class MountTests(ITestOutputHelper log)
             // Reservoir's read-only ioctl on a subvolume's root (`reservoir property set PATH ro true`).
             const string SetRo = "import fcntl,os,sys; fd=os.open(sys.argv[1],os.O_RDONLY|os.O_DIRECTORY); fcntl.ioctl(fd,0x40085202,int(sys.argv[2]).to_bytes(8,'little'))";
             m.Run($"python3 -c \"{SetRo}\" sv 1 && ! touch sv/ro 2>/dev/null && python3 -c \"{SetRo}\" sv 0 && touch sv/ro && rm sv/ro");
+            // Reservoir's snapshot ioctl (`reservoir subvolume snapshot [-r] SRC DEST`): the
+            // source named by its st_ino, then flags (1 = read-only), then the name.
+            const string Snap = "import fcntl,os,sys; fd=os.open('.',os.O_RDONLY|os.O_DIRECTORY); b=bytearray(4096); b[0:8]=os.stat(sys.argv[1]).st_ino.to_bytes(8,'little'); b[8:16]=int(sys.argv[2]).to_bytes(8,'little'); n=sys.argv[3].encode(); b[16:16+len(n)]=n; fcntl.ioctl(fd,0x50005205,b)";
+            m.Run($"python3 -c \"{Snap}\" sv 1 snap-ro && test \"$(cat snap-ro/g)\" = three && ! touch snap-ro/x 2>/dev/null");
+            m.Run($"python3 -c \"{Snap}\" sv 0 snap-rw && echo four > snap-rw/g && test \"$(cat sv/g)\" = three && test \"$(cat snap-rw/g)\" = four");
+            Assert.NotEqual(0, MountedImage.Sh($"python3 -c \"{Snap}\" top 0 nope 2>&1", m.Dir).Code); // top is a directory, not a subvolume
+            m.Run($"python3 -c \"{Ioctl}\" 5000940F snap-ro && python3 -c \"{Ioctl}\" 5000940F snap-rw && test ! -e snap-ro && test ! -e snap-rw");
             // Reservoir's qgroup list ioctl: quotas are off on this image, which it says as btrfs does (ENOTCONN).
             var q = MountedImage.Sh("python3 -c \"import fcntl,os; fd=os.open('.',os.O_RDONLY|os.O_DIRECTORY); fcntl.ioctl(fd,0xFFF85203,bytearray(16376))\" 2>&1", m.Dir);
             Assert.NotEqual(0, q.Code);
