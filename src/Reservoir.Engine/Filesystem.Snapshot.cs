@@ -45,7 +45,16 @@ public sealed partial class Filesystem
         using var ops = SubvolumeOps.Lock();
         if (!IsLiveSubvolume(srcId)) return Errno.ENOENT;
         var src = SubvolumeOf(srcId)!;
-        e = Guard(source, () => { FlushSubvolume(src); return Errno.OK; });
+        src.ForceCow = true;
+        try { return SnapshotFlushed(src, dirIno, name, readOnly, out attr); }
+        finally { src.ForceCow = false; }
+    }
+
+    private Errno SnapshotFlushed(Subvolume src, ulong dirIno, ReadOnlySpan<byte> name, bool readOnly, out InodeAttr attr)
+    {
+        attr = default;
+        ulong srcId = src.Id;
+        var e = Guard(NodeIds.Encode(srcId, RootIno), () => { FlushSubvolume(src); return Errno.OK; });
         if (e != Errno.OK) return e;
         e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;

@@ -32,6 +32,7 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     public Errno Rename(string from, string to) => P.Rename(from, to);
     public Errno CreateSubvolume(string path) => P.CreateSubvolume(path);
     public Errno DeleteSubvolume(string path) => P.DeleteSubvolume(path);
+    public Errno Snapshot(string source, string dest, bool readOnly) => P.CreateSnapshot(source, dest, readOnly);
 
     public Errno Stat(string path, out StressStat st)
     {

@@ -34,6 +34,9 @@ public interface IStressTarget
     Errno CreateSubvolume(string path);
     /// <summary>Deletes a subvolume with everything in it (subvol_delete).</summary>
     Errno DeleteSubvolume(string path);
+    /// <summary>Snapshots the subvolume at <paramref name="source"/> as <paramref name="dest"/>
+    /// (fsstress's snapshot); EOPNOTSUPP where there are none.</summary>
+    Errno Snapshot(string source, string dest, bool readOnly);
     /// <summary>stat (following symlinks).</summary>
     Errno Stat(string path, out StressStat st);
     /// <summary>lstat.</summary>

@@ -46,6 +46,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     // and kernel ext4 has none: both answer the same.
     public Errno CreateSubvolume(string path) => Errno.EOPNOTSUPP;
     public Errno DeleteSubvolume(string path) => Errno.EOPNOTSUPP;
+    public Errno Snapshot(string source, string dest, bool readOnly) => Errno.EOPNOTSUPP;
 
     public Errno Stat(string path, out StressStat st) => StatX(path, follow: true, out st);
     public Errno Lstat(string path) => StatX(path, follow: false, out _);

@@ -53,14 +53,14 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "snapshot"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
         ["creat"] = 8, ["mkdir"] = 3, ["mknod"] = 1, ["symlink"] = 2, ["link"] = 2, ["unlink"] = 5, ["rmdir"] = 2, ["rename"] = 5,
         ["write"] = 14, ["dwrite"] = 5, ["read"] = 6, ["dread"] = 3, ["mwrite"] = 4, ["fallocate"] = 3, ["punch"] = 3, ["zero"] = 2,
         ["truncate"] = 4, ["fsync"] = 2, ["fdatasync"] = 1, ["sync"] = 1, ["setattr"] = 2, ["setxattr"] = 2, ["removexattr"] = 1,
-        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1,
+        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1, ["snapshot"] = 1,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -160,7 +160,7 @@ public static class StressRunner
     private static string Step(IStressTarget t, Model m, int wid, int no, string op, Random rng, bool checkEach = false)
     {
         string dir = Pick(rng, m.Dirs.ToList());
-        string name = dir + "/" + (op is "mkdir" ? "d" : op is "symlink" ? "l" : op is "mknod" ? "c" : op is "subvol_create" or "subvol_delete" ? "s" : "f") + rng.Next(10);
+        string name = dir + "/" + (op is "mkdir" ? "d" : op is "symlink" ? "l" : op is "mknod" ? "c" : op is "subvol_create" or "subvol_delete" or "snapshot" ? "s" : "f") + rng.Next(10);
         string file = m.Files.Count > 0 ? Pick(rng, m.Files.Keys.ToList()) : name;
         var args = op switch
         {
@@ -168,6 +168,7 @@ public static class StressRunner
             "creat" or "mkdir" or "mknod" or "unlink" or "getdents" or "stat" => [rng.Next(3) == 0 && m.Files.Count > 0 ? file : op == "getdents" ? Pick(rng, m.Dirs.ToList()) : name],
             "symlink" => new[] { name, "t" + rng.Next(100) },
             "subvol_create" => [name],
+            "snapshot" => [m.Subvols.Count > 0 ? Pick(rng, m.Subvols.ToList()) : dir, name, rng.Next(3) == 0 ? "ro" : "rw"],
             "subvol_delete" => [m.Subvols.Count > 0 && rng.Next(4) != 0 ? Pick(rng, m.Subvols.ToList()) : name],
             "link" or "rename" => [file, dir + "/f" + rng.Next(10)],
             "write" or "mwrite" => [file, rng.Next(0, 300_000).ToString(CultureInfo.InvariantCulture), rng.Next(1, 65_536).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
@@ -202,6 +203,32 @@ public static class StressRunner
         var d = new byte[len];
         new Random(int.Parse(seed, CultureInfo.InvariantCulture)).NextBytes(d);
         return d;
+    }
+
+    /// <summary>A snapshot in the model: everything below <paramref name="src"/> appears below
+    /// <paramref name="dst"/>, except subvolumes nested in it (a snapshot does not descend into
+    /// them); hard links stay hard links of the snapshot's own inode (one new array per array).</summary>
+    private static void SnapshotModel(Model m, string src, string dst)
+    {
+        string below = src + "/";
+        var nested = m.Subvols.Where(s => s.StartsWith(below, StringComparison.Ordinal)).Select(s => s + "/").ToList();
+        bool Copied(string p) => p.StartsWith(below, StringComparison.Ordinal) && !nested.Any(n => p == n[..^1] || p.StartsWith(n, StringComparison.Ordinal));
+        string To(string p) => dst + p[src.Length..];
+        var clones = new Dictionary<byte[], byte[]>(ReferenceEqualityComparer.Instance);
+        foreach (var (p, data) in m.Files.Where(kv => Copied(kv.Key)).ToList())
+        {
+            if (!clones.TryGetValue(data, out var c))
+            {
+                clones[data] = c = (byte[])data.Clone();
+                if (m.Unspecified.Contains(data)) m.Unspecified.Add(c);
+            }
+            m.Files[To(p)] = c;
+        }
+        foreach (var (p, target) in m.Links.Where(kv => Copied(kv.Key)).ToList()) m.Links[To(p)] = target;
+        foreach (var p in m.Fifos.Where(Copied).ToList()) m.Fifos.Add(To(p));
+        foreach (var p in m.Dirs.Where(Copied).ToList()) m.Dirs.Add(To(p));
+        m.Dirs.Add(dst);
+        m.Subvols.Add(dst);
     }
 
     /// <summary>Applies one operation to the filesystem and, when it succeeds, to the model.</summary>
@@ -244,6 +271,10 @@ public static class StressRunner
             case "subvol_create":
                 e = t.CreateSubvolume(a[0]);
                 if (e == Errno.OK) { m.Dirs.Add(a[0]); m.Subvols.Add(a[0]); }
+                break;
+            case "snapshot":
+                e = t.Snapshot(a[0], a[1], a[2] == "ro");
+                if (e == Errno.OK) SnapshotModel(m, a[0], a[1]);
                 break;
             case "subvol_delete":
                 e = t.DeleteSubvolume(a[0]);

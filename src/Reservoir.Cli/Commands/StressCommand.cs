@@ -74,6 +74,8 @@ internal static class StressCommand
                     rfs.Engine.SetQuotaLimit(MkfsCommand.ParseSize(q, "--quota-limit"));
                 }
                 result = RunOrReplay(new EngineStressTarget(rfs), o, pr.GetValue(replay), pr.GetValue(logOpt));
+                // What the engine logged (an operation that failed with EIO says why here).
+                foreach (var w in rfs.Engine.Warnings.Take(20)) ctx.Err.WriteLine("reservoir: " + w);
                 rfs.Dispose();
                 leaked = rfs.Engine.LeakedBytes;
                 leaks = rfs.Engine.LeakReports;

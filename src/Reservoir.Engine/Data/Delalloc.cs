@@ -102,9 +102,17 @@ internal sealed partial class DataEngine
     private Errno ReservePlanLocked(Mapping m, List<(ulong Start, ulong End, ExtentStatus Status)> plan)
     {
 
-        // A no-CoW file (chattr +C) overwrites its written extents in place, like preallocated ones.
+        // A no-CoW file (chattr +C) overwrites its written extents in place, like preallocated
+        // ones, unless a snapshot may share the extent (then both are copied on write, as
+        // btrfs's can_nocow_extent decides), or a snapshot of the subvolume is being taken.
         bool noCow = (m.Inode.Item.Flags & InodeFlags.NoDataCow) != 0;
-        bool IsCow(ExtentStatus st) => st is ExtentStatus.Hole or ExtentStatus.Delayed || (st == ExtentStatus.Written && !noCow);
+        Span<bool> cow = plan.Count <= 32 ? stackalloc bool[plan.Count] : new bool[plan.Count];
+        for (int i = 0; i < plan.Count; i++)
+        {
+            var (ps, pe, pst) = plan[i];
+            cow[i] = pst is ExtentStatus.Hole or ExtentStatus.Delayed || (pst == ExtentStatus.Written && !noCow)
+                || m.Subvol.ForceCow || MayBeShared(m, ps, pe);
+        }
         // What each bit covered before this call, so that a failure below clears exactly the
         // bytes this call set: the rest belong to other dirty pages (an undo that skipped the
         // InPlace ranges once left them owned by no page: a leak of InPlace and of an
@@ -123,9 +131,10 @@ internal sealed partial class DataEngine
         ulong newData = 0, newQgroup = 0;
         using (m.State.Lock())
         {
-            foreach (var (s, e, st) in plan)
+            for (int i = 0; i < plan.Count; i++)
             {
-                if (!IsCow(st))
+                var (s, e, _) = plan[i];
+                if (!cow[i])
                 {
                     Remember(s, e, RangeBits.InPlace, m.Ledger.CountSet(s, e, RangeBits.InPlace));
                     continue;
@@ -146,9 +155,10 @@ internal sealed partial class DataEngine
         ulong setData = 0, setQgroup = 0;
         using (m.State.Lock())
         {
-            foreach (var (s, e, st) in plan)
+            for (int i = 0; i < plan.Count; i++)
             {
-                if (IsCow(st))
+                var (s, e, _) = plan[i];
+                if (cow[i])
                 {
                     setData += ChangeDirtyBits(m, s, e, RangeBits.Delalloc, set: true);
                     setQgroup += m.Ledger.Set(s, e, RangeBits.QgroupReserved);
@@ -190,6 +200,21 @@ internal sealed partial class DataEngine
     }
 
     [ThreadStatic] private static List<(ulong S, ulong E, RangeBits Bit, List<(ulong S, ulong E)>? Prior)>? t_undo;
+
+    /// <summary>Whether a data extent under [s, e) may also be referenced by a snapshot: one born
+    /// at or before the subvolume's last snapshot (btrfs's check_committed_ref). Writing such an
+    /// extent in place would change the snapshot too. Free for subvolumes never snapshotted.</summary>
+    private bool MayBeShared(Mapping m, ulong s, ulong e)
+    {
+        var tree = m.Subvol.Tree;
+        ulong last = tree.LastSnapshot;
+        if (last == 0) return false;
+        List<FileExtents.Mapping> maps;
+        using (tree.Lock.Read()) maps = FileExtents.Overlapping(tree, m.Inode.Ino, s, e);
+        foreach (var mp in maps)
+            if (mp.Fe.DiskBytenr != 0 && Fs.DataExtentGeneration(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes) <= last) return true;
+        return false;
+    }
 
     /// <summary>The parts of [s, e) not covered by <paramref name="covered"/> (sorted, disjoint).</summary>
     private static List<(ulong S, ulong E)> Complement(ulong s, ulong e, List<(ulong S, ulong E)> covered)

@@ -26,6 +26,10 @@ internal sealed class Subvolume
     public volatile bool Dead;
     /// <summary>Read-only (ROOT_ITEM flag): every change to its inodes answers EROFS.</summary>
     public volatile bool ReadOnly;
+    /// <summary>A snapshot of it is being taken: writes reserve copy-on-write even where they
+    /// would go in place (btrfs's snapshot_force_cow), so that nothing reserved to go in place
+    /// between the snapshot's flush and its creation lands in an extent the snapshot shares.</summary>
+    public volatile bool ForceCow;
 
     public Subvolume(FsInfo fs, BTree tree)
     {

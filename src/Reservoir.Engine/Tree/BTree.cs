@@ -139,10 +139,13 @@ internal sealed partial class BTree
     // ---------------------------------------------------------------- copy-on-write
 
     /// <summary>Whether this tree may change <paramref name="n"/> in place: it was copied (or
-    /// created) in the running transaction and no snapshot taken since shares it. Only in the
-    /// transaction that took a snapshot of this tree does the second test need a lookup.</summary>
+    /// created) in the running transaction by this tree and no snapshot taken since shares it.
+    /// Only in the transaction that took a snapshot of this tree does the last test need a
+    /// lookup. The owner test matters there too: a node the snapshot source copied away from
+    /// in that transaction is the snapshot's alone but still the source's (its data
+    /// back-references name the source), so the snapshot copies it rather than change it.</summary>
     private bool ChangeableInPlace(ITreeContext tx, TreeNode n) =>
-        n.Dirty && (n.Generation > LastSnapshot || tx.TreeBlockRefs(n) == 1);
+        n.Dirty && n.Owner == Id && (n.Generation > LastSnapshot || tx.TreeBlockRefs(n) == 1);
 
     private bool MayBeShared(TreeNode n) => n.Generation <= LastSnapshot;
 

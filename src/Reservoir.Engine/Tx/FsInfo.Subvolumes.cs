@@ -110,6 +110,17 @@ internal sealed partial class FsInfo
         return (ulong)refs;
     }
 
+    /// <summary>The transaction that allocated a data extent (its EXTENT_ITEM's generation), or
+    /// the running one for an extent allocated in it (no item yet).</summary>
+    public ulong DataExtentGeneration(ulong bytenr, ulong numBytes)
+    {
+        byte[]? d;
+        using (ExtentTree.Lock.Read()) d = ExtentTree.Get(new Key(bytenr, KeyTypes.ExtentItem, numBytes));
+        if (d == null) return Running.Transid;
+        if (!ExtentItem.TryRead(d, out var ei)) throw new CorruptionException($"malformed EXTENT_ITEM of data extent {bytenr}", bytenr);
+        return ei.Generation;
+    }
+
     /// <summary>Forgets a subvolume tree whose items are all gone: frees its (empty) root node
     /// and deletes its ROOT_ITEM. Caller holds a handle and has checked the tree is empty.</summary>
     public void RemoveFsTree(TransHandle h, BTree tree)

@@ -186,31 +186,80 @@ public class SnapshotTests
         Assert.Equal(0, r.DataExtents);
     }
 
-    [Fact]
-    public void ChangesInTheTransactionThatTookTheSnapshotStayOutOfIt()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ChangesInTheTransactionThatTookTheSnapshotStayOutOfIt(bool readOnly)
     {
         // No commit between writing, snapshotting and changing again: the source's root and
         // the nodes below it are dirty in the running transaction when the snapshot shares
-        // them, and must still be copied, not changed in place, when the source changes.
+        // them, and must still be copied, not changed in place, when either side changes. A
+        // node the source copied away from is then the writable snapshot's alone, but its
+        // data back-references still name the source: the snapshot must copy it too.
         var dev = NewDevice(128UL << 20);
-        Dictionary<string, byte[]> files;
+        Dictionary<string, byte[]> files, snap;
         using (var fs = Mount(dev))
         {
             Ok(fs.Mkdir(Root, "d", 0x1ED, 0, 0, out var d));
             files = Populate(fs, d.Ino, 5, 600);
             ulong txBefore = fs.Fs.Running.Transid;
-            Ok(fs.CreateSnapshot(Root, Root, "snap", readOnly: true, out var s));
+            Ok(fs.CreateSnapshot(Root, Root, "snap", readOnly, out var s));
+            var before = new Dictionary<string, byte[]>(files);
             for (int i = 0; i < 600; i += 2) Ok(fs.Unlink(d.Ino, $"f{i}"));
             for (int i = 1; i < 600; i += 2) Ok(fs.Write(Look(fs, d.Ino, $"f{i}"), 0, new byte[3000], out _));
             CreateFile(fs, d.Ino, "new", new byte[100]);
+            snap = new Dictionary<string, byte[]>(before);
+            ulong sd = Look(fs, s.Ino, "d");
+            if (!readOnly)
+            {
+                for (int i = 0; i < 600; i += 3) { Ok(fs.Unlink(sd, $"f{i}")); snap.Remove($"f{i}"); }
+                for (int i = 1; i < 600; i += 3) { Ok(fs.Write(Look(fs, sd, $"f{i}"), 0, new byte[] { 1, 2, 3 }, out _)); snap[$"f{i}"] = Overlay(snap[$"f{i}"], 0, [1, 2, 3]); }
+            }
             Assert.Equal(txBefore, fs.Fs.Running.Transid); // all in one transaction
-            AssertFiles(fs, Look(fs, s.Ino, "d"), files);
+            AssertFiles(fs, sd, snap);
             Ok(fs.Sync());
-            AssertFiles(fs, Look(fs, s.Ino, "d"), files);
+            AssertFiles(fs, sd, snap);
             Assert.Equal(301, Names(fs, d.Ino).Count);
         }
         FsckAssert.Clean(dev);
-        using (var fs = Mount(dev)) AssertFiles(fs, Look(fs, Look(fs, Root, "snap"), "d"), files);
+        using (var fs = Mount(dev)) AssertFiles(fs, Look(fs, Look(fs, Root, "snap"), "d"), snap);
+    }
+
+    [Fact]
+    public void PreallocatedAndNoCowExtentsAreCopiedWhenASnapshotSharesThem()
+    {
+        // Both are normally written in place; an extent a snapshot shares must not be, or the
+        // snapshot's (or the source's) contents would change behind it.
+        var dev = NewDevice(128UL << 20);
+        var old = new byte[200_000];
+        new Random(9).NextBytes(old);
+        var a = new byte[50_000]; a.AsSpan().Fill(0xAA);
+        var b = new byte[50_000]; b.AsSpan().Fill(0xBB);
+        using (var fs = Mount(dev))
+        {
+            ulong pre = CreateFile(fs, Root, "pre");
+            Ok(fs.Fallocate(pre, Reservoir.Engine.Data.FallocateMode.Allocate, 0, 400_000));
+            ulong nocow = CreateFile(fs, Root, "nocow");
+            Ok(fs.SetNoCow(nocow, true));
+            Ok(fs.Write(nocow, 0, old, out _));
+            Ok(fs.Sync());
+            Ok(fs.CreateSnapshot(Root, Root, "snap", readOnly: false, out var s));
+            Ok(fs.Write(pre, 100_000, a, out _));
+            Ok(fs.Write(nocow, 100_000, a, out _));
+            ulong spre = Look(fs, s.Ino, "pre"), snocow = Look(fs, s.Ino, "nocow");
+            Ok(fs.Write(spre, 120_000, b, out _)); // overlaps the source's write in the shared extent
+            Ok(fs.Sync());
+            var wantPre = Overlay(new byte[400_000], 100_000, a);
+            var wantSnapPre = Overlay(new byte[400_000], 120_000, b);
+            Assert.Equal(wantPre, ReadAll(fs, pre));
+            Assert.Equal(wantSnapPre, ReadAll(fs, spre));
+            Assert.Equal(Overlay(old, 100_000, a), ReadAll(fs, nocow));
+            Assert.Equal(old, ReadAll(fs, snocow));
+            // Deleting the snapshot frees what it alone held (fsck checks every count).
+            Ok(fs.DeleteSubvolume(Root, "snap"));
+            Ok(fs.SyncSubvolumeDeletions());
+        }
+        FsckAssert.Clean(dev);
     }
 
     [Fact]

@@ -88,6 +88,45 @@ public class StressTests(ITestOutputHelper log)
     }
 
     /// <summary>
+    /// Snapshots, subvolumes and their deletion among every other operation, under the
+    /// deterministic scheduler (so a failing seed replays exactly): every file of every
+    /// snapshot equals the model after each operation on it, nothing leaks, and fsck's counts
+    /// of shared tree blocks and data references hold at the end. Seed 6 of the command-line
+    /// runner found a writable snapshot changing in place a node its source had copied away
+    /// from in the snapshot's transaction; seeds 1-3 a preallocated extent shared with a
+    /// snapshot being written in place.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(6)]
+    public void SnapshotsUnderStressKeepEveryTreeIntact(int seed)
+    {
+        var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk, pctSteps: 400_000);
+        var dev = new MemoryBlockDevice(256UL << 20);
+        StressResult? r = null;
+        long leaked = 0;
+        s.Run(() =>
+        {
+            Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
+            var rfs = ReservoirFileSystem.Open(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 50 });
+            var o = new StressOptions { Workers = 3, OpsPerWorker = 1200, Seed = seed, Scheduler = s, CheckEach = true };
+            o.Frequencies["snapshot"] = 6;
+            o.Frequencies["subvol_create"] = 4;
+            o.Frequencies["subvol_delete"] = 2;
+            r = StressRunner.Run(rfs, o);
+            rfs.Dispose();
+            leaked = rfs.Engine.LeakedBytes;
+        });
+        Assert.True(r!.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
+        Assert.True(r.OpCounts.GetValueOrDefault("snapshot") > 50, "too few snapshots to test anything");
+        Assert.Equal(0, leaked);
+        FsckAssert.Clean(dev);
+        log.WriteLine($"seed {seed}: {r.Operations} operations, {r.OpCounts["snapshot"]} snapshots tried");
+    }
+
+    /// <summary>
     /// The same on real threads (the flusher and completion workers racing the workers as
     /// they do in production), with --check-each's per-operation checks of contents and of
     /// extents against the size on disk, on an image that fills up. (The race that left an
@@ -157,6 +196,7 @@ public class StressTests(ITestOutputHelper log)
         // A kernel directory has no subvolumes (the path target answers EOPNOTSUPP for them).
         o.Frequencies["subvol_create"] = 0;
         o.Frequencies["subvol_delete"] = 0;
+        o.Frequencies["snapshot"] = 0;
         var engineLog = new StringWriter();
         o.Log = engineLog;
         StressResult inProcess;
