@@ -109,9 +109,14 @@ public static class Features
     /// version that does not know them would misread as a missing inode.</summary>
     public const ulong IncompatSubvolumes = 1;
 
+    /// <summary>incompat bit 1: the image has (or had) snapshots (SPEC.md §5.8): tree blocks
+    /// may have several parents and a leaf's data back-references name its owner, which a
+    /// version that frees a block with its first parent would corrupt.</summary>
+    public const ulong IncompatSnapshots = 2;
+
     public const ulong CompatSupported = 0;
     public const ulong CompatRoSupported = CompatRoQuota;
-    public const ulong IncompatSupported = IncompatSubvolumes;
+    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots;
 }
 
 /// <summary>Block group type flags (BLOCK_GROUP_ITEM.flags, EXTENT_ITEM.flags).</summary>

@@ -59,12 +59,7 @@ internal sealed partial class FsInfo
         item.Write(buf);
         using (RootTree.Lock.Write()) RootTree.Put(h, new Key(id, KeyTypes.RootItem, 0), buf);
         using (_treesLock.Lock()) _fsTrees[id] = tree;
-        if ((Super.Incompat & Features.IncompatSubvolumes) == 0)
-        {
-            var sb = Super.Clone();
-            sb.Incompat |= Features.IncompatSubvolumes;
-            Super = sb;
-        }
+        SetIncompat(Features.IncompatSubvolumes);
         return tree;
     }
 
@@ -91,7 +86,18 @@ internal sealed partial class FsInfo
         item.Write(buf);
         using (RootTree.Lock.Write()) RootTree.Put(h, new Key(id, KeyTypes.RootItem, 0), buf);
         using (_treesLock.Lock()) _fsTrees[id] = tree;
+        SetIncompat(Features.IncompatSubvolumes | Features.IncompatSnapshots);
         return tree;
+    }
+
+    /// <summary>Marks the image as using a feature older versions must not mount (written by
+    /// the running transaction's commit). Caller holds a handle, so no commit is under way.</summary>
+    private void SetIncompat(ulong bits)
+    {
+        if ((Super.Incompat & bits) == bits) return;
+        var sb = Super.Clone();
+        sb.Incompat |= bits;
+        Super = sb;
     }
 
     /// <summary>How many parents point at a tree block: its METADATA_ITEM's refs (0 for a
