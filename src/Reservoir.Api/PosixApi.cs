@@ -170,6 +170,30 @@ public sealed class PosixApi
 
     public Errno Close(ulong ino) => _fs.Release(ino);
 
+    /// <summary>
+    /// Copies <paramref name="source"/> to <paramref name="dest"/> as a reflink (cp
+    /// --reflink=always): dest is created (or truncated) and shares all of source's data
+    /// extents. Small files whose data is inline in the tree are copied instead (there is no
+    /// extent to share). EXDEV across subvolumes with quotas on.
+    /// </summary>
+    public Errno CloneFile(string source, string dest)
+    {
+        var e = _walk.Resolve(source, true, out var src);
+        if (e != Errno.OK) return e;
+        if (src.IsDir) return Errno.EISDIR;
+        if (!src.IsReg) return Errno.EINVAL;
+        e = Open(dest, OpenFlags.WriteOnly | OpenFlags.Create | OpenFlags.Truncate, src.Mode & 0xFFF, out var dst);
+        if (e != Errno.OK) return e;
+        try
+        {
+            if (dst.Ino == src.Ino) return Errno.EINVAL;
+            e = _fs.CloneRange(src.Ino, 0, dst.Ino, 0, 0);
+            if (e != Errno.OK) return e;
+            return _fs.GetAttr(dst.Ino, out var d) == Errno.OK && d.Size == src.Size ? Errno.OK : Errno.EIO;
+        }
+        finally { _fs.Release(dst.Ino); }
+    }
+
     public Errno Truncate(string path, ulong size)
     {
         var e = _walk.Resolve(path, true, out var a);

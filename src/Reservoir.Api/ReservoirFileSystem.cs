@@ -169,6 +169,10 @@ public sealed class ReservoirFileSystem : IDisposable
     /// <summary>Creates a subvolume: an independent file tree, linked at <paramref name="path"/>.</summary>
     public void CreateSubvolume(string path) => Check(Posix.CreateSubvolume(path), path);
 
+    /// <summary>Copies a file as a reflink (cp --reflink=always): <paramref name="dest"/> shares
+    /// all of <paramref name="source"/>'s data until either changes; no data is copied.</summary>
+    public void CloneFile(string source, string dest) => Check(Posix.CloneFile(source, dest), dest);
+
     /// <summary>Snapshots the subvolume at <paramref name="source"/> as <paramref name="dest"/>:
     /// a new subvolume sharing all of its source's data and metadata until either changes
     /// (constant time, whatever the size). Read-only snapshots refuse every change.</summary>

@@ -64,6 +64,17 @@ internal sealed class DelayedRefs
         return _heads.TryGetValue(bytenr, out var h) ? h.TreeDelta : 0;
     }
 
+    /// <summary>Whether this transaction adds a reference to a data extent from anything but
+    /// inode <paramref name="ino"/> of tree <paramref name="root"/> (a clone, say).</summary>
+    public bool AddsDataRefsOtherThan(ulong bytenr, ulong root, ulong ino)
+    {
+        using var _ = _lock.Lock();
+        if (!_heads.TryGetValue(bytenr, out var h)) return false;
+        foreach (var ((r, i, _), d) in h.DataDeltas)
+            if (d > 0 && (r != root || i != ino)) return true;
+        return false;
+    }
+
     /// <summary>Net pending reference delta of a data extent (for deciding whether an extent
     /// allocated in this transaction is still referenced).</summary>
     public int PendingDataRefs(ulong bytenr)

@@ -201,18 +201,22 @@ internal sealed partial class DataEngine
 
     [ThreadStatic] private static List<(ulong S, ulong E, RangeBits Bit, List<(ulong S, ulong E)>? Prior)>? t_undo;
 
-    /// <summary>Whether a data extent under [s, e) may also be referenced by a snapshot: one born
-    /// at or before the subvolume's last snapshot (btrfs's check_committed_ref). Writing such an
-    /// extent in place would change the snapshot too. Free for subvolumes never snapshotted.</summary>
+    /// <summary>Whether a data extent under [s, e) may also be referenced by something else (btrfs's
+    /// can_nocow_extent): by a snapshot, if it was born at or before the subvolume's last
+    /// snapshot (check_committed_ref), or by a reflink, if any back-reference names another
+    /// file or tree. Writing such an extent in place would change them too.</summary>
     private bool MayBeShared(Mapping m, ulong s, ulong e)
     {
         var tree = m.Subvol.Tree;
         ulong last = tree.LastSnapshot;
-        if (last == 0) return false;
         List<FileExtents.Mapping> maps;
         using (tree.Lock.Read()) maps = FileExtents.Overlapping(tree, m.Inode.Ino, s, e);
         foreach (var mp in maps)
-            if (mp.Fe.DiskBytenr != 0 && Fs.DataExtentGeneration(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes) <= last) return true;
+        {
+            if (mp.Fe.DiskBytenr == 0) continue;
+            if (last != 0 && Fs.DataExtentGeneration(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes) <= last) return true;
+            if (Fs.DataExtentReferencedElsewhere(mp.Fe.DiskBytenr, tree.Id, m.Inode.Ino)) return true;
+        }
         return false;
     }
 

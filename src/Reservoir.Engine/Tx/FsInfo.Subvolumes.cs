@@ -127,6 +127,25 @@ internal sealed partial class FsInfo
         return ei.Generation;
     }
 
+    /// <summary>Whether a data extent is referenced by anything but inode <paramref name="ino"/>
+    /// of tree <paramref name="root"/>: another file or another tree (a reflink), committed or
+    /// added in the running transaction. Writing it in place would change them too.</summary>
+    public bool DataExtentReferencedElsewhere(ulong bytenr, ulong root, ulong ino)
+    {
+        if (Running.Refs.AddsDataRefsOtherThan(bytenr, root, ino)) return true;
+        using var lk = ExtentTree.Lock.Read();
+        var path = new TreePath();
+        if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.ExtentDataRef, 0), path)) return false;
+        do
+        {
+            var k = path.Key;
+            if (k.ObjectId != bytenr || k.Type != KeyTypes.ExtentDataRef) return false;
+            if (!ExtentDataRef.TryRead(path.Data, out var r)) throw new CorruptionException($"malformed EXTENT_DATA_REF of data extent {bytenr}", bytenr);
+            if (r.Root != root || r.Inode != ino) return true;
+        } while (ExtentTree.Next(path));
+        return false;
+    }
+
     /// <summary>Forgets a subvolume tree whose items are all gone: frees its (empty) root node
     /// and deletes its ROOT_ITEM. Caller holds a handle and has checked the tree is empty.</summary>
     public void RemoveFsTree(TransHandle h, BTree tree)

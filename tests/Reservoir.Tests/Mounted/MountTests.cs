@@ -64,6 +64,24 @@ public class MountTests(ITestOutputHelper log)
     /// and mv falls back to copying, rmdir deletes an empty one; then a mount with subvol=
     /// shows the subvolume as its root, and a bad subvol= fails before anything is mounted.
     /// </summary>
+    /// <summary>copy_file_range (what cp uses) through the mount is a reflink where the ranges
+    /// allow: the copy shares the source's extents, and changing either side leaves the other.</summary>
+    [Fact]
+    public void CopyFileRangeThroughTheMountClonesExtents()
+    {
+        using var m = new MountedImage();
+        m.Run("head -c 5000000 /dev/urandom > big && sync big && cp big copy && cmp big copy");
+        // Unaligned ranges (python's os.copy_file_range) are copied instead; both give the same bytes.
+        m.Run("python3 -c \"import os; a=os.open('big',os.O_RDONLY); b=os.open('part',os.O_WRONLY|os.O_CREAT,0o644); n=os.copy_file_range(a,b,10000,100,7); print(n)\" && cmp -n 10000 -i 100:7 big part");
+        m.Run("sync");
+        Assert.Equal(Errno.OK, m.Fs.Lookup(Filesystem.RootIno, "big", out var big));
+        Assert.Equal(Errno.OK, m.Fs.Lookup(Filesystem.RootIno, "copy", out var copy));
+        Assert.Equal(Errno.OK, m.Fs.ExtentMap(big.Ino, out var mb));
+        Assert.Equal(Errno.OK, m.Fs.ExtentMap(copy.Ino, out var mc));
+        Assert.Equal(mb.Select(x => (x.FileOffset, x.DiskBytenr, x.ExtentOffset)), mc.Select(x => (x.FileOffset, x.DiskBytenr, x.ExtentOffset)));
+        m.Run("printf xxxx | dd of=copy bs=1 seek=4096 conv=notrunc status=none && ! cmp -s big copy && cmp -n 4096 big copy");
+    }
+
     [Fact]
     public void SubvolumesThroughTheMount()
     {

@@ -1,0 +1,89 @@
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Data;
+
+internal sealed partial class DataEngine
+{
+    /// <summary>Items cloned per transaction.</summary>
+    private const int CloneBatch = 16;
+
+    /// <summary>
+    /// Reflink (btrfs_clone): makes [dstOff, dstOff+len) of <paramref name="dst"/> refer to the
+    /// data extents under [srcOff, srcOff+len) of <paramref name="src"/>, each with one more
+    /// data reference; nothing is copied and no data space is used. Block-aligned ranges, not
+    /// overlapping within one file; the caller holds both inodes' locks, checked the arguments,
+    /// and sets the size. Both ranges are written back and their ordered extents finished
+    /// first, and the destination's cached pages dropped, so no later writeback lands over the
+    /// cloned items. EOPNOTSUPP before any change if the source range holds inline data (it is
+    /// not an extent to share: the caller copies it). Batches of items per transaction: ENOSPC
+    /// for metadata part way leaves a prefix cloned, as on btrfs.
+    /// </summary>
+    internal Errno CloneRange(Inode src, Inode dst, ulong srcOff, ulong dstOff, ulong len)
+    {
+        var ms = MappingOf(src);
+        var md = MappingOf(dst);
+        Writeback(ms, srcOff, srcOff + len, wait: true);
+        WaitOrdered(ms, srcOff, srcOff + len);
+        Writeback(md, dstOff, dstOff + len, wait: true);
+        WaitOrdered(md, dstOff, dstOff + len);
+        Invalidate(md, dstOff, dstOff + len);
+        var st = ms.Subvol.Tree;
+        var dt = md.Subvol.Tree;
+        using (st.Lock.Read())
+            if (FileExtents.Overlapping(st, src.Ino, srcOff, srcOff + len).Any(mp => mp.Fe.Type == FileExtentType.Inline))
+                return Errno.EOPNOTSUPP;
+        ulong done = 0;
+        Span<byte> buf = stackalloc byte[FileExtentItem.RegularSize];
+        while (done < len)
+        {
+            var se = Fs.TryStart(3 * CloneBatch + 2, out var h);
+            if (se != Errno.OK) return se;
+            ulong chunkEnd;
+            using (h)
+            {
+                // Two trees' write locks in tree id order (one if the files share a subvolume).
+                var first = st.Id <= dt.Id ? st : dt;
+                var second = st.Id <= dt.Id ? dt : st;
+                first.Lock.EnterWrite();
+                if (second != first) second.Lock.EnterWrite();
+                try
+                {
+                    ulong from = srcOff + done, to = srcOff + len;
+                    var maps = FileExtents.Overlapping(st, src.Ino, from, to, CloneBatch);
+                    chunkEnd = maps.Count == CloneBatch ? Math.Min(maps[^1].End, to) : to;
+                    long nbytes = 0;
+                    // Drop what the destination had there (its references go), then add the clones.
+                    while (!FileExtents.Drop(h, dt, md.Subvol.Id, dst.Ino, dstOff + done, dstOff + (chunkEnd - srcOff), ref nbytes, 64)) { }
+                    foreach (var mp in maps)
+                    {
+                        ulong a = Math.Max(mp.Pos, from), b = Math.Min(mp.End, chunkEnd);
+                        if (a >= b) continue;
+                        var fe = mp.Fe;
+                        fe.Offset += a - mp.Pos;
+                        fe.NumBytes = b - a;
+                        ulong at = dstOff + (a - srcOff);
+                        fe.Write(buf);
+                        dt.Put(h, FileExtents.ExtentKey(dst.Ino, at), buf);
+                        if (fe.DiskBytenr != 0)
+                            h.Transaction.Refs.AddDataRef(fe.DiskBytenr, fe.DiskNumBytes, md.Subvol.Id, dst.Ino, at - fe.Offset, +1, false, 0);
+                        nbytes += (long)fe.NumBytes;
+                    }
+                    dst.Item.Nbytes = (ulong)Math.Max(0, (long)dst.Item.Nbytes + nbytes);
+                    DirItems.PutInode(h, dt, dst);
+                }
+                finally
+                {
+                    if (second != first) second.Lock.ExitWrite();
+                    first.Lock.ExitWrite();
+                }
+            }
+            using (md.State.Lock()) md.Es.Remove(dstOff + done, dstOff + (chunkEnd - srcOff));
+            done = chunkEnd - srcOff;
+        }
+        return Errno.OK;
+    }
+}

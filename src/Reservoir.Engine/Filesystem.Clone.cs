@@ -1,0 +1,90 @@
+using Reservoir.Common;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine;
+
+/// <summary>Reflinks (docs/SNAPSHOTS.md): a file range made to share another's data extents,
+/// copied on the next write to either side.</summary>
+public sealed partial class Filesystem
+{
+    /// <summary>
+    /// Clones [srcOff, srcOff+len) of <paramref name="srcNode"/> into <paramref name="dstNode"/>
+    /// at <paramref name="dstOff"/> (FICLONERANGE; <paramref name="len"/> 0 means to the
+    /// source's end). Offsets must be block-aligned and so must the length, unless the range
+    /// ends at the source's end of file (then the destination must not extend past it, as on
+    /// btrfs); ranges in one file must not overlap. The destination grows to cover the range.
+    /// Across subvolumes it works as on btrfs, except with quotas on, where it answers EXDEV
+    /// (the caller copies): a subvolume's quota group must see its references.
+    /// A source range holding inline data (a small file's, kept in the tree) is copied.
+    /// </summary>
+    public Errno CloneRange(ulong srcNode, ulong srcOff, ulong dstNode, ulong dstOff, ulong len)
+    {
+        var e = Get(srcNode, out var src);
+        if (e != Errno.OK) return e;
+        try
+        {
+            e = GetWritable(dstNode, out var dst);
+            if (e != Errno.OK) return e;
+            try
+            {
+                return Guard(dstNode, () =>
+                {
+                    // Both exclusively, lower node id first (one lock for one file).
+                    var (a, b) = srcNode <= dstNode ? (src, dst) : (dst, src);
+                    using var la = a.Lock.Write();
+                    using var lb = b != a ? b.Lock.Write() : default(Common.Concurrency.FsRwLock.WriteScope?);
+                    return CloneLocked(src, dst, srcOff, dstOff, len);
+                });
+            }
+            finally { Put(dst); }
+        }
+        finally { Put(src); }
+    }
+
+    private Errno CloneLocked(Inodes.Inode src, Inodes.Inode dst, ulong srcOff, ulong dstOff, ulong len)
+    {
+        if (src.IsDir || dst.IsDir) return Errno.EISDIR;
+        if (!src.IsReg || !dst.IsReg) return Errno.EINVAL;
+        if (src.Deleted || dst.Deleted) return Errno.ENOENT;
+        if (Fs.ReadOnly) return Errno.EROFS;
+        if (src.Subvol != dst.Subvol && Fs.Quota.Enabled) return Errno.EXDEV;
+        // Checksummed and unchecksummed data do not mix in one file (btrfs refuses the same).
+        if (((src.Item.Flags ^ dst.Item.Flags) & InodeFlags.NoDataSum) != 0) return Errno.EINVAL;
+        ulong bs = (ulong)Fs.BlockSize, size = src.Item.FileSize;
+        if (len == 0) len = srcOff < size ? size - srcOff : 0;
+        if (srcOff > size || len > size - srcOff) return Errno.EINVAL;
+        if (len == 0) return Errno.OK;
+        if (srcOff % bs != 0 || dstOff % bs != 0) return Errno.EINVAL;
+        bool toEof = srcOff + len == size;
+        if (len % bs != 0 && !(toEof && dstOff + len >= dst.Item.FileSize)) return Errno.EINVAL;
+        ulong alen = Units.AlignUp(len, bs);
+        if (dstOff + alen < dstOff || dstOff + alen > FormatConstants.MaxFileSize) return Errno.EFBIG;
+        if (src == dst && srcOff < dstOff + alen && dstOff < srcOff + alen) return Errno.EINVAL;
+        dst.Item.Mtime = dst.Item.Ctime = Timespec.Now(); // written with the cloned items
+        var e = Data.CloneRange(src, dst, srcOff, dstOff, alen);
+        if (e == Errno.EOPNOTSUPP)
+        {
+            // Inline data (a small file's, in the tree) is no extent to share: copy it, as
+            // btrfs copies inline extents into the destination. Small by definition.
+            var buf = new byte[len];
+            Data.BufferedRead(src, srcOff, buf);
+            return Data.BufferedWrite(dst, dstOff, buf, out _);
+        }
+        if (e != Errno.OK) return e;
+        ulong newSize = Math.Max(dst.Item.FileSize, dstOff + len);
+        if (newSize != dst.Item.FileSize)
+        {
+            var se = Fs.TryStart(1, out var h);
+            if (se != Errno.OK) return se;
+            using (h)
+            {
+                dst.Item.FileSize = newSize;
+                if (dst.Mapping is { } m) using (m.State.Lock()) m.DiskSize = Math.Max(m.DiskSize, newSize);
+                Touch(ref dst.Item, h.Transid);
+                using (dst.Subvol.Tree.Lock.Write()) Inodes.DirItems.PutInode(h, dst.Subvol.Tree, dst);
+            }
+        }
+        return Errno.OK;
+    }
+}

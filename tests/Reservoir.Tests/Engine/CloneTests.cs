@@ -1,0 +1,136 @@
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Engine.Data;
+using Xunit;
+using static Reservoir.Tests.TestFs;
+
+namespace Reservoir.Tests.Engine;
+
+/// <summary>Reflinks: a cloned range shares the source's extents (no data space used), each
+/// side copies on its next write, and the extents go only with their last reference.</summary>
+public class CloneTests
+{
+    private const ulong Root = Filesystem.RootIno;
+
+    private static byte[] Random(int n, int seed)
+    {
+        var b = new byte[n];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    private static byte[] Overlay(byte[] old, int at, byte[] data)
+    {
+        var r = new byte[Math.Max(old.Length, at + data.Length)];
+        old.CopyTo(r, 0);
+        data.CopyTo(r, at);
+        return r;
+    }
+
+    [Fact]
+    public void AClonedFileSharesItsExtentsUntilEitherSideChanges()
+    {
+        var dev = NewDevice(128UL << 20);
+        var data = Random(3_000_000, 1); // not block-aligned: the clone reaches the end of file
+        using (var fs = Mount(dev))
+        {
+            ulong a = CreateFile(fs, Root, "a", data);
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var before));
+            ulong b = CreateFile(fs, Root, "b");
+            Ok(fs.CloneRange(a, 0, b, 0, 0));
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var after));
+            Assert.True(before.BlocksFree - after.BlocksFree < 16, $"the clone used {before.BlocksFree - after.BlocksFree} blocks");
+            Assert.Equal(data, ReadAll(fs, b));
+            // A range into the middle of an existing file.
+            ulong c = CreateFile(fs, Root, "c", Random(1_000_000, 2));
+            var cWant = Overlay(Random(1_000_000, 2), 409_600, data.AsSpan(40_960, 204_800).ToArray());
+            Ok(fs.CloneRange(a, 40_960, c, 409_600, 204_800));
+            Assert.Equal(cWant, ReadAll(fs, c));
+            // Copy on write, each side alone.
+            var x = new byte[100_000]; x.AsSpan().Fill(0x11);
+            var y = new byte[100_000]; y.AsSpan().Fill(0x22);
+            Ok(fs.Write(a, 50_000, x, out _));
+            Ok(fs.Write(b, 60_000, y, out _));
+            Ok(fs.Sync());
+            Assert.Equal(Overlay(data, 50_000, x), ReadAll(fs, a));
+            Assert.Equal(Overlay(data, 60_000, y), ReadAll(fs, b));
+            Assert.Equal(cWant, ReadAll(fs, c));
+            data = Overlay(data, 60_000, y);
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.Unlink(Root, "a"));
+            Ok(fs.Unlink(Root, "c"));
+            Ok(fs.Sync());
+            Assert.Equal(data, ReadAll(fs, LookupIno(fs, "b")));
+            Ok(fs.Unlink(Root, "b"));
+            Ok(fs.Sync());
+        }
+        var r = Reservoir.Engine.Check.Fsck.Run(dev, new Reservoir.Engine.Check.FsckOptions { CheckDataCsums = true });
+        Assert.True(r.Clean, string.Join("\n", r.Errors.Take(20)));
+        Assert.Equal(0, r.DataExtents); // the last reference took each extent with it
+    }
+
+    private static ulong LookupIno(Filesystem fs, string name)
+    {
+        Ok(fs.Lookup(Root, name, out var a));
+        return a.Ino;
+    }
+
+    [Fact]
+    public void PreallocatedExtentsSharedByAReflinkAreCopiedOnWrite()
+    {
+        // Writing a shared preallocated extent in place would put one file's data into the
+        // other: the clone's side reads zeros there, and its own write must not reach the source.
+        var dev = NewDevice(64UL << 20);
+        var x = new byte[8192]; x.AsSpan().Fill(0x5A);
+        var y = new byte[8192]; y.AsSpan().Fill(0xA5);
+        using (var fs = Mount(dev))
+        {
+            ulong a = CreateFile(fs, Root, "a");
+            Ok(fs.Fallocate(a, FallocateMode.Allocate, 0, 1 << 20));
+            ulong b = CreateFile(fs, Root, "b");
+            Ok(fs.CloneRange(a, 0, b, 0, 1 << 20));
+            Ok(fs.Write(a, 4096, x, out _));
+            Ok(fs.Fsync(a));
+            Ok(fs.Write(b, 8192, y, out _));
+            Ok(fs.Sync());
+        }
+        using (var fs = Mount(dev)) // read from the disk, not the page cache
+        {
+            Assert.Equal(Overlay(new byte[1 << 20], 4096, x), ReadAll(fs, LookupIno(fs, "a")));
+            Assert.Equal(Overlay(new byte[1 << 20], 8192, y), ReadAll(fs, LookupIno(fs, "b")));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
+    public void CloneArgumentsAreChecked()
+    {
+        var dev = NewDevice(64UL << 20);
+        using var fs = Mount(dev);
+        ulong a = CreateFile(fs, Root, "a", Random(100_000, 3));
+        ulong b = CreateFile(fs, Root, "b", Random(50_000, 4));
+        Ok(fs.Mkdir(Root, "d", 0x1ED, 0, 0, out var d));
+        Assert.Equal(Errno.EINVAL, fs.CloneRange(a, 100, b, 0, 4096));     // unaligned offset
+        Assert.Equal(Errno.EINVAL, fs.CloneRange(a, 0, b, 0, 5000));       // unaligned length, not to the end
+        Assert.Equal(Errno.EINVAL, fs.CloneRange(a, 0, b, 0, 200_000));    // past the source's end
+        Assert.Equal(Errno.EINVAL, fs.CloneRange(a, 0, a, 4096, 8192));    // overlapping in one file
+        Assert.Equal(Errno.EINVAL, fs.CloneRange(a, 98_304, b, 0, 0));     // unaligned tail would end inside b
+        Assert.Equal(Errno.EISDIR, fs.CloneRange(a, 0, d.Ino, 0, 4096));
+        Ok(fs.CloneRange(a, 0, a, 65_536, 8192));                          // within one file, apart
+        Assert.Equal(Errno.EINVAL, fs.CloneRange(b, 0, a, 0, 0));          // b's unaligned end would land inside a
+        ulong e = CreateFile(fs, Root, "e");
+        Ok(fs.CloneRange(b, 0, e, 0, 0));                                  // ... but may end a file
+        Assert.Equal(ReadAll(fs, b), ReadAll(fs, e));
+        Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
+        ulong c = CreateFile(fs, sv.Ino, "c");
+        Ok(fs.CloneRange(a, 0, c, 0, 8192));                               // across subvolumes, quotas off
+        Ok(fs.EnableQuota());
+        Assert.Equal(Errno.EXDEV, fs.CloneRange(a, 0, c, 8192, 8192));     // its qgroup must see its data
+        Ok(fs.CloneRange(a, 0, b, 0, 8192));                               // within one subvolume it may
+    }
+}
