@@ -170,6 +170,35 @@ public sealed class PosixApi
 
     public Errno Close(ulong ino) => _fs.Release(ino);
 
+    /// <summary>FICLONERANGE between two existing files by path (see <see cref="Filesystem.CloneRange"/>).</summary>
+    public Errno CloneRange(string source, ulong srcOff, string dest, ulong dstOff, ulong len)
+    {
+        var e = _walk.Resolve(source, true, out var src);
+        if (e != Errno.OK) return e;
+        e = _walk.Resolve(dest, true, out var dst);
+        if (e != Errno.OK) return e;
+        return _fs.CloneRange(src.Ino, srcOff, dst.Ino, dstOff, len);
+    }
+
+    /// <summary>copy_file_range(2) to completion (or the source's end): extents are shared
+    /// where the ranges allow, copied otherwise. <paramref name="len"/> 0: to the end.</summary>
+    public Errno CopyFileRange(string source, ulong srcOff, string dest, ulong dstOff, ulong len)
+    {
+        var e = _walk.Resolve(source, true, out var src);
+        if (e != Errno.OK) return e;
+        e = _walk.Resolve(dest, true, out var dst);
+        if (e != Errno.OK) return e;
+        if (len == 0) len = src.Size > srcOff ? src.Size - srcOff : 0;
+        while (len > 0)
+        {
+            e = _fs.CopyFileRange(src.Ino, srcOff, dst.Ino, dstOff, len, out ulong n);
+            if (e != Errno.OK) return e;
+            if (n == 0) break;
+            srcOff += n; dstOff += n; len -= n;
+        }
+        return Errno.OK;
+    }
+
     /// <summary>
     /// Copies <paramref name="source"/> to <paramref name="dest"/> as a reflink (cp
     /// --reflink=always): dest is created (or truncated) and shares all of source's data

@@ -62,7 +62,7 @@ public sealed partial class Filesystem
         if (dstOff + alen < dstOff || dstOff + alen > FormatConstants.MaxFileSize) return Errno.EFBIG;
         if (src == dst && srcOff < dstOff + alen && dstOff < srcOff + alen) return Errno.EINVAL;
         dst.Item.Mtime = dst.Item.Ctime = Timespec.Now(); // written with the cloned items
-        var e = Data.CloneRange(src, dst, srcOff, dstOff, alen);
+        var e = Data.CloneRange(src, dst, srcOff, dstOff, alen, dstOff + len);
         if (e == Errno.EOPNOTSUPP)
         {
             // Inline data (a small file's, in the tree) is no extent to share: copy it, as
@@ -72,19 +72,42 @@ public sealed partial class Filesystem
             return Data.BufferedWrite(dst, dstOff, buf, out _);
         }
         if (e != Errno.OK) return e;
-        ulong newSize = Math.Max(dst.Item.FileSize, dstOff + len);
-        if (newSize != dst.Item.FileSize)
-        {
-            var se = Fs.TryStart(1, out var h);
-            if (se != Errno.OK) return se;
-            using (h)
-            {
-                dst.Item.FileSize = newSize;
-                if (dst.Mapping is { } m) using (m.State.Lock()) m.DiskSize = Math.Max(m.DiskSize, newSize);
-                Touch(ref dst.Item, h.Transid);
-                using (dst.Subvol.Tree.Lock.Write()) Inodes.DirItems.PutInode(h, dst.Subvol.Tree, dst);
-            }
-        }
         return Errno.OK;
+    }
+
+    /// <summary>
+    /// One step of copy_file_range(2): clones where the ranges allow (block-aligned offsets, a
+    /// block-aligned length or one reaching the source's end), so a copy shares extents, and
+    /// copies up to 1 MiB through the page cache otherwise (or where a clone is refused, such
+    /// as across subvolumes with quotas on). <paramref name="done"/> is the count done (0 at or
+    /// past the source's end); callers loop, as with write(2). EINVAL for overlapping ranges of
+    /// one file, as the kernel answers.
+    /// </summary>
+    public Errno CopyFileRange(ulong inoIn, ulong offIn, ulong inoOut, ulong offOut, ulong len, out ulong done)
+    {
+        done = 0;
+        var e = GetAttr(inoIn, out var a);
+        if (e != Errno.OK) return e;
+        e = GetAttr(inoOut, out var b);
+        if (e != Errno.OK) return e;
+        if (a.IsDir || b.IsDir) return Errno.EISDIR;
+        if (!a.IsReg || !b.IsReg) return Errno.EINVAL;
+        if (offIn >= a.Size || len == 0) return Errno.OK;
+        len = Math.Min(len, a.Size - offIn); // first, as the kernel clamps before its overlap check
+        if (inoIn == inoOut && offIn < offOut + len && offOut < offIn + len) return Errno.EINVAL;
+        len = Math.Min(len, 1UL << 30);
+        ulong bs = (ulong)BlockSize;
+        ulong cloneLen = offIn + len == a.Size ? len : len / bs * bs;
+        if (offIn % bs == 0 && offOut % bs == 0 && cloneLen > 0 && CloneRange(inoIn, offIn, inoOut, offOut, cloneLen) == Errno.OK)
+        {
+            done = cloneLen;
+            return Errno.OK;
+        }
+        var buf = new byte[Math.Min(len, 1UL << 20)];
+        e = Read(inoIn, offIn, buf, out int n);
+        if (e != Errno.OK) return e;
+        e = Write(inoOut, offOut, buf.AsSpan(0, n), out int m);
+        done = (ulong)m;
+        return e;
     }
 }

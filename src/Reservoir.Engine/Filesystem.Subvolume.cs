@@ -305,7 +305,15 @@ public sealed partial class Filesystem
             bool empty;
             using (h)
             using (t.Lock.Write())
-                empty = t.DropFromLeft(h, DropBatch);
+            {
+                try { empty = t.DropFromLeft(h, DropBatch); }
+                catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException)
+                {
+                    // Half a batch is in the running transaction: it must not commit.
+                    Fs.MarkFailed($"subvolume {t.Id}: dropping its tree failed part way: {ex.Message}");
+                    throw;
+                }
+            }
             if (empty) break;
         }
         Fs.ForceCommit = true;

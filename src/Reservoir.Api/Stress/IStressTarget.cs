@@ -37,6 +37,11 @@ public interface IStressTarget
     /// <summary>Snapshots the subvolume at <paramref name="source"/> as <paramref name="dest"/>
     /// (fsstress's snapshot); EOPNOTSUPP where there are none.</summary>
     Errno Snapshot(string source, string dest, bool readOnly);
+    /// <summary>Makes [dstOff, dstOff+len) of <paramref name="dst"/> a copy of [srcOff,
+    /// srcOff+len) of <paramref name="src"/> (fsstress's copyrange) with copy_file_range's
+    /// semantics: Reservoir in-process clones the aligned ranges and copies the rest; a mounted
+    /// directory gets copy_file_range(2) itself. len 0: to the source's end.</summary>
+    Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len);
     /// <summary>stat (following symlinks).</summary>
     Errno Stat(string path, out StressStat st);
     /// <summary>lstat.</summary>

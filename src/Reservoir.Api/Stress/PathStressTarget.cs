@@ -48,6 +48,36 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     public Errno DeleteSubvolume(string path) => Errno.EOPNOTSUPP;
     public Errno Snapshot(string source, string dest, bool readOnly) => Errno.EOPNOTSUPP;
 
+    public unsafe Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len)
+    {
+        int fi = Libc.Open(Full(src), Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+        if (fi < 0) return Err();
+        try
+        {
+            int fo = Libc.Open(Full(dst), Libc.O_WRONLY | Libc.O_CLOEXEC, 0);
+            if (fo < 0) return Err();
+            try
+            {
+                if (len == 0)
+                {
+                    var st = new FileInfo(Full(src)).Length;
+                    len = (ulong)Math.Max(0, st - (long)srcOff);
+                }
+                long a = (long)srcOff, b = (long)dstOff;
+                while (len > 0)
+                {
+                    nint n = Libc.CopyFileRange(fi, &a, fo, &b, (nuint)len, 0);
+                    if (n < 0) return Err();
+                    if (n == 0) break;
+                    len -= (ulong)n;
+                }
+                return Errno.OK;
+            }
+            finally { Libc.Close(fo); }
+        }
+        finally { Libc.Close(fi); }
+    }
+
     public Errno Stat(string path, out StressStat st) => StatX(path, follow: true, out st);
     public Errno Lstat(string path) => StatX(path, follow: false, out _);
 
@@ -244,6 +274,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         [DllImport("libc", EntryPoint = "pwrite", SetLastError = true)] public static extern nint Pwrite(int fd, byte* buf, nuint count, long offset);
         [DllImport("libc", EntryPoint = "pread", SetLastError = true)] public static extern nint Pread(int fd, byte* buf, nuint count, long offset);
         [DllImport("libc", EntryPoint = "fallocate", SetLastError = true)] public static extern int Fallocate(int fd, int mode, long offset, long len);
+        [DllImport("libc", EntryPoint = "copy_file_range", SetLastError = true)] public static extern nint CopyFileRange(int fdIn, long* offIn, int fdOut, long* offOut, nuint len, uint flags);
         [DllImport("libc", EntryPoint = "truncate", SetLastError = true)] public static extern int Truncate(string path, long size);
         [DllImport("libc", EntryPoint = "fsync", SetLastError = true)] public static extern int Fsync(int fd);
         [DllImport("libc", EntryPoint = "fdatasync", SetLastError = true)] public static extern int Fdatasync(int fd);

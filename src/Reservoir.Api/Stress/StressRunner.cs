@@ -53,14 +53,14 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "snapshot"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "snapshot", "clonerange"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
         ["creat"] = 8, ["mkdir"] = 3, ["mknod"] = 1, ["symlink"] = 2, ["link"] = 2, ["unlink"] = 5, ["rmdir"] = 2, ["rename"] = 5,
         ["write"] = 14, ["dwrite"] = 5, ["read"] = 6, ["dread"] = 3, ["mwrite"] = 4, ["fallocate"] = 3, ["punch"] = 3, ["zero"] = 2,
         ["truncate"] = 4, ["fsync"] = 2, ["fdatasync"] = 1, ["sync"] = 1, ["setattr"] = 2, ["setxattr"] = 2, ["removexattr"] = 1,
-        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1, ["snapshot"] = 1,
+        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1, ["snapshot"] = 1, ["clonerange"] = 2,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -168,6 +168,8 @@ public static class StressRunner
             "creat" or "mkdir" or "mknod" or "unlink" or "getdents" or "stat" => [rng.Next(3) == 0 && m.Files.Count > 0 ? file : op == "getdents" ? Pick(rng, m.Dirs.ToList()) : name],
             "symlink" => new[] { name, "t" + rng.Next(100) },
             "subvol_create" => [name],
+            // Block-aligned mostly (what a clone takes), sometimes not; length 0 is "to the end".
+            "clonerange" => [file, Clone(rng, 0), m.Files.Count > 0 ? Pick(rng, m.Files.Keys.ToList()) : name, Clone(rng, 0), Clone(rng, 1)],
             "snapshot" => [m.Subvols.Count > 0 ? Pick(rng, m.Subvols.ToList()) : dir, name, rng.Next(3) == 0 ? "ro" : "rw"],
             "subvol_delete" => [m.Subvols.Count > 0 && rng.Next(4) != 0 ? Pick(rng, m.Subvols.ToList()) : name],
             "link" or "rename" => [file, dir + "/f" + rng.Next(10)],
@@ -197,6 +199,15 @@ public static class StressRunner
     }
 
     private static string Pick(Random rng, List<string> l) => l[rng.Next(l.Count)];
+
+    /// <summary>An offset (kind 0) or length (1) for clonerange: 4 KiB multiples up to 256 KiB,
+    /// one time in eight unaligned, a length of 0 (to the end) one time in eight.</summary>
+    private static string Clone(Random rng, int kind)
+    {
+        int r = rng.Next(8);
+        ulong v = kind == 1 && r == 0 ? 0 : r == 1 ? (ulong)rng.Next(1, 300_000) : (ulong)rng.Next(kind == 1 ? 1 : 0, 64) * 4096;
+        return v.ToString(CultureInfo.InvariantCulture);
+    }
 
     private static byte[] Data(string seed, int len)
     {
@@ -272,6 +283,26 @@ public static class StressRunner
                 e = t.CreateSubvolume(a[0]);
                 if (e == Errno.OK) { m.Dirs.Add(a[0]); m.Subvols.Add(a[0]); }
                 break;
+            case "clonerange":
+                {
+                    if (!m.Files.TryGetValue(a[0], out var src) || !m.Files.ContainsKey(a[2])) { e = t.CloneRange(a[0], U(1), a[2], U(3), U(4)); break; }
+                    e = t.CloneRange(a[0], U(1), a[2], U(3), U(4));
+                    if (e != Errno.OK) break;
+                    if (m.Unspecified.Contains(src)) { m.Unspecified.Add(m.Files[a[2]]); break; } // copied unknown bytes
+                    // copy_file_range's loop: each step copies what the source has up to its end
+                    // now (a copy within one file may have grown it in the step before).
+                    ulong so = U(1), doff = U(3), len = U(4);
+                    if (len == 0) len = so < (ulong)src.Length ? (ulong)src.Length - so : 0;
+                    while (len > 0)
+                    {
+                        var cur = m.Files[a[0]];
+                        if (so >= (ulong)cur.Length) break;
+                        ulong n = Math.Min(len, (ulong)cur.Length - so);
+                        Store(m, a[2], doff, cur.AsSpan((int)so, (int)n).ToArray());
+                        so += n; doff += n; len -= n;
+                    }
+                    break;
+                }
             case "snapshot":
                 e = t.Snapshot(a[0], a[1], a[2] == "ro");
                 if (e == Errno.OK) SnapshotModel(m, a[0], a[1]);

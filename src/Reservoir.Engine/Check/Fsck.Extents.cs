@@ -20,7 +20,7 @@ public sealed partial class Fsck
             {
                 if (mi.Item.Owner != b.Owner) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item names owner {mi.Item.Owner}, the block's header {b.Owner}");
                 if (mi.Level != b.Level) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item says level {mi.Level}, block is level {b.Level}");
-                if ((long)mi.Item.Refs != b.Refs) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item says {mi.Item.Refs} references, {b.Refs} roots and nodes point at it");
+                if ((long)mi.Item.Refs != b.Refs) _r.Add(FindingKind.Structure, $"tree block {bytenr}", $"extent item says {mi.Item.Refs} references, {b.Refs} roots and nodes point at it (level {b.Level}, owner {b.Owner}, reached from trees {string.Join(", ", b.Trees)})");
             }
         }
         foreach (var (bytenr, _) in _metaItems)

@@ -23,6 +23,8 @@ internal sealed class TreeWalker(NodeStore store, FsckReport report, ulong super
         public int Level { get; } = level;
         public ulong Owner { get; set; } = owner;
         public long Refs { get; set; } = 1;
+        /// <summary>The trees that reach it (for reports).</summary>
+        public List<ulong> Trees { get; } = [tree];
     }
 
     /// <summary>Every tree block seen.</summary>
@@ -38,12 +40,15 @@ internal sealed class TreeWalker(NodeStore store, FsckReport report, ulong super
     public void Walk(ulong treeId, ulong bytenr, ulong gen, int level, ItemVisitor visit)
     {
         _inThisTree.Clear();
-        WalkNode(treeId, bytenr, gen, level, null, null, visit);
+        WalkNode(treeId, bytenr, gen, level, null, null, visit, newParent: true);
     }
 
     private static bool IsFsTree(ulong id) => id == TreeIds.FsTree || (id >= TreeIds.FirstSubvolume && id < TreeIds.OrphanObjectId);
 
-    private void WalkNode(ulong treeId, ulong bytenr, ulong gen, int level, Key? low, Key? high, ItemVisitor visit)
+    /// <param name="newParent">Whether the pointer followed here belongs to a parent seen for the
+    /// first time (or is a root): a shared parent walked again for another tree's namespace
+    /// points at the same children, which count it once.</param>
+    private void WalkNode(ulong treeId, ulong bytenr, ulong gen, int level, Key? low, Key? high, ItemVisitor visit, bool newParent)
     {
         string where = $"tree {treeId} block {bytenr}";
         if (!_inThisTree.Add(bytenr))
@@ -54,7 +59,8 @@ internal sealed class TreeWalker(NodeStore store, FsckReport report, ulong super
         bool firstVisit = !Blocks.TryGetValue(bytenr, out var seen);
         if (!firstVisit)
         {
-            seen!.Refs++;
+            if (newParent) seen!.Refs++;
+            if (!seen!.Trees.Contains(treeId)) seen.Trees.Add(treeId);
             // Only subvolume trees share blocks (snapshots).
             if (!IsFsTree(treeId) || !IsFsTree(seen.Tree))
             {
@@ -103,7 +109,7 @@ internal sealed class TreeWalker(NodeStore store, FsckReport report, ulong super
         for (int i = 0; i < n; i++)
         {
             Key? next = i + 1 < n ? node.KeyAt(i + 1) : high;
-            WalkNode(treeId, node.ChildAt(i), node.ChildGenAt(i), level - 1, node.KeyAt(i), next, visit);
+            WalkNode(treeId, node.ChildAt(i), node.ChildGenAt(i), level - 1, node.KeyAt(i), next, visit, newParent: firstVisit);
         }
     }
 }

@@ -15,21 +15,27 @@ internal sealed partial class DataEngine
     /// Reflink (btrfs_clone): makes [dstOff, dstOff+len) of <paramref name="dst"/> refer to the
     /// data extents under [srcOff, srcOff+len) of <paramref name="src"/>, each with one more
     /// data reference; nothing is copied and no data space is used. Block-aligned ranges, not
-    /// overlapping within one file; the caller holds both inodes' locks, checked the arguments,
-    /// and sets the size. Both ranges are written back and their ordered extents finished
+    /// overlapping within one file; the caller holds both inodes' locks and checked the
+    /// arguments. The destination's size becomes at least <paramref name="newSize"/>, on disk
+    /// with the first cloned items. Both ranges are written back and their ordered extents finished
     /// first, and the destination's cached pages dropped, so no later writeback lands over the
     /// cloned items. EOPNOTSUPP before any change if the source range holds inline data (it is
     /// not an extent to share: the caller copies it). Batches of items per transaction: ENOSPC
     /// for metadata part way leaves a prefix cloned, as on btrfs.
     /// </summary>
-    internal Errno CloneRange(Inode src, Inode dst, ulong srcOff, ulong dstOff, ulong len)
+    internal Errno CloneRange(Inode src, Inode dst, ulong srcOff, ulong dstOff, ulong len, ulong newSize)
     {
         var ms = MappingOf(src);
         var md = MappingOf(dst);
         Writeback(ms, srcOff, srcOff + len, wait: true);
         WaitOrdered(ms, srcOff, srcOff + len);
-        Writeback(md, dstOff, dstOff + len, wait: true);
-        WaitOrdered(md, dstOff, dstOff + len);
+        // Everything of the destination below the clone's end reaches the disk first, from its
+        // size on disk on: the size on disk then grows to the clone's end in the transactions
+        // that insert the cloned items, never past data still in the page cache (a commit in
+        // between must not hold extents past the size on disk, nor a size past unwritten data).
+        ulong wbFrom = Math.Min(md.DiskSize, dstOff) / (ulong)BlockSize * (ulong)BlockSize;
+        Writeback(md, wbFrom, dstOff + len, wait: true);
+        WaitOrdered(md, wbFrom, dstOff + len);
         Invalidate(md, dstOff, dstOff + len);
         var st = ms.Subvol.Tree;
         var dt = md.Subvol.Tree;
@@ -72,7 +78,12 @@ internal sealed partial class DataEngine
                             h.Transaction.Refs.AddDataRef(fe.DiskBytenr, fe.DiskNumBytes, md.Subvol.Id, dst.Ino, at - fe.Offset, +1, false, 0);
                         nbytes += (long)fe.NumBytes;
                     }
+                    // Size and byte count change under the tree lock, as ordered-extent completion
+                    // (which holds it, not the inode lock) changes them.
                     dst.Item.Nbytes = (ulong)Math.Max(0, (long)dst.Item.Nbytes + nbytes);
+                    if (newSize > dst.Item.FileSize) dst.Item.FileSize = newSize;
+                    using (md.State.Lock()) md.DiskSize = Math.Max(md.DiskSize, newSize);
+                    dst.Item.Transid = h.Transid;
                     DirItems.PutInode(h, dt, dst);
                 }
                 finally

@@ -196,6 +196,14 @@ internal sealed partial class DataEngine
             AdjustMeta(m); // shrinks back whatever part of the growth succeeded; a shrink cannot fail
             return Errno.ENOSPC;
         }
+        // A page dirtied in place before its extent became shared (a reflink or a snapshot took
+        // it meanwhile) is now copied on write: it holds Delalloc, so its in-place mark goes, or
+        // writeback would still write it in place (into the shared extent) and the data space
+        // just reserved for it would never be used nor given back. Only after success: the undo
+        // above never has to restore it.
+        using (m.State.Lock())
+            for (int i = 0; i < plan.Count; i++)
+                if (cow[i]) ChangeDirtyBits(m, plan[i].Start, plan[i].End, RangeBits.InPlace, set: false);
         return Errno.OK;
     }
 

@@ -43,9 +43,11 @@ internal sealed partial class BTree
         {
             if (parent.Level == Root.Level)
             {
-                // The tree became empty: an empty leaf is the canonical empty tree.
+                // The tree became empty: an empty leaf is the canonical empty tree (allocated
+                // before the old root is freed, so a failed allocation leaves the tree whole).
+                var empty = tx.AllocNode(Id, 0);
                 FreeTreeNode(tx, parent);
-                Root = tx.AllocNode(Id, 0);
+                Root = empty;
                 RootChanged = true;
                 return;
             }

@@ -15,11 +15,17 @@ internal sealed partial class BTree
     {
         tx.NoteChange();
         if (Root.IsLeaf && Root.NrItems == 0) return true;
-        if (MayBeShared(Root) && tx.DropIfShared(Root))
+        if (MayBeShared(Root))
         {
-            Root = tx.AllocNode(Id, 0);
-            RootChanged = true;
-            return true;
+            // The empty root first: once the reference is dropped nothing may fail.
+            var empty = tx.AllocNode(Id, 0);
+            if (tx.DropIfShared(Root))
+            {
+                Root = empty;
+                RootChanged = true;
+                return true;
+            }
+            tx.FreeNode(empty, Id);
         }
         var node = CowRoot(tx); // only this tree references it now
         if (node.IsLeaf)
@@ -55,13 +61,15 @@ internal sealed partial class BTree
                     break;
                 }
                 stack.RemoveAt(stack.Count - 1);
-                tx.FreeNode(p, Id);
                 if (stack.Count == 0)
                 {
-                    Root = tx.AllocNode(Id, 0);
+                    var empty = tx.AllocNode(Id, 0); // before the old root goes
+                    tx.FreeNode(p, Id);
+                    Root = empty;
                     RootChanged = true;
                     return true;
                 }
+                tx.FreeNode(p, Id);
             }
         }
         return false;

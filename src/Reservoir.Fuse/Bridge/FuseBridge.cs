@@ -562,38 +562,15 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         return Errno.OK;
     }
 
-    /// <summary>
-    /// copy_file_range: a reflink where the ranges allow one (block-aligned offsets; the length
-    /// block-aligned or reaching the source's end), so `cp` on Reservoir shares extents instead
-    /// of copying them; otherwise, or where the engine cannot clone (EXDEV across subvolumes
-    /// with quotas on), a copy of up to 1 MiB through the page cache. Either way the reply is
-    /// the count done, which callers loop on.
-    /// </summary>
+    /// <summary>copy_file_range: the engine's, a reflink where the ranges allow (so `cp` on
+    /// Reservoir shares extents), else a copy; the reply is the count done.</summary>
     private Errno CopyFileRange(ulong inoIn, ref RequestReader r, ref ReplyWriter w)
     {
         if (!r.TryStruct(56, out var s)) return Errno.EINVAL;
         ulong offIn = U64(s, 8), inoOut = Ino(U64(s, 16)), offOut = U64(s, 32), len = U64(s, 40), flags = U64(s, 48);
         if (flags != 0) return Errno.EINVAL;
-        var e = fs.GetAttr(inoIn, out var a);
-        if (e != Errno.OK) return e;
-        ulong done = 0;
-        if (offIn < a.Size && len > 0)
-        {
-            len = Math.Min(Math.Min(len, a.Size - offIn), 1UL << 30);
-            ulong Bs = (ulong)fs.BlockSize;
-            ulong cloneLen = offIn + len == a.Size ? len : len / Bs * Bs;
-            if (offIn % Bs == 0 && offOut % Bs == 0 && cloneLen > 0 && fs.CloneRange(inoIn, offIn, inoOut, offOut, cloneLen) == Errno.OK)
-                done = cloneLen;
-            else
-            {
-                var buf = new byte[Math.Min(len, 1UL << 20)];
-                e = fs.Read(inoIn, offIn, buf, out int n);
-                if (e != Errno.OK) return e;
-                e = fs.Write(inoOut, offOut, buf.AsSpan(0, n), out int m);
-                if (e != Errno.OK) return e;
-                done = (ulong)m;
-            }
-        }
+        var e = fs.CopyFileRange(inoIn, offIn, inoOut, offOut, len, out ulong done);
+        if (e != Errno.OK && done == 0) return e;
         w.U32((uint)done);
         w.U32(0);
         return Errno.OK;

@@ -108,6 +108,37 @@ public class CloneTests
     }
 
     [Fact]
+    public void APageDirtiedInPlaceBeforeItsExtentWasClonedIsCopiedOnItsNextWrite()
+    {
+        // The page is dirty, marked to go in place, when a clone of another part of its
+        // preallocated extent makes the extent shared; a write over it and a clean page next to
+        // it reserves both for copy-on-write, and must turn it into a copy-on-write page wholly (the deterministic stress run, seed 10, leaked the data
+        // space such a page reserved: writeback still wrote it in place).
+        var dev = NewDevice(64UL << 20);
+        var x = new byte[4096]; x.AsSpan().Fill(0x33);
+        var y = new byte[8192]; y.AsSpan().Fill(0x44);
+        using (var fs = Mount(dev))
+        {
+            ulong a = CreateFile(fs, Root, "a");
+            Ok(fs.Fallocate(a, FallocateMode.Allocate, 0, 1 << 20));
+            Ok(fs.Sync());
+            Ok(fs.Write(a, 512 << 10, x, out _));            // dirty, in place
+            ulong b = CreateFile(fs, Root, "b");
+            Ok(fs.CloneRange(a, 0, b, 0, 256 << 10));        // writes back only [0, 256K) of a
+            Ok(fs.Write(a, 512 << 10, y, out _));            // that page and the next: now shared
+            Ok(fs.Sync());
+            Assert.Empty(fs.VerifyReservations());
+            Assert.Equal(0, fs.LeakedBytes);
+        }
+        using (var fs = Mount(dev))
+        {
+            Assert.Equal(Overlay(new byte[1 << 20], 512 << 10, y), ReadAll(fs, LookupIno(fs, "a")));
+            Assert.Equal(new byte[256 << 10], ReadAll(fs, LookupIno(fs, "b")));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
     public void CloneArgumentsAreChecked()
     {
         var dev = NewDevice(64UL << 20);

@@ -101,6 +101,10 @@ public class StressTests(ITestOutputHelper log)
     [InlineData(2)]
     [InlineData(3)]
     [InlineData(6)]
+    [InlineData(7)]
+    [InlineData(8)]
+    [InlineData(9)]
+    [InlineData(10)]
     public void SnapshotsUnderStressKeepEveryTreeIntact(int seed)
     {
         var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk, pctSteps: 400_000);
@@ -115,6 +119,7 @@ public class StressTests(ITestOutputHelper log)
             o.Frequencies["snapshot"] = 6;
             o.Frequencies["subvol_create"] = 4;
             o.Frequencies["subvol_delete"] = 2;
+            o.Frequencies["clonerange"] = 8;
             r = StressRunner.Run(rfs, o);
             rfs.Dispose();
             leaked = rfs.Engine.LeakedBytes;
