@@ -190,11 +190,35 @@ internal sealed partial class DataEngine : IDisposable
     /// <summary>Forgets the idle mappings of one subvolume (one being deleted).</summary>
     internal int DropIdleMappings(Subvolume sv) => sv.DropIdleMappings(DropIfIdle);
 
+    /// <summary>
+    /// Raises the size on disk to the file's size when nothing below the file's end waits to
+    /// reach the disk (no dirty page, page under writeback or ordered extent above the size on
+    /// disk): what lies between is holes or extents already on disk. A punch or zero range that
+    /// dropped the dirty pages past the size on disk calls it before writing the inode; without
+    /// it the file shrank back to the old size on disk once its mapping was dropped and the
+    /// inode reloaded (the stress runner, seed 34).
+    /// </summary>
+    internal void SettleDiskSize(Mapping m)
+    {
+        ulong bs = (ulong)BlockSize;
+        using var _ = m.State.Lock();
+        ulong size = m.Inode.Item.FileSize;
+        if (m.DiskSize >= size) return;
+        foreach (var oe in m.Ordered.Values)
+            if (oe.FileOffset + oe.NumBytes > m.DiskSize) return;
+        foreach (var p in m.Pages.Values)
+            if ((p.Dirty || p.Writeback || p.Locked) && (ulong)p.Index * bs + bs > m.DiskSize) return;
+        m.DiskSize = size;
+    }
+
     private bool DropIfIdle(Mapping m)
     {
         using (m.State.Lock())
         {
             if (m.DirtyPages.Count > 0 || m.Ordered.Count > 0 || !m.Ledger.IsEmpty || m.MetaRsv > 0 || m.OutstandingExtents != 0) return false;
+            // A size not yet on disk would be lost with the mapping (the inode reloads the
+            // smaller size from the tree): keep it until an inode write carries it.
+            if (m.DiskSize < m.Inode.Item.FileSize) return false;
             if (m.Pages.Values.Any(p => p.Locked || p.Writeback)) return false;
             long pages = m.Pages.Count;
             foreach (var p in m.Pages.Values.ToList()) RemovePageUnsynchronized(m, p);

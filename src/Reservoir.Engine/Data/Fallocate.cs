@@ -233,6 +233,7 @@ internal sealed partial class DataEngine
         Invalidate(m, a, b);
         Writeback(m, a, b, wait: true);
         WaitOrdered(m, a, b);
+        SettleDiskSize(m); // written with the inode below
         bool done = false;
         while (!done)
         {

@@ -67,8 +67,10 @@ internal sealed partial class FsInfo
         var fsTree = LoadTree(TreeIds.FsTree) ?? throw new CorruptionException("the root tree has no top-level subvolume");
         _fsTrees[TreeIds.FsTree] = fsTree;
         LoadSubvolumeTrees();
+        foreach (var t in new[] { RootTree, ExtentTree, CsumTree }.Concat(_fsTrees.Values)) NoteNodeLevel(t.Root.Level);
         LoadSpace();
         if ((Super.CompatRo & Features.CompatRoQuota) != 0) LoadQuota();
+        if (QuotaTree != null) NoteNodeLevel(QuotaTree.Root.Level);
     }
 
     private BTree? LoadTree(ulong id)

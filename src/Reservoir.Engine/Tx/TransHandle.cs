@@ -51,6 +51,7 @@ internal sealed class TransHandle : ITreeContext, IDisposable
         if (fromRes) _metaLeft -= ns;
         else if (_holdsCommitLock) { Overruns++; Interlocked.Increment(ref _fs.Stats.ReservationOverruns); }
         ulong bytenr = _fs.Space.AllocNode(fromRes);
+        _fs.NoteNodeLevel(level);
         var node = TreeNode.CreateEmpty(_fs.NodeSize, _fs.Fsid, bytenr, Transid, owner, level);
         node.Dirty = true;
         Transaction.AddDirty(node);
