@@ -174,6 +174,35 @@ public sealed partial class Filesystem : IDisposable
     public Errno SetQuotaLimit(ulong maxReferenced, ulong maxExclusive = ulong.MaxValue) =>
         Guard(0, () => { Fs.SetQgroupLimit(Top.Id, maxReferenced, maxExclusive); return Errno.OK; });
 
+    /// <summary>Creates qgroup <paramref name="qgroupId"/> (level 1 or above: level-0 groups come
+    /// and go with their subvolumes); ENOTCONN with quotas off, EEXIST, EINVAL for level 0.</summary>
+    public Errno CreateQgroup(ulong qgroupId) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Create(qgroupId)));
+
+    /// <summary>Destroys a qgroup of level 1 or above; EBUSY while it has members.</summary>
+    public Errno DestroyQgroup(ulong qgroupId) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Destroy(qgroupId)));
+
+    /// <summary>Makes <paramref name="child"/> a member of <paramref name="parent"/> (a higher
+    /// level): writes into the child's subvolumes then reserve against the parent's limits too,
+    /// all or nothing, and the parent counts their bytes.</summary>
+    public Errno AssignQgroup(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Assign(child, parent, add: true)));
+
+    /// <summary>Ends <paramref name="child"/>'s membership of <paramref name="parent"/>.</summary>
+    public Errno RemoveQgroupRelation(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Assign(child, parent, add: false)));
+
+    /// <summary>Every qgroup relation as (member, parent).</summary>
+    public IReadOnlyList<(ulong Child, ulong Parent)> QgroupRelations() => Fs.Quota.Relations();
+
+    /// <summary>Limits any existing qgroup by id (level/id); ENOENT if there is none, ENOTCONN
+    /// with quotas off.</summary>
+    public Errno SetQgroupLimit(ulong qgroupId, ulong maxReferenced, ulong maxExclusive) =>
+        Guard(0, () =>
+        {
+            if (!Fs.Quota.Enabled) return Errno.ENOTCONN;
+            if (!Fs.Quota.Exists(qgroupId)) return Errno.ENOENT;
+            Fs.SetQgroupLimitById(qgroupId, maxReferenced, maxExclusive);
+            return Errno.OK;
+        });
+
     /// <summary>Limits the qgroup of subvolume <paramref name="subvolumeId"/> (0/id); ENOENT if
     /// there is no such subvolume, EINVAL if quotas are off.</summary>
     public Errno SetQuotaLimit(ulong subvolumeId, ulong maxReferenced, ulong maxExclusive) =>

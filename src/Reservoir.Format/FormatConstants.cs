@@ -69,6 +69,7 @@ public static class KeyTypes
     public const byte QgroupStatus = 240;
     public const byte QgroupInfo = 242;
     public const byte QgroupLimit = 244;
+    public const byte QgroupRelation = 246;
 
     public static string Name(byte t) => t switch
     {

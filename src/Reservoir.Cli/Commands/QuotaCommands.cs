@@ -50,14 +50,17 @@ internal static class QuotaCommands
 
     private static Command Qgroup(CliContext ctx)
     {
-        var cmd = new Command("qgroup", "Show and limit quota groups");
+        var cmd = new Command("qgroup", "Show, limit and group quota groups");
         var image = new Argument<string>("image");
         var raw = new Option<bool>("--raw") { Description = "Print raw byte counts" };
         var format = CommonOptions.Format();
-        var show = new Command("show", "List quota groups with referenced and exclusive bytes and limits") { image, raw, format };
+        var parents = new Option<bool>("-p") { Description = "Print each qgroup's parents" };
+        var childs = new Option<bool>("-c") { Description = "Print each qgroup's members" };
+        var show = new Command("show", "List quota groups with referenced and exclusive bytes and limits") { image, raw, format, parents, childs };
         show.SetAction(pr =>
         {
             IReadOnlyList<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)> groups;
+            IReadOnlyList<(ulong Child, ulong Parent)> relations = [];
             if (Directory.Exists(pr.GetValue(image)))
             {
                 var oe = OnlineSubvolume.Qgroups(pr.GetValue(image)!, out var online);
@@ -74,7 +77,10 @@ internal static class QuotaCommands
                 using var _ = dev;
                 if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup show: quotas are not enabled"); return 1; }
                 groups = fs.Qgroups().Select(g => (g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive)).ToList();
+                relations = fs.QgroupRelations();
             }
+            string Parents(ulong id) => string.Join(",", relations.Where(r => r.Child == id).Select(r => QgroupId.Show(r.Parent))) is { Length: > 0 } p ? p : "-";
+            string Children(ulong id) => string.Join(",", relations.Where(r => r.Parent == id).Select(r => QgroupId.Show(r.Child))) is { Length: > 0 } c ? c : "-";
             if (CommonOptions.IsJson(pr, format))
             {
                 ctx.Json(groups.Select(g => new
@@ -82,14 +88,17 @@ internal static class QuotaCommands
                     qgroupid = QgroupId.Show(g.Id), referenced = g.Referenced, exclusive = g.Exclusive,
                     max_referenced = g.MaxReferenced == ulong.MaxValue ? (ulong?)null : g.MaxReferenced,
                     max_exclusive = g.MaxExclusive == ulong.MaxValue ? (ulong?)null : g.MaxExclusive,
+                    parents = relations.Where(r => r.Child == g.Id).Select(r => QgroupId.Show(r.Parent)).ToArray(),
+                    children = relations.Where(r => r.Parent == g.Id).Select(r => QgroupId.Show(r.Child)).ToArray(),
                 }));
                 return 0;
             }
             string Sz(ulong v) => v == ulong.MaxValue ? "none" : pr.GetValue(raw) ? v.ToString() : Units.Human(v);
-            ctx.Out.WriteLine($"{"Qgroupid",-10} {"Referenced",12} {"Exclusive",12} {"Max referenced",15} {"Max exclusive",14}");
-            ctx.Out.WriteLine($"{"--------",-10} {"----------",12} {"---------",12} {"--------------",15} {"-------------",14}");
+            bool wp = pr.GetValue(parents), wc = pr.GetValue(childs);
+            ctx.Out.WriteLine($"{"Qgroupid",-10} {"Referenced",12} {"Exclusive",12} {"Max referenced",15} {"Max exclusive",14}{(wp ? $" {"Parent",-12}" : "")}{(wc ? " Child" : "")}");
+            ctx.Out.WriteLine($"{"--------",-10} {"----------",12} {"---------",12} {"--------------",15} {"-------------",14}{(wp ? $" {"------",-12}" : "")}{(wc ? " -----" : "")}");
             foreach (var g in groups)
-                ctx.Out.WriteLine($"{QgroupId.Show(g.Id),-10} {Sz(g.Referenced),12} {Sz(g.Exclusive),12} {Sz(g.MaxReferenced),15} {Sz(g.MaxExclusive),14}");
+                ctx.Out.WriteLine($"{QgroupId.Show(g.Id),-10} {Sz(g.Referenced),12} {Sz(g.Exclusive),12} {Sz(g.MaxReferenced),15} {Sz(g.MaxExclusive),14}{(wp ? $" {Parents(g.Id),-12}" : "")}{(wc ? " " + Children(g.Id) : "")}");
             return 0;
         });
         var size = new Argument<string>("size") { Description = "Limit on referenced bytes (e.g. 10G), or 'none'" };
@@ -114,6 +123,12 @@ internal static class QuotaCommands
             if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup limit: quotas are not enabled (reservoir quota enable IMAGE)"); return 1; }
             string t = pr.GetValue(target)!;
             ulong subvol;
+            if (TryParseQgroup(t, out ulong qid) && QgroupId.Level(qid) > 0)
+            {
+                var qe = fs.SetQgroupLimit(qid, max, ulong.MaxValue);
+                if (qe != Errno.OK) { ctx.Err.WriteLine($"reservoir qgroup limit: {t}: {qe.Describe()}"); return 1; }
+                return 0;
+            }
             if (t.StartsWith("0/") && ulong.TryParse(t[2..], out ulong id)) subvol = id;
             else
             {
@@ -127,6 +142,56 @@ internal static class QuotaCommands
         });
         cmd.Subcommands.Add(show);
         cmd.Subcommands.Add(limit);
+        cmd.Subcommands.Add(Hierarchy(ctx, "create", "Create a qgroup of level 1 or above (e.g. 1/100)", 1, (fs, a) => fs.CreateQgroup(a[0])));
+        cmd.Subcommands.Add(Hierarchy(ctx, "destroy", "Destroy a qgroup of level 1 or above (it must have no members)", 1, (fs, a) => fs.DestroyQgroup(a[0])));
+        cmd.Subcommands.Add(Hierarchy(ctx, "assign", "Make qgroup SRC a member of DST (a higher level): DST's limits then hold for SRC's writes too", 2, (fs, a) => fs.AssignQgroup(a[0], a[1])));
+        cmd.Subcommands.Add(Hierarchy(ctx, "remove", "End SRC's membership of DST", 2, (fs, a) => fs.RemoveQgroupRelation(a[0], a[1])));
+        return cmd;
+    }
+
+    /// <summary>"level/id", as btrfs-progs writes qgroup ids.</summary>
+    private static bool TryParseQgroup(string s, out ulong id)
+    {
+        id = 0;
+        var parts = s.Split('/');
+        if (parts.Length != 2 || !ushort.TryParse(parts[0], out ushort level) || !ulong.TryParse(parts[1], out ulong n) || n > 0xFFFF_FFFF_FFFF) return false;
+        id = QgroupId.Of(level, n);
+        return true;
+    }
+
+    /// <summary>`qgroup create|destroy QGROUP IMAGE` and `qgroup assign|remove SRC DST IMAGE`
+    /// (offline: the image; btrfs-progs' argument order).</summary>
+    private static Command Hierarchy(CliContext ctx, string verb, string description, int ids, Func<Filesystem, ulong[], Errno> change)
+    {
+        var qgroups = (ids == 1 ? new[] { "qgroupid" } : new[] { "src", "dst" })
+            .Select(n => new Argument<string>(n) { Description = "a qgroup id, level/id (e.g. 1/100)" }).ToArray();
+        var image = new Argument<string>("image");
+        var cmd = new Command(verb, description);
+        foreach (var q in qgroups) cmd.Arguments.Add(q);
+        cmd.Arguments.Add(image);
+        cmd.SetAction(pr =>
+        {
+            var a = qgroups.Select(q => pr.GetValue(q)!).ToArray();
+            var parsed = new ulong[a.Length];
+            for (int i = 0; i < a.Length; i++)
+                if (!TryParseQgroup(a[i], out parsed[i])) { ctx.Err.WriteLine($"reservoir qgroup {verb}: {a[i]}: not a qgroup id (level/id, e.g. 1/100)"); return 1; }
+            using var fs = MountRw(pr.GetValue(image)!, out var dev);
+            using var _ = dev;
+            if (!fs.QuotaEnabled) { ctx.Err.WriteLine($"reservoir qgroup {verb}: quotas are not enabled (reservoir quota enable IMAGE)"); return 1; }
+            var e = change(fs, parsed);
+            if (e != Errno.OK)
+            {
+                ctx.Err.WriteLine($"reservoir qgroup {verb}: {string.Join(" ", a)}: " + e switch
+                {
+                    Errno.EINVAL when verb is "assign" => "the parent must be of a higher level than the member",
+                    Errno.EINVAL => "level-0 qgroups come and go with their subvolumes",
+                    Errno.EBUSY => "it still has members",
+                    _ => e.Describe(),
+                });
+                return 1;
+            }
+            return 0;
+        });
         return cmd;
     }
 }

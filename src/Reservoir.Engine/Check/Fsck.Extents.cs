@@ -112,6 +112,33 @@ public sealed partial class Fsck
         foreach (var (id, info) in _qgroupInfo)
             if (QgroupId.Level(id) == 0 && !recount.ContainsKey(QgroupId.Id(id)) && (info.Referenced != 0 || info.Exclusive != 0))
                 _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"referenced {info.Referenced}, but no data is charged to it");
+        // Relations: stored both ways, member below parent, both groups present; a higher
+        // group counts each of its distinct level-0 descendants once.
+        var children = new Dictionary<ulong, List<ulong>>();
+        foreach (var (a, b) in _qgroupRelations)
+        {
+            if (!_qgroupRelations.Contains((b, a))) _r.Add(FindingKind.Structure, $"qgroup relation {QgroupId.Show(a)} {QgroupId.Show(b)}", "stored one way only");
+            if (QgroupId.Level(a) >= QgroupId.Level(b)) continue; // the other direction of a pair
+            if (!_qgroupInfo.ContainsKey(a) || !_qgroupInfo.ContainsKey(b)) _r.Add(FindingKind.Structure, $"qgroup relation {QgroupId.Show(a)} {QgroupId.Show(b)}", "names a qgroup that does not exist");
+            (children.TryGetValue(b, out var l) ? l : children[b] = new()).Add(a);
+        }
+        foreach (var (id, info) in _qgroupInfo)
+        {
+            if (QgroupId.Level(id) == 0) continue;
+            var leaves = new HashSet<ulong>();
+            var stack = new Stack<ulong>([id]);
+            var seen = new HashSet<ulong>();
+            while (stack.Count > 0)
+            {
+                ulong x = stack.Pop();
+                if (!seen.Add(x)) continue;
+                if (QgroupId.Level(x) == 0) leaves.Add(QgroupId.Id(x));
+                else if (children.TryGetValue(x, out var cs)) foreach (var c in cs) stack.Push(c);
+            }
+            ulong want = leaves.Aggregate(0UL, (acc, t) => acc + recount.GetValueOrDefault(t));
+            if (info.Referenced != want || info.Exclusive != want)
+                _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"referenced {info.Referenced}, exclusive {info.Exclusive}; its members' data adds up to {want}");
+        }
     }
 
     private const ulong FormatConstants_CompatRoQuota = Features.CompatRoQuota;

@@ -300,6 +300,7 @@ public sealed partial class Fsck
 
     private readonly Dictionary<ulong, HashSet<(ulong, ulong, ulong)>> _refsByExtent = new();
     private readonly Dictionary<ulong, QgroupInfoItem> _qgroupInfo = new();
+    private readonly HashSet<(ulong, ulong)> _qgroupRelations = new();
     private bool _quotaOn;
 
     private void VisitQuota(Key k, ReadOnlySpan<byte> d)
@@ -317,6 +318,10 @@ public sealed partial class Fsck
                 break;
             case KeyTypes.QgroupLimit:
                 if (!QgroupLimitItem.TryRead(d, out _)) _r.Add(FindingKind.Structure, where, "malformed QGROUP_LIMIT");
+                break;
+            case KeyTypes.QgroupRelation:
+                if (d.Length != 0) _r.Add(FindingKind.Structure, where, "QGROUP_RELATION with a payload");
+                _qgroupRelations.Add((k.ObjectId, k.Offset));
                 break;
             default:
                 _r.Add(FindingKind.Structure, where, "unexpected item type in the quota tree");

@@ -23,24 +23,160 @@ internal sealed class Qgroup(ulong id)
 /// class: <see cref="Reserve"/> (a write promises bytes), <see cref="Free"/> (bytes that will
 /// never be written: invalidated, failed, in-place), and records handed to the transaction by
 /// finished ordered extents, released by the commit that accounts their extents.
-/// Today every subvolume has a level-0 group only; higher levels arrive with subvolumes.
+/// Every subvolume has a level-0 group; groups of higher levels contain groups of lower ones
+/// (btrfs's qgroup relations, a DAG ordered by level). A write reserves against its subvolume's
+/// group and every distinct ancestor, all or nothing, and a commit accounts to all of them.
+/// While no extent is shared between subvolumes (quotas and snapshots exclude each other for
+/// now), a higher group's referenced and exclusive are the sums over its distinct level-0
+/// descendants, which assign and remove recompute.
 /// </summary>
 internal sealed class Qgroups
 {
     private readonly FsMutex _lock; // guards every Qgroup and _enabled
     private readonly Dictionary<ulong, Qgroup> _groups = new();
+    private readonly Dictionary<ulong, HashSet<ulong>> _parents = new(), _children = new(); // guarded by _lock
+    private readonly List<(ulong Child, ulong Parent, bool Added)> _relationChanges = new(); // guarded by _lock
     public bool Enabled { get; private set; }
 
     public Qgroups(IScheduler sched) => _lock = sched.CreateMutex("qgroups");
 
     public static ulong ForSubvolume(ulong treeId) => QgroupId.Of(0, treeId);
 
-    public void Load(bool enabled, IEnumerable<Qgroup> groups)
+    public void Load(bool enabled, IEnumerable<Qgroup> groups, IEnumerable<(ulong Child, ulong Parent)> relations)
     {
         using var _ = _lock.Lock();
         Enabled = enabled;
         _groups.Clear();
+        _parents.Clear();
+        _children.Clear();
         foreach (var g in groups) _groups[g.Id] = g;
+        foreach (var (c, p) in relations) Link(c, p);
+    }
+
+    private void Link(ulong child, ulong parent)
+    {
+        (_parents.TryGetValue(child, out var ps) ? ps : _parents[child] = new()).Add(parent);
+        (_children.TryGetValue(parent, out var cs) ? cs : _children[parent] = new()).Add(child);
+    }
+
+    private void Unlink(ulong child, ulong parent)
+    {
+        if (_parents.TryGetValue(child, out var ps)) { ps.Remove(parent); if (ps.Count == 0) _parents.Remove(child); }
+        if (_children.TryGetValue(parent, out var cs)) { cs.Remove(child); if (cs.Count == 0) _children.Remove(parent); }
+    }
+
+    /// <summary>A group and each of its distinct ancestors, once. Caller holds the lock.</summary>
+    private List<Qgroup> ChainUnsynchronized(ulong treeId)
+    {
+        var g = GroupUnsynchronized(treeId);
+        var chain = new List<Qgroup> { g };
+        if (_parents.Count == 0) return chain;
+        var seen = new HashSet<ulong> { g.Id };
+        for (int i = 0; i < chain.Count; i++)
+            if (_parents.TryGetValue(chain[i].Id, out var ps))
+                foreach (var p in ps)
+                    if (seen.Add(p) && _groups.TryGetValue(p, out var pg)) chain.Add(pg);
+        return chain;
+    }
+
+    /// <summary>Distinct level-0 groups under a group (itself if level 0). Caller holds the lock.</summary>
+    private HashSet<ulong> LeavesUnsynchronized(ulong id)
+    {
+        var leaves = new HashSet<ulong>();
+        var stack = new Stack<ulong>([id]);
+        var seen = new HashSet<ulong>();
+        while (stack.Count > 0)
+        {
+            ulong x = stack.Pop();
+            if (!seen.Add(x)) continue;
+            if (QgroupId.Level(x) == 0) { leaves.Add(x); continue; }
+            if (_children.TryGetValue(x, out var cs)) foreach (var c in cs) stack.Push(c);
+        }
+        return leaves;
+    }
+
+    /// <summary>Recomputes the numbers of <paramref name="id"/> and its ancestors from their
+    /// level-0 descendants (after a relation changed). Caller holds the lock.</summary>
+    private void RecomputeUpward(ulong id)
+    {
+        var todo = new Queue<ulong>([id]);
+        var seen = new HashSet<ulong>();
+        while (todo.Count > 0)
+        {
+            ulong x = todo.Dequeue();
+            if (!seen.Add(x)) continue;
+            if (QgroupId.Level(x) > 0 && _groups.TryGetValue(x, out var g))
+            {
+                ulong rfer = 0, rsv = 0;
+                foreach (var l in LeavesUnsynchronized(x))
+                    if (_groups.TryGetValue(l, out var lg)) { rfer += lg.Referenced; rsv += lg.RsvData; }
+                g.Referenced = g.Exclusive = rfer;
+                g.RsvData = rsv;
+                g.Dirty = true;
+            }
+            if (_parents.TryGetValue(x, out var ps)) foreach (var p in ps) todo.Enqueue(p);
+        }
+    }
+
+    /// <summary>Creates a group of level 1 or above (level-0 groups come and go with their
+    /// subvolumes). EEXIST if it exists, EINVAL for level 0.</summary>
+    public Errno Create(ulong id)
+    {
+        using var _ = _lock.Lock();
+        if (!Enabled) return Errno.ENOTCONN;
+        if (QgroupId.Level(id) == 0) return Errno.EINVAL;
+        if (_groups.ContainsKey(id)) return Errno.EEXIST;
+        _groups[id] = new Qgroup(id) { Dirty = true };
+        return Errno.OK;
+    }
+
+    /// <summary>Destroys a group of level 1 or above: EBUSY while it has members; its own
+    /// memberships go with it.</summary>
+    public Errno Destroy(ulong id)
+    {
+        using var _ = _lock.Lock();
+        if (!Enabled) return Errno.ENOTCONN;
+        if (QgroupId.Level(id) == 0) return Errno.EINVAL;
+        if (!_groups.ContainsKey(id)) return Errno.ENOENT;
+        if (_children.ContainsKey(id)) return Errno.EBUSY;
+        if (_parents.TryGetValue(id, out var ps))
+            foreach (var p in ps.ToList()) { Unlink(id, p); _relationChanges.Add((id, p, false)); RecomputeUpward(p); }
+        _groups.Remove(id);
+        _removed.Add(id);
+        return Errno.OK;
+    }
+
+    /// <summary>Makes <paramref name="child"/> a member of <paramref name="parent"/> (whose level
+    /// must be higher): the parent and its ancestors count the child's bytes from now on.</summary>
+    public Errno Assign(ulong child, ulong parent, bool add)
+    {
+        using var _ = _lock.Lock();
+        if (!Enabled) return Errno.ENOTCONN;
+        if (QgroupId.Level(parent) <= QgroupId.Level(child)) return Errno.EINVAL;
+        if (!_groups.ContainsKey(child) || !_groups.ContainsKey(parent)) return Errno.ENOENT;
+        bool linked = _parents.TryGetValue(child, out var ps) && ps.Contains(parent);
+        if (add == linked) return add ? Errno.EEXIST : Errno.ENOENT;
+        if (add) Link(child, parent); else Unlink(child, parent);
+        _relationChanges.Add((child, parent, add));
+        RecomputeUpward(parent);
+        return Errno.OK;
+    }
+
+    public bool Exists(ulong id) { using var _ = _lock.Lock(); return _groups.ContainsKey(id); }
+
+    /// <summary>Every relation as (child, parent).</summary>
+    public List<(ulong Child, ulong Parent)> Relations()
+    {
+        using var _ = _lock.Lock();
+        return _parents.SelectMany(kv => kv.Value.Select(p => (kv.Key, p))).OrderBy(r => r.Key).ThenBy(r => r.p).ToList();
+    }
+
+    public List<(ulong Child, ulong Parent, bool Added)> TakeRelationChanges()
+    {
+        using var _ = _lock.Lock();
+        var l = _relationChanges.ToList();
+        _relationChanges.Clear();
+        return l;
     }
 
     public Qgroup GetOrCreate(ulong id)
@@ -66,6 +202,7 @@ internal sealed class Qgroups
     {
         using var _ = _lock.Lock();
         if (!_groups.TryGetValue(id, out var g)) _groups[id] = g = new Qgroup(id);
+        if (QgroupId.Level(id) > 0) RecomputeUpward(id);
         g.MaxReferenced = maxReferenced;
         g.MaxExclusive = maxExclusive;
         g.Dirty = true;
@@ -79,9 +216,10 @@ internal sealed class Qgroups
         if (bytes == 0) return Errno.OK;
         using var _ = _lock.Lock();
         if (!Enabled) return Errno.OK;
-        var g = GroupUnsynchronized(treeId);
-        if (g.RsvData + g.Referenced + bytes > g.MaxReferenced || g.RsvData + g.Exclusive + bytes > g.MaxExclusive) return Errno.EDQUOT;
-        g.RsvData += bytes;
+        var chain = ChainUnsynchronized(treeId);
+        foreach (var g in chain)
+            if (g.RsvData + g.Referenced + bytes > g.MaxReferenced || g.RsvData + g.Exclusive + bytes > g.MaxExclusive) return Errno.EDQUOT;
+        foreach (var g in chain) g.RsvData += bytes;
         return Errno.OK;
     }
 
@@ -91,21 +229,25 @@ internal sealed class Qgroups
         if (bytes == 0) return;
         using var _ = _lock.Lock();
         if (!Enabled) return;
-        var g = GroupUnsynchronized(treeId);
-        if (bytes > g.RsvData) { g.Underflows++; g.RsvData = 0; }
-        else g.RsvData -= bytes;
+        foreach (var g in ChainUnsynchronized(treeId))
+        {
+            if (bytes > g.RsvData) { g.Underflows++; g.RsvData = 0; }
+            else g.RsvData -= bytes;
+        }
     }
 
     /// <summary>At commit: a data extent charged to <paramref name="ownerTree"/> appeared
-    /// (+bytes) or went away (−bytes).</summary>
+    /// (+bytes) or went away (−bytes); its group and every ancestor count it.</summary>
     public void Account(ulong ownerTree, long delta)
     {
         using var _ = _lock.Lock();
         if (!Enabled) return;
-        var g = GroupUnsynchronized(ownerTree);
-        g.Referenced = (ulong)Math.Max(0, (long)g.Referenced + delta);
-        g.Exclusive = (ulong)Math.Max(0, (long)g.Exclusive + delta);
-        g.Dirty = true;
+        foreach (var g in ChainUnsynchronized(ownerTree))
+        {
+            g.Referenced = (ulong)Math.Max(0, (long)g.Referenced + delta);
+            g.Exclusive = (ulong)Math.Max(0, (long)g.Exclusive + delta);
+            g.Dirty = true;
+        }
     }
 
     private Qgroup GroupUnsynchronized(ulong treeId)
@@ -134,6 +276,8 @@ internal sealed class Qgroups
         ulong id = ForSubvolume(treeId);
         if (!_groups.TryGetValue(id, out var g)) return true;
         if (g.Referenced != 0 || g.Exclusive != 0 || g.RsvData != 0) return false;
+        if (_parents.TryGetValue(id, out var ps))
+            foreach (var p in ps.ToList()) { Unlink(id, p); _relationChanges.Add((id, p, false)); }
         _groups.Remove(id);
         _removed.Add(id);
         return true;

@@ -15,6 +15,7 @@ internal sealed partial class FsInfo
         QuotaTree = LoadTree(TreeIds.QuotaTree);
         if (QuotaTree == null) return;
         var groups = new Dictionary<ulong, Engine.Quota.Qgroup>();
+        var relations = new List<(ulong, ulong)>();
         bool on = false;
         var path = new TreePath();
         if (QuotaTree.SeekGE(Key.Min, path))
@@ -40,10 +41,14 @@ internal sealed partial class FsInfo
                         if ((lim.Flags & QgroupLimitItem.FlagMaxRfer) != 0) g2.MaxReferenced = lim.MaxReferenced;
                         if ((lim.Flags & QgroupLimitItem.FlagMaxExcl) != 0) g2.MaxExclusive = lim.MaxExclusive;
                         break;
+                    case KeyTypes.QgroupRelation:
+                        // Stored both ways, as in btrfs; the lower level is the member.
+                        if (QgroupId.Level(k.ObjectId) < QgroupId.Level(k.Offset)) relations.Add((k.ObjectId, k.Offset));
+                        break;
                 }
             } while (QuotaTree.Next(path));
         }
-        Quota.Load(on, groups.Values);
+        Quota.Load(on, groups.Values, relations);
     }
 
     /// <summary>Writes QGROUP_INFO and QGROUP_LIMIT items of groups whose numbers changed.</summary>
@@ -52,8 +57,23 @@ internal sealed partial class FsInfo
         if (QuotaTree == null) return false;
         var dirty = Quota.TakeDirty();
         var removed = Quota.TakeRemoved();
-        if (dirty.Count == 0 && removed.Count == 0) return false;
+        var relations = Quota.TakeRelationChanges();
+        if (dirty.Count == 0 && removed.Count == 0 && relations.Count == 0) return false;
         using var lk = QuotaTree.Lock.Write();
+        foreach (var (child, parent, added) in relations)
+        {
+            // QGROUP_RELATION (child, 246, parent) and (parent, 246, child), empty, as btrfs keeps them.
+            if (added)
+            {
+                QuotaTree.Put(h, new Key(child, KeyTypes.QgroupRelation, parent), ReadOnlySpan<byte>.Empty);
+                QuotaTree.Put(h, new Key(parent, KeyTypes.QgroupRelation, child), ReadOnlySpan<byte>.Empty);
+            }
+            else
+            {
+                QuotaTree.Delete(h, new Key(child, KeyTypes.QgroupRelation, parent));
+                QuotaTree.Delete(h, new Key(parent, KeyTypes.QgroupRelation, child));
+            }
+        }
         foreach (var id in removed)
         {
             QuotaTree.Delete(h, new Key(0, KeyTypes.QgroupInfo, id));
@@ -124,11 +144,26 @@ internal sealed partial class FsInfo
         Commit();
     }
 
-    public void SetQgroupLimit(ulong subvolume, ulong maxReferenced, ulong maxExclusive = ulong.MaxValue)
+    public void SetQgroupLimit(ulong subvolume, ulong maxReferenced, ulong maxExclusive = ulong.MaxValue) =>
+        SetQgroupLimitById(Engine.Quota.Qgroups.ForSubvolume(subvolume), maxReferenced, maxExclusive);
+
+    public void SetQgroupLimitById(ulong qgroup, ulong maxReferenced, ulong maxExclusive)
     {
         if (!Quota.Enabled) throw new FsException(Errno.EINVAL, "quotas are not enabled");
-        Quota.SetLimit(Engine.Quota.Qgroups.ForSubvolume(subvolume), maxReferenced, maxExclusive);
+        Quota.SetLimit(qgroup, maxReferenced, maxExclusive);
         ForceCommit = true;
         Commit();
+    }
+
+    /// <summary>Runs a change of the qgroup hierarchy and commits it (its items are written by
+    /// the commit, like usage).</summary>
+    public Errno ChangeQgroups(Func<Errno> change)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var e = change();
+        if (e != Errno.OK) return e;
+        ForceCommit = true;
+        Commit();
+        return Errno.OK;
     }
 }

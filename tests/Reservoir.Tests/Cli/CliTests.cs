@@ -168,6 +168,32 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void QgroupHierarchyCommands()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        Assert.Equal(0, Run("quota", "enable", Img).Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/a", "/b").Code);
+        Assert.Equal(0, Run("qgroup", "create", "1/100", Img).Code);
+        Assert.Equal(0, Run("qgroup", "assign", "0/256", "1/100", Img).Code);
+        Assert.Equal(0, Run("qgroup", "assign", "0/257", "1/100", Img).Code);
+        Assert.Equal(0, Run("qgroup", "limit", "10M", Img, "1/100").Code);
+        var wrong = Run("qgroup", "assign", "1/100", "0/256", Img);
+        Assert.Equal(1, wrong.Code);
+        Assert.Contains("higher level", wrong.Err);
+        Assert.Contains("members", Run("qgroup", "destroy", "1/100", Img).Err);
+        Assert.Equal(1, Run("qgroup", "create", "x", Img).Code);
+        var show = Run("qgroup", "show", "-p", "-c", Img).Out;
+        Assert.Contains("0/256", show);
+        Assert.Matches(@"1/100 .*10\.0MiB .* 0/256,0/257", show);
+        var json = JsonDocument.Parse(Run("qgroup", "show", Img, "--format", "json").Out);
+        Assert.Contains(json.RootElement.EnumerateArray(), g => g.GetProperty("qgroupid").GetString() == "1/100" && g.GetProperty("children").GetArrayLength() == 2);
+        Assert.Equal(0, Run("qgroup", "remove", "0/256", "1/100", Img).Code);
+        Assert.Equal(0, Run("qgroup", "remove", "0/257", "1/100", Img).Code);
+        Assert.Equal(0, Run("qgroup", "destroy", "1/100", Img).Code);
+        Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
+    [Fact]
     public void SubvolumeSnapshotOnAnImage()
     {
         Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
