@@ -158,28 +158,28 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>A tree block's reference count is the number of parents (roots or internal
-    /// nodes) pointing at it; the block's space was freed by whoever dropped the last one.</summary>
+    /// nodes) pointing at it; the block's space was freed by whoever dropped the last one.
+    /// The item is looked up rather than trusted to the head's "new" flag (a block allocated in
+    /// one round of a commit has its item inserted in the next, while its head of later rounds
+    /// may still be marked new).</summary>
     private void RunTreeRef(TransHandle h, Alloc.DelayedRefs.Head head)
     {
         if (head.TreeDelta == 0) return;
         var key = new Key(head.Bytenr, KeyTypes.MetadataItem, (ulong)head.Level);
-        Span<byte> b = stackalloc byte[ExtentItem.Size];
-        if (head.New)
+        var path = new TreePath();
+        if (!ExtentTree.Search(h, key, path))
         {
-            if (head.TreeDelta < 0) ThrowHelper.Invariant($"new tree block {head.Bytenr} reference delta {head.TreeDelta}");
-            new ExtentItem { Refs = (ulong)head.TreeDelta, Generation = head.Generation, Flags = ExtentFlags.TreeBlock, Owner = head.Owner }.Write(b);
-            if (!ExtentTree.TryInsert(h, key, ExtentItem.Size, out var d))
-                ThrowHelper.Corrupt($"tree block {head.Bytenr} allocated twice", head.Bytenr);
-            b.CopyTo(d);
+            if (head.TreeDelta < 0) ThrowHelper.Corrupt($"tree block {head.Bytenr} (level {head.Level}) has no METADATA_ITEM", head.Bytenr);
+            if (!head.New) ThrowHelper.Corrupt($"tree block {head.Bytenr} (level {head.Level}) gains a reference but has no METADATA_ITEM", head.Bytenr);
+            var d = ExtentTree.Insert(h, key, ExtentItem.Size);
+            new ExtentItem { Refs = (ulong)head.TreeDelta, Generation = head.Generation, Flags = ExtentFlags.TreeBlock, Owner = head.Owner }.Write(d);
             return;
         }
-        var path = new TreePath();
-        ExtentItem ei = default;
-        if (!ExtentTree.Search(h, key, path) || !ExtentItem.TryRead(path.Data, out ei))
-            ThrowHelper.Corrupt($"tree block {head.Bytenr} (level {head.Level}) has no METADATA_ITEM", head.Bytenr);
+        if (!ExtentItem.TryRead(path.Data, out var ei)) ThrowHelper.Corrupt($"malformed METADATA_ITEM of tree block {head.Bytenr}", head.Bytenr);
         long refs = (long)ei.Refs + head.TreeDelta;
         if (refs < 0) ThrowHelper.Corrupt($"tree block {head.Bytenr} reference count would go negative", head.Bytenr);
         if (refs == 0) { ExtentTree.DeleteAt(h, path); return; }
+        if (head.New) { ei.Owner = head.Owner; ei.Generation = head.Generation; } // the address's new incarnation
         ei.Refs = (ulong)refs;
         ei.Write(path.MutableData);
     }

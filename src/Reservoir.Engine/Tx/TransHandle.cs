@@ -65,7 +65,11 @@ internal sealed class TransHandle : ITreeContext, IDisposable
         ulong ns = (ulong)_fs.NodeSize;
         Transaction.Refs.AddTreeRef(node.Bytenr, ns, owner, node.Level, -1, isNew: false, 0);
         // A node born in this transaction was never part of a committed tree: its space can be
-        // reused at once. Older nodes stay pinned until this transaction commits.
+        // reused at once. Older nodes stay pinned until this transaction commits. Inside a
+        // commit (a handle without the commit lock) even a node born here stays pinned: its
+        // reference head may already have been applied in an earlier round (its item exists),
+        // and an address reused in the same commit, perhaps at another level, would share a
+        // head with it (the stress runner, seed 32, caught "new tree block ... delta -1").
         bool bornHere = node.Dirty && node.Generation == Transid;
         if (bornHere)
         {
@@ -73,7 +77,7 @@ internal sealed class TransHandle : ITreeContext, IDisposable
             node.Dirty = false;
         }
         _fs.Store.Remove(node.Bytenr);
-        _fs.Space.Free(node.Bytenr, ns, pin: !bornHere);
+        _fs.Space.Free(node.Bytenr, ns, pin: !(bornHere && _holdsCommitLock));
     }
 
     public ulong TreeBlockRefs(TreeNode node) => _fs.TreeBlockRefs(node.Bytenr, node.Level, Transaction);
