@@ -34,6 +34,16 @@ internal static class TestFs
         return a.Ino;
     }
 
+    /// <summary><paramref name="old"/> with <paramref name="data"/> written at
+    /// <paramref name="at"/>, grown if it reaches past the end (what a write does to a file).</summary>
+    public static byte[] Overlay(byte[] old, int at, byte[] data)
+    {
+        var r = new byte[Math.Max(old.Length, at + data.Length)];
+        old.CopyTo(r, 0);
+        data.CopyTo(r, at);
+        return r;
+    }
+
     public static byte[] ReadAll(Filesystem fs, ulong ino)
     {
         Ok(fs.GetAttr(ino, out var a));

@@ -125,17 +125,8 @@ public sealed partial class Fsck
         foreach (var (id, info) in _qgroupInfo)
         {
             if (QgroupId.Level(id) == 0) continue;
-            var leaves = new HashSet<ulong>();
-            var stack = new Stack<ulong>([id]);
-            var seen = new HashSet<ulong>();
-            while (stack.Count > 0)
-            {
-                ulong x = stack.Pop();
-                if (!seen.Add(x)) continue;
-                if (QgroupId.Level(x) == 0) leaves.Add(QgroupId.Id(x));
-                else if (children.TryGetValue(x, out var cs)) foreach (var c in cs) stack.Push(c);
-            }
-            ulong want = leaves.Aggregate(0UL, (acc, t) => acc + recount.GetValueOrDefault(t));
+            ulong want = QgroupId.Level0Below(id, c => children.GetValueOrDefault(c))
+                .Aggregate(0UL, (acc, q) => acc + recount.GetValueOrDefault(QgroupId.Id(q)));
             if (info.Referenced != want || info.Exclusive != want)
                 _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"referenced {info.Referenced}, exclusive {info.Exclusive}; its members' data adds up to {want}");
         }

@@ -79,22 +79,6 @@ internal sealed class Qgroups
         return chain;
     }
 
-    /// <summary>Distinct level-0 groups under a group (itself if level 0). Caller holds the lock.</summary>
-    private HashSet<ulong> LeavesUnsynchronized(ulong id)
-    {
-        var leaves = new HashSet<ulong>();
-        var stack = new Stack<ulong>([id]);
-        var seen = new HashSet<ulong>();
-        while (stack.Count > 0)
-        {
-            ulong x = stack.Pop();
-            if (!seen.Add(x)) continue;
-            if (QgroupId.Level(x) == 0) { leaves.Add(x); continue; }
-            if (_children.TryGetValue(x, out var cs)) foreach (var c in cs) stack.Push(c);
-        }
-        return leaves;
-    }
-
     /// <summary>Recomputes the numbers of <paramref name="id"/> and its ancestors from their
     /// level-0 descendants (after a relation changed). Caller holds the lock.</summary>
     private void RecomputeUpward(ulong id)
@@ -108,7 +92,7 @@ internal sealed class Qgroups
             if (QgroupId.Level(x) > 0 && _groups.TryGetValue(x, out var g))
             {
                 ulong rfer = 0, rsv = 0;
-                foreach (var l in LeavesUnsynchronized(x))
+                foreach (var l in QgroupId.Level0Below(x, c => _children.GetValueOrDefault(c)))
                     if (_groups.TryGetValue(l, out var lg)) { rfer += lg.Referenced; rsv += lg.RsvData; }
                 g.Referenced = g.Exclusive = rfer;
                 g.RsvData = rsv;

@@ -9,6 +9,25 @@ public static class QgroupId
     public static ushort Level(ulong q) => (ushort)(q >> 48);
     public static ulong Id(ulong q) => q & 0xFFFF_FFFF_FFFF;
     public static string Show(ulong q) => $"{Level(q)}/{Id(q)}";
+
+    /// <summary>The distinct level-0 groups at or below <paramref name="q"/>, following
+    /// <paramref name="members"/> (a group's direct members; relations form a DAG ordered by
+    /// level, so each is reached once however many paths lead to it).</summary>
+    public static HashSet<ulong> Level0Below(ulong q, Func<ulong, IEnumerable<ulong>?> members)
+    {
+        var leaves = new HashSet<ulong>();
+        var seen = new HashSet<ulong>();
+        var stack = new Stack<ulong>();
+        stack.Push(q);
+        while (stack.Count > 0)
+        {
+            ulong x = stack.Pop();
+            if (!seen.Add(x)) continue;
+            if (Level(x) == 0) { leaves.Add(x); continue; }
+            if (members(x) is { } ms) foreach (var m in ms) stack.Push(m);
+        }
+        return leaves;
+    }
 }
 
 /// <summary>QGROUP_STATUS (0, 240, 0) in the quota tree, 32 bytes: version u64 (1),

@@ -19,14 +19,6 @@ public class CloneTests
         return b;
     }
 
-    private static byte[] Overlay(byte[] old, int at, byte[] data)
-    {
-        var r = new byte[Math.Max(old.Length, at + data.Length)];
-        old.CopyTo(r, 0);
-        data.CopyTo(r, at);
-        return r;
-    }
-
     [Fact]
     public void AClonedFileSharesItsExtentsUntilEitherSideChanges()
     {

@@ -124,14 +124,6 @@ public class SnapshotTests
         FsckAssert.Clean(dev);
     }
 
-    private static byte[] Overlay(byte[] old, int at, byte[] data)
-    {
-        var r = new byte[Math.Max(old.Length, at + data.Length)];
-        old.CopyTo(r, 0);
-        data.CopyTo(r, at);
-        return r;
-    }
-
     [Fact]
     public void DeletingAnUnchangedSnapshotGivesBackExactlyWhatItTook()
     {
