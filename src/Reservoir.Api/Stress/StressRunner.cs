@@ -104,6 +104,13 @@ public static class StressRunner
                     string op = picker[rng.Next(picker.Length)];
                     string line;
                     try { line = Step(t, models[wid], wid, i, op, rng, o.CheckEach); }
+                    catch (CheckFailedException cf)
+                    {
+                        // The operation ran; only the check after it failed: its line goes to the
+                        // log all the same, so the log still replays what happened.
+                        lock (result.Failures) result.Failures.Add($"{wid}/{i}: {op}: {cf.Message}");
+                        line = cf.Line;
+                    }
                     catch (Exception ex) { lock (result.Failures) result.Failures.Add($"{wid}/{i}: {op}: {ex.Message}"); continue; }
                     lock (logLock)
                     {
@@ -184,7 +191,7 @@ public static class StressRunner
         Apply(t, m, op, args, out string errno);
         string line = $"{wid}/{no}: {op} {string.Join(' ', args)} {errno}";
         if (checkEach && m.Files.ContainsKey(args[0]) && t.CheckFile(args[0]) is { } bad)
-            throw new InvalidDataException($"after '{line}': {bad}");
+            throw new CheckFailedException(line, $"after '{line}': {bad}");
         if (checkEach && m.Files.TryGetValue(args[0], out var want) && !m.Unspecified.Contains(want) && op is not ("creat" or "mkdir" or "mknod" or "symlink"))
         {
             var got = t.ReadAll(args[0]);
@@ -192,7 +199,7 @@ public static class StressRunner
             {
                 int at = 0;
                 while (at < Math.Min(got.Length, want.Length) && got[at] == want[at]) at++;
-                throw new InvalidDataException($"after '{line}': {args[0]} differs from the model at byte {at} ({got.Length} bytes, model {want.Length})");
+                throw new CheckFailedException(line, $"after '{line}': {args[0]} differs from the model at byte {at} ({got.Length} bytes, model {want.Length})");
             }
         }
         return line;
@@ -457,4 +464,10 @@ public static class StressRunner
         }
         r.StateHash = Convert.ToHexString(sha.GetHashAndReset());
     }
+}
+
+/// <summary>A per-operation check (--check-each) failed after the operation ran.</summary>
+internal sealed class CheckFailedException(string line, string message) : Exception(message)
+{
+    public string Line { get; } = line;
 }
