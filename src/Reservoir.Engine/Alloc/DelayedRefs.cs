@@ -65,13 +65,13 @@ internal sealed class DelayedRefs
     }
 
     /// <summary>Whether this transaction adds a reference to a data extent from anything but
-    /// inode <paramref name="ino"/> of tree <paramref name="root"/> (a clone, say).</summary>
-    public bool AddsDataRefsOtherThan(ulong bytenr, ulong root, ulong ino)
+    /// the file range (root, inode, back-reference offset) given (a clone, say).</summary>
+    public bool AddsDataRefsOtherThan(ulong bytenr, ulong root, ulong ino, ulong refOffset)
     {
         using var _ = _lock.Lock();
         if (!_heads.TryGetValue(bytenr, out var h)) return false;
-        foreach (var ((r, i, _), d) in h.DataDeltas)
-            if (d > 0 && (r != root || i != ino)) return true;
+        foreach (var ((r, i, o), d) in h.DataDeltas)
+            if (d > 0 && (r != root || i != ino || o != refOffset)) return true;
         return false;
     }
 

@@ -212,7 +212,8 @@ internal sealed partial class DataEngine
     /// <summary>Whether a data extent under [s, e) may also be referenced by something else (btrfs's
     /// can_nocow_extent): by a snapshot, if it was born at or before the subvolume's last
     /// snapshot (check_committed_ref), or by a reflink, if any back-reference names another
-    /// file or tree. Writing such an extent in place would change them too.</summary>
+    /// file, another tree or another offset of this file. Writing such an extent in place would
+    /// change them too.</summary>
     private bool MayBeShared(Mapping m, ulong s, ulong e)
     {
         var tree = m.Subvol.Tree;
@@ -223,7 +224,7 @@ internal sealed partial class DataEngine
         {
             if (mp.Fe.DiskBytenr == 0) continue;
             if (last != 0 && Fs.DataExtentGeneration(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes) <= last) return true;
-            if (Fs.DataExtentReferencedElsewhere(mp.Fe.DiskBytenr, tree.Id, m.Inode.Ino)) return true;
+            if (Fs.DataExtentReferencedElsewhere(mp.Fe.DiskBytenr, tree.Id, m.Inode.Ino, mp.Pos - mp.Fe.Offset)) return true;
         }
         return false;
     }

@@ -127,12 +127,17 @@ internal sealed partial class FsInfo
         return ei.Generation;
     }
 
-    /// <summary>Whether a data extent is referenced by anything but inode <paramref name="ino"/>
-    /// of tree <paramref name="root"/>: another file or another tree (a reflink), committed or
-    /// added in the running transaction. Writing it in place would change them too.</summary>
-    public bool DataExtentReferencedElsewhere(ulong bytenr, ulong root, ulong ino)
+    /// <summary>Whether a data extent is referenced by anything but the one file range asking:
+    /// inode <paramref name="ino"/> of tree <paramref name="root"/> at back-reference offset
+    /// <paramref name="refOffset"/> (its file position minus its offset in the extent, which
+    /// all pieces cut from one write share). Another file, another tree, or the same file at
+    /// another offset (a clone within the file) counts, committed or added in the running
+    /// transaction: writing the extent in place would change them too (btrfs's
+    /// check_committed_ref compares the same three fields; the stress runner, seed 52, caught a
+    /// check of root and inode alone).</summary>
+    public bool DataExtentReferencedElsewhere(ulong bytenr, ulong root, ulong ino, ulong refOffset)
     {
-        if (Running.Refs.AddsDataRefsOtherThan(bytenr, root, ino)) return true;
+        if (Running.Refs.AddsDataRefsOtherThan(bytenr, root, ino, refOffset)) return true;
         using var lk = ExtentTree.Lock.Read();
         var path = new TreePath();
         if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.ExtentDataRef, 0), path)) return false;
@@ -141,7 +146,7 @@ internal sealed partial class FsInfo
             var k = path.Key;
             if (k.ObjectId != bytenr || k.Type != KeyTypes.ExtentDataRef) return false;
             if (!ExtentDataRef.TryRead(path.Data, out var r)) throw new CorruptionException($"malformed EXTENT_DATA_REF of data extent {bytenr}", bytenr);
-            if (r.Root != root || r.Inode != ino) return true;
+            if (r.Root != root || r.Inode != ino || r.Offset != refOffset) return true;
         } while (ExtentTree.Next(path));
         return false;
     }
