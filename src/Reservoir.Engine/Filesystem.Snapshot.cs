@@ -56,45 +56,23 @@ public sealed partial class Filesystem
         ulong srcId = src.Id;
         var e = Guard(NodeIds.Encode(srcId, RootIno), () => { FlushSubvolume(src); return Errno.OK; });
         if (e != Errno.OK) return e;
-        e = GetWritable(dirIno, out var dir);
-        if (e != Errno.OK) return e;
-        var nameCopy = name.ToArray();
-        ulong created = 0;
-        try
+        List<(ulong DirId, ulong Index, byte[] Name)> nested = [];
+        return AddSubvolume(dirIno, name.ToArray(), () => 12 + 3 * (nested = NestedSubvolumeLinks(srcId)).Count, h =>
         {
-            e = Guard(dirIno, () =>
+            ulong id = Fs.NextSubvolumeId();
+            var now = Timespec.Now();
+            var srcItem = Fs.RootItemOf(srcId) ?? throw new CorruptionException($"subvolume {srcId} has no ROOT_ITEM");
+            var item = new RootItem
             {
-                using var lk = dir.Lock.Write();
-                var ce = CanAddEntryLocked(dir, nameCopy, isDir: true);
-                if (ce != Errno.OK) return ce;
-                var nested = NestedSubvolumeLinks(srcId);
-                var se = Fs.TryStart(12 + 3 * nested.Count, out var h);
-                if (se != Errno.OK) return se;
-                using (h)
-                {
-                    ulong id = Fs.NextSubvolumeId();
-                    var now = Timespec.Now();
-                    var srcItem = Fs.RootItemOf(srcId) ?? throw new CorruptionException($"subvolume {srcId} has no ROOT_ITEM");
-                    var item = new RootItem
-                    {
-                        Refs = 1, Otransid = h.Transid, Ctransid = h.Transid, Otime = now, Ctime = now, Uuid = Guid.NewGuid(),
-                        ParentUuid = srcItem.Uuid, Flags = readOnly ? RootItem.FlagReadOnly : 0,
-                    };
-                    BTree snap;
-                    using (src.Tree.Lock.Write()) snap = Fs.CreateSnapshotTree(h, id, src.Tree, item);
-                    using (snap.Lock.Write())
-                        foreach (var (dirId, index, linkName) in nested) UnlinkNestedSubvolume(h, snap, dirId, index, linkName);
-                    // After the snapshot: if the directory is in the source, the snapshot does
-                    // not contain itself.
-                    LinkSubvolumeLocked(h, dir, nameCopy, id);
-                    created = id;
-                }
-                return Errno.OK;
-            });
-        }
-        finally { Put(dir); }
-        if (e != Errno.OK) return e;
-        return GetAttr(NodeIds.Encode(created, RootIno), out attr);
+                Refs = 1, Otransid = h.Transid, Ctransid = h.Transid, Otime = now, Ctime = now, Uuid = Guid.NewGuid(),
+                ParentUuid = srcItem.Uuid, Flags = readOnly ? RootItem.FlagReadOnly : 0,
+            };
+            BTree snap;
+            using (src.Tree.Lock.Write()) snap = Fs.CreateSnapshotTree(h, id, src.Tree, item);
+            using (snap.Lock.Write())
+                foreach (var (dirId, index, linkName) in nested) UnlinkNestedSubvolume(h, snap, dirId, index, linkName);
+            return id;
+        }, out attr);
     }
 
     /// <summary>Writes back a subvolume's dirty data and waits for its ordered extents, each

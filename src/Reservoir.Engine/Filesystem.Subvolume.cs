@@ -33,37 +33,54 @@ public sealed partial class Filesystem
         var e = CheckNewName(name);
         if (e != Errno.OK) return e;
         using var ops = SubvolumeOps.Lock();
-        e = GetWritable(dirIno, out var dir);
+        return AddSubvolume(dirIno, name.ToArray(), () => 12, h =>
+        {
+            ulong id = Fs.NextSubvolumeId();
+            var now = Timespec.Now();
+            var tree = Fs.CreateFsTree(h, id, new RootItem { Refs = 1, Otransid = h.Transid, Ctransid = h.Transid, Otime = now, Ctime = now, Uuid = Guid.NewGuid() });
+            var root = new InodeItem
+            {
+                Generation = h.Transid, Transid = h.Transid, Nlink = 2, Mode = Inodes.Mode.IFDIR | 0x1ED /* 0755 */,
+                Uid = uid, Gid = gid, Atime = now, Ctime = now, Mtime = now, Otime = now,
+            };
+            using (tree.Lock.Write())
+            {
+                DirItems.PutInode(h, tree, RootIno, root);
+                DirItems.AddInodeRef(h, tree, RootIno, RootIno, 0, ".."u8);
+            }
+            if (Fs.Quota.Enabled) Fs.Quota.GetOrCreate(Quota.Qgroups.ForSubvolume(id));
+            return id;
+        }, out attr);
+    }
+
+    /// <summary>
+    /// A new subvolume named <paramref name="name"/> in <paramref name="dirIno"/> (a created
+    /// one or a snapshot): under the directory's lock, the name is checked, a handle for
+    /// <paramref name="items"/> items started (asked under the lock: a snapshot sizes it by
+    /// its source's nested subvolumes), <paramref name="make"/> makes the tree and returns its
+    /// id, and the subvolume is linked, all in one transaction. Caller holds SubvolumeOps.
+    /// </summary>
+    private Errno AddSubvolume(ulong dirIno, byte[] name, Func<int> items, Func<Tx.TransHandle, ulong> make, out InodeAttr attr)
+    {
+        attr = default;
+        var e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
-        var nameCopy = name.ToArray();
         ulong created = 0;
         try
         {
             e = Guard(dirIno, () =>
             {
                 using var lk = dir.Lock.Write();
-                var ce = CanAddEntryLocked(dir, nameCopy, isDir: true); // its root is a subdirectory
+                var ce = CanAddEntryLocked(dir, name, isDir: true); // its root is a subdirectory
                 if (ce != Errno.OK) return ce;
-                var se = Fs.TryStart(12, out var h);
+                var se = Fs.TryStart(items(), out var h);
                 if (se != Errno.OK) return se;
                 using (h)
                 {
-                    ulong id = Fs.NextSubvolumeId();
-                    var now = Timespec.Now();
-                    var tree = Fs.CreateFsTree(h, id, new RootItem { Refs = 1, Otransid = h.Transid, Ctransid = h.Transid, Otime = now, Ctime = now, Uuid = Guid.NewGuid() });
-                    var root = new InodeItem
-                    {
-                        Generation = h.Transid, Transid = h.Transid, Nlink = 2, Mode = Inodes.Mode.IFDIR | 0x1ED /* 0755 */,
-                        Uid = uid, Gid = gid, Atime = now, Ctime = now, Mtime = now, Otime = now,
-                    };
-                    using (tree.Lock.Write())
-                    {
-                        DirItems.PutInode(h, tree, RootIno, root);
-                        DirItems.AddInodeRef(h, tree, RootIno, RootIno, 0, ".."u8);
-                    }
-                    LinkSubvolumeLocked(h, dir, nameCopy, id);
-                    if (Fs.Quota.Enabled) Fs.Quota.GetOrCreate(Quota.Qgroups.ForSubvolume(id));
-                    created = id;
+                    created = make(h);
+                    // After making it: a snapshot of the directory's own subvolume does not
+                    // contain itself.
+                    LinkSubvolumeLocked(h, dir, name, created);
                 }
                 return Errno.OK;
             });

@@ -44,6 +44,14 @@ internal static class TestFs
         return r;
     }
 
+    /// <summary>Every name in a directory, "." and ".." included, in readdir's order.</summary>
+    public static List<string> DirNames(Filesystem fs, ulong dir)
+    {
+        var names = new List<string>();
+        Ok(fs.ReadDir(dir, 0, e => { names.Add(e.Name); return true; }));
+        return names;
+    }
+
     public static byte[] ReadAll(Filesystem fs, ulong ino)
     {
         Ok(fs.GetAttr(ino, out var a));

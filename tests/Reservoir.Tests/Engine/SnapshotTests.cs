@@ -12,12 +12,9 @@ public class SnapshotTests
 {
     private const ulong Root = Filesystem.RootIno;
 
-    private static List<string> Names(Filesystem fs, ulong dir)
-    {
-        var names = new List<string>();
-        Ok(fs.ReadDir(dir, 0, e => { names.Add(e.Name); return true; }));
-        return names.Where(n => n != "." && n != "..").OrderBy(n => n).ToList();
-    }
+    /// <summary>A directory's entries, "." and ".." aside, sorted.</summary>
+    private static List<string> Names(Filesystem fs, ulong dir) =>
+        DirNames(fs, dir).Where(n => n != "." && n != "..").OrderBy(n => n).ToList();
 
     private static ulong Look(Filesystem fs, ulong dir, string name)
     {

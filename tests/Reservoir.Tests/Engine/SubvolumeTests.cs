@@ -14,12 +14,7 @@ public class SubvolumeTests
 {
     private const ulong Root = Filesystem.RootIno;
 
-    private static List<string> Names(Filesystem fs, ulong dir)
-    {
-        var names = new List<string>();
-        Ok(fs.ReadDir(dir, 0, e => { names.Add(e.Name); return true; }));
-        return names;
-    }
+    private static List<string> Names(Filesystem fs, ulong dir) => DirNames(fs, dir);
 
     [Fact]
     public void SubvolumesAreSeparateTreesThatAreListedAndSurviveARemount()
