@@ -173,20 +173,23 @@ public sealed class PosixApi
     /// <summary>FICLONERANGE between two existing files by path (see <see cref="Filesystem.CloneRange"/>).</summary>
     public Errno CloneRange(string source, ulong srcOff, string dest, ulong dstOff, ulong len)
     {
-        var e = _walk.Resolve(source, true, out var src);
-        if (e != Errno.OK) return e;
-        e = _walk.Resolve(dest, true, out var dst);
-        if (e != Errno.OK) return e;
-        return _fs.CloneRange(src.Ino, srcOff, dst.Ino, dstOff, len);
+        var e = ResolveBoth(source, dest, out var src, out var dst);
+        return e != Errno.OK ? e : _fs.CloneRange(src.Ino, srcOff, dst.Ino, dstOff, len);
+    }
+
+    /// <summary>Two existing paths (links followed), the source's first.</summary>
+    private Errno ResolveBoth(string source, string dest, out InodeAttr src, out InodeAttr dst)
+    {
+        dst = default;
+        var e = _walk.Resolve(source, true, out src);
+        return e != Errno.OK ? e : _walk.Resolve(dest, true, out dst);
     }
 
     /// <summary>copy_file_range(2) to completion (or the source's end): extents are shared
     /// where the ranges allow, copied otherwise. <paramref name="len"/> 0: to the end.</summary>
     public Errno CopyFileRange(string source, ulong srcOff, string dest, ulong dstOff, ulong len)
     {
-        var e = _walk.Resolve(source, true, out var src);
-        if (e != Errno.OK) return e;
-        e = _walk.Resolve(dest, true, out var dst);
+        var e = ResolveBoth(source, dest, out var src, out var dst);
         if (e != Errno.OK) return e;
         if (len == 0) len = src.Size > srcOff ? src.Size - srcOff : 0;
         while (len > 0)

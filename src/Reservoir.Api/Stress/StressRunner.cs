@@ -292,9 +292,8 @@ public static class StressRunner
                 break;
             case "clonerange":
                 {
-                    if (!m.Files.TryGetValue(a[0], out var src) || !m.Files.ContainsKey(a[2])) { e = t.CloneRange(a[0], U(1), a[2], U(3), U(4)); break; }
                     e = t.CloneRange(a[0], U(1), a[2], U(3), U(4));
-                    if (e != Errno.OK) break;
+                    if (e != Errno.OK || !m.Files.TryGetValue(a[0], out var src) || !m.Files.ContainsKey(a[2])) break;
                     if (m.Unspecified.Contains(src)) { m.Unspecified.Add(m.Files[a[2]]); break; } // copied unknown bytes
                     // copy_file_range's loop: each step copies what the source has up to its end
                     // now (a copy within one file may have grown it in the step before).

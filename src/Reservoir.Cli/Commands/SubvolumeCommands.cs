@@ -136,13 +136,7 @@ internal static class SubvolumeCommands
                 if (sid != 5)
                 {
                     ctx.Out.WriteLine($"\tUUID: \t\t\t{rec.Uuid}");
-                    ctx.Out.WriteLine($"\tCreation time: \t\t{DateTimeOffset.FromUnixTimeSeconds(rec.Otime).ToLocalTime():yyyy-MM-dd HH:mm:ss zzz}");
-                    ctx.Out.WriteLine($"\tSubvolume ID: \t\t{sid}");
-                    ctx.Out.WriteLine($"\tGeneration: \t\t{rec.Generation}");
-                    ctx.Out.WriteLine($"\tGen at creation: \t{rec.Otransid}");
-                    ctx.Out.WriteLine($"\tParent ID: \t\t{rec.Parent}");
-                    ctx.Out.WriteLine($"\tTop level ID: \t\t{rec.Parent}");
-                    ctx.Out.WriteLine($"\tFlags: \t\t\t{(rec.ReadOnly ? "readonly" : "-")}");
+                    ShowBody(ctx, DateTimeOffset.FromUnixTimeSeconds(rec.Otime).ToLocalTime(), sid, rec.Generation, rec.Otransid, rec.Parent, rec.ReadOnly);
                 }
                 else ctx.Out.WriteLine($"\tSubvolume ID: \t\t5");
                 return 0;
@@ -169,13 +163,7 @@ internal static class SubvolumeCommands
             ctx.Out.WriteLine($"\tName: \t\t\t{(s.Id == 5 ? "<FS_TREE>" : Path.GetFileName(s.Path))}");
             ctx.Out.WriteLine($"\tUUID: \t\t\t{s.Uuid}");
             ctx.Out.WriteLine($"\tParent UUID: \t\t{(s.ParentUuid == Guid.Empty ? "-" : s.ParentUuid.ToString())}");
-            ctx.Out.WriteLine($"\tCreation time: \t\t{s.Otime.ToDateTime().ToLocalTime():yyyy-MM-dd HH:mm:ss zzz}");
-            ctx.Out.WriteLine($"\tSubvolume ID: \t\t{s.Id}");
-            ctx.Out.WriteLine($"\tGeneration: \t\t{s.Generation}");
-            ctx.Out.WriteLine($"\tGen at creation: \t{s.Otransid}");
-            ctx.Out.WriteLine($"\tParent ID: \t\t{s.ParentId}");
-            ctx.Out.WriteLine($"\tTop level ID: \t\t{s.ParentId}");
-            ctx.Out.WriteLine($"\tFlags: \t\t\t{(s.ReadOnly ? "readonly" : "-")}");
+            ShowBody(ctx, s.Otime.ToDateTime().ToLocalTime(), s.Id, s.Generation, s.Otransid, s.ParentId, s.ReadOnly);
             if (quota)
             {
                 ctx.Out.WriteLine($"\tQuota group:\t\t0/{s.Id}");
@@ -204,6 +192,19 @@ internal static class SubvolumeCommands
         cmd.Subcommands.Add(setDefault);
         cmd.Subcommands.Add(getDefault);
         return cmd;
+    }
+
+    /// <summary>The lines of `subvolume show` from the creation time to the flags, as
+    /// btrfs-progs prints them (online and offline alike).</summary>
+    private static void ShowBody(CliContext ctx, DateTimeOffset created, ulong id, ulong generation, ulong otransid, ulong parent, bool readOnly)
+    {
+        ctx.Out.WriteLine($"\tCreation time: \t\t{created:yyyy-MM-dd HH:mm:ss zzz}");
+        ctx.Out.WriteLine($"\tSubvolume ID: \t\t{id}");
+        ctx.Out.WriteLine($"\tGeneration: \t\t{generation}");
+        ctx.Out.WriteLine($"\tGen at creation: \t{otransid}");
+        ctx.Out.WriteLine($"\tParent ID: \t\t{parent}");
+        ctx.Out.WriteLine($"\tTop level ID: \t\t{parent}");
+        ctx.Out.WriteLine($"\tFlags: \t\t\t{(readOnly ? "readonly" : "-")}");
     }
 
     /// <summary>

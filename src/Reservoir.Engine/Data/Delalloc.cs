@@ -106,12 +106,15 @@ internal sealed partial class DataEngine
         // ones, unless a snapshot may share the extent (then both are copied on write, as
         // btrfs's can_nocow_extent decides), or a snapshot of the subvolume is being taken.
         bool noCow = (m.Inode.Item.Flags & InodeFlags.NoDataCow) != 0;
+        bool CowByStatus(ExtentStatus st) => st is ExtentStatus.Hole or ExtentStatus.Delayed || (st == ExtentStatus.Written && !noCow);
         Span<bool> cow = plan.Count <= 32 ? stackalloc bool[plan.Count] : new bool[plan.Count];
+        bool forced = false; // an in-place range turned copy-on-write
         for (int i = 0; i < plan.Count; i++)
         {
             var (ps, pe, pst) = plan[i];
-            cow[i] = pst is ExtentStatus.Hole or ExtentStatus.Delayed || (pst == ExtentStatus.Written && !noCow)
-                || m.Subvol.ForceCow || MayBeShared(m, ps, pe);
+            if (CowByStatus(pst)) { cow[i] = true; continue; }
+            cow[i] = m.Subvol.ForceCow || MayBeShared(m, ps, pe);
+            forced |= cow[i];
         }
         // What each bit covered before this call, so that a failure below clears exactly the
         // bytes this call set: the rest belong to other dirty pages (an undo that skipped the
@@ -197,13 +200,14 @@ internal sealed partial class DataEngine
             return Errno.ENOSPC;
         }
         // A page dirtied in place before its extent became shared (a reflink or a snapshot took
-        // it meanwhile) is now copied on write: it holds Delalloc, so its in-place mark goes, or
+        // it meanwhile) is now copied on write (only ranges turned copy-on-write can carry it): it holds Delalloc, so its in-place mark goes, or
         // writeback would still write it in place (into the shared extent) and the data space
         // just reserved for it would never be used nor given back. Only after success: the undo
         // above never has to restore it.
-        using (m.State.Lock())
-            for (int i = 0; i < plan.Count; i++)
-                if (cow[i]) ChangeDirtyBits(m, plan[i].Start, plan[i].End, RangeBits.InPlace, set: false);
+        if (forced)
+            using (m.State.Lock())
+                for (int i = 0; i < plan.Count; i++)
+                    if (cow[i] && !CowByStatus(plan[i].Status)) ChangeDirtyBits(m, plan[i].Start, plan[i].End, RangeBits.InPlace, set: false);
         return Errno.OK;
     }
 
@@ -217,15 +221,11 @@ internal sealed partial class DataEngine
     private bool MayBeShared(Mapping m, ulong s, ulong e)
     {
         var tree = m.Subvol.Tree;
-        ulong last = tree.LastSnapshot;
         List<FileExtents.Mapping> maps;
         using (tree.Lock.Read()) maps = FileExtents.Overlapping(tree, m.Inode.Ino, s, e);
         foreach (var mp in maps)
-        {
-            if (mp.Fe.DiskBytenr == 0) continue;
-            if (last != 0 && Fs.DataExtentGeneration(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes) <= last) return true;
-            if (Fs.DataExtentReferencedElsewhere(mp.Fe.DiskBytenr, tree.Id, m.Inode.Ino, mp.Pos - mp.Fe.Offset)) return true;
-        }
+            if (mp.Fe.DiskBytenr != 0 && Fs.DataExtentMayBeShared(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes, tree.LastSnapshot, tree.Id, m.Inode.Ino, mp.Pos - mp.Fe.Offset))
+                return true;
         return false;
     }
 

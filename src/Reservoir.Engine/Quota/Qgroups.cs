@@ -186,7 +186,6 @@ internal sealed class Qgroups
     {
         using var _ = _lock.Lock();
         if (!_groups.TryGetValue(id, out var g)) _groups[id] = g = new Qgroup(id);
-        if (QgroupId.Level(id) > 0) RecomputeUpward(id);
         g.MaxReferenced = maxReferenced;
         g.MaxExclusive = maxExclusive;
         g.Dirty = true;

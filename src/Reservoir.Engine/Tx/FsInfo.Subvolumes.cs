@@ -49,18 +49,25 @@ internal sealed partial class FsInfo
     /// it, and marks the image as having subvolumes (incompat bit). Caller holds a handle.</summary>
     public BTree CreateFsTree(TransHandle h, ulong id, RootItem item)
     {
-        var root = BTree.NewEmptyRoot(h, id);
-        var tree = new BTree(id, Store, root, Sched) { RootChanged = true };
-        item.Bytenr = root.Bytenr;
-        item.Generation = root.Generation;
-        item.Level = 0;
+        var tree = new BTree(id, Store, BTree.NewEmptyRoot(h, id), Sched) { RootChanged = true };
+        RegisterFsTree(h, tree, item);
+        SetIncompat(Features.IncompatSubvolumes);
+        return tree;
+    }
+
+    /// <summary>Writes a new fs tree's ROOT_ITEM (pointing at its root node, with its
+    /// last_snapshot) and registers the tree. Caller holds a handle.</summary>
+    private void RegisterFsTree(TransHandle h, BTree tree, RootItem item)
+    {
+        item.Bytenr = tree.Root.Bytenr;
+        item.Generation = tree.Root.Generation;
+        item.Level = (byte)tree.Root.Level;
+        item.LastSnapshot = tree.LastSnapshot;
         item.RootDirId = FormatConstants.RootDirObjectId;
         Span<byte> buf = stackalloc byte[RootItem.Size];
         item.Write(buf);
-        using (RootTree.Lock.Write()) RootTree.Put(h, new Key(id, KeyTypes.RootItem, 0), buf);
-        using (_treesLock.Lock()) _fsTrees[id] = tree;
-        SetIncompat(Features.IncompatSubvolumes);
-        return tree;
+        using (RootTree.Lock.Write()) RootTree.Put(h, new Key(tree.Id, KeyTypes.RootItem, 0), buf);
+        using (_treesLock.Lock()) _fsTrees[tree.Id] = tree;
     }
 
     /// <summary>
@@ -77,15 +84,7 @@ internal sealed partial class FsInfo
         source.LastSnapshot = h.Transid;
         source.RootChanged = true; // its ROOT_ITEM records last_snapshot
         var tree = new BTree(id, Store, root, Sched) { LastSnapshot = h.Transid };
-        item.Bytenr = root.Bytenr;
-        item.Generation = root.Generation;
-        item.Level = (byte)root.Level;
-        item.LastSnapshot = h.Transid;
-        item.RootDirId = FormatConstants.RootDirObjectId;
-        Span<byte> buf = stackalloc byte[RootItem.Size];
-        item.Write(buf);
-        using (RootTree.Lock.Write()) RootTree.Put(h, new Key(id, KeyTypes.RootItem, 0), buf);
-        using (_treesLock.Lock()) _fsTrees[id] = tree;
+        RegisterFsTree(h, tree, item);
         SetIncompat(Features.IncompatSubvolumes | Features.IncompatSnapshots);
         return tree;
     }
@@ -116,31 +115,33 @@ internal sealed partial class FsInfo
         return (ulong)refs;
     }
 
-    /// <summary>The transaction that allocated a data extent (its EXTENT_ITEM's generation), or
-    /// the running one for an extent allocated in it (no item yet).</summary>
-    public ulong DataExtentGeneration(ulong bytenr, ulong numBytes)
-    {
-        byte[]? d;
-        using (ExtentTree.Lock.Read()) d = ExtentTree.Get(new Key(bytenr, KeyTypes.ExtentItem, numBytes));
-        if (d == null) return Running.Transid;
-        if (!ExtentItem.TryRead(d, out var ei)) throw new CorruptionException($"malformed EXTENT_ITEM of data extent {bytenr}", bytenr);
-        return ei.Generation;
-    }
-
-    /// <summary>Whether a data extent is referenced by anything but the one file range asking:
+    /// <summary>
+    /// Whether a data extent may be referenced by anything but the one file range asking:
     /// inode <paramref name="ino"/> of tree <paramref name="root"/> at back-reference offset
     /// <paramref name="refOffset"/> (its file position minus its offset in the extent, which
-    /// all pieces cut from one write share). Another file, another tree, or the same file at
-    /// another offset (a clone within the file) counts, committed or added in the running
-    /// transaction: writing the extent in place would change them too (btrfs's
-    /// check_committed_ref compares the same three fields; the stress runner, seed 52, caught a
-    /// check of root and inode alone).</summary>
-    public bool DataExtentReferencedElsewhere(ulong bytenr, ulong root, ulong ino, ulong refOffset)
+    /// all pieces cut from one write share). Writing it in place would change the others too
+    /// (btrfs's can_nocow_extent). Shared are: an extent born at or before
+    /// <paramref name="lastSnapshot"/> (the tree's last snapshot, 0 if none; one born in the
+    /// running transaction has no item yet and counts as born now), and one with a reference,
+    /// committed or added in the running transaction, from another file, another tree or the
+    /// same file at another offset (a clone within the file; btrfs's check_committed_ref
+    /// compares the same three fields, and the stress runner, seed 52, caught a check of root
+    /// and inode alone). One seek: the EXTENT_ITEM and then its back-references.
+    /// </summary>
+    public bool DataExtentMayBeShared(ulong bytenr, ulong numBytes, ulong lastSnapshot, ulong root, ulong ino, ulong refOffset)
     {
         if (Running.Refs.AddsDataRefsOtherThan(bytenr, root, ino, refOffset)) return true;
         using var lk = ExtentTree.Lock.Read();
         var path = new TreePath();
-        if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.ExtentDataRef, 0), path)) return false;
+        var itemKey = new Key(bytenr, KeyTypes.ExtentItem, numBytes);
+        if (!ExtentTree.SeekGE(itemKey, path)) return lastSnapshot >= Running.Transid;
+        if (path.Key == itemKey)
+        {
+            if (!ExtentItem.TryRead(path.Data, out var ei)) throw new CorruptionException($"malformed EXTENT_ITEM of data extent {bytenr}", bytenr);
+            if (ei.Generation <= lastSnapshot) return true;
+            if (!ExtentTree.Next(path)) return false;
+        }
+        else if (lastSnapshot >= Running.Transid) return true;
         do
         {
             var k = path.Key;
