@@ -11,9 +11,10 @@ namespace Reservoir.Bench;
 /// Issue 5's scaling benchmark, the workload btrfs's qgroup benchmark uses: a subvolume of 100
 /// files, N read-only snapshots of it, then every file rewritten (each extent unshared from
 /// every snapshot) and committed. Prints the commit's time and the run's (rewrite, writeback
-/// and commit) for N = 0, 10, 100, 1,000, 10,000, with quotas off and on side by side. With
-/// quotas on, snapshots answer EOPNOTSUPP until snapshot-aware accounting exists: the table says
-/// so rather than leave the column out.
+/// and commit) for N = 0, 10, 100, 1,000, 10,000, with quotas off and on side by side, and the
+/// ratio of the two (issue 5's goal: at most 1.10 at every N; btrfs measured about 20 at
+/// 10,000). With quotas on the run ends by checking that the source's group holds exactly the
+/// rewritten data alone, so the figures are of accounting that is right.
 /// </summary>
 internal static class SnapshotBench
 {
@@ -24,22 +25,20 @@ internal static class SnapshotBench
         int[] counts = quick ? [0, 10, 100, 1000] : [0, 10, 100, 1000, 10_000];
         Console.WriteLine();
         Console.WriteLine($"## snapshots: {Files} files of {FileBytes >> 20} MiB in a subvolume, N read-only snapshots, then every file rewritten and committed");
-        Console.WriteLine("| snapshots | create N (s) | run, quotas off (ms) | commit, quotas off (ms) | run, quotas on (ms) | commit, quotas on (ms) | on/off commit |");
-        Console.WriteLine("|----------:|-------------:|---------------------:|------------------------:|--------------------:|-----------------------:|--------------:|");
-        One(0, false); // untimed warm-up: JIT
+        Console.WriteLine("| snapshots | create N (s) | run, quotas off (ms) | commit, quotas off (ms) | run, quotas on (ms) | commit, quotas on (ms) | on/off commit | on/off run |");
+        Console.WriteLine("|----------:|-------------:|---------------------:|------------------------:|--------------------:|-----------------------:|--------------:|-----------:|");
+        One(0, false); // untimed warm-ups: JIT of both paths
+        One(10, true);
         foreach (int n in counts)
         {
             var off = One(n, false);
             var on = One(n, true);
-            string onRun = on is { } o ? $"{o.RunMs,19:N1}" : $"{"n/a",19}";
-            string onCommit = on is { } o2 ? $"{o2.CommitMs,22:N1}" : $"{"n/a (EOPNOTSUPP)",22}";
-            string ratio = on is { } o3 ? $"{o3.CommitMs / Math.Max(0.001, off!.Value.CommitMs),13:F2}" : $"{"-",13}";
-            Console.WriteLine($"| {n,9:N0} | {off!.Value.CreateSecs,12:F2} | {off.Value.RunMs,20:N1} | {off.Value.CommitMs,23:N1} | {onRun} | {onCommit} | {ratio} |");
+            double ratio = on.CommitMs / Math.Max(0.001, off.CommitMs), runRatio = on.RunMs / Math.Max(0.001, off.RunMs);
+            Console.WriteLine($"| {n,9:N0} | {off.CreateSecs,12:F2} | {off.RunMs,20:N1} | {off.CommitMs,23:N1} | {on.RunMs,19:N1} | {on.CommitMs,22:N1} | {ratio,13:F2} | {runRatio,10:F2} |");
         }
-        Console.WriteLine("quotas on with snapshots: not measurable yet (snapshotting with quotas on answers EOPNOTSUPP until snapshot-aware accounting lands; docs/SNAPSHOTS.md §3)");
     }
 
-    private static (double CreateSecs, double RunMs, double CommitMs)? One(int snapshots, bool quotas)
+    private static (double CreateSecs, double RunMs, double CommitMs) One(int snapshots, bool quotas)
     {
         string img = Path.Combine(Path.GetTempPath(), $"bench-snap-{Environment.ProcessId}.img");
         var data = new byte[FileBytes];
@@ -64,9 +63,7 @@ internal static class SnapshotBench
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < snapshots; i++)
             {
-                var e = fs.CreateSnapshot(sv.Ino, snaps.Ino, $"s{i}", readOnly: true, out _);
-                if (e == Errno.EOPNOTSUPP && quotas) return null;
-                Check(e);
+                Check(fs.CreateSnapshot(sv.Ino, snaps.Ino, $"s{i}", readOnly: true, out _));
             }
             Check(fs.Sync());
             double create = sw.Elapsed.TotalSeconds;
@@ -77,6 +74,14 @@ internal static class SnapshotBench
             Check(fs.Sync());
             double run = sw.Elapsed.TotalMilliseconds;
             double commit = (fs.Fs.Stats.CommitMicrosTotal - commitBefore) / 1000.0;
+            if (quotas)
+            {
+                // The rewritten 100 MiB are the source's alone; what the snapshots share is not.
+                var g = fs.Qgroups().Single(q => q.Id == Reservoir.Format.Items.QgroupId.Of(0, 256));
+                ulong want = (ulong)Files * FileBytes;
+                if (g.Referenced != want || g.Exclusive != want)
+                    throw new IOException($"qgroup 0/256: referenced {g.Referenced}, exclusive {g.Exclusive}; expected {want} and {want}");
+            }
             return (create, run, commit);
         }
         finally { File.Delete(img); }

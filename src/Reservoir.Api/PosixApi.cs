@@ -187,8 +187,14 @@ public sealed class PosixApi
 
     /// <summary>copy_file_range(2) to completion (or the source's end): extents are shared
     /// where the ranges allow, copied otherwise. <paramref name="len"/> 0: to the end.</summary>
-    public Errno CopyFileRange(string source, ulong srcOff, string dest, ulong dstOff, ulong len)
+    public Errno CopyFileRange(string source, ulong srcOff, string dest, ulong dstOff, ulong len) =>
+        CopyFileRange(source, srcOff, dest, dstOff, len, out _);
+
+    /// <summary>As above; <paramref name="copied"/> says how much was copied before an error
+    /// stopped the loop (EDQUOT or ENOSPC part way leaves a prefix copied, as with write(2)).</summary>
+    public Errno CopyFileRange(string source, ulong srcOff, string dest, ulong dstOff, ulong len, out ulong copied)
     {
+        copied = 0;
         var e = ResolveBoth(source, dest, out var src, out var dst);
         if (e != Errno.OK) return e;
         if (len == 0) len = src.Size > srcOff ? src.Size - srcOff : 0;
@@ -197,7 +203,7 @@ public sealed class PosixApi
             e = _fs.CopyFileRange(src.Ino, srcOff, dst.Ino, dstOff, len, out ulong n);
             if (e != Errno.OK) return e;
             if (n == 0) break;
-            srcOff += n; dstOff += n; len -= n;
+            srcOff += n; dstOff += n; len -= n; copied += n;
         }
         return Errno.OK;
     }

@@ -134,7 +134,7 @@ public sealed partial class Filesystem
                 using (inode.Subvol.Tree.Lock.Write())
                 {
                     long delta = 0;
-                    done = FileExtents.Drop(h, inode.Subvol.Tree, inode.Subvol.Id, inode.Ino, from, ulong.MaxValue, ref delta, FileExtentsBatch);
+                    done = FileExtents.Drop(h, inode.Subvol.Tree, inode.Ino, from, ulong.MaxValue, ref delta, FileExtentsBatch);
                     inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
                     Touch(ref inode.Item, h.Transid);
                     DirItems.PutInode(h, inode.Subvol.Tree, inode);

@@ -14,8 +14,8 @@ public sealed partial class Filesystem
     /// source's end). Offsets must be block-aligned and so must the length, unless the range
     /// ends at the source's end of file (then the destination must not extend past it, as on
     /// btrfs); ranges in one file must not overlap. The destination grows to cover the range.
-    /// Across subvolumes it works as on btrfs, except with quotas on, where it answers EXDEV
-    /// (the caller copies): a subvolume's quota group must see its references.
+    /// Across subvolumes it works as on btrfs; with quotas on, the extents the destination's
+    /// subvolume starts referencing count against its limits (EDQUOT before any change).
     /// A source range holding inline data (a small file's, kept in the tree) is copied.
     /// </summary>
     public Errno CloneRange(ulong srcNode, ulong srcOff, ulong dstNode, ulong dstOff, ulong len)
@@ -48,7 +48,6 @@ public sealed partial class Filesystem
         if (!src.IsReg || !dst.IsReg) return Errno.EINVAL;
         if (src.Deleted || dst.Deleted) return Errno.ENOENT;
         if (Fs.ReadOnly) return Errno.EROFS;
-        if (src.Subvol != dst.Subvol && Fs.Quota.Enabled) return Errno.EXDEV;
         // Checksummed and unchecksummed data do not mix in one file (btrfs refuses the same).
         if (((src.Item.Flags ^ dst.Item.Flags) & InodeFlags.NoDataSum) != 0) return Errno.EINVAL;
         ulong bs = (ulong)Fs.BlockSize, size = src.Item.FileSize;
@@ -108,6 +107,6 @@ public sealed partial class Filesystem
         if (e != Errno.OK) return e;
         e = Write(inoOut, offOut, buf.AsSpan(0, n), out int m);
         done = (ulong)m;
-        return e;
+        return m > 0 ? Errno.OK : e; // a short copy, as a short write: the next step reports the error
     }
 }

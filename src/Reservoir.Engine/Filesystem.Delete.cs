@@ -78,7 +78,7 @@ public sealed partial class Filesystem
         {
             t.Delete(h, k);
             if (fe is { Type: not FileExtentType.Inline } f && f.DiskBytenr != 0)
-                h.Transaction.Refs.AddDataRef(f.DiskBytenr, f.DiskNumBytes, t.Id, ino, k.Offset - f.Offset, -1, false, 0);
+                h.FileExtentRef(t, f.DiskBytenr, f.DiskNumBytes, ino, k.Offset - f.Offset, -1);
         }
         return keys.Count < EvictBatch;
     }

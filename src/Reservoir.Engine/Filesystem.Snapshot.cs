@@ -30,9 +30,9 @@ public sealed partial class Filesystem
     /// tree shares the source's root node (O(1), whatever the size of the subvolume). As on
     /// btrfs, subvolumes nested inside the source are not part of the snapshot; unlike btrfs,
     /// which leaves an empty directory in their place, the snapshot has no entry for them.
-    /// EINVAL if <paramref name="source"/> is not a subvolume's root; EOPNOTSUPP while quotas
-    /// are enabled (snapshot-aware accounting is not built yet, and limits must never be
-    /// bypassed).
+    /// EINVAL if <paramref name="source"/> is not a subvolume's root. With quotas on, the
+    /// snapshot's group starts with the source's referenced and both exclusive at 0, and it
+    /// joins the groups its source is a member of (docs/SNAPSHOTS.md §3).
     /// </summary>
     public Errno CreateSnapshot(ulong source, ulong dirIno, ReadOnlySpan<byte> name, bool readOnly, out InodeAttr attr)
     {
@@ -41,7 +41,6 @@ public sealed partial class Filesystem
         if (srcIno != RootIno) return Errno.EINVAL;
         var e = CheckNewName(name);
         if (e != Errno.OK) return e;
-        if (Fs.Quota.Enabled) return Errno.EOPNOTSUPP;
         using var ops = SubvolumeOps.Lock();
         if (!IsLiveSubvolume(srcId)) return Errno.ENOENT;
         var src = SubvolumeOf(srcId)!;

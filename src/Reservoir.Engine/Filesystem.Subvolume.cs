@@ -314,6 +314,23 @@ public sealed partial class Filesystem
     /// </summary>
     private bool DropSubvolumeTree(BTree t, Func<bool> stop)
     {
+        // With quotas on, the subvolume first stops referencing its extents one EXTENT_OWNER_REF
+        // at a time, including those in leaves shared with snapshots (which the drop below does
+        // not enter): each is a transition the commit accounts, so whoever is left holding an
+        // extent alone sees it in its exclusive (btrfs traces the shared subtrees instead).
+        while (Fs.Quota.Enabled)
+        {
+            if (stop()) return false;
+            var se = Fs.StartDeletion(DropBatch / 4, out var h);
+            if (se != Errno.OK) throw new FsException(se, $"subvolume {t.Id}: cannot continue dropping its references");
+            using (h)
+            using (t.Lock.Write())
+            {
+                var batch = Tx.OwnerRefs.Scan(t).Take(DropBatch / 2).ToList();
+                if (batch.Count == 0) break;
+                foreach (var (bytenr, count, len) in batch) Tx.OwnerRefs.Change(h, t, bytenr, len, -(long)count);
+            }
+        }
         while (true)
         {
             if (stop()) return false;

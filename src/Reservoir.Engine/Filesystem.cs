@@ -92,6 +92,7 @@ public sealed partial class Filesystem : IDisposable
         var f = new Filesystem(fs, dataOptions ?? new Data.DataOptions());
         if (!fs.ReadOnly)
         {
+            fs.UpgradeQuotaIfNeeded();
             foreach (var t in fs.AllFsTrees()) f.CleanupOrphans(f.SubvolumeOf(t.Id)!);
             f.CleanupDeletedSubvolumes();
         }
@@ -154,17 +155,13 @@ public sealed partial class Filesystem : IDisposable
     public IReadOnlyList<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive, ulong RsvData)> Qgroups() => Fs.Quota.Snapshot();
     public bool QuotaEnabled => Fs.Quota.Enabled;
 
-    /// <summary>Turns quotas on (one scan of the extent tree) and commits.</summary>
-    /// <summary>Turns quotas on (a recount charges every data extent to the subvolume that
-    /// wrote it). EOPNOTSUPP while snapshots exist or are being dropped: their shared extents
-    /// need the snapshot-aware accounting docs/SNAPSHOTS.md §3 plans, and until it exists no
-    /// number shown may be wrong. Waits for deleted subvolumes to be dropped first.</summary>
+    /// <summary>Turns quotas on: every subvolume gets its EXTENT_OWNER_REFs and every group a
+    /// full count (snapshots and clones included, docs/SNAPSHOTS.md §3), then commits. Waits for
+    /// deleted subvolumes to be dropped first.</summary>
     public Errno EnableQuota() => Guard(0, () =>
     {
         SyncSubvolumeDeletions();
-        using var ops = SubvolumeOps.Lock(); // no snapshot appears meanwhile
-        foreach (var t in Fs.AllFsTrees())
-            if (Fs.RootItemOf(t.Id) is { } ri && ri.ParentUuid != Guid.Empty) return Errno.EOPNOTSUPP;
+        using var ops = SubvolumeOps.Lock(); // no subvolume appears or goes meanwhile
         Sync();
         Fs.EnableQuota();
         return Errno.OK;
@@ -184,10 +181,10 @@ public sealed partial class Filesystem : IDisposable
     /// <summary>Makes <paramref name="child"/> a member of <paramref name="parent"/> (a higher
     /// level): writes into the child's subvolumes then reserve against the parent's limits too,
     /// all or nothing, and the parent counts their bytes.</summary>
-    public Errno AssignQgroup(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Assign(child, parent, add: true)));
+    public Errno AssignQgroup(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Assign(child, parent, add: true), recount: true));
 
     /// <summary>Ends <paramref name="child"/>'s membership of <paramref name="parent"/>.</summary>
-    public Errno RemoveQgroupRelation(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Assign(child, parent, add: false)));
+    public Errno RemoveQgroupRelation(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Assign(child, parent, add: false), recount: true));
 
     /// <summary>Every qgroup relation as (member, parent).</summary>
     public IReadOnlyList<(ulong Child, ulong Parent)> QgroupRelations() => Fs.Quota.Relations();

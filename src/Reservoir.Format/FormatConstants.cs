@@ -42,6 +42,9 @@ public static class TreeIds
     public const ulong FirstSubvolume = 256;
     /// <summary>Objectid of orphan items in an fs tree (-5).</summary>
     public const ulong OrphanObjectId = unchecked((ulong)-5L);
+    /// <summary>Objectid of EXTENT_OWNER_REF items in an fs tree (-4): above every inode
+    /// number and the orphan items, so inode scans never meet them (SPEC.md §5.9).</summary>
+    public const ulong OwnerRefObjectId = unchecked((ulong)-4L);
     /// <summary>Objectid of checksum items in the csum tree (-10).</summary>
     public const ulong CsumObjectId = unchecked((ulong)-10L);
 }
@@ -65,6 +68,14 @@ public static class KeyTypes
     public const byte MetadataItem = 169;
     public const byte TreeBlockRef = 176;
     public const byte ExtentDataRef = 178;
+    /// <summary>(−4, 186, extent address) in an fs tree: how many of this subvolume's file
+    /// extent items name the extent (SPEC.md §5.9).</summary>
+    public const byte ExtentOwnerRef = 186;
+    /// <summary>(extent address, 188, subvolume) in the extent tree: a subvolume that started
+    /// referencing the extent other than by writing it or inheriting it from a snapshot source.</summary>
+    public const byte SharedRootRef = 188;
+    /// <summary>(subvolume, 190, snapshot source) in the root tree: where a snapshot came from.</summary>
+    public const byte SnapshotLineage = 190;
     public const byte BlockGroupItem = 192;
     public const byte QgroupStatus = 240;
     public const byte QgroupInfo = 242;
@@ -89,6 +100,10 @@ public static class KeyTypes
         TreeBlockRef => "TREE_BLOCK_REF",
         ExtentDataRef => "EXTENT_DATA_REF",
         BlockGroupItem => "BLOCK_GROUP_ITEM",
+        ExtentOwnerRef => "EXTENT_OWNER_REF",
+        SharedRootRef => "SHARED_ROOT_REF",
+        SnapshotLineage => "SNAPSHOT_LINEAGE",
+        QgroupRelation => "QGROUP_RELATION",
         QgroupStatus => "QGROUP_STATUS",
         QgroupInfo => "QGROUP_INFO",
         QgroupLimit => "QGROUP_LIMIT",

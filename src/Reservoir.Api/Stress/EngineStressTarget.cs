@@ -35,7 +35,7 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     public Errno Snapshot(string source, string dest, bool readOnly) => P.CreateSnapshot(source, dest, readOnly);
     // copy_file_range's semantics, as the path target has (so logs agree with a kernel run):
     // the engine clones the aligned ranges and copies the rest.
-    public Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len) => P.CopyFileRange(src, srcOff, dst, dstOff, len);
+    public Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len, out ulong copied) => P.CopyFileRange(src, srcOff, dst, dstOff, len, out copied);
 
     public Errno Stat(string path, out StressStat st)
     {

@@ -41,7 +41,7 @@ public interface IStressTarget
     /// srcOff+len) of <paramref name="src"/> (fsstress's copyrange) with copy_file_range's
     /// semantics: Reservoir in-process clones the aligned ranges and copies the rest; a mounted
     /// directory gets copy_file_range(2) itself. len 0: to the source's end.</summary>
-    Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len);
+    Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len, out ulong copied);
     /// <summary>stat (following symlinks).</summary>
     Errno Stat(string path, out StressStat st);
     /// <summary>lstat.</summary>

@@ -48,8 +48,9 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     public Errno DeleteSubvolume(string path) => Errno.EOPNOTSUPP;
     public Errno Snapshot(string source, string dest, bool readOnly) => Errno.EOPNOTSUPP;
 
-    public unsafe Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len)
+    public unsafe Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len, out ulong copied)
     {
+        copied = 0;
         int fi = Libc.Open(Full(src), Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
         if (fi < 0) return Err();
         try
@@ -70,6 +71,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
                     if (n < 0) return Err();
                     if (n == 0) break;
                     len -= (ulong)n;
+                    copied += (ulong)n;
                 }
                 return Errno.OK;
             }

@@ -292,13 +292,14 @@ public static class StressRunner
                 break;
             case "clonerange":
                 {
-                    e = t.CloneRange(a[0], U(1), a[2], U(3), U(4));
-                    if (e != Errno.OK || !m.Files.TryGetValue(a[0], out var src) || !m.Files.ContainsKey(a[2])) break;
+                    e = t.CloneRange(a[0], U(1), a[2], U(3), U(4), out ulong copied);
+                    if ((e != Errno.OK && copied == 0) || !m.Files.TryGetValue(a[0], out var src) || !m.Files.ContainsKey(a[2])) break;
                     if (m.Unspecified.Contains(src)) { m.Unspecified.Add(m.Files[a[2]]); break; } // copied unknown bytes
                     // copy_file_range's loop: each step copies what the source has up to its end
                     // now (a copy within one file may have grown it in the step before).
                     ulong so = U(1), doff = U(3), len = U(4);
                     if (len == 0) len = so < (ulong)src.Length ? (ulong)src.Length - so : 0;
+                    if (e != Errno.OK) len = Math.Min(len, copied); // the prefix copied before the error
                     while (len > 0)
                     {
                         var cur = m.Files[a[0]];

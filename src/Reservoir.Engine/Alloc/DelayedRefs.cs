@@ -75,6 +75,14 @@ internal sealed class DelayedRefs
         return false;
     }
 
+    /// <summary>Owner and generation of a data extent allocated in this transaction (it has no
+    /// EXTENT_ITEM yet), or null.</summary>
+    public (ulong Owner, ulong Generation)? NewDataExtent(ulong bytenr)
+    {
+        using var _ = _lock.Lock();
+        return _heads.TryGetValue(bytenr, out var h) && h.IsData && h.New ? (h.Owner, h.Generation) : null;
+    }
+
     /// <summary>Net pending reference delta of a data extent (for deciding whether an extent
     /// allocated in this transaction is still referenced).</summary>
     public int PendingDataRefs(ulong bytenr)

@@ -92,26 +92,13 @@ public sealed partial class Fsck
         }
     }
 
-    /// <summary>Quota usage against a full recount: every data extent charged to the group of
-    /// the subvolume that owns it (referenced = exclusive while extents are never shared).</summary>
+    /// <summary>Quota status and relations, then usage against a full recount (Fsck.Quota.cs).</summary>
     private void CheckQuota()
     {
         bool flagged = (_sb.CompatRo & FormatConstants_CompatRoQuota) != 0;
         if (flagged != _roots.ContainsKey(TreeIds.QuotaTree))
             _r.Add(FindingKind.Structure, "superblock", flagged ? "QUOTA feature set but no quota tree" : "quota tree present without the QUOTA feature");
         if (!_roots.ContainsKey(TreeIds.QuotaTree) || !_quotaOn) return;
-        var recount = new Dictionary<ulong, ulong>();
-        foreach (var (_, (len, ei)) in _dataExtents) recount[ei.Owner] = recount.GetValueOrDefault(ei.Owner) + len;
-        foreach (var (tree, bytes) in recount)
-        {
-            ulong id = QgroupId.Of(0, tree);
-            if (!_qgroupInfo.TryGetValue(id, out var info)) { _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"missing, {bytes} bytes of data are charged to it"); continue; }
-            if (info.Referenced != bytes || info.Exclusive != bytes)
-                _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"referenced {info.Referenced}, exclusive {info.Exclusive}; a recount gives {bytes}");
-        }
-        foreach (var (id, info) in _qgroupInfo)
-            if (QgroupId.Level(id) == 0 && !recount.ContainsKey(QgroupId.Id(id)) && (info.Referenced != 0 || info.Exclusive != 0))
-                _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"referenced {info.Referenced}, but no data is charged to it");
         // Relations: stored both ways, member below parent, both groups present; a higher
         // group counts each of its distinct level-0 descendants once.
         var children = new Dictionary<ulong, List<ulong>>();
@@ -122,14 +109,7 @@ public sealed partial class Fsck
             if (!_qgroupInfo.ContainsKey(a) || !_qgroupInfo.ContainsKey(b)) _r.Add(FindingKind.Structure, $"qgroup relation {QgroupId.Show(a)} {QgroupId.Show(b)}", "names a qgroup that does not exist");
             (children.TryGetValue(b, out var l) ? l : children[b] = new()).Add(a);
         }
-        foreach (var (id, info) in _qgroupInfo)
-        {
-            if (QgroupId.Level(id) == 0) continue;
-            ulong want = QgroupId.Level0Below(id, c => children.GetValueOrDefault(c))
-                .Aggregate(0UL, (acc, q) => acc + recount.GetValueOrDefault(QgroupId.Id(q)));
-            if (info.Referenced != want || info.Exclusive != want)
-                _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"referenced {info.Referenced}, exclusive {info.Exclusive}; its members' data adds up to {want}");
-        }
+        CheckQuotaUsage(children);
     }
 
     private const ulong FormatConstants_CompatRoQuota = Features.CompatRoQuota;

@@ -145,6 +145,10 @@ public sealed partial class Fsck
             case KeyTypes.OrphanItem when k.ObjectId == TreeIds.OrphanObjectId:
                 _deletedSubvols.Add(k.Offset);
                 break;
+            case KeyTypes.SnapshotLineage:
+                if (!U64Item.TryRead(d, out var otransid)) { _r.Add(FindingKind.Structure, "root tree", $"malformed SNAPSHOT_LINEAGE {k}"); return; }
+                _lineage[k.ObjectId] = (k.Offset, otransid);
+                break;
             default:
                 _r.Add(FindingKind.Structure, "root tree", $"unexpected item {k}");
                 break;
@@ -202,6 +206,10 @@ public sealed partial class Fsck
                 m[key] = dr.Count;
                 if (dr.Count == 0) _r.Add(FindingKind.Structure, where, "data ref with count 0");
                 break;
+            case KeyTypes.SharedRootRef:
+                if (!U64Item.TryRead(d, out var since)) { _r.Add(FindingKind.Structure, where, "malformed SHARED_ROOT_REF"); return; }
+                _sharedRootRefs.Add((k.ObjectId, k.Offset, since));
+                break;
             default:
                 _r.Add(FindingKind.Structure, where, "unexpected item type in the extent tree");
                 break;
@@ -221,6 +229,11 @@ public sealed partial class Fsck
     private void VisitFs(ulong root, Key k, ReadOnlySpan<byte> d)
     {
         string where = $"{InodeWhere(k.ObjectId)} item {KeyTypes.Name(k.Type)} {k.Offset}";
+        if (k.ObjectId == TreeIds.OwnerRefObjectId)
+        {
+            VisitOwnerRef(root, k, d);
+            return;
+        }
         if (k.ObjectId == TreeIds.OrphanObjectId)
         {
             if (k.Type == KeyTypes.OrphanItem) _orphans.Add(k.Offset);
@@ -274,6 +287,7 @@ public sealed partial class Fsck
                     if (!FileExtentItem.TryRead(d, out var fe)) { _r.Add(FindingKind.Structure, where, "malformed EXTENT_DATA"); return; }
                     var list = _fileExtents.TryGetValue(k.ObjectId, out var l) ? l : _fileExtents[k.ObjectId] = new();
                     list.Add((k.Offset, fe));
+                    if (fe.Type != FileExtentType.Inline && fe.DiskBytenr != 0) CountFileExtent(root, fe);
                     if (fe.Type != FileExtentType.Inline && fe.DiskBytenr != 0 && _walker.FirstVisit)
                     {
                         // A leaf shared by snapshots holds one reference, filed under its owner.
@@ -302,6 +316,7 @@ public sealed partial class Fsck
     private readonly Dictionary<ulong, QgroupInfoItem> _qgroupInfo = new();
     private readonly HashSet<(ulong, ulong)> _qgroupRelations = new();
     private bool _quotaOn;
+    private ulong _quotaVersion;
 
     private void VisitQuota(Key k, ReadOnlySpan<byte> d)
     {
@@ -310,7 +325,7 @@ public sealed partial class Fsck
         {
             case KeyTypes.QgroupStatus:
                 if (!QgroupStatusItem.TryRead(d, out var st)) _r.Add(FindingKind.Structure, where, "malformed QGROUP_STATUS");
-                else _quotaOn = (st.Flags & QgroupStatusItem.FlagOn) != 0;
+                else { _quotaOn = (st.Flags & QgroupStatusItem.FlagOn) != 0; _quotaVersion = st.Version; }
                 break;
             case KeyTypes.QgroupInfo:
                 if (!QgroupInfoItem.TryRead(d, out var info)) _r.Add(FindingKind.Structure, where, "malformed QGROUP_INFO");

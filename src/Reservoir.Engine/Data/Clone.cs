@@ -42,6 +42,42 @@ internal sealed partial class DataEngine
         using (st.Lock.Read())
             if (FileExtents.Overlapping(st, src.Ino, srcOff, srcOff + len).Any(mp => mp.Fe.Type == FileExtentType.Inline))
                 return Errno.EOPNOTSUPP;
+        // Across subvolumes with quotas on, the destination starts referencing the extents it
+        // does not yet hold: their whole length counts against its groups' limits, so it is
+        // reserved first (EDQUOT before any change), and the commit that accounts the clone
+        // frees the reservation, as for a write.
+        ulong reserved = st != dt && Fs.Quota.Enabled ? NewlyReferencedBytes(st, dt, src.Ino, srcOff, srcOff + len) : 0;
+        if (reserved > 0)
+        {
+            var qe = Fs.Quota.Reserve(dt.Id, reserved);
+            if (qe != Errno.OK) return qe;
+        }
+        try { return CloneItems(src, dst, md, st, dt, srcOff, dstOff, len, newSize); }
+        finally
+        {
+            // Handed to the transaction from inside a handle: a commit under way has already
+            // taken its records, and one handed to it now would never be freed.
+            if (reserved > 0)
+                using (var h = Fs.StartReserved(0)) h.Transaction.AddQgroupRecord(dt.Id, reserved);
+        }
+    }
+
+    /// <summary>Bytes of the distinct data extents under a source range that the destination
+    /// tree does not reference yet (by its EXTENT_OWNER_REFs).</summary>
+    private static ulong NewlyReferencedBytes(BTree st, BTree dt, ulong ino, ulong from, ulong to)
+    {
+        var extents = new Dictionary<ulong, ulong>();
+        using (st.Lock.Read())
+            foreach (var mp in FileExtents.Overlapping(st, ino, from, to))
+                if (mp.Fe.DiskBytenr != 0) extents[mp.Fe.DiskBytenr] = mp.Fe.DiskNumBytes;
+        ulong bytes = 0;
+        foreach (var (bytenr, n) in extents)
+            if (!Tx.OwnerRefs.Holds(dt, bytenr)) bytes += n;
+        return bytes;
+    }
+
+    private Errno CloneItems(Inode src, Inode dst, Mapping md, BTree st, BTree dt, ulong srcOff, ulong dstOff, ulong len, ulong newSize)
+    {
         ulong done = 0;
         Span<byte> buf = stackalloc byte[FileExtentItem.RegularSize];
         while (done < len)
@@ -63,7 +99,7 @@ internal sealed partial class DataEngine
                     chunkEnd = maps.Count == CloneBatch ? Math.Min(maps[^1].End, to) : to;
                     long nbytes = 0;
                     // Drop what the destination had there (its references go), then add the clones.
-                    while (!FileExtents.Drop(h, dt, md.Subvol.Id, dst.Ino, dstOff + done, dstOff + (chunkEnd - srcOff), ref nbytes, 64)) { }
+                    while (!FileExtents.Drop(h, dt, dst.Ino, dstOff + done, dstOff + (chunkEnd - srcOff), ref nbytes, 64)) { }
                     foreach (var mp in maps)
                     {
                         ulong a = Math.Max(mp.Pos, from), b = Math.Min(mp.End, chunkEnd);
@@ -75,7 +111,7 @@ internal sealed partial class DataEngine
                         fe.Write(buf);
                         dt.Put(h, FileExtents.ExtentKey(dst.Ino, at), buf);
                         if (fe.DiskBytenr != 0)
-                            h.Transaction.Refs.AddDataRef(fe.DiskBytenr, fe.DiskNumBytes, md.Subvol.Id, dst.Ino, at - fe.Offset, +1, false, 0);
+                            h.FileExtentRef(dt, fe.DiskBytenr, fe.DiskNumBytes, dst.Ino, at - fe.Offset, +1);
                         nbytes += (long)fe.NumBytes;
                     }
                     // Size and byte count change under the tree lock, as ordered-extent completion

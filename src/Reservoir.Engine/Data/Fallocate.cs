@@ -178,7 +178,7 @@ internal sealed partial class DataEngine
                     budget += want - len;
                     using (m.Subvol.Tree.Lock.Write())
                     {
-                        FileExtents.InsertNew(h, m.Subvol.Tree, m.Subvol.Id, inode.Ino, pos, disk, len, FileExtentType.Prealloc);
+                        FileExtents.InsertNew(h, m.Subvol.Tree, inode.Ino, pos, disk, len, FileExtentType.Prealloc);
                         using (Fs.CsumTree.Lock.Write())
                         {
                             // Unwritten blocks read as zeros; their checksums are those of zero blocks
@@ -244,7 +244,7 @@ internal sealed partial class DataEngine
             using (m.Subvol.Tree.Lock.Write())
             {
                 long delta = 0;
-                done = FileExtents.Drop(h, m.Subvol.Tree, m.Subvol.Id, inode.Ino, a, b, ref delta, 32);
+                done = FileExtents.Drop(h, m.Subvol.Tree, inode.Ino, a, b, ref delta, 32);
                 inode.Item.Nbytes = (ulong)((long)inode.Item.Nbytes + delta);
                 DirItems.PutInode(h, m.Subvol.Tree, inode);
             }

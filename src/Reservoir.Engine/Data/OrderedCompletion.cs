@@ -77,8 +77,8 @@ internal sealed partial class DataEngine
                 }
                 else
                 {
-                    FileExtents.Drop(h, t, m.Subvol.Id, inode.Ino, oe.FileOffset, oe.End, ref delta);
-                    FileExtents.InsertNew(h, t, m.Subvol.Id, inode.Ino, oe.FileOffset, oe.DiskBytenr, oe.NumBytes, FileExtentType.Regular);
+                    FileExtents.Drop(h, t, inode.Ino, oe.FileOffset, oe.End, ref delta);
+                    FileExtents.InsertNew(h, t, inode.Ino, oe.FileOffset, oe.DiskBytenr, oe.NumBytes, FileExtentType.Regular);
                     delta += (long)oe.NumBytes;
                     using (Fs.CsumTree.Lock.Write())
                     {
@@ -134,7 +134,7 @@ internal sealed partial class DataEngine
                 tail.Write(buf); t.Put(h, FileExtents.ExtentKey(ino, b), buf);
                 extra++;
             }
-            if (extra > 0) h.Transaction.Refs.AddDataRef(mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes, t.Id, ino, refOff, extra, false, 0);
+            if (extra > 0) h.FileExtentRef(t, mp.Fe.DiskBytenr, mp.Fe.DiskNumBytes, ino, refOff, extra);
         }
         using (Fs.CsumTree.Lock.Write())
         {

@@ -52,7 +52,7 @@ internal static class FileExtents
     /// change in referenced bytes (inode nbytes) through <paramref name="nbytesDelta"/>.
     /// Caller holds the fs tree write lock.
     /// </summary>
-    public static bool Drop(TransHandle h, BTree t, ulong root, ulong ino, ulong start, ulong end, ref long nbytesDelta, int maxItems = int.MaxValue)
+    public static bool Drop(TransHandle h, BTree t, ulong ino, ulong start, ulong end, ref long nbytesDelta, int maxItems = int.MaxValue)
     {
         var items = Overlapping(t, ino, start, end, maxItems == int.MaxValue ? int.MaxValue : maxItems + 1);
         bool complete = items.Count <= maxItems;
@@ -75,7 +75,7 @@ internal static class FileExtents
                 head.Write(buf); t.Put(h, ExtentKey(ino, s), buf);
                 var tail = fe; tail.Offset = fe.Offset + (end - s); tail.NumBytes = e - end;
                 tail.Write(buf); t.Put(h, ExtentKey(ino, end), buf);
-                h.Transaction.Refs.AddDataRef(fe.DiskBytenr, fe.DiskNumBytes, root, ino, refOff, +1, false, 0);
+                h.FileExtentRef(t, fe.DiskBytenr, fe.DiskNumBytes, ino, refOff, +1);
                 nbytesDelta -= (long)(end - start);
             }
             else if (s < start)
@@ -94,7 +94,7 @@ internal static class FileExtents
             else
             {
                 t.Delete(h, ExtentKey(ino, s));
-                h.Transaction.Refs.AddDataRef(fe.DiskBytenr, fe.DiskNumBytes, root, ino, refOff, -1, false, 0);
+                h.FileExtentRef(t, fe.DiskBytenr, fe.DiskNumBytes, ino, refOff, -1);
                 nbytesDelta -= (long)fe.NumBytes;
             }
         }
@@ -103,12 +103,12 @@ internal static class FileExtents
 
     /// <summary>Adds a file extent item for a newly allocated and written extent, with its
     /// reference. Caller holds the fs tree write lock.</summary>
-    public static void InsertNew(TransHandle h, BTree t, ulong root, ulong ino, ulong pos, ulong bytenr, ulong len, FileExtentType type)
+    public static void InsertNew(TransHandle h, BTree t, ulong ino, ulong pos, ulong bytenr, ulong len, FileExtentType type)
     {
         Span<byte> buf = stackalloc byte[FileExtentItem.RegularSize];
         new FileExtentItem { Generation = h.Transid, RamBytes = len, Type = type, DiskBytenr = bytenr, DiskNumBytes = len, Offset = 0, NumBytes = len }.Write(buf);
         t.Put(h, ExtentKey(ino, pos), buf);
-        h.Transaction.Refs.AddDataRef(bytenr, len, root, ino, pos, +1, isNew: true, h.Transid);
+        h.FileExtentRef(t, bytenr, len, ino, pos, +1, isNew: true);
     }
 
     public static void InsertInline(TransHandle h, BTree t, ulong ino, ReadOnlySpan<byte> data)

@@ -26,9 +26,9 @@ internal sealed class Qgroup(ulong id)
 /// Every subvolume has a level-0 group; groups of higher levels contain groups of lower ones
 /// (btrfs's qgroup relations, a DAG ordered by level). A write reserves against its subvolume's
 /// group and every distinct ancestor, all or nothing, and a commit accounts to all of them.
-/// While no extent is shared between subvolumes (quotas and snapshots exclude each other for
-/// now), a higher group's referenced and exclusive are the sums over its distinct level-0
-/// descendants, which assign and remove recompute.
+/// Usage follows who references each extent (EXTENT_OWNER_REF transitions, accounted at
+/// commit by <see cref="AccountExtent"/>); a snapshot inherits its source's numbers in O(1);
+/// a changed relation is followed by a recount.
 /// </summary>
 internal sealed class Qgroups
 {
@@ -49,18 +49,22 @@ internal sealed class Qgroups
         _groups.Clear();
         _parents.Clear();
         _children.Clear();
+        _members.Clear();
         foreach (var g in groups) _groups[g.Id] = g;
+        _higher = null;
         foreach (var (c, p) in relations) Link(c, p);
     }
 
     private void Link(ulong child, ulong parent)
     {
+        _members.Clear();
         (_parents.TryGetValue(child, out var ps) ? ps : _parents[child] = new()).Add(parent);
         (_children.TryGetValue(parent, out var cs) ? cs : _children[parent] = new()).Add(child);
     }
 
     private void Unlink(ulong child, ulong parent)
     {
+        _members.Clear();
         if (_parents.TryGetValue(child, out var ps)) { ps.Remove(parent); if (ps.Count == 0) _parents.Remove(child); }
         if (_children.TryGetValue(parent, out var cs)) { cs.Remove(child); if (cs.Count == 0) _children.Remove(parent); }
     }
@@ -79,9 +83,10 @@ internal sealed class Qgroups
         return chain;
     }
 
-    /// <summary>Recomputes the numbers of <paramref name="id"/> and its ancestors from their
-    /// level-0 descendants (after a relation changed). Caller holds the lock.</summary>
-    private void RecomputeUpward(ulong id)
+    /// <summary>Recomputes the reservations of <paramref name="id"/> and its ancestors from
+    /// their level-0 descendants after a relation changed (their usage comes from a recount,
+    /// <see cref="SetRecounted"/>). Caller holds the lock.</summary>
+    private void RecomputeReservationsUpward(ulong id)
     {
         var todo = new Queue<ulong>([id]);
         var seen = new HashSet<ulong>();
@@ -91,10 +96,9 @@ internal sealed class Qgroups
             if (!seen.Add(x)) continue;
             if (QgroupId.Level(x) > 0 && _groups.TryGetValue(x, out var g))
             {
-                ulong rfer = 0, rsv = 0;
-                foreach (var l in QgroupId.Level0Below(x, c => _children.GetValueOrDefault(c)))
-                    if (_groups.TryGetValue(l, out var lg)) { rfer += lg.Referenced; rsv += lg.RsvData; }
-                g.Referenced = g.Exclusive = rfer;
+                ulong rsv = 0;
+                foreach (var l in MembersUnsynchronized(x))
+                    if (_groups.TryGetValue(l, out var lg)) rsv += lg.RsvData;
                 g.RsvData = rsv;
                 g.Dirty = true;
             }
@@ -111,6 +115,7 @@ internal sealed class Qgroups
         if (QgroupId.Level(id) == 0) return Errno.EINVAL;
         if (_groups.ContainsKey(id)) return Errno.EEXIST;
         _groups[id] = new Qgroup(id) { Dirty = true };
+        _higher = null;
         return Errno.OK;
     }
 
@@ -124,8 +129,9 @@ internal sealed class Qgroups
         if (!_groups.ContainsKey(id)) return Errno.ENOENT;
         if (_children.ContainsKey(id)) return Errno.EBUSY;
         if (_parents.TryGetValue(id, out var ps))
-            foreach (var p in ps.ToList()) { Unlink(id, p); _relationChanges.Add((id, p, false)); RecomputeUpward(p); }
+            foreach (var p in ps.ToList()) { Unlink(id, p); _relationChanges.Add((id, p, false)); } // it had no members: nothing to subtract
         _groups.Remove(id);
+        _higher = null;
         _removed.Add(id);
         return Errno.OK;
     }
@@ -142,7 +148,7 @@ internal sealed class Qgroups
         if (add == linked) return add ? Errno.EEXIST : Errno.ENOENT;
         if (add) Link(child, parent); else Unlink(child, parent);
         _relationChanges.Add((child, parent, add));
-        RecomputeUpward(parent);
+        RecomputeReservationsUpward(parent); // usage: the caller recounts (shared extents)
         return Errno.OK;
     }
 
@@ -166,26 +172,21 @@ internal sealed class Qgroups
     public Qgroup GetOrCreate(ulong id)
     {
         using var _ = _lock.Lock();
-        if (!_groups.TryGetValue(id, out var g)) _groups[id] = g = new Qgroup(id) { Dirty = true };
+        if (!_groups.TryGetValue(id, out var g)) { _groups[id] = g = new Qgroup(id) { Dirty = true }; _higher = null; }
         return g;
     }
 
-    public void Enable(IEnumerable<(ulong Id, ulong Bytes)> usage)
+    /// <summary>Quotas on, with every group's numbers from a full recount.</summary>
+    public void Enable(IReadOnlyDictionary<ulong, (ulong Referenced, ulong Exclusive)> numbers)
     {
-        using var _ = _lock.Lock();
-        Enabled = true;
-        foreach (var (id, bytes) in usage)
-        {
-            if (!_groups.TryGetValue(id, out var g)) _groups[id] = g = new Qgroup(id);
-            g.Referenced = g.Exclusive = bytes;
-            g.Dirty = true;
-        }
+        using (_lock.Lock()) Enabled = true;
+        SetRecounted(numbers);
     }
 
     public void SetLimit(ulong id, ulong maxReferenced, ulong maxExclusive)
     {
         using var _ = _lock.Lock();
-        if (!_groups.TryGetValue(id, out var g)) _groups[id] = g = new Qgroup(id);
+        if (!_groups.TryGetValue(id, out var g)) { _groups[id] = g = new Qgroup(id); _higher = null; }
         g.MaxReferenced = maxReferenced;
         g.MaxExclusive = maxExclusive;
         g.Dirty = true;
@@ -219,18 +220,108 @@ internal sealed class Qgroups
         }
     }
 
-    /// <summary>At commit: a data extent charged to <paramref name="ownerTree"/> appeared
-    /// (+bytes) or went away (−bytes); its group and every ancestor count it.</summary>
-    public void Account(ulong ownerTree, long delta)
+    /// <summary>Whether any group of level 1 or above exists (then the commit needs every
+    /// subvolume referencing a changed extent, not only the first few).</summary>
+    public bool HasHigherGroups { get { using var _ = _lock.Lock(); return HigherUnsynchronized().Count > 0; } }
+
+    private List<Qgroup>? _higher; // guarded by _lock; groups of level ≥ 1, null when groups came or went
+
+    /// <summary>The groups of level 1 or above (few; the level-0 ones may be thousands, one per
+    /// snapshot, and must not be walked per extent). Caller holds the lock.</summary>
+    private List<Qgroup> HigherUnsynchronized() =>
+        _higher ??= _groups.Values.Where(g => QgroupId.Level(g.Id) > 0).ToList();
+
+    /// <summary>
+    /// At commit: data extent of <paramref name="len"/> bytes that <paramref name="acquired"/>
+    /// started and <paramref name="dropped"/> stopped referencing in this transaction, and that
+    /// <paramref name="after"/> reference now (all of them when <paramref name="complete"/>, else
+    /// the first ones found, more than the acquired ones by at least two). Referenced moves
+    /// with the transitions; exclusive with who was alone before and who is alone after; a
+    /// group of level 1 or above references the extent while a member does, and holds it
+    /// exclusively while every referrer is a member (btrfs's qgroup_update_counters).
+    /// </summary>
+    public void AccountExtent(ulong len, List<ulong> acquired, List<ulong> dropped, List<ulong> after, bool complete)
     {
         using var _ = _lock.Lock();
         if (!Enabled) return;
-        foreach (var g in ChainUnsynchronized(ownerTree))
+        foreach (var r in acquired) Add(GroupUnsynchronized(r), (long)len, 0);
+        foreach (var r in dropped) Add(GroupUnsynchronized(r), -(long)len, 0);
+        if (!complete) return; // two or more referrers before and after: no one's exclusive changes
+        var before = after.Except(acquired).Concat(dropped).Distinct().ToList();
+        if (before.Count == 1) Add(GroupUnsynchronized(before[0]), 0, -(long)len);
+        if (after.Count == 1) Add(GroupUnsynchronized(after[0]), 0, (long)len);
+        foreach (var g in HigherUnsynchronized())
         {
-            g.Referenced = (ulong)Math.Max(0, (long)g.Referenced + delta);
-            g.Exclusive = (ulong)Math.Max(0, (long)g.Exclusive + delta);
-            g.Dirty = true;
+            var m = MembersUnsynchronized(g.Id);
+            bool rb = before.Any(r => m.Contains(ForSubvolume(r))), ra = after.Any(r => m.Contains(ForSubvolume(r)));
+            bool eb = before.Count > 0 && before.All(r => m.Contains(ForSubvolume(r)));
+            bool ea = after.Count > 0 && after.All(r => m.Contains(ForSubvolume(r)));
+            Add(g, rb == ra ? 0 : ra ? (long)len : -(long)len, eb == ea ? 0 : ea ? (long)len : -(long)len);
         }
+    }
+
+    private static void Add(Qgroup g, long rfer, long excl)
+    {
+        if (rfer == 0 && excl == 0) return;
+        long r = (long)g.Referenced + rfer, e = (long)g.Exclusive + excl;
+        if (r < 0 || e < 0) g.Underflows++;
+        g.Referenced = (ulong)Math.Max(0, r);
+        g.Exclusive = (ulong)Math.Max(0, e);
+        g.Dirty = true;
+    }
+
+    private readonly Dictionary<ulong, HashSet<ulong>> _members = new(); // guarded by _lock; cleared when relations change
+
+    /// <summary>The level-0 groups at or below a group. Caller holds the lock.</summary>
+    private HashSet<ulong> MembersUnsynchronized(ulong id)
+    {
+        if (!_members.TryGetValue(id, out var m))
+            _members[id] = m = QgroupId.Level0Below(id, c => _children.GetValueOrDefault(c));
+        return m;
+    }
+
+    /// <summary>
+    /// A snapshot of <paramref name="source"/> appeared: it references what the source does,
+    /// so its group starts with the source's referenced, and everything the source held alone
+    /// is now shared by the two (both exclusive are 0; docs/SNAPSHOTS.md §3). The snapshot
+    /// joins the groups its source is a member of, which keeps every higher group's numbers
+    /// as they were (a group that held the source's extents alone still does). O(1).
+    /// </summary>
+    public void InheritSnapshot(ulong source, ulong snapshot)
+    {
+        using var _ = _lock.Lock();
+        if (!Enabled) return;
+        var src = GroupUnsynchronized(source);
+        var g = GroupUnsynchronized(snapshot);
+        g.Referenced = src.Referenced;
+        g.Exclusive = 0;
+        src.Exclusive = 0;
+        src.Dirty = g.Dirty = true;
+        if (_parents.TryGetValue(src.Id, out var ps))
+            foreach (var p in ps.ToList()) { Link(g.Id, p); _relationChanges.Add((g.Id, p, true)); }
+    }
+
+    /// <summary>Sets every group's numbers from a full recount (quota enable, a changed
+    /// relation). Groups missing from <paramref name="numbers"/> count nothing.</summary>
+    public void SetRecounted(IReadOnlyDictionary<ulong, (ulong Referenced, ulong Exclusive)> numbers)
+    {
+        using var _ = _lock.Lock();
+        foreach (var (id, (r, e)) in numbers)
+            if (!_groups.ContainsKey(id) && QgroupId.Level(id) == 0) _groups[id] = new Qgroup(id);
+        foreach (var g in _groups.Values)
+        {
+            var (r, e) = numbers.GetValueOrDefault(g.Id);
+            if (g.Referenced != r || g.Exclusive != e) g.Dirty = true;
+            g.Referenced = r;
+            g.Exclusive = e;
+        }
+    }
+
+    /// <summary>Every group's level-0 members, for a recount. </summary>
+    public Dictionary<ulong, HashSet<ulong>> MemberSets()
+    {
+        using var _ = _lock.Lock();
+        return _groups.Keys.ToDictionary(id => id, id => QgroupId.Level(id) == 0 ? [id] : new HashSet<ulong>(MembersUnsynchronized(id)));
     }
 
     private Qgroup GroupUnsynchronized(ulong treeId)

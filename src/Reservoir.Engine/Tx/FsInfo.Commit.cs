@@ -36,6 +36,9 @@ internal sealed partial class FsInfo
             using (ExtentTree.Lock.Write())
             using (CsumTree.Lock.Write())
             {
+                // Before the delayed refs: an extent freed now still has its EXTENT_ITEM.
+                AccountOwnerTransitions(h);
+                if (_recountAtCommit) { Quota.SetRecounted(RecountQgroups()); _recountAtCommit = false; }
                 foreach (var g in Space.ReclaimEmptyDataGroups())
                     if (g.OnDisk) ExtentTree.Delete(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length));
                 for (int round = 0; ; round++)
@@ -201,7 +204,6 @@ internal sealed partial class FsInfo
             }
             ei = new ExtentItem { Refs = 0, Generation = head.Generation, Flags = ExtentFlags.Data, Owner = head.Owner };
             ExtentTree.Insert(h, ekey, ExtentItem.Size);
-            Quota.Account(head.Owner, (long)head.NumBytes);
         }
         else
         {
@@ -215,7 +217,7 @@ internal sealed partial class FsInfo
         if (refs == 0)
         {
             ExtentTree.Delete(h, ekey);
-            Quota.Account(ei.Owner, -(long)head.NumBytes);
+            DeleteSharedRootRefs(h, head.Bytenr);
             DeleteCsums(h, head.Bytenr);
             Space.Free(head.Bytenr, head.NumBytes, pin: true);
             return;

@@ -9,6 +9,11 @@ internal sealed partial class FsInfo
 {
     private static readonly Key QgroupStatusKey = new(0, KeyTypes.QgroupStatus, 0);
 
+    private bool _quotaNeedsOwnerRefs;
+    /// <summary>Set by a changed qgroup relation: the next commit recounts every group once its
+    /// transaction's transitions are accounted.</summary>
+    private bool _recountAtCommit;
+
     /// <summary>At mount: quota tree, status, per-group usage and limits.</summary>
     private void LoadQuota()
     {
@@ -28,6 +33,7 @@ internal sealed partial class FsInfo
                     case KeyTypes.QgroupStatus:
                         if (!QgroupStatusItem.TryRead(path.Data, out var st)) ThrowHelper.Corrupt("malformed QGROUP_STATUS");
                         on = (st.Flags & QgroupStatusItem.FlagOn) != 0;
+                        _quotaNeedsOwnerRefs = on && st.Version < QgroupStatusItem.CurrentVersion;
                         break;
                     case KeyTypes.QgroupInfo:
                         if (!QgroupInfoItem.TryRead(path.Data, out var info)) ThrowHelper.Corrupt($"malformed QGROUP_INFO {QgroupId.Show(k.Offset)}");
@@ -97,11 +103,24 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>
-    /// Turns quotas on: creates the quota tree, counts every data extent towards the group of
-    /// the subvolume that owns it (a full scan, done once), sets the QUOTA ro-compat bit, and
-    /// commits. Later changes are accounted incrementally at each commit.
+    /// Turns quotas on: creates the quota tree, gives every subvolume tree its
+    /// EXTENT_OWNER_REF items (one scan of its file extent items; leaves shared with snapshots
+    /// stay shared, only the owner-ref leaves are written per tree), leaves a SHARED_ROOT_REF
+    /// for every referrer its extent's writer and the lineage do not explain (clones), counts
+    /// every group, sets the QUOTA ro-compat bit and commits. From then on the commit accounts
+    /// changes incrementally.
     /// </summary>
-    public void EnableQuota()
+    public void EnableQuota() => BuildQuota(upgrade: false);
+
+    /// <summary>At a read-write mount of an image whose quotas predate EXTENT_OWNER_REF items
+    /// (QGROUP_STATUS version 1): builds them and recounts, keeping the limits.</summary>
+    public void UpgradeQuotaIfNeeded()
+    {
+        if (_quotaNeedsOwnerRefs && !ReadOnly) BuildQuota(upgrade: true);
+        _quotaNeedsOwnerRefs = false;
+    }
+
+    private void BuildQuota(bool upgrade)
     {
         if (ReadOnly) throw new FsException(Errno.EROFS, "read-only filesystem");
         Commit();
@@ -110,30 +129,23 @@ internal sealed partial class FsInfo
         _commitLock.EnterWrite();
         try
         {
-            if (Quota.Enabled) return;
-            var usage = new Dictionary<ulong, ulong>();
-            using (ExtentTree.Lock.Read())
-            {
-                var path = new TreePath();
-                if (ExtentTree.SeekGE(Key.Min, path))
-                    do
-                    {
-                        if (path.Key.Type != KeyTypes.ExtentItem) continue;
-                        if (!ExtentItem.TryRead(path.Data, out var ei)) ThrowHelper.Corrupt("malformed EXTENT_ITEM");
-                        usage[ei.Owner] = usage.GetValueOrDefault(ei.Owner) + path.Key.Offset;
-                    } while (ExtentTree.Next(path));
-            }
-            foreach (var t in AllFsTrees()) usage.TryAdd(t.Id, 0);
+            if (Quota.Enabled != upgrade) return;
             var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
+            var referrers = BuildOwnerRefs(h);
             using (RootTree.Lock.Write())
             {
-                var root = BTree.NewEmptyRoot(h, TreeIds.QuotaTree);
-                QuotaTree = new BTree(TreeIds.QuotaTree, Store, root, Sched) { RootChanged = true };
+                if (QuotaTree == null)
+                {
+                    var root = BTree.NewEmptyRoot(h, TreeIds.QuotaTree);
+                    QuotaTree = new BTree(TreeIds.QuotaTree, Store, root, Sched) { RootChanged = true };
+                }
                 Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
-                new QgroupStatusItem { Version = 1, Generation = h.Transid, Flags = QgroupStatusItem.FlagOn }.Write(st);
+                new QgroupStatusItem { Version = QgroupStatusItem.CurrentVersion, Generation = h.Transid, Flags = QgroupStatusItem.FlagOn }.Write(st);
                 QuotaTree.Put(h, QgroupStatusKey, st);
             }
-            Quota.Enable(usage.Select(kv => (Engine.Quota.Qgroups.ForSubvolume(kv.Key), kv.Value)));
+            var numbers = Engine.Quota.QgroupRecount.Compute(referrers.Values.Select(v => (v.Len, (IReadOnlyCollection<ulong>)v.Roots)), Quota.MemberSets());
+            foreach (var t in AllFsTrees()) numbers.TryAdd(Engine.Quota.Qgroups.ForSubvolume(t.Id), (0, 0));
+            Quota.Enable(numbers);
             var sb = Super.Clone();
             sb.CompatRo |= Features.CompatRoQuota;
             Super = sb;
@@ -142,6 +154,54 @@ internal sealed partial class FsInfo
         }
         ForceCommit = true;
         Commit();
+    }
+
+    /// <summary>
+    /// Rewrites every subvolume tree's EXTENT_OWNER_REFs from its file extent items and the
+    /// extent tree's SHARED_ROOT_REFs to match; returns each extent's length and referrers.
+    /// Caller holds the commit lock exclusively (no handle open).
+    /// </summary>
+    private Dictionary<ulong, (ulong Len, List<ulong> Roots)> BuildOwnerRefs(TransHandle h)
+    {
+        var referrers = new Dictionary<ulong, (ulong Len, List<ulong> Roots)>();
+        Span<byte> buf = stackalloc byte[ExtentOwnerRefItem.Size];
+        foreach (var t in AllFsTrees().OrderBy(t => t.Id))
+            using (t.Lock.Write())
+            {
+                var counts = new SortedDictionary<ulong, (ulong Count, ulong Len)>();
+                var path = new TreePath();
+                if (t.SeekGE(Key.Min, path))
+                    do
+                    {
+                        var k = path.Key;
+                        if (k.ObjectId >= TreeIds.OrphanObjectId) break;
+                        if (k.Type != KeyTypes.ExtentData) continue;
+                        if (!FileExtentItem.TryRead(path.Data, out var fe)) ThrowHelper.Corrupt($"subvolume {t.Id}: malformed EXTENT_DATA {k}");
+                        if (fe.Type == FileExtentType.Inline || fe.DiskBytenr == 0) continue;
+                        var (c, _) = counts.GetValueOrDefault(fe.DiskBytenr);
+                        counts[fe.DiskBytenr] = (c + 1, fe.DiskNumBytes);
+                    } while (t.Next(path));
+                foreach (var (stale, _, _) in OwnerRefs.Scan(t).ToList()) t.Delete(h, OwnerRefs.KeyOf(stale));
+                foreach (var (bytenr, (count, len)) in counts)
+                {
+                    new ExtentOwnerRefItem { Count = count, NumBytes = len }.Write(buf);
+                    t.Put(h, OwnerRefs.KeyOf(bytenr), buf);
+                    if (!referrers.TryGetValue(bytenr, out var e)) referrers[bytenr] = e = (len, new List<ulong>());
+                    e.Roots.Add(t.Id);
+                }
+            }
+        Span<byte> since = stackalloc byte[U64Item.Size];
+        U64Item.Write(since, 0); // when it was taken is unknown: every later snapshot is a candidate
+        using (ExtentTree.Lock.Write())
+            foreach (var (bytenr, (len, roots)) in referrers)
+            {
+                DeleteSharedRootRefs(h, bytenr);
+                var (owner, gen) = ExtentOrigin(h, bytenr, len);
+                var explained = Lineage.Descendants(owner, gen).Prepend(owner).ToHashSet();
+                foreach (var r in roots)
+                    if (!explained.Contains(r)) ExtentTree.Put(h, new Key(bytenr, KeyTypes.SharedRootRef, r), since);
+            }
+        return referrers;
     }
 
     public void SetQgroupLimit(ulong subvolume, ulong maxReferenced, ulong maxExclusive = ulong.MaxValue) =>
@@ -157,11 +217,15 @@ internal sealed partial class FsInfo
 
     /// <summary>Runs a change of the qgroup hierarchy and commits it (its items are written by
     /// the commit, like usage).</summary>
-    public Errno ChangeQgroups(Func<Errno> change)
+    public Errno ChangeQgroups(Func<Errno> change, bool recount = false)
     {
         if (ReadOnly) return Errno.EROFS;
         var e = change();
         if (e != Errno.OK) return e;
+        // A group's numbers depend on who else references its members' extents: the commit
+        // recounts from every subvolume's EXTENT_OWNER_REFs once nothing is pending (btrfs
+        // rescans after such a change).
+        if (recount) _recountAtCommit = true;
         ForceCommit = true;
         Commit();
         return Errno.OK;

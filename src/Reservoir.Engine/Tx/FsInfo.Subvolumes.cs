@@ -24,6 +24,11 @@ internal sealed partial class FsInfo
                 var k = path.Key;
                 if (k.ObjectId >= TreeIds.OrphanObjectId) break;
                 if (k.Type == KeyTypes.RootItem) ids.Add(k.ObjectId);
+                else if (k.Type == KeyTypes.SnapshotLineage)
+                {
+                    if (!U64Item.TryRead(path.Data, out var otransid)) throw new CorruptionException($"malformed SNAPSHOT_LINEAGE {k}");
+                    Lineage.Add(k.ObjectId, k.Offset, otransid);
+                }
             } while (RootTree.Next(path));
         }
         foreach (var id in ids)
@@ -85,6 +90,14 @@ internal sealed partial class FsInfo
         source.RootChanged = true; // its ROOT_ITEM records last_snapshot
         var tree = new BTree(id, Store, root, Sched) { LastSnapshot = h.Transid };
         RegisterFsTree(h, tree, item);
+        Span<byte> lin = stackalloc byte[U64Item.Size];
+        U64Item.Write(lin, h.Transid);
+        using (RootTree.Lock.Write()) RootTree.Put(h, new Key(id, KeyTypes.SnapshotLineage, source.Id), lin);
+        Lineage.Add(id, source.Id, h.Transid);
+        // What the source references, the snapshot references too (its numbers start as the
+        // source's; the source's transitions so far in this transaction are repeated for it).
+        h.Transaction.OwnerTransitions.CopyRoot(source.Id, id);
+        Quota.InheritSnapshot(source.Id, id);
         SetIncompat(Features.IncompatSubvolumes | Features.IncompatSnapshots);
         return tree;
     }
@@ -164,6 +177,20 @@ internal sealed partial class FsInfo
         }
         using (RootTree.Lock.Write()) RootTree.Delete(h, new Key(tree.Id, KeyTypes.RootItem, 0));
         using (_treesLock.Lock()) _fsTrees.Remove(tree.Id);
+        ForgetLineage(h, tree.Id);
+    }
+
+    /// <summary>A subvolume that is gone leaves the lineage once no snapshot of it is left, and
+    /// takes with it any gone source that was kept only for its sake.</summary>
+    private void ForgetLineage(TransHandle h, ulong id)
+    {
+        while (!Lineage.HasSnapshots(id) && Lineage.ParentOf(id) is { } p)
+        {
+            using (_treesLock.Lock()) if (_fsTrees.ContainsKey(id)) return;
+            using (RootTree.Lock.Write()) RootTree.Delete(h, new Key(id, KeyTypes.SnapshotLineage, p.Parent));
+            Lineage.Remove(id);
+            id = p.Parent;
+        }
     }
 
     /// <summary>The ROOT_ITEM of a tree as it is now (null if there is none).</summary>

@@ -40,6 +40,8 @@ internal sealed partial class FsInfo : IDisposable
     /// <summary>Null until quotas are enabled.</summary>
     public BTree? QuotaTree { get; private set; }
     public Quota.Qgroups Quota { get; }
+    /// <summary>Where each snapshot came from (SNAPSHOT_LINEAGE items).</summary>
+    public Quota.Lineage Lineage { get; } = new();
     private readonly Dictionary<ulong, BTree> _fsTrees = new(); // guarded by _treesLock
     private readonly FsMutex _treesLock;
     /// <summary>Makes "is this tree block shared?" and the reference changes decided on the

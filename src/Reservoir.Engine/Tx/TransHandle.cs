@@ -105,6 +105,16 @@ internal sealed class TransHandle : ITreeContext, IDisposable
         FreeNode(old, owner);
     }
 
+    /// <summary>A file extent item of <paramref name="tree"/> naming a data extent was added
+    /// (delta &gt; 0) or removed: its back-reference, and while quotas are on the tree's
+    /// EXTENT_OWNER_REF (SPEC.md §5.9). Copy-on-write of shared leaves changes back-references
+    /// only (the owner refs travel inside the leaves). Caller holds the tree's write lock.</summary>
+    public void FileExtentRef(BTree tree, ulong bytenr, ulong numBytes, ulong ino, ulong offset, int delta, bool isNew = false)
+    {
+        Transaction.Refs.AddDataRef(bytenr, numBytes, tree.Id, ino, offset, delta, isNew, isNew ? Transid : 0);
+        if (_fs.Quota.Enabled) OwnerRefs.Change(this, tree, bytenr, numBytes, delta);
+    }
+
     public bool DropIfShared(TreeNode node)
     {
         using var _ = _fs.SharingLock.Lock();

@@ -15,6 +15,9 @@ internal sealed class Transaction
     private readonly Dictionary<ulong, TreeNode> _dirty = new();
     public ulong Transid { get; }
     public DelayedRefs Refs { get; }
+    /// <summary>Subvolumes that started or stopped referencing a data extent in this
+    /// transaction; the commit turns them into qgroup numbers.</summary>
+    public Quota.OwnerTransitions OwnerTransitions { get; }
     public long StartedMs { get; }
 
     public Transaction(IScheduler sched, ulong transid)
@@ -22,6 +25,7 @@ internal sealed class Transaction
         Transid = transid;
         _lock = sched.CreateMutex("transaction-dirty");
         Refs = new DelayedRefs(sched);
+        OwnerTransitions = new Quota.OwnerTransitions(sched);
         StartedMs = sched.NowMs;
     }
 

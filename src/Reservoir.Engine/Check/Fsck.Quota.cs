@@ -1,0 +1,118 @@
+using Reservoir.Engine.Quota;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Check;
+
+/// <summary>
+/// Quota groups against a recount from the trees themselves (SPEC.md §5.9, §7): who
+/// references each data extent is read from every subvolume's file extent items (a deleted
+/// subvolume still being dropped: from its remaining EXTENT_OWNER_REFs, which is what it
+/// still holds), every group's referenced and exclusive follow from that, and each
+/// subvolume's EXTENT_OWNER_REFs must count its file extent items exactly. Every referrer
+/// must be one the commit's search would find: the extent's writer, a SHARED_ROOT_REF, or a
+/// snapshot taken of one of those since it had the extent.
+/// </summary>
+public sealed partial class Fsck
+{
+    private readonly Dictionary<(ulong Root, ulong Bytenr), (ulong Count, ulong Len)> _fileExtentCounts = new();
+    private readonly Dictionary<(ulong Root, ulong Bytenr), (ulong Count, ulong Len)> _ownerRefs = new();
+    private readonly Dictionary<ulong, (ulong Parent, ulong Otransid)> _lineage = new();
+    private readonly List<(ulong Bytenr, ulong Root, ulong Since)> _sharedRootRefs = new();
+
+    private void CountFileExtent(ulong root, FileExtentItem fe)
+    {
+        var (c, _) = _fileExtentCounts.GetValueOrDefault((root, fe.DiskBytenr));
+        _fileExtentCounts[(root, fe.DiskBytenr)] = (c + 1, fe.DiskNumBytes);
+    }
+
+    private void VisitOwnerRef(ulong root, Key k, ReadOnlySpan<byte> d)
+    {
+        string where = $"subvolume {root} EXTENT_OWNER_REF {k.Offset}";
+        if (k.Type != KeyTypes.ExtentOwnerRef) { _r.Add(FindingKind.Structure, where, $"unexpected item type {KeyTypes.Name(k.Type)} under the owner-ref objectid"); return; }
+        if (!ExtentOwnerRefItem.TryRead(d, out var r)) { _r.Add(FindingKind.Structure, where, "malformed"); return; }
+        _ownerRefs[(root, k.Offset)] = (r.Count, r.NumBytes);
+    }
+
+    /// <summary>Each data extent's length and referrers, as the trees say.</summary>
+    private Dictionary<ulong, (ulong Len, List<ulong> Roots)> ExtentReferrers()
+    {
+        var referrers = new Dictionary<ulong, (ulong Len, List<ulong> Roots)>();
+        void Add(ulong root, ulong bytenr, ulong len)
+        {
+            if (!referrers.TryGetValue(bytenr, out var e)) referrers[bytenr] = e = (len, new List<ulong>());
+            e.Roots.Add(root);
+        }
+        foreach (var ((root, bytenr), (_, len)) in _fileExtentCounts)
+            if (!_deletedSubvols.Contains(root)) Add(root, bytenr, len);
+        foreach (var ((root, bytenr), (_, len)) in _ownerRefs)
+            if (_deletedSubvols.Contains(root)) Add(root, bytenr, len);
+        return referrers;
+    }
+
+    /// <summary>Owner refs against file extent items (live subvolumes; quotas of version 2).</summary>
+    private void CheckOwnerRefs()
+    {
+        foreach (var ((root, bytenr), (count, len)) in _fileExtentCounts)
+        {
+            if (_deletedSubvols.Contains(root)) continue;
+            if (!_ownerRefs.TryGetValue((root, bytenr), out var o))
+                _r.Add(FindingKind.Structure, $"subvolume {root}", $"{count} file extent item(s) name extent {bytenr} but it has no EXTENT_OWNER_REF");
+            else if (o.Count != count || o.Len != len)
+                _r.Add(FindingKind.Structure, $"subvolume {root}", $"EXTENT_OWNER_REF of extent {bytenr} counts {o.Count} item(s) of {o.Len} bytes; the tree has {count} of {len}");
+        }
+        foreach (var ((root, bytenr), _) in _ownerRefs)
+            if (!_deletedSubvols.Contains(root) && !_fileExtentCounts.ContainsKey((root, bytenr)))
+                _r.Add(FindingKind.Structure, $"subvolume {root}", $"EXTENT_OWNER_REF of extent {bytenr}, which no file extent item names");
+    }
+
+    /// <summary>Every referrer of an extent is reachable from its writer or a SHARED_ROOT_REF
+    /// through snapshots taken since (the commit's search looks nowhere else).</summary>
+    private void CheckReferrersExplained(Dictionary<ulong, (ulong Len, List<ulong> Roots)> referrers)
+    {
+        var shared = _sharedRootRefs.ToLookup(s => s.Bytenr);
+        foreach (var (bytenr, (_, roots)) in referrers)
+        {
+            if (!_dataExtents.TryGetValue(bytenr, out var ext)) continue; // reported by the extent checks
+            var starts = shared[bytenr].Select(s => (s.Root, s.Since)).Prepend((ext.Item.Owner, ext.Item.Generation)).ToList();
+            foreach (var r in roots)
+                if (!starts.Any(s => Explains(s.Item1, s.Item2, r)))
+                    _r.Add(FindingKind.Structure, $"extent {bytenr}", $"referenced by subvolume {r}, which neither wrote it, nor has a SHARED_ROOT_REF, nor is a snapshot taken since of one that had it");
+        }
+    }
+
+    /// <summary>Whether <paramref name="r"/> is <paramref name="start"/> or a snapshot (of a
+    /// snapshot…) of it taken in or after transaction <paramref name="since"/>.</summary>
+    private bool Explains(ulong start, ulong since, ulong r)
+    {
+        for (int hops = 0; hops <= _lineage.Count; hops++)
+        {
+            if (r == start) return true;
+            if (!_lineage.TryGetValue(r, out var p)) return false;
+            ulong child = r;
+            r = p.Parent;
+            if (r == start) return _lineage[child].Otransid >= since;
+        }
+        return false;
+    }
+
+    private void CheckQuotaUsage(Dictionary<ulong, List<ulong>> children)
+    {
+        bool v2 = _quotaVersion >= QgroupStatusItem.CurrentVersion;
+        if (v2) CheckOwnerRefs();
+        var referrers = ExtentReferrers();
+        if (v2) CheckReferrersExplained(referrers);
+        var members = _qgroupInfo.Keys.ToDictionary(id => id,
+            id => QgroupId.Level(id) == 0 ? [id] : QgroupId.Level0Below(id, c => children.GetValueOrDefault(c)));
+        var recount = QgroupRecount.Compute(referrers.Values.Select(v => (v.Len, (IReadOnlyCollection<ulong>)v.Roots)), members);
+        foreach (var (id, (rfer, excl)) in recount)
+            if (QgroupId.Level(id) == 0 && !_qgroupInfo.ContainsKey(id))
+                _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"missing, yet its subvolume references {rfer} bytes");
+        foreach (var (id, info) in _qgroupInfo)
+        {
+            var (rfer, excl) = recount.GetValueOrDefault(id);
+            if (info.Referenced != rfer || info.Exclusive != excl)
+                _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"referenced {info.Referenced}, exclusive {info.Exclusive}; a recount gives {rfer} and {excl}");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+namespace Reservoir.Engine.Quota;
+
+/// <summary>
+/// Which subvolume each snapshot was taken from, and in which transaction (SNAPSHOT_LINEAGE
+/// items, SPEC.md §5.9): the only places an extent can be referenced from without an item in
+/// the extent tree saying so are the snapshots (and their snapshots) taken of a subvolume
+/// while it referenced the extent. A deleted subvolume stays here while snapshots of it are
+/// left, since they may have inherited from it.
+/// Changed only inside transaction handles (snapshot creation, removal of a dropped tree) and
+/// read by the commit, which runs while no handle is open; <see cref="_lock"/> orders the
+/// rare readers outside a commit (status, fsck helpers) against those changes.
+/// </summary>
+internal sealed class Lineage
+{
+    private readonly object _lock = new(); // guards both maps
+    private readonly Dictionary<ulong, (ulong Parent, ulong Otransid)> _parent = new();
+    /// <summary>Snapshots of each subvolume in the order they were taken.</summary>
+    private readonly Dictionary<ulong, List<(ulong Otransid, ulong Child)>> _children = new();
+
+    public void Clear() { lock (_lock) { _parent.Clear(); _children.Clear(); } }
+
+    public void Add(ulong child, ulong parent, ulong otransid)
+    {
+        lock (_lock)
+        {
+            _parent[child] = (parent, otransid);
+            if (!_children.TryGetValue(parent, out var l)) _children[parent] = l = new();
+            int i = l.Count;
+            while (i > 0 && (l[i - 1].Otransid > otransid || (l[i - 1].Otransid == otransid && l[i - 1].Child > child))) i--;
+            l.Insert(i, (otransid, child));
+        }
+    }
+
+    public (ulong Parent, ulong Otransid)? ParentOf(ulong id) { lock (_lock) return _parent.TryGetValue(id, out var p) ? p : null; }
+
+    public bool HasSnapshots(ulong id) { lock (_lock) return _children.ContainsKey(id); }
+
+    public bool Any { get { lock (_lock) return _parent.Count > 0; } }
+
+    /// <summary>Forgets a subvolume that is gone and has no snapshots left; returns its source
+    /// (which may now be forgettable too), or null if it had none.</summary>
+    public ulong? Remove(ulong id)
+    {
+        lock (_lock)
+        {
+            if (!_parent.Remove(id, out var p)) return null;
+            if (_children.TryGetValue(p.Parent, out var l))
+            {
+                l.RemoveAll(c => c.Child == id);
+                if (l.Count == 0) _children.Remove(p.Parent);
+            }
+            return p.Parent;
+        }
+    }
+
+    /// <summary>
+    /// Snapshots of <paramref name="root"/>, of those snapshots, and so on, taken in or after
+    /// transaction <paramref name="since"/>, depth first in the order they were taken, lazily
+    /// (a caller that has seen enough stops early). A subvolume that started referencing an
+    /// extent in transaction t passed it on to exactly these, at most (a snapshot taken in t
+    /// itself may or may not have it). Call while no handle is open (at commit).
+    /// </summary>
+    public IEnumerable<ulong> Descendants(ulong root, ulong since)
+    {
+        var stack = new Stack<(List<(ulong Otransid, ulong Child)> List, int Index)>();
+        List<(ulong, ulong)>? first;
+        lock (_lock) first = _children.GetValueOrDefault(root);
+        if (first != null) stack.Push((first, LowerBound(first, since)));
+        while (stack.Count > 0)
+        {
+            var (list, i) = stack.Pop();
+            if (i >= list.Count) continue;
+            stack.Push((list, i + 1));
+            ulong child = list[i].Otransid >= since ? list[i].Child : 0;
+            if (child == 0) continue;
+            yield return child;
+            List<(ulong, ulong)>? sub;
+            lock (_lock) sub = _children.GetValueOrDefault(child);
+            // A snapshot's own snapshots are younger than it, so all of them qualify.
+            if (sub != null) stack.Push((sub, 0));
+        }
+    }
+
+    private static int LowerBound(List<(ulong Otransid, ulong Child)> l, ulong since)
+    {
+        int lo = 0, hi = l.Count;
+        while (lo < hi) { int mid = (lo + hi) / 2; if (l[mid].Otransid < since) lo = mid + 1; else hi = mid; }
+        return lo;
+    }
+
+    public List<(ulong Child, ulong Parent, ulong Otransid)> All()
+    {
+        lock (_lock) return _parent.Select(kv => (kv.Key, kv.Value.Parent, kv.Value.Otransid)).OrderBy(x => x.Key).ToList();
+    }
+}

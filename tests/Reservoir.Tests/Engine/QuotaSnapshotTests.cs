@@ -1,0 +1,198 @@
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Format.Items;
+using Xunit;
+using Xunit.Abstractions;
+using static Reservoir.Tests.TestFs;
+
+namespace Reservoir.Tests.Engine;
+
+/// <summary>
+/// Snapshot-aware quota accounting (docs/SNAPSHOTS.md §3): referenced and exclusive of every
+/// group with snapshots, snapshots of snapshots, clones across subvolumes, deletions and
+/// higher-level groups, against numbers worked out by hand and against fsck's recount from
+/// the trees after every commit.
+/// </summary>
+public class QuotaSnapshotTests(ITestOutputHelper log)
+{
+    private const ulong Root = Filesystem.RootIno;
+    private const ulong M = 1UL << 20;
+    private static ulong Q0(ulong subvolume) => QgroupId.Of(0, subvolume);
+
+    private static (ulong Referenced, ulong Exclusive) Usage(Filesystem fs, ulong id)
+    {
+        var g = fs.Qgroups().SingleOrDefault(x => x.Id == id);
+        Assert.True(g.Id == id, $"qgroup {QgroupId.Show(id)} does not exist");
+        return (g.Referenced, g.Exclusive);
+    }
+
+    private static byte[] Data(int seed, ulong len)
+    {
+        var b = new byte[len];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    /// <summary>Commits, then fsck's full recount from the trees must agree with every number.</summary>
+    private static void Commit(Filesystem fs, MemoryBlockDevice dev)
+    {
+        Ok(fs.Sync());
+        FsckAssert.Clean(dev);
+    }
+
+    [Fact]
+    public void SnapshotsShareUntilChangedAndExclusiveFollowsWhoIsLeft()
+    {
+        var dev = NewDevice(128UL << 20);
+        using var fs = Mount(dev);
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));             // 256
+        ulong f = CreateFile(fs, a.Ino, "f", Data(1, M));
+        Commit(fs, dev);
+        Assert.Equal((M, M), Usage(fs, Q0(256)));
+
+        // A snapshot shares everything: both reference 1 MiB, neither alone.
+        Ok(fs.CreateSnapshot(a.Ino, Root, "s1", true, out var s1));   // 257
+        Assert.Equal((M, 0UL), Usage(fs, Q0(256)));
+        Assert.Equal((M, 0UL), Usage(fs, Q0(257)));
+        Commit(fs, dev);
+        Assert.Equal((M, 0UL), Usage(fs, Q0(257)));
+
+        // Rewriting the file in a unshares it: a holds the new MiB alone, s1 the old one.
+        Ok(fs.Write(f, 0, Data(2, M), out _));
+        Commit(fs, dev);
+        Assert.Equal((M, M), Usage(fs, Q0(256)));
+        Assert.Equal((M, M), Usage(fs, Q0(257)));
+
+        // A writable snapshot of a, and a snapshot of the snapshot s1.
+        Ok(fs.CreateSnapshot(a.Ino, Root, "s2", false, out var s2));  // 258
+        Ok(fs.CreateSnapshot(s1.Ino, Root, "s3", true, out _));       // 259
+        Commit(fs, dev);
+        Assert.Equal((M, 0UL), Usage(fs, Q0(256)));
+        Assert.Equal((M, 0UL), Usage(fs, Q0(257)));
+        Assert.Equal((M, 0UL), Usage(fs, Q0(258)));
+        Assert.Equal((M, 0UL), Usage(fs, Q0(259)));
+
+        // Deleting s1 leaves s3 alone with the old MiB; s1's group goes with it.
+        Ok(fs.DeleteSubvolume(Root, "s1"));
+        Ok(fs.SyncSubvolumeDeletions());
+        Commit(fs, dev);
+        Assert.DoesNotContain(fs.Qgroups(), g => g.Id == Q0(257));
+        Assert.Equal((M, M), Usage(fs, Q0(259)));
+
+        // s2 lets go of the file: a holds the new MiB alone again.
+        Ok(fs.Lookup(s2.Ino, "f", out var f2));
+        Ok(fs.Truncate(f2.Ino, 0));
+        Commit(fs, dev);
+        Assert.Equal((0UL, 0UL), Usage(fs, Q0(258)));
+        Assert.Equal((M, M), Usage(fs, Q0(256)));
+
+        // A clone into another subvolume shares across subvolumes.
+        Ok(fs.CreateSubvolume(Root, "b", 0, 0, out var b));             // 260
+        ulong g = CreateFile(fs, b.Ino, "g");
+        Ok(fs.CloneRange(f, 0, g, 0, 0));
+        Commit(fs, dev);
+        Assert.Equal((M, 0UL), Usage(fs, Q0(256)));
+        Assert.Equal((M, 0UL), Usage(fs, Q0(260)));
+
+        // When a goes, b is left holding the MiB alone; deleting everything brings every
+        // counter back to zero and frees the space.
+        Ok(fs.DeleteSubvolume(Root, "a"));
+        Ok(fs.SyncSubvolumeDeletions());
+        Commit(fs, dev);
+        Assert.Equal((M, M), Usage(fs, Q0(260)));
+        foreach (var name in new[] { "b", "s2", "s3" }) Ok(fs.DeleteSubvolume(Root, name));
+        Ok(fs.SyncSubvolumeDeletions());
+        Commit(fs, dev);
+        Assert.All(fs.Qgroups(), q => Assert.Equal((0UL, 0UL), (q.Referenced, q.Exclusive)));
+        Assert.Equal([5UL], fs.Qgroups().Select(q => q.Id));
+    }
+
+    [Fact]
+    public void AHigherGroupCountsSharedExtentsOnceAndExclusiveOnlyWhenAllReferrersAreMembers()
+    {
+        var dev = NewDevice(128UL << 20);
+        using var fs = Mount(dev);
+        Ok(fs.EnableQuota());
+        ulong team = QgroupId.Of(1, 100);
+        Ok(fs.CreateQgroup(team));
+        Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));             // 256
+        Ok(fs.AssignQgroup(Q0(256), team));
+        ulong f = CreateFile(fs, a.Ino, "f", Data(3, M));
+        Commit(fs, dev);
+        Assert.Equal((M, M), Usage(fs, team));
+
+        // The snapshot joins its source's group: the group's numbers stay.
+        Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out var s));     // 257
+        Assert.Contains((Q0(257), team), fs.QgroupRelations());
+        Commit(fs, dev);
+        Assert.Equal((M, M), Usage(fs, team));
+
+        // Unsharing adds the new MiB to the group, still all its own.
+        Ok(fs.Write(f, 0, Data(4, M), out _));
+        Commit(fs, dev);
+        Assert.Equal((2 * M, 2 * M), Usage(fs, team));
+
+        // Out of the group, s takes the old MiB with it (a recount).
+        Ok(fs.RemoveQgroupRelation(Q0(257), team));
+        Commit(fs, dev);
+        Assert.Equal((M, M), Usage(fs, team));
+
+        // a clones s's old data back: the group references it again, but shares it with s.
+        Ok(fs.Lookup(s.Ino, "f", out var old));
+        ulong back = CreateFile(fs, a.Ino, "back");
+        Ok(fs.CloneRange(old.Ino, 0, back, 0, 0));
+        Commit(fs, dev);
+        Assert.Equal((2 * M, M), Usage(fs, team));
+        Assert.Equal((2 * M, M), Usage(fs, Q0(256)));
+        Assert.Equal((M, 0UL), Usage(fs, Q0(257)));
+
+        // The group's limit holds for the members' writes (and for clones that add to them).
+        Ok(fs.SetQgroupLimit(team, 2 * M + M / 2, ulong.MaxValue));
+        ulong h = CreateFile(fs, a.Ino, "h");
+        Assert.Equal(Errno.EDQUOT, fs.Write(h, 0, new byte[M], out int n));
+        Assert.Equal(0, n);
+        Ok(fs.Write(h, 0, new byte[M / 4], out _));
+        Commit(fs, dev);
+        Assert.Equal(2 * M + M / 4, Usage(fs, team).Referenced);
+        Ok(fs.CreateSubvolume(Root, "c", 0, 0, out var c));             // 258
+        Ok(fs.AssignQgroup(Q0(258), team));
+        ulong cf = CreateFile(fs, c.Ino, "f");
+        Assert.Equal(Errno.EDQUOT, fs.CloneRange(old.Ino, 0, cf, 0, 0)); // c would reference a MiB more
+        Commit(fs, dev);
+    }
+
+    [Fact]
+    public void QuotasEnabledAfterSnapshotsAndClonesCountTheSharing()
+    {
+        var dev = NewDevice(128UL << 20);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));         // 256
+            ulong f = CreateFile(fs, a.Ino, "f", Data(5, M));
+            Ok(fs.Sync());
+            Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out _));     // 257
+            Ok(fs.Write(f, 0, Data(6, M / 2), out _));                 // half of it rewritten
+            Ok(fs.CreateSubvolume(Root, "b", 0, 0, out var b));         // 258
+            ulong g = CreateFile(fs, b.Ino, "g");
+            Ok(fs.CloneRange(f, 0, g, 0, 0));
+            Ok(fs.EnableQuota());
+            Commit(fs, dev);
+            Ok(fs.ExtentMap(f, out var map));
+            log.WriteLine(string.Join(", ", map.Select(e => $"[{e.FileOffset}, +{e.Length}) of [{e.DiskBytenr}, +{e.DiskLength})")));
+            // s holds the first MiB; a and b hold the rewritten half and the old second half.
+            Assert.Equal(M, Usage(fs, Q0(257)).Referenced);
+            Assert.Equal(Usage(fs, Q0(256)), Usage(fs, Q0(258)));
+        }
+        using (var fs = Mount(dev))
+        {
+            // The numbers survive a remount and keep moving: deleting s frees what only it held.
+            ulong before = fs.Qgroups().Single(q => q.Id == Q0(256)).Exclusive;
+            Assert.Equal(0UL, before);
+            Ok(fs.DeleteSubvolume(Root, "s"));
+            Ok(fs.SyncSubvolumeDeletions());
+            Commit(fs, dev);
+        }
+    }
+}
