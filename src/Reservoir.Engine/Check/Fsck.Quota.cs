@@ -38,15 +38,10 @@ public sealed partial class Fsck
     private Dictionary<ulong, (ulong Len, List<ulong> Roots)> ExtentReferrers()
     {
         var referrers = new Dictionary<ulong, (ulong Len, List<ulong> Roots)>();
-        void Add(ulong root, ulong bytenr, ulong len)
-        {
-            if (!referrers.TryGetValue(bytenr, out var e)) referrers[bytenr] = e = (len, new List<ulong>());
-            e.Roots.Add(root);
-        }
         foreach (var ((root, bytenr), (_, len)) in _fileExtentCounts)
-            if (!_deletedSubvols.Contains(root)) Add(root, bytenr, len);
+            if (!_deletedSubvols.Contains(root)) QgroupRecount.AddReferrer(referrers, bytenr, len, root);
         foreach (var ((root, bytenr), (_, len)) in _ownerRefs)
-            if (_deletedSubvols.Contains(root)) Add(root, bytenr, len);
+            if (_deletedSubvols.Contains(root)) QgroupRecount.AddReferrer(referrers, bytenr, len, root);
         return referrers;
     }
 
@@ -104,7 +99,7 @@ public sealed partial class Fsck
         if (v2) CheckReferrersExplained(referrers);
         var members = _qgroupInfo.Keys.ToDictionary(id => id,
             id => QgroupId.Level(id) == 0 ? [id] : QgroupId.Level0Below(id, c => children.GetValueOrDefault(c)));
-        var recount = QgroupRecount.Compute(referrers.Values.Select(v => (v.Len, (IReadOnlyCollection<ulong>)v.Roots)), members);
+        var recount = QgroupRecount.Compute(referrers.Values, members);
         foreach (var (id, (rfer, excl)) in recount)
             if (QgroupId.Level(id) == 0 && !_qgroupInfo.ContainsKey(id))
                 _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", $"missing, yet its subvolume references {rfer} bytes");

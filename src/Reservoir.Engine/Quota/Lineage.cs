@@ -17,8 +17,6 @@ internal sealed class Lineage
     /// <summary>Snapshots of each subvolume in the order they were taken.</summary>
     private readonly Dictionary<ulong, List<(ulong Otransid, ulong Child)>> _children = new();
 
-    public void Clear() { lock (_lock) { _parent.Clear(); _children.Clear(); } }
-
     public void Add(ulong child, ulong parent, ulong otransid)
     {
         lock (_lock)
@@ -34,8 +32,6 @@ internal sealed class Lineage
     public (ulong Parent, ulong Otransid)? ParentOf(ulong id) { lock (_lock) return _parent.TryGetValue(id, out var p) ? p : null; }
 
     public bool HasSnapshots(ulong id) { lock (_lock) return _children.ContainsKey(id); }
-
-    public bool Any { get { lock (_lock) return _parent.Count > 0; } }
 
     /// <summary>Forgets a subvolume that is gone and has no snapshots left; returns its source
     /// (which may now be forgettable too), or null if it had none.</summary>
@@ -86,10 +82,5 @@ internal sealed class Lineage
         int lo = 0, hi = l.Count;
         while (lo < hi) { int mid = (lo + hi) / 2; if (l[mid].Otransid < since) lo = mid + 1; else hi = mid; }
         return lo;
-    }
-
-    public List<(ulong Child, ulong Parent, ulong Otransid)> All()
-    {
-        lock (_lock) return _parent.Select(kv => (kv.Key, kv.Value.Parent, kv.Value.Otransid)).OrderBy(x => x.Key).ToList();
     }
 }

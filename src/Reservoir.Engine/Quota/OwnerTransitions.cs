@@ -45,6 +45,4 @@ internal sealed class OwnerTransitions(IScheduler sched)
         _net.Clear();
         return list;
     }
-
-    public int Count { get { using var _ = _lock.Lock(); return _net.Count; } }
 }

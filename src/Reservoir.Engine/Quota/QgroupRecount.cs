@@ -7,10 +7,17 @@ namespace Reservoir.Engine.Quota;
 /// it exclusively when every subvolume referencing it is a member.</summary>
 internal static class QgroupRecount
 {
+    /// <summary>Notes that subvolume <paramref name="root"/> references the extent.</summary>
+    public static void AddReferrer(Dictionary<ulong, (ulong Len, List<ulong> Roots)> referrers, ulong bytenr, ulong len, ulong root)
+    {
+        if (!referrers.TryGetValue(bytenr, out var e)) referrers[bytenr] = e = (len, new List<ulong>());
+        e.Roots.Add(root);
+    }
+
     /// <param name="extents">Each data extent's length and the subvolumes referencing it.</param>
     /// <param name="members">Each group's level-0 members (a level-0 group is its own).</param>
     public static Dictionary<ulong, (ulong Referenced, ulong Exclusive)> Compute(
-        IEnumerable<(ulong Len, IReadOnlyCollection<ulong> Roots)> extents, IReadOnlyDictionary<ulong, HashSet<ulong>> members)
+        IEnumerable<(ulong Len, List<ulong> Roots)> extents, IReadOnlyDictionary<ulong, HashSet<ulong>> members)
     {
         var result = new Dictionary<ulong, (ulong, ulong)>();
         var higher = members.Where(kv => QgroupId.Level(kv.Key) > 0).ToList();

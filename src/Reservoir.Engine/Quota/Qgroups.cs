@@ -51,7 +51,7 @@ internal sealed class Qgroups
         _children.Clear();
         _members.Clear();
         foreach (var g in groups) _groups[g.Id] = g;
-        _higher = null;
+        _higher = null; // the one place groups arrive other than through AddGroupUnsynchronized
         foreach (var (c, p) in relations) Link(c, p);
     }
 
@@ -114,8 +114,7 @@ internal sealed class Qgroups
         if (!Enabled) return Errno.ENOTCONN;
         if (QgroupId.Level(id) == 0) return Errno.EINVAL;
         if (_groups.ContainsKey(id)) return Errno.EEXIST;
-        _groups[id] = new Qgroup(id) { Dirty = true };
-        _higher = null;
+        AddGroupUnsynchronized(id);
         return Errno.OK;
     }
 
@@ -130,9 +129,7 @@ internal sealed class Qgroups
         if (_children.ContainsKey(id)) return Errno.EBUSY;
         if (_parents.TryGetValue(id, out var ps))
             foreach (var p in ps.ToList()) { Unlink(id, p); _relationChanges.Add((id, p, false)); } // it had no members: nothing to subtract
-        _groups.Remove(id);
-        _higher = null;
-        _removed.Add(id);
+        RemoveGroupUnsynchronized(id);
         return Errno.OK;
     }
 
@@ -172,7 +169,7 @@ internal sealed class Qgroups
     public Qgroup GetOrCreate(ulong id)
     {
         using var _ = _lock.Lock();
-        if (!_groups.TryGetValue(id, out var g)) { _groups[id] = g = new Qgroup(id) { Dirty = true }; _higher = null; }
+        if (!_groups.TryGetValue(id, out var g)) g = AddGroupUnsynchronized(id);
         return g;
     }
 
@@ -186,7 +183,7 @@ internal sealed class Qgroups
     public void SetLimit(ulong id, ulong maxReferenced, ulong maxExclusive)
     {
         using var _ = _lock.Lock();
-        if (!_groups.TryGetValue(id, out var g)) { _groups[id] = g = new Qgroup(id); _higher = null; }
+        if (!_groups.TryGetValue(id, out var g)) g = AddGroupUnsynchronized(id);
         g.MaxReferenced = maxReferenced;
         g.MaxExclusive = maxExclusive;
         g.Dirty = true;
@@ -225,6 +222,22 @@ internal sealed class Qgroups
     public bool HasHigherGroups { get { using var _ = _lock.Lock(); return HigherUnsynchronized().Count > 0; } }
 
     private List<Qgroup>? _higher; // guarded by _lock; groups of level ≥ 1, null when groups came or went
+
+    /// <summary>Every group comes and goes through these two (and <see cref="Load"/>), which
+    /// keep the list of higher groups and the items to delete right. Caller holds the lock.</summary>
+    private Qgroup AddGroupUnsynchronized(ulong id)
+    {
+        var g = _groups[id] = new Qgroup(id) { Dirty = true };
+        if (QgroupId.Level(id) > 0) _higher = null;
+        return g;
+    }
+
+    private void RemoveGroupUnsynchronized(ulong id)
+    {
+        _groups.Remove(id);
+        if (QgroupId.Level(id) > 0) _higher = null;
+        _removed.Add(id);
+    }
 
     /// <summary>The groups of level 1 or above (few; the level-0 ones may be thousands, one per
     /// snapshot, and must not be walked per extent). Caller holds the lock.</summary>
@@ -307,7 +320,7 @@ internal sealed class Qgroups
     {
         using var _ = _lock.Lock();
         foreach (var (id, (r, e)) in numbers)
-            if (!_groups.ContainsKey(id) && QgroupId.Level(id) == 0) _groups[id] = new Qgroup(id);
+            if (!_groups.ContainsKey(id) && QgroupId.Level(id) == 0) AddGroupUnsynchronized(id);
         foreach (var g in _groups.Values)
         {
             var (r, e) = numbers.GetValueOrDefault(g.Id);
@@ -327,7 +340,7 @@ internal sealed class Qgroups
     private Qgroup GroupUnsynchronized(ulong treeId)
     {
         ulong id = ForSubvolume(treeId);
-        if (!_groups.TryGetValue(id, out var g)) _groups[id] = g = new Qgroup(id) { Dirty = true };
+        if (!_groups.TryGetValue(id, out var g)) g = AddGroupUnsynchronized(id);
         return g;
     }
 
@@ -352,8 +365,7 @@ internal sealed class Qgroups
         if (g.Referenced != 0 || g.Exclusive != 0 || g.RsvData != 0) return false;
         if (_parents.TryGetValue(id, out var ps))
             foreach (var p in ps.ToList()) { Unlink(id, p); _relationChanges.Add((id, p, false)); }
-        _groups.Remove(id);
-        _removed.Add(id);
+        RemoveGroupUnsynchronized(id);
         return true;
     }
 

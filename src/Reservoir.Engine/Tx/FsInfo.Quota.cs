@@ -143,7 +143,7 @@ internal sealed partial class FsInfo
                 new QgroupStatusItem { Version = QgroupStatusItem.CurrentVersion, Generation = h.Transid, Flags = QgroupStatusItem.FlagOn }.Write(st);
                 QuotaTree.Put(h, QgroupStatusKey, st);
             }
-            var numbers = Engine.Quota.QgroupRecount.Compute(referrers.Values.Select(v => (v.Len, (IReadOnlyCollection<ulong>)v.Roots)), Quota.MemberSets());
+            var numbers = Engine.Quota.QgroupRecount.Compute(referrers.Values, Quota.MemberSets());
             foreach (var t in AllFsTrees()) numbers.TryAdd(Engine.Quota.Qgroups.ForSubvolume(t.Id), (0, 0));
             Quota.Enable(numbers);
             var sb = Super.Clone();
@@ -186,8 +186,7 @@ internal sealed partial class FsInfo
                 {
                     new ExtentOwnerRefItem { Count = count, NumBytes = len }.Write(buf);
                     t.Put(h, OwnerRefs.KeyOf(bytenr), buf);
-                    if (!referrers.TryGetValue(bytenr, out var e)) referrers[bytenr] = e = (len, new List<ulong>());
-                    e.Roots.Add(t.Id);
+                    Engine.Quota.QgroupRecount.AddReferrer(referrers, bytenr, len, t.Id);
                 }
             }
         Span<byte> since = stackalloc byte[U64Item.Size];

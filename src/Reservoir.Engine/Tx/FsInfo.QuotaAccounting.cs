@@ -72,8 +72,11 @@ internal sealed partial class FsInfo
         return list;
     }
 
+    /// <summary>With its extent. Only images that have had quotas can hold any (enabling quotas
+    /// creates the quota tree), so the others skip the seek.</summary>
     private void DeleteSharedRootRefs(TransHandle h, ulong bytenr)
     {
+        if (QuotaTree == null) return;
         foreach (var (root, _) in SharedRootRefs(bytenr)) ExtentTree.Delete(h, new Key(bytenr, KeyTypes.SharedRootRef, root));
     }
 
@@ -108,11 +111,7 @@ internal sealed partial class FsInfo
         var referrers = new Dictionary<ulong, (ulong Len, List<ulong> Roots)>();
         foreach (var t in AllFsTrees())
             using (t.Lock.Read())
-                foreach (var (bytenr, _, len) in OwnerRefs.Scan(t))
-                {
-                    if (!referrers.TryGetValue(bytenr, out var e)) referrers[bytenr] = e = (len, new List<ulong>());
-                    e.Roots.Add(t.Id);
-                }
-        return QgroupRecount.Compute(referrers.Values.Select(v => (v.Len, (IReadOnlyCollection<ulong>)v.Roots)), Quota.MemberSets());
+                foreach (var (bytenr, _, len) in OwnerRefs.Scan(t)) QgroupRecount.AddReferrer(referrers, bytenr, len, t.Id);
+        return QgroupRecount.Compute(referrers.Values, Quota.MemberSets());
     }
 }

@@ -16,7 +16,6 @@ namespace Reservoir.Engine.Tx;
 internal static class OwnerRefs
 {
     public static Key KeyOf(ulong bytenr) => new(TreeIds.OwnerRefObjectId, KeyTypes.ExtentOwnerRef, bytenr);
-    public static readonly Key First = new(TreeIds.OwnerRefObjectId, KeyTypes.ExtentOwnerRef, 0);
 
     /// <summary>Adds <paramref name="delta"/> file extent items naming an extent to the tree's
     /// count, and notes in the transaction when the tree starts (0 → ≥ 1) or stops (→ 0)
@@ -26,23 +25,27 @@ internal static class OwnerRefs
         if (delta == 0) return;
         var key = KeyOf(bytenr);
         var path = new TreePath();
-        ExtentOwnerRefItem r = default;
-        bool found = tree.Search(null, key, path);
-        if (found && !ExtentOwnerRefItem.TryRead(path.Data, out r))
+        // One copy-on-write search; the item is then changed, deleted or inserted in place.
+        if (!tree.Search(h, key, path))
+        {
+            if (delta < 0)
+                throw new CorruptionException($"subvolume {tree.Id}: dropping a missing EXTENT_OWNER_REF of extent {bytenr}", bytenr);
+            new ExtentOwnerRefItem { Count = (ulong)delta, NumBytes = numBytes }.Write(tree.Insert(h, key, ExtentOwnerRefItem.Size));
+            h.Transaction.OwnerTransitions.Note(tree.Id, bytenr, numBytes, +1);
+            return;
+        }
+        if (!ExtentOwnerRefItem.TryRead(path.Data, out var r))
             throw new CorruptionException($"subvolume {tree.Id}: malformed EXTENT_OWNER_REF of extent {bytenr}", bytenr);
-        long count = (found ? (long)r.Count : 0) + delta;
+        long count = (long)r.Count + delta;
         if (count < 0)
             throw new CorruptionException($"subvolume {tree.Id}: EXTENT_OWNER_REF of extent {bytenr} would go negative", bytenr);
         if (count == 0)
         {
-            tree.Delete(h, key);
+            tree.DeleteAt(h, path);
             h.Transaction.OwnerTransitions.Note(tree.Id, bytenr, numBytes, -1);
             return;
         }
-        Span<byte> buf = stackalloc byte[ExtentOwnerRefItem.Size];
-        new ExtentOwnerRefItem { Count = (ulong)count, NumBytes = numBytes }.Write(buf);
-        tree.Put(h, key, buf);
-        if (!found) h.Transaction.OwnerTransitions.Note(tree.Id, bytenr, numBytes, +1);
+        new ExtentOwnerRefItem { Count = (ulong)count, NumBytes = numBytes }.Write(path.MutableData);
     }
 
     /// <summary>Whether the tree references the extent now.</summary>
