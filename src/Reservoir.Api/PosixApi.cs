@@ -157,7 +157,7 @@ public sealed class PosixApi
         bool writing = (flags & (OpenFlags.WriteOnly | OpenFlags.ReadWrite)) != 0;
         if (attr.IsDir && writing) return Errno.EISDIR;
         if ((flags & OpenFlags.Directory) != 0 && !attr.IsDir) return Errno.ENOTDIR;
-        e = _fs.Open(attr.Ino, out attr);
+        e = _fs.Open(attr.Ino, writing && attr.IsReg, out attr);
         if (e != Errno.OK) return e;
         if ((flags & OpenFlags.Truncate) != 0 && writing && attr.IsReg && attr.Size != 0)
         {

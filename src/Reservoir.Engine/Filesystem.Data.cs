@@ -9,11 +9,18 @@ namespace Reservoir.Engine;
 public sealed partial class Filesystem
 {
     /// <summary>Counts an open handle: an unlinked inode lives until its last handle closes.</summary>
-    public Errno Open(ulong ino, out InodeAttr attr)
+    public Errno Open(ulong ino, out InodeAttr attr) => Open(ino, false, out attr);
+
+    /// <summary>Opens an inode; <paramref name="forWrite"/> (O_WRONLY, O_RDWR) answers EROFS
+    /// at open, as btrfs's permission check does, when the inode's subvolume or the whole
+    /// filesystem is read-only: a write refused only later (at write, or at writeback of a
+    /// mapped page, where the kernel keeps the error for the next syncfs) surprises programs.</summary>
+    public Errno Open(ulong ino, bool forWrite, out InodeAttr attr)
     {
         attr = default;
-        var e = Get(ino, out var inode);
+        var e = forWrite ? GetWritable(ino, out var inode) : Get(ino, out inode);
         if (e != Errno.OK) return e;
+        if (forWrite && Fs.ReadOnly) { Put(inode); return Errno.EROFS; }
         using (inode.Lock.Read())
         {
             if (inode.Deleted) { Put(inode); return Errno.ENOENT; }

@@ -13,7 +13,7 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
 
     public string Describe => "in-process engine";
     /// <summary>The engine's page-fault write reserves before it stores: a failure changes nothing.</summary>
-    public bool FailedMappedWriteLeavesContentsUnspecified => false;
+    public bool FailedMappedWriteLeavesContentsUnspecified(Errno e) => false;
     public string? CheckFile(string path) => P.Lstat(path, out var a) == Common.Errno.OK ? rfs.Engine.CheckExtentsWithinSize(a.Ino) : null;
 
     public Errno Create(string path)

@@ -19,9 +19,9 @@ public readonly record struct StressStat(bool IsReg, bool IsDir, ulong Size);
 public interface IStressTarget
 {
     string Describe { get; }
-    /// <summary>Whether a mapped write that reports an error may still have changed what reads
-    /// return (the runner then stops checking that file's contents and counts it).</summary>
-    bool FailedMappedWriteLeavesContentsUnspecified { get; }
+    /// <summary>Whether a mapped write that reported <paramref name="e"/> may still have changed
+    /// what reads return (the runner then stops checking that file's contents and counts it).</summary>
+    bool FailedMappedWriteLeavesContentsUnspecified(Errno e);
     Errno Create(string path);
     Errno Mkdir(string path);
     Errno MkFifo(string path);

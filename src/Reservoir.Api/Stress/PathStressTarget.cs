@@ -18,8 +18,10 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     public string Describe => $"directory {Root}";
     /// <summary>A mapped store whose writeback fails leaves the kernel's cached page holding
     /// data the filesystem never got (POSIX leaves the contents unspecified after such an
-    /// error; FUSE gives the daemon no page fault to refuse the store at).</summary>
-    public bool FailedMappedWriteLeavesContentsUnspecified => true;
+    /// error; FUSE gives the daemon no page fault to refuse the store at). Writeback's errors
+    /// are the ones msync reports; open and mmap fail (EROFS in a read-only snapshot, ENOENT,
+    /// EACCES) before anything is stored.</summary>
+    public bool FailedMappedWriteLeavesContentsUnspecified(Errno e) => e is Errno.EIO or Errno.ENOSPC or Errno.EDQUOT;
     public string? CheckFile(string path) => null;
 
     private string Full(string p) => Root + p;
@@ -42,11 +44,14 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     public Errno Unlink(string path) => Check(Libc.Unlink(Full(path)));
     public Errno Rmdir(string path) => Check(Libc.Rmdir(Full(path)));
     public Errno Rename(string from, string to) => Check(Libc.Rename(Full(from), Full(to)));
-    // Through a mount there is no interface for subvolumes yet (Reservoir's would be an ioctl),
-    // and kernel ext4 has none: both answer the same.
-    public Errno CreateSubvolume(string path) => Errno.EOPNOTSUPP;
-    public Errno DeleteSubvolume(string path) => Errno.EOPNOTSUPP;
-    public Errno Snapshot(string source, string dest, bool readOnly) => Errno.EOPNOTSUPP;
+    // Subvolumes through the ioctls that `reservoir subvolume` uses on a mount (btrfs's numbers
+    // for create and delete; on kernel btrfs a snapshot goes through its own ioctl). A
+    // filesystem without subvolumes (ext4, tmpfs) answers ENOTTY: reported as EOPNOTSUPP, as
+    // the in-process target would.
+    public Errno CreateSubvolume(string path) => NoIoctl(OnlineSubvolume.Create(Full(path)));
+    public Errno DeleteSubvolume(string path) => NoIoctl(OnlineSubvolume.Delete(Full(path)));
+    public Errno Snapshot(string source, string dest, bool readOnly) => NoIoctl(OnlineSubvolume.Snapshot(Full(source), Full(dest), readOnly));
+    private static Errno NoIoctl(Errno e) => e == Errno.ENOTTY ? Errno.EOPNOTSUPP : e;
 
     public unsafe Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len, out ulong copied)
     {

@@ -361,7 +361,7 @@ public static class StressRunner
                     // buffer on a short write, and long soaks that filled the disk then
                     // reported "data differs" for writes that never claimed to be complete).
                     if (n > 0) Store(m, a[0], off, d[..n]);
-                    if (op == "mwrite" && e != Errno.OK && t.FailedMappedWriteLeavesContentsUnspecified && m.Files.TryGetValue(a[0], out var lost))
+                    if (op == "mwrite" && e != Errno.OK && t.FailedMappedWriteLeavesContentsUnspecified(e) && m.Files.TryGetValue(a[0], out var lost))
                         m.Unspecified.Add(lost);
                     break;
                 }

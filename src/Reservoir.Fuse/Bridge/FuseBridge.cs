@@ -502,11 +502,11 @@ internal sealed class FuseBridge(Filesystem fs, FuseMountOptions options, Action
         return e;
     }
 
-    private const uint O_DIRECT = 0x4000;
+    private const uint O_DIRECT = 0x4000, O_ACCMODE = 3;
 
     private Errno Open(ulong ino, uint flags, ref ReplyWriter w)
     {
-        var e = fs.Open(ino, out var a);
+        var e = fs.Open(ino, (flags & O_ACCMODE) != 0, out var a);
         if (e != Errno.OK) return e;
         if (a.IsDir) { fs.Release(ino); return Errno.EISDIR; }
         bool direct = (flags & O_DIRECT) != 0;

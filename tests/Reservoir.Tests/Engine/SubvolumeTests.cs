@@ -193,6 +193,11 @@ public class SubvolumeTests
             Assert.Equal(Errno.EROFS, fs.Write(f, 0, new byte[1], out _));
             Assert.Equal(Errno.EROFS, fs.WriteDirect(f, 0, new byte[4096], out _));
             Assert.Equal(Errno.EROFS, fs.MappedWrite(f, 0, new byte[1]));
+            // Refused at open for writing (a mapped store otherwise fails only at writeback);
+            // opening to read still works.
+            Assert.Equal(Errno.EROFS, fs.Open(f, true, out _));
+            Ok(fs.Open(f, false, out _));
+            Ok(fs.Release(f));
             Assert.Equal(Errno.EROFS, fs.Truncate(f, 0));
             Assert.Equal(Errno.EROFS, fs.Fallocate(f, 0, 0, 4096));
             Assert.Equal(Errno.EROFS, fs.SetXattr(f, "user.a", new byte[1]));

@@ -2,15 +2,17 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Reservoir.Common;
 
-namespace Reservoir.Cli;
+namespace Reservoir;
 
 /// <summary>
 /// Subvolume and qgroup commands on a mounted Reservoir, through ioctls on its directories that
 /// the FUSE daemon answers: btrfs's SUBVOL_CREATE and SNAP_DESTROY (same numbers and argument,
 /// on the parent directory), and Reservoir's own list, read-only, qgroup-list and qgroup-limit
-/// ioctls (see the FUSE bridge).
+/// ioctls (see the FUSE bridge). Create, snapshot and delete also work on kernel btrfs (a
+/// snapshot there goes through btrfs's SNAP_CREATE_V2), so the stress runner drives subvolume
+/// operations on both with the same calls.
 /// </summary>
-internal static class OnlineSubvolume
+public static class OnlineSubvolume
 {
     private const uint IocSubvolCreate = 0x5000940E, IocSnapDestroy = 0x5000940F;
     private const uint IocSubvolList = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 1;
@@ -19,6 +21,12 @@ internal static class OnlineSubvolume
     private const uint IocQgroupLimit = 0x40000000 | (24u << 16) | (0x52 << 8) | 4;
     private const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
     private const uint PageSize = 16376;
+    /// <summary>BTRFS_IOC_SNAP_CREATE_V2 = _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2): s64 fd
+    /// (the source subvolume), u64 transid, u64 flags (BTRFS_SUBVOL_RDONLY = 2), 32 bytes of
+    /// union, char name[4040].</summary>
+    private const uint IocBtrfsSnapCreateV2 = 0x50009417;
+    private const ulong BtrfsSubvolRdonly = 2;
+    private const int BtrfsV2NameOffset = 56;
     private const int O_RDONLY = 0, O_DIRECTORY = 0x10000, O_CLOEXEC = 0x80000;
 
     [DllImport("libc", EntryPoint = "open", SetLastError = true)]
@@ -35,6 +43,9 @@ internal static class OnlineSubvolume
 
     [DllImport("libc", EntryPoint = "stat", SetLastError = true)]
     private static extern int StatPath([MarshalAs(UnmanagedType.LPUTF8Str)] string path, byte[] buf);
+
+    [DllImport("libc", EntryPoint = "statx", SetLastError = true)]
+    private static extern int Statx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte[] buf);
 
     private static Errno LastError => (Errno)Marshal.GetLastWin32Error();
 
@@ -139,19 +150,50 @@ internal static class OnlineSubvolume
     {
         var st = new byte[256];
         if (StatPath(source, st) != 0) return LastError;
-        ulong dev = BinaryPrimitives.ReadUInt64LittleEndian(st), ino = BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
+        ulong ino = BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
         string full = Path.GetFullPath(dest).TrimEnd('/');
         string name = Path.GetFileName(full), parent = Path.GetDirectoryName(full) ?? "/";
-        if (StatPath(parent, st) != 0) return LastError;
-        if (BinaryPrimitives.ReadUInt64LittleEndian(st) != dev) return Errno.EXDEV;
+        // The source is named by its inode number, which means something only on the same
+        // mount. Mounts, not st_dev: btrfs gives every subvolume a device number of its own.
+        ulong dstMount = 0;
+        var e = MountOf(source, out ulong srcMount);
+        if (e == Errno.OK) e = MountOf(parent, out dstMount);
+        if (e != Errno.OK) return e;
+        if (srcMount != dstMount) return Errno.EXDEV;
         var nameBytes = System.Text.Encoding.UTF8.GetBytes(name);
         if (nameBytes.Length == 0 || nameBytes.Length >= 4080) return Errno.EINVAL;
         var arg = new byte[4096];
         BinaryPrimitives.WriteUInt64LittleEndian(arg, ino);
         BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(8), readOnly ? 1UL : 0);
         nameBytes.CopyTo(arg, 16);
-        return OnDirectory(parent, fd => Ioctl(fd, IocSnapCreate, arg));
+        e = OnDirectory(parent, fd => Ioctl(fd, IocSnapCreate, arg));
+        // A filesystem that does not know Reservoir's number answers ENOTTY; kernel btrfs takes
+        // the source as a descriptor instead.
+        return e == Errno.ENOTTY && nameBytes.Length < 4040 ? BtrfsSnapshot(source, parent, nameBytes, readOnly) : e;
     }
+
+    /// <summary>statx's stx_mnt_id (STATX_MNT_ID; struct statx keeps it at byte 144).</summary>
+    private static Errno MountOf(string path, out ulong mountId)
+    {
+        const int AT_FDCWD = -100;
+        const uint STATX_MNT_ID = 0x1000;
+        var sx = new byte[256];
+        mountId = 0;
+        if (Statx(AT_FDCWD, path, 0, STATX_MNT_ID, sx) != 0) return LastError;
+        if ((BinaryPrimitives.ReadUInt32LittleEndian(sx) & STATX_MNT_ID) == 0) return Errno.EOPNOTSUPP; // kernels before 5.8
+        mountId = BinaryPrimitives.ReadUInt64LittleEndian(sx.AsSpan(144));
+        return Errno.OK;
+    }
+
+    private static Errno BtrfsSnapshot(string source, string parent, byte[] name, bool readOnly) =>
+        OnDirectory(source, src =>
+        {
+            var arg = new byte[4096];
+            BinaryPrimitives.WriteInt64LittleEndian(arg, src);
+            BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(16), readOnly ? BtrfsSubvolRdonly : 0);
+            name.CopyTo(arg, BtrfsV2NameOffset);
+            return OnDirectory(parent, fd => Ioctl(fd, IocBtrfsSnapCreateV2, arg));
+        });
     public static Errno Delete(string path) => ByName(path, IocSnapDestroy);
 
     /// <summary>A btrfs vol_args ioctl (s64 fd, char name[4088]) on the parent of <paramref name="path"/>.</summary>
