@@ -18,9 +18,10 @@ $r fuzz -n 500
 echo "== stress in-process for ${h}h (4 workers, every operation, quota limit)"
 $r stress "$w/inproc.img" -p 4 -s 2026 --time "${h}h" --size 4G --quota-limit 3G
 if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
-  echo "== stress through the FUSE mount for ${h}h"
+  echo "== stress through the FUSE mount for ${h}h (every operation, subvolumes through the ioctls, quota limit)"
   m="$w/soak-$$"   # the daemon logs to /run/reservoir-soak-$$-PID.log
   truncate -s 4G "$w/mnt.img" && $r mkfs "$w/mnt.img" -q -f && mkdir -p "$m"
+  $r quota enable "$w/mnt.img" && $r qgroup limit 3G "$w/mnt.img"
   $r mount "$w/mnt.img" "$m" && mkdir "$m/st"
   rc=0; $r stress "$m/st" -p 4 -s 2027 --time "${h}h" || rc=$?
   umount "$m"

@@ -20,6 +20,8 @@ public static class OnlineSubvolume
     private const uint IocQgroupList = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 3;
     private const uint IocQgroupLimit = 0x40000000 | (24u << 16) | (0x52 << 8) | 4;
     private const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
+    private const uint IocQuotaCtl = 0x40000000 | (24u << 16) | (0x52 << 8) | 6;
+    private const uint IocQgroupRelations = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 7;
     private const uint PageSize = 16376;
     /// <summary>BTRFS_IOC_SNAP_CREATE_V2 = _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2): s64 fd
     /// (the source subvolume), u64 transid, u64 flags (BTRFS_SUBVOL_RDONLY = 2), 32 bytes of
@@ -118,17 +120,48 @@ public static class OnlineSubvolume
             // Usage is accounted at commit; fsync on a directory of the mount commits (the kernel
             // sends no syncfs to a FUSE daemon), so the numbers are current, as btrfs's --sync.
             Fsync(fd);
+            return Paged(fd, IocQgroupList, 48, (page, pos) => found.Add((U64(page, pos), U64(page, pos + 8), U64(page, pos + 16), U64(page, pos + 24), U64(page, pos + 32))),
+                () => found.Count == 0 ? 0 : found[^1].Item1);
+        });
+    }
+
+    /// <summary>Every qgroup relation (member, parent) of the mounted filesystem.</summary>
+    public static Errno QgroupRelations(string dir, out List<(ulong Child, ulong Parent)> relations)
+    {
+        var found = new List<(ulong, ulong)>();
+        relations = found;
+        return OnDirectory(dir, fd => Paged(fd, IocQgroupRelations, 16, (page, pos) => found.Add((U64(page, pos), U64(page, pos + 8))), () => (ulong)found.Count));
+    }
+
+    private static ulong U64(byte[] page, int pos) => BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(pos));
+
+    /// <summary>Runs a paged list ioctl (in: u64 where to go on from; out: u32 count, u32 more,
+    /// fixed-size records) until the daemon says there is no more.</summary>
+    private static Errno Paged(int fd, uint request, int recordSize, Action<byte[], int> record, Func<ulong> next)
+    {
+        while (true)
+        {
             var page = new byte[PageSize];
-            var e = Ioctl(fd, IocQgroupList, page);
+            BinaryPrimitives.WriteUInt64LittleEndian(page, next());
+            var e = Ioctl(fd, request, page);
             if (e != Errno.OK) return e;
             int count = (int)BinaryPrimitives.ReadUInt32LittleEndian(page);
-            for (int i = 0, pos = 8; i < count; i++, pos += 48)
-            {
-                ulong U(int o) => BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(pos + o));
-                found.Add((U(0), U(8), U(16), U(24), U(32)));
-            }
-            return Errno.OK;
-        });
+            for (int i = 0; i < count; i++) record(page, 8 + i * recordSize);
+            if (BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)) == 0 || count == 0) return Errno.OK;
+        }
+    }
+
+    /// <summary>Quota administration through the mount (root only); see the FUSE bridge's
+    /// quota ioctl for the operations.</summary>
+    public enum QuotaOp : ulong { Enable = 1, Disable = 2, Create = 3, Destroy = 4, Assign = 5, Remove = 6, Limit = 7, SetDefault = 8, SyncDeletions = 9 }
+
+    public static Errno QuotaCtl(string dir, QuotaOp op, ulong a = 0, ulong b = 0)
+    {
+        var arg = new byte[24];
+        BinaryPrimitives.WriteUInt64LittleEndian(arg, (ulong)op);
+        BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(8), a);
+        BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(16), b);
+        return OnDirectory(dir, fd => Ioctl(fd, IocQuotaCtl, arg));
     }
 
     /// <summary>Sets the referenced limit of a subvolume's qgroup through the mount (root only).</summary>

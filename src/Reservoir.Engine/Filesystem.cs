@@ -167,6 +167,16 @@ public sealed partial class Filesystem : IDisposable
         return Errno.OK;
     });
 
+    /// <summary>Turns quotas off: limits stop holding and every group, relation and limit is
+    /// deleted (as btrfs's quota disable; enabling again counts everything afresh). Writes in
+    /// flight keep their reservations, counted per subvolume. ENOTCONN if quotas are off.</summary>
+    public Errno DisableQuota() => Guard(0, () =>
+    {
+        SyncSubvolumeDeletions();
+        using var ops = SubvolumeOps.Lock(); // no subvolume appears or goes meanwhile
+        return Fs.DisableQuota() ? Errno.OK : Errno.ENOTCONN;
+    });
+
     /// <summary>Limits the referenced bytes of the top-level subvolume's qgroup (0/5).</summary>
     public Errno SetQuotaLimit(ulong maxReferenced, ulong maxExclusive = ulong.MaxValue) =>
         Guard(0, () => { Fs.SetQgroupLimit(Top.Id, maxReferenced, maxExclusive); return Errno.OK; });

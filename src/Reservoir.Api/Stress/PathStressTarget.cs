@@ -167,7 +167,18 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         if (map == -1) return Err();
         try
         {
-            data.CopyTo(new Span<byte>((byte*)map + ((long)offset - start), data.Length));
+            // The store goes through process_vm_writev into our own mapping: the kernel takes
+            // the same write fault (page_mkwrite, the page dirtied) as a CPU store, but a fault
+            // it cannot serve (a read error from a failed filesystem, a page past the end after
+            // a truncate) comes back as an error instead of SIGBUS, which would kill the runner.
+            fixed (byte* p = data)
+            {
+                var local = new Libc.IoVec { Base = p, Len = (nuint)data.Length };
+                var remote = new Libc.IoVec { Base = (byte*)map + ((long)offset - start), Len = (nuint)data.Length };
+                nint n = Libc.ProcessVmWritev(Environment.ProcessId, &local, 1, &remote, 1, 0);
+                if (n < 0) { var e = Err(); return e == Errno.EFAULT ? Errno.EIO : e; }
+                if (n != data.Length) return Errno.EIO;
+            }
             // Stores into a mapping reach the filesystem at writeback; msync is where a failure
             // (ENOSPC on a full FUSE mount, whose page faults reserve nothing) is reported.
             if (Libc.Msync(map, len, Libc.MS_SYNC) != 0) return Err();
@@ -304,5 +315,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         [DllImport("libc", EntryPoint = "mmap", SetLastError = true)] public static extern nint Mmap(nint addr, nuint len, int prot, int flags, int fd, long offset);
         [DllImport("libc", EntryPoint = "munmap", SetLastError = true)] public static extern int Munmap(nint addr, nuint len);
         [DllImport("libc", EntryPoint = "msync", SetLastError = true)] public static extern int Msync(nint addr, nuint len, int flags);
+        [DllImport("libc", EntryPoint = "process_vm_writev", SetLastError = true)] public static extern nint ProcessVmWritev(int pid, IoVec* local, nuint liovcnt, IoVec* remote, nuint riovcnt, nuint flags);
+        public struct IoVec { public byte* Base; public nuint Len; }
     }
 }

@@ -22,36 +22,75 @@ internal static class QuotaCommands
     private static Command Quota(CliContext ctx)
     {
         var cmd = new Command("quota", "Enable or inspect quota groups");
-        var image = new Argument<string>("image");
-        var enable = new Command("enable", "Turn quota groups on (counts existing data once)") { image };
-        enable.SetAction(pr =>
-        {
-            using var fs = MountRw(pr.GetValue(image)!, out var dev);
-            using var _ = dev;
-            var e = fs.EnableQuota();
-            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir quota enable: {e.Describe()}"); return 1; }
-            return 0;
-        });
-        var image2 = new Argument<string>("image");
+        cmd.Subcommands.Add(Switch(ctx, "enable", "Turn quota groups on (counts existing data once)", OnlineSubvolume.QuotaOp.Enable, fs => fs.EnableQuota()));
+        cmd.Subcommands.Add(Switch(ctx, "disable", "Turn quota groups off: limits stop holding, and every qgroup, relation and limit is deleted", OnlineSubvolume.QuotaOp.Disable,
+            fs => fs.DisableQuota()));
+        var image2 = new Argument<string>("image") { Description = ImageOrMount };
         var format = CommonOptions.Format();
         var status = new Command("status", "Say whether quota groups are on") { image2, format };
         status.SetAction(pr =>
         {
-            using var fs = InspectCommand.MountRo(pr.GetValue(image2)!, out var dev);
-            using var _ = dev;
-            if (CommonOptions.IsJson(pr, format)) ctx.Json(new { enabled = fs.QuotaEnabled, qgroups = fs.Qgroups().Count });
-            else ctx.Out.WriteLine(fs.QuotaEnabled ? $"Quotas on {pr.GetValue(image2)} are enabled ({fs.Qgroups().Count} qgroup(s))" : $"Quotas on {pr.GetValue(image2)} are disabled");
+            string at = pr.GetValue(image2)!;
+            bool on;
+            int count;
+            if (Directory.Exists(at))
+            {
+                var oe = OnlineSubvolume.Qgroups(at, out var online);
+                if (oe is not (Errno.OK or Errno.ENOTCONN)) { ctx.Err.WriteLine($"reservoir quota status: {at}: {(oe == Errno.ENOTTY ? "not on a mounted Reservoir" : oe.Describe())}"); return 1; }
+                (on, count) = (oe == Errno.OK, online.Count);
+            }
+            else
+            {
+                using var fs = InspectCommand.MountRo(at, out var dev);
+                using var _ = dev;
+                (on, count) = (fs.QuotaEnabled, fs.Qgroups().Count);
+            }
+            if (CommonOptions.IsJson(pr, format)) ctx.Json(new { enabled = on, qgroups = count });
+            else ctx.Out.WriteLine(on ? $"Quotas on {at} are enabled ({count} qgroup(s))" : $"Quotas on {at} are disabled");
             return 0;
         });
-        cmd.Subcommands.Add(enable);
         cmd.Subcommands.Add(status);
         return cmd;
+    }
+
+    private const string ImageOrMount = "An unmounted image, or a directory on a mounted Reservoir";
+
+    /// <summary>`quota enable|disable IMAGE|PATH`.</summary>
+    private static Command Switch(CliContext ctx, string verb, string description, OnlineSubvolume.QuotaOp op, Func<Filesystem, Errno> offline)
+    {
+        var image = new Argument<string>("image") { Description = ImageOrMount };
+        var cmd = new Command(verb, description) { image };
+        cmd.SetAction(pr => Run(ctx, $"quota {verb}", pr.GetValue(image)!, op, 0, 0, offline));
+        return cmd;
+    }
+
+    /// <summary>A quota change on a mounted Reservoir (through its quota ioctl, root only) when
+    /// <paramref name="at"/> is a directory, else on the unmounted image.</summary>
+    private static int Run(CliContext ctx, string what, string at, OnlineSubvolume.QuotaOp op, ulong a, ulong b, Func<Filesystem, Errno> offline, Func<Errno, string?>? explain = null)
+    {
+        Errno e;
+        if (Directory.Exists(at)) e = OnlineSubvolume.QuotaCtl(at, op, a, b);
+        else
+        {
+            using var fs = MountRw(at, out var dev);
+            using var _ = dev;
+            e = offline(fs);
+        }
+        if (e == Errno.OK || (op == OnlineSubvolume.QuotaOp.Disable && e == Errno.ENOTCONN)) return 0; // already off: done, as btrfs
+        ctx.Err.WriteLine($"reservoir {what}: " + (explain?.Invoke(e) ?? e switch
+        {
+            Errno.ENOTCONN => "quotas are not enabled (reservoir quota enable IMAGE|PATH)",
+            Errno.ENOTTY => $"{at}: not on a mounted Reservoir",
+            Errno.EPERM => "only root may change quotas on a mounted filesystem",
+            _ => e.Describe(),
+        }));
+        return 1;
     }
 
     private static Command Qgroup(CliContext ctx)
     {
         var cmd = new Command("qgroup", "Show, limit and group quota groups");
-        var image = new Argument<string>("image");
+        var image = new Argument<string>("image") { Description = ImageOrMount };
         var raw = new Option<bool>("--raw") { Description = "Print raw byte counts" };
         var format = CommonOptions.Format();
         var parents = new Option<bool>("-p") { Description = "Print each qgroup's parents" };
@@ -70,6 +109,8 @@ internal static class QuotaCommands
                     return 1;
                 }
                 groups = online;
+                if ((pr.GetValue(parents) || pr.GetValue(childs) || CommonOptions.IsJson(pr, format)) && OnlineSubvolume.QgroupRelations(pr.GetValue(image)!, out var rel) == Errno.OK)
+                    relations = rel;
             }
             else
             {
@@ -102,8 +143,8 @@ internal static class QuotaCommands
             return 0;
         });
         var size = new Argument<string>("size") { Description = "Limit on referenced bytes (e.g. 10G), or 'none'" };
-        var image3 = new Argument<string>("image");
-        var target = new Argument<string>("path") { Description = "A subvolume inside the image (its qgroup 0/<id>), or 0/<id>; default: the top level (0/5)", DefaultValueFactory = _ => "/", Arity = ArgumentArity.ZeroOrOne };
+        var image3 = new Argument<string>("image") { Description = "An unmounted image, or a subvolume on a mounted Reservoir" };
+        var target = new Argument<string>("path") { Description = "A subvolume inside the image (its qgroup 0/<id>), or a qgroup id (0/<id>, 1/<n>, …); default: the top level (0/5), or on a mount the subvolume given", DefaultValueFactory = _ => "/", Arity = ArgumentArity.ZeroOrOne };
         var limit = new Command("limit", "Limit a subvolume's qgroup: writes past it answer EDQUOT, and df inside it shows the limit") { size, image3, target };
         limit.SetAction(pr =>
         {
@@ -111,8 +152,10 @@ internal static class QuotaCommands
             ulong max = sz == "none" ? ulong.MaxValue : MkfsCommand.ParseSize(sz, "size");
             if (Directory.Exists(pr.GetValue(image3)))
             {
-                // Online: `qgroup limit SIZE PATH` with PATH a subvolume on a mount (root only).
+                // Online: `qgroup limit SIZE PATH [QGROUPID]`, PATH a subvolume on a mount (root only).
                 string at = pr.GetValue(image3)!;
+                if (TryParseQgroup(pr.GetValue(target)!, out ulong any))
+                    return Run(ctx, "qgroup limit", at, OnlineSubvolume.QuotaOp.Limit, any, max, _ => Errno.EINVAL, e => e == Errno.ENOENT ? $"{pr.GetValue(target)}: no such qgroup" : null);
                 if (OnlineSubvolume.SubvolumeIdOf(at) is not { } sid) { ctx.Err.WriteLine($"reservoir qgroup limit: {at}: not a subvolume on a mounted Reservoir"); return 1; }
                 var oe = OnlineSubvolume.LimitQgroup(at, sid, max);
                 if (oe != Errno.OK) { ctx.Err.WriteLine(oe == Errno.ENOTCONN ? "reservoir qgroup limit: quotas are not enabled" : $"reservoir qgroup limit: {at}: {oe.Describe()}"); return 1; }
@@ -159,13 +202,13 @@ internal static class QuotaCommands
         return true;
     }
 
-    /// <summary>`qgroup create|destroy QGROUP IMAGE` and `qgroup assign|remove SRC DST IMAGE`
-    /// (offline: the image; btrfs-progs' argument order).</summary>
+    /// <summary>`qgroup create|destroy QGROUP IMAGE|PATH` and `qgroup assign|remove SRC DST
+    /// IMAGE|PATH` (btrfs-progs' argument order; a directory on a mount: online).</summary>
     private static Command Hierarchy(CliContext ctx, string verb, string description, int ids, Func<Filesystem, ulong[], Errno> change)
     {
         var qgroups = (ids == 1 ? new[] { "qgroupid" } : new[] { "src", "dst" })
             .Select(n => new Argument<string>(n) { Description = "a qgroup id, level/id (e.g. 1/100)" }).ToArray();
-        var image = new Argument<string>("image");
+        var image = new Argument<string>("image") { Description = ImageOrMount };
         var cmd = new Command(verb, description);
         foreach (var q in qgroups) cmd.Arguments.Add(q);
         cmd.Arguments.Add(image);
@@ -175,22 +218,17 @@ internal static class QuotaCommands
             var parsed = new ulong[a.Length];
             for (int i = 0; i < a.Length; i++)
                 if (!TryParseQgroup(a[i], out parsed[i])) { ctx.Err.WriteLine($"reservoir qgroup {verb}: {a[i]}: not a qgroup id (level/id, e.g. 1/100)"); return 1; }
-            using var fs = MountRw(pr.GetValue(image)!, out var dev);
-            using var _ = dev;
-            if (!fs.QuotaEnabled) { ctx.Err.WriteLine($"reservoir qgroup {verb}: quotas are not enabled (reservoir quota enable IMAGE)"); return 1; }
-            var e = change(fs, parsed);
-            if (e != Errno.OK)
-            {
-                ctx.Err.WriteLine($"reservoir qgroup {verb}: {string.Join(" ", a)}: " + e switch
+            var op = verb switch { "create" => OnlineSubvolume.QuotaOp.Create, "destroy" => OnlineSubvolume.QuotaOp.Destroy, "assign" => OnlineSubvolume.QuotaOp.Assign, _ => OnlineSubvolume.QuotaOp.Remove };
+            return Run(ctx, $"qgroup {verb}", pr.GetValue(image)!, op, parsed[0], parsed.Length > 1 ? parsed[1] : 0,
+                fs => fs.QuotaEnabled ? change(fs, parsed) : Errno.ENOTCONN,
+                e => e switch
                 {
-                    Errno.EINVAL when verb is "assign" => "the parent must be of a higher level than the member",
-                    Errno.EINVAL => "level-0 qgroups come and go with their subvolumes",
-                    Errno.EBUSY => "it still has members",
-                    _ => e.Describe(),
+                    Errno.EINVAL when verb is "assign" => $"{string.Join(" ", a)}: the parent must be of a higher level than the member",
+                    Errno.EINVAL => $"{string.Join(" ", a)}: level-0 qgroups come and go with their subvolumes",
+                    Errno.EBUSY => $"{string.Join(" ", a)}: it still has members",
+                    Errno.ENOENT or Errno.EEXIST => $"{string.Join(" ", a)}: {e.Describe()}",
+                    _ => null,
                 });
-                return 1;
-            }
-            return 0;
         });
         return cmd;
     }

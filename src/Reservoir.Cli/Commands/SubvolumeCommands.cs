@@ -88,10 +88,12 @@ internal static class SubvolumeCommands
         });
 
         var id4 = new Argument<ulong>("id") { Description = "Subvolume id (5 = the top level)" };
-        var image4 = new Argument<string>("image");
+        var image4 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir (root only; takes effect at the next mount)" };
         var setDefault = new Command("set-default", "Make a subvolume the one mounted by default") { id4, image4 };
         setDefault.SetAction(pr =>
         {
+            if (Directory.Exists(pr.GetValue(image4)))
+                return Online(ctx, "set-default", pr.GetValue(image4)!, OnlineSubvolume.QuotaOp.SetDefault, pr.GetValue(id4));
             using var fs = FileCommands.Open(pr.GetValue(image4)!, write: true);
             var e = fs.Engine.SetDefaultSubvolume(pr.GetValue(id4));
             if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume set-default: {pr.GetValue(id4)}: {e.Describe()}"); return 1; }
@@ -174,10 +176,12 @@ internal static class SubvolumeCommands
             return 0;
         });
 
-        var image7 = new Argument<string>("image");
+        var image7 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir (root only)" };
         var sync = new Command("sync", "Wait until deleted subvolumes' space is free (finishes deletions an earlier mount left)") { image7 };
         sync.SetAction(pr =>
         {
+            if (Directory.Exists(pr.GetValue(image7)))
+                return Online(ctx, "sync", pr.GetValue(image7)!, OnlineSubvolume.QuotaOp.SyncDeletions, 0);
             using var fs = FileCommands.Open(pr.GetValue(image7)!, write: true);
             fs.SyncSubvolumeDeletions();
             return 0;
@@ -192,6 +196,21 @@ internal static class SubvolumeCommands
         cmd.Subcommands.Add(setDefault);
         cmd.Subcommands.Add(getDefault);
         return cmd;
+    }
+
+    /// <summary>A subvolume change through the mount's administration ioctl.</summary>
+    private static int Online(CliContext ctx, string verb, string at, OnlineSubvolume.QuotaOp op, ulong a)
+    {
+        var e = OnlineSubvolume.QuotaCtl(at, op, a);
+        if (e == Errno.OK) return 0;
+        ctx.Err.WriteLine($"reservoir subvolume {verb}: {at}: " + e switch
+        {
+            Errno.ENOTTY => "not on a mounted Reservoir",
+            Errno.EPERM => "only root may do this on a mounted filesystem",
+            Errno.ENOENT when op == OnlineSubvolume.QuotaOp.SetDefault => $"no subvolume {a}",
+            _ => e.Describe(),
+        });
+        return 1;
     }
 
     /// <summary>The lines of `subvolume show` from the creation time to the flags, as

@@ -98,7 +98,15 @@ public sealed partial class Fsck
         bool flagged = (_sb.CompatRo & FormatConstants_CompatRoQuota) != 0;
         if (flagged != _roots.ContainsKey(TreeIds.QuotaTree))
             _r.Add(FindingKind.Structure, "superblock", flagged ? "QUOTA feature set but no quota tree" : "quota tree present without the QUOTA feature");
-        if (!_roots.ContainsKey(TreeIds.QuotaTree) || !_quotaOn) return;
+        if (!_roots.ContainsKey(TreeIds.QuotaTree) || !_quotaOn)
+        {
+            // Nothing keeps these right while quotas are off: disabling deletes them all, and
+            // enabling builds them again.
+            int stale = _ownerRefs.Keys.Count(k => !_deletedSubvols.Contains(k.Root));
+            if (stale > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {stale} EXTENT_OWNER_REF item(s) remain");
+            if (_sharedRootRefs.Count > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {_sharedRootRefs.Count} SHARED_ROOT_REF item(s) remain");
+            return;
+        }
         // Relations: stored both ways, member below parent, both groups present; a higher
         // group counts each of its distinct level-0 descendants once.
         var children = new Dictionary<ulong, List<ulong>>();

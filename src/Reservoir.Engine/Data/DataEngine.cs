@@ -281,6 +281,7 @@ internal sealed partial class DataEngine : IDisposable
         if (s.Meta.MayUse != 0) Leak($"unmount: metadata may_use is {s.Meta.MayUse}", (long)s.Meta.MayUse);
         foreach (var g in Fs.Quota.Snapshot())
             if (g.RsvData != 0) Leak($"unmount: qgroup {Format.Items.QgroupId.Show(g.Id)} still reserves {g.RsvData} data bytes", (long)g.RsvData);
+        if (!Fs.Quota.Enabled && Fs.Quota.TotalRsv is var rsv and not 0) Leak($"unmount: subvolumes still reserve {rsv} data bytes (quotas off)", (long)rsv);
         if (s.Data.Underflows + s.Meta.Underflows + Fs.Quota.Underflows > 0)
             Leak($"unmount: {s.Data.Underflows + s.Meta.Underflows + Fs.Quota.Underflows} counter underflow(s) (more released than reserved)", 0);
     }

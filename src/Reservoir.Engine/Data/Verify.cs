@@ -52,7 +52,7 @@ internal sealed partial class DataEngine
         var space = Fs.Space;
         if (space.Data.MayUse != delalloc) problems.Add($"data may_use {space.Data.MayUse} != delalloc bytes in ledgers {delalloc}");
         if (space.Meta.MayUse != meta) problems.Add($"metadata may_use {space.Meta.MayUse} != reserved by mappings and ordered extents {meta}");
-        if (Fs.Quota.Enabled && Fs.Quota.TotalRsv != qrsv) problems.Add($"qgroup reserved {Fs.Quota.TotalRsv} != ledgers + ordered extents + records {qrsv}");
+        if (Fs.Quota.TotalRsv != qrsv) problems.Add($"qgroup reserved {Fs.Quota.TotalRsv} != ledgers + ordered extents + records {qrsv}");
         return problems;
     }
 }

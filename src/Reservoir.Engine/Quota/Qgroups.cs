@@ -37,6 +37,13 @@ internal sealed class Qgroups
     private readonly Dictionary<ulong, HashSet<ulong>> _parents = new(), _children = new(); // guarded by _lock
     private readonly List<(ulong Child, ulong Parent, bool Added)> _relationChanges = new(); // guarded by _lock
     public bool Enabled { get; private set; }
+    /// <summary>Data bytes reserved per subvolume, kept whether quotas are on or off: the
+    /// ledgers' qgroup bits, ordered extents and transaction records own exactly these, so
+    /// when quotas are turned on or off while writes are in flight each level-0 group starts
+    /// with the reservations its subvolume's writers hold, and a byte reserved under one
+    /// setting and given back under the other is neither lost nor counted twice.</summary>
+    private readonly Dictionary<ulong, ulong> _rsvBySubvol = new(); // guarded by _lock
+    private long _rsvUnderflows; // guarded by _lock
 
     public Qgroups(IScheduler sched) => _lock = sched.CreateMutex("qgroups");
 
@@ -178,6 +185,28 @@ internal sealed class Qgroups
     {
         using (_lock.Lock()) Enabled = true;
         SetRecounted(numbers);
+        using (_lock.Lock())
+        {
+            // Writes in flight reserved while quotas were off: their subvolumes' groups hold
+            // those bytes from now on, and give them back as the writes complete.
+            foreach (var (tree, rsv) in _rsvBySubvol) GroupUnsynchronized(tree).RsvData = rsv;
+            foreach (var g in HigherUnsynchronized()) RecomputeReservationsUpward(g.Id);
+        }
+    }
+
+    /// <summary>Quotas off: every group, relation and limit is forgotten (the caller deletes
+    /// their items); reservations stay counted per subvolume for a later enable.</summary>
+    public void Disable()
+    {
+        using var _ = _lock.Lock();
+        Enabled = false;
+        _groups.Clear();
+        _parents.Clear();
+        _children.Clear();
+        _members.Clear();
+        _higher = null;
+        _removed.Clear();
+        _relationChanges.Clear();
     }
 
     public void SetLimit(ulong id, ulong maxReferenced, ulong maxExclusive)
@@ -196,11 +225,14 @@ internal sealed class Qgroups
     {
         if (bytes == 0) return Errno.OK;
         using var _ = _lock.Lock();
-        if (!Enabled) return Errno.OK;
-        var chain = ChainUnsynchronized(treeId);
-        foreach (var g in chain)
-            if (g.RsvData + g.Referenced + bytes > g.MaxReferenced || g.RsvData + g.Exclusive + bytes > g.MaxExclusive) return Errno.EDQUOT;
-        foreach (var g in chain) g.RsvData += bytes;
+        if (Enabled)
+        {
+            var chain = ChainUnsynchronized(treeId);
+            foreach (var g in chain)
+                if (g.RsvData + g.Referenced + bytes > g.MaxReferenced || g.RsvData + g.Exclusive + bytes > g.MaxExclusive) return Errno.EDQUOT;
+            foreach (var g in chain) g.RsvData += bytes;
+        }
+        _rsvBySubvol[treeId] = _rsvBySubvol.GetValueOrDefault(treeId) + bytes;
         return Errno.OK;
     }
 
@@ -209,6 +241,9 @@ internal sealed class Qgroups
     {
         if (bytes == 0) return;
         using var _ = _lock.Lock();
+        ulong held = _rsvBySubvol.GetValueOrDefault(treeId);
+        if (bytes > held) { _rsvUnderflows++; held = bytes; }
+        if (held == bytes) _rsvBySubvol.Remove(treeId); else _rsvBySubvol[treeId] = held - bytes;
         if (!Enabled) return;
         foreach (var g in ChainUnsynchronized(treeId))
         {
@@ -383,6 +418,12 @@ internal sealed class Qgroups
         return _groups.Values.OrderBy(g => g.Id).Select(g => (g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive, g.RsvData)).ToList();
     }
 
-    public ulong TotalRsv { get { using var _ = _lock.Lock(); return _groups.Values.Aggregate(0UL, (a, g) => a + g.RsvData); } }
-    public long Underflows { get { using var _ = _lock.Lock(); return _groups.Values.Sum(g => g.Underflows); } }
+    /// <summary>Data bytes reserved by all subvolumes' writers (each byte once, whatever the
+    /// hierarchy, and whether quotas are on or off).</summary>
+    public ulong TotalRsv { get { using var _ = _lock.Lock(); return _rsvBySubvol.Values.Aggregate(0UL, (a, r) => a + r); } }
+
+    /// <summary>The reserved bytes of one subvolume.</summary>
+    public ulong RsvOf(ulong treeId) { using var _ = _lock.Lock(); return _rsvBySubvol.GetValueOrDefault(treeId); }
+
+    public long Underflows { get { using var _ = _lock.Lock(); return _rsvUnderflows + _groups.Values.Sum(g => g.Underflows); } }
 }

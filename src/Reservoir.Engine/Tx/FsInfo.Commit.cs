@@ -41,14 +41,13 @@ internal sealed partial class FsInfo
                 if (_recountAtCommit) { Quota.SetRecounted(RecountQgroups()); _recountAtCommit = false; }
                 foreach (var g in Space.ReclaimEmptyDataGroups())
                     if (g.OnDisk) ExtentTree.Delete(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length));
+                var rounds = new List<string>();
                 for (int round = 0; ; round++)
                 {
-                    if (round > 64) ThrowHelper.Invariant("commit did not converge");
-                    bool changed = RunDelayedRefs(h);
-                    changed |= UpdateBlockGroupItems(h);
-                    changed |= UpdateQgroupItems(h);
-                    changed |= UpdateRootItems(h);
-                    if (!changed) break;
+                    if (round > 64) ThrowHelper.Invariant("commit did not converge; last rounds (delayed ref heads, block groups, qgroup items, root items): " + string.Join("; ", rounds.TakeLast(4)));
+                    int refs = RunDelayedRefs(h), groups = UpdateBlockGroupItems(h), qgroups = UpdateQgroupItems(h), roots = UpdateRootItems(h);
+                    if (refs + groups + qgroups + roots == 0) break;
+                    rounds.Add($"{refs} {groups} {qgroups} {roots}");
                 }
             }
             // The extents these reservations were for are accounted now: free them.
@@ -107,10 +106,10 @@ internal sealed partial class FsInfo
         sb.Bytenr = FormatConstants.SuperblockOffsets[0];
     }
 
-    private bool UpdateBlockGroupItems(TransHandle h)
+    private int UpdateBlockGroupItems(TransHandle h)
     {
         var groups = Space.TakeDirtyGroups();
-        if (groups.Count == 0) return false;
+        if (groups.Count == 0) return 0;
         Span<byte> item = stackalloc byte[BlockGroupItem.Size];
         foreach (var g in groups)
         {
@@ -118,18 +117,18 @@ internal sealed partial class FsInfo
             ExtentTree.Put(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length), item);
             g.OnDisk = true;
         }
-        return true;
+        return groups.Count;
     }
 
-    private bool UpdateRootItems(TransHandle h)
+    private int UpdateRootItems(TransHandle h)
     {
-        bool changed = false;
+        int changed = 0;
         Span<byte> buf = stackalloc byte[RootItem.Size];
         foreach (var t in new[] { ExtentTree, CsumTree, QuotaTree }.OfType<BTree>().Concat(AllFsTrees()))
         {
             if (!t.RootChanged) continue;
             t.RootChanged = false;
-            changed = true;
+            changed++;
             var key = new Key(t.Id, KeyTypes.RootItem, 0);
             var old = RootTree.Get(key);
             var ri = old != null ? RootItem.Read(old) : new RootItem { Refs = 1, Otransid = h.Transid, Otime = Timespec.Now(), Uuid = Guid.NewGuid() };
@@ -146,18 +145,18 @@ internal sealed partial class FsInfo
         return changed;
     }
 
-    /// <summary>Applies delayed reference changes to the extent tree. Returns whether any
+    /// <summary>Applies delayed reference changes to the extent tree. Returns how many heads
     /// were pending.</summary>
-    private bool RunDelayedRefs(TransHandle h)
+    private int RunDelayedRefs(TransHandle h)
     {
         var heads = h.Transaction.Refs.Drain();
-        if (heads.Count == 0) return false;
+        if (heads.Count == 0) return 0;
         foreach (var head in heads)
         {
             if (head.IsData) RunDataRef(h, head);
             else RunTreeRef(h, head);
         }
-        return true;
+        return heads.Count;
     }
 
     /// <summary>A tree block's reference count is the number of parents (roots or internal

@@ -57,14 +57,15 @@ internal sealed partial class FsInfo
         Quota.Load(on, groups.Values, relations);
     }
 
-    /// <summary>Writes QGROUP_INFO and QGROUP_LIMIT items of groups whose numbers changed.</summary>
-    private bool UpdateQgroupItems(TransHandle h)
+    /// <summary>Writes QGROUP_INFO and QGROUP_LIMIT items of groups whose numbers changed;
+    /// returns how many groups and relations it wrote or deleted.</summary>
+    private int UpdateQgroupItems(TransHandle h)
     {
-        if (QuotaTree == null) return false;
+        if (QuotaTree == null) return 0;
         var dirty = Quota.TakeDirty();
         var removed = Quota.TakeRemoved();
         var relations = Quota.TakeRelationChanges();
-        if (dirty.Count == 0 && removed.Count == 0 && relations.Count == 0) return false;
+        if (dirty.Count == 0 && removed.Count == 0 && relations.Count == 0) return 0;
         using var lk = QuotaTree.Lock.Write();
         foreach (var (child, parent, added) in relations)
         {
@@ -99,7 +100,7 @@ internal sealed partial class FsInfo
             lim.Write(buf);
             QuotaTree.Put(h, new Key(0, KeyTypes.QgroupLimit, g.Id), buf[..QgroupLimitItem.Size]);
         }
-        return true;
+        return dirty.Count + removed.Count + relations.Count;
     }
 
     /// <summary>
@@ -154,6 +155,58 @@ internal sealed partial class FsInfo
         }
         ForceCommit = true;
         Commit();
+    }
+
+    /// <summary>
+    /// Turns quotas off (btrfs's quota disable): every group, relation and limit is deleted,
+    /// and so is every subvolume's EXTENT_OWNER_REFs and every SHARED_ROOT_REF (nothing keeps
+    /// them right while quotas are off; enabling builds them again). The quota tree stays with
+    /// only its QGROUP_STATUS, flag ON clear (the QUOTA ro-compat bit stays with the tree).
+    /// Runs with no handle open; reservations of writes in flight stay counted per subvolume.
+    /// False if quotas were already off.
+    /// </summary>
+    public bool DisableQuota()
+    {
+        if (ReadOnly) throw new FsException(Errno.EROFS, "read-only filesystem");
+        Commit();
+        using (_commitMutex.Lock())
+        {
+            _commitLock.EnterWrite();
+            try
+            {
+                if (!Quota.Enabled || QuotaTree == null) return false;
+                var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
+                // Limits stop holding from here; the commit below makes it durable.
+                Quota.Disable();
+                foreach (var t in AllFsTrees())
+                    using (t.Lock.Write())
+                        foreach (var (bytenr, _, _) in OwnerRefs.Scan(t).ToList()) t.Delete(h, OwnerRefs.KeyOf(bytenr));
+                using (ExtentTree.Lock.Write())
+                {
+                    var shared = new List<Key>();
+                    var path = new TreePath();
+                    if (ExtentTree.SeekGE(Key.Min, path))
+                        do { if (path.Key.Type == KeyTypes.SharedRootRef) shared.Add(path.Key); } while (ExtentTree.Next(path));
+                    foreach (var k in shared) ExtentTree.Delete(h, k);
+                }
+                using (QuotaTree.Lock.Write())
+                {
+                    var items = new List<Key>();
+                    var path = new TreePath();
+                    if (QuotaTree.SeekGE(Key.Min, path))
+                        do items.Add(path.Key); while (QuotaTree.Next(path));
+                    foreach (var k in items) QuotaTree.Delete(h, k);
+                    Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
+                    new QgroupStatusItem { Version = QgroupStatusItem.CurrentVersion, Generation = h.Transid, Flags = 0 }.Write(st);
+                    QuotaTree.Put(h, QgroupStatusKey, st);
+                }
+                _recountAtCommit = false;
+            }
+            finally { _commitLock.ExitWrite(); }
+        }
+        ForceCommit = true;
+        Commit();
+        return true;
     }
 
     /// <summary>

@@ -221,6 +221,52 @@ public class MountTests(ITestOutputHelper log)
     }
 
     /// <summary>
+    /// The quota and subvolume administration commands on a mounted filesystem (online, as
+    /// btrfs-progs' on a mount point): quota enable, a level-1 group with a member and a limit
+    /// that a program then runs into, show with parents and children, destroy refused while it
+    /// has members, set-default, sync, quota disable (after which the limit no longer holds),
+    /// status; then unmount and fsck clean.
+    /// </summary>
+    [Fact]
+    public void QuotaAndSubvolumeCommandsWorkOnTheMount()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        var m = new MountedImage(size: 256UL << 20);
+        try
+        {
+            Assert.Contains("disabled", m.Run($"{cli} quota status ."));
+            m.Run($"{cli} quota enable . && {cli} subvolume create sv && {cli} qgroup create 1/1 . && {cli} qgroup assign 0/256 1/1 . && {cli} qgroup limit 1M . 1/1");
+            Assert.Contains("enabled (3 qgroup(s))", m.Run($"{cli} quota status ."));
+            var show = m.Run($"{cli} qgroup show -p -c .");
+            Assert.Matches(@"0/256 .* 1/1 ", show);
+            Assert.Matches(@"1/1 .*1\.00MiB.* 0/256", show);
+            var dd = MountedImage.Sh("dd if=/dev/urandom of=sv/f bs=1M count=3 conv=fsync 2>&1", m.Dir);
+            Assert.NotEqual(0, dd.Code);
+            Assert.Contains("Disk quota exceeded", dd.Out);
+            var busy = MountedImage.Sh($"{cli} qgroup destroy 1/1 . 2>&1", m.Dir);
+            Assert.NotEqual(0, busy.Code);
+            Assert.Contains("still has members", busy.Out);
+            m.Run($"{cli} qgroup remove 0/256 1/1 . && {cli} qgroup destroy 1/1 .");
+            Assert.DoesNotContain("1/1", m.Run($"{cli} qgroup show --format json ."));
+            var none = MountedImage.Sh($"{cli} subvolume set-default 999 . 2>&1", m.Dir);
+            Assert.NotEqual(0, none.Code);
+            Assert.Contains("no subvolume 999", none.Out);
+            m.Run($"{cli} subvolume set-default 256 . && {cli} subvolume sync . && {cli} quota disable . && {cli} quota disable .");
+            Assert.Contains("disabled", m.Run($"{cli} quota status ."));
+            m.Run("rm -f sv/f && dd if=/dev/urandom of=sv/g bs=1M count=3 conv=fsync status=none"); // no limit any more
+        }
+        finally { m.Unmount(); }
+        Assert.Equal(256UL, m.Fs.DefaultSubvolume);
+        Assert.False(m.Fs.QuotaEnabled);
+        using (var dev = FileBlockDevice.Open(m.Image, readOnly: true))
+        {
+            var report = Fsck.Run(dev);
+            Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+        }
+        m.Dispose();
+    }
+
+    /// <summary>
     /// stress-ng's filesystem stressors on the mount, with verification, in three groups run
     /// one after the other (namespace and metadata; data and space; locks), each group's
     /// stressors side by side; then the image unmounts with no leaked byte and fsck is clean.

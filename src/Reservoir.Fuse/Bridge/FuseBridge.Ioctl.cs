@@ -1,0 +1,270 @@
+using System.Buffers.Binary;
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Fuse.Protocol;
+
+namespace Reservoir.Fuse.Bridge;
+
+/// <summary>
+/// The ioctls a mounted Reservoir answers on its directories: btrfs's subvolume create and
+/// delete (same numbers and argument), and Reservoir's own for snapshots, listing, read-only,
+/// qgroups and quota administration (`reservoir subvolume|qgroup|quota … PATH` send them). They
+/// are "restricted" FUSE ioctls: the kernel copies in and out by the size in the number.
+/// Everything else answers ENOTTY, as an unknown ioctl does on any filesystem.
+/// </summary>
+internal sealed partial class FuseBridge
+{
+    /// <summary>btrfs's subvolume ioctls, same numbers and argument (struct btrfs_ioctl_vol_args:
+    /// s64 fd, char name[4088]), issued on the parent directory: BTRFS_IOC_SUBVOL_CREATE =
+    /// _IOW(0x94, 14, 4096 bytes), BTRFS_IOC_SNAP_DESTROY = _IOW(0x94, 15, 4096 bytes). They are
+    /// "restricted" FUSE ioctls: the kernel copies the 4096 bytes in by the size in the number.
+    /// `reservoir subvolume create|delete` on a mounted path uses them.</summary>
+    internal const uint IocSubvolCreate = 0x5000940E, IocSnapDestroy = 0x5000940F;
+
+    /// <summary>Reservoir's own (btrfs lists through its tree-search ioctl, which exposes its
+    /// on-disk layout): _IOWR('R', 1, 16376 bytes). In: u64 the id to list after (0 first).
+    /// Out: u32 count, u32 more (1 if the page is full), then per subvolume u64 id, u64 parent,
+    /// u64 generation, u64 otransid, u8 read-only, u16 path length, path (UTF-8), i64 otime
+    /// (seconds), 16-byte uuid.</summary>
+    internal const uint IocSubvolList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 1;
+    internal const uint SubvolListSize = 16376;
+
+    /// <summary>Reservoir's: _IOWR('R', 3, 16376): in, u64 the qgroup id to list after (0 first);
+    /// out, u32 count, u32 more (1 if the page is full), then per qgroup u64 id, referenced,
+    /// exclusive, max referenced, max exclusive, reserved. _IOW('R', 4, 24 bytes) sets (u64
+    /// subvolume id, u64 max referenced, u64 max exclusive; 2^64−1 = none), root only.</summary>
+    internal const uint IocQgroupList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 3;
+    internal const uint IocQgroupLimit = 0x40000000 | (24 << 16) | (0x52 << 8) | 4;
+
+    /// <summary>Reservoir's quota administration, _IOW('R', 6, 24 bytes): u64 operation, u64 a,
+    /// u64 b; root only. Operations: 1 enable quotas, 2 disable them, 3 create qgroup a,
+    /// 4 destroy qgroup a, 5 assign qgroup a to b, 6 remove a from b, 7 limit qgroup a (any
+    /// level) to b referenced bytes (2^64−1 = none), 8 make subvolume a the default, 9 wait
+    /// until deleted subvolumes' space is free.</summary>
+    internal const uint IocQuotaCtl = 0x40000000 | (24 << 16) | (0x52 << 8) | 6;
+
+    /// <summary>Reservoir's: _IOWR('R', 7, 16376): in, u64 how many relations to skip; out, u32
+    /// count, u32 more, then (u64 member, u64 parent) pairs.</summary>
+    internal const uint IocQgroupRelations = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 7;
+
+    /// <summary>Reservoir's snapshot ioctl, _IOW('R', 5, 4096 bytes), on the directory that gets
+    /// the snapshot: u64 source (the st_ino of the source subvolume's root on this mount),
+    /// u64 flags (1 = read-only), char name[4080]. btrfs's SNAP_CREATE passes the source as a
+    /// file descriptor, which means nothing to a FUSE daemon in another process.</summary>
+    internal const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
+
+    /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
+    internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
+
+    private Errno SubvolList(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
+    {
+        if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
+        ulong after = BinaryPrimitives.ReadUInt64LittleEndian(arg);
+        var e = fs.ListSubvolumes(out var all);
+        if (e != Errno.OK) return e;
+        var page = new byte[SubvolListSize];
+        int pos = 8, count = 0;
+        uint more = 0;
+        foreach (var sv in all.Where(x => x.Id > after).OrderBy(x => x.Id))
+        {
+            var path = Encoding.UTF8.GetBytes(sv.Path);
+            int need = 8 * 4 + 1 + 2 + path.Length + 8 + 16;
+            if (pos + need > page.Length) { more = 1; break; }
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), sv.Id);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), sv.ParentId);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 16), sv.Generation);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 24), sv.Otransid);
+            page[pos + 32] = sv.ReadOnly ? (byte)1 : (byte)0;
+            BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(pos + 33), (ushort)path.Length);
+            path.CopyTo(page, pos + 35);
+            BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(pos + 35 + path.Length), sv.Otime.Sec);
+            sv.Uuid.TryWriteBytes(page.AsSpan(pos + 43 + path.Length));
+            pos += need;
+            count++;
+        }
+        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), more);
+        IoctlDone(ref w);
+        w.Bytes(page);
+        return Errno.OK;
+    }
+
+    /// <summary>Writes an unsolicited notification to /dev/fuse (set by the session once it
+    /// has the descriptor); null in tests that drive the bridge alone.</summary>
+    internal Action<byte[]>? Notifier { get; set; }
+
+    /// <summary>
+    /// Tells the kernel that the engine changed something it may have cached: a name in a
+    /// directory (FUSE_NOTIFY_INVAL_ENTRY) and the directory's attributes (INVAL_INODE, with
+    /// offset −1: attributes only, not the page cache). Needed where a change does not come
+    /// through the kernel's own namespace calls (the subvolume ioctls): otherwise a cached
+    /// negative or positive dentry answers for up to the entry timeout. Sent before the reply,
+    /// from an ioctl, which holds no directory lock the kernel's invalidation would need.
+    /// </summary>
+    private void InvalidateEntry(ulong dirIno, ReadOnlySpan<byte> name)
+    {
+        if (Notifier == null) return;
+        ulong dirNode = NodeOf(dirIno);
+        var entry = new byte[Abi.OutHeaderSize + 16 + name.Length + 1];
+        BinaryPrimitives.WriteUInt32LittleEndian(entry, (uint)entry.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(entry.AsSpan(4), 3);           // FUSE_NOTIFY_INVAL_ENTRY
+        BinaryPrimitives.WriteUInt64LittleEndian(entry.AsSpan(16), dirNode);   // parent
+        BinaryPrimitives.WriteUInt32LittleEndian(entry.AsSpan(24), (uint)name.Length);
+        name.CopyTo(entry.AsSpan(32));
+        Notifier(entry);
+        InvalidateAttr(dirIno);
+    }
+
+    /// <summary>fuse_ioctl_out of a successful ioctl with no iovecs (result, flags, in_iovs,
+    /// out_iovs: all 0); the out data, if any, follows.</summary>
+    private static void IoctlDone(ref ReplyWriter w)
+    {
+        w.U32(0);
+        w.U32(0);
+        w.U32(0);
+        w.U32(0);
+    }
+
+    private void InvalidateAttr(ulong ino)
+    {
+        if (Notifier == null) return;
+        var inode = new byte[Abi.OutHeaderSize + 24];
+        BinaryPrimitives.WriteUInt32LittleEndian(inode, (uint)inode.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(inode.AsSpan(4), 2);           // FUSE_NOTIFY_INVAL_INODE
+        BinaryPrimitives.WriteUInt64LittleEndian(inode.AsSpan(16), NodeOf(ino));
+        BinaryPrimitives.WriteInt64LittleEndian(inode.AsSpan(24), -1);         // attributes only, not the page cache
+        Notifier(inode);
+    }
+
+    private Errno Ioctl(ref RequestReader r, ref ReplyWriter w, ulong ino)
+    {
+        if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
+        uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
+        const uint Unrestricted = 2, Dir = 16;
+        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
+                or IocQgroupList or IocQgroupLimit or IocQuotaCtl or IocQgroupRelations)) return Errno.ENOTTY;
+        if ((flags & Dir) == 0) return Errno.ENOTDIR;
+        if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
+        if (cmd is IocQgroupList or IocQgroupRelations) return QgroupPage(cmd, ref r, ref w, inSize, U32(s, 28));
+        if (cmd == IocQuotaCtl)
+        {
+            if (r.Uid != 0) return Errno.EPERM;
+            if (inSize != 24 || !r.TryBytes(24, out var ctl)) return Errno.EINVAL;
+            var qe = QuotaCtl(BinaryPrimitives.ReadUInt64LittleEndian(ctl), BinaryPrimitives.ReadUInt64LittleEndian(ctl[8..]), BinaryPrimitives.ReadUInt64LittleEndian(ctl[16..]));
+            if (qe != Errno.OK) return qe;
+            IoctlDone(ref w);
+            return Errno.OK;
+        }
+        if (cmd == IocQgroupLimit)
+        {
+            if (r.Uid != 0) return Errno.EPERM;
+            if (inSize != 24 || !r.TryBytes(24, out var lim)) return Errno.EINVAL;
+            if (!fs.QuotaEnabled) return Errno.ENOTCONN;
+            var le = fs.SetQuotaLimit(BinaryPrimitives.ReadUInt64LittleEndian(lim), BinaryPrimitives.ReadUInt64LittleEndian(lim[8..]), BinaryPrimitives.ReadUInt64LittleEndian(lim[16..]));
+            if (le != Errno.OK) return le;
+            IoctlDone(ref w);
+            return Errno.OK;
+        }
+        if (cmd == IocSubvolSetRo)
+        {
+            // On the subvolume's root directory itself; root only, as btrfs property set is.
+            if (r.Uid != 0) return Errno.EPERM;
+            if (inSize != 8 || !r.TryBytes(8, out var flag)) return Errno.EINVAL;
+            var re = fs.SetSubvolumeReadOnly(ino, BinaryPrimitives.ReadUInt64LittleEndian(flag) != 0);
+            if (re != Errno.OK) return re;
+            InvalidateAttr(ino);
+            IoctlDone(ref w);
+            return Errno.OK;
+        }
+        if (inSize != 4096 || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
+        var field = arg[(cmd == IocSnapCreate ? 16 : 8)..];
+        int z = field.IndexOf((byte)0);
+        if (z <= 0) return Errno.EINVAL;
+        var name = field[..z];
+        // The kernel checks no permission for an ioctl: as btrfs does, creating needs what
+        // mkdir needs (write and search on the directory), deleting needs root.
+        Errno e;
+        if (cmd == IocSubvolCreate)
+        {
+            e = fs.GetAttr(ino, out var dir);
+            if (e != Errno.OK) return e;
+            if (r.Uid != 0 && !MayWrite(dir, r.Uid, r.Gid)) return Errno.EACCES;
+            e = fs.CreateSubvolume(ino, name, r.Uid, r.Gid, out _);
+        }
+        else if (cmd == IocSnapCreate)
+        {
+            // As btrfs: write and search on the directory, and owning the source (or root).
+            ulong source = BinaryPrimitives.ReadUInt64LittleEndian(arg), flags2 = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
+            if ((flags2 & ~1UL) != 0) return Errno.EINVAL;
+            e = fs.GetAttr(ino, out var dir);
+            if (e != Errno.OK) return e;
+            e = fs.GetAttr(source, out var src);
+            if (e != Errno.OK) return e;
+            if (r.Uid != 0 && (!MayWrite(dir, r.Uid, r.Gid) || src.Uid != r.Uid)) return Errno.EACCES;
+            e = fs.CreateSnapshot(source, ino, name, (flags2 & 1) != 0, out _);
+        }
+        else
+        {
+            if (r.Uid != 0) return Errno.EPERM;
+            e = fs.DeleteSubvolume(ino, name);
+        }
+        if (e != Errno.OK) return e;
+        InvalidateEntry(ino, name);
+        IoctlDone(ref w);
+        return Errno.OK;
+    }
+
+    private Errno QuotaCtl(ulong op, ulong a, ulong b) => op switch
+    {
+        1 => fs.EnableQuota(),
+        2 => fs.DisableQuota(),
+        3 => fs.CreateQgroup(a),
+        4 => fs.DestroyQgroup(a),
+        5 => fs.AssignQgroup(a, b),
+        6 => fs.RemoveQgroupRelation(a, b),
+        7 => fs.SetQgroupLimit(a, b, ulong.MaxValue),
+        8 => fs.SetDefaultSubvolume(a),
+        9 => fs.SyncSubvolumeDeletions(),
+        _ => Errno.EINVAL,
+    };
+
+    /// <summary>One page of qgroups (after an id) or of relations (after a count), as the two
+    /// list ioctls describe; ENOTCONN when quotas are off, as btrfs answers.</summary>
+    private Errno QgroupPage(uint cmd, ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
+    {
+        if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
+        if (!fs.QuotaEnabled) return Errno.ENOTCONN;
+        ulong after = BinaryPrimitives.ReadUInt64LittleEndian(arg);
+        var page = new byte[SubvolListSize];
+        int pos = 8, count = 0;
+        uint more = 0;
+        void Put(ulong v) { BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), v); pos += 8; }
+        if (cmd == IocQgroupList)
+            foreach (var g in fs.Qgroups().Where(g => g.Id > after))
+            {
+                if (pos + 48 > page.Length) { more = 1; break; }
+                Put(g.Id); Put(g.Referenced); Put(g.Exclusive); Put(g.MaxReferenced); Put(g.MaxExclusive); Put(g.RsvData);
+                count++;
+            }
+        else
+            foreach (var (child, parent) in fs.QgroupRelations().Skip((int)Math.Min(after, int.MaxValue)))
+            {
+                if (pos + 16 > page.Length) { more = 1; break; }
+                Put(child); Put(parent);
+                count++;
+            }
+        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), more);
+        IoctlDone(ref w);
+        w.Bytes(page);
+        return Errno.OK;
+    }
+
+    /// <summary>Write and search permission on a directory by its mode bits (owner, group, other).</summary>
+    private static bool MayWrite(InodeAttr dir, uint uid, uint gid)
+    {
+        uint bits = uid == dir.Uid ? (dir.Mode >> 6) & 7 : gid == dir.Gid ? (dir.Mode >> 3) & 7 : dir.Mode & 7;
+        return (bits & 3) == 3;
+    }
+}
