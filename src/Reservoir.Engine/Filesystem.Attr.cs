@@ -122,8 +122,15 @@ public sealed partial class Filesystem
                 var we = Data.BufferedWrite(inode, newSize, new byte[tailEnd - newSize], out _);
                 if (we != Errno.OK) return we;
             }
-            Data.Invalidate(m, from, ulong.MaxValue); // and waits for the range's ordered extents
+            // The new size first, then the page cache, as the kernel's truncate_setsize does:
+            // a page-fault write holds only its page lock and checks the size under it, so it
+            // either dirtied its page before Invalidate took it (and Invalidate frees the
+            // page's reservations) or sees the new size and fails. Set after Invalidate, a
+            // fault in between marked a preallocated page past the new end dirty in place over
+            // the extent dropped below, and its writeback found a hole (deterministic seed 25
+            // of ConcurrentDataTests, MappedWriteRacingTruncateOverAPreallocatedBlock).
             inode.Item.FileSize = newSize;
+            Data.Invalidate(m, from, ulong.MaxValue); // and waits for the range's ordered extents
             using (m.State.Lock()) m.DiskSize = Math.Min(m.DiskSize, newSize);
             bool done = false;
             while (!done)

@@ -221,33 +221,36 @@ public sealed partial class Filesystem : IDisposable
         });
 
     /// <summary>
-    /// statfs as seen from <paramref name="node"/>: the filesystem's figures, or, when the
-    /// node's subvolume has a referenced limit, that limit as the size and what is left under
-    /// it as free and available (never more than the filesystem has), as XFS project quotas
-    /// and CephFS quotas show in df. Reserved bytes (writes not yet accounted) count as used.
+    /// statfs as seen from <paramref name="node"/>: the filesystem's figures, or, when a limit
+    /// holds for writes there (on the subvolume's group or any group above it, referenced or
+    /// exclusive), the one that leaves the least room: its limit as the size and what is left
+    /// under it as free and available (never more than the filesystem has), as XFS project
+    /// quotas and CephFS quotas show in df. Reserved bytes (writes not yet accounted) count as
+    /// used, as they do when a write reserves.
     /// </summary>
     public Errno StatFs(ulong node, out StatFsInfo st)
     {
         StatFs(out st);
         if (!Fs.Quota.Enabled) return Errno.OK;
         var (tree, _) = NodeIds.Decode(node);
-        ulong id = Quota.Qgroups.ForSubvolume(tree);
-        foreach (var g in Fs.Quota.Snapshot())
-        {
-            if (g.Id != id || g.MaxReferenced == ulong.MaxValue) continue;
-            ulong bs = st.BlockSize;
-            ulong total = g.MaxReferenced / bs;
-            ulong used = Math.Min(total, (g.Referenced + g.RsvData + bs - 1) / bs);
-            ulong free = Math.Min(total - used, st.BlocksAvail);
-            st = st with { Blocks = total, BlocksFree = free, BlocksAvail = free };
-        }
+        ulong bs = st.BlockSize, bestRoom = ulong.MaxValue, bestMax = 0;
+        foreach (var g in Fs.Quota.ChainOf(tree))
+            foreach (var (max, usage) in new[] { (g.MaxReferenced, g.Referenced), (g.MaxExclusive, g.Exclusive) })
+            {
+                if (max == ulong.MaxValue) continue;
+                ulong room = max - Math.Min(max, usage + g.RsvData);
+                if (room < bestRoom) (bestRoom, bestMax) = (room, max);
+            }
+        if (bestRoom == ulong.MaxValue) return Errno.OK;
+        ulong total = bestMax / bs, free = Math.Min(Math.Min(total, bestRoom / bs), st.BlocksAvail);
+        st = st with { Blocks = total, BlocksFree = free, BlocksAvail = free };
         return Errno.OK;
     }
 
     public SpaceReport Space()
     {
         var s = Fs.Space;
-        return new SpaceReport(s.DeviceSize, s.Data.Total, s.Data.Used, s.Data.Pinned, s.Data.MayUse,
+        return new SpaceReport(s.DeviceSize, s.Data.Total, s.Data.Used + s.Data.Reserved, s.Data.Pinned, s.Data.MayUse,
             s.Meta.Total, s.Meta.Used, s.Meta.Pinned, s.Meta.MayUse, s.UnallocatedBytes, s.GlobalReserve,
             s.Data.Underflows + s.Meta.Underflows);
     }
@@ -260,7 +263,7 @@ public sealed partial class Filesystem : IDisposable
         var s = Fs.Space;
         ulong bs = (ulong)Fs.BlockSize;
         ulong total = s.UsableBytes / bs;
-        ulong used = Math.Min(total, (s.Data.Used + s.Meta.Used + s.Data.Pinned + s.Meta.Pinned) / bs);
+        ulong used = Math.Min(total, (s.Data.Used + s.Data.Reserved + s.Meta.Used + s.Data.Pinned + s.Meta.Pinned) / bs);
         ulong avail = Math.Min(total - used, s.DataAvailable / bs);
         st = new StatFsInfo((uint)bs, total, total - used, avail, total, avail, FormatConstants.MaxNameLength, Fs.Fsid);
         return Errno.OK;

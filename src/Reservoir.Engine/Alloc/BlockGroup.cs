@@ -17,6 +17,8 @@ internal sealed class BlockGroup(ulong start, ulong length, BlockGroupFlags flag
     public ulong Capacity { get; set; }
     /// <summary>Bytes of live extents (the BLOCK_GROUP_ITEM's used field after commit).</summary>
     public ulong Used { get; set; }
+    /// <summary>Data allocated but not yet in the extent tree (see <see cref="SpaceInfo"/>).</summary>
+    public ulong Reserved { get; set; }
     public ulong Pinned { get; set; }
     public FreeSpaceMap Free { get; } = new();
     /// <summary>Used changed since the item was last written, or the item does not exist yet.</summary>

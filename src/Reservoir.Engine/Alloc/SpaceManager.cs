@@ -265,7 +265,7 @@ internal sealed class SpaceManager
                 {
                     if (bestG != null) bestG.Free.Add(best.Item1, best.Item2);
                     g.Cursor = s + l;
-                    Account(g, l, fromReservation);
+                    ReserveAllocatedData(g, l, fromReservation);
                     return (s, l);
                 }
                 if (l > best.Item2)
@@ -286,11 +286,26 @@ internal sealed class SpaceManager
             if (bestG != null)
             {
                 bestG.Cursor = best.Item1 + best.Item2;
-                Account(bestG, best.Item2, fromReservation);
+                ReserveAllocatedData(bestG, best.Item2, fromReservation);
                 return best;
             }
             throw new FsException(Errno.ENOSPC, "data space exhausted");
         }
+    }
+
+    /// <summary>A data extent just allocated counts as reserved, not used, until the commit
+    /// inserts its EXTENT_ITEM (<see cref="CommitReserved"/>), as btrfs's block-group reserved
+    /// bytes: data is allocated outside any transaction handle (writeback, direct IO),
+    /// concurrently with a commit, which must write each BLOCK_GROUP_ITEM's used as its own
+    /// extent tree has it. Counted as used, a power cut after that commit left an image whose
+    /// block group items disagreed with its extents, and a commit racing a busy writeback
+    /// found its groups dirtied again round after round. The group is not marked dirty here
+    /// for the same reason.</summary>
+    private void ReserveAllocatedData(BlockGroup g, ulong len, bool fromReservation)
+    {
+        g.Reserved += len;
+        Data.Reserved += len;
+        if (fromReservation) SpaceInfo.Sub(ref Data.MayUse, len, Data);
     }
 
     private void Account(BlockGroup g, ulong len, bool fromReservation)
@@ -307,6 +322,35 @@ internal sealed class SpaceManager
         foreach (var (s, l) in FreeSlots())
             return AddGroupUnsynchronized(s, l, flags, onDisk: false);
         return null;
+    }
+
+    /// <summary>The commit inserted the EXTENT_ITEM of a data extent allocated by
+    /// <see cref="AllocData"/>: its bytes move from reserved to used.</summary>
+    public void CommitReserved(ulong start, ulong len)
+    {
+        using var _ = _lock.Lock();
+        var g = GroupOfUnsynchronized(start) ?? throw new CorruptionException($"extent [{start}, +{len}) outside every block group", start);
+        UnreserveUnsynchronized(g, len);
+        g.Used += len;
+        Data.Used += len;
+        g.Dirty = true;
+    }
+
+    /// <summary>A data extent allocated by <see cref="AllocData"/> that never got an
+    /// EXTENT_ITEM (its write failed, or it was dropped in the transaction that made it) is
+    /// free again at once: no commit ever referenced it.</summary>
+    public void FreeReserved(ulong start, ulong len)
+    {
+        using var _ = _lock.Lock();
+        var g = GroupOfUnsynchronized(start) ?? throw new CorruptionException($"freeing [{start}, +{len}) outside every block group", start);
+        UnreserveUnsynchronized(g, len);
+        g.Free.Add(start, len);
+    }
+
+    private void UnreserveUnsynchronized(BlockGroup g, ulong len)
+    {
+        if (len > g.Reserved) { Data.Underflows++; g.Reserved = 0; } else g.Reserved -= len;
+        SpaceInfo.Sub(ref Data.Reserved, len, Data);
     }
 
     /// <summary>An extent stops being used. <paramref name="pin"/>: the last committed state may
@@ -353,7 +397,7 @@ internal sealed class SpaceManager
     {
         using var _ = _lock.Lock();
         var data = _groups.Where(g => g.IsData).ToList();
-        var victims = data.Where(g => g.Used == 0 && g.Pinned == 0 && g.Free.FreeBytes == g.Capacity).ToList();
+        var victims = data.Where(g => g.Used == 0 && g.Reserved == 0 && g.Pinned == 0 && g.Free.FreeBytes == g.Capacity).ToList();
         if (victims.Count == data.Count && victims.Count > 0) victims.RemoveAt(0);
         foreach (var g in victims)
         {

@@ -279,6 +279,7 @@ internal sealed partial class DataEngine : IDisposable
         var s = Fs.Space;
         if (s.Data.MayUse != 0) Leak($"unmount: data may_use is {s.Data.MayUse}", (long)s.Data.MayUse);
         if (s.Meta.MayUse != 0) Leak($"unmount: metadata may_use is {s.Meta.MayUse}", (long)s.Meta.MayUse);
+        if (s.Data.Reserved != 0) Leak($"unmount: {s.Data.Reserved} data bytes allocated but never given an extent item", (long)s.Data.Reserved);
         foreach (var g in Fs.Quota.Snapshot())
             if (g.RsvData != 0) Leak($"unmount: qgroup {Format.Items.QgroupId.Show(g.Id)} still reserves {g.RsvData} data bytes", (long)g.RsvData);
         if (!Fs.Quota.Enabled && Fs.Quota.TotalRsv is var rsv and not 0) Leak($"unmount: subvolumes still reserve {rsv} data bytes (quotas off)", (long)rsv);

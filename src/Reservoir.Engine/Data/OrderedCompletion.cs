@@ -46,7 +46,7 @@ internal sealed partial class DataEngine
 
     private void FailOrdered(Mapping m, OrderedExtent oe)
     {
-        if (oe.Kind is OrderedKind.Regular or OrderedKind.Direct) Fs.Space.Free(oe.DiskBytenr, oe.DiskNumBytes, pin: false);
+        if (oe.Kind is OrderedKind.Regular or OrderedKind.Direct) Fs.Space.FreeReserved(oe.DiskBytenr, oe.DiskNumBytes);
         ulong q = oe.QgroupRsv;
         if (Options.Bugs.OldQgroupReleaseTiming) using (m.State.Lock()) q += m.Ledger.Clear(oe.FileOffset, oe.End, RangeBits.QgroupReserved);
         Fs.Quota.Free(m.Subvol.Id, q);

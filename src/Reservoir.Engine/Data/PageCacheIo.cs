@@ -447,6 +447,11 @@ internal sealed partial class DataEngine
         WaitOrdered(m, s, s + bs); // one ordered extent per range (see BufferedWrite)
         try
         {
+            // Again under the page lock (the kernel's page_mkwrite checks i_size after
+            // lock_page): a truncate sets the size before it invalidates the page cache, so a
+            // fault past the new end either holds the page before Invalidate takes it or sees
+            // the new size here. The page read past the new size holds zeros.
+            if (s >= Units.AlignUp(inode.Item.FileSize, bs)) return Errno.EFAULT;
             ExtentStatus? seen = null;
             using (m.State.Lock())
                 if (m.Es.TryLookup(s, out var st, out _, out var end) && end >= s + bs) seen = st;

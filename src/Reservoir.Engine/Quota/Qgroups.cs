@@ -418,6 +418,15 @@ internal sealed class Qgroups
         return _groups.Values.OrderBy(g => g.Id).Select(g => (g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive, g.RsvData)).ToList();
     }
 
+    /// <summary>The group of subvolume <paramref name="treeId"/> and each of its distinct
+    /// ancestors (the groups a write there reserves against); empty if it has no group.</summary>
+    public List<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive, ulong RsvData)> ChainOf(ulong treeId)
+    {
+        using var _ = _lock.Lock();
+        if (!Enabled || !_groups.ContainsKey(ForSubvolume(treeId))) return [];
+        return ChainUnsynchronized(treeId).Select(g => (g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive, g.RsvData)).ToList();
+    }
+
     /// <summary>Data bytes reserved by all subvolumes' writers (each byte once, whatever the
     /// hierarchy, and whether quotas are on or off).</summary>
     public ulong TotalRsv { get { using var _ = _lock.Lock(); return _rsvBySubvol.Values.Aggregate(0UL, (a, r) => a + r); } }

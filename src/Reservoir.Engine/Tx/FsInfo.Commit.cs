@@ -198,11 +198,12 @@ internal sealed partial class FsInfo
             {
                 // Allocated and dropped within this transaction: never committed, free at once.
                 DeleteCsums(h, head.Bytenr);
-                Space.Free(head.Bytenr, head.NumBytes, pin: false);
+                Space.FreeReserved(head.Bytenr, head.NumBytes);
                 return;
             }
             ei = new ExtentItem { Refs = 0, Generation = head.Generation, Flags = ExtentFlags.Data, Owner = head.Owner };
             ExtentTree.Insert(h, ekey, ExtentItem.Size);
+            Space.CommitReserved(head.Bytenr, head.NumBytes);
         }
         else
         {

@@ -1,4 +1,6 @@
 using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine.Tx;
 using Reservoir.Engine;
 using Xunit;
 using Xunit.Abstractions;
@@ -51,6 +53,51 @@ public class SpaceTests(ITestOutputHelper log)
             CreateFile(fs, Filesystem.RootIno, "after", data);
             Assert.Equal(0, fs.Stats.ReservationOverruns);
         }
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>
+    /// Writeback allocates data outside any transaction handle, so a commit can run between
+    /// the allocation and the ordered extent's finish. That commit must write each
+    /// BLOCK_GROUP_ITEM's used as its own extent tree has it: a power cut right after it
+    /// leaves an image without the new extent, whose block groups must not count it (fsck
+    /// reported "used is X, extents add up to Y" when allocation counted as used at once).
+    /// </summary>
+    [Fact]
+    public void ACommitWhileAnOrderedExtentIsInFlightWritesBlockGroupsAsTheExtentTreeHasThem()
+    {
+        var dev = NewDevice(64UL << 20, 4096);
+        var dopt = new Reservoir.Engine.Data.DataOptions { WritebackIntervalMs = 0, CompletionWorkers = 1 };
+        using var entered = new ManualResetEventSlim(false);
+        using var release = new ManualResetEventSlim(false);
+        MemoryBlockDevice image;
+        using (var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }, dopt))
+        {
+            ulong ino = CreateFile(fs, Filesystem.RootIno, "a");
+            Ok(fs.Sync());
+            var before = fs.Space();
+            var data = new byte[1 << 20];
+            new Random(7).NextBytes(data);
+            Ok(fs.Write(ino, 0, data, out _));
+            dopt.BeforeFinish = _ => { entered.Set(); release.Wait(TimeSpan.FromSeconds(30)); };
+            Ok(fs.StartWriteback(ino));
+            Assert.True(entered.Wait(TimeSpan.FromSeconds(30)), "the ordered extent never reached its finish");
+            // The extent is allocated, its EXTENT_ITEM not inserted: a commit now (something
+            // else dirty, so it writes) must not count it as used in its block group item.
+            Ok(fs.Mkdir(Filesystem.RootIno, "d", 0x1ED, 0, 0, out _));
+            fs.Fs.Commit();
+            image = dev.Clone();
+            var mid = fs.Space();
+            Assert.Equal(before.DataUsed + (1UL << 20), mid.DataUsed);  // statfs still sees it as taken
+            dopt.BeforeFinish = null;
+            release.Set();
+            Ok(fs.Sync());
+            Assert.Equal(data, ReadAll(fs, ino));
+            Assert.Equal(0, fs.Space().Underflows);
+        }
+        FsckAssert.Clean(image);   // the power cut right after that commit
+        using (var m = Mount(image))
+            Assert.DoesNotContain(m.Warnings, w => w.Contains("block group"));
         FsckAssert.Clean(dev);
     }
 

@@ -281,6 +281,19 @@ public class SubvolumeTests
         Assert.Equal((5UL << 20) / 4096, st2.BlocksFree);
         Ok(fs.StatFs(Root, out var top));
         Assert.Equal(whole.Blocks, top.Blocks);            // the top level has no limit
+        // A tighter limit on a group above (4 MiB referenced, of which the subvolume's 3 MiB
+        // are used) is the one df shows; a looser one (an exclusive limit of 100 MiB on the
+        // same group) changes nothing.
+        ulong parent = QgroupId.Of(1, 7);
+        Ok(fs.CreateQgroup(parent));
+        Ok(fs.AssignQgroup(QgroupId.Of(0, 256), parent));
+        Ok(fs.SetQgroupLimit(parent, 4UL << 20, 100UL << 20));
+        Ok(fs.StatFs(f, out var st3));
+        Assert.Equal((4UL << 20) / 4096, st3.Blocks);
+        Assert.Equal((1UL << 20) / 4096, st3.BlocksFree);
+        Ok(fs.SetQgroupLimit(parent, ulong.MaxValue, ulong.MaxValue));
+        Ok(fs.StatFs(f, out var st4));
+        Assert.Equal(st2, st4);
         // 5 MiB are left: a 6 MiB write stops short of the limit (or answers EDQUOT).
         var e = fs.Write(f, 3 << 20, new byte[6 << 20], out int n);
         Assert.True(e == Errno.EDQUOT || (e == Errno.OK && n <= 5 << 20), $"{e}, {n} bytes written");
