@@ -66,16 +66,80 @@ public static class StressRunner
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
     private sealed class Model
     {
-        public readonly SortedDictionary<string, byte[]> Files = new(StringComparer.Ordinal);
+        /// <summary>Regular files by name; hard links are names of one <see cref="ModelFile"/>.</summary>
+        public readonly SortedDictionary<string, ModelFile> Files = new(StringComparer.Ordinal);
         public readonly SortedSet<string> Dirs = new(StringComparer.Ordinal);
         public readonly SortedDictionary<string, string> Links = new(StringComparer.Ordinal);
         public readonly SortedSet<string> Fifos = new(StringComparer.Ordinal);
-        /// <summary>Contents (by array, so hard links share it) that a failed mapped write left
-        /// unspecified: not compared any more.</summary>
-        public readonly HashSet<byte[]> Unspecified = new(ReferenceEqualityComparer.Instance);
         /// <summary>Directories that are subvolumes (also in <see cref="Dirs"/>).</summary>
         public readonly SortedSet<string> Subvols = new(StringComparer.Ordinal);
         public bool Exists(string p) => Files.ContainsKey(p) || Dirs.Contains(p) || Links.ContainsKey(p) || Fifos.Contains(p);
+    }
+
+    /// <summary>
+    /// A file (an inode) in the model. Hard links are names of one object; a snapshot makes a
+    /// new one that shares the content until either side changes it, copy on write like the
+    /// filesystem itself (copying every file at every snapshot made an hour-long soak with
+    /// thousands of snapshots of snapshots grow past the machine's memory). The sharer count
+    /// is not lowered when a file goes away: a later change then copies once more than needed,
+    /// never less.
+    /// </summary>
+    private sealed class ModelFile
+    {
+        private sealed class Content(byte[] bytes)
+        {
+            public byte[] Bytes = bytes;
+            public int Sharers = 1;
+        }
+
+        private Content _c;
+        /// <summary>A failed mapped write left the contents unspecified: not compared any more.</summary>
+        public bool Unspecified;
+
+        public ModelFile() => _c = new Content([]);
+        private ModelFile(ModelFile from)
+        {
+            _c = from._c;
+            _c.Sharers++;
+            Unspecified = from.Unspecified;
+        }
+
+        /// <summary>The contents; read only (every change goes through the methods below).</summary>
+        public ReadOnlySpan<byte> Bytes => _c.Bytes;
+        public int Length => _c.Bytes.Length;
+
+        /// <summary>The snapshot's copy of this file: the same contents until one side changes.</summary>
+        public ModelFile Share() => new(this);
+
+        private byte[] Own()
+        {
+            if (_c.Sharers > 1)
+            {
+                _c.Sharers--;
+                _c = new Content((byte[])_c.Bytes.Clone());
+            }
+            return _c.Bytes;
+        }
+
+        public void Store(ulong off, ReadOnlySpan<byte> d)
+        {
+            if (off + (ulong)d.Length > (ulong)Length) Resize((int)(off + (ulong)d.Length));
+            d.CopyTo(Own().AsSpan((int)off));
+        }
+
+        public void Resize(int size)
+        {
+            var n = new byte[size];
+            Array.Copy(_c.Bytes, n, Math.Min(size, Length));
+            if (_c.Sharers > 1) _c.Sharers--;
+            _c = new Content(n);
+        }
+
+        public void Zero(ulong off, ulong len)
+        {
+            if (off >= (ulong)Length) return;
+            Own().AsSpan((int)off, (int)Math.Min(len, (ulong)Length - off)).Clear();
+        }
     }
 
     public static StressResult Run(ReservoirFileSystem rfs, StressOptions o) => Run(new EngineStressTarget(rfs), o);
@@ -192,9 +256,10 @@ public static class StressRunner
         string line = $"{wid}/{no}: {op} {string.Join(' ', args)} {errno}";
         if (checkEach && m.Files.ContainsKey(args[0]) && t.CheckFile(args[0]) is { } bad)
             throw new CheckFailedException(line, $"after '{line}': {bad}");
-        if (checkEach && m.Files.TryGetValue(args[0], out var want) && !m.Unspecified.Contains(want) && op is not ("creat" or "mkdir" or "mknod" or "symlink"))
+        if (checkEach && m.Files.TryGetValue(args[0], out var modelled) && !modelled.Unspecified && op is not ("creat" or "mkdir" or "mknod" or "symlink"))
         {
             var got = t.ReadAll(args[0]);
+            var want = modelled.Bytes;
             if (!got.AsSpan().SequenceEqual(want))
             {
                 int at = 0;
@@ -225,21 +290,17 @@ public static class StressRunner
 
     /// <summary>A snapshot in the model: everything below <paramref name="src"/> appears below
     /// <paramref name="dst"/>, except subvolumes nested in it (a snapshot does not descend into
-    /// them); hard links stay hard links of the snapshot's own inode (one new array per array).</summary>
+    /// them); hard links stay hard links of the snapshot's own inode (one new file per file).</summary>
     private static void SnapshotModel(Model m, string src, string dst)
     {
         string below = src + "/";
         var nested = m.Subvols.Where(s => s.StartsWith(below, StringComparison.Ordinal)).Select(s => s + "/").ToList();
         bool Copied(string p) => p.StartsWith(below, StringComparison.Ordinal) && !nested.Any(n => p == n[..^1] || p.StartsWith(n, StringComparison.Ordinal));
         string To(string p) => dst + p[src.Length..];
-        var clones = new Dictionary<byte[], byte[]>(ReferenceEqualityComparer.Instance);
-        foreach (var (p, data) in m.Files.Where(kv => Copied(kv.Key)).ToList())
+        var copies = new Dictionary<ModelFile, ModelFile>(ReferenceEqualityComparer.Instance);
+        foreach (var (p, f) in m.Files.Where(kv => Copied(kv.Key)).ToList())
         {
-            if (!clones.TryGetValue(data, out var c))
-            {
-                clones[data] = c = (byte[])data.Clone();
-                if (m.Unspecified.Contains(data)) m.Unspecified.Add(c);
-            }
+            if (!copies.TryGetValue(f, out var c)) copies[f] = c = f.Share();
             m.Files[To(p)] = c;
         }
         foreach (var (p, target) in m.Links.Where(kv => Copied(kv.Key)).ToList()) m.Links[To(p)] = target;
@@ -258,9 +319,7 @@ public static class StressRunner
         {
             case "creat":
                 e = t.Create(a[0]);
-                // A distinct array per file: hard links are modelled as names sharing one array
-                // (so `[]`, which is the shared Array.Empty, must not be used here).
-                if (e == Errno.OK) m.Files[a[0]] = new byte[0];
+                if (e == Errno.OK) m.Files[a[0]] = new ModelFile();
                 break;
             case "mkdir":
                 e = t.Mkdir(a[0]);
@@ -276,7 +335,7 @@ public static class StressRunner
                 break;
             case "link":
                 e = t.Link(a[0], a[1]);
-                if (e == Errno.OK) m.Files[a[1]] = m.Files[a[0]]; // same inode: shares the array
+                if (e == Errno.OK) m.Files[a[1]] = m.Files[a[0]]; // same inode: one object
                 break;
             case "unlink":
                 e = t.Unlink(a[0]);
@@ -294,7 +353,7 @@ public static class StressRunner
                 {
                     e = t.CloneRange(a[0], U(1), a[2], U(3), U(4), out ulong copied);
                     if ((e != Errno.OK && copied == 0) || !m.Files.TryGetValue(a[0], out var src) || !m.Files.ContainsKey(a[2])) break;
-                    if (m.Unspecified.Contains(src)) { m.Unspecified.Add(m.Files[a[2]]); break; } // copied unknown bytes
+                    if (src.Unspecified) { m.Files[a[2]].Unspecified = true; break; } // copied unknown bytes
                     // copy_file_range's loop: each step copies what the source has up to its end
                     // now (a copy within one file may have grown it in the step before).
                     ulong so = U(1), doff = U(3), len = U(4);
@@ -305,7 +364,7 @@ public static class StressRunner
                         var cur = m.Files[a[0]];
                         if (so >= (ulong)cur.Length) break;
                         ulong n = Math.Min(len, (ulong)cur.Length - so);
-                        Store(m, a[2], doff, cur.AsSpan((int)so, (int)n).ToArray());
+                        m.Files[a[2]].Store(doff, cur.Bytes.Slice((int)so, (int)n).ToArray());
                         so += n; doff += n; len -= n;
                     }
                     break;
@@ -360,19 +419,19 @@ public static class StressRunner
                     // fails after partial progress (the runner's model once stored the whole
                     // buffer on a short write, and long soaks that filled the disk then
                     // reported "data differs" for writes that never claimed to be complete).
-                    if (n > 0) Store(m, a[0], off, d[..n]);
+                    if (n > 0 && m.Files.TryGetValue(a[0], out var written)) written.Store(off, d.AsSpan(0, n));
                     if (op == "mwrite" && e != Errno.OK && t.FailedMappedWriteLeavesContentsUnspecified(e) && m.Files.TryGetValue(a[0], out var lost))
-                        m.Unspecified.Add(lost);
+                        lost.Unspecified = true;
                     break;
                 }
             case "read" or "dread":
                 {
                     var buf = new byte[U(2)];
                     e = t.Read(a[0], U(1), buf, op == "dread", out int n);
-                    if (e == Errno.OK && m.Files.TryGetValue(a[0], out var want) && !m.Unspecified.Contains(want))
+                    if (e == Errno.OK && m.Files.TryGetValue(a[0], out var want) && !want.Unspecified)
                     {
                         int expect = (int)Math.Max(0, Math.Min((long)buf.Length, want.Length - (long)U(1)));
-                        var wantSpan = want.AsSpan((int)Math.Min(U(1), (ulong)want.Length), expect);
+                        var wantSpan = want.Bytes.Slice((int)Math.Min(U(1), (ulong)want.Length), expect);
                         if (n != expect || !buf.AsSpan(0, n).SequenceEqual(wantSpan))
                         {
                             int at = 0;
@@ -386,12 +445,12 @@ public static class StressRunner
                 {
                     var mode = op switch { "punch" => FallocateMode.PunchHole | FallocateMode.KeepSize, "zero" => FallocateMode.ZeroRange | FallocateMode.KeepSize, _ => FallocateMode.KeepSize };
                     e = t.Fallocate(a[0], mode, U(1), U(2));
-                    if (e == Errno.OK && op != "fallocate") ZeroRange(m, a[0], U(1), U(2));
+                    if (e == Errno.OK && op != "fallocate" && m.Files.TryGetValue(a[0], out var zeroed)) zeroed.Zero(U(1), U(2));
                     break;
                 }
             case "truncate":
                 e = t.Truncate(a[0], U(1));
-                if (e == Errno.OK && m.Files.ContainsKey(a[0])) Resize(m, a[0], (int)U(1));
+                if (e == Errno.OK && m.Files.TryGetValue(a[0], out var truncated)) truncated.Resize((int)U(1));
                 break;
             case "fsync" or "fdatasync": e = t.Fsync(a[0], op == "fdatasync"); break;
             case "sync": e = t.Sync(); break;
@@ -405,29 +464,6 @@ public static class StressRunner
         errno = e == Errno.OK ? "0" : e.ToString();
     }
 
-    /// <summary>Writes into the model's array for the file (and its hard links: they share it).</summary>
-    private static void Store(Model m, string path, ulong off, byte[] d)
-    {
-        if (!m.Files.TryGetValue(path, out var cur)) return;
-        if (off + (ulong)d.Length > (ulong)cur.Length) Resize(m, path, (int)(off + (ulong)d.Length));
-        d.CopyTo(m.Files[path], (int)off);
-    }
-
-    private static void Resize(Model m, string path, int size)
-    {
-        var old = m.Files[path];
-        var n = new byte[size];
-        Array.Copy(old, n, Math.Min(size, old.Length));
-        if (m.Unspecified.Remove(old)) m.Unspecified.Add(n);
-        foreach (var k in m.Files.Where(kv => ReferenceEquals(kv.Value, old)).Select(kv => kv.Key).ToList()) m.Files[k] = n;
-    }
-
-    private static void ZeroRange(Model m, string path, ulong off, ulong len)
-    {
-        if (!m.Files.TryGetValue(path, out var cur)) return;
-        for (ulong i = off; i < Math.Min(off + len, (ulong)cur.Length); i++) cur[i] = 0;
-    }
-
     /// <summary>Sync, run the target's own checks, compare every worker's tree with its model,
     /// hash the state.</summary>
     private static void Finish(IStressTarget t, Model[] models, StressResult r)
@@ -435,7 +471,7 @@ public static class StressRunner
         var se = t.Sync();
         // After a mapped write failed at writeback, syncfs reports that error once more (the
         // kernel keeps it for the superblock): expected, not a new failure.
-        bool mappedFailed = models.Any(m => m.Unspecified.Count > 0);
+        bool mappedFailed = models.Any(m => m.Files.Values.Any(f => f.Unspecified));
         if (se != Errno.OK && !(mappedFailed && se is Errno.ENOSPC or Errno.EDQUOT)) r.Failures.Add($"final sync: {se}");
         r.Failures.AddRange(t.Verify());
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -446,8 +482,8 @@ public static class StressRunner
                 byte[] got;
                 try { got = t.ReadAll(path); }
                 catch (IOException ex) { r.Failures.Add($"{path}: {ex.Message}"); continue; }
-                if (m.Unspecified.Contains(want)) r.Unverified++;
-                else if (!got.AsSpan().SequenceEqual(want)) r.Failures.Add($"{path}: content differs from what was written ({got.Length} bytes, model {want.Length})");
+                if (want.Unspecified) r.Unverified++;
+                else if (!got.AsSpan().SequenceEqual(want.Bytes)) r.Failures.Add($"{path}: content differs from what was written ({got.Length} bytes, model {want.Length})");
                 sha.AppendData(Encoding.UTF8.GetBytes(path));
                 sha.AppendData(got);
             }
