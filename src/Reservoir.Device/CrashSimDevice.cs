@@ -25,6 +25,8 @@ public sealed class CrashSimDevice : IBlockDevice
     /// <summary>When Ops reaches this number the device dies before performing the operation.</summary>
     public long CutAfterOps { get; set; } = long.MaxValue;
     public bool Dead { get; private set; }
+    /// <summary>The next flush cuts the power instead (the device dies before flushing).</summary>
+    public bool CutAtNextFlush { get; set; }
     /// <summary>Return true to fail an operation with EIO: (isWrite, offset, length).</summary>
     public Func<bool, ulong, int, bool>? FailWhen { get; set; }
 
@@ -63,6 +65,11 @@ public sealed class CrashSimDevice : IBlockDevice
         lock (_lock)
         {
             Tick(ulong.MaxValue);
+            if (CutAtNextFlush)
+            {
+                Dead = true;
+                throw new DeviceIOException("power cut", ulong.MaxValue);
+            }
             Flushes++;
             foreach (var (off, d) in _pending) _durable.Write(off, d);
             _pending.Clear();
@@ -95,6 +102,19 @@ public sealed class CrashSimDevice : IBlockDevice
                 if (tear && len > 512 && rng.Next(4) == 0) len = rng.Next(1, len / 512) * 512;
                 img.Write(off, d.AsSpan(0, len));
             }
+            return img;
+        }
+    }
+
+    /// <summary>The image after a power cut that kept exactly the unflushed writes
+    /// <paramref name="keep"/> chooses, by (offset, length): to build a given torn state.</summary>
+    public MemoryBlockDevice ImageAfterPowerCut(Func<ulong, int, bool> keep)
+    {
+        lock (_lock)
+        {
+            var img = _durable.Clone();
+            foreach (var (off, d) in _pending)
+                if (keep(off, d.Length)) img.Write(off, d);
             return img;
         }
     }

@@ -6,7 +6,7 @@ namespace Reservoir.Device;
 
 /// <summary>
 /// An image file or block device node. Positioned reads and writes (pread/pwrite) so that many
-/// threads share one handle; <see cref="Flush"/> is fsync. The file is locked exclusively
+/// threads share one handle; <see cref="Flush"/> is fdatasync. The file is locked exclusively
 /// (flock) for read-write opens, so two mounts of one image fail instead of corrupting it.
 /// </summary>
 public sealed class FileBlockDevice : IBlockDevice
@@ -103,9 +103,25 @@ public sealed class FileBlockDevice : IBlockDevice
     public void Flush()
     {
         if (ReadOnly) return;
-        try { RandomAccess.FlushToDisk(_handle); }
-        catch (IOException ex) { throw new DeviceIOException($"fsync failed: {ex.Message}", ulong.MaxValue, ex); }
+        try { DataSync(_handle); }
+        catch (IOException ex) { throw new DeviceIOException($"fdatasync failed: {ex.Message}", ulong.MaxValue, ex); }
     }
+
+    /// <summary>
+    /// fdatasync(2): the written bytes and whatever the host needs to read them back (block
+    /// allocations of a sparse image), not the image's timestamps. A commit flushes twice; with
+    /// fsync each flush also wrote the image's inode for its new mtime (a journal commit on an
+    /// ext4 host), which made fsync-heavy workloads pay for four host journal commits instead
+    /// of two. The image never changes size while mounted, so nothing a mount relies on is lost.
+    /// </summary>
+    public static void DataSync(SafeFileHandle handle)
+    {
+        if (!OperatingSystem.IsLinux()) { RandomAccess.FlushToDisk(handle); return; }
+        if (SysFdatasync(handle) != 0) throw new IOException($"errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "fdatasync")]
+    private static extern int SysFdatasync(SafeFileHandle fd);
 
     private void CheckWrite(ulong offset, int len)
     {

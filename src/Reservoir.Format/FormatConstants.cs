@@ -130,9 +130,15 @@ public static class Features
     /// version that frees a block with its first parent would corrupt.</summary>
     public const ulong IncompatSnapshots = 2;
 
+    /// <summary>incompat bit 2, in a superblock only: its commit was written with a single
+    /// flush (SPEC.md §1) and must be checked whole before it is trusted; the copy written at a
+    /// clean unmount does not carry it. A version that does not know the check must not trust
+    /// such a superblock after a power cut, so it refuses the mount (as ext4's needs_recovery).</summary>
+    public const ulong IncompatUnverifiedCommit = 4;
+
     public const ulong CompatSupported = 0;
     public const ulong CompatRoSupported = CompatRoQuota;
-    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots;
+    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots | IncompatUnverifiedCommit;
 }
 
 /// <summary>Block group type flags (BLOCK_GROUP_ITEM.flags, EXTENT_ITEM.flags).</summary>

@@ -18,8 +18,8 @@ internal static class FilesystemCommands
         var usage = new Command("usage", "Show allocated, used and free space by kind") { image, raw, format };
         usage.SetAction(pr =>
         {
-            using var fs = InspectCommand.MountRo(pr.GetValue(image)!, out var dev);
-            using var _ = dev;
+            using var mounted = InspectCommand.MountRo(pr.GetValue(image)!);
+            var fs = mounted.Fs;
             var s = fs.Space();
             ulong allocated = s.DataTotal + s.MetaTotal;
             ulong used = s.DataUsed + s.MetaUsed;

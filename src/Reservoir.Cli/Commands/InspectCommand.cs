@@ -22,10 +22,10 @@ internal static class InspectCommand
         return cmd;
     }
 
-    internal static Filesystem MountRo(string path, out FileBlockDevice dev)
+    internal static ImageMount MountRo(string path)
     {
-        dev = FileBlockDevice.Open(path, readOnly: true);
-        try { return Filesystem.Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }); }
+        var dev = FileBlockDevice.Open(path, readOnly: true);
+        try { return new ImageMount(Filesystem.Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }), dev); }
         catch { dev.Dispose(); throw; }
     }
 
@@ -80,8 +80,8 @@ internal static class InspectCommand
         c.SetAction(pr =>
         {
             bool json = CommonOptions.IsJson(pr, format);
-            using var fs = MountRo(pr.GetValue(image)!, out var dev);
-            using var _ = dev;
+            using var mounted = MountRo(pr.GetValue(image)!);
+            var fs = mounted.Fs;
             ulong id = TreeDump.ParseTree(pr.GetValue(tree)!);
             if (pr.GetValue(nodes))
             {
@@ -132,8 +132,8 @@ internal static class InspectCommand
         c.SetAction(pr =>
         {
             bool json = CommonOptions.IsJson(pr, format);
-            using var fs = MountRo(pr.GetValue(image)!, out var dev);
-            using var _ = dev;
+            using var mounted = MountRo(pr.GetValue(image)!);
+            var fs = mounted.Fs;
             var s = fs.Space();
             var groups = fs.BlockGroups().Select(g => new { start = g.Start, length = g.Length, type = g.Type, used = g.Used, capacity = g.Capacity }).ToList();
             if (json) { ctx.Json(new { space = s, block_groups = groups }); return 0; }

@@ -12,10 +12,10 @@ internal static class QuotaCommands
 {
     public static IEnumerable<Command> Build(CliContext ctx) => [Quota(ctx), Qgroup(ctx)];
 
-    private static Filesystem MountRw(string path, out Device.FileBlockDevice dev)
+    private static ImageMount MountRw(string path)
     {
-        dev = Device.FileBlockDevice.Open(path);
-        try { return Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }); }
+        var dev = Device.FileBlockDevice.Open(path);
+        try { return new ImageMount(Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }), dev); }
         catch { dev.Dispose(); throw; }
     }
 
@@ -41,8 +41,8 @@ internal static class QuotaCommands
             }
             else
             {
-                using var fs = InspectCommand.MountRo(at, out var dev);
-                using var _ = dev;
+                using var mounted = InspectCommand.MountRo(at);
+                var fs = mounted.Fs;
                 (on, count) = (fs.QuotaEnabled, fs.Qgroups().Count);
             }
             if (CommonOptions.IsJson(pr, format)) ctx.Json(new { enabled = on, qgroups = count });
@@ -72,8 +72,8 @@ internal static class QuotaCommands
         if (Directory.Exists(at)) e = OnlineSubvolume.QuotaCtl(at, op, a, b);
         else
         {
-            using var fs = MountRw(at, out var dev);
-            using var _ = dev;
+            using var mounted = MountRw(at);
+            var fs = mounted.Fs;
             e = offline(fs);
         }
         if (e == Errno.OK || (op == OnlineSubvolume.QuotaOp.Disable && e == Errno.ENOTCONN)) return 0; // already off: done, as btrfs
@@ -114,8 +114,8 @@ internal static class QuotaCommands
             }
             else
             {
-                using var fs = InspectCommand.MountRo(pr.GetValue(image)!, out var dev);
-                using var _ = dev;
+                using var mounted = InspectCommand.MountRo(pr.GetValue(image)!);
+                var fs = mounted.Fs;
                 if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup show: quotas are not enabled"); return 1; }
                 groups = fs.Qgroups().Select(g => (g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive)).ToList();
                 relations = fs.QgroupRelations();
@@ -161,8 +161,8 @@ internal static class QuotaCommands
                 if (oe != Errno.OK) { ctx.Err.WriteLine(oe == Errno.ENOTCONN ? "reservoir qgroup limit: quotas are not enabled" : $"reservoir qgroup limit: {at}: {oe.Describe()}"); return 1; }
                 return 0;
             }
-            using var fs = MountRw(pr.GetValue(image3)!, out var dev);
-            using var _ = dev;
+            using var mounted = MountRw(pr.GetValue(image3)!);
+            var fs = mounted.Fs;
             if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup limit: quotas are not enabled (reservoir quota enable IMAGE)"); return 1; }
             string t = pr.GetValue(target)!;
             ulong subvol;

@@ -14,10 +14,16 @@ internal sealed partial class FsInfo
     /// 2. fold delayed refs, block group usage and moved tree roots into the extent and root
     ///    trees, repeating until a round dirties nothing new (each node is copied at most once
     ///    per transaction, so this ends);
-    /// 3. write every dirty node to its new location, flush;
-    /// 4. write the superblock copies pointing at the new root tree, flush;
+    /// 3. write every dirty node to its new location;
+    /// 4. write the superblock, marked unverified, to the primary slot of this generation's
+    ///    parity and to the backup copies (never to the other primary slot, which keeps the
+    ///    previous commit), then flush once;
     /// 5. only now release pinned extents: the previous commit no longer needs them.
-    /// A power cut before step 4 completes leaves the previous commit intact.
+    /// One flush, not two (nodes, then superblock): a power cut during it may leave the new
+    /// superblock without some of its nodes or data, which the mount finds by checking
+    /// everything of the new generation (<see cref="CommitVerifier"/>), falling back to the
+    /// previous commit in the other slot. fsync costs one device flush, as on a journal with
+    /// checksummed commit blocks.
     /// </summary>
     public void Commit()
     {
@@ -41,6 +47,11 @@ internal sealed partial class FsInfo
                 if (_recountAtCommit) { Quota.SetRecounted(RecountQgroups()); _recountAtCommit = false; }
                 foreach (var g in Space.ReclaimEmptyDataGroups())
                     if (g.OnDisk) ExtentTree.Delete(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length));
+                // Every commit rewrites the root tree's root, so that a superblock of this
+                // generation always points at a block of this generation: an address reused
+                // from an older root, left there by a write that never landed, cannot then
+                // pass for an unchanged root tree (CommitVerifier).
+                if (RootTree.Root.Generation != tx.Transid) RootTree.Search(h, Key.Min, new TreePath());
                 var rounds = new List<string>();
                 for (int round = 0; ; round++)
                 {
@@ -60,14 +71,14 @@ internal sealed partial class FsInfo
                 n.Dirty = false;
             }
             Stats.NodesWritten += dirty.Count;
-            Device.Flush();
             Sched.Yield("commit:write-super");
             var sb = Super.Clone();
             sb.Generation = tx.Transid;
             sb.RootTreeBytenr = RootTree.Root.Bytenr;
             sb.RootTreeLevel = (byte)RootTree.Root.Level;
             sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
-            WriteSuperblocks(sb);
+            sb.Incompat |= Features.IncompatUnverifiedCommit;
+            WriteSuperblocks(sb, clean: false);
             Device.Flush();
             Super = sb;
             Space.Unpin();
@@ -93,17 +104,42 @@ internal sealed partial class FsInfo
 
     private bool AnyGroupDirty() => Space.Groups.Any(g => g.Dirty);
 
-    private void WriteSuperblocks(Superblock sb)
+    /// <summary>
+    /// Writes the superblock copies of generation <c>sb.Generation</c>. The two primary slots
+    /// take turns: an unverified commit goes to slot <c>generation % 2</c> and the backups,
+    /// never to the other slot, which still holds the previous commit (durable: its flush has
+    /// returned) for the mount to fall back on. <paramref name="clean"/>: the copy written after
+    /// the commit's flush returned, at unmount, into the other slot (the previous commit is no
+    /// longer needed), without the unverified bit, so the next mount trusts it without a check.
+    /// </summary>
+    private void WriteSuperblocks(Superblock sb, bool clean)
     {
         var buf = new byte[FormatConstants.SuperblockSize];
-        foreach (var off in FormatConstants.SuperblockOffsets)
+        var offs = FormatConstants.SuperblockOffsets;
+        for (int i = 0; i < offs.Length; i++)
         {
+            ulong off = offs[i];
             if (off + FormatConstants.SuperblockSize > Device.Size) continue;
+            bool thisSlot = i >= 2 || (ulong)i == sb.Generation % 2;
+            if (clean ? (i >= 2 || thisSlot) : !thisSlot) continue;
             sb.Bytenr = off;
             sb.Write(buf);
             Device.Write(off, buf);
         }
-        sb.Bytenr = FormatConstants.SuperblockOffsets[0];
+        sb.Bytenr = offs[0];
+    }
+
+    /// <summary>At unmount, after the last commit: a copy of its superblock that needs no check
+    /// at the next mount (its commit's flush has returned, so all of it is on the device).</summary>
+    internal void WriteCleanSuperblock()
+    {
+        if (ReadOnly || FailedReason != null || (Super.Incompat & Features.IncompatUnverifiedCommit) == 0) return;
+        using var serial = _commitMutex.Lock();
+        var sb = Super.Clone();
+        sb.Incompat &= ~Features.IncompatUnverifiedCommit;
+        WriteSuperblocks(sb, clean: true);
+        Device.Flush();
+        Super = sb;
     }
 
     private int UpdateBlockGroupItems(TransHandle h)

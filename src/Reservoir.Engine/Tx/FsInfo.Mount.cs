@@ -1,4 +1,5 @@
 using Reservoir.Common;
+using Reservoir.Common.Concurrency;
 using Reservoir.Device;
 using Reservoir.Engine.Alloc;
 using Reservoir.Engine.Tree;
@@ -9,13 +10,18 @@ namespace Reservoir.Engine.Tx;
 
 internal sealed partial class FsInfo
 {
-    /// <summary>Reads every superblock copy and returns the valid one with the highest
-    /// generation, with a note for each damaged copy. Throws FsException naming every copy's
-    /// problem when none is valid.</summary>
-    public static (Superblock Sb, List<string> Notes) ReadSuperblock(IBlockDevice dev)
+    /// <summary>
+    /// The superblock to mount: of the valid copies, the newest whose commit is whole. A copy
+    /// marked unverified (its commit used a single flush, SPEC.md §1) is trusted only once
+    /// <see cref="CommitVerifier"/> has found every block and data extent of its generation on
+    /// the device; otherwise the power cut came during that flush, and the previous commit,
+    /// which the other primary slot still holds, is used (with a note). Of one generation, the
+    /// copy written at a clean unmount is taken first and needs no check.
+    /// </summary>
+    public static (Superblock Sb, List<string> Notes) ReadSuperblock(IBlockDevice dev, IScheduler? sched = null)
     {
         var notes = new List<string>();
-        Superblock? best = null;
+        var valid = new List<Superblock>();
         var buf = new byte[FormatConstants.SuperblockSize];
         foreach (var off in FormatConstants.SuperblockOffsets)
         {
@@ -29,20 +35,31 @@ internal sealed partial class FsInfo
                 notes.Add($"superblock copy at {off}: filesystem is {sb.TotalBytes} bytes but the device has {dev.Size} (truncated image?)");
                 continue;
             }
-            if (best == null || sb.Generation > best.Generation) best = sb;
+            valid.Add(sb);
         }
-        if (best == null)
+        if (valid.Count == 0)
         {
             if (dev.Size < FormatConstants.SuperblockOffsets[0] + FormatConstants.SuperblockSize)
                 throw new FsException(Errno.EINVAL, $"device of {dev.Size} bytes is too small to hold a Reservoir filesystem");
             throw new FsException(Errno.EINVAL, "not a valid Reservoir filesystem: " + string.Join("; ", notes));
         }
-        return (best, notes);
+        static bool Unverified(Superblock s) => (s.Incompat & Features.IncompatUnverifiedCommit) != 0;
+        var checkedGens = new Dictionary<ulong, string?>();
+        foreach (var sb in valid.OrderByDescending(s => s.Generation).ThenBy(s => Unverified(s) ? 1 : 0))
+        {
+            if (!Unverified(sb)) return (sb, notes);
+            if (!checkedGens.TryGetValue(sb.Generation, out var why))
+                checkedGens[sb.Generation] = why = CommitVerifier.Check(dev, sb, sched);
+            if (why == null) return (sb, notes);
+            if (notes.All(n => !n.StartsWith($"commit {sb.Generation} ", StringComparison.Ordinal)))
+                notes.Add($"commit {sb.Generation} did not reach the device whole ({why}): the power was cut while it was written; using the commit before it");
+        }
+        throw new FsException(Errno.EUCLEAN, "no superblock copy points at a whole commit: " + string.Join("; ", notes));
     }
 
     public static FsInfo Mount(IBlockDevice dev, MountOptions opts)
     {
-        var (sb, notes) = ReadSuperblock(dev);
+        var (sb, notes) = ReadSuperblock(dev, opts.Scheduler);
         if ((sb.Incompat & ~Features.IncompatSupported) != 0)
             throw new FsException(Errno.EINVAL, $"filesystem uses unsupported incompatible features 0x{sb.Incompat & ~Features.IncompatSupported:x}");
         if ((sb.CompatRo & ~Features.CompatRoSupported) != 0 && !opts.ReadOnly && !dev.ReadOnly)

@@ -256,7 +256,11 @@ internal sealed partial class FsInfo : IDisposable
         if (_disposed) return;
         _disposed = true;
         StopCommitter();
-        if (!ReadOnly && FailedReason == null) Commit();
+        if (!ReadOnly && FailedReason == null)
+        {
+            Commit();
+            WriteCleanSuperblock();
+        }
     }
 
     internal void MarkFailed(string reason)

