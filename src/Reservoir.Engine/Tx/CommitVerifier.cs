@@ -58,9 +58,13 @@ internal sealed class CommitVerifier
     private void Run()
     {
         var root = _store.Read(_sb.RootTreeBytenr, 0, _sb.RootTreeLevel);
-        if (root.Generation > _gen) throw new CorruptionException($"root tree block {_sb.RootTreeBytenr} is newer ({root.Generation}) than its superblock ({_gen})", _sb.RootTreeBytenr);
+        // Every commit rewrites the root tree's root (FsInfo.Commit), so a root of another
+        // generation is an older block left at an address the commit reused: the commit's own
+        // root never landed.
+        if (root.Generation != _gen)
+            throw new CorruptionException($"root tree block {_sb.RootTreeBytenr} has generation {root.Generation}, not the commit's {_gen}", _sb.RootTreeBytenr);
         var trees = new List<RootItem>();
-        if (root.Generation == _gen) Walk(root, leaf => RootLeaf(leaf, trees));
+        Walk(root, leaf => RootLeaf(leaf, trees));
         foreach (var ri in trees)
         {
             var node = _store.Read(ri.Bytenr, ri.Generation, ri.Level);

@@ -15,9 +15,9 @@ internal sealed partial class FsInfo
     ///    trees, repeating until a round dirties nothing new (each node is copied at most once
     ///    per transaction, so this ends);
     /// 3. write every dirty node to its new location;
-    /// 4. write the superblock, marked unverified, to the primary slot of this generation's
-    ///    parity and to the backup copies (never to the other primary slot, which keeps the
-    ///    previous commit), then flush once;
+    /// 4. write the superblock, marked unverified, to the primary slot that does not hold the
+    ///    previous commit and to the backup copies (never to the previous commit's slot), then
+    ///    flush once;
     /// 5. only now release pinned extents: the previous commit no longer needs them.
     /// One flush, not two (nodes, then superblock): a power cut during it may leave the new
     /// superblock without some of its nodes or data, which the mount finds by checking
@@ -78,9 +78,11 @@ internal sealed partial class FsInfo
             sb.RootTreeLevel = (byte)RootTree.Root.Level;
             sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
             sb.Incompat |= Features.IncompatUnverifiedCommit;
-            WriteSuperblocks(sb, clean: false);
+            WriteSuperblocks(sb, 1 - _superSlot, backups: !_durableOnlyInBackups);
             Device.Flush();
             Super = sb;
+            _superSlot = 1 - _superSlot;
+            _durableOnlyInBackups = false;
             Space.Unpin();
             Running = new Transaction(Sched, tx.Transid + 1);
             long us = sw.ElapsedTicks * 1_000_000 / Stopwatch.Frequency;
@@ -105,14 +107,12 @@ internal sealed partial class FsInfo
     private bool AnyGroupDirty() => Space.Groups.Any(g => g.Dirty);
 
     /// <summary>
-    /// Writes the superblock copies of generation <c>sb.Generation</c>. The two primary slots
-    /// take turns: an unverified commit goes to slot <c>generation % 2</c> and the backups,
-    /// never to the other slot, which still holds the previous commit (durable: its flush has
-    /// returned) for the mount to fall back on. <paramref name="clean"/>: the copy written after
-    /// the commit's flush returned, at unmount, into the other slot (the previous commit is no
-    /// longer needed), without the unverified bit, so the next mount trusts it without a check.
+    /// Writes superblock copies: primary slot <paramref name="slot"/> (0: 64 KiB, 1: 256 KiB)
+    /// and, with <paramref name="backups"/>, the backup copies. A commit never writes the slot
+    /// that holds the commit before it (durable: its flush has returned), so the mount can
+    /// always fall back on that one.
     /// </summary>
-    private void WriteSuperblocks(Superblock sb, bool clean)
+    private void WriteSuperblocks(Superblock sb, int slot, bool backups)
     {
         var buf = new byte[FormatConstants.SuperblockSize];
         var offs = FormatConstants.SuperblockOffsets;
@@ -120,8 +120,7 @@ internal sealed partial class FsInfo
         {
             ulong off = offs[i];
             if (off + FormatConstants.SuperblockSize > Device.Size) continue;
-            bool thisSlot = i >= 2 || (ulong)i == sb.Generation % 2;
-            if (clean ? (i >= 2 || thisSlot) : !thisSlot) continue;
+            if (i < 2 ? i != slot : !backups) continue;
             sb.Bytenr = off;
             sb.Write(buf);
             Device.Write(off, buf);
@@ -135,11 +134,14 @@ internal sealed partial class FsInfo
     {
         if (ReadOnly || FailedReason != null || (Super.Incompat & Features.IncompatUnverifiedCommit) == 0) return;
         using var serial = _commitMutex.Lock();
+        // Into the other slot (the previous commit is no longer needed): the copy marked
+        // unverified stays where it is in case this write is torn.
         var sb = Super.Clone();
         sb.Incompat &= ~Features.IncompatUnverifiedCommit;
-        WriteSuperblocks(sb, clean: true);
+        WriteSuperblocks(sb, 1 - _superSlot, backups: false);
         Device.Flush();
         Super = sb;
+        _superSlot = 1 - _superSlot;
     }
 
     private int UpdateBlockGroupItems(TransHandle h)

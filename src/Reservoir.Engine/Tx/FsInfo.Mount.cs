@@ -18,7 +18,13 @@ internal sealed partial class FsInfo
     /// which the other primary slot still holds, is used (with a note). Of one generation, the
     /// copy written at a clean unmount is taken first and needs no check.
     /// </summary>
-    public static (Superblock Sb, List<string> Notes) ReadSuperblock(IBlockDevice dev, IScheduler? sched = null)
+    public static (Superblock Sb, List<string> Notes) ReadSuperblock(IBlockDevice dev, IScheduler? sched = null) =>
+        ReadSuperblock(dev, sched, out _);
+
+    /// <param name="newestSeen">The highest generation of any valid copy, whole or not: the
+    /// next commit takes a higher one, so that a torn commit's leftovers (a backup copy of it,
+    /// its blocks) never share a generation with a later commit.</param>
+    public static (Superblock Sb, List<string> Notes) ReadSuperblock(IBlockDevice dev, IScheduler? sched, out ulong newestSeen)
     {
         var notes = new List<string>();
         var valid = new List<Superblock>();
@@ -44,12 +50,13 @@ internal sealed partial class FsInfo
             throw new FsException(Errno.EINVAL, "not a valid Reservoir filesystem: " + string.Join("; ", notes));
         }
         static bool Unverified(Superblock s) => (s.Incompat & Features.IncompatUnverifiedCommit) != 0;
-        var checkedGens = new Dictionary<ulong, string?>();
+        newestSeen = valid.Max(s => s.Generation);
+        var checkedCommits = new Dictionary<(ulong, ulong), string?>();
         foreach (var sb in valid.OrderByDescending(s => s.Generation).ThenBy(s => Unverified(s) ? 1 : 0))
         {
             if (!Unverified(sb)) return (sb, notes);
-            if (!checkedGens.TryGetValue(sb.Generation, out var why))
-                checkedGens[sb.Generation] = why = CommitVerifier.Check(dev, sb, sched);
+            if (!checkedCommits.TryGetValue((sb.Generation, sb.RootTreeBytenr), out var why))
+                checkedCommits[(sb.Generation, sb.RootTreeBytenr)] = why = CommitVerifier.Check(dev, sb, sched);
             if (why == null) return (sb, notes);
             if (notes.All(n => !n.StartsWith($"commit {sb.Generation} ", StringComparison.Ordinal)))
                 notes.Add($"commit {sb.Generation} did not reach the device whole ({why}): the power was cut while it was written; using the commit before it");
@@ -59,7 +66,7 @@ internal sealed partial class FsInfo
 
     public static FsInfo Mount(IBlockDevice dev, MountOptions opts)
     {
-        var (sb, notes) = ReadSuperblock(dev, opts.Scheduler);
+        var (sb, notes) = ReadSuperblock(dev, opts.Scheduler, out ulong newestSeen);
         if ((sb.Incompat & ~Features.IncompatSupported) != 0)
             throw new FsException(Errno.EINVAL, $"filesystem uses unsupported incompatible features 0x{sb.Incompat & ~Features.IncompatSupported:x}");
         if ((sb.CompatRo & ~Features.CompatRoSupported) != 0 && !opts.ReadOnly && !dev.ReadOnly)
@@ -67,7 +74,7 @@ internal sealed partial class FsInfo
         var space = new SpaceManager(opts.Scheduler, sb.TotalBytes, (int)sb.BlockSize, (int)sb.NodeSize, 0);
         var groupSize = SpaceManager.ChooseGroupSize(sb.TotalBytes, (int)sb.NodeSize);
         space = new SpaceManager(opts.Scheduler, sb.TotalBytes, (int)sb.BlockSize, (int)sb.NodeSize, groupSize);
-        var fs = new FsInfo(dev, sb, opts, space);
+        var fs = new FsInfo(dev, sb, opts, space, newestSeen);
         foreach (var n in notes) fs.Warn(n);
         fs.LoadTrees();
         return fs;

@@ -62,7 +62,16 @@ internal sealed partial class FsInfo : IDisposable
     /// layer above (the transaction layer cannot call up). Called with no handle held.</summary>
     public Action? FlushDelalloc { get; set; }
 
-    private FsInfo(IBlockDevice dev, Superblock sb, MountOptions opts, SpaceManager space)
+    /// <summary>Which primary superblock slot (0: 64 KiB, 1: 256 KiB) holds the newest durable
+    /// commit; the next commit writes the other one, so a power cut during it always leaves
+    /// this one (SPEC.md §1). Guarded by the commit mutex.</summary>
+    private int _superSlot;
+    /// <summary>The newest durable commit was found only in a backup copy (both primary slots
+    /// damaged): the next commit leaves the backups alone, or a power cut during it could leave
+    /// no whole commit anywhere. Guarded by the commit mutex.</summary>
+    private bool _durableOnlyInBackups;
+
+    private FsInfo(IBlockDevice dev, Superblock sb, MountOptions opts, SpaceManager space, ulong newestSeen)
     {
         Device = dev;
         Sched = opts.Scheduler;
@@ -79,7 +88,12 @@ internal sealed partial class FsInfo : IDisposable
         _commitLock = Sched.CreateRwLock("commit");
         _commitMutex = Sched.CreateMutex("commit-serial");
         _committerLock = Sched.CreateMutex("committer");
-        Running = new Transaction(Sched, sb.Generation + 1);
+        // Past every generation any copy claims (a torn commit's copies may survive in a
+        // backup slot: no later commit may share their generation).
+        Running = new Transaction(Sched, Math.Max(sb.Generation, newestSeen) + 1);
+        var offs = FormatConstants.SuperblockOffsets;
+        _superSlot = sb.Bytenr == offs[1] ? 1 : 0;
+        _durableOnlyInBackups = sb.Bytenr != offs[0] && sb.Bytenr != offs[1];
         Quota = new Quota.Qgroups(Sched);
     }
 

@@ -107,12 +107,53 @@ public class SingleFlushCommitTests
         using (var fs = Mount(dev)) CreateFile(fs, Filesystem.RootIno, "a", A);
         var (sb, _) = Filesystem.ReadSuperblock(dev);
         Assert.Equal(0UL, sb.Incompat & Features.IncompatUnverifiedCommit);
-        // The commit's own copies (its slot and the backups) say it still needs a check.
+        // The primary slots: the last commit's own copy, still marked, and the clean one.
         var buf = new byte[FormatConstants.SuperblockSize];
-        ulong slot = FormatConstants.SuperblockOffsets[(int)(sb.Generation % 2)];
-        dev.Read(slot, buf);
-        var own = Superblock.TryRead(buf, slot, out _)!;
-        Assert.Equal(sb.Generation, own.Generation);
-        Assert.NotEqual(0UL, own.Incompat & Features.IncompatUnverifiedCommit);
+        var copies = FormatConstants.SuperblockOffsets.Take(2).Select(off =>
+        {
+            dev.Read(off, buf);
+            return Superblock.TryRead(buf, off, out _)!;
+        }).ToList();
+        Assert.All(copies, c => Assert.Equal(sb.Generation, c.Generation));
+        Assert.Single(copies, c => (c.Incompat & Features.IncompatUnverifiedCommit) != 0);
+    }
+
+    /// <summary>A torn commit, the mount that fell back from it, and a second commit torn the
+    /// same way: the torn commit's superblock copies (backups the second one did not reach)
+    /// must not be mistaken for the second commit's, nor overwrite the only whole commit.</summary>
+    [Theory]
+    [InlineData(4096)]
+    [InlineData(16384)]
+    public void ASecondTornCommitAfterAFallbackStillLeavesAWholeCommit(int nodeSize)
+    {
+        var first = CutDuringACommitFlush(nodeSize).ImageAfterPowerCut((off, _) => IsSuper(off));
+        var dev = new CrashSimDevice(first);
+        var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }, new DataOptions { WritebackIntervalMs = 0 });
+        Assert.Contains(fs.Warnings, w => w.Contains("did not reach the device whole"));
+        ulong c = CreateFile(fs, Filesystem.RootIno, "c", B);
+        dev.CutAtNextFlush = true;
+        Assert.NotEqual(Errno.OK, fs.Fsync(c));
+        try { fs.Dispose(); } catch (FsException) { }
+        // Only the primary slot the second commit wrote (not its backups), or only its backups.
+        foreach (var keep in new Func<ulong, int, bool>[] { (off, _) => off < (1UL << 20) && IsSuper(off), (off, _) => off >= (1UL << 20) && IsSuper(off) })
+        {
+            var img = dev.ImageAfterPowerCut(keep);
+            using (var m = Mount(img))
+            {
+                Ok(m.Lookup(Filesystem.RootIno, "a", out var a));
+                Assert.Equal(A, ReadAll(m, a.Ino));
+                Assert.Equal(Errno.ENOENT, m.Lookup(Filesystem.RootIno, "b", out _));
+                Assert.Equal(Errno.ENOENT, m.Lookup(Filesystem.RootIno, "c", out _));
+            }
+            FsckAssert.Clean(img);
+        }
+        // With all of it on the device, the second commit is there whole.
+        var whole = dev.ImageAfterPowerCut((_, _) => true);
+        using (var m = Mount(whole))
+        {
+            Ok(m.Lookup(Filesystem.RootIno, "c", out var cc));
+            Assert.Equal(B, ReadAll(m, cc.Ino));
+        }
+        FsckAssert.Clean(whole);
     }
 }
