@@ -132,7 +132,7 @@ public static class Program
     {
         Console.WriteLine();
         string img = Path.Combine(Path.GetTempPath(), $"bench-commit-{Environment.ProcessId}.img");
-        Console.WriteLine($"## commit latency on an image file in {Path.GetDirectoryName(img)} (includes two fsyncs), ms");
+        Console.WriteLine($"## commit latency on an image file in {Path.GetDirectoryName(img)} (one fdatasync of the image per commit), ms");
         Console.WriteLine("| creates per commit | p50    | p99    | max    |");
         Console.WriteLine("|-------------------:|-------:|-------:|-------:|");
         using (var dev = FileBlockDevice.Create(img, 1UL << 30))
