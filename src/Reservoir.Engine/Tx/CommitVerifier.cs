@@ -49,9 +49,11 @@ internal sealed class CommitVerifier
             v.Run();
             return null;
         }
-        catch (Exception ex) when (ex is FsException or CorruptionException or InvalidDataException or ArgumentException or IndexOutOfRangeException)
+        // Whatever a damaged block makes the walk throw means the same: this commit cannot be
+        // trusted. (A mount must never crash on what it reads.)
+        catch (Exception ex) when (ex is not SchedulerAbortedException and not OutOfMemoryException)
         {
-            return ex.Message;
+            return ex is FsException ? ex.Message : $"{ex.GetType().Name}: {ex.Message}";
         }
     }
 
