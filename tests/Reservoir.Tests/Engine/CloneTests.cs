@@ -182,4 +182,35 @@ public class CloneTests
         Ok(fs.CloneRange(a, 0, c, 8192, 8192));                            // with quotas too (QuotaSnapshotTests)
         Ok(fs.CloneRange(a, 0, b, 0, 8192));                               // within one subvolume it may
     }
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    /// <summary>The sequence before a failed read of the 20-minute mount soak of 2026-12-02 (seed
+    /// 2051, docs/ARCHITECTURE.md): a copy_file_range that grows the file, a punch from inside
+    /// it past its end, a direct write below, a read-only snapshot. The file keeps the clone's
+    /// end (131072 + 143360) as its size, in the subvolume and in the snapshot. (In-process and
+    /// in this order it holds; the soak's failure is still open.)</summary>
+    public void CloneThenPunchThenSnapshotKeepsTheSize(bool syncBetween, bool mapped)
+    {
+        var dev = NewDevice(128UL << 20);
+        using var fs = Mount(dev);
+        Ok(fs.CreateSubvolume(Filesystem.RootIno, "sv", 0, 0, out var sv));
+        var src = CreateFile(fs, sv.Ino, "src", new byte[307200].Select((_, i) => (byte)(i % 251 + 1)).ToArray());
+        var f = CreateFile(fs, sv.Ino, "f", new byte[258612].Select((_, i) => (byte)(i % 13 + 1)).ToArray());
+        if (syncBetween) Ok(fs.Sync());
+        if (mapped) Ok(fs.MappedWrite(f, 248136, new byte[10476]));
+        Ok(fs.CopyFileRange(src, 126976, f, 131072, 143360, out var done));
+        Assert.Equal(143360UL, done);
+        if (syncBetween) Ok(fs.Sync());
+        Ok(fs.Fallocate(f, FallocateMode.PunchHole | FallocateMode.KeepSize, 219696, 77438));
+        Ok(fs.WriteDirect(f, 163840, new byte[45056], out _));
+        Ok(fs.CreateSnapshot(sv.Ino, sv.Ino, "snap", true, out var snap));
+        Ok(fs.GetAttr(f, out var fa));
+        Assert.Equal(274432UL, fa.Size);
+        Ok(fs.Lookup(snap.Ino, "f", out var sf));
+        Assert.Equal(274432UL, sf.Size);
+    }
 }
