@@ -109,10 +109,10 @@ public sealed class FileBlockDevice : IBlockDevice
 
     /// <summary>
     /// fdatasync(2): the written bytes and whatever the host needs to read them back (block
-    /// allocations of a sparse image), not the image's timestamps. A commit flushes twice; with
-    /// fsync each flush also wrote the image's inode for its new mtime (a journal commit on an
-    /// ext4 host), which made fsync-heavy workloads pay for four host journal commits instead
-    /// of two. The image never changes size while mounted, so nothing a mount relies on is lost.
+    /// allocations of a sparse image), not the image's timestamps. With fsync every flush also
+    /// wrote the image's inode for its new mtime (one more host journal commit per flush on an
+    /// ext4 host). The image never changes size while mounted, so nothing a mount relies on is
+    /// lost.
     /// </summary>
     public static void DataSync(SafeFileHandle handle)
     {

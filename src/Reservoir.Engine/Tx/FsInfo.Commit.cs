@@ -78,11 +78,7 @@ internal sealed partial class FsInfo
             sb.RootTreeLevel = (byte)RootTree.Root.Level;
             sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
             sb.Incompat |= Features.IncompatUnverifiedCommit;
-            WriteSuperblocks(sb, 1 - _superSlot, backups: !_durableOnlyInBackups);
-            Device.Flush();
-            Super = sb;
-            _superSlot = 1 - _superSlot;
-            _durableOnlyInBackups = false;
+            PublishSuperblock(sb, backups: !_durableOnlyInBackups);
             Space.Unpin();
             Running = new Transaction(Sched, tx.Transid + 1);
             long us = sw.ElapsedTicks * 1_000_000 / Stopwatch.Frequency;
@@ -138,10 +134,19 @@ internal sealed partial class FsInfo
         // unverified stays where it is in case this write is torn.
         var sb = Super.Clone();
         sb.Incompat &= ~Features.IncompatUnverifiedCommit;
-        WriteSuperblocks(sb, 1 - _superSlot, backups: false);
+        PublishSuperblock(sb, backups: false);
+    }
+
+    /// <summary>Writes <paramref name="sb"/> to the primary slot that does not hold the
+    /// durable commit (and the backups if asked), flushes once, and makes it the durable one.
+    /// Caller holds the commit mutex.</summary>
+    private void PublishSuperblock(Superblock sb, bool backups)
+    {
+        WriteSuperblocks(sb, 1 - _superSlot, backups);
         Device.Flush();
         Super = sb;
         _superSlot = 1 - _superSlot;
+        _durableOnlyInBackups = false; // the durable commit is in a primary slot now
     }
 
     private int UpdateBlockGroupItems(TransHandle h)

@@ -39,7 +39,7 @@ internal sealed partial class FsInfo
             throw new FsException(Errno.EINVAL, $"device of {Units.Human(dev.Size)} is too small for node size {o.NodeSize}");
         var space = new SpaceManager(sched, total, o.BlockSize, o.NodeSize, groupSize);
         var opts = new MountOptions { Scheduler = sched, CommitIntervalMs = 0 };
-        var fs = new FsInfo(dev, sb, opts, space, 0) { _durableOnlyInBackups = false };
+        var fs = new FsInfo(dev, sb, opts, space, 0);
         // Wipe stale superblocks of a previous filesystem before anything else is written.
         var zero = new byte[FormatConstants.SuperblockSize];
         foreach (var off in FormatConstants.SuperblockOffsets)

@@ -55,11 +55,13 @@ internal sealed partial class FsInfo
         foreach (var sb in valid.OrderByDescending(s => s.Generation).ThenBy(s => Unverified(s) ? 1 : 0))
         {
             if (!Unverified(sb)) return (sb, notes);
+            // One check per commit (its copies share generation and root), one note per failure.
             if (!checkedCommits.TryGetValue((sb.Generation, sb.RootTreeBytenr), out var why))
+            {
                 checkedCommits[(sb.Generation, sb.RootTreeBytenr)] = why = CommitVerifier.Check(dev, sb, sched);
+                if (why != null) notes.Add($"commit {sb.Generation} did not reach the device whole ({why}): the power was cut while it was written; using the commit before it");
+            }
             if (why == null) return (sb, notes);
-            if (notes.All(n => !n.StartsWith($"commit {sb.Generation} ", StringComparison.Ordinal)))
-                notes.Add($"commit {sb.Generation} did not reach the device whole ({why}): the power was cut while it was written; using the commit before it");
         }
         throw new FsException(Errno.EUCLEAN, "no superblock copy points at a whole commit: " + string.Join("; ", notes));
     }

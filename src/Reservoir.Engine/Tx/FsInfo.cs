@@ -92,8 +92,10 @@ internal sealed partial class FsInfo : IDisposable
         // backup slot: no later commit may share their generation).
         Running = new Transaction(Sched, Math.Max(sb.Generation, newestSeen) + 1);
         var offs = FormatConstants.SuperblockOffsets;
-        _superSlot = sb.Bytenr == offs[1] ? 1 : 0;
-        _durableOnlyInBackups = sb.Bytenr != offs[0] && sb.Bytenr != offs[1];
+        // Where the copy in use was found (mkfs's superblock was found nowhere: neither).
+        int at = Array.IndexOf(offs, sb.Bytenr);
+        _superSlot = at == 1 ? 1 : 0;
+        _durableOnlyInBackups = at >= 2;
         Quota = new Quota.Qgroups(Sched);
     }
 
