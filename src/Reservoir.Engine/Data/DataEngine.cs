@@ -192,23 +192,55 @@ internal sealed partial class DataEngine : IDisposable
 
     /// <summary>
     /// Raises the size on disk to the file's size when nothing below the file's end waits to
-    /// reach the disk (no dirty page, page under writeback or ordered extent above the size on
-    /// disk): what lies between is holes or extents already on disk. A punch or zero range that
-    /// dropped the dirty pages past the size on disk calls it before writing the inode; without
-    /// it the file shrank back to the old size on disk once its mapping was dropped and the
-    /// inode reloaded (the stress runner, seed 34).
+    /// reach the disk (no dirty page, page under writeback or locked, or ordered extent above
+    /// the size on disk): what lies between is holes or extents already on disk. A punch or
+    /// zero range that dropped the dirty pages past the size on disk calls it before writing the
+    /// inode; without it the file shrank back to the old size on disk once its mapping was
+    /// dropped and the inode reloaded (the stress runner, seed 34).
     /// </summary>
     internal void SettleDiskSize(Mapping m)
     {
-        ulong bs = (ulong)BlockSize;
         using var _ = m.State.Lock();
-        ulong size = m.Inode.Item.FileSize;
-        if (m.DiskSize >= size) return;
+        SettleDiskSizeLocked(m);
+    }
+
+    /// <summary>
+    /// <see cref="SettleDiskSize"/> with State held. Ordered-extent completion calls it after
+    /// raising the size on disk to its own end: when that extent was the last thing waiting
+    /// above the size on disk, the rest up to the file's size is holes (a punch past the end
+    /// while the end was only in dirty pages leaves exactly that: one dirty edge page and a
+    /// hole above it), and without this step nothing would ever raise the size on disk past
+    /// the edge page, so a snapshot, and the image after unmount, kept a shorter file (the
+    /// mount soak of 2026-12-02, seed 2051). The extent being finished is still in
+    /// <see cref="Mapping.Ordered"/>, but it ends at or below the new size on disk. Cheap checks
+    /// first: the common case (a writer ahead of writeback) stops at the ordered extents or
+    /// the dirty-page index; the page walk covers at most the pages above the size on disk.
+    /// </summary>
+    internal void SettleDiskSizeLocked(Mapping m)
+    {
+        if (m.DiskSize < m.Inode.Item.FileSize && NothingWaitsAboveDiskSize(m)) m.DiskSize = m.Inode.Item.FileSize;
+    }
+
+    /// <summary>No ordered extent, and no page dirty, locked or under writeback, reaches above
+    /// the size on disk. Caller holds State.</summary>
+    private bool NothingWaitsAboveDiskSize(Mapping m)
+    {
+        ulong bs = (ulong)BlockSize;
         foreach (var oe in m.Ordered.Values)
-            if (oe.FileOffset + oe.NumBytes > m.DiskSize) return;
-        foreach (var p in m.Pages.Values)
-            if ((p.Dirty || p.Writeback || p.Locked) && (ulong)p.Index * bs + bs > m.DiskSize) return;
-        m.DiskSize = size;
+            if (oe.End > m.DiskSize) return false;
+        long first = (long)(m.DiskSize / bs), last = (long)((m.Inode.Item.FileSize + bs - 1) / bs); // pages [first, last) reach above
+        foreach (var _ in m.DirtyPages.Between(first, long.MaxValue)) return false;
+        if (last - first <= m.Pages.Count)
+        {
+            for (long i = first; i < last; i++)
+                if (m.Pages.TryGetValue(i, out var p) && (p.Writeback || p.Locked)) return false;
+        }
+        else
+        {
+            foreach (var p in m.Pages.Values)
+                if ((p.Writeback || p.Locked) && p.Index >= first) return false;
+        }
+        return true;
     }
 
     private bool DropIfIdle(Mapping m)

@@ -92,7 +92,11 @@ internal sealed partial class DataEngine
                 // btrfs's direct IO updates i_size at completion; the caller holds the inode lock.
                 if (oe.Kind == OrderedKind.Direct && oe.End > inode.Item.FileSize) inode.Item.FileSize = oe.End;
                 ulong newDisk = Math.Min(inode.Item.FileSize, oe.End);
-                using (m.State.Lock()) if (newDisk > m.DiskSize) m.DiskSize = newDisk;
+                using (m.State.Lock())
+                {
+                    if (newDisk > m.DiskSize) m.DiskSize = newDisk;
+                    SettleDiskSizeLocked(m); // holes above it only: the file's size is on disk too
+                }
                 inode.Item.Transid = h.Transid;
                 DirItems.PutInode(h, t, inode);
             }

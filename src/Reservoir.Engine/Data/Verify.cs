@@ -11,6 +11,7 @@ internal sealed partial class DataEngine
     /// - each qgroup's reserved data = its ledgers' QgroupReserved bytes + what unfinished
     ///   ordered extents carry + records waiting for the commit;
     /// - metadata may_use = the mappings' shares + the shares ordered extents carry;
+    /// - the size on disk is the file's size unless something above it waits to reach the disk;
     /// - a Delalloc range never lies over a preallocated extent, and status Delayed always has
     ///   a Delalloc reservation (a range is written, unwritten, delayed or a hole, never two).
     /// Returns the violations (empty when all hold).
@@ -32,6 +33,7 @@ internal sealed partial class DataEngine
                 int recount = OutstandingExtentsOf(m, DirtyMask);
                 if (recount != m.OutstandingExtents)
                     problems.Add($"inode {m.Inode.Ino}: {m.OutstandingExtents} outstanding extents kept, a recount gives {recount}");
+                if (DiskSizeProblem(m) is { } sizeProblem) problems.Add(sizeProblem);
                 foreach (var (s, e, st) in m.Es.Entries)
                     if (st == ExtentStatus.Delayed && m.Ledger.CountSet(s, e, RangeBits.Delalloc) != e - s)
                         problems.Add($"inode {m.Inode.Ino}: [{s}, {e}) is Delayed without a delalloc reservation");
@@ -55,4 +57,13 @@ internal sealed partial class DataEngine
         if (Fs.Quota.TotalRsv != qrsv) problems.Add($"qgroup reserved {Fs.Quota.TotalRsv} != ledgers + ordered extents + records {qrsv}");
         return problems;
     }
+
+    /// <summary>The size on disk stays below the file's size only while something above it
+    /// waits to reach the disk; otherwise the inode item (and a snapshot of it, or the image
+    /// after unmount) holds a shorter file than the one in memory. Null when it holds. Caller
+    /// holds State.</summary>
+    internal string? DiskSizeProblem(Mapping m) =>
+        !m.Inode.Deleted && !m.Subvol.Dead && m.DiskSize < m.Inode.Item.FileSize && NothingWaitsAboveDiskSize(m)
+            ? $"inode {m.Inode.NodeId}: size {m.Inode.Item.FileSize} in memory but {m.DiskSize} on disk, and nothing waits to reach the disk above it"
+            : null;
 }

@@ -191,8 +191,9 @@ public class CloneTests
     /// <summary>The sequence before a failed read of the 20-minute mount soak of 2026-12-02 (seed
     /// 2051, docs/ARCHITECTURE.md): a copy_file_range that grows the file, a punch from inside
     /// it past its end, a direct write below, a read-only snapshot. The file keeps the clone's
-    /// end (131072 + 143360) as its size, in the subvolume and in the snapshot. (In-process and
-    /// in this order it holds; the soak's failure is still open.)</summary>
+    /// end (131072 + 143360) as its size, in the subvolume and in the snapshot. (This order
+    /// always held; the soak's failure needed the file's end to be in dirty pages when the
+    /// punch came: WritePathTests.APunchPastTheSizeOnDiskLeavesTheSizeWholeAfterItsEdgeIsWritten.)</summary>
     public void CloneThenPunchThenSnapshotKeepsTheSize(bool syncBetween, bool mapped)
     {
         var dev = NewDevice(128UL << 20);
