@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+
 namespace Reservoir.Common.Collections;
 
 /// <summary>A half-open range [Start, End) carrying a value.</summary>
@@ -20,6 +22,8 @@ public sealed class SortedRanges<T>
     private const int MaxBlock = 512;
     private readonly List<List<RangeEntry<T>>> _blocks = new();
     private readonly List<int> _before = new(); // entries in the blocks before block b
+    private readonly List<ulong> _lastStart = new(); // Start of block b's last entry: LowerBound's
+                                                     // search reads one flat array, not every block
     private int _finger;                            // the block Locate found last (a hint only)
 
     public int Count { get; private set; }
@@ -64,21 +68,23 @@ public sealed class SortedRanges<T>
     public int LowerBound(ulong pos)
     {
         // The first block whose last entry starts at or after pos holds the answer; try the
-        // block used last first.
-        int lo = 0, hi = _blocks.Count, f = _finger;
-        if (f < _blocks.Count && _blocks[f][^1].Start >= pos && (f == 0 || _blocks[f - 1][^1].Start < pos)) lo = f;
+        // block used last first. (Spans: no bounds-checked list indexer, no entry copies; this
+        // search runs several times per 4 KiB write.)
+        var last = CollectionsMarshal.AsSpan(_lastStart);
+        int lo = 0, hi = last.Length, f = _finger;
+        if (f < last.Length && last[f] >= pos && (f == 0 || last[f - 1] < pos)) lo = f;
         else
         {
             while (lo < hi)
             {
                 int mid = (lo + hi) >>> 1;
-                if (_blocks[mid][^1].Start < pos) lo = mid + 1; else hi = mid;
+                if (last[mid] < pos) lo = mid + 1; else hi = mid;
             }
         }
-        if (lo == _blocks.Count) return Count;
+        if (lo == last.Length) return Count;
         _finger = lo;
-        var blk = _blocks[lo];
-        int a = 0, z = blk.Count;
+        var blk = CollectionsMarshal.AsSpan(_blocks[lo]);
+        int a = 0, z = blk.Length;
         while (a < z)
         {
             int mid = (a + z) >>> 1;
@@ -122,6 +128,14 @@ public sealed class SortedRanges<T>
         if (n == 0) return;
         if (i < 0 || n < 0 || i + n > Count) throw new ArgumentOutOfRangeException(nameof(n), $"[{i}, +{n}) of {Count}");
         var (b, j) = Locate(i);
+        if (j + n < _blocks[b].Count)
+        {
+            // Inside one block, which keeps entries (the common case): only the counts after it move.
+            _blocks[b].RemoveRange(j, n);
+            Count -= n;
+            Shift(b, -n);
+            return;
+        }
         int first = b, left = n;
         while (left > 0)
         {
@@ -139,7 +153,9 @@ public sealed class SortedRanges<T>
     public void Set(int i, RangeEntry<T> r)
     {
         var (b, j) = Locate(i);
-        _blocks[b][j] = r;
+        var blk = _blocks[b];
+        blk[j] = r;
+        if (j == blk.Count - 1) _lastStart[b] = r.Start;
     }
 
     /// <summary>Inserts entries at index <paramref name="i"/> (0 ≤ i ≤ Count), in order.</summary>
@@ -149,26 +165,28 @@ public sealed class SortedRanges<T>
         if (items.Count == 0) return;
         if (i < 0 || i > Count) throw new ArgumentOutOfRangeException(nameof(i), $"index {i} of {Count}");
         int b, j;
-        if (_blocks.Count == 0) { _blocks.Add(new List<RangeEntry<T>>(items.Count)); _before.Add(0); b = 0; j = 0; }
+        if (_blocks.Count == 0) { _blocks.Add(new List<RangeEntry<T>>(items.Count)); _before.Add(0); _lastStart.Add(0); b = 0; j = 0; }
         else if (i == Count) { b = _blocks.Count - 1; j = _blocks[b].Count; }
         else (b, j) = Locate(i);
         var blk = _blocks[b];
         blk.InsertRange(j, items);
         Count += items.Count;
-        if (blk.Count > MaxBlock)
+        if (blk.Count <= MaxBlock)
         {
-            // Split into blocks of half the maximum, so that inserts nearby do not split again at once.
-            int half = MaxBlock / 2, at = half;
-            var pieces = new List<List<RangeEntry<T>>>();
-            while (blk.Count - at > 0)
-            {
-                int n = Math.Min(half, blk.Count - at);
-                pieces.Add(blk.GetRange(at, n));
-                at += n;
-            }
-            blk.RemoveRange(half, blk.Count - half);
-            _blocks.InsertRange(b + 1, pieces);
+            Shift(b, items.Count);
+            return;
         }
+        // Split into blocks of half the maximum, so that inserts nearby do not split again at once.
+        int half = MaxBlock / 2, at = half;
+        var pieces = new List<List<RangeEntry<T>>>();
+        while (blk.Count - at > 0)
+        {
+            int n = Math.Min(half, blk.Count - at);
+            pieces.Add(blk.GetRange(at, n));
+            at += n;
+        }
+        blk.RemoveRange(half, blk.Count - half);
+        _blocks.InsertRange(b + 1, pieces);
         Renumber(b);
     }
 
@@ -176,19 +194,35 @@ public sealed class SortedRanges<T>
     {
         _blocks.Clear();
         _before.Clear();
+        _lastStart.Clear();
         Count = 0;
     }
 
-    /// <summary>Recomputes the running counts from block <paramref name="from"/> on.</summary>
+    /// <summary>Block <paramref name="b"/> kept its place and changed its entry count by
+    /// <paramref name="delta"/>: its last start is read again, and the running counts of the
+    /// blocks after it move by delta (one pass over an int array, no block visited).</summary>
+    private void Shift(int b, int delta)
+    {
+        _lastStart[b] = _blocks[b][^1].Start;
+        var before = CollectionsMarshal.AsSpan(_before);
+        for (int k = b + 1; k < before.Length; k++) before[k] += delta;
+    }
+
+    /// <summary>Recomputes the running counts, and the last starts, from block
+    /// <paramref name="from"/> on (blocks before it are unchanged).</summary>
     private void Renumber(int from)
     {
-        while (_before.Count > _blocks.Count) _before.RemoveAt(_before.Count - 1);
-        while (_before.Count < _blocks.Count) _before.Add(0);
-        int n = from == 0 ? 0 : _before[from - 1] + _blocks[from - 1].Count;
+        while (_before.Count > _blocks.Count) { _before.RemoveAt(_before.Count - 1); _lastStart.RemoveAt(_lastStart.Count - 1); }
+        while (_before.Count < _blocks.Count) { _before.Add(0); _lastStart.Add(0); }
+        var before = CollectionsMarshal.AsSpan(_before);
+        var lastStart = CollectionsMarshal.AsSpan(_lastStart);
+        int n = from == 0 ? 0 : before[from - 1] + _blocks[from - 1].Count;
         for (int b = from; b < _blocks.Count; b++)
         {
-            _before[b] = n;
-            n += _blocks[b].Count;
+            var blk = _blocks[b];
+            before[b] = n;
+            lastStart[b] = blk[^1].Start;
+            n += blk.Count;
         }
     }
 }

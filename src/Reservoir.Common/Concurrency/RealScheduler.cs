@@ -30,11 +30,26 @@ public sealed class RealScheduler : IScheduler
     private sealed class RealMutex(string name) : FsMutex(name)
     {
         private readonly object _monitor = new();
+        /// <summary>Threads inside <see cref="Wait"/>. Guarded by the monitor: both Wait and
+        /// PulseAll run with it held, and Monitor.Wait queues the waiter before it releases
+        /// the monitor, so a PulseAll that reads 0 has nobody to wake. The write path unlocks
+        /// a mapping's state with a PulseAll several times per 4 KiB write, almost always with
+        /// no waiter, and Monitor.PulseAll goes into the runtime each time (it was a tenth of
+        /// the time of random buffered writes).</summary>
+        private int _waiters;
         public override void Enter() => Monitor.Enter(_monitor);
         public override void Exit() => Monitor.Exit(_monitor);
         public override bool IsHeldByCurrentThread => Monitor.IsEntered(_monitor);
-        public override bool Wait(int timeoutMs = Timeout.Infinite) => Monitor.Wait(_monitor, timeoutMs);
-        public override void PulseAll() => Monitor.PulseAll(_monitor);
+        public override bool Wait(int timeoutMs = Timeout.Infinite)
+        {
+            _waiters++;
+            try { return Monitor.Wait(_monitor, timeoutMs); }
+            finally { _waiters--; }
+        }
+        public override void PulseAll()
+        {
+            if (_waiters > 0) Monitor.PulseAll(_monitor);
+        }
     }
 
     private sealed class RealRwLock(string name) : FsRwLock(name)

@@ -42,14 +42,17 @@ public readonly record struct OrderedExtentInfo(ulong Inode, ulong FileOffset, u
 /// <summary>
 /// The per-filesystem part of the data path: the registry of mappings, the page cache budget,
 /// the flusher thread, the ordered-extent completion workers and the leak checks.
-/// Locks: <see cref="_lock"/> guards the registry and the page/dirty counts; it is a leaf lock
-/// taken inside a mapping's State lock only to update counts, never the other way round.
+/// Locks: <see cref="_lock"/> guards the registry and the flusher's wake-up; it is a leaf lock
+/// taken inside a mapping's State lock only to kick the flusher, never the other way round. The
+/// page and dirty counts are atomic counters: every buffered write changes them, and a global
+/// lock taken several times per 4 KiB write was a cost of its own and a point where every FUSE
+/// thread met.
 /// </summary>
 internal sealed partial class DataEngine : IDisposable
 {
-    private readonly FsMutex _lock; // guards _mappings, _cachedPages, _dirtyPages, _stopping, _kick
+    private readonly FsMutex _lock; // guards _mappings, _stopping, _kick (read unlocked as a hint)
     private readonly HashSet<Mapping> _mappings = new();
-    private long _cachedPages, _dirtyPages;
+    private long _cachedPages, _dirtyPages; // Interlocked
     private bool _stopping, _kick;
     private readonly WorkQueue _endio;
     private FsThread? _flusher;
@@ -104,30 +107,31 @@ internal sealed partial class DataEngine : IDisposable
     public long MaxCachedPages => Math.Max(64, Options.PageCacheBytes / BlockSize);
 
     /// <summary>The inode's mapping, created on first use.</summary>
+    /// <summary>The inode's mapping, created on first use. An inode's mapping is set once and
+    /// never replaced (an idle mapping leaves with its inode), so a set one is returned without
+    /// the registry lock.</summary>
     public Mapping MappingOf(Inode inode)
     {
+        if (Volatile.Read(ref inode.Mapping) is { } m) return m;
         using var _ = _lock.Lock();
         if (inode.Mapping == null)
         {
-            inode.Mapping = new Mapping(inode, Sched);
-            _mappings.Add(inode.Mapping);
+            Volatile.Write(ref inode.Mapping, new Mapping(inode, Sched));
+            _mappings.Add(inode.Mapping!);
         }
-        return inode.Mapping;
+        return inode.Mapping!;
     }
 
     internal void CountPages(long cachedDelta, long dirtyDelta)
     {
-        bool kick;
+        if (cachedDelta != 0) Interlocked.Add(ref _cachedPages, cachedDelta);
+        long dirty = dirtyDelta != 0 ? Interlocked.Add(ref _dirtyPages, dirtyDelta) : Interlocked.Read(ref _dirtyPages);
+        if (dirty <= MaxCachedPages * Options.DirtyBackgroundPercent / 100 || Volatile.Read(ref _kick)) return;
         using (_lock.Lock())
-        {
-            _cachedPages += cachedDelta;
-            _dirtyPages += dirtyDelta;
-            kick = _dirtyPages > MaxCachedPages * Options.DirtyBackgroundPercent / 100;
-            if (kick && !_kick) { _kick = true; _lock.PulseAll(); }
-        }
+            if (!_kick) { _kick = true; _lock.PulseAll(); }
     }
 
-    public (long Cached, long Dirty) PageCounts { get { using var _ = _lock.Lock(); return (_cachedPages, _dirtyPages); } }
+    public (long Cached, long Dirty) PageCounts => (Interlocked.Read(ref _cachedPages), Interlocked.Read(ref _dirtyPages));
 
     internal List<Mapping> AllMappings()
     {
@@ -170,8 +174,7 @@ internal sealed partial class DataEngine : IDisposable
     /// their own file (balance_dirty_pages), so dirty memory stays bounded.</summary>
     internal void BalanceDirty(Mapping m)
     {
-        long dirty;
-        using (_lock.Lock()) dirty = _dirtyPages;
+        long dirty = Interlocked.Read(ref _dirtyPages);
         if (dirty > MaxCachedPages * Options.DirtyPercent / 100) Writeback(m, 0, ulong.MaxValue, wait: false);
         EvictIfOverBudget();
     }

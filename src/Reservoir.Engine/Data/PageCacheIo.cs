@@ -381,8 +381,7 @@ internal sealed partial class DataEngine
     /// <summary>Evicts the least recently used clean pages while the cache is over budget.</summary>
     internal void EvictIfOverBudget()
     {
-        long cached;
-        using (_lock.Lock()) cached = _cachedPages;
+        long cached = Interlocked.Read(ref _cachedPages);
         long limit = MaxCachedPages;
         if (cached <= limit) return;
         long toFree = cached - limit * 9 / 10;

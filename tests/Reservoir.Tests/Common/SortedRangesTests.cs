@@ -29,7 +29,7 @@ public class SortedRangesTests
                 ulong lo = at > 0 ? model[at - 1].End : 0, hi = at < model.Count ? model[at].Start : ulong.MaxValue;
                 if (pos < lo || pos + 4 > hi) continue;
                 var add = new List<RangeEntry<int>>();
-                for (ulong p = pos; p + 2 <= hi && add.Count < rng.Next(1, 4); p += 2) add.Add(new(p, p + 1, op));
+                for (ulong p = pos; p + 3 <= hi && add.Count < rng.Next(1, 4); p += 3) add.Add(new(p, p + 1 + (ulong)rng.Next(2), op));
                 if (add.Count == 1 && rng.Next(2) == 0) r.Add(add[0]); else r.InsertRange(at, add);
                 model.InsertRange(at, add);
             }
@@ -42,7 +42,13 @@ public class SortedRangesTests
             else if (kind < 8)
             {
                 int i = rng.Next(model.Count);
-                var e = model[i] with { Value = -op };
+                // Sometimes the start moves too (down into the gap before it, or up inside the
+                // range), as a range growing or trimmed at its front does: the search must see
+                // the new start.
+                ulong floorStart = i > 0 ? model[i - 1].End : 0, start = model[i].Start;
+                if (rng.Next(2) == 0 && start > floorStart) start--;
+                else if (rng.Next(2) == 0 && start + 1 < model[i].End) start++;
+                var e = model[i] with { Value = -op, Start = start };
                 r.Set(i, e);
                 model[i] = e;
             }
@@ -78,5 +84,22 @@ public class SortedRangesTests
         Assert.Equal(0, r.Count);
         Assert.Equal(0, r.LowerBound(5));
         Assert.Equal(-1, r.FloorIndex(5));
+    }
+
+    /// <summary>Moving any entry's start, the last of a block included, is seen by the next
+    /// search (the search keeps each block's last start beside the blocks).</summary>
+    [Fact]
+    public void ASetStartIsFoundByTheNextSearch()
+    {
+        var r = new SortedRanges<int>();
+        for (int k = 0; k < 2000; k++) r.Add(new((ulong)k * 10, (ulong)k * 10 + 5, k)); // blocks split many times
+        for (int k = 0; k < 2000; k++)
+        {
+            ulong start = (ulong)k * 10 + 3;
+            r.Set(k, new(start, (ulong)k * 10 + 5, k));
+            Assert.Equal(k, r.LowerBound(start));
+            Assert.Equal(k, r.FloorIndex(start));
+            Assert.Equal(k + 1, r.LowerBound(start + 1));
+        }
     }
 }
