@@ -116,6 +116,10 @@ public sealed partial class Filesystem
     /// file's, becomes durable; correct, and its cost is measured). A writeback error since the
     /// last fsync is reported here once, as EIO.
     /// </summary>
+    /// <summary>Up to this many dirty pages (1 MiB), fsync finishes the ordered extents it
+    /// writes on its own thread; more are overlapped with the next IO by the completion workers.</summary>
+    private const int InlineFinishPages = 256;
+
     public Errno Fsync(ulong ino, bool dataOnly = false)
     {
         var e = Get(ino, out var inode);
@@ -128,7 +132,11 @@ public sealed partial class Filesystem
                 if (inode.IsReg && !inode.Deleted)
                 {
                     var m = Data.MappingOf(inode);
-                    Data.Writeback(m, 0, ulong.MaxValue, wait: true);
+                    // A few dirty pages (an append, a record): this thread finishes their ordered
+                    // extents itself (it holds nothing and would only wait for them).
+                    bool small;
+                    using (m.State.Lock()) small = m.DirtyPages.Count <= InlineFinishPages;
+                    Data.Writeback(m, 0, ulong.MaxValue, wait: true, finishInline: small);
                     Data.WaitOrdered(m, 0, ulong.MaxValue);
                     Data.PersistInode(inode);
                     bool failed;

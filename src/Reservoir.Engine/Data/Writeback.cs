@@ -15,8 +15,12 @@ internal sealed partial class DataEngine
     /// <see cref="WaitOrdered"/>: "writeback finished" is not "ordered extent finished",
     /// invariant 8).
     /// Takes page locks and State; holds no inode lock, so the flusher can run it for anyone.
+    /// With <paramref name="finishInline"/> the calling thread finishes its own ordered extents
+    /// as their IO ends instead of handing them to the completion workers: for a caller that
+    /// holds no lock and no transaction handle and would only wait for them (a small fsync),
+    /// that saves two thread wake-ups, a good part of an fsync's latency on a small machine.
     /// </summary>
-    internal void Writeback(Mapping m, ulong start, ulong end, bool wait)
+    internal void Writeback(Mapping m, ulong start, ulong end, bool wait, bool finishInline = false)
     {
         ulong bs = (ulong)BlockSize;
         while (true)
@@ -46,7 +50,7 @@ internal sealed partial class DataEngine
             }
             CountPages(0, -run.Count);
             Sched.Yield("writeback:pages-locked");
-            WriteRun(m, run);
+            WriteRun(m, run, finishInline);
         }
     }
 
@@ -108,7 +112,7 @@ internal sealed partial class DataEngine
     }
 
     /// <summary>Turns a locked run of pages into ordered extents and writes them.</summary>
-    private void WriteRun(Mapping m, List<Page> run)
+    private void WriteRun(Mapping m, List<Page> run, bool finishInline)
     {
         ulong bs = (ulong)BlockSize;
         ulong runStart = (ulong)run[0].Index * bs;
@@ -132,7 +136,7 @@ internal sealed partial class DataEngine
                 var (fpos, flen, disk, dlen, eoff, kind) = pieces![pieceIdx++];
                 oe = CreateOrdered(m, fpos, flen, disk, dlen, eoff, kind);
             }
-            SubmitOrdered(m, oe, run);
+            SubmitOrdered(m, oe, run, finishInline);
             pos = oe.End;
         }
     }
@@ -188,7 +192,7 @@ internal sealed partial class DataEngine
     /// in gathered writes and checksums them; on completion of the IO queues the ordered extent
     /// for finishing. No copy is needed: pages stay under writeback until the IO ends, and
     /// every path that changes or frees a page waits for writeback first (stable pages).</summary>
-    private void SubmitOrdered(Mapping m, OrderedExtent oe, List<Page> run)
+    private void SubmitOrdered(Mapping m, OrderedExtent oe, List<Page> run, bool finishInline)
     {
         ulong bs = (ulong)BlockSize;
         int len = (int)oe.NumBytes;
@@ -228,12 +232,12 @@ internal sealed partial class DataEngine
             for (int i = at; i < at + n; i++) oe.Csums[i] = Crc32C.Compute(pages[i].Data);
         }
         Fs.Stats.DataBytesWritten += len;
-        EndIo(m, oe, pages, ok);
+        EndIo(m, oe, pages, ok, finishInline);
     }
 
     /// <summary>IO completion (end_bio_extent_writepage): pages leave writeback, and the ordered
     /// extent, once all its bytes are done, goes to the completion workers.</summary>
-    private void EndIo(Mapping m, OrderedExtent oe, List<Page> pages, bool ok)
+    private void EndIo(Mapping m, OrderedExtent oe, List<Page> pages, bool ok, bool finishInline)
     {
         using (m.State.Lock())
         {
@@ -244,7 +248,8 @@ internal sealed partial class DataEngine
             oe.IoDone = true;
             m.State.PulseAll();
         }
-        QueueFinish(m, oe);
+        if (finishInline) FinishOrdered(m, oe);
+        else QueueFinish(m, oe);
     }
 
     /// <summary>Writes back old dirty pages (older than <paramref name="olderThanMs"/>).</summary>
