@@ -106,7 +106,6 @@ internal sealed partial class DataEngine : IDisposable
 
     public long MaxCachedPages => Math.Max(64, Options.PageCacheBytes / BlockSize);
 
-    /// <summary>The inode's mapping, created on first use.</summary>
     /// <summary>The inode's mapping, created on first use. An inode's mapping is set once and
     /// never replaced (an idle mapping leaves with its inode), so a set one is returned without
     /// the registry lock.</summary>

@@ -33,8 +33,9 @@ internal sealed class Inode
     /// <summary>Its items have been removed from the tree. Guarded by Lock.</summary>
     public bool Deleted;
     /// <summary>The page cache and data-path state of a regular file, created on first use.
-    /// Set once under the subvolume's inode table lock; a mapping with state keeps the inode
-    /// in the table (see Subvolume).</summary>
+    /// Set once, under the data engine's registry lock (DataEngine.MappingOf), and read
+    /// without a lock after that; a mapping with state keeps the inode in the table (see
+    /// Subvolume).</summary>
     public Mapping? Mapping;
     /// <summary>The size the inode item on disk records (for regular files with a mapping,
     /// the size up to which data reached its extents; see Mapping.DiskSize).</summary>
