@@ -232,17 +232,7 @@ internal sealed partial class DataEngine : IDisposable
             if (oe.End > m.DiskSize) return false;
         long first = (long)(m.DiskSize / bs), last = (long)((m.Inode.Item.FileSize + bs - 1) / bs); // pages [first, last) reach above
         foreach (var _ in m.DirtyPages.Between(first, long.MaxValue)) return false;
-        if (last - first <= m.Pages.Count)
-        {
-            for (long i = first; i < last; i++)
-                if (m.Pages.TryGetValue(i, out var p) && (p.Writeback || p.Locked)) return false;
-        }
-        else
-        {
-            foreach (var p in m.Pages.Values)
-                if ((p.Writeback || p.Locked) && p.Index >= first) return false;
-        }
-        return true;
+        return !AnyPageIn(m, first, last, static p => p.Writeback || p.Locked);
     }
 
     private bool DropIfIdle(Mapping m)

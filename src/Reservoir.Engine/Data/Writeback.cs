@@ -91,14 +91,21 @@ internal sealed partial class DataEngine
     private bool AnyWritebackIn(Mapping m, ulong start, ulong end)
     {
         var (first, last) = PageSpan(start, end);
+        return AnyPageIn(m, first, last, static p => p.Writeback);
+    }
+
+    /// <summary>Whether a cached page with index in [first, last) matches: by index when the
+    /// span is smaller than the cache, else over the cached pages. Caller holds State.</summary>
+    private static bool AnyPageIn(Mapping m, long first, long last, Func<Page, bool> match)
+    {
         if (last - first <= m.Pages.Count)
         {
             for (long i = first; i < last; i++)
-                if (m.Pages.TryGetValue(i, out var p) && p.Writeback) return true;
+                if (m.Pages.TryGetValue(i, out var p) && match(p)) return true;
             return false;
         }
         foreach (var p in m.Pages.Values)
-            if (p.Writeback && p.Index >= first && p.Index < last) return true;
+            if (p.Index >= first && p.Index < last && match(p)) return true;
         return false;
     }
 
