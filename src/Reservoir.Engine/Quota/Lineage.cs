@@ -33,6 +33,13 @@ internal sealed class Lineage
 
     public bool HasSnapshots(ulong id) { lock (_lock) return _children.ContainsKey(id); }
 
+    /// <summary>Whether a snapshot of <paramref name="id"/> was taken in or after transaction
+    /// <paramref name="since"/> (the children are in the order taken).</summary>
+    public bool HasSnapshotsSince(ulong id, ulong since)
+    {
+        lock (_lock) return _children.TryGetValue(id, out var l) && l[^1].Otransid >= since;
+    }
+
     /// <summary>Forgets a subvolume that is gone and has no snapshots left; returns its source
     /// (which may now be forgettable too), or null if it had none.</summary>
     public ulong? Remove(ulong id)
@@ -74,6 +81,23 @@ internal sealed class Lineage
             lock (_lock) sub = _children.GetValueOrDefault(child);
             // A snapshot's own snapshots are younger than it, so all of them qualify.
             if (sub != null) stack.Push((sub, 0));
+        }
+    }
+
+    /// <summary>Whether <paramref name="id"/> is <paramref name="root"/> or one of
+    /// <see cref="Descendants"/>(root, since), found by walking up from it: O(how many
+    /// snapshots of snapshots lie between them).</summary>
+    public bool IsDescendantOrSelf(ulong id, ulong root, ulong since)
+    {
+        lock (_lock)
+        {
+            for (ulong c = id; ;)
+            {
+                if (c == root) return true;
+                if (!_parent.TryGetValue(c, out var p)) return false;
+                if (p.Parent == root) return p.Otransid >= since;
+                c = p.Parent;
+            }
         }
     }
 

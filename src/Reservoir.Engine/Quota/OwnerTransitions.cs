@@ -34,15 +34,30 @@ internal sealed class OwnerTransitions(IScheduler sched)
     }
 
     /// <summary>Takes every entry, grouped by extent in address order: (extent, length,
-    /// subvolumes that started referencing it, subvolumes that stopped).</summary>
+    /// subvolumes that started referencing it, subvolumes that stopped), each list in
+    /// subvolume order. One sort of the entries, not a LINQ grouping: this runs inside every
+    /// commit with quotas on.</summary>
     public List<(ulong Bytenr, ulong NumBytes, List<ulong> Acquired, List<ulong> Dropped)> Take()
     {
-        using var _ = _lock.Lock();
-        var list = _net.GroupBy(kv => kv.Key.Bytenr).OrderBy(g => g.Key).Select(g => (
-            g.Key, g.First().Value.NumBytes,
-            g.Where(kv => kv.Value.Net > 0).Select(kv => kv.Key.Root).OrderBy(r => r).ToList(),
-            g.Where(kv => kv.Value.Net < 0).Select(kv => kv.Key.Root).OrderBy(r => r).ToList())).ToList();
-        _net.Clear();
+        (ulong Bytenr, ulong Root, ulong NumBytes, int Net)[] entries;
+        using (_lock.Lock())
+        {
+            if (_net.Count == 0) return [];
+            entries = new (ulong, ulong, ulong, int)[_net.Count];
+            int i = 0;
+            foreach (var ((root, bytenr), (numBytes, net)) in _net) entries[i++] = (bytenr, root, numBytes, net);
+            _net.Clear();
+        }
+        Array.Sort(entries, static (a, b) => a.Bytenr != b.Bytenr ? a.Bytenr.CompareTo(b.Bytenr) : a.Root.CompareTo(b.Root));
+        var list = new List<(ulong, ulong, List<ulong>, List<ulong>)>();
+        for (int i = 0; i < entries.Length;)
+        {
+            var (bytenr, _, numBytes, _) = entries[i];
+            List<ulong> acquired = [], dropped = [];
+            for (; i < entries.Length && entries[i].Bytenr == bytenr; i++)
+                (entries[i].Net > 0 ? acquired : dropped).Add(entries[i].Root);
+            list.Add((bytenr, numBytes, acquired, dropped));
+        }
         return list;
     }
 }

@@ -13,7 +13,6 @@ internal sealed class Qgroup(ulong id)
     public ulong MaxReferenced = ulong.MaxValue, MaxExclusive = ulong.MaxValue;
     /// <summary>Data bytes reserved for writes not yet accounted (btrfs's rsv.values[DATA]).</summary>
     public ulong RsvData;
-    public bool Dirty;
     public long Underflows;
 }
 
@@ -54,26 +53,64 @@ internal sealed class Qgroups
         using var _ = _lock.Lock();
         Enabled = enabled;
         _groups.Clear();
+        _dirty.Clear();
         _parents.Clear();
         _children.Clear();
         _members.Clear();
+        _outside.Clear();
         foreach (var g in groups) _groups[g.Id] = g;
         _higher = null; // the one place groups arrive other than through AddGroupUnsynchronized
         foreach (var (c, p) in relations) Link(c, p);
     }
 
+    /// <summary>Adds a relation. The cached member and outside sets of the parent and its
+    /// ancestors gain the child's level-0 groups in place (a snapshot joining its source's
+    /// groups costs as much as the groups above it, not as much as their members).</summary>
     private void Link(ulong child, ulong parent)
     {
-        _members.Clear();
+        var below = QgroupId.Level(child) == 0 ? [child] : MembersUnsynchronized(child);
         (_parents.TryGetValue(child, out var ps) ? ps : _parents[child] = new()).Add(parent);
         (_children.TryGetValue(parent, out var cs) ? cs : _children[parent] = new()).Add(child);
+        foreach (var a in AncestorsUnsynchronized([parent]))
+        {
+            if (_members.TryGetValue(a, out var m)) m.UnionWith(below);
+            if (_outside.TryGetValue(a, out var o)) o.ExceptWith(below);
+        }
     }
 
+    /// <summary>Removes a relation. A level-0 child (a subvolume leaving a group, or going
+    /// away) leaves the cached sets of the groups it is no longer below by any other path, in
+    /// place; a higher child's departure, rare, drops the caches.</summary>
     private void Unlink(ulong child, ulong parent)
     {
-        _members.Clear();
         if (_parents.TryGetValue(child, out var ps)) { ps.Remove(parent); if (ps.Count == 0) _parents.Remove(child); }
         if (_children.TryGetValue(parent, out var cs)) { cs.Remove(child); if (cs.Count == 0) _children.Remove(parent); }
+        if (QgroupId.Level(child) != 0)
+        {
+            _members.Clear();
+            _outside.Clear();
+            return;
+        }
+        var stillBelow = AncestorsUnsynchronized(_parents.GetValueOrDefault(child) ?? []);
+        foreach (var a in AncestorsUnsynchronized([parent]))
+        {
+            if (stillBelow.Contains(a)) continue;
+            if (_members.TryGetValue(a, out var m)) m.Remove(child);
+            if (_outside.TryGetValue(a, out var o)) o.Add(child);
+        }
+    }
+
+    /// <summary>The given groups and every group above them, once. Caller holds the lock.</summary>
+    private HashSet<ulong> AncestorsUnsynchronized(IEnumerable<ulong> from)
+    {
+        var seen = new HashSet<ulong>();
+        var todo = new Stack<ulong>(from);
+        while (todo.Count > 0)
+        {
+            ulong a = todo.Pop();
+            if (seen.Add(a) && _parents.TryGetValue(a, out var up)) foreach (var p in up) todo.Push(p);
+        }
+        return seen;
     }
 
     /// <summary>A group and each of its distinct ancestors, once. Caller holds the lock.</summary>
@@ -107,7 +144,7 @@ internal sealed class Qgroups
                 foreach (var l in MembersUnsynchronized(x))
                     if (_groups.TryGetValue(l, out var lg)) rsv += lg.RsvData;
                 g.RsvData = rsv;
-                g.Dirty = true;
+                MarkDirty(g);
             }
             if (_parents.TryGetValue(x, out var ps)) foreach (var p in ps) todo.Enqueue(p);
         }
@@ -201,9 +238,11 @@ internal sealed class Qgroups
         using var _ = _lock.Lock();
         Enabled = false;
         _groups.Clear();
+        _dirty.Clear();
         _parents.Clear();
         _children.Clear();
         _members.Clear();
+        _outside.Clear();
         _higher = null;
         _removed.Clear();
         _relationChanges.Clear();
@@ -215,7 +254,7 @@ internal sealed class Qgroups
         if (!_groups.TryGetValue(id, out var g)) g = AddGroupUnsynchronized(id);
         g.MaxReferenced = maxReferenced;
         g.MaxExclusive = maxExclusive;
-        g.Dirty = true;
+        MarkDirty(g);
     }
 
     /// <summary>Reserves data bytes for a subvolume's group; EDQUOT if referenced or exclusive
@@ -262,7 +301,10 @@ internal sealed class Qgroups
     /// keep the list of higher groups and the items to delete right. Caller holds the lock.</summary>
     private Qgroup AddGroupUnsynchronized(ulong id)
     {
-        var g = _groups[id] = new Qgroup(id) { Dirty = true };
+        var g = _groups[id] = new Qgroup(id);
+        MarkDirty(g);
+        // A new level-0 group is below no group yet.
+        if (QgroupId.Level(id) == 0) foreach (var o in _outside.Values) o.Add(id);
         if (QgroupId.Level(id) > 0) _higher = null;
         return g;
     }
@@ -270,6 +312,8 @@ internal sealed class Qgroups
     private void RemoveGroupUnsynchronized(ulong id)
     {
         _groups.Remove(id);
+        if (QgroupId.Level(id) == 0) foreach (var o in _outside.Values) o.Remove(id);
+        else { _members.Clear(); _outside.Clear(); }
         if (QgroupId.Level(id) > 0) _higher = null;
         _removed.Add(id);
     }
@@ -283,10 +327,10 @@ internal sealed class Qgroups
     /// At commit: data extent of <paramref name="len"/> bytes that <paramref name="acquired"/>
     /// started and <paramref name="dropped"/> stopped referencing in this transaction, and that
     /// <paramref name="after"/> reference now (all of them when <paramref name="complete"/>, else
-    /// the first ones found, more than the acquired ones by at least two). Referenced moves
-    /// with the transitions; exclusive with who was alone before and who is alone after; a
-    /// group of level 1 or above references the extent while a member does, and holds it
-    /// exclusively while every referrer is a member (btrfs's qgroup_update_counters).
+    /// the first ones found, more than the acquired ones by at least two), for the level-0
+    /// groups: referenced moves with the transitions; exclusive with who was alone before and
+    /// who is alone after. The groups above are the commit's (<see cref="HigherAbove"/>,
+    /// <see cref="AddUsage"/>), since deciding them may need lookups in the trees.
     /// </summary>
     public void AccountExtent(ulong len, List<ulong> acquired, List<ulong> dropped, List<ulong> after, bool complete)
     {
@@ -295,30 +339,87 @@ internal sealed class Qgroups
         foreach (var r in acquired) Add(GroupUnsynchronized(r), (long)len, 0);
         foreach (var r in dropped) Add(GroupUnsynchronized(r), -(long)len, 0);
         if (!complete) return; // two or more referrers before and after: no one's exclusive changes
-        var before = after.Except(acquired).Concat(dropped).Distinct().ToList();
+        // Who referenced it before: those now, less the ones that just started, plus the ones
+        // that just stopped (a subvolume is in at most one of the two lists).
+        var before = new List<ulong>(after.Count + dropped.Count);
+        foreach (var r in after) if (!acquired.Contains(r)) before.Add(r);
+        before.AddRange(dropped);
         if (before.Count == 1) Add(GroupUnsynchronized(before[0]), 0, -(long)len);
         if (after.Count == 1) Add(GroupUnsynchronized(after[0]), 0, (long)len);
-        foreach (var g in HigherUnsynchronized())
-        {
-            var m = MembersUnsynchronized(g.Id);
-            bool rb = before.Any(r => m.Contains(ForSubvolume(r))), ra = after.Any(r => m.Contains(ForSubvolume(r)));
-            bool eb = before.Count > 0 && before.All(r => m.Contains(ForSubvolume(r)));
-            bool ea = after.Count > 0 && after.All(r => m.Contains(ForSubvolume(r)));
-            Add(g, rb == ra ? 0 : ra ? (long)len : -(long)len, eb == ea ? 0 : ea ? (long)len : -(long)len);
-        }
     }
 
-    private static void Add(Qgroup g, long rfer, long excl)
+    /// <summary>Extents of <paramref name="bytes"/> in all that <paramref name="subvolume"/>
+    /// wrote in this transaction and alone references: its group and every group above it
+    /// reference them and hold them exclusively.</summary>
+    public void AccountWrittenAlone(ulong subvolume, ulong bytes)
+    {
+        using var _ = _lock.Lock();
+        if (!Enabled) return;
+        foreach (var g in ChainUnsynchronized(subvolume)) Add(g, (long)bytes, (long)bytes);
+    }
+
+    /// <summary>
+    /// The groups of level 1 or above that contain any of <paramref name="subvolumes"/>, each
+    /// once, with their level-0 members (cached until a relation changes). Only these can see
+    /// their numbers move when those subvolumes' references change (docs/SNAPSHOTS.md §3,
+    /// "Higher-level groups"). Called by the commit while no handle is open, so no relation
+    /// changes while the caller reads the sets.
+    /// </summary>
+    public List<(ulong Id, HashSet<ulong> Members)> HigherAbove(IEnumerable<ulong> subvolumes)
+    {
+        using var _ = _lock.Lock();
+        var result = new List<(ulong, HashSet<ulong>)>();
+        if (!Enabled || _parents.Count == 0) return result;
+        var seen = new HashSet<ulong>();
+        var todo = new Stack<ulong>();
+        foreach (var r in subvolumes) todo.Push(ForSubvolume(r));
+        while (todo.Count > 0)
+            if (_parents.TryGetValue(todo.Pop(), out var ps))
+                foreach (var p in ps)
+                    if (seen.Add(p) && _groups.ContainsKey(p))
+                    {
+                        result.Add((p, MembersUnsynchronized(p)));
+                        todo.Push(p);
+                    }
+        return result;
+    }
+
+    /// <summary>The level-0 groups not below group <paramref name="id"/> (cached like the
+    /// members, until relations or groups change): where the commit looks for a referrer
+    /// outside a group when that side is the smaller one.</summary>
+    public HashSet<ulong> Level0Outside(ulong id)
+    {
+        using var _ = _lock.Lock();
+        if (_outside.TryGetValue(id, out var o)) return o;
+        var m = MembersUnsynchronized(id);
+        o = _groups.Keys.Where(q => QgroupId.Level(q) == 0 && !m.Contains(q)).ToHashSet();
+        _outside[id] = o;
+        return o;
+    }
+
+    /// <summary>How many level-0 groups there are (one per subvolume).</summary>
+    public int Level0Count { get { using var _ = _lock.Lock(); return _groups.Count - HigherUnsynchronized().Count; } }
+
+    /// <summary>Moves a group's referenced and exclusive (the commit's accounting of
+    /// groups of level 1 and above).</summary>
+    public void AddUsage(ulong id, long referenced, long exclusive)
+    {
+        using var _ = _lock.Lock();
+        if (Enabled && _groups.TryGetValue(id, out var g)) Add(g, referenced, exclusive);
+    }
+
+    private void Add(Qgroup g, long rfer, long excl)
     {
         if (rfer == 0 && excl == 0) return;
         long r = (long)g.Referenced + rfer, e = (long)g.Exclusive + excl;
         if (r < 0 || e < 0) g.Underflows++;
         g.Referenced = (ulong)Math.Max(0, r);
         g.Exclusive = (ulong)Math.Max(0, e);
-        g.Dirty = true;
+        MarkDirty(g);
     }
 
     private readonly Dictionary<ulong, HashSet<ulong>> _members = new(); // guarded by _lock; cleared when relations change
+    private readonly Dictionary<ulong, HashSet<ulong>> _outside = new(); // guarded by _lock; cleared when relations or groups change
 
     /// <summary>The level-0 groups at or below a group. Caller holds the lock.</summary>
     private HashSet<ulong> MembersUnsynchronized(ulong id)
@@ -344,7 +445,8 @@ internal sealed class Qgroups
         g.Referenced = src.Referenced;
         g.Exclusive = 0;
         src.Exclusive = 0;
-        src.Dirty = g.Dirty = true;
+        MarkDirty(src);
+        MarkDirty(g);
         if (_parents.TryGetValue(src.Id, out var ps))
             foreach (var p in ps.ToList()) { Link(g.Id, p); _relationChanges.Add((g.Id, p, true)); }
     }
@@ -359,7 +461,7 @@ internal sealed class Qgroups
         foreach (var g in _groups.Values)
         {
             var (r, e) = numbers.GetValueOrDefault(g.Id);
-            if (g.Referenced != r || g.Exclusive != e) g.Dirty = true;
+            if (g.Referenced != r || g.Exclusive != e) MarkDirty(g);
             g.Referenced = r;
             g.Exclusive = e;
         }
@@ -379,11 +481,19 @@ internal sealed class Qgroups
         return g;
     }
 
+    /// <summary>Groups whose numbers or limits changed since the last commit took them, kept
+    /// apart so a commit costs the same with 10,000 groups as with one. Guarded by _lock.</summary>
+    private readonly HashSet<Qgroup> _dirty = new();
+
+    private void MarkDirty(Qgroup g) => _dirty.Add(g);
+
     public List<Qgroup> TakeDirty()
     {
         using var _ = _lock.Lock();
-        var l = _groups.Values.Where(g => g.Dirty).ToList();
-        foreach (var g in l) g.Dirty = false;
+        // In id order, so the quota tree changes the same way every time; a group forgotten
+        // since it changed has no item to write.
+        var l = _dirty.Where(g => _groups.GetValueOrDefault(g.Id) == g).OrderBy(g => g.Id).ToList();
+        _dirty.Clear();
         return l;
     }
 

@@ -22,8 +22,19 @@ internal sealed partial class BTree
     public ulong Id { get; }
     public FsRwLock Lock { get; }
     public TreeNode Root { get; private set; }
-    /// <summary>The root moved in the running transaction; the root item needs rewriting.</summary>
-    public bool RootChanged { get; set; }
+    /// <summary>The root moved in the running transaction; the root item needs rewriting. Set
+    /// under the tree's write lock; setting it notes the tree in its store's
+    /// <see cref="NodeStore.MovedRoots"/>, which the commit reads.</summary>
+    public bool RootChanged
+    {
+        get => _rootChanged;
+        set
+        {
+            _rootChanged = value;
+            if (value) _store.MovedRoots.Add(this);
+        }
+    }
+    private bool _rootChanged;
     /// <summary>The last transaction in which a snapshot shared this tree's root (ROOT_ITEM
     /// last_snapshot; 0 for trees never snapshotted). A block written after it cannot be shared,
     /// so copy-on-write skips the reference lookup for it (btrfs_block_can_be_shared).</summary>

@@ -22,6 +22,8 @@ internal sealed class NodeStore
     /// <summary>Clean nodes kept in memory before eviction starts.</summary>
     public int CacheLimit { get; set; }
     public long Reads, CacheHits;
+    /// <summary>The trees of this store whose root moved in the running transaction.</summary>
+    public MovedRoots MovedRoots { get; } = new();
 
     public NodeStore(IBlockDevice dev, IScheduler sched, int nodeSize, Guid fsid, long cacheBytes)
     {

@@ -36,6 +36,7 @@ internal sealed partial class FsInfo
             if (!ForceCommit && tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()) return;
             ForceCommit = false;
             var sw = Stopwatch.StartNew();
+            long lap = 0;
             var h = new TransHandle(this, tx, 0, holdsCommitLock: false);
             // No handle is active, but readers may be walking these trees (checksum lookups).
             using (RootTree.Lock.Write())
@@ -45,6 +46,7 @@ internal sealed partial class FsInfo
                 // Before the delayed refs: an extent freed now still has its EXTENT_ITEM.
                 AccountOwnerTransitions(h);
                 if (_recountAtCommit) { Quota.SetRecounted(RecountQgroups()); _recountAtCommit = false; }
+                lap = Lap(sw, ref Stats.CommitAccountingMicros, lap);
                 foreach (var g in Space.ReclaimEmptyDataGroups())
                     if (g.OnDisk) ExtentTree.Delete(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length));
                 // Every commit rewrites the root tree's root, so that a superblock of this
@@ -60,6 +62,7 @@ internal sealed partial class FsInfo
                     if (refs + groups + qgroups + roots == 0) break;
                     rounds.Add($"{refs} {groups} {qgroups} {roots}");
                 }
+                lap = Lap(sw, ref Stats.CommitFoldMicros, lap);
             }
             // The extents these reservations were for are accounted now: free them.
             foreach (var (tree, bytes) in tx.TakeQgroupRecords()) Quota.Free(tree, bytes);
@@ -71,6 +74,7 @@ internal sealed partial class FsInfo
                 n.Dirty = false;
             }
             Stats.NodesWritten += dirty.Count;
+            lap = Lap(sw, ref Stats.CommitWriteMicros, lap);
             Sched.Yield("commit:write-super");
             var sb = Super.Clone();
             sb.Generation = tx.Transid;
@@ -79,6 +83,7 @@ internal sealed partial class FsInfo
             sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
             sb.Incompat |= Features.IncompatUnverifiedCommit;
             PublishSuperblock(sb, backups: !_durableOnlyInBackups);
+            Lap(sw, ref Stats.CommitFlushMicros, lap);
             Space.Unpin();
             Running = new Transaction(Sched, tx.Transid + 1);
             long us = sw.ElapsedTicks * 1_000_000 / Stopwatch.Frequency;
@@ -95,6 +100,15 @@ internal sealed partial class FsInfo
         {
             _commitLock.ExitWrite();
         }
+    }
+
+    /// <summary>Adds the time since <paramref name="from"/> (ticks of <paramref name="sw"/>) to a
+    /// commit phase's counter; returns now.</summary>
+    private static long Lap(Stopwatch sw, ref long micros, long from)
+    {
+        long now = sw.ElapsedTicks;
+        micros += (now - from) * 1_000_000 / Stopwatch.Frequency;
+        return now;
     }
 
     /// <summary>Commit even when nothing is dirty (fsck rewriting the superblock counters).</summary>
@@ -167,9 +181,11 @@ internal sealed partial class FsInfo
     {
         int changed = 0;
         Span<byte> buf = stackalloc byte[RootItem.Size];
-        foreach (var t in new[] { ExtentTree, CsumTree, QuotaTree }.OfType<BTree>().Concat(AllFsTrees()))
+        foreach (var t in Store.MovedRoots.Take())
         {
-            if (!t.RootChanged) continue;
+            // A tree dropped in this transaction (a deleted subvolume) keeps no ROOT_ITEM, nor
+            // does the root tree (the superblock points at its root).
+            if (!t.RootChanged || t.Id == TreeIds.RootTree || (t != ExtentTree && t != CsumTree && t != QuotaTree && FsTree(t.Id) != t)) continue;
             t.RootChanged = false;
             changed++;
             var key = new Key(t.Id, KeyTypes.RootItem, 0);

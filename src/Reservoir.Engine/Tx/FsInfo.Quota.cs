@@ -248,7 +248,7 @@ internal sealed partial class FsInfo
             foreach (var (bytenr, (len, roots)) in referrers)
             {
                 DeleteSharedRootRefs(h, bytenr);
-                var (owner, gen) = ExtentOrigin(h, bytenr, len);
+                var (owner, gen) = h.Transaction.Refs.NewDataExtent(bytenr) ?? ExtentOrigin(bytenr, len);
                 var explained = Lineage.Descendants(owner, gen).Prepend(owner).ToHashSet();
                 foreach (var r in roots)
                     if (!explained.Contains(r)) ExtentTree.Put(h, new Key(bytenr, KeyTypes.SharedRootRef, r), since);

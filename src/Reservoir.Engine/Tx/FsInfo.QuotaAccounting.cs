@@ -24,12 +24,30 @@ internal sealed partial class FsInfo
     {
         var changes = h.Transaction.OwnerTransitions.Take();
         if (changes.Count == 0 || !Quota.Enabled) return;
-        bool everyone = Quota.HasHigherGroups;
         Span<byte> buf = stackalloc byte[U64Item.Size];
+        var probe = new OwnerRefProbe();
+        bool higher = Quota.HasHigherGroups;
+        var written = new Dictionary<ulong, ulong>();
         foreach (var (bytenr, len, acquired, dropped) in changes)
         {
-            var (owner, gen) = ExtentOrigin(h, bytenr, len);
-            var shared = SharedRootRefs(bytenr);
+            ulong owner, gen;
+            List<(ulong Root, ulong Since)> shared;
+            // An extent written in this transaction has no SHARED_ROOT_REF yet (they are added
+            // here, and its address was free until now): no search for them.
+            if (h.Transaction.Refs.NewDataExtent(bytenr) is { } fresh)
+            {
+                (owner, gen) = fresh;
+                // The common case, an extent written now by its subvolume alone (no snapshot of
+                // it taken since, no clone): it is that subvolume's alone. Summed per writer and
+                // accounted once below, with no search.
+                if (acquired.Count == 1 && acquired[0] == owner && dropped.Count == 0 && !Lineage.HasSnapshotsSince(owner, gen))
+                {
+                    written[owner] = written.GetValueOrDefault(owner) + len;
+                    continue;
+                }
+                shared = [];
+            }
+            else (owner, gen, shared) = ExtentOriginAndSharing(bytenr, len);
             foreach (var r in acquired)
             {
                 if (r == owner || shared.Any(s => s.Root == r)) continue;
@@ -38,21 +56,90 @@ internal sealed partial class FsInfo
                 ExtentTree.Put(h, new Key(bytenr, KeyTypes.SharedRootRef, r), buf);
                 shared.Add((r, h.Transid));
             }
-            int enough = everyone ? int.MaxValue : acquired.Count + 2;
-            var after = Referrers(bytenr, owner, gen, shared, enough);
-            Quota.AccountExtent(len, acquired, dropped, after, complete: after.Count < enough);
+            var search = new ReferrerSearch(this, probe, bytenr, owner, gen, shared, acquired, dropped);
+            int enough = acquired.Count + 2;
+            var after = search.Referrers(enough);
+            bool complete = after.Count < enough;
+            Quota.AccountExtent(len, acquired, dropped, after, complete);
+            if (higher) AccountHigherGroups(search, len, after, complete);
+        }
+        foreach (var (owner, bytes) in written) Quota.AccountWrittenAlone(owner, bytes);
+    }
+
+    /// <summary>
+    /// The groups of level 1 and above for one extent (docs/SNAPSHOTS.md §3). A group
+    /// references the extent while a member does and holds it exclusively while every referrer
+    /// is a member (btrfs's qgroup_update_counters). Only groups above a subvolume that just
+    /// started or stopped referencing it, or above one of the first referrers found, can
+    /// change. With the whole set of referrers known (few of them) the answer is direct. Else
+    /// at least two others (r1, r2) reference it before and after, and a group needs a search
+    /// only when its answer turns on who else does: for referenced, when neither r1 nor r2 is a
+    /// member and the group gained or lost a member's reference; for exclusive, when both are
+    /// members and the ones that started and the ones that stopped differ in being all members.
+    /// Each search stops at the first referrer found on the side asked about, looking at the
+    /// smaller of the group's members or the rest, so a group of 10,000 snapshots is not
+    /// walked per extent.
+    /// </summary>
+    private void AccountHigherGroups(ReferrerSearch search, ulong len, List<ulong> after, bool complete)
+    {
+        var (acquired, dropped) = (search.Acquired, search.Dropped);
+        var others = after.Where(r => !acquired.Contains(r)).ToList(); // referrers before and after
+        var involved = complete ? acquired.Concat(dropped).Concat(others) : acquired.Concat(dropped).Concat(others.Take(2));
+        foreach (var (id, members) in Quota.HigherAbove(involved))
+        {
+            bool In(ulong r) => members.Contains(Engine.Quota.Qgroups.ForSubvolume(r));
+            bool aIn = acquired.Any(In), dIn = dropped.Any(In), aAll = acquired.All(In), dAll = dropped.All(In);
+            bool rb, ra, eb, ea;
+            if (complete)
+            {
+                bool oIn = others.Any(In), oAll = others.All(In);
+                (rb, ra) = (dIn || oIn, aIn || oIn);
+                eb = others.Count + dropped.Count > 0 && oAll && dAll;
+                ea = others.Count + acquired.Count > 0 && oAll && aAll;
+            }
+            else
+            {
+                bool in1 = In(others[0]), in2 = In(others[1]);
+                bool oIn = in1 || in2 || (aIn != dIn && search.AnyOther(id, members, inside: true, others[0], others[1]));
+                bool oAll = in1 && in2 && aAll != dAll && !search.AnyOther(id, members, inside: false, others[0], others[1]);
+                (rb, ra) = (dIn || oIn, aIn || oIn);
+                (eb, ea) = (oAll && dAll, oAll && aAll);
+            }
+            long dr = rb == ra ? 0 : ra ? (long)len : -(long)len, de = eb == ea ? 0 : ea ? (long)len : -(long)len;
+            Quota.AddUsage(id, dr, de);
         }
     }
 
-    /// <summary>The subvolume that wrote a data extent and the transaction it was written in:
-    /// from its EXTENT_ITEM, or from the pending reference head of one allocated now.</summary>
-    private (ulong Owner, ulong Generation) ExtentOrigin(TransHandle h, ulong bytenr, ulong len)
+    /// <summary>The subvolume that wrote a data extent written before this transaction and the
+    /// transaction it was written in, from its EXTENT_ITEM.</summary>
+    private (ulong Owner, ulong Generation) ExtentOrigin(ulong bytenr, ulong len)
     {
-        if (h.Transaction.Refs.NewDataExtent(bytenr) is { } n) return n;
         var path = new TreePath();
         if (!ExtentTree.Search(null, new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
             throw new CorruptionException($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
         return (ei.Owner, ei.Generation);
+    }
+
+    /// <summary><see cref="ExtentOrigin"/> and <see cref="SharedRootRefs"/>: the extent's
+    /// items sit together in key order (EXTENT_ITEM 168, its back-references 176-178,
+    /// SHARED_ROOT_REFs 188), so most extents, which have no SHARED_ROOT_REF, are settled by
+    /// the EXTENT_ITEM's search and a step or two, without a second search. Caller holds the
+    /// extent tree's lock.</summary>
+    private (ulong Owner, ulong Generation, List<(ulong Root, ulong Since)> Shared) ExtentOriginAndSharing(ulong bytenr, ulong len)
+    {
+        var path = new TreePath();
+        if (!ExtentTree.Search(null, new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
+            throw new CorruptionException($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
+        // A few back-references are stepped over; an extent with many (leaves of many writable
+        // snapshots name it) is searched again at its first SHARED_ROOT_REF instead.
+        for (int step = 0; step < 8; step++)
+        {
+            if (!ExtentTree.Next(path)) return (ei.Owner, ei.Generation, []);
+            var k = path.Key;
+            if (k.ObjectId != bytenr || k.Type > KeyTypes.SharedRootRef) return (ei.Owner, ei.Generation, []);
+            if (k.Type == KeyTypes.SharedRootRef) return (ei.Owner, ei.Generation, SharedRootRefs(bytenr));
+        }
+        return (ei.Owner, ei.Generation, SharedRootRefs(bytenr));
     }
 
     /// <summary>The SHARED_ROOT_REFs of an extent: (subvolume, transaction it took the extent
@@ -78,27 +165,6 @@ internal sealed partial class FsInfo
     {
         if (QuotaTree == null) return;
         foreach (var (root, _) in SharedRootRefs(bytenr)) ExtentTree.Delete(h, new Key(bytenr, KeyTypes.SharedRootRef, root));
-    }
-
-    /// <summary>
-    /// Subvolumes that reference the extent now, in a fixed order (the writer, then its
-    /// snapshots in the order taken, then each SHARED_ROOT_REF likewise), stopping after
-    /// <paramref name="enough"/>. A subvolume can reference an extent only by writing it, by a
-    /// clone (which leaves a SHARED_ROOT_REF) or by inheriting it from its snapshot source,
-    /// so nothing outside these candidates can.
-    /// </summary>
-    private List<ulong> Referrers(ulong bytenr, ulong owner, ulong gen, List<(ulong Root, ulong Since)> shared, int enough)
-    {
-        var found = new List<ulong>();
-        var seen = new HashSet<ulong>();
-        foreach (var (root, since) in shared.Prepend((owner, gen)))
-            foreach (var c in Lineage.Descendants(root, since).Prepend(root))
-            {
-                if (!seen.Add(c) || FsTree(c) is not { } t || !OwnerRefs.Holds(t, bytenr)) continue;
-                found.Add(c);
-                if (found.Count >= enough) return found;
-            }
-        return found;
     }
 
     /// <summary>

@@ -39,4 +39,9 @@ public sealed class EngineStats
     public long DataBytesWritten;
     public long CommitMicrosTotal;
     public long CommitMicrosMax;
+    /// <summary>The commit's phases (their sum is a little under <see cref="CommitMicrosTotal"/>):
+    /// quota accounting of the transaction's EXTENT_OWNER_REF transitions (and recounts), folding
+    /// delayed refs, block group, qgroup and root items into their trees, writing the dirty
+    /// nodes, and the superblock with the device flush.</summary>
+    public long CommitAccountingMicros, CommitFoldMicros, CommitWriteMicros, CommitFlushMicros;
 }

@@ -72,3 +72,29 @@ internal static class OwnerRefs
         } while (tree.Next(path));
     }
 }
+
+/// <summary>
+/// "Does this tree reference the extent?" for many extents in address order, within one
+/// commit's quota accounting: it keeps the leaf each tree's last answer came from, and an
+/// extent whose key falls inside that leaf's key range is answered from the leaf alone (in a
+/// B+tree such a key can be in no other leaf). Consecutive extents' EXTENT_OWNER_REFs sit in
+/// the same leaf, so most answers need no descent and no lock. Valid only while the trees
+/// cannot change: the commit holds the commit lock exclusively, so no handle is open and no
+/// subvolume tree moves until the accounting is done.
+/// </summary>
+internal sealed class OwnerRefProbe
+{
+    private readonly Dictionary<BTree, TreeNode> _leaves = new(ReferenceEqualityComparer.Instance);
+
+    public bool Holds(BTree tree, ulong bytenr)
+    {
+        var key = OwnerRefs.KeyOf(bytenr);
+        if (_leaves.TryGetValue(tree, out var leaf) && leaf.NrItems > 0 && leaf.KeyAt(0) <= key && key <= leaf.KeyAt(leaf.NrItems - 1))
+            return leaf.Search(key, out _);
+        using var lk = tree.Lock.Read();
+        var path = new TreePath();
+        bool found = tree.Search(null, key, path);
+        _leaves[tree] = path.Leaf;
+        return found;
+    }
+}

@@ -40,6 +40,14 @@ public class QuotaModelTests(ITestOutputHelper log)
         Ok(fs.CreateQgroup(team));
         const ulong teamLimit = 2UL << 20;
         Ok(fs.SetQgroupLimit(team, teamLimit, ulong.MaxValue));
+        // A group some snapshots join without their source (the commit must then ask whether
+        // anyone outside it still references an extent the source let go), and a level-2
+        // group above both.
+        ulong snaps = QgroupId.Of(1, 2), all = QgroupId.Of(2, 1);
+        Ok(fs.CreateQgroup(snaps));
+        Ok(fs.CreateQgroup(all));
+        Ok(fs.AssignQgroup(team, all));
+        Ok(fs.AssignQgroup(snaps, all));
         Ok(fs.StatFs(out var st0));
         ulong usedAtStart = st0.BlocksFree;
         var subs = new List<Sub>();
@@ -67,6 +75,9 @@ public class QuotaModelTests(ITestOutputHelper log)
                 Ok(fs.CreateSnapshot(pick.Ino, Root, name, rng.Next(3) == 0, out var a), "snapshot");
                 var s = NewSub(a, name);
                 s.Files.AddRange(pick.Files);
+                // A snapshot joins its source's groups; some also join the snapshots' group.
+                if (rng.Next(3) == 0 && !fs.QgroupRelations().Contains((QgroupId.Of(0, s.Id), snaps)))
+                    Ok(fs.AssignQgroup(QgroupId.Of(0, s.Id), snaps));
                 Assert.Equal(fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, pick.Id)).Referenced,
                              fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, s.Id)).Referenced);
             }

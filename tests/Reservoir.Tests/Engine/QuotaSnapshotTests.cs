@@ -163,6 +163,69 @@ public class QuotaSnapshotTests(ITestOutputHelper log)
         Commit(fs, dev);
     }
 
+    /// <summary>
+    /// A group holding a subvolume's snapshots but not the subvolume (snapper's layout): when
+    /// the source lets an extent go, the group holds it alone only if nobody outside it still
+    /// references it; when a member lets go, the group keeps referencing it while another
+    /// member does. With four referrers or more the commit decides these by a search that
+    /// stops at the first referrer on the side asked about (docs/SNAPSHOTS.md §3), so the
+    /// hand-worked numbers here check both sides of that search.
+    /// </summary>
+    [Fact]
+    public void AGroupOfSnapshotsWithoutTheirSourceGainsWhatTheSourceLetsGo()
+    {
+        var dev = NewDevice(128UL << 20);
+        using var fs = Mount(dev);
+        Ok(fs.EnableQuota());
+        ulong snaps = QgroupId.Of(1, 7);
+        Ok(fs.CreateQgroup(snaps));
+        Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));             // 256
+        ulong f = CreateFile(fs, a.Ino, "f", Data(5, M));
+        ulong g = CreateFile(fs, a.Ino, "g", Data(6, M));
+        Commit(fs, dev);
+        var roots = new List<ulong>();
+        for (int i = 0; i < 5; i++)
+        {
+            Ok(fs.CreateSnapshot(a.Ino, Root, $"s{i}", i >= 3, out var s)); // 257-261; s3, s4 read-only
+            roots.Add(s.Ino);
+            Ok(fs.AssignQgroup(Q0(257 + (ulong)i), snaps));
+        }
+        Commit(fs, dev);
+        Assert.Equal((2 * M, 0UL), Usage(fs, snaps)); // a shares both files with them
+
+        // a rewrites f: the old f is referenced by the five snapshots only, all in the group.
+        Ok(fs.Write(f, 0, Data(7, M), out _));
+        Commit(fs, dev);
+        Assert.Equal((2 * M, M), Usage(fs, snaps));
+        Assert.Equal((2 * M, M), Usage(fs, Q0(256)));
+
+        // Snapshots s0..s2 rewrite the old f one by one: the group keeps referencing it while
+        // s3 and s4 do, and each rewrite adds the member's new copy, its own alone.
+        for (int i = 0; i < 3; i++)
+        {
+            Ok(fs.Lookup(roots[i], "f", out var sf));
+            Ok(fs.Write(sf.Ino, 0, Data(10 + i, M), out _));
+            Commit(fs, dev);
+            Assert.Equal((3 * M + (ulong)i * M, 2 * M + (ulong)i * M), Usage(fs, snaps));
+        }
+
+        // A subvolume outside the group clones the old g from a snapshot: g is no longer the
+        // group's alone... and when a then rewrites g, the clone still keeps it out of reach.
+        Ok(fs.CreateSubvolume(Root, "b", 0, 0, out var b));
+        Ok(fs.Lookup(roots[4], "g", out var oldG));
+        ulong bg = CreateFile(fs, b.Ino, "g");
+        Ok(fs.CloneRange(oldG.Ino, 0, bg, 0, 0));
+        Commit(fs, dev);
+        Assert.Equal((5 * M, 4 * M), Usage(fs, snaps));
+        Ok(fs.Write(g, 0, Data(20, M), out _));
+        Commit(fs, dev);
+        Assert.Equal((5 * M, 4 * M), Usage(fs, snaps));
+        // Once b lets it go too, the group holds the old g alone.
+        Ok(fs.Unlink(b.Ino, "g"));
+        Commit(fs, dev);
+        Assert.Equal((5 * M, 5 * M), Usage(fs, snaps));
+    }
+
     [Fact]
     public void QuotasEnabledAfterSnapshotsAndClonesCountTheSharing()
     {
