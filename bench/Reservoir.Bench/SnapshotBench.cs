@@ -25,12 +25,15 @@ internal static class SnapshotBench
     public static void Run(bool quick)
     {
         int[] counts = quick ? [0, 10, 100, 1000] : [0, 10, 100, 1000, 10_000];
-        int rounds = quick ? 3 : 7;
+        int rounds = quick ? 3 : 11;
         Console.WriteLine();
-        Console.WriteLine($"## snapshots: {Files} files of {FileBytes >> 20} MiB in a subvolume, N read-only snapshots, then every file rewritten and committed; medians of {rounds} rounds alternating quotas off and on");
+        Console.WriteLine($"## snapshots: {Files} files of {FileBytes >> 20} MiB in a subvolume, N read-only snapshots, then every file rewritten and committed; medians of {rounds} rounds alternating quotas off, on, and on with a group of the snapshots; ratios are medians of each round's ratio");
         Console.WriteLine("| snapshots | create N (s) | run, quotas off (ms) | commit, quotas off (ms) | run, quotas on (ms) | commit, quotas on (ms) | accounting in the commit (µs) | on/off commit | on/off run | commit, on + group of the snapshots (ms) | its accounting (µs) | on + group/off commit |");
         Console.WriteLine("|----------:|-------------:|---------------------:|------------------------:|--------------------:|-----------------------:|------------------------------:|--------------:|-----------:|----------------------------------------:|--------------------:|----------------------:|");
-        for (int i = 0; i < 3; i++) { One(10, Quotas.Off); One(10, Quotas.On); One(10, Quotas.OnWithGroup); } // untimed warm-ups: JIT of every path
+        // Untimed warm-ups: the runtime compiles a method called once per commit in its
+        // optimized tier only after about 30 calls, so a few rounds would time the accounting's
+        // first, unoptimized code (a long-running mount runs the optimized one).
+        for (int i = 0; i < (quick ? 6 : 12); i++) { One(10, Quotas.Off); One(10, Quotas.On); One(10, Quotas.OnWithGroup); }
         foreach (int n in counts)
         {
             var off = new List<Round>();
@@ -47,7 +50,11 @@ internal static class SnapshotBench
             double onRun = Median(on, x => x.RunMs), onCommit = Median(on, x => x.CommitMs);
             double create = Median(off.Concat(on).ToList(), x => x.CreateSecs), acct = Median(on, x => x.AccountingMicros);
             double gCommit = Median(grouped, x => x.CommitMs), gAcct = Median(grouped, x => x.AccountingMicros);
-            Console.WriteLine($"| {n,9:N0} | {create,12:F2} | {offRun,20:N1} | {offCommit,23:N2} | {onRun,19:N1} | {onCommit,22:N2} | {acct,29:N0} | {onCommit / Math.Max(0.001, offCommit),13:F2} | {onRun / Math.Max(0.001, offRun),10:F2} | {gCommit,39:N2} | {gAcct,19:N0} | {gCommit / Math.Max(0.001, offCommit),21:F2} |");
+            // Ratios of each round's neighbours, then their median: a slow stretch of the host
+            // moves both sides of a pair, where a ratio of medians would carry it.
+            double commitRatio = PairedRatio(on, off, x => x.CommitMs), runRatio = PairedRatio(on, off, x => x.RunMs);
+            double groupRatio = PairedRatio(grouped, off, x => x.CommitMs);
+            Console.WriteLine($"| {n,9:N0} | {create,12:F2} | {offRun,20:N1} | {offCommit,23:N2} | {onRun,19:N1} | {onCommit,22:N2} | {acct,29:N0} | {commitRatio,13:F2} | {runRatio,10:F2} | {gCommit,39:N2} | {gAcct,19:N0} | {groupRatio,21:F2} |");
         }
     }
 
@@ -57,6 +64,12 @@ internal static class SnapshotBench
     private enum Quotas { Off, On, OnWithGroup }
 
     private readonly record struct Round(double CreateSecs, double RunMs, double CommitMs, double AccountingMicros);
+
+    private static double PairedRatio(List<Round> a, List<Round> b, Func<Round, double> f)
+    {
+        var v = a.Zip(b, (x, y) => f(x) / Math.Max(0.001, f(y))).Order().ToList();
+        return v.Count % 2 == 1 ? v[v.Count / 2] : (v[v.Count / 2 - 1] + v[v.Count / 2]) / 2;
+    }
 
     private static double Median(List<Round> rounds, Func<Round, double> f)
     {
@@ -102,6 +115,11 @@ internal static class SnapshotBench
             Check(fs.Sync());
             double create = sw.Elapsed.TotalSeconds;
             data[0] ^= 1;
+            // The earlier rounds' filesystems (10,000 snapshots' trees and groups each) are
+            // garbage now: collect them here, not in the middle of the timed rewrite.
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
             var st = fs.Fs.Stats;
             long commitBefore = st.CommitMicrosTotal, a0 = st.CommitAccountingMicros;
             sw.Restart();

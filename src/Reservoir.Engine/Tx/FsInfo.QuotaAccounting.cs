@@ -28,6 +28,9 @@ internal sealed partial class FsInfo
         var probe = new OwnerRefProbe();
         bool higher = Quota.HasHigherGroups;
         var written = new Dictionary<ulong, ulong>();
+        // The groups above each subvolume, asked once per commit (relations cannot change
+        // while the commit holds the commit lock).
+        var above = new Dictionary<ulong, List<(ulong Id, HashSet<ulong> Members)>>();
         foreach (var (bytenr, len, acquired, dropped) in changes)
         {
             ulong owner, gen;
@@ -61,7 +64,7 @@ internal sealed partial class FsInfo
             var after = search.Referrers(enough);
             bool complete = after.Count < enough;
             Quota.AccountExtent(len, acquired, dropped, after, complete);
-            if (higher) AccountHigherGroups(search, len, after, complete);
+            if (higher) AccountHigherGroups(search, len, after, complete, above);
         }
         foreach (var (owner, bytes) in written) Quota.AccountWrittenAlone(owner, bytes);
     }
@@ -80,12 +83,23 @@ internal sealed partial class FsInfo
     /// smaller of the group's members or the rest, so a group of 10,000 snapshots is not
     /// walked per extent.
     /// </summary>
-    private void AccountHigherGroups(ReferrerSearch search, ulong len, List<ulong> after, bool complete)
+    private void AccountHigherGroups(ReferrerSearch search, ulong len, List<ulong> after, bool complete,
+        Dictionary<ulong, List<(ulong Id, HashSet<ulong> Members)>> above)
     {
         var (acquired, dropped) = (search.Acquired, search.Dropped);
-        var others = after.Where(r => !acquired.Contains(r)).ToList(); // referrers before and after
-        var involved = complete ? acquired.Concat(dropped).Concat(others) : acquired.Concat(dropped).Concat(others.Take(2));
-        foreach (var (id, members) in Quota.HigherAbove(involved))
+        var others = new List<ulong>(after.Count); // referrers before and after
+        foreach (var r in after) if (!acquired.Contains(r)) others.Add(r);
+        var groups = new List<(ulong Id, HashSet<ulong> Members)>();
+        void Involve(ulong subvolume)
+        {
+            if (!above.TryGetValue(subvolume, out var list)) above[subvolume] = list = Quota.HigherAbove([subvolume]);
+            foreach (var g in list)
+                if (!groups.Exists(x => x.Id == g.Id)) groups.Add(g);
+        }
+        foreach (var r in acquired) Involve(r);
+        foreach (var r in dropped) Involve(r);
+        for (int i = 0; i < others.Count && (complete || i < 2); i++) Involve(others[i]);
+        foreach (var (id, members) in groups)
         {
             bool In(ulong r) => members.Contains(Engine.Quota.Qgroups.ForSubvolume(r));
             bool aIn = acquired.Any(In), dIn = dropped.Any(In), aAll = acquired.All(In), dAll = dropped.All(In);
