@@ -72,6 +72,7 @@ public sealed partial class Filesystem
                     if (exists) DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, n);
                     if (!DirItems.AddHashed(h, t, inode.Ino, KeyTypes.XattrItem, n, default, 0, v))
                         ThrowHelper.Invariant("xattr reappeared under the inode lock");
+                    NoteXattrChanged(inode, n, present: true);
                     Touch(ref inode.Item, h.Transid, mtime: false);
                     DirItems.PutInode(h, t, inode);
                 }
@@ -105,6 +106,7 @@ public sealed partial class Filesystem
                 using (t.Lock.Write())
                 {
                     DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, n);
+                    NoteXattrChanged(inode, n, present: false);
                     Touch(ref inode.Item, h.Transid, mtime: false);
                     DirItems.PutInode(h, t, inode);
                 }

@@ -9,6 +9,9 @@ namespace Reservoir.Engine.Inodes;
 /// shared by readers. <see cref="Item"/> is the authoritative copy while the inode is in memory;
 /// every change is written to the tree in the same transaction handle.
 /// </summary>
+/// <summary>What is known of an inode's security.capability attribute.</summary>
+internal enum CapabilityXattr : byte { Unknown, Absent, Present }
+
 internal sealed class Inode
 {
     /// <summary>The inode number inside its subvolume's tree (the objectid of its items).</summary>
@@ -32,6 +35,12 @@ internal sealed class Inode
     public bool Orphaned;
     /// <summary>Its items have been removed from the tree. Guarded by Lock.</summary>
     public bool Deleted;
+    /// <summary>Whether the inode has a security.capability attribute: unknown until first
+    /// asked, then kept up to date by setxattr and removexattr, so that a write, which must
+    /// drop the attribute (<c>Filesystem.DropPrivileges</c>), looks in the tree once per inode
+    /// and not once per write. Written under Lock held exclusively; read without it as a hint
+    /// (a stale "no" is impossible: only setxattr, under the write lock, makes it "yes").</summary>
+    public volatile CapabilityXattr Capability;
     /// <summary>The page cache and data-path state of a regular file, created on first use.
     /// Set once, under the data engine's registry lock (DataEngine.MappingOf), and read
     /// without a lock after that; a mapping with state keeps the inode in the table (see

@@ -200,7 +200,8 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
             case Opcode.Fallocate:
                 {
                     if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
-                    return fs.Fallocate(ino, (FallocateMode)U32(s, 24), U64(s, 8), U64(s, 16));
+                    var de = DropPrivilegesOfCaller(ino, r.Uid);
+                    return de != Errno.OK ? de : fs.Fallocate(ino, (FallocateMode)U32(s, 24), U64(s, 8), U64(s, 16));
                 }
             case Opcode.Lseek:
                 {
@@ -260,7 +261,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         if (!r.TryStruct(16, out var s)) return Errno.EINVAL;
         uint major = U32(s, 0), minor = U32(s, 4), readahead = U32(s, 8), flags = U32(s, 12);
         if (major != Abi.KernelMajor) { log($"fuse: kernel speaks protocol {major}.{minor}, need 7.x"); return Errno.EPROTO; }
-        uint want = Abi.AsyncRead | Abi.BigWrites | Abi.ParallelDirops | Abi.MaxPages | Abi.AutoInvalData | Abi.IoctlDir;
+        uint want = Abi.AsyncRead | Abi.BigWrites | Abi.ParallelDirops | Abi.MaxPages | Abi.AutoInvalData | Abi.IoctlDir | Abi.HandleKillprivV2;
         w.U32(Abi.KernelMajor);
         w.U32(Math.Min(minor, Abi.KernelMinor));
         w.U32(readahead);
@@ -290,6 +291,15 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         if ((valid & Abi.FattrMtimeNow) != 0) req.Mask |= SetAttrMask.MtimeNow;
         else if ((valid & Abi.FattrMtime) != 0) { req.Mask |= SetAttrMask.Mtime; req.Mtime = new Format.Timespec((long)U64(s, 40), U32(s, 60)); }
         if ((valid & Abi.FattrCtime) != 0) { req.Mask |= SetAttrMask.Ctime; req.Ctime = new Format.Timespec((long)U64(s, 48), U32(s, 64)); }
+        // HANDLE_KILLPRIV_V2: a truncate drops security.capability (and, when the kernel says
+        // the caller lacks CAP_FSETID, set-user-ID and set-group-ID); a chown drops all three
+        // on a file, as the VFS's notify_change would (DropPrivileges leaves directories be).
+        bool chown = (req.Mask & (SetAttrMask.Uid | SetAttrMask.Gid)) != 0;
+        if ((req.Mask & SetAttrMask.Size) != 0 || chown)
+        {
+            var de = fs.DropPrivileges(ino, setIds: chown || (valid & Abi.FattrKillSuidgid) != 0, out _);
+            if (de != Errno.OK) return de;
+        }
         var e = fs.SetAttr(ino, req, out var a);
         if (e == Errno.OK) w.AttrOut(a, Valid);
         return e;
@@ -348,11 +358,32 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         if (!r.TryBytes(size, out var data)) return Errno.EINVAL;
         var h = _handles.GetValueOrDefault(fh);
         ulong ino = h?.Ino ?? Ino(r.NodeId);
+        // HANDLE_KILLPRIV_V2: the kernel no longer strips set-user-ID, set-group-ID and
+        // security.capability before a write (nor asks for security.capability first); the
+        // write flags say whether the writer lacks CAP_FSETID.
+        var de = fs.DropPrivileges(ino, setIds: (U32(s, 20) & Abi.WriteKillSuidgid) != 0, out bool dropped);
+        if (de != Errno.OK) return de;
+        // The kernel keeps the old mode for the attribute timeout otherwise.
+        if (dropped) InvalidateAttr(ino);
         var e = h?.Direct == true ? fs.WriteDirect(ino, off, data, out int n) : fs.Write(ino, off, data, out n);
         if (e != Errno.OK) return e;
         w.U32((uint)n);
         w.U32(0);
         return Errno.OK;
+    }
+
+    /// <summary>
+    /// fallocate and copy_file_range change a file's data as a write does, but under
+    /// HANDLE_KILLPRIV_V2 the kernel tells the daemon nothing about the caller's CAP_FSETID
+    /// for them (it does for write and truncate). The caller's uid stands in for it: root keeps
+    /// set-user-ID and set-group-ID, anyone else loses them, as the VFS decides for callers
+    /// with the usual capabilities; security.capability goes in any case.
+    /// </summary>
+    private Errno DropPrivilegesOfCaller(ulong ino, uint uid)
+    {
+        var e = fs.DropPrivileges(ino, setIds: uid != 0, out bool dropped);
+        if (dropped) InvalidateAttr(ino);
+        return e;
     }
 
     /// <summary>copy_file_range: the engine's, a reflink where the ranges allow (so `cp` on
@@ -362,6 +393,8 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         if (!r.TryStruct(56, out var s)) return Errno.EINVAL;
         ulong offIn = U64(s, 8), inoOut = Ino(U64(s, 16)), offOut = U64(s, 32), len = U64(s, 40), flags = U64(s, 48);
         if (flags != 0) return Errno.EINVAL;
+        var de = DropPrivilegesOfCaller(inoOut, r.Uid);
+        if (de != Errno.OK) return de;
         var e = fs.CopyFileRange(inoIn, offIn, inoOut, offOut, len, out ulong done);
         if (e != Errno.OK && done == 0) return e;
         w.U32((uint)done);

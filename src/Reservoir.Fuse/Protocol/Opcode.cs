@@ -36,6 +36,14 @@ public static class Abi
     public const uint AutoInvalData = 1 << 12;
     public const uint ParallelDirops = 1 << 18;
     public const uint MaxPages = 1 << 22;
+    /// <summary>The daemon drops set-user-ID, set-group-ID and security.capability on write,
+    /// truncate and chown, so the kernel no longer asks for security.capability (a GETXATTR
+    /// round trip) before every write.</summary>
+    public const uint HandleKillprivV2 = 1u << 28;
+
+    // fuse_write_in write_flags
+    /// <summary>The writer lacks CAP_FSETID: set-user-ID and set-group-ID go.</summary>
+    public const uint WriteKillSuidgid = 1 << 2;
 
     // fuse_open_out flags
     public const uint FopenDirectIo = 1 << 0;
@@ -44,5 +52,5 @@ public static class Abi
     // fuse_setattr_in valid bits
     public const uint FattrMode = 1 << 0, FattrUid = 1 << 1, FattrGid = 1 << 2, FattrSize = 1 << 3,
         FattrAtime = 1 << 4, FattrMtime = 1 << 5, FattrFh = 1 << 6, FattrAtimeNow = 1 << 7, FattrMtimeNow = 1 << 8,
-        FattrCtime = 1 << 10;
+        FattrCtime = 1 << 10, FattrKillSuidgid = 1 << 11;
 }
