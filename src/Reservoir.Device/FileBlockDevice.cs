@@ -85,7 +85,7 @@ public sealed class FileBlockDevice : IBlockDevice
         catch (IOException ex) when (ex is not FsException) { throw WriteFailed(offset, ex); }
     }
 
-    public void WriteGather(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
+    public void WriteGather(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers, bool startWriteOut = true)
     {
         if (_direct && !DirectAligned(offset, buffers)) { IBlockDevice.GatherByCopy(this, offset, buffers); return; }
         long total = 0;
@@ -97,7 +97,7 @@ public sealed class FileBlockDevice : IBlockDevice
         // filesystem, writeback submits bios to the disk at once; here the bytes would
         // otherwise sit in the host's page cache until the commit's fsync wrote them all at
         // once. Best effort (a failure shows up at the fsync, as it would anyway).
-        if (OperatingSystem.IsLinux()) _ = SyncFileRange(_handle, (long)offset, total, SyncFileRangeWrite);
+        if (startWriteOut && OperatingSystem.IsLinux()) _ = SyncFileRange(_handle, (long)offset, total, SyncFileRangeWrite);
     }
 
     public void Flush()

@@ -16,8 +16,12 @@ public interface IBlockDevice : IDisposable
     /// <summary>Writes the buffers back to back from <paramref name="offset"/> as one write
     /// (pwritev): writeback hands page frames over without copying them into one buffer. The
     /// default copies them into one buffer and calls <see cref="Write"/>, so devices that model
-    /// each write (the crash simulator) see one write, as with a gathered bio.</summary>
-    void WriteGather(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers) => GatherByCopy(this, offset, buffers);
+    /// each write (the crash simulator) see one write, as with a gathered bio. With
+    /// <paramref name="startWriteOut"/> a device that buffers writes (an image file in the
+    /// host's page cache) starts writing them out at once, as a kernel filesystem's writeback
+    /// submits its bios; without it they wait for the next <see cref="Flush"/>, which is what
+    /// an fsync about to flush wants (one IO submission less).</summary>
+    void WriteGather(ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers, bool startWriteOut = true) => GatherByCopy(this, offset, buffers);
 
     /// <summary>Makes every completed write durable (fsync / FLUSH+FUA).</summary>
     void Flush();

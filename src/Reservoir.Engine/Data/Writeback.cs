@@ -229,7 +229,11 @@ internal sealed partial class DataEngine
             int n = Math.Min(piece, count - at);
             if (ok)
             {
-                try { Fs.Device.WriteGather(oe.DiskBytenr + oe.ExtentOffset + (ulong)at * bs, new ArraySegment<ReadOnlyMemory<byte>>(frames, at, n)); }
+                // A small fsync's own writeback (finishInline) is followed by the commit's flush
+                // at once: no early start of the host's write-out, one IO submission less per
+                // fsync (fsync-append through the mount: median of 7 alternating runs 864 ->
+                // 1,005 fsyncs/s on the 2-core VM).
+                try { Fs.Device.WriteGather(oe.DiskBytenr + oe.ExtentOffset + (ulong)at * bs, new ArraySegment<ReadOnlyMemory<byte>>(frames, at, n), startWriteOut: !finishInline); }
                 catch (FsException ex)
                 {
                     ok = false;
