@@ -11,9 +11,11 @@ FSBENCH=${FSBENCH:-../shared/bench/fsbench}
 [ "$(id -u)" = 0 ] || { echo "needs root (loop devices, mounts)" >&2; exit 2; }
 command -v mkfs.btrfs >/dev/null && command -v fuse2fs >/dev/null && command -v fio >/dev/null || \
   { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq btrfs-progs fuse2fs fio fuse3 >/dev/null; }
-dotnet build src/Reservoir.Cli -c Release -nologo -v q >/dev/null || exit 1
-R="dotnet $PWD/src/Reservoir.Cli/bin/Release/net10.0/reservoir.dll"
 W=$(mktemp -d /var/tmp/fsbench-cmp.XXXXXX)
+# The build install.sh installs (ReadyToRun), as users run it.
+case "$(uname -m)" in aarch64|arm64) rid=linux-arm64 ;; *) rid=linux-x64 ;; esac
+dotnet publish src/Reservoir.Cli -c Release -r "$rid" --self-contained false -p:PublishReadyToRun=true -nologo -v q -o "$W/bin" >/dev/null || exit 1
+R="dotnet $W/bin/reservoir.dll"
 OUT=$W/results.txt
 cleanup() { for m in "$W"/mnt-*; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done; cp "$OUT" /tmp/fsbench-compare-raw.txt 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
