@@ -128,10 +128,16 @@ internal sealed partial class FsInfo
     /// transaction it was written in, from its EXTENT_ITEM.</summary>
     private (ulong Owner, ulong Generation) ExtentOrigin(ulong bytenr, ulong len)
     {
-        var path = new TreePath();
+        var ei = ExtentItemAt(bytenr, len, new TreePath());
+        return (ei.Owner, ei.Generation);
+    }
+
+    /// <summary>The EXTENT_ITEM of a referenced data extent, <paramref name="path"/> left at it.</summary>
+    private ExtentItem ExtentItemAt(ulong bytenr, ulong len, TreePath path)
+    {
         if (!ExtentTree.Search(null, new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
             throw new CorruptionException($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
-        return (ei.Owner, ei.Generation);
+        return ei;
     }
 
     /// <summary><see cref="ExtentOrigin"/> and <see cref="SharedRootRefs"/>: the extent's
@@ -142,8 +148,7 @@ internal sealed partial class FsInfo
     private (ulong Owner, ulong Generation, List<(ulong Root, ulong Since)> Shared) ExtentOriginAndSharing(ulong bytenr, ulong len)
     {
         var path = new TreePath();
-        if (!ExtentTree.Search(null, new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
-            throw new CorruptionException($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
+        var ei = ExtentItemAt(bytenr, len, path);
         // A few back-references are stepped over; an extent with many (leaves of many writable
         // snapshots name it) is searched again at its first SHARED_ROOT_REF instead.
         for (int step = 0; step < 8; step++)
