@@ -359,29 +359,17 @@ internal sealed class Qgroups
     }
 
     /// <summary>
-    /// The groups of level 1 or above that contain any of <paramref name="subvolumes"/>, each
-    /// once, with their level-0 members (cached until a relation changes). Only these can see
-    /// their numbers move when those subvolumes' references change (docs/SNAPSHOTS.md §3,
+    /// The groups of level 1 or above that contain <paramref name="subvolume"/>, each once,
+    /// with their level-0 members (kept up to date as relations change). Only these can see
+    /// their numbers move when that subvolume's references change (docs/SNAPSHOTS.md §3,
     /// "Higher-level groups"). Called by the commit while no handle is open, so no relation
     /// changes while the caller reads the sets.
     /// </summary>
-    public List<(ulong Id, HashSet<ulong> Members)> HigherAbove(IEnumerable<ulong> subvolumes)
+    public List<(ulong Id, HashSet<ulong> Members)> HigherAbove(ulong subvolume)
     {
         using var _ = _lock.Lock();
-        var result = new List<(ulong, HashSet<ulong>)>();
-        if (!Enabled || _parents.Count == 0) return result;
-        var seen = new HashSet<ulong>();
-        var todo = new Stack<ulong>();
-        foreach (var r in subvolumes) todo.Push(ForSubvolume(r));
-        while (todo.Count > 0)
-            if (_parents.TryGetValue(todo.Pop(), out var ps))
-                foreach (var p in ps)
-                    if (seen.Add(p) && _groups.ContainsKey(p))
-                    {
-                        result.Add((p, MembersUnsynchronized(p)));
-                        todo.Push(p);
-                    }
-        return result;
+        if (!Enabled || !_parents.TryGetValue(ForSubvolume(subvolume), out var ps)) return [];
+        return AncestorsUnsynchronized(ps).Where(_groups.ContainsKey).Select(g => (g, MembersUnsynchronized(g))).ToList();
     }
 
     /// <summary>The level-0 groups not below group <paramref name="id"/> (cached like the

@@ -92,7 +92,7 @@ internal sealed partial class FsInfo
         var groups = new List<(ulong Id, HashSet<ulong> Members)>();
         void Involve(ulong subvolume)
         {
-            if (!above.TryGetValue(subvolume, out var list)) above[subvolume] = list = Quota.HigherAbove([subvolume]);
+            if (!above.TryGetValue(subvolume, out var list)) above[subvolume] = list = Quota.HigherAbove(subvolume);
             foreach (var g in list)
                 if (!groups.Exists(x => x.Id == g.Id)) groups.Add(g);
         }

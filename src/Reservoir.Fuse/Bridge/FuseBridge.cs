@@ -361,10 +361,8 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         // HANDLE_KILLPRIV_V2: the kernel no longer strips set-user-ID, set-group-ID and
         // security.capability before a write (nor asks for security.capability first); the
         // write flags say whether the writer lacks CAP_FSETID.
-        var de = fs.DropPrivileges(ino, setIds: (U32(s, 20) & Abi.WriteKillSuidgid) != 0, out bool dropped);
+        var de = DropPrivileges(ino, setIds: (U32(s, 20) & Abi.WriteKillSuidgid) != 0);
         if (de != Errno.OK) return de;
-        // The kernel keeps the old mode for the attribute timeout otherwise.
-        if (dropped) InvalidateAttr(ino);
         var e = h?.Direct == true ? fs.WriteDirect(ino, off, data, out int n) : fs.Write(ino, off, data, out n);
         if (e != Errno.OK) return e;
         w.U32((uint)n);
@@ -379,9 +377,14 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
     /// set-user-ID and set-group-ID, anyone else loses them, as the VFS decides for callers
     /// with the usual capabilities; security.capability goes in any case.
     /// </summary>
-    private Errno DropPrivilegesOfCaller(ulong ino, uint uid)
+    private Errno DropPrivilegesOfCaller(ulong ino, uint uid) => DropPrivileges(ino, setIds: uid != 0);
+
+    /// <summary>The engine's DropPrivileges before a change of data; when something went,
+    /// the kernel is told to forget the inode's attributes, or it keeps showing the old mode
+    /// until the attribute timeout (a setattr needs no such notice: its reply carries them).</summary>
+    private Errno DropPrivileges(ulong ino, bool setIds)
     {
-        var e = fs.DropPrivileges(ino, setIds: uid != 0, out bool dropped);
+        var e = fs.DropPrivileges(ino, setIds, out bool dropped);
         if (dropped) InvalidateAttr(ino);
         return e;
     }
