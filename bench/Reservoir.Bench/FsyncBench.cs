@@ -56,6 +56,7 @@ internal static class FsyncBench
             var block = new byte[4096];
             new Random(3).NextBytes(block);
             long f0 = cdev.Flushes, nodes0 = fs.Stats.NodesWritten, c0 = fs.Stats.CommitMicrosTotal;
+            long a0 = fs.Stats.CommitAccountingMicros, fo0 = fs.Stats.CommitFoldMicros, w0 = fs.Stats.CommitWriteMicros, fl0 = fs.Stats.CommitFlushMicros;
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < n; i++)
             {
@@ -63,6 +64,8 @@ internal static class FsyncBench
                 fs.Fsync(a.Ino);
             }
             double secs = sw.Elapsed.TotalSeconds;
+            Console.WriteLine($"  per fsync, µs: total {secs * 1e6 / n:F0}, commit {(double)(fs.Stats.CommitMicrosTotal - c0) / n:F0} = accounting {(double)(fs.Stats.CommitAccountingMicros - a0) / n:F0}"
+                + $" + fold {(double)(fs.Stats.CommitFoldMicros - fo0) / n:F0} + node writes {(double)(fs.Stats.CommitWriteMicros - w0) / n:F0} + flush and superblock {(double)(fs.Stats.CommitFlushMicros - fl0) / n:F0}");
             return (n / secs, (double)(cdev.Flushes - f0) / n, (double)(fs.Stats.NodesWritten - nodes0) / n, (double)(fs.Stats.CommitMicrosTotal - c0) / n);
         }
         finally { File.Delete(img); }

@@ -141,7 +141,12 @@ public sealed partial class Filesystem
                     Data.PersistInode(inode);
                     bool failed;
                     using (m.State.Lock()) { failed = m.WriteError; m.WriteError = false; }
-                    Fs.Commit();
+                    // The fsync log when the file's changes since the commit allow it (one
+                    // block and one flush), a commit otherwise. Under the inode's read lock:
+                    // no name, xattr or truncate of it is half made while its record is read.
+                    bool logged;
+                    using (inode.Lock.Read()) logged = !failed && !inode.Deleted && Fs.TryLogFsync(inode.Subvol.Tree, inode.Ino, (spans, transid) => InodeLog.Build(Fs, inode.Subvol.Tree, inode.Ino, spans, transid));
+                    if (!logged) Fs.Commit();
                     if (failed) return Errno.EIO;
                     return Fs.FailedReason != null ? Errno.EIO : Errno.OK;
                 }

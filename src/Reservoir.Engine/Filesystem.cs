@@ -89,6 +89,9 @@ public sealed partial class Filesystem : IDisposable
     {
         options ??= new MountOptions();
         var fs = FsInfo.Mount(dev, options);
+        // Before anything else reads or changes the trees: what fsync made durable since the
+        // commit (SPEC.md §9).
+        InodeLog.Replay(fs);
         var f = new Filesystem(fs, dataOptions ?? new Data.DataOptions());
         if (!fs.ReadOnly)
         {

@@ -136,9 +136,15 @@ public static class Features
     /// such a superblock after a power cut, so it refuses the mount (as ext4's needs_recovery).</summary>
     public const ulong IncompatUnverifiedCommit = 4;
 
+    /// <summary>incompat bit 3, in a superblock only: the fsync log at its log_start may hold
+    /// changes fsync made durable after this commit (SPEC.md §9), which the mount replays. A
+    /// version that does not know the log would lose them, so it refuses the mount. The copy
+    /// written at a clean unmount has no log and does not carry it.</summary>
+    public const ulong IncompatFsyncLog = 8;
+
     public const ulong CompatSupported = 0;
     public const ulong CompatRoSupported = CompatRoQuota;
-    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots | IncompatUnverifiedCommit;
+    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots | IncompatUnverifiedCommit | IncompatFsyncLog;
 }
 
 /// <summary>Block group type flags (BLOCK_GROUP_ITEM.flags, EXTENT_ITEM.flags).</summary>

@@ -31,6 +31,7 @@ public sealed class Superblock
     public const int OffCreated = 0x090;
     public const int OffDefaultSubvol = 0x0A0;
     public const int OffFlags = 0x0A8;
+    public const int OffLogStart = 0x0B0;
     public const int OffLabel = 0x100;
     public const int ChecksumStart = 0x20;
 
@@ -50,6 +51,9 @@ public sealed class Superblock
     public ulong DefaultSubvolume = TreeIds.FsTree;
     /// <summary>Bit 0: the filesystem was marked with an error (mount read-only until fsck).</summary>
     public ulong Flags;
+    /// <summary>First block of the fsync log that follows this commit (SPEC.md §9), 0 when
+    /// there is none (a clean unmount, or an image no commit of this version wrote).</summary>
+    public ulong LogStart;
     public string Label = "";
 
     public const ulong FlagError = 1;
@@ -77,6 +81,7 @@ public sealed class Superblock
         Created.Write(s[OffCreated..]);
         BinaryPrimitives.WriteUInt64LittleEndian(s[OffDefaultSubvol..], DefaultSubvolume);
         BinaryPrimitives.WriteUInt64LittleEndian(s[OffFlags..], Flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[OffLogStart..], LogStart);
         int n = Encoding.UTF8.GetBytes(Label, s.Slice(OffLabel, FormatConstants.LabelSize - 1));
         s[OffLabel + n] = 0;
         uint crc = Crc32C.Compute(s[ChecksumStart..FormatConstants.SuperblockSize]);
@@ -117,6 +122,7 @@ public sealed class Superblock
             Created = Timespec.Read(s[OffCreated..]),
             DefaultSubvolume = BinaryPrimitives.ReadUInt64LittleEndian(s[OffDefaultSubvol..]),
             Flags = BinaryPrimitives.ReadUInt64LittleEndian(s[OffFlags..]),
+            LogStart = BinaryPrimitives.ReadUInt64LittleEndian(s[OffLogStart..]),
         };
         var label = s.Slice(OffLabel, FormatConstants.LabelSize);
         int z = label.IndexOf((byte)0);
@@ -128,6 +134,8 @@ public sealed class Superblock
         if (sb.CsumType != 0) { error = $"unknown checksum type {sb.CsumType}"; return null; }
         if (sb.RootTreeLevel >= FormatConstants.MaxLevel) { error = $"root tree level {sb.RootTreeLevel} too deep"; return null; }
         if (sb.RootTreeBytenr % sb.NodeSize != 0 || sb.RootTreeBytenr + sb.NodeSize > sb.TotalBytes) { error = $"root tree address {sb.RootTreeBytenr} outside the device"; return null; }
+        if (sb.LogStart != 0 && (sb.LogStart % sb.NodeSize != 0 || sb.LogStart < FormatConstants.ReservedPrefix || sb.LogStart + sb.NodeSize > sb.TotalBytes))
+        { error = $"fsync log address {sb.LogStart} outside the device"; return null; }
         return sb;
     }
 

@@ -372,6 +372,101 @@ internal sealed class SpaceManager
         else g.Free.Add(start, len);
     }
 
+    // ------------------------------------------------------------ fsync log blocks (§9)
+
+    /// <summary>Claims a node-sized slot for a block of the fsync log, if metadata space has
+    /// room for it as for an ordinary reservation (the log is a shortcut: on a filesystem short
+    /// of metadata space fsync commits instead). The log lives outside the extent tree, so its
+    /// blocks count as reserved (as data awaiting its EXTENT_ITEM), never as used: a commit's
+    /// block group items and its extents keep agreeing.</summary>
+    private const ulong LogMarginNodes = 64;
+
+    public bool TryClaimLogBlock(out ulong block)
+    {
+        using var _ = _lock.Lock();
+        ulong ns = (ulong)NodeSize;
+        block = 0;
+        // Room for this block and a margin besides the global reserve: near the edge, the few
+        // nodes the log holds are better left to the operations themselves.
+        if (!CanKeepUnsynchronized(ns * LogMarginNodes, 0, useGlobal: false)) return false;
+        // Only in a group the last commit has (OnDisk): the replay finds the block in the
+        // committed free space; a group made since is unknown to it.
+        // The lowest free slot, not the next at the cursor: the log then keeps reusing the few
+        // slots earlier logs held (free again once a commit superseded them), which an image
+        // file on another filesystem has already allocated, so a log write and its flush do not
+        // also allocate there.
+        foreach (var g in _groups)
+        {
+            if (g.IsData || !g.OnDisk || g.Free.FreeBytes < ns) continue;
+            var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor);
+            if (l == 0) continue;
+            g.Reserved += ns;
+            Meta.Reserved += ns;
+            block = s;
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>Whether the extent lies in a block group the last commit has (a log record may
+    /// reference it: replay finds it in the committed free space).</summary>
+    public bool InCommittedGroup(ulong start, ulong len)
+    {
+        using var _ = _lock.Lock();
+        var g = GroupOfUnsynchronized(start);
+        return g != null && g.OnDisk && start + len <= g.End;
+    }
+
+    /// <summary>Log replay: keeps the blocks of the log being replayed from reuse until the
+    /// replay's commit is durable (a power cut during it replays the same log again). False
+    /// when the block is not free metadata space in the mounted commit.</summary>
+    public bool ClaimLogBlockAt(ulong block)
+    {
+        using var _ = _lock.Lock();
+        ulong ns = (ulong)NodeSize;
+        var g = GroupOfUnsynchronized(block);
+        if (g == null || g.IsData || block + ns > g.End || !g.Free.Remove(block, ns)) return false;
+        g.Reserved += ns;
+        Meta.Reserved += ns;
+        return true;
+    }
+
+    /// <summary>The commit superseded the log these blocks held: they become free once that
+    /// commit is durable (<see cref="Unpin"/>), like any block the commit stopped needing.
+    /// <paramref name="pin"/> false: nothing needs them any more (a clean unmount).</summary>
+    public void ReleaseLogBlocks(IEnumerable<ulong> blocks, bool pin)
+    {
+        using var _ = _lock.Lock();
+        ulong ns = (ulong)NodeSize;
+        foreach (var b in blocks)
+        {
+            var g = GroupOfUnsynchronized(b) ?? throw new CorruptionException($"log block {b} outside every block group", b);
+            if (ns > g.Reserved) { Meta.Underflows++; g.Reserved = 0; } else g.Reserved -= ns;
+            SpaceInfo.Sub(ref Meta.Reserved, ns, Meta);
+            if (pin)
+            {
+                g.Pinned += ns;
+                Meta.Pinned += ns;
+                _pinned.Add((b, ns, g));
+            }
+            else g.Free.Add(b, ns);
+        }
+    }
+
+    /// <summary>Log replay: a data extent a log record references, written after the commit
+    /// and so free in it, is taken back as allocated-but-not-yet-inserted (as
+    /// <see cref="AllocData"/> leaves it); the replay's commit inserts its EXTENT_ITEM.
+    /// False when the range is not free data space (the record cannot be trusted).</summary>
+    public bool ClaimData(ulong start, ulong len)
+    {
+        using var _ = _lock.Lock();
+        var g = GroupOfUnsynchronized(start);
+        if (g == null || !g.IsData || start + len > g.End || !g.Free.Remove(start, len)) return false;
+        g.Reserved += len;
+        Data.Reserved += len;
+        return true;
+    }
+
     /// <summary>After a commit reached the disk: pinned extents become free.</summary>
     public void Unpin()
     {

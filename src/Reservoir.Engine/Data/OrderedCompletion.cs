@@ -77,8 +77,8 @@ internal sealed partial class DataEngine
                 }
                 else
                 {
-                    FileExtents.Drop(h, t, inode.Ino, oe.FileOffset, oe.End, ref delta);
-                    FileExtents.InsertNew(h, t, inode.Ino, oe.FileOffset, oe.DiskBytenr, oe.NumBytes, FileExtentType.Regular);
+                    FileExtents.Drop(h, t, inode.Ino, oe.FileOffset, oe.End, ref delta, logged: true);
+                    FileExtents.InsertNew(h, t, inode.Ino, oe.FileOffset, oe.DiskBytenr, oe.NumBytes, FileExtentType.Regular, logged: true);
                     delta += (long)oe.NumBytes;
                     using (Fs.CsumTree.Lock.Write())
                     {
@@ -99,6 +99,8 @@ internal sealed partial class DataEngine
                 }
                 inode.Item.Transid = h.Transid;
                 DirItems.PutInode(h, t, inode);
+                // The file's next fsync log record carries these extent items (SPEC.md §9).
+                if (oe.Kind != OrderedKind.NoCow) h.Transaction.AddLogSpan(t.Id, inode.Ino, oe.FileOffset, oe.End);
             }
             ulong q = oe.QgroupRsv;
             // Seed 000's old timing: whatever bits are still set on the range are handed over

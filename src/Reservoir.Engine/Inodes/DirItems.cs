@@ -1,5 +1,6 @@
 using Reservoir.Common;
 using Reservoir.Engine.Tree;
+using Reservoir.Engine.Tx;
 using Reservoir.Format;
 using Reservoir.Format.Items;
 
@@ -56,8 +57,17 @@ internal static class DirItems
 
     /// <summary>Appends an entry to the hash-keyed item, creating it if needed. Returns false
     /// if the name is already there.</summary>
+    /// <summary>The inode's names or xattrs change in this transaction: the fsync log does not
+    /// carry those, so its fsync commits (SPEC.md §9). Offline contexts (mkfs, fsck) have no
+    /// log.</summary>
+    public static void BlockLog(ITreeContext h, BTree t, ulong ino)
+    {
+        if (h is TransHandle th) th.Transaction.BlockLog(t.Id, ino);
+    }
+
     public static bool AddHashed(ITreeContext h, BTree t, ulong objectid, byte type, ReadOnlySpan<byte> name, Key location, byte fileType, ReadOnlySpan<byte> data)
     {
+        if (type == KeyTypes.XattrItem) BlockLog(h, t, objectid);
         var key = new Key(objectid, type, NameHash.Of(name));
         int esize = DirEntry.SizeOf(name.Length, data.Length);
         var entry = new DirEntry(location, h.Transid, fileType, name, data);
@@ -77,6 +87,7 @@ internal static class DirItems
     /// <summary>Removes one entry from a hash-keyed item. Returns false if absent.</summary>
     public static bool RemoveHashed(ITreeContext h, BTree t, ulong objectid, byte type, ReadOnlySpan<byte> name)
     {
+        if (type == KeyTypes.XattrItem) BlockLog(h, t, objectid);
         var key = new Key(objectid, type, NameHash.Of(name));
         var old = t.Get(key);
         if (old == null) return false;
@@ -139,6 +150,7 @@ internal static class DirItems
 
     public static void AddInodeRef(ITreeContext h, BTree t, ulong ino, ulong parent, ulong index, ReadOnlySpan<byte> name)
     {
+        BlockLog(h, t, ino);
         var key = new Key(ino, KeyTypes.InodeRef, parent);
         var r = new InodeRef(index, name);
         if (t.TryInsert(h, key, r.EncodedSize, out var d)) { r.Write(d); return; }
@@ -151,6 +163,7 @@ internal static class DirItems
     /// <summary>Removes a name from the child's INODE_REF and returns its DIR_INDEX number.</summary>
     public static ulong RemoveInodeRef(ITreeContext h, BTree t, ulong ino, ulong parent, ReadOnlySpan<byte> name)
     {
+        BlockLog(h, t, ino);
         var key = new Key(ino, KeyTypes.InodeRef, parent);
         var old = t.Get(key) ?? throw new CorruptionException($"inode {ino} has no INODE_REF for directory {parent}", inode: ino);
         int pos = 0;

@@ -50,10 +50,13 @@ internal static class FileExtents
     /// edge are trimmed or split, each with the data reference change it implies. Handles at
     /// most <paramref name="maxItems"/> items and returns false if more remain. Returns the
     /// change in referenced bytes (inode nbytes) through <paramref name="nbytesDelta"/>.
-    /// Caller holds the fs tree write lock.
+    /// Caller holds the fs tree write lock. Unless <paramref name="logged"/> (an ordered
+    /// extent's completion, which records its span for the fsync log itself), the inode's
+    /// next fsync commits.
     /// </summary>
-    public static bool Drop(TransHandle h, BTree t, ulong ino, ulong start, ulong end, ref long nbytesDelta, int maxItems = int.MaxValue)
+    public static bool Drop(TransHandle h, BTree t, ulong ino, ulong start, ulong end, ref long nbytesDelta, int maxItems = int.MaxValue, bool logged = false)
     {
+        if (!logged) h.Transaction.BlockLog(t.Id, ino);
         var items = Overlapping(t, ino, start, end, maxItems == int.MaxValue ? int.MaxValue : maxItems + 1);
         bool complete = items.Count <= maxItems;
         if (!complete) items.RemoveAt(items.Count - 1);
@@ -102,9 +105,11 @@ internal static class FileExtents
     }
 
     /// <summary>Adds a file extent item for a newly allocated and written extent, with its
-    /// reference. Caller holds the fs tree write lock.</summary>
-    public static void InsertNew(TransHandle h, BTree t, ulong ino, ulong pos, ulong bytenr, ulong len, FileExtentType type)
+    /// reference. Caller holds the fs tree write lock. <paramref name="logged"/>: as for
+    /// <see cref="Drop"/>.</summary>
+    public static void InsertNew(TransHandle h, BTree t, ulong ino, ulong pos, ulong bytenr, ulong len, FileExtentType type, bool logged = false)
     {
+        if (!logged) h.Transaction.BlockLog(t.Id, ino);
         Span<byte> buf = stackalloc byte[FileExtentItem.RegularSize];
         new FileExtentItem { Generation = h.Transid, RamBytes = len, Type = type, DiskBytenr = bytenr, DiskNumBytes = len, Offset = 0, NumBytes = len }.Write(buf);
         t.Put(h, ExtentKey(ino, pos), buf);

@@ -82,6 +82,7 @@ internal sealed partial class FsInfo
             sb.RootTreeLevel = (byte)RootTree.Root.Level;
             sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
             sb.Incompat |= Features.IncompatUnverifiedCommit;
+            StartNextLog(sb, none: false);
             PublishSuperblock(sb, backups: !_durableOnlyInBackups);
             Lap(sw, ref Stats.CommitFlushMicros, lap);
             Space.Unpin();
@@ -148,6 +149,12 @@ internal sealed partial class FsInfo
         // unverified stays where it is in case this write is torn.
         var sb = Super.Clone();
         sb.Incompat &= ~Features.IncompatUnverifiedCommit;
+        // Nothing was logged after the last commit (the unmount made it after the last fsync).
+        sb.LogStart = 0;
+        sb.Incompat &= ~Features.IncompatFsyncLog;
+        Space.ReleaseLogBlocks(_logBlocks, pin: false);
+        _logBlocks.Clear();
+        _logNext = 0;
         PublishSuperblock(sb, backups: false);
     }
 

@@ -13,6 +13,10 @@ public sealed class MountOptions
     /// <summary>Dirty metadata that triggers a background commit; four times this forces the
     /// operation that crossed it to commit before returning (back-pressure).</summary>
     public long DirtyCommitBytes { get; set; } = 64L << 20;
+    /// <summary>fsync of a file whose only changes are to its data, size, times and mode
+    /// writes one fsync log block and flushes, instead of committing (SPEC.md §9). Off: every
+    /// fsync commits (btrfs's notreelog).</summary>
+    public bool FsyncLog { get; set; } = true;
     public IScheduler Scheduler { get; set; } = RealScheduler.Instance;
     /// <summary>Where engine warnings go (leaks, repaired counters, fallbacks).</summary>
     public Action<string>? Log { get; set; }
@@ -44,4 +48,7 @@ public sealed class EngineStats
     /// delayed refs, block group, qgroup and root items into their trees, writing the dirty
     /// nodes, and the superblock with the device flush.</summary>
     public long CommitAccountingMicros, CommitFoldMicros, CommitWriteMicros, CommitFlushMicros;
+    /// <summary>fsyncs made durable by a log block instead of a commit, and log records a
+    /// mount replayed.</summary>
+    public long FsyncLogWrites, LogRecordsReplayed;
 }

@@ -53,6 +53,53 @@ internal sealed class Transaction
         get { using var _ = _lock.Lock(); return _qgroupRecords.Aggregate(0UL, (a, r) => a + r.Bytes); }
     }
 
+    // ------------------------------------------------------------ what fsync may log (§9)
+    // Both guarded by _lock.
+    private readonly Dictionary<(ulong Tree, ulong Ino), List<(ulong Start, ulong End)>> _logSpans = new();
+    private readonly HashSet<(ulong Tree, ulong Ino)> _logBlocked = new();
+
+    /// <summary>An ordered extent replaced the file extent items of [start, end) in this
+    /// transaction: the inode's next log record carries that span.</summary>
+    public void AddLogSpan(ulong tree, ulong ino, ulong start, ulong end)
+    {
+        using var _ = _lock.Lock();
+        if (!_logSpans.TryGetValue((tree, ino), out var l)) _logSpans[(tree, ino)] = l = new();
+        l.Add((start, end));
+    }
+
+    /// <summary>The inode changed in this transaction in a way a log record does not carry
+    /// (a name, an xattr, a truncate, fallocate, a clone): its fsync commits instead. Called
+    /// under the inode's write lock, after the change, so an fsync (which reads the inode
+    /// under its read lock) never logs a half-made change.</summary>
+    public void BlockLog(ulong tree, ulong ino)
+    {
+        using var _ = _lock.Lock();
+        _logBlocked.Add((tree, ino));
+    }
+
+    public bool IsLogBlocked(ulong tree, ulong ino)
+    {
+        using var _ = _lock.Lock();
+        return _logBlocked.Contains((tree, ino));
+    }
+
+    /// <summary>The spans not yet logged, sorted and merged; forgotten here (the record that
+    /// takes them is durable before any later fsync of the inode can return, both being
+    /// serialised by the commit mutex).</summary>
+    public List<(ulong Start, ulong End)> TakeLogSpans(ulong tree, ulong ino)
+    {
+        using var _ = _lock.Lock();
+        if (!_logSpans.Remove((tree, ino), out var l)) return new();
+        l.Sort();
+        var merged = new List<(ulong Start, ulong End)>();
+        foreach (var (a, b) in l)
+        {
+            if (merged.Count > 0 && a <= merged[^1].End) merged[^1] = (merged[^1].Start, Math.Max(merged[^1].End, b));
+            else merged.Add((a, b));
+        }
+        return merged;
+    }
+
     public void AddDirty(TreeNode n)
     {
         using var _ = _lock.Lock();

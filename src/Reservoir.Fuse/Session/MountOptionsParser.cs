@@ -16,6 +16,9 @@ public sealed class FuseMountOptions
     public bool Dev { get; set; }
     public string FsName { get; set; } = "reservoir";
     public int CommitSeconds { get; set; } = 30;
+    /// <summary>fsync through the fsync log (SPEC.md §9); notreelog (btrfs's name for the same
+    /// switch) makes every fsync commit.</summary>
+    public bool FsyncLog { get; set; } = true;
     public int Threads { get; set; } = Math.Clamp(Environment.ProcessorCount, 2, 8);
     public double AttrTimeoutSeconds { get; set; } = 1.0;
     public bool Debug { get; set; }
@@ -51,6 +54,8 @@ public sealed class FuseMountOptions
                 case "threads" when int.TryParse(v, out int t) && t >= 1 && t <= 64: Threads = t; break;
                 case "attr_timeout" when double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out double a) && a >= 0: AttrTimeoutSeconds = a; break;
                 case "debug": Debug = true; break;
+                case "notreelog": FsyncLog = false; break;
+                case "treelog": FsyncLog = true; break;
                 case "subvol" when v.Length > 0: Subvol = v; break;
                 case "subvolid" when ulong.TryParse(v, out ulong id) && id > 0: SubvolId = id; break;
                 default:

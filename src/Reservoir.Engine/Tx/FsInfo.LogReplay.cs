@@ -1,0 +1,151 @@
+using System.Buffers.Binary;
+using Reservoir.Common;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine.Tx;
+
+/// <summary>
+/// Replay of the fsync log (SPEC.md §9) at mount, before anything else runs: the chain is read
+/// whole from the superblock's log_start, each record's new data is checked against its
+/// logged checksums, and the records are applied in order through ordinary transaction
+/// handles (so reference counts, checksums and quota accounting come out as if the writes had
+/// been committed), then committed. A chain ends at the first block that is not the next one
+/// of this log (the claimed-but-unwritten next block, or one the power cut tore), and at the
+/// first record whose data did not reach the device whole: its fsync never returned.
+/// </summary>
+internal sealed partial class FsInfo
+{
+    /// <summary>Replays the log of the mounted commit, if it has one, and commits (which starts
+    /// a fresh log); returns how many records were applied. <paramref name="apply"/> makes one
+    /// record's changes in a handle (the inode layer knows how). Runs first at mount, with the
+    /// filesystem writable for the duration even on a read-only mount when the device can be
+    /// written, as ext4 replays its journal: what fsync made durable is part of the filesystem.
+    /// </summary>
+    internal int ReplayLog(Action<LogInodeRecord> apply)
+    {
+        if (Super.LogStart == 0) return 0;
+        if (Device.ReadOnly)
+        {
+            Warn($"fsync log after commit {Super.Generation} not replayed: the device is read-only (files show their state at that commit)");
+            return 0;
+        }
+        bool ro = ReadOnly;
+        ReadOnly = false;
+        try
+        {
+            var records = ReadLogChain(out int blocks);
+            int applied = 0;
+            var claimed = new HashSet<ulong>();
+            foreach (var rec in records)
+            {
+                string where = $"record {applied + 1} of {records.Count} (inode {rec.Ino} of tree {rec.Tree})";
+                if (!DataLanded(rec, out string why))
+                {
+                    Warn($"fsync log: {where} is not replayed: {why}; the power was cut during its fsync");
+                    break;
+                }
+                if (!ClaimNewExtents(rec, claimed, out why))
+                {
+                    Warn($"fsync log: {where} and the rest are not replayed: {why}");
+                    break;
+                }
+                apply(rec);
+                applied++;
+            }
+            Stats.LogRecordsReplayed += applied;
+            if (applied > 0) Warn($"fsync log: replayed {applied} record(s) from {blocks} block(s) after commit {Super.Generation}");
+            ForceCommit = true;
+            Commit();
+            return applied;
+        }
+        finally { ReadOnly = ro; }
+    }
+
+    /// <summary>Takes back, as allocated, each data extent the record references that the
+    /// commit does not have (written after it, so free in it), once. False when one is neither
+    /// an extent of the commit nor free space: the record cannot be trusted.</summary>
+    private bool ClaimNewExtents(LogInodeRecord rec, HashSet<ulong> claimed, out string why)
+    {
+        why = "";
+        foreach (var (_, fe) in rec.Extents)
+        {
+            if (fe.DiskBytenr == 0 || claimed.Contains(fe.DiskBytenr)) continue;
+            bool committed;
+            using (ExtentTree.Lock.Read()) committed = ExtentTree.Get(new Key(fe.DiskBytenr, KeyTypes.ExtentItem, fe.DiskNumBytes)) != null;
+            if (committed) continue;
+            if (!Space.ClaimData(fe.DiskBytenr, fe.DiskNumBytes))
+            {
+                why = $"inode {rec.Ino} references data extent [{fe.DiskBytenr}, +{fe.DiskNumBytes}), which is neither an extent of the commit nor free";
+                return false;
+            }
+            claimed.Add(fe.DiskBytenr);
+            NewInReplay.Add(fe.DiskBytenr);
+        }
+        return true;
+    }
+
+    /// <summary>Data extents the replay took back (their first reference creates the
+    /// EXTENT_ITEM). Only used during <see cref="ReplayLog"/>.</summary>
+    internal HashSet<ulong> NewInReplay { get; } = new();
+
+    /// <summary>The records of the chain, in order. Never throws on what it reads: a block
+    /// that is not the next one of this log ends it.</summary>
+    internal List<LogInodeRecord> ReadLogChain(out int blocks)
+    {
+        var records = new List<LogInodeRecord>();
+        blocks = 0;
+        var buf = new byte[NodeSize];
+        var seen = new HashSet<ulong>();
+        ulong at = Super.LogStart, seq = 0;
+        while (at != 0 && seen.Add(at))
+        {
+            if (at % (ulong)NodeSize != 0 || at < FormatConstants.ReservedPrefix || at + (ulong)NodeSize > Super.TotalBytes) break;
+            try { Device.Read(at, buf); }
+            catch (FsException ex) { Warn($"fsync log: block {seq} at {at} unreadable ({ex.Message}); the log ends before it"); break; }
+            if (!LogBlock.TryRead(buf, Fsid, Super.Generation, seq, out ulong next, out int length, out int count, out _)) break;
+            // Kept from reuse until the replay's commit is durable: a power cut during that
+            // commit replays this log again at the next mount.
+            if (!Space.ClaimLogBlockAt(at)) { Warn($"fsync log: block {seq} at {at} lies in space the commit uses; the log ends before it"); break; }
+            _logBlocks.Add(at);
+            var recs = new List<LogInodeRecord>();
+            int off = LogBlock.HeaderSize;
+            for (int i = 0; i < count; i++)
+            {
+                var r = LogInodeRecord.TryRead(buf.AsSpan(off, length - off), out int used, out string why);
+                if (r == null) { Warn($"fsync log: block {seq} at {at} has a malformed record ({why}); the log ends before it"); return records; }
+                recs.Add(r);
+                off += used;
+            }
+            records.AddRange(recs);
+            blocks++;
+            at = next;
+            seq++;
+        }
+        return records;
+    }
+
+    /// <summary>Whether every block of data written since the commit that the record's extent
+    /// items reference holds what its logged checksum says.</summary>
+    private bool DataLanded(LogInodeRecord rec, out string why)
+    {
+        why = "";
+        var bs = (ulong)BlockSize;
+        var buf = new byte[BlockSize];
+        foreach (var (pos, fe) in rec.Extents)
+        {
+            if (fe.Type != FileExtentType.Regular || fe.DiskBytenr == 0 || fe.Generation <= Super.Generation) continue;
+            var sums = rec.Csums.FirstOrDefault(c => c.Bytenr == fe.DiskBytenr).Sums;
+            if (sums == null) continue; // a no-checksum (nodatacow) file: nothing to check by
+            for (ulong o = fe.Offset / bs * bs; o < fe.Offset + fe.NumBytes; o += bs)
+            {
+                int i = (int)(o / bs);
+                if (i >= sums.Length || o + bs > fe.DiskNumBytes) { why = $"extent {fe.DiskBytenr} has {sums.Length} checksums for {fe.DiskNumBytes} bytes"; return false; }
+                try { Device.Read(fe.DiskBytenr + o, buf); }
+                catch (FsException ex) { why = $"data block {fe.DiskBytenr + o} unreadable ({ex.Message})"; return false; }
+                if (Crc32C.Compute(buf) != sums[i]) { why = $"data block {fe.DiskBytenr + o} (file offset {pos + o - fe.Offset}) does not hold the logged data"; return false; }
+            }
+        }
+        return true;
+    }
+}
