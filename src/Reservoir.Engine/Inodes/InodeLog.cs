@@ -66,18 +66,20 @@ internal static class InodeLog
     public static int Replay(FsInfo fs) => fs.ReplayLog(rec => Apply(fs, rec));
 
     /// <summary>Makes the inode's item, and its extent items in the record's spans, what the
-    /// record says, with the reference and checksum changes that implies, in one handle.</summary>
-    private static void Apply(FsInfo fs, LogInodeRecord rec)
+    /// record says, with the reference and checksum changes that implies, in one handle. False,
+    /// changing nothing, when the inode is not in the commit (never so for a log this version
+    /// wrote: only inodes the commit has are logged).</summary>
+    private static bool Apply(FsInfo fs, LogInodeRecord rec)
     {
         var t = fs.FsTree(rec.Tree);
-        if (t == null) { fs.Warn($"fsync log: tree {rec.Tree} of inode {rec.Ino} is gone; record skipped"); return; }
+        if (t == null) return false;
         var e = fs.StartDeletion(rec.Extents.Count * 2 + rec.Spans.Count * 3 + rec.Csums.Count + 2, out var h);
         if (e != Errno.OK) throw new FsException(e, "cannot start the log replay's transaction");
         using (h)
         {
             using (t.Lock.Write())
             {
-                if (t.Get(DirItems.InodeKey(rec.Ino)) == null) { fs.Warn($"fsync log: inode {rec.Ino} of tree {rec.Tree} is not in the committed tree; record skipped"); return; }
+                if (t.Get(DirItems.InodeKey(rec.Ino)) == null) return false;
                 long delta = 0;
                 foreach (var (a, b) in rec.Spans) FileExtents.Drop(h, t, rec.Ino, a, b, ref delta, logged: true);
                 Span<byte> buf = stackalloc byte[FileExtentItem.RegularSize];
@@ -101,5 +103,6 @@ internal static class InodeLog
                         fs.CsumTree.Put(h, FileExtents.CsumKey(bytenr), d);
                     }
         }
+        return true;
     }
 }

@@ -22,7 +22,7 @@ internal sealed partial class FsInfo
     /// filesystem writable for the duration even on a read-only mount when the device can be
     /// written, as ext4 replays its journal: what fsync made durable is part of the filesystem.
     /// </summary>
-    internal int ReplayLog(Action<LogInodeRecord> apply)
+    internal int ReplayLog(Func<LogInodeRecord, bool> apply)
     {
         if (Super.LogStart == 0) return 0;
         if (Device.ReadOnly)
@@ -50,9 +50,16 @@ internal sealed partial class FsInfo
                     Warn($"fsync log: {where} and the rest are not replayed: {why}");
                     break;
                 }
-                apply(rec);
+                if (!apply(rec))
+                {
+                    Warn($"fsync log: {where} and the rest are not replayed: the inode is not in the commit");
+                    break;
+                }
                 applied++;
             }
+            // Extents taken back for records not applied go back to free space.
+            foreach (var (bytenr, len) in NewInReplay) Space.FreeReserved(bytenr, len);
+            NewInReplay.Clear();
             Stats.LogRecordsReplayed += applied;
             if (applied > 0) Warn($"fsync log: replayed {applied} record(s) from {blocks} block(s) after commit {Super.Generation}");
             ForceCommit = true;
@@ -80,14 +87,14 @@ internal sealed partial class FsInfo
                 return false;
             }
             claimed.Add(fe.DiskBytenr);
-            NewInReplay.Add(fe.DiskBytenr);
+            NewInReplay[fe.DiskBytenr] = fe.DiskNumBytes;
         }
         return true;
     }
 
     /// <summary>Data extents the replay took back (their first reference creates the
     /// EXTENT_ITEM). Only used during <see cref="ReplayLog"/>.</summary>
-    internal HashSet<ulong> NewInReplay { get; } = new();
+    internal Dictionary<ulong, ulong> NewInReplay { get; } = new();
 
     /// <summary>The records of the chain, in order. Never throws on what it reads: a block
     /// that is not the next one of this log ends it.</summary>
