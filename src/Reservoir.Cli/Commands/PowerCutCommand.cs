@@ -41,7 +41,7 @@ internal static class PowerCutCommand
                 ctx.Out.WriteLine($"ACE sequences: {(r.Failures.Count == before ? "ok" : "FAIL")}");
             }
             foreach (var f in r.Failures.Take(50)) ctx.Out.WriteLine("FAIL " + f);
-            ctx.Out.WriteLine($"{r.Workloads} workloads, {r.Commits} commits, {r.CutPoints} cut points, {r.ImagesChecked} images checked in {sw.Elapsed.TotalSeconds:F0} s; {(r.Ok ? "all checks passed" : $"{r.Failures.Count} failed")}");
+            ctx.Out.WriteLine($"{r.Workloads} workloads, {r.Commits} durable points (commits and fsyncs; {r.LogWrites} fsyncs through the fsync log), {r.CutPoints} cut points, {r.ImagesChecked} images checked in {sw.Elapsed.TotalSeconds:F0} s; {(r.Ok ? "all checks passed" : $"{r.Failures.Count} failed")}");
             return r.Ok ? 0 : 1;
         });
         return cmd;

@@ -88,6 +88,66 @@ public class FormatTests
         Assert.Null(Superblock.TryRead(buf, 65536, out _));
     }
 
+    /// <summary>SPEC.md §9: the log block header and an inode record at their offsets, the
+    /// checksum over [0x20, length) from the reference CRC, and decoding that refuses (never
+    /// throws on) another generation, another place in the chain, a torn block and records
+    /// that run past their block.</summary>
+    [Fact]
+    public void FsyncLogBlocksAndRecordsSitAtTheirSpecOffsets()
+    {
+        var fsid = Guid.NewGuid();
+        var rec = new LogInodeRecord { Tree = 5, Ino = 257, Item = new InodeItem { Generation = 3, FileSize = 9000, Nlink = 1, Mode = 0x81A4 } };
+        rec.Spans.Add((4096, 12288));
+        rec.Extents.Add((4096, new FileExtentItem { Generation = 8, RamBytes = 8192, Type = FileExtentType.Regular, DiskBytenr = 1 << 22, DiskNumBytes = 8192, Offset = 0, NumBytes = 8192 }));
+        rec.Csums.Add((1 << 22, new uint[] { 0xAABBCCDD, 0x11223344 }));
+        Assert.Equal(192 + 16 + 61 + 16 + 8, rec.EncodedSize);
+        var buf = new byte[16384];
+        int len = LogBlock.HeaderSize + rec.Write(buf.AsSpan(LogBlock.HeaderSize));
+        LogBlock.WriteHeader(buf, fsid, 7, 2, 1 << 21, len, 1);
+        Assert.Equal("RSRVLOG1", System.Text.Encoding.ASCII.GetString(buf, 0x20, 8));
+        Assert.Equal(fsid, new Guid(buf.AsSpan(0x28, 16)));
+        Assert.Equal(7UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(0x38)));
+        Assert.Equal(2UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(0x40)));
+        Assert.Equal((ulong)(1 << 21), BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(0x48)));
+        Assert.Equal((uint)len, BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(0x50)));
+        Assert.Equal(1u, BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(0x54)));
+        Assert.Equal(ReferenceCrc(buf.AsSpan(0x20, len - 0x20), 0xFFFFFFFF), BinaryPrimitives.ReadUInt32LittleEndian(buf));
+        // The record: type, counts, tree, inode, the inode item at 32, then spans, extents, sums.
+        int r = LogBlock.HeaderSize;
+        Assert.Equal(1, buf[r]);
+        Assert.Equal(1u, BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(r + 4)));
+        Assert.Equal(5UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(r + 16)));
+        Assert.Equal(257UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(r + 24)));
+        Assert.Equal(9000UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(r + 32 + 0x10)));
+        Assert.Equal(4096UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(r + 192)));
+        Assert.Equal(12288UL, BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(r + 200)));
+        Assert.Equal((ulong)(1 << 22), BinaryPrimitives.ReadUInt64LittleEndian(buf.AsSpan(r + 208 + 8 + 21)));
+        Assert.Equal(0xAABBCCDDu, BinaryPrimitives.ReadUInt32LittleEndian(buf.AsSpan(r + 208 + 61 + 16)));
+
+        Assert.True(LogBlock.TryRead(buf, fsid, 7, 2, out ulong next, out int l2, out int n, out _));
+        Assert.Equal((ulong)(1 << 21), next);
+        var back = LogInodeRecord.TryRead(buf.AsSpan(LogBlock.HeaderSize, l2 - LogBlock.HeaderSize), out int used, out _);
+        Assert.NotNull(back);
+        Assert.Equal(len - LogBlock.HeaderSize, used);
+        Assert.Equal(rec.Extents[0], back!.Extents[0]);
+        Assert.Equal(rec.Csums[0].Sums, back.Csums[0].Sums);
+        Assert.Equal(9000UL, back.Item.FileSize);
+
+        Assert.False(LogBlock.TryRead(buf, fsid, 6, 2, out _, out _, out _, out _));             // another commit's log
+        Assert.False(LogBlock.TryRead(buf, fsid, 7, 3, out _, out _, out _, out _));             // another place in the chain
+        Assert.False(LogBlock.TryRead(buf, Guid.NewGuid(), 7, 2, out _, out _, out _, out _));   // another filesystem
+        var torn = buf.ToArray();
+        torn[len - 1] ^= 0xFF;
+        Assert.False(LogBlock.TryRead(torn, fsid, 7, 2, out _, out _, out _, out string why));
+        Assert.Contains("checksum", why);
+        // Counts that claim more than the bytes hold: refused, not thrown.
+        var lying = buf.AsSpan(LogBlock.HeaderSize, used).ToArray();
+        BinaryPrimitives.WriteUInt32LittleEndian(lying.AsSpan(12), 1000);
+        Assert.Null(LogInodeRecord.TryRead(lying, out _, out _));
+        BinaryPrimitives.WriteUInt32LittleEndian(lying.AsSpan(8), uint.MaxValue);
+        Assert.Null(LogInodeRecord.TryRead(lying, out _, out _));
+    }
+
     [Fact]
     public void ItemSizesAndOffsetsMatchTheSpec()
     {
