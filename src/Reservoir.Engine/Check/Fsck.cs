@@ -115,19 +115,10 @@ public sealed partial class Fsck
     private void NoteFsyncLog(Superblock sb)
     {
         if (sb.LogStart == 0) return;
-        var buf = new byte[sb.NodeSize];
-        ulong at = sb.LogStart, seq = 0, records = 0;
-        var seen = new HashSet<ulong>();
-        while (at != 0 && at + sb.NodeSize <= sb.TotalBytes && seen.Add(at))
-        {
-            try { _dev.Read(at, buf); } catch (FsException) { break; }
-            if (!LogBlock.TryRead(buf, sb.Fsid, sb.Generation, seq, out ulong next, out _, out int n, out _)) break;
-            records += (ulong)n;
-            seq++;
-            at = next;
-        }
+        var chain = FsInfo.ReadLogChain(_dev, sb, n => _r.Add(FindingKind.Notice, "fsync log", n));
+        int records = chain.Sum(b => b.Records.Count);
         if (records > 0)
-            _r.Add(FindingKind.Notice, "fsync log", $"{records} record(s) in {seq} block(s) after commit {sb.Generation}, applied at the next read-write mount");
+            _r.Add(FindingKind.Notice, "fsync log", $"{records} record(s) in {chain.Count} block(s) after commit {sb.Generation}, applied at the next read-write mount");
     }
 
     private static bool IsFsTree(ulong id) => id == TreeIds.FsTree || (id >= TreeIds.FirstSubvolume && id < TreeIds.OrphanObjectId);

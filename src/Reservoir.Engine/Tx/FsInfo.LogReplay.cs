@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Reservoir.Common;
+using Reservoir.Device;
 using Reservoir.Format;
 using Reservoir.Format.Items;
 
@@ -34,7 +35,17 @@ internal sealed partial class FsInfo
         ReadOnly = false;
         try
         {
-            var records = ReadLogChain(out int blocks);
+            var records = new List<LogInodeRecord>();
+            int blocks = 0;
+            foreach (var (block, recs) in ReadLogChain(Device, Super, Warn))
+            {
+                // Kept from reuse until the replay's commit is durable: a power cut during that
+                // commit replays this log again at the next mount.
+                if (!Space.ClaimLogBlockAt(block)) { Warn($"fsync log: block {blocks} at {block} lies in space the commit uses; the log ends before it"); break; }
+                _logBlocks.Add(block);
+                records.AddRange(recs);
+                blocks++;
+            }
             int applied = 0;
             var claimed = new HashSet<ulong>();
             foreach (var rec in records)
@@ -96,40 +107,36 @@ internal sealed partial class FsInfo
     /// EXTENT_ITEM). Only used during <see cref="ReplayLog"/>.</summary>
     internal Dictionary<ulong, ulong> NewInReplay { get; } = new();
 
-    /// <summary>The records of the chain, in order. Never throws on what it reads: a block
-    /// that is not the next one of this log ends it.</summary>
-    internal List<LogInodeRecord> ReadLogChain(out int blocks)
+    /// <summary>The blocks of the log after <paramref name="sb"/>'s commit, in order, each with
+    /// its records. Never throws on what it reads: a block that is not the next one of this
+    /// log ends it (the normal end); <paramref name="note"/> hears of an unreadable block or a
+    /// malformed record, which end it too. Replay and fsck both read the chain here.</summary>
+    internal static List<(ulong Block, List<LogInodeRecord> Records)> ReadLogChain(IBlockDevice dev, Superblock sb, Action<string>? note)
     {
-        var records = new List<LogInodeRecord>();
-        blocks = 0;
-        var buf = new byte[NodeSize];
+        var chain = new List<(ulong, List<LogInodeRecord>)>();
+        var buf = new byte[sb.NodeSize];
         var seen = new HashSet<ulong>();
-        ulong at = Super.LogStart, seq = 0;
+        ulong at = sb.LogStart, seq = 0;
         while (at != 0 && seen.Add(at))
         {
-            if (at % (ulong)NodeSize != 0 || at < FormatConstants.ReservedPrefix || at + (ulong)NodeSize > Super.TotalBytes) break;
-            try { Device.Read(at, buf); }
-            catch (FsException ex) { Warn($"fsync log: block {seq} at {at} unreadable ({ex.Message}); the log ends before it"); break; }
-            if (!LogBlock.TryRead(buf, Fsid, Super.Generation, seq, out ulong next, out int length, out int count, out _)) break;
-            // Kept from reuse until the replay's commit is durable: a power cut during that
-            // commit replays this log again at the next mount.
-            if (!Space.ClaimLogBlockAt(at)) { Warn($"fsync log: block {seq} at {at} lies in space the commit uses; the log ends before it"); break; }
-            _logBlocks.Add(at);
+            if (at % sb.NodeSize != 0 || at < FormatConstants.ReservedPrefix || at + sb.NodeSize > sb.TotalBytes) break;
+            try { dev.Read(at, buf); }
+            catch (FsException ex) { note?.Invoke($"fsync log: block {seq} at {at} unreadable ({ex.Message}); the log ends before it"); break; }
+            if (!LogBlock.TryRead(buf, sb.Fsid, sb.Generation, seq, out ulong next, out int length, out int count, out _)) break;
             var recs = new List<LogInodeRecord>();
             int off = LogBlock.HeaderSize;
             for (int i = 0; i < count; i++)
             {
                 var r = LogInodeRecord.TryRead(buf.AsSpan(off, length - off), out int used, out string why);
-                if (r == null) { Warn($"fsync log: block {seq} at {at} has a malformed record ({why}); the log ends before it"); return records; }
+                if (r == null) { note?.Invoke($"fsync log: block {seq} at {at} has a malformed record ({why}); the log ends before it"); return chain; }
                 recs.Add(r);
                 off += used;
             }
-            records.AddRange(recs);
-            blocks++;
+            chain.Add((at, recs));
             at = next;
             seq++;
         }
-        return records;
+        return chain;
     }
 
     /// <summary>Whether every block of data written since the commit that the record's extent
