@@ -51,7 +51,12 @@ internal sealed partial class FsInfo
             foreach (var rec in records)
             {
                 string where = $"record {applied + 1} of {records.Count} (inode {rec.Ino} of tree {rec.Tree})";
-                if (!DataLanded(rec, out string why))
+                if (!Plausible(rec, out string why))
+                {
+                    Warn($"fsync log: {where} and the rest are not replayed: {why}");
+                    break;
+                }
+                if (!DataLanded(rec, out why))
                 {
                     Warn($"fsync log: {where} is not replayed: {why}; the power was cut during its fsync");
                     break;
@@ -137,6 +142,33 @@ internal sealed partial class FsInfo
             seq++;
         }
         return chain;
+    }
+
+    /// <summary>A record whose block checksummed whole can still be nonsense if the image was
+    /// made to be: its spans must be ascending and disjoint, its extent items ascending,
+    /// inside its spans, block-aligned, and inside their extents, which lie on the device.
+    /// Checked before anything is applied, so a crafted log stops the replay, not the mount.</summary>
+    private bool Plausible(LogInodeRecord rec, out string why)
+    {
+        ulong bs = (ulong)BlockSize;
+        ulong prev = 0;
+        foreach (var (a, b) in rec.Spans)
+        {
+            if (a < prev || a >= b) { why = $"span [{a}, {b}) out of order"; return false; }
+            prev = b;
+        }
+        prev = 0;
+        foreach (var (pos, fe) in rec.Extents)
+        {
+            ulong end = pos + fe.NumBytes;
+            bool inSpan = rec.Spans.Any(sp => pos >= sp.Start && end <= sp.End);
+            bool fits = fe.NumBytes > 0 && end > pos && fe.DiskNumBytes > 0 && fe.Offset <= fe.DiskNumBytes && fe.NumBytes <= fe.DiskNumBytes - fe.Offset
+                && (fe.DiskBytenr == 0 || (fe.DiskBytenr % bs == 0 && fe.DiskNumBytes % bs == 0 && fe.DiskBytenr + fe.DiskNumBytes <= Super.TotalBytes && fe.DiskBytenr + fe.DiskNumBytes > fe.DiskBytenr));
+            if (pos < prev || !inSpan || !fits || pos % bs != 0) { why = $"extent item at file offset {pos} does not fit its span or its extent"; return false; }
+            prev = end;
+        }
+        why = "";
+        return true;
     }
 
     /// <summary>Whether every block of data written since the commit that the record's extent

@@ -282,6 +282,47 @@ public class FsyncLogTests(ITestOutputHelper log)
         return img;
     }
 
+    /// <summary>A log block checksummed whole but made to lie (an extent item naming space past
+    /// the end of the device): the mount says so and stops the replay there, fsck stays
+    /// clean, and the file shows its committed state.</summary>
+    [Fact]
+    public void ACraftedLogRecordStopsTheReplayNotTheMount()
+    {
+        var dev = new CrashSimDevice(NewDevice(48UL << 20, 4096));
+        var committed = Enumerable.Repeat((byte)5, 8192).ToArray();
+        using (var fs = MountSim(dev))
+        {
+            ulong f = CreateFile(fs, Filesystem.RootIno, "f", committed);
+            Ok(fs.Sync());
+            Ok(fs.Write(f, 0, Enumerable.Repeat((byte)9, 4096).ToArray(), out _));
+            Ok(fs.Fsync(f));
+            Assert.Equal(1, fs.Stats.FsyncLogWrites);
+            dev.CutAfterOps = dev.Ops;
+            try { fs.Dispose(); } catch (FsException) { }
+        }
+        var img = dev.DurableImage();
+        var (sb, _) = Filesystem.ReadSuperblock(img);
+        var block = new byte[sb.NodeSize];
+        img.Read(sb.LogStart, block);
+        Assert.True(Reservoir.Format.LogBlock.TryRead(block, sb.Fsid, sb.Generation, 0, out ulong next, out int len, out _, out _));
+        var rec = Reservoir.Format.LogInodeRecord.TryRead(block.AsSpan(Reservoir.Format.LogBlock.HeaderSize, len - Reservoir.Format.LogBlock.HeaderSize), out _, out _)!;
+        var (pos, fe) = rec.Extents[0];
+        fe.DiskBytenr = sb.TotalBytes + (1UL << 20);
+        rec.Extents[0] = (pos, fe);
+        Array.Clear(block);
+        int l2 = Reservoir.Format.LogBlock.HeaderSize + rec.Write(block.AsSpan(Reservoir.Format.LogBlock.HeaderSize));
+        Reservoir.Format.LogBlock.WriteHeader(block, sb.Fsid, sb.Generation, 0, next, l2, 1);
+        img.Write(sb.LogStart, block);
+        using (var fs2 = MountSim(img))
+        {
+            Assert.Contains(fs2.Warnings, w => w.Contains("not replayed") && w.Contains("does not fit"));
+            Assert.Equal(0, fs2.Stats.LogRecordsReplayed);
+            Ok(fs2.Lookup(Filesystem.RootIno, "f", out var a));
+            Assert.Equal(committed, ReadAll(fs2, a.Ino));
+        }
+        FsckAssert.Clean(img);
+    }
+
     [Fact]
     public void WithTheLogOffEveryFsyncCommits()
     {
