@@ -303,8 +303,7 @@ internal sealed class SpaceManager
     /// for the same reason.</summary>
     private void ReserveAllocatedData(BlockGroup g, ulong len, bool fromReservation)
     {
-        g.Reserved += len;
-        Data.Reserved += len;
+        ReserveTakenUnsynchronized(g, len);
         if (fromReservation) SpaceInfo.Sub(ref Data.MayUse, len, Data);
     }
 
@@ -374,34 +373,29 @@ internal sealed class SpaceManager
 
     // ------------------------------------------------------------ fsync log blocks (§9)
 
+    /// <summary>Metadata room, in nodes beyond the global reserve, below which the log is left
+    /// out: near the edge, the few nodes it holds are better left to the operations.</summary>
+    private const ulong LogMarginNodes = 64;
+
     /// <summary>Claims a node-sized slot for a block of the fsync log, if metadata space has
     /// room for it as for an ordinary reservation (the log is a shortcut: on a filesystem short
     /// of metadata space fsync commits instead). The log lives outside the extent tree, so its
     /// blocks count as reserved (as data awaiting its EXTENT_ITEM), never as used: a commit's
-    /// block group items and its extents keep agreeing.</summary>
-    private const ulong LogMarginNodes = 64;
-
+    /// block group items and its extents keep agreeing. Only in a group the last commit has
+    /// (OnDisk): the replay finds the block in the committed free space, and a group made since
+    /// is unknown to it.</summary>
     public bool TryClaimLogBlock(out ulong block)
     {
         using var _ = _lock.Lock();
         ulong ns = (ulong)NodeSize;
         block = 0;
-        // Room for this block and a margin besides the global reserve: near the edge, the few
-        // nodes the log holds are better left to the operations themselves.
         if (!CanKeepUnsynchronized(ns * LogMarginNodes, 0, useGlobal: false)) return false;
-        // Only in a group the last commit has (OnDisk): the replay finds the block in the
-        // committed free space; a group made since is unknown to it.
-        // The lowest free slot, not the next at the cursor: the log then keeps reusing the few
-        // slots earlier logs held (free again once a commit superseded them), which an image
-        // file on another filesystem has already allocated, so a log write and its flush do not
-        // also allocate there.
         foreach (var g in _groups)
         {
             if (g.IsData || !g.OnDisk || g.Free.FreeBytes < ns) continue;
             var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor);
             if (l == 0) continue;
-            g.Reserved += ns;
-            Meta.Reserved += ns;
+            ReserveTakenUnsynchronized(g, l);
             block = s;
             return true;
         }
@@ -420,16 +414,7 @@ internal sealed class SpaceManager
     /// <summary>Log replay: keeps the blocks of the log being replayed from reuse until the
     /// replay's commit is durable (a power cut during it replays the same log again). False
     /// when the block is not free metadata space in the mounted commit.</summary>
-    public bool ClaimLogBlockAt(ulong block)
-    {
-        using var _ = _lock.Lock();
-        ulong ns = (ulong)NodeSize;
-        var g = GroupOfUnsynchronized(block);
-        if (g == null || g.IsData || block + ns > g.End || !g.Free.Remove(block, ns)) return false;
-        g.Reserved += ns;
-        Meta.Reserved += ns;
-        return true;
-    }
+    public bool ClaimLogBlockAt(ulong block) => ClaimFree(block, (ulong)NodeSize, data: false);
 
     /// <summary>The commit superseded the log these blocks held: they become free once that
     /// commit is durable (<see cref="Unpin"/>), like any block the commit stopped needing.
@@ -457,14 +442,25 @@ internal sealed class SpaceManager
     /// and so free in it, is taken back as allocated-but-not-yet-inserted (as
     /// <see cref="AllocData"/> leaves it); the replay's commit inserts its EXTENT_ITEM.
     /// False when the range is not free data space (the record cannot be trusted).</summary>
-    public bool ClaimData(ulong start, ulong len)
+    public bool ClaimData(ulong start, ulong len) => ClaimFree(start, len, data: true);
+
+    /// <summary>Takes [start, start+len) out of a free range of a group of the given kind, as
+    /// reserved. False when it is not all free there.</summary>
+    private bool ClaimFree(ulong start, ulong len, bool data)
     {
         using var _ = _lock.Lock();
         var g = GroupOfUnsynchronized(start);
-        if (g == null || !g.IsData || start + len > g.End || !g.Free.Remove(start, len)) return false;
-        g.Reserved += len;
-        Data.Reserved += len;
+        if (g == null || g.IsData != data || start + len > g.End || !g.Free.Remove(start, len)) return false;
+        ReserveTakenUnsynchronized(g, len);
         return true;
+    }
+
+    /// <summary>Space just taken from a group's free ranges counts as reserved in the group and
+    /// its kind. Caller holds the lock.</summary>
+    private void ReserveTakenUnsynchronized(BlockGroup g, ulong len)
+    {
+        g.Reserved += len;
+        Kind(g.Flags).Reserved += len;
     }
 
     /// <summary>After a commit reached the disk: pinned extents become free.</summary>

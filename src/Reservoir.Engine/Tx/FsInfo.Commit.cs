@@ -82,7 +82,7 @@ internal sealed partial class FsInfo
             sb.RootTreeLevel = (byte)RootTree.Root.Level;
             sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
             sb.Incompat |= Features.IncompatUnverifiedCommit;
-            StartNextLog(sb, none: false);
+            StartNextLog(sb);
             PublishSuperblock(sb, backups: !_durableOnlyInBackups);
             Lap(sw, ref Stats.CommitFlushMicros, lap);
             Space.Unpin();
@@ -150,11 +150,7 @@ internal sealed partial class FsInfo
         var sb = Super.Clone();
         sb.Incompat &= ~Features.IncompatUnverifiedCommit;
         // Nothing was logged after the last commit (the unmount made it after the last fsync).
-        sb.LogStart = 0;
-        sb.Incompat &= ~Features.IncompatFsyncLog;
-        Space.ReleaseLogBlocks(_logBlocks, pin: false);
-        _logBlocks.Clear();
-        _logNext = 0;
+        DropLog(sb, pin: false);
         PublishSuperblock(sb, backups: false);
     }
 

@@ -90,21 +90,29 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>Part of a commit, before its superblock is written (caller holds the commit
-    /// mutex): the superblock gets a fresh chain start, or none at a clean unmount; the old
-    /// chain's blocks are freed once the commit is durable.</summary>
-    private void StartNextLog(Superblock sb, bool none)
+    /// mutex): the old chain's blocks are freed once the commit is durable, and the superblock
+    /// gets a fresh chain start when the log is on and metadata space has room.</summary>
+    private void StartNextLog(Superblock sb)
     {
-        Space.ReleaseLogBlocks(_logBlocks, pin: true);
-        _logBlocks.Clear();
-        _logNext = 0;
-        _logSeq = 0;
-        sb.LogStart = 0;
-        sb.Incompat &= ~Features.IncompatFsyncLog;
-        if (none || !LogEnabled || Options.ReadOnly) return;
+        DropLog(sb, pin: true);
+        if (!LogEnabled || Options.ReadOnly) return;
         if (!Space.TryClaimLogBlock(out _logNext)) return; // short of metadata space: no log
         _logBlocks.Add(_logNext);
         _logGeneration = sb.Generation;
         sb.LogStart = _logNext;
         sb.Incompat |= Features.IncompatFsyncLog;
+    }
+
+    /// <summary>Ends the chain: its blocks are released (pinned until the commit that
+    /// supersedes them is durable, or at once when nothing can need them any more) and
+    /// <paramref name="sb"/> names no log. Caller holds the commit mutex.</summary>
+    private void DropLog(Superblock sb, bool pin)
+    {
+        Space.ReleaseLogBlocks(_logBlocks, pin);
+        _logBlocks.Clear();
+        _logNext = 0;
+        _logSeq = 0;
+        sb.LogStart = 0;
+        sb.Incompat &= ~Features.IncompatFsyncLog;
     }
 }
