@@ -131,6 +131,7 @@ internal sealed partial class FsInfo
         try
         {
             if (Quota.Enabled != upgrade) return;
+            ReferrerSets.Clear();
             var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
             var referrers = BuildOwnerRefs(h);
             using (RootTree.Lock.Write())
@@ -178,6 +179,7 @@ internal sealed partial class FsInfo
                 var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
                 // Limits stop holding from here; the commit below makes it durable.
                 Quota.Disable();
+                ReferrerSets.Clear();
                 foreach (var t in AllFsTrees())
                     using (t.Lock.Write())
                         foreach (var (bytenr, _, _) in OwnerRefs.Scan(t).ToList()) t.Delete(h, OwnerRefs.KeyOf(bytenr));

@@ -11,6 +11,16 @@ internal sealed partial class FsInfo
 {
     private ulong _lastSubvolumeId; // guarded by _treesLock
 
+    /// <summary>The highest subvolume id used on this mount (ids only grow: see
+    /// <see cref="NextSubvolumeId"/>).</summary>
+    public ulong HighestSubvolumeId
+    {
+        get { using var _ = _treesLock.Lock(); return Math.Max(_lastSubvolumeId, TreeIds.FsTree); }
+    }
+
+    /// <summary>Referrer sets the commit's quota accounting keeps (commit and quota on/off only).</summary>
+    internal readonly ReferrerSets ReferrerSets = new();
+
     /// <summary>At mount: every subvolume tree named by a ROOT_ITEM, deleted ones included (their
     /// orphan item says their items are still to be dropped).</summary>
     private void LoadSubvolumeTrees()

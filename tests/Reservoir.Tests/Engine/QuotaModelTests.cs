@@ -1,5 +1,6 @@
 using Reservoir.Common;
 using Reservoir.Engine;
+using Reservoir.Engine.Tx;
 using Reservoir.Format.Items;
 using Xunit;
 using Xunit.Abstractions;
@@ -34,11 +35,28 @@ public class QuotaModelTests(ITestOutputHelper log)
 
     [Theory]
     [MemberData(nameof(Seeds))]
-    public void EveryCommitAgreesWithARecount(int seed)
+    public void EveryCommitAgreesWithARecount(int seed) => Run(seed, new MountOptions { CommitIntervalMs = 0 });
+
+    /// <summary>The same operations with a referrer set kept for every extent the commit
+    /// searches (docs/SNAPSHOTS.md §3, "Cost"), so each commit that changes who references an
+    /// extent updates its set from the transitions and the subvolumes made since: every
+    /// recount must still agree. 20 seeds.</summary>
+    [Theory]
+    [MemberData(nameof(HalfTheSeeds))]
+    public void EveryCommitAgreesWithARecountWithReferrerSetsKept(int seed)
+    {
+        var o = new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = 0 };
+        var stats = Run(seed, o);
+        Assert.True(stats.ReferrerSetsKept > 0, "no referrer set was kept: the test would not exercise them");
+    }
+
+    public static IEnumerable<object[]> HalfTheSeeds => Enumerable.Range(1, 20).Select(i => new object[] { i * 2 + 100 });
+
+    private EngineStats Run(int seed, MountOptions options)
     {
         var rng = new Random(seed);
         var dev = NewDevice(96UL << 20);
-        using var fs = Mount(dev);
+        using var fs = Mount(dev, options);
         Ok(fs.EnableQuota());
         ulong team = QgroupId.Of(1, 1);
         Ok(fs.CreateQgroup(team));
@@ -152,7 +170,8 @@ public class QuotaModelTests(ITestOutputHelper log)
         Ok(fs.StatFs(out var st1));
         Assert.Equal(usedAtStart, st1.BlocksFree);
         Assert.Equal(0, fs.LeakedBytes);
-        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names");
+        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {fs.Fs.Stats.ReferrerSetsKept} referrer sets kept");
+        return fs.Fs.Stats;
     }
 
     private static (ulong Referenced, ulong Exclusive) Group(Filesystem fs, ulong id)
