@@ -34,6 +34,7 @@ internal static class SnapshotBench
         // optimized tier only after about 30 calls, so a few rounds would time the accounting's
         // first, unoptimized code (a long-running mount runs the optimized one).
         for (int i = 0; i < (quick ? 6 : 12); i++) { One(10, Quotas.Off); One(10, Quotas.On); One(10, Quotas.OnWithGroup); }
+        var phases = new List<(int, List<Round>, List<Round>)>();
         foreach (int n in counts)
         {
             var off = new List<Round>();
@@ -55,6 +56,19 @@ internal static class SnapshotBench
             double commitRatio = PairedRatio(on, off, x => x.CommitMs), runRatio = PairedRatio(on, off, x => x.RunMs);
             double groupRatio = PairedRatio(grouped, off, x => x.CommitMs);
             Console.WriteLine($"| {n,9:N0} | {create,12:F2} | {offRun,20:N1} | {offCommit,23:N2} | {onRun,19:N1} | {onCommit,22:N2} | {acct,29:N0} | {commitRatio,13:F2} | {runRatio,10:F2} | {gCommit,39:N2} | {gAcct,19:N0} | {groupRatio,21:F2} |");
+            phases.Add((n, off, on));
+        }
+        // Where the commit's time goes, off and on: the accounting, folding delayed refs and
+        // block group, qgroup and root items into their trees, writing the dirty nodes (their
+        // number), and the superblock with the device flush, which quotas do not change.
+        Console.WriteLine();
+        Console.WriteLine("commit phases, quotas off → on (µs, medians; nodes written):");
+        Console.WriteLine("| snapshots | accounting | fold | write nodes | nodes | superblock + flush | commit without the flush |");
+        Console.WriteLine("|----------:|-----------:|-----:|------------:|------:|-------------------:|-------------------------:|");
+        foreach (var (n, off, on) in phases)
+        {
+            string P(Func<Round, double> f) => $"{Median(off, f):N0} → {Median(on, f):N0}";
+            Console.WriteLine($"| {n,9:N0} | {P(x => x.AccountingMicros)} | {P(x => x.FoldMicros)} | {P(x => x.WriteMicros)} | {P(x => x.Nodes)} | {P(x => x.FlushMicros)} | {P(x => x.CommitMs * 1000 - x.FlushMicros)} |");
         }
     }
 
@@ -63,7 +77,8 @@ internal static class SnapshotBench
     /// anyone outside the group still reference it?" (the group gains it as exclusive).</summary>
     private enum Quotas { Off, On, OnWithGroup }
 
-    private readonly record struct Round(double CreateSecs, double RunMs, double CommitMs, double AccountingMicros);
+    private readonly record struct Round(double CreateSecs, double RunMs, double CommitMs, double AccountingMicros,
+        double FoldMicros = 0, double WriteMicros = 0, double FlushMicros = 0, double Nodes = 0);
 
     private static double PairedRatio(List<Round> a, List<Round> b, Func<Round, double> f)
     {
@@ -122,6 +137,7 @@ internal static class SnapshotBench
             GC.Collect();
             var st = fs.Fs.Stats;
             long commitBefore = st.CommitMicrosTotal, a0 = st.CommitAccountingMicros;
+            long f0 = st.CommitFoldMicros, w0 = st.CommitWriteMicros, fl0 = st.CommitFlushMicros, n0 = st.NodesWritten;
             sw.Restart();
             foreach (var f in files) Check(fs.Write(f, 0, data, out _));
             Check(fs.Sync());
@@ -135,7 +151,8 @@ internal static class SnapshotBench
                 // The snapshots' group holds the old 100 MiB, alone now that the source let go.
                 if (quotas == Quotas.OnWithGroup) Expect(fs, group, snapshots > 0 ? want : 0, snapshots > 0 ? want : 0);
             }
-            return new Round(create, run, commit, st.CommitAccountingMicros - a0);
+            return new Round(create, run, commit, st.CommitAccountingMicros - a0,
+                st.CommitFoldMicros - f0, st.CommitWriteMicros - w0, st.CommitFlushMicros - fl0, st.NodesWritten - n0);
         }
         finally { File.Delete(img); }
     }

@@ -66,6 +66,11 @@ public sealed partial class Fsck
     private void CheckReferrersExplained(Dictionary<ulong, (ulong Len, List<ulong> Roots)> referrers)
     {
         var shared = _sharedRootRefs.ToLookup(s => s.Bytenr);
+        // A SHARED_ROOT_REF goes with its extent: one left behind would make its subvolume a
+        // candidate for whatever extent the address holds next (and is an item leaked).
+        foreach (var (bytenr, root, _) in _sharedRootRefs)
+            if (!_dataExtents.ContainsKey(bytenr))
+                _r.Add(FindingKind.Structure, $"extent tree item ({bytenr}, SHARED_ROOT_REF, {root})", "names a data extent that does not exist");
         foreach (var (bytenr, (_, roots)) in referrers)
         {
             if (!_dataExtents.TryGetValue(bytenr, out var ext)) continue; // reported by the extent checks

@@ -33,29 +33,34 @@ internal sealed class OwnerTransitions(IScheduler sched)
         foreach (var ((r, b), v) in _net.Where(kv => kv.Key.Root == source).ToList()) _net[(snapshot, b)] = v;
     }
 
-    /// <summary>Takes every entry, grouped by extent in address order: (extent, length,
-    /// subvolumes that started referencing it, subvolumes that stopped), each list in
-    /// subvolume order. One sort of the entries, not a LINQ grouping: this runs inside every
-    /// commit with quotas on.</summary>
+    /// <summary>Takes every entry, grouped by extent in address order (so the commit's lookups
+    /// of consecutive extents land in the same leaves): (extent, length, subvolumes that
+    /// started referencing it, subvolumes that stopped), each list in subvolume order. Grouped
+    /// in one pass and sorted on the bare addresses: this runs inside every commit with quotas
+    /// on (a sort of the entries with a comparer was a fifth of the accounting's time).</summary>
     public List<(ulong Bytenr, ulong NumBytes, List<ulong> Acquired, List<ulong> Dropped)> Take()
     {
-        (ulong Bytenr, ulong Root, ulong NumBytes, int Net)[] entries;
+        Dictionary<ulong, (ulong NumBytes, List<ulong> Acquired, List<ulong> Dropped)> byExtent;
         using (_lock.Lock())
         {
             if (_net.Count == 0) return [];
-            entries = new (ulong, ulong, ulong, int)[_net.Count];
-            int i = 0;
-            foreach (var ((root, bytenr), (numBytes, net)) in _net) entries[i++] = (bytenr, root, numBytes, net);
+            byExtent = new(_net.Count);
+            foreach (var ((root, bytenr), (numBytes, net)) in _net)
+            {
+                if (!byExtent.TryGetValue(bytenr, out var g)) byExtent[bytenr] = g = (numBytes, new List<ulong>(1), new List<ulong>(1));
+                (net > 0 ? g.Acquired : g.Dropped).Add(root);
+            }
             _net.Clear();
         }
-        Array.Sort(entries, static (a, b) => a.Bytenr != b.Bytenr ? a.Bytenr.CompareTo(b.Bytenr) : a.Root.CompareTo(b.Root));
-        var list = new List<(ulong, ulong, List<ulong>, List<ulong>)>();
-        for (int i = 0; i < entries.Length;)
+        var addresses = new ulong[byExtent.Count];
+        byExtent.Keys.CopyTo(addresses, 0);
+        Array.Sort(addresses);
+        var list = new List<(ulong, ulong, List<ulong>, List<ulong>)>(addresses.Length);
+        foreach (var bytenr in addresses)
         {
-            var (bytenr, _, numBytes, _) = entries[i];
-            List<ulong> acquired = [], dropped = [];
-            for (; i < entries.Length && entries[i].Bytenr == bytenr; i++)
-                (entries[i].Net > 0 ? acquired : dropped).Add(entries[i].Root);
+            var (numBytes, acquired, dropped) = byExtent[bytenr];
+            if (acquired.Count > 1) acquired.Sort();
+            if (dropped.Count > 1) dropped.Sort();
             list.Add((bytenr, numBytes, acquired, dropped));
         }
         return list;

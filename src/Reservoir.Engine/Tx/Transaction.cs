@@ -19,6 +19,10 @@ internal sealed class Transaction
     /// transaction; the commit turns them into qgroup numbers.</summary>
     public Quota.OwnerTransitions OwnerTransitions { get; }
     public long StartedMs { get; }
+    /// <summary>Data extents the commit's quota accounting found without SHARED_ROOT_REFs: the
+    /// delayed refs that free one of them need not look for any. Written and read only by the
+    /// commit (accounting first, then the delayed refs), so no lock.</summary>
+    public HashSet<ulong> WithoutSharedRootRefs { get; } = new();
 
     public Transaction(IScheduler sched, ulong transid)
     {
