@@ -4,6 +4,8 @@ using Reservoir.Engine;
 using Reservoir.Engine.Data;
 using Reservoir.Engine.Tx;
 
+using static Reservoir.Bench.BenchFs;
+
 namespace Reservoir.Bench;
 
 /// <summary>
@@ -44,22 +46,12 @@ internal static class QuotaCommitBench
 
     private static Phases One(bool quotas)
     {
-        string img = Path.Combine(Path.GetTempPath(), $"bench-qcommit-{Environment.ProcessId}.img");
-        try
+        return BenchFs.OnScratchImage("qcommit", 1UL << 30, new MountOptions { CommitIntervalMs = 0 }, new DataOptions { WritebackIntervalMs = 0 }, fs =>
         {
-            using var dev = FileBlockDevice.Create(img, 1UL << 30);
-            Filesystem.Format(dev);
-            using var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }, new DataOptions { WritebackIntervalMs = 0 });
             if (quotas) Check(fs.EnableQuota());
             Check(fs.CreateSubvolume(Filesystem.RootIno, "sv", 0, 0, out var sv));
             var data = new byte[4096];
-            var files = new ulong[Files];
-            for (int i = 0; i < Files; i++)
-            {
-                Check(fs.Create(sv.Ino, $"f{i}", 0x1A4, 0, 0, out var a));
-                Check(fs.Write(a.Ino, 0, data, out _));
-                files[i] = a.Ino;
-            }
+            var files = BenchFs.CreateFiles(fs, sv.Ino, Files, data);
             Check(fs.Sync());
             for (int i = 0; i < Snapshots; i++) Check(fs.CreateSnapshot(sv.Ino, Filesystem.RootIno, $"s{i}", readOnly: true, out _));
             Check(fs.Sync());
@@ -74,12 +66,7 @@ internal static class QuotaCommitBench
             }
             double n = st.Commits - c0;
             return new Phases((st.CommitAccountingMicros - a0) / n, (st.CommitFoldMicros - f0) / n, (st.CommitWriteMicros - w0) / n, (st.CommitFlushMicros - fl0) / n, (st.CommitMicrosTotal - t0) / n);
-        }
-        finally { File.Delete(img); }
+        });
     }
 
-    private static void Check(Errno e)
-    {
-        if (e != Errno.OK) throw new IOException($"benchmark step failed: {e}");
-    }
 }

@@ -6,6 +6,8 @@ using Reservoir.Engine.Data;
 using Reservoir.Engine.Tx;
 using Reservoir.Format.Items;
 
+using static Reservoir.Bench.BenchFs;
+
 namespace Reservoir.Bench;
 
 /// <summary>
@@ -94,15 +96,11 @@ internal static class SnapshotBench
 
     private static Round One(int snapshots, Quotas quotas)
     {
-        string img = Path.Combine(Path.GetTempPath(), $"bench-snap-{Environment.ProcessId}.img");
         var data = new byte[FileBytes];
         new Random(1).NextBytes(data);
-        try
+        var dopt = new DataOptions { PageCacheBytes = 512L << 20, DirtyPercent = 100, DirtyBackgroundPercent = 100, WritebackIntervalMs = 0 };
+        return BenchFs.OnScratchImage("snap", 1UL << 30, new MountOptions { CommitIntervalMs = 0 }, dopt, fs =>
         {
-            using var dev = FileBlockDevice.Create(img, 1UL << 30);
-            Filesystem.Format(dev);
-            var dopt = new DataOptions { PageCacheBytes = 512L << 20, DirtyPercent = 100, DirtyBackgroundPercent = 100, WritebackIntervalMs = 0 };
-            using var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }, dopt);
             if (quotas != Quotas.Off) Check(fs.EnableQuota());
             Check(fs.CreateSubvolume(Filesystem.RootIno, "sv", 0, 0, out var sv));
             ulong source = QgroupId.Of(0, 256), group = QgroupId.Of(1, 1);
@@ -113,13 +111,7 @@ internal static class SnapshotBench
                 Check(fs.AssignQgroup(source, group));
             }
             Check(fs.Mkdir(Filesystem.RootIno, "snaps", 0x1ED, 0, 0, out var snaps));
-            var files = new ulong[Files];
-            for (int i = 0; i < Files; i++)
-            {
-                Check(fs.Create(sv.Ino, $"f{i}", 0x1A4, 0, 0, out var a));
-                Check(fs.Write(a.Ino, 0, data, out _));
-                files[i] = a.Ino;
-            }
+            var files = BenchFs.CreateFiles(fs, sv.Ino, Files, data);
             Check(fs.Sync());
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < snapshots; i++)
@@ -153,8 +145,7 @@ internal static class SnapshotBench
             }
             return new Round(create, run, commit, st.CommitAccountingMicros - a0,
                 st.CommitFoldMicros - f0, st.CommitWriteMicros - w0, st.CommitFlushMicros - fl0, st.NodesWritten - n0);
-        }
-        finally { File.Delete(img); }
+        });
     }
 
     private static void Expect(Filesystem fs, ulong id, ulong referenced, ulong exclusive)
@@ -164,8 +155,4 @@ internal static class SnapshotBench
             throw new IOException($"qgroup {QgroupId.Show(id)}: referenced {g.Referenced}, exclusive {g.Exclusive}; expected {referenced} and {exclusive}");
     }
 
-    private static void Check(Errno e)
-    {
-        if (e != Errno.OK) throw new IOException($"benchmark step failed: {e}");
-    }
 }

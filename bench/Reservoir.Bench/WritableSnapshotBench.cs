@@ -5,6 +5,8 @@ using Reservoir.Engine;
 using Reservoir.Engine.Data;
 using Reservoir.Engine.Tx;
 
+using static Reservoir.Bench.BenchFs;
+
 namespace Reservoir.Bench;
 
 /// <summary>
@@ -41,15 +43,11 @@ internal static class WritableSnapshotBench
 
     private static Result One(int snapshots, int referrerSetAfter)
     {
-        string img = Path.Combine(Path.GetTempPath(), $"bench-golden-{Environment.ProcessId}.img");
         var data = new byte[FileBytes];
         new Random(1).NextBytes(data);
-        try
+        var options = new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = referrerSetAfter };
+        return BenchFs.OnScratchImage("golden", 2UL << 30, options, new DataOptions { WritebackIntervalMs = 0 }, fs =>
         {
-            using var dev = FileBlockDevice.Create(img, 2UL << 30);
-            Filesystem.Format(dev);
-            var dopt = new DataOptions { WritebackIntervalMs = 0 };
-            using var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = referrerSetAfter }, dopt);
             Check(fs.EnableQuota());
             Check(fs.CreateSubvolume(Filesystem.RootIno, "golden", 0, 0, out var golden));
             Check(fs.Create(golden.Ino, "f", 0x1A4, 0, 0, out var f));
@@ -77,12 +75,7 @@ internal static class WritableSnapshotBench
             }
             commits.Sort();
             return new Result((st.CommitAccountingMicros - a0) / 1000.0, st.OwnerRefProbes - p0, commits[commits.Count / 2]);
-        }
-        finally { File.Delete(img); }
+        });
     }
 
-    private static void Check(Errno e)
-    {
-        if (e != Errno.OK) throw new IOException($"benchmark step failed: {e}");
-    }
 }
