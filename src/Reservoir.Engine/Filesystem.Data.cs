@@ -151,7 +151,9 @@ public sealed partial class Filesystem
                     return Fs.FailedReason != null ? Errno.EIO : Errno.OK;
                 }
                 Fs.Commit();
-                return Errno.OK;
+                // A directory's (or any non-file's) fsync is a commit, which a failed
+                // filesystem does not make: EIO, not a durability it does not have.
+                return Fs.FailedReason != null ? Errno.EIO : Errno.OK;
             });
         }
         finally { Put(inode); }

@@ -124,7 +124,8 @@ public sealed partial class Filesystem : IDisposable
         foreach (var m in Data.AllMappings()) Data.Writeback(m, 0, ulong.MaxValue, wait: true);
         foreach (var m in Data.AllMappings()) Data.WaitOrdered(m, 0, ulong.MaxValue);
         Fs.Commit();
-        return Errno.OK;
+        // A failed filesystem commits nothing: sync must not answer as if it had.
+        return Fs.FailedReason != null ? Errno.EIO : Errno.OK;
     });
 
     /// <summary>Reservation leaks found (bytes) and their reports; tests require none.</summary>
