@@ -86,4 +86,25 @@ public class PowerCutTests(ITestOutputHelper log)
             Assert.Equal(data, ReadAll(fs2, a.Ino));
         }
     }
+
+    /// <summary>
+    /// Once a commit has failed (the device died under it) the filesystem commits nothing
+    /// more, so sync and the fsync of a directory (a commit) must answer EIO, not OK, like a
+    /// file's fsync (ext4 answers EIO to every fsync after a forced shutdown). They answered OK
+    /// until 2026-12-03, which the power-cut simulator's ACE pairs showed once it counted the
+    /// fsyncs that answered OK.
+    /// </summary>
+    [Fact]
+    public void SyncAndDirectoryFsyncAnswerEioOnceACommitFailed()
+    {
+        var dev = new CrashSimDevice(NewDevice(48UL << 20, 4096));
+        using var fs = Mount(dev);
+        Ok(fs.Mkdir(Filesystem.RootIno, "d", 0x1ED, 0, 0, out var d));
+        Ok(fs.Sync());
+        CreateFile(fs, d.Ino, "f", new byte[100]);
+        dev.CutAfterOps = dev.Ops; // the next device operation fails
+        Assert.Equal(Errno.EIO, fs.Fsync(d.Ino));
+        Assert.Equal(Errno.EIO, fs.Fsync(Filesystem.RootIno));
+        Assert.Equal(Errno.EIO, fs.Sync());
+    }
 }
