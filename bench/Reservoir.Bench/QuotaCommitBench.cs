@@ -1,5 +1,4 @@
 using Reservoir.Common;
-using Reservoir.Device;
 using Reservoir.Engine;
 using Reservoir.Engine.Data;
 using Reservoir.Engine.Tx;

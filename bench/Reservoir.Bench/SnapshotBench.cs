@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using Reservoir.Common;
-using Reservoir.Device;
 using Reservoir.Engine;
 using Reservoir.Engine.Data;
 using Reservoir.Engine.Tx;

@@ -80,8 +80,12 @@ internal sealed class DelayedRefs
     public (ulong Owner, ulong Generation)? NewDataExtent(ulong bytenr)
     {
         using var _ = _lock.Lock();
-        return _heads.TryGetValue(bytenr, out var h) && h.IsData && h.New ? (h.Owner, h.Generation) : null;
+        return Born(bytenr);
     }
+
+    /// <summary>Owner and generation of a data extent allocated in this transaction. Caller holds _lock.</summary>
+    private (ulong Owner, ulong Generation)? Born(ulong bytenr) =>
+        _heads.TryGetValue(bytenr, out var h) && h.IsData && h.New ? (h.Owner, h.Generation) : null;
 
     /// <summary><see cref="NewDataExtent"/> for many extents under one lock (the commit's quota
     /// accounting asks for every extent with transitions).</summary>
@@ -89,8 +93,7 @@ internal sealed class DelayedRefs
     {
         var result = new (ulong, ulong)?[extents.Count];
         using var _ = _lock.Lock();
-        for (int i = 0; i < extents.Count; i++)
-            if (_heads.TryGetValue(extents[i].Bytenr, out var h) && h.IsData && h.New) result[i] = (h.Owner, h.Generation);
+        for (int i = 0; i < extents.Count; i++) result[i] = Born(extents[i].Bytenr);
         return result;
     }
 
