@@ -94,17 +94,13 @@ public static class PowerCutSimulator
         {
             r.CutPoints++;
             var dev = new CrashSimDevice(initial) { CutAfterOps = cut };
-            // The durable points this run itself completed before the power went: the workload
-            // makes the same ones in the same order as the reference run, but not always after
-            // the same number of device operations (the engine's own threads, such as the
-            // ordered-extent completion workers, run beside it: random seed 3001 takes one
-            // operation more in some processes than in others), so the reference's operation
-            // counts cannot say which point was the last one reached. That seed failed 1 run
-            // in 6: a cut two operations before the end of its reference run came before this
-            // run's last commit.
-            // Only points reached while the device still worked count: after the cut an fsync
-            // with nothing left to write still answers OK (its file was made durable before),
-            // but the points that failed in between are not on disk.
+            // The durable points this run itself reached while the device still worked: the
+            // workload makes the same ones in the same order as the reference run, but not
+            // always after the same number of device operations (the engine's own threads, such
+            // as the ordered-extent completion workers, run beside it; random seed 3001 failed
+            // 1 run in 6 when looked up by the reference's counts). A point after the cut does
+            // not count even if its fsync answered OK: with nothing left to write it rightly
+            // does, but the points that failed before it are not on disk.
             int completed = 0;
             void Reached() { if (!dev.Dead) completed++; }
             try

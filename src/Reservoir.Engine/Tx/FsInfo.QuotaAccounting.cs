@@ -23,7 +23,6 @@ internal sealed partial class FsInfo
     private void AccountOwnerTransitions(TransHandle h)
     {
         var changes = h.Transaction.OwnerTransitions.Take();
-        if (!Quota.Enabled) ReferrerSets.Clear(); // nothing keeps them right while quotas are off
         if (changes.Count == 0 || !Quota.Enabled) return;
         Span<byte> buf = stackalloc byte[U64Item.Size];
         var probe = new OwnerRefProbe();
