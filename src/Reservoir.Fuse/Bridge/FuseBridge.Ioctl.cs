@@ -104,15 +104,7 @@ internal sealed partial class FuseBridge
     /// </summary>
     private void InvalidateEntry(ulong dirIno, ReadOnlySpan<byte> name)
     {
-        if (Notifier == null) return;
-        ulong dirNode = NodeOf(dirIno);
-        var entry = new byte[Abi.OutHeaderSize + 16 + name.Length + 1];
-        BinaryPrimitives.WriteUInt32LittleEndian(entry, (uint)entry.Length);
-        BinaryPrimitives.WriteInt32LittleEndian(entry.AsSpan(4), 3);           // FUSE_NOTIFY_INVAL_ENTRY
-        BinaryPrimitives.WriteUInt64LittleEndian(entry.AsSpan(16), dirNode);   // parent
-        BinaryPrimitives.WriteUInt32LittleEndian(entry.AsSpan(24), (uint)name.Length);
-        name.CopyTo(entry.AsSpan(32));
-        Notifier(entry);
+        NotifyInvalEntry(dirIno, name, expireOnly: false);
         InvalidateAttr(dirIno);
     }
 
@@ -184,12 +176,13 @@ internal sealed partial class FuseBridge
         var name = field[..z];
         // The kernel checks no permission for an ioctl: as btrfs does, creating needs what
         // mkdir needs (write and search on the directory), deleting needs root.
+        var caller = CallerOf(r);
         Errno e;
         if (cmd == IocSubvolCreate)
         {
             e = fs.GetAttr(ino, out var dir);
             if (e != Errno.OK) return e;
-            if (r.Uid != 0 && !MayWrite(dir, r.Uid, r.Gid)) return Errno.EACCES;
+            if (!PosixAccess.Allows(dir, caller, PosixAccess.MayWrite | PosixAccess.MayExec)) return Errno.EACCES;
             e = fs.CreateSubvolume(ino, name, r.Uid, r.Gid, out _);
         }
         else if (cmd == IocSnapCreate)
@@ -201,7 +194,7 @@ internal sealed partial class FuseBridge
             if (e != Errno.OK) return e;
             e = fs.GetAttr(source, out var src);
             if (e != Errno.OK) return e;
-            if (r.Uid != 0 && (!MayWrite(dir, r.Uid, r.Gid) || src.Uid != r.Uid)) return Errno.EACCES;
+            if (!PosixAccess.Allows(dir, caller, PosixAccess.MayWrite | PosixAccess.MayExec) || !PosixAccess.Owns(src, caller)) return Errno.EACCES;
             e = fs.CreateSnapshot(source, ino, name, (flags2 & 1) != 0, out _);
         }
         else
@@ -259,12 +252,5 @@ internal sealed partial class FuseBridge
         IoctlDone(ref w);
         w.Bytes(page);
         return Errno.OK;
-    }
-
-    /// <summary>Write and search permission on a directory by its mode bits (owner, group, other).</summary>
-    private static bool MayWrite(InodeAttr dir, uint uid, uint gid)
-    {
-        uint bits = uid == dir.Uid ? (dir.Mode >> 6) & 7 : gid == dir.Gid ? (dir.Mode >> 3) & 7 : dir.Mode & 7;
-        return (bits & 3) == 3;
     }
 }

@@ -65,6 +65,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
     private Errno Dispatch(ref RequestReader r, ref ReplyWriter w)
     {
         ulong ino = Ino(r.NodeId);
+        var caller = CallerOf(r);
         switch (r.Opcode)
         {
             case Opcode.Init: return Init(ref r, ref w);
@@ -72,8 +73,10 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
             case Opcode.Lookup:
                 {
                     if (!r.TryName(out var name)) return Errno.EINVAL;
-                    var e = fs.Lookup(ino, name, out var a);
-                    if (e == Errno.OK) w.Entry(NodeOf(a.Ino), a, Valid, Valid);
+                    var e = MayLookup(ino, caller, out ulong entryValid);
+                    if (e != Errno.OK) return e;
+                    e = fs.Lookup(ino, name, out var a);
+                    if (e == Errno.OK) w.Entry(NodeOf(a.Ino), a, entryValid, Valid);
                     return e;
                 }
             case Opcode.Getattr:
@@ -82,7 +85,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                     if (e == Errno.OK) w.AttrOut(a, Valid);
                     return e;
                 }
-            case Opcode.Setattr: return Setattr(ino, ref r, ref w);
+            case Opcode.Setattr: return Setattr(ino, ref r, ref w, caller);
             case Opcode.Readlink:
                 {
                     var e = fs.Readlink(ino, out byte[] target);
@@ -92,45 +95,60 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
             case Opcode.Symlink:
                 {
                     if (!r.TryName(out var name) || !r.TryName(out var target)) return Errno.EINVAL;
-                    return Entry(fs.Symlink(ino, name, target, r.Uid, r.Gid, out var a), a, ref w);
+                    var pe = MayCreateIn(ino, caller, out ulong ev);
+                    return pe != Errno.OK ? pe : Entry(fs.Symlink(ino, name, target, r.Uid, r.Gid, out var a), a, ref w, ev);
                 }
             case Opcode.Mknod:
                 {
                     if (!r.TryStruct(16, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
                     uint mode = U32(s, 0) & ~U32(s, 8);
-                    return Entry(fs.Mknod(ino, name, mode, U32(s, 4), r.Uid, r.Gid, out var a), a, ref w);
+                    var pe = MayCreateIn(ino, caller, out ulong ev);
+                    return pe != Errno.OK ? pe : Entry(fs.Mknod(ino, name, mode, U32(s, 4), r.Uid, r.Gid, out var a), a, ref w, ev);
                 }
             case Opcode.Mkdir:
                 {
                     if (!r.TryStruct(8, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
                     uint mode = U32(s, 0) & ~U32(s, 4);
-                    return Entry(fs.Mkdir(ino, name, mode, r.Uid, r.Gid, out var a), a, ref w);
+                    var pe = MayCreateIn(ino, caller, out ulong ev);
+                    return pe != Errno.OK ? pe : Entry(fs.Mkdir(ino, name, mode, r.Uid, r.Gid, out var a), a, ref w, ev);
                 }
             case Opcode.Unlink:
-                return r.TryName(out var un) ? fs.Unlink(ino, un) : Errno.EINVAL;
+                {
+                    if (!r.TryName(out var name)) return Errno.EINVAL;
+                    var pe = MayDelete(ino, name, caller);
+                    return pe != Errno.OK ? pe : fs.Unlink(ino, name);
+                }
             case Opcode.Rmdir:
-                return r.TryName(out var rn) ? fs.Rmdir(ino, rn) : Errno.EINVAL;
+                {
+                    if (!r.TryName(out var name)) return Errno.EINVAL;
+                    var pe = MayDelete(ino, name, caller);
+                    return pe != Errno.OK ? pe : fs.Rmdir(ino, name);
+                }
             case Opcode.Rename:
                 {
                     if (!r.TryStruct(8, out var s) || !r.TryName(out var from) || !r.TryName(out var to)) return Errno.EINVAL;
-                    return fs.Rename(ino, from, Ino(U64(s, 0)), to, RenameFlags.None);
+                    var pe = MayRename(ino, from, Ino(U64(s, 0)), to, RenameFlags.None, caller);
+                    return pe != Errno.OK ? pe : fs.Rename(ino, from, Ino(U64(s, 0)), to, RenameFlags.None);
                 }
             case Opcode.Rename2:
                 {
                     if (!r.TryStruct(16, out var s) || !r.TryName(out var from) || !r.TryName(out var to)) return Errno.EINVAL;
-                    return fs.Rename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8));
+                    var pe = MayRename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8), caller);
+                    return pe != Errno.OK ? pe : fs.Rename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8));
                 }
             case Opcode.Link:
                 {
                     if (!r.TryStruct(8, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
-                    return Entry(fs.Link(Ino(U64(s, 0)), ino, name, out var a), a, ref w);
+                    var pe = MayCreateIn(ino, caller, out ulong ev);
+                    return pe != Errno.OK ? pe : Entry(fs.Link(Ino(U64(s, 0)), ino, name, out var a), a, ref w, ev);
                 }
             case Opcode.Open:
                 {
                     if (!r.TryStruct(8, out var s)) return Errno.EINVAL;
-                    return Open(ino, U32(s, 0), ref w);
+                    var pe = MayOpen(ino, U32(s, 0), caller);
+                    return pe != Errno.OK ? pe : Open(ino, U32(s, 0), ref w);
                 }
-            case Opcode.Create: return Create(ino, ref r, ref w);
+            case Opcode.Create: return Create(ino, ref r, ref w, caller);
             case Opcode.Read: return Read(ref r, ref w);
             case Opcode.Write: return Write(ref r, ref w);
             case Opcode.Release:
@@ -146,9 +164,8 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                 }
             case Opcode.Opendir:
                 {
-                    var e = fs.GetAttr(ino, out var a);
+                    var e = CheckDir(ino, caller, PosixAccess.MayRead, out _);
                     if (e != Errno.OK) return e;
-                    if (!a.IsDir) return Errno.ENOTDIR;
                     w.U64(0);
                     w.U32(0);
                     w.U32(0);
@@ -178,12 +195,15 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                     if (!r.TryStruct(8, out var s) || !r.TryName(out var name) || !r.TryBytes((int)U32(s, 0), out var value)) return Errno.EINVAL;
                     var flags = U32(s, 4) switch { 1 => XattrSetFlags.Create, 2 => XattrSetFlags.Replace, 0 => XattrSetFlags.Any, _ => (XattrSetFlags)(-1) };
                     if ((int)flags < 0) return Errno.EINVAL;
-                    return fs.SetXattr(ino, name, value, flags);
+                    var pe = MayXattr(ino, name, PosixAccess.MayWrite, caller);
+                    return pe != Errno.OK ? pe : fs.SetXattr(ino, name, value, flags);
                 }
             case Opcode.Getxattr:
                 {
                     if (!r.TryStruct(8, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
-                    var e = fs.GetXattr(ino, name, out var value);
+                    var e = MayXattr(ino, name, PosixAccess.MayRead, caller);
+                    if (e != Errno.OK) return e;
+                    e = fs.GetXattr(ino, name, out var value);
                     if (e != Errno.OK) return e;
                     return SizedReply(value, U32(s, 0), ref w);
                 }
@@ -196,7 +216,11 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                     return SizedReply(all, U32(s, 0), ref w);
                 }
             case Opcode.Removexattr:
-                return r.TryName(out var xn) ? fs.RemoveXattr(ino, xn) : Errno.EINVAL;
+                {
+                    if (!r.TryName(out var name)) return Errno.EINVAL;
+                    var pe = MayXattr(ino, name, PosixAccess.MayWrite, caller);
+                    return pe != Errno.OK ? pe : fs.RemoveXattr(ino, name);
+                }
             case Opcode.Fallocate:
                 {
                     if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
@@ -213,8 +237,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                     return e;
                 }
             case Opcode.Access:
-                // Permission checks are the kernel's (default_permissions); existence is ours.
-                return fs.GetAttr(ino, out _);
+                return r.TryStruct(8, out var am) ? Access(ino, U32(am, 0), caller) : Errno.EINVAL;
             case Opcode.Interrupt:
             case Opcode.Getlk:
             case Opcode.Setlk:
@@ -237,9 +260,9 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
     private static uint U32(ReadOnlySpan<byte> s, int off) => BinaryPrimitives.ReadUInt32LittleEndian(s[off..]);
     private static ulong U64(ReadOnlySpan<byte> s, int off) => BinaryPrimitives.ReadUInt64LittleEndian(s[off..]);
 
-    private Errno Entry(Errno e, in InodeAttr a, ref ReplyWriter w)
+    private Errno Entry(Errno e, in InodeAttr a, ref ReplyWriter w, ulong entryValid)
     {
-        if (e == Errno.OK) w.Entry(NodeOf(a.Ino), a, Valid, Valid);
+        if (e == Errno.OK) w.Entry(NodeOf(a.Ino), a, entryValid, Valid);
         return e;
     }
 
@@ -277,7 +300,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         return Errno.OK;
     }
 
-    private Errno Setattr(ulong ino, ref RequestReader r, ref ReplyWriter w)
+    private Errno Setattr(ulong ino, ref RequestReader r, ref ReplyWriter w, in Caller caller)
     {
         if (!r.TryStruct(88, out var s)) return Errno.EINVAL;
         uint valid = U32(s, 0);
@@ -291,6 +314,10 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         if ((valid & Abi.FattrMtimeNow) != 0) req.Mask |= SetAttrMask.MtimeNow;
         else if ((valid & Abi.FattrMtime) != 0) { req.Mask |= SetAttrMask.Mtime; req.Mtime = new Format.Timespec((long)U64(s, 40), U32(s, 60)); }
         if ((valid & Abi.FattrCtime) != 0) { req.Mask |= SetAttrMask.Ctime; req.Ctime = new Format.Timespec((long)U64(s, 48), U32(s, 64)); }
+        var ge = fs.GetAttr(ino, out var before);
+        if (ge != Errno.OK) return ge;
+        var pe = MaySetattr(before, valid, ref req, caller);
+        if (pe != Errno.OK) return pe;
         // HANDLE_KILLPRIV_V2: a truncate drops security.capability (and, when the kernel says
         // the caller lacks CAP_FSETID, set-user-ID and set-group-ID); a chown drops all three
         // on a file, as the VFS's notify_change would (DropPrivileges leaves directories be).
@@ -301,7 +328,9 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
             if (de != Errno.OK) return de;
         }
         var e = fs.SetAttr(ino, req, out var a);
-        if (e == Errno.OK) w.AttrOut(a, Valid);
+        if (e != Errno.OK) return e;
+        w.AttrOut(a, Valid);
+        ExpireNamesAfterChmod(before, a);
         return e;
     }
 
@@ -321,15 +350,18 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         return Errno.OK;
     }
 
-    private Errno Create(ulong dir, ref RequestReader r, ref ReplyWriter w)
+    /// <summary>create: the new file belongs to the caller (its group the directory's when the
+    /// directory is set-group-ID, as the engine decides) and is opened without a permission
+    /// check, as open(O_CREAT) with a mode that denies the creator still succeeds.</summary>
+    private Errno Create(ulong dir, ref RequestReader r, ref ReplyWriter w, in Caller caller)
     {
         if (!r.TryStruct(16, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
         uint flags = U32(s, 0), mode = U32(s, 4) & ~U32(s, 8);
-        var e = fs.Mknod(dir, name, mode, 0, 0, 0, out var a);
+        var e = MayCreateIn(dir, caller, out ulong entryValid);
         if (e != Errno.OK) return e;
-        // Owner: the caller. (Mknod is used so the type comes from mode; fix up the ids.)
-        fs.SetAttr(a.Ino, new SetAttrRequest { Mask = SetAttrMask.Uid | SetAttrMask.Gid, Uid = r.Uid, Gid = r.Gid, Ctime = a.Ctime }, out a);
-        w.Entry(NodeOf(a.Ino), a, Valid, Valid);
+        e = fs.Mknod(dir, name, mode, 0, r.Uid, r.Gid, out var a);
+        if (e != Errno.OK) return e;
+        w.Entry(NodeOf(a.Ino), a, entryValid, Valid);
         return Open(a.Ino, flags, ref w);
     }
 

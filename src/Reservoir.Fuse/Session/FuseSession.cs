@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Reservoir.Common;
 using Reservoir.Fuse.Bridge;
@@ -19,6 +20,10 @@ public sealed unsafe class FuseSession : IDisposable
     private readonly int _fd;
     private readonly FuseBridge _bridge;
     private readonly List<Thread> _threads = new();
+    /// <summary>Work that must wait for a reply to reach the kernel (notifications that take a
+    /// lock the kernel holds until then), run in order by one thread of its own.</summary>
+    private readonly BlockingCollection<Action> _deferred = new();
+    private Thread? _deferredThread;
     private readonly Action<string> _log;
     private volatile bool _stopping;
     private string? _helper; // fusermount3, when an ordinary user mounted
@@ -80,6 +85,9 @@ public sealed unsafe class FuseSession : IDisposable
         }
         var s = new FuseSession(fd, mp, bridge, options, log) { _helper = helper };
         bridge.Notifier = s.Notify;
+        bridge.Defer = work => { if (!s._deferred.IsAddingCompleted) s._deferred.TryAdd(work); };
+        s._deferredThread = new Thread(s.RunDeferred) { Name = "fuse-notify", IsBackground = true };
+        s._deferredThread.Start();
         for (int i = 0; i < options.Threads; i++)
         {
             var t = new Thread(s.Loop) { Name = $"fuse-{i}", IsBackground = true };
@@ -130,6 +138,15 @@ public sealed unsafe class FuseSession : IDisposable
         }
     }
 
+    private void RunDeferred()
+    {
+        foreach (var work in _deferred.GetConsumingEnumerable())
+        {
+            try { work(); }
+            catch (Exception ex) { _log($"fuse: deferred notification failed: {ex.Message}"); }
+        }
+    }
+
     /// <summary>Writes a notification (an out header with unique 0 and the notify code as its
     /// error) to the kernel. ENOENT means the kernel had nothing cached: not an error.</summary>
     private void Notify(byte[] msg)
@@ -164,6 +181,8 @@ public sealed unsafe class FuseSession : IDisposable
             else if (Libc.Umount2(MountPoint, 0) != 0) Libc.Umount2(MountPoint, Libc.MNT_DETACH);
         }
         foreach (var t in _threads) t.Join(TimeSpan.FromSeconds(30));
+        _deferred.CompleteAdding();
+        _deferredThread?.Join(TimeSpan.FromSeconds(30));
         Libc.Close(_fd);
     }
 }

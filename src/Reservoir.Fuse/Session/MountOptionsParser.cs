@@ -9,7 +9,10 @@ public sealed class FuseMountOptions
 {
     public bool ReadOnly { get; set; }
     public bool AllowOther { get; set; }
-    public bool DefaultPermissions { get; set; } = true;
+    /// <summary>default_permissions: the kernel checks permissions from the attributes it has
+    /// cached (and must fetch a directory's again after every change in it). Without it the
+    /// daemon checks them (Bridge/FuseBridge.Permissions.cs), the default.</summary>
+    public bool DefaultPermissions { get; set; }
     public bool NoAtime { get; set; }
     public bool NoExec { get; set; }
     public bool Suid { get; set; }

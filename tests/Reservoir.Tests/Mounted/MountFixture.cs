@@ -26,7 +26,7 @@ internal sealed class MountedImage : IDisposable
         if (Environment.UserName != "root") throw new Xunit.Sdk.XunitException("this test mounts with mount(2) and needs root");
     }
 
-    public MountedImage(ulong size = 512UL << 20, bool quota = false, bool allowOther = false)
+    public MountedImage(ulong size = 512UL << 20, bool quota = false, bool allowOther = false, bool defaultPermissions = false)
     {
         RequireFuse();
         var root = Directory.CreateTempSubdirectory("reservoir-mnt-").FullName;
@@ -37,7 +37,7 @@ internal sealed class MountedImage : IDisposable
         Filesystem.Format(_dev);
         Fs = Filesystem.Mount(_dev, new MountOptions { CommitIntervalMs = 5000 });
         if (quota) TestFs.Ok(Fs.EnableQuota());
-        _session = FuseSession.Mount(Fs, Image, Dir, new FuseMountOptions { Threads = 4, AllowOther = allowOther }, m => { lock (Log) Log.Add(m); });
+        _session = FuseSession.Mount(Fs, Image, Dir, new FuseMountOptions { Threads = 4, AllowOther = allowOther, DefaultPermissions = defaultPermissions }, m => { lock (Log) Log.Add(m); });
     }
 
     /// <summary>Runs a bash script in the mount; returns exit code and output.</summary>

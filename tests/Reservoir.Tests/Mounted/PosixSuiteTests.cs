@@ -82,6 +82,116 @@ public class PosixSuiteTests(ITestOutputHelper log)
         echo x > c4 && setcap cap_net_raw+ep c4 && chmod 700 c4; echo "c4 $(getcap c4 | wc -l)"
         """;
 
+    /// <summary>
+    /// Who may do what, as the VFS decides for a kernel filesystem: mode bits by class (only the
+    /// caller's own class counts), supplementary groups, search permission on every directory of
+    /// a path (also after another user walked it), the sticky bit, ownership for chmod, chown
+    /// and explicit times, write permission for "touch" and truncate, execute without read,
+    /// set-group-ID directories and chmod's set-group-ID rule, user.* attributes, access(2).
+    /// A runs as uid 1000 with no groups, B as uid 1001 in group 2000.
+    /// </summary>
+    private const string PermissionSuite = """
+        A='setpriv --reuid=1000 --regid=1000 --clear-groups'
+        B='setpriv --reuid=1001 --regid=1001 --groups=2000'
+        t() { name=$1; shift; ( eval "$@" ) >/dev/null 2>&1; echo "$name $?"; }
+        py() { python3 -c "$1"; }
+        mkdir -m 755 top && cd top || exit 1
+        mkdir -m 777 open open2 && mkdir -m 755 ro && touch ro/f && mkdir ro/d
+        echo secret > s600 && chmod 600 s600 && echo x > r644 && chmod 644 r644 && echo x > w666 && chmod 666 w666
+        t create_in_unwritable "$A touch f0"
+        t create_in_open "$A touch open/a"
+        t read_denied "$A cat s600"
+        t read_allowed "$A cat r644"
+        t write_denied "$A sh -c 'echo y >> r644'"
+        t write_allowed "$A sh -c 'echo y >> w666'"
+        t access_r "$A test -r r644"
+        t access_w "$A test -w r644"
+        t access_x "$A test -x r644"
+        t access_r_denied "$A test -r s600"
+        mkdir -m 700 priv && echo x > priv/f && chmod 644 priv/f
+        t traverse_denied "$A cat priv/f"
+        t list_denied "$A ls priv"
+        t stat_denied "$A stat priv/f"
+        t traverse_after_root "cat priv/f && $A cat priv/f"
+        t stat_after_root "stat priv/f && $A stat priv/f"
+        t cd_denied "$A sh -c 'cd priv'"
+        t access_dir_x "$A test -x priv"
+        mkdir -m 711 xonly && echo x > xonly/f && chmod 644 xonly/f
+        t search_only_read "$A cat xonly/f"
+        t search_only_list "$A ls xonly"
+        mkdir -m 744 ronly && touch ronly/f
+        t read_only_dir_stat "$A stat ronly/f"
+        t read_only_dir_list "$A ls ronly"
+        mkdir -m 770 grp && chgrp 2000 grp
+        t group_create "$B touch grp/b"
+        t nongroup_create "$A touch grp/a"
+        echo x > g640 && chgrp 2000 g640 && chmod 640 g640
+        t group_read "$B cat g640"
+        t other_read_denied "$A cat g640"
+        echo x > g604 && chgrp 2000 g604 && chmod 604 g604
+        t group_bits_only "$B cat g604"
+        t other_bits "$A cat g604"
+        echo x > o044 && chown 1000 o044 && chmod 044 o044
+        t owner_bits_only "$A cat o044"
+        mkdir -m 1777 st && $A touch st/a st/a2 && $B touch st/b st/b2
+        t sticky_unlink_other "$A rm -f st/b"
+        t sticky_unlink_own "$A rm -f st/a"
+        t sticky_rename_other "$A mv st/b st/c"
+        t sticky_replace_other "$A mv st/a2 st/b2"
+        t sticky_root "rm -f st/b"
+        t sticky_dir_owner "chown 1001 st && $B rm -f st/a2"
+        t unlink_unwritable "$A rm -f ro/f"
+        t rmdir_unwritable "$A rmdir ro/d"
+        t rename_out_of_unwritable "$A mv ro/f open/f"
+        t rename_into_unwritable "$A touch open/g && $A mv open/g ro/g"
+        mkdir open/rootdir
+        t move_unwritable_dir "$A mv open/rootdir open2/"
+        t rename_unwritable_dir_in_place "$A mv open/rootdir open/rootdir2"
+        t link_into_unwritable "$A touch open/lk && $A ln open/lk ro/lk"
+        t symlink_into_unwritable "$A ln -s x ro/s"
+        t mkdir_into_unwritable "$A mkdir ro/m"
+        t mkfifo_into_unwritable "$A mkfifo ro/p"
+        t chmod_not_owner "$A chmod 777 r644"
+        t chmod_owner "$A touch open/own && $A chmod 600 open/own"
+        t chown_give_away "$A chown 1001 open/own"
+        t chown_to_self "$A chown 1000 open/own"
+        t chgrp_member "$B touch open/bf && $B chgrp 2000 open/bf"
+        t chgrp_nonmember "$A chgrp 2000 open/own"
+        t chmod_drops_sgid "$A touch open/sg && chgrp 2000 open/sg && $A chmod 2755 open/sg && test \$(stat -c %a open/sg) = 755"
+        t chmod_keeps_sgid "$B touch open/sg2 && $B chgrp 2000 open/sg2 && $B chmod 2755 open/sg2 && test \$(stat -c %a open/sg2) = 2755"
+        t utime_explicit_other "$A touch -d 2001-01-01 w666"
+        t utime_explicit_own "$A touch -d 2001-01-01 open/own"
+        t utime_now_writer "$A touch w666"
+        t utime_now_reader "$A touch r644"
+        t utime_atime_only_writer "$A touch -a w666"
+        t truncate_reader "$A truncate -s 0 r644"
+        t truncate_writer "$A truncate -s 0 w666"
+        t open_trunc_reader "$A python3 -c \"import os; os.open('r644', os.O_RDONLY | os.O_TRUNC)\""
+        t r644_kept "test -s r644"
+        t ftruncate_after_chmod "$A python3 -c \"import os; f=os.open('open/ft', os.O_RDWR | os.O_CREAT, 0o644); os.write(f, b'abc'); os.chmod('open/ft', 0o400); os.ftruncate(f, 1)\""
+        t create_mode_denies_creator "$A python3 -c \"import os; f=os.open('open/c444', os.O_WRONLY | os.O_CREAT, 0o444); os.write(f, b'x')\""
+        cp /bin/true xbin && chmod 711 xbin && cp /bin/true xbin744 && chmod 744 xbin744 && cp /bin/true n644 && chmod 644 n644
+        t exec_without_read "$A ./xbin"
+        t exec_denied "$A ./xbin744"
+        t exec_root_no_x "./n644"
+        py "import os; os.setxattr('r644', 'user.a', b'1'); os.setxattr('s600', 'user.a', b'1')"
+        t xattr_write_denied "$A python3 -c \"import os; os.setxattr('r644', 'user.b', b'1')\""
+        t xattr_read_allowed "$A python3 -c \"import os; os.getxattr('r644', 'user.a')\""
+        t xattr_read_denied "$A python3 -c \"import os; os.getxattr('s600', 'user.a')\""
+        t xattr_remove_denied "$A python3 -c \"import os; os.removexattr('r644', 'user.a')\""
+        t xattr_own "$A python3 -c \"import os; os.setxattr('open/own', 'user.c', b'1'); os.getxattr('open/own', 'user.c')\""
+        mkdir -m 311 wx
+        t opendir_denied "$A ls wx"
+        mkdir -m 2777 sgd && chgrp 2000 sgd
+        t sgid_file_group "$A touch sgd/f && test \$(stat -c %g sgd/f) = 2000"
+        t sgid_dir_inherits "$A mkdir sgd/d && test \$(stat -c %g sgd/d) = 2000 && test -g sgd/d"
+        t sgid_create_strip "$A python3 -c \"import os; os.close(os.open('sgd/s', os.O_CREAT | os.O_WRONLY, 0o2755))\" && test \$(stat -c %a sgd/s) = 755"
+        mkdir -m 755 later && echo x > later/f && chmod 644 later/f
+        t before_chmod "$A cat later/f"
+        t after_chmod "chmod 700 later && $A cat later/f"
+        t after_chmod_back "chmod 755 later && $A cat later/f"
+        """;
+
     private static string Results(string dir, string suite = Suite) => MountedImage.Sh(suite, dir, 120).Out;
 
     [Fact]
@@ -90,9 +200,16 @@ public class PosixSuiteTests(ITestOutputHelper log)
     [Fact]
     public void PrivilegesAreDroppedAsOnExt4() => SameAsExt4(PrivilegeSuite, 15);
 
-    private void SameAsExt4(string suite, int lines)
+    /// <summary>The same answers whether the daemon checks (the default) or the kernel does
+    /// (<c>-o default_permissions</c>).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void PermissionsAreCheckedAsOnExt4(bool defaultPermissions) => SameAsExt4(PermissionSuite, 78, defaultPermissions);
+
+    private void SameAsExt4(string suite, int lines, bool defaultPermissions = false)
     {
-        using var m = new MountedImage(size: 128UL << 20, allowOther: true);
+        using var m = new MountedImage(size: 128UL << 20, allowOther: true, defaultPermissions: defaultPermissions);
         // The unprivileged steps must reach the mount (the temporary directory is private).
         MountedImage.Sh($"chmod 755 {Path.GetDirectoryName(m.Dir)}", "/");
         string ours = Results(m.Dir, suite);
