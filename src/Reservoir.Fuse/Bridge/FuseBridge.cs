@@ -238,11 +238,15 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                 }
             case Opcode.Access:
                 return r.TryStruct(8, out var am) ? Access(ino, U32(am, 0), caller) : Errno.EINVAL;
+            case Opcode.Ioctl: return Ioctl(ref r, ref w, ino);
+            // Requests are served inline and cannot be interrupted: ENOSYS makes the kernel stop
+            // sending INTERRUPTs. Locks are the kernel's own (POSIX_LOCKS and FLOCK_LOCKS are not
+            // negotiated, so it never asks).
             case Opcode.Interrupt:
             case Opcode.Getlk:
             case Opcode.Setlk:
             case Opcode.Setlkw:
-            case Opcode.Ioctl: return Ioctl(ref r, ref w, ino);
+                return Errno.ENOSYS;
             case Opcode.CopyFileRange: return CopyFileRange(ino, ref r, ref w);
             case Opcode.Bmap:
             case Opcode.Poll:

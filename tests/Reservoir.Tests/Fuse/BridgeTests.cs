@@ -102,8 +102,9 @@ public class BridgeTests : IDisposable
         int len = b.Handle(msg, _out);
         Assert.Equal(Abi.OutHeaderSize, len);
         Assert.Equal(-(int)Errno.EINVAL, BinaryPrimitives.ReadInt32LittleEndian(_out.AsSpan(4)));
-        // An opcode nobody knows: ENOSYS.
+        // An opcode nobody knows: ENOSYS. So is INTERRUPT (the kernel then stops sending them).
         Assert.Equal(-(int)Errno.ENOSYS, Send(b, (Opcode)999, Root, 0, 0).Error);
+        Assert.Equal(-(int)Errno.ENOSYS, Send(b, Opcode.Interrupt, 0, 0, 0, U64(5)).Error);
     }
 
     [Fact]
