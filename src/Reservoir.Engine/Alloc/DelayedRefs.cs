@@ -89,7 +89,7 @@ internal sealed class DelayedRefs
 
     /// <summary><see cref="NewDataExtent"/> for many extents under one lock (the commit's quota
     /// accounting asks for every extent with transitions).</summary>
-    public (ulong Owner, ulong Generation)?[] NewDataExtents(List<(ulong Bytenr, ulong NumBytes, List<ulong> Acquired, List<ulong> Dropped)> extents)
+    public (ulong Owner, ulong Generation)?[] NewDataExtents(List<(ulong Bytenr, ulong NumBytes, ulong[] Acquired, ulong[] Dropped)> extents)
     {
         var result = new (ulong, ulong)?[extents.Count];
         using var _ = _lock.Lock();

@@ -65,22 +65,48 @@ internal sealed class Lineage
     /// </summary>
     public IEnumerable<ulong> Descendants(ulong root, ulong since)
     {
-        var stack = new Stack<(List<(ulong Otransid, ulong Child)> List, int Index)>();
-        List<(ulong, ulong)>? first;
-        lock (_lock) first = _children.GetValueOrDefault(root);
-        if (first != null) stack.Push((first, LowerBound(first, since)));
-        while (stack.Count > 0)
+        var walk = new DescendantWalk(this);
+        walk.Start(root, since);
+        while (walk.Next(out ulong child)) yield return child;
+    }
+
+    /// <summary>
+    /// <see cref="Descendants"/> as a reusable cursor: the commit walks one extent's candidates
+    /// after another's, and an iterator with its stack per extent was a fifth of the quota
+    /// accounting's time (allocations). Start, then Next until false or until the caller has
+    /// seen enough.
+    /// </summary>
+    internal sealed class DescendantWalk(Lineage lineage)
+    {
+        private readonly Stack<(List<(ulong Otransid, ulong Child)> List, int Index)> _stack = new();
+        private ulong _since;
+
+        public void Start(ulong root, ulong since)
         {
-            var (list, i) = stack.Pop();
-            if (i >= list.Count) continue;
-            stack.Push((list, i + 1));
-            ulong child = list[i].Otransid >= since ? list[i].Child : 0;
-            if (child == 0) continue;
-            yield return child;
-            List<(ulong, ulong)>? sub;
-            lock (_lock) sub = _children.GetValueOrDefault(child);
-            // A snapshot's own snapshots are younger than it, so all of them qualify.
-            if (sub != null) stack.Push((sub, 0));
+            _stack.Clear();
+            _since = since;
+            List<(ulong, ulong)>? first;
+            lock (lineage._lock) first = lineage._children.GetValueOrDefault(root);
+            if (first != null) _stack.Push((first, LowerBound(first, since)));
+        }
+
+        public bool Next(out ulong child)
+        {
+            while (_stack.TryPop(out var top))
+            {
+                var (list, i) = top;
+                if (i >= list.Count) continue;
+                _stack.Push((list, i + 1));
+                child = list[i].Otransid >= _since ? list[i].Child : 0;
+                if (child == 0) continue;
+                List<(ulong, ulong)>? sub;
+                lock (lineage._lock) sub = lineage._children.GetValueOrDefault(child);
+                // A snapshot's own snapshots are younger than it, so all of them qualify.
+                if (sub != null) _stack.Push((sub, 0));
+                return true;
+            }
+            child = 0;
+            return false;
         }
     }
 

@@ -35,33 +35,53 @@ internal sealed class OwnerTransitions(IScheduler sched)
 
     /// <summary>Takes every entry, grouped by extent in address order (so the commit's lookups
     /// of consecutive extents land in the same leaves): (extent, length, subvolumes that
-    /// started referencing it, subvolumes that stopped), each list in subvolume order. Grouped
-    /// in one pass and sorted on the bare addresses: this runs inside every commit with quotas
-    /// on (a sort of the entries with a comparer was a fifth of the accounting's time).</summary>
-    public List<(ulong Bytenr, ulong NumBytes, List<ulong> Acquired, List<ulong> Dropped)> Take()
+    /// started referencing it, subvolumes that stopped), each in subvolume order. This runs
+    /// inside every commit with quotas on, so it sorts the entries once on their bare
+    /// addresses (a sort with a comparer was a fifth of the accounting's time) and gives each
+    /// extent one array, with the shared empty array on the side nobody is on (lists and a
+    /// dictionary per extent were another fifth).</summary>
+    public List<(ulong Bytenr, ulong NumBytes, ulong[] Acquired, ulong[] Dropped)> Take()
     {
-        Dictionary<ulong, (ulong NumBytes, List<ulong> Acquired, List<ulong> Dropped)> byExtent;
+        ulong[] addresses;
+        (ulong Root, ulong NumBytes, int Net)[] entries;
+        int n;
         using (_lock.Lock())
         {
-            if (_net.Count == 0) return [];
-            byExtent = new(_net.Count);
+            n = _net.Count;
+            if (n == 0) return [];
+            addresses = new ulong[n];
+            entries = new (ulong, ulong, int)[n];
+            int i = 0;
             foreach (var ((root, bytenr), (numBytes, net)) in _net)
             {
-                if (!byExtent.TryGetValue(bytenr, out var g)) byExtent[bytenr] = g = (numBytes, new List<ulong>(1), new List<ulong>(1));
-                (net > 0 ? g.Acquired : g.Dropped).Add(root);
+                addresses[i] = bytenr;
+                entries[i++] = (root, numBytes, net);
             }
             _net.Clear();
         }
-        var addresses = new ulong[byExtent.Count];
-        byExtent.Keys.CopyTo(addresses, 0);
-        Array.Sort(addresses);
-        var list = new List<(ulong, ulong, List<ulong>, List<ulong>)>(addresses.Length);
-        foreach (var bytenr in addresses)
+        // Sorted with the entries' indices, not the entries: a quarter of the bytes to move.
+        var order = new int[n];
+        for (int i = 0; i < n; i++) order[i] = i;
+        Array.Sort(addresses, order);
+        var list = new List<(ulong, ulong, ulong[], ulong[])>(n);
+        for (int i = 0; i < n;)
         {
-            var (numBytes, acquired, dropped) = byExtent[bytenr];
-            if (acquired.Count > 1) acquired.Sort();
-            if (dropped.Count > 1) dropped.Sort();
-            list.Add((bytenr, numBytes, acquired, dropped));
+            int j = i + 1;
+            while (j < n && addresses[j] == addresses[i]) j++;
+            int up = 0;
+            for (int k = i; k < j; k++) if (entries[order[k]].Net > 0) up++;
+            ulong[] acquired = up == 0 ? [] : new ulong[up], dropped = up == j - i ? [] : new ulong[j - i - up];
+            int a = 0, d = 0;
+            for (int k = i; k < j; k++)
+            {
+                var e = entries[order[k]];
+                if (e.Net > 0) acquired[a++] = e.Root;
+                else dropped[d++] = e.Root;
+            }
+            if (acquired.Length > 1) Array.Sort(acquired);
+            if (dropped.Length > 1) Array.Sort(dropped);
+            list.Add((addresses[i], entries[order[i]].NumBytes, acquired, dropped));
+            i = j;
         }
         return list;
     }

@@ -332,7 +332,7 @@ internal sealed class Qgroups
     /// who is alone after. The groups above are the commit's (<see cref="HigherAbove"/>,
     /// <see cref="AddUsage"/>), since deciding them may need lookups in the trees.
     /// </summary>
-    public void AccountExtent(ulong len, List<ulong> acquired, List<ulong> dropped, List<ulong> after, bool complete)
+    public void AccountExtent(ulong len, ulong[] acquired, ulong[] dropped, List<ulong> after, bool complete)
     {
         using var _ = _lock.Lock();
         if (!Enabled) return;
@@ -341,8 +341,8 @@ internal sealed class Qgroups
         if (!complete) return; // two or more referrers before and after: no one's exclusive changes
         // Who referenced it before: those now, less the ones that just started, plus the ones
         // that just stopped (a subvolume is in at most one of the two lists).
-        var before = new List<ulong>(after.Count + dropped.Count);
-        foreach (var r in after) if (!acquired.Contains(r)) before.Add(r);
+        var before = new List<ulong>(after.Count + dropped.Length);
+        foreach (var r in after) if (Array.IndexOf(acquired, r) < 0) before.Add(r);
         before.AddRange(dropped);
         if (before.Count == 1) Add(GroupUnsynchronized(before[0]), 0, -(long)len);
         if (after.Count == 1) Add(GroupUnsynchronized(after[0]), 0, (long)len);

@@ -84,6 +84,26 @@ internal sealed partial class BTree
         }
     }
 
+    /// <summary>
+    /// A read-only <see cref="Search"/> that starts from where <paramref name="path"/> already
+    /// is: when its leaf spans <paramref name="key"/> (first key ≤ key ≤ last key) only that leaf
+    /// is searched, and the levels above stay as they were, which is where a full search would
+    /// lead. For a caller visiting keys in order (the commit's accounting reads the extents it
+    /// changed in address order). The caller must not have changed the tree since the path was
+    /// made.
+    /// </summary>
+    public bool SearchNear(Key key, TreePath path)
+    {
+        var leaf = path.Nodes[0];
+        if (leaf != null && leaf.Level == 0 && leaf.NrItems > 0 && leaf.KeyAt(0) <= key && key <= leaf.KeyAt(leaf.NrItems - 1))
+        {
+            bool found = leaf.Search(key, out int slot);
+            path.Slots[0] = slot;
+            return found;
+        }
+        return Search(null, key, path);
+    }
+
     /// <summary>Moves past the end of a leaf to the first item of the next leaf. Returns false
     /// at the end of the tree. Read-only paths only.</summary>
     public bool NormalizeForward(TreePath path)

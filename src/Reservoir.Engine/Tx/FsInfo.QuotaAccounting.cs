@@ -25,13 +25,16 @@ internal sealed partial class FsInfo
         var changes = h.Transaction.OwnerTransitions.Take();
         if (changes.Count == 0 || !Quota.Enabled) return;
         Span<byte> buf = stackalloc byte[U64Item.Size];
-        var probe = new OwnerRefProbe();
+        var search = new ReferrerSearch(this, new OwnerRefProbe());
+        var noSharing = new List<(ulong Root, ulong Since)>(); // an extent's SHARED_ROOT_REFs, most often none
+        var path = new TreePath(); // the extent tree's, reused from one extent to the next (SearchNear)
         bool higher = Quota.HasHigherGroups;
         var written = new Dictionary<ulong, ulong>();
         // The groups above each subvolume, asked once per commit (relations cannot change
         // while the commit holds the commit lock).
         var above = new Dictionary<ulong, List<(ulong Id, HashSet<ulong> Members)>>();
         var fresh = h.Transaction.Refs.NewDataExtents(changes);
+        h.Transaction.WithoutSharedRootRefs.EnsureCapacity(changes.Count);
         for (int i = 0; i < changes.Count; i++)
         {
             var (bytenr, len, acquired, dropped) = changes[i];
@@ -45,26 +48,27 @@ internal sealed partial class FsInfo
                 // The common case, an extent written now by its subvolume alone (no snapshot of
                 // it taken since, no clone): it is that subvolume's alone. Summed per writer and
                 // accounted once below, with no search.
-                if (acquired.Count == 1 && acquired[0] == owner && dropped.Count == 0 && !Lineage.HasSnapshotsSince(owner, gen))
+                if (acquired.Length == 1 && acquired[0] == owner && dropped.Length == 0 && !Lineage.HasSnapshotsSince(owner, gen))
                 {
                     written[owner] = written.GetValueOrDefault(owner) + len;
-                    h.Transaction.WithoutSharedRootRefs.Add(bytenr);
-                    continue;
+                    continue; // referenced, so not freed by this commit: WithoutSharedRootRefs need not know it
                 }
-                shared = [];
+                shared = noSharing;
             }
-            else (owner, gen, shared) = ExtentOriginAndSharing(bytenr, len);
+            else (owner, gen, shared) = ExtentOriginAndSharing(bytenr, len, path, noSharing);
+            if (shared == noSharing) noSharing.Clear();
             foreach (var r in acquired)
             {
                 if (r == owner || shared.Any(s => s.Root == r)) continue;
                 // Taken by a clone: snapshots of it taken from now on may have it too.
                 U64Item.Write(buf, h.Transid);
                 ExtentTree.Put(h, new Key(bytenr, KeyTypes.SharedRootRef, r), buf);
+                path.Reset(); // the tree changed: the next extent's search starts from the root
                 shared.Add((r, h.Transid));
             }
             if (shared.Count == 0) h.Transaction.WithoutSharedRootRefs.Add(bytenr);
-            var search = new ReferrerSearch(this, probe, bytenr, owner, gen, shared, acquired, dropped);
-            int enough = acquired.Count + 2;
+            search.Begin(bytenr, owner, gen, shared, acquired, dropped);
+            int enough = acquired.Length + 2;
             var after = search.Referrers(enough);
             bool complete = after.Count < enough;
             Quota.AccountExtent(len, acquired, dropped, after, complete);
@@ -92,7 +96,7 @@ internal sealed partial class FsInfo
     {
         var (acquired, dropped) = (search.Acquired, search.Dropped);
         var others = new List<ulong>(after.Count); // referrers before and after
-        foreach (var r in after) if (!acquired.Contains(r)) others.Add(r);
+        foreach (var r in after) if (Array.IndexOf(acquired, r) < 0) others.Add(r);
         var groups = new List<(ulong Id, HashSet<ulong> Members)>();
         void Involve(ulong subvolume)
         {
@@ -112,8 +116,8 @@ internal sealed partial class FsInfo
             {
                 bool oIn = others.Any(In), oAll = others.All(In);
                 (rb, ra) = (dIn || oIn, aIn || oIn);
-                eb = others.Count + dropped.Count > 0 && oAll && dAll;
-                ea = others.Count + acquired.Count > 0 && oAll && aAll;
+                eb = others.Count + dropped.Length > 0 && oAll && dAll;
+                ea = others.Count + acquired.Length > 0 && oAll && aAll;
             }
             else
             {
@@ -136,10 +140,11 @@ internal sealed partial class FsInfo
         return (ei.Owner, ei.Generation);
     }
 
-    /// <summary>The EXTENT_ITEM of a referenced data extent, <paramref name="path"/> left at it.</summary>
+    /// <summary>The EXTENT_ITEM of a referenced data extent, <paramref name="path"/> left at it
+    /// (searched from where the path already is, when its leaf spans the key).</summary>
     private ExtentItem ExtentItemAt(ulong bytenr, ulong len, TreePath path)
     {
-        if (!ExtentTree.Search(null, new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
+        if (!ExtentTree.SearchNear(new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
             throw new CorruptionException($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
         return ei;
     }
@@ -149,17 +154,17 @@ internal sealed partial class FsInfo
     /// SHARED_ROOT_REFs 188), so most extents, which have no SHARED_ROOT_REF, are settled by
     /// the EXTENT_ITEM's search and a step or two, without a second search. Caller holds the
     /// extent tree's lock.</summary>
-    private (ulong Owner, ulong Generation, List<(ulong Root, ulong Since)> Shared) ExtentOriginAndSharing(ulong bytenr, ulong len)
+    private (ulong Owner, ulong Generation, List<(ulong Root, ulong Since)> Shared) ExtentOriginAndSharing(ulong bytenr, ulong len,
+        TreePath path, List<(ulong Root, ulong Since)> none)
     {
-        var path = new TreePath();
         var ei = ExtentItemAt(bytenr, len, path);
         // A few back-references are stepped over; an extent with many (leaves of many writable
         // snapshots name it) is searched again at its first SHARED_ROOT_REF instead.
         for (int step = 0; step < 8; step++)
         {
-            if (!ExtentTree.Next(path)) return (ei.Owner, ei.Generation, []);
+            if (!ExtentTree.Next(path)) return (ei.Owner, ei.Generation, none);
             var k = path.Key;
-            if (k.ObjectId != bytenr || k.Type > KeyTypes.SharedRootRef) return (ei.Owner, ei.Generation, []);
+            if (k.ObjectId != bytenr || k.Type > KeyTypes.SharedRootRef) return (ei.Owner, ei.Generation, none);
             if (k.Type == KeyTypes.SharedRootRef) return (ei.Owner, ei.Generation, SharedRootRefs(bytenr));
         }
         return (ei.Owner, ei.Generation, SharedRootRefs(bytenr));

@@ -12,13 +12,30 @@ namespace Reservoir.Engine.Tx;
 /// transitions already say that each of <see cref="Acquired"/> references it and none of
 /// <see cref="Dropped"/> does; every other candidate costs one lookup of its EXTENT_OWNER_REF.
 /// Used only inside the commit, while no handle is open and no tree, lineage or qgroup
-/// relation can change.
+/// relation can change. One instance serves a whole commit, one extent after another
+/// (<see cref="Begin"/>), so that asking about an extent allocates nothing in the common case.
 /// </summary>
-internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe, ulong bytenr, ulong owner, ulong gen,
-    List<(ulong Root, ulong Since)> shared, List<ulong> acquired, List<ulong> dropped)
+internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
 {
-    public List<ulong> Acquired => acquired;
-    public List<ulong> Dropped => dropped;
+    private ulong bytenr, owner, gen;
+    private List<(ulong Root, ulong Since)> shared = [];
+    private ulong[] acquired = [], dropped = [];
+    /// <summary><see cref="Referrers"/>' answer, valid until the next <see cref="Begin"/>.</summary>
+    private readonly List<ulong> _found = new();
+    private readonly Lineage.DescendantWalk _walk = new(fs.Lineage);
+    private readonly HashSet<ulong> _seen = new();
+    private int _origin; // the candidate cursor: the origin whose lineage is being walked (-1: the writer)
+
+    public ulong[] Acquired => acquired;
+    public ulong[] Dropped => dropped;
+
+    /// <summary>Starts the questions about one extent: its writer and birth transaction, the
+    /// subvolumes that took it by a clone (SHARED_ROOT_REFs), and the transaction's transitions.</summary>
+    public void Begin(ulong bytenr, ulong owner, ulong gen, List<(ulong Root, ulong Since)> shared, ulong[] acquired, ulong[] dropped)
+    {
+        (this.bytenr, this.owner, this.gen, this.shared, this.acquired, this.dropped) = (bytenr, owner, gen, shared, acquired, dropped);
+        _set = null;
+    }
 
     /// <summary>The extent's whole set of referrers, when the commit keeps one for it
     /// (<see cref="ReferrerSets"/>); set by <see cref="Referrers"/>.</summary>
@@ -34,7 +51,9 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe, ulong byten
     /// </summary>
     public List<ulong> Referrers(int enough)
     {
-        var found = new List<ulong>(acquired);
+        var found = _found;
+        found.Clear();
+        found.AddRange(acquired);
         _set = fs.ReferrerSets.Find(bytenr, owner, gen);
         if (_set != null)
         {
@@ -42,14 +61,15 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe, ulong byten
             foreach (var c in _set.Holders)
             {
                 if (found.Count >= enough) break;
-                if (!acquired.Contains(c)) found.Add(c);
+                if (Array.IndexOf(acquired, c) < 0) found.Add(c);
             }
             return found;
         }
         if (found.Count >= enough) return found;
         if (fs.Options.ReferrerSetAfter <= 0) return KeepWholeSet(enough);
         int passed = 0;
-        foreach (var c in Candidates())
+        StartCandidates();
+        while (NextCandidate(out ulong c))
         {
             if (Decided(c)) continue;
             if (!Holds(c))
@@ -68,7 +88,8 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe, ulong byten
     private List<ulong> KeepWholeSet(int enough)
     {
         var ordered = new List<ulong>(acquired);
-        foreach (var c in Candidates())
+        StartCandidates();
+        while (NextCandidate(out ulong c))
             if (!Decided(c) && Holds(c)) ordered.Add(c);
         _set = new ReferrerSets.Entry(owner, gen, [.. ordered], fs.HighestSubvolumeId);
         fs.ReferrerSets.Keep(bytenr, _set);
@@ -126,7 +147,8 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe, ulong byten
             }
             return false;
         }
-        foreach (var c in Candidates())
+        StartCandidates();
+        while (NextCandidate(out ulong c))
         {
             if (c == skip1 || c == skip2 || Decided(c) || members.Contains(Qgroups.ForSubvolume(c)) != inside) continue;
             if (Holds(c)) return true;
@@ -134,19 +156,31 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe, ulong byten
         return false;
     }
 
-    /// <summary>The candidates, each once, lazily: each origin, then its snapshots taken since
-    /// it had the extent, depth first in the order taken.</summary>
-    private IEnumerable<ulong> Candidates()
+    /// <summary>The candidates, each once, lazily (<see cref="NextCandidate"/> until false, or
+    /// until the caller has seen enough): each origin, then its snapshots taken since it had
+    /// the extent, depth first in the order taken.</summary>
+    private void StartCandidates()
+    {
+        _origin = -2; // the next call starts the writer's lineage
+        _seen.Clear();
+    }
+
+    private bool NextCandidate(out ulong c)
     {
         // One origin's lineage never repeats a subvolume; only several origins can.
-        var seen = shared.Count > 0 ? new HashSet<ulong>() : null;
-        for (int s = -1; s < shared.Count; s++)
+        bool dedupe = shared.Count > 0;
+        while (true)
         {
-            var (root, since) = s < 0 ? (owner, gen) : shared[s];
-            if (seen == null || seen.Add(root)) yield return root;
-            if (!fs.Lineage.HasSnapshots(root)) continue;
-            foreach (var c in fs.Lineage.Descendants(root, since))
-                if (seen == null || seen.Add(c)) yield return c;
+            if (_origin >= -1 && _walk.Next(out c))
+            {
+                if (!dedupe || _seen.Add(c)) return true;
+                continue;
+            }
+            if (++_origin >= shared.Count) { c = 0; return false; }
+            var (root, since) = _origin < 0 ? (owner, gen) : shared[_origin];
+            _walk.Start(root, since);
+            c = root;
+            if (!dedupe || _seen.Add(c)) return true;
         }
     }
 
@@ -159,7 +193,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe, ulong byten
     }
 
     /// <summary>Already known from the transitions (a short list: a linear search).</summary>
-    private bool Decided(ulong c) => acquired.Contains(c) || dropped.Contains(c);
+    private bool Decided(ulong c) => Array.IndexOf(acquired, c) >= 0 || Array.IndexOf(dropped, c) >= 0;
 
     private bool Holds(ulong c)
     {
