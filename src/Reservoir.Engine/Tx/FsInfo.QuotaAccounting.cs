@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Reservoir.Common;
 using Reservoir.Engine.Quota;
 using Reservoir.Engine.Tree;
@@ -30,9 +31,7 @@ internal sealed partial class FsInfo
         var path = new TreePath(); // the extent tree's, reused from one extent to the next (SearchNear)
         bool higher = Quota.HasHigherGroups;
         var written = new Dictionary<ulong, ulong>();
-        // The groups above each subvolume, asked once per commit (relations cannot change
-        // while the commit holds the commit lock).
-        var above = new Dictionary<ulong, List<(ulong Id, HashSet<ulong> Members)>>();
+        var scratch = higher ? new HigherGroupScratch() : null;
         var fresh = h.Transaction.Refs.NewDataExtents(changes);
         h.Transaction.WithoutSharedRootRefs.EnsureCapacity(changes.Count);
         for (int i = 0; i < changes.Count; i++)
@@ -72,7 +71,7 @@ internal sealed partial class FsInfo
             var after = search.Referrers(enough);
             bool complete = after.Count < enough;
             Quota.AccountExtent(len, acquired, dropped, after, complete);
-            if (higher) AccountHigherGroups(search, len, after, complete, above);
+            if (scratch != null) AccountHigherGroups(search, len, after, complete, scratch);
         }
         foreach (var (owner, bytes) in written) Quota.AccountWrittenAlone(owner, bytes);
     }
@@ -91,37 +90,32 @@ internal sealed partial class FsInfo
     /// smaller of the group's members or the rest, so a group of 10,000 snapshots is not
     /// walked per extent.
     /// </summary>
-    private void AccountHigherGroups(ReferrerSearch search, ulong len, List<ulong> after, bool complete,
-        Dictionary<ulong, List<(ulong Id, HashSet<ulong> Members)>> above)
+    private void AccountHigherGroups(ReferrerSearch search, ulong len, List<ulong> after, bool complete, HigherGroupScratch scratch)
     {
         var (acquired, dropped) = (search.Acquired, search.Dropped);
-        var others = new List<ulong>(after.Count); // referrers before and after
+        var others = scratch.Others; // referrers before and after
+        others.Clear();
         foreach (var r in after) if (Array.IndexOf(acquired, r) < 0) others.Add(r);
-        var groups = new List<(ulong Id, HashSet<ulong> Members)>();
-        void Involve(ulong subvolume)
-        {
-            if (!above.TryGetValue(subvolume, out var list)) above[subvolume] = list = Quota.HigherAbove(subvolume);
-            foreach (var g in list)
-                if (!groups.Exists(x => x.Id == g.Id)) groups.Add(g);
-        }
-        foreach (var r in acquired) Involve(r);
-        foreach (var r in dropped) Involve(r);
-        for (int i = 0; i < others.Count && (complete || i < 2); i++) Involve(others[i]);
+        var groups = scratch.Groups;
+        groups.Clear();
+        foreach (var r in acquired) Involve(r, scratch);
+        foreach (var r in dropped) Involve(r, scratch);
+        for (int i = 0; i < others.Count && (complete || i < 2); i++) Involve(others[i], scratch);
+        var otherSpan = CollectionsMarshal.AsSpan(others);
         foreach (var (id, members) in groups)
         {
-            bool In(ulong r) => members.Contains(Engine.Quota.Qgroups.ForSubvolume(r));
-            bool aIn = acquired.Any(In), dIn = dropped.Any(In), aAll = acquired.All(In), dAll = dropped.All(In);
+            bool aIn = AnyIn(acquired, members), dIn = AnyIn(dropped, members), aAll = AllIn(acquired, members), dAll = AllIn(dropped, members);
             bool rb, ra, eb, ea;
             if (complete)
             {
-                bool oIn = others.Any(In), oAll = others.All(In);
+                bool oIn = AnyIn(otherSpan, members), oAll = AllIn(otherSpan, members);
                 (rb, ra) = (dIn || oIn, aIn || oIn);
                 eb = others.Count + dropped.Length > 0 && oAll && dAll;
                 ea = others.Count + acquired.Length > 0 && oAll && aAll;
             }
             else
             {
-                bool in1 = In(others[0]), in2 = In(others[1]);
+                bool in1 = In(others[0], members), in2 = In(others[1], members);
                 bool oIn = in1 || in2 || (aIn != dIn && search.AnyOther(id, members, inside: true, others[0], others[1]));
                 bool oAll = in1 && in2 && aAll != dAll && !search.AnyOther(id, members, inside: false, others[0], others[1]);
                 (rb, ra) = (dIn || oIn, aIn || oIn);
@@ -130,6 +124,43 @@ internal sealed partial class FsInfo
             long dr = rb == ra ? 0 : ra ? (long)len : -(long)len, de = eb == ea ? 0 : ea ? (long)len : -(long)len;
             Quota.AddUsage(id, dr, de);
         }
+    }
+
+    /// <summary>Adds the groups above a subvolume (asked once per commit) to the extent's list, each once.</summary>
+    private void Involve(ulong subvolume, HigherGroupScratch scratch)
+    {
+        if (!scratch.Above.TryGetValue(subvolume, out var list)) scratch.Above[subvolume] = list = Quota.HigherAbove(subvolume);
+        foreach (var g in list)
+        {
+            bool have = false;
+            foreach (var x in scratch.Groups) if (x.Id == g.Id) { have = true; break; }
+            if (!have) scratch.Groups.Add(g);
+        }
+    }
+
+    private static bool In(ulong subvolume, HashSet<ulong> members) => members.Contains(Engine.Quota.Qgroups.ForSubvolume(subvolume));
+
+    private static bool AnyIn(ReadOnlySpan<ulong> subvolumes, HashSet<ulong> members)
+    {
+        foreach (var r in subvolumes) if (In(r, members)) return true;
+        return false;
+    }
+
+    private static bool AllIn(ReadOnlySpan<ulong> subvolumes, HashSet<ulong> members)
+    {
+        foreach (var r in subvolumes) if (!In(r, members)) return false;
+        return true;
+    }
+
+    /// <summary>What <see cref="AccountHigherGroups"/> reuses from one extent to the next in a
+    /// commit (it runs per extent, and lists and closures per call were most of its cost): the
+    /// extent's other referrers and groups, and the groups above each subvolume, asked once per
+    /// commit (relations cannot change while the commit holds the commit lock).</summary>
+    private sealed class HigherGroupScratch
+    {
+        public readonly List<ulong> Others = new();
+        public readonly List<(ulong Id, HashSet<ulong> Members)> Groups = new();
+        public readonly Dictionary<ulong, List<(ulong Id, HashSet<ulong> Members)>> Above = new();
     }
 
     /// <summary>The subvolume that wrote a data extent written before this transaction and the
