@@ -43,8 +43,11 @@ internal readonly struct Caller(uint uid, uint gid, uint pid)
 /// Reads a thread's supplementary groups ("Groups:") and effective capabilities ("CapEff:")
 /// from /proc/PID/task/PID/status. A request's pid is the calling thread's id; groups and
 /// capabilities are per thread in the kernel (glibc keeps groups equal across a process), so
-/// the task's own file is the right one. No cache: a pid can be reused, and the read is needed
-/// only for the rare decision that depends on it.
+/// the task's own file is the right one. The caller is blocked in the request while the daemon
+/// reads it, so the pid still names it (unless a fatal signal ends it meanwhile, when the answer
+/// no longer reaches anyone). No cache: a pid can be reused once the request is over, and the
+/// read is needed only for the rare decision that depends on it. A caller outside the daemon's
+/// pid namespace comes with pid 0: no groups and no capabilities are assumed.
 /// </summary>
 internal static class ProcStatus
 {
