@@ -116,7 +116,6 @@ internal sealed partial class FuseBridge
         if (e != Errno.OK) return e;
         int mask = (flags & FmodeExec) != 0 ? PosixAccess.MayExec
             : (flags & O_ACCMODE) switch { 0 => PosixAccess.MayRead, 1 => PosixAccess.MayWrite, _ => PosixAccess.MayRead | PosixAccess.MayWrite };
-        if (a.IsDir) mask = PosixAccess.MayRead; // opendir
         return PosixAccess.Allows(a, c, mask) ? Errno.OK : Errno.EACCES;
     }
 
