@@ -187,8 +187,10 @@ public class PosixSuiteTests(ITestOutputHelper log)
         t sgid_dir_inherits "$A mkdir sgd/d && test \$(stat -c %g sgd/d) = 2000 && test -g sgd/d"
         t sgid_create_strip "$A python3 -c \"import os; os.close(os.open('sgd/s', os.O_CREAT | os.O_WRONLY, 0o2755))\" && test \$(stat -c %a sgd/s) = 755"
         mkdir -m 755 later && echo x > later/f && chmod 644 later/f
+        # later/f is now cached for the entry timeout (1 s) unless the chmod expires it; the expiry
+        # is sent after the chmod's reply, and 0.2 s lets it land on a loaded machine
         t before_chmod "$A cat later/f"
-        t after_chmod "chmod 700 later && $A cat later/f"
+        t after_chmod "chmod 700 later && sleep 0.2 && $A cat later/f"
         t after_chmod_back "chmod 755 later && $A cat later/f"
         """;
 
