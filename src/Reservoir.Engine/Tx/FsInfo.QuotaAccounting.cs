@@ -37,6 +37,7 @@ internal sealed partial class FsInfo
         for (int i = 0; i < changes.Count; i++)
         {
             var (bytenr, len, acquired, dropped) = changes[i];
+            noSharing.Clear(); // the previous extent's clones, if it had any
             ulong owner, gen;
             List<(ulong Root, ulong Since)> shared;
             // An extent written in this transaction has no SHARED_ROOT_REF yet (they are added
@@ -55,10 +56,9 @@ internal sealed partial class FsInfo
                 shared = noSharing;
             }
             else (owner, gen, shared) = ExtentOriginAndSharing(bytenr, len, path, noSharing);
-            if (shared == noSharing) noSharing.Clear();
             foreach (var r in acquired)
             {
-                if (r == owner || shared.Any(s => s.Root == r)) continue;
+                if (r == owner || HasRoot(shared, r)) continue;
                 // Taken by a clone: snapshots of it taken from now on may have it too.
                 U64Item.Write(buf, h.Transid);
                 ExtentTree.Put(h, new Key(bytenr, KeyTypes.SharedRootRef, r), buf);
@@ -124,6 +124,12 @@ internal sealed partial class FsInfo
             long dr = rb == ra ? 0 : ra ? (long)len : -(long)len, de = eb == ea ? 0 : ea ? (long)len : -(long)len;
             Quota.AddUsage(id, dr, de);
         }
+    }
+
+    private static bool HasRoot(List<(ulong Root, ulong Since)> shared, ulong root)
+    {
+        foreach (var s in shared) if (s.Root == root) return true;
+        return false;
     }
 
     /// <summary>Adds the groups above a subvolume (asked once per commit) to the extent's list, each once.</summary>

@@ -48,18 +48,16 @@ internal sealed partial class FuseBridge
         return !_checks || PosixAccess.Allows(d, c, mask) ? Errno.OK : Errno.EACCES;
     }
 
-    /// <summary>lookup: search permission on the directory.</summary>
-    private Errno MayLookup(ulong dir, in Caller c, out ulong entryValid)
-    {
-        var e = CheckDir(dir, c, PosixAccess.MayExec, out var d);
-        entryValid = EntryValid(d);
-        return e;
-    }
+    /// <summary>lookup: search permission on the directory; the entry's timeout.</summary>
+    private Errno MayLookup(ulong dir, in Caller c, out ulong entryValid) => CheckDirForEntry(dir, c, PosixAccess.MayExec, out entryValid);
 
     /// <summary>create, mknod, mkdir, symlink, link: write and search on the directory (may_create).</summary>
-    private Errno MayCreateIn(ulong dir, in Caller c, out ulong entryValid)
+    private Errno MayCreateIn(ulong dir, in Caller c, out ulong entryValid) =>
+        CheckDirForEntry(dir, c, PosixAccess.MayWrite | PosixAccess.MayExec, out entryValid);
+
+    private Errno CheckDirForEntry(ulong dir, in Caller c, int mask, out ulong entryValid)
     {
-        var e = CheckDir(dir, c, PosixAccess.MayWrite | PosixAccess.MayExec, out var d);
+        var e = CheckDir(dir, c, mask, out var d);
         entryValid = EntryValid(d);
         return e;
     }
@@ -69,14 +67,8 @@ internal sealed partial class FuseBridge
     {
         if (!_checks || c.IsRoot) return Errno.OK;
         var e = CheckDir(dir, c, PosixAccess.MayWrite | PosixAccess.MayExec, out var d);
-        if (e != Errno.OK) return e;
-        return MayDeleteEntry(d, dir, name, c);
-    }
-
-    private Errno MayDeleteEntry(in InodeAttr d, ulong dir, ReadOnlySpan<byte> name, in Caller c)
-    {
-        if (c.Uid == d.Uid || (d.Mode & 0x200) == 0) return Errno.OK; // no sticky bit, or the directory's owner
-        var e = fs.Lookup(dir, name, out var victim);
+        if (e != Errno.OK || !PosixAccess.IsSticky(d) || c.Uid == d.Uid) return e; // the victim matters only then
+        e = fs.Lookup(dir, name, out var victim);
         if (e != Errno.OK) return e;
         return PosixAccess.StickyAllows(d, victim, c) ? Errno.OK : Errno.EPERM;
     }

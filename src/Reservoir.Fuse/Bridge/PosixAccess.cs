@@ -50,6 +50,8 @@ internal static class PosixAccess
     /// <summary>inode_owner_or_capable: chmod, explicit times, and the like (CAP_FOWNER).</summary>
     public static bool Owns(in InodeAttr a, in Caller c) => c.Uid == a.Uid || c.HasCapability(Caller.CapFowner);
 
+    public static bool IsSticky(in InodeAttr dir) => (dir.Mode & Sticky) != 0;
+
     /// <summary>may_delete's sticky rule (check_sticky): in a sticky directory only the
     /// file's owner, the directory's owner or CAP_FOWNER may remove or rename the entry.</summary>
     public static bool StickyAllows(in InodeAttr dir, in InodeAttr victim, in Caller c) =>
