@@ -87,16 +87,6 @@ internal sealed class DelayedRefs
     private (ulong Owner, ulong Generation)? Born(ulong bytenr) =>
         _heads.TryGetValue(bytenr, out var h) && h.IsData && h.New ? (h.Owner, h.Generation) : null;
 
-    /// <summary><see cref="NewDataExtent"/> for many extents under one lock (the commit's quota
-    /// accounting asks for every extent with transitions).</summary>
-    public (ulong Owner, ulong Generation)?[] NewDataExtents(List<(ulong Bytenr, ulong NumBytes, ulong[] Acquired, ulong[] Dropped)> extents)
-    {
-        var result = new (ulong, ulong)?[extents.Count];
-        using var _ = _lock.Lock();
-        for (int i = 0; i < extents.Count; i++) result[i] = Born(extents[i].Bytenr);
-        return result;
-    }
-
     /// <summary>Net pending reference delta of a data extent (for deciding whether an extent
     /// allocated in this transaction is still referenced).</summary>
     public int PendingDataRefs(ulong bytenr)

@@ -12,7 +12,7 @@ namespace Reservoir.Engine.Quota;
 /// </summary>
 internal sealed class Lineage
 {
-    private readonly object _lock = new(); // guards both maps
+    private readonly object _lock = new(); // guards both maps, except against DescendantWalk (see there)
     private readonly Dictionary<ulong, (ulong Parent, ulong Otransid)> _parent = new();
     /// <summary>Snapshots of each subvolume in the order they were taken.</summary>
     private readonly Dictionary<ulong, List<(ulong Otransid, ulong Child)>> _children = new();
@@ -74,7 +74,9 @@ internal sealed class Lineage
     /// <see cref="Descendants"/> as a reusable cursor: the commit walks one extent's candidates
     /// after another's, and an iterator with its stack per extent was a fifth of the quota
     /// accounting's time (allocations). Start, then Next until false or until the caller has
-    /// seen enough.
+    /// seen enough. Only while the commit lock is held exclusively (the commit, quota enable):
+    /// the lineage changes only inside handles, so then it cannot change, and the walk reads
+    /// it without <see cref="_lock"/> (it walks the lists themselves unlocked in any case).
     /// </summary>
     internal sealed class DescendantWalk(Lineage lineage)
     {
@@ -85,8 +87,7 @@ internal sealed class Lineage
         {
             _stack.Clear();
             _since = since;
-            List<(ulong, ulong)>? first;
-            lock (lineage._lock) first = lineage._children.GetValueOrDefault(root);
+            var first = lineage._children.GetValueOrDefault(root);
             if (first != null) _stack.Push((first, LowerBound(first, since)));
         }
 
@@ -99,8 +100,7 @@ internal sealed class Lineage
                 _stack.Push((list, i + 1));
                 child = list[i].Otransid >= _since ? list[i].Child : 0;
                 if (child == 0) continue;
-                List<(ulong, ulong)>? sub;
-                lock (lineage._lock) sub = lineage._children.GetValueOrDefault(child);
+                var sub = lineage._children.GetValueOrDefault(child);
                 // A snapshot's own snapshots are younger than it, so all of them qualify.
                 if (sub != null) _stack.Push((sub, 0));
                 return true;

@@ -1,27 +1,122 @@
+using System.Runtime.InteropServices;
 using Reservoir.Common.Concurrency;
 
 namespace Reservoir.Engine.Quota;
 
 /// <summary>
+/// One extent's transitions in a transaction: its net change per subvolume (the first
+/// subvolume's inline, since most extents have one; any others in <see cref="More"/>), and,
+/// when a subvolume wrote it in this transaction, that writer and the transaction
+/// (<see cref="BornGeneration"/> 0 when the ledger did not see the write: the caller asks the
+/// delayed refs). The slot is in use while <see cref="Net0"/> ≠ 0; an entry whose nets all
+/// cancelled is <see cref="IsEmpty"/> and left in place.
+/// </summary>
+internal struct ExtentTransitions
+{
+    public ulong Bytenr, NumBytes, BornOwner, BornGeneration, Root0;
+    public int Net0;
+    public List<(ulong Root, int Net)>? More;
+
+    public readonly bool IsEmpty => Net0 == 0 && (More == null || More.Count == 0);
+
+    /// <summary>Exactly one subvolume started referencing the extent and none stopped.</summary>
+    public readonly bool OnlyAcquiredBy(ulong root) => Net0 > 0 && Root0 == root && (More == null || More.Count == 0);
+
+    public readonly bool AnyAcquired
+    {
+        get
+        {
+            if (Net0 > 0) return true;
+            if (More != null) foreach (var (_, n) in More) if (n > 0) return true;
+            return false;
+        }
+    }
+
+    /// <summary>The subvolumes that started (<paramref name="acquired"/>) and stopped
+    /// referencing the extent, each in subvolume order; the shared empty array for a side
+    /// nobody is on, and <paramref name="single"/>'s one-element array (kept for the last
+    /// subvolume asked about) for an extent with one transition. Read-only: one array may
+    /// serve many extents.</summary>
+    public readonly (ulong[] Acquired, ulong[] Dropped) Split(ref ulong[]? single)
+    {
+        if (More is not { Count: > 0 })
+        {
+            if (single == null || single[0] != Root0) single = [Root0];
+            return Net0 > 0 ? (single, []) : ([], single);
+        }
+        int up = Net0 > 0 ? 1 : 0;
+        foreach (var (_, n) in More) if (n > 0) up++;
+        int all = More.Count + 1;
+        ulong[] acquired = up == 0 ? [] : new ulong[up], dropped = up == all ? [] : new ulong[all - up];
+        int a = 0, d = 0;
+        if (Net0 > 0) acquired[a++] = Root0; else dropped[d++] = Root0;
+        foreach (var (r, n) in More)
+            if (n > 0) acquired[a++] = r; else dropped[d++] = r;
+        if (acquired.Length > 1) Array.Sort(acquired);
+        if (dropped.Length > 1) Array.Sort(dropped);
+        return (acquired, dropped);
+    }
+
+    public readonly int NetOf(ulong root)
+    {
+        if (Net0 != 0 && Root0 == root) return Net0;
+        if (More != null) foreach (var (r, n) in More) if (r == root) return n;
+        return 0;
+    }
+
+    public void Add(ulong root, int delta)
+    {
+        if (Net0 != 0 && Root0 == root)
+        {
+            Net0 += delta;
+            if (Net0 == 0 && More is { Count: > 0 }) { (Root0, Net0) = More[^1]; More.RemoveAt(More.Count - 1); }
+            return;
+        }
+        if (More != null)
+            for (int i = 0; i < More.Count; i++)
+                if (More[i].Root == root)
+                {
+                    int net = More[i].Net + delta;
+                    if (net == 0) More.RemoveAt(i);
+                    else More[i] = (root, net);
+                    return;
+                }
+        if (Net0 == 0) (Root0, Net0) = (root, delta);
+        else (More ??= new()).Add((root, delta));
+    }
+}
+
+/// <summary>
 /// The running transaction's ledger of EXTENT_OWNER_REF transitions (SPEC.md §5.9): a
 /// subvolume whose count of file extent items naming an extent went from 0 to ≥ 1 (+1) or back
-/// (−1). Only the net change per (subvolume, extent) matters, so a pair that cancels leaves no
-/// entry. Entries are recorded by the operation changing the subvolume's tree, under that
-/// tree's write lock, so a snapshot taken under the same lock copies exactly the source's
-/// entries its tree already reflects.
+/// (−1). Only the net change per (subvolume, extent) matters, so a pair that cancels leaves an
+/// empty entry, which the commit skips. Entries are recorded by the operation changing the
+/// subvolume's tree, under that tree's write lock, so a snapshot taken under the same lock
+/// copies exactly the source's entries its tree already reflects. They are kept per extent as
+/// they arrive, in a list of structs with an index by address, so the commit walks them in
+/// place: no sort of every entry, no copy, nothing allocated per extent.
 /// </summary>
 internal sealed class OwnerTransitions(IScheduler sched)
 {
-    private readonly FsMutex _lock = sched.CreateMutex("owner-transitions"); // guards _net
-    private readonly Dictionary<(ulong Root, ulong Bytenr), (ulong NumBytes, int Net)> _net = new();
+    private readonly FsMutex _lock = sched.CreateMutex("owner-transitions"); // guards _extents, _index and every entry's More
+    private List<ExtentTransitions> _extents = new();
+    private readonly Dictionary<ulong, int> _index = new(); // extent address → its entry in _extents
 
-    public void Note(ulong root, ulong bytenr, ulong numBytes, int delta)
+    /// <summary>Records a transition. <paramref name="bornGeneration"/> (≠ 0) says that
+    /// <paramref name="root"/> is writing the extent in this transaction (its first file
+    /// extent item), which spares the commit the question.</summary>
+    public void Note(ulong root, ulong bytenr, ulong numBytes, int delta, ulong bornGeneration = 0)
     {
         using var _ = _lock.Lock();
-        var k = (root, bytenr);
-        int net = (_net.TryGetValue(k, out var v) ? v.Net : 0) + delta;
-        if (net == 0) _net.Remove(k);
-        else _net[k] = (numBytes, net);
+        ref int i = ref CollectionsMarshal.GetValueRefOrAddDefault(_index, bytenr, out bool exists);
+        if (!exists)
+        {
+            i = _extents.Count;
+            _extents.Add(new ExtentTransitions { Bytenr = bytenr, NumBytes = numBytes });
+        }
+        ref var c = ref CollectionsMarshal.AsSpan(_extents)[i];
+        if (bornGeneration != 0) (c.BornOwner, c.BornGeneration) = (root, bornGeneration);
+        c.Add(root, delta);
     }
 
     /// <summary>A snapshot of <paramref name="source"/> taken in this transaction holds what the
@@ -30,57 +125,19 @@ internal sealed class OwnerTransitions(IScheduler sched)
     public void CopyRoot(ulong source, ulong snapshot)
     {
         using var _ = _lock.Lock();
-        foreach (var ((r, b), v) in _net.Where(kv => kv.Key.Root == source).ToList()) _net[(snapshot, b)] = v;
+        foreach (ref var c in CollectionsMarshal.AsSpan(_extents))
+            if (c.NetOf(source) is var net and not 0) c.Add(snapshot, net);
     }
 
-    /// <summary>Takes every entry, grouped by extent in address order (so the commit's lookups
-    /// of consecutive extents land in the same leaves): (extent, length, subvolumes that
-    /// started referencing it, subvolumes that stopped), each in subvolume order. This runs
-    /// inside every commit with quotas on, so it sorts the entries once on their bare
-    /// addresses (a sort with a comparer was a fifth of the accounting's time) and gives each
-    /// extent one array, with the shared empty array on the side nobody is on (lists and a
-    /// dictionary per extent were another fifth).</summary>
-    public List<(ulong Bytenr, ulong NumBytes, ulong[] Acquired, ulong[] Dropped)> Take()
+    /// <summary>Takes every extent's entry, in no particular order (the commit sorts the ones it
+    /// searches for), empty ones included; the ledger starts over.</summary>
+    public List<ExtentTransitions> Take()
     {
-        ulong[] addresses;
-        (ulong Root, ulong NumBytes, int Net)[] entries;
-        int n;
-        using (_lock.Lock())
-        {
-            n = _net.Count;
-            if (n == 0) return [];
-            addresses = new ulong[n];
-            entries = new (ulong, ulong, int)[n];
-            int i = 0;
-            foreach (var ((root, bytenr), (numBytes, net)) in _net)
-            {
-                addresses[i] = bytenr;
-                entries[i++] = (root, numBytes, net);
-            }
-            _net.Clear();
-        }
-        var order = SortedOrder(addresses);
-        var list = new List<(ulong, ulong, ulong[], ulong[])>(n);
-        for (int i = 0; i < n;)
-        {
-            int j = i + 1;
-            while (j < n && addresses[j] == addresses[i]) j++;
-            int up = 0;
-            for (int k = i; k < j; k++) if (entries[order[k]].Net > 0) up++;
-            ulong[] acquired = up == 0 ? [] : new ulong[up], dropped = up == j - i ? [] : new ulong[j - i - up];
-            int a = 0, d = 0;
-            for (int k = i; k < j; k++)
-            {
-                var e = entries[order[k]];
-                if (e.Net > 0) acquired[a++] = e.Root;
-                else dropped[d++] = e.Root;
-            }
-            if (acquired.Length > 1) Array.Sort(acquired);
-            if (dropped.Length > 1) Array.Sort(dropped);
-            list.Add((addresses[i], entries[order[i]].NumBytes, acquired, dropped));
-            i = j;
-        }
-        return list;
+        using var _ = _lock.Lock();
+        var all = _extents;
+        _extents = new();
+        _index.Clear();
+        return all;
     }
 
     /// <summary>

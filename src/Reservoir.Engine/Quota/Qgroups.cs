@@ -323,39 +323,21 @@ internal sealed class Qgroups
     private List<Qgroup> HigherUnsynchronized() =>
         _higher ??= _groups.Values.Where(g => QgroupId.Level(g.Id) > 0).ToList();
 
-    /// <summary>
-    /// At commit: data extent of <paramref name="len"/> bytes that <paramref name="acquired"/>
-    /// started and <paramref name="dropped"/> stopped referencing in this transaction, and that
-    /// <paramref name="after"/> reference now (all of them when <paramref name="complete"/>, else
-    /// the first ones found, more than the acquired ones by at least two), for the level-0
-    /// groups: referenced moves with the transitions; exclusive with who was alone before and
-    /// who is alone after. The groups above are the commit's (<see cref="HigherAbove"/>,
-    /// <see cref="AddUsage"/>), since deciding them may need lookups in the trees.
-    /// </summary>
-    public void AccountExtent(ulong len, ulong[] acquired, ulong[] dropped, List<ulong> after, bool complete)
+    /// <summary>One commit's accounting (<see cref="QgroupDeltas"/>), under one lock: each
+    /// group's sums, and what subvolumes wrote alone added to their groups and every group
+    /// above them. A level-0 group comes into being if its subvolume has none yet; a higher
+    /// group destroyed meanwhile is skipped (it cannot be: the commit holds the commit lock).</summary>
+    public void Apply(QgroupDeltas deltas)
     {
         using var _ = _lock.Lock();
         if (!Enabled) return;
-        foreach (var r in acquired) Add(GroupUnsynchronized(r), (long)len, 0);
-        foreach (var r in dropped) Add(GroupUnsynchronized(r), -(long)len, 0);
-        if (!complete) return; // two or more referrers before and after: no one's exclusive changes
-        // Who referenced it before: those now, less the ones that just started, plus the ones
-        // that just stopped (a subvolume is in at most one of the two lists).
-        var before = new List<ulong>(after.Count + dropped.Length);
-        foreach (var r in after) if (Array.IndexOf(acquired, r) < 0) before.Add(r);
-        before.AddRange(dropped);
-        if (before.Count == 1) Add(GroupUnsynchronized(before[0]), 0, -(long)len);
-        if (after.Count == 1) Add(GroupUnsynchronized(after[0]), 0, (long)len);
-    }
-
-    /// <summary>Extents of <paramref name="bytes"/> in all that <paramref name="subvolume"/>
-    /// wrote in this transaction and alone references: its group and every group above it
-    /// reference them and hold them exclusively.</summary>
-    public void AccountWrittenAlone(ulong subvolume, ulong bytes)
-    {
-        using var _ = _lock.Lock();
-        if (!Enabled) return;
-        foreach (var g in ChainUnsynchronized(subvolume)) Add(g, (long)bytes, (long)bytes);
+        foreach (var (id, (r, e)) in deltas.ByGroup)
+        {
+            if (QgroupId.Level(id) == 0) Add(GroupUnsynchronized(QgroupId.Id(id)), r, e);
+            else if (_groups.TryGetValue(id, out var g)) Add(g, r, e);
+        }
+        foreach (var (subvolume, bytes) in deltas.WrittenAlone)
+            foreach (var g in ChainUnsynchronized(subvolume)) Add(g, (long)bytes, (long)bytes);
     }
 
     /// <summary>
@@ -387,14 +369,6 @@ internal sealed class Qgroups
 
     /// <summary>How many level-0 groups there are (one per subvolume).</summary>
     public int Level0Count { get { using var _ = _lock.Lock(); return _groups.Count - HigherUnsynchronized().Count; } }
-
-    /// <summary>Moves a group's referenced and exclusive (the commit's accounting of
-    /// groups of level 1 and above).</summary>
-    public void AddUsage(ulong id, long referenced, long exclusive)
-    {
-        using var _ = _lock.Lock();
-        if (Enabled && _groups.TryGetValue(id, out var g)) Add(g, referenced, exclusive);
-    }
 
     private void Add(Qgroup g, long rfer, long excl)
     {

@@ -65,9 +65,13 @@ internal sealed class TreeNode
 
     /// <summary>Binary search. Returns true and the slot if found; else false and the slot
     /// where the key would be inserted.</summary>
-    public bool Search(Key key, out int slot)
+    public bool Search(Key key, out int slot) => Search(key, 0, out slot);
+
+    /// <summary><see cref="Search(Key, out int)"/> among the slots from <paramref name="lo"/> on,
+    /// for a caller that knows the key is not below slot <paramref name="lo"/>'s.</summary>
+    public bool Search(Key key, int lo, out int slot)
     {
-        int lo = 0, hi = NrItems - 1;
+        int hi = NrItems - 1;
         while (lo <= hi)
         {
             int mid = (lo + hi) >>> 1;

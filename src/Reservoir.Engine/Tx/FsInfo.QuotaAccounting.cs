@@ -25,37 +25,69 @@ internal sealed partial class FsInfo
     {
         var changes = h.Transaction.OwnerTransitions.Take();
         if (changes.Count == 0 || !Quota.Enabled) return;
-        Span<byte> buf = stackalloc byte[U64Item.Size];
-        var search = new ReferrerSearch(this, new OwnerRefProbe());
-        var noSharing = new List<(ulong Root, ulong Since)>(); // an extent's SHARED_ROOT_REFs, most often none
-        var path = new TreePath(); // the extent tree's, reused from one extent to the next (SearchNear)
-        bool higher = Quota.HasHigherGroups;
-        var written = new Dictionary<ulong, ulong>();
-        var scratch = higher ? new HigherGroupScratch() : null;
-        var fresh = h.Transaction.Refs.NewDataExtents(changes);
-        h.Transaction.WithoutSharedRootRefs.EnsureCapacity(changes.Count);
-        for (int i = 0; i < changes.Count; i++)
+        var scratch = _accounting ??= new AccountingScratch(this);
+        scratch.Reset();
+        var deltas = scratch.Deltas;
+        // First the common case, an extent written now by its subvolume alone (no snapshot of
+        // it taken since, no clone): it is that subvolume's alone, summed per writer with no
+        // search. An extent written in this transaction is known from the write itself (the
+        // ledger's birth mark), else from its delayed-ref head; one that only lost referrers
+        // was referenced before the transaction, so it is not new (freed addresses are pinned
+        // until the commit, never reused within it). The rest are searched, in address order.
+        var searched = scratch.Searched;
+        ulong lastWriter = ulong.MaxValue;
+        bool lastWriterSnapshotted = false;
+        var entries = CollectionsMarshal.AsSpan(changes);
+        for (int i = 0; i < entries.Length; i++)
         {
-            var (bytenr, len, acquired, dropped) = changes[i];
+            ref readonly var c = ref entries[i];
+            if (c.IsEmpty) continue; // every transition cancelled
+            var born = c.BornGeneration != 0 ? (c.BornOwner, c.BornGeneration)
+                : c.AnyAcquired ? h.Transaction.Refs.NewDataExtent(c.Bytenr) : null;
+            if (born is not var (owner, gen)) { searched.Add((i, 0, 0, false)); continue; }
+            if (c.OnlyAcquiredBy(owner))
+            {
+                if (owner != lastWriter) (lastWriter, lastWriterSnapshotted) = (owner, Lineage.HasSnapshotsSince(owner, h.Transid));
+                if (gen == h.Transid && !lastWriterSnapshotted)
+                {
+                    deltas.AddWrittenAlone(owner, c.NumBytes);
+                    continue; // referenced, so not freed by this commit: WithoutSharedRootRefs need not know it
+                }
+            }
+            searched.Add((i, owner, gen, true));
+        }
+        if (searched.Count > 0) AccountSearched(h, changes, scratch);
+        Quota.Apply(deltas);
+        scratch.Reset(); // holds no leaf or tree of this commit until the next
+    }
+
+    /// <summary>The extents <see cref="AccountOwnerTransitions"/> must ask about, in address
+    /// order, so that consecutive EXTENT_ITEMs and EXTENT_OWNER_REFs come from leaves already
+    /// in hand (<see cref="BTree.SearchNear"/>, <see cref="OwnerRefProbe"/>).</summary>
+    private void AccountSearched(TransHandle h, List<ExtentTransitions> changes, AccountingScratch scratch)
+    {
+        var (searched, deltas, search, noSharing, path) = (scratch.Searched, scratch.Deltas, scratch.Search, scratch.NoSharing, scratch.Path);
+        var addresses = new ulong[searched.Count];
+        for (int i = 0; i < addresses.Length; i++) addresses[i] = changes[searched[i].Index].Bytenr;
+        var order = OwnerTransitions.SortedOrder(addresses);
+        Span<byte> buf = stackalloc byte[U64Item.Size];
+        var higher = Quota.HasHigherGroups ? scratch.Higher : null;
+        h.Transaction.WithoutSharedRootRefs.EnsureCapacity(searched.Count);
+        var entries = CollectionsMarshal.AsSpan(changes);
+        ulong[]? single = null;
+        foreach (int o in order)
+        {
+            var s = searched[o];
+            ref readonly var c = ref entries[s.Index];
+            var (bytenr, len) = (c.Bytenr, c.NumBytes);
+            var (acquired, dropped) = c.Split(ref single);
             noSharing.Clear(); // the previous extent's clones, if it had any
-            ulong owner, gen;
+            ulong owner = s.Owner, gen = s.Generation;
             List<(ulong Root, ulong Since)> shared;
             // An extent written in this transaction has no SHARED_ROOT_REF yet (they are added
             // here, and its address was free until now): no search for them.
-            if (fresh[i] is { } born)
-            {
-                (owner, gen) = born;
-                // The common case, an extent written now by its subvolume alone (no snapshot of
-                // it taken since, no clone): it is that subvolume's alone. Summed per writer and
-                // accounted once below, with no search.
-                if (acquired.Length == 1 && acquired[0] == owner && dropped.Length == 0 && !Lineage.HasSnapshotsSince(owner, gen))
-                {
-                    written[owner] = written.GetValueOrDefault(owner) + len;
-                    continue; // referenced, so not freed by this commit: WithoutSharedRootRefs need not know it
-                }
-                shared = noSharing;
-            }
-            else (owner, gen, shared) = ExtentOriginAndSharing(bytenr, len, path, noSharing);
+            if (s.New) shared = noSharing;
+            else (owner, gen, shared) = ExtentOriginAndSharing(h, bytenr, len, path, noSharing);
             foreach (var r in acquired)
             {
                 if (r == owner || HasRoot(shared, r)) continue;
@@ -70,10 +102,9 @@ internal sealed partial class FsInfo
             int enough = acquired.Length + 2;
             var after = search.Referrers(enough);
             bool complete = after.Count < enough;
-            Quota.AccountExtent(len, acquired, dropped, after, complete);
-            if (scratch != null) AccountHigherGroups(search, len, after, complete, scratch);
+            deltas.AccountExtent(len, acquired, dropped, after, complete);
+            if (higher != null) AccountHigherGroups(search, len, after, complete, higher, deltas);
         }
-        foreach (var (owner, bytes) in written) Quota.AccountWrittenAlone(owner, bytes);
     }
 
     /// <summary>
@@ -90,7 +121,7 @@ internal sealed partial class FsInfo
     /// smaller of the group's members or the rest, so a group of 10,000 snapshots is not
     /// walked per extent.
     /// </summary>
-    private void AccountHigherGroups(ReferrerSearch search, ulong len, List<ulong> after, bool complete, HigherGroupScratch scratch)
+    private void AccountHigherGroups(ReferrerSearch search, ulong len, List<ulong> after, bool complete, HigherGroupScratch scratch, QgroupDeltas deltas)
     {
         var (acquired, dropped) = (search.Acquired, search.Dropped);
         var others = scratch.Others; // referrers before and after
@@ -122,7 +153,7 @@ internal sealed partial class FsInfo
                 (eb, ea) = (oAll && dAll, oAll && aAll);
             }
             long dr = rb == ra ? 0 : ra ? (long)len : -(long)len, de = eb == ea ? 0 : ea ? (long)len : -(long)len;
-            Quota.AddUsage(id, dr, de);
+            deltas.Add(id, dr, de);
         }
     }
 
@@ -158,6 +189,33 @@ internal sealed partial class FsInfo
         return true;
     }
 
+    /// <summary>The accounting's working state, kept from one commit to the next (commits are
+    /// serialized by the commit mutex, so one at a time uses it): lists, the referrer search, the
+    /// extent tree path. Allocating them per commit made the accounting trigger collections.</summary>
+    private AccountingScratch? _accounting;
+
+    private sealed class AccountingScratch(FsInfo fs)
+    {
+        public readonly QgroupDeltas Deltas = new();
+        public readonly List<(int Index, ulong Owner, ulong Generation, bool New)> Searched = new();
+        public readonly ReferrerSearch Search = new(fs, new OwnerRefProbe());
+        public readonly List<(ulong Root, ulong Since)> NoSharing = new(); // an extent's SHARED_ROOT_REFs, most often none
+        public readonly TreePath Path = new(); // the extent tree's, reused from one extent to the next (SearchNear)
+        public readonly HigherGroupScratch Higher = new();
+
+        /// <summary>Forgets the last commit: its leaves and paths (the trees have moved since),
+        /// its sums, and the groups above each subvolume (relations may have changed).</summary>
+        public void Reset()
+        {
+            Deltas.Clear();
+            Searched.Clear();
+            Search.Reset();
+            NoSharing.Clear();
+            Path.Reset();
+            Higher.Above.Clear();
+        }
+    }
+
     /// <summary>What <see cref="AccountHigherGroups"/> reuses from one extent to the next in a
     /// commit (it runs per extent, and lists and closures per call were most of its cost): the
     /// extent's other referrers and groups, and the groups above each subvolume, asked once per
@@ -191,10 +249,16 @@ internal sealed partial class FsInfo
     /// SHARED_ROOT_REFs 188), so most extents, which have no SHARED_ROOT_REF, are settled by
     /// the EXTENT_ITEM's search and a step or two, without a second search. Caller holds the
     /// extent tree's lock.</summary>
-    private (ulong Owner, ulong Generation, List<(ulong Root, ulong Since)> Shared) ExtentOriginAndSharing(ulong bytenr, ulong len,
+    private (ulong Owner, ulong Generation, List<(ulong Root, ulong Since)> Shared) ExtentOriginAndSharing(TransHandle h, ulong bytenr, ulong len,
         TreePath path, List<(ulong Root, ulong Since)> none)
     {
-        var ei = ExtentItemAt(bytenr, len, path);
+        if (!ExtentTree.SearchNear(new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
+        {
+            // Not expected (an extent that only lost referrers was referenced before this
+            // transaction), but a new extent is still told by its delayed-ref head.
+            if (h.Transaction.Refs.NewDataExtent(bytenr) is var (o, g)) { path.Reset(); return (o, g, none); }
+            throw new CorruptionException($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
+        }
         // A few back-references are stepped over; an extent with many (leaves of many writable
         // snapshots name it) is searched again at its first SHARED_ROOT_REF instead.
         for (int step = 0; step < 8; step++)

@@ -19,8 +19,9 @@ internal static class OwnerRefs
 
     /// <summary>Adds <paramref name="delta"/> file extent items naming an extent to the tree's
     /// count, and notes in the transaction when the tree starts (0 → ≥ 1) or stops (→ 0)
-    /// referencing it. Caller holds a handle and the tree's write lock.</summary>
-    public static void Change(TransHandle h, BTree tree, ulong bytenr, ulong numBytes, long delta)
+    /// referencing it (<paramref name="isNew"/>: the tree is writing the extent in this
+    /// transaction). Caller holds a handle and the tree's write lock.</summary>
+    public static void Change(TransHandle h, BTree tree, ulong bytenr, ulong numBytes, long delta, bool isNew = false)
     {
         if (delta == 0) return;
         var key = KeyOf(bytenr);
@@ -31,7 +32,7 @@ internal static class OwnerRefs
             if (delta < 0)
                 throw new CorruptionException($"subvolume {tree.Id}: dropping a missing EXTENT_OWNER_REF of extent {bytenr}", bytenr);
             new ExtentOwnerRefItem { Count = (ulong)delta, NumBytes = numBytes }.Write(tree.Insert(h, key, ExtentOwnerRefItem.Size));
-            h.Transaction.OwnerTransitions.Note(tree.Id, bytenr, numBytes, +1);
+            h.Transaction.OwnerTransitions.Note(tree.Id, bytenr, numBytes, +1, isNew ? h.Transid : 0);
             return;
         }
         if (!ExtentOwnerRefItem.TryRead(path.Data, out var r))
@@ -85,6 +86,9 @@ internal static class OwnerRefs
 internal sealed class OwnerRefProbe
 {
     private readonly Dictionary<BTree, TreeNode> _leaves = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>Forgets every leaf (a new commit: the trees may have changed).</summary>
+    public void Clear() => _leaves.Clear();
 
     public bool Holds(BTree tree, ulong bytenr)
     {

@@ -1,4 +1,5 @@
 using Reservoir.Engine.Quota;
+using Reservoir.Engine.Tree;
 using Reservoir.Format.Items;
 
 namespace Reservoir.Engine.Tx;
@@ -12,8 +13,9 @@ namespace Reservoir.Engine.Tx;
 /// transitions already say that each of <see cref="Acquired"/> references it and none of
 /// <see cref="Dropped"/> does; every other candidate costs one lookup of its EXTENT_OWNER_REF.
 /// Used only inside the commit, while no handle is open and no tree, lineage or qgroup
-/// relation can change. One instance serves a whole commit, one extent after another
-/// (<see cref="Begin"/>), so that asking about an extent allocates nothing in the common case.
+/// relation can change. One instance serves every commit, one extent after another
+/// (<see cref="Begin"/>, <see cref="Reset"/> between commits), so that asking about an
+/// extent allocates nothing in the common case.
 /// </summary>
 internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
 {
@@ -34,6 +36,17 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     public void Begin(ulong bytenr, ulong owner, ulong gen, List<(ulong Root, ulong Since)> shared, ulong[] acquired, ulong[] dropped)
     {
         (this.bytenr, this.owner, this.gen, this.shared, this.acquired, this.dropped) = (bytenr, owner, gen, shared, acquired, dropped);
+        _set = null;
+    }
+
+    /// <summary>Before the next commit's accounting: the leaves the probe kept are of trees
+    /// that have moved since.</summary>
+    public void Reset()
+    {
+        probe.Clear();
+        _trees.Clear();
+        _found.Clear();
+        _seen.Clear();
         _set = null;
     }
 
@@ -195,9 +208,15 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// <summary>Already known from the transitions (a short list: a linear search).</summary>
     private bool Decided(ulong c) => Array.IndexOf(acquired, c) >= 0 || Array.IndexOf(dropped, c) >= 0;
 
+    /// <summary>The subvolume trees looked up in this commit (they cannot come or go while
+    /// it runs): the trees' map is behind a lock that every probe took.</summary>
+    private readonly Dictionary<ulong, BTree?> _trees = new();
+
     private bool Holds(ulong c)
     {
-        if (fs.FsTree(c) is not { } t) return false;
+        ref var tree = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_trees, c, out bool known);
+        if (!known) tree = fs.FsTree(c);
+        if (tree is not { } t) return false;
         fs.Stats.OwnerRefProbes++; // only the commit searches: no other writer
         return probe.Holds(t, bytenr);
     }

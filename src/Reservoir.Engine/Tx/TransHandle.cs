@@ -112,7 +112,7 @@ internal sealed class TransHandle : ITreeContext, IDisposable
     public void FileExtentRef(BTree tree, ulong bytenr, ulong numBytes, ulong ino, ulong offset, int delta, bool isNew = false)
     {
         Transaction.Refs.AddDataRef(bytenr, numBytes, tree.Id, ino, offset, delta, isNew, isNew ? Transid : 0);
-        if (_fs.Quota.Enabled) OwnerRefs.Change(this, tree, bytenr, numBytes, delta);
+        if (_fs.Quota.Enabled) OwnerRefs.Change(this, tree, bytenr, numBytes, delta, isNew);
     }
 
     public bool DropIfShared(TreeNode node)

@@ -136,4 +136,32 @@ public class BTreeTests
             Assert.Equal((i - 1) * 2, path.Key.ObjectId);
         }
     }
+
+    /// <summary>SearchNear (the commit's in-order lookups, from where the last one left the path,
+    /// stepping with Next in between as the accounting does) must answer exactly as a search
+    /// from the root: found or not, and the same slot.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void SearchNearAnswersAsAFullSearch(int seed)
+    {
+        var (t, ctx) = NewTree(4096);
+        var rng = new Random(seed);
+        for (ulong i = 0; i < 20_000; i++) if (rng.Next(3) > 0) t.Insert(ctx, new Key(i * 4, (byte)(1 + i % 2), 0), 8);
+        var near = new TreePath();
+        ulong at = 0;
+        for (int q = 0; q < 5_000; q++)
+        {
+            // Mostly forward by a little (absent keys included), sometimes back or far.
+            at = rng.Next(10) switch { 0 => (ulong)rng.Next(0, 80_000), 1 => at > 40 ? at - (ulong)rng.Next(40) : 0, _ => at + (ulong)rng.Next(0, 12) };
+            var key = new Key(at, (byte)(1 + rng.Next(2)), 0);
+            var full = new TreePath();
+            bool want = t.Search(null, key, full);
+            Assert.Equal(want, t.SearchNear(key, near));
+            Assert.Same(full.Leaf, near.Leaf);
+            Assert.Equal(full.Slots[0], near.Slots[0]);
+            for (int k = rng.Next(3); k > 0 && t.Next(near); k--) { } // the accounting steps over back-references
+        }
+    }
 }

@@ -1,11 +1,13 @@
+using Reservoir.Common.Concurrency;
 using Reservoir.Engine.Quota;
 using Xunit;
 
 namespace Reservoir.Tests.Engine;
 
-/// <summary>The commit's sort of transition addresses: the packed sort (indices in the aligned
-/// addresses' zero bits) and the fallback must both give the addresses in order and, for each,
-/// the index it came from.</summary>
+/// <summary>The transitions ledger: net changes per (subvolume, extent) grouped per extent, with
+/// the writer's birth mark; and the commit's sort of addresses (the packed sort, indices in the
+/// aligned addresses' zero bits, and the fallback must both give the addresses in order and,
+/// for each, the index it came from).</summary>
 public class OwnerTransitionsTests
 {
     [Theory]
@@ -25,5 +27,78 @@ public class OwnerTransitionsTests
         Assert.Equal(expected, addresses);
         Assert.Equal(n, order.Distinct().Count());
         for (int i = 0; i < n; i++) Assert.Equal(original[order[i]], addresses[i]);
+    }
+
+    private sealed record Taken(ulong[] Acquired, ulong[] Dropped, ulong BornOwner, ulong BornGeneration);
+
+    /// <summary>The ledger's non-empty entries by address, as the commit reads them.</summary>
+    private static Dictionary<ulong, Taken> TakeByExtent(OwnerTransitions t)
+    {
+        var got = new Dictionary<ulong, Taken>();
+        ulong[]? single = null;
+        foreach (var c in t.Take())
+        {
+            if (c.IsEmpty) continue;
+            Assert.False(got.ContainsKey(c.Bytenr)); // one entry per extent
+            var (a, d) = c.Split(ref single);
+            got[c.Bytenr] = new Taken(a, d, c.BornOwner, c.BornGeneration);
+        }
+        return got;
+    }
+
+    [Fact]
+    public void NetChangesPerSubvolumeAreGroupedPerExtent()
+    {
+        var t = new OwnerTransitions(RealScheduler.Instance);
+        t.Note(256, 4096, 4096, +1, bornGeneration: 7);   // written now by 256
+        t.Note(300, 4096, 4096, +1);                      // cloned by 300
+        t.Note(257, 4096, 4096, -1);                      // a snapshot let go of it? (other order)
+        t.Note(256, 4096, 4096, -1);                      // the writer overwrote it: 256 cancels
+        t.Note(258, 8192, 4096, -1);                      // an old extent let go of by 258 and 259
+        t.Note(259, 8192, 4096, -1);
+        t.Note(260, 12288, 4096, +1);                     // a pair that cancels leaves nothing
+        t.Note(260, 12288, 4096, -1);
+        var got = TakeByExtent(t);
+        Assert.Equal(2, got.Count);
+        var a = got[4096];
+        Assert.Equal([300UL], a.Acquired);
+        Assert.Equal([257UL], a.Dropped);
+        Assert.Equal((256UL, 7UL), (a.BornOwner, a.BornGeneration)); // the mark outlives the writer's cancelled entry
+        var b = got[8192];
+        Assert.Empty(b.Acquired);
+        Assert.Equal([258UL, 259UL], b.Dropped);
+        Assert.Equal(0UL, b.BornGeneration);
+        Assert.Empty(TakeByExtent(t)); // taken: the ledger starts over
+    }
+
+    [Fact]
+    public void TheInlineSlotIsRefilledWhenItsSubvolumeCancels()
+    {
+        var t = new OwnerTransitions(RealScheduler.Instance);
+        t.Note(256, 4096, 4096, +1);
+        t.Note(257, 4096, 4096, +1);
+        t.Note(258, 4096, 4096, -1);
+        t.Note(256, 4096, 4096, -1); // the first subvolume's slot empties; 257 or 258 moves in
+        t.Note(258, 4096, 4096, +1); // 258 cancels too: 257 is left, wherever it sits
+        var c = Assert.Single(TakeByExtent(t)).Value;
+        Assert.Equal([257UL], c.Acquired);
+        Assert.Empty(c.Dropped);
+    }
+
+    [Fact]
+    public void ASnapshotRepeatsItsSourcesTransitionsSoFar()
+    {
+        var t = new OwnerTransitions(RealScheduler.Instance);
+        t.Note(300, 4096, 4096, +1);
+        t.Note(256, 4096, 4096, +1, bornGeneration: 9);
+        t.Note(256, 8192, 4096, -1);
+        t.Note(257, 12288, 4096, +1); // not the source's: not copied
+        t.CopyRoot(256, 400);
+        t.Note(256, 16384, 4096, +1); // after the snapshot: the source's alone
+        var got = TakeByExtent(t);
+        Assert.Equal([256UL, 300UL, 400UL], got[4096].Acquired);
+        Assert.Equal([256UL, 400UL], got[8192].Dropped);
+        Assert.Equal([257UL], got[12288].Acquired);
+        Assert.Equal([256UL], got[16384].Acquired);
     }
 }
