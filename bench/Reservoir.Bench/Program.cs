@@ -21,7 +21,14 @@ public static class Program
     {
         bool quick = args.Contains("--quick");
         if (args.Contains("--write-path")) { WritePathBench.Run(quick); return 0; }
-        if (args.Contains("--snapshots")) { SnapshotBench.Run(quick); return 0; }
+        if (args.Contains("--snapshots"))
+        {
+            // --counts 10000,1000: only these snapshot counts (to look at one closely).
+            int at = Array.IndexOf(args, "--counts");
+            int[]? counts = at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',').Select(int.Parse).ToArray() : null;
+            SnapshotBench.Run(quick, counts);
+            return 0;
+        }
         if (args.Contains("--writable-snapshots")) { WritableSnapshotBench.Run(quick); return 0; }
         if (args.Contains("--fsync")) { FsyncBench.Run(quick); return 0; }
         if (args.Contains("--quota-commit")) { QuotaCommitBench.Run(quick); return 0; }

@@ -18,14 +18,15 @@ namespace Reservoir.Bench;
 /// 10,000). A commit here takes a few milliseconds, so each figure is the median of rounds
 /// that alternate quotas off and on, and the accounting's own share of the commit is printed. With quotas on the run ends by checking that the source's group holds exactly the
 /// rewritten data alone, so the figures are of accounting that is right.
+/// Usage: dotnet run -c Release --project bench/Reservoir.Bench -- --snapshots [--quick] [--counts 0,10000]
 /// </summary>
 internal static class SnapshotBench
 {
     private const int Files = 100, FileBytes = 1 << 20;
 
-    public static void Run(bool quick)
+    public static void Run(bool quick, int[]? only = null)
     {
-        int[] counts = quick ? [0, 10, 100, 1000] : [0, 10, 100, 1000, 10_000];
+        int[] counts = only ?? (quick ? [0, 10, 100, 1000] : [0, 10, 100, 1000, 10_000]);
         int rounds = quick ? 3 : 11;
         Console.WriteLine();
         Console.WriteLine($"## snapshots: {Files} files of {FileBytes >> 20} MiB in a subvolume, N read-only snapshots, then every file rewritten and committed; medians of {rounds} rounds alternating quotas off, on, and on with a group of the snapshots; ratios are medians of each round's ratio");

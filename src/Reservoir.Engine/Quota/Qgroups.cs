@@ -59,8 +59,11 @@ internal sealed class Qgroups
         _members.Clear();
         _outside.Clear();
         foreach (var g in groups) _groups[g.Id] = g;
-        _higher = null; // the one place groups arrive other than through AddGroupUnsynchronized
+        // The one place groups arrive other than through AddGroupUnsynchronized.
+        _higher.Clear();
+        _higher.AddRange(_groups.Values.Where(g => QgroupId.Level(g.Id) > 0));
         foreach (var (c, p) in relations) Link(c, p);
+        WarmSetsUnsynchronized();
     }
 
     /// <summary>Adds a relation. The cached member and outside sets of the parent and its
@@ -243,7 +246,7 @@ internal sealed class Qgroups
         _children.Clear();
         _members.Clear();
         _outside.Clear();
-        _higher = null;
+        _higher.Clear();
         _removed.Clear();
         _relationChanges.Clear();
     }
@@ -295,7 +298,10 @@ internal sealed class Qgroups
     /// subvolume referencing a changed extent, not only the first few).</summary>
     public bool HasHigherGroups { get { using var _ = _lock.Lock(); return HigherUnsynchronized().Count > 0; } }
 
-    private List<Qgroup>? _higher; // guarded by _lock; groups of level ≥ 1, null when groups came or went
+    /// <summary>The groups of level 1 and above, kept as groups come and go (so that asking
+    /// costs nothing with 10,000 level-0 groups; working it out lazily by walking every group
+    /// put that walk into the first commit after a mount). Guarded by _lock.</summary>
+    private readonly List<Qgroup> _higher = new();
 
     /// <summary>Every group comes and goes through these two (and <see cref="Load"/>), which
     /// keep the list of higher groups and the items to delete right. Caller holds the lock.</summary>
@@ -305,7 +311,11 @@ internal sealed class Qgroups
         MarkDirty(g);
         // A new level-0 group is below no group yet.
         if (QgroupId.Level(id) == 0) foreach (var o in _outside.Values) o.Add(id);
-        if (QgroupId.Level(id) > 0) _higher = null;
+        if (QgroupId.Level(id) > 0)
+        {
+            _higher.RemoveAll(x => x.Id == id);
+            _higher.Add(g);
+        }
         return g;
     }
 
@@ -314,14 +324,13 @@ internal sealed class Qgroups
         _groups.Remove(id);
         if (QgroupId.Level(id) == 0) foreach (var o in _outside.Values) o.Remove(id);
         else { _members.Clear(); _outside.Clear(); }
-        if (QgroupId.Level(id) > 0) _higher = null;
+        if (QgroupId.Level(id) > 0) _higher.RemoveAll(x => x.Id == id);
         _removed.Add(id);
     }
 
     /// <summary>The groups of level 1 or above (few; the level-0 ones may be thousands, one per
     /// snapshot, and must not be walked per extent). Caller holds the lock.</summary>
-    private List<Qgroup> HigherUnsynchronized() =>
-        _higher ??= _groups.Values.Where(g => QgroupId.Level(g.Id) > 0).ToList();
+    private List<Qgroup> HigherUnsynchronized() => _higher;
 
     /// <summary>One commit's accounting (<see cref="QgroupDeltas"/>), under one lock: each
     /// group's sums, and what subvolumes wrote alone added to their groups and every group
@@ -360,11 +369,30 @@ internal sealed class Qgroups
     public HashSet<ulong> Level0Outside(ulong id)
     {
         using var _ = _lock.Lock();
+        return OutsideUnsynchronized(id);
+    }
+
+    private HashSet<ulong> OutsideUnsynchronized(ulong id)
+    {
         if (_outside.TryGetValue(id, out var o)) return o;
         var m = MembersUnsynchronized(id);
         o = _groups.Keys.Where(q => QgroupId.Level(q) == 0 && !m.Contains(q)).ToHashSet();
         _outside[id] = o;
         return o;
+    }
+
+    /// <summary>Works out each higher group's members, and its outside when that is the smaller
+    /// side (the only case the commit asks for it), after a mount or a recount: walking every
+    /// group then, with the relations just loaded or changed, keeps that walk out of the next
+    /// commit's accounting. Later relations update the cached sets in place. Caller holds the lock.</summary>
+    private void WarmSetsUnsynchronized()
+    {
+        int level0 = _groups.Count - _higher.Count;
+        foreach (var g in _higher)
+        {
+            var m = MembersUnsynchronized(g.Id);
+            if ((level0 - m.Count) * 2 <= level0) OutsideUnsynchronized(g.Id);
+        }
     }
 
     /// <summary>How many level-0 groups there are (one per subvolume).</summary>
@@ -427,6 +455,7 @@ internal sealed class Qgroups
             g.Referenced = r;
             g.Exclusive = e;
         }
+        WarmSetsUnsynchronized();
     }
 
     /// <summary>Every group's level-0 members, for a recount. </summary>

@@ -138,10 +138,10 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// </summary>
     public bool AnyOther(ulong id, HashSet<ulong> members, bool inside, ulong skip1, ulong skip2)
     {
-        var side = inside ? members : fs.Quota.Level0Outside(id);
-        bool sideIsSmall = side.Count * 2 <= fs.Quota.Level0Count;
+        int level0 = fs.Quota.Level0Count, sideCount = inside ? members.Count : level0 - members.Count;
+        bool sideIsSmall = sideCount * 2 <= level0;
         // A kept set names every referrer: no lookups, and never more than the candidates.
-        if (_set != null && (!sideIsSmall || _set.Holders.Count <= side.Count))
+        if (_set != null && (!sideIsSmall || _set.Holders.Count <= sideCount))
         {
             foreach (var c in _set.Holders)
             {
@@ -152,7 +152,9 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         }
         if (sideIsSmall)
         {
-            foreach (var q in side)
+            // The outside is worked out only when it is the smaller side (cached until
+            // relations change): with a group of most snapshots it is a few subvolumes.
+            foreach (var q in inside ? members : fs.Quota.Level0Outside(id))
             {
                 ulong c = QgroupId.Id(q);
                 if (c == skip1 || c == skip2 || Decided(c) || !IsCandidate(c)) continue;
