@@ -85,7 +85,7 @@ internal static class OwnerRefs
 /// </summary>
 internal sealed class OwnerRefProbe
 {
-    private readonly Dictionary<BTree, TreeNode> _leaves = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<BTree, (TreeNode Leaf, int Slot)> _leaves = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>Forgets every leaf (a new commit: the trees may have changed).</summary>
     public void Clear() => _leaves.Clear();
@@ -93,12 +93,26 @@ internal sealed class OwnerRefProbe
     public bool Holds(BTree tree, ulong bytenr)
     {
         var key = OwnerRefs.KeyOf(bytenr);
-        if (_leaves.TryGetValue(tree, out var leaf) && leaf.NrItems > 0 && leaf.KeyAt(0) <= key && key <= leaf.KeyAt(leaf.NrItems - 1))
-            return leaf.Search(key, out _);
+        ref var at = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_leaves, tree, out bool known);
+        if (known && at.Leaf != null && at.Leaf.NrItems is var n and > 0 && at.Leaf.KeyAt(0) <= key && key <= at.Leaf.KeyAt(n - 1))
+        {
+            // Asked in address order, the next extent's item is at or just after the last
+            // answer's slot: look there before searching the leaf.
+            int lo = 0;
+            if (at.Slot < n)
+            {
+                int c = at.Leaf.KeyAt(at.Slot).CompareTo(key);
+                if (c == 0) return true;
+                if (c < 0) lo = at.Slot + 1;
+            }
+            bool found = at.Leaf.Search(key, lo, out int slot);
+            at.Slot = slot;
+            return found;
+        }
         using var lk = tree.Lock.Read();
         var path = new TreePath();
-        bool found = tree.Search(null, key, path);
-        _leaves[tree] = path.Leaf;
-        return found;
+        bool hit = tree.Search(null, key, path);
+        at = (path.Leaf, path.Slots[0]);
+        return hit;
     }
 }
