@@ -26,6 +26,7 @@ public static class Program
             // --counts 10000,1000: only these snapshot counts (to look at one closely).
             int at = Array.IndexOf(args, "--counts");
             int[]? counts = at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',').Select(int.Parse).ToArray() : null;
+            SnapshotBench.HalfGroup = args.Contains("--half-group");
             SnapshotBench.Run(quick, counts);
             return 0;
         }

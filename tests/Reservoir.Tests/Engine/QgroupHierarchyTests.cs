@@ -81,4 +81,49 @@ public class QgroupHierarchyTests
         }
         FsckAssert.Clean(dev);
     }
+
+    /// <summary>A group of some snapshots, the source outside it, and a snapshot outside it
+    /// too: when the source lets go of two extents in one commit, "does anyone outside the
+    /// group reference it?" is asked per extent, and the commit first asks whoever answered yes
+    /// for the previous extent. Here that witness (w) holds the first extent and not the
+    /// second, which nobody outside the group holds: the group must gain the second as its
+    /// own and not the first.</summary>
+    [Fact]
+    public void AGroupOfSomeSnapshotsIsExactWhenTheSourceLetsGoOfSeveralExtentsAtOnce()
+    {
+        var dev = NewDevice(128UL << 20);
+        var data = new byte[64 << 10];
+        new Random(3).NextBytes(data);
+        ulong len = (ulong)data.Length;
+        ulong Id(InodeAttr a) => Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino).TreeId;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
+            ulong group = Q(1, 7);
+            Ok(fs.CreateQgroup(group));
+            ulong f1 = CreateFile(fs, sv.Ino, "f1", data);
+            Ok(fs.Sync());
+            // Extent 1 (f1): g1, g2 in the group, w outside.
+            Ok(fs.CreateSnapshot(sv.Ino, Root, "g1", readOnly: true, out var g1));
+            Ok(fs.CreateSnapshot(sv.Ino, Root, "g2", readOnly: true, out var g2));
+            Ok(fs.CreateSnapshot(sv.Ino, Root, "w", readOnly: true, out var w));
+            data[0] ^= 1;
+            ulong f2 = CreateFile(fs, sv.Ino, "f2", data);
+            Ok(fs.Sync());
+            // Extents 1 and 2: g3, g4 in the group.
+            Ok(fs.CreateSnapshot(sv.Ino, Root, "g3", readOnly: true, out var g3));
+            Ok(fs.CreateSnapshot(sv.Ino, Root, "g4", readOnly: true, out var g4));
+            foreach (var g in new[] { g1, g2, g3, g4 }) Ok(fs.AssignQgroup(Q(0, Id(g)), group));
+            Assert.Equal((2 * len, 0UL), Usage(fs, group)); // the source has both
+            // The source lets go of both in one commit.
+            data[1] ^= 1;
+            Ok(fs.Write(f1, 0, data, out _));
+            Ok(fs.Write(f2, 0, data, out _));
+            Ok(fs.Sync());
+            Assert.Equal((2 * len, len), Usage(fs, group)); // extent 2 is the group's alone; w has extent 1
+            Assert.Equal((len, 0UL), Usage(fs, Q(0, Id(w))));
+        }
+        FsckAssert.Clean(dev);
+    }
 }
