@@ -237,12 +237,17 @@ internal sealed partial class FsInfo
 
     /// <summary>The EXTENT_ITEM of a referenced data extent, <paramref name="path"/> left at it
     /// (searched from where the path already is, when its leaf spans the key).</summary>
-    private ExtentItem ExtentItemAt(ulong bytenr, ulong len, TreePath path)
+    private ExtentItem ExtentItemAt(ulong bytenr, ulong len, TreePath path) =>
+        TryExtentItemAt(bytenr, len, path, out var ei) ? ei : throw MissingExtentItem(bytenr, len);
+
+    private bool TryExtentItemAt(ulong bytenr, ulong len, TreePath path, out ExtentItem ei)
     {
-        if (!ExtentTree.SearchNear(new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
-            throw new CorruptionException($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
-        return ei;
+        ei = default;
+        return ExtentTree.SearchNear(new Key(bytenr, KeyTypes.ExtentItem, len), path) && ExtentItem.TryRead(path.Data, out ei);
     }
+
+    private static CorruptionException MissingExtentItem(ulong bytenr, ulong len) =>
+        new($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
 
     /// <summary><see cref="ExtentOrigin"/> and <see cref="SharedRootRefs"/>: the extent's
     /// items sit together in key order (EXTENT_ITEM 168, its back-references 176-178,
@@ -252,12 +257,12 @@ internal sealed partial class FsInfo
     private (ulong Owner, ulong Generation, List<(ulong Root, ulong Since)> Shared) ExtentOriginAndSharing(TransHandle h, ulong bytenr, ulong len,
         TreePath path, List<(ulong Root, ulong Since)> none)
     {
-        if (!ExtentTree.SearchNear(new Key(bytenr, KeyTypes.ExtentItem, len), path) || !ExtentItem.TryRead(path.Data, out var ei))
+        if (!TryExtentItemAt(bytenr, len, path, out var ei))
         {
             // Not expected (an extent that only lost referrers was referenced before this
             // transaction), but a new extent is still told by its delayed-ref head.
             if (h.Transaction.Refs.NewDataExtent(bytenr) is var (o, g)) { path.Reset(); return (o, g, none); }
-            throw new CorruptionException($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
+            throw MissingExtentItem(bytenr, len);
         }
         // A few back-references are stepped over; an extent with many (leaves of many writable
         // snapshots name it) is searched again at its first SHARED_ROOT_REF instead.
