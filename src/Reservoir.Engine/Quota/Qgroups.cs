@@ -387,7 +387,7 @@ internal sealed class Qgroups
     /// commit's accounting. Later relations update the cached sets in place. Caller holds the lock.</summary>
     private void WarmSetsUnsynchronized()
     {
-        int level0 = _groups.Count - _higher.Count;
+        int level0 = Level0CountUnsynchronized;
         foreach (var g in _higher)
         {
             var m = MembersUnsynchronized(g.Id);
@@ -396,7 +396,9 @@ internal sealed class Qgroups
     }
 
     /// <summary>How many level-0 groups there are (one per subvolume).</summary>
-    public int Level0Count { get { using var _ = _lock.Lock(); return _groups.Count - HigherUnsynchronized().Count; } }
+    public int Level0Count { get { using var _ = _lock.Lock(); return Level0CountUnsynchronized; } }
+
+    private int Level0CountUnsynchronized => _groups.Count - _higher.Count;
 
     private void Add(Qgroup g, long rfer, long excl)
     {

@@ -95,19 +95,9 @@ internal sealed partial class BTree
     public bool SearchNear(Key key, TreePath path)
     {
         var leaf = path.Nodes[0];
-        int n;
-        if (leaf != null && leaf.Level == 0 && (n = leaf.NrItems) > 0 && leaf.KeyAt(0) <= key && key <= leaf.KeyAt(n - 1))
+        if (leaf != null && leaf.Level == 0 && leaf.Spans(key))
         {
-            // Keys asked in order are most often at the path's slot or just after it (the
-            // previous answer's items end where the next key's begin): look there first.
-            int lo = 0, at = path.Slots[0];
-            if ((uint)at < (uint)n)
-            {
-                int c = leaf.KeyAt(at).CompareTo(key);
-                if (c == 0) return true;
-                if (c < 0) lo = at + 1;
-            }
-            bool found = leaf.Search(key, lo, out int slot);
+            bool found = leaf.SearchFrom(key, path.Slots[0], out int slot);
             path.Slots[0] = slot;
             return found;
         }

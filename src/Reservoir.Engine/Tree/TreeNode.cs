@@ -67,6 +67,29 @@ internal sealed class TreeNode
     /// where the key would be inserted.</summary>
     public bool Search(Key key, out int slot) => Search(key, 0, out slot);
 
+    /// <summary>Whether <paramref name="key"/> lies between this node's first and last keys (in
+    /// a leaf: no other leaf can hold it).</summary>
+    public bool Spans(Key key)
+    {
+        int n = NrItems;
+        return n > 0 && KeyAt(0) <= key && key <= KeyAt(n - 1);
+    }
+
+    /// <summary><see cref="Search(Key, out int)"/> that looks at slot <paramref name="hint"/>
+    /// first: keys asked in order are most often at the previous answer's slot or just after
+    /// it (the commit's accounting reads the extents it changed in address order).</summary>
+    public bool SearchFrom(Key key, int hint, out int slot)
+    {
+        int lo = 0;
+        if ((uint)hint < (uint)NrItems)
+        {
+            int c = KeyAt(hint).CompareTo(key);
+            if (c == 0) { slot = hint; return true; }
+            if (c < 0) lo = hint + 1;
+        }
+        return Search(key, lo, out slot);
+    }
+
     /// <summary><see cref="Search(Key, out int)"/> among the slots from <paramref name="lo"/> on,
     /// for a caller that knows the key is not below slot <paramref name="lo"/>'s.</summary>
     public bool Search(Key key, int lo, out int slot)

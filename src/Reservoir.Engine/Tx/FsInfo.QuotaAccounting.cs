@@ -26,7 +26,12 @@ internal sealed partial class FsInfo
         var changes = h.Transaction.OwnerTransitions.Take();
         if (changes.Count == 0 || !Quota.Enabled) return;
         var scratch = _accounting ??= new AccountingScratch(this);
-        scratch.Reset();
+        try { AccountOwnerTransitions(h, changes, scratch); }
+        finally { scratch.Reset(); } // holds no leaf or tree of this commit until the next
+    }
+
+    private void AccountOwnerTransitions(TransHandle h, List<ExtentTransitions> changes, AccountingScratch scratch)
+    {
         var deltas = scratch.Deltas;
         // First the common case, an extent written now by its subvolume alone (no snapshot of
         // it taken since, no clone): it is that subvolume's alone, summed per writer with no
@@ -44,7 +49,7 @@ internal sealed partial class FsInfo
             if (c.IsEmpty) continue; // every transition cancelled
             var born = c.BornGeneration != 0 ? (c.BornOwner, c.BornGeneration)
                 : c.AnyAcquired ? h.Transaction.Refs.NewDataExtent(c.Bytenr) : null;
-            if (born is not var (owner, gen)) { searched.Add((i, 0, 0, false)); continue; }
+            if (born is not var (owner, gen)) { searched.Add((i, 0, 0)); continue; }
             if (c.OnlyAcquiredBy(owner))
             {
                 if (owner != lastWriter) (lastWriter, lastWriterSnapshotted) = (owner, Lineage.HasSnapshotsSince(owner, h.Transid));
@@ -54,11 +59,10 @@ internal sealed partial class FsInfo
                     continue; // referenced, so not freed by this commit: WithoutSharedRootRefs need not know it
                 }
             }
-            searched.Add((i, owner, gen, true));
+            searched.Add((i, owner, gen));
         }
         if (searched.Count > 0) AccountSearched(h, changes, scratch);
         Quota.Apply(deltas);
-        scratch.Reset(); // holds no leaf or tree of this commit until the next
     }
 
     /// <summary>The extents <see cref="AccountOwnerTransitions"/> must ask about, in address
@@ -86,7 +90,7 @@ internal sealed partial class FsInfo
             List<(ulong Root, ulong Since)> shared;
             // An extent written in this transaction has no SHARED_ROOT_REF yet (they are added
             // here, and its address was free until now): no search for them.
-            if (s.New) shared = noSharing;
+            if (s.Generation != 0) shared = noSharing;
             else (owner, gen, shared) = ExtentOriginAndSharing(h, bytenr, len, path, noSharing);
             foreach (var r in acquired)
             {
@@ -197,14 +201,16 @@ internal sealed partial class FsInfo
     private sealed class AccountingScratch(FsInfo fs)
     {
         public readonly QgroupDeltas Deltas = new();
-        public readonly List<(int Index, ulong Owner, ulong Generation, bool New)> Searched = new();
+        /// <summary>The entries to search: index in the ledger, and the writer and transaction of
+        /// an extent written in this one (generation 0: written before, read its EXTENT_ITEM).</summary>
+        public readonly List<(int Index, ulong Owner, ulong Generation)> Searched = new();
         public readonly ReferrerSearch Search = new(fs, new OwnerRefProbe());
         public readonly List<(ulong Root, ulong Since)> NoSharing = new(); // an extent's SHARED_ROOT_REFs, most often none
         public readonly TreePath Path = new(); // the extent tree's, reused from one extent to the next (SearchNear)
         public readonly HigherGroupScratch Higher = new();
 
-        /// <summary>Forgets the last commit: its leaves and paths (the trees have moved since),
-        /// its sums, and the groups above each subvolume (relations may have changed).</summary>
+        /// <summary>Forgets the commit just accounted: its leaves and paths (the trees will
+        /// move), its sums, and the groups above each subvolume (relations may change).</summary>
         public void Reset()
         {
             Deltas.Clear();

@@ -94,21 +94,9 @@ internal sealed class OwnerRefProbe
     {
         var key = OwnerRefs.KeyOf(bytenr);
         ref var at = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_leaves, tree, out bool known);
-        if (known && at.Leaf != null && at.Leaf.NrItems is var n and > 0 && at.Leaf.KeyAt(0) <= key && key <= at.Leaf.KeyAt(n - 1))
-        {
-            // Asked in address order, the next extent's item is at or just after the last
-            // answer's slot: look there before searching the leaf.
-            int lo = 0;
-            if (at.Slot < n)
-            {
-                int c = at.Leaf.KeyAt(at.Slot).CompareTo(key);
-                if (c == 0) return true;
-                if (c < 0) lo = at.Slot + 1;
-            }
-            bool found = at.Leaf.Search(key, lo, out int slot);
-            at.Slot = slot;
-            return found;
-        }
+        // Asked in address order, the next extent's item is at or just after the last
+        // answer's slot in the leaf kept for the tree.
+        if (known && at.Leaf != null && at.Leaf.Spans(key)) return at.Leaf.SearchFrom(key, at.Slot, out at.Slot);
         using var lk = tree.Lock.Read();
         var path = new TreePath();
         bool hit = tree.Search(null, key, path);
