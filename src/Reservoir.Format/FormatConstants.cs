@@ -62,6 +62,11 @@ public static class KeyTypes
     public const byte ExtentData = 108;
     public const byte ExtentCsum = 128;
     public const byte RootItem = 132;
+    /// <summary>(subvolume, 134, 0) in the root tree, beside its ROOT_ITEM: the usage of the
+    /// subvolume's level-0 qgroup, laid out as a QGROUP_INFO (SPEC.md §7, quota version 3). A
+    /// commit rewrites the subvolume's ROOT_ITEM whenever its usage changes, so the usage
+    /// rides in a leaf the commit writes anyway instead of a quota tree leaf and its path.</summary>
+    public const byte SubvolQgroupInfo = 134;
     public const byte RootBackref = 144;
     public const byte RootRef = 156;
     public const byte ExtentItem = 168;
@@ -93,6 +98,7 @@ public static class KeyTypes
         ExtentData => "EXTENT_DATA",
         ExtentCsum => "EXTENT_CSUM",
         RootItem => "ROOT_ITEM",
+        SubvolQgroupInfo => "SUBVOL_QGROUP_INFO",
         RootBackref => "ROOT_BACKREF",
         RootRef => "ROOT_REF",
         ExtentItem => "EXTENT_ITEM",

@@ -96,9 +96,29 @@ public sealed partial class Fsck
         return false;
     }
 
+    /// <summary>Where level-0 usage is kept: from version 3 beside the subvolume's ROOT_ITEM
+    /// only, one per subvolume that exists (a deleted one's goes with its ROOT_ITEM); before,
+    /// in the quota tree only. The usage found is checked against the recount like any group's.</summary>
+    private void CheckLevel0UsagePlace()
+    {
+        bool v3 = _quotaVersion >= QgroupStatusItem.CurrentVersion;
+        foreach (var (subvolume, usage) in _level0Usage)
+        {
+            ulong id = QgroupId.Of(0, subvolume);
+            string where = $"root tree item ({subvolume}, SUBVOL_QGROUP_INFO, 0)";
+            if (!v3) _r.Add(FindingKind.Structure, where, $"quota version {_quotaVersion} keeps level-0 usage in the quota tree");
+            else if (!_roots.ContainsKey(subvolume)) _r.Add(FindingKind.Structure, where, "the subvolume has no ROOT_ITEM (a stale qgroup)");
+            if (_qgroupInfo.ContainsKey(id)) _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", "usage kept twice: in the quota tree and beside its ROOT_ITEM");
+            else _qgroupInfo[id] = usage;
+        }
+        if (v3)
+            foreach (var id in _qgroupInfo.Keys.Where(i => QgroupId.Level(i) == 0 && !_level0Usage.ContainsKey(QgroupId.Id(i))).ToList())
+                _r.Add(FindingKind.Structure, $"quota tree item (0, QGROUP_INFO, {id})", "a level-0 group's usage belongs beside its subvolume's ROOT_ITEM (quota version 3)");
+    }
+
     private void CheckQuotaUsage(Dictionary<ulong, List<ulong>> children)
     {
-        bool v2 = _quotaVersion >= QgroupStatusItem.CurrentVersion;
+        bool v2 = _quotaVersion >= QgroupStatusItem.OwnerRefsVersion;
         if (v2) CheckOwnerRefs();
         var referrers = ExtentReferrers();
         if (v2) CheckReferrersExplained(referrers);

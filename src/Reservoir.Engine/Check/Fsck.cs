@@ -157,6 +157,10 @@ public sealed partial class Fsck
             case KeyTypes.OrphanItem when k.ObjectId == TreeIds.OrphanObjectId:
                 _deletedSubvols.Add(k.Offset);
                 break;
+            case KeyTypes.SubvolQgroupInfo:
+                if (k.Offset != 0 || !QgroupInfoItem.TryRead(d, out var usage)) { _r.Add(FindingKind.Structure, "root tree", $"malformed SUBVOL_QGROUP_INFO {k}"); return; }
+                _level0Usage[k.ObjectId] = usage;
+                break;
             case KeyTypes.SnapshotLineage:
                 if (!U64Item.TryRead(d, out var otransid)) { _r.Add(FindingKind.Structure, "root tree", $"malformed SNAPSHOT_LINEAGE {k}"); return; }
                 _lineage[k.ObjectId] = (k.Offset, otransid);
@@ -326,6 +330,8 @@ public sealed partial class Fsck
 
     private readonly Dictionary<ulong, HashSet<(ulong, ulong, ulong)>> _refsByExtent = new();
     private readonly Dictionary<ulong, QgroupInfoItem> _qgroupInfo = new();
+    /// <summary>SUBVOL_QGROUP_INFO items of the root tree, by subvolume (quota version 3).</summary>
+    private readonly Dictionary<ulong, QgroupInfoItem> _level0Usage = new();
     private readonly HashSet<(ulong, ulong)> _qgroupRelations = new();
     private bool _quotaOn;
     private ulong _quotaVersion;

@@ -11,6 +11,11 @@ internal sealed class Qgroup(ulong id)
     /// <summary>Bytes of data extents charged to this group, as of the last commit.</summary>
     public ulong Referenced, Exclusive;
     public ulong MaxReferenced = ulong.MaxValue, MaxExclusive = ulong.MaxValue;
+    /// <summary>The limits differ from the group's QGROUP_LIMIT item (a new group has none
+    /// yet). Usage changes at almost every commit and limits almost never: the item, in
+    /// another leaf than the QGROUP_INFO once there are a few hundred groups, is written only
+    /// when this is set.</summary>
+    public bool LimitDirty = true;
     /// <summary>Data bytes reserved for writes not yet accounted (btrfs's rsv.values[DATA]).</summary>
     public ulong RsvData;
     public long Underflows;
@@ -58,7 +63,11 @@ internal sealed class Qgroups
         _children.Clear();
         _members.Clear();
         _outside.Clear();
-        foreach (var g in groups) _groups[g.Id] = g;
+        foreach (var g in groups)
+        {
+            _groups[g.Id] = g;
+            g.LimitDirty = false; // read from its items
+        }
         // The one place groups arrive other than through AddGroupUnsynchronized.
         _higher.Clear();
         _higher.AddRange(_groups.Values.Where(g => QgroupId.Level(g.Id) > 0));
@@ -257,6 +266,7 @@ internal sealed class Qgroups
         if (!_groups.TryGetValue(id, out var g)) g = AddGroupUnsynchronized(id);
         g.MaxReferenced = maxReferenced;
         g.MaxExclusive = maxExclusive;
+        g.LimitDirty = true;
         MarkDirty(g);
     }
 
@@ -480,14 +490,29 @@ internal sealed class Qgroups
 
     private void MarkDirty(Qgroup g) => _dirty.Add(g);
 
-    public List<Qgroup> TakeDirty()
+    /// <summary>The groups to write: their numbers and, when they changed
+    /// (<see cref="Qgroup.LimitDirty"/>, taken here), their limits, read under the lock.</summary>
+    public List<(ulong Id, ulong Referenced, ulong Exclusive, (ulong MaxReferenced, ulong MaxExclusive)? Limits)> TakeDirty()
     {
         using var _ = _lock.Lock();
         // In id order, so the quota tree changes the same way every time; a group forgotten
         // since it changed has no item to write.
-        var l = _dirty.Where(g => _groups.GetValueOrDefault(g.Id) == g).OrderBy(g => g.Id).ToList();
+        var l = new List<(ulong, ulong, ulong, (ulong, ulong)?)>(_dirty.Count);
+        foreach (var g in _dirty.Where(g => _groups.GetValueOrDefault(g.Id) == g).OrderBy(g => g.Id))
+        {
+            l.Add((g.Id, g.Referenced, g.Exclusive, g.LimitDirty ? (g.MaxReferenced, g.MaxExclusive) : null));
+            g.LimitDirty = false;
+        }
         _dirty.Clear();
         return l;
+    }
+
+    /// <summary>Marks every level-0 group's numbers to be written at the next commit (their
+    /// items moved to the root tree, quota version 3).</summary>
+    public void MarkLevel0Dirty()
+    {
+        using var _ = _lock.Lock();
+        foreach (var g in _groups.Values) if (QgroupId.Level(g.Id) == 0) MarkDirty(g);
     }
 
     private readonly List<ulong> _removed = new(); // guarded by _lock

@@ -10,6 +10,9 @@ internal sealed partial class FsInfo
     private static readonly Key QgroupStatusKey = new(0, KeyTypes.QgroupStatus, 0);
 
     private bool _quotaNeedsOwnerRefs;
+    /// <summary>Quotas of version 1 or 2: level-0 usage is still in the quota tree, moved
+    /// beside the ROOT_ITEMs at the first read-write mount.</summary>
+    private bool _quotaLevel0InQuotaTree;
     /// <summary>Set by a changed qgroup relation: the next commit recounts every group once its
     /// transaction's transitions are accounted.</summary>
     private bool _recountAtCommit;
@@ -33,7 +36,8 @@ internal sealed partial class FsInfo
                     case KeyTypes.QgroupStatus:
                         if (!QgroupStatusItem.TryRead(path.Data, out var st)) ThrowHelper.Corrupt("malformed QGROUP_STATUS");
                         on = (st.Flags & QgroupStatusItem.FlagOn) != 0;
-                        _quotaNeedsOwnerRefs = on && st.Version < QgroupStatusItem.CurrentVersion;
+                        _quotaNeedsOwnerRefs = on && st.Version < QgroupStatusItem.OwnerRefsVersion;
+                        _quotaLevel0InQuotaTree = on && st.Version < QgroupStatusItem.CurrentVersion;
                         break;
                     case KeyTypes.QgroupInfo:
                         if (!QgroupInfoItem.TryRead(path.Data, out var info)) ThrowHelper.Corrupt($"malformed QGROUP_INFO {QgroupId.Show(k.Offset)}");
@@ -54,11 +58,65 @@ internal sealed partial class FsInfo
                 }
             } while (QuotaTree.Next(path));
         }
+        foreach (var (subvolume, info) in Level0UsageItems())
+        {
+            ulong id = Engine.Quota.Qgroups.ForSubvolume(subvolume);
+            var g = groups.TryGetValue(id, out var gi) ? gi : groups[id] = new Engine.Quota.Qgroup(id);
+            g.Referenced = info.Referenced;
+            g.Exclusive = info.Exclusive;
+        }
         Quota.Load(on, groups.Values, relations);
     }
 
-    /// <summary>Writes QGROUP_INFO and QGROUP_LIMIT items of groups whose numbers changed;
-    /// returns how many groups and relations it wrote or deleted.</summary>
+    private static Key Level0UsageKey(ulong subvolume) => new(subvolume, KeyTypes.SubvolQgroupInfo, 0);
+
+    /// <summary>Every SUBVOL_QGROUP_INFO in the root tree: (subvolume, its level-0 usage).
+    /// Caller holds the root tree's lock, or runs where nothing else can change it (mount).</summary>
+    private List<(ulong Subvolume, QgroupInfoItem Info)> Level0UsageItems()
+    {
+        var list = new List<(ulong, QgroupInfoItem)>();
+        var path = new TreePath();
+        if (!RootTree.SeekGE(new Key(TreeIds.FsTree, KeyTypes.SubvolQgroupInfo, 0), path)) return list;
+        do
+        {
+            var k = path.Key;
+            if (k.ObjectId >= TreeIds.OrphanObjectId) break;
+            if (k.Type != KeyTypes.SubvolQgroupInfo) continue;
+            if (!QgroupInfoItem.TryRead(path.Data, out var info)) throw new CorruptionException($"malformed SUBVOL_QGROUP_INFO {k}");
+            list.Add((k.ObjectId, info));
+        } while (RootTree.Next(path));
+        return list;
+    }
+
+    /// <summary>Deletes a subvolume's SUBVOL_QGROUP_INFO if it has one (its tree is gone, or its
+    /// group is). Caller holds a handle and the root tree's write lock.</summary>
+    private void DeleteLevel0Usage(TransHandle h, ulong subvolume)
+    {
+        var key = Level0UsageKey(subvolume);
+        // A copy-on-write search would copy the path even when the item is not there.
+        if (RootTree.Get(key) != null) RootTree.Delete(h, key);
+    }
+
+    /// <summary>Deletes the QGROUP_INFO items of level-0 groups from the quota tree (an image
+    /// of quota version 1 or 2 kept them there). Caller holds a handle and the quota tree's
+    /// write lock.</summary>
+    private void DeleteQuotaTreeLevel0Usage(TransHandle h)
+    {
+        var keys = new List<Key>();
+        var path = new TreePath();
+        if (QuotaTree!.SeekGE(new Key(0, KeyTypes.QgroupInfo, 0), path))
+            do
+            {
+                var k = path.Key;
+                if (k.ObjectId != 0 || k.Type != KeyTypes.QgroupInfo) break;
+                if (QgroupId.Level(k.Offset) == 0) keys.Add(k);
+            } while (QuotaTree.Next(path));
+        foreach (var k in keys) QuotaTree.Delete(h, k);
+    }
+
+    /// <summary>Writes QGROUP_INFO (level 0: SUBVOL_QGROUP_INFO) and QGROUP_LIMIT items of
+    /// groups whose numbers changed; returns how many groups and relations it wrote or
+    /// deleted. Called by the commit, which holds the root tree's write lock.</summary>
     private int UpdateQgroupItems(TransHandle h)
     {
         if (QuotaTree == null) return 0;
@@ -83,22 +141,27 @@ internal sealed partial class FsInfo
         }
         foreach (var id in removed)
         {
-            QuotaTree.Delete(h, new Key(0, KeyTypes.QgroupInfo, id));
+            if (QgroupId.Level(id) == 0) DeleteLevel0Usage(h, QgroupId.Id(id));
+            else QuotaTree.Delete(h, new Key(0, KeyTypes.QgroupInfo, id));
             QuotaTree.Delete(h, new Key(0, KeyTypes.QgroupLimit, id));
         }
         Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
-        foreach (var g in dirty)
+        foreach (var (id, referenced, exclusive, limits) in dirty)
         {
-            new QgroupInfoItem { Generation = h.Transid, Referenced = g.Referenced, Exclusive = g.Exclusive }.Write(buf);
-            QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, g.Id), buf[..QgroupInfoItem.Size]);
+            new QgroupInfoItem { Generation = h.Transid, Referenced = referenced, Exclusive = exclusive }.Write(buf);
+            // A level-0 group's usage sits beside its subvolume's ROOT_ITEM, in a leaf this
+            // commit writes anyway when the subvolume changed (SPEC.md §7, version 3).
+            if (QgroupId.Level(id) == 0) RootTree.Put(h, Level0UsageKey(QgroupId.Id(id)), buf[..QgroupInfoItem.Size]);
+            else QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, id), buf[..QgroupInfoItem.Size]);
+            if (limits is not var (maxReferenced, maxExclusive)) continue; // unchanged: its item stays as it is
             var lim = new QgroupLimitItem
             {
-                Flags = (g.MaxReferenced != ulong.MaxValue ? QgroupLimitItem.FlagMaxRfer : 0) | (g.MaxExclusive != ulong.MaxValue ? QgroupLimitItem.FlagMaxExcl : 0),
-                MaxReferenced = g.MaxReferenced == ulong.MaxValue ? 0 : g.MaxReferenced,
-                MaxExclusive = g.MaxExclusive == ulong.MaxValue ? 0 : g.MaxExclusive,
+                Flags = (maxReferenced != ulong.MaxValue ? QgroupLimitItem.FlagMaxRfer : 0) | (maxExclusive != ulong.MaxValue ? QgroupLimitItem.FlagMaxExcl : 0),
+                MaxReferenced = maxReferenced == ulong.MaxValue ? 0 : maxReferenced,
+                MaxExclusive = maxExclusive == ulong.MaxValue ? 0 : maxExclusive,
             };
             lim.Write(buf);
-            QuotaTree.Put(h, new Key(0, KeyTypes.QgroupLimit, g.Id), buf[..QgroupLimitItem.Size]);
+            QuotaTree.Put(h, new Key(0, KeyTypes.QgroupLimit, id), buf[..QgroupLimitItem.Size]);
         }
         return dirty.Count + removed.Count + relations.Count;
     }
@@ -117,8 +180,44 @@ internal sealed partial class FsInfo
     /// (QGROUP_STATUS version 1): builds them and recounts, keeping the limits.</summary>
     public void UpgradeQuotaIfNeeded()
     {
-        if (_quotaNeedsOwnerRefs && !ReadOnly) BuildQuota(upgrade: true);
-        _quotaNeedsOwnerRefs = false;
+        if (!ReadOnly)
+        {
+            if (_quotaNeedsOwnerRefs) BuildQuota(upgrade: true); // also moves level-0 usage
+            else if (_quotaLevel0InQuotaTree) MoveLevel0Usage();
+        }
+        _quotaNeedsOwnerRefs = _quotaLevel0InQuotaTree = false;
+    }
+
+    /// <summary>Quota version 2 → 3: every level-0 group's usage moves from the quota tree to
+    /// its subvolume's SUBVOL_QGROUP_INFO, in one commit (a crash before it leaves version 2
+    /// as it was).</summary>
+    private void MoveLevel0Usage()
+    {
+        Commit();
+        using (_commitMutex.Lock())
+        {
+            _commitLock.EnterWrite();
+            try
+            {
+                var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
+                using (QuotaTree!.Lock.Write())
+                {
+                    DeleteQuotaTreeLevel0Usage(h);
+                    PutQuotaStatus(h, on: true);
+                }
+                Quota.MarkLevel0Dirty(); // written by the commit, in the root tree
+            }
+            finally { _commitLock.ExitWrite(); }
+        }
+        ForceCommit = true;
+        Commit();
+    }
+
+    private void PutQuotaStatus(TransHandle h, bool on)
+    {
+        Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
+        new QgroupStatusItem { Version = QgroupStatusItem.CurrentVersion, Generation = h.Transid, Flags = on ? QgroupStatusItem.FlagOn : 0 }.Write(st);
+        QuotaTree!.Put(h, QgroupStatusKey, st);
     }
 
     private void BuildQuota(bool upgrade)
@@ -141,9 +240,12 @@ internal sealed partial class FsInfo
                     var root = BTree.NewEmptyRoot(h, TreeIds.QuotaTree);
                     QuotaTree = new BTree(TreeIds.QuotaTree, Store, root, Sched) { RootChanged = true };
                 }
-                Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
-                new QgroupStatusItem { Version = QgroupStatusItem.CurrentVersion, Generation = h.Transid, Flags = QgroupStatusItem.FlagOn }.Write(st);
-                QuotaTree.Put(h, QgroupStatusKey, st);
+                using (QuotaTree.Lock.Write())
+                {
+                    // An image of version 1 kept level-0 usage in the quota tree.
+                    if (upgrade) DeleteQuotaTreeLevel0Usage(h);
+                    PutQuotaStatus(h, on: true);
+                }
             }
             var numbers = Engine.Quota.QgroupRecount.Compute(referrers.Values, Quota.MemberSets());
             foreach (var t in AllFsTrees()) numbers.TryAdd(Engine.Quota.Qgroups.ForSubvolume(t.Id), (0, 0));
@@ -198,10 +300,10 @@ internal sealed partial class FsInfo
                     if (QuotaTree.SeekGE(Key.Min, path))
                         do items.Add(path.Key); while (QuotaTree.Next(path));
                     foreach (var k in items) QuotaTree.Delete(h, k);
-                    Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
-                    new QgroupStatusItem { Version = QgroupStatusItem.CurrentVersion, Generation = h.Transid, Flags = 0 }.Write(st);
-                    QuotaTree.Put(h, QgroupStatusKey, st);
+                    PutQuotaStatus(h, on: false);
                 }
+                using (RootTree.Lock.Write())
+                    foreach (var (subvolume, _) in Level0UsageItems()) RootTree.Delete(h, Level0UsageKey(subvolume));
                 _recountAtCommit = false;
             }
             finally { _commitLock.ExitWrite(); }

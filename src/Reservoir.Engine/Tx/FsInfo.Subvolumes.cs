@@ -185,7 +185,12 @@ internal sealed partial class FsInfo
                 ThrowHelper.Invariant($"subvolume {tree.Id} removed with items left");
             h.FreeNode(tree.Root, tree.Id);
         }
-        using (RootTree.Lock.Write()) RootTree.Delete(h, new Key(tree.Id, KeyTypes.RootItem, 0));
+        using (RootTree.Lock.Write())
+        {
+            RootTree.Delete(h, new Key(tree.Id, KeyTypes.RootItem, 0));
+            // Its group's usage goes with it (the group itself follows, Qgroups.RemoveForSubvolume).
+            DeleteLevel0Usage(h, tree.Id);
+        }
         using (_treesLock.Lock()) _fsTrees.Remove(tree.Id);
         ForgetLineage(h, tree.Id);
     }

@@ -30,16 +30,21 @@ public static class QgroupId
     }
 }
 
-/// <summary>QGROUP_STATUS (0, 240, 0) in the quota tree, 32 bytes: version u64 (1),
+/// <summary>QGROUP_STATUS (0, 240, 0) in the quota tree, 32 bytes: version u64,
 /// generation u64 (of the last accounting), flags u64 (bit 0 ON), reserved u64. SPEC.md §7.
-/// Version 2 (current) says the fs trees carry EXTENT_OWNER_REF items.</summary>
+/// Version 2 says the fs trees carry EXTENT_OWNER_REF items; version 3 (current), also that
+/// level-0 usage is in SUBVOL_QGROUP_INFO items of the root tree.</summary>
 public struct QgroupStatusItem
 {
     public const int Size = 32;
     public const ulong FlagOn = 1;
     /// <summary>2: every subvolume tree carries EXTENT_OWNER_REF items (SPEC.md §5.9). An image
     /// of version 1 gets them at its first read-write mount.</summary>
-    public const ulong CurrentVersion = 2;
+    public const ulong OwnerRefsVersion = 2;
+    /// <summary>3: a level-0 group's usage is kept beside its subvolume's ROOT_ITEM
+    /// (<see cref="KeyTypes.SubvolQgroupInfo"/>), not in the quota tree. An image of version 2
+    /// has its items moved at its first read-write mount.</summary>
+    public const ulong CurrentVersion = 3;
     public ulong Version, Generation, Flags;
 
     public static bool TryRead(ReadOnlySpan<byte> s, out QgroupStatusItem q)
@@ -49,7 +54,7 @@ public struct QgroupStatusItem
         q.Version = BinaryPrimitives.ReadUInt64LittleEndian(s);
         q.Generation = BinaryPrimitives.ReadUInt64LittleEndian(s[8..]);
         q.Flags = BinaryPrimitives.ReadUInt64LittleEndian(s[16..]);
-        return q.Version is 1 or CurrentVersion;
+        return q.Version is >= 1 and <= CurrentVersion;
     }
 
     public readonly void Write(Span<byte> s)

@@ -1,0 +1,142 @@
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+using Xunit;
+using static Reservoir.Tests.TestFs;
+
+namespace Reservoir.Tests.Engine;
+
+/// <summary>
+/// Where qgroup numbers are kept (SPEC.md §7, quota version 3): a level-0 group's usage beside
+/// its subvolume's ROOT_ITEM in the root tree, higher groups, limits and relations in the
+/// quota tree; an image of version 2 moved at its first read-write mount; fsck finding usage
+/// in the wrong place.
+/// </summary>
+public class QuotaItemsTests
+{
+    private const ulong Root = Filesystem.RootIno;
+    private const ulong M = 1UL << 20;
+    private static ulong Q0(ulong subvolume) => QgroupId.Of(0, subvolume);
+
+    private static byte[] Data(int seed, ulong len)
+    {
+        var b = new byte[len];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    private static (ulong Referenced, ulong Exclusive, ulong MaxReferenced) Usage(Filesystem fs, ulong id)
+    {
+        var g = fs.Qgroups().SingleOrDefault(x => x.Id == id);
+        Assert.True(g.Id == id, $"qgroup {QgroupId.Show(id)} does not exist");
+        return (g.Referenced, g.Exclusive, g.MaxReferenced);
+    }
+
+    private static Key Level0Key(ulong subvolume) => new(subvolume, KeyTypes.SubvolQgroupInfo, 0);
+
+    [Fact]
+    public void ACommitThatOnlyChangesASubvolumesUsageLeavesTheQuotaTreeAlone()
+    {
+        var dev = NewDevice(128UL << 20);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a)); // 256
+            Ok(fs.SetQgroupLimit(Q0(256), 64 * M, ulong.MaxValue));
+            ulong f = CreateFile(fs, a.Ino, "f", Data(1, M));
+            Ok(fs.Sync());
+            Assert.Equal((M, M, 64 * M), Usage(fs, Q0(256)));
+            var quotaRoot = fs.Fs.QuotaTree!.Root;
+            Ok(fs.Write(f, M, Data(2, M), out _));
+            Ok(fs.Sync());
+            Assert.Equal((2 * M, 2 * M, 64 * M), Usage(fs, Q0(256)));
+            // Neither the group's usage nor its unchanged limit copied a quota tree node: the
+            // usage went beside the subvolume's ROOT_ITEM, which the commit rewrote anyway.
+            Assert.Same(quotaRoot, fs.Fs.QuotaTree!.Root);
+            Assert.NotNull(fs.Fs.RootTree.Get(Level0Key(256)));
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev)) Assert.Equal((2 * M, 2 * M, 64 * M), Usage(fs, Q0(256)));
+    }
+
+    [Fact]
+    public void AnImageOfQuotaVersion2HasItsLevel0UsageMovedAtItsFirstReadWriteMount()
+    {
+        var dev = NewDevice(128UL << 20);
+        Dictionary<ulong, (ulong, ulong)> expected;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a)); // 256
+            ulong f = CreateFile(fs, a.Ino, "f", Data(1, 2 * M));
+            Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out _)); // 257
+            Ok(fs.Write(f, 0, Data(2, M), out _));
+            Ok(fs.Sync());
+            expected = fs.Qgroups().ToDictionary(g => g.Id, g => (g.Referenced, g.Exclusive));
+            // Two extents of 1 MiB (4 KiB nodes); a rewrote the first: it holds the new one
+            // alone and shares the second, s holds the old first alone.
+            Assert.Equal((2 * M, M), expected[Q0(256)]);
+            Assert.Equal((2 * M, M), expected[Q0(257)]);
+            // Lay the image out as version 2 did: every level-0 usage in the quota tree.
+            using var h = fs.Fs.Start(16);
+            Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
+            using (fs.Fs.RootTree.Lock.Write())
+            using (fs.Fs.QuotaTree!.Lock.Write())
+            {
+                foreach (var (id, (r, e)) in expected.Where(kv => QgroupId.Level(kv.Key) == 0))
+                {
+                    Assert.True(fs.Fs.RootTree.Delete(h, Level0Key(QgroupId.Id(id))));
+                    new QgroupInfoItem { Generation = 1, Referenced = r, Exclusive = e }.Write(buf);
+                    fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, id), buf);
+                }
+                Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
+                new QgroupStatusItem { Version = QgroupStatusItem.OwnerRefsVersion, Generation = 1, Flags = QgroupStatusItem.FlagOn }.Write(st);
+                fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st);
+            }
+        }
+        // Version 2 as it was: fsck accepts it, a read-only mount reads its numbers there.
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev, new MountOptions { ReadOnly = true }))
+        {
+            Assert.Null(fs.Fs.RootTree.Get(Level0Key(256)));
+            foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
+        }
+        using (var fs = Mount(dev))
+        {
+            foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
+            foreach (var sv in new ulong[] { 5, 256, 257 })
+            {
+                Assert.NotNull(fs.Fs.RootTree.Get(Level0Key(sv)));
+                Assert.Null(fs.Fs.QuotaTree!.Get(new Key(0, KeyTypes.QgroupInfo, Q0(sv))));
+            }
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+            foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
+    }
+
+    [Fact]
+    public void FsckFindsLevel0UsageOfASubvolumeThatIsGoneAndUsageKeptTwice()
+    {
+        var dev = NewDevice(64UL << 20);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a)); // 256
+            CreateFile(fs, a.Ino, "f", Data(1, M));
+            Ok(fs.Sync());
+            using var h = fs.Fs.Start(4);
+            Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
+            new QgroupInfoItem { Generation = 1 }.Write(buf);
+            using (fs.Fs.RootTree.Lock.Write()) fs.Fs.RootTree.Put(h, Level0Key(999), buf);
+            new QgroupInfoItem { Generation = 1, Referenced = M, Exclusive = M }.Write(buf);
+            using (fs.Fs.QuotaTree!.Lock.Write()) fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, Q0(256)), buf);
+        }
+        var report = Reservoir.Engine.Check.Fsck.Run(dev);
+        Assert.Contains(report.Errors, e => e.Where == "root tree item (999, SUBVOL_QGROUP_INFO, 0)" && e.Message.Contains("stale"));
+        Assert.Contains(report.Errors, e => e.Where == "qgroup 0/256" && e.Message.Contains("kept twice"));
+        Assert.Equal(2, report.Errors.Count());
+    }
+}
