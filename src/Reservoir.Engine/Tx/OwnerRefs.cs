@@ -79,28 +79,48 @@ internal static class OwnerRefs
 /// commit's quota accounting: it keeps the leaf each tree's last answer came from, and an
 /// extent whose key falls inside that leaf's key range is answered from the leaf alone (in a
 /// B+tree such a key can be in no other leaf). Consecutive extents' EXTENT_OWNER_REFs sit in
-/// the same leaf, so most answers need no descent and no lock. Valid only while the trees
-/// cannot change: the commit holds the commit lock exclusively, so no handle is open and no
-/// subvolume tree moves until the accounting is done.
+/// the same leaf, so most answers need no descent and no lock. What is kept is keyed by the
+/// tree's root block, not by the tree: snapshots taken with no change between them share their
+/// root block, so they hold the same items, and the second of them asked about the same
+/// extent is answered by the first's answer (the accounting asks two snapshots per extent the
+/// source lets go of). Valid only while the trees cannot change: the commit holds the commit
+/// lock exclusively, so no handle is open and no subvolume tree moves until the accounting is
+/// done (and two trees with one root block at the same moment have the same content: a block
+/// several trees share is copied before it is changed, and a freed address is not reused
+/// within the transaction).
 /// </summary>
 internal sealed class OwnerRefProbe
 {
-    private readonly Dictionary<BTree, (TreeNode Leaf, int Slot)> _leaves = new(ReferenceEqualityComparer.Instance);
+    private struct Kept
+    {
+        public TreeNode? Leaf;
+        public int Slot;
+        public ulong Bytenr; // the last extent asked about, and its answer
+        public bool Asked, Answer;
+    }
+
+    private readonly Dictionary<ulong, Kept> _byRoot = new();
 
     /// <summary>Forgets every leaf (a new commit: the trees may have changed).</summary>
-    public void Clear() => _leaves.Clear();
+    public void Clear() => _byRoot.Clear();
 
     public bool Holds(BTree tree, ulong bytenr)
     {
         var key = OwnerRefs.KeyOf(bytenr);
-        ref var at = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_leaves, tree, out bool known);
+        ref var at = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_byRoot, tree.Root.Bytenr, out bool known);
+        if (known && at.Asked && at.Bytenr == bytenr) return at.Answer;
+        bool hit;
         // Asked in address order, the next extent's item is at or just after the last
-        // answer's slot in the leaf kept for the tree.
-        if (known && at.Leaf != null && at.Leaf.Spans(key)) return at.Leaf.SearchFrom(key, at.Slot, out at.Slot);
-        using var lk = tree.Lock.Read();
-        var path = new TreePath();
-        bool hit = tree.Search(null, key, path);
-        at = (path.Leaf, path.Slots[0]);
+        // answer's slot in the leaf kept for the root.
+        if (known && at.Leaf != null && at.Leaf.Spans(key)) hit = at.Leaf.SearchFrom(key, at.Slot, out at.Slot);
+        else
+        {
+            using var lk = tree.Lock.Read();
+            var path = new TreePath();
+            hit = tree.Search(null, key, path);
+            (at.Leaf, at.Slot) = (path.Leaf, path.Slots[0]);
+        }
+        (at.Bytenr, at.Asked, at.Answer) = (bytenr, true, hit);
         return hit;
     }
 }

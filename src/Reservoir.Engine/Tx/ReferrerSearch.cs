@@ -47,6 +47,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         _trees.Clear();
         _witness.Clear();
         _found.Clear();
+        _lastOthers.Clear();
         _seen.Clear();
         _set = null;
     }
@@ -56,12 +57,14 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     private ReferrerSets.Entry? _set;
 
     /// <summary>
-    /// The subvolumes that reference the extent now, in a fixed order (the acquired ones, then
-    /// the writer, its snapshots in the order taken, then each SHARED_ROOT_REF likewise),
-    /// stopping after <paramref name="enough"/>. Called once per extent and commit: with a
-    /// kept set it applies the transaction's transitions to it. A search that passes over
-    /// <see cref="MountOptions.ReferrerSetAfter"/> candidates that no longer reference the
-    /// extent goes on to find every referrer and keeps the set.
+    /// The subvolumes that reference the extent now (the acquired ones first), stopping after
+    /// <paramref name="enough"/>: first the previous extent's other referrers (extents let go
+    /// of together were mostly inherited together, and <see cref="Holds"/> is the truth
+    /// whoever is asked), then the candidates in their fixed order (the writer, its snapshots
+    /// in the order taken, then each SHARED_ROOT_REF likewise). Called once per extent and
+    /// commit: with a kept set it applies the transaction's transitions to it. A search that
+    /// passes over <see cref="MountOptions.ReferrerSetAfter"/> candidates that no longer
+    /// reference the extent goes on to find every referrer and keeps the set.
     /// </summary>
     public List<ulong> Referrers(int enough)
     {
@@ -81,21 +84,39 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         }
         if (found.Count >= enough) return found;
         if (fs.Options.ReferrerSetAfter <= 0) return KeepWholeSet(enough);
-        int passed = 0;
-        StartCandidates();
-        while (NextCandidate(out ulong c))
+        // The previous extent's other referrers, asked first: with N snapshots sharing what
+        // the source lets go of, the walk would start the lineage again for every extent.
+        int acquiredCount = found.Count;
+        for (int i = 0; i < _lastOthers.Count && found.Count < enough; i++)
         {
-            if (Decided(c)) continue;
-            if (!Holds(c))
-            {
-                if (++passed >= fs.Options.ReferrerSetAfter) return KeepWholeSet(enough);
-                continue;
-            }
-            found.Add(c);
-            if (found.Count >= enough) break;
+            ulong w = _lastOthers[i];
+            if (!Decided(w) && Holds(w)) found.Add(w);
         }
+        if (found.Count < enough)
+        {
+            bool askedFirst = found.Count > acquiredCount;
+            int passed = 0;
+            StartCandidates();
+            while (NextCandidate(out ulong c))
+            {
+                if (Decided(c) || (askedFirst && found.IndexOf(c, acquiredCount) >= 0)) continue;
+                if (!Holds(c))
+                {
+                    if (++passed >= fs.Options.ReferrerSetAfter) return KeepWholeSet(enough);
+                    continue;
+                }
+                found.Add(c);
+                if (found.Count >= enough) break;
+            }
+        }
+        _lastOthers.Clear();
+        for (int i = acquiredCount; i < found.Count; i++) _lastOthers.Add(found[i]);
         return found;
     }
+
+    /// <summary>The previous extent's referrers other than its acquired ones, asked first by
+    /// <see cref="Referrers"/> (cleared per commit).</summary>
+    private readonly List<ulong> _lastOthers = new();
 
     /// <summary>Every referrer, in <see cref="Referrers"/>' order, kept as the extent's set;
     /// returns the first <paramref name="enough"/>.</summary>

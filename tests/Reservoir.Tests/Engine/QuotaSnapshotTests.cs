@@ -340,4 +340,37 @@ public class QuotaSnapshotTests(ITestOutputHelper log)
         }
         FsckAssert.Clean(dev);
     }
+
+    /// <summary>The referrers found for one extent are asked first about the next (ReferrerSearch):
+    /// when they hold the first extent the source lets go of but not the second, the second's
+    /// search goes on to the one snapshot that has it, which then holds it alone. Without the
+    /// lookup of those asked first, c's exclusive would stay 0.</summary>
+    [Fact]
+    public void ReferrersOfOneExtentAskedFirstAboutTheNextAreLookedUpNotAssumed()
+    {
+        var dev = NewDevice(128UL << 20);
+        const ulong len = 64 << 10;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));       // 256
+            ulong f1 = CreateFile(fs, sv.Ino, "f1", Data(1, len));
+            Ok(fs.Sync());
+            Ok(fs.CreateSnapshot(sv.Ino, Root, "a", true, out _));      // 257: extent 1
+            Ok(fs.CreateSnapshot(sv.Ino, Root, "b", true, out _));      // 258: extent 1
+            ulong f2 = CreateFile(fs, sv.Ino, "f2", Data(2, len));
+            Ok(fs.Sync());
+            Ok(fs.CreateSnapshot(sv.Ino, Root, "c", true, out _));      // 259: extents 1 and 2
+            Commit(fs, dev);
+            // The source lets go of both in one commit.
+            Ok(fs.Write(f1, 0, Data(3, len), out _));
+            Ok(fs.Write(f2, 0, Data(4, len), out _));
+            Commit(fs, dev);
+            Assert.Equal((2 * len, 2 * len), Usage(fs, Q0(256)));
+            Assert.Equal((len, 0UL), Usage(fs, Q0(257)));
+            Assert.Equal((len, 0UL), Usage(fs, Q0(258)));
+            Assert.Equal((2 * len, len), Usage(fs, Q0(259)));            // extent 2 is c's alone
+        }
+        FsckAssert.Clean(dev);
+    }
 }
