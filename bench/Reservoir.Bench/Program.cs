@@ -27,7 +27,12 @@ public static class Program
             int at = Array.IndexOf(args, "--counts");
             int[]? counts = at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',').Select(int.Parse).ToArray() : null;
             SnapshotBench.HalfGroup = args.Contains("--half-group");
-            SnapshotBench.Run(quick, counts);
+            // --rounds 21: more alternating rounds per count (the device flush, a third to a
+            // half of each commit, varies by a millisecond on a noisy host; medians of more
+            // rounds move less).
+            int r = Array.IndexOf(args, "--rounds");
+            int? rounds = r >= 0 && r + 1 < args.Length && int.TryParse(args[r + 1], out int n) && n > 0 ? n : null;
+            SnapshotBench.Run(quick, counts, rounds);
             return 0;
         }
         if (args.Contains("--writable-snapshots")) { WritableSnapshotBench.Run(quick); return 0; }

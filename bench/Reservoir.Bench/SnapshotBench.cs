@@ -18,7 +18,7 @@ namespace Reservoir.Bench;
 /// 10,000). A commit here takes a few milliseconds, so each figure is the median of rounds
 /// that alternate quotas off and on, and the accounting's own share of the commit is printed. With quotas on the run ends by checking that the source's group holds exactly the
 /// rewritten data alone, so the figures are of accounting that is right.
-/// Usage: dotnet run -c Release --project bench/Reservoir.Bench -- --snapshots [--quick] [--counts 0,10000] [--half-group]
+/// Usage: dotnet run -c Release --project bench/Reservoir.Bench -- --snapshots [--quick] [--counts 0,10000] [--half-group] [--rounds N]
 /// </summary>
 internal static class SnapshotBench
 {
@@ -29,10 +29,10 @@ internal static class SnapshotBench
     /// side both ways (the case a walk would make O(N) per extent).</summary>
     public static bool HalfGroup;
 
-    public static void Run(bool quick, int[]? only = null)
+    public static void Run(bool quick, int[]? only = null, int? roundsAsked = null)
     {
         int[] counts = only ?? (quick ? [0, 10, 100, 1000] : [0, 10, 100, 1000, 10_000]);
-        int rounds = quick ? 3 : 11;
+        int rounds = roundsAsked ?? (quick ? 3 : 11);
         Console.WriteLine();
         Console.WriteLine($"## snapshots: {Files} files of {FileBytes >> 20} MiB in a subvolume, N read-only snapshots, then every file rewritten and committed; medians of {rounds} rounds alternating quotas off, on, and on with a group of {(HalfGroup ? "the first half of" : "")} the snapshots; ratios are medians of each round's ratio");
         Console.WriteLine("| snapshots | create N (s) | run, quotas off (ms) | commit, quotas off (ms) | run, quotas on (ms) | commit, quotas on (ms) | accounting in the commit (µs) | on/off commit | on/off run | commit, on + group of the snapshots (ms) | its accounting (µs) | on + group/off commit |");
