@@ -250,6 +250,9 @@ internal sealed partial class FsInfo
             var numbers = Engine.Quota.QgroupRecount.Compute(referrers.Values, Quota.MemberSets());
             foreach (var t in AllFsTrees()) numbers.TryAdd(Engine.Quota.Qgroups.ForSubvolume(t.Id), (0, 0));
             Quota.Enable(numbers);
+            // An upgrade recounts groups that exist: only those whose numbers changed would be
+            // written, and their level-0 usage has just left the quota tree.
+            if (upgrade) Quota.MarkLevel0Dirty();
             var sb = Super.Clone();
             sb.CompatRo |= Features.CompatRoQuota;
             Super = sb;

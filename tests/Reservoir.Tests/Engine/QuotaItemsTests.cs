@@ -139,4 +139,59 @@ public class QuotaItemsTests
         Assert.Contains(report.Errors, e => e.Where == "qgroup 0/256" && e.Message.Contains("kept twice"));
         Assert.Equal(2, report.Errors.Count());
     }
+
+    [Fact]
+    public void AnImageOfQuotaVersion1GetsOwnerRefsARecountAndLevel0UsageBesideItsRootItems()
+    {
+        var dev = NewDevice(128UL << 20);
+        Dictionary<ulong, (ulong, ulong)> expected;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a)); // 256
+            ulong f = CreateFile(fs, a.Ino, "f", Data(1, 2 * M));
+            Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out _)); // 257
+            Ok(fs.Write(f, 0, Data(2, M), out _));
+            Ok(fs.Sync());
+            expected = fs.Qgroups().ToDictionary(g => g.Id, g => (g.Referenced, g.Exclusive));
+            Assert.Equal((2 * M, M), expected[Q0(257)]);
+            // Lay the image out as version 1 did: no EXTENT_OWNER_REFs, level-0 usage in the
+            // quota tree.
+            using var h = fs.Fs.Start(64);
+            foreach (var id in new ulong[] { 5, 256, 257 })
+            {
+                var t = fs.Fs.FsTree(id)!;
+                using (t.Lock.Write())
+                    foreach (var (bytenr, _, _) in OwnerRefs.Scan(t).ToList()) Assert.True(t.Delete(h, OwnerRefs.KeyOf(bytenr)));
+            }
+            Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
+            using (fs.Fs.RootTree.Lock.Write())
+            using (fs.Fs.QuotaTree!.Lock.Write())
+            {
+                foreach (var (id, (r, e)) in expected.Where(kv => QgroupId.Level(kv.Key) == 0))
+                {
+                    Assert.True(fs.Fs.RootTree.Delete(h, Level0Key(QgroupId.Id(id))));
+                    new QgroupInfoItem { Generation = 1, Referenced = r, Exclusive = e }.Write(buf);
+                    fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, id), buf);
+                }
+                Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
+                new QgroupStatusItem { Version = 1, Generation = 1, Flags = QgroupStatusItem.FlagOn }.Write(st);
+                fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st);
+            }
+        }
+        FsckAssert.Clean(dev); // version 1 as it was
+        using (var fs = Mount(dev))
+        {
+            foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
+            Assert.True(QgroupStatusItem.TryRead(fs.Fs.QuotaTree!.Get(new Key(0, KeyTypes.QgroupStatus, 0)), out var status));
+            Assert.Equal(QgroupStatusItem.CurrentVersion, status.Version);
+            foreach (var sv in new ulong[] { 5, 256, 257 })
+            {
+                Assert.NotNull(fs.Fs.RootTree.Get(Level0Key(sv)));
+                Assert.Null(fs.Fs.QuotaTree.Get(new Key(0, KeyTypes.QgroupInfo, Q0(sv))));
+            }
+            using (var t = fs.Fs.FsTree(257)!.Lock.Read()) Assert.Equal(2, OwnerRefs.Scan(fs.Fs.FsTree(257)!).Count());
+        }
+        FsckAssert.Clean(dev);
+    }
 }
