@@ -111,9 +111,13 @@ public sealed partial class Fsck
             if (_qgroupInfo.ContainsKey(id)) _r.Add(FindingKind.Structure, $"qgroup {QgroupId.Show(id)}", "usage kept twice: in the quota tree and beside its ROOT_ITEM");
             else _qgroupInfo[id] = usage;
         }
-        if (v3)
-            foreach (var id in _qgroupInfo.Keys.Where(i => QgroupId.Level(i) == 0 && !_level0Usage.ContainsKey(QgroupId.Id(i))).ToList())
-                _r.Add(FindingKind.Structure, $"quota tree item (0, QGROUP_INFO, {id})", "a level-0 group's usage belongs beside its subvolume's ROOT_ITEM (quota version 3)");
+        if (!v3) return;
+        foreach (var id in _qgroupInfo.Keys.Where(i => QgroupId.Level(i) == 0 && !_level0Usage.ContainsKey(QgroupId.Id(i))).ToList())
+            _r.Add(FindingKind.Structure, $"quota tree item (0, QGROUP_INFO, {id})", "a level-0 group's usage belongs beside its subvolume's ROOT_ITEM (quota version 3)");
+        // Every subvolume has its level-0 group while quotas are on (a deleted one until its
+        // tree is gone), created in the transaction that creates it.
+        foreach (var subvolume in _roots.Keys.Where(IsFsTree).Where(i => !_level0Usage.ContainsKey(i)).Order())
+            _r.Add(FindingKind.Structure, $"subvolume {subvolume}", "quotas are on but it has no level-0 qgroup (no SUBVOL_QGROUP_INFO)");
     }
 
     private void CheckQuotaUsage(Dictionary<ulong, List<ulong>> children)

@@ -118,7 +118,7 @@ public class QuotaItemsTests
     }
 
     [Fact]
-    public void FsckFindsLevel0UsageOfASubvolumeThatIsGoneAndUsageKeptTwice()
+    public void FsckFindsLevel0UsageOfASubvolumeThatIsGoneUsageKeptTwiceAndASubvolumeWithout()
     {
         var dev = NewDevice(64UL << 20);
         using (var fs = Mount(dev))
@@ -126,18 +126,24 @@ public class QuotaItemsTests
             Ok(fs.EnableQuota());
             Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a)); // 256
             CreateFile(fs, a.Ino, "f", Data(1, M));
+            Ok(fs.CreateSubvolume(Root, "b", 0, 0, out _)); // 257, empty
             Ok(fs.Sync());
             using var h = fs.Fs.Start(4);
             Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
             new QgroupInfoItem { Generation = 1 }.Write(buf);
-            using (fs.Fs.RootTree.Lock.Write()) fs.Fs.RootTree.Put(h, Level0Key(999), buf);
+            using (fs.Fs.RootTree.Lock.Write())
+            {
+                fs.Fs.RootTree.Put(h, Level0Key(999), buf);
+                Assert.True(fs.Fs.RootTree.Delete(h, Level0Key(257)));
+            }
             new QgroupInfoItem { Generation = 1, Referenced = M, Exclusive = M }.Write(buf);
             using (fs.Fs.QuotaTree!.Lock.Write()) fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, Q0(256)), buf);
         }
         var report = Reservoir.Engine.Check.Fsck.Run(dev);
         Assert.Contains(report.Errors, e => e.Where == "root tree item (999, SUBVOL_QGROUP_INFO, 0)" && e.Message.Contains("stale"));
         Assert.Contains(report.Errors, e => e.Where == "qgroup 0/256" && e.Message.Contains("kept twice"));
-        Assert.Equal(2, report.Errors.Count());
+        Assert.Contains(report.Errors, e => e.Where == "subvolume 257" && e.Message.Contains("no level-0 qgroup"));
+        Assert.Equal(3, report.Errors.Count());
     }
 
     [Fact]
