@@ -26,8 +26,16 @@ internal sealed class Lineage
             int i = l.Count;
             while (i > 0 && (l[i - 1].Otransid > otransid || (l[i - 1].Otransid == otransid && l[i - 1].Child > child))) i--;
             l.Insert(i, (otransid, child));
+            if (child <= parent || (i > 0 && l[i - 1].Child >= child) || (i + 1 < l.Count && l[i + 1].Child <= child))
+                IdsFollowCreation = false;
         }
     }
+
+    /// <summary>Every snapshot has a higher id than its source and than the snapshots of its
+    /// source taken before it, as ids are handed out (above every id in use). Checked as
+    /// snapshots arrive; walks that prune by id (<see cref="DescendantWalk.Next"/> with a
+    /// bound) rely on it, and prune nothing if it ever failed.</summary>
+    public bool IdsFollowCreation { get; private set; } = true;
 
     public (ulong Parent, ulong Otransid)? ParentOf(ulong id) { lock (_lock) return _parent.TryGetValue(id, out var p) ? p : null; }
 
@@ -91,12 +99,18 @@ internal sealed class Lineage
             if (first != null) _stack.Push((first, LowerBound(first, since)));
         }
 
-        public bool Next(out ulong child)
+        /// <summary>The next descendant. With a <paramref name="bound"/>, skips those with a
+        /// higher id: once a snapshot's id is above it, so are those of the snapshots of the
+        /// same source taken after it and of every snapshot of theirs
+        /// (<see cref="IdsFollowCreation"/>), so the rest of that list is dropped unseen.</summary>
+        public bool Next(out ulong child, ulong bound = ulong.MaxValue)
         {
+            bool prune = bound != ulong.MaxValue && lineage.IdsFollowCreation;
             while (_stack.TryPop(out var top))
             {
                 var (list, i) = top;
                 if (i >= list.Count) continue;
+                if (prune && list[i].Child > bound) continue;
                 _stack.Push((list, i + 1));
                 child = list[i].Otransid >= _since ? list[i].Child : 0;
                 if (child == 0) continue;

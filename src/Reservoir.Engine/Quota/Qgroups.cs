@@ -61,7 +61,7 @@ internal sealed class Qgroups
         _dirty.Clear();
         _parents.Clear();
         _children.Clear();
-        _members.Clear();
+        _members.Clear(); _memberBound.Clear();
         _outside.Clear();
         foreach (var g in groups)
         {
@@ -83,9 +83,14 @@ internal sealed class Qgroups
         var below = QgroupId.Level(child) == 0 ? [child] : MembersUnsynchronized(child);
         (_parents.TryGetValue(child, out var ps) ? ps : _parents[child] = new()).Add(parent);
         (_children.TryGetValue(parent, out var cs) ? cs : _children[parent] = new()).Add(child);
+        ulong belowBound = QgroupId.Level(child) == 0 ? child : _memberBound.GetValueOrDefault(child);
         foreach (var a in AncestorsUnsynchronized([parent]))
         {
-            if (_members.TryGetValue(a, out var m)) m.UnionWith(below);
+            if (_members.TryGetValue(a, out var m))
+            {
+                m.UnionWith(below);
+                _memberBound[a] = Math.Max(_memberBound.GetValueOrDefault(a), belowBound);
+            }
             if (_outside.TryGetValue(a, out var o)) o.ExceptWith(below);
         }
     }
@@ -99,7 +104,7 @@ internal sealed class Qgroups
         if (_children.TryGetValue(parent, out var cs)) { cs.Remove(child); if (cs.Count == 0) _children.Remove(parent); }
         if (QgroupId.Level(child) != 0)
         {
-            _members.Clear();
+            _members.Clear(); _memberBound.Clear();
             _outside.Clear();
             return;
         }
@@ -253,7 +258,7 @@ internal sealed class Qgroups
         _dirty.Clear();
         _parents.Clear();
         _children.Clear();
-        _members.Clear();
+        _members.Clear(); _memberBound.Clear();
         _outside.Clear();
         _higher.Clear();
         _removed.Clear();
@@ -333,7 +338,7 @@ internal sealed class Qgroups
     {
         _groups.Remove(id);
         if (QgroupId.Level(id) == 0) foreach (var o in _outside.Values) o.Remove(id);
-        else { _members.Clear(); _outside.Clear(); }
+        else { _members.Clear(); _memberBound.Clear(); _outside.Clear(); }
         if (QgroupId.Level(id) > 0) _higher.RemoveAll(x => x.Id == id);
         _removed.Add(id);
     }
@@ -427,8 +432,25 @@ internal sealed class Qgroups
     private HashSet<ulong> MembersUnsynchronized(ulong id)
     {
         if (!_members.TryGetValue(id, out var m))
+        {
             _members[id] = m = QgroupId.Level0Below(id, c => _children.GetValueOrDefault(c));
+            _memberBound[id] = m.Count == 0 ? 0 : m.Max();
+        }
         return m;
+    }
+
+    /// <summary>For each group with a cached member set: an id no member's exceeds (exact when
+    /// the set is built, raised as members join, left as they go: still a bound). Guarded by
+    /// _lock; kept with <see cref="_members"/>.</summary>
+    private readonly Dictionary<ulong, ulong> _memberBound = new();
+
+    /// <summary>No level-0 member of group <paramref name="id"/> has a higher subvolume id
+    /// (level-0 qgroup ids are the subvolume ids).</summary>
+    public ulong MemberBound(ulong id)
+    {
+        using var _ = _lock.Lock();
+        MembersUnsynchronized(id);
+        return _memberBound[id];
     }
 
     /// <summary>

@@ -58,4 +58,7 @@ public sealed class EngineStats
     /// <summary>The commit's lookups of a subvolume's EXTENT_OWNER_REF while accounting, and the
     /// referrer sets it started keeping (docs/SNAPSHOTS.md §3, "Cost").</summary>
     public long OwnerRefProbes, ReferrerSetsKept;
+    /// <summary>Candidates a group question ("does any other member, or anyone outside,
+    /// reference it?") walked for want of a smaller side to walk.</summary>
+    public long GroupCandidatesWalked;
 }

@@ -192,9 +192,13 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             }
             return false;
         }
-        StartCandidates();
+        // Both sides are big. Asked about the members, the walk skips every candidate above the
+        // group's highest member id: a group of the older snapshots, asked about an extent
+        // written after them, is answered "no" without walking the newer ones.
+        StartCandidates(inside ? fs.Quota.MemberBound(id) : ulong.MaxValue);
         while (NextCandidate(out ulong c))
         {
+            fs.Stats.GroupCandidatesWalked++;
             if (c == skip1 || c == skip2 || Decided(c) || members.Contains(Qgroups.ForSubvolume(c)) != inside) continue;
             if (Holds(c)) { _witness[question] = c; return true; }
         }
@@ -204,11 +208,15 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// <summary>The candidates, each once, lazily (<see cref="NextCandidate"/> until false, or
     /// until the caller has seen enough): each origin, then its snapshots taken since it had
     /// the extent, depth first in the order taken.</summary>
-    private void StartCandidates()
+    private void StartCandidates(ulong bound = ulong.MaxValue)
     {
         _origin = -2; // the next call starts the writer's lineage
         _seen.Clear();
+        _bound = bound;
     }
+
+    /// <summary>Candidates above this id are not wanted (<see cref="Lineage.DescendantWalk.Next"/>).</summary>
+    private ulong _bound = ulong.MaxValue;
 
     private bool NextCandidate(out ulong c)
     {
@@ -216,13 +224,15 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         bool dedupe = shared.Count > 0;
         while (true)
         {
-            if (_origin >= -1 && _walk.Next(out c))
+            if (_origin >= -1 && _walk.Next(out c, _bound))
             {
                 if (!dedupe || _seen.Add(c)) return true;
                 continue;
             }
             if (++_origin >= shared.Count) { c = 0; return false; }
             var (root, since) = _origin < 0 ? (owner, gen) : shared[_origin];
+            // Its snapshots have higher ids still: none of them is wanted either.
+            if (root > _bound && fs.Lineage.IdsFollowCreation) continue;
             _walk.Start(root, since);
             c = root;
             if (!dedupe || _seen.Add(c)) return true;

@@ -126,4 +126,45 @@ public class QgroupHierarchyTests
         }
         FsckAssert.Clean(dev);
     }
+
+    /// <summary>A group of the source and its older snapshots, the newer ones outside (both
+    /// sides big): when the source lets go of an extent written after the older snapshots, "does
+    /// any other member reference it?" is "no" without walking the newer snapshots (none can be a
+    /// member: their ids are above every member's). Without the bound, all of them are walked.</summary>
+    [Fact]
+    public void AGroupOfOlderSnapshotsIsAnsweredWithoutWalkingTheNewerOnes()
+    {
+        var dev = NewDevice(128UL << 20);
+        var data = new byte[64 << 10];
+        new Random(5).NextBytes(data);
+        ulong len = (ulong)data.Length;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv)); // 256
+            ulong source = Q(0, 256), group = Q(1, 1);
+            CreateFile(fs, sv.Ino, "a", data);                     // extent A
+            Ok(fs.CreateQgroup(group));
+            Ok(fs.AssignQgroup(source, group));
+            for (int i = 0; i < 41; i++) Ok(fs.CreateSnapshot(sv.Ino, Root, $"old{i}", true, out _)); // 257-297 join the group
+            Ok(fs.Sync()); // E is born in a later transaction than the older snapshots
+            data[0] ^= 1;
+            ulong e = CreateFile(fs, sv.Ino, "e", data);           // extent E, after the older snapshots
+            Ok(fs.Sync());
+            Ok(fs.RemoveQgroupRelation(source, group));
+            for (int i = 0; i < 40; i++) Ok(fs.CreateSnapshot(sv.Ino, Root, $"new{i}", true, out _)); // 298-337, outside
+            Ok(fs.AssignQgroup(source, group));
+            Ok(fs.Sync());
+            // 42 members of 83 level-0 groups: neither side is the small one.
+            Assert.Equal((2 * len, 0UL), Usage(fs, group));       // A and E, both shared with the newer ones
+            long walked = fs.Fs.Stats.GroupCandidatesWalked;
+            data[1] ^= 1;
+            Ok(fs.Write(e, 0, data, out _));                       // the source lets go of E
+            Ok(fs.Sync());
+            // Only the writer itself (a member, known to have let go); without the bound 41.
+            Assert.Equal(1, fs.Fs.Stats.GroupCandidatesWalked - walked);
+            Assert.Equal((2 * len, len), Usage(fs, group));       // A (shared) and the new E (alone); the old E left with the source
+        }
+        FsckAssert.Clean(dev);
+    }
 }
