@@ -97,6 +97,8 @@ public static class TreeDump
                 return $"{bg.Flags} used {bg.Used}";
             case KeyTypes.OrphanItem:
                 return "orphan";
+            case KeyTypes.SubvolQgroupInfo or KeyTypes.QgroupInfo when QgroupInfoItem.TryRead(d, out var qi):
+                return $"referenced {qi.Referenced} exclusive {qi.Exclusive} gen {qi.Generation}";
             default:
                 return $"{d.Length} bytes";
         }

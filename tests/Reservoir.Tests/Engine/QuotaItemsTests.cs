@@ -55,7 +55,10 @@ public class QuotaItemsTests
             // Neither the group's usage nor its unchanged limit copied a quota tree node: the
             // usage went beside the subvolume's ROOT_ITEM, which the commit rewrote anyway.
             Assert.Same(quotaRoot, fs.Fs.QuotaTree!.Root);
-            Assert.NotNull(fs.Fs.RootTree.Get(Level0Key(256)));
+            var item = fs.Fs.RootTree.Get(Level0Key(256));
+            Assert.NotNull(item);
+            // `reservoir inspect tree -t root` shows it so.
+            Assert.StartsWith($"referenced {2 * M} exclusive {2 * M} gen ", Reservoir.Engine.Check.TreeDump.Describe(Level0Key(256), item));
         }
         FsckAssert.Clean(dev);
         using (var fs = Mount(dev)) Assert.Equal((2 * M, 2 * M, 64 * M), Usage(fs, Q0(256)));
