@@ -64,41 +64,60 @@ public class QuotaItemsTests
         using (var fs = Mount(dev)) Assert.Equal((2 * M, 2 * M, 64 * M), Usage(fs, Q0(256)));
     }
 
+    /// <summary>An image with a subvolume a (256), a file of two 1 MiB extents (4 KiB nodes),
+    /// a read-only snapshot s (257), and the first MiB rewritten in a; then laid out as quota
+    /// <paramref name="version"/> kept it (<paramref name="older"/> changes the trees the same
+    /// way), every level-0 usage in the quota tree. Returns every group's numbers.</summary>
+    private static Dictionary<ulong, (ulong, ulong)> ImageOfOlderQuotaVersion(MemoryBlockDevice dev, ulong version, Action<Filesystem, TransHandle>? older = null)
+    {
+        using var fs = Mount(dev);
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a)); // 256
+        ulong f = CreateFile(fs, a.Ino, "f", Data(1, 2 * M));
+        Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out _)); // 257
+        Ok(fs.Write(f, 0, Data(2, M), out _));
+        Ok(fs.Sync());
+        var expected = fs.Qgroups().ToDictionary(g => g.Id, g => (g.Referenced, g.Exclusive));
+        // a holds the new first MiB alone and shares the second; s holds the old first alone.
+        Assert.Equal((2 * M, M), expected[Q0(256)]);
+        Assert.Equal((2 * M, M), expected[Q0(257)]);
+        using var h = fs.Fs.Start(64);
+        older?.Invoke(fs, h);
+        Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
+        using (fs.Fs.RootTree.Lock.Write())
+        using (fs.Fs.QuotaTree!.Lock.Write())
+        {
+            foreach (var (id, (r, e)) in expected.Where(kv => QgroupId.Level(kv.Key) == 0))
+            {
+                Assert.True(fs.Fs.RootTree.Delete(h, Level0Key(QgroupId.Id(id))));
+                new QgroupInfoItem { Generation = 1, Referenced = r, Exclusive = e }.Write(buf);
+                fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, id), buf);
+            }
+            Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
+            new QgroupStatusItem { Version = version, Generation = 1, Flags = QgroupStatusItem.FlagOn }.Write(st);
+            fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st);
+        }
+        return expected;
+    }
+
+    /// <summary>After the upgrade: every subvolume's usage beside its ROOT_ITEM, none in the quota tree.</summary>
+    private static void AssertLevel0UsageMoved(Filesystem fs, Dictionary<ulong, (ulong, ulong)> expected)
+    {
+        foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
+        Assert.True(QgroupStatusItem.TryRead(fs.Fs.QuotaTree!.Get(new Key(0, KeyTypes.QgroupStatus, 0)), out var status));
+        Assert.Equal(QgroupStatusItem.CurrentVersion, status.Version);
+        foreach (var sv in new ulong[] { 5, 256, 257 })
+        {
+            Assert.NotNull(fs.Fs.RootTree.Get(Level0Key(sv)));
+            Assert.Null(fs.Fs.QuotaTree.Get(new Key(0, KeyTypes.QgroupInfo, Q0(sv))));
+        }
+    }
+
     [Fact]
     public void AnImageOfQuotaVersion2HasItsLevel0UsageMovedAtItsFirstReadWriteMount()
     {
         var dev = NewDevice(128UL << 20);
-        Dictionary<ulong, (ulong, ulong)> expected;
-        using (var fs = Mount(dev))
-        {
-            Ok(fs.EnableQuota());
-            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a)); // 256
-            ulong f = CreateFile(fs, a.Ino, "f", Data(1, 2 * M));
-            Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out _)); // 257
-            Ok(fs.Write(f, 0, Data(2, M), out _));
-            Ok(fs.Sync());
-            expected = fs.Qgroups().ToDictionary(g => g.Id, g => (g.Referenced, g.Exclusive));
-            // Two extents of 1 MiB (4 KiB nodes); a rewrote the first: it holds the new one
-            // alone and shares the second, s holds the old first alone.
-            Assert.Equal((2 * M, M), expected[Q0(256)]);
-            Assert.Equal((2 * M, M), expected[Q0(257)]);
-            // Lay the image out as version 2 did: every level-0 usage in the quota tree.
-            using var h = fs.Fs.Start(16);
-            Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
-            using (fs.Fs.RootTree.Lock.Write())
-            using (fs.Fs.QuotaTree!.Lock.Write())
-            {
-                foreach (var (id, (r, e)) in expected.Where(kv => QgroupId.Level(kv.Key) == 0))
-                {
-                    Assert.True(fs.Fs.RootTree.Delete(h, Level0Key(QgroupId.Id(id))));
-                    new QgroupInfoItem { Generation = 1, Referenced = r, Exclusive = e }.Write(buf);
-                    fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, id), buf);
-                }
-                Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
-                new QgroupStatusItem { Version = QgroupStatusItem.OwnerRefsVersion, Generation = 1, Flags = QgroupStatusItem.FlagOn }.Write(st);
-                fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st);
-            }
-        }
+        var expected = ImageOfOlderQuotaVersion(dev, QgroupStatusItem.OwnerRefsVersion);
         // Version 2 as it was: fsck accepts it, a read-only mount reads its numbers there.
         FsckAssert.Clean(dev);
         using (var fs = Mount(dev, new MountOptions { ReadOnly = true }))
@@ -106,15 +125,7 @@ public class QuotaItemsTests
             Assert.Null(fs.Fs.RootTree.Get(Level0Key(256)));
             foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
         }
-        using (var fs = Mount(dev))
-        {
-            foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
-            foreach (var sv in new ulong[] { 5, 256, 257 })
-            {
-                Assert.NotNull(fs.Fs.RootTree.Get(Level0Key(sv)));
-                Assert.Null(fs.Fs.QuotaTree!.Get(new Key(0, KeyTypes.QgroupInfo, Q0(sv))));
-            }
-        }
+        using (var fs = Mount(dev)) AssertLevel0UsageMoved(fs, expected);
         FsckAssert.Clean(dev);
         using (var fs = Mount(dev))
             foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
@@ -153,52 +164,20 @@ public class QuotaItemsTests
     public void AnImageOfQuotaVersion1GetsOwnerRefsARecountAndLevel0UsageBesideItsRootItems()
     {
         var dev = NewDevice(128UL << 20);
-        Dictionary<ulong, (ulong, ulong)> expected;
-        using (var fs = Mount(dev))
+        // Version 1 had no EXTENT_OWNER_REFs either.
+        var expected = ImageOfOlderQuotaVersion(dev, 1, (fs, h) =>
         {
-            Ok(fs.EnableQuota());
-            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a)); // 256
-            ulong f = CreateFile(fs, a.Ino, "f", Data(1, 2 * M));
-            Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out _)); // 257
-            Ok(fs.Write(f, 0, Data(2, M), out _));
-            Ok(fs.Sync());
-            expected = fs.Qgroups().ToDictionary(g => g.Id, g => (g.Referenced, g.Exclusive));
-            Assert.Equal((2 * M, M), expected[Q0(257)]);
-            // Lay the image out as version 1 did: no EXTENT_OWNER_REFs, level-0 usage in the
-            // quota tree.
-            using var h = fs.Fs.Start(64);
             foreach (var id in new ulong[] { 5, 256, 257 })
             {
                 var t = fs.Fs.FsTree(id)!;
                 using (t.Lock.Write())
                     foreach (var (bytenr, _, _) in OwnerRefs.Scan(t).ToList()) Assert.True(t.Delete(h, OwnerRefs.KeyOf(bytenr)));
             }
-            Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
-            using (fs.Fs.RootTree.Lock.Write())
-            using (fs.Fs.QuotaTree!.Lock.Write())
-            {
-                foreach (var (id, (r, e)) in expected.Where(kv => QgroupId.Level(kv.Key) == 0))
-                {
-                    Assert.True(fs.Fs.RootTree.Delete(h, Level0Key(QgroupId.Id(id))));
-                    new QgroupInfoItem { Generation = 1, Referenced = r, Exclusive = e }.Write(buf);
-                    fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, id), buf);
-                }
-                Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
-                new QgroupStatusItem { Version = 1, Generation = 1, Flags = QgroupStatusItem.FlagOn }.Write(st);
-                fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st);
-            }
-        }
+        });
         FsckAssert.Clean(dev); // version 1 as it was
         using (var fs = Mount(dev))
         {
-            foreach (var (id, usage) in expected) Assert.Equal(usage, (Usage(fs, id).Referenced, Usage(fs, id).Exclusive));
-            Assert.True(QgroupStatusItem.TryRead(fs.Fs.QuotaTree!.Get(new Key(0, KeyTypes.QgroupStatus, 0)), out var status));
-            Assert.Equal(QgroupStatusItem.CurrentVersion, status.Version);
-            foreach (var sv in new ulong[] { 5, 256, 257 })
-            {
-                Assert.NotNull(fs.Fs.RootTree.Get(Level0Key(sv)));
-                Assert.Null(fs.Fs.QuotaTree.Get(new Key(0, KeyTypes.QgroupInfo, Q0(sv))));
-            }
+            AssertLevel0UsageMoved(fs, expected);
             using (var t = fs.Fs.FsTree(257)!.Lock.Read()) Assert.Equal(2, OwnerRefs.Scan(fs.Fs.FsTree(257)!).Count());
         }
         FsckAssert.Clean(dev);
