@@ -176,8 +176,9 @@ internal sealed partial class FsInfo
     /// </summary>
     public void EnableQuota() => BuildQuota(upgrade: false);
 
-    /// <summary>At a read-write mount of an image whose quotas predate EXTENT_OWNER_REF items
-    /// (QGROUP_STATUS version 1): builds them and recounts, keeping the limits.</summary>
+    /// <summary>At a read-write mount of an image of an older quota version: version 1 (before
+    /// EXTENT_OWNER_REF items) gets them and a recount, keeping the limits; versions 1 and 2
+    /// have their level-0 usage moved beside the ROOT_ITEMs (version 3).</summary>
     public void UpgradeQuotaIfNeeded()
     {
         if (!ReadOnly)
