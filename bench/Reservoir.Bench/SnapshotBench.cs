@@ -49,10 +49,22 @@ internal static class SnapshotBench
             var grouped = new List<Round>();
             for (int r = 0; r < rounds; r++)
             {
-                // Alternating, so a noisy stretch of the host lands on every side alike.
-                off.Add(One(n, Quotas.Off));
-                on.Add(One(n, Quotas.On));
-                grouped.Add(One(n, Quotas.OnWithGroup));
+                // Alternating, so a noisy stretch of the host lands on every side alike, and
+                // in the order off, on, group in even rounds and group, on, off in odd ones, so
+                // that whatever the previous mount leaves the host to do (its image deleted,
+                // its writes still draining) falls on each side alike too.
+                if (r % 2 == 0)
+                {
+                    off.Add(One(n, Quotas.Off));
+                    on.Add(One(n, Quotas.On));
+                    grouped.Add(One(n, Quotas.OnWithGroup));
+                }
+                else
+                {
+                    grouped.Add(One(n, Quotas.OnWithGroup));
+                    on.Add(One(n, Quotas.On));
+                    off.Add(One(n, Quotas.Off));
+                }
             }
             double offRun = Median(off, x => x.RunMs), offCommit = Median(off, x => x.CommitMs);
             double onRun = Median(on, x => x.RunMs), onCommit = Median(on, x => x.CommitMs);
