@@ -90,11 +90,13 @@ internal sealed partial class FsInfo
 
     /// <summary>Deletes a subvolume's SUBVOL_QGROUP_INFO if it has one (its tree is gone, or its
     /// group is). Caller holds a handle and the root tree's write lock.</summary>
-    private void DeleteLevel0Usage(TransHandle h, ulong subvolume)
+    private void DeleteLevel0Usage(TransHandle h, ulong subvolume) => DeleteIfPresent(h, RootTree, Level0UsageKey(subvolume));
+
+    /// <summary>Deletes an item that may be missing. Caller holds a handle and the tree's write lock.</summary>
+    private static void DeleteIfPresent(TransHandle h, BTree tree, Key key)
     {
-        var key = Level0UsageKey(subvolume);
         // A copy-on-write search would copy the path even when the item is not there.
-        if (RootTree.Get(key) != null) RootTree.Delete(h, key);
+        if (tree.Get(key) != null) tree.Delete(h, key);
     }
 
     /// <summary>Deletes the QGROUP_INFO items of level-0 groups from the quota tree (an image
@@ -143,7 +145,7 @@ internal sealed partial class FsInfo
         {
             if (QgroupId.Level(id) == 0) DeleteLevel0Usage(h, QgroupId.Id(id));
             else QuotaTree.Delete(h, new Key(0, KeyTypes.QgroupInfo, id));
-            QuotaTree.Delete(h, new Key(0, KeyTypes.QgroupLimit, id));
+            DeleteIfPresent(h, QuotaTree, new Key(0, KeyTypes.QgroupLimit, id));
         }
         Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
         foreach (var (id, referenced, exclusive, limits) in dirty)
@@ -154,6 +156,13 @@ internal sealed partial class FsInfo
             if (QgroupId.Level(id) == 0) RootTree.Put(h, Level0UsageKey(QgroupId.Id(id)), buf[..QgroupInfoItem.Size]);
             else QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, id), buf[..QgroupInfoItem.Size]);
             if (limits is not var (maxReferenced, maxExclusive)) continue; // unchanged: its item stays as it is
+            var limitKey = new Key(0, KeyTypes.QgroupLimit, id);
+            if (maxReferenced == ulong.MaxValue && maxExclusive == ulong.MaxValue)
+            {
+                // No limit, no item (SPEC.md §7): 10,000 snapshots do not add 10,000 items.
+                DeleteIfPresent(h, QuotaTree, limitKey);
+                continue;
+            }
             var lim = new QgroupLimitItem
             {
                 Flags = (maxReferenced != ulong.MaxValue ? QgroupLimitItem.FlagMaxRfer : 0) | (maxExclusive != ulong.MaxValue ? QgroupLimitItem.FlagMaxExcl : 0),
@@ -161,7 +170,7 @@ internal sealed partial class FsInfo
                 MaxExclusive = maxExclusive == ulong.MaxValue ? 0 : maxExclusive,
             };
             lim.Write(buf);
-            QuotaTree.Put(h, new Key(0, KeyTypes.QgroupLimit, id), buf[..QgroupLimitItem.Size]);
+            QuotaTree.Put(h, limitKey, buf[..QgroupLimitItem.Size]);
         }
         return dirty.Count + removed.Count + relations.Count;
     }

@@ -182,4 +182,31 @@ public class QuotaItemsTests
         }
         FsckAssert.Clean(dev);
     }
+
+    [Fact]
+    public void OnlyAGroupWithALimitHasALimitItem()
+    {
+        var dev = NewDevice(64UL << 20);
+        var limitKey = new Key(0, KeyTypes.QgroupLimit, Q0(256));
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out _)); // 256
+            Ok(fs.Sync());
+            Assert.Null(fs.Fs.QuotaTree!.Get(limitKey));
+            Assert.Null(fs.Fs.QuotaTree.Get(new Key(0, KeyTypes.QgroupLimit, Q0(5))));
+            Ok(fs.SetQgroupLimit(Q0(256), 64 * M, ulong.MaxValue));
+            Assert.NotNull(fs.Fs.QuotaTree.Get(limitKey));
+            Ok(fs.SetQgroupLimit(Q0(256), ulong.MaxValue, ulong.MaxValue)); // "none"
+            Assert.Null(fs.Fs.QuotaTree.Get(limitKey));
+            Assert.Equal(ulong.MaxValue, Usage(fs, Q0(256)).MaxReferenced);
+            Ok(fs.SetQgroupLimit(Q0(256), 32 * M, ulong.MaxValue));
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            Assert.Equal(32 * M, Usage(fs, Q0(256)).MaxReferenced);
+            Assert.Equal(ulong.MaxValue, Usage(fs, Q0(5)).MaxReferenced);
+        }
+    }
 }
