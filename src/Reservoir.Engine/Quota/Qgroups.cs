@@ -61,8 +61,7 @@ internal sealed class Qgroups
         _dirty.Clear();
         _parents.Clear();
         _children.Clear();
-        _members.Clear(); _memberBound.Clear();
-        _outside.Clear();
+        ForgetSetsUnsynchronized();
         foreach (var g in groups)
         {
             _groups[g.Id] = g;
@@ -104,8 +103,7 @@ internal sealed class Qgroups
         if (_children.TryGetValue(parent, out var cs)) { cs.Remove(child); if (cs.Count == 0) _children.Remove(parent); }
         if (QgroupId.Level(child) != 0)
         {
-            _members.Clear(); _memberBound.Clear();
-            _outside.Clear();
+            ForgetSetsUnsynchronized();
             return;
         }
         var stillBelow = AncestorsUnsynchronized(_parents.GetValueOrDefault(child) ?? []);
@@ -258,8 +256,7 @@ internal sealed class Qgroups
         _dirty.Clear();
         _parents.Clear();
         _children.Clear();
-        _members.Clear(); _memberBound.Clear();
-        _outside.Clear();
+        ForgetSetsUnsynchronized();
         _higher.Clear();
         _removed.Clear();
         _relationChanges.Clear();
@@ -338,7 +335,7 @@ internal sealed class Qgroups
     {
         _groups.Remove(id);
         if (QgroupId.Level(id) == 0) foreach (var o in _outside.Values) o.Remove(id);
-        else { _members.Clear(); _memberBound.Clear(); _outside.Clear(); }
+        else ForgetSetsUnsynchronized();
         if (QgroupId.Level(id) > 0) _higher.RemoveAll(x => x.Id == id);
         _removed.Add(id);
     }
@@ -437,6 +434,15 @@ internal sealed class Qgroups
             _memberBound[id] = m.Count == 0 ? 0 : m.Max();
         }
         return m;
+    }
+
+    /// <summary>Drops every cached member set, its bound and outside set (relations or groups of
+    /// level 1 and above changed; they are worked out again when asked). Caller holds the lock.</summary>
+    private void ForgetSetsUnsynchronized()
+    {
+        _members.Clear();
+        _memberBound.Clear();
+        _outside.Clear();
     }
 
     /// <summary>For each group with a cached member set: an id no member's exceeds (exact when
