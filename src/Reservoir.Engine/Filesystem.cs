@@ -298,7 +298,16 @@ public sealed partial class Filesystem : IDisposable
         ino, i.Mode, i.Nlink, i.Uid, i.Gid, i.Rdev, i.FileSize, (i.Nbytes + 511) / 512, (uint)blockSize,
         i.Atime, i.Mtime, i.Ctime, i.Otime, i.Generation, (ulong)i.Flags);
 
-    internal InodeAttr Attr(Inode inode) => ToAttr(inode.NodeId, inode.Item, Fs.BlockSize);
+    /// <summary>The attributes of an inode; its byte count (st_blocks) includes what its dirty
+    /// and in-flight data will add (<see cref="Data.DataEngine.NewDelallocBytes"/>), as on ext4
+    /// and btrfs. Caller holds the inode lock and no tree lock.</summary>
+    internal InodeAttr Attr(Inode inode)
+    {
+        var item = inode.Item;
+        ulong pending = Data.NewDelallocBytes(inode, out ulong nbytes);
+        item.Nbytes = nbytes + pending;
+        return ToAttr(inode.NodeId, item, Fs.BlockSize);
+    }
 
     internal static Errno CheckName(ReadOnlySpan<byte> name)
     {

@@ -32,6 +32,46 @@ public class WritePathTests
         Assert.Empty(fs.VerifyReservations());
     }
 
+    /// <summary>
+    /// st_blocks counts data not yet written back, as ext4's and btrfs's do: new data shows at
+    /// once, a rewrite of allocated data adds nothing, and data whose ordered extent is in
+    /// flight still shows (fails with the blocks taken from the byte count on disk alone: a
+    /// file just written had 0, which made cp copy it instead of sharing its extents).
+    /// </summary>
+    [Fact]
+    public void BlocksCountDataNotYetWrittenBack()
+    {
+        var dev = NewDevice();
+        var dopt = new DataOptions { WritebackIntervalMs = 0 };
+        using var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }, dopt);
+        ulong ino = CreateFile(fs, Filesystem.RootIno, "f");
+        ulong Blocks() { Ok(fs.GetAttr(ino, out var a)); return a.Blocks; }
+        Assert.Equal(0UL, Blocks());
+        Ok(fs.Write(ino, 0, new byte[1 << 20], out _));
+        Assert.Equal((1UL << 20) / 512, Blocks());
+        // A block past a hole: one block more, not the hole.
+        Ok(fs.Write(ino, 3 << 20, new byte[100], out _));
+        Assert.Equal((1UL << 20) / 512 + 8, Blocks());
+        // While the ordered extents finish, their data is counted once, not twice and not
+        // missing; and what the hook sees is checked after it ran.
+        var seen = new List<ulong>();
+        dopt.BeforeFinish = _ => { lock (seen) seen.Add(Blocks()); };
+        Ok(fs.Sync());
+        dopt.BeforeFinish = null;
+        Assert.NotEmpty(seen);
+        Assert.All(seen, b => Assert.Equal((1UL << 20) / 512 + 8, b));
+        Assert.Equal((1UL << 20) / 512 + 8, Blocks());
+        // Rewriting allocated data replaces it: the count stays.
+        Ok(fs.Write(ino, 0, new byte[1 << 20], out _));
+        Assert.Equal((1UL << 20) / 512 + 8, Blocks());
+        // Rewritten and extended across the hole: only the hole's bytes are new.
+        Ok(fs.Write(ino, 512 << 10, new byte[1 << 20], out _));
+        Assert.Equal((3UL << 19) / 512 + 8, Blocks());
+        Ok(fs.Sync());
+        Assert.Equal((3UL << 19) / 512 + 8, Blocks());
+        Assert.Empty(fs.VerifyReservations());
+    }
+
     [Fact]
     public void RedirtyingAReservedRangeReservesNothingNew()
     {
