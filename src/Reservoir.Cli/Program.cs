@@ -106,6 +106,9 @@ public sealed class CliContext(TextWriter stdout, TextWriter stderr)
     {
         WriteIndented = true,
         PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower,
+        // Read by programs and people, never put into a web page: "<toplevel>" and non-ASCII
+        // names as they are, not as \u003C escapes.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 }
 

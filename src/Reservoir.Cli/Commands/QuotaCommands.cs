@@ -90,58 +90,7 @@ internal static class QuotaCommands
     private static Command Qgroup(CliContext ctx)
     {
         var cmd = new Command("qgroup", "Show, limit and group quota groups");
-        var image = new Argument<string>("image") { Description = ImageOrMount };
-        var raw = new Option<bool>("--raw") { Description = "Print raw byte counts" };
-        var format = CommonOptions.Format();
-        var parents = new Option<bool>("-p") { Description = "Print each qgroup's parents" };
-        var childs = new Option<bool>("-c") { Description = "Print each qgroup's members" };
-        var show = new Command("show", "List quota groups with referenced and exclusive bytes and limits") { image, raw, format, parents, childs };
-        show.SetAction(pr =>
-        {
-            IReadOnlyList<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)> groups;
-            IReadOnlyList<(ulong Child, ulong Parent)> relations = [];
-            if (Directory.Exists(pr.GetValue(image)))
-            {
-                var oe = OnlineSubvolume.Qgroups(pr.GetValue(image)!, out var online);
-                if (oe != Errno.OK)
-                {
-                    ctx.Err.WriteLine(oe switch { Errno.ENOTCONN => "reservoir qgroup show: quotas are not enabled", Errno.ENOTTY => $"reservoir qgroup show: {pr.GetValue(image)}: not on a mounted Reservoir", _ => $"reservoir qgroup show: {oe.Describe()}" });
-                    return 1;
-                }
-                groups = online;
-                if ((pr.GetValue(parents) || pr.GetValue(childs) || CommonOptions.IsJson(pr, format)) && OnlineSubvolume.QgroupRelations(pr.GetValue(image)!, out var rel) == Errno.OK)
-                    relations = rel;
-            }
-            else
-            {
-                using var mounted = InspectCommand.MountRo(pr.GetValue(image)!);
-                var fs = mounted.Fs;
-                if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup show: quotas are not enabled"); return 1; }
-                groups = fs.Qgroups().Select(g => (g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive)).ToList();
-                relations = fs.QgroupRelations();
-            }
-            string Parents(ulong id) => string.Join(",", relations.Where(r => r.Child == id).Select(r => QgroupId.Show(r.Parent))) is { Length: > 0 } p ? p : "-";
-            string Children(ulong id) => string.Join(",", relations.Where(r => r.Parent == id).Select(r => QgroupId.Show(r.Child))) is { Length: > 0 } c ? c : "-";
-            if (CommonOptions.IsJson(pr, format))
-            {
-                ctx.Json(groups.Select(g => new
-                {
-                    qgroupid = QgroupId.Show(g.Id), referenced = g.Referenced, exclusive = g.Exclusive,
-                    max_referenced = g.MaxReferenced == ulong.MaxValue ? (ulong?)null : g.MaxReferenced,
-                    max_exclusive = g.MaxExclusive == ulong.MaxValue ? (ulong?)null : g.MaxExclusive,
-                    parents = relations.Where(r => r.Child == g.Id).Select(r => QgroupId.Show(r.Parent)).ToArray(),
-                    children = relations.Where(r => r.Parent == g.Id).Select(r => QgroupId.Show(r.Child)).ToArray(),
-                }));
-                return 0;
-            }
-            string Sz(ulong v) => v == ulong.MaxValue ? "none" : pr.GetValue(raw) ? v.ToString() : Units.Human(v);
-            bool wp = pr.GetValue(parents), wc = pr.GetValue(childs);
-            ctx.Out.WriteLine($"{"Qgroupid",-10} {"Referenced",12} {"Exclusive",12} {"Max referenced",15} {"Max exclusive",14}{(wp ? $" {"Parent",-12}" : "")}{(wc ? " Child" : "")}");
-            ctx.Out.WriteLine($"{"--------",-10} {"----------",12} {"---------",12} {"--------------",15} {"-------------",14}{(wp ? $" {"------",-12}" : "")}{(wc ? " -----" : "")}");
-            foreach (var g in groups)
-                ctx.Out.WriteLine($"{QgroupId.Show(g.Id),-10} {Sz(g.Referenced),12} {Sz(g.Exclusive),12} {Sz(g.MaxReferenced),15} {Sz(g.MaxExclusive),14}{(wp ? $" {Parents(g.Id),-12}" : "")}{(wc ? " " + Children(g.Id) : "")}");
-            return 0;
-        });
+        var show = QgroupShowCommand.Build(ctx, ImageOrMount);
         var size = new Argument<string>("size") { Description = "Limit on referenced bytes (e.g. 10G), or 'none'" };
         var image3 = new Argument<string>("image") { Description = "An unmounted image, or a subvolume on a mounted Reservoir" };
         var target = new Argument<string>("path") { Description = "A subvolume inside the image (its qgroup 0/<id>), or a qgroup id (0/<id>, 1/<n>, …); default: the top level (0/5), or on a mount the subvolume given", DefaultValueFactory = _ => "/", Arity = ArgumentArity.ZeroOrOne };

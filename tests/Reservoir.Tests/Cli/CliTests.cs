@@ -150,7 +150,7 @@ public sealed class CliTests : IDisposable
         Assert.Contains("Quota group:\t\t0/256", show.Out);
         Assert.Equal(0, Run("subvolume", "show", Img, "/").Code); // the top level shows too
         Assert.Equal(0, Run("qgroup", "limit", "1M", Img, "/home").Code);
-        Assert.Contains("1.00MiB", Run("qgroup", "show", Img).Out);
+        Assert.Matches(@"0/256 .* 1\.00MiB +none +home\n", Run("qgroup", "show", "-re", Img).Out);
         Assert.Equal(0, Run("property", "set", Img, "/srv", "ro", "true").Code);
         Assert.Equal("ro=true\n", Run("property", "get", Img, "/srv").Out);
         Assert.Equal("ro=false\n", Run("property", "get", Img, "/").Out);
@@ -165,6 +165,43 @@ public sealed class CliTests : IDisposable
         Assert.DoesNotContain("0/256", Run("qgroup", "show", Img).Out);
         Assert.Contains("Device size:", Run("filesystem", "usage", Img).Out);
         Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
+    /// <summary>`qgroup show` reads as btrfs-progs' does: limits only with -r/-e (bundled as
+    /// -re), the Path column, two decimals in each unit system, --raw, a fixed unit, --sort,
+    /// and contradicting unit options refused. The expected sizes are worked out from the 3 MiB
+    /// written (3,145,728 bytes: 3.00MiB, 3.15MB, 3072.00KiB).</summary>
+    [Fact]
+    public void QgroupShowPrintsLikeBtrfsProgs()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M", "--quota", "-q").Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/home", "/srv").Code);
+        var src = Path.Combine(_dir, "three");
+        File.WriteAllBytes(src, new byte[3 << 20]);
+        Assert.Equal(0, Run("cp", Img, src, ":/home/f").Code);
+        Assert.Equal(0, Run("qgroup", "limit", "10M", Img, "/home").Code);
+        var plain = Run("qgroup", "show", Img).Out.Split('\n');
+        Assert.Matches(@"^Qgroupid +Referenced +Exclusive +Path$", plain[0]);
+        Assert.Matches(@"^-------- +---------- +--------- +----$", plain[1]);
+        Assert.Matches(@"^0/5 +0\.00B +0\.00B +<toplevel>$", plain[2]);
+        Assert.Matches(@"^0/256 +3\.00MiB +3\.00MiB +home$", plain[3]);
+        Assert.Matches(@"^0/257 +0\.00B +0\.00B +srv$", plain[4]);
+        Assert.DoesNotContain("10.00MiB", string.Join('\n', plain)); // limits only with -r
+        var re = Run("qgroup", "show", "-re", Img).Out;
+        Assert.Matches(@"Qgroupid +Referenced +Exclusive +Max referenced +Max exclusive +Path\n", re);
+        Assert.Matches(@"0/256 +3\.00MiB +3\.00MiB +10\.00MiB +none +home\n", re);
+        Assert.Matches(@"0/256 +3\.15MB +3\.15MB +home\n", Run("qgroup", "show", "--si", Img).Out);
+        Assert.Matches(@"0/256 +3145728 +3145728 +home\n", Run("qgroup", "show", "--raw", Img).Out);
+        Assert.Matches(@"0/256 +3072\.00KiB +3072\.00KiB +home\n", Run("qgroup", "show", "--kbytes", Img).Out);
+        var sorted = Run("qgroup", "show", "--sort=-rfer,path", Img).Out.Split('\n');
+        Assert.StartsWith("0/256", sorted[2]);
+        Assert.StartsWith("0/257", sorted[4]); // 0 bytes like 0/5, and "srv" sorts after "<toplevel>"
+        var json = JsonDocument.Parse(Run("qgroup", "show", Img, "--format", "json").Out);
+        Assert.Equal("<toplevel>", json.RootElement[0].GetProperty("path").GetString());
+        var bad = Run("qgroup", "show", "--raw", "--si", Img);
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("--raw", bad.Err);
+        Assert.Equal(1, Run("qgroup", "show", "--sort=size", Img).Code);
     }
 
     [Fact]
@@ -182,9 +219,9 @@ public sealed class CliTests : IDisposable
         Assert.Contains("higher level", wrong.Err);
         Assert.Contains("members", Run("qgroup", "destroy", "1/100", Img).Err);
         Assert.Equal(1, Run("qgroup", "create", "x", Img).Code);
-        var show = Run("qgroup", "show", "-p", "-c", Img).Out;
+        var show = Run("qgroup", "show", "-p", "-c", "-r", Img).Out;
         Assert.Contains("0/256", show);
-        Assert.Matches(@"1/100 .*10\.0MiB .* 0/256,0/257", show);
+        Assert.Matches(@"1/100 .*10\.00MiB .* 0/256,0/257 +<2 member qgroups>", show);
         var json = JsonDocument.Parse(Run("qgroup", "show", Img, "--format", "json").Out);
         Assert.Contains(json.RootElement.EnumerateArray(), g => g.GetProperty("qgroupid").GetString() == "1/100" && g.GetProperty("children").GetArrayLength() == 2);
         Assert.Equal(0, Run("qgroup", "remove", "0/256", "1/100", Img).Code);

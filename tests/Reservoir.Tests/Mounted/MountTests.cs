@@ -237,9 +237,10 @@ public class MountTests(ITestOutputHelper log)
             Assert.Contains("disabled", m.Run($"{cli} quota status ."));
             m.Run($"{cli} quota enable . && {cli} subvolume create sv && {cli} qgroup create 1/1 . && {cli} qgroup assign 0/256 1/1 . && {cli} qgroup limit 1M . 1/1");
             Assert.Contains("enabled (3 qgroup(s))", m.Run($"{cli} quota status ."));
-            var show = m.Run($"{cli} qgroup show -p -c .");
+            var show = m.Run($"{cli} qgroup show -p -c -r .");
             Assert.Matches(@"0/256 .* 1/1 ", show);
-            Assert.Matches(@"1/1 .*1\.00MiB.* 0/256", show);
+            Assert.Matches(@"1/1 .*1\.00MiB.* 0/256 +<1 member qgroup>", show);
+            Assert.Matches(@"0/256 .* sv\n", show); // the Path column, through the mount
             var dd = MountedImage.Sh("dd if=/dev/urandom of=sv/f bs=1M count=3 conv=fsync 2>&1", m.Dir);
             Assert.NotEqual(0, dd.Code);
             Assert.Contains("Disk quota exceeded", dd.Out);
