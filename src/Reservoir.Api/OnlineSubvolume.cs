@@ -63,9 +63,9 @@ public static class OnlineSubvolume
     private static Errno Ioctl(int fd, uint request, byte[] arg) => IoctlRaw(fd, request, arg) == 0 ? Errno.OK : LastError;
 
     /// <summary>Every subvolume, listed through the mount (paged by id).</summary>
-    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid)> list)
+    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid)> list)
     {
-        var found = new List<(ulong, ulong, ulong, ulong, bool, string, long, Guid)>();
+        var found = new List<(ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid)>();
         list = found;
         return OnDirectory(dir, fd =>
         {
@@ -84,9 +84,9 @@ public static class OnlineSubvolume
                     ulong U(int o) => BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(pos + o));
                     int n = BinaryPrimitives.ReadUInt16LittleEndian(page.AsSpan(pos + 33));
                     found.Add((U(0), U(8), U(16), U(24), page[pos + 32] != 0, System.Text.Encoding.UTF8.GetString(page, pos + 35, n),
-                        (long)U(35 + n), new Guid(page.AsSpan(pos + 43 + n, 16))));
+                        (long)U(35 + n), new Guid(page.AsSpan(pos + 43 + n, 16)), new Guid(page.AsSpan(pos + 59 + n, 16))));
                     after = U(0);
-                    pos += 35 + n + 24;
+                    pos += 35 + n + 40;
                 }
                 if (!more || count == 0) return Errno.OK;
             }

@@ -19,6 +19,9 @@ internal sealed class SizeFormat
 
     private SizeFormat(bool raw, bool si, int fixedUnit) => (_raw, _si, _fixedUnit) = (raw, si, fixedUnit);
 
+    /// <summary>btrfs-progs' default: base 1024, the largest unit below the value.</summary>
+    public static readonly SizeFormat Human = new(false, false, 0);
+
     public string Format(ulong bytes)
     {
         if (_raw) return bytes.ToString(CultureInfo.InvariantCulture);

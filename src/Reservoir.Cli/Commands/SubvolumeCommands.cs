@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Reservoir.Common;
 using Reservoir.Engine;
+using Reservoir.Format.Items;
 
 namespace Reservoir.Cli.Commands;
 
@@ -119,6 +120,7 @@ internal static class SubvolumeCommands
         var show = new Command("show", "Show a subvolume: ids, uuids, generation, creation time, flags, quota group") { image6, path6, format6 };
         show.SetAction(pr =>
         {
+            SubvolumeShow shown;
             if (pr.GetValue(path6) == null)
             {
                 string at = pr.GetValue(image6)!;
@@ -127,52 +129,29 @@ internal static class SubvolumeCommands
                 if (le != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume show: {at}: {le.Describe()}"); return 1; }
                 var rec = online.FirstOrDefault(x => x.Id == sid);
                 if (sid != 5 && rec.Id != sid) { ctx.Err.WriteLine($"reservoir subvolume show: {at}: subvolume {sid} is not listed"); return 1; }
-                string name = sid == 5 ? "<FS_TREE>" : Path.GetFileName(rec.Path);
-                if (CommonOptions.IsJson(pr, format6))
-                {
-                    ctx.Json(new { name, path = rec.Path, id = sid, parent = rec.Parent, top_level = rec.Parent, uuid = rec.Uuid, generation = rec.Generation, gen_at_creation = rec.Otransid, creation_time = DateTimeOffset.FromUnixTimeSeconds(rec.Otime).ToString("yyyy-MM-dd HH:mm:ss"), @readonly = rec.ReadOnly });
-                    return 0;
-                }
-                ctx.Out.WriteLine(sid == 5 ? "/" : rec.Path);
-                ctx.Out.WriteLine($"\tName: \t\t\t{name}");
-                if (sid != 5)
-                {
-                    ctx.Out.WriteLine($"\tUUID: \t\t\t{rec.Uuid}");
-                    ShowBody(ctx, DateTimeOffset.FromUnixTimeSeconds(rec.Otime).ToLocalTime(), sid, rec.Generation, rec.Otransid, rec.Parent, rec.ReadOnly);
-                }
-                else ctx.Out.WriteLine($"\tSubvolume ID: \t\t5");
-                return 0;
+                // Quotas off answers ENOTCONN: no quota group section, as btrfs prints none.
+                (ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)? group = null;
+                if (OnlineSubvolume.Qgroups(at, out var groups) == Errno.OK)
+                    group = groups.Where(g => g.Id == QgroupId.Of(0, sid)).Select(g => ((ulong, ulong, ulong, ulong, ulong)?)g).FirstOrDefault();
+                shown = new SubvolumeShow(sid, sid == 5 ? "" : rec.Path, sid == 5 ? null : rec.Uuid, rec.ParentUuid,
+                    sid == 5 ? null : DateTimeOffset.FromUnixTimeSeconds(rec.Otime), rec.Generation, rec.Otransid, rec.Parent, rec.ReadOnly,
+                    online.Where(x => sid != 5 && x.ParentUuid == rec.Uuid).Select(x => x.Path).ToList(), group);
             }
-            using var fs = FileCommands.Open(pr.GetValue(image6)!, write: false);
-            string p = pr.GetValue(path6)!;
-            var node = fs.GetInfo(p, followLinks: true).Attr.Ino;
-            var e = fs.Engine.ShowSubvolume(node, out var s);
-            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume show: {p}: {(e == Errno.EINVAL ? "not a subvolume" : e.Describe())}"); return 1; }
-            var g = fs.Engine.Qgroups().FirstOrDefault(q => q.Id == Format.Items.QgroupId.Of(0, s.Id));
-            bool quota = fs.Engine.QuotaEnabled;
-            if (CommonOptions.IsJson(pr, format6))
+            else
             {
-                ctx.Json(new
-                {
-                    name = s.Id == 5 ? "<FS_TREE>" : Path.GetFileName(s.Path), path = s.Path, id = s.Id, parent = s.ParentId, top_level = s.ParentId,
-                    uuid = s.Uuid, parent_uuid = s.ParentUuid == Guid.Empty ? null : (Guid?)s.ParentUuid, generation = s.Generation, gen_at_creation = s.Otransid,
-                    creation_time = s.Otime.ToDateTime().ToString("yyyy-MM-dd HH:mm:ss"), @readonly = s.ReadOnly,
-                    qgroup = quota ? new { id = $"0/{s.Id}", referenced = g.Referenced, exclusive = g.Exclusive, max_referenced = g.MaxReferenced == ulong.MaxValue ? (ulong?)null : g.MaxReferenced } : null,
-                });
-                return 0;
+                using var fs = FileCommands.Open(pr.GetValue(image6)!, write: false);
+                string p = pr.GetValue(path6)!;
+                var node = fs.GetInfo(p, followLinks: true).Attr.Ino;
+                var e = fs.Engine.ShowSubvolume(node, out var s);
+                if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume show: {p}: {(e == Errno.EINVAL ? "not a subvolume" : e.Describe())}"); return 1; }
+                var group = fs.Engine.QuotaEnabled
+                    ? fs.Engine.Qgroups().Where(q => q.Id == QgroupId.Of(0, s.Id)).Select(g => ((ulong, ulong, ulong, ulong, ulong)?)(g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive)).FirstOrDefault()
+                    : null;
+                var snapshots = s.Uuid == Guid.Empty ? [] : fs.ListSubvolumes().Where(x => x.ParentUuid == s.Uuid).Select(x => x.Path).ToList();
+                shown = new SubvolumeShow(s.Id, s.Id == 5 ? "" : s.Path, s.Uuid, s.ParentUuid, s.Otime.ToDateTime(), s.Generation, s.Otransid, s.ParentId, s.ReadOnly, snapshots, group);
             }
-            ctx.Out.WriteLine(s.Id == 5 ? "/" : s.Path);
-            ctx.Out.WriteLine($"\tName: \t\t\t{(s.Id == 5 ? "<FS_TREE>" : Path.GetFileName(s.Path))}");
-            ctx.Out.WriteLine($"\tUUID: \t\t\t{s.Uuid}");
-            ctx.Out.WriteLine($"\tParent UUID: \t\t{(s.ParentUuid == Guid.Empty ? "-" : s.ParentUuid.ToString())}");
-            ShowBody(ctx, s.Otime.ToDateTime().ToLocalTime(), s.Id, s.Generation, s.Otransid, s.ParentId, s.ReadOnly);
-            if (quota)
-            {
-                ctx.Out.WriteLine($"\tQuota group:\t\t0/{s.Id}");
-                ctx.Out.WriteLine($"\t  Limit referenced:\t{(g.MaxReferenced == ulong.MaxValue ? "-" : Units.Human(g.MaxReferenced))}");
-                ctx.Out.WriteLine($"\t  Usage referenced:\t{Units.Human(g.Referenced)}");
-                ctx.Out.WriteLine($"\t  Usage exclusive:\t{Units.Human(g.Exclusive)}");
-            }
+            if (CommonOptions.IsJson(pr, format6)) ctx.Json(shown.ToJson());
+            else shown.Print(ctx.Out);
             return 0;
         });
 
@@ -211,19 +190,6 @@ internal static class SubvolumeCommands
             _ => e.Describe(),
         });
         return 1;
-    }
-
-    /// <summary>The lines of `subvolume show` from the creation time to the flags, as
-    /// btrfs-progs prints them (online and offline alike).</summary>
-    private static void ShowBody(CliContext ctx, DateTimeOffset created, ulong id, ulong generation, ulong otransid, ulong parent, bool readOnly)
-    {
-        ctx.Out.WriteLine($"\tCreation time: \t\t{created:yyyy-MM-dd HH:mm:ss zzz}");
-        ctx.Out.WriteLine($"\tSubvolume ID: \t\t{id}");
-        ctx.Out.WriteLine($"\tGeneration: \t\t{generation}");
-        ctx.Out.WriteLine($"\tGen at creation: \t{otransid}");
-        ctx.Out.WriteLine($"\tParent ID: \t\t{parent}");
-        ctx.Out.WriteLine($"\tTop level ID: \t\t{parent}");
-        ctx.Out.WriteLine($"\tFlags: \t\t\t{(readOnly ? "readonly" : "-")}");
     }
 
     /// <summary>

@@ -26,7 +26,7 @@ internal sealed partial class FuseBridge
     /// on-disk layout): _IOWR('R', 1, 16376 bytes). In: u64 the id to list after (0 first).
     /// Out: u32 count, u32 more (1 if the page is full), then per subvolume u64 id, u64 parent,
     /// u64 generation, u64 otransid, u8 read-only, u16 path length, path (UTF-8), i64 otime
-    /// (seconds), 16-byte uuid.</summary>
+    /// (seconds), 16-byte uuid, 16-byte parent uuid (the snapshot source's; zero for none).</summary>
     internal const uint IocSubvolList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 1;
     internal const uint SubvolListSize = 16376;
 
@@ -69,7 +69,7 @@ internal sealed partial class FuseBridge
         foreach (var sv in all.Where(x => x.Id > after).OrderBy(x => x.Id))
         {
             var path = Encoding.UTF8.GetBytes(sv.Path);
-            int need = 8 * 4 + 1 + 2 + path.Length + 8 + 16;
+            int need = 8 * 4 + 1 + 2 + path.Length + 8 + 16 + 16;
             if (pos + need > page.Length) { more = 1; break; }
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), sv.Id);
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), sv.ParentId);
@@ -80,6 +80,7 @@ internal sealed partial class FuseBridge
             path.CopyTo(page, pos + 35);
             BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(pos + 35 + path.Length), sv.Otime.Sec);
             sv.Uuid.TryWriteBytes(page.AsSpan(pos + 43 + path.Length));
+            sv.ParentUuid.TryWriteBytes(page.AsSpan(pos + 59 + path.Length));
             pos += need;
             count++;
         }

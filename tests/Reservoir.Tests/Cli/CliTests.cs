@@ -242,6 +242,8 @@ public sealed class CliTests : IDisposable
         var show = Run("subvolume", "show", Img, "/top-ro");
         Assert.Contains("Flags: \t\t\treadonly", show.Out);
         Assert.DoesNotContain("Parent UUID: \t\t-", show.Out); // a snapshot names its source
+        Assert.Contains("\tSnapshot(s):\n\t\t\t\tsnap\n", Run("subvolume", "show", Img, "/sv").Out); // its snapshots, by parent uuid
+        Assert.Contains("\tSnapshot(s):\n\t\t\t\ttop-ro\n", Run("subvolume", "show", Img, "/").Out);
         var notSv = Run("subvolume", "snapshot", Img, "/sv/missing", "/x");
         Assert.Equal(1, notSv.Code);
         Assert.Contains("/x", notSv.Err);
