@@ -1,10 +1,12 @@
 using System.CommandLine;
 using Reservoir.Common;
+using Reservoir.Engine;
 
 namespace Reservoir.Cli.Commands;
 
-/// <summary>`reservoir filesystem usage IMAGE`: space by kind, shaped like btrfs-progs'
-/// `filesystem usage` (overall figures, then the data and metadata block groups).</summary>
+/// <summary>`reservoir filesystem usage IMAGE|PATH`: space by kind, on an unmounted image or
+/// through a mount, shaped like btrfs-progs' `filesystem usage` (overall figures, then the data
+/// and metadata block groups, each on the one device: the image).</summary>
 internal static class FilesystemCommands
 {
     public static IEnumerable<Command> Build(CliContext ctx) => [Filesystem(ctx)];
@@ -12,47 +14,75 @@ internal static class FilesystemCommands
     private static Command Filesystem(CliContext ctx)
     {
         var cmd = new Command("filesystem", "Filesystem-wide information");
-        var image = new Argument<string>("image");
+        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
         var format = CommonOptions.Format();
-        var raw = new Option<bool>("--raw", "-b") { Description = "Print raw byte counts" };
+        var raw = new Option<bool>("-b") { Description = "Print raw byte counts (as --raw)" };
+        var sizes = new SizeFormat.Options();
         var usage = new Command("usage", "Show allocated, used and free space by kind") { image, raw, format };
+        sizes.AddTo(usage);
         usage.SetAction(pr =>
         {
-            using var mounted = InspectCommand.MountRo(pr.GetValue(image)!);
-            var fs = mounted.Fs;
-            var s = fs.Space();
+            string at = pr.GetValue(image)!;
+            SpaceReport s;
+            ulong dfFree;
+            if (Directory.Exists(at))
+            {
+                var e = OnlineSubvolume.Space(at, out s, out dfFree);
+                if (e != Errno.OK)
+                {
+                    ctx.Err.WriteLine(e == Errno.ENOTTY ? $"reservoir filesystem usage: {at}: not on a mounted Reservoir" : $"reservoir filesystem usage: {at}: {e.Describe()}");
+                    return 1;
+                }
+            }
+            else
+            {
+                using var mounted = InspectCommand.MountRo(at);
+                s = mounted.Fs.Space();
+                mounted.Fs.StatFs(out var st);
+                dfFree = st.BlocksAvail * st.BlockSize;
+            }
             ulong allocated = s.DataTotal + s.MetaTotal;
             ulong used = s.DataUsed + s.MetaUsed;
-            // Free as btrfs estimates it: what is left in data groups plus the unallocated slots.
+            // Free as btrfs estimates it: what is left in data groups plus the unallocated slots
+            // (metadata and data are both single: the minimum is the same).
             ulong free = s.DataTotal - Math.Min(s.DataTotal, s.DataUsed + s.DataPinned) + s.Unallocated;
-            double ratio = s.DataTotal == 0 ? 0 : (double)s.DataUsed / s.DataTotal, mratio = s.MetaTotal == 0 ? 0 : (double)s.MetaUsed / s.MetaTotal;
             if (CommonOptions.IsJson(pr, format))
             {
                 ctx.Json(new
                 {
                     device_size = s.DeviceBytes, device_allocated = allocated, device_unallocated = s.Unallocated, used, free_estimated = free,
-                    global_reserve = s.GlobalReserve,
-                    data = new { size = s.DataTotal, used = s.DataUsed },
-                    metadata = new { size = s.MetaTotal, used = s.MetaUsed },
+                    free_statfs_df = dfFree, global_reserve = s.GlobalReserve,
+                    data = new { profile = "single", size = s.DataTotal, used = s.DataUsed },
+                    metadata = new { profile = "single", size = s.MetaTotal, used = s.MetaUsed },
                 });
                 return 0;
             }
-            string Sz(ulong v) => pr.GetValue(raw) ? v.ToString() : Units.Human(v);
-            ctx.Out.WriteLine("Overall:");
-            ctx.Out.WriteLine($"    Device size:\t\t{Sz(s.DeviceBytes),14}");
-            ctx.Out.WriteLine($"    Device allocated:\t\t{Sz(allocated),14}");
-            ctx.Out.WriteLine($"    Device unallocated:\t\t{Sz(s.Unallocated),14}");
-            ctx.Out.WriteLine($"    Used:\t\t\t{Sz(used),14}");
-            ctx.Out.WriteLine($"    Free (estimated):\t\t{Sz(free),14}\t(min: {Sz(free)})");
-            ctx.Out.WriteLine($"    Data ratio:\t\t\t{1.0,14:F2}");
-            ctx.Out.WriteLine($"    Metadata ratio:\t\t{1.0,14:F2}");
-            ctx.Out.WriteLine($"    Global reserve:\t\t{Sz(s.GlobalReserve),14}\t(used: {Sz(0)})");
-            ctx.Out.WriteLine();
-            ctx.Out.WriteLine($"Data,single: Size:{Sz(s.DataTotal)}, Used:{Sz(s.DataUsed)} ({ratio * 100:F2}%)");
-            ctx.Out.WriteLine();
-            ctx.Out.WriteLine($"Metadata,single: Size:{Sz(s.MetaTotal)}, Used:{Sz(s.MetaUsed)} ({mratio * 100:F2}%)");
-            ctx.Out.WriteLine();
-            ctx.Out.WriteLine($"Unallocated:\n   {pr.GetValue(image)}\t{Sz(s.Unallocated)}");
+            var size = pr.GetValue(raw) ? SizeFormat.Raw : sizes.Read(pr);
+            string Sz(ulong v) => size.Format(v);
+            string Pct(ulong part, ulong whole) => whole == 0 ? "0.00" : (100.0 * part / whole).ToString("0.00", System.Globalization.CultureInfo.InvariantCulture);
+            var o = ctx.Out;
+            o.WriteLine("Overall:");
+            o.WriteLine($"    Device size:\t\t{Sz(s.DeviceBytes),10}");
+            o.WriteLine($"    Device allocated:\t\t{Sz(allocated),10}");
+            o.WriteLine($"    Device unallocated:\t\t{Sz(s.Unallocated),10}");
+            o.WriteLine($"    Device missing:\t\t{Sz(0),10}");
+            o.WriteLine($"    Device slack:\t\t{Sz(0),10}");
+            o.WriteLine($"    Used:\t\t\t{Sz(used),10}");
+            o.WriteLine($"    Free (estimated):\t\t{Sz(free),10}\t(min: {Sz(free)})");
+            o.WriteLine($"    Free (statfs, df):\t\t{Sz(dfFree),10}");
+            o.WriteLine($"    Data ratio:\t\t\t{"1.00",10}");
+            o.WriteLine($"    Metadata ratio:\t\t{"1.00",10}");
+            o.WriteLine($"    Global reserve:\t\t{Sz(s.GlobalReserve),10}\t(used: {Sz(0)})");
+            o.WriteLine($"    Multiple profiles:\t\t{"no",10}");
+            o.WriteLine();
+            o.WriteLine($"Data,single: Size:{Sz(s.DataTotal)}, Used:{Sz(s.DataUsed)} ({Pct(s.DataUsed, s.DataTotal)}%)");
+            o.WriteLine($"   {at}\t{Sz(s.DataTotal),10}");
+            o.WriteLine();
+            o.WriteLine($"Metadata,single: Size:{Sz(s.MetaTotal)}, Used:{Sz(s.MetaUsed)} ({Pct(s.MetaUsed, s.MetaTotal)}%)");
+            o.WriteLine($"   {at}\t{Sz(s.MetaTotal),10}");
+            o.WriteLine();
+            o.WriteLine("Unallocated:");
+            o.WriteLine($"   {at}\t{Sz(s.Unallocated),10}");
             return 0;
         });
         cmd.Subcommands.Add(usage);

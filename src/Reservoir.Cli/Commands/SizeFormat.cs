@@ -22,6 +22,9 @@ internal sealed class SizeFormat
     /// <summary>btrfs-progs' default: base 1024, the largest unit below the value.</summary>
     public static readonly SizeFormat Human = new(false, false, 0);
 
+    /// <summary>Bytes, as --raw prints them.</summary>
+    public static readonly SizeFormat Raw = new(true, false, 0);
+
     public string Format(ulong bytes)
     {
         if (_raw) return bytes.ToString(CultureInfo.InvariantCulture);

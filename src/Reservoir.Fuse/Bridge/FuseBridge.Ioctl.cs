@@ -54,6 +54,13 @@ internal sealed partial class FuseBridge
     /// file descriptor, which means nothing to a FUSE daemon in another process.</summary>
     internal const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
 
+    /// <summary>Reservoir's: _IOR('R', 8, 104 bytes): the space counters `reservoir filesystem
+    /// usage` prints, 13 u64: device size, data total, data used (with reserved), data pinned,
+    /// data may-use, metadata total, used, pinned, may-use, unallocated, global reserve, counter
+    /// underflows, and what df shows as available for the whole filesystem.</summary>
+    internal const uint IocSpaceInfo = 0x80000000 | (SpaceInfoSize << 16) | (0x52 << 8) | 8;
+    internal const uint SpaceInfoSize = 104;
+
     /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
     internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
 
@@ -136,8 +143,9 @@ internal sealed partial class FuseBridge
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
-                or IocQgroupList or IocQgroupLimit or IocQuotaCtl or IocQgroupRelations)) return Errno.ENOTTY;
+                or IocQgroupList or IocQgroupLimit or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo)) return Errno.ENOTTY;
         if ((flags & Dir) == 0) return Errno.ENOTDIR;
+        if (cmd == IocSpaceInfo) return SpaceInfo(ref w, U32(s, 28));
         if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
         if (cmd is IocQgroupList or IocQgroupRelations) return QgroupPage(cmd, ref r, ref w, inSize, U32(s, 28));
         if (cmd == IocQuotaCtl)
@@ -206,6 +214,24 @@ internal sealed partial class FuseBridge
         if (e != Errno.OK) return e;
         InvalidateEntry(ino, name);
         IoctlDone(ref w);
+        return Errno.OK;
+    }
+
+    private Errno SpaceInfo(ref ReplyWriter w, uint outSize)
+    {
+        if (outSize != SpaceInfoSize) return Errno.EINVAL;
+        var s = fs.Space();
+        fs.StatFs(out var st); // the whole filesystem's, not a subvolume's limit
+        var page = new byte[SpaceInfoSize];
+        int pos = 0;
+        foreach (ulong v in (ReadOnlySpan<ulong>)[s.DeviceBytes, s.DataTotal, s.DataUsed, s.DataPinned, s.DataMayUse, s.MetaTotal, s.MetaUsed,
+                     s.MetaPinned, s.MetaMayUse, s.Unallocated, s.GlobalReserve, (ulong)s.Underflows, st.BlocksAvail * st.BlockSize])
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), v);
+            pos += 8;
+        }
+        IoctlDone(ref w);
+        w.Bytes(page);
         return Errno.OK;
     }
 

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Reservoir.Common;
 using Reservoir.Device;
 using Reservoir.Engine;
@@ -252,6 +253,13 @@ public class MountTests(ITestOutputHelper log)
             Assert.Contains("\t  Limit referenced:\t-\n", shown); // the limit is on 1/1, not on 0/256
             Assert.Matches(@"\tParent UUID: \t\t[0-9a-f-]{36}\n", m.Run($"{cli} subvolume show sv-ro"));
             m.Run($"{cli} subvolume delete sv-ro");
+            // filesystem usage through the mount: its df line is what statfs says at the top
+            // (after the cleaner has given sv-ro's blocks back, so nothing moves in between).
+            m.Run($"{cli} subvolume sync .");
+            var usage = JsonDocument.Parse(m.Run($"{cli} filesystem usage --format json ."));
+            Assert.Equal(ulong.Parse(m.Run("df -B1 --output=avail . | tail -1").Trim()), usage.RootElement.GetProperty("free_statfs_df").GetUInt64());
+            Assert.Equal(256UL << 20, usage.RootElement.GetProperty("device_size").GetUInt64());
+            Assert.Matches(@"Data,single: Size:[0-9.]+MiB, Used:[0-9.]+MiB \([0-9.]+%\)\n", m.Run($"{cli} filesystem usage ."));
             var busy = MountedImage.Sh($"{cli} qgroup destroy 1/1 . 2>&1", m.Dir);
             Assert.NotEqual(0, busy.Code);
             Assert.Contains("still has members", busy.Out);
