@@ -174,7 +174,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
             case Opcode.Readdir: return Readdir(ino, ref r, ref w);
             case Opcode.Releasedir: return Errno.OK;
             case Opcode.Fsyncdir:
-            case Opcode.Syncfs:
+            case Opcode.Syncfs: // a fuseblk mount's sync(1) and syncfs(2)
                 return fs.Sync();
             case Opcode.Statfs:
                 {

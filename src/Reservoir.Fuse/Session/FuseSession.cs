@@ -63,9 +63,24 @@ public sealed unsafe class FuseSession : IDisposable
             var data = $"fd={fd},rootmode=40000,user_id={Libc.Geteuid()},group_id={Libc.Getegid()},max_read={MaxWrite}";
             if (options.DefaultPermissions) data += ",default_permissions";
             if (options.AllowOther) data += ",allow_other";
-            if (Libc.Mount(source, mp, "fuse.reservoir", options.MountFlags(), data) != 0)
+            // A fuseblk mount over a loop device of the image when the machine has one: the
+            // kernel sends syncfs to those only, so sync(1) makes everything durable (see
+            // LoopDevice); else, or if the kernel refuses it, a plain fuse mount.
+            int err = 0;
+            bool mounted = false;
+            if (options.FuseBlk && File.Exists(imagePath))
             {
-                int err = Libc.Errno;
+                if (LoopDevice.Attach(imagePath, options.ReadOnly, out var why) is var (loopPath, loopFd))
+                {
+                    mounted = Libc.Mount(loopPath, mp, "fuseblk.reservoir", options.MountFlags(), data + ",blksize=4096") == 0;
+                    if (!mounted) why = $"the fuseblk mount failed (errno {Libc.Errno})";
+                    Libc.Close(loopFd); // the mount holds the device now; without it, autoclear frees it
+                }
+                if (!mounted) log($"mounting as fuse.reservoir ({why}): sync(1) does not reach a plain fuse mount's daemon; fsync, and `sync {mp}` (fsync on the directory), do");
+            }
+            if (!mounted && Libc.Mount(source, mp, "fuse.reservoir", options.MountFlags(), data) != 0)
+            {
+                err = Libc.Errno;
                 Libc.Close(fd);
                 throw new FsException(err == 1 ? Errno.EPERM : Errno.EIO, $"mount(2) of '{mp}' failed: errno {err}");
             }

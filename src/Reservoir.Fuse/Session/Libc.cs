@@ -49,6 +49,13 @@ internal static unsafe partial class Libc
     public static extern int Fcntl(int fd, int cmd, int arg);
 
     public const int F_SETFD = 2, FD_CLOEXEC = 1;
+    public const int O_RDONLY = 0, EBUSY = 16;
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "ioctl")]
+    public static extern int Ioctl(int fd, nuint request, nint arg);
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "ioctl")]
+    public static extern int Ioctl(int fd, nuint request, byte* arg);
 
     [StructLayout(LayoutKind.Sequential)]
     public struct IoVec { public void* Base; public nuint Len; }

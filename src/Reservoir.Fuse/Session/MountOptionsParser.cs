@@ -25,6 +25,10 @@ public sealed class FuseMountOptions
     public int Threads { get; set; } = Math.Clamp(Environment.ProcessorCount, 2, 8);
     public double AttrTimeoutSeconds { get; set; } = 1.0;
     public bool Debug { get; set; }
+    /// <summary>As root the image is mounted as a fuseblk mount over a loop device, so that
+    /// sync(1) reaches the daemon (<see cref="LoopDevice"/>); nofuseblk mounts it as a plain
+    /// fuse mount (then only fsync and `sync PATH` make data durable).</summary>
+    public bool FuseBlk { get; set; } = true;
     /// <summary>subvol=PATH: mount the subvolume at this path (from the top-level root).</summary>
     public string? Subvol { get; set; }
     /// <summary>subvolid=ID: mount the subvolume with this id (5 is the top level).</summary>
@@ -57,6 +61,8 @@ public sealed class FuseMountOptions
                 case "threads" when int.TryParse(v, out int t) && t >= 1 && t <= 64: Threads = t; break;
                 case "attr_timeout" when double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out double a) && a >= 0: AttrTimeoutSeconds = a; break;
                 case "debug": Debug = true; break;
+                case "nofuseblk": FuseBlk = false; break;
+                case "fuseblk": FuseBlk = true; break;
                 case "notreelog": FsyncLog = false; break;
                 case "treelog": FsyncLog = true; break;
                 case "subvol" when v.Length > 0: Subvol = v; break;
