@@ -55,38 +55,7 @@ internal static class SubvolumeCommands
         delete.Aliases.Add("del");
         delete.SetAction(pr => Each(ctx, "delete", pr.GetValue(targets2)!, OnlineSubvolume.Delete, (fs, p) => fs.DeleteSubvolume(p), "Delete subvolume"));
 
-        var image3 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
-        var format = CommonOptions.Format();
-        var list = new Command("list", "List subvolumes: id, generation, parent, path") { image3, format };
-        list.SetAction(pr =>
-        {
-            if (Directory.Exists(pr.GetValue(image3)))
-            {
-                var le = OnlineSubvolume.List(pr.GetValue(image3)!, out var online);
-                if (le != Errno.OK)
-                {
-                    ctx.Err.WriteLine(le == Errno.ENOTTY ? $"reservoir subvolume list: {pr.GetValue(image3)}: not on a mounted Reservoir" : $"reservoir subvolume list: {le.Describe()}");
-                    return 1;
-                }
-                if (CommonOptions.IsJson(pr, format))
-                    ctx.Json(online.Select(s => new { id = s.Id, generation = s.Generation, parent = s.Parent, top_level = s.Parent, path = s.Path, @readonly = s.ReadOnly }));
-                else foreach (var s in online) ctx.Out.WriteLine($"ID {s.Id} gen {s.Generation} top level {s.Parent} path {s.Path}");
-                return 0;
-            }
-            using var fs = FileCommands.Open(pr.GetValue(image3)!, write: false);
-            var all = fs.ListSubvolumes();
-            if (CommonOptions.IsJson(pr, format))
-            {
-                ctx.Json(all.Select(s => new
-                {
-                    id = s.Id, generation = s.Generation, parent = s.ParentId, top_level = s.ParentId, path = s.Path, uuid = s.Uuid,
-                    otime = s.Otime.ToDateTime().ToString("yyyy-MM-dd HH:mm:ss"), @readonly = s.ReadOnly,
-                }));
-                return 0;
-            }
-            foreach (var s in all) ctx.Out.WriteLine($"ID {s.Id} gen {s.Generation} top level {s.ParentId} path {s.Path}");
-            return 0;
-        });
+        var list = SubvolumeListCommand.Build(ctx);
 
         var id4 = new Argument<ulong>("id") { Description = "Subvolume id (5 = the top level)" };
         var image4 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir (root only; takes effect at the next mount)" };

@@ -249,6 +249,17 @@ public sealed class CliTests : IDisposable
         Assert.Contains("/x", notSv.Err);
         Assert.Equal(1, Run("subvolume", "snapshot", Img, "/sv", "/snap").Code); // exists
         Assert.Equal(3, Run("subvolume", "list", Img).Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        // list's btrfs-progs options: snapshots only (with cgen and otime), read-only only,
+        // uuids (a snapshot's parent_uuid is its source's uuid), a table, a sort.
+        var snaps = Run("subvolume", "list", "-s", Img).Out;
+        Assert.Matches(@"^ID 257 gen \d+ cgen \d+ top level 5 otime \d{4}-\d\d-\d\d \d\d:\d\d:\d\d path snap\nID 258 .* path top-ro\n$", snaps);
+        Assert.Matches(@"^ID 258 gen \d+ top level 5 path top-ro\n$", Run("subvolume", "list", "-r", Img).Out);
+        var uuids = Run("subvolume", "list", "-uq", Img).Out.Split('\n');
+        var svUuid = System.Text.RegularExpressions.Regex.Match(uuids[0], @"parent_uuid - +uuid ([0-9a-f-]{36}) path sv$").Groups[1].Value;
+        Assert.NotEmpty(svUuid);
+        Assert.Matches($@"^ID 257 .* parent_uuid {svUuid} uuid [0-9a-f-]{{36}} path snap$", uuids[1]);
+        Assert.StartsWith("ID\tgen\ttop level\tpath\t\n--\t---\t---------\t----\t\n256\t", Run("subvolume", "list", "-t", Img).Out);
+        Assert.Equal(["258", "257", "256"], Run("subvolume", "list", "--sort=-rootid", Img).Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split(' ')[1]));
         Assert.Equal(0, Run("fsck", Img).Code);
     }
 

@@ -1,0 +1,123 @@
+using System.CommandLine;
+using Reservoir.Common;
+
+namespace Reservoir.Cli.Commands;
+
+/// <summary>
+/// `reservoir subvolume list [-p] [-c] [-g] [-u] [-q] [-s] [-r] [-t] [--sort=…] IMAGE|PATH`, on an
+/// unmounted image or through a mount, printed as btrfs-progs prints `btrfs subvolume list`:
+/// "ID 256 gen 15 top level 5 path home", with cgen (-c), parent (-p), parent_uuid (-q) and
+/// uuid (-u) added in btrfs's order, only snapshots (-s, which adds cgen and otime, as btrfs
+/// does) or only read-only subvolumes (-r), a tab-separated table (-t), and --sort by gen,
+/// ogen, rootid or path. `--format json` prints every field.
+/// </summary>
+internal static class SubvolumeListCommand
+{
+    private readonly record struct Row(ulong Id, ulong Generation, ulong Otransid, ulong Parent, Guid Uuid, Guid ParentUuid, string Path, DateTimeOffset Otime, bool ReadOnly);
+
+    public static Command Build(CliContext ctx)
+    {
+        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var format = CommonOptions.Format();
+        var parent = new Option<bool>("-p") { Description = "Print the parent id" };
+        var cgen = new Option<bool>("-c") { Description = "Print the generation at creation (cgen)" };
+        var gen = new Option<bool>("-g") { Description = "Print the generation (always printed; accepted as btrfs-progs does)" };
+        var uuid = new Option<bool>("-u") { Description = "Print the uuid" };
+        var puuid = new Option<bool>("-q") { Description = "Print the parent uuid (the snapshot source's)" };
+        var snapshots = new Option<bool>("-s") { Description = "List snapshots only" };
+        var readOnly = new Option<bool>("-r") { Description = "List read-only subvolumes only" };
+        var table = new Option<bool>("-t") { Description = "Print a table" };
+        var sort = new Option<string>("--sort") { Description = "Sort by gen, ogen, rootid or path, comma separated, each with + (ascending, the default) or - in front" };
+        var list = new Command("list", "List subvolumes: id, generation, parent, path") { image, format, parent, cgen, gen, uuid, puuid, snapshots, readOnly, table, sort };
+        list.SetAction(pr =>
+        {
+            var order = ParseSort(pr.GetValue(sort));
+            string at = pr.GetValue(image)!;
+            List<Row> rows;
+            if (Directory.Exists(at))
+            {
+                var le = OnlineSubvolume.List(at, out var online);
+                if (le != Errno.OK)
+                {
+                    ctx.Err.WriteLine(le == Errno.ENOTTY ? $"reservoir subvolume list: {at}: not on a mounted Reservoir" : $"reservoir subvolume list: {le.Describe()}");
+                    return 1;
+                }
+                rows = online.Select(s => new Row(s.Id, s.Generation, s.Otransid, s.Parent, s.Uuid, s.ParentUuid, s.Path, DateTimeOffset.FromUnixTimeSeconds(s.Otime), s.ReadOnly)).ToList();
+            }
+            else
+            {
+                using var fs = FileCommands.Open(at, write: false);
+                rows = fs.ListSubvolumes().Select(s => new Row(s.Id, s.Generation, s.Otransid, s.ParentId, s.Uuid, s.ParentUuid, s.Path, s.Otime.ToDateTime(), s.ReadOnly)).ToList();
+            }
+            bool onlySnapshots = pr.GetValue(snapshots);
+            if (onlySnapshots) rows.RemoveAll(r => r.ParentUuid == Guid.Empty);
+            if (pr.GetValue(readOnly)) rows.RemoveAll(r => !r.ReadOnly);
+            rows.Sort((a, b) => Compare(a, b, order));
+            if (CommonOptions.IsJson(pr, format))
+            {
+                ctx.Json(rows.Select(s => new
+                {
+                    id = s.Id, generation = s.Generation, cgen = s.Otransid, parent = s.Parent, top_level = s.Parent, path = s.Path,
+                    uuid = s.Uuid, parent_uuid = s.ParentUuid == Guid.Empty ? null : (Guid?)s.ParentUuid,
+                    otime = s.Otime.ToString("yyyy-MM-dd HH:mm:ss"), @readonly = s.ReadOnly,
+                }));
+                return 0;
+            }
+            // The columns btrfs-progs prints, in its order; -s adds cgen and otime.
+            bool wc = pr.GetValue(cgen) || onlySnapshots, wp = pr.GetValue(parent), wq = pr.GetValue(puuid), wu = pr.GetValue(uuid);
+            string Uuid(Guid g) => g == Guid.Empty ? "-" : g.ToString();
+            var columns = new List<(string Name, Func<Row, string> Value)> { ("ID", r => r.Id.ToString()), ("gen", r => r.Generation.ToString()) };
+            if (wc) columns.Add(("cgen", r => r.Otransid.ToString()));
+            if (wp) columns.Add(("parent", r => r.Parent.ToString()));
+            columns.Add(("top level", r => r.Parent.ToString()));
+            if (onlySnapshots) columns.Add(("otime", r => r.Otime.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss")));
+            if (wq) columns.Add(("parent_uuid", r => Uuid(r.ParentUuid).PadRight(36)));
+            if (wu) columns.Add(("uuid", r => Uuid(r.Uuid)));
+            columns.Add(("path", r => r.Path));
+            if (pr.GetValue(table))
+            {
+                ctx.Out.WriteLine(string.Join('\t', columns.Select(c => c.Name)) + "\t");
+                ctx.Out.WriteLine(string.Join('\t', columns.Select(c => new string('-', c.Name.Length))) + "\t");
+                foreach (var r in rows) ctx.Out.WriteLine(string.Join('\t', columns.Select(c => c.Value(r))));
+            }
+            else
+                foreach (var r in rows) ctx.Out.WriteLine(string.Join(' ', columns.Select(c => $"{c.Name} {c.Value(r)}")));
+            return 0;
+        });
+        return list;
+    }
+
+    private enum SortKey { Gen, Ogen, RootId, Path }
+
+    private static List<(SortKey Key, bool Descending)> ParseSort(string? spec)
+    {
+        var keys = new List<(SortKey, bool)>();
+        if (string.IsNullOrEmpty(spec)) return keys;
+        foreach (var raw in spec.Split(','))
+        {
+            string name = raw.TrimStart('+', '-');
+            keys.Add((name switch
+            {
+                "gen" => SortKey.Gen, "ogen" => SortKey.Ogen, "rootid" => SortKey.RootId, "path" => SortKey.Path,
+                _ => throw new ArgumentException($"--sort: unknown key '{name}' (gen, ogen, rootid, path)"),
+            }, raw.StartsWith('-')));
+        }
+        return keys;
+    }
+
+    private static int Compare(Row a, Row b, List<(SortKey Key, bool Descending)> order)
+    {
+        foreach (var (key, desc) in order)
+        {
+            int c = key switch
+            {
+                SortKey.Gen => a.Generation.CompareTo(b.Generation),
+                SortKey.Ogen => a.Otransid.CompareTo(b.Otransid),
+                SortKey.RootId => a.Id.CompareTo(b.Id),
+                _ => string.CompareOrdinal(a.Path, b.Path),
+            };
+            if (c != 0) return desc ? -c : c;
+        }
+        return a.Id.CompareTo(b.Id);
+    }
+}
