@@ -47,7 +47,10 @@ internal sealed partial class DataEngine
         // of the preallocation's transactions is reserved with it: one share per extent, and
         // the range punched is one hole, up to two edge blocks aside.
         ulong budget = 0, metaBudget = 0;
-        if ((mode & FallocateMode.ZeroRange) != 0)
+        bool zero = (mode & FallocateMode.ZeroRange) != 0;
+        // ZERO_RANGE's data extents, allocated before anything is punched (see ZeroRangeExtents).
+        ZeroRangeExtents? extents = null;
+        if (zero)
         {
             ulong meta = Fs.MetaReserveFor(PreallocItems) * ((b - a + Fs.Space.MaxDataExtent - 1) / Fs.Space.MaxDataExtent + 2);
             var re = ReserveFallocateBudget(inode.Subvol, b - a, meta);
@@ -63,21 +66,30 @@ internal sealed partial class DataEngine
         Errno e;
         try
         {
-            if ((mode & FallocateMode.ZeroRange) != 0)
+            if (zero)
             {
+                extents = ZeroRangeExtents.Allocate(Fs.Space, b - a, out ulong consumed);
+                // The data bytes left the reservation (allocated, or freed again); their qgroup
+                // bytes now go with the extents: to the transaction as each is referenced, the
+                // rest freed below.
+                budget -= consumed;
+                if (extents == null)
+                {
+                    Fs.Quota.Free(inode.Subvol.Id, consumed);
+                    return Errno.ENOSPC; // nothing changed yet
+                }
                 e = PunchHole(inode, m, offset, end);
                 if (e != Errno.OK) return e;
             }
             // Settle the range: dirty data written and finished, so the tree shows what is there.
             Writeback(m, a, b, wait: true);
             WaitOrdered(m, a, b);
-            bool zero = (mode & FallocateMode.ZeroRange) != 0;
-            e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget, zero);
-            if (e is Errno.ENOSPC or Errno.EDQUOT)
+            e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget, extents);
+            if (e is Errno.ENOSPC or Errno.EDQUOT && extents == null)
             {
                 // Out of room with DataSem held: flush outside it, then try once more.
                 FlushForSpace();
-                e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget, zero);
+                e = PreallocateHoles(inode, m, a, b, ref budget, ref metaBudget, null);
             }
         }
         finally
@@ -85,6 +97,7 @@ internal sealed partial class DataEngine
             Fs.Space.Release(true, budget);
             Fs.Quota.Free(inode.Subvol.Id, budget);
             Fs.Space.Release(false, metaBudget);
+            if (extents != null) Fs.Quota.Free(inode.Subvol.Id, extents.FreeUnused(Fs.Space));
         }
         if (e != Errno.OK) return e;
         if ((mode & FallocateMode.KeepSize) == 0 && end > inode.Item.FileSize)
@@ -116,12 +129,14 @@ internal sealed partial class DataEngine
     private const int PreallocItems = 6;
 
     /// <summary>Allocates unwritten extents over every hole of [a, b), taking each piece's data
-    /// space and qgroup bytes from <paramref name="budget"/> (reserved beforehand by ZERO_RANGE)
-    /// first and reserving only the rest. Under DataSem held exclusively, so that the extent
-    /// status it inserts (Unwritten) and a racing page-fault write's Delayed are decided one
-    /// after the other (seed 001).</summary>
-    private Errno PreallocateHoles(Inode inode, Mapping m, ulong a, ulong b, ref ulong budget, ref ulong metaBudget, bool mustFinish)
+    /// space and qgroup bytes from <paramref name="budget"/> first and reserving only the rest;
+    /// or, for ZERO_RANGE, taking the extents allocated before the punch
+    /// (<paramref name="zeroExtents"/>), so that nothing after the punch can run out of data
+    /// space. Under DataSem held exclusively, so that the extent status it inserts (Unwritten)
+    /// and a racing page-fault write's Delayed are decided one after the other (seed 001).</summary>
+    private Errno PreallocateHoles(Inode inode, Mapping m, ulong a, ulong b, ref ulong budget, ref ulong metaBudget, ZeroRangeExtents? zeroExtents)
     {
+        bool mustFinish = zeroExtents != null;
         using var lk = m.DataSem.Write();
         Sched.Yield("fallocate:locked");
         var holes = new List<(ulong, ulong)>();
@@ -144,10 +159,14 @@ internal sealed partial class DataEngine
             while (pos < he)
             {
                 ulong want = Math.Min(he - pos, Fs.Space.MaxDataExtent);
-                ulong fromBudget = Math.Min(want, budget);
-                var re = ReserveFallocateBudget(inode.Subvol, want - fromBudget);
-                if (re != Errno.OK) return re;
-                budget -= fromBudget;
+                ulong fromBudget = 0;
+                if (zeroExtents == null)
+                {
+                    fromBudget = Math.Min(want, budget);
+                    var re = ReserveFallocateBudget(inode.Subvol, want - fromBudget);
+                    if (re != Errno.OK) return re;
+                    budget -= fromBudget;
+                }
                 Tx.TransHandle h;
                 ulong share = Fs.MetaReserveFor(PreallocItems);
                 if (metaBudget >= share)
@@ -169,13 +188,18 @@ internal sealed partial class DataEngine
                 ulong got;
                 using (h)
                 {
-                    var (disk, len) = Fs.Space.AllocData(want, fromReservation: true, hint: 0);
+                    ulong disk, len;
+                    if (zeroExtents != null) (disk, len) = zeroExtents.Take(want);
+                    else
+                    {
+                        (disk, len) = Fs.Space.AllocData(want, fromReservation: true, hint: 0);
+                        // A shorter extent (fragmented free space): the rest of the piece's data
+                        // space and qgroup bytes go back to the budget for the next piece, not to
+                        // the free pool, where another writer could take them and leave this
+                        // preallocation short half way (found with --check-each on a full image).
+                        budget += want - len;
+                    }
                     got = len;
-                    // A shorter extent (fragmented free space): the rest of the piece's data
-                    // space and qgroup bytes go back to the budget for the next piece, not to
-                    // the free pool, where another writer could take them and leave this
-                    // preallocation short half way (found with --check-each on a full image).
-                    budget += want - len;
                     using (m.Subvol.Tree.Lock.Write())
                     {
                         FileExtents.InsertNew(h, m.Subvol.Tree, inode.Ino, pos, disk, len, FileExtentType.Prealloc);
