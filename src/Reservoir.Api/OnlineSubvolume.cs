@@ -111,6 +111,16 @@ public static class OnlineSubvolume
         return ino >> 40 == 0 ? 5 : ino >> 40;
     }
 
+    /// <summary>The id of the subvolume that holds <paramref name="path"/> on a mounted Reservoir
+    /// (its inode number carries the tree: tree id &lt;&lt; 40 | inode; the top level's are plain).</summary>
+    public static ulong? SubvolumeHolding(string path)
+    {
+        var st = new byte[256];
+        if (StatPath(path, st) != 0) return null;
+        ulong ino = BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
+        return ino >> 40 == 0 ? 5 : ino >> 40;
+    }
+
     /// <summary>Every qgroup of the mounted filesystem (ENOTCONN when quotas are off).</summary>
     public static Errno Qgroups(string dir, out List<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)> groups)
     {

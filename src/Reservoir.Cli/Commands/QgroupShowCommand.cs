@@ -5,8 +5,8 @@ using Reservoir.Format.Items;
 namespace Reservoir.Cli.Commands;
 
 /// <summary>
-/// `reservoir qgroup show [-p] [-c] [-r] [-e] [--raw|--human-readable|--iec|--si|--kbytes…]
-/// [--sort=…] [--sync] IMAGE|PATH`, on an unmounted image or through a mount, printed as
+/// `reservoir qgroup show [-p] [-c] [-r] [-e] [-f|-F] [--raw|--human-readable|--iec|--si|--kbytes…]
+/// [--sort=…] [--sync] IMAGE [PATH] | MOUNTED-PATH`, on an unmounted image or through a mount, printed as
 /// btrfs-progs prints `btrfs qgroup show`: Qgroupid, Referenced and Exclusive, the limits only
 /// with -r and -e, parents and members with -p and -c, and the Path column (the subvolume's
 /// path, `<toplevel>`, `<under deletion>` for a deleted subvolume whose space the cleaner is
@@ -20,6 +20,9 @@ internal static class QgroupShowCommand
     public static Command Build(CliContext ctx, string imageOrMount)
     {
         var image = new Argument<string>("image") { Description = imageOrMount };
+        var inside = new Argument<string>("path") { Description = "With -f or -F on an unmounted image: a path inside it (default /)", Arity = ArgumentArity.ZeroOrOne };
+        var only = new Option<bool>("-f") { Description = "Only the qgroup of the subvolume holding the path (its level-0 group)" };
+        var withAncestors = new Option<bool>("-F") { Description = "The qgroup of the subvolume holding the path and every group above it" };
         var format = CommonOptions.Format();
         var parents = new Option<bool>("-p") { Description = "Print each qgroup's parents" };
         var childs = new Option<bool>("-c") { Description = "Print each qgroup's members" };
@@ -28,7 +31,7 @@ internal static class QgroupShowCommand
         var sort = new Option<string>("--sort") { Description = "Sort by qgroupid, rfer, excl, max_rfer, max_excl or path, comma separated, each with + (ascending, the default) or - in front" };
         var sync = new Option<bool>("--sync") { Description = "Commit before reading (Reservoir always does: the numbers are those of a commit made first)" };
         var sizes = new SizeFormat.Options();
-        var show = new Command("show", "List quota groups with referenced and exclusive bytes, limits and paths") { image, format, parents, childs, maxRfer, maxExcl, sort, sync };
+        var show = new Command("show", "List quota groups with referenced and exclusive bytes, limits and paths") { image, inside, format, parents, childs, maxRfer, maxExcl, only, withAncestors, sort, sync };
         sizes.AddTo(show);
         show.SetAction(pr =>
         {
@@ -37,8 +40,11 @@ internal static class QgroupShowCommand
             string at = pr.GetValue(image)!;
             List<Row> rows;
             IReadOnlyList<(ulong Child, ulong Parent)> relations;
+            bool filter = pr.GetValue(only) || pr.GetValue(withAncestors);
+            ulong holder = 5; // the subvolume holding the path, for -f and -F
             if (Directory.Exists(at))
             {
+                if (filter && OnlineSubvolume.SubvolumeHolding(at) is { } h) holder = h;
                 var oe = OnlineSubvolume.Qgroups(at, out var online);
                 if (oe != Errno.OK)
                 {
@@ -55,14 +61,24 @@ internal static class QgroupShowCommand
             }
             else
             {
-                using var mounted = InspectCommand.MountRo(at);
-                var fs = mounted.Fs;
+                using var api = FileCommands.Open(at, write: false);
+                var fs = api.Engine;
                 if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup show: quotas are not enabled"); return 1; }
+                if (filter) holder = Reservoir.Engine.Inodes.NodeIds.Decode(api.GetInfo(pr.GetValue(inside) ?? "/", followLinks: true).Attr.Ino).TreeId;
                 relations = fs.QgroupRelations();
                 var le = fs.ListSubvolumes(out var subvolumes);
                 if (le != Errno.OK) { ctx.Err.WriteLine($"reservoir qgroup show: {le.Describe()}"); return 1; }
                 var paths = subvolumes.ToDictionary(s => s.Id, s => s.Path);
                 rows = fs.Qgroups().Select(g => new Row(g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive, PathOf(g.Id, paths, relations))).ToList();
+            }
+            if (filter)
+            {
+                // -f: the holder's own group; -F: it and every group above it, as btrfs-progs.
+                var keep = new HashSet<ulong> { QgroupId.Of(0, holder) };
+                if (pr.GetValue(withAncestors))
+                    for (var frontier = new List<ulong>(keep); frontier.Count > 0;)
+                        frontier = relations.Where(r => frontier.Contains(r.Child) && keep.Add(r.Parent)).Select(r => r.Parent).ToList();
+                rows.RemoveAll(r => !keep.Contains(r.Id));
             }
             rows.Sort((a, b) => Compare(a, b, order));
             string[] ParentsOf(ulong id) => relations.Where(r => r.Child == id).Select(r => QgroupId.Show(r.Parent)).ToArray();

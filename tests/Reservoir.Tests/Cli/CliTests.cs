@@ -198,6 +198,13 @@ public sealed class CliTests : IDisposable
         Assert.StartsWith("0/257", sorted[4]); // 0 bytes like 0/5, and "srv" sorts after "<toplevel>"
         var json = JsonDocument.Parse(Run("qgroup", "show", Img, "--format", "json").Out);
         Assert.Equal("<toplevel>", json.RootElement[0].GetProperty("path").GetString());
+        // -f: the group of the subvolume holding the path; -F: and the groups above it.
+        Assert.Equal(0, Run("qgroup", "create", "1/100", Img).Code);
+        Assert.Equal(0, Run("qgroup", "assign", "0/256", "1/100", Img).Code);
+        string Ids(params string[] args) => string.Join(" ", Run(["qgroup", "show", .. args]).Out.Split('\n').Skip(2).Where(l => l.Length > 0).Select(l => l.Split(' ')[0]));
+        Assert.Equal("0/256", Ids("-f", Img, "/home/f"));
+        Assert.Equal("0/256 1/100", Ids("-F", Img, "/home"));
+        Assert.Equal("0/5", Ids("-F", Img));
         var bad = Run("qgroup", "show", "--raw", "--si", Img);
         Assert.Equal(1, bad.Code);
         Assert.Contains("--raw", bad.Err);

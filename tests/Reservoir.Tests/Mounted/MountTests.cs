@@ -275,6 +275,7 @@ public class MountTests(ITestOutputHelper log)
             Assert.Matches(@"0/256 .* 1/1 ", show);
             Assert.Matches(@"1/1 .*1\.00MiB.* 0/256 +<1 member qgroup>", show);
             Assert.Matches(@"0/256 .* sv\n", show); // the Path column, through the mount
+            Assert.Equal("0/256 1/1", string.Join(" ", m.Run($"{cli} qgroup show -F sv").Split('\n').Skip(2).Where(l => l.Length > 0).Select(l => l.Split(' ')[0])));
             var dd = MountedImage.Sh("dd if=/dev/urandom of=sv/f bs=1M count=3 conv=fsync 2>&1", m.Dir);
             Assert.NotEqual(0, dd.Code);
             Assert.Contains("Disk quota exceeded", dd.Out);
