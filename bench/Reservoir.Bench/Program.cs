@@ -38,6 +38,7 @@ public static class Program
         if (args.Contains("--writable-snapshots")) { WritableSnapshotBench.Run(quick); return 0; }
         if (args.Contains("--fsync")) { FsyncBench.Run(quick); return 0; }
         if (args.Contains("--quota-commit")) { QuotaCommitBench.Run(quick); return 0; }
+        if (args.Contains("--rotation")) { RotationBench.Run(quick); return 0; }
         string scratch = Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath();
         Console.WriteLine($"# Reservoir foundation benchmark ({(quick ? "quick" : "full")}), {Environment.ProcessorCount} cores, scratch {scratch}");
         var real = Console.Out;

@@ -285,6 +285,8 @@ public sealed partial class Filesystem : IDisposable
         StopCleaner(); // between two batches; the next mount resumes what is left
         if (!Fs.ReadOnly && Fs.FailedReason == null)
         {
+            // The ORIGIN_DROPs still pending go to disk with the last commit, for the next mount.
+            Fs.WriteAllOriginDropsAtNextCommit = true;
             try { Sync(); } catch (FsException) { }
         }
         Data.Dispose();

@@ -79,6 +79,11 @@ public static class KeyTypes
     /// <summary>(extent address, 188, subvolume) in the extent tree: a subvolume that started
     /// referencing the extent other than by writing it or inheriting it from a snapshot source.</summary>
     public const byte SharedRootRef = 188;
+    /// <summary>(extent address, 189, subvolume) in the extent tree: an origin of the extent (its
+    /// writer, or a subvolume with a SHARED_ROOT_REF) stopped referencing it in the transaction
+    /// the item holds, and has not referenced it since; snapshots of it taken after that cannot
+    /// have inherited the extent from it.</summary>
+    public const byte OriginDrop = 189;
     /// <summary>(subvolume, 190, snapshot source) in the root tree: where a snapshot came from.</summary>
     public const byte SnapshotLineage = 190;
     public const byte BlockGroupItem = 192;
@@ -108,6 +113,7 @@ public static class KeyTypes
         BlockGroupItem => "BLOCK_GROUP_ITEM",
         ExtentOwnerRef => "EXTENT_OWNER_REF",
         SharedRootRef => "SHARED_ROOT_REF",
+        OriginDrop => "ORIGIN_DROP",
         SnapshotLineage => "SNAPSHOT_LINEAGE",
         QgroupRelation => "QGROUP_RELATION",
         QgroupStatus => "QGROUP_STATUS",

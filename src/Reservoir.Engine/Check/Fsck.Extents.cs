@@ -105,6 +105,7 @@ public sealed partial class Fsck
             int stale = _ownerRefs.Keys.Count(k => !_deletedSubvols.Contains(k.Root));
             if (stale > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {stale} EXTENT_OWNER_REF item(s) remain");
             if (_sharedRootRefs.Count > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {_sharedRootRefs.Count} SHARED_ROOT_REF item(s) remain");
+            if (_originDrops.Count > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {_originDrops.Count} ORIGIN_DROP item(s) remain");
             if (_level0Usage.Count > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {_level0Usage.Count} SUBVOL_QGROUP_INFO item(s) remain");
             return;
         }

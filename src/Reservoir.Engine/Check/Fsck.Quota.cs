@@ -19,6 +19,7 @@ public sealed partial class Fsck
     private readonly Dictionary<(ulong Root, ulong Bytenr), (ulong Count, ulong Len)> _ownerRefs = new();
     private readonly Dictionary<ulong, (ulong Parent, ulong Otransid)> _lineage = new();
     private readonly List<(ulong Bytenr, ulong Root, ulong Since)> _sharedRootRefs = new();
+    private readonly List<(ulong Bytenr, ulong Root, ulong Until)> _originDrops = new();
 
     private void CountFileExtent(ulong root, FileExtentItem fe)
     {
@@ -62,28 +63,40 @@ public sealed partial class Fsck
     }
 
     /// <summary>Every referrer of an extent is reachable from its writer or a SHARED_ROOT_REF
-    /// through snapshots taken since (the commit's search looks nowhere else).</summary>
+    /// through snapshots taken since, and, for an origin with an ORIGIN_DROP, taken no later
+    /// than it (the commit's search looks nowhere else). An ORIGIN_DROP belongs to an origin
+    /// that does not reference the extent.</summary>
     private void CheckReferrersExplained(Dictionary<ulong, (ulong Len, List<ulong> Roots)> referrers)
     {
         var shared = _sharedRootRefs.ToLookup(s => s.Bytenr);
-        // A SHARED_ROOT_REF goes with its extent: one left behind would make its subvolume a
-        // candidate for whatever extent the address holds next (and is an item leaked).
+        var drops = _originDrops.ToDictionary(x => (x.Bytenr, x.Root), x => x.Until);
+        // A SHARED_ROOT_REF or ORIGIN_DROP goes with its extent: one left behind would make its
+        // subvolume a candidate (or hide its snapshots) for whatever extent the address holds
+        // next (and is an item leaked).
         foreach (var (bytenr, root, _) in _sharedRootRefs)
             if (!_dataExtents.ContainsKey(bytenr))
                 _r.Add(FindingKind.Structure, $"extent tree item ({bytenr}, SHARED_ROOT_REF, {root})", "names a data extent that does not exist");
+        foreach (var (bytenr, root, _) in _originDrops)
+        {
+            string where = $"extent tree item ({bytenr}, ORIGIN_DROP, {root})";
+            if (!_dataExtents.TryGetValue(bytenr, out var ext)) _r.Add(FindingKind.Structure, where, "names a data extent that does not exist");
+            else if (ext.Item.Owner != root && !shared[bytenr].Any(s => s.Root == root)) _r.Add(FindingKind.Structure, where, "the subvolume is not an origin of the extent (its writer or one with a SHARED_ROOT_REF)");
+            else if (referrers.TryGetValue(bytenr, out var rs) && rs.Roots.Contains(root)) _r.Add(FindingKind.Structure, where, "the subvolume references the extent: it has not let go of it");
+        }
         foreach (var (bytenr, (_, roots)) in referrers)
         {
             if (!_dataExtents.TryGetValue(bytenr, out var ext)) continue; // reported by the extent checks
+            ulong Until(ulong root) => drops.TryGetValue((bytenr, root), out var u) ? u : ulong.MaxValue;
             var starts = shared[bytenr].Select(s => (s.Root, s.Since)).Prepend((ext.Item.Owner, ext.Item.Generation)).ToList();
             foreach (var r in roots)
-                if (!starts.Any(s => Explains(s.Item1, s.Item2, r)))
-                    _r.Add(FindingKind.Structure, $"extent {bytenr}", $"referenced by subvolume {r}, which neither wrote it, nor has a SHARED_ROOT_REF, nor is a snapshot taken since of one that had it");
+                if (!starts.Any(s => Explains(s.Item1, s.Item2, Until(s.Item1), r)))
+                    _r.Add(FindingKind.Structure, $"extent {bytenr}", $"referenced by subvolume {r}, which neither wrote it, nor has a SHARED_ROOT_REF, nor is a snapshot of one that had it, taken since it had it (and before it let go of it, by an ORIGIN_DROP)");
         }
     }
 
     /// <summary>Whether <paramref name="r"/> is <paramref name="start"/> or a snapshot (of a
-    /// snapshot…) of it taken in or after transaction <paramref name="since"/>.</summary>
-    private bool Explains(ulong start, ulong since, ulong r)
+    /// snapshot…) of it taken in transaction <paramref name="since"/> … <paramref name="until"/>.</summary>
+    private bool Explains(ulong start, ulong since, ulong until, ulong r)
     {
         for (int hops = 0; hops <= _lineage.Count; hops++)
         {
@@ -91,7 +104,7 @@ public sealed partial class Fsck
             if (!_lineage.TryGetValue(r, out var p)) return false;
             ulong child = r;
             r = p.Parent;
-            if (r == start) return _lineage[child].Otransid >= since;
+            if (r == start) return _lineage[child].Otransid >= since && _lineage[child].Otransid <= until;
         }
         return false;
     }

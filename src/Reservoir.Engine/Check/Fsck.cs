@@ -226,6 +226,10 @@ public sealed partial class Fsck
                 if (!U64Item.TryRead(d, out var since)) { _r.Add(FindingKind.Structure, where, "malformed SHARED_ROOT_REF"); return; }
                 _sharedRootRefs.Add((k.ObjectId, k.Offset, since));
                 break;
+            case KeyTypes.OriginDrop:
+                if (!U64Item.TryRead(d, out var until)) { _r.Add(FindingKind.Structure, where, "malformed ORIGIN_DROP"); return; }
+                _originDrops.Add((k.ObjectId, k.Offset, until));
+                break;
             default:
                 _r.Add(FindingKind.Structure, where, "unexpected item type in the extent tree");
                 break;

@@ -89,14 +89,20 @@ internal sealed class Lineage
     internal sealed class DescendantWalk(Lineage lineage)
     {
         private readonly Stack<(List<(ulong Otransid, ulong Child)> List, int Index)> _stack = new();
-        private ulong _since;
+        private ulong _since, _until;
+        private List<(ulong Otransid, ulong Child)>? _rootList;
 
-        public void Start(ulong root, ulong since)
+        /// <summary>Starts at the snapshots of <paramref name="root"/> taken in transactions
+        /// <paramref name="since"/> … <paramref name="until"/> (the root held the extent then;
+        /// a snapshot taken in either transaction itself may or may not have it, so both count),
+        /// and every snapshot of theirs.</summary>
+        public void Start(ulong root, ulong since, ulong until = ulong.MaxValue)
         {
             _stack.Clear();
             _since = since;
-            var first = lineage._children.GetValueOrDefault(root);
-            if (first != null) _stack.Push((first, LowerBound(first, since)));
+            _until = until;
+            _rootList = lineage._children.GetValueOrDefault(root);
+            if (_rootList != null) _stack.Push((_rootList, LowerBound(_rootList, since)));
         }
 
         /// <summary>The next descendant. With a <paramref name="bound"/>, skips those with a
@@ -111,6 +117,9 @@ internal sealed class Lineage
                 var (list, i) = top;
                 if (i >= list.Count) continue;
                 if (prune && list[i].Child > bound) continue;
+                // The root's snapshots are in the order taken: past its last transaction with
+                // the extent, none of the rest can have it from the root.
+                if (ReferenceEquals(list, _rootList) && list[i].Otransid > _until) continue;
                 _stack.Push((list, i + 1));
                 child = list[i].Otransid >= _since ? list[i].Child : 0;
                 if (child == 0) continue;
@@ -124,10 +133,10 @@ internal sealed class Lineage
         }
     }
 
-    /// <summary>Whether <paramref name="id"/> is <paramref name="root"/> or one of
-    /// <see cref="Descendants"/>(root, since), found by walking up from it: O(how many
-    /// snapshots of snapshots lie between them).</summary>
-    public bool IsDescendantOrSelf(ulong id, ulong root, ulong since)
+    /// <summary>Whether <paramref name="id"/> is <paramref name="root"/> or one of the
+    /// descendants a walk from (root, since, until) visits, found by walking up from it:
+    /// O(how many snapshots of snapshots lie between them).</summary>
+    public bool IsDescendantOrSelf(ulong id, ulong root, ulong since, ulong until = ulong.MaxValue)
     {
         lock (_lock)
         {
@@ -135,7 +144,7 @@ internal sealed class Lineage
             {
                 if (c == root) return true;
                 if (!_parent.TryGetValue(c, out var p)) return false;
-                if (p.Parent == root) return p.Otransid >= since;
+                if (p.Parent == root) return p.Otransid >= since && p.Otransid <= until;
                 c = p.Parent;
             }
         }

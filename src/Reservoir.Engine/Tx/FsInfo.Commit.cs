@@ -33,7 +33,8 @@ internal sealed partial class FsInfo
         try
         {
             var tx = Running;
-            if (!ForceCommit && tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()) return;
+            if (!ForceCommit && tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()
+                && !(WriteAllOriginDropsAtNextCommit && _pendingOriginDrops.Count > 0)) return;
             ForceCommit = false;
             var sw = Stopwatch.StartNew();
             long lap = 0;

@@ -295,6 +295,7 @@ internal sealed partial class FsInfo
                 // Limits stop holding from here; the commit below makes it durable.
                 Quota.Disable();
                 ReferrerSets.Clear();
+                ForgetPendingOriginDrops();
                 foreach (var t in AllFsTrees())
                     using (t.Lock.Write())
                         foreach (var (bytenr, _, _) in OwnerRefs.Scan(t).ToList()) t.Delete(h, OwnerRefs.KeyOf(bytenr));
@@ -303,7 +304,7 @@ internal sealed partial class FsInfo
                     var shared = new List<Key>();
                     var path = new TreePath();
                     if (ExtentTree.SeekGE(Key.Min, path))
-                        do { if (path.Key.Type == KeyTypes.SharedRootRef) shared.Add(path.Key); } while (ExtentTree.Next(path));
+                        do { if (path.Key.Type is KeyTypes.SharedRootRef or KeyTypes.OriginDrop) shared.Add(path.Key); } while (ExtentTree.Next(path));
                     foreach (var k in shared) ExtentTree.Delete(h, k);
                 }
                 using (QuotaTree.Lock.Write())
@@ -333,6 +334,7 @@ internal sealed partial class FsInfo
     /// </summary>
     private Dictionary<ulong, (ulong Len, List<ulong> Roots)> BuildOwnerRefs(TransHandle h)
     {
+        ForgetPendingOriginDrops(); // the ORIGIN_DROPs go with the SHARED_ROOT_REFs below
         var referrers = new Dictionary<ulong, (ulong Len, List<ulong> Roots)>();
         Span<byte> buf = stackalloc byte[ExtentOwnerRefItem.Size];
         foreach (var t in AllFsTrees().OrderBy(t => t.Id))

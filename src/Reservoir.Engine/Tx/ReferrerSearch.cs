@@ -12,6 +12,9 @@ namespace Reservoir.Engine.Tx;
 /// of those taken since they had it, and of those snapshots (the lineage). The transaction's
 /// transitions already say that each of <see cref="Acquired"/> references it and none of
 /// <see cref="Dropped"/> does; every other candidate costs one lookup of its EXTENT_OWNER_REF.
+/// An origin that let go of the extent (an ORIGIN_DROP item) passes it on only to the snapshots
+/// taken up to then: later ones are not candidates (with snapshots taken in rotation, the
+/// extents only the oldest still holds would otherwise ask every newer snapshot).
 /// Used only inside the commit, while no handle is open and no tree, lineage or qgroup
 /// relation can change. One instance serves every commit, one extent after another
 /// (<see cref="Begin"/>, <see cref="Reset"/> between commits), so that asking about an
@@ -19,8 +22,8 @@ namespace Reservoir.Engine.Tx;
 /// </summary>
 internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
 {
-    private ulong bytenr, owner, gen;
-    private List<(ulong Root, ulong Since)> shared = [];
+    private ulong bytenr, owner, gen, ownerUntil;
+    private List<Origin> shared = [];
     private ulong[] acquired = [], dropped = [];
     /// <summary><see cref="Referrers"/>' answer, valid until the next <see cref="Begin"/>.</summary>
     private readonly List<ulong> _found = new();
@@ -31,11 +34,13 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     public ulong[] Acquired => acquired;
     public ulong[] Dropped => dropped;
 
-    /// <summary>Starts the questions about one extent: its writer and birth transaction, the
-    /// subvolumes that took it by a clone (SHARED_ROOT_REFs), and the transaction's transitions.</summary>
-    public void Begin(ulong bytenr, ulong owner, ulong gen, List<(ulong Root, ulong Since)> shared, ulong[] acquired, ulong[] dropped)
+    /// <summary>Starts the questions about one extent: its writer (with its birth transaction,
+    /// and the transaction it let go of it, if it has), the subvolumes that took it by a clone
+    /// (SHARED_ROOT_REFs, likewise), and the transaction's transitions.</summary>
+    public void Begin(ulong bytenr, Origin writer, List<Origin> shared, ulong[] acquired, ulong[] dropped)
     {
-        (this.bytenr, this.owner, this.gen, this.shared, this.acquired, this.dropped) = (bytenr, owner, gen, shared, acquired, dropped);
+        (this.bytenr, owner, gen, ownerUntil) = (bytenr, writer.Root, writer.Since, writer.Until);
+        (this.shared, this.acquired, this.dropped) = (shared, acquired, dropped);
         _set = null;
     }
 
@@ -230,10 +235,10 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
                 continue;
             }
             if (++_origin >= shared.Count) { c = 0; return false; }
-            var (root, since) = _origin < 0 ? (owner, gen) : shared[_origin];
+            var (root, since, until) = _origin < 0 ? new Origin(owner, gen, ownerUntil) : shared[_origin];
             // Its snapshots have higher ids still: none of them is wanted either.
             if (root > _bound && fs.Lineage.IdsFollowCreation) continue;
-            _walk.Start(root, since);
+            _walk.Start(root, since, until);
             c = root;
             if (!dedupe || _seen.Add(c)) return true;
         }
@@ -241,9 +246,9 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
 
     private bool IsCandidate(ulong c)
     {
-        if (fs.Lineage.IsDescendantOrSelf(c, owner, gen)) return true;
-        foreach (var (root, since) in shared)
-            if (fs.Lineage.IsDescendantOrSelf(c, root, since)) return true;
+        if (fs.Lineage.IsDescendantOrSelf(c, owner, gen, ownerUntil)) return true;
+        foreach (var (root, since, until) in shared)
+            if (fs.Lineage.IsDescendantOrSelf(c, root, since, until)) return true;
         return false;
     }
 
@@ -267,3 +272,9 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         return probe.Holds(t, bytenr);
     }
 }
+
+/// <summary>Where a subvolume can have an extent from: a subvolume that had it from
+/// transaction <see cref="Since"/> (its writer from its birth, a clone's target from the
+/// clone) to <see cref="Until"/> (when it let go of it, ORIGIN_DROP; the maximum while it
+/// holds it), and the snapshots of it taken in between.</summary>
+internal readonly record struct Origin(ulong Root, ulong Since, ulong Until = ulong.MaxValue);
