@@ -114,7 +114,9 @@ public sealed partial class Fsck
     /// in the quota tree only. The usage found is checked against the recount like any group's.</summary>
     private void CheckLevel0UsagePlace()
     {
-        bool v3 = _quotaVersion >= QgroupStatusItem.CurrentVersion;
+        bool v3 = _quotaVersion >= QgroupStatusItem.Level0BesideRootVersion;
+        if (_quotaVersion < QgroupStatusItem.CurrentVersion && _originDrops.Count > 0)
+            _r.Add(FindingKind.Structure, "quota", $"quota version {_quotaVersion} has {_originDrops.Count} ORIGIN_DROP item(s), which only version {QgroupStatusItem.CurrentVersion} may hold");
         foreach (var (subvolume, usage) in _level0Usage)
         {
             ulong id = QgroupId.Of(0, subvolume);

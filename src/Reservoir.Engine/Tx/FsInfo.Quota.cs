@@ -13,6 +13,9 @@ internal sealed partial class FsInfo
     /// <summary>Quotas of version 1 or 2: level-0 usage is still in the quota tree, moved
     /// beside the ROOT_ITEMs at the first read-write mount.</summary>
     private bool _quotaLevel0InQuotaTree;
+    /// <summary>The QGROUP_STATUS says an older version (3): it says 4 once this mount may write
+    /// ORIGIN_DROP items.</summary>
+    private bool _quotaStatusOlder;
     /// <summary>Set by a changed qgroup relation: the next commit recounts every group once its
     /// transaction's transitions are accounted.</summary>
     private bool _recountAtCommit;
@@ -37,7 +40,8 @@ internal sealed partial class FsInfo
                         if (!QgroupStatusItem.TryRead(path.Data, out var st)) ThrowHelper.Corrupt("malformed QGROUP_STATUS");
                         on = (st.Flags & QgroupStatusItem.FlagOn) != 0;
                         _quotaNeedsOwnerRefs = on && st.Version < QgroupStatusItem.OwnerRefsVersion;
-                        _quotaLevel0InQuotaTree = on && st.Version < QgroupStatusItem.CurrentVersion;
+                        _quotaLevel0InQuotaTree = on && st.Version < QgroupStatusItem.Level0BesideRootVersion;
+                        _quotaStatusOlder = on && st.Version < QgroupStatusItem.CurrentVersion;
                         break;
                     case KeyTypes.QgroupInfo:
                         if (!QgroupInfoItem.TryRead(path.Data, out var info)) ThrowHelper.Corrupt($"malformed QGROUP_INFO {QgroupId.Show(k.Offset)}");
@@ -194,14 +198,16 @@ internal sealed partial class FsInfo
         {
             if (_quotaNeedsOwnerRefs) BuildQuota(upgrade: true); // also moves level-0 usage
             else if (_quotaLevel0InQuotaTree) MoveLevel0Usage();
+            else if (_quotaStatusOlder) MoveLevel0Usage(moveUsage: false); // version 3 → 4: the status only
         }
-        _quotaNeedsOwnerRefs = _quotaLevel0InQuotaTree = false;
+        _quotaNeedsOwnerRefs = _quotaLevel0InQuotaTree = _quotaStatusOlder = false;
     }
 
-    /// <summary>Quota version 2 → 3: every level-0 group's usage moves from the quota tree to
+    /// <summary>Quota version 2 → 4: every level-0 group's usage moves from the quota tree to
     /// its subvolume's SUBVOL_QGROUP_INFO, in one commit (a crash before it leaves version 2
-    /// as it was).</summary>
-    private void MoveLevel0Usage()
+    /// as it was); from version 3, <paramref name="moveUsage"/> false, only the status is
+    /// rewritten.</summary>
+    private void MoveLevel0Usage(bool moveUsage = true)
     {
         Commit();
         using (_commitMutex.Lock())
@@ -212,10 +218,10 @@ internal sealed partial class FsInfo
                 var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
                 using (QuotaTree!.Lock.Write())
                 {
-                    DeleteQuotaTreeLevel0Usage(h);
+                    if (moveUsage) DeleteQuotaTreeLevel0Usage(h);
                     PutQuotaStatus(h, on: true);
                 }
-                Quota.MarkLevel0Dirty(); // written by the commit, in the root tree
+                if (moveUsage) Quota.MarkLevel0Dirty(); // written by the commit, in the root tree
             }
             finally { _commitLock.ExitWrite(); }
         }

@@ -211,7 +211,7 @@ internal sealed partial class FsInfo
     private readonly Dictionary<ulong, Dictionary<ulong, ulong>> _pendingOriginDrops = new();
 
     /// <summary>Forgets the pending ORIGIN_DROPs (quotas turned off, or every item built again).</summary>
-    private void ForgetPendingOriginDrops() => _pendingOriginDrops.Clear();
+    internal void ForgetPendingOriginDrops() => _pendingOriginDrops.Clear();
 
     /// <summary>Writes every pending ORIGIN_DROP at the next commit, not only those of origins
     /// snapshotted since (the unmount's commit, so that the next mount has them).</summary>

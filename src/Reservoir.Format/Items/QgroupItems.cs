@@ -32,8 +32,9 @@ public static class QgroupId
 
 /// <summary>QGROUP_STATUS (0, 240, 0) in the quota tree, 32 bytes: version u64,
 /// generation u64 (of the last accounting), flags u64 (bit 0 ON), reserved u64. SPEC.md §7.
-/// Version 2 says the fs trees carry EXTENT_OWNER_REF items; version 3 (current), also that
-/// level-0 usage is in SUBVOL_QGROUP_INFO items of the root tree.</summary>
+/// Version 2 says the fs trees carry EXTENT_OWNER_REF items; version 3, also that level-0 usage
+/// is in SUBVOL_QGROUP_INFO items of the root tree; version 4 (current), also that the extent
+/// tree may hold ORIGIN_DROP items.</summary>
 public struct QgroupStatusItem
 {
     public const int Size = 32;
@@ -44,7 +45,12 @@ public struct QgroupStatusItem
     /// <summary>3: a level-0 group's usage is kept beside its subvolume's ROOT_ITEM
     /// (<see cref="KeyTypes.SubvolQgroupInfo"/>), not in the quota tree. An image of version 2
     /// has its items moved at its first read-write mount.</summary>
-    public const ulong CurrentVersion = 3;
+    public const ulong Level0BesideRootVersion = 3;
+    /// <summary>4: the extent tree may hold ORIGIN_DROP items (<see cref="KeyTypes.OriginDrop"/>),
+    /// which a version that does not know them would leave behind with a freed extent (then
+    /// misread for the next extent at that address); an older version refuses the image. An
+    /// image of version 3 says 4 from its first read-write mount on.</summary>
+    public const ulong CurrentVersion = 4;
     public ulong Version, Generation, Flags;
 
     public static bool TryRead(ReadOnlySpan<byte> s, out QgroupStatusItem q)

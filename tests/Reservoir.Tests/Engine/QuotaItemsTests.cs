@@ -81,6 +81,8 @@ public class QuotaItemsTests
         // a holds the new first MiB alone and shares the second; s holds the old first alone.
         Assert.Equal((2 * M, M), expected[Q0(256)]);
         Assert.Equal((2 * M, M), expected[Q0(257)]);
+        // Versions before 4 wrote no ORIGIN_DROP: a rewrite under a snapshot left none behind.
+        fs.Fs.ForgetPendingOriginDrops();
         using var h = fs.Fs.Start(64);
         older?.Invoke(fs, h);
         Span<byte> buf = stackalloc byte[QgroupInfoItem.Size];
@@ -111,6 +113,37 @@ public class QuotaItemsTests
             Assert.NotNull(fs.Fs.RootTree.Get(Level0Key(sv)));
             Assert.Null(fs.Fs.QuotaTree.Get(new Key(0, KeyTypes.QgroupInfo, Q0(sv))));
         }
+    }
+
+    /// <summary>Quota version 3 had no ORIGIN_DROP items: such an image is read as it is, and
+    /// says version 4 from its first read-write mount on (an older binary then refuses it rather
+    /// than leave ORIGIN_DROPs behind with freed extents). Fails if the mount writes ORIGIN_DROPs
+    /// under a version-3 status: fsck reports them.</summary>
+    [Fact]
+    public void AnImageOfQuotaVersion3SaysVersion4AtItsFirstReadWriteMount()
+    {
+        var dev = NewDevice(64UL << 20);
+        ulong Version(Filesystem fs) => QgroupStatusItem.TryRead(fs.Fs.QuotaTree!.Get(new Key(0, KeyTypes.QgroupStatus, 0)), out var st) ? st.Version : 0;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));
+            CreateFile(fs, a.Ino, "f", Data(1, M));
+            Ok(fs.Sync());
+            Assert.Equal(4UL, Version(fs));
+            using var h = fs.Fs.Start(8);
+            Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
+            new QgroupStatusItem { Version = 3, Generation = 1, Flags = QgroupStatusItem.FlagOn }.Write(st);
+            using (fs.Fs.QuotaTree!.Lock.Write()) fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st);
+        }
+        FsckAssert.Clean(dev);
+        using (var ro = Mount(dev, new Reservoir.Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 })) Assert.Equal(3UL, Version(ro));
+        using (var fs = Mount(dev))
+        {
+            Assert.Equal(4UL, Version(fs));
+            Assert.Equal((M, M), (Usage(fs, Q0(256)).Referenced, Usage(fs, Q0(256)).Exclusive));
+        }
+        FsckAssert.Clean(dev);
     }
 
     [Fact]
