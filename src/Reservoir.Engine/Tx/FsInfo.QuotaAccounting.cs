@@ -106,7 +106,7 @@ internal sealed partial class FsInfo
                     // An origin that takes the extent again holds it from now on: its later
                     // snapshots are candidates again (for this search too), and its ORIGIN_DROP
                     // goes, written or pending.
-                    if (_pendingOriginDrops.TryGetValue(r, out var pending)) pending.Remove(bytenr);
+                    if (_pendingOriginDrops.TryGetValue(r, out var pending)) pending.Extents.Remove(bytenr);
                     if (drops && ReopenOrigin(h, bytenr, r, ref writer, shared)) path.Reset();
                     continue;
                 }
@@ -208,7 +208,15 @@ internal sealed partial class FsInfo
     /// Touched by the commit alone (serialized by the commit mutex) and by quota enable and
     /// disable, which hold the commit lock exclusively.
     /// </summary>
-    private readonly Dictionary<ulong, Dictionary<ulong, ulong>> _pendingOriginDrops = new();
+    private readonly Dictionary<ulong, PendingDrops> _pendingOriginDrops = new();
+
+    /// <summary>One origin's pending ORIGIN_DROPs: extent → transaction, and the earliest of
+    /// those transactions (each commit asks, per origin, whether a snapshot came after it).</summary>
+    private sealed class PendingDrops
+    {
+        public readonly Dictionary<ulong, ulong> Extents = new();
+        public ulong Earliest = ulong.MaxValue;
+    }
 
     /// <summary>Forgets the pending ORIGIN_DROPs (quotas turned off, or every item built again).</summary>
     internal void ForgetPendingOriginDrops() => _pendingOriginDrops.Clear();
@@ -219,8 +227,9 @@ internal sealed partial class FsInfo
 
     private void NoteOriginDrop(ulong root, ulong bytenr, ulong transid)
     {
-        if (!_pendingOriginDrops.TryGetValue(root, out var m)) _pendingOriginDrops[root] = m = new();
-        m[bytenr] = transid;
+        if (!_pendingOriginDrops.TryGetValue(root, out var p)) _pendingOriginDrops[root] = p = new();
+        p.Extents[bytenr] = transid;
+        p.Earliest = Math.Min(p.Earliest, transid);
     }
 
     /// <summary>Writes the pending ORIGIN_DROPs of each origin that has a snapshot taken after
@@ -234,13 +243,11 @@ internal sealed partial class FsInfo
         WriteAllOriginDropsAtNextCommit = false;
         Span<byte> buf = stackalloc byte[U64Item.Size];
         List<ulong>? done = null;
-        foreach (var (root, extents) in _pendingOriginDrops)
+        foreach (var (root, pending) in _pendingOriginDrops)
         {
-            ulong earliest = ulong.MaxValue;
-            foreach (var t in extents.Values) earliest = Math.Min(earliest, t);
-            if (!all && !Lineage.HasSnapshotsSince(root, earliest + 1)) continue;
+            if (!all && !Lineage.HasSnapshotsSince(root, pending.Earliest + 1)) continue;
             var path = new TreePath();
-            foreach (var (bytenr, transid) in extents.OrderBy(e => e.Key))
+            foreach (var (bytenr, transid) in pending.Extents.OrderBy(e => e.Key))
             {
                 if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.ExtentItem, 0), path)) continue;
                 var k = path.Key;
