@@ -36,7 +36,7 @@ internal static class QgroupShowCommand
         show.SetAction(pr =>
         {
             var size = sizes.Read(pr);
-            var order = ParseSort(pr.GetValue(sort));
+            var order = SortSpec.Parse(pr.GetValue(sort), SortKeys, (a, b) => a.Id.CompareTo(b.Id));
             string at = pr.GetValue(image)!;
             List<Row> rows;
             IReadOnlyList<(ulong Child, ulong Parent)> relations;
@@ -80,7 +80,7 @@ internal static class QgroupShowCommand
                         frontier = relations.Where(r => frontier.Contains(r.Child) && keep.Add(r.Parent)).Select(r => r.Parent).ToList();
                 rows.RemoveAll(r => !keep.Contains(r.Id));
             }
-            rows.Sort((a, b) => Compare(a, b, order));
+            rows.Sort(order);
             string[] ParentsOf(ulong id) => relations.Where(r => r.Child == id).Select(r => QgroupId.Show(r.Parent)).ToArray();
             string[] ChildrenOf(ulong id) => relations.Where(r => r.Parent == id).Select(r => QgroupId.Show(r.Child)).ToArray();
             if (CommonOptions.IsJson(pr, format))
@@ -164,43 +164,14 @@ internal static class QgroupShowCommand
         return paths.TryGetValue(subvolume, out var p) ? p : "<under deletion>";
     }
 
-    private enum SortKey { Qgroupid, Rfer, Excl, MaxRfer, MaxExcl, Path }
-
-    /// <summary>btrfs-progs' --sort: keys by name, each optionally preceded by + or -.</summary>
-    private static List<(SortKey Key, bool Descending)> ParseSort(string? spec)
+    /// <summary>--sort's keys, as btrfs-progs names them.</summary>
+    private static readonly Dictionary<string, Comparison<Row>> SortKeys = new()
     {
-        var keys = new List<(SortKey, bool)>();
-        if (string.IsNullOrEmpty(spec)) return keys;
-        foreach (var raw in spec.Split(','))
-        {
-            bool desc = raw.StartsWith('-');
-            string name = raw.TrimStart('+', '-');
-            SortKey key = name switch
-            {
-                "qgroupid" => SortKey.Qgroupid, "rfer" => SortKey.Rfer, "excl" => SortKey.Excl,
-                "max_rfer" => SortKey.MaxRfer, "max_excl" => SortKey.MaxExcl, "path" => SortKey.Path,
-                _ => throw new ArgumentException($"--sort: unknown key '{name}' (qgroupid, rfer, excl, max_rfer, max_excl, path)"),
-            };
-            keys.Add((key, desc));
-        }
-        return keys;
-    }
-
-    private static int Compare(Row a, Row b, List<(SortKey Key, bool Descending)> order)
-    {
-        foreach (var (key, desc) in order)
-        {
-            int c = key switch
-            {
-                SortKey.Qgroupid => a.Id.CompareTo(b.Id),
-                SortKey.Rfer => a.Referenced.CompareTo(b.Referenced),
-                SortKey.Excl => a.Exclusive.CompareTo(b.Exclusive),
-                SortKey.MaxRfer => a.MaxReferenced.CompareTo(b.MaxReferenced),
-                SortKey.MaxExcl => a.MaxExclusive.CompareTo(b.MaxExclusive),
-                _ => string.CompareOrdinal(a.Path, b.Path),
-            };
-            if (c != 0) return desc ? -c : c;
-        }
-        return a.Id.CompareTo(b.Id); // then by id, as listed
-    }
+        ["qgroupid"] = (a, b) => a.Id.CompareTo(b.Id),
+        ["rfer"] = (a, b) => a.Referenced.CompareTo(b.Referenced),
+        ["excl"] = (a, b) => a.Exclusive.CompareTo(b.Exclusive),
+        ["max_rfer"] = (a, b) => a.MaxReferenced.CompareTo(b.MaxReferenced),
+        ["max_excl"] = (a, b) => a.MaxExclusive.CompareTo(b.MaxExclusive),
+        ["path"] = (a, b) => string.CompareOrdinal(a.Path, b.Path),
+    };
 }

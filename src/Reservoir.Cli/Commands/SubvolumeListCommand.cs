@@ -31,7 +31,7 @@ internal static class SubvolumeListCommand
         var list = new Command("list", "List subvolumes: id, generation, parent, path") { image, format, parent, cgen, gen, uuid, puuid, snapshots, readOnly, table, sort };
         list.SetAction(pr =>
         {
-            var order = ParseSort(pr.GetValue(sort));
+            var order = SortSpec.Parse(pr.GetValue(sort), SortKeys, (a, b) => a.Id.CompareTo(b.Id));
             string at = pr.GetValue(image)!;
             List<Row> rows;
             if (Directory.Exists(at))
@@ -52,7 +52,7 @@ internal static class SubvolumeListCommand
             bool onlySnapshots = pr.GetValue(snapshots);
             if (onlySnapshots) rows.RemoveAll(r => r.ParentUuid == Guid.Empty);
             if (pr.GetValue(readOnly)) rows.RemoveAll(r => !r.ReadOnly);
-            rows.Sort((a, b) => Compare(a, b, order));
+            rows.Sort(order);
             if (CommonOptions.IsJson(pr, format))
             {
                 ctx.Json(rows.Select(s => new
@@ -87,37 +87,12 @@ internal static class SubvolumeListCommand
         return list;
     }
 
-    private enum SortKey { Gen, Ogen, RootId, Path }
-
-    private static List<(SortKey Key, bool Descending)> ParseSort(string? spec)
+    /// <summary>--sort's keys, as btrfs-progs names them.</summary>
+    private static readonly Dictionary<string, Comparison<Row>> SortKeys = new()
     {
-        var keys = new List<(SortKey, bool)>();
-        if (string.IsNullOrEmpty(spec)) return keys;
-        foreach (var raw in spec.Split(','))
-        {
-            string name = raw.TrimStart('+', '-');
-            keys.Add((name switch
-            {
-                "gen" => SortKey.Gen, "ogen" => SortKey.Ogen, "rootid" => SortKey.RootId, "path" => SortKey.Path,
-                _ => throw new ArgumentException($"--sort: unknown key '{name}' (gen, ogen, rootid, path)"),
-            }, raw.StartsWith('-')));
-        }
-        return keys;
-    }
-
-    private static int Compare(Row a, Row b, List<(SortKey Key, bool Descending)> order)
-    {
-        foreach (var (key, desc) in order)
-        {
-            int c = key switch
-            {
-                SortKey.Gen => a.Generation.CompareTo(b.Generation),
-                SortKey.Ogen => a.Otransid.CompareTo(b.Otransid),
-                SortKey.RootId => a.Id.CompareTo(b.Id),
-                _ => string.CompareOrdinal(a.Path, b.Path),
-            };
-            if (c != 0) return desc ? -c : c;
-        }
-        return a.Id.CompareTo(b.Id);
-    }
+        ["gen"] = (a, b) => a.Generation.CompareTo(b.Generation),
+        ["ogen"] = (a, b) => a.Otransid.CompareTo(b.Otransid),
+        ["rootid"] = (a, b) => a.Id.CompareTo(b.Id),
+        ["path"] = (a, b) => string.CompareOrdinal(a.Path, b.Path),
+    };
 }
