@@ -422,6 +422,9 @@ internal sealed partial class FsInfo
     /// rewrites files).</summary>
     private void DeleteSharedRootRefs(TransHandle h, ulong bytenr)
     {
+        // Pending ORIGIN_DROPs of a freed extent would only be skipped when written; dropped
+        // now, they do not pile up in memory (origins with pending ones are few).
+        foreach (var pending in _pendingOriginDrops.Values) pending.Extents.Remove(bytenr);
         if (QuotaTree == null || h.Transaction.WithoutSharedRootRefs.Contains(bytenr)) return;
         var keys = new List<Key>();
         var path = new TreePath();
