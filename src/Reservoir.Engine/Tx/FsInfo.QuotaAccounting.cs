@@ -245,6 +245,8 @@ internal sealed partial class FsInfo
         List<ulong>? done = null;
         foreach (var (root, pending) in _pendingOriginDrops)
         {
+            // A subvolume whose tree is gone gets no more snapshots: its items would never be asked.
+            if (FsTree(root) == null) { (done ??= new()).Add(root); continue; }
             if (!all && !Lineage.HasSnapshotsSince(root, pending.Earliest + 1)) continue;
             var path = new TreePath();
             foreach (var (bytenr, transid) in pending.Extents.OrderBy(e => e.Key))
