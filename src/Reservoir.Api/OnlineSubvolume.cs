@@ -103,23 +103,21 @@ public static class OnlineSubvolume
     /// the path is a directory inside a subvolume, not its root.</summary>
     public static ulong? SubvolumeIdOf(string path)
     {
-        var st = new byte[256]; // struct stat (x86-64 and aarch64: st_ino at offset 8)
-        if (StatPath(path, st) != 0) return null;
-        ulong ino = BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
         const ulong RootIno = 256, InoMask = (1UL << 40) - 1;
-        if ((ino & InoMask) != RootIno) return null;
-        return ino >> 40 == 0 ? 5 : ino >> 40;
+        return InodeOf(path) is { } ino && (ino & InoMask) == RootIno ? TreeOf(ino) : null;
     }
 
-    /// <summary>The id of the subvolume that holds <paramref name="path"/> on a mounted Reservoir
-    /// (its inode number carries the tree: tree id &lt;&lt; 40 | inode; the top level's are plain).</summary>
-    public static ulong? SubvolumeHolding(string path)
+    /// <summary>The id of the subvolume that holds <paramref name="path"/> on a mounted Reservoir.</summary>
+    public static ulong? SubvolumeHolding(string path) => InodeOf(path) is { } ino ? TreeOf(ino) : null;
+
+    /// <summary>st_ino through the mount: tree id &lt;&lt; 40 | inode; the top level's are plain.</summary>
+    private static ulong? InodeOf(string path)
     {
-        var st = new byte[256];
-        if (StatPath(path, st) != 0) return null;
-        ulong ino = BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
-        return ino >> 40 == 0 ? 5 : ino >> 40;
+        var st = new byte[256]; // struct stat (x86-64 and aarch64: st_ino at offset 8)
+        return StatPath(path, st) != 0 ? null : BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
     }
+
+    private static ulong TreeOf(ulong ino) => ino >> 40 == 0 ? 5 : ino >> 40;
 
     /// <summary>Every qgroup of the mounted filesystem (ENOTCONN when quotas are off).</summary>
     public static Errno Qgroups(string dir, out List<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)> groups)

@@ -103,11 +103,7 @@ internal sealed partial class FsInfo
             {
                 if (r == owner || HasRoot(shared, r))
                 {
-                    // An origin that takes the extent again holds it from now on: its later
-                    // snapshots are candidates again (for this search too), and its ORIGIN_DROP
-                    // goes, written or pending.
-                    if (_pendingOriginDrops.TryGetValue(r, out var pending)) pending.Extents.Remove(bytenr);
-                    if (drops && ReopenOrigin(h, bytenr, r, ref writer, shared)) path.Reset();
+                    if (ReopenOrigin(h, bytenr, r, ref writer, shared)) path.Reset();
                     continue;
                 }
                 // Taken by a clone: snapshots of it taken from now on may have it too.
@@ -263,11 +259,13 @@ internal sealed partial class FsInfo
         if (done != null) foreach (var r in done) _pendingOriginDrops.Remove(r);
     }
 
-    /// <summary>An origin with an ORIGIN_DROP references the extent again: the item goes and its
-    /// window opens (<paramref name="writer"/> or its entry in <paramref name="shared"/>).
-    /// Returns whether the extent tree changed.</summary>
+    /// <summary>An origin references the extent again: it holds it from now on, so its later
+    /// snapshots are candidates again (for this search too) and its ORIGIN_DROP goes, pending
+    /// or written (then its window opens: <paramref name="writer"/> or its entry in
+    /// <paramref name="shared"/>). Returns whether the extent tree changed.</summary>
     private bool ReopenOrigin(TransHandle h, ulong bytenr, ulong root, ref Origin writer, List<Origin> shared)
     {
+        if (_pendingOriginDrops.TryGetValue(root, out var pending)) pending.Extents.Remove(bytenr);
         bool had = false;
         if (writer.Root == root && writer.Until != ulong.MaxValue) { writer = writer with { Until = ulong.MaxValue }; had = true; }
         for (int i = 0; i < shared.Count; i++)
@@ -395,6 +393,9 @@ internal sealed partial class FsInfo
     /// <summary>The SHARED_ROOT_REFs of an extent as origins (subvolume, transaction it took the
     /// extent in), each origin's window closed by its ORIGIN_DROP if it has one, the writer's
     /// included. Caller holds the extent tree's lock.</summary>
+    private static bool IsSharingItem(Key k, ulong bytenr) =>
+        k.ObjectId == bytenr && k.Type is KeyTypes.SharedRootRef or KeyTypes.OriginDrop;
+
     private (Origin Writer, List<Origin> Shared) SharingItems(ulong bytenr, Origin writer)
     {
         var list = new List<Origin>();
@@ -403,7 +404,7 @@ internal sealed partial class FsInfo
         do
         {
             var k = path.Key;
-            if (k.ObjectId != bytenr || k.Type is not (KeyTypes.SharedRootRef or KeyTypes.OriginDrop)) break;
+            if (!IsSharingItem(k, bytenr)) break;
             if (!U64Item.TryRead(path.Data, out var transid)) throw new CorruptionException($"malformed {(k.Type == KeyTypes.SharedRootRef ? "SHARED_ROOT_REF" : "ORIGIN_DROP")} {k}", bytenr);
             if (k.Type == KeyTypes.SharedRootRef) list.Add(new Origin(k.Offset, transid));
             else if (k.Offset == writer.Root) writer = writer with { Until = transid };
@@ -433,9 +434,8 @@ internal sealed partial class FsInfo
         if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.SharedRootRef, 0), path)) return;
         do
         {
-            var k = path.Key;
-            if (k.ObjectId != bytenr || k.Type is not (KeyTypes.SharedRootRef or KeyTypes.OriginDrop)) break;
-            keys.Add(k);
+            if (!IsSharingItem(path.Key, bytenr)) break;
+            keys.Add(path.Key);
         } while (ExtentTree.Next(path));
         foreach (var k in keys) ExtentTree.Delete(h, k);
     }
