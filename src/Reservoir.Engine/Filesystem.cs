@@ -89,6 +89,9 @@ public sealed partial class Filesystem : IDisposable
     {
         options ??= new MountOptions();
         var fs = FsInfo.Mount(dev, options);
+        // Read before any commit of this mount rewrites it: the last commit's superblock says
+        // whether ORIGIN_DROPs were waiting in memory (the unmount writes them; a crash lost them).
+        bool originDropsLost = fs.Super.OriginDropsMissingSince != 0;
         // Before anything else reads or changes the trees: what fsync made durable since the
         // commit (SPEC.md §9).
         InodeLog.Replay(fs);
@@ -96,6 +99,7 @@ public sealed partial class Filesystem : IDisposable
         if (!fs.ReadOnly)
         {
             fs.UpgradeQuotaIfNeeded();
+            if (originDropsLost) fs.RederivePendingOriginDrops();
             foreach (var t in fs.AllFsTrees()) f.CleanupOrphans(f.SubvolumeOf(t.Id)!);
             f.CleanupDeletedSubvolumes();
         }

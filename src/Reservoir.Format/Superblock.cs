@@ -32,6 +32,7 @@ public sealed class Superblock
     public const int OffDefaultSubvol = 0x0A0;
     public const int OffFlags = 0x0A8;
     public const int OffLogStart = 0x0B0;
+    public const int OffOriginDropsMissingSince = 0x0B8;
     public const int OffLabel = 0x100;
     public const int ChecksumStart = 0x20;
 
@@ -54,6 +55,10 @@ public sealed class Superblock
     /// <summary>First block of the fsync log that follows this commit (SPEC.md §9), 0 when
     /// there is none (a clean unmount, or an image no commit of this version wrote).</summary>
     public ulong LogStart;
+    /// <summary>The earliest transaction of an ORIGIN_DROP that a commit up to this one noted
+    /// and did not write yet (SPEC.md §5.9), 0 for none: a mount that finds it non-zero after
+    /// a crash notes them again from the trees. Advisory: zero is always safe.</summary>
+    public ulong OriginDropsMissingSince;
     public string Label = "";
 
     public const ulong FlagError = 1;
@@ -82,6 +87,7 @@ public sealed class Superblock
         BinaryPrimitives.WriteUInt64LittleEndian(s[OffDefaultSubvol..], DefaultSubvolume);
         BinaryPrimitives.WriteUInt64LittleEndian(s[OffFlags..], Flags);
         BinaryPrimitives.WriteUInt64LittleEndian(s[OffLogStart..], LogStart);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[OffOriginDropsMissingSince..], OriginDropsMissingSince);
         int n = Encoding.UTF8.GetBytes(Label, s.Slice(OffLabel, FormatConstants.LabelSize - 1));
         s[OffLabel + n] = 0;
         uint crc = Crc32C.Compute(s[ChecksumStart..FormatConstants.SuperblockSize]);
@@ -123,6 +129,7 @@ public sealed class Superblock
             DefaultSubvolume = BinaryPrimitives.ReadUInt64LittleEndian(s[OffDefaultSubvol..]),
             Flags = BinaryPrimitives.ReadUInt64LittleEndian(s[OffFlags..]),
             LogStart = BinaryPrimitives.ReadUInt64LittleEndian(s[OffLogStart..]),
+            OriginDropsMissingSince = BinaryPrimitives.ReadUInt64LittleEndian(s[OffOriginDropsMissingSince..]),
         };
         var label = s.Slice(OffLabel, FormatConstants.LabelSize);
         int z = label.IndexOf((byte)0);

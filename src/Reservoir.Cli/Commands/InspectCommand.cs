@@ -48,7 +48,7 @@ internal static class InspectCommand
                     total_bytes = sb.TotalBytes, bytes_used = sb.BytesUsed, block_size = sb.BlockSize, node_size = sb.NodeSize,
                     root_tree = sb.RootTreeBytenr, root_level = sb.RootTreeLevel, compat = sb.Compat, compat_ro = sb.CompatRo, incompat = sb.Incompat,
                     created = sb.Created.ToDateTime(), default_subvolume = sb.DefaultSubvolume, flags = sb.Flags,
-                    log_start = sb.LogStart, copies, notes,
+                    log_start = sb.LogStart, origin_drops_missing_since = sb.OriginDropsMissingSince, copies, notes,
                 });
                 return 0;
             }
@@ -63,6 +63,8 @@ internal static class InspectCommand
             ctx.Out.WriteLine($"root_tree          {sb.RootTreeBytenr} level {sb.RootTreeLevel}");
             ctx.Out.WriteLine($"features           compat 0x{sb.Compat:x} compat_ro 0x{sb.CompatRo:x} incompat 0x{sb.Incompat:x}");
             ctx.Out.WriteLine($"log_start          {(sb.LogStart == 0 ? "none (no fsync log)" : sb.LogStart.ToString())}");
+            if (sb.OriginDropsMissingSince != 0)
+                ctx.Out.WriteLine($"origin_drops       pending since transaction {sb.OriginDropsMissingSince} (a read-write mount after a crash notes them again)");
             ctx.Out.WriteLine($"created            {sb.Created.ToDateTime():u}");
             ctx.Out.WriteLine($"superblock copies  {string.Join(", ", copies)}");
             foreach (var n in notes) ctx.Out.WriteLine($"warning            {n}");

@@ -83,6 +83,8 @@ internal sealed partial class FsInfo
             sb.RootTreeLevel = (byte)RootTree.Root.Level;
             sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
             sb.Incompat |= Features.IncompatUnverifiedCommit;
+            // Since when ORIGIN_DROPs wait in memory: a mount after a crash notes them again.
+            sb.OriginDropsMissingSince = PendingOriginDropsSince();
             StartNextLog(sb);
             PublishSuperblock(sb, backups: !_durableOnlyInBackups);
             Lap(sw, ref Stats.CommitFlushMicros, lap);

@@ -196,9 +196,13 @@ internal sealed partial class FsInfo
     {
         if (!ReadOnly)
         {
-            if (_quotaNeedsOwnerRefs) BuildQuota(upgrade: true); // also moves level-0 usage
-            else if (_quotaLevel0InQuotaTree) MoveLevel0Usage();
-            else if (_quotaStatusOlder) MoveLevel0Usage(moveUsage: false); // version 3 → 4: the status only
+            if (_quotaNeedsOwnerRefs) BuildQuota(upgrade: true); // also moves level-0 usage, and notes the ORIGIN_DROPs
+            else if (_quotaLevel0InQuotaTree || _quotaStatusOlder)
+            {
+                MoveLevel0Usage(moveUsage: _quotaLevel0InQuotaTree); // version 3 → 4: the status only
+                // Versions before 4 wrote no ORIGIN_DROPs: the origins that let go before get one now.
+                RederivePendingOriginDrops();
+            }
         }
         _quotaNeedsOwnerRefs = _quotaLevel0InQuotaTree = _quotaStatusOlder = false;
     }
@@ -269,6 +273,9 @@ internal sealed partial class FsInfo
             // An upgrade recounts groups that exist: only those whose numbers changed would be
             // written, and their level-0 usage has just left the quota tree.
             if (upgrade) Quota.MarkLevel0Dirty();
+            // The origins that let go of extents others keep, before quotas counted (or before
+            // quota version 4): their ORIGIN_DROPs, written once they have a snapshot since.
+            RederivePendingOriginDrops();
             var sb = Super.Clone();
             sb.CompatRo |= Features.CompatRoQuota;
             Super = sb;

@@ -61,4 +61,7 @@ public sealed class EngineStats
     /// <summary>Candidates a group question ("does any other member, or anyone outside,
     /// reference it?") walked for want of a smaller side to walk.</summary>
     public long GroupCandidatesWalked;
+    /// <summary>ORIGIN_DROPs noted again from the trees (after a crash lost the pending ones,
+    /// at the upgrade from quota version 3, when quotas are turned on).</summary>
+    public long OriginDropsRederived;
 }

@@ -196,6 +196,84 @@ public class QuotaSnapshotTests(ITestOutputHelper log)
         Assert.True(many <= few, $"{many} lookups at 40 snapshots, {few} at 5");
     }
 
+    /// <summary>
+    /// ORIGIN_DROPs waiting in memory when the power goes (noted by a commit, to be written at
+    /// the origin's next snapshot) are noted again by the next mount from the trees: the last
+    /// commit's superblock says some were pending. Snapshots in rotation, then a crash right
+    /// after the last rewrite: the 8 extents only the newest snapshot keeps have their
+    /// ORIGIN_DROP once the origin is snapshotted again (without the mount's pass they have
+    /// none, and deleting that snapshot would ask every later snapshot of the origin).
+    /// </summary>
+    [Fact]
+    public void OriginDropsPendingAtACrashAreNotedAgainByTheNextMount()
+    {
+        const int Files = 8;
+        var dev = new CrashSimDevice(NewDevice(256UL << 20));
+        var kept = new List<ulong>(); // the extents the newest snapshot keeps and a let go of
+        var fs = Mount(dev);
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));                 // 256
+        var files = Enumerable.Range(0, Files).Select(i => CreateFile(fs, a.Ino, $"f{i}", Data(i, 64 << 10))).ToArray();
+        for (int n = 0; n < 4; n++)
+        {
+            Ok(fs.CreateSnapshot(a.Ino, Root, $"s{n}", true, out _));
+            // Committed before the rewrite: the commit that notes a's letting go sees no snapshot
+            // of a taken since, so the last ones stay pending (earlier ones are written with the
+            // next snapshot's commit).
+            Ok(fs.Sync());
+            if (n == 3)
+                foreach (var f in files) { Ok(fs.ExtentMap(f, out var map)); kept.Add(map.Single().DiskBytenr); }
+            foreach (var f in files) Ok(fs.Write(f, 0, Data(100 + n, 64 << 10), out _));
+            Ok(fs.Sync());
+        }
+        Assert.All(kept, e => Assert.False(HasOriginDrop(fs, e, 256), "no snapshot of a since it let go: pending"));
+        Assert.NotEqual(0UL, fs.Fs.Super.OriginDropsMissingSince);
+        var crashed = dev.DurableImage(); // the power goes here: nothing after the last commit
+        fs.Dispose();
+
+        using (var again = Mount(crashed))
+        {
+            Assert.Equal((long)Files, again.Fs.Stats.OriginDropsRederived);
+            Ok(again.CreateSnapshot(a.Ino, Root, "later", true, out _));   // without the kept extents
+            Commit(again, crashed);
+            Assert.All(kept, e => Assert.True(HasOriginDrop(again, e, 256), "a let go of it before the crash and has a snapshot since"));
+            Assert.Equal(0UL, again.Fs.Super.OriginDropsMissingSince);
+            Ok(again.DeleteSubvolume(Root, "s3"));
+            Ok(again.SyncSubvolumeDeletions());
+            Commit(again, crashed);
+            // a's current MiB-eighths are shared with "later"; what s3 alone kept is gone.
+            Assert.Equal(((ulong)Files << 16, 0UL), Usage(again, Q0(256)));
+        }
+        using var clean = Mount(crashed);
+        Assert.Equal(0L, clean.Fs.Stats.OriginDropsRederived); // a clean unmount leaves none pending
+        FsckAssert.Clean(crashed);
+    }
+
+    /// <summary>Turning quotas on notes the ORIGIN_DROPs of what origins let go of before (no
+    /// commit counted then): a rewrote its file after a snapshot, with quotas off; once they are
+    /// on, a's next snapshot gets the old extent's ORIGIN_DROP written.</summary>
+    [Fact]
+    public void QuotasTurnedOnNoteTheOriginDropsOfWhatWasLetGoBefore()
+    {
+        var dev = NewDevice(128UL << 20);
+        using var fs = Mount(dev);
+        Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));                 // 256
+        ulong f = CreateFile(fs, a.Ino, "f", Data(1, 256 << 10));
+        Ok(fs.Sync());
+        Ok(fs.ExtentMap(f, out var map));
+        ulong old = map.Single().DiskBytenr;
+        Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out _));
+        Ok(fs.Write(f, 0, Data(2, 256 << 10), out _));                      // a lets go; s keeps it
+        Ok(fs.Sync());
+        Ok(fs.EnableQuota());
+        Assert.Equal(1L, fs.Fs.Stats.OriginDropsRederived);
+        Assert.False(HasOriginDrop(fs, old, 256), "pending until a has a snapshot since");
+        Ok(fs.CreateSnapshot(a.Ino, Root, "later", true, out _));
+        Commit(fs, dev);
+        Assert.True(HasOriginDrop(fs, old, 256));
+        Assert.Equal((256UL << 10, 256UL << 10), Usage(fs, Q0(257)));      // s alone keeps the old extent
+    }
+
     private static bool HasOriginDrop(Filesystem fs, ulong bytenr, ulong root)
     {
         var t = fs.Fs.ExtentTree;
