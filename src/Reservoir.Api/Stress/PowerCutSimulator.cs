@@ -26,6 +26,12 @@ public static class PowerCutSimulator
     public sealed class Result
     {
         public int Workloads, CutPoints, ImagesChecked, Commits;
+        /// <summary>Snapshots taken and clones out of snapshots made by the reference runs of
+        /// the quota workload.</summary>
+        public int Snapshots, Clones;
+        /// <summary>ORIGIN_DROPs the checker's read-write remounts noted again (pending in memory
+        /// at the cut).</summary>
+        public long OriginDropsRederived;
         /// <summary>fsyncs of the reference runs that the fsync log made durable (the rest
         /// committed).</summary>
         public long LogWrites;
@@ -45,13 +51,36 @@ public static class PowerCutSimulator
     }
 
     /// <summary>The random workload, seeded, with <paramref name="cuts"/> sampled cut points
-    /// plus the last operation of every commit.</summary>
-    public static Result RunRandom(int seed, int steps, int cuts, int nodeSize, Result? into = null)
+    /// plus the last operation of every commit. With <paramref name="quotas"/> the image has
+    /// quotas on and the workload runs in a subvolume, taking read-only and writable snapshots
+    /// of it (and writing into the writable ones) and cloning files out of snapshots back into
+    /// it: every remain must then also pass fsck's recount of every group and its check of the
+    /// quota items, before and after a read-write mount (which notes again the ORIGIN_DROPs a
+    /// cut lost, SPEC.md §2).</summary>
+    public static Result RunRandom(int seed, int steps, int cuts, int nodeSize, Result? into = null, bool quotas = false)
     {
         var r = into ?? new Result();
-        Check(Fresh(nodeSize), (fs, dev, commit) => RandomWorkload(fs, dev, commit, seed, steps), $"random seed {seed}", r,
-            total => { var rng = new Random(seed * 7919); return Enumerable.Range(0, cuts).Select(_ => rng.NextInt64(1, total)); });
+        var initial = Fresh(nodeSize);
+        if (quotas) QuotaSetup(initial);
+        bool reference = true; // the first run is the reference run: count what it did
+        Check(initial, (fs, dev, commit) =>
+            {
+                var (snapshots, clones) = RandomWorkload(fs, dev, commit, seed, steps, quotas);
+                if (reference) (r.Snapshots, r.Clones, reference) = (r.Snapshots + snapshots, r.Clones + clones, false);
+            },
+            $"random seed {seed}{(quotas ? " with quotas and snapshots" : "")}", r,
+            total => { var rng = new Random(seed * 7919); return Enumerable.Range(0, cuts).Select(_ => rng.NextInt64(1, total)); },
+            checkAfterRemount: quotas);
         return r;
+    }
+
+    /// <summary>Quotas on and the subvolume /v the quota workload runs in, committed.</summary>
+    private static void QuotaSetup(MemoryBlockDevice d)
+    {
+        using var fs = Filesystem.Mount(d, new MountOptions { CommitIntervalMs = 0 });
+        Ok(fs.EnableQuota(), "enable quotas");
+        Ok(fs.CreateSubvolume(Filesystem.RootIno, "v", 0x1ED, 0, out _), "subvolume v");
+        Ok(fs.Sync(), "setup sync");
     }
 
     /// <summary>ACE-style sequences of length 1 and (if <paramref name="pairs"/>) 2, each op
@@ -72,7 +101,8 @@ public static class PowerCutSimulator
     }
 
     /// <summary>Reference run, then one run per cut point, two remains each (dropped, torn).</summary>
-    private static void Check(MemoryBlockDevice initial, Workload work, string name, Result r, Func<long, IEnumerable<long>> cutPoints)
+    private static void Check(MemoryBlockDevice initial, Workload work, string name, Result r, Func<long, IEnumerable<long>> cutPoints,
+        bool checkAfterRemount = false)
     {
         r.Workloads++;
         var refDev = new CrashSimDevice(initial);
@@ -132,10 +162,16 @@ public static class PowerCutSimulator
                     var got = Capture(fs2);
                     if (!got.SequenceEqual(before) && (inFlight == null || !got.SequenceEqual(inFlight)))
                         r.Failures.Add($"{where}: the state is neither commit {done} nor the one in flight ({FirstDifference(got, before)}{(inFlight != null ? "; in flight: " + FirstDifference(got, inFlight) : "")})");
+                    r.OriginDropsRederived += fs2.Stats.OriginDropsRederived;
                     var sp = fs2.Space();
                     if (sp.DataMayUse != 0 || sp.MetaMayUse != 0) r.Failures.Add($"{where}: reservations survived the remount (data {sp.DataMayUse}, metadata {sp.MetaMayUse})");
                 }
-                catch (FsException ex) { r.Failures.Add($"{where}: remount failed: {ex.Message}"); }
+                catch (FsException ex) { r.Failures.Add($"{where}: remount failed: {ex.Message}"); continue; }
+                if (!checkAfterRemount) continue;
+                // What the read-write mount and its unmount wrote (the ORIGIN_DROPs noted again
+                // and written, the groups' numbers) must pass the same checks.
+                var again = Fsck.Run(img, new FsckOptions { CheckDataCsums = true });
+                if (!again.Clean) r.Failures.Add($"{where}: fsck after a read-write mount: {string.Join("; ", again.Errors.Take(3))}{again.OperationalError}");
             }
         }
     }
@@ -152,10 +188,18 @@ public static class PowerCutSimulator
         return "no difference";
     }
 
-    private static void RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps)
+    private static (int Snapshots, int Clones) RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps, bool quotas = false)
     {
+        int clones = 0;
         var rng = new Random(seed);
-        var dirs = new List<ulong> { Filesystem.RootIno };
+        ulong top = Filesystem.RootIno;
+        if (quotas)
+        {
+            Ok(fs.Lookup(Filesystem.RootIno, "v", out var v), "lookup v");
+            top = v.Ino;
+        }
+        var dirs = new List<ulong> { top };
+        var snapshots = new List<ulong>(); // their root directories
         for (int i = 0; i < steps && !dev.Dead; i++)
         {
             int op = rng.Next(100);
@@ -190,6 +234,26 @@ public static class PowerCutSimulator
                 e = fs.Lookup(dir, name, out var a);
                 if (e == Errno.OK && a.IsReg && fs.Fsync(a.Ino) == Errno.OK) commit();
             }
+            else if (quotas && op < 96)
+            {
+                // A snapshot of v, read-only or writable (the workload writes into those too).
+                bool ro = rng.Next(2) == 0;
+                e = fs.CreateSnapshot(top, Filesystem.RootIno, $"s{snapshots.Count}", ro, out var s);
+                if (e == Errno.OK)
+                {
+                    snapshots.Add(s.Ino);
+                    if (!ro) dirs.Add(s.Ino);
+                }
+            }
+            else if (quotas && op < 98)
+            {
+                // A file cloned out of a snapshot into v: v takes back what it let go of, or
+                // gets a SHARED_ROOT_REF for what a writable snapshot wrote.
+                InodeAttr src = default;
+                e = snapshots.Count == 0 ? Errno.ENOENT : fs.Lookup(snapshots[rng.Next(snapshots.Count)], "n" + rng.Next(12), out src);
+                if (e == Errno.OK && src.IsReg && (e = fs.Create(top, "c" + rng.Next(6), 0x1A4, 0, 0, out var dst)) == Errno.OK)
+                    if ((e = fs.CloneRange(src.Ino, 0, dst.Ino, 0, 0)) == Errno.OK) clones++;
+            }
             else
             {
                 e = fs.Sync();
@@ -197,6 +261,7 @@ public static class PowerCutSimulator
             }
             if (e is Errno.EIO or Errno.EUCLEAN) break;
         }
+        return (snapshots.Count, clones);
     }
 
     private static byte[] Bytes(Random rng, int n)

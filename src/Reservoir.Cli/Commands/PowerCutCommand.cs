@@ -6,7 +6,7 @@ namespace Reservoir.Cli.Commands;
 
 /// <summary>
 /// `reservoir powercut`: the power-cut simulator. Random workloads (`--seeds N`, `--steps`,
-/// `--cuts` sampled cut points each) and, with `--ace`, every CrashMonkey-style sequence of one
+/// `--cuts` sampled cut points each; `--quotas`: with quotas, snapshots and clones) and, with `--ace`, every CrashMonkey-style sequence of one
 /// and two core operations followed by fsync, cut at every device operation. Each remains image
 /// (unflushed writes dropped, and again torn) must mount, pass fsck, hold no reservation and
 /// equal a committed state. Exit 0 when all do.
@@ -21,7 +21,8 @@ internal static class PowerCutCommand
         var cuts = new Option<int>("--cuts") { Description = "Sampled cut points per random workload (plus the end of every commit)", DefaultValueFactory = _ => 40 };
         var ace = new Option<bool>("--ace") { Description = "Also every ACE sequence of one and two operations + fsync, cut at every device operation" };
         var nodeSize = new Option<int>("--nodesize") { Description = "Node size of the simulated images", DefaultValueFactory = _ => 4096 };
-        var cmd = new Command("powercut", "Cut the power at many points of workloads on a simulated device and check what is left") { seeds, from, steps, cuts, ace, nodeSize };
+        var quotas = new Option<bool>("--quotas") { Description = "Random workloads with quotas on, in a subvolume, with snapshots and clones out of them (fsck recounts every group, before and after a read-write mount)" };
+        var cmd = new Command("powercut", "Cut the power at many points of workloads on a simulated device and check what is left") { seeds, from, steps, cuts, ace, nodeSize, quotas };
         cmd.SetAction(pr =>
         {
             var sw = Stopwatch.StartNew();
@@ -31,7 +32,7 @@ internal static class PowerCutCommand
             for (int s = pr.GetValue(from); s < pr.GetValue(from) + pr.GetValue(seeds); s++)
             {
                 int before = r.Failures.Count;
-                PowerCutSimulator.RunRandom(s, pr.GetValue(steps), pr.GetValue(cuts), ns, r);
+                PowerCutSimulator.RunRandom(s, pr.GetValue(steps), pr.GetValue(cuts), ns, r, pr.GetValue(quotas));
                 ctx.Out.WriteLine($"random seed {s}: {(r.Failures.Count == before ? "ok" : "FAIL")} ({r.CutPoints} cut points so far)");
             }
             if (pr.GetValue(ace))

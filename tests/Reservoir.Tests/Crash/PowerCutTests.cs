@@ -32,6 +32,25 @@ public class PowerCutTests(ITestOutputHelper log)
         log.WriteLine($"seed {seed}: {r.CutPoints} cut points, {r.Commits} commits and fsyncs ({r.LogWrites} through the fsync log), {r.ImagesChecked} post-cut images checked");
     }
 
+    /// <summary>The random workload with quotas on, in a subvolume, taking read-only and
+    /// writable snapshots and cloning files out of them: every remain also passes fsck's recount
+    /// of every group and its checks of the quota items (EXTENT_OWNER_REFs, SHARED_ROOT_REFs,
+    /// ORIGIN_DROP windows), before and after a read-write mount, which notes again the
+    /// ORIGIN_DROPs the cut lost.</summary>
+    [Theory]
+    [InlineData(11)]
+    [InlineData(12)]
+    [InlineData(13)]
+    public void EveryCutPointLeavesExactQuotasWithSnapshotsAndClones(int seed)
+    {
+        var r = PowerCutSimulator.RunRandom(seed, steps: 200, cuts: 40, 4096, quotas: true);
+        Assert.True(r.Ok, string.Join("\n", r.Failures.Take(10)));
+        Assert.True(r.Snapshots >= 3, $"only {r.Snapshots} snapshots taken");
+        Assert.True(r.Commits >= 3, $"only {r.Commits} durable points");
+        Assert.True(r.OriginDropsRederived > 0, "no remount found ORIGIN_DROPs pending at its cut to note again");
+        log.WriteLine($"seed {seed}: {r.Snapshots} snapshots, {r.Clones} clones out of them, {r.CutPoints} cut points, {r.Commits} durable points, {r.ImagesChecked} images checked, {r.OriginDropsRederived} ORIGIN_DROPs noted again at remounts");
+    }
+
     /// <summary>Every ACE sequence of one core operation followed by fsync, cut at every device
     /// operation.</summary>
     [Fact]
