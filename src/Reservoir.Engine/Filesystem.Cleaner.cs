@@ -59,7 +59,8 @@ public sealed partial class Filesystem
     public Errno SyncSubvolumeDeletions()
     {
         using (CleanerLock.Lock())
-            while (_toDrop.Count > 0 || _cleanerBusy) CleanerLock.Wait();
+            // Not past an unmount's stop: what is left then waits for the next mount.
+            while ((_toDrop.Count > 0 && !_cleanerStopping) || _cleanerBusy) CleanerLock.Wait();
         return Errno.OK;
     }
 
