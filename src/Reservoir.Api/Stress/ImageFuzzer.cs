@@ -29,37 +29,69 @@ public static class ImageFuzzer
     }
 
     /// <summary>A small populated image and the addresses of its tree nodes; also an older
-    /// version of it (one commit back), the source of stale nodes.</summary>
+    /// version of it (one commit back), the source of stale nodes. Quotas are on, with a
+    /// subvolume, a snapshot of it and files rewritten since, so the quota items (owner refs,
+    /// lineage, usage, ORIGIN_DROPs) are damaged too. Cleanly unmounted (a crash image would
+    /// let the mount fall back to the commit before a damaged one, hiding the damage), then its
+    /// superblocks say ORIGIN_DROPs are pending, as after a crash, so a read-write mount (fsck's
+    /// repair) derives them again from the damaged trees.</summary>
     public static (MemoryBlockDevice Image, MemoryBlockDevice Older, List<ulong> Nodes) Populated(int seed)
     {
         var dev = new MemoryBlockDevice(32UL << 20);
         Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 });
-        MemoryBlockDevice older;
+        MemoryBlockDevice older, image;
         var rng = new Random(seed);
         using (var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
         {
+            fs.EnableQuota();
+            fs.CreateSubvolume(Filesystem.RootIno, "v", 0x1ED, 0, out var v);
+            var inV = new List<ulong>();
             void Fill(int from, int to)
             {
                 for (int i = from; i < to; i++)
                 {
-                    ulong dir = Filesystem.RootIno;
+                    ulong dir = i % 3 == 0 ? v.Ino : Filesystem.RootIno;
                     if (i % 5 == 0 && fs.Mkdir(Filesystem.RootIno, "d" + i, 0x1ED, 0, 0, out var d) == Errno.OK) dir = d.Ino;
                     if (fs.Create(dir, "f" + i, 0x1A4, 0, 0, out var a) != Errno.OK) continue;
                     var data = new byte[rng.Next(1, 30_000)];
                     rng.NextBytes(data);
                     fs.Write(a.Ino, 0, data, out _);
                     fs.SetXattr(Filesystem.RootIno, "user.x" + i, data.AsSpan(0, Math.Min(100, data.Length)));
+                    if (dir == v.Ino) inV.Add(a.Ino);
                 }
                 fs.Sync();
             }
             Fill(0, 30);
+            fs.CreateSnapshot(v.Ino, Filesystem.RootIno, "s", readOnly: true, out _);
+            fs.Sync();
             older = dev.Clone();
             Fill(30, 45);
+            foreach (var f in inV) fs.Write(f, 0, new byte[4096], out _); // v lets go of what s keeps
+            fs.Sync();
         }
+        image = dev.Clone();
+        MarkOriginDropsPending(image);
         List<ulong> nodes;
-        using (var fs = Filesystem.Mount(dev, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }))
-            nodes = TreeDump.Trees.SelectMany(t => TreeDump.Nodes(fs, t.Id)).Select(n => n.Bytenr).ToList();
-        return (dev, older, nodes);
+        using (var fs = Filesystem.Mount(image.Clone(), new MountOptions { ReadOnly = true, CommitIntervalMs = 0 }))
+            // The subvolume, its snapshot and the quota tree too: their items are damaged as well.
+            nodes = TreeDump.Trees.Select(t => t.Id).Concat([256UL, 257UL, TreeIds.QuotaTree])
+                .SelectMany(id => TreeDump.Nodes(fs, id)).Select(n => n.Bytenr).Distinct().ToList();
+        return (image, older, nodes);
+    }
+
+    /// <summary>Sets every valid superblock copy's origin_drops_missing_since to its generation.</summary>
+    private static void MarkOriginDropsPending(MemoryBlockDevice dev)
+    {
+        var buf = new byte[FormatConstants.SuperblockSize];
+        foreach (var off in FormatConstants.SuperblockOffsets)
+        {
+            if (off + FormatConstants.SuperblockSize > dev.Size) continue;
+            dev.Read(off, buf);
+            if (Superblock.TryRead(buf, off, out _) is not { } sb) continue;
+            sb.OriginDropsMissingSince = sb.Generation;
+            sb.Write(buf);
+            dev.Write(off, buf);
+        }
     }
 
     /// <summary>Runs <paramref name="count"/> damaged images of every kind (seeded) through

@@ -30,6 +30,7 @@ public static class TreeDump
         TreeIds.RootTree => fs.Fs.RootTree,
         TreeIds.ExtentTree => fs.Fs.ExtentTree,
         TreeIds.CsumTree => fs.Fs.CsumTree,
+        TreeIds.QuotaTree => fs.Fs.QuotaTree,
         _ => fs.Fs.FsTree(id),
     };
 
