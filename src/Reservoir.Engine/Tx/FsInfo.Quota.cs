@@ -199,7 +199,7 @@ internal sealed partial class FsInfo
             if (_quotaNeedsOwnerRefs) BuildQuota(upgrade: true); // also moves level-0 usage, and notes the ORIGIN_DROPs
             else if (_quotaLevel0InQuotaTree || _quotaStatusOlder)
             {
-                MoveLevel0Usage(moveUsage: _quotaLevel0InQuotaTree); // version 3 → 4: the status only
+                MoveLevel0Usage(moveUsage: _quotaLevel0InQuotaTree); // version 2 moves level-0 usage; 3 → 4 rewrites the status only
                 // Versions before 4 wrote no ORIGIN_DROPs: the origins that let go before get one now.
                 RederivePendingOriginDrops();
             }
