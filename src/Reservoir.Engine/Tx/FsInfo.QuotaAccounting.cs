@@ -324,12 +324,13 @@ internal sealed partial class FsInfo
         return SharingItems(bytenr, writer);
     }
 
-    /// <summary>The SHARED_ROOT_REFs of an extent as origins (subvolume, transaction it took the
-    /// extent in), each origin's window closed by its ORIGIN_DROP if it has one, the writer's
-    /// included. Caller holds the extent tree's lock.</summary>
+    /// <summary>Whether an extent-tree key is one of the extent's SHARED_ROOT_REFs or ORIGIN_DROPs.</summary>
     private static bool IsSharingItem(Key k, ulong bytenr) =>
         k.ObjectId == bytenr && k.Type is KeyTypes.SharedRootRef or KeyTypes.OriginDrop;
 
+    /// <summary>The SHARED_ROOT_REFs of an extent as origins (subvolume, transaction it took the
+    /// extent in), each origin's window closed by its ORIGIN_DROP if it has one, the writer's
+    /// included. Caller holds the extent tree's lock.</summary>
     private (Origin Writer, List<Origin> Shared) SharingItems(ulong bytenr, Origin writer)
     {
         var list = new List<Origin>();

@@ -22,7 +22,8 @@ namespace Reservoir.Engine.Tx;
 /// </summary>
 internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
 {
-    private ulong bytenr, owner, gen, ownerUntil;
+    private ulong bytenr;
+    private Origin writer;
     private List<Origin> shared = [];
     private ulong[] acquired = [], dropped = [];
     /// <summary><see cref="Referrers"/>' answer, valid until the next <see cref="Begin"/>.</summary>
@@ -39,8 +40,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// (SHARED_ROOT_REFs, likewise), and the transaction's transitions.</summary>
     public void Begin(ulong bytenr, Origin writer, List<Origin> shared, ulong[] acquired, ulong[] dropped)
     {
-        (this.bytenr, owner, gen, ownerUntil) = (bytenr, writer.Root, writer.Since, writer.Until);
-        (this.shared, this.acquired, this.dropped) = (shared, acquired, dropped);
+        (this.bytenr, this.writer, this.shared, this.acquired, this.dropped) = (bytenr, writer, shared, acquired, dropped);
         _set = null;
     }
 
@@ -76,7 +76,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         var found = _found;
         found.Clear();
         found.AddRange(acquired);
-        _set = fs.ReferrerSets.Find(bytenr, owner, gen);
+        _set = fs.ReferrerSets.Find(bytenr, writer.Root, writer.Since);
         if (_set != null)
         {
             BringUpToDate(_set);
@@ -131,7 +131,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         StartCandidates();
         while (NextCandidate(out ulong c))
             if (!Decided(c) && Holds(c)) ordered.Add(c);
-        _set = new ReferrerSets.Entry(owner, gen, [.. ordered], fs.HighestSubvolumeId);
+        _set = new ReferrerSets.Entry(writer.Root, writer.Since, [.. ordered], fs.HighestSubvolumeId);
         fs.ReferrerSets.Keep(bytenr, _set);
         fs.Stats.ReferrerSetsKept++;
         return ordered.Count > enough ? ordered.GetRange(0, enough) : ordered;
@@ -235,7 +235,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
                 continue;
             }
             if (++_origin >= shared.Count) { c = 0; return false; }
-            var (root, since, until) = _origin < 0 ? new Origin(owner, gen, ownerUntil) : shared[_origin];
+            var (root, since, until) = _origin < 0 ? writer : shared[_origin];
             // Its snapshots have higher ids still: none of them is wanted either.
             if (root > _bound && fs.Lineage.IdsFollowCreation) continue;
             _walk.Start(root, since, until);
@@ -246,7 +246,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
 
     private bool IsCandidate(ulong c)
     {
-        if (fs.Lineage.IsDescendantOrSelf(c, owner, gen, ownerUntil)) return true;
+        if (fs.Lineage.IsDescendantOrSelf(c, writer.Root, writer.Since, writer.Until)) return true;
         foreach (var (root, since, until) in shared)
             if (fs.Lineage.IsDescendantOrSelf(c, root, since, until)) return true;
         return false;
