@@ -207,10 +207,10 @@ public sealed partial class Filesystem : IDisposable
     /// <summary>Makes <paramref name="child"/> a member of <paramref name="parent"/> (a higher
     /// level): writes into the child's subvolumes then reserve against the parent's limits too,
     /// all or nothing, and the parent counts their bytes.</summary>
-    public Errno AssignQgroup(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Assign(child, parent, add: true), recount: true));
+    public Errno AssignQgroup(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroupRelation(child, parent, add: true));
 
     /// <summary>Ends <paramref name="child"/>'s membership of <paramref name="parent"/>.</summary>
-    public Errno RemoveQgroupRelation(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroups(() => Fs.Quota.Assign(child, parent, add: false), recount: true));
+    public Errno RemoveQgroupRelation(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroupRelation(child, parent, add: false));
 
     /// <summary>Every qgroup relation as (member, parent).</summary>
     public IReadOnlyList<(ulong Child, ulong Parent)> QgroupRelations() => Fs.Quota.Relations();

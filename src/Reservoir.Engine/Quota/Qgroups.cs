@@ -192,20 +192,51 @@ internal sealed class Qgroups
         return Errno.OK;
     }
 
-    /// <summary>Makes <paramref name="child"/> a member of <paramref name="parent"/> (whose level
-    /// must be higher): the parent and its ancestors count the child's bytes from now on.</summary>
-    public Errno Assign(ulong child, ulong parent, bool add)
+    /// <summary>What making (<paramref name="add"/>) or ending a membership would answer, without
+    /// making it: ENOTCONN with quotas off, EINVAL unless the parent's level is higher, ENOENT for
+    /// a missing group (or a missing relation to end), EEXIST for one that is there.</summary>
+    public Errno CheckRelation(ulong child, ulong parent, bool add)
     {
         using var _ = _lock.Lock();
+        return CheckRelationUnsynchronized(child, parent, add);
+    }
+
+    private Errno CheckRelationUnsynchronized(ulong child, ulong parent, bool add)
+    {
         if (!Enabled) return Errno.ENOTCONN;
         if (QgroupId.Level(parent) <= QgroupId.Level(child)) return Errno.EINVAL;
         if (!_groups.ContainsKey(child) || !_groups.ContainsKey(parent)) return Errno.ENOENT;
         bool linked = _parents.TryGetValue(child, out var ps) && ps.Contains(parent);
         if (add == linked) return add ? Errno.EEXIST : Errno.ENOENT;
-        if (add) Link(child, parent); else Unlink(child, parent);
-        _relationChanges.Add((child, parent, add));
-        RecomputeReservationsUpward(parent); // usage: the caller recounts (shared extents)
         return Errno.OK;
+    }
+
+    /// <summary>
+    /// Makes the memberships asked for (each answered in its <see cref="RelationChange.Result"/>)
+    /// and sets every group's numbers from <paramref name="recount"/> under the new relations, in
+    /// one hold of the lock: a reservation sees the old relations with the old numbers or the new
+    /// with the new, never a parent that already holds a member to its limit without counting
+    /// the member's bytes (btrfs's inconsistent window, where limits stop holding). The parents'
+    /// reservations are worked out again from their members'. Called by the commit, with no
+    /// handle open (the trees the recount read hold still).
+    /// </summary>
+    public void ChangeRelations(IReadOnlyList<RelationChange> changes,
+        Func<IReadOnlyDictionary<ulong, HashSet<ulong>>, IReadOnlyDictionary<ulong, (ulong Referenced, ulong Exclusive)>> recount)
+    {
+        using var _ = _lock.Lock();
+        bool any = false;
+        foreach (var c in changes)
+        {
+            c.Result = CheckRelationUnsynchronized(c.Child, c.Parent, c.Add);
+            if (c.Result != Errno.OK) continue;
+            if (c.Add) Link(c.Child, c.Parent); else Unlink(c.Child, c.Parent);
+            _relationChanges.Add((c.Child, c.Parent, c.Add));
+            any = true;
+        }
+        if (!any) return;
+        SetRecountedUnsynchronized(recount(MemberSetsUnsynchronized()));
+        foreach (var c in changes)
+            if (c.Result == Errno.OK) RecomputeReservationsUpward(c.Parent);
     }
 
     public bool Exists(ulong id) { using var _ = _lock.Lock(); return _groups.ContainsKey(id); }
@@ -235,10 +266,11 @@ internal sealed class Qgroups
     /// <summary>Quotas on, with every group's numbers from a full recount.</summary>
     public void Enable(IReadOnlyDictionary<ulong, (ulong Referenced, ulong Exclusive)> numbers)
     {
-        using (_lock.Lock()) Enabled = true;
-        SetRecounted(numbers);
+        // One hold of the lock: no reservation sees quotas on without the numbers.
         using (_lock.Lock())
         {
+            Enabled = true;
+            SetRecountedUnsynchronized(numbers);
             // Writes in flight reserved while quotas were off: their subvolumes' groups hold
             // those bytes from now on, and give them back as the writes complete.
             foreach (var (tree, rsv) in _rsvBySubvol) GroupUnsynchronized(tree).RsvData = rsv;
@@ -486,6 +518,11 @@ internal sealed class Qgroups
     public void SetRecounted(IReadOnlyDictionary<ulong, (ulong Referenced, ulong Exclusive)> numbers)
     {
         using var _ = _lock.Lock();
+        SetRecountedUnsynchronized(numbers);
+    }
+
+    private void SetRecountedUnsynchronized(IReadOnlyDictionary<ulong, (ulong Referenced, ulong Exclusive)> numbers)
+    {
         foreach (var (id, (r, e)) in numbers)
             if (!_groups.ContainsKey(id) && QgroupId.Level(id) == 0) AddGroupUnsynchronized(id);
         foreach (var g in _groups.Values)
@@ -502,8 +539,11 @@ internal sealed class Qgroups
     public Dictionary<ulong, HashSet<ulong>> MemberSets()
     {
         using var _ = _lock.Lock();
-        return _groups.Keys.ToDictionary(id => id, id => QgroupId.Level(id) == 0 ? [id] : new HashSet<ulong>(MembersUnsynchronized(id)));
+        return MemberSetsUnsynchronized();
     }
+
+    private Dictionary<ulong, HashSet<ulong>> MemberSetsUnsynchronized() =>
+        _groups.Keys.ToDictionary(id => id, id => QgroupId.Level(id) == 0 ? [id] : new HashSet<ulong>(MembersUnsynchronized(id)));
 
     private Qgroup GroupUnsynchronized(ulong treeId)
     {
@@ -591,4 +631,14 @@ internal sealed class Qgroups
     public ulong RsvOf(ulong treeId) { using var _ = _lock.Lock(); return _rsvBySubvol.GetValueOrDefault(treeId); }
 
     public long Underflows { get { using var _ = _lock.Lock(); return _rsvUnderflows + _groups.Values.Sum(g => g.Underflows); } }
+}
+
+/// <summary>A membership to make (<see cref="Add"/>) or end, asked of the commit
+/// (<see cref="Qgroups.ChangeRelations"/>); <see cref="Result"/> is its answer once made.</summary>
+internal sealed class RelationChange(ulong child, ulong parent, bool add)
+{
+    public ulong Child { get; } = child;
+    public ulong Parent { get; } = parent;
+    public bool Add { get; } = add;
+    public Errno? Result { get; set; }
 }

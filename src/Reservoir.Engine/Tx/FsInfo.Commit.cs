@@ -34,7 +34,7 @@ internal sealed partial class FsInfo
         {
             var tx = Running;
             if (!ForceCommit && tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()
-                && !(WriteAllOriginDropsAtNextCommit && _pendingOriginDrops.Count > 0)) return;
+                && !(WriteAllOriginDropsAtNextCommit && _pendingOriginDrops.Count > 0) && !HasPendingRelationChanges()) return;
             ForceCommit = false;
             var sw = Stopwatch.StartNew();
             long lap = 0;
@@ -46,7 +46,7 @@ internal sealed partial class FsInfo
             {
                 // Before the delayed refs: an extent freed now still has its EXTENT_ITEM.
                 AccountOwnerTransitions(h);
-                if (_recountAtCommit) { Quota.SetRecounted(RecountQgroups()); _recountAtCommit = false; }
+                ApplyRelationChanges();
                 lap = Lap(sw, ref Stats.CommitAccountingMicros, lap);
                 foreach (var g in Space.ReclaimEmptyDataGroups())
                     if (g.OnDisk) ExtentTree.Delete(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length));

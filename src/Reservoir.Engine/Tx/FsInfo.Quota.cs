@@ -1,4 +1,5 @@
 using Reservoir.Common;
+using Reservoir.Common.Concurrency;
 using Reservoir.Engine.Tree;
 using Reservoir.Format;
 using Reservoir.Format.Items;
@@ -16,9 +17,11 @@ internal sealed partial class FsInfo
     /// <summary>The QGROUP_STATUS says an older version (3): it says 4 once this mount may write
     /// ORIGIN_DROP items.</summary>
     private bool _quotaStatusOlder;
-    /// <summary>Set by a changed qgroup relation: the next commit recounts every group once its
-    /// transaction's transitions are accounted.</summary>
-    private bool _recountAtCommit;
+    /// <summary>Memberships asked for and not yet made: the next commit makes them together
+    /// with a recount of every group (<see cref="ApplyRelationChanges"/>). Guarded by
+    /// <see cref="_relationChangesLock"/>.</summary>
+    private readonly List<Engine.Quota.RelationChange> _pendingRelationChanges = new();
+    private readonly FsMutex _relationChangesLock; // guards _pendingRelationChanges
 
     /// <summary>At mount: quota tree, status, per-group usage and limits.</summary>
     private void LoadQuota()
@@ -331,7 +334,6 @@ internal sealed partial class FsInfo
                 }
                 using (RootTree.Lock.Write())
                     foreach (var (subvolume, _) in Level0UsageItems()) RootTree.Delete(h, Level0UsageKey(subvolume));
-                _recountAtCommit = false;
             }
             finally { _commitLock.ExitWrite(); }
         }
@@ -399,19 +401,70 @@ internal sealed partial class FsInfo
         Commit();
     }
 
-    /// <summary>Runs a change of the qgroup hierarchy and commits it (its items are written by
-    /// the commit, like usage).</summary>
-    public Errno ChangeQgroups(Func<Errno> change, bool recount = false)
+    /// <summary>Runs a change of the qgroup hierarchy that leaves every group's numbers as they
+    /// are (creating or destroying a group without members) and commits it (its items are
+    /// written by the commit, like usage).</summary>
+    public Errno ChangeQgroups(Func<Errno> change)
     {
         if (ReadOnly) return Errno.EROFS;
         var e = change();
         if (e != Errno.OK) return e;
-        // A group's numbers depend on who else references its members' extents: the commit
-        // recounts from every subvolume's EXTENT_OWNER_REFs once nothing is pending (btrfs
-        // rescans after such a change).
-        if (recount) _recountAtCommit = true;
         ForceCommit = true;
         Commit();
         return Errno.OK;
+    }
+
+    /// <summary>
+    /// Makes <paramref name="child"/> a member of <paramref name="parent"/> or ends it
+    /// (<paramref name="add"/>). A parent's numbers depend on who else references its members'
+    /// extents, so they come from a recount of every subvolume's EXTENT_OWNER_REFs (btrfs rescans
+    /// after such a change), and the relation takes effect together with them: the commit makes
+    /// it, once its transaction's transitions are accounted, under the qgroup lock that every
+    /// reservation takes (<see cref="Engine.Quota.Qgroups.ChangeRelations"/>). Until then the
+    /// old relation holds with its exact numbers, so no write ever passes a limit it should meet.
+    /// </summary>
+    public Errno ChangeQgroupRelation(ulong child, ulong parent, bool add)
+    {
+        if (ReadOnly) return Errno.EROFS;
+        var e = Quota.CheckRelation(child, parent, add); // a clear answer without a commit
+        if (e != Errno.OK) return e;
+        var change = new Engine.Quota.RelationChange(child, parent, add);
+        using (_relationChangesLock.Lock()) _pendingRelationChanges.Add(change);
+        // Set after the change is queued: a commit that clears it before taking the queue runs
+        // after this line, so this commit or an earlier one makes the change.
+        ForceCommit = true;
+        Commit();
+        return change.Result ?? Errno.EIO; // no answer: the commit did not run (a failed filesystem)
+    }
+
+    private bool HasPendingRelationChanges()
+    {
+        using var _ = _relationChangesLock.Lock();
+        return _pendingRelationChanges.Count > 0;
+    }
+
+    /// <summary>In the commit, after its transitions are accounted (the numbers are then the
+    /// trees'), with no handle open: the relation changes asked for, with the recount they need
+    /// read from the trees first (a full scan, done only when some change can be made).</summary>
+    private void ApplyRelationChanges()
+    {
+        List<Engine.Quota.RelationChange> changes;
+        using (_relationChangesLock.Lock())
+        {
+            if (_pendingRelationChanges.Count == 0) return;
+            changes = [.. _pendingRelationChanges];
+            _pendingRelationChanges.Clear();
+        }
+        bool any = false;
+        foreach (var c in changes)
+        {
+            var e = Quota.CheckRelation(c.Child, c.Parent, c.Add);
+            if (e != Errno.OK) c.Result = e; else any = true;
+        }
+        if (!any) return;
+        var referrers = OwnerRefReferrers();
+        // Checked again under the lock: a group may have been destroyed since.
+        Quota.ChangeRelations(changes.Where(c => c.Result == null).ToList(),
+            members => Engine.Quota.QgroupRecount.Compute(referrers.Values, members));
     }
 }

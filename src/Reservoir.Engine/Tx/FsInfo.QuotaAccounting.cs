@@ -376,16 +376,16 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>
-    /// Every group's referenced and exclusive from the EXTENT_OWNER_REFs of every subvolume
-    /// (a full scan: quota enable and changed relations; fsck recounts from the file extent
-    /// items themselves). Call while no handle is open.
+    /// Each data extent's length and the subvolumes referencing it, from the EXTENT_OWNER_REFs
+    /// of every subvolume (a full scan, for the recount a changed relation needs; fsck recounts
+    /// from the file extent items themselves). Call while no handle is open.
     /// </summary>
-    private Dictionary<ulong, (ulong Referenced, ulong Exclusive)> RecountQgroups()
+    private Dictionary<ulong, (ulong Len, List<ulong> Roots)> OwnerRefReferrers()
     {
         var referrers = new Dictionary<ulong, (ulong Len, List<ulong> Roots)>();
         foreach (var t in AllFsTrees())
             using (t.Lock.Read())
                 foreach (var (bytenr, _, len) in OwnerRefs.Scan(t)) QgroupRecount.AddReferrer(referrers, bytenr, len, t.Id);
-        return QgroupRecount.Compute(referrers.Values, Quota.MemberSets());
+        return referrers;
     }
 }

@@ -88,6 +88,7 @@ internal sealed partial class FsInfo : IDisposable
         _commitLock = Sched.CreateRwLock("commit");
         _commitMutex = Sched.CreateMutex("commit-serial");
         _committerLock = Sched.CreateMutex("committer");
+        _relationChangesLock = Sched.CreateMutex("qgroup-relation-changes");
         // Past every generation any copy claims (a torn commit's copies may survive in a
         // backup slot: no later commit may share their generation).
         Running = new Transaction(Sched, Math.Max(sb.Generation, newestSeen) + 1);
