@@ -10,7 +10,7 @@ namespace Reservoir.Tests.Engine;
 
 /// <summary>
 /// Model-based quota accounting (issue 5): random subvolume, snapshot, reflink, write, punch,
-/// truncate and delete operations over many seeds. After every commit fsck recounts every
+/// truncate, delete and group membership operations over many seeds. After every commit fsck recounts every
 /// group from the trees (who references each extent, read from the file extent items) and
 /// must agree with the numbers the commit kept incrementally; the model says which writes a
 /// limit must refuse and no group ever passes its limit; after deleting everything every
@@ -111,6 +111,13 @@ public class QuotaModelTests(ITestOutputHelper log)
             {
                 Ok(fs.DeleteSubvolume(Root, pick.Name));
                 subs.Remove(pick);
+            }
+            else if (op < 21)
+            {
+                // A subvolume with data joins or leaves the snapshots' group (and so the
+                // level-2 group): the commit recounts both, and the next check compares.
+                ulong q = QgroupId.Of(0, pick.Id);
+                Ok(fs.QgroupRelations().Contains((q, snaps)) ? fs.RemoveQgroupRelation(q, snaps) : fs.AssignQgroup(q, snaps), "membership");
             }
             else if (IsReadOnly(fs, pick)) continue;
             else if (op < 50)
