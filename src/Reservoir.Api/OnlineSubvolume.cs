@@ -18,7 +18,6 @@ public static class OnlineSubvolume
     private const uint IocSubvolList = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 1;
     private const uint IocSubvolSetRo = 0x40000000 | (8u << 16) | (0x52 << 8) | 2;
     private const uint IocQgroupList = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 3;
-    private const uint IocQgroupLimit = 0x40000000 | (24u << 16) | (0x52 << 8) | 4;
     private const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
     private const uint IocQuotaCtl = 0x40000000 | (24u << 16) | (0x52 << 8) | 6;
     private const uint IocQgroupRelations = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 7;
@@ -174,7 +173,7 @@ public static class OnlineSubvolume
 
     /// <summary>Quota administration through the mount (root only); see the FUSE bridge's
     /// quota ioctl for the operations.</summary>
-    public enum QuotaOp : ulong { Enable = 1, Disable = 2, Create = 3, Destroy = 4, Assign = 5, Remove = 6, Limit = 7, SetDefault = 8, SyncDeletions = 9 }
+    public enum QuotaOp : ulong { Enable = 1, Disable = 2, Create = 3, Destroy = 4, Assign = 5, Remove = 6, Limit = 7, SetDefault = 8, SyncDeletions = 9, LimitExclusive = 10 }
 
     public static Errno QuotaCtl(string dir, QuotaOp op, ulong a = 0, ulong b = 0)
     {
@@ -183,16 +182,6 @@ public static class OnlineSubvolume
         BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(8), a);
         BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(16), b);
         return OnDirectory(dir, fd => Ioctl(fd, IocQuotaCtl, arg));
-    }
-
-    /// <summary>Sets the referenced limit of a subvolume's qgroup through the mount (root only).</summary>
-    public static Errno LimitQgroup(string dir, ulong subvolume, ulong maxReferenced)
-    {
-        var arg = new byte[24];
-        BinaryPrimitives.WriteUInt64LittleEndian(arg, subvolume);
-        BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(8), maxReferenced);
-        BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(16), ulong.MaxValue);
-        return OnDirectory(dir, fd => Ioctl(fd, IocQgroupLimit, arg));
     }
 
     public static Errno Create(string path) => ByName(path, IocSubvolCreate);

@@ -226,6 +226,19 @@ public sealed partial class Filesystem : IDisposable
             return Errno.OK;
         });
 
+    /// <summary>Sets one limit of any existing qgroup (its referenced bytes, or with
+    /// <paramref name="exclusive"/> its exclusive bytes; <see cref="ulong.MaxValue"/> for none)
+    /// and keeps the other, as btrfs's `qgroup limit [-e]` does; ENOENT if there is no such
+    /// group, ENOTCONN with quotas off.</summary>
+    public Errno LimitQgroup(ulong qgroupId, ulong max, bool exclusive = false) =>
+        Guard(0, () =>
+        {
+            if (!Fs.Quota.Enabled) return Errno.ENOTCONN;
+            if (!Fs.Quota.Exists(qgroupId)) return Errno.ENOENT;
+            Fs.SetOneQgroupLimit(qgroupId, max, exclusive);
+            return Errno.OK;
+        });
+
     /// <summary>Limits the qgroup of subvolume <paramref name="subvolumeId"/> (0/id); ENOENT if
     /// there is no such subvolume, EINVAL if quotas are off.</summary>
     public Errno SetQuotaLimit(ulong subvolumeId, ulong maxReferenced, ulong maxExclusive) =>

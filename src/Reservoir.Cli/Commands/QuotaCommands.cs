@@ -91,46 +91,51 @@ internal static class QuotaCommands
     {
         var cmd = new Command("qgroup", "Show, limit and group quota groups");
         var show = QgroupShowCommand.Build(ctx, ImageOrMount);
-        var size = new Argument<string>("size") { Description = "Limit on referenced bytes (e.g. 10G), or 'none'" };
-        var image3 = new Argument<string>("image") { Description = "An unmounted image, or a subvolume on a mounted Reservoir" };
-        var target = new Argument<string>("path") { Description = "A subvolume inside the image (its qgroup 0/<id>), or a qgroup id (0/<id>, 1/<n>, …); default: the top level (0/5), or on a mount the subvolume given", DefaultValueFactory = _ => "/", Arity = ArgumentArity.ZeroOrOne };
-        var limit = new Command("limit", "Limit a subvolume's qgroup: writes past it answer EDQUOT, and df inside it shows the limit") { size, image3, target };
+        var size = new Argument<string>("size") { Description = "The limit (e.g. 10G), or 'none'" };
+        var first = new Argument<string>("qgroupid|image") { Description = "btrfs-progs' order: the qgroup id (0/<id>, 1/<n>, …), then PATH. Or an unmounted image, or a subvolume on a mounted Reservoir" };
+        var second = new Argument<string?>("path") { Description = "With a qgroup id first: the image or a directory on the mount. With an image first: a subvolume inside it (its qgroup 0/<id>) or a qgroup id; default the top level (0/5). With a mounted subvolume first: a qgroup id; default that subvolume's", DefaultValueFactory = _ => null, Arity = ArgumentArity.ZeroOrOne };
+        var exclusive = new Option<bool>("-e", "--exclusive") { Description = "Limit exclusive bytes (what no one outside the group references) instead of referenced, as btrfs's -e; the other limit stays" };
+        var limit = new Command("limit", "Limit a qgroup: writes past it answer EDQUOT, and df inside a limited subvolume shows the limit") { size, first, second, exclusive };
         limit.SetAction(pr =>
         {
             string sz = pr.GetValue(size)!;
             ulong max = sz == "none" ? ulong.MaxValue : MkfsCommand.ParseSize(sz, "size");
-            if (Directory.Exists(pr.GetValue(image3)))
+            bool excl = pr.GetValue(exclusive);
+            var op = excl ? OnlineSubvolume.QuotaOp.LimitExclusive : OnlineSubvolume.QuotaOp.Limit;
+            string a1 = pr.GetValue(first)!;
+            string? a2 = pr.GetValue(second);
+            // btrfs-progs writes `qgroup limit SIZE [QGROUPID] PATH`; Reservoir's offline form
+            // puts the image first and what to limit after it. A qgroup id first is btrfs's.
+            var (at, what) = a2 != null && TryParseQgroup(a1, out _) && !TryParseQgroup(a2, out _) ? (a2, (string?)a1) : (a1, a2);
+            if (a2 != null && at == a1 && !File.Exists(a1) && !Directory.Exists(a1) && (File.Exists(a2) || Directory.Exists(a2)))
             {
-                // Online: `qgroup limit SIZE PATH [QGROUPID]`, PATH a subvolume on a mount (root only).
-                string at = pr.GetValue(image3)!;
-                if (TryParseQgroup(pr.GetValue(target)!, out ulong any))
-                    return Run(ctx, "qgroup limit", at, OnlineSubvolume.QuotaOp.Limit, any, max, _ => Errno.EINVAL, e => e == Errno.ENOENT ? $"{pr.GetValue(target)}: no such qgroup" : null);
-                if (OnlineSubvolume.SubvolumeIdOf(at) is not { } sid) { ctx.Err.WriteLine($"reservoir qgroup limit: {at}: not a subvolume on a mounted Reservoir"); return 1; }
-                var oe = OnlineSubvolume.LimitQgroup(at, sid, max);
-                if (oe != Errno.OK) { ctx.Err.WriteLine(oe == Errno.ENOTCONN ? "reservoir qgroup limit: quotas are not enabled" : $"reservoir qgroup limit: {at}: {oe.Describe()}"); return 1; }
-                return 0;
+                ctx.Err.WriteLine($"reservoir qgroup limit: {a1}: not a qgroup id (level/id, e.g. 1/100)");
+                return 1;
             }
-            using var mounted = MountRw(pr.GetValue(image3)!);
-            var fs = mounted.Fs;
-            if (!fs.QuotaEnabled) { ctx.Err.WriteLine("reservoir qgroup limit: quotas are not enabled (reservoir quota enable IMAGE)"); return 1; }
-            string t = pr.GetValue(target)!;
-            ulong subvol;
-            if (TryParseQgroup(t, out ulong qid) && QgroupId.Level(qid) > 0)
+            ulong qid = 0;
+            string? problem = null;
+            string NoSuchGroup() => $"{what ?? QgroupId.Show(qid)}: no such qgroup";
+            if (Directory.Exists(at))
             {
-                var qe = fs.SetQgroupLimit(qid, max, ulong.MaxValue);
-                if (qe != Errno.OK) { ctx.Err.WriteLine($"reservoir qgroup limit: {t}: {qe.Describe()}"); return 1; }
-                return 0;
+                if (what != null)
+                {
+                    if (!TryParseQgroup(what, out qid)) { ctx.Err.WriteLine($"reservoir qgroup limit: {what}: not a qgroup id (level/id, e.g. 1/100)"); return 1; }
+                }
+                else if (OnlineSubvolume.SubvolumeIdOf(at) is { } sid) qid = QgroupId.Of(0, sid);
+                else { ctx.Err.WriteLine($"reservoir qgroup limit: {at}: not a subvolume on a mounted Reservoir"); return 1; }
+                return Run(ctx, "qgroup limit", at, op, qid, max, _ => Errno.EINVAL, e => e == Errno.ENOENT ? NoSuchGroup() : null);
             }
-            if (t.StartsWith("0/") && ulong.TryParse(t[2..], out ulong id)) subvol = id;
-            else
+            return Run(ctx, "qgroup limit", at, op, 0, 0, fs =>
             {
-                var le = fs.ResolveMountRoot(t, null, out ulong node);
-                if (le != Errno.OK) { ctx.Err.WriteLine($"reservoir qgroup limit: {t}: {(le == Errno.EINVAL ? "not a subvolume" : le.Describe())}"); return 1; }
-                subvol = Reservoir.Engine.Inodes.NodeIds.Decode(node).TreeId;
-            }
-            var e = fs.SetQuotaLimit(subvol, max, ulong.MaxValue);
-            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir qgroup limit: {e.Describe()}"); return 1; }
-            return 0;
+                string t = what ?? "/";
+                if (!TryParseQgroup(t, out qid))
+                {
+                    var le = fs.ResolveMountRoot(t, null, out ulong node);
+                    if (le != Errno.OK) { problem = $"{t}: {(le == Errno.EINVAL ? "not a subvolume" : le.Describe())}"; return le; }
+                    qid = QgroupId.Of(0, Reservoir.Engine.Inodes.NodeIds.Decode(node).TreeId);
+                }
+                return fs.LimitQgroup(qid, max, excl);
+            }, e => problem ?? (e == Errno.ENOENT ? NoSuchGroup() : null));
         });
         cmd.Subcommands.Add(show);
         cmd.Subcommands.Add(limit);

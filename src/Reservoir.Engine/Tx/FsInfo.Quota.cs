@@ -401,6 +401,15 @@ internal sealed partial class FsInfo
         Commit();
     }
 
+    /// <summary>Sets one of a group's limits, keeping the other, and commits it.</summary>
+    public void SetOneQgroupLimit(ulong qgroup, ulong max, bool exclusive)
+    {
+        if (!Quota.Enabled) throw new FsException(Errno.EINVAL, "quotas are not enabled");
+        Quota.SetOneLimit(qgroup, max, exclusive);
+        ForceCommit = true;
+        Commit();
+    }
+
     /// <summary>Runs a change of the qgroup hierarchy that leaves every group's numbers as they
     /// are (creating or destroying a group without members) and commits it (its items are
     /// written by the commit, like usage).</summary>

@@ -32,16 +32,16 @@ internal sealed partial class FuseBridge
 
     /// <summary>Reservoir's: _IOWR('R', 3, 16376): in, u64 the qgroup id to list after (0 first);
     /// out, u32 count, u32 more (1 if the page is full), then per qgroup u64 id, referenced,
-    /// exclusive, max referenced, max exclusive, reserved. _IOW('R', 4, 24 bytes) sets (u64
-    /// subvolume id, u64 max referenced, u64 max exclusive; 2^64−1 = none), root only.</summary>
+    /// exclusive, max referenced, max exclusive, reserved. (Number 4, which set both limits of a
+    /// subvolume's group, is retired: limits are set one at a time through IocQuotaCtl.)</summary>
     internal const uint IocQgroupList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 3;
-    internal const uint IocQgroupLimit = 0x40000000 | (24 << 16) | (0x52 << 8) | 4;
 
     /// <summary>Reservoir's quota administration, _IOW('R', 6, 24 bytes): u64 operation, u64 a,
     /// u64 b; root only. Operations: 1 enable quotas, 2 disable them, 3 create qgroup a,
     /// 4 destroy qgroup a, 5 assign qgroup a to b, 6 remove a from b, 7 limit qgroup a (any
     /// level) to b referenced bytes (2^64−1 = none), 8 make subvolume a the default, 9 wait
-    /// until deleted subvolumes' space is free.</summary>
+    /// until deleted subvolumes' space is free, 10 limit qgroup a to b exclusive bytes. A limit
+    /// set keeps the group's other limit.</summary>
     internal const uint IocQuotaCtl = 0x40000000 | (24 << 16) | (0x52 << 8) | 6;
 
     /// <summary>Reservoir's: _IOWR('R', 7, 16376): in, u64 how many relations to skip; out, u32
@@ -143,7 +143,7 @@ internal sealed partial class FuseBridge
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
-                or IocQgroupList or IocQgroupLimit or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo)) return Errno.ENOTTY;
+                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo)) return Errno.ENOTTY;
         if ((flags & Dir) == 0) return Errno.ENOTDIR;
         if (cmd == IocSpaceInfo) return SpaceInfo(ref w, U32(s, 28));
         if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
@@ -154,16 +154,6 @@ internal sealed partial class FuseBridge
             if (inSize != 24 || !r.TryBytes(24, out var ctl)) return Errno.EINVAL;
             var qe = QuotaCtl(BinaryPrimitives.ReadUInt64LittleEndian(ctl), BinaryPrimitives.ReadUInt64LittleEndian(ctl[8..]), BinaryPrimitives.ReadUInt64LittleEndian(ctl[16..]));
             if (qe != Errno.OK) return qe;
-            IoctlDone(ref w);
-            return Errno.OK;
-        }
-        if (cmd == IocQgroupLimit)
-        {
-            if (r.Uid != 0) return Errno.EPERM;
-            if (inSize != 24 || !r.TryBytes(24, out var lim)) return Errno.EINVAL;
-            if (!fs.QuotaEnabled) return Errno.ENOTCONN;
-            var le = fs.SetQuotaLimit(BinaryPrimitives.ReadUInt64LittleEndian(lim), BinaryPrimitives.ReadUInt64LittleEndian(lim[8..]), BinaryPrimitives.ReadUInt64LittleEndian(lim[16..]));
-            if (le != Errno.OK) return le;
             IoctlDone(ref w);
             return Errno.OK;
         }
@@ -243,7 +233,8 @@ internal sealed partial class FuseBridge
         4 => fs.DestroyQgroup(a),
         5 => fs.AssignQgroup(a, b),
         6 => fs.RemoveQgroupRelation(a, b),
-        7 => fs.SetQgroupLimit(a, b, ulong.MaxValue),
+        7 => fs.LimitQgroup(a, b, exclusive: false),
+        10 => fs.LimitQgroup(a, b, exclusive: true),
         8 => fs.SetDefaultSubvolume(a),
         9 => fs.SyncSubvolumeDeletions(),
         _ => Errno.EINVAL,

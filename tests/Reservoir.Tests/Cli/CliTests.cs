@@ -211,6 +211,42 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1, Run("qgroup", "show", "--sort=size", Img).Code);
     }
 
+    /// <summary>`qgroup limit` as btrfs-progs takes it (`[-e] SIZE [QGROUPID] PATH`) as well as
+    /// image first: each limit set keeps the other, and an exclusive limit refuses a write.</summary>
+    [Fact]
+    public void QgroupLimitTakesBtrfsProgsOrderAndExclusiveLimits()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M", "--quota", "-q").Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/a").Code);
+        Assert.Equal(0, Run("qgroup", "limit", "10M", Img, "/a").Code);        // image first
+        Assert.Equal(0, Run("qgroup", "limit", "-e", "2M", "0/256", Img).Code); // btrfs-progs' order
+        (long? Rfer, long? Excl) Limits()
+        {
+            var g = JsonDocument.Parse(Run("qgroup", "show", Img, "--format", "json").Out).RootElement
+                .EnumerateArray().Single(x => x.GetProperty("qgroupid").GetString() == "0/256");
+            long? L(string name) => g.GetProperty(name).ValueKind == JsonValueKind.Null ? null : g.GetProperty(name).GetInt64();
+            return (L("max_referenced"), L("max_exclusive"));
+        }
+        Assert.Equal((10L << 20, 2L << 20), Limits());
+        var src = Path.Combine(_dir, "three");
+        File.WriteAllBytes(src, new byte[3 << 20]);
+        var r = Run("cp", Img, src, ":/a/f");                                  // 3 MiB, all its own
+        Assert.Equal(1, r.Code);
+        Assert.Contains("disk quota exceeded", r.Err);
+        Assert.Equal(0, Run("qgroup", "limit", "none", "0/256", Img).Code);    // referenced only
+        Assert.Equal(((long?)null, 2L << 20), Limits());
+        Assert.Equal(0, Run("qgroup", "limit", "-e", "none", Img, "0/256").Code);
+        Assert.Equal(((long?)null, (long?)null), Limits());
+        Assert.Equal(0, Run("cp", Img, src, ":/a/g").Code);
+        var bad = Run("qgroup", "limit", "1M", "x/9", Img);
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("not a qgroup id", bad.Err);
+        var none = Run("qgroup", "limit", "1M", "9/9", Img);
+        Assert.Equal(1, none.Code);
+        Assert.Contains("9/9: no such qgroup", none.Err);
+        Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
     [Fact]
     public void QgroupHierarchyCommands()
     {

@@ -279,6 +279,14 @@ public class MountTests(ITestOutputHelper log)
             var dd = MountedImage.Sh("dd if=/dev/urandom of=sv/f bs=1M count=3 conv=fsync 2>&1", m.Dir);
             Assert.NotEqual(0, dd.Code);
             Assert.Contains("Disk quota exceeded", dd.Out);
+            // btrfs-progs' order and an exclusive limit on a subvolume's group, through the
+            // mount: the referenced limit set before stays.
+            m.Run($"{cli} qgroup limit none 1/1 . && {cli} qgroup limit 8M sv && {cli} qgroup limit -e 2M 0/256 .");
+            Assert.Matches(@"0/256 .* 8\.00MiB +2\.00MiB ", m.Run($"{cli} qgroup show -re ."));
+            var excl = MountedImage.Sh("dd if=/dev/urandom of=sv/g bs=1M count=3 conv=fsync 2>&1", m.Dir);
+            Assert.NotEqual(0, excl.Code);
+            Assert.Contains("Disk quota exceeded", excl.Out);
+            m.Run($"{cli} qgroup limit -e none 0/256 . && {cli} qgroup limit none sv && {cli} qgroup limit 1M 1/1 . && rm -f sv/g");
             // subvolume show through the mount: its snapshots (by their parent uuid) and its
             // quota group, as btrfs-progs prints them.
             m.Run($"{cli} subvolume snapshot -r sv sv-ro");
