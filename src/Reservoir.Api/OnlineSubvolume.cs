@@ -63,11 +63,19 @@ public static class OnlineSubvolume
     private static Errno Ioctl(int fd, uint request, byte[] arg) => IoctlRaw(fd, request, arg) == 0 ? Errno.OK : LastError;
 
     /// <summary>Every subvolume, listed through the mount (paged by id).</summary>
-    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid)> list)
+    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid)> list) =>
+        List(dir, out list, out _);
+
+    /// <summary><see cref="List(string, out List{ValueTuple{ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid}})"/>,
+    /// and the filesystem's default subvolume (what a mount without subvol= shows; 5, the top
+    /// level, unless set-default chose another), the listed one marked default.</summary>
+    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid)> list,
+        out ulong defaultSubvolume)
     {
+        ulong dflt = 5; // the top level is not listed
         var found = new List<(ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid)>();
         list = found;
-        return OnDirectory(dir, fd =>
+        var e = OnDirectory(dir, fd =>
         {
             ulong after = 0;
             while (true)
@@ -83,7 +91,8 @@ public static class OnlineSubvolume
                 {
                     ulong U(int o) => BinaryPrimitives.ReadUInt64LittleEndian(page.AsSpan(pos + o));
                     int n = BinaryPrimitives.ReadUInt16LittleEndian(page.AsSpan(pos + 33));
-                    found.Add((U(0), U(8), U(16), U(24), page[pos + 32] != 0, System.Text.Encoding.UTF8.GetString(page, pos + 35, n),
+                    if ((page[pos + 32] & 2) != 0) dflt = U(0);
+                    found.Add((U(0), U(8), U(16), U(24), (page[pos + 32] & 1) != 0, System.Text.Encoding.UTF8.GetString(page, pos + 35, n),
                         (long)U(35 + n), new Guid(page.AsSpan(pos + 43 + n, 16)), new Guid(page.AsSpan(pos + 59 + n, 16))));
                     after = U(0);
                     pos += 35 + n + 40;
@@ -91,6 +100,8 @@ public static class OnlineSubvolume
                 if (!more || count == 0) return Errno.OK;
             }
         });
+        defaultSubvolume = dflt;
+        return e;
     }
 
     /// <summary>Makes the subvolume whose root is <paramref name="path"/> read-only or not.</summary>

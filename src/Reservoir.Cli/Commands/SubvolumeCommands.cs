@@ -70,16 +70,28 @@ internal static class SubvolumeCommands
             return 0;
         });
 
-        var image5 = new Argument<string>("image");
+        var image5 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
         var format5 = CommonOptions.Format();
         var getDefault = new Command("get-default", "Show the default subvolume") { image5, format5 };
         getDefault.SetAction(pr =>
         {
-            using var fs = FileCommands.Open(pr.GetValue(image5)!, write: false);
-            ulong id = fs.Engine.DefaultSubvolume;
-            var info = id == 5 ? (SubvolumeInfo?)null : fs.ListSubvolumes().FirstOrDefault(s => s.Id == id);
-            if (CommonOptions.IsJson(pr, format5)) { ctx.Json(new { id, path = info?.Path ?? "" }); return 0; }
-            ctx.Out.WriteLine(info is { } i ? $"ID {i.Id} gen {i.Generation} top level {i.ParentId} path {i.Path}" : "ID 5 (FS_TREE)");
+            string at = pr.GetValue(image5)!;
+            ulong id;
+            (ulong Generation, ulong Parent, string Path)? info = null;
+            if (Directory.Exists(at))
+            {
+                var le = OnlineSubvolume.List(at, out var online, out id);
+                if (le != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume get-default: {at}: {(le == Errno.ENOTTY ? "not on a mounted Reservoir" : le.Describe())}"); return 1; }
+                foreach (var s in online) if (s.Id == id) info = (s.Generation, s.Parent, s.Path);
+            }
+            else
+            {
+                using var fs = FileCommands.Open(at, write: false);
+                id = fs.Engine.DefaultSubvolume;
+                foreach (var s in fs.ListSubvolumes()) if (s.Id == id) info = (s.Generation, s.ParentId, s.Path);
+            }
+            if (CommonOptions.IsJson(pr, format5)) { ctx.Json(new { id, path = id == 5 ? "" : info?.Path ?? "" }); return 0; }
+            ctx.Out.WriteLine(id != 5 && info is { } i ? $"ID {id} gen {i.Generation} top level {i.Parent} path {i.Path}" : "ID 5 (FS_TREE)");
             return 0;
         });
 

@@ -25,7 +25,7 @@ internal sealed partial class FuseBridge
     /// <summary>Reservoir's own (btrfs lists through its tree-search ioctl, which exposes its
     /// on-disk layout): _IOWR('R', 1, 16376 bytes). In: u64 the id to list after (0 first).
     /// Out: u32 count, u32 more (1 if the page is full), then per subvolume u64 id, u64 parent,
-    /// u64 generation, u64 otransid, u8 read-only, u16 path length, path (UTF-8), i64 otime
+    /// u64 generation, u64 otransid, u8 flags (1 read-only, 2 the default subvolume), u16 path length, path (UTF-8), i64 otime
     /// (seconds), 16-byte uuid, 16-byte parent uuid (the snapshot source's; zero for none).</summary>
     internal const uint IocSubvolList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 1;
     internal const uint SubvolListSize = 16376;
@@ -82,7 +82,7 @@ internal sealed partial class FuseBridge
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), sv.ParentId);
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 16), sv.Generation);
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 24), sv.Otransid);
-            page[pos + 32] = sv.ReadOnly ? (byte)1 : (byte)0;
+            page[pos + 32] = (byte)((sv.ReadOnly ? 1 : 0) | (sv.Id == fs.DefaultSubvolume ? 2 : 0));
             BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(pos + 33), (ushort)path.Length);
             path.CopyTo(page, pos + 35);
             BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(pos + 35 + path.Length), sv.Otime.Sec);

@@ -258,7 +258,7 @@ public class MountTests(ITestOutputHelper log)
     /// The quota and subvolume administration commands on a mounted filesystem (online, as
     /// btrfs-progs' on a mount point): quota enable, a level-1 group with a member and a limit
     /// that a program then runs into, show with parents and children, destroy refused while it
-    /// has members, set-default, sync, quota disable (after which the limit no longer holds),
+    /// has members, set-default and get-default, sync, quota disable (after which the limit no longer holds),
     /// status; then unmount and fsck clean.
     /// </summary>
     [Fact]
@@ -310,7 +310,9 @@ public class MountTests(ITestOutputHelper log)
             var none = MountedImage.Sh($"{cli} subvolume set-default 999 . 2>&1", m.Dir);
             Assert.NotEqual(0, none.Code);
             Assert.Contains("no subvolume 999", none.Out);
+            Assert.Equal("ID 5 (FS_TREE)\n", m.Run($"{cli} subvolume get-default ."));
             m.Run($"{cli} subvolume set-default 256 . && {cli} subvolume sync . && {cli} quota disable . && {cli} quota disable .");
+            Assert.Matches(@"^ID 256 gen \d+ top level 5 path sv\n$", m.Run($"{cli} subvolume get-default ."));
             Assert.Contains("disabled", m.Run($"{cli} quota status ."));
             m.Run("rm -f sv/f && dd if=/dev/urandom of=sv/g bs=1M count=3 conv=fsync status=none"); // no limit any more
         }
