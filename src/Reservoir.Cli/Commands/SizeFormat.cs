@@ -41,7 +41,7 @@ internal sealed class SizeFormat
     public sealed class Options
     {
         public readonly Option<bool> Raw = new("--raw") { Description = "Print raw byte counts" };
-        public readonly Option<bool> Human = new("--human-readable") { Description = "Human-friendly sizes, base 1024 (the default)" };
+        public readonly Option<bool> Human = new("--human-readable", "-h") { Description = "Human-friendly sizes, base 1024 (the default); --help for help" };
         public readonly Option<bool> IecBase = new("--iec") { Description = "Use 1024 as a base (KiB, MiB, GiB, TiB)" };
         public readonly Option<bool> SiBase = new("--si") { Description = "Use 1000 as a base (kB, MB, GB, TB)" };
         public readonly Option<bool>[] Units =

@@ -191,6 +191,8 @@ public sealed class CliTests : IDisposable
         Assert.Matches(@"Qgroupid +Referenced +Exclusive +Max referenced +Max exclusive +Path\n", re);
         Assert.Matches(@"0/256 +3\.00MiB +3\.00MiB +10\.00MiB +none +home\n", re);
         Assert.Matches(@"0/256 +3\.15MB +3\.15MB +home\n", Run("qgroup", "show", "--si", Img).Out);
+        Assert.Equal(string.Join('\n', plain), Run("qgroup", "show", "-h", Img).Out); // human-readable, not help (--help is)
+        Assert.Contains("Usage:", Run("qgroup", "show", "--help").Out);
         Assert.Matches(@"0/256 +3145728 +3145728 +home\n", Run("qgroup", "show", "--raw", Img).Out);
         Assert.Matches(@"0/256 +3072\.00KiB +3072\.00KiB +home\n", Run("qgroup", "show", "--kbytes", Img).Out);
         var sorted = Run("qgroup", "show", "--sort=-rfer,path", Img).Out.Split('\n');
