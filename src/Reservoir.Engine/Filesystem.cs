@@ -212,6 +212,22 @@ public sealed partial class Filesystem : IDisposable
     /// <summary>Ends <paramref name="child"/>'s membership of <paramref name="parent"/>.</summary>
     public Errno RemoveQgroupRelation(ulong child, ulong parent) => Guard(0, () => Fs.ChangeQgroupRelation(child, parent, add: false));
 
+    /// <summary>Recounts every qgroup from the trees at once (btrfs's `quota rescan`, which here
+    /// never turns limits off); <paramref name="corrected"/> is how many groups' numbers the
+    /// recount changed, 0 unless the accounting was wrong. ENOTCONN with quotas off.</summary>
+    public Errno RescanQuota(out int corrected)
+    {
+        int moved = 0;
+        var e = Guard(0, () =>
+        {
+            var (r, c) = Fs.RescanQuota();
+            moved = c;
+            return r;
+        });
+        corrected = moved;
+        return e;
+    }
+
     /// <summary>Every qgroup relation as (member, parent).</summary>
     public IReadOnlyList<(ulong Child, ulong Parent)> QgroupRelations() => Fs.Quota.Relations();
 

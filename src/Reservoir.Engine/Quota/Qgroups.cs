@@ -212,8 +212,9 @@ internal sealed class Qgroups
     }
 
     /// <summary>
-    /// Makes the memberships asked for (each answered in its <see cref="RelationChange.Result"/>)
-    /// and sets every group's numbers from <paramref name="recount"/> under the new relations, in
+    /// Makes the memberships asked for (each answered in its <see cref="RelationChange.Result"/>;
+    /// a rescan asks for the recount alone) and sets every group's numbers from
+    /// <paramref name="recount"/> under the new relations, in
     /// one hold of the lock: a reservation sees the old relations with the old numbers or the new
     /// with the new, never a parent that already holds a member to its limit without counting
     /// the member's bytes (btrfs's inconsistent window, where limits stop holding). The parents'
@@ -224,19 +225,27 @@ internal sealed class Qgroups
         Func<IReadOnlyDictionary<ulong, HashSet<ulong>>, IReadOnlyDictionary<ulong, (ulong Referenced, ulong Exclusive)>> recount)
     {
         using var _ = _lock.Lock();
-        bool any = false;
+        bool any = false, rescan = false;
         foreach (var c in changes)
         {
+            if (c.IsRescan) { rescan = true; continue; }
             c.Result = CheckRelationUnsynchronized(c.Child, c.Parent, c.Add);
             if (c.Result != Errno.OK) continue;
             if (c.Add) Link(c.Child, c.Parent); else Unlink(c.Child, c.Parent);
             _relationChanges.Add((c.Child, c.Parent, c.Add));
             any = true;
         }
-        if (!any) return;
-        SetRecountedUnsynchronized(recount(MemberSetsUnsynchronized()));
+        if (!any && !rescan) return;
+        var numbers = recount(MemberSetsUnsynchronized());
+        int moved = 0;
+        foreach (var g in _groups.Values)
+            if ((g.Referenced, g.Exclusive) != numbers.GetValueOrDefault(g.Id)) moved++;
+        SetRecountedUnsynchronized(numbers);
         foreach (var c in changes)
-            if (c.Result == Errno.OK) RecomputeReservationsUpward(c.Parent);
+        {
+            if (c.IsRescan) (c.Result, c.Corrected) = (Errno.OK, any ? -1 : moved);
+            else if (c.Result == Errno.OK) RecomputeReservationsUpward(c.Parent);
+        }
     }
 
     public bool Exists(ulong id) { using var _ = _lock.Lock(); return _groups.ContainsKey(id); }
@@ -644,12 +653,19 @@ internal sealed class Qgroups
     public long Underflows { get { using var _ = _lock.Lock(); return _rsvUnderflows + _groups.Values.Sum(g => g.Underflows); } }
 }
 
-/// <summary>A membership to make (<see cref="Add"/>) or end, asked of the commit
-/// (<see cref="Qgroups.ChangeRelations"/>); <see cref="Result"/> is its answer once made.</summary>
+/// <summary>A membership to make (<see cref="Add"/>) or end, or a rescan (every group
+/// recounted, btrfs's `quota rescan`), asked of the commit (<see cref="Qgroups.ChangeRelations"/>);
+/// <see cref="Result"/> is its answer once made.</summary>
 internal sealed class RelationChange(ulong child, ulong parent, bool add)
 {
     public ulong Child { get; } = child;
     public ulong Parent { get; } = parent;
     public bool Add { get; } = add;
+    public bool IsRescan { get; private init; }
     public Errno? Result { get; set; }
+    /// <summary>A rescan's finding: how many groups' numbers the recount changed (0 while the
+    /// accounting is right; -1 when relation changes in the same commit moved numbers too).</summary>
+    public int Corrected { get; set; }
+
+    public static RelationChange Rescan() => new(0, 0, false) { IsRescan = true };
 }

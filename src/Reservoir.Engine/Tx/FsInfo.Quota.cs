@@ -446,6 +446,26 @@ internal sealed partial class FsInfo
         return change.Result ?? Errno.EIO; // no answer: the commit did not run (a failed filesystem)
     }
 
+    /// <summary>
+    /// btrfs's `quota rescan`: every group's numbers recounted from every subvolume's
+    /// EXTENT_OWNER_REFs by the next commit, set in one hold of the qgroup lock (limits hold
+    /// throughout; btrfs's rescan starts from zero and limits stop holding until it ends). The
+    /// numbers are exact after every commit, so the recount changes none unless the accounting
+    /// is wrong: returns how many groups it changed (logged, since that is a bug), -1 when a
+    /// relation changed in the same commit. Writers wait while the trees are read.
+    /// </summary>
+    public (Errno Result, int Corrected) RescanQuota()
+    {
+        if (ReadOnly) return (Errno.EROFS, 0);
+        if (!Quota.Enabled) return (Errno.ENOTCONN, 0);
+        var rescan = Engine.Quota.RelationChange.Rescan();
+        using (_relationChangesLock.Lock()) _pendingRelationChanges.Add(rescan);
+        ForceCommit = true; // after the queueing, as in ChangeQgroupRelation
+        Commit();
+        if (rescan.Corrected > 0) Warn($"quota rescan: the recount changed the numbers of {rescan.Corrected} qgroup(s): the accounting had drifted");
+        return (rescan.Result ?? Errno.EIO, rescan.Corrected);
+    }
+
     private bool HasPendingRelationChanges()
     {
         using var _ = _relationChangesLock.Lock();
@@ -453,8 +473,9 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>In the commit, after its transitions are accounted (the numbers are then the
-    /// trees'), with no handle open: the relation changes asked for, with the recount they need
-    /// read from the trees first (a full scan, done only when some change can be made).</summary>
+    /// trees'), with no handle open: the relation changes and rescans asked for, with the recount
+    /// they need read from the trees first (a full scan, done only when some change can be made
+    /// or a rescan was asked for).</summary>
     private void ApplyRelationChanges()
     {
         List<Engine.Quota.RelationChange> changes;
@@ -464,9 +485,15 @@ internal sealed partial class FsInfo
             changes = [.. _pendingRelationChanges];
             _pendingRelationChanges.Clear();
         }
+        if (!Quota.Enabled)
+        {
+            foreach (var c in changes) c.Result = Errno.ENOTCONN;
+            return;
+        }
         bool any = false;
         foreach (var c in changes)
         {
+            if (c.IsRescan) { any = true; continue; }
             var e = Quota.CheckRelation(c.Child, c.Parent, c.Add);
             if (e != Errno.OK) c.Result = e; else any = true;
         }

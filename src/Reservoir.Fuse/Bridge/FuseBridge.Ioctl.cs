@@ -40,8 +40,8 @@ internal sealed partial class FuseBridge
     /// u64 b; root only. Operations: 1 enable quotas, 2 disable them, 3 create qgroup a,
     /// 4 destroy qgroup a, 5 assign qgroup a to b, 6 remove a from b, 7 limit qgroup a (any
     /// level) to b referenced bytes (2^64−1 = none), 8 make subvolume a the default, 9 wait
-    /// until deleted subvolumes' space is free, 10 limit qgroup a to b exclusive bytes. A limit
-    /// set keeps the group's other limit.</summary>
+    /// until deleted subvolumes' space is free, 10 limit qgroup a to b exclusive bytes (a limit
+    /// set keeps the group's other limit), 11 recount every group (quota rescan).</summary>
     internal const uint IocQuotaCtl = 0x40000000 | (24 << 16) | (0x52 << 8) | 6;
 
     /// <summary>Reservoir's: _IOWR('R', 7, 16376): in, u64 how many relations to skip; out, u32
@@ -235,6 +235,7 @@ internal sealed partial class FuseBridge
         6 => fs.RemoveQgroupRelation(a, b),
         7 => fs.LimitQgroup(a, b, exclusive: false),
         10 => fs.LimitQgroup(a, b, exclusive: true),
+        11 => fs.RescanQuota(out _), // a drift it corrects is in the daemon's log
         8 => fs.SetDefaultSubvolume(a),
         9 => fs.SyncSubvolumeDeletions(),
         _ => Errno.EINVAL,

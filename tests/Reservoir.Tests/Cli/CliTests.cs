@@ -126,6 +126,8 @@ public sealed class CliTests : IDisposable
         Assert.True(g.GetProperty("referenced").GetInt64() <= 2L << 20);
         Assert.Equal(0, Run("fsck", Img).Code);
         Assert.Contains("enabled", Run("quota", "status", Img).Out);
+        Assert.Contains("every qgroup equals the recount", Run("quota", "rescan", Img).Out);
+        Assert.Equal("no rescan operation in progress\n", Run("quota", "rescan", "-s", Img).Out);
         Assert.Equal(1, Run("qgroup", "limit", "lots", Img).Code);
     }
 

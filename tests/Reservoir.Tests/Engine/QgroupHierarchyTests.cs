@@ -214,4 +214,38 @@ public class QgroupHierarchyTests
             FsckAssert.Clean(dev);
         }
     }
+
+    /// <summary>`quota rescan`: with the accounting right it changes nothing; with a group's
+    /// numbers made wrong by hand it puts them back (and says how many), in one step, so the
+    /// limits keep holding; with quotas off it answers ENOTCONN.</summary>
+    [Fact]
+    public void ARescanChangesNothingUnlessTheNumbersDrifted()
+    {
+        var dev = NewDevice(64UL << 20);
+        var mib = new byte[1 << 20];
+        new Random(3).NextBytes(mib);
+        using (var fs = Mount(dev))
+        {
+            Assert.Equal(Errno.ENOTCONN, fs.RescanQuota(out _));
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));
+            CreateFile(fs, a.Ino, "f", mib);
+            Ok(fs.CreateSnapshot(a.Ino, Root, "s", true, out _));
+            Ok(fs.CreateQgroup(Q(1, 1)));
+            Ok(fs.AssignQgroup(Q(0, 256), Q(1, 1)));
+            Ok(fs.Sync());
+            var before = fs.Qgroups().Select(g => (g.Id, g.Referenced, g.Exclusive)).ToList();
+            Ok(fs.RescanQuota(out int corrected));
+            Assert.Equal(0, corrected);
+            Assert.Equal(before, fs.Qgroups().Select(g => (g.Id, g.Referenced, g.Exclusive)).ToList());
+            // A drift, made by hand: 0/256 says it holds 1 MiB alone.
+            fs.Fs.Quota.SetRecounted(before.ToDictionary(g => g.Id, g => g.Id == Q(0, 256) ? (g.Referenced, 1UL << 20) : (g.Referenced, g.Exclusive)));
+            Assert.Equal((1UL << 20, 1UL << 20), Usage(fs, Q(0, 256)));
+            Ok(fs.RescanQuota(out corrected));
+            Assert.Equal(1, corrected);
+            Assert.Equal(before, fs.Qgroups().Select(g => (g.Id, g.Referenced, g.Exclusive)).ToList());
+            Assert.Equal((1UL << 20, 0UL), Usage(fs, Q(0, 256))); // shared with the snapshot
+        }
+        FsckAssert.Clean(dev);
+    }
 }

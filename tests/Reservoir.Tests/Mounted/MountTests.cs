@@ -271,6 +271,7 @@ public class MountTests(ITestOutputHelper log)
             Assert.Contains("disabled", m.Run($"{cli} quota status ."));
             m.Run($"{cli} quota enable . && {cli} subvolume create sv && {cli} qgroup create 1/1 . && {cli} qgroup assign 0/256 1/1 . && {cli} qgroup limit 1M . 1/1");
             Assert.Contains("enabled (3 qgroup(s))", m.Run($"{cli} quota status ."));
+            Assert.Contains("quota rescan finished", m.Run($"{cli} quota rescan ."));
             var show = m.Run($"{cli} qgroup show -p -c -r .");
             Assert.Matches(@"0/256 .* 1/1 ", show);
             Assert.Matches(@"1/1 .*1\.00MiB.* 0/256 +<1 member qgroup>", show);
