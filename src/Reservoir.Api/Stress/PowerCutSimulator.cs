@@ -4,7 +4,9 @@ using Reservoir.Device;
 using Reservoir.Engine;
 using Reservoir.Engine.Check;
 using Reservoir.Engine.Data;
+using Reservoir.Engine.Inodes;
 using Reservoir.Engine.Tx;
+using Reservoir.Format.Items;
 
 namespace Reservoir.Stress;
 
@@ -29,6 +31,9 @@ public static class PowerCutSimulator
         /// <summary>Snapshots taken and clones out of snapshots made by the reference runs of
         /// the quota workload.</summary>
         public int Snapshots, Clones;
+        /// <summary>Memberships of snapshots' groups in group 1/1 made or ended by the reference
+        /// runs of the quota workload (each commits, with its recount).</summary>
+        public int Memberships;
         /// <summary>ORIGIN_DROPs the checker's read-write remounts noted again (pending in memory
         /// at the cut).</summary>
         public long OriginDropsRederived;
@@ -65,8 +70,8 @@ public static class PowerCutSimulator
         bool reference = true; // the first run is the reference run: count what it did
         Check(initial, (fs, dev, commit) =>
             {
-                var (snapshots, clones) = RandomWorkload(fs, dev, commit, seed, steps, quotas);
-                if (reference) (r.Snapshots, r.Clones, reference) = (r.Snapshots + snapshots, r.Clones + clones, false);
+                var (snapshots, clones, memberships) = RandomWorkload(fs, dev, commit, seed, steps, quotas);
+                if (reference) (r.Snapshots, r.Clones, r.Memberships, reference) = (r.Snapshots + snapshots, r.Clones + clones, r.Memberships + memberships, false);
             },
             $"random seed {seed}{(quotas ? " with quotas and snapshots" : "")}", r,
             total => { var rng = new Random(seed * 7919); return Enumerable.Range(0, cuts).Select(_ => rng.NextInt64(1, total)); },
@@ -74,12 +79,15 @@ public static class PowerCutSimulator
         return r;
     }
 
-    /// <summary>Quotas on and the subvolume /v the quota workload runs in, committed.</summary>
+    /// <summary>Quotas on, the subvolume /v the quota workload runs in, and group 1/1 with v's
+    /// group in it (its snapshots join it; the workload moves some in and out), committed.</summary>
     private static void QuotaSetup(MemoryBlockDevice d)
     {
         using var fs = Filesystem.Mount(d, new MountOptions { CommitIntervalMs = 0 });
         Ok(fs.EnableQuota(), "enable quotas");
-        Ok(fs.CreateSubvolume(Filesystem.RootIno, "v", 0x1ED, 0, out _), "subvolume v");
+        Ok(fs.CreateSubvolume(Filesystem.RootIno, "v", 0x1ED, 0, out var v), "subvolume v");
+        Ok(fs.CreateQgroup(Group), "qgroup 1/1");
+        Ok(fs.AssignQgroup(QgroupId.Of(0, NodeIds.Decode(v.Ino).TreeId), Group), "assign v to 1/1");
         Ok(fs.Sync(), "setup sync");
     }
 
@@ -188,9 +196,12 @@ public static class PowerCutSimulator
         return "no difference";
     }
 
-    private static (int Snapshots, int Clones) RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps, bool quotas = false)
+    /// <summary>The level-1 group of the quota workload.</summary>
+    private static readonly ulong Group = QgroupId.Of(1, 1);
+
+    private static (int Snapshots, int Clones, int Memberships) RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps, bool quotas = false)
     {
-        int clones = 0;
+        int clones = 0, memberships = 0;
         var rng = new Random(seed);
         ulong top = Filesystem.RootIno;
         if (quotas)
@@ -254,6 +265,14 @@ public static class PowerCutSimulator
                 if (e == Errno.OK && src.IsReg && (e = fs.Create(top, "c" + rng.Next(6), 0x1A4, 0, 0, out var dst)) == Errno.OK)
                     if ((e = fs.CloneRange(src.Ino, 0, dst.Ino, 0, 0)) == Errno.OK) clones++;
             }
+            else if (quotas && snapshots.Count > 0 && rng.Next(2) == 0)
+            {
+                // A snapshot's group joins or leaves 1/1: the commit that makes it recounts.
+                ulong q = QgroupId.Of(0, NodeIds.Decode(snapshots[rng.Next(snapshots.Count)]).TreeId);
+                bool member = fs.QgroupRelations().Contains((q, Group));
+                e = member ? fs.RemoveQgroupRelation(q, Group) : fs.AssignQgroup(q, Group);
+                if (e == Errno.OK) { memberships++; commit(); }
+            }
             else
             {
                 e = fs.Sync();
@@ -261,7 +280,7 @@ public static class PowerCutSimulator
             }
             if (e is Errno.EIO or Errno.EUCLEAN) break;
         }
-        return (snapshots.Count, clones);
+        return (snapshots.Count, clones, memberships);
     }
 
     private static byte[] Bytes(Random rng, int n)
