@@ -214,12 +214,12 @@ internal sealed class Qgroups
     /// <summary>
     /// Makes the memberships asked for (each answered in its <see cref="RelationChange.Result"/>;
     /// a rescan asks for the recount alone) and sets every group's numbers from
-    /// <paramref name="recount"/> under the new relations, in
-    /// one hold of the lock: a reservation sees the old relations with the old numbers or the new
-    /// with the new, never a parent that already holds a member to its limit without counting
-    /// the member's bytes (btrfs's inconsistent window, where limits stop holding). The parents'
-    /// reservations are worked out again from their members'. Called by the commit, with no
-    /// handle open (the trees the recount read hold still).
+    /// <paramref name="recount"/> under the new relations, in one hold of the lock: a reservation
+    /// sees the old relations with the old numbers or the new with the new, never a parent that
+    /// already holds a member to its limit without counting the member's bytes (btrfs's
+    /// inconsistent window, where limits stop holding). The parents' reservations are worked out
+    /// again from their members'. Called by the commit, with no handle open (the trees the
+    /// recount read hold still).
     /// </summary>
     public void ChangeRelations(IReadOnlyList<RelationChange> changes,
         Func<IReadOnlyDictionary<ulong, HashSet<ulong>>, IReadOnlyDictionary<ulong, (ulong Referenced, ulong Exclusive)>> recount)
