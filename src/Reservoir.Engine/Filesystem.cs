@@ -251,7 +251,7 @@ public sealed partial class Filesystem : IDisposable
         {
             if (!Fs.Quota.Enabled) return Errno.ENOTCONN;
             if (!Fs.Quota.Exists(qgroupId)) return Errno.ENOENT;
-            Fs.SetOneQgroupLimit(qgroupId, max, exclusive);
+            Fs.SetQgroupLimitById(qgroupId, exclusive ? null : max, exclusive ? max : null);
             return Errno.OK;
         });
 

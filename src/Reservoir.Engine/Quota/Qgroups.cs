@@ -303,23 +303,14 @@ internal sealed class Qgroups
         _relationChanges.Clear();
     }
 
-    /// <summary>Sets one of a group's two limits and keeps the other (btrfs's `qgroup limit`
-    /// and `qgroup limit -e`); <see cref="ulong.MaxValue"/> is none.</summary>
-    public void SetOneLimit(ulong id, ulong max, bool exclusive)
+    /// <summary>Sets a group's limits; null keeps that one as it is (btrfs's `qgroup limit` and
+    /// `qgroup limit -e` each set one); <see cref="ulong.MaxValue"/> is none.</summary>
+    public void SetLimit(ulong id, ulong? maxReferenced, ulong? maxExclusive)
     {
         using var _ = _lock.Lock();
         if (!_groups.TryGetValue(id, out var g)) g = AddGroupUnsynchronized(id);
-        if (exclusive) g.MaxExclusive = max; else g.MaxReferenced = max;
-        g.LimitDirty = true;
-        MarkDirty(g);
-    }
-
-    public void SetLimit(ulong id, ulong maxReferenced, ulong maxExclusive)
-    {
-        using var _ = _lock.Lock();
-        if (!_groups.TryGetValue(id, out var g)) g = AddGroupUnsynchronized(id);
-        g.MaxReferenced = maxReferenced;
-        g.MaxExclusive = maxExclusive;
+        g.MaxReferenced = maxReferenced ?? g.MaxReferenced;
+        g.MaxExclusive = maxExclusive ?? g.MaxExclusive;
         g.LimitDirty = true;
         MarkDirty(g);
     }

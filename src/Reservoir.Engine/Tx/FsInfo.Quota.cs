@@ -393,19 +393,11 @@ internal sealed partial class FsInfo
     public void SetQgroupLimit(ulong subvolume, ulong maxReferenced, ulong maxExclusive = ulong.MaxValue) =>
         SetQgroupLimitById(Engine.Quota.Qgroups.ForSubvolume(subvolume), maxReferenced, maxExclusive);
 
-    public void SetQgroupLimitById(ulong qgroup, ulong maxReferenced, ulong maxExclusive)
+    /// <summary>Sets a group's limits (null keeps that one) and commits them.</summary>
+    public void SetQgroupLimitById(ulong qgroup, ulong? maxReferenced, ulong? maxExclusive)
     {
         if (!Quota.Enabled) throw new FsException(Errno.EINVAL, "quotas are not enabled");
         Quota.SetLimit(qgroup, maxReferenced, maxExclusive);
-        ForceCommit = true;
-        Commit();
-    }
-
-    /// <summary>Sets one of a group's limits, keeping the other, and commits it.</summary>
-    public void SetOneQgroupLimit(ulong qgroup, ulong max, bool exclusive)
-    {
-        if (!Quota.Enabled) throw new FsException(Errno.EINVAL, "quotas are not enabled");
-        Quota.SetOneLimit(qgroup, max, exclusive);
         ForceCommit = true;
         Commit();
     }
