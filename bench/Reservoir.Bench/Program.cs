@@ -35,6 +35,13 @@ public static class Program
             SnapshotBench.Run(quick, counts, rounds);
             return 0;
         }
+        // --writable-many 1000x1000,2000x1000: only the many-extents golden image table.
+        int wm = Array.IndexOf(args, "--writable-many");
+        if (wm >= 0 && wm + 1 < args.Length)
+        {
+            WritableSnapshotBench.ManyExtents(args[wm + 1].Split(',').Select(c => c.Split('x')).Select(p => (int.Parse(p[0]), int.Parse(p[1]))).ToArray());
+            return 0;
+        }
         if (args.Contains("--writable-snapshots")) { WritableSnapshotBench.Run(quick); return 0; }
         if (args.Contains("--fsync")) { FsyncBench.Run(quick); return 0; }
         if (args.Contains("--quota-commit")) { QuotaCommitBench.Run(quick); return 0; }

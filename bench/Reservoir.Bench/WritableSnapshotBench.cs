@@ -11,10 +11,11 @@ namespace Reservoir.Bench;
 /// The golden-image case of docs/SNAPSHOTS.md §3, "Cost": a subvolume with one 64 KiB file, N
 /// writable snapshots of it, then each snapshot in turn rewrites the file and commits (N
 /// commits, each letting go of the same extent once more). Prints the accounting's time over
-/// all N commits and per commit, and the EXTENT_OWNER_REF lookups, with referrer sets kept (the
-/// default) and without (the search alone, quadratic in N; skipped above 2,000 snapshots,
-/// where it would run for minutes).
+/// all N commits and per commit, and the EXTENT_OWNER_REF lookups, with referrer entries kept
+/// (the default) and without (the search alone, quadratic in N; skipped above 2,000 snapshots,
+/// where it would run for minutes). Then the same with many extents (<see cref="ManyExtents"/>).
 /// Usage: dotnet run -c Release --project bench/Reservoir.Bench -- --writable-snapshots [--quick]
+/// (or --writable-many 1500x1000,… for the many-extents table alone, N snapshots × F files)
 /// </summary>
 internal static class WritableSnapshotBench
 {
@@ -25,15 +26,63 @@ internal static class WritableSnapshotBench
         int[] counts = quick ? [100, 1000] : [100, 1000, 10_000];
         Console.WriteLine();
         Console.WriteLine($"## golden image: N writable snapshots of a subvolume with one {FileBytes >> 10} KiB file, each rewrites it and commits; quotas on");
-        Console.WriteLine("| snapshots | accounting, all N commits, sets kept (ms) | per commit (µs) | lookups | accounting, all N commits, search only (ms) | per commit (µs) | lookups | commit, sets kept (µs, median) |");
-        Console.WriteLine("|----------:|------------------------------------------:|----------------:|--------:|--------------------------------------------:|----------------:|--------:|-------------------------------:|");
+        Console.WriteLine("| snapshots | accounting, all N commits, entries kept (ms) | per commit (µs) | lookups | accounting, all N commits, search only (ms) | per commit (µs) | lookups | commit, entries kept (µs, median) |");
+        Console.WriteLine("|----------:|---------------------------------------------:|----------------:|--------:|--------------------------------------------:|----------------:|--------:|----------------------------------:|");
         One(50, 32); One(50, int.MaxValue); // warm-up
         foreach (int n in counts)
         {
             var kept = One(n, 32);
             var search = n <= 2000 ? One(n, int.MaxValue) : default;
             string s = n <= 2000 ? $"{search.AccountingMs,44:N1} | {search.AccountingMs * 1000 / n,15:N1} | {search.Probes,7:N0}" : $"{"(skipped)",44} | {"",15} | {"",7}";
-            Console.WriteLine($"| {n,9:N0} | {kept.AccountingMs,41:N1} | {kept.AccountingMs * 1000 / n,15:N1} | {kept.Probes,7:N0} | {s} | {kept.CommitMedianMicros,30:N0} |");
+            Console.WriteLine($"| {n,9:N0} | {kept.AccountingMs,44:N1} | {kept.AccountingMs * 1000 / n,15:N1} | {kept.Probes,7:N0} | {s} | {kept.CommitMedianMicros,33:N0} |");
+        }
+        ManyExtents(quick ? [(200, 250)] : [(1000, 1000), (2000, 1000)]);
+    }
+
+    /// <summary>
+    /// The same with many extents: the golden subvolume holds <c>files</c> files of 4 KiB, and
+    /// each of N writable snapshots in turn deletes all of them and commits, so every commit
+    /// lets go of every golden extent once more. What the accounting keeps in memory per extent
+    /// is what this shows (the first design kept each extent's whole set of referrers, N·F ids
+    /// in all: past its bound it dropped sets and searched again every commit), with the
+    /// lookups and the accounting's time over all N commits.
+    /// </summary>
+    public static void ManyExtents((int Snapshots, int Files)[] cases)
+    {
+        Console.WriteLine();
+        Console.WriteLine("## golden image, many extents: N writable snapshots of a subvolume with F files of 4 KiB, each snapshot deletes every file and commits; quotas on");
+        Console.WriteLine("| snapshots | files | accounting, all N commits (ms) | per commit (µs) | lookups per commit | lookups per extent let go of | referrer ids kept at most | entries kept at the end | run (s) |");
+        Console.WriteLine("|----------:|------:|-------------------------------:|----------------:|-------------------:|-----------------------------:|--------------------------:|------------------------:|--------:|");
+        foreach (var (n, files) in cases)
+        {
+            var data = new byte[4096];
+            new Random(2).NextBytes(data);
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            var r = BenchFs.OnScratchImage("golden-many", 4UL << 30, new MountOptions { CommitIntervalMs = 0 }, new DataOptions { WritebackIntervalMs = 0 }, fs =>
+            {
+                Check(fs.EnableQuota());
+                Check(fs.CreateSubvolume(Filesystem.RootIno, "golden", 0, 0, out var golden));
+                BenchFs.CreateFiles(fs, golden.Ino, files, data);
+                Check(fs.Mkdir(Filesystem.RootIno, "snaps", 0x1ED, 0, 0, out var dir));
+                Check(fs.Sync());
+                var snaps = new ulong[n];
+                for (int i = 0; i < n; i++)
+                {
+                    Check(fs.CreateSnapshot(golden.Ino, dir.Ino, $"s{i}", readOnly: false, out var s));
+                    snaps[i] = s.Ino;
+                }
+                Check(fs.Sync());
+                var st = fs.Fs.Stats;
+                long a0 = st.CommitAccountingMicros, p0 = st.OwnerRefProbes, most = 0;
+                for (int i = 0; i < n; i++)
+                {
+                    for (int f = 0; f < files; f++) Check(fs.Unlink(snaps[i], $"f{f}"));
+                    Check(fs.Sync());
+                    most = Math.Max(most, fs.Fs.ReferrerSets.Ids);
+                }
+                return (Ms: (st.CommitAccountingMicros - a0) / 1000.0, Probes: st.OwnerRefProbes - p0, Most: most, Entries: fs.Fs.ReferrerSets.Count);
+            });
+            Console.WriteLine($"| {n,9:N0} | {files,5:N0} | {r.Ms,30:N1} | {r.Ms * 1000 / n,15:N0} | {(double)r.Probes / n,18:N1} | {(double)r.Probes / n / files,28:N2} | {r.Most,25:N0} | {r.Entries,23:N0} | {sw.Elapsed.TotalSeconds,7:N1} |");
         }
     }
 

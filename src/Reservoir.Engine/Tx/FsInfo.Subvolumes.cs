@@ -18,7 +18,7 @@ internal sealed partial class FsInfo
         get { using var _ = _treesLock.Lock(); return Math.Max(_lastSubvolumeId, TreeIds.FsTree); }
     }
 
-    /// <summary>Referrer sets the commit's quota accounting keeps (commit and quota on/off only).</summary>
+    /// <summary>Referrer entries the commit's quota accounting keeps (commit and quota on/off only).</summary>
     internal readonly ReferrerSets ReferrerSets = new();
 
     /// <summary>At mount: every subvolume tree named by a ROOT_ITEM, deleted ones included (their

@@ -17,9 +17,10 @@ public sealed class MountOptions
     /// writes one fsync log block and flushes, instead of committing (SPEC.md §9). Off: every
     /// fsync commits (btrfs's notreelog).</summary>
     public bool FsyncLog { get; set; } = true;
-    /// <summary>Quota accounting keeps an extent's whole set of referrers in memory once a
-    /// search for them passes over this many snapshots that no longer reference it
-    /// (docs/SNAPSHOTS.md §3, "Cost"). Tuning and tests; 0 keeps a set for every extent searched.</summary>
+    /// <summary>Quota accounting gives an extent an entry in memory (a cursor over subvolume
+    /// ids and the referrers known) once a search for its referrers passes over this many
+    /// snapshots that no longer reference it (docs/SNAPSHOTS.md §3, "Cost"). Tuning and tests;
+    /// 0 gives every extent searched an entry.</summary>
     public int ReferrerSetAfter { get; set; } = 32;
     public IScheduler Scheduler { get; set; } = RealScheduler.Instance;
     /// <summary>Where engine warnings go (leaks, repaired counters, fallbacks).</summary>
@@ -56,7 +57,7 @@ public sealed class EngineStats
     /// mount replayed.</summary>
     public long FsyncLogWrites, LogRecordsReplayed;
     /// <summary>The commit's lookups of a subvolume's EXTENT_OWNER_REF while accounting, and the
-    /// referrer sets it started keeping (docs/SNAPSHOTS.md §3, "Cost").</summary>
+    /// referrer entries it started keeping (docs/SNAPSHOTS.md §3, "Cost").</summary>
     public long OwnerRefProbes, ReferrerSetsKept;
     /// <summary>Candidates a group question ("does any other member, or anyone outside,
     /// reference it?") walked for want of a smaller side to walk.</summary>

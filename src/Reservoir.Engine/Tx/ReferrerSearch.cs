@@ -42,6 +42,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     {
         (this.bytenr, this.writer, this.shared, this.acquired, this.dropped) = (bytenr, writer, shared, acquired, dropped);
         _set = null;
+        _setComplete = false;
     }
 
     /// <summary>Before the next commit's accounting: the leaves the probe kept are of trees
@@ -57,9 +58,13 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         _set = null;
     }
 
-    /// <summary>The extent's whole set of referrers, when the commit keeps one for it
-    /// (<see cref="ReferrerSets"/>); set by <see cref="Referrers"/>.</summary>
+    /// <summary>The extent's entry, when the commit keeps one for it (<see cref="ReferrerSets"/>);
+    /// set by <see cref="Referrers"/>.</summary>
     private ReferrerSets.Entry? _set;
+
+    /// <summary>Whether <see cref="_set"/>'s cursor has reached the highest subvolume id in this
+    /// commit, so that its known referrers and the acquired ones are all of them.</summary>
+    private bool _setComplete;
 
     /// <summary>
     /// The subvolumes that reference the extent now (the acquired ones first), stopping after
@@ -67,28 +72,20 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// of together were mostly inherited together, and <see cref="Holds"/> is the truth
     /// whoever is asked), then the candidates in their fixed order (the writer, its snapshots
     /// in the order taken, then each SHARED_ROOT_REF likewise). Called once per extent and
-    /// commit: with a kept set it applies the transaction's transitions to it. A search that
-    /// passes over <see cref="MountOptions.ReferrerSetAfter"/> candidates that no longer
-    /// reference the extent goes on to find every referrer and keeps the set.
+    /// commit. A search that passes over <see cref="MountOptions.ReferrerSetAfter"/> candidates
+    /// that no longer reference the extent gives it an entry and goes on from there
+    /// (<see cref="FromEntry"/>); an extent with an entry is searched from it.
     /// </summary>
     public List<ulong> Referrers(int enough)
     {
         var found = _found;
         found.Clear();
         found.AddRange(acquired);
+        _setComplete = false;
         _set = fs.ReferrerSets.Find(bytenr, writer.Root, writer.Since);
-        if (_set != null)
-        {
-            BringUpToDate(_set);
-            foreach (var c in _set.Holders)
-            {
-                if (found.Count >= enough) break;
-                if (Array.IndexOf(acquired, c) < 0) found.Add(c);
-            }
-            return found;
-        }
+        if (_set != null) return FromEntry(_set, enough);
         if (found.Count >= enough) return found;
-        if (fs.Options.ReferrerSetAfter <= 0) return KeepWholeSet(enough);
+        if (fs.Options.ReferrerSetAfter <= 0) return FromEntry(StartEntry(), enough);
         // The previous extent's other referrers, asked first: with N snapshots sharing what
         // the source lets go of, the walk would start the lineage again for every extent.
         int acquiredCount = found.Count;
@@ -107,8 +104,9 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
                 if (Decided(c) || (askedFirst && found.IndexOf(c, acquiredCount) >= 0)) continue;
                 if (!Holds(c))
                 {
-                    if (++passed >= fs.Options.ReferrerSetAfter) return KeepWholeSet(enough);
-                    continue;
+                    if (++passed < fs.Options.ReferrerSetAfter) continue;
+                    found.RemoveRange(acquiredCount, found.Count - acquiredCount);
+                    return FromEntry(StartEntry(), enough);
                 }
                 found.Add(c);
                 if (found.Count >= enough) break;
@@ -123,36 +121,61 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// <see cref="Referrers"/> (cleared per commit).</summary>
     private readonly List<ulong> _lastOthers = new();
 
-    /// <summary>Every referrer, in <see cref="Referrers"/>' order, kept as the extent's set;
-    /// returns the first <paramref name="enough"/>.</summary>
-    private List<ulong> KeepWholeSet(int enough)
+    /// <summary>A new entry for the extent, its cursor just below the first id a candidate can
+    /// have: the lowest origin's, as a snapshot's id is above its source's
+    /// (<see cref="Lineage.IdsFollowCreation"/>; else from the first id).</summary>
+    private ReferrerSets.Entry StartEntry()
     {
-        var ordered = new List<ulong>(acquired);
-        StartCandidates();
-        while (NextCandidate(out ulong c))
-            if (!Decided(c) && Holds(c)) ordered.Add(c);
-        _set = new ReferrerSets.Entry(writer.Root, writer.Since, [.. ordered], fs.HighestSubvolumeId);
-        fs.ReferrerSets.Keep(bytenr, _set);
+        ulong from = 0;
+        if (fs.Lineage.IdsFollowCreation)
+        {
+            from = writer.Root;
+            foreach (var o in shared) from = Math.Min(from, o.Root);
+        }
+        var e = new ReferrerSets.Entry(writer.Root, writer.Since, from == 0 ? 0 : from - 1);
+        fs.ReferrerSets.Keep(bytenr, e);
         fs.Stats.ReferrerSetsKept++;
-        return ordered.Count > enough ? ordered.GetRange(0, enough) : ordered;
+        return e;
     }
 
     /// <summary>
-    /// Applies the transaction to a kept set: the subvolumes made since it was last brought up
-    /// to date are looked up (a snapshot of a referrer inherits the extent without a
-    /// transition), then the acquired ones join and the dropped ones leave.
+    /// The search from an entry: the transaction's dropped ones leave its known referrers,
+    /// which are taken first (no lookup: each still references the extent unless it dropped
+    /// it); when they are not enough the cursor moves on over the subvolume ids, looking up each
+    /// candidate, and every referrer it meets joins the known ones. Then the acquired ones
+    /// join. The walk never goes back, so over every commit each id is looked at once per
+    /// extent; and it stops at <paramref name="enough"/>, so the known ones stay few.
     /// </summary>
-    private void BringUpToDate(ReferrerSets.Entry e)
+    private List<ulong> FromEntry(ReferrerSets.Entry e, int enough)
     {
-        int before = e.Holders.Count;
+        var found = _found;
+        int before = e.Count;
+        foreach (var d in dropped) e.Remove(d);
+        foreach (var k in e.Known)
+        {
+            if (found.Count >= enough) break;
+            if (Array.IndexOf(acquired, k) < 0) found.Add(k);
+        }
         ulong top = fs.HighestSubvolumeId;
-        for (ulong id = e.SeenUpTo + 1; id <= top; id++)
-            if (!Decided(id) && IsCandidate(id) && Holds(id)) e.Holders.Add(id);
-        e.SeenUpTo = Math.Max(e.SeenUpTo, top);
-        foreach (var a in acquired) e.Holders.Add(a);
-        foreach (var d in dropped) e.Holders.Remove(d);
-        if (e.Holders.Count == 0) fs.ReferrerSets.Forget(bytenr); // the extent is going
-        else fs.ReferrerSets.Resized(before, e);
+        while (found.Count < enough && e.Cursor < top)
+        {
+            ulong c = ++e.Cursor;
+            // A known one above the cursor (it joined by a transition) is in the list already.
+            if (Decided(c) || e.Contains(c) || !IsCandidate(c) || !Holds(c)) continue;
+            e.Add(c);
+            found.Add(c);
+        }
+        _setComplete = e.Cursor >= top;
+        foreach (var a in acquired) if (!e.Contains(a)) e.Add(a);
+        if (_setComplete && e.Count == 0)
+        {
+            fs.ReferrerSets.Forget(bytenr); // no one references it: the extent is going
+            _set = null;
+            return found;
+        }
+        fs.ReferrerSets.Resized(bytenr, before, e);
+        if (e.Count > ReferrerSets.MaxKnown) _set = null; // dropped: too many to keep
+        return found;
     }
 
     /// <summary>
@@ -175,10 +198,11 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         if (_witness.TryGetValue(question, out ulong w) && w != skip1 && w != skip2 && !Decided(w) && Holds(w)) return true;
         int level0 = fs.Quota.Level0Count, sideCount = inside ? members.Count : level0 - members.Count;
         bool sideIsSmall = sideCount * 2 <= level0;
-        // A kept set names every referrer: no lookups, and never more than the candidates.
-        if (_set != null && (!sideIsSmall || _set.Holders.Count <= sideCount))
+        // An entry whose cursor is at the top names every referrer: no lookups, and never more
+        // than the candidates.
+        if (_set != null && _setComplete && (!sideIsSmall || _set.Count <= sideCount))
         {
-            foreach (var c in _set.Holders)
+            foreach (var c in _set.Known)
             {
                 if (c == skip1 || c == skip2 || Decided(c)) continue;
                 if (members.Contains(Qgroups.ForSubvolume(c)) == inside) return true;

@@ -1,43 +1,65 @@
 namespace Reservoir.Engine.Tx;
 
 /// <summary>
-/// The whole set of subvolumes referencing a data extent, kept in memory for extents whose
-/// referrer search was long (docs/SNAPSHOTS.md §3, "Cost"). The search stops after two
-/// referrers, but it passes over every candidate that no longer references the extent: N
-/// writable snapshots of a golden image that each rewrite the same file let go of its extent
-/// one after the other, and the k-th commit would look at the k−1 that already did, O(N²) in
-/// all. Once a search passes over <see cref="MountOptions.ReferrerSetAfter"/> such candidates
-/// the commit enumerates every candidate once and keeps the set; from then on each commit
-/// that changes who references the extent updates the set from its transitions, and looks
-/// only at the subvolumes made since the set was last brought up to date: O(1) lookups per
-/// change, O(N) once.
+/// Where the commit's referrer search for a data extent got to, kept in memory for extents
+/// whose search was long (docs/SNAPSHOTS.md §3, "Cost"). The search stops after two referrers,
+/// but it passes over every candidate that no longer references the extent: N writable
+/// snapshots of a golden image that each rewrite the same file let go of its extent one after
+/// the other, and the k-th commit would look at the k−1 that already did, O(N²) in all. Once a
+/// search passes over <see cref="MountOptions.ReferrerSetAfter"/> such candidates, the extent
+/// gets an entry: a cursor over subvolume ids, and the referrers known (<see cref="Entry.Known"/>),
+/// which are every subvolume with an id up to the cursor that references the extent (and
+/// perhaps some above it). A later search takes the known ones first and moves the cursor on
+/// only when they are not enough, so over all commits the ids are walked once per extent, and
+/// what is kept per extent is a cursor and the few referrers the searches needed, not every
+/// referrer (a whole set per extent made N writable snapshots × F extents cost N·F ids).
 ///
-/// Why the set stays exact: a subvolume starts or stops referencing an extent either through
+/// Why the entry stays right: a subvolume starts or stops referencing an extent either through
 /// a transition the commit sees (a write, a clone, a punch, the cleaner dropping a deleted
-/// subvolume's references; a snapshot taken in the transaction repeats its source's), or by
-/// being created as a snapshot of a referrer, which gives it an id above every id the set has
-/// seen (ids are never reused on a mount). Nothing else changes EXTENT_OWNER_REFs while quotas
-/// are on, and turning quotas off or on clears every set. An entry is keyed by the extent's
-/// address and checked against its writer and birth generation, so an address freed and
-/// reused for a new extent never meets the old extent's set.
+/// subvolume's references; a snapshot taken in the transaction repeats its source's), which
+/// the search applies to the known ones, or by being created as a snapshot of a referrer,
+/// which gives it an id above every id in use (ids are never reused on a mount), so above the
+/// cursor, where the walk will meet it. Nothing else changes EXTENT_OWNER_REFs while quotas are
+/// on, and turning quotas off or on clears every entry. An entry is keyed by the extent's
+/// address and checked against its writer and birth generation, so an address freed and reused
+/// for a new extent never meets the old extent's entry.
 ///
 /// Used only inside the commit (which is serial: the commit mutex), and by quota enable and
-/// disable under the same mutex: no lock of its own. Bounded: beyond <see cref="MaxIds"/>
-/// subvolume ids in all, the least recently used sets go (a dropped set only costs the next
-/// search its length again).
+/// disable under the same mutex: no lock of its own. Bounded: at most <see cref="MaxEntries"/>
+/// entries (the least recently used go first) and <see cref="MaxKnown"/> referrers in one
+/// (an extent cloned into more subvolumes than that is searched afresh); a dropped entry only
+/// costs the next search its walk again.
 /// </summary>
 internal sealed class ReferrerSets
 {
-    public const int MaxIds = 1 << 20;
+    public const int MaxEntries = 1 << 18, MaxKnown = 64;
 
-    internal sealed class Entry(ulong owner, ulong generation, HashSet<ulong> holders, ulong seenUpTo)
+    internal sealed class Entry(ulong owner, ulong generation, ulong cursor)
     {
         public readonly ulong Owner = owner, Generation = generation;
-        /// <summary>Every subvolume that references the extent, as of the last commit that used it.</summary>
-        public readonly HashSet<ulong> Holders = holders;
-        /// <summary>The highest subvolume id that existed when the set was last brought up to date.</summary>
-        public ulong SeenUpTo = seenUpTo;
+        /// <summary>Every subvolume with an id up to this one has been looked at.</summary>
+        public ulong Cursor = cursor;
+        private ulong[] _known = new ulong[4];
+        public int Count { get; private set; }
         public long LastUsed;
+
+        /// <summary>Referrers as of the last commit that used the entry: every one with an id up
+        /// to <see cref="Cursor"/>, and any above it that joined by a transition. A few, in no order.</summary>
+        public ReadOnlySpan<ulong> Known => _known.AsSpan(0, Count);
+
+        public bool Contains(ulong id) => Known.IndexOf(id) >= 0;
+
+        public void Add(ulong id)
+        {
+            if (Count == _known.Length) Array.Resize(ref _known, Count * 2);
+            _known[Count++] = id;
+        }
+
+        public void Remove(ulong id)
+        {
+            int i = Known.IndexOf(id);
+            if (i >= 0) _known[i] = _known[--Count];
+        }
     }
 
     private readonly Dictionary<ulong, Entry> _entries = new();
@@ -45,7 +67,10 @@ internal sealed class ReferrerSets
 
     public int Count => _entries.Count;
 
-    /// <summary>The set kept for the extent at <paramref name="bytenr"/> written by
+    /// <summary>Referrers known in all the entries.</summary>
+    public long Ids => _ids;
+
+    /// <summary>The entry kept for the extent at <paramref name="bytenr"/> written by
     /// <paramref name="owner"/> in <paramref name="generation"/>, if any.</summary>
     public Entry? Find(ulong bytenr, ulong owner, ulong generation)
     {
@@ -64,20 +89,21 @@ internal sealed class ReferrerSets
         Forget(bytenr);
         e.LastUsed = ++_clock;
         _entries[bytenr] = e;
-        _ids += e.Holders.Count;
-        if (_ids > MaxIds) Trim();
+        _ids += e.Count;
+        if (_entries.Count > MaxEntries) Trim();
     }
 
-    /// <summary>Call after changing an entry's set: keeps the id count (and the bound) right.</summary>
-    public void Resized(int before, Entry e)
+    /// <summary>Call after changing an entry's referrers (<paramref name="before"/>: how many it
+    /// had): keeps the count right, and drops an entry grown past <see cref="MaxKnown"/>.</summary>
+    public void Resized(ulong bytenr, int before, Entry e)
     {
-        _ids += e.Holders.Count - before;
-        if (_ids > MaxIds) Trim();
+        _ids += e.Count - before;
+        if (e.Count > MaxKnown) Forget(bytenr);
     }
 
     public void Forget(ulong bytenr)
     {
-        if (_entries.Remove(bytenr, out var old)) _ids -= old.Holders.Count;
+        if (_entries.Remove(bytenr, out var old)) _ids -= old.Count;
     }
 
     public void Clear()
@@ -86,12 +112,12 @@ internal sealed class ReferrerSets
         _ids = 0;
     }
 
-    /// <summary>Drops the least recently used sets until at most half the bound is held.</summary>
+    /// <summary>Drops the least recently used entries until half the bound is left.</summary>
     private void Trim()
     {
         foreach (var (bytenr, _) in _entries.OrderBy(kv => kv.Value.LastUsed).ToList())
         {
-            if (_ids <= MaxIds / 2) break;
+            if (_entries.Count <= MaxEntries / 2) break;
             Forget(bytenr);
         }
     }

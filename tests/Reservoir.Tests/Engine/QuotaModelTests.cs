@@ -37,17 +37,18 @@ public class QuotaModelTests(ITestOutputHelper log)
     [MemberData(nameof(Seeds))]
     public void EveryCommitAgreesWithARecount(int seed) => Run(seed, new MountOptions { CommitIntervalMs = 0 });
 
-    /// <summary>The same operations with a referrer set kept for every extent the commit
+    /// <summary>The same operations with a referrer entry kept for every extent the commit
     /// searches (docs/SNAPSHOTS.md §3, "Cost"), so each commit that changes who references an
-    /// extent updates its set from the transitions and the subvolumes made since: every
-    /// recount must still agree. 20 seeds.</summary>
+    /// extent applies its transitions to the referrers the entry knows and moves its cursor on
+    /// over the subvolumes made since when they are not enough: every recount must still
+    /// agree. 20 seeds.</summary>
     [Theory]
     [MemberData(nameof(HalfTheSeeds))]
     public void EveryCommitAgreesWithARecountWithReferrerSetsKept(int seed)
     {
         var o = new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = 0 };
         var stats = Run(seed, o);
-        Assert.True(stats.ReferrerSetsKept > 0, "no referrer set was kept: the test would not exercise them");
+        Assert.True(stats.ReferrerSetsKept > 0, "no referrer entry was kept: the test would not exercise them");
     }
 
     public static IEnumerable<object[]> HalfTheSeeds => Enumerable.Range(1, 20).Select(i => new object[] { i * 2 + 100 });
@@ -181,7 +182,7 @@ public class QuotaModelTests(ITestOutputHelper log)
         Ok(fs.StatFs(out var st1));
         Assert.Equal(usedAtStart, st1.BlocksFree);
         Assert.Equal(0, fs.LeakedBytes);
-        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {fs.Fs.Stats.ReferrerSetsKept} referrer sets kept");
+        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {fs.Fs.Stats.ReferrerSetsKept} referrer entries kept");
         return fs.Fs.Stats;
     }
 
