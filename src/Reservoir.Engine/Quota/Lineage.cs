@@ -12,8 +12,11 @@ namespace Reservoir.Engine.Quota;
 /// </summary>
 internal sealed class Lineage
 {
-    private readonly object _lock = new(); // guards both maps, except against DescendantWalk (see there)
+    private readonly object _lock = new(); // guards both maps and _snapshots, except against the commit's readers (DescendantWalk, NextSnapshotAbove)
     private readonly Dictionary<ulong, (ulong Parent, ulong Otransid)> _parent = new();
+    /// <summary>The ids of <see cref="_parent"/>'s keys (every snapshot here), ascending; a new
+    /// snapshot's id is the highest, so it is appended.</summary>
+    private readonly List<ulong> _snapshots = new();
     /// <summary>Snapshots of each subvolume in the order they were taken.</summary>
     private readonly Dictionary<ulong, List<(ulong Otransid, ulong Child)>> _children = new();
 
@@ -21,6 +24,11 @@ internal sealed class Lineage
     {
         lock (_lock)
         {
+            if (!_parent.ContainsKey(child))
+            {
+                if (_snapshots.Count == 0 || _snapshots[^1] < child) _snapshots.Add(child);
+                else _snapshots.Insert(~_snapshots.BinarySearch(child), child);
+            }
             _parent[child] = (parent, otransid);
             if (!_children.TryGetValue(parent, out var l)) _children[parent] = l = new();
             int i = l.Count;
@@ -55,6 +63,7 @@ internal sealed class Lineage
         lock (_lock)
         {
             if (!_parent.Remove(id, out var p)) return null;
+            _snapshots.RemoveAt(_snapshots.BinarySearch(id));
             if (_children.TryGetValue(p.Parent, out var l))
             {
                 l.RemoveAll(c => c.Child == id);
@@ -131,6 +140,20 @@ internal sealed class Lineage
             child = 0;
             return false;
         }
+    }
+
+    /// <summary>The lowest snapshot id above <paramref name="id"/>, if any. For the commit, which
+    /// reads without <see cref="_lock"/> as <see cref="DescendantWalk"/> does (the lineage
+    /// changes only inside handles, and the commit runs while none is open).</summary>
+    public bool NextSnapshotAbove(ulong id, out ulong next)
+    {
+        next = 0;
+        if (id == ulong.MaxValue) return false;
+        int i = _snapshots.BinarySearch(id + 1);
+        if (i < 0) i = ~i;
+        if (i >= _snapshots.Count) return false;
+        next = _snapshots[i];
+        return true;
     }
 
     /// <summary>Whether <paramref name="id"/> is <paramref name="root"/> or one of the

@@ -62,6 +62,8 @@ public sealed class EngineStats
     /// <summary>Candidates a group question ("does any other member, or anyone outside,
     /// reference it?") walked for want of a smaller side to walk.</summary>
     public long GroupCandidatesWalked;
+    /// <summary>Subvolume ids the referrer entries' cursors passed (docs/SNAPSHOTS.md §3, "Cost").</summary>
+    public long EntryIdsWalked;
     /// <summary>ORIGIN_DROPs noted again from the trees (after a crash lost the pending ones,
     /// at the upgrade from quota version 3, when quotas are turned on).</summary>
     public long OriginDropsRederived;

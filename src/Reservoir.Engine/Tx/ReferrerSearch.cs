@@ -144,7 +144,8 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// it); when they are not enough the cursor moves on over the subvolume ids, looking up each
     /// candidate, and every referrer it meets joins the known ones. Then the acquired ones
     /// join. The walk never goes back, so over every commit each id is looked at once per
-    /// extent; and it stops at <paramref name="enough"/>, so the known ones stay few.
+    /// extent (only ids that can be candidates: <see cref="NextPossibleCandidate"/>); and it
+    /// stops at <paramref name="enough"/>, so the known ones stay few.
     /// </summary>
     private List<ulong> FromEntry(ReferrerSets.Entry e, int enough)
     {
@@ -159,7 +160,10 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         ulong top = fs.HighestSubvolumeId;
         while (found.Count < enough && e.Cursor < top)
         {
-            ulong c = ++e.Cursor;
+            // Past the last id that can be a candidate, every id up to the top has been looked at.
+            if (!NextPossibleCandidate(e.Cursor, out ulong c) || c > top) { e.Cursor = top; break; }
+            e.Cursor = c;
+            fs.Stats.EntryIdsWalked++;
             // A known one above the cursor (it joined by a transition) is in the list already.
             if (Decided(c) || e.Contains(c) || !IsCandidate(c) || !Holds(c)) continue;
             e.Add(c);
@@ -266,6 +270,19 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             c = root;
             if (!dedupe || _seen.Add(c)) return true;
         }
+    }
+
+    /// <summary>The lowest id above <paramref name="after"/> that can reference the extent: an
+    /// origin (its writer, a clone's target) or a snapshot. Any other subvolume could have it
+    /// only by a clone, which makes it an origin; so the ids of subvolumes deleted or never
+    /// snapshotted are stepped over unseen, however sparse the ids have grown.</summary>
+    private bool NextPossibleCandidate(ulong after, out ulong c)
+    {
+        bool any = fs.Lineage.NextSnapshotAbove(after, out c);
+        if (writer.Root > after && (!any || writer.Root < c)) (c, any) = (writer.Root, true);
+        foreach (var o in shared)
+            if (o.Root > after && (!any || o.Root < c)) (c, any) = (o.Root, true);
+        return any;
     }
 
     private bool IsCandidate(ulong c)

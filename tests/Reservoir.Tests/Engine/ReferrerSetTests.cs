@@ -130,4 +130,53 @@ public class ReferrerSetTests(ITestOutputHelper log)
         Assert.True(most <= 2 * Files, $"{most} referrers kept for {Files} extents");
         Assert.True(probes <= Files * (33 * 34 + 35 + Snapshots), $"{probes} lookups");
     }
+
+    /// <summary>
+    /// An entry's cursor steps only over ids that can reference the extent (its origins and
+    /// the snapshots), not over every id up to the highest: here 300 subvolumes made and deleted
+    /// between the golden subvolume and its 40 snapshots, and each snapshot in turn rewrites the
+    /// golden file with an entry for every extent searched. Walking every id would pass the 300
+    /// at the first search; the walk steps over the golden subvolume and the snapshots, about
+    /// one per commit.
+    /// </summary>
+    [Fact]
+    public void AnEntrysCursorStepsOverIdsThatCannotReferenceTheExtent()
+    {
+        const int Gone = 300, Snaps = 40;
+        var dev = NewDevice(256UL << 20);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = 0 });
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "golden", 0, 0, out var golden));
+        var data = new byte[FileBytes];
+        CreateFile(fs, golden.Ino, "f", data);
+        for (int i = 0; i < Gone; i++) Ok(fs.CreateSubvolume(Root, $"gone{i}", 0, 0, out _));
+        for (int i = 0; i < Gone; i++) Ok(fs.DeleteSubvolume(Root, $"gone{i}"));
+        Ok(fs.SyncSubvolumeDeletions()); // the cleaner commits while it drops them: done before fsck looks
+        Ok(fs.Sync());
+        var snaps = new List<ulong>();
+        for (int i = 0; i < Snaps; i++)
+        {
+            Ok(fs.CreateSnapshot(golden.Ino, Root, $"s{i}", readOnly: false, out var s));
+            snaps.Add(s.Ino);
+        }
+        Ok(fs.Sync());
+        long walked0 = fs.Fs.Stats.EntryIdsWalked;
+        for (int i = 0; i < snaps.Count; i++)
+        {
+            Ok(fs.Lookup(snaps[i], "f", out var f));
+            data[0] = (byte)(i + 1);
+            Ok(fs.Write(f.Ino, 0, data, out _));
+            Ok(fs.Sync());
+        }
+        long walked = fs.Fs.Stats.EntryIdsWalked - walked0;
+        log.WriteLine($"{Snaps} snapshots rewriting the golden file past {Gone} deleted ids: {walked} ids walked");
+        FsckAssert.Clean(dev);
+        ulong goldenId = Reservoir.Engine.Inodes.NodeIds.Decode(golden.Ino).TreeId;
+        var g = fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, goldenId));
+        Assert.Equal((FileBytes, FileBytes), (g.Referenced, g.Exclusive));
+        Assert.True(walked > 0, "no entry walked: the test would not exercise them");
+        // The golden extent: the golden subvolume, then each snapshot once; each new extent
+        // (written by one snapshot, with no snapshot of it) needs no search.
+        Assert.True(walked <= 2 * Snaps + 2, $"{walked} ids walked for {Snaps} snapshots");
+    }
 }

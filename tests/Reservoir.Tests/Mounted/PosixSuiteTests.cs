@@ -188,9 +188,10 @@ public class PosixSuiteTests(ITestOutputHelper log)
         t sgid_create_strip "$A python3 -c \"import os; os.close(os.open('sgd/s', os.O_CREAT | os.O_WRONLY, 0o2755))\" && test \$(stat -c %a sgd/s) = 755"
         mkdir -m 755 later && echo x > later/f && chmod 644 later/f
         # later/f is now cached for the entry timeout (1 s) unless the chmod expires it; the expiry
-        # is sent after the chmod's reply, and 0.2 s lets it land on a loaded machine
+        # is sent after the chmod's reply, so the check waits up to 0.8 s for it to land (a
+        # loaded machine took more than 0.2 s), still short of the timeout that would hide its loss
         t before_chmod "$A cat later/f"
-        t after_chmod "chmod 700 later && sleep 0.2 && $A cat later/f"
+        t after_chmod "chmod 700 later && for i in 1 2 3 4 5 6 7 8; do $A cat later/f || break; sleep 0.1; done; $A cat later/f"
         t after_chmod_back "chmod 755 later && $A cat later/f"
         """;
 
