@@ -78,9 +78,9 @@ internal static class WritableSnapshotBench
                 {
                     for (int f = 0; f < files; f++) Check(fs.Unlink(snaps[i], $"f{f}"));
                     Check(fs.Sync());
-                    most = Math.Max(most, fs.Fs.ReferrerSets.Ids);
+                    most = Math.Max(most, fs.Fs.ReferrerEntries.Ids);
                 }
-                return (Ms: (st.CommitAccountingMicros - a0) / 1000.0, Probes: st.OwnerRefProbes - p0, Most: most, Entries: fs.Fs.ReferrerSets.Count);
+                return (Ms: (st.CommitAccountingMicros - a0) / 1000.0, Probes: st.OwnerRefProbes - p0, Most: most, Entries: fs.Fs.ReferrerEntries.Count);
             });
             Console.WriteLine($"| {n,9:N0} | {files,5:N0} | {r.Ms,30:N1} | {r.Ms * 1000 / n,15:N0} | {(double)r.Probes / n,18:N1} | {(double)r.Probes / n / files,28:N2} | {r.Most,25:N0} | {r.Entries,23:N0} | {sw.Elapsed.TotalSeconds,7:N1} |");
         }
@@ -88,11 +88,11 @@ internal static class WritableSnapshotBench
 
     private readonly record struct Result(double AccountingMs, long Probes, double CommitMedianMicros);
 
-    private static Result One(int snapshots, int referrerSetAfter)
+    private static Result One(int snapshots, int referrerEntryAfter)
     {
         var data = new byte[FileBytes];
         new Random(1).NextBytes(data);
-        var options = new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = referrerSetAfter };
+        var options = new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter };
         return BenchFs.OnScratchImage("golden", 2UL << 30, options, new DataOptions { WritebackIntervalMs = 0 }, fs =>
         {
             Check(fs.EnableQuota());

@@ -253,7 +253,7 @@ internal sealed partial class FsInfo
         try
         {
             if (Quota.Enabled != upgrade) return;
-            ReferrerSets.Clear();
+            ReferrerEntries.Clear();
             var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
             var referrers = BuildOwnerRefs(h);
             using (RootTree.Lock.Write())
@@ -310,7 +310,7 @@ internal sealed partial class FsInfo
                 var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
                 // Limits stop holding from here; the commit below makes it durable.
                 Quota.Disable();
-                ReferrerSets.Clear();
+                ReferrerEntries.Clear();
                 ForgetPendingOriginDrops();
                 foreach (var t in AllFsTrees())
                     using (t.Lock.Write())

@@ -19,7 +19,7 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>Referrer entries the commit's quota accounting keeps (commit and quota on/off only).</summary>
-    internal readonly ReferrerSets ReferrerSets = new();
+    internal readonly ReferrerEntries ReferrerEntries = new();
 
     /// <summary>At mount: every subvolume tree named by a ROOT_ITEM, deleted ones included (their
     /// orphan item says their items are still to be dropped).</summary>

@@ -21,7 +21,7 @@ public sealed class MountOptions
     /// ids and the referrers known) once a search for its referrers passes over this many
     /// snapshots that no longer reference it (docs/SNAPSHOTS.md §3, "Cost"). Tuning and tests;
     /// 0 gives every extent searched an entry.</summary>
-    public int ReferrerSetAfter { get; set; } = 32;
+    public int ReferrerEntryAfter { get; set; } = 32;
     public IScheduler Scheduler { get; set; } = RealScheduler.Instance;
     /// <summary>Where engine warnings go (leaks, repaired counters, fallbacks).</summary>
     public Action<string>? Log { get; set; }
@@ -58,7 +58,7 @@ public sealed class EngineStats
     public long FsyncLogWrites, LogRecordsReplayed;
     /// <summary>The commit's lookups of a subvolume's EXTENT_OWNER_REF while accounting, and the
     /// referrer entries it started keeping (docs/SNAPSHOTS.md §3, "Cost").</summary>
-    public long OwnerRefProbes, ReferrerSetsKept;
+    public long OwnerRefProbes, ReferrerEntriesKept;
     /// <summary>Candidates a group question ("does any other member, or anyone outside,
     /// reference it?") walked for want of a smaller side to walk.</summary>
     public long GroupCandidatesWalked;

@@ -41,8 +41,8 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     public void Begin(ulong bytenr, Origin writer, List<Origin> shared, ulong[] acquired, ulong[] dropped)
     {
         (this.bytenr, this.writer, this.shared, this.acquired, this.dropped) = (bytenr, writer, shared, acquired, dropped);
-        _set = null;
-        _setComplete = false;
+        _entry = null;
+        _entryComplete = false;
     }
 
     /// <summary>Before the next commit's accounting: the leaves the probe kept are of trees
@@ -55,16 +55,16 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         _found.Clear();
         _lastOthers.Clear();
         _seen.Clear();
-        _set = null;
+        _entry = null;
     }
 
-    /// <summary>The extent's entry, when the commit keeps one for it (<see cref="ReferrerSets"/>);
+    /// <summary>The extent's entry, when the commit keeps one for it (<see cref="ReferrerEntries"/>);
     /// set by <see cref="Referrers"/>.</summary>
-    private ReferrerSets.Entry? _set;
+    private ReferrerEntries.Entry? _entry;
 
-    /// <summary>Whether <see cref="_set"/>'s cursor has reached the highest subvolume id in this
+    /// <summary>Whether <see cref="_entry"/>'s cursor has reached the highest subvolume id in this
     /// commit, so that its known referrers and the acquired ones are all of them.</summary>
-    private bool _setComplete;
+    private bool _entryComplete;
 
     /// <summary>
     /// The subvolumes that reference the extent now (the acquired ones first), stopping after
@@ -72,7 +72,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// of together were mostly inherited together, and <see cref="Holds"/> is the truth
     /// whoever is asked), then the candidates in their fixed order (the writer, its snapshots
     /// in the order taken, then each SHARED_ROOT_REF likewise). Called once per extent and
-    /// commit. A search that passes over <see cref="MountOptions.ReferrerSetAfter"/> candidates
+    /// commit. A search that passes over <see cref="MountOptions.ReferrerEntryAfter"/> candidates
     /// that no longer reference the extent gives it an entry and goes on from there
     /// (<see cref="FromEntry"/>); an extent with an entry is searched from it.
     /// </summary>
@@ -81,11 +81,11 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         var found = _found;
         found.Clear();
         found.AddRange(acquired);
-        _setComplete = false;
-        _set = fs.ReferrerSets.Find(bytenr, writer.Root, writer.Since);
-        if (_set != null) return FromEntry(_set, enough);
+        _entryComplete = false;
+        _entry = fs.ReferrerEntries.Find(bytenr, writer.Root, writer.Since);
+        if (_entry != null) return FromEntry(_entry, enough);
         if (found.Count >= enough) return found;
-        if (fs.Options.ReferrerSetAfter <= 0) return FromEntry(StartEntry(), enough);
+        if (fs.Options.ReferrerEntryAfter <= 0) return FromEntry(StartEntry(), enough);
         // The previous extent's other referrers, asked first: with N snapshots sharing what
         // the source lets go of, the walk would start the lineage again for every extent.
         int acquiredCount = found.Count;
@@ -104,7 +104,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
                 if (Decided(c) || (askedFirst && found.IndexOf(c, acquiredCount) >= 0)) continue;
                 if (!Holds(c))
                 {
-                    if (++passed < fs.Options.ReferrerSetAfter) continue;
+                    if (++passed < fs.Options.ReferrerEntryAfter) continue;
                     found.RemoveRange(acquiredCount, found.Count - acquiredCount);
                     return FromEntry(StartEntry(), enough);
                 }
@@ -124,7 +124,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// <summary>A new entry for the extent, its cursor just below the first id a candidate can
     /// have: the lowest origin's, as a snapshot's id is above its source's
     /// (<see cref="Lineage.IdsFollowCreation"/>; else from the first id).</summary>
-    private ReferrerSets.Entry StartEntry()
+    private ReferrerEntries.Entry StartEntry()
     {
         ulong from = 0;
         if (fs.Lineage.IdsFollowCreation)
@@ -132,9 +132,9 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             from = writer.Root;
             foreach (var o in shared) from = Math.Min(from, o.Root);
         }
-        var e = new ReferrerSets.Entry(writer.Root, writer.Since, from == 0 ? 0 : from - 1);
-        fs.ReferrerSets.Keep(bytenr, e);
-        fs.Stats.ReferrerSetsKept++;
+        var e = new ReferrerEntries.Entry(writer.Root, writer.Since, from == 0 ? 0 : from - 1);
+        fs.ReferrerEntries.Keep(bytenr, e);
+        fs.Stats.ReferrerEntriesKept++;
         return e;
     }
 
@@ -147,7 +147,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// extent (only ids that can be candidates: <see cref="NextPossibleCandidate"/>); and it
     /// stops at <paramref name="enough"/>, so the known ones stay few.
     /// </summary>
-    private List<ulong> FromEntry(ReferrerSets.Entry e, int enough)
+    private List<ulong> FromEntry(ReferrerEntries.Entry e, int enough)
     {
         var found = _found;
         int before = e.Count;
@@ -169,16 +169,16 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             e.Add(c);
             found.Add(c);
         }
-        _setComplete = e.Cursor >= top;
+        _entryComplete = e.Cursor >= top;
         foreach (var a in acquired) if (!e.Contains(a)) e.Add(a);
-        if (_setComplete && e.Count == 0)
+        if (_entryComplete && e.Count == 0)
         {
-            fs.ReferrerSets.Forget(bytenr); // no one references it: the extent is going
-            _set = null;
+            fs.ReferrerEntries.Forget(bytenr); // no one references it: the extent is going
+            _entry = null;
             return found;
         }
-        fs.ReferrerSets.Resized(bytenr, before, e);
-        if (e.Count > ReferrerSets.MaxKnown) _set = null; // dropped: too many to keep
+        fs.ReferrerEntries.Resized(bytenr, before, e);
+        if (e.Count > ReferrerEntries.MaxKnown) _entry = null; // dropped: too many to keep
         return found;
     }
 
@@ -204,9 +204,9 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         bool sideIsSmall = sideCount * 2 <= level0;
         // An entry whose cursor is at the top names every referrer: no lookups, and never more
         // than the candidates.
-        if (_set != null && _setComplete && (!sideIsSmall || _set.Count <= sideCount))
+        if (_entry != null && _entryComplete && (!sideIsSmall || _entry.Count <= sideCount))
         {
-            foreach (var c in _set.Known)
+            foreach (var c in _entry.Known)
             {
                 if (c == skip1 || c == skip2 || Decided(c)) continue;
                 if (members.Contains(Qgroups.ForSubvolume(c)) == inside) return true;

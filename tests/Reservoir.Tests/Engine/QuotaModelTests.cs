@@ -44,11 +44,11 @@ public class QuotaModelTests(ITestOutputHelper log)
     /// agree. 20 seeds.</summary>
     [Theory]
     [MemberData(nameof(HalfTheSeeds))]
-    public void EveryCommitAgreesWithARecountWithReferrerSetsKept(int seed)
+    public void EveryCommitAgreesWithARecountWithReferrerEntriesKept(int seed)
     {
-        var o = new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = 0 };
+        var o = new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 };
         var stats = Run(seed, o);
-        Assert.True(stats.ReferrerSetsKept > 0, "no referrer entry was kept: the test would not exercise them");
+        Assert.True(stats.ReferrerEntriesKept > 0, "no referrer entry was kept: the test would not exercise them");
     }
 
     public static IEnumerable<object[]> HalfTheSeeds => Enumerable.Range(1, 20).Select(i => new object[] { i * 2 + 100 });
@@ -182,7 +182,7 @@ public class QuotaModelTests(ITestOutputHelper log)
         Ok(fs.StatFs(out var st1));
         Assert.Equal(usedAtStart, st1.BlocksFree);
         Assert.Equal(0, fs.LeakedBytes);
-        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {fs.Fs.Stats.ReferrerSetsKept} referrer entries kept");
+        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {fs.Fs.Stats.ReferrerEntriesKept} referrer entries kept");
         return fs.Fs.Stats;
     }
 

@@ -17,16 +17,16 @@ namespace Reservoir.Tests.Engine;
 /// need. Counted in EXTENT_OWNER_REF lookups and ids kept, not time, so the bounds are exact
 /// on any machine; the numbers are checked against fsck's recount along the way and at the end.
 /// </summary>
-public class ReferrerSetTests(ITestOutputHelper log)
+public class ReferrerEntryTests(ITestOutputHelper log)
 {
     private const ulong Root = Filesystem.RootIno;
     private const int Snapshots = 150;
     private const ulong FileBytes = 64 << 10;
 
-    private (long Probes, long SetsKept) RewriteInEverySnapshot(int referrerSetAfter)
+    private (long Probes, long SetsKept) RewriteInEverySnapshot(int referrerEntryAfter)
     {
         var dev = NewDevice(256UL << 20);
-        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = referrerSetAfter });
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter });
         Ok(fs.EnableQuota());
         Ok(fs.CreateSubvolume(Root, "golden", 0, 0, out var golden));
         var data = new byte[FileBytes];
@@ -60,14 +60,14 @@ public class ReferrerSetTests(ITestOutputHelper log)
             var g = groups[QgroupId.Of(0, Reservoir.Engine.Inodes.NodeIds.Decode(s).TreeId)];
             Assert.Equal((FileBytes, FileBytes), (g.Referenced, g.Exclusive));
         }
-        return (probes, fs.Fs.Stats.ReferrerSetsKept);
+        return (probes, fs.Fs.Stats.ReferrerEntriesKept);
     }
 
     [Fact]
     public void SnapshotsLettingGoOfTheSameExtentCostLinearLookups()
     {
-        var (with, kept) = RewriteInEverySnapshot(referrerSetAfter: 32);
-        var (without, _) = RewriteInEverySnapshot(referrerSetAfter: int.MaxValue);
+        var (with, kept) = RewriteInEverySnapshot(referrerEntryAfter: 32);
+        var (without, _) = RewriteInEverySnapshot(referrerEntryAfter: int.MaxValue);
         log.WriteLine($"{Snapshots} snapshots each rewriting the golden file: {with} lookups with referrer entries ({kept} kept), {without} without");
         // Without: the k-th commit passes over the k−1 that let go, then finds the golden
         // subvolume and one more snapshot.
@@ -115,16 +115,16 @@ public class ReferrerSetTests(ITestOutputHelper log)
         {
             for (int f = 0; f < Files; f++) Ok(fs.Unlink(snaps[i], $"f{f}"));
             Ok(fs.Sync());
-            most = Math.Max(most, fs.Fs.ReferrerSets.Ids);
+            most = Math.Max(most, fs.Fs.ReferrerEntries.Ids);
             if (i % 50 == 49) FsckAssert.Clean(dev);
         }
         long probes = fs.Fs.Stats.OwnerRefProbes - probes0;
-        log.WriteLine($"{Snapshots} snapshots each deleting {Files} files: {probes} lookups, at most {most} referrers kept, {fs.Fs.ReferrerSets.Count} entries");
+        log.WriteLine($"{Snapshots} snapshots each deleting {Files} files: {probes} lookups, at most {most} referrers kept, {fs.Fs.ReferrerEntries.Count} entries");
         FsckAssert.Clean(dev);
         var groups = fs.Qgroups().ToDictionary(g => g.Id);
         ulong goldenId = Reservoir.Engine.Inodes.NodeIds.Decode(golden.Ino).TreeId;
         Assert.Equal((Files * 4096UL, Files * 4096UL), (groups[QgroupId.Of(0, goldenId)].Referenced, groups[QgroupId.Of(0, goldenId)].Exclusive));
-        Assert.Equal(Files, fs.Fs.ReferrerSets.Count);
+        Assert.Equal(Files, fs.Fs.ReferrerEntries.Count);
         // Two per extent at most while a commit runs (the golden subvolume and the next
         // snapshot), where whole sets held every snapshot not yet done.
         Assert.True(most <= 2 * Files, $"{most} referrers kept for {Files} extents");
@@ -144,7 +144,7 @@ public class ReferrerSetTests(ITestOutputHelper log)
     {
         const int Gone = 300, Snaps = 40;
         var dev = NewDevice(256UL << 20);
-        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerSetAfter = 0 });
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 });
         Ok(fs.EnableQuota());
         Ok(fs.CreateSubvolume(Root, "golden", 0, 0, out var golden));
         var data = new byte[FileBytes];

@@ -6,7 +6,7 @@ namespace Reservoir.Engine.Tx;
 /// but it passes over every candidate that no longer references the extent: N writable
 /// snapshots of a golden image that each rewrite the same file let go of its extent one after
 /// the other, and the k-th commit would look at the k−1 that already did, O(N²) in all. Once a
-/// search passes over <see cref="MountOptions.ReferrerSetAfter"/> such candidates, the extent
+/// search passes over <see cref="MountOptions.ReferrerEntryAfter"/> such candidates, the extent
 /// gets an entry: a cursor over subvolume ids, and the referrers known (<see cref="Entry.Known"/>),
 /// which are every subvolume with an id up to the cursor that references the extent (and
 /// perhaps some above it). A later search takes the known ones first and moves the cursor on
@@ -30,7 +30,7 @@ namespace Reservoir.Engine.Tx;
 /// (an extent cloned into more subvolumes than that is searched afresh); a dropped entry only
 /// costs the next search its walk again.
 /// </summary>
-internal sealed class ReferrerSets
+internal sealed class ReferrerEntries
 {
     public const int MaxEntries = 1 << 18, MaxKnown = 64;
 
