@@ -1,3 +1,4 @@
+using Reservoir.Device;
 using Reservoir.Engine;
 using Reservoir.Engine.Tx;
 using Reservoir.Format.Items;
@@ -23,43 +24,66 @@ public class ReferrerEntryTests(ITestOutputHelper log)
     private const int Snapshots = 150;
     private const ulong FileBytes = 64 << 10;
 
-    private (long Probes, long SetsKept) RewriteInEverySnapshot(int referrerEntryAfter)
+    /// <summary>Quotas on, a golden subvolume filled by <paramref name="fill"/> (given its
+    /// directory), then <paramref name="count"/> writable snapshots of it, committed; returns
+    /// the golden subvolume's id and the snapshots' root directories.</summary>
+    private static (ulong GoldenId, List<ulong> Snaps) GoldenAndSnapshots(Filesystem fs, int count, Action<ulong> fill)
     {
-        var dev = NewDevice(256UL << 20);
-        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter });
         Ok(fs.EnableQuota());
         Ok(fs.CreateSubvolume(Root, "golden", 0, 0, out var golden));
-        var data = new byte[FileBytes];
-        new Random(1).NextBytes(data);
-        CreateFile(fs, golden.Ino, "f", data);
+        fill(golden.Ino);
         Ok(fs.Sync());
         var snaps = new List<ulong>();
-        for (int i = 0; i < Snapshots; i++)
+        for (int i = 0; i < count; i++)
         {
             Ok(fs.CreateSnapshot(golden.Ino, Root, $"s{i}", readOnly: false, out var s));
             snaps.Add(s.Ino);
         }
         Ok(fs.Sync());
-        long probes0 = fs.Fs.Stats.OwnerRefProbes;
+        return (Reservoir.Engine.Inodes.NodeIds.Decode(golden.Ino).TreeId, snaps);
+    }
+
+    /// <summary>Each snapshot in turn runs <paramref name="change"/> on its root directory and
+    /// commits (fsck's recount every 50 and at the end); <paramref name="after"/> runs after each commit.</summary>
+    private static void InTurn(Filesystem fs, IBlockDevice dev, List<ulong> snaps, Action<int, ulong> change, Action? after = null)
+    {
         for (int i = 0; i < snaps.Count; i++)
         {
-            Ok(fs.Lookup(snaps[i], "f", out var f));
-            data[0] = (byte)(i + 1);
-            Ok(fs.Write(f.Ino, 0, data, out _));
+            change(i, snaps[i]);
             Ok(fs.Sync());
+            after?.Invoke();
             if (i % 50 == 49) FsckAssert.Clean(dev);
         }
-        long probes = fs.Fs.Stats.OwnerRefProbes - probes0;
         FsckAssert.Clean(dev);
+    }
+
+    /// <summary>Each snapshot in turn rewrites the golden file <c>f</c>.</summary>
+    private static Action<int, ulong> Rewrite(Filesystem fs, byte[] data) => (i, snap) =>
+    {
+        Ok(fs.Lookup(snap, "f", out var f));
+        data[0] = (byte)(i + 1);
+        Ok(fs.Write(f.Ino, 0, data, out _));
+    };
+
+    private static void AssertGroup(Filesystem fs, ulong subvolume, ulong referenced, ulong exclusive)
+    {
+        var g = fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, subvolume));
+        Assert.Equal((referenced, exclusive), (g.Referenced, g.Exclusive));
+    }
+
+    private (long Probes, long EntriesKept) RewriteInEverySnapshot(int referrerEntryAfter)
+    {
+        var dev = NewDevice(256UL << 20);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter });
+        var data = new byte[FileBytes];
+        new Random(1).NextBytes(data);
+        var (goldenId, snaps) = GoldenAndSnapshots(fs, Snapshots, dir => CreateFile(fs, dir, "f", data));
+        long probes0 = fs.Fs.Stats.OwnerRefProbes;
+        InTurn(fs, dev, snaps, Rewrite(fs, data));
+        long probes = fs.Fs.Stats.OwnerRefProbes - probes0;
         // The golden extent is the golden subvolume's alone now; each snapshot holds its own.
-        var groups = fs.Qgroups().ToDictionary(g => g.Id);
-        ulong goldenId = Reservoir.Engine.Inodes.NodeIds.Decode(golden.Ino).TreeId;
-        Assert.Equal((FileBytes, FileBytes), (groups[QgroupId.Of(0, goldenId)].Referenced, groups[QgroupId.Of(0, goldenId)].Exclusive));
-        foreach (var s in snaps)
-        {
-            var g = groups[QgroupId.Of(0, Reservoir.Engine.Inodes.NodeIds.Decode(s).TreeId)];
-            Assert.Equal((FileBytes, FileBytes), (g.Referenced, g.Exclusive));
-        }
+        AssertGroup(fs, goldenId, FileBytes, FileBytes);
+        foreach (var s in snaps) AssertGroup(fs, Reservoir.Engine.Inodes.NodeIds.Decode(s).TreeId, FileBytes, FileBytes);
         return (probes, fs.Fs.Stats.ReferrerEntriesKept);
     }
 
@@ -94,36 +118,23 @@ public class ReferrerEntryTests(ITestOutputHelper log)
         const int Files = 40;
         var dev = NewDevice(256UL << 20);
         using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
-        Ok(fs.EnableQuota());
-        Ok(fs.CreateSubvolume(Root, "golden", 0, 0, out var golden));
         var data = new byte[4096];
-        for (int f = 0; f < Files; f++)
+        var (goldenId, snaps) = GoldenAndSnapshots(fs, Snapshots, dir =>
         {
-            data[0] = (byte)f;
-            CreateFile(fs, golden.Ino, $"f{f}", data);
-        }
-        Ok(fs.Sync());
-        var snaps = new List<ulong>();
-        for (int i = 0; i < Snapshots; i++)
-        {
-            Ok(fs.CreateSnapshot(golden.Ino, Root, $"s{i}", readOnly: false, out var s));
-            snaps.Add(s.Ino);
-        }
-        Ok(fs.Sync());
+            for (int f = 0; f < Files; f++)
+            {
+                data[0] = (byte)f;
+                CreateFile(fs, dir, $"f{f}", data);
+            }
+        });
         long probes0 = fs.Fs.Stats.OwnerRefProbes, most = 0;
-        for (int i = 0; i < snaps.Count; i++)
+        InTurn(fs, dev, snaps, (_, snap) =>
         {
-            for (int f = 0; f < Files; f++) Ok(fs.Unlink(snaps[i], $"f{f}"));
-            Ok(fs.Sync());
-            most = Math.Max(most, fs.Fs.ReferrerEntries.Ids);
-            if (i % 50 == 49) FsckAssert.Clean(dev);
-        }
+            for (int f = 0; f < Files; f++) Ok(fs.Unlink(snap, $"f{f}"));
+        }, () => most = Math.Max(most, fs.Fs.ReferrerEntries.Ids));
         long probes = fs.Fs.Stats.OwnerRefProbes - probes0;
         log.WriteLine($"{Snapshots} snapshots each deleting {Files} files: {probes} lookups, at most {most} referrers kept, {fs.Fs.ReferrerEntries.Count} entries");
-        FsckAssert.Clean(dev);
-        var groups = fs.Qgroups().ToDictionary(g => g.Id);
-        ulong goldenId = Reservoir.Engine.Inodes.NodeIds.Decode(golden.Ino).TreeId;
-        Assert.Equal((Files * 4096UL, Files * 4096UL), (groups[QgroupId.Of(0, goldenId)].Referenced, groups[QgroupId.Of(0, goldenId)].Exclusive));
+        AssertGroup(fs, goldenId, Files * 4096UL, Files * 4096UL);
         Assert.Equal(Files, fs.Fs.ReferrerEntries.Count);
         // Two per extent at most while a commit runs (the golden subvolume and the next
         // snapshot), where whole sets held every snapshot not yet done.
@@ -145,35 +156,19 @@ public class ReferrerEntryTests(ITestOutputHelper log)
         const int Gone = 300, Snaps = 40;
         var dev = NewDevice(256UL << 20);
         using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 });
-        Ok(fs.EnableQuota());
-        Ok(fs.CreateSubvolume(Root, "golden", 0, 0, out var golden));
         var data = new byte[FileBytes];
-        CreateFile(fs, golden.Ino, "f", data);
-        for (int i = 0; i < Gone; i++) Ok(fs.CreateSubvolume(Root, $"gone{i}", 0, 0, out _));
-        for (int i = 0; i < Gone; i++) Ok(fs.DeleteSubvolume(Root, $"gone{i}"));
-        Ok(fs.SyncSubvolumeDeletions()); // the cleaner commits while it drops them: done before fsck looks
-        Ok(fs.Sync());
-        var snaps = new List<ulong>();
-        for (int i = 0; i < Snaps; i++)
+        var (goldenId, snaps) = GoldenAndSnapshots(fs, Snaps, dir =>
         {
-            Ok(fs.CreateSnapshot(golden.Ino, Root, $"s{i}", readOnly: false, out var s));
-            snaps.Add(s.Ino);
-        }
-        Ok(fs.Sync());
+            CreateFile(fs, dir, "f", data);
+            for (int i = 0; i < Gone; i++) Ok(fs.CreateSubvolume(Root, $"gone{i}", 0, 0, out _));
+            for (int i = 0; i < Gone; i++) Ok(fs.DeleteSubvolume(Root, $"gone{i}"));
+            Ok(fs.SyncSubvolumeDeletions()); // the cleaner commits while it drops them: done before fsck looks
+        });
         long walked0 = fs.Fs.Stats.EntryIdsWalked;
-        for (int i = 0; i < snaps.Count; i++)
-        {
-            Ok(fs.Lookup(snaps[i], "f", out var f));
-            data[0] = (byte)(i + 1);
-            Ok(fs.Write(f.Ino, 0, data, out _));
-            Ok(fs.Sync());
-        }
+        InTurn(fs, dev, snaps, Rewrite(fs, data));
         long walked = fs.Fs.Stats.EntryIdsWalked - walked0;
         log.WriteLine($"{Snaps} snapshots rewriting the golden file past {Gone} deleted ids: {walked} ids walked");
-        FsckAssert.Clean(dev);
-        ulong goldenId = Reservoir.Engine.Inodes.NodeIds.Decode(golden.Ino).TreeId;
-        var g = fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, goldenId));
-        Assert.Equal((FileBytes, FileBytes), (g.Referenced, g.Exclusive));
+        AssertGroup(fs, goldenId, FileBytes, FileBytes);
         Assert.True(walked > 0, "no entry walked: the test would not exercise them");
         // The golden extent: the golden subvolume, then each snapshot once; each new extent
         // (written by one snapshot, with no snapshot of it) needs no search.
