@@ -31,7 +31,8 @@ internal static class StressCommand
         var quota = new Option<string?>("--quota-limit") { Description = "Enable quotas with this limit on the top-level qgroup" };
         var time = new Option<string?>("--time") { Description = "Soak: stop after this long (e.g. 3600, 90m, 1h) instead of after -n operations" };
         var checkEach = new Option<bool>("--check-each") { Description = "After every operation on a file, compare the file with what was written (slow; pins a mismatch to its operation)" };
-        var cmd = new Command("stress", "Run an fsstress-style workload on an image (in-process) or a directory (any mount) and check everything at the end") { image, procs, ops, seed, freq, logOpt, replay, size, quota, time, checkEach };
+        var entryAfter = new Option<int?>("--referrer-entry-after") { Description = "Quota accounting: give an extent a referrer entry once its search passes this many snapshots that let go of it (default 32; 0 gives every extent searched one, to exercise them; docs/SNAPSHOTS.md §3)" };
+        var cmd = new Command("stress", "Run an fsstress-style workload on an image (in-process) or a directory (any mount) and check everything at the end") { image, procs, ops, seed, freq, logOpt, replay, size, quota, time, checkEach, entryAfter };
         cmd.SetAction(pr =>
         {
             string path = pr.GetValue(image)!;
@@ -39,6 +40,9 @@ internal static class StressCommand
             if (!onDir && !File.Exists(path))
             {
                 ulong sz = MkfsCommand.ParseSize(pr.GetValue(size)!, "--size");
+                // Said aloud: a mistyped directory on a mount would otherwise become an image
+                // file there, and the run would stress the engine in-process, not the mount.
+                ctx.Err.WriteLine($"reservoir: {path} does not exist: making a new {pr.GetValue(size)} image there and running in-process (to stress a mounted filesystem, give an existing directory)");
                 using var d = Device.FileBlockDevice.Create(path, sz);
                 Filesystem.Format(d);
             }
@@ -62,11 +66,18 @@ internal static class StressCommand
             if (onDir)
             {
                 if (pr.GetValue(quota) != null) throw new ArgumentException("--quota-limit applies to images; on a mount use `reservoir qgroup limit`");
+                if (pr.GetValue(entryAfter) != null) throw new ArgumentException("--referrer-entry-after applies to images (the mount's engine is another process)");
                 var target = new PathStressTarget(path);
                 result = RunOrReplay(target, o, pr.GetValue(replay), pr.GetValue(logOpt));
-                return Report(ctx, result, leaked: null);
+                return Report(ctx, result, leaked: null, $"through the directory {path}");
             }
-            using (var rfs = ReservoirFileSystem.Open(path, new MountOptions()))
+            var mountOptions = new MountOptions();
+            if (pr.GetValue(entryAfter) is { } after)
+            {
+                if (after < 0) throw new ArgumentException("--referrer-entry-after must be 0 or more");
+                mountOptions.ReferrerEntryAfter = after;
+            }
+            using (var rfs = ReservoirFileSystem.Open(path, mountOptions))
             {
                 if (pr.GetValue(quota) is { } q)
                 {
@@ -87,7 +98,7 @@ internal static class StressCommand
                 if (report.OperationalError != null) result.Failures.Add("fsck: " + report.OperationalError);
             }
             foreach (var l in leaks) result.Failures.Add("leak: " + l);
-            return Report(ctx, result, leaked);
+            return Report(ctx, result, leaked, $"in-process on the image {path}");
         });
         return cmd;
     }
@@ -115,10 +126,10 @@ internal static class StressCommand
         return StressRunner.Run(target, o);
     }
 
-    private static int Report(CliContext ctx, StressResult result, long? leaked)
+    private static int Report(CliContext ctx, StressResult result, long? leaked, string where)
     {
         double secs = Math.Max(0.001, result.Elapsed.TotalSeconds);
-        ctx.Out.WriteLine($"{result.Operations} operations in {secs:F1} s ({result.Operations / secs:F0} ops/s), state {result.StateHash[..16]}");
+        ctx.Out.WriteLine($"{result.Operations} operations {where} in {secs:F1} s ({result.Operations / secs:F0} ops/s), state {result.StateHash[..16]}");
         ctx.Out.WriteLine(string.Join(" ", result.OpCounts.Select(kv => $"{kv.Key}={kv.Value}")));
         ctx.Out.WriteLine(leaked is { } l ? $"leaked bytes: {l}" : "leaked bytes: not visible through a mount (unmount: the daemon logs any leak; then reservoir fsck)");
         if (result.Unverified > 0)

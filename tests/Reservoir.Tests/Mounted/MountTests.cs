@@ -211,7 +211,7 @@ public class MountTests(ITestOutputHelper log)
         string outE = m.Run($"truncate -s 1G {e4}.img && mkfs.ext4 -q -F {e4}.img && mkdir -p {e4} && mount -o loop {e4}.img {e4} && mkdir {e4}/st && " +
                             $"({cli} {e4}/st {args} --log {logE}; rc=$?; umount {e4}; exit $rc)", 600);
         Assert.Contains("all checks passed", outE);
-        string State(string o) => o.Split('\n').First(l => l.Contains("operations in")).Split("state ")[1].Trim();
+        string State(string o) => o.Split('\n').First(l => l.Contains("ops/s), state ")).Split("state ")[1].Trim();
         var r = File.ReadAllLines(logR).Where(l => !l.StartsWith('#')).Order(StringComparer.Ordinal).ToList();
         var e = File.ReadAllLines(logE).Where(l => !l.StartsWith('#')).Order(StringComparer.Ordinal).ToList();
         Assert.Equal(6000, r.Count);

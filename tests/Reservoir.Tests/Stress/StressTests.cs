@@ -16,22 +16,35 @@ public class StressTests(ITestOutputHelper log)
 {
     /// <summary>A stress run under the deterministic scheduler (PCT for even seeds, a random
     /// walk for odd ones) on a fresh 256 MiB image of 4 KiB nodes.</summary>
-    private static (StressResult Result, long Leaked, MemoryBlockDevice Dev) RunDeterministic(int seed, int workers, int ops, Action<StressOptions>? tune = null)
+    private static (StressResult Result, long Leaked, MemoryBlockDevice Dev) RunDeterministic(int seed, int workers, int ops, Action<StressOptions>? tune = null) =>
+        RunDeterministic(seed, workers, ops, tune, null, null, out _);
+
+    /// <summary>The same with mount options tuned by <paramref name="mount"/>, a step on the
+    /// mounted filesystem before the workers start (<paramref name="setup"/>), and the engine's
+    /// counters at the end.</summary>
+    private static (StressResult Result, long Leaked, MemoryBlockDevice Dev) RunDeterministic(int seed, int workers, int ops, Action<StressOptions>? tune,
+        Action<MountOptions>? mount, Action<ReservoirFileSystem>? setup, out EngineStats stats)
     {
         var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk, pctSteps: 400_000);
         var dev = new MemoryBlockDevice(256UL << 20);
         StressResult? r = null;
         long leaked = 0;
+        EngineStats? st = null;
         s.Run(() =>
         {
             Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
-            var rfs = ReservoirFileSystem.Open(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 50 });
+            var mo = new MountOptions { Scheduler = s, CommitIntervalMs = 50 };
+            mount?.Invoke(mo);
+            var rfs = ReservoirFileSystem.Open(dev, mo);
+            setup?.Invoke(rfs);
             var o = new StressOptions { Workers = workers, OpsPerWorker = ops, Seed = seed, Scheduler = s };
             tune?.Invoke(o);
             r = StressRunner.Run(rfs, o);
             rfs.Dispose();
             leaked = rfs.Engine.LeakedBytes;
+            st = rfs.Engine.Stats;
         });
+        stats = st!;
         return (r!, leaked, dev);
     }
 
@@ -128,6 +141,32 @@ public class StressTests(ITestOutputHelper log)
         Assert.Equal(0, leaked);
         FsckAssert.Clean(dev);
         log.WriteLine($"seed {seed}: {r.Operations} operations, {r.OpCounts["snapshot"]} snapshots tried");
+    }
+
+    /// <summary>
+    /// Snapshots, subvolumes and clones under stress with quotas on and a referrer entry for
+    /// every extent the commit searches (docs/SNAPSHOTS.md §3): the entries' cursors and known
+    /// referrers live across commits while the workers, the flusher and the committer
+    /// interleave, and fsck's recount of every group must agree at the end.
+    /// </summary>
+    [Theory]
+    [InlineData(11)]
+    [InlineData(12)]
+    [InlineData(13)]
+    public void QuotaAccountingWithReferrerEntriesUnderStressAgreesWithTheRecount(int seed)
+    {
+        var (r, leaked, dev) = RunDeterministic(seed, workers: 4, ops: 800, o =>
+        {
+            o.Frequencies["snapshot"] = 8;
+            o.Frequencies["subvol_create"] = 3;
+            o.Frequencies["subvol_delete"] = 3;
+            o.Frequencies["clonerange"] = 8;
+        }, m => m.ReferrerEntryAfter = 0, rfs => Assert.Equal(Errno.OK, rfs.Engine.EnableQuota()), out var stats);
+        Assert.True(r.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
+        Assert.Equal(0, leaked);
+        FsckAssert.Clean(dev);
+        log.WriteLine($"seed {seed}: {r.Operations} operations, {r.OpCounts.GetValueOrDefault("snapshot")} snapshots tried, {stats.ReferrerEntriesKept} referrer entries kept");
+        Assert.True(stats.ReferrerEntriesKept > 0, "no referrer entry was kept: the test would not exercise them");
     }
 
     /// <summary>
