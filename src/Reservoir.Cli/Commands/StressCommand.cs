@@ -37,6 +37,7 @@ internal static class StressCommand
         {
             string path = pr.GetValue(image)!;
             bool onDir = Directory.Exists(path);
+            if (pr.GetValue(entryAfter) is < 0) throw new ArgumentException("--referrer-entry-after must be 0 or more");
             if (!onDir && !File.Exists(path))
             {
                 ulong sz = MkfsCommand.ParseSize(pr.GetValue(size)!, "--size");
@@ -72,11 +73,7 @@ internal static class StressCommand
                 return Report(ctx, result, leaked: null, $"through the directory {path}");
             }
             var mountOptions = new MountOptions();
-            if (pr.GetValue(entryAfter) is { } after)
-            {
-                if (after < 0) throw new ArgumentException("--referrer-entry-after must be 0 or more");
-                mountOptions.ReferrerEntryAfter = after;
-            }
+            if (pr.GetValue(entryAfter) is { } after) mountOptions.ReferrerEntryAfter = after;
             using (var rfs = ReservoirFileSystem.Open(path, mountOptions))
             {
                 if (pr.GetValue(quota) is { } q)

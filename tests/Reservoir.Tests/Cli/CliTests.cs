@@ -310,5 +310,27 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("fsck", Img).Code);
     }
 
+    /// <summary><c>stress</c> on a path that does not exist makes an image there and says so
+    /// (a mistyped directory on a mount would otherwise be stressed in-process unnoticed), names
+    /// its target in the report, and takes <c>--referrer-entry-after</c> for images only.</summary>
+    [Fact]
+    public void StressSaysWhatItRunsOn()
+    {
+        string img = Path.Combine(_dir, "st.img");
+        var r = Run("stress", img, "-p", "2", "-n", "150", "--size", "64M", "--quota-limit", "48M", "--referrer-entry-after", "0");
+        Assert.True(r.Code == 0, r.Out + r.Err);
+        Assert.Contains("does not exist: making a new 64M image there and running in-process", r.Err);
+        Assert.Contains($"operations in-process on the image {img} in", r.Out);
+        Assert.Contains("all checks passed", r.Out);
+        Assert.Equal(1, Run("stress", img, "--referrer-entry-after", "-1").Code);
+        Assert.False(File.Exists(Path.Combine(_dir, "none.img")));
+        Assert.Equal(1, Run("stress", Path.Combine(_dir, "none.img"), "--referrer-entry-after", "-1").Code);
+        Assert.False(File.Exists(Path.Combine(_dir, "none.img")), "a refused argument made an image");
+        var dir = Directory.CreateDirectory(Path.Combine(_dir, "d")).FullName;
+        r = Run("stress", dir, "-p", "1", "-n", "20", "--referrer-entry-after", "0");
+        Assert.Equal(1, r.Code);
+        Assert.Contains("applies to images", r.Err);
+    }
+
     public void Dispose() => Directory.Delete(_dir, true);
 }
