@@ -37,7 +37,8 @@ internal static class StressCommand
         {
             string path = pr.GetValue(image)!;
             bool onDir = Directory.Exists(path);
-            if (pr.GetValue(entryAfter) is < 0) throw new ArgumentException("--referrer-entry-after must be 0 or more");
+            int? referrerEntryAfter = pr.GetValue(entryAfter);
+            if (referrerEntryAfter is < 0) throw new ArgumentException("--referrer-entry-after must be 0 or more");
             if (!onDir && !File.Exists(path))
             {
                 ulong sz = MkfsCommand.ParseSize(pr.GetValue(size)!, "--size");
@@ -67,13 +68,13 @@ internal static class StressCommand
             if (onDir)
             {
                 if (pr.GetValue(quota) != null) throw new ArgumentException("--quota-limit applies to images; on a mount use `reservoir qgroup limit`");
-                if (pr.GetValue(entryAfter) != null) throw new ArgumentException("--referrer-entry-after applies to images (the mount's engine is another process)");
+                if (referrerEntryAfter != null) throw new ArgumentException("--referrer-entry-after applies to images (the mount's engine is another process)");
                 var target = new PathStressTarget(path);
                 result = RunOrReplay(target, o, pr.GetValue(replay), pr.GetValue(logOpt));
                 return Report(ctx, result, leaked: null, $"through the directory {path}");
             }
             var mountOptions = new MountOptions();
-            if (pr.GetValue(entryAfter) is { } after) mountOptions.ReferrerEntryAfter = after;
+            if (referrerEntryAfter is { } after) mountOptions.ReferrerEntryAfter = after;
             using (var rfs = ReservoirFileSystem.Open(path, mountOptions))
             {
                 if (pr.GetValue(quota) is { } q)

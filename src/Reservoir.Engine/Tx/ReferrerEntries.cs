@@ -94,11 +94,14 @@ internal sealed class ReferrerEntries
     }
 
     /// <summary>Call after changing an entry's referrers (<paramref name="before"/>: how many it
-    /// had): keeps the count right, and drops an entry grown past <see cref="MaxKnown"/>.</summary>
-    public void Resized(ulong bytenr, int before, Entry e)
+    /// had): keeps the count right, and drops an entry grown past <see cref="MaxKnown"/>.
+    /// Returns whether the entry is still kept.</summary>
+    public bool Resized(ulong bytenr, int before, Entry e)
     {
         _ids += e.Count - before;
-        if (e.Count > MaxKnown) Forget(bytenr);
+        if (e.Count <= MaxKnown) return true;
+        Forget(bytenr);
+        return false;
     }
 
     public void Forget(ulong bytenr)

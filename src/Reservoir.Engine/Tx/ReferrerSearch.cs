@@ -81,7 +81,6 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         var found = _found;
         found.Clear();
         found.AddRange(acquired);
-        _entryComplete = false;
         _entry = fs.ReferrerEntries.Find(bytenr, writer.Root, writer.Since);
         if (_entry != null) return FromEntry(_entry, enough);
         if (found.Count >= enough) return found;
@@ -177,8 +176,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             _entry = null;
             return found;
         }
-        fs.ReferrerEntries.Resized(bytenr, before, e);
-        if (e.Count > ReferrerEntries.MaxKnown) _entry = null; // dropped: too many to keep
+        if (!fs.ReferrerEntries.Resized(bytenr, before, e)) _entry = null; // dropped: too many to keep
         return found;
     }
 
