@@ -2,6 +2,7 @@ using Reservoir.Common;
 using Reservoir.Engine;
 using Reservoir.Engine.Data;
 using Reservoir.Engine.Tx;
+using Reservoir.Format.Items;
 
 using static Reservoir.Bench.BenchFs;
 
@@ -15,7 +16,7 @@ namespace Reservoir.Bench;
 /// (the default) and without (the search alone, quadratic in N; skipped above 2,000 snapshots,
 /// where it would run for minutes). Then the same with many extents (<see cref="ManyExtents"/>).
 /// Usage: dotnet run -c Release --project bench/Reservoir.Bench -- --writable-snapshots [--quick]
-/// (or --writable-many 1500x1000,… for the many-extents table alone, N snapshots × F files)
+/// (or --writable-many 1500x1000,… [--tenants 3] for the many-extents table alone, N snapshots × F files)
 /// </summary>
 internal static class WritableSnapshotBench
 {
@@ -45,14 +46,18 @@ internal static class WritableSnapshotBench
     /// lets go of every golden extent once more. What the accounting keeps in memory per extent
     /// is what this shows (the first design kept each extent's whole set of referrers, N·F ids
     /// in all: past its bound it dropped sets and searched again every commit), with the
-    /// lookups and the accounting's time over all N commits.
+    /// lookups and the accounting's time over all N commits. With <paramref name="tenants"/>,
+    /// the snapshots are assigned by hand to that many groups in turn (interleaved, as tenants'
+    /// clones come), so each commit also asks whether another member of the group of the
+    /// snapshot letting go still has each extent (the group sides of docs/SNAPSHOTS.md §3);
+    /// the run then includes a recount for the assignments.
     /// </summary>
-    public static void ManyExtents((int Snapshots, int Files)[] cases)
+    public static void ManyExtents((int Snapshots, int Files)[] cases, int tenants = 0)
     {
         Console.WriteLine();
-        Console.WriteLine("## golden image, many extents: N writable snapshots of a subvolume with F files of 4 KiB, each snapshot deletes every file and commits; quotas on");
-        Console.WriteLine("| snapshots | files | accounting, all N commits (ms) | per commit (µs) | lookups per commit | lookups per extent let go of | referrer ids kept at most | entries kept at the end | run (s) |");
-        Console.WriteLine("|----------:|------:|-------------------------------:|----------------:|-------------------:|-----------------------------:|--------------------------:|------------------------:|--------:|");
+        Console.WriteLine($"## golden image, many extents: N writable snapshots of a subvolume with F files of 4 KiB, each snapshot deletes every file and commits; quotas on{(tenants > 0 ? $", snapshots in {tenants} interleaved groups" : "")}");
+        Console.WriteLine("| snapshots | files | accounting, all N commits (ms) | per commit (µs) | lookups per commit | lookups per extent let go of | group ids walked per commit | referrer ids kept at most | entries kept at the end | run (s) |");
+        Console.WriteLine("|----------:|------:|-------------------------------:|----------------:|-------------------:|-----------------------------:|----------------------------:|--------------------------:|------------------------:|--------:|");
         foreach (var (n, files) in cases)
         {
             var data = new byte[4096];
@@ -66,23 +71,26 @@ internal static class WritableSnapshotBench
                 Check(fs.Mkdir(Filesystem.RootIno, "snaps", 0x1ED, 0, 0, out var dir));
                 Check(fs.Sync());
                 var snaps = new ulong[n];
+                for (int t = 1; t <= tenants; t++) Check(fs.CreateQgroup(QgroupId.Of(1, (ulong)t)));
                 for (int i = 0; i < n; i++)
                 {
                     Check(fs.CreateSnapshot(golden.Ino, dir.Ino, $"s{i}", readOnly: false, out var s));
                     snaps[i] = s.Ino;
+                    // Ids follow creation: the golden subvolume is 256, its snapshots 257 on.
+                    if (tenants > 0) Check(fs.AssignQgroup(QgroupId.Of(0, 257 + (ulong)i), QgroupId.Of(1, (ulong)(i % tenants + 1))));
                 }
                 Check(fs.Sync());
                 var st = fs.Fs.Stats;
-                long a0 = st.CommitAccountingMicros, p0 = st.OwnerRefProbes, most = 0;
+                long a0 = st.CommitAccountingMicros, p0 = st.OwnerRefProbes, g0 = st.GroupCandidatesWalked, most = 0;
                 for (int i = 0; i < n; i++)
                 {
                     for (int f = 0; f < files; f++) Check(fs.Unlink(snaps[i], $"f{f}"));
                     Check(fs.Sync());
                     most = Math.Max(most, fs.Fs.ReferrerEntries.Ids);
                 }
-                return (Ms: (st.CommitAccountingMicros - a0) / 1000.0, Probes: st.OwnerRefProbes - p0, Most: most, Entries: fs.Fs.ReferrerEntries.Count);
+                return (Ms: (st.CommitAccountingMicros - a0) / 1000.0, Probes: st.OwnerRefProbes - p0, Walked: st.GroupCandidatesWalked - g0, Most: most, Entries: fs.Fs.ReferrerEntries.Count);
             });
-            Console.WriteLine($"| {n,9:N0} | {files,5:N0} | {r.Ms,30:N1} | {r.Ms * 1000 / n,15:N0} | {(double)r.Probes / n,18:N1} | {(double)r.Probes / n / files,28:N2} | {r.Most,25:N0} | {r.Entries,23:N0} | {sw.Elapsed.TotalSeconds,7:N1} |");
+            Console.WriteLine($"| {n,9:N0} | {files,5:N0} | {r.Ms,30:N1} | {r.Ms * 1000 / n,15:N0} | {(double)r.Probes / n,18:N1} | {(double)r.Probes / n / files,28:N2} | {(double)r.Walked / n,27:N1} | {r.Most,25:N0} | {r.Entries,23:N0} | {sw.Elapsed.TotalSeconds,7:N1} |");
         }
     }
 

@@ -91,6 +91,8 @@ internal sealed class Qgroups
                 _memberBound[a] = Math.Max(_memberBound.GetValueOrDefault(a), belowBound);
             }
             if (_outside.TryGetValue(a, out var o)) o.ExceptWith(below);
+            if (_sortedMembers.TryGetValue(a, out var sorted))
+                foreach (var q in below) InsertSorted(sorted, QgroupId.Id(q));
         }
     }
 
@@ -112,6 +114,7 @@ internal sealed class Qgroups
             if (stillBelow.Contains(a)) continue;
             if (_members.TryGetValue(a, out var m)) m.Remove(child);
             if (_outside.TryGetValue(a, out var o)) o.Add(child);
+            if (_sortedMembers.TryGetValue(a, out var sorted) && sorted.BinarySearch(QgroupId.Id(child)) is var i and >= 0) sorted.RemoveAt(i);
         }
     }
 
@@ -234,6 +237,7 @@ internal sealed class Qgroups
             if (c.Add) Link(c.Child, c.Parent); else Unlink(c.Child, c.Parent);
             _relationChanges.Add((c.Child, c.Parent, c.Add));
             any = true;
+            Epoch++;
         }
         if (!any && !rescan) return;
         var numbers = recount(MemberSetsUnsynchronized());
@@ -486,7 +490,46 @@ internal sealed class Qgroups
         _members.Clear();
         _memberBound.Clear();
         _outside.Clear();
+        _sortedMembers.Clear();
+        Epoch++;
     }
+
+    /// <summary>Each group's level-0 members as subvolume ids in ascending order, for the commit's
+    /// walks over one side of a group (<see cref="SortedMembers"/>). Guarded by _lock; kept with
+    /// <see cref="_members"/> (a snapshot joining its source's groups has the highest id: appended).</summary>
+    private readonly Dictionary<ulong, List<ulong>> _sortedMembers = new();
+
+    /// <summary>The subvolume ids of group <paramref name="id"/>'s level-0 members, ascending.
+    /// Called by the commit while no handle is open, so no relation changes while the caller
+    /// reads the list.</summary>
+    public List<ulong> SortedMembers(ulong id)
+    {
+        using var _ = _lock.Lock();
+        if (!_sortedMembers.TryGetValue(id, out var l))
+        {
+            l = MembersUnsynchronized(id).Select(QgroupId.Id).ToList();
+            l.Sort();
+            _sortedMembers[id] = l;
+        }
+        return l;
+    }
+
+    private static void InsertSorted(List<ulong> sorted, ulong x)
+    {
+        if (sorted.Count == 0 || sorted[^1] < x) { sorted.Add(x); return; }
+        int i = sorted.BinarySearch(x);
+        if (i < 0) sorted.Insert(~i, x);
+    }
+
+    /// <summary>
+    /// Changes when a subvolume may have joined or left a group while referencing extents: a
+    /// membership made or ended by hand (<see cref="ChangeRelations"/>), or every set forgotten.
+    /// The commit's group-side entries (<see cref="Tx.ReferrerEntries"/>) are valid only within one
+    /// epoch. A snapshot joining its source's groups (its id is above every id the entries have
+    /// walked) and a subvolume's group leaving once it references nothing
+    /// (<see cref="RemoveForSubvolume"/>) leave it. Read by the commit only, with no handle open.
+    /// </summary>
+    public long Epoch { get; private set; }
 
     /// <summary>For each group with a cached member set: an id no member's exceeds (exact when
     /// the set is built, raised as members join, left as they go: still a bound). Guarded by

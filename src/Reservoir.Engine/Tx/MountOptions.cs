@@ -60,8 +60,9 @@ public sealed class EngineStats
     /// referrer entries it started keeping (docs/SNAPSHOTS.md §3, "Cost").</summary>
     public long OwnerRefProbes, ReferrerEntriesKept;
     /// <summary>Candidates a group question ("does any other member, or anyone outside,
-    /// reference it?") walked for want of a smaller side to walk.</summary>
-    public long GroupCandidatesWalked;
+    /// reference it?") walked for want of a smaller side to walk, and ids a group side's cursor
+    /// passed; and the group sides made (or started again after a membership changed by hand).</summary>
+    public long GroupCandidatesWalked, GroupSidesStarted;
     /// <summary>Subvolume ids the referrer entries' cursors passed (docs/SNAPSHOTS.md §3, "Cost").</summary>
     public long EntryIdsWalked;
     /// <summary>ORIGIN_DROPs noted again from the trees (after a crash lost the pending ones,

@@ -24,6 +24,9 @@ namespace Reservoir.Engine.Tx;
 /// address and checked against its writer and birth generation, so an address freed and reused
 /// for a new extent never meets the old extent's entry.
 ///
+/// The questions about groups of level 1 and above keep the same kind of cursor per group and
+/// side asked about (<see cref="GroupSide"/>), hanging off the extent's entry.
+///
 /// Used only inside the commit (which is serial: the commit mutex), and by quota enable and
 /// disable under the same mutex: no lock of its own. Bounded: at most <see cref="MaxEntries"/>
 /// entries (the least recently used go first) and <see cref="MaxKnown"/> referrers in one
@@ -34,17 +37,21 @@ internal sealed class ReferrerEntries
 {
     public const int MaxEntries = 1 << 18, MaxKnown = 64;
 
-    internal sealed class Entry(ulong owner, ulong generation, ulong cursor)
+    /// <summary>Group sides kept per entry (one per group and side asked about for the extent:
+    /// with tenants' groups of clones, each group in turn) and in all.</summary>
+    public const int MaxSides = 64, MaxSidesTotal = 1 << 20;
+
+    /// <summary>A cursor over subvolume ids and the referrers known: every one with an id up to
+    /// <see cref="Cursor"/> among those the cursor walks (all of them, or one side of a group),
+    /// and perhaps some above it that joined by a transition.</summary>
+    internal abstract class Walked(ulong cursor)
     {
-        public readonly ulong Owner = owner, Generation = generation;
-        /// <summary>Every subvolume with an id up to this one has been looked at.</summary>
+        /// <summary>Every subvolume the walk steps over with an id up to this one has been looked at.</summary>
         public ulong Cursor = cursor;
         private ulong[] _known = new ulong[4];
         public int Count { get; private set; }
-        public long LastUsed;
 
-        /// <summary>Referrers as of the last commit that used the entry: every one with an id up
-        /// to <see cref="Cursor"/>, and any above it that joined by a transition. A few, in no order.</summary>
+        /// <summary>Referrers as of the last commit that used this: a few, in no order.</summary>
         public ReadOnlySpan<ulong> Known => _known.AsSpan(0, Count);
 
         public bool Contains(ulong id) => Known.IndexOf(id) >= 0;
@@ -60,12 +67,97 @@ internal sealed class ReferrerEntries
             int i = Known.IndexOf(id);
             if (i >= 0) _known[i] = _known[--Count];
         }
+
+        protected void RestartAt(ulong cursor)
+        {
+            Cursor = cursor;
+            Count = 0;
+        }
+    }
+
+    internal sealed class Entry(ulong owner, ulong generation, ulong cursor) : Walked(cursor)
+    {
+        public readonly ulong Owner = owner, Generation = generation;
+        public long LastUsed;
+
+        /// <summary>The group sides asked about for this extent (<see cref="GroupSide"/>), the
+        /// most recently used last; null until one is.</summary>
+        public List<GroupSide>? Sides;
+
+        /// <summary>The entry for the members (<paramref name="inside"/>) or the rest of group
+        /// <paramref name="group"/>, made (with its cursor at the start) if there is none or the
+        /// one there is from before a membership changed (another <paramref name="epoch"/>).
+        /// <paramref name="added"/>: 1 when a side was made, 0 when one was reused or replaced.</summary>
+        internal GroupSide Side(ulong group, bool inside, long epoch, out bool fresh, out int added)
+        {
+            Sides ??= new List<GroupSide>(2);
+            (fresh, added) = (false, 0);
+            for (int i = 0; i < Sides.Count; i++)
+            {
+                var s = Sides[i];
+                if (s.Group != group || s.Inside != inside) continue;
+                if (i != Sides.Count - 1) { Sides.RemoveAt(i); Sides.Add(s); }
+                if (s.Epoch != epoch) { s.Restart(epoch); fresh = true; }
+                return s;
+            }
+            if (Sides.Count == MaxSides) Sides.RemoveAt(0); // the least recently used: only its walk is lost
+            else added = 1;
+            var n = new GroupSide(group, inside, epoch);
+            Sides.Add(n);
+            fresh = true;
+            return n;
+        }
+    }
+
+    /// <summary>
+    /// One side of a group (its level-0 members, or every other subvolume) for one extent: the
+    /// commit's question "does a member (or a non-member) other than the two referrers found
+    /// reference it?" (<see cref="ReferrerSearch.AnyOther"/>). Its cursor walks only the ids on
+    /// that side, each once over all commits; the known ones are the referrers on that side up to
+    /// the cursor. Kept right like the entry's (the transitions the commit applies to the
+    /// entry apply to its sides), and valid for one <see cref="Quota.Qgroups.Epoch"/>: a
+    /// membership made or ended by hand could put a referrer on a side below the cursor.
+    /// </summary>
+    internal sealed class GroupSide(ulong group, bool inside, long epoch) : Walked(0)
+    {
+        public readonly ulong Group = group;
+        public readonly bool Inside = inside;
+        public long Epoch = epoch;
+
+        public void Restart(long epoch)
+        {
+            RestartAt(0);
+            Epoch = epoch;
+        }
     }
 
     private readonly Dictionary<ulong, Entry> _entries = new();
-    private long _ids, _clock;
+    private long _ids, _clock, _sides;
 
     public int Count => _entries.Count;
+
+    /// <summary>Group sides kept in all the entries.</summary>
+    public long Sides => _sides;
+
+    /// <summary><see cref="Entry.Side"/> of a kept entry, counted against <see cref="MaxSidesTotal"/>
+    /// (past it the least recently used entries go, with their sides).</summary>
+    public GroupSide SideOf(ulong bytenr, Entry e, ulong group, bool inside, long epoch, out bool fresh)
+    {
+        var s = e.Side(group, inside, epoch, out fresh, out int added);
+        _sides += added;
+        if (_sides > MaxSidesTotal)
+        {
+            Trim();
+            if (!_entries.ContainsKey(bytenr)) Keep(bytenr, e); // still in use by this commit
+        }
+        return s;
+    }
+
+    /// <summary>Drops one side of an entry (it grew past <see cref="MaxKnown"/>).</summary>
+    public void DropSide(Entry e, GroupSide s)
+    {
+        if (e.Sides != null && e.Sides.Remove(s)) _sides--;
+    }
 
     /// <summary>Referrers known in all the entries.</summary>
     public long Ids => _ids;
@@ -90,6 +182,7 @@ internal sealed class ReferrerEntries
         e.LastUsed = ++_clock;
         _entries[bytenr] = e;
         _ids += e.Count;
+        _sides += e.Sides?.Count ?? 0;
         if (_entries.Count > MaxEntries) Trim();
     }
 
@@ -106,21 +199,23 @@ internal sealed class ReferrerEntries
 
     public void Forget(ulong bytenr)
     {
-        if (_entries.Remove(bytenr, out var old)) _ids -= old.Count;
+        if (!_entries.Remove(bytenr, out var old)) return;
+        _ids -= old.Count;
+        _sides -= old.Sides?.Count ?? 0;
     }
 
     public void Clear()
     {
         _entries.Clear();
-        _ids = 0;
+        _ids = _sides = 0;
     }
 
-    /// <summary>Drops the least recently used entries until half the bound is left.</summary>
+    /// <summary>Drops the least recently used entries until half of each bound is left.</summary>
     private void Trim()
     {
         foreach (var (bytenr, _) in _entries.OrderBy(kv => kv.Value.LastUsed).ToList())
         {
-            if (_entries.Count <= MaxEntries / 2) break;
+            if (_entries.Count <= MaxEntries / 2 && _sides <= MaxSidesTotal / 2) break;
             Forget(bytenr);
         }
     }

@@ -151,6 +151,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         var found = _found;
         int before = e.Count;
         foreach (var d in dropped) e.Remove(d);
+        if (e.Sides != null) ApplyToSides(e.Sides);
         foreach (var k in e.Known)
         {
             if (found.Count >= enough) break;
@@ -178,6 +179,20 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         }
         if (!fs.ReferrerEntries.Resized(bytenr, before, e)) _entry = null; // dropped: too many to keep
         return found;
+    }
+
+    /// <summary>The transaction's transitions, applied to the extent's group sides as to its
+    /// entry: the dropped ones leave, the acquired ones on a side join it.</summary>
+    private void ApplyToSides(List<ReferrerEntries.GroupSide> sides)
+    {
+        foreach (var s in sides)
+        {
+            foreach (var d in dropped) s.Remove(d);
+            if (acquired.Length == 0) continue;
+            var members = fs.Quota.SortedMembers(s.Group);
+            foreach (var a in acquired)
+                if ((members.BinarySearch(a) >= 0) == s.Inside && !s.Contains(a)) s.Add(a);
+        }
     }
 
     /// <summary>
@@ -211,6 +226,11 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             }
             return false;
         }
+        // An extent with an entry is asked from its side of the group; one without gets them
+        // once a walk passes over ReferrerEntryAfter subvolumes that no longer reference it.
+        if (_entry == null && fs.Options.ReferrerEntryAfter <= 0) _entry = StartEntry();
+        if (_entry != null) return FromSide(id, members, inside, skip1, skip2);
+        int passed = 0;
         if (sideIsSmall)
         {
             // The outside is worked out only when it is the smaller side (cached until
@@ -220,6 +240,9 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
                 ulong c = QgroupId.Id(q);
                 if (c == skip1 || c == skip2 || Decided(c) || !IsCandidate(c)) continue;
                 if (Holds(c)) { _witness[question] = c; return true; }
+                if (++passed < fs.Options.ReferrerEntryAfter) continue;
+                _entry = StartEntry();
+                return FromSide(id, members, inside, skip1, skip2);
             }
             return false;
         }
@@ -232,6 +255,68 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             fs.Stats.GroupCandidatesWalked++;
             if (c == skip1 || c == skip2 || Decided(c) || members.Contains(Qgroups.ForSubvolume(c)) != inside) continue;
             if (Holds(c)) { _witness[question] = c; return true; }
+            if (++passed < fs.Options.ReferrerEntryAfter) continue;
+            _entry = StartEntry();
+            return FromSide(id, members, inside, skip1, skip2);
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// <see cref="AnyOther"/> from the extent's entry for that side of the group
+    /// (<see cref="ReferrerEntries.GroupSide"/>): its known referrers first, then its cursor
+    /// moves on over the ids on that side only (the group's members in id order, or the
+    /// possible candidates that are not members), looking each up, and every referrer met joins
+    /// the known ones. It stops at the first one that answers; at the top, the known ones are
+    /// every referrer on that side, so a "no" costs no lookup until a new subvolume comes. Over
+    /// all commits each id on the side is looked at once per extent, whatever order the
+    /// members let go of it in (asked in set order, the members that already had cost a
+    /// lookup each, every commit).
+    /// </summary>
+    private bool FromSide(ulong id, HashSet<ulong> members, bool inside, ulong skip1, ulong skip2)
+    {
+        var entry = _entry!;
+        var side = fs.ReferrerEntries.SideOf(bytenr, entry, id, inside, fs.Quota.Epoch, out bool fresh);
+        if (fresh) fs.Stats.GroupSidesStarted++;
+        foreach (var c in side.Known)
+            if (c != skip1 && c != skip2 && !Decided(c)) return true;
+        ulong top = fs.HighestSubvolumeId;
+        var sorted = inside ? fs.Quota.SortedMembers(id) : null;
+        while (side.Cursor < top)
+        {
+            if (!NextOnSide(side.Cursor, sorted, members, out ulong c) || c > top) { side.Cursor = top; break; }
+            side.Cursor = c;
+            fs.Stats.GroupCandidatesWalked++;
+            // An acquired one references it (it joins a side made in this commit here; an
+            // older side's known ones have it already) but is no answer; a dropped one does not.
+            if (side.Contains(c) || Array.IndexOf(dropped, c) >= 0) continue;
+            bool acquiredNow = Array.IndexOf(acquired, c) >= 0;
+            if (!acquiredNow && (!IsCandidate(c) || !Holds(c))) continue;
+            side.Add(c);
+            if (!acquiredNow && c != skip1 && c != skip2) break;
+        }
+        if (side.Count > ReferrerEntries.MaxKnown) fs.ReferrerEntries.DropSide(entry, side);
+        foreach (var c in side.Known)
+            if (c != skip1 && c != skip2 && !Decided(c)) return true;
+        return false;
+    }
+
+    /// <summary>The next id above <paramref name="after"/> on one side of a group: the next
+    /// member (<paramref name="sortedMembers"/>, ascending), or the next possible candidate
+    /// that is not one.</summary>
+    private bool NextOnSide(ulong after, List<ulong>? sortedMembers, HashSet<ulong> members, out ulong c)
+    {
+        if (sortedMembers != null)
+        {
+            int i = sortedMembers.BinarySearch(after + 1);
+            if (i < 0) i = ~i;
+            c = i < sortedMembers.Count ? sortedMembers[i] : 0;
+            return i < sortedMembers.Count;
+        }
+        while (NextPossibleCandidate(after, out c))
+        {
+            if (!members.Contains(Qgroups.ForSubvolume(c))) return true;
+            after = c;
         }
         return false;
     }

@@ -182,7 +182,7 @@ public class QuotaModelTests(ITestOutputHelper log)
         Ok(fs.StatFs(out var st1));
         Assert.Equal(usedAtStart, st1.BlocksFree);
         Assert.Equal(0, fs.LeakedBytes);
-        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {fs.Fs.Stats.ReferrerEntriesKept} referrer entries kept");
+        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {fs.Fs.Stats.ReferrerEntriesKept} referrer entries kept, {fs.Fs.Stats.GroupSidesStarted} group sides started");
         return fs.Fs.Stats;
     }
 

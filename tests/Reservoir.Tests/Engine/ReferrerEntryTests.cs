@@ -174,4 +174,183 @@ public class ReferrerEntryTests(ITestOutputHelper log)
         // (written by one snapshot, with no snapshot of it) needs no search.
         Assert.True(walked <= 2 * Snaps + 2, $"{walked} ids walked for {Snaps} snapshots");
     }
+
+    /// <summary>Quotas on, a golden subvolume with <paramref name="files"/> files of 4 KiB and
+    /// <paramref name="count"/> writable snapshots of it, each assigned by hand to one of
+    /// <paramref name="tenants"/> groups 1/1, 1/2, … in turn (interleaved, as tenants' clones
+    /// are made in no order); returns the golden subvolume's id, the snapshots' root
+    /// directories and subvolume ids.</summary>
+    private static (ulong GoldenId, List<ulong> Snaps, List<ulong> Ids) TenantsOfClones(Filesystem fs, int count, int files, int tenants)
+    {
+        var data = new byte[4096];
+        var (goldenId, snaps) = GoldenAndSnapshots(fs, count, dir =>
+        {
+            for (int f = 0; f < files; f++)
+            {
+                data[0] = (byte)f;
+                CreateFile(fs, dir, $"f{f}", data);
+            }
+        });
+        var ids = snaps.Select(s => Reservoir.Engine.Inodes.NodeIds.Decode(s).TreeId).ToList();
+        for (int t = 1; t <= tenants; t++) Ok(fs.CreateQgroup(QgroupId.Of(1, (ulong)t)));
+        for (int i = 0; i < count; i++) Ok(fs.AssignQgroup(QgroupId.Of(0, ids[i]), Tenant(i, tenants)));
+        Ok(fs.Sync());
+        return (goldenId, snaps, ids);
+    }
+
+    private static ulong Tenant(int snapshot, int tenants) => QgroupId.Of(1, (ulong)(snapshot % tenants + 1));
+
+    /// <summary>
+    /// Tenants' groups of clones of a golden image (docs/SNAPSHOTS.md §3, "Cost"): 240 writable
+    /// snapshots in three interleaved groups, each in turn deleting the two golden files. The
+    /// snapshot letting go belongs to a group that the two referrers found (the golden
+    /// subvolume and the next snapshot, of another group) are not in, so the commit asks
+    /// whether another member still has each extent. Walked in the group's set order, every
+    /// member that already let go cost a lookup, every commit: about N²/(2·groups) in all,
+    /// 10,000 here. Each extent's side of the group keeps a cursor over the members' ids, so
+    /// each member is looked at once per extent and group side over all commits.
+    /// </summary>
+    [Fact]
+    public void TenantGroupsOfClonesLettingGoInTurnCostLinearLookups()
+    {
+        const int Count = 240, Files = 2, Tenants = 3;
+        var dev = NewDevice(256UL << 20);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+        var (goldenId, snaps, _) = TenantsOfClones(fs, Count, Files, Tenants);
+        var st = fs.Fs.Stats;
+        long probes0 = st.OwnerRefProbes, walked0 = st.GroupCandidatesWalked;
+        InTurn(fs, dev, snaps, (_, snap) =>
+        {
+            for (int f = 0; f < Files; f++) Ok(fs.Unlink(snap, $"f{f}"));
+        });
+        long probes = st.OwnerRefProbes - probes0, walked = st.GroupCandidatesWalked - walked0;
+        log.WriteLine($"{Count} snapshots in {Tenants} groups each deleting {Files} files: {probes} lookups, {walked} group ids walked, {st.GroupSidesStarted} group sides");
+        AssertGroup(fs, goldenId, Files * 4096UL, Files * 4096UL);
+        for (int t = 1; t <= Tenants; t++)
+        {
+            var g = fs.Qgroups().Single(q => q.Id == QgroupId.Of(1, (ulong)t));
+            Assert.Equal((0UL, 0UL), (g.Referenced, g.Exclusive));
+        }
+        Assert.True(st.GroupSidesStarted > 0, "no group side was made: the test would not exercise them");
+        // Per extent: the level-0 search (up to 32 passed over before its entry, then about
+        // two a commit), and each group's members once.
+        Assert.True(probes <= Files * (33 * 34 + 3L * Count + Tenants * (Count / Tenants + 1)), $"{probes} lookups");
+    }
+
+    /// <summary>
+    /// The group sides stay right whatever the order (fsck's recount every ten commits): the
+    /// same tenants' clones let go of the golden files in a random order, some take a golden
+    /// file back by a clone (a transition that joins a side), and halfway a snapshot that still
+    /// has the files moves by hand from one group to another (its id is below cursors that
+    /// walked past it: the sides of that epoch must be started again).
+    /// </summary>
+    [Theory]
+    [InlineData(0, 1)]
+    [InlineData(0, 2)]
+    [InlineData(4, 3)]
+    public void TenantGroupSidesAgreeWithTheRecountInAnyOrder(int referrerEntryAfter, int seed)
+    {
+        const int Count = 90, Files = 3, Tenants = 3;
+        var rng = new Random(seed);
+        var dev = NewDevice(256UL << 20);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter });
+        var (goldenId, snaps, ids) = TenantsOfClones(fs, Count, Files, Tenants);
+        var order = Enumerable.Range(0, Count).OrderBy(_ => rng.Next()).ToList();
+        // The lowest snapshot lets go last; it moves group halfway.
+        order.Remove(0);
+        order.Add(0);
+        var done = new List<int>();
+        int step = 0;
+        foreach (int i in order)
+        {
+            for (int f = 0; f < Files; f++) Ok(fs.Unlink(snaps[i], $"f{f}"));
+            if (done.Count > 0 && rng.Next(4) == 0)
+            {
+                // One that let go takes a golden file back, by a clone from the golden subvolume.
+                int back = done[rng.Next(done.Count)];
+                Ok(fs.Lookup(Root, "golden", out var golden));
+                Ok(fs.Lookup(golden.Ino, $"f{rng.Next(Files)}", out var src));
+                ulong dst = CreateFile(fs, snaps[back], $"back{step}");
+                Ok(fs.CloneRange(src.Ino, 0, dst, 0, 0));
+            }
+            done.Add(i);
+            if (++step == Count / 2)
+            {
+                Ok(fs.RemoveQgroupRelation(QgroupId.Of(0, ids[0]), Tenant(0, Tenants)));
+                Ok(fs.AssignQgroup(QgroupId.Of(0, ids[0]), Tenant(1, Tenants)));
+            }
+            Ok(fs.Sync());
+            if (step % 10 == 0) FsckAssert.Clean(dev);
+        }
+        FsckAssert.Clean(dev);
+        log.WriteLine($"seed {seed}: {fs.Fs.Stats.GroupSidesStarted} group sides started, {fs.Fs.Stats.GroupCandidatesWalked} ids walked");
+        Assert.True(fs.Fs.Stats.GroupSidesStarted > 0, "no group side was made: the test would not exercise them");
+        Assert.Equal(Files * 4096UL, fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, goldenId)).Referenced);
+    }
+
+    /// <summary>A golden subvolume with one file of 4 KiB, eight writable snapshots s0…s7, the
+    /// even ones in group 1/1 and the odd ones in 1/2, with an entry for every extent searched
+    /// (so each commit that lets go asks the group sides: the referrers found, the golden
+    /// subvolume and s1, are in neither or the other group).</summary>
+    private static (Filesystem Fs, IBlockDevice Dev, ulong Golden, List<ulong> Snaps, List<ulong> Ids) EvenAndOdd()
+    {
+        var dev = NewDevice(128UL << 20);
+        var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 });
+        var (_, snaps, ids) = TenantsOfClones(fs, 8, 1, 2);
+        Ok(fs.Lookup(Root, "golden", out var golden));
+        return (fs, dev, golden.Ino, snaps, ids);
+    }
+
+    private static void LetGo(Filesystem fs, ulong snap)
+    {
+        Ok(fs.Unlink(snap, "f0"));
+        Ok(fs.Sync());
+    }
+
+    private static ulong GroupReferenced(Filesystem fs, ulong id) => fs.Qgroups().Single(q => q.Id == id).Referenced;
+
+    /// <summary>
+    /// A member that took the extent back by a clone joins the known ones of a side whose
+    /// cursor had passed it. s0 and s2 let go (the cursor of group 1/1's side moves to s4),
+    /// s0 clones the golden file back, s4 and s6 let go: the group still references the
+    /// extent through s0, below the cursor, where no walk would look again.
+    /// </summary>
+    [Fact]
+    public void AGroupSideHearsOfAMemberThatTookTheExtentBack()
+    {
+        var (fs, dev, golden, snaps, _) = EvenAndOdd();
+        using var _ = fs;
+        LetGo(fs, snaps[0]);
+        LetGo(fs, snaps[2]);
+        Ok(fs.Lookup(golden, "f0", out var src));
+        Ok(fs.CloneRange(src.Ino, 0, CreateFile(fs, snaps[0], "back"), 0, 0));
+        Ok(fs.Sync());
+        LetGo(fs, snaps[4]);
+        LetGo(fs, snaps[6]);
+        FsckAssert.Clean(dev);
+        Assert.True(fs.Fs.Stats.GroupSidesStarted > 0, "no group side was made: the test would not exercise them");
+        Assert.Equal(4096UL, GroupReferenced(fs, QgroupId.Of(1, 1)));
+    }
+
+    /// <summary>
+    /// A membership changed by hand starts the group sides again: s0 and s2 let go (the cursor
+    /// of group 1/1's side moves to s4), s3, which still has the extent, moves from 1/2 to 1/1
+    /// (below that cursor), s4 and s6 let go: the group still references the extent through s3.
+    /// </summary>
+    [Fact]
+    public void AGroupSideStartsAgainWhenAMembershipIsChangedByHand()
+    {
+        var (fs, dev, _, snaps, ids) = EvenAndOdd();
+        using var _ = fs;
+        LetGo(fs, snaps[0]);
+        LetGo(fs, snaps[2]);
+        Ok(fs.RemoveQgroupRelation(QgroupId.Of(0, ids[3]), QgroupId.Of(1, 2)));
+        Ok(fs.AssignQgroup(QgroupId.Of(0, ids[3]), QgroupId.Of(1, 1)));
+        Ok(fs.Sync());
+        LetGo(fs, snaps[4]);
+        LetGo(fs, snaps[6]);
+        FsckAssert.Clean(dev);
+        Assert.True(fs.Fs.Stats.GroupSidesStarted > 0, "no group side was made: the test would not exercise them");
+        Assert.Equal(4096UL, GroupReferenced(fs, QgroupId.Of(1, 1)));
+    }
 }
