@@ -291,66 +291,48 @@ public class ReferrerEntryTests(ITestOutputHelper log)
     /// <summary>A golden subvolume with one file of 4 KiB, eight writable snapshots s0…s7, the
     /// even ones in group 1/1 and the odd ones in 1/2, with an entry for every extent searched
     /// (so each commit that lets go asks the group sides: the referrers found, the golden
-    /// subvolume and s1, are in neither or the other group).</summary>
-    private static (Filesystem Fs, IBlockDevice Dev, ulong Golden, List<ulong> Snaps, List<ulong> Ids) EvenAndOdd()
+    /// subvolume and s1, are in neither or the other group). s0 and s2 let go of the golden
+    /// file's extent (the cursor of group 1/1's side moves to s4), then <paramref name="between"/>
+    /// runs (given the golden subvolume's directory, the snapshots' directories and ids) and
+    /// commits, then s4 and s6 let go. fsck's recount must agree, and group 1/1 must still
+    /// reference the extent (<paramref name="through"/> still has it).</summary>
+    private static void EvenAndOdd(string through, Action<Filesystem, ulong, List<ulong>, List<ulong>> between)
     {
         var dev = NewDevice(128UL << 20);
-        var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 });
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 });
         var (_, snaps, ids) = TenantsOfClones(fs, 8, 1, 2);
         Ok(fs.Lookup(Root, "golden", out var golden));
-        return (fs, dev, golden.Ino, snaps, ids);
-    }
-
-    private static void LetGo(Filesystem fs, ulong snap)
-    {
-        Ok(fs.Unlink(snap, "f0"));
+        void LetGo(int i)
+        {
+            Ok(fs.Unlink(snaps[i], "f0"));
+            Ok(fs.Sync());
+        }
+        LetGo(0);
+        LetGo(2);
+        between(fs, golden.Ino, snaps, ids);
         Ok(fs.Sync());
+        LetGo(4);
+        LetGo(6);
+        FsckAssert.Clean(dev);
+        Assert.True(fs.Fs.Stats.GroupSidesStarted > 0, "no group side was made: the test would not exercise them");
+        Assert.True(fs.Qgroups().Single(q => q.Id == QgroupId.Of(1, 1)).Referenced == 4096UL, $"group 1/1 no longer references the extent {through} has");
     }
 
-    private static ulong GroupReferenced(Filesystem fs, ulong id) => fs.Qgroups().Single(q => q.Id == id).Referenced;
-
-    /// <summary>
-    /// A member that took the extent back by a clone joins the known ones of a side whose
-    /// cursor had passed it. s0 and s2 let go (the cursor of group 1/1's side moves to s4),
-    /// s0 clones the golden file back, s4 and s6 let go: the group still references the
-    /// extent through s0, below the cursor, where no walk would look again.
-    /// </summary>
+    /// <summary>A member that took the extent back by a clone (s0, below the cursor, where no
+    /// walk would look again) joins the known ones of the side.</summary>
     [Fact]
-    public void AGroupSideHearsOfAMemberThatTookTheExtentBack()
+    public void AGroupSideHearsOfAMemberThatTookTheExtentBack() => EvenAndOdd("s0", (fs, golden, snaps, _) =>
     {
-        var (fs, dev, golden, snaps, _) = EvenAndOdd();
-        using var _ = fs;
-        LetGo(fs, snaps[0]);
-        LetGo(fs, snaps[2]);
         Ok(fs.Lookup(golden, "f0", out var src));
         Ok(fs.CloneRange(src.Ino, 0, CreateFile(fs, snaps[0], "back"), 0, 0));
-        Ok(fs.Sync());
-        LetGo(fs, snaps[4]);
-        LetGo(fs, snaps[6]);
-        FsckAssert.Clean(dev);
-        Assert.True(fs.Fs.Stats.GroupSidesStarted > 0, "no group side was made: the test would not exercise them");
-        Assert.Equal(4096UL, GroupReferenced(fs, QgroupId.Of(1, 1)));
-    }
+    });
 
-    /// <summary>
-    /// A membership changed by hand starts the group sides again: s0 and s2 let go (the cursor
-    /// of group 1/1's side moves to s4), s3, which still has the extent, moves from 1/2 to 1/1
-    /// (below that cursor), s4 and s6 let go: the group still references the extent through s3.
-    /// </summary>
+    /// <summary>A membership changed by hand starts the group sides again: s3, which still has
+    /// the extent, moves from 1/2 to 1/1, below the cursor.</summary>
     [Fact]
-    public void AGroupSideStartsAgainWhenAMembershipIsChangedByHand()
+    public void AGroupSideStartsAgainWhenAMembershipIsChangedByHand() => EvenAndOdd("s3", (fs, _, _, ids) =>
     {
-        var (fs, dev, _, snaps, ids) = EvenAndOdd();
-        using var _ = fs;
-        LetGo(fs, snaps[0]);
-        LetGo(fs, snaps[2]);
         Ok(fs.RemoveQgroupRelation(QgroupId.Of(0, ids[3]), QgroupId.Of(1, 2)));
         Ok(fs.AssignQgroup(QgroupId.Of(0, ids[3]), QgroupId.Of(1, 1)));
-        Ok(fs.Sync());
-        LetGo(fs, snaps[4]);
-        LetGo(fs, snaps[6]);
-        FsckAssert.Clean(dev);
-        Assert.True(fs.Fs.Stats.GroupSidesStarted > 0, "no group side was made: the test would not exercise them");
-        Assert.Equal(4096UL, GroupReferenced(fs, QgroupId.Of(1, 1)));
-    }
+    });
 }
