@@ -252,6 +252,55 @@ internal sealed class Qgroups
         }
     }
 
+    /// <summary>
+    /// The groups whose numbers a membership of the level-0 group <paramref name="child"/> in
+    /// <paramref name="parent"/> made (<paramref name="add"/>) or ended would move: the parent
+    /// and its ancestors that the child is not below by another path, each with its level-0
+    /// members as they are now. Null when the change cannot be made now, or needs a recount
+    /// (a child of level 1 or above). Called by the commit with no handle open: the sets hold
+    /// still while the caller reads them.
+    /// </summary>
+    public List<(ulong Id, HashSet<ulong> Members)>? MovedByRelation(ulong child, ulong parent, bool add)
+    {
+        using var _ = _lock.Lock();
+        return MovedByRelationUnsynchronized(child, parent, add);
+    }
+
+    private List<(ulong Id, HashSet<ulong> Members)>? MovedByRelationUnsynchronized(ulong child, ulong parent, bool add)
+    {
+        if (QgroupId.Level(child) != 0 || CheckRelationUnsynchronized(child, parent, add) != Errno.OK) return null;
+        var stillBelow = AncestorsUnsynchronized(_parents.TryGetValue(child, out var ps) ? ps.Where(p => p != parent) : []);
+        return AncestorsUnsynchronized([parent]).Where(a => !stillBelow.Contains(a) && _groups.ContainsKey(a))
+            .OrderBy(a => a).Select(a => (a, MembersUnsynchronized(a))).ToList();
+    }
+
+    /// <summary>
+    /// Makes or ends one membership of a level-0 group with the numbers it moves worked out
+    /// from that subvolume's extents alone (<paramref name="deltas"/>, for the groups
+    /// <paramref name="moved"/> that <see cref="MovedByRelation"/> named), in one hold of the
+    /// lock, as <see cref="ChangeRelations"/> does with a recount. Returns false, changing
+    /// nothing, when the groups it would move are no longer those (the caller recounts).
+    /// </summary>
+    public bool ChangeRelation(RelationChange c, IReadOnlyList<ulong> moved, IReadOnlyDictionary<ulong, (long Referenced, long Exclusive)> deltas)
+    {
+        using var _ = _lock.Lock();
+        c.Result = CheckRelationUnsynchronized(c.Child, c.Parent, c.Add);
+        if (c.Result != Errno.OK) return true;
+        var now = MovedByRelationUnsynchronized(c.Child, c.Parent, c.Add);
+        if (now == null || !now.Select(g => g.Id).SequenceEqual(moved))
+        {
+            c.Result = null;
+            return false;
+        }
+        if (c.Add) Link(c.Child, c.Parent); else Unlink(c.Child, c.Parent);
+        _relationChanges.Add((c.Child, c.Parent, c.Add));
+        Epoch++;
+        foreach (var (id, (r, e)) in deltas)
+            if (_groups.TryGetValue(id, out var g)) Add(g, r, e);
+        RecomputeReservationsUpward(c.Parent);
+        return true;
+    }
+
     public bool Exists(ulong id) { using var _ = _lock.Lock(); return _groups.ContainsKey(id); }
 
     /// <summary>Every relation as (child, parent).</summary>

@@ -46,7 +46,7 @@ internal sealed partial class FsInfo
             {
                 // Before the delayed refs: an extent freed now still has its EXTENT_ITEM.
                 AccountOwnerTransitions(h);
-                ApplyRelationChanges();
+                ApplyRelationChanges(h);
                 lap = Lap(sw, ref Stats.CommitAccountingMicros, lap);
                 foreach (var g in Space.ReclaimEmptyDataGroups())
                     if (g.OnDisk) ExtentTree.Delete(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length));

@@ -306,9 +306,12 @@ internal sealed partial class FsInfo
     {
         if (!TryExtentItemAt(bytenr, len, path, out var ei))
         {
-            // Not expected (an extent that only lost referrers was referenced before this
-            // transaction), but a new extent is still told by its delayed-ref head.
-            if (h.Transaction.Refs.NewDataExtent(bytenr) is var (o, g)) { path.Reset(); return (new Origin(o, g), none); }
+            // An extent written in this transaction has no EXTENT_ITEM until the delayed refs
+            // run: told by its delayed-ref head (not expected in the accounting, where an extent
+            // that only lost referrers was referenced before; a relation change asks about every
+            // extent of a subvolume), with the SHARED_ROOT_REFs the accounting just added for
+            // the clones of it in this transaction.
+            if (h.Transaction.Refs.NewDataExtent(bytenr) is var (o, g)) { path.Reset(); return SharingItems(bytenr, new Origin(o, g)); }
             throw MissingExtentItem(bytenr, len);
         }
         var writer = new Origin(ei.Owner, ei.Generation);

@@ -65,6 +65,9 @@ public sealed class EngineStats
     public long GroupCandidatesWalked, GroupSidesStarted;
     /// <summary>Subvolume ids the referrer entries' cursors passed (docs/SNAPSHOTS.md §3, "Cost").</summary>
     public long EntryIdsWalked;
+    /// <summary>Memberships made or ended with their numbers worked out from the subvolume's own
+    /// extents, and recounts of every tree (a rescan, a group of level 1 or above joining one).</summary>
+    public long RelationsWorkedOut, QuotaRecounts;
     /// <summary>ORIGIN_DROPs noted again from the trees (after a crash lost the pending ones,
     /// at the upgrade from quota version 3, when quotas are turned on).</summary>
     public long OriginDropsRederived;
