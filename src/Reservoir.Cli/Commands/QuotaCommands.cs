@@ -178,7 +178,7 @@ internal static class QuotaCommands
     }
 
     /// <summary>"level/id", as btrfs-progs writes qgroup ids.</summary>
-    private static bool TryParseQgroup(string s, out ulong id)
+    internal static bool TryParseQgroup(string s, out ulong id)
     {
         id = 0;
         var parts = s.Split('/');

@@ -17,18 +17,36 @@ internal static class SubvolumeCommands
         var cmd = new Command("subvolume", "Create, delete and list subvolumes (independent file trees)");
 
         var targets = new Argument<string[]>("target") { Description = "IMAGE PATH… (paths inside an unmounted image) or PATH… on a mounted Reservoir", Arity = ArgumentArity.OneOrMore };
-        var create = new Command("create", "Create empty subvolumes") { targets };
-        create.SetAction(pr => Each(ctx, "create", pr.GetValue(targets)!, OnlineSubvolume.Create, (fs, p) => fs.CreateSubvolume(p), "Create subvolume"));
+        var createInherit = QgroupInherit.Option();
+        var create = new Command("create", "Create empty subvolumes") { targets, createInherit };
+        create.SetAction(pr =>
+        {
+            var t = pr.GetValue(targets)!;
+            var inherit = QgroupInherit.Parse(ctx, "create", pr.GetValue(createInherit));
+            if (inherit == null || !CheckOnline(ctx, "create", inherit, t[0])) return 1;
+            return Each(ctx, "create", t,
+                p => JoinOnline(ctx, "create", inherit, p, OnlineSubvolume.Create(p)),
+                (fs, p) =>
+                {
+                    if (inherit.CheckOffline(fs) is { } why) throw new IOException(why);
+                    fs.CreateSubvolume(p);
+                    inherit.JoinOffline(fs, p);
+                }, "Create subvolume");
+        });
 
         var snapArgs = new Argument<string[]>("source-dest") { Description = "SOURCE DEST on a mounted Reservoir, or IMAGE SOURCE DEST (paths inside an unmounted image)", Arity = new ArgumentArity(2, 3) };
         var readOnly = new Option<bool>("-r") { Description = "Make the snapshot read-only" };
-        var snapshot = new Command("snapshot", "Snapshot a subvolume: a new subvolume sharing everything with it until either changes") { snapArgs, readOnly };
+        var snapInherit = QgroupInherit.Option();
+        var snapshot = new Command("snapshot", "Snapshot a subvolume: a new subvolume sharing everything with it until either changes") { snapArgs, readOnly, snapInherit };
         snapshot.SetAction(pr =>
         {
             var a = pr.GetValue(snapArgs)!;
             bool ro = pr.GetValue(readOnly);
+            var inherit = QgroupInherit.Parse(ctx, "snapshot", pr.GetValue(snapInherit));
+            if (inherit == null) return 1;
             if (a.Length == 2)
             {
+                if (!CheckOnline(ctx, "snapshot", inherit, a[1])) return 1;
                 var e = OnlineSubvolume.Snapshot(a[0], a[1], ro);
                 if (e != Errno.OK)
                 {
@@ -37,12 +55,18 @@ internal static class SubvolumeCommands
                         : $"reservoir subvolume snapshot: {a[0]} -> {a[1]}: {(e == Errno.EINVAL ? "source is not a subvolume" : e.Describe())}");
                     return 1;
                 }
+                if (JoinOnline(ctx, "snapshot", inherit, a[1], Errno.OK) != Errno.OK) return 1;
             }
             else
             {
                 if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir subvolume snapshot: {a[0]}: no such image"); return 1; }
                 using var fs = FileCommands.Open(a[0], write: true);
-                try { fs.CreateSnapshot(a[1], a[2], ro); }
+                try
+                {
+                    if (inherit.CheckOffline(fs) is { } why) throw new IOException(why);
+                    fs.CreateSnapshot(a[1], a[2], ro);
+                    inherit.JoinOffline(fs, a[2]);
+                }
                 catch (IOException ex) { ctx.Err.WriteLine($"reservoir subvolume snapshot: {a[1]} -> {a[2]}: {ex.Message}"); return 1; }
             }
             string src = a[^2], dst = a[^1];
@@ -171,6 +195,28 @@ internal static class SubvolumeCommands
             _ => e.Describe(),
         });
         return 1;
+    }
+
+    /// <summary>On a mount (<paramref name="target"/> is not an image), the -i groups are checked
+    /// before anything is made; false after saying why not.</summary>
+    private static bool CheckOnline(CliContext ctx, string verb, QgroupInherit inherit, string target)
+    {
+        if (!inherit.Any || File.Exists(target)) return true;
+        string dir = Path.GetDirectoryName(Path.GetFullPath(target).TrimEnd('/')) ?? "/";
+        if (inherit.CheckOnline(dir) is not { } why) return true;
+        ctx.Err.WriteLine($"reservoir subvolume {verb}: {target}: {why}");
+        return false;
+    }
+
+    /// <summary>After <paramref name="made"/> (the errno of making the subvolume at
+    /// <paramref name="path"/> on a mount): its group joins the -i groups. A failure to join is
+    /// said here, since the subvolume stays.</summary>
+    private static Errno JoinOnline(CliContext ctx, string verb, QgroupInherit inherit, string path, Errno made)
+    {
+        if (made != Errno.OK) return made;
+        var e = inherit.JoinOnline(path);
+        if (e != Errno.OK) ctx.Err.WriteLine($"reservoir subvolume {verb}: {path}: made, but joining its qgroups failed: {e.Describe()}");
+        return e;
     }
 
     /// <summary>

@@ -215,6 +215,42 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1, Run("qgroup", "show", "--sort=size", Img).Code);
     }
 
+    /// <summary>`subvolume create|snapshot -i QGROUPID` (btrfs-progs'): the new subvolume's group
+    /// joins each group given, with its numbers (a snapshot of a member already is one); a
+    /// missing group, a level-0 id or quotas off are refused before anything is made.</summary>
+    [Fact]
+    public void SubvolumeCreateAndSnapshotJoinGroupsWithDashI()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M", "-q").Code);
+        var off = Run("subvolume", "create", Img, "/a", "-i", "1/1");
+        Assert.Equal(1, off.Code);
+        Assert.Contains("quotas are off", off.Err);
+        Assert.Equal(0, Run("quota", "enable", Img).Code);
+        var missing = Run("subvolume", "create", Img, "/a", "-i", "1/1");
+        Assert.Equal(1, missing.Code);
+        Assert.Contains("-i 1/1: no such qgroup", missing.Err);
+        Assert.Equal(1, Run("subvolume", "create", Img, "/a", "-i", "0/5").Code);
+        Assert.Equal(1, Run("subvolume", "create", Img, "/a", "-i", "one").Code);
+        Assert.DoesNotContain(" a\n", Run("subvolume", "list", Img).Out); // nothing was made
+        Assert.Equal(0, Run("qgroup", "create", "1/1", Img).Code);
+        Assert.Equal(0, Run("qgroup", "create", "1/2", Img).Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/a", "-i", "1/1").Code);
+        var src = Path.Combine(_dir, "one");
+        File.WriteAllBytes(src, new byte[1 << 20]);
+        Assert.Equal(0, Run("cp", Img, src, ":/a/f").Code);
+        Assert.Equal(0, Run("subvolume", "snapshot", Img, "/a", "/b", "-i", "1/1", "-i", "1/2").Code);
+        var groups = JsonDocument.Parse(Run("qgroup", "show", "-pc", Img, "--format", "json").Out).RootElement.EnumerateArray()
+            .ToDictionary(g => g.GetProperty("qgroupid").GetString()!, g => g);
+        string Parents(string id) => string.Join(",", groups[id].GetProperty("parents").EnumerateArray().Select(p => p.GetString()));
+        Assert.Equal("1/1", Parents("0/256"));
+        Assert.Equal("1/1,1/2", Parents("0/257"));
+        // 1/1 holds a and b, which share the file: referenced and exclusive 1 MiB; 1/2 holds b
+        // alone, which shares it with a outside: referenced 1 MiB, exclusive 0.
+        Assert.Equal((1L << 20, 1L << 20), (groups["1/1"].GetProperty("referenced").GetInt64(), groups["1/1"].GetProperty("exclusive").GetInt64()));
+        Assert.Equal((1L << 20, 0L), (groups["1/2"].GetProperty("referenced").GetInt64(), groups["1/2"].GetProperty("exclusive").GetInt64()));
+        Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
     /// <summary>`qgroup limit` as btrfs-progs takes it (`[-e] SIZE [QGROUPID] PATH`) as well as
     /// image first: each limit set keeps the other, and an exclusive limit refuses a write.</summary>
     [Fact]

@@ -296,6 +296,14 @@ public class MountTests(ITestOutputHelper log)
             Assert.Contains("\t  Limit referenced:\t-\n", shown); // the limit is on 1/1, not on 0/256
             Assert.Matches(@"\tParent UUID: \t\t[0-9a-f-]{36}\n", m.Run($"{cli} subvolume show sv-ro"));
             m.Run($"{cli} subvolume delete sv-ro");
+            // -i through the mount: the snapshot's group joins 1/1 (it also has sv's) and 1/2.
+            m.Run($"{cli} qgroup create 1/2 . && {cli} subvolume snapshot sv sv-t -i 1/1 -i 1/2");
+            Assert.Matches(@"0/\d+ .* 1/1,1/2 +sv-t\n", m.Run($"{cli} qgroup show -p ."));
+            var refused = MountedImage.Sh($"{cli} subvolume create sv-u -i 1/9 2>&1", m.Dir);
+            Assert.NotEqual(0, refused.Code);
+            Assert.Contains("-i 1/9: no such qgroup", refused.Out);
+            Assert.False(Directory.Exists(Path.Combine(m.Dir, "sv-u")));
+            m.Run($"{cli} subvolume delete sv-t");
             // filesystem usage through the mount: its df line is what statfs says at the top
             // (after the cleaner has given sv-ro's blocks back, so nothing moves in between).
             m.Run($"{cli} subvolume sync .");
