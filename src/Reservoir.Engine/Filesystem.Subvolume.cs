@@ -358,8 +358,10 @@ public sealed partial class Filesystem
         {
             Fs.RemoveFsTree(h2, t);
             using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h2, DirItems.OrphanKey(t.Id));
+            // Inside the handle: leaving its groups changes their member sets in place, which a
+            // commit's accounting reads without the qgroup lock while no handle is open.
+            if (!Fs.Quota.RemoveForSubvolume(t.Id)) Fs.Warn($"subvolume {t.Id}: its quota group still shows usage after its tree was dropped");
         }
-        if (!Fs.Quota.RemoveForSubvolume(t.Id)) Fs.Warn($"subvolume {t.Id}: its quota group still shows usage after its tree was dropped");
         Fs.ForceCommit = true;
         Fs.Commit();
         return true;
