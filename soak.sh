@@ -18,12 +18,26 @@ $r fuzz -n 500
 echo "== stress in-process for ${h}h (4 workers, every operation, quota limit)"
 $r stress "$w/inproc.img" -p 4 -s 2026 --time "${h}h" --size 4G --quota-limit 3G
 if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
-  echo "== stress through the FUSE mount for ${h}h (every operation, subvolumes through the ioctls, quota limit)"
+  echo "== stress through the FUSE mount for ${h}h (every operation, subvolumes through the ioctls, quota limit,"
+  echo "   and the subvolumes it makes joining and leaving tenants' groups by hand meanwhile)"
   m="$w/soak-$$"   # the daemon logs to /run/reservoir-soak-$$-PID.log
   truncate -s 4G "$w/mnt.img" && $r mkfs "$w/mnt.img" -q -f && mkdir -p "$m"
   $r quota enable "$w/mnt.img" && $r qgroup limit 3G "$w/mnt.img"
+  for g in 1/1 1/2 2/1; do $r qgroup create $g "$w/mnt.img"; done
+  $r qgroup assign 1/1 2/1 "$w/mnt.img" && $r qgroup limit 3G 2/1 "$w/mnt.img"
   $r mount "$w/mnt.img" "$m" && mkdir "$m/st"
-  rc=0; $r stress "$m/st" -p 4 -s 2027 --time "${h}h" || rc=$?
+  $r stress "$m/st" -p 4 -s 2027 --time "${h}h" & sp=$!
+  moved=0
+  while kill -0 $sp 2>/dev/null; do
+    sleep 2
+    # A subvolume the workload deletes meanwhile is refused: not counted.
+    for id in $($r subvolume list "$m" 2>/dev/null | awk '{print $2}' | shuf -n 3); do
+      g="1/$(( id % 2 + 1 ))"
+      if $r qgroup assign "0/$id" "$g" "$m" >/dev/null 2>&1 || $r qgroup remove "0/$id" "$g" "$m" >/dev/null 2>&1; then moved=$((moved + 1)); fi
+    done
+  done
+  rc=0; wait $sp || rc=$?
+  echo "   $moved memberships made or ended during the run"
   umount "$m"
   sleep 2
   if grep -h "RESERVATION LEAK" /run/reservoir-soak-$$-*.log 2>/dev/null; then echo "leaks reported by the daemon"; exit 1; fi
