@@ -234,10 +234,8 @@ internal sealed class Qgroups
             if (c.IsRescan) { rescan = true; continue; }
             c.Result = CheckRelationUnsynchronized(c.Child, c.Parent, c.Add);
             if (c.Result != Errno.OK) continue;
-            if (c.Add) Link(c.Child, c.Parent); else Unlink(c.Child, c.Parent);
-            _relationChanges.Add((c.Child, c.Parent, c.Add));
+            MakeRelation(c);
             any = true;
-            Epoch++;
         }
         if (!any && !rescan) return;
         var numbers = recount(MemberSetsUnsynchronized());
@@ -292,13 +290,20 @@ internal sealed class Qgroups
             c.Result = null;
             return false;
         }
-        if (c.Add) Link(c.Child, c.Parent); else Unlink(c.Child, c.Parent);
-        _relationChanges.Add((c.Child, c.Parent, c.Add));
-        Epoch++;
+        MakeRelation(c);
         foreach (var (id, (r, e)) in deltas)
             if (_groups.TryGetValue(id, out var g)) Add(g, r, e);
         RecomputeReservationsUpward(c.Parent);
         return true;
+    }
+
+    /// <summary>Makes or ends a membership asked for by hand: its items follow at the commit, and
+    /// the group sides of the epoch before are no longer valid. Caller holds the lock.</summary>
+    private void MakeRelation(RelationChange c)
+    {
+        if (c.Add) Link(c.Child, c.Parent); else Unlink(c.Child, c.Parent);
+        _relationChanges.Add((c.Child, c.Parent, c.Add));
+        Epoch++;
     }
 
     public bool Exists(ulong id) { using var _ = _lock.Lock(); return _groups.ContainsKey(id); }
