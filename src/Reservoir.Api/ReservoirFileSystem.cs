@@ -17,6 +17,22 @@ public sealed record ReservoirEntry(string Path, string Name, InodeAttr Attr)
     public long Length => (long)Attr.Size;
     public DateTime LastWriteTimeUtc => Attr.Mtime.ToDateTime();
     public DateTime CreationTimeUtc => Attr.Btime.ToDateTime();
+
+    /// <summary>The subvolume holding the entry (5: the top level).</summary>
+    public ulong SubvolumeId => Engine.Inodes.NodeIds.Decode(Attr.Ino).TreeId;
+
+    /// <summary>The entry's inode number inside its subvolume: each subvolume numbers its own
+    /// inodes (its root directory is 256), as on btrfs. <see cref="InodeAttr.Ino"/> is the
+    /// number unique in the whole filesystem (what a FUSE mount reports as st_ino).</summary>
+    public ulong InodeNumber => Engine.Inodes.NodeIds.Decode(Attr.Ino).Ino;
+
+    /// <summary>A device number of the subvolume's own, as btrfs gives each subvolume an
+    /// anonymous device (major 0, here minor = the subvolume id, in Linux's dev_t encoding):
+    /// (<see cref="Device"/>, <see cref="InodeNumber"/>) identifies a file, and a change of
+    /// device marks a subvolume boundary, as `find -xdev` takes it. A FUSE mount cannot show
+    /// it (the kernel gives every inode of a mount the mount's st_dev), so there the inode
+    /// numbers are unique across subvolumes instead.</summary>
+    public ulong Device => (SubvolumeId & 0xFF) | ((SubvolumeId & ~0xFFUL) << 12);
 }
 
 /// <summary>

@@ -10,6 +10,31 @@ public sealed class EmbeddedApiTests : IDisposable
     private readonly string _dir = Directory.CreateTempSubdirectory("reservoir-api-").FullName;
     private string Img => Path.Combine(_dir, "api.img");
 
+    /// <summary>Each subvolume numbers its own inodes and has a device number of its own, as
+    /// stat shows them on btrfs: two subvolumes' roots are both inode 256 on different
+    /// devices; a snapshot's file has its source's inode number on another device; the top
+    /// level is subvolume 5; the filesystem-wide numbers stay unique.</summary>
+    [Fact]
+    public void EachSubvolumeHasItsOwnInodeNumbersAndDevice()
+    {
+        using var fs = ReservoirFileSystem.Create(Img, 64 << 20);
+        fs.CreateSubvolume("/a");
+        fs.CreateSubvolume("/b");
+        fs.WriteAllText("/a/f", "x");
+        fs.CreateSnapshot("/a", "/a-snap");
+        fs.CreateDirectory("/plain");
+        ReservoirEntry a = fs.GetInfo("/a"), b = fs.GetInfo("/b"), top = fs.GetInfo("/plain");
+        ReservoirEntry f = fs.GetInfo("/a/f"), g = fs.GetInfo("/a-snap/f");
+        Assert.Equal((256UL, 256UL), (a.InodeNumber, b.InodeNumber));
+        Assert.Equal((256UL, 257UL, 5UL), (a.SubvolumeId, b.SubvolumeId, top.SubvolumeId));
+        // dev_t 0:256, 0:257, 0:258 and 0:5 in Linux's encoding (what Python's os.makedev(0, n) gives).
+        Assert.Equal([1048576UL, 1048577UL, 1048578UL, 5UL], new[] { a.Device, b.Device, g.Device, top.Device });
+        Assert.Equal(f.InodeNumber, g.InodeNumber);
+        Assert.NotEqual(f.Device, g.Device);
+        Assert.NotEqual(f.Attr.Ino, g.Attr.Ino);
+        Assert.Equal(f.Device, a.Device);
+    }
+
     [Fact]
     public void SystemIoShapedUsageWorksAndPersists()
     {
