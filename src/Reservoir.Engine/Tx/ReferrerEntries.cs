@@ -39,7 +39,7 @@ internal sealed class ReferrerEntries
 
     /// <summary>Group sides kept per entry (one per group and side asked about for the extent:
     /// with tenants' groups of clones, each group in turn) and in all.</summary>
-    public const int MaxSides = 64, MaxSidesTotal = 1 << 20;
+    public const int MaxSides = 64, MaxSidesTotal = 1 << 18;
 
     /// <summary>A cursor over subvolume ids and the referrers known: every one with an id up to
     /// <see cref="Cursor"/> among those the cursor walks (all of them, or one side of a group),

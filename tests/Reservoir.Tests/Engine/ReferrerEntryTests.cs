@@ -335,4 +335,33 @@ public class ReferrerEntryTests(ITestOutputHelper log)
         Ok(fs.RemoveQgroupRelation(QgroupId.Of(0, ids[3]), QgroupId.Of(1, 2)));
         Ok(fs.AssignQgroup(QgroupId.Of(0, ids[3]), QgroupId.Of(1, 1)));
     });
+
+    /// <summary>What the referrer entries keep in memory stays bounded: an entry keeps at most
+    /// 64 group sides (the least recently used go), and past 2¹⁸ sides in all (or 2¹⁸ entries)
+    /// the least recently used entries go with their sides, never the one being used; the
+    /// counts stay right (forgetting every entry leaves none counted).</summary>
+    [Fact]
+    public void EntriesAndGroupSidesStayWithinTheirBounds()
+    {
+        var entries = new ReferrerEntries();
+        int n = ReferrerEntries.MaxSidesTotal / ReferrerEntries.MaxSides + 8;
+        long most = 0;
+        for (ulong b = 0; b < (ulong)n; b++)
+        {
+            var e = new ReferrerEntries.Entry(256, 1, 0);
+            entries.Keep(b, e);
+            for (ulong g = 1; g <= ReferrerEntries.MaxSides + 2; g++) entries.SideOf(b, e, QgroupId.Of(1, g), inside: g % 2 == 0, epoch: 0, out _);
+            Assert.Equal(ReferrerEntries.MaxSides, e.Sides!.Count);
+            Assert.Same(e, entries.Find(b, 256, 1)); // the entry in use stays
+            most = Math.Max(most, entries.Sides);
+        }
+        Assert.True(most <= ReferrerEntries.MaxSidesTotal, $"{most} sides kept");
+        Assert.True(entries.Count < n, "no entry went: the bound was not reached");
+        for (ulong b = 0; b < (ulong)n; b++) entries.Forget(b);
+        Assert.Equal((0, 0L, 0L), (entries.Count, entries.Sides, entries.Ids));
+
+        for (ulong b = 0; b <= ReferrerEntries.MaxEntries; b++) entries.Keep(b, new ReferrerEntries.Entry(256, 1, 0));
+        Assert.True(entries.Count <= ReferrerEntries.MaxEntries);
+        Assert.NotNull(entries.Find(ReferrerEntries.MaxEntries, 256, 1));
+    }
 }
