@@ -186,18 +186,29 @@ public sealed unsafe class FuseSession : IDisposable
         foreach (var t in _threads) t.Join();
     }
 
-    /// <summary>Unmounts (lazily if busy) and stops serving.</summary>
+    /// <summary>Unmounts (lazily if busy) and stops serving. Closes the /dev/fuse descriptor
+    /// once, and only when no thread of the session can still read or write it: a descriptor
+    /// number closed twice, or closed under a thread still in read(2), may by then name another
+    /// mount's /dev/fuse in the same process (tests mount several at once), whose connection
+    /// closing it would abort (every request then fails with ENOTCONN), or whose requests the
+    /// stale thread would take. A thread that does not stop keeps the descriptor open: leaked,
+    /// and said in the log.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         if (!_stopping)
         {
             _stopping = true;
             if (_helper != null) { if (!Fusermount.Unmount(_helper, MountPoint, lazy: false)) Fusermount.Unmount(_helper, MountPoint, lazy: true); }
             else if (Libc.Umount2(MountPoint, 0) != 0) Libc.Umount2(MountPoint, Libc.MNT_DETACH);
         }
-        foreach (var t in _threads) t.Join(TimeSpan.FromSeconds(30));
+        bool stopped = true;
+        foreach (var t in _threads) stopped &= t.Join(TimeSpan.FromSeconds(30));
         _deferred.CompleteAdding();
-        _deferredThread?.Join(TimeSpan.FromSeconds(30));
-        Libc.Close(_fd);
+        stopped &= _deferredThread?.Join(TimeSpan.FromSeconds(30)) ?? true;
+        if (stopped) Libc.Close(_fd);
+        else _log($"fuse: a thread of the session on {MountPoint} did not stop; its /dev/fuse descriptor stays open");
     }
+
+    private int _disposed;
 }
