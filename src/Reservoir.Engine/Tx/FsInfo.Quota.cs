@@ -527,8 +527,9 @@ internal sealed partial class FsInfo
         var deltas = new Dictionary<ulong, (long Referenced, long Exclusive)>();
         if (FsTree(subvolume) is { } tree && moved.Count > 0)
         {
+            // Reset by the accounting before (and by the last change): no leaf or path of a tree
+            // that has moved since.
             var scratch = _accounting ??= new AccountingScratch(this);
-            scratch.Reset(); // the accounting before may have changed the extent tree
             try
             {
                 var (search, path, none) = (scratch.Search, scratch.Path, scratch.NoSharing);

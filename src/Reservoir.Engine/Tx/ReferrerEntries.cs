@@ -86,12 +86,11 @@ internal sealed class ReferrerEntries
 
         /// <summary>The entry for the members (<paramref name="inside"/>) or the rest of group
         /// <paramref name="group"/>, made (with its cursor at the start) if there is none or the
-        /// one there is from before a membership changed (another <paramref name="epoch"/>).
-        /// <paramref name="added"/>: 1 when a side was made, 0 when one was reused or replaced.</summary>
-        internal GroupSide Side(ulong group, bool inside, long epoch, out bool fresh, out int added)
+        /// one there is from before a membership changed (another <paramref name="epoch"/>).</summary>
+        internal GroupSide Side(ulong group, bool inside, long epoch, out bool fresh)
         {
             Sides ??= new List<GroupSide>(2);
-            (fresh, added) = (false, 0);
+            fresh = false;
             for (int i = 0; i < Sides.Count; i++)
             {
                 var s = Sides[i];
@@ -101,7 +100,6 @@ internal sealed class ReferrerEntries
                 return s;
             }
             if (Sides.Count == MaxSides) Sides.RemoveAt(0); // the least recently used: only its walk is lost
-            else added = 1;
             var n = new GroupSide(group, inside, epoch);
             Sides.Add(n);
             fresh = true;
@@ -143,8 +141,9 @@ internal sealed class ReferrerEntries
     /// (past it the least recently used entries go, with their sides).</summary>
     public GroupSide SideOf(ulong bytenr, Entry e, ulong group, bool inside, long epoch, out bool fresh)
     {
-        var s = e.Side(group, inside, epoch, out fresh, out int added);
-        _sides += added;
+        int before = e.Sides?.Count ?? 0;
+        var s = e.Side(group, inside, epoch, out fresh);
+        _sides += e.Sides!.Count - before;
         if (_sides > MaxSidesTotal)
         {
             Trim();

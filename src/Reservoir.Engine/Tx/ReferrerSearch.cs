@@ -228,8 +228,8 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         }
         // An extent with an entry is asked from its side of the group; one without gets them
         // once a walk passes over ReferrerEntryAfter subvolumes that no longer reference it.
-        if (_entry == null && fs.Options.ReferrerEntryAfter <= 0) _entry = StartEntry();
         if (_entry != null) return FromSide(id, members, inside, skip1, skip2);
+        if (fs.Options.ReferrerEntryAfter <= 0) return FromNewEntry(id, members, inside, skip1, skip2);
         int passed = 0;
         if (sideIsSmall)
         {
@@ -240,9 +240,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
                 ulong c = QgroupId.Id(q);
                 if (c == skip1 || c == skip2 || Decided(c) || !IsCandidate(c)) continue;
                 if (Holds(c)) { _witness[question] = c; return true; }
-                if (++passed < fs.Options.ReferrerEntryAfter) continue;
-                _entry = StartEntry();
-                return FromSide(id, members, inside, skip1, skip2);
+                if (++passed >= fs.Options.ReferrerEntryAfter) return FromNewEntry(id, members, inside, skip1, skip2);
             }
             return false;
         }
@@ -255,11 +253,16 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             fs.Stats.GroupCandidatesWalked++;
             if (c == skip1 || c == skip2 || Decided(c) || members.Contains(Qgroups.ForSubvolume(c)) != inside) continue;
             if (Holds(c)) { _witness[question] = c; return true; }
-            if (++passed < fs.Options.ReferrerEntryAfter) continue;
-            _entry = StartEntry();
-            return FromSide(id, members, inside, skip1, skip2);
+            if (++passed >= fs.Options.ReferrerEntryAfter) return FromNewEntry(id, members, inside, skip1, skip2);
         }
         return false;
+    }
+
+    /// <summary><see cref="FromSide"/> for an extent given its entry now.</summary>
+    private bool FromNewEntry(ulong id, HashSet<ulong> members, bool inside, ulong skip1, ulong skip2)
+    {
+        _entry = StartEntry();
+        return FromSide(id, members, inside, skip1, skip2);
     }
 
     /// <summary>
@@ -282,6 +285,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             if (c != skip1 && c != skip2 && !Decided(c)) return true;
         ulong top = fs.HighestSubvolumeId;
         var sorted = inside ? fs.Quota.SortedMembers(id) : null;
+        bool found = false; // the known ones above answered no: only a referrer the walk meets can
         while (side.Cursor < top)
         {
             if (!NextOnSide(side.Cursor, sorted, members, out ulong c) || c > top) { side.Cursor = top; break; }
@@ -293,12 +297,11 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
             bool acquiredNow = Array.IndexOf(acquired, c) >= 0;
             if (!acquiredNow && (!IsCandidate(c) || !Holds(c))) continue;
             side.Add(c);
-            if (!acquiredNow && c != skip1 && c != skip2) break;
+            found = !acquiredNow && c != skip1 && c != skip2;
+            if (found) break;
         }
         if (side.Count > ReferrerEntries.MaxKnown) fs.ReferrerEntries.DropSide(entry, side);
-        foreach (var c in side.Known)
-            if (c != skip1 && c != skip2 && !Decided(c)) return true;
-        return false;
+        return found;
     }
 
     /// <summary>The next id above <paramref name="after"/> on one side of a group: the next
