@@ -35,14 +35,15 @@ public static class Program
             SnapshotBench.Run(quick, counts, rounds);
             return 0;
         }
-        // --writable-many 1000x1000,2000x1000 [--tenants 3]: only the many-extents golden image
-        // table (with the snapshots in that many groups).
+        // --writable-many 1000x1000,2000x1000 [--tenants 3] [--remount]: only the many-extents
+        // golden image table (with the snapshots in that many groups; remounted halfway, to see
+        // what the first commit after a mount costs while the referrer entries are rebuilt).
         int wm = Array.IndexOf(args, "--writable-many");
         if (wm >= 0 && wm + 1 < args.Length)
         {
             int tn = Array.IndexOf(args, "--tenants");
             WritableSnapshotBench.ManyExtents(args[wm + 1].Split(',').Select(c => c.Split('x')).Select(p => (int.Parse(p[0]), int.Parse(p[1]))).ToArray(),
-                tn >= 0 && tn + 1 < args.Length ? int.Parse(args[tn + 1]) : 0);
+                tn >= 0 && tn + 1 < args.Length ? int.Parse(args[tn + 1]) : 0, args.Contains("--remount"));
             return 0;
         }
         if (args.Contains("--writable-snapshots")) { WritableSnapshotBench.Run(quick); return 0; }

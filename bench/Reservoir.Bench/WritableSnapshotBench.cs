@@ -1,3 +1,4 @@
+using Reservoir.Device;
 using Reservoir.Common;
 using Reservoir.Engine;
 using Reservoir.Engine.Data;
@@ -52,45 +53,71 @@ internal static class WritableSnapshotBench
     /// snapshot letting go still has each extent (the group sides of docs/SNAPSHOTS.md §3);
     /// the run then includes a recount for the assignments.
     /// </summary>
-    public static void ManyExtents((int Snapshots, int Files)[] cases, int tenants = 0)
+    public static void ManyExtents((int Snapshots, int Files)[] cases, int tenants = 0, bool remount = false)
     {
         Console.WriteLine();
-        Console.WriteLine($"## golden image, many extents: N writable snapshots of a subvolume with F files of 4 KiB, each snapshot deletes every file and commits; quotas on{(tenants > 0 ? $", snapshots in {tenants} interleaved groups" : "")}");
-        Console.WriteLine("| snapshots | files | accounting, all N commits (ms) | per commit (µs) | lookups per commit | lookups per extent let go of | group ids walked per commit | referrer ids kept at most | entries kept at the end | run (s) |");
-        Console.WriteLine("|----------:|------:|-------------------------------:|----------------:|-------------------:|-----------------------------:|----------------------------:|--------------------------:|------------------------:|--------:|");
+        Console.WriteLine($"## golden image, many extents: N writable snapshots of a subvolume with F files of 4 KiB, each snapshot deletes every file and commits; quotas on{(tenants > 0 ? $", snapshots in {tenants} interleaved groups" : "")}{(remount ? "; unmounted and mounted again after half of the snapshots" : "")}");
+        string extra = remount ? " first commit after the remount: lookups | its accounting (ms) |" : "";
+        Console.WriteLine("| snapshots | files | accounting, all N commits (ms) | per commit (µs) | lookups per commit | lookups per extent let go of | group ids walked per commit | referrer ids kept at most | entries kept at the end | run (s) |" + extra);
+        Console.WriteLine("|----------:|------:|-------------------------------:|----------------:|-------------------:|-----------------------------:|----------------------------:|--------------------------:|------------------------:|--------:|" + (remount ? "------------------------------------------:|--------------------:|" : ""));
         foreach (var (n, files) in cases)
         {
             var data = new byte[4096];
             new Random(2).NextBytes(data);
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var r = BenchFs.OnScratchImage("golden-many", 4UL << 30, new MountOptions { CommitIntervalMs = 0 }, new DataOptions { WritebackIntervalMs = 0 }, fs =>
+            string img = Path.Combine(Path.GetTempPath(), $"bench-golden-many-{Environment.ProcessId}.img");
+            try
             {
-                Check(fs.EnableQuota());
-                Check(fs.CreateSubvolume(Filesystem.RootIno, "golden", 0, 0, out var golden));
-                BenchFs.CreateFiles(fs, golden.Ino, files, data);
-                Check(fs.Mkdir(Filesystem.RootIno, "snaps", 0x1ED, 0, 0, out var dir));
-                Check(fs.Sync());
-                var snaps = new ulong[n];
-                for (int t = 1; t <= tenants; t++) Check(fs.CreateQgroup(QgroupId.Of(1, (ulong)t)));
-                for (int i = 0; i < n; i++)
+                using var dev = FileBlockDevice.Create(img, 4UL << 30);
+                Filesystem.Format(dev);
+                var options = new MountOptions { CommitIntervalMs = 0 };
+                var dopt = new DataOptions { WritebackIntervalMs = 0 };
+                var fs = Filesystem.Mount(dev, options, dopt);
+                try
                 {
-                    Check(fs.CreateSnapshot(golden.Ino, dir.Ino, $"s{i}", readOnly: false, out var s));
-                    snaps[i] = s.Ino;
-                    // Ids follow creation: the golden subvolume is 256, its snapshots 257 on.
-                    if (tenants > 0) Check(fs.AssignQgroup(QgroupId.Of(0, 257 + (ulong)i), QgroupId.Of(1, (ulong)(i % tenants + 1))));
-                }
-                Check(fs.Sync());
-                var st = fs.Fs.Stats;
-                long a0 = st.CommitAccountingMicros, p0 = st.OwnerRefProbes, g0 = st.GroupCandidatesWalked, most = 0;
-                for (int i = 0; i < n; i++)
-                {
-                    for (int f = 0; f < files; f++) Check(fs.Unlink(snaps[i], $"f{f}"));
+                    Check(fs.EnableQuota());
+                    Check(fs.CreateSubvolume(Filesystem.RootIno, "golden", 0, 0, out var golden));
+                    BenchFs.CreateFiles(fs, golden.Ino, files, data);
+                    Check(fs.Mkdir(Filesystem.RootIno, "snaps", 0x1ED, 0, 0, out var dir));
                     Check(fs.Sync());
-                    most = Math.Max(most, fs.Fs.ReferrerEntries.Ids);
+                    var snaps = new ulong[n];
+                    for (int t = 1; t <= tenants; t++) Check(fs.CreateQgroup(QgroupId.Of(1, (ulong)t)));
+                    for (int i = 0; i < n; i++)
+                    {
+                        Check(fs.CreateSnapshot(golden.Ino, dir.Ino, $"s{i}", readOnly: false, out var s));
+                        snaps[i] = s.Ino;
+                        // Ids follow creation: the golden subvolume is 256, its snapshots 257 on.
+                        if (tenants > 0) Check(fs.AssignQgroup(QgroupId.Of(0, 257 + (ulong)i), QgroupId.Of(1, (ulong)(i % tenants + 1))));
+                    }
+                    Check(fs.Sync());
+                    double ms = 0;
+                    long probes = 0, walked = 0, most = 0, firstProbes = 0;
+                    double firstMs = 0;
+                    var st = fs.Fs.Stats;
+                    long a0 = st.CommitAccountingMicros, p0 = st.OwnerRefProbes, g0 = st.GroupCandidatesWalked;
+                    for (int i = 0; i < n; i++)
+                    {
+                        if (remount && i == n / 2)
+                        {
+                            // What the counters say so far, then a new mount of the same image.
+                            (ms, probes, walked) = (ms + (st.CommitAccountingMicros - a0) / 1000.0, probes + st.OwnerRefProbes - p0, walked + st.GroupCandidatesWalked - g0);
+                            fs.Dispose();
+                            fs = Filesystem.Mount(dev, options, dopt);
+                            st = fs.Fs.Stats;
+                            (a0, p0, g0) = (st.CommitAccountingMicros, st.OwnerRefProbes, st.GroupCandidatesWalked);
+                        }
+                        for (int f = 0; f < files; f++) Check(fs.Unlink(snaps[i], $"f{f}"));
+                        Check(fs.Sync());
+                        if (remount && i == n / 2) (firstProbes, firstMs) = (st.OwnerRefProbes - p0, (st.CommitAccountingMicros - a0) / 1000.0);
+                        most = Math.Max(most, fs.Fs.ReferrerEntries.Ids);
+                    }
+                    (ms, probes, walked) = (ms + (st.CommitAccountingMicros - a0) / 1000.0, probes + st.OwnerRefProbes - p0, walked + st.GroupCandidatesWalked - g0);
+                    string cols = remount ? $" {firstProbes,42:N0} | {firstMs,19:N1} |" : "";
+                    Console.WriteLine($"| {n,9:N0} | {files,5:N0} | {ms,30:N1} | {ms * 1000 / n,15:N0} | {(double)probes / n,18:N1} | {(double)probes / n / files,28:N2} | {(double)walked / n,27:N1} | {most,25:N0} | {fs.Fs.ReferrerEntries.Count,23:N0} | {sw.Elapsed.TotalSeconds,7:N1} |" + cols);
                 }
-                return (Ms: (st.CommitAccountingMicros - a0) / 1000.0, Probes: st.OwnerRefProbes - p0, Walked: st.GroupCandidatesWalked - g0, Most: most, Entries: fs.Fs.ReferrerEntries.Count);
-            });
-            Console.WriteLine($"| {n,9:N0} | {files,5:N0} | {r.Ms,30:N1} | {r.Ms * 1000 / n,15:N0} | {(double)r.Probes / n,18:N1} | {(double)r.Probes / n / files,28:N2} | {(double)r.Walked / n,27:N1} | {r.Most,25:N0} | {r.Entries,23:N0} | {sw.Elapsed.TotalSeconds,7:N1} |");
+                finally { fs.Dispose(); }
+            }
+            finally { File.Delete(img); }
         }
     }
 

@@ -86,6 +86,10 @@ public static class KeyTypes
     public const byte OriginDrop = 189;
     /// <summary>(subvolume, 190, snapshot source) in the root tree: where a snapshot came from.</summary>
     public const byte SnapshotLineage = 190;
+    /// <summary>(extent address, 191, 0) in the extent tree: where the quota accounting's search
+    /// for the extent's referrers got to (a cursor over subvolume ids and the referrers known),
+    /// kept for extents whose search was long (quota version 5).</summary>
+    public const byte ReferrerEntry = 191;
     public const byte BlockGroupItem = 192;
     public const byte QgroupStatus = 240;
     public const byte QgroupInfo = 242;
@@ -114,6 +118,7 @@ public static class KeyTypes
         ExtentOwnerRef => "EXTENT_OWNER_REF",
         SharedRootRef => "SHARED_ROOT_REF",
         OriginDrop => "ORIGIN_DROP",
+        ReferrerEntry => "REFERRER_ENTRY",
         SnapshotLineage => "SNAPSHOT_LINEAGE",
         QgroupRelation => "QGROUP_RELATION",
         QgroupStatus => "QGROUP_STATUS",

@@ -37,6 +37,8 @@ public static class PowerCutSimulator
         /// <summary>ORIGIN_DROPs the checker's read-write remounts noted again (pending in memory
         /// at the cut).</summary>
         public long OriginDropsRederived;
+        /// <summary>Referrer entries read from their items by the mounts that went on after a cut.</summary>
+        public long EntriesLoaded;
         /// <summary>fsyncs of the reference runs that the fsync log made durable (the rest
         /// committed).</summary>
         public long LogWrites;
@@ -75,8 +77,29 @@ public static class PowerCutSimulator
             },
             $"random seed {seed}{(quotas ? " with quotas and snapshots" : "")}", r,
             total => { var rng = new Random(seed * 7919); return Enumerable.Range(0, cuts).Select(_ => rng.NextInt64(1, total)); },
-            checkAfterRemount: quotas);
+            checkAfterRemount: quotas,
+            // Odd seeds give every extent searched a referrer entry, so that their items are
+            // written, cut and loaded again as often as can be.
+            referrerEntryAfter: quotas && seed % 2 == 1 ? 0 : 32);
         return r;
+    }
+
+    /// <summary>Unlinks every file and symlink in every writable directory (read-only
+    /// snapshots answer EROFS and are left), then commits.</summary>
+    private static void LetGoOfEverything(Filesystem fs)
+    {
+        void Walk(ulong dir)
+        {
+            Ok(fs.ListDir(dir, out var entries), "list");
+            foreach (var e in entries)
+            {
+                Ok(fs.GetAttr(e.Ino, out var a), "stat " + e.Name);
+                if (a.IsDir) Walk(e.Ino);
+                else if (fs.Unlink(dir, e.Name) is var err && err != Errno.OK && err != Errno.EROFS) Ok(err, "unlink " + e.Name);
+            }
+        }
+        Walk(Filesystem.RootIno);
+        Ok(fs.Sync(), "sync");
     }
 
     /// <summary>Quotas on, the subvolume /v the quota workload runs in, and group 1/1 with v's
@@ -110,8 +133,9 @@ public static class PowerCutSimulator
 
     /// <summary>Reference run, then one run per cut point, two remains each (dropped, torn).</summary>
     private static void Check(MemoryBlockDevice initial, Workload work, string name, Result r, Func<long, IEnumerable<long>> cutPoints,
-        bool checkAfterRemount = false)
+        bool checkAfterRemount = false, int referrerEntryAfter = 32)
     {
+        MountOptions Options() => new() { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter };
         r.Workloads++;
         var refDev = new CrashSimDevice(initial);
         var snaps = new List<Snapshot>();
@@ -120,7 +144,7 @@ public static class PowerCutSimulator
         // files' dirty data is not on disk yet.
         void Commit() => snaps.Add(new Snapshot(refDev.Ops, Durable(refDev)));
         snaps.Add(new Snapshot(0, Durable(refDev)));
-        using (var fs = Filesystem.Mount(refDev, new MountOptions { CommitIntervalMs = 0 }))
+        using (var fs = Filesystem.Mount(refDev, Options()))
         {
             work(fs, refDev, Commit);
             r.LogWrites += fs.Stats.FsyncLogWrites;
@@ -143,7 +167,7 @@ public static class PowerCutSimulator
             void Reached() { if (!dev.Dead) completed++; }
             try
             {
-                var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+                var fs = Filesystem.Mount(dev, Options());
                 try
                 {
                     work(fs, dev, Reached);
@@ -166,7 +190,7 @@ public static class PowerCutSimulator
                 if (!report.Clean) { r.Failures.Add($"{where}: fsck: {string.Join("; ", report.Errors.Take(3))}{report.OperationalError}"); continue; }
                 try
                 {
-                    using var fs2 = Filesystem.Mount(img, new MountOptions { CommitIntervalMs = 0 });
+                    using var fs2 = Filesystem.Mount(img, Options());
                     var got = Capture(fs2);
                     if (!got.SequenceEqual(before) && (inFlight == null || !got.SequenceEqual(inFlight)))
                         r.Failures.Add($"{where}: the state is neither commit {done} nor the one in flight ({FirstDifference(got, before)}{(inFlight != null ? "; in flight: " + FirstDifference(got, inFlight) : "")})");
@@ -179,7 +203,21 @@ public static class PowerCutSimulator
                 // What the read-write mount and its unmount wrote (the ORIGIN_DROPs noted again
                 // and written, the groups' numbers) must pass the same checks.
                 var again = Fsck.Run(img, new FsckOptions { CheckDataCsums = true });
-                if (!again.Clean) r.Failures.Add($"{where}: fsck after a read-write mount: {string.Join("; ", again.Errors.Take(3))}{again.OperationalError}");
+                if (!again.Clean) { r.Failures.Add($"{where}: fsck after a read-write mount: {string.Join("; ", again.Errors.Take(3))}{again.OperationalError}"); continue; }
+                // And the mount goes on from there: every file that can be let go of is (each
+                // extent's referrers asked again, from the REFERRER_ENTRY items where the
+                // searches had kept entries), and the numbers still equal the recount.
+                try
+                {
+                    using (var fs3 = Filesystem.Mount(img, Options()))
+                    {
+                        LetGoOfEverything(fs3);
+                        r.EntriesLoaded += fs3.Stats.ReferrerEntriesLoaded;
+                    }
+                    var last = Fsck.Run(img, new FsckOptions { CheckDataCsums = true });
+                    if (!last.Clean) r.Failures.Add($"{where}: fsck after deleting every file on the remount: {string.Join("; ", last.Errors.Take(3))}{last.OperationalError}");
+                }
+                catch (FsException ex) { r.Failures.Add($"{where}: deleting every file on the remount failed: {ex.Message}"); }
             }
         }
     }

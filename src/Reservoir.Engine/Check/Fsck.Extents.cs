@@ -106,6 +106,7 @@ public sealed partial class Fsck
             if (stale > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {stale} EXTENT_OWNER_REF item(s) remain");
             if (_sharedRootRefs.Count > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {_sharedRootRefs.Count} SHARED_ROOT_REF item(s) remain");
             if (_originDrops.Count > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {_originDrops.Count} ORIGIN_DROP item(s) remain");
+            if (_referrerEntries.Count > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {_referrerEntries.Count} REFERRER_ENTRY item(s) remain");
             if (_level0Usage.Count > 0) _r.Add(FindingKind.Structure, "quota", $"quotas are off, yet {_level0Usage.Count} SUBVOL_QGROUP_INFO item(s) remain");
             return;
         }

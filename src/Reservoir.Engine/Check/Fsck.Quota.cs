@@ -20,6 +20,8 @@ public sealed partial class Fsck
     private readonly Dictionary<ulong, (ulong Parent, ulong Otransid)> _lineage = new();
     private readonly List<(ulong Bytenr, ulong Root, ulong Since)> _sharedRootRefs = new();
     private readonly List<(ulong Bytenr, ulong Root, ulong Until)> _originDrops = new();
+    private readonly List<(ulong Bytenr, ulong Owner, ulong Generation, ulong Cursor, ulong[] Ids,
+        List<(ulong Group, ulong Epoch, ulong Cursor, bool Inside, ulong[] Ids)> Sides)> _referrerEntries = new();
 
     private void CountFileExtent(ulong root, FileExtentItem fe)
     {
@@ -94,6 +96,50 @@ public sealed partial class Fsck
         }
     }
 
+    /// <summary>
+    /// Each REFERRER_ENTRY against the recount: it belongs to an extent that exists, written by
+    /// the subvolume in the transaction it names; every id it lists references the extent, and
+    /// every referrer with an id up to its cursor is listed (the commit's search takes the listed
+    /// ones as they are and never looks below the cursor again). Its cursor is within the ids
+    /// handed out (QGROUP_STATUS), which are never handed out again. Each group side of the
+    /// current membership epoch likewise, counting only the referrers on its side of the group
+    /// (those of an older epoch are started again before use).
+    /// </summary>
+    private void CheckReferrerEntries(Dictionary<ulong, (ulong Len, List<ulong> Roots)> referrers, Dictionary<ulong, List<ulong>> children)
+    {
+        if (_referrerEntries.Count == 0) return;
+        ulong highest = Math.Max(_quotaIdsUpTo, _roots.Keys.Where(IsFsTree).DefaultIfEmpty(0UL).Max());
+        var members = new Dictionary<ulong, HashSet<ulong>>();
+        foreach (var (bytenr, owner, gen, cursor, ids, sides) in _referrerEntries)
+        {
+            string where = $"extent tree item ({bytenr}, REFERRER_ENTRY, 0)";
+            if (!_dataExtents.TryGetValue(bytenr, out var ext)) { _r.Add(FindingKind.Structure, where, "names a data extent that does not exist"); continue; }
+            if (ext.Item.Owner != owner || ext.Item.Generation != gen)
+            { _r.Add(FindingKind.Structure, where, $"is for the extent written by subvolume {owner} in transaction {gen}; the extent there was written by {ext.Item.Owner} in {ext.Item.Generation}"); continue; }
+            var roots = referrers.TryGetValue(bytenr, out var rs) ? rs.Roots : [];
+            CheckWalked(where, cursor, ids, roots, highest);
+            foreach (var (group, epoch, sc, inside, sids) in sides)
+            {
+                if (epoch != _quotaEpoch) continue;
+                string side = $"{where} side of group {QgroupId.Show(group)} ({(inside ? "members" : "others")})";
+                if (!_qgroupInfo.ContainsKey(group)) { _r.Add(FindingKind.Structure, side, "the group does not exist, yet the side is of the current membership epoch"); continue; }
+                if (!members.TryGetValue(group, out var m)) members[group] = m = QgroupId.Level0Below(group, c => children.GetValueOrDefault(c));
+                CheckWalked(side, sc, sids, roots.Where(r => m.Contains(QgroupId.Of(0, r)) == inside).ToList(), highest);
+            }
+        }
+    }
+
+    /// <summary>A cursor and the referrers listed with it against the referrers it walks over
+    /// (<paramref name="roots"/>): every one listed is one, every one up to the cursor is listed.</summary>
+    private void CheckWalked(string where, ulong cursor, ulong[] ids, List<ulong> roots, ulong highest)
+    {
+        if (cursor > highest) _r.Add(FindingKind.Structure, where, $"its cursor {cursor} is above every subvolume id handed out ({highest}): a later id could be missed");
+        foreach (var id in ids)
+            if (!roots.Contains(id)) _r.Add(FindingKind.Structure, where, $"lists subvolume {id}, which does not reference the extent");
+        foreach (var r in roots)
+            if (r <= cursor && Array.IndexOf(ids, r) < 0) _r.Add(FindingKind.Structure, where, $"subvolume {r} references the extent but is not listed, though the cursor ({cursor}) passed it");
+    }
+
     /// <summary>Whether <paramref name="r"/> is <paramref name="start"/> or a snapshot (of a
     /// snapshot…) of it taken in transaction <paramref name="since"/> … <paramref name="until"/>.</summary>
     private bool Explains(ulong start, ulong since, ulong until, ulong r)
@@ -115,8 +161,10 @@ public sealed partial class Fsck
     private void CheckLevel0UsagePlace()
     {
         bool v3 = _quotaVersion >= QgroupStatusItem.Level0BesideRootVersion;
-        if (_quotaVersion < QgroupStatusItem.CurrentVersion && _originDrops.Count > 0)
-            _r.Add(FindingKind.Structure, "quota", $"quota version {_quotaVersion} has {_originDrops.Count} ORIGIN_DROP item(s), which only version {QgroupStatusItem.CurrentVersion} may hold");
+        if (_quotaVersion < QgroupStatusItem.OriginDropVersion && _originDrops.Count > 0)
+            _r.Add(FindingKind.Structure, "quota", $"quota version {_quotaVersion} has {_originDrops.Count} ORIGIN_DROP item(s), which only version {QgroupStatusItem.OriginDropVersion} on may hold");
+        if (_quotaVersion < QgroupStatusItem.ReferrerEntryVersion && _referrerEntries.Count > 0)
+            _r.Add(FindingKind.Structure, "quota", $"quota version {_quotaVersion} has {_referrerEntries.Count} REFERRER_ENTRY item(s), which only version {QgroupStatusItem.ReferrerEntryVersion} on may hold");
         foreach (var (subvolume, usage) in _level0Usage)
         {
             ulong id = QgroupId.Of(0, subvolume);
@@ -141,6 +189,7 @@ public sealed partial class Fsck
         if (v2) CheckOwnerRefs();
         var referrers = ExtentReferrers();
         if (v2) CheckReferrersExplained(referrers);
+        CheckReferrerEntries(referrers, children);
         var members = _qgroupInfo.Keys.ToDictionary(id => id,
             id => QgroupId.Level(id) == 0 ? [id] : QgroupId.Level0Below(id, c => children.GetValueOrDefault(c)));
         var recount = QgroupRecount.Compute(referrers.Values, members);

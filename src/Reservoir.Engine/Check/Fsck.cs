@@ -230,6 +230,22 @@ public sealed partial class Fsck
                 if (!U64Item.TryRead(d, out var until)) { _r.Add(FindingKind.Structure, where, "malformed ORIGIN_DROP"); return; }
                 _originDrops.Add((k.ObjectId, k.Offset, until));
                 break;
+            case KeyTypes.ReferrerEntry:
+                if (k.Offset != 0 || !ReferrerEntryItem.TryRead(d, out ulong owner, out ulong gen, out ulong cursor, out int count, out int nsides))
+                { _r.Add(FindingKind.Structure, where, "malformed REFERRER_ENTRY"); return; }
+                var ids = new ulong[count];
+                for (int i = 0; i < count; i++) ids[i] = ReferrerEntryItem.Id(d, i);
+                var sides = new List<(ulong Group, ulong Epoch, ulong Cursor, bool Inside, ulong[] Ids)>();
+                for (int i = 0, at = ReferrerEntryItem.SizeFor(count); i < nsides; i++)
+                {
+                    ReferrerEntryItem.Side(d, at, out ulong group, out ulong epoch, out ulong sc, out uint flags, out int n, out int next);
+                    var sids = new ulong[n];
+                    for (int j = 0; j < n; j++) sids[j] = ReferrerEntryItem.SideId(d, at, j);
+                    sides.Add((group, epoch, sc, (flags & ReferrerEntryItem.SideInside) != 0, sids));
+                    at = next;
+                }
+                _referrerEntries.Add((k.ObjectId, owner, gen, cursor, ids, sides));
+                break;
             default:
                 _r.Add(FindingKind.Structure, where, "unexpected item type in the extent tree");
                 break;
@@ -338,7 +354,7 @@ public sealed partial class Fsck
     private readonly Dictionary<ulong, QgroupInfoItem> _level0Usage = new();
     private readonly HashSet<(ulong, ulong)> _qgroupRelations = new();
     private bool _quotaOn;
-    private ulong _quotaVersion;
+    private ulong _quotaVersion, _quotaIdsUpTo, _quotaEpoch;
 
     private void VisitQuota(Key k, ReadOnlySpan<byte> d)
     {
@@ -347,7 +363,7 @@ public sealed partial class Fsck
         {
             case KeyTypes.QgroupStatus:
                 if (!QgroupStatusItem.TryRead(d, out var st)) _r.Add(FindingKind.Structure, where, "malformed QGROUP_STATUS");
-                else { _quotaOn = (st.Flags & QgroupStatusItem.FlagOn) != 0; _quotaVersion = st.Version; }
+                else { _quotaOn = (st.Flags & QgroupStatusItem.FlagOn) != 0; _quotaVersion = st.Version; _quotaIdsUpTo = st.SubvolumeIdsUpTo; _quotaEpoch = st.MembershipEpoch; }
                 break;
             case KeyTypes.QgroupInfo:
                 if (!QgroupInfoItem.TryRead(d, out var info)) _r.Add(FindingKind.Structure, where, "malformed QGROUP_INFO");

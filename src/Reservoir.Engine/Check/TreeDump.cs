@@ -100,8 +100,28 @@ public static class TreeDump
                 return "orphan";
             case KeyTypes.SubvolQgroupInfo or KeyTypes.QgroupInfo when QgroupInfoItem.TryRead(d, out var qi):
                 return $"referenced {qi.Referenced} exclusive {qi.Exclusive} gen {qi.Generation}";
+            case KeyTypes.SharedRootRef or KeyTypes.OriginDrop when U64Item.TryRead(d, out var transid):
+                return $"transaction {transid}";
+            case KeyTypes.ReferrerEntry when ReferrerEntryItem.TryRead(d, out ulong owner, out ulong gen, out ulong cursor, out int count, out int sides):
+                return ReferrerEntryText(d, owner, gen, cursor, count, sides);
             default:
                 return $"{d.Length} bytes";
         }
+    }
+
+    private static string ReferrerEntryText(ReadOnlySpan<byte> d, ulong owner, ulong gen, ulong cursor, int count, int sides)
+    {
+        var text = new System.Text.StringBuilder($"owner {owner} gen {gen} cursor {cursor} referrers [");
+        for (int i = 0; i < count; i++) text.Append(i == 0 ? "" : " ").Append(ReferrerEntryItem.Id(d, i));
+        text.Append(']');
+        for (int i = 0, at = ReferrerEntryItem.SizeFor(count); i < sides; i++)
+        {
+            ReferrerEntryItem.Side(d, at, out ulong group, out ulong epoch, out ulong sc, out uint flags, out int n, out int next);
+            text.Append($"; group {QgroupId.Show(group)} {((flags & ReferrerEntryItem.SideInside) != 0 ? "members" : "others")} epoch {epoch} cursor {sc} [");
+            for (int j = 0; j < n; j++) text.Append(j == 0 ? "" : " ").Append(ReferrerEntryItem.SideId(d, at, j));
+            text.Append(']');
+            at = next;
+        }
+        return text.ToString();
     }
 }

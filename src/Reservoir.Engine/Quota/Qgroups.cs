@@ -585,6 +585,14 @@ internal sealed class Qgroups
     /// </summary>
     public long Epoch { get; private set; }
 
+    /// <summary>At mount: the epoch the image's QGROUP_STATUS names, so that the group sides of
+    /// its REFERRER_ENTRY items written in that epoch stay valid.</summary>
+    public void StartEpochAt(long epoch)
+    {
+        using var _ = _lock.Lock();
+        Epoch = epoch;
+    }
+
     /// <summary>For each group with a cached member set: an id no member's exceeds (exact when
     /// the set is built, raised as members join, left as they go: still a bound). Guarded by
     /// _lock; kept with <see cref="_members"/>.</summary>

@@ -58,10 +58,10 @@ internal sealed partial class FsInfo
                 var rounds = new List<string>();
                 for (int round = 0; ; round++)
                 {
-                    if (round > 64) ThrowHelper.Invariant("commit did not converge; last rounds (delayed ref heads, block groups, qgroup items, root items): " + string.Join("; ", rounds.TakeLast(4)));
-                    int refs = RunDelayedRefs(h), groups = UpdateBlockGroupItems(h), qgroups = UpdateQgroupItems(h), roots = UpdateRootItems(h);
-                    if (refs + groups + qgroups + roots == 0) break;
-                    rounds.Add($"{refs} {groups} {qgroups} {roots}");
+                    if (round > 64) ThrowHelper.Invariant("commit did not converge; last rounds (delayed ref heads, referrer entry items, block groups, qgroup items, root items): " + string.Join("; ", rounds.TakeLast(4)));
+                    int refs = RunDelayedRefs(h), entries = WriteReferrerEntries(h), groups = UpdateBlockGroupItems(h), qgroups = UpdateQgroupItems(h) + UpdateQuotaStatusIds(h), roots = UpdateRootItems(h);
+                    if (refs + entries + groups + qgroups + roots == 0) break;
+                    rounds.Add($"{refs} {entries} {groups} {qgroups} {roots}");
                 }
                 lap = Lap(sw, ref Stats.CommitFoldMicros, lap);
             }

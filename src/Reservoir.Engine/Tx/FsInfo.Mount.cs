@@ -97,6 +97,8 @@ internal sealed partial class FsInfo
         LoadSpace();
         if ((Super.CompatRo & Features.CompatRoQuota) != 0) LoadQuota();
         if (QuotaTree != null) NoteNodeLevel(QuotaTree.Root.Level);
+        // Ids handed out while quotas were on are not handed out again (FsInfo.ReferrerEntryItems.cs).
+        using (_treesLock.Lock()) _highestIdAtMount = _lastSubvolumeId = Math.Max(_lastSubvolumeId, _quotaIdsUpTo);
     }
 
     private BTree? LoadTree(ulong id)

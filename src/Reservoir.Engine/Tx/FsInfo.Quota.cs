@@ -17,6 +17,15 @@ internal sealed partial class FsInfo
     /// <summary>The QGROUP_STATUS says an older version (3): it says 4 once this mount may write
     /// ORIGIN_DROP items.</summary>
     private bool _quotaStatusOlder;
+    private ulong _quotaStatusVersion; // as the mount found it
+    /// <summary>Subvolume ids handed out while quotas were on, as QGROUP_STATUS records them
+    /// (version 5): none of them is handed out again, so a REFERRER_ENTRY's cursor keeps its
+    /// meaning across mounts (a subvolume deleted and cleaned away leaves no ROOT_ITEM to say its
+    /// id was used). Touched by the mount and the commit.</summary>
+    private ulong _quotaIdsUpTo;
+    /// <summary>The membership epoch QGROUP_STATUS holds (<see cref="Engine.Quota.Qgroups.Epoch"/>
+    /// as the last commit that wrote it saw it; version 5).</summary>
+    private long _quotaEpochWritten;
     /// <summary>Memberships asked for and not yet made: the next commit makes them together
     /// with a recount of every group (<see cref="ApplyRelationChanges"/>). Guarded by
     /// <see cref="_relationChangesLock"/>.</summary>
@@ -45,6 +54,9 @@ internal sealed partial class FsInfo
                         _quotaNeedsOwnerRefs = on && st.Version < QgroupStatusItem.OwnerRefsVersion;
                         _quotaLevel0InQuotaTree = on && st.Version < QgroupStatusItem.Level0BesideRootVersion;
                         _quotaStatusOlder = on && st.Version < QgroupStatusItem.CurrentVersion;
+                        _quotaStatusVersion = st.Version;
+                        if (on && st.Version >= QgroupStatusItem.ReferrerEntryVersion)
+                            (_quotaIdsUpTo, _quotaEpochWritten) = (st.SubvolumeIdsUpTo, (long)st.MembershipEpoch);
                         break;
                     case KeyTypes.QgroupInfo:
                         if (!QgroupInfoItem.TryRead(path.Data, out var info)) ThrowHelper.Corrupt($"malformed QGROUP_INFO {QgroupId.Show(k.Offset)}");
@@ -73,6 +85,8 @@ internal sealed partial class FsInfo
             g.Exclusive = info.Exclusive;
         }
         Quota.Load(on, groups.Values, relations);
+        // Group sides written with REFERRER_ENTRYs are valid for the epoch they name.
+        Quota.StartEpochAt(_quotaEpochWritten);
     }
 
     private static Key Level0UsageKey(ulong subvolume) => new(subvolume, KeyTypes.SubvolQgroupInfo, 0);
@@ -126,6 +140,16 @@ internal sealed partial class FsInfo
     /// <summary>Writes QGROUP_INFO (level 0: SUBVOL_QGROUP_INFO) and QGROUP_LIMIT items of
     /// groups whose numbers changed; returns how many groups and relations it wrote or
     /// deleted. Called by the commit, which holds the root tree's write lock.</summary>
+    /// <summary>In the commit: QGROUP_STATUS says so once a subvolume id above the ones it
+    /// records was handed out (in the commit that makes its ROOT_ITEM durable, or an earlier one),
+    /// or memberships changed (a new epoch: group sides written before it start again).</summary>
+    private int UpdateQuotaStatusIds(TransHandle h)
+    {
+        if (QuotaTree == null || !Quota.Enabled || (HighestSubvolumeId <= _quotaIdsUpTo && Quota.Epoch == _quotaEpochWritten)) return 0;
+        using (QuotaTree.Lock.Write()) PutQuotaStatus(h, on: true);
+        return 1;
+    }
+
     private int UpdateQgroupItems(TransHandle h)
     {
         if (QuotaTree == null) return 0;
@@ -203,8 +227,9 @@ internal sealed partial class FsInfo
             else if (_quotaLevel0InQuotaTree || _quotaStatusOlder)
             {
                 MoveLevel0Usage(moveUsage: _quotaLevel0InQuotaTree); // version 2 moves level-0 usage; 3 → 4 rewrites the status only
-                // Versions before 4 wrote no ORIGIN_DROPs: the origins that let go before get one now.
-                RederivePendingOriginDrops();
+                // Versions before 4 wrote no ORIGIN_DROPs: the origins that let go before get one
+                // now. (Version 4 → 5 only rewrites the status: version 4 has no REFERRER_ENTRY.)
+                if (_quotaStatusVersion < QgroupStatusItem.OriginDropVersion) RederivePendingOriginDrops();
             }
         }
         _quotaNeedsOwnerRefs = _quotaLevel0InQuotaTree = _quotaStatusOlder = false;
@@ -239,7 +264,13 @@ internal sealed partial class FsInfo
     private void PutQuotaStatus(TransHandle h, bool on)
     {
         Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
-        new QgroupStatusItem { Version = QgroupStatusItem.CurrentVersion, Generation = h.Transid, Flags = on ? QgroupStatusItem.FlagOn : 0 }.Write(st);
+        _quotaIdsUpTo = on ? HighestSubvolumeId : 0;
+        _quotaEpochWritten = Quota.Epoch;
+        new QgroupStatusItem
+        {
+            Version = QgroupStatusItem.CurrentVersion, Generation = h.Transid, Flags = on ? QgroupStatusItem.FlagOn : 0,
+            SubvolumeIdsUpTo = _quotaIdsUpTo, MembershipEpoch = (ulong)_quotaEpochWritten,
+        }.Write(st);
         QuotaTree!.Put(h, QgroupStatusKey, st);
     }
 
@@ -320,7 +351,7 @@ internal sealed partial class FsInfo
                     var shared = new List<Key>();
                     var path = new TreePath();
                     if (ExtentTree.SeekGE(Key.Min, path))
-                        do { if (path.Key.Type is KeyTypes.SharedRootRef or KeyTypes.OriginDrop) shared.Add(path.Key); } while (ExtentTree.Next(path));
+                        do { if (path.Key.Type is KeyTypes.SharedRootRef or KeyTypes.OriginDrop or KeyTypes.ReferrerEntry) shared.Add(path.Key); } while (ExtentTree.Next(path));
                     foreach (var k in shared) ExtentTree.Delete(h, k);
                 }
                 using (QuotaTree.Lock.Write())
@@ -540,8 +571,8 @@ internal sealed partial class FsInfo
                 foreach (var (bytenr, len) in extents)
                 {
                     none.Clear();
-                    var (writer, shared) = ExtentOriginAndSharing(h, bytenr, len, path, none);
-                    search.Begin(bytenr, writer, shared, [], []);
+                    var (writer, shared, entryItem) = ExtentOriginAndSharing(h, bytenr, len, path, none);
+                    search.Begin(bytenr, writer, shared, [], [], entryItem);
                     foreach (var (id, members) in moved)
                     {
                         bool otherMember = search.AnyOther(id, members, inside: true, subvolume, subvolume);

@@ -92,10 +92,12 @@ internal sealed partial class FsInfo
             noSharing.Clear(); // the previous extent's clones, if it had any
             Origin writer;
             List<Origin> shared;
-            // An extent written in this transaction has no SHARED_ROOT_REF or ORIGIN_DROP yet
-            // (they are added here, and its address was free until now): no search for them.
+            bool entryItem = false;
+            // An extent written in this transaction has no SHARED_ROOT_REF, ORIGIN_DROP or
+            // REFERRER_ENTRY yet (they are added here, and its address was free until now): no
+            // search for them.
             if (s.Generation != 0) (writer, shared) = (new Origin(s.Owner, s.Generation), noSharing);
-            else (writer, shared) = ExtentOriginAndSharing(h, bytenr, len, path, noSharing);
+            else (writer, shared, entryItem) = ExtentOriginAndSharing(h, bytenr, len, path, noSharing);
             ulong owner = writer.Root;
             bool drops = writer.Until != ulong.MaxValue;
             foreach (var so in shared) drops |= so.Until != ulong.MaxValue;
@@ -112,7 +114,7 @@ internal sealed partial class FsInfo
                 path.Reset(); // the tree changed: the next extent's search starts from the root
                 shared.Add(new Origin(r, h.Transid));
             }
-            search.Begin(bytenr, writer, shared, acquired, dropped);
+            search.Begin(bytenr, writer, shared, acquired, dropped, entryItem);
             int enough = acquired.Length + 2;
             var after = search.Referrers(enough);
             bool complete = after.Count < enough;
@@ -131,7 +133,7 @@ internal sealed partial class FsInfo
                     if (r == owner || HasRoot(shared, r)) NoteOriginDrop(r, bytenr, h.Transid);
                 if (s.Generation != 0 && Array.IndexOf(acquired, owner) < 0) NoteOriginDrop(owner, bytenr, h.Transid);
             }
-            if (shared.Count == 0 && !drops) h.Transaction.WithoutSharedRootRefs.Add(bytenr);
+            if (shared.Count == 0 && !drops && !entryItem) h.Transaction.WithoutSharedRootRefs.Add(bytenr);
             deltas.AccountExtent(len, acquired, dropped, after, complete);
             if (higher != null) AccountHigherGroups(search, len, after, complete, higher, deltas);
         }
@@ -301,7 +303,7 @@ internal sealed partial class FsInfo
     /// SHARED_ROOT_REFs 188), so most extents, which have no SHARED_ROOT_REF, are settled by
     /// the EXTENT_ITEM's search and a step or two, without a second search. Caller holds the
     /// extent tree's lock.</summary>
-    private (Origin Writer, List<Origin> Shared) ExtentOriginAndSharing(TransHandle h, ulong bytenr, ulong len,
+    private ExtentOrigins ExtentOriginAndSharing(TransHandle h, ulong bytenr, ulong len,
         TreePath path, List<Origin> none)
     {
         if (!TryExtentItemAt(bytenr, len, path, out var ei))
@@ -319,30 +321,41 @@ internal sealed partial class FsInfo
         // snapshots name it) is searched again at its first SHARED_ROOT_REF or ORIGIN_DROP instead.
         for (int step = 0; step < 8; step++)
         {
-            if (!ExtentTree.Next(path)) return (writer, none);
+            if (!ExtentTree.Next(path)) return new(writer, none, false);
             var k = path.Key;
-            if (k.ObjectId != bytenr || k.Type > KeyTypes.OriginDrop) return (writer, none);
+            if (k.ObjectId != bytenr || k.Type > KeyTypes.ReferrerEntry) return new(writer, none, false);
+            if (k.Type == KeyTypes.ReferrerEntry) return new(writer, none, true);
             if (k.Type >= KeyTypes.SharedRootRef) return SharingItems(bytenr, writer);
         }
         return SharingItems(bytenr, writer);
     }
 
+    /// <summary>An extent's origins as its extent-tree items say (<see cref="ExtentOriginAndSharing"/>),
+    /// and whether it has a REFERRER_ENTRY item (the commit then loads it, and the extent is
+    /// not one without items beside its EXTENT_ITEM).</summary>
+    private readonly record struct ExtentOrigins(Origin Writer, List<Origin> Shared, bool EntryItem);
+
     /// <summary>Whether an extent-tree key is one of the extent's SHARED_ROOT_REFs or ORIGIN_DROPs.</summary>
     private static bool IsSharingItem(Key k, ulong bytenr) =>
         k.ObjectId == bytenr && k.Type is KeyTypes.SharedRootRef or KeyTypes.OriginDrop;
 
+    /// <summary>Whether an extent-tree key is one of the items the quota accounting keeps beside
+    /// an extent (SHARED_ROOT_REF, ORIGIN_DROP, REFERRER_ENTRY): they go when the extent does.</summary>
+    private static bool IsQuotaItemOf(Key k, ulong bytenr) =>
+        k.ObjectId == bytenr && k.Type is KeyTypes.SharedRootRef or KeyTypes.OriginDrop or KeyTypes.ReferrerEntry;
+
     /// <summary>The SHARED_ROOT_REFs of an extent as origins (subvolume, transaction it took the
     /// extent in), each origin's window closed by its ORIGIN_DROP if it has one, the writer's
-    /// included. Caller holds the extent tree's lock.</summary>
-    private (Origin Writer, List<Origin> Shared) SharingItems(ulong bytenr, Origin writer)
+    /// included, and whether a REFERRER_ENTRY follows them. Caller holds the extent tree's lock.</summary>
+    private ExtentOrigins SharingItems(ulong bytenr, Origin writer)
     {
         var list = new List<Origin>();
         var path = new TreePath();
-        if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.SharedRootRef, 0), path)) return (writer, list);
+        if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.SharedRootRef, 0), path)) return new(writer, list, false);
         do
         {
             var k = path.Key;
-            if (!IsSharingItem(k, bytenr)) break;
+            if (!IsSharingItem(k, bytenr)) return new(writer, list, k.ObjectId == bytenr && k.Type == KeyTypes.ReferrerEntry);
             if (!U64Item.TryRead(path.Data, out var transid)) throw new CorruptionException($"malformed {(k.Type == KeyTypes.SharedRootRef ? "SHARED_ROOT_REF" : "ORIGIN_DROP")} {k}", bytenr);
             if (k.Type == KeyTypes.SharedRootRef) list.Add(new Origin(k.Offset, transid));
             else if (k.Offset == writer.Root) writer = writer with { Until = transid };
@@ -353,7 +366,7 @@ internal sealed partial class FsInfo
                 if (i >= 0) list[i] = list[i] with { Until = transid };
             }
         } while (ExtentTree.Next(path));
-        return (writer, list);
+        return new(writer, list, false);
     }
 
     /// <summary>With its extent, its SHARED_ROOT_REFs and ORIGIN_DROPs. Only images that have had
@@ -372,7 +385,7 @@ internal sealed partial class FsInfo
         if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.SharedRootRef, 0), path)) return;
         do
         {
-            if (!IsSharingItem(path.Key, bytenr)) break;
+            if (!IsQuotaItemOf(path.Key, bytenr)) break;
             keys.Add(path.Key);
         } while (ExtentTree.Next(path));
         foreach (var k in keys) ExtentTree.Delete(h, k);

@@ -59,6 +59,9 @@ public sealed class EngineStats
     /// <summary>The commit's lookups of a subvolume's EXTENT_OWNER_REF while accounting, and the
     /// referrer entries it started keeping (docs/SNAPSHOTS.md §3, "Cost").</summary>
     public long OwnerRefProbes, ReferrerEntriesKept;
+    /// <summary>Referrer entries read from their REFERRER_ENTRY items (after a mount, or after
+    /// memory had to let them go) and items written by commits.</summary>
+    public long ReferrerEntriesLoaded, ReferrerEntriesWritten;
     /// <summary>Candidates a group question ("does any other member, or anyone outside,
     /// reference it?") walked for want of a smaller side to walk, and ids a group side's cursor
     /// passed; and the group sides made (or started again after a membership changed by hand).</summary>

@@ -18,8 +18,9 @@ namespace Reservoir.Engine.Tx;
 /// a transition the commit sees (a write, a clone, a punch, the cleaner dropping a deleted
 /// subvolume's references; a snapshot taken in the transaction repeats its source's), which
 /// the search applies to the known ones, or by being created as a snapshot of a referrer,
-/// which gives it an id above every id in use (ids are never reused on a mount), so above the
-/// cursor, where the walk will meet it. Nothing else changes EXTENT_OWNER_REFs while quotas are
+/// which gives it an id above every id handed out (never handed out again while quotas are
+/// on, across mounts too: QGROUP_STATUS records them), so above the cursor, where the walk will
+/// meet it. Nothing else changes EXTENT_OWNER_REFs while quotas are
 /// on, and turning quotas off or on clears every entry. An entry is keyed by the extent's
 /// address and checked against its writer and birth generation, so an address freed and reused
 /// for a new extent never meets the old extent's entry.
@@ -27,11 +28,18 @@ namespace Reservoir.Engine.Tx;
 /// The questions about groups of level 1 and above keep the same kind of cursor per group and
 /// side asked about (<see cref="GroupSide"/>), hanging off the extent's entry.
 ///
+/// The commit that changes an entry writes it to the extent tree (a REFERRER_ENTRY item with
+/// the entry's most recently used group sides, <see cref="FsInfo"/>'s WriteReferrerEntries), so
+/// a later mount, or this one after memory let the entry go, reads it back when the extent is
+/// next asked about instead of walking its ids again (docs/SNAPSHOTS.md §3, "Across mounts").
+/// Here: which entries changed since the last commit (<see cref="Changed"/>) and which items are
+/// to go (<see cref="ItemGone"/>).
+///
 /// Used only inside the commit (which is serial: the commit mutex), and by quota enable and
-/// disable under the same mutex: no lock of its own. Bounded: at most <see cref="MaxEntries"/>
-/// entries (the least recently used go first) and <see cref="MaxKnown"/> referrers in one
-/// (an extent cloned into more subvolumes than that is searched afresh); a dropped entry only
-/// costs the next search its walk again.
+/// disable under the same mutex: no lock of its own. Bounded in memory: at most
+/// <see cref="MaxEntries"/> entries (the least recently used go first; their items stay) and
+/// <see cref="MaxKnown"/> referrers in one (an extent cloned into more subvolumes than that is
+/// searched afresh, and its item goes).
 /// </summary>
 internal sealed class ReferrerEntries
 {
@@ -79,6 +87,8 @@ internal sealed class ReferrerEntries
     {
         public readonly ulong Owner = owner, Generation = generation;
         public long LastUsed;
+        /// <summary>Its REFERRER_ENTRY item exists (loaded from it, or written by a commit).</summary>
+        public bool OnDisk;
 
         /// <summary>The group sides asked about for this extent (<see cref="GroupSide"/>), the
         /// most recently used last; null until one is.</summary>
@@ -132,6 +142,12 @@ internal sealed class ReferrerEntries
     private readonly Dictionary<ulong, Entry> _entries = new();
     private long _ids, _clock, _sides;
 
+    /// <summary>Entries changed since the last commit wrote them (kept here even when dropped
+    /// from memory meanwhile, so that their items are written), and addresses whose item is to
+    /// be deleted (the entry was dropped or is wrong).</summary>
+    private readonly Dictionary<ulong, Entry> _changed = new();
+    private readonly HashSet<ulong> _gone = new();
+
     public int Count => _entries.Count;
 
     /// <summary>Group sides kept in all the entries.</summary>
@@ -147,7 +163,7 @@ internal sealed class ReferrerEntries
         if (_sides > MaxSidesTotal)
         {
             Trim();
-            if (!_entries.ContainsKey(bytenr)) Keep(bytenr, e); // still in use by this commit
+            if (!_entries.ContainsKey(bytenr)) Hold(bytenr, e); // still in use by this commit
         }
         return s;
     }
@@ -165,7 +181,12 @@ internal sealed class ReferrerEntries
     /// <paramref name="owner"/> in <paramref name="generation"/>, if any.</summary>
     public Entry? Find(ulong bytenr, ulong owner, ulong generation)
     {
-        if (!_entries.TryGetValue(bytenr, out var e)) return null;
+        if (!_entries.TryGetValue(bytenr, out var e))
+        {
+            // Dropped from memory since it changed: it is still the newest, not its item.
+            if (!_changed.TryGetValue(bytenr, out e)) return null;
+            Hold(bytenr, e);
+        }
         if (e.Owner != owner || e.Generation != generation)
         {
             Forget(bytenr);
@@ -175,15 +196,57 @@ internal sealed class ReferrerEntries
         return e;
     }
 
+    /// <summary>A new entry for the extent (its item, if it has one, is rewritten).</summary>
     public void Keep(ulong bytenr, Entry e)
     {
         Forget(bytenr);
+        Changed(bytenr, e);
+        Hold(bytenr, e);
+    }
+
+    /// <summary>An entry read from its item (unchanged until a search changes it).</summary>
+    public void KeepLoaded(ulong bytenr, Entry e)
+    {
+        e.OnDisk = true;
+        Hold(bytenr, e);
+    }
+
+    /// <summary>Notes that the entry changed (or may have): the commit writes its item.</summary>
+    public void Changed(ulong bytenr, Entry e)
+    {
+        _changed[bytenr] = e;
+        _gone.Remove(bytenr);
+    }
+
+    /// <summary>Notes that the extent's item, if any, is to go (an item that was wrong, or one
+    /// whose entry the commit cannot keep).</summary>
+    public void ItemGone(ulong bytenr)
+    {
+        _changed.Remove(bytenr);
+        _gone.Add(bytenr);
+    }
+
+    private void Hold(ulong bytenr, Entry e)
+    {
         e.LastUsed = ++_clock;
         _entries[bytenr] = e;
         _ids += e.Count;
         _sides += e.Sides?.Count ?? 0;
         if (_entries.Count > MaxEntries) Trim();
     }
+
+    /// <summary>What the commit writes: the entries changed since the last one and the
+    /// addresses whose item goes. Both lists start over.</summary>
+    public (List<(ulong Bytenr, Entry Entry)> Changed, List<ulong> Gone) TakeWrites()
+    {
+        var changed = _changed.Select(kv => (kv.Key, kv.Value)).ToList();
+        var gone = _gone.ToList();
+        _changed.Clear();
+        _gone.Clear();
+        return (changed, gone);
+    }
+
+    public bool HasWrites => _changed.Count > 0 || _gone.Count > 0;
 
     /// <summary>Call after changing an entry's referrers (<paramref name="before"/>: how many it
     /// had): keeps the count right, and drops an entry grown past <see cref="MaxKnown"/>.
@@ -196,26 +259,49 @@ internal sealed class ReferrerEntries
         return false;
     }
 
+    /// <summary>The extent's entry is no more (no one references the extent, or it grew past
+    /// <see cref="MaxKnown"/>, or it was another extent's): out of memory, and its item goes.</summary>
     public void Forget(ulong bytenr)
+    {
+        bool had = _changed.ContainsKey(bytenr);
+        if (_entries.TryGetValue(bytenr, out var old)) had |= old.OnDisk;
+        Drop(bytenr);
+        if (had) ItemGone(bytenr);
+    }
+
+    /// <summary>The entry of an extent freed by this commit (its items went with it).</summary>
+    public void DropFreed(ulong bytenr, Entry e)
+    {
+        if (_entries.TryGetValue(bytenr, out var kept) && kept == e) Drop(bytenr);
+    }
+
+    /// <summary>Out of memory only: its item, if it has one, stays right, and the next search
+    /// loads it again.</summary>
+    private void Drop(ulong bytenr)
     {
         if (!_entries.Remove(bytenr, out var old)) return;
         _ids -= old.Count;
         _sides -= old.Sides?.Count ?? 0;
     }
 
+    /// <summary>Forgets every entry, in memory and to be written (quotas turned off or on: the
+    /// caller deletes every REFERRER_ENTRY item).</summary>
     public void Clear()
     {
         _entries.Clear();
+        _changed.Clear();
+        _gone.Clear();
         _ids = _sides = 0;
     }
 
-    /// <summary>Drops the least recently used entries until half of each bound is left.</summary>
+    /// <summary>Drops the least recently used entries from memory until half of each bound is
+    /// left (their items stay; a changed one is still written by the commit).</summary>
     private void Trim()
     {
         foreach (var (bytenr, _) in _entries.OrderBy(kv => kv.Value.LastUsed).ToList())
         {
             if (_entries.Count <= MaxEntries / 2 && _sides <= MaxSidesTotal / 2) break;
-            Forget(bytenr);
+            Drop(bytenr);
         }
     }
 }

@@ -38,9 +38,10 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// <summary>Starts the questions about one extent: its writer (with its birth transaction,
     /// and the transaction it let go of it, if it has), the subvolumes that took it by a clone
     /// (SHARED_ROOT_REFs, likewise), and the transaction's transitions.</summary>
-    public void Begin(ulong bytenr, Origin writer, List<Origin> shared, ulong[] acquired, ulong[] dropped)
+    public void Begin(ulong bytenr, Origin writer, List<Origin> shared, ulong[] acquired, ulong[] dropped, bool entryItem = false)
     {
         (this.bytenr, this.writer, this.shared, this.acquired, this.dropped) = (bytenr, writer, shared, acquired, dropped);
+        _entryItem = entryItem;
         _entry = null;
         _entryComplete = false;
     }
@@ -66,6 +67,15 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     /// commit, so that its known referrers and the acquired ones are all of them.</summary>
     private bool _entryComplete;
 
+    /// <summary>Whether the extent has a REFERRER_ENTRY item (read with its origins): an entry
+    /// not in memory is loaded from it.</summary>
+    private bool _entryItem;
+
+    /// <summary>The extent's entry: the one in memory, else the one its item holds.</summary>
+    private ReferrerEntries.Entry? FindEntry() =>
+        fs.ReferrerEntries.Find(bytenr, writer.Root, writer.Since)
+        ?? (_entryItem ? fs.LoadReferrerEntry(bytenr, writer.Root, writer.Since) : null);
+
     /// <summary>
     /// The subvolumes that reference the extent now (the acquired ones first), stopping after
     /// <paramref name="enough"/>: first the previous extent's other referrers (extents let go
@@ -81,7 +91,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
         var found = _found;
         found.Clear();
         found.AddRange(acquired);
-        _entry = fs.ReferrerEntries.Find(bytenr, writer.Root, writer.Since);
+        _entry = FindEntry();
         if (_entry != null) return FromEntry(_entry, enough);
         if (found.Count >= enough) return found;
         if (fs.Options.ReferrerEntryAfter <= 0) return FromEntry(StartEntry(), enough);
@@ -150,6 +160,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     {
         var found = _found;
         int before = e.Count;
+        fs.ReferrerEntries.Changed(bytenr, e); // its item is rewritten by this commit
         foreach (var d in dropped) e.Remove(d);
         if (e.Sides != null) ApplyToSides(e.Sides);
         foreach (var k in e.Known)
@@ -279,6 +290,7 @@ internal sealed class ReferrerSearch(FsInfo fs, OwnerRefProbe probe)
     private bool FromSide(ulong id, HashSet<ulong> members, bool inside, ulong skip1, ulong skip2)
     {
         var entry = _entry!;
+        fs.ReferrerEntries.Changed(bytenr, entry); // its side moves: its item is rewritten
         var side = fs.ReferrerEntries.SideOf(bytenr, entry, id, inside, fs.Quota.Epoch, out bool fresh);
         if (fresh) fs.Stats.GroupSidesStarted++;
         foreach (var c in side.Known)

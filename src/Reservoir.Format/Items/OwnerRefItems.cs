@@ -43,3 +43,98 @@ public static class U64Item
 
     public static void Write(Span<byte> s, ulong v) => BinaryPrimitives.WriteUInt64LittleEndian(s, v);
 }
+
+/// <summary>
+/// REFERRER_ENTRY (extent address, 191, 0) in the extent tree, SPEC.md §5.9. A header of 32
+/// bytes: owner u64 and generation u64 (the extent's writer and birth transaction, as its
+/// EXTENT_ITEM says), cursor u64 (every subvolume with an id up to it that references the extent
+/// is listed), count u32, side_count u32; then count subvolume ids u64 (referrers, in no order;
+/// some may be above the cursor); then side_count group sides, each a header of 32 bytes —
+/// group u64 (qgroup id), epoch u64 (the membership epoch it was made in), cursor u64, flags u32
+/// (bit 0: the members' side; clear: the others'), count u32 — and count subvolume ids u64 (the
+/// referrers on that side). Counts are at most <see cref="MaxIds"/>.
+/// </summary>
+public static class ReferrerEntryItem
+{
+    public const int HeaderSize = 32, SideHeaderSize = 32, MaxIds = 64;
+    public const uint SideInside = 1;
+
+    public static int SizeFor(int count) => HeaderSize + 8 * count;
+    public static int SideSizeFor(int count) => SideHeaderSize + 8 * count;
+
+    /// <summary>The header and whether the whole item is well formed (every count within
+    /// bounds, every side's flags known, the length exactly what the counts say); the ids are
+    /// read with <see cref="Id"/> and the sides with <see cref="Side"/>, starting at
+    /// <see cref="SizeFor"/>(count).</summary>
+    public static bool TryRead(ReadOnlySpan<byte> s, out ulong owner, out ulong generation, out ulong cursor, out int count, out int sides)
+    {
+        owner = generation = cursor = 0;
+        count = sides = 0;
+        if (s.Length < HeaderSize) return false;
+        owner = BinaryPrimitives.ReadUInt64LittleEndian(s);
+        generation = BinaryPrimitives.ReadUInt64LittleEndian(s[8..]);
+        cursor = BinaryPrimitives.ReadUInt64LittleEndian(s[16..]);
+        uint n = BinaryPrimitives.ReadUInt32LittleEndian(s[24..]);
+        uint ns = BinaryPrimitives.ReadUInt32LittleEndian(s[28..]);
+        if (n > MaxIds || ns > MaxIds) return false;
+        int at = SizeFor((int)n);
+        for (int i = 0; i < ns; i++)
+        {
+            if (!Side(s, at, out _, out _, out _, out uint flags, out int c, out int next) || (flags & ~SideInside) != 0) return false;
+            at = next;
+        }
+        if (at != s.Length) return false;
+        (count, sides) = ((int)n, (int)ns);
+        return true;
+    }
+
+    public static ulong Id(ReadOnlySpan<byte> s, int i) => BinaryPrimitives.ReadUInt64LittleEndian(s[(HeaderSize + 8 * i)..]);
+
+    /// <summary>The <paramref name="i"/>-th id of the side whose header is at <paramref name="at"/>.</summary>
+    public static ulong SideId(ReadOnlySpan<byte> s, int at, int i) => BinaryPrimitives.ReadUInt64LittleEndian(s[(at + SideHeaderSize + 8 * i)..]);
+
+    /// <summary>The side whose header is at <paramref name="at"/>: its ids are the u64s from
+    /// <paramref name="at"/> + <see cref="SideHeaderSize"/>; <paramref name="next"/> is where the
+    /// next side starts. False if it does not fit the item.</summary>
+    public static bool Side(ReadOnlySpan<byte> s, int at, out ulong group, out ulong epoch, out ulong cursor, out uint flags, out int count, out int next)
+    {
+        group = epoch = cursor = 0;
+        flags = 0;
+        count = 0;
+        next = at;
+        if (at < 0 || at + SideHeaderSize > s.Length) return false;
+        group = BinaryPrimitives.ReadUInt64LittleEndian(s[at..]);
+        epoch = BinaryPrimitives.ReadUInt64LittleEndian(s[(at + 8)..]);
+        cursor = BinaryPrimitives.ReadUInt64LittleEndian(s[(at + 16)..]);
+        flags = BinaryPrimitives.ReadUInt32LittleEndian(s[(at + 24)..]);
+        uint n = BinaryPrimitives.ReadUInt32LittleEndian(s[(at + 28)..]);
+        if (n > MaxIds || at + SideSizeFor((int)n) > s.Length) return false;
+        count = (int)n;
+        next = at + SideSizeFor(count);
+        return true;
+    }
+
+    /// <summary>Writes the header and ids; returns where the sides start.</summary>
+    public static int Write(Span<byte> s, ulong owner, ulong generation, ulong cursor, ReadOnlySpan<ulong> ids, int sides = 0)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(s, owner);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[8..], generation);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[16..], cursor);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[24..], (uint)ids.Length);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[28..], (uint)sides);
+        for (int i = 0; i < ids.Length; i++) BinaryPrimitives.WriteUInt64LittleEndian(s[(HeaderSize + 8 * i)..], ids[i]);
+        return SizeFor(ids.Length);
+    }
+
+    /// <summary>Writes one side at <paramref name="at"/>; returns where the next starts.</summary>
+    public static int WriteSide(Span<byte> s, int at, ulong group, ulong epoch, ulong cursor, bool inside, ReadOnlySpan<ulong> ids)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(s[at..], group);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[(at + 8)..], epoch);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[(at + 16)..], cursor);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[(at + 24)..], inside ? SideInside : 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[(at + 28)..], (uint)ids.Length);
+        for (int i = 0; i < ids.Length; i++) BinaryPrimitives.WriteUInt64LittleEndian(s[(at + SideHeaderSize + 8 * i)..], ids[i]);
+        return at + SideSizeFor(ids.Length);
+    }
+}

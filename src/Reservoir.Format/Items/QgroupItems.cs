@@ -31,13 +31,17 @@ public static class QgroupId
 }
 
 /// <summary>QGROUP_STATUS (0, 240, 0) in the quota tree, 32 bytes: version u64,
-/// generation u64 (of the last accounting), flags u64 (bit 0 ON), reserved u64. SPEC.md §7.
-/// Version 2 says the fs trees carry EXTENT_OWNER_REF items; version 3, also that level-0 usage
-/// is in SUBVOL_QGROUP_INFO items of the root tree; version 4 (current), also that the extent
-/// tree may hold ORIGIN_DROP items.</summary>
+/// generation u64 (the commit that last wrote it), flags u64 (bit 0 ON), subvolume_ids_up_to
+/// u64 (version 5; reserved, 0, before), and from version 5 membership_epoch u64 (40 bytes).
+/// SPEC.md §7. Version 2 says the fs trees carry
+/// EXTENT_OWNER_REF items; version 3, also that level-0 usage is in SUBVOL_QGROUP_INFO items of
+/// the root tree; version 4, also that the extent tree may hold ORIGIN_DROP items; version 5
+/// (current), also REFERRER_ENTRY items, and that no subvolume id up to subvolume_ids_up_to is
+/// handed out again while quotas are on.</summary>
 public struct QgroupStatusItem
 {
-    public const int Size = 32;
+    /// <summary>40 bytes from version 5 (membership_epoch u64 added); 32 before.</summary>
+    public const int Size = 40, SizeBefore5 = 32;
     public const ulong FlagOn = 1;
     /// <summary>2: every subvolume tree carries EXTENT_OWNER_REF items (SPEC.md §5.9). An image
     /// of version 1 gets them at its first read-write mount.</summary>
@@ -50,25 +54,40 @@ public struct QgroupStatusItem
     /// which a version that does not know them would leave behind with a freed extent (then
     /// misread for the next extent at that address); an older version refuses the image. An
     /// image of version 3 says 4 from its first read-write mount on.</summary>
-    public const ulong CurrentVersion = 4;
-    public ulong Version, Generation, Flags;
+    public const ulong OriginDropVersion = 4;
+    /// <summary>5: the extent tree may hold REFERRER_ENTRY items (<see cref="KeyTypes.ReferrerEntry"/>),
+    /// which every change of the extent's referrers must keep right (a version that does not
+    /// know them would leave them stale); an older version refuses the image. An image of
+    /// version 4 says 5 from its first read-write mount on (it has none yet).</summary>
+    public const ulong ReferrerEntryVersion = 5;
+    public const ulong CurrentVersion = ReferrerEntryVersion;
+    public ulong Version, Generation, Flags, SubvolumeIdsUpTo, MembershipEpoch;
+
+    /// <summary>The item's length for its version.</summary>
+    public readonly int Length => Version >= ReferrerEntryVersion ? Size : SizeBefore5;
 
     public static bool TryRead(ReadOnlySpan<byte> s, out QgroupStatusItem q)
     {
         q = default;
-        if (s.Length != Size) return false;
+        if (s.Length != Size && s.Length != SizeBefore5) return false;
         q.Version = BinaryPrimitives.ReadUInt64LittleEndian(s);
+        if (s.Length != q.Length) return false;
         q.Generation = BinaryPrimitives.ReadUInt64LittleEndian(s[8..]);
         q.Flags = BinaryPrimitives.ReadUInt64LittleEndian(s[16..]);
+        q.SubvolumeIdsUpTo = BinaryPrimitives.ReadUInt64LittleEndian(s[24..]);
+        if (s.Length == Size) q.MembershipEpoch = BinaryPrimitives.ReadUInt64LittleEndian(s[32..]);
         return q.Version is >= 1 and <= CurrentVersion;
     }
 
+    /// <summary>Writes <see cref="Length"/> bytes.</summary>
     public readonly void Write(Span<byte> s)
     {
-        s[..Size].Clear();
+        s[..Length].Clear();
         BinaryPrimitives.WriteUInt64LittleEndian(s, Version);
         BinaryPrimitives.WriteUInt64LittleEndian(s[8..], Generation);
         BinaryPrimitives.WriteUInt64LittleEndian(s[16..], Flags);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[24..], SubvolumeIdsUpTo);
+        if (Length == Size) BinaryPrimitives.WriteUInt64LittleEndian(s[32..], MembershipEpoch);
     }
 }
 

@@ -96,8 +96,9 @@ public class QuotaItemsTests
                 fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupInfo, id), buf);
             }
             Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
-            new QgroupStatusItem { Version = version, Generation = 1, Flags = QgroupStatusItem.FlagOn }.Write(st);
-            fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st);
+            var status = new QgroupStatusItem { Version = version, Generation = 1, Flags = QgroupStatusItem.FlagOn };
+            status.Write(st);
+            fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st[..status.Length]);
         }
         return expected;
     }
@@ -115,33 +116,40 @@ public class QuotaItemsTests
         }
     }
 
-    /// <summary>Quota version 3 had no ORIGIN_DROP items: such an image is read as it is, and
-    /// says version 4 from its first read-write mount on (an older binary then refuses it rather
-    /// than leave ORIGIN_DROPs behind with freed extents). Fails if the mount writes ORIGIN_DROPs
-    /// under a version-3 status: fsck reports them.</summary>
-    [Fact]
-    public void AnImageOfQuotaVersion3SaysVersion4AtItsFirstReadWriteMount()
+    /// <summary>Quota versions 3 and 4 had no ORIGIN_DROP (3) or REFERRER_ENTRY (3, 4) items and
+    /// no record of the subvolume ids handed out: such an image is read as it is, and says the
+    /// current version, with the ids handed out so far, from its first read-write mount on (an
+    /// older binary then refuses it rather than leave items it does not keep right). Fails if the
+    /// mount writes items under an older status (fsck reports them) or leaves the ids unrecorded.</summary>
+    [Theory]
+    [InlineData(3UL)]
+    [InlineData(4UL)]
+    public void AnImageOfAnOlderQuotaVersionSaysTheCurrentOneAtItsFirstReadWriteMount(ulong older)
     {
         var dev = NewDevice(64UL << 20);
-        ulong Version(Filesystem fs) => QgroupStatusItem.TryRead(fs.Fs.QuotaTree!.Get(new Key(0, KeyTypes.QgroupStatus, 0)), out var st) ? st.Version : 0;
+        QgroupStatusItem Status(Filesystem fs) => QgroupStatusItem.TryRead(fs.Fs.QuotaTree!.Get(new Key(0, KeyTypes.QgroupStatus, 0)), out var st) ? st : default;
         using (var fs = Mount(dev))
         {
             Ok(fs.EnableQuota());
             Ok(fs.CreateSubvolume(Root, "a", 0, 0, out var a));
             CreateFile(fs, a.Ino, "f", Data(1, M));
             Ok(fs.Sync());
-            Assert.Equal(4UL, Version(fs));
+            Assert.Equal((5UL, 256UL), (Status(fs).Version, Status(fs).SubvolumeIdsUpTo));
             using var h = fs.Fs.Start(8);
             Span<byte> st = stackalloc byte[QgroupStatusItem.Size];
-            new QgroupStatusItem { Version = 3, Generation = 1, Flags = QgroupStatusItem.FlagOn }.Write(st);
-            using (fs.Fs.QuotaTree!.Lock.Write()) fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st);
+            var status = new QgroupStatusItem { Version = older, Generation = 1, Flags = QgroupStatusItem.FlagOn };
+            status.Write(st);
+            using (fs.Fs.QuotaTree!.Lock.Write()) fs.Fs.QuotaTree.Put(h, new Key(0, KeyTypes.QgroupStatus, 0), st[..status.Length]);
         }
         FsckAssert.Clean(dev);
-        using (var ro = Mount(dev, new Reservoir.Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 })) Assert.Equal(3UL, Version(ro));
+        using (var ro = Mount(dev, new Reservoir.Engine.Tx.MountOptions { ReadOnly = true, CommitIntervalMs = 0 })) Assert.Equal(older, Status(ro).Version);
         using (var fs = Mount(dev))
         {
-            Assert.Equal(4UL, Version(fs));
+            Assert.Equal((QgroupStatusItem.CurrentVersion, 256UL), (Status(fs).Version, Status(fs).SubvolumeIdsUpTo));
             Assert.Equal((M, M), (Usage(fs, Q0(256)).Referenced, Usage(fs, Q0(256)).Exclusive));
+            Ok(fs.CreateSubvolume(Root, "b", 0, 0, out _));
+            Ok(fs.Sync());
+            Assert.Equal(257UL, Status(fs).SubvolumeIdsUpTo); // recorded by the commit that made it
         }
         FsckAssert.Clean(dev);
     }

@@ -336,6 +336,180 @@ public class ReferrerEntryTests(ITestOutputHelper log)
         Ok(fs.AssignQgroup(QgroupId.Of(0, ids[3]), QgroupId.Of(1, 1)));
     });
 
+    /// <summary>
+    /// The entries are written with the commits that change them (REFERRER_ENTRY items), so a
+    /// new mount goes on from where the searches got to: tenants' clones letting go of the
+    /// golden files in turn, unmounted halfway. In memory only, the first commit after the mount
+    /// walked the ids of every snapshot that had let go (about Count/2 lookups per file); from
+    /// the items, a few. fsck checks every item against its recount (no referrer below a
+    /// cursor missing, none listed that is not one) before and after.
+    /// </summary>
+    [Fact]
+    public void EntriesOutliveTheMount()
+    {
+        const int Count = 120, Files = 4, Tenants = 3;
+        var dev = NewDevice(256UL << 20);
+        var options = new MountOptions { CommitIntervalMs = 0 };
+        var fs = Mount(dev, options);
+        try
+        {
+            var (goldenId, snaps, _) = TenantsOfClones(fs, Count, Files, Tenants);
+            for (int i = 0; i < Count / 2; i++)
+            {
+                for (int f = 0; f < Files; f++) Ok(fs.Unlink(snaps[i], $"f{f}"));
+                Ok(fs.Sync());
+            }
+            Assert.True(fs.Fs.Stats.ReferrerEntriesWritten >= Files, "no entry was written: the test would not exercise them");
+            FsckAssert.Clean(dev);
+            fs.Dispose();
+            fs = Mount(dev, options);
+            var st = fs.Fs.Stats;
+            for (int f = 0; f < Files; f++) Ok(fs.Unlink(snaps[Count / 2], $"f{f}"));
+            Ok(fs.Sync());
+            long first = st.OwnerRefProbes;
+            log.WriteLine($"first commit after the mount: {first} lookups, {st.ReferrerEntriesLoaded} entries loaded, {st.EntryIdsWalked} ids walked");
+            Assert.Equal(Files, st.ReferrerEntriesLoaded);
+            Assert.True(first <= Files * 8, $"{first} lookups in the first commit after the mount");
+            InTurn(fs, dev, snaps.Skip(Count / 2 + 1).ToList(), (_, snap) =>
+            {
+                for (int f = 0; f < Files; f++) Ok(fs.Unlink(snap, $"f{f}"));
+            });
+            AssertGroup(fs, goldenId, Files * 4096UL, Files * 4096UL);
+        }
+        finally { fs.Dispose(); }
+    }
+
+    /// <summary>
+    /// A subvolume id handed out while quotas are on is never handed out again, even once its
+    /// subvolume is deleted and cleaned away (no ROOT_ITEM left to say it was used) and the image
+    /// mounted again: an entry's cursor may have passed that id, and a new snapshot of a
+    /// referrer under it would never be looked at. Here every snapshot lets go of the golden
+    /// files, so the entries' cursors walk to the highest snapshot, which is then deleted; after
+    /// a mount a new snapshot of the golden subvolume must get a higher id, and after one more
+    /// mount (the entries still as the first left them) the golden subvolume lets go too: the new
+    /// snapshot must be found holding the files, now exclusively. Without the id check, handing
+    /// ids out again from the ROOT_ITEMs alone fails fsck's recount (the new snapshot is never
+    /// asked).
+    /// </summary>
+    [Fact]
+    public void AnIdHandedOutIsNotHandedOutAgainAfterItsSubvolumeIsGone()
+    {
+        const int Count = 40, Files = 2;
+        var dev = NewDevice(256UL << 20);
+        var options = new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 };
+        var fs = Mount(dev, options);
+        try
+        {
+            var (goldenId, snaps, ids) = TenantsOfClones(fs, Count, Files, tenants: 1);
+            InTurn(fs, dev, snaps, (_, snap) =>
+            {
+                for (int f = 0; f < Files; f++) Ok(fs.Unlink(snap, $"f{f}"));
+            });
+            ulong highest = ids[^1];
+            Ok(fs.DeleteSubvolume(Root, $"s{Count - 1}"));
+            Ok(fs.SyncSubvolumeDeletions());
+            Ok(fs.Sync());
+            FsckAssert.Clean(dev);
+            fs.Dispose();
+            fs = Mount(dev, options);
+            Ok(fs.Lookup(Root, "golden", out var golden));
+            Ok(fs.CreateSnapshot(golden.Ino, Root, "late", readOnly: false, out var late));
+            ulong lateId = Reservoir.Engine.Inodes.NodeIds.Decode(late.Ino).TreeId;
+            Assert.True(lateId > highest, $"id {lateId} handed out again (the highest was {highest})");
+            Ok(fs.Sync());
+            fs.Dispose();
+            fs = Mount(dev, options);
+            Ok(fs.Lookup(Root, "golden", out golden));
+            for (int f = 0; f < Files; f++) Ok(fs.Unlink(golden.Ino, $"f{f}"));
+            Ok(fs.Sync());
+            FsckAssert.Clean(dev);
+            AssertGroup(fs, lateId, Files * 4096UL, Files * 4096UL);
+            AssertGroup(fs, goldenId, 0, 0);
+        }
+        finally { fs.Dispose(); }
+    }
+
+    /// <summary>The REFERRER_ENTRY layout of SPEC.md §5.9 read back as written, sides and all,
+    /// and an item whose length does not match its counts (cut short, one byte more, a count past
+    /// 64, an unknown side flag) refused.</summary>
+    [Fact]
+    public void AReferrerEntryItemReadsBackAsWrittenAndRefusesWhatDoesNotAddUp()
+    {
+        ulong[] ids = [256, 300, 301], a = [302], b = [303, 304];
+        int size = ReferrerEntryItem.SizeFor(ids.Length) + ReferrerEntryItem.SideSizeFor(a.Length) + ReferrerEntryItem.SideSizeFor(b.Length);
+        var buf = new byte[size];
+        int at = ReferrerEntryItem.Write(buf, 256, 7, 305, ids, sides: 2);
+        at = ReferrerEntryItem.WriteSide(buf, at, QgroupId.Of(1, 1), 3, 303, inside: true, a);
+        at = ReferrerEntryItem.WriteSide(buf, at, QgroupId.Of(1, 2), 3, 305, inside: false, b);
+        Assert.Equal(size, at);
+        // Header: owner, generation, cursor, count, side count, as SPEC.md gives the offsets.
+        Assert.Equal(256UL, BitConverter.ToUInt64(buf, 0));
+        Assert.Equal(7UL, BitConverter.ToUInt64(buf, 8));
+        Assert.Equal(305UL, BitConverter.ToUInt64(buf, 16));
+        Assert.Equal((3u, 2u), (BitConverter.ToUInt32(buf, 24), BitConverter.ToUInt32(buf, 28)));
+        Assert.True(ReferrerEntryItem.TryRead(buf, out ulong owner, out ulong gen, out ulong cursor, out int count, out int sides));
+        Assert.Equal((256UL, 7UL, 305UL, 3, 2), (owner, gen, cursor, count, sides));
+        Assert.Equal(ids, Enumerable.Range(0, count).Select(i => ReferrerEntryItem.Id(buf, i)));
+        int s1 = ReferrerEntryItem.SizeFor(count);
+        Assert.True(ReferrerEntryItem.Side(buf, s1, out ulong g1, out ulong e1, out ulong c1, out uint f1, out int n1, out int s2));
+        Assert.Equal((QgroupId.Of(1, 1), 3UL, 303UL, ReferrerEntryItem.SideInside, 1, 302UL), (g1, e1, c1, f1, n1, ReferrerEntryItem.SideId(buf, s1, 0)));
+        Assert.True(ReferrerEntryItem.Side(buf, s2, out ulong g2, out _, out _, out uint f2, out int n2, out int end));
+        Assert.Equal((QgroupId.Of(1, 2), 0u, 2, 304UL, size), (g2, f2, n2, ReferrerEntryItem.SideId(buf, s2, 1), end));
+
+        Assert.False(ReferrerEntryItem.TryRead(buf.AsSpan(0, size - 8), out _, out _, out _, out _, out _));
+        Assert.False(ReferrerEntryItem.TryRead(buf.Concat(new byte[1]).ToArray(), out _, out _, out _, out _, out _));
+        var bad = (byte[])buf.Clone();
+        BitConverter.TryWriteBytes(bad.AsSpan(24), 65u);
+        Assert.False(ReferrerEntryItem.TryRead(bad, out _, out _, out _, out _, out _));
+        bad = (byte[])buf.Clone();
+        BitConverter.TryWriteBytes(bad.AsSpan(s1 + 24), 2u);
+        Assert.False(ReferrerEntryItem.TryRead(bad, out _, out _, out _, out _, out _));
+    }
+
+    /// <summary>fsck checks each REFERRER_ENTRY against its recount: one that leaves out a
+    /// referrer below its cursor, or lists a subvolume that does not reference the extent, or
+    /// names another writer, is reported (the commit would trust it).</summary>
+    [Fact]
+    public void FsckReportsAReferrerEntryThatDisagreesWithTheTrees()
+    {
+        var dev = NewDevice(128UL << 20);
+        ulong bytenr = 0, owner = 0, gen = 0, goldenId;
+        List<ulong> ids;
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            (goldenId, _, ids) = TenantsOfClones(fs, 4, 1, tenants: 1);
+            var path = new Reservoir.Engine.Tree.TreePath();
+            Assert.True(fs.Fs.ExtentTree.SeekGE(Reservoir.Format.Key.Min, path));
+            do
+            {
+                var k = path.Key;
+                if (k.Type == Reservoir.Format.KeyTypes.ExtentItem && ExtentItem.TryRead(path.Data, out var ei) && ei.Owner == goldenId)
+                    (bytenr, owner, gen) = (k.ObjectId, ei.Owner, ei.Generation);
+            } while (fs.Fs.ExtentTree.Next(path));
+            Assert.NotEqual(0UL, bytenr);
+        }
+        FsckAssert.Clean(dev);
+        void Put(ulong o, ulong g, ulong cursor, params ulong[] known)
+        {
+            using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+            var buf = new byte[ReferrerEntryItem.SizeFor(known.Length)];
+            ReferrerEntryItem.Write(buf, o, g, cursor, known);
+            using (var h = fs.Fs.Start(4))
+            using (fs.Fs.ExtentTree.Lock.Write())
+                fs.Fs.ExtentTree.Put(h, new Reservoir.Format.Key(bytenr, Reservoir.Format.KeyTypes.ReferrerEntry, 0), buf);
+        }
+        string Findings() => string.Join("\n", Reservoir.Engine.Check.Fsck.Run(dev, new()).Errors.Select(e => e.ToString()));
+        // Right: the golden subvolume and every snapshot, cursor at the last.
+        Put(owner, gen, ids[^1], [goldenId, .. ids]);
+        FsckAssert.Clean(dev);
+        Put(owner, gen, ids[^1], [goldenId, ids[0], ids[1], ids[2]]);
+        Assert.Contains($"subvolume {ids[3]} references the extent but is not listed", Findings());
+        Put(owner, gen, ids[1], [goldenId, ids[0], ids[1], 9999]);
+        Assert.Contains("lists subvolume 9999, which does not reference the extent", Findings());
+        Put(owner + 1, gen, ids[1], [goldenId]);
+        Assert.Contains("the extent there was written by", Findings());
+    }
+
     /// <summary>What the referrer entries keep in memory stays bounded: an entry keeps at most
     /// 64 group sides (the least recently used go), and past 2¹⁸ sides in all (or 2¹⁸ entries)
     /// the least recently used entries go with their sides, never the one being used; the
