@@ -429,6 +429,42 @@ public class ReferrerEntryTests(ITestOutputHelper log)
         finally { fs.Dispose(); }
     }
 
+    /// <summary>Turning quotas off deletes every REFERRER_ENTRY item with the other quota items
+    /// (nothing would keep them right), and turning them on again starts without any: fsck
+    /// reports any left behind.</summary>
+    [Fact]
+    public void QuotaOffAndOnAgainLeavesNoReferrerEntryItem()
+    {
+        var dev = NewDevice(128UL << 20);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 }))
+        {
+            var (_, snaps, _) = TenantsOfClones(fs, 12, 2, tenants: 2);
+            InTurn(fs, dev, snaps.Take(6).ToList(), (_, snap) =>
+            {
+                for (int f = 0; f < 2; f++) Ok(fs.Unlink(snap, $"f{f}"));
+            });
+            Assert.True(ReferrerEntryItems(fs) > 0, "no item was written: the test would not exercise them");
+            Ok(fs.DisableQuota());
+            Assert.Equal(0, ReferrerEntryItems(fs));
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 }))
+        {
+            Ok(fs.EnableQuota());
+            Assert.Equal(0, ReferrerEntryItems(fs));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    private static int ReferrerEntryItems(Filesystem fs)
+    {
+        int n = 0;
+        var path = new Reservoir.Engine.Tree.TreePath();
+        if (fs.Fs.ExtentTree.SeekGE(Reservoir.Format.Key.Min, path))
+            do if (path.Key.Type == Reservoir.Format.KeyTypes.ReferrerEntry) n++; while (fs.Fs.ExtentTree.Next(path));
+        return n;
+    }
+
     /// <summary>The REFERRER_ENTRY layout of SPEC.md §5.9 read back as written, sides and all,
     /// and an item whose length does not match its counts (cut short, one byte more, a count past
     /// 64, an unknown side flag) refused.</summary>
