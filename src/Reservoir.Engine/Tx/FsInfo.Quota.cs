@@ -532,6 +532,9 @@ internal sealed partial class FsInfo
             if (pending.Count == 0) return;
         }
         Stats.QuotaRecounts++;
+        // A rescan is asked when numbers may have drifted: the entries the accounting trusted go
+        // too (they only save walks; the searches make them again).
+        if (pending.Exists(c => c.IsRescan)) DropAllReferrerEntries(h);
         var referrers = OwnerRefReferrers();
         // Checked again under the lock: a group may have been destroyed since.
         Quota.ChangeRelations(changes.Where(c => c.Result == null).ToList(),

@@ -59,6 +59,18 @@ internal sealed partial class FsInfo
 
     private static Key ReferrerEntryKey(ulong bytenr) => new(bytenr, KeyTypes.ReferrerEntry, 0);
 
+    /// <summary>Forgets every referrer entry and deletes every REFERRER_ENTRY item (`quota
+    /// rescan`). Caller is the commit, with the extent tree locked.</summary>
+    private void DropAllReferrerEntries(TransHandle h)
+    {
+        ReferrerEntries.Clear();
+        var keys = new List<Key>();
+        var path = new TreePath();
+        if (ExtentTree.SeekGE(Key.Min, path))
+            do if (path.Key.Type == KeyTypes.ReferrerEntry) keys.Add(path.Key); while (ExtentTree.Next(path));
+        foreach (var k in keys) ExtentTree.Delete(h, k);
+    }
+
     /// <summary>In the commit's fold, after the delayed refs ran (so an extent freed by this
     /// commit is gone): writes the items of the entries changed since the last commit and
     /// deletes those whose entry went. An entry of an extent freed meanwhile is not written.

@@ -504,7 +504,8 @@ public class ReferrerEntryTests(ITestOutputHelper log)
 
     /// <summary>fsck checks each REFERRER_ENTRY against its recount: one that leaves out a
     /// referrer below its cursor, or lists a subvolume that does not reference the extent, or
-    /// names another writer, is reported (the commit would trust it).</summary>
+    /// names another writer, is reported (the commit would trust it); `quota rescan` drops them
+    /// all with its recount.</summary>
     [Fact]
     public void FsckReportsAReferrerEntryThatDisagreesWithTheTrees()
     {
@@ -544,6 +545,14 @@ public class ReferrerEntryTests(ITestOutputHelper log)
         Assert.Contains("lists subvolume 9999, which does not reference the extent", Findings());
         Put(owner + 1, gen, ids[1], [goldenId]);
         Assert.Contains("the extent there was written by", Findings());
+        // `quota rescan` recounts and drops every entry the accounting trusted.
+        Put(owner, gen, ids[^1], [goldenId, ids[0], ids[1], ids[2]]);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            Ok(fs.RescanQuota(out _));
+            Assert.Null(fs.Fs.ExtentTree.Get(new Reservoir.Format.Key(bytenr, Reservoir.Format.KeyTypes.ReferrerEntry, 0)));
+        }
+        FsckAssert.Clean(dev);
     }
 
     /// <summary>What the referrer entries keep in memory stays bounded: an entry keeps at most
