@@ -21,7 +21,7 @@ public sealed partial class Fsck
     private readonly List<(ulong Bytenr, ulong Root, ulong Since)> _sharedRootRefs = new();
     private readonly List<(ulong Bytenr, ulong Root, ulong Until)> _originDrops = new();
     private readonly List<(ulong Bytenr, ulong Owner, ulong Generation, ulong Cursor, ulong[] Ids,
-        List<(ulong Group, ulong Epoch, ulong Cursor, bool Inside, ulong[] Ids)> Sides)> _referrerEntries = new();
+        List<ReferrerEntryItem.SideView> Sides)> _referrerEntries = new();
 
     private void CountFileExtent(ulong root, FileExtentItem fe)
     {

@@ -233,18 +233,7 @@ public sealed partial class Fsck
             case KeyTypes.ReferrerEntry:
                 if (k.Offset != 0 || !ReferrerEntryItem.TryRead(d, out ulong owner, out ulong gen, out ulong cursor, out int count, out int nsides))
                 { _r.Add(FindingKind.Structure, where, "malformed REFERRER_ENTRY"); return; }
-                var ids = new ulong[count];
-                for (int i = 0; i < count; i++) ids[i] = ReferrerEntryItem.Id(d, i);
-                var sides = new List<(ulong Group, ulong Epoch, ulong Cursor, bool Inside, ulong[] Ids)>();
-                for (int i = 0, at = ReferrerEntryItem.SizeFor(count); i < nsides; i++)
-                {
-                    ReferrerEntryItem.Side(d, at, out ulong group, out ulong epoch, out ulong sc, out uint flags, out int n, out int next);
-                    var sids = new ulong[n];
-                    for (int j = 0; j < n; j++) sids[j] = ReferrerEntryItem.SideId(d, at, j);
-                    sides.Add((group, epoch, sc, (flags & ReferrerEntryItem.SideInside) != 0, sids));
-                    at = next;
-                }
-                _referrerEntries.Add((k.ObjectId, owner, gen, cursor, ids, sides));
+                _referrerEntries.Add((k.ObjectId, owner, gen, cursor, ReferrerEntryItem.Ids(d, count), ReferrerEntryItem.Sides(d, count, nsides)));
                 break;
             default:
                 _r.Add(FindingKind.Structure, where, "unexpected item type in the extent tree");

@@ -111,17 +111,9 @@ public static class TreeDump
 
     private static string ReferrerEntryText(ReadOnlySpan<byte> d, ulong owner, ulong gen, ulong cursor, int count, int sides)
     {
-        var text = new System.Text.StringBuilder($"owner {owner} gen {gen} cursor {cursor} referrers [");
-        for (int i = 0; i < count; i++) text.Append(i == 0 ? "" : " ").Append(ReferrerEntryItem.Id(d, i));
-        text.Append(']');
-        for (int i = 0, at = ReferrerEntryItem.SizeFor(count); i < sides; i++)
-        {
-            ReferrerEntryItem.Side(d, at, out ulong group, out ulong epoch, out ulong sc, out uint flags, out int n, out int next);
-            text.Append($"; group {QgroupId.Show(group)} {((flags & ReferrerEntryItem.SideInside) != 0 ? "members" : "others")} epoch {epoch} cursor {sc} [");
-            for (int j = 0; j < n; j++) text.Append(j == 0 ? "" : " ").Append(ReferrerEntryItem.SideId(d, at, j));
-            text.Append(']');
-            at = next;
-        }
+        var text = new System.Text.StringBuilder($"owner {owner} gen {gen} cursor {cursor} referrers [{string.Join(' ', ReferrerEntryItem.Ids(d, count))}]");
+        foreach (var v in ReferrerEntryItem.Sides(d, count, sides))
+            text.Append($"; group {QgroupId.Show(v.Group)} {(v.Inside ? "members" : "others")} epoch {v.Epoch} cursor {v.Cursor} [{string.Join(' ', v.Ids)}]");
         return text.ToString();
     }
 }

@@ -347,13 +347,7 @@ internal sealed partial class FsInfo
                     using (t.Lock.Write())
                         foreach (var (bytenr, _, _) in OwnerRefs.Scan(t).ToList()) t.Delete(h, OwnerRefs.KeyOf(bytenr));
                 using (ExtentTree.Lock.Write())
-                {
-                    var shared = new List<Key>();
-                    var path = new TreePath();
-                    if (ExtentTree.SeekGE(Key.Min, path))
-                        do { if (path.Key.Type is KeyTypes.SharedRootRef or KeyTypes.OriginDrop or KeyTypes.ReferrerEntry) shared.Add(path.Key); } while (ExtentTree.Next(path));
-                    foreach (var k in shared) ExtentTree.Delete(h, k);
-                }
+                    DeleteExtentItems(h, t => t is KeyTypes.SharedRootRef or KeyTypes.OriginDrop or KeyTypes.ReferrerEntry);
                 using (QuotaTree.Lock.Write())
                 {
                     var items = new List<Key>();

@@ -43,14 +43,12 @@ internal sealed partial class FsInfo
         }
         var e = new ReferrerEntries.Entry(owner, generation, Math.Min(cursor, _highestIdAtMount));
         for (int i = 0; i < count; i++) e.Add(ReferrerEntryItem.Id(data, i));
-        for (int i = 0, at = ReferrerEntryItem.SizeFor(count); i < sides; i++)
+        foreach (var v in ReferrerEntryItem.Sides(data, count, sides))
         {
-            ReferrerEntryItem.Side(data, at, out ulong group, out ulong epoch, out ulong sc, out uint flags, out int n, out int next);
             // One of an older membership epoch is started again when it is asked.
-            var side = new ReferrerEntries.GroupSide(group, (flags & ReferrerEntryItem.SideInside) != 0, (long)epoch) { Cursor = Math.Min(sc, _highestIdAtMount) };
-            for (int j = 0; j < n; j++) side.Add(ReferrerEntryItem.SideId(data, at, j));
+            var side = new ReferrerEntries.GroupSide(v.Group, v.Inside, (long)v.Epoch) { Cursor = Math.Min(v.Cursor, _highestIdAtMount) };
+            foreach (var id in v.Ids) side.Add(id);
             (e.Sides ??= new()).Add(side);
-            at = next;
         }
         ReferrerEntries.KeepLoaded(bytenr, e);
         Stats.ReferrerEntriesLoaded++;
@@ -64,10 +62,17 @@ internal sealed partial class FsInfo
     private void DropAllReferrerEntries(TransHandle h)
     {
         ReferrerEntries.Clear();
+        DeleteExtentItems(h, t => t == KeyTypes.ReferrerEntry);
+    }
+
+    /// <summary>Deletes every extent-tree item of the types <paramref name="type"/> accepts (a
+    /// scan of the whole tree). Caller holds the extent tree's write lock.</summary>
+    private void DeleteExtentItems(TransHandle h, Func<byte, bool> type)
+    {
         var keys = new List<Key>();
         var path = new TreePath();
         if (ExtentTree.SeekGE(Key.Min, path))
-            do if (path.Key.Type == KeyTypes.ReferrerEntry) keys.Add(path.Key); while (ExtentTree.Next(path));
+            do if (type(path.Key.Type)) keys.Add(path.Key); while (ExtentTree.Next(path));
         foreach (var k in keys) ExtentTree.Delete(h, k);
     }
 

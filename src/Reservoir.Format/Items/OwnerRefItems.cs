@@ -114,6 +114,33 @@ public static class ReferrerEntryItem
         return true;
     }
 
+    /// <summary>The referrer ids of an item <see cref="TryRead"/> accepted.</summary>
+    public static ulong[] Ids(ReadOnlySpan<byte> s, int count)
+    {
+        var ids = new ulong[count];
+        for (int i = 0; i < count; i++) ids[i] = Id(s, i);
+        return ids;
+    }
+
+    /// <summary>One group side as read (<see cref="Sides"/>).</summary>
+    public readonly record struct SideView(ulong Group, ulong Epoch, ulong Cursor, bool Inside, ulong[] Ids);
+
+    /// <summary>The group sides of an item <see cref="TryRead"/> accepted (with its
+    /// <paramref name="count"/> and <paramref name="sides"/>), in the order written.</summary>
+    public static List<SideView> Sides(ReadOnlySpan<byte> s, int count, int sides)
+    {
+        var list = new List<SideView>(sides);
+        for (int i = 0, at = SizeFor(count); i < sides; i++)
+        {
+            Side(s, at, out ulong group, out ulong epoch, out ulong cursor, out uint flags, out int n, out int next);
+            var ids = new ulong[n];
+            for (int j = 0; j < n; j++) ids[j] = SideId(s, at, j);
+            list.Add(new SideView(group, epoch, cursor, (flags & SideInside) != 0, ids));
+            at = next;
+        }
+        return list;
+    }
+
     /// <summary>Writes the header and ids; returns where the sides start.</summary>
     public static int Write(Span<byte> s, ulong owner, ulong generation, ulong cursor, ReadOnlySpan<ulong> ids, int sides = 0)
     {
