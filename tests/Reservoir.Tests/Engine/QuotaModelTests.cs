@@ -40,150 +40,174 @@ public class QuotaModelTests(ITestOutputHelper log)
     /// <summary>The same operations with a referrer entry kept for every extent the commit
     /// searches (docs/SNAPSHOTS.md §3, "Cost"), so each commit that changes who references an
     /// extent applies its transitions to the referrers the entry knows and moves its cursor on
-    /// over the subvolumes made since when they are not enough: every recount must still
-    /// agree. 20 seeds.</summary>
+    /// over the subvolumes made since when they are not enough; and the image is unmounted and
+    /// mounted again after a quarter of the checks, so the entries and group sides are read back
+    /// from their REFERRER_ENTRY items (subvolumes deleted meanwhile, memberships moved): every
+    /// recount must still agree. 20 seeds.</summary>
     [Theory]
     [MemberData(nameof(HalfTheSeeds))]
     public void EveryCommitAgreesWithARecountWithReferrerEntriesKept(int seed)
     {
         var o = new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 };
-        var stats = Run(seed, o);
-        Assert.True(stats.ReferrerEntriesKept > 0, "no referrer entry was kept: the test would not exercise them");
+        var (kept, loaded) = Run(seed, o, remounts: true);
+        Assert.True(kept > 0, "no referrer entry was kept: the test would not exercise them");
+        Assert.True(loaded > 0, "no referrer entry was read back after a mount: the test would not exercise their items");
     }
 
     public static IEnumerable<object[]> HalfTheSeeds => Enumerable.Range(1, 20).Select(i => new object[] { i * 2 + 100 });
 
-    private EngineStats Run(int seed, MountOptions options)
+    private (long EntriesKept, long EntriesLoaded) Run(int seed, MountOptions options, bool remounts = false)
     {
         var rng = new Random(seed);
         var dev = NewDevice(96UL << 20);
-        using var fs = Mount(dev, options);
-        Ok(fs.EnableQuota());
-        ulong team = QgroupId.Of(1, 1);
-        Ok(fs.CreateQgroup(team));
-        const ulong teamLimit = 2UL << 20;
-        Ok(fs.SetQgroupLimit(team, teamLimit, ulong.MaxValue));
-        // A group some snapshots join without their source (the commit must then ask whether
-        // anyone outside it still references an extent the source let go), and a level-2
-        // group above both.
-        ulong snaps = QgroupId.Of(1, 2), all = QgroupId.Of(2, 1);
-        Ok(fs.CreateQgroup(snaps));
-        Ok(fs.CreateQgroup(all));
-        Ok(fs.AssignQgroup(team, all));
-        Ok(fs.AssignQgroup(snaps, all));
-        Ok(fs.StatFs(out var st0));
-        ulong usedAtStart = st0.BlocksFree;
-        var subs = new List<Sub>();
-        int nextName = 0, commits = 0, refused = 0;
-        Sub NewSub(InodeAttr a, string name)
+        var fs = Mount(dev, options);
+        long kept = 0, loaded = 0;
+        try
         {
-            var s = new Sub(Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino).TreeId, a.Ino, name);
-            subs.Add(s);
-            return s;
-        }
-        for (int step = 0; step < 160; step++)
-        {
-            int op = rng.Next(100);
-            Sub? pick = subs.Count > 0 ? subs[rng.Next(subs.Count)] : null;
-            if (pick == null || op < 6)
+            Ok(fs.EnableQuota());
+            ulong team = QgroupId.Of(1, 1);
+            Ok(fs.CreateQgroup(team));
+            const ulong teamLimit = 2UL << 20;
+            Ok(fs.SetQgroupLimit(team, teamLimit, ulong.MaxValue));
+            // A group some snapshots join without their source (the commit must then ask whether
+            // anyone outside it still references an extent the source let go), and a level-2
+            // group above both.
+            ulong snaps = QgroupId.Of(1, 2), all = QgroupId.Of(2, 1);
+            Ok(fs.CreateQgroup(snaps));
+            Ok(fs.CreateQgroup(all));
+            Ok(fs.AssignQgroup(team, all));
+            Ok(fs.AssignQgroup(snaps, all));
+            Ok(fs.StatFs(out var st0));
+            ulong usedAtStart = st0.BlocksFree;
+            var subs = new List<Sub>();
+            int nextName = 0, commits = 0, refused = 0;
+            Sub NewSub(InodeAttr a, string name)
             {
-                string name = $"sv{nextName++}";
-                Ok(fs.CreateSubvolume(Root, name, 0, 0, out var a));
-                var s = NewSub(a, name);
-                if (rng.Next(2) == 0) Ok(fs.AssignQgroup(QgroupId.Of(0, s.Id), team));
+                var s = new Sub(Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino).TreeId, a.Ino, name);
+                subs.Add(s);
+                return s;
             }
-            else if (op < 14)
+            for (int step = 0; step < 160; step++)
             {
-                string name = $"sv{nextName++}";
-                Ok(fs.CreateSnapshot(pick.Ino, Root, name, rng.Next(3) == 0, out var a), "snapshot");
-                var s = NewSub(a, name);
-                s.Files.AddRange(pick.Files);
-                // A snapshot joins its source's groups; some also join the snapshots' group.
-                if (rng.Next(3) == 0 && !fs.QgroupRelations().Contains((QgroupId.Of(0, s.Id), snaps)))
-                    Ok(fs.AssignQgroup(QgroupId.Of(0, s.Id), snaps));
-                // Both read at one instant: a commit the flusher or the dirty threshold starts
-                // may account the source's pending changes (repeated for the snapshot) between
-                // two reads (seed 32 once read the source before such a commit and the snapshot after).
-                var groups = fs.Qgroups();
-                Assert.Equal(groups.Single(q => q.Id == QgroupId.Of(0, pick.Id)).Referenced,
-                             groups.Single(q => q.Id == QgroupId.Of(0, s.Id)).Referenced);
+                int op = rng.Next(100);
+                Sub? pick = subs.Count > 0 ? subs[rng.Next(subs.Count)] : null;
+                if (pick == null || op < 6)
+                {
+                    string name = $"sv{nextName++}";
+                    Ok(fs.CreateSubvolume(Root, name, 0, 0, out var a));
+                    var s = NewSub(a, name);
+                    if (rng.Next(2) == 0) Ok(fs.AssignQgroup(QgroupId.Of(0, s.Id), team));
+                }
+                else if (op < 14)
+                {
+                    string name = $"sv{nextName++}";
+                    Ok(fs.CreateSnapshot(pick.Ino, Root, name, rng.Next(3) == 0, out var a), "snapshot");
+                    var s = NewSub(a, name);
+                    s.Files.AddRange(pick.Files);
+                    // A snapshot joins its source's groups; some also join the snapshots' group.
+                    if (rng.Next(3) == 0 && !fs.QgroupRelations().Contains((QgroupId.Of(0, s.Id), snaps)))
+                        Ok(fs.AssignQgroup(QgroupId.Of(0, s.Id), snaps));
+                    // Both read at one instant: a commit the flusher or the dirty threshold starts
+                    // may account the source's pending changes (repeated for the snapshot) between
+                    // two reads (seed 32 once read the source before such a commit and the snapshot after).
+                    var groups = fs.Qgroups();
+                    Assert.Equal(groups.Single(q => q.Id == QgroupId.Of(0, pick.Id)).Referenced,
+                                 groups.Single(q => q.Id == QgroupId.Of(0, s.Id)).Referenced);
+                }
+                else if (op < 18 && subs.Count > 1)
+                {
+                    Ok(fs.DeleteSubvolume(Root, pick.Name));
+                    subs.Remove(pick);
+                }
+                else if (op < 21)
+                {
+                    // A subvolume with data joins or leaves the snapshots' group (and so the
+                    // level-2 group): the commit recounts both, and the next check compares.
+                    ulong q = QgroupId.Of(0, pick.Id);
+                    Ok(fs.QgroupRelations().Contains((q, snaps)) ? fs.RemoveQgroupRelation(q, snaps) : fs.AssignQgroup(q, snaps), "membership");
+                }
+                else if (IsReadOnly(fs, pick)) continue;
+                else if (op < 50)
+                {
+                    // A write: a new file or into an existing one, a few blocks at a block offset.
+                    string name = pick.Files.Count > 0 && rng.Next(2) == 0 ? pick.Files[rng.Next(pick.Files.Count)] : $"f{nextName++}";
+                    ulong ino = LookupOrCreate(fs, pick, name);
+                    var data = new byte[(ulong)rng.Next(1, 48) * Block];
+                    rng.NextBytes(data);
+                    var e = fs.Write(ino, (ulong)rng.Next(0, 64) * Block, data, out _);
+                    if (e == Errno.EDQUOT) refused++;
+                    else Ok(e, "write");
+                }
+                else if (op < 64 && pick.Files.Count > 0)
+                {
+                    // A reflink from any subvolume into this one.
+                    var from = subs[rng.Next(subs.Count)];
+                    if (from.Files.Count == 0) continue;
+                    Ok(fs.Lookup(from.Ino, from.Files[rng.Next(from.Files.Count)], out var src));
+                    ulong dst = LookupOrCreate(fs, pick, $"f{nextName++}");
+                    var e = fs.CloneRange(src.Ino, 0, dst, 0, 0);
+                    if (e == Errno.EDQUOT) refused++;
+                    else if (e != Errno.EINVAL) Ok(e, "clone"); // EINVAL: an unaligned tail would land inside
+                }
+                else if (op < 74 && pick.Files.Count > 0)
+                {
+                    Ok(fs.Lookup(pick.Ino, pick.Files[rng.Next(pick.Files.Count)], out var f));
+                    Ok(fs.Fallocate(f.Ino, Reservoir.Engine.Data.FallocateMode.PunchHole | Reservoir.Engine.Data.FallocateMode.KeepSize, (ulong)rng.Next(0, 64) * Block, (ulong)rng.Next(1, 64) * Block));
+                }
+                else if (op < 82 && pick.Files.Count > 0)
+                {
+                    Ok(fs.Lookup(pick.Ino, pick.Files[rng.Next(pick.Files.Count)], out var f));
+                    Ok(fs.Truncate(f.Ino, (ulong)rng.Next(0, 40) * Block));
+                }
+                else if (op < 90 && pick.Files.Count > 0)
+                {
+                    string name = pick.Files[rng.Next(pick.Files.Count)];
+                    Ok(fs.Unlink(pick.Ino, name));
+                    pick.Files.Remove(name);
+                }
+                else
+                {
+                    // fsck reads the device under a mounted filesystem: the cleaner, still dropping
+                    // a deleted subvolume, would commit during the read, and two commits later may
+                    // reuse blocks of the commit being read. Let it finish first (it races the other
+                    // operations between checks).
+                    Ok(fs.SyncSubvolumeDeletions());
+                    Ok(fs.Sync());
+                    commits++;
+                    FsckAssert.Clean(dev);
+                    var (rfer, _) = Group(fs, team);
+                    Assert.True(rfer <= teamLimit, $"group 1/1 references {rfer}, over its limit {teamLimit}");
+                    if (remounts && rng.Next(4) == 0)
+                    {
+                        (kept, loaded) = (kept + fs.Fs.Stats.ReferrerEntriesKept, loaded + fs.Fs.Stats.ReferrerEntriesLoaded);
+                        fs.Dispose();
+                        fs = Mount(dev, options);
+                    }
+                }
             }
-            else if (op < 18 && subs.Count > 1)
+            if (remounts)
             {
-                Ok(fs.DeleteSubvolume(Root, pick.Name));
-                subs.Remove(pick);
-            }
-            else if (op < 21)
-            {
-                // A subvolume with data joins or leaves the snapshots' group (and so the
-                // level-2 group): the commit recounts both, and the next check compares.
-                ulong q = QgroupId.Of(0, pick.Id);
-                Ok(fs.QgroupRelations().Contains((q, snaps)) ? fs.RemoveQgroupRelation(q, snaps) : fs.AssignQgroup(q, snaps), "membership");
-            }
-            else if (IsReadOnly(fs, pick)) continue;
-            else if (op < 50)
-            {
-                // A write: a new file or into an existing one, a few blocks at a block offset.
-                string name = pick.Files.Count > 0 && rng.Next(2) == 0 ? pick.Files[rng.Next(pick.Files.Count)] : $"f{nextName++}";
-                ulong ino = LookupOrCreate(fs, pick, name);
-                var data = new byte[(ulong)rng.Next(1, 48) * Block];
-                rng.NextBytes(data);
-                var e = fs.Write(ino, (ulong)rng.Next(0, 64) * Block, data, out _);
-                if (e == Errno.EDQUOT) refused++;
-                else Ok(e, "write");
-            }
-            else if (op < 64 && pick.Files.Count > 0)
-            {
-                // A reflink from any subvolume into this one.
-                var from = subs[rng.Next(subs.Count)];
-                if (from.Files.Count == 0) continue;
-                Ok(fs.Lookup(from.Ino, from.Files[rng.Next(from.Files.Count)], out var src));
-                ulong dst = LookupOrCreate(fs, pick, $"f{nextName++}");
-                var e = fs.CloneRange(src.Ino, 0, dst, 0, 0);
-                if (e == Errno.EDQUOT) refused++;
-                else if (e != Errno.EINVAL) Ok(e, "clone"); // EINVAL: an unaligned tail would land inside
-            }
-            else if (op < 74 && pick.Files.Count > 0)
-            {
-                Ok(fs.Lookup(pick.Ino, pick.Files[rng.Next(pick.Files.Count)], out var f));
-                Ok(fs.Fallocate(f.Ino, Reservoir.Engine.Data.FallocateMode.PunchHole | Reservoir.Engine.Data.FallocateMode.KeepSize, (ulong)rng.Next(0, 64) * Block, (ulong)rng.Next(1, 64) * Block));
-            }
-            else if (op < 82 && pick.Files.Count > 0)
-            {
-                Ok(fs.Lookup(pick.Ino, pick.Files[rng.Next(pick.Files.Count)], out var f));
-                Ok(fs.Truncate(f.Ino, (ulong)rng.Next(0, 40) * Block));
-            }
-            else if (op < 90 && pick.Files.Count > 0)
-            {
-                string name = pick.Files[rng.Next(pick.Files.Count)];
-                Ok(fs.Unlink(pick.Ino, name));
-                pick.Files.Remove(name);
-            }
-            else
-            {
-                // fsck reads the device under a mounted filesystem: the cleaner, still dropping
-                // a deleted subvolume, would commit during the read, and two commits later may
-                // reuse blocks of the commit being read. Let it finish first (it races the other
-                // operations between checks).
+                // Mounted again before everything goes, so the last lettings-go read entries back.
                 Ok(fs.SyncSubvolumeDeletions());
                 Ok(fs.Sync());
-                commits++;
-                FsckAssert.Clean(dev);
-                var (rfer, _) = Group(fs, team);
-                Assert.True(rfer <= teamLimit, $"group 1/1 references {rfer}, over its limit {teamLimit}");
+                (kept, loaded) = (kept + fs.Fs.Stats.ReferrerEntriesKept, loaded + fs.Fs.Stats.ReferrerEntriesLoaded);
+                fs.Dispose();
+                fs = Mount(dev, options);
             }
+            // Everything goes: every counter returns to zero and the data space comes back.
+            foreach (var s in subs.ToList()) Ok(fs.DeleteSubvolume(Root, s.Name));
+            Ok(fs.SyncSubvolumeDeletions());
+            Ok(fs.Sync());
+            FsckAssert.Clean(dev);
+            Assert.All(fs.Qgroups(), q => Assert.Equal((0UL, 0UL, 0UL), (q.Referenced, q.Exclusive, q.RsvData)));
+            Ok(fs.StatFs(out var st1));
+            Assert.Equal(usedAtStart, st1.BlocksFree);
+            Assert.Equal(0, fs.LeakedBytes);
+            (kept, loaded) = (kept + fs.Fs.Stats.ReferrerEntriesKept, loaded + fs.Fs.Stats.ReferrerEntriesLoaded);
+            log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {kept} referrer entries kept, {loaded} read back, {fs.Fs.Stats.GroupSidesStarted} group sides started on the last mount");
+            return (kept, loaded);
         }
-        // Everything goes: every counter returns to zero and the data space comes back.
-        foreach (var s in subs.ToList()) Ok(fs.DeleteSubvolume(Root, s.Name));
-        Ok(fs.SyncSubvolumeDeletions());
-        Ok(fs.Sync());
-        FsckAssert.Clean(dev);
-        Assert.All(fs.Qgroups(), q => Assert.Equal((0UL, 0UL, 0UL), (q.Referenced, q.Exclusive, q.RsvData)));
-        Ok(fs.StatFs(out var st1));
-        Assert.Equal(usedAtStart, st1.BlocksFree);
-        Assert.Equal(0, fs.LeakedBytes);
-        log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {fs.Fs.Stats.ReferrerEntriesKept} referrer entries kept, {fs.Fs.Stats.GroupSidesStarted} group sides started");
-        return fs.Fs.Stats;
+        finally { fs.Dispose(); }
     }
 
     private static (ulong Referenced, ulong Exclusive) Group(Filesystem fs, ulong id)
