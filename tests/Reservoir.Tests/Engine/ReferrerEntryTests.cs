@@ -353,6 +353,53 @@ public class ReferrerEntryTests(ITestOutputHelper log)
     [Fact]
     public void AGroupSideOfAnEarlierMembershipEpochStartsAgainAfterAMount() => EvenAndOdd("s3", MoveS3, remount: true);
 
+    /// <summary>
+    /// A group side read back across a mount after a group joined a group. Group 2/1 holds 1/1
+    /// (the golden subvolume, s0, s1); 1/2 holds s2; s3, s4, s5 are in no group. As s3 and s4
+    /// let go of the golden file, the commit asks whether anyone outside 2/1 still has it (the
+    /// two referrers found are members): s2 does, and 2/1's side of the others knows it. Then
+    /// 1/2 joins 2/1 (a new membership epoch: the others' side now names a member) and the image
+    /// is mounted again. When s5 lets go nobody outside 2/1 has the extent: 2/1 holds it
+    /// exclusively, which only a side started again finds (the side read back names its epoch,
+    /// the mount's epoch is the later one from QGROUP_STATUS). fsck's recount checks.
+    /// </summary>
+    [Fact]
+    public void AGroupSideReadBackAfterAGroupJoinedAGroupStartsAgain()
+    {
+        var dev = NewDevice(128UL << 20);
+        var options = new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 };
+        var fs = Mount(dev, options);
+        try
+        {
+            var (goldenId, snaps) = GoldenAndSnapshots(fs, 6, dir => CreateFile(fs, dir, "f0", new byte[4096]));
+            var ids = snaps.Select(sn => Reservoir.Engine.Inodes.NodeIds.Decode(sn).TreeId).ToList();
+            ulong g11 = QgroupId.Of(1, 1), g12 = QgroupId.Of(1, 2), g21 = QgroupId.Of(2, 1);
+            foreach (var g in new[] { g11, g12, g21 }) Ok(fs.CreateQgroup(g));
+            Ok(fs.AssignQgroup(g11, g21));
+            foreach (var id in new[] { goldenId, ids[0], ids[1] }) Ok(fs.AssignQgroup(QgroupId.Of(0, id), g11));
+            Ok(fs.AssignQgroup(QgroupId.Of(0, ids[2]), g12));
+            Ok(fs.Sync());
+            void LetGo(int i)
+            {
+                Ok(fs.Unlink(snaps[i], "f0"));
+                Ok(fs.Sync());
+            }
+            LetGo(3);
+            LetGo(4);
+            Assert.True(fs.Fs.Stats.GroupSidesStarted > 0, "no group side was made: the test would not exercise them");
+            Ok(fs.AssignQgroup(g12, g21));
+            Ok(fs.Sync());
+            fs.Dispose();
+            fs = Mount(dev, options);
+            LetGo(5);
+            Assert.True(fs.Fs.Stats.ReferrerEntriesLoaded > 0, "no entry was read back: the test would not exercise their items");
+            FsckAssert.Clean(dev);
+            var top = fs.Qgroups().Single(q => q.Id == g21);
+            Assert.Equal((4096UL, 4096UL), (top.Referenced, top.Exclusive));
+        }
+        finally { fs.Dispose(); }
+    }
+
     private static void MoveS3(Filesystem fs, ulong golden, List<ulong> snaps, List<ulong> ids)
     {
         Ok(fs.RemoveQgroupRelation(QgroupId.Of(0, ids[3]), QgroupId.Of(1, 2)));
