@@ -351,7 +351,7 @@ public class ReferrerEntryTests(ITestOutputHelper log)
     /// by the next mount, whose epoch QGROUP_STATUS gives, must still find s3 in group 1/1 when
     /// s4 and s6 let go.</summary>
     [Fact]
-    public void AGroupSideOfAnEarlierMembershipEpochStartsAgainAfterAMount() => EvenAndOdd("s3", MoveS3, remount: true);
+    public void AMemberMovedByHandIsStillFoundAfterAMount() => EvenAndOdd("s3", MoveS3, remount: true);
 
     /// <summary>
     /// A group side read back across a mount after a group joined a group. Group 2/1 holds 1/1
