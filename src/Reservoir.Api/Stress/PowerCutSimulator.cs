@@ -88,18 +88,24 @@ public static class PowerCutSimulator
     /// snapshots answer EROFS and are left), then commits.</summary>
     private static void LetGoOfEverything(Filesystem fs)
     {
-        void Walk(ulong dir)
+        WalkTree(fs, (dir, path, name, a) =>
         {
-            Ok(fs.ListDir(dir, out var entries), "list");
-            foreach (var e in entries)
-            {
-                Ok(fs.GetAttr(e.Ino, out var a), "stat " + e.Name);
-                if (a.IsDir) Walk(e.Ino);
-                else if (fs.Unlink(dir, e.Name) is var err && err != Errno.OK && err != Errno.EROFS) Ok(err, "unlink " + e.Name);
-            }
-        }
-        Walk(Filesystem.RootIno);
+            if (!a.IsDir && fs.Unlink(dir, name) is var err && err != Errno.OK && err != Errno.EROFS) Ok(err, "unlink " + path + name);
+        });
         Ok(fs.Sync(), "sync");
+    }
+
+    /// <summary>Every entry under the root, each directory's before what is in it: its directory's
+    /// inode, the directory's path, its name and its attributes.</summary>
+    private static void WalkTree(Filesystem fs, Action<ulong, string, string, InodeAttr> visit, ulong dir = Filesystem.RootIno, string path = "/")
+    {
+        Ok(fs.ListDir(dir, out var entries), "list " + path);
+        foreach (var e in entries)
+        {
+            Ok(fs.GetAttr(e.Ino, out var a), "stat " + path + e.Name);
+            visit(dir, path, e.Name, a);
+            if (a.IsDir) WalkTree(fs, visit, e.Ino, path + e.Name + "/");
+        }
     }
 
     /// <summary>Quotas on, the subvolume /v the quota workload runs in, and group 1/1 with v's
@@ -396,26 +402,17 @@ public static class PowerCutSimulator
     public static SortedDictionary<string, string> Capture(Filesystem fs)
     {
         var state = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        void Walk(ulong dir, string path)
+        WalkTree(fs, (_, path, name, a) =>
         {
-            Ok(fs.ListDir(dir, out var entries), "list " + path);
-            foreach (var e in entries)
+            if (a.IsDir)
             {
-                Ok(fs.GetAttr(e.Ino, out var a), "stat " + path + e.Name);
-                if (a.IsDir)
-                {
-                    state[path + e.Name + "/"] = $"dir nlink {a.Nlink}";
-                    Walk(e.Ino, path + e.Name + "/");
-                }
-                else
-                {
-                    var buf = new byte[a.Size];
-                    Ok(fs.Read(e.Ino, 0, buf, out _), "read " + path + e.Name);
-                    state[path + e.Name] = $"file nlink {a.Nlink} {a.Size} {Convert.ToHexString(SHA256.HashData(buf))}";
-                }
+                state[path + name + "/"] = $"dir nlink {a.Nlink}";
+                return;
             }
-        }
-        Walk(Filesystem.RootIno, "/");
+            var buf = new byte[a.Size];
+            Ok(fs.Read(a.Ino, 0, buf.AsSpan(), out int _), "read " + path + name);
+            state[path + name] = $"file nlink {a.Nlink} {a.Size} {Convert.ToHexString(SHA256.HashData(buf))}";
+        });
         return state;
     }
 }

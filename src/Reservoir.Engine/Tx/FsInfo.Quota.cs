@@ -137,9 +137,6 @@ internal sealed partial class FsInfo
         foreach (var k in keys) QuotaTree.Delete(h, k);
     }
 
-    /// <summary>Writes QGROUP_INFO (level 0: SUBVOL_QGROUP_INFO) and QGROUP_LIMIT items of
-    /// groups whose numbers changed; returns how many groups and relations it wrote or
-    /// deleted. Called by the commit, which holds the root tree's write lock.</summary>
     /// <summary>In the commit: QGROUP_STATUS says so once a subvolume id above the ones it
     /// records was handed out (in the commit that makes its ROOT_ITEM durable, or an earlier one),
     /// or memberships changed (a new epoch: group sides written before it start again).</summary>
@@ -150,6 +147,9 @@ internal sealed partial class FsInfo
         return 1;
     }
 
+    /// <summary>Writes QGROUP_INFO (level 0: SUBVOL_QGROUP_INFO) and QGROUP_LIMIT items of
+    /// groups whose numbers changed; returns how many groups and relations it wrote or
+    /// deleted. Called by the commit, which holds the root tree's write lock.</summary>
     private int UpdateQgroupItems(TransHandle h)
     {
         if (QuotaTree == null) return 0;
