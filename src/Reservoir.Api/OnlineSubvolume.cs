@@ -22,6 +22,7 @@ public static class OnlineSubvolume
     private const uint IocQuotaCtl = 0x40000000 | (24u << 16) | (0x52 << 8) | 6;
     private const uint IocQgroupRelations = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 7;
     private const uint IocSpaceInfo = 0x80000000 | (104u << 16) | (0x52 << 8) | 8;
+    private const uint IocFsIdentity = 0x80000000 | (32u << 16) | (0x52 << 8) | 9;
     private const uint PageSize = 16376;
     /// <summary>BTRFS_IOC_SNAP_CREATE_V2 = _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2): s64 fd
     /// (the source subvolume), u64 transid, u64 flags (BTRFS_SUBVOL_RDONLY = 2), 32 bytes of
@@ -29,7 +30,7 @@ public static class OnlineSubvolume
     private const uint IocBtrfsSnapCreateV2 = 0x50009417;
     private const ulong BtrfsSubvolRdonly = 2;
     private const int BtrfsV2NameOffset = 56;
-    private const int O_RDONLY = 0, O_DIRECTORY = 0x10000, O_CLOEXEC = 0x80000;
+    private const int O_RDONLY = 0, O_DIRECTORY = 0x10000, O_CLOEXEC = 0x80000, O_NONBLOCK = 0x800;
 
     [DllImport("libc", EntryPoint = "open", SetLastError = true)]
     private static extern int Open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
@@ -120,9 +121,23 @@ public static class OnlineSubvolume
     /// <summary>The id of the subvolume that holds <paramref name="path"/> on a mounted Reservoir.</summary>
     public static ulong? SubvolumeHolding(string path) => InodeOf(path) is { } ino ? TreeOf(ino) : null;
 
-    /// <summary>st_ino through the mount: tree id &lt;&lt; 40 | inode; the top level's are plain.</summary>
+    /// <summary>The node id of <paramref name="path"/> on a mounted Reservoir (tree id &lt;&lt; 40 |
+    /// inode; the top level's are plain): from Reservoir's identity ioctl, which answers it
+    /// whatever st_ino shows (with -o submounts, the inode's number within its subvolume, as on
+    /// btrfs); where the path cannot be opened or the ioctl is not known, st_ino (which is the
+    /// node id on a mount without submounts).</summary>
     private static ulong? InodeOf(string path)
     {
+        int fd = Open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0)
+        {
+            try
+            {
+                var id = new byte[32];
+                if (Ioctl(fd, IocFsIdentity, id) == Errno.OK) return BinaryPrimitives.ReadUInt64LittleEndian(id.AsSpan(24));
+            }
+            finally { Close(fd); }
+        }
         var st = new byte[256]; // struct stat (x86-64 and aarch64: st_ino at offset 8)
         return StatPath(path, st) != 0 ? null : BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
     }
@@ -198,22 +213,15 @@ public static class OnlineSubvolume
     public static Errno Create(string path) => ByName(path, IocSubvolCreate);
 
     /// <summary>Snapshots the subvolume at <paramref name="source"/> as <paramref name="dest"/>
-    /// (Reservoir's snapshot ioctl on dest's parent, naming the source by its inode number on
-    /// the same mount). EXDEV if they are on different filesystems.</summary>
+    /// (Reservoir's snapshot ioctl on dest's parent, naming the source by the node id the same
+    /// daemon gave it). EXDEV if they are on different filesystems.</summary>
     public static Errno Snapshot(string source, string dest, bool readOnly)
     {
-        var st = new byte[256];
-        if (StatPath(source, st) != 0) return LastError;
-        ulong ino = BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
         string full = Path.GetFullPath(dest).TrimEnd('/');
         string name = Path.GetFileName(full), parent = Path.GetDirectoryName(full) ?? "/";
-        // The source is named by its inode number, which means something only on the same
-        // mount. Mounts, not st_dev: btrfs gives every subvolume a device number of its own.
-        ulong dstMount = 0;
-        var e = MountOf(source, out ulong srcMount);
-        if (e == Errno.OK) e = MountOf(parent, out dstMount);
+        // The source is named by its node id, which means something only to the same daemon.
+        var e = SameFilesystem(source, parent, out ulong ino);
         if (e != Errno.OK) return e;
-        if (srcMount != dstMount) return Errno.EXDEV;
         var nameBytes = System.Text.Encoding.UTF8.GetBytes(name);
         if (nameBytes.Length == 0 || nameBytes.Length >= 4080) return Errno.EINVAL;
         var arg = new byte[4096];
@@ -224,6 +232,34 @@ public static class OnlineSubvolume
         // A filesystem that does not know Reservoir's number answers ENOTTY; kernel btrfs takes
         // the source as a descriptor instead.
         return e == Errno.ENOTTY && nameBytes.Length < 4040 ? BtrfsSnapshot(source, parent, nameBytes, readOnly) : e;
+    }
+
+    /// <summary>OK if <paramref name="a"/> and <paramref name="b"/> are served by one Reservoir
+    /// daemon over one filesystem, and <paramref name="nodeA"/> the node id that names
+    /// <paramref name="a"/> to it (Reservoir's identity ioctl). Where that ioctl is not known
+    /// (an older daemon, kernel btrfs): OK if both are on one mount, and st_ino names it (mounts,
+    /// not st_dev: btrfs gives every subvolume a device number of its own). EXDEV if not.</summary>
+    private static Errno SameFilesystem(string a, string b, out ulong nodeA)
+    {
+        nodeA = 0;
+        var ia = new byte[32];
+        var ib = new byte[32];
+        var e = OnDirectory(a, fd => Ioctl(fd, IocFsIdentity, ia));
+        if (e == Errno.OK) e = OnDirectory(b, fd => Ioctl(fd, IocFsIdentity, ib));
+        if (e == Errno.OK)
+        {
+            nodeA = BinaryPrimitives.ReadUInt64LittleEndian(ia.AsSpan(24));
+            return ia.AsSpan(0, 24).SequenceEqual(ib.AsSpan(0, 24)) ? Errno.OK : Errno.EXDEV;
+        }
+        if (e is not (Errno.ENOTTY or Errno.EINVAL or Errno.ENOSYS or Errno.EOPNOTSUPP)) return e;
+        var st = new byte[256];
+        if (StatPath(a, st) != 0) return LastError;
+        nodeA = BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
+        ulong dstMount = 0;
+        e = MountOf(a, out ulong srcMount);
+        if (e == Errno.OK) e = MountOf(b, out dstMount);
+        if (e != Errno.OK) return e;
+        return srcMount == dstMount ? Errno.OK : Errno.EXDEV;
     }
 
     /// <summary>statx's stx_mnt_id (STATX_MNT_ID; struct statx keeps it at byte 144).</summary>

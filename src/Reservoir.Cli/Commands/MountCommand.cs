@@ -22,7 +22,7 @@ internal static class MountCommand
     {
         var image = new Argument<string>("image");
         var dir = new Argument<string>("mountpoint");
-        var opts = new Option<string?>("-o") { Description = "Options: ro, allow_other, default_permissions, noatime, fsname=, commit=SECONDS, threads=N, attr_timeout=SECONDS, subvol=PATH, subvolid=ID, nofuseblk (as root the mount is a fuseblk mount over a loop device, so that sync(1) reaches it), debug" };
+        var opts = new Option<string?>("-o") { Description = "Options: ro, allow_other, default_permissions, noatime, fsname=, commit=SECONDS, threads=N, attr_timeout=SECONDS, subvol=PATH, subvolid=ID, submounts (every subvolume a mount of its own, with its own st_dev; unmount with umount -R), nofuseblk (as root the mount is a fuseblk mount over a loop device, so that sync(1) reaches it), debug" };
         var fg = new Option<bool>("-f", "--foreground") { Description = "Stay in the foreground (for systemd)" };
         var debug = new Option<bool>("-d", "--debug") { Description = "Log every request (implies -f)" };
         var detached = new Option<bool>("--detached") { Description = "(internal) the background half of a mount", Hidden = true };
@@ -43,7 +43,7 @@ internal static class MountCommand
         if (debug) o.Debug = true;
         if (!File.Exists(image)) { ctx.Err.WriteLine($"reservoir mount: image '{image}' does not exist"); return 1; }
         if (!Directory.Exists(dir)) { ctx.Err.WriteLine($"reservoir mount: mount point '{dir}' does not exist"); return 1; }
-        if (!foreground) return Daemonize(ctx, image, dir, opts);
+        if (!foreground) return Daemonize(ctx, image, dir, opts, o.Submounts);
         return Serve(ctx, Path.GetFullPath(image), Path.GetFullPath(dir), o);
     }
 
@@ -69,7 +69,7 @@ internal static class MountCommand
     /// environment, so nothing is looked up on PATH), with --detached so it starts its own
     /// session. Returns 0 once the mount shows in /proc/self/mountinfo, or the child's error.
     /// </summary>
-    private static int Daemonize(CliContext ctx, string image, string dir, string? opts)
+    private static int Daemonize(CliContext ctx, string image, string dir, string? opts, bool submounts)
     {
         string self = Environment.ProcessPath ?? "/usr/local/bin/reservoir";
         var args = new List<string>();
@@ -93,7 +93,8 @@ internal static class MountCommand
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < TimeSpan.FromSeconds(30))
         {
-            if (IsMounted(target)) return 0;
+            // With submounts, also until the subvolumes' own mounts are made (Serve says so).
+            if (IsMounted(target) && (!submounts || (File.Exists(log) && File.ReadAllText(log).Contains(SubmountsReady)))) return 0;
             if (child.HasExited)
             {
                 if (File.Exists(log)) ctx.Err.Write(File.ReadAllText(log));
@@ -104,6 +105,9 @@ internal static class MountCommand
         ctx.Err.WriteLine($"reservoir mount: the mount did not appear within 30 s (log: {log})");
         return 1;
     }
+
+    /// <summary>What <see cref="FuseSession.Mount"/> logs once the existing subvolumes are mounted.</summary>
+    private const string SubmountsReady = "subvolume(s) mounted below";
 
     private static bool Libc_IsRoot() => Environment.UserName == "root";
 

@@ -2,7 +2,9 @@ using System.Buffers.Binary;
 using System.Text;
 using Reservoir.Common;
 using Reservoir.Engine;
+using Reservoir.Engine.Inodes;
 using Reservoir.Fuse.Protocol;
+using Reservoir.Fuse.Session;
 
 namespace Reservoir.Fuse.Bridge;
 
@@ -60,6 +62,21 @@ internal sealed partial class FuseBridge
     /// underflows, and what df shows as available for the whole filesystem.</summary>
     internal const uint IocSpaceInfo = 0x80000000 | (SpaceInfoSize << 16) | (0x52 << 8) | 8;
     internal const uint SpaceInfoSize = 104;
+
+    /// <summary>Reservoir's: _IOR('R', 9, 32 bytes), on a directory: which filesystem, which
+    /// daemon, which node: the filesystem's fsid (16 bytes), a number the daemon drew at mount
+    /// (u64) and the directory's node id (u64). Two paths whose first 24 bytes agree are served
+    /// by one engine, so a node id from one means the same on the other, whichever mount each is
+    /// on (with -o submounts every subvolume is a mount of its own, and st_ino is the inode's
+    /// number within its subvolume, so it cannot name a snapshot's source).</summary>
+    internal const uint IocFsIdentity = 0x80000000 | (32u << 16) | (0x52 << 8) | 9;
+
+    /// <summary>Set by the session: the number <see cref="IocFsIdentity"/> answers.</summary>
+    internal ulong MountToken { get; set; }
+
+    /// <summary>Set with -o submounts: a subvolume made through this mount gets its own mount
+    /// before the ioctl answers.</summary>
+    internal SubvolumeMounts? Submounts { get; set; }
 
     /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
     internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
@@ -143,7 +160,8 @@ internal sealed partial class FuseBridge
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
-                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo)) return Errno.ENOTTY;
+                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity)) return Errno.ENOTTY;
+        if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
         if ((flags & Dir) == 0) return Errno.ENOTDIR;
         if (cmd == IocSpaceInfo) return SpaceInfo(ref w, U32(s, 28));
         if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
@@ -177,12 +195,13 @@ internal sealed partial class FuseBridge
         // mkdir needs (write and search on the directory), deleting needs root.
         var caller = CallerOf(r);
         Errno e;
+        InodeAttr made = default;
         if (cmd == IocSubvolCreate)
         {
             e = fs.GetAttr(ino, out var dir);
             if (e != Errno.OK) return e;
             if (!PosixAccess.Allows(dir, caller, PosixAccess.MayWrite | PosixAccess.MayExec)) return Errno.EACCES;
-            e = fs.CreateSubvolume(ino, name, r.Uid, r.Gid, out _);
+            e = fs.CreateSubvolume(ino, name, r.Uid, r.Gid, out made);
         }
         else if (cmd == IocSnapCreate)
         {
@@ -194,7 +213,7 @@ internal sealed partial class FuseBridge
             e = fs.GetAttr(source, out var src);
             if (e != Errno.OK) return e;
             if (!PosixAccess.Allows(dir, caller, PosixAccess.MayWrite | PosixAccess.MayExec) || !PosixAccess.Owns(src, caller)) return Errno.EACCES;
-            e = fs.CreateSnapshot(source, ino, name, (flags2 & 1) != 0, out _);
+            e = fs.CreateSnapshot(source, ino, name, (flags2 & 1) != 0, out made);
         }
         else
         {
@@ -202,8 +221,26 @@ internal sealed partial class FuseBridge
             e = fs.DeleteSubvolume(ino, name);
         }
         if (e != Errno.OK) return e;
+        // A deleted subvolume's own mount (-o submounts) goes with this: the kernel detaches
+        // the mounts on a dentry it invalidates.
         InvalidateEntry(ino, name);
+        // A new one gets its mount before the caller hears of it, so its first stat already
+        // shows the subvolume's own device. Not fatal: the subvolume exists either way.
+        if (cmd != IocSnapDestroy && Submounts != null && !Submounts.MountNew(NodeIds.Decode(made.Ino).TreeId, TimeSpan.FromSeconds(10)))
+            log($"submounts: the new subvolume {NodeIds.Decode(made.Ino).TreeId} has no mount of its own");
         IoctlDone(ref w);
+        return Errno.OK;
+    }
+
+    private Errno Identity(ref ReplyWriter w, ulong ino, uint outSize)
+    {
+        if (outSize != 32) return Errno.EINVAL;
+        var id = new byte[32];
+        fs.Fsid.TryWriteBytes(id);
+        BinaryPrimitives.WriteUInt64LittleEndian(id.AsSpan(16), MountToken);
+        BinaryPrimitives.WriteUInt64LittleEndian(id.AsSpan(24), ino);
+        IoctlDone(ref w);
+        w.Bytes(id);
         return Errno.OK;
     }
 

@@ -29,6 +29,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
     /// <summary>The engine node the mount's root (FUSE node 1) stands for: the top-level root, or
     /// the root of the subvolume chosen by subvol=/subvolid= or set as the default.</summary>
     private readonly ulong _root = ResolveRoot(fs, options);
+    internal ulong RootNode => _root;
     private ulong Ino(ulong nodeId) => nodeId == Abi.RootId ? _root : nodeId;
     private ulong NodeOf(ulong ino) => ino == _root ? Abi.RootId : ino;
 
@@ -45,7 +46,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
     {
         Interlocked.Increment(ref Requests);
         var r = new RequestReader(msg);
-        var w = new ReplyWriter(outBuf);
+        var w = new ReplyWriter(outBuf) { LocalInodeNumbers = options.LocalInodeNumbers };
         if (!r.HeaderValid) return msg.Length >= Abi.InHeaderSize ? w.Finish(r.Unique, (int)Errno.EINVAL).Length : 0;
         if (options.Debug) log($"fuse: {r.Opcode} node {r.NodeId} unique {r.Unique} len {r.Length}");
         var op = r.Opcode;
@@ -300,7 +301,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         BinaryPrimitives.WriteUInt32LittleEndian(t[8..], 1);                   // time_gran: nanoseconds
         BinaryPrimitives.WriteUInt16LittleEndian(t[12..], (ushort)(FuseSession.MaxWrite / 4096)); // max_pages
         _initDone = true;
-        log($"fuse: kernel {major}.{minor}, negotiated flags 0x{flags & want:x}, max_write {FuseSession.MaxWrite}");
+        if (!options.IsSubmount) log($"fuse: kernel {major}.{minor}, negotiated flags 0x{flags & want:x}, max_write {FuseSession.MaxWrite}");
         return Errno.OK;
     }
 
@@ -461,7 +462,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         {
             int rec = (Abi.DirentHeaderSize + d.NameBytes.Length + 7) & ~7;
             var b = w.Take(rec);
-            BinaryPrimitives.WriteUInt64LittleEndian(b, d.Ino);
+            BinaryPrimitives.WriteUInt64LittleEndian(b, w.InoOf(d.Ino));
             BinaryPrimitives.WriteUInt64LittleEndian(b[8..], d.Cookie);
             BinaryPrimitives.WriteUInt32LittleEndian(b[16..], (uint)d.NameBytes.Length);
             BinaryPrimitives.WriteUInt32LittleEndian(b[20..], d.Type);

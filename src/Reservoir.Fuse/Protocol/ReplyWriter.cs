@@ -19,6 +19,14 @@ public ref struct ReplyWriter
         _pos = Abi.OutHeaderSize;
     }
 
+    /// <summary>st_ino and d_ino are the inode's number within its subvolume, not the node id
+    /// (which joins the tree id to it): for mounts that show one subvolume each (-o
+    /// submounts), where the subvolume's own st_dev keeps (st_dev, st_ino) unique, as on btrfs.</summary>
+    public bool LocalInodeNumbers { get; init; }
+
+    /// <summary>The number st_ino and d_ino show for node <paramref name="nodeId"/>.</summary>
+    public readonly ulong InoOf(ulong nodeId) => LocalInodeNumbers ? Engine.Inodes.NodeIds.Decode(nodeId).Ino : nodeId;
+
     public readonly int Length => _pos;
     public readonly int Room => _buf.Length - _pos;
 
@@ -51,7 +59,7 @@ public ref struct ReplyWriter
     public void Attr(in InodeAttr a)
     {
         var s = Take(Abi.AttrSize);
-        BinaryPrimitives.WriteUInt64LittleEndian(s, a.Ino);
+        BinaryPrimitives.WriteUInt64LittleEndian(s, InoOf(a.Ino));
         BinaryPrimitives.WriteUInt64LittleEndian(s[8..], a.Size);
         BinaryPrimitives.WriteUInt64LittleEndian(s[16..], a.Blocks);
         BinaryPrimitives.WriteUInt64LittleEndian(s[24..], (ulong)a.Atime.Sec);

@@ -16,7 +16,7 @@ namespace Reservoir.Fuse.Session;
 public sealed unsafe class FuseSession : IDisposable
 {
     public const int MaxWrite = 1 << 20;
-    private const int BufferSize = MaxWrite + 64 * 1024;
+    internal const int BufferSize = MaxWrite + 64 * 1024;
     private readonly int _fd;
     private readonly FuseBridge _bridge;
     private readonly List<Thread> _threads = new();
@@ -50,15 +50,63 @@ public sealed unsafe class FuseSession : IDisposable
         if (!Directory.Exists(mountPoint)) throw new FsException(Errno.ENOENT, $"mount point '{mountPoint}' does not exist");
         if (!File.Exists("/dev/fuse")) throw new FsException(Errno.ENODEV, "/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container the device");
         string mp = Path.GetFullPath(mountPoint);
+        // fusermount3 (setuid root) must reach a subvolume's directory through this mount to
+        // mount on it, and a FUSE mount refuses every other user, root too, without allow_other.
+        if (options.Submounts && Libc.Geteuid() != 0 && !options.AllowOther)
+            throw new FsException(Errno.EINVAL, "submounts as an ordinary user needs -o allow_other (and user_allow_other in /etc/fuse.conf): fusermount3 mounts each subvolume through this mount");
         // Before anything is mounted: a bad subvol= or subvolid= is an error now, not a mount
         // that dies on its first request.
         var bridge = new FuseBridge(fs, options, log);
         string source = options.FsName.Length > 0 ? options.FsName : imagePath;
+        int fd = OpenAndMount(source, mp, imagePath, options, options.FuseBlk, nonBlocking: false, log, out string? helper);
+        var s = new FuseSession(fd, mp, bridge, options, log) { _helper = helper };
+        bridge.Notifier = s.Notify;
+        bridge.Defer = work => { if (!s._deferred.IsAddingCompleted) s._deferred.TryAdd(work); };
+        s._deferredThread = new Thread(s.RunDeferred) { Name = "fuse-notify", IsBackground = true };
+        s._deferredThread.Start();
+        // With submounts a request thread may wait for a mount whose lookups the others serve.
+        int threads = options.Submounts ? Math.Max(2, options.Threads) : options.Threads;
+        for (int i = 0; i < threads; i++)
+        {
+            var t = new Thread(s.Loop) { Name = $"fuse-{i}", IsBackground = true };
+            s._threads.Add(t);
+            Interlocked.Increment(ref s._running);
+            t.Start();
+        }
+        bridge.MountToken = (ulong)Random.Shared.NextInt64();
+        if (options.Submounts)
+        {
+            // After the threads: the submounts' mount(2) calls walk their paths through this mount.
+            try
+            {
+                s.Submounts = new SubvolumeMounts(fs, imagePath, mp, source, bridge.RootNode, bridge.MountToken, options, log);
+                bridge.Submounts = s.Submounts;
+                int n = s.Submounts.MountExisting(TimeSpan.FromMinutes(5));
+                log(n >= 0 ? $"reservoir: {n} subvolume(s) mounted below {mp}" : $"reservoir: some subvolume(s) mounted below {mp}, the rest still being mounted");
+            }
+            catch
+            {
+                s.Dispose();
+                throw;
+            }
+        }
+        return s;
+    }
+
+    /// <summary>With -o submounts, the subvolumes' own mounts.</summary>
+    public SubvolumeMounts? Submounts { get; private set; }
+
+    /// <summary>Opens /dev/fuse and mounts it on <paramref name="mp"/>: as root with mount(2)
+    /// (a fuseblk mount over a loop device of the image when <paramref name="fuseBlk"/>), as an
+    /// ordinary user through fusermount3 (<paramref name="helper"/> says which). Returns the
+    /// descriptor; <paramref name="nonBlocking"/> for descriptors served through epoll.</summary>
+    internal static int OpenAndMount(string source, string mp, string imagePath, FuseMountOptions options, bool fuseBlk, bool nonBlocking, Action<string> log, out string? helper)
+    {
         int fd;
-        string? helper = null;
+        helper = null;
         if (Libc.Geteuid() == 0)
         {
-            fd = Libc.Open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC);
+            fd = Libc.Open("/dev/fuse", Libc.O_RDWR | Libc.O_CLOEXEC | (nonBlocking ? Libc.O_NONBLOCK : 0));
             if (fd < 0) throw new FsException(Errno.EACCES, $"cannot open /dev/fuse: errno {Libc.Errno}");
             var data = $"fd={fd},rootmode=40000,user_id={Libc.Geteuid()},group_id={Libc.Getegid()},max_read={MaxWrite}";
             if (options.DefaultPermissions) data += ",default_permissions";
@@ -68,7 +116,7 @@ public sealed unsafe class FuseSession : IDisposable
             // LoopDevice); else, or if the kernel refuses it, a plain fuse mount.
             int err = 0;
             bool mounted = false;
-            if (options.FuseBlk && File.Exists(imagePath))
+            if (fuseBlk && File.Exists(imagePath))
             {
                 if (LoopDevice.Attach(imagePath, options.ReadOnly, out var why) is var (loopPath, loopFd))
                 {
@@ -97,20 +145,9 @@ public sealed unsafe class FuseSession : IDisposable
             if (options.NoExec) o.Add("noexec");
             fd = Fusermount.Mount(helper, mp, string.Join(',', o));
             Libc.Fcntl(fd, Libc.F_SETFD, Libc.FD_CLOEXEC);
+            if (nonBlocking) Libc.Fcntl(fd, Libc.F_SETFL, Libc.Fcntl(fd, Libc.F_GETFL, 0) | Libc.O_NONBLOCK);
         }
-        var s = new FuseSession(fd, mp, bridge, options, log) { _helper = helper };
-        bridge.Notifier = s.Notify;
-        bridge.Defer = work => { if (!s._deferred.IsAddingCompleted) s._deferred.TryAdd(work); };
-        s._deferredThread = new Thread(s.RunDeferred) { Name = "fuse-notify", IsBackground = true };
-        s._deferredThread.Start();
-        for (int i = 0; i < options.Threads; i++)
-        {
-            var t = new Thread(s.Loop) { Name = $"fuse-{i}", IsBackground = true };
-            s._threads.Add(t);
-            Interlocked.Increment(ref s._running);
-            t.Start();
-        }
-        return s;
+        return fd;
     }
 
     private void Loop()
@@ -129,20 +166,7 @@ public sealed unsafe class FuseSession : IDisposable
                     if (err != Libc.ENODEV) _log($"fuse: read from /dev/fuse failed: errno {err}");
                     break;
                 }
-                var req = new ReadOnlySpan<byte>(buf, (int)n);
-                var outBuf = new Span<byte>(reply, BufferSize);
-                int len;
-                try { len = _bridge.Handle(req, outBuf); }
-                catch (Exception ex)
-                {
-                    // Never let a request kill the daemon: answer EIO and log.
-                    _log($"fuse: request failed: {ex}");
-                    var w = new ReplyWriter(outBuf);
-                    len = w.Finish(new RequestReader(req).Unique, (int)Errno.EIO).Length;
-                }
-                if (len <= 0) continue; // FORGET: no reply
-                nint wr = Libc.Write(_fd, reply, len);
-                if (wr < 0 && Libc.Errno is not (Libc.ENOENT or Libc.ENODEV)) _log($"fuse: reply write failed: errno {Libc.Errno}");
+                Answer(_fd, _bridge, buf, n, reply, _log);
             }
         }
         finally
@@ -151,6 +175,26 @@ public sealed unsafe class FuseSession : IDisposable
             NativeMemory.AlignedFree(reply);
             Interlocked.Decrement(ref _running);
         }
+    }
+
+    /// <summary>Handles the request of <paramref name="n"/> bytes in <paramref name="buf"/> and
+    /// writes its reply (if it has one) to <paramref name="fd"/>. A request never kills the
+    /// daemon: whatever it throws is answered EIO and logged.</summary>
+    internal static void Answer(int fd, FuseBridge bridge, byte* buf, nint n, byte* reply, Action<string> log)
+    {
+        var req = new ReadOnlySpan<byte>(buf, (int)n);
+        var outBuf = new Span<byte>(reply, BufferSize);
+        int len;
+        try { len = bridge.Handle(req, outBuf); }
+        catch (Exception ex)
+        {
+            log($"fuse: request failed: {ex}");
+            var w = new ReplyWriter(outBuf);
+            len = w.Finish(new RequestReader(req).Unique, (int)Errno.EIO).Length;
+        }
+        if (len <= 0) return; // FORGET: no reply
+        nint wr = Libc.Write(fd, reply, len);
+        if (wr < 0 && Libc.Errno is not (Libc.ENOENT or Libc.ENODEV)) log($"fuse: reply write failed: errno {Libc.Errno}");
     }
 
     private void RunDeferred()
@@ -196,6 +240,8 @@ public sealed unsafe class FuseSession : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        // The subvolumes' mounts first, while this mount's threads still serve the walks to them.
+        Submounts?.Dispose();
         if (!_stopping)
         {
             _stopping = true;

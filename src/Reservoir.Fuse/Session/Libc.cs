@@ -69,5 +69,24 @@ internal static unsafe partial class Libc
         public int Flags;
     }
 
+    public const int F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0x800;
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "epoll_create1")]
+    public static extern int EpollCreate1(int flags);
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "epoll_ctl")]
+    public static extern int EpollCtl(int epfd, int op, int fd, byte* ev);
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "epoll_wait")]
+    public static extern int EpollWait(int epfd, byte* events, int maxEvents, int timeoutMs);
+
+    public const int EPOLL_CTL_ADD = 1, EPOLL_CTL_DEL = 2, EPOLL_CTL_MOD = 3;
+    public const uint EPOLLIN = 1, EPOLLONESHOT = 1u << 30;
+
+    /// <summary>struct epoll_event: u32 events, then u64 data; packed (12 bytes) on x86-64,
+    /// naturally aligned (16) elsewhere.</summary>
+    public static readonly int EpollEventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
+    public static int EpollDataOffset => EpollEventSize == 12 ? 4 : 8;
+
     public static int Errno => Marshal.GetLastPInvokeError();
 }

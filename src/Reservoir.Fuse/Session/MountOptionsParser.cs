@@ -34,6 +34,31 @@ public sealed class FuseMountOptions
     /// <summary>subvolid=ID: mount the subvolume with this id (5 is the top level).</summary>
     public ulong? SubvolId { get; set; }
 
+    /// <summary>submounts: every subvolume below the root is mounted on its directory as a mount
+    /// of its own, so each shows its own st_dev (<see cref="SubvolumeMounts"/>).</summary>
+    public bool Submounts { get; set; }
+
+    /// <summary>st_ino shows an inode's number within its subvolume (as btrfs shows it), not the
+    /// node id that is unique across subvolumes; set with submounts, where every subvolume has
+    /// its own st_dev.</summary>
+    public bool LocalInodeNumbers { get; set; }
+
+    /// <summary>Set on the options of a subvolume's own mount (<see cref="ForSubmount"/>).</summary>
+    public bool IsSubmount { get; private set; }
+
+    /// <summary>The options of subvolume <paramref name="id"/>'s own mount: these, on that
+    /// subvolume, as a plain fuse mount (a loop device stands for the whole image, once).</summary>
+    public FuseMountOptions ForSubmount(ulong id)
+    {
+        var o = (FuseMountOptions)MemberwiseClone();
+        o.Subvol = null;
+        o.SubvolId = id;
+        o.FuseBlk = false;
+        o.Submounts = false;
+        o.IsSubmount = true;
+        return o;
+    }
+
     private static readonly HashSet<string> Ignored = ["auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "defaults", "rw", "relatime", "async", "exec", "atime"];
 
     /// <summary>Parses a comma-separated option list; returns the unknown options (an error).</summary>
@@ -65,6 +90,8 @@ public sealed class FuseMountOptions
                 case "fuseblk": FuseBlk = true; break;
                 case "notreelog": FsyncLog = false; break;
                 case "treelog": FsyncLog = true; break;
+                case "submounts": Submounts = LocalInodeNumbers = true; break;
+                case "nosubmounts": Submounts = LocalInodeNumbers = false; break;
                 case "subvol" when v.Length > 0: Subvol = v; break;
                 case "subvolid" when ulong.TryParse(v, out ulong id) && id > 0: SubvolId = id; break;
                 default:

@@ -26,7 +26,7 @@ internal sealed class MountedImage : IDisposable
         if (Environment.UserName != "root") throw new Xunit.Sdk.XunitException("this test mounts with mount(2) and needs root");
     }
 
-    public MountedImage(ulong size = 512UL << 20, bool quota = false, bool allowOther = false, bool defaultPermissions = false)
+    public MountedImage(ulong size = 512UL << 20, bool quota = false, bool allowOther = false, bool defaultPermissions = false, string? options = null, Action<Filesystem>? before = null)
     {
         RequireFuse();
         var root = Directory.CreateTempSubdirectory("reservoir-mnt-").FullName;
@@ -37,7 +37,10 @@ internal sealed class MountedImage : IDisposable
         Filesystem.Format(_dev);
         Fs = Filesystem.Mount(_dev, new MountOptions { CommitIntervalMs = 5000 });
         if (quota) TestFs.Ok(Fs.EnableQuota());
-        _session = FuseSession.Mount(Fs, Image, Dir, new FuseMountOptions { Threads = 4, AllowOther = allowOther, DefaultPermissions = defaultPermissions }, m => { lock (Log) Log.Add(m); });
+        before?.Invoke(Fs);
+        var o = new FuseMountOptions { Threads = 4, AllowOther = allowOther, DefaultPermissions = defaultPermissions };
+        Xunit.Assert.Empty(o.Parse(options));
+        _session = FuseSession.Mount(Fs, Image, Dir, o, m => { lock (Log) Log.Add(m); });
     }
 
     /// <summary>Runs a bash script in the mount; returns exit code and output.</summary>

@@ -1,0 +1,73 @@
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Check;
+using Xunit;
+
+namespace Reservoir.Tests.Mounted;
+
+/// <summary>
+/// `-o submounts`: every subvolume a FUSE mount of its own, so that stat shows each its own
+/// st_dev and inode numbers counted within it, as btrfs shows them (docs/SNAPSHOTS.md §1).
+/// </summary>
+public class SubmountTests
+{
+    private static string Cli => $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+
+    private static string[] Lines(string s) => s.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    private static int MountsBelow(string dir) =>
+        File.ReadLines("/proc/self/mountinfo").Count(l => l.Split(' ') is { Length: > 4 } f && (f[4] == dir || f[4].StartsWith(dir + "/", StringComparison.Ordinal)));
+
+    [Fact]
+    public void EverySubvolumeShowsItsOwnDeviceAndInodeNumbers()
+    {
+        var m = new MountedImage(options: "submounts", before: fs =>
+        {
+            TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "a", 0, 0, out var a));
+            TestFs.Ok(fs.CreateSubvolume(a.Ino, "b", 0, 0, out _));
+            TestFs.Ok(fs.CreateSnapshot(a.Ino, Filesystem.RootIno, "snap", true, out _));
+        });
+        try
+        {
+            // The image's mount and one per subvolume below it, the nested one inside its
+            // parent's: four devices, each subvolume's root inode 256 as on btrfs.
+            Assert.Equal(4, MountsBelow(m.Dir));
+            Assert.Equal(4, Lines(m.Run("stat -c %d . a a/b snap")).Distinct().Count());
+            Assert.Equal(["256", "256", "256"], Lines(m.Run("stat -c %i a a/b snap")));
+            m.Run("echo one > a/f && test $(stat -c %d a/f) = $(stat -c %d a) && test $(stat -c %d a/f) != $(stat -c %d .) && test $(stat -c %i a/f) = 257");
+            // A subvolume is a filesystem of its own to find -xdev, and to link(2) as on btrfs.
+            Assert.Equal("./a/f", m.Run("find . -name f").Trim());
+            Assert.Equal("", m.Run("find . -xdev -name f").Trim());
+            var ln = MountedImage.Sh("ln a/f g 2>&1", m.Dir);
+            Assert.NotEqual(0, ln.Code);
+            Assert.Contains("cross-device", ln.Out);
+
+            // Online: a subvolume or snapshot made through the mount has its own mount when the
+            // command returns (stat right after it, no waiting); the snapshot's source is named
+            // through Reservoir's identity ioctl, since st_ino is 256 on every subvolume's root.
+            m.Run($"{Cli} subvolume create a/c && {Cli} subvolume snapshot -r a snap2");
+            Assert.Equal(6, Lines(m.Run("stat -c %d . a a/b snap a/c snap2 snap2/f")).Distinct().Count()); // snap2/f on snap2's
+            Assert.Equal("one", m.Run("cat snap2/f").Trim());
+            Assert.Equal(6, MountsBelow(m.Dir));
+            Assert.Matches(@"Subvolume ID:\s+259\n", m.Run($"{Cli} subvolume show a/c"));
+            Assert.Matches(@"Subvolume ID:\s+260\n", m.Run($"{Cli} subvolume show snap2"));
+            // A snapshot of a snapshot, its source inside another subvolume's mount.
+            m.Run($"{Cli} subvolume snapshot snap2 a/c/again && test \"$(cat a/c/again/f)\" = one && echo two > a/c/again/f && test \"$(cat a/f)\" = one");
+            Assert.Equal(7, MountsBelow(m.Dir));
+            // Deleting one takes its mount along (the kernel detaches mounts on the name the
+            // daemon invalidates), and those inside it.
+            m.Run($"{Cli} subvolume delete snap2 && test ! -e snap2 && {Cli} subvolume delete a/c/again && {Cli} subvolume delete a/c");
+            Assert.Equal(4, MountsBelow(m.Dir));
+            // The top cannot be unmounted alone while subvolumes are mounted below it.
+            Assert.NotEqual(0, MountedImage.Sh($"umount {m.Dir} 2>&1", "/").Code);
+        }
+        finally { m.Unmount(); }
+        Assert.Equal(0, MountsBelow(m.Dir));
+        using (var dev = FileBlockDevice.Open(m.Image, readOnly: true))
+        {
+            var report = Fsck.Run(dev);
+            Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+        }
+        m.Dispose();
+    }
+}
