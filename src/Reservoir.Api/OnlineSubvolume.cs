@@ -22,7 +22,7 @@ public static class OnlineSubvolume
     private const uint IocQuotaCtl = 0x40000000 | (24u << 16) | (0x52 << 8) | 6;
     private const uint IocQgroupRelations = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 7;
     private const uint IocSpaceInfo = 0x80000000 | (104u << 16) | (0x52 << 8) | 8;
-    private const uint IocFsIdentity = 0x80000000 | (32u << 16) | (0x52 << 8) | 9;
+    private const uint IocFsIdentity = 0x80000000 | (40u << 16) | (0x52 << 8) | 9;
     private const uint PageSize = 16376;
     /// <summary>BTRFS_IOC_SNAP_CREATE_V2 = _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2): s64 fd
     /// (the source subvolume), u64 transid, u64 flags (BTRFS_SUBVOL_RDONLY = 2), 32 bytes of
@@ -133,7 +133,7 @@ public static class OnlineSubvolume
         {
             try
             {
-                var id = new byte[32];
+                var id = new byte[40];
                 if (Ioctl(fd, IocFsIdentity, id) == Errno.OK) return BinaryPrimitives.ReadUInt64LittleEndian(id.AsSpan(24));
             }
             finally { Close(fd); }
@@ -210,7 +210,33 @@ public static class OnlineSubvolume
         return OnDirectory(dir, fd => Ioctl(fd, IocQuotaCtl, arg));
     }
 
-    public static Errno Create(string path) => ByName(path, IocSubvolCreate);
+    public static Errno Create(string path)
+    {
+        var e = ByName(path, IocSubvolCreate);
+        if (e == Errno.OK) WaitForOwnMount(path);
+        return e;
+    }
+
+    /// <summary>On a mount with -o submounts (Reservoir's identity ioctl says so), waits until
+    /// the subvolume just made at <paramref name="path"/> shows its own device, as it would at
+    /// once on btrfs: the daemon mounts it right after answering (at most 10 s; past that the
+    /// subvolume is there, on its parent's device, and the daemon's log says why).</summary>
+    private static void WaitForOwnMount(string path)
+    {
+        string full = Path.GetFullPath(path).TrimEnd('/');
+        string parent = Path.GetDirectoryName(full) ?? "/";
+        var id = new byte[40];
+        if (OnDirectory(parent, fd => Ioctl(fd, IocFsIdentity, id)) != Errno.OK || (BinaryPrimitives.ReadUInt64LittleEndian(id.AsSpan(32)) & 1) == 0) return;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var a = new byte[256];
+        var b = new byte[256];
+        while (sw.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            if (StatPath(full, a) != 0 || StatPath(parent, b) != 0) return;
+            if (BinaryPrimitives.ReadUInt64LittleEndian(a) != BinaryPrimitives.ReadUInt64LittleEndian(b)) return; // st_dev at offset 0
+            Thread.Sleep(2);
+        }
+    }
 
     /// <summary>Snapshots the subvolume at <paramref name="source"/> as <paramref name="dest"/>
     /// (Reservoir's snapshot ioctl on dest's parent, naming the source by the node id the same
@@ -229,6 +255,7 @@ public static class OnlineSubvolume
         BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(8), readOnly ? 1UL : 0);
         nameBytes.CopyTo(arg, 16);
         e = OnDirectory(parent, fd => Ioctl(fd, IocSnapCreate, arg));
+        if (e == Errno.OK) WaitForOwnMount(full);
         // A filesystem that does not know Reservoir's number answers ENOTTY; kernel btrfs takes
         // the source as a descriptor instead.
         return e == Errno.ENOTTY && nameBytes.Length < 4040 ? BtrfsSnapshot(source, parent, nameBytes, readOnly) : e;
@@ -242,8 +269,8 @@ public static class OnlineSubvolume
     private static Errno SameFilesystem(string a, string b, out ulong nodeA)
     {
         nodeA = 0;
-        var ia = new byte[32];
-        var ib = new byte[32];
+        var ia = new byte[40];
+        var ib = new byte[40];
         var e = OnDirectory(a, fd => Ioctl(fd, IocFsIdentity, ia));
         if (e == Errno.OK) e = OnDirectory(b, fd => Ioctl(fd, IocFsIdentity, ib));
         if (e == Errno.OK)

@@ -63,19 +63,19 @@ internal sealed partial class FuseBridge
     internal const uint IocSpaceInfo = 0x80000000 | (SpaceInfoSize << 16) | (0x52 << 8) | 8;
     internal const uint SpaceInfoSize = 104;
 
-    /// <summary>Reservoir's: _IOR('R', 9, 32 bytes), on a directory: which filesystem, which
-    /// daemon, which node: the filesystem's fsid (16 bytes), a number the daemon drew at mount
-    /// (u64) and the directory's node id (u64). Two paths whose first 24 bytes agree are served
-    /// by one engine, so a node id from one means the same on the other, whichever mount each is
-    /// on (with -o submounts every subvolume is a mount of its own, and st_ino is the inode's
-    /// number within its subvolume, so it cannot name a snapshot's source).</summary>
-    internal const uint IocFsIdentity = 0x80000000 | (32u << 16) | (0x52 << 8) | 9;
+    /// <summary>Reservoir's: _IOR('R', 9, 40 bytes), on any file or directory: which
+    /// filesystem, which daemon, which node: the filesystem's fsid (16 bytes), a number the
+    /// daemon drew at mount (u64), the node id (u64) and flags (u64; 1: every subvolume is
+    /// mounted on its own, -o submounts). Two paths whose first 24 bytes agree are served by one
+    /// engine, so a node id from one means the same on the other, whichever mount each is on;
+    /// with submounts st_ino is the inode's number within its subvolume, so it cannot name a
+    /// snapshot's source, and mount ids cannot tell whether two paths share a daemon.</summary>
+    internal const uint IocFsIdentity = 0x80000000 | (40u << 16) | (0x52 << 8) | 9;
 
     /// <summary>Set by the session: the number <see cref="IocFsIdentity"/> answers.</summary>
     internal ulong MountToken { get; set; }
 
-    /// <summary>Set with -o submounts: a subvolume made through this mount gets its own mount
-    /// before the ioctl answers.</summary>
+    /// <summary>Set with -o submounts: a subvolume made through this mount gets its own mount.</summary>
     internal SubvolumeMounts? Submounts { get; set; }
 
     /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
@@ -224,21 +224,22 @@ internal sealed partial class FuseBridge
         // A deleted subvolume's own mount (-o submounts) goes with this: the kernel detaches
         // the mounts on a dentry it invalidates.
         InvalidateEntry(ino, name);
-        // A new one gets its mount before the caller hears of it, so its first stat already
-        // shows the subvolume's own device. Not fatal: the subvolume exists either way.
-        if (cmd != IocSnapDestroy && Submounts != null && !Submounts.MountNew(NodeIds.Decode(made.Ino).TreeId, TimeSpan.FromSeconds(10)))
-            log($"submounts: the new subvolume {NodeIds.Decode(made.Ino).TreeId} has no mount of its own");
+        // A new one gets its mount from the submount thread, after this reply: a request
+        // thread that waited for it could hold the very thread its lookups need (`reservoir
+        // subvolume create|snapshot` waits for the new device instead; IocFsIdentity's flag).
+        if (cmd != IocSnapDestroy) Submounts?.MountNew(NodeIds.Decode(made.Ino).TreeId);
         IoctlDone(ref w);
         return Errno.OK;
     }
 
     private Errno Identity(ref ReplyWriter w, ulong ino, uint outSize)
     {
-        if (outSize != 32) return Errno.EINVAL;
-        var id = new byte[32];
+        if (outSize != 40) return Errno.EINVAL;
+        var id = new byte[40];
         fs.Fsid.TryWriteBytes(id);
         BinaryPrimitives.WriteUInt64LittleEndian(id.AsSpan(16), MountToken);
         BinaryPrimitives.WriteUInt64LittleEndian(id.AsSpan(24), ino);
+        BinaryPrimitives.WriteUInt64LittleEndian(id.AsSpan(32), Submounts != null ? 1UL : 0);
         IoctlDone(ref w);
         w.Bytes(id);
         return Errno.OK;

@@ -64,15 +64,15 @@ public sealed unsafe class FuseSession : IDisposable
         bridge.Defer = work => { if (!s._deferred.IsAddingCompleted) s._deferred.TryAdd(work); };
         s._deferredThread = new Thread(s.RunDeferred) { Name = "fuse-notify", IsBackground = true };
         s._deferredThread.Start();
-        // With submounts a request thread may wait for a mount whose lookups the others serve.
-        int threads = options.Submounts ? Math.Max(2, options.Threads) : options.Threads;
-        for (int i = 0; i < threads; i++)
+        for (int i = 0; i < options.Threads; i++)
         {
             var t = new Thread(s.Loop) { Name = $"fuse-{i}", IsBackground = true };
             s._threads.Add(t);
             Interlocked.Increment(ref s._running);
             t.Start();
         }
+        // What the mount point shows while this mount is there: Dispose unmounts only that.
+        s._device = Libc.DeviceOf(mp);
         bridge.MountToken = (ulong)Random.Shared.NextInt64();
         if (options.Submounts)
         {
@@ -164,6 +164,7 @@ public sealed unsafe class FuseSession : IDisposable
                     int err = Libc.Errno;
                     if (err is Libc.EINTR or Libc.EAGAIN or Libc.ENOENT) continue;
                     if (err != Libc.ENODEV) _log($"fuse: read from /dev/fuse failed: errno {err}");
+                    else _unmounted = true;
                     break;
                 }
                 Answer(_fd, _bridge, buf, n, reply, _log);
@@ -242,12 +243,18 @@ public sealed unsafe class FuseSession : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         // The subvolumes' mounts first, while this mount's threads still serve the walks to them.
         Submounts?.Dispose();
-        if (!_stopping)
+        // Unmounted already (umount, or a lazy umount the last user has let go of): the mount
+        // point may hold someone else's mount by now (a new mount of the image, the moment the
+        // user saw this one go), which an unmount here would take away. So only while the
+        // kernel has not ended the connection, and only if the mount point still shows this
+        // mount's device.
+        if (!_stopping && !_unmounted && (_device == null || Libc.DeviceOf(MountPoint) == _device))
         {
             _stopping = true;
             if (_helper != null) { if (!Fusermount.Unmount(_helper, MountPoint, lazy: false)) Fusermount.Unmount(_helper, MountPoint, lazy: true); }
             else if (Libc.Umount2(MountPoint, 0) != 0) Libc.Umount2(MountPoint, Libc.MNT_DETACH);
         }
+        _stopping = true;
         bool stopped = true;
         foreach (var t in _threads) stopped &= t.Join(TimeSpan.FromSeconds(30));
         _deferred.CompleteAdding();
@@ -257,4 +264,8 @@ public sealed unsafe class FuseSession : IDisposable
     }
 
     private int _disposed;
+    /// <summary>A request thread read ENODEV: the kernel ended the connection (unmounted).</summary>
+    private volatile bool _unmounted;
+    /// <summary>The device the mount point showed right after mounting (this mount's).</summary>
+    private (uint Major, uint Minor)? _device;
 }

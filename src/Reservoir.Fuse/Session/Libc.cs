@@ -88,5 +88,19 @@ internal static unsafe partial class Libc
     public static readonly int EpollEventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
     public static int EpollDataOffset => EpollEventSize == 12 ? 4 : 8;
 
+    [DllImport("libc", SetLastError = true, EntryPoint = "statx")]
+    private static extern int Statx(int dirfd, string path, int flags, uint mask, byte* buf);
+
+    /// <summary>The device (st_dev) <paramref name="path"/> is on, from the superblock alone
+    /// (AT_STATX_DONT_SYNC: a FUSE mount's root answers without a request); null if it cannot
+    /// be looked up. struct statx keeps stx_dev_major and stx_dev_minor at bytes 136 and 140.</summary>
+    public static (uint Major, uint Minor)? DeviceOf(string path)
+    {
+        const int AT_FDCWD = -100, AT_STATX_DONT_SYNC = 0x4000;
+        byte* buf = stackalloc byte[256];
+        if (Statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, 0, buf) != 0) return null;
+        return (*(uint*)(buf + 136), *(uint*)(buf + 140));
+    }
+
     public static int Errno => Marshal.GetLastPInvokeError();
 }

@@ -11,6 +11,10 @@ namespace Reservoir.Fuse.Session;
 /// </summary>
 internal sealed unsafe class PooledConnection(ulong subvolumeId, string mountPoint, int fd, FuseBridge bridge, long key, string? helper)
 {
+    /// <summary>The device its mount point showed right after mounting: an unmount checks it
+    /// still does (the mount point may hold another mount by then).</summary>
+    public (uint Major, uint Minor)? Device { get; set; }
+
     /// <summary>fusermount3, when an ordinary user mounted (it unmounts too).</summary>
     public string? Helper { get; } = helper;
     public ulong SubvolumeId { get; } = subvolumeId;

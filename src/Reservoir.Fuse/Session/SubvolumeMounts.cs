@@ -19,9 +19,9 @@ namespace Reservoir.Fuse.Session;
 /// directory cannot be renamed while mounted (EBUSY; btrfs allows it); copy_file_range across
 /// subvolumes copies instead of sharing extents (the kernel passes it to FUSE only within one
 /// superblock); the whole tree unmounts with `umount -R` (or `umount -l`). Subvolumes made or
-/// snapshotted through the mount get their mount before the ioctl answers; a deleted one's
-/// mount goes with the invalidation of its name (the kernel detaches mounts on a dentry it
-/// invalidates).
+/// snapshotted through the mount get their mount right after the ioctl answers (`reservoir
+/// subvolume create|snapshot` waits for it); a deleted one's mount goes with the invalidation
+/// of its name (the kernel detaches mounts on a dentry it invalidates).
 ///
 /// Mounts are made and taken down by one thread of its own ("fuse-submounts"): mount(2) walks
 /// the path through the mount itself, so it must not run on a request thread, which would wait
@@ -59,7 +59,7 @@ public sealed class SubvolumeMounts : IDisposable
         var e = fs.ShowSubvolume(rootNode, out var root);
         if (e != Errno.OK) throw new FsException(e, "submounts: the mount's root is not a subvolume's root");
         _rootPath = root.Path;
-        _threads = new SharedRequestThreads(Math.Max(2, options.Threads), log); // one may wait for a mount the others serve
+        _threads = new SharedRequestThreads(options.Threads, log);
         _worker = new Thread(RunWork) { Name = "fuse-submounts", IsBackground = true };
         _worker.Start();
         _deferredThread = new Thread(RunDeferred) { Name = "fuse-sub-notify", IsBackground = true };
@@ -86,19 +86,16 @@ public sealed class SubvolumeMounts : IDisposable
         return done.Result;
     }
 
-    /// <summary>Mounts subvolume <paramref name="id"/> (just made) on its directory; waits up to
-    /// <paramref name="timeout"/>. Called from a request thread: the mount's own lookups are
-    /// served by the others.</summary>
-    internal bool MountNew(ulong id, TimeSpan timeout)
+    /// <summary>Mounts subvolume <paramref name="id"/> (just made) on its directory, soon, on the
+    /// submount thread. Called from a request thread, which must not wait for it: the mount's
+    /// lookups need request threads, and the directory's lock may be held by a caller whose
+    /// request waits for one.</summary>
+    internal void MountNew(ulong id) => Enqueue(() =>
     {
-        var done = Enqueue(() =>
-        {
-            var e = _fs.ShowSubvolume(NodeIds.Encode(id, Filesystem.RootIno), out var sv);
-            if (e != Errno.OK) return 0;
-            return Relative(sv.Path) is { } rel && MountOne(id, rel) ? 1 : 0;
-        });
-        return done.Wait(timeout) && done.Result == 1;
-    }
+        var e = _fs.ShowSubvolume(NodeIds.Encode(id, Filesystem.RootIno), out var sv);
+        if (e != Errno.OK) return 0; // deleted meanwhile
+        return Relative(sv.Path) is { } rel && MountOne(id, rel) ? 1 : 0;
+    });
 
     /// <summary>The path below the mount point of the subvolume at <paramref name="path"/> (from
     /// the top-level root), or null if it is not below the mount's root.</summary>
@@ -164,6 +161,7 @@ public sealed class SubvolumeMounts : IDisposable
         bridge.Defer = work => { if (!_deferred.IsAddingCompleted) _deferred.TryAdd(work); };
         _mounts[id] = c;
         _threads.Add(c);
+        c.Device = Libc.DeviceOf(mp);
         return true;
     }
 
@@ -177,6 +175,9 @@ public sealed class SubvolumeMounts : IDisposable
         var live = _mounts.Values.Where(c => !c.Ended).OrderByDescending(c => c.MountPoint.Count(ch => ch == '/')).ToList();
         foreach (var c in live)
         {
+            // Only a mount point that still shows this connection's mount: one unmounted by
+            // the user whose end is not read yet may have another mount there by now.
+            if (c.Device != null && Libc.DeviceOf(c.MountPoint) != c.Device) continue;
             if (c.Helper != null) { if (!Fusermount.Unmount(c.Helper, c.MountPoint, lazy: false)) Fusermount.Unmount(c.Helper, c.MountPoint, lazy: true); }
             else if (Libc.Umount2(c.MountPoint, 0) != 0) Libc.Umount2(c.MountPoint, Libc.MNT_DETACH);
         }

@@ -70,4 +70,51 @@ public class SubmountTests
         }
         m.Dispose();
     }
+
+    /// <summary>
+    /// A daemon whose mount the user unmounted ends after it: by then the same mount point may
+    /// hold a new mount of the image (a user remounting at once, or a script). The old daemon's
+    /// clean-up must not take the new mount away (it did: a stress run through a fresh mount
+    /// lost its whole tree a minute in, when the previous daemon, still letting go of 526
+    /// submounts, unmounted the mount point it had once held).
+    /// </summary>
+    [Fact]
+    public void AnEndingDaemonLeavesANewMountOnItsMountPointAlone()
+    {
+        MountedImage.RequireFuse();
+        string root = Directory.CreateTempSubdirectory("reservoir-remount-").FullName;
+        string dir = Path.Combine(root, "mnt");
+        Directory.CreateDirectory(dir);
+        var opts = new Reservoir.Fuse.Session.FuseMountOptions { Threads = 2 };
+        Assert.Empty(opts.Parse("submounts"));
+        var images = new List<(FileBlockDevice Dev, Filesystem Fs)>();
+        try
+        {
+            for (int i = 0; i < 2; i++)
+            {
+                var dev = FileBlockDevice.Create(Path.Combine(root, $"d{i}.img"), 128UL << 20);
+                Filesystem.Format(dev);
+                var fs = Filesystem.Mount(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+                TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "s", 0, 0, out _));
+                TestFs.Ok(fs.Create(Filesystem.RootIno, $"image{i}", 0x81A4, 0, 0, out _));
+                images.Add((dev, fs));
+            }
+            var old = Reservoir.Fuse.Session.FuseSession.Mount(images[0].Fs, Path.Combine(root, "d0.img"), dir, opts);
+            Assert.Equal(2, MountsBelow(dir));
+            Assert.Equal(0, MountedImage.Sh($"umount -R {dir}", "/").Code);
+            using var fresh = Reservoir.Fuse.Session.FuseSession.Mount(images[1].Fs, Path.Combine(root, "d1.img"), dir, opts);
+            Assert.Equal(2, MountsBelow(dir));
+            old.Dispose(); // the old daemon's clean-up, after the new mount is there
+            Assert.Equal(2, MountsBelow(dir));
+            Assert.True(File.Exists(Path.Combine(dir, "image1")));
+            fresh.Dispose();
+            Assert.Equal(0, MountsBelow(dir));
+        }
+        finally
+        {
+            MountedImage.Sh($"umount -R {dir} 2>/dev/null; true", "/");
+            foreach (var (dev, fs) in images) { fs.Dispose(); dev.Dispose(); }
+            try { Directory.Delete(root, true); } catch (IOException) { }
+        }
+    }
 }
