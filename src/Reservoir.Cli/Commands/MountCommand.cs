@@ -54,12 +54,24 @@ internal static class MountCommand
         FuseSession session;
         try { session = FuseSession.Mount(fs, image, dir, o, m => ctx.Err.WriteLine(m)); }
         catch (FsException ex) { ctx.Err.WriteLine($"reservoir mount: {ex.Message}"); return 1; }
+        // The last commit and closing the image, once: at FUSE_DESTROY (umount of a fuseblk
+        // mount waits for it, so the image is committed and free when umount returns), or
+        // after the session ended (a plain fuse mount gets no DESTROY; SIGTERM).
+        int closed = 0;
+        void Close()
+        {
+            if (Interlocked.Exchange(ref closed, 1) != 0) return;
+            var sync = fs.Sync();
+            if (sync != Errno.OK) ctx.Err.WriteLine($"reservoir: final sync failed: {sync.Describe()}");
+            fs.Dispose();
+            dev.Dispose();
+        }
+        session.OnDestroy = Close;
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; session.Dispose(); });
         using var intr = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; session.Dispose(); });
         session.WaitUntilUnmounted();
         session.Dispose();
-        var sync = fs.Sync();
-        if (sync != Errno.OK) ctx.Err.WriteLine($"reservoir: final sync failed: {sync.Describe()}");
+        Close();
         return 0;
     }
 

@@ -53,14 +53,37 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         if (op is Opcode.Forget or Opcode.BatchForget) return 0;
         if (!_initDone && op != Opcode.Init) return w.Finish(r.Unique, (int)Errno.EIO).Length;
         Errno e;
+        Interlocked.Increment(ref _inFlight);
         try { e = Dispatch(ref r, ref w); }
         catch (FsException ex)
         {
             log($"fuse: {op} on node {r.NodeId}: {ex.Message}");
             e = ex.Errno is Errno.ENOSPC or Errno.EDQUOT or Errno.EROFS ? ex.Errno : Errno.EIO;
         }
+        finally { Interlocked.Decrement(ref _inFlight); }
         if (options.Debug && e != Errno.OK) log($"fuse: {op} node {r.NodeId} -> {e}");
         return w.Finish(r.Unique, (int)e).Length;
+    }
+
+    /// <summary>Requests being handled now (DESTROY waits for the others).</summary>
+    private int _inFlight;
+
+    /// <summary>Run at FUSE_DESTROY, before its reply: the last commit and closing the image.
+    /// The kernel sends DESTROY to a fuseblk mount only, from umount(2), and umount returns
+    /// once it is answered, so the image is committed and free when umount returns, as a kernel
+    /// filesystem's device is (not some milliseconds later, when the daemon exits: a `cp` of
+    /// the image, or a new mount of it, right after umount would find it still being written).</summary>
+    internal Action? OnDestroy { get; set; }
+
+    private Errno Destroy()
+    {
+        if (OnDestroy == null) return Errno.OK;
+        // Requests the kernel sent before DESTROY (a RELEASE of the last open file) may still be
+        // on other threads: let them finish on an open engine.
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (Volatile.Read(ref _inFlight) > 1 && sw.Elapsed < TimeSpan.FromSeconds(10)) Thread.Sleep(1);
+        OnDestroy();
+        return Errno.OK;
     }
 
     private Errno Dispatch(ref RequestReader r, ref ReplyWriter w)
@@ -70,7 +93,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         switch (r.Opcode)
         {
             case Opcode.Init: return Init(ref r, ref w);
-            case Opcode.Destroy: return Errno.OK;
+            case Opcode.Destroy: return Destroy();
             case Opcode.Lookup:
                 {
                     if (!r.TryName(out var name)) return Errno.EINVAL;

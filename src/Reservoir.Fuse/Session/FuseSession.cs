@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using Reservoir.Common;
@@ -91,6 +92,22 @@ public sealed unsafe class FuseSession : IDisposable
             }
         }
         return s;
+    }
+
+    /// <summary>Runs at FUSE_DESTROY, before umount(2) returns (fuseblk mounts only): the
+    /// owner commits and closes the image there.
+    /// Not while subvolumes' own mounts still serve (a lazy unmount of the tree lets the top go
+    /// before a busy subvolume): then the owner closes after the session ends.</summary>
+    public Action? OnDestroy
+    {
+        set => _bridge.OnDestroy = value == null ? null : () =>
+        {
+            // umount -R has unmounted the subvolumes before the top; the shared threads read
+            // their ends a moment later.
+            var sw = Stopwatch.StartNew();
+            while ((Submounts?.Count ?? 0) > 0 && sw.Elapsed < TimeSpan.FromSeconds(2)) Thread.Sleep(1);
+            if ((Submounts?.Count ?? 0) == 0) value();
+        };
     }
 
     /// <summary>With -o submounts, the subvolumes' own mounts.</summary>

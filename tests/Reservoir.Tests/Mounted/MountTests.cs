@@ -71,6 +71,48 @@ public class MountTests(ITestOutputHelper log)
     /// (on a plain fuse mount sync returns with the data still there). The loop device goes
     /// with the mount.
     /// </summary>
+    /// <summary>
+    /// `reservoir mount` (the daemon, as mount(8) runs it), a file written, `umount`: when umount
+    /// returns the image is committed and closed, as a kernel filesystem's device is, so it can be
+    /// locked, checked and copied at once. (The daemon used to commit and let go of the image
+    /// after umount had returned: a new mount of it right then failed for some 200 ms, and a
+    /// copy could miss the last changes.) The kernel sends FUSE_DESTROY to a fuseblk mount from
+    /// umount and waits for its answer; the daemon commits and closes there.
+    /// </summary>
+    [Fact]
+    public void UmountReturnsWithTheImageCommittedAndFree()
+    {
+        MountedImage.RequireFuse();
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        string dir = Directory.CreateTempSubdirectory("reservoir-umount-").FullName;
+        string img = Path.Combine(dir, "d.img"), mnt = Path.Combine(dir, "mnt");
+        Directory.CreateDirectory(mnt);
+        try
+        {
+            for (int round = 0; round < 3; round++)
+            {
+                var (code, output) = MountedImage.Sh(
+                    $"set -e; test -e {img} || {cli} mkfs {img} --size 256M -q; {cli} mount {img} {mnt}; " +
+                    $"grep -q \" {mnt} .* fuseblk.reservoir \" /proc/self/mountinfo; " +
+                    $"head -c 3000000 /dev/urandom > {mnt}/f{round}; sha256sum < {mnt}/f{round} | cut -d' ' -f1 > {dir}/sum{round}; " +
+                    $"umount {mnt}; flock -n {img} true", "/", 120);
+                Assert.True(code == 0, $"round {round}: {output}");
+                using var dev = FileBlockDevice.Open(img, readOnly: true);
+                var report = Fsck.Run(dev);
+                Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+                using var fs = Reservoir.Engine.Filesystem.Mount(dev, new() { ReadOnly = true, CommitIntervalMs = 0 });
+                Assert.Equal(Errno.OK, fs.Lookup(Reservoir.Engine.Filesystem.RootIno, $"f{round}", out var a));
+                var sum = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(TestFs.ReadAll(fs, a.Ino)));
+                Assert.Equal(File.ReadAllText(Path.Combine(dir, $"sum{round}")).Trim(), sum);
+            }
+        }
+        finally
+        {
+            MountedImage.Sh($"umount {mnt} 2>/dev/null; true", "/");
+            try { Directory.Delete(dir, true); } catch (IOException) { }
+        }
+    }
+
     [Fact]
     public void SyncWithoutAPathReachesTheDaemon()
     {
