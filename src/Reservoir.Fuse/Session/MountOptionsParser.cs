@@ -38,6 +38,11 @@ public sealed class FuseMountOptions
     /// of its own, so each shows its own st_dev (<see cref="SubvolumeMounts"/>).</summary>
     public bool Submounts { get; set; }
 
+    /// <summary>dedicated=N, with submounts: how many subvolumes' mounts get request threads of
+    /// their own (blocking reads, as the main mount's); the rest share one set of threads
+    /// through epoll, which answers a request in about twice the time.</summary>
+    public int DedicatedSubmounts { get; set; } = 16;
+
     /// <summary>st_ino shows an inode's number within its subvolume (as btrfs shows it), not the
     /// node id that is unique across subvolumes; set with submounts, where every subvolume has
     /// its own st_dev.</summary>
@@ -92,6 +97,7 @@ public sealed class FuseMountOptions
                 case "treelog": FsyncLog = true; break;
                 case "submounts": Submounts = LocalInodeNumbers = true; break;
                 case "nosubmounts": Submounts = LocalInodeNumbers = false; break;
+                case "dedicated" when int.TryParse(v, out int d) && d >= 0 && d <= 4096: DedicatedSubmounts = d; break;
                 case "subvol" when v.Length > 0: Subvol = v; break;
                 case "subvolid" when ulong.TryParse(v, out ulong id) && id > 0: SubvolId = id; break;
                 default:

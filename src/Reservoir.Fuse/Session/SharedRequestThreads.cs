@@ -63,6 +63,9 @@ internal sealed unsafe class PooledConnection(ulong subvolumeId, string mountPoi
 
     public bool Ended { get { lock (_gate) return _ended; } }
 
+    /// <summary>Run once, when the descriptor is closed.</summary>
+    public Action? Gone { get; set; }
+
     /// <summary>Waits until the connection ended and its descriptor is closed.</summary>
     public bool WaitGone(TimeSpan timeout) => _gone.Wait(timeout);
 
@@ -72,6 +75,7 @@ internal sealed unsafe class PooledConnection(ulong subvolumeId, string mountPoi
         _closed = true;
         Libc.Close(Fd);
         _gone.Set();
+        Gone?.Invoke();
     }
 
     /// <summary>Writes a notification to the kernel, unless the connection is gone.</summary>
@@ -165,6 +169,40 @@ internal sealed unsafe class SharedRequestThreads : IDisposable
                     }
                     Arm(c, Libc.EPOLL_CTL_MOD);
                     FuseSession.Answer(c.Fd, c.Bridge, buf, r, reply, _log);
+                }
+                finally { c.Exit(); }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buf);
+            NativeMemory.AlignedFree(reply);
+        }
+    }
+
+    /// <summary>A thread of a connection's own: blocking reads of its (blocking) descriptor until
+    /// the kernel ends it. It holds the connection entered while it waits in read(2), so the
+    /// descriptor is closed only when every such thread has read ENODEV.</summary>
+    public static void ServeBlocking(PooledConnection c, Action<string> log)
+    {
+        byte* buf = (byte*)NativeMemory.AlignedAlloc(FuseSession.BufferSize, 4096);
+        byte* reply = (byte*)NativeMemory.AlignedAlloc(FuseSession.BufferSize, 4096);
+        try
+        {
+            while (c.TryEnter())
+            {
+                try
+                {
+                    nint r = Libc.Read(c.Fd, buf, FuseSession.BufferSize);
+                    if (r < 0)
+                    {
+                        int err = Libc.Errno;
+                        if (err is Libc.EAGAIN or Libc.EINTR or Libc.ENOENT) continue;
+                        if (err != Libc.ENODEV) log($"fuse: read from /dev/fuse for {c.MountPoint} failed: errno {err}");
+                        c.End();
+                        continue;
+                    }
+                    FuseSession.Answer(c.Fd, c.Bridge, buf, r, reply, log);
                 }
                 finally { c.Exit(); }
             }

@@ -18,10 +18,15 @@ public class SubmountTests
     private static int MountsBelow(string dir) =>
         File.ReadLines("/proc/self/mountinfo").Count(l => l.Split(' ') is { Length: > 4 } f && (f[4] == dir || f[4].StartsWith(dir + "/", StringComparison.Ordinal)));
 
-    [Fact]
-    public void EverySubvolumeShowsItsOwnDeviceAndInodeNumbers()
+    /// <param name="options">dedicated=0: every subvolume served by the shared threads through
+    /// epoll; the default: each by threads of its own.</param>
+    [Theory]
+    [InlineData("submounts")]
+    [InlineData("submounts,dedicated=0")]
+    [InlineData("submounts,dedicated=2")]
+    public void EverySubvolumeShowsItsOwnDeviceAndInodeNumbers(string options)
     {
-        var m = new MountedImage(options: "submounts", before: fs =>
+        var m = new MountedImage(options: options, before: fs =>
         {
             TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "a", 0, 0, out var a));
             TestFs.Ok(fs.CreateSubvolume(a.Ino, "b", 0, 0, out _));
