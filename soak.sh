@@ -17,16 +17,16 @@ echo "== image fuzzer: 500 images of each kind"
 $r fuzz -n 500
 echo "== stress in-process for ${h}h (4 workers, every operation, quota limit)"
 $r stress "$w/inproc.img" -p 4 -s 2026 --time "${h}h" --size 4G --quota-limit 3G
-if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
-  echo "== stress through the FUSE mount for ${h}h (every operation, subvolumes through the ioctls, quota limit,"
-  echo "   and the subvolumes it makes joining and leaving tenants' groups by hand meanwhile)"
-  m="$w/soak-$$"   # the daemon logs to /run/reservoir-soak-$$-PID.log
-  truncate -s 4G "$w/mnt.img" && $r mkfs "$w/mnt.img" -q -f && mkdir -p "$m"
-  $r quota enable "$w/mnt.img" && $r qgroup limit 3G "$w/mnt.img"
-  for g in 1/1 1/2 2/1; do $r qgroup create $g "$w/mnt.img"; done
-  $r qgroup assign 1/1 2/1 "$w/mnt.img" && $r qgroup limit 3G 2/1 "$w/mnt.img"
-  $r mount "$w/mnt.img" "$m" && mkdir "$m/st"
-  $r stress "$m/st" -p 4 -s 2027 --time "${h}h" & sp=$!
+# A stress run through the FUSE mount (mount options $1, for $2, seed $3), with the subvolumes it
+# makes joining and leaving tenants' groups by hand meanwhile; then unmount, leaks, fsck.
+mount_soak() {
+  local m="$w/soak-$$-$3"   # the daemon logs to /run/reservoir-soak-$$-$3-PID.log
+  truncate -s 4G "$w/mnt$3.img" && $r mkfs "$w/mnt$3.img" -q -f && mkdir -p "$m"
+  $r quota enable "$w/mnt$3.img" && $r qgroup limit 3G "$w/mnt$3.img"
+  for g in 1/1 1/2 2/1; do $r qgroup create $g "$w/mnt$3.img"; done
+  $r qgroup assign 1/1 2/1 "$w/mnt$3.img" && $r qgroup limit 3G 2/1 "$w/mnt$3.img"
+  $r mount "$w/mnt$3.img" "$m" ${1:+-o "$1"} && mkdir "$m/st"
+  $r stress "$m/st" -p 4 -s "$3" --time "$2" & sp=$!
   moved=0
   while kill -0 $sp 2>/dev/null; do
     sleep 2
@@ -38,11 +38,17 @@ if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
   done
   rc=0; wait $sp || rc=$?
   echo "   $moved memberships made or ended during the run"
-  umount "$m"
-  sleep 2
-  if grep -h "RESERVATION LEAK" /run/reservoir-soak-$$-*.log 2>/dev/null; then echo "leaks reported by the daemon"; exit 1; fi
-  $r fsck -n "$w/mnt.img"
+  umount -R "$m"   # returns with the image committed and closed
+  if grep -h "RESERVATION LEAK" /run/reservoir-soak-$$-$3-*.log 2>/dev/null; then echo "leaks reported by the daemon"; exit 1; fi
+  $r fsck -n "$w/mnt$3.img"
   [ "$rc" = 0 ] || exit "$rc"
+}
+if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
+  echo "== stress through the FUSE mount for ${h}h (every operation, subvolumes through the ioctls, quota limit,"
+  echo "   and the subvolumes it makes joining and leaving tenants' groups by hand meanwhile)"
+  mount_soak "" "${h}h" 2027
+  echo "== the same with -o submounts (every subvolume a mount of its own) for $(( h * 15 ))m"
+  mount_soak submounts "$(( h * 15 ))m" 2028
 else
   echo "== (the mount soak needs root and /dev/fuse: skipped)"
 fi

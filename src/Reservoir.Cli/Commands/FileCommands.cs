@@ -14,9 +14,24 @@ internal static class FileCommands
     public static IEnumerable<Command> Build(CliContext ctx) => [Ls(ctx), Cat(ctx), Cp(ctx), Mkdir(ctx), Rm(ctx)];
 
     /// <summary>An unmounted image for one command: read-only unless it writes, no periodic
-    /// commits (the command commits when it closes the image).</summary>
-    internal static ReservoirFileSystem Open(string image, bool write) =>
-        ReservoirFileSystem.Open(image, new MountOptions { ReadOnly = !write, CommitIntervalMs = 0 });
+    /// commits (the command commits when it closes the image). What it makes (directories,
+    /// files, subvolumes) belongs to the user running it, as on a mounted filesystem, and as
+    /// mkfs gives that user the root directory: an ordinary user's own image stays theirs to
+    /// write to (and to mount a subvolume's own mount on, which fusermount3 allows only on a
+    /// directory the user may write).</summary>
+    internal static ReservoirFileSystem Open(string image, bool write)
+    {
+        var fs = ReservoirFileSystem.Open(image, new MountOptions { ReadOnly = !write, CommitIntervalMs = 0 });
+        fs.Posix.Uid = Geteuid();
+        fs.Posix.Gid = Getegid();
+        return fs;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "geteuid")]
+    private static extern uint Geteuid();
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "getegid")]
+    private static extern uint Getegid();
 
     private static Command Ls(CliContext ctx)
     {

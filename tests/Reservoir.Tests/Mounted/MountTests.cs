@@ -439,9 +439,31 @@ public class MountTests(ITestOutputHelper log)
             string cli = $"dotnet {bin}/reservoir.dll";
             var (code, output) = MountedImage.Sh(
                 $"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME={dir} DOTNET_CLI_HOME={dir} bash -c '" +
-                $"set -e; cd {dir}; {cli} mkfs u.img --size 128M -q; mkdir m; {cli} mount u.img m; " +
-                "echo hello > m/x; mkdir m/d; test \"$(stat -c %U m/x)\" = nobody; grep -q \" fuse.reservoir \" /proc/self/mountinfo; fusermount3 -u m'", "/", 120);
+                $"set -e; cd {dir}; {cli} mkfs u.img --size 128M -q; {cli} subvolume create u.img sv >/dev/null; mkdir m; {cli} mount u.img m; " +
+                "echo hello > m/x; mkdir m/d; test \"$(stat -c %U m/x)\" = nobody; test \"$(stat -c %U m/sv)\" = nobody; " +
+                "grep -q \" fuse.reservoir \" /proc/self/mountinfo; fusermount3 -u m'", "/", 120);
             Assert.True(code == 0, output);
+            // Submounts: refused without allow_other (fusermount3, as root, must reach each
+            // subvolume's directory through the mount); with it (and user_allow_other in
+            // /etc/fuse.conf), the subvolume the user made offline, theirs, has its own device.
+            for (int i = 0; i < 100 && MountedImage.Sh($"flock -n {dir}/u.img true", "/").Code != 0; i++) Thread.Sleep(100);
+            string asUser = $"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME={dir} DOTNET_CLI_HOME={dir} bash -c ";
+            var refused = MountedImage.Sh(asUser + $"'cd {dir}; {cli} mount u.img m -o submounts' 2>&1", "/", 120);
+            Assert.NotEqual(0, refused.Code);
+            Assert.Contains("allow_other", refused.Out);
+            var conf = File.Exists("/etc/fuse.conf") ? File.ReadAllText("/etc/fuse.conf") : null;
+            try
+            {
+                File.AppendAllText("/etc/fuse.conf", "\nuser_allow_other\n");
+                (code, output) = MountedImage.Sh(asUser + $"'set -e; cd {dir}; {cli} mount u.img m -o submounts,allow_other; " +
+                    "test \"$(stat -c %d m/sv)\" != \"$(stat -c %d m)\"; test \"$(stat -c %i m/sv)\" = 256; test \"$(cat m/x)\" = hello; " +
+                    "fusermount3 -u m/sv; fusermount3 -u m'", "/", 120);
+                Assert.True(code == 0, output);
+            }
+            finally
+            {
+                if (conf != null) File.WriteAllText("/etc/fuse.conf", conf); else File.Delete("/etc/fuse.conf");
+            }
             // The daemon commits and exits after the unmount; then the image is free.
             string img = Path.Combine(dir, "u.img");
             for (int i = 0; i < 100 && MountedImage.Sh($"flock -n {img} true", "/").Code != 0; i++) Thread.Sleep(100);
