@@ -41,7 +41,7 @@ public sealed class SubvolumeMounts : IDisposable
     private readonly BlockingCollection<(Func<int> Work, TaskCompletionSource<int> Done)> _work = new();
     private readonly Thread _worker;
     /// <summary>The live submounts by subvolume id. Written by the submount thread only.</summary>
-    private readonly ConcurrentDictionary<ulong, PooledConnection> _mounts = new();
+    private readonly ConcurrentDictionary<ulong, SubmountConnection> _mounts = new();
     /// <summary>Notifications that must wait for a reply to reach the kernel, for every
     /// submount's bridge, in order, on one thread (as <see cref="FuseSession"/> has for its own).</summary>
     private readonly BlockingCollection<Action> _deferred = new();
@@ -166,7 +166,7 @@ public sealed class SubvolumeMounts : IDisposable
             _log($"submounts: subvolume {id} at {mp}: {ex.Message}");
             return false;
         }
-        var c = new PooledConnection(id, mp, fd, bridge, Interlocked.Increment(ref _nextKey), helper);
+        var c = new SubmountConnection(id, mp, fd, bridge, Interlocked.Increment(ref _nextKey), helper);
         bridge.Notifier = msg => c.Notify(msg, _log);
         bridge.Defer = work => { if (!_deferred.IsAddingCompleted) _deferred.TryAdd(work); };
         _mounts[id] = c;
