@@ -16,7 +16,8 @@ namespace Reservoir.Fuse.Session;
 /// What follows from being mounts, as on btrfs where subvolumes are not mounts: hard links and
 /// renames across subvolumes answer EXDEV (btrfs answers the same); `find -xdev`, `du -x` and
 /// `df` treat each subvolume as its own filesystem (btrfs: the same for -xdev); a subvolume's
-/// directory cannot be renamed while mounted (EBUSY; btrfs allows it); copy_file_range across
+/// directory cannot be renamed, nor an empty one removed with rmdir, while mounted (EBUSY; btrfs
+/// allows both; `subvolume delete` works); copy_file_range across
 /// subvolumes copies instead of sharing extents (the kernel passes it to FUSE only within one
 /// superblock); the whole tree unmounts with `umount -R` (or `umount -l`). Subvolumes made or
 /// snapshotted through the mount get their mount right after the ioctl answers (`reservoir
