@@ -151,6 +151,16 @@ internal sealed class OwnerTransitions(IScheduler sched)
     {
         int n = addresses.Length;
         var order = new int[n];
+        // Usually in order already: the ledger lists extents as their writes completed, and a
+        // writer's extents are allocated in ascending order. Then no sort (cold after a large
+        // rewrite: 7-12 µs for 100 addresses).
+        int k = 1;
+        while (k < n && addresses[k - 1] <= addresses[k]) k++;
+        if (k >= n)
+        {
+            for (int i = 0; i < n; i++) order[i] = i;
+            return order;
+        }
         ulong any = 0;
         foreach (var a in addresses) any |= a;
         int freeBits = any == 0 ? 64 : System.Numerics.BitOperations.TrailingZeroCount(any);

@@ -29,6 +29,22 @@ public class OwnerTransitionsTests
         for (int i = 0; i < n; i++) Assert.Equal(original[order[i]], addresses[i]);
     }
 
+    /// <summary>Addresses already in order (the common case: a writer's extents as its writes
+    /// completed) keep their places, repeats included; one out of place at the very end is
+    /// still sorted.</summary>
+    [Fact]
+    public void SortedOrderOfAddressesAlreadyInOrderIsTheIdentity()
+    {
+        ulong[] original = [4096, 8192, 8192, 16384, 1 << 20];
+        var addresses = (ulong[])original.Clone();
+        Assert.Equal([0, 1, 2, 3, 4], OwnerTransitions.SortedOrder(addresses));
+        Assert.Equal(original, addresses);
+        ulong[] late = [4096, 8192, 16384, 12288];
+        var order = OwnerTransitions.SortedOrder(late);
+        Assert.Equal([4096UL, 8192, 12288, 16384], late);
+        Assert.Equal([0, 1, 3, 2], order);
+    }
+
     private sealed record Taken(ulong[] Acquired, ulong[] Dropped, ulong BornOwner, ulong BornGeneration);
 
     /// <summary>The ledger's non-empty entries by address, as the commit reads them.</summary>
