@@ -41,7 +41,8 @@ public sealed class SubvolumeMounts : IDisposable
     /// <summary>Mounts to make, in order, by the submount thread; each with the event set when done.</summary>
     private readonly BlockingCollection<(Func<int> Work, TaskCompletionSource<int> Done)> _work = new();
     private readonly Thread _worker;
-    /// <summary>The live submounts by subvolume id. Written by the submount thread only.</summary>
+    /// <summary>The submounts by subvolume id: added by the submount thread, removed by whichever
+    /// thread closes one's descriptor.</summary>
     private readonly ConcurrentDictionary<ulong, SubmountConnection> _mounts = new();
     /// <summary>Notifications that must wait for a reply to reach the kernel, for every
     /// submount's bridge, in order, on one thread (as <see cref="FuseSession"/> has for its own).</summary>
@@ -171,10 +172,16 @@ public sealed class SubvolumeMounts : IDisposable
         bridge.Notifier = msg => c.Notify(msg, _log);
         bridge.Defer = work => { if (!_deferred.IsAddingCompleted) _deferred.TryAdd(work); };
         _mounts[id] = c;
+        // A connection that ended (unmounted, its subvolume deleted) leaves the table, or a
+        // long life of snapshots made and deleted would keep a bridge for each.
+        c.Gone = () =>
+        {
+            _mounts.TryRemove(KeyValuePair.Create(id, c));
+            if (dedicated) Interlocked.Decrement(ref _dedicated);
+        };
         if (dedicated)
         {
             Interlocked.Increment(ref _dedicated);
-            c.Gone = () => Interlocked.Decrement(ref _dedicated);
             for (int i = 0; i < Math.Max(2, _options.Threads); i++)
                 new Thread(() => SharedRequestThreads.ServeBlocking(c, _log)) { Name = $"fuse-sv{id}-{i}", IsBackground = true }.Start();
         }

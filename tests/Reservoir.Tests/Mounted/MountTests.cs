@@ -486,7 +486,10 @@ public class MountTests(ITestOutputHelper log)
     /// The daemon is killed (SIGKILL) after a program appended records to a file with an fsync
     /// each, on a mount with commits 1 h apart: what fsync made durable lives only in the fsync
     /// log (SPEC.md §9). The image must pass fsck as it is (the log noted as pending), and the
-    /// next mount must replay the log and show every fsynced byte.
+    /// next mount must replay the log and show every fsynced byte. A plain fuse mount
+    /// (nofuseblk): a fuseblk mount takes every sync(2) on the machine as a commit (FUSE_SYNCFS),
+    /// and another program's sync between the last fsync and the kill (other tests' `sync`,
+    /// stress-ng's io stressor) made this test fail with the log already superseded.
     /// </summary>
     [Fact]
     public void FsyncedDataSurvivesAKilledDaemonThroughTheFsyncLog()
@@ -497,12 +500,15 @@ public class MountTests(ITestOutputHelper log)
         try
         {
             var (code, output) = MountedImage.Sh(
-                $"set -e; {cli} mkfs d.img --size 256M -q; mkdir m; {cli} mount {dir}/d.img {dir}/m -o commit=3600; " +
+                $"set -e; {cli} mkfs d.img --size 256M -q; mkdir m; {cli} mount {dir}/d.img {dir}/m -o commit=3600,nofuseblk; " +
                 "echo start > m/wal; sync m/wal; : > expect; " +
                 "for i in $(seq 150); do head -c $((RANDOM % 9000 + 1)) /dev/urandom > chunk; cat chunk >> expect; " +
                 "  dd if=chunk of=m/wal oflag=append conv=notrunc,fsync status=none; done; " +
                 "head -c 5000 /dev/urandom >> m/wal; " + // not fsynced: may be lost
-                $"kill -9 $(pgrep -f '[r]eservoir.dll mount {dir}/d.img {dir}/m --detached'); fusermount3 -u -z m || umount -l m", dir, 300);
+                // Dead before the unmount: a daemon still alive when umount comes answers
+                // FUSE_DESTROY with its last commit, which is not what this test is about.
+                $"pid=$(pgrep -f '[r]eservoir.dll mount {dir}/d.img {dir}/m --detached'); kill -9 $pid; while kill -0 $pid 2>/dev/null; do sleep 0.02; done; " +
+                "fusermount3 -u -z m || umount -l m", dir, 300);
             Assert.True(code == 0, $"exit {code}: {output}");
             string img = Path.Combine(dir, "d.img");
             for (int i = 0; i < 100 && MountedImage.Sh($"flock -n {img} true", "/").Code != 0; i++) Thread.Sleep(100);
