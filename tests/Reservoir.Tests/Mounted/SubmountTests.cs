@@ -76,6 +76,37 @@ public class SubmountTests
         m.Dispose();
     }
 
+    /// <summary>Request threads of their own go to the first subvolumes mounted (dedicated=N)
+    /// and come back when one's mount ends: with dedicated=1, a subvolume made after the first
+    /// one was deleted gets them again (its threads are named for its id), and a second one made
+    /// beside it shares the epoll threads.</summary>
+    [Fact]
+    public void ThreadsOfTheirOwnComeBackWhenASubvolumesMountEnds()
+    {
+        static bool HasThreads(ulong id) => Directory.GetDirectories("/proc/self/task").Any(t =>
+            File.Exists(Path.Combine(t, "comm")) && File.ReadAllText(Path.Combine(t, "comm")).Trim().StartsWith($"fuse-sv{id}-", StringComparison.Ordinal));
+        static bool Eventually(Func<bool> p)
+        {
+            for (int i = 0; i < 200 && !p(); i++) Thread.Sleep(25);
+            return p();
+        }
+        var m = new MountedImage(options: "submounts,dedicated=1");
+        try
+        {
+            m.Run($"{Cli} subvolume create a");
+            Assert.True(HasThreads(256));
+            m.Run($"{Cli} subvolume delete a");
+            Assert.True(Eventually(() => !HasThreads(256)), "the deleted subvolume's threads end with its mount");
+            m.Run($"{Cli} subvolume create b && {Cli} subvolume create c && echo x > b/f && echo y > c/f && test \"$(cat b/f c/f)\" = \"x\ny\"");
+            Assert.True(HasThreads(257), "b has the threads a gave back");
+            Assert.False(HasThreads(258), "c shares the epoll threads");
+            Assert.Equal(3, MountsBelow(m.Dir));
+        }
+        finally { m.Unmount(); }
+        Assert.Equal(0, MountsBelow(m.Dir));
+        m.Dispose();
+    }
+
     /// <summary>
     /// A daemon whose mount the user unmounted ends after it: by then the same mount point may
     /// hold a new mount of the image (a user remounting at once, or a script). The old daemon's
