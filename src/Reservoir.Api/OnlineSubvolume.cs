@@ -128,18 +128,21 @@ public static class OnlineSubvolume
     /// node id on a mount without submounts).</summary>
     private static ulong? InodeOf(string path)
     {
-        int fd = Open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        if (fd >= 0)
-        {
-            try
-            {
-                var id = new byte[40];
-                if (Ioctl(fd, IocFsIdentity, id) == Errno.OK) return BinaryPrimitives.ReadUInt64LittleEndian(id.AsSpan(24));
-            }
-            finally { Close(fd); }
-        }
+        if (Identity(path, out var id) == Errno.OK) return BinaryPrimitives.ReadUInt64LittleEndian(id.AsSpan(24));
         var st = new byte[256]; // struct stat (x86-64 and aarch64: st_ino at offset 8)
         return StatPath(path, st) != 0 ? null : BinaryPrimitives.ReadUInt64LittleEndian(st.AsSpan(8));
+    }
+
+    /// <summary>Reservoir's identity ioctl on <paramref name="path"/> (a file or a directory):
+    /// fsid, the daemon's number, the node id, flags (40 bytes).</summary>
+    private static Errno Identity(string path, out byte[] id)
+    {
+        var got = new byte[40];
+        id = got;
+        int fd = Open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) return LastError;
+        try { return Ioctl(fd, IocFsIdentity, got); }
+        finally { Close(fd); }
     }
 
     private static ulong TreeOf(ulong ino) => ino >> 40 == 0 ? 5 : ino >> 40;
@@ -225,8 +228,7 @@ public static class OnlineSubvolume
     {
         string full = Path.GetFullPath(path).TrimEnd('/');
         string parent = Path.GetDirectoryName(full) ?? "/";
-        var id = new byte[40];
-        if (OnDirectory(parent, fd => Ioctl(fd, IocFsIdentity, id)) != Errno.OK || (BinaryPrimitives.ReadUInt64LittleEndian(id.AsSpan(32)) & 1) == 0) return;
+        if (Identity(parent, out var id) != Errno.OK || (BinaryPrimitives.ReadUInt64LittleEndian(id.AsSpan(32)) & 1) == 0) return;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         var a = new byte[256];
         var b = new byte[256];
@@ -269,10 +271,9 @@ public static class OnlineSubvolume
     private static Errno SameFilesystem(string a, string b, out ulong nodeA)
     {
         nodeA = 0;
-        var ia = new byte[40];
-        var ib = new byte[40];
-        var e = OnDirectory(a, fd => Ioctl(fd, IocFsIdentity, ia));
-        if (e == Errno.OK) e = OnDirectory(b, fd => Ioctl(fd, IocFsIdentity, ib));
+        byte[] ib = [];
+        var e = Identity(a, out var ia);
+        if (e == Errno.OK) e = Identity(b, out ib);
         if (e == Errno.OK)
         {
             nodeA = BinaryPrimitives.ReadUInt64LittleEndian(ia.AsSpan(24));

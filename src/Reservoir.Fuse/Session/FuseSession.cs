@@ -169,30 +169,60 @@ public sealed unsafe class FuseSession : IDisposable
 
     private void Loop()
     {
-        byte* buf = (byte*)NativeMemory.AlignedAlloc(BufferSize, 4096);
-        byte* reply = (byte*)NativeMemory.AlignedAlloc(BufferSize, 4096);
+        using var b = new RequestBuffers();
         try
         {
             while (!_stopping)
             {
-                nint n = Libc.Read(_fd, buf, BufferSize);
-                if (n < 0)
-                {
-                    int err = Libc.Errno;
-                    if (err is Libc.EINTR or Libc.EAGAIN or Libc.ENOENT) continue;
-                    if (err != Libc.ENODEV) _log($"fuse: read from /dev/fuse failed: errno {err}");
-                    else _unmounted = true;
-                    break;
-                }
-                Answer(_fd, _bridge, buf, n, reply, _log);
+                var got = ReadRequest(_fd, b.Request, out nint n, _log, MountPoint);
+                if (got == ReadOutcome.Retry) continue;
+                if (got != ReadOutcome.Request) { _unmounted = got == ReadOutcome.Unmounted; break; }
+                Answer(_fd, _bridge, b.Request, n, b.Reply, _log);
             }
         }
-        finally
+        finally { Interlocked.Decrement(ref _running); }
+    }
+
+    internal enum ReadOutcome { Request, Retry, Unmounted, Failed }
+
+    /// <summary>Reads one request from <paramref name="fd"/>. Retry: interrupted, nothing there
+    /// (a non-blocking descriptor) or a request the kernel took back (ENOENT). Unmounted: the
+    /// kernel ended the connection (ENODEV). Failed: any other error, logged; the connection
+    /// is given up too.</summary>
+    internal static ReadOutcome ReadRequest(int fd, byte* buf, out nint n, Action<string> log, string mountPoint)
+    {
+        n = Libc.Read(fd, buf, BufferSize);
+        if (n >= 0) return ReadOutcome.Request;
+        int err = Libc.Errno;
+        if (err is Libc.EINTR or Libc.EAGAIN or Libc.ENOENT) return ReadOutcome.Retry;
+        if (err == Libc.ENODEV) return ReadOutcome.Unmounted;
+        log($"fuse: read from /dev/fuse for {mountPoint} failed: errno {err}");
+        return ReadOutcome.Failed;
+    }
+
+    /// <summary>A request thread's two buffers (request in, reply out), page-aligned, native
+    /// (no GC pinning on the hot path), freed when the thread ends.</summary>
+    internal readonly struct RequestBuffers : IDisposable
+    {
+        public readonly byte* Request, Reply;
+        public RequestBuffers()
         {
-            NativeMemory.AlignedFree(buf);
-            NativeMemory.AlignedFree(reply);
-            Interlocked.Decrement(ref _running);
+            Request = (byte*)NativeMemory.AlignedAlloc(BufferSize, 4096);
+            Reply = (byte*)NativeMemory.AlignedAlloc(BufferSize, 4096);
         }
+        public void Dispose()
+        {
+            NativeMemory.AlignedFree(Request);
+            NativeMemory.AlignedFree(Reply);
+        }
+    }
+
+    /// <summary>Unmounts <paramref name="mountPoint"/> (through fusermount3 when an ordinary user
+    /// mounted it), lazily if it is busy.</summary>
+    internal static void Unmount(string mountPoint, string? helper)
+    {
+        if (helper != null) { if (!Fusermount.Unmount(helper, mountPoint, lazy: false)) Fusermount.Unmount(helper, mountPoint, lazy: true); }
+        else if (Libc.Umount2(mountPoint, 0) != 0) Libc.Umount2(mountPoint, Libc.MNT_DETACH);
     }
 
     /// <summary>Handles the request of <paramref name="n"/> bytes in <paramref name="buf"/> and
@@ -268,8 +298,7 @@ public sealed unsafe class FuseSession : IDisposable
         if (!_stopping && !_unmounted && (_device == null || Libc.DeviceOf(MountPoint) == _device))
         {
             _stopping = true;
-            if (_helper != null) { if (!Fusermount.Unmount(_helper, MountPoint, lazy: false)) Fusermount.Unmount(_helper, MountPoint, lazy: true); }
-            else if (Libc.Umount2(MountPoint, 0) != 0) Libc.Umount2(MountPoint, Libc.MNT_DETACH);
+            Unmount(MountPoint, _helper);
         }
         _stopping = true;
         bool stopped = true;

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Runtime.InteropServices;
 using Reservoir.Fuse.Bridge;
 
 namespace Reservoir.Fuse.Session;
@@ -50,43 +49,32 @@ internal sealed unsafe class SharedRequestThreads : IDisposable
 
     private void Loop()
     {
-        byte* buf = (byte*)NativeMemory.AlignedAlloc(FuseSession.BufferSize, 4096);
-        byte* reply = (byte*)NativeMemory.AlignedAlloc(FuseSession.BufferSize, 4096);
+        using var b = new FuseSession.RequestBuffers();
         byte* ev = stackalloc byte[16];
-        try
+        while (!_stopping)
         {
-            while (!_stopping)
+            // A timeout, so that Dispose is noticed without a wake-up descriptor.
+            int n = Libc.EpollWait(_ep, ev, 1, 500);
+            if (n <= 0) continue;
+            long key = *(long*)(ev + Libc.EpollDataOffset);
+            if (!_connections.TryGetValue(key, out var c) || !c.TryEnter()) continue;
+            try
             {
-                // A timeout, so that Dispose is noticed without a wake-up descriptor.
-                int n = Libc.EpollWait(_ep, ev, 1, 500);
-                if (n <= 0) continue;
-                long key = *(long*)(ev + Libc.EpollDataOffset);
-                if (!_connections.TryGetValue(key, out var c) || !c.TryEnter()) continue;
-                try
+                var got = FuseSession.ReadRequest(c.Fd, b.Request, out nint r, _log, c.MountPoint);
+                if (got is FuseSession.ReadOutcome.Unmounted or FuseSession.ReadOutcome.Failed)
                 {
-                    nint r = Libc.Read(c.Fd, buf, FuseSession.BufferSize);
-                    if (r < 0)
-                    {
-                        int err = Libc.Errno;
-                        if (err is Libc.EAGAIN or Libc.EINTR or Libc.ENOENT) { Arm(c, Libc.EPOLL_CTL_MOD); continue; }
-                        if (err != Libc.ENODEV) _log($"fuse: read from /dev/fuse for {c.MountPoint} failed: errno {err}");
-                        // Unmounted: out of the set before the descriptor is closed (by the
-                        // last thread out, in Exit).
-                        _connections.TryRemove(key, out _);
-                        Libc.EpollCtl(_ep, Libc.EPOLL_CTL_DEL, c.Fd, ev);
-                        c.End();
-                        continue;
-                    }
-                    Arm(c, Libc.EPOLL_CTL_MOD);
-                    FuseSession.Answer(c.Fd, c.Bridge, buf, r, reply, _log);
+                    // Unmounted: out of the set before the descriptor is closed (by the last
+                    // thread out, in Exit).
+                    _connections.TryRemove(key, out _);
+                    Libc.EpollCtl(_ep, Libc.EPOLL_CTL_DEL, c.Fd, ev);
+                    c.End();
+                    continue;
                 }
-                finally { c.Exit(); }
+                // Armed again before answering: another thread may take its next request.
+                Arm(c, Libc.EPOLL_CTL_MOD);
+                if (got == FuseSession.ReadOutcome.Request) FuseSession.Answer(c.Fd, c.Bridge, b.Request, r, b.Reply, _log);
             }
-        }
-        finally
-        {
-            NativeMemory.AlignedFree(buf);
-            NativeMemory.AlignedFree(reply);
+            finally { c.Exit(); }
         }
     }
 
@@ -95,32 +83,16 @@ internal sealed unsafe class SharedRequestThreads : IDisposable
     /// descriptor is closed only when every such thread has read ENODEV.</summary>
     public static void ServeBlocking(SubmountConnection c, Action<string> log)
     {
-        byte* buf = (byte*)NativeMemory.AlignedAlloc(FuseSession.BufferSize, 4096);
-        byte* reply = (byte*)NativeMemory.AlignedAlloc(FuseSession.BufferSize, 4096);
-        try
+        using var b = new FuseSession.RequestBuffers();
+        while (c.TryEnter())
         {
-            while (c.TryEnter())
+            try
             {
-                try
-                {
-                    nint r = Libc.Read(c.Fd, buf, FuseSession.BufferSize);
-                    if (r < 0)
-                    {
-                        int err = Libc.Errno;
-                        if (err is Libc.EAGAIN or Libc.EINTR or Libc.ENOENT) continue;
-                        if (err != Libc.ENODEV) log($"fuse: read from /dev/fuse for {c.MountPoint} failed: errno {err}");
-                        c.End();
-                        continue;
-                    }
-                    FuseSession.Answer(c.Fd, c.Bridge, buf, r, reply, log);
-                }
-                finally { c.Exit(); }
+                var got = FuseSession.ReadRequest(c.Fd, b.Request, out nint r, log, c.MountPoint);
+                if (got is FuseSession.ReadOutcome.Unmounted or FuseSession.ReadOutcome.Failed) c.End();
+                else if (got == FuseSession.ReadOutcome.Request) FuseSession.Answer(c.Fd, c.Bridge, b.Request, r, b.Reply, log);
             }
-        }
-        finally
-        {
-            NativeMemory.AlignedFree(buf);
-            NativeMemory.AlignedFree(reply);
+            finally { c.Exit(); }
         }
     }
 

@@ -8,7 +8,7 @@ namespace Reservoir.Fuse.Session;
 /// <see cref="SharedRequestThreads.ServeBlocking"/>) or by <see cref="SharedRequestThreads"/>
 /// (non-blocking, armed one-shot in their epoll set).
 /// </summary>
-internal sealed unsafe class SubmountConnection(ulong subvolumeId, string mountPoint, int fd, FuseBridge bridge, long key, string? helper)
+internal sealed unsafe class SubmountConnection(string mountPoint, int fd, FuseBridge bridge, long key, string? helper)
 {
     /// <summary>The device its mount point showed right after mounting: an unmount checks it
     /// still does (the mount point may hold another mount by then).</summary>
@@ -16,7 +16,6 @@ internal sealed unsafe class SubmountConnection(ulong subvolumeId, string mountP
 
     /// <summary>fusermount3, when an ordinary user mounted (it unmounts too).</summary>
     public string? Helper { get; } = helper;
-    public ulong SubvolumeId { get; } = subvolumeId;
     public string MountPoint { get; } = mountPoint;
     public int Fd { get; } = fd;
     public FuseBridge Bridge { get; } = bridge;

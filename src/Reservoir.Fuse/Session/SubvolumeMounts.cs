@@ -168,7 +168,7 @@ public sealed class SubvolumeMounts : IDisposable
             _log($"submounts: subvolume {id} at {mp}: {ex.Message}");
             return false;
         }
-        var c = new SubmountConnection(id, mp, fd, bridge, Interlocked.Increment(ref _nextKey), helper);
+        var c = new SubmountConnection(mp, fd, bridge, Interlocked.Increment(ref _nextKey), helper);
         bridge.Notifier = msg => c.Notify(msg, _log);
         bridge.Defer = work => { if (!_deferred.IsAddingCompleted) _deferred.TryAdd(work); };
         _mounts[id] = c;
@@ -203,8 +203,7 @@ public sealed class SubvolumeMounts : IDisposable
             // Only a mount point that still shows this connection's mount: one unmounted by
             // the user whose end is not read yet may have another mount there by now.
             if (c.Device != null && Libc.DeviceOf(c.MountPoint) != c.Device) continue;
-            if (c.Helper != null) { if (!Fusermount.Unmount(c.Helper, c.MountPoint, lazy: false)) Fusermount.Unmount(c.Helper, c.MountPoint, lazy: true); }
-            else if (Libc.Umount2(c.MountPoint, 0) != 0) Libc.Umount2(c.MountPoint, Libc.MNT_DETACH);
+            FuseSession.Unmount(c.MountPoint, c.Helper);
         }
         foreach (var c in live)
             if (!c.WaitGone(TimeSpan.FromSeconds(10))) _log($"submounts: {c.MountPoint} is still busy; its connection is cut off");
