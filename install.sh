@@ -35,4 +35,18 @@ done
 exec "$prefix/lib/reservoir/reservoir" mount "\$src" "\$dst" \${opts:+-o "\$opts"}
 EOS
 chmod +x /sbin/mount.fuse.reservoir
-echo "installed: $prefix/bin/reservoir, $prefix/sbin/mkfs.reservoir, $prefix/sbin/fsck.reservoir, /sbin/mount.fuse.reservoir"
+# umount(8), as root, runs /sbin/umount.<type> for a mount of that type, the type statfs(2)
+# gives ("fuse" for every FUSE mount) or the mount table's: `umount /mnt` then takes the
+# subvolumes' own mounts (-o submounts) down first; other FUSE mounts are unmounted as before
+# (src/Reservoir.Cli/umount.reservoir). An umount.fuse that is not ours is left alone.
+helpers=""
+for n in umount.fuse umount.fuse.reservoir umount.fuseblk.reservoir; do
+  if [ -e "/sbin/$n" ] && ! grep -q "Reservoir's umount(8) helper" "/sbin/$n"; then
+    echo "note: /sbin/$n exists and is not Reservoir's: left as it is (unmount with 'reservoir umount DIR')" >&2
+    continue
+  fi
+  sed "s|@RESERVOIR@|\"$prefix/lib/reservoir/reservoir\"|" src/Reservoir.Cli/umount.reservoir > "/sbin/$n"
+  chmod +x "/sbin/$n"
+  helpers="$helpers, /sbin/$n"
+done
+echo "installed: $prefix/bin/reservoir, $prefix/sbin/mkfs.reservoir, $prefix/sbin/fsck.reservoir, /sbin/mount.fuse.reservoir$helpers"

@@ -23,7 +23,7 @@ public static class Program
         return Run(args, Console.Out, Console.Error);
     }
 
-    private static readonly HashSet<string> Commands = ["mkfs", "fsck", "inspect", "mount", "ls", "cat", "cp", "mkdir", "rm", "quota", "qgroup", "stress", "--help", "-h", "-?", "--version"];
+    private static readonly HashSet<string> Commands = ["mkfs", "fsck", "inspect", "mount", "umount", "ls", "cat", "cp", "mkdir", "rm", "quota", "qgroup", "stress", "--help", "-h", "-?", "--version"];
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
@@ -36,6 +36,7 @@ public static class Program
         root.Subcommands.Add(FsckCommand.Build(ctx));
         root.Subcommands.Add(InspectCommand.Build(ctx));
         root.Subcommands.Add(MountCommand.Build(ctx));
+        root.Subcommands.Add(UmountCommand.Build(ctx));
         root.Subcommands.Add(StressCommand.Build(ctx));
         root.Subcommands.Add(ExploreCommand.Build(ctx));
         root.Subcommands.Add(PowerCutCommand.Build(ctx));

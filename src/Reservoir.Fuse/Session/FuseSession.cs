@@ -58,7 +58,7 @@ public sealed unsafe class FuseSession : IDisposable
         // Before anything is mounted: a bad subvol= or subvolid= is an error now, not a mount
         // that dies on its first request.
         var bridge = new FuseBridge(fs, options, log);
-        string source = options.FsName.Length > 0 ? options.FsName : imagePath;
+        string source = options.FsName.Length > 0 ? options.FsName : Path.GetFullPath(imagePath);
         int fd = OpenAndMount(source, mp, imagePath, options, options.FuseBlk, nonBlocking: false, log, out string? helper);
         var s = new FuseSession(fd, mp, bridge, options, log) { _helper = helper };
         bridge.Notifier = s.Notify;
@@ -80,7 +80,11 @@ public sealed unsafe class FuseSession : IDisposable
             // After the threads: the submounts' mount(2) calls walk their paths through this mount.
             try
             {
-                s.Submounts = new SubvolumeMounts(fs, imagePath, mp, source, bridge.RootNode, bridge.MountToken, options, log);
+                // The subvolumes' mounts show the main mount's source (a fuseblk mount's is its
+                // loop device), as every btrfs subvolume mount shows the device: that is also how
+                // `reservoir umount` tells them from other mounts below (MountTreeUnmount).
+                string shown = MountInfo.At(mp)?.Source ?? source;
+                s.Submounts = new SubvolumeMounts(fs, imagePath, mp, shown, bridge.RootNode, bridge.MountToken, options, log);
                 bridge.Submounts = s.Submounts;
                 int n = s.Submounts.MountExisting(TimeSpan.FromMinutes(5));
                 log(n >= 0 ? $"reservoir: {n} subvolume(s) mounted below {mp}" : $"reservoir: some subvolume(s) mounted below {mp}, the rest still being mounted");
@@ -102,7 +106,7 @@ public sealed unsafe class FuseSession : IDisposable
     {
         set => _bridge.OnDestroy = value == null ? null : () =>
         {
-            // umount -R has unmounted the subvolumes before the top; the shared threads read
+            // `reservoir umount` (or umount -R) has unmounted the subvolumes before the top; the shared threads read
             // their ends a moment later.
             var sw = Stopwatch.StartNew();
             while ((Submounts?.Count ?? 0) > 0 && sw.Elapsed < TimeSpan.FromSeconds(2)) Thread.Sleep(1);

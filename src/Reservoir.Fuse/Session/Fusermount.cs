@@ -64,12 +64,16 @@ internal static unsafe class Fusermount
         return *(int*)(control + 16);
     }
 
-    public static bool Unmount(string helper, string mountPoint, bool lazy)
+    public static bool Unmount(string helper, string mountPoint, bool lazy) => Unmount(helper, mountPoint, lazy, out _);
+
+    /// <summary>fusermount3 -u [-z]; <paramref name="error"/>: what it said, trimmed.</summary>
+    public static bool Unmount(string helper, string mountPoint, bool lazy, out string error)
     {
         var psi = new ProcessStartInfo(helper, lazy ? ["-u", "-z", "--", mountPoint] : ["-u", "--", mountPoint]) { UseShellExecute = false, RedirectStandardError = true };
         using var p = Process.Start(psi);
+        error = "";
         if (p == null) return false;
-        p.StandardError.ReadToEnd();
+        error = p.StandardError.ReadToEnd().Trim();
         p.WaitForExit();
         return p.ExitCode == 0;
     }

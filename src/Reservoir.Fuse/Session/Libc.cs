@@ -6,7 +6,7 @@ namespace Reservoir.Fuse.Session;
 internal static unsafe partial class Libc
 {
     public const int O_RDWR = 2, O_CLOEXEC = 0x80000;
-    public const int EINTR = 4, EAGAIN = 11, ENOENT = 2, ENODEV = 19;
+    public const int EINTR = 4, EAGAIN = 11, ENOENT = 2, ENODEV = 19, EPERM = 1, EINVAL = 22, ENOTCONN = 107;
     public const ulong MS_NOSUID = 2, MS_NODEV = 4, MS_RDONLY = 1, MS_NOATIME = 1024, MS_NOEXEC = 8;
     public const int MNT_DETACH = 2;
 

@@ -17,7 +17,9 @@ public sealed class FuseMountOptions
     public bool NoExec { get; set; }
     public bool Suid { get; set; }
     public bool Dev { get; set; }
-    public string FsName { get; set; } = "reservoir";
+    /// <summary>The mount's source as mount tables show it (fsname=); empty: the image's path,
+    /// as fuse2fs shows its device, so df and findmnt say which image is mounted.</summary>
+    public string FsName { get; set; } = "";
     public int CommitSeconds { get; set; } = 30;
     /// <summary>fsync through the fsync log (SPEC.md §9); notreelog (btrfs's name for the same
     /// switch) makes every fsync commit.</summary>

@@ -19,7 +19,8 @@ namespace Reservoir.Fuse.Session;
 /// directory cannot be renamed, nor an empty one removed with rmdir, while mounted (EBUSY; btrfs
 /// allows both; `subvolume delete` works); copy_file_range across
 /// subvolumes copies instead of sharing extents (the kernel passes it to FUSE only within one
-/// superblock); the whole tree unmounts with `umount -R` (or `umount -l`). Subvolumes made or
+/// superblock); the whole tree unmounts with `reservoir umount` (umount(8) runs it through
+/// install.sh's helper; <see cref="MountTreeUnmount"/>), `umount -R` or `umount -l`. Subvolumes made or
 /// snapshotted through the mount get their mount right after the ioctl answers (`reservoir
 /// subvolume create|snapshot` waits for it); a deleted one's mount goes with the invalidation
 /// of its name (the kernel detaches mounts on a dentry it invalidates).

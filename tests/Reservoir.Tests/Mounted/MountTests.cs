@@ -59,31 +59,24 @@ public class MountTests(ITestOutputHelper log)
         Assert.Equal(before, after);
     }
 
-    /// <summary>copy_file_range (what cp uses) through the mount is a reflink where the ranges
-    /// allow: the copy shares the source's extents, and changing either side leaves the other.
-    /// The source is copied right after it is written: cp calls copy_file_range only for a file
-    /// whose st_blocks cover its size, so this fails if data not yet written back is left out
-    /// of st_blocks (cp then reads and writes a copy).</summary>
     /// <summary>
-    /// sync(1) with no argument makes what was written durable: as root the image is mounted
-    /// as a fuseblk mount over a loop device, the kind the kernel sends syncfs to. Written data
-    /// still waiting in the daemon as delalloc before the sync is written and committed by it
-    /// (on a plain fuse mount sync returns with the data still there). The loop device goes
-    /// with the mount.
+    /// `reservoir mount` (the daemon, as mount(8) runs it), a file written, unmounted: when the
+    /// unmount returns the image is committed and closed, as a kernel filesystem's device is, so
+    /// it can be locked, checked and copied at once. (The daemon used to commit and let go of the
+    /// image after umount had returned: a new mount of it right then failed for some 200 ms, and
+    /// a copy could miss the last changes.) The kernel sends FUSE_DESTROY to a fuseblk mount (the
+    /// default as root) from umount and waits for its answer; the daemon commits and closes there.
+    /// A plain fuse mount (nofuseblk, and every ordinary user's) gets no DESTROY: `reservoir
+    /// umount`, which install.sh makes umount(8)'s helper, waits for the daemon to let go.
     /// </summary>
-    /// <summary>
-    /// `reservoir mount` (the daemon, as mount(8) runs it), a file written, `umount`: when umount
-    /// returns the image is committed and closed, as a kernel filesystem's device is, so it can be
-    /// locked, checked and copied at once. (The daemon used to commit and let go of the image
-    /// after umount had returned: a new mount of it right then failed for some 200 ms, and a
-    /// copy could miss the last changes.) The kernel sends FUSE_DESTROY to a fuseblk mount from
-    /// umount and waits for its answer; the daemon commits and closes there.
-    /// </summary>
-    [Fact]
-    public void UmountReturnsWithTheImageCommittedAndFree()
+    [Theory]
+    [InlineData("", "umount", "fuseblk.reservoir")]
+    [InlineData("-o nofuseblk", "RESERVOIR umount", "fuse.reservoir")]
+    public void UnmountReturnsWithTheImageCommittedAndFree(string options, string unmount, string type)
     {
         MountedImage.RequireFuse();
         string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        unmount = unmount.Replace("RESERVOIR", cli);
         string dir = Directory.CreateTempSubdirectory("reservoir-umount-").FullName;
         string img = Path.Combine(dir, "d.img"), mnt = Path.Combine(dir, "mnt");
         Directory.CreateDirectory(mnt);
@@ -92,10 +85,10 @@ public class MountTests(ITestOutputHelper log)
             for (int round = 0; round < 3; round++)
             {
                 var (code, output) = MountedImage.Sh(
-                    $"set -e; test -e {img} || {cli} mkfs {img} --size 256M -q; {cli} mount {img} {mnt}; " +
-                    $"grep -q \" {mnt} .* fuseblk.reservoir \" /proc/self/mountinfo; " +
+                    $"set -e; test -e {img} || {cli} mkfs {img} --size 256M -q; {cli} mount {img} {mnt} {options}; " +
+                    $"grep -q \" {mnt} .* {type} \" /proc/self/mountinfo; " +
                     $"head -c 3000000 /dev/urandom > {mnt}/f{round}; sha256sum < {mnt}/f{round} | cut -d' ' -f1 > {dir}/sum{round}; " +
-                    $"umount {mnt}; flock -n {img} true", "/", 120);
+                    $"{unmount} {mnt}; flock -n {img} true", "/", 120);
                 Assert.True(code == 0, $"round {round}: {output}");
                 using var dev = FileBlockDevice.Open(img, readOnly: true);
                 var report = Fsck.Run(dev);
@@ -113,6 +106,13 @@ public class MountTests(ITestOutputHelper log)
         }
     }
 
+    /// <summary>
+    /// sync(1) with no argument makes what was written durable: as root the image is mounted
+    /// as a fuseblk mount over a loop device, the kind the kernel sends syncfs to. Written data
+    /// still waiting in the daemon as delalloc before the sync is written and committed by it
+    /// (on a plain fuse mount sync returns with the data still there). The loop device goes
+    /// with the mount.
+    /// </summary>
     [Fact]
     public void SyncWithoutAPathReachesTheDaemon()
     {
@@ -136,6 +136,11 @@ public class MountTests(ITestOutputHelper log)
         m.Dispose();
     }
 
+    /// <summary>copy_file_range (what cp uses) through the mount is a reflink where the ranges
+    /// allow: the copy shares the source's extents, and changing either side leaves the other.
+    /// The source is copied right after it is written: cp calls copy_file_range only for a file
+    /// whose st_blocks cover its size, so this fails if data not yet written back is left out
+    /// of st_blocks (cp then reads and writes a copy).</summary>
     [Fact]
     public void CopyFileRangeThroughTheMountClonesExtents()
     {
@@ -441,12 +446,13 @@ public class MountTests(ITestOutputHelper log)
                 $"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME={dir} DOTNET_CLI_HOME={dir} bash -c '" +
                 $"set -e; cd {dir}; {cli} mkfs u.img --size 128M -q; {cli} subvolume create u.img sv >/dev/null; mkdir m; {cli} mount u.img m; " +
                 "echo hello > m/x; mkdir m/d; test \"$(stat -c %U m/x)\" = nobody; test \"$(stat -c %U m/sv)\" = nobody; " +
-                "grep -q \" fuse.reservoir \" /proc/self/mountinfo; fusermount3 -u m'", "/", 120);
+                // `reservoir umount` unmounts through fusermount3 and returns once the daemon
+                // has let go of the image (fusermount3 -u alone returns before).
+                $"grep -q \" fuse.reservoir \" /proc/self/mountinfo; {cli} umount m; flock -n u.img true'", "/", 120);
             Assert.True(code == 0, output);
             // Submounts: refused without allow_other (fusermount3, as root, must reach each
             // subvolume's directory through the mount); with it (and user_allow_other in
             // /etc/fuse.conf), the subvolume the user made offline, theirs, has its own device.
-            for (int i = 0; i < 100 && MountedImage.Sh($"flock -n {dir}/u.img true", "/").Code != 0; i++) Thread.Sleep(100);
             string asUser = $"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME={dir} DOTNET_CLI_HOME={dir} bash -c ";
             var refused = MountedImage.Sh(asUser + $"'cd {dir}; {cli} mount u.img m -o submounts' 2>&1", "/", 120);
             Assert.NotEqual(0, refused.Code);
@@ -457,16 +463,14 @@ public class MountTests(ITestOutputHelper log)
                 File.AppendAllText("/etc/fuse.conf", "\nuser_allow_other\n");
                 (code, output) = MountedImage.Sh(asUser + $"'set -e; cd {dir}; {cli} mount u.img m -o submounts,allow_other; " +
                     "test \"$(stat -c %d m/sv)\" != \"$(stat -c %d m)\"; test \"$(stat -c %i m/sv)\" = 256; test \"$(cat m/x)\" = hello; " +
-                    "fusermount3 -u m/sv; fusermount3 -u m'", "/", 120);
+                    $"{cli} umount m; flock -n u.img true'", "/", 120);
                 Assert.True(code == 0, output);
             }
             finally
             {
                 if (conf != null) File.WriteAllText("/etc/fuse.conf", conf); else File.Delete("/etc/fuse.conf");
             }
-            // The daemon commits and exits after the unmount; then the image is free.
             string img = Path.Combine(dir, "u.img");
-            for (int i = 0; i < 100 && MountedImage.Sh($"flock -n {img} true", "/").Code != 0; i++) Thread.Sleep(100);
             using var dev = FileBlockDevice.Open(img, readOnly: true);
             var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
             Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));

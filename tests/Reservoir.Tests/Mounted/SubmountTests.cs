@@ -153,4 +153,53 @@ public class SubmountTests
             try { Directory.Delete(root, true); } catch (IOException) { }
         }
     }
+
+    /// <summary>
+    /// `umount DIR` as on btrfs: the kernel refuses to unmount a mount with mounts below it, so
+    /// `reservoir umount` (and install.sh's umount(8) helper, which runs it) takes the
+    /// subvolumes' mounts down first, deepest first. A mount below that is not the daemon's (a
+    /// tmpfs on a directory in a subvolume) makes it refuse before anything is unmounted, as
+    /// umount refuses on any filesystem. The helper leaves every other FUSE mount to umount -i.
+    /// </summary>
+    [Fact]
+    public void UmountTakesTheSubvolumesMountsAlong()
+    {
+        var m = new MountedImage(options: "submounts", before: fs =>
+        {
+            TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "a", 0, 0, out var a));
+            TestFs.Ok(fs.CreateSubvolume(a.Ino, "b", 0, 0, out _));
+            TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "c", 0, 0, out _));
+            TestFs.Ok(fs.Mkdir(a.Ino, "t", 0x1ED, 0, 0, out _));
+        });
+        // The helper as install.sh writes it, with this build's command in it.
+        string helper = Path.Combine(Path.GetDirectoryName(m.Image)!, "umount.fuse");
+        File.WriteAllText(helper, File.ReadAllText(Path.Combine(Architecture.LayerTests.RepoRoot(), "src", "Reservoir.Cli", "umount.reservoir")).Replace("@RESERVOIR@", Cli));
+        try
+        {
+            Assert.Equal(4, MountsBelow(m.Dir));
+            m.Run("mount -t tmpfs tmpfs a/t && echo x > a/t/x");
+            var busy = MountedImage.Sh($"{Cli} umount {m.Dir}", "/");
+            Assert.Equal(32, busy.Code);
+            Assert.Contains($"{m.Dir}/a/t (tmpfs) is mounted inside", busy.Out);
+            Assert.Equal(5, MountsBelow(m.Dir)); // nothing taken down
+            // The helper hands a mount that is not Reservoir's to umount -i, arguments as they came.
+            Assert.Equal(0, MountedImage.Sh($"sh {helper} {m.Dir}/a/t -n -t fuse", "/").Code);
+            Assert.Equal(4, MountsBelow(m.Dir));
+            // As umount(8) runs it (statfs says "fuse"): the whole tree goes.
+            var done = MountedImage.Sh($"sh {helper} {m.Dir} -n -t fuse", "/");
+            Assert.True(done.Code == 0, done.Out);
+            Assert.Equal(0, MountsBelow(m.Dir));
+            var gone = MountedImage.Sh($"{Cli} umount {m.Dir}", "/");
+            Assert.Equal(32, gone.Code);
+            Assert.Contains("not mounted", gone.Out);
+        }
+        finally { m.Unmount(); }
+        Assert.Equal(0, MountsBelow(m.Dir));
+        using (var dev = FileBlockDevice.Open(m.Image, readOnly: true))
+        {
+            var report = Fsck.Run(dev);
+            Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+        }
+        m.Dispose();
+    }
 }
