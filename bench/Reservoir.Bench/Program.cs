@@ -27,6 +27,10 @@ public static class Program
             int at = Array.IndexOf(args, "--counts");
             int[]? counts = at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',').Select(int.Parse).ToArray() : null;
             SnapshotBench.HalfGroup = args.Contains("--half-group");
+            // --files 1000: the same 100 MiB in that many files (extents per commit: a fixed
+            // cost per commit and one per extent can then be told apart).
+            int fi = Array.IndexOf(args, "--files");
+            if (fi >= 0 && fi + 1 < args.Length && int.TryParse(args[fi + 1], out int files) && files is > 0 and <= 25_600) SnapshotBench.Files = files;
             // --rounds 21: more alternating rounds per count (the device flush, a third to a
             // half of each commit, varies by a millisecond on a noisy host; medians of more
             // rounds move less).

@@ -18,11 +18,17 @@ namespace Reservoir.Bench;
 /// 10,000). A commit here takes a few milliseconds, so each figure is the median of rounds
 /// that alternate quotas off and on, and the accounting's own share of the commit is printed. With quotas on the run ends by checking that the source's group holds exactly the
 /// rewritten data alone, so the figures are of accounting that is right.
-/// Usage: dotnet run -c Release --project bench/Reservoir.Bench -- --snapshots [--quick] [--counts 0,10000] [--half-group] [--rounds N]
+/// Usage: dotnet run -c Release --project bench/Reservoir.Bench -- --snapshots [--quick] [--counts 0,10000] [--half-group] [--rounds N] [--files N]
 /// </summary>
 internal static class SnapshotBench
 {
-    private const int Files = 100, FileBytes = 1 << 20;
+    private const int TotalBytes = 100 << 20;
+
+    /// <summary>--files N: how many files share the 100 MiB (100 of 1 MiB by default), each a
+    /// whole number of 4 KiB blocks.</summary>
+    public static int Files = 100;
+
+    private static int FileBytes => TotalBytes / Files / 4096 * 4096;
 
     /// <summary>--half-group: the group holds the first half of the snapshots, so for each extent
     /// the source lets go the question "does anyone outside the group reference it?" has a big
@@ -34,7 +40,7 @@ internal static class SnapshotBench
         int[] counts = only ?? (quick ? [0, 10, 100, 1000] : [0, 10, 100, 1000, 10_000]);
         int rounds = roundsAsked ?? (quick ? 3 : 11);
         Console.WriteLine();
-        Console.WriteLine($"## snapshots: {Files} files of {FileBytes >> 20} MiB in a subvolume, N read-only snapshots, then every file rewritten and committed; medians of {rounds} rounds alternating quotas off, on, and on with a group of {(HalfGroup ? "the first half of" : "")} the snapshots; ratios are medians of each round's ratio, with a 95% bootstrap interval in brackets");
+        Console.WriteLine($"## snapshots: {Files} files of {FileBytes / 1024.0:N0} KiB in a subvolume, N read-only snapshots, then every file rewritten and committed; medians of {rounds} rounds alternating quotas off, on, and on with a group of {(HalfGroup ? "the first half of" : "")} the snapshots; ratios are medians of each round's ratio, with a 95% bootstrap interval in brackets");
         Console.WriteLine("| snapshots | create N (s) | run, quotas off (ms) | commit, quotas off (ms) | run, quotas on (ms) | commit, quotas on (ms) | accounting in the commit (µs) | on/off commit | on/off run | commit, on + group of the snapshots (ms) | its accounting (µs) | on + group/off commit |");
         Console.WriteLine("|----------:|-------------:|---------------------:|------------------------:|--------------------:|-----------------------:|------------------------------:|--------------:|-----------:|----------------------------------------:|--------------------:|----------------------:|");
         // Untimed warm-ups: the runtime compiles a method called once per commit in its
@@ -196,7 +202,7 @@ internal static class SnapshotBench
             if (quotas != Quotas.Off)
             {
                 // The rewritten 100 MiB are the source's alone; what the snapshots share is not.
-                ulong want = (ulong)Files * FileBytes;
+                ulong want = (ulong)Files * (ulong)FileBytes;
                 Expect(fs, source, want, want);
                 // The snapshots' group holds the old 100 MiB, alone now that the source let go
                 // (with half of them, shared with the other half: not exclusive).
