@@ -27,26 +27,47 @@ internal static class QuotaCommands
             fs => fs.DisableQuota()));
         var image2 = new Argument<string>("image") { Description = ImageOrMount };
         var format = CommonOptions.Format();
-        var status = new Command("status", "Say whether quota groups are on") { image2, format };
+        var isEnabled = new Option<bool>("--is-enabled") { Description = "Print nothing: exit 0 if quotas are on, 1 if not" };
+        var status = new Command("status", "Show whether quota groups are on, and how many there are (as btrfs quota status)") { image2, format, isEnabled };
         status.SetAction(pr =>
         {
             string at = pr.GetValue(image2)!;
             bool on;
-            int count;
+            List<ulong> ids;
             if (Directory.Exists(at))
             {
                 var oe = OnlineSubvolume.Qgroups(at, out var online);
                 if (oe is not (Errno.OK or Errno.ENOTCONN)) { ctx.Err.WriteLine($"reservoir quota status: {at}: {(oe == Errno.ENOTTY ? "not on a mounted Reservoir" : oe.Describe())}"); return 1; }
-                (on, count) = (oe == Errno.OK, online.Count);
+                (on, ids) = (oe == Errno.OK, online.Select(g => g.Id).ToList());
             }
             else
             {
                 using var mounted = InspectCommand.MountRo(at);
                 var fs = mounted.Fs;
-                (on, count) = (fs.QuotaEnabled, fs.Qgroups().Count);
+                (on, ids) = (fs.QuotaEnabled, fs.Qgroups().Select(g => g.Id).ToList());
             }
-            if (CommonOptions.IsJson(pr, format)) ctx.Json(new { enabled = on, qgroups = count });
-            else ctx.Out.WriteLine(on ? $"Quotas on {at} are enabled ({count} qgroup(s))" : $"Quotas on {at} are disabled");
+            if (pr.GetValue(isEnabled)) return on ? 0 : 1;
+            int level0 = ids.Count(id => QgroupId.Level(id) == 0);
+            // Never inconsistent: every group equals a recount after every commit, and no state
+            // turns limits off (btrfs's "override limits").
+            if (CommonOptions.IsJson(pr, format))
+            {
+                if (on) ctx.Json(new { enabled = true, mode = "qgroup", inconsistent = false, override_limits = false, total_count = ids.Count, level0, qgroups = ids.Count });
+                else ctx.Json(new { enabled = false, qgroups = 0 });
+                return 0;
+            }
+            ctx.Out.WriteLine($"Quotas on {at}:");
+            if (!on)
+            {
+                ctx.Out.WriteLine("  Enabled:                 no");
+                return 0;
+            }
+            ctx.Out.WriteLine("  Enabled:                 yes");
+            ctx.Out.WriteLine("  Mode:                    qgroup (full accounting)");
+            ctx.Out.WriteLine("  Inconsistent:            no");
+            ctx.Out.WriteLine("  Override limits:         no");
+            ctx.Out.WriteLine($"  Total count:             {ids.Count}");
+            ctx.Out.WriteLine($"  Level 0:                 {level0}");
             return 0;
         });
         cmd.Subcommands.Add(status);

@@ -125,7 +125,11 @@ public sealed class CliTests : IDisposable
         Assert.Equal(2L << 20, g.GetProperty("max_referenced").GetInt64());
         Assert.True(g.GetProperty("referenced").GetInt64() <= 2L << 20);
         Assert.Equal(0, Run("fsck", Img).Code);
-        Assert.Contains("enabled", Run("quota", "status", Img).Out);
+        var status = Run("quota", "status", Img).Out;
+        Assert.StartsWith($"Quotas on {Img}:\n  Enabled:                 yes\n", status);
+        Assert.Contains("  Total count:             1\n  Level 0:                 1\n", status); // the top level's group
+        var json = JsonDocument.Parse(Run("quota", "status", Img, "--format", "json").Out).RootElement;
+        Assert.Equal((true, 1, 1), (json.GetProperty("enabled").GetBoolean(), json.GetProperty("total_count").GetInt32(), json.GetProperty("level0").GetInt32()));
         Assert.Contains("every qgroup equals the recount", Run("quota", "rescan", Img).Out);
         Assert.Equal("no rescan operation in progress\n", Run("quota", "rescan", "-s", Img).Out);
         Assert.Equal(1, Run("qgroup", "limit", "lots", Img).Code);

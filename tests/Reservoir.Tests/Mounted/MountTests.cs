@@ -315,9 +315,13 @@ public class MountTests(ITestOutputHelper log)
         var m = new MountedImage(size: 256UL << 20);
         try
         {
-            Assert.Contains("disabled", m.Run($"{cli} quota status ."));
+            Assert.Equal($"Quotas on .:\n  Enabled:                 no\n", m.Run($"{cli} quota status ."));
+            Assert.Equal(1, MountedImage.Sh($"{cli} quota status --is-enabled .", m.Dir).Code);
             m.Run($"{cli} quota enable . && {cli} subvolume create sv && {cli} qgroup create 1/1 . && {cli} qgroup assign 0/256 1/1 . && {cli} qgroup limit 1M . 1/1");
-            Assert.Contains("enabled (3 qgroup(s))", m.Run($"{cli} quota status ."));
+            // As btrfs-progs prints it: the top level's and sv's level-0 groups, and 1/1.
+            Assert.Equal("Quotas on .:\n  Enabled:                 yes\n  Mode:                    qgroup (full accounting)\n  Inconsistent:            no\n" +
+                "  Override limits:         no\n  Total count:             3\n  Level 0:                 2\n", m.Run($"{cli} quota status ."));
+            Assert.Equal(0, MountedImage.Sh($"{cli} quota status --is-enabled .", m.Dir).Code);
             Assert.Contains("quota rescan finished", m.Run($"{cli} quota rescan ."));
             var show = m.Run($"{cli} qgroup show -p -c -r .");
             Assert.Matches(@"0/256 .* 1/1 ", show);
@@ -369,7 +373,7 @@ public class MountTests(ITestOutputHelper log)
             Assert.Equal("ID 5 (FS_TREE)\n", m.Run($"{cli} subvolume get-default ."));
             m.Run($"{cli} subvolume set-default 256 . && {cli} subvolume sync . && {cli} quota disable . && {cli} quota disable .");
             Assert.Matches(@"^ID 256 gen \d+ top level 5 path sv\n$", m.Run($"{cli} subvolume get-default ."));
-            Assert.Contains("disabled", m.Run($"{cli} quota status ."));
+            Assert.Contains("Enabled:                 no", m.Run($"{cli} quota status ."));
             m.Run("rm -f sv/f && dd if=/dev/urandom of=sv/g bs=1M count=3 conv=fsync status=none"); // no limit any more
         }
         finally { m.Unmount(); }
