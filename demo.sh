@@ -32,8 +32,7 @@ if [ -e /dev/fuse ] && { [ "$(id -u)" = 0 ] || command -v fusermount3 >/dev/null
   ls -l "$mnt"
   cp -r src/Reservoir.Engine "$mnt/engine" && echo "copied $(find "$mnt/engine" -type f | wc -l) files in through the mount"
   df -h "$mnt" | tail -1
-  if [ "$(id -u)" = 0 ]; then umount "$mnt"; else fusermount3 -u "$mnt"; fi
-  for _ in $(seq 50); do flock -n "$img" true 2>/dev/null && break; sleep 0.1; done   # the daemon commits and exits
+  ./reservoir umount "$mnt"   # umount(8) as root, fusermount3 -u otherwise; returns with the image committed and closed
   rmdir "$mnt"
   ./reservoir ls "$img" /engine | head -5
   ./reservoir fsck --check-data-csum "$img"

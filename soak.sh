@@ -38,7 +38,7 @@ mount_soak() {
   done
   rc=0; wait $sp || rc=$?
   echo "   $moved memberships made or ended during the run"
-  umount -R "$m"   # returns with the image committed and closed
+  $r umount "$m"   # with the subvolumes' mounts (-o submounts); returns with the image committed and closed
   if grep -h "RESERVATION LEAK" /run/reservoir-soak-$$-$3-*.log 2>/dev/null; then echo "leaks reported by the daemon"; exit 1; fi
   $r fsck -n "$w/mnt$3.img"
   [ "$rc" = 0 ] || exit "$rc"
