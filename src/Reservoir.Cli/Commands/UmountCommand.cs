@@ -3,7 +3,7 @@ using Reservoir.Fuse.Session;
 
 namespace Reservoir.Cli.Commands;
 
-/// <summary>`reservoir umount [-l] DIR…`: unmounts a mounted image together with its subvolumes'
+/// <summary>`reservoir umount [-l] DIR|IMAGE…`: unmounts a mounted image together with its subvolumes'
 /// own mounts (-o submounts), deepest first (<see cref="MountTreeUnmount"/>). install.sh makes it
 /// umount(8)'s helper for Reservoir mounts (umount.fuse.reservoir, umount.fuseblk.reservoir), so
 /// plain `umount DIR` does the same as root. Exit status as umount(8): 0, or 32 when a mount
@@ -12,7 +12,7 @@ internal static class UmountCommand
 {
     public static Command Build(CliContext ctx)
     {
-        var dirs = new Argument<string[]>("mountpoint") { Arity = ArgumentArity.OneOrMore, Description = "A Reservoir mount point" };
+        var dirs = new Argument<string[]>("mountpoint") { Arity = ArgumentArity.OneOrMore, Description = "A Reservoir mount point, or a mounted image" };
         var lazy = new Option<bool>("-l", "--lazy") { Description = "Detach now; each mount ends when nothing uses it any more (as umount -l)" };
         var cmd = new Command("umount", "Unmount a Reservoir mount, with its subvolumes' own mounts (-o submounts)") { dirs, lazy };
         cmd.SetAction(pr =>

@@ -16,7 +16,8 @@ namespace Reservoir.Fuse.Session;
 /// </summary>
 public static class MountTreeUnmount
 {
-    /// <summary>Unmounts <paramref name="dir"/> and its subvolumes' mounts; lazily
+    /// <summary>Unmounts <paramref name="dir"/> (a mount point, or an image file: where it is
+    /// mounted) and its subvolumes' mounts; lazily
     /// (MNT_DETACH: the tree goes from the namespace now, each mount ends when no longer used) with
     /// <paramref name="lazy"/>. Returns null, or what went wrong.</summary>
     public static string? Unmount(string dir, bool lazy)
@@ -24,7 +25,7 @@ public static class MountTreeUnmount
         string mp = Path.GetFullPath(dir);
         if (mp.Length > 1) mp = mp.TrimEnd('/');
         var table = MountInfo.Read();
-        var top = MountInfo.At(table, mp);
+        var top = File.Exists(mp) ? MountOfImage(table, mp) : MountInfo.At(table, mp);
         if (top == null) return $"{mp}: not mounted";
         if (!top.IsReservoir) return $"{mp}: not a Reservoir mount (it is {top.FsType})";
         string? helper = Libc.Geteuid() == 0 ? null : Fusermount.Find() ?? throw new IOException("unmounting as an ordinary user needs fusermount3 (apt-get install fuse3)");
@@ -70,6 +71,26 @@ public static class MountTreeUnmount
             catch (IOException) { Thread.Sleep(10); }
             catch (UnauthorizedAccessException) { return; } // not ours to look at: nothing to wait for
         }
+    }
+
+    /// <summary>Where the image <paramref name="image"/> is mounted (as `umount disk.img` finds
+    /// a kernel filesystem by its device): the Reservoir mount whose source is the image, or the
+    /// loop device backed by it (a fuseblk mount's), and not one of its subvolumes' mounts
+    /// below it.</summary>
+    internal static MountInfo? MountOfImage(List<MountInfo> table, string image)
+    {
+        var byId = table.ToDictionary(m => m.Id);
+        bool IsImage(MountInfo m) => m.IsReservoir && (m.Source == image || LoopBackingFile(m.Source) == image);
+        return table.LastOrDefault(m => IsImage(m) && !(byId.TryGetValue(m.ParentId, out var p) && p.Source == m.Source && p.IsReservoir));
+    }
+
+    /// <summary>The file behind /dev/loopN, from sysfs; null for anything else.</summary>
+    private static string? LoopBackingFile(string device)
+    {
+        if (!device.StartsWith("/dev/loop", StringComparison.Ordinal)) return null;
+        string f = $"/sys/block/{Path.GetFileName(device)}/loop/backing_file";
+        try { return File.Exists(f) ? File.ReadAllText(f).Trim() : null; }
+        catch (IOException) { return null; }
     }
 
     /// <summary>The mounts below <paramref name="top"/>: those its daemon made for subvolumes,

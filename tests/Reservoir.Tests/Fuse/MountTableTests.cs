@@ -43,4 +43,20 @@ public class MountTableTests
         Assert.Equal(["/mnt/a", "/mnt/a/b"], ours.Select(m => m.MountPoint).Order());
         Assert.Equal(["/mnt/a/t", "/mnt/a/t/inner", "/mnt/other"], foreign.Select(m => m.MountPoint).Order());
     }
+
+    [Fact]
+    public void AnImageIsFoundWhereItIsMountedNotAtItsSubvolumesMounts()
+    {
+        var table = new List<MountInfo>
+        {
+            new(1, 0, "/", "ext4", "/dev/vda"),
+            new(10, 1, "/mnt", "fuse.reservoir", "/images/d.img"),
+            new(11, 10, "/mnt/a", "fuse.reservoir", "/images/d.img"),
+            new(12, 1, "/other", "fuse.reservoir", "/images/e.img"),
+            new(13, 1, "/plain", "ext4", "/images/d.img"),
+        };
+        Assert.Equal("/mnt", MountTreeUnmount.MountOfImage(table, "/images/d.img")?.MountPoint);
+        Assert.Equal("/other", MountTreeUnmount.MountOfImage(table, "/images/e.img")?.MountPoint);
+        Assert.Null(MountTreeUnmount.MountOfImage(table, "/images/f.img"));
+    }
 }

@@ -69,16 +69,20 @@ public class MountTests(ITestOutputHelper log)
     /// A plain fuse mount (nofuseblk, and every ordinary user's) gets no DESTROY: `reservoir
     /// umount`, which install.sh makes umount(8)'s helper, waits for the daemon to let go.
     /// </summary>
+    /// <param name="unmount">How it is unmounted: MNT, IMG and RESERVOIR stand for the mount
+    /// point, the image (found through the loop device as a fuseblk mount's source) and this
+    /// build's command line.</param>
     [Theory]
-    [InlineData("", "umount", "fuseblk.reservoir")]
-    [InlineData("-o nofuseblk", "RESERVOIR umount", "fuse.reservoir")]
+    [InlineData("", "umount MNT", "fuseblk.reservoir")]
+    [InlineData("-o nofuseblk", "RESERVOIR umount MNT", "fuse.reservoir")]
+    [InlineData("", "RESERVOIR umount IMG", "fuseblk.reservoir")]
     public void UnmountReturnsWithTheImageCommittedAndFree(string options, string unmount, string type)
     {
         MountedImage.RequireFuse();
         string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
-        unmount = unmount.Replace("RESERVOIR", cli);
         string dir = Directory.CreateTempSubdirectory("reservoir-umount-").FullName;
         string img = Path.Combine(dir, "d.img"), mnt = Path.Combine(dir, "mnt");
+        unmount = unmount.Replace("RESERVOIR", cli).Replace("MNT", mnt).Replace("IMG", img);
         Directory.CreateDirectory(mnt);
         try
         {
@@ -88,7 +92,7 @@ public class MountTests(ITestOutputHelper log)
                     $"set -e; test -e {img} || {cli} mkfs {img} --size 256M -q; {cli} mount {img} {mnt} {options}; " +
                     $"grep -q \" {mnt} .* {type} \" /proc/self/mountinfo; " +
                     $"head -c 3000000 /dev/urandom > {mnt}/f{round}; sha256sum < {mnt}/f{round} | cut -d' ' -f1 > {dir}/sum{round}; " +
-                    $"{unmount} {mnt}; flock -n {img} true", "/", 120);
+                    $"{unmount}; ! grep -q \" {mnt} \" /proc/self/mountinfo; flock -n {img} true", "/", 120);
                 Assert.True(code == 0, $"round {round}: {output}");
                 using var dev = FileBlockDevice.Open(img, readOnly: true);
                 var report = Fsck.Run(dev);
