@@ -35,16 +35,25 @@ public static class MountTreeUnmount
         if (foreign.Count > 0)
             return $"{mp}: target is busy: {string.Join(", ", foreign.Select(m => $"{m.MountPoint} ({m.FsType})"))} is mounted inside it; unmount that first, or use -l";
         // Deepest first; of two on one directory, the later (on top) first.
+        // Whether a mount is in use shows only when it is unmounted (a mount with mounts below
+        // counts as in use until they go), so a busy one can stop this half way: the mounts
+        // below it are gone by then, and their subvolumes are reached through the mount above,
+        // as without -o submounts. Running it again, once the user has let go, finishes it.
+        int done = 0;
         foreach (var m in ours.OrderByDescending(m => m.MountPoint.Count(c => c == '/')).ThenByDescending(m => m.Id))
+        {
             if (UnmountOne(m.MountPoint, helper, lazy: false) is { } why)
             {
                 // A daemon that died cannot answer the walks to the directories below its
                 // mount: the tree can only be detached.
                 if (why.Contains("not connected", StringComparison.OrdinalIgnoreCase))
                     return UnmountOne(top.MountPoint, helper, lazy: true);
-                return why;
+                return done == 0 ? why : $"{why}; {done} subvolume mount(s) below it were unmounted, their files are reached through {top.MountPoint}";
             }
-        if (UnmountOne(top.MountPoint, helper, lazy: false) is { } failed) return failed;
+            done++;
+        }
+        if (UnmountOne(top.MountPoint, helper, lazy: false) is { } failed)
+            return done == 0 ? failed : $"{failed}; its {done} subvolume mount(s) were unmounted, their files are reached through it";
         WaitForImage(top.Source, TimeSpan.FromSeconds(30));
         return null;
     }

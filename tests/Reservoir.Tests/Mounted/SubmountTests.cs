@@ -192,6 +192,19 @@ public class SubmountTests
             // The helper hands a mount that is not Reservoir's to umount -i, arguments as they came.
             Assert.Equal(0, MountedImage.Sh($"sh {helper} {m.Dir}/a/t -n -t fuse", "/").Code);
             Assert.Equal(4, MountsBelow(m.Dir));
+            // A subvolume's mount in use (a process's working directory) stops it there, saying
+            // so; the mounts below it are gone by then (b, unmounted first, deepest first).
+            using (var sleeper = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("sleep", "60") { WorkingDirectory = Path.Combine(m.Dir, "c") })!)
+            {
+                var inUse = MountedImage.Sh($"{Cli} umount {m.Dir}", "/");
+                sleeper.Kill();
+                sleeper.WaitForExit();
+                Assert.Equal(32, inUse.Code);
+                Assert.Contains($"{m.Dir}/c: target is busy", inUse.Out);
+                Assert.Contains("1 subvolume mount(s) below it were unmounted", inUse.Out);
+                Assert.Equal(3, MountsBelow(m.Dir));
+                Assert.Equal("", m.Run("ls a/b").Trim()); // reached through a's mount now
+            }
             // As umount(8) runs it (statfs says "fuse"): the whole tree goes.
             var done = MountedImage.Sh($"sh {helper} {m.Dir} -n -t fuse", "/");
             Assert.True(done.Code == 0, done.Out);
