@@ -1,0 +1,206 @@
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Engine.Tree;
+using Reservoir.Format;
+using Reservoir.Format.Items;
+
+namespace Reservoir.Engine;
+
+/// <summary>
+/// Subvolume deletion: the name goes at once (`subvolume delete`, or rmdir of an empty one),
+/// then the cleaner empties the tree in bounded transactions, its frees accounted to its
+/// quota group, and a mount finishes a drop a crash interrupted (the orphan item).
+/// </summary>
+public sealed partial class Filesystem
+{
+    /// <summary>Tree blocks dropped per transaction when a deleted subvolume's tree is emptied.</summary>
+    private const int DropBatch = 32;
+
+    public Errno DeleteSubvolume(ulong dir, string name) => DeleteSubvolume(dir, Utf8(name));
+
+    public Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name) => DeleteSubvolume(dirIno, name, requireEmpty: false);
+
+    /// <summary>
+    /// Deletes the subvolume named <paramref name="name"/> in <paramref name="dirIno"/>, with
+    /// everything in it: EINVAL if the name is not a subvolume, ENOTEMPTY if other subvolumes
+    /// are linked inside it, EBUSY while one of its files is open or it is the default
+    /// subvolume. The name goes now (one transaction, with an orphan item for the subvolume);
+    /// the cleaner then empties its tree in bounded transactions, each dropped data reference
+    /// freeing its extent when it was the last, and removes its root, its ROOT_ITEM and its
+    /// quota group. <see cref="SyncSubvolumeDeletions"/> waits for that.
+    /// </summary>
+    /// <param name="requireEmpty">rmdir's rule: ENOTEMPTY unless the subvolume's root
+    /// directory is empty.</param>
+    private Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name, bool requireEmpty)
+    {
+        var e = CheckName(name);
+        if (e != Errno.OK) return e;
+        using var ops = SubvolumeOps.Lock();
+        e = GetWritable(dirIno, out var dir);
+        if (e != Errno.OK) return e;
+        var nameCopy = name.ToArray();
+        Subvolume? victim = null;
+        try
+        {
+            e = Guard(dirIno, () =>
+            {
+                using var lk = dir.Lock.Write();
+                if (!dir.IsDir) return Errno.ENOTDIR;
+                var t = dir.Subvol.Tree;
+                Key loc;
+                using (t.Lock.Read())
+                    if (!DirItems.Find(t, dir.Ino, KeyTypes.DirItem, nameCopy, out loc, out _, out _)) return Errno.ENOENT;
+                if (loc.Type != KeyTypes.RootItem) return Errno.EINVAL; // not a subvolume
+                ulong id = loc.ObjectId;
+                if (id == Fs.Super.DefaultSubvolume) return Errno.EBUSY;
+                using (Fs.RootTree.Lock.Read())
+                {
+                    var path = new TreePath();
+                    if (Fs.RootTree.SeekGE(new Key(id, KeyTypes.RootRef, 0), path) && path.Key.ObjectId == id && path.Key.Type == KeyTypes.RootRef)
+                        return Errno.ENOTEMPTY; // subvolumes inside it: delete those first, as btrfs asks
+                }
+                var sv = SubvolumeOf(id) ?? throw new CorruptionException($"directory {dir.Ino} names missing subvolume {id}", inode: dir.Ino);
+                if (requireEmpty)
+                {
+                    if (sv.Acquire(RootIno, out var root) != Errno.OK) throw new CorruptionException($"subvolume {id} has no root directory");
+                    try
+                    {
+                        using var rl = root.Lock.Read();
+                        if (!IsEmptyDir(root)) return Errno.ENOTEMPTY;
+                    }
+                    finally { sv.Release(root); }
+                }
+                var busy = QuiesceSubvolume(sv);
+                if (busy != Errno.OK) return busy;
+                var (_, link) = BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF");
+                var se = Fs.TryStart(12, out var h, useGlobalReserve: true);
+                if (se != Errno.OK) return se;
+                using (h)
+                {
+                    using (t.Lock.Write())
+                    {
+                        DirItems.RemoveSubvolumeEntry(h, t, dir.Ino, nameCopy, link.Index);
+                        dir.Item.FileSize -= Math.Min(dir.Item.FileSize, (ulong)nameCopy.Length * 2);
+                        dir.Item.Nlink--;
+                        Touch(ref dir.Item, h.Transid);
+                        DirItems.PutInode(h, t, dir);
+                    }
+                    using (Fs.RootTree.Lock.Write())
+                    {
+                        Fs.RootTree.Delete(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id));
+                        Fs.RootTree.Delete(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id));
+                        Fs.RootTree.Put(h, DirItems.OrphanKey(id), ReadOnlySpan<byte>.Empty);
+                    }
+                }
+                using (_subvolsLock.Lock()) _subvols.Remove(id);
+                sv.Dead = true;
+                victim = sv;
+                return Errno.OK;
+            });
+        }
+        finally { Put(dir); }
+        if (e != Errno.OK) return e;
+        QueueDrop(victim!.Tree);
+        return Errno.OK;
+    }
+
+    /// <summary>Before a subvolume goes: EBUSY if a file of it is open; otherwise every cached
+    /// page is dropped with its reservation and every ordered extent finished, so nothing will
+    /// write into the tree while it is emptied.</summary>
+    private Errno QuiesceSubvolume(Subvolume sv)
+    {
+        var inodes = sv.LoadedInodeList();
+        if (inodes.Any(i => sv.OpenCountOf(i) > 0)) return Errno.EBUSY;
+        foreach (var inode in inodes)
+        {
+            if (inode.Mapping is not { } m) continue;
+            using var lk = inode.Lock.Write();
+            Data.WaitOrdered(m, 0, ulong.MaxValue);
+            Data.Invalidate(m, 0, ulong.MaxValue);
+            Data.CheckMappingQuiescent(m, "subvolume deletion");
+        }
+        Data.DropIdleMappings(sv);
+        return Errno.OK;
+    }
+
+    /// <summary>
+    /// Empties a deleted subvolume's tree in bounded transactions (<see cref="BTree.DropFromLeft"/>:
+    /// blocks shared with snapshots lose one reference, blocks it alone owns go with the data
+    /// references of their file extent items, which free an extent with its last one), commits
+    /// so that the frees are accounted to its quota group, then removes the empty root, the
+    /// ROOT_ITEM, the orphan item and the group. Run by the cleaner; returns false when
+    /// <paramref name="stop"/> asked it to stop before the end (the orphan item stays).
+    /// </summary>
+    private bool DropSubvolumeTree(BTree t, Func<bool> stop)
+    {
+        // With quotas on, the subvolume first stops referencing its extents one EXTENT_OWNER_REF
+        // at a time, including those in leaves shared with snapshots (which the drop below does
+        // not enter): each is a transition the commit accounts, so whoever is left holding an
+        // extent alone sees it in its exclusive (btrfs traces the shared subtrees instead).
+        while (Fs.Quota.Enabled)
+        {
+            if (stop()) return false;
+            var se = Fs.StartDeletion(DropBatch / 4, out var h);
+            if (se != Errno.OK) throw new FsException(se, $"subvolume {t.Id}: cannot continue dropping its references");
+            using (h)
+            using (t.Lock.Write())
+            {
+                var batch = Tx.OwnerRefs.Scan(t).Take(DropBatch / 2).ToList();
+                if (batch.Count == 0) break;
+                foreach (var (bytenr, count, len) in batch) Tx.OwnerRefs.Change(h, t, bytenr, len, -(long)count);
+            }
+        }
+        while (true)
+        {
+            if (stop()) return false;
+            var se = Fs.StartDeletion(DropBatch / 4, out var h);
+            if (se != Errno.OK) throw new FsException(se, $"subvolume {t.Id}: cannot continue dropping its tree");
+            bool empty;
+            using (h)
+            using (t.Lock.Write())
+            {
+                try { empty = t.DropFromLeft(h, DropBatch); }
+                catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException)
+                {
+                    // Half a batch is in the running transaction: it must not commit.
+                    Fs.MarkFailed($"subvolume {t.Id}: dropping its tree failed part way: {ex.Message}");
+                    throw;
+                }
+            }
+            if (empty) break;
+        }
+        Fs.ForceCommit = true;
+        Fs.Commit(); // accounts the frees to the subvolume's group before the group goes
+        var e2 = Fs.StartDeletion(4, out var h2);
+        if (e2 != Errno.OK) throw new FsException(e2, $"subvolume {t.Id}: cannot remove its root");
+        using (h2)
+        {
+            Fs.RemoveFsTree(h2, t);
+            using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h2, DirItems.OrphanKey(t.Id));
+            // Inside the handle: leaving its groups changes their member sets in place, which a
+            // commit's accounting reads without the qgroup lock while no handle is open.
+            if (!Fs.Quota.RemoveForSubvolume(t.Id)) Fs.Warn($"subvolume {t.Id}: its quota group still shows usage after its tree was dropped");
+        }
+        Fs.ForceCommit = true;
+        Fs.Commit();
+        return true;
+    }
+
+    /// <summary>At mount: finishes dropping subvolumes whose deletion a crash interrupted.</summary>
+    private void CleanupDeletedSubvolumes()
+    {
+        var ids = DirItems.Orphans(Fs.RootTree);
+        foreach (var id in ids)
+        {
+            var t = Fs.FsTree(id);
+            if (t == null)
+            {
+                using var h = Fs.Start(1, useGlobalReserve: true);
+                using (Fs.RootTree.Lock.Write()) Fs.RootTree.Delete(h, DirItems.OrphanKey(id));
+                continue;
+            }
+            QueueDrop(t);
+        }
+        if (ids.Count > 0) Fs.Warn($"resuming the deletion of {ids.Count} subvolume(s) an earlier mount left half deleted");
+    }
+}
