@@ -5,8 +5,8 @@ namespace Reservoir.Cli.Commands;
 
 /// <summary>`reservoir umount [-l] DIR|IMAGE…`: unmounts a mounted image together with its subvolumes'
 /// own mounts (-o submounts), deepest first (<see cref="MountTreeUnmount"/>). install.sh makes it
-/// umount(8)'s helper for Reservoir mounts (umount.fuse.reservoir, umount.fuseblk.reservoir), so
-/// plain `umount DIR` does the same as root. Exit status as umount(8): 0, or 32 when a mount
+/// umount(8)'s helper for Reservoir mounts (src/Reservoir.Cli/umount.reservoir, installed as
+/// umount.fuse and umount.fuse[blk].reservoir), so plain `umount DIR` does the same as root. Exit status as umount(8): 0, or 32 when a mount
 /// could not be unmounted.</summary>
 internal static class UmountCommand
 {

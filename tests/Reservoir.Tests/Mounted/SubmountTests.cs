@@ -16,7 +16,7 @@ public class SubmountTests
     private static string[] Lines(string s) => s.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     private static int MountsBelow(string dir) =>
-        File.ReadLines("/proc/self/mountinfo").Count(l => l.Split(' ') is { Length: > 4 } f && (f[4] == dir || f[4].StartsWith(dir + "/", StringComparison.Ordinal)));
+        Reservoir.Fuse.Session.MountInfo.Read().Count(m => m.MountPoint == dir || m.MountPoint.StartsWith(dir + "/", StringComparison.Ordinal));
 
     /// <summary>After the unmount: no mount left on or below the mount point, and fsck clean.</summary>
     private static void NoMountLeftAndTheImageClean(MountedImage m)
