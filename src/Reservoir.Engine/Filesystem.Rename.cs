@@ -1,6 +1,7 @@
 using Reservoir.Common;
 using Reservoir.Common.Concurrency;
 using Reservoir.Engine.Inodes;
+using Reservoir.Format;
 using Reservoir.Format.Items;
 
 namespace Reservoir.Engine;
@@ -24,6 +25,23 @@ public sealed partial class Filesystem
     /// </summary>
     public Errno Rename(ulong oldDirIno, ReadOnlySpan<byte> oldName, ulong newDirIno, ReadOnlySpan<byte> newName, RenameFlags flags)
     {
+        var e = RenameOnce(oldDirIno, oldName, newDirIno, newName, flags, holdsSubvolumeOps: false, out bool movesSubvolume);
+        if (!movesSubvolume) return e;
+        // A subvolume's entry moves: with SubvolumeOps, which a snapshot holds between reading
+        // its source's ROOT_REFs and copying its tree (a nested subvolume renamed in between
+        // would leave the snapshot a name its ROOT_REF no longer gives). It is taken before any
+        // inode lock, so the first attempt only found out and changed nothing.
+        using var ops = SubvolumeOps.Lock();
+        return RenameOnce(oldDirIno, oldName, newDirIno, newName, flags, holdsSubvolumeOps: true, out _);
+    }
+
+    /// <summary><see cref="Rename"/> once; <paramref name="movesSubvolume"/>: the source is a
+    /// subvolume's entry and <paramref name="holdsSubvolumeOps"/> was false, so nothing was done
+    /// (the caller goes again holding it).</summary>
+    private Errno RenameOnce(ulong oldDirIno, ReadOnlySpan<byte> oldName, ulong newDirIno, ReadOnlySpan<byte> newName, RenameFlags flags,
+        bool holdsSubvolumeOps, out bool movesSubvolume)
+    {
+        movesSubvolume = false;
         if ((flags & RenameFlags.Whiteout) != 0) return Errno.EINVAL;
         if ((flags & ~(RenameFlags.NoReplace | RenameFlags.Exchange)) != 0) return Errno.EINVAL;
         if (flags == (RenameFlags.NoReplace | RenameFlags.Exchange)) return Errno.EINVAL;
@@ -49,7 +67,8 @@ public sealed partial class Filesystem
             else nd = null;
             var odir = od;
             var ndir = nd ?? od;
-            return Guard(oldDirIno, () =>
+            bool needsOps = false;
+            var result = Guard(oldDirIno, () =>
             {
                 FsMutex.Scope? rl = cross ? RenameLock.Lock() : null;
                 var held = new List<FsRwLock>();
@@ -79,12 +98,22 @@ public sealed partial class Filesystem
 
                     if (Get(srcIno, out src) != Errno.OK) throw new CorruptionException($"directory {odir.Ino} names missing inode {srcIno}", inode: odir.Ino);
                     if (hasTarget && Get(tgtIno, out tgt) != Errno.OK) throw new CorruptionException($"directory {ndir.Ino} names missing inode {tgtIno}", inode: ndir.Ino);
-                    // A subvolume's entry does not move yet (btrfs can rename it within its
-                    // parent subvolume; here mv falls back to copying).
-                    if (src.Subvol != sv || (tgt != null && tgt.Subvol != sv)) return Errno.EXDEV;
+                    // A subvolume's entry (its root, in a tree of its own) moves within its parent
+                    // subvolume as on btrfs; nothing is renamed over a subvolume (btrfs: ENOTEMPTY),
+                    // and an exchange with one is not done here.
+                    if (tgt != null && tgt.Subvol != sv) return Errno.ENOTEMPTY;
+                    bool subvolume = src.Subvol != sv;
+                    if (subvolume && (flags & RenameFlags.Exchange) != 0) return Errno.EXDEV;
+                    if (subvolume && !holdsSubvolumeOps)
+                    {
+                        needsOps = true;
+                        return Errno.OK;
+                    }
 
-                    // Loops: a directory may not move below itself.
-                    if (cross && src.IsDir && IsAncestor(sv, src.Ino, ndir.Ino)) return Errno.EINVAL;
+                    // Loops: a directory may not move below itself. (A subvolume's root is in a tree
+                    // of its own, so below it lies no directory of this one; its inode number, 256,
+                    // is this tree's root's too.)
+                    if (cross && src.IsDir && !subvolume && IsAncestor(sv, src.Ino, ndir.Ino)) return Errno.EINVAL;
                     if (cross && tgt != null && tgt.IsDir && (flags & RenameFlags.Exchange) != 0 && IsAncestor(sv, tgt.Ino, odir.Ino)) return Errno.EINVAL;
                     if (tgt != null && tgt.IsDir && (flags & RenameFlags.Exchange) == 0 && IsAncestor(sv, tgt.Ino, odir.Ino)) return Errno.ENOTEMPTY;
 
@@ -103,43 +132,54 @@ public sealed partial class Filesystem
                     var se = Fs.TryStart(20, out var h, useGlobalReserve: tgt != null);
                     if (se != Errno.OK) return se;
                     using (h)
-                    using (sv.Tree.Lock.Write())
                     {
-                        var t = sv.Tree;
-                        if (odir.NextDirIndex == 0) odir.NextDirIndex = DirItems.FindNextIndex(t, odir.Ino);
-                        if (ndir.NextDirIndex == 0) ndir.NextDirIndex = DirItems.FindNextIndex(t, ndir.Ino);
-                        if ((flags & RenameFlags.Exchange) != 0)
+                        using (sv.Tree.Lock.Write())
                         {
-                            DirItems.RemoveDirEntry(h, t, odir.Ino, on, src.Ino);
-                            DirItems.RemoveDirEntry(h, t, ndir.Ino, nn, tgt!.Ino);
-                            DirItems.AddDirEntry(h, t, odir.Ino, on, tgt.Ino, FileTypes.FromMode(tgt.Item.Mode), odir.NextDirIndex++);
-                            DirItems.AddDirEntry(h, t, ndir.Ino, nn, src.Ino, FileTypes.FromMode(src.Item.Mode), ndir.NextDirIndex++);
-                            if (cross && src.IsDir != tgt.IsDir)
+                            var t = sv.Tree;
+                            if (odir.NextDirIndex == 0) odir.NextDirIndex = DirItems.FindNextIndex(t, odir.Ino);
+                            if (ndir.NextDirIndex == 0) ndir.NextDirIndex = DirItems.FindNextIndex(t, ndir.Ino);
+                            if ((flags & RenameFlags.Exchange) != 0)
                             {
-                                if (src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
-                                else { odir.Item.Nlink++; ndir.Item.Nlink--; }
+                                DirItems.RemoveDirEntry(h, t, odir.Ino, on, src.Ino);
+                                DirItems.RemoveDirEntry(h, t, ndir.Ino, nn, tgt!.Ino);
+                                DirItems.AddDirEntry(h, t, odir.Ino, on, tgt.Ino, FileTypes.FromMode(tgt.Item.Mode), odir.NextDirIndex++);
+                                DirItems.AddDirEntry(h, t, ndir.Ino, nn, src.Ino, FileTypes.FromMode(src.Item.Mode), ndir.NextDirIndex++);
+                                if (cross && src.IsDir != tgt.IsDir)
+                                {
+                                    if (src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
+                                    else { odir.Item.Nlink++; ndir.Item.Nlink--; }
+                                }
+                                Touch(ref tgt.Item, h.Transid, mtime: false);
+                                DirItems.PutInode(h, t, tgt);
                             }
-                            Touch(ref tgt.Item, h.Transid, mtime: false);
-                            DirItems.PutInode(h, t, tgt);
+                            else if (subvolume)
+                            {
+                                if (tgt != null) UnlinkLocked(h, ndir, nn, tgt);
+                                MoveSubvolumeEntryLocked(h, odir, on, ndir, nn, src);
+                            }
+                            else
+                            {
+                                if (tgt != null) UnlinkLocked(h, ndir, nn, tgt);
+                                DirItems.RemoveDirEntry(h, t, odir.Ino, on, src.Ino);
+                                odir.Item.FileSize -= Math.Min(odir.Item.FileSize, (ulong)on.Length * 2);
+                                DirItems.AddDirEntry(h, t, ndir.Ino, nn, src.Ino, FileTypes.FromMode(src.Item.Mode), ndir.NextDirIndex++);
+                                ndir.Item.FileSize += (ulong)nn.Length * 2;
+                                if (cross && src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
+                            }
+                            Touch(ref src.Item, h.Transid, mtime: false);
+                            if (!subvolume) DirItems.PutInode(h, t, src); // a subvolume's root: below, in its own tree
+                            Touch(ref odir.Item, h.Transid);
+                            DirItems.PutInode(h, t, odir);
+                            if (cross)
+                            {
+                                Touch(ref ndir.Item, h.Transid);
+                                DirItems.PutInode(h, t, ndir);
+                            }
                         }
-                        else
-                        {
-                            if (tgt != null) UnlinkLocked(h, ndir, nn, tgt);
-                            DirItems.RemoveDirEntry(h, t, odir.Ino, on, src.Ino);
-                            odir.Item.FileSize -= Math.Min(odir.Item.FileSize, (ulong)on.Length * 2);
-                            DirItems.AddDirEntry(h, t, ndir.Ino, nn, src.Ino, FileTypes.FromMode(src.Item.Mode), ndir.NextDirIndex++);
-                            ndir.Item.FileSize += (ulong)nn.Length * 2;
-                            if (cross && src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
-                        }
-                        Touch(ref src.Item, h.Transid, mtime: false);
-                        DirItems.PutInode(h, t, src);
-                        Touch(ref odir.Item, h.Transid);
-                        DirItems.PutInode(h, t, odir);
-                        if (cross)
-                        {
-                            Touch(ref ndir.Item, h.Transid);
-                            DirItems.PutInode(h, t, ndir);
-                        }
+                        // The subvolume's root inode lives in its own tree: written after the parent
+                        // tree's lock is let go (no two subvolume trees' locks are held at once here).
+                        if (subvolume)
+                            using (src.Subvol.Tree.Lock.Write()) DirItems.PutInode(h, src.Subvol.Tree, src);
                     }
                     if (tgt != null && (flags & RenameFlags.Exchange) == 0 && tgt.Item.Nlink == 0 && sv.OpenCountOf(tgt) == 0)
                         EvictLocked(tgt);
@@ -151,8 +191,43 @@ public sealed partial class Filesystem
                     rl?.Dispose();
                 }
             });
+            movesSubvolume = needsOps;
+            return result;
         }
         finally { Put(tgt); Put(src); Put(nd); Put(od); }
+    }
+
+    /// <summary>
+    /// Moves the entry of subvolume <paramref name="root"/> (its root directory) from
+    /// <paramref name="oldName"/> in <paramref name="odir"/> to <paramref name="newName"/> in
+    /// <paramref name="ndir"/>, both in its parent subvolume: the directory entries (location:
+    /// its ROOT_ITEM), the directories' sizes and link counts (the root's ".." is the directory
+    /// holding it), and the ROOT_REF and ROOT_BACKREF, which name the directory, the index and
+    /// the name, rewritten in the same hold of the parent tree's lock (taken before the root
+    /// tree's, as a snapshot takes them). Caller holds both directories' and the root's locks, a
+    /// handle, the parent tree's write lock and SubvolumeOps.
+    /// </summary>
+    private void MoveSubvolumeEntryLocked(Tx.TransHandle h, Inode odir, byte[] oldName, Inode ndir, byte[] newName, Inode root)
+    {
+        var t = odir.Subvol.Tree;
+        ulong parent = odir.Subvol.Id, id = root.Subvol.Id;
+        var (_, link) = BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF", inode: odir.Ino);
+        // An fsync of either directory in this transaction commits (the fsync log does not
+        // carry subvolume entries, nor the ROOT_REF beside them).
+        DirItems.BlockLog(h, t, odir.Ino);
+        DirItems.BlockLog(h, t, ndir.Ino);
+        DirItems.RemoveSubvolumeEntry(h, t, odir.Ino, oldName, link.Index);
+        odir.Item.FileSize -= Math.Min(odir.Item.FileSize, (ulong)oldName.Length * 2);
+        ulong index = ndir.NextDirIndex++;
+        DirItems.AddSubvolumeEntry(h, t, ndir.Ino, newName, id, index);
+        ndir.Item.FileSize += (ulong)newName.Length * 2;
+        if (odir != ndir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
+        var moved = new RootRef(ndir.Ino, index, newName).ToArray();
+        using (Fs.RootTree.Lock.Write())
+        {
+            Fs.RootTree.Put(h, new Key(parent, KeyTypes.RootRef, id), moved);
+            Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, parent), moved);
+        }
     }
 
     /// <summary>True if directory <paramref name="a"/> is <paramref name="b"/> or one of its

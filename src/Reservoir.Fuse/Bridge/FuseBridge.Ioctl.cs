@@ -78,6 +78,28 @@ internal sealed partial class FuseBridge
     /// <summary>Set with -o submounts: a subvolume made through this mount gets its own mount.</summary>
     internal SubvolumeMounts? Submounts { get; set; }
 
+    /// <summary>
+    /// After a rename, with -o submounts: a subvolume's directory that moved gets its own mount
+    /// again at its new name. The kernel refuses to rename a mount point (EBUSY), so a mounted
+    /// subvolume is renamed by unmounting its mount first (`reservoir umount DIR/sub`), then
+    /// `mv`; this puts the mount back, soon after the reply, as for a subvolume just made. With
+    /// RENAME_EXCHANGE both names moved. Returns <paramref name="e"/>.
+    /// </summary>
+    private Errno Renamed(Errno e, ulong fromDir, ReadOnlySpan<byte> from, ulong toDir, ReadOnlySpan<byte> to, RenameFlags flags)
+    {
+        if (e != Errno.OK || Submounts == null) return e;
+        MountIfSubvolume(toDir, to);
+        if ((flags & RenameFlags.Exchange) != 0) MountIfSubvolume(fromDir, from);
+        return e;
+    }
+
+    private void MountIfSubvolume(ulong dir, ReadOnlySpan<byte> name)
+    {
+        if (fs.Lookup(dir, name, out var a) != Errno.OK) return;
+        var (tree, inode) = NodeIds.Decode(a.Ino);
+        if (inode == Filesystem.RootIno && tree != Format.TreeIds.FsTree) Submounts?.MountNew(tree);
+    }
+
     /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
     internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
 

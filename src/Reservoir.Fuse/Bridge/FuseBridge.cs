@@ -152,13 +152,13 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                 {
                     if (!r.TryStruct(8, out var s) || !r.TryName(out var from) || !r.TryName(out var to)) return Errno.EINVAL;
                     var pe = MayRename(ino, from, Ino(U64(s, 0)), to, RenameFlags.None, caller);
-                    return pe != Errno.OK ? pe : fs.Rename(ino, from, Ino(U64(s, 0)), to, RenameFlags.None);
+                    return pe != Errno.OK ? pe : Renamed(fs.Rename(ino, from, Ino(U64(s, 0)), to, RenameFlags.None), ino, from, Ino(U64(s, 0)), to, RenameFlags.None);
                 }
             case Opcode.Rename2:
                 {
                     if (!r.TryStruct(16, out var s) || !r.TryName(out var from) || !r.TryName(out var to)) return Errno.EINVAL;
                     var pe = MayRename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8), caller);
-                    return pe != Errno.OK ? pe : fs.Rename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8));
+                    return pe != Errno.OK ? pe : Renamed(fs.Rename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8)), ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8));
                 }
             case Opcode.Link:
                 {

@@ -16,6 +16,8 @@ public class SubvolumeTests
 
     private static List<string> Names(Filesystem fs, ulong dir) => DirNames(fs, dir);
 
+    private static string[] Entries(Filesystem fs, ulong dir) => [.. DirNames(fs, dir).Where(n => n is not "." and not "..").Order()];
+
     [Fact]
     public void SubvolumesAreSeparateTreesThatAreListedAndSurviveARemount()
     {
@@ -64,7 +66,7 @@ public class SubvolumeTests
             // Names do not move between trees.
             Assert.Equal(Errno.EXDEV, fs.Link(fileInSv, Root, "hard", out _));
             Assert.Equal(Errno.EXDEV, fs.Rename(sv, "f", Root, "g", 0));
-            Assert.Equal(Errno.EXDEV, fs.Rename(Root, "sv", Root, "sv2", 0));
+            Assert.Equal(Errno.EXDEV, fs.Rename(sv, "inner", Root, "inner2", 0)); // a subvolume moves within its parent subvolume only
             Assert.Equal(Errno.EISDIR, fs.Unlink(Root, "sv"));
             Assert.Equal(Errno.ENOTEMPTY, fs.Rmdir(Root, "sv"));
 
@@ -86,6 +88,77 @@ public class SubvolumeTests
             Assert.Equal(data, ReadAll(fs, f.Ino));
             Ok(fs.ListSubvolumes(out var list));
             Assert.Equal(3, list.Count);
+        }
+    }
+
+    /// <summary>
+    /// rename(2) of a subvolume's entry within its parent subvolume, as btrfs allows: the
+    /// directory entries, both directories' sizes and link counts, the ROOT_REF and ROOT_BACKREF
+    /// (the list's path, ".." of its root) all follow, the subvolume keeps its id, contents and
+    /// group; a snapshot of the parent taken after it leaves it out under its new name. Nothing
+    /// is renamed over a subvolume (ENOTEMPTY, as btrfs), nor exchanged with one (EXDEV). It
+    /// answered EXDEV before, and `mv` then copied the subvolume into a plain directory and
+    /// deleted it.
+    /// </summary>
+    [Fact]
+    public void ASubvolumeIsRenamedWithinItsParentSubvolume()
+    {
+        var dev = NewDevice(64UL << 20);
+        var data = new byte[100_000];
+        new Random(5).NextBytes(data);
+        ulong sv, a, b;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.Mkdir(Root, "a", 0x1ED, 0, 0, out var da));
+            Ok(fs.Mkdir(Root, "b", 0x1ED, 0, 0, out var db));
+            (a, b) = (da.Ino, db.Ino);
+            Ok(fs.CreateSubvolume(a, "sv", 0, 0, out var s));
+            sv = s.Ino;
+            CreateFile(fs, sv, "f", data);
+            Ok(fs.CreateSubvolume(Root, "other", 0, 0, out _));
+            Ok(fs.Mkdir(b, "empty", 0x1ED, 0, 0, out _));
+            Ok(fs.Mkdir(b, "full", 0x1ED, 0, 0, out var full));
+            CreateFile(fs, full.Ino, "x", new byte[1]);
+            Ok(fs.Sync());
+            ulong referenced = fs.Qgroups().Single(g => g.Id == QgroupId.Of(0, 256)).Referenced;
+
+            Ok(fs.Rename(a, "sv", a, "renamed", 0));                  // in its directory
+            Assert.Equal(["renamed"], Entries(fs, a));
+            Ok(fs.GetAttr(a, out var aAttr));
+            Assert.Equal(3u, aAttr.Nlink);
+            Assert.Equal(Errno.ENOTEMPTY, fs.Rename(b, "empty", a, "renamed", 0)); // over a subvolume
+            Assert.Equal(Errno.ENOTEMPTY, fs.Rename(a, "renamed", Root, "other", 0));
+            Assert.Equal(Errno.ENOTEMPTY, fs.Rename(a, "renamed", b, "full", 0));
+            Assert.Equal(Errno.EXDEV, fs.Rename(a, "renamed", b, "empty", RenameFlags.Exchange));
+            Ok(fs.Rename(a, "renamed", b, "empty", 0));               // into another directory, over an empty one
+            Assert.Empty(Entries(fs, a));
+            Assert.Equal(["empty", "full"], Entries(fs, b));
+            Ok(fs.GetAttr(a, out aAttr));
+            Ok(fs.GetAttr(b, out var bAttr));
+            Assert.Equal((2u, 4u), (aAttr.Nlink, bAttr.Nlink));       // b: ".", "..", full, the subvolume
+            Ok(fs.Lookup(b, "empty", out var moved));
+            Assert.Equal(sv, moved.Ino);
+            Ok(fs.Lookup(sv, "..", out var up));
+            Assert.Equal(b, up.Ino);
+            Ok(fs.ListSubvolumes(out var list));
+            Assert.Equal([(256UL, "b/empty"), (257UL, "other")], list.Select(l => (l.Id, l.Path)).ToArray());
+            // A snapshot of the parent leaves the nested subvolume out, found by its new name.
+            Ok(fs.CreateSnapshot(Root, Root, "top-snap", true, out var snap));
+            Ok(fs.Lookup(snap.Ino, "b", out var snapB));
+            Assert.Equal(["full"], Entries(fs, snapB.Ino));
+            Ok(fs.Sync());
+            Assert.Equal(referenced, fs.Qgroups().Single(g => g.Id == QgroupId.Of(0, 256)).Referenced);
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.Lookup(b, "empty", out var moved));
+            Assert.Equal(sv, moved.Ino);
+            Ok(fs.Lookup(sv, "f", out var f));
+            Assert.Equal(data, ReadAll(fs, f.Ino));
+            Ok(fs.ShowSubvolume(sv, out var info));
+            Assert.Equal("b/empty", info.Path);
         }
     }
 

@@ -185,6 +185,13 @@ public class MountTests(ITestOutputHelper log)
             Assert.Contains("cross-device", ln.Out);
             m.Run("mv sv/f moved && test \"$(cat moved)\" = two && test ! -e sv/f && echo three > sv/g");
             m.Run("rmdir empty && test ! -e empty");
+            // mv renames a subvolume within its parent (it got EXDEV and copied it into a plain
+            // directory, deleting the subvolume): the same tree, by its node id's upper bits.
+            string tree = "awk '{print int($1/1099511627776)}'";
+            string before = m.Run($"stat -c %i sv | {tree}").Trim();
+            m.Run("mkdir -p top/in && mv sv top/in/renamed && mv top/in/renamed sv");
+            Assert.Equal(before, m.Run($"stat -c %i sv | {tree}").Trim());
+            Assert.NotEqual("0", before);
             var rm = MountedImage.Sh("rmdir sv 2>&1", m.Dir);
             Assert.NotEqual(0, rm.Code); // not empty
             Assert.Equal("sv", m.Run("ls -d */ | grep -v top | tr -d /").Trim());

@@ -216,4 +216,39 @@ public class SubmountTests
         finally { m.Unmount(); }
         NoMountLeftAndTheImageClean(m);
     }
+
+    /// <summary>
+    /// The kernel refuses to rename a mount point, so with submounts a subvolume's directory is
+    /// renamed by unmounting its mount first; the daemon mounts it again at its new name (it
+    /// did not: the renamed subvolume then showed the parent's device until a remount).
+    /// </summary>
+    [Fact]
+    public void ASubvolumeRenamedOnceItsMountWasUnmountedIsMountedAgainAtItsNewName()
+    {
+        var m = new MountedImage(options: "submounts", before: fs =>
+        {
+            TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "a", 0, 0, out var a));
+            TestFs.Ok(fs.Create(a.Ino, "f", 0x81A4, 0, 0, out _));
+        });
+        try
+        {
+            Assert.Equal(2, MountsBelow(m.Dir));
+            var busy = MountedImage.Sh("mv a b 2>&1", m.Dir);
+            Assert.NotEqual(0, busy.Code);
+            Assert.Contains("busy", busy.Out);
+            m.Run($"{Cli} umount a && mv a b");
+            bool own = false;
+            for (int i = 0; i < 200 && !own; i++)
+            {
+                own = m.Run("stat -c %d . b").Split('\n', StringSplitOptions.RemoveEmptyEntries).Distinct().Count() == 2;
+                if (!own) Thread.Sleep(25);
+            }
+            Assert.True(own, "b has a device of its own again");
+            Assert.Equal(2, MountsBelow(m.Dir));
+            Assert.Equal("256", m.Run("stat -c %i b").Trim());
+            Assert.True(File.Exists(Path.Combine(m.Dir, "b", "f")));
+        }
+        finally { m.Unmount(); }
+        NoMountLeftAndTheImageClean(m);
+    }
 }
