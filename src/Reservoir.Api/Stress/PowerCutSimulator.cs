@@ -34,6 +34,8 @@ public static class PowerCutSimulator
         /// <summary>Memberships of snapshots' groups in group 1/1 made or ended by the reference
         /// runs of the quota workload (each commits, with its recount).</summary>
         public int Memberships;
+        /// <summary>Snapshots' entries renamed by the reference runs (each a rename(2) of a subvolume).</summary>
+        public int SubvolumeRenames;
         /// <summary>ORIGIN_DROPs the checker's read-write remounts noted again (pending in memory
         /// at the cut).</summary>
         public long OriginDropsRederived;
@@ -72,8 +74,8 @@ public static class PowerCutSimulator
         bool reference = true; // the first run is the reference run: count what it did
         Check(initial, (fs, dev, commit) =>
             {
-                var (snapshots, clones, memberships) = RandomWorkload(fs, dev, commit, seed, steps, quotas);
-                if (reference) (r.Snapshots, r.Clones, r.Memberships, reference) = (r.Snapshots + snapshots, r.Clones + clones, r.Memberships + memberships, false);
+                var (snapshots, clones, memberships, renames) = RandomWorkload(fs, dev, commit, seed, steps, quotas);
+                if (reference) (r.Snapshots, r.Clones, r.Memberships, r.SubvolumeRenames, reference) = (r.Snapshots + snapshots, r.Clones + clones, r.Memberships + memberships, r.SubvolumeRenames + renames, false);
             },
             $"random seed {seed}{(quotas ? " with quotas and snapshots" : "")}", r,
             total => { var rng = new Random(seed * 7919); return Enumerable.Range(0, cuts).Select(_ => rng.NextInt64(1, total)); },
@@ -243,9 +245,9 @@ public static class PowerCutSimulator
     /// <summary>The level-1 group of the quota workload.</summary>
     private static readonly ulong Group = QgroupId.Of(1, 1);
 
-    private static (int Snapshots, int Clones, int Memberships) RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps, bool quotas = false)
+    private static (int Snapshots, int Clones, int Memberships, int SubvolumeRenames) RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps, bool quotas = false)
     {
-        int clones = 0, memberships = 0;
+        int clones = 0, memberships = 0, renames = 0;
         var rng = new Random(seed);
         ulong top = Filesystem.RootIno;
         if (quotas)
@@ -277,6 +279,15 @@ public static class PowerCutSimulator
                 if (e == Errno.OK && a.IsReg) e = fs.Write(a.Ino, (ulong)rng.Next(0, 50_000), Bytes(rng, rng.Next(1, 20_000)), out _);
             }
             else if (op < 65) e = fs.Unlink(dir, name);
+            else if (op < 75 && quotas && snapshots.Count > 0 && rng.Next(3) == 0)
+            {
+                // A snapshot's entry renamed in the top level and back (its ROOT_REF and
+                // ROOT_BACKREF follow, in the same transaction as the entries).
+                int k = rng.Next(snapshots.Count);
+                e = fs.Rename(Filesystem.RootIno, $"s{k}", Filesystem.RootIno, $"s{k}r");
+                if (e == Errno.ENOENT) e = fs.Rename(Filesystem.RootIno, $"s{k}r", Filesystem.RootIno, $"s{k}");
+                if (e == Errno.OK) renames++;
+            }
             else if (op < 75) e = fs.Rename(dir, name, dirs[rng.Next(dirs.Count)], "n" + rng.Next(12));
             else if (op < 82)
             {
@@ -324,7 +335,7 @@ public static class PowerCutSimulator
             }
             if (e is Errno.EIO or Errno.EUCLEAN) break;
         }
-        return (snapshots.Count, clones, memberships);
+        return (snapshots.Count, clones, memberships, renames);
     }
 
     private static byte[] Bytes(Random rng, int n)
