@@ -75,7 +75,10 @@ public sealed partial class Filesystem
                 try
                 {
                     if (!odir.IsDir || !ndir.IsDir) return Errno.ENOTDIR;
-                    if (odir.Subvol != ndir.Subvol) return Errno.EXDEV; // as on btrfs: names move within a subvolume
+                    // As on btrfs: names move within a subvolume, and a subvolume's own entry
+                    // also into another one.
+                    if (odir.Subvol != ndir.Subvol)
+                        return MoveSubvolumeAcross(odir, on, ndir, nn, flags, holdsSubvolumeOps, ref needsOps);
                     var sv = odir.Subvol;
                     // Parents: ancestor first, else by inode number.
                     Inode first = odir, second = ndir;
@@ -195,6 +198,113 @@ public sealed partial class Filesystem
             return result;
         }
         finally { Put(tgt); Put(src); Put(nd); Put(od); }
+    }
+
+    /// <summary>
+    /// rename(2) between directories of two subvolumes: only a subvolume's own entry moves so
+    /// (btrfs allows it; any other name answers EXDEV), and not into itself or a subvolume below
+    /// it (EINVAL). The directories are locked the one nearer the top level first (a directory
+    /// is locked before a subvolume root inside it everywhere else: rmdir of an empty subvolume),
+    /// and cross-directory renames hold the rename lock, so no two of them interleave. Caller
+    /// holds the rename lock; <paramref name="needsOps"/> as in <see cref="RenameOnce"/>.
+    /// </summary>
+    private Errno MoveSubvolumeAcross(Inode odir, byte[] on, Inode ndir, byte[] nn, RenameFlags flags, bool holdsSubvolumeOps, ref bool needsOps)
+    {
+        var held = new List<FsRwLock>();
+        Inode? src = null, tgt = null;
+        try
+        {
+            var (first, second) = SubvolumeDepth(odir.Subvol.Id) <= SubvolumeDepth(ndir.Subvol.Id) ? (odir, ndir) : (ndir, odir);
+            first.Lock.EnterWrite(); held.Add(first.Lock);
+            second.Lock.EnterWrite(); held.Add(second.Lock);
+            if (odir.Deleted || ndir.Deleted || odir.Item.Nlink == 0 || ndir.Item.Nlink == 0) return Errno.ENOENT;
+            var le = LookupLocked(odir, on, out ulong srcIno, out _);
+            if (le != Errno.OK) return le;
+            var (srcTree, srcInode) = NodeIds.Decode(srcIno);
+            if (srcInode != RootIno || srcTree == odir.Subvol.Id) return Errno.EXDEV; // a name of this subvolume's own
+            bool hasTarget = LookupLocked(ndir, nn, out ulong tgtIno, out _) == Errno.OK;
+            if ((flags & RenameFlags.Exchange) != 0) return hasTarget ? Errno.EXDEV : Errno.ENOENT;
+            if ((flags & RenameFlags.NoReplace) != 0 && hasTarget) return Errno.EEXIST;
+            if (hasTarget && NodeIds.Decode(tgtIno).TreeId != ndir.Subvol.Id) return Errno.ENOTEMPTY; // over a subvolume
+            // Not into itself, nor into a subvolume below it.
+            for (ulong id = ndir.Subvol.Id; id != TreeIds.FsTree;)
+            {
+                if (id == srcTree) return Errno.EINVAL;
+                id = (BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF", inode: ndir.Ino)).Parent;
+            }
+            if (!holdsSubvolumeOps)
+            {
+                needsOps = true;
+                return Errno.OK;
+            }
+            if (Get(srcIno, out src) != Errno.OK) throw new CorruptionException($"directory {odir.Ino} names missing subvolume {srcTree}", inode: odir.Ino);
+            src.Lock.EnterWrite(); held.Add(src.Lock);
+            if (hasTarget)
+            {
+                if (Get(tgtIno, out tgt) != Errno.OK) throw new CorruptionException($"directory {ndir.Ino} names missing inode {tgtIno}", inode: ndir.Ino);
+                tgt.Lock.EnterWrite(); held.Add(tgt.Lock);
+                if (!tgt.IsDir) return Errno.ENOTDIR;
+                if (!IsEmptyDir(tgt)) return Errno.ENOTEMPTY;
+            }
+            else if (ndir.Item.Nlink >= 65000) return Errno.EMLINK;
+            var se = Fs.TryStart(24, out var h, useGlobalReserve: tgt != null);
+            if (se != Errno.OK) return se;
+            using (h)
+            {
+                var (_, link) = BackrefOf(srcTree) ?? throw new CorruptionException($"subvolume {srcTree} has no ROOT_BACKREF", inode: odir.Ino);
+                var ot = odir.Subvol.Tree;
+                using (ot.Lock.Write())
+                {
+                    DirItems.BlockLog(h, ot, odir.Ino); // the fsync log carries no subvolume entries
+                    DirItems.RemoveSubvolumeEntry(h, ot, odir.Ino, on, link.Index);
+                    odir.Item.FileSize -= Math.Min(odir.Item.FileSize, (ulong)on.Length * 2);
+                    odir.Item.Nlink--;
+                    Touch(ref odir.Item, h.Transid);
+                    DirItems.PutInode(h, ot, odir);
+                }
+                var nt = ndir.Subvol.Tree;
+                ulong index;
+                using (nt.Lock.Write())
+                {
+                    DirItems.BlockLog(h, nt, ndir.Ino);
+                    if (tgt != null) UnlinkLocked(h, ndir, nn, tgt);
+                    if (ndir.NextDirIndex == 0) ndir.NextDirIndex = DirItems.FindNextIndex(nt, ndir.Ino);
+                    index = ndir.NextDirIndex++;
+                    DirItems.AddSubvolumeEntry(h, nt, ndir.Ino, nn, srcTree, index);
+                    ndir.Item.FileSize += (ulong)nn.Length * 2;
+                    ndir.Item.Nlink++;
+                    Touch(ref ndir.Item, h.Transid);
+                    DirItems.PutInode(h, nt, ndir);
+                }
+                var moved = new RootRef(ndir.Ino, index, nn).ToArray();
+                using (Fs.RootTree.Lock.Write())
+                {
+                    Fs.RootTree.Delete(h, new Key(odir.Subvol.Id, KeyTypes.RootRef, srcTree));
+                    Fs.RootTree.Delete(h, new Key(srcTree, KeyTypes.RootBackref, odir.Subvol.Id));
+                    Fs.RootTree.Put(h, new Key(ndir.Subvol.Id, KeyTypes.RootRef, srcTree), moved);
+                    Fs.RootTree.Put(h, new Key(srcTree, KeyTypes.RootBackref, ndir.Subvol.Id), moved);
+                }
+                Touch(ref src.Item, h.Transid, mtime: false);
+                using (src.Subvol.Tree.Lock.Write()) DirItems.PutInode(h, src.Subvol.Tree, src);
+            }
+            if (tgt != null && tgt.Item.Nlink == 0 && ndir.Subvol.OpenCountOf(tgt) == 0) EvictLocked(tgt);
+            return Errno.OK;
+        }
+        finally
+        {
+            for (int i = held.Count - 1; i >= 0; i--) held[i].ExitWrite();
+            Put(tgt);
+            Put(src);
+        }
+    }
+
+    /// <summary>How many subvolumes a subvolume is nested in (the top level: 0), from the
+    /// ROOT_BACKREFs.</summary>
+    private int SubvolumeDepth(ulong id)
+    {
+        int depth = 0;
+        while (id != TreeIds.FsTree && BackrefOf(id) is { } b && depth < 100_000) (id, depth) = (b.Parent, depth + 1);
+        return depth;
     }
 
     /// <summary>

@@ -281,11 +281,12 @@ public static class PowerCutSimulator
             else if (op < 65) e = fs.Unlink(dir, name);
             else if (op < 75 && quotas && snapshots.Count > 0 && rng.Next(3) == 0)
             {
-                // A snapshot's entry renamed in the top level and back (its ROOT_REF and
-                // ROOT_BACKREF follow, in the same transaction as the entries).
+                // A snapshot's entry renamed in the top level, moved into v, and back (its
+                // ROOT_REF and ROOT_BACKREF follow, in the same transaction as the entries).
                 int k = rng.Next(snapshots.Count);
                 e = fs.Rename(Filesystem.RootIno, $"s{k}", Filesystem.RootIno, $"s{k}r");
-                if (e == Errno.ENOENT) e = fs.Rename(Filesystem.RootIno, $"s{k}r", Filesystem.RootIno, $"s{k}");
+                if (e == Errno.ENOENT) e = fs.Rename(Filesystem.RootIno, $"s{k}r", top, $"s{k}m");
+                if (e == Errno.ENOENT) e = fs.Rename(top, $"s{k}m", Filesystem.RootIno, $"s{k}");
                 if (e == Errno.OK) renames++;
             }
             else if (op < 75) e = fs.Rename(dir, name, dirs[rng.Next(dirs.Count)], "n" + rng.Next(12));

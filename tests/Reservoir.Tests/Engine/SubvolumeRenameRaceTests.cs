@@ -10,7 +10,7 @@ using static Reservoir.Tests.TestFs;
 namespace Reservoir.Tests.Engine;
 
 /// <summary>
-/// A nested subvolume renamed back and forth between two directories of its parent while the
+/// A nested subvolume renamed round between two directories of its parent and the top level while the
 /// parent is snapshotted and another subvolume comes and goes beside it, under the seeded
 /// deterministic scheduler. A snapshot reads its source's ROOT_REFs before it copies the
 /// tree and then removes the nested subvolumes' entries from the copy by the names those
@@ -43,8 +43,14 @@ public class SubvolumeRenameRaceTests
                 void Check(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
                 var renamer = s.Start("renamer", () =>
                 {
+                    // a/inner → b/moved → the top level's "out" (another subvolume) → a/inner …
                     for (int i = 0; i < 12; i++)
-                        Check($"rename {i}", i % 2 == 0 ? fs.Rename(a.Ino, "inner", b.Ino, "moved") : fs.Rename(b.Ino, "moved", a.Ino, "inner"));
+                        Check($"rename {i}", (i % 3) switch
+                        {
+                            0 => fs.Rename(a.Ino, "inner", b.Ino, "moved"),
+                            1 => fs.Rename(b.Ino, "moved", Root, "out"),
+                            _ => fs.Rename(Root, "out", a.Ino, "inner"),
+                        });
                 });
                 var snapshotter = s.Start("snapshotter", () =>
                 {

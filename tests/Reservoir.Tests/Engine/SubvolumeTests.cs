@@ -66,7 +66,7 @@ public class SubvolumeTests
             // Names do not move between trees.
             Assert.Equal(Errno.EXDEV, fs.Link(fileInSv, Root, "hard", out _));
             Assert.Equal(Errno.EXDEV, fs.Rename(sv, "f", Root, "g", 0));
-            Assert.Equal(Errno.EXDEV, fs.Rename(sv, "inner", Root, "inner2", 0)); // a subvolume moves within its parent subvolume only
+            Assert.Equal(Errno.EINVAL, fs.Rename(Root, "sv", sv, "self", 0)); // a subvolume moves, but not into itself
             Assert.Equal(Errno.EISDIR, fs.Unlink(Root, "sv"));
             Assert.Equal(Errno.ENOTEMPTY, fs.Rmdir(Root, "sv"));
 
@@ -160,6 +160,69 @@ public class SubvolumeTests
             Ok(fs.ShowSubvolume(sv, out var info));
             Assert.Equal("b/empty", info.Path);
         }
+    }
+
+    /// <summary>
+    /// A subvolume's entry moved into another subvolume and back, as btrfs allows: the entries
+    /// in both trees, the ROOT_REF and ROOT_BACKREF now under the new parent (list, ".."), a
+    /// snapshot of the new parent leaving it out, the numbers unchanged; never into itself or a
+    /// subvolume below it (EINVAL), never over a subvolume (ENOTEMPTY), and a plain name still
+    /// does not move between subvolumes (EXDEV).
+    /// </summary>
+    [Fact]
+    public void ASubvolumeMovesIntoAnotherSubvolumeAndBack()
+    {
+        var dev = NewDevice(64UL << 20);
+        var data = new byte[50_000];
+        new Random(7).NextBytes(data);
+        ulong p, d, s, inner;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.CreateSubvolume(Root, "p", 0, 0, out var pa));
+            Ok(fs.Mkdir(pa.Ino, "d", 0x1ED, 0, 0, out var da));
+            Ok(fs.CreateSubvolume(Root, "s", 0, 0, out var sa));
+            (p, d, s) = (pa.Ino, da.Ino, sa.Ino);
+            CreateFile(fs, s, "f", data);
+            Ok(fs.CreateSubvolume(s, "inner", 0, 0, out var ia));
+            inner = ia.Ino;
+            Ok(fs.CreateSubvolume(d, "taken", 0, 0, out _));
+            Ok(fs.Sync());
+            var before = fs.Qgroups().Select(g => (g.Id, g.Referenced, g.Exclusive)).OrderBy(g => g.Id).ToArray();
+
+            Assert.Equal(Errno.EINVAL, fs.Rename(Root, "s", s, "self", 0));       // into itself
+            Assert.Equal(Errno.EINVAL, fs.Rename(Root, "s", inner, "below", 0));  // into a subvolume below it
+            Assert.Equal(Errno.ENOTEMPTY, fs.Rename(Root, "s", d, "taken", 0));   // over a subvolume
+            Assert.Equal(Errno.EXDEV, fs.Rename(s, "f", d, "f", 0));              // a plain name
+            Ok(fs.Rename(Root, "s", d, "s", 0));
+            Assert.Equal(["p"], Entries(fs, Root));
+            Assert.Equal(["s", "taken"], Entries(fs, d));
+            Ok(fs.Lookup(s, "..", out var up));
+            Assert.Equal(d, up.Ino);
+            Ok(fs.GetAttr(d, out var dAttr));
+            Ok(fs.GetAttr(Root, out var rootAttr));
+            Assert.Equal((4u, 3u), (dAttr.Nlink, rootAttr.Nlink));
+            Ok(fs.ListSubvolumes(out var list));
+            Assert.Equal([(256UL, 5UL, "p"), (257UL, 256UL, "p/d/s"), (258UL, 257UL, "p/d/s/inner"), (259UL, 256UL, "p/d/taken")],
+                list.Select(l => (l.Id, l.ParentId, l.Path)).OrderBy(l => l.Id).ToArray());
+            Ok(fs.CreateSnapshot(p, Root, "p-snap", true, out var snap));
+            Ok(fs.Lookup(snap.Ino, "d", out var snapD));
+            Assert.Empty(Entries(fs, snapD.Ino));
+            Ok(fs.Sync());
+            Assert.Equal(before, fs.Qgroups().Where(g => g.Id != QgroupId.Of(0, 260)).Select(g => (g.Id, g.Referenced, g.Exclusive)).OrderBy(g => g.Id).ToArray());
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.Lookup(d, "s", out var again));
+            Assert.Equal(s, again.Ino);
+            Assert.Equal(data, ReadAll(fs, NodeIds.Encode(NodeIds.Decode(s).TreeId, 257)));
+            Ok(fs.Rename(d, "s", Root, "back", 0));                              // and out again
+            Ok(fs.ShowSubvolume(s, out var info));
+            Assert.Equal("back", info.Path);
+            Ok(fs.Sync());
+        }
+        FsckAssert.Clean(dev);
     }
 
     [Fact]
