@@ -169,8 +169,13 @@ public sealed partial class Filesystem
                                 ndir.Item.FileSize += (ulong)nn.Length * 2;
                                 if (cross && src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
                             }
-                            Touch(ref src.Item, h.Transid, mtime: false);
-                            if (!subvolume) DirItems.PutInode(h, t, src); // a subvolume's root: below, in its own tree
+                            // A subvolume's root stays as it is: it is in a tree of its own, which
+                            // may be read-only (btrfs leaves it alone too).
+                            if (!subvolume)
+                            {
+                                Touch(ref src.Item, h.Transid, mtime: false);
+                                DirItems.PutInode(h, t, src);
+                            }
                             Touch(ref odir.Item, h.Transid);
                             DirItems.PutInode(h, t, odir);
                             if (cross)
@@ -179,10 +184,6 @@ public sealed partial class Filesystem
                                 DirItems.PutInode(h, t, ndir);
                             }
                         }
-                        // The subvolume's root inode lives in its own tree: written after the parent
-                        // tree's lock is let go (no two subvolume trees' locks are held at once here).
-                        if (subvolume)
-                            using (src.Subvol.Tree.Lock.Write()) DirItems.PutInode(h, src.Subvol.Tree, src);
                     }
                     if (tgt != null && (flags & RenameFlags.Exchange) == 0 && tgt.Item.Nlink == 0 && sv.OpenCountOf(tgt) == 0)
                         EvictLocked(tgt);
@@ -284,8 +285,7 @@ public sealed partial class Filesystem
                     Fs.RootTree.Put(h, new Key(ndir.Subvol.Id, KeyTypes.RootRef, srcTree), moved);
                     Fs.RootTree.Put(h, new Key(srcTree, KeyTypes.RootBackref, ndir.Subvol.Id), moved);
                 }
-                Touch(ref src.Item, h.Transid, mtime: false);
-                using (src.Subvol.Tree.Lock.Write()) DirItems.PutInode(h, src.Subvol.Tree, src);
+                // The subvolume's root stays as it is (its tree may be read-only).
             }
             if (tgt != null && tgt.Item.Nlink == 0 && ndir.Subvol.OpenCountOf(tgt) == 0) EvictLocked(tgt);
             return Errno.OK;
