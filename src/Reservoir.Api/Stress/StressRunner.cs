@@ -53,14 +53,14 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "snapshot", "clonerange"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "snapshot", "clonerange"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
         ["creat"] = 8, ["mkdir"] = 3, ["mknod"] = 1, ["symlink"] = 2, ["link"] = 2, ["unlink"] = 5, ["rmdir"] = 2, ["rename"] = 5,
         ["write"] = 14, ["dwrite"] = 5, ["read"] = 6, ["dread"] = 3, ["mwrite"] = 4, ["fallocate"] = 3, ["punch"] = 3, ["zero"] = 2,
         ["truncate"] = 4, ["fsync"] = 2, ["fdatasync"] = 1, ["sync"] = 1, ["setattr"] = 2, ["setxattr"] = 2, ["removexattr"] = 1,
-        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1, ["snapshot"] = 1, ["clonerange"] = 2,
+        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1, ["subvol_rename"] = 1, ["snapshot"] = 1, ["clonerange"] = 2,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -243,6 +243,9 @@ public static class StressRunner
             "clonerange" => [file, Clone(rng, 0), m.Files.Count > 0 ? Pick(rng, m.Files.Keys.ToList()) : name, Clone(rng, 0), Clone(rng, 1)],
             "snapshot" => [m.Subvols.Count > 0 ? Pick(rng, m.Subvols.ToList()) : dir, name, rng.Next(3) == 0 ? "ro" : "rw"],
             "subvol_delete" => [m.Subvols.Count > 0 && rng.Next(4) != 0 ? Pick(rng, m.Subvols.ToList()) : name],
+            // A subvolume moved anywhere in the worker's tree: within its parent, into another
+            // subvolume, or (refused) into itself or a read-only snapshot.
+            "subvol_rename" => [m.Subvols.Count > 0 ? Pick(rng, m.Subvols.ToList()) : name, Pick(rng, m.Dirs.ToList()) + "/v" + rng.Next(10)],
             "link" or "rename" => [file, dir + "/f" + rng.Next(10)],
             "write" or "mwrite" => [file, rng.Next(0, 300_000).ToString(CultureInfo.InvariantCulture), rng.Next(1, 65_536).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             "dwrite" => [file, (rng.Next(0, 64) * 4096).ToString(CultureInfo.InvariantCulture), (rng.Next(1, 16) * 4096).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
@@ -291,6 +294,20 @@ public static class StressRunner
     /// <summary>A snapshot in the model: everything below <paramref name="src"/> appears below
     /// <paramref name="dst"/>, except subvolumes nested in it (a snapshot does not descend into
     /// them); hard links stay hard links of the snapshot's own inode (one new file per file).</summary>
+    /// <summary>A subvolume renamed from <paramref name="from"/> to <paramref name="to"/>: it and
+    /// everything below it move (an empty directory it replaced goes).</summary>
+    private static void MoveModel(Model m, string from, string to)
+    {
+        m.Dirs.Remove(to);
+        string below = from + "/";
+        bool Moves(string p) => p == from || p.StartsWith(below, StringComparison.Ordinal);
+        string To(string p) => to + p[from.Length..];
+        foreach (var (p, f) in m.Files.Where(kv => Moves(kv.Key)).ToList()) { m.Files.Remove(p); m.Files[To(p)] = f; }
+        foreach (var (p, l) in m.Links.Where(kv => Moves(kv.Key)).ToList()) { m.Links.Remove(p); m.Links[To(p)] = l; }
+        foreach (var set in new[] { m.Fifos, m.Dirs, m.Subvols })
+            foreach (var p in set.Where(Moves).ToList()) { set.Remove(p); set.Add(To(p)); }
+    }
+
     private static void SnapshotModel(Model m, string src, string dst)
     {
         string below = src + "/";
@@ -372,6 +389,10 @@ public static class StressRunner
             case "snapshot":
                 e = t.Snapshot(a[0], a[1], a[2] == "ro");
                 if (e == Errno.OK) SnapshotModel(m, a[0], a[1]);
+                break;
+            case "subvol_rename":
+                e = t.Rename(a[0], a[1]);
+                if (e == Errno.OK && a[0] != a[1]) MoveModel(m, a[0], a[1]);
                 break;
             case "subvol_delete":
                 e = t.DeleteSubvolume(a[0]);
