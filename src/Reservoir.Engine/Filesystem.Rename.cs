@@ -253,30 +253,15 @@ public sealed partial class Filesystem
             using (h)
             {
                 var (_, link) = BackrefOf(srcTree) ?? throw new CorruptionException($"subvolume {srcTree} has no ROOT_BACKREF", inode: odir.Ino);
-                var ot = odir.Subvol.Tree;
-                using (ot.Lock.Write())
-                {
-                    DirItems.BlockLog(h, ot, odir.Ino); // the fsync log carries no subvolume entries
-                    DirItems.RemoveSubvolumeEntry(h, ot, odir.Ino, on, link.Index);
-                    odir.Item.FileSize -= Math.Min(odir.Item.FileSize, (ulong)on.Length * 2);
-                    odir.Item.Nlink--;
-                    Touch(ref odir.Item, h.Transid);
-                    DirItems.PutInode(h, ot, odir);
-                }
-                var nt = ndir.Subvol.Tree;
-                ulong index;
-                using (nt.Lock.Write())
-                {
-                    DirItems.BlockLog(h, nt, ndir.Ino);
-                    if (tgt != null) UnlinkLocked(h, ndir, nn, tgt);
-                    if (ndir.NextDirIndex == 0) ndir.NextDirIndex = DirItems.FindNextIndex(nt, ndir.Ino);
-                    index = ndir.NextDirIndex++;
-                    DirItems.AddSubvolumeEntry(h, nt, ndir.Ino, nn, srcTree, index);
-                    ndir.Item.FileSize += (ulong)nn.Length * 2;
-                    ndir.Item.Nlink++;
-                    Touch(ref ndir.Item, h.Transid);
-                    DirItems.PutInode(h, nt, ndir);
-                }
+                // An fsync of either directory in this transaction commits (the fsync log
+                // carries no subvolume entries).
+                DirItems.BlockLog(h, odir.Subvol.Tree, odir.Ino);
+                DirItems.BlockLog(h, ndir.Subvol.Tree, ndir.Ino);
+                RemoveSubvolumeEntryLocked(h, odir, on, link.Index);
+                if (tgt != null)
+                    using (ndir.Subvol.Tree.Lock.Write()) UnlinkLocked(h, ndir, nn, tgt);
+                ulong index = AddSubvolumeEntryLocked(h, ndir, nn, srcTree);
+                // Both references at once: a ".." looked up meanwhile finds the old or the new.
                 var moved = new RootRef(ndir.Ino, index, nn).ToArray();
                 using (Fs.RootTree.Lock.Write())
                 {

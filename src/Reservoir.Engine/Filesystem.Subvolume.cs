@@ -88,28 +88,53 @@ public sealed partial class Filesystem
     }
 
     /// <summary>Links subvolume <paramref name="id"/> as <paramref name="name"/> in
-    /// <paramref name="dir"/>: the directory entry (location: its ROOT_ITEM), the directory's
-    /// size and link count (the subvolume root's ".." is this directory), and the root tree's
-    /// ROOT_REF and ROOT_BACKREF. Caller holds the directory's lock and a handle.</summary>
+    /// <paramref name="dir"/>: the directory entry (<see cref="AddSubvolumeEntryLocked"/>) and
+    /// the root tree's ROOT_REF and ROOT_BACKREF. Caller holds the directory's lock and a handle.</summary>
     private void LinkSubvolumeLocked(Tx.TransHandle h, Inode dir, byte[] name, ulong id)
     {
-        var t = dir.Subvol.Tree;
-        ulong index;
-        using (t.Lock.Write())
-        {
-            if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
-            index = dir.NextDirIndex++;
-            DirItems.AddSubvolumeEntry(h, t, dir.Ino, name, id, index);
-            dir.Item.FileSize += (ulong)name.Length * 2;
-            dir.Item.Nlink++;
-            Touch(ref dir.Item, h.Transid);
-            DirItems.PutInode(h, t, dir);
-        }
+        ulong index = AddSubvolumeEntryLocked(h, dir, name, id);
         var link = new RootRef(dir.Ino, index, name).ToArray();
         using (Fs.RootTree.Lock.Write())
         {
             Fs.RootTree.Put(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id), link);
             Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id), link);
+        }
+    }
+
+    /// <summary>Subvolume <paramref name="id"/>'s directory entry <paramref name="name"/> in
+    /// <paramref name="dir"/> (location: its ROOT_ITEM), with the directory's size and link
+    /// count (the subvolume root's ".." is this directory); returns its DIR_INDEX. The caller
+    /// writes the ROOT_REF and ROOT_BACKREF that name it. Caller holds the directory's lock and
+    /// a handle.</summary>
+    private ulong AddSubvolumeEntryLocked(Tx.TransHandle h, Inode dir, byte[] name, ulong id)
+    {
+        var t = dir.Subvol.Tree;
+        using (t.Lock.Write())
+        {
+            if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
+            ulong index = dir.NextDirIndex++;
+            DirItems.AddSubvolumeEntry(h, t, dir.Ino, name, id, index);
+            dir.Item.FileSize += (ulong)name.Length * 2;
+            dir.Item.Nlink++;
+            Touch(ref dir.Item, h.Transid);
+            DirItems.PutInode(h, t, dir);
+            return index;
+        }
+    }
+
+    /// <summary>The reverse of <see cref="AddSubvolumeEntryLocked"/>: the entry (DIR_INDEX
+    /// <paramref name="index"/>) goes, with the directory's size and link count. Caller holds the
+    /// directory's lock and a handle, and deletes the ROOT_REF and ROOT_BACKREF.</summary>
+    private void RemoveSubvolumeEntryLocked(Tx.TransHandle h, Inode dir, byte[] name, ulong index)
+    {
+        var t = dir.Subvol.Tree;
+        using (t.Lock.Write())
+        {
+            DirItems.RemoveSubvolumeEntry(h, t, dir.Ino, name, index);
+            dir.Item.FileSize -= Math.Min(dir.Item.FileSize, (ulong)name.Length * 2);
+            dir.Item.Nlink--;
+            Touch(ref dir.Item, h.Transid);
+            DirItems.PutInode(h, t, dir);
         }
     }
 

@@ -77,14 +77,7 @@ public sealed partial class Filesystem
                 if (se != Errno.OK) return se;
                 using (h)
                 {
-                    using (t.Lock.Write())
-                    {
-                        DirItems.RemoveSubvolumeEntry(h, t, dir.Ino, nameCopy, link.Index);
-                        dir.Item.FileSize -= Math.Min(dir.Item.FileSize, (ulong)nameCopy.Length * 2);
-                        dir.Item.Nlink--;
-                        Touch(ref dir.Item, h.Transid);
-                        DirItems.PutInode(h, t, dir);
-                    }
+                    RemoveSubvolumeEntryLocked(h, dir, nameCopy, link.Index);
                     using (Fs.RootTree.Lock.Write())
                     {
                         Fs.RootTree.Delete(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id));
