@@ -15,11 +15,12 @@ internal sealed class QgroupDeltas
     private readonly Dictionary<ulong, (long Referenced, long Exclusive)> _byGroup = new();
     private readonly Dictionary<ulong, ulong> _writtenAlone = new();
 
-    /// <summary>Group id → (referenced, exclusive) to add.</summary>
-    public IReadOnlyDictionary<ulong, (long Referenced, long Exclusive)> ByGroup => _byGroup;
+    /// <summary>Group id → (referenced, exclusive) to add. (The dictionaries themselves, not an
+    /// interface: enumerating through one boxed the enumerator and dispatched every step.)</summary>
+    public Dictionary<ulong, (long Referenced, long Exclusive)> ByGroup => _byGroup;
 
     /// <summary>Subvolume → bytes it wrote in this transaction and alone references.</summary>
-    public IReadOnlyDictionary<ulong, ulong> WrittenAlone => _writtenAlone;
+    public Dictionary<ulong, ulong> WrittenAlone => _writtenAlone;
 
     public void Clear()
     {

@@ -55,13 +55,22 @@ internal sealed partial class Qgroups
         WarmSetsUnsynchronized();
     }
 
-    /// <summary>A group and each of its distinct ancestors, once. Caller holds the lock.</summary>
+    private readonly List<Qgroup> _chain = new(); // ChainUnsynchronized's answer; guarded by _lock
+    private readonly HashSet<ulong> _chainSeen = new(); // ChainUnsynchronized's walk; guarded by _lock
+
+    /// <summary>A group and each of its distinct ancestors, once. Caller holds the lock.
+    /// The list is reused by the next call (every write's reservation asks, so a list and a set
+    /// per call were an allocation per write): use it before calling again.</summary>
     private List<Qgroup> ChainUnsynchronized(ulong treeId)
     {
         var g = GroupUnsynchronized(treeId);
-        var chain = new List<Qgroup> { g };
+        var chain = _chain;
+        chain.Clear();
+        chain.Add(g);
         if (_parents.Count == 0) return chain;
-        var seen = new HashSet<ulong> { g.Id };
+        var seen = _chainSeen;
+        seen.Clear();
+        seen.Add(g.Id);
         for (int i = 0; i < chain.Count; i++)
             if (_parents.TryGetValue(chain[i].Id, out var ps))
                 foreach (var p in ps)

@@ -21,12 +21,16 @@ internal sealed class Transaction
     public long StartedMs { get; }
     /// <summary>Data extents the commit's quota accounting found without SHARED_ROOT_REFs: the
     /// delayed refs that free one of them need not look for any. Written and read only by the
-    /// commit (accounting first, then the delayed refs), so no lock.</summary>
-    public HashSet<ulong> WithoutSharedRootRefs { get; } = new();
+    /// commit (accounting first, then the delayed refs), so no lock. The previous
+    /// transaction's set, emptied, when it had one (its buckets kept: a new one per commit
+    /// was a few microseconds of the accounting).</summary>
+    public HashSet<ulong> WithoutSharedRootRefs { get; }
 
-    public Transaction(IScheduler sched, ulong transid)
+    public Transaction(IScheduler sched, ulong transid, HashSet<ulong>? reuse = null)
     {
         Transid = transid;
+        reuse?.Clear();
+        WithoutSharedRootRefs = reuse ?? new();
         _lock = sched.CreateMutex("transaction-dirty");
         Refs = new DelayedRefs(sched);
         OwnerTransitions = new Quota.OwnerTransitions(sched);
