@@ -102,12 +102,12 @@ public sealed partial class Filesystem
                     if (Get(srcIno, out src) != Errno.OK) throw new CorruptionException($"directory {odir.Ino} names missing inode {srcIno}", inode: odir.Ino);
                     if (hasTarget && Get(tgtIno, out tgt) != Errno.OK) throw new CorruptionException($"directory {ndir.Ino} names missing inode {tgtIno}", inode: ndir.Ino);
                     // A subvolume's entry (its root, in a tree of its own) moves within its parent
-                    // subvolume as on btrfs; nothing is renamed over a subvolume (btrfs: ENOTEMPTY),
-                    // and an exchange with one is not done here.
-                    if (tgt != null && tgt.Subvol != sv) return Errno.ENOTEMPTY;
-                    bool subvolume = src.Subvol != sv;
-                    if (subvolume && (flags & RenameFlags.Exchange) != 0) return Errno.EXDEV;
-                    if (subvolume && !holdsSubvolumeOps)
+                    // subvolume as on btrfs, and trades places with any other name in it
+                    // (RENAME_EXCHANGE); nothing is renamed over a subvolume (btrfs: ENOTEMPTY).
+                    bool exchange = (flags & RenameFlags.Exchange) != 0;
+                    bool subvolume = src.Subvol != sv, tgtSubvolume = tgt != null && tgt.Subvol != sv;
+                    if (tgtSubvolume && !exchange) return Errno.ENOTEMPTY;
+                    if ((subvolume || tgtSubvolume) && !holdsSubvolumeOps)
                     {
                         needsOps = true;
                         return Errno.OK;
@@ -117,14 +117,14 @@ public sealed partial class Filesystem
                     // of its own, so below it lies no directory of this one; its inode number, 256,
                     // is this tree's root's too.)
                     if (cross && src.IsDir && !subvolume && IsAncestor(sv, src.Ino, ndir.Ino)) return Errno.EINVAL;
-                    if (cross && tgt != null && tgt.IsDir && (flags & RenameFlags.Exchange) != 0 && IsAncestor(sv, tgt.Ino, odir.Ino)) return Errno.EINVAL;
-                    if (tgt != null && tgt.IsDir && (flags & RenameFlags.Exchange) == 0 && IsAncestor(sv, tgt.Ino, odir.Ino)) return Errno.ENOTEMPTY;
+                    if (cross && tgt != null && tgt.IsDir && exchange && !tgtSubvolume && IsAncestor(sv, tgt.Ino, odir.Ino)) return Errno.EINVAL;
+                    if (tgt != null && tgt.IsDir && !exchange && IsAncestor(sv, tgt.Ino, odir.Ino)) return Errno.ENOTEMPTY;
 
                     // Children by inode number.
                     var kids = tgt == null ? new[] { src } : src.Ino < tgt.Ino ? new[] { src, tgt } : new[] { tgt, src };
                     foreach (var k in kids) { k.Lock.EnterWrite(); held.Add(k.Lock); }
 
-                    if ((flags & RenameFlags.Exchange) == 0 && tgt != null)
+                    if (!exchange && tgt != null)
                     {
                         if (src.IsDir && !tgt.IsDir) return Errno.ENOTDIR;
                         if (!src.IsDir && tgt.IsDir) return Errno.EISDIR;
@@ -141,19 +141,19 @@ public sealed partial class Filesystem
                             var t = sv.Tree;
                             if (odir.NextDirIndex == 0) odir.NextDirIndex = DirItems.FindNextIndex(t, odir.Ino);
                             if (ndir.NextDirIndex == 0) ndir.NextDirIndex = DirItems.FindNextIndex(t, ndir.Ino);
-                            if ((flags & RenameFlags.Exchange) != 0)
+                            if (exchange)
                             {
-                                DirItems.RemoveDirEntry(h, t, odir.Ino, on, src.Ino);
-                                DirItems.RemoveDirEntry(h, t, ndir.Ino, nn, tgt!.Ino);
-                                DirItems.AddDirEntry(h, t, odir.Ino, on, tgt.Ino, FileTypes.FromMode(tgt.Item.Mode), odir.NextDirIndex++);
-                                DirItems.AddDirEntry(h, t, ndir.Ino, nn, src.Ino, FileTypes.FromMode(src.Item.Mode), ndir.NextDirIndex++);
-                                if (cross && src.IsDir != tgt.IsDir)
+                                ExchangeEntriesLocked(h, odir, on, src, ndir, nn, tgt!);
+                                if (cross && src.IsDir != tgt!.IsDir)
                                 {
                                     if (src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
                                     else { odir.Item.Nlink++; ndir.Item.Nlink--; }
                                 }
-                                Touch(ref tgt.Item, h.Transid, mtime: false);
-                                DirItems.PutInode(h, t, tgt);
+                                if (!tgtSubvolume)
+                                {
+                                    Touch(ref tgt!.Item, h.Transid, mtime: false);
+                                    DirItems.PutInode(h, t, tgt);
+                                }
                             }
                             else if (subvolume)
                             {
@@ -185,7 +185,7 @@ public sealed partial class Filesystem
                             }
                         }
                     }
-                    if (tgt != null && (flags & RenameFlags.Exchange) == 0 && tgt.Item.Nlink == 0 && sv.OpenCountOf(tgt) == 0)
+                    if (tgt != null && !exchange && tgt.Item.Nlink == 0 && sv.OpenCountOf(tgt) == 0)
                         EvictLocked(tgt);
                     return Errno.OK;
                 }
@@ -204,7 +204,7 @@ public sealed partial class Filesystem
     /// <summary>
     /// rename(2) between directories of two subvolumes: only a subvolume's own entry moves so
     /// (btrfs allows it; any other name answers EXDEV), and not into itself or a subvolume below
-    /// it (EINVAL). The directories are locked the one nearer the top level first (a directory
+    /// it (EINVAL); RENAME_EXCHANGE trades two subvolumes' entries (with any other name: EXDEV). The directories are locked the one nearer the top level first (a directory
     /// is locked before a subvolume root inside it everywhere else: rmdir of an empty subvolume),
     /// and cross-directory renames hold the rename lock, so no two of them interleave. Caller
     /// holds the rename lock; <paramref name="needsOps"/> as in <see cref="RenameOnce"/>.
@@ -224,21 +224,35 @@ public sealed partial class Filesystem
             var (srcTree, srcInode) = NodeIds.Decode(srcIno);
             if (srcInode != RootIno || srcTree == odir.Subvol.Id) return Errno.EXDEV; // a name of this subvolume's own
             bool hasTarget = LookupLocked(ndir, nn, out ulong tgtIno, out _) == Errno.OK;
-            if ((flags & RenameFlags.Exchange) != 0) return hasTarget ? Errno.EXDEV : Errno.ENOENT;
+            bool exchange = (flags & RenameFlags.Exchange) != 0;
+            if (exchange && !hasTarget) return Errno.ENOENT;
             if ((flags & RenameFlags.NoReplace) != 0 && hasTarget) return Errno.EEXIST;
-            if (hasTarget && NodeIds.Decode(tgtIno).TreeId != ndir.Subvol.Id) return Errno.ENOTEMPTY; // over a subvolume
-            // Not into itself, nor into a subvolume below it.
-            for (ulong id = ndir.Subvol.Id; id != TreeIds.FsTree;)
-            {
-                if (id == srcTree) return Errno.EINVAL;
-                id = (BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF", inode: ndir.Ino)).Parent;
-            }
+            var (tgtTree, tgtInode) = hasTarget ? NodeIds.Decode(tgtIno) : (0UL, 0UL);
+            // Two subvolumes trade places between subvolumes (btrfs: they are links with fixed
+            // inode numbers); any other name stays in its subvolume.
+            if (exchange && (tgtInode != RootIno || tgtTree == ndir.Subvol.Id)) return Errno.EXDEV;
+            if (hasTarget && !exchange && tgtTree != ndir.Subvol.Id) return Errno.ENOTEMPTY; // over a subvolume
+            // Not into itself, nor into a subvolume below it; in an exchange, the other way too.
+            if (IsSubvolumeAtOrBelow(ndir.Subvol.Id, srcTree, ndir.Ino)) return Errno.EINVAL;
+            if (exchange && IsSubvolumeAtOrBelow(odir.Subvol.Id, tgtTree, odir.Ino)) return Errno.EINVAL;
             if (!holdsSubvolumeOps)
             {
                 needsOps = true;
                 return Errno.OK;
             }
             if (Get(srcIno, out src) != Errno.OK) throw new CorruptionException($"directory {odir.Ino} names missing subvolume {srcTree}", inode: odir.Ino);
+            if (exchange)
+            {
+                if (Get(tgtIno, out tgt) != Errno.OK) throw new CorruptionException($"directory {ndir.Ino} names missing subvolume {tgtTree}", inode: ndir.Ino);
+                // Children by inode number, as a rename inside one subvolume takes them.
+                var (a, b) = src.Ino < tgt.Ino ? (src, tgt) : (tgt, src);
+                a.Lock.EnterWrite(); held.Add(a.Lock);
+                b.Lock.EnterWrite(); held.Add(b.Lock);
+                var xe = Fs.TryStart(32, out var xh);
+                if (xe != Errno.OK) return xe;
+                using (xh) ExchangeSubvolumesAcross(xh, odir, on, srcTree, ndir, nn, tgtTree);
+                return Errno.OK;
+            }
             src.Lock.EnterWrite(); held.Add(src.Lock);
             if (hasTarget)
             {
@@ -283,6 +297,55 @@ public sealed partial class Filesystem
         }
     }
 
+    /// <summary>Whether subvolume <paramref name="id"/> is <paramref name="ancestor"/> or nested
+    /// in it, from the ROOT_BACKREFs.</summary>
+    private bool IsSubvolumeAtOrBelow(ulong id, ulong ancestor, ulong dirIno)
+    {
+        for (int depth = 0; id != TreeIds.FsTree && depth < 100_000; depth++)
+        {
+            if (id == ancestor) return true;
+            id = (BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF", inode: dirIno)).Parent;
+        }
+        return ancestor == TreeIds.FsTree;
+    }
+
+    /// <summary>
+    /// RENAME_EXCHANGE of two subvolumes' entries in two subvolumes: <paramref name="srcTree"/>'s
+    /// entry <paramref name="oldName"/> in <paramref name="odir"/> and <paramref name="tgtTree"/>'s
+    /// <paramref name="newName"/> in <paramref name="ndir"/> trade places, each name staying in its
+    /// directory (so sizes and link counts come out as they were), and both ROOT_REF/ROOT_BACKREF
+    /// pairs are rewritten under their new parents in one hold of the root tree's lock (a ".."
+    /// looked up meanwhile finds the old or the new). Caller holds both directories' and both
+    /// roots' locks, the rename lock and SubvolumeOps.
+    /// </summary>
+    private void ExchangeSubvolumesAcross(Tx.TransHandle h, Inode odir, byte[] oldName, ulong srcTree, Inode ndir, byte[] newName, ulong tgtTree)
+    {
+        var (_, srcLink) = BackrefOf(srcTree) ?? throw new CorruptionException($"subvolume {srcTree} has no ROOT_BACKREF", inode: odir.Ino);
+        var (_, tgtLink) = BackrefOf(tgtTree) ?? throw new CorruptionException($"subvolume {tgtTree} has no ROOT_BACKREF", inode: ndir.Ino);
+        // An fsync of either directory in this transaction commits (the fsync log carries no
+        // subvolume entries).
+        DirItems.BlockLog(h, odir.Subvol.Tree, odir.Ino);
+        DirItems.BlockLog(h, ndir.Subvol.Tree, ndir.Ino);
+        RemoveSubvolumeEntryLocked(h, odir, oldName, srcLink.Index);
+        RemoveSubvolumeEntryLocked(h, ndir, newName, tgtLink.Index);
+        ulong tgtIndex = AddSubvolumeEntryLocked(h, odir, oldName, tgtTree);
+        ulong srcIndex = AddSubvolumeEntryLocked(h, ndir, newName, srcTree);
+        var srcRef = new RootRef(ndir.Ino, srcIndex, newName).ToArray();
+        var tgtRef = new RootRef(odir.Ino, tgtIndex, oldName).ToArray();
+        var (op, np) = (odir.Subvol.Id, ndir.Subvol.Id);
+        using (Fs.RootTree.Lock.Write())
+        {
+            Fs.RootTree.Delete(h, new Key(op, KeyTypes.RootRef, srcTree));
+            Fs.RootTree.Delete(h, new Key(srcTree, KeyTypes.RootBackref, op));
+            Fs.RootTree.Delete(h, new Key(np, KeyTypes.RootRef, tgtTree));
+            Fs.RootTree.Delete(h, new Key(tgtTree, KeyTypes.RootBackref, np));
+            Fs.RootTree.Put(h, new Key(np, KeyTypes.RootRef, srcTree), srcRef);
+            Fs.RootTree.Put(h, new Key(srcTree, KeyTypes.RootBackref, np), srcRef);
+            Fs.RootTree.Put(h, new Key(op, KeyTypes.RootRef, tgtTree), tgtRef);
+            Fs.RootTree.Put(h, new Key(tgtTree, KeyTypes.RootBackref, op), tgtRef);
+        }
+    }
+
     /// <summary>How many subvolumes a subvolume is nested in (the top level: 0), from the
     /// ROOT_BACKREFs.</summary>
     private int SubvolumeDepth(ulong id)
@@ -322,6 +385,57 @@ public sealed partial class Filesystem
         {
             Fs.RootTree.Put(h, new Key(parent, KeyTypes.RootRef, id), moved);
             Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, parent), moved);
+        }
+    }
+
+    /// <summary>
+    /// RENAME_EXCHANGE within one subvolume: <paramref name="oldName"/> in <paramref name="odir"/>
+    /// names <paramref name="tgt"/> and <paramref name="newName"/> in <paramref name="ndir"/> names
+    /// <paramref name="src"/>. Either may be another subvolume's root (btrfs trades a subvolume's
+    /// entry with any name of its parent): its entry's location is its ROOT_ITEM and its ROOT_REF
+    /// and ROOT_BACKREF name the directory, index and name, rewritten in the same hold of the
+    /// parent tree's lock; a plain inode's INODE_REF (its "..") moves with its entry. The names
+    /// stay in their directories, so their sizes do not change; the caller fixes the link
+    /// counts. Caller holds both directories' and both inodes' locks, a handle, the tree's write
+    /// lock and, when a subvolume is involved, SubvolumeOps.
+    /// </summary>
+    private void ExchangeEntriesLocked(Tx.TransHandle h, Inode odir, byte[] oldName, Inode src, Inode ndir, byte[] newName, Inode tgt)
+    {
+        var t = odir.Subvol.Tree;
+        ulong parent = odir.Subvol.Id;
+        bool srcSubvolume = src.Subvol != odir.Subvol, tgtSubvolume = tgt.Subvol != odir.Subvol;
+        if (srcSubvolume || tgtSubvolume)
+        {
+            // The fsync log carries no subvolume entries (nor the ROOT_REFs beside them).
+            DirItems.BlockLog(h, t, odir.Ino);
+            DirItems.BlockLog(h, t, ndir.Ino);
+        }
+        ulong IndexOf(Inode root) => (BackrefOf(root.Subvol.Id) ?? throw new CorruptionException($"subvolume {root.Subvol.Id} has no ROOT_BACKREF", inode: odir.Ino)).Link.Index;
+        if (srcSubvolume) DirItems.RemoveSubvolumeEntry(h, t, odir.Ino, oldName, IndexOf(src));
+        else DirItems.RemoveDirEntry(h, t, odir.Ino, oldName, src.Ino);
+        if (tgtSubvolume) DirItems.RemoveSubvolumeEntry(h, t, ndir.Ino, newName, IndexOf(tgt));
+        else DirItems.RemoveDirEntry(h, t, ndir.Ino, newName, tgt.Ino);
+        ulong tgtIndex = odir.NextDirIndex++;
+        if (tgtSubvolume) DirItems.AddSubvolumeEntry(h, t, odir.Ino, oldName, tgt.Subvol.Id, tgtIndex);
+        else DirItems.AddDirEntry(h, t, odir.Ino, oldName, tgt.Ino, FileTypes.FromMode(tgt.Item.Mode), tgtIndex);
+        ulong srcIndex = ndir.NextDirIndex++;
+        if (srcSubvolume) DirItems.AddSubvolumeEntry(h, t, ndir.Ino, newName, src.Subvol.Id, srcIndex);
+        else DirItems.AddDirEntry(h, t, ndir.Ino, newName, src.Ino, FileTypes.FromMode(src.Item.Mode), srcIndex);
+        if (!srcSubvolume && !tgtSubvolume) return;
+        using (Fs.RootTree.Lock.Write())
+        {
+            if (srcSubvolume)
+            {
+                var link = new RootRef(ndir.Ino, srcIndex, newName).ToArray();
+                Fs.RootTree.Put(h, new Key(parent, KeyTypes.RootRef, src.Subvol.Id), link);
+                Fs.RootTree.Put(h, new Key(src.Subvol.Id, KeyTypes.RootBackref, parent), link);
+            }
+            if (tgtSubvolume)
+            {
+                var link = new RootRef(odir.Ino, tgtIndex, oldName).ToArray();
+                Fs.RootTree.Put(h, new Key(parent, KeyTypes.RootRef, tgt.Subvol.Id), link);
+                Fs.RootTree.Put(h, new Key(tgt.Subvol.Id, KeyTypes.RootBackref, parent), link);
+            }
         }
     }
 

@@ -30,6 +30,8 @@ public interface IStressTarget
     Errno Unlink(string path);
     Errno Rmdir(string path);
     Errno Rename(string from, string to);
+    /// <summary>renameat2 with RENAME_EXCHANGE: the two names trade what they name.</summary>
+    Errno Exchange(string a, string b);
     /// <summary>Creates a subvolume (fsstress's subvol_create); EOPNOTSUPP where there are none.</summary>
     Errno CreateSubvolume(string path);
     /// <summary>Deletes a subvolume with everything in it (subvol_delete).</summary>

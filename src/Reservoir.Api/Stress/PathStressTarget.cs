@@ -44,6 +44,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     public Errno Unlink(string path) => Check(Libc.Unlink(Full(path)));
     public Errno Rmdir(string path) => Check(Libc.Rmdir(Full(path)));
     public Errno Rename(string from, string to) => Check(Libc.Rename(Full(from), Full(to)));
+    public Errno Exchange(string a, string b) => Check(Libc.Renameat2(Libc.AT_FDCWD, Full(a), Libc.AT_FDCWD, Full(b), Libc.RENAME_EXCHANGE));
     // Subvolumes through the ioctls that `reservoir subvolume` uses on a mount (btrfs's numbers
     // for create and delete; on kernel btrfs a snapshot goes through its own ioctl). A
     // filesystem without subvolumes (ext4, tmpfs) answers ENOTTY: reported as EOPNOTSUPP, as
@@ -304,6 +305,8 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         [DllImport("libc", EntryPoint = "unlink", SetLastError = true)] public static extern int Unlink(string path);
         [DllImport("libc", EntryPoint = "rmdir", SetLastError = true)] public static extern int Rmdir(string path);
         [DllImport("libc", EntryPoint = "rename", SetLastError = true)] public static extern int Rename(string from, string to);
+        [DllImport("libc", EntryPoint = "renameat2", SetLastError = true)] public static extern int Renameat2(int oldDirFd, string from, int newDirFd, string to, uint flags);
+        public const uint RENAME_EXCHANGE = 2;
         [DllImport("libc", EntryPoint = "chmod", SetLastError = true)] public static extern int Chmod(string path, uint mode);
         [DllImport("libc", EntryPoint = "setxattr", SetLastError = true)] public static extern int Setxattr(string path, string name, byte* value, nuint size, int flags);
         [DllImport("libc", EntryPoint = "removexattr", SetLastError = true)] public static extern int Removexattr(string path, string name);

@@ -53,14 +53,14 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "snapshot", "clonerange"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
         ["creat"] = 8, ["mkdir"] = 3, ["mknod"] = 1, ["symlink"] = 2, ["link"] = 2, ["unlink"] = 5, ["rmdir"] = 2, ["rename"] = 5,
         ["write"] = 14, ["dwrite"] = 5, ["read"] = 6, ["dread"] = 3, ["mwrite"] = 4, ["fallocate"] = 3, ["punch"] = 3, ["zero"] = 2,
         ["truncate"] = 4, ["fsync"] = 2, ["fdatasync"] = 1, ["sync"] = 1, ["setattr"] = 2, ["setxattr"] = 2, ["removexattr"] = 1,
-        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1, ["subvol_rename"] = 1, ["snapshot"] = 1, ["clonerange"] = 2,
+        ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1, ["subvol_rename"] = 1, ["subvol_exchange"] = 1, ["snapshot"] = 1, ["clonerange"] = 2,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -246,6 +246,9 @@ public static class StressRunner
             // A subvolume moved anywhere in the worker's tree: within its parent, into another
             // subvolume, or (refused) into itself or a read-only snapshot.
             "subvol_rename" => [m.Subvols.Count > 0 ? Pick(rng, m.Subvols.ToList()) : name, Pick(rng, m.Dirs.ToList()) + "/v" + rng.Next(10)],
+            // A subvolume trading places (RENAME_EXCHANGE) with any directory or subvolume of
+            // the worker's: refused across subvolumes for a plain directory, and into itself.
+            "subvol_exchange" => [m.Subvols.Count > 0 ? Pick(rng, m.Subvols.ToList()) : name, Pick(rng, m.Dirs.ToList())],
             "link" or "rename" => [file, dir + "/f" + rng.Next(10)],
             "write" or "mwrite" => [file, rng.Next(0, 300_000).ToString(CultureInfo.InvariantCulture), rng.Next(1, 65_536).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             "dwrite" => [file, (rng.Next(0, 64) * 4096).ToString(CultureInfo.InvariantCulture), (rng.Next(1, 16) * 4096).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
@@ -393,6 +396,17 @@ public static class StressRunner
             case "subvol_rename":
                 e = t.Rename(a[0], a[1]);
                 if (e == Errno.OK && a[0] != a[1]) MoveModel(m, a[0], a[1]);
+                break;
+            case "subvol_exchange":
+                e = t.Exchange(a[0], a[1]);
+                if (e == Errno.OK && a[0] != a[1])
+                {
+                    // Neither is below the other (the filesystem refuses that): three moves.
+                    string aside = a[0] + "\u0001exchange";
+                    MoveModel(m, a[0], aside);
+                    MoveModel(m, a[1], a[0]);
+                    MoveModel(m, aside, a[1]);
+                }
                 break;
             case "subvol_delete":
                 e = t.DeleteSubvolume(a[0]);

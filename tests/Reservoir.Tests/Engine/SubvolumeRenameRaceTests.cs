@@ -10,7 +10,8 @@ using static Reservoir.Tests.TestFs;
 namespace Reservoir.Tests.Engine;
 
 /// <summary>
-/// A nested subvolume renamed round between two directories of its parent and the top level while the
+/// A nested subvolume renamed round between two directories of its parent and the top level (and
+/// exchanged with a subvolume of the top level, there and back) while the
 /// parent is snapshotted and another subvolume comes and goes beside it, under the seeded
 /// deterministic scheduler. A snapshot reads its source's ROOT_REFs before it copies the
 /// tree and then removes the nested subvolumes' entries from the copy by the names those
@@ -39,16 +40,20 @@ public class SubvolumeRenameRaceTests
                 Ok(fs.CreateSubvolume(Root, "p", 0, 0, out var p));
                 Ok(fs.Mkdir(p.Ino, "a", 0x1ED, 0, 0, out var a));
                 Ok(fs.Mkdir(p.Ino, "b", 0x1ED, 0, 0, out var b));
-                Ok(fs.CreateSubvolume(a.Ino, "inner", 0, 0, out _));
+                Ok(fs.CreateSubvolume(a.Ino, "inner", 0, 0, out var inner));
+                Ok(fs.CreateSubvolume(Root, "side", 0, 0, out var side));
                 void Check(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
                 var renamer = s.Start("renamer", () =>
                 {
-                    // a/inner → b/moved → the top level's "out" (another subvolume) → a/inner …
-                    for (int i = 0; i < 12; i++)
-                        Check($"rename {i}", (i % 3) switch
+                    // a/inner → b/moved ⇄ the top level's subvolume "side" (RENAME_EXCHANGE, there
+                    // and back) → the top level's "out" (another subvolume) → a/inner …
+                    for (int i = 0; i < 15; i++)
+                        Check($"rename {i}", (i % 5) switch
                         {
                             0 => fs.Rename(a.Ino, "inner", b.Ino, "moved"),
-                            1 => fs.Rename(b.Ino, "moved", Root, "out"),
+                            1 => fs.Rename(b.Ino, "moved", Root, "side", RenameFlags.Exchange),
+                            2 => fs.Rename(Root, "side", b.Ino, "moved", RenameFlags.Exchange),
+                            3 => fs.Rename(b.Ino, "moved", Root, "out"),
                             _ => fs.Rename(Root, "out", a.Ino, "inner"),
                         });
                 });
@@ -80,7 +85,10 @@ public class SubvolumeRenameRaceTests
                         var names = DirNames(fs, sd.Ino).Where(n => n is not "." and not "..").ToList();
                         if (names.Count > 0) failures.Add($"snapshot {snap:x}/{d} holds {string.Join(",", names)}");
                     }
-                Ok(fs.Lookup(a.Ino, "inner", out _)); // twelve renames: back where it started
+                // Fifteen renames: back where they started.
+                Ok(fs.Lookup(a.Ino, "inner", out var back));
+                Ok(fs.Lookup(Root, "side", out var sideBack));
+                if ((back.Ino, sideBack.Ino) != (inner.Ino, side.Ino)) failures.Add("the subvolumes did not come back to their names");
                 Ok(fs.SyncSubvolumeDeletions());
                 Ok(fs.Sync());
             });

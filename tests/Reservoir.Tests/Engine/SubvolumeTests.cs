@@ -130,7 +130,6 @@ public class SubvolumeTests
             Assert.Equal(Errno.ENOTEMPTY, fs.Rename(b, "empty", a, "renamed", 0)); // over a subvolume
             Assert.Equal(Errno.ENOTEMPTY, fs.Rename(a, "renamed", Root, "other", 0));
             Assert.Equal(Errno.ENOTEMPTY, fs.Rename(a, "renamed", b, "full", 0));
-            Assert.Equal(Errno.EXDEV, fs.Rename(a, "renamed", b, "empty", RenameFlags.Exchange));
             Ok(fs.Rename(a, "renamed", b, "empty", 0));               // into another directory, over an empty one
             Assert.Empty(Entries(fs, a));
             Assert.Equal(["empty", "full"], Entries(fs, b));
@@ -229,6 +228,120 @@ public class SubvolumeTests
             Ok(fs.Rename(d, "s", Root, "back", 0));                              // and out again
             Ok(fs.ShowSubvolume(s, out var info));
             Assert.Equal("back", info.Path);
+            Ok(fs.Sync());
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>
+    /// RENAME_EXCHANGE with subvolumes, as btrfs allows: inside one subvolume a subvolume's entry
+    /// trades places with a plain directory (each ".." follows) or with another subvolume's entry
+    /// in the same directory (a read-only snapshot's root left untouched); between subvolumes two
+    /// subvolumes trade places. A plain name does not cross subvolumes (EXDEV), and neither side
+    /// lands in itself or below itself (EINVAL). Entries, link counts, the ROOT_REFs (the list's
+    /// paths and parents), a later snapshot of the parent, the groups' numbers, fsck and a remount.
+    /// </summary>
+    [Fact]
+    public void SubvolumesTradePlacesWithRenameExchange()
+    {
+        var dev = NewDevice(64UL << 20);
+        var f = new byte[60_000];
+        var g = new byte[30_000];
+        new Random(11).NextBytes(f);
+        new Random(12).NextBytes(g);
+        ulong a, b, plain, sv, p, d, q, ro;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.Mkdir(Root, "a", 0x1ED, 0, 0, out var da));
+            Ok(fs.Mkdir(Root, "b", 0x1ED, 0, 0, out var db));
+            (a, b) = (da.Ino, db.Ino);
+            Ok(fs.CreateSubvolume(a, "sv", 0, 0, out var s));               // 256
+            sv = s.Ino;
+            CreateFile(fs, sv, "f", f);
+            Ok(fs.Mkdir(b, "plain", 0x1ED, 0, 0, out var pl));
+            plain = pl.Ino;
+            CreateFile(fs, plain, "g", g);
+            Ok(fs.CreateSubvolume(Root, "p", 0, 0, out var pa));            // 257
+            p = pa.Ino;
+            Ok(fs.Mkdir(p, "d", 0x1ED, 0, 0, out var dd));
+            d = dd.Ino;
+            Ok(fs.CreateSubvolume(d, "q", 0, 0, out var qa));               // 258
+            q = qa.Ino;
+            Ok(fs.CreateSnapshot(sv, Root, "ro", readOnly: true, out var roa)); // 259
+            ro = roa.Ino;
+            Ok(fs.Sync());
+            var before = fs.Qgroups().Select(x => (x.Id, x.Referenced, x.Exclusive)).OrderBy(x => x.Id).ToArray();
+            Ok(fs.GetAttr(ro, out var roBefore));
+            Ok(fs.GetAttr(a, out var aBefore));
+            Ok(fs.GetAttr(b, out var bBefore));
+
+            // Within the top level: the subvolume and a plain directory trade places.
+            Ok(fs.Rename(a, "sv", b, "plain", RenameFlags.Exchange));
+            Ok(fs.Lookup(a, "sv", out var x1));
+            Ok(fs.Lookup(b, "plain", out var x2));
+            Assert.Equal((plain, sv), (x1.Ino, x2.Ino));
+            Ok(fs.Lookup(sv, "..", out var up));
+            Assert.Equal(b, up.Ino);
+            Ok(fs.Lookup(plain, "..", out up));
+            Assert.Equal(a, up.Ino);
+            Ok(fs.GetAttr(a, out var aAfter));
+            Ok(fs.GetAttr(b, out var bAfter));
+            Assert.Equal((aBefore.Nlink, bBefore.Nlink, aBefore.Size, bBefore.Size), (aAfter.Nlink, bAfter.Nlink, aAfter.Size, bAfter.Size));
+            Ok(fs.Lookup(a, "sv", out var gDir));
+            Ok(fs.Lookup(gDir.Ino, "g", out var gFile));
+            Assert.Equal(g, ReadAll(fs, gFile.Ino));
+
+            // In one directory: two subvolumes' entries, one a read-only snapshot.
+            Ok(fs.Rename(Root, "p", Root, "ro", RenameFlags.Exchange));
+            Ok(fs.Lookup(Root, "p", out x1));
+            Ok(fs.Lookup(Root, "ro", out x2));
+            Assert.Equal((ro, p), (x1.Ino, x2.Ino));
+            Ok(fs.GetAttr(ro, out var roAfter));
+            Assert.Equal(roBefore.Ctime, roAfter.Ctime);
+
+            // Between subvolumes: sv (in the top level) and q (in p, now named "ro") trade places.
+            Assert.Equal(Errno.EXDEV, fs.Rename(b, "plain", p, "d", RenameFlags.Exchange));  // a plain name in p
+            Assert.Equal(Errno.EXDEV, fs.Rename(a, "sv", d, "q", RenameFlags.Exchange));     // a plain name in the top level
+            Assert.Equal(Errno.EINVAL, fs.Rename(Root, "ro", d, "q", RenameFlags.Exchange));  // p into itself
+            Assert.Equal(Errno.EINVAL, fs.Rename(d, "q", Root, "ro", RenameFlags.Exchange));  // p, the other side, likewise
+            Assert.Equal(Errno.ENOENT, fs.Rename(b, "plain", d, "nothing", RenameFlags.Exchange));
+            Ok(fs.Rename(b, "plain", d, "q", RenameFlags.Exchange));
+            Ok(fs.Lookup(b, "plain", out x1));
+            Ok(fs.Lookup(d, "q", out x2));
+            Assert.Equal((q, sv), (x1.Ino, x2.Ino));
+            Ok(fs.Lookup(sv, "..", out up));
+            Assert.Equal(d, up.Ino);
+            Ok(fs.Lookup(q, "..", out up));
+            Assert.Equal(b, up.Ino);
+            Ok(fs.Lookup(sv, "f", out var fFile));
+            Assert.Equal(f, ReadAll(fs, fFile.Ino));
+            Ok(fs.ListSubvolumes(out var list));
+            Assert.Equal([(256UL, 257UL, "ro/d/q"), (257UL, 5UL, "ro"), (258UL, 5UL, "b/plain"), (259UL, 5UL, "p")],
+                list.Select(l => (l.Id, l.ParentId, l.Path)).OrderBy(l => l.Id).ToArray());
+            Ok(fs.Sync());
+            Assert.Equal(before, fs.Qgroups().Select(x => (x.Id, x.Referenced, x.Exclusive)).OrderBy(x => x.Id).ToArray());
+            // A snapshot of the top level leaves every subvolume out by its new name, and keeps
+            // the plain directory at its new one.
+            Ok(fs.CreateSnapshot(Root, Root, "top-snap", true, out var snap));
+            Ok(fs.Lookup(snap.Ino, "b", out var snapB));
+            Assert.Empty(Entries(fs, snapB.Ino));
+            Ok(fs.Lookup(snap.Ino, "a", out var snapA));
+            Assert.Equal(["sv"], Entries(fs, snapA.Ino));
+            Ok(fs.Sync());
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.Lookup(d, "q", out var again));
+            Assert.Equal(sv, again.Ino);
+            Ok(fs.Lookup(b, "plain", out again));
+            Assert.Equal(q, again.Ino);
+            Ok(fs.ShowSubvolume(q, out var info));
+            Assert.Equal("b/plain", info.Path);
+            Ok(fs.Rename(d, "q", b, "plain", RenameFlags.Exchange));          // and back
+            Ok(fs.ShowSubvolume(sv, out info));
+            Assert.Equal("b/plain", info.Path);
             Ok(fs.Sync());
         }
         FsckAssert.Clean(dev);

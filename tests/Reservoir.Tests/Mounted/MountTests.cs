@@ -191,6 +191,15 @@ public class MountTests(ITestOutputHelper log)
             string before = m.Run($"stat -c %i sv | {tree}").Trim();
             m.Run("mkdir -p top/in && mv sv top/in/renamed && mv top/in/renamed sv");
             Assert.Equal(before, m.Run($"stat -c %i sv | {tree}").Trim());
+            // renameat2(RENAME_EXCHANGE) trades a subvolume's entry with a plain directory's, as
+            // on btrfs, and back; a plain name does not cross subvolumes (EXDEV, 18).
+            const string Exchange = "import ctypes,sys; libc=ctypes.CDLL(None,use_errno=True); r=libc.renameat2(-100,sys.argv[1].encode(),-100,sys.argv[2].encode(),2); sys.exit(0 if r==0 else ctypes.get_errno())";
+            m.Run($"python3 -c \"{Exchange}\" sv top/in && test \"$(cat top/in/g)\" = three && test ! -e sv/g");
+            Assert.Equal(before, m.Run($"stat -c %i top/in | {tree}").Trim());
+            Assert.Equal("0", m.Run($"stat -c %i sv | {tree}").Trim());
+            Assert.Equal(18, MountedImage.Sh($"python3 -c \"{Exchange}\" sv top/in/g", m.Dir).Code);
+            m.Run($"python3 -c \"{Exchange}\" top/in sv && test \"$(cat sv/g)\" = three && test -d top/in && test ! -e top/in/g");
+            Assert.Equal(before, m.Run($"stat -c %i sv | {tree}").Trim());
             Assert.NotEqual("0", before);
             var rm = MountedImage.Sh("rmdir sv 2>&1", m.Dir);
             Assert.NotEqual(0, rm.Code); // not empty
@@ -262,7 +271,7 @@ public class MountTests(ITestOutputHelper log)
     public void StressThroughTheMountAgreesWithKernelExt4()
     {
         string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")} stress";
-        string args = "-p 4 -n 1500 -s 23 -f dread=0 -f subvol_create=0 -f subvol_delete=0 -f subvol_rename=0 -f snapshot=0";
+        string args = "-p 4 -n 1500 -s 23 -f dread=0 -f subvol_create=0 -f subvol_delete=0 -f subvol_rename=0 -f subvol_exchange=0 -f snapshot=0";
         using var m = new MountedImage();
         m.Run("mkdir st");
         string logR = Path.Combine(Path.GetDirectoryName(m.Image)!, "reservoir.log"), logE = Path.Combine(Path.GetDirectoryName(m.Image)!, "ext4.log");
