@@ -20,10 +20,16 @@ internal sealed class Lineage
     /// <summary>Snapshots of each subvolume in the order they were taken.</summary>
     private readonly Dictionary<ulong, List<(ulong Otransid, ulong Child)>> _children = new();
 
+    /// <summary>Bumped by every change (the early accounting's answers hold only while it
+    /// stays the same).</summary>
+    public long Version => Interlocked.Read(ref _version);
+    private long _version;
+
     public void Add(ulong child, ulong parent, ulong otransid)
     {
         lock (_lock)
         {
+            Interlocked.Increment(ref _version);
             if (!_parent.ContainsKey(child))
             {
                 if (_snapshots.Count == 0 || _snapshots[^1] < child) _snapshots.Add(child);
@@ -62,6 +68,7 @@ internal sealed class Lineage
     {
         lock (_lock)
         {
+            Interlocked.Increment(ref _version);
             if (!_parent.Remove(id, out var p)) return null;
             _snapshots.RemoveAt(_snapshots.BinarySearch(id));
             if (_children.TryGetValue(p.Parent, out var l))
@@ -172,6 +179,32 @@ internal sealed class Lineage
             }
         }
     }
+
+    /// <summary>
+    /// The candidates for an extent <paramref name="root"/> wrote in transaction
+    /// <paramref name="since"/> and still has or let go of without an ORIGIN_DROP: the root,
+    /// then <see cref="DescendantWalk"/>'s order, the first <paramref name="max"/> (false when
+    /// there are more). Under the lineage's lock, for the early accounting, which runs while
+    /// handles are open; the lock is taken with no other held inside it.
+    /// </summary>
+    public bool CollectCandidates(ulong root, ulong since, List<ulong> into, int max)
+    {
+        into.Clear();
+        lock (_lock)
+        {
+            into.Add(root);
+            var walk = _lockedWalk ??= new DescendantWalk(this);
+            walk.Start(root, since);
+            while (walk.Next(out ulong c))
+            {
+                if (into.Count >= max) return false;
+                into.Add(c);
+            }
+            return true;
+        }
+    }
+
+    private DescendantWalk? _lockedWalk; // CollectCandidates', guarded by _lock
 
     private static int LowerBound(List<(ulong Otransid, ulong Child)> l, ulong since)
     {

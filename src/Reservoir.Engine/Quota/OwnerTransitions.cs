@@ -16,6 +16,19 @@ internal struct ExtentTransitions
     public ulong Bytenr, NumBytes, BornOwner, BornGeneration, Root0;
     public int Net0;
     public List<(ulong Root, int Net)>? More;
+    /// <summary>Bumped by every change of the entry (<see cref="OwnerTransitions"/>'s early
+    /// accounting compares it with <see cref="EarlyVersion"/>).</summary>
+    public int Version;
+    /// <summary>The <see cref="Version"/> the early accounting worked this entry out at (its
+    /// numbers are then in the ledger's sums as <see cref="Early"/>), or 0.</summary>
+    public int EarlyVersion;
+    /// <summary>Waiting in the early accounting's queue; or left to the commit (not a case it
+    /// works out early).</summary>
+    public bool Queued, CommitOnly;
+    public EarlyResult Early;
+
+    /// <summary>Worked out early and unchanged since.</summary>
+    public readonly bool IsEarly => EarlyVersion != 0 && EarlyVersion == Version;
 
     public readonly bool IsEmpty => Net0 == 0 && (More == null || More.Count == 0);
 
@@ -96,7 +109,7 @@ internal struct ExtentTransitions
 /// they arrive, in a list of structs with an index by address, so the commit walks them in
 /// place: no sort of every entry, no copy, nothing allocated per extent.
 /// </summary>
-internal sealed class OwnerTransitions(IScheduler sched)
+internal sealed partial class OwnerTransitions(IScheduler sched)
 {
     private readonly FsMutex _lock = sched.CreateMutex("owner-transitions"); // guards _extents, _index and every entry's More
     private List<ExtentTransitions> _extents = new();
@@ -117,6 +130,7 @@ internal sealed class OwnerTransitions(IScheduler sched)
         ref var c = ref CollectionsMarshal.AsSpan(_extents)[i];
         if (bornGeneration != 0) (c.BornOwner, c.BornGeneration) = (root, bornGeneration);
         c.Add(root, delta);
+        Changed(ref c, i);
     }
 
     /// <summary>A snapshot of <paramref name="source"/> taken in this transaction holds what the
@@ -125,18 +139,26 @@ internal sealed class OwnerTransitions(IScheduler sched)
     public void CopyRoot(ulong source, ulong snapshot)
     {
         using var _ = _lock.Lock();
+        // A snapshot changes who can reference what (the lineage): nothing worked out early
+        // in this transaction holds (the commit sees the lineage moved, too).
+        _earlyInvalid = true;
         foreach (ref var c in CollectionsMarshal.AsSpan(_extents))
             if (c.NetOf(source) is var net and not 0) c.Add(snapshot, net);
     }
 
     /// <summary>Takes every extent's entry, in no particular order (the commit sorts the ones it
     /// searches for), empty ones included; the ledger starts over.</summary>
-    public List<ExtentTransitions> Take()
+    public List<ExtentTransitions> Take() => Take(out _);
+
+    /// <summary><see cref="Take"/>, with what the early accounting worked out (null when none
+    /// of it can be used: see <see cref="EarlyAccounting"/>).</summary>
+    public List<ExtentTransitions> Take(out EarlyAccounting? early)
     {
         using var _ = _lock.Lock();
         var all = _extents;
         _extents = new();
         _index.Clear();
+        early = TakeEarly();
         return all;
     }
 

@@ -41,6 +41,18 @@ internal sealed class QgroupDeltas
     public void AddWrittenAlone(ulong subvolume, ulong bytes) =>
         CollectionsMarshal.GetValueRefOrAddDefault(_writtenAlone, subvolume, out _) += bytes;
 
+    /// <summary><see cref="AddWrittenAlone"/> or, negative, taking back bytes added before
+    /// (the early accounting's sums, when an extent it worked out changes again).</summary>
+    public void AddWrittenAlone(ulong subvolume, long bytes) =>
+        CollectionsMarshal.GetValueRefOrAddDefault(_writtenAlone, subvolume, out _) += unchecked((ulong)bytes);
+
+    /// <summary>Adds every sum of <paramref name="other"/> (the early accounting's).</summary>
+    public void AddFrom(QgroupDeltas other)
+    {
+        foreach (var (id, (r, e)) in other._byGroup) Add(id, r, e);
+        foreach (var (subvolume, bytes) in other._writtenAlone) if (bytes != 0) AddWrittenAlone(subvolume, bytes);
+    }
+
     /// <summary>
     /// The level-0 groups for one extent of <paramref name="len"/> bytes: those that started
     /// referencing it gain it, those that stopped lose it, and exclusive moves for the one

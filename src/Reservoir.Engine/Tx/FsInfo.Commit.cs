@@ -89,7 +89,7 @@ internal sealed partial class FsInfo
             PublishSuperblock(sb, backups: !_durableOnlyInBackups);
             Lap(sw, ref Stats.CommitFlushMicros, lap);
             Space.Unpin();
-            Running = new Transaction(Sched, tx.Transid + 1, tx.WithoutSharedRootRefs);
+            Running = NewTransaction(tx.Transid + 1, tx.WithoutSharedRootRefs);
             long us = sw.ElapsedTicks * 1_000_000 / Stopwatch.Frequency;
             Stats.Commits++;
             Stats.CommitMicrosTotal += us;

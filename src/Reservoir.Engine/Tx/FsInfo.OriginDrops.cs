@@ -33,7 +33,7 @@ internal sealed partial class FsInfo
     /// those transactions (each commit asks, per origin, whether a snapshot came after it).</summary>
     private sealed class PendingDrops
     {
-        public readonly Dictionary<ulong, ulong> Extents = new();
+        public Dictionary<ulong, ulong> Extents = new();
         public ulong Earliest = ulong.MaxValue;
     }
 
@@ -43,6 +43,23 @@ internal sealed partial class FsInfo
     /// <summary>Writes every pending ORIGIN_DROP at the next commit, not only those of origins
     /// snapshotted since (the unmount's commit, so that the next mount has them).</summary>
     internal bool WriteAllOriginDropsAtNextCommit;
+
+    /// <summary>The early accounting's ORIGIN_DROPs, all of transaction <paramref name="transid"/>
+    /// (origin → extent → transaction): an origin with none pending takes the extents whole.</summary>
+    private void NoteOriginDrops(Dictionary<ulong, Dictionary<ulong, ulong>> drops, ulong transid)
+    {
+        foreach (var (root, extents) in drops)
+        {
+            if (extents.Count == 0) continue;
+            if (!_pendingOriginDrops.TryGetValue(root, out var p))
+            {
+                _pendingOriginDrops[root] = new PendingDrops { Extents = extents, Earliest = transid };
+                continue;
+            }
+            foreach (var (bytenr, t) in extents) p.Extents[bytenr] = t;
+            p.Earliest = Math.Min(p.Earliest, transid);
+        }
+    }
 
     private void NoteOriginDrop(ulong root, ulong bytenr, ulong transid)
     {

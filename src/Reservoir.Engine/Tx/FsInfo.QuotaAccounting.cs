@@ -23,20 +23,36 @@ internal sealed partial class FsInfo
     /// Called by the commit, which holds the extent tree's write lock and no handle is open.</summary>
     private void AccountOwnerTransitions(TransHandle h)
     {
-        var changes = h.Transaction.OwnerTransitions.Take();
+        var changes = h.Transaction.OwnerTransitions.Take(out var early);
         if (!Quota.Enabled) return;
+        // The early accounting's answers count only if they were all found in the world the
+        // commit sees (FsInfo.EarlyAccounting.cs); else every extent is worked out here.
+        if (early != null && (early.Invalid || (early.Stamp is { } st && st != CurrentEarlyStamp()))) early = null;
         if (changes.Count > 0)
         {
             var scratch = _accounting ??= new AccountingScratch(this);
-            try { AccountOwnerTransitions(h, changes, scratch); }
+            try { AccountOwnerTransitions(h, changes, scratch, early); }
             finally { scratch.Reset(); } // holds no leaf or tree of this commit until the next
         }
         WritePendingOriginDrops(h);
     }
 
-    private void AccountOwnerTransitions(TransHandle h, List<ExtentTransitions> changes, AccountingScratch scratch)
+    private void AccountOwnerTransitions(TransHandle h, List<ExtentTransitions> changes, AccountingScratch scratch, EarlyAccounting? early)
     {
         var deltas = scratch.Deltas;
+        var entries = CollectionsMarshal.AsSpan(changes);
+        if (early != null)
+        {
+            // What the early accounting worked out and still holds: its sums, and the
+            // ORIGIN_DROPs it found (noted first: an extent worked out again below may take
+            // its origin's back).
+            deltas.AddFrom(early.Sums);
+            NoteOriginDrops(early.OriginDrops, h.Transid);
+            Stats.EarlyTaken += early.Worked;
+        }
+        else h.Transaction.WithoutSharedRootRefs.Clear(); // filled again below for every extent
+        // The rest: every entry, or only those the early accounting left (queued, changed
+        // since, or not one of its cases).
         // First the common case, an extent written now by its subvolume alone (no snapshot of
         // it taken since, no clone): it is that subvolume's alone, summed per writer with no
         // search. An extent written in this transaction is known from the write itself (the
@@ -46,11 +62,18 @@ internal sealed partial class FsInfo
         var searched = scratch.Searched;
         ulong lastWriter = ulong.MaxValue;
         bool lastWriterSnapshotted = false;
-        var entries = CollectionsMarshal.AsSpan(changes);
-        for (int i = 0; i < entries.Length; i++)
+        int count = early?.Todo.Count ?? entries.Length;
+        for (int k = 0; k < count; k++)
         {
+            int i = early != null ? early.Todo[k] : k;
             ref readonly var c = ref entries[i];
             if (c.IsEmpty) continue; // every transition cancelled
+            if (early != null)
+            {
+                if (c.IsEarly) continue;
+                Stats.EarlyLeftToCommit++;
+                h.Transaction.WithoutSharedRootRefs.Remove(c.Bytenr); // worked out again below
+            }
             var born = c.BornGeneration != 0 ? (c.BornOwner, c.BornGeneration)
                 : c.AnyAcquired ? h.Transaction.Refs.NewDataExtent(c.Bytenr) : null;
             if (born is not var (owner, gen)) { searched.Add((i, 0, 0)); continue; }

@@ -29,6 +29,7 @@ internal sealed partial class FsInfo
         try
         {
             if (Quota.Enabled != upgrade) return;
+            QuotaSwitched();
             ReferrerEntries.Clear();
             var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
             var referrers = BuildOwnerRefs(h);
@@ -85,6 +86,7 @@ internal sealed partial class FsInfo
                 if (!Quota.Enabled || QuotaTree == null) return false;
                 var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
                 // Limits stop holding from here; the commit below makes it durable.
+                QuotaSwitched();
                 Quota.Disable();
                 ReferrerEntries.Clear();
                 ForgetPendingOriginDrops();

@@ -83,6 +83,7 @@ internal sealed partial class FsInfo
         item.Write(buf);
         using (RootTree.Lock.Write()) RootTree.Put(h, new Key(tree.Id, KeyTypes.RootItem, 0), buf);
         using (_treesLock.Lock()) _fsTrees[tree.Id] = tree;
+        TreesChanged();
     }
 
     /// <summary>
@@ -192,6 +193,7 @@ internal sealed partial class FsInfo
             DeleteLevel0Usage(h, tree.Id);
         }
         using (_treesLock.Lock()) _fsTrees.Remove(tree.Id);
+        TreesChanged();
         ForgetLineage(h, tree.Id);
     }
 

@@ -91,7 +91,7 @@ internal sealed partial class FsInfo : IDisposable
         _relationChangesLock = Sched.CreateMutex("qgroup-relation-changes");
         // Past every generation any copy claims (a torn commit's copies may survive in a
         // backup slot: no later commit may share their generation).
-        Running = new Transaction(Sched, Math.Max(sb.Generation, newestSeen) + 1);
+        Running = NewTransaction(Math.Max(sb.Generation, newestSeen) + 1);
         var offs = FormatConstants.SuperblockOffsets;
         // Where the copy in use was found (mkfs's superblock was found nowhere: neither).
         int at = Array.IndexOf(offs, sb.Bytenr);
@@ -273,6 +273,7 @@ internal sealed partial class FsInfo : IDisposable
         if (_disposed) return;
         _disposed = true;
         StopCommitter();
+        StopEarlyAccounting(); // the last commit works out whatever is still queued
         if (!ReadOnly && FailedReason == null)
         {
             Commit();

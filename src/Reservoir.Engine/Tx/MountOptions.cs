@@ -22,6 +22,10 @@ public sealed class MountOptions
     /// snapshots that no longer reference it (docs/SNAPSHOTS.md §3, "Cost"). Tuning and tests;
     /// 0 gives every extent searched an entry.</summary>
     public int ReferrerEntryAfter { get; set; } = 32;
+    /// <summary>Quota accounting works out the common extents (written alone, let go of) while
+    /// the transaction runs, in a worker, and the commit takes those answers that still hold
+    /// (docs/SNAPSHOTS.md §3, "Early accounting"). Off: the commit works out every extent.</summary>
+    public bool EarlyAccounting { get; set; } = true;
     public IScheduler Scheduler { get; set; } = RealScheduler.Instance;
     /// <summary>Where engine warnings go (leaks, repaired counters, fallbacks).</summary>
     public Action<string>? Log { get; set; }
@@ -74,4 +78,8 @@ public sealed class EngineStats
     /// <summary>ORIGIN_DROPs noted again from the trees (after a crash lost the pending ones,
     /// at the upgrade from quota version 3, when quotas are turned on).</summary>
     public long OriginDropsRederived;
+    /// <summary>The early accounting: extents it worked out that the commit took as accounted,
+    /// and those the commit worked out itself after all (changed since, or another case);
+    /// its EXTENT_OWNER_REF lookups, and its worker's time.</summary>
+    public long EarlyTaken, EarlyLeftToCommit, EarlyProbes, EarlyMicros;
 }

@@ -26,14 +26,16 @@ internal sealed class Transaction
     /// was a few microseconds of the accounting).</summary>
     public HashSet<ulong> WithoutSharedRootRefs { get; }
 
-    public Transaction(IScheduler sched, ulong transid, HashSet<ulong>? reuse = null)
+    /// <param name="early">Whether the ledger queues its entries for the early accounting
+    /// (quotas on and the mount option on), and how it wakes the worker.</param>
+    public Transaction(IScheduler sched, ulong transid, HashSet<ulong>? reuse = null, (bool On, Action? Wake) early = default)
     {
         Transid = transid;
         reuse?.Clear();
         WithoutSharedRootRefs = reuse ?? new();
         _lock = sched.CreateMutex("transaction-dirty");
         Refs = new DelayedRefs(sched);
-        OwnerTransitions = new Quota.OwnerTransitions(sched);
+        OwnerTransitions = new Quota.OwnerTransitions(sched) { EarlyEnabled = early.On, Wake = early.Wake };
         StartedMs = sched.NowMs;
     }
 

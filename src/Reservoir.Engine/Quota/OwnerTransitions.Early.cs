@@ -1,0 +1,177 @@
+namespace Reservoir.Engine.Quota;
+
+/// <summary>
+/// What the early accounting worked out for one extent (docs/SNAPSHOTS.md §3, "Early
+/// accounting"): one of two cases, the common ones, each a subvolume's single transition.
+/// <list type="bullet">
+/// <item>Written alone: <see cref="WrittenAlone"/> wrote the extent in this transaction and no
+/// snapshot of it was taken since; its group chain gains the bytes as referenced and exclusive.</item>
+/// <item>Let go of: <see cref="Dropper"/> no longer references an extent written before this
+/// transaction, which has no SHARED_ROOT_REF, ORIGIN_DROP or REFERRER_ENTRY. Its referenced
+/// loses the bytes, its exclusive too when no one else has the extent
+/// (<see cref="DropperExclusive"/>), and <see cref="Sole"/>, when one subvolume alone keeps it,
+/// now holds it exclusively. <see cref="NoteOriginDrop"/>: the dropper wrote it and others keep
+/// it, so the commit notes its ORIGIN_DROP.</item>
+/// </list>
+/// </summary>
+internal struct EarlyResult
+{
+    public ulong Len, WrittenAlone, Dropper, Sole;
+    public long DropperExclusive;
+    public bool NoteOriginDrop;
+
+    public static EarlyResult Alone(ulong writer, ulong len) => new() { Len = len, WrittenAlone = writer };
+
+    /// <summary>Adds (<paramref name="sign"/> 1) or takes back (−1) this extent's numbers.</summary>
+    public readonly void AddTo(QgroupDeltas sums, int sign)
+    {
+        long len = (long)Len * sign;
+        if (WrittenAlone != 0) { sums.AddWrittenAlone(WrittenAlone, len); return; }
+        sums.Add(Qgroups.ForSubvolume(Dropper), -len, DropperExclusive * sign);
+        if (Sole != 0) sums.Add(Qgroups.ForSubvolume(Sole), 0, len);
+    }
+}
+
+/// <summary>Everything a commit needs to know to take a ledger's early work as accounted.</summary>
+internal readonly record struct EarlyStamp(long Lineage, long Trees, long QuotaSwitches, bool HigherGroups);
+
+/// <summary>
+/// A ledger's early accounting as the commit takes it: the sums of the entries worked out
+/// and unchanged since, the entries the commit must work out itself (queued, or not a case
+/// worked out early), the ORIGIN_DROPs those answers found (origin → extent → transaction; an
+/// answer that stopped holding took its own out), and the state of the
+/// world the work was done in (<see cref="Stamp"/>, null when nothing was worked out);
+/// <see cref="Invalid"/> when something changed who can reference what (a snapshot, quotas
+/// turned on or off), and then the commit works out every entry itself.
+/// </summary>
+internal sealed class EarlyAccounting(QgroupDeltas sums, List<int> todo, Dictionary<ulong, Dictionary<ulong, ulong>> originDrops, EarlyStamp? stamp, bool invalid, int worked)
+{
+    public QgroupDeltas Sums => sums;
+    public List<int> Todo => todo;
+    public Dictionary<ulong, Dictionary<ulong, ulong>> OriginDrops => originDrops;
+    public EarlyStamp? Stamp => stamp;
+    public bool Invalid => invalid;
+    /// <summary>How many entries were worked out early (some may have changed since).</summary>
+    public int Worked => worked;
+}
+
+/// <summary>One queued entry as the early accounting's worker copied it.</summary>
+internal readonly record struct EarlyWork(int Index, int Version, ulong Bytenr, ulong NumBytes, ulong Root, int Net, bool Single, ulong BornOwner, ulong BornGeneration);
+
+internal sealed partial class OwnerTransitions
+{
+    // All guarded by _lock, like the entries.
+    private QgroupDeltas _earlySums = new();
+    private List<int> _queue = new(), _commitOnly = new();
+    private Dictionary<ulong, Dictionary<ulong, ulong>> _originDrops = new(); // the answers' ORIGIN_DROPs: origin → extent → transaction
+    private bool _earlyInvalid;
+    private EarlyStamp? _stamp;
+    private int _worked;
+
+    /// <summary>Whether entries are queued for the early accounting (quotas on, the mount
+    /// option on). Set before the transaction sees its first transition; a transition noted
+    /// while it is off leaves the whole transaction to the commit.</summary>
+    public bool EarlyEnabled { get; init; }
+
+    /// <summary>Called, under the ledger's lock, when the queue stops being empty: wakes the
+    /// worker (whose lock is the innermost of all).</summary>
+    public Action? Wake { get; init; }
+
+    /// <summary>An entry changed (it was <see cref="ExtentTransitions.Version"/> − 1 before):
+    /// what was worked out for it no longer holds, so its numbers leave the sums and it waits
+    /// in the queue again, unless it is the commit's anyway. Caller holds _lock.</summary>
+    private void Changed(ref ExtentTransitions c, int index)
+    {
+        bool wasEarly = c.IsEarly;
+        c.Version++;
+        if (!EarlyEnabled) { _earlyInvalid = true; return; }
+        if (wasEarly)
+        {
+            c.Early.AddTo(_earlySums, -1);
+            if (c.Early.NoteOriginDrop && _originDrops.TryGetValue(c.Early.Dropper, out var d)) d.Remove(c.Bytenr);
+            c.EarlyVersion = 0;
+        }
+        if (_earlyInvalid || c.CommitOnly || c.Queued) return;
+        c.Queued = true;
+        _queue.Add(index);
+        if (_queue.Count == 1) Wake?.Invoke();
+    }
+
+    /// <summary>Nothing worked out early in this transaction holds any more (quotas turned on
+    /// or off); the commit works out every entry.</summary>
+    public void InvalidateEarly()
+    {
+        using var _ = _lock.Lock();
+        _earlyInvalid = true;
+    }
+
+    /// <summary>Up to <paramref name="max"/> queued entries, copied for the worker, which
+    /// works them out without the ledger's lock and hands each back to <see cref="Publish"/>.
+    /// The worker holds the commit lock for reading throughout, so the ledger is not taken in
+    /// between.</summary>
+    public int TakeBatch(List<EarlyWork> into, int max)
+    {
+        into.Clear();
+        using var _ = _lock.Lock();
+        if (_earlyInvalid) { _queue.Clear(); return 0; }
+        int n = Math.Min(max, _queue.Count);
+        var entries = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_extents);
+        for (int k = 0; k < n; k++)
+        {
+            int i = _queue[k];
+            ref var c = ref entries[i];
+            c.Queued = false;
+            into.Add(new EarlyWork(i, c.Version, c.Bytenr, c.NumBytes, c.Root0, c.Net0, c.More is not { Count: > 0 }, c.BornOwner, c.BornGeneration));
+        }
+        _queue.RemoveRange(0, n);
+        return n;
+    }
+
+    /// <summary>
+    /// The worker's answer for one entry: its numbers (null: a case for the commit). Taken
+    /// only if the entry has not changed since it was copied (then it is queued again, or is
+    /// the commit's) and the world the answer was found in is the one every other answer of
+    /// this transaction was found in (<paramref name="before"/> and <paramref name="after"/> the
+    /// work, the same); otherwise the transaction's early work is dropped. True if taken.
+    /// </summary>
+    public bool Publish(in EarlyWork w, EarlyResult? result, EarlyStamp before, EarlyStamp after, ulong transid)
+    {
+        using var _ = _lock.Lock();
+        if (_earlyInvalid || w.Index >= _extents.Count) return false;
+        ref var c = ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_extents)[w.Index];
+        if (c.Version != w.Version || c.Bytenr != w.Bytenr) return false;
+        if (result is not { } r)
+        {
+            c.CommitOnly = true;
+            _commitOnly.Add(w.Index);
+            return false;
+        }
+        if (before != after || (_stamp is { } s && s != before))
+        {
+            _earlyInvalid = true;
+            return false;
+        }
+        _stamp = before;
+        c.Early = r;
+        c.EarlyVersion = c.Version;
+        r.AddTo(_earlySums, 1);
+        if (r.NoteOriginDrop)
+        {
+            if (!_originDrops.TryGetValue(r.Dropper, out var d)) _originDrops[r.Dropper] = d = new();
+            d[w.Bytenr] = transid;
+        }
+        _worked++;
+        return true;
+    }
+
+    /// <summary>The early work, handed to the commit with the entries. Caller holds _lock.</summary>
+    private EarlyAccounting? TakeEarly()
+    {
+        if (!EarlyEnabled) return null;
+        var todo = _queue;
+        todo.AddRange(_commitOnly);
+        var early = new EarlyAccounting(_earlySums, todo, _originDrops, _stamp, _earlyInvalid, _worked);
+        (_earlySums, _queue, _commitOnly, _originDrops, _stamp, _earlyInvalid, _worked) = (new(), new(), new(), new(), null, false, 0);
+        return early;
+    }
+}
