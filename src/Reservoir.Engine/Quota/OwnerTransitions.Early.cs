@@ -137,9 +137,15 @@ internal sealed partial class OwnerTransitions
     public bool Publish(in EarlyWork w, EarlyResult? result, EarlyStamp before, EarlyStamp after, ulong transid)
     {
         using var _ = _lock.Lock();
-        if (_earlyInvalid || w.Index >= _extents.Count) return false;
+        if (_earlyInvalid) return false;
+        if (w.Index >= _extents.Count || _extents[w.Index].Bytenr != w.Bytenr)
+        {
+            // Not this ledger's entry (never expected): nothing of it can be trusted.
+            _earlyInvalid = true;
+            return false;
+        }
         ref var c = ref System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_extents)[w.Index];
-        if (c.Version != w.Version || c.Bytenr != w.Bytenr) return false;
+        if (c.Version != w.Version) return false; // changed since: queued again by the change
         if (result is not { } r)
         {
             c.CommitOnly = true;

@@ -106,13 +106,23 @@ internal sealed partial class FsInfo
                 var ledger = tx.OwnerTransitions;
                 if (ledger.TakeBatch(_earlyBatch, 64) == 0) return;
                 long t0 = Stopwatch.GetTimestamp();
-                foreach (var w in _earlyBatch)
+                try
                 {
-                    var before = CurrentEarlyStamp();
-                    var r = WorkOutEarly(w, tx);
-                    bool taken = ledger.Publish(w, r, before, CurrentEarlyStamp(), tx.Transid);
-                    // A freed extent's quota items need no search (DeleteSharedRootRefs): it has none.
-                    if (taken && r is { WrittenAlone: 0 }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
+                    foreach (var w in _earlyBatch)
+                    {
+                        var before = CurrentEarlyStamp();
+                        var r = WorkOutEarly(w, tx);
+                        bool taken = ledger.Publish(w, r, before, CurrentEarlyStamp(), tx.Transid);
+                        // A freed extent's quota items need no search (DeleteSharedRootRefs): it has none.
+                        if (taken && r is { WrittenAlone: 0 }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
+                    }
+                }
+                catch
+                {
+                    // The batch's entries are out of the queue and not answered: the commit
+                    // must work out every entry of this transaction.
+                    ledger.InvalidateEarly();
+                    throw;
                 }
                 Interlocked.Add(ref Stats.EarlyMicros, (Stopwatch.GetTimestamp() - t0) * 1_000_000 / Stopwatch.Frequency);
             }
