@@ -154,17 +154,20 @@ internal sealed partial class FsInfo
     /// </summary>
     private EarlyResult? WorkOutEarly(in EarlyWork w, Transaction tx)
     {
-        if (!Quota.Enabled || !w.Single || w.Net == 0 || Quota.HasHigherGroups) return null;
+        if (!Quota.Enabled || !w.Single || w.Net == 0) return null;
         if (w.Net > 0)
         {
-            // Written now by its subvolume alone, no snapshot of it taken since.
+            // Written now by its subvolume alone, no snapshot of it taken since: its group and
+            // every group above gain it (the commit applies it up the chain, with groups of any
+            // level, as it does its own).
             bool alone = w.BornGeneration == tx.Transid && w.BornOwner == w.Root && !Lineage.HasSnapshotsSince(w.Root, tx.Transid);
             return alone ? EarlyResult.Alone(w.Root, w.NumBytes) : null;
         }
         // Let go of by one subvolume; written before this transaction (it has an EXTENT_ITEM),
         // with no SHARED_ROOT_REF, ORIGIN_DROP or REFERRER_ENTRY: its candidates are its writer
-        // and the writer's snapshots since its birth.
-        if (w.BornGeneration != 0) return null;
+        // and the writer's snapshots since its birth. Level-0 groups only (the commit decides
+        // the groups above).
+        if (w.BornGeneration != 0 || Quota.HasHigherGroups) return null;
         ulong writer, born;
         using (ExtentTree.Lock.Read())
         {
