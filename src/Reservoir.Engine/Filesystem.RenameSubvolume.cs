@@ -92,13 +92,10 @@ public sealed partial class Filesystem
                     using (ndir.Subvol.Tree.Lock.Write()) UnlinkLocked(h, ndir, nn, tgt);
                 ulong index = AddSubvolumeEntryLocked(h, ndir, nn, srcTree);
                 // Both references at once: a ".." looked up meanwhile finds the old or the new.
-                var moved = new RootRef(ndir.Ino, index, nn).ToArray();
                 using (Fs.RootTree.Lock.Write())
                 {
-                    Fs.RootTree.Delete(h, new Key(odir.Subvol.Id, KeyTypes.RootRef, srcTree));
-                    Fs.RootTree.Delete(h, new Key(srcTree, KeyTypes.RootBackref, odir.Subvol.Id));
-                    Fs.RootTree.Put(h, new Key(ndir.Subvol.Id, KeyTypes.RootRef, srcTree), moved);
-                    Fs.RootTree.Put(h, new Key(srcTree, KeyTypes.RootBackref, ndir.Subvol.Id), moved);
+                    DeleteRootRefsLocked(h, odir.Subvol.Id, srcTree);
+                    PutRootRefsLocked(h, ndir.Subvol.Id, srcTree, ndir.Ino, index, nn);
                 }
                 // The subvolume's root stays as it is (its tree may be read-only).
             }
@@ -146,19 +143,13 @@ public sealed partial class Filesystem
         RemoveSubvolumeEntryLocked(h, ndir, newName, tgtLink.Index);
         ulong tgtIndex = AddSubvolumeEntryLocked(h, odir, oldName, tgtTree);
         ulong srcIndex = AddSubvolumeEntryLocked(h, ndir, newName, srcTree);
-        var srcRef = new RootRef(ndir.Ino, srcIndex, newName).ToArray();
-        var tgtRef = new RootRef(odir.Ino, tgtIndex, oldName).ToArray();
         var (op, np) = (odir.Subvol.Id, ndir.Subvol.Id);
         using (Fs.RootTree.Lock.Write())
         {
-            Fs.RootTree.Delete(h, new Key(op, KeyTypes.RootRef, srcTree));
-            Fs.RootTree.Delete(h, new Key(srcTree, KeyTypes.RootBackref, op));
-            Fs.RootTree.Delete(h, new Key(np, KeyTypes.RootRef, tgtTree));
-            Fs.RootTree.Delete(h, new Key(tgtTree, KeyTypes.RootBackref, np));
-            Fs.RootTree.Put(h, new Key(np, KeyTypes.RootRef, srcTree), srcRef);
-            Fs.RootTree.Put(h, new Key(srcTree, KeyTypes.RootBackref, np), srcRef);
-            Fs.RootTree.Put(h, new Key(op, KeyTypes.RootRef, tgtTree), tgtRef);
-            Fs.RootTree.Put(h, new Key(tgtTree, KeyTypes.RootBackref, op), tgtRef);
+            DeleteRootRefsLocked(h, op, srcTree);
+            DeleteRootRefsLocked(h, np, tgtTree);
+            PutRootRefsLocked(h, np, srcTree, ndir.Ino, srcIndex, newName);
+            PutRootRefsLocked(h, op, tgtTree, odir.Ino, tgtIndex, oldName);
         }
     }
 
@@ -196,12 +187,7 @@ public sealed partial class Filesystem
         DirItems.AddSubvolumeEntry(h, t, ndir.Ino, newName, id, index);
         ndir.Item.FileSize += (ulong)newName.Length * 2;
         if (odir != ndir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
-        var moved = new RootRef(ndir.Ino, index, newName).ToArray();
-        using (Fs.RootTree.Lock.Write())
-        {
-            Fs.RootTree.Put(h, new Key(parent, KeyTypes.RootRef, id), moved);
-            Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, parent), moved);
-        }
+        using (Fs.RootTree.Lock.Write()) PutRootRefsLocked(h, parent, id, ndir.Ino, index, newName);
     }
 
     /// <summary>
@@ -240,18 +226,8 @@ public sealed partial class Filesystem
         if (!srcSubvolume && !tgtSubvolume) return;
         using (Fs.RootTree.Lock.Write())
         {
-            if (srcSubvolume)
-            {
-                var link = new RootRef(ndir.Ino, srcIndex, newName).ToArray();
-                Fs.RootTree.Put(h, new Key(parent, KeyTypes.RootRef, src.Subvol.Id), link);
-                Fs.RootTree.Put(h, new Key(src.Subvol.Id, KeyTypes.RootBackref, parent), link);
-            }
-            if (tgtSubvolume)
-            {
-                var link = new RootRef(odir.Ino, tgtIndex, oldName).ToArray();
-                Fs.RootTree.Put(h, new Key(parent, KeyTypes.RootRef, tgt.Subvol.Id), link);
-                Fs.RootTree.Put(h, new Key(tgt.Subvol.Id, KeyTypes.RootBackref, parent), link);
-            }
+            if (srcSubvolume) PutRootRefsLocked(h, parent, src.Subvol.Id, ndir.Ino, srcIndex, newName);
+            if (tgtSubvolume) PutRootRefsLocked(h, parent, tgt.Subvol.Id, odir.Ino, tgtIndex, oldName);
         }
     }
 }

@@ -93,12 +93,24 @@ public sealed partial class Filesystem
     private void LinkSubvolumeLocked(Tx.TransHandle h, Inode dir, byte[] name, ulong id)
     {
         ulong index = AddSubvolumeEntryLocked(h, dir, name, id);
-        var link = new RootRef(dir.Ino, index, name).ToArray();
-        using (Fs.RootTree.Lock.Write())
-        {
-            Fs.RootTree.Put(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id), link);
-            Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id), link);
-        }
+        using (Fs.RootTree.Lock.Write()) PutRootRefsLocked(h, dir.Subvol.Id, id, dir.Ino, index, name);
+    }
+
+    /// <summary>Subvolume <paramref name="id"/>'s ROOT_REF under <paramref name="parent"/> and its
+    /// ROOT_BACKREF, both naming its entry (directory, DIR_INDEX, name): written together by every
+    /// link and move. Caller holds the root tree's write lock.</summary>
+    private void PutRootRefsLocked(Tx.TransHandle h, ulong parent, ulong id, ulong dirIno, ulong index, byte[] name)
+    {
+        var link = new RootRef(dirIno, index, name).ToArray();
+        Fs.RootTree.Put(h, new Key(parent, KeyTypes.RootRef, id), link);
+        Fs.RootTree.Put(h, new Key(id, KeyTypes.RootBackref, parent), link);
+    }
+
+    /// <summary>The reverse of <see cref="PutRootRefsLocked"/>. Caller holds the root tree's write lock.</summary>
+    private void DeleteRootRefsLocked(Tx.TransHandle h, ulong parent, ulong id)
+    {
+        Fs.RootTree.Delete(h, new Key(parent, KeyTypes.RootRef, id));
+        Fs.RootTree.Delete(h, new Key(id, KeyTypes.RootBackref, parent));
     }
 
     /// <summary>Subvolume <paramref name="id"/>'s directory entry <paramref name="name"/> in

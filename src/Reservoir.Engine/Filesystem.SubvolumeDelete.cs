@@ -80,8 +80,7 @@ public sealed partial class Filesystem
                     RemoveSubvolumeEntryLocked(h, dir, nameCopy, link.Index);
                     using (Fs.RootTree.Lock.Write())
                     {
-                        Fs.RootTree.Delete(h, new Key(dir.Subvol.Id, KeyTypes.RootRef, id));
-                        Fs.RootTree.Delete(h, new Key(id, KeyTypes.RootBackref, dir.Subvol.Id));
+                        DeleteRootRefsLocked(h, dir.Subvol.Id, id);
                         Fs.RootTree.Put(h, DirItems.OrphanKey(id), ReadOnlySpan<byte>.Empty);
                     }
                 }
