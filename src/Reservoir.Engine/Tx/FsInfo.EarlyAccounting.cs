@@ -177,13 +177,7 @@ internal sealed partial class FsInfo
             {
                 if (!TryExtentItemAt(w.Bytenr, w.NumBytes, path, out var ei)) return null;
                 (writer, born) = (ei.Owner, ei.Generation);
-                for (int step = 0; ; step++)
-                {
-                    if (!ExtentTree.Next(path)) break;
-                    var k = path.Key;
-                    if (k.ObjectId != w.Bytenr || k.Type > KeyTypes.ReferrerEntry) break;
-                    if (k.Type >= KeyTypes.SharedRootRef || step >= 16) return null;
-                }
+                if (QuotaItemsAfter(w.Bytenr, path) != QuotaItems.None) return null;
             }
             finally { path.Reset(); }
         }

@@ -340,17 +340,33 @@ internal sealed partial class FsInfo
             throw MissingExtentItem(bytenr, len);
         }
         var writer = new Origin(ei.Owner, ei.Generation);
-        // A few back-references are stepped over; an extent with many (leaves of many writable
-        // snapshots name it) is searched again at its first SHARED_ROOT_REF or ORIGIN_DROP instead.
+        return QuotaItemsAfter(bytenr, path) switch
+        {
+            QuotaItems.None => new(writer, none, false),
+            QuotaItems.ReferrerEntryOnly => new(writer, none, true),
+            _ => SharingItems(bytenr, writer),
+        };
+    }
+
+    private enum QuotaItems { None, ReferrerEntryOnly, SharingOrUnknown }
+
+    /// <summary>Which of the quota's items follow an extent's EXTENT_ITEM (<paramref name="path"/>
+    /// at it): its items sit together in key order (EXTENT_ITEM 168, its back-references
+    /// 176-178, SHARED_ROOT_REFs 188, ORIGIN_DROPs 189, REFERRER_ENTRY 190). A few
+    /// back-references are stepped over; an extent with many (leaves of many writable
+    /// snapshots name it) is <see cref="QuotaItems.SharingOrUnknown"/>, for a search of its
+    /// own. Caller holds the extent tree's lock.</summary>
+    private QuotaItems QuotaItemsAfter(ulong bytenr, TreePath path)
+    {
         for (int step = 0; step < 8; step++)
         {
-            if (!ExtentTree.Next(path)) return new(writer, none, false);
+            if (!ExtentTree.Next(path)) return QuotaItems.None;
             var k = path.Key;
-            if (k.ObjectId != bytenr || k.Type > KeyTypes.ReferrerEntry) return new(writer, none, false);
-            if (k.Type == KeyTypes.ReferrerEntry) return new(writer, none, true);
-            if (k.Type >= KeyTypes.SharedRootRef) return SharingItems(bytenr, writer);
+            if (k.ObjectId != bytenr || k.Type > KeyTypes.ReferrerEntry) return QuotaItems.None;
+            if (k.Type == KeyTypes.ReferrerEntry) return QuotaItems.ReferrerEntryOnly;
+            if (k.Type >= KeyTypes.SharedRootRef) return QuotaItems.SharingOrUnknown;
         }
-        return SharingItems(bytenr, writer);
+        return QuotaItems.SharingOrUnknown;
     }
 
     /// <summary>An extent's origins as its extent-tree items say (<see cref="ExtentOriginAndSharing"/>),
