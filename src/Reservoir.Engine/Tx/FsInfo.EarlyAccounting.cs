@@ -108,10 +108,11 @@ internal sealed partial class FsInfo
                 long t0 = Stopwatch.GetTimestamp();
                 try
                 {
+                    // Unchanged from here to the end of an answer means unchanged during it.
+                    var before = CurrentEarlyStamp();
                     foreach (var w in _earlyBatch)
                     {
-                        var before = CurrentEarlyStamp();
-                        var r = WorkOutEarly(w, tx);
+                        var r = WorkOutEarly(w, tx, before.HigherGroups);
                         bool taken = ledger.Publish(w, r, before, CurrentEarlyStamp(), tx.Transid);
                         // A freed extent's quota items need no search (DeleteSharedRootRefs): it has none.
                         if (taken && r is { WrittenAlone: 0 }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
@@ -150,9 +151,10 @@ internal sealed partial class FsInfo
 
     /// <summary>
     /// One entry's numbers, as the commit would work them out, for the two cases the early
-    /// accounting takes; null for every other (the commit's). Holds the commit lock for reading.
+    /// accounting takes; null for every other (the commit's). Holds the commit lock for reading;
+    /// <paramref name="higherGroups"/>: whether groups above level 0 exist, from the batch's stamp.
     /// </summary>
-    private EarlyResult? WorkOutEarly(in EarlyWork w, Transaction tx)
+    private EarlyResult? WorkOutEarly(in EarlyWork w, Transaction tx, bool higherGroups)
     {
         if (!Quota.Enabled || !w.Single || w.Net == 0) return null;
         if (w.Net > 0)
@@ -167,7 +169,7 @@ internal sealed partial class FsInfo
         // with no SHARED_ROOT_REF, ORIGIN_DROP or REFERRER_ENTRY: its candidates are its writer
         // and the writer's snapshots since its birth. Level-0 groups only (the commit decides
         // the groups above).
-        if (w.BornGeneration != 0 || Quota.HasHigherGroups) return null;
+        if (w.BornGeneration != 0 || higherGroups) return null;
         ulong writer, born;
         using (ExtentTree.Lock.Read())
         {
