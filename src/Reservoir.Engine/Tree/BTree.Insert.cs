@@ -24,6 +24,9 @@ internal sealed partial class BTree
                 if (slot == 0) FixupLowKeys(path, 0, key);
                 return true;
             }
+            // A neighbour with room takes items, and the search is made again: the key may
+            // belong to the neighbour now.
+            if (PushToNeighbour(tx, path, size + NodeLayout.ItemSize)) continue;
             if (SplitLeafForInsert(tx, path, key, size, out data)) return true;
         }
     }

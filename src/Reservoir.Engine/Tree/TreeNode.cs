@@ -226,12 +226,34 @@ internal sealed class TreeNode
     }
 
     /// <summary>Appends items [from, to) of <paramref name="src"/> to this leaf.</summary>
-    public void AppendItemsFrom(TreeNode src, int from, int to)
+    public void AppendItemsFrom(TreeNode src, int from, int to) => InsertItemsFrom(NrItems, src, from, to);
+
+    /// <summary>Inserts items [from, to) of another leaf at <paramref name="slot"/>, moving this
+    /// leaf's later items once for all of them. The caller checked the room.</summary>
+    public void InsertItemsFrom(int slot, TreeNode src, int from, int to)
     {
-        for (int i = from; i < to; i++)
+        int c = to - from;
+        if (c <= 0) return;
+        int n = NrItems;
+        int dsize = src.ItemsBytes(from, to) - c * NodeLayout.ItemSize;
+        if (LeafFreeSpace < dsize + c * NodeLayout.ItemSize) ThrowHelper.Invariant("InsertItemsFrom into a leaf without room");
+        int h = NodeLayout.HeaderSize;
+        int end = slot == 0 ? DataCapacity : ItemOffset(slot - 1); // the new items' data ends here
+        int start = DataStart;
+        // Data of items [slot, n) moves down by dsize, their headers up by c.
+        Data.AsSpan(h + start, end - start).CopyTo(S[(h + start - dsize)..]);
+        for (int i = slot; i < n; i++) SetItemOffset(i, ItemOffset(i) - dsize);
+        Data.AsSpan(ItemHdr(slot), (n - slot) * NodeLayout.ItemSize).CopyTo(S[ItemHdr(slot + c)..]);
+        NrItems = n + c;
+        int off = end;
+        for (int i = 0; i < c; i++)
         {
-            var d = src.ItemDataRO(i);
-            d.CopyTo(InsertItem(NrItems, src.KeyAt(i), d.Length));
+            var d = src.ItemDataRO(from + i);
+            off -= d.Length;
+            src.KeyAt(from + i).Write(S[ItemHdr(slot + i)..]);
+            SetItemOffset(slot + i, off);
+            SetItemSize(slot + i, d.Length);
+            d.CopyTo(S.Slice(h + off, d.Length));
         }
     }
 
