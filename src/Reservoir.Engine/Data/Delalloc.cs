@@ -25,14 +25,32 @@ internal sealed partial class DataEngine
         while (pos < end)
         {
             ExtentStatus st;
-            ulong s, e;
+            ulong s, e, next = 0;
+            long version = 0;
             bool hit;
-            using (m.State.Lock()) hit = m.Es.TryLookup(pos, out st, out s, out e);
+            using (m.State.Lock())
+            {
+                hit = m.Es.TryLookup(pos, out st, out s, out e);
+                if (!hit) (next, version) = (m.Es.NextStart(pos), m.Es.Version);
+            }
             if (!hit)
             {
-                (st, e) = QueryDisk(m, pos, end);
-                // Only what is on disk is cached here; Delayed is inserted by reservation alone.
-                using (m.State.Lock()) m.Es.Insert(pos, e, st);
+                // Asked of the tree only up to the next range the cache knows, which it knows
+                // better: a Delayed range is dirty over whatever the tree holds until its
+                // writeback (a fill over it once cached a preallocated extent's Unwritten on a
+                // block copied on write while a clone shared it; the next write planned the block
+                // in place and its delalloc reservation leaked: the explorer, seed 20039).
+                (st, e) = QueryDisk(m, pos, Math.Min(end, next));
+                bool changed;
+                using (m.State.Lock())
+                {
+                    // Only what is on disk is cached here (Delayed is inserted by reservation
+                    // alone), and only if the cache did not change while the tree was asked:
+                    // an ordered extent that finished meanwhile may have made the answer stale.
+                    changed = m.Es.Version != version;
+                    if (!changed) m.Es.Insert(pos, e, st);
+                }
+                if (changed) continue; // look again
             }
             e = Math.Min(e, end);
             if (result.Count > 0 && result[^1].Item3 == st && result[^1].Item2 == pos) result[^1] = (result[^1].Item1, e, st);
@@ -113,7 +131,12 @@ internal sealed partial class DataEngine
         {
             var (ps, pe, pst) = plan[i];
             if (CowByStatus(pst)) { cow[i] = true; continue; }
-            cow[i] = m.Subvol.ForceCow || MayBeShared(m, ps, pe);
+            // The ledger has the last word: a block that holds a delalloc reservation is Delayed
+            // (its dirty data is to be copied) whatever the cache said. Planned in place, its
+            // writeback would clear the reservation without using or giving back its bytes.
+            bool delayed;
+            using (m.State.Lock()) delayed = m.Ledger.CountSet(ps, pe, RangeBits.Delalloc) != 0;
+            cow[i] = delayed || m.Subvol.ForceCow || MayBeShared(m, ps, pe);
             forced |= cow[i];
         }
         // What each bit covered before this call, so that a failure below clears exactly the

@@ -109,6 +109,8 @@ internal sealed partial class DataEngine
             h.Transaction.AddQgroupRecord(m.Subvol.Id, q);
             oe.QgroupRsv = 0;
         }
+        // No page of the range is Delayed: every reservation waits for the ordered extents of its
+        // range first (WaitOrdered), and this one leaves m.Ordered only after this.
         using (m.State.Lock()) m.Es.Insert(oe.FileOffset, oe.End, ExtentStatus.Written);
     }
 

@@ -13,7 +13,9 @@ internal sealed partial class DataEngine
     /// - metadata may_use = the mappings' shares + the shares ordered extents carry;
     /// - the size on disk is the file's size unless something above it waits to reach the disk;
     /// - a Delalloc range never lies over a preallocated extent, and status Delayed always has
-    ///   a Delalloc reservation (a range is written, unwritten, delayed or a hole, never two).
+    ///   a Delalloc reservation (a range is written, unwritten, delayed or a hole, never two);
+    /// - conversely, a range holding a Delalloc reservation is cached as Delayed or not at all
+    ///   (cached as Written, Unwritten or a hole, the next write could plan it in place).
     /// Returns the violations (empty when all hold).
     /// </summary>
     public List<string> VerifyQuiescent()
@@ -35,8 +37,13 @@ internal sealed partial class DataEngine
                     problems.Add($"inode {m.Inode.Ino}: {m.OutstandingExtents} outstanding extents kept, a recount gives {recount}");
                 if (DiskSizeProblem(m) is { } sizeProblem) problems.Add(sizeProblem);
                 foreach (var (s, e, st) in m.Es.Entries)
-                    if (st == ExtentStatus.Delayed && m.Ledger.CountSet(s, e, RangeBits.Delalloc) != e - s)
+                {
+                    ulong reserved = m.Ledger.CountSet(s, e, RangeBits.Delalloc);
+                    if (st == ExtentStatus.Delayed && reserved != e - s)
                         problems.Add($"inode {m.Inode.Ino}: [{s}, {e}) is Delayed without a delalloc reservation");
+                    if (st != ExtentStatus.Delayed && reserved != 0)
+                        problems.Add($"inode {m.Inode.Ino}: [{s}, {e}) is cached as {st} but {reserved} bytes of it hold a delalloc reservation");
+                }
             }
             foreach (var (s, e) in delallocRuns)
             {

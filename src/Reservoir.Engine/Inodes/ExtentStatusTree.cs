@@ -26,6 +26,20 @@ internal sealed class ExtentStatusTree
     private readonly SortedRanges<ExtentStatus> _r = new();
     private readonly List<RangeEntry<ExtentStatus>> _scratch = new(2); // used under the owner's lock only
 
+    /// <summary>Changes with every insert and removal: a caller that asked the file tree
+    /// without the owner's lock caches the answer only if the cache did not change meanwhile
+    /// (an ordered extent finishing or writeback starting may have made the answer stale).</summary>
+    public long Version { get; private set; }
+
+    /// <summary>Where the first cached range at or after <paramref name="pos"/> starts
+    /// (<see cref="ulong.MaxValue"/> if none): how far a miss at <paramref name="pos"/> may be
+    /// filled from the tree without overwriting what the cache knows.</summary>
+    public ulong NextStart(ulong pos)
+    {
+        int i = _r.LowerBound(pos);
+        return i < _r.Count ? _r[i].Start : ulong.MaxValue;
+    }
+
     public bool TryLookup(ulong pos, out ExtentStatus status, out ulong start, out ulong end)
     {
         int i = _r.IndexContaining(pos);
@@ -43,6 +57,7 @@ internal sealed class ExtentStatusTree
     {
         if (start >= end) return;
         Remove(start, end);
+        Version++;
         _scratch.Clear();
         _scratch.Add(new(start, end, status));
         _r.InsertRange(_r.LowerBound(start), _scratch);
@@ -53,6 +68,7 @@ internal sealed class ExtentStatusTree
     {
         var (f, l) = _r.Overlapping(start, end);
         if (f == l) return;
+        Version++;
         var keep = _scratch;
         keep.Clear();
         if (_r[f].Start < start) keep.Add(_r[f] with { End = start });
@@ -61,7 +77,11 @@ internal sealed class ExtentStatusTree
         _r.InsertRange(f, keep);
     }
 
-    public void Clear() => _r.Clear();
+    public void Clear()
+    {
+        _r.Clear();
+        Version++;
+    }
 
     public IEnumerable<(ulong Start, ulong End, ExtentStatus Status)> Entries => _r.All.Select(e => (e.Start, e.End, e.Value));
 
