@@ -113,7 +113,7 @@ internal sealed partial class OwnerTransitions(IScheduler sched)
 {
     private readonly FsMutex _lock = sched.CreateMutex("owner-transitions"); // guards _extents, _index and every entry's More
     private List<ExtentTransitions> _extents = new();
-    private readonly Dictionary<ulong, int> _index = new(); // extent address → its entry in _extents
+    private Dictionary<ulong, int> _index = new(); // extent address → its entry in _extents
 
     /// <summary>Records a transition. <paramref name="bornGeneration"/> (≠ 0) says that
     /// <paramref name="root"/> is writing the extent in this transaction (its first file
@@ -156,8 +156,10 @@ internal sealed partial class OwnerTransitions(IScheduler sched)
     {
         using var _ = _lock.Lock();
         var all = _extents;
+        // New ones rather than cleared: clearing the index touched every slot of a table the
+        // transaction's writes had long pushed out of the caches, inside the commit.
         _extents = new();
-        _index.Clear();
+        _index = new();
         early = TakeEarly();
         return all;
     }

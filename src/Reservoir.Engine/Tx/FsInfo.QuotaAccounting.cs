@@ -28,7 +28,16 @@ internal sealed partial class FsInfo
         // The early accounting's answers count only if they were all found in the world the
         // commit sees (FsInfo.EarlyAccounting.cs); else every extent is worked out here.
         if (early != null && (early.Invalid || (early.Stamp is { } st && st != CurrentEarlyStamp()))) early = null;
-        if (changes.Count > 0)
+        if (early is { Todo.Count: 0 })
+        {
+            // Everything was worked out early (the usual case): its sums and ORIGIN_DROPs are
+            // the commit's whole accounting, applied as they are (the scratch below is not even
+            // touched: inside the commit every structure costs its cache misses).
+            Quota.Apply(early.Sums);
+            NoteOriginDrops(early.OriginDrops, h.Transid);
+            Stats.EarlyTaken += early.Worked;
+        }
+        else if (changes.Count > 0)
         {
             var scratch = _accounting ??= new AccountingScratch(this);
             try { AccountOwnerTransitions(h, changes, scratch, early); }

@@ -66,4 +66,44 @@ public class EarlyAccountingTests
         }
         FsckAssert.Clean(dev);
     }
+
+    /// <summary>
+    /// The commit with every answer worked out early (nothing left to it) applies the answers'
+    /// ORIGIN_DROPs too: a subvolume that let go of an extent a snapshot keeps gets its
+    /// ORIGIN_DROP once it has a snapshot since, as when the commit works the extent out itself.
+    /// (Without it nothing is wrong, only slower: later snapshots would be asked about the
+    /// extent forever; so only the item shows it.)
+    /// </summary>
+    [Fact]
+    public void ACommitLeftNothingStillRecordsTheOriginDropsOfItsAnswers()
+    {
+        var dev = NewDevice(64UL << 20);
+        var old = new byte[64 << 10];
+        new Random(1).NextBytes(old);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
+        ulong svId = Reservoir.Engine.Inodes.NodeIds.Decode(sv.Ino).TreeId;
+        ulong f = CreateFile(fs, sv.Ino, "f", old);
+        Ok(fs.Sync());
+        Ok(fs.ExtentMap(f, out var map));
+        ulong extent = map.Single().DiskBytenr;
+        Ok(fs.CreateSnapshot(sv.Ino, Root, "s1", readOnly: true, out _));
+        Ok(fs.Sync());
+        long taken = fs.Fs.Stats.EarlyTaken, left = fs.Fs.Stats.EarlyLeftToCommit;
+        Ok(fs.Write(f, 0, new byte[64 << 10], out _));
+        Ok(fs.Fsync(f));                 // the old extent let go of: s1 keeps it
+        fs.Fs.DrainEarlyAccounting();    // worked out: sv's ORIGIN_DROP noted with the answer
+        Ok(fs.Sync());
+        Assert.True(fs.Fs.Stats.EarlyTaken > taken, "the commit took no early answer");
+        Assert.Equal(left, fs.Fs.Stats.EarlyLeftToCommit); // nothing left to the commit
+        Ok(fs.CreateSnapshot(sv.Ino, Root, "s2", readOnly: true, out _));
+        Ok(fs.Sync());                   // sv has a snapshot since: its pending ORIGIN_DROPs are written
+        var t = fs.Fs.ExtentTree;
+        using (t.Lock.Read())
+            Assert.True(t.Search(null, new Reservoir.Format.Key(extent, Reservoir.Format.KeyTypes.OriginDrop, svId), new Reservoir.Engine.Tree.TreePath()),
+                "no ORIGIN_DROP for the extent sv let go of");
+        Ok(fs.RescanQuota(out int corrected));
+        Assert.Equal(0, corrected);
+    }
 }
