@@ -127,7 +127,7 @@ public sealed partial class Filesystem : IDisposable
         if (Fs.ReadOnly) return Errno.OK;
         foreach (var m in Data.AllMappings()) Data.Writeback(m, 0, ulong.MaxValue, wait: true);
         foreach (var m in Data.AllMappings()) Data.WaitOrdered(m, 0, ulong.MaxValue);
-        Fs.Commit();
+        Fs.CommitAfterEarlyAccounting();
         // A failed filesystem commits nothing: sync must not answer as if it had.
         return Fs.FailedReason != null ? Errno.EIO : Errno.OK;
     });

@@ -40,6 +40,13 @@ internal sealed partial class FsInfo
     /// <summary>Forgets the pending ORIGIN_DROPs (quotas turned off, or every item built again).</summary>
     internal void ForgetPendingOriginDrops() => _pendingOriginDrops.Clear();
 
+    /// <summary>What the last commit that found no origin due saw: the lineage's and the set of
+    /// trees' versions. While both stay so and no origin or earlier transaction joined the
+    /// pending ones (<see cref="_pendingOriginDropsChanged"/>), no origin can have become due,
+    /// and the commit need not ask the lineage about each (cold memory inside the commit).</summary>
+    private (long Lineage, long Trees) _originDropsQuietAt = (-1, -1);
+    private bool _pendingOriginDropsChanged;
+
     /// <summary>Writes every pending ORIGIN_DROP at the next commit, not only those of origins
     /// snapshotted since (the unmount's commit, so that the next mount has them).</summary>
     internal bool WriteAllOriginDropsAtNextCommit;
@@ -54,10 +61,11 @@ internal sealed partial class FsInfo
             if (!_pendingOriginDrops.TryGetValue(root, out var p))
             {
                 _pendingOriginDrops[root] = new PendingDrops { Extents = extents, Earliest = transid };
+                _pendingOriginDropsChanged = true;
                 continue;
             }
             foreach (var (bytenr, t) in extents) p.Extents[bytenr] = t;
-            p.Earliest = Math.Min(p.Earliest, transid);
+            if (transid < p.Earliest) (p.Earliest, _pendingOriginDropsChanged) = (transid, true);
         }
     }
 
@@ -65,7 +73,7 @@ internal sealed partial class FsInfo
     {
         if (!_pendingOriginDrops.TryGetValue(root, out var p)) _pendingOriginDrops[root] = p = new();
         p.Extents[bytenr] = transid;
-        p.Earliest = Math.Min(p.Earliest, transid);
+        if (transid < p.Earliest) (p.Earliest, _pendingOriginDropsChanged) = (transid, true);
     }
 
     /// <summary>Writes the pending ORIGIN_DROPs of each origin that has a snapshot taken after
@@ -77,6 +85,9 @@ internal sealed partial class FsInfo
         if (_pendingOriginDrops.Count == 0) return;
         bool all = WriteAllOriginDropsAtNextCommit;
         WriteAllOriginDropsAtNextCommit = false;
+        var now = (Lineage.Version, Interlocked.Read(ref _treesVersion));
+        if (!all && !_pendingOriginDropsChanged && now == _originDropsQuietAt) return;
+        _pendingOriginDropsChanged = false;
         Span<byte> buf = stackalloc byte[U64Item.Size];
         List<ulong>? done = null;
         foreach (var (root, pending) in _pendingOriginDrops)
@@ -97,6 +108,8 @@ internal sealed partial class FsInfo
             (done ??= new()).Add(root);
         }
         if (done != null) foreach (var r in done) _pendingOriginDrops.Remove(r);
+        // Nothing was due (or what was is written): quiet until the lineage or the trees move.
+        _originDropsQuietAt = now;
     }
 
     /// <summary>The earliest transaction of an ORIGIN_DROP noted and not written yet, 0 for

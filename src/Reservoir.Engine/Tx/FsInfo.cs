@@ -249,7 +249,7 @@ internal sealed partial class FsInfo : IDisposable
                 if (_stopping) return;
                 _kick = false;
             }
-            try { Commit(); }
+            try { CommitAfterEarlyAccounting(); }
             catch (FsException ex) { Warn($"periodic commit failed: {ex.Message}"); }
         }
     }

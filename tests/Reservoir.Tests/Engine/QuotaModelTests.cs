@@ -33,9 +33,12 @@ public class QuotaModelTests(ITestOutputHelper log)
     /// group over both).</summary>
     public static IEnumerable<object[]> Seeds => Enumerable.Range(1, 40).Select(i => new object[] { i });
 
+    /// <remarks>Odd seeds with the early accounting off: a sync works out what is queued for it
+    /// before committing, so with it on the commit's own path for the extents written alone
+    /// or let go of would run only where the worker's answers were spoiled.</remarks>
     [Theory]
     [MemberData(nameof(Seeds))]
-    public void EveryCommitAgreesWithARecount(int seed) => Run(seed, new MountOptions { CommitIntervalMs = 0 });
+    public void EveryCommitAgreesWithARecount(int seed) => Run(seed, new MountOptions { CommitIntervalMs = 0, EarlyAccounting = seed % 2 == 0 });
 
     /// <summary>The same operations with a referrer entry kept for every extent the commit
     /// searches (docs/SNAPSHOTS.md §3, "Cost"), so each commit that changes who references an
