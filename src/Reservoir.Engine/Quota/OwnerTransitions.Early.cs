@@ -105,6 +105,9 @@ internal sealed partial class OwnerTransitions
         _earlyInvalid = true;
     }
 
+    /// <summary>How many entries wait for the early accounting.</summary>
+    public int QueuedCount { get { using var _ = _lock.Lock(); return _queue.Count; } }
+
     /// <summary>Up to <paramref name="max"/> queued entries, copied for the worker, which
     /// works them out without the ledger's lock and hands each back to <see cref="Publish"/>.
     /// The worker holds the commit lock for reading throughout, so the ledger is not taken in

@@ -40,6 +40,8 @@ internal sealed partial class FsInfo
     private FsMutex EarlyWorkLock => _earlyWorkLockField ??= Sched.CreateMutex("early-accounting-work");
     // Reused from one batch to the next, under EarlyWorkLock.
     private readonly List<EarlyWork> _earlyBatch = new();
+    /// <summary>Entries per batch: what a commit may have to wait for.</summary>
+    private const int EarlyBatch = 64;
     private readonly List<ulong> _earlyCandidates = new();
     private readonly TreePath _earlyPath = new();
 
@@ -93,10 +95,10 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>Works out queued entries, a batch at a time, each batch inside the commit lock
-    /// (a commit waits for one batch at most).</summary>
-    private void RunEarlyBatches()
+    /// (a commit waits for one batch at most); at most <paramref name="maxBatches"/> batches.</summary>
+    private void RunEarlyBatches(int maxBatches = int.MaxValue)
     {
-        while (!Volatile.Read(ref _earlyStopping) && !ReadOnly && FailedReason == null)
+        for (int batch = 0; batch < maxBatches && !Volatile.Read(ref _earlyStopping) && !ReadOnly && FailedReason == null; batch++)
         {
             using var work = EarlyWorkLock.Lock();
             _commitLock.EnterRead();
@@ -104,7 +106,7 @@ internal sealed partial class FsInfo
             {
                 var tx = Running;
                 var ledger = tx.OwnerTransitions;
-                if (ledger.TakeBatch(_earlyBatch, 64) == 0) return;
+                if (ledger.TakeBatch(_earlyBatch, EarlyBatch) == 0) return;
                 long t0 = Stopwatch.GetTimestamp();
                 try
                 {
@@ -149,7 +151,10 @@ internal sealed partial class FsInfo
     {
         if (Options.EarlyAccounting && Quota is { Enabled: true })
         {
-            try { RunEarlyBatches(); }
+            // As many batches as were queued when the sync came: writers that go on meanwhile
+            // must not keep it from committing (theirs is the next commit's, or this one's).
+            int queued = Running.OwnerTransitions.QueuedCount;
+            try { RunEarlyBatches(queued / EarlyBatch + 1); }
             catch (Exception ex) when (ex is not SchedulerAbortedException)
             {
                 Warn($"early quota accounting before a commit stopped: {ex.Message}");
