@@ -26,8 +26,9 @@ public class ExtentStatusCacheTests
     /// the extent's end, and cached that over the Delayed block; with the extent no longer
     /// shared, the whole range was planned in place. Writeback then wrote the block in place and
     /// cleared its delalloc mark without giving back the data space it had reserved: 4 KiB of
-    /// may_use leaked at every such write. The same steps here, one thread; the classification
-    /// is asserted on its own, because the write path's guard (next test) alone hides the leak.
+    /// may_use leaked at every such write. The same shape here in one thread, a write of the
+    /// block standing for the punch's edge; the classification is asserted on its own, because
+    /// the write path's guard (next test) alone hides the leak.
     /// </summary>
     [Fact]
     public void AMissFilledFromTheTreeKeepsADelayedBlockItOverlaps()
