@@ -11,6 +11,8 @@ public sealed record ExploreOutcome(int Seed, ScheduleStrategy Strategy, bool Ok
 {
     /// <summary>A hang is reported but cannot be undone: the stuck logical threads stay blocked.</summary>
     public bool Hung { get; init; }
+    /// <summary>With quotas on: extents whose numbers a commit took from the early accounting.</summary>
+    public long EarlyTaken { get; init; }
 }
 
 /// <summary>
@@ -36,6 +38,10 @@ public static class InterleavingExplorer
         /// what counts, not total time: on a loaded machine every step waits for the OS.</summary>
         public TimeSpan HangAfter { get; set; } = TimeSpan.FromSeconds(60);
         public ulong DeviceBytes { get; set; } = 256UL << 20;
+        /// <summary>Quotas on, with this limit on the top-level group (null: off): the early
+        /// accounting's worker, the sync that drains it and the commit that takes its answers
+        /// run under the scheduler too, and fsck's recount checks every group at the end.</summary>
+        public ulong? QuotaLimit { get; set; }
     }
 
     /// <summary>The strategy a sweep uses for a seed: PCT on even seeds, random walk on odd.</summary>
@@ -47,13 +53,19 @@ public static class InterleavingExplorer
         var dev = new MemoryBlockDevice(s.DeviceBytes);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         string? problem = null;
-        long ops = 0;
+        long ops = 0, early = 0;
         var task = Task.Run(() => sched.Run(() =>
         {
             Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, sched);
             var rfs = ReservoirFileSystem.Open(dev, new MountOptions { Scheduler = sched, CommitIntervalMs = 50 });
+            if (s.QuotaLimit is { } limit)
+            {
+                if (rfs.Engine.EnableQuota() != Common.Errno.OK) throw new InvalidOperationException("cannot enable quotas");
+                if (rfs.Engine.SetQuotaLimit(limit) != Common.Errno.OK) throw new InvalidOperationException("cannot set the quota limit");
+            }
             var r = StressRunner.Run(rfs, new StressOptions { Workers = s.Workers, OpsPerWorker = s.OpsPerWorker, Seed = seed, Scheduler = sched });
             rfs.Dispose();
+            early = rfs.Engine.Stats.EarlyTaken;
             ops = r.Operations;
             var bad = r.Failures.Take(3).ToList();
             if (rfs.Engine.LeakedBytes != 0) bad.Add($"{rfs.Engine.LeakedBytes} leaked bytes: {string.Join("; ", rfs.Engine.LeakReports.Take(3))}");
@@ -68,7 +80,7 @@ public static class InterleavingExplorer
             var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
             if (!report.Clean) problem = "fsck: " + string.Join("; ", report.Errors.Take(3)) + report.OperationalError;
         }
-        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed);
+        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early };
     }
 
     /// <summary>Waits for <paramref name="task"/> as long as the scheduler keeps taking steps;
@@ -88,5 +100,6 @@ public static class InterleavingExplorer
     /// <summary>The one-line command that replays an outcome.</summary>
     public static string ReplayCommand(ExploreOutcome o, Settings s) =>
         $"reservoir explore --seed {o.Seed} --strategy {(o.Strategy == ScheduleStrategy.Pct ? "pct" : "random")} -p {s.Workers} -n {s.OpsPerWorker}" +
-        (o.Strategy == ScheduleStrategy.Pct ? $" --pct-depth {s.PctDepth}" : "");
+        (o.Strategy == ScheduleStrategy.Pct ? $" --pct-depth {s.PctDepth}" : "") +
+        (s.QuotaLimit is { } q ? $" --quota-limit {q}" : "");
 }

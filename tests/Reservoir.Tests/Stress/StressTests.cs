@@ -284,6 +284,26 @@ public class StressTests(ITestOutputHelper log)
         }
     }
 
+    /// <summary>The explorer with quotas on (`explore --quota-limit`): the early accounting's
+    /// worker, the sync that drains it before committing and the commits that take its answers
+    /// all run under the scheduler; every run must pass the stress checks and fsck's recount of
+    /// every group, and the commits must have taken early answers (else the option exercised
+    /// nothing of it).</summary>
+    [Fact]
+    public void ExplorerRunsWithQuotasOn()
+    {
+        var settings = new InterleavingExplorer.Settings { Workers = 3, OpsPerWorker = 60, QuotaLimit = 200UL << 20 };
+        long early = 0;
+        foreach (int seed in new[] { 11, 12, 13, 14 })
+        {
+            var o = InterleavingExplorer.Run(seed, InterleavingExplorer.StrategyFor(seed), settings);
+            Assert.True(o.Ok, $"seed {seed}: {o.Message}");
+            early += o.EarlyTaken;
+        }
+        Assert.True(early > 0, "no commit took an answer of the early accounting");
+        Assert.EndsWith("--quota-limit 209715200", InterleavingExplorer.ReplayCommand(new ExploreOutcome(11, ScheduleStrategy.RandomWalk, false, "", 0, 0, TimeSpan.Zero), settings));
+    }
+
     private static MemoryBlockDevice NewDev()
     {
         var d = new MemoryBlockDevice(512UL << 20);
