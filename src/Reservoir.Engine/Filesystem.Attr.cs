@@ -131,7 +131,17 @@ public sealed partial class Filesystem
             // of ConcurrentDataTests, MappedWriteRacingTruncateOverAPreallocatedBlock).
             inode.Item.FileSize = newSize;
             Data.Invalidate(m, from, ulong.MaxValue); // and waits for the range's ordered extents
-            using (m.State.Lock()) m.DiskSize = Math.Min(m.DiskSize, newSize);
+            using (m.State.Lock())
+            {
+                m.DiskSize = Math.Min(m.DiskSize, newSize);
+                // The dirty pages dropped may have been all that waited above the size on disk
+                // (a file grown by writes not yet written back, then cut to a size still above
+                // it): then what lies below the new size is holes or data on disk, and the size
+                // on disk is the new size, or nothing would ever raise it and the inode item
+                // would keep the old, shorter size (the explorer, seed 60613: size 20,480 in
+                // memory, 0 on disk).
+                Data.SettleDiskSizeLocked(m);
+            }
             bool done = false;
             while (!done)
             {
