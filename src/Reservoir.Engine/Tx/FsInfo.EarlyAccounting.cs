@@ -149,11 +149,13 @@ internal sealed partial class FsInfo
     /// </summary>
     internal void CommitAfterEarlyAccounting()
     {
-        if (Options.EarlyAccounting && Quota is { Enabled: true })
+        // The running ledger says whether it queues for the early accounting (decided when the
+        // transaction began, as NewTransaction does); as many batches as were queued when the
+        // sync came: writers that go on meanwhile must not keep it from committing.
+        var ledger = Running.OwnerTransitions;
+        if (ledger.EarlyEnabled)
         {
-            // As many batches as were queued when the sync came: writers that go on meanwhile
-            // must not keep it from committing (theirs is the next commit's, or this one's).
-            int queued = Running.OwnerTransitions.QueuedCount;
+            int queued = ledger.QueuedCount;
             try { RunEarlyBatches(queued / EarlyBatch + 1); }
             catch (Exception ex) when (ex is not SchedulerAbortedException)
             {
