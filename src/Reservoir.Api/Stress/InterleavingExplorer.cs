@@ -13,6 +13,11 @@ public sealed record ExploreOutcome(int Seed, ScheduleStrategy Strategy, bool Ok
     public bool Hung { get; init; }
     /// <summary>With quotas on: extents whose numbers a commit took from the early accounting.</summary>
     public long EarlyTaken { get; init; }
+    /// <summary>With groups above level 0: extents let go of that the early accounting answered
+    /// for them too.</summary>
+    public long EarlyGroupAnswers { get; init; }
+    /// <summary>With groups above level 0: memberships ended or made while the workers ran.</summary>
+    public int RelationsChanged { get; init; }
 }
 
 /// <summary>
@@ -42,6 +47,11 @@ public static class InterleavingExplorer
         /// accounting's worker, the sync that drains it and the commit that takes its answers
         /// run under the scheduler too, and fsck's recount checks every group at the end.</summary>
         public ulong? QuotaLimit { get; set; }
+        /// <summary>With quotas on, groups above level 0 too: the top-level subvolume in group
+        /// 1/1, itself in 2/1, so snapshots of it join them; and a thread that makes and ends
+        /// that membership a few times while the workers run, so the snapshots taken meanwhile
+        /// are members or not and the groups' memberships change under the early accounting.</summary>
+        public bool QuotaGroups { get; set; }
     }
 
     /// <summary>The strategy a sweep uses for a seed: PCT on even seeds, random walk on odd.</summary>
@@ -53,7 +63,8 @@ public static class InterleavingExplorer
         var dev = new MemoryBlockDevice(s.DeviceBytes);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         string? problem = null;
-        long ops = 0, early = 0;
+        long ops = 0, early = 0, groupAnswers = 0;
+        int relationsChanged = 0;
         var task = Task.Run(() => sched.Run(() =>
         {
             Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, sched);
@@ -63,9 +74,14 @@ public static class InterleavingExplorer
                 if (rfs.Engine.EnableQuota() != Common.Errno.OK) throw new InvalidOperationException("cannot enable quotas");
                 if (rfs.Engine.SetQuotaLimit(limit) != Common.Errno.OK) throw new InvalidOperationException("cannot set the quota limit");
             }
+            bool done = false;
+            FsThread? relations = s.QuotaGroups ? StartRelationChanges(rfs.Engine, sched, seed, () => Volatile.Read(ref done), () => relationsChanged++) : null;
             var r = StressRunner.Run(rfs, new StressOptions { Workers = s.Workers, OpsPerWorker = s.OpsPerWorker, Seed = seed, Scheduler = sched });
+            Volatile.Write(ref done, true);
+            relations?.Join();
             rfs.Dispose();
             early = rfs.Engine.Stats.EarlyTaken;
+            groupAnswers = rfs.Engine.Stats.EarlyGroupAnswers;
             ops = r.Operations;
             var bad = r.Failures.Take(3).ToList();
             if (rfs.Engine.LeakedBytes != 0) bad.Add($"{rfs.Engine.LeakedBytes} leaked bytes: {string.Join("; ", rfs.Engine.LeakReports.Take(3))}");
@@ -80,7 +96,35 @@ public static class InterleavingExplorer
             var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
             if (!report.Clean) problem = "fsck: " + string.Join("; ", report.Errors.Take(3)) + report.OperationalError;
         }
-        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early };
+        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged };
+    }
+
+    /// <summary>
+    /// <see cref="Settings.QuotaGroups"/>: groups 1/1 and 2/1 above the top-level subvolume, and
+    /// a thread that ends and makes its membership of 1/1 again up to eight times, at points
+    /// the seed picks, until <paramref name="done"/>, calling <paramref name="changed"/> after
+    /// each. Each change is made by a commit, as `reservoir qgroup assign|remove` makes it.
+    /// </summary>
+    private static FsThread StartRelationChanges(Filesystem fs, IScheduler sched, int seed, Func<bool> done, Action changed)
+    {
+        ulong top = Format.Items.QgroupId.Of(0, Engine.Inodes.NodeIds.Decode(Filesystem.RootIno).TreeId);
+        ulong g1 = Format.Items.QgroupId.Of(1, 1), g2 = Format.Items.QgroupId.Of(2, 1);
+        foreach (var e in (Common.Errno[])[fs.CreateQgroup(g1), fs.CreateQgroup(g2), fs.AssignQgroup(g1, g2), fs.AssignQgroup(top, g1)])
+            if (e != Common.Errno.OK) throw new InvalidOperationException($"cannot set up the qgroups: {e}");
+        return sched.Start("explore-relations", () =>
+        {
+            var rng = new Random(seed);
+            bool member = true;
+            for (int i = 0; i < 8 && !done(); i++)
+            {
+                for (int y = rng.Next(50, 400); y > 0 && !done(); y--) sched.Yield("explore-relations");
+                if (done()) break;
+                var e = member ? fs.RemoveQgroupRelation(top, g1) : fs.AssignQgroup(top, g1);
+                if (e != Common.Errno.OK) throw new InvalidOperationException($"qgroup {(member ? "remove" : "assign")} 0/5 1/1: {e}");
+                member = !member;
+                changed();
+            }
+        });
     }
 
     /// <summary>Waits for <paramref name="task"/> as long as the scheduler keeps taking steps;
@@ -101,5 +145,5 @@ public static class InterleavingExplorer
     public static string ReplayCommand(ExploreOutcome o, Settings s) =>
         $"reservoir explore --seed {o.Seed} --strategy {(o.Strategy == ScheduleStrategy.Pct ? "pct" : "random")} -p {s.Workers} -n {s.OpsPerWorker}" +
         (o.Strategy == ScheduleStrategy.Pct ? $" --pct-depth {s.PctDepth}" : "") +
-        (s.QuotaLimit is { } q ? $" --quota-limit {q}" : "");
+        (s.QuotaLimit is { } q ? $" --quota-limit {q}" : "") + (s.QuotaGroups ? " --quota-groups" : "");
 }

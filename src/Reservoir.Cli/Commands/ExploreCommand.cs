@@ -25,11 +25,14 @@ internal static class ExploreCommand
         var depth = new Option<int>("--pct-depth") { Description = "PCT bug depth (priority change points + 1)", DefaultValueFactory = _ => 3 };
         var hang = new Option<int>("--hang-after") { Description = "Seconds without a single scheduling step before a run counts as hung", DefaultValueFactory = _ => 60 };
         var quota = new Option<string?>("--quota-limit") { Description = "Enable quotas with this limit on the top-level qgroup (e.g. 200M; the image is 256 MiB): the early accounting and the commit's run under the scheduler, fsck recounts every group" };
-        var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang, quota };
+        var groups = new Option<bool>("--quota-groups") { Description = "With --quota-limit: groups above level 0 too (the top-level subvolume in 1/1, in 2/1; its snapshots join them), that membership ended and made again while the workers run" };
+        var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang, quota, groups };
         cmd.SetAction(pr =>
         {
             var s = new InterleavingExplorer.Settings { Workers = pr.GetValue(procs), OpsPerWorker = pr.GetValue(ops), PctDepth = pr.GetValue(depth), HangAfter = TimeSpan.FromSeconds(pr.GetValue(hang)) };
             if (pr.GetValue(quota) is { } q) s.QuotaLimit = MkfsCommand.ParseSize(q, "--quota-limit");
+            s.QuotaGroups = pr.GetValue(groups);
+            if (s.QuotaGroups && s.QuotaLimit == null) throw new ArgumentException("--quota-groups needs --quota-limit (quotas on)");
             if (s.Workers < 1 || s.OpsPerWorker < 1 || s.PctDepth < 1) throw new ArgumentException("-p, -n and --pct-depth must be at least 1");
             ScheduleStrategy? fixedStrategy = pr.GetValue(strategy) switch
             {
@@ -56,7 +59,7 @@ internal static class ExploreCommand
                 steps += o.Steps;
                 operations += o.Operations;
                 string tag = st == ScheduleStrategy.Pct ? "pct" : "random";
-                if (o.Ok) ctx.Out.WriteLine($"seed {sd} ({tag}): ok, {o.Operations} operations, {o.Steps} scheduling steps{(s.QuotaLimit != null ? $", {o.EarlyTaken} extents accounted early" : "")}, {o.Elapsed.TotalSeconds:F1} s");
+                if (o.Ok) ctx.Out.WriteLine($"seed {sd} ({tag}): ok, {o.Operations} operations, {o.Steps} scheduling steps{(s.QuotaLimit != null ? $", {o.EarlyTaken} extents accounted early" : "")}{(s.QuotaGroups ? $" ({o.EarlyGroupAnswers} let go of with groups, {o.RelationsChanged} memberships changed)" : "")}, {o.Elapsed.TotalSeconds:F1} s");
                 else
                 {
                     failed++;

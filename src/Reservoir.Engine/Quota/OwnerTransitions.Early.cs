@@ -11,7 +11,8 @@ namespace Reservoir.Engine.Quota;
 /// loses the bytes, its exclusive too when no one else has the extent
 /// (<see cref="DropperExclusive"/>), and <see cref="Sole"/>, when one subvolume alone keeps it,
 /// now holds it exclusively. <see cref="NoteOriginDrop"/>: the dropper wrote it and others keep
-/// it, so the commit notes its ORIGIN_DROP.</item>
+/// it, so the commit notes its ORIGIN_DROP. <see cref="Groups"/>: what moves in the groups of
+/// level 1 and above (null when none does).</item>
 /// </list>
 /// </summary>
 internal struct EarlyResult
@@ -19,6 +20,7 @@ internal struct EarlyResult
     public ulong Len, WrittenAlone, Dropper, Sole;
     public long DropperExclusive;
     public bool NoteOriginDrop;
+    public GroupDelta[]? Groups;
 
     public static EarlyResult Alone(ulong writer, ulong len) => new() { Len = len, WrittenAlone = writer };
 
@@ -29,11 +31,17 @@ internal struct EarlyResult
         if (WrittenAlone != 0) { sums.AddWrittenAlone(WrittenAlone, len); return; }
         sums.Add(Qgroups.ForSubvolume(Dropper), -len, DropperExclusive * sign);
         if (Sole != 0) sums.Add(Qgroups.ForSubvolume(Sole), 0, len);
+        if (Groups != null) foreach (var g in Groups) sums.Add(g.Id, g.Referenced * sign, g.Exclusive * sign);
     }
 }
 
-/// <summary>Everything a commit needs to know to take a ledger's early work as accounted.</summary>
-internal readonly record struct EarlyStamp(long Lineage, long Trees, long QuotaSwitches, bool HigherGroups);
+/// <summary>What one extent moves in one group of level 1 or above.</summary>
+internal readonly record struct GroupDelta(ulong Id, long Referenced, long Exclusive);
+
+/// <summary>Everything a commit needs to know to take a ledger's early work as accounted: the
+/// lineage's, the trees' and the quota switches' versions, whether groups of level 1 and above
+/// exist and the version of their memberships (<see cref="Qgroups.MembershipState"/>).</summary>
+internal readonly record struct EarlyStamp(long Lineage, long Trees, long QuotaSwitches, bool HigherGroups, long Memberships);
 
 /// <summary>
 /// A ledger's early accounting as the commit takes it: the sums of the entries worked out

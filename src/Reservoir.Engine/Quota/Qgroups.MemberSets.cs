@@ -75,6 +75,7 @@ internal sealed partial class Qgroups
         _memberBound.Clear();
         _outside.Clear();
         _sortedMembers.Clear();
+        _memberships++;
         Epoch++;
     }
 

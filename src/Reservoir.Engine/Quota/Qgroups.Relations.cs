@@ -16,6 +16,7 @@ internal sealed partial class Qgroups
     /// groups costs as much as the groups above it, not as much as their members).</summary>
     private void Link(ulong child, ulong parent)
     {
+        _memberships++;
         var below = QgroupId.Level(child) == 0 ? [child] : MembersUnsynchronized(child);
         (_parents.TryGetValue(child, out var ps) ? ps : _parents[child] = new()).Add(parent);
         (_children.TryGetValue(parent, out var cs) ? cs : _children[parent] = new()).Add(child);
@@ -38,6 +39,7 @@ internal sealed partial class Qgroups
     /// place; a higher child's departure, rare, drops the caches.</summary>
     private void Unlink(ulong child, ulong parent)
     {
+        _memberships++;
         if (_parents.TryGetValue(child, out var ps)) { ps.Remove(parent); if (ps.Count == 0) _parents.Remove(child); }
         if (_children.TryGetValue(parent, out var cs)) { cs.Remove(child); if (cs.Count == 0) _children.Remove(parent); }
         if (QgroupId.Level(child) != 0)

@@ -205,6 +205,7 @@ internal sealed partial class Qgroups
     private Qgroup AddGroupUnsynchronized(ulong id)
     {
         var g = _groups[id] = new Qgroup(id);
+        _memberships++;
         MarkDirty(g);
         // A new level-0 group is below no group yet.
         if (QgroupId.Level(id) == 0) foreach (var o in _outside.Values) o.Add(id);
@@ -219,6 +220,7 @@ internal sealed partial class Qgroups
     private void RemoveGroupUnsynchronized(ulong id)
     {
         _groups.Remove(id);
+        _memberships++;
         if (QgroupId.Level(id) == 0) foreach (var o in _outside.Values) o.Remove(id);
         else ForgetSetsUnsynchronized();
         if (QgroupId.Level(id) > 0) _higher.RemoveAll(x => x.Id == id);

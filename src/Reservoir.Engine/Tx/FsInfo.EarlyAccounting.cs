@@ -19,9 +19,10 @@ namespace Reservoir.Engine.Tx;
 /// entry's version, and a changed entry's numbers leave the sums), on the subvolumes' own
 /// EXTENT_OWNER_REFs (which change only by transitions, each noted in the ledger under the
 /// tree's lock), on its EXTENT_ITEM and quota items in the extent tree (written only by
-/// commits), and on the lineage, the set of trees, the groups above level 0 and quotas being
-/// on (<see cref="EarlyStamp"/>: the same before and after every answer, and at the commit,
-/// or none of the transaction's answers is used). The worker holds the commit lock for
+/// commits), and on the lineage, the set of trees, the groups above level 0 with their
+/// memberships (FsInfo.EarlyGroups.cs) and quotas being on (<see cref="EarlyStamp"/>: the
+/// same before and after every answer, and at the commit, or none of the transaction's
+/// answers is used). The worker holds the commit lock for
 /// reading while it works, as a handle does, so the ledger it answers to is the running one;
 /// it takes each tree's lock for every lookup (a leaf kept between lookups could be changing
 /// under another writer) and the lineage's lock only to copy the candidates.
@@ -43,13 +44,17 @@ internal sealed partial class FsInfo
     /// <summary>Entries per batch: what a commit may have to wait for.</summary>
     private const int EarlyBatch = 64;
     private readonly List<ulong> _earlyCandidates = new();
+    private bool _earlyCandidatesComplete; // whether _earlyCandidates holds every candidate of the extent
     private readonly TreePath _earlyPath = new();
 
     /// <summary>Bumped when a subvolume's tree comes or goes; and when quotas are turned on or off.</summary>
     private long _treesVersion, _quotaSwitches;
 
-    private EarlyStamp CurrentEarlyStamp() =>
-        new(Lineage.Version, Interlocked.Read(ref _treesVersion), Interlocked.Read(ref _quotaSwitches), Quota.HasHigherGroups);
+    private EarlyStamp CurrentEarlyStamp()
+    {
+        var (higher, memberships) = Quota.MembershipState;
+        return new(Lineage.Version, Interlocked.Read(ref _treesVersion), Interlocked.Read(ref _quotaSwitches), higher, memberships);
+    }
 
     /// <summary>The next transaction, its ledger queuing for the early accounting when quotas
     /// are on.</summary>
@@ -108,6 +113,7 @@ internal sealed partial class FsInfo
                 var ledger = tx.OwnerTransitions;
                 if (ledger.TakeBatch(_earlyBatch, EarlyBatch) == 0) return;
                 long t0 = Stopwatch.GetTimestamp();
+                _earlyWitness.Clear(); // a witness is asked again before it answers, but need not outlive the batch
                 try
                 {
                     // Unchanged from here to the end of an answer means unchanged during it.
@@ -118,6 +124,7 @@ internal sealed partial class FsInfo
                         bool taken = ledger.Publish(w, r, before, CurrentEarlyStamp(), tx.Transid);
                         // A freed extent's quota items need no search (DeleteSharedRootRefs): it has none.
                         if (taken && r is { WrittenAlone: 0 }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
+                        if (r is { WrittenAlone: 0 } && before.HigherGroups) Interlocked.Increment(ref Stats.EarlyGroupAnswers);
                     }
                 }
                 catch
@@ -196,9 +203,8 @@ internal sealed partial class FsInfo
         }
         // Let go of by one subvolume; written before this transaction (it has an EXTENT_ITEM),
         // with no SHARED_ROOT_REF, ORIGIN_DROP or REFERRER_ENTRY: its candidates are its writer
-        // and the writer's snapshots since its birth. Level-0 groups only (the commit decides
-        // the groups above).
-        if (w.BornGeneration != 0 || higherGroups) return null;
+        // and the writer's snapshots since its birth.
+        if (w.BornGeneration != 0) return null;
         ulong writer, born;
         using (ExtentTree.Lock.Read())
         {
@@ -217,8 +223,8 @@ internal sealed partial class FsInfo
         if (ReferrerEntries.Find(w.Bytenr, writer, born) != null) return null;
         // The first candidates (two referrers among them settle it; past ReferrerEntryAfter
         // that let go, it is the commit's case anyway).
-        bool all = Lineage.CollectCandidates(writer, born, _earlyCandidates, Options.ReferrerEntryAfter + 2);
-        ulong first = 0;
+        bool all = _earlyCandidatesComplete = Lineage.CollectCandidates(writer, born, _earlyCandidates, Options.ReferrerEntryAfter + 2);
+        ulong first = 0, second = 0;
         int found = 0, passed = 0;
         foreach (var c in _earlyCandidates)
         {
@@ -230,6 +236,7 @@ internal sealed partial class FsInfo
                 continue;
             }
             if (found++ == 0) first = c;
+            else second = c;
             if (found == 2) break; // no one's exclusive changes: nobody was or is alone
         }
         if (found < 2 && !all) return null; // who else has it is not known
@@ -240,6 +247,8 @@ internal sealed partial class FsInfo
         // Others keep what its writer let go of: the writer's ORIGIN_DROP (pending until it has
         // a snapshot taken since).
         r.NoteOriginDrop = found > 0 && w.Root == writer;
+        // The groups above level 0 (FsInfo.EarlyGroups.cs); found < 2 here means all are known.
+        if (higherGroups && !EarlyHigherGroups(ref r, w.Bytenr, first, second, found < 2)) return null;
         return r;
     }
 

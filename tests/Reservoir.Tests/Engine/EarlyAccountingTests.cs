@@ -106,4 +106,93 @@ public class EarlyAccountingTests
         Ok(fs.RescanQuota(out int corrected));
         Assert.Equal(0, corrected);
     }
+
+    /// <summary>
+    /// The groups of level 1 and above when a subvolume lets go of extents, worked out early
+    /// (docs/SNAPSHOTS.md §3): sv has f (before both snapshots) and g (written after s1, so only
+    /// s2 has it), and rewrites both. A = {s1, s2} holds f and g alone from then on (for f two
+    /// referrers stay and the worker asks whether anyone outside A has it; for g the one
+    /// referrer left is known); B = {sv} stops referencing them; C = {sv, s1} stops referencing
+    /// g but still references f (s1 has it) and never held either alone (s2). Every number is
+    /// worked out by hand, the commit takes the answers with nothing left to it, and a recount
+    /// agrees.
+    /// </summary>
+    [Fact]
+    public void GroupsAboveLevel0AreWorkedOutEarlyWhenASubvolumeLetsGo()
+    {
+        const ulong F = 64 << 10;
+        var dev = NewDevice(64UL << 20);
+        var data = new byte[F];
+        new Random(1).NextBytes(data);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
+        ulong Id(InodeAttr a) => Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino).TreeId;
+        ulong f = CreateFile(fs, sv.Ino, "f", data);
+        Ok(fs.Sync());
+        Ok(fs.CreateSnapshot(sv.Ino, Root, "s1", readOnly: true, out var s1));
+        ulong g = CreateFile(fs, sv.Ino, "g", data);
+        Ok(fs.Sync());
+        Ok(fs.CreateSnapshot(sv.Ino, Root, "s2", readOnly: true, out var s2));
+        ulong a = QgroupId.Of(1, 1), b = QgroupId.Of(1, 2), c = QgroupId.Of(1, 3);
+        foreach (var q in (ulong[])[a, b, c]) Ok(fs.CreateQgroup(q));
+        foreach (var (child, parent) in (ValueTuple<InodeAttr, ulong>[])[(s1, a), (s2, a), (sv, b), (sv, c), (s1, c)])
+            Ok(fs.AssignQgroup(QgroupId.Of(0, Id(child)), parent));
+        Ok(fs.Sync());
+        (ulong, ulong) Numbers(ulong id) { var x = fs.Qgroups().Single(q => q.Id == id); return (x.Referenced, x.Exclusive); }
+        Assert.Equal((2 * F, 0UL), Numbers(a));
+        Assert.Equal((2 * F, 0UL), Numbers(b));
+        Assert.Equal((2 * F, 0UL), Numbers(c));
+        long taken = fs.Fs.Stats.EarlyTaken, left = fs.Fs.Stats.EarlyLeftToCommit, groupAnswers = fs.Fs.Stats.EarlyGroupAnswers;
+
+        data[0] ^= 1;
+        Ok(fs.Write(f, 0, data, out _));
+        Ok(fs.Write(g, 0, data, out _));
+        Ok(fs.Fsync(f));
+        Ok(fs.Fsync(g));
+        fs.Fs.DrainEarlyAccounting();
+        Ok(fs.Sync());
+        Assert.Equal(left, fs.Fs.Stats.EarlyLeftToCommit); // nothing left to the commit
+        Assert.True(fs.Fs.Stats.EarlyTaken >= taken + 4, "the commit took fewer than the four answers (two written, two let go of)");
+        Assert.Equal(groupAnswers + 2, fs.Fs.Stats.EarlyGroupAnswers);
+        Assert.Equal((2 * F, 2 * F), Numbers(QgroupId.Of(0, Id(sv))));
+        Assert.Equal((F, 0UL), Numbers(QgroupId.Of(0, Id(s1))));
+        Assert.Equal((2 * F, F), Numbers(QgroupId.Of(0, Id(s2))));
+        Assert.Equal((2 * F, 2 * F), Numbers(a)); // f and g, alone
+        Assert.Equal((2 * F, 2 * F), Numbers(b)); // the new f and g
+        Assert.Equal((3 * F, 2 * F), Numbers(c)); // the new ones, and the old f (s2 has it too)
+        Ok(fs.RescanQuota(out int corrected));
+        Assert.Equal(0, corrected);
+    }
+
+    /// <summary>
+    /// A membership or group changing between the early answers and the commit drops them (the
+    /// stamp's memberships version), even when groups of level 1 and above existed throughout:
+    /// the commit then works out every extent itself.
+    /// </summary>
+    [Fact]
+    public void AGroupChangingBeforeTheCommitLeavesEveryExtentToIt()
+    {
+        var dev = NewDevice(64UL << 20);
+        var data = new byte[64 << 10];
+        new Random(1).NextBytes(data);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
+        ulong f = CreateFile(fs, sv.Ino, "f", data);
+        Ok(fs.CreateQgroup(QgroupId.Of(1, 1)));
+        Ok(fs.Sync());
+        Ok(fs.CreateSnapshot(sv.Ino, Root, "s1", readOnly: true, out _));
+        Ok(fs.Sync());
+        long taken = fs.Fs.Stats.EarlyTaken, groupAnswers = fs.Fs.Stats.EarlyGroupAnswers;
+        data[0] ^= 1;
+        Ok(fs.Write(f, 0, data, out _));
+        Ok(fs.Fsync(f));
+        fs.Fs.DrainEarlyAccounting();
+        Assert.Equal(groupAnswers + 1, fs.Fs.Stats.EarlyGroupAnswers); // the old extent, answered
+        Ok(fs.CreateQgroup(QgroupId.Of(1, 2)));                        // and its commit comes after a new group
+        Assert.Equal(taken, fs.Fs.Stats.EarlyTaken); // it took none of the answers found before
+        Ok(fs.RescanQuota(out int corrected));
+        Assert.Equal(0, corrected);
+    }
 }

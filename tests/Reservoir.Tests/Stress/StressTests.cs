@@ -304,6 +304,29 @@ public class StressTests(ITestOutputHelper log)
         Assert.EndsWith("--quota-limit 209715200", InterleavingExplorer.ReplayCommand(new ExploreOutcome(11, ScheduleStrategy.RandomWalk, false, "", 0, 0, TimeSpan.Zero), settings));
     }
 
+    /// <summary>The explorer with groups above level 0 (`explore --quota-limit --quota-groups`):
+    /// the top-level subvolume's membership of a group ends and is made again while the workers
+    /// run and snapshot it, so the early accounting answers for the groups while their
+    /// memberships change under it; every run must pass the checks and fsck's recount, and the
+    /// runs must have changed memberships and answered for the groups (else nothing of it was
+    /// exercised).</summary>
+    [Fact]
+    public void ExplorerRunsWithGroupsAboveLevel0()
+    {
+        var settings = new InterleavingExplorer.Settings { Workers = 3, OpsPerWorker = 80, QuotaLimit = 200UL << 20, QuotaGroups = true };
+        long answers = 0;
+        int changed = 0;
+        foreach (int seed in new[] { 21, 22, 23, 24 })
+        {
+            var o = InterleavingExplorer.Run(seed, InterleavingExplorer.StrategyFor(seed), settings);
+            Assert.True(o.Ok, $"seed {seed}: {o.Message}");
+            (answers, changed) = (answers + o.EarlyGroupAnswers, changed + o.RelationsChanged);
+        }
+        Assert.True(answers > 0, "the early accounting answered for no extent let go of with groups");
+        Assert.True(changed > 0, "no membership changed while the workers ran");
+        Assert.EndsWith("--quota-limit 209715200 --quota-groups", InterleavingExplorer.ReplayCommand(new ExploreOutcome(21, ScheduleStrategy.RandomWalk, false, "", 0, 0, TimeSpan.Zero), settings));
+    }
+
     private static MemoryBlockDevice NewDev()
     {
         var d = new MemoryBlockDevice(512UL << 20);
