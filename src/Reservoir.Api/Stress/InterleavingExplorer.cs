@@ -47,10 +47,10 @@ public static class InterleavingExplorer
         /// accounting's worker, the sync that drains it and the commit that takes its answers
         /// run under the scheduler too, and fsck's recount checks every group at the end.</summary>
         public ulong? QuotaLimit { get; set; }
-        /// <summary>With quotas on, groups above level 0 too: the top-level subvolume in group
-        /// 1/1, itself in 2/1, so snapshots of it join them; and a thread that makes and ends
-        /// that membership a few times while the workers run, so the snapshots taken meanwhile
-        /// are members or not and the groups' memberships change under the early accounting.</summary>
+        /// <summary>With quotas on, groups above level 0 too: group 1/1 in 2/1, the top-level
+        /// subvolume in 1/1, and a thread that makes and ends memberships of 1/1 (the top-level
+        /// subvolume's, the workers' subvolumes') while the workers run, so the snapshots taken
+        /// meanwhile join it or not and memberships change under the early accounting.</summary>
         public bool QuotaGroups { get; set; }
     }
 
@@ -76,7 +76,15 @@ public static class InterleavingExplorer
             }
             bool done = false;
             FsThread? relations = s.QuotaGroups ? StartRelationChanges(rfs.Engine, sched, seed, () => Volatile.Read(ref done), () => relationsChanged++) : null;
-            var r = StressRunner.Run(rfs, new StressOptions { Workers = s.Workers, OpsPerWorker = s.OpsPerWorker, Seed = seed, Scheduler = sched });
+            var so = new StressOptions { Workers = s.Workers, OpsPerWorker = s.OpsPerWorker, Seed = seed, Scheduler = sched };
+            if (s.QuotaGroups)
+            {
+                // Snapshots and subvolumes several times as often: an extent let go of with two
+                // snapshots keeping it, some in a group and some not, is what the groups' searches need.
+                so.Frequencies["snapshot"] = 6;
+                so.Frequencies["subvol_create"] = 3;
+            }
+            var r = StressRunner.Run(rfs, so);
             Volatile.Write(ref done, true);
             relations?.Join();
             rfs.Dispose();
@@ -101,9 +109,9 @@ public static class InterleavingExplorer
 
     /// <summary>
     /// <see cref="Settings.QuotaGroups"/>: groups 1/1 and 2/1 above the top-level subvolume, and
-    /// a thread that ends and makes its membership of 1/1 again up to eight times, at points
-    /// the seed picks, until <paramref name="done"/>, calling <paramref name="changed"/> after
-    /// each. Each change is made by a commit, as `reservoir qgroup assign|remove` makes it.
+    /// a thread that, up to twelve times at points the seed picks, until <paramref name="done"/>,
+    /// makes or ends the membership of 1/1 of the top-level subvolume or of a subvolume the
+    /// workers made, calling <paramref name="changed"/> after each. Each change is made by a commit, as `reservoir qgroup assign|remove` makes it.
     /// </summary>
     private static FsThread StartRelationChanges(Filesystem fs, IScheduler sched, int seed, Func<bool> done, Action changed)
     {
@@ -114,14 +122,19 @@ public static class InterleavingExplorer
         return sched.Start("explore-relations", () =>
         {
             var rng = new Random(seed);
-            bool member = true;
-            for (int i = 0; i < 8 && !done(); i++)
+            for (int i = 0; i < 12 && !done(); i++)
             {
                 for (int y = rng.Next(50, 400); y > 0 && !done(); y--) sched.Yield("explore-relations");
                 if (done()) break;
-                var e = member ? fs.RemoveQgroupRelation(top, g1) : fs.AssignQgroup(top, g1);
-                if (e != Common.Errno.OK) throw new InvalidOperationException($"qgroup {(member ? "remove" : "assign")} 0/5 1/1: {e}");
-                member = !member;
+                // The top-level subvolume or one the workers made (snapshots taken of it from
+                // now on join its groups, the older ones stay where they were).
+                if (fs.ListSubvolumes(out var subvolumes) != Common.Errno.OK) throw new InvalidOperationException("cannot list the subvolumes");
+                ulong q = subvolumes.Count == 0 || rng.Next(3) == 0 ? top : Format.Items.QgroupId.Of(0, subvolumes[rng.Next(subvolumes.Count)].Id);
+                bool member = fs.QgroupRelations().Contains((q, g1));
+                var e = member ? fs.RemoveQgroupRelation(q, g1) : fs.AssignQgroup(q, g1);
+                // A subvolume deleted since the list (its group gone with it) is no failure.
+                if (e == Common.Errno.ENOENT && q != top) continue;
+                if (e != Common.Errno.OK) throw new InvalidOperationException($"qgroup {(member ? "remove" : "assign")} {Format.Items.QgroupId.Show(q)} 1/1: {e}");
                 changed();
             }
         });

@@ -25,7 +25,7 @@ internal static class ExploreCommand
         var depth = new Option<int>("--pct-depth") { Description = "PCT bug depth (priority change points + 1)", DefaultValueFactory = _ => 3 };
         var hang = new Option<int>("--hang-after") { Description = "Seconds without a single scheduling step before a run counts as hung", DefaultValueFactory = _ => 60 };
         var quota = new Option<string?>("--quota-limit") { Description = "Enable quotas with this limit on the top-level qgroup (e.g. 200M; the image is 256 MiB): the early accounting and the commit's run under the scheduler, fsck recounts every group" };
-        var groups = new Option<bool>("--quota-groups") { Description = "With --quota-limit: groups above level 0 too (the top-level subvolume in 1/1, in 2/1; its snapshots join them), that membership ended and made again while the workers run" };
+        var groups = new Option<bool>("--quota-groups") { Description = "With --quota-limit: groups above level 0 too (1/1 in 2/1, the top-level subvolume in 1/1), and memberships of 1/1 made and ended while the workers run and snapshot (the top-level subvolume's or their subvolumes')" };
         var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang, quota, groups };
         cmd.SetAction(pr =>
         {

@@ -91,6 +91,7 @@ internal sealed partial class FsInfo
     private bool? AnyOtherEarly(ulong group, bool inside, ulong bytenr, ulong dropper, ulong first, ulong second)
     {
         bool Other(ulong s) => s != dropper && s != first && s != second;
+        Interlocked.Increment(ref Stats.EarlyGroupSearches);
         if (_earlyWitness.TryGetValue((group, inside), out ulong w) && Other(w) && HoldsLocked(w, bytenr)) return true;
         int limit = Options.ReferrerEntryAfter;
         var side = _earlySide;

@@ -80,7 +80,8 @@ public sealed class EngineStats
     public long OriginDropsRederived;
     /// <summary>The early accounting: extents it worked out that the commit took as accounted,
     /// and those the commit worked out itself after all (changed since, or another case);
-    /// its EXTENT_OWNER_REF lookups, and its worker's time; and how many of its answers were
-    /// for an extent let go of while groups of level 1 and above exist (taken or not).</summary>
-    public long EarlyTaken, EarlyLeftToCommit, EarlyProbes, EarlyMicros, EarlyGroupAnswers;
+    /// its EXTENT_OWNER_REF lookups, and its worker's time; how many of its answers were for
+    /// an extent let go of while groups of level 1 and above exist (taken or not), and how many
+    /// questions about who else on one side of such a group has an extent it asked.</summary>
+    public long EarlyTaken, EarlyLeftToCommit, EarlyProbes, EarlyMicros, EarlyGroupAnswers, EarlyGroupSearches;
 }

@@ -305,9 +305,9 @@ public class StressTests(ITestOutputHelper log)
     }
 
     /// <summary>The explorer with groups above level 0 (`explore --quota-limit --quota-groups`):
-    /// the top-level subvolume's membership of a group ends and is made again while the workers
-    /// run and snapshot it, so the early accounting answers for the groups while their
-    /// memberships change under it; every run must pass the checks and fsck's recount, and the
+    /// memberships of a group (the top-level subvolume's, the workers' subvolumes') are made and
+    /// ended while the workers run and snapshot, so the early accounting answers for the groups
+    /// while their memberships change under it; every run must pass the checks and fsck's recount, and the
     /// runs must have changed memberships and answered for the groups (else nothing of it was
     /// exercised).</summary>
     [Fact]
