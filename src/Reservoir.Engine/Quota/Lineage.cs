@@ -62,6 +62,20 @@ internal sealed class Lineage
         lock (_lock) return _children.TryGetValue(id, out var l) && l[^1].Otransid >= since;
     }
 
+    /// <summary>Whether <paramref name="id"/> is one of the <see cref="Descendants"/> of
+    /// <paramref name="origin"/> for transactions <paramref name="since"/> … <paramref name="until"/>:
+    /// a snapshot of it taken then, or a snapshot (of a snapshot …) of one. Walks up from
+    /// <paramref name="id"/>, as many steps as it has ancestors.</summary>
+    public bool DescendsWithin(ulong id, ulong origin, ulong since, ulong until)
+    {
+        lock (_lock)
+        {
+            for (ulong x = id; _parent.TryGetValue(x, out var p); x = p.Parent)
+                if (p.Parent == origin) return p.Otransid >= since && p.Otransid <= until;
+            return false;
+        }
+    }
+
     /// <summary>Forgets a subvolume that is gone and has no snapshots left; returns its source
     /// (which may now be forgettable too), or null if it had none.</summary>
     public ulong? Remove(ulong id)

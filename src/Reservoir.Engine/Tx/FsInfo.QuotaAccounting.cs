@@ -140,6 +140,13 @@ internal sealed partial class FsInfo
                     if (ReopenOrigin(h, bytenr, r, ref writer, shared)) path.Reset();
                     continue;
                 }
+                // A snapshot taken while an origin had the extent is a candidate through the
+                // lineage already: most often one taken in the transaction that wrote the extent
+                // (a snapshot writes its source's dirty data back and repeats its transitions),
+                // where a SHARED_ROOT_REF would be an item per extent per such snapshot, saying
+                // again what the lineage says, and would keep the extent from the searches
+                // without items and from the early accounting.
+                if (IsLineageCandidate(r, bytenr, writer, shared)) continue;
                 // Taken by a clone: snapshots of it taken from now on may have it too.
                 U64Item.Write(buf, h.Transid);
                 ExtentTree.Put(h, new Key(bytenr, KeyTypes.SharedRootRef, r), buf);
@@ -218,6 +225,29 @@ internal sealed partial class FsInfo
             }
             long dr = rb == ra ? 0 : ra ? (long)len : -(long)len, de = eb == ea ? 0 : ea ? (long)len : -(long)len;
             deltas.Add(id, dr, de);
+        }
+    }
+
+    /// <summary>
+    /// Whether subvolume <paramref name="r"/> is a candidate for the extent through the lineage:
+    /// a snapshot (or a snapshot of a snapshot …) of one of its origins, taken while that origin
+    /// had the extent (<see cref="Lineage.DescendsWithin"/>, fsck's rule). An origin's window
+    /// closes at its ORIGIN_DROP, written or still pending (a pending one is written by this very
+    /// commit if the origin has a snapshot since, and would then close a window this answer
+    /// counted on). A window only ever closes at or after the transaction a snapshot in it was
+    /// taken in, so <paramref name="r"/> stays a candidate for as long as it has the extent.
+    /// </summary>
+    private bool IsLineageCandidate(ulong r, ulong bytenr, Origin writer, List<Origin> shared)
+    {
+        if (Within(writer)) return true;
+        foreach (var o in shared) if (Within(o)) return true;
+        return false;
+
+        bool Within(Origin o)
+        {
+            ulong until = o.Until;
+            if (_pendingOriginDrops.TryGetValue(o.Root, out var p) && p.Extents.TryGetValue(bytenr, out var t)) until = Math.Min(until, t);
+            return Lineage.DescendsWithin(r, o.Root, o.Since, until);
         }
     }
 
