@@ -184,16 +184,42 @@ public sealed partial class Filesystem
             var ids = Fs.AllFsTrees().Select(t => t.Id).Where(id => id >= TreeIds.FirstSubvolume).Order().ToList();
             foreach (var id in ids)
             {
-                if (BackrefOf(id) is not { } b) continue; // deleted, its items still being dropped
+                // Deleted (its items still being dropped), or meanwhile: not listed.
+                if (!TryLinkAndPath(id, out var parent, out var dirId, out var path)) continue;
                 var ri = Fs.RootItemOf(id);
                 if (ri is not { } r) continue;
-                result.Add(new SubvolumeInfo(id, b.Parent, b.Link.DirId, PathOfSubvolume(id), r.Generation, r.Otransid, r.Otime, r.Uuid, r.ParentUuid,
+                result.Add(new SubvolumeInfo(id, parent, dirId, path, r.Generation, r.Otransid, r.Otime, r.Uuid, r.ParentUuid,
                     (r.Flags & RootItem.FlagReadOnly) != 0));
             }
             return Errno.OK;
         });
         list = result;
         return e;
+    }
+
+    /// <summary>
+    /// A subvolume's link (parent subvolume, directory) and path, read while other threads may
+    /// move, rename or delete it, the directories above it or the subvolumes it sits in: each
+    /// step reads one tree under its lock, so a move between steps can leave the walk at a
+    /// directory that is no longer there. The walk is then taken again (a link that changed
+    /// during the walk likewise, up to eight times: a subvolume moved that often while listed is
+    /// listed where it went last); false when the subvolume is gone. Eight failed walks in a row
+    /// are no race: the trees are damaged, and the walk's own error says where.
+    /// </summary>
+    private bool TryLinkAndPath(ulong id, out ulong parent, out ulong dirId, out string path)
+    {
+        for (int attempt = 1; ; attempt++)
+        {
+            (parent, dirId, path) = (0, 0, "");
+            if (BackrefOf(id) is not { } b) return false;
+            try { path = PathOfSubvolume(id); }
+            catch (CorruptionException) when (attempt < 8) { continue; }
+            if (BackrefOf(id) is not { } after) return false;
+            bool moved = after.Parent != b.Parent || after.Link.DirId != b.Link.DirId || after.Link.Index != b.Link.Index;
+            if (moved && attempt < 8) continue;
+            (parent, dirId) = (after.Parent, after.Link.DirId);
+            return true;
+        }
     }
 
     /// <summary>The path of a subvolume from the top-level root ("a/b/sub").</summary>

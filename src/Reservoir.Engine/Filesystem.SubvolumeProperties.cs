@@ -74,11 +74,7 @@ public sealed partial class Filesystem
             if (ri is not { } r) return Errno.ENOENT;
             ulong parent = 0, dirid = 0;
             string path = "";
-            if (tree != TreeIds.FsTree)
-            {
-                if (BackrefOf(tree) is not { } b) return Errno.ENOENT;
-                (parent, dirid, path) = (b.Parent, b.Link.DirId, PathOfSubvolume(tree));
-            }
+            if (tree != TreeIds.FsTree && !TryLinkAndPath(tree, out parent, out dirid, out path)) return Errno.ENOENT;
             result = new SubvolumeInfo(tree, parent, dirid, path, r.Generation, r.Otransid, r.Otime, r.Uuid, r.ParentUuid, (r.Flags & RootItem.FlagReadOnly) != 0);
             return Errno.OK;
         });

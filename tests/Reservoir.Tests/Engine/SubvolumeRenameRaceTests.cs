@@ -96,4 +96,81 @@ public class SubvolumeRenameRaceTests
             FsckAssert.Clean(dev);
         }
     }
+
+    /// <summary>
+    /// `subvolume list` and `subvolume show` while subvolumes move, the directories above them
+    /// are renamed and subvolumes come and go, under the scheduler. A path is read one tree at a
+    /// time, so a move between two steps left the walk at a directory no longer there, and the
+    /// listing answered EIO and logged the image as damaged (found by `explore --quota-groups`,
+    /// seed 300109, whose membership thread lists subvolumes). Every listing must answer, and
+    /// name each subvolume by one of the paths it really had.
+    /// </summary>
+    [Fact]
+    public void ListingSubvolumesWhileTheyAndTheirDirectoriesMoveAlwaysAnswers()
+    {
+        int listed = 0;
+        for (int seed = 1; seed <= 12; seed++)
+        {
+            var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk);
+            var dev = new MemoryBlockDevice(128UL << 20);
+            var failures = new List<string>();
+            s.Run(() =>
+            {
+                Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
+                using var fs = Filesystem.Mount(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 5 }, new DataOptions());
+                Ok(fs.CreateSubvolume(Root, "p", 0, 0, out var p));
+                Ok(fs.Mkdir(p.Ino, "a", 0x1ED, 0, 0, out var a));
+                Ok(fs.Mkdir(p.Ino, "b", 0x1ED, 0, 0, out var b));
+                Ok(fs.Mkdir(a.Ino, "d", 0x1ED, 0, 0, out var d));
+                Ok(fs.CreateSubvolume(d.Ino, "inner", 0, 0, out var inner));
+                ulong innerId = Reservoir.Engine.Inodes.NodeIds.Decode(inner.Ino).TreeId;
+                var innerPaths = new[] { "p/a/d/inner", "p/b/d/inner", "p/a/d/moved", "p/b/d/moved" };
+                void Check(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
+                var dirs = s.Start("dir-renamer", () =>
+                {
+                    // d, holding the subvolume, goes from a to b and back.
+                    for (int i = 0; i < 10; i++)
+                        Check($"rename d {i}", i % 2 == 0 ? fs.Rename(a.Ino, "d", b.Ino, "d") : fs.Rename(b.Ino, "d", a.Ino, "d"));
+                });
+                var subvolumes = s.Start("subvolume-renamer", () =>
+                {
+                    // The subvolume itself is renamed within d, wherever d is.
+                    for (int i = 0; i < 10; i++)
+                        Check($"rename inner {i}", i % 2 == 0 ? fs.Rename(d.Ino, "inner", d.Ino, "moved") : fs.Rename(d.Ino, "moved", d.Ino, "inner"));
+                });
+                var other = s.Start("other", () =>
+                {
+                    for (int i = 0; i < 3; i++)
+                    {
+                        Check($"create {i}", fs.CreateSubvolume(d.Ino, $"o{i}", 0, 0, out _));
+                        Check($"delete {i}", fs.DeleteSubvolume(d.Ino, $"o{i}"));
+                    }
+                });
+                var lister = s.Start("lister", () =>
+                {
+                    for (int i = 0; i < 12; i++)
+                    {
+                        var e = fs.ListSubvolumes(out var list);
+                        Check($"list {i}", e);
+                        if (e == Errno.OK && list.SingleOrDefault(x => x.Id == innerId) is { Id: not 0 } x && !innerPaths.Contains(x.Path))
+                            lock (failures) failures.Add($"list {i}: the subvolume listed at {x.Path}, where it never was");
+                        if (e == Errno.OK) Interlocked.Increment(ref listed);
+                        e = fs.ShowSubvolume(inner.Ino, out var shown);
+                        Check($"show {i}", e);
+                        if (e == Errno.OK && !innerPaths.Contains(shown.Path)) lock (failures) failures.Add($"show {i}: {shown.Path}");
+                    }
+                });
+                dirs.Join();
+                subvolumes.Join();
+                other.Join();
+                lister.Join();
+                if (fs.Fs.Warnings.Count > 0) failures.Add("warnings: " + string.Join("; ", fs.Fs.Warnings.Take(2)));
+                Ok(fs.SyncSubvolumeDeletions());
+                Ok(fs.Sync());
+            });
+            Assert.True(failures.Count == 0, $"seed {seed}: {string.Join("; ", failures)}");
+            FsckAssert.Clean(dev);
+        }
+        Assert.True(listed > 0);
+    }
 }
