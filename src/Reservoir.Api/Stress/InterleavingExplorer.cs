@@ -141,16 +141,22 @@ public static class InterleavingExplorer
     }
 
     /// <summary>Waits for <paramref name="task"/> as long as the scheduler keeps taking steps;
-    /// false when it took none for <paramref name="window"/>.</summary>
+    /// false when it took none for <paramref name="window"/>. A task that failed has ended: true,
+    /// and the caller reports its exception as the run's failure (with its replay command),
+    /// where letting it through ended a whole sweep with an internal error.</summary>
     public static bool WaitWhileProgressing(Task task, DeterministicScheduler sched, TimeSpan window)
     {
         long last = -1;
-        while (!task.Wait(window))
+        try
         {
-            long now = sched.Steps;
-            if (now == last) return false;
-            last = now;
+            while (!task.Wait(window))
+            {
+                long now = sched.Steps;
+                if (now == last) return false;
+                last = now;
+            }
         }
+        catch (AggregateException) when (task.IsFaulted) { }
         return true;
     }
 

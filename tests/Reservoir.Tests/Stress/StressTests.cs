@@ -304,6 +304,16 @@ public class StressTests(ITestOutputHelper log)
         Assert.EndsWith("--quota-limit 209715200", InterleavingExplorer.ReplayCommand(new ExploreOutcome(11, ScheduleStrategy.RandomWalk, false, "", 0, 0, TimeSpan.Zero), settings));
     }
 
+    /// <summary>A run whose engine thread threw has ended, and is reported as a failed run, not
+    /// thrown out of the sweep (seed 300109's failure ended `explore` with an internal error).</summary>
+    [Fact]
+    public void AFailedRunEndsTheWaitInsteadOfThrowing()
+    {
+        var sched = new DeterministicScheduler(1, ScheduleStrategy.RandomWalk);
+        var task = Task.FromException(new InvalidOperationException("the run failed"));
+        Assert.True(InterleavingExplorer.WaitWhileProgressing(task, sched, TimeSpan.FromSeconds(1)));
+    }
+
     /// <summary>The explorer with groups above level 0 (`explore --quota-limit --quota-groups`):
     /// memberships of a group (the top-level subvolume's, the workers' subvolumes') are made and
     /// ended while the workers run and snapshot, so the early accounting answers for the groups
