@@ -18,6 +18,9 @@ public sealed record ExploreOutcome(int Seed, ScheduleStrategy Strategy, bool Ok
     public long EarlyGroupAnswers { get; init; }
     /// <summary>With groups above level 0: memberships ended or made while the workers ran.</summary>
     public int RelationsChanged { get; init; }
+    /// <summary>With groups above level 0: the early accounting's questions about who else on one
+    /// side of a group has an extent.</summary>
+    public long EarlyGroupSearches { get; init; }
 }
 
 /// <summary>
@@ -63,7 +66,7 @@ public static class InterleavingExplorer
         var dev = new MemoryBlockDevice(s.DeviceBytes);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         string? problem = null;
-        long ops = 0, early = 0, groupAnswers = 0;
+        long ops = 0, early = 0, groupAnswers = 0, groupSearches = 0;
         int relationsChanged = 0;
         var task = Task.Run(() => sched.Run(() =>
         {
@@ -90,6 +93,7 @@ public static class InterleavingExplorer
             rfs.Dispose();
             early = rfs.Engine.Stats.EarlyTaken;
             groupAnswers = rfs.Engine.Stats.EarlyGroupAnswers;
+            groupSearches = rfs.Engine.Stats.EarlyGroupSearches;
             ops = r.Operations;
             var bad = r.Failures.Take(3).ToList();
             if (rfs.Engine.LeakedBytes != 0) bad.Add($"{rfs.Engine.LeakedBytes} leaked bytes: {string.Join("; ", rfs.Engine.LeakReports.Take(3))}");
@@ -104,7 +108,7 @@ public static class InterleavingExplorer
             var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
             if (!report.Clean) problem = "fsck: " + string.Join("; ", report.Errors.Take(3)) + report.OperationalError;
         }
-        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged };
+        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches };
     }
 
     /// <summary>
