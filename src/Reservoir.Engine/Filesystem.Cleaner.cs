@@ -14,7 +14,7 @@ namespace Reservoir.Engine;
 public sealed partial class Filesystem
 {
     private FsMutex? _cleanerLockField;
-    private FsMutex CleanerLock => _cleanerLockField ??= Fs.Sched.CreateMutex("cleaner"); // guards the fields below
+    private FsMutex CleanerLock => LazyLocks.Mutex(ref _cleanerLockField, Fs.Sched, "cleaner"); // guards the fields below
     private readonly Queue<BTree> _toDrop = new();
     private bool _cleanerBusy, _cleanerStopping;
     private FsThread? _cleaner;

@@ -12,7 +12,7 @@ public sealed partial class Filesystem
     /// of that one" cannot change while a rename decides lock order and checks for loops
     /// (Linux's s_vfs_rename_mutex).</summary>
     private FsMutex? _renameLock;
-    private FsMutex RenameLock => _renameLock ??= Fs.Sched.CreateMutex("rename");
+    private FsMutex RenameLock => LazyLocks.Mutex(ref _renameLock, Fs.Sched, "rename");
 
     public Errno Rename(ulong oldDir, string oldName, ulong newDir, string newName, RenameFlags flags = RenameFlags.None) =>
         Rename(oldDir, Utf8(oldName), newDir, Utf8(newName), flags);

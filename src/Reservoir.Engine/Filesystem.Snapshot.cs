@@ -17,7 +17,7 @@ public sealed partial class Filesystem
     /// <summary>Serialises creating, snapshotting and deleting subvolumes (btrfs's subvol_sem):
     /// a snapshot reads the source's ROOT_REFs to leave nested subvolumes out, which must not
     /// change between its directory entries and its ROOT_REFs. Taken before any inode lock.</summary>
-    private FsMutex SubvolumeOps => _subvolumeOpsField ??= Fs.Sched.CreateMutex("subvolume-ops");
+    private FsMutex SubvolumeOps => LazyLocks.Mutex(ref _subvolumeOpsField, Fs.Sched, "subvolume-ops");
 
     public Errno CreateSnapshot(ulong source, ulong dir, string name, bool readOnly, out InodeAttr attr) =>
         CreateSnapshot(source, dir, Utf8(name), readOnly, out attr);

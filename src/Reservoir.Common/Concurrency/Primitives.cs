@@ -96,3 +96,21 @@ public interface IScheduler
     /// on interleavings but must never spin waiting for another thread.</summary>
     bool IsDeterministic { get; }
 }
+
+/// <summary>
+/// Locks made on first use, when the scheduler is known only then. <c>field ??= sched.CreateMutex(…)</c>
+/// is no way to do it: two threads using the lock for the first time at once can each make a
+/// lock of their own, and then it excludes nothing (the early accounting's worker and a sync
+/// that drained it ran two batches at once over one list: "collection was modified"). The
+/// first lock stored wins; one made by a thread that lost is dropped unused.
+/// </summary>
+public static class LazyLocks
+{
+    public static FsMutex Mutex(ref FsMutex? field, IScheduler sched, string name)
+    {
+        var m = Volatile.Read(ref field);
+        if (m != null) return m;
+        var made = sched.CreateMutex(name);
+        return Interlocked.CompareExchange(ref field, made, null) ?? made;
+    }
+}

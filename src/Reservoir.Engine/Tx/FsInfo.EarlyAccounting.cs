@@ -32,13 +32,13 @@ internal sealed partial class FsInfo
     private FsMutex? _earlyLockField;
     /// <summary>Guards _earlyKick, _earlyStopping, _earlyWorker; the innermost lock of all (taken
     /// by the ledger's wake-up under the ledger's lock, under a tree's).</summary>
-    private FsMutex EarlyLock => _earlyLockField ??= Sched.CreateMutex("early-accounting");
+    private FsMutex EarlyLock => LazyLocks.Mutex(ref _earlyLockField, Sched, "early-accounting");
     private bool _earlyKick, _earlyStopping;
     private FsThread? _earlyWorker;
     private FsMutex? _earlyWorkLockField;
     /// <summary>Guards the batch lists below, and makes one batch run at a time (the worker's,
     /// or a test's <see cref="DrainEarlyAccounting"/>); taken before any other lock.</summary>
-    private FsMutex EarlyWorkLock => _earlyWorkLockField ??= Sched.CreateMutex("early-accounting-work");
+    private FsMutex EarlyWorkLock => LazyLocks.Mutex(ref _earlyWorkLockField, Sched, "early-accounting-work");
     // Reused from one batch to the next, under EarlyWorkLock.
     private readonly List<EarlyWork> _earlyBatch = new();
     /// <summary>Entries per batch: what a commit may have to wait for.</summary>
