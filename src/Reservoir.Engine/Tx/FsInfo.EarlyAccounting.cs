@@ -113,11 +113,11 @@ internal sealed partial class FsInfo
                 var ledger = tx.OwnerTransitions;
                 if (ledger.TakeBatch(_earlyBatch, EarlyBatch) == 0) return;
                 long t0 = Stopwatch.GetTimestamp();
-                _earlyWitness.Clear(); // a witness is asked again before it answers, but need not outlive the batch
                 try
                 {
                     // Unchanged from here to the end of an answer means unchanged during it.
                     var before = CurrentEarlyStamp();
+                    StartEarlyGroupBatch(before.Memberships);
                     foreach (var w in _earlyBatch)
                     {
                         var r = WorkOutEarly(w, tx, before.HigherGroups);
@@ -224,6 +224,7 @@ internal sealed partial class FsInfo
         // The first candidates (two referrers among them settle it; past ReferrerEntryAfter
         // that let go, it is the commit's case anyway).
         bool all = _earlyCandidatesComplete = Lineage.CollectCandidates(writer, born, _earlyCandidates, Options.ReferrerEntryAfter + 2);
+        (_earlyWriter, _earlyBorn) = (writer, born);
         ulong first = 0, second = 0;
         int found = 0, passed = 0;
         foreach (var c in _earlyCandidates)

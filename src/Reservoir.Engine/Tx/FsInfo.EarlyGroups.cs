@@ -28,9 +28,17 @@ internal sealed partial class FsInfo
     private readonly List<EarlyGroupFacts> _earlyFacts = new();
     private readonly List<GroupDelta> _earlyGroupDeltas = new();
     private readonly List<ulong> _earlySide = new();
-    /// <summary>Per batch: the subvolume that last answered yes to "does anyone else on this
-    /// side of this group reference it?" (asked again before it answers).</summary>
+    /// <summary>The extent being worked out: its writer and the transaction that wrote it.</summary>
+    private ulong _earlyWriter, _earlyBorn;
+    /// <summary>The subvolume that last answered yes to "does anyone else on this side of this
+    /// group reference it?", asked again (its EXTENT_OWNER_REF) before it answers; kept while
+    /// the memberships stay as they were (<see cref="_earlyWitnessMemberships"/>: an answer found
+    /// under other memberships is not used anyway, by the stamp).</summary>
     private readonly Dictionary<(ulong Group, bool Inside), ulong> _earlyWitness = new();
+    private long _earlyWitnessMemberships = -1;
+    /// <summary>Per batch: the questions whose walk over the first candidates came to nothing
+    /// (each such extent is left to the commit without walking them again).</summary>
+    private readonly HashSet<(ulong Group, bool Inside)> _earlyWideGaveUp = new();
 
     /// <summary>
     /// Sets <paramref name="r"/>'s <see cref="EarlyResult.Groups"/> for an extent
@@ -86,7 +94,11 @@ internal sealed partial class FsInfo
     /// not a member of group <paramref name="group"/>; null when that is not known within the
     /// walk the early accounting allows. Walks the side asked about when it has at most
     /// <see cref="MountOptions.ReferrerEntryAfter"/> + 3 subvolumes, else the extent's
-    /// candidates when <see cref="_earlyCandidates"/> holds all of them.
+    /// candidates on that side: all of them when <see cref="_earlyCandidates"/> holds all,
+    /// else the first <see cref="WideCandidates"/> in the order taken, where a yes answers
+    /// (and its witness answers the next extents with one lookup: a group of half the
+    /// snapshots) and a no only if they were all; those looked up and not holding the extent
+    /// at most <see cref="MountOptions.ReferrerEntryAfter"/> (a commit may wait for a batch).
     /// </summary>
     private bool? AnyOtherEarly(ulong group, bool inside, ulong bytenr, ulong dropper, ulong first, ulong second)
     {
@@ -95,19 +107,47 @@ internal sealed partial class FsInfo
         if (_earlyWitness.TryGetValue((group, inside), out ulong w) && Other(w) && HoldsLocked(w, bytenr)) return true;
         int limit = Options.ReferrerEntryAfter;
         var side = _earlySide;
+        bool whole = true, bounded = false;
         if (!Quota.TryCopySide(group, inside, limit + 3, side))
         {
-            // The side is large: the candidates, if all of them are known (few).
-            if (!_earlyCandidatesComplete) return null;
-            Quota.FilterSide(group, inside, _earlyCandidates, side);
+            // The side is large: the candidates on it.
+            if (_earlyCandidatesComplete) Quota.FilterSide(group, inside, _earlyCandidates, side);
+            else
+            {
+                if (_earlyWideGaveUp.Contains((group, inside))) return null;
+                whole = Lineage.CollectCandidates(_earlyWriter, _earlyBorn, _earlyWide, WideCandidates);
+                Quota.FilterSide(group, inside, _earlyWide, side);
+                bounded = true;
+            }
         }
-        // At most limit + 3 lookups either way (the candidates collected are at most limit + 2).
+        int passed = 0;
         foreach (var s in side)
         {
-            if (!Other(s) || !HoldsLocked(s, bytenr)) continue;
-            _earlyWitness[(group, inside)] = s;
-            return true;
+            if (!Other(s)) continue;
+            if (HoldsLocked(s, bytenr))
+            {
+                _earlyWitness[(group, inside)] = s;
+                return true;
+            }
+            if (bounded && ++passed >= limit) break;
         }
-        return false;
+        if (passed < limit && whole) return false;
+        if (bounded) _earlyWideGaveUp.Add((group, inside));
+        return null;
     }
+
+    /// <summary>At the start of a batch: witnesses found under other memberships go, and the
+    /// questions given up on are asked again.</summary>
+    private void StartEarlyGroupBatch(long memberships)
+    {
+        _earlyWideGaveUp.Clear();
+        if (memberships == _earlyWitnessMemberships) return;
+        _earlyWitness.Clear();
+        _earlyWitnessMemberships = memberships;
+    }
+
+    /// <summary>How many of an extent's candidates <see cref="AnyOtherEarly"/> collects when a
+    /// side is large: the walk is a list step each, under the lineage's lock.</summary>
+    private const int WideCandidates = 16384;
+    private readonly List<ulong> _earlyWide = new(); // guarded by EarlyWorkLock
 }

@@ -195,4 +195,52 @@ public class EarlyAccountingTests
         Ok(fs.RescanQuota(out int corrected));
         Assert.Equal(0, corrected);
     }
+
+    /// <summary>
+    /// A group of the first half of the snapshots (both sides of it too large to copy, the
+    /// extent's candidates too many to hold: with ReferrerEntryAfter 4, over 7 and 6), when
+    /// the source lets go: "does anyone outside the group have it?" is answered from the first
+    /// candidates on the outside, in the order taken (those inside passed over by membership,
+    /// without a lookup). The group never held the extents
+    /// alone (the second half has them), so its numbers do not move; nothing is left to the
+    /// commit, and a recount agrees. Fails if the walk over the candidates is not made (the
+    /// extents go to the commit) or answers no.
+    /// </summary>
+    [Fact]
+    public void AGroupOfHalfTheSnapshotsIsAnsweredFromTheFirstCandidatesOnItsSide()
+    {
+        const ulong F = 16 << 10;
+        var dev = NewDevice(64UL << 20);
+        var data = new byte[F];
+        new Random(1).NextBytes(data);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 4 });
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
+        var files = Enumerable.Range(0, 6).Select(i => CreateFile(fs, sv.Ino, $"f{i}", data)).ToList();
+        Ok(fs.Sync());
+        ulong half = QgroupId.Of(1, 1);
+        Ok(fs.CreateQgroup(half));
+        for (int i = 0; i < 20; i++)
+        {
+            Ok(fs.CreateSnapshot(sv.Ino, Root, $"s{i}", readOnly: true, out var snap));
+            if (i < 10) Ok(fs.AssignQgroup(QgroupId.Of(0, Reservoir.Engine.Inodes.NodeIds.Decode(snap.Ino).TreeId), half));
+        }
+        Ok(fs.Sync());
+        (ulong, ulong) Numbers(ulong id) { var x = fs.Qgroups().Single(q => q.Id == id); return (x.Referenced, x.Exclusive); }
+        Assert.Equal((6 * F, 0UL), Numbers(half));
+        long left = fs.Fs.Stats.EarlyLeftToCommit, searches = fs.Fs.Stats.EarlyGroupSearches, probes = fs.Fs.Stats.EarlyProbes;
+        data[0] ^= 1;
+        foreach (var f in files) Ok(fs.Write(f, 0, data, out _));
+        foreach (var f in files) Ok(fs.Fsync(f));
+        fs.Fs.DrainEarlyAccounting();
+        Ok(fs.Sync());
+        Assert.Equal(left, fs.Fs.Stats.EarlyLeftToCommit); // nothing left to the commit
+        Assert.Equal(searches + 6, fs.Fs.Stats.EarlyGroupSearches);
+        Assert.Equal((6 * F, 0UL), Numbers(half));
+        Ok(fs.RescanQuota(out int corrected));
+        Assert.Equal(0, corrected);
+        // The candidates inside the group are passed over by their membership, not looked up:
+        // the two first referrers found and one outside, 3 lookups an extent.
+        Assert.Equal(6 * 3, fs.Fs.Stats.EarlyProbes - probes);
+    }
 }
