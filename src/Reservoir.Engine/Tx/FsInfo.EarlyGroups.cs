@@ -13,10 +13,11 @@ namespace Reservoir.Engine.Tx;
 /// only when its answer turns on who else references the extent: for referenced, when the
 /// dropper is a member and neither of the two is; for exclusive, when both are members and
 /// the dropper is not (a group of the snapshots, when the source rewrites its files). Each
-/// search walks the side asked about when it is small, or the candidates when they are all
-/// known, and stops at the first referrer; a subvolume that answered yes is asked first for
-/// the next extent (extents let go of together were mostly inherited together). A search
-/// that would walk more leaves the extent to the commit.
+/// search walks the side asked about when it is small, else the extent's candidates on that
+/// side (all of them, or the first few thousand in the order taken), and stops at the first
+/// referrer; a subvolume that answered yes is asked first for the next extent (extents let
+/// go of together were mostly inherited together). A search that would look up more leaves
+/// the extent to the commit.
 ///
 /// Why it holds: the memberships are read under the qgroup lock and their version is part
 /// of the stamp (<see cref="EarlyStamp.Memberships"/>), the same before and after the answer
