@@ -299,6 +299,22 @@ public static class StressRunner
     /// them); hard links stay hard links of the snapshot's own inode (one new file per file).</summary>
     /// <summary>A subvolume renamed from <paramref name="from"/> to <paramref name="to"/>: it and
     /// everything below it move (an empty directory it replaced goes).</summary>
+    /// <summary>A rename in the model. A regular file: two names of one inode, and rename does
+    /// nothing (POSIX); otherwise the target name, of whatever kind, now names the moved file.
+    /// Anything else moves with everything below it. (`subvol_rename` renames a file when the
+    /// worker has no subvolume: moving it as a directory lost the no-op, and a later link of the
+    /// name the model had dropped found the filesystem still had it: explore seed 332595.)</summary>
+    private static void RenameModel(Model m, string from, string to)
+    {
+        if (from == to) return;
+        if (!m.Files.TryGetValue(from, out var moved)) { MoveModel(m, from, to); return; }
+        if (ReferenceEquals(m.Files.GetValueOrDefault(to), moved)) return;
+        m.Files.Remove(from);
+        m.Links.Remove(to);
+        m.Fifos.Remove(to);
+        m.Files[to] = moved;
+    }
+
     private static void MoveModel(Model m, string from, string to)
     {
         m.Dirs.Remove(to);
@@ -395,7 +411,7 @@ public static class StressRunner
                 break;
             case "subvol_rename":
                 e = t.Rename(a[0], a[1]);
-                if (e == Errno.OK && a[0] != a[1]) MoveModel(m, a[0], a[1]);
+                if (e == Errno.OK) RenameModel(m, a[0], a[1]);
                 break;
             case "subvol_exchange":
                 e = t.Exchange(a[0], a[1]);
@@ -423,18 +439,7 @@ public static class StressRunner
                 break;
             case "rename":
                 e = t.Rename(a[0], a[1]);
-                if (e == Errno.OK && a[0] != a[1] && m.Files.TryGetValue(a[0], out var moved))
-                {
-                    // Two names of one inode: rename does nothing. Otherwise the target name, of
-                    // whatever kind, now names the moved file.
-                    if (!ReferenceEquals(m.Files.GetValueOrDefault(a[1]), moved))
-                    {
-                        m.Files.Remove(a[0]);
-                        m.Links.Remove(a[1]);
-                        m.Fifos.Remove(a[1]);
-                        m.Files[a[1]] = moved;
-                    }
-                }
+                if (e == Errno.OK && m.Files.ContainsKey(a[0])) RenameModel(m, a[0], a[1]);
                 break;
             case "write" or "dwrite" or "mwrite":
                 {

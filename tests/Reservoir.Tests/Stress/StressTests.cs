@@ -304,6 +304,32 @@ public class StressTests(ITestOutputHelper log)
         Assert.EndsWith("--quota-limit 209715200", InterleavingExplorer.ReplayCommand(new ExploreOutcome(11, ScheduleStrategy.RandomWalk, false, "", 0, 0, TimeSpan.Zero), settings));
     }
 
+    /// <summary>
+    /// The runner's model renames as POSIX does whichever operation renames: `subvol_rename`
+    /// renames a file when the worker has no subvolume, and a rename between two names of one
+    /// inode does nothing; the model moved the file as a directory, dropped the first name, and
+    /// a later link of it threw in the runner while the filesystem (rightly) still had it
+    /// (`explore --quota-groups` seed 332595). The replayed log must agree with the filesystem
+    /// at every step and at the end.
+    /// </summary>
+    [Fact]
+    public void RenamingOneNameOfAFileOntoAnotherLeavesBothInTheModel()
+    {
+        const string log = """
+            0/0: creat /p0/f0 0
+            0/1: link /p0/f0 /p0/f4 0
+            0/2: subvol_rename /p0/f4 /p0/f0 0
+            0/3: link /p0/f4 /p0/f5 0
+            0/4: rename /p0/f5 /p0/f0 0
+            0/5: unlink /p0/f4 0
+            0/6: subvol_rename /p0/f5 /p0/f6 0
+            """;
+        using var rfs = ReservoirFileSystem.Open(NewDev(), new MountOptions { CommitIntervalMs = 0 });
+        var r = StressRunner.Replay(rfs, new StringReader(log));
+        Assert.True(r.Ok, string.Join("\n", r.Failures));
+        Assert.Equal(7, r.Operations);
+    }
+
     /// <summary>A run whose engine thread threw has ended, and is reported as a failed run, not
     /// thrown out of the sweep (seed 300109's failure ended `explore` with an internal error).</summary>
     [Fact]
