@@ -21,21 +21,21 @@ public static class Program
     {
         bool quick = args.Contains("--quick");
         if (args.Contains("--write-path")) { WritePathBench.Run(quick); return 0; }
+        // --counts 10000,1000: only these snapshot counts (to look at one closely); --rounds 21:
+        // more alternating rounds per count (the device flush, a third to a half of each
+        // commit, varies by a millisecond on a noisy host; medians of more rounds move less).
+        int at = Array.IndexOf(args, "--counts");
+        int[]? counts = at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',').Select(int.Parse).ToArray() : null;
+        int r = Array.IndexOf(args, "--rounds");
+        int? rounds = r >= 0 && r + 1 < args.Length && int.TryParse(args[r + 1], out int n) && n > 0 ? n : null;
+        if (args.Contains("--reflinks")) { ReflinkBench.Run(quick, counts, rounds); return 0; }
         if (args.Contains("--snapshots"))
         {
-            // --counts 10000,1000: only these snapshot counts (to look at one closely).
-            int at = Array.IndexOf(args, "--counts");
-            int[]? counts = at >= 0 && at + 1 < args.Length ? args[at + 1].Split(',').Select(int.Parse).ToArray() : null;
             SnapshotBench.HalfGroup = args.Contains("--half-group");
             // --files 1000: the same 100 MiB in that many files (extents per commit: a fixed
             // cost per commit and one per extent can then be told apart).
             int fi = Array.IndexOf(args, "--files");
             if (fi >= 0 && fi + 1 < args.Length && int.TryParse(args[fi + 1], out int files) && files is > 0 and <= 25_600) SnapshotBench.Files = files;
-            // --rounds 21: more alternating rounds per count (the device flush, a third to a
-            // half of each commit, varies by a millisecond on a noisy host; medians of more
-            // rounds move less).
-            int r = Array.IndexOf(args, "--rounds");
-            int? rounds = r >= 0 && r + 1 < args.Length && int.TryParse(args[r + 1], out int n) && n > 0 ? n : null;
             SnapshotBench.Run(quick, counts, rounds);
             return 0;
         }
