@@ -204,13 +204,32 @@ internal sealed class Lineage
     public bool CollectCandidates(ulong root, ulong since, List<ulong> into, int max)
     {
         into.Clear();
+        return AddCandidates(root, since, ulong.MaxValue, into, max);
+    }
+
+    /// <summary>
+    /// <see cref="CollectCandidates"/> for one more origin of the extent (a subvolume that took
+    /// it by a clone, from transaction <paramref name="since"/>, until its ORIGIN_DROP's
+    /// <paramref name="until"/>), added to those already in <paramref name="into"/> without
+    /// repeating any (several origins' lineages can meet: a clone into a snapshot of the
+    /// writer); false when there are more than <paramref name="max"/> in all.
+    /// </summary>
+    public bool AddCandidates(ulong root, ulong since, ulong until, List<ulong> into, int max)
+    {
+        // A linear check: the lists are a few tens of ids (the early accounting's bound).
+        bool dedupe = into.Count > 0;
         lock (_lock)
         {
-            into.Add(root);
+            if (!dedupe || !into.Contains(root))
+            {
+                if (into.Count >= max) return false;
+                into.Add(root);
+            }
             var walk = _lockedWalk ??= new DescendantWalk(this);
-            walk.Start(root, since);
+            walk.Start(root, since, until);
             while (walk.Next(out ulong c))
             {
+                if (dedupe && into.Contains(c)) continue;
                 if (into.Count >= max) return false;
                 into.Add(c);
             }

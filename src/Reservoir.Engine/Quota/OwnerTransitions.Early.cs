@@ -7,11 +7,12 @@ namespace Reservoir.Engine.Quota;
 /// <item>Written alone: <see cref="WrittenAlone"/> wrote the extent in this transaction and no
 /// snapshot of it was taken since; its group chain gains the bytes as referenced and exclusive.</item>
 /// <item>Let go of: <see cref="Dropper"/> no longer references an extent written before this
-/// transaction, which has no SHARED_ROOT_REF, ORIGIN_DROP or REFERRER_ENTRY. Its referenced
+/// transaction, which has no REFERRER_ENTRY (and at most a few SHARED_ROOT_REFs). Its referenced
 /// loses the bytes, its exclusive too when no one else has the extent
 /// (<see cref="DropperExclusive"/>), and <see cref="Sole"/>, when one subvolume alone keeps it,
-/// now holds it exclusively. <see cref="NoteOriginDrop"/>: the dropper wrote it and others keep
-/// it, so the commit notes its ORIGIN_DROP. <see cref="Groups"/>: what moves in the groups of
+/// now holds it exclusively. <see cref="NoteOriginDrop"/>: the dropper is an origin of it (its
+/// writer, or a subvolume that took it by a clone) and others keep it, so the commit notes its
+/// ORIGIN_DROP. <see cref="Groups"/>: what moves in the groups of
 /// level 1 and above (null when none does).</item>
 /// </list>
 /// </summary>
@@ -20,6 +21,9 @@ internal struct EarlyResult
     public ulong Len, WrittenAlone, Dropper, Sole;
     public long DropperExclusive;
     public bool NoteOriginDrop;
+    /// <summary>The extent has SHARED_ROOT_REFs or ORIGIN_DROPs (it goes with them when freed:
+    /// the commit must seek them).</summary>
+    public bool HasQuotaItems;
     public GroupDelta[]? Groups;
 
     public static EarlyResult Alone(ulong writer, ulong len) => new() { Len = len, WrittenAlone = writer };

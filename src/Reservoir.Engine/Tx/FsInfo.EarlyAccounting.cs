@@ -3,6 +3,7 @@ using Reservoir.Common.Concurrency;
 using Reservoir.Engine.Quota;
 using Reservoir.Engine.Tree;
 using Reservoir.Format;
+using Reservoir.Format.Items;
 
 namespace Reservoir.Engine.Tx;
 
@@ -123,7 +124,7 @@ internal sealed partial class FsInfo
                         var r = WorkOutEarly(w, tx, before.HigherGroups);
                         bool taken = ledger.Publish(w, r, before, CurrentEarlyStamp(), tx.Transid);
                         // A freed extent's quota items need no search (DeleteSharedRootRefs): it has none.
-                        if (taken && r is { WrittenAlone: 0 }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
+                        if (taken && r is { WrittenAlone: 0, HasQuotaItems: false }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
                         if (r is { WrittenAlone: 0 } && before.HigherGroups) Interlocked.Increment(ref Stats.EarlyGroupAnswers);
                     }
                 }
@@ -202,10 +203,14 @@ internal sealed partial class FsInfo
             return alone ? EarlyResult.Alone(w.Root, w.NumBytes) : null;
         }
         // Let go of by one subvolume; written before this transaction (it has an EXTENT_ITEM),
-        // with no SHARED_ROOT_REF, ORIGIN_DROP or REFERRER_ENTRY: its candidates are its writer
-        // and the writer's snapshots since its birth.
+        // with no REFERRER_ENTRY: its candidates are its writer and the writer's snapshots
+        // since its birth, and each subvolume that took it by a clone (a SHARED_ROOT_REF) and
+        // that one's snapshots since, each origin's up to its ORIGIN_DROP if it has one.
         if (w.BornGeneration != 0) return null;
-        ulong writer, born;
+        ulong writer, born, writerUntil = ulong.MaxValue;
+        var origins = _earlyOrigins;
+        origins.Clear();
+        bool items;
         using (ExtentTree.Lock.Read())
         {
             var path = _earlyPath;
@@ -214,7 +219,10 @@ internal sealed partial class FsInfo
             {
                 if (!TryExtentItemAt(w.Bytenr, w.NumBytes, path, out var ei)) return null;
                 (writer, born) = (ei.Owner, ei.Generation);
-                if (QuotaItemsAfter(w.Bytenr, path) != QuotaItems.None) return null;
+                var q = QuotaItemsAfter(w.Bytenr, path);
+                if (q == QuotaItems.ReferrerEntryOnly) return null;
+                items = q != QuotaItems.None;
+                if (items && !TryReadOrigins(w.Bytenr, writer, ref writerUntil, origins, path)) return null;
             }
             finally { path.Reset(); }
         }
@@ -222,14 +230,31 @@ internal sealed partial class FsInfo
         // which hold the commit lock for writing.
         if (ReferrerEntries.Find(w.Bytenr, writer, born) != null) return null;
         // The first candidates (two referrers among them settle it; past ReferrerEntryAfter
-        // that let go, it is the commit's case anyway).
-        bool all = _earlyCandidatesComplete = Lineage.CollectCandidates(writer, born, _earlyCandidates, Options.ReferrerEntryAfter + 2);
+        // that let go, it is the commit's case anyway). An ORIGIN_DROP still pending in memory
+        // is not read: without it the window is wider, which costs lookups, never an answer
+        // (a subvolume outside every window cannot hold the extent).
+        int max = Options.ReferrerEntryAfter + 2;
+        _earlyCandidates.Clear();
+        bool all = Lineage.AddCandidates(writer, born, writerUntil, _earlyCandidates, max);
+        foreach (var o in origins) all = all && Lineage.AddCandidates(o.Root, o.Since, o.Until, _earlyCandidates, max);
+        _earlyCandidatesComplete = all;
         (_earlyWriter, _earlyBorn) = (writer, born);
         ulong first = 0, second = 0;
         int found = 0, passed = 0;
+        // The previous extent's other referrers first, as the commit asks them: extents let go
+        // of together were mostly inherited together, and a candidate that let go of them all
+        // (an origin whose ORIGIN_DROP is still pending) would be asked again for each.
+        // Whoever holds the extent references it, candidate or not.
+        foreach (var hint in (ReadOnlySpan<ulong>)[_earlyLastFirst, _earlyLastSecond])
+        {
+            if (hint == 0 || hint == w.Root || hint == first || !HoldsLocked(hint, w.Bytenr)) continue;
+            if (found++ == 0) first = hint;
+            else second = hint;
+        }
         foreach (var c in _earlyCandidates)
         {
-            if (c == w.Root) continue; // it let go
+            if (found == 2) break;
+            if (c == w.Root || c == first || c == second) continue; // it let go; or known already
             if (!HoldsLocked(c, w.Bytenr))
             {
                 // Past this many the commit gives the extent a referrer entry: its case.
@@ -241,16 +266,65 @@ internal sealed partial class FsInfo
             if (found == 2) break; // no one's exclusive changes: nobody was or is alone
         }
         if (found < 2 && !all) return null; // who else has it is not known
+        if (found > 0) (_earlyLastFirst, _earlyLastSecond) = (first, second);
         long len = (long)w.NumBytes;
-        var r = new EarlyResult { Len = w.NumBytes, Dropper = w.Root };
+        var r = new EarlyResult { Len = w.NumBytes, Dropper = w.Root, HasQuotaItems = items };
         if (found == 0) r.DropperExclusive = -len;      // it was the only one
         else if (found == 1) r.Sole = first;            // the one left holds it alone
-        // Others keep what its writer let go of: the writer's ORIGIN_DROP (pending until it has
-        // a snapshot taken since).
-        r.NoteOriginDrop = found > 0 && w.Root == writer;
+        // Others keep what an origin (its writer, or a subvolume that took it by a clone) let
+        // go of: the origin's ORIGIN_DROP (pending until it has a snapshot taken since).
+        r.NoteOriginDrop = found > 0 && (w.Root == writer || IsOrigin(origins, w.Root));
         // The groups above level 0 (FsInfo.EarlyGroups.cs); found < 2 here means all are known.
         if (higherGroups && !EarlyHigherGroups(ref r, w.Bytenr, first, second, found < 2)) return null;
         return r;
+    }
+
+    /// <summary>How many SHARED_ROOT_REFs an extent may have for the early accounting to work
+    /// it out (an extent cloned into more subvolumes is the commit's).</summary>
+    private const int EarlyMaxOrigins = 16;
+    // The extent's SHARED_ROOT_REF origins, reused from one extent to the next; guarded by EarlyWorkLock.
+    private readonly List<Origin> _earlyOrigins = new();
+    /// <summary>The referrers other than the dropper the last answer found (0: none), asked
+    /// first for the next extent; a hint only (a lookup says who holds it). Guarded by EarlyWorkLock.</summary>
+    private ulong _earlyLastFirst, _earlyLastSecond;
+
+    /// <summary>
+    /// The origins of an extent as its SHARED_ROOT_REFs and ORIGIN_DROPs say (the commit's
+    /// SharingItems, into a list the worker reuses): each SHARED_ROOT_REF an origin from its
+    /// transaction, each ORIGIN_DROP closing its origin's window, the writer's into
+    /// <paramref name="writerUntil"/>. False when the extent is not the early accounting's: a
+    /// REFERRER_ENTRY follows, more than <see cref="EarlyMaxOrigins"/> origins, or an item that
+    /// does not read (the commit reports it). Caller holds the extent tree's lock.
+    /// </summary>
+    private bool TryReadOrigins(ulong bytenr, ulong writer, ref ulong writerUntil, List<Origin> origins, TreePath path)
+    {
+        path.Reset();
+        if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.SharedRootRef, 0), path)) return true;
+        do
+        {
+            var k = path.Key;
+            if (!IsSharingItem(k, bytenr)) return !(k.ObjectId == bytenr && k.Type == KeyTypes.ReferrerEntry);
+            if (!U64Item.TryRead(path.Data, out var transid)) return false;
+            if (k.Type == KeyTypes.SharedRootRef)
+            {
+                if (origins.Count >= EarlyMaxOrigins) return false;
+                origins.Add(new Origin(k.Offset, transid));
+            }
+            else if (k.Offset == writer) writerUntil = transid;
+            else
+            {
+                // SHARED_ROOT_REFs (188) sort before ORIGIN_DROPs (189): the origin is listed.
+                for (int i = 0; i < origins.Count; i++)
+                    if (origins[i].Root == k.Offset) origins[i] = origins[i] with { Until = transid };
+            }
+        } while (ExtentTree.Next(path));
+        return true;
+    }
+
+    private static bool IsOrigin(List<Origin> origins, ulong root)
+    {
+        foreach (var o in origins) if (o.Root == root) return true;
+        return false;
     }
 
     /// <summary>Whether subvolume <paramref name="c"/> references the extent now: its own

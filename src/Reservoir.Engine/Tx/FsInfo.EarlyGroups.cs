@@ -115,7 +115,9 @@ internal sealed partial class FsInfo
             if (_earlyCandidatesComplete) Quota.FilterSide(group, inside, _earlyCandidates, side);
             else
             {
-                if (_earlyWideGaveUp.Contains((group, inside))) return null;
+                // The wide walk follows the writer's lineage only: an extent with clones' origins
+                // is the commit's here.
+                if (_earlyOrigins.Count > 0 || _earlyWideGaveUp.Contains((group, inside))) return null;
                 whole = Lineage.CollectCandidates(_earlyWriter, _earlyBorn, _earlyWide, WideCandidates);
                 Quota.FilterSide(group, inside, _earlyWide, side);
                 bounded = true;
