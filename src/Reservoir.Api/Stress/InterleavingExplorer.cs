@@ -21,6 +21,9 @@ public sealed record ExploreOutcome(int Seed, ScheduleStrategy Strategy, bool Ok
     /// <summary>With groups above level 0: the early accounting's questions about who else on one
     /// side of a group has an extent.</summary>
     public long EarlyGroupSearches { get; init; }
+    /// <summary>With quotas on: early answers for extents clones share (SHARED_ROOT_REFs) or an
+    /// origin let go of (ORIGIN_DROPs).</summary>
+    public long EarlySharedAnswers { get; init; }
 }
 
 /// <summary>
@@ -66,7 +69,7 @@ public static class InterleavingExplorer
         var dev = new MemoryBlockDevice(s.DeviceBytes);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         string? problem = null;
-        long ops = 0, early = 0, groupAnswers = 0, groupSearches = 0;
+        long ops = 0, early = 0, groupAnswers = 0, groupSearches = 0, sharedAnswers = 0;
         int relationsChanged = 0;
         var task = Task.Run(() => sched.Run(() =>
         {
@@ -94,6 +97,7 @@ public static class InterleavingExplorer
             early = rfs.Engine.Stats.EarlyTaken;
             groupAnswers = rfs.Engine.Stats.EarlyGroupAnswers;
             groupSearches = rfs.Engine.Stats.EarlyGroupSearches;
+            sharedAnswers = rfs.Engine.Stats.EarlySharedAnswers;
             ops = r.Operations;
             var bad = r.Failures.Take(3).ToList();
             if (rfs.Engine.LeakedBytes != 0) bad.Add($"{rfs.Engine.LeakedBytes} leaked bytes: {string.Join("; ", rfs.Engine.LeakReports.Take(3))}");
@@ -108,7 +112,7 @@ public static class InterleavingExplorer
             var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
             if (!report.Clean) problem = "fsck: " + string.Join("; ", report.Errors.Take(3)) + report.OperationalError;
         }
-        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches };
+        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches, EarlySharedAnswers = sharedAnswers };
     }
 
     /// <summary>

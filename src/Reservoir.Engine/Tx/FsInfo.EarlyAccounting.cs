@@ -126,6 +126,7 @@ internal sealed partial class FsInfo
                         // A freed extent's quota items need no search (DeleteSharedRootRefs): it has none.
                         if (taken && r is { WrittenAlone: 0, HasQuotaItems: false }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
                         if (r is { WrittenAlone: 0 } && before.HigherGroups) Interlocked.Increment(ref Stats.EarlyGroupAnswers);
+                        if (r is { HasQuotaItems: true }) Interlocked.Increment(ref Stats.EarlySharedAnswers);
                     }
                 }
                 catch

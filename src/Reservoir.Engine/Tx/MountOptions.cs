@@ -82,6 +82,8 @@ public sealed class EngineStats
     /// and those the commit worked out itself after all (changed since, or another case);
     /// its EXTENT_OWNER_REF lookups, and its worker's time; how many of its answers were for
     /// an extent let go of while groups of level 1 and above exist (taken or not), and how many
-    /// questions about who else on one side of such a group has an extent it asked.</summary>
-    public long EarlyTaken, EarlyLeftToCommit, EarlyProbes, EarlyMicros, EarlyGroupAnswers, EarlyGroupSearches;
+    /// questions about who else on one side of such a group has an extent it asked; and how
+    /// many answers were for an extent with SHARED_ROOT_REFs or ORIGIN_DROPs (clones' origins,
+    /// origins that let go).</summary>
+    public long EarlyTaken, EarlyLeftToCommit, EarlyProbes, EarlyMicros, EarlyGroupAnswers, EarlyGroupSearches, EarlySharedAnswers;
 }

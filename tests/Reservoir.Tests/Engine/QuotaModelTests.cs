@@ -52,7 +52,7 @@ public class QuotaModelTests(ITestOutputHelper log)
     public void EveryCommitAgreesWithARecountWithReferrerEntriesKept(int seed)
     {
         var o = new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 };
-        var (kept, loaded, _, _, _) = Run(seed, o, remounts: true);
+        var (kept, loaded, _, _, _, _) = Run(seed, o, remounts: true);
         Assert.True(kept > 0, "no referrer entry was kept: the test would not exercise them");
         Assert.True(loaded > 0, "no referrer entry was read back after a mount: the test would not exercise their items");
     }
@@ -73,26 +73,28 @@ public class QuotaModelTests(ITestOutputHelper log)
     public void EveryCommitAgreesWithARecountWithEarlyAccounting(int seed)
     {
         bool groups = seed % 3 != 0;
-        var (_, _, taken, left, groupAnswers) = Run(seed, new MountOptions { CommitIntervalMs = 0 }, remounts: seed % 2 == 0, groups: groups, drainEarly: true);
+        var (_, _, taken, left, groupAnswers, sharedAnswers) = Run(seed, new MountOptions { CommitIntervalMs = 0 }, remounts: seed % 2 == 0, groups: groups, drainEarly: true);
         Assert.True(taken > 0, "no commit took an answer of the early accounting: the test would not exercise it");
         Assert.True(left > 0, "every extent was worked out early: the commit's own path for the rest went unexercised");
         if (groups) Assert.True(groupAnswers > 0, "no extent let go of was worked out early for the groups above level 0");
+        Assert.True(sharedAnswers > 0, "no extent with clones' SHARED_ROOT_REFs or an ORIGIN_DROP was worked out early");
     }
 
     public static IEnumerable<object[]> EarlySeeds => Enumerable.Range(1, 20).Select(i => new object[] { i + 300 });
 
-    private (long EntriesKept, long EntriesLoaded, long EarlyTaken, long EarlyLeft, long EarlyGroupAnswers) Run(int seed, MountOptions options, bool remounts = false, bool groups = true, bool drainEarly = false)
+    private (long EntriesKept, long EntriesLoaded, long EarlyTaken, long EarlyLeft, long EarlyGroupAnswers, long EarlySharedAnswers) Run(int seed, MountOptions options, bool remounts = false, bool groups = true, bool drainEarly = false)
     {
         var rng = new Random(seed);
         var dev = NewDevice(96UL << 20);
         var fs = Mount(dev, options);
-        long kept = 0, loaded = 0, taken = 0, left = 0, groupAnswers = 0;
+        long kept = 0, loaded = 0, taken = 0, left = 0, groupAnswers = 0, sharedAnswers = 0;
         // Each mount's counters, added up before it goes.
         void Tally()
         {
             var st = fs.Fs.Stats;
             (kept, loaded) = (kept + st.ReferrerEntriesKept, loaded + st.ReferrerEntriesLoaded);
             (taken, left, groupAnswers) = (taken + st.EarlyTaken, left + st.EarlyLeftToCommit, groupAnswers + st.EarlyGroupAnswers);
+            sharedAnswers += st.EarlySharedAnswers;
         }
         try
         {
@@ -244,8 +246,8 @@ public class QuotaModelTests(ITestOutputHelper log)
             Assert.Equal(usedAtStart, st1.BlocksFree);
             Assert.Equal(0, fs.LeakedBytes);
             Tally();
-            log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {kept} referrer entries kept, {loaded} read back, {fs.Fs.Stats.GroupSidesStarted} group sides started on the last mount; early accounting: {taken} answers taken ({groupAnswers} let go of with groups above level 0), {left} extents left to the commit");
-            return (kept, loaded, taken, left, groupAnswers);
+            log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {kept} referrer entries kept, {loaded} read back, {fs.Fs.Stats.GroupSidesStarted} group sides started on the last mount; early accounting: {taken} answers taken ({groupAnswers} let go of with groups above level 0, {sharedAnswers} with clones' items), {left} extents left to the commit");
+            return (kept, loaded, taken, left, groupAnswers, sharedAnswers);
         }
         finally { fs.Dispose(); }
     }
