@@ -212,7 +212,8 @@ public sealed class PosixApi
     /// Copies <paramref name="source"/> to <paramref name="dest"/> as a reflink (cp
     /// --reflink=always): dest is created (or truncated) and shares all of source's data
     /// extents. Small files whose data is inline in the tree are copied instead (there is no
-    /// extent to share). EXDEV across subvolumes with quotas on.
+    /// extent to share). Across subvolumes too, as on btrfs; with quotas on, EDQUOT (before any
+    /// change) when the destination's group or one above it would pass a limit.
     /// </summary>
     public Errno CloneFile(string source, string dest)
     {

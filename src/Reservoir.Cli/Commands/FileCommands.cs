@@ -7,7 +7,8 @@ namespace Reservoir.Cli.Commands;
 
 /// <summary>
 /// Offline access to an unmounted image: ls, cat, cp (paths inside the image are written with a
-/// leading ':', e.g. `reservoir cp disk.img ./notes.txt :/docs/notes.txt`), mkdir, rm.
+/// leading ':', e.g. `reservoir cp disk.img ./notes.txt :/docs/notes.txt`; both inside it, a
+/// reflink), mkdir, rm.
 /// </summary>
 internal static class FileCommands
 {
@@ -91,21 +92,61 @@ internal static class FileCommands
         var src = new Argument<string>("source") { Description = "Host path, or :/path inside the image" };
         var dst = new Argument<string>("dest") { Description = "Host path, or :/path inside the image" };
         var recursive = new Option<bool>("-r", "-R", "--recursive") { Description = "Copy directories recursively" };
-        var c = new Command("cp", "Copy files into or out of an image (image paths start with ':')") { image, src, dst, recursive };
+        var reflink = new Option<string>("--reflink")
+        {
+            Description = "Within the image (both paths :/…): always or auto (the default) share the source's data extents, a copy on write on either side's next change (cp --reflink, which a FUSE mount cannot pass to the filesystem); never copies the bytes",
+            DefaultValueFactory = _ => "auto",
+        };
+        reflink.AcceptOnlyFromAmong("always", "auto", "never");
+        var c = new Command("cp", "Copy files into, out of or within an image (image paths start with ':')") { image, src, dst, recursive, reflink };
         c.SetAction(pr =>
         {
             string s = pr.GetValue(src)!, d = pr.GetValue(dst)!;
             bool sIn = s.StartsWith(':'), dIn = d.StartsWith(':');
-            if (sIn == dIn) throw new ArgumentException("exactly one of source and dest must be an image path (written :/path)");
+            if (!sIn && !dIn) throw new ArgumentException("source or dest must be an image path (written :/path)");
             using var fs = Open(pr.GetValue(image)!, write: dIn);
             long copied = 0;
-            if (dIn) CopyIn(ctx, fs, s, d[1..], pr.GetValue(recursive), ref copied);
+            if (sIn && dIn) CopyWithin(ctx, fs, s[1..], d[1..], pr.GetValue(recursive), pr.GetValue(reflink) != "never", ref copied);
+            else if (dIn) CopyIn(ctx, fs, s, d[1..], pr.GetValue(recursive), ref copied);
             else CopyOut(ctx, fs, s[1..], d, pr.GetValue(recursive), ref copied);
             ctx.ProgressDone();
             if (dIn) fs.Sync();
             return 0;
         });
         return c;
+    }
+
+    /// <summary>
+    /// A copy inside the image, as cp makes one on btrfs: each regular file a reflink of its
+    /// source (<paramref name="share"/>: every data extent shared, the quota group of the
+    /// destination's subvolume charged for what it starts referencing, EDQUOT before any change
+    /// past its limit; else the bytes copied), directories with -r, symbolic links as links.
+    /// </summary>
+    private static void CopyWithin(CliContext ctx, ReservoirFileSystem fs, string from, string to, bool recursive, bool share, ref long copied)
+    {
+        var info = fs.GetInfo(from);
+        if (fs.DirectoryExists(to)) to = to.TrimEnd('/') + "/" + info.Name;
+        if (info.IsDirectory)
+        {
+            if (!recursive) throw new IOException($"':{from}' is a directory (use -r)");
+            string f = from.TrimEnd('/') + "/", t = to.TrimEnd('/') + "/";
+            if (t.StartsWith(f, StringComparison.Ordinal)) throw new IOException($"cannot copy ':{from}' into itself, ':{to}'");
+            fs.CreateDirectory(to);
+            foreach (var e in fs.EnumerateEntries(from).ToList())
+                CopyWithin(ctx, fs, e.Path, to + "/" + e.Name, true, share, ref copied);
+            return;
+        }
+        if (info.IsSymlink) { fs.CreateSymbolicLink(to, fs.ReadLink(from)); return; }
+        if (share && info.Attr.IsReg)
+        {
+            fs.CloneFile(from, to);
+            copied += (long)info.Attr.Size;
+            ctx.Progress($"{to}: {Units.Human((ulong)copied)} shared");
+            return;
+        }
+        using var input = fs.OpenFile(from, FileMode.Open, FileAccess.Read);
+        using var output = fs.OpenFile(to, FileMode.Create, FileAccess.Write);
+        Pump(ctx, input, output, to, ref copied);
     }
 
     private static void CopyIn(CliContext ctx, ReservoirFileSystem fs, string host, string inner, bool recursive, ref long copied)

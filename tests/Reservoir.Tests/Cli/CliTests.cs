@@ -1,5 +1,7 @@
 using System.Text.Json;
 using Reservoir.Cli;
+using Reservoir.Cli.Commands;
+using Reservoir.Common;
 using Xunit;
 
 namespace Reservoir.Tests.Cli;
@@ -289,6 +291,73 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1, none.Code);
         Assert.Contains("9/9: no such qgroup", none.Err);
         Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
+    /// <summary>
+    /// `cp` with both paths inside the image makes reflinks, as cp does on btrfs (through a FUSE
+    /// mount `cp --reflink=always` cannot: the kernel does not pass FICLONE to a FUSE
+    /// filesystem): a tree copied from one subvolume into another shares its data extents (the
+    /// same disk addresses; both groups reference the 3 MiB and neither holds it alone), a
+    /// `--reflink=never` copy has extents of its own, a copy into itself and a clone past a
+    /// limit are refused with a message, and fsck is clean.
+    /// </summary>
+    [Fact]
+    public void CopyWithinAnImageSharesTheDataExtents()
+    {
+        const long Big = (733 + 1) * 4096; // big.bin's 3,000,000 bytes in 4 KiB blocks, and a.txt's block
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        Assert.Equal(0, Run("quota", "enable", Img).Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/a", "/b", "/c").Code);
+        var src = Path.Combine(_dir, "src");
+        Directory.CreateDirectory(Path.Combine(src, "sub"));
+        var big = new byte[3_000_000];
+        new Random(7).NextBytes(big);
+        File.WriteAllBytes(Path.Combine(src, "sub", "big.bin"), big);
+        File.WriteAllText(Path.Combine(src, "a.txt"), "hello");
+        File.CreateSymbolicLink(Path.Combine(src, "link"), "a.txt");
+        Assert.Equal(0, Run("cp", "-r", Img, src, ":/a/").Code);
+
+        var r = Run("cp", "-r", Img, ":/a/src", ":/b/copy");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Equal(0, Run("cp", "-r", "--reflink=never", Img, ":/a/src", ":/b/bytes").Code);
+        (long Rfer, long Excl) Group(string id)
+        {
+            var g = JsonDocument.Parse(Run("qgroup", "show", Img, "--format", "json").Out).RootElement
+                .EnumerateArray().Single(x => x.GetProperty("qgroupid").GetString() == id);
+            return (g.GetProperty("referenced").GetInt64(), g.GetProperty("exclusive").GetInt64());
+        }
+        Assert.Equal((Big, 0L), Group("0/256"));           // a: shared with b's copy
+        Assert.Equal((2 * Big, Big), Group("0/257"));      // b: the shared one and its own bytes
+        using (var fs = FileCommands.Open(Img, write: false))
+        {
+            ulong[] Extents(string p)
+            {
+                Assert.Equal(Errno.OK, fs.Engine.ExtentMap(fs.GetInfo(p).Attr.Ino, out var map));
+                return map.Select(m => m.DiskBytenr).ToArray();
+            }
+            Assert.Equal(Extents("/a/src/sub/big.bin"), Extents("/b/copy/sub/big.bin"));
+            Assert.Single(Extents("/a/src/a.txt")); // the one block counted above, shared too
+            Assert.Equal(Extents("/a/src/a.txt"), Extents("/b/copy/a.txt"));
+            Assert.Empty(Extents("/b/bytes/sub/big.bin").Intersect(Extents("/a/src/sub/big.bin")));
+            foreach (var dir in (string[])["/b/copy", "/b/bytes"])
+            {
+                Assert.Equal(big, fs.ReadAllBytes(dir + "/sub/big.bin"));
+                Assert.Equal("hello", fs.ReadAllText(dir + "/a.txt"));
+                Assert.Equal("a.txt", fs.ReadLink(dir + "/link"));
+            }
+        }
+
+        var into = Run("cp", "-r", Img, ":/a/src", ":/a/src/sub");
+        Assert.Equal(1, into.Code);
+        Assert.Contains("into itself", into.Err);
+        Assert.Equal(0, Run("qgroup", "limit", "2M", Img, "/c").Code);
+        var over = Run("cp", Img, ":/a/src/sub/big.bin", ":/c/big.bin");
+        Assert.Equal(1, over.Code);
+        Assert.Contains("disk quota exceeded", over.Err);
+        Assert.Equal((0L, 0L), Group("0/258"));
+        Assert.NotEqual(0, Run("cp", "--reflink=sometimes", Img, ":/a/src/a.txt", ":/c/a.txt").Code);
+        var fsck = Run("fsck", Img);
+        Assert.True(fsck.Code == 0, fsck.Out + fsck.Err);
     }
 
     [Fact]
