@@ -3,7 +3,6 @@ using Reservoir.Common.Concurrency;
 using Reservoir.Engine.Quota;
 using Reservoir.Engine.Tree;
 using Reservoir.Format;
-using Reservoir.Format.Items;
 
 namespace Reservoir.Engine.Tx;
 
@@ -223,7 +222,14 @@ internal sealed partial class FsInfo
                 var q = QuotaItemsAfter(w.Bytenr, path);
                 if (q == QuotaItems.ReferrerEntryOnly) return null;
                 items = q != QuotaItems.None;
-                if (items && !TryReadOrigins(w.Bytenr, writer, ref writerUntil, origins, path)) return null;
+                if (items)
+                {
+                    // As the commit reads them; the extent is the commit's with a REFERRER_ENTRY,
+                    // many origins, or an item that does not read (the commit reports it).
+                    var wo = new Origin(writer, born);
+                    if (ReadSharingItems(w.Bytenr, ref wo, origins, path, EarlyMaxOrigins, out bool entryItem, out _) != SharingRead.Read || entryItem) return null;
+                    writerUntil = wo.Until;
+                }
             }
             finally { path.Reset(); }
         }
@@ -274,7 +280,7 @@ internal sealed partial class FsInfo
         else if (found == 1) r.Sole = first;            // the one left holds it alone
         // Others keep what an origin (its writer, or a subvolume that took it by a clone) let
         // go of: the origin's ORIGIN_DROP (pending until it has a snapshot taken since).
-        r.NoteOriginDrop = found > 0 && (w.Root == writer || IsOrigin(origins, w.Root));
+        r.NoteOriginDrop = found > 0 && (w.Root == writer || HasRoot(origins, w.Root));
         // The groups above level 0 (FsInfo.EarlyGroups.cs); found < 2 here means all are known.
         if (higherGroups && !EarlyHigherGroups(ref r, w.Bytenr, first, second, found < 2)) return null;
         return r;
@@ -288,45 +294,6 @@ internal sealed partial class FsInfo
     /// <summary>The referrers other than the dropper the last answer found (0: none), asked
     /// first for the next extent; a hint only (a lookup says who holds it). Guarded by EarlyWorkLock.</summary>
     private ulong _earlyLastFirst, _earlyLastSecond;
-
-    /// <summary>
-    /// The origins of an extent as its SHARED_ROOT_REFs and ORIGIN_DROPs say (the commit's
-    /// SharingItems, into a list the worker reuses): each SHARED_ROOT_REF an origin from its
-    /// transaction, each ORIGIN_DROP closing its origin's window, the writer's into
-    /// <paramref name="writerUntil"/>. False when the extent is not the early accounting's: a
-    /// REFERRER_ENTRY follows, more than <see cref="EarlyMaxOrigins"/> origins, or an item that
-    /// does not read (the commit reports it). Caller holds the extent tree's lock.
-    /// </summary>
-    private bool TryReadOrigins(ulong bytenr, ulong writer, ref ulong writerUntil, List<Origin> origins, TreePath path)
-    {
-        path.Reset();
-        if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.SharedRootRef, 0), path)) return true;
-        do
-        {
-            var k = path.Key;
-            if (!IsSharingItem(k, bytenr)) return !(k.ObjectId == bytenr && k.Type == KeyTypes.ReferrerEntry);
-            if (!U64Item.TryRead(path.Data, out var transid)) return false;
-            if (k.Type == KeyTypes.SharedRootRef)
-            {
-                if (origins.Count >= EarlyMaxOrigins) return false;
-                origins.Add(new Origin(k.Offset, transid));
-            }
-            else if (k.Offset == writer) writerUntil = transid;
-            else
-            {
-                // SHARED_ROOT_REFs (188) sort before ORIGIN_DROPs (189): the origin is listed.
-                for (int i = 0; i < origins.Count; i++)
-                    if (origins[i].Root == k.Offset) origins[i] = origins[i] with { Until = transid };
-            }
-        } while (ExtentTree.Next(path));
-        return true;
-    }
-
-    private static bool IsOrigin(List<Origin> origins, ulong root)
-    {
-        foreach (var o in origins) if (o.Root == root) return true;
-        return false;
-    }
 
     /// <summary>Whether subvolume <paramref name="c"/> references the extent now: its own
     /// EXTENT_OWNER_REF, looked up under its tree's lock.</summary>

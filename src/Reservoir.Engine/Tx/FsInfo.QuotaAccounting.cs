@@ -428,23 +428,50 @@ internal sealed partial class FsInfo
     private ExtentOrigins SharingItems(ulong bytenr, Origin writer)
     {
         var list = new List<Origin>();
-        var path = new TreePath();
-        if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.SharedRootRef, 0), path)) return new(writer, list, false);
+        if (ReadSharingItems(bytenr, ref writer, list, new TreePath(), int.MaxValue, out bool entryItem, out var bad) == SharingRead.Malformed)
+            throw new CorruptionException($"malformed {(bad.Type == KeyTypes.SharedRootRef ? "SHARED_ROOT_REF" : "ORIGIN_DROP")} {bad}", bytenr);
+        return new(writer, list, entryItem);
+    }
+
+    private enum SharingRead { Read, TooMany, Malformed }
+
+    /// <summary>
+    /// An extent's SHARED_ROOT_REFs into <paramref name="origins"/> (each an origin from the
+    /// transaction it took the extent in) and its ORIGIN_DROPs, each closing its origin's window
+    /// (<paramref name="writer"/>'s too), read from <paramref name="path"/>'s seek to the first;
+    /// <paramref name="entryItem"/>: a REFERRER_ENTRY follows them. Stops at more than
+    /// <paramref name="maxOrigins"/> origins, or at an item that does not read
+    /// (<paramref name="bad"/>). For the commit and the early accounting's worker (which
+    /// reuses its list and path); caller holds the extent tree's lock.
+    /// </summary>
+    private SharingRead ReadSharingItems(ulong bytenr, ref Origin writer, List<Origin> origins, TreePath path, int maxOrigins, out bool entryItem, out Key bad)
+    {
+        (entryItem, bad) = (false, default);
+        path.Reset();
+        if (!ExtentTree.SeekGE(new Key(bytenr, KeyTypes.SharedRootRef, 0), path)) return SharingRead.Read;
         do
         {
             var k = path.Key;
-            if (!IsSharingItem(k, bytenr)) return new(writer, list, k.ObjectId == bytenr && k.Type == KeyTypes.ReferrerEntry);
-            if (!U64Item.TryRead(path.Data, out var transid)) throw new CorruptionException($"malformed {(k.Type == KeyTypes.SharedRootRef ? "SHARED_ROOT_REF" : "ORIGIN_DROP")} {k}", bytenr);
-            if (k.Type == KeyTypes.SharedRootRef) list.Add(new Origin(k.Offset, transid));
+            if (!IsSharingItem(k, bytenr))
+            {
+                entryItem = k.ObjectId == bytenr && k.Type == KeyTypes.ReferrerEntry;
+                return SharingRead.Read;
+            }
+            if (!U64Item.TryRead(path.Data, out var transid)) { bad = k; return SharingRead.Malformed; }
+            if (k.Type == KeyTypes.SharedRootRef)
+            {
+                if (origins.Count >= maxOrigins) return SharingRead.TooMany;
+                origins.Add(new Origin(k.Offset, transid));
+            }
             else if (k.Offset == writer.Root) writer = writer with { Until = transid };
             else
             {
                 // SHARED_ROOT_REFs (188) sort before ORIGIN_DROPs (189): the origin is listed.
-                int i = list.FindIndex(o => o.Root == k.Offset);
-                if (i >= 0) list[i] = list[i] with { Until = transid };
+                for (int i = 0; i < origins.Count; i++)
+                    if (origins[i].Root == k.Offset) origins[i] = origins[i] with { Until = transid };
             }
         } while (ExtentTree.Next(path));
-        return new(writer, list, false);
+        return SharingRead.Read;
     }
 
     /// <summary>With its extent, its SHARED_ROOT_REFs and ORIGIN_DROPs. Only images that have had

@@ -65,18 +65,36 @@ public class QuotaModelTests(ITestOutputHelper log)
     /// alone and let go of while the transaction runs (docs/SNAPSHOTS.md §3, "Early
     /// accounting"); it is drained before each commit, so the commit takes its answers for what
     /// did not change since and works out the rest (clones, snapshots, extents many let go of).
-    /// Every recount must agree, the commits must have taken answers from it and worked some out
-    /// themselves, and with groups above level 0 it must have answered for them too. 20 seeds.
+    /// Every recount must agree. 20 seeds. Which cases a seed's worker answered depends on the
+    /// host's timing (an answer found before a membership changes or a snapshot is taken is
+    /// dropped with every other of its transaction), so whether the cases are exercised is
+    /// asserted over several seeds together, below.
     /// </summary>
     [Theory]
     [MemberData(nameof(EarlySeeds))]
-    public void EveryCommitAgreesWithARecountWithEarlyAccounting(int seed)
+    public void EveryCommitAgreesWithARecountWithEarlyAccounting(int seed) =>
+        Run(seed, new MountOptions { CommitIntervalMs = 0 }, remounts: seed % 2 == 0, groups: seed % 3 != 0, drainEarly: true);
+
+    /// <summary>
+    /// That the early model seeds exercise what they are for, summed over eight of them with
+    /// groups above level 0: the commits took answers from the early accounting and worked some
+    /// extents out themselves, and the worker answered for groups above level 0 and for extents
+    /// with clones' SHARED_ROOT_REFs or ORIGIN_DROPs. (Per seed, under a loaded host, a seed's
+    /// answers have all been dropped: seven of twenty once, with two stress soaks running.)
+    /// </summary>
+    [Fact]
+    public void TheEarlyModelSeedsExerciseEveryCaseOfTheEarlyAccounting()
     {
-        bool groups = seed % 3 != 0;
-        var (_, _, taken, left, groupAnswers, sharedAnswers) = Run(seed, new MountOptions { CommitIntervalMs = 0 }, remounts: seed % 2 == 0, groups: groups, drainEarly: true);
-        Assert.True(taken > 0, "no commit took an answer of the early accounting: the test would not exercise it");
+        long taken = 0, left = 0, groupAnswers = 0, sharedAnswers = 0;
+        foreach (int seed in (int[])[301, 302, 304, 305, 307, 308, 310, 311])
+        {
+            var r = Run(seed, new MountOptions { CommitIntervalMs = 0 }, remounts: seed % 2 == 0, groups: true, drainEarly: true);
+            (taken, left, groupAnswers, sharedAnswers) = (taken + r.EarlyTaken, left + r.EarlyLeft, groupAnswers + r.EarlyGroupAnswers, sharedAnswers + r.EarlySharedAnswers);
+        }
+        log.WriteLine($"eight seeds: {taken} answers taken ({groupAnswers} let go of with groups above level 0, {sharedAnswers} with clones' items), {left} extents left to the commit");
+        Assert.True(taken > 0, "no commit took an answer of the early accounting: the model would not exercise it");
         Assert.True(left > 0, "every extent was worked out early: the commit's own path for the rest went unexercised");
-        if (groups) Assert.True(groupAnswers > 0, "no extent let go of was worked out early for the groups above level 0");
+        Assert.True(groupAnswers > 0, "no extent let go of was worked out early for the groups above level 0");
         Assert.True(sharedAnswers > 0, "no extent with clones' SHARED_ROOT_REFs or an ORIGIN_DROP was worked out early");
     }
 
