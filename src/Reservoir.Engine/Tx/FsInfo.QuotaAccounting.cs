@@ -360,13 +360,15 @@ internal sealed partial class FsInfo
     private static CorruptionException MissingExtentItem(ulong bytenr, ulong len) =>
         new($"data extent [{bytenr}, +{len}) is referenced but has no EXTENT_ITEM", bytenr);
 
-    /// <summary><see cref="ExtentOrigin"/> and <see cref="SharedRootRefs"/>: the extent's
+    /// <summary><see cref="ExtentOrigin"/> and <see cref="SharingItems"/>: the extent's
     /// items sit together in key order (EXTENT_ITEM 168, its back-references 176-178,
     /// SHARED_ROOT_REFs 188), so most extents, which have no SHARED_ROOT_REF, are settled by
-    /// the EXTENT_ITEM's search and a step or two, without a second search. Caller holds the
-    /// extent tree's lock.</summary>
+    /// the EXTENT_ITEM's search and a step or two, without a second search. The
+    /// SHARED_ROOT_REFs go into <paramref name="into"/> (empty: the caller's, reused from one
+    /// extent to the next, so that an extent with clones allocates nothing either);
+    /// <paramref name="path"/> is left at the extent's items. Caller holds the extent tree's lock.</summary>
     private ExtentOrigins ExtentOriginAndSharing(TransHandle h, ulong bytenr, ulong len,
-        TreePath path, List<Origin> none)
+        TreePath path, List<Origin> into)
     {
         if (!TryExtentItemAt(bytenr, len, path, out var ei))
         {
@@ -375,15 +377,15 @@ internal sealed partial class FsInfo
             // that only lost referrers was referenced before; a relation change asks about every
             // extent of a subvolume), with the SHARED_ROOT_REFs the accounting just added for
             // the clones of it in this transaction.
-            if (h.Transaction.Refs.NewDataExtent(bytenr) is var (o, g)) { path.Reset(); return SharingItems(bytenr, new Origin(o, g)); }
+            if (h.Transaction.Refs.NewDataExtent(bytenr) is var (o, g)) return SharingItems(bytenr, new Origin(o, g), into, path);
             throw MissingExtentItem(bytenr, len);
         }
         var writer = new Origin(ei.Owner, ei.Generation);
         return QuotaItemsAfter(bytenr, path) switch
         {
-            QuotaItems.None => new(writer, none, false),
-            QuotaItems.ReferrerEntryOnly => new(writer, none, true),
-            _ => SharingItems(bytenr, writer),
+            QuotaItems.None => new(writer, into, false),
+            QuotaItems.ReferrerEntryOnly => new(writer, into, true),
+            _ => SharingItems(bytenr, writer, into, path),
         };
     }
 
@@ -425,12 +427,11 @@ internal sealed partial class FsInfo
     /// <summary>The SHARED_ROOT_REFs of an extent as origins (subvolume, transaction it took the
     /// extent in), each origin's window closed by its ORIGIN_DROP if it has one, the writer's
     /// included, and whether a REFERRER_ENTRY follows them. Caller holds the extent tree's lock.</summary>
-    private ExtentOrigins SharingItems(ulong bytenr, Origin writer)
+    private ExtentOrigins SharingItems(ulong bytenr, Origin writer, List<Origin> into, TreePath path)
     {
-        var list = new List<Origin>();
-        if (ReadSharingItems(bytenr, ref writer, list, new TreePath(), int.MaxValue, out bool entryItem, out var bad) == SharingRead.Malformed)
+        if (ReadSharingItems(bytenr, ref writer, into, path, int.MaxValue, out bool entryItem, out var bad) == SharingRead.Malformed)
             throw new CorruptionException($"malformed {(bad.Type == KeyTypes.SharedRootRef ? "SHARED_ROOT_REF" : "ORIGIN_DROP")} {bad}", bytenr);
-        return new(writer, list, entryItem);
+        return new(writer, into, entryItem);
     }
 
     private enum SharingRead { Read, TooMany, Malformed }
