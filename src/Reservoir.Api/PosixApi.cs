@@ -221,11 +221,15 @@ public sealed class PosixApi
         if (e != Errno.OK) return e;
         if (src.IsDir) return Errno.EISDIR;
         if (!src.IsReg) return Errno.EINVAL;
-        e = Open(dest, OpenFlags.WriteOnly | OpenFlags.Create | OpenFlags.Truncate, src.Mode & 0xFFF, out var dst);
+        // Opened without O_TRUNC: dest may be the source itself (the same path, or another
+        // link to it), which a truncation first would empty; cp refuses that too.
+        e = Open(dest, OpenFlags.WriteOnly | OpenFlags.Create, src.Mode & 0xFFF, out var dst);
         if (e != Errno.OK) return e;
         try
         {
             if (dst.Ino == src.Ino) return Errno.EINVAL;
+            e = _fs.Truncate(dst.Ino, 0);
+            if (e != Errno.OK) return e;
             e = _fs.CloneRange(src.Ino, 0, dst.Ino, 0, 0);
             if (e != Errno.OK) return e;
             return _fs.GetAttr(dst.Ino, out var d) == Errno.OK && d.Size == src.Size ? Errno.OK : Errno.EIO;

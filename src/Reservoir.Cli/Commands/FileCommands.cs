@@ -137,6 +137,10 @@ internal static class FileCommands
             return;
         }
         if (info.IsSymlink) { fs.CreateSymbolicLink(to, fs.ReadLink(from)); return; }
+        // Before anything opens dest for writing: the same file (the same path, or another
+        // link to it) would be emptied first.
+        if (fs.Exists(to) && fs.GetInfo(to, followLinks: true).Attr.Ino == info.Attr.Ino)
+            throw new IOException($"':{from}' and ':{to}' are the same file");
         if (share && info.Attr.IsReg)
         {
             fs.CloneFile(from, to);

@@ -75,6 +75,28 @@ public sealed class EmbeddedApiTests : IDisposable
         Assert.True(Reservoir.Engine.Check.Fsck.Run(Reservoir.Device.FileBlockDevice.Open(Img, readOnly: true)).Clean);
     }
 
+    /// <summary>
+    /// CloneFile (cp --reflink=always) onto the source itself, by its own path or another link
+    /// to it, answers EINVAL and leaves the file whole (it opened dest with O_TRUNC first and
+    /// emptied it: found through `reservoir cp IMAGE :/f :/f`); onto a longer file it replaces
+    /// that file's contents and size.
+    /// </summary>
+    [Fact]
+    public void CloneFileOntoItselfLosesNothing()
+    {
+        using var fs = ReservoirFileSystem.Create(Img, 32 << 20);
+        var data = new byte[100_000];
+        new Random(5).NextBytes(data);
+        fs.WriteAllBytes("/f", data);
+        Assert.Equal(Errno.OK, fs.Posix.Link("/f", "/g"));
+        Assert.Equal(Errno.EINVAL, fs.Posix.CloneFile("/f", "/f"));
+        Assert.Equal(Errno.EINVAL, fs.Posix.CloneFile("/f", "/g"));
+        Assert.Equal(data, fs.ReadAllBytes("/f"));
+        fs.WriteAllBytes("/long", new byte[300_000]);
+        fs.CloneFile("/f", "/long");
+        Assert.Equal(data, fs.ReadAllBytes("/long"));
+    }
+
     [Fact]
     public void PosixLayerGivesExactErrnos()
     {

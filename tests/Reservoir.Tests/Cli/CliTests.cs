@@ -347,6 +347,10 @@ public sealed class CliTests : IDisposable
             }
         }
 
+        var same = Run("cp", Img, ":/a/src/sub/big.bin", ":/a/src/sub/");   // onto itself: refused, nothing emptied
+        Assert.Equal(1, same.Code);
+        Assert.Contains("are the same file", same.Err);
+        using (var fs = FileCommands.Open(Img, write: false)) Assert.Equal(big, fs.ReadAllBytes("/a/src/sub/big.bin"));
         var into = Run("cp", "-r", Img, ":/a/src", ":/a/src/sub");
         Assert.Equal(1, into.Code);
         Assert.Contains("into itself", into.Err);
