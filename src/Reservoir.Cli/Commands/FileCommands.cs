@@ -228,13 +228,26 @@ internal static class FileCommands
         var image = new Argument<string>("image");
         var path = new Argument<string>("path");
         var recursive = new Option<bool>("-r", "-R", "--recursive") { Description = "Remove directories and their contents" };
-        var c = new Command("rm", "Remove a file (or with -r a directory tree) inside an image") { image, path, recursive };
+        var noPreserveRoot = new Option<bool>("--no-preserve-root") { Description = "Let -r empty the whole image (its root: '/', '/.', …), which is refused otherwise, as rm(1) refuses '/'" };
+        var c = new Command("rm", "Remove a file (or with -r a directory tree) inside an image") { image, path, recursive, noPreserveRoot };
         c.SetAction(pr =>
         {
             using var fs = Open(pr.GetValue(image)!, true);
             string p = pr.GetValue(path)!;
             var info = fs.GetInfo(p);
             if (info.IsDirectory && !pr.GetValue(recursive)) { ctx.Err.WriteLine($"reservoir rm: {p}: is a directory (use -r)"); return 1; }
+            // However it is spelled: the root's inode.
+            if (info.IsDirectory && info.Attr.Ino == fs.GetInfo("/").Attr.Ino)
+            {
+                if (!pr.GetValue(noPreserveRoot))
+                {
+                    ctx.Err.WriteLine($"reservoir rm: it is dangerous to operate recursively on '{p}', the image's root (use --no-preserve-root to empty the image)");
+                    return 1;
+                }
+                // Everything in it; the root itself stays (it cannot go).
+                foreach (var e in fs.EnumerateEntries("/").ToList()) fs.Delete(e.Path, recursive: true);
+                return 0;
+            }
             fs.Delete(p, recursive: true);
             return 0;
         });

@@ -44,6 +44,13 @@ public sealed class CliTests : IDisposable
         Assert.True(fsck.Code == 0, fsck.Out + fsck.Err);
         Assert.Contains("no errors found", fsck.Out);
         Assert.Equal(0, Run("mkdir", "-p", Img, "/x/y/z").Code);
+        foreach (var root in (string[])["/", "/x/..", "//."])          // rm -r of the root is refused (it emptied the image, then failed)
+        {
+            var refused = Run("rm", "-r", Img, root);
+            Assert.Equal(1, refused.Code);
+            Assert.Contains("dangerous to operate recursively", refused.Err);
+        }
+        Assert.Equal(["src", "x"], Run("ls", Img, "/").Out.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Equal(1, Run("rm", Img, "/x").Code);
         Assert.Equal(0, Run("rm", "-r", Img, "/x").Code);
         Assert.Equal(1, Run("cat", Img, "/x/y").Code);
@@ -52,6 +59,9 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("inspect", "tree", Img, "--tree", "extent").Code);
         Assert.Equal(0, Run("inspect", "inode", Img, "/src/sub/big.bin").Code);
         Assert.Equal(0, Run("inspect", "space", Img, "--format", "json").Code);
+        Assert.Equal(0, Run("rm", "-r", "--no-preserve-root", Img, "/").Code); // empties the image, keeps its root
+        Assert.Equal("", Run("ls", Img, "/").Out);
+        Assert.Equal(0, Run("fsck", Img).Code);
     }
 
     [Fact]
