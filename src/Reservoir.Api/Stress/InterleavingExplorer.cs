@@ -58,6 +58,8 @@ public static class InterleavingExplorer
         /// subvolume's, the workers' subvolumes') while the workers run, so the snapshots taken
         /// meanwhile join it or not and memberships change under the early accounting.</summary>
         public bool QuotaGroups { get; set; }
+        /// <summary>Where the workers' operations are logged (stress's format; one run, a replay).</summary>
+        public TextWriter? Log { get; set; }
     }
 
     /// <summary>The strategy a sweep uses for a seed: PCT on even seeds, random walk on odd.</summary>
@@ -82,7 +84,7 @@ public static class InterleavingExplorer
             }
             bool done = false;
             FsThread? relations = s.QuotaGroups ? StartRelationChanges(rfs.Engine, sched, seed, () => Volatile.Read(ref done), () => relationsChanged++) : null;
-            var so = new StressOptions { Workers = s.Workers, OpsPerWorker = s.OpsPerWorker, Seed = seed, Scheduler = sched };
+            var so = new StressOptions { Workers = s.Workers, OpsPerWorker = s.OpsPerWorker, Seed = seed, Scheduler = sched, Log = s.Log };
             if (s.QuotaGroups)
             {
                 // Snapshots and subvolumes several times as often: an extent let go of with two
