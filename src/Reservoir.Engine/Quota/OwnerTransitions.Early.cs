@@ -2,10 +2,16 @@ namespace Reservoir.Engine.Quota;
 
 /// <summary>
 /// What the early accounting worked out for one extent (docs/SNAPSHOTS.md §3, "Early
-/// accounting"): one of two cases, the common ones, each a subvolume's single transition.
+/// accounting"): one of three cases, the common ones, each a subvolume's single transition.
 /// <list type="bullet">
 /// <item>Written alone: <see cref="WrittenAlone"/> wrote the extent in this transaction and no
 /// snapshot of it was taken since; its group chain gains the bytes as referenced and exclusive.</item>
+/// <item>Taken by a clone: <see cref="Acquirer"/> starts referencing an extent written before
+/// this transaction (no REFERRER_ENTRY, at most a few SHARED_ROOT_REFs, no groups above level
+/// 0). Its referenced gains the bytes, its exclusive too when no one else has the extent
+/// (<see cref="AcquirerExclusive"/>), and <see cref="Sole"/>, when it held the extent alone
+/// until now, no longer does; <see cref="WritesSharedRootRef"/>: the commit writes the
+/// acquirer's SHARED_ROOT_REF.</item>
 /// <item>Let go of: <see cref="Dropper"/> no longer references an extent written before this
 /// transaction, which has no REFERRER_ENTRY (and at most a few SHARED_ROOT_REFs). Its referenced
 /// loses the bytes, its exclusive too when no one else has the extent
@@ -18,8 +24,12 @@ namespace Reservoir.Engine.Quota;
 /// </summary>
 internal struct EarlyResult
 {
-    public ulong Len, WrittenAlone, Dropper, Sole;
-    public long DropperExclusive;
+    public ulong Len, WrittenAlone, Dropper, Sole, Acquirer;
+    public long DropperExclusive, AcquirerExclusive;
+    /// <summary>Taken by a clone: <see cref="Acquirer"/> starts referencing an extent written
+    /// before this transaction that is no origin's, so the commit writes its SHARED_ROOT_REF
+    /// (unless the lineage names it a candidate already: false then).</summary>
+    public bool WritesSharedRootRef;
     public bool NoteOriginDrop;
     /// <summary>The extent has SHARED_ROOT_REFs or ORIGIN_DROPs (it goes with them when freed:
     /// the commit must seek them).</summary>
@@ -33,6 +43,13 @@ internal struct EarlyResult
     {
         long len = (long)Len * sign;
         if (WrittenAlone != 0) { sums.AddWrittenAlone(WrittenAlone, len); return; }
+        if (Acquirer != 0)
+        {
+            // Its group gains it; the one that held it alone until now (Sole) no longer does.
+            sums.Add(Qgroups.ForSubvolume(Acquirer), len, AcquirerExclusive * sign);
+            if (Sole != 0) sums.Add(Qgroups.ForSubvolume(Sole), 0, -len);
+            return;
+        }
         sums.Add(Qgroups.ForSubvolume(Dropper), -len, DropperExclusive * sign);
         if (Sole != 0) sums.Add(Qgroups.ForSubvolume(Sole), 0, len);
         if (Groups != null) foreach (var g in Groups) sums.Add(g.Id, g.Referenced * sign, g.Exclusive * sign);
@@ -56,11 +73,15 @@ internal readonly record struct EarlyStamp(long Lineage, long Trees, long QuotaS
 /// <see cref="Invalid"/> when something changed who can reference what (a snapshot, quotas
 /// turned on or off), and then the commit works out every entry itself.
 /// </summary>
-internal sealed class EarlyAccounting(QgroupDeltas sums, List<int> todo, Dictionary<ulong, Dictionary<ulong, ulong>> originDrops, EarlyStamp? stamp, bool invalid, int worked)
+internal sealed class EarlyAccounting(QgroupDeltas sums, List<int> todo, Dictionary<ulong, Dictionary<ulong, ulong>> originDrops,
+    Dictionary<ulong, ulong> sharedRootRefs, EarlyStamp? stamp, bool invalid, int worked)
 {
     public QgroupDeltas Sums => sums;
     public List<int> Todo => todo;
     public Dictionary<ulong, Dictionary<ulong, ulong>> OriginDrops => originDrops;
+    /// <summary>The SHARED_ROOT_REFs the answers for clones need: extent → the subvolume that
+    /// took it (an answer that stopped holding took its own out).</summary>
+    public Dictionary<ulong, ulong> SharedRootRefs => sharedRootRefs;
     public EarlyStamp? Stamp => stamp;
     public bool Invalid => invalid;
     /// <summary>How many entries were worked out early (some may have changed since).</summary>
@@ -76,6 +97,7 @@ internal sealed partial class OwnerTransitions
     private QgroupDeltas _earlySums = new();
     private List<int> _queue = new(), _commitOnly = new();
     private Dictionary<ulong, Dictionary<ulong, ulong>> _originDrops = new(); // the answers' ORIGIN_DROPs: origin → extent → transaction
+    private Dictionary<ulong, ulong> _sharedRootRefs = new(); // the answers' SHARED_ROOT_REFs: extent → subvolume
     private bool _earlyInvalid;
     private EarlyStamp? _stamp;
     private int _worked;
@@ -101,6 +123,7 @@ internal sealed partial class OwnerTransitions
         {
             c.Early.AddTo(_earlySums, -1);
             if (c.Early.NoteOriginDrop && _originDrops.TryGetValue(c.Early.Dropper, out var d)) d.Remove(c.Bytenr);
+            if (c.Early.WritesSharedRootRef) _sharedRootRefs.Remove(c.Bytenr);
             c.EarlyVersion = 0;
         }
         if (_earlyInvalid || c.CommitOnly || c.Queued) return;
@@ -181,6 +204,7 @@ internal sealed partial class OwnerTransitions
             if (!_originDrops.TryGetValue(r.Dropper, out var d)) _originDrops[r.Dropper] = d = new();
             d[w.Bytenr] = transid;
         }
+        if (r.WritesSharedRootRef) _sharedRootRefs[w.Bytenr] = r.Acquirer;
         _worked++;
         return true;
     }
@@ -191,8 +215,8 @@ internal sealed partial class OwnerTransitions
         if (!EarlyEnabled) return null;
         var todo = _queue;
         todo.AddRange(_commitOnly);
-        var early = new EarlyAccounting(_earlySums, todo, _originDrops, _stamp, _earlyInvalid, _worked);
-        (_earlySums, _queue, _commitOnly, _originDrops, _stamp, _earlyInvalid, _worked) = (new(), new(), new(), new(), null, false, 0);
+        var early = new EarlyAccounting(_earlySums, todo, _originDrops, _sharedRootRefs, _stamp, _earlyInvalid, _worked);
+        (_earlySums, _queue, _commitOnly, _originDrops, _sharedRootRefs, _stamp, _earlyInvalid, _worked) = (new(), new(), new(), new(), new(), null, false, 0);
         return early;
     }
 }

@@ -123,9 +123,9 @@ internal sealed partial class FsInfo
                         var r = WorkOutEarly(w, tx, before.HigherGroups);
                         bool taken = ledger.Publish(w, r, before, CurrentEarlyStamp(), tx.Transid);
                         // A freed extent's quota items need no search (DeleteSharedRootRefs): it has none.
-                        if (taken && r is { WrittenAlone: 0, HasQuotaItems: false }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
+                        if (taken && r is { WrittenAlone: 0, Acquirer: 0, HasQuotaItems: false }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
                         if (r is { WrittenAlone: 0 } && before.HigherGroups) Interlocked.Increment(ref Stats.EarlyGroupAnswers);
-                        if (r is { HasQuotaItems: true }) Interlocked.Increment(ref Stats.EarlySharedAnswers);
+                        if (r is { HasQuotaItems: true } or { Acquirer: not 0 }) Interlocked.Increment(ref Stats.EarlySharedAnswers);
                     }
                 }
                 catch
@@ -200,12 +200,16 @@ internal sealed partial class FsInfo
             // every group above gain it (the commit applies it up the chain, with groups of any
             // level, as it does its own).
             bool alone = w.BornGeneration == tx.Transid && w.BornOwner == w.Root && !Lineage.HasSnapshotsSince(w.Root, tx.Transid);
-            return alone ? EarlyResult.Alone(w.Root, w.NumBytes) : null;
+            if (alone) return EarlyResult.Alone(w.Root, w.NumBytes);
+            // Else taken by a clone (below), with level-0 groups only: the groups' rules above
+            // level 0 are worked out early for a subvolume letting go only.
+            if (higherGroups) return null;
         }
-        // Let go of by one subvolume; written before this transaction (it has an EXTENT_ITEM),
-        // with no REFERRER_ENTRY: its candidates are its writer and the writer's snapshots
-        // since its birth, and each subvolume that took it by a clone (a SHARED_ROOT_REF) and
-        // that one's snapshots since, each origin's up to its ORIGIN_DROP if it has one.
+        // Let go of, or taken by a clone, by one subvolume; written before this transaction (it
+        // has an EXTENT_ITEM), with no REFERRER_ENTRY: its candidates are its writer and the
+        // writer's snapshots since its birth, and each subvolume that took it by a clone (a
+        // SHARED_ROOT_REF) and that one's snapshots since, each origin's up to its ORIGIN_DROP
+        // if it has one.
         if (w.BornGeneration != 0) return null;
         ulong writer, born, writerUntil = ulong.MaxValue;
         var origins = _earlyOrigins;
@@ -236,6 +240,17 @@ internal sealed partial class FsInfo
         // Read only by commits and the worker, and changed only by commits and quota switches,
         // which hold the commit lock for writing.
         if (ReferrerEntries.Find(w.Bytenr, writer, born) != null) return null;
+        bool writesSharedRootRef = false;
+        if (w.Net > 0)
+        {
+            // An origin taking the extent back reopens its window (the commit deletes its
+            // ORIGIN_DROP): the commit's case. Anyone else gets a SHARED_ROOT_REF, unless the
+            // lineage names it a candidate already (FsInfo.QuotaAccounting.cs,
+            // IsLineageCandidate, whose pending ORIGIN_DROPs only commits and quota switches
+            // change, both under the commit lock for writing).
+            if (w.Root == writer || HasRoot(origins, w.Root)) return null;
+            writesSharedRootRef = !IsLineageCandidate(w.Root, w.Bytenr, new Origin(writer, born, writerUntil), origins);
+        }
         // The first candidates (two referrers among them settle it; past ReferrerEntryAfter
         // that let go, it is the commit's case anyway). An ORIGIN_DROP still pending in memory
         // is not read: without it the window is wider, which costs lookups, never an answer
@@ -261,7 +276,7 @@ internal sealed partial class FsInfo
         foreach (var c in _earlyCandidates)
         {
             if (found == 2) break;
-            if (c == w.Root || c == first || c == second) continue; // it let go; or known already
+            if (c == w.Root || c == first || c == second) continue; // it let go, or took it; or known already
             if (!HoldsLocked(c, w.Bytenr))
             {
                 // Past this many the commit gives the extent a referrer entry: its case.
@@ -275,6 +290,16 @@ internal sealed partial class FsInfo
         if (found < 2 && !all) return null; // who else has it is not known
         if (found > 0) (_earlyLastFirst, _earlyLastSecond) = (first, second);
         long len = (long)w.NumBytes;
+        if (w.Net > 0)
+        {
+            // Its group gains it; exclusive moves as the commit's AccountExtent moves it: the
+            // one other referrer held it alone until now, or (none) the acquirer holds it alone.
+            return new EarlyResult
+            {
+                Len = w.NumBytes, Acquirer = w.Root, HasQuotaItems = items, WritesSharedRootRef = writesSharedRootRef,
+                AcquirerExclusive = found == 0 ? len : 0, Sole = found == 1 ? first : 0,
+            };
+        }
         var r = new EarlyResult { Len = w.NumBytes, Dropper = w.Root, HasQuotaItems = items };
         if (found == 0) r.DropperExclusive = -len;      // it was the only one
         else if (found == 1) r.Sole = first;            // the one left holds it alone

@@ -35,6 +35,7 @@ internal sealed partial class FsInfo
             // touched: inside the commit every structure costs its cache misses).
             Quota.Apply(early.Sums);
             NoteOriginDrops(early.OriginDrops, h.Transid);
+            WriteEarlySharedRootRefs(h, early.SharedRootRefs);
             Stats.EarlyTaken += early.Worked;
         }
         else if (changes.Count > 0)
@@ -57,6 +58,7 @@ internal sealed partial class FsInfo
             // its origin's back).
             deltas.AddFrom(early.Sums);
             NoteOriginDrops(early.OriginDrops, h.Transid);
+            WriteEarlySharedRootRefs(h, early.SharedRootRefs);
             Stats.EarlyTaken += early.Worked;
         }
         else h.Transaction.WithoutSharedRootRefs.Clear(); // filled again below for every extent
@@ -99,6 +101,17 @@ internal sealed partial class FsInfo
         }
         if (searched.Count > 0) AccountSearched(h, changes, scratch);
         Quota.Apply(deltas);
+    }
+
+    /// <summary>The SHARED_ROOT_REFs of the clones the early accounting worked out (each
+    /// extent's is written by the commit whose transaction took it), in address order.</summary>
+    private void WriteEarlySharedRootRefs(TransHandle h, Dictionary<ulong, ulong> refs)
+    {
+        if (refs.Count == 0) return;
+        Span<byte> buf = stackalloc byte[U64Item.Size];
+        U64Item.Write(buf, h.Transid);
+        foreach (var (bytenr, root) in refs.OrderBy(kv => kv.Key))
+            ExtentTree.Put(h, new Key(bytenr, KeyTypes.SharedRootRef, root), buf);
     }
 
     /// <summary>The extents <see cref="AccountOwnerTransitions"/> must ask about, in address
