@@ -23,9 +23,11 @@ internal sealed partial class FsInfo
     /// Lost in a crash, they are noted again at the next read-write mount
     /// (<see cref="RederivePendingOriginDrops"/>); an item missing would only leave the origin's
     /// window open (every later snapshot of it asked, as before ORIGIN_DROP existed), never
-    /// count anything wrong. Touched by the commit (serialized by the commit mutex), by quota
-    /// enable and disable, which hold the commit lock exclusively, and by the mount before any
-    /// other thread starts.
+    /// count anything wrong. Touched by the commit (serialized by the commit mutex, inside the
+    /// commit lock held for writing), by quota enable and disable, which hold the commit lock
+    /// for writing too, and by the mount before any other thread starts; read besides by the
+    /// early accounting's worker (a clone's IsLineageCandidate), which holds the commit lock
+    /// for reading, so that none of those can change it meanwhile.
     /// </summary>
     private readonly Dictionary<ulong, PendingDrops> _pendingOriginDrops = new();
 
