@@ -15,6 +15,37 @@ public class EarlyAccountingTests
 {
     private const ulong Root = Filesystem.RootIno;
 
+    private static ulong Id(InodeAttr a) => Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino).TreeId;
+
+    /// <summary>The referenced and exclusive bytes of a subvolume's level-0 group.</summary>
+    private static (ulong, ulong) Numbers(Filesystem fs, InodeAttr a)
+    {
+        var x = fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, Id(a)));
+        return (x.Referenced, x.Exclusive);
+    }
+
+    /// <summary>Whether the extent tree holds the item (extent, <paramref name="type"/>, subvolume).</summary>
+    private static bool HasItem(Filesystem fs, ulong extent, byte type, ulong subvolume)
+    {
+        var t = fs.Fs.ExtentTree;
+        using (t.Lock.Read())
+            return t.Search(null, new Reservoir.Format.Key(extent, type, subvolume), new Reservoir.Engine.Tree.TreePath());
+    }
+
+    /// <summary>One step worked out early: <paramref name="change"/>, the worker drained, a
+    /// commit that takes its answers with nothing left to it, and a recount that agrees.</summary>
+    private static void EarlyStep(Filesystem fs, Action change, string what)
+    {
+        long taken = fs.Fs.Stats.EarlyTaken, left = fs.Fs.Stats.EarlyLeftToCommit;
+        change();
+        fs.Fs.DrainEarlyAccounting();
+        Ok(fs.Sync());
+        Assert.True(fs.Fs.Stats.EarlyTaken > taken, $"{what}: the commit took no early answer");
+        Assert.True(left == fs.Fs.Stats.EarlyLeftToCommit, $"{what}: {fs.Fs.Stats.EarlyLeftToCommit - left} extents left to the commit");
+        Ok(fs.RescanQuota(out int corrected));
+        Assert.True(corrected == 0, $"{what}: the recount corrected {corrected} groups");
+    }
+
     /// <summary>
     /// A subvolume lets go of an extent a snapshot keeps (the early accounting notes the
     /// subvolume's ORIGIN_DROP), then takes it back in the same transaction by a clone from the
@@ -99,10 +130,7 @@ public class EarlyAccountingTests
         Assert.Equal(left, fs.Fs.Stats.EarlyLeftToCommit); // nothing left to the commit
         Ok(fs.CreateSnapshot(sv.Ino, Root, "s2", readOnly: true, out _));
         Ok(fs.Sync());                   // sv has a snapshot since: its pending ORIGIN_DROPs are written
-        var t = fs.Fs.ExtentTree;
-        using (t.Lock.Read())
-            Assert.True(t.Search(null, new Reservoir.Format.Key(extent, Reservoir.Format.KeyTypes.OriginDrop, svId), new Reservoir.Engine.Tree.TreePath()),
-                "no ORIGIN_DROP for the extent sv let go of");
+        Assert.True(HasItem(fs, extent, Reservoir.Format.KeyTypes.OriginDrop, svId), "no ORIGIN_DROP for the extent sv let go of");
         Ok(fs.RescanQuota(out int corrected));
         Assert.Equal(0, corrected);
     }
@@ -131,8 +159,6 @@ public class EarlyAccountingTests
             Ok(fs.EnableQuota());
             Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
             Ok(fs.CreateSubvolume(Root, "t", 0, 0, out var t));
-            ulong Id(InodeAttr a) => Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino).TreeId;
-            (ulong, ulong) Numbers(InodeAttr a) { var x = fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, Id(a))); return (x.Referenced, x.Exclusive); }
             ulong f = CreateFile(fs, sv.Ino, "f", data);
             Ok(fs.Sync());
             Ok(fs.ExtentMap(f, out var map));
@@ -142,40 +168,26 @@ public class EarlyAccountingTests
             Ok(fs.Sync());
             Ok(fs.CreateSnapshot(t.Ino, Root, "ts", readOnly: false, out var ts));
             Ok(fs.Sync());
-            Assert.Equal((F, 0UL), Numbers(sv));
-            Assert.Equal((F, 0UL), Numbers(t));
-            Assert.Equal((F, 0UL), Numbers(ts));
+            Assert.Equal((F, 0UL), Numbers(fs, sv));
+            Assert.Equal((F, 0UL), Numbers(fs, t));
+            Assert.Equal((F, 0UL), Numbers(fs, ts));
 
-            void Step(Action change, string what)
-            {
-                long taken = fs.Fs.Stats.EarlyTaken, left = fs.Fs.Stats.EarlyLeftToCommit;
-                change();
-                fs.Fs.DrainEarlyAccounting();
-                Ok(fs.Sync());
-                Assert.True(fs.Fs.Stats.EarlyTaken > taken, $"{what}: the commit took no early answer");
-                Assert.True(left == fs.Fs.Stats.EarlyLeftToCommit, $"{what}: {fs.Fs.Stats.EarlyLeftToCommit - left} extents left to the commit");
-                Ok(fs.RescanQuota(out int corrected));
-                Assert.True(corrected == 0, $"{what}: the recount corrected {corrected} groups");
-            }
             data[0] ^= 1;
-            Step(() => { Ok(fs.Write(f, 0, data, out _)); Ok(fs.Fsync(f)); }, "sv's rewrite");
-            Assert.Equal((F, F), Numbers(sv));   // the new f, alone
-            Assert.Equal((F, 0UL), Numbers(t));  // the old one, shared with ts
-            Assert.Equal((F, 0UL), Numbers(ts));
+            EarlyStep(fs, () => { Ok(fs.Write(f, 0, data, out _)); Ok(fs.Fsync(f)); }, "sv's rewrite");
+            Assert.Equal((F, F), Numbers(fs, sv));   // the new f, alone
+            Assert.Equal((F, 0UL), Numbers(fs, t));  // the old one, shared with ts
+            Assert.Equal((F, 0UL), Numbers(fs, ts));
             data[1] ^= 1;
-            Step(() => { Ok(fs.Write(c, 0, data, out _)); Ok(fs.Fsync(c)); }, "t's rewrite");
-            Assert.Equal((F, F), Numbers(t));    // its new c, alone
-            Assert.Equal((F, F), Numbers(ts));   // the old extent, alone now
+            EarlyStep(fs, () => { Ok(fs.Write(c, 0, data, out _)); Ok(fs.Fsync(c)); }, "t's rewrite");
+            Assert.Equal((F, F), Numbers(fs, t));    // its new c, alone
+            Assert.Equal((F, F), Numbers(fs, ts));   // the old extent, alone now
             Ok(fs.CreateSnapshot(t.Ino, Root, "t2", readOnly: true, out _));
             Ok(fs.Sync());                       // t has a snapshot since: its pending ORIGIN_DROP is written
-            var tree = fs.Fs.ExtentTree;
-            using (tree.Lock.Read())
-                Assert.True(tree.Search(null, new Reservoir.Format.Key(extent, Reservoir.Format.KeyTypes.OriginDrop, Id(t)), new Reservoir.Engine.Tree.TreePath()),
-                    "no ORIGIN_DROP for the extent t, a clone's origin, let go of");
-            Step(() => Ok(fs.Unlink(ts.Ino, "c")), "ts's unlink");
-            Assert.Equal((0UL, 0UL), Numbers(ts));
-            Assert.Equal((F, F), Numbers(sv));
-            Assert.Equal((F, 0UL), Numbers(t));  // shared with t2
+            Assert.True(HasItem(fs, extent, Reservoir.Format.KeyTypes.OriginDrop, Id(t)), "no ORIGIN_DROP for the extent t, a clone's origin, let go of");
+            EarlyStep(fs, () => Ok(fs.Unlink(ts.Ino, "c")), "ts's unlink");
+            Assert.Equal((0UL, 0UL), Numbers(fs, ts));
+            Assert.Equal((F, F), Numbers(fs, sv));
+            Assert.Equal((F, 0UL), Numbers(fs, t));  // shared with t2
         }
         FsckAssert.Clean(dev);
     }
@@ -202,8 +214,6 @@ public class EarlyAccountingTests
             Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
             Ok(fs.CreateSubvolume(Root, "t", 0, 0, out var t));
             Ok(fs.CreateSubvolume(Root, "u", 0, 0, out var u));
-            ulong Id(InodeAttr a) => Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino).TreeId;
-            (ulong, ulong) Numbers(InodeAttr a) { var x = fs.Qgroups().Single(q => q.Id == QgroupId.Of(0, Id(a))); return (x.Referenced, x.Exclusive); }
             ulong f = CreateFile(fs, sv.Ino, "f", data);
             Ok(fs.Sync());
             Ok(fs.CreateSnapshot(sv.Ino, Root, "s1", readOnly: true, out var s1));
@@ -212,32 +222,18 @@ public class EarlyAccountingTests
             Ok(fs.Sync());
             Ok(fs.ExtentMap(f, out var fMap));
             ulong fExtent = fMap.Single().DiskBytenr;
-            Assert.Equal((2 * F, F), Numbers(sv));
-            void Step(Action change, string what)
-            {
-                long taken = fs.Fs.Stats.EarlyTaken, left = fs.Fs.Stats.EarlyLeftToCommit;
-                change();
-                fs.Fs.DrainEarlyAccounting();
-                Ok(fs.Sync());
-                Assert.True(fs.Fs.Stats.EarlyTaken > taken, $"{what}: the commit took no early answer");
-                Assert.True(left == fs.Fs.Stats.EarlyLeftToCommit, $"{what}: {fs.Fs.Stats.EarlyLeftToCommit - left} extents left to the commit");
-                Ok(fs.RescanQuota(out int corrected));
-                Assert.True(corrected == 0, $"{what}: the recount corrected {corrected} groups");
-            }
-            Step(() => Ok(fs.CloneRange(f, 0, CreateFile(fs, t.Ino, "c"), 0, 0)), "t's clone of f");
-            Assert.Equal((F, 0UL), Numbers(t));
-            Assert.Equal((2 * F, F), Numbers(sv));   // f shared as before, g its own
-            Assert.Equal((F, 0UL), Numbers(s1));
-            var tree = fs.Fs.ExtentTree;
-            using (tree.Lock.Read())
-                Assert.True(tree.Search(null, new Reservoir.Format.Key(fExtent, Reservoir.Format.KeyTypes.SharedRootRef, Id(t)), new Reservoir.Engine.Tree.TreePath()),
-                    "no SHARED_ROOT_REF for the extent t took by a clone");
-            Step(() => Ok(fs.CloneRange(g, 0, CreateFile(fs, u.Ino, "c"), 0, 0)), "u's clone of g");
-            Assert.Equal((F, 0UL), Numbers(u));
-            Assert.Equal((2 * F, 0UL), Numbers(sv));  // g shared with u now
+            Assert.Equal((2 * F, F), Numbers(fs, sv));
+            EarlyStep(fs, () => Ok(fs.CloneRange(f, 0, CreateFile(fs, t.Ino, "c"), 0, 0)), "t's clone of f");
+            Assert.Equal((F, 0UL), Numbers(fs, t));
+            Assert.Equal((2 * F, F), Numbers(fs, sv));   // f shared as before, g its own
+            Assert.Equal((F, 0UL), Numbers(fs, s1));
+            Assert.True(HasItem(fs, fExtent, Reservoir.Format.KeyTypes.SharedRootRef, Id(t)), "no SHARED_ROOT_REF for the extent t took by a clone");
+            EarlyStep(fs, () => Ok(fs.CloneRange(g, 0, CreateFile(fs, u.Ino, "c"), 0, 0)), "u's clone of g");
+            Assert.Equal((F, 0UL), Numbers(fs, u));
+            Assert.Equal((2 * F, 0UL), Numbers(fs, sv));  // g shared with u now
             Ok(fs.CreateSnapshot(t.Ino, Root, "t2", readOnly: true, out var t2));
             Ok(fs.Sync());
-            Assert.Equal((F, 0UL), Numbers(t2));
+            Assert.Equal((F, 0UL), Numbers(fs, t2));
         }
         FsckAssert.Clean(dev);
     }
@@ -262,7 +258,6 @@ public class EarlyAccountingTests
         using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
         Ok(fs.EnableQuota());
         Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
-        ulong Id(InodeAttr a) => Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino).TreeId;
         ulong f = CreateFile(fs, sv.Ino, "f", data);
         Ok(fs.Sync());
         Ok(fs.CreateSnapshot(sv.Ino, Root, "s1", readOnly: true, out var s1));
