@@ -225,6 +225,17 @@ internal static class SubvolumeCommands
     /// through its ioctls). The first failure is reported with its path and ends the command
     /// with status 1, as btrfs-progs does.
     /// </summary>
+    /// <summary>What an errno means for a subvolume command, in btrfs-progs' words where the
+    /// engine's errno alone would puzzle (EINVAL from delete: the path is no subvolume); null
+    /// for the others, which say themselves.</summary>
+    private static string? Explain(string verb, Errno e) => (verb, e) switch
+    {
+        ("delete", Errno.EINVAL) => "not a subvolume",
+        ("delete", Errno.EBUSY) => "the default subvolume, or a file in it is open (EBUSY)",
+        ("delete", Errno.ENOTEMPTY) => "it holds subvolumes: delete those first (ENOTEMPTY)",
+        _ => null,
+    };
+
     private static int Each(CliContext ctx, string verb, string[] targets, Func<string, Errno> online, Action<ReservoirFileSystem, string> offline, string done)
     {
         if (!File.Exists(targets[0]))
@@ -236,7 +247,7 @@ internal static class SubvolumeCommands
                 {
                     ctx.Err.WriteLine(e == Errno.ENOTTY
                         ? $"reservoir subvolume {verb}: {p}: not on a mounted Reservoir (give IMAGE PATH for an unmounted image)"
-                        : $"reservoir subvolume {verb}: {p}: {e.Describe()}");
+                        : $"reservoir subvolume {verb}: {p}: {Explain(verb, e) ?? e.Describe()}");
                     return 1;
                 }
                 ctx.Out.WriteLine($"{done} '{p}'");
@@ -250,7 +261,7 @@ internal static class SubvolumeCommands
             try { offline(fs, p); }
             catch (IOException ex)
             {
-                ctx.Err.WriteLine($"reservoir subvolume {verb}: {p}: {ex.Message}");
+                ctx.Err.WriteLine($"reservoir subvolume {verb}: {p}: {(ex is FsException fe ? Explain(verb, fe.Errno) : null) ?? ex.Message}");
                 return 1;
             }
             ctx.Out.WriteLine($"{done} '{p}'");

@@ -374,6 +374,28 @@ public sealed class CliTests : IDisposable
         Assert.True(fsck.Code == 0, fsck.Out + fsck.Err);
     }
 
+    /// <summary>`subvolume delete` says why it refuses, in btrfs-progs' words, where the errno
+    /// alone puzzled ("invalid argument" for a plain directory), and deletes nothing.</summary>
+    [Fact]
+    public void SubvolumeDeleteSaysWhyItRefuses()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        Assert.Equal(0, Run("mkdir", Img, "/plain").Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/s", "/s/inner").Code);
+        var plain = Run("subvolume", "delete", Img, "/plain");
+        Assert.Equal(1, plain.Code);
+        Assert.Contains("/plain: not a subvolume", plain.Err);
+        var nested = Run("subvolume", "delete", Img, "/s");
+        Assert.Equal(1, nested.Code);
+        Assert.Contains("it holds subvolumes: delete those first", nested.Err);
+        Assert.Equal(0, Run("subvolume", "set-default", "257", Img).Code);
+        var dflt = Run("subvolume", "delete", Img, "/s/inner");
+        Assert.Equal(1, dflt.Code);
+        Assert.Contains("the default subvolume", dflt.Err);
+        Assert.Equal(["plain", "s"], Run("ls", Img, "/").Out.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(0, Run("fsck", Img).Code);
+    }
+
     [Fact]
     public void QgroupHierarchyCommands()
     {
