@@ -39,6 +39,13 @@ internal static class BenchFs
         return files;
     }
 
+    /// <summary>The median (the mean of the middle two for an even count).</summary>
+    public static double Median(IEnumerable<double> values)
+    {
+        var v = values.Order().ToList();
+        return v.Count % 2 == 1 ? v[v.Count / 2] : (v[v.Count / 2 - 1] + v[v.Count / 2]) / 2;
+    }
+
     public static void Check(Errno e)
     {
         if (e != Errno.OK) throw new IOException($"benchmark step failed: {e}");

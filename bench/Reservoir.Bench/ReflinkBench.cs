@@ -67,12 +67,6 @@ internal static class ReflinkBench
 
     private readonly record struct Phase(double CommitMicros, double AccountingMicros, double Lookups);
 
-    private static double Median(IEnumerable<double> values)
-    {
-        var v = values.Order().ToList();
-        return v.Count % 2 == 1 ? v[v.Count / 2] : (v[v.Count / 2 - 1] + v[v.Count / 2]) / 2;
-    }
-
     private static Phase[] One(int snapshots, bool quotas)
     {
         var data = new byte[FileBytes];

@@ -142,17 +142,9 @@ internal static class SnapshotBench
         return $"{MedianOf(ratios):F2} ({medians[50]:F2}-{medians[1949]:F2})";
     }
 
-    private static double MedianOf(List<double> values)
-    {
-        var v = values.Order().ToList();
-        return v.Count % 2 == 1 ? v[v.Count / 2] : (v[v.Count / 2 - 1] + v[v.Count / 2]) / 2;
-    }
+    private static double MedianOf(List<double> values) => BenchFs.Median(values);
 
-    private static double Median(List<Round> rounds, Func<Round, double> f)
-    {
-        var v = rounds.Select(f).Order().ToList();
-        return v.Count % 2 == 1 ? v[v.Count / 2] : (v[v.Count / 2 - 1] + v[v.Count / 2]) / 2;
-    }
+    private static double Median(List<Round> rounds, Func<Round, double> f) => BenchFs.Median(rounds.Select(f));
 
     private static Round One(int snapshots, Quotas quotas)
     {

@@ -294,11 +294,6 @@ public static class StressRunner
         return d;
     }
 
-    /// <summary>A snapshot in the model: everything below <paramref name="src"/> appears below
-    /// <paramref name="dst"/>, except subvolumes nested in it (a snapshot does not descend into
-    /// them); hard links stay hard links of the snapshot's own inode (one new file per file).</summary>
-    /// <summary>A subvolume renamed from <paramref name="from"/> to <paramref name="to"/>: it and
-    /// everything below it move (an empty directory it replaced goes).</summary>
     /// <summary>A rename in the model. A regular file: two names of one inode, and rename does
     /// nothing (POSIX); otherwise the target name, of whatever kind, now names the moved file.
     /// Anything else moves with everything below it. (`subvol_rename` renames a file when the
@@ -315,6 +310,9 @@ public static class StressRunner
         m.Files[to] = moved;
     }
 
+    /// <summary>A directory, subvolume, link or node renamed from <paramref name="from"/> to
+    /// <paramref name="to"/>: it and everything below it move, and whatever the target name
+    /// held goes.</summary>
     private static void MoveModel(Model m, string from, string to)
     {
         // Whatever the target name held goes (rename replaces a file, a link, a node or an
@@ -332,6 +330,9 @@ public static class StressRunner
             foreach (var p in set.Where(Moves).ToList()) { set.Remove(p); set.Add(To(p)); }
     }
 
+    /// <summary>A snapshot in the model: everything below <paramref name="src"/> appears below
+    /// <paramref name="dst"/>, except subvolumes nested in it (a snapshot does not descend into
+    /// them); hard links stay hard links of the snapshot's own inode (one new file per file).</summary>
     private static void SnapshotModel(Model m, string src, string dst)
     {
         string below = src + "/";
