@@ -11,7 +11,10 @@ namespace Reservoir.Engine.Quota;
 /// 0). Its referenced gains the bytes, its exclusive too when no one else has the extent
 /// (<see cref="AcquirerExclusive"/>), and <see cref="Sole"/>, when it held the extent alone
 /// until now, no longer does; <see cref="WritesSharedRootRef"/>: the commit writes the
-/// acquirer's SHARED_ROOT_REF.</item>
+/// acquirer's SHARED_ROOT_REF. An origin taking the extent back (its writer, or a subvolume
+/// that took it by a clone, which let go of it since) is an acquirer too, and
+/// <see cref="ReopensOrigin"/>: the commit forgets its ORIGIN_DROP, pending or written
+/// (<see cref="DeletesOriginDrop"/>), so that its later snapshots are candidates again.</item>
 /// <item>Let go of: <see cref="Dropper"/> no longer references an extent written before this
 /// transaction, which has no REFERRER_ENTRY (and at most a few SHARED_ROOT_REFs). Its referenced
 /// loses the bytes, its exclusive too when no one else has the extent
@@ -30,6 +33,10 @@ internal struct EarlyResult
     /// before this transaction that is no origin's, so the commit writes its SHARED_ROOT_REF
     /// (unless the lineage names it a candidate already: false then).</summary>
     public bool WritesSharedRootRef;
+    /// <summary>Taken back by an origin (<see cref="Acquirer"/>): its window reopens, so the
+    /// commit forgets its pending ORIGIN_DROP of the extent and, when
+    /// <see cref="DeletesOriginDrop"/>, deletes the item the worker read.</summary>
+    public bool ReopensOrigin, DeletesOriginDrop;
     public bool NoteOriginDrop;
     /// <summary>The extent has SHARED_ROOT_REFs or ORIGIN_DROPs (it goes with them when freed:
     /// the commit must seek them).</summary>
@@ -74,7 +81,7 @@ internal readonly record struct EarlyStamp(long Lineage, long Trees, long QuotaS
 /// turned on or off), and then the commit works out every entry itself.
 /// </summary>
 internal sealed class EarlyAccounting(QgroupDeltas sums, List<int> todo, Dictionary<ulong, Dictionary<ulong, ulong>> originDrops,
-    Dictionary<ulong, ulong> sharedRootRefs, EarlyStamp? stamp, bool invalid, int worked)
+    Dictionary<ulong, ulong> sharedRootRefs, Dictionary<ulong, ReopenedOrigin> reopened, EarlyStamp? stamp, bool invalid, int worked)
 {
     public QgroupDeltas Sums => sums;
     public List<int> Todo => todo;
@@ -82,11 +89,19 @@ internal sealed class EarlyAccounting(QgroupDeltas sums, List<int> todo, Diction
     /// <summary>The SHARED_ROOT_REFs the answers for clones need: extent → the subvolume that
     /// took it (an answer that stopped holding took its own out).</summary>
     public Dictionary<ulong, ulong> SharedRootRefs => sharedRootRefs;
+    /// <summary>The origins the answers found taking extents back: extent → the origin, and
+    /// whether it has an ORIGIN_DROP item to delete (an answer that stopped holding took its
+    /// own out).</summary>
+    public Dictionary<ulong, ReopenedOrigin> Reopened => reopened;
     public EarlyStamp? Stamp => stamp;
     public bool Invalid => invalid;
     /// <summary>How many entries were worked out early (some may have changed since).</summary>
     public int Worked => worked;
 }
+
+/// <summary>An origin that takes an extent back, and whether the extent tree holds its
+/// ORIGIN_DROP of it (else the drop, if any, is still pending in memory).</summary>
+internal readonly record struct ReopenedOrigin(ulong Root, bool HasItem);
 
 /// <summary>One queued entry as the early accounting's worker copied it.</summary>
 internal readonly record struct EarlyWork(int Index, int Version, ulong Bytenr, ulong NumBytes, ulong Root, int Net, bool Single, ulong BornOwner, ulong BornGeneration);
@@ -98,6 +113,7 @@ internal sealed partial class OwnerTransitions
     private List<int> _queue = new(), _commitOnly = new();
     private Dictionary<ulong, Dictionary<ulong, ulong>> _originDrops = new(); // the answers' ORIGIN_DROPs: origin → extent → transaction
     private Dictionary<ulong, ulong> _sharedRootRefs = new(); // the answers' SHARED_ROOT_REFs: extent → subvolume
+    private Dictionary<ulong, ReopenedOrigin> _reopened = new(); // the answers' origins taking extents back
     private bool _earlyInvalid;
     private EarlyStamp? _stamp;
     private int _worked;
@@ -124,6 +140,7 @@ internal sealed partial class OwnerTransitions
             c.Early.AddTo(_earlySums, -1);
             if (c.Early.NoteOriginDrop && _originDrops.TryGetValue(c.Early.Dropper, out var d)) d.Remove(c.Bytenr);
             if (c.Early.WritesSharedRootRef) _sharedRootRefs.Remove(c.Bytenr);
+            if (c.Early.ReopensOrigin) _reopened.Remove(c.Bytenr);
             c.EarlyVersion = 0;
         }
         if (_earlyInvalid || c.CommitOnly || c.Queued) return;
@@ -205,6 +222,7 @@ internal sealed partial class OwnerTransitions
             d[w.Bytenr] = transid;
         }
         if (r.WritesSharedRootRef) _sharedRootRefs[w.Bytenr] = r.Acquirer;
+        if (r.ReopensOrigin) _reopened[w.Bytenr] = new ReopenedOrigin(r.Acquirer, r.DeletesOriginDrop);
         _worked++;
         return true;
     }
@@ -215,8 +233,8 @@ internal sealed partial class OwnerTransitions
         if (!EarlyEnabled) return null;
         var todo = _queue;
         todo.AddRange(_commitOnly);
-        var early = new EarlyAccounting(_earlySums, todo, _originDrops, _sharedRootRefs, _stamp, _earlyInvalid, _worked);
-        (_earlySums, _queue, _commitOnly, _originDrops, _sharedRootRefs, _stamp, _earlyInvalid, _worked) = (new(), new(), new(), new(), new(), null, false, 0);
+        var early = new EarlyAccounting(_earlySums, todo, _originDrops, _sharedRootRefs, _reopened, _stamp, _earlyInvalid, _worked);
+        (_earlySums, _queue, _commitOnly, _originDrops, _sharedRootRefs, _reopened, _stamp, _earlyInvalid, _worked) = (new(), new(), new(), new(), new(), new(), null, false, 0);
         return early;
     }
 }

@@ -240,16 +240,27 @@ internal sealed partial class FsInfo
         // Read only by commits and the worker, and changed only by commits and quota switches,
         // which hold the commit lock for writing.
         if (ReferrerEntries.Find(w.Bytenr, writer, born) != null) return null;
-        bool writesSharedRootRef = false;
+        bool writesSharedRootRef = false, reopens = false, deletesOriginDrop = false;
         if (w.Net > 0)
         {
-            // An origin taking the extent back reopens its window (the commit deletes its
-            // ORIGIN_DROP): the commit's case. Anyone else gets a SHARED_ROOT_REF, unless the
-            // lineage names it a candidate already (FsInfo.QuotaAccounting.cs,
-            // IsLineageCandidate, whose pending ORIGIN_DROPs only commits and quota switches
-            // change, both under the commit lock for writing).
-            if (w.Root == writer || HasRoot(origins, w.Root)) return null;
-            writesSharedRootRef = !IsLineageCandidate(w.Root, w.Bytenr, new Origin(writer, born, writerUntil), origins);
+            if (w.Root == writer || HasRoot(origins, w.Root))
+            {
+                // An origin taking the extent back (a file restored from a snapshot by a
+                // clone): its window reopens for this search too, as the commit's ReopenOrigin
+                // reopens it, and the commit forgets its ORIGIN_DROP (the item read here is
+                // written and deleted only by commits; a pending one only by commits and
+                // quota switches, all under the commit lock for writing).
+                reopens = true;
+                if (w.Root == writer && writerUntil != ulong.MaxValue) (writerUntil, deletesOriginDrop) = (ulong.MaxValue, true);
+                for (int i = 0; i < origins.Count; i++)
+                    if (origins[i].Root == w.Root && origins[i].Until != ulong.MaxValue)
+                        (origins[i], deletesOriginDrop) = (origins[i] with { Until = ulong.MaxValue }, true);
+            }
+            // Anyone else gets a SHARED_ROOT_REF, unless the lineage names it a candidate
+            // already (FsInfo.QuotaAccounting.cs, IsLineageCandidate, whose pending
+            // ORIGIN_DROPs only commits and quota switches change, both under the commit lock
+            // for writing).
+            else writesSharedRootRef = !IsLineageCandidate(w.Root, w.Bytenr, new Origin(writer, born, writerUntil), origins);
         }
         // The first candidates (two referrers among them settle it; past ReferrerEntryAfter
         // that let go, it is the commit's case anyway). An ORIGIN_DROP still pending in memory
@@ -297,6 +308,7 @@ internal sealed partial class FsInfo
             return new EarlyResult
             {
                 Len = w.NumBytes, Acquirer = w.Root, HasQuotaItems = items, WritesSharedRootRef = writesSharedRootRef,
+                ReopensOrigin = reopens, DeletesOriginDrop = deletesOriginDrop,
                 AcquirerExclusive = found == 0 ? len : 0, Sole = found == 1 ? first : 0,
             };
         }

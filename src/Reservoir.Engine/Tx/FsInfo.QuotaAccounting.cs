@@ -35,7 +35,7 @@ internal sealed partial class FsInfo
             // touched: inside the commit every structure costs its cache misses).
             Quota.Apply(early.Sums);
             NoteOriginDrops(early.OriginDrops, h.Transid);
-            WriteEarlySharedRootRefs(h, early.SharedRootRefs);
+            WriteEarlySharingItems(h, early);
             Stats.EarlyTaken += early.Worked;
         }
         else if (changes.Count > 0)
@@ -58,7 +58,7 @@ internal sealed partial class FsInfo
             // its origin's back).
             deltas.AddFrom(early.Sums);
             NoteOriginDrops(early.OriginDrops, h.Transid);
-            WriteEarlySharedRootRefs(h, early.SharedRootRefs);
+            WriteEarlySharingItems(h, early);
             Stats.EarlyTaken += early.Worked;
         }
         else h.Transaction.WithoutSharedRootRefs.Clear(); // filled again below for every extent
@@ -103,10 +103,14 @@ internal sealed partial class FsInfo
         Quota.Apply(deltas);
     }
 
-    /// <summary>The SHARED_ROOT_REFs of the clones the early accounting worked out (each
-    /// extent's is written by the commit whose transaction took it), in address order.</summary>
-    private void WriteEarlySharedRootRefs(TransHandle h, Dictionary<ulong, ulong> refs)
+    /// <summary>The items the clones the early accounting worked out change, as the commit's
+    /// own search would (each extent's by the commit whose transaction took it), in address
+    /// order: the SHARED_ROOT_REF of a subvolume that took an extent by a clone, and the
+    /// ORIGIN_DROP an origin taking an extent back no longer has (<see cref="ForgetOriginDrop"/>).</summary>
+    private void WriteEarlySharingItems(TransHandle h, EarlyAccounting early)
     {
+        foreach (var (bytenr, o) in early.Reopened) ForgetOriginDrop(h, bytenr, o.Root, o.HasItem);
+        var refs = early.SharedRootRefs;
         if (refs.Count == 0) return;
         Span<byte> buf = stackalloc byte[U64Item.Size];
         U64Item.Write(buf, h.Transid);
@@ -276,13 +280,20 @@ internal sealed partial class FsInfo
     /// <paramref name="shared"/>). Returns whether the extent tree changed.</summary>
     private bool ReopenOrigin(TransHandle h, ulong bytenr, ulong root, ref Origin writer, List<Origin> shared)
     {
-        if (_pendingOriginDrops.TryGetValue(root, out var pending)) pending.Extents.Remove(bytenr);
         bool had = false;
         if (writer.Root == root && writer.Until != ulong.MaxValue) { writer = writer with { Until = ulong.MaxValue }; had = true; }
         for (int i = 0; i < shared.Count; i++)
             if (shared[i].Root == root && shared[i].Until != ulong.MaxValue) { shared[i] = shared[i] with { Until = ulong.MaxValue }; had = true; }
-        if (had) ExtentTree.Delete(h, new Key(bytenr, KeyTypes.OriginDrop, root));
+        ForgetOriginDrop(h, bytenr, root, had);
         return had;
+    }
+
+    /// <summary>An origin holds the extent again: its ORIGIN_DROP of it goes, pending and,
+    /// when <paramref name="item"/>, the item.</summary>
+    private void ForgetOriginDrop(TransHandle h, ulong bytenr, ulong root, bool item)
+    {
+        if (_pendingOriginDrops.TryGetValue(root, out var pending)) pending.Extents.Remove(bytenr);
+        if (item) ExtentTree.Delete(h, new Key(bytenr, KeyTypes.OriginDrop, root));
     }
 
     /// <summary>Adds the groups above a subvolume (asked once per commit) to the extent's list, each once.</summary>
