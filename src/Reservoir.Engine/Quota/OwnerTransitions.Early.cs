@@ -7,9 +7,8 @@ namespace Reservoir.Engine.Quota;
 /// <item>Written alone: <see cref="WrittenAlone"/> wrote the extent in this transaction and no
 /// snapshot of it was taken since; its group chain gains the bytes as referenced and exclusive.</item>
 /// <item>Taken by a clone: <see cref="Acquirer"/> starts referencing an extent written before
-/// this transaction (no REFERRER_ENTRY, at most a few SHARED_ROOT_REFs, no groups above level
-/// 0). Its referenced gains the bytes, its exclusive too when no one else has the extent
-/// (<see cref="AcquirerExclusive"/>), and <see cref="Sole"/>, when it held the extent alone
+/// this transaction (no REFERRER_ENTRY, at most a few SHARED_ROOT_REFs). Its referenced gains
+/// the bytes, its exclusive too when no one else has the extent (<see cref="AcquirerExclusive"/>), and <see cref="Sole"/>, when it held the extent alone
 /// until now, no longer does; <see cref="WritesSharedRootRef"/>: the commit writes the
 /// acquirer's SHARED_ROOT_REF. An origin taking the extent back (its writer, or a subvolume
 /// that took it by a clone, which let go of it since) is an acquirer too, and
@@ -21,9 +20,10 @@ namespace Reservoir.Engine.Quota;
 /// (<see cref="DropperExclusive"/>), and <see cref="Sole"/>, when one subvolume alone keeps it,
 /// now holds it exclusively. <see cref="NoteOriginDrop"/>: the dropper is an origin of it (its
 /// writer, or a subvolume that took it by a clone) and others keep it, so the commit notes its
-/// ORIGIN_DROP. <see cref="Groups"/>: what moves in the groups of
-/// level 1 and above (null when none does).</item>
+/// ORIGIN_DROP.</item>
 /// </list>
+/// In the last two, <see cref="Groups"/>: what moves in the groups of level 1 and above (null
+/// when none does).
 /// </summary>
 internal struct EarlyResult
 {
@@ -55,10 +55,12 @@ internal struct EarlyResult
             // Its group gains it; the one that held it alone until now (Sole) no longer does.
             sums.Add(Qgroups.ForSubvolume(Acquirer), len, AcquirerExclusive * sign);
             if (Sole != 0) sums.Add(Qgroups.ForSubvolume(Sole), 0, -len);
-            return;
         }
-        sums.Add(Qgroups.ForSubvolume(Dropper), -len, DropperExclusive * sign);
-        if (Sole != 0) sums.Add(Qgroups.ForSubvolume(Sole), 0, len);
+        else
+        {
+            sums.Add(Qgroups.ForSubvolume(Dropper), -len, DropperExclusive * sign);
+            if (Sole != 0) sums.Add(Qgroups.ForSubvolume(Sole), 0, len);
+        }
         if (Groups != null) foreach (var g in Groups) sums.Add(g.Id, g.Referenced * sign, g.Exclusive * sign);
     }
 }

@@ -2,11 +2,11 @@ using Reservoir.Format.Items;
 
 namespace Reservoir.Engine.Quota;
 
-/// <summary>A group of level 1 or above around one extent a subvolume let go of, as the early
-/// accounting asks about it: whether the subvolume that let go (<see cref="DropperIn"/>) and
-/// the first two other referrers found (<see cref="FirstIn"/>, <see cref="SecondIn"/>) are
+/// <summary>A group of level 1 or above around one extent a subvolume let go of or took by a
+/// clone, as the early accounting asks about it: whether that subvolume (<see cref="MoverIn"/>)
+/// and the first two other referrers found (<see cref="FirstIn"/>, <see cref="SecondIn"/>) are
 /// among its level-0 members.</summary>
-internal readonly record struct EarlyGroupFacts(ulong Id, bool DropperIn, bool FirstIn, bool SecondIn);
+internal readonly record struct EarlyGroupFacts(ulong Id, bool MoverIn, bool FirstIn, bool SecondIn);
 
 /// <summary>What the early accounting (docs/SNAPSHOTS.md §3, "Early accounting") asks of the
 /// groups of level 1 and above. The early worker runs beside writers, snapshots and subvolume
@@ -34,12 +34,13 @@ internal sealed partial class Qgroups
     }
 
     /// <summary>
-    /// The groups of level 1 and above containing <paramref name="dropper"/>,
+    /// The groups of level 1 and above containing <paramref name="mover"/>,
     /// <paramref name="first"/> or <paramref name="second"/> (subvolume ids; 0 for none), each
     /// once, with where the three stand in it. Only these can see their numbers move when the
-    /// dropper lets go of an extent the other two keep (<c>AccountHigherGroups</c>).
+    /// mover lets go of an extent the other two keep, or takes one they have
+    /// (<c>AccountHigherGroups</c>).
     /// </summary>
-    public void GroupsAround(ulong dropper, ulong first, ulong second, List<EarlyGroupFacts> into)
+    public void GroupsAround(ulong mover, ulong first, ulong second, List<EarlyGroupFacts> into)
     {
         into.Clear();
         using var _ = _lock.Lock();
@@ -47,7 +48,7 @@ internal sealed partial class Qgroups
         var (seen, todo) = (_aroundSeen, _aroundTodo);
         seen.Clear();
         todo.Clear();
-        foreach (var s in (ReadOnlySpan<ulong>)[dropper, first, second])
+        foreach (var s in (ReadOnlySpan<ulong>)[mover, first, second])
             if (s != 0 && _parents.TryGetValue(ForSubvolume(s), out var ps)) todo.AddRange(ps);
         while (todo.Count > 0)
         {
@@ -57,7 +58,7 @@ internal sealed partial class Qgroups
             if (_parents.TryGetValue(g, out var up)) todo.AddRange(up);
             if (!_groups.ContainsKey(g)) continue;
             var m = MembersUnsynchronized(g);
-            into.Add(new EarlyGroupFacts(g, m.Contains(ForSubvolume(dropper)),
+            into.Add(new EarlyGroupFacts(g, m.Contains(ForSubvolume(mover)),
                 first != 0 && m.Contains(ForSubvolume(first)), second != 0 && m.Contains(ForSubvolume(second))));
         }
     }

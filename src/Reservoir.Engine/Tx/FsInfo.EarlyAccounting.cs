@@ -124,7 +124,8 @@ internal sealed partial class FsInfo
                         bool taken = ledger.Publish(w, r, before, CurrentEarlyStamp(), tx.Transid);
                         // A freed extent's quota items need no search (DeleteSharedRootRefs): it has none.
                         if (taken && r is { WrittenAlone: 0, Acquirer: 0, HasQuotaItems: false }) tx.WithoutSharedRootRefs.Add(w.Bytenr);
-                        if (r is { WrittenAlone: 0 } && before.HigherGroups) Interlocked.Increment(ref Stats.EarlyGroupAnswers);
+                        if (r is { WrittenAlone: 0, Acquirer: 0 } && before.HigherGroups) Interlocked.Increment(ref Stats.EarlyGroupAnswers);
+                        if (r is { Acquirer: not 0 } && before.HigherGroups) Interlocked.Increment(ref Stats.EarlyGroupCloneAnswers);
                         if (r is { HasQuotaItems: true } or { Acquirer: not 0 }) Interlocked.Increment(ref Stats.EarlySharedAnswers);
                     }
                 }
@@ -201,9 +202,7 @@ internal sealed partial class FsInfo
             // level, as it does its own).
             bool alone = w.BornGeneration == tx.Transid && w.BornOwner == w.Root && !Lineage.HasSnapshotsSince(w.Root, tx.Transid);
             if (alone) return EarlyResult.Alone(w.Root, w.NumBytes);
-            // Else taken by a clone (below), with level-0 groups only: the groups' rules above
-            // level 0 are worked out early for a subvolume letting go only.
-            if (higherGroups) return null;
+            // Else taken by a clone (below).
         }
         // Let go of, or taken by a clone, by one subvolume; written before this transaction (it
         // has an EXTENT_ITEM), with no REFERRER_ENTRY: its candidates are its writer and the
@@ -305,12 +304,15 @@ internal sealed partial class FsInfo
         {
             // Its group gains it; exclusive moves as the commit's AccountExtent moves it: the
             // one other referrer held it alone until now, or (none) the acquirer holds it alone.
-            return new EarlyResult
+            var a = new EarlyResult
             {
                 Len = w.NumBytes, Acquirer = w.Root, HasQuotaItems = items, WritesSharedRootRef = writesSharedRootRef,
                 ReopensOrigin = reopens, DeletesOriginDrop = deletesOriginDrop,
                 AcquirerExclusive = found == 0 ? len : 0, Sole = found == 1 ? first : 0,
             };
+            // The groups above level 0 (FsInfo.EarlyGroups.cs), as for a subvolume letting go.
+            if (higherGroups && !EarlyHigherGroups(ref a, w.Bytenr, first, second, found < 2)) return null;
+            return a;
         }
         var r = new EarlyResult { Len = w.NumBytes, Dropper = w.Root, HasQuotaItems = items };
         if (found == 0) r.DropperExclusive = -len;      // it was the only one

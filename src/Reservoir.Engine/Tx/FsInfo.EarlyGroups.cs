@@ -4,20 +4,20 @@ namespace Reservoir.Engine.Tx;
 
 /// <summary>
 /// The early accounting's answer for the groups of level 1 and above when a subvolume lets go
-/// of an extent (docs/SNAPSHOTS.md §3, "Early accounting"): the commit's rules
-/// (<c>AccountHigherGroups</c>) with no transition acquired and one dropped, asked with the
-/// worker's lock-safe lookups. A group references the extent while a member does and holds
-/// it exclusively while every referrer is a member; only groups above the subvolume that let
-/// go or above the first two referrers found can move. With the referrers all known (none or
-/// one besides the dropper) the answer is direct; with two or more, a group needs a search
-/// only when its answer turns on who else references the extent: for referenced, when the
-/// dropper is a member and neither of the two is; for exclusive, when both are members and
-/// the dropper is not (a group of the snapshots, when the source rewrites its files). Each
-/// search walks the side asked about when it is small, else the extent's candidates on that
-/// side (all of them, or the first few thousand in the order taken), and stops at the first
-/// referrer; a subvolume that answered yes is asked first for the next extent (extents let
-/// go of together were mostly inherited together). A search that would look up more leaves
-/// the extent to the commit.
+/// of an extent or takes one by a clone, the <em>mover</em> (docs/SNAPSHOTS.md §3, "Early
+/// accounting"): the commit's rules (<c>AccountHigherGroups</c>) with one transition, dropped
+/// or acquired, asked with the worker's lock-safe lookups. A group references the extent
+/// while a member does and holds it exclusively while every referrer is a member; only groups
+/// above the mover or above the first two other referrers found can move. With the referrers
+/// all known (none or one besides the mover) the answer is direct; with two or more, a group
+/// needs a search only when its answer turns on who else references the extent: for
+/// referenced, when the mover is a member and neither of the two is; for exclusive, when both
+/// are members and the mover is not (a group of the snapshots, when the source rewrites its
+/// files or clones from one of them). Each search walks the side asked about when it is small,
+/// else the extent's candidates on that side (all of them, or the first few thousand in the
+/// order taken), and stops at the first referrer; a subvolume that answered yes is asked first
+/// for the next extent (extents let go of together were mostly inherited together). A search
+/// that would look up more leaves the extent to the commit.
 ///
 /// Why it holds: the memberships are read under the qgroup lock and their version is part
 /// of the stamp (<see cref="EarlyStamp.Memberships"/>), the same before and after the answer
@@ -43,16 +43,19 @@ internal sealed partial class FsInfo
 
     /// <summary>
     /// Sets <paramref name="r"/>'s <see cref="EarlyResult.Groups"/> for an extent
-    /// <paramref name="r"/>.Dropper let go of, whose other referrers are
-    /// <paramref name="first"/> and <paramref name="second"/> (0: none) and, when
+    /// <paramref name="r"/>.Dropper let go of or <paramref name="r"/>.Acquirer took, whose other
+    /// referrers are <paramref name="first"/> and <paramref name="second"/> (0: none) and, when
     /// <paramref name="complete"/>, no one else. False when some group's answer would take more
     /// lookups than the early accounting makes (the extent is the commit's).
     /// </summary>
     private bool EarlyHigherGroups(ref EarlyResult r, ulong bytenr, ulong first, ulong second, bool complete)
     {
-        ulong dropper = r.Dropper;
-        long len = (long)r.Len;
-        Quota.GroupsAround(dropper, first, second, _earlyFacts);
+        // The numbers move from "with the mover" to "without" when it lets go, the other way
+        // when it takes the extent: the same questions, the sign turned.
+        bool acquires = r.Acquirer != 0;
+        ulong mover = acquires ? r.Acquirer : r.Dropper;
+        long len = acquires ? (long)r.Len : -(long)r.Len; // what "with the mover" gains
+        Quota.GroupsAround(mover, first, second, _earlyFacts);
         var deltas = _earlyGroupDeltas;
         deltas.Clear();
         foreach (var f in _earlyFacts)
@@ -60,28 +63,28 @@ internal sealed partial class FsInfo
             long dr = 0, de = 0;
             if (complete)
             {
-                // Before: the dropper and the others; after: the others (none: the extent goes).
+                // With the mover: the mover and the others; without: the others (none: no one).
                 bool others = first != 0;
                 bool oIn = others && f.FirstIn, oAll = !others || f.FirstIn;
-                bool rb = f.DropperIn || oIn, ra = oIn, eb = oAll && f.DropperIn, ea = others && oAll;
-                dr = rb == ra ? 0 : ra ? len : -len;
-                de = eb == ea ? 0 : ea ? len : -len;
+                bool rWith = f.MoverIn || oIn, rWithout = oIn, eWith = oAll && f.MoverIn, eWithout = others && oAll;
+                dr = rWith == rWithout ? 0 : rWith ? len : -len;
+                de = eWith == eWithout ? 0 : eWith ? len : -len;
             }
-            else if (f.DropperIn)
+            else if (f.MoverIn)
             {
-                // Exclusive cannot move: the dropper was a member. Referenced goes unless another
-                // member still has it.
+                // Exclusive cannot move: the mover is a member. Referenced moves unless another
+                // member has the extent.
                 if (f.FirstIn || f.SecondIn) continue;
-                if (AnyOtherEarly(f.Id, inside: true, bytenr, dropper, first, second) is not { } member) return false;
-                if (!member) dr = -len;
+                if (AnyOtherEarly(f.Id, inside: true, bytenr, mover, first, second) is not { } member) return false;
+                if (!member) dr = len;
             }
             else
             {
-                // Referenced cannot move: the dropper was no member. The group holds it alone
-                // from now on if both are members and no one outside has it.
+                // Referenced cannot move: the mover is no member. The group holds the extent
+                // alone without the mover if both are members and no one outside has it.
                 if (!(f.FirstIn && f.SecondIn)) continue;
-                if (AnyOtherEarly(f.Id, inside: false, bytenr, dropper, first, second) is not { } outside) return false;
-                if (!outside) de = len;
+                if (AnyOtherEarly(f.Id, inside: false, bytenr, mover, first, second) is not { } outside) return false;
+                if (!outside) de = -len;
             }
             if (dr != 0 || de != 0) deltas.Add(new GroupDelta(f.Id, dr, de));
         }
@@ -90,7 +93,7 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>
-    /// Whether a subvolume other than <paramref name="dropper"/>, <paramref name="first"/> and
+    /// Whether a subvolume other than <paramref name="mover"/>, <paramref name="first"/> and
     /// <paramref name="second"/> references the extent and is (<paramref name="inside"/>) or is
     /// not a member of group <paramref name="group"/>; null when that is not known within the
     /// walk the early accounting allows. Walks the side asked about when it has at most
@@ -101,9 +104,9 @@ internal sealed partial class FsInfo
     /// snapshots) and a no only if they were all; those looked up and not holding the extent
     /// at most <see cref="MountOptions.ReferrerEntryAfter"/> (a commit may wait for a batch).
     /// </summary>
-    private bool? AnyOtherEarly(ulong group, bool inside, ulong bytenr, ulong dropper, ulong first, ulong second)
+    private bool? AnyOtherEarly(ulong group, bool inside, ulong bytenr, ulong mover, ulong first, ulong second)
     {
-        bool Other(ulong s) => s != dropper && s != first && s != second;
+        bool Other(ulong s) => s != mover && s != first && s != second;
         Interlocked.Increment(ref Stats.EarlyGroupSearches);
         if (_earlyWitness.TryGetValue((group, inside), out ulong w) && Other(w) && HoldsLocked(w, bytenr)) return true;
         int limit = Options.ReferrerEntryAfter;

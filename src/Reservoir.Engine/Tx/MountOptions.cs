@@ -84,6 +84,7 @@ public sealed class EngineStats
     /// an extent let go of while groups of level 1 and above exist (taken or not), and how many
     /// questions about who else on one side of such a group has an extent it asked; and how
     /// many answers were for an extent taken by a clone or with SHARED_ROOT_REFs or
-    /// ORIGIN_DROPs (clones' origins, origins that let go).</summary>
-    public long EarlyTaken, EarlyLeftToCommit, EarlyProbes, EarlyMicros, EarlyGroupAnswers, EarlyGroupSearches, EarlySharedAnswers;
+    /// ORIGIN_DROPs (clones' origins, origins that let go), and how many for an extent taken
+    /// by a clone while groups of level 1 and above exist.</summary>
+    public long EarlyTaken, EarlyLeftToCommit, EarlyProbes, EarlyMicros, EarlyGroupAnswers, EarlyGroupSearches, EarlySharedAnswers, EarlyGroupCloneAnswers;
 }

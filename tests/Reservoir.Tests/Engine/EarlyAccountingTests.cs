@@ -371,6 +371,69 @@ public class EarlyAccountingTests
     }
 
     /// <summary>
+    /// The groups of level 1 and above when a subvolume takes extents by a clone, worked out
+    /// early (docs/SNAPSHOTS.md §3): sv writes f, s1 and s2 are taken, sv rewrites f (s1 and s2
+    /// keep the old f, e), and u writes g alone. Groups A = {s1, s2}, B = {t}, C = {sv, t},
+    /// D = {u}, E = {u, t}. The tenant t clones e from s1 (two referrers stay, neither t's
+    /// fellow member: the worker asks): A no longer holds e alone (t is outside it), B and C
+    /// start referencing it (no other member has it: sv let go). Then t clones g from u (its
+    /// one referrer known): B references it, D no longer holds it alone, E held it alone before
+    /// (u) and still does (u and t). Every number worked out by hand, each step taken from the
+    /// early answers with nothing left to the commit, and a recount agrees.
+    /// </summary>
+    [Fact]
+    public void GroupsAboveLevel0AreWorkedOutEarlyWhenASubvolumeTakesAnExtentByAClone()
+    {
+        const ulong F = 64 << 10;
+        var dev = NewDevice(64UL << 20);
+        var data = new byte[F];
+        new Random(6).NextBytes(data);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 });
+        Ok(fs.EnableQuota());
+        Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var sv));
+        Ok(fs.CreateSubvolume(Root, "t", 0, 0, out var t));
+        Ok(fs.CreateSubvolume(Root, "u", 0, 0, out var u));
+        ulong f = CreateFile(fs, sv.Ino, "f", data);
+        Ok(fs.Sync());
+        Ok(fs.CreateSnapshot(sv.Ino, Root, "s1", readOnly: true, out var s1));
+        Ok(fs.CreateSnapshot(sv.Ino, Root, "s2", readOnly: true, out var s2));
+        Ok(fs.Sync());
+        data[0] ^= 1;
+        Ok(fs.Write(f, 0, data, out _));
+        data[1] ^= 1;
+        ulong g = CreateFile(fs, u.Ino, "g", data);
+        Ok(fs.Sync());
+        ulong a = QgroupId.Of(1, 1), b = QgroupId.Of(1, 2), c = QgroupId.Of(1, 3), d = QgroupId.Of(1, 4), e = QgroupId.Of(1, 5);
+        foreach (var q in (ulong[])[a, b, c, d, e]) Ok(fs.CreateQgroup(q));
+        foreach (var (child, parent) in (ValueTuple<InodeAttr, ulong>[])[(s1, a), (s2, a), (t, b), (sv, c), (t, c), (u, d), (u, e), (t, e)])
+            Ok(fs.AssignQgroup(QgroupId.Of(0, Id(child)), parent));
+        Ok(fs.Sync());
+        (ulong, ulong) Numbers(ulong id) { var x = fs.Qgroups().Single(q => q.Id == id); return (x.Referenced, x.Exclusive); }
+        Assert.Equal((F, F), Numbers(a));       // e, alone
+        Assert.Equal((0UL, 0UL), Numbers(b));
+        Assert.Equal((F, F), Numbers(c));       // the new f
+        Assert.Equal((F, F), Numbers(d));       // g
+        Assert.Equal((F, F), Numbers(e));
+        long cloneAnswers = fs.Fs.Stats.EarlyGroupCloneAnswers;
+
+        Ok(fs.Lookup(s1.Ino, "f", out var s1f));
+        EarlyStep(fs, () => Ok(fs.CloneRange(s1f.Ino, 0, CreateFile(fs, t.Ino, "e"), 0, 0)), "t's clone of e");
+        Assert.Equal((F, 0UL), Numbers(a));     // e shared with t, outside A
+        Assert.Equal((F, 0UL), Numbers(b));     // e, shared with s1 and s2
+        Assert.Equal((2 * F, F), Numbers(c));   // the new f alone, e shared
+        Assert.Equal((F, 0UL), Numbers(QgroupId.Of(0, Id(t))));
+        Assert.Equal((F, 0UL), Numbers(QgroupId.Of(0, Id(s1))));
+
+        EarlyStep(fs, () => Ok(fs.CloneRange(g, 0, CreateFile(fs, t.Ino, "g"), 0, 0)), "t's clone of g");
+        Assert.Equal((2 * F, 0UL), Numbers(b)); // g too, shared with u
+        Assert.Equal((3 * F, F), Numbers(c));   // g shared with u, outside C
+        Assert.Equal((F, 0UL), Numbers(d));     // g shared with t, outside D
+        Assert.Equal((2 * F, F), Numbers(e));   // g, held by u and t, both in E; e shared
+        Assert.Equal((F, 0UL), Numbers(QgroupId.Of(0, Id(u))));
+        Assert.Equal(cloneAnswers + 2, fs.Fs.Stats.EarlyGroupCloneAnswers);
+    }
+
+    /// <summary>
     /// A membership or group changing between the early answers and the commit drops them (the
     /// stamp's memberships version), even when groups of level 1 and above existed throughout:
     /// the commit then works out every extent itself.

@@ -52,7 +52,7 @@ public class QuotaModelTests(ITestOutputHelper log)
     public void EveryCommitAgreesWithARecountWithReferrerEntriesKept(int seed)
     {
         var o = new MountOptions { CommitIntervalMs = 0, ReferrerEntryAfter = 0 };
-        var (kept, loaded, _, _, _, _) = Run(seed, o, remounts: true);
+        var (kept, loaded, _, _, _, _, _) = Run(seed, o, remounts: true);
         Assert.True(kept > 0, "no referrer entry was kept: the test would not exercise them");
         Assert.True(loaded > 0, "no referrer entry was read back after a mount: the test would not exercise their items");
     }
@@ -78,34 +78,37 @@ public class QuotaModelTests(ITestOutputHelper log)
     /// <summary>
     /// That the early model seeds exercise what they are for, summed over eight of them with
     /// groups above level 0: the commits took answers from the early accounting and worked some
-    /// extents out themselves, and the worker answered for groups above level 0 and for extents
-    /// with clones' SHARED_ROOT_REFs or ORIGIN_DROPs. (Per seed, under a loaded host, a seed's
+    /// extents out themselves, and the worker answered for groups above level 0 (extents let go
+    /// of, and extents taken by a clone) and for extents with clones' SHARED_ROOT_REFs or
+    /// ORIGIN_DROPs. (Per seed, under a loaded host, a seed's
     /// answers have all been dropped: seven of twenty once, with two stress soaks running.)
     /// </summary>
     [Fact]
     public void TheEarlyModelSeedsExerciseEveryCaseOfTheEarlyAccounting()
     {
-        long taken = 0, left = 0, groupAnswers = 0, sharedAnswers = 0;
+        long taken = 0, left = 0, groupAnswers = 0, sharedAnswers = 0, cloneGroupAnswers = 0;
         foreach (int seed in (int[])[301, 302, 304, 305, 307, 308, 310, 311])
         {
             var r = Run(seed, new MountOptions { CommitIntervalMs = 0 }, remounts: seed % 2 == 0, groups: true, drainEarly: true);
             (taken, left, groupAnswers, sharedAnswers) = (taken + r.EarlyTaken, left + r.EarlyLeft, groupAnswers + r.EarlyGroupAnswers, sharedAnswers + r.EarlySharedAnswers);
+            cloneGroupAnswers += r.EarlyGroupCloneAnswers;
         }
-        log.WriteLine($"eight seeds: {taken} answers taken ({groupAnswers} let go of with groups above level 0, {sharedAnswers} with clones' items), {left} extents left to the commit");
+        log.WriteLine($"eight seeds: {taken} answers taken ({groupAnswers} let go of with groups above level 0, {cloneGroupAnswers} taken by a clone with them, {sharedAnswers} with clones' items), {left} extents left to the commit");
         Assert.True(taken > 0, "no commit took an answer of the early accounting: the model would not exercise it");
         Assert.True(left > 0, "every extent was worked out early: the commit's own path for the rest went unexercised");
         Assert.True(groupAnswers > 0, "no extent let go of was worked out early for the groups above level 0");
         Assert.True(sharedAnswers > 0, "no extent with clones' SHARED_ROOT_REFs or an ORIGIN_DROP was worked out early");
+        Assert.True(cloneGroupAnswers > 0, "no extent taken by a clone was worked out early for the groups above level 0");
     }
 
     public static IEnumerable<object[]> EarlySeeds => Enumerable.Range(1, 20).Select(i => new object[] { i + 300 });
 
-    private (long EntriesKept, long EntriesLoaded, long EarlyTaken, long EarlyLeft, long EarlyGroupAnswers, long EarlySharedAnswers) Run(int seed, MountOptions options, bool remounts = false, bool groups = true, bool drainEarly = false)
+    private (long EntriesKept, long EntriesLoaded, long EarlyTaken, long EarlyLeft, long EarlyGroupAnswers, long EarlySharedAnswers, long EarlyGroupCloneAnswers) Run(int seed, MountOptions options, bool remounts = false, bool groups = true, bool drainEarly = false)
     {
         var rng = new Random(seed);
         var dev = NewDevice(96UL << 20);
         var fs = Mount(dev, options);
-        long kept = 0, loaded = 0, taken = 0, left = 0, groupAnswers = 0, sharedAnswers = 0;
+        long kept = 0, loaded = 0, taken = 0, left = 0, groupAnswers = 0, sharedAnswers = 0, cloneGroupAnswers = 0;
         // Each mount's counters, added up before it goes.
         void Tally()
         {
@@ -113,6 +116,7 @@ public class QuotaModelTests(ITestOutputHelper log)
             (kept, loaded) = (kept + st.ReferrerEntriesKept, loaded + st.ReferrerEntriesLoaded);
             (taken, left, groupAnswers) = (taken + st.EarlyTaken, left + st.EarlyLeftToCommit, groupAnswers + st.EarlyGroupAnswers);
             sharedAnswers += st.EarlySharedAnswers;
+            cloneGroupAnswers += st.EarlyGroupCloneAnswers;
         }
         try
         {
@@ -265,7 +269,7 @@ public class QuotaModelTests(ITestOutputHelper log)
             Assert.Equal(0, fs.LeakedBytes);
             Tally();
             log.WriteLine($"seed {seed}: {commits} commits checked, {refused} refused by a limit, {nextName} names, {kept} referrer entries kept, {loaded} read back, {fs.Fs.Stats.GroupSidesStarted} group sides started on the last mount; early accounting: {taken} answers taken ({groupAnswers} let go of with groups above level 0, {sharedAnswers} with clones' items), {left} extents left to the commit");
-            return (kept, loaded, taken, left, groupAnswers, sharedAnswers);
+            return (kept, loaded, taken, left, groupAnswers, sharedAnswers, cloneGroupAnswers);
         }
         finally { fs.Dispose(); }
     }
