@@ -16,6 +16,8 @@ public sealed record ExploreOutcome(int Seed, ScheduleStrategy Strategy, bool Ok
     /// <summary>With groups above level 0: extents let go of that the early accounting answered
     /// for them too.</summary>
     public long EarlyGroupAnswers { get; init; }
+    /// <summary>Answers for extents taken by a clone while groups above level 0 existed.</summary>
+    public long EarlyGroupCloneAnswers { get; init; }
     /// <summary>With groups above level 0: memberships ended or made while the workers ran.</summary>
     public int RelationsChanged { get; init; }
     /// <summary>With groups above level 0: the early accounting's questions about who else on one
@@ -71,7 +73,7 @@ public static class InterleavingExplorer
         var dev = new MemoryBlockDevice(s.DeviceBytes);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         string? problem = null;
-        long ops = 0, early = 0, groupAnswers = 0, groupSearches = 0, sharedAnswers = 0;
+        long ops = 0, early = 0, groupAnswers = 0, groupSearches = 0, sharedAnswers = 0, groupCloneAnswers = 0;
         int relationsChanged = 0;
         var task = Task.Run(() => sched.Run(() =>
         {
@@ -98,6 +100,7 @@ public static class InterleavingExplorer
             rfs.Dispose();
             early = rfs.Engine.Stats.EarlyTaken;
             groupAnswers = rfs.Engine.Stats.EarlyGroupAnswers;
+            groupCloneAnswers = rfs.Engine.Stats.EarlyGroupCloneAnswers;
             groupSearches = rfs.Engine.Stats.EarlyGroupSearches;
             sharedAnswers = rfs.Engine.Stats.EarlySharedAnswers;
             ops = r.Operations;
@@ -114,7 +117,7 @@ public static class InterleavingExplorer
             var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
             if (!report.Clean) problem = "fsck: " + string.Join("; ", report.Errors.Take(3)) + report.OperationalError;
         }
-        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches, EarlySharedAnswers = sharedAnswers };
+        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches, EarlySharedAnswers = sharedAnswers, EarlyGroupCloneAnswers = groupCloneAnswers };
     }
 
     /// <summary>
