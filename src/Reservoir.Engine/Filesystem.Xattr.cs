@@ -12,14 +12,34 @@ public sealed partial class Filesystem
     /// <summary>Linux's limit on an attribute name (XATTR_NAME_MAX).</summary>
     public const int XattrNameMax = 255;
 
+    /// <summary>
+    /// Whether an attribute name is one this filesystem keeps, as the kernel's xattr handlers
+    /// decide for ext4 and btrfs (xattr_resolve_name): "user.", "trusted." and "security."
+    /// followed by at least one byte (EINVAL when nothing follows); anything else, "system."
+    /// included, EOPNOTSUPP. The POSIX ACL names (system.posix_acl_access and _default) are
+    /// refused too: through FUSE they would reach the daemon as plain attributes the kernel
+    /// neither enforces nor inherits, so an ACL that denies someone would be shown by getfacl
+    /// and not obeyed; refusing them is what ext4 mounted with noacl answers, and setfacl says
+    /// so. A FUSE mount sends every name to the daemon (its handler matches any prefix), so
+    /// this is the only place the namespaces are checked.
+    /// </summary>
+    public static Errno CheckXattrName(ReadOnlySpan<byte> name)
+    {
+        if (name.Length == 0) return Errno.EINVAL;
+        if (name.Length > XattrNameMax) return Errno.ERANGE;
+        int prefix = name.StartsWith("user."u8) ? 5 : name.StartsWith("trusted."u8) ? 8 : name.StartsWith("security."u8) ? 9 : 0;
+        if (prefix == 0) return Errno.EOPNOTSUPP;
+        return name.Length > prefix ? Errno.OK : Errno.EINVAL;
+    }
+
     public Errno GetXattr(ulong ino, string name, out byte[] value) => GetXattr(ino, Utf8(name), out value);
 
     public Errno GetXattr(ulong ino, ReadOnlySpan<byte> name, out byte[] value)
     {
         value = [];
-        if (name.Length == 0) return Errno.EINVAL;
-        if (name.Length > XattrNameMax) return Errno.ERANGE;
-        var e = Get(ino, out var inode);
+        var e = CheckXattrName(name);
+        if (e != Errno.OK) return e;
+        e = Get(ino, out var inode);
         if (e != Errno.OK) return e;
         var n = name.ToArray();
         byte[] result = [];
@@ -46,10 +66,10 @@ public sealed partial class Filesystem
 
     public Errno SetXattr(ulong ino, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any)
     {
-        if (name.Length == 0) return Errno.EINVAL;
-        if (name.Length > XattrNameMax) return Errno.ERANGE;
+        var e = CheckXattrName(name);
+        if (e != Errno.OK) return e;
         if (DirEntry.SizeOf(name.Length, value.Length) > Top.Tree.MaxItemData) return Errno.E2BIG;
-        var e = GetWritable(ino, out var inode);
+        e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         var n = name.ToArray();
         var v = value.ToArray();
@@ -84,10 +104,13 @@ public sealed partial class Filesystem
 
     public Errno RemoveXattr(ulong ino, string name) => RemoveXattr(ino, Utf8(name));
 
+    /// <summary>removexattr(2). A name outside the namespaces kept (<see cref="CheckXattrName"/>)
+    /// is still removed if an image holds one (written before the names were checked, or a POSIX
+    /// ACL), so that it can be cleaned away; otherwise its error.</summary>
     public Errno RemoveXattr(ulong ino, ReadOnlySpan<byte> name)
     {
-        if (name.Length == 0) return Errno.EINVAL;
-        if (name.Length > XattrNameMax) return Errno.ERANGE;
+        var refused = CheckXattrName(name);
+        if (name.Length == 0 || name.Length > XattrNameMax) return refused;
         var e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         var n = name.ToArray();
@@ -99,7 +122,7 @@ public sealed partial class Filesystem
                 if (inode.Deleted) return Errno.ENOENT;
                 var t = inode.Subvol.Tree;
                 using (t.Lock.Read())
-                    if (!DirItems.Find(t, inode.Ino, KeyTypes.XattrItem, n, out _, out _, out _)) return Errno.ENODATA;
+                    if (!DirItems.Find(t, inode.Ino, KeyTypes.XattrItem, n, out _, out _, out _)) return refused != Errno.OK ? refused : Errno.ENODATA;
                 var se = Fs.TryStart(3, out var h, useGlobalReserve: true);
                 if (se != Errno.OK) return se;
                 using (h)
@@ -116,9 +139,20 @@ public sealed partial class Filesystem
         finally { Put(inode); }
     }
 
+    /// <summary>listxattr(2) as strings (names that are not UTF-8 come out lossy: the FUSE front
+    /// end uses <see cref="ListXattrNames"/>).</summary>
     public Errno ListXattr(ulong ino, out List<string> names)
     {
-        names = new List<string>();
+        var e = ListXattrNames(ino, out var raw);
+        names = raw.Select(n => Encoding.UTF8.GetString(n)).ToList();
+        return e;
+    }
+
+    /// <summary>listxattr(2): the names as stored, those outside the namespaces kept left out
+    /// (<see cref="CheckXattrName"/>: a name getxattr refuses is not listed).</summary>
+    public Errno ListXattrNames(ulong ino, out List<byte[]> names)
+    {
+        names = new List<byte[]>();
         var e = Get(ino, out var inode);
         if (e != Errno.OK) return e;
         var result = names;
@@ -140,7 +174,7 @@ public sealed partial class Filesystem
                     while (item.Length > 0)
                     {
                         if (!DirEntry.TryRead(item, out var de, out int size)) throw new CorruptionException("malformed XATTR_ITEM", inode: ino);
-                        result.Add(Encoding.UTF8.GetString(de.Name));
+                        if (CheckXattrName(de.Name) == Errno.OK) result.Add(de.Name.ToArray());
                         item = item[size..];
                     }
                 } while (t.Next(path));

@@ -234,9 +234,9 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
             case Opcode.Listxattr:
                 {
                     if (!r.TryStruct(8, out var s)) return Errno.EINVAL;
-                    var e = fs.ListXattr(ino, out var names);
+                    var e = fs.ListXattrNames(ino, out var names);
                     if (e != Errno.OK) return e;
-                    var all = names.SelectMany(n => Encoding.UTF8.GetBytes(n).Append((byte)0)).ToArray();
+                    var all = names.SelectMany(n => n.Append((byte)0)).ToArray();
                     return SizedReply(all, U32(s, 0), ref w);
                 }
             case Opcode.Removexattr:
