@@ -32,13 +32,19 @@ public sealed partial class Filesystem
                 }
                 if ((r.Mask & ~SetAttrMask.Size) != SetAttrMask.None)
                 {
-                    var se = Fs.TryStart(1, out var h);
+                    // A chmod of an inode with an access ACL rewrites it too (two items more).
+                    bool acl = (r.Mask & SetAttrMask.Mode) != 0 && HasAccessAclLocked(inode, ino);
+                    var se = Fs.TryStart(acl ? 3 : 1, out var h);
                     if (se != Errno.OK) return se;
                     using (h)
                     {
                         var now = Timespec.Now();
                         ref var it = ref inode.Item;
-                        if ((r.Mask & SetAttrMask.Mode) != 0) it.Mode = (it.Mode & Inodes.Mode.IFMT) | (r.Mode & Inodes.Mode.PermMask);
+                        if ((r.Mask & SetAttrMask.Mode) != 0)
+                        {
+                            it.Mode = (it.Mode & Inodes.Mode.IFMT) | (r.Mode & Inodes.Mode.PermMask);
+                            if (acl) ChmodAclLocked(h, inode);
+                        }
                         if ((r.Mask & SetAttrMask.Uid) != 0) it.Uid = r.Uid;
                         if ((r.Mask & SetAttrMask.Gid) != 0) it.Gid = r.Gid;
                         if ((r.Mask & SetAttrMask.AtimeNow) != 0) it.Atime = now;

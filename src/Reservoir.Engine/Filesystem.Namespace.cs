@@ -80,24 +80,28 @@ public sealed partial class Filesystem
     }
 
     public Errno Create(ulong dir, string name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
-        MakeNode(dir, Utf8(name), Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, out attr);
+        MakeNode(dir, Utf8(name), Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, 0, out attr);
 
     public Errno Mknod(ulong dir, string name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr) =>
         Mknod(dir, Utf8(name), mode, rdev, uid, gid, out attr);
 
-    public Errno Mknod(ulong dir, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr)
+    /// <summary>mknod(2). <paramref name="umask"/> applies unless the directory has a default
+    /// ACL (the FUSE front end passes the caller's; 0 from the embedded API). Likewise
+    /// <see cref="Mkdir(ulong, ReadOnlySpan{byte}, uint, uint, uint, out InodeAttr, uint)"/> and
+    /// <see cref="Create(ulong, ReadOnlySpan{byte}, uint, uint, uint, out InodeAttr, uint)"/>.</summary>
+    public Errno Mknod(ulong dir, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr, uint umask = 0)
     {
         attr = default;
         if ((mode & Inodes.Mode.IFMT) == 0) mode |= Inodes.Mode.IFREG;
         if (!Inodes.Mode.ValidType(mode) || Inodes.Mode.IsDir(mode) || Inodes.Mode.IsLnk(mode)) return Errno.EINVAL;
-        return MakeNode(dir, name, mode, rdev, uid, gid, default, out attr);
+        return MakeNode(dir, name, mode, rdev, uid, gid, default, umask, out attr);
     }
 
     public Errno Mkdir(ulong dir, string name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
         Mkdir(dir, Utf8(name), mode, uid, gid, out attr);
 
-    public Errno Mkdir(ulong dir, ReadOnlySpan<byte> name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
-        MakeNode(dir, name, Inodes.Mode.IFDIR | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, out attr);
+    public Errno Mkdir(ulong dir, ReadOnlySpan<byte> name, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0) =>
+        MakeNode(dir, name, Inodes.Mode.IFDIR | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, umask, out attr);
 
     public Errno Symlink(ulong dir, string name, string target, uint uid, uint gid, out InodeAttr attr) =>
         Symlink(dir, Utf8(name), Utf8(target), uid, gid, out attr);
@@ -107,15 +111,16 @@ public sealed partial class Filesystem
         attr = default;
         if (target.Length == 0) return Errno.ENOENT;
         if (target.Length >= 4096 || target.Length + FileExtentItem.HeaderSize > Top.Tree.MaxItemData) return Errno.ENAMETOOLONG;
-        return MakeNode(dir, name, Inodes.Mode.IFLNK | 0x1FF, 0, uid, gid, target, out attr);
+        return MakeNode(dir, name, Inodes.Mode.IFLNK | 0x1FF, 0, uid, gid, target, 0, out attr);
     }
 
-    public Errno Create(ulong dir, ReadOnlySpan<byte> name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
-        MakeNode(dir, name, Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, out attr);
+    public Errno Create(ulong dir, ReadOnlySpan<byte> name, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0) =>
+        MakeNode(dir, name, Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, umask, out attr);
 
     /// <summary>Creates an inode of any type and links it into <paramref name="dirIno"/>.
-    /// New inodes take the directory's group when it is setgid, as POSIX allows and Linux does.</summary>
-    private Errno MakeNode(ulong dirIno, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, ReadOnlySpan<byte> symlinkTarget, out InodeAttr attr)
+    /// New inodes take the directory's group when it is setgid, as POSIX allows and Linux does,
+    /// and their ACLs from its default ACL, else the umask (<see cref="InheritAclLocked"/>).</summary>
+    private Errno MakeNode(ulong dirIno, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, ReadOnlySpan<byte> symlinkTarget, uint umask, out InodeAttr attr)
     {
         attr = default;
         var e = CheckNewName(name);
@@ -133,7 +138,8 @@ public sealed partial class Filesystem
                 bool isDir = Inodes.Mode.IsDir(mode);
                 var ce = CanAddEntryLocked(dir, nameCopy, isDir);
                 if (ce != Errno.OK) return ce;
-                var se = Fs.TryStart(6, out var h);
+                var (accessAcl, defaultAcl) = InheritAclLocked(dir, ref mode, umask, dirIno);
+                var se = Fs.TryStart(accessAcl != null || defaultAcl != null ? 8 : 6, out var h);
                 if (se != Errno.OK) return se;
                 using (h)
                 {
@@ -154,6 +160,8 @@ public sealed partial class Filesystem
                     using (t.Lock.Write())
                     {
                         DirItems.PutInode(h, t, ino, item);
+                        if (accessAcl != null) DirItems.AddHashed(h, t, ino, KeyTypes.XattrItem, PosixAcl.AccessName, default, 0, accessAcl.ToXattr());
+                        if (defaultAcl != null) DirItems.AddHashed(h, t, ino, KeyTypes.XattrItem, PosixAcl.DefaultName, default, 0, defaultAcl.ToXattr());
                         if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
                         DirItems.AddDirEntry(h, t, dir.Ino, nameCopy, ino, FileTypes.FromMode(mode), dir.NextDirIndex++);
                         if (target.Length > 0) FileExtents.InsertInline(h, t, ino, target);
@@ -163,6 +171,7 @@ public sealed partial class Filesystem
                         DirItems.PutInode(h, t, dir);
                     }
                     var inode = dir.Subvol.Adopt(ino, item);
+                    inode.AccessAcl = new KnownAcl(accessAcl);
                     result = Attr(inode);
                     Put(inode);
                 }

@@ -15,18 +15,16 @@ public sealed partial class Filesystem
     /// <summary>
     /// Whether an attribute name is one this filesystem keeps, as the kernel's xattr handlers
     /// decide for ext4 and btrfs (xattr_resolve_name): "user.", "trusted." and "security."
-    /// followed by at least one byte (EINVAL when nothing follows); anything else, "system."
-    /// included, EOPNOTSUPP. The POSIX ACL names (system.posix_acl_access and _default) are
-    /// refused too: through FUSE they would reach the daemon as plain attributes the kernel
-    /// neither enforces nor inherits, so an ACL that denies someone would be shown by getfacl
-    /// and not obeyed; refusing them is what ext4 mounted with noacl answers, and setfacl says
-    /// so. A FUSE mount sends every name to the daemon (its handler matches any prefix), so
-    /// this is the only place the namespaces are checked.
+    /// followed by at least one byte (EINVAL when nothing follows), and the two POSIX ACLs
+    /// (system.posix_acl_access and _default, Filesystem.Acl.cs); anything else, the rest of
+    /// "system." included, EOPNOTSUPP. A FUSE mount sends every name to the daemon (its
+    /// handler matches any prefix), so this is the only place the namespaces are checked.
     /// </summary>
     public static Errno CheckXattrName(ReadOnlySpan<byte> name)
     {
         if (name.Length == 0) return Errno.EINVAL;
         if (name.Length > XattrNameMax) return Errno.ERANGE;
+        if (IsAclName(name, out _)) return Errno.OK;
         int prefix = name.StartsWith("user."u8) ? 5 : name.StartsWith("trusted."u8) ? 8 : name.StartsWith("security."u8) ? 9 : 0;
         if (prefix == 0) return Errno.EOPNOTSUPP;
         return name.Length > prefix ? Errno.OK : Errno.EINVAL;
@@ -60,14 +58,18 @@ public sealed partial class Filesystem
         return e;
     }
 
-    /// <summary>setxattr(2). Values must fit one tree leaf with their name (E2BIG beyond).</summary>
+    /// <summary>setxattr(2). Values must fit one tree leaf with their name (E2BIG beyond). The
+    /// POSIX ACL names set ACLs (Filesystem.Acl.cs), setting an access ACL dropping set-group-ID
+    /// when <paramref name="aclKillsSgid"/> (the caller is neither in the file's group nor holds
+    /// CAP_FSETID, which only the front end knows).</summary>
     public Errno SetXattr(ulong ino, string name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any) =>
         SetXattr(ino, Utf8(name), value, flags);
 
-    public Errno SetXattr(ulong ino, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any)
+    public Errno SetXattr(ulong ino, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any, bool aclKillsSgid = false)
     {
         var e = CheckXattrName(name);
         if (e != Errno.OK) return e;
+        if (IsAclName(name, out bool isDefault)) return SetAcl(ino, isDefault, value, flags, aclKillsSgid);
         if (DirEntry.SizeOf(name.Length, value.Length) > Top.Tree.MaxItemData) return Errno.E2BIG;
         e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
@@ -130,6 +132,7 @@ public sealed partial class Filesystem
                 {
                     DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, n);
                     NoteXattrChanged(inode, n, present: false);
+                    if (n.AsSpan().SequenceEqual(PosixAcl.AccessName)) inode.AccessAcl = new KnownAcl(null);
                     Touch(ref inode.Item, h.Transid, mtime: false);
                     DirItems.PutInode(h, t, inode);
                 }

@@ -3,15 +3,15 @@ using Reservoir.Format.Items;
 
 namespace Reservoir.Engine.Inodes;
 
+/// <summary>What is known of an inode's security.capability attribute.</summary>
+internal enum CapabilityXattr : byte { Unknown, Absent, Present }
+
 /// <summary>
 /// An inode in memory. <see cref="Lock"/> is the inode's i_rwsem: held exclusively by anything
 /// that changes the inode (its item, its data, its directory entries if it is a directory) and
 /// shared by readers. <see cref="Item"/> is the authoritative copy while the inode is in memory;
 /// every change is written to the tree in the same transaction handle.
 /// </summary>
-/// <summary>What is known of an inode's security.capability attribute.</summary>
-internal enum CapabilityXattr : byte { Unknown, Absent, Present }
-
 internal sealed class Inode
 {
     /// <summary>The inode number inside its subvolume's tree (the objectid of its items).</summary>
@@ -41,6 +41,13 @@ internal sealed class Inode
     /// and not once per write. Written under Lock held exclusively; read without it as a hint
     /// (a stale "no" is impossible: only setxattr, under the write lock, makes it "yes").</summary>
     public volatile CapabilityXattr Capability;
+    /// <summary>The access ACL (system.posix_acl_access), null for none, once
+    /// <see cref="AccessAclKnown"/>: read from the tree on the first permission check that needs
+    /// it, then kept by every change of the attribute (setxattr, removexattr, chmod), so a
+    /// check costs no lookup. Guarded by Lock (written under it held exclusively; the pair is
+    /// published as one object, <see cref="KnownAcl"/>, so a reader without the lock sees
+    /// both or neither).</summary>
+    public volatile KnownAcl? AccessAcl;
     /// <summary>The page cache and data-path state of a regular file, created on first use.
     /// Set once, under the data engine's registry lock (DataEngine.MappingOf), and read
     /// without a lock after that; a mapping with state keeps the inode in the table (see
@@ -97,3 +104,7 @@ public static class Mode
     public static bool IsLnk(uint m) => (m & IFMT) == IFLNK;
     public static bool ValidType(uint m) => (m & IFMT) is IFSOCK or IFLNK or IFREG or IFBLK or IFDIR or IFCHR or IFIFO;
 }
+
+/// <summary>An inode's access ACL as known in memory (<see cref="Inode.AccessAcl"/>): null
+/// <see cref="Acl"/> means the inode has none.</summary>
+internal sealed record KnownAcl(PosixAcl? Acl);

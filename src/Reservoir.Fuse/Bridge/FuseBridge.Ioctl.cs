@@ -222,7 +222,7 @@ internal sealed partial class FuseBridge
         {
             e = fs.GetAttr(ino, out var dir);
             if (e != Errno.OK) return e;
-            if (!PosixAccess.Allows(dir, caller, PosixAccess.MayWrite | PosixAccess.MayExec)) return Errno.EACCES;
+            if (!Allows(dir, caller, PosixAccess.MayWrite | PosixAccess.MayExec)) return Errno.EACCES;
             e = fs.CreateSubvolume(ino, name, r.Uid, r.Gid, out made);
         }
         else if (cmd == IocSnapCreate)
@@ -234,7 +234,7 @@ internal sealed partial class FuseBridge
             if (e != Errno.OK) return e;
             e = fs.GetAttr(source, out var src);
             if (e != Errno.OK) return e;
-            if (!PosixAccess.Allows(dir, caller, PosixAccess.MayWrite | PosixAccess.MayExec) || !PosixAccess.Owns(src, caller)) return Errno.EACCES;
+            if (!Allows(dir, caller, PosixAccess.MayWrite | PosixAccess.MayExec) || !PosixAccess.Owns(src, caller)) return Errno.EACCES;
             e = fs.CreateSnapshot(source, ino, name, (flags2 & 1) != 0, out made);
         }
         else

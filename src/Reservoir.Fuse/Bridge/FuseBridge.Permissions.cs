@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Reservoir.Common;
 using Reservoir.Engine;
+using Reservoir.Engine.Inodes;
 using Reservoir.Fuse.Protocol;
 
 namespace Reservoir.Fuse.Bridge;
@@ -38,14 +39,29 @@ internal sealed partial class FuseBridge
     private static Caller CallerOf(in RequestReader r) => new(r.Uid, r.Gid, r.Pid);
 
     /// <summary>The entry timeout for a name found in (or made in) <paramref name="dir"/>.</summary>
-    private ulong EntryValid(in InodeAttr dir) => _checks && !PosixAccess.EveryoneMaySearch(dir) ? 0 : Valid;
+    private ulong EntryValid(in InodeAttr dir) => _checks && !EveryoneMaySearch(dir) ? 0 : Valid;
+
+    /// <summary><see cref="PosixAccess.Allows"/> with the inode's access ACL, asked only when it
+    /// can decide (the caller neither root nor the owner; answered from memory after the first
+    /// time, <c>Filesystem.GetAccessAcl</c>).</summary>
+    private bool Allows(in InodeAttr a, in Caller c, int mask)
+    {
+        PosixAcl? acl = null;
+        if (!c.IsRoot && c.Uid != a.Uid && fs.GetAccessAcl(a.Ino, out acl) != Errno.OK) acl = null;
+        return PosixAccess.Allows(a, c, mask, acl);
+    }
+
+    /// <summary>Whether everyone may search a directory: by its mode, and only if it has no
+    /// access ACL (whose named entries may deny some caller what other grants).</summary>
+    private bool EveryoneMaySearch(in InodeAttr dir) =>
+        PosixAccess.EveryoneMaySearch(dir) && fs.GetAccessAcl(dir.Ino, out var acl) == Errno.OK && acl == null;
 
     private Errno CheckDir(ulong dir, in Caller c, int mask, out InodeAttr d)
     {
         var e = fs.GetAttr(dir, out d);
         if (e != Errno.OK) return e;
         if (!d.IsDir) return Errno.ENOTDIR;
-        return !_checks || PosixAccess.Allows(d, c, mask) ? Errno.OK : Errno.EACCES;
+        return !_checks || Allows(d, c, mask) ? Errno.OK : Errno.EACCES;
     }
 
     /// <summary>lookup: search permission on the directory; the entry's timeout.</summary>
@@ -93,8 +109,8 @@ internal sealed partial class FuseBridge
         if (haveTarget && !PosixAccess.StickyAllows(nd, target, c)) return Errno.EPERM;
         if (newDir != oldDir)
         {
-            if (source.IsDir && !PosixAccess.Allows(source, c, PosixAccess.MayWrite)) return Errno.EACCES;
-            if (haveTarget && (flags & RenameFlags.Exchange) != 0 && target.IsDir && !PosixAccess.Allows(target, c, PosixAccess.MayWrite)) return Errno.EACCES;
+            if (source.IsDir && !Allows(source, c, PosixAccess.MayWrite)) return Errno.EACCES;
+            if (haveTarget && (flags & RenameFlags.Exchange) != 0 && target.IsDir && !Allows(target, c, PosixAccess.MayWrite)) return Errno.EACCES;
         }
         return Errno.OK;
     }
@@ -108,7 +124,7 @@ internal sealed partial class FuseBridge
         if (e != Errno.OK) return e;
         int mask = (flags & FmodeExec) != 0 ? PosixAccess.MayExec
             : (flags & O_ACCMODE) switch { 0 => PosixAccess.MayRead, 1 => PosixAccess.MayWrite, _ => PosixAccess.MayRead | PosixAccess.MayWrite };
-        return PosixAccess.Allows(a, c, mask) ? Errno.OK : Errno.EACCES;
+        return Allows(a, c, mask) ? Errno.OK : Errno.EACCES;
     }
 
     /// <summary>
@@ -133,12 +149,12 @@ internal sealed partial class FuseBridge
         if ((valid & Abi.FattrSize) != 0)
         {
             // ftruncate and O_TRUNC come with the file handle: the kernel checked the descriptor.
-            if ((valid & Abi.FattrFh) == 0 && !PosixAccess.Allows(a, c, PosixAccess.MayWrite)) return Errno.EACCES;
+            if ((valid & Abi.FattrFh) == 0 && !Allows(a, c, PosixAccess.MayWrite)) return Errno.EACCES;
             return Errno.OK; // the "now" times of a truncate go with it
         }
         if ((atime && !atimeNow) || (mtime && !mtimeNow) || (atime != mtime && (atime || mtime)))
             return PosixAccess.Owns(a, c) ? Errno.OK : Errno.EPERM; // explicit times (utimensat with a time or UTIME_OMIT)
-        if (atime && mtime && !PosixAccess.Owns(a, c) && !PosixAccess.Allows(a, c, PosixAccess.MayWrite)) return Errno.EACCES; // touch
+        if (atime && mtime && !PosixAccess.Owns(a, c) && !Allows(a, c, PosixAccess.MayWrite)) return Errno.EACCES; // touch
         return Errno.OK;
     }
 
@@ -149,7 +165,33 @@ internal sealed partial class FuseBridge
         if (!_checks || c.IsRoot || !name.StartsWith("user."u8)) return Errno.OK;
         var e = fs.GetAttr(ino, out var a);
         if (e != Errno.OK) return e;
-        return PosixAccess.Allows(a, c, mask) ? Errno.OK : Errno.EACCES;
+        return Allows(a, c, mask) ? Errno.OK : Errno.EACCES;
+    }
+
+    /// <summary>
+    /// setxattr. Setting an access ACL drops set-group-ID unless the caller is in the file's
+    /// group or has CAP_FSETID (posix_acl_update_mode; the VFS has checked that the caller owns
+    /// the file). A directory's ACL may take search permission from someone: the names the
+    /// kernel holds in it expire, as after a chmod (<see cref="ExpireNamesAfterChmod"/>).
+    /// </summary>
+    private Errno SetXattr(ulong ino, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, XattrSetFlags flags, in Caller c)
+    {
+        bool acl = name.SequenceEqual(PosixAcl.AccessName);
+        InodeAttr before = default;
+        bool killSgid = false;
+        if (acl)
+        {
+            var ge = fs.GetAttr(ino, out before);
+            if (ge != Errno.OK) return ge;
+            killSgid = !c.IsRoot && c.InGroup(before.Gid) != true && !c.HasCapability(Caller.CapFsetid);
+        }
+        var e = fs.SetXattr(ino, name, value, flags, killSgid);
+        if (e != Errno.OK || !acl) return e;
+        // The ACL set the mode's bits: the kernel, which without FUSE_POSIX_ACL does not expect
+        // that, would show the old mode until its attributes time out.
+        NotifyInvalInodeAttributes(ino);
+        if (before.IsDir && fs.GetAttr(ino, out var after) == Errno.OK) ExpireNamesAfterChmod(before, after);
+        return e;
     }
 
     /// <summary>access(2) and chdir: the kernel asks only without default_permissions.</summary>
@@ -157,7 +199,7 @@ internal sealed partial class FuseBridge
     {
         var e = fs.GetAttr(ino, out var a);
         if (e != Errno.OK || !_checks) return e;
-        return PosixAccess.Allows(a, c, (int)(mask & 7)) ? Errno.OK : Errno.EACCES;
+        return Allows(a, c, (int)(mask & 7)) ? Errno.OK : Errno.EACCES;
     }
 
     /// <summary>
@@ -170,7 +212,7 @@ internal sealed partial class FuseBridge
     /// </summary>
     private void ExpireNamesAfterChmod(in InodeAttr before, in InodeAttr after)
     {
-        if (!_checks || Defer == null || !before.IsDir || !PosixAccess.EveryoneMaySearch(before) || PosixAccess.EveryoneMaySearch(after)) return;
+        if (!_checks || Defer == null || !before.IsDir || !PosixAccess.EveryoneMaySearch(before) || EveryoneMaySearch(after)) return;
         ulong dir = after.Ino;
         Defer(() =>
         {
@@ -189,6 +231,22 @@ internal sealed partial class FuseBridge
     /// thread from serving the request whose caller holds that lock). Null in tests that drive
     /// the bridge alone.</summary>
     internal Action<Action>? Defer { get; set; }
+
+    /// <summary>FUSE_NOTIFY_INVAL_INODE (struct fuse_notify_inval_inode_out: u64 ino, s64 off,
+    /// s64 len) with a negative offset: the inode's attributes (and cached ACLs) only, no page.
+    /// That takes no lock a request holds (fuse_reverse_inval_inode touches pages only for an
+    /// offset of 0 or more), so it is sent from the request, before its reply.</summary>
+    private void NotifyInvalInodeAttributes(ulong ino)
+    {
+        if (Notifier == null) return;
+        var msg = new byte[Abi.OutHeaderSize + 24];
+        BinaryPrimitives.WriteUInt32LittleEndian(msg, (uint)msg.Length);
+        BinaryPrimitives.WriteInt32LittleEndian(msg.AsSpan(4), 2);                    // FUSE_NOTIFY_INVAL_INODE
+        BinaryPrimitives.WriteUInt64LittleEndian(msg.AsSpan(16), NodeOf(ino));
+        BinaryPrimitives.WriteInt64LittleEndian(msg.AsSpan(24), -1);
+        BinaryPrimitives.WriteInt64LittleEndian(msg.AsSpan(32), 0);
+        Notifier(msg);
+    }
 
     /// <summary>FUSE_NOTIFY_INVAL_ENTRY (struct fuse_notify_inval_entry_out: u64 parent, u32
     /// namelen, u32 flags; then the name and a NUL). expireOnly (FUSE_EXPIRE_ONLY) marks the

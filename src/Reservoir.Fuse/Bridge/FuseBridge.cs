@@ -125,16 +125,17 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
             case Opcode.Mknod:
                 {
                     if (!r.TryStruct(16, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
-                    uint mode = U32(s, 0) & ~U32(s, 8);
+                    // The umask applies unless the directory has a default ACL (the engine decides).
+                    uint mode = U32(s, 0), umask = U32(s, 8);
                     var pe = MayCreateIn(ino, caller, out ulong ev);
-                    return pe != Errno.OK ? pe : Entry(fs.Mknod(ino, name, mode, U32(s, 4), r.Uid, r.Gid, out var a), a, ref w, ev);
+                    return pe != Errno.OK ? pe : Entry(fs.Mknod(ino, name, mode, U32(s, 4), r.Uid, r.Gid, out var a, umask), a, ref w, ev);
                 }
             case Opcode.Mkdir:
                 {
                     if (!r.TryStruct(8, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
-                    uint mode = U32(s, 0) & ~U32(s, 4);
+                    uint mode = U32(s, 0), umask = U32(s, 4);
                     var pe = MayCreateIn(ino, caller, out ulong ev);
-                    return pe != Errno.OK ? pe : Entry(fs.Mkdir(ino, name, mode, r.Uid, r.Gid, out var a), a, ref w, ev);
+                    return pe != Errno.OK ? pe : Entry(fs.Mkdir(ino, name, mode, r.Uid, r.Gid, out var a, umask), a, ref w, ev);
                 }
             case Opcode.Unlink:
                 {
@@ -220,7 +221,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                     var flags = U32(s, 4) switch { 1 => XattrSetFlags.Create, 2 => XattrSetFlags.Replace, 0 => XattrSetFlags.Any, _ => (XattrSetFlags)(-1) };
                     if ((int)flags < 0) return Errno.EINVAL;
                     var pe = MayXattr(ino, name, PosixAccess.MayWrite, caller);
-                    return pe != Errno.OK ? pe : fs.SetXattr(ino, name, value, flags);
+                    return pe != Errno.OK ? pe : SetXattr(ino, name, value, flags, caller);
                 }
             case Opcode.Getxattr:
                 {
@@ -312,7 +313,11 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
         if (!r.TryStruct(16, out var s)) return Errno.EINVAL;
         uint major = U32(s, 0), minor = U32(s, 4), readahead = U32(s, 8), flags = U32(s, 12);
         if (major != Abi.KernelMajor) { log($"fuse: kernel speaks protocol {major}.{minor}, need 7.x"); return Errno.EPROTO; }
-        uint want = Abi.AsyncRead | Abi.BigWrites | Abi.ParallelDirops | Abi.MaxPages | Abi.AutoInvalData | Abi.IoctlDir | Abi.HandleKillprivV2;
+        uint want = Abi.AsyncRead | Abi.BigWrites | Abi.ParallelDirops | Abi.MaxPages | Abi.AutoInvalData | Abi.IoctlDir | Abi.HandleKillprivV2 | Abi.DontMask;
+        // ACLs are enforced by whoever checks permissions: the daemon (PosixAccess.Allows), or
+        // with default_permissions the kernel, which does so only with FUSE_POSIX_ACL (and reads
+        // them through GETXATTR, caching them).
+        if (!_checks) want |= Abi.PosixAcl;
         w.U32(Abi.KernelMajor);
         w.U32(Math.Min(minor, Abi.KernelMinor));
         w.U32(readahead);
@@ -384,10 +389,10 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
     private Errno Create(ulong dir, ref RequestReader r, ref ReplyWriter w, in Caller caller)
     {
         if (!r.TryStruct(16, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
-        uint flags = U32(s, 0), mode = U32(s, 4) & ~U32(s, 8);
+        uint flags = U32(s, 0), mode = U32(s, 4), umask = U32(s, 8);
         var e = MayCreateIn(dir, caller, out ulong entryValid);
         if (e != Errno.OK) return e;
-        e = fs.Mknod(dir, name, mode, 0, r.Uid, r.Gid, out var a);
+        e = fs.Mknod(dir, name, mode, 0, r.Uid, r.Gid, out var a, umask);
         if (e != Errno.OK) return e;
         w.Entry(NodeOf(a.Ino), a, entryValid, Valid);
         return Open(a.Ino, flags, ref w);

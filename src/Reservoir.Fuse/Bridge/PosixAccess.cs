@@ -1,4 +1,5 @@
 using Reservoir.Engine;
+using Reservoir.Engine.Inodes;
 
 namespace Reservoir.Fuse.Bridge;
 
@@ -17,18 +18,20 @@ internal static class PosixAccess
     private const uint Sticky = 0x200;
 
     /// <summary>
-    /// generic_permission: the owner class if the caller owns the inode, else the group class
-    /// if it is in the inode's group, else other; only that one class counts (an owner denied
-    /// by the owner bits is denied even where other would allow). Then the capabilities:
-    /// CAP_DAC_OVERRIDE allows anything but executing a non-directory that no class may
-    /// execute; CAP_DAC_READ_SEARCH allows reading files and reading and searching directories.
+    /// generic_permission: the owner class if the caller owns the inode, else (with an access
+    /// ACL, <paramref name="acl"/>) the ACL's named user, group and other entries under its mask
+    /// (<see cref="PosixAcl.Permits"/>), else the group class if it is in the inode's group,
+    /// else other; only that one class counts (an owner denied by the owner bits is denied even
+    /// where other would allow). Then the capabilities: CAP_DAC_OVERRIDE allows anything but
+    /// executing a non-directory that no class may execute; CAP_DAC_READ_SEARCH allows reading
+    /// files and reading and searching directories.
     /// </summary>
-    public static bool Allows(in InodeAttr a, in Caller c, int mask)
+    public static bool Allows(in InodeAttr a, in Caller c, int mask, PosixAcl? acl = null)
     {
         mask &= MayRead | MayWrite | MayExec;
         bool execBarred = (mask & MayExec) != 0 && !a.IsDir && (a.Mode & AnyExec) == 0;
         if (c.IsRoot) return !execBarred;
-        if (ByModeBits(a, c, (uint)mask)) return true;
+        if (acl != null && c.Uid != a.Uid ? acl.Permits(c.Uid, a.Gid, c.InGroup, mask) : ByModeBits(a, c, (uint)mask)) return true;
         if (!execBarred && c.HasCapability(Caller.CapDacOverride)) return true;
         return (mask & MayWrite) == 0 && (a.IsDir || (mask & MayExec) == 0) && c.HasCapability(Caller.CapDacReadSearch);
     }

@@ -32,9 +32,15 @@ public static class Abi
     // fuse_init flags
     public const uint AsyncRead = 1 << 0;
     public const uint BigWrites = 1 << 5;
+    /// <summary>The kernel passes the caller's umask unapplied (mknod, mkdir, create): the
+    /// daemon applies it only when the directory has no default ACL, as posix_acl_create does.</summary>
+    public const uint DontMask = 1 << 6;
     public const uint IoctlDir = 1 << 11;
     public const uint AutoInvalData = 1 << 12;
     public const uint ParallelDirops = 1 << 18;
+    /// <summary>The kernel caches access ACLs and enforces them in its own permission checks
+    /// (negotiated with <c>default_permissions</c> only: it implies them).</summary>
+    public const uint PosixAcl = 1 << 20;
     public const uint MaxPages = 1 << 22;
     /// <summary>The daemon drops set-user-ID, set-group-ID and security.capability on write,
     /// truncate and chown, so the kernel no longer asks for security.capability (a GETXATTR

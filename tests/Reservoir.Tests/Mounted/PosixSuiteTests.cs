@@ -196,10 +196,10 @@ public class PosixSuiteTests(ITestOutputHelper log)
         """;
 
     /// <summary>
-    /// Attribute names as ext4 answers them: the namespaces kept (user., trusted., security.),
-    /// EINVAL for a prefix alone, EOPNOTSUPP for any other name, system. included; names that
-    /// are not UTF-8 kept byte for byte, and listxattr showing what getxattr reads. Each line
-    /// prints "name result".
+    /// Attribute names as ext4 answers them: the namespaces kept (user., trusted., security.,
+    /// and the POSIX ACLs, <see cref="AclSuite"/>), EINVAL for a prefix alone, EOPNOTSUPP for
+    /// any other name, the rest of system. included; names that are not UTF-8 kept byte for
+    /// byte, and listxattr showing what getxattr reads. Each line prints "name result".
     /// </summary>
     private const string XattrSuite = """
         touch f || exit 1
@@ -229,6 +229,82 @@ public class PosixSuiteTests(ITestOutputHelper log)
         python3 x.py
         """;
 
+    /// <summary>
+    /// POSIX ACLs as ext4 keeps and enforces them: setfacl and getfacl (numeric ids), the mode
+    /// an access ACL sets (group bits from the mask), chmod rewriting the ACL, an ACL the mode
+    /// says all of not stored, named users and groups granted and denied (as uid 1000, uid 1001
+    /// in group 1000, and nobody), the mask limiting them, search denied on a directory,
+    /// default ACLs inherited by files, directories (which keep them as their default) and
+    /// fifos with the creating mode masked in and no umask, a symbolic link taking none,
+    /// set-group-ID dropped when the owner outside the group sets an ACL, only the owner
+    /// setting one, no default ACL on a file. Each line prints "name status" or a listing.
+    /// </summary>
+    private const string AclSuite = """
+        U1='setpriv --reuid=1000 --regid=1000 --clear-groups'
+        U2='setpriv --reuid=1001 --regid=1001 --groups=1000'
+        N='setpriv --reuid=65534 --regid=65534 --clear-groups'
+        t() { name=$1; shift; ( eval "$@" ) >/dev/null 2>&1; echo "$name $?"; }
+        g() { echo "$1: $(getfacl -cpn "$2" 2>/dev/null | grep -v '^$' | tr '\n' ' ') mode=$(stat -c %a "$2")"; }
+        has() { python3 -c "import os, sys; sys.exit(0 if 'system.posix_acl_access' in os.listxattr('$1', follow_symlinks=False) else 1)"; }
+        umask 022
+        chmod 755 .
+        echo secret > f && chmod 644 f
+        t setfacl_deny 'setfacl -m u:1000:--- f'
+        g f f
+        t u1000_read "$U1 cat f"
+        t nobody_read "$N cat f"
+        t setfacl_grant_w 'setfacl -m u:65534:rw f'
+        g f2 f
+        t nobody_write "$N sh -c 'echo x >> f'"
+        t chmod_600 'chmod 600 f'
+        g f3 f
+        t nobody_write_after_chmod "$N sh -c 'echo y >> f'"
+        t chmod_660 'chmod 660 f'
+        g f4 f
+        t setfacl_remove_all 'setfacl -b f'
+        g f5 f
+        t removed_all_stored 'has f'
+        mkdir d && chmod 755 d
+        t set_default 'setfacl -d -m u:1000:rwx,g::r-x,o::--- d'
+        g d d
+        echo "default: $(getfacl -cpnd d 2>/dev/null | tr '\n' ' ')"
+        t create_in_d 'touch d/new'
+        g new d/new
+        t mkdir_in_d 'mkdir d/sub'
+        g sub d/sub
+        echo "sub default: $(getfacl -cpnd d/sub 2>/dev/null | tr '\n' ' ')"
+        t u1000_write_new "$U1 sh -c 'echo z >> d/new'"
+        t nobody_read_new "$N cat d/new"
+        t mode_0600_in_d "python3 -c \"import os; os.close(os.open('d/p600', os.O_CREAT|os.O_WRONLY, 0o600))\""
+        g p600 d/p600
+        t mknod_fifo_in_d 'mkfifo -m 640 d/fifo'
+        g fifo d/fifo
+        t symlink_in_d 'ln -s new d/ln'
+        t symlink_has_acl 'has d/ln'
+        t umask_outside_d 'touch um && test $(stat -c %a um) = 644'
+        t group_entry 'touch gf && chmod 640 gf && setfacl -m g:1000:rw gf'
+        g gf gf
+        t u1001_in_g1000_write "$U2 sh -c 'echo q >> gf'"
+        t mask_limits 'setfacl -m m::r gf'
+        g gf2 gf
+        t u1001_write_masked "$U2 sh -c 'echo q >> gf'"
+        t u1001_read_masked "$U2 cat gf"
+        mkdir sd && chmod 755 sd && echo hi > sd/x
+        t search_before "$U1 cat sd/x"
+        t dir_deny_search 'setfacl -m u:1000:r-- sd'
+        t u1000_search "$U1 cat sd/x"
+        t nobody_search "$N cat sd/x"
+        t setgid_kill 'mkdir sg && chmod 2775 sg && chown 1000:0 sg && '"$U1"' setfacl -m u:65534:rwx sg'
+        echo "sg mode=$(stat -c %a sg)"
+        t not_owner_set "$N setfacl -m u:65534:rwx f"
+        t default_on_file 'setfacl -d -m u:1000:rwx f'
+        t equiv_acl 'touch eq && setfacl -m u::rw,g::r,o::r eq'
+        t equiv_stored 'has eq'
+        g eq eq
+        t chmod_dir_default_kept 'chmod 700 d'
+        echo "d default after chmod: $(getfacl -cpnd d 2>/dev/null | tr '\n' ' ')"
+        """;
+
     private static string Results(string dir, string suite = Suite) => MountedImage.Sh(suite, dir, 120).Out;
 
     [Fact]
@@ -240,49 +316,12 @@ public class PosixSuiteTests(ITestOutputHelper log)
     [Fact]
     public void AttributeNamesAreAnsweredAsOnExt4() => SameAsExt4(XattrSuite, 17);
 
-    /// <summary>
-    /// POSIX ACLs are refused (EOPNOTSUPP, which Python names ENOTSUP: one value on Linux, as a
-    /// filesystem without ACL support answers;
-    /// setfacl then fails and says so), not stored as attributes nobody enforces: they were
-    /// accepted, getfacl showed user:nobody:--- and the daemon's checks let nobody read the
-    /// file through "other", and a default ACL was not inherited. (ext4 in this kernel has no
-    /// noacl to compare with.)
-    /// </summary>
-    [Fact]
-    public void PosixAclsAreRefusedNotStoredUnenforced()
-    {
-        using var m = new MountedImage(size: 64UL << 20);
-        var r = MountedImage.Sh("""
-            touch f && mkdir d || exit 1
-            setfacl -m u:nobody:--- f 2>&1; echo "setfacl $?"
-            setfacl -d -m u:nobody:rwx d >/dev/null 2>&1; echo "setfacl_default $?"
-            python3 -c 'import os, errno
-            for n in ("system.posix_acl_access", "system.posix_acl_default"):
-                try: os.getxattr("d", n); print(n, "ok")
-                except OSError as e: print(n, errno.errorcode[e.errno])
-                try: os.setxattr("d", n, b"\x02\x00\x00\x00"); print(n, "set ok")
-                except OSError as e: print(n, "set", errno.errorcode[e.errno])'
-            ls -l f | cut -c1-11
-            """, m.Dir);
-        log.WriteLine(r.Out);
-        Assert.Contains("Operation not supported", r.Out);
-        string[] expected =
-        [
-            "setfacl 1", "setfacl_default 1",
-            "system.posix_acl_access ENOTSUP", "system.posix_acl_access set ENOTSUP",
-            "system.posix_acl_default ENOTSUP", "system.posix_acl_default set ENOTSUP",
-            "-rw-r--r-- ",
-        ];
-        var lines = r.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => !l.Contains("Operation not supported")).ToArray();
-        Assert.Equal(expected, lines);
-    }
-
-    /// <summary>The same answers whether the daemon checks (the default) or the kernel does
-    /// (<c>-o default_permissions</c>).</summary>
+    /// <summary>The same whether the daemon checks (and enforces the ACLs itself) or the kernel
+    /// does (<c>-o default_permissions</c>, with FUSE_POSIX_ACL).</summary>
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void PermissionsAreCheckedAsOnExt4(bool defaultPermissions) => SameAsExt4(PermissionSuite, 78, defaultPermissions);
+    public void AclsAreKeptAndEnforcedAsOnExt4(bool defaultPermissions) => SameAsExt4(AclSuite, 50, defaultPermissions);
 
     private void SameAsExt4(string suite, int lines, bool defaultPermissions = false, string ext4Options = "")
     {
