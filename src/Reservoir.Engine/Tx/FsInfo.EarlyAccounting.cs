@@ -250,10 +250,9 @@ internal sealed partial class FsInfo
                 // written and deleted only by commits; a pending one only by commits and
                 // quota switches, all under the commit lock for writing).
                 reopens = true;
-                if (w.Root == writer && writerUntil != ulong.MaxValue) (writerUntil, deletesOriginDrop) = (ulong.MaxValue, true);
-                for (int i = 0; i < origins.Count; i++)
-                    if (origins[i].Root == w.Root && origins[i].Until != ulong.MaxValue)
-                        (origins[i], deletesOriginDrop) = (origins[i] with { Until = ulong.MaxValue }, true);
+                var wo = new Origin(writer, born, writerUntil);
+                deletesOriginDrop = ReopenWindow(w.Root, ref wo, origins);
+                writerUntil = wo.Until;
             }
             // Anyone else gets a SHARED_ROOT_REF, unless the lineage names it a candidate
             // already (FsInfo.QuotaAccounting.cs, IsLineageCandidate, whose pending

@@ -104,9 +104,9 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>The items the clones the early accounting worked out change, as the commit's
-    /// own search would (each extent's by the commit whose transaction took it), in address
-    /// order: the SHARED_ROOT_REF of a subvolume that took an extent by a clone, and the
-    /// ORIGIN_DROP an origin taking an extent back no longer has (<see cref="ForgetOriginDrop"/>).</summary>
+    /// own search would (each extent's by the commit whose transaction took it): the ORIGIN_DROP
+    /// an origin taking an extent back no longer has (<see cref="ForgetOriginDrop"/>), and the
+    /// SHARED_ROOT_REF of a subvolume that took an extent by a clone, in address order.</summary>
     private void WriteEarlySharingItems(TransHandle h, EarlyAccounting early)
     {
         foreach (var (bytenr, o) in early.Reopened) ForgetOriginDrop(h, bytenr, o.Root, o.HasItem);
@@ -280,11 +280,20 @@ internal sealed partial class FsInfo
     /// <paramref name="shared"/>). Returns whether the extent tree changed.</summary>
     private bool ReopenOrigin(TransHandle h, ulong bytenr, ulong root, ref Origin writer, List<Origin> shared)
     {
+        bool had = ReopenWindow(root, ref writer, shared);
+        ForgetOriginDrop(h, bytenr, root, had);
+        return had;
+    }
+
+    /// <summary>Opens origin <paramref name="root"/>'s window again (it is <paramref name="writer"/>
+    /// or in <paramref name="shared"/>); returns whether an ORIGIN_DROP item had closed it. The
+    /// commit's search and the early accounting's both reopen through here.</summary>
+    private static bool ReopenWindow(ulong root, ref Origin writer, List<Origin> shared)
+    {
         bool had = false;
         if (writer.Root == root && writer.Until != ulong.MaxValue) { writer = writer with { Until = ulong.MaxValue }; had = true; }
         for (int i = 0; i < shared.Count; i++)
             if (shared[i].Root == root && shared[i].Until != ulong.MaxValue) { shared[i] = shared[i] with { Until = ulong.MaxValue }; had = true; }
-        ForgetOriginDrop(h, bytenr, root, had);
         return had;
     }
 

@@ -165,6 +165,9 @@ internal sealed partial class FuseBridge
         w.U32(0);
     }
 
+    /// <summary>FUSE_NOTIFY_INVAL_INODE (struct fuse_notify_inval_inode_out: u64 ino, s64 off,
+    /// s64 len) with offset −1: the inode's attributes (and any ACLs the kernel holds), no
+    /// page.</summary>
     private void InvalidateAttr(ulong ino)
     {
         if (Notifier == null) return;

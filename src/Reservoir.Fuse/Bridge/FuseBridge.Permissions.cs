@@ -188,8 +188,10 @@ internal sealed partial class FuseBridge
         var e = fs.SetXattr(ino, name, value, flags, killSgid);
         if (e != Errno.OK || !acl) return e;
         // The ACL set the mode's bits: the kernel, which without FUSE_POSIX_ACL does not expect
-        // that, would show the old mode until its attributes time out.
-        NotifyInvalInodeAttributes(ino);
+        // that, would show the old mode until its attributes time out. Sent from the request,
+        // before its reply: an attributes-only invalidation takes no lock the request holds
+        // (fuse_reverse_inval_inode touches pages only for an offset of 0 or more).
+        InvalidateAttr(ino);
         if (before.IsDir && fs.GetAttr(ino, out var after) == Errno.OK) ExpireNamesAfterChmod(before, after);
         return e;
     }
@@ -231,22 +233,6 @@ internal sealed partial class FuseBridge
     /// thread from serving the request whose caller holds that lock). Null in tests that drive
     /// the bridge alone.</summary>
     internal Action<Action>? Defer { get; set; }
-
-    /// <summary>FUSE_NOTIFY_INVAL_INODE (struct fuse_notify_inval_inode_out: u64 ino, s64 off,
-    /// s64 len) with a negative offset: the inode's attributes (and cached ACLs) only, no page.
-    /// That takes no lock a request holds (fuse_reverse_inval_inode touches pages only for an
-    /// offset of 0 or more), so it is sent from the request, before its reply.</summary>
-    private void NotifyInvalInodeAttributes(ulong ino)
-    {
-        if (Notifier == null) return;
-        var msg = new byte[Abi.OutHeaderSize + 24];
-        BinaryPrimitives.WriteUInt32LittleEndian(msg, (uint)msg.Length);
-        BinaryPrimitives.WriteInt32LittleEndian(msg.AsSpan(4), 2);                    // FUSE_NOTIFY_INVAL_INODE
-        BinaryPrimitives.WriteUInt64LittleEndian(msg.AsSpan(16), NodeOf(ino));
-        BinaryPrimitives.WriteInt64LittleEndian(msg.AsSpan(24), -1);
-        BinaryPrimitives.WriteInt64LittleEndian(msg.AsSpan(32), 0);
-        Notifier(msg);
-    }
 
     /// <summary>FUSE_NOTIFY_INVAL_ENTRY (struct fuse_notify_inval_entry_out: u64 parent, u32
     /// namelen, u32 flags; then the name and a NUL). expireOnly (FUSE_EXPIRE_ONLY) marks the
