@@ -251,6 +251,24 @@ public sealed partial class Fsck
         _csums[k.Offset] = d.Length;
     }
 
+    /// <summary>A POSIX ACL attribute (SPEC.md §5.3): valid, a default ACL only on a directory,
+    /// none on a symbolic link, and an access ACL agreeing with the inode's permission bits
+    /// (the engine writes both in one transaction; the INODE_ITEM, type 1, was visited before
+    /// the XATTR_ITEM, type 24).</summary>
+    private void CheckAcl(ulong ino, bool isDefault, ReadOnlySpan<byte> value, string where)
+    {
+        if (PosixAcl.TryParse(value, out var acl) != Errno.OK) { _r.Add(FindingKind.Structure, where, "malformed POSIX ACL"); return; }
+        if (acl == null || !_inodes.TryGetValue(ino, out var inode)) return;
+        if (Inodes.Mode.IsLnk(inode.Mode)) _r.Add(FindingKind.Structure, where, "a symbolic link with a POSIX ACL");
+        else if (isDefault && !Inodes.Mode.IsDir(inode.Mode)) _r.Add(FindingKind.Structure, where, "a default ACL on a file that is no directory");
+        else if (!isDefault)
+        {
+            acl.EquivalentMode(inode.Mode, out uint implied);
+            if ((implied & 0x1FF) != (inode.Mode & 0x1FF))
+                _r.Add(FindingKind.Structure, where, $"permission bits {Convert.ToString(inode.Mode & 0x1FF, 8)} disagree with the access ACL's {Convert.ToString(implied & 0x1FF, 8)}");
+        }
+    }
+
     private void VisitFs(ulong root, Key k, ReadOnlySpan<byte> d)
     {
         string where = $"{InodeWhere(k.ObjectId)} item {KeyTypes.Name(k.Type)} {k.Offset}";
@@ -304,6 +322,7 @@ public sealed partial class Fsck
                 {
                     if (!DirEntry.TryRead(d, out var e, out int size)) { _r.Add(FindingKind.Structure, where, "malformed XATTR_ITEM"); return; }
                     if (NameHash.Of(e.Name) != k.Offset) _r.Add(FindingKind.Structure, where, "xattr filed under the wrong hash");
+                    if (e.Name.SequenceEqual(PosixAcl.AccessName) || e.Name.SequenceEqual(PosixAcl.DefaultName)) CheckAcl(k.ObjectId, e.Name.SequenceEqual(PosixAcl.DefaultName), e.Data, where);
                     d = d[size..];
                 }
                 break;

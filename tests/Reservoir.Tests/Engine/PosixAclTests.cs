@@ -137,4 +137,42 @@ public class PosixAclTests
         }
         FsckAssert.Clean(dev);
     }
+
+    /// <summary>fsck checks what the engine keeps together: an INODE_ITEM whose permission bits
+    /// no longer agree with the access ACL (written behind the engine's back) is reported, as
+    /// is a default ACL on a file.</summary>
+    [Fact]
+    public void FsckReportsAModeThatDisagreesWithTheAccessAcl()
+    {
+        var dev = NewDevice(64UL << 20);
+        ulong ino;
+        var named = Acl((UO, 6, uint.MaxValue), (U, 7, 1000), (GO, 4, uint.MaxValue), (M, 6, uint.MaxValue), (O, 0, uint.MaxValue));
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            ino = CreateFile(fs, Filesystem.RootIno, "f");
+            Ok(fs.SetXattr(ino, "system.posix_acl_access", named));
+            Ok(fs.Sync());
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0 }))
+        {
+            var (tree, objectId) = Reservoir.Engine.Inodes.NodeIds.Decode(ino);
+            var t = fs.Fs.FsTree(tree)!;
+            var key = new Reservoir.Format.Key(objectId, Reservoir.Format.KeyTypes.InodeItem, 0);
+            using (var h = fs.Fs.Start(2))
+            using (t.Lock.Write())
+            {
+                var item = Reservoir.Format.Items.InodeItem.Read(t.Get(key)!);
+                item.Mode = (item.Mode & ~0x1FFu) | 0x180;                // 0600: the mask says rw- for the group
+                var buf = new byte[Reservoir.Format.Items.InodeItem.Size];
+                item.Write(buf);
+                t.Put(h, key, buf);
+                Reservoir.Engine.Inodes.DirItems.AddHashed(h, t, objectId, Reservoir.Format.KeyTypes.XattrItem, PosixAcl.DefaultName, default, 0, named);
+            }
+            Ok(fs.Sync());
+        }
+        var errors = string.Join("\n", Reservoir.Engine.Check.Fsck.Run(dev, new()).Errors.Select(e => e.ToString()));
+        Assert.Contains("permission bits 600 disagree with the access ACL's 660", errors);
+        Assert.Contains("a default ACL on a file that is no directory", errors);
+    }
 }
