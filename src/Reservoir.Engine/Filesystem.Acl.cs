@@ -14,6 +14,9 @@ namespace Reservoir.Engine;
 /// a directory, the default ACL too) from it, with no umask. Who may be granted what is decided
 /// by the front end (the daemon's checks, or the kernel's with <c>default_permissions</c>) from
 /// <see cref="GetAccessAcl"/>. Every change is made in the same transaction as the inode's.
+/// Both ACLs are remembered per inode once read (<see cref="Inode.AccessAcl"/>,
+/// <see cref="Inode.DefaultAcl"/>), so neither a permission check nor a create looks in the tree
+/// again.
 /// </summary>
 public sealed partial class Filesystem
 {
@@ -120,7 +123,8 @@ public sealed partial class Filesystem
         if (exists) DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, name);
         if (acl != null && !DirItems.AddHashed(h, t, inode.Ino, KeyTypes.XattrItem, name, default, 0, acl.ToXattr()))
             ThrowHelper.Invariant("ACL attribute reappeared under the inode lock");
-        if (!isDefault) inode.AccessAcl = new KnownAcl(acl);
+        if (isDefault) inode.DefaultAcl = new KnownAcl(acl);
+        else inode.AccessAcl = new KnownAcl(acl);
     }
 
     /// <summary>Whether the inode has an access ACL, learning it into <see cref="Inode.AccessAcl"/>
@@ -152,7 +156,8 @@ public sealed partial class Filesystem
     private static (PosixAcl? Access, PosixAcl? Default) InheritAclLocked(Inode dir, ref uint mode, uint umask, ulong dirIno)
     {
         if (Inodes.Mode.IsLnk(mode)) return (null, null);
-        var inherited = ReadAclLocked(dir, isDefault: true, dirIno);
+        if (dir.DefaultAcl is not { } known) dir.DefaultAcl = known = new KnownAcl(ReadAclLocked(dir, isDefault: true, dirIno));
+        var inherited = known.Acl;
         if (inherited == null)
         {
             mode &= ~(umask & 0x1FF);

@@ -172,6 +172,7 @@ public sealed partial class Filesystem
                     }
                     var inode = dir.Subvol.Adopt(ino, item);
                     inode.AccessAcl = new KnownAcl(accessAcl);
+                    if (isDir) inode.DefaultAcl = new KnownAcl(defaultAcl);
                     result = Attr(inode);
                     Put(inode);
                 }

@@ -48,6 +48,9 @@ internal sealed class Inode
     /// published as one object, <see cref="KnownAcl"/>, so a reader without the lock sees
     /// both or neither).</summary>
     public volatile KnownAcl? AccessAcl;
+    /// <summary>A directory's default ACL (system.posix_acl_default), kept as
+    /// <see cref="AccessAcl"/> is: every create in the directory asks it.</summary>
+    public volatile KnownAcl? DefaultAcl;
     /// <summary>The page cache and data-path state of a regular file, created on first use.
     /// Set once, under the data engine's registry lock (DataEngine.MappingOf), and read
     /// without a lock after that; a mapping with state keeps the inode in the table (see
