@@ -42,7 +42,7 @@ public sealed partial class Filesystem
                 using var lk = inode.Lock.Read();
                 if (inode.Deleted) return Errno.ENOENT;
                 result = ReadAclLocked(inode, isDefault: false, ino);
-                inode.AccessAcl = new KnownAcl(result);
+                inode.AccessAcl = KnownAcl.Of(result);
                 return Errno.OK;
             });
         }
@@ -123,8 +123,8 @@ public sealed partial class Filesystem
         if (exists) DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, name);
         if (acl != null && !DirItems.AddHashed(h, t, inode.Ino, KeyTypes.XattrItem, name, default, 0, acl.ToXattr()))
             ThrowHelper.Invariant("ACL attribute reappeared under the inode lock");
-        if (isDefault) inode.DefaultAcl = new KnownAcl(acl);
-        else inode.AccessAcl = new KnownAcl(acl);
+        if (isDefault) inode.DefaultAcl = KnownAcl.Of(acl);
+        else inode.AccessAcl = KnownAcl.Of(acl);
     }
 
     /// <summary>Whether the inode has an access ACL, learning it into <see cref="Inode.AccessAcl"/>
@@ -132,7 +132,7 @@ public sealed partial class Filesystem
     private static bool HasAccessAclLocked(Inode inode, ulong ino)
     {
         if (Inodes.Mode.IsLnk(inode.Item.Mode)) return false;
-        if (inode.AccessAcl is not { } known) inode.AccessAcl = known = new KnownAcl(ReadAclLocked(inode, isDefault: false, ino));
+        if (inode.AccessAcl is not { } known) inode.AccessAcl = known = KnownAcl.Of(ReadAclLocked(inode, isDefault: false, ino));
         return known.Acl != null;
     }
 
@@ -156,7 +156,7 @@ public sealed partial class Filesystem
     private static (PosixAcl? Access, PosixAcl? Default) InheritAclLocked(Inode dir, ref uint mode, uint umask, ulong dirIno)
     {
         if (Inodes.Mode.IsLnk(mode)) return (null, null);
-        if (dir.DefaultAcl is not { } known) dir.DefaultAcl = known = new KnownAcl(ReadAclLocked(dir, isDefault: true, dirIno));
+        if (dir.DefaultAcl is not { } known) dir.DefaultAcl = known = KnownAcl.Of(ReadAclLocked(dir, isDefault: true, dirIno));
         var inherited = known.Acl;
         if (inherited == null)
         {

@@ -171,8 +171,8 @@ public sealed partial class Filesystem
                         DirItems.PutInode(h, t, dir);
                     }
                     var inode = dir.Subvol.Adopt(ino, item);
-                    inode.AccessAcl = new KnownAcl(accessAcl);
-                    if (isDir) inode.DefaultAcl = new KnownAcl(defaultAcl);
+                    inode.AccessAcl = KnownAcl.Of(accessAcl);
+                    if (isDir) inode.DefaultAcl = KnownAcl.Of(defaultAcl);
                     result = Attr(inode);
                     Put(inode);
                 }

@@ -132,8 +132,8 @@ public sealed partial class Filesystem
                 {
                     DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, n);
                     NoteXattrChanged(inode, n, present: false);
-                    if (n.AsSpan().SequenceEqual(PosixAcl.AccessName)) inode.AccessAcl = new KnownAcl(null);
-                    if (n.AsSpan().SequenceEqual(PosixAcl.DefaultName)) inode.DefaultAcl = new KnownAcl(null);
+                    if (n.AsSpan().SequenceEqual(PosixAcl.AccessName)) inode.AccessAcl = KnownAcl.None;
+                    if (n.AsSpan().SequenceEqual(PosixAcl.DefaultName)) inode.DefaultAcl = KnownAcl.None;
                     Touch(ref inode.Item, h.Transid, mtime: false);
                     DirItems.PutInode(h, t, inode);
                 }

@@ -110,4 +110,10 @@ public static class Mode
 
 /// <summary>An inode's access ACL as known in memory (<see cref="Inode.AccessAcl"/>): null
 /// <see cref="Acl"/> means the inode has none.</summary>
-internal sealed record KnownAcl(PosixAcl? Acl);
+internal sealed record KnownAcl(PosixAcl? Acl)
+{
+    /// <summary>"Has none", shared (most inodes: nothing to allocate per create).</summary>
+    public static readonly KnownAcl None = new((PosixAcl?)null);
+
+    public static KnownAcl Of(PosixAcl? acl) => acl == null ? None : new KnownAcl(acl);
+}
