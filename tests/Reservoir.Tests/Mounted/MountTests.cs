@@ -488,9 +488,13 @@ public class MountTests(ITestOutputHelper log)
             try
             {
                 File.AppendAllText("/etc/fuse.conf", "\nuser_allow_other\n");
+                // Each check says what it found when it fails (a failure under a loaded CI
+                // host once printed nothing).
                 (code, output) = MountedImage.Sh(asUser + $"'set -e; cd {dir}; {cli} mount u.img m -o submounts,allow_other; " +
-                    "test \"$(stat -c %d m/sv)\" != \"$(stat -c %d m)\"; test \"$(stat -c %i m/sv)\" = 256; test \"$(cat m/x)\" = hello; " +
-                    $"{cli} umount m; flock -n u.img true'", "/", 120);
+                    "test \"$(stat -c %d m/sv)\" != \"$(stat -c %d m)\" || { echo \"one st_dev: $(stat -c %d m/sv) $(stat -c %d m); $(grep \" $PWD/m\" /proc/self/mountinfo)\"; exit 1; }; " +
+                    "test \"$(stat -c %i m/sv)\" = 256 || { echo \"sv root inode $(stat -c %i m/sv)\"; exit 1; }; " +
+                    "test \"$(cat m/x)\" = hello || { echo \"m/x holds $(cat m/x)\"; exit 1; }; " +
+                    $"{cli} umount m || {{ echo \"umount failed\"; exit 1; }}; flock -n u.img true || {{ echo \"image still locked after umount\"; exit 1; }}'", "/", 120);
                 Assert.True(code == 0, output);
             }
             finally
