@@ -80,7 +80,7 @@ public sealed partial class Filesystem
     }
 
     public Errno Create(ulong dir, string name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
-        MakeNode(dir, Utf8(name), Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, 0, out attr);
+        MakeNode(dir, Utf8(name), Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, 0, false, out attr);
 
     public Errno Mknod(ulong dir, string name, uint mode, ulong rdev, uint uid, uint gid, out InodeAttr attr) =>
         Mknod(dir, Utf8(name), mode, rdev, uid, gid, out attr);
@@ -94,14 +94,14 @@ public sealed partial class Filesystem
         attr = default;
         if ((mode & Inodes.Mode.IFMT) == 0) mode |= Inodes.Mode.IFREG;
         if (!Inodes.Mode.ValidType(mode) || Inodes.Mode.IsDir(mode) || Inodes.Mode.IsLnk(mode)) return Errno.EINVAL;
-        return MakeNode(dir, name, mode, rdev, uid, gid, default, umask, out attr);
+        return MakeNode(dir, name, mode, rdev, uid, gid, default, umask, false, out attr);
     }
 
     public Errno Mkdir(ulong dir, string name, uint mode, uint uid, uint gid, out InodeAttr attr) =>
         Mkdir(dir, Utf8(name), mode, uid, gid, out attr);
 
     public Errno Mkdir(ulong dir, ReadOnlySpan<byte> name, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0) =>
-        MakeNode(dir, name, Inodes.Mode.IFDIR | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, umask, out attr);
+        MakeNode(dir, name, Inodes.Mode.IFDIR | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, umask, false, out attr);
 
     public Errno Symlink(ulong dir, string name, string target, uint uid, uint gid, out InodeAttr attr) =>
         Symlink(dir, Utf8(name), Utf8(target), uid, gid, out attr);
@@ -111,19 +111,30 @@ public sealed partial class Filesystem
         attr = default;
         if (target.Length == 0) return Errno.ENOENT;
         if (target.Length >= 4096 || target.Length + FileExtentItem.HeaderSize > Top.Tree.MaxItemData) return Errno.ENAMETOOLONG;
-        return MakeNode(dir, name, Inodes.Mode.IFLNK | 0x1FF, 0, uid, gid, target, 0, out attr);
+        return MakeNode(dir, name, Inodes.Mode.IFLNK | 0x1FF, 0, uid, gid, target, 0, false, out attr);
     }
 
     public Errno Create(ulong dir, ReadOnlySpan<byte> name, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0) =>
-        MakeNode(dir, name, Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, umask, out attr);
+        MakeNode(dir, name, Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, umask, false, out attr);
 
-    /// <summary>Creates an inode of any type and links it into <paramref name="dirIno"/>.
+    /// <summary>
+    /// open(O_TMPFILE): a regular file in <paramref name="dir"/>'s subvolume with no name, its
+    /// link count 0 and an orphan item written with it (so a crash, or the last close without
+    /// a link, deletes it, as an unlinked open file goes), owned and permitted as a file created
+    /// in <paramref name="dir"/> would be. linkat gives it a name (<see cref="Link(ulong, ulong, ReadOnlySpan{byte}, out InodeAttr)"/>
+    /// revives an orphan). The caller opens it before anything can evict it.
+    /// </summary>
+    public Errno Tmpfile(ulong dir, uint mode, uint uid, uint gid, out InodeAttr attr, uint umask = 0) =>
+        MakeNode(dir, default, Inodes.Mode.IFREG | (mode & Inodes.Mode.PermMask), 0, uid, gid, default, umask, true, out attr);
+
+    /// <summary>Creates an inode of any type and links it into <paramref name="dirIno"/> (or,
+    /// <paramref name="tmpfile"/>, leaves it nameless and orphaned: <see cref="Tmpfile"/>).
     /// New inodes take the directory's group when it is setgid, as POSIX allows and Linux does,
     /// and their ACLs from its default ACL, else the umask (<see cref="InheritAclLocked"/>).</summary>
-    private Errno MakeNode(ulong dirIno, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, ReadOnlySpan<byte> symlinkTarget, uint umask, out InodeAttr attr)
+    private Errno MakeNode(ulong dirIno, ReadOnlySpan<byte> name, uint mode, ulong rdev, uint uid, uint gid, ReadOnlySpan<byte> symlinkTarget, uint umask, bool tmpfile, out InodeAttr attr)
     {
         attr = default;
-        var e = CheckNewName(name);
+        var e = tmpfile ? Errno.OK : CheckNewName(name);
         if (e != Errno.OK) return e;
         e = GetWritable(dirIno, out var dir);
         if (e != Errno.OK) return e;
@@ -136,7 +147,7 @@ public sealed partial class Filesystem
             {
                 using var lk = dir.Lock.Write();
                 bool isDir = Inodes.Mode.IsDir(mode);
-                var ce = CanAddEntryLocked(dir, nameCopy, isDir);
+                var ce = tmpfile ? (!dir.IsDir ? Errno.ENOTDIR : dir.Deleted || dir.Item.Nlink == 0 ? Errno.ENOENT : Errno.OK) : CanAddEntryLocked(dir, nameCopy, isDir);
                 if (ce != Errno.OK) return ce;
                 var (accessAcl, defaultAcl) = InheritAclLocked(dir, ref mode, umask, dirIno);
                 var se = Fs.TryStart(accessAcl != null || defaultAcl != null ? 8 : 6, out var h);
@@ -152,7 +163,7 @@ public sealed partial class Filesystem
                     }
                     var item = new InodeItem
                     {
-                        Generation = h.Transid, Transid = h.Transid, Nlink = isDir ? 2u : 1u, Uid = uid, Gid = gid, Mode = mode,
+                        Generation = h.Transid, Transid = h.Transid, Nlink = tmpfile ? 0u : isDir ? 2u : 1u, Uid = uid, Gid = gid, Mode = mode,
                         Rdev = rdev, Atime = now, Ctime = now, Mtime = now, Otime = now,
                         FileSize = (ulong)target.Length,
                     };
@@ -162,15 +173,25 @@ public sealed partial class Filesystem
                         DirItems.PutInode(h, t, ino, item);
                         if (accessAcl != null) DirItems.AddHashed(h, t, ino, KeyTypes.XattrItem, PosixAcl.AccessName, default, 0, accessAcl.ToXattr());
                         if (defaultAcl != null) DirItems.AddHashed(h, t, ino, KeyTypes.XattrItem, PosixAcl.DefaultName, default, 0, defaultAcl.ToXattr());
-                        if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
-                        DirItems.AddDirEntry(h, t, dir.Ino, nameCopy, ino, FileTypes.FromMode(mode), dir.NextDirIndex++);
-                        if (target.Length > 0) FileExtents.InsertInline(h, t, ino, target);
-                        dir.Item.FileSize += (ulong)nameCopy.Length * 2;
-                        if (isDir) dir.Item.Nlink++;
-                        Touch(ref dir.Item, h.Transid);
-                        DirItems.PutInode(h, t, dir);
+                        if (tmpfile)
+                        {
+                            // Nameless: the directory does not change (Linux leaves its times
+                            // alone too); the orphan item deletes it after a crash.
+                            t.Put(h, DirItems.OrphanKey(ino), ReadOnlySpan<byte>.Empty);
+                        }
+                        else
+                        {
+                            if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
+                            DirItems.AddDirEntry(h, t, dir.Ino, nameCopy, ino, FileTypes.FromMode(mode), dir.NextDirIndex++);
+                            if (target.Length > 0) FileExtents.InsertInline(h, t, ino, target);
+                            dir.Item.FileSize += (ulong)nameCopy.Length * 2;
+                            if (isDir) dir.Item.Nlink++;
+                            Touch(ref dir.Item, h.Transid);
+                            DirItems.PutInode(h, t, dir);
+                        }
                     }
                     var inode = dir.Subvol.Adopt(ino, item);
+                    inode.Orphaned = tmpfile;
                     inode.AccessAcl = KnownAcl.Of(accessAcl);
                     if (isDir) inode.DefaultAcl = KnownAcl.Of(defaultAcl);
                     result = Attr(inode);

@@ -174,6 +174,7 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                     return pe != Errno.OK ? pe : Open(ino, U32(s, 0), ref w);
                 }
             case Opcode.Create: return Create(ino, ref r, ref w, caller);
+            case Opcode.Tmpfile: return Create(ino, ref r, ref w, caller, tmpfile: true);
             case Opcode.Read: return Read(ref r, ref w);
             case Opcode.Write: return Write(ref r, ref w);
             case Opcode.Release:
@@ -279,8 +280,6 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
             case Opcode.SetupMapping:
             case Opcode.RemoveMapping:
                 return Errno.ENOSYS;
-            case Opcode.Tmpfile:
-                return Errno.EOPNOTSUPP;
             default:
                 return Errno.ENOSYS;
         }
@@ -385,14 +384,16 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
 
     /// <summary>create: the new file belongs to the caller (its group the directory's when the
     /// directory is set-group-ID, as the engine decides) and is opened without a permission
-    /// check, as open(O_CREAT) with a mode that denies the creator still succeeds.</summary>
-    private Errno Create(ulong dir, ref RequestReader r, ref ReplyWriter w, in Caller caller)
+    /// check, as open(O_CREAT) with a mode that denies the creator still succeeds. tmpfile
+    /// (open(O_TMPFILE), FUSE_TMPFILE: the same request, its name a placeholder) makes the file
+    /// nameless (<c>Filesystem.Tmpfile</c>).</summary>
+    private Errno Create(ulong dir, ref RequestReader r, ref ReplyWriter w, in Caller caller, bool tmpfile = false)
     {
         if (!r.TryStruct(16, out var s) || !r.TryName(out var name)) return Errno.EINVAL;
         uint flags = U32(s, 0), mode = U32(s, 4), umask = U32(s, 8);
         var e = MayCreateIn(dir, caller, out ulong entryValid);
         if (e != Errno.OK) return e;
-        e = fs.Mknod(dir, name, mode, 0, r.Uid, r.Gid, out var a, umask);
+        e = tmpfile ? fs.Tmpfile(dir, mode, r.Uid, r.Gid, out var a, umask) : fs.Mknod(dir, name, mode, 0, r.Uid, r.Gid, out a, umask);
         if (e != Errno.OK) return e;
         w.Entry(NodeOf(a.Ino), a, entryValid, Valid);
         return Open(a.Ino, flags, ref w);

@@ -305,6 +305,42 @@ public class PosixSuiteTests(ITestOutputHelper log)
         echo "d default after chmod: $(getfacl -cpnd d 2>/dev/null | tr '\n' ' ')"
         """;
 
+    /// <summary>
+    /// open(O_TMPFILE) as ext4 answers it: a nameless file with link count 0 and the mode asked
+    /// (umask applied), listed nowhere; linkat(AT_EMPTY_PATH) names it; one opened with O_EXCL
+    /// cannot be named; one closed unnamed goes; a file is no directory to make one in.
+    /// </summary>
+    private const string TmpfileSuite = """
+        umask 022
+        cat > t.py <<'PY'
+        import os, errno, ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        def link(fd, dst):
+            if libc.linkat(fd, b"", -100, dst.encode(), 0x1000) != 0:
+                e = ctypes.get_errno(); raise OSError(e, os.strerror(e))
+        os.mkdir("d")
+        fd = os.open("d", os.O_TMPFILE | os.O_RDWR, 0o640)
+        os.write(fd, b"tmpdata")
+        st = os.fstat(fd)
+        print("nlink", st.st_nlink, "mode", oct(st.st_mode & 0o777), "size", st.st_size)
+        print("listed", sorted(os.listdir("d")))
+        link(fd, "d/named")
+        print("after_link", os.fstat(fd).st_nlink, open("d/named").read())
+        os.close(fd)
+        fd = os.open("d", os.O_TMPFILE | os.O_WRONLY | os.O_EXCL, 0o600)
+        try: link(fd, "d/excl"); print("excl ok")
+        except OSError as e: print("excl", errno.errorcode[e.errno])
+        os.close(fd)
+        fd = os.open("d", os.O_TMPFILE | os.O_RDWR, 0o600)
+        os.write(fd, b"x" * 100000)
+        os.close(fd)
+        print("listed", sorted(os.listdir("d")))
+        try: os.open("d/named", os.O_TMPFILE | os.O_RDWR, 0o600)
+        except OSError as e: print("on_a_file", errno.errorcode[e.errno])
+        PY
+        python3 t.py
+        """;
+
     private static string Results(string dir, string suite = Suite) => MountedImage.Sh(suite, dir, 120).Out;
 
     [Fact]
@@ -315,6 +351,9 @@ public class PosixSuiteTests(ITestOutputHelper log)
 
     [Fact]
     public void AttributeNamesAreAnsweredAsOnExt4() => SameAsExt4(XattrSuite, 17);
+
+    [Fact]
+    public void TmpfilesAreMadeAndNamedAsOnExt4() => SameAsExt4(TmpfileSuite, 6);
 
     /// <summary>The same whether the daemon checks (and enforces the ACLs itself) or the kernel
     /// does (<c>-o default_permissions</c>, with FUSE_POSIX_ACL).</summary>
