@@ -58,7 +58,9 @@ public sealed partial class Filesystem
         return e;
     }
 
-    /// <summary>setxattr(2). Values must fit one tree leaf with their name (E2BIG beyond). The
+    /// <summary>setxattr(2). Values must fit one tree leaf with their name (ENOSPC beyond, as
+    /// btrfs and ext4 answer for a value their item or block cannot hold; the kernel answers
+    /// E2BIG past 64 KiB before asking). The
     /// POSIX ACL names set ACLs (Filesystem.Acl.cs), setting an access ACL dropping set-group-ID
     /// when <paramref name="aclKillsSgid"/> (the caller is neither in the file's group nor holds
     /// CAP_FSETID, which only the front end knows).</summary>
@@ -70,7 +72,7 @@ public sealed partial class Filesystem
         var e = CheckXattrName(name);
         if (e != Errno.OK) return e;
         if (IsAclName(name, out bool isDefault)) return SetAcl(ino, isDefault, value, flags, aclKillsSgid);
-        if (DirEntry.SizeOf(name.Length, value.Length) > Top.Tree.MaxItemData) return Errno.E2BIG;
+        if (DirEntry.SizeOf(name.Length, value.Length) > Top.Tree.MaxItemData) return Errno.ENOSPC;
         e = GetWritable(ino, out var inode);
         if (e != Errno.OK) return e;
         var n = name.ToArray();
