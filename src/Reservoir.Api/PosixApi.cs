@@ -282,6 +282,27 @@ public sealed class PosixApi
         return e != Errno.OK ? e : _fs.RemoveXattr(a.Ino, name);
     }
 
+    /// <summary>The attribute names byte for byte (<see cref="ListXattr"/> decodes them as UTF-8).</summary>
+    public Errno ListXattrNames(string path, out List<byte[]> names)
+    {
+        names = new();
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.ListXattrNames(a.Ino, out names);
+    }
+
+    public Errno GetXattr(string path, ReadOnlySpan<byte> name, out byte[] value)
+    {
+        value = [];
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.GetXattr(a.Ino, name, out value);
+    }
+
+    public Errno SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any)
+    {
+        var e = _walk.Resolve(path, true, out var a);
+        return e != Errno.OK ? e : _fs.SetXattr(a.Ino, name, value, flags);
+    }
+
     public Errno ListXattr(string path, out List<string> names)
     {
         names = new();

@@ -98,7 +98,9 @@ internal static class FileCommands
             DefaultValueFactory = _ => "auto",
         };
         reflink.AcceptOnlyFromAmong("always", "auto", "never");
-        var c = new Command("cp", "Copy files into, out of or within an image (image paths start with ':')") { image, src, dst, recursive, reflink };
+        var preserve = new Option<bool>("-p", "--preserve") { Description = "Keep each file's mode (set-user-ID and the like too), owner and times, as cp -p (without it a copy takes the source's mode less the umask, as cp does)" };
+        var archive = new Option<bool>("-a", "--archive") { Description = "-r and -p, and each file's extended attributes and POSIX ACLs, as cp -a" };
+        var c = new Command("cp", "Copy files into, out of or within an image (image paths start with ':')") { image, src, dst, recursive, reflink, preserve, archive };
         c.SetAction(pr =>
         {
             string s = pr.GetValue(src)!, d = pr.GetValue(dst)!;
@@ -106,9 +108,11 @@ internal static class FileCommands
             if (!sIn && !dIn) throw new ArgumentException("source or dest must be an image path (written :/path)");
             using var fs = Open(pr.GetValue(image)!, write: dIn);
             long copied = 0;
-            if (sIn && dIn) CopyWithin(ctx, fs, s[1..], d[1..], pr.GetValue(recursive), pr.GetValue(reflink) != "never", ref copied);
-            else if (dIn) CopyIn(ctx, fs, s, d[1..], pr.GetValue(recursive), ref copied);
-            else CopyOut(ctx, fs, s[1..], d, pr.GetValue(recursive), ref copied);
+            bool a = pr.GetValue(archive), rec = pr.GetValue(recursive) || a;
+            var keep = new CopyAttributes(ctx, a || pr.GetValue(preserve), a, HostFiles.Umask());
+            if (sIn && dIn) CopyWithin(ctx, fs, s[1..], d[1..], rec, pr.GetValue(reflink) != "never", keep, ref copied);
+            else if (dIn) CopyIn(ctx, fs, s, d[1..], rec, keep, ref copied);
+            else CopyOut(ctx, fs, s[1..], d, rec, keep, ref copied);
             ctx.ProgressDone();
             if (dIn) fs.Sync();
             return 0;
@@ -122,7 +126,7 @@ internal static class FileCommands
     /// destination's subvolume charged for what it starts referencing, EDQUOT before any change
     /// past its limit; else the bytes copied), directories with -r, symbolic links as links.
     /// </summary>
-    private static void CopyWithin(CliContext ctx, ReservoirFileSystem fs, string from, string to, bool recursive, bool share, ref long copied)
+    private static void CopyWithin(CliContext ctx, ReservoirFileSystem fs, string from, string to, bool recursive, bool share, CopyAttributes keep, ref long copied)
     {
         var info = fs.GetInfo(from);
         if (fs.DirectoryExists(to)) to = to.TrimEnd('/') + "/" + info.Name;
@@ -133,7 +137,8 @@ internal static class FileCommands
             if (t.StartsWith(f, StringComparison.Ordinal)) throw new IOException($"cannot copy ':{from}' into itself, ':{to}'");
             fs.CreateDirectory(to);
             foreach (var e in fs.EnumerateEntries(from).ToList())
-                CopyWithin(ctx, fs, e.Path, to + "/" + e.Name, true, share, ref copied);
+                CopyWithin(ctx, fs, e.Path, to + "/" + e.Name, true, share, keep, ref copied);
+            keep.ToImage(fs, to, info.Attr, keep.Xattrs ? ImageXattrs(fs, from) : []);
             return;
         }
         if (info.IsSymlink) { fs.CreateSymbolicLink(to, fs.ReadLink(from)); return; }
@@ -146,47 +151,68 @@ internal static class FileCommands
             fs.CloneFile(from, to);
             copied += (long)info.Attr.Size;
             ctx.Progress($"{to}: {Units.Human((ulong)copied)} shared");
-            return;
         }
-        using var input = fs.OpenFile(from, FileMode.Open, FileAccess.Read);
-        using var output = fs.OpenFile(to, FileMode.Create, FileAccess.Write);
-        Pump(ctx, input, output, to, ref copied);
+        else
+        {
+            using var input = fs.OpenFile(from, FileMode.Open, FileAccess.Read);
+            using var output = fs.OpenFile(to, FileMode.Create, FileAccess.Write);
+            Pump(ctx, input, output, to, ref copied);
+        }
+        keep.ToImage(fs, to, info.Attr, keep.Xattrs ? ImageXattrs(fs, from) : []);
     }
 
-    private static void CopyIn(CliContext ctx, ReservoirFileSystem fs, string host, string inner, bool recursive, ref long copied)
+    private static void CopyIn(CliContext ctx, ReservoirFileSystem fs, string host, string inner, bool recursive, CopyAttributes keep, ref long copied)
     {
         if (fs.DirectoryExists(inner)) inner = inner.TrimEnd('/') + "/" + Path.GetFileName(host.TrimEnd('/'));
+        var fi = new FileInfo(host);
+        if (fi.LinkTarget != null) { fs.CreateSymbolicLink(inner, fi.LinkTarget); return; }
+        var st = HostFiles.Lstat(host);
+        var attr = new InodeAttr(0, st.Mode, 0, st.Uid, st.Gid, 0, 0, 0, 0, st.Atime, st.Mtime, default, default, 0, 0);
         if (Directory.Exists(host))
         {
             if (!recursive) throw new IOException($"'{host}' is a directory (use -r)");
             fs.CreateDirectory(inner);
             foreach (var e in new DirectoryInfo(host).EnumerateFileSystemInfos())
-                CopyIn(ctx, fs, e.FullName, inner + "/" + e.Name, true, ref copied);
-            return;
+                CopyIn(ctx, fs, e.FullName, inner + "/" + e.Name, true, keep, ref copied);
         }
-        var fi = new FileInfo(host);
-        if (fi.LinkTarget != null) { fs.CreateSymbolicLink(inner, fi.LinkTarget); return; }
-        using var input = File.OpenRead(host);
-        using var output = fs.OpenFile(inner, FileMode.Create, FileAccess.Write);
-        Pump(ctx, input, output, inner, ref copied);
+        else
+        {
+            using var input = File.OpenRead(host);
+            using var output = fs.OpenFile(inner, FileMode.Create, FileAccess.Write);
+            Pump(ctx, input, output, inner, ref copied);
+        }
+        keep.ToImage(fs, inner, attr, keep.Xattrs ? HostFiles.ListXattrs(host).Select(n => (n, HostFiles.GetXattr(host, n))).ToList() : []);
     }
 
-    private static void CopyOut(CliContext ctx, ReservoirFileSystem fs, string inner, string host, bool recursive, ref long copied)
+    private static void CopyOut(CliContext ctx, ReservoirFileSystem fs, string inner, string host, bool recursive, CopyAttributes keep, ref long copied)
     {
         if (Directory.Exists(host)) host = Path.Combine(host, Path.GetFileName(inner.TrimEnd('/')));
         var info = fs.GetInfo(inner);
+        if (info.IsSymlink) { File.CreateSymbolicLink(host, fs.ReadLink(inner)); return; }
         if (info.IsDirectory)
         {
             if (!recursive) throw new IOException($"':{inner}' is a directory (use -r)");
             Directory.CreateDirectory(host);
             foreach (var e in fs.EnumerateEntries(inner).ToList())
-                CopyOut(ctx, fs, e.Path, Path.Combine(host, e.Name), true, ref copied);
-            return;
+                CopyOut(ctx, fs, e.Path, Path.Combine(host, e.Name), true, keep, ref copied);
         }
-        if (info.IsSymlink) { File.CreateSymbolicLink(host, fs.ReadLink(inner)); return; }
-        using var input = fs.OpenFile(inner, FileMode.Open, FileAccess.Read);
-        using var output = File.Create(host);
-        Pump(ctx, input, output, inner, ref copied);
+        else
+        {
+            using var input = fs.OpenFile(inner, FileMode.Open, FileAccess.Read);
+            using var output = File.Create(host);
+            Pump(ctx, input, output, inner, ref copied);
+        }
+        keep.ToHost(host, info.Attr, keep.Xattrs ? ImageXattrs(fs, inner) : []);
+    }
+
+    /// <summary>A file's attributes in the image (cp -a).</summary>
+    private static List<(byte[] Name, byte[] Value)> ImageXattrs(ReservoirFileSystem fs, string path)
+    {
+        var list = new List<(byte[], byte[])>();
+        if (fs.Posix.ListXattrNames(path, out var names) != Errno.OK) return list;
+        foreach (var n in names)
+            if (fs.Posix.GetXattr(path, n, out var v) == Errno.OK) list.Add((n, v));
+        return list;
     }
 
     private static void Pump(CliContext ctx, Stream from, Stream to, string name, ref long copied)

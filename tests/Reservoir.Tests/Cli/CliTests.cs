@@ -311,6 +311,59 @@ public sealed class CliTests : IDisposable
     /// `--reflink=never` copy has extents of its own, a copy into itself and a clone past a
     /// limit are refused with a message, and fsck is clean.
     /// </summary>
+    /// <summary>
+    /// cp keeps what cp(1) keeps: without -p a copy takes the source's permission bits less
+    /// the umask, in, out and within the image (copies were 0644 whatever the source: an
+    /// executable lost its bit and a 0600 file became readable by all); with -a the whole mode,
+    /// the owner, the times to the nanosecond, user attributes and POSIX ACLs, in and out.
+    /// </summary>
+    [Fact]
+    public void CopyKeepsModesAndWithArchiveOwnersTimesAndAttributes()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        var src = Path.Combine(_dir, "keep");
+        Directory.CreateDirectory(Path.Combine(src, "sub"));
+        string run = Path.Combine(src, "run.sh"), priv = Path.Combine(src, "sub", "priv");
+        File.WriteAllText(run, "#!/bin/sh\n");
+        File.WriteAllText(priv, "secret");
+        var sh = Reservoir.Tests.Mounted.MountedImage.Sh(
+            $"chmod 4755 {run} && chmod 600 {priv} && chmod 700 {src}/sub && chown 1000:1001 {priv} && touch -d '2001-02-03 04:05:06.123456789 UTC' {run} && " +
+            $"setfacl -m u:1000:r {run} && python3 -c \"import os; os.setxattr('{run}', 'user.tag', b'hello')\"", "/");
+        Assert.True(sh.Code == 0, sh.Out);
+        uint umask = HostFiles.Umask();
+        Assert.Equal(0, Run("cp", "-r", Img, src, ":/plain").Code);
+        Assert.Equal(0, Run("cp", "-a", Img, src, ":/arch").Code);
+        using (var fs = FileCommands.Open(Img, write: false))
+        {
+            Assert.Equal(0x1EDu & ~umask, fs.GetInfo("/plain/run.sh").Attr.Mode & 0xFFF);   // 4755: no set-user-ID without -p
+            Assert.Equal(0x180u, fs.GetInfo("/plain/sub/priv").Attr.Mode & 0xFFF);         // 0600 stays private
+            Assert.Equal(0x1C0u, fs.GetInfo("/plain/sub").Attr.Mode & 0xFFF);
+            var r = fs.GetInfo("/arch/run.sh").Attr;
+            Assert.Equal(0x9EDu, r.Mode & 0xFFF);                                           // 4755, set-user-ID kept
+            Assert.Equal(new Reservoir.Format.Timespec(981173106, 123456789), r.Mtime);
+            var p = fs.GetInfo("/arch/sub/priv").Attr;
+            Assert.Equal((1000u, 1001u), (p.Uid, p.Gid));
+            Assert.Equal(Errno.OK, fs.Posix.GetXattr("/arch/run.sh", "user.tag", out var tag));
+            Assert.Equal("hello"u8.ToArray(), tag);
+            Assert.Equal(Errno.OK, fs.Posix.GetXattr("/arch/run.sh", "system.posix_acl_access", out var acl));
+            Assert.Equal(Reservoir.Common.Errno.OK, Reservoir.Engine.Inodes.PosixAcl.TryParse(acl, out var parsed));
+            Assert.Contains(parsed!.Entries.ToArray(), e => e.Tag == Reservoir.Engine.Inodes.PosixAcl.User && e.Id == 1000 && e.Perm == 4);
+        }
+        string back = Path.Combine(_dir, "back");
+        Assert.Equal(0, Run("cp", "-a", Img, ":/arch", back).Code);
+        var st = HostFiles.Lstat(Path.Combine(back, "run.sh"));
+        Assert.Equal(0x9EDu, st.Mode & 0xFFF);
+        Assert.Equal(new Reservoir.Format.Timespec(981173106, 123456789), st.Mtime);
+        Assert.Equal((1000u, 1001u), (HostFiles.Lstat(Path.Combine(back, "sub", "priv")).Uid, HostFiles.Lstat(Path.Combine(back, "sub", "priv")).Gid));
+        var facl = Reservoir.Tests.Mounted.MountedImage.Sh($"getfacl -cpn {Path.Combine(back, "run.sh")} && python3 -c \"import os; print(os.getxattr('{Path.Combine(back, "run.sh")}', 'user.tag'))\"", "/");
+        Assert.Contains("user:1000:r--", facl.Out);
+        Assert.Contains("b'hello'", facl.Out);
+        string plainBack = Path.Combine(_dir, "plainback");
+        Assert.Equal(0, Run("cp", "-r", Img, ":/arch", plainBack).Code);
+        Assert.Equal(0x180u, HostFiles.Lstat(Path.Combine(plainBack, "sub", "priv")).Mode & 0xFFF);
+        Assert.Equal(0x1EDu & ~umask, HostFiles.Lstat(Path.Combine(plainBack, "run.sh")).Mode & 0xFFF);
+    }
+
     [Fact]
     public void CopyWithinAnImageSharesTheDataExtents()
     {
