@@ -38,6 +38,23 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     // the engine clones the aligned ranges and copies the rest.
     public Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len, out ulong copied) => P.CopyFileRange(src, srcOff, dst, dstOff, len, out copied);
 
+    public Errno Tmpfile(string path, byte[] data)
+    {
+        int slash = path.LastIndexOf('/');
+        var e = P.Stat(slash == 0 ? "/" : path[..slash], out var d);
+        if (e != Errno.OK) return e;
+        e = Fs.Tmpfile(d.Ino, 0x1A4, 0, 0, out var a);
+        if (e != Errno.OK) return e;
+        e = Fs.Open(a.Ino, true, out _);
+        if (e != Errno.OK) return e;
+        try
+        {
+            e = Fs.Write(a.Ino, 0, data, out _);
+            return e != Errno.OK ? e : Fs.Link(a.Ino, d.Ino, path[(slash + 1)..], out _);
+        }
+        finally { Fs.Release(a.Ino); }
+    }
+
     public Errno Stat(string path, out StressStat st)
     {
         var e = P.Stat(path, out var a);

@@ -44,6 +44,10 @@ public interface IStressTarget
     /// semantics: Reservoir in-process clones the aligned ranges and copies the rest; a mounted
     /// directory gets copy_file_range(2) itself. len 0: to the source's end.</summary>
     Errno CloneRange(string src, ulong srcOff, string dst, ulong dstOff, ulong len, out ulong copied);
+    /// <summary>open(O_TMPFILE) in <paramref name="path"/>'s directory, <paramref name="data"/>
+    /// written whole, then named <paramref name="path"/> by linkat (which replaces nothing:
+    /// EEXIST); the first error, the nameless file gone with it.</summary>
+    Errno Tmpfile(string path, byte[] data);
     /// <summary>stat (following symlinks).</summary>
     Errno Stat(string path, out StressStat st);
     /// <summary>lstat.</summary>

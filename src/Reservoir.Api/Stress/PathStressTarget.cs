@@ -101,6 +101,19 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         return Errno.OK;
     }
 
+    public Errno Tmpfile(string path, byte[] data)
+    {
+        int slash = path.LastIndexOf('/');
+        int fd = Libc.Open(Full(slash == 0 ? "/" : path[..slash]), Libc.O_TMPFILE | Libc.O_RDWR | Libc.O_CLOEXEC, 0x1A4);
+        if (fd < 0) return Err();
+        try
+        {
+            var e = WriteAll(fd, data, 0, out _);
+            return e != Errno.OK ? e : Check(Libc.Linkat(fd, "", Libc.AT_FDCWD, Full(path), Libc.AT_EMPTY_PATH));
+        }
+        finally { Libc.Close(fd); }
+    }
+
     public Errno Write(string path, ulong offset, byte[] data, StressWriteKind kind, out int written)
     {
         written = 0;
@@ -285,7 +298,9 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         // peer forever; on regular files and directories it changes nothing.
         public const int O_RDONLY = 0x800, O_WRONLY = 0x801, O_RDWR = 0x802, O_CREAT = 0x40, O_EXCL = 0x80, O_CLOEXEC = 0x80000;
         public static readonly int O_DIRECT = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 0x10000 : 0x4000;
-        public const int AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100;
+        public const int AT_FDCWD = -100, AT_SYMLINK_NOFOLLOW = 0x100, AT_EMPTY_PATH = 0x1000;
+        /// <summary>O_TMPFILE: __O_TMPFILE | O_DIRECTORY, whose value differs on arm64.</summary>
+        public static readonly int O_TMPFILE = 0x400000 | (RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 0x4000 : 0x10000);
         public const int PROT_READ = 1, PROT_WRITE = 2, MAP_SHARED = 1, MS_SYNC = 4;
 
         [DllImport("libc", EntryPoint = "open", SetLastError = true)] public static extern int Open(string path, int flags, int mode);
@@ -302,6 +317,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         [DllImport("libc", EntryPoint = "mknod", SetLastError = true)] public static extern int Mknod(string path, int mode, ulong dev);
         [DllImport("libc", EntryPoint = "symlink", SetLastError = true)] public static extern int Symlink(string target, string path);
         [DllImport("libc", EntryPoint = "link", SetLastError = true)] public static extern int Link(string from, string to);
+        [DllImport("libc", EntryPoint = "linkat", SetLastError = true)] public static extern int Linkat(int oldDirFd, string oldPath, int newDirFd, string newPath, int flags);
         [DllImport("libc", EntryPoint = "unlink", SetLastError = true)] public static extern int Unlink(string path);
         [DllImport("libc", EntryPoint = "rmdir", SetLastError = true)] public static extern int Rmdir(string path);
         [DllImport("libc", EntryPoint = "rename", SetLastError = true)] public static extern int Rename(string from, string to);

@@ -53,7 +53,7 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
@@ -61,6 +61,9 @@ public static class StressRunner
         ["write"] = 14, ["dwrite"] = 5, ["read"] = 6, ["dread"] = 3, ["mwrite"] = 4, ["fallocate"] = 3, ["punch"] = 3, ["zero"] = 2,
         ["truncate"] = 4, ["fsync"] = 2, ["fdatasync"] = 1, ["sync"] = 1, ["setattr"] = 2, ["setxattr"] = 2, ["removexattr"] = 1,
         ["getdents"] = 2, ["stat"] = 3, ["subvol_create"] = 1, ["subvol_delete"] = 1, ["subvol_rename"] = 1, ["subvol_exchange"] = 1, ["snapshot"] = 1, ["clonerange"] = 2,
+        // open(O_TMPFILE), written, then named by linkat: off unless asked for (-f tmpfile=N), so
+        // that every seed run before it existed still makes the same operations.
+        ["tmpfile"] = 0,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -256,6 +259,7 @@ public static class StressRunner
             "truncate" => [file, rng.Next(0, 400_000).ToString(CultureInfo.InvariantCulture)],
             "setattr" => [file, rng.Next(0, 512).ToString(CultureInfo.InvariantCulture)],
             "setxattr" or "removexattr" => [file, "user.s" + rng.Next(4), rng.Next().ToString(CultureInfo.InvariantCulture)],
+            "tmpfile" => [name, rng.Next(0, 200_000).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             _ => [file],
         };
         Apply(t, m, op, args, out string errno);
@@ -409,6 +413,18 @@ public static class StressRunner
                         m.Files[a[2]].Store(doff, cur.Bytes.Slice((int)so, (int)n).ToArray());
                         so += n; doff += n; len -= n;
                     }
+                    break;
+                }
+            case "tmpfile":
+                {
+                    // A nameless file written whole, then named: the model sees it only once it
+                    // has its name (linkat does not replace: EEXIST leaves the old name's file).
+                    var d = Data(a[2], (int)U(1));
+                    e = t.Tmpfile(a[0], d);
+                    if (e != Errno.OK) break;
+                    var f = new ModelFile();
+                    f.Store(0, d);
+                    m.Files[a[0]] = f;
                     break;
                 }
             case "snapshot":
