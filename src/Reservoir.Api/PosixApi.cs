@@ -129,11 +129,27 @@ public sealed class PosixApi
     public Errno Link(string existing, string newPath)
     {
         var e = _walk.Resolve(existing, false, out var a);
-        if (e != Errno.OK) return e;
-        e = _walk.Parent(newPath, out ulong dir, out var name);
+        return e != Errno.OK ? e : LinkOpen(a.Ino, newPath);
+    }
+
+    /// <summary>linkat(fd, "", AT_FDCWD, newPath, AT_EMPTY_PATH): names the inode an open
+    /// handle holds, a nameless one from <see cref="OpenTmpfile"/> too.</summary>
+    public Errno LinkOpen(ulong ino, string newPath)
+    {
+        var e = _walk.Parent(newPath, out ulong dir, out var name);
         if (e != Errno.OK) return e;
         if (name.Length == 0) return Errno.EEXIST;
-        return _fs.Link(a.Ino, dir, name, out _);
+        return _fs.Link(ino, dir, name, out _);
+    }
+
+    /// <summary>open(O_TMPFILE): a nameless regular file in the directory <paramref name="dir"/>,
+    /// the caller's, open for writing (<see cref="Close"/>); <see cref="LinkOpen"/> names it.</summary>
+    public Errno OpenTmpfile(string dir, uint mode, out InodeAttr attr)
+    {
+        var e = _walk.Resolve(dir, true, out var d);
+        if (e != Errno.OK) { attr = default; return e; }
+        e = _fs.Tmpfile(d.Ino, mode, Uid, Gid, out attr);
+        return e != Errno.OK ? e : _fs.Open(attr.Ino, true, out attr);
     }
 
     /// <summary>open(2): returns the inode to use with <see cref="Filesystem"/> Read/Write; the
@@ -263,18 +279,10 @@ public sealed class PosixApi
         return _fs.ListDir(a.Ino, out entries);
     }
 
-    public Errno GetXattr(string path, string name, out byte[] value)
-    {
-        value = [];
-        var e = _walk.Resolve(path, true, out var a);
-        return e != Errno.OK ? e : _fs.GetXattr(a.Ino, name, out value);
-    }
+    public Errno GetXattr(string path, string name, out byte[] value) => GetXattr(path, System.Text.Encoding.UTF8.GetBytes(name), out value);
 
-    public Errno SetXattr(string path, string name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any)
-    {
-        var e = _walk.Resolve(path, true, out var a);
-        return e != Errno.OK ? e : _fs.SetXattr(a.Ino, name, value, flags);
-    }
+    public Errno SetXattr(string path, string name, ReadOnlySpan<byte> value, XattrSetFlags flags = XattrSetFlags.Any) =>
+        SetXattr(path, System.Text.Encoding.UTF8.GetBytes(name), value, flags);
 
     public Errno RemoveXattr(string path, string name)
     {

@@ -41,18 +41,14 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     public Errno Tmpfile(string path, byte[] data)
     {
         int slash = path.LastIndexOf('/');
-        var e = P.Stat(slash == 0 ? "/" : path[..slash], out var d);
-        if (e != Errno.OK) return e;
-        e = Fs.Tmpfile(d.Ino, 0x1A4, 0, 0, out var a);
-        if (e != Errno.OK) return e;
-        e = Fs.Open(a.Ino, true, out _);
+        var e = P.OpenTmpfile(slash == 0 ? "/" : path[..slash], 0x1A4, out var a);
         if (e != Errno.OK) return e;
         try
         {
             e = Fs.Write(a.Ino, 0, data, out _);
-            return e != Errno.OK ? e : Fs.Link(a.Ino, d.Ino, path[(slash + 1)..], out _);
+            return e != Errno.OK ? e : P.LinkOpen(a.Ino, path);
         }
-        finally { Fs.Release(a.Ino); }
+        finally { P.Close(a.Ino); }
     }
 
     public Errno Stat(string path, out StressStat st)

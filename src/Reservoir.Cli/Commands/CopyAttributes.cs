@@ -8,7 +8,7 @@ namespace Reservoir.Cli.Commands;
 /// What `reservoir cp` gives a copy besides its bytes, as cp(1) does: without -p the source's
 /// permission bits less the umask (set-user-ID and the like dropped), so an executable stays
 /// one and a private file stays private (copies were 0644 whatever the source, until the
-/// twentieth session); with -p (<see cref="Preserve"/>) the whole mode, the owner where the
+/// twentieth session); with -p the whole mode, the owner where the
 /// caller may give the file away, and the access and modification times; with -a also the
 /// extended attributes, POSIX ACLs among them (<see cref="Xattrs"/>). Applied after the
 /// contents (a directory after its entries, whose creation changes its times, and whose mode
@@ -16,7 +16,6 @@ namespace Reservoir.Cli.Commands;
 /// </summary>
 internal sealed class CopyAttributes(CliContext ctx, bool preserve, bool xattrs, uint umask)
 {
-    public bool Preserve => preserve;
     public bool Xattrs => xattrs;
 
     private uint ModeFor(uint mode) => preserve ? mode & 0xFFF : mode & 0x1FF & ~umask;
