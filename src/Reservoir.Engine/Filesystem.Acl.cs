@@ -97,6 +97,11 @@ public sealed partial class Filesystem
                     if (acl.EquivalentMode(mode, out mode)) acl = null; // the mode says it all
                     if (killSgid) mode &= ~Inodes.Mode.ISGID;
                 }
+                // Attribute names made to collide with the ACL's can fill its item (ENOSPC, as
+                // any attribute; checked before anything changes).
+                if (acl != null)
+                    using (t.Lock.Read())
+                        if (!DirItems.HashedRoom(t, inode.Ino, KeyTypes.XattrItem, name, acl.XattrSize)) return Errno.ENOSPC;
                 var se = Fs.TryStart(4, out var h);
                 if (se != Errno.OK) return se;
                 using (h)

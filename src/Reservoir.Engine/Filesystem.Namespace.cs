@@ -222,7 +222,28 @@ public sealed partial class Filesystem
         if (dir.Deleted || dir.Item.Nlink == 0) return Errno.ENOENT;
         if (LookupLocked(dir, name, out _, out _) == Errno.OK) return Errno.EEXIST;
         if (isDir && dir.Item.Nlink >= 65000) return Errno.EMLINK;
-        return Errno.OK;
+        return NameRoomLocked(dir, name);
+    }
+
+    /// <summary>EOVERFLOW when the directory's DIR_ITEM for the name's hash cannot take one more
+    /// entry (<see cref="DirItems.HashedRoom"/>: only names made to collide fill it), as btrfs
+    /// answers; checked before a transaction changes anything, so the refusal leaves the
+    /// filesystem as it was. Caller holds the directory's lock, which keeps its names.</summary>
+    private static Errno NameRoomLocked(Inode dir, byte[] name)
+    {
+        var t = dir.Subvol.Tree;
+        using (t.Lock.Read())
+            return DirItems.HashedRoom(t, dir.Ino, KeyTypes.DirItem, name, 0) ? Errno.OK : Errno.EOVERFLOW;
+    }
+
+    /// <summary>EMLINK when the inode's back-references cannot take one more name in the
+    /// directory (<see cref="DirItems.InodeRefRoom"/>). Caller holds the inode's lock and the
+    /// directory's.</summary>
+    private static Errno InodeRefRoomLocked(Inode inode, Inode dir, byte[] name)
+    {
+        var t = dir.Subvol.Tree;
+        using (t.Lock.Read())
+            return DirItems.InodeRefRoom(t, inode.Ino, dir.Ino, name) ? Errno.OK : Errno.EMLINK;
     }
 
     public Errno Readlink(ulong ino, out byte[] target)
@@ -285,14 +306,12 @@ public sealed partial class Filesystem
                 if (tgt.Deleted || (tgt.Item.Nlink == 0 && !tgt.Orphaned)) return Errno.ENOENT;
                 if (tgt.Item.Nlink >= 65000) return Errno.EMLINK;
                 if (LookupLocked(dir, nameCopy, out _, out _) == Errno.OK) return Errno.EEXIST;
-                // All names of one inode in one directory share an INODE_REF item: refuse before
-                // changing anything if it would outgrow a leaf.
+                // Refused before anything changes: a name the directory's hash chain or the
+                // inode's back-references cannot take.
+                var re = NameRoomLocked(dir, nameCopy);
+                if (re == Errno.OK) re = InodeRefRoomLocked(tgt, dir, nameCopy);
+                if (re != Errno.OK) return re;
                 var t = dir.Subvol.Tree;
-                using (t.Lock.Read())
-                {
-                    var refs = t.Get(new Key(tgt.Ino, KeyTypes.InodeRef, dir.Ino));
-                    if (refs != null && refs.Length + InodeRef.HeaderSize + nameCopy.Length > t.MaxItemData) return Errno.EMLINK;
-                }
                 var se = Fs.TryStart(6, out var h);
                 if (se != Errno.OK) return se;
                 using (h)

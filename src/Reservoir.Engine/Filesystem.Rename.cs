@@ -131,6 +131,13 @@ public sealed partial class Filesystem
                         if (tgt.IsDir && !IsEmptyDir(tgt)) return Errno.ENOTEMPTY;
                     }
                     if (cross && src.IsDir && tgt == null && ndir.Item.Nlink >= 65000) return Errno.EMLINK;
+                    // Refused before anything changes (removals only make room): a new name the
+                    // directory's hash chain cannot take (an exchange keeps both chains' sizes),
+                    // back-references the moved inodes cannot take.
+                    var re = exchange || tgt != null ? Errno.OK : NameRoomLocked(ndir, nn);
+                    if (re == Errno.OK && !subvolume) re = InodeRefRoomLocked(src, ndir, nn);
+                    if (re == Errno.OK && exchange && !tgtSubvolume) re = InodeRefRoomLocked(tgt!, odir, on);
+                    if (re != Errno.OK) return re;
 
                     var se = Fs.TryStart(20, out var h, useGlobalReserve: tgt != null);
                     if (se != Errno.OK) return se;

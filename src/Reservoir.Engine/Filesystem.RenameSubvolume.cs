@@ -78,6 +78,7 @@ public sealed partial class Filesystem
                 if (!IsEmptyDir(tgt)) return Errno.ENOTEMPTY;
             }
             else if (ndir.Item.Nlink >= 65000) return Errno.EMLINK;
+            else if (NameRoomLocked(ndir, nn) is var re && re != Errno.OK) return re;
             var se = Fs.TryStart(24, out var h, useGlobalReserve: tgt != null);
             if (se != Errno.OK) return se;
             using (h)

@@ -85,9 +85,16 @@ public sealed partial class Filesystem
                 if (inode.Deleted) return Errno.ENOENT;
                 var t = inode.Subvol.Tree;
                 bool exists;
-                using (t.Lock.Read()) exists = DirItems.Find(t, inode.Ino, KeyTypes.XattrItem, n, out _, out _, out _);
+                bool room;
+                using (t.Lock.Read())
+                {
+                    exists = DirItems.Find(t, inode.Ino, KeyTypes.XattrItem, n, out _, out _, out _);
+                    room = DirItems.HashedRoom(t, inode.Ino, KeyTypes.XattrItem, n, v.Length);
+                }
                 if (exists && flags == XattrSetFlags.Create) return Errno.EEXIST;
                 if (!exists && flags == XattrSetFlags.Replace) return Errno.ENODATA;
+                // Names whose hashes collide share one item (ENOSPC when it is full, as btrfs).
+                if (!room) return Errno.ENOSPC;
                 var se = Fs.TryStart(4, out var h);
                 if (se != Errno.OK) return se;
                 using (h)

@@ -55,6 +55,9 @@ public static class KeyTypes
 {
     public const byte InodeItem = 1;
     public const byte InodeRef = 12;
+    /// <summary>(inode, 13, hash of parent and name): names of the inode that did not fit its
+    /// INODE_REF for their directory (SPEC.md §5.2; btrfs's INODE_EXTREF).</summary>
+    public const byte InodeExtref = 13;
     public const byte XattrItem = 24;
     public const byte OrphanItem = 48;
     public const byte DirItem = 84;
@@ -100,6 +103,7 @@ public static class KeyTypes
     {
         InodeItem => "INODE_ITEM",
         InodeRef => "INODE_REF",
+        InodeExtref => "INODE_EXTREF",
         XattrItem => "XATTR_ITEM",
         OrphanItem => "ORPHAN_ITEM",
         DirItem => "DIR_ITEM",
@@ -159,9 +163,15 @@ public static class Features
     /// written at a clean unmount has no log and does not carry it.</summary>
     public const ulong IncompatFsyncLog = 8;
 
+    /// <summary>incompat bit 4: some inode has INODE_EXTREF items (SPEC.md §5.2), names that
+    /// did not fit the INODE_REF of their directory (many hard links in one directory). A version
+    /// that does not know them would find names without a back-reference and fail to unlink
+    /// them, so it refuses the mount (btrfs's EXTENDED_IREF).</summary>
+    public const ulong IncompatExtendedIref = 16;
+
     public const ulong CompatSupported = 0;
     public const ulong CompatRoSupported = CompatRoQuota;
-    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots | IncompatUnverifiedCommit | IncompatFsyncLog;
+    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots | IncompatUnverifiedCommit | IncompatFsyncLog | IncompatExtendedIref;
 }
 
 /// <summary>Block group type flags (BLOCK_GROUP_ITEM.flags, EXTENT_ITEM.flags).</summary>

@@ -43,7 +43,12 @@ public sealed partial class Fsck
     private readonly Dictionary<ulong, RootItem> _roots = new();
     // fs tree
     private readonly Dictionary<ulong, InodeItem> _inodes = new();
-    private readonly Dictionary<ulong, List<(ulong Parent, ulong Index, string Name)>> _inodeRefs = new();
+    /// <summary>Every name each inode's INODE_REFs and INODE_EXTREFs record (a set: an inode may
+    /// have 65,000 names).</summary>
+    private readonly Dictionary<ulong, HashSet<(ulong Parent, ulong Index, string Name)>> _inodeRefs = new();
+
+    private HashSet<(ulong Parent, ulong Index, string Name)> NamesOf(ulong ino) =>
+        _inodeRefs.TryGetValue(ino, out var set) ? set : _inodeRefs[ino] = new();
     private readonly Dictionary<(ulong Dir, string Name), (ulong Child, byte Type, bool Subvol)> _dirItems = new();
     private readonly Dictionary<(ulong Dir, ulong Index), (string Name, ulong Child, byte Type, bool Subvol)> _dirIndex = new();
     /// <summary>The fs tree being walked (its per-tree state above is reset between trees).</summary>
@@ -293,11 +298,28 @@ public sealed partial class Fsck
                 break;
             case KeyTypes.InodeRef:
                 {
-                    var list = _inodeRefs.TryGetValue(k.ObjectId, out var l) ? l : _inodeRefs[k.ObjectId] = new();
+                    var names = NamesOf(k.ObjectId);
                     while (d.Length > 0)
                     {
                         if (!InodeRef.TryRead(d, out var r, out int size)) { _r.Add(FindingKind.Structure, where, "malformed INODE_REF"); return; }
-                        list.Add((k.Offset, r.Index, Latin1(r.Name)));
+                        if (!names.Add((k.Offset, r.Index, Latin1(r.Name)))) _r.Add(FindingKind.Structure, where, $"name '{Show(Latin1(r.Name))}' recorded twice");
+                        d = d[size..];
+                    }
+                    break;
+                }
+            case KeyTypes.InodeExtref:
+                {
+                    // Names that did not fit their INODE_REF (SPEC.md §5.2): filed under the hash of
+                    // their parent and name, and only for an image marked EXTENDED_IREF.
+                    if ((_sb.Incompat & Features.IncompatExtendedIref) == 0) _r.Add(FindingKind.Structure, where, "INODE_EXTREF in an image without the EXTENDED_IREF feature");
+                    // A directory's one name always fits its INODE_REF, where ".." is looked up.
+                    if (_inodes.TryGetValue(k.ObjectId, out var owner) && Inodes.Mode.IsDir(owner.Mode)) _r.Add(FindingKind.Structure, where, "a directory's name in an INODE_EXTREF");
+                    var names = NamesOf(k.ObjectId);
+                    while (d.Length > 0)
+                    {
+                        if (!InodeExtref.TryRead(d, out var r, out int size)) { _r.Add(FindingKind.Structure, where, "malformed INODE_EXTREF"); return; }
+                        if (InodeExtref.Hash(r.Parent, r.Name) != k.Offset) _r.Add(FindingKind.Structure, where, $"name '{Show(Latin1(r.Name))}' filed under the wrong hash");
+                        if (!names.Add((r.Parent, r.Index, Latin1(r.Name)))) _r.Add(FindingKind.Structure, where, $"name '{Show(Latin1(r.Name))}' recorded twice");
                         d = d[size..];
                     }
                     break;

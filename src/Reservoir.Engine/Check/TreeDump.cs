@@ -74,6 +74,10 @@ public static class TreeDump
                 var refs = new List<string>();
                 while (d.Length > 0 && InodeRef.TryRead(d, out var r, out int rs)) { refs.Add($"index {r.Index} name '{Encoding.UTF8.GetString(r.Name)}'"); d = d[rs..]; }
                 return string.Join("; ", refs);
+            case KeyTypes.InodeExtref:
+                var xrefs = new List<string>();
+                while (d.Length > 0 && InodeExtref.TryRead(d, out var x, out int xs)) { xrefs.Add($"parent {x.Parent} index {x.Index} name '{Encoding.UTF8.GetString(x.Name)}'"); d = d[xs..]; }
+                return string.Join("; ", xrefs);
             case KeyTypes.DirItem or KeyTypes.DirIndex or KeyTypes.XattrItem:
                 var es = new List<string>();
                 while (d.Length > 0 && DirEntry.TryRead(d, out var e, out int size))

@@ -55,8 +55,6 @@ internal static class DirItems
         return false;
     }
 
-    /// <summary>Appends an entry to the hash-keyed item, creating it if needed. Returns false
-    /// if the name is already there.</summary>
     /// <summary>The inode's names or xattrs change in this transaction: the fsync log does not
     /// carry those, so its fsync commits (SPEC.md §9). Offline contexts (mkfs, fsck) have no
     /// log.</summary>
@@ -65,6 +63,10 @@ internal static class DirItems
         if (h is TransHandle th) th.Transaction.BlockLog(t.Id, ino);
     }
 
+    /// <summary>Appends an entry to the hash-keyed item, creating it if needed. Returns false
+    /// if the name is already there. Callers check <see cref="HashedRoom"/> first: an item
+    /// that would outgrow a leaf throws (EOVERFLOW for a directory, as btrfs answers;
+    /// ENOSPC for an attribute).</summary>
     public static bool AddHashed(ITreeContext h, BTree t, ulong objectid, byte type, ReadOnlySpan<byte> name, Key location, byte fileType, ReadOnlySpan<byte> data)
     {
         if (type == KeyTypes.XattrItem) BlockLog(h, t, objectid);
@@ -78,10 +80,34 @@ internal static class DirItems
         }
         if (Find(t, objectid, type, name, out _, out _, out _)) return false;
         var old = t.Get(key)!;
-        if (old.Length + esize > t.MaxItemData) throw new FsException(Errno.ENOSPC, $"hash collision chain of inode {objectid} is full");
+        if (old.Length + esize > t.MaxItemData)
+            throw new FsException(type == KeyTypes.DirItem ? Errno.EOVERFLOW : Errno.ENOSPC, $"hash collision chain of inode {objectid} is full") { Inode = objectid };
         var nd = t.Resize(h, key, old.Length + esize);
         entry.Write(nd[old.Length..]);
         return true;
+    }
+
+    /// <summary>
+    /// Whether the hash-keyed item of <paramref name="name"/> can take its entry with a value
+    /// of <paramref name="dataLength"/> bytes in place of any entry of that name it has. All
+    /// names whose hashes collide share one item, which must fit a leaf: names made to collide
+    /// (CRC32C is easy to steer) fill it after about 400, and the operation adding one more is
+    /// refused before it changes anything. Caller holds the tree's lock.
+    /// </summary>
+    public static bool HashedRoom(BTree t, ulong objectid, byte type, ReadOnlySpan<byte> name, int dataLength)
+    {
+        int size = DirEntry.SizeOf(name.Length, dataLength);
+        var path = new TreePath();
+        if (!t.Search(null, new Key(objectid, type, NameHash.Of(name)), path)) return size <= t.MaxItemData;
+        var item = path.Data;
+        int used = item.Length;
+        while (item.Length > 0)
+        {
+            if (!DirEntry.TryRead(item, out var e, out int esize)) throw new CorruptionException($"malformed {KeyTypes.Name(type)} of inode {objectid}", inode: objectid);
+            if (e.Name.SequenceEqual(name)) { used -= esize; break; }
+            item = item[esize..];
+        }
+        return used + size <= t.MaxItemData;
     }
 
     /// <summary>Removes one entry from a hash-keyed item. Returns false if absent.</summary>
@@ -148,44 +174,87 @@ internal static class DirItems
             throw new CorruptionException($"directory {dir} has no DIR_INDEX {index} for a subvolume entry", inode: dir);
     }
 
+    /// <summary>
+    /// Adds a name to the child's back-references: the INODE_REF of <paramref name="parent"/>
+    /// while it has room, else an INODE_EXTREF (SPEC.md §5.2), which marks the image with the
+    /// EXTENDED_IREF feature. Callers check <see cref="InodeRefRoom"/> first, under the child's
+    /// lock and the directory's, which keep both items as they were checked.
+    /// </summary>
     public static void AddInodeRef(ITreeContext h, BTree t, ulong ino, ulong parent, ulong index, ReadOnlySpan<byte> name)
     {
         BlockLog(h, t, ino);
         var key = new Key(ino, KeyTypes.InodeRef, parent);
         var r = new InodeRef(index, name);
-        if (t.TryInsert(h, key, r.EncodedSize, out var d)) { r.Write(d); return; }
-        int old = t.Get(key)!.Length;
-        if (old + r.EncodedSize > t.MaxItemData) throw new FsException(Errno.EMLINK, $"inode {ino} has too many names in directory {parent}");
-        var nd = t.Resize(h, key, old + r.EncodedSize);
-        r.Write(nd[old..]);
+        if (TryAppend(h, t, key, r.EncodedSize, out var d)) { r.Write(d); return; }
+        var x = new InodeExtref(parent, index, name);
+        if (!TryAppend(h, t, new Key(ino, KeyTypes.InodeExtref, InodeExtref.Hash(parent, name)), x.EncodedSize, out d))
+            throw new FsException(Errno.EMLINK, $"inode {ino} has too many names in directory {parent}") { Inode = ino };
+        if (h is TransHandle th) th.UsesFeature(Features.IncompatExtendedIref);
+        x.Write(d);
     }
 
-    /// <summary>Removes a name from the child's INODE_REF and returns its DIR_INDEX number.</summary>
+    /// <summary>Makes room for <paramref name="size"/> more bytes at the end of the item (a new
+    /// item if there is none), or returns false if the item would outgrow a leaf.</summary>
+    private static bool TryAppend(ITreeContext h, BTree t, Key key, int size, out Span<byte> added)
+    {
+        if (t.TryInsert(h, key, size, out added)) return true;
+        int old = t.ItemSize(key);
+        if (old + size > t.MaxItemData) { added = default; return false; }
+        added = t.Resize(h, key, old + size)[old..];
+        return true;
+    }
+
+    /// <summary>Whether <see cref="AddInodeRef"/> can add the name: its INODE_REF, or else its
+    /// INODE_EXTREF, has room. Only names whose hashes collide on purpose fill the latter.
+    /// Caller holds the tree's lock.</summary>
+    public static bool InodeRefRoom(BTree t, ulong ino, ulong parent, ReadOnlySpan<byte> name) =>
+        t.ItemSize(new Key(ino, KeyTypes.InodeRef, parent)) + InodeRef.HeaderSize + name.Length <= t.MaxItemData
+        || t.ItemSize(new Key(ino, KeyTypes.InodeExtref, InodeExtref.Hash(parent, name))) + InodeExtref.HeaderSize + name.Length <= t.MaxItemData;
+
+    /// <summary>Removes a name from the child's INODE_REF (or INODE_EXTREF) and returns its
+    /// DIR_INDEX number.</summary>
     public static ulong RemoveInodeRef(ITreeContext h, BTree t, ulong ino, ulong parent, ReadOnlySpan<byte> name)
     {
         BlockLog(h, t, ino);
         var key = new Key(ino, KeyTypes.InodeRef, parent);
-        var old = t.Get(key) ?? throw new CorruptionException($"inode {ino} has no INODE_REF for directory {parent}", inode: ino);
-        int pos = 0;
-        while (pos < old.Length)
+        var refs = t.Get(key);
+        if (refs != null)
+            for (int pos = 0; pos < refs.Length;)
+            {
+                if (!InodeRef.TryRead(refs.AsSpan(pos), out var r, out int size)) throw new CorruptionException($"malformed INODE_REF of inode {ino}", inode: ino);
+                if (r.Name.SequenceEqual(name))
+                {
+                    ulong index = r.Index;
+                    Cut(h, t, key, refs, pos, size);
+                    return index;
+                }
+                pos += size;
+            }
+        var xkey = new Key(ino, KeyTypes.InodeExtref, InodeExtref.Hash(parent, name));
+        var xrefs = t.Get(xkey) ?? throw new CorruptionException($"inode {ino} has no INODE_REF name for an entry of directory {parent}", inode: ino);
+        for (int pos = 0; pos < xrefs.Length;)
         {
-            if (!InodeRef.TryRead(old.AsSpan(pos), out var r, out int size)) throw new CorruptionException($"malformed INODE_REF of inode {ino}", inode: ino);
-            if (r.Name.SequenceEqual(name))
+            if (!InodeExtref.TryRead(xrefs.AsSpan(pos), out var r, out int size)) throw new CorruptionException($"malformed INODE_EXTREF of inode {ino}", inode: ino);
+            if (r.Parent == parent && r.Name.SequenceEqual(name))
             {
                 ulong index = r.Index;
-                if (size == old.Length) t.Delete(h, key);
-                else
-                {
-                    var rest = new byte[old.Length - size];
-                    old.AsSpan(0, pos).CopyTo(rest);
-                    old.AsSpan(pos + size).CopyTo(rest.AsSpan(pos));
-                    t.Put(h, key, rest);
-                }
+                Cut(h, t, xkey, xrefs, pos, size);
                 return index;
             }
             pos += size;
         }
         throw new CorruptionException($"inode {ino} has no INODE_REF name for an entry of directory {parent}", inode: ino);
+    }
+
+    /// <summary>Removes bytes [pos, pos + size) of an item whose whole value is
+    /// <paramref name="old"/>, deleting the item when nothing is left.</summary>
+    private static void Cut(ITreeContext h, BTree t, Key key, byte[] old, int pos, int size)
+    {
+        if (size == old.Length) { t.Delete(h, key); return; }
+        var rest = new byte[old.Length - size];
+        old.AsSpan(0, pos).CopyTo(rest);
+        old.AsSpan(pos + size).CopyTo(rest.AsSpan(pos));
+        t.Put(h, key, rest);
     }
 
     /// <summary>The directory's next DIR_INDEX: one past the largest present, at least 2

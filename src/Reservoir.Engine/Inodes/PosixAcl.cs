@@ -76,9 +76,12 @@ public sealed class PosixAcl
     public static PosixAcl FromMode(uint mode) =>
         new([new(UserObj, (ushort)((mode >> 6) & 7), UndefinedId), new(GroupObj, (ushort)((mode >> 3) & 7), UndefinedId), new(Other, (ushort)(mode & 7), UndefinedId)]);
 
+    /// <summary>The length of <see cref="ToXattr"/>'s value.</summary>
+    public int XattrSize => HeaderSize + _entries.Length * EntrySize;
+
     public byte[] ToXattr()
     {
-        var b = new byte[HeaderSize + _entries.Length * EntrySize];
+        var b = new byte[XattrSize];
         BinaryPrimitives.WriteUInt32LittleEndian(b, Version);
         for (int i = 0; i < _entries.Length; i++)
         {

@@ -167,6 +167,13 @@ internal sealed partial class BTree
         return Search(null, key, path) ? path.Data.ToArray() : null;
     }
 
+    /// <summary>An item's length in bytes, or 0 when there is none (no copy).</summary>
+    public int ItemSize(Key key)
+    {
+        var path = new TreePath();
+        return Search(null, key, path) ? path.Data.Length : 0;
+    }
+
     // ---------------------------------------------------------------- copy-on-write
 
     /// <summary>Whether this tree may change <paramref name="n"/> in place: it was copied (or

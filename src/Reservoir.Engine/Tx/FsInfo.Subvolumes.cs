@@ -114,13 +114,19 @@ internal sealed partial class FsInfo
     }
 
     /// <summary>Marks the image as using a feature older versions must not mount (written by
-    /// the running transaction's commit). Caller holds a handle, so no commit is under way.</summary>
-    private void SetIncompat(ulong bits)
+    /// the running transaction's commit). Caller holds a handle, so no commit is under way;
+    /// other handles may set bits at the same time (a snapshot, a link needing an
+    /// INODE_EXTREF), hence the exchange instead of a plain store.</summary>
+    internal void SetIncompat(ulong bits)
     {
-        if ((Super.Incompat & bits) == bits) return;
-        var sb = Super.Clone();
-        sb.Incompat |= bits;
-        Super = sb;
+        while (true)
+        {
+            var cur = _super;
+            if ((cur.Incompat & bits) == bits) return;
+            var sb = cur.Clone();
+            sb.Incompat |= bits;
+            if (Interlocked.CompareExchange(ref _super, sb, cur) == cur) return;
+        }
     }
 
     /// <summary>How many parents point at a tree block: its METADATA_ITEM's refs (0 for a

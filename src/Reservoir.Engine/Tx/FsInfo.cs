@@ -21,7 +21,10 @@ internal sealed partial class FsInfo : IDisposable
     public IBlockDevice Device { get; }
     public IScheduler Sched { get; }
     public MountOptions Options { get; }
-    public Superblock Super { get; private set; }
+    /// <summary>The superblock the next commit starts from. Replaced, never changed in place:
+    /// under the commit lock held exclusively, or by <see cref="SetIncompat"/>'s exchange.</summary>
+    public Superblock Super { get => _super; private set => _super = value; }
+    private Superblock _super = null!;
     public NodeStore Store { get; }
     public SpaceManager Space { get; }
     public EngineStats Stats { get; } = new();

@@ -37,6 +37,10 @@ internal sealed class TransHandle : ITreeContext, IDisposable
         _holdsCommitLock = holdsCommitLock;
     }
 
+    /// <summary>The transaction writes a structure behind an incompat feature bit (SPEC.md §6);
+    /// its commit's superblock carries the bit.</summary>
+    public void UsesFeature(ulong incompatBit) => _fs.SetIncompat(incompatBit);
+
     public void NoteChange()
     {
         if (_changing || !_holdsCommitLock) return;

@@ -344,6 +344,33 @@ public class PosixSuiteTests(ITestOutputHelper log)
         python3 t.py
         """;
 
+    /// <summary>
+    /// A file's names in one directory up to ext4's link limit (65,000; they outgrow one
+    /// INODE_REF item after about 1,100 and go on in INODE_EXTREFs), then names renamed into
+    /// that directory and renamed in place to longer ones, and the filesystem still writable.
+    /// </summary>
+    private const string NameLimitSuite = """
+        cat > n.py <<'PY'
+        import os, errno
+        os.mkdir("d"); os.mkdir("a")
+        open("d/f", "w").close()
+        n = 0
+        try:
+            while True:
+                os.link("d/f", "d/l%d" % n); n += 1
+        except OSError as e:
+            print("links", n, errno.errorcode[e.errno], os.stat("d/f").st_nlink)
+        for i in range(n - 1000, n): os.unlink("d/l%d" % i)
+        os.link("d/f", "a/x")
+        os.rename("a/x", "d/y")
+        os.rename("d/y", "d/" + "z" * 200)
+        print("after", os.stat("d/f").st_nlink, len(os.listdir("d")), os.path.exists("d/l5"), os.path.exists("d/l64998"))
+        open("after", "w").write("ok")
+        print("still", open("after").read())
+        PY
+        python3 n.py
+        """;
+
     private static string Results(string dir, string suite = Suite) => MountedImage.Sh(suite, dir, 120).Out;
 
     [Fact]
@@ -357,6 +384,9 @@ public class PosixSuiteTests(ITestOutputHelper log)
 
     [Fact]
     public void TmpfilesAreMadeAndNamedAsOnExt4() => SameAsExt4(TmpfileSuite, 6);
+
+    [Fact]
+    public void AFileTakesAsManyNamesInOneDirectoryAsOnExt4() => SameAsExt4(NameLimitSuite, 3);
 
     /// <summary>The same whether the daemon checks (and enforces the ACLs itself) or the kernel
     /// does (<c>-o default_permissions</c>, with FUSE_POSIX_ACL).</summary>
