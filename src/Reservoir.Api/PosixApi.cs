@@ -107,7 +107,7 @@ public sealed class PosixApi
         e = _walk.Parent(to, out ulong nd, out var nn);
         if (e != Errno.OK) return e;
         if (on.Length == 0 || nn.Length == 0) return Errno.EBUSY;
-        return _fs.Rename(od, on, nd, nn, flags);
+        return _fs.Rename(od, on, nd, nn, flags, Uid, Gid);
     }
 
     public Errno Symlink(string target, string linkPath)

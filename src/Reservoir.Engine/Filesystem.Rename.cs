@@ -23,28 +23,34 @@ public sealed partial class Filesystem
     /// number. A target that is an ancestor of the source's directory is refused before its
     /// lock is taken (it cannot be empty).
     /// </summary>
-    public Errno Rename(ulong oldDirIno, ReadOnlySpan<byte> oldName, ulong newDirIno, ReadOnlySpan<byte> newName, RenameFlags flags)
+    /// <remarks>RENAME_WHITEOUT (overlayfs's upper layer) leaves a whiteout at the old name: a
+    /// character device 0:0 with no permission bits, owned by <paramref name="uid"/> and
+    /// <paramref name="gid"/> (the directory's group when it is set-group-ID), made in the same
+    /// transaction, as ext4 and btrfs do. The kernel lets only callers with CAP_MKNOD ask.</remarks>
+    public Errno Rename(ulong oldDirIno, ReadOnlySpan<byte> oldName, ulong newDirIno, ReadOnlySpan<byte> newName, RenameFlags flags, uint uid = 0, uint gid = 0)
     {
-        var e = RenameOnce(oldDirIno, oldName, newDirIno, newName, flags, holdsSubvolumeOps: false, out bool movesSubvolume);
+        var whiteoutOwner = (uid, gid);
+        var e = RenameOnce(oldDirIno, oldName, newDirIno, newName, flags, whiteoutOwner, holdsSubvolumeOps: false, out bool movesSubvolume);
         if (!movesSubvolume) return e;
         // A subvolume's entry moves: with SubvolumeOps, which a snapshot holds between reading
         // its source's ROOT_REFs and copying its tree (a nested subvolume renamed in between
         // would leave the snapshot a name its ROOT_REF no longer gives). It is taken before any
         // inode lock, so the first attempt only found out and changed nothing.
         using var ops = SubvolumeOps.Lock();
-        return RenameOnce(oldDirIno, oldName, newDirIno, newName, flags, holdsSubvolumeOps: true, out _);
+        return RenameOnce(oldDirIno, oldName, newDirIno, newName, flags, whiteoutOwner, holdsSubvolumeOps: true, out _);
     }
 
     /// <summary><see cref="Rename"/> once; <paramref name="movesSubvolume"/>: the source is a
     /// subvolume's entry and <paramref name="holdsSubvolumeOps"/> was false, so nothing was done
     /// (the caller goes again holding it).</summary>
     private Errno RenameOnce(ulong oldDirIno, ReadOnlySpan<byte> oldName, ulong newDirIno, ReadOnlySpan<byte> newName, RenameFlags flags,
-        bool holdsSubvolumeOps, out bool movesSubvolume)
+        (uint Uid, uint Gid) whiteoutOwner, bool holdsSubvolumeOps, out bool movesSubvolume)
     {
         movesSubvolume = false;
-        if ((flags & RenameFlags.Whiteout) != 0) return Errno.EINVAL;
-        if ((flags & ~(RenameFlags.NoReplace | RenameFlags.Exchange)) != 0) return Errno.EINVAL;
-        if (flags == (RenameFlags.NoReplace | RenameFlags.Exchange)) return Errno.EINVAL;
+        if ((flags & ~(RenameFlags.NoReplace | RenameFlags.Exchange | RenameFlags.Whiteout)) != 0) return Errno.EINVAL;
+        // As the VFS refuses them: an exchange leaves no name empty to put a whiteout in.
+        if ((flags & RenameFlags.Exchange) != 0 && (flags & (RenameFlags.NoReplace | RenameFlags.Whiteout)) != 0) return Errno.EINVAL;
+        bool whiteout = (flags & RenameFlags.Whiteout) != 0;
         foreach (var n in new[] { oldName.ToArray(), newName.ToArray() })
         {
             if (n.AsSpan().SequenceEqual("."u8) || n.AsSpan().SequenceEqual(".."u8)) return Errno.EBUSY;
@@ -78,7 +84,7 @@ public sealed partial class Filesystem
                     // As on btrfs: names move within a subvolume, and a subvolume's own entry
                     // also into another one.
                     if (odir.Subvol != ndir.Subvol)
-                        return MoveSubvolumeAcross(odir, on, ndir, nn, flags, holdsSubvolumeOps, ref needsOps);
+                        return MoveSubvolumeAcross(odir, on, ndir, nn, flags, whiteoutOwner, holdsSubvolumeOps, ref needsOps);
                     var sv = odir.Subvol;
                     // Parents: ancestor first, else by inode number.
                     Inode first = odir, second = ndir;
@@ -139,7 +145,7 @@ public sealed partial class Filesystem
                     if (re == Errno.OK && exchange && !tgtSubvolume) re = InodeRefRoomLocked(tgt!, odir, on);
                     if (re != Errno.OK) return re;
 
-                    var se = Fs.TryStart(20, out var h, useGlobalReserve: tgt != null);
+                    var se = Fs.TryStart(whiteout ? 26 : 20, out var h, useGlobalReserve: tgt != null);
                     if (se != Errno.OK) return se;
                     using (h)
                     {
@@ -176,6 +182,7 @@ public sealed partial class Filesystem
                                 ndir.Item.FileSize += (ulong)nn.Length * 2;
                                 if (cross && src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
                             }
+                            if (whiteout) AddWhiteoutLocked(h, odir, on, whiteoutOwner);
                             // A subvolume's root stays as it is: it is in a tree of its own, which
                             // may be read-only (btrfs leaves it alone too).
                             if (!subvolume)
@@ -220,5 +227,29 @@ public sealed partial class Filesystem
             b = DirItems.ParentOf(sv.Tree, b);
         }
         throw new CorruptionException("directory parent chain does not reach the root (loop)", inode: b);
+    }
+
+    /// <summary>Makes the whiteout RENAME_WHITEOUT leaves at <paramref name="name"/> in
+    /// <paramref name="dir"/>: a character device 0:0 with mode 0 (what overlayfs recognises as
+    /// one), its owner's group the directory's when that is set-group-ID. Caller holds the
+    /// directory's lock and its tree's write lock, inside <paramref name="h"/>; the name has
+    /// just left the directory, so its hash chain has room for it again.</summary>
+    private void AddWhiteoutLocked(Tx.TransHandle h, Inode dir, byte[] name, (uint Uid, uint Gid) owner)
+    {
+        var t = dir.Subvol.Tree;
+        ulong ino = dir.Subvol.AllocIno();
+        var now = Timespec.Now();
+        var item = new InodeItem
+        {
+            Generation = h.Transid, Transid = h.Transid, Nlink = 1, Mode = Inodes.Mode.IFCHR, Rdev = 0,
+            Uid = owner.Uid, Gid = (dir.Item.Mode & Inodes.Mode.ISGID) != 0 ? dir.Item.Gid : owner.Gid,
+            Atime = now, Ctime = now, Mtime = now, Otime = now,
+        };
+        DirItems.PutInode(h, t, ino, item);
+        if (dir.NextDirIndex == 0) dir.NextDirIndex = DirItems.FindNextIndex(t, dir.Ino);
+        DirItems.AddDirEntry(h, t, dir.Ino, name, ino, FileTypes.FromMode(item.Mode), dir.NextDirIndex++);
+        dir.Item.FileSize += (ulong)name.Length * 2;
+        DirItems.PutInode(h, t, dir);
+        Put(dir.Subvol.Adopt(ino, item));
     }
 }

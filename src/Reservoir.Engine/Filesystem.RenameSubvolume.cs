@@ -25,7 +25,7 @@ public sealed partial class Filesystem
     /// and cross-directory renames hold the rename lock, so no two of them interleave. Caller
     /// holds the rename lock; <paramref name="needsOps"/> as in <see cref="RenameOnce"/>.
     /// </summary>
-    private Errno MoveSubvolumeAcross(Inode odir, byte[] on, Inode ndir, byte[] nn, RenameFlags flags, bool holdsSubvolumeOps, ref bool needsOps)
+    private Errno MoveSubvolumeAcross(Inode odir, byte[] on, Inode ndir, byte[] nn, RenameFlags flags, (uint Uid, uint Gid) whiteoutOwner, bool holdsSubvolumeOps, ref bool needsOps)
     {
         var held = new List<FsRwLock>();
         Inode? src = null, tgt = null;
@@ -79,7 +79,7 @@ public sealed partial class Filesystem
             }
             else if (ndir.Item.Nlink >= 65000) return Errno.EMLINK;
             else if (NameRoomLocked(ndir, nn) is var re && re != Errno.OK) return re;
-            var se = Fs.TryStart(24, out var h, useGlobalReserve: tgt != null);
+            var se = Fs.TryStart((flags & RenameFlags.Whiteout) != 0 ? 30 : 24, out var h, useGlobalReserve: tgt != null);
             if (se != Errno.OK) return se;
             using (h)
             {
@@ -89,6 +89,8 @@ public sealed partial class Filesystem
                 DirItems.BlockLog(h, odir.Subvol.Tree, odir.Ino);
                 DirItems.BlockLog(h, ndir.Subvol.Tree, ndir.Ino);
                 RemoveSubvolumeEntryLocked(h, odir, on, link.Index);
+                if ((flags & RenameFlags.Whiteout) != 0)
+                    using (odir.Subvol.Tree.Lock.Write()) AddWhiteoutLocked(h, odir, on, whiteoutOwner);
                 if (tgt != null)
                     using (ndir.Subvol.Tree.Lock.Write()) UnlinkLocked(h, ndir, nn, tgt);
                 ulong index = AddSubvolumeEntryLocked(h, ndir, nn, srcTree);

@@ -44,7 +44,7 @@ public enum RenameFlags : uint
     None = 0,
     NoReplace = 1, // RENAME_NOREPLACE
     Exchange = 2,  // RENAME_EXCHANGE
-    Whiteout = 4,  // RENAME_WHITEOUT (unsupported: EINVAL)
+    Whiteout = 4,  // RENAME_WHITEOUT: a whiteout (character device 0:0) is left at the old name
 }
 
 public enum XattrSetFlags

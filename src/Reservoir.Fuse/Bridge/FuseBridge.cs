@@ -159,7 +159,8 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                 {
                     if (!r.TryStruct(16, out var s) || !r.TryName(out var from) || !r.TryName(out var to)) return Errno.EINVAL;
                     var pe = MayRename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8), caller);
-                    return pe != Errno.OK ? pe : Renamed(fs.Rename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8)), ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8));
+                    // A whiteout left behind (RENAME_WHITEOUT) is the caller's, as a mknod's would be.
+                    return pe != Errno.OK ? pe : Renamed(fs.Rename(ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8), r.Uid, r.Gid), ino, from, Ino(U64(s, 0)), to, (RenameFlags)U32(s, 8));
                 }
             case Opcode.Link:
                 {

@@ -371,6 +371,38 @@ public class PosixSuiteTests(ITestOutputHelper log)
         python3 n.py
         """;
 
+    /// <summary>
+    /// overlayfs with its upper layer here (it refuses an upper layer without RENAME_WHITEOUT):
+    /// a lower file changed and one deleted, a file made and renamed, a lower directory deleted
+    /// and made again (opaque), an upper directory renamed; then what the merged view shows and
+    /// what the upper layer holds (whiteouts, the opaque mark), and renameat2's whiteout itself.
+    /// </summary>
+    private const string OverlaySuite = """
+        mkdir -p lower/d/sub lower/e upper work m && echo low > lower/a && echo low2 > lower/b && echo x > lower/d/sub/f
+        mount -t overlay overlay -o lowerdir=$PWD/lower,upperdir=$PWD/upper,workdir=$PWD/work m || { echo "overlay mount refused"; exit 0; }
+        echo new > m/c && rm m/b && echo mod >> m/a && rm -rf m/d && mkdir m/d && mv m/c m/c2 && mkdir m/n && mv m/n m/n2 && rm -rf m/e
+        echo "merged $(ls m | tr '\n' ' ') a=$(cat m/a | tr '\n' ' ') d=$(ls -A m/d | wc -l)"
+        umount m
+        cat > w.py <<'PY'
+        import os, stat, errno, ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        for f in sorted(os.listdir("upper")):
+            st = os.lstat("upper/" + f)
+            try: opaque = os.getxattr("upper/" + f, "trusted.overlay.opaque", follow_symlinks=False)
+            except OSError: opaque = b""
+            print("upper", f, stat.filemode(st.st_mode), os.major(st.st_rdev), os.minor(st.st_rdev), opaque)
+        def rename2(a, b, flags):
+            if libc.renameat2(-100, a.encode(), -100, b.encode(), flags) != 0:
+                e = ctypes.get_errno(); return errno.errorcode[e]
+            return "ok"
+        open("wa", "w").close(); open("wb", "w").close()
+        print("whiteout", rename2("wa", "wc", 4), stat.filemode(os.lstat("wa").st_mode), os.lstat("wa").st_rdev, os.lstat("wa").st_nlink)
+        print("over", rename2("wb", "wc", 4), stat.filemode(os.lstat("wb").st_mode))
+        print("exchange", rename2("wa", "wc", 2 | 4))
+        PY
+        python3 w.py
+        """;
+
     private static string Results(string dir, string suite = Suite) => MountedImage.Sh(suite, dir, 120).Out;
 
     [Fact]
@@ -387,6 +419,9 @@ public class PosixSuiteTests(ITestOutputHelper log)
 
     [Fact]
     public void AFileTakesAsManyNamesInOneDirectoryAsOnExt4() => SameAsExt4(NameLimitSuite, 3);
+
+    [Fact]
+    public void OverlayfsRunsOnItAsOnExt4() => SameAsExt4(OverlaySuite, 10);
 
     /// <summary>The same whether the daemon checks (and enforces the ACLs itself) or the kernel
     /// does (<c>-o default_permissions</c>, with FUSE_POSIX_ACL).</summary>
