@@ -109,6 +109,15 @@ internal sealed partial class FuseBridge(Filesystem fs, FuseMountOptions options
                     if (e == Errno.OK) w.AttrOut(a, Valid);
                     return e;
                 }
+            case Opcode.Statx:
+                {
+                    // fuse_statx_in's mask asks; the answer is the same whatever it asks for
+                    // (every basic field and the birth time cost one inode lookup).
+                    if (!r.TryStruct(24, out _)) return Errno.EINVAL;
+                    var e = fs.GetAttr(ino, out var a);
+                    if (e == Errno.OK) w.StatxOut(a, Valid);
+                    return e;
+                }
             case Opcode.Setattr: return Setattr(ino, ref r, ref w, caller);
             case Opcode.Readlink:
                 {

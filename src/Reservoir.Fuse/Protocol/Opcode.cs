@@ -1,6 +1,6 @@
 namespace Reservoir.Fuse.Protocol;
 
-/// <summary>FUSE request opcodes (include/uapi/linux/fuse.h, protocol 7.38).</summary>
+/// <summary>FUSE request opcodes (include/uapi/linux/fuse.h, protocol 7.39).</summary>
 public enum Opcode : uint
 {
     Lookup = 1, Forget = 2, Getattr = 3, Setattr = 4, Readlink = 5, Symlink = 6, Mknod = 8, Mkdir = 9,
@@ -9,19 +9,23 @@ public enum Opcode : uint
     Init = 26, Opendir = 27, Readdir = 28, Releasedir = 29, Fsyncdir = 30, Getlk = 31, Setlk = 32, Setlkw = 33,
     Access = 34, Create = 35, Interrupt = 36, Bmap = 37, Destroy = 38, Ioctl = 39, Poll = 40, NotifyReply = 41,
     BatchForget = 42, Fallocate = 43, Readdirplus = 44, Rename2 = 45, Lseek = 46, CopyFileRange = 47,
-    SetupMapping = 48, RemoveMapping = 49, Syncfs = 50, Tmpfile = 51,
+    SetupMapping = 48, RemoveMapping = 49, Syncfs = 50, Tmpfile = 51, Statx = 52,
 }
 
 /// <summary>Sizes and flags of the kernel ABI this binding speaks.</summary>
 public static class Abi
 {
     public const uint KernelMajor = 7;
-    public const uint KernelMinor = 38;
+    /// <summary>7.39 added FUSE_STATX (statx's birth time); nothing else a reply of ours
+    /// carries changed.</summary>
+    public const uint KernelMinor = 39;
     public const int InHeaderSize = 40;
     public const int OutHeaderSize = 16;
     public const int AttrSize = 88;
     public const int EntryOutSize = 128;
     public const int AttrOutSize = 104;
+    /// <summary>fuse_statx_out: 32 bytes, then fuse_statx (statx(2)'s layout, 256 bytes).</summary>
+    public const int StatxOutSize = 288;
     public const int OpenOutSize = 16;
     public const int WriteOutSize = 8;
     public const int StatfsOutSize = 80;

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Reservoir.Engine;
+using Reservoir.Format;
 
 namespace Reservoir.Fuse.Protocol;
 
@@ -86,6 +87,44 @@ public ref struct ReplyWriter
         U32(0);
         U32(0);
         Attr(a);
+    }
+
+    /// <summary>
+    /// fuse_statx_out (288 bytes): fuse_attr's fields in statx(2)'s layout, with the birth
+    /// time (STATX_BTIME, from the inode's otime). The device number is split as the kernel's
+    /// new_decode_dev reads the 32 bits fuse_attr carries; st_dev is the kernel's own.
+    /// </summary>
+    public void StatxOut(in InodeAttr a, ulong attrValidSec)
+    {
+        const uint BasicStats = 0x7FF, Btime = 0x800;
+        U64(attrValidSec);
+        U32(0);
+        U32(0);
+        Take(16); // spare
+        var s = Take(Abi.StatxOutSize - 32);
+        BinaryPrimitives.WriteUInt32LittleEndian(s, BasicStats | Btime);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[4..], a.BlockSize);
+        // attributes (8 at 8): none reported
+        BinaryPrimitives.WriteUInt32LittleEndian(s[16..], a.Nlink);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[20..], a.Uid);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[24..], a.Gid);
+        BinaryPrimitives.WriteUInt16LittleEndian(s[28..], (ushort)a.Mode);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[32..], InoOf(a.Ino));
+        BinaryPrimitives.WriteUInt64LittleEndian(s[40..], a.Size);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[48..], a.Blocks);
+        // attributes_mask (8 at 56): none
+        Time(s[64..], a.Atime);
+        Time(s[80..], a.Btime);
+        Time(s[96..], a.Ctime);
+        Time(s[112..], a.Mtime);
+        uint dev = (uint)a.Rdev;
+        BinaryPrimitives.WriteUInt32LittleEndian(s[128..], (dev & 0xFFF00) >> 8);
+        BinaryPrimitives.WriteUInt32LittleEndian(s[132..], (dev & 0xFF) | ((dev >> 12) & 0xFFF00));
+        static void Time(Span<byte> t, Timespec ts)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(t, ts.Sec);
+            BinaryPrimitives.WriteUInt32LittleEndian(t[8..], ts.Nsec);
+        }
     }
 
     /// <summary>fuse_attr_out (104 bytes).</summary>
