@@ -68,8 +68,10 @@ public sealed partial class Filesystem
 
     /// <summary>
     /// chattr +C / -C: a no-CoW file overwrites its data in place and keeps no data checksums
-    /// (btrfs's NODATACOW, which implies NODATASUM). Like btrfs, only an empty file may change it
-    /// (EINVAL otherwise), so that no checksummed data is ever overwritten without its checksum.
+    /// (btrfs's NODATACOW, which implies NODATASUM). Only an empty file may change it (EINVAL
+    /// otherwise, where btrfs leaves the flag as it was without a word), so that no checksummed
+    /// data is ever overwritten without its checksum. On a directory it is what files and
+    /// directories made in it start with, as on btrfs (chattr +C on a database's directory).
     /// </summary>
     public Errno SetNoCow(ulong ino, bool noCow)
     {
@@ -80,14 +82,14 @@ public sealed partial class Filesystem
             return Guard(ino, () =>
             {
                 using var lk = inode.Lock.Write();
-                if (!inode.IsReg) return Errno.EINVAL;
-                if (inode.Item.FileSize != 0 || inode.Item.Nbytes != 0) return Errno.EINVAL;
+                if (!inode.IsReg && !inode.IsDir) return Errno.EINVAL;
+                if (inode.IsReg && (inode.Item.FileSize != 0 || inode.Item.Nbytes != 0)) return Errno.EINVAL;
                 var se = Fs.TryStart(1, out var h);
                 if (se != Errno.OK) return se;
                 using (h)
                 using (inode.Subvol.Tree.Lock.Write())
                 {
-                    if (noCow) inode.Item.Flags |= InodeFlags.NoDataCow | InodeFlags.NoDataSum;
+                    if (noCow) inode.Item.Flags |= inode.IsReg ? InodeFlags.NoDataCow | InodeFlags.NoDataSum : InodeFlags.NoDataCow;
                     else inode.Item.Flags &= ~(InodeFlags.NoDataCow | InodeFlags.NoDataSum);
                     Touch(ref inode.Item, h.Transid, mtime: false);
                     DirItems.PutInode(h, inode.Subvol.Tree, inode);

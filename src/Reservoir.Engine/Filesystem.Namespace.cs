@@ -166,6 +166,11 @@ public sealed partial class Filesystem
                         Generation = h.Transid, Transid = h.Transid, Nlink = tmpfile ? 0u : isDir ? 2u : 1u, Uid = uid, Gid = gid, Mode = mode,
                         Rdev = rdev, Atime = now, Ctime = now, Mtime = now, Otime = now,
                         FileSize = (ulong)target.Length,
+                        // A no-CoW directory's (chattr +C) files and directories start no-CoW
+                        // (btrfs_inherit_iflags); files then keep no checksums either.
+                        Flags = (dir.Item.Flags & InodeFlags.NoDataCow) == 0 ? InodeFlags.None
+                            : Inodes.Mode.IsReg(mode) ? InodeFlags.NoDataCow | InodeFlags.NoDataSum
+                            : isDir ? InodeFlags.NoDataCow : InodeFlags.None,
                     };
                     var t = dir.Subvol.Tree;
                     using (t.Lock.Write())

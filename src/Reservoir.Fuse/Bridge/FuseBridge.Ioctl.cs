@@ -72,6 +72,23 @@ internal sealed partial class FuseBridge
     /// snapshot's source, and mount ids cannot tell whether two paths share a daemon.</summary>
     internal const uint IocFsIdentity = 0x80000000 | (40u << 16) | (0x52 << 8) | 9;
 
+    /// <summary>The inode flags of chattr and lsattr (FS_IOC_GETFLAGS = _IOR('f', 1, long),
+    /// FS_IOC_SETFLAGS = _IOW('f', 2, long)). The kernel sends them itself, with a 4-byte
+    /// argument (fuse_fileattr_get/set), on a file or directory it opens for the purpose,
+    /// after checking that the caller owns the file; a read-only subvolume answers EROFS.</summary>
+    internal const uint FsIocGetFlags = 0x80086601, FsIocSetFlags = 0x40086602;
+
+    /// <summary>XFS's form of the same (FS_IOC_FSGETXATTR = _IOR('X', 31, struct fsxattr),
+    /// FS_IOC_FSSETXATTR = _IOW('X', 32, …), 28 bytes: xflags, extsize, nextents, projid,
+    /// cowextsize, 8 bytes of padding). The kernel reads it before every chattr (for the flags
+    /// both forms share) and xfs_io uses it. No xflag means anything here (no-CoW has none),
+    /// so it answers zeros, and a change to any of them is EOPNOTSUPP.</summary>
+    internal const uint FsIocFsGetXattr = 0x801C581F, FsIocFsSetXattr = 0x401C5820;
+    private const int FsxattrSize = 28;
+
+    /// <summary>FS_NOCOW_FL ('C'), the one flag kept: btrfs's NODATACOW.</summary>
+    private const uint FsNocowFl = 0x00800000;
+
     /// <summary>Set by the session: the number <see cref="IocFsIdentity"/> answers.</summary>
     internal ulong MountToken { get; set; }
 
@@ -185,8 +202,27 @@ internal sealed partial class FuseBridge
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
-                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity)) return Errno.ENOTTY;
+                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr)) return Errno.ENOTTY;
         if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
+        if (cmd == FsIocGetFlags) return GetFlags(ref w, ino, U32(s, 28));
+        if (cmd == FsIocSetFlags) return SetFlags(ref r, ref w, ino, inSize);
+        if (cmd == FsIocFsGetXattr)
+        {
+            if (U32(s, 28) != FsxattrSize) return Errno.EINVAL;
+            var ge = fs.GetAttr(ino, out _);
+            if (ge != Errno.OK) return ge;
+            IoctlDone(ref w);
+            w.Take(FsxattrSize);
+            return Errno.OK;
+        }
+        if (cmd == FsIocFsSetXattr)
+        {
+            if (inSize != FsxattrSize || !r.TryBytes(FsxattrSize, out var fsx)) return Errno.EINVAL;
+            if (BinaryPrimitives.ReadUInt32LittleEndian(fsx) != 0 || BinaryPrimitives.ReadUInt32LittleEndian(fsx[4..]) != 0
+                || BinaryPrimitives.ReadUInt32LittleEndian(fsx[12..]) != 0 || BinaryPrimitives.ReadUInt32LittleEndian(fsx[16..]) != 0) return Errno.EOPNOTSUPP;
+            IoctlDone(ref w);
+            return Errno.OK;
+        }
         if ((flags & Dir) == 0) return Errno.ENOTDIR;
         if (cmd == IocSpaceInfo) return SpaceInfo(ref w, U32(s, 28));
         if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
@@ -253,6 +289,44 @@ internal sealed partial class FuseBridge
         // thread that waited for it could hold the very thread its lookups need (`reservoir
         // subvolume create|snapshot` waits for the new device instead; IocFsIdentity's flag).
         if (cmd != IocSnapDestroy) Submounts?.MountNew(NodeIds.Decode(made.Ino).TreeId);
+        IoctlDone(ref w);
+        return Errno.OK;
+    }
+
+    /// <summary>lsattr: 'C' for a no-CoW file or directory, nothing else (no flag ext4 shows
+    /// means anything here: 'e', extents, is how every file is kept).</summary>
+    private Errno GetFlags(ref ReplyWriter w, ulong ino, uint outSize)
+    {
+        if (outSize is not (4 or 8)) return Errno.EINVAL;
+        var e = fs.GetAttr(ino, out var a);
+        if (e != Errno.OK) return e;
+        IoctlDone(ref w);
+        var v = w.Take((int)outSize);
+        BinaryPrimitives.WriteUInt32LittleEndian(v, (a.Flags & (ulong)Format.Items.InodeFlags.NoDataCow) != 0 ? FsNocowFl : 0);
+        return Errno.OK;
+    }
+
+    /// <summary>chattr: 'C' set or cleared (<see cref="Filesystem.SetNoCow"/>), on a file only
+    /// while it is empty: a file with data keeps what it has and the call succeeds, as on btrfs
+    /// (so `chattr -R +C` over existing files does what it can; lsattr tells the truth). Any
+    /// other flag answers EOPNOTSUPP, as btrfs does for flags it does not keep (immutable and
+    /// append-only would need every change checked against them here: the kernel enforces
+    /// them only for flags it knows of).</summary>
+    private Errno SetFlags(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize)
+    {
+        if (inSize is not (4 or 8) || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
+        uint want = BinaryPrimitives.ReadUInt32LittleEndian(arg);
+        if ((want & ~FsNocowFl) != 0) return Errno.EOPNOTSUPP;
+        var e = fs.GetAttr(ino, out var a);
+        if (e != Errno.OK) return e;
+        bool noCow = (want & FsNocowFl) != 0;
+        bool keepsData = a.IsReg && (a.Size != 0 || a.Blocks != 0);
+        if (!keepsData && noCow != ((a.Flags & (ulong)Format.Items.InodeFlags.NoDataCow) != 0))
+        {
+            e = fs.SetNoCow(ino, noCow);
+            if (e != Errno.OK) return e;
+            InvalidateAttr(ino);
+        }
         IoctlDone(ref w);
         return Errno.OK;
     }
