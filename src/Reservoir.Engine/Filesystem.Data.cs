@@ -63,20 +63,26 @@ public sealed partial class Filesystem
         if (e != Errno.OK) return e;
         try
         {
-            using var lk = inode.Lock.Read();
-            if (inode.IsDir) return Errno.EISDIR;
-            if (!inode.IsReg) return Errno.EINVAL;
-            if (inode.Deleted) return Errno.ENOENT;
-            ulong size = inode.Item.FileSize;
-            if (offset >= size || buffer.Length == 0) return Errno.OK;
-            int n = (int)Math.Min((ulong)buffer.Length, size - offset);
-            try
+            bool atimeDue;
+            using (inode.Lock.Read())
             {
-                if (direct) Data.DirectRead(inode, offset, buffer[..n]);
-                else Data.BufferedRead(inode, offset, buffer[..n]);
+                if (inode.IsDir) return Errno.EISDIR;
+                if (!inode.IsReg) return Errno.EINVAL;
+                if (inode.Deleted) return Errno.ENOENT;
+                ulong size = inode.Item.FileSize;
+                if (offset >= size || buffer.Length == 0) return Errno.OK;
+                int n = (int)Math.Min((ulong)buffer.Length, size - offset);
+                try
+                {
+                    if (direct) Data.DirectRead(inode, offset, buffer[..n]);
+                    else Data.BufferedRead(inode, offset, buffer[..n]);
+                }
+                catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException) { return Guard(ino, () => throw ex); }
+                read = n;
+                atimeDue = AtimeDue(inode);
             }
-            catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException) { return Guard(ino, () => throw ex); }
-            read = n;
+            // After the shared lock is let go: the update takes the inode's lock exclusively.
+            if (atimeDue) TouchAtime(inode, ino);
             return Errno.OK;
         }
         finally { Put(inode); }

@@ -21,7 +21,7 @@ public sealed partial class Filesystem
         if (e != Errno.OK) return e;
         try
         {
-            return Guard(ino, () =>
+            var r = Guard(ino, () =>
             {
                 using var lk = dir.Lock.Read();
                 if (!dir.IsDir) return Errno.ENOTDIR;
@@ -62,6 +62,14 @@ public sealed partial class Filesystem
                     from = batch[^1].Cookie;
                 }
             });
+            // A listing from its start reads the directory (getdents' touch_atime).
+            if (r == Errno.OK && cookie == 0)
+            {
+                bool due;
+                using (dir.Lock.Read()) due = AtimeDue(dir);
+                if (due) TouchAtime(dir, ino);
+            }
+            return r;
         }
         finally { Put(dir); }
     }

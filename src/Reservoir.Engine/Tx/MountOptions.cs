@@ -26,9 +26,25 @@ public sealed class MountOptions
     /// the transaction runs, in a worker, and the commit takes those answers that still hold
     /// (docs/SNAPSHOTS.md §3, "Early accounting"). Off: the commit works out every extent.</summary>
     public bool EarlyAccounting { get; set; } = true;
+    /// <summary>When reading a file's data or listing a directory updates its atime (Linux's
+    /// relatime by default; FUSE leaves atime to the filesystem).</summary>
+    public AtimeMode Atime { get; set; } = AtimeMode.Relatime;
+    /// <summary>Listing a directory leaves its atime alone (nodiratime).</summary>
+    public bool NoDirAtime { get; set; }
     public IScheduler Scheduler { get; set; } = RealScheduler.Instance;
     /// <summary>Where engine warnings go (leaks, repaired counters, fallbacks).</summary>
     public Action<string>? Log { get; set; }
+}
+
+/// <summary>The mount's atime policy, as the kernel's mount options name them.</summary>
+public enum AtimeMode
+{
+    /// <summary>Updated when it is not later than the mtime or ctime, or a day old (the default).</summary>
+    Relatime,
+    /// <summary>Never updated by reading.</summary>
+    NoAtime,
+    /// <summary>Updated by every read (strictatime).</summary>
+    StrictAtime,
 }
 
 public sealed class MkfsOptions

@@ -13,7 +13,11 @@ public sealed class FuseMountOptions
     /// cached (and must fetch a directory's again after every change in it). Without it the
     /// daemon checks them (Bridge/FuseBridge.Permissions.cs), the default.</summary>
     public bool DefaultPermissions { get; set; }
+    /// <summary>noatime (also the kernel's MS_NOATIME), relatime (the default), strictatime:
+    /// the engine keeps atime (FUSE leaves it to the filesystem).</summary>
     public bool NoAtime { get; set; }
+    public bool StrictAtime { get; set; }
+    public bool NoDirAtime { get; set; }
     public bool NoExec { get; set; }
     public bool Suid { get; set; }
     public bool Dev { get; set; }
@@ -66,7 +70,7 @@ public sealed class FuseMountOptions
         return o;
     }
 
-    private static readonly HashSet<string> Ignored = ["auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "defaults", "rw", "relatime", "async", "exec", "atime"];
+    private static readonly HashSet<string> Ignored = ["auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "defaults", "rw", "async", "exec", "atime"];
 
     /// <summary>Parses a comma-separated option list; returns the unknown options (an error).</summary>
     public List<string> Parse(string? opts)
@@ -81,7 +85,11 @@ public sealed class FuseMountOptions
                 case "ro": ReadOnly = true; break;
                 case "allow_other": AllowOther = true; break;
                 case "default_permissions": DefaultPermissions = true; break;
-                case "noatime": NoAtime = true; break;
+                case "noatime": NoAtime = true; StrictAtime = false; break;
+                case "relatime": NoAtime = StrictAtime = false; break;
+                case "strictatime": StrictAtime = true; NoAtime = false; break;
+                case "nodiratime": NoDirAtime = true; break;
+                case "diratime": NoDirAtime = false; break;
                 case "noexec": NoExec = true; break;
                 case "suid": Suid = true; break;
                 case "nosuid": Suid = false; break;

@@ -47,6 +47,9 @@ public class PosixSuiteTests(ITestOutputHelper log)
         t utime 'touch -d "2001-02-03 04:05:06.123456789" ut && test "$(stat -c %y ut)" = "2001-02-03 04:05:06.123456789 +0000"'
         t mtime_changes 'touch -d 2000-01-01 mt && echo z > mt && test $(stat -c %Y mt) -gt 946684800'
         t seek_hole 'truncate -s 1M sh && echo x >> sh && python3 -c "import os;f=os.open(\"sh\",os.O_RDONLY);print(os.lseek(f,0,os.SEEK_DATA))" | grep -q 1048576'
+        t relatime 'echo x > rt && touch -a -d 2020-01-01 rt && cat rt >/dev/null && test $(stat -c %X rt) -gt 1577836800'
+        t relatime_once 'a=$(stat -c %X.%x rt) && cat rt >/dev/null && test "$(stat -c %X.%x rt)" = "$a"'
+        t dir_atime 'mkdir rd && touch -a -d 2020-01-01 rd && ls rd >/dev/null && test $(stat -c %X rd) -gt 1577836800'
         t birth_time 'touch bt && test $(stat -c %W bt) -gt 0 && touch -d 2001-01-01 bt && test $(stat -c %W bt) -gt 978307200 && test $(stat -c %Y bt) = 978307200'
         t statx_rdev 'mknod cdv c 4095 1048575 && test "$(stat -c %Hr:%Lr:%W cdv | cut -d: -f1,2)" = 4095:1048575'
         """;
