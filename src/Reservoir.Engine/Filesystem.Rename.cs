@@ -149,6 +149,9 @@ public sealed partial class Filesystem
                     if (se != Errno.OK) return se;
                     using (h)
                     {
+                        // The whiteout's number before the tree's lock: the first number a
+                        // subvolume hands out after a mount is found by reading its tree.
+                        ulong whiteoutIno = whiteout ? sv.AllocIno() : 0;
                         using (sv.Tree.Lock.Write())
                         {
                             var t = sv.Tree;
@@ -182,7 +185,7 @@ public sealed partial class Filesystem
                                 ndir.Item.FileSize += (ulong)nn.Length * 2;
                                 if (cross && src.IsDir) { odir.Item.Nlink--; ndir.Item.Nlink++; }
                             }
-                            if (whiteout) AddWhiteoutLocked(h, odir, on, whiteoutOwner);
+                            if (whiteout) AddWhiteoutLocked(h, odir, on, whiteoutIno, whiteoutOwner);
                             // A subvolume's root stays as it is: it is in a tree of its own, which
                             // may be read-only (btrfs leaves it alone too).
                             if (!subvolume)
@@ -232,12 +235,13 @@ public sealed partial class Filesystem
     /// <summary>Makes the whiteout RENAME_WHITEOUT leaves at <paramref name="name"/> in
     /// <paramref name="dir"/>: a character device 0:0 with mode 0 (what overlayfs recognises as
     /// one), its owner's group the directory's when that is set-group-ID. Caller holds the
-    /// directory's lock and its tree's write lock, inside <paramref name="h"/>; the name has
-    /// just left the directory, so its hash chain has room for it again.</summary>
-    private void AddWhiteoutLocked(Tx.TransHandle h, Inode dir, byte[] name, (uint Uid, uint Gid) owner)
+    /// directory's lock and its tree's write lock, inside <paramref name="h"/>, and allocated
+    /// <paramref name="ino"/> before taking the latter (<see cref="Inodes.Subvolume.AllocIno"/>
+    /// may read the tree); the name has just left the directory, so its hash chain has room
+    /// for it again.</summary>
+    private void AddWhiteoutLocked(Tx.TransHandle h, Inode dir, byte[] name, ulong ino, (uint Uid, uint Gid) owner)
     {
         var t = dir.Subvol.Tree;
-        ulong ino = dir.Subvol.AllocIno();
         var now = Timespec.Now();
         var item = new InodeItem
         {

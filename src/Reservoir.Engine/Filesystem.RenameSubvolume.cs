@@ -90,7 +90,10 @@ public sealed partial class Filesystem
                 DirItems.BlockLog(h, ndir.Subvol.Tree, ndir.Ino);
                 RemoveSubvolumeEntryLocked(h, odir, on, link.Index);
                 if ((flags & RenameFlags.Whiteout) != 0)
-                    using (odir.Subvol.Tree.Lock.Write()) AddWhiteoutLocked(h, odir, on, whiteoutOwner);
+                {
+                    ulong whiteoutIno = odir.Subvol.AllocIno(); // before the tree's lock: it may read the tree
+                    using (odir.Subvol.Tree.Lock.Write()) AddWhiteoutLocked(h, odir, on, whiteoutIno, whiteoutOwner);
+                }
                 if (tgt != null)
                     using (ndir.Subvol.Tree.Lock.Write()) UnlinkLocked(h, ndir, nn, tgt);
                 ulong index = AddSubvolumeEntryLocked(h, ndir, nn, srcTree);

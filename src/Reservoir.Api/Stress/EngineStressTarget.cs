@@ -31,6 +31,7 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     public Errno Rmdir(string path) => P.Rmdir(path);
     public Errno Rename(string from, string to) => P.Rename(from, to);
     public Errno Exchange(string a, string b) => P.Rename(a, b, RenameFlags.Exchange);
+    public Errno RenameWhiteout(string from, string to) => P.Rename(from, to, RenameFlags.Whiteout);
     public Errno CreateSubvolume(string path) => P.CreateSubvolume(path);
     public Errno DeleteSubvolume(string path) => P.DeleteSubvolume(path);
     public Errno Snapshot(string source, string dest, bool readOnly) => P.CreateSnapshot(source, dest, readOnly);

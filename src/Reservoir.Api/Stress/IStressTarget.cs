@@ -32,6 +32,9 @@ public interface IStressTarget
     Errno Rename(string from, string to);
     /// <summary>renameat2 with RENAME_EXCHANGE: the two names trade what they name.</summary>
     Errno Exchange(string a, string b);
+    /// <summary>renameat2 with RENAME_WHITEOUT: a rename that leaves a whiteout (a character
+    /// device 0:0, what overlayfs's upper layer holds) at the old name.</summary>
+    Errno RenameWhiteout(string from, string to);
     /// <summary>Creates a subvolume (fsstress's subvol_create); EOPNOTSUPP where there are none.</summary>
     Errno CreateSubvolume(string path);
     /// <summary>Deletes a subvolume with everything in it (subvol_delete).</summary>

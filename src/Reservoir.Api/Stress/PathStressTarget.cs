@@ -45,6 +45,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     public Errno Rmdir(string path) => Check(Libc.Rmdir(Full(path)));
     public Errno Rename(string from, string to) => Check(Libc.Rename(Full(from), Full(to)));
     public Errno Exchange(string a, string b) => Check(Libc.Renameat2(Libc.AT_FDCWD, Full(a), Libc.AT_FDCWD, Full(b), Libc.RENAME_EXCHANGE));
+    public Errno RenameWhiteout(string from, string to) => Check(Libc.Renameat2(Libc.AT_FDCWD, Full(from), Libc.AT_FDCWD, Full(to), Libc.RENAME_WHITEOUT));
     // Subvolumes through the ioctls that `reservoir subvolume` uses on a mount (btrfs's numbers
     // for create and delete; on kernel btrfs a snapshot goes through its own ioctl). A
     // filesystem without subvolumes (ext4, tmpfs) answers ENOTTY: reported as EOPNOTSUPP, as
@@ -323,6 +324,7 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         [DllImport("libc", EntryPoint = "rename", SetLastError = true)] public static extern int Rename(string from, string to);
         [DllImport("libc", EntryPoint = "renameat2", SetLastError = true)] public static extern int Renameat2(int oldDirFd, string from, int newDirFd, string to, uint flags);
         public const uint RENAME_EXCHANGE = 2;
+        public const uint RENAME_WHITEOUT = 4;
         [DllImport("libc", EntryPoint = "chmod", SetLastError = true)] public static extern int Chmod(string path, uint mode);
         [DllImport("libc", EntryPoint = "setxattr", SetLastError = true)] public static extern int Setxattr(string path, string name, byte* value, nuint size, int flags);
         [DllImport("libc", EntryPoint = "removexattr", SetLastError = true)] public static extern int Removexattr(string path, string name);

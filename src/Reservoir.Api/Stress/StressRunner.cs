@@ -53,7 +53,7 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile", "whiteout"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
@@ -64,6 +64,8 @@ public static class StressRunner
         // open(O_TMPFILE), written, then named by linkat: off unless asked for (-f tmpfile=N), so
         // that every seed run before it existed still makes the same operations.
         ["tmpfile"] = 0,
+        // renameat2(RENAME_WHITEOUT), overlayfs's rename: off unless asked for (-f whiteout=N).
+        ["whiteout"] = 0,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -252,7 +254,7 @@ public static class StressRunner
             // A subvolume trading places (RENAME_EXCHANGE) with any directory or subvolume of
             // the worker's: refused across subvolumes for a plain directory, and into itself.
             "subvol_exchange" => [m.Subvols.Count > 0 ? Pick(rng, m.Subvols.ToList()) : name, Pick(rng, m.Dirs.ToList())],
-            "link" or "rename" => [file, dir + "/f" + rng.Next(10)],
+            "link" or "rename" or "whiteout" => [file, dir + "/f" + rng.Next(10)],
             "write" or "mwrite" => [file, rng.Next(0, 300_000).ToString(CultureInfo.InvariantCulture), rng.Next(1, 65_536).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             "dwrite" => [file, (rng.Next(0, 64) * 4096).ToString(CultureInfo.InvariantCulture), (rng.Next(1, 16) * 4096).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             "read" or "dread" or "fallocate" or "punch" or "zero" => [file, rng.Next(0, 300_000).ToString(CultureInfo.InvariantCulture), rng.Next(1, 100_000).ToString(CultureInfo.InvariantCulture)],
@@ -459,6 +461,20 @@ public static class StressRunner
                     m.Subvols.RemoveWhere(k => k == a[0] || k.StartsWith(below, StringComparison.Ordinal));
                 }
                 break;
+            case "whiteout":
+                {
+                    // No whiteout where the rename does nothing: one name, or two names of one
+                    // file (the VFS returns before asking the filesystem). The whiteout is a
+                    // node like a FIFO for what later operations answer.
+                    bool nothing = a[0] == a[1] || (m.Files.TryGetValue(a[0], out var wf) && ReferenceEquals(m.Files.GetValueOrDefault(a[1]), wf));
+                    e = t.RenameWhiteout(a[0], a[1]);
+                    if (e == Errno.OK && !nothing)
+                    {
+                        RenameModel(m, a[0], a[1]);
+                        m.Fifos.Add(a[0]);
+                    }
+                    break;
+                }
             case "rename":
                 // Of whatever the name holds: a file mostly, but a directory after
                 // subvol_exchange traded a file's name for it (the model ignored those and kept

@@ -265,14 +265,15 @@ public class MountTests(ITestOutputHelper log)
     /// final trees hash the same; then the image unmounts with no leaked byte and fsck is clean.
     /// Unaligned O_DIRECT reads are left out: ext4 refuses them (EINVAL), Reservoir serves them;
     /// so are subvolume operations, which ext4 has not (see the next test). open(O_TMPFILE)
-    /// files named by linkat are in the mix (`-f tmpfile=2`).
+    /// files named by linkat are in the mix (`-f tmpfile=2`), and so are renames that leave a
+    /// whiteout (`-f whiteout=2`).
     /// The runner is a child process, as programs on a mount are.
     /// </summary>
     [Fact]
     public void StressThroughTheMountAgreesWithKernelExt4()
     {
         string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")} stress";
-        string args = "-p 4 -n 1500 -s 23 -f dread=0 -f tmpfile=2 -f subvol_create=0 -f subvol_delete=0 -f subvol_rename=0 -f subvol_exchange=0 -f snapshot=0";
+        string args = "-p 4 -n 1500 -s 23 -f dread=0 -f tmpfile=2 -f whiteout=2 -f subvol_create=0 -f subvol_delete=0 -f subvol_rename=0 -f subvol_exchange=0 -f snapshot=0";
         using var m = new MountedImage();
         m.Run("mkdir st");
         string logR = Path.Combine(Path.GetDirectoryName(m.Image)!, "reservoir.log"), logE = Path.Combine(Path.GetDirectoryName(m.Image)!, "ext4.log");

@@ -169,6 +169,30 @@ public class StressTests(ITestOutputHelper log)
     }
 
     /// <summary>
+    /// Renames that leave a whiteout (renameat2 RENAME_WHITEOUT) under the deterministic
+    /// scheduler among every other operation, snapshots and subvolume moves included: the model
+    /// takes each whiteout for a node at the old name, every file agrees with it after every
+    /// operation, nothing leaks, fsck is clean.
+    /// </summary>
+    [Theory]
+    [InlineData(81)]
+    [InlineData(82)]
+    public void WhiteoutRenamesUnderStressLeaveTheirNodes(int seed)
+    {
+        var (r, leaked, dev) = RunDeterministic(seed, workers: 4, ops: 800, o =>
+        {
+            o.CheckEach = true;
+            o.Frequencies["whiteout"] = 10;
+            o.Frequencies["snapshot"] = 3;
+        });
+        Assert.True(r.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
+        Assert.True(r.OpCounts.GetValueOrDefault("whiteout") > 50, "too few whiteout renames to test anything");
+        Assert.Equal(0, leaked);
+        FsckAssert.Clean(dev);
+        log.WriteLine($"seed {seed}: {r.Operations} operations, {r.OpCounts["whiteout"]} whiteout renames");
+    }
+
+    /// <summary>
     /// Snapshots, subvolumes and clones under stress with quotas on and a referrer entry for
     /// every extent the commit searches (docs/SNAPSHOTS.md §3): the entries' cursors and known
     /// referrers live across commits while the workers, the flusher and the committer
