@@ -174,6 +174,20 @@ public static class OnlineSubvolume
         return e;
     }
 
+    /// <summary>FITRIM (fstrim) on the mounted filesystem: discards its free ranges of at least
+    /// <paramref name="minLen"/> bytes; <paramref name="trimmed"/> the bytes discarded.</summary>
+    public static Errno Trim(string dir, ulong minLen, out ulong trimmed)
+    {
+        var b = new byte[24];
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(8), ulong.MaxValue);
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(16), minLen);
+        var e = OnDirectory(dir, fd => Ioctl(fd, FiTrim, b));
+        trimmed = e == Errno.OK ? BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(8)) : 0;
+        return e;
+    }
+
+    private const uint FiTrim = 0xC0185879;
+
     /// <summary>Every qgroup relation (member, parent) of the mounted filesystem.</summary>
     public static Errno QgroupRelations(string dir, out List<(ulong Child, ulong Parent)> relations)
     {

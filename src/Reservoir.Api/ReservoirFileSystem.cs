@@ -233,6 +233,15 @@ public sealed class ReservoirFileSystem : IDisposable
     /// <summary>Commits everything written so far (sync(2)).</summary>
     public void Sync() => Check(Engine.Sync(), "/");
 
+    /// <summary>fstrim: commits, then gives the free space back to the device (punches holes in
+    /// an image file, so it takes only what its files need on the host). Free ranges shorter
+    /// than <paramref name="minimumLength"/> bytes are left. Returns the bytes discarded.</summary>
+    public ulong Trim(ulong minimumLength = 0)
+    {
+        Check(Engine.Trim(0, ulong.MaxValue, minimumLength, out ulong trimmed), "/");
+        return trimmed;
+    }
+
     public StatFsInfo StatFs()
     {
         Engine.StatFs(out var s);

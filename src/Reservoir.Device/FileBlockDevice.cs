@@ -100,6 +100,27 @@ public sealed class FileBlockDevice : IBlockDevice
         if (startWriteOut && OperatingSystem.IsLinux()) _ = SyncFileRange(_handle, (long)offset, total, SyncFileRangeWrite);
     }
 
+    /// <summary>Punches a hole in the image (fallocate PUNCH_HOLE | KEEP_SIZE): the host frees
+    /// the blocks and the range reads zeros. 0 where the host filesystem cannot (EOPNOTSUPP) or
+    /// the image is a block device (its discard is left to the kernel's loop device).</summary>
+    public ulong Discard(ulong offset, ulong length)
+    {
+        if (ReadOnly || !OperatingSystem.IsLinux() || length == 0) return 0;
+        Check(offset, 0);
+        ulong n = Math.Min(length, Size - offset);
+        const int PunchHole = 0x02, KeepSize = 0x01;
+        if (SysFallocate(_handle, PunchHole | KeepSize, (long)offset, (long)n) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno is 95 or 19) return 0; // EOPNOTSUPP, ENODEV: not a regular file that can
+            throw new DeviceIOException($"fallocate(PUNCH_HOLE) failed: errno {errno}", offset);
+        }
+        return n;
+    }
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "fallocate")]
+    private static extern int SysFallocate(SafeFileHandle fd, int mode, long offset, long len);
+
     public void Flush()
     {
         if (ReadOnly) return;

@@ -26,6 +26,12 @@ public interface IBlockDevice : IDisposable
     /// <summary>Makes every completed write durable (fsync / FLUSH+FUA).</summary>
     void Flush();
 
+    /// <summary>Tells the device the range holds nothing anyone needs (FITRIM, BLKDISCARD): its
+    /// bytes become unspecified. An image file punches a hole there, giving the host its space
+    /// back (and reads zeros). Returns the bytes discarded: 0 where the device cannot (the
+    /// default; a device that models crashes loses nothing by keeping the bytes).</summary>
+    ulong Discard(ulong offset, ulong length) => 0;
+
     /// <summary>A gathered write as one <see cref="Write"/> of the buffers copied together.</summary>
     protected static void GatherByCopy(IBlockDevice dev, ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)
     {

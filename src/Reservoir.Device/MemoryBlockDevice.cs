@@ -35,6 +35,24 @@ public sealed class MemoryBlockDevice : IBlockDevice
         }
     }
 
+    /// <summary>Zeroes the range, dropping whole chunks (as a hole in a sparse image).</summary>
+    public ulong Discard(ulong offset, ulong length)
+    {
+        Check(offset, 0);
+        ulong end = Math.Min(Size, offset + length);
+        lock (_lock)
+            for (ulong at = offset; at < end;)
+            {
+                ulong idx = at >> ChunkShift;
+                int within = (int)(at & (ChunkSize - 1));
+                int n = (int)Math.Min((ulong)(ChunkSize - within), end - at);
+                if (within == 0 && n == ChunkSize) _chunks.Remove(idx);
+                else if (_chunks.TryGetValue(idx, out var c)) c.AsSpan(within, n).Clear();
+                at += (ulong)n;
+            }
+        return end - offset;
+    }
+
     public void Write(ulong offset, ReadOnlySpan<byte> data)
     {
         if (ReadOnly) throw new FsException(Errno.EROFS, "device is read-only");

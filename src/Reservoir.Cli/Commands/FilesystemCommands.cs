@@ -11,6 +11,42 @@ internal static class FilesystemCommands
 {
     public static IEnumerable<Command> Build(CliContext ctx) => [Filesystem(ctx)];
 
+    /// <summary>`reservoir filesystem trim IMAGE|PATH`: fstrim for an image (punches holes in
+    /// the image file where the filesystem has free space, so the host gets it back) or, on a
+    /// mounted path, the FITRIM ioctl fstrim(8) sends.</summary>
+    private static Command Trim(CliContext ctx)
+    {
+        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var minimum = new Option<string>("--minimum", "-m") { Description = "Discard only free ranges at least this long (e.g. 1M)", DefaultValueFactory = _ => "0" };
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "Print how much was discarded" };
+        var cmd = new Command("trim", "Give the image's free space back to the host (fstrim)") { image, minimum, verbose };
+        cmd.SetAction(pr =>
+        {
+            string at = pr.GetValue(image)!;
+            if (!Units.TryParseSize(pr.GetValue(minimum)!, out ulong minLen))
+            {
+                ctx.Err.WriteLine($"reservoir filesystem trim: '{pr.GetValue(minimum)}' is not a size");
+                return 2;
+            }
+            ulong trimmed;
+            Errno e;
+            if (Directory.Exists(at)) e = OnlineSubvolume.Trim(at, minLen, out trimmed);
+            else
+            {
+                using var mounted = QuotaCommands.MountRw(at);
+                e = mounted.Fs.Trim(0, ulong.MaxValue, minLen, out trimmed);
+            }
+            if (e != Errno.OK)
+            {
+                ctx.Err.WriteLine(e == Errno.ENOTTY ? $"reservoir filesystem trim: {at}: not on a mounted Reservoir" : $"reservoir filesystem trim: {at}: {e.Describe()}");
+                return 1;
+            }
+            if (pr.GetValue(verbose)) ctx.Out.WriteLine($"{at}: {Units.Human(trimmed)} ({trimmed} bytes) trimmed");
+            return 0;
+        });
+        return cmd;
+    }
+
     private static Command Filesystem(CliContext ctx)
     {
         var cmd = new Command("filesystem", "Filesystem-wide information");
@@ -86,6 +122,7 @@ internal static class FilesystemCommands
             return 0;
         });
         cmd.Subcommands.Add(usage);
+        cmd.Subcommands.Add(Trim(ctx));
         return cmd;
     }
 }

@@ -12,7 +12,7 @@ internal static class QuotaCommands
 {
     public static IEnumerable<Command> Build(CliContext ctx) => [Quota(ctx), Qgroup(ctx)];
 
-    private static ImageMount MountRw(string path)
+    internal static ImageMount MountRw(string path)
     {
         var dev = Device.FileBlockDevice.Open(path);
         try { return new ImageMount(Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }), dev); }

@@ -17,7 +17,7 @@ namespace Reservoir.Engine.Alloc;
 /// on it for extent-tree updates, and deletions may use it so that a full filesystem can
 /// always be emptied.
 /// </summary>
-internal sealed class SpaceManager
+internal sealed partial class SpaceManager
 {
     private readonly FsMutex _lock; // guards every field below and every BlockGroup's mutable state
     private readonly List<BlockGroup> _groups = new();

@@ -86,6 +86,11 @@ internal sealed partial class FuseBridge
     internal const uint FsIocFsGetXattr = 0x801C581F, FsIocFsSetXattr = 0x401C5820;
     private const int FsxattrSize = 28;
 
+    /// <summary>fstrim(8): FITRIM = _IOWR('X', 121, struct fstrim_range { u64 start, len,
+    /// minlen }), on any file or directory of the mount; root only (CAP_SYS_ADMIN, as every
+    /// filesystem asks); answers the range with len set to the bytes discarded.</summary>
+    internal const uint FiTrim = 0xC0185879;
+
     /// <summary>FS_NOCOW_FL ('C'), the one flag kept: btrfs's NODATACOW.</summary>
     private const uint FsNocowFl = 0x00800000;
 
@@ -202,8 +207,9 @@ internal sealed partial class FuseBridge
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
-                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr)) return Errno.ENOTTY;
+                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim)) return Errno.ENOTTY;
         if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
+        if (cmd == FiTrim) return Trim(ref r, ref w, inSize, U32(s, 28));
         if (cmd == FsIocGetFlags) return GetFlags(ref w, ino, U32(s, 28));
         if (cmd == FsIocSetFlags) return SetFlags(ref r, ref w, ino, inSize);
         if (cmd == FsIocFsGetXattr)
@@ -290,6 +296,22 @@ internal sealed partial class FuseBridge
         // subvolume create|snapshot` waits for the new device instead; IocFsIdentity's flag).
         if (cmd != IocSnapDestroy) Submounts?.MountNew(NodeIds.Decode(made.Ino).TreeId);
         IoctlDone(ref w);
+        return Errno.OK;
+    }
+
+    private Errno Trim(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
+    {
+        if (r.Uid != 0) return Errno.EPERM;
+        if (inSize != 24 || outSize != 24 || !r.TryBytes(24, out var range)) return Errno.EINVAL;
+        ulong start = BinaryPrimitives.ReadUInt64LittleEndian(range), len = BinaryPrimitives.ReadUInt64LittleEndian(range[8..]);
+        ulong minLen = BinaryPrimitives.ReadUInt64LittleEndian(range[16..]);
+        var e = fs.Trim(start, len, minLen, out ulong trimmed);
+        if (e != Errno.OK) return e;
+        IoctlDone(ref w);
+        var o = w.Take(24);
+        BinaryPrimitives.WriteUInt64LittleEndian(o, start);
+        BinaryPrimitives.WriteUInt64LittleEndian(o[8..], trimmed);
+        BinaryPrimitives.WriteUInt64LittleEndian(o[16..], minLen);
         return Errno.OK;
     }
 

@@ -1,0 +1,74 @@
+using Reservoir.Format;
+
+namespace Reservoir.Engine.Alloc;
+
+internal sealed partial class SpaceManager
+{
+    /// <summary>The most discarded under one hold of the space lock.</summary>
+    public const ulong TrimPiece = 64UL << 20;
+
+    /// <summary>
+    /// FITRIM: hands every free range of at least <paramref name="minLen"/> bytes within
+    /// [<paramref name="from"/>, <paramref name="to"/>) to <paramref name="discard"/> (an image
+    /// file punches a hole, so the host gets its space back): the free ranges of every block
+    /// group, and the slots no group has taken, less the superblock copies. What is free here is
+    /// free in the last commit too (space the running transaction frees stays pinned until its
+    /// commit is durable, and a group is removed only with nothing pinned), so a discarded range
+    /// holds nothing a commit needs, as a range the allocator reuses holds nothing. Each piece
+    /// (at most <paramref name="piece"/> bytes, <see cref="TrimPiece"/>; tests make it small
+    /// for more interleavings) is checked and discarded under the space lock, so nothing
+    /// allocates it meanwhile; the lock is let go between pieces, so allocations wait for at
+    /// most one. Returns the bytes discarded.
+    /// </summary>
+    public ulong Trim(Func<ulong, ulong, ulong> discard, ulong from, ulong to, ulong minLen, ulong piece = TrimPiece)
+    {
+        var candidates = new List<(ulong Start, ulong Len)>();
+        using (_lock.Lock())
+        {
+            foreach (var g in _groups)
+                foreach (var (s, l) in g.Free.Ranges)
+                    Clip(s, l);
+            foreach (var (s, l) in FreeSlots())
+                foreach (var (ps, pl) in WithoutSuperblocks(s, l))
+                    Clip(ps, pl);
+        }
+        void Clip(ulong s, ulong l)
+        {
+            ulong a = Math.Max(s, from), b = Math.Min(s + l, to);
+            if (b > a && b - a >= Math.Max(minLen, 1)) candidates.Add((a, b - a));
+        }
+        ulong trimmed = 0;
+        foreach (var (s, l) in candidates)
+            for (ulong at = s; at < s + l; at += piece)
+            {
+                ulong n = Math.Min(piece, s + l - at);
+                using (_lock.Lock())
+                    if (StillFreeUnsynchronized(at, n)) trimmed += discard(at, n);
+            }
+        return trimmed;
+    }
+
+    /// <summary>Whether [start, start+len) is still free: in its group's free ranges, or in a
+    /// slot no group has taken since. Caller holds the lock.</summary>
+    private bool StillFreeUnsynchronized(ulong start, ulong len)
+    {
+        var g = GroupOfUnsynchronized(start);
+        if (g != null) return start + len <= g.End && g.Free.Contains(start, len);
+        var last = GroupOfUnsynchronized(start + len - 1);
+        return last == null && !_groups.Any(x => x.Start < start + len && x.End > start);
+    }
+
+    /// <summary>A slot's range less the block-aligned spans of the superblock copies in it.</summary>
+    private IEnumerable<(ulong Start, ulong Len)> WithoutSuperblocks(ulong start, ulong len)
+    {
+        ulong at = start, end = start + len, unit = (ulong)BlockSize;
+        foreach (var sb in _superblocks.Order())
+        {
+            ulong a = Common.Units.AlignDown(sb, unit), b = Common.Units.AlignUp(sb + FormatConstants.SuperblockSize, unit);
+            if (b <= at || a >= end) continue;
+            if (a > at) yield return (at, a - at);
+            at = Math.Max(at, b);
+        }
+        if (at < end) yield return (at, end - at);
+    }
+}

@@ -1,0 +1,102 @@
+using Reservoir.Common;
+using Reservoir.Device;
+using Reservoir.Engine;
+using Reservoir.Engine.Tx;
+using Xunit;
+using static Reservoir.Tests.TestFs;
+
+namespace Reservoir.Tests.Engine;
+
+/// <summary>
+/// fstrim (<see cref="Filesystem.Trim"/>): free space handed back to the device, which for a
+/// memory device zeroes it (an image file punches holes). What is discarded must be free in the
+/// last commit and stay free while it is discarded: the deleted file's blocks read zeros
+/// afterwards, every live file reads back and fsck checks every data checksum, also while
+/// writers allocate and free beside the trim under the deterministic scheduler. The mount's
+/// test runs fstrim(8) on an image (MountTests.FstrimGivesTheImageSpaceBack).
+/// </summary>
+public class TrimTests
+{
+    private const ulong Root = Filesystem.RootIno;
+
+    [Fact]
+    public void ADeletedFilesBlocksAreDiscardedAndEveryLiveFileReadsBack()
+    {
+        var dev = NewDevice(128UL << 20);
+        var keep = new byte[1 << 20];
+        var gone = new byte[4 << 20];
+        new Random(5).NextBytes(keep);
+        new Random(6).NextBytes(gone);
+        ulong k;
+        using (var fs = Mount(dev))
+        {
+            k = CreateFile(fs, Root, "keep", keep);
+            ulong g = CreateFile(fs, Root, "gone", gone);
+            Ok(fs.Sync());
+            Ok(fs.ExtentMap(g, out var map));
+            var extents = map.Where(x => x.DiskBytenr != 0).ToList();
+            Assert.NotEmpty(extents);
+            Assert.Contains(extents, x => !DeviceZero(dev, x.DiskBytenr, x.DiskLength));
+            Ok(fs.Unlink(Root, "gone"));                 // pinned until a commit: Trim commits
+            Ok(fs.Trim(0, ulong.MaxValue, 0, out ulong trimmed));
+            Assert.True(trimmed >= (ulong)gone.Length, $"trimmed {trimmed}");
+            foreach (var x in extents) Assert.True(DeviceZero(dev, x.DiskBytenr, x.DiskLength), $"extent {x.DiskBytenr} not discarded");
+            Assert.Equal(keep, ReadAll(fs, k));
+            // Nothing is at least as long as the device: nothing to discard.
+            Ok(fs.Trim(0, ulong.MaxValue, dev.Size, out ulong none));
+            Assert.Equal(0UL, none);
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, ReadOnly = true }))
+        {
+            Assert.Equal(keep, ReadAll(fs, k));
+            Assert.Equal(Errno.EROFS, fs.Trim(0, ulong.MaxValue, 0, out _));
+        }
+    }
+
+    [Fact]
+    public void TrimmingBesideWritersDiscardsOnlyWhatIsFree()
+    {
+        UnderScheduler(8, () => new MountOptions { CommitIntervalMs = 5 }, (seed, s, fs, failures) =>
+        {
+            var kept = new Dictionary<string, byte[]>();
+            void Note(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
+            var writers = Enumerable.Range(0, 2).Select(w => s.Start($"writer{w}", () =>
+            {
+                var rng = new Random(seed * 10 + w);
+                for (int i = 0; i < 12; i++)
+                {
+                    var data = new byte[rng.Next(1, 6) * 65536 + rng.Next(4096)];
+                    rng.NextBytes(data);
+                    string name = $"w{w}-{i}";
+                    Note($"create {name}", fs.Create(Root, name, 0x1A4, 0, 0, out var a));
+                    Note($"write {name}", fs.Write(a.Ino, 0, data, out _));
+                    // Written back now, so extents are allocated while the trimmer runs.
+                    Note("fsync", fs.Fsync(a.Ino));
+                    if (i % 3 == 2) Note($"unlink {name}", fs.Unlink(Root, name));
+                    else lock (kept) kept[name] = data;
+                }
+            })).ToList();
+            var trimmer = s.Start("trimmer", () =>
+            {
+                // 256 KiB a piece: the lock is let go often, so writers allocate in between.
+                for (int i = 0; i < 12; i++) Note($"trim {i}", fs.Trim(0, ulong.MaxValue, 0, 256UL << 10, out _));
+            });
+            foreach (var t in writers) t.Join();
+            trimmer.Join();
+            foreach (var (name, data) in kept)
+            {
+                Ok(fs.Lookup(Root, name, out var a));
+                if (!ReadAll(fs, a.Ino).AsSpan().SequenceEqual(data)) failures.Add($"{name} differs after trimming");
+            }
+            Ok(fs.Sync());
+        });
+    }
+
+    private static bool DeviceZero(MemoryBlockDevice dev, ulong at, ulong len)
+    {
+        var buf = new byte[len];
+        dev.Read(at, buf);
+        return buf.AsSpan().IndexOfAnyExcept((byte)0) < 0;
+    }
+}
