@@ -158,7 +158,7 @@ public class NameLimitsTests
             Assert.Equal(Errno.ENOSPC, fs.SetXattr(f, names[0], longer));
             Ok(fs.SetXattr(f, names[0], "w"u8));                             // the same length fits
             // user 1000 may read: a named entry, which needs the ACL stored.
-            byte[] acl = AclValue((0x01, 6, uint.MaxValue), (0x02, 4, 1000), (0x04, 4, uint.MaxValue), (0x10, 4, uint.MaxValue), (0x20, 4, uint.MaxValue));
+            byte[] acl = PosixAclTests.Acl((0x01, 6, uint.MaxValue), (0x02, 4, 1000), (0x04, 4, uint.MaxValue), (0x10, 4, uint.MaxValue), (0x20, 4, uint.MaxValue));
             Assert.Equal(Errno.ENOSPC, fs.SetXattr(f, "system.posix_acl_access"u8, acl));
             Assert.Null(fs.Fs.FailedReason);
             Ok(fs.GetXattr(f, names[0], out var v0));
@@ -170,19 +170,5 @@ public class NameLimitsTests
             Ok(fs.Sync());
         }
         FsckAssert.Clean(dev);
-    }
-
-    private static byte[] AclValue(params (ushort Tag, ushort Perm, uint Id)[] entries)
-    {
-        var b = new byte[4 + 8 * entries.Length];
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(b, 2);
-        for (int i = 0; i < entries.Length; i++)
-        {
-            var s = b.AsSpan(4 + 8 * i);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(s, entries[i].Tag);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(s[2..], entries[i].Perm);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(s[4..], entries[i].Id);
-        }
-        return b;
     }
 }

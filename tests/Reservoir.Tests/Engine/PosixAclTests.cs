@@ -18,7 +18,7 @@ public class PosixAclTests
 {
     private const ushort UO = PosixAcl.UserObj, U = PosixAcl.User, GO = PosixAcl.GroupObj, G = PosixAcl.Group, M = PosixAcl.Mask, O = PosixAcl.Other;
 
-    private static byte[] Acl(params (ushort Tag, ushort Perm, uint Id)[] entries) => AclVersion(2, entries);
+    internal static byte[] Acl(params (ushort Tag, ushort Perm, uint Id)[] entries) => AclVersion(2, entries);
 
     private static byte[] AclVersion(uint version, params (ushort Tag, ushort Perm, uint Id)[] entries)
     {
