@@ -6,14 +6,17 @@ namespace Reservoir.Device;
 /// A device that remembers which writes have not been flushed, so a test can "cut the power"
 /// at any write or flush and get back an image in which each unflushed write either reached the
 /// disk or did not, independently (which models reordering), optionally torn at 512-byte
-/// sectors. After <see cref="CutAfterOps"/> operations the device dies: every later call throws.
+/// sectors. A discard is an unflushed change like a write: the range reads zeros at once, and
+/// after a power cut it was applied whole or not at all, as a drive may apply a discard early
+/// or late. After <see cref="CutAfterOps"/> operations the device dies: every later call throws.
 /// Also injects IO errors on chosen operations (<see cref="FailWhen"/>).
 /// </summary>
 public sealed class CrashSimDevice : IBlockDevice
 {
     private readonly MemoryBlockDevice _durable;
     private readonly MemoryBlockDevice _current;
-    private readonly List<(ulong Offset, byte[] Data)> _pending = new();
+    /// <summary>Unflushed writes, and discards (Data null, Length bytes), in order.</summary>
+    private readonly List<(ulong Offset, byte[]? Data, ulong Length)> _pending = new();
     private readonly object _lock = new(); // guards _pending, counters and the two images
     public ulong Size => _durable.Size;
     public bool ReadOnly => false;
@@ -56,8 +59,26 @@ public sealed class CrashSimDevice : IBlockDevice
             if (FailWhen?.Invoke(true, offset, data.Length) == true) throw new DeviceIOException("injected write error", offset);
             Writes++;
             _current.Write(offset, data);
-            _pending.Add((offset, data.ToArray()));
+            _pending.Add((offset, data.ToArray(), (ulong)data.Length));
         }
+    }
+
+    public ulong Discard(ulong offset, ulong length)
+    {
+        lock (_lock)
+        {
+            Tick(offset);
+            Writes++;
+            ulong n = _current.Discard(offset, length);
+            _pending.Add((offset, null, n));
+            return n;
+        }
+    }
+
+    private static void Apply(MemoryBlockDevice img, ulong offset, byte[]? data, ulong length)
+    {
+        if (data == null) img.Discard(offset, length);
+        else img.Write(offset, data);
     }
 
     public void Flush()
@@ -71,7 +92,7 @@ public sealed class CrashSimDevice : IBlockDevice
                 throw new DeviceIOException("power cut", ulong.MaxValue);
             }
             Flushes++;
-            foreach (var (off, d) in _pending) _durable.Write(off, d);
+            foreach (var (off, d, n) in _pending) Apply(_durable, off, d, n);
             _pending.Clear();
         }
     }
@@ -95,9 +116,10 @@ public sealed class CrashSimDevice : IBlockDevice
         lock (_lock)
         {
             var img = _durable.Clone();
-            foreach (var (off, d) in _pending)
+            foreach (var (off, d, n) in _pending)
             {
                 if (rng.Next(2) == 0) continue;
+                if (d == null) { img.Discard(off, n); continue; }
                 int len = d.Length;
                 if (tear && len > 512 && rng.Next(4) == 0) len = rng.Next(1, len / 512) * 512;
                 img.Write(off, d.AsSpan(0, len));
@@ -113,8 +135,8 @@ public sealed class CrashSimDevice : IBlockDevice
         lock (_lock)
         {
             var img = _durable.Clone();
-            foreach (var (off, d) in _pending)
-                if (keep(off, d.Length)) img.Write(off, d);
+            foreach (var (off, d, n) in _pending)
+                if (keep(off, (int)Math.Min(n, int.MaxValue))) Apply(img, off, d, n);
             return img;
         }
     }
