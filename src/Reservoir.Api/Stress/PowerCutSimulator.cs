@@ -44,6 +44,9 @@ public static class PowerCutSimulator
         /// <summary>fsyncs of the reference runs that the fsync log made durable (the rest
         /// committed).</summary>
         public long LogWrites;
+        /// <summary>Cut points past the end of a cut run that took fewer device operations than
+        /// its reference run (its durable end checked instead).</summary>
+        public int CutsPastTheEnd;
         public readonly List<string> Failures = new();
         public bool Ok => Failures.Count == 0;
     }
@@ -185,7 +188,16 @@ public static class PowerCutSimulator
                 finally { try { fs.Dispose(); } catch (FsException) { } }
             }
             catch (FsException) { }
-            if (!dev.Dead) { r.Failures.Add($"{name}: cut at {cut} of {total} did not stop the device"); continue; }
+            if (!dev.Dead)
+            {
+                // The run finished in fewer device operations than the reference run (the
+                // engine's threads batch writeback differently from one run to the next, more
+                // so on a loaded machine): the cut fell past its end. Nothing was cut; what it
+                // left durable must still be the last durable point.
+                if (dev.Ops <= cut && Durable(dev).SequenceEqual(snaps[^1].State)) { r.CutsPastTheEnd++; continue; }
+                r.Failures.Add($"{name}: cut at {cut} of {total} did not stop the device ({dev.Ops} operations)");
+                continue;
+            }
             int done = Math.Min(completed, snaps.Count - 1);
             var before = snaps[done].State;
             var inFlight = done + 1 < snaps.Count ? snaps[done + 1].State : null;
