@@ -310,7 +310,10 @@ public sealed partial class Filesystem : IDisposable
         ulong total = s.UsableBytes / bs;
         ulong used = Math.Min(total, (s.Data.Used + s.Data.Reserved + s.Meta.Used + s.Data.Pinned + s.Meta.Pinned) / bs);
         ulong avail = Math.Min(total - used, s.DataAvailable / bs);
-        st = new StatFsInfo((uint)bs, total, total - used, avail, total, avail, FormatConstants.MaxNameLength, Fs.Fsid);
+        // No inode table: inodes are made as space allows, so there is no count to give (btrfs
+        // answers 0 and 0 too, and df -i shows "-"; the free blocks given as free inodes made an
+        // empty filesystem look 7% full of inodes).
+        st = new StatFsInfo((uint)bs, total, total - used, avail, 0, 0, FormatConstants.MaxNameLength, Fs.Fsid);
         return Errno.OK;
     }
 

@@ -50,11 +50,7 @@ internal static class MountCommand
     private static int Serve(CliContext ctx, string image, string dir, FuseMountOptions o)
     {
         using var dev = FileBlockDevice.Open(image, readOnly: o.ReadOnly);
-        using var fs = Filesystem.Mount(dev, new MountOptions
-        {
-            ReadOnly = o.ReadOnly, CommitIntervalMs = o.CommitSeconds * 1000, FsyncLog = o.FsyncLog, Log = m => ctx.Err.WriteLine($"reservoir: {m}"),
-            Atime = o.NoAtime ? AtimeMode.NoAtime : o.StrictAtime ? AtimeMode.StrictAtime : AtimeMode.Relatime, NoDirAtime = o.NoDirAtime,
-        });
+        using var fs = Filesystem.Mount(dev, o.EngineOptions(m => ctx.Err.WriteLine($"reservoir: {m}")));
         FuseSession session;
         try { session = FuseSession.Mount(fs, image, dir, o, m => ctx.Err.WriteLine(m)); }
         catch (FsException ex) { ctx.Err.WriteLine($"reservoir mount: {ex.Message}"); return 1; }

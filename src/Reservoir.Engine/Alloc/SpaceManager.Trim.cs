@@ -4,6 +4,42 @@ namespace Reservoir.Engine.Alloc;
 
 internal sealed partial class SpaceManager
 {
+    /// <summary>Commits whose freed ranges are being discarded (-o discard) before they become
+    /// free: a reservation that finds too little space waits for them (guarded by the lock).</summary>
+    private int _discarding;
+
+    /// <summary>
+    /// -o discard: instead of <see cref="Unpin"/>, the ranges the commit freed are taken out to
+    /// be discarded; they stay pinned (counted, not allocatable) until
+    /// <see cref="UnpinDiscarded"/> returns them, so nothing can allocate a range while its
+    /// discard is under way. Called where <see cref="Unpin"/> would be.
+    /// </summary>
+    public List<(ulong Start, ulong Len, BlockGroup Group)> TakePinnedForDiscard()
+    {
+        using var _ = _lock.Lock();
+        var taken = _pinned.ToList();
+        _pinned.Clear();
+        if (taken.Count > 0) _discarding++;
+        return taken;
+    }
+
+    /// <summary>Returns ranges <see cref="TakePinnedForDiscard"/> took, discarded or not, to the
+    /// free space, and wakes reservations waiting for them.</summary>
+    public void UnpinDiscarded(List<(ulong Start, ulong Len, BlockGroup Group)> taken)
+    {
+        if (taken.Count == 0) return;
+        using var _ = _lock.Lock();
+        foreach (var (s, l, g) in taken)
+        {
+            g.Free.Add(s, l);
+            g.Pinned -= l;
+            var k = Kind(g.Flags);
+            SpaceInfo.Sub(ref k.Pinned, l, k);
+        }
+        _discarding--;
+        _lock.PulseAll();
+    }
+
     /// <summary>The most discarded under one hold of the space lock.</summary>
     public const ulong TrimPiece = 64UL << 20;
 
@@ -46,6 +82,14 @@ internal sealed partial class SpaceManager
                     if (StillFreeUnsynchronized(at, n)) trimmed += discard(at, n);
             }
         return trimmed;
+    }
+
+    /// <summary>Whether [start, start+len) is free space now (<see cref="StillFreeUnsynchronized"/>
+    /// under the lock; tests ask it from inside a device's discard).</summary>
+    public bool IsFree(ulong start, ulong len)
+    {
+        using var _ = _lock.Lock();
+        return StillFreeUnsynchronized(start, len);
     }
 
     /// <summary>Whether [start, start+len) is still free: in its group's free ranges, or in a

@@ -184,7 +184,13 @@ internal sealed partial class SpaceManager
     {
         using var _ = _lock.Lock();
         ulong mExtra = data ? 0 : bytes, dExtra = data ? bytes : 0;
-        if (!CanKeepUnsynchronized(mExtra, dExtra, useGlobalReserve)) return Errno.ENOSPC;
+        // Space a commit freed may still be on its way back through discard (-o discard): wait
+        // for it before answering ENOSPC.
+        while (!CanKeepUnsynchronized(mExtra, dExtra, useGlobalReserve))
+        {
+            if (_discarding == 0) return Errno.ENOSPC;
+            _lock.Wait();
+        }
         (data ? Data : Meta).MayUse += bytes;
         return Errno.OK;
     }

@@ -29,6 +29,7 @@ internal sealed partial class FsInfo
     {
         if (ReadOnly || FailedReason != null) return;
         using var serial = _commitMutex.Lock();
+        List<(ulong Start, ulong Len, Alloc.BlockGroup Group)>? toDiscard = null;
         _commitLock.EnterWrite();
         try
         {
@@ -88,7 +89,8 @@ internal sealed partial class FsInfo
             StartNextLog(sb);
             PublishSuperblock(sb, backups: !_durableOnlyInBackups);
             Lap(sw, ref Stats.CommitFlushMicros, lap);
-            Space.Unpin();
+            if (Options.Discard && !Device.ReadOnly) toDiscard = Space.TakePinnedForDiscard();
+            else Space.Unpin();
             Running = NewTransaction(tx.Transid + 1, tx.WithoutSharedRootRefs);
             long us = sw.ElapsedTicks * 1_000_000 / Stopwatch.Frequency;
             Stats.Commits++;
@@ -103,6 +105,40 @@ internal sealed partial class FsInfo
         finally
         {
             _commitLock.ExitWrite();
+        }
+        if (toDiscard != null) DiscardFreed(toDiscard);
+    }
+
+    /// <summary>-o discard, after the commit lock is let go (operations go on meanwhile): the
+    /// ranges the commit freed are discarded, then become free space. They were pinned through
+    /// the commit's flush, so no durable state needs them. A device error is noted and the
+    /// ranges are freed anyway (a discard is advice).</summary>
+    private void DiscardFreed(List<(ulong Start, ulong Len, Alloc.BlockGroup Group)> ranges)
+    {
+        try
+        {
+            foreach (var (s, l) in Merge(ranges))
+                try
+                {
+                    // Device IO, which other threads run beside (and the deterministic
+                    // scheduler interleaves with them).
+                    Sched.Yield("commit:discard");
+                    Device.Discard(s, l);
+                }
+                catch (DeviceIOException ex) { Warn($"discard of [{s}, +{l}) failed: {ex.Message}"); break; }
+        }
+        finally { Space.UnpinDiscarded(ranges); }
+
+        static IEnumerable<(ulong, ulong)> Merge(List<(ulong Start, ulong Len, Alloc.BlockGroup Group)> r)
+        {
+            ulong at = 0, len = 0;
+            foreach (var (s, l, _) in r.OrderBy(x => x.Start))
+            {
+                if (len > 0 && s == at + len) { len += l; continue; }
+                if (len > 0) yield return (at, len);
+                (at, len) = (s, l);
+            }
+            if (len > 0) yield return (at, len);
         }
     }
 

@@ -29,6 +29,11 @@ public sealed class MountOptions
     /// <summary>When reading a file's data or listing a directory updates its atime (Linux's
     /// relatime by default; FUSE leaves atime to the filesystem).</summary>
     public AtimeMode Atime { get; set; } = AtimeMode.Relatime;
+    /// <summary>Every commit discards what it freed (an image file gets holes punched), once
+    /// the commit is durable and before the space can be allocated again (btrfs's
+    /// discard=sync): the image shrinks as files go, at some cost to each commit. Off: run
+    /// fstrim (<see cref="Filesystem.Trim"/>) now and then.</summary>
+    public bool Discard { get; set; }
     /// <summary>Listing a directory leaves its atime alone (nodiratime).</summary>
     public bool NoDirAtime { get; set; }
     public IScheduler Scheduler { get; set; } = RealScheduler.Instance;

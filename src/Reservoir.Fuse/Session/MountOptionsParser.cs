@@ -17,6 +17,9 @@ public sealed class FuseMountOptions
     /// the engine keeps atime (FUSE leaves it to the filesystem).</summary>
     public bool NoAtime { get; set; }
     public bool StrictAtime { get; set; }
+    /// <summary>discard: every commit punches what it freed out of the image (the engine's
+    /// MountOptions.Discard); nodiscard (the default): fstrim does it when run.</summary>
+    public bool Discard { get; set; }
     public bool NoDirAtime { get; set; }
     public bool NoExec { get; set; }
     public bool Suid { get; set; }
@@ -89,6 +92,8 @@ public sealed class FuseMountOptions
                 case "relatime": NoAtime = StrictAtime = false; break;
                 case "strictatime": StrictAtime = true; NoAtime = false; break;
                 case "nodiratime": NoDirAtime = true; break;
+                case "discard": Discard = true; break;
+                case "nodiscard": Discard = false; break;
                 case "diratime": NoDirAtime = false; break;
                 case "noexec": NoExec = true; break;
                 case "suid": Suid = true; break;
@@ -117,6 +122,14 @@ public sealed class FuseMountOptions
         }
         return unknown;
     }
+
+    /// <summary>The engine's options these ask for (commit interval, fsync log, atime, discard).</summary>
+    public Engine.Tx.MountOptions EngineOptions(Action<string>? log = null) => new()
+    {
+        ReadOnly = ReadOnly, CommitIntervalMs = CommitSeconds * 1000, FsyncLog = FsyncLog, Log = log,
+        Atime = NoAtime ? Engine.Tx.AtimeMode.NoAtime : StrictAtime ? Engine.Tx.AtimeMode.StrictAtime : Engine.Tx.AtimeMode.Relatime,
+        NoDirAtime = NoDirAtime, Discard = Discard,
+    };
 
     public ulong MountFlags()
     {

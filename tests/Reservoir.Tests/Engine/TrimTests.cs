@@ -93,10 +93,111 @@ public class TrimTests
         });
     }
 
+    [Fact]
+    public void WithDiscardEveryCommitDiscardsWhatItFreed()
+    {
+        var dev = NewDevice(128UL << 20);
+        var keep = new byte[1 << 20];
+        var gone = new byte[4 << 20];
+        new Random(7).NextBytes(keep);
+        new Random(8).NextBytes(gone);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = true }))
+        {
+            ulong k = CreateFile(fs, Root, "keep", keep);
+            ulong g = CreateFile(fs, Root, "gone", gone);
+            Ok(fs.Sync());
+            Ok(fs.ExtentMap(g, out var map));
+            var extents = map.Where(x => x.DiskBytenr != 0).ToList();
+            Assert.Contains(extents, x => !DeviceZero(dev, x.DiskBytenr, x.DiskLength));
+            Ok(fs.Unlink(Root, "gone"));
+            Ok(fs.Sync());                               // the commit that frees them discards them
+            foreach (var x in extents) Assert.True(DeviceZero(dev, x.DiskBytenr, x.DiskLength), $"extent {x.DiskBytenr} not discarded");
+            Assert.Equal(keep, ReadAll(fs, k));
+            // The space is free again at once: the same amount fits.
+            CreateFile(fs, Root, "again", gone);
+            Ok(fs.Sync());
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>What a discarding commit hands the device is still held back from allocation
+    /// (pinned) while the discard runs.</summary>
+    [Fact]
+    public void ADiscardingCommitKeepsItsRangesFromAllocationUntilDiscarded()
+    {
+        var inner = NewDevice(128UL << 20);
+        Filesystem? fs = null;
+        var seen = new List<(ulong At, ulong Len, bool FreeDuring)>();
+        var dev = new HookedDevice(inner, (at, len) => seen.Add((at, len, fs!.Fs.Space.IsFree(at, len))));
+        using (fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = true }))
+        {
+            var data = new byte[3 << 20];
+            new Random(9).NextBytes(data);
+            CreateFile(fs, Root, "a", data);
+            CreateFile(fs, Root, "b", data);
+            Ok(fs.Sync());
+            seen.Clear();
+            Ok(fs.Unlink(Root, "a"));
+            Ok(fs.Sync());
+            Assert.NotEmpty(seen);
+            Assert.True(seen.Sum(x => (long)x.Len) >= data.Length, $"discarded {seen.Sum(x => (long)x.Len)} bytes");
+            Assert.DoesNotContain(seen, x => x.FreeDuring);
+        }
+        FsckAssert.Clean(inner);
+    }
+
+    [Fact]
+    public void DiscardingCommitsBesideWritersFreeOnlyWhatTheyFreed()
+    {
+        UnderScheduler(6, () => new MountOptions { CommitIntervalMs = 5, Discard = true }, (seed, s, fs, failures) =>
+        {
+            var kept = new Dictionary<string, byte[]>();
+            void Note(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
+            var writers = Enumerable.Range(0, 3).Select(w => s.Start($"writer{w}", () =>
+            {
+                var rng = new Random(seed * 10 + w);
+                for (int i = 0; i < 14; i++)
+                {
+                    var data = new byte[rng.Next(1, 5) * 65536 + rng.Next(4096)];
+                    rng.NextBytes(data);
+                    string name = $"w{w}-{i}";
+                    Note($"create {name}", fs.Create(Root, name, 0x1A4, 0, 0, out var a));
+                    Note($"write {name}", fs.Write(a.Ino, 0, data, out _));
+                    Note("fsync", fs.Fsync(a.Ino));
+                    if (i % 2 == 1) Note($"unlink {name}", fs.Unlink(Root, name));
+                    else lock (kept) kept[name] = data;
+                }
+            })).ToList();
+            foreach (var t in writers) t.Join();
+            foreach (var (name, data) in kept)
+            {
+                Ok(fs.Lookup(Root, name, out var a));
+                if (!ReadAll(fs, a.Ino).AsSpan().SequenceEqual(data)) failures.Add($"{name} differs");
+            }
+            Ok(fs.Sync());
+        });
+    }
+
     private static bool DeviceZero(MemoryBlockDevice dev, ulong at, ulong len)
     {
         var buf = new byte[len];
         dev.Read(at, buf);
         return buf.AsSpan().IndexOfAnyExcept((byte)0) < 0;
+    }
+
+    /// <summary>A memory device that tells the test about each discard before doing it.</summary>
+    private sealed class HookedDevice(MemoryBlockDevice inner, Action<ulong, ulong> onDiscard) : IBlockDevice
+    {
+        public ulong Size => inner.Size;
+        public bool ReadOnly => inner.ReadOnly;
+        public void Read(ulong offset, Span<byte> buffer) => inner.Read(offset, buffer);
+        public void Write(ulong offset, ReadOnlySpan<byte> data) => inner.Write(offset, data);
+        public void Flush() => inner.Flush();
+        public ulong Discard(ulong offset, ulong length)
+        {
+            onDiscard(offset, length);
+            return inner.Discard(offset, length);
+        }
+        public void Dispose() { }
     }
 }

@@ -35,11 +35,11 @@ internal sealed class MountedImage : IDisposable
         Directory.CreateDirectory(Dir);
         _dev = FileBlockDevice.Create(Image, size);
         Filesystem.Format(_dev);
-        Fs = Filesystem.Mount(_dev, new MountOptions { CommitIntervalMs = 5000 });
+        var o = new FuseMountOptions { Threads = 4, AllowOther = allowOther, DefaultPermissions = defaultPermissions, CommitSeconds = 5 };
+        Xunit.Assert.Empty(o.Parse(options));
+        Fs = Filesystem.Mount(_dev, o.EngineOptions());
         if (quota) TestFs.Ok(Fs.EnableQuota());
         before?.Invoke(Fs);
-        var o = new FuseMountOptions { Threads = 4, AllowOther = allowOther, DefaultPermissions = defaultPermissions };
-        Xunit.Assert.Empty(o.Parse(options));
         _session = FuseSession.Mount(Fs, Image, Dir, o, m => { lock (Log) Log.Add(m); });
     }
 

@@ -284,6 +284,23 @@ public class MountTests(ITestOutputHelper log)
         Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
     }
 
+    /// <summary>-o discard: the commit that frees a deleted file's blocks punches them out of
+    /// the image, with no fstrim.</summary>
+    [Fact]
+    public void DiscardMountOptionGivesTheSpaceBackAtTheCommit()
+    {
+        using var m = new MountedImage(options: "discard");
+        m.Run("head -c 96M /dev/urandom > gone && sync");
+        long Blocks() => long.Parse(m.Run($"stat -c %b {m.Image}").Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        long before = Blocks();
+        m.Run("rm gone && sync");
+        long after = Blocks();
+        Assert.True(before - after >= (90L << 20) / 512, $"image blocks {before} -> {after}");
+        m.Unmount();
+        using var dev = FileBlockDevice.Open(m.Image, readOnly: true);
+        Assert.True(Fsck.Run(dev, new FsckOptions { CheckDataCsums = true }).Clean);
+    }
+
     /// <summary>
     /// `reservoir stress` through the mount, and the same seed on a kernel ext4 loop mount:
     /// every operation (O_DIRECT and mapped writes included) answers the same errno and the

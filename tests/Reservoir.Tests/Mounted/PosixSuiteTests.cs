@@ -426,6 +426,15 @@ public class PosixSuiteTests(ITestOutputHelper log)
         chattr -C db; echo "dir_clear $?"; a db; touch db/y; a db/y
         """;
 
+    /// <summary>What statfs says besides the space: no inode counts (inodes are made as space
+    /// allows, as on btrfs: df -i shows none rather than an empty filesystem 7% full), 255-byte
+    /// names, 4 KiB blocks.</summary>
+    private const string StatfsSuite = """
+        touch a b c
+        stat -f -c 'inodes %c free %d namelen %l block %S' .
+        df -i . | tail -1 | awk '{print "df -i", $2, $3, $4, $5}'
+        """;
+
     private static string Results(string dir, string suite = Suite) => MountedImage.Sh(suite, dir, 120).Out;
 
     [Fact]
@@ -445,6 +454,9 @@ public class PosixSuiteTests(ITestOutputHelper log)
 
     [Fact]
     public void OverlayfsRunsOnItAsOnExt4() => SameAsKernelFs(OverlaySuite, 10);
+
+    [Fact]
+    public void StatfsAnswersAsOnBtrfs() => SameAsKernelFs(StatfsSuite, 2, reference: "btrfs");
 
     [Fact]
     public void NoCowFlagsAreSetAndInheritedAsOnBtrfs() => SameAsKernelFs(NoCowSuite, 14, reference: "btrfs");
