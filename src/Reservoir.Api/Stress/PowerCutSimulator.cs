@@ -85,7 +85,9 @@ public static class PowerCutSimulator
             checkAfterRemount: quotas,
             // Odd seeds give every extent searched a referrer entry, so that their items are
             // written, cut and loaded again as often as can be.
-            referrerEntryAfter: quotas && seed % 2 == 1 ? 0 : 32);
+            referrerEntryAfter: quotas && seed % 2 == 1 ? 0 : 32,
+            // Every third seed mounts with -o discard: each commit discards what it freed.
+            discard: seed % 3 == 0);
         return r;
     }
 
@@ -144,9 +146,9 @@ public static class PowerCutSimulator
 
     /// <summary>Reference run, then one run per cut point, two remains each (dropped, torn).</summary>
     private static void Check(MemoryBlockDevice initial, Workload work, string name, Result r, Func<long, IEnumerable<long>> cutPoints,
-        bool checkAfterRemount = false, int referrerEntryAfter = 32)
+        bool checkAfterRemount = false, int referrerEntryAfter = 32, bool discard = false)
     {
-        MountOptions Options() => new() { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter };
+        MountOptions Options() => new() { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter, Discard = discard };
         r.Workloads++;
         var refDev = new CrashSimDevice(initial);
         var snaps = new List<Snapshot>();
