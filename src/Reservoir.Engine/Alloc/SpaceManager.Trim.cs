@@ -29,13 +29,7 @@ internal sealed partial class SpaceManager
     {
         if (taken.Count == 0) return;
         using var _ = _lock.Lock();
-        foreach (var (s, l, g) in taken)
-        {
-            g.Free.Add(s, l);
-            g.Pinned -= l;
-            var k = Kind(g.Flags);
-            SpaceInfo.Sub(ref k.Pinned, l, k);
-        }
+        ReturnPinnedUnsynchronized(taken);
         _discarding--;
         _lock.PulseAll();
     }

@@ -473,14 +473,20 @@ internal sealed partial class SpaceManager
     public void Unpin()
     {
         using var _ = _lock.Lock();
-        foreach (var (s, l, g) in _pinned)
+        ReturnPinnedUnsynchronized(_pinned);
+        _pinned.Clear();
+    }
+
+    /// <summary>Pinned ranges become free space. Caller holds the lock.</summary>
+    private void ReturnPinnedUnsynchronized(IEnumerable<(ulong Start, ulong Len, BlockGroup Group)> ranges)
+    {
+        foreach (var (s, l, g) in ranges)
         {
             g.Free.Add(s, l);
             g.Pinned -= l;
             var k = Kind(g.Flags);
             SpaceInfo.Sub(ref k.Pinned, l, k);
         }
-        _pinned.Clear();
     }
 
     public ulong PinnedBytes { get { using var _ = _lock.Lock(); return Data.Pinned + Meta.Pinned; } }

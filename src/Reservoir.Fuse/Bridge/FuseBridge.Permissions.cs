@@ -218,13 +218,10 @@ internal sealed partial class FuseBridge
         ulong dir = after.Ino;
         Defer(() =>
         {
-            var names = new List<byte[]>();
-            fs.ReadDir(dir, 0, d =>
-            {
-                if (!d.NameBytes.AsSpan().SequenceEqual("."u8) && !d.NameBytes.AsSpan().SequenceEqual(".."u8)) names.Add(d.NameBytes);
-                return true;
-            });
-            foreach (var n in names) NotifyInvalEntry(dir, n, expireOnly: true);
+            // ListDir, not a listing from the start: this is no read of the directory by anyone
+            // (its atime stays), and the expiry goes out without a transaction first.
+            if (fs.ListDir(dir, out var entries) != Errno.OK) return;
+            foreach (var d in entries) NotifyInvalEntry(dir, d.NameBytes, expireOnly: true);
         });
     }
 

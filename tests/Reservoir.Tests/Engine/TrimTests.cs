@@ -58,39 +58,11 @@ public class TrimTests
     public void TrimmingBesideWritersDiscardsOnlyWhatIsFree()
     {
         UnderScheduler(8, () => new MountOptions { CommitIntervalMs = 5 }, (seed, s, fs, failures) =>
-        {
-            var kept = new Dictionary<string, byte[]>();
-            void Note(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
-            var writers = Enumerable.Range(0, 2).Select(w => s.Start($"writer{w}", () =>
-            {
-                var rng = new Random(seed * 10 + w);
-                for (int i = 0; i < 12; i++)
-                {
-                    var data = new byte[rng.Next(1, 6) * 65536 + rng.Next(4096)];
-                    rng.NextBytes(data);
-                    string name = $"w{w}-{i}";
-                    Note($"create {name}", fs.Create(Root, name, 0x1A4, 0, 0, out var a));
-                    Note($"write {name}", fs.Write(a.Ino, 0, data, out _));
-                    // Written back now, so extents are allocated while the trimmer runs.
-                    Note("fsync", fs.Fsync(a.Ino));
-                    if (i % 3 == 2) Note($"unlink {name}", fs.Unlink(Root, name));
-                    else lock (kept) kept[name] = data;
-                }
-            })).ToList();
-            var trimmer = s.Start("trimmer", () =>
+            WritersBeside(seed, s, fs, failures, writers: 2, files: 12, unlinkEvery: 3, beside: note =>
             {
                 // 256 KiB a piece: the lock is let go often, so writers allocate in between.
-                for (int i = 0; i < 12; i++) Note($"trim {i}", fs.Trim(0, ulong.MaxValue, 0, 256UL << 10, out _));
-            });
-            foreach (var t in writers) t.Join();
-            trimmer.Join();
-            foreach (var (name, data) in kept)
-            {
-                Ok(fs.Lookup(Root, name, out var a));
-                if (!ReadAll(fs, a.Ino).AsSpan().SequenceEqual(data)) failures.Add($"{name} differs after trimming");
-            }
-            Ok(fs.Sync());
-        });
+                for (int i = 0; i < 12; i++) note($"trim {i}", fs.Trim(0, ulong.MaxValue, 0, 256UL << 10, out _));
+            }));
     }
 
     [Fact]
@@ -150,32 +122,41 @@ public class TrimTests
     public void DiscardingCommitsBesideWritersFreeOnlyWhatTheyFreed()
     {
         UnderScheduler(6, () => new MountOptions { CommitIntervalMs = 5, Discard = true }, (seed, s, fs, failures) =>
+            WritersBeside(seed, s, fs, failures, writers: 3, files: 14, unlinkEvery: 2, beside: null));
+    }
+
+    /// <summary>Writers that each make <paramref name="files"/> files (written back at once by
+    /// fsync, so extents are allocated while <paramref name="beside"/> runs on a thread of its
+    /// own) and unlink every <paramref name="unlinkEvery"/>-th; then every file kept must read
+    /// back (and the scheduler's fsck checks every data checksum).</summary>
+    private static void WritersBeside(int seed, Reservoir.Common.Concurrency.DeterministicScheduler s, Filesystem fs, List<string> failures,
+        int writers, int files, int unlinkEvery, Action<Action<string, Errno>>? beside)
+    {
+        var kept = new Dictionary<string, byte[]>();
+        void Note(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
+        var threads = Enumerable.Range(0, writers).Select(w => s.Start($"writer{w}", () =>
         {
-            var kept = new Dictionary<string, byte[]>();
-            void Note(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
-            var writers = Enumerable.Range(0, 3).Select(w => s.Start($"writer{w}", () =>
+            var rng = new Random(seed * 10 + w);
+            for (int i = 0; i < files; i++)
             {
-                var rng = new Random(seed * 10 + w);
-                for (int i = 0; i < 14; i++)
-                {
-                    var data = new byte[rng.Next(1, 5) * 65536 + rng.Next(4096)];
-                    rng.NextBytes(data);
-                    string name = $"w{w}-{i}";
-                    Note($"create {name}", fs.Create(Root, name, 0x1A4, 0, 0, out var a));
-                    Note($"write {name}", fs.Write(a.Ino, 0, data, out _));
-                    Note("fsync", fs.Fsync(a.Ino));
-                    if (i % 2 == 1) Note($"unlink {name}", fs.Unlink(Root, name));
-                    else lock (kept) kept[name] = data;
-                }
-            })).ToList();
-            foreach (var t in writers) t.Join();
-            foreach (var (name, data) in kept)
-            {
-                Ok(fs.Lookup(Root, name, out var a));
-                if (!ReadAll(fs, a.Ino).AsSpan().SequenceEqual(data)) failures.Add($"{name} differs");
+                var data = new byte[rng.Next(1, 6) * 65536 + rng.Next(4096)];
+                rng.NextBytes(data);
+                string name = $"w{w}-{i}";
+                Note($"create {name}", fs.Create(Root, name, 0x1A4, 0, 0, out var a));
+                Note($"write {name}", fs.Write(a.Ino, 0, data, out _));
+                Note("fsync", fs.Fsync(a.Ino));
+                if (i % unlinkEvery == unlinkEvery - 1) Note($"unlink {name}", fs.Unlink(Root, name));
+                else lock (kept) kept[name] = data;
             }
-            Ok(fs.Sync());
-        });
+        })).ToList();
+        if (beside != null) threads.Add(s.Start("beside", () => beside(Note)));
+        foreach (var t in threads) t.Join();
+        foreach (var (name, data) in kept)
+        {
+            Ok(fs.Lookup(Root, name, out var a));
+            if (!ReadAll(fs, a.Ino).AsSpan().SequenceEqual(data)) failures.Add($"{name} differs");
+        }
+        Ok(fs.Sync());
     }
 
     private static bool DeviceZero(MemoryBlockDevice dev, ulong at, ulong len)
