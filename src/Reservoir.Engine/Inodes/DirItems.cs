@@ -123,11 +123,7 @@ internal static class DirItems
             if (!DirEntry.TryRead(old.AsSpan(pos), out var e, out int size)) throw new CorruptionException($"malformed {KeyTypes.Name(type)} of inode {objectid}", inode: objectid);
             if (e.Name.SequenceEqual(name))
             {
-                if (size == old.Length) { t.Delete(h, key); return true; }
-                var rest = new byte[old.Length - size];
-                old.AsSpan(0, pos).CopyTo(rest);
-                old.AsSpan(pos + size).CopyTo(rest.AsSpan(pos));
-                t.Put(h, key, rest);
+                Cut(h, t, key, old, pos, size);
                 return true;
             }
             pos += size;
