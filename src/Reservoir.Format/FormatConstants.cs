@@ -169,6 +169,19 @@ public static class Features
     /// them, so it refuses the mount (btrfs's EXTENDED_IREF).</summary>
     public const ulong IncompatExtendedIref = 16;
 
+    /// <summary>The names of the feature bits set in <paramref name="compatRo"/> and
+    /// <paramref name="incompat"/> (SPEC.md §6), unknown ones as their bit number.</summary>
+    public static IEnumerable<string> Names(ulong compatRo, ulong incompat)
+    {
+        (ulong Bit, string Name)[] ro = [(CompatRoQuota, "QUOTA")];
+        (ulong Bit, string Name)[] inc = [(IncompatSubvolumes, "SUBVOLUMES"), (IncompatSnapshots, "SNAPSHOTS"), (IncompatUnverifiedCommit, "UNVERIFIED_COMMIT"),
+            (IncompatFsyncLog, "FSYNC_LOG"), (IncompatExtendedIref, "EXTENDED_IREF")];
+        foreach (var (word, known) in new[] { (compatRo, ro), (incompat, inc) })
+            for (int b = 0; b < 64; b++)
+                if ((word & (1UL << b)) != 0)
+                    yield return known.FirstOrDefault(k => k.Bit == 1UL << b).Name ?? $"bit {b}";
+    }
+
     public const ulong CompatSupported = 0;
     public const ulong CompatRoSupported = CompatRoQuota;
     public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots | IncompatUnverifiedCommit | IncompatFsyncLog | IncompatExtendedIref;

@@ -61,7 +61,8 @@ internal static class InspectCommand
             ctx.Out.WriteLine($"block_size         {sb.BlockSize}");
             ctx.Out.WriteLine($"node_size          {sb.NodeSize}");
             ctx.Out.WriteLine($"root_tree          {sb.RootTreeBytenr} level {sb.RootTreeLevel}");
-            ctx.Out.WriteLine($"features           compat 0x{sb.Compat:x} compat_ro 0x{sb.CompatRo:x} incompat 0x{sb.Incompat:x}");
+            var named = Features.Names(sb.CompatRo, sb.Incompat).ToList();
+            ctx.Out.WriteLine($"features           compat 0x{sb.Compat:x} compat_ro 0x{sb.CompatRo:x} incompat 0x{sb.Incompat:x}{(named.Count > 0 ? $" ({string.Join(", ", named)})" : "")}");
             ctx.Out.WriteLine($"log_start          {(sb.LogStart == 0 ? "none (no fsync log)" : sb.LogStart.ToString())}");
             if (sb.OriginDropsMissingSince != 0)
                 ctx.Out.WriteLine($"origin_drops       pending since transaction {sb.OriginDropsMissingSince} (a read-write mount after a crash notes them again)");

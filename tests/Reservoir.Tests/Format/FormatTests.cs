@@ -193,4 +193,13 @@ public class FormatTests
         BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(27), 60000);
         Assert.False(DirEntry.TryRead(b, out _, out _));
     }
+
+    /// <summary>`inspect super` names the feature bits as SPEC.md §6 does, unknown ones by number.</summary>
+    [Fact]
+    public void FeatureBitsAreNamedAsTheSpecNamesThem()
+    {
+        Assert.Equal(["QUOTA", "SNAPSHOTS", "EXTENDED_IREF", "bit 9"], Features.Names(1, 2 | 16 | 512));
+        Assert.Empty(Features.Names(0, 0));
+        Assert.Equal(["SUBVOLUMES", "UNVERIFIED_COMMIT", "FSYNC_LOG"], Features.Names(0, 1 | 4 | 8));
+    }
 }
