@@ -22,13 +22,11 @@ public sealed partial class Filesystem
     {
         var mode = Fs.Options.Atime;
         if (mode == AtimeMode.NoAtime || (inode.IsDir && Fs.Options.NoDirAtime) || Fs.ReadOnly || inode.Subvol.ReadOnly || inode.Deleted) return false;
-        var it = inode.Item;
+        ref readonly var it = ref inode.Item; // read in place: every read of a file asks
         var now = Timespec.Now();
         if (it.Atime == now) return false;
         if (mode == AtimeMode.StrictAtime) return true;
-        return Compare(it.Mtime, it.Atime) >= 0 || Compare(it.Ctime, it.Atime) >= 0 || now.Sec - it.Atime.Sec >= 24 * 60 * 60;
-
-        static int Compare(Timespec a, Timespec b) => a.Sec != b.Sec ? a.Sec.CompareTo(b.Sec) : a.Nsec.CompareTo(b.Nsec);
+        return it.Mtime.CompareTo(it.Atime) >= 0 || it.Ctime.CompareTo(it.Atime) >= 0 || now.Sec - it.Atime.Sec >= 24 * 60 * 60;
     }
 
     /// <summary>Sets the atime after a read that found it due (<see cref="AtimeDue"/>, asked

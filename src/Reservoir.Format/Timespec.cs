@@ -3,8 +3,11 @@ using System.Buffers.Binary;
 namespace Reservoir.Format;
 
 /// <summary>12 bytes on disk: i64 seconds since the epoch, u32 nanoseconds.</summary>
-public readonly record struct Timespec(long Sec, uint Nsec)
+public readonly record struct Timespec(long Sec, uint Nsec) : IComparable<Timespec>
 {
+    /// <summary>Earlier first: by seconds, then nanoseconds.</summary>
+    public int CompareTo(Timespec other) => Sec != other.Sec ? Sec.CompareTo(other.Sec) : Nsec.CompareTo(other.Nsec);
+
     public const int Size = 12;
 
     public static Timespec Read(ReadOnlySpan<byte> s) =>

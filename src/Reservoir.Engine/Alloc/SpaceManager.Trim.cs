@@ -92,8 +92,7 @@ internal sealed partial class SpaceManager
     {
         var g = GroupOfUnsynchronized(start);
         if (g != null) return start + len <= g.End && g.Free.Contains(start, len);
-        var last = GroupOfUnsynchronized(start + len - 1);
-        return last == null && !_groups.Any(x => x.Start < start + len && x.End > start);
+        return !_groups.Any(x => x.Start < start + len && x.End > start);
     }
 
     /// <summary>A slot's range less the block-aligned spans of the superblock copies in it.</summary>
