@@ -188,6 +188,29 @@ public static class OnlineSubvolume
 
     private const uint FiTrim = 0xC0185879;
 
+    /// <summary>Resizes the mounted filesystem (Reservoir's resize ioctl): <paramref name="spec"/>
+    /// as btrfs takes it, <c>[1:][+|-]SIZE|max</c>. The sizes before and after, and why it was
+    /// refused, come back from the daemon.</summary>
+    public static Errno Resize(string dir, string spec, out ulong oldSize, out ulong newSize, out string? why)
+    {
+        var b = new byte[4096];
+        var text = System.Text.Encoding.UTF8.GetBytes(spec);
+        oldSize = newSize = 0;
+        why = null;
+        if (text.Length == 0 || text.Length > 4096 - 9) { why = "invalid size argument"; return Errno.EINVAL; }
+        text.CopyTo(b, 8);
+        var e = OnDirectory(dir, fd => Ioctl(fd, IocResize, b));
+        if (e != Errno.OK) return e;
+        oldSize = U64(b, 0);
+        newSize = U64(b, 8);
+        e = (Errno)BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(16));
+        int z = Array.IndexOf(b, (byte)0, 20);
+        if (z > 20) why = System.Text.Encoding.UTF8.GetString(b, 20, z - 20);
+        return e;
+    }
+
+    private const uint IocResize = 0xC0000000 | (4096u << 16) | (0x52 << 8) | 10;
+
     /// <summary>Every qgroup relation (member, parent) of the mounted filesystem.</summary>
     public static Errno QgroupRelations(string dir, out List<(ulong Child, ulong Parent)> relations)
     {

@@ -242,6 +242,21 @@ public sealed class ReservoirFileSystem : IDisposable
         return trimmed;
     }
 
+    /// <summary>The filesystem's size in bytes (what <see cref="Resize(ulong)"/> changes).</summary>
+    public ulong Size => Engine.TotalBytes;
+
+    /// <summary>Grows or shrinks the filesystem to <paramref name="newSize"/> bytes (rounded
+    /// down to a node), as `btrfs filesystem resize`: the image file grows with it and is cut
+    /// after a shrink. Nothing is moved, so a shrink past space in use throws an
+    /// <see cref="FsException"/> (ENOSPC) saying how small it can be, and changes nothing.
+    /// Returns the new size.</summary>
+    public ulong Resize(ulong newSize)
+    {
+        var e = Engine.Resize(newSize, out var r, out var why);
+        if (e != Errno.OK) throw new FsException(e, why ?? e.Describe());
+        return r.NewSize;
+    }
+
     public StatFsInfo StatFs()
     {
         Engine.StatFs(out var s);

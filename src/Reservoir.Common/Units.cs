@@ -4,7 +4,7 @@ namespace Reservoir.Common;
 
 public static class Units
 {
-    /// <summary>Parses "4096", "64K", "16M", "2G", "1T" (binary multiples).</summary>
+    /// <summary>Parses "4096", "64K", "16M", "2G", "1T", "1P", "1E" (binary multiples).</summary>
     public static bool TryParseSize(string text, out ulong bytes)
     {
         bytes = 0;
@@ -19,6 +19,8 @@ public static class Units
             case 'M': mult = 1UL << 20; break;
             case 'G': mult = 1UL << 30; break;
             case 'T': mult = 1UL << 40; break;
+            case 'P': mult = 1UL << 50; break;
+            case 'E': mult = 1UL << 60; break;
         }
         if (mult != 1) text = text[..^1];
         if (!ulong.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out ulong n)) return false;

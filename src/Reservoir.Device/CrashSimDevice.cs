@@ -75,6 +75,27 @@ public sealed class CrashSimDevice : IBlockDevice
         }
     }
 
+    public bool CanResize => true;
+
+    /// <summary>A change of size is an operation (a cut point) made durable at once, as an image
+    /// file's resize is (ftruncate and fsync). What a shrink cuts is gone from both images, and
+    /// unflushed writes and discards there are dropped (or clipped).</summary>
+    public void Resize(ulong newSize)
+    {
+        lock (_lock)
+        {
+            Tick(newSize);
+            _durable.Resize(newSize);
+            _current.Resize(newSize);
+            for (int i = _pending.Count - 1; i >= 0; i--)
+            {
+                var (off, d, n) = _pending[i];
+                if (off >= newSize) _pending.RemoveAt(i);
+                else if (off + n > newSize) _pending[i] = (off, d?[..(int)(newSize - off)], newSize - off);
+            }
+        }
+    }
+
     private static void Apply(MemoryBlockDevice img, ulong offset, byte[]? data, ulong length)
     {
         if (data == null) img.Discard(offset, length);

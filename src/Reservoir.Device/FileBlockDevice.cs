@@ -14,13 +14,53 @@ public sealed class FileBlockDevice : IBlockDevice
     private readonly SafeFileHandle _handle;
     private readonly bool _direct;
     public string Path { get; }
-    public ulong Size { get; }
+    private ulong _size; // changes only through Resize and ProbeSize
+    public ulong Size => Volatile.Read(ref _size);
     public bool ReadOnly { get; }
+    /// <summary>A regular file (an image) rather than a block device node.</summary>
+    public bool IsImageFile { get; }
+    public bool CanResize => IsImageFile && !ReadOnly;
 
     private FileBlockDevice(string path, SafeFileHandle handle, ulong size, bool readOnly, bool direct)
     {
-        Path = path; _handle = handle; Size = size; ReadOnly = readOnly; _direct = direct;
+        Path = path; _handle = handle; _size = size; ReadOnly = readOnly; _direct = direct;
+        IsImageFile = IsRegularFile(path);
     }
+
+    public void Resize(ulong newSize)
+    {
+        if (!CanResize) throw new FsException(ReadOnly ? Errno.EROFS : Errno.EOPNOTSUPP, $"'{Path}' is {(ReadOnly ? "open read-only" : "not an image file")}: its size cannot be changed");
+        try
+        {
+            RandomAccess.SetLength(_handle, (long)newSize);
+            // The size is the inode's: fsync, not fdatasync, makes a shrink durable too.
+            RandomAccess.FlushToDisk(_handle);
+        }
+        catch (IOException ex)
+        {
+            throw new FsException(Errno.EIO, $"cannot make '{Path}' {newSize} bytes: {ex.Message}", ex);
+        }
+        Volatile.Write(ref _size, newSize);
+    }
+
+    public ulong ProbeSize()
+    {
+        if (IsImageFile) Volatile.Write(ref _size, (ulong)RandomAccess.GetLength(_handle));
+        return Size;
+    }
+
+    /// <summary>statx(path).stx_mode is S_IFREG (struct statx: stx_mode is the u16 at 28).</summary>
+    private static unsafe bool IsRegularFile(string path)
+    {
+        if (!OperatingSystem.IsLinux()) return File.Exists(path);
+        var buf = stackalloc byte[256];
+        const int AtFdcwd = -100, StatxType = 1;
+        if (SysStatx(AtFdcwd, path, 0, StatxType, buf) != 0) return false;
+        return (*(ushort*)(buf + 28) & 0xF000) == 0x8000;
+    }
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "statx")]
+    private static extern unsafe int SysStatx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte* buf);
 
     /// <summary>Opens an existing image. <paramref name="direct"/> bypasses the host page cache
     /// with O_DIRECT (reads and writes are then bounced through aligned buffers).</summary>

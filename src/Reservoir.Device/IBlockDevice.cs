@@ -1,3 +1,5 @@
+using Reservoir.Common;
+
 namespace Reservoir.Device;
 
 /// <summary>
@@ -31,6 +33,19 @@ public interface IBlockDevice : IDisposable
     /// back (and reads zeros). Returns the bytes discarded: 0 where the device cannot (the
     /// default; a device that models crashes loses nothing by keeping the bytes).</summary>
     ulong Discard(ulong offset, ulong length) => 0;
+
+    /// <summary>Whether <see cref="Resize"/> can change the size: an image file opened for
+    /// writing (a block device's size is the kernel's).</summary>
+    bool CanResize => false;
+
+    /// <summary>Makes the device <paramref name="newSize"/> bytes, durably (the resize that
+    /// follows commits a superblock that relies on it): an image file is extended (sparse) or
+    /// truncated. Bytes past the old end read zeros.</summary>
+    void Resize(ulong newSize) => throw new FsException(Errno.EOPNOTSUPP, "the device's size cannot be changed");
+
+    /// <summary>Looks at the device's size again (an image file someone extended with
+    /// `truncate -s` while it was open) and returns it.</summary>
+    ulong ProbeSize() => Size;
 
     /// <summary>A gathered write as one <see cref="Write"/> of the buffers copied together.</summary>
     protected static void GatherByCopy(IBlockDevice dev, ulong offset, IReadOnlyList<ReadOnlyMemory<byte>> buffers)

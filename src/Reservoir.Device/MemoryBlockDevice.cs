@@ -11,11 +11,30 @@ public sealed class MemoryBlockDevice : IBlockDevice
     private const int ChunkShift = 16;
     private const int ChunkSize = 1 << ChunkShift;
     private readonly Dictionary<ulong, byte[]> _chunks = new();
-    private readonly object _lock = new(); // guards _chunks; never held across a scheduling point
-    public ulong Size { get; }
+    private readonly object _lock = new(); // guards _chunks and _size; never held across a scheduling point
+    private ulong _size;
+    public ulong Size { get { lock (_lock) return _size; } }
     public bool ReadOnly { get; set; }
+    public bool CanResize => !ReadOnly;
 
-    public MemoryBlockDevice(ulong size) => Size = size;
+    public MemoryBlockDevice(ulong size) => _size = size;
+
+    /// <summary>As ftruncate of a sparse file: past the old end reads zeros, and what a shrink
+    /// cuts is gone (a later growth reads zeros there too).</summary>
+    public void Resize(ulong newSize)
+    {
+        if (ReadOnly) throw new FsException(Errno.EROFS, "device is read-only");
+        lock (_lock)
+        {
+            if (newSize < _size)
+            {
+                foreach (var idx in _chunks.Keys.Where(i => (i << ChunkShift) >= newSize).ToList()) _chunks.Remove(idx);
+                ulong within = newSize & (ChunkSize - 1);
+                if (within != 0 && _chunks.TryGetValue(newSize >> ChunkShift, out var c)) c.AsSpan((int)within).Clear();
+            }
+            _size = newSize;
+        }
+    }
 
     public void Read(ulong offset, Span<byte> buffer)
     {

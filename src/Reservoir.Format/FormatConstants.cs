@@ -169,13 +169,19 @@ public static class Features
     /// them, so it refuses the mount (btrfs's EXTENDED_IREF).</summary>
     public const ulong IncompatExtendedIref = 16;
 
+    /// <summary>incompat bit 5: the block groups are cut with the superblock's group_size, not
+    /// the size derived from total_bytes (SPEC.md §1): the filesystem was resized after mkfs.
+    /// A version that derives the size would find no block group on a slot, so it refuses the
+    /// mount.</summary>
+    public const ulong IncompatGroupSize = 32;
+
     /// <summary>The names of the feature bits set in <paramref name="compatRo"/> and
     /// <paramref name="incompat"/> (SPEC.md §6), unknown ones as their bit number.</summary>
     public static IEnumerable<string> Names(ulong compatRo, ulong incompat)
     {
         (ulong Bit, string Name)[] ro = [(CompatRoQuota, "QUOTA")];
         (ulong Bit, string Name)[] inc = [(IncompatSubvolumes, "SUBVOLUMES"), (IncompatSnapshots, "SNAPSHOTS"), (IncompatUnverifiedCommit, "UNVERIFIED_COMMIT"),
-            (IncompatFsyncLog, "FSYNC_LOG"), (IncompatExtendedIref, "EXTENDED_IREF")];
+            (IncompatFsyncLog, "FSYNC_LOG"), (IncompatExtendedIref, "EXTENDED_IREF"), (IncompatGroupSize, "GROUP_SIZE")];
         foreach (var (word, known) in new[] { (compatRo, ro), (incompat, inc) })
             for (int b = 0; b < 64; b++)
                 if ((word & (1UL << b)) != 0)
@@ -184,7 +190,7 @@ public static class Features
 
     public const ulong CompatSupported = 0;
     public const ulong CompatRoSupported = CompatRoQuota;
-    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots | IncompatUnverifiedCommit | IncompatFsyncLog | IncompatExtendedIref;
+    public const ulong IncompatSupported = IncompatSubvolumes | IncompatSnapshots | IncompatUnverifiedCommit | IncompatFsyncLog | IncompatExtendedIref | IncompatGroupSize;
 }
 
 /// <summary>Block group type flags (BLOCK_GROUP_ITEM.flags, EXTENT_ITEM.flags).</summary>

@@ -33,6 +33,7 @@ public sealed class Superblock
     public const int OffFlags = 0x0A8;
     public const int OffLogStart = 0x0B0;
     public const int OffOriginDropsMissingSince = 0x0B8;
+    public const int OffGroupSize = 0x0C0;
     public const int OffLabel = 0x100;
     public const int ChecksumStart = 0x20;
 
@@ -59,9 +60,17 @@ public sealed class Superblock
     /// and did not write yet (SPEC.md §5.9), 0 for none: a mount that finds it non-zero after
     /// a crash notes them again from the trees. Advisory: zero is always safe.</summary>
     public ulong OriginDropsMissingSince;
+    /// <summary>The block group size (SPEC.md §1): authoritative with incompat GROUP_SIZE (a
+    /// resized filesystem, whose size no longer gives it); otherwise 0 (images before it was
+    /// written) or equal to the size derived from total_bytes.</summary>
+    public ulong GroupSize;
     public string Label = "";
 
     public const ulong FlagError = 1;
+
+    /// <summary>The block group size the slots are cut with (SPEC.md §1).</summary>
+    public ulong EffectiveGroupSize =>
+        (Incompat & Features.IncompatGroupSize) != 0 ? GroupSize : Geometry.DerivedGroupSize(TotalBytes, (int)NodeSize);
 
     public Superblock Clone() => (Superblock)MemberwiseClone();
 
@@ -88,6 +97,7 @@ public sealed class Superblock
         BinaryPrimitives.WriteUInt64LittleEndian(s[OffFlags..], Flags);
         BinaryPrimitives.WriteUInt64LittleEndian(s[OffLogStart..], LogStart);
         BinaryPrimitives.WriteUInt64LittleEndian(s[OffOriginDropsMissingSince..], OriginDropsMissingSince);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[OffGroupSize..], GroupSize);
         int n = Encoding.UTF8.GetBytes(Label, s.Slice(OffLabel, FormatConstants.LabelSize - 1));
         s[OffLabel + n] = 0;
         uint crc = Crc32C.Compute(s[ChecksumStart..FormatConstants.SuperblockSize]);
@@ -130,6 +140,7 @@ public sealed class Superblock
             Flags = BinaryPrimitives.ReadUInt64LittleEndian(s[OffFlags..]),
             LogStart = BinaryPrimitives.ReadUInt64LittleEndian(s[OffLogStart..]),
             OriginDropsMissingSince = BinaryPrimitives.ReadUInt64LittleEndian(s[OffOriginDropsMissingSince..]),
+            GroupSize = BinaryPrimitives.ReadUInt64LittleEndian(s[OffGroupSize..]),
         };
         var label = s.Slice(OffLabel, FormatConstants.LabelSize);
         int z = label.IndexOf((byte)0);
@@ -143,6 +154,11 @@ public sealed class Superblock
         if (sb.RootTreeBytenr % sb.NodeSize != 0 || sb.RootTreeBytenr + sb.NodeSize > sb.TotalBytes) { error = $"root tree address {sb.RootTreeBytenr} outside the device"; return null; }
         if (sb.LogStart != 0 && (sb.LogStart % sb.NodeSize != 0 || sb.LogStart < FormatConstants.ReservedPrefix || sb.LogStart + sb.NodeSize > sb.TotalBytes))
         { error = $"fsync log address {sb.LogStart} outside the device"; return null; }
+        if (sb.TotalBytes % sb.NodeSize != 0 || sb.TotalBytes < FormatConstants.MinDeviceSize) { error = $"invalid filesystem size {sb.TotalBytes}"; return null; }
+        if ((sb.Incompat & Features.IncompatGroupSize) != 0
+            ? !Geometry.ValidGroupSize(sb.GroupSize, (int)sb.NodeSize)
+            : sb.GroupSize != 0 && sb.GroupSize != Geometry.DerivedGroupSize(sb.TotalBytes, (int)sb.NodeSize))
+        { error = $"block group size {sb.GroupSize} invalid for a {sb.TotalBytes}-byte filesystem"; return null; }
         return sb;
     }
 

@@ -47,6 +47,42 @@ internal static class FilesystemCommands
         return cmd;
     }
 
+    /// <summary>`reservoir filesystem resize [1:][+|-]SIZE|max IMAGE|PATH`, as `btrfs filesystem
+    /// resize`: on an unmounted image (the file grows with the filesystem and is cut after it
+    /// shrinks; `max` takes the file's length, after `truncate -s`) or through the mount.</summary>
+    private static Command Resize(CliContext ctx)
+    {
+        var amount = new Argument<string>("size") { Description = "[1:][+|-]SIZE[kKmMgGtTpPeE] or [1:]max: the new size, a change of it, or the whole device (an image file's length)" };
+        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var format = CommonOptions.Format();
+        var cmd = new Command("resize", "Grow or shrink the filesystem (the image file with it)") { amount, image, format };
+        cmd.SetAction(pr =>
+        {
+            string spec = pr.GetValue(amount)!, at = pr.GetValue(image)!;
+            Errno e;
+            ulong oldSize, newSize;
+            string? why;
+            if (Directory.Exists(at)) e = OnlineSubvolume.Resize(at, spec, out oldSize, out newSize, out why);
+            else
+            {
+                using var mounted = QuotaCommands.MountRw(at);
+                e = mounted.Fs.Resize(spec, out var r, out why);
+                (oldSize, newSize) = (r.OldSize, r.NewSize);
+            }
+            if (e != Errno.OK)
+            {
+                ctx.Err.WriteLine(e == Errno.ENOTTY ? $"reservoir filesystem resize: {at}: not on a mounted Reservoir"
+                    : $"reservoir filesystem resize: {at}: {why ?? e.Describe()}");
+                return 1;
+            }
+            if (CommonOptions.IsJson(pr, format)) ctx.Json(new { device_id = 1, old_size = oldSize, new_size = newSize });
+            else if (newSize == oldSize) ctx.Out.WriteLine($"Resize device id 1 ({at}): already {Units.Human(newSize)}");
+            else ctx.Out.WriteLine($"Resize device id 1 ({at}) from {Units.Human(oldSize)} to {Units.Human(newSize)}");
+            return 0;
+        });
+        return cmd;
+    }
+
     private static Command Filesystem(CliContext ctx)
     {
         var cmd = new Command("filesystem", "Filesystem-wide information");
@@ -123,6 +159,7 @@ internal static class FilesystemCommands
         });
         cmd.Subcommands.Add(usage);
         cmd.Subcommands.Add(Trim(ctx));
+        cmd.Subcommands.Add(Resize(ctx));
         return cmd;
     }
 }

@@ -45,7 +45,7 @@ internal static class InspectCommand
                 ctx.Json(new
                 {
                     magic = "RSRVOIR1", version = sb.Version, fsid = sb.Fsid, label = sb.Label, generation = sb.Generation,
-                    total_bytes = sb.TotalBytes, bytes_used = sb.BytesUsed, block_size = sb.BlockSize, node_size = sb.NodeSize,
+                    total_bytes = sb.TotalBytes, group_size = sb.EffectiveGroupSize, bytes_used = sb.BytesUsed, block_size = sb.BlockSize, node_size = sb.NodeSize,
                     root_tree = sb.RootTreeBytenr, root_level = sb.RootTreeLevel, compat = sb.Compat, compat_ro = sb.CompatRo, incompat = sb.Incompat,
                     created = sb.Created.ToDateTime(), default_subvolume = sb.DefaultSubvolume, flags = sb.Flags,
                     log_start = sb.LogStart, origin_drops_missing_since = sb.OriginDropsMissingSince, copies, notes,
@@ -57,6 +57,7 @@ internal static class InspectCommand
             ctx.Out.WriteLine($"label              {sb.Label}");
             ctx.Out.WriteLine($"generation         {sb.Generation}");
             ctx.Out.WriteLine($"total_bytes        {sb.TotalBytes} ({Units.Human(sb.TotalBytes)})");
+            ctx.Out.WriteLine($"group_size         {sb.EffectiveGroupSize} ({Units.Human(sb.EffectiveGroupSize)}{((sb.Incompat & Features.IncompatGroupSize) != 0 ? ", stored: resized since mkfs" : "")})");
             ctx.Out.WriteLine($"bytes_used         {sb.BytesUsed} ({Units.Human(sb.BytesUsed)})");
             ctx.Out.WriteLine($"block_size         {sb.BlockSize}");
             ctx.Out.WriteLine($"node_size          {sb.NodeSize}");

@@ -10,7 +10,9 @@ namespace Reservoir.Engine.Alloc;
 internal sealed class BlockGroup(ulong start, ulong length, BlockGroupFlags flags)
 {
     public ulong Start { get; } = start;
-    public ulong Length { get; } = length;
+    /// <summary>Its slot's length: changes only when a resize moves the end of the filesystem
+    /// through the group's slot (SpaceManager.Resize.cs), under the space lock.</summary>
+    public ulong Length { get; set; } = length;
     public BlockGroupFlags Flags { get; } = flags;
     public ulong End => Start + Length;
     /// <summary>Bytes that can ever be allocated here (length minus superblock copies).</summary>

@@ -86,10 +86,11 @@ internal sealed partial class SpaceManager
         return StillFreeUnsynchronized(start, len);
     }
 
-    /// <summary>Whether [start, start+len) is still free: in its group's free ranges, or in a
-    /// slot no group has taken since. Caller holds the lock.</summary>
+    /// <summary>Whether [start, start+len) is still free: inside the filesystem, in its group's
+    /// free ranges or in a slot no group has taken since. Caller holds the lock.</summary>
     private bool StillFreeUnsynchronized(ulong start, ulong len)
     {
+        if (start + len > DeviceSize) return false; // a shrink since the candidates were listed
         var g = GroupOfUnsynchronized(start);
         if (g != null) return start + len <= g.End && g.Free.Contains(start, len);
         return !_groups.Any(x => x.Start < start + len && x.End > start);

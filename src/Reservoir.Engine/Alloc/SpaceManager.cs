@@ -22,12 +22,14 @@ internal sealed partial class SpaceManager
     private readonly FsMutex _lock; // guards every field below and every BlockGroup's mutable state
     private readonly List<BlockGroup> _groups = new();
     private readonly List<(ulong Start, ulong Len, BlockGroup Group)> _pinned = new();
-    private readonly ulong[] _superblocks;
-    public ulong DeviceSize { get; }
+    private ulong[] _superblocks; // the copies inside the filesystem (changes with a resize)
+    /// <summary>The filesystem's size (total_bytes); changes only in a commit that resizes
+    /// (SpaceManager.Resize.cs), under the lock.</summary>
+    public ulong DeviceSize { get; private set; }
     public int BlockSize { get; }
     public int NodeSize { get; }
     public ulong GroupSize { get; }
-    public ulong GlobalReserve { get; }
+    public ulong GlobalReserve { get; private set; }
     public ulong MaxDataExtent { get; }
     public SpaceInfo Data { get; } = new("data");
     public SpaceInfo Meta { get; } = new("metadata");
@@ -39,29 +41,26 @@ internal sealed partial class SpaceManager
         BlockSize = blockSize;
         NodeSize = nodeSize;
         GroupSize = groupSize;
-        _superblocks = FormatConstants.SuperblockOffsets.Where(o => o + FormatConstants.SuperblockSize <= deviceSize).ToArray();
-        ulong usable = deviceSize - FormatConstants.ReservedPrefix;
-        GlobalReserve = Math.Clamp(usable / 32, 8UL * (ulong)nodeSize, 512UL << 20) / (ulong)nodeSize * (ulong)nodeSize;
+        _superblocks = SuperblocksWithin(deviceSize);
+        GlobalReserve = GlobalReserveFor(deviceSize, nodeSize);
         // One checksum item per data extent must fit a quarter of a leaf (SPEC.md §5.5).
         MaxDataExtent = Math.Min(8UL << 20, (ulong)(nodeSize / 16) * (ulong)blockSize);
     }
 
-    /// <summary>Block group size chosen at mkfs: an eighth of the device, a power of two
-    /// between 1 MiB (and 16 nodes) and 1 GiB.</summary>
-    public static ulong ChooseGroupSize(ulong deviceSize, int nodeSize)
-    {
-        ulong usable = deviceSize - FormatConstants.ReservedPrefix;
-        ulong g = 1UL << 20;
-        while (g * 2 <= usable / 8 && g < (1UL << 30)) g *= 2;
-        return Math.Max(g, 16UL * (ulong)nodeSize);
-    }
+    private static ulong[] SuperblocksWithin(ulong size) =>
+        FormatConstants.SuperblockOffsets.Where(o => o + FormatConstants.SuperblockSize <= size).ToArray();
+
+    /// <summary>Metadata kept back for commits and deletions: 1/32 of the space, from 8 nodes
+    /// to 512 MiB.</summary>
+    private static ulong GlobalReserveFor(ulong size, int nodeSize) =>
+        Math.Clamp((size - FormatConstants.ReservedPrefix) / 32, 8UL * (ulong)nodeSize, 512UL << 20) / (ulong)nodeSize * (ulong)nodeSize;
 
     private IEnumerable<(ulong Start, ulong Len)> Slots()
     {
         for (ulong s = FormatConstants.ReservedPrefix; s < DeviceSize; s += GroupSize)
         {
             ulong len = Math.Min(GroupSize, DeviceSize - s);
-            if (len >= (ulong)NodeSize * 4) yield return (s, len);
+            if (Geometry.UsableSlot(len, NodeSize)) yield return (s, len);
         }
     }
 
@@ -100,7 +99,7 @@ internal sealed partial class SpaceManager
 
     private BlockGroup AddGroupUnsynchronized(ulong start, ulong len, BlockGroupFlags flags, bool onDisk)
     {
-        if (start < FormatConstants.ReservedPrefix || start + len > DeviceSize || (start - FormatConstants.ReservedPrefix) % GroupSize != 0)
+        if (start < FormatConstants.ReservedPrefix || start + len > DeviceSize || len > GroupSize || (start - FormatConstants.ReservedPrefix) % GroupSize != 0)
             throw new CorruptionException($"block group [{start}, +{len}) is not a slot of this device");
         if (_groups.Any(g => g.Start == start)) throw new CorruptionException($"duplicate block group at {start}");
         var g = new BlockGroup(start, len, flags) { OnDisk = onDisk, Dirty = !onDisk };
@@ -209,7 +208,7 @@ internal sealed partial class SpaceManager
         for (ulong s = FormatConstants.ReservedPrefix; s < DeviceSize; s += GroupSize)
         {
             ulong len = Math.Min(GroupSize, DeviceSize - s);
-            if (len < (ulong)NodeSize * 4 || GroupOfUnsynchronized(s) != null) continue; // as Slots()
+            if (!Geometry.UsableSlot(len, NodeSize) || GroupOfUnsynchronized(s) != null) continue; // as Slots()
             if (len == GroupSize) full++; else shortLen = len;
         }
         int taken = 0, total = full + (shortLen > 0 ? 1 : 0);

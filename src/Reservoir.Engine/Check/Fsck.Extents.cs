@@ -57,6 +57,14 @@ public sealed partial class Fsck
 
         // Placement: inside a block group of the right kind, no overlaps, usage adds up.
         var groups = _groups.OrderBy(g => g.Start).ToList();
+        // Every group is one whole slot of the filesystem (SPEC.md §1).
+        ulong slot = _sb.EffectiveGroupSize;
+        foreach (var g in groups)
+        {
+            bool onSlot = g.Start >= FormatConstants.ReservedPrefix && (g.Start - FormatConstants.ReservedPrefix) % slot == 0 && g.Start < _sb.TotalBytes;
+            if (!onSlot || g.Len != Math.Min(slot, _sb.TotalBytes - g.Start))
+                _r.Add(FindingKind.Structure, $"block group {g.Start}", $"length {g.Len} is not a slot of the {_sb.TotalBytes}-byte filesystem (group size {slot})");
+        }
         for (int i = 1; i < groups.Count; i++)
             if (groups[i - 1].Start + groups[i - 1].Len > groups[i].Start) _r.Add(FindingKind.Structure, $"block group {groups[i].Start}", "overlaps the previous block group");
         var used = new Dictionary<ulong, ulong>();

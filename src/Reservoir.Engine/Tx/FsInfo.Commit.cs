@@ -35,7 +35,7 @@ internal sealed partial class FsInfo
         {
             var tx = Running;
             if (!ForceCommit && tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()
-                && !(WriteAllOriginDropsAtNextCommit && _pendingOriginDrops.Count > 0) && !HasPendingRelationChanges()) return;
+                && !(WriteAllOriginDropsAtNextCommit && _pendingOriginDrops.Count > 0) && !HasPendingRelationChanges() && _resizeTo == 0) return;
             ForceCommit = false;
             var sw = Stopwatch.StartNew();
             long lap = 0;
@@ -49,6 +49,7 @@ internal sealed partial class FsInfo
                 AccountOwnerTransitions(h);
                 ApplyRelationChanges(h);
                 lap = Lap(sw, ref Stats.CommitAccountingMicros, lap);
+                ApplyResize(h);
                 foreach (var g in Space.ReclaimEmptyDataGroups())
                     if (g.OnDisk) ExtentTree.Delete(h, new Key(g.Start, KeyTypes.BlockGroupItem, g.Length));
                 // Every commit rewrites the root tree's root, so that a superblock of this
@@ -83,6 +84,7 @@ internal sealed partial class FsInfo
             sb.RootTreeBytenr = RootTree.Root.Bytenr;
             sb.RootTreeLevel = (byte)RootTree.Root.Level;
             sb.BytesUsed = Space.Data.Used + Space.Meta.Used;
+            SetSizeFields(sb);
             sb.Incompat |= Features.IncompatUnverifiedCommit;
             // Since when ORIGIN_DROPs wait in memory: a mount after a crash notes them again.
             sb.OriginDropsMissingSince = PendingOriginDropsSince();

@@ -34,7 +34,8 @@ internal sealed partial class FsInfo
             Label = o.Label,
             Generation = 0,
         };
-        ulong groupSize = SpaceManager.ChooseGroupSize(total, o.NodeSize);
+        ulong groupSize = Geometry.DerivedGroupSize(total, o.NodeSize);
+        sb.GroupSize = groupSize; // for readers (inspect); authoritative only once resized (GROUP_SIZE)
         if (total < FormatConstants.ReservedPrefix + 2 * groupSize)
             throw new FsException(Errno.EINVAL, $"device of {Units.Human(dev.Size)} is too small for node size {o.NodeSize}");
         var space = new SpaceManager(sched, total, o.BlockSize, o.NodeSize, groupSize);

@@ -73,9 +73,7 @@ internal sealed partial class FsInfo
             throw new FsException(Errno.EINVAL, $"filesystem uses unsupported incompatible features 0x{sb.Incompat & ~Features.IncompatSupported:x}");
         if ((sb.CompatRo & ~Features.CompatRoSupported) != 0 && !opts.ReadOnly && !dev.ReadOnly)
             throw new FsException(Errno.EROFS, $"filesystem uses read-only-compatible features 0x{sb.CompatRo & ~Features.CompatRoSupported:x} this version does not know: mount read-only");
-        var space = new SpaceManager(opts.Scheduler, sb.TotalBytes, (int)sb.BlockSize, (int)sb.NodeSize, 0);
-        var groupSize = SpaceManager.ChooseGroupSize(sb.TotalBytes, (int)sb.NodeSize);
-        space = new SpaceManager(opts.Scheduler, sb.TotalBytes, (int)sb.BlockSize, (int)sb.NodeSize, groupSize);
+        var space = new SpaceManager(opts.Scheduler, sb.TotalBytes, (int)sb.BlockSize, (int)sb.NodeSize, sb.EffectiveGroupSize);
         var fs = new FsInfo(dev, sb, opts, space, newestSeen);
         foreach (var n in notes) fs.Warn(n);
         fs.LoadTrees();

@@ -93,6 +93,16 @@ internal sealed partial class FuseBridge
     /// discarded.</summary>
     internal const uint FiTrim = 0xC0185879;
 
+    /// <summary>Resizing the filesystem, for root and the user the daemon runs as (as FITRIM),
+    /// on any file or directory of the mount. btrfs's BTRFS_IOC_RESIZE = _IOW(0x94, 3, struct
+    /// btrfs_ioctl_vol_args), whose name field holds `[1:][+|-]SIZE|max`, answers only an
+    /// errno; Reservoir's _IOWR('R', 10, 4096 bytes) takes the same argument and answers, in
+    /// the same 4096 bytes, u64 the size before, u64 the size after, u32 the errno (0: done)
+    /// and the reason as NUL-terminated UTF-8, so that `reservoir filesystem resize PATH` can
+    /// say why a shrink was refused and how small it can be.</summary>
+    internal const uint IocBtrfsResize = 0x50009403;
+    internal const uint IocResize = 0xC0000000 | (4096u << 16) | (0x52 << 8) | 10;
+
     /// <summary>FS_NOCOW_FL ('C'), the one flag kept: btrfs's NODATACOW.</summary>
     private const uint FsNocowFl = 0x00800000;
 
@@ -209,9 +219,10 @@ internal sealed partial class FuseBridge
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
-                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim)) return Errno.ENOTTY;
+                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim or IocResize or IocBtrfsResize)) return Errno.ENOTTY;
         if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
         if (cmd == FiTrim) return Trim(ref r, ref w, inSize, U32(s, 28));
+        if (cmd is IocResize or IocBtrfsResize) return Resize(cmd, ref r, ref w, inSize, U32(s, 28));
         if (cmd == FsIocGetFlags) return GetFlags(ref w, ino, U32(s, 28));
         if (cmd == FsIocSetFlags) return SetFlags(ref r, ref w, ino, inSize);
         if (cmd == FsIocFsGetXattr)
@@ -314,6 +325,32 @@ internal sealed partial class FuseBridge
         BinaryPrimitives.WriteUInt64LittleEndian(o, start);
         BinaryPrimitives.WriteUInt64LittleEndian(o[8..], trimmed);
         BinaryPrimitives.WriteUInt64LittleEndian(o[16..], minLen);
+        return Errno.OK;
+    }
+
+    private Errno Resize(uint cmd, ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
+    {
+        if (r.Uid != 0 && r.Uid != Session.Libc.Geteuid()) return Errno.EPERM;
+        if (inSize != 4096 || (cmd == IocResize && outSize != 4096) || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
+        var field = arg[8..];
+        int z = field.IndexOf((byte)0);
+        if (z <= 0) return Errno.EINVAL;
+        string spec;
+        try { spec = new UTF8Encoding(false, true).GetString(field[..z]); }
+        catch (DecoderFallbackException) { return Errno.EINVAL; }
+        var e = fs.Resize(spec, out var result, out var why);
+        if (cmd == IocBtrfsResize) { if (e != Errno.OK) return e; IoctlDone(ref w); return Errno.OK; }
+        IoctlDone(ref w);
+        var o = w.Take(4096);
+        o.Clear();
+        BinaryPrimitives.WriteUInt64LittleEndian(o, result.OldSize);
+        BinaryPrimitives.WriteUInt64LittleEndian(o[8..], result.NewSize);
+        BinaryPrimitives.WriteUInt32LittleEndian(o[16..], (uint)e);
+        if (why != null)
+        {
+            var text = Encoding.UTF8.GetBytes(why);
+            text.AsSpan(0, Math.Min(text.Length, 4096 - 21)).CopyTo(o[20..]);
+        }
         return Errno.OK;
     }
 

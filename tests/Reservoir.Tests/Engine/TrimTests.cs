@@ -58,7 +58,7 @@ public class TrimTests
     public void TrimmingBesideWritersDiscardsOnlyWhatIsFree()
     {
         UnderScheduler(8, () => new MountOptions { CommitIntervalMs = 5 }, (seed, s, fs, failures) =>
-            WritersBeside(seed, s, fs, failures, writers: 2, files: 12, unlinkEvery: 3, beside: note =>
+            Writers.Beside(seed, s, fs, failures, writers: 2, files: 12, unlinkEvery: 3, beside: note =>
             {
                 // 256 KiB a piece: the lock is let go often, so writers allocate in between.
                 for (int i = 0; i < 12; i++) note($"trim {i}", fs.Trim(0, ulong.MaxValue, 0, 256UL << 10, out _));
@@ -122,41 +122,7 @@ public class TrimTests
     public void DiscardingCommitsBesideWritersFreeOnlyWhatTheyFreed()
     {
         UnderScheduler(6, () => new MountOptions { CommitIntervalMs = 5, Discard = true }, (seed, s, fs, failures) =>
-            WritersBeside(seed, s, fs, failures, writers: 3, files: 14, unlinkEvery: 2, beside: null));
-    }
-
-    /// <summary>Writers that each make <paramref name="files"/> files (written back at once by
-    /// fsync, so extents are allocated while <paramref name="beside"/> runs on a thread of its
-    /// own) and unlink every <paramref name="unlinkEvery"/>-th; then every file kept must read
-    /// back (and the scheduler's fsck checks every data checksum).</summary>
-    private static void WritersBeside(int seed, Reservoir.Common.Concurrency.DeterministicScheduler s, Filesystem fs, List<string> failures,
-        int writers, int files, int unlinkEvery, Action<Action<string, Errno>>? beside)
-    {
-        var kept = new Dictionary<string, byte[]>();
-        void Note(string what, Errno e) { if (e != Errno.OK) lock (failures) failures.Add($"{what}: {e}"); }
-        var threads = Enumerable.Range(0, writers).Select(w => s.Start($"writer{w}", () =>
-        {
-            var rng = new Random(seed * 10 + w);
-            for (int i = 0; i < files; i++)
-            {
-                var data = new byte[rng.Next(1, 6) * 65536 + rng.Next(4096)];
-                rng.NextBytes(data);
-                string name = $"w{w}-{i}";
-                Note($"create {name}", fs.Create(Root, name, 0x1A4, 0, 0, out var a));
-                Note($"write {name}", fs.Write(a.Ino, 0, data, out _));
-                Note("fsync", fs.Fsync(a.Ino));
-                if (i % unlinkEvery == unlinkEvery - 1) Note($"unlink {name}", fs.Unlink(Root, name));
-                else lock (kept) kept[name] = data;
-            }
-        })).ToList();
-        if (beside != null) threads.Add(s.Start("beside", () => beside(Note)));
-        foreach (var t in threads) t.Join();
-        foreach (var (name, data) in kept)
-        {
-            Ok(fs.Lookup(Root, name, out var a));
-            if (!ReadAll(fs, a.Ino).AsSpan().SequenceEqual(data)) failures.Add($"{name} differs");
-        }
-        Ok(fs.Sync());
+            Writers.Beside(seed, s, fs, failures, writers: 3, files: 14, unlinkEvery: 2, beside: null));
     }
 
     private static bool DeviceZero(MemoryBlockDevice dev, ulong at, ulong len)

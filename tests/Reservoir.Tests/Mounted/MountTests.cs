@@ -284,6 +284,52 @@ public class MountTests(ITestOutputHelper log)
         Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
     }
 
+    /// <summary>
+    /// `reservoir filesystem resize` on a mounted image, as `btrfs filesystem resize` on a
+    /// mount point: a full filesystem grows (df shows it, the image file grows, the write that
+    /// failed with ENOSPC now fits); a shrink past the data is refused with the smallest size
+    /// it allows and changes nothing; a shrink that fits cuts the image; `truncate -s` then
+    /// `resize max` takes the file's new length. Then unmount and fsck clean.
+    /// </summary>
+    [Fact]
+    public void ResizeThroughTheMount()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        using var m = new MountedImage(size: 64UL << 20);
+        long DfBlocks() => long.Parse(m.Run("df -B1M --output=size . | tail -1").Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        long ImageBytes() => new FileInfo(m.Image).Length;
+        Assert.InRange(DfBlocks(), 60, 64);
+        var full = MountedImage.Sh("head -c 80M /dev/urandom > big", m.Dir);
+        Assert.NotEqual(0, full.Code);
+        Assert.Contains("No space left on device", full.Out);
+        m.Run("rm -f big && sync");
+        Assert.Equal($"Resize device id 1 (.) from 64.0MiB to 192MiB\n", m.Run($"{cli} filesystem resize +128M ."));
+        Assert.Equal(192L << 20, ImageBytes());
+        Assert.InRange(DfBlocks(), 185, 192);
+        m.Run("head -c 80M /dev/urandom > big && sync");
+        string sum = m.Run("md5sum big");
+
+        var refused = MountedImage.Sh($"{cli} filesystem resize 32M .", m.Dir);
+        Assert.Equal(1, refused.Code);
+        Assert.Matches("cannot shrink to 32.0MiB: .* in use .*smallest size now is", refused.Out);
+        Assert.Equal(192L << 20, ImageBytes());
+        m.Run("rm big && sync");
+        m.Run("head -c 1M /dev/urandom > small && sync");
+        string small = m.Run("md5sum small");
+        Assert.Contains("to 48.0MiB", m.Run($"{cli} filesystem resize 48M ."));
+        Assert.Equal(48L << 20, ImageBytes());
+        Assert.InRange(DfBlocks(), 44, 48);
+        m.Run($"truncate -s 100M {m.Image}");
+        Assert.Contains("\"new_size\": 104857600", m.Run($"{cli} filesystem resize max . --format json"));
+        Assert.Equal(small, m.Run("md5sum small"));
+        Assert.NotEqual(sum, small);
+        m.Unmount();
+        using var dev = FileBlockDevice.Open(m.Image, readOnly: true);
+        Assert.Equal(100UL << 20, dev.Size);
+        var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
+        Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+    }
+
     /// <summary>-o discard: the commit that frees a deleted file's blocks punches them out of
     /// the image, with no fstrim.</summary>
     [Fact]

@@ -1,0 +1,87 @@
+using Reservoir.Common;
+using Reservoir.Format;
+
+namespace Reservoir.Engine;
+
+/// <summary>
+/// Growing and shrinking the filesystem, offline (`reservoir filesystem resize SIZE IMAGE`),
+/// online (through the mount, btrfs's resize ioctl or Reservoir's) and in the embedded API. An
+/// image file grows with the filesystem and is cut after it shrinks; nothing is moved, so a
+/// shrink past space in use is refused with the smallest size possible now.
+/// </summary>
+public sealed partial class Filesystem
+{
+    /// <summary>Sizes before and after a resize.</summary>
+    public readonly record struct ResizeResult(ulong OldSize, ulong NewSize);
+
+    /// <summary>
+    /// Parses btrfs's resize argument: <c>[1:][+|-]SIZE[kKmMgGtTpPeE]</c> or <c>[1:]max</c> (the
+    /// one device has id 1). A bare SIZE is the new size, +SIZE and -SIZE change the current one,
+    /// max is the device's size (an image file's length now, after `truncate -s` for one).
+    /// </summary>
+    public static bool TryParseResize(string spec, ulong current, Func<ulong> deviceSize, out ulong target, out string error)
+    {
+        target = 0;
+        error = "";
+        string s = spec.Trim();
+        int colon = s.IndexOf(':');
+        if (colon >= 0)
+        {
+            if (s[..colon] != "1") { error = $"no device with id '{s[..colon]}' (a Reservoir filesystem has one device, id 1)"; return false; }
+            s = s[(colon + 1)..];
+        }
+        if (s.Equals("max", StringComparison.OrdinalIgnoreCase)) { target = deviceSize(); return true; }
+        if (s.Equals("cancel", StringComparison.OrdinalIgnoreCase)) { error = "there is no resize in progress to cancel (a resize finishes before it returns)"; return false; }
+        int sign = s.StartsWith('+') ? 1 : s.StartsWith('-') ? -1 : 0;
+        if (!Units.TryParseSize(sign != 0 ? s[1..] : s, out ulong n)) { error = $"invalid size '{spec}': expected [1:][+|-]SIZE[kKmMgGtTpPeE] or [1:]max"; return false; }
+        if (sign > 0 && n > ulong.MaxValue - current) { error = $"'{spec}' is past any size"; return false; }
+        if (sign < 0 && n > current) { error = $"'{spec}' is more than the filesystem's {Units.Human(current)}"; return false; }
+        target = sign > 0 ? current + n : sign < 0 ? current - n : n;
+        return true;
+    }
+
+    /// <summary>The filesystem's size now (total_bytes).</summary>
+    public ulong TotalBytes => Fs.TotalBytes;
+
+    /// <summary><see cref="Resize(ulong, out ResizeResult, out string?)"/> with btrfs's resize
+    /// argument (<see cref="TryParseResize"/>).</summary>
+    public Errno Resize(string spec, out ResizeResult result, out string? why)
+    {
+        result = new(Fs.TotalBytes, Fs.TotalBytes);
+        if (!TryParseResize(spec, Fs.TotalBytes, () => Fs.Device.ProbeSize(), out ulong target, out string err)) { why = err; return Errno.EINVAL; }
+        return Resize(target, out result, out why);
+    }
+
+    /// <summary>
+    /// Makes the filesystem <paramref name="newSize"/> bytes (rounded down to a node): grows it
+    /// (an image file grows with it; a block device must be that large already) or shrinks it
+    /// (writes everything back and commits first; refused with ENOSPC, nothing changed, when
+    /// space past the new end is in use). <paramref name="why"/> says what went wrong.
+    /// </summary>
+    public Errno Resize(ulong newSize, out ResizeResult result, out string? why)
+    {
+        ulong old = Fs.TotalBytes;
+        result = new(old, old);
+        why = null;
+        if (Fs.ReadOnly) { why = "the filesystem is mounted read-only"; return Errno.EROFS; }
+        if (newSize < old)
+        {
+            var se = Sync(); // extents in flight get their place, and what was freed is free
+            if (se != Errno.OK) { why = "sync before the shrink failed"; return se; }
+        }
+        string? message = null;
+        ulong done = old;
+        var e = Guard(0, () =>
+        {
+            try { done = Fs.Resize(newSize); return Errno.OK; }
+            catch (FsException ex) when (ex.Errno is Errno.ENOSPC or Errno.EINVAL or Errno.EFBIG or Errno.EROFS or Errno.EOPNOTSUPP)
+            {
+                message = ex.Message;
+                return ex.Errno;
+            }
+        });
+        why = message ?? (e != Errno.OK ? Fs.FailedReason ?? "the resize failed (see the log)" : null);
+        result = new(old, e == Errno.OK ? done : old);
+        return e;
+    }
+}

@@ -1,0 +1,102 @@
+using Reservoir.Common;
+using Reservoir.Common.Concurrency;
+using Reservoir.Format;
+
+namespace Reservoir.Engine.Tx;
+
+/// <summary>
+/// Growing and shrinking the filesystem (`reservoir filesystem resize`, btrfs's resize ioctl).
+/// The new size takes effect in a commit of its own: the commit applies it while no handle is
+/// active (<see cref="SpaceManager.Resize"/>), rewrites the block group items it changed and
+/// writes total_bytes (and group_size with the GROUP_SIZE feature when the size no longer gives
+/// it) in the same superblock, so the last commit and its size always agree: a power cut before
+/// that commit is durable leaves the old size with everything it had.
+/// Order with the device: a growing image file is extended (durably) before the commit that
+/// uses the new space; a shrinking one is cut only after the commit that stopped using it.
+/// </summary>
+internal sealed partial class FsInfo
+{
+    /// <summary>Serialises resizes (one device size change and its commit at a time).</summary>
+    private FsMutex? _resizeMutex;
+    /// <summary>The size the next commit resizes to (0: none) and its refusal, if it refused.
+    /// Guarded by the commit mutex.</summary>
+    private ulong _resizeTo;
+    private string? _resizeRefusal;
+
+    /// <summary>The filesystem's size now.</summary>
+    public ulong TotalBytes => Space.DeviceSize;
+
+    /// <summary>
+    /// Makes the filesystem <paramref name="requested"/> bytes (rounded down to a node). Grows
+    /// the image file first when it is shorter; cuts it after a shrink. Returns the new size.
+    /// Throws <see cref="FsException"/>: EROFS read-only, EINVAL below the minimum, EFBIG past
+    /// what the device can be, ENOSPC when a shrink would cut space in use (the message says
+    /// how small it can be).
+    /// </summary>
+    public ulong Resize(ulong requested)
+    {
+        if (ReadOnly) throw new FsException(Errno.EROFS, "the filesystem is mounted read-only");
+        ulong to = Units.AlignDown(requested, (ulong)NodeSize);
+        if (to < FormatConstants.MinDeviceSize)
+            throw new FsException(Errno.EINVAL, $"{Units.Human(requested)} is below the smallest filesystem, {Units.Human(FormatConstants.MinDeviceSize)}");
+        if (to > FormatConstants.MaxFileSize)
+            throw new FsException(Errno.EFBIG, $"{Units.Human(requested)} is past the largest filesystem, {Units.Human(FormatConstants.MaxFileSize)}");
+        Interlocked.CompareExchange(ref _resizeMutex, Sched.CreateMutex("resize"), null);
+        using var serial = _resizeMutex.Lock();
+        ulong from = Space.DeviceSize;
+        if (to == from) return to;
+        if (to > from && Device.Size < to)
+        {
+            if (!Device.CanResize)
+                throw new FsException(Errno.EFBIG, $"the device has {Units.Human(Device.Size)}: the filesystem cannot grow to {Units.Human(to)}");
+            Device.Resize(to);
+        }
+        // What the running transaction freed stays pinned until its commit is durable: commit
+        // once first so that a shrink finds it free.
+        if (to < from) Commit();
+        using (_commitMutex.Lock())
+        {
+            _resizeTo = to;
+            _resizeRefusal = null;
+            ForceCommit = true;
+        }
+        Commit();
+        string? refusal;
+        bool applied;
+        using (_commitMutex.Lock())
+        {
+            applied = _resizeTo == 0;
+            _resizeTo = 0;
+            refusal = _resizeRefusal;
+        }
+        if (!applied) throw new FsException(Errno.EIO, FailedReason ?? "the resize was not committed");
+        if (refusal != null) throw new FsException(Errno.ENOSPC, $"cannot shrink to {Units.Human(to)}: {refusal}");
+        // The image past the new end holds nothing any commit needs now (the shrink's commit is
+        // durable, and the one before it in the other slot only reads as invalid).
+        if (to < from && Device.CanResize && Device.Size > to) Device.Resize(to);
+        return to;
+    }
+
+    /// <summary>In the commit, with no handle active and the tree locks held: applies a pending
+    /// resize, deleting the items of the block groups it changed (their key holds the length;
+    /// a changed group is dirty and gets its item back with the new length).</summary>
+    private void ApplyResize(TransHandle h)
+    {
+        ulong to = _resizeTo;
+        if (to == 0) return;
+        _resizeTo = 0;
+        var changed = Space.Resize(to, out _resizeRefusal);
+        if (changed == null) return;
+        foreach (var c in changed)
+            if (c.Group.OnDisk) ExtentTree.Delete(h, new Key(c.Group.Start, KeyTypes.BlockGroupItem, c.OldLength));
+    }
+
+    /// <summary>The superblock's size fields for the space as it is now.</summary>
+    private void SetSizeFields(Superblock sb)
+    {
+        sb.TotalBytes = Space.DeviceSize;
+        sb.GroupSize = Space.GroupSize;
+        if (Geometry.DerivedGroupSize(sb.TotalBytes, NodeSize) != Space.GroupSize) sb.Incompat |= Features.IncompatGroupSize;
+        else sb.Incompat &= ~Features.IncompatGroupSize;
+    }
+}
