@@ -100,6 +100,8 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     }
 
     public Errno Sync() => Fs.Sync();
+    private readonly ulong _startSize = rfs.Engine.TotalBytes;
+    public Errno Resize(int percentOfStart) => Fs.Resize(_startSize * (ulong)percentOfStart / 100 >> 20 << 20, out _, out _);
     public Errno Chmod(string path, uint mode) => P.Chmod(path, mode);
     public Errno SetXattr(string path, string name, byte[] value) => P.SetXattr(path, name, value);
     public Errno RemoveXattr(string path, string name) => P.RemoveXattr(path, name);

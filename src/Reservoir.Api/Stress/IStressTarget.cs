@@ -65,6 +65,10 @@ public interface IStressTarget
     Errno Truncate(string path, ulong size);
     Errno Fsync(string path, bool dataOnly);
     Errno Sync();
+    /// <summary>Resizes the filesystem to <paramref name="percentOfStart"/> percent of its size
+    /// when the target was made, 1 MiB-aligned (`reservoir filesystem resize`): ENOSPC for a
+    /// shrink past space in use; ENOTTY where the target cannot resize.</summary>
+    Errno Resize(int percentOfStart);
     Errno Chmod(string path, uint mode);
     Errno SetXattr(string path, string name, byte[] value);
     Errno RemoveXattr(string path, string name);

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
 using Reservoir.Common;
@@ -245,6 +246,12 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
         try { return Check(dataOnly ? Libc.Fdatasync(fd) : Libc.Fsync(fd)); }
         finally { Libc.Close(fd); }
     }
+
+    /// <summary>The mounted Reservoir's size when the target was made (0: not a Reservoir).</summary>
+    private readonly ulong _startSize = OnlineSubvolume.Space(root, out var sp, out _) == Errno.OK ? sp.DeviceBytes : 0;
+
+    public Errno Resize(int percentOfStart) => _startSize == 0 ? Errno.ENOTTY
+        : OnlineSubvolume.Resize(Root, (_startSize * (ulong)percentOfStart / 100 >> 20 << 20).ToString(CultureInfo.InvariantCulture), out _, out _, out _);
 
     public Errno Sync()
     {

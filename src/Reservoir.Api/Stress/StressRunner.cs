@@ -53,7 +53,7 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile", "whiteout"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile", "whiteout", "resize"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
@@ -66,6 +66,9 @@ public static class StressRunner
         ["tmpfile"] = 0,
         // renameat2(RENAME_WHITEOUT), overlayfs's rename: off unless asked for (-f whiteout=N).
         ["whiteout"] = 0,
+        // The filesystem grown or shrunk, between 75% and 125% of its size at the start
+        // (`reservoir filesystem resize`): off unless asked for (-f resize=N).
+        ["resize"] = 0,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -261,6 +264,7 @@ public static class StressRunner
             "truncate" => [file, rng.Next(0, 400_000).ToString(CultureInfo.InvariantCulture)],
             "setattr" => [file, rng.Next(0, 512).ToString(CultureInfo.InvariantCulture)],
             "setxattr" or "removexattr" => [file, "user.s" + rng.Next(4), rng.Next().ToString(CultureInfo.InvariantCulture)],
+            "resize" => [rng.Next(75, 126).ToString(CultureInfo.InvariantCulture)],
             "tmpfile" => [name, rng.Next(0, 200_000).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             _ => [file],
         };
@@ -535,6 +539,7 @@ public static class StressRunner
                 break;
             case "fsync" or "fdatasync": e = t.Fsync(a[0], op == "fdatasync"); break;
             case "sync": e = t.Sync(); break;
+            case "resize": e = t.Resize(int.Parse(a[0], CultureInfo.InvariantCulture)); break;
             case "setattr": e = t.Chmod(a[0], (uint)U(1)); break;
             case "setxattr": e = t.SetXattr(a[0], a[1], Encoding.UTF8.GetBytes(a[2])); break;
             case "removexattr": e = t.RemoveXattr(a[0], a[1]); break;

@@ -29,6 +29,7 @@ public class PowerCutTests(ITestOutputHelper log)
         Assert.True(r.Commits >= 3, "workload should commit several times");
         // Two images per distinct cut point; the 40 sampled points may repeat.
         Assert.True(r.ImagesChecked >= 70, $"only {r.ImagesChecked} images checked");
+        Assert.True(r.Resizes >= 1, "the workload never resized");
         log.WriteLine($"seed {seed}: {r.CutPoints} cut points, {r.Commits} commits and fsyncs ({r.LogWrites} through the fsync log), {r.ImagesChecked} post-cut images checked");
     }
 

@@ -139,6 +139,28 @@ public class ResizeTests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>A shrink must leave room for every reservation already made (a buffered write
+    /// waiting for writeback was promised its space: writeback must not find it gone).</summary>
+    [Fact]
+    public void AShrinkKeepsEveryPromiseAlreadyMade()
+    {
+        var dev = NewDevice(128 * MiB);
+        using (var fs = Mount(dev))
+        {
+            // What writes in flight hold (delalloc's reservations) between the shrink's sync and its commit.
+            Ok(fs.Fs.Space.Reserve(data: true, 40 * MiB));
+            var e = fs.Resize(41 * MiB, out var r, out var why);
+            Assert.Equal(Errno.ENOSPC, e);
+            Assert.Contains("too little free space", why);
+            Assert.Equal(128 * MiB, fs.TotalBytes);
+            Assert.Equal(128 * MiB, dev.Size);
+            Assert.True(fs.Fs.Space.Groups.All(g => g.End <= 128 * MiB));
+            fs.Fs.Space.Release(data: true, 40 * MiB);
+            Ok(fs.Resize(41 * MiB, out r, out why), why ?? "");
+        }
+        FsckAssert.Clean(dev);
+    }
+
     [Theory]
     [InlineData("1G", 1UL << 30)]
     [InlineData("+1g", (64UL << 20) + (1UL << 30))]

@@ -193,6 +193,30 @@ public class StressTests(ITestOutputHelper log)
     }
 
     /// <summary>
+    /// The filesystem grown and shrunk (between 75% and 125% of its size) while the workers
+    /// write, clone, snapshot and delete, with quotas on, under the deterministic scheduler:
+    /// every file equals its model after every operation, nothing leaks, and fsck (every group
+    /// on its slot, every extent clear of the superblock copies, the quota recount) is clean.
+    /// </summary>
+    [Theory]
+    [InlineData(91)]
+    [InlineData(92)]
+    public void ResizesUnderStressKeepEveryFileAndEveryCount(int seed)
+    {
+        var (r, leaked, dev) = RunDeterministic(seed, workers: 4, ops: 600, o =>
+        {
+            o.CheckEach = true;
+            o.Frequencies["resize"] = 6;
+            o.Frequencies["snapshot"] = 3;
+        }, null, rfs => Assert.Equal(Errno.OK, rfs.Engine.EnableQuota()), out _);
+        Assert.True(r.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
+        Assert.True(r.OpCounts.GetValueOrDefault("resize") > 30, "too few resizes to test anything");
+        Assert.Equal(0, leaked);
+        FsckAssert.Clean(dev);
+        log.WriteLine($"seed {seed}: {r.Operations} operations, {r.OpCounts["resize"]} resizes");
+    }
+
+    /// <summary>
     /// Snapshots, subvolumes and clones under stress with quotas on and a referrer entry for
     /// every extent the commit searches (docs/SNAPSHOTS.md §3): the entries' cursors and known
     /// referrers live across commits while the workers, the flusher and the committer
