@@ -62,6 +62,9 @@ public static class InterleavingExplorer
         public bool QuotaGroups { get; set; }
         /// <summary>Where the workers' operations are logged (stress's format; one run, a replay).</summary>
         public TextWriter? Log { get; set; }
+        /// <summary>Operation frequencies set over stress's defaults (explore -f op=N, as stress
+        /// -f): resize, whiteout, tmpfile, which are off by default, for one.</summary>
+        public SortedDictionary<string, int> Frequencies { get; } = new(StringComparer.Ordinal);
     }
 
     /// <summary>The strategy a sweep uses for a seed: PCT on even seeds, random walk on odd.</summary>
@@ -94,6 +97,7 @@ public static class InterleavingExplorer
                 so.Frequencies["snapshot"] = 6;
                 so.Frequencies["subvol_create"] = 3;
             }
+            foreach (var (op, f) in s.Frequencies) so.Frequencies[op] = f;
             var r = StressRunner.Run(rfs, so);
             Volatile.Write(ref done, true);
             relations?.Join();
@@ -177,5 +181,6 @@ public static class InterleavingExplorer
     public static string ReplayCommand(ExploreOutcome o, Settings s) =>
         $"reservoir explore --seed {o.Seed} --strategy {(o.Strategy == ScheduleStrategy.Pct ? "pct" : "random")} -p {s.Workers} -n {s.OpsPerWorker}" +
         (o.Strategy == ScheduleStrategy.Pct ? $" --pct-depth {s.PctDepth}" : "") +
-        (s.QuotaLimit is { } q ? $" --quota-limit {q}" : "") + (s.QuotaGroups ? " --quota-groups" : "");
+        (s.QuotaLimit is { } q ? $" --quota-limit {q}" : "") + (s.QuotaGroups ? " --quota-groups" : "") +
+        string.Concat(s.Frequencies.Select(f => $" -f {f.Key}={f.Value}"));
 }

@@ -55,13 +55,7 @@ internal static class StressCommand
                 o.Duration = ParseDuration(t);
                 if (pr.GetResult(ops) is null || pr.GetResult(ops)!.Implicit) o.OpsPerWorker = int.MaxValue;
             }
-            foreach (var f in pr.GetValue(freq) ?? [])
-            {
-                var kv = f.Split('=');
-                if (kv.Length != 2 || !o.Frequencies.ContainsKey(kv[0]) || !int.TryParse(kv[1], out int v) || v < 0)
-                    throw new ArgumentException($"-f {f}: expected op=frequency with op one of {string.Join(", ", StressRunner.Ops)}");
-                o.Frequencies[kv[0]] = v;
-            }
+            foreach (var (op, f) in ParseFrequencies(pr.GetValue(freq))) o.Frequencies[op] = f;
             StressResult result;
             long leaked = 0;
             IReadOnlyList<string> leaks = [];
@@ -102,6 +96,19 @@ internal static class StressCommand
     }
 
     /// <summary>Seconds, or a number with s, m or h.</summary>
+    /// <summary>-f op=N options (fsstress's -f): each operation one of stress's, each frequency
+    /// a count of at least 0.</summary>
+    internal static IEnumerable<(string Op, int Frequency)> ParseFrequencies(string[]? given)
+    {
+        foreach (var f in given ?? [])
+        {
+            var kv = f.Split('=');
+            if (kv.Length != 2 || !StressRunner.Ops.Contains(kv[0]) || !int.TryParse(kv[1], out int v) || v < 0)
+                throw new ArgumentException($"-f {f}: expected op=frequency with op one of {string.Join(", ", StressRunner.Ops)}");
+            yield return (kv[0], v);
+        }
+    }
+
     internal static TimeSpan ParseDuration(string s)
     {
         double Num(string x) => double.TryParse(x, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) && v > 0

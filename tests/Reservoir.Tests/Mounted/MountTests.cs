@@ -582,8 +582,9 @@ public class MountTests(ITestOutputHelper log)
                 $"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME={dir} DOTNET_CLI_HOME={dir} bash -c '" +
                 $"set -e; cd {dir}; {cli} mkfs u.img --size 128M -q; {cli} subvolume create u.img sv >/dev/null; mkdir m; {cli} mount u.img m; " +
                 "echo hello > m/x; mkdir m/d; test \"$(stat -c %U m/x)\" = nobody; test \"$(stat -c %U m/sv)\" = nobody; " +
-                // The user whose image it is may trim it (FITRIM: root or the daemon's user).
-                "fstrim m; " +
+                // The user whose image it is may trim it (FITRIM: root or the daemon's user),
+                // and resize it.
+                $"fstrim m; {cli} filesystem resize +64M m >/dev/null; test \"$(stat -c %s u.img)\" = 201326592; " +
                 // `reservoir umount` unmounts through fusermount3 and returns once the daemon
                 // has let go of the image (fusermount3 -u alone returns before).
                 $"grep -q \" fuse.reservoir \" /proc/self/mountinfo; {cli} umount m; flock -n u.img true'", "/", 120);
