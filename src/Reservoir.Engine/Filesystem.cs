@@ -104,6 +104,7 @@ public sealed partial class Filesystem : IDisposable
             f.CleanupDeletedSubvolumes();
         }
         fs.StartCommitter();
+        fs.StartDiscarder();
         f.Data.StartFlusher();
         return f;
     }
@@ -128,6 +129,7 @@ public sealed partial class Filesystem : IDisposable
         foreach (var m in Data.AllMappings()) Data.Writeback(m, 0, ulong.MaxValue, wait: true);
         foreach (var m in Data.AllMappings()) Data.WaitOrdered(m, 0, ulong.MaxValue);
         Fs.CommitAfterEarlyAccounting();
+        Fs.DiscardQueuedWithoutWorker();
         // A failed filesystem commits nothing: sync must not answer as if it had.
         return Fs.FailedReason != null ? Errno.EIO : Errno.OK;
     });

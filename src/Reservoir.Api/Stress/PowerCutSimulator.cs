@@ -90,8 +90,10 @@ public static class PowerCutSimulator
             // Odd seeds give every extent searched a referrer entry, so that their items are
             // written, cut and loaded again as often as can be.
             referrerEntryAfter: quotas && seed % 2 == 1 ? 0 : 32,
-            // Every third seed mounts with -o discard: each commit discards what it freed.
-            discard: seed % 3 == 0);
+            // Every third seed mounts with -o discard: each commit discards what it freed;
+            // every sixth (4, 10, …) with discard=async (queued after each commit and, with no
+            // background threads here, discarded at each sync).
+            discard: seed % 3 == 0 ? DiscardMode.Sync : seed % 3 == 1 && seed % 2 == 0 ? DiscardMode.Async : DiscardMode.Off);
         return r;
     }
 
@@ -150,7 +152,7 @@ public static class PowerCutSimulator
 
     /// <summary>Reference run, then one run per cut point, two remains each (dropped, torn).</summary>
     private static void Check(MemoryBlockDevice initial, Workload work, string name, Result r, Func<long, IEnumerable<long>> cutPoints,
-        bool checkAfterRemount = false, int referrerEntryAfter = 32, bool discard = false)
+        bool checkAfterRemount = false, int referrerEntryAfter = 32, DiscardMode discard = DiscardMode.Off)
     {
         MountOptions Options() => new() { CommitIntervalMs = 0, ReferrerEntryAfter = referrerEntryAfter, Discard = discard };
         r.Workloads++;

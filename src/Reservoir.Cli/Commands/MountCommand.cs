@@ -22,7 +22,7 @@ internal static class MountCommand
     {
         var image = new Argument<string>("image");
         var dir = new Argument<string>("mountpoint");
-        var opts = new Option<string?>("-o") { Description = "Options: ro, allow_other, default_permissions, noatime, fsname= (the source mount tables show; default: the image's path), commit=SECONDS, threads=N, attr_timeout=SECONDS, subvol=PATH, subvolid=ID, submounts (every subvolume a mount of its own, with its own st_dev; `reservoir umount` unmounts the tree, as umount does with install.sh's helper), dedicated=N (with submounts: how many get threads of their own, 16), nofuseblk (as root the mount is a fuseblk mount over a loop device, so that sync(1) reaches it), debug" };
+        var opts = new Option<string?>("-o") { Description = "Options: ro, allow_other, default_permissions, noatime, discard[=sync|async], fsname= (the source mount tables show; default: the image's path), commit=SECONDS, threads=N, attr_timeout=SECONDS, subvol=PATH, subvolid=ID, submounts (every subvolume a mount of its own, with its own st_dev; `reservoir umount` unmounts the tree, as umount does with install.sh's helper), dedicated=N (with submounts: how many get threads of their own, 16), nofuseblk (as root the mount is a fuseblk mount over a loop device, so that sync(1) reaches it), debug" };
         var fg = new Option<bool>("-f", "--foreground") { Description = "Stay in the foreground (for systemd)" };
         var debug = new Option<bool>("-d", "--debug") { Description = "Log every request (implies -f)" };
         var detached = new Option<bool>("--detached") { Description = "(internal) the background half of a mount", Hidden = true };

@@ -13,6 +13,20 @@ internal sealed class FreeSpaceMap
     public int Count => _r.Count;
     public IEnumerable<(ulong Start, ulong Length)> Ranges => _r.All.Select(r => (r.Start, r.End - r.Start));
 
+    /// <summary>The free pieces inside [start, end), clipped to it (a binary search, then only
+    /// the ranges that overlap).</summary>
+    public List<(ulong Start, ulong Length)> Within(ulong start, ulong end)
+    {
+        var (f, l) = _r.Overlapping(start, end);
+        var pieces = new List<(ulong, ulong)>(l - f);
+        for (int i = f; i < l; i++)
+        {
+            ulong a = Math.Max(_r[i].Start, start), b = Math.Min(_r[i].End, end);
+            if (b > a) pieces.Add((a, b - a));
+        }
+        return pieces;
+    }
+
     /// <summary>Returns [start, start+len) to the free set; throws on a double free.</summary>
     public void Add(ulong start, ulong len)
     {

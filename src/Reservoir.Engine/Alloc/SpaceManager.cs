@@ -473,6 +473,7 @@ internal sealed partial class SpaceManager
     {
         using var _ = _lock.Lock();
         ReturnPinnedUnsynchronized(_pinned);
+        QueueForDiscardUnsynchronized(_pinned);
         _pinned.Clear();
     }
 

@@ -91,8 +91,8 @@ internal sealed partial class FsInfo
             StartNextLog(sb);
             PublishSuperblock(sb, backups: !_durableOnlyInBackups);
             Lap(sw, ref Stats.CommitFlushMicros, lap);
-            if (Options.Discard && !Device.ReadOnly) toDiscard = Space.TakePinnedForDiscard();
-            else Space.Unpin();
+            if (Options.Discard == DiscardMode.Sync && !Device.ReadOnly) toDiscard = Space.TakePinnedForDiscard();
+            else Space.Unpin(); // with discard=async, queued for the discard worker too
             Running = NewTransaction(tx.Transid + 1, tx.WithoutSharedRootRefs);
             long us = sw.ElapsedTicks * 1_000_000 / Stopwatch.Frequency;
             Stats.Commits++;
@@ -109,6 +109,7 @@ internal sealed partial class FsInfo
             _commitLock.ExitWrite();
         }
         if (toDiscard != null) DiscardFreed(toDiscard);
+        KickDiscarder();
     }
 
     /// <summary>-o discard, after the commit lock is let go (operations go on meanwhile): the

@@ -276,11 +276,13 @@ internal sealed partial class FsInfo : IDisposable
         if (_disposed) return;
         _disposed = true;
         StopCommitter();
+        StopDiscarder();
         StopEarlyAccounting(); // the last commit works out whatever is still queued
         if (!ReadOnly && FailedReason == null)
         {
             Commit();
             WriteCleanSuperblock();
+            DiscardQueued(); // discard=async: what is left, the last commit's frees included
         }
     }
 

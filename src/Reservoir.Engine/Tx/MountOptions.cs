@@ -29,16 +29,30 @@ public sealed class MountOptions
     /// <summary>When reading a file's data or listing a directory updates its atime (Linux's
     /// relatime by default; FUSE leaves atime to the filesystem).</summary>
     public AtimeMode Atime { get; set; } = AtimeMode.Relatime;
-    /// <summary>Every commit discards what it freed (an image file gets holes punched), once
-    /// the commit is durable and before the space can be allocated again (btrfs's
-    /// discard=sync): the image shrinks as files go, at some cost to each commit. Off: run
-    /// fstrim (<see cref="Filesystem.Trim"/>) now and then.</summary>
-    public bool Discard { get; set; }
+    /// <summary>Whether what commits free is discarded (an image file gets holes punched, so
+    /// it shrinks on the host as files go): <see cref="DiscardMode.Sync"/> in the commit,
+    /// <see cref="DiscardMode.Async"/> by a worker after it. Off: run fstrim
+    /// (<see cref="Filesystem.Trim"/>) now and then.</summary>
+    public DiscardMode Discard { get; set; }
     /// <summary>Listing a directory leaves its atime alone (nodiratime).</summary>
     public bool NoDirAtime { get; set; }
     public IScheduler Scheduler { get; set; } = RealScheduler.Instance;
     /// <summary>Where engine warnings go (leaks, repaired counters, fallbacks).</summary>
     public Action<string>? Log { get; set; }
+}
+
+/// <summary>btrfs's discard mount options.</summary>
+public enum DiscardMode
+{
+    /// <summary>nodiscard: fstrim discards free space when it runs.</summary>
+    Off,
+    /// <summary>discard=sync (and plain discard): each commit discards what it freed once it is
+    /// durable, before the space can be allocated again; the commit waits for the device.</summary>
+    Sync,
+    /// <summary>discard=async: what a commit freed is free at once and queued; a worker
+    /// discards each range that is still free when its turn comes (one allocated again
+    /// meanwhile is left), so no commit waits for the device.</summary>
+    Async,
 }
 
 /// <summary>The mount's atime policy, as the kernel's mount options name them.</summary>

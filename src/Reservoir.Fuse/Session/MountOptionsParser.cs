@@ -17,9 +17,10 @@ public sealed class FuseMountOptions
     /// the engine keeps atime (FUSE leaves it to the filesystem).</summary>
     public bool NoAtime { get; set; }
     public bool StrictAtime { get; set; }
-    /// <summary>discard: every commit punches what it freed out of the image (the engine's
-    /// MountOptions.Discard); nodiscard (the default): fstrim does it when run.</summary>
-    public bool Discard { get; set; }
+    /// <summary>discard, discard=sync: every commit punches what it freed out of the image;
+    /// discard=async: a worker does it after the commit (the engine's MountOptions.Discard);
+    /// nodiscard (the default): fstrim does it when run.</summary>
+    public Engine.Tx.DiscardMode Discard { get; set; }
     public bool NoDirAtime { get; set; }
     public bool NoExec { get; set; }
     public bool Suid { get; set; }
@@ -92,8 +93,9 @@ public sealed class FuseMountOptions
                 case "relatime": NoAtime = StrictAtime = false; break;
                 case "strictatime": StrictAtime = true; NoAtime = false; break;
                 case "nodiratime": NoDirAtime = true; break;
-                case "discard": Discard = true; break;
-                case "nodiscard": Discard = false; break;
+                case "discard" when v is "" or "sync": Discard = Engine.Tx.DiscardMode.Sync; break;
+                case "discard" when v == "async": Discard = Engine.Tx.DiscardMode.Async; break;
+                case "nodiscard": Discard = Engine.Tx.DiscardMode.Off; break;
                 case "diratime": NoDirAtime = false; break;
                 case "noexec": NoExec = true; break;
                 case "suid": Suid = true; break;

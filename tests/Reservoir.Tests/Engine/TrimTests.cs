@@ -73,7 +73,7 @@ public class TrimTests
         var gone = new byte[4 << 20];
         new Random(7).NextBytes(keep);
         new Random(8).NextBytes(gone);
-        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = true }))
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = DiscardMode.Sync }))
         {
             ulong k = CreateFile(fs, Root, "keep", keep);
             ulong g = CreateFile(fs, Root, "gone", gone);
@@ -92,6 +92,77 @@ public class TrimTests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>discard=async: what the commit freed is free space at once (not held back for
+    /// the device, nor discarded by the commit); then the discard (the worker's, or here, with
+    /// no background threads, the sync's) punches it out, and the live file reads back.</summary>
+    [Fact]
+    public void WithAsyncDiscardFreedSpaceIsFreeAtOnceAndDiscardedAfter()
+    {
+        var dev = NewDevice(128UL << 20);
+        var keep = new byte[1 << 20];
+        var gone = new byte[4 << 20];
+        new Random(17).NextBytes(keep);
+        new Random(18).NextBytes(gone);
+        using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = DiscardMode.Async }))
+        {
+            ulong k = CreateFile(fs, Root, "keep", keep);
+            ulong g = CreateFile(fs, Root, "gone", gone);
+            Ok(fs.Sync());
+            Ok(fs.ExtentMap(g, out var map));
+            var extents = map.Where(x => x.DiskBytenr != 0).ToList();
+            Assert.Contains(extents, x => !DeviceZero(dev, x.DiskBytenr, x.DiskLength));
+            Ok(fs.Unlink(Root, "gone"));
+            fs.Fs.Commit();                              // the commit alone: free, not discarded
+            foreach (var x in extents) Assert.True(fs.Fs.Space.IsFree(x.DiskBytenr, x.DiskLength), $"extent {x.DiskBytenr} not free after the commit");
+            Assert.Contains(extents, x => !DeviceZero(dev, x.DiskBytenr, x.DiskLength));
+            Assert.True(fs.Fs.Space.UndiscardedCount > 0);
+            Ok(fs.Sync());                               // no worker: the sync discards the queue
+            foreach (var x in extents) Assert.True(DeviceZero(dev, x.DiskBytenr, x.DiskLength), $"extent {x.DiskBytenr} not discarded");
+            Assert.True(fs.Fs.AsyncDiscardedBytes >= gone.Length, $"discarded {fs.Fs.AsyncDiscardedBytes}");
+            Assert.Equal(keep, ReadAll(fs, k));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>A queued range allocated again before the discard's turn is left alone; the
+    /// rest of what was freed is discarded.</summary>
+    [Fact]
+    public void AnAsyncDiscardLeavesARangeAllocatedAgainBeforeItsTurn()
+    {
+        var dev = NewDevice(128UL << 20);
+        var gone = new byte[4 << 20];
+        new Random(19).NextBytes(gone);
+        using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = DiscardMode.Async });
+        ulong g = CreateFile(fs, Root, "gone", gone);
+        Ok(fs.Sync());
+        Ok(fs.ExtentMap(g, out var map));
+        var extents = map.Where(x => x.DiskBytenr != 0).ToList();
+        Assert.True(extents.Count >= 2, $"{extents.Count} extents");
+        Ok(fs.Unlink(Root, "gone"));
+        fs.Fs.Commit();
+        var taken = extents[0];
+        Assert.True(fs.Fs.Space.ClaimData(taken.DiskBytenr, taken.DiskLength)); // allocated again meanwhile
+        fs.Fs.DiscardQueued();
+        Assert.False(DeviceZero(dev, taken.DiskBytenr, taken.DiskLength), "a range allocated again was discarded");
+        foreach (var x in extents.Skip(1)) Assert.True(DeviceZero(dev, x.DiskBytenr, x.DiskLength), $"extent {x.DiskBytenr} not discarded");
+        fs.Fs.Space.FreeReserved(taken.DiskBytenr, taken.DiskLength);
+    }
+
+    /// <summary>The discard worker beside writers that allocate what was just freed: a range
+    /// allocated again before its turn must be left alone (fsck checks every data checksum,
+    /// and every file kept reads back).</summary>
+    [Fact]
+    public void TheAsyncDiscardWorkerBesideWritersDiscardsOnlyWhatIsStillFree()
+    {
+        long discarded = 0;
+        UnderScheduler(8, () => new MountOptions { CommitIntervalMs = 5, Discard = DiscardMode.Async }, (seed, s, fs, failures) =>
+        {
+            Writers.Beside(seed, s, fs, failures, writers: 3, files: 14, unlinkEvery: 2, beside: null);
+            discarded += fs.Fs.AsyncDiscardedBytes;
+        });
+        Assert.True(discarded > 0, "the worker discarded nothing");
+    }
+
     /// <summary>What a discarding commit hands the device is still held back from allocation
     /// (pinned) while the discard runs.</summary>
     [Fact]
@@ -101,7 +172,7 @@ public class TrimTests
         Filesystem? fs = null;
         var seen = new List<(ulong At, ulong Len, bool FreeDuring)>();
         var dev = new HookedDevice(inner, (at, len) => seen.Add((at, len, fs!.Fs.Space.IsFree(at, len))));
-        using (fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = true }))
+        using (fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = DiscardMode.Sync }))
         {
             var data = new byte[3 << 20];
             new Random(9).NextBytes(data);
@@ -121,7 +192,7 @@ public class TrimTests
     [Fact]
     public void DiscardingCommitsBesideWritersFreeOnlyWhatTheyFreed()
     {
-        UnderScheduler(6, () => new MountOptions { CommitIntervalMs = 5, Discard = true }, (seed, s, fs, failures) =>
+        UnderScheduler(6, () => new MountOptions { CommitIntervalMs = 5, Discard = DiscardMode.Sync }, (seed, s, fs, failures) =>
             Writers.Beside(seed, s, fs, failures, writers: 3, files: 14, unlinkEvery: 2, beside: null));
     }
 

@@ -366,6 +366,27 @@ public class MountTests(ITestOutputHelper log)
         Assert.True(Fsck.Run(dev, new FsckOptions { CheckDataCsums = true }).Clean);
     }
 
+    /// <summary>-o discard=async: the discard worker punches a deleted file's blocks out of the
+    /// image soon after the commit that freed them, which does not wait for it.</summary>
+    [Fact]
+    public void AsyncDiscardGivesTheSpaceBackSoonAfterTheCommit()
+    {
+        using var m = new MountedImage(options: "discard=async");
+        m.Run("head -c 96M /dev/urandom > gone && head -c 4M /dev/urandom > keep && sync");
+        string sum = m.Run("md5sum keep");
+        long Blocks() => long.Parse(m.Run($"stat -c %b {m.Image}").Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        long before = Blocks();
+        m.Run("rm gone && sync");
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (before - Blocks() < (90L << 20) / 512 && sw.Elapsed < TimeSpan.FromSeconds(20)) Thread.Sleep(50);
+        long after = Blocks();
+        Assert.True(before - after >= (90L << 20) / 512, $"image blocks {before} -> {after}");
+        Assert.Equal(sum, m.Run("md5sum keep"));
+        m.Unmount();
+        using var dev = FileBlockDevice.Open(m.Image, readOnly: true);
+        Assert.True(Fsck.Run(dev, new FsckOptions { CheckDataCsums = true }).Clean);
+    }
+
     /// <summary>
     /// `reservoir stress` through the mount, and the same seed on a kernel ext4 loop mount:
     /// every operation (O_DIRECT and mapped writes included) answers the same errno and the
