@@ -160,16 +160,8 @@ internal sealed partial class SpaceManager
         return Geometry.UsableSlot(keep, NodeSize) ? keep : 0;
     }
 
-    private static ulong FreeWithin(BlockGroup g, ulong start, ulong len)
-    {
-        ulong free = 0, end = start + len;
-        foreach (var (s, l) in g.Free.Ranges)
-        {
-            ulong a = Math.Max(s, start), b = Math.Min(s + l, end);
-            if (b > a) free += b - a;
-        }
-        return free;
-    }
+    private static ulong FreeWithin(BlockGroup g, ulong start, ulong len) =>
+        g.Free.Within(start, start + len).Aggregate(0UL, (sum, p) => sum + p.Length);
 
     /// <summary>The ranges of [start, start+len) a group of this kind may allocate: less the
     /// superblock copies (<see cref="Excluded"/>). The bounds are node-aligned (slot starts and

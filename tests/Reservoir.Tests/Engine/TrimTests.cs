@@ -23,20 +23,11 @@ public class TrimTests
     public void ADeletedFilesBlocksAreDiscardedAndEveryLiveFileReadsBack()
     {
         var dev = NewDevice(128UL << 20);
-        var keep = new byte[1 << 20];
-        var gone = new byte[4 << 20];
-        new Random(5).NextBytes(keep);
-        new Random(6).NextBytes(gone);
         ulong k;
+        byte[] keep;
         using (var fs = Mount(dev))
         {
-            k = CreateFile(fs, Root, "keep", keep);
-            ulong g = CreateFile(fs, Root, "gone", gone);
-            Ok(fs.Sync());
-            Ok(fs.ExtentMap(g, out var map));
-            var extents = map.Where(x => x.DiskBytenr != 0).ToList();
-            Assert.NotEmpty(extents);
-            Assert.Contains(extents, x => !DeviceZero(dev, x.DiskBytenr, x.DiskLength));
+            (k, keep, var gone, var extents) = KeepAndGone(fs, dev, 5);
             Ok(fs.Unlink(Root, "gone"));                 // pinned until a commit: Trim commits
             Ok(fs.Trim(0, ulong.MaxValue, 0, out ulong trimmed));
             Assert.True(trimmed >= (ulong)gone.Length, $"trimmed {trimmed}");
@@ -69,18 +60,9 @@ public class TrimTests
     public void WithDiscardEveryCommitDiscardsWhatItFreed()
     {
         var dev = NewDevice(128UL << 20);
-        var keep = new byte[1 << 20];
-        var gone = new byte[4 << 20];
-        new Random(7).NextBytes(keep);
-        new Random(8).NextBytes(gone);
         using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = DiscardMode.Sync }))
         {
-            ulong k = CreateFile(fs, Root, "keep", keep);
-            ulong g = CreateFile(fs, Root, "gone", gone);
-            Ok(fs.Sync());
-            Ok(fs.ExtentMap(g, out var map));
-            var extents = map.Where(x => x.DiskBytenr != 0).ToList();
-            Assert.Contains(extents, x => !DeviceZero(dev, x.DiskBytenr, x.DiskLength));
+            var (k, keep, gone, extents) = KeepAndGone(fs, dev, 7);
             Ok(fs.Unlink(Root, "gone"));
             Ok(fs.Sync());                               // the commit that frees them discards them
             foreach (var x in extents) Assert.True(DeviceZero(dev, x.DiskBytenr, x.DiskLength), $"extent {x.DiskBytenr} not discarded");
@@ -99,18 +81,9 @@ public class TrimTests
     public void WithAsyncDiscardFreedSpaceIsFreeAtOnceAndDiscardedAfter()
     {
         var dev = NewDevice(128UL << 20);
-        var keep = new byte[1 << 20];
-        var gone = new byte[4 << 20];
-        new Random(17).NextBytes(keep);
-        new Random(18).NextBytes(gone);
         using (var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = DiscardMode.Async }))
         {
-            ulong k = CreateFile(fs, Root, "keep", keep);
-            ulong g = CreateFile(fs, Root, "gone", gone);
-            Ok(fs.Sync());
-            Ok(fs.ExtentMap(g, out var map));
-            var extents = map.Where(x => x.DiskBytenr != 0).ToList();
-            Assert.Contains(extents, x => !DeviceZero(dev, x.DiskBytenr, x.DiskLength));
+            var (k, keep, gone, extents) = KeepAndGone(fs, dev, 17);
             Ok(fs.Unlink(Root, "gone"));
             fs.Fs.Commit();                              // the commit alone: free, not discarded
             foreach (var x in extents) Assert.True(fs.Fs.Space.IsFree(x.DiskBytenr, x.DiskLength), $"extent {x.DiskBytenr} not free after the commit");
@@ -130,13 +103,8 @@ public class TrimTests
     public void AnAsyncDiscardLeavesARangeAllocatedAgainBeforeItsTurn()
     {
         var dev = NewDevice(128UL << 20);
-        var gone = new byte[4 << 20];
-        new Random(19).NextBytes(gone);
         using var fs = Mount(dev, new MountOptions { CommitIntervalMs = 0, Discard = DiscardMode.Async });
-        ulong g = CreateFile(fs, Root, "gone", gone);
-        Ok(fs.Sync());
-        Ok(fs.ExtentMap(g, out var map));
-        var extents = map.Where(x => x.DiskBytenr != 0).ToList();
+        var (_, _, _, extents) = KeepAndGone(fs, dev, 19);
         Assert.True(extents.Count >= 2, $"{extents.Count} extents");
         Ok(fs.Unlink(Root, "gone"));
         fs.Fs.Commit();
@@ -194,6 +162,24 @@ public class TrimTests
     {
         UnderScheduler(6, () => new MountOptions { CommitIntervalMs = 5, Discard = DiscardMode.Sync }, (seed, s, fs, failures) =>
             Writers.Beside(seed, s, fs, failures, writers: 3, files: 14, unlinkEvery: 2, beside: null));
+    }
+
+    /// <summary>A 1 MiB file "keep" and a 4 MiB file "gone" of random bytes (from
+    /// <paramref name="seed"/>), synced; gone's extents, which hold its bytes on the device.</summary>
+    private static (ulong Keep, byte[] KeepData, byte[] GoneData, List<ExtentMapping> GoneExtents) KeepAndGone(Filesystem fs, MemoryBlockDevice dev, int seed)
+    {
+        var keep = new byte[1 << 20];
+        var gone = new byte[4 << 20];
+        new Random(seed).NextBytes(keep);
+        new Random(seed + 1).NextBytes(gone);
+        ulong k = CreateFile(fs, Root, "keep", keep);
+        ulong g = CreateFile(fs, Root, "gone", gone);
+        Ok(fs.Sync());
+        Ok(fs.ExtentMap(g, out var map));
+        var extents = map.Where(x => x.DiskBytenr != 0).ToList();
+        Assert.NotEmpty(extents);
+        Assert.Contains(extents, x => !DeviceZero(dev, x.DiskBytenr, x.DiskLength));
+        return (k, keep, gone, extents);
     }
 
     private static bool DeviceZero(MemoryBlockDevice dev, ulong at, ulong len)
