@@ -21,7 +21,7 @@ public static class OnlineSubvolume
     private const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
     private const uint IocQuotaCtl = 0x40000000 | (24u << 16) | (0x52 << 8) | 6;
     private const uint IocQgroupRelations = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 7;
-    private const uint IocSpaceInfo = 0x80000000 | (104u << 16) | (0x52 << 8) | 8;
+    private const uint IocSpaceInfo = 0x80000000 | (112u << 16) | (0x52 << 8) | 8;
     private const uint IocFsIdentity = 0x80000000 | (40u << 16) | (0x52 << 8) | 9;
     private const uint PageSize = 16376;
     /// <summary>BTRFS_IOC_SNAP_CREATE_V2 = _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2): s64 fd
@@ -166,10 +166,10 @@ public static class OnlineSubvolume
     /// what df shows as available for the whole filesystem.</summary>
     public static Errno Space(string dir, out Engine.SpaceReport report, out ulong dfAvailable)
     {
-        var b = new byte[104];
+        var b = new byte[112];
         var e = OnDirectory(dir, fd => Ioctl(fd, IocSpaceInfo, b));
         ulong U(int i) => BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(i * 8));
-        report = new Engine.SpaceReport(U(0), U(1), U(2), U(3), U(4), U(5), U(6), U(7), U(8), U(9), U(10), (long)U(11));
+        report = new Engine.SpaceReport(U(0), U(1), U(2), U(3), U(4), U(5), U(6), U(7), U(8), U(9), U(10), (long)U(11), U(13));
         dfAvailable = U(12);
         return e;
     }

@@ -57,10 +57,13 @@ public enum XattrSetFlags
 public readonly record struct StatFsInfo(
     uint BlockSize, ulong Blocks, ulong BlocksFree, ulong BlocksAvail, ulong Files, ulong FilesFree, uint NameMax, Guid Fsid);
 
-/// <summary>Space counters for tests and `inspect` (bytes).</summary>
+/// <summary>Space counters for tests, `inspect` and `filesystem usage` (bytes). DeviceSlack:
+/// how much of the device (an image file's length now) lies past the filesystem, which
+/// `reservoir filesystem resize max` would take in.</summary>
 public readonly record struct SpaceReport(
     ulong DeviceBytes, ulong DataTotal, ulong DataUsed, ulong DataPinned, ulong DataMayUse,
-    ulong MetaTotal, ulong MetaUsed, ulong MetaPinned, ulong MetaMayUse, ulong Unallocated, ulong GlobalReserve, long Underflows);
+    ulong MetaTotal, ulong MetaUsed, ulong MetaPinned, ulong MetaMayUse, ulong Unallocated, ulong GlobalReserve, long Underflows,
+    ulong DeviceSlack = 0);
 
 /// <summary>One mapped range of a file (FIEMAP-like). Holes are not listed.</summary>
 public readonly record struct ExtentMapping(ulong FileOffset, ulong Length, ulong DiskBytenr, ulong DiskLength, ulong ExtentOffset, string Type, ulong Generation);

@@ -122,7 +122,7 @@ internal static class FilesystemCommands
             {
                 ctx.Json(new
                 {
-                    device_size = s.DeviceBytes, device_allocated = allocated, device_unallocated = s.Unallocated, used, free_estimated = free,
+                    device_size = s.DeviceBytes + s.DeviceSlack, device_allocated = allocated, device_unallocated = s.Unallocated, device_slack = s.DeviceSlack, used, free_estimated = free,
                     free_statfs_df = dfFree, global_reserve = s.GlobalReserve,
                     data = new { profile = "single", size = s.DataTotal, used = s.DataUsed },
                     metadata = new { profile = "single", size = s.MetaTotal, used = s.MetaUsed },
@@ -134,11 +134,11 @@ internal static class FilesystemCommands
             string Pct(ulong part, ulong whole) => whole == 0 ? "0.00" : (100.0 * part / whole).ToString("0.00", System.Globalization.CultureInfo.InvariantCulture);
             var o = ctx.Out;
             o.WriteLine("Overall:");
-            o.WriteLine($"    Device size:\t\t{Sz(s.DeviceBytes),10}");
+            o.WriteLine($"    Device size:\t\t{Sz(s.DeviceBytes + s.DeviceSlack),10}");
             o.WriteLine($"    Device allocated:\t\t{Sz(allocated),10}");
             o.WriteLine($"    Device unallocated:\t\t{Sz(s.Unallocated),10}");
             o.WriteLine($"    Device missing:\t\t{Sz(0),10}");
-            o.WriteLine($"    Device slack:\t\t{Sz(0),10}");
+            o.WriteLine($"    Device slack:\t\t{Sz(s.DeviceSlack),10}");
             o.WriteLine($"    Used:\t\t\t{Sz(used),10}");
             o.WriteLine($"    Free (estimated):\t\t{Sz(free),10}\t(min: {Sz(free)})");
             o.WriteLine($"    Free (statfs, df):\t\t{Sz(dfFree),10}");

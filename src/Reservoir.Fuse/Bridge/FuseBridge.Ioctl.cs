@@ -56,12 +56,13 @@ internal sealed partial class FuseBridge
     /// file descriptor, which means nothing to a FUSE daemon in another process.</summary>
     internal const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
 
-    /// <summary>Reservoir's: _IOR('R', 8, 104 bytes): the space counters `reservoir filesystem
-    /// usage` prints, 13 u64: device size, data total, data used (with reserved), data pinned,
-    /// data may-use, metadata total, used, pinned, may-use, unallocated, global reserve, counter
-    /// underflows, and what df shows as available for the whole filesystem.</summary>
+    /// <summary>Reservoir's: _IOR('R', 8, 112 bytes): the space counters `reservoir filesystem
+    /// usage` prints, 14 u64: the filesystem's size, data total, data used (with reserved), data
+    /// pinned, data may-use, metadata total, used, pinned, may-use, unallocated, global reserve,
+    /// counter underflows, what df shows as available for the whole filesystem, and the device
+    /// slack (the image file's length past the filesystem).</summary>
     internal const uint IocSpaceInfo = 0x80000000 | (SpaceInfoSize << 16) | (0x52 << 8) | 8;
-    internal const uint SpaceInfoSize = 104;
+    internal const uint SpaceInfoSize = 112;
 
     /// <summary>Reservoir's: _IOR('R', 9, 40 bytes), on any file or directory: which
     /// filesystem, which daemon, which node: the filesystem's fsid (16 bytes), a number the
@@ -413,7 +414,7 @@ internal sealed partial class FuseBridge
         var page = new byte[SpaceInfoSize];
         int pos = 0;
         foreach (ulong v in (ReadOnlySpan<ulong>)[s.DeviceBytes, s.DataTotal, s.DataUsed, s.DataPinned, s.DataMayUse, s.MetaTotal, s.MetaUsed,
-                     s.MetaPinned, s.MetaMayUse, s.Unallocated, s.GlobalReserve, (ulong)s.Underflows, st.BlocksAvail * st.BlockSize])
+                     s.MetaPinned, s.MetaMayUse, s.Unallocated, s.GlobalReserve, (ulong)s.Underflows, st.BlocksAvail * st.BlockSize, s.DeviceSlack])
         {
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), v);
             pos += 8;
