@@ -14,7 +14,7 @@ namespace Reservoir.Engine.Tx;
 internal sealed partial class FsInfo
 {
     private FsThread? _discarder;
-    private FsMutex? _discarderLock; // guards _discarderStopping and _discarderKick
+    private readonly FsMutex _discarderLock; // guards _discarderStopping and _discarderKick
     private bool _discarderStopping, _discarderKick;
 
     /// <summary>Bytes the async discards handed the device (for reports and tests).</summary>
@@ -29,14 +29,13 @@ internal sealed partial class FsInfo
         if (!AsyncDiscard) return;
         Space.QueueFreedForDiscard = true;
         if (Options.CommitIntervalMs <= 0) return;
-        _discarderLock = Sched.CreateMutex("discarder");
         _discarder = Sched.Start("discarder", DiscarderLoop);
     }
 
     /// <summary>After a commit: the worker has ranges to look at (a no-op without one).</summary>
     private void KickDiscarder()
     {
-        if (_discarderLock == null) return;
+        if (!AsyncDiscard) return;
         using var _ = _discarderLock.Lock();
         _discarderKick = true;
         _discarderLock.PulseAll();
@@ -46,7 +45,7 @@ internal sealed partial class FsInfo
     {
         while (true)
         {
-            using (_discarderLock!.Lock())
+            using (_discarderLock.Lock())
             {
                 while (!_discarderStopping && !_discarderKick) _discarderLock.Wait();
                 if (_discarderStopping) return;
@@ -79,7 +78,7 @@ internal sealed partial class FsInfo
     private void StopDiscarder()
     {
         if (_discarder == null) return;
-        using (_discarderLock!.Lock())
+        using (_discarderLock.Lock())
         {
             _discarderStopping = true;
             _discarderLock.PulseAll();

@@ -17,7 +17,7 @@ namespace Reservoir.Engine.Tx;
 internal sealed partial class FsInfo
 {
     /// <summary>Serialises resizes (one device size change and its commit at a time).</summary>
-    private FsMutex? _resizeMutex;
+    private readonly FsMutex _resizeMutex;
     /// <summary>The size the next commit resizes to (0: none) and its refusal, if it refused.
     /// Guarded by the commit mutex.</summary>
     private ulong _resizeTo;
@@ -41,7 +41,6 @@ internal sealed partial class FsInfo
             throw new FsException(Errno.EINVAL, $"{Units.Human(requested)} is below the smallest filesystem, {Units.Human(FormatConstants.MinDeviceSize)}");
         if (to > FormatConstants.MaxFileSize)
             throw new FsException(Errno.EFBIG, $"{Units.Human(requested)} is past the largest filesystem, {Units.Human(FormatConstants.MaxFileSize)}");
-        Interlocked.CompareExchange(ref _resizeMutex, Sched.CreateMutex("resize"), null);
         using var serial = _resizeMutex.Lock();
         ulong from = Space.DeviceSize;
         if (to == from) return to;

@@ -92,6 +92,8 @@ internal sealed partial class FsInfo : IDisposable
         _commitMutex = Sched.CreateMutex("commit-serial");
         _committerLock = Sched.CreateMutex("committer");
         _relationChangesLock = Sched.CreateMutex("qgroup-relation-changes");
+        _resizeMutex = Sched.CreateMutex("resize");
+        _discarderLock = Sched.CreateMutex("discarder");
         // Past every generation any copy claims (a torn commit's copies may survive in a
         // backup slot: no later commit may share their generation).
         Running = NewTransaction(Math.Max(sb.Generation, newestSeen) + 1);
