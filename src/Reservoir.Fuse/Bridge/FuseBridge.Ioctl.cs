@@ -11,9 +11,10 @@ namespace Reservoir.Fuse.Bridge;
 /// <summary>
 /// The ioctls a mounted Reservoir answers on its directories: btrfs's subvolume create and
 /// delete (same numbers and argument), and Reservoir's own for snapshots, listing, read-only,
-/// qgroups and quota administration (`reservoir subvolume|qgroup|quota … PATH` send them). They
-/// are "restricted" FUSE ioctls: the kernel copies in and out by the size in the number.
-/// Everything else answers ENOTTY, as an unknown ioctl does on any filesystem.
+/// qgroups and quota administration (`reservoir subvolume|qgroup|quota … PATH` send them), the
+/// inode flags of chattr and lsattr, and the space ones (FuseBridge.SpaceIoctls.cs: usage,
+/// FITRIM, resize). They are "restricted" FUSE ioctls: the kernel copies in and out by the size
+/// in the number. Everything else answers ENOTTY, as an unknown ioctl does on any filesystem.
 /// </summary>
 internal sealed partial class FuseBridge
 {
@@ -56,14 +57,6 @@ internal sealed partial class FuseBridge
     /// file descriptor, which means nothing to a FUSE daemon in another process.</summary>
     internal const uint IocSnapCreate = 0x40000000 | (4096u << 16) | (0x52 << 8) | 5;
 
-    /// <summary>Reservoir's: _IOR('R', 8, 112 bytes): the space counters `reservoir filesystem
-    /// usage` prints, 14 u64: the filesystem's size, data total, data used (with reserved), data
-    /// pinned, data may-use, metadata total, used, pinned, may-use, unallocated, global reserve,
-    /// counter underflows, what df shows as available for the whole filesystem, and the device
-    /// slack (the image file's length past the filesystem).</summary>
-    internal const uint IocSpaceInfo = 0x80000000 | (SpaceInfoSize << 16) | (0x52 << 8) | 8;
-    internal const uint SpaceInfoSize = 112;
-
     /// <summary>Reservoir's: _IOR('R', 9, 40 bytes), on any file or directory: which
     /// filesystem, which daemon, which node: the filesystem's fsid (16 bytes), a number the
     /// daemon drew at mount (u64), the node id (u64) and flags (u64; 1: every subvolume is
@@ -86,23 +79,6 @@ internal sealed partial class FuseBridge
     /// so it answers zeros, and a change to any of them is EOPNOTSUPP.</summary>
     internal const uint FsIocFsGetXattr = 0x801C581F, FsIocFsSetXattr = 0x401C5820;
     private const int FsxattrSize = 28;
-
-    /// <summary>fstrim(8): FITRIM = _IOWR('X', 121, struct fstrim_range { u64 start, len,
-    /// minlen }), on any file or directory of the mount; for root (CAP_SYS_ADMIN, as every
-    /// filesystem asks) and for the user the daemon runs as, whose image it is (an ordinary
-    /// user's mount through fusermount3); answers the range with len set to the bytes
-    /// discarded.</summary>
-    internal const uint FiTrim = 0xC0185879;
-
-    /// <summary>Resizing the filesystem, for root and the user the daemon runs as (as FITRIM),
-    /// on any file or directory of the mount. btrfs's BTRFS_IOC_RESIZE = _IOW(0x94, 3, struct
-    /// btrfs_ioctl_vol_args), whose name field holds `[1:][+|-]SIZE|max`, answers only an
-    /// errno; Reservoir's _IOWR('R', 10, 4096 bytes) takes the same argument and answers, in
-    /// the same 4096 bytes, u64 the size before, u64 the size after, u32 the errno (0: done)
-    /// and the reason as NUL-terminated UTF-8, so that `reservoir filesystem resize PATH` can
-    /// say why a shrink was refused and how small it can be.</summary>
-    internal const uint IocBtrfsResize = 0x50009403;
-    internal const uint IocResize = 0xC0000000 | (4096u << 16) | (0x52 << 8) | 10;
 
     /// <summary>FS_NOCOW_FL ('C'), the one flag kept: btrfs's NODATACOW.</summary>
     private const uint FsNocowFl = 0x00800000;
@@ -313,48 +289,6 @@ internal sealed partial class FuseBridge
         return Errno.OK;
     }
 
-    private Errno Trim(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
-    {
-        if (r.Uid != 0 && r.Uid != Session.Libc.Geteuid()) return Errno.EPERM;
-        if (inSize != 24 || outSize != 24 || !r.TryBytes(24, out var range)) return Errno.EINVAL;
-        ulong start = BinaryPrimitives.ReadUInt64LittleEndian(range), len = BinaryPrimitives.ReadUInt64LittleEndian(range[8..]);
-        ulong minLen = BinaryPrimitives.ReadUInt64LittleEndian(range[16..]);
-        var e = fs.Trim(start, len, minLen, out ulong trimmed);
-        if (e != Errno.OK) return e;
-        IoctlDone(ref w);
-        var o = w.Take(24);
-        BinaryPrimitives.WriteUInt64LittleEndian(o, start);
-        BinaryPrimitives.WriteUInt64LittleEndian(o[8..], trimmed);
-        BinaryPrimitives.WriteUInt64LittleEndian(o[16..], minLen);
-        return Errno.OK;
-    }
-
-    private Errno Resize(uint cmd, ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
-    {
-        if (r.Uid != 0 && r.Uid != Session.Libc.Geteuid()) return Errno.EPERM;
-        if (inSize != 4096 || (cmd == IocResize && outSize != 4096) || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
-        var field = arg[8..];
-        int z = field.IndexOf((byte)0);
-        if (z <= 0) return Errno.EINVAL;
-        string spec;
-        try { spec = new UTF8Encoding(false, true).GetString(field[..z]); }
-        catch (DecoderFallbackException) { return Errno.EINVAL; }
-        var e = fs.Resize(spec, out var result, out var why);
-        if (cmd == IocBtrfsResize) { if (e != Errno.OK) return e; IoctlDone(ref w); return Errno.OK; }
-        IoctlDone(ref w);
-        var o = w.Take(4096);
-        o.Clear();
-        BinaryPrimitives.WriteUInt64LittleEndian(o, result.OldSize);
-        BinaryPrimitives.WriteUInt64LittleEndian(o[8..], result.NewSize);
-        BinaryPrimitives.WriteUInt32LittleEndian(o[16..], (uint)e);
-        if (why != null)
-        {
-            var text = Encoding.UTF8.GetBytes(why);
-            text.AsSpan(0, Math.Min(text.Length, 4096 - 21)).CopyTo(o[20..]);
-        }
-        return Errno.OK;
-    }
-
     /// <summary>lsattr: 'C' for a no-CoW file or directory, nothing else (no flag ext4 shows
     /// means anything here: 'e', extents, is how every file is kept).</summary>
     private Errno GetFlags(ref ReplyWriter w, ulong ino, uint outSize)
@@ -403,24 +337,6 @@ internal sealed partial class FuseBridge
         BinaryPrimitives.WriteUInt64LittleEndian(id.AsSpan(32), Submounts != null ? 1UL : 0);
         IoctlDone(ref w);
         w.Bytes(id);
-        return Errno.OK;
-    }
-
-    private Errno SpaceInfo(ref ReplyWriter w, uint outSize)
-    {
-        if (outSize != SpaceInfoSize) return Errno.EINVAL;
-        var s = fs.Space();
-        fs.StatFs(out var st); // the whole filesystem's, not a subvolume's limit
-        var page = new byte[SpaceInfoSize];
-        int pos = 0;
-        foreach (ulong v in (ReadOnlySpan<ulong>)[s.DeviceBytes, s.DataTotal, s.DataUsed, s.DataPinned, s.DataMayUse, s.MetaTotal, s.MetaUsed,
-                     s.MetaPinned, s.MetaMayUse, s.Unallocated, s.GlobalReserve, (ulong)s.Underflows, st.BlocksAvail * st.BlockSize, s.DeviceSlack])
-        {
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), v);
-            pos += 8;
-        }
-        IoctlDone(ref w);
-        w.Bytes(page);
         return Errno.OK;
     }
 

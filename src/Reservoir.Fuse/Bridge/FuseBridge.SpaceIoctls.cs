@@ -1,0 +1,101 @@
+using System.Buffers.Binary;
+using System.Text;
+using Reservoir.Common;
+using Reservoir.Fuse.Protocol;
+
+namespace Reservoir.Fuse.Bridge;
+
+/// <summary>
+/// The ioctls about the filesystem's space, on any file or directory of the mount: its
+/// counters (`reservoir filesystem usage PATH`), fstrim's FITRIM, and resizing (btrfs's
+/// BTRFS_IOC_RESIZE and Reservoir's own, which answers why a shrink was refused). Trim and
+/// resize are for root and for the user the daemon runs as (an ordinary user's mount of their
+/// own image), as FITRIM and btrfs's resize are for CAP_SYS_ADMIN.
+/// </summary>
+internal sealed partial class FuseBridge
+{
+    /// <summary>Reservoir's: _IOR('R', 8, 112 bytes): the space counters `reservoir filesystem
+    /// usage` prints, 14 u64: the filesystem's size, data total, data used (with reserved), data
+    /// pinned, data may-use, metadata total, used, pinned, may-use, unallocated, global reserve,
+    /// counter underflows, what df shows as available for the whole filesystem, and the device
+    /// slack (the image file's length past the filesystem).</summary>
+    internal const uint IocSpaceInfo = 0x80000000 | (SpaceInfoSize << 16) | (0x52 << 8) | 8;
+    internal const uint SpaceInfoSize = 112;
+
+    /// <summary>fstrim(8): FITRIM = _IOWR('X', 121, struct fstrim_range { u64 start, len,
+    /// minlen }), on any file or directory of the mount; for root (CAP_SYS_ADMIN, as every
+    /// filesystem asks) and for the user the daemon runs as, whose image it is (an ordinary
+    /// user's mount through fusermount3); answers the range with len set to the bytes
+    /// discarded.</summary>
+    internal const uint FiTrim = 0xC0185879;
+
+    /// <summary>Resizing the filesystem, for root and the user the daemon runs as (as FITRIM),
+    /// on any file or directory of the mount. btrfs's BTRFS_IOC_RESIZE = _IOW(0x94, 3, struct
+    /// btrfs_ioctl_vol_args), whose name field holds `[1:][+|-]SIZE|max`, answers only an
+    /// errno; Reservoir's _IOWR('R', 10, 4096 bytes) takes the same argument and answers, in
+    /// the same 4096 bytes, u64 the size before, u64 the size after, u32 the errno (0: done)
+    /// and the reason as NUL-terminated UTF-8, so that `reservoir filesystem resize PATH` can
+    /// say why a shrink was refused and how small it can be.</summary>
+    internal const uint IocBtrfsResize = 0x50009403;
+    internal const uint IocResize = 0xC0000000 | (4096u << 16) | (0x52 << 8) | 10;
+
+    private Errno SpaceInfo(ref ReplyWriter w, uint outSize)
+    {
+        if (outSize != SpaceInfoSize) return Errno.EINVAL;
+        var s = fs.Space();
+        fs.StatFs(out var st); // the whole filesystem's, not a subvolume's limit
+        var page = new byte[SpaceInfoSize];
+        int pos = 0;
+        foreach (ulong v in (ReadOnlySpan<ulong>)[s.DeviceBytes, s.DataTotal, s.DataUsed, s.DataPinned, s.DataMayUse, s.MetaTotal, s.MetaUsed,
+                     s.MetaPinned, s.MetaMayUse, s.Unallocated, s.GlobalReserve, (ulong)s.Underflows, st.BlocksAvail * st.BlockSize, s.DeviceSlack])
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), v);
+            pos += 8;
+        }
+        IoctlDone(ref w);
+        w.Bytes(page);
+        return Errno.OK;
+    }
+
+    private Errno Trim(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
+    {
+        if (r.Uid != 0 && r.Uid != Session.Libc.Geteuid()) return Errno.EPERM;
+        if (inSize != 24 || outSize != 24 || !r.TryBytes(24, out var range)) return Errno.EINVAL;
+        ulong start = BinaryPrimitives.ReadUInt64LittleEndian(range), len = BinaryPrimitives.ReadUInt64LittleEndian(range[8..]);
+        ulong minLen = BinaryPrimitives.ReadUInt64LittleEndian(range[16..]);
+        var e = fs.Trim(start, len, minLen, out ulong trimmed);
+        if (e != Errno.OK) return e;
+        IoctlDone(ref w);
+        var o = w.Take(24);
+        BinaryPrimitives.WriteUInt64LittleEndian(o, start);
+        BinaryPrimitives.WriteUInt64LittleEndian(o[8..], trimmed);
+        BinaryPrimitives.WriteUInt64LittleEndian(o[16..], minLen);
+        return Errno.OK;
+    }
+
+    private Errno Resize(uint cmd, ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
+    {
+        if (r.Uid != 0 && r.Uid != Session.Libc.Geteuid()) return Errno.EPERM;
+        if (inSize != 4096 || (cmd == IocResize && outSize != 4096) || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
+        var field = arg[8..];
+        int z = field.IndexOf((byte)0);
+        if (z <= 0) return Errno.EINVAL;
+        string spec;
+        try { spec = new UTF8Encoding(false, true).GetString(field[..z]); }
+        catch (DecoderFallbackException) { return Errno.EINVAL; }
+        var e = fs.Resize(spec, out var result, out var why);
+        if (cmd == IocBtrfsResize) { if (e != Errno.OK) return e; IoctlDone(ref w); return Errno.OK; }
+        IoctlDone(ref w);
+        var o = w.Take(4096);
+        o.Clear();
+        BinaryPrimitives.WriteUInt64LittleEndian(o, result.OldSize);
+        BinaryPrimitives.WriteUInt64LittleEndian(o[8..], result.NewSize);
+        BinaryPrimitives.WriteUInt32LittleEndian(o[16..], (uint)e);
+        if (why != null)
+        {
+            var text = Encoding.UTF8.GetBytes(why);
+            text.AsSpan(0, Math.Min(text.Length, 4096 - 21)).CopyTo(o[20..]);
+        }
+        return Errno.OK;
+    }
+}
