@@ -145,6 +145,36 @@ public static class OnlineSubvolume
         finally { Close(fd); }
     }
 
+    /// <summary>The mounted filesystem's uuid (from the identity ioctl).</summary>
+    public static Errno Fsid(string path, out Guid fsid)
+    {
+        var e = Identity(path, out var id);
+        fsid = e == Errno.OK ? new Guid(id.AsSpan(0, 16)) : Guid.Empty;
+        return e;
+    }
+
+    /// <summary>FS_IOC_GETFSLABEL on the mount: its label.</summary>
+    public static Errno Label(string dir, out string label)
+    {
+        var b = new byte[256];
+        var e = OnDirectory(dir, fd => Ioctl(fd, FsIocGetFsLabel, b));
+        int z = Array.IndexOf(b, (byte)0);
+        label = e == Errno.OK ? System.Text.Encoding.UTF8.GetString(b, 0, z < 0 ? b.Length : z) : "";
+        return e;
+    }
+
+    /// <summary>FS_IOC_SETFSLABEL on the mount (root): a new label, at most 255 bytes.</summary>
+    public static Errno SetLabel(string dir, string label)
+    {
+        var text = System.Text.Encoding.UTF8.GetBytes(label);
+        if (text.Length >= 256) return Errno.EINVAL;
+        var b = new byte[256];
+        text.CopyTo(b, 0);
+        return OnDirectory(dir, fd => Ioctl(fd, FsIocSetFsLabel, b));
+    }
+
+    private const uint FsIocGetFsLabel = 0x81009431, FsIocSetFsLabel = 0x41009432;
+
     private static ulong TreeOf(ulong ino) => ino >> 40 == 0 ? 5 : ino >> 40;
 
     /// <summary>Every qgroup of the mounted filesystem (ENOTCONN when quotas are off).</summary>

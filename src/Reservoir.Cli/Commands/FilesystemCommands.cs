@@ -160,6 +160,7 @@ internal static class FilesystemCommands
         cmd.Subcommands.Add(usage);
         cmd.Subcommands.Add(Trim(ctx));
         cmd.Subcommands.Add(Resize(ctx));
+        foreach (var c in FilesystemInfoCommands.Build(ctx)) cmd.Subcommands.Add(c);
         return cmd;
     }
 }

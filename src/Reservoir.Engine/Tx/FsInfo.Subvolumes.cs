@@ -117,6 +117,20 @@ internal sealed partial class FsInfo
     /// the running transaction's commit). Caller holds a handle, so no commit is under way;
     /// other handles may set bits at the same time (a snapshot, a link needing an
     /// INODE_EXTREF), hence the exchange instead of a plain store.</summary>
+    /// <summary>Puts a changed copy of the superblock in place (the label): by exchange, as
+    /// <see cref="SetIncompat"/>; the caller holds a transaction handle, so no commit is
+    /// between its copy of the superblock and publishing it.</summary>
+    internal void ReplaceSuper(Action<Superblock> change)
+    {
+        while (true)
+        {
+            var cur = _super;
+            var sb = cur.Clone();
+            change(sb);
+            if (Interlocked.CompareExchange(ref _super, sb, cur) == cur) return;
+        }
+    }
+
     internal void SetIncompat(ulong bits)
     {
         while (true)

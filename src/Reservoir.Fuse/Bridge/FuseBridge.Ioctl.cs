@@ -12,8 +12,8 @@ namespace Reservoir.Fuse.Bridge;
 /// The ioctls a mounted Reservoir answers on its directories: btrfs's subvolume create and
 /// delete (same numbers and argument), and Reservoir's own for snapshots, listing, read-only,
 /// qgroups and quota administration (`reservoir subvolume|qgroup|quota … PATH` send them), the
-/// inode flags of chattr and lsattr, and the space ones (FuseBridge.SpaceIoctls.cs: usage,
-/// FITRIM, resize). They are "restricted" FUSE ioctls: the kernel copies in and out by the size
+/// inode flags of chattr and lsattr, and the whole filesystem's (FuseBridge.FilesystemIoctls.cs:
+/// usage, FITRIM, resize, label). They are "restricted" FUSE ioctls: the kernel copies in and out by the size
 /// in the number. Everything else answers ENOTTY, as an unknown ioctl does on any filesystem.
 /// </summary>
 internal sealed partial class FuseBridge
@@ -196,10 +196,12 @@ internal sealed partial class FuseBridge
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
-                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim or IocResize or IocBtrfsResize)) return Errno.ENOTTY;
+                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim or IocResize or IocBtrfsResize or FsIocGetFsLabel or FsIocSetFsLabel)) return Errno.ENOTTY;
         if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
         if (cmd == FiTrim) return Trim(ref r, ref w, inSize, U32(s, 28));
         if (cmd is IocResize or IocBtrfsResize) return Resize(cmd, ref r, ref w, inSize, U32(s, 28));
+        if (cmd == FsIocGetFsLabel) return GetLabel(ref w, U32(s, 28));
+        if (cmd == FsIocSetFsLabel) return SetLabel(ref r, ref w, inSize);
         if (cmd == FsIocGetFlags) return GetFlags(ref w, ino, U32(s, 28));
         if (cmd == FsIocSetFlags) return SetFlags(ref r, ref w, ino, inSize);
         if (cmd == FsIocFsGetXattr)

@@ -366,6 +366,25 @@ public class MountTests(ITestOutputHelper log)
         Assert.True(Fsck.Run(dev, new FsckOptions { CheckDataCsums = true }).Clean);
     }
 
+    /// <summary>`filesystem label`, `show` and `df` through the mount: the label read and set
+    /// with FS_IOC_GETFSLABEL and FS_IOC_SETFSLABEL (as btrfs's), the uuid and sizes the same
+    /// as offline after unmounting, the label kept.</summary>
+    [Fact]
+    public void LabelShowAndDfThroughTheMount()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        using var m = new MountedImage(size: 256UL << 20);
+        Assert.Equal("\n", m.Run($"{cli} filesystem label ."));
+        m.Run($"{cli} filesystem label . 'tenant data'");
+        Assert.Equal("tenant data\n", m.Run($"{cli} filesystem label ."));
+        string show = m.Run($"{cli} filesystem show --raw .");
+        Assert.Matches("^Label: 'tenant data'  uuid: " + m.Fs.Fsid + @"\n\tTotal devices 1 FS bytes used \d+\n\tdevid    1 size 268435456 used \d+ path \.\n", show);
+        Assert.Contains("GlobalReserve, single: total=", m.Run($"{cli} filesystem df ."));
+        m.Unmount();
+        var offline = MountedImage.Sh($"{cli} filesystem label {m.Image}", "/");
+        Assert.Equal("tenant data\n", offline.Out);
+    }
+
     /// <summary>-o discard=async: the discard worker punches a deleted file's blocks out of the
     /// image soon after the commit that freed them, which does not wait for it.</summary>
     [Fact]

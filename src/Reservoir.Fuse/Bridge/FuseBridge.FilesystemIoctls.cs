@@ -6,11 +6,12 @@ using Reservoir.Fuse.Protocol;
 namespace Reservoir.Fuse.Bridge;
 
 /// <summary>
-/// The ioctls about the filesystem's space, on any file or directory of the mount: its
-/// counters (`reservoir filesystem usage PATH`), fstrim's FITRIM, and resizing (btrfs's
-/// BTRFS_IOC_RESIZE and Reservoir's own, which answers why a shrink was refused). Trim and
-/// resize are for root and for the user the daemon runs as (an ordinary user's mount of their
-/// own image), as FITRIM and btrfs's resize are for CAP_SYS_ADMIN.
+/// The ioctls about the whole filesystem, on any file or directory of the mount: its space
+/// counters (`reservoir filesystem usage PATH`), fstrim's FITRIM, resizing (btrfs's
+/// BTRFS_IOC_RESIZE and Reservoir's own, which answers why a shrink was refused) and the label
+/// (FS_IOC_GETFSLABEL, FS_IOC_SETFSLABEL). Trim and resize are for root and for the user the
+/// daemon runs as (an ordinary user's mount of their own image), as FITRIM and btrfs's resize
+/// are for CAP_SYS_ADMIN; setting the label is for root, as everywhere.
 /// </summary>
 internal sealed partial class FuseBridge
 {
@@ -37,6 +38,12 @@ internal sealed partial class FuseBridge
     /// and the reason as NUL-terminated UTF-8, so that `reservoir filesystem resize PATH` can
     /// say why a shrink was refused and how small it can be.</summary>
     internal const uint IocBtrfsResize = 0x50009403;
+
+    /// <summary>FS_IOC_GETFSLABEL = _IOR(0x94, 49, char[256]) and FS_IOC_SETFSLABEL =
+    /// _IOW(0x94, 50, char[256]): the label, NUL-terminated (btrfs filesystem label, xfs_io's
+    /// label command and others send them).</summary>
+    internal const uint FsIocGetFsLabel = 0x81009431, FsIocSetFsLabel = 0x41009432;
+    private const int FsLabelMax = 256;
     internal const uint IocResize = 0xC0000000 | (4096u << 16) | (0x52 << 8) | 10;
 
     private Errno SpaceInfo(ref ReplyWriter w, uint outSize)
@@ -54,6 +61,32 @@ internal sealed partial class FuseBridge
         }
         IoctlDone(ref w);
         w.Bytes(page);
+        return Errno.OK;
+    }
+
+    private Errno GetLabel(ref ReplyWriter w, uint outSize)
+    {
+        if (outSize != FsLabelMax) return Errno.EINVAL;
+        IoctlDone(ref w);
+        var o = w.Take(FsLabelMax);
+        o.Clear();
+        var text = Encoding.UTF8.GetBytes(fs.Label);
+        text.AsSpan(0, Math.Min(text.Length, FsLabelMax - 1)).CopyTo(o);
+        return Errno.OK;
+    }
+
+    private Errno SetLabel(ref RequestReader r, ref ReplyWriter w, uint inSize)
+    {
+        if (r.Uid != 0) return Errno.EPERM;
+        if (inSize != FsLabelMax || !r.TryBytes(FsLabelMax, out var arg)) return Errno.EINVAL;
+        int z = arg.IndexOf((byte)0);
+        if (z < 0) return Errno.EINVAL; // as the kernel's: the label must end within FSLABEL_MAX
+        string label;
+        try { label = new UTF8Encoding(false, true).GetString(arg[..z]); }
+        catch (DecoderFallbackException) { return Errno.EINVAL; }
+        var e = fs.SetLabel(label);
+        if (e != Errno.OK) return e;
+        IoctlDone(ref w);
         return Errno.OK;
     }
 
