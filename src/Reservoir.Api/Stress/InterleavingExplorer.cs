@@ -65,6 +65,9 @@ public static class InterleavingExplorer
         /// <summary>Operation frequencies set over stress's defaults (explore -f op=N, as stress
         /// -f): resize, whiteout, tmpfile, which are off by default, for one.</summary>
         public SortedDictionary<string, int> Frequencies { get; } = new(StringComparer.Ordinal);
+        /// <summary>The mount's discard mode: with async, the discard worker runs under the
+        /// scheduler beside the workers, the flusher and the committer.</summary>
+        public DiscardMode Discard { get; set; }
     }
 
     /// <summary>The strategy a sweep uses for a seed: PCT on even seeds, random walk on odd.</summary>
@@ -81,7 +84,7 @@ public static class InterleavingExplorer
         var task = Task.Run(() => sched.Run(() =>
         {
             Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, sched);
-            var rfs = ReservoirFileSystem.Open(dev, new MountOptions { Scheduler = sched, CommitIntervalMs = 50 });
+            var rfs = ReservoirFileSystem.Open(dev, new MountOptions { Scheduler = sched, CommitIntervalMs = 50, Discard = s.Discard });
             if (s.QuotaLimit is { } limit)
             {
                 if (rfs.Engine.EnableQuota() != Common.Errno.OK) throw new InvalidOperationException("cannot enable quotas");
@@ -182,5 +185,5 @@ public static class InterleavingExplorer
         $"reservoir explore --seed {o.Seed} --strategy {(o.Strategy == ScheduleStrategy.Pct ? "pct" : "random")} -p {s.Workers} -n {s.OpsPerWorker}" +
         (o.Strategy == ScheduleStrategy.Pct ? $" --pct-depth {s.PctDepth}" : "") +
         (s.QuotaLimit is { } q ? $" --quota-limit {q}" : "") + (s.QuotaGroups ? " --quota-groups" : "") +
-        string.Concat(s.Frequencies.Select(f => $" -f {f.Key}={f.Value}"));
+        string.Concat(s.Frequencies.Select(f => $" -f {f.Key}={f.Value}")) + (s.Discard != DiscardMode.Off ? $" --discard {s.Discard.ToString().ToLowerInvariant()}" : "");
 }

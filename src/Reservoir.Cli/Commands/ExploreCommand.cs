@@ -28,7 +28,8 @@ internal static class ExploreCommand
         var groups = new Option<bool>("--quota-groups") { Description = "With --quota-limit: groups above level 0 too (1/1 in 2/1, the top-level subvolume in 1/1), and memberships of 1/1 made and ended while the workers run and snapshot (the top-level subvolume's or their subvolumes')" };
         var log = new Option<string?>("--log") { Description = "With --seed: write the run's operations to this file (as stress --log writes them: worker/number, operation, path, arguments, errno), to see what led to a failure" };
         var freq = new Option<string[]>("-f") { Description = "op=freq over stress's defaults, repeatable (as stress -f); e.g. -f resize=3 -f whiteout=2", AllowMultipleArgumentsPerToken = false };
-        var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang, quota, groups, log, freq };
+        var discard = StressCommand.DiscardOption();
+        var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang, quota, groups, log, freq, discard };
         cmd.SetAction(pr =>
         {
             var s = new InterleavingExplorer.Settings { Workers = pr.GetValue(procs), OpsPerWorker = pr.GetValue(ops), PctDepth = pr.GetValue(depth), HangAfter = TimeSpan.FromSeconds(pr.GetValue(hang)) };
@@ -37,6 +38,7 @@ internal static class ExploreCommand
             if (s.QuotaGroups && s.QuotaLimit == null) throw new ArgumentException("--quota-groups needs --quota-limit (quotas on)");
             if (s.Workers < 1 || s.OpsPerWorker < 1 || s.PctDepth < 1) throw new ArgumentException("-p, -n and --pct-depth must be at least 1");
             foreach (var (op, f) in StressCommand.ParseFrequencies(pr.GetValue(freq))) s.Frequencies[op] = f;
+            s.Discard = pr.GetValue(discard);
             using var logWriter = pr.GetValue(log) is { } logPath
                 ? (pr.GetValue(seed) != null ? new StreamWriter(logPath) : throw new ArgumentException("--log needs --seed (one run to log)"))
                 : null;

@@ -32,7 +32,8 @@ internal static class StressCommand
         var time = new Option<string?>("--time") { Description = "Soak: stop after this long (e.g. 3600, 90m, 1h) instead of after -n operations" };
         var checkEach = new Option<bool>("--check-each") { Description = "After every operation on a file, compare the file with what was written (slow; pins a mismatch to its operation)" };
         var entryAfter = new Option<int?>("--referrer-entry-after") { Description = "Quota accounting: give an extent a referrer entry once its search passes this many snapshots that let go of it (default 32; 0 gives every extent searched one, to exercise them; docs/SNAPSHOTS.md §3)" };
-        var cmd = new Command("stress", "Run an fsstress-style workload on an image (in-process) or a directory (any mount) and check everything at the end") { image, procs, ops, seed, freq, logOpt, replay, size, quota, time, checkEach, entryAfter };
+        var discard = DiscardOption();
+        var cmd = new Command("stress", "Run an fsstress-style workload on an image (in-process) or a directory (any mount) and check everything at the end") { image, procs, ops, seed, freq, logOpt, replay, size, quota, time, checkEach, entryAfter, discard };
         cmd.SetAction(pr =>
         {
             string path = pr.GetValue(image)!;
@@ -67,7 +68,7 @@ internal static class StressCommand
                 result = RunOrReplay(target, o, pr.GetValue(replay), pr.GetValue(logOpt));
                 return Report(ctx, result, leaked: null, $"through the directory {path}");
             }
-            var mountOptions = new MountOptions();
+            var mountOptions = new MountOptions { Discard = pr.GetValue(discard) };
             if (referrerEntryAfter is { } after) mountOptions.ReferrerEntryAfter = after;
             using (var rfs = ReservoirFileSystem.Open(path, mountOptions))
             {
@@ -96,6 +97,19 @@ internal static class StressCommand
     }
 
     /// <summary>Seconds, or a number with s, m or h.</summary>
+    /// <summary>--discard off|sync|async: the in-process mount's discard mode (as -o discard).</summary>
+    internal static Option<DiscardMode> DiscardOption() => new("--discard")
+    {
+        Description = "In-process: discard what commits free, sync (in the commit) or async (by a worker after it); default off",
+        DefaultValueFactory = _ => DiscardMode.Off,
+        CustomParser = r =>
+        {
+            if (r.Tokens.Count == 1 && Enum.TryParse<DiscardMode>(r.Tokens[0].Value, ignoreCase: true, out var m) && Enum.IsDefined(m)) return m;
+            r.AddError($"--discard {string.Join(' ', r.Tokens.Select(t => t.Value))}: expected off, sync or async");
+            return DiscardMode.Off;
+        },
+    };
+
     /// <summary>-f op=N options (fsstress's -f): each operation one of stress's, each frequency
     /// a count of at least 0.</summary>
     internal static IEnumerable<(string Op, int Frequency)> ParseFrequencies(string[]? given)
