@@ -30,9 +30,23 @@ public sealed class FileBlockDevice : IBlockDevice
     public void Resize(ulong newSize)
     {
         if (!CanResize) throw new FsException(ReadOnly ? Errno.EROFS : Errno.EOPNOTSUPP, $"'{Path}' is {(ReadOnly ? "open read-only" : "not an image file")}: its size cannot be changed");
+        if (newSize > long.MaxValue) throw new FsException(Errno.EFBIG, $"'{Path}' cannot be {newSize} bytes");
+        if (OperatingSystem.IsLinux() && SysFtruncate(_handle, (long)newSize) != 0)
+        {
+            // The host's answer, said as it is: a file past what its filesystem takes (EFBIG),
+            // a full host (ENOSPC), or an error.
+            int errno = Marshal.GetLastPInvokeError();
+            var (e, why) = errno switch
+            {
+                27 => (Errno.EFBIG, "the filesystem holding it cannot keep a file that large"),
+                28 => (Errno.ENOSPC, "the filesystem holding it is full"),
+                _ => (Errno.EIO, $"ftruncate failed with errno {errno}"),
+            };
+            throw new FsException(e, $"cannot make '{Path}' {newSize} bytes: {why}");
+        }
         try
         {
-            RandomAccess.SetLength(_handle, (long)newSize);
+            if (!OperatingSystem.IsLinux()) RandomAccess.SetLength(_handle, (long)newSize);
             // The size is the inode's: fsync, not fdatasync, makes a shrink durable too.
             RandomAccess.FlushToDisk(_handle);
         }
@@ -58,6 +72,9 @@ public sealed class FileBlockDevice : IBlockDevice
         if (SysStatx(AtFdcwd, path, 0, StatxType, buf) != 0) return false;
         return (*(ushort*)(buf + 28) & 0xF000) == 0x8000;
     }
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "ftruncate")]
+    private static extern int SysFtruncate(SafeFileHandle fd, long length);
 
     [DllImport("libc", SetLastError = true, EntryPoint = "statx")]
     private static extern unsafe int SysStatx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte* buf);

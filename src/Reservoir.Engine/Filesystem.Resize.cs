@@ -71,13 +71,15 @@ public sealed partial class Filesystem
         }
         string? message = null;
         ulong done = old;
+        // Every error is said as it is: the resize changes no tree outside its own commit, and a
+        // commit that fails has marked the filesystem failed itself.
         var e = Guard(0, () =>
         {
             try { done = Fs.Resize(newSize); return Errno.OK; }
-            catch (FsException ex) when (ex.Errno is Errno.ENOSPC or Errno.EINVAL or Errno.EFBIG or Errno.EROFS or Errno.EOPNOTSUPP)
+            catch (FsException ex)
             {
                 message = ex.Message;
-                return ex.Errno;
+                return ex.Errno is Errno.ENOSPC or Errno.EINVAL or Errno.EFBIG or Errno.EROFS or Errno.EOPNOTSUPP ? ex.Errno : Errno.EIO;
             }
         });
         why = message ?? (e != Errno.OK ? Fs.FailedReason ?? "the resize failed (see the log)" : null);

@@ -81,6 +81,9 @@ public sealed class CliTests : IDisposable
         var bad = Run("filesystem", "resize", "2:+1G", Img);
         Assert.Equal(1, bad.Code);
         Assert.Contains("no device with id '2'", bad.Err);
+        var huge = Run("filesystem", "resize", "2E", Img);
+        Assert.Equal(1, huge.Code);
+        Assert.Contains("past the largest filesystem", huge.Err);
         Assert.Contains("to 40.0MiB", Run("filesystem", "resize", "40M", Img).Out);
         Assert.Equal(40L << 20, new FileInfo(Img).Length);
         var back = Path.Combine(_dir, "back.bin");
