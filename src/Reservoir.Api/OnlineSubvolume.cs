@@ -175,6 +175,52 @@ public static class OnlineSubvolume
 
     private const uint FsIocGetFsLabel = 0x81009431, FsIocSetFsLabel = 0x41009432;
 
+    /// <summary>A regular file's usage on the mount (Reservoir's disk-usage ioctl, paged over
+    /// its shared ranges); the file is opened read-only without following a symlink.</summary>
+    public static Errno DiskUsage(string file, out Engine.FileUsage usage)
+    {
+        usage = new(0, 0, [], 0);
+        int fd = Open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+        if (fd < 0) return LastError;
+        try
+        {
+            var shared = new List<(ulong, ulong)>();
+            while (true)
+            {
+                var page = new byte[PageSize];
+                BinaryPrimitives.WriteUInt64LittleEndian(page, (ulong)shared.Count);
+                var e = Ioctl(fd, IocDiskUsage, page);
+                if (e != Errno.OK) return e;
+                int count = (int)BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(24));
+                for (int i = 0; i < count; i++) shared.Add((U64(page, 32 + 16 * i), U64(page, 40 + 16 * i)));
+                if (BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(28)) == 0 || count == 0)
+                {
+                    usage = new(U64(page, 0), U64(page, 8), shared, U64(page, 16));
+                    return Errno.OK;
+                }
+            }
+        }
+        finally { Close(fd); }
+    }
+
+    /// <summary>A path's file type (S_IFMT bits of its mode: 0x4000 directory, 0x8000 regular
+    /// file, …) without following a symlink (statx, whose layout is the same everywhere).</summary>
+    public static unsafe Errno FileType(string path, out uint format)
+    {
+        format = 0;
+        var buf = stackalloc byte[256];
+        const int AtFdcwd = -100, AtSymlinkNoFollow = 0x100, StatxType = 1;
+        if (Statx(AtFdcwd, path, AtSymlinkNoFollow, StatxType, buf) != 0) return LastError;
+        format = *(ushort*)(buf + 28) & 0xF000u;
+        return Errno.OK;
+    }
+
+    [DllImport("libc", EntryPoint = "statx", SetLastError = true)]
+    private static extern unsafe int Statx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte* buf);
+
+    private const uint IocDiskUsage = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 11;
+    private const int O_NOFOLLOW = 0x20000;
+
     private static ulong TreeOf(ulong ino) => ino >> 40 == 0 ? 5 : ino >> 40;
 
     /// <summary>Every qgroup of the mounted filesystem (ENOTCONN when quotas are off).</summary>

@@ -387,7 +387,15 @@ public static class StressRunner
                 break;
             case "link":
                 e = t.Link(a[0], a[1]);
-                if (e == Errno.OK) m.Files[a[1]] = m.Files[a[0]]; // same inode: one object
+                if (e == Errno.OK)
+                {
+                    // A new name of whatever the old one holds (link(2) follows no symlink): a
+                    // file (the same inode: one object), a FIFO or a whiteout left by a rename,
+                    // or a symlink.
+                    if (m.Files.TryGetValue(a[0], out var linked)) m.Files[a[1]] = linked;
+                    else if (m.Fifos.Contains(a[0])) m.Fifos.Add(a[1]);
+                    else if (m.Links.TryGetValue(a[0], out var target)) m.Links[a[1]] = target;
+                }
                 break;
             case "unlink":
                 e = t.Unlink(a[0]);

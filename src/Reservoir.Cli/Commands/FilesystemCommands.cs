@@ -161,6 +161,7 @@ internal static class FilesystemCommands
         cmd.Subcommands.Add(Trim(ctx));
         cmd.Subcommands.Add(Resize(ctx));
         foreach (var c in FilesystemInfoCommands.Build(ctx)) cmd.Subcommands.Add(c);
+        cmd.Subcommands.Add(DiskUsageCommand.Build(ctx));
         return cmd;
     }
 }

@@ -43,6 +43,13 @@ internal sealed partial class FuseBridge
     /// _IOW(0x94, 50, char[256]): the label, NUL-terminated (btrfs filesystem label, xfs_io's
     /// label command and others send them).</summary>
     internal const uint FsIocGetFsLabel = 0x81009431, FsIocSetFsLabel = 0x41009432;
+
+    /// <summary>Reservoir's: _IOWR('R', 11, 16376), on a regular file: its usage as `reservoir
+    /// filesystem du` prints it (<see cref="Filesystem.DiskUsage"/>; the kernel keeps FIEMAP to
+    /// itself, so no extent flags reach a FUSE filesystem). In: u64 how many shared ranges to
+    /// skip. Out: u64 total, u64 exclusive, u64 shared inline bytes, u32 count, u32 more (1 if
+    /// the page is full), then count × (u64 device address, u64 length) of shared ranges.</summary>
+    internal const uint IocDiskUsage = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 11;
     private const int FsLabelMax = 256;
     internal const uint IocResize = 0xC0000000 | (4096u << 16) | (0x52 << 8) | 10;
 
@@ -59,6 +66,34 @@ internal sealed partial class FuseBridge
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), v);
             pos += 8;
         }
+        IoctlDone(ref w);
+        w.Bytes(page);
+        return Errno.OK;
+    }
+
+    private Errno DiskUsage(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
+    {
+        if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
+        ulong skip = BinaryPrimitives.ReadUInt64LittleEndian(arg);
+        var ge = fs.GetAttr(ino, out var a);
+        if (ge != Errno.OK) return ge;
+        if (!a.IsReg) return Errno.EINVAL;
+        var e = fs.DiskUsage(ino, out var u);
+        if (e != Errno.OK) return e;
+        var page = new byte[SubvolListSize];
+        BinaryPrimitives.WriteUInt64LittleEndian(page, u.Total);
+        BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), u.Exclusive);
+        BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(16), u.SharedInline);
+        int pos = 32, count = 0;
+        for (int i = (int)Math.Min(skip, (ulong)u.Shared.Count); i < u.Shared.Count; i++)
+        {
+            if (pos + 16 > page.Length) { BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(28), 1); break; }
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), u.Shared[i].Start);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), u.Shared[i].Len);
+            pos += 16;
+            count++;
+        }
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(24), (uint)count);
         IoctlDone(ref w);
         w.Bytes(page);
         return Errno.OK;
