@@ -115,6 +115,46 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("fsck", Img).Code);
     }
 
+    /// <summary>`filesystem du` on an image, as btrfs filesystem du prints: a file copied
+    /// within the image (a reflink) shares all of its 3 MiB with the original, a snapshot of
+    /// the top level shares everything, a file of 1 MiB alone is exclusive; each directory
+    /// counts what its files share once. The figures are the sizes copied in.</summary>
+    [Fact]
+    public void DuShowsWhatReflinksAndSnapshotsShare()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "256M").Code);
+        var three = Path.Combine(_dir, "three.bin");
+        var one = Path.Combine(_dir, "one.bin");
+        var data = new byte[3 << 20];
+        new Random(7).NextBytes(data);
+        File.WriteAllBytes(three, data);
+        File.WriteAllBytes(one, data.AsSpan(0, 1 << 20).ToArray());
+        Assert.Equal(0, Run("mkdir", Img, "/d").Code);
+        Assert.Equal(0, Run("cp", Img, three, ":/d/a").Code);
+        Assert.Equal(0, Run("cp", Img, ":/d/a", ":/d/b").Code);
+        Assert.Equal(0, Run("cp", Img, one, ":/solo").Code);
+        var du = Run("filesystem", "du", "--raw", Img);
+        Assert.True(du.Code == 0, du.Err);
+        Assert.Equal(string.Join("\n",
+            "     Total   Exclusive  Set shared  Filename",
+            "   3145728           0           -  /d/a",
+            "   3145728           0           -  /d/b",
+            "   6291456           0     3145728  /d",
+            "   1048576     1048576           -  /solo",
+            "   7340032     1048576     3145728  /",
+            ""), du.Out);
+        Assert.Equal(0, Run("subvolume", "snapshot", Img, "/", "/snap").Code);
+        du = Run("filesystem", "du", "-s", "--raw", Img, "/solo", "/snap");
+        Assert.Equal(string.Join("\n",
+            "     Total   Exclusive  Set shared  Filename",
+            "   1048576           0     1048576  /solo",
+            "   7340032           0     4194304  /snap",
+            ""), du.Out);
+        var missing = Run("filesystem", "du", Img, "/nothere");
+        Assert.Equal(1, missing.Code);
+        Assert.Contains("/nothere: no such file or directory", missing.Err);
+    }
+
     [Fact]
     public void MakeCopyListReadCheckRoundTrip()
     {

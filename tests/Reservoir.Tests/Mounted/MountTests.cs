@@ -385,6 +385,27 @@ public class MountTests(ITestOutputHelper log)
         Assert.Equal("tenant data\n", offline.Out);
     }
 
+    /// <summary>`filesystem du` through the mount (Reservoir's disk-usage ioctl: FIEMAP does not
+    /// reach a FUSE filesystem): cp within the mount clones (copy_file_range), so the copy and
+    /// the original share their 2 MiB; a file written alone is exclusive; FIFOs and symlinks
+    /// are left out, as btrfs filesystem du leaves them.</summary>
+    [Fact]
+    public void DuThroughTheMountShowsWhatACopyShares()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        using var m = new MountedImage(size: 256UL << 20);
+        m.Run("mkdir d && head -c 2M /dev/urandom > d/a && sync && cp d/a d/b && head -c 512K /dev/urandom > solo && mkfifo d/p && ln -s a d/l && sync");
+        Assert.Equal(string.Join("\n",
+            "     Total   Exclusive  Set shared  Filename",
+            "   2097152           0           -  ./d/a",
+            "   2097152           0           -  ./d/b",
+            "   4194304           0     2097152  ./d",
+            "    524288      524288           -  ./solo",
+            "   4718592      524288     2097152  .",
+            ""), m.Run($"{cli} filesystem du --raw ."));
+        Assert.Equal("     Total   Exclusive  Set shared  Filename\n   2097152           0     2097152  d/b\n", m.Run($"{cli} filesystem du -s --raw d/b"));
+    }
+
     /// <summary>-o discard=async: the discard worker punches a deleted file's blocks out of the
     /// image soon after the commit that freed them, which does not wait for it.</summary>
     [Fact]
