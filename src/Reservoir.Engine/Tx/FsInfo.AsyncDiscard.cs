@@ -13,9 +13,8 @@ namespace Reservoir.Engine.Tx;
 /// </summary>
 internal sealed partial class FsInfo
 {
-    private FsThread? _discarder;
-    private readonly FsMutex _discarderLock; // guards _discarderStopping and _discarderKick
-    private bool _discarderStopping, _discarderKick;
+    /// <summary>The discard worker; null without background threads or without discard=async.</summary>
+    private KickedWorker? _discarder;
 
     /// <summary>Bytes the async discards handed the device (for reports and tests).</summary>
     public long AsyncDiscardedBytes;
@@ -29,31 +28,11 @@ internal sealed partial class FsInfo
         if (!AsyncDiscard) return;
         Space.QueueFreedForDiscard = true;
         if (Options.CommitIntervalMs <= 0) return;
-        _discarder = Sched.Start("discarder", DiscarderLoop);
+        _discarder = new KickedWorker(Sched, "discarder", Timeout.Infinite, DiscardQueued);
     }
 
     /// <summary>After a commit: the worker has ranges to look at (a no-op without one).</summary>
-    private void KickDiscarder()
-    {
-        if (!AsyncDiscard) return;
-        using var _ = _discarderLock.Lock();
-        _discarderKick = true;
-        _discarderLock.PulseAll();
-    }
-
-    private void DiscarderLoop()
-    {
-        while (true)
-        {
-            using (_discarderLock.Lock())
-            {
-                while (!_discarderStopping && !_discarderKick) _discarderLock.Wait();
-                if (_discarderStopping) return;
-                _discarderKick = false;
-            }
-            DiscardQueued();
-        }
-    }
+    private void KickDiscarder() => _discarder?.Kick();
 
     /// <summary>Discards every range queued so far that is still free. The device's discard
     /// runs under the space lock, piece by piece; the lock is let go between ranges. A device
@@ -77,13 +56,7 @@ internal sealed partial class FsInfo
 
     private void StopDiscarder()
     {
-        if (_discarder == null) return;
-        using (_discarderLock.Lock())
-        {
-            _discarderStopping = true;
-            _discarderLock.PulseAll();
-        }
-        _discarder.Join();
+        _discarder?.Stop();
         _discarder = null;
     }
 }

@@ -57,9 +57,9 @@ internal sealed partial class FsInfo : IDisposable
     private readonly FsRwLock _commitLock;
     /// <summary>Serialises commits and guards the committer's wake-up state.</summary>
     private readonly FsMutex _commitMutex;
-    private readonly FsMutex _committerLock; // guards _stopping, _kick
-    private bool _stopping, _kick;
-    private FsThread? _committer;
+    /// <summary>Commits every commit interval, or when kicked (too much dirty); null without
+    /// background threads (interval 0, read-only).</summary>
+    private KickedWorker? _committer;
     public Transaction Running { get; private set; }
     /// <summary>Writes back all dirty data and waits for its ordered extents; set by the data
     /// layer above (the transaction layer cannot call up). Called with no handle held.</summary>
@@ -90,10 +90,8 @@ internal sealed partial class FsInfo : IDisposable
         SharingLock = Sched.CreateMutex("tree-block-sharing");
         _commitLock = Sched.CreateRwLock("commit");
         _commitMutex = Sched.CreateMutex("commit-serial");
-        _committerLock = Sched.CreateMutex("committer");
         _relationChangesLock = Sched.CreateMutex("qgroup-relation-changes");
         _resizeMutex = Sched.CreateMutex("resize");
-        _discarderLock = Sched.CreateMutex("discarder");
         // Past every generation any copy claims (a torn commit's copies may survive in a
         // backup slot: no later commit may share their generation).
         Running = NewTransaction(Math.Max(sb.Generation, newestSeen) + 1);
@@ -234,40 +232,18 @@ internal sealed partial class FsInfo : IDisposable
     public void StartCommitter()
     {
         if (ReadOnly || Options.CommitIntervalMs <= 0) return;
-        _committer = Sched.Start("committer", CommitterLoop);
-    }
-
-    private void KickCommitter()
-    {
-        using var _ = _committerLock.Lock();
-        _kick = true;
-        _committerLock.PulseAll();
-    }
-
-    private void CommitterLoop()
-    {
-        while (true)
+        _committer = new KickedWorker(Sched, "committer", Options.CommitIntervalMs, () =>
         {
-            using (_committerLock.Lock())
-            {
-                if (!_stopping && !_kick) _committerLock.Wait(Options.CommitIntervalMs);
-                if (_stopping) return;
-                _kick = false;
-            }
             try { CommitAfterEarlyAccounting(); }
             catch (FsException ex) { Warn($"periodic commit failed: {ex.Message}"); }
-        }
+        });
     }
+
+    private void KickCommitter() => _committer?.Kick();
 
     private void StopCommitter()
     {
-        if (_committer == null) return;
-        using (_committerLock.Lock())
-        {
-            _stopping = true;
-            _committerLock.PulseAll();
-        }
-        _committer.Join();
+        _committer?.Stop();
         _committer = null;
     }
 
