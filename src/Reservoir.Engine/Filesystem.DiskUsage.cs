@@ -59,7 +59,14 @@ public sealed partial class Filesystem
                 }
                 // Outside the file's tree lock: the extent tree's answers.
                 var tx = Fs.Running;
-                var sharedLeaf = leaves.Select(chain => chain.Any(n => Fs.TreeBlockRefs(n.Bytenr, n.Level, tx) > 1)).ToList();
+                // The nodes above the leaves are the same for most of them: each asked once.
+                var nodeShared = new Dictionary<ulong, bool>();
+                bool Shared((ulong Bytenr, int Level) n)
+                {
+                    if (!nodeShared.TryGetValue(n.Bytenr, out bool sh)) nodeShared[n.Bytenr] = sh = Fs.TreeBlockRefs(n.Bytenr, n.Level, tx) > 1;
+                    return sh;
+                }
+                var sharedLeaf = leaves.Select(chain => chain.Any(Shared)).ToList();
                 var own = items.Where(i => i.Fe.Type != FileExtentType.Inline).GroupBy(i => (i.Fe.DiskBytenr, i.Fe.DiskNumBytes)).ToDictionary(g => g.Key, g => (ulong)g.Count());
                 var refs = own.Keys.ToDictionary(k => k, k => ExtentRefs(k.DiskBytenr, k.DiskNumBytes, tx));
                 ulong total = 0, exclusive = 0, sharedInline = 0;
