@@ -101,7 +101,13 @@ internal static class DiskUsageCommand
         {
             string first = pr.GetValue(target)!;
             var rest = pr.GetValue(paths) ?? [];
-            bool online = Directory.Exists(first) || OnlineSubvolume.Fsid(first, out _) == Errno.OK;
+            var fe = OnlineSubvolume.Fsid(first, out _);
+            bool online = Directory.Exists(first) || fe == Errno.OK;
+            if (online && fe != Errno.OK)
+            {
+                ctx.Err.WriteLine($"reservoir filesystem du: {first}: {(fe == Errno.ENOTTY ? "not on a mounted Reservoir" : fe.Describe())}");
+                return 1;
+            }
             ReservoirFileSystem? rfs = online ? null : ReservoirFileSystem.Open(first, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
             try
             {

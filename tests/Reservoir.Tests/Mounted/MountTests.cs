@@ -404,6 +404,9 @@ public class MountTests(ITestOutputHelper log)
             "   4718592      524288     2097152  .",
             ""), m.Run($"{cli} filesystem du --raw ."));
         Assert.Equal("     Total   Exclusive  Set shared  Filename\n   2097152           0     2097152  d/b\n", m.Run($"{cli} filesystem du -s --raw d/b"));
+        // A directory elsewhere says so once.
+        var elsewhere = MountedImage.Sh($"{cli} filesystem du /proc/self 2>&1", m.Dir);
+        Assert.Equal((1, "reservoir filesystem du: /proc/self: not on a mounted Reservoir\n"), (elsewhere.Code, elsewhere.Out));
     }
 
     /// <summary>-o discard=async: the discard worker punches a deleted file's blocks out of the
