@@ -23,12 +23,11 @@ internal static class DiskUsageCommand
         public ulong Total, Exclusive, SharedInline;
         public readonly List<(ulong Start, ulong Len)> Shared = new();
 
-        public void Add(FileUsage u)
+        public static Sum Of(FileUsage u)
         {
-            Total += u.Total;
-            Exclusive += u.Exclusive;
-            SharedInline += u.SharedInline;
-            Shared.AddRange(u.Shared);
+            var s = new Sum { Total = u.Total, Exclusive = u.Exclusive, SharedInline = u.SharedInline };
+            s.Shared.AddRange(u.Shared);
+            return s;
         }
 
         public void Add(Sum s)
@@ -42,22 +41,25 @@ internal static class DiskUsageCommand
         public ulong SetShared => Filesystem.UnionBytes(Shared) + SharedInline;
     }
 
+    /// <summary>What a path is to the walk: anything but a directory or a regular file (a
+    /// symlink, a FIFO, a device node) is left out, as btrfs filesystem du leaves it.</summary>
+    private enum Kind { Other, Directory, File }
+
     /// <summary>What the walk needs of either side: a path's kind, a directory's names, a
     /// file's usage.</summary>
     private interface ISource
     {
-        /// <summary>1 directory, 2 regular file, 0 anything else (skipped, as btrfs does).</summary>
-        int Kind(string path, out Errno e);
+        Kind KindOf(string path, out Errno e);
         IEnumerable<string> List(string dir);
         Errno Usage(string file, out FileUsage u);
     }
 
     private sealed class Online : ISource
     {
-        public int Kind(string path, out Errno e)
+        public Kind KindOf(string path, out Errno e)
         {
             e = OnlineSubvolume.FileType(path, out uint fmt);
-            return e != Errno.OK ? 0 : fmt == 0x4000 ? 1 : fmt == 0x8000 ? 2 : 0;
+            return e != Errno.OK ? Kind.Other : fmt == 0x4000 ? Kind.Directory : fmt == 0x8000 ? Kind.File : Kind.Other;
         }
 
         public IEnumerable<string> List(string dir) =>
@@ -68,10 +70,10 @@ internal static class DiskUsageCommand
 
     private sealed class Offline(ReservoirFileSystem rfs) : ISource
     {
-        public int Kind(string path, out Errno e)
+        public Kind KindOf(string path, out Errno e)
         {
             e = rfs.Posix.Lstat(path, out var a);
-            return e != Errno.OK ? 0 : a.IsDir ? 1 : a.IsReg ? 2 : 0;
+            return e != Errno.OK ? Kind.Other : a.IsDir ? Kind.Directory : a.IsReg ? Kind.File : Kind.Other;
         }
 
         public IEnumerable<string> List(string dir)
@@ -137,15 +139,14 @@ internal static class DiskUsageCommand
     /// lines) before its own line. Returns null when the path could not be read.</summary>
     private static Sum? Walk(ISource src, string path, bool top, bool summarize, List<(ulong, ulong, ulong?, string)> rows, CliContext ctx, ref int failures)
     {
-        int kind = src.Kind(path, out var e);
+        var kind = src.KindOf(path, out var e);
         if (e != Errno.OK)
         {
             ctx.Err.WriteLine($"reservoir filesystem du: {path}: {e.Describe()}");
             failures++;
             return null;
         }
-        var sum = new Sum();
-        if (kind == 2)
+        if (kind == Kind.File)
         {
             e = src.Usage(path, out var u);
             if (e != Errno.OK)
@@ -154,11 +155,12 @@ internal static class DiskUsageCommand
                 failures++;
                 return null;
             }
-            sum.Add(u);
-            if (top || !summarize) rows.Add((u.Total, u.Exclusive, top ? sum.SetShared : null, path));
-            return sum;
+            var file = Sum.Of(u);
+            if (top || !summarize) rows.Add((u.Total, u.Exclusive, top ? file.SetShared : null, path));
+            return file;
         }
-        if (kind != 1) return sum;
+        var sum = new Sum();
+        if (kind != Kind.Directory) return sum;
         foreach (var name in src.List(path))
         {
             string child = path.EndsWith('/') ? path + name : path + "/" + name;
