@@ -257,6 +257,25 @@ public sealed class ReservoirFileSystem : IDisposable
         return r.NewSize;
     }
 
+    /// <summary>The filesystem's label; setting it commits (at most 255 bytes of UTF-8).</summary>
+    public string Label
+    {
+        get => Engine.Label;
+        set => Check(Engine.SetLabel(value), "/");
+    }
+
+    /// <summary>What a regular file's extents take (<see cref="FileUsage"/>, as `reservoir
+    /// filesystem du` prints it): its total, what is its alone, and what it shares with
+    /// reflinks and snapshots (<see cref="Filesystem.UnionBytes"/> counts a set's shared bytes
+    /// once).</summary>
+    public FileUsage DiskUsage(string path)
+    {
+        Check(Posix.Lstat(path, out var a), path);
+        if (!a.IsReg) throw new FsException(Errno.EINVAL, $"'{path}' is not a regular file");
+        Check(Engine.DiskUsage(a.Ino, out var u), path);
+        return u;
+    }
+
     public StatFsInfo StatFs()
     {
         Engine.StatFs(out var s);

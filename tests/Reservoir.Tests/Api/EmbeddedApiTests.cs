@@ -81,6 +81,39 @@ public sealed class EmbeddedApiTests : IDisposable
     /// emptied it: found through `reservoir cp IMAGE :/f :/f`); onto a longer file it replaces
     /// that file's contents and size.
     /// </summary>
+    /// <summary>The space tools of the embedded API: a clone shares its file's bytes
+    /// (DiskUsage), the label persists, the image grows with Resize and shrinks back, and Trim
+    /// gives a deleted file's space back.</summary>
+    [Fact]
+    public void LabelDiskUsageResizeAndTrimThroughTheApi()
+    {
+        var data = new byte[2 << 20];
+        new Random(11).NextBytes(data);
+        using (var fs = ReservoirFileSystem.Create(Img, 64 << 20))
+        {
+            fs.WriteAllBytes("/a", data);
+            fs.CloneFile("/a", "/b");
+            fs.Sync();
+            var a = fs.DiskUsage("/a");
+            Assert.Equal((2UL << 20, 0UL, 2UL << 20), (a.Total, a.Exclusive, Filesystem.UnionBytes(a.Shared)));
+            Assert.Throws<FsException>(() => fs.DiskUsage("/"));
+            fs.Label = "tenant-7";
+            Assert.Equal(128UL << 20, fs.Resize(128UL << 20));
+            Assert.Equal(128L << 20, new FileInfo(Img).Length);
+            fs.Delete("/b");
+            Assert.True(fs.Trim() > 0);
+            Assert.Equal(48UL << 20, fs.Resize(48UL << 20));
+            Assert.Equal(48UL << 20, fs.Size);
+        }
+        using (var fs = ReservoirFileSystem.Open(Img))
+        {
+            Assert.Equal("tenant-7", fs.Label);
+            Assert.Equal(48UL << 20, fs.Size);
+            Assert.Equal(data, fs.ReadAllBytes("/a"));
+            Assert.Equal((2UL << 20, 2UL << 20), (fs.DiskUsage("/a").Total, fs.DiskUsage("/a").Exclusive));
+        }
+    }
+
     [Fact]
     public void CloneFileOntoItselfLosesNothing()
     {
