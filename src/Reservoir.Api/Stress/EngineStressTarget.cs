@@ -101,6 +101,12 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
 
     public Errno Sync() => Fs.Sync();
     private readonly ulong _startSize = rfs.Engine.TotalBytes;
+    public Errno DiskUsage(string path)
+    {
+        var e = P.Lstat(path, out var a);
+        return e != Errno.OK ? e : !a.IsReg ? Errno.EINVAL : Fs.DiskUsage(a.Ino, out _);
+    }
+
     public Errno Resize(int percentOfStart) => Fs.Resize(_startSize * (ulong)percentOfStart / 100 >> 20 << 20, out _, out _);
     public Errno Chmod(string path, uint mode) => P.Chmod(path, mode);
     public Errno SetXattr(string path, string name, byte[] value) => P.SetXattr(path, name, value);

@@ -69,6 +69,9 @@ public interface IStressTarget
     /// when the target was made, 1 MiB-aligned (`reservoir filesystem resize`): ENOSPC for a
     /// shrink past space in use; ENOTTY where the target cannot resize.</summary>
     Errno Resize(int percentOfStart);
+    /// <summary>`reservoir filesystem du` of one file (read-only: what its extents take and
+    /// share); ENOTTY where the target has no such question.</summary>
+    Errno DiskUsage(string path);
     Errno Chmod(string path, uint mode);
     Errno SetXattr(string path, string name, byte[] value);
     Errno RemoveXattr(string path, string name);

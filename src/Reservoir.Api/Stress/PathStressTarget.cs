@@ -250,6 +250,8 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
     /// <summary>The mounted Reservoir's size when the target was made (0: not a Reservoir).</summary>
     private readonly ulong _startSize = OnlineSubvolume.Space(root, out var sp, out _) == Errno.OK ? sp.DeviceBytes : 0;
 
+    public Errno DiskUsage(string path) => _startSize == 0 ? Errno.ENOTTY : OnlineSubvolume.DiskUsage(Full(path), out _);
+
     public Errno Resize(int percentOfStart) => _startSize == 0 ? Errno.ENOTTY
         : OnlineSubvolume.Resize(Root, (_startSize * (ulong)percentOfStart / 100 >> 20 << 20).ToString(CultureInfo.InvariantCulture), out _, out _, out _);
 

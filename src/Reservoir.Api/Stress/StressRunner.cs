@@ -53,7 +53,7 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile", "whiteout", "resize"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile", "whiteout", "resize", "du"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
@@ -69,6 +69,8 @@ public static class StressRunner
         // The filesystem grown or shrunk, between 75% and 125% of its size at the start
         // (`reservoir filesystem resize`): off unless asked for (-f resize=N).
         ["resize"] = 0,
+        // `filesystem du` of a file (read-only), beside the writers: off unless asked for (-f du=N).
+        ["du"] = 0,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -548,6 +550,7 @@ public static class StressRunner
             case "fsync" or "fdatasync": e = t.Fsync(a[0], op == "fdatasync"); break;
             case "sync": e = t.Sync(); break;
             case "resize": e = t.Resize(int.Parse(a[0], CultureInfo.InvariantCulture)); break;
+            case "du": e = t.DiskUsage(a[0]); break;
             case "setattr": e = t.Chmod(a[0], (uint)U(1)); break;
             case "setxattr": e = t.SetXattr(a[0], a[1], Encoding.UTF8.GetBytes(a[2])); break;
             case "removexattr": e = t.RemoveXattr(a[0], a[1]); break;

@@ -194,9 +194,11 @@ public class StressTests(ITestOutputHelper log)
 
     /// <summary>
     /// The filesystem grown and shrunk (between 75% and 125% of its size) while the workers
-    /// write, clone, snapshot and delete, with quotas on, under the deterministic scheduler:
-    /// every file equals its model after every operation, nothing leaks, and fsck (every group
-    /// on its slot, every extent clear of the superblock copies, the quota recount) is clean.
+    /// write, clone, snapshot, delete and ask `filesystem du` of their files, with quotas on and
+    /// discard=async, under the deterministic scheduler (du, read-only, must neither block nor
+    /// disturb them): every file equals its model after every operation, nothing leaks, and
+    /// fsck (every group on its slot, every extent clear of the superblock copies, the quota
+    /// recount) is clean.
     /// </summary>
     [Theory]
     [InlineData(91)]
@@ -207,10 +209,12 @@ public class StressTests(ITestOutputHelper log)
         {
             o.CheckEach = true;
             o.Frequencies["resize"] = 6;
+            o.Frequencies["du"] = 6;
             o.Frequencies["snapshot"] = 3;
-        }, null, rfs => Assert.Equal(Errno.OK, rfs.Engine.EnableQuota()), out _);
+        }, m => m.Discard = DiscardMode.Async, rfs => Assert.Equal(Errno.OK, rfs.Engine.EnableQuota()), out _);
         Assert.True(r.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
         Assert.True(r.OpCounts.GetValueOrDefault("resize") > 30, "too few resizes to test anything");
+        Assert.True(r.OpCounts.GetValueOrDefault("du") > 30, "too few du questions to test anything");
         Assert.Equal(0, leaked);
         FsckAssert.Clean(dev);
         log.WriteLine($"seed {seed}: {r.Operations} operations, {r.OpCounts["resize"]} resizes");
