@@ -32,6 +32,10 @@ if [ -e /dev/fuse ] && { [ "$(id -u)" = 0 ] || command -v fusermount3 >/dev/null
   ls -l "$mnt"
   cp -r src/Reservoir.Engine "$mnt/engine" && echo "copied $(find "$mnt/engine" -type f | wc -l) files in through the mount"
   df -h "$mnt" | tail -1
+  cp "$mnt/docs/SPEC.md" "$mnt/SPEC-copy.md"   # within the mount, cp clones: the copy shares the original's extents
+  ./reservoir filesystem du -s "$mnt/docs/SPEC.md" "$mnt/SPEC-copy.md"
+  ./reservoir filesystem resize +64M "$mnt"    # grow it online: the image file grows with it
+  df -h "$mnt" | tail -1
   ./reservoir umount "$mnt"   # umount(8) as root, fusermount3 -u otherwise; returns with the image committed and closed
   rmdir "$mnt"
   ./reservoir ls "$img" /engine | head -5
