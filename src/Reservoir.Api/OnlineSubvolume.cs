@@ -205,18 +205,15 @@ public static class OnlineSubvolume
 
     /// <summary>A path's file type (S_IFMT bits of its mode: 0x4000 directory, 0x8000 regular
     /// file, …) without following a symlink (statx, whose layout is the same everywhere).</summary>
-    public static unsafe Errno FileType(string path, out uint format)
+    public static Errno FileType(string path, out uint format)
     {
         format = 0;
-        var buf = stackalloc byte[256];
+        var buf = new byte[256];
         const int AtFdcwd = -100, AtSymlinkNoFollow = 0x100, StatxType = 1;
         if (Statx(AtFdcwd, path, AtSymlinkNoFollow, StatxType, buf) != 0) return LastError;
-        format = *(ushort*)(buf + 28) & 0xF000u;
+        format = BinaryPrimitives.ReadUInt16LittleEndian(buf.AsSpan(28)) & 0xF000u;
         return Errno.OK;
     }
-
-    [DllImport("libc", EntryPoint = "statx", SetLastError = true)]
-    private static extern unsafe int Statx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte* buf);
 
     private const uint IocDiskUsage = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 11;
     private const int O_NOFOLLOW = 0x20000;

@@ -11,9 +11,9 @@ public sealed class MemoryBlockDevice : IBlockDevice
     private const int ChunkShift = 16;
     private const int ChunkSize = 1 << ChunkShift;
     private readonly Dictionary<ulong, byte[]> _chunks = new();
-    private readonly object _lock = new(); // guards _chunks and _size; never held across a scheduling point
+    private readonly object _lock = new(); // guards _chunks, and changes of _size; never held across a scheduling point
     private ulong _size;
-    public ulong Size { get { lock (_lock) return _size; } }
+    public ulong Size => Volatile.Read(ref _size); // every access checks it: read without the lock
     public bool ReadOnly { get; set; }
     public bool CanResize => !ReadOnly;
 
@@ -32,7 +32,7 @@ public sealed class MemoryBlockDevice : IBlockDevice
                 ulong within = newSize & (ChunkSize - 1);
                 if (within != 0 && _chunks.TryGetValue(newSize >> ChunkShift, out var c)) c.AsSpan((int)within).Clear();
             }
-            _size = newSize;
+            Volatile.Write(ref _size, newSize);
         }
     }
 

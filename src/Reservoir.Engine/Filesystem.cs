@@ -299,7 +299,7 @@ public sealed partial class Filesystem : IDisposable
         var s = Fs.Space;
         return new SpaceReport(s.DeviceSize, s.Data.Total, s.Data.Used + s.Data.Reserved, s.Data.Pinned, s.Data.MayUse,
             s.Meta.Total, s.Meta.Used, s.Meta.Pinned, s.Meta.MayUse, s.UnallocatedBytes, s.GlobalReserve,
-            s.Data.Underflows + s.Meta.Underflows, DeviceSlack: Fs.Device.ProbeSize() - Math.Min(Fs.Device.ProbeSize(), s.DeviceSize));
+            s.Data.Underflows + s.Meta.Underflows, DeviceSlack: Fs.Device.ProbeSize() is var dev && dev > s.DeviceSize ? dev - s.DeviceSize : 0);
     }
 
     public IReadOnlyList<BlockGroupInfo> BlockGroups() =>

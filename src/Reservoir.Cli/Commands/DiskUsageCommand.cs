@@ -106,10 +106,7 @@ internal static class DiskUsageCommand
             var fe = OnlineSubvolume.Fsid(first, out _);
             bool online = Directory.Exists(first) || fe == Errno.OK;
             if (online && fe != Errno.OK)
-            {
-                ctx.Err.WriteLine($"reservoir filesystem du: {first}: {(fe == Errno.ENOTTY ? "not on a mounted Reservoir" : fe.Describe())}");
-                return 1;
-            }
+                return FilesystemCommands.Failed(ctx, "du", first, fe);
             ReservoirFileSystem? rfs = online ? null : ReservoirFileSystem.Open(first, new MountOptions { ReadOnly = true, CommitIntervalMs = 0 });
             try
             {
@@ -151,7 +148,7 @@ internal static class DiskUsageCommand
             e = src.Usage(path, out var u);
             if (e != Errno.OK)
             {
-                ctx.Err.WriteLine($"reservoir filesystem du: {path}: {(e == Errno.ENOTTY ? "not on a mounted Reservoir" : e.Describe())}");
+                FilesystemCommands.Failed(ctx, "du", path, e);
                 failures++;
                 return null;
             }

@@ -11,12 +11,23 @@ internal static class FilesystemCommands
 {
     public static IEnumerable<Command> Build(CliContext ctx) => [Filesystem(ctx)];
 
+    /// <summary>The argument every `filesystem` command takes: an image, or a path on a mount.</summary>
+    internal static Argument<string> ImageOrMount() => new("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+
+    /// <summary>Says why `filesystem WHAT` failed at <paramref name="at"/> (ENOTTY: the path is
+    /// not on a Reservoir mount; else <paramref name="why"/> or the errno) and returns exit 1.</summary>
+    internal static int Failed(CliContext ctx, string what, string at, Errno e, string? why = null)
+    {
+        ctx.Err.WriteLine($"reservoir filesystem {what}: {at}: {(e == Errno.ENOTTY ? "not on a mounted Reservoir" : why ?? e.Describe())}");
+        return 1;
+    }
+
     /// <summary>`reservoir filesystem trim IMAGE|PATH`: fstrim for an image (punches holes in
     /// the image file where the filesystem has free space, so the host gets it back) or, on a
     /// mounted path, the FITRIM ioctl fstrim(8) sends.</summary>
     private static Command Trim(CliContext ctx)
     {
-        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var image = ImageOrMount();
         var minimum = new Option<string>("--minimum", "-m") { Description = "Discard only free ranges at least this long (e.g. 1M)", DefaultValueFactory = _ => "0" };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Print how much was discarded" };
         var cmd = new Command("trim", "Give the image's free space back to the host (fstrim)") { image, minimum, verbose };
@@ -38,8 +49,7 @@ internal static class FilesystemCommands
             }
             if (e != Errno.OK)
             {
-                ctx.Err.WriteLine(e == Errno.ENOTTY ? $"reservoir filesystem trim: {at}: not on a mounted Reservoir" : $"reservoir filesystem trim: {at}: {e.Describe()}");
-                return 1;
+                return Failed(ctx, "trim", at, e);
             }
             if (pr.GetValue(verbose)) ctx.Out.WriteLine($"{at}: {Units.Human(trimmed)} ({trimmed} bytes) trimmed");
             return 0;
@@ -53,7 +63,7 @@ internal static class FilesystemCommands
     private static Command Resize(CliContext ctx)
     {
         var amount = new Argument<string>("size") { Description = "[1:][+|-]SIZE[kKmMgGtTpPeE] or [1:]max: the new size, a change of it, or the whole device (an image file's length)" };
-        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var image = ImageOrMount();
         var format = CommonOptions.Format();
         var cmd = new Command("resize", "Grow or shrink the filesystem (the image file with it)") { amount, image, format };
         cmd.SetAction(pr =>
@@ -71,9 +81,7 @@ internal static class FilesystemCommands
             }
             if (e != Errno.OK)
             {
-                ctx.Err.WriteLine(e == Errno.ENOTTY ? $"reservoir filesystem resize: {at}: not on a mounted Reservoir"
-                    : $"reservoir filesystem resize: {at}: {why ?? e.Describe()}");
-                return 1;
+                return Failed(ctx, "resize", at, e, why);
             }
             if (CommonOptions.IsJson(pr, format)) ctx.Json(new { device_id = 1, old_size = oldSize, new_size = newSize });
             else if (newSize == oldSize) ctx.Out.WriteLine($"Resize device id 1 ({at}): already {Units.Human(newSize)}");
@@ -86,7 +94,7 @@ internal static class FilesystemCommands
     private static Command Filesystem(CliContext ctx)
     {
         var cmd = new Command("filesystem", "Filesystem-wide information");
-        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var image = ImageOrMount();
         var format = CommonOptions.Format();
         var raw = new Option<bool>("-b") { Description = "Print raw byte counts (as --raw)" };
         var sizes = new SizeFormat.Options();
@@ -102,8 +110,7 @@ internal static class FilesystemCommands
                 var e = OnlineSubvolume.Space(at, out s, out dfFree);
                 if (e != Errno.OK)
                 {
-                    ctx.Err.WriteLine(e == Errno.ENOTTY ? $"reservoir filesystem usage: {at}: not on a mounted Reservoir" : $"reservoir filesystem usage: {at}: {e.Describe()}");
-                    return 1;
+                    return Failed(ctx, "usage", at, e);
                 }
             }
             else

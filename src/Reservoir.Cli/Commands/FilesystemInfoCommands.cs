@@ -35,15 +35,9 @@ internal static class FilesystemInfoCommands
         return Errno.OK;
     }
 
-    private static int Failed(CliContext ctx, string what, string at, Errno e)
-    {
-        ctx.Err.WriteLine(e == Errno.ENOTTY ? $"reservoir filesystem {what}: {at}: not on a mounted Reservoir" : $"reservoir filesystem {what}: {at}: {e.Describe()}");
-        return 1;
-    }
-
     private static Command Show(CliContext ctx)
     {
-        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var image = FilesystemCommands.ImageOrMount();
         var raw = new Option<bool>("--raw") { Description = "Print raw byte counts" };
         var format = CommonOptions.Format();
         var cmd = new Command("show", "Show the label, uuid and size of the filesystem and its one device") { image, raw, format };
@@ -51,7 +45,7 @@ internal static class FilesystemInfoCommands
         {
             string at = pr.GetValue(image)!;
             var e = Read(at, out var f);
-            if (e != Errno.OK) return Failed(ctx, "show", at, e);
+            if (e != Errno.OK) return FilesystemCommands.Failed(ctx, "show", at, e);
             var s = f.Space;
             ulong size = s.DeviceBytes + s.DeviceSlack, allocated = s.DataTotal + s.MetaTotal, used = s.DataUsed + s.MetaUsed;
             if (CommonOptions.IsJson(pr, format))
@@ -71,7 +65,7 @@ internal static class FilesystemInfoCommands
 
     private static Command Df(CliContext ctx)
     {
-        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var image = FilesystemCommands.ImageOrMount();
         var raw = new Option<bool>("-b") { Description = "Print raw byte counts (as --raw)" };
         var format = CommonOptions.Format();
         var sizes = new SizeFormat.Options();
@@ -81,7 +75,7 @@ internal static class FilesystemInfoCommands
         {
             string at = pr.GetValue(image)!;
             var e = Read(at, out var f);
-            if (e != Errno.OK) return Failed(ctx, "df", at, e);
+            if (e != Errno.OK) return FilesystemCommands.Failed(ctx, "df", at, e);
             var s = f.Space;
             // The global reserve is held back from metadata, not used: "used" is what commits
             // and deletions have drawn on it, which a mount returns at each commit (0 at rest).
@@ -106,7 +100,7 @@ internal static class FilesystemInfoCommands
 
     private static Command Label(CliContext ctx)
     {
-        var image = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+        var image = FilesystemCommands.ImageOrMount();
         var label = new Argument<string?>("label") { Description = "The new label (at most 255 bytes); without it, the label is printed", Arity = ArgumentArity.ZeroOrOne };
         var cmd = new Command("label", "Print or change the filesystem's label") { image, label };
         cmd.SetAction(pr =>
@@ -124,7 +118,7 @@ internal static class FilesystemInfoCommands
                     got = ro.Fs.Label;
                     e = Errno.OK;
                 }
-                if (e != Errno.OK) return Failed(ctx, "label", at, e);
+                if (e != Errno.OK) return FilesystemCommands.Failed(ctx, "label", at, e);
                 ctx.Out.WriteLine(got);
                 return 0;
             }
@@ -139,7 +133,7 @@ internal static class FilesystemInfoCommands
                 using var rw = QuotaCommands.MountRw(at);
                 e = rw.Fs.SetLabel(set);
             }
-            return e == Errno.OK ? 0 : Failed(ctx, "label", at, e);
+            return e == Errno.OK ? 0 : FilesystemCommands.Failed(ctx, "label", at, e);
         });
         return cmd;
     }

@@ -29,6 +29,9 @@ internal sealed partial class FsInfo
     /// <summary>
     /// Makes the filesystem <paramref name="requested"/> bytes (rounded down to a node). Grows
     /// the image file first when it is shorter; cuts it after a shrink. Returns the new size.
+    /// What the running transaction freed stays pinned until its commit is durable, so a shrink
+    /// is asked after a sync (<see cref="Filesystem.Resize(ulong, out Filesystem.ResizeResult, out string?)"/>
+    /// writes back and commits first), or it finds that space in use.
     /// Throws <see cref="FsException"/>: EROFS read-only, EINVAL below the minimum, EFBIG past
     /// what the device can be, ENOSPC when a shrink would cut space in use (the message says
     /// how small it can be).
@@ -50,9 +53,6 @@ internal sealed partial class FsInfo
                 throw new FsException(Errno.EFBIG, $"the device has {Units.Human(Device.Size)}: the filesystem cannot grow to {Units.Human(to)}");
             Device.Resize(to);
         }
-        // What the running transaction freed stays pinned until its commit is durable: commit
-        // once first so that a shrink finds it free.
-        if (to < from) Commit();
         using (_commitMutex.Lock())
         {
             _resizeTo = to;
