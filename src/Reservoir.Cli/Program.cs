@@ -44,6 +44,7 @@ public static class Program
         foreach (var c in FileCommands.Build(ctx)) root.Subcommands.Add(c);
         foreach (var c in QuotaCommands.Build(ctx)) root.Subcommands.Add(c);
         foreach (var c in SubvolumeCommands.Build(ctx)) root.Subcommands.Add(c);
+        foreach (var c in SendReceiveCommands.Build(ctx)) root.Subcommands.Add(c);
         foreach (var c in PropertyCommands.Build(ctx)) root.Subcommands.Add(c);
         foreach (var c in FilesystemCommands.Build(ctx)) root.Subcommands.Add(c);
         var pr = root.Parse(args);

@@ -142,6 +142,12 @@ internal static class FileCommands
             return;
         }
         if (info.IsSymlink) { fs.CreateSymbolicLink(to, fs.ReadLink(from)); return; }
+        if (IsSpecial(info.Attr.Mode))
+        {
+            Check(fs.Posix.Mknod(to, info.Attr.Mode, info.Attr.Rdev), to);
+            keep.ToImage(fs, to, info.Attr, keep.Xattrs ? ImageXattrs(fs, from) : []);
+            return;
+        }
         // Before anything opens dest for writing: the same file (the same path, or another
         // link to it) would be emptied first.
         if (fs.Exists(to) && fs.GetInfo(to, followLinks: true).Attr.Ino == info.Attr.Ino)
@@ -175,6 +181,8 @@ internal static class FileCommands
             foreach (var e in new DirectoryInfo(host).EnumerateFileSystemInfos())
                 CopyIn(ctx, fs, e.FullName, inner + "/" + e.Name, true, keep, ref copied);
         }
+        else if (IsSpecial(st.Mode))
+            Check(fs.Posix.Mknod(inner, st.Mode, HostFiles.LstatFull(host).Rdev), inner);
         else
         {
             using var input = File.OpenRead(host);
@@ -196,6 +204,7 @@ internal static class FileCommands
             foreach (var e in fs.EnumerateEntries(inner).ToList())
                 CopyOut(ctx, fs, e.Path, Path.Combine(host, e.Name), true, keep, ref copied);
         }
+        else if (IsSpecial(info.Attr.Mode)) HostFiles.Mknod(host, info.Attr.Mode, info.Attr.Rdev);
         else
         {
             using var input = fs.OpenFile(inner, FileMode.Open, FileAccess.Read);
@@ -203,6 +212,15 @@ internal static class FileCommands
             Pump(ctx, input, output, inner, ref copied);
         }
         keep.ToHost(host, info.Attr, keep.Xattrs ? ImageXattrs(fs, inner) : []);
+    }
+
+    /// <summary>A FIFO, socket or device node: cp -R makes a new one rather than open it (opening
+    /// a FIFO would wait for a writer, forever).</summary>
+    private static bool IsSpecial(uint mode) => (mode & 0xF000) is 0x1000 or 0xC000 or 0x2000 or 0x6000;
+
+    private static void Check(Errno e, string path)
+    {
+        if (e != Errno.OK) throw new FsException(e, $"cannot create ':{path}'");
     }
 
     /// <summary>A file's attributes in the image (cp -a).</summary>
@@ -292,6 +310,11 @@ internal static class FileCommands
         s[0] = t;
         string rwx = "rwxrwxrwx";
         for (int i = 0; i < 9; i++) s[i + 1] = (m & (1u << (8 - i))) != 0 ? rwx[i] : '-';
+        // set-user-ID, set-group-ID and sticky take the execute column, as ls(1) shows them:
+        // lower case over an execute bit, upper case without one.
+        if ((m & 0x800) != 0) s[3] = s[3] == 'x' ? 's' : 'S';
+        if ((m & 0x400) != 0) s[6] = s[6] == 'x' ? 's' : 'S';
+        if ((m & 0x200) != 0) s[9] = s[9] == 'x' ? 't' : 'T';
         return new string(s);
     }
 }

@@ -105,6 +105,106 @@ internal static class HostFiles
         return v;
     }
 
+    /// <summary>Everything lstat says that a send needs (statx, AT_SYMLINK_NOFOLLOW).</summary>
+    public readonly record struct FullStat(ulong Ino, uint Mode, uint Nlink, uint Uid, uint Gid, ulong Rdev, ulong Size,
+        Timespec Atime, Timespec Mtime, Timespec Ctime, ulong Dev);
+
+    public static FullStat LstatFull(string path)
+    {
+        var b = new byte[256];
+        if (statx(AtFdcwd, Z(path), AtSymlinkNofollow, StatxBasicStats, b) != 0) throw Failed("cannot stat", path);
+        uint U32(int o) => BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(o));
+        ulong U64(int o) => BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(o));
+        Timespec T(int o) => new((long)U64(o), U32(o + 8));
+        return new FullStat(U64(32), BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(28)), U32(16), U32(20), U32(24),
+            MakeDev(U32(128), U32(132)), U64(40), T(64), T(112), T(96), MakeDev(U32(136), U32(140)));
+    }
+
+    /// <summary>glibc's makedev: the dev_t that mknod(2) takes.</summary>
+    public static ulong MakeDev(ulong major, ulong minor) =>
+        ((major & 0xFFF) << 8) | ((major & ~0xFFFUL) << 32) | (minor & 0xFF) | ((minor & ~0xFFUL) << 12);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int mknod(byte[] path, uint mode, ulong dev);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int link(byte[] existing, byte[] path);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int lremovexattr(byte[] path, byte[] name);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern long lseek(nint fd, long offset, int whence);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint copy_file_range(nint fdIn, ref long offIn, nint fdOut, ref long offOut, nint len, uint flags);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int mkdir(byte[] path, uint mode);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int rename(byte[] from, byte[] to);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int unlink(byte[] path);
+
+    public static void Rename(string from, string to)
+    {
+        if (rename(Z(from), Z(to)) != 0) throw Failed($"cannot rename to '{to}'", from);
+    }
+
+    public static void Unlink(string path)
+    {
+        if (unlink(Z(path)) != 0) throw Failed("cannot remove", path);
+    }
+
+    /// <summary>mkdir(2): fails if the path exists, as a receive must.</summary>
+    public static void Mkdir(string path, uint mode)
+    {
+        if (mkdir(Z(path), mode) != 0) throw Failed("cannot create the directory", path);
+    }
+
+    public static void Mknod(string path, uint mode, ulong dev)
+    {
+        if (mknod(Z(path), mode, dev) != 0) throw Failed("cannot create", path);
+    }
+
+    public static void Link(string existing, string path)
+    {
+        if (link(Z(existing), Z(path)) != 0) throw Failed($"cannot link '{existing}' as", path);
+    }
+
+    public static void SetXattr(string path, byte[] name, byte[] value)
+    {
+        if (lsetxattr(Z(path), Z(name), value, value.Length, 0) != 0) throw Failed($"cannot set attribute {Encoding.UTF8.GetString(name)} of", path);
+    }
+
+    public static void RemoveXattr(string path, byte[] name)
+    {
+        if (lremovexattr(Z(path), Z(name)) != 0) throw Failed($"cannot remove attribute {Encoding.UTF8.GetString(name)} of", path);
+    }
+
+    /// <summary>lseek SEEK_DATA (3) or SEEK_HOLE (4); -1 for ENXIO (no data past the offset).</summary>
+    public static long SeekDataHole(Microsoft.Win32.SafeHandles.SafeFileHandle h, long offset, bool data, string path)
+    {
+        long r = lseek(h.DangerousGetHandle(), offset, data ? 3 : 4);
+        if (r >= 0) return r;
+        if (Marshal.GetLastPInvokeError() == 6) return -1; // ENXIO
+        throw Failed("cannot seek in", path);
+    }
+
+    /// <summary>copy_file_range(2) to completion: on a Reservoir mount the extents are shared.</summary>
+    public static void CopyRange(Microsoft.Win32.SafeHandles.SafeFileHandle from, long fromOff, Microsoft.Win32.SafeHandles.SafeFileHandle to, long toOff, long len, string path)
+    {
+        while (len > 0)
+        {
+            nint n = copy_file_range(from.DangerousGetHandle(), ref fromOff, to.DangerousGetHandle(), ref toOff, (nint)len, 0);
+            if (n < 0) throw Failed("cannot clone into", path);
+            if (n == 0) throw new IOException($"cannot clone into '{path}': the source ends early");
+            len -= n;
+        }
+    }
+
     /// <summary>Sets an attribute; the error's text when it cannot be (cp -a warns and goes on).</summary>
     public static string? TrySetXattr(string path, byte[] name, byte[] value) =>
         lsetxattr(Z(path), Z(name), value, value.Length, 0) == 0 ? null : Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError());

@@ -1,0 +1,42 @@
+using Reservoir.Format;
+
+namespace Reservoir.Api.Send;
+
+/// <summary>
+/// Where a receive applies a stream: a directory of an unmounted image (the embedded API) or of a
+/// mounted Reservoir (the kernel). After <see cref="BeginSubvolume"/>, every path is relative to
+/// the new subvolume's root ("" is the root). Each call fails with an <see cref="Reservoir.Common.FsException"/>
+/// carrying the errno and the path.
+/// </summary>
+public interface IReceiveTarget
+{
+    /// <summary>Creates subvolume <paramref name="name"/> in the destination directory; it must not exist.</summary>
+    void BeginSubvolume(string name);
+
+    void Mkfile(string path);
+    void Mkdir(string path);
+    void Mknod(string path, uint mode, ulong rdev);
+    void Symlink(string path, string target);
+    void Rename(string from, string to);
+    void Link(string path, string existing);
+    void Unlink(string path);
+    void Rmdir(string path);
+    void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value);
+    void RemoveXattr(string path, ReadOnlySpan<byte> name);
+    void Write(string path, long offset, ReadOnlySpan<byte> data);
+    /// <summary>Shares <paramref name="length"/> bytes of <paramref name="source"/> (a path in
+    /// the same new subvolume) at <paramref name="path"/>, as FICLONERANGE (or copies them).</summary>
+    void Clone(string path, long offset, long length, string source, long sourceOffset);
+    void Truncate(string path, long size);
+    void Chmod(string path, uint mode);
+    void Chown(string path, uint uid, uint gid);
+    void Utimes(string path, Timespec atime, Timespec mtime);
+
+    /// <summary>The stream is whole: close what is open, make the subvolume read-only, as `btrfs
+    /// receive` leaves it.</summary>
+    void EndSubvolume();
+
+    /// <summary>A stream ended early or failed: close what is open and remove the partial
+    /// subvolume, so that nothing half received is left looking like a snapshot.</summary>
+    void Abandon();
+}

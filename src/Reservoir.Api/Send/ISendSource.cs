@@ -1,0 +1,48 @@
+using Reservoir.Format;
+
+namespace Reservoir.Api.Send;
+
+/// <summary>What a send needs of one inode: lstat's answer.</summary>
+public readonly record struct SendStat(ulong Ino, uint Mode, uint Nlink, uint Uid, uint Gid, ulong Rdev, ulong Size,
+    Timespec Atime, Timespec Mtime, Timespec Ctime)
+{
+    public uint Type => Mode & 0xF000;
+    public bool IsDir => Type == 0x4000;
+    public bool IsReg => Type == 0x8000;
+    public bool IsLnk => Type == 0xA000;
+}
+
+/// <summary>
+/// A read-only subvolume to send, read by paths relative to its root ("" is the root): an
+/// unmounted image through the embedded API, or a mounted one through the kernel. The send
+/// reads it once, parents before children; the subvolume must not change meanwhile, which is
+/// why only read-only subvolumes are sent (as btrfs requires).
+/// </summary>
+public interface ISendSource
+{
+    SendStat Lstat(string path);
+
+    /// <summary>The names in a directory, without "." and "..", and without the roots of other
+    /// subvolumes nested in it (a send carries one subvolume, as btrfs's does).</summary>
+    IReadOnlyList<string> List(string dir);
+
+    string ReadLink(string path);
+
+    IReadOnlyList<(byte[] Name, byte[] Value)> Xattrs(string path);
+
+    ISendFile Open(string path);
+}
+
+/// <summary>An open regular file of a <see cref="ISendSource"/>.</summary>
+public interface ISendFile : IDisposable
+{
+    /// <summary>SEEK_DATA: the first offset at or after <paramref name="offset"/> holding data
+    /// (not a hole, not a preallocated range), or -1 if none before the end.</summary>
+    long NextData(long offset);
+
+    /// <summary>SEEK_HOLE: the first hole at or after <paramref name="offset"/> (the end of the
+    /// file if none before it).</summary>
+    long NextHole(long offset);
+
+    int Read(long offset, Span<byte> buffer);
+}

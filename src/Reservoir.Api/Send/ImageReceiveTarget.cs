@@ -1,0 +1,158 @@
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Format;
+
+namespace Reservoir.Api.Send;
+
+/// <summary>
+/// Receives into a directory of an open image through the engine. Paths are resolved without
+/// following a final symbolic link (a stream's CHOWN, xattrs and times of a link are the link's
+/// own). Consecutive WRITEs to one file keep it open. The received subvolume is made read-only
+/// at its END and deleted if the stream fails.
+/// </summary>
+public sealed class ImageReceiveTarget : IReceiveTarget
+{
+    private readonly ReservoirFileSystem _fs;
+    private readonly string _dest;
+    private string? _subvolume;
+    private string? _openPath;
+    private ulong _openIno;
+
+    /// <param name="destination">an existing directory inside the image</param>
+    public ImageReceiveTarget(ReservoirFileSystem fs, string destination)
+    {
+        _fs = fs;
+        _dest = destination.TrimEnd('/');
+        if (_fs.Posix.Stat(_dest.Length == 0 ? "/" : _dest, out var a) != Errno.OK || !a.IsDir)
+            throw new FsException(Errno.ENOTDIR, $"receive: '{destination}' is not a directory in the image");
+    }
+
+    private PosixApi P => _fs.Posix;
+    private Filesystem E => _fs.Engine;
+
+    private string Full(string path) => path.Length == 0 ? _subvolume! : _subvolume + "/" + path;
+
+    private void Check(Errno e, string what, string path)
+    {
+        if (e != Errno.OK) throw new FsException(e, $"receive: cannot {what} '{Full(path)}'");
+    }
+
+    private ulong Node(string path, string what)
+    {
+        Check(P.Lstat(Full(path), out var a), what, path);
+        return a.Ino;
+    }
+
+    public void BeginSubvolume(string name)
+    {
+        _subvolume = _dest + "/" + name;
+        var e = P.CreateSubvolume(_subvolume);
+        if (e == Errno.EEXIST) throw new FsException(e, $"receive: '{_subvolume}' exists already");
+        Check(e, "create the subvolume", "");
+    }
+
+    public void Mkfile(string path)
+    {
+        Close();
+        Check(P.Open(Full(path), OpenFlags.WriteOnly | OpenFlags.Create | OpenFlags.Exclusive, 0x180, out var a), "create", path);
+        P.Close(a.Ino);
+    }
+
+    public void Mkdir(string path) => Check(P.Mkdir(Full(path), 0x1C0), "create the directory", path);
+    public void Mknod(string path, uint mode, ulong rdev) => Check(P.Mknod(Full(path), mode, rdev), "create", path);
+    public void Symlink(string path, string target) => Check(P.Symlink(target, Full(path)), "create the symbolic link", path);
+
+    public void Rename(string from, string to)
+    {
+        Close();
+        Check(P.Rename(Full(from), Full(to)), $"rename to '{Full(to)}'", from);
+    }
+
+    public void Link(string path, string existing) => Check(P.Link(Full(existing), Full(path)), $"link to '{Full(existing)}' as", path);
+
+    public void Unlink(string path)
+    {
+        Close();
+        Check(P.Unlink(Full(path)), "remove", path);
+    }
+
+    public void Rmdir(string path) => Check(P.Rmdir(Full(path)), "remove the directory", path);
+
+    public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) =>
+        Check(E.SetXattr(Node(path, "set an xattr of"), name, value), "set an xattr of", path);
+
+    public void RemoveXattr(string path, ReadOnlySpan<byte> name) =>
+        Check(E.RemoveXattr(Node(path, "remove an xattr of"), name), "remove an xattr of", path);
+
+    private ulong OpenForWrite(string path)
+    {
+        if (_openPath == path) return _openIno;
+        Close();
+        Check(P.Open(Full(path), OpenFlags.WriteOnly | OpenFlags.NoFollow, 0, out var a), "open", path);
+        if (!a.IsReg) { P.Close(a.Ino); Check(Errno.EINVAL, "write to", path); }
+        _openPath = path;
+        _openIno = a.Ino;
+        return a.Ino;
+    }
+
+    public void Write(string path, long offset, ReadOnlySpan<byte> data)
+    {
+        ulong ino = OpenForWrite(path);
+        while (data.Length > 0)
+        {
+            Check(E.Write(ino, (ulong)offset, data, out int n), "write to", path);
+            if (n <= 0) Check(Errno.EIO, "write to", path);
+            data = data[n..];
+            offset += n;
+        }
+    }
+
+    public void Clone(string path, long offset, long length, string source, long sourceOffset)
+    {
+        ulong dst = OpenForWrite(path);
+        Check(E.CloneRange(Node(source, "clone from"), (ulong)sourceOffset, dst, (ulong)offset, (ulong)length), $"clone '{Full(source)}' into", path);
+    }
+
+    public void Truncate(string path, long size)
+    {
+        var req = new SetAttrRequest { Mask = SetAttrMask.Size, Size = (ulong)size };
+        Check(E.SetAttr(Node(path, "truncate"), req, out _), "truncate", path);
+    }
+
+    public void Chmod(string path, uint mode)
+    {
+        var req = new SetAttrRequest { Mask = SetAttrMask.Mode, Mode = mode };
+        Check(E.SetAttr(Node(path, "chmod"), req, out _), "chmod", path);
+    }
+
+    public void Chown(string path, uint uid, uint gid)
+    {
+        var req = new SetAttrRequest { Mask = SetAttrMask.Uid | SetAttrMask.Gid, Uid = uid, Gid = gid };
+        Check(E.SetAttr(Node(path, "chown"), req, out _), "chown", path);
+    }
+
+    public void Utimes(string path, Timespec atime, Timespec mtime)
+    {
+        var req = new SetAttrRequest { Mask = SetAttrMask.Atime | SetAttrMask.Mtime, Atime = atime, Mtime = mtime };
+        Check(E.SetAttr(Node(path, "set the times of"), req, out _), "set the times of", path);
+    }
+
+    private void Close()
+    {
+        if (_openPath == null) return;
+        _openPath = null;
+        P.Close(_openIno);
+    }
+
+    public void EndSubvolume()
+    {
+        Close();
+        Check(E.SetSubvolumeReadOnly(Node("", "make read-only"), true), "make read-only", "");
+    }
+
+    public void Abandon()
+    {
+        Close();
+        if (_subvolume != null) P.DeleteSubvolume(_subvolume);
+    }
+}

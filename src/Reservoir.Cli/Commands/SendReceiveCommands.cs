@@ -1,0 +1,196 @@
+using System.CommandLine;
+using System.Text;
+using Reservoir.Api;
+using Reservoir.Api.Send;
+using Reservoir.Cli.Send;
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+
+namespace Reservoir.Cli.Commands;
+
+/// <summary>
+/// `reservoir send` and `reservoir receive`, as btrfs's: a read-only subvolume becomes a stream
+/// in btrfs's send format (version 1), and a stream becomes a read-only subvolume. Streams pass
+/// between Reservoir and btrfs both ways (`reservoir send … | btrfs receive DIR`, `btrfs send …
+/// | reservoir receive DIR`). Online (a path on a mounted Reservoir) or offline (IMAGE PATH).
+/// </summary>
+internal static class SendReceiveCommands
+{
+    public static IEnumerable<Command> Build(CliContext ctx) => [SendCommandLine(ctx), ReceiveCommandLine(ctx)];
+
+    private static Command SendCommandLine(CliContext ctx)
+    {
+        var target = new Argument<string[]>("subvolume") { Description = "SUBVOL on a mounted Reservoir, or IMAGE SUBVOL (a path inside an unmounted image); read-only", Arity = new ArgumentArity(1, 2) };
+        var file = new Option<string?>("-f") { Description = "Write the stream to this file instead of standard output" };
+        var quiet = new Option<bool>("-q", "--quiet") { Description = "Say nothing on standard error" };
+        var cmd = new Command("send", "Write a read-only subvolume as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet };
+        cmd.SetAction(pr =>
+        {
+            var a = pr.GetValue(target)!;
+            string? outFile = pr.GetValue(file);
+            if (outFile == null && !Console.IsOutputRedirected)
+            {
+                ctx.Err.WriteLine("reservoir send: not writing a stream to a terminal: redirect standard output or give -f FILE");
+                return 1;
+            }
+            string sv = a[^1];
+            try
+            {
+                SendSummary sum;
+                Stream Output() => outFile != null ? new FileStream(outFile, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 20) : new BufferedStream(Console.OpenStandardOutput(), 1 << 20);
+                if (a.Length == 2)
+                {
+                    if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir send: {a[0]}: no such image"); return 1; }
+                    using var fs = FileCommands.Open(a[0], write: false);
+                    var info = OfflineSubvolume(fs, sv);
+                    using var o = Output();
+                    sum = FullSend.Run(new ImageSendSource(fs, sv), Name(sv, info.Path), info.Uuid, info.Generation, o);
+                }
+                else
+                {
+                    var (name, uuid, gen) = OnlineSubvolumeToSend(sv);
+                    using var o = Output();
+                    sum = FullSend.Run(new HostSendSource(sv), name, uuid, gen, o);
+                }
+                if (!pr.GetValue(quiet))
+                    ctx.Err.WriteLine($"At subvol {sv}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data, a stream of {sum.StreamBytes} bytes");
+                return 0;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                ctx.Err.WriteLine($"reservoir send: {sv}: {ex.Message}");
+                if (outFile != null) File.Delete(outFile); // no partial stream left to be taken for a whole one
+                return 1;
+            }
+        });
+        return cmd;
+    }
+
+    /// <summary>The name the receiving side gives the subvolume: the last component of its path.</summary>
+    private static string Name(string given, string listed)
+    {
+        string n = Path.GetFileName(listed.TrimEnd('/'));
+        return n.Length > 0 ? n : Path.GetFileName(Path.GetFullPath(given).TrimEnd('/'));
+    }
+
+    private static Engine.SubvolumeInfo OfflineSubvolume(ReservoirFileSystem fs, string path)
+    {
+        var e = fs.Posix.Lstat(path, out var a);
+        if (e != Errno.OK) throw new FsException(e, $"cannot find '{path}' in the image");
+        var (tree, ino) = NodeIds.Decode(a.Ino);
+        if (ino != 256 || !a.IsDir) throw new FsException(Errno.EINVAL, "not a subvolume (give the path of its root)");
+        if (tree == Format.TreeIds.FsTree) throw new FsException(Errno.EINVAL, "the top-level subvolume cannot be sent (it is never read-only): snapshot it with -r and send the snapshot");
+        var info = fs.ListSubvolumes().FirstOrDefault(s => s.Id == tree);
+        if (info.Id != tree) throw new FsException(Errno.ENOENT, $"subvolume {tree} is not listed");
+        if (!info.ReadOnly) throw new FsException(Errno.EINVAL, "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
+        return info;
+    }
+
+    private static (string Name, Guid Uuid, ulong Generation) OnlineSubvolumeToSend(string path)
+    {
+        if (!Directory.Exists(path)) throw new FsException(Errno.ENOENT, "no such directory");
+        var id = OnlineSubvolume.SubvolumeIdOf(path);
+        if (id == null) throw new FsException(Errno.EINVAL, "not the root of a subvolume on a mounted Reservoir (give IMAGE SUBVOL for an unmounted image)");
+        if (id == Format.TreeIds.FsTree) throw new FsException(Errno.EINVAL, "the top-level subvolume cannot be sent (it is never read-only): snapshot it with -r and send the snapshot");
+        var e = OnlineSubvolume.List(path, out var list);
+        if (e != Errno.OK) throw new FsException(e, "cannot list the subvolumes");
+        foreach (var s in list)
+        {
+            if (s.Id != id) continue;
+            if (!s.ReadOnly) throw new FsException(Errno.EINVAL, "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
+            return (Name(path, s.Path), s.Uuid, s.Generation);
+        }
+        throw new FsException(Errno.ENOENT, $"subvolume {id} is not listed");
+    }
+
+    private static Command ReceiveCommandLine(CliContext ctx)
+    {
+        var target = new Argument<string[]>("dir") { Description = "DIR on a mounted Reservoir, or IMAGE DIR (a directory inside an unmounted image); not needed with --dump", Arity = new ArgumentArity(0, 2) };
+        var file = new Option<string?>("-f") { Description = "Read the stream from this file instead of standard input" };
+        var dump = new Option<bool>("--dump") { Description = "Print the stream's commands instead of applying them (as btrfs receive --dump)" };
+        var quiet = new Option<bool>("-q", "--quiet") { Description = "Do not say which subvolume is being received" };
+        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet };
+        cmd.SetAction(pr =>
+        {
+            var a = pr.GetValue(target)!;
+            string? inFile = pr.GetValue(file);
+            bool isDump = pr.GetValue(dump);
+            if (!isDump && a.Length == 0) { ctx.Err.WriteLine("reservoir receive: give the directory to receive into (DIR, or IMAGE DIR)"); return 1; }
+            if (inFile == null && !Console.IsInputRedirected)
+            {
+                ctx.Err.WriteLine("reservoir receive: not reading a stream from a terminal: redirect standard input or give -f FILE");
+                return 1;
+            }
+            string at = a.Length > 0 ? a[^1] : inFile ?? "-";
+            try
+            {
+                using Stream input = inFile != null ? new FileStream(inFile, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20) : new BufferedStream(Console.OpenStandardInput(), 1 << 20);
+                if (isDump) { SendDump.Print(input, ctx.Out); return 0; }
+                Action<string>? trace = pr.GetValue(quiet) ? null : s => ctx.Err.WriteLine(s);
+                if (a.Length == 2)
+                {
+                    if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir receive: {a[0]}: no such image"); return 1; }
+                    using var fs = FileCommands.Open(a[0], write: true);
+                    Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace);
+                    fs.Sync();
+                }
+                else Receiver.Run(input, new HostReceiveTarget(a[0]), trace);
+                return 0;
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                ctx.Err.WriteLine($"reservoir receive: {at}: {ex.Message}");
+                return 1;
+            }
+        });
+        return cmd;
+    }
+}
+
+/// <summary>`receive --dump`: one line per command, in btrfs receive --dump's layout (command,
+/// path, then the attributes as name=value).</summary>
+internal static class SendDump
+{
+    public static void Print(Stream input, TextWriter o)
+    {
+        var sb = new StringBuilder();
+        while (true)
+        {
+            var r = SendStreamReader.TryOpen(input);
+            if (r == null) return;
+            string sub = "";
+            while (r.Next())
+            {
+                sb.Clear();
+                string cmd = r.Command switch
+                {
+                    SendCommand.SetXattr => "set_xattr", SendCommand.RemoveXattr => "remove_xattr", SendCommand.UpdateExtent => "update_extent",
+                    _ => r.Command.ToString().ToLowerInvariant(),
+                };
+                if (r.Command == SendCommand.End) { o.WriteLine("end"); break; }
+                string path = r.Has(SendAttr.Path) ? r.Path(SendAttr.Path) : "";
+                if (r.Command is SendCommand.Subvol or SendCommand.Snapshot) sub = path;
+                sb.Append(cmd.PadRight(16)).Append(("./" + (r.Command is SendCommand.Subvol or SendCommand.Snapshot ? path : sub + "/" + path)).PadRight(32));
+                for (var t = SendAttr.Uuid; t <= SendAttr.Max; t++)
+                {
+                    if (t == SendAttr.Path || !r.Has(t)) continue;
+                    sb.Append(' ').Append(t.ToString().ToLowerInvariant()).Append('=');
+                    switch (t)
+                    {
+                        case SendAttr.Uuid or SendAttr.CloneUuid: sb.Append(r.Uuid(t)); break;
+                        case SendAttr.Atime or SendAttr.Mtime or SendAttr.Ctime or SendAttr.Otime:
+                            var ts = r.Time(t);
+                            sb.Append(DateTimeOffset.FromUnixTimeSeconds(ts.Sec).ToString("yyyy-MM-ddTHH:mm:ss")).Append('.').Append(ts.Nsec.ToString("D9"));
+                            break;
+                        case SendAttr.Mode: sb.Append(Convert.ToString((long)r.U64(t), 8)); break;
+                        case SendAttr.PathTo or SendAttr.PathLink or SendAttr.ClonePath or SendAttr.XattrName:
+                            sb.Append(Encoding.UTF8.GetString(r.Bytes(t))); break;
+                        case SendAttr.Data or SendAttr.XattrData: sb.Append(r.Bytes(t).Length).Append(" bytes"); break;
+                        default: sb.Append(r.U64(t)); break;
+                    }
+                }
+                o.WriteLine(sb.ToString());
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+using System.Text;
+using Reservoir.Api;
+using Reservoir.Api.Send;
+using Reservoir.Common;
+using Reservoir.Engine;
+using Reservoir.Engine.Inodes;
+using Reservoir.Format;
+using Xunit;
+
+namespace Reservoir.Tests.Api;
+
+/// <summary>
+/// Send and receive in btrfs's stream format (version 1): a stream written by btrfs-progs
+/// (Fixtures/btrfs-send-v1.stream, made as Fixtures/README.md says) is received into an image as
+/// the tree that made it; a subvolume with every kind of inode survives send and receive; a
+/// damaged, truncated or hostile stream is refused and leaves nothing behind.
+/// </summary>
+public sealed class SendReceiveTests
+{
+    private static string Fixture => Path.Combine(AppContext.BaseDirectory, "Fixtures", "btrfs-send-v1.stream");
+
+    /// <summary>The fixture's first command, as btrfs wrote it: SUBVOL "fxs", ctransid 11 and
+    /// the uuid in Fixtures/README.md. Writing the same command must give the same bytes, crc
+    /// included (btrfs_crc32c(0, …): no inversions, unlike the usual CRC32C).</summary>
+    [Fact]
+    public void AFramedCommandIsByteForByteWhatBtrfsWrites()
+    {
+        byte[] theirs = File.ReadAllBytes(Fixture);
+        byte[] uuid = Convert.FromHexString("9cd1eb75a11f3b4aa53eaa19c5ac9c20");
+        var ms = new MemoryStream();
+        new SendStreamWriter(ms).Begin(SendCommand.Subvol).Path(SendAttr.Path, "fxs").Uuid(SendAttr.Uuid, new Guid(uuid))
+            .U64(SendAttr.Ctransid, 11).Finish();
+        byte[] ours = ms.ToArray();
+        Assert.Equal(17 + 10 + 39, ours.Length); // header; command header; 3 + 16 + 8 bytes of values, 4 per attribute
+        Assert.Equal(theirs.AsSpan(0, ours.Length).ToArray(), ours);
+    }
+
+    /// <summary>btrfs's stream becomes the tree the fixture's commands made, down to the nanosecond,
+    /// the hole, the hard link, the set-user-ID bit, the device number and the clone, which shares
+    /// its source's extent here too.</summary>
+    [Fact]
+    public void AStreamFromBtrfsSendBecomesTheTreeItWasSentFrom()
+    {
+        var dev = TestFs.NewDevice(64UL << 20);
+        using (var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
+        {
+            fs.CreateDirectory("/backup");
+            List<ReceivedSubvolume> got;
+            using (var input = File.OpenRead(Fixture))
+                got = Receiver.Run(input, new ImageReceiveTarget(fs, "/backup"));
+            Assert.Equal("fxs", Assert.Single(got).Name);
+            Assert.Equal(new Guid(Convert.FromHexString("9cd1eb75a11f3b4aa53eaa19c5ac9c20")), got[0].Uuid);
+            Assert.Equal(11UL, got[0].Ctransid);
+
+            const string R = "/backup/fxs";
+            Assert.Equal(["a", "cdev", "d", "empty", "ff", "orig", "sl", "sparse"], fs.EnumerateEntries(R).Select(e => e.Name).Order(StringComparer.Ordinal));
+            var a = fs.GetInfo(R + "/a").Attr;
+            Assert.Equal(("hello\n", 0x89EDu, 2u), (fs.ReadAllText(R + "/a"), a.Mode, a.Nlink));
+            Assert.Equal(a.Ino, fs.GetInfo(R + "/d/hl").Attr.Ino);
+            TestFs.Ok(fs.Posix.GetXattr(R + "/a", "user.k", out var v));
+            Assert.Equal("val"u8.ToArray(), v);
+            Assert.Equal("a", fs.ReadLink(R + "/sl"));
+            Assert.Equal(0x11A4u, fs.GetInfo(R + "/ff").Attr.Mode);
+            var cdev = fs.GetInfo(R + "/cdev").Attr;
+            Assert.Equal((0x21A4u, 0x103UL), (cdev.Mode, cdev.Rdev)); // c 1 3
+            var empty = fs.GetInfo(R + "/empty").Attr;
+            Assert.Equal((0UL, 1000u, 1000u), (empty.Size, empty.Uid, empty.Gid));
+            Assert.Equal(0x416Du, fs.GetInfo(R + "/d").Attr.Mode); // 0555, set after its children arrived
+
+            byte[] sparse = fs.ReadAllBytes(R + "/sparse");
+            Assert.Equal(1 << 20, sparse.Length);
+            Assert.Equal("xyz"u8.ToArray(), sparse.AsSpan(300000, 3).ToArray());
+            Assert.Equal(1 << 20, sparse.Count(b => b == 0) + 3);
+            Assert.Equal(4096UL, fs.DiskUsage(R + "/sparse").Total); // one block of data: the rest stayed a hole
+
+            byte[] r10k = Enumerable.Repeat((byte)'r', 10000).ToArray();
+            Assert.Equal(r10k, fs.ReadAllBytes(R + "/orig"));
+            Assert.Equal(r10k, fs.ReadAllBytes(R + "/d/e/clone"));
+            Assert.Equal(new Timespec(1577934245, 123456789), fs.GetInfo(R + "/d/e/clone").Attr.Mtime);
+            var clone = fs.DiskUsage(R + "/d/e/clone");
+            Assert.Equal(0UL, clone.Exclusive); // CLONE shared orig's extent, as btrfs did
+            Assert.Equal(12288UL, clone.Total);
+
+            TestFs.Ok(fs.Engine.GetSubvolumeReadOnly(fs.GetInfo(R).Attr.Ino, out bool ro));
+            Assert.True(ro);
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    private sealed record Seen(string Path, uint Mode, uint Uid, uint Gid, ulong Size, ulong Rdev, Timespec Mtime, Timespec Atime, string Link, string Xattrs, ulong Ino);
+
+    /// <summary>Every inode under <paramref name="root"/>, attributes read before any data is.</summary>
+    private static List<Seen> Walk(ReservoirFileSystem fs, string root)
+    {
+        var list = new List<Seen>();
+        void Go(string rel)
+        {
+            string p = rel.Length == 0 ? root : root + "/" + rel;
+            var a = fs.GetInfo(p).Attr;
+            TestFs.Ok(fs.Engine.ListXattrNames(a.Ino, out var names));
+            string xs = string.Join(",", names.Select(n => { fs.Engine.GetXattr(a.Ino, n, out var v); return Encoding.UTF8.GetString(n) + "=" + Convert.ToHexString(v); }).Order(StringComparer.Ordinal));
+            list.Add(new Seen(rel, a.Mode, a.Uid, a.Gid, a.IsDir ? 0 : a.Size, a.Rdev, a.Mtime, a.Atime, a.IsLnk ? fs.ReadLink(p) : "", xs, NodeIds.Decode(a.Ino).Ino));
+            if (a.IsDir)
+                foreach (var e in fs.EnumerateEntries(p).Where(e => e.SubvolumeId == NodeIds.Decode(a.Ino).TreeId).Select(e => e.Name).Order(StringComparer.Ordinal))
+                    Go(rel.Length == 0 ? e : rel + "/" + e);
+        }
+        Go("");
+        return list;
+    }
+
+    /// <summary>A subvolume with every kind of inode, holes, hard links across directories, xattrs
+    /// (on a symbolic link too), owners, set-user-ID and nanosecond times, a read-only directory
+    /// with files in it and a nested subvolume (not part of the send, as on btrfs): sent from a
+    /// read-only snapshot and received into another image, it comes back equal, read-only, with
+    /// its holes still holes; both images stay clean.</summary>
+    [Fact]
+    public void AFullSendRoundTripsEveryKindOfInode()
+    {
+        var devA = TestFs.NewDevice(128UL << 20);
+        var devB = TestFs.NewDevice(128UL << 20);
+        var stream = new MemoryStream();
+        List<Seen> sent;
+        using (var fs = ReservoirFileSystem.Open(devA, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
+        {
+            fs.CreateSubvolume("/sv");
+            var P = fs.Posix;
+            fs.CreateDirectory("/sv/dir/sub");
+            fs.WriteAllText("/sv/dir/sub/f", "in a read-only directory");
+            using (var s = fs.OpenFile("/sv/holes", FileMode.Create))
+            {
+                s.Write(Enumerable.Repeat((byte)7, 5000).ToArray());
+                s.Seek(5 << 20, SeekOrigin.Begin);
+                s.Write("tail"u8);
+                s.SetLength(8 << 20); // ends in a hole: TRUNCATE must give the size
+            }
+            fs.WriteAllBytes("/sv/big", Enumerable.Range(0, 300_000).Select(i => (byte)(i * 31 + (i >> 9))).ToArray());
+            fs.CreateHardLink("/sv/dir/big-link", "/sv/big");
+            fs.CreateHardLink("/sv/dir/sub/big-link2", "/sv/big");
+            fs.WriteAllBytes("/sv/empty", []);
+            fs.CreateSymbolicLink("/sv/sym", "dir/sub/f");
+            TestFs.Ok(P.Mknod("/sv/fifo", 0x1000 | 0x1B0));
+            TestFs.Ok(P.Mknod("/sv/sock", 0xC000 | 0x1ED));
+            TestFs.Ok(P.Mknod("/sv/blk", 0x6000 | 0x180, (8 << 8) | 1));
+            TestFs.Ok(P.SetXattr("/sv/big", "user.color", "blue"u8));
+            TestFs.Ok(P.SetXattr("/sv/big", "trusted.x", new byte[] { 0, 1, 2, 255 }));
+            TestFs.Ok(fs.Engine.SetXattr(fs.GetInfo("/sv/sym").Attr.Ino, "trusted.onlink", "L"u8));
+            TestFs.Ok(P.Chown("/sv/empty", 1000, 1001));
+            TestFs.Ok(P.Chmod("/sv/big", 0x9ED)); // 04755
+            fs.CloneFile("/sv/big", "/sv/reflink"); // shared in the source; sent as data
+            TestFs.Ok(P.Utimens("/sv/empty", new Timespec(1_000_000_000, 1), new Timespec(1_234_567_890, 987_654_321)));
+            fs.CreateSubvolume("/sv/nested");
+            fs.WriteAllText("/sv/nested/not-sent", "x");
+            TestFs.Ok(P.Chmod("/sv/dir/sub", 0x16D)); // 0555
+            fs.CreateSnapshot("/sv", "/snap", readOnly: true);
+            sent = Walk(fs, "/snap");
+            var info = fs.ListSubvolumes().Single(s => s.Path == "snap");
+            var sum = FullSend.Run(new ImageSendSource(fs, "/snap"), "snap", info.Uuid, info.Generation, stream);
+            // Holes are not sent; data goes in whole blocks, as SEEK_DATA/SEEK_HOLE find them (as
+            // btrfs's send does): holes' 5000 bytes and "tail" are blocks 0-1 and one at 5 MiB.
+            Assert.Equal(300_000 * 2 + 2 * 4096 + 4096 + "in a read-only directory".Length, sum.DataBytes);
+        }
+        FsckAssert.Clean(devA);
+        Assert.DoesNotContain(sent, s => s.Path.StartsWith("nested/", StringComparison.Ordinal));
+
+        stream.Position = 0;
+        using (var fs = ReservoirFileSystem.Open(devB, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
+        {
+            Receiver.Run(stream, new ImageReceiveTarget(fs, "/"));
+            var got = Walk(fs, "/snap");
+            Assert.Equal(sent.Count, got.Count);
+            // The root's times: the nested subvolume's entry is not sent, so its mtime is the one
+            // the stream set; everything else compared whole, inode numbers aside.
+            foreach (var (s, g) in sent.Zip(got))
+                Assert.Equal(s with { Ino = 0 }, g with { Ino = 0 });
+            // Hard links: the same three names share one inode on the receiving side.
+            var big = got.Where(g => g.Path is "big" or "dir/big-link" or "dir/sub/big-link2").Select(g => g.Ino).Distinct();
+            Assert.Single(big);
+            Assert.Equal(3u, fs.GetInfo("/snap/big").Attr.Nlink);
+            Assert.Equal(fs.ReadAllBytes("/snap/big"), fs.ReadAllBytes("/snap/reflink"));
+            Assert.Equal("in a read-only directory", fs.ReadAllText("/snap/dir/sub/f"));
+            var holes = fs.ReadAllBytes("/snap/holes");
+            Assert.Equal(8 << 20, holes.Length);
+            Assert.Equal("tail"u8.ToArray(), holes.AsSpan(5 << 20, 4).ToArray());
+            Assert.Equal(12288UL, fs.DiskUsage("/snap/holes").Total); // 5000 bytes (two blocks) and "tail" (one): the rest holes
+            TestFs.Ok(fs.Engine.GetSubvolumeReadOnly(fs.GetInfo("/snap").Attr.Ino, out bool ro));
+            Assert.True(ro);
+        }
+        FsckAssert.Clean(devB);
+    }
+
+    private static byte[] SmallStream()
+    {
+        var dev = TestFs.NewDevice();
+        using var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+        fs.CreateSubvolume("/sv");
+        fs.CreateDirectory("/sv/d");
+        fs.WriteAllBytes("/sv/d/f", Enumerable.Range(0, 100_000).Select(i => (byte)i).ToArray());
+        fs.CreateSnapshot("/sv", "/s", readOnly: true);
+        var ms = new MemoryStream();
+        var info = fs.ListSubvolumes().Single(s => s.Path == "s");
+        FullSend.Run(new ImageSendSource(fs, "/s"), "s", info.Uuid, info.Generation, ms);
+        return ms.ToArray();
+    }
+
+    private static (FsException Error, IReadOnlyList<SubvolumeInfo> After, Reservoir.Device.MemoryBlockDevice Dev) ReceiveBroken(byte[] stream)
+    {
+        var dev = TestFs.NewDevice();
+        FsException? error;
+        IReadOnlyList<SubvolumeInfo> after;
+        using (var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
+        {
+            error = Assert.Throws<FsException>(() => Receiver.Run(new MemoryStream(stream), new ImageReceiveTarget(fs, "/")));
+            after = fs.ListSubvolumes();
+            Assert.Empty(fs.EnumerateEntries("/")); // the partial subvolume went with the failure
+        }
+        return (error, after, dev);
+    }
+
+    /// <summary>A receive that fails removes what it made (no half subvolume is left looking
+    /// like a backup), and says what was wrong and where.</summary>
+    [Fact]
+    public void ADamagedTruncatedOrHostileStreamIsRefusedAndLeavesNothing()
+    {
+        byte[] good = SmallStream();
+
+        var flipped = (byte[])good.Clone();
+        flipped[good.Length / 2] ^= 0x40; // inside a WRITE's data
+        var (e, after, dev) = ReceiveBroken(flipped);
+        Assert.Equal(Errno.EINVAL, e.Errno);
+        Assert.Contains("checksum does not match", e.Message);
+        Assert.DoesNotContain(after, s => s.Path == "s");
+        FsckAssert.Clean(dev);
+
+        (e, _, dev) = ReceiveBroken(good[..(good.Length - 30)]);
+        Assert.Contains("ends", e.Message);
+        FsckAssert.Clean(dev);
+
+        var magic = (byte[])good.Clone();
+        magic[0] = (byte)'x';
+        Assert.Throws<FsException>(() => Receiver.Run(new MemoryStream(magic), new NeverCalled()));
+
+        // A path that climbs out of the subvolume it makes.
+        var ms = new MemoryStream();
+        var w = new SendStreamWriter(ms);
+        w.Begin(SendCommand.Subvol).Path(SendAttr.Path, "evil").Uuid(SendAttr.Uuid, Guid.NewGuid()).U64(SendAttr.Ctransid, 1).Finish();
+        w.Begin(SendCommand.Mkfile).Path(SendAttr.Path, "../outside").U64(SendAttr.Ino, 257).Finish();
+        w.Begin(SendCommand.End).Finish();
+        (e, _, dev) = ReceiveBroken(ms.ToArray());
+        Assert.Contains("leaves the subvolume", e.Message);
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>Two streams one after the other on one input (`cat a b | receive`) make two
+    /// subvolumes.</summary>
+    [Fact]
+    public void ConcatenatedStreamsMakeOneSubvolumeEach()
+    {
+        byte[] one = SmallStream();
+        var dev = TestFs.NewDevice();
+        using var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+        fs.CreateDirectory("/a");
+        fs.CreateDirectory("/b");
+        Receiver.Run(new MemoryStream(one), new ImageReceiveTarget(fs, "/a"));
+        var both = new MemoryStream([.. one, .. File.ReadAllBytes(Fixture)]);
+        var got = Receiver.Run(both, new ImageReceiveTarget(fs, "/b"));
+        Assert.Equal(["s", "fxs"], got.Select(g => g.Name));
+        Assert.Equal(fs.ReadAllBytes("/a/s/d/f"), fs.ReadAllBytes("/b/s/d/f"));
+        Assert.Equal("hello\n", fs.ReadAllText("/b/fxs/a"));
+    }
+
+    /// <summary>A target a refused stream must never reach.</summary>
+    private sealed class NeverCalled : IReceiveTarget
+    {
+        private static Exception Fail() => new Xunit.Sdk.XunitException("a refused stream reached the target");
+        public void BeginSubvolume(string name) => throw Fail();
+        public void Mkfile(string path) => throw Fail();
+        public void Mkdir(string path) => throw Fail();
+        public void Mknod(string path, uint mode, ulong rdev) => throw Fail();
+        public void Symlink(string path, string target) => throw Fail();
+        public void Rename(string from, string to) => throw Fail();
+        public void Link(string path, string existing) => throw Fail();
+        public void Unlink(string path) => throw Fail();
+        public void Rmdir(string path) => throw Fail();
+        public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) => throw Fail();
+        public void RemoveXattr(string path, ReadOnlySpan<byte> name) => throw Fail();
+        public void Write(string path, long offset, ReadOnlySpan<byte> data) => throw Fail();
+        public void Clone(string path, long offset, long length, string source, long sourceOffset) => throw Fail();
+        public void Truncate(string path, long size) => throw Fail();
+        public void Chmod(string path, uint mode) => throw Fail();
+        public void Chown(string path, uint uid, uint gid) => throw Fail();
+        public void Utimes(string path, Timespec atime, Timespec mtime) => throw Fail();
+        public void EndSubvolume() => throw Fail();
+        public void Abandon() => throw Fail();
+    }
+}
