@@ -58,6 +58,14 @@ internal sealed class MountedImage : IDisposable
         return (p.ExitCode, stdout.Result + stderr.Result);
     }
 
+    /// <summary>Runs a bash script outside any mount; its output, or a failure with it.</summary>
+    public static string Run0(string script, int timeoutSec = 300)
+    {
+        var (code, output) = Sh(script, "/", timeoutSec);
+        if (code != 0) throw new Xunit.Sdk.XunitException($"exit {code}: {script}\n{output}");
+        return output;
+    }
+
     public string Run(string script, int timeoutSec = 300)
     {
         var (code, output) = Sh(script, Dir, timeoutSec);

@@ -1,0 +1,87 @@
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Reservoir.Tests.Mounted;
+
+/// <summary>
+/// `reservoir send` and `receive` through a mount, and streams passed between Reservoir and the
+/// kernel's btrfs (on a loop device) both ways: each side's receive gives the tree the other
+/// side sent, as find, stat, getfattr and md5sum see them.
+/// </summary>
+public sealed class SendReceiveMountTests(ITestOutputHelper log)
+{
+    private static readonly string Cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+
+    /// <summary>Every kind of inode: hard links across directories, a symbolic link, a FIFO, a
+    /// character device, a sparse file, xattrs, a set-user-ID file, another owner, a read-only
+    /// directory and a time to the nanosecond.</summary>
+    private const string Populate =
+        "printf 'hello\\n' > a && mkdir -p d/e && ln a d/hl && ln -s a sl && mkfifo ff && truncate -s 1M sparse && " +
+        "printf xyz | dd of=sparse bs=1 seek=300000 conv=notrunc status=none && setfattr -n user.k -v val a && chmod 4755 a && " +
+        ": > empty && chown 1000:1000 empty && head -c 100000 /dev/urandom > orig && cp orig d/e/copy && " +
+        "touch -d '2020-01-02 03:04:05.123456789' d/e/copy && mknod cdev c 1 3 && chmod 555 d";
+
+    /// <summary>What a tree is, as programs see it: type, mode, owner, size (not of directories,
+    /// whose sizes filesystems count differently), link count (not of directories: btrfs says 1),
+    /// mtime to the nanosecond and link target of every entry; device numbers; xattrs; contents.</summary>
+    private static string Listing(string dir) => MountedImage.Run0(
+        $"cd {dir} && find . -mindepth 1 -printf '%p %y %m %U %G %T@ %l\\n' | sort && find . -mindepth 1 ! -type d -printf '%p %s %n\\n' | sort && " +
+        "find . -type c -exec stat -c '%n %t:%T' {} + | sort && getfattr -R -h -d -m - . 2>/dev/null && find . -type f -exec md5sum {} + | sort");
+
+    private static void Same(string expected, string actual, string what)
+    {
+        Assert.True(expected.Length > 400, "the listing came out short: " + expected);
+        Assert.True(expected == actual, $"{what}:\n--- expected\n{expected}\n--- got\n{actual}");
+    }
+
+    [Fact]
+    public void SendAndReceiveThroughTheMountAndWithKernelBtrfs()
+    {
+        using var m = new MountedImage(size: 256UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create sv");
+        m.Run($"cd sv && {Populate}");
+        var refused = MountedImage.Sh($"{Cli} send -f {work}/x.stream sv", m.Dir);
+        Assert.Equal(1, refused.Code);
+        Assert.Contains("not read-only", refused.Out);
+        Assert.False(File.Exists($"{work}/x.stream"));
+        m.Run($"{Cli} subvolume snapshot -r sv snap");
+        string ours = Listing($"{m.Dir}/snap");
+        log.WriteLine(ours);
+
+        // Reservoir to Reservoir, through a file and through a pipe.
+        m.Run($"{Cli} send -q -f {work}/s.stream snap && mkdir in && {Cli} receive -f {work}/s.stream in");
+        Same(ours, Listing($"{m.Dir}/in/snap"), "received through the mount");
+        m.Run($"mkdir in2 && {Cli} send -q snap | {Cli} receive -q in2");
+        Same(ours, Listing($"{m.Dir}/in2/snap"), "received through a pipe");
+        var ro = MountedImage.Sh("touch in/snap/new", m.Dir);
+        Assert.Contains("Read-only file system", ro.Out);
+        var again = MountedImage.Sh($"{Cli} receive -f {work}/s.stream in", m.Dir);
+        Assert.Equal(1, again.Code);
+        Assert.Contains("exists already", again.Out);
+
+        string btrfs = Path.Combine(work, "btrfs");
+        Directory.CreateDirectory(btrfs);
+        var prep = MountedImage.Sh($"truncate -s 256M {work}/b.img && mkfs.btrfs -q -f {work}/b.img && mount -o loop {work}/b.img {btrfs}", "/");
+        Assert.True(prep.Code == 0, "could not make the btrfs loop mount (btrfs-progs installed?): " + prep.Out);
+        try
+        {
+            // Reservoir's stream into the kernel's btrfs.
+            MountedImage.Run0($"btrfs receive -f {work}/s.stream {btrfs}");
+            Same(ours, Listing($"{btrfs}/snap"), "btrfs receive of reservoir send");
+            Assert.Contains("readonly", MountedImage.Run0($"btrfs subvolume show {btrfs}/snap"));
+
+            // btrfs's stream, of the same tree made on btrfs, into Reservoir.
+            MountedImage.Run0($"cd {btrfs} && btrfs subvolume create bsv >/dev/null && cd bsv && {Populate} && cd .. && " +
+                $"btrfs subvolume snapshot -r bsv bsnap >/dev/null && btrfs send -q -f {work}/b.stream bsnap");
+            string theirs = Listing($"{btrfs}/bsnap");
+            m.Run($"mkdir from-btrfs && {Cli} receive -f {work}/b.stream from-btrfs");
+            Same(theirs, Listing($"{m.Dir}/from-btrfs/bsnap"), "reservoir receive of btrfs send");
+        }
+        finally { MountedImage.Sh($"umount {btrfs}", "/"); }
+
+        m.Unmount();
+        var fsck = MountedImage.Sh($"{Cli} fsck {m.Image}", "/");
+        Assert.True(fsck.Code == 0, fsck.Out);
+    }
+}
