@@ -64,17 +64,17 @@ public static class OnlineSubvolume
     private static Errno Ioctl(int fd, uint request, byte[] arg) => IoctlRaw(fd, request, arg) == 0 ? Errno.OK : LastError;
 
     /// <summary>Every subvolume, listed through the mount (paged by id).</summary>
-    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid)> list) =>
+    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid, Guid ReceivedUuid, ulong Stransid)> list) =>
         List(dir, out list, out _);
 
-    /// <summary><see cref="List(string, out List{ValueTuple{ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid}})"/>,
+    /// <summary><see cref="List(string, out List{ValueTuple{ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid, Guid, ulong}})"/>,
     /// and the filesystem's default subvolume (what a mount without subvol= shows; 5, the top
     /// level, unless set-default chose another), the listed one marked default.</summary>
-    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid)> list,
+    public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid, Guid ReceivedUuid, ulong Stransid)> list,
         out ulong defaultSubvolume)
     {
         ulong dflt = 5; // the top level is not listed
-        var found = new List<(ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid)>();
+        var found = new List<(ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid, Guid, ulong)>();
         list = found;
         var e = OnDirectory(dir, fd =>
         {
@@ -94,15 +94,28 @@ public static class OnlineSubvolume
                     int n = BinaryPrimitives.ReadUInt16LittleEndian(page.AsSpan(pos + 33));
                     if ((page[pos + 32] & 2) != 0) dflt = U(0);
                     found.Add((U(0), U(8), U(16), U(24), (page[pos + 32] & 1) != 0, System.Text.Encoding.UTF8.GetString(page, pos + 35, n),
-                        (long)U(35 + n), new Guid(page.AsSpan(pos + 43 + n, 16)), new Guid(page.AsSpan(pos + 59 + n, 16))));
+                        (long)U(35 + n), new Guid(page.AsSpan(pos + 43 + n, 16)), new Guid(page.AsSpan(pos + 59 + n, 16)),
+                        new Guid(page.AsSpan(pos + 75 + n, 16)), U(91 + n)));
                     after = U(0);
-                    pos += 35 + n + 40;
+                    pos += 35 + n + 64;
                 }
                 if (!more || count == 0) return Errno.OK;
             }
         });
         defaultSubvolume = dflt;
         return e;
+    }
+
+    private const uint IocSetReceived = 0x40000000 | (24 << 16) | (0x52 << 8) | 12;
+
+    /// <summary>Records on the writable subvolume whose root is <paramref name="path"/> that it
+    /// is the receive of sent subvolume <paramref name="uuid"/> at <paramref name="stransid"/>.</summary>
+    public static Errno SetReceived(string path, Guid uuid, ulong stransid)
+    {
+        var arg = new byte[24];
+        uuid.TryWriteBytes(arg);
+        BinaryPrimitives.WriteUInt64LittleEndian(arg.AsSpan(16), stransid);
+        return OnDirectory(path, fd => Ioctl(fd, IocSetReceived, arg));
     }
 
     /// <summary>Makes the subvolume whose root is <paramref name="path"/> read-only or not.</summary>

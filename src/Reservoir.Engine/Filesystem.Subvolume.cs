@@ -8,7 +8,7 @@ namespace Reservoir.Engine;
 
 /// <summary>A subvolume as `subvolume list` shows it.</summary>
 public readonly record struct SubvolumeInfo(ulong Id, ulong ParentId, ulong TopLevelDir, string Path, ulong Generation, ulong Otransid,
-    Timespec Otime, Guid Uuid, Guid ParentUuid, bool ReadOnly);
+    Timespec Otime, Guid Uuid, Guid ParentUuid, bool ReadOnly, Guid ReceivedUuid = default, ulong Stransid = 0);
 
 /// <summary>
 /// Subvolumes (docs/SNAPSHOTS.md §1, SPEC.md §5.7): independent file trees linked into a
@@ -189,7 +189,7 @@ public sealed partial class Filesystem
                 var ri = Fs.RootItemOf(id);
                 if (ri is not { } r) continue;
                 result.Add(new SubvolumeInfo(id, parent, dirId, path, r.Generation, r.Otransid, r.Otime, r.Uuid, r.ParentUuid,
-                    (r.Flags & RootItem.FlagReadOnly) != 0));
+                    (r.Flags & RootItem.FlagReadOnly) != 0, r.ReceivedUuid, r.Stransid));
             }
             return Errno.OK;
         });

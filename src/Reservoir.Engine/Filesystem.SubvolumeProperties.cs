@@ -75,11 +75,48 @@ public sealed partial class Filesystem
             ulong parent = 0, dirid = 0;
             string path = "";
             if (tree != TreeIds.FsTree && !TryLinkAndPath(tree, out parent, out dirid, out path)) return Errno.ENOENT;
-            result = new SubvolumeInfo(tree, parent, dirid, path, r.Generation, r.Otransid, r.Otime, r.Uuid, r.ParentUuid, (r.Flags & RootItem.FlagReadOnly) != 0);
+            result = new SubvolumeInfo(tree, parent, dirid, path, r.Generation, r.Otransid, r.Otime, r.Uuid, r.ParentUuid, (r.Flags & RootItem.FlagReadOnly) != 0,
+                r.ReceivedUuid, r.Stransid);
             return Errno.OK;
         });
         info = result;
         return e;
+    }
+
+    /// <summary>
+    /// Records that the subvolume whose root is <paramref name="node"/> is the receive of the
+    /// sent subvolume <paramref name="receivedUuid"/> at its transaction <paramref name="stransid"/>
+    /// (btrfs's SET_RECEIVED_SUBVOL): later incremental streams against that sent subvolume find
+    /// it by these. Only while the subvolume is writable (EROFS otherwise, as on btrfs): a
+    /// receive sets them, then makes the subvolume read-only.
+    /// </summary>
+    public Errno SetReceivedSubvolume(ulong node, Guid receivedUuid, ulong stransid)
+    {
+        var (tree, ino) = NodeIds.Decode(node);
+        if (ino != RootIno) return Errno.EINVAL;
+        if (tree == TreeIds.FsTree) return Errno.EINVAL;
+        return Guard(node, () =>
+        {
+            if (Fs.ReadOnly) return Errno.EROFS;
+            if (!IsLiveSubvolume(tree)) return Errno.ENOENT;
+            if (SubvolumeOf(tree)!.ReadOnly) return Errno.EROFS;
+            var se = Fs.TryStart(1, out var h);
+            if (se != Errno.OK) return se;
+            using (h)
+            using (Fs.RootTree.Lock.Write())
+            {
+                var key = new Key(tree, KeyTypes.RootItem, 0);
+                var d = Fs.RootTree.Get(key) ?? throw new CorruptionException($"subvolume {tree} has no ROOT_ITEM");
+                var ri = RootItem.Read(d);
+                ri.ReceivedUuid = receivedUuid;
+                ri.Stransid = stransid;
+                ri.Rtransid = h.Transid;
+                Span<byte> buf = stackalloc byte[RootItem.Size];
+                ri.Write(buf);
+                Fs.RootTree.Put(h, key, buf);
+            }
+            return Errno.OK;
+        });
     }
 
     /// <summary>Whether the subvolume whose root is <paramref name="node"/> is read-only.</summary>
@@ -122,6 +159,14 @@ public sealed partial class Filesystem
                 var d = Fs.RootTree.Get(key) ?? throw new CorruptionException($"subvolume {tree} has no ROOT_ITEM");
                 var ri = RootItem.Read(d);
                 ri.Flags = readOnly ? ri.Flags | RootItem.FlagReadOnly : ri.Flags & ~RootItem.FlagReadOnly;
+                // A received subvolume made writable may change, and would then no longer be
+                // the snapshot an incremental stream's changes apply to: it stops being one
+                // (as btrfs does since 5.14), so a later receive cannot take it for its parent.
+                if (!readOnly && was && ri.ReceivedUuid != Guid.Empty)
+                {
+                    ri.ReceivedUuid = Guid.Empty;
+                    ri.Stransid = ri.Rtransid = 0;
+                }
                 Span<byte> buf = stackalloc byte[RootItem.Size];
                 ri.Write(buf);
                 Fs.RootTree.Put(h, key, buf);

@@ -13,6 +13,18 @@ public interface IReceiveTarget
     /// <summary>Creates subvolume <paramref name="name"/> in the destination directory; it must not exist.</summary>
     void BeginSubvolume(string name);
 
+    /// <summary>An incremental stream: makes <paramref name="name"/> in the destination directory a
+    /// writable snapshot of <paramref name="parent"/> (as <see cref="FindSubvolume"/> named it),
+    /// to which the stream's changes then apply.</summary>
+    void BeginSnapshot(string name, string parent);
+
+    /// <summary>The subvolume a stream names as its parent or a clone source, by the sending
+    /// side's uuid and ctransid: one received from it (received uuid and stransid equal), or, when
+    /// the stream comes back to where it was sent from, the subvolume itself (uuid and
+    /// generation equal); null if there is none. The answer is what <see cref="BeginSnapshot"/>
+    /// and <see cref="Clone"/> take.</summary>
+    string? FindSubvolume(Guid uuid, ulong ctransid);
+
     void Mkfile(string path);
     void Mkdir(string path);
     void Mknod(string path, uint mode, ulong rdev);
@@ -24,17 +36,20 @@ public interface IReceiveTarget
     void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value);
     void RemoveXattr(string path, ReadOnlySpan<byte> name);
     void Write(string path, long offset, ReadOnlySpan<byte> data);
-    /// <summary>Shares <paramref name="length"/> bytes of <paramref name="source"/> (a path in
-    /// the same new subvolume) at <paramref name="path"/>, as FICLONERANGE (or copies them).</summary>
-    void Clone(string path, long offset, long length, string source, long sourceOffset);
+    /// <summary>Shares <paramref name="length"/> bytes of <paramref name="source"/> at
+    /// <paramref name="path"/>, as FICLONERANGE (or copies them). <paramref name="source"/> is a
+    /// path in the subvolume being received when <paramref name="sourceSubvolume"/> is null, else in
+    /// that subvolume (as <see cref="FindSubvolume"/> named it).</summary>
+    void Clone(string path, long offset, long length, string? sourceSubvolume, string source, long sourceOffset);
     void Truncate(string path, long size);
     void Chmod(string path, uint mode);
     void Chown(string path, uint uid, uint gid);
     void Utimes(string path, Timespec atime, Timespec mtime);
 
-    /// <summary>The stream is whole: close what is open, make the subvolume read-only, as `btrfs
+    /// <summary>The stream is whole: close what is open, record the sent subvolume's uuid and
+    /// ctransid as the received uuid and stransid, and make the subvolume read-only, as `btrfs
     /// receive` leaves it.</summary>
-    void EndSubvolume();
+    void EndSubvolume(Guid receivedUuid, ulong stransid);
 
     /// <summary>A stream ended early or failed: close what is open and remove the partial
     /// subvolume, so that nothing half received is left looking like a snapshot.</summary>

@@ -8,7 +8,8 @@ namespace Reservoir.Api.Send;
 /// Receives into a directory of an open image through the engine. Paths are resolved without
 /// following a final symbolic link (a stream's CHOWN, xattrs and times of a link are the link's
 /// own). Consecutive WRITEs to one file keep it open. The received subvolume is made read-only
-/// at its END and deleted if the stream fails.
+/// at its END, with the sent subvolume's uuid recorded as its received uuid, and deleted if the
+/// stream fails.
 /// </summary>
 public sealed class ImageReceiveTarget : IReceiveTarget
 {
@@ -49,6 +50,22 @@ public sealed class ImageReceiveTarget : IReceiveTarget
         var e = P.CreateSubvolume(_subvolume);
         if (e == Errno.EEXIST) throw new FsException(e, $"receive: '{_subvolume}' exists already");
         Check(e, "create the subvolume", "");
+    }
+
+    public void BeginSnapshot(string name, string parent)
+    {
+        _subvolume = _dest + "/" + name;
+        var e = P.CreateSnapshot(parent, _subvolume, readOnly: false);
+        if (e == Errno.EEXIST) throw new FsException(e, $"receive: '{_subvolume}' exists already");
+        Check(e, $"snapshot '{parent}' as", "");
+    }
+
+    public string? FindSubvolume(Guid uuid, ulong ctransid)
+    {
+        var all = _fs.ListSubvolumes();
+        var found = all.FirstOrDefault(s => s.ReceivedUuid == uuid && s.Stransid == ctransid && s.ReadOnly);
+        if (found.Id == 0) found = all.FirstOrDefault(s => s.Uuid == uuid && s.Generation == ctransid && s.ReadOnly);
+        return found.Id == 0 ? null : "/" + found.Path;
     }
 
     public void Mkfile(string path)
@@ -107,10 +124,12 @@ public sealed class ImageReceiveTarget : IReceiveTarget
         }
     }
 
-    public void Clone(string path, long offset, long length, string source, long sourceOffset)
+    public void Clone(string path, long offset, long length, string? sourceSubvolume, string source, long sourceOffset)
     {
         ulong dst = OpenForWrite(path);
-        Check(E.CloneRange(Node(source, "clone from"), (ulong)sourceOffset, dst, (ulong)offset, (ulong)length), $"clone '{Full(source)}' into", path);
+        string from = sourceSubvolume == null ? Full(source) : sourceSubvolume + "/" + source;
+        Check(P.Lstat(from, out var src), $"clone '{from}' into", path);
+        Check(E.CloneRange(src.Ino, (ulong)sourceOffset, dst, (ulong)offset, (ulong)length), $"clone '{from}' into", path);
     }
 
     public void Truncate(string path, long size)
@@ -144,10 +163,12 @@ public sealed class ImageReceiveTarget : IReceiveTarget
         P.Close(_openIno);
     }
 
-    public void EndSubvolume()
+    public void EndSubvolume(Guid receivedUuid, ulong stransid)
     {
         Close();
-        Check(E.SetSubvolumeReadOnly(Node("", "make read-only"), true), "make read-only", "");
+        ulong root = Node("", "finish");
+        Check(E.SetReceivedSubvolume(root, receivedUuid, stransid), "record the received uuid of", "");
+        Check(E.SetSubvolumeReadOnly(root, true), "make read-only", "");
     }
 
     public void Abandon()

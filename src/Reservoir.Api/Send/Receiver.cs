@@ -23,15 +23,27 @@ public static class Receiver
             var r = SendStreamReader.TryOpen(input);
             if (r == null) return done;
             if (!r.Next()) throw r.Error("the stream ends before its first command");
-            if (r.Command == SendCommand.Snapshot)
-                throw new FsException(Errno.EOPNOTSUPP, $"receive: '{r.Path(SendAttr.Path)}' is an incremental stream (btrfs send -p); only full streams are received so far");
-            if (r.Command != SendCommand.Subvol) throw r.Error($"the stream starts with {r.Command}, not SUBVOL");
+            if (r.Command is not (SendCommand.Subvol or SendCommand.Snapshot)) throw r.Error($"the stream starts with {r.Command}, not SUBVOL or SNAPSHOT");
             string name = r.Path(SendAttr.Path);
             if (name.Length == 0 || name.Contains('/') || name is "." or "..") throw r.Error($"'{name}' is not a subvolume name");
             var uuid = r.Uuid(SendAttr.Uuid);
             ulong ctransid = r.U64(SendAttr.Ctransid);
-            target.BeginSubvolume(name);
-            trace?.Invoke($"At subvol {name}");
+            if (r.Command == SendCommand.Snapshot)
+            {
+                // An incremental stream: its changes apply to a snapshot of the subvolume it was
+                // sent against, which must be here unchanged (received from it, read-only).
+                var parentUuid = r.Uuid(SendAttr.CloneUuid);
+                ulong parentCtransid = r.U64(SendAttr.CloneCtransid);
+                var parent = target.FindSubvolume(parentUuid, parentCtransid)
+                    ?? throw new FsException(Errno.ENOENT, $"receive: '{name}' is sent against subvolume {UuidText.Of(parentUuid)} at transaction {parentCtransid}, which is not here (receive that first)");
+                target.BeginSnapshot(name, parent);
+                trace?.Invoke($"At snapshot {name}");
+            }
+            else
+            {
+                target.BeginSubvolume(name);
+                trace?.Invoke($"At subvol {name}");
+            }
             try
             {
                 while (true)
@@ -40,7 +52,7 @@ public static class Receiver
                     if (r.Command == SendCommand.End) break;
                     Apply(r, target, uuid);
                 }
-                target.EndSubvolume();
+                target.EndSubvolume(uuid, ctransid);
             }
             catch
             {
@@ -77,14 +89,22 @@ public static class Receiver
             case SendCommand.RemoveXattr: t.RemoveXattr(r.Path(SendAttr.Path), r.Bytes(SendAttr.XattrName)); break;
             case SendCommand.Write: t.Write(r.Path(SendAttr.Path), Offset(r, SendAttr.FileOffset), r.Bytes(SendAttr.Data)); break;
             case SendCommand.Clone:
-                // A full stream clones within the subvolume it makes; its uuid is then the
-                // stream's own. A clone from another subvolume (btrfs send -c) would need that
-                // subvolume found by its received uuid, which is not kept yet.
-                if (r.Uuid(SendAttr.CloneUuid) != subvolume)
-                    throw new FsException(Errno.EOPNOTSUPP, $"receive: '{r.Path(SendAttr.Path)}' clones from another subvolume (btrfs send -c), which is not received yet");
+            {
+                // From the subvolume being received (its uuid is the stream's own), or from
+                // another one the receiving side has: the parent of an incremental stream, or a
+                // clone source given to btrfs send -c, found as the parent is.
+                var cloneUuid = r.Uuid(SendAttr.CloneUuid);
+                string? from = null;
+                if (cloneUuid != subvolume)
+                {
+                    ulong cloneCtransid = r.U64(SendAttr.CloneCtransid);
+                    from = t.FindSubvolume(cloneUuid, cloneCtransid)
+                        ?? throw new FsException(Errno.ENOENT, $"receive: '{r.Path(SendAttr.Path)}' clones from subvolume {UuidText.Of(cloneUuid)} at transaction {cloneCtransid}, which is not here");
+                }
                 t.Clone(r.Path(SendAttr.Path), Offset(r, SendAttr.FileOffset), Offset(r, SendAttr.CloneLen),
-                    r.Path(SendAttr.ClonePath), Offset(r, SendAttr.CloneOffset));
+                    from, r.Path(SendAttr.ClonePath), Offset(r, SendAttr.CloneOffset));
                 break;
+            }
             case SendCommand.Truncate: t.Truncate(r.Path(SendAttr.Path), Offset(r, SendAttr.Size)); break;
             case SendCommand.Chmod: t.Chmod(r.Path(SendAttr.Path), (uint)r.U64(SendAttr.Mode) & 0xFFF); break;
             case SendCommand.Chown: t.Chown(r.Path(SendAttr.Path), (uint)r.U64(SendAttr.Uid), (uint)r.U64(SendAttr.Gid)); break;

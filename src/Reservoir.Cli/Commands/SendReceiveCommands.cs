@@ -177,7 +177,7 @@ internal static class SendDump
                     sb.Append(' ').Append(t.ToString().ToLowerInvariant()).Append('=');
                     switch (t)
                     {
-                        case SendAttr.Uuid or SendAttr.CloneUuid: sb.Append(r.Uuid(t)); break;
+                        case SendAttr.Uuid or SendAttr.CloneUuid: sb.Append(UuidText.Of(r.Uuid(t))); break;
                         case SendAttr.Atime or SendAttr.Mtime or SendAttr.Ctime or SendAttr.Otime:
                             var ts = r.Time(t);
                             sb.Append(DateTimeOffset.FromUnixTimeSeconds(ts.Sec).ToString("yyyy-MM-ddTHH:mm:ss")).Append('.').Append(ts.Nsec.ToString("D9"));

@@ -140,7 +140,7 @@ internal static class SubvolumeCommands
                     group = groups.Where(g => g.Id == QgroupId.Of(0, sid)).Select(g => ((ulong, ulong, ulong, ulong, ulong)?)g).FirstOrDefault();
                 shown = new SubvolumeShow(sid, sid == 5 ? "" : rec.Path, sid == 5 ? null : rec.Uuid, rec.ParentUuid,
                     sid == 5 ? null : DateTimeOffset.FromUnixTimeSeconds(rec.Otime), rec.Generation, rec.Otransid, rec.Parent, rec.ReadOnly,
-                    online.Where(x => sid != 5 && x.ParentUuid == rec.Uuid).Select(x => x.Path).ToList(), group);
+                    online.Where(x => sid != 5 && x.ParentUuid == rec.Uuid).Select(x => x.Path).ToList(), group, rec.ReceivedUuid, rec.Stransid);
             }
             else
             {
@@ -153,7 +153,8 @@ internal static class SubvolumeCommands
                     ? fs.Engine.Qgroups().Where(q => q.Id == QgroupId.Of(0, s.Id)).Select(g => ((ulong, ulong, ulong, ulong, ulong)?)(g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive)).FirstOrDefault()
                     : null;
                 var snapshots = s.Uuid == Guid.Empty ? [] : fs.ListSubvolumes().Where(x => x.ParentUuid == s.Uuid).Select(x => x.Path).ToList();
-                shown = new SubvolumeShow(s.Id, s.Id == 5 ? "" : s.Path, s.Uuid, s.ParentUuid, s.Otime.ToDateTime(), s.Generation, s.Otransid, s.ParentId, s.ReadOnly, snapshots, group);
+                shown = new SubvolumeShow(s.Id, s.Id == 5 ? "" : s.Path, s.Uuid, s.ParentUuid, s.Otime.ToDateTime(), s.Generation, s.Otransid, s.ParentId, s.ReadOnly, snapshots, group,
+                    s.ReceivedUuid, s.Stransid);
             }
             if (CommonOptions.IsJson(pr, format6)) ctx.Json(shown.ToJson());
             else shown.Print(ctx.Out);

@@ -13,7 +13,7 @@ namespace Reservoir.Cli.Commands;
 /// </summary>
 internal static class SubvolumeListCommand
 {
-    private readonly record struct Row(ulong Id, ulong Generation, ulong Otransid, ulong Parent, Guid Uuid, Guid ParentUuid, string Path, DateTimeOffset Otime, bool ReadOnly);
+    private readonly record struct Row(ulong Id, ulong Generation, ulong Otransid, ulong Parent, Guid Uuid, Guid ParentUuid, string Path, DateTimeOffset Otime, bool ReadOnly, Guid ReceivedUuid);
 
     public static Command Build(CliContext ctx)
     {
@@ -24,11 +24,12 @@ internal static class SubvolumeListCommand
         var gen = new Option<bool>("-g") { Description = "Print the generation (always printed; accepted as btrfs-progs does)" };
         var uuid = new Option<bool>("-u") { Description = "Print the uuid" };
         var puuid = new Option<bool>("-q") { Description = "Print the parent uuid (the snapshot source's)" };
+        var ruuid = new Option<bool>("-R") { Description = "Print the received uuid (the sent subvolume's, for one made by receive)" };
         var snapshots = new Option<bool>("-s") { Description = "List snapshots only" };
         var readOnly = new Option<bool>("-r") { Description = "List read-only subvolumes only" };
         var table = new Option<bool>("-t") { Description = "Print a table" };
         var sort = new Option<string>("--sort") { Description = "Sort by gen, ogen, rootid or path, comma separated, each with + (ascending, the default) or - in front" };
-        var list = new Command("list", "List subvolumes: id, generation, parent, path") { image, format, parent, cgen, gen, uuid, puuid, snapshots, readOnly, table, sort };
+        var list = new Command("list", "List subvolumes: id, generation, parent, path") { image, format, parent, cgen, gen, uuid, puuid, ruuid, snapshots, readOnly, table, sort };
         list.SetAction(pr =>
         {
             var order = SortSpec.Parse(pr.GetValue(sort), SortKeys, (a, b) => a.Id.CompareTo(b.Id));
@@ -42,12 +43,12 @@ internal static class SubvolumeListCommand
                     ctx.Err.WriteLine(le == Errno.ENOTTY ? $"reservoir subvolume list: {at}: not on a mounted Reservoir" : $"reservoir subvolume list: {le.Describe()}");
                     return 1;
                 }
-                rows = online.Select(s => new Row(s.Id, s.Generation, s.Otransid, s.Parent, s.Uuid, s.ParentUuid, s.Path, DateTimeOffset.FromUnixTimeSeconds(s.Otime), s.ReadOnly)).ToList();
+                rows = online.Select(s => new Row(s.Id, s.Generation, s.Otransid, s.Parent, s.Uuid, s.ParentUuid, s.Path, DateTimeOffset.FromUnixTimeSeconds(s.Otime), s.ReadOnly, s.ReceivedUuid)).ToList();
             }
             else
             {
                 using var fs = FileCommands.Open(at, write: false);
-                rows = fs.ListSubvolumes().Select(s => new Row(s.Id, s.Generation, s.Otransid, s.ParentId, s.Uuid, s.ParentUuid, s.Path, s.Otime.ToDateTime(), s.ReadOnly)).ToList();
+                rows = fs.ListSubvolumes().Select(s => new Row(s.Id, s.Generation, s.Otransid, s.ParentId, s.Uuid, s.ParentUuid, s.Path, s.Otime.ToDateTime(), s.ReadOnly, s.ReceivedUuid)).ToList();
             }
             bool onlySnapshots = pr.GetValue(snapshots);
             if (onlySnapshots) rows.RemoveAll(r => r.ParentUuid == Guid.Empty);
@@ -58,20 +59,21 @@ internal static class SubvolumeListCommand
                 ctx.Json(rows.Select(s => new
                 {
                     id = s.Id, generation = s.Generation, cgen = s.Otransid, parent = s.Parent, top_level = s.Parent, path = s.Path,
-                    uuid = s.Uuid, parent_uuid = s.ParentUuid == Guid.Empty ? null : (Guid?)s.ParentUuid,
+                    uuid = Common.UuidText.Of(s.Uuid), parent_uuid = Common.UuidText.OrNull(s.ParentUuid), received_uuid = Common.UuidText.OrNull(s.ReceivedUuid),
                     otime = s.Otime.ToString("yyyy-MM-dd HH:mm:ss"), @readonly = s.ReadOnly,
                 }));
                 return 0;
             }
             // The columns btrfs-progs prints, in its order; -s adds cgen and otime.
-            bool wc = pr.GetValue(cgen) || onlySnapshots, wp = pr.GetValue(parent), wq = pr.GetValue(puuid), wu = pr.GetValue(uuid);
-            string Uuid(Guid g) => g == Guid.Empty ? "-" : g.ToString();
+            bool wc = pr.GetValue(cgen) || onlySnapshots, wp = pr.GetValue(parent), wq = pr.GetValue(puuid), wu = pr.GetValue(uuid), wr = pr.GetValue(ruuid);
+            static string Uuid(Guid g) => Common.UuidText.OrDash(g);
             var columns = new List<(string Name, Func<Row, string> Value)> { ("ID", r => r.Id.ToString()), ("gen", r => r.Generation.ToString()) };
             if (wc) columns.Add(("cgen", r => r.Otransid.ToString()));
             if (wp) columns.Add(("parent", r => r.Parent.ToString()));
             columns.Add(("top level", r => r.Parent.ToString()));
             if (onlySnapshots) columns.Add(("otime", r => r.Otime.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss")));
             if (wq) columns.Add(("parent_uuid", r => Uuid(r.ParentUuid).PadRight(36)));
+            if (wr) columns.Add(("received_uuid", r => Uuid(r.ReceivedUuid).PadRight(36)));
             if (wu) columns.Add(("uuid", r => Uuid(r.Uuid)));
             columns.Add(("path", r => r.Path));
             if (pr.GetValue(table))

@@ -3,14 +3,16 @@ namespace Reservoir.Cli.Commands;
 /// <summary>
 /// What `reservoir subvolume show` prints, gathered on an unmounted image or through a mount,
 /// printed as btrfs-progs prints `btrfs subvolume show`: the path, then tab-aligned fields,
-/// the snapshots taken of it (by their parent uuid) and its quota group. Send/receive fields
-/// are left out: Reservoir has no send or receive. <paramref name="Path"/> is empty for the
-/// top level; its uuid and creation time may be unknown (online).
+/// the snapshots taken of it (by their parent uuid) and its quota group. The received uuid
+/// and send transid are those `receive` recorded (the sent subvolume's uuid and ctransid).
+/// <paramref name="Path"/> is empty for the top level; its uuid and creation time may be
+/// unknown (online). Uuids are printed as btrfs-progs prints them (<see cref="Common.UuidText"/>).
 /// </summary>
 internal sealed record SubvolumeShow(
     ulong Id, string Path, Guid? Uuid, Guid ParentUuid, DateTimeOffset? Created, ulong Generation, ulong Otransid,
     ulong ParentId, bool ReadOnly, List<string> Snapshots,
-    (ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)? Group)
+    (ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)? Group,
+    Guid ReceivedUuid = default, ulong Stransid = 0)
 {
     private static readonly SizeFormat Sizes = SizeFormat.Human;
 
@@ -20,8 +22,9 @@ internal sealed record SubvolumeShow(
     {
         o.WriteLine(Id == 5 ? "/" : Path);
         o.WriteLine($"\tName: \t\t\t{Name}");
-        if (Uuid is { } u) o.WriteLine($"\tUUID: \t\t\t{u}");
-        o.WriteLine($"\tParent UUID: \t\t{(ParentUuid == Guid.Empty ? "-" : ParentUuid.ToString())}");
+        if (Uuid is { } u) o.WriteLine($"\tUUID: \t\t\t{Common.UuidText.Of(u)}");
+        o.WriteLine($"\tParent UUID: \t\t{Common.UuidText.OrDash(ParentUuid)}");
+        o.WriteLine($"\tReceived UUID: \t\t{Common.UuidText.OrDash(ReceivedUuid)}");
         if (Created is { } c)
         {
             // btrfs-progs prints the offset as +hhmm (strftime's %z).
@@ -37,6 +40,7 @@ internal sealed record SubvolumeShow(
             o.WriteLine($"\tParent ID: \t\t{ParentId}");
             o.WriteLine($"\tTop level ID: \t\t{ParentId}");
             o.WriteLine($"\tFlags: \t\t\t{(ReadOnly ? "readonly" : "-")}");
+            o.WriteLine($"\tSend transid: \t\t{Stransid}");
         }
         o.WriteLine("\tSnapshot(s):");
         foreach (var s in Snapshots) o.WriteLine($"\t\t\t\t{s}");
@@ -53,7 +57,8 @@ internal sealed record SubvolumeShow(
     public object ToJson() => new
     {
         name = Name, path = Path, id = Id, parent = ParentId, top_level = ParentId,
-        uuid = Uuid, parent_uuid = ParentUuid == Guid.Empty ? null : (Guid?)ParentUuid,
+        uuid = Uuid is { } u ? Common.UuidText.Of(u) : null, parent_uuid = Common.UuidText.OrNull(ParentUuid),
+        received_uuid = Common.UuidText.OrNull(ReceivedUuid), send_transid = Stransid,
         generation = Generation, gen_at_creation = Otransid,
         creation_time = Created?.ToString("yyyy-MM-dd HH:mm:ss"), @readonly = ReadOnly,
         snapshots = Snapshots,

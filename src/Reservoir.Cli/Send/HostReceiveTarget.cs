@@ -38,6 +38,43 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         if (e != Errno.OK) throw new FsException(e, $"receive: cannot create the subvolume '{_subvolume}'");
     }
 
+    public void BeginSnapshot(string name, string parent)
+    {
+        _subvolume = _dest + "/" + name;
+        if (Directory.Exists(_subvolume) || File.Exists(_subvolume)) throw new FsException(Errno.EEXIST, $"receive: '{_subvolume}' exists already");
+        var e = OnlineSubvolume.Snapshot(parent, _subvolume, readOnly: false);
+        if (e != Errno.OK) throw new FsException(e, $"receive: cannot snapshot '{parent}' as '{_subvolume}'");
+    }
+
+    /// <summary>The highest directory above the destination served by the same filesystem (the
+    /// mount's root, across the subvolumes' own mounts with -o submounts), and the path from the
+    /// top level of the subvolume mounted there ("" for the top level).</summary>
+    private (string Root, string Prefix) MountRoot(IReadOnlyList<(ulong Id, string Path)> subvolumes)
+    {
+        if (OnlineSubvolume.Fsid(_dest, out var fsid) != Errno.OK) throw new FsException(Errno.ENOTTY, $"receive: '{_dest}' is not on a mounted Reservoir");
+        string root = _dest;
+        for (var up = Path.GetDirectoryName(root); up != null; up = Path.GetDirectoryName(root))
+        {
+            if (OnlineSubvolume.Fsid(up, out var f) != Errno.OK || f != fsid) break;
+            root = up;
+        }
+        ulong id = OnlineSubvolume.SubvolumeHolding(root) ?? Format.TreeIds.FsTree;
+        string prefix = id == Format.TreeIds.FsTree ? "" : subvolumes.FirstOrDefault(s => s.Id == id).Path ?? "";
+        return (root, prefix);
+    }
+
+    public string? FindSubvolume(Guid uuid, ulong ctransid)
+    {
+        var e = OnlineSubvolume.List(_dest, out var all);
+        if (e != Errno.OK) throw new FsException(e, $"receive: cannot list the subvolumes of '{_dest}'");
+        var found = all.FirstOrDefault(s => s.ReceivedUuid == uuid && s.Stransid == ctransid && s.ReadOnly);
+        if (found.Id == 0) found = all.FirstOrDefault(s => s.Uuid == uuid && s.Generation == ctransid && s.ReadOnly);
+        if (found.Id == 0) return null;
+        var (root, prefix) = MountRoot(all.Select(s => (s.Id, s.Path)).ToList());
+        if (prefix.Length == 0) return root + "/" + found.Path;
+        return found.Path.StartsWith(prefix + "/", StringComparison.Ordinal) ? root + found.Path[prefix.Length..] : null;
+    }
+
     public void Mkfile(string path)
     {
         Close();
@@ -77,10 +114,10 @@ internal sealed class HostReceiveTarget : IReceiveTarget
 
     public void Write(string path, long offset, ReadOnlySpan<byte> data) => RandomAccess.Write(OpenForWrite(path), data, offset);
 
-    public void Clone(string path, long offset, long length, string source, long sourceOffset)
+    public void Clone(string path, long offset, long length, string? sourceSubvolume, string source, long sourceOffset)
     {
         var dst = OpenForWrite(path);
-        using var src = File.OpenHandle(Full(source), FileMode.Open, FileAccess.Read);
+        using var src = File.OpenHandle(sourceSubvolume == null ? Full(source) : sourceSubvolume + "/" + source, FileMode.Open, FileAccess.Read);
         HostFiles.CopyRange(src, sourceOffset, dst, offset, length, Full(path));
     }
 
@@ -106,9 +143,11 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         _openPath = null;
     }
 
-    public void EndSubvolume()
+    public void EndSubvolume(Guid receivedUuid, ulong stransid)
     {
         Close();
+        var re = OnlineSubvolume.SetReceived(_subvolume!, receivedUuid, stransid);
+        if (re != Errno.OK) throw new FsException(re, $"receive: cannot record the received uuid of '{_subvolume}'");
         var e = OnlineSubvolume.SetReadOnly(_subvolume!, true);
         if (e != Errno.OK) throw new FsException(e, $"receive: cannot make '{_subvolume}' read-only");
     }

@@ -22,7 +22,9 @@ public struct RootItem
     public Guid Uuid;          // 0x58
     public Guid ParentUuid;    // 0x68 snapshot source, zero if none
     public ulong LastSnapshot; // 0x78 last transaction in which a snapshot shared this tree's root
-                               // 0x80..0xA0 reserved
+    public Guid ReceivedUuid;  // 0x80 the sent subvolume's uuid, for a subvolume made by receive; zero if none
+    public ulong Stransid;     // 0x90 the sent subvolume's ctransid (on the sending filesystem)
+    public ulong Rtransid;     // 0x98 transaction that recorded the receive
 
     public static RootItem Read(ReadOnlySpan<byte> s) => new()
     {
@@ -40,6 +42,9 @@ public struct RootItem
         Uuid = new Guid(s.Slice(0x58, 16)),
         ParentUuid = new Guid(s.Slice(0x68, 16)),
         LastSnapshot = BinaryPrimitives.ReadUInt64LittleEndian(s[0x78..]),
+        ReceivedUuid = new Guid(s.Slice(0x80, 16)),
+        Stransid = BinaryPrimitives.ReadUInt64LittleEndian(s[0x90..]),
+        Rtransid = BinaryPrimitives.ReadUInt64LittleEndian(s[0x98..]),
     };
 
     public readonly void Write(Span<byte> s)
@@ -59,5 +64,8 @@ public struct RootItem
         Uuid.TryWriteBytes(s[0x58..]);
         ParentUuid.TryWriteBytes(s[0x68..]);
         BinaryPrimitives.WriteUInt64LittleEndian(s[0x78..], LastSnapshot);
+        ReceivedUuid.TryWriteBytes(s[0x80..]);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[0x90..], Stransid);
+        BinaryPrimitives.WriteUInt64LittleEndian(s[0x98..], Rtransid);
     }
 }

@@ -29,7 +29,9 @@ internal sealed partial class FuseBridge
     /// on-disk layout): _IOWR('R', 1, 16376 bytes). In: u64 the id to list after (0 first).
     /// Out: u32 count, u32 more (1 if the page is full), then per subvolume u64 id, u64 parent,
     /// u64 generation, u64 otransid, u8 flags (1 read-only, 2 the default subvolume), u16 path length, path (UTF-8), i64 otime
-    /// (seconds), 16-byte uuid, 16-byte parent uuid (the snapshot source's; zero for none).</summary>
+    /// (seconds), 16-byte uuid, 16-byte parent uuid (the snapshot source's; zero for none),
+    /// 16-byte received uuid (the sent subvolume's, for one made by receive; zero for none), u64
+    /// stransid (the sent subvolume's ctransid).</summary>
     internal const uint IocSubvolList = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 1;
     internal const uint SubvolListSize = 16376;
 
@@ -111,6 +113,11 @@ internal sealed partial class FuseBridge
         if (inode == Filesystem.RootIno && tree != Format.TreeIds.FsTree) Submounts?.MountNew(tree);
     }
 
+    /// <summary>Reservoir's: _IOW('R', 12, 24 bytes) on a writable subvolume's root, root only:
+    /// 16-byte received uuid, u64 stransid (what btrfs's SET_RECEIVED_SUBVOL records; `reservoir
+    /// receive` sets them before making the subvolume read-only).</summary>
+    internal const uint IocSetReceived = 0x40000000 | (24 << 16) | (0x52 << 8) | 12;
+
     /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
     internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
 
@@ -126,7 +133,7 @@ internal sealed partial class FuseBridge
         foreach (var sv in all.Where(x => x.Id > after).OrderBy(x => x.Id))
         {
             var path = Encoding.UTF8.GetBytes(sv.Path);
-            int need = 8 * 4 + 1 + 2 + path.Length + 8 + 16 + 16;
+            int need = 8 * 4 + 1 + 2 + path.Length + 8 + 16 + 16 + 16 + 8;
             if (pos + need > page.Length) { more = 1; break; }
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), sv.Id);
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), sv.ParentId);
@@ -138,6 +145,8 @@ internal sealed partial class FuseBridge
             BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(pos + 35 + path.Length), sv.Otime.Sec);
             sv.Uuid.TryWriteBytes(page.AsSpan(pos + 43 + path.Length));
             sv.ParentUuid.TryWriteBytes(page.AsSpan(pos + 59 + path.Length));
+            sv.ReceivedUuid.TryWriteBytes(page.AsSpan(pos + 75 + path.Length));
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 91 + path.Length), sv.Stransid);
             pos += need;
             count++;
         }
@@ -195,7 +204,7 @@ internal sealed partial class FuseBridge
         if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
-        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo
+        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo or IocSetReceived
                 or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim or IocResize or IocBtrfsResize or FsIocGetFsLabel or FsIocSetFsLabel or IocDiskUsage)) return Errno.ENOTTY;
         if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
         if (cmd == FiTrim) return Trim(ref r, ref w, inSize, U32(s, 28));
@@ -243,6 +252,15 @@ internal sealed partial class FuseBridge
             var re = fs.SetSubvolumeReadOnly(ino, BinaryPrimitives.ReadUInt64LittleEndian(flag) != 0);
             if (re != Errno.OK) return re;
             InvalidateAttr(ino);
+            IoctlDone(ref w);
+            return Errno.OK;
+        }
+        if (cmd == IocSetReceived)
+        {
+            if (r.Uid != 0) return Errno.EPERM;
+            if (inSize != 24 || !r.TryBytes(24, out var rv)) return Errno.EINVAL;
+            var re = fs.SetReceivedSubvolume(ino, new Guid(rv[..16]), BinaryPrimitives.ReadUInt64LittleEndian(rv[16..]));
+            if (re != Errno.OK) return re;
             IoctlDone(ref w);
             return Errno.OK;
         }

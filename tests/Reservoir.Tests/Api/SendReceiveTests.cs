@@ -87,6 +87,78 @@ public sealed class SendReceiveTests
         FsckAssert.Clean(dev);
     }
 
+    private static string Incremental => Path.Combine(AppContext.BaseDirectory, "Fixtures", "btrfs-send-v1-incremental.stream");
+
+    /// <summary>btrfs's incremental stream (Fixtures/README.md) applied to the subvolume received
+    /// from the full one gives the tree the changes made: renames through orphan names, a swap
+    /// of two names, a directory moved, an xattr removed and one added, an append to a hard-linked
+    /// file, a truncation, a new file. The parent is left as it was; the new subvolume is
+    /// read-only and records what it was received from.</summary>
+    [Fact]
+    public void AnIncrementalStreamFromBtrfsAppliesToTheReceivedParent()
+    {
+        var dev = TestFs.NewDevice(64UL << 20);
+        using (var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
+        {
+            fs.CreateDirectory("/backup");
+            using (var input = File.OpenRead(Fixture)) Receiver.Run(input, new ImageReceiveTarget(fs, "/backup"));
+            using (var input = File.OpenRead(Incremental))
+                Assert.Equal("fxs2", Assert.Single(Receiver.Run(input, new ImageReceiveTarget(fs, "/backup"))).Name);
+
+            const string R = "/backup/fxs2";
+            Assert.Equal(["a", "cdev", "d2", "dd", "empty", "fresh", "orig", "sl2", "sparse"], fs.EnumerateEntries(R).Select(e => e.Name).Order(StringComparer.Ordinal));
+            Assert.Equal(["e"], fs.EnumerateEntries(R + "/d2").Select(e => e.Name));
+            Assert.Empty(fs.EnumerateEntries(R + "/d2/e"));
+            Assert.Equal(["hl", "moved"], fs.EnumerateEntries(R + "/dd").Select(e => e.Name).Order(StringComparer.Ordinal));
+            var a = fs.GetInfo(R + "/a").Attr;
+            Assert.Equal(("hello\nmore\n", 0x89EDu, 2u), (fs.ReadAllText(R + "/a"), a.Mode, a.Nlink));
+            Assert.Equal(a.Ino, fs.GetInfo(R + "/dd/hl").Attr.Ino);
+            TestFs.Ok(fs.Posix.ListXattr(R + "/a", out var names));
+            Assert.Equal(["user.new"], names);
+            Assert.Equal("a", fs.ReadLink(R + "/sl2"));
+            var empty = fs.GetInfo(R + "/empty").Attr; // the old sparse file, under the other's name
+            Assert.Equal((1UL << 20, 0u), (empty.Size, empty.Uid));
+            Assert.Equal("xyz"u8.ToArray(), fs.ReadAllBytes(R + "/empty").AsSpan(300000, 3).ToArray());
+            var sparse = fs.GetInfo(R + "/sparse").Attr; // the old empty one
+            Assert.Equal((0UL, 1000u, 0x8180u), (sparse.Size, sparse.Uid, sparse.Mode));
+            Assert.Equal(Enumerable.Repeat((byte)'r', 100).ToArray(), fs.ReadAllBytes(R + "/orig"));
+            Assert.Equal(Enumerable.Repeat((byte)'r', 10000).ToArray(), fs.ReadAllBytes(R + "/dd/moved"));
+            Assert.Equal("new", fs.ReadAllText(R + "/fresh"));
+
+            // The parent is the snapshot it was, untouched.
+            Assert.Equal(["a", "cdev", "d", "empty", "ff", "orig", "sl", "sparse"], fs.EnumerateEntries("/backup/fxs").Select(e => e.Name).Order(StringComparer.Ordinal));
+            Assert.Equal("hello\n", fs.ReadAllText("/backup/fxs/a"));
+
+            var subs = fs.ListSubvolumes().ToDictionary(s => s.Path);
+            Assert.Equal((new Guid(Convert.FromHexString("9cd1eb75a11f3b4aa53eaa19c5ac9c20")), 11UL, true), (subs["backup/fxs"].ReceivedUuid, subs["backup/fxs"].Stransid, subs["backup/fxs"].ReadOnly));
+            Assert.Equal((new Guid(Convert.FromHexString("db181a4137127c45bb932b225f161749")), 13UL, true), (subs["backup/fxs2"].ReceivedUuid, subs["backup/fxs2"].Stransid, subs["backup/fxs2"].ReadOnly));
+            Assert.Equal(subs["backup/fxs"].Uuid, subs["backup/fxs2"].ParentUuid); // a snapshot of the received parent
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>An incremental stream needs its parent, unchanged: without it (nothing received
+    /// yet, or the received parent made writable, which forgets what it was received from, as
+    /// btrfs does) the receive says which subvolume it needs and leaves nothing behind.</summary>
+    [Fact]
+    public void AnIncrementalStreamWithoutItsParentIsRefused()
+    {
+        var dev = TestFs.NewDevice(64UL << 20);
+        using var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+        var e = Assert.Throws<FsException>(() => Receiver.Run(File.OpenRead(Incremental), new ImageReceiveTarget(fs, "/")));
+        Assert.Equal(Errno.ENOENT, e.Errno);
+        Assert.Contains("9cd1eb75", e.Message.Replace("-", ""));
+        Assert.Empty(fs.EnumerateEntries("/"));
+
+        using (var input = File.OpenRead(Fixture)) Receiver.Run(input, new ImageReceiveTarget(fs, "/"));
+        TestFs.Ok(fs.Engine.SetSubvolumeReadOnly(fs.GetInfo("/fxs").Attr.Ino, false));
+        TestFs.Ok(fs.Engine.SetSubvolumeReadOnly(fs.GetInfo("/fxs").Attr.Ino, true));
+        Assert.Equal(Guid.Empty, fs.ListSubvolumes().Single().ReceivedUuid);
+        e = Assert.Throws<FsException>(() => Receiver.Run(File.OpenRead(Incremental), new ImageReceiveTarget(fs, "/")));
+        Assert.Equal(Errno.ENOENT, e.Errno);
+        Assert.Equal(["fxs"], fs.EnumerateEntries("/").Select(x => x.Name));
+    }
+
     private sealed record Seen(string Path, uint Mode, uint Uid, uint Gid, ulong Size, ulong Rdev, Timespec Mtime, Timespec Atime, string Link, string Xattrs, ulong Ino);
 
     /// <summary>Every inode under <paramref name="root"/>, attributes read before any data is.</summary>
@@ -273,6 +345,8 @@ public sealed class SendReceiveTests
     {
         private static Exception Fail() => new Xunit.Sdk.XunitException("a refused stream reached the target");
         public void BeginSubvolume(string name) => throw Fail();
+        public void BeginSnapshot(string name, string parent) => throw Fail();
+        public string? FindSubvolume(Guid uuid, ulong ctransid) => throw Fail();
         public void Mkfile(string path) => throw Fail();
         public void Mkdir(string path) => throw Fail();
         public void Mknod(string path, uint mode, ulong rdev) => throw Fail();
@@ -284,12 +358,12 @@ public sealed class SendReceiveTests
         public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) => throw Fail();
         public void RemoveXattr(string path, ReadOnlySpan<byte> name) => throw Fail();
         public void Write(string path, long offset, ReadOnlySpan<byte> data) => throw Fail();
-        public void Clone(string path, long offset, long length, string source, long sourceOffset) => throw Fail();
+        public void Clone(string path, long offset, long length, string? sourceSubvolume, string source, long sourceOffset) => throw Fail();
         public void Truncate(string path, long size) => throw Fail();
         public void Chmod(string path, uint mode) => throw Fail();
         public void Chown(string path, uint uid, uint gid) => throw Fail();
         public void Utimes(string path, Timespec atime, Timespec mtime) => throw Fail();
-        public void EndSubvolume() => throw Fail();
+        public void EndSubvolume(Guid receivedUuid, ulong stransid) => throw Fail();
         public void Abandon() => throw Fail();
     }
 }

@@ -214,7 +214,7 @@ public class MountTests(ITestOutputHelper log)
             Assert.Equal(links + 1, int.Parse(m.Run("stat -c %h .").Trim()));
             Assert.NotEqual("0", m.Run("stat -c %i online | awk '{print int($1/1099511627776)}'").Trim()); // a tree of its own
             // Reservoir's list ioctl (what `reservoir subvolume list /mnt` sends): sv and online.
-            Assert.Equal("2 sv online", m.Run("python3 -c \"import fcntl,os,struct; fd=os.open('.',os.O_RDONLY|os.O_DIRECTORY); b=bytearray(16376); fcntl.ioctl(fd,0xFFF85201,b); n=struct.unpack_from('<I',b,0)[0]; p=8; names=[]\nfor i in range(n):\n  l=struct.unpack_from('<H',b,p+33)[0]; names.append(b[p+35:p+35+l].decode()); p+=35+l+40\nprint(n,' '.join(names))\"").Trim());
+            Assert.Equal("2 sv online", m.Run("python3 -c \"import fcntl,os,struct; fd=os.open('.',os.O_RDONLY|os.O_DIRECTORY); b=bytearray(16376); fcntl.ioctl(fd,0xFFF85201,b); n=struct.unpack_from('<I',b,0)[0]; p=8; names=[]\nfor i in range(n):\n  l=struct.unpack_from('<H',b,p+33)[0]; names.append(b[p+35:p+35+l].decode()); p+=35+l+64\nprint(n,' '.join(names))\"").Trim());
             m.Run($"stat online >/dev/null && python3 -c \"{Ioctl}\" 5000940F online && test ! -e online");
             // Reservoir's read-only ioctl on a subvolume's root (`reservoir property set PATH ro true`).
             const string SetRo = "import fcntl,os,sys; fd=os.open(sys.argv[1],os.O_RDONLY|os.O_DIRECTORY); fcntl.ioctl(fd,0x40085202,int(sys.argv[2]).to_bytes(8,'little'))";

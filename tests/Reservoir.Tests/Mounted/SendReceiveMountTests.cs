@@ -77,6 +77,19 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
             string theirs = Listing($"{btrfs}/bsnap");
             m.Run($"mkdir from-btrfs && {Cli} receive -f {work}/b.stream from-btrfs");
             Same(theirs, Listing($"{m.Dir}/from-btrfs/bsnap"), "reservoir receive of btrfs send");
+            // What it was received from, in the words `btrfs subvolume show` uses for the source.
+            string SourceUuid(string show) => System.Text.RegularExpressions.Regex.Match(show, @"\tUUID: \t+([0-9a-f-]{36})").Groups[1].Value;
+            string bsnapUuid = SourceUuid(MountedImage.Run0($"btrfs subvolume show {btrfs}/bsnap"));
+            Assert.Matches($@"\tReceived UUID: \t+{bsnapUuid}\n", m.Run($"{Cli} subvolume show from-btrfs/bsnap"));
+
+            // An incremental stream (btrfs send -p) of changes made on btrfs applies to it.
+            MountedImage.Run0($"cd {btrfs}/bsv && echo more >> a && mv sl sl2 && rm ff && chmod 755 d && mv d/e/copy d/moved && " +
+                "setfattr -x user.k a && truncate -s 100 orig && printf new > fresh && mv d dd && mkdir d2 && mv dd/e d2/e && " +
+                $"mv empty tmp && mv sparse empty && mv tmp sparse && cd .. && btrfs subvolume snapshot -r bsv bsnap2 >/dev/null && " +
+                $"btrfs send -q -p bsnap -f {work}/b2.stream bsnap2");
+            m.Run($"{Cli} receive -f {work}/b2.stream from-btrfs");
+            Same(Listing($"{btrfs}/bsnap2"), Listing($"{m.Dir}/from-btrfs/bsnap2"), "reservoir receive of btrfs send -p");
+            Same(theirs, Listing($"{m.Dir}/from-btrfs/bsnap"), "the parent after the incremental receive");
         }
         finally { MountedImage.Sh($"umount {btrfs}", "/"); }
 

@@ -1,0 +1,22 @@
+namespace Reservoir.Common;
+
+/// <summary>
+/// A uuid as text the way btrfs-progs and RFC 4122 write it: its 16 stored bytes in order.
+/// (.NET's Guid.ToString reads the first three fields little-endian, so the same bytes would
+/// print differently, and a subvolume received from btrfs would not show the uuid `btrfs
+/// subvolume show` gives its source.)
+/// </summary>
+public static class UuidText
+{
+    public static string Of(Guid stored)
+    {
+        Span<byte> b = stackalloc byte[16];
+        stored.TryWriteBytes(b);
+        return new Guid(b, bigEndian: true).ToString();
+    }
+
+    /// <summary><see cref="Of"/>, or "-" for the zero uuid (none), as btrfs-progs prints it.</summary>
+    public static string OrDash(Guid stored) => stored == Guid.Empty ? "-" : Of(stored);
+
+    public static string? OrNull(Guid stored) => stored == Guid.Empty ? null : Of(stored);
+}
