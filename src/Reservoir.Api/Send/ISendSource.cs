@@ -2,9 +2,10 @@ using Reservoir.Format;
 
 namespace Reservoir.Api.Send;
 
-/// <summary>What a send needs of one inode: lstat's answer.</summary>
+/// <summary>What a send needs of one inode: lstat's answer, with the birth time (statx's), which
+/// with the inode number tells an inode from a later one that took its number.</summary>
 public readonly record struct SendStat(ulong Ino, uint Mode, uint Nlink, uint Uid, uint Gid, ulong Rdev, ulong Size,
-    Timespec Atime, Timespec Mtime, Timespec Ctime)
+    Timespec Atime, Timespec Mtime, Timespec Ctime, Timespec Btime = default)
 {
     public uint Type => Mode & 0xF000;
     public bool IsDir => Type == 0x4000;

@@ -40,7 +40,7 @@ public sealed class ImageSendSource : ISendSource
     public SendStat Lstat(string path)
     {
         var a = Attr(path);
-        return new SendStat(NodeIds.Decode(a.Ino).Ino, a.Mode, a.Nlink, a.Uid, a.Gid, a.Rdev, a.Size, a.Atime, a.Mtime, a.Ctime);
+        return new SendStat(NodeIds.Decode(a.Ino).Ino, a.Mode, a.Nlink, a.Uid, a.Gid, a.Rdev, a.Size, a.Atime, a.Mtime, a.Ctime, a.Btime);
     }
 
     public IReadOnlyList<string> List(string dir)

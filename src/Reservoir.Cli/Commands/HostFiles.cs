@@ -15,7 +15,7 @@ internal static class HostFiles
 {
     public readonly record struct Stat(uint Mode, uint Uid, uint Gid, Timespec Atime, Timespec Mtime);
 
-    private const int AtFdcwd = -100, AtSymlinkNofollow = 0x100, StatxBasicStats = 0x7ff;
+    private const int AtFdcwd = -100, AtSymlinkNofollow = 0x100, StatxBasicStats = 0x7ff, StatxBtime = 0x800;
 
     [DllImport("libc", SetLastError = true)]
     private static extern int statx(int dirfd, byte[] path, int flags, uint mask, byte[] buf);
@@ -107,17 +107,18 @@ internal static class HostFiles
 
     /// <summary>Everything lstat says that a send needs (statx, AT_SYMLINK_NOFOLLOW).</summary>
     public readonly record struct FullStat(ulong Ino, uint Mode, uint Nlink, uint Uid, uint Gid, ulong Rdev, ulong Size,
-        Timespec Atime, Timespec Mtime, Timespec Ctime, ulong Dev);
+        Timespec Atime, Timespec Mtime, Timespec Ctime, ulong Dev, Timespec Btime);
 
     public static FullStat LstatFull(string path)
     {
         var b = new byte[256];
-        if (statx(AtFdcwd, Z(path), AtSymlinkNofollow, StatxBasicStats, b) != 0) throw Failed("cannot stat", path);
+        if (statx(AtFdcwd, Z(path), AtSymlinkNofollow, StatxBasicStats | StatxBtime, b) != 0) throw Failed("cannot stat", path);
         uint U32(int o) => BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(o));
         ulong U64(int o) => BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(o));
         Timespec T(int o) => new((long)U64(o), U32(o + 8));
         return new FullStat(U64(32), BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(28)), U32(16), U32(20), U32(24),
-            MakeDev(U32(128), U32(132)), U64(40), T(64), T(112), T(96), MakeDev(U32(136), U32(140)));
+            MakeDev(U32(128), U32(132)), U64(40), T(64), T(112), T(96), MakeDev(U32(136), U32(140)),
+            (U32(0) & StatxBtime) != 0 ? T(80) : default); // no birth time from this filesystem: 0
     }
 
     /// <summary>glibc's makedev: the dev_t that mknod(2) takes.</summary>

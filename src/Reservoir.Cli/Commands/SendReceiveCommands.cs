@@ -23,7 +23,8 @@ internal static class SendReceiveCommands
         var target = new Argument<string[]>("subvolume") { Description = "SUBVOL on a mounted Reservoir, or IMAGE SUBVOL (a path inside an unmounted image); read-only", Arity = new ArgumentArity(1, 2) };
         var file = new Option<string?>("-f") { Description = "Write the stream to this file instead of standard output" };
         var quiet = new Option<bool>("-q", "--quiet") { Description = "Say nothing on standard error" };
-        var cmd = new Command("send", "Write a read-only subvolume as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet };
+        var parentOpt = new Option<string?>("-p") { Description = "Send only the changes since this read-only subvolume (an earlier snapshot the receiving side has received)" };
+        var cmd = new Command("send", "Write a read-only subvolume as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -34,6 +35,7 @@ internal static class SendReceiveCommands
                 return 1;
             }
             string sv = a[^1];
+            string? parent = pr.GetValue(parentOpt);
             try
             {
                 SendSummary sum;
@@ -43,14 +45,21 @@ internal static class SendReceiveCommands
                     if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir send: {a[0]}: no such image"); return 1; }
                     using var fs = FileCommands.Open(a[0], write: false);
                     var info = OfflineSubvolume(fs, sv);
+                    var pinfo = parent == null ? default : OfflineSubvolume(fs, parent, "the parent");
                     using var o = Output();
-                    sum = FullSend.Run(new ImageSendSource(fs, sv), Name(sv, info.Path), info.Uuid, info.Generation, o);
+                    sum = parent == null
+                        ? FullSend.Run(new ImageSendSource(fs, sv), Name(sv, info.Path), info.Uuid, info.Generation, o)
+                        : IncrementalSend.Run(new ImageSendSource(fs, sv), Name(sv, info.Path), info.Uuid, info.Generation,
+                            new ImageSendSource(fs, parent), pinfo.Uuid, pinfo.Generation, o);
                 }
                 else
                 {
                     var (name, uuid, gen) = OnlineSubvolumeToSend(sv);
+                    var (_, puuid, pgen) = parent == null ? default : OnlineSubvolumeToSend(parent, "the parent");
                     using var o = Output();
-                    sum = FullSend.Run(new HostSendSource(sv), name, uuid, gen, o);
+                    sum = parent == null
+                        ? FullSend.Run(new HostSendSource(sv), name, uuid, gen, o)
+                        : IncrementalSend.Run(new HostSendSource(sv), name, uuid, gen, new HostSendSource(parent), puuid, pgen, o);
                 }
                 if (!pr.GetValue(quiet))
                     ctx.Err.WriteLine($"At subvol {sv}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data, a stream of {sum.StreamBytes} bytes");
@@ -73,31 +82,33 @@ internal static class SendReceiveCommands
         return n.Length > 0 ? n : Path.GetFileName(Path.GetFullPath(given).TrimEnd('/'));
     }
 
-    private static Engine.SubvolumeInfo OfflineSubvolume(ReservoirFileSystem fs, string path)
+    private static Engine.SubvolumeInfo OfflineSubvolume(ReservoirFileSystem fs, string path, string what = "")
     {
+        string of = what.Length == 0 ? "" : $"{what}, {path}: ";
         var e = fs.Posix.Lstat(path, out var a);
-        if (e != Errno.OK) throw new FsException(e, $"cannot find '{path}' in the image");
+        if (e != Errno.OK) throw new FsException(e, $"cannot find {(what.Length == 0 ? "" : what + " ")}'{path}' in the image");
         var (tree, ino) = NodeIds.Decode(a.Ino);
-        if (ino != 256 || !a.IsDir) throw new FsException(Errno.EINVAL, "not a subvolume (give the path of its root)");
+        if (ino != 256 || !a.IsDir) throw new FsException(Errno.EINVAL, of + "not a subvolume (give the path of its root)");
         if (tree == Format.TreeIds.FsTree) throw new FsException(Errno.EINVAL, "the top-level subvolume cannot be sent (it is never read-only): snapshot it with -r and send the snapshot");
         var info = fs.ListSubvolumes().FirstOrDefault(s => s.Id == tree);
         if (info.Id != tree) throw new FsException(Errno.ENOENT, $"subvolume {tree} is not listed");
-        if (!info.ReadOnly) throw new FsException(Errno.EINVAL, "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
+        if (!info.ReadOnly) throw new FsException(Errno.EINVAL, of + "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
         return info;
     }
 
-    private static (string Name, Guid Uuid, ulong Generation) OnlineSubvolumeToSend(string path)
+    private static (string Name, Guid Uuid, ulong Generation) OnlineSubvolumeToSend(string path, string what = "")
     {
-        if (!Directory.Exists(path)) throw new FsException(Errno.ENOENT, "no such directory");
+        string of = what.Length == 0 ? "" : $"{what}, {path}: ";
+        if (!Directory.Exists(path)) throw new FsException(Errno.ENOENT, of + "no such directory");
         var id = OnlineSubvolume.SubvolumeIdOf(path);
-        if (id == null) throw new FsException(Errno.EINVAL, "not the root of a subvolume on a mounted Reservoir (give IMAGE SUBVOL for an unmounted image)");
+        if (id == null) throw new FsException(Errno.EINVAL, of + "not the root of a subvolume on a mounted Reservoir (give IMAGE SUBVOL for an unmounted image)");
         if (id == Format.TreeIds.FsTree) throw new FsException(Errno.EINVAL, "the top-level subvolume cannot be sent (it is never read-only): snapshot it with -r and send the snapshot");
         var e = OnlineSubvolume.List(path, out var list);
         if (e != Errno.OK) throw new FsException(e, "cannot list the subvolumes");
         foreach (var s in list)
         {
             if (s.Id != id) continue;
-            if (!s.ReadOnly) throw new FsException(Errno.EINVAL, "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
+            if (!s.ReadOnly) throw new FsException(Errno.EINVAL, of + "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
             return (Name(path, s.Path), s.Uuid, s.Generation);
         }
         throw new FsException(Errno.ENOENT, $"subvolume {id} is not listed");

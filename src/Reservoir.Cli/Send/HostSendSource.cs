@@ -27,7 +27,9 @@ internal sealed class HostSendSource : ISendSource
     public SendStat Lstat(string path)
     {
         var s = HostFiles.LstatFull(Full(path));
-        return new SendStat(s.Ino, s.Mode, s.Nlink, s.Uid, s.Gid, s.Rdev, s.Size, s.Atime, s.Mtime, s.Ctime);
+        // The inode's number within its subvolume: without -o submounts st_ino is the mount's
+        // node id (tree id << 40 | inode), which differs between a snapshot and its source.
+        return new SendStat(s.Ino & Engine.Inodes.NodeIds.MaxIno, s.Mode, s.Nlink, s.Uid, s.Gid, s.Rdev, s.Size, s.Atime, s.Mtime, s.Ctime, s.Btime);
     }
 
     public IReadOnlyList<string> List(string dir)

@@ -159,27 +159,6 @@ public sealed class SendReceiveTests
         Assert.Equal(["fxs"], fs.EnumerateEntries("/").Select(x => x.Name));
     }
 
-    private sealed record Seen(string Path, uint Mode, uint Uid, uint Gid, ulong Size, ulong Rdev, Timespec Mtime, Timespec Atime, string Link, string Xattrs, ulong Ino);
-
-    /// <summary>Every inode under <paramref name="root"/>, attributes read before any data is.</summary>
-    private static List<Seen> Walk(ReservoirFileSystem fs, string root)
-    {
-        var list = new List<Seen>();
-        void Go(string rel)
-        {
-            string p = rel.Length == 0 ? root : root + "/" + rel;
-            var a = fs.GetInfo(p).Attr;
-            TestFs.Ok(fs.Engine.ListXattrNames(a.Ino, out var names));
-            string xs = string.Join(",", names.Select(n => { fs.Engine.GetXattr(a.Ino, n, out var v); return Encoding.UTF8.GetString(n) + "=" + Convert.ToHexString(v); }).Order(StringComparer.Ordinal));
-            list.Add(new Seen(rel, a.Mode, a.Uid, a.Gid, a.IsDir ? 0 : a.Size, a.Rdev, a.Mtime, a.Atime, a.IsLnk ? fs.ReadLink(p) : "", xs, NodeIds.Decode(a.Ino).Ino));
-            if (a.IsDir)
-                foreach (var e in fs.EnumerateEntries(p).Where(e => e.SubvolumeId == NodeIds.Decode(a.Ino).TreeId).Select(e => e.Name).Order(StringComparer.Ordinal))
-                    Go(rel.Length == 0 ? e : rel + "/" + e);
-        }
-        Go("");
-        return list;
-    }
-
     /// <summary>A subvolume with every kind of inode, holes, hard links across directories, xattrs
     /// (on a symbolic link too), owners, set-user-ID and nanosecond times, a read-only directory
     /// with files in it and a nested subvolume (not part of the send, as on btrfs): sent from a
@@ -191,7 +170,7 @@ public sealed class SendReceiveTests
         var devA = TestFs.NewDevice(128UL << 20);
         var devB = TestFs.NewDevice(128UL << 20);
         var stream = new MemoryStream();
-        List<Seen> sent;
+        List<SubvolumeListing.Seen> sent;
         using (var fs = ReservoirFileSystem.Open(devA, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
         {
             fs.CreateSubvolume("/sv");
@@ -224,7 +203,7 @@ public sealed class SendReceiveTests
             fs.WriteAllText("/sv/nested/not-sent", "x");
             TestFs.Ok(P.Chmod("/sv/dir/sub", 0x16D)); // 0555
             fs.CreateSnapshot("/sv", "/snap", readOnly: true);
-            sent = Walk(fs, "/snap");
+            sent = SubvolumeListing.Walk(fs, "/snap");
             var info = fs.ListSubvolumes().Single(s => s.Path == "snap");
             var sum = FullSend.Run(new ImageSendSource(fs, "/snap"), "snap", info.Uuid, info.Generation, stream);
             // Holes are not sent; data goes in whole blocks, as SEEK_DATA/SEEK_HOLE find them (as
@@ -238,7 +217,7 @@ public sealed class SendReceiveTests
         using (var fs = ReservoirFileSystem.Open(devB, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
         {
             Receiver.Run(stream, new ImageReceiveTarget(fs, "/"));
-            var got = Walk(fs, "/snap");
+            var got = SubvolumeListing.Walk(fs, "/snap");
             Assert.Equal(sent.Count, got.Count);
             // The root's times: the nested subvolume's entry is not sent, so its mtime is the one
             // the stream set; everything else compared whole, inode numbers aside.
