@@ -21,6 +21,13 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         ": > empty && chown 1000:1000 empty && head -c 100000 /dev/urandom > orig && cp orig d/e/copy && " +
         "touch -d '2020-01-02 03:04:05.123456789' d/e/copy && mknod cdev c 1 3 && chmod 555 d";
 
+    /// <summary>Changes to <see cref="Populate"/>'s tree: an append to a hard-linked file, renames
+    /// (of a symbolic link, out of a directory, of a directory), a deletion, a directory moved into
+    /// a new one, an xattr removed, a truncation, a new file, two names swapped.</summary>
+    private const string Changes =
+        "echo more >> a && mv sl sl2 && rm ff && chmod 755 d && mv d/e/copy d/moved && setfattr -x user.k a && " +
+        "truncate -s 100 orig && printf new > fresh && mv d dd && mkdir d2 && mv dd/e d2/e && mv empty tmp && mv sparse empty && mv tmp sparse";
+
     /// <summary>What a tree is, as programs see it: type, mode, owner, size (not of directories,
     /// whose sizes filesystems count differently), link count (not of directories: btrfs says 1),
     /// mtime to the nanosecond and link target of every entry; device numbers; xattrs; contents.</summary>
@@ -83,13 +90,41 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
             Assert.Matches($@"\tReceived UUID: \t+{bsnapUuid}\n", m.Run($"{Cli} subvolume show from-btrfs/bsnap"));
 
             // An incremental stream (btrfs send -p) of changes made on btrfs applies to it.
-            MountedImage.Run0($"cd {btrfs}/bsv && echo more >> a && mv sl sl2 && rm ff && chmod 755 d && mv d/e/copy d/moved && " +
-                "setfattr -x user.k a && truncate -s 100 orig && printf new > fresh && mv d dd && mkdir d2 && mv dd/e d2/e && " +
-                $"mv empty tmp && mv sparse empty && mv tmp sparse && cd .. && btrfs subvolume snapshot -r bsv bsnap2 >/dev/null && " +
+            MountedImage.Run0($"cd {btrfs}/bsv && {Changes} && cd .. && btrfs subvolume snapshot -r bsv bsnap2 >/dev/null && " +
                 $"btrfs send -q -p bsnap -f {work}/b2.stream bsnap2");
             m.Run($"{Cli} receive -f {work}/b2.stream from-btrfs");
             Same(Listing($"{btrfs}/bsnap2"), Listing($"{m.Dir}/from-btrfs/bsnap2"), "reservoir receive of btrfs send -p");
             Same(theirs, Listing($"{m.Dir}/from-btrfs/bsnap"), "the parent after the incremental receive");
+        }
+        finally { MountedImage.Sh($"umount {btrfs}", "/"); }
+    }
+
+    /// <summary>The same changes as above made on Reservoir and sent with `send -p` through the
+    /// mount: the kernel's btrfs receives the stream onto its copy of the parent, and so does
+    /// Reservoir, and both give the changed tree.</summary>
+    [Fact]
+    public void AnIncrementalSendThroughTheMountIsReceivedByBtrfsAndByReservoir()
+    {
+        using var m = new MountedImage(size: 256UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create sv && cd sv && {Populate}");
+        m.Run($"{Cli} subvolume snapshot -r sv snap1");
+        m.Run($"cd sv && {Changes} && cd .. && {Cli} subvolume snapshot -r sv snap2");
+        m.Run($"{Cli} send -q -f {work}/1.stream snap1 && {Cli} send -q -p snap1 -f {work}/2.stream snap2");
+        Assert.True(new FileInfo($"{work}/2.stream").Length < new FileInfo($"{work}/1.stream").Length / 2, "the incremental stream carries the whole tree");
+        string want = Listing($"{m.Dir}/snap2");
+
+        m.Run($"mkdir in && {Cli} receive -f {work}/1.stream in && {Cli} receive -f {work}/2.stream in");
+        Same(want, Listing($"{m.Dir}/in/snap2"), "reservoir receive of reservoir send -p");
+
+        string btrfs = Path.Combine(work, "btrfs");
+        Directory.CreateDirectory(btrfs);
+        var prep = MountedImage.Sh($"truncate -s 256M {work}/b.img && mkfs.btrfs -q -f {work}/b.img && mount -o loop {work}/b.img {btrfs}", "/");
+        Assert.True(prep.Code == 0, "could not make the btrfs loop mount (btrfs-progs installed?): " + prep.Out);
+        try
+        {
+            MountedImage.Run0($"btrfs receive -f {work}/1.stream {btrfs} && btrfs receive -f {work}/2.stream {btrfs}");
+            Same(want, Listing($"{btrfs}/snap2"), "btrfs receive of reservoir send -p");
         }
         finally { MountedImage.Sh($"umount {btrfs}", "/"); }
 
