@@ -41,7 +41,7 @@ public sealed record ReservoirEntry(string Path, string Name, InodeAttr Attr)
 /// errno…), a path-based errno API in <see cref="Posix"/>, and the inode-level engine in
 /// <see cref="Engine"/>. Disposing commits and closes the image.
 /// </summary>
-public sealed class ReservoirFileSystem : IDisposable
+public sealed partial class ReservoirFileSystem : IDisposable
 {
     private readonly IBlockDevice _dev;
     private readonly bool _ownsDevice;

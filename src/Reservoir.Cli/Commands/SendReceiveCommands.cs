@@ -44,13 +44,10 @@ internal static class SendReceiveCommands
                 {
                     if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir send: {a[0]}: no such image"); return 1; }
                     using var fs = FileCommands.Open(a[0], write: false);
-                    var info = OfflineSubvolume(fs, sv);
-                    var pinfo = parent == null ? default : OfflineSubvolume(fs, parent, "the parent");
+                    fs.SendableSubvolume(sv, ""); // before the output file is made
+                    if (parent != null) fs.SendableSubvolume(parent, "the parent ");
                     using var o = Output();
-                    sum = parent == null
-                        ? FullSend.Run(new ImageSendSource(fs, sv), Name(sv, info.Path), info.Uuid, info.Generation, o)
-                        : IncrementalSend.Run(new ImageSendSource(fs, sv), Name(sv, info.Path), info.Uuid, info.Generation,
-                            new ImageSendSource(fs, parent), pinfo.Uuid, pinfo.Generation, o);
+                    sum = fs.Send(sv, o, parent);
                 }
                 else
                 {
@@ -80,20 +77,6 @@ internal static class SendReceiveCommands
     {
         string n = Path.GetFileName(listed.TrimEnd('/'));
         return n.Length > 0 ? n : Path.GetFileName(Path.GetFullPath(given).TrimEnd('/'));
-    }
-
-    private static Engine.SubvolumeInfo OfflineSubvolume(ReservoirFileSystem fs, string path, string what = "")
-    {
-        string of = what.Length == 0 ? "" : $"{what}, {path}: ";
-        var e = fs.Posix.Lstat(path, out var a);
-        if (e != Errno.OK) throw new FsException(e, $"cannot find {(what.Length == 0 ? "" : what + " ")}'{path}' in the image");
-        var (tree, ino) = NodeIds.Decode(a.Ino);
-        if (ino != 256 || !a.IsDir) throw new FsException(Errno.EINVAL, of + "not a subvolume (give the path of its root)");
-        if (tree == Format.TreeIds.FsTree) throw new FsException(Errno.EINVAL, "the top-level subvolume cannot be sent (it is never read-only): snapshot it with -r and send the snapshot");
-        var info = fs.ListSubvolumes().FirstOrDefault(s => s.Id == tree);
-        if (info.Id != tree) throw new FsException(Errno.ENOENT, $"subvolume {tree} is not listed");
-        if (!info.ReadOnly) throw new FsException(Errno.EINVAL, of + "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
-        return info;
     }
 
     private static (string Name, Guid Uuid, ulong Generation) OnlineSubvolumeToSend(string path, string what = "")
@@ -142,7 +125,8 @@ internal static class SendReceiveCommands
                 {
                     if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir receive: {a[0]}: no such image"); return 1; }
                     using var fs = FileCommands.Open(a[0], write: true);
-                    Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace);
+                    if (trace != null) Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace);
+                    else fs.Receive(input, a[1]);
                     fs.Sync();
                 }
                 else Receiver.Run(input, new HostReceiveTarget(a[0]), trace);

@@ -75,6 +75,42 @@ public sealed class EmbeddedApiTests : IDisposable
         Assert.True(Reservoir.Engine.Check.Fsck.Run(Reservoir.Device.FileBlockDevice.Open(Img, readOnly: true)).Clean);
     }
 
+    /// <summary>Send and Receive in the embedded API: a snapshot sent whole into another image,
+    /// then the changes since it (Send with a parent), give the later snapshot there, read-only;
+    /// a writable subvolume is refused.</summary>
+    [Fact]
+    public void SendAndReceiveThroughTheApi()
+    {
+        string other = Path.Combine(_dir, "other.img");
+        var full = new MemoryStream();
+        var inc = new MemoryStream();
+        using (var fs = ReservoirFileSystem.Create(Img, 64 << 20))
+        {
+            fs.CreateSubvolume("/photos");
+            fs.WriteAllBytes("/photos/a.jpg", Enumerable.Range(0, 100_000).Select(i => (byte)i).ToArray());
+            fs.WriteAllText("/photos/list.txt", "a");
+            Assert.Equal(Errno.EINVAL, Assert.Throws<FsException>(() => fs.Send("/photos", full)).Errno);
+            fs.CreateSnapshot("/photos", "/monday", readOnly: true);
+            var sum = fs.Send("/monday", full);
+            Assert.Equal(100_001, sum.DataBytes);
+            fs.WriteAllText("/photos/list.txt", "a b");
+            fs.Move("/photos/a.jpg", "/photos/b.jpg");
+            fs.CreateSnapshot("/photos", "/tuesday", readOnly: true);
+            Assert.Equal(3, fs.Send("/tuesday", inc, parent: "/monday").DataBytes); // "a b"; the rename moves no data
+        }
+        using (var fs = ReservoirFileSystem.Create(other, 64 << 20))
+        {
+            full.Position = inc.Position = 0;
+            Assert.Equal("monday", Assert.Single(fs.Receive(full, "/")).Name);
+            Assert.Equal("tuesday", Assert.Single(fs.Receive(inc, "/")).Name);
+            Assert.Equal(["b.jpg", "list.txt"], fs.EnumerateEntries("/tuesday").Select(e => e.Name).Order(StringComparer.Ordinal));
+            Assert.Equal("a b", fs.ReadAllText("/tuesday/list.txt"));
+            Assert.Equal(fs.ReadAllBytes("/monday/a.jpg"), fs.ReadAllBytes("/tuesday/b.jpg"));
+            Assert.All(fs.ListSubvolumes(), s => Assert.True(s.ReadOnly));
+        }
+        Assert.True(Reservoir.Engine.Check.Fsck.Run(Reservoir.Device.FileBlockDevice.Open(other, readOnly: true)).Clean);
+    }
+
     /// <summary>
     /// CloneFile (cp --reflink=always) onto the source itself, by its own path or another link
     /// to it, answers EINVAL and leaves the file whole (it opened dest with O_TRUNC first and

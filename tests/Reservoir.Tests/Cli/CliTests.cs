@@ -20,6 +20,63 @@ public sealed class CliTests : IDisposable
         return (code, o.ToString(), e.ToString());
     }
 
+    /// <summary>`send` and `receive` on unmounted images: a writable subvolume is refused (and
+    /// no stream file left); a read-only snapshot's stream makes the same files in another
+    /// image, read-only, and `--dump` lists its commands; an incremental stream (`send -p`)
+    /// carries only the change and applies to the received parent, and the received
+    /// subvolume shows the sent one's uuid as its Received UUID.</summary>
+    [Fact]
+    public void SendAndReceiveBetweenImages()
+    {
+        string other = Path.Combine(_dir, "other.img"), full = Path.Combine(_dir, "full.stream"), inc = Path.Combine(_dir, "inc.stream");
+        Assert.Equal(0, Run("mkfs", Img, "--size", "128M").Code);
+        Assert.Equal(0, Run("mkfs", other, "--size", "128M").Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/sv").Code);
+        var big = new byte[3_000_000];
+        new Random(8).NextBytes(big);
+        File.WriteAllBytes(Path.Combine(_dir, "big.bin"), big);
+        File.WriteAllText(Path.Combine(_dir, "note.txt"), "first");
+        Assert.Equal(0, Run("cp", Img, Path.Combine(_dir, "big.bin"), ":/sv/").Code);
+        Assert.Equal(0, Run("cp", Img, Path.Combine(_dir, "note.txt"), ":/sv/").Code);
+        var refused = Run("send", "-f", full, Img, "/sv");
+        Assert.Equal(1, refused.Code);
+        Assert.Contains("not read-only", refused.Err);
+        Assert.False(File.Exists(full));
+
+        Assert.Equal(0, Run("subvolume", "snapshot", "-r", Img, "/sv", "/snap1").Code);
+        var sent = Run("send", "-f", full, Img, "/snap1");
+        Assert.True(sent.Code == 0, sent.Err);
+        Assert.Matches(@"At subvol /snap1: 3 inodes, 3000005 bytes of data", sent.Err); // the root and two files: 3,000,000 + "first"
+        Assert.Equal(0, Run("receive", "-f", full, other, "/").Code);
+        Assert.Equal(big, Reservoir.ReservoirFileSystem.Open(other) is var o1 ? Using(o1, f => f.ReadAllBytes("/snap1/big.bin")) : null);
+        Assert.Equal("ro=true\n", Run("property", "get", other, "/snap1", "ro").Out);
+        var dump = Run("receive", "--dump", "-f", full).Out.Split('\n');
+        Assert.StartsWith("subvol          ./snap1", dump[0]);
+        Assert.Contains(dump, l => l.StartsWith("mkfile          ./snap1/note.txt", StringComparison.Ordinal));
+        Assert.Equal("end", dump.Last(l => l.Length > 0));
+
+        File.WriteAllText(Path.Combine(_dir, "note.txt"), "second, longer");
+        Assert.Equal(0, Run("cp", Img, Path.Combine(_dir, "note.txt"), ":/sv/note.txt").Code);
+        Assert.Equal(0, Run("subvolume", "snapshot", "-r", Img, "/sv", "/snap2").Code);
+        Assert.Equal(0, Run("send", "-q", "-p", "/snap1", "-f", inc, Img, "/snap2").Code);
+        Assert.InRange(new FileInfo(inc).Length, 1, 4096); // the note, not the 3 MB file
+        Assert.Equal(0, Run("receive", "-f", inc, other, "/").Code);
+        Assert.Equal("second, longer", Run("cat", other, "/snap2/note.txt").Out);
+        Assert.Equal("first", Run("cat", other, "/snap1/note.txt").Out);
+        string Field(string show, string name) => System.Text.RegularExpressions.Regex.Match(show, $@"\t{name}: \t+(\S+)").Groups[1].Value;
+        Assert.Equal(Field(Run("subvolume", "show", Img, "/snap2").Out, "UUID"), Field(Run("subvolume", "show", other, "/snap2").Out, "Received UUID"));
+        Assert.Contains(Field(Run("subvolume", "show", Img, "/snap1").Out, "UUID"), Run("subvolume", "list", "-R", other).Out);
+        var again = Run("receive", "-f", inc, other, "/");
+        Assert.Equal(1, again.Code);
+        Assert.Contains("exists already", again.Err);
+        Assert.Equal(0, Run("fsck", other).Code);
+    }
+
+    private static T Using<T>(Reservoir.ReservoirFileSystem fs, Func<Reservoir.ReservoirFileSystem, T> f)
+    {
+        using (fs) return f(fs);
+    }
+
     /// <summary>`reservoir filesystem trim IMAGE` punches the free space out of the image file:
     /// after a 40 MB file is deleted the image takes that much less on the host; the file kept
     /// reads back and fsck is clean.</summary>
