@@ -46,4 +46,10 @@ public interface ISendFile : IDisposable
     long NextHole(long offset);
 
     int Read(long offset, Span<byte> buffer);
+
+    /// <summary>The file's extents in file order, holes left out, or null where the source cannot
+    /// tell. A range that two files map to the same place of one extent holds the same bytes
+    /// (extents a snapshot shares are never written in place), so an incremental send skips it
+    /// unread.</summary>
+    IReadOnlyList<Engine.ExtentMapping>? Extents();
 }

@@ -109,6 +109,12 @@ public sealed class ImageSendSource : ISendSource
             return n;
         }
 
+        public IReadOnlyList<ExtentMapping>? Extents()
+        {
+            Check(fs.ExtentMap(ino, out var map));
+            return map;
+        }
+
         public void Dispose()
         {
             if (_closed) return;

@@ -93,6 +93,8 @@ internal sealed class InodeEmitter(SendStreamWriter w)
             {
                 using var f = src.Open(srcPath);
                 using var pf = parent?.Open(parentPath!);
+                var map = pf == null ? null : f.Extents();
+                var pmap = map == null ? null : pf!.Extents();
                 long at = 0;
                 while (at < size)
                 {
@@ -110,6 +112,11 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                     for (long off = data; off < hole;)
                     {
                         int want = (int)Math.Min(SendStreamFormat.MaxWriteData, hole - off);
+                        if (pmap != null && off + want <= psize && SameExtents(map!, pmap, off, want))
+                        {
+                            off += want; // shared with the parent: the same bytes, not read
+                            continue;
+                        }
                         int n = ReadFull(f, off, buf.AsSpan(0, want));
                         if (n < want) buf.AsSpan(n, want - n).Clear(); // a hole at the end of the range
                         bool same = false;
@@ -141,6 +148,42 @@ internal sealed class InodeEmitter(SendStreamWriter w)
         }
         if (parent == null ? end != size : sizeDiffers)
             w.Begin(SendCommand.Truncate).Path(SendAttr.Path, path).U64(SendAttr.Size, c.Size).Finish();
+    }
+
+    /// <summary>Whether every byte of [off, off + len) is at the same place of the same extent in
+    /// both maps (or a hole in both). Inline extents live in tree leaves, not extents: unknown.</summary>
+    internal static bool SameExtents(IReadOnlyList<Engine.ExtentMapping> a, IReadOnlyList<Engine.ExtentMapping> b, long off, long len)
+    {
+        for (long pos = off, end = off + len; pos < end;)
+        {
+            var (ka, na) = At(a, pos);
+            var (kb, nb) = At(b, pos);
+            if (ka.Type == "inline" || kb.Type == "inline" || ka != kb) return false;
+            pos = Math.Min(na, nb);
+        }
+        return true;
+    }
+
+    /// <summary>What is at file offset <paramref name="pos"/>: the extent's device address, the
+    /// offset into it and its type (all zero for a hole), and where that stops.</summary>
+    private static ((ulong Bytenr, ulong Offset, string Type) Key, long Next) At(IReadOnlyList<Engine.ExtentMapping> map, long pos)
+    {
+        int lo = 0, hi = map.Count - 1, found = -1;
+        while (lo <= hi) // the last extent starting at or before pos
+        {
+            int mid = (lo + hi) >>> 1;
+            if ((long)map[mid].FileOffset <= pos) { found = mid; lo = mid + 1; }
+            else hi = mid - 1;
+        }
+        if (found >= 0 && pos < (long)(map[found].FileOffset + map[found].Length))
+        {
+            var m = map[found];
+            long next = (long)(m.FileOffset + m.Length);
+            if (m.Type == "regular" && m.DiskBytenr == 0) return ((0, 0, ""), next); // an explicit hole
+            return ((m.DiskBytenr, m.ExtentOffset + (ulong)(pos - (long)m.FileOffset), m.Type), next);
+        }
+        long hole = found + 1 < map.Count ? (long)map[found + 1].FileOffset : long.MaxValue;
+        return ((0, 0, ""), hole);
     }
 
     private static int ReadFull(ISendFile f, long off, Span<byte> buf)

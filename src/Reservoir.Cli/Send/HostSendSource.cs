@@ -67,6 +67,7 @@ internal sealed class HostSendSource : ISendSource
         public long NextData(long offset) => HostFiles.SeekDataHole(h, offset, data: true, path);
         public long NextHole(long offset) => HostFiles.SeekDataHole(h, offset, data: false, path);
         public int Read(long offset, Span<byte> buffer) => RandomAccess.Read(h, buffer, offset);
+        public IReadOnlyList<Engine.ExtentMapping>? Extents() => OnlineSubvolume.ExtentMap(h.DangerousGetHandle(), out var map) == Common.Errno.OK ? map : null;
         public void Dispose() => h.Dispose();
     }
 }

@@ -111,6 +111,22 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         m.Run($"{Cli} subvolume snapshot -r sv snap1");
         m.Run($"cd sv && {Changes} && cd .. && {Cli} subvolume snapshot -r sv snap2");
         m.Run($"{Cli} send -q -f {work}/1.stream snap1 && {Cli} send -q -p snap1 -f {work}/2.stream snap2");
+        // What lets the send skip what a file still shares with its parent unread: its extents
+        // through the mount, as the engine has them.
+        foreach (var f in new[] { "snap1/orig", "snap2/orig", "snap2/a" })
+        {
+            using var h = File.OpenHandle($"{m.Dir}/{f}");
+            TestFs.Ok(Reservoir.OnlineSubvolume.ExtentMap(h.DangerousGetHandle(), out var online), f);
+            ulong node = Reservoir.Engine.Filesystem.RootIno;
+            foreach (var part in f.Split('/'))
+            {
+                TestFs.Ok(m.Fs.Lookup(node, part, out var at), f);
+                node = at.Ino;
+            }
+            TestFs.Ok(m.Fs.ExtentMap(node, out var engine), f);
+            Assert.Equal(engine.Select(x => (x.FileOffset, x.Length, x.DiskBytenr, x.ExtentOffset, x.Type)), online.Select(x => (x.FileOffset, x.Length, x.DiskBytenr, x.ExtentOffset, x.Type)));
+            Assert.NotEmpty(online);
+        }
         Assert.True(new FileInfo($"{work}/2.stream").Length < new FileInfo($"{work}/1.stream").Length / 2, "the incremental stream carries the whole tree");
         string want = Listing($"{m.Dir}/snap2");
 
