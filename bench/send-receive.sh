@@ -50,6 +50,8 @@ one() { # kind -> "full-send full-receive inc-send inc-receive full-MiB inc-MiB"
   echo "$(echo "$t1 - $t0" | bc -l) $(echo "$t3 - $t2" | bc -l) $(echo "$t5 - $t4" | bc -l) $(echo "$t7 - $t6" | bc -l) $fm $im"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# The fixed cost in Reservoir's times: starting the reservoir command (the .NET runtime).
+start=$(for i in 1 2 3; do t0=$(now); $R --version >/dev/null; t1=$(now); echo "$t1 - $t0" | bc -l; done | median)
 declare -A res
 for kind in reservoir btrfs; do
   rows=()
@@ -63,3 +65,4 @@ for col in 1 2 3 4; do
 done
 printf '%-16s %10s MiB %8s MiB\n' "full stream" "${res[reservoir,5]}" "${res[btrfs,5]}"
 printf '%-16s %10s MiB %8s MiB\n' "incr. stream" "${res[reservoir,6]}" "${res[btrfs,6]}"
+printf 'reservoir command start: %.2fs (in each of its times)\n' "$start"
