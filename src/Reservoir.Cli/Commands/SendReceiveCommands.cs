@@ -36,10 +36,17 @@ internal static class SendReceiveCommands
             }
             string sv = a[^1];
             string? parent = pr.GetValue(parentOpt);
+            bool made = false; // the stream file, once this command has opened (and emptied) it
             try
             {
                 SendSummary sum;
-                Stream Output() => outFile != null ? new FileStream(outFile, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 20) : new BufferedStream(Console.OpenStandardOutput(), 1 << 20);
+                Stream Output()
+                {
+                    if (outFile == null) return new BufferedStream(Console.OpenStandardOutput(), 1 << 20);
+                    var f = new FileStream(outFile, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 20);
+                    made = true;
+                    return f;
+                }
                 if (a.Length == 2)
                 {
                     if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir send: {a[0]}: no such image"); return 1; }
@@ -65,7 +72,9 @@ internal static class SendReceiveCommands
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
                 ctx.Err.WriteLine($"reservoir send: {sv}: {ex.Message}");
-                if (outFile != null) File.Delete(outFile); // no partial stream left to be taken for a whole one
+                // No partial stream left to be taken for a whole one; a file the command never
+                // opened (it stopped at a check before) is not its to remove.
+                if (made) File.Delete(outFile!);
                 return 1;
             }
         });

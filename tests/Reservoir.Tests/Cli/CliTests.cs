@@ -42,6 +42,9 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1, refused.Code);
         Assert.Contains("not read-only", refused.Err);
         Assert.False(File.Exists(full));
+        File.WriteAllText(full, "not a stream"); // a file of the user's: a refused send leaves it alone
+        Assert.Equal(1, Run("send", "-f", full, Img, "/sv").Code);
+        Assert.Equal("not a stream", File.ReadAllText(full));
 
         Assert.Equal(0, Run("subvolume", "snapshot", "-r", Img, "/sv", "/snap1").Code);
         var sent = Run("send", "-f", full, Img, "/snap1");
