@@ -9,14 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
-[ "$(id -u)" = 0 ] || { echo "needs root (loop devices, mounts)" >&2; exit 2; }
-command -v mkfs.btrfs >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq btrfs-progs fuse3 >/dev/null; }
-dotnet build src/Reservoir.Cli -c Release -nologo -v q >/dev/null || exit 1
-R="dotnet $PWD/src/Reservoir.Cli/bin/Release/net10.0/reservoir.dll"
-W=$(mktemp -d /var/tmp/discard-modes.XXXXXX)
-cleanup() { umount "$W/mnt" 2>/dev/null || umount -l "$W/mnt" 2>/dev/null; rm -rf "$W"; }
-trap cleanup EXIT
-mkdir -p "$W/mnt"
+. bench/peers.sh discard-modes
 mib() { echo $(( $(stat -c %b "$1") * 512 / 1048576 )); }
 one() { # kind options -> "seconds MiB-right-after MiB-5s-later"
   local kind=$1 opts=$2 img=$W/img

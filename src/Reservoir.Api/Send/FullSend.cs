@@ -42,8 +42,7 @@ public sealed class FullSend
 
     internal static void CheckName(string name)
     {
-        if (name.Length == 0 || name.Contains('/') || name is "." or "..")
-            throw new FsException(Errno.EINVAL, $"send: '{name}' is not a subvolume name");
+        if (!SendStreamFormat.IsSubvolumeName(name)) throw new FsException(Errno.EINVAL, $"send: '{name}' is not a subvolume name");
     }
 
     internal static string Child(string dir, string name) => dir.Length == 0 ? name : dir + "/" + name;

@@ -140,8 +140,8 @@ public sealed class IncrementalSend
             if (n.St.IsDir) _dirAt[n.Id] = n.Names[0];
             else _namesNow[n.Id] = [.. n.Names];
         }
-        foreach (var e in _p[Root].Names.Concat(_n.Values.SelectMany(x => x.Names)).Concat(_p.Values.SelectMany(x => x.Names)))
-            if (e.Parent == Root) _rootNames.Add(e.Name);
+        foreach (var e in _n.Values.Concat(_p.Values).SelectMany(x => x.Names))
+            if (e.Parent == Root) _rootNames.Add(e.Name); // orphan names must take none of these
 
         // 1. Moved directories to orphan names; new inodes made under orphan names.
         foreach (var n in _n.Values.Where(x => x.St.IsDir && x.Id != Root).OrderBy(x => x.Depth))

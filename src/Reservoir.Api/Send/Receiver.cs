@@ -25,7 +25,9 @@ public static class Receiver
             if (!r.Next()) throw r.Error("the stream ends before its first command");
             if (r.Command is not (SendCommand.Subvol or SendCommand.Snapshot)) throw r.Error($"the stream starts with {r.Command}, not SUBVOL or SNAPSHOT");
             string name = r.Path(SendAttr.Path);
-            if (name.Length == 0 || name.Contains('/') || name is "." or "..") throw r.Error($"'{name}' is not a subvolume name");
+            if (!SendStreamFormat.IsSubvolumeName(name)) throw r.Error($"'{name}' is not a subvolume name");
+            var found = new Dictionary<(Guid, ulong), string?>(); // the stream's parent and clone sources, looked up once each
+            string? Find(Guid u, ulong t) => found.TryGetValue((u, t), out var at) ? at : found[(u, t)] = target.FindSubvolume(u, t);
             var uuid = r.Uuid(SendAttr.Uuid);
             ulong ctransid = r.U64(SendAttr.Ctransid);
             if (r.Command == SendCommand.Snapshot)
@@ -34,7 +36,7 @@ public static class Receiver
                 // sent against, which must be here unchanged (received from it, read-only).
                 var parentUuid = r.Uuid(SendAttr.CloneUuid);
                 ulong parentCtransid = r.U64(SendAttr.CloneCtransid);
-                var parent = target.FindSubvolume(parentUuid, parentCtransid)
+                var parent = Find(parentUuid, parentCtransid)
                     ?? throw new FsException(Errno.ENOENT, $"receive: '{name}' is sent against subvolume {UuidText.Of(parentUuid)} at transaction {parentCtransid}, which is not here (receive that first)");
                 target.BeginSnapshot(name, parent);
                 trace?.Invoke($"At snapshot {name}");
@@ -54,7 +56,7 @@ public static class Receiver
                         continue;
                     batch.Flush();
                     if (r.Command == SendCommand.End) break;
-                    Apply(r, target, uuid);
+                    Apply(r, target, uuid, Find);
                 }
                 target.EndSubvolume(uuid, ctransid);
             }
@@ -67,7 +69,7 @@ public static class Receiver
         }
     }
 
-    private static void Apply(SendStreamReader r, IReceiveTarget t, Guid subvolume)
+    private static void Apply(SendStreamReader r, IReceiveTarget t, Guid subvolume, Func<Guid, ulong, string?> find)
     {
         switch (r.Command)
         {
@@ -102,7 +104,7 @@ public static class Receiver
                 if (cloneUuid != subvolume)
                 {
                     ulong cloneCtransid = r.U64(SendAttr.CloneCtransid);
-                    from = t.FindSubvolume(cloneUuid, cloneCtransid)
+                    from = find(cloneUuid, cloneCtransid)
                         ?? throw new FsException(Errno.ENOENT, $"receive: '{r.Path(SendAttr.Path)}' clones from subvolume {UuidText.Of(cloneUuid)} at transaction {cloneCtransid}, which is not here");
                 }
                 t.Clone(r.Path(SendAttr.Path), Offset(r, SendAttr.FileOffset), Offset(r, SendAttr.CloneLen),

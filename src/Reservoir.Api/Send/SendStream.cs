@@ -40,6 +40,9 @@ public static class SendStreamFormat
     public const int MaxCommandSize = 64 * 1024;
     public const int MaxWriteData = 48 * 1024;
 
+    /// <summary>What a SUBVOL or SNAPSHOT command may name: one path component.</summary>
+    public static bool IsSubvolumeName(string name) => name.Length > 0 && !name.Contains('/') && name is not ("." or "..");
+
     /// <summary>btrfs_crc32c(0, data): the register starts at 0 and is not inverted at the end,
     /// which is what <see cref="Crc32C.Compute"/> gives for seed ~0, inverted.</summary>
     public static uint Crc(ReadOnlySpan<byte> data) => ~Crc32C.Compute(data, 0xFFFFFFFF);

@@ -88,3 +88,22 @@ internal sealed class MountedImage : IDisposable
         try { Directory.Delete(Path.GetDirectoryName(Image)!, true); } catch (IOException) { }
     }
 }
+
+/// <summary>A kernel filesystem (btrfs, ext4…) made on a sparse file in <paramref name="work"/>
+/// and loop-mounted at work/<paramref name="fsType"/>, unmounted at Dispose: a peer to compare
+/// with or exchange data with. Needs root and the filesystem's mkfs.</summary>
+internal sealed class KernelLoopMount : IDisposable
+{
+    public string Dir { get; }
+
+    public KernelLoopMount(string work, string fsType, string size = "256M")
+    {
+        Dir = Path.Combine(work, fsType);
+        Directory.CreateDirectory(Dir);
+        string img = Path.Combine(work, fsType + ".img");
+        var prep = MountedImage.Sh($"truncate -s {size} {img} && mkfs.{fsType} -q {(fsType == "btrfs" ? "-f" : "-F")} {img} && mount -o loop {img} {Dir}", "/");
+        Xunit.Assert.True(prep.Code == 0, $"could not make the {fsType} loop mount (mkfs.{fsType} installed?): " + prep.Out);
+    }
+
+    public void Dispose() => MountedImage.Sh($"umount {Dir}", "/");
+}

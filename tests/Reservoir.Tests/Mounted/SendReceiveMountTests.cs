@@ -67,12 +67,9 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         Assert.Equal(1, again.Code);
         Assert.Contains("exists already", again.Out);
 
-        string btrfs = Path.Combine(work, "btrfs");
-        Directory.CreateDirectory(btrfs);
-        var prep = MountedImage.Sh($"truncate -s 256M {work}/b.img && mkfs.btrfs -q -f {work}/b.img && mount -o loop {work}/b.img {btrfs}", "/");
-        Assert.True(prep.Code == 0, "could not make the btrfs loop mount (btrfs-progs installed?): " + prep.Out);
-        try
+        using (var peer = new KernelLoopMount(work, "btrfs"))
         {
+            string btrfs = peer.Dir;
             // Reservoir's stream into the kernel's btrfs.
             MountedImage.Run0($"btrfs receive -f {work}/s.stream {btrfs}");
             Same(ours, Listing($"{btrfs}/snap"), "btrfs receive of reservoir send");
@@ -96,7 +93,14 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
             Same(Listing($"{btrfs}/bsnap2"), Listing($"{m.Dir}/from-btrfs/bsnap2"), "reservoir receive of btrfs send -p");
             Same(theirs, Listing($"{m.Dir}/from-btrfs/bsnap"), "the parent after the incremental receive");
         }
-        finally { MountedImage.Sh($"umount {btrfs}", "/"); }
+        UnmountAndCheck(m);
+    }
+
+    private static void UnmountAndCheck(MountedImage m)
+    {
+        m.Unmount();
+        var fsck = MountedImage.Sh($"{Cli} fsck {m.Image}", "/");
+        Assert.True(fsck.Code == 0, fsck.Out);
     }
 
     /// <summary>The same changes as above made on Reservoir and sent with `send -p` through the
@@ -133,19 +137,13 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         m.Run($"mkdir in && {Cli} receive -f {work}/1.stream in && {Cli} receive -f {work}/2.stream in");
         Same(want, Listing($"{m.Dir}/in/snap2"), "reservoir receive of reservoir send -p");
 
-        string btrfs = Path.Combine(work, "btrfs");
-        Directory.CreateDirectory(btrfs);
-        var prep = MountedImage.Sh($"truncate -s 256M {work}/b.img && mkfs.btrfs -q -f {work}/b.img && mount -o loop {work}/b.img {btrfs}", "/");
-        Assert.True(prep.Code == 0, "could not make the btrfs loop mount (btrfs-progs installed?): " + prep.Out);
-        try
+        using (var peer = new KernelLoopMount(work, "btrfs"))
         {
+            string btrfs = peer.Dir;
             MountedImage.Run0($"btrfs receive -f {work}/1.stream {btrfs} && btrfs receive -f {work}/2.stream {btrfs}");
             Same(want, Listing($"{btrfs}/snap2"), "btrfs receive of reservoir send -p");
         }
-        finally { MountedImage.Sh($"umount {btrfs}", "/"); }
 
-        m.Unmount();
-        var fsck = MountedImage.Sh($"{Cli} fsck {m.Image}", "/");
-        Assert.True(fsck.Code == 0, fsck.Out);
+        UnmountAndCheck(m);
     }
 }
