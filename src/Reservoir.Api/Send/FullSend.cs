@@ -3,7 +3,7 @@ using Reservoir.Common;
 namespace Reservoir.Api.Send;
 
 /// <summary>What a send wrote.</summary>
-public readonly record struct SendSummary(long Commands, long StreamBytes, long Inodes, long DataBytes);
+public readonly record struct SendSummary(long Commands, long StreamBytes, long Inodes, long DataBytes, long CloneBytes = 0);
 
 /// <summary>
 /// A full send: the whole subvolume as a stream that `btrfs receive` or `reservoir receive`
@@ -31,13 +31,14 @@ public sealed class FullSend
     {
         CheckName(name);
         var s = new FullSend(src, output);
+        s._e.Clones = new CloneSources(uuid, ctransid);
         s._e.W.Begin(SendCommand.Subvol).Path(SendAttr.Path, name).Uuid(SendAttr.Uuid, uuid).U64(SendAttr.Ctransid, ctransid).Finish();
         var root = src.Lstat("");
         if (!root.IsDir) throw new FsException(Errno.ENOTDIR, "send: the subvolume's root is not a directory");
         s._e.Inodes++;
         s.Directory("", root);
         s._e.W.Begin(SendCommand.End).Finish();
-        return new SendSummary(s._e.W.CommandsWritten, s._e.W.BytesWritten, s._e.Inodes, s._e.DataBytes);
+        return new SendSummary(s._e.W.CommandsWritten, s._e.W.BytesWritten, s._e.Inodes, s._e.DataBytes, s._e.CloneBytes);
     }
 
     internal static void CheckName(string name)

@@ -70,8 +70,78 @@ internal sealed class InodeEmitter(SendStreamWriter w)
         Utimes(path, c);
     }
 
-    /// <summary>The data of a new file: its data ranges, then its size if they end before it.</summary>
-    public void Data(ISendSource src, string srcPath, string path, SendStat c) => Data(src, srcPath, path, c, null, null, 0);
+    /// <summary>Where the stream has written each extent's bytes so far, for a full send to send
+    /// a later file's range of the same extent (a reflink, or a copy the filesystem shared) as a
+    /// CLONE of it: the receiver shares it too, as btrfs's send does. Null: no clones (an
+    /// incremental send writes new files under names that change later in the stream).</summary>
+    public CloneSources? Clones;
+
+    /// <summary>Block alignment of CLONE commands: FICLONERANGE refuses an unaligned length that
+    /// does not reach the end of the file, so a file's last partial block is written instead.</summary>
+    private const long CloneAlign = 4096;
+
+    /// <summary>The data of a new file: its data ranges, then its size if they end before it. A
+    /// range whose extent the stream wrote before, for an earlier file, goes as a CLONE of it.</summary>
+    public void Data(ISendSource src, string srcPath, string path, SendStat c)
+    {
+        if (Clones == null || c.Size == 0)
+        {
+            Data(src, srcPath, path, c, null, null, 0);
+            return;
+        }
+        long size = (long)c.Size, end = 0;
+        byte[] buf = ArrayPool<byte>.Shared.Rent(SendStreamFormat.MaxWriteData);
+        try
+        {
+            using var f = src.Open(srcPath);
+            var map = f.Extents();
+            long at = 0;
+            while (at < size)
+            {
+                long data = f.NextData(at);
+                if (data < 0 || data >= size) break;
+                long hole = Math.Min(f.NextHole(data), size);
+                for (long off = data; off < hole;)
+                {
+                    // The part of [off, hole) that lies in one extent, if the map says which.
+                    var piece = map == null ? null : Clones.Piece(map, off, hole);
+                    long stop = piece?.End ?? hole;
+                    if (piece is { } pc && Clones.Find(pc.Bytenr, pc.ExtentOffset, stop - off) is { } from)
+                    {
+                        long len = (stop - off) / CloneAlign * CloneAlign;
+                        if (len > 0)
+                        {
+                            W.Begin(SendCommand.Clone).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)off).U64(SendAttr.CloneLen, (ulong)len)
+                                .Uuid(SendAttr.CloneUuid, Clones.Uuid).U64(SendAttr.CloneCtransid, Clones.Ctransid)
+                                .Path(SendAttr.ClonePath, from.Path).U64(SendAttr.CloneOffset, (ulong)from.Offset).Finish();
+                            CloneBytes += len;
+                            off += len;
+                            end = off;
+                            if (off >= stop) continue;
+                        }
+                    }
+                    long start = off;
+                    while (off < stop)
+                    {
+                        int want = (int)Math.Min(SendStreamFormat.MaxWriteData, stop - off);
+                        int n = ReadFull(f, off, buf.AsSpan(0, want));
+                        if (n <= 0) { stop = off; hole = off; break; } // shorter than lstat said: the size below still holds
+                        W.Begin(SendCommand.Write).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)off)
+                            .Bytes(SendAttr.Data, buf.AsSpan(0, n)).Finish();
+                        DataBytes += n;
+                        off += n;
+                        end = off;
+                    }
+                    if (piece is { } written && off > start) Clones.Add(written.Bytenr, written.ExtentOffset + (ulong)(start - written.FileStart), off - start, path, start);
+                }
+                at = hole;
+            }
+        }
+        finally { ArrayPool<byte>.Shared.Return(buf); }
+        if (end != size) W.Begin(SendCommand.Truncate).Path(SendAttr.Path, path).U64(SendAttr.Size, c.Size).Finish();
+    }
+
+    public long CloneBytes;
 
     /// <summary>
     /// The data of <paramref name="c"/> at <paramref name="path"/>; with <paramref name="parent"/>
@@ -196,5 +266,51 @@ internal sealed class InodeEmitter(SendStreamWriter w)
             got += n;
         }
         return got;
+    }
+}
+
+/// <summary>
+/// The extent ranges a full send has written, by extent: for each, which file (by its path in
+/// the stream) holds those bytes at which offset. A later range of the same extent is sent as a
+/// CLONE from there. Only ranges wholly inside one written range are cloned; the rest is written.
+/// </summary>
+internal sealed class CloneSources(Guid uuid, ulong ctransid)
+{
+    public Guid Uuid => uuid;
+    public ulong Ctransid => ctransid;
+    private readonly Dictionary<ulong, List<(ulong ExtentOffset, long Length, string Path, long FileOffset)>> _written = new();
+
+    /// <summary>The extent piece of a file from <paramref name="off"/>: which extent, where in it,
+    /// and where the piece ends (at <paramref name="limit"/> at most); null in a hole or an inline
+    /// or preallocated extent (nothing to share).</summary>
+    public (ulong Bytenr, ulong ExtentOffset, long FileStart, long End)? Piece(IReadOnlyList<Engine.ExtentMapping> map, long off, long limit)
+    {
+        int lo = 0, hi = map.Count - 1, found = -1;
+        while (lo <= hi) // the last extent starting at or before off (the map is in file order)
+        {
+            int mid = (lo + hi) >>> 1;
+            if ((long)map[mid].FileOffset <= off) { found = mid; lo = mid + 1; }
+            else hi = mid - 1;
+        }
+        if (found < 0) return null;
+        var m = map[found];
+        long start = (long)m.FileOffset, stop = start + (long)m.Length;
+        if (stop <= off || m.Type != "regular" || m.DiskBytenr == 0) return null;
+        return (m.DiskBytenr, m.ExtentOffset + (ulong)(off - start), off, Math.Min(stop, limit));
+    }
+
+    public (string Path, long Offset)? Find(ulong bytenr, ulong extentOffset, long length)
+    {
+        if (!_written.TryGetValue(bytenr, out var list)) return null;
+        foreach (var w in list)
+            if (extentOffset >= w.ExtentOffset && extentOffset + (ulong)length <= w.ExtentOffset + (ulong)w.Length)
+                return (w.Path, w.FileOffset + (long)(extentOffset - w.ExtentOffset));
+        return null;
+    }
+
+    public void Add(ulong bytenr, ulong extentOffset, long length, string path, long fileOffset)
+    {
+        if (!_written.TryGetValue(bytenr, out var list)) _written[bytenr] = list = new();
+        list.Add((extentOffset, length, path, fileOffset));
     }
 }

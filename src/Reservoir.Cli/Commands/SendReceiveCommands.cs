@@ -66,7 +66,7 @@ internal static class SendReceiveCommands
                         : IncrementalSend.Run(new HostSendSource(sv), name, uuid, gen, new HostSendSource(parent), puuid, pgen, o);
                 }
                 if (!pr.GetValue(quiet))
-                    ctx.Err.WriteLine($"At subvol {sv}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data, a stream of {sum.StreamBytes} bytes");
+                    ctx.Err.WriteLine($"At subvol {sv}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}, a stream of {sum.StreamBytes} bytes");
                 return 0;
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

@@ -62,7 +62,7 @@ public sealed class IncrementalSendTests
             var (dirs, others) = Tree();
             string dir = Pick(dirs);
             string? any = others.Count > 0 ? Pick(others) : null;
-            switch (rng.Next(16))
+            switch (rng.Next(17))
             {
                 case 0 or 1:
                 {
@@ -144,6 +144,20 @@ public sealed class IncrementalSendTests
                     if (fs.GetInfo(p).IsSymlink) return;
                     if (rng.Next(3) == 0) P.RemoveXattr(p, "user." + Pick([.. Names]));
                     else TestFs.Ok(P.SetXattr(p, "user." + Pick([.. Names]), Bytes(rng.Next(0, 40))));
+                    break;
+                }
+                case 15 when any != null && fs.GetInfo(any).IsFile:
+                {
+                    // A reflink of a whole file, or of a block-aligned range into another file.
+                    string p = NewName(dir);
+                    if (rng.Next(2) == 0) { if (!Has(p)) fs.CloneFile(any, p); }
+                    else if (others.FirstOrDefault(o => o != any && fs.GetInfo(o).IsFile) is { } other)
+                    {
+                        ulong len = (ulong)fs.GetInfo(any).Length / 4096 * 4096;
+                        // EINVAL as FICLONERANGE answers it: inline data, or two names of one file.
+                        if (len > 0 && P.CloneRange(any, 0, other, (ulong)rng.Next(4) * 4096, len) is var e && e is not (Errno.OK or Errno.EINVAL))
+                            TestFs.Ok(e, $"clone {any} {other}");
+                    }
                     break;
                 }
                 default:

@@ -208,7 +208,10 @@ public sealed class SendReceiveTests
             var sum = FullSend.Run(new ImageSendSource(fs, "/snap"), "snap", info.Uuid, info.Generation, stream);
             // Holes are not sent; data goes in whole blocks, as SEEK_DATA/SEEK_HOLE find them (as
             // btrfs's send does): holes' 5000 bytes and "tail" are blocks 0-1 and one at 5 MiB.
-            Assert.Equal(300_000 * 2 + 2 * 4096 + 4096 + "in a read-only directory".Length, sum.DataBytes);
+            // The reflink is a CLONE of big's 73 whole blocks (299,008 bytes) and its last 992
+            // bytes written (a clone of a partial block must reach the end of the file).
+            Assert.Equal(300_000 + 992 + 2 * 4096 + 4096 + "in a read-only directory".Length, sum.DataBytes);
+            Assert.Equal(299_008, sum.CloneBytes);
         }
         FsckAssert.Clean(devA);
         Assert.DoesNotContain(sent, s => s.Path.StartsWith("nested/", StringComparison.Ordinal));
@@ -228,6 +231,7 @@ public sealed class SendReceiveTests
             Assert.Single(big);
             Assert.Equal(3u, fs.GetInfo("/snap/big").Attr.Nlink);
             Assert.Equal(fs.ReadAllBytes("/snap/big"), fs.ReadAllBytes("/snap/reflink"));
+            Assert.Equal(4096UL, fs.DiskUsage("/snap/reflink").Exclusive); // shares all but its last block with big, as at the source
             Assert.Equal("in a read-only directory", fs.ReadAllText("/snap/dir/sub/f"));
             var holes = fs.ReadAllBytes("/snap/holes");
             Assert.Equal(8 << 20, holes.Length);

@@ -58,6 +58,10 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
 
         // Reservoir to Reservoir, through a file and through a pipe.
         m.Run($"{Cli} send -q -f {work}/s.stream snap && mkdir in && {Cli} receive -f {work}/s.stream in");
+        // cp shared orig's extent with d/e/copy (copy_file_range): the stream sends the one met
+        // first (d/e/copy: directories are walked in name order) and the other as a CLONE of it,
+        // and every receiver below shares it again.
+        Assert.Matches(@"\nclone +\./snap/orig .*clonepath=d/e/copy", m.Run($"{Cli} receive --dump -f {work}/s.stream"));
         Same(ours, Listing($"{m.Dir}/in/snap"), "received through the mount");
         m.Run($"mkdir in2 && {Cli} send -q snap | {Cli} receive -q in2");
         Same(ours, Listing($"{m.Dir}/in2/snap"), "received through a pipe");
