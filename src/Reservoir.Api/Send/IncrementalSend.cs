@@ -59,8 +59,12 @@ public sealed class IncrementalSend
     private readonly HashSet<string> _rootNames = new(StringComparer.Ordinal);
     private readonly HashSet<Id> _touched = new();
 
-    private IncrementalSend(ISendSource newer, ISendSource parent, Stream output)
+    private readonly Guid _uuid, _parentUuid;
+    private readonly ulong _ctransid, _parentCtransid;
+
+    private IncrementalSend(ISendSource newer, ISendSource parent, Stream output, Guid uuid, ulong ctransid, Guid parentUuid, ulong parentCtransid)
     {
+        (_uuid, _ctransid, _parentUuid, _parentCtransid) = (uuid, ctransid, parentUuid, parentCtransid);
         _new = newer;
         _old = parent;
         _e = new InodeEmitter(new SendStreamWriter(output));
@@ -74,13 +78,13 @@ public sealed class IncrementalSend
         ISendSource parent, Guid parentUuid, ulong parentCtransid, Stream output)
     {
         FullSend.CheckName(name);
-        var s = new IncrementalSend(newer, parent, output);
+        var s = new IncrementalSend(newer, parent, output, uuid, ctransid, parentUuid, parentCtransid);
         s._e.W.Begin(SendCommand.Snapshot).Path(SendAttr.Path, name).Uuid(SendAttr.Uuid, uuid).U64(SendAttr.Ctransid, ctransid)
             .Uuid(SendAttr.CloneUuid, parentUuid).U64(SendAttr.CloneCtransid, parentCtransid).Finish();
         s.Namespace();
         s.Changes();
         s._e.W.Begin(SendCommand.End).Finish();
-        return new SendSummary(s._e.W.CommandsWritten, s._e.W.BytesWritten, s._e.Inodes, s._e.DataBytes);
+        return new SendSummary(s._e.W.CommandsWritten, s._e.W.BytesWritten, s._e.Inodes, s._e.DataBytes, s._e.CloneBytes);
     }
 
     private static Dictionary<Id, Node> Walk(ISendSource src)
@@ -162,6 +166,10 @@ public sealed class IncrementalSend
                 _dirAt[n.Id] = new Entry(Root, o);
             }
         }
+        // New files' data may be clones: of a file the parent has (a reflink copied into the
+        // subvolume since: its path in the received parent never changes), or of a new file
+        // written before in this step (under its orphan name, which holds until step 3).
+        _e.Clones = new CloneSources(_uuid, _ctransid) { LoadMore = IndexParent };
         foreach (var n in _n.Values.Where(x => !x.St.IsDir && !_p.ContainsKey(x.Id)).OrderBy(x => x.Path, StringComparer.Ordinal))
         {
             string o = Orphan(n.Id);
@@ -170,6 +178,7 @@ public sealed class IncrementalSend
             _touched.Add(Root);
             _namesNow[n.Id] = [new Entry(Root, o)];
         }
+        _e.Clones = null;
 
         // 2. Names that went away: survivors keep one as an orphan name; deleted directories go,
         // deepest first.
@@ -232,6 +241,20 @@ public sealed class IncrementalSend
                 }
             }
         }
+    }
+
+    /// <summary>Every regular extent of the parent's files, as clone sources: built only when a
+    /// new file has an extent the stream has not written (one extent map per file of the parent);
+    /// false when the source cannot give extent maps.</summary>
+    private bool IndexParent(CloneSources into)
+    {
+        foreach (var old in _p.Values.Where(x => x.St.IsReg && x.St.Size > 0))
+        {
+            using var f = _old.Open(old.Path);
+            if (f.Extents() is not { } map) return false;
+            into.AddFile(_parentUuid, _parentCtransid, old.Path, (long)old.St.Size, map);
+        }
+        return true;
     }
 
     private static bool Changed(SendStat a, SendStat b) =>

@@ -106,13 +106,13 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                     // The part of [off, hole) that lies in one extent, if the map says which.
                     var piece = map == null ? null : Clones.Piece(map, off, hole);
                     long stop = piece?.End ?? hole;
-                    if (piece is { } pc && Clones.Find(pc.Bytenr, pc.ExtentOffset, stop - off) is { } from)
+                    if (piece is { } pc && (stop - off) / CloneAlign > 0 && Clones.Find(pc.Bytenr, pc.ExtentOffset, (stop - off) / CloneAlign * CloneAlign) is { } from)
                     {
                         long len = (stop - off) / CloneAlign * CloneAlign;
                         if (len > 0)
                         {
                             W.Begin(SendCommand.Clone).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)off).U64(SendAttr.CloneLen, (ulong)len)
-                                .Uuid(SendAttr.CloneUuid, Clones.Uuid).U64(SendAttr.CloneCtransid, Clones.Ctransid)
+                                .Uuid(SendAttr.CloneUuid, from.Uuid).U64(SendAttr.CloneCtransid, from.Ctransid)
                                 .Path(SendAttr.ClonePath, from.Path).U64(SendAttr.CloneOffset, (ulong)from.Offset).Finish();
                             CloneBytes += len;
                             off += len;
@@ -270,15 +270,18 @@ internal sealed class InodeEmitter(SendStreamWriter w)
 }
 
 /// <summary>
-/// The extent ranges a full send has written, by extent: for each, which file (by its path in
-/// the stream) holds those bytes at which offset. A later range of the same extent is sent as a
-/// CLONE from there. Only ranges wholly inside one written range are cloned; the rest is written.
+/// The extent ranges a receiver will have when a range comes to be sent, by extent: which file
+/// (a path in the stream's subvolume, or in the parent of an incremental stream, with that
+/// subvolume's uuid and ctransid) holds those bytes at which offset. A later range of the same
+/// extent is sent as a CLONE from there. Only ranges wholly inside one known range are cloned;
+/// the rest is written. <see cref="LoadMore"/>, when set, is asked once, at the first range not
+/// found, for more sources (an incremental send's index of its parent's extents, built only if
+/// a new file has an extent at all).
 /// </summary>
 internal sealed class CloneSources(Guid uuid, ulong ctransid)
 {
-    public Guid Uuid => uuid;
-    public ulong Ctransid => ctransid;
-    private readonly Dictionary<ulong, List<(ulong ExtentOffset, long Length, string Path, long FileOffset)>> _written = new();
+    private readonly Dictionary<ulong, List<(ulong ExtentOffset, long Length, Guid Uuid, ulong Ctransid, string Path, long FileOffset)>> _known = new();
+    public Func<CloneSources, bool>? LoadMore;
 
     /// <summary>The extent piece of a file from <paramref name="off"/>: which extent, where in it,
     /// and where the piece ends (at <paramref name="limit"/> at most); null in a hole or an inline
@@ -299,18 +302,44 @@ internal sealed class CloneSources(Guid uuid, ulong ctransid)
         return (m.DiskBytenr, m.ExtentOffset + (ulong)(off - start), off, Math.Min(stop, limit));
     }
 
-    public (string Path, long Offset)? Find(ulong bytenr, ulong extentOffset, long length)
+    public (Guid Uuid, ulong Ctransid, string Path, long Offset)? Find(ulong bytenr, ulong extentOffset, long length)
     {
-        if (!_written.TryGetValue(bytenr, out var list)) return null;
+        if (Lookup(bytenr, extentOffset, length) is { } hit) return hit;
+        var more = LoadMore;
+        LoadMore = null;
+        return more != null && more(this) ? Lookup(bytenr, extentOffset, length) : null;
+    }
+
+    private (Guid, ulong, string, long)? Lookup(ulong bytenr, ulong extentOffset, long length)
+    {
+        if (!_known.TryGetValue(bytenr, out var list)) return null;
         foreach (var w in list)
             if (extentOffset >= w.ExtentOffset && extentOffset + (ulong)length <= w.ExtentOffset + (ulong)w.Length)
-                return (w.Path, w.FileOffset + (long)(extentOffset - w.ExtentOffset));
+                return (w.Uuid, w.Ctransid, w.Path, w.FileOffset + (long)(extentOffset - w.ExtentOffset));
         return null;
     }
 
-    public void Add(ulong bytenr, ulong extentOffset, long length, string path, long fileOffset)
+    /// <summary>A range this stream wrote, at <paramref name="path"/> in its own subvolume.</summary>
+    public void Add(ulong bytenr, ulong extentOffset, long length, string path, long fileOffset) =>
+        Add(uuid, ctransid, bytenr, extentOffset, length, path, fileOffset);
+
+    public void Add(Guid fromUuid, ulong fromCtransid, ulong bytenr, ulong extentOffset, long length, string path, long fileOffset)
     {
-        if (!_written.TryGetValue(bytenr, out var list)) _written[bytenr] = list = new();
-        list.Add((extentOffset, length, path, fileOffset));
+        if (length <= 0) return;
+        if (!_known.TryGetValue(bytenr, out var list)) _known[bytenr] = list = new();
+        list.Add((extentOffset, length, fromUuid, fromCtransid, path, fileOffset));
+    }
+
+    /// <summary>Every regular extent range of a file of <paramref name="size"/> bytes whose
+    /// extent map is <paramref name="map"/>, as a source in subvolume <paramref name="fromUuid"/>
+    /// (cut at the end of the file: a clone may not read past it).</summary>
+    public void AddFile(Guid fromUuid, ulong fromCtransid, string path, long size, IReadOnlyList<Engine.ExtentMapping> map)
+    {
+        foreach (var m in map)
+        {
+            if (m.Type != "regular" || m.DiskBytenr == 0 || (long)m.FileOffset >= size) continue;
+            long len = Math.Min((long)m.Length, size - (long)m.FileOffset);
+            Add(fromUuid, fromCtransid, m.DiskBytenr, m.ExtentOffset, len, path, (long)m.FileOffset);
+        }
     }
 }

@@ -95,17 +95,23 @@ public sealed class EmbeddedApiTests : IDisposable
             Assert.Equal(100_001, sum.DataBytes);
             fs.WriteAllText("/photos/list.txt", "a b");
             fs.Move("/photos/a.jpg", "/photos/b.jpg");
+            fs.CloneFile("/photos/b.jpg", "/photos/copy.jpg");
             fs.CreateSnapshot("/photos", "/tuesday", readOnly: true);
-            Assert.Equal(3, fs.Send("/tuesday", inc, parent: "/monday").DataBytes); // "a b"; the rename moves no data
+            // "a b"; the rename moves no data; the reflink is a CLONE of monday's a.jpg (24 whole
+            // blocks) and its last 1,696 bytes.
+            var incSum = fs.Send("/tuesday", inc, parent: "/monday");
+            Assert.Equal((3 + 1696, 98_304), (incSum.DataBytes, incSum.CloneBytes));
         }
         using (var fs = ReservoirFileSystem.Create(other, 64 << 20))
         {
             full.Position = inc.Position = 0;
             Assert.Equal("monday", Assert.Single(fs.Receive(full, "/")).Name);
             Assert.Equal("tuesday", Assert.Single(fs.Receive(inc, "/")).Name);
-            Assert.Equal(["b.jpg", "list.txt"], fs.EnumerateEntries("/tuesday").Select(e => e.Name).Order(StringComparer.Ordinal));
+            Assert.Equal(["b.jpg", "copy.jpg", "list.txt"], fs.EnumerateEntries("/tuesday").Select(e => e.Name).Order(StringComparer.Ordinal));
             Assert.Equal("a b", fs.ReadAllText("/tuesday/list.txt"));
             Assert.Equal(fs.ReadAllBytes("/monday/a.jpg"), fs.ReadAllBytes("/tuesday/b.jpg"));
+            Assert.Equal(fs.ReadAllBytes("/monday/a.jpg"), fs.ReadAllBytes("/tuesday/copy.jpg"));
+            Assert.Equal(4096UL, fs.DiskUsage("/tuesday/copy.jpg").Exclusive); // the rest shared with monday's a.jpg, as at the source
             Assert.All(fs.ListSubvolumes(), s => Assert.True(s.ReadOnly));
         }
         Assert.True(Reservoir.Engine.Check.Fsck.Run(Reservoir.Device.FileBlockDevice.Open(other, readOnly: true)).Clean);

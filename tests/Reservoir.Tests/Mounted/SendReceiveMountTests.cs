@@ -21,11 +21,12 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         ": > empty && chown 1000:1000 empty && head -c 100000 /dev/urandom > orig && cp orig d/e/copy && " +
         "touch -d '2020-01-02 03:04:05.123456789' d/e/copy && mknod cdev c 1 3 && chmod 555 d";
 
-    /// <summary>Changes to <see cref="Populate"/>'s tree: an append to a hard-linked file, renames
-    /// (of a symbolic link, out of a directory, of a directory), a deletion, a directory moved into
-    /// a new one, an xattr removed, a truncation, a new file, two names swapped.</summary>
+    /// <summary>Changes to <see cref="Populate"/>'s tree: a reflinked copy (sent as a CLONE from
+    /// the parent), an append to a hard-linked file, renames (of a symbolic link, out of a
+    /// directory, of a directory), a deletion, a directory moved into a new one, an xattr removed,
+    /// a truncation, a new file, two names swapped.</summary>
     private const string Changes =
-        "echo more >> a && mv sl sl2 && rm ff && chmod 755 d && mv d/e/copy d/moved && setfattr -x user.k a && " +
+        "cp --reflink=auto orig dup && echo more >> a && mv sl sl2 && rm ff && chmod 755 d && mv d/e/copy d/moved && setfattr -x user.k a && " +
         "truncate -s 100 orig && printf new > fresh && mv d dd && mkdir d2 && mv dd/e d2/e && mv empty tmp && mv sparse empty && mv tmp sparse";
 
     /// <summary>What a tree is, as programs see it: type, mode, owner, size (not of directories,
@@ -136,6 +137,7 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
             Assert.NotEmpty(online);
         }
         Assert.True(new FileInfo($"{work}/2.stream").Length < new FileInfo($"{work}/1.stream").Length / 2, "the incremental stream carries the whole tree");
+        Assert.Matches(@"\nclone +\./snap2/o\d+-0-0 .*clonepath=orig", m.Run($"{Cli} receive --dump -f {work}/2.stream")); // dup, from the parent's orig
         string want = Listing($"{m.Dir}/snap2");
 
         m.Run($"mkdir in && {Cli} receive -f {work}/1.stream in && {Cli} receive -f {work}/2.stream in");
