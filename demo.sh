@@ -25,6 +25,12 @@ echo "== space"
 ./reservoir inspect space "$img"
 echo "== fsck"
 ./reservoir fsck --check-data-csum "$img"
+echo "== snapshot it, and send the snapshot to a second image (btrfs's send stream: btrfs receive takes it too)"
+./reservoir subvolume snapshot -r "$img" / /monday
+./reservoir send -f "$out/monday.stream" "$img" /monday
+./reservoir mkfs "$out/backup.img" --size 256M --force >/dev/null
+./reservoir receive -f "$out/monday.stream" "$out/backup.img" /
+./reservoir subvolume show "$out/backup.img" /monday | grep -E "Received UUID|Flags"
 if [ -e /dev/fuse ] && { [ "$(id -u)" = 0 ] || command -v fusermount3 >/dev/null; }; then
   echo "== mount it and use it with ordinary programs"
   mnt=$(mktemp -d)
