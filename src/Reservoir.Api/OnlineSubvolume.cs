@@ -257,7 +257,9 @@ public static class OnlineSubvolume
     }
 
     private const uint IocDiskUsage = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 11;
-    private const int O_NOFOLLOW = 0x20000;
+    /// <summary>O_NOFOLLOW: 0x8000 on ARM (asm/fcntl.h there), 0x20000 on x86 and most others.</summary>
+    public static readonly int O_NOFOLLOW = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture
+        is System.Runtime.InteropServices.Architecture.Arm64 or System.Runtime.InteropServices.Architecture.Arm ? 0x8000 : 0x20000;
 
     private static ulong TreeOf(ulong ino) => ino >> 40 == 0 ? 5 : ino >> 40;
 

@@ -26,12 +26,23 @@ public sealed class ImageReceiveTarget : IReceiveTarget
         _dest = destination.TrimEnd('/');
         if (_fs.Posix.Stat(_dest.Length == 0 ? "/" : _dest, out var a) != Errno.OK || !a.IsDir)
             throw new FsException(Errno.ENOTDIR, $"receive: '{destination}' is not a directory in the image");
+        _paths = new ReceivePaths(p => P.Lstat(Full(p), out var at) == Errno.OK && at.IsLnk);
     }
+
+    private readonly ReceivePaths _paths;
 
     private PosixApi P => _fs.Posix;
     private Filesystem E => _fs.Engine;
 
     private string Full(string path) => path.Length == 0 ? _subvolume! : _subvolume + "/" + path;
+
+    /// <summary><see cref="Full"/> of a path a command names, once no directory on the way is a
+    /// symbolic link (<see cref="ReceivePaths"/>).</summary>
+    private string Safe(string path)
+    {
+        _paths.Check(path);
+        return Full(path);
+    }
 
     private void Check(Errno e, string what, string path)
     {
@@ -40,7 +51,7 @@ public sealed class ImageReceiveTarget : IReceiveTarget
 
     private ulong Node(string path, string what)
     {
-        Check(P.Lstat(Full(path), out var a), what, path);
+        Check(P.Lstat(Safe(path), out var a), what, path);
         return a.Ino;
     }
 
@@ -71,29 +82,35 @@ public sealed class ImageReceiveTarget : IReceiveTarget
     public void Mkfile(string path)
     {
         Close();
-        Check(P.Open(Full(path), OpenFlags.WriteOnly | OpenFlags.Create | OpenFlags.Exclusive, 0x180, out var a), "create", path);
+        Check(P.Open(Safe(path), OpenFlags.WriteOnly | OpenFlags.Create | OpenFlags.Exclusive, 0x180, out var a), "create", path);
         P.Close(a.Ino);
     }
 
-    public void Mkdir(string path) => Check(P.Mkdir(Full(path), 0x1C0), "create the directory", path);
-    public void Mknod(string path, uint mode, ulong rdev) => Check(P.Mknod(Full(path), mode, rdev), "create", path);
-    public void Symlink(string path, string target) => Check(P.Symlink(target, Full(path)), "create the symbolic link", path);
+    public void Mkdir(string path) => Check(P.Mkdir(Safe(path), 0x1C0), "create the directory", path);
+    public void Mknod(string path, uint mode, ulong rdev) => Check(P.Mknod(Safe(path), mode, rdev), "create", path);
+    public void Symlink(string path, string target) => Check(P.Symlink(target, Safe(path)), "create the symbolic link", path);
 
     public void Rename(string from, string to)
     {
         Close();
-        Check(P.Rename(Full(from), Full(to)), $"rename to '{Full(to)}'", from);
+        Check(P.Rename(Safe(from), Safe(to)), $"rename to '{Full(to)}'", from);
+        _paths.Changed();
     }
 
-    public void Link(string path, string existing) => Check(P.Link(Full(existing), Full(path)), $"link to '{Full(existing)}' as", path);
+    public void Link(string path, string existing) => Check(P.Link(Safe(existing), Safe(path)), $"link to '{Full(existing)}' as", path);
 
     public void Unlink(string path)
     {
         Close();
-        Check(P.Unlink(Full(path)), "remove", path);
+        Check(P.Unlink(Safe(path)), "remove", path);
+        _paths.Changed();
     }
 
-    public void Rmdir(string path) => Check(P.Rmdir(Full(path)), "remove the directory", path);
+    public void Rmdir(string path)
+    {
+        Check(P.Rmdir(Safe(path)), "remove the directory", path);
+        _paths.Changed();
+    }
 
     public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) =>
         Check(E.SetXattr(Node(path, "set an xattr of"), name, value), "set an xattr of", path);
@@ -105,7 +122,7 @@ public sealed class ImageReceiveTarget : IReceiveTarget
     {
         if (_openPath == path) return _openIno;
         Close();
-        Check(P.Open(Full(path), OpenFlags.WriteOnly | OpenFlags.NoFollow, 0, out var a), "open", path);
+        Check(P.Open(Safe(path), OpenFlags.WriteOnly | OpenFlags.NoFollow, 0, out var a), "open", path);
         if (!a.IsReg) { P.Close(a.Ino); Check(Errno.EINVAL, "write to", path); }
         _openPath = path;
         _openIno = a.Ino;
@@ -127,7 +144,10 @@ public sealed class ImageReceiveTarget : IReceiveTarget
     public void Clone(string path, long offset, long length, string? sourceSubvolume, string source, long sourceOffset)
     {
         ulong dst = OpenForWrite(path);
-        string from = sourceSubvolume == null ? Full(source) : sourceSubvolume + "/" + source;
+        // The source too stays inside its subvolume (another one's links may point anywhere).
+        if (sourceSubvolume != null)
+            new ReceivePaths(p => P.Lstat(sourceSubvolume + "/" + p, out var at) == Errno.OK && at.IsLnk).Check(source);
+        string from = sourceSubvolume == null ? Safe(source) : sourceSubvolume + "/" + source;
         Check(P.Lstat(from, out var src), $"clone '{from}' into", path);
         Check(E.CloneRange(src.Ino, (ulong)sourceOffset, dst, (ulong)offset, (ulong)length), $"clone '{from}' into", path);
     }

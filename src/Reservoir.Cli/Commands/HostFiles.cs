@@ -143,6 +143,19 @@ internal static class HostFiles
     [DllImport("libc", SetLastError = true)]
     private static extern int mkdir(byte[] path, uint mode);
 
+    [DllImport("libc", EntryPoint = "open", SetLastError = true)]
+    private static extern int OpenFd(byte[] path, int flags);
+
+    /// <summary>open(2) with O_NOFOLLOW: a symbolic link at the path is refused (ELOOP), not
+    /// followed.</summary>
+    public static Microsoft.Win32.SafeHandles.SafeFileHandle OpenNoFollow(string path, bool write)
+    {
+        const int ORdonly = 0, OWronly = 1, OCloexec = 0x80000;
+        int fd = OpenFd(Z(path), (write ? OWronly : ORdonly) | OnlineSubvolume.O_NOFOLLOW | OCloexec);
+        if (fd < 0) throw Failed("cannot open", path);
+        return new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+    }
+
     [DllImport("libc", SetLastError = true)]
     private static extern int rename(byte[] from, byte[] to);
 

@@ -12,7 +12,9 @@ namespace Reservoir.Cli.Send;
 /// on btrfs: the subvolume through Reservoir's subvolume ioctl, everything in it with ordinary
 /// system calls (l* variants: a stream's CHOWN, xattrs and times of a symbolic link are the
 /// link's own), clones through copy_file_range (which the mount answers by sharing extents).
-/// Consecutive WRITEs to one file keep it open.
+/// Consecutive WRITEs to one file keep it open. Receive runs as root: no path a stream names may
+/// reach through a symbolic link (<see cref="ReceivePaths"/>), and files are opened with
+/// O_NOFOLLOW, so a stream cannot write outside the subvolume it makes.
 /// </summary>
 internal sealed class HostReceiveTarget : IReceiveTarget
 {
@@ -20,14 +22,30 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     private string? _subvolume;
     private string? _openPath;
     private SafeFileHandle? _open;
+    private readonly ReceivePaths _paths;
 
     public HostReceiveTarget(string destination)
     {
         _dest = Path.GetFullPath(destination).TrimEnd('/');
         if (!Directory.Exists(_dest)) throw new FsException(Errno.ENOTDIR, $"receive: '{destination}' is not a directory");
+        _paths = new ReceivePaths(p => IsSymlink(Full(p)));
+    }
+
+    private static bool IsSymlink(string path)
+    {
+        try { return (HostFiles.LstatFull(path).Mode & 0xF000) == 0xA000; }
+        catch (IOException) { return false; } // missing: the command itself fails on it
     }
 
     private string Full(string path) => path.Length == 0 ? _subvolume! : _subvolume + "/" + path;
+
+    /// <summary><see cref="Full"/> of a path a command names, once no directory on the way is a
+    /// symbolic link.</summary>
+    private string Safe(string path)
+    {
+        _paths.Check(path);
+        return Full(path);
+    }
 
     public void BeginSubvolume(string name)
     {
@@ -78,36 +96,43 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     public void Mkfile(string path)
     {
         Close();
-        HostFiles.Mknod(Full(path), 0x8000 | 0x180, 0); // a new regular file, refused if the name exists
+        HostFiles.Mknod(Safe(path), 0x8000 | 0x180, 0); // a new regular file, refused if the name exists
     }
 
-    public void Mkdir(string path) => HostFiles.Mkdir(Full(path), 0x1C0);
-    public void Mknod(string path, uint mode, ulong rdev) => HostFiles.Mknod(Full(path), mode, rdev);
-    public void Symlink(string path, string target) => File.CreateSymbolicLink(Full(path), target);
+    public void Mkdir(string path) => HostFiles.Mkdir(Safe(path), 0x1C0);
+    public void Mknod(string path, uint mode, ulong rdev) => HostFiles.Mknod(Safe(path), mode, rdev);
+    public void Symlink(string path, string target) => File.CreateSymbolicLink(Safe(path), target);
 
     public void Rename(string from, string to)
     {
         Close();
-        HostFiles.Rename(Full(from), Full(to));
+        HostFiles.Rename(Safe(from), Safe(to));
+        _paths.Changed();
     }
 
-    public void Link(string path, string existing) => HostFiles.Link(Full(existing), Full(path));
+    public void Link(string path, string existing) => HostFiles.Link(Safe(existing), Safe(path)); // link(2) does not follow a final link
 
     public void Unlink(string path)
     {
         Close();
-        HostFiles.Unlink(Full(path));
+        HostFiles.Unlink(Safe(path));
+        _paths.Changed();
     }
 
-    public void Rmdir(string path) => Directory.Delete(Full(path));
-    public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) => HostFiles.SetXattr(Full(path), name.ToArray(), value.ToArray());
-    public void RemoveXattr(string path, ReadOnlySpan<byte> name) => HostFiles.RemoveXattr(Full(path), name.ToArray());
+    public void Rmdir(string path)
+    {
+        Directory.Delete(Safe(path));
+        _paths.Changed();
+    }
+
+    public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) => HostFiles.SetXattr(Safe(path), name.ToArray(), value.ToArray());
+    public void RemoveXattr(string path, ReadOnlySpan<byte> name) => HostFiles.RemoveXattr(Safe(path), name.ToArray());
 
     private SafeFileHandle OpenForWrite(string path)
     {
         if (_openPath == path && _open != null) return _open;
         Close();
-        _open = File.OpenHandle(Full(path), FileMode.Open, FileAccess.Write);
+        _open = HostFiles.OpenNoFollow(Safe(path), write: true);
         _openPath = path;
         return _open;
     }
@@ -117,24 +142,31 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     public void Clone(string path, long offset, long length, string? sourceSubvolume, string source, long sourceOffset)
     {
         var dst = OpenForWrite(path);
-        using var src = File.OpenHandle(sourceSubvolume == null ? Full(source) : sourceSubvolume + "/" + source, FileMode.Open, FileAccess.Read);
+        // The source too stays inside its subvolume (another one's links may point anywhere).
+        if (sourceSubvolume != null) new ReceivePaths(p => IsSymlink(sourceSubvolume + "/" + p)).Check(source);
+        using var src = HostFiles.OpenNoFollow(sourceSubvolume == null ? Safe(source) : sourceSubvolume + "/" + source, write: false);
         HostFiles.CopyRange(src, sourceOffset, dst, offset, length, Full(path));
     }
 
     public void Truncate(string path, long size)
     {
-        using var h = File.OpenHandle(Full(path), FileMode.Open, FileAccess.Write);
+        using var h = HostFiles.OpenNoFollow(Safe(path), write: true);
         RandomAccess.SetLength(h, size);
     }
 
-    public void Chmod(string path, uint mode) => HostFiles.Chmod(Full(path), mode);
+    public void Chmod(string path, uint mode)
+    {
+        // chmod(2) follows a final link; a stream never changes a link's mode (it has none).
+        if (IsSymlink(Safe(path))) throw new FsException(Errno.ELOOP, $"receive: cannot chmod '{Full(path)}': a symbolic link");
+        HostFiles.Chmod(Full(path), mode);
+    }
 
     public void Chown(string path, uint uid, uint gid)
     {
-        if (!HostFiles.TryChown(Full(path), uid, gid)) throw new IOException($"cannot chown '{Full(path)}' to {uid}:{gid} (receive keeps owners, as btrfs receive does: run it as root)");
+        if (!HostFiles.TryChown(Safe(path), uid, gid)) throw new IOException($"cannot chown '{Full(path)}' to {uid}:{gid} (receive keeps owners, as btrfs receive does: run it as root)");
     }
 
-    public void Utimes(string path, Timespec atime, Timespec mtime) => HostFiles.SetTimes(Full(path), atime, mtime);
+    public void Utimes(string path, Timespec atime, Timespec mtime) => HostFiles.SetTimes(Safe(path), atime, mtime);
 
     private void Close()
     {

@@ -305,6 +305,45 @@ public sealed class SendReceiveTests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>A stream that makes a symbolic link and then names a path through it, or writes
+    /// to it, would reach outside the subvolume it makes (here: the image's root; through a
+    /// mount as root: anywhere on the host). Each is refused (ELOOP) before anything is written
+    /// there, and the partial subvolume goes.</summary>
+    public static byte[] Escaping(string linkTarget, bool throughDirectory)
+    {
+        var ms = new MemoryStream();
+        var w = new SendStreamWriter(ms);
+        w.Begin(SendCommand.Subvol).Path(SendAttr.Path, "evil").Uuid(SendAttr.Uuid, Guid.NewGuid()).U64(SendAttr.Ctransid, 1).Finish();
+        w.Begin(SendCommand.Symlink).Path(SendAttr.Path, "x").U64(SendAttr.Ino, 257).Path(SendAttr.PathLink, linkTarget).Finish();
+        if (throughDirectory)
+        {
+            w.Begin(SendCommand.Mkfile).Path(SendAttr.Path, "x/escaped").U64(SendAttr.Ino, 258).Finish();
+            w.Begin(SendCommand.Write).Path(SendAttr.Path, "x/escaped").U64(SendAttr.FileOffset, 0).Bytes(SendAttr.Data, "owned"u8).Finish();
+        }
+        else w.Begin(SendCommand.Write).Path(SendAttr.Path, "x").U64(SendAttr.FileOffset, 0).Bytes(SendAttr.Data, "owned"u8).Finish();
+        w.Begin(SendCommand.End).Finish();
+        return ms.ToArray();
+    }
+
+    [Fact]
+    public void AStreamCannotReachOutThroughASymbolicLink()
+    {
+        var dev = TestFs.NewDevice();
+        using (var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
+        {
+            fs.CreateDirectory("/in");
+            fs.WriteAllText("/victim", "mine");
+            var e = Assert.Throws<FsException>(() => Receiver.Run(new MemoryStream(Escaping("/", throughDirectory: true)), new ImageReceiveTarget(fs, "/in")));
+            Assert.Equal(Errno.ELOOP, e.Errno);
+            Assert.False(fs.Exists("/escaped"));
+            e = Assert.Throws<FsException>(() => Receiver.Run(new MemoryStream(Escaping("/victim", throughDirectory: false)), new ImageReceiveTarget(fs, "/in")));
+            Assert.Equal(Errno.ELOOP, e.Errno);
+            Assert.Equal("mine", fs.ReadAllText("/victim"));
+            Assert.Empty(fs.EnumerateEntries("/in"));
+        }
+        FsckAssert.Clean(dev);
+    }
+
     /// <summary>Two streams one after the other on one input (`cat a b | receive`) make two
     /// subvolumes.</summary>
     [Fact]

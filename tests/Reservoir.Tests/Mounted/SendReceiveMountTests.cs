@@ -108,6 +108,30 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         Assert.True(fsck.Code == 0, fsck.Out);
     }
 
+    /// <summary>Through the mount (as root), a stream that makes a symbolic link to a host
+    /// directory or file and then writes through it is refused: nothing appears or changes
+    /// outside the subvolume it was making, which goes.</summary>
+    [Fact]
+    public void AStreamCannotWriteOutsideTheMountThroughASymbolicLink()
+    {
+        using var m = new MountedImage(size: 64UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!, outside = Path.Combine(work, "outside");
+        Directory.CreateDirectory(outside);
+        File.WriteAllText(Path.Combine(outside, "victim"), "mine");
+        File.WriteAllBytes($"{work}/dir.stream", Api.SendReceiveTests.Escaping(outside, throughDirectory: true));
+        File.WriteAllBytes($"{work}/file.stream", Api.SendReceiveTests.Escaping(Path.Combine(outside, "victim"), throughDirectory: false));
+        foreach (var stream in new[] { "dir", "file" })
+        {
+            var r = MountedImage.Sh($"{Cli} receive -f {work}/{stream}.stream .", m.Dir);
+            Assert.Equal(1, r.Code);
+            Assert.Contains("ymbolic link", r.Out);
+        }
+        Assert.Equal(["victim"], Directory.GetFiles(outside).Select(Path.GetFileName));
+        Assert.Equal("mine", File.ReadAllText(Path.Combine(outside, "victim")));
+        Assert.False(Directory.Exists($"{m.Dir}/evil"));
+        UnmountAndCheck(m);
+    }
+
     /// <summary>The same changes as above made on Reservoir and sent with `send -p` through the
     /// mount: the kernel's btrfs receives the stream onto its copy of the parent, and so does
     /// Reservoir, and both give the changed tree.</summary>
