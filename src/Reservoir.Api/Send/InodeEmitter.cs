@@ -70,10 +70,10 @@ internal sealed class InodeEmitter(SendStreamWriter w)
         Utimes(path, c);
     }
 
-    /// <summary>Where the stream has written each extent's bytes so far, for a full send to send
-    /// a later file's range of the same extent (a reflink, or a copy the filesystem shared) as a
-    /// CLONE of it: the receiver shares it too, as btrfs's send does. Null: no clones (an
-    /// incremental send writes new files under names that change later in the stream).</summary>
+    /// <summary>Where the receiver will have each extent's bytes (<see cref="CloneSources"/>), so
+    /// that a new file's range of an extent already there (a reflink, or a copy the filesystem
+    /// shared) goes as a CLONE of it and the receiver shares it too, as btrfs's send does. Null:
+    /// every range is written (a changed file, or new files once their names start to move).</summary>
     public CloneSources? Clones;
 
     /// <summary>Block alignment of CLONE commands: FICLONERANGE refuses an unaligned length that
@@ -104,21 +104,18 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                 for (long off = data; off < hole;)
                 {
                     // The part of [off, hole) that lies in one extent, if the map says which.
-                    var piece = map == null ? null : Clones.Piece(map, off, hole);
+                    var piece = map == null ? null : ExtentMaps.Piece(map, off, hole);
                     long stop = piece?.End ?? hole;
-                    if (piece is { } pc && (stop - off) / CloneAlign > 0 && Clones.Find(pc.Bytenr, pc.ExtentOffset, (stop - off) / CloneAlign * CloneAlign) is { } from)
+                    long len = (stop - off) / CloneAlign * CloneAlign;
+                    if (piece is { } pc && len > 0 && Clones.Find(pc.Bytenr, pc.ExtentOffset, len) is { } from)
                     {
-                        long len = (stop - off) / CloneAlign * CloneAlign;
-                        if (len > 0)
-                        {
-                            W.Begin(SendCommand.Clone).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)off).U64(SendAttr.CloneLen, (ulong)len)
-                                .Uuid(SendAttr.CloneUuid, from.Uuid).U64(SendAttr.CloneCtransid, from.Ctransid)
-                                .Path(SendAttr.ClonePath, from.Path).U64(SendAttr.CloneOffset, (ulong)from.Offset).Finish();
-                            CloneBytes += len;
-                            off += len;
-                            end = off;
-                            if (off >= stop) continue;
-                        }
+                        W.Begin(SendCommand.Clone).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)off).U64(SendAttr.CloneLen, (ulong)len)
+                            .Uuid(SendAttr.CloneUuid, from.Uuid).U64(SendAttr.CloneCtransid, from.Ctransid)
+                            .Path(SendAttr.ClonePath, from.Path).U64(SendAttr.CloneOffset, (ulong)from.Offset).Finish();
+                        CloneBytes += len;
+                        off += len;
+                        end = off;
+                        if (off >= stop) continue;
                     }
                     long start = off;
                     while (off < stop)
@@ -182,7 +179,7 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                     for (long off = data; off < hole;)
                     {
                         int want = (int)Math.Min(SendStreamFormat.MaxWriteData, hole - off);
-                        if (pmap != null && off + want <= psize && SameExtents(map!, pmap, off, want))
+                        if (pmap != null && off + want <= psize && ExtentMaps.Same(map!, pmap, off, want))
                         {
                             off += want; // shared with the parent: the same bytes, not read
                             continue;
@@ -220,42 +217,6 @@ internal sealed class InodeEmitter(SendStreamWriter w)
             w.Begin(SendCommand.Truncate).Path(SendAttr.Path, path).U64(SendAttr.Size, c.Size).Finish();
     }
 
-    /// <summary>Whether every byte of [off, off + len) is at the same place of the same extent in
-    /// both maps (or a hole in both). Inline extents live in tree leaves, not extents: unknown.</summary>
-    internal static bool SameExtents(IReadOnlyList<Engine.ExtentMapping> a, IReadOnlyList<Engine.ExtentMapping> b, long off, long len)
-    {
-        for (long pos = off, end = off + len; pos < end;)
-        {
-            var (ka, na) = At(a, pos);
-            var (kb, nb) = At(b, pos);
-            if (ka.Type == "inline" || kb.Type == "inline" || ka != kb) return false;
-            pos = Math.Min(na, nb);
-        }
-        return true;
-    }
-
-    /// <summary>What is at file offset <paramref name="pos"/>: the extent's device address, the
-    /// offset into it and its type (all zero for a hole), and where that stops.</summary>
-    private static ((ulong Bytenr, ulong Offset, string Type) Key, long Next) At(IReadOnlyList<Engine.ExtentMapping> map, long pos)
-    {
-        int lo = 0, hi = map.Count - 1, found = -1;
-        while (lo <= hi) // the last extent starting at or before pos
-        {
-            int mid = (lo + hi) >>> 1;
-            if ((long)map[mid].FileOffset <= pos) { found = mid; lo = mid + 1; }
-            else hi = mid - 1;
-        }
-        if (found >= 0 && pos < (long)(map[found].FileOffset + map[found].Length))
-        {
-            var m = map[found];
-            long next = (long)(m.FileOffset + m.Length);
-            if (m.Type == "regular" && m.DiskBytenr == 0) return ((0, 0, ""), next); // an explicit hole
-            return ((m.DiskBytenr, m.ExtentOffset + (ulong)(pos - (long)m.FileOffset), m.Type), next);
-        }
-        long hole = found + 1 < map.Count ? (long)map[found + 1].FileOffset : long.MaxValue;
-        return ((0, 0, ""), hole);
-    }
-
     private static int ReadFull(ISendFile f, long off, Span<byte> buf)
     {
         int got = 0;
@@ -266,80 +227,5 @@ internal sealed class InodeEmitter(SendStreamWriter w)
             got += n;
         }
         return got;
-    }
-}
-
-/// <summary>
-/// The extent ranges a receiver will have when a range comes to be sent, by extent: which file
-/// (a path in the stream's subvolume, or in the parent of an incremental stream, with that
-/// subvolume's uuid and ctransid) holds those bytes at which offset. A later range of the same
-/// extent is sent as a CLONE from there. Only ranges wholly inside one known range are cloned;
-/// the rest is written. <see cref="LoadMore"/>, when set, is asked once, at the first range not
-/// found, for more sources (an incremental send's index of its parent's extents, built only if
-/// a new file has an extent at all).
-/// </summary>
-internal sealed class CloneSources(Guid uuid, ulong ctransid)
-{
-    private readonly Dictionary<ulong, List<(ulong ExtentOffset, long Length, Guid Uuid, ulong Ctransid, string Path, long FileOffset)>> _known = new();
-    public Func<CloneSources, bool>? LoadMore;
-
-    /// <summary>The extent piece of a file from <paramref name="off"/>: which extent, where in it,
-    /// and where the piece ends (at <paramref name="limit"/> at most); null in a hole or an inline
-    /// or preallocated extent (nothing to share).</summary>
-    public (ulong Bytenr, ulong ExtentOffset, long FileStart, long End)? Piece(IReadOnlyList<Engine.ExtentMapping> map, long off, long limit)
-    {
-        int lo = 0, hi = map.Count - 1, found = -1;
-        while (lo <= hi) // the last extent starting at or before off (the map is in file order)
-        {
-            int mid = (lo + hi) >>> 1;
-            if ((long)map[mid].FileOffset <= off) { found = mid; lo = mid + 1; }
-            else hi = mid - 1;
-        }
-        if (found < 0) return null;
-        var m = map[found];
-        long start = (long)m.FileOffset, stop = start + (long)m.Length;
-        if (stop <= off || m.Type != "regular" || m.DiskBytenr == 0) return null;
-        return (m.DiskBytenr, m.ExtentOffset + (ulong)(off - start), off, Math.Min(stop, limit));
-    }
-
-    public (Guid Uuid, ulong Ctransid, string Path, long Offset)? Find(ulong bytenr, ulong extentOffset, long length)
-    {
-        if (Lookup(bytenr, extentOffset, length) is { } hit) return hit;
-        var more = LoadMore;
-        LoadMore = null;
-        return more != null && more(this) ? Lookup(bytenr, extentOffset, length) : null;
-    }
-
-    private (Guid, ulong, string, long)? Lookup(ulong bytenr, ulong extentOffset, long length)
-    {
-        if (!_known.TryGetValue(bytenr, out var list)) return null;
-        foreach (var w in list)
-            if (extentOffset >= w.ExtentOffset && extentOffset + (ulong)length <= w.ExtentOffset + (ulong)w.Length)
-                return (w.Uuid, w.Ctransid, w.Path, w.FileOffset + (long)(extentOffset - w.ExtentOffset));
-        return null;
-    }
-
-    /// <summary>A range this stream wrote, at <paramref name="path"/> in its own subvolume.</summary>
-    public void Add(ulong bytenr, ulong extentOffset, long length, string path, long fileOffset) =>
-        Add(uuid, ctransid, bytenr, extentOffset, length, path, fileOffset);
-
-    public void Add(Guid fromUuid, ulong fromCtransid, ulong bytenr, ulong extentOffset, long length, string path, long fileOffset)
-    {
-        if (length <= 0) return;
-        if (!_known.TryGetValue(bytenr, out var list)) _known[bytenr] = list = new();
-        list.Add((extentOffset, length, fromUuid, fromCtransid, path, fileOffset));
-    }
-
-    /// <summary>Every regular extent range of a file of <paramref name="size"/> bytes whose
-    /// extent map is <paramref name="map"/>, as a source in subvolume <paramref name="fromUuid"/>
-    /// (cut at the end of the file: a clone may not read past it).</summary>
-    public void AddFile(Guid fromUuid, ulong fromCtransid, string path, long size, IReadOnlyList<Engine.ExtentMapping> map)
-    {
-        foreach (var m in map)
-        {
-            if (m.Type != "regular" || m.DiskBytenr == 0 || (long)m.FileOffset >= size) continue;
-            long len = Math.Min((long)m.Length, size - (long)m.FileOffset);
-            Add(fromUuid, fromCtransid, m.DiskBytenr, m.ExtentOffset, len, path, (long)m.FileOffset);
-        }
     }
 }
