@@ -3,7 +3,9 @@
 # loop device), in one sitting, on the same data: 1,000 files of 16 KiB and two of 128 MiB in a
 # subvolume, snapshotted read-only. Timed, page cache dropped before each step:
 #   full send       `send -f` of the snapshot to a stream file
-#   full receive    `receive -f` of that stream into the same filesystem
+#   full receive    `receive -f` of that stream into the same filesystem, then sync (Reservoir
+#                   makes the received subvolume read-only only once its data is written back;
+#                   btrfs returns with it in the page cache, so both are timed to durable)
 #   incremental     after changing 20 small files and 1 MiB of one big file, `send -p` of a
 #                   second snapshot against the first, and its receive onto the received first
 # Prints seconds, stream MiB, and Reservoir's time as a ratio to btrfs's. Needs root.
@@ -31,12 +33,12 @@ one() { # kind -> "full-send full-receive inc-send inc-receive full-MiB inc-MiB"
   $SNAP "$m/sv" "$m/s1" >/dev/null
   local t0 t1 t2 t3 t4 t5 t6 t7
   drop; t0=$(now); $SEND -f "$W/full.stream" "$m/s1" >/dev/null 2>&1; t1=$(now)
-  drop; t2=$(now); $RECV -f "$W/full.stream" "$m/in" >/dev/null 2>&1; t3=$(now)
+  drop; t2=$(now); $RECV -f "$W/full.stream" "$m/in" >/dev/null 2>&1; sync; t3=$(now)
   for i in $(seq 20); do head -c 16K /dev/urandom > "$m/sv/small/f$((i * 37))"; done
   dd if=/dev/urandom of="$m/sv/big1" bs=1M count=1 seek=64 conv=notrunc status=none
   $SNAP "$m/sv" "$m/s2" >/dev/null
   drop; t4=$(now); $SEND -p "$m/s1" -f "$W/inc.stream" "$m/s2" >/dev/null 2>&1; t5=$(now)
-  drop; t6=$(now); $RECV -f "$W/inc.stream" "$m/in" >/dev/null 2>&1; t7=$(now)
+  drop; t6=$(now); $RECV -f "$W/inc.stream" "$m/in" >/dev/null 2>&1; sync; t7=$(now)
   cmp -s "$m/s2/big1" "$m/in/s2/big1" && diff -rq "$m/s2/small" "$m/in/s2/small" >/dev/null || echo "warning: $kind received a different tree" >&2
   local fm im; fm=$(( $(stat -c %s "$W/full.stream") / 1048576 )); im=$(( $(stat -c %s "$W/inc.stream") / 1048576 ))
   if [ "$kind" = reservoir ]; then $R umount "$m"; else umount "$m"; fi

@@ -80,6 +80,9 @@ internal sealed class InodeEmitter(SendStreamWriter w)
     /// does not reach the end of the file, so a file's last partial block is written instead.</summary>
     private const long CloneAlign = 4096;
 
+    /// <summary>How much of a new file is read at once (a multiple of the 48 KiB a WRITE carries).</summary>
+    private const int ReadChunk = 21 * SendStreamFormat.MaxWriteData;
+
     /// <summary>The data of a new file: its data ranges, then its size if they end before it. A
     /// range whose extent the stream wrote before, for an earlier file, goes as a CLONE of it.</summary>
     public void Data(ISendSource src, string srcPath, string path, SendStat c)
@@ -90,7 +93,7 @@ internal sealed class InodeEmitter(SendStreamWriter w)
             return;
         }
         long size = (long)c.Size, end = 0;
-        byte[] buf = ArrayPool<byte>.Shared.Rent(SendStreamFormat.MaxWriteData);
+        byte[] buf = ArrayPool<byte>.Shared.Rent(ReadChunk);
         try
         {
             using var f = src.Open(srcPath);
@@ -120,14 +123,22 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                     long start = off;
                     while (off < stop)
                     {
-                        int want = (int)Math.Min(SendStreamFormat.MaxWriteData, stop - off);
+                        // Read a large piece at a time (one request through a mount, not one per
+                        // command), then send it as WRITEs of at most 48 KiB.
+                        int want = (int)Math.Min(ReadChunk, stop - off);
                         int n = ReadFull(f, off, buf.AsSpan(0, want));
                         if (n <= 0) { stop = off; hole = off; break; } // shorter than lstat said: the size below still holds
-                        W.Begin(SendCommand.Write).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)off)
-                            .Bytes(SendAttr.Data, buf.AsSpan(0, n)).Finish();
+                        for (int sent = 0; sent < n;)
+                        {
+                            int k = Math.Min(SendStreamFormat.MaxWriteData, n - sent);
+                            W.Begin(SendCommand.Write).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)(off + sent))
+                                .Bytes(SendAttr.Data, buf.AsSpan(sent, k)).Finish();
+                            sent += k;
+                        }
                         DataBytes += n;
                         off += n;
                         end = off;
+                        if (n < want) { stop = off; hole = off; break; }
                     }
                     if (piece is { } written && off > start) Clones.Add(written.Bytenr, written.ExtentOffset + (ulong)(start - written.FileStart), off - start, path, start);
                 }
