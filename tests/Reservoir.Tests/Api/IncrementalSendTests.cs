@@ -62,7 +62,7 @@ public sealed class IncrementalSendTests
             var (dirs, others) = Tree();
             string dir = Pick(dirs);
             string? any = others.Count > 0 ? Pick(others) : null;
-            switch (rng.Next(17))
+            switch (rng.Next(18))
             {
                 case 0 or 1:
                 {
@@ -158,6 +158,18 @@ public sealed class IncrementalSendTests
                         if (len > 0 && P.CloneRange(any, 0, other, (ulong)rng.Next(4) * 4096, len) is var e && e is not (Errno.OK or Errno.EINVAL))
                             TestFs.Ok(e, $"clone {any} {other}");
                     }
+                    break;
+                }
+                case 16 when any != null && fs.GetInfo(any).IsFile:
+                {
+                    // fallocate: preallocated (unwritten) ranges, in or past the size; holes
+                    // punched; ranges zeroed.
+                    var modes = new[] { Reservoir.Engine.Data.FallocateMode.Allocate, Reservoir.Engine.Data.FallocateMode.KeepSize,
+                        Reservoir.Engine.Data.FallocateMode.PunchHole | Reservoir.Engine.Data.FallocateMode.KeepSize, Reservoir.Engine.Data.FallocateMode.ZeroRange };
+                    long size = fs.GetInfo(any).Length;
+                    ulong off = (ulong)rng.NextInt64(size + 8192), len = (ulong)rng.Next(1, 100_000);
+                    var e = fs.Engine.Fallocate(fs.GetInfo(any).Attr.Ino, modes[rng.Next(modes.Length)], off, len);
+                    if (e is not (Errno.OK or Errno.ENOSPC)) TestFs.Ok(e, $"fallocate {any}");
                     break;
                 }
                 default:
