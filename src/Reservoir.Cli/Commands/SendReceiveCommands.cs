@@ -21,9 +21,9 @@ internal static class SendReceiveCommands
     private static Command SendCommandLine(CliContext ctx)
     {
         var target = new Argument<string[]>("subvolume") { Description = "SUBVOL on a mounted Reservoir, or IMAGE SUBVOL (a path inside an unmounted image); read-only", Arity = new ArgumentArity(1, 2) };
-        var file = new Option<string?>("-f") { Description = "Write the stream to this file instead of standard output" };
+        var file = new Option<string?>("-f") { Description = "Write the stream to this file instead of standard output", HelpName = "FILE" };
         var quiet = new Option<bool>("-q", "--quiet") { Description = "Say nothing on standard error" };
-        var parentOpt = new Option<string?>("-p") { Description = "Send only the changes since this read-only subvolume (an earlier snapshot the receiving side has received)" };
+        var parentOpt = new Option<string?>("-p") { Description = "Send only the changes since this read-only subvolume (an earlier snapshot the receiving side has received)", HelpName = "PARENT" };
         var cmd = new Command("send", "Write a read-only subvolume as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt };
         cmd.SetAction(pr =>
         {
@@ -109,7 +109,7 @@ internal static class SendReceiveCommands
     private static Command ReceiveCommandLine(CliContext ctx)
     {
         var target = new Argument<string[]>("dir") { Description = "DIR on a mounted Reservoir, or IMAGE DIR (a directory inside an unmounted image); not needed with --dump", Arity = new ArgumentArity(0, 2) };
-        var file = new Option<string?>("-f") { Description = "Read the stream from this file instead of standard input" };
+        var file = new Option<string?>("-f") { Description = "Read the stream from this file instead of standard input", HelpName = "FILE" };
         var dump = new Option<bool>("--dump") { Description = "Print the stream's commands instead of applying them (as btrfs receive --dump)" };
         var quiet = new Option<bool>("-q", "--quiet") { Description = "Do not say which subvolume is being received" };
         var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet };
