@@ -166,6 +166,15 @@ public static class OnlineSubvolume
         return e;
     }
 
+    /// <summary>Which daemon serves <paramref name="path"/>: the filesystem's uuid and the number
+    /// the daemon drew at mount (two copies of one image have one uuid, not one daemon).</summary>
+    public static Errno ServedBy(string path, out (Guid Fsid, ulong Daemon) who)
+    {
+        var e = Identity(path, out var id);
+        who = e == Errno.OK ? (new Guid(id.AsSpan(0, 16)), BinaryPrimitives.ReadUInt64LittleEndian(id.AsSpan(16))) : default;
+        return e;
+    }
+
     /// <summary>FS_IOC_GETFSLABEL on the mount: its label.</summary>
     public static Errno Label(string dir, out string label)
     {

@@ -64,16 +64,16 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         if (e != Errno.OK) throw new FsException(e, $"receive: cannot snapshot '{parent}' as '{_subvolume}'");
     }
 
-    /// <summary>The highest directory above the destination served by the same filesystem (the
+    /// <summary>The highest directory above the destination served by the same daemon (the
     /// mount's root, across the subvolumes' own mounts with -o submounts), and the path from the
     /// top level of the subvolume mounted there ("" for the top level).</summary>
     private (string Root, string Prefix) MountRoot(IReadOnlyList<(ulong Id, string Path)> subvolumes)
     {
-        if (OnlineSubvolume.Fsid(_dest, out var fsid) != Errno.OK) throw new FsException(Errno.ENOTTY, $"receive: '{_dest}' is not on a mounted Reservoir");
+        if (OnlineSubvolume.ServedBy(_dest, out var daemon) != Errno.OK) throw new FsException(Errno.ENOTTY, $"receive: '{_dest}' is not on a mounted Reservoir");
         string root = _dest;
         for (var up = Path.GetDirectoryName(root); up != null; up = Path.GetDirectoryName(root))
         {
-            if (OnlineSubvolume.Fsid(up, out var f) != Errno.OK || f != fsid) break;
+            if (OnlineSubvolume.ServedBy(up, out var d) != Errno.OK || d != daemon) break;
             root = up;
         }
         ulong id = OnlineSubvolume.SubvolumeHolding(root) ?? Format.TreeIds.FsTree;
