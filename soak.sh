@@ -43,12 +43,38 @@ mount_soak() {
   $r fsck -n "$w/mnt$3.img"
   [ "$rc" = 0 ] || exit "$rc"
 }
+# Rounds ($1) of: a stress run in a new directory of a subvolume on one mount, a read-only
+# snapshot, its send (incremental against the previous round's) received on a second mount, and
+# the received snapshot compared with its source: diff -r, find's type, mode, owner, size, link
+# count, mtime and link target of every entry, and every xattr.
+send_soak() {
+  local a="$w/send-a" b="$w/send-b" prev="" d
+  canon() { (cd "$1" && find . -printf '%p %y %m %U %G %s %n %T@ %l\n' | sort && getfattr -R -h -d -m - . 2>/dev/null | awk '/^# file:/{f=$3; next} NF{print f" "$0}' | sort); }
+  for x in a b; do truncate -s 4G "$w/send-$x.img" && $r mkfs "$w/send-$x.img" -q -f && mkdir -p "$w/send-$x" && $r mount "$w/send-$x.img" "$w/send-$x"; done
+  $r subvolume create "$a/sv" >/dev/null && mkdir "$b/in"
+  for n in $(seq "$1"); do
+    mkdir "$a/sv/w$n" && $r stress "$a/sv/w$n" -p 4 -s "$((3000 + n))" -n 4000 -f whiteout=2 -f tmpfile=2 | tail -1
+    $r subvolume snapshot -r "$a/sv" "$a/s$n" >/dev/null
+    $r send -q ${prev:+-p "$a/$prev"} -f "$w/s$n.stream" "$a/s$n"
+    $r receive -q -f "$w/s$n.stream" "$b/in"
+    # (diff notes every FIFO and device it cannot compare: those lines are not differences)
+    d=$(diff -r --no-dereference "$a/s$n" "$b/in/s$n" | grep -v -E ' is a (fifo|character special file) while file ' || true)
+    [ -z "$d" ] || { echo "round $n: contents differ:"; echo "$d" | head; exit 1; }
+    [ "$(canon "$a/s$n" | md5sum)" = "$(canon "$b/in/s$n" | md5sum)" ] || { echo "round $n: metadata or xattrs differ"; exit 1; }
+    echo "   round $n: the same ($(stat -c %s "$w/s$n.stream") byte stream)"
+    prev="s$n"
+  done
+  $r umount "$a" && $r umount "$b" && $r fsck -n "$w/send-a.img" && $r fsck -n "$w/send-b.img"
+}
 if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
   echo "== stress through the FUSE mount for ${h}h (every operation, subvolumes through the ioctls, quota limit,"
   echo "   and the subvolumes it makes joining and leaving tenants' groups by hand meanwhile)"
   mount_soak "" "${h}h" 2027
   echo "== the same with -o submounts (every subvolume a mount of its own) for $(( h * 15 ))m"
   mount_soak submounts "$(( h * 15 ))m" 2028
+  echo "== send and receive between two mounts: $(( h * 12 )) rounds of stress, snapshot -r, send -p, receive,"
+  echo "   each received snapshot compared with its source (contents, metadata, xattrs)"
+  send_soak "$(( h * 12 ))"
 else
   echo "== (the mount soak needs root and /dev/fuse: skipped)"
 fi
