@@ -18,10 +18,10 @@ public sealed partial class ReservoirFileSystem
     {
         var info = SendableSubvolume(subvolume, "");
         string name = System.IO.Path.GetFileName(info.Path);
-        if (parent == null) return FullSend.Run(new ImageSendSource(this, subvolume), name, info.Uuid, info.Generation, output);
+        if (parent == null) return FullSend.Run(new ImageSendSource(this, subvolume), name, SendIdentity(info), info.Generation, output);
         var p = SendableSubvolume(parent, "the parent ");
-        return IncrementalSend.Run(new ImageSendSource(this, subvolume), name, info.Uuid, info.Generation,
-            new ImageSendSource(this, parent), p.Uuid, p.Generation, output);
+        return IncrementalSend.Run(new ImageSendSource(this, subvolume), name, SendIdentity(info), info.Generation,
+            new ImageSendSource(this, parent), SendIdentity(p), p.Generation, output);
     }
 
     /// <summary>
@@ -36,6 +36,11 @@ public sealed partial class ReservoirFileSystem
         Sync();
         return got;
     }
+
+    /// <summary>The uuid a stream names a subvolume by: the one it was received as, if it was
+    /// received, else its own, as btrfs's send does. So snapshots passed on from a received copy
+    /// (A → B → C) and increments sent from the original (A → C) meet at C.</summary>
+    public static Guid SendIdentity(SubvolumeInfo s) => s.ReceivedUuid != Guid.Empty ? s.ReceivedUuid : s.Uuid;
 
     /// <summary>The subvolume whose root is <paramref name="path"/>, if a send may read it: not
     /// the top level, and read-only (it must not change while it is read).</summary>

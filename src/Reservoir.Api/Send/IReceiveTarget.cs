@@ -19,9 +19,9 @@ public interface IReceiveTarget
     void BeginSnapshot(string name, string parent);
 
     /// <summary>The subvolume a stream names as its parent or a clone source, by the sending
-    /// side's uuid and ctransid: one received from it (received uuid and stransid equal), or, when
-    /// the stream comes back to where it was sent from, the subvolume itself (uuid and
-    /// generation equal); null if there is none. The answer is what <see cref="BeginSnapshot"/>
+    /// side's uuid and ctransid: a read-only one received from it (received uuid equal, as btrfs
+    /// receive finds it), or, when the stream comes back to where it was sent from, the
+    /// subvolume itself (uuid and generation equal); null if there is none. The answer is what <see cref="BeginSnapshot"/>
     /// and <see cref="Clone"/> take.</summary>
     string? FindSubvolume(Guid uuid, ulong ctransid);
 

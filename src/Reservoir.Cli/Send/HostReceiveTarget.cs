@@ -85,7 +85,11 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     {
         var e = OnlineSubvolume.List(_dest, out var all);
         if (e != Errno.OK) throw new FsException(e, $"receive: cannot list the subvolumes of '{_dest}'");
-        var found = all.FirstOrDefault(s => s.ReceivedUuid == uuid && s.Stransid == ctransid && s.ReadOnly);
+        // Received from it: by uuid alone, as btrfs receive finds it (the sender names a parent it
+        // received itself by that parent's received uuid and its own ctransid; a received
+        // subvolume made writable forgets its received uuid, so one still carrying it is as
+        // received). Or the subvolume itself, a stream come back: unchanged since, by generation.
+        var found = all.FirstOrDefault(s => s.ReceivedUuid == uuid && s.ReadOnly);
         if (found.Id == 0) found = all.FirstOrDefault(s => s.Uuid == uuid && s.Generation == ctransid && s.ReadOnly);
         if (found.Id == 0) return null;
         var (root, prefix) = MountRoot(all.Select(s => (s.Id, s.Path)).ToList());

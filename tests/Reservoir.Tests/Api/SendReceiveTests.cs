@@ -344,6 +344,41 @@ public sealed class SendReceiveTests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>A → B → C: a snapshot received on B is sent on to C under the uuid it was
+    /// received as (btrfs's rule), so C can then take the next increment straight from A; and B
+    /// can send its own increment against what it received to C as well.</summary>
+    [Fact]
+    public void SnapshotsPassedOnFromAReceivedCopyTakeIncrementsFromTheOriginal()
+    {
+        var opts = new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 };
+        using var a = ReservoirFileSystem.Open(TestFs.NewDevice(), opts);
+        using var b = ReservoirFileSystem.Open(TestFs.NewDevice(), opts);
+        using var c = ReservoirFileSystem.Open(TestFs.NewDevice(), opts);
+        byte[] Send(ReservoirFileSystem fs, string snap, string? parent = null)
+        {
+            var ms = new MemoryStream();
+            fs.Send(snap, ms, parent);
+            return ms.ToArray();
+        }
+        a.CreateSubvolume("/sv");
+        a.WriteAllText("/sv/f", "one");
+        a.CreateSnapshot("/sv", "/s1", readOnly: true);
+        b.Receive(new MemoryStream(Send(a, "/s1")), "/");
+        c.Receive(new MemoryStream(Send(b, "/s1")), "/"); // B passes it on
+        Assert.Equal(a.ListSubvolumes().Single(x => x.Path == "s1").Uuid, c.ListSubvolumes().Single().ReceivedUuid);
+
+        a.WriteAllText("/sv/f", "two");
+        a.CreateSnapshot("/sv", "/s2", readOnly: true);
+        c.Receive(new MemoryStream(Send(a, "/s2", "/s1")), "/"); // the increment straight from A
+        Assert.Equal("two", c.ReadAllText("/s2/f"));
+
+        b.CreateSnapshot("/s1", "/b1");
+        b.WriteAllText("/b1/g", "on b");
+        b.CreateSnapshot("/b1", "/b2", readOnly: true);
+        c.Receive(new MemoryStream(Send(b, "/b2", "/s1")), "/"); // B's own increment against what it received
+        Assert.Equal(("one", "on b"), (c.ReadAllText("/b2/f"), c.ReadAllText("/b2/g")));
+    }
+
     /// <summary>Two streams one after the other on one input (`cat a b | receive`) make two
     /// subvolumes.</summary>
     [Fact]
