@@ -93,7 +93,8 @@ public static class TreeDump
                 return $"{d.Length / 4} checksums" + (d.Length >= 4 ? $", first {BinaryPrimitives.ReadUInt32LittleEndian(d):x8}" : "");
             case KeyTypes.RootItem when d.Length == RootItem.Size:
                 var ri = RootItem.Read(d);
-                return $"bytenr {ri.Bytenr} level {ri.Level} gen {ri.Generation} refs {ri.Refs} root_dir {ri.RootDirId}";
+                return $"bytenr {ri.Bytenr} level {ri.Level} gen {ri.Generation} refs {ri.Refs} root_dir {ri.RootDirId}"
+                    + (ri.ReceivedUuid == Guid.Empty ? "" : $" received_uuid {Common.UuidText.Of(ri.ReceivedUuid)} stransid {ri.Stransid} rtransid {ri.Rtransid}");
             case KeyTypes.ExtentItem or KeyTypes.MetadataItem when ExtentItem.TryRead(d, out var x):
                 return $"refs {x.Refs} gen {x.Generation} flags {x.Flags} owner {x.Owner}";
             case KeyTypes.ExtentDataRef when ExtentDataRef.TryRead(d, out var dr):

@@ -69,6 +69,8 @@ public sealed class CliTests : IDisposable
         string Field(string show, string name) => System.Text.RegularExpressions.Regex.Match(show, $@"\t{name}: \t+(\S+)").Groups[1].Value;
         Assert.Equal(Field(Run("subvolume", "show", Img, "/snap2").Out, "UUID"), Field(Run("subvolume", "show", other, "/snap2").Out, "Received UUID"));
         Assert.Contains(Field(Run("subvolume", "show", Img, "/snap1").Out, "UUID"), Run("subvolume", "list", "-R", other).Out);
+        // The ROOT_ITEM fields (SPEC §4.1) as the tree dump shows them.
+        Assert.Matches($@"received_uuid {Field(Run("subvolume", "show", Img, "/snap2").Out, "UUID")} stransid \d+ rtransid \d+", Run("inspect", "tree", "-t", "root", other).Out);
         var again = Run("receive", "-f", inc, other, "/");
         Assert.Equal(1, again.Code);
         Assert.Contains("exists already", again.Err);
