@@ -9,7 +9,7 @@ namespace Reservoir.Cli.Send;
 /// A read-only subvolume of a mounted Reservoir, read through the kernel like any directory
 /// tree: lstat, readdir, readlink, l*xattr, and SEEK_DATA/SEEK_HOLE so that holes stay holes.
 /// A directory that is another subvolume's root (its own device with -o submounts, or inode 256
-/// of another tree as Reservoir's identity ioctl says) is left out.
+/// of another tree) is left out.
 /// </summary>
 internal sealed class HostSendSource : ISendSource
 {
@@ -39,7 +39,9 @@ internal sealed class HostSendSource : ISendSource
         {
             string name = Path.GetFileName(p);
             var s = HostFiles.LstatFull(p);
-            if ((s.Mode & 0xF000) == 0x4000 && (s.Dev != _dev || OnlineSubvolume.SubvolumeIdOf(p) != null)) continue;
+            // Another subvolume's root: its own device (-o submounts), or inode 256 of its tree
+            // (st_ino is tree id << 40 | inode without submounts; only roots are inode 256).
+            if ((s.Mode & 0xF000) == 0x4000 && (s.Dev != _dev || (s.Ino & Engine.Inodes.NodeIds.MaxIno) == Engine.Filesystem.RootIno)) continue;
             names.Add(name);
         }
         return names;
