@@ -37,10 +37,7 @@ public sealed partial class ReservoirFileSystem
         return got;
     }
 
-    /// <summary>The uuid a stream names a subvolume by: the one it was received as, if it was
-    /// received, else its own, as btrfs's send does. So snapshots passed on from a received copy
-    /// (A → B → C) and increments sent from the original (A → C) meet at C.</summary>
-    public static Guid SendIdentity(SubvolumeInfo s) => s.ReceivedUuid != Guid.Empty ? s.ReceivedUuid : s.Uuid;
+    private static Guid SendIdentity(SubvolumeInfo s) => StreamIdentity.Of(s.Uuid, s.ReceivedUuid);
 
     /// <summary>The subvolume whose root is <paramref name="path"/>, if a send may read it: not
     /// the top level, and read-only (it must not change while it is read).</summary>

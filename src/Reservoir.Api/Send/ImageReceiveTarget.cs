@@ -74,13 +74,8 @@ public sealed class ImageReceiveTarget : IReceiveTarget
     public string? FindSubvolume(Guid uuid, ulong ctransid)
     {
         var all = _fs.ListSubvolumes();
-        // Received from it: by uuid alone, as btrfs receive finds it (the sender names a parent it
-        // received itself by that parent's received uuid and its own ctransid; a received
-        // subvolume made writable forgets its received uuid, so one still carrying it is as
-        // received). Or the subvolume itself, a stream come back: unchanged since, by generation.
-        var found = all.FirstOrDefault(s => s.ReceivedUuid == uuid && s.ReadOnly);
-        if (found.Id == 0) found = all.FirstOrDefault(s => s.Uuid == uuid && s.Generation == ctransid && s.ReadOnly);
-        return found.Id == 0 ? null : "/" + found.Path;
+        int at = StreamIdentity.Find(all.Select(x => (x.Uuid, x.ReceivedUuid, x.Generation, x.ReadOnly)).ToList(), uuid, ctransid);
+        return at < 0 ? null : "/" + all[at].Path;
     }
 
     public void Mkfile(string path)

@@ -101,7 +101,7 @@ internal static class SendReceiveCommands
         {
             if (s.Id != id) continue;
             if (!s.ReadOnly) throw new FsException(Errno.EINVAL, of + "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
-            return (Name(path, s.Path), s.ReceivedUuid != Guid.Empty ? s.ReceivedUuid : s.Uuid, s.Generation); // as ReservoirFileSystem.SendIdentity
+            return (Name(path, s.Path), StreamIdentity.Of(s.Uuid, s.ReceivedUuid), s.Generation);
         }
         throw new FsException(Errno.ENOENT, $"subvolume {id} is not listed");
     }

@@ -85,13 +85,9 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     {
         var e = OnlineSubvolume.List(_dest, out var all);
         if (e != Errno.OK) throw new FsException(e, $"receive: cannot list the subvolumes of '{_dest}'");
-        // Received from it: by uuid alone, as btrfs receive finds it (the sender names a parent it
-        // received itself by that parent's received uuid and its own ctransid; a received
-        // subvolume made writable forgets its received uuid, so one still carrying it is as
-        // received). Or the subvolume itself, a stream come back: unchanged since, by generation.
-        var found = all.FirstOrDefault(s => s.ReceivedUuid == uuid && s.ReadOnly);
-        if (found.Id == 0) found = all.FirstOrDefault(s => s.Uuid == uuid && s.Generation == ctransid && s.ReadOnly);
-        if (found.Id == 0) return null;
+        int at = StreamIdentity.Find(all.Select(x => (x.Uuid, x.ReceivedUuid, x.Generation, x.ReadOnly)).ToList(), uuid, ctransid);
+        if (at < 0) return null;
+        var found = all[at];
         var (root, prefix) = MountRoot(all.Select(s => (s.Id, s.Path)).ToList());
         if (prefix.Length == 0) return root + "/" + found.Path;
         return found.Path.StartsWith(prefix + "/", StringComparison.Ordinal) ? root + found.Path[prefix.Length..] : null;

@@ -59,13 +59,22 @@ internal sealed partial class FuseBridge
     internal const uint IocExtentMap = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 13;
     private const int ExtentRecord = 36;
 
-    private Errno ExtentMap(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
+    /// <summary>The checks a per-file page ioctl (disk usage, extent map) makes: a 16376-byte
+    /// argument both ways, whose first u64 it returns, on a regular file.</summary>
+    private Errno RegularFilePage(ref RequestReader r, ulong ino, uint inSize, uint outSize, out ulong first)
     {
+        first = 0;
         if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
-        ulong from = BinaryPrimitives.ReadUInt64LittleEndian(arg);
+        first = BinaryPrimitives.ReadUInt64LittleEndian(arg);
         var ge = fs.GetAttr(ino, out var a);
         if (ge != Errno.OK) return ge;
-        if (!a.IsReg) return Errno.EINVAL;
+        return a.IsReg ? Errno.OK : Errno.EINVAL;
+    }
+
+    private Errno ExtentMap(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
+    {
+        var ge = RegularFilePage(ref r, ino, inSize, outSize, out ulong from);
+        if (ge != Errno.OK) return ge;
         var e = fs.ExtentMap(ino, out var map);
         if (e != Errno.OK) return e;
         var page = new byte[SubvolListSize];
@@ -111,11 +120,8 @@ internal sealed partial class FuseBridge
 
     private Errno DiskUsage(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
     {
-        if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
-        ulong skip = BinaryPrimitives.ReadUInt64LittleEndian(arg);
-        var ge = fs.GetAttr(ino, out var a);
+        var ge = RegularFilePage(ref r, ino, inSize, outSize, out ulong skip);
         if (ge != Errno.OK) return ge;
-        if (!a.IsReg) return Errno.EINVAL;
         var e = fs.DiskUsage(ino, out var u);
         if (e != Errno.OK) return e;
         var page = new byte[SubvolListSize];
