@@ -106,4 +106,34 @@ public sealed partial class Filesystem
             return Errno.OK;
         });
     }
+
+    /// <summary>
+    /// The inode numbers the back-references (EXTENT_DATA_REF) of the data extent at
+    /// <paramref name="bytenr"/> name, each once, in ascending order: the files that hold it,
+    /// by the numbers they have in every subvolume that shares them (a leaf a snapshot shares
+    /// records its owner's references, and snapshots keep inode numbers), those committed and
+    /// those the running transaction adds. Empty when nothing is there.
+    /// </summary>
+    public Errno ExtentReferrers(ulong bytenr, out List<ulong> inodes)
+    {
+        var found = new SortedSet<ulong>();
+        inodes = new();
+        var e = Guard(RootIno, () =>
+        {
+            var t = Fs.ExtentTree;
+            using var lk = t.Lock.Read();
+            var path = new TreePath();
+            for (bool ok = t.SeekGE(new Key(bytenr, KeyTypes.ExtentDataRef, 0), path); ok; ok = t.Next(path))
+            {
+                var k = path.Key;
+                if (k.ObjectId != bytenr || k.Type != KeyTypes.ExtentDataRef) break;
+                if (!ExtentDataRef.TryRead(path.Data, out var r)) throw new CorruptionException($"malformed EXTENT_DATA_REF of data extent {bytenr}", bytenr);
+                found.Add(r.Inode);
+            }
+            Fs.Running.Refs.AddedReferrers(bytenr, found);
+            return Errno.OK;
+        });
+        inodes.AddRange(found);
+        return e;
+    }
 }

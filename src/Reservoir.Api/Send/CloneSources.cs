@@ -5,21 +5,22 @@ namespace Reservoir.Api.Send;
 /// (a path in the stream's subvolume, or in the parent of an incremental stream, with that
 /// subvolume's uuid and ctransid) holds those bytes at which offset. A later range of the same
 /// extent is sent as a CLONE from there. Only ranges wholly inside one known range are cloned;
-/// the rest is written. <see cref="LoadMore"/>, when set, is asked once, at the first range not
-/// found, for more sources (an incremental send's index of its parent's extents, built only if
-/// a new file has an extent at all).
+/// the rest is written. <see cref="LoadMore"/>, when set, is asked once per extent not found
+/// for more sources (an incremental send's parent files that reference that extent, found only
+/// when a new file has an extent the stream has not written).
 /// </summary>
 internal sealed class CloneSources(Guid uuid, ulong ctransid)
 {
     private readonly Dictionary<ulong, List<(ulong ExtentOffset, long Length, Guid Uuid, ulong Ctransid, string Path, long FileOffset)>> _known = new();
-    public Func<CloneSources, bool>? LoadMore;
+    /// <summary>Adds the sources it can find for an extent (by its address); false when it
+    /// added none.</summary>
+    public Func<CloneSources, ulong, bool>? LoadMore;
+    private readonly HashSet<ulong> _asked = new();
 
     public (Guid Uuid, ulong Ctransid, string Path, long Offset)? Find(ulong bytenr, ulong extentOffset, long length)
     {
         if (Lookup(bytenr, extentOffset, length) is { } hit) return hit;
-        var more = LoadMore;
-        LoadMore = null;
-        return more != null && more(this) ? Lookup(bytenr, extentOffset, length) : null;
+        return LoadMore != null && _asked.Add(bytenr) && LoadMore(this, bytenr) ? Lookup(bytenr, extentOffset, length) : null;
     }
 
     private (Guid, ulong, string, long)? Lookup(ulong bytenr, ulong extentOffset, long length)

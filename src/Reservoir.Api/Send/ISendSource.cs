@@ -53,3 +53,28 @@ public interface ISendFile : IDisposable
     /// unread.</summary>
     IReadOnlyList<Engine.ExtentMapping>? Extents();
 }
+
+/// <summary>
+/// A source that can say which inodes may differ from an earlier snapshot of the same
+/// filesystem, and where an inode is, so that an incremental send reads what changed and
+/// nothing else (btrfs's send compares the two trees the same way). Inode numbers are those
+/// within the subvolume (<see cref="SendStat.Ino"/>); the root is
+/// <see cref="Engine.Filesystem.RootIno"/>.
+/// </summary>
+public interface IChangeTrackingSource : ISendSource
+{
+    /// <summary>Every inode whose attributes, names, entries, data or xattrs may differ between
+    /// <paramref name="parent"/> and this subvolume (a superset is fine; one left out is not), or
+    /// null when this source cannot tell for that parent (another filesystem, say).</summary>
+    IReadOnlyCollection<ulong>? ChangedSince(ISendSource parent);
+
+    /// <summary>Every name of the inode as (directory inode, name): none when it has none (or
+    /// does not exist), and none for the subvolume's root.</summary>
+    IReadOnlyList<(ulong Dir, string Name)> NamesOf(ulong ino);
+
+    /// <summary>The inode numbers the back-references of the data extent at
+    /// <paramref name="bytenr"/> name, in any subvolume (snapshots keep inode numbers, so a file
+    /// of this one that holds the extent is among them; others may be too), or null when the
+    /// source cannot tell.</summary>
+    IReadOnlyCollection<ulong>? InodesReferencing(ulong bytenr);
+}

@@ -7,9 +7,11 @@ namespace Reservoir.Api.Send;
 /// <summary>
 /// A subvolume of an open image (<see cref="ReservoirFileSystem"/>), read through the engine by
 /// inode: symbolic links are never followed (their own attributes and xattrs are sent), and a
-/// directory entry that names another subvolume's root is left out.
+/// directory entry that names another subvolume's root is left out. Against another snapshot of
+/// the same image it names what changed from the engine's comparison of the two trees
+/// (<see cref="Filesystem.ChangedInodes"/>).
 /// </summary>
-public sealed class ImageSendSource : ISendSource
+public sealed class ImageSendSource : IChangeTrackingSource
 {
     private readonly ReservoirFileSystem _fs;
     private readonly string _root;
@@ -71,6 +73,29 @@ public sealed class ImageSendSource : ISendSource
             result.Add((n, v));
         }
         return result;
+    }
+
+    public IReadOnlyCollection<ulong>? ChangedSince(ISendSource parent)
+    {
+        if (parent is not ImageSendSource p || p._fs != _fs) return null;
+        var e = _fs.Engine.ChangedInodes(p._tree, _tree, out var changes);
+        if (e != Errno.OK) throw new FsException(e, $"send: cannot compare '{Full("")}' with '{p.Full("")}'");
+        return changes.Inodes;
+    }
+
+    public IReadOnlyList<(ulong Dir, string Name)> NamesOf(ulong ino)
+    {
+        var e = _fs.Engine.InodeNames(NodeIds.Encode(_tree, ino), out var names);
+        if (e == Errno.ENOENT) return [];
+        if (e != Errno.OK) throw new FsException(e, $"send: cannot read the names of inode {ino} of '{Full("")}'") { Inode = ino };
+        return names.ConvertAll(n => (NodeIds.Decode(n.Dir).Ino, n.Name));
+    }
+
+    public IReadOnlyCollection<ulong>? InodesReferencing(ulong bytenr)
+    {
+        var e = _fs.Engine.ExtentReferrers(bytenr, out var inodes);
+        if (e != Errno.OK) throw new FsException(e, $"send: cannot read the references of extent {bytenr}");
+        return inodes;
     }
 
     public ISendFile Open(string path)

@@ -9,12 +9,16 @@ namespace Reservoir.Api.Send;
 /// read-only later one, as a stream whose SNAPSHOT command names the parent, to be applied by
 /// `receive` (or `btrfs receive`) to its copy of the parent.
 ///
-/// Both trees are walked whole and their inodes matched by inode number and birth time (a
-/// snapshot keeps its source's inode numbers; the birth time tells a later inode that took a
-/// freed number from the old one). An inode whose ctime, mtime, size, mode and owner are all
-/// unchanged is unchanged (every change to an inode, its data and its names moves its ctime,
-/// which nothing can set back), so only changed inodes cost stream; a changed file's data is
-/// compared chunk by chunk with its old data and only differing chunks are sent.
+/// Inodes are matched by inode number and birth time (a snapshot keeps its source's inode
+/// numbers; the birth time tells a later inode that took a freed number from the old one).
+/// When the sources can say which inodes changed (<see cref="IChangeTrackingSource"/>: two
+/// snapshots of one image, read through the engine or through one mount), only those are
+/// looked at, with the directories above them, so the send costs what changed (btrfs's compares
+/// the two trees the same way); otherwise both trees are walked whole. An inode whose ctime,
+/// mtime, size, mode and owner are all unchanged is unchanged (every change to an inode, its
+/// data and its names moves its ctime, which nothing can set back), so only changed inodes cost
+/// stream; a changed file's data is compared chunk by chunk with its old data and only
+/// differing chunks are sent.
 ///
 /// The namespace is changed in an order in which every path exists when a command names it and
 /// no name is taken when one is created, whatever was renamed, swapped or moved into what:
@@ -51,8 +55,14 @@ public sealed class IncrementalSend
 
     private readonly ISendSource _new, _old;
     private readonly InodeEmitter _e;
+    /// <summary>The inodes of the newer and the parent subvolume: all of them, or (with
+    /// <see cref="_oldAt"/>) the root and those that changed.</summary>
     private readonly Dictionary<Id, Node> _n, _p;
-    /// <summary>Where each directory is on the receiving side now (the root has no entry).</summary>
+    /// <summary>Set when only changed inodes are loaded: where the parent's inodes are, for the
+    /// unchanged directories the stream's paths pass through.</summary>
+    private readonly InodeLocator? _oldAt;
+    /// <summary>Where each directory is on the receiving side now (the root has no entry); an
+    /// unchanged directory is added when a path first passes through it (<see cref="DirAt"/>).</summary>
     private readonly Dictionary<Id, Entry> _dirAt = new();
     /// <summary>The names each non-directory has on the receiving side now.</summary>
     private readonly Dictionary<Id, List<Entry>> _namesNow = new();
@@ -68,8 +78,52 @@ public sealed class IncrementalSend
         _new = newer;
         _old = parent;
         _e = new InodeEmitter(new SendStreamWriter(output));
-        _p = Walk(parent);
-        _n = Walk(newer);
+        if (newer is IChangeTrackingSource nt && parent is IChangeTrackingSource pt && nt.ChangedSince(parent) is { } changed)
+        {
+            _oldAt = new InodeLocator(pt);
+            _p = Load(_oldAt, changed);
+            _n = Load(new InodeLocator(nt), changed);
+        }
+        else
+        {
+            _p = Walk(parent);
+            _n = Walk(newer);
+        }
+    }
+
+    /// <summary>The root and the <paramref name="changed"/> inodes that have a name in the
+    /// subvolume <paramref name="at"/> reads, with all their names.</summary>
+    private static Dictionary<Id, Node> Load(InodeLocator at, IReadOnlyCollection<ulong> changed)
+    {
+        var root = at.Stat(Engine.Filesystem.RootIno);
+        if (!root.IsDir) throw new FsException(Errno.ENOTDIR, "send: the subvolume's root is not a directory");
+        var nodes = new Dictionary<Id, Node> { [Root] = new Node(Root, root, "") };
+        foreach (ulong ino in changed.Order())
+        {
+            if (ino == Engine.Filesystem.RootIno) continue;
+            var names = at.Names(ino);
+            if (names.Count == 0) continue; // not in this subvolume, or nameless (unlinked, still open)
+            var st = at.Stat(ino);
+            if (st.IsDir && names.Count != 1) throw new FsException(Errno.EUCLEAN, $"send: directory '{at.PathOf(ino)}' has {names.Count} names");
+            var n = new Node(new Id(ino, st.Btime), st, at.PathOf(ino)!);
+            foreach (var (dir, name) in names) n.Names.Add(new Entry(IdOf(at, dir), name));
+            nodes[n.Id] = n;
+        }
+        return nodes;
+    }
+
+    private static Id IdOf(InodeLocator at, ulong dir) => dir == Engine.Filesystem.RootIno ? Root : new Id(dir, at.Stat(dir).Btime);
+
+    /// <summary>Where directory <paramref name="dir"/> is on the receiving side now. One not
+    /// loaded did not change, so it is where the parent has it (its own parent may have moved;
+    /// paths are made from the top down).</summary>
+    private Entry DirAt(Id dir)
+    {
+        if (_dirAt.TryGetValue(dir, out var at)) return at;
+        if (_oldAt == null) throw new FsException(Errno.EUCLEAN, $"send: directory {dir.Ino} is not where the walk found it");
+        var names = _oldAt.Names(dir.Ino);
+        if (names.Count != 1) throw new FsException(Errno.EUCLEAN, $"send: directory {dir.Ino} has {names.Count} names in the parent");
+        return _dirAt[dir] = new Entry(IdOf(_oldAt, names[0].Dir), names[0].Name);
     }
 
     /// <summary>Sends the changes from <paramref name="parent"/> (whose uuid and ctransid the
@@ -117,7 +171,12 @@ public sealed class IncrementalSend
         return nodes;
     }
 
-    private string PathOf(Id dir) => dir == Root ? "" : FullSend.Child(PathOf(_dirAt[dir].Parent), _dirAt[dir].Name);
+    private string PathOf(Id dir)
+    {
+        if (dir == Root) return "";
+        var at = DirAt(dir);
+        return FullSend.Child(PathOf(at.Parent), at.Name);
+    }
     private string PathOf(Entry e) => FullSend.Child(PathOf(e.Parent), e.Name);
 
     private string Orphan(Id id)
@@ -146,6 +205,11 @@ public sealed class IncrementalSend
         }
         foreach (var e in _n.Values.Concat(_p.Values).SelectMany(x => x.Names))
             if (e.Parent == Root) _rootNames.Add(e.Name); // orphan names must take none of these
+        if (_oldAt != null) // nor those of the unchanged inodes, which were not loaded
+        {
+            _rootNames.UnionWith(_old.List(""));
+            _rootNames.UnionWith(_new.List(""));
+        }
 
         // 1. Moved directories to orphan names; new inodes made under orphan names.
         foreach (var n in _n.Values.Where(x => x.St.IsDir && x.Id != Root).OrderBy(x => x.Depth))
@@ -155,7 +219,7 @@ public sealed class IncrementalSend
                 if (!old.St.IsDir) throw new FsException(Errno.EUCLEAN, $"send: '{n.Path}' changed type under one inode number and birth time");
                 if (old.Names[0] == n.Names[0]) continue;
                 string o = Orphan(n.Id);
-                Rename(PathOf(n.Id), o, _dirAt[n.Id].Parent, Root);
+                Rename(PathOf(n.Id), o, DirAt(n.Id).Parent, Root);
                 _dirAt[n.Id] = new Entry(Root, o);
             }
             else
@@ -210,14 +274,14 @@ public sealed class IncrementalSend
         foreach (var old in _p.Values.Where(x => x.St.IsDir && x.Id != Root && !_n.ContainsKey(x.Id)).OrderByDescending(x => x.Depth))
         {
             _e.W.Begin(SendCommand.Rmdir).Path(SendAttr.Path, PathOf(old.Id)).Finish();
-            _touched.Add(_dirAt[old.Id].Parent);
+            _touched.Add(DirAt(old.Id).Parent);
             _dirAt.Remove(old.Id);
         }
 
         // 3. Directories to their places, parents first; then the other inodes' names.
         foreach (var n in _n.Values.Where(x => x.St.IsDir && x.Id != Root).OrderBy(x => x.Depth).ThenBy(x => x.Path, StringComparer.Ordinal))
         {
-            var at = _dirAt[n.Id];
+            var at = DirAt(n.Id);
             if (at == n.Names[0]) continue;
             Rename(PathOf(n.Id), PathOf(n.Names[0]), at.Parent, n.Names[0].Parent);
             _dirAt[n.Id] = n.Names[0];
@@ -243,12 +307,31 @@ public sealed class IncrementalSend
         }
     }
 
-    /// <summary>Every regular extent of the parent's files, as clone sources: built only when a
-    /// new file has an extent the stream has not written (one extent map per file of the parent);
-    /// false when the source cannot give extent maps.</summary>
-    private bool IndexParent(CloneSources into)
+    /// <summary>The parent's files that hold the extent at <paramref name="bytenr"/>, as clone
+    /// sources, for a new file whose extent the stream has not written: those the extent's
+    /// back-references name (a candidate's own extent map says what it really holds: an inode
+    /// number may name another file in the parent), or, from a source that cannot tell, every
+    /// file of the parent, indexed at the first such extent. False when it added none.</summary>
+    private bool IndexParent(CloneSources into, ulong bytenr)
     {
-        foreach (var old in _p.Values.Where(x => x.St.IsReg && x.St.Size > 0))
+        if (_oldAt != null && _oldAt.Source.InodesReferencing(bytenr) is { } candidates)
+        {
+            bool added = false;
+            foreach (ulong ino in candidates)
+            {
+                if (!_indexed.Add(ino) || _oldAt.PathOf(ino) is not { } path) continue;
+                var st = _oldAt.Stat(ino);
+                if (!st.IsReg || st.Size == 0) continue;
+                using var f = _old.Open(path);
+                if (f.Extents() is not { } map) return added;
+                into.AddFile(_parentUuid, _parentCtransid, path, (long)st.Size, map);
+                added = true;
+            }
+            return added;
+        }
+        if (_parentIndexed) return false;
+        _parentIndexed = true;
+        foreach (var old in (_oldAt != null ? Walk(_old) : _p).Values.Where(x => x.St.IsReg && x.St.Size > 0))
         {
             using var f = _old.Open(old.Path);
             if (f.Extents() is not { } map) return false;
@@ -256,6 +339,10 @@ public sealed class IncrementalSend
         }
         return true;
     }
+
+    /// <summary>The parent's inodes whose extents are clone sources already.</summary>
+    private readonly HashSet<ulong> _indexed = new();
+    private bool _parentIndexed;
 
     private static bool Changed(SendStat a, SendStat b) =>
         a.Ctime != b.Ctime || a.Mtime != b.Mtime || a.Size != b.Size || a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid;

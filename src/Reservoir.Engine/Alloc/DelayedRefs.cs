@@ -57,6 +57,17 @@ internal sealed class DelayedRefs
 
     public int Count { get { using var _ = _lock.Lock(); return _heads.Count; } }
 
+    /// <summary>Adds to <paramref name="inodes"/> the inode of every reference this
+    /// transaction adds to the data extent at <paramref name="bytenr"/> (not yet in the extent
+    /// tree's EXTENT_DATA_REFs).</summary>
+    public void AddedReferrers(ulong bytenr, ISet<ulong> inodes)
+    {
+        using var _ = _lock.Lock();
+        if (!_heads.TryGetValue(bytenr, out var h)) return;
+        foreach (var ((_, ino, _), d) in h.DataDeltas)
+            if (d > 0) inodes.Add(ino);
+    }
+
     /// <summary>Net pending reference change of a tree block in this transaction.</summary>
     public int PendingTreeDelta(ulong bytenr)
     {
