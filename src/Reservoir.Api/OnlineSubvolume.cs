@@ -30,10 +30,10 @@ public static class OnlineSubvolume
     private const uint IocBtrfsSnapCreateV2 = 0x50009417;
     private const ulong BtrfsSubvolRdonly = 2;
     private const int BtrfsV2NameOffset = 56;
-    private const int O_RDONLY = 0, O_DIRECTORY = 0x10000, O_CLOEXEC = 0x80000, O_NONBLOCK = 0x800;
+    internal const int O_RDONLY = 0, O_DIRECTORY = 0x10000, O_CLOEXEC = 0x80000, O_NONBLOCK = 0x800;
 
     [DllImport("libc", EntryPoint = "open", SetLastError = true)]
-    private static extern int Open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
+    internal static extern int Open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
 
     [DllImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     private static extern int IoctlRaw(int fd, nuint request, byte[] arg);
@@ -42,7 +42,7 @@ public static class OnlineSubvolume
     private static extern int Fsync(int fd);
 
     [DllImport("libc", EntryPoint = "close")]
-    private static extern int Close(int fd);
+    internal static extern int Close(int fd);
 
     [DllImport("libc", EntryPoint = "stat", SetLastError = true)]
     private static extern int StatPath([MarshalAs(UnmanagedType.LPUTF8Str)] string path, byte[] buf);
@@ -50,7 +50,7 @@ public static class OnlineSubvolume
     [DllImport("libc", EntryPoint = "statx", SetLastError = true)]
     private static extern int Statx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte[] buf);
 
-    private static Errno LastError => (Errno)Marshal.GetLastWin32Error();
+    internal static Errno LastError => (Errno)Marshal.GetLastWin32Error();
 
     /// <summary>Runs <paramref name="f"/> on the directory opened read-only, closing it after.</summary>
     private static Errno OnDirectory(string dir, Func<int, Errno> f)
@@ -61,7 +61,7 @@ public static class OnlineSubvolume
         finally { Close(fd); }
     }
 
-    private static Errno Ioctl(int fd, uint request, byte[] arg) => IoctlRaw(fd, request, arg) == 0 ? Errno.OK : LastError;
+    internal static Errno Ioctl(int fd, uint request, byte[] arg) => IoctlRaw(fd, request, arg) == 0 ? Errno.OK : LastError;
 
     /// <summary>Every subvolume, listed through the mount (paged by id).</summary>
     public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid, Guid ReceivedUuid, ulong Stransid)> list) =>

@@ -3,7 +3,10 @@ using Reservoir.Common;
 namespace Reservoir.Api.Send;
 
 /// <summary>What a send wrote.</summary>
-public readonly record struct SendSummary(long Commands, long StreamBytes, long Inodes, long DataBytes, long CloneBytes = 0);
+/// <summary>What a send wrote: commands, stream bytes, inodes sent, data written and cloned,
+/// and (incremental) how many inodes of the two snapshots it looked at: those that changed and
+/// the directories above them when the sources could say what changed, every one otherwise.</summary>
+public readonly record struct SendSummary(long Commands, long StreamBytes, long Inodes, long DataBytes, long CloneBytes = 0, long InodesExamined = 0);
 
 /// <summary>
 /// A full send: the whole subvolume as a stream that `btrfs receive` or `reservoir receive`

@@ -138,7 +138,7 @@ public sealed class IncrementalSend
         s.Namespace();
         s.Changes();
         s._e.W.Begin(SendCommand.End).Finish();
-        return new SendSummary(s._e.W.CommandsWritten, s._e.W.BytesWritten, s._e.Inodes, s._e.DataBytes, s._e.CloneBytes);
+        return new SendSummary(s._e.W.CommandsWritten, s._e.W.BytesWritten, s._e.Inodes, s._e.DataBytes, s._e.CloneBytes, s._n.Count + s._p.Count);
     }
 
     private static Dictionary<Id, Node> Walk(ISendSource src)

@@ -61,12 +61,15 @@ internal static class SendReceiveCommands
                     var (name, uuid, gen) = OnlineSubvolumeToSend(sv);
                     var (_, puuid, pgen) = parent == null ? default : OnlineSubvolumeToSend(parent, "the parent");
                     using var o = Output();
-                    sum = parent == null
-                        ? FullSend.Run(new HostSendSource(sv), name, uuid, gen, o)
-                        : IncrementalSend.Run(new HostSendSource(sv), name, uuid, gen, new HostSendSource(parent), puuid, pgen, o);
+                    using var source = new HostSendSource(sv);
+                    using var parentSource = parent == null ? null : new HostSendSource(parent);
+                    sum = parentSource == null
+                        ? FullSend.Run(source, name, uuid, gen, o)
+                        : IncrementalSend.Run(source, name, uuid, gen, parentSource, puuid, pgen, o);
                 }
                 if (!pr.GetValue(quiet))
-                    ctx.Err.WriteLine($"At subvol {sv}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}, a stream of {sum.StreamBytes} bytes");
+                    ctx.Err.WriteLine($"At subvol {sv}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}, a stream of {sum.StreamBytes} bytes" +
+                        (parent != null ? $"; {sum.InodesExamined} inodes of the two snapshots looked at" : ""));
                 return 0;
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

@@ -205,7 +205,8 @@ internal sealed partial class FuseBridge
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo or IocSetReceived
-                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim or IocResize or IocBtrfsResize or FsIocGetFsLabel or FsIocSetFsLabel or IocDiskUsage or IocExtentMap)) return Errno.ENOTTY;
+                or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim or IocResize or IocBtrfsResize or FsIocGetFsLabel or FsIocSetFsLabel or IocDiskUsage or IocExtentMap
+                or IocChangedInodes or IocInodeNames or IocExtentReferrers)) return Errno.ENOTTY;
         if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
         if (cmd == FiTrim) return Trim(ref r, ref w, inSize, U32(s, 28));
         if (cmd is IocResize or IocBtrfsResize) return Resize(cmd, ref r, ref w, inSize, U32(s, 28));
@@ -213,6 +214,9 @@ internal sealed partial class FuseBridge
         if (cmd == FsIocSetFsLabel) return SetLabel(ref r, ref w, inSize);
         if (cmd == IocDiskUsage) return DiskUsage(ref r, ref w, ino, inSize, U32(s, 28));
         if (cmd == IocExtentMap) return ExtentMap(ref r, ref w, ino, inSize, U32(s, 28));
+        if (cmd == IocChangedInodes) return ChangedInodes(ref r, ref w, ino, inSize, U32(s, 28));
+        if (cmd == IocInodeNames) return InodeNames(ref r, ref w, ino, inSize, U32(s, 28));
+        if (cmd == IocExtentReferrers) return ExtentReferrers(ref r, ref w, inSize, U32(s, 28));
         if (cmd == FsIocGetFlags) return GetFlags(ref w, ino, U32(s, 28));
         if (cmd == FsIocSetFlags) return SetFlags(ref r, ref w, ino, inSize);
         if (cmd == FsIocFsGetXattr)

@@ -1,3 +1,4 @@
+using Reservoir.Common;
 using Xunit;
 using Xunit.Abstractions;
 
@@ -181,6 +182,63 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
             Same(want, Listing($"{btrfs}/snap2"), "btrfs receive of reservoir send -p");
         }
 
+        UnmountAndCheck(m);
+    }
+
+    private static ulong Ino(string path) => ulong.Parse(MountedImage.Run0($"stat -c %i '{path}'").Trim()) & Reservoir.Engine.Inodes.NodeIds.MaxIno;
+
+    /// <summary>
+    /// What an incremental send asks the daemon through the mount: the inodes that differ
+    /// between two snapshots (exactly those changed, out of 300), an inode's names, and the
+    /// inodes an extent's back-references name; only root and the daemon's user may ask, and
+    /// another user's `send -p` walks both snapshots instead, giving the same stream.
+    /// </summary>
+    [Fact]
+    public void AnIncrementalSendAsksTheDaemonWhatChanged()
+    {
+        using var m = new MountedImage(size: 256UL << 20, allowOther: true);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create sv && mkdir sv/d sv/e && for i in $(seq 1 150); do echo $i > sv/d/f$i; echo $i > sv/e/g$i; done && " +
+            "head -c 100000 /dev/urandom > sv/e/big && chmod -R a+rX sv");
+        m.Run($"{Cli} subvolume snapshot -r sv s0");
+        m.Run("echo changed >> sv/d/f1 && mv sv/d/f2 sv/d/renamed && echo new > sv/d/new && cp --reflink=auto sv/e/big sv/d/copy");
+        m.Run($"{Cli} subvolume snapshot -r sv s1");
+
+        ulong s0 = OnlineSubvolume.SubvolumeIdOf($"{m.Dir}/s0") ?? throw new Xunit.Sdk.XunitException("s0 is not a subvolume");
+        Assert.Equal(Errno.OK, OnlineSendQueries.Open($"{m.Dir}/s1", out var q));
+        using (q)
+        {
+            Assert.Equal(Errno.OK, q!.ChangedInodes(s0, out var changed));
+            var want = new[] { "d", "d/f1", "d/renamed", "d/new", "d/copy" }.Select(p => Ino($"{m.Dir}/s1/{p}")).Order().ToList();
+            Assert.Equal(want, changed);
+            Assert.Equal(Errno.OK, q.InodeNames(Ino($"{m.Dir}/s1/d/renamed"), out var names));
+            Assert.Equal([(Ino($"{m.Dir}/s1/d"), "renamed")], names);
+            Assert.Equal(Errno.ENOENT, q.InodeNames(99_999, out _));
+            using (var f = File.OpenHandle($"{m.Dir}/s1/d/copy"))
+            {
+                Assert.Equal(Errno.OK, OnlineSubvolume.ExtentMap(f.DangerousGetHandle(), out var map));
+                Assert.Equal(Errno.OK, q.ExtentReferrers(map[0].DiskBytenr, out var referrers));
+                Assert.Equal(new[] { Ino($"{m.Dir}/s1/e/big"), Ino($"{m.Dir}/s1/d/copy") }.Order(), referrers);
+            }
+            // A writable subvolume has no one answer.
+            Assert.Equal(Errno.EINVAL, q.ChangedInodes(OnlineSubvolume.SubvolumeIdOf($"{m.Dir}/sv")!.Value, out _));
+        }
+
+        // As root the send asks; as another user the daemon says no and the send walks both
+        // snapshots: the same changes either way.
+        // Looked at: the changed ones (d and four files in it, two of them new) in each snapshot
+        // and the two roots: 2 + 2 + 2 + 4.
+        Assert.Contains("; 10 inodes of the two snapshots looked at", m.Run($"{Cli} send -p s0 -f {work}/root.stream s1 && chmod 755 {work}"));
+        var asUser = MountedImage.Sh($"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp DOTNET_CLI_HOME=/tmp {Cli} send -p s0 s1 2>&1 > {work}/user.stream", m.Dir);
+        Assert.True(asUser.Code == 0, asUser.Out);
+        // Walked whole: s0 has its root, d, e, 300 files and big (304); s1 two more (new, copy).
+        Assert.True(asUser.Out.Contains("; 610 inodes of the two snapshots looked at"), asUser.Out);
+        string dumpRoot = m.Run($"{Cli} receive --dump -f {work}/root.stream"), dumpUser = m.Run($"{Cli} receive --dump -f {work}/user.stream");
+        Assert.Contains("clone", dumpRoot); // the copy, from e/big in the parent
+        Assert.Contains("renamed", dumpRoot);
+        Assert.Equal(dumpRoot, dumpUser);
+        m.Run($"mkdir in && {Cli} send -q s0 | {Cli} receive -q in && {Cli} receive -q -f {work}/root.stream in");
+        Same(Listing($"{m.Dir}/s1"), Listing($"{m.Dir}/in/s1"), "received from the daemon's answers");
         UnmountAndCheck(m);
     }
 }
