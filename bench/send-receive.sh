@@ -10,9 +10,12 @@
 #                   second snapshot against the first, and its receive onto the received first
 # Prints seconds, stream MiB, and Reservoir's time as a ratio to btrfs's. Needs root.
 # Usage: bench/send-receive.sh [ROUNDS]   (default 3; the median round is printed)
+#        SMALL=N bench/send-receive.sh …   (N small files instead of 1,000: the incremental send's
+#        cost should follow the 21 changed files, not N)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
+SMALL=${SMALL:-1000}
 . bench/peers.sh send-receive
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 now() { date +%s.%N; }
@@ -28,7 +31,7 @@ one() { # kind -> "full-send full-receive inc-send inc-receive full-MiB inc-MiB"
   esac
   $SV "$m/sv" >/dev/null && mkdir "$m/sv/small" "$m/in"
   head -c 16M /dev/urandom > "$W/src16"
-  for i in $(seq 1000); do dd if="$W/src16" of="$m/sv/small/f$i" bs=16K skip=$((i % 1000)) count=1 status=none; done
+  for i in $(seq "$SMALL"); do dd if="$W/src16" of="$m/sv/small/f$i" bs=16K skip=$((i % 1000)) count=1 status=none; done
   head -c 128M /dev/urandom > "$m/sv/big1"; head -c 128M /dev/urandom > "$m/sv/big2"
   $SNAP "$m/sv" "$m/s1" >/dev/null
   local t0 t1 t2 t3 t4 t5 t6 t7
