@@ -43,10 +43,32 @@ mount_soak() {
   $r fsck -n "$w/mnt$3.img"
   [ "$rc" = 0 ] || exit "$rc"
 }
-# Rounds ($1) of: a stress run in a new directory of a subvolume on one mount, a read-only
-# snapshot, its send (incremental against the previous round's) received on a second mount, and
-# the received snapshot compared with its source: diff -r, find's type, mode, owner, size, link
-# count, mtime and link target of every entry, and every xattr.
+# Rounds ($1) of: a stress run in a new directory of a subvolume on one mount, changes to what
+# earlier rounds made (churn: appends, renames across directories, deletions, hard links,
+# reflinked copies, a directory moved), a read-only snapshot, its send (incremental against the
+# previous round's) received on a second mount, and the received snapshot compared with its
+# source: diff -r, find's type, mode, owner, size, link count, mtime and link target of every
+# entry, and every xattr.
+churn() { # DIR SEED: about one regular file in 20 of DIR changed, and two directories moved
+  local i=0 d=0 f files dirs
+  files=$(find "$1" -type f | sort | awk -v s="$2" 'BEGIN{srand(s)} rand() < 0.05')
+  while read -r f; do
+    [ -n "$f" ] || continue
+    i=$((i + 1))
+    case $((i % 5)) in
+      0) echo "more $2" >> "$f" ;;
+      1) mv "$f" "$1/moved-$2-$i" ;;
+      2) rm -f "$f" ;;
+      3) ln "$f" "$f.l$2" ;;
+      4) cp --reflink=auto "$f" "$f.c$2" ;;
+    esac 2>/dev/null || true
+  done <<< "$files"
+  dirs=$(find "$1" -mindepth 2 -type d | sort | awk -v s="$2" 'BEGIN{srand(s)} rand() < 0.5' | head -2)
+  while read -r f; do
+    [ -n "$f" ] && mv "$f" "$1/dir-$2-$(basename "$f")" 2>/dev/null && d=$((d + 1))
+  done <<< "$dirs"
+  echo "   churn of $(basename "$1"): $i files changed, $d directories moved"
+}
 send_soak() {
   local a="$w/send-a" b="$w/send-b" prev="" d
   canon() { (cd "$1" && find . -printf '%p %y %m %U %G %s %n %T@ %l\n' | sort && getfattr -R -h -d -m - . 2>/dev/null | awk '/^# file:/{f=$3; next} NF{print f" "$0}' | sort); }
@@ -54,6 +76,7 @@ send_soak() {
   $r subvolume create "$a/sv" >/dev/null && mkdir "$b/in"
   for n in $(seq "$1"); do
     mkdir "$a/sv/w$n" && $r stress "$a/sv/w$n" -p 4 -s "$((3000 + n))" -n 4000 -f whiteout=2 -f tmpfile=2 | tail -1
+    [ "$n" = 1 ] || churn "$a/sv/w$((n - 1))" "$n"
     $r subvolume snapshot -r "$a/sv" "$a/s$n" >/dev/null
     $r send -q ${prev:+-p "$a/$prev"} -f "$w/s$n.stream" "$a/s$n"
     $r receive -q -f "$w/s$n.stream" "$b/in"
