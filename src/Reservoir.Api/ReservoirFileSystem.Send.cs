@@ -12,16 +12,45 @@ public sealed partial class ReservoirFileSystem
     /// as a send stream in btrfs's format (version 1), as `btrfs send` does: whole, or with
     /// <paramref name="parent"/> (an earlier read-only snapshot the receiving side has) only the
     /// changes since it. <see cref="Receive"/> here, `reservoir receive` or `btrfs receive` make
-    /// it a subvolume again.
+    /// it a subvolume again. <paramref name="cloneSources"/> (`send -c`) are read-only subvolumes
+    /// the receiving side has too: data they hold goes as clones of their files.
     /// </summary>
-    public SendSummary Send(string subvolume, Stream output, string? parent = null)
+    public SendSummary Send(string subvolume, Stream output, string? parent = null, IEnumerable<string>? cloneSources = null)
     {
         var info = SendableSubvolume(subvolume, "");
         string name = System.IO.Path.GetFileName(info.Path);
-        if (parent == null) return FullSend.Run(new ImageSendSource(this, subvolume), name, SendIdentity(info), info.Generation, output);
+        var clones = (cloneSources ?? []).Select(c =>
+        {
+            var ci = SendableSubvolume(c, "the clone source ");
+            return new SendSubvolume(new ImageSendSource(this, c), SendIdentity(ci), ci.Generation);
+        }).ToList();
+        if (parent == null) return FullSend.Run(new ImageSendSource(this, subvolume), name, SendIdentity(info), info.Generation, output, clones);
         var p = SendableSubvolume(parent, "the parent ");
         return IncrementalSend.Run(new ImageSendSource(this, subvolume), name, SendIdentity(info), info.Generation,
-            new ImageSendSource(this, parent), SendIdentity(p), p.Generation, output);
+            new ImageSendSource(this, parent), SendIdentity(p), p.Generation, output, clones);
+    }
+
+    /// <summary>
+    /// The parent btrfs's `send -c` picks when no `-p` is given (btrfs-progs' find_good_parent):
+    /// among <paramref name="candidates"/>, the subvolume <paramref name="subvolume"/> is a
+    /// snapshot of, else the snapshot of the same source whose ctransid is nearest; null when
+    /// none is related (the send is then a full one, cloning from the candidates).
+    /// </summary>
+    public static SubvolumeInfo? GoodParent(SubvolumeInfo subvolume, IEnumerable<SubvolumeInfo> candidates)
+    {
+        var list = candidates.Where(c => c.Id != subvolume.Id).ToList();
+        if (subvolume.ParentUuid == Guid.Empty) return null;
+        foreach (var c in list)
+            if (c.Uuid == subvolume.ParentUuid) return c;
+        SubvolumeInfo? best = null;
+        foreach (var c in list)
+        {
+            if (c.ParentUuid != subvolume.ParentUuid) continue;
+            ulong d = Distance(c.Generation, subvolume.Generation);
+            if (best is not { } b || d < Distance(b.Generation, subvolume.Generation)) best = c;
+        }
+        return best;
+        static ulong Distance(ulong a, ulong b) => a > b ? a - b : b - a;
     }
 
     /// <summary>

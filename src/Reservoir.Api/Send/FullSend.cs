@@ -2,7 +2,6 @@ using Reservoir.Common;
 
 namespace Reservoir.Api.Send;
 
-/// <summary>What a send wrote.</summary>
 /// <summary>What a send wrote: commands, stream bytes, inodes sent, data written and cloned,
 /// and (incremental) how many inodes of the two snapshots it looked at: those that changed and
 /// the directories above them when the sources could say what changed, every one otherwise.</summary>
@@ -29,12 +28,15 @@ public sealed class FullSend
 
     /// <summary>Sends <paramref name="src"/> as subvolume <paramref name="name"/> with the identity
     /// the receiver records (the source's uuid and ctransid), so that later incremental streams
-    /// find it.</summary>
-    public static SendSummary Run(ISendSource src, string name, Guid uuid, ulong ctransid, Stream output)
+    /// find it. Data the receiver has already in <paramref name="cloneSources"/> (`send -c`:
+    /// read-only subvolumes it received before) goes as CLONEs of their files.</summary>
+    public static SendSummary Run(ISendSource src, string name, Guid uuid, ulong ctransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null)
     {
         CheckName(name);
         var s = new FullSend(src, output);
-        s._e.Clones = new CloneSources(uuid, ctransid);
+        var search = new CloneSearch();
+        foreach (var c in cloneSources ?? []) search.Add(c);
+        s._e.Clones = new CloneSources(uuid, ctransid) { LoadMore = search.IsEmpty ? null : search.Load };
         s._e.W.Begin(SendCommand.Subvol).Path(SendAttr.Path, name).Uuid(SendAttr.Uuid, uuid).U64(SendAttr.Ctransid, ctransid).Finish();
         var root = src.Lstat("");
         if (!root.IsDir) throw new FsException(Errno.ENOTDIR, "send: the subvolume's root is not a directory");

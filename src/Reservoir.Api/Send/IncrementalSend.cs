@@ -68,6 +68,9 @@ public sealed class IncrementalSend
     private readonly Dictionary<Id, List<Entry>> _namesNow = new();
     private readonly HashSet<string> _rootNames = new(StringComparer.Ordinal);
     private readonly HashSet<Id> _touched = new();
+    /// <summary>Where a new file's extents may already be on the receiving side: the parent,
+    /// then the clone sources.</summary>
+    private readonly CloneSearch _clones = new();
 
     private readonly Guid _uuid, _parentUuid;
     private readonly ulong _ctransid, _parentCtransid;
@@ -128,11 +131,15 @@ public sealed class IncrementalSend
 
     /// <summary>Sends the changes from <paramref name="parent"/> (whose uuid and ctransid the
     /// receiver finds its copy by) to <paramref name="newer"/>, named <paramref name="name"/>.</summary>
+    /// <param name="cloneSources">other read-only subvolumes the receiver has (`send -c`), whose
+    /// files a new file's extents may be cloned from, as from the parent's</param>
     public static SendSummary Run(ISendSource newer, string name, Guid uuid, ulong ctransid,
-        ISendSource parent, Guid parentUuid, ulong parentCtransid, Stream output)
+        ISendSource parent, Guid parentUuid, ulong parentCtransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null)
     {
         FullSend.CheckName(name);
         var s = new IncrementalSend(newer, parent, output, uuid, ctransid, parentUuid, parentCtransid);
+        s._clones.Add(new SendSubvolume(parent, parentUuid, parentCtransid), s._oldAt);
+        foreach (var c in cloneSources ?? []) s._clones.Add(c);
         s._e.W.Begin(SendCommand.Snapshot).Path(SendAttr.Path, name).Uuid(SendAttr.Uuid, uuid).U64(SendAttr.Ctransid, ctransid)
             .Uuid(SendAttr.CloneUuid, parentUuid).U64(SendAttr.CloneCtransid, parentCtransid).Finish();
         s.Namespace();
@@ -233,7 +240,7 @@ public sealed class IncrementalSend
         // New files' data may be clones: of a file the parent has (a reflink copied into the
         // subvolume since: its path in the received parent never changes), or of a new file
         // written before in this step (under its orphan name, which holds until step 3).
-        _e.Clones = new CloneSources(_uuid, _ctransid) { LoadMore = IndexParent };
+        _e.Clones = new CloneSources(_uuid, _ctransid) { LoadMore = _clones.Load };
         foreach (var n in _n.Values.Where(x => !x.St.IsDir && !_p.ContainsKey(x.Id)).OrderBy(x => x.Path, StringComparer.Ordinal))
         {
             string o = Orphan(n.Id);
@@ -307,42 +314,6 @@ public sealed class IncrementalSend
         }
     }
 
-    /// <summary>The parent's files that hold the extent at <paramref name="bytenr"/>, as clone
-    /// sources, for a new file whose extent the stream has not written: those the extent's
-    /// back-references name (a candidate's own extent map says what it really holds: an inode
-    /// number may name another file in the parent), or, from a source that cannot tell, every
-    /// file of the parent, indexed at the first such extent. False when it added none.</summary>
-    private bool IndexParent(CloneSources into, ulong bytenr)
-    {
-        if (_oldAt != null && _oldAt.Source.InodesReferencing(bytenr) is { } candidates)
-        {
-            bool added = false;
-            foreach (ulong ino in candidates)
-            {
-                if (!_indexed.Add(ino) || _oldAt.PathOf(ino) is not { } path) continue;
-                var st = _oldAt.Stat(ino);
-                if (!st.IsReg || st.Size == 0) continue;
-                using var f = _old.Open(path);
-                if (f.Extents() is not { } map) return added;
-                into.AddFile(_parentUuid, _parentCtransid, path, (long)st.Size, map);
-                added = true;
-            }
-            return added;
-        }
-        if (_parentIndexed) return false;
-        _parentIndexed = true;
-        foreach (var old in (_oldAt != null ? Walk(_old) : _p).Values.Where(x => x.St.IsReg && x.St.Size > 0))
-        {
-            using var f = _old.Open(old.Path);
-            if (f.Extents() is not { } map) return false;
-            into.AddFile(_parentUuid, _parentCtransid, old.Path, (long)old.St.Size, map);
-        }
-        return true;
-    }
-
-    /// <summary>The parent's inodes whose extents are clone sources already.</summary>
-    private readonly HashSet<ulong> _indexed = new();
-    private bool _parentIndexed;
 
     private static bool Changed(SendStat a, SendStat b) =>
         a.Ctime != b.Ctime || a.Mtime != b.Mtime || a.Size != b.Size || a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid;

@@ -4,6 +4,7 @@ using Reservoir.Api;
 using Reservoir.Api.Send;
 using Reservoir.Cli.Send;
 using Reservoir.Common;
+using Reservoir.Engine;
 using Reservoir.Engine.Inodes;
 
 namespace Reservoir.Cli.Commands;
@@ -18,13 +19,17 @@ internal static class SendReceiveCommands
 {
     public static IEnumerable<Command> Build(CliContext ctx) => [SendCommandLine(ctx), ReceiveCommandLine(ctx)];
 
+    /// <summary>A subvolume a send names: to send, as parent, or as clone source.</summary>
+    private sealed record Named(string Path, string Name, SubvolumeInfo Info, Guid Identity, Func<ISendSource> Open);
+
     private static Command SendCommandLine(CliContext ctx)
     {
-        var target = new Argument<string[]>("subvolume") { Description = "SUBVOL on a mounted Reservoir, or IMAGE SUBVOL (a path inside an unmounted image); read-only", Arity = new ArgumentArity(1, 2) };
+        var target = new Argument<string[]>("subvolume") { Description = "SUBVOL… on a mounted Reservoir, or IMAGE SUBVOL… (paths inside an unmounted image); read-only; several are sent one after another, each a clone source for the next", Arity = new ArgumentArity(1, 100_000) };
         var file = new Option<string?>("-f") { Description = "Write the stream to this file instead of standard output", HelpName = "FILE" };
         var quiet = new Option<bool>("-q", "--quiet") { Description = "Say nothing on standard error" };
         var parentOpt = new Option<string?>("-p") { Description = "Send only the changes since this read-only subvolume (an earlier snapshot the receiving side has received)", HelpName = "PARENT" };
-        var cmd = new Command("send", "Write a read-only subvolume as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt };
+        var cloneOpt = new Option<string[]>("-c") { Description = "A read-only subvolume the receiving side has too (repeatable): data it holds goes as clones of its files; without -p, the parent is chosen among them as btrfs does (the snapshot's source, else the sibling snapshot nearest in time)", HelpName = "CLONE_SRC" };
+        var cmd = new Command("send", "Write read-only subvolumes as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt, cloneOpt };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -34,51 +39,76 @@ internal static class SendReceiveCommands
                 ctx.Err.WriteLine("reservoir send: not writing a stream to a terminal: redirect standard output or give -f FILE");
                 return 1;
             }
-            string sv = a[^1];
+            bool offline = a.Length >= 2 && !Directory.Exists(a[0]);
+            string[] subvolumes = offline ? a[1..] : a;
+            string sv = subvolumes[0];
             string? parent = pr.GetValue(parentOpt);
+            var cloneArgs = pr.GetValue(cloneOpt) ?? [];
             bool made = false; // the stream file, once this command has opened (and emptied) it
+            ReservoirFileSystem? image = null;
+            var opened = new List<ISendSource>();
             try
             {
-                SendSummary sum;
-                Stream Output()
-                {
-                    if (outFile == null) return new BufferedStream(Console.OpenStandardOutput(), 1 << 20);
-                    var f = new FileStream(outFile, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 20);
-                    made = true;
-                    return f;
-                }
-                if (a.Length == 2)
+                if (offline)
                 {
                     if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir send: {a[0]}: no such image"); return 1; }
-                    using var fs = FileCommands.Open(a[0], write: false);
-                    fs.SendableSubvolume(sv, ""); // before the output file is made
-                    if (parent != null) fs.SendableSubvolume(parent, "the parent ");
-                    using var o = Output();
-                    sum = fs.Send(sv, o, parent);
+                    image = FileCommands.Open(a[0], write: false);
                 }
-                else
+                Named Look(string path, string what)
                 {
-                    var (name, uuid, gen) = OnlineSubvolumeToSend(sv);
-                    var (_, puuid, pgen) = parent == null ? default : OnlineSubvolumeToSend(parent, "the parent");
-                    using var o = Output();
-                    using var source = new HostSendSource(sv);
-                    using var parentSource = parent == null ? null : new HostSendSource(parent);
-                    sum = parentSource == null
-                        ? FullSend.Run(source, name, uuid, gen, o)
-                        : IncrementalSend.Run(source, name, uuid, gen, parentSource, puuid, pgen, o);
+                    sv = what.Length == 0 ? path : sv;
+                    if (image is { } fs)
+                    {
+                        var info = fs.SendableSubvolume(path, what);
+                        return new Named(path, Path.GetFileName(info.Path), info, StreamIdentity.Of(info.Uuid, info.ReceivedUuid), () => Keep(new ImageSendSource(fs, path)));
+                    }
+                    var (name, info2) = OnlineSubvolumeToSend(path, what.TrimEnd());
+                    return new Named(path, name, info2, StreamIdentity.Of(info2.Uuid, info2.ReceivedUuid), () => Keep(new HostSendSource(path)));
                 }
-                if (!pr.GetValue(quiet))
-                    ctx.Err.WriteLine($"At subvol {sv}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}, a stream of {sum.StreamBytes} bytes" +
-                        (parent != null ? $"; {sum.InodesExamined} inodes of the two snapshots looked at" : ""));
+                ISendSource Keep(ISendSource src) { opened.Add(src); return src; }
+                // Everything is checked before the output file is made.
+                var toSend = subvolumes.Select(p => Look(p, "")).ToList();
+                var p = parent == null ? null : Look(parent, "the parent ");
+                var clones = cloneArgs.Select(c => Look(c, "the clone source ")).ToList();
+                Stream output = outFile == null ? new BufferedStream(Console.OpenStandardOutput(), 1 << 20)
+                    : new FileStream(outFile, FileMode.Create, FileAccess.Write, FileShare.Read, 1 << 20);
+                made = outFile != null;
+                using (output)
+                {
+                    foreach (var s in toSend)
+                    {
+                        sv = s.Path;
+                        // btrfs's rule: without -p but with clone sources, the parent is the
+                        // snapshot's source among them, else its nearest sibling.
+                        var pick = p ?? (cloneArgs.Length == 0 ? null
+                            : ReservoirFileSystem.GoodParent(s.Info, clones.Select(c => c.Info)) is { } gp ? clones.First(c => c.Info.Id == gp.Id) : null);
+                        var sources = clones.Where(c => c != pick).Select(c => new SendSubvolume(c.Open(), c.Identity, c.Info.Generation)).ToList();
+                        var sum = pick == null
+                            ? FullSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, output, sources)
+                            : IncrementalSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, pick.Open(), pick.Identity, pick.Info.Generation, output, sources);
+                        if (!pr.GetValue(quiet))
+                            ctx.Err.WriteLine($"At subvol {s.Path}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}, a stream of {sum.StreamBytes} bytes" +
+                                (pick != null ? $"; {sum.InodesExamined} inodes of the two snapshots looked at" + (p == null ? $" (parent {pick.Path})" : "") : ""));
+                        // What was sent, the receiving side has next: a clone source for the rest.
+                        clones.Add(s);
+                        foreach (var src in opened) (src as IDisposable)?.Dispose();
+                        opened.Clear();
+                    }
+                }
                 return 0;
             }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FsException)
             {
                 ctx.Err.WriteLine($"reservoir send: {sv}: {ex.Message}");
                 // No partial stream left to be taken for a whole one; a file the command never
                 // opened (it stopped at a check before) is not its to remove.
                 if (made) File.Delete(outFile!);
                 return 1;
+            }
+            finally
+            {
+                foreach (var src in opened) (src as IDisposable)?.Dispose();
+                image?.Dispose();
             }
         });
         return cmd;
@@ -91,7 +121,7 @@ internal static class SendReceiveCommands
         return n.Length > 0 ? n : Path.GetFileName(Path.GetFullPath(given).TrimEnd('/'));
     }
 
-    private static (string Name, Guid Uuid, ulong Generation) OnlineSubvolumeToSend(string path, string what = "")
+    private static (string Name, SubvolumeInfo Info) OnlineSubvolumeToSend(string path, string what = "")
     {
         string of = what.Length == 0 ? "" : $"{what}, {path}: ";
         if (!Directory.Exists(path)) throw new FsException(Errno.ENOENT, of + "no such directory");
@@ -104,7 +134,7 @@ internal static class SendReceiveCommands
         {
             if (s.Id != id) continue;
             if (!s.ReadOnly) throw new FsException(Errno.EINVAL, of + "the subvolume is not read-only (send needs one that cannot change: `subvolume snapshot -r` makes one)");
-            return (Name(path, s.Path), StreamIdentity.Of(s.Uuid, s.ReceivedUuid), s.Generation);
+            return (Name(path, s.Path), new SubvolumeInfo(s.Id, s.Parent, 0, s.Path, s.Generation, s.Otransid, default, s.Uuid, s.ParentUuid, s.ReadOnly, s.ReceivedUuid, s.Stransid));
         }
         throw new FsException(Errno.ENOENT, $"subvolume {id} is not listed");
     }

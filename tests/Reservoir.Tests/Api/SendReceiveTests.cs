@@ -379,6 +379,78 @@ public sealed class SendReceiveTests
         Assert.Equal(("one", "on b"), (c.ReadAllText("/b2/f"), c.ReadAllText("/b2/g")));
     }
 
+    /// <summary>
+    /// `send -c`: data a clone source holds goes as a CLONE of its file, found by the extent's
+    /// back-references whichever subvolume the file was copied from, and the receiver shares it
+    /// with its copy of the clone source; a stream that names a clone source the receiver lacks
+    /// is refused.
+    /// </summary>
+    [Fact]
+    public void DataAlreadyInACloneSourceGoesAsAClone()
+    {
+        var opts = new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 };
+        using var a = ReservoirFileSystem.Open(TestFs.NewDevice(256UL << 20), opts);
+        using var b = ReservoirFileSystem.Open(TestFs.NewDevice(256UL << 20), opts);
+        var data = new byte[1 << 20];
+        new Random(5).NextBytes(data);
+        a.CreateSubvolume("/sv");
+        a.WriteAllBytes("/sv/data", data);
+        a.CreateSnapshot("/sv", "/base", readOnly: true);
+        a.CreateSubvolume("/other");
+        a.CloneFile("/sv/data", "/other/copy"); // across subvolumes: the same extent
+        a.WriteAllText("/other/own", "only here");
+        a.CreateSnapshot("/other", "/o1", readOnly: true);
+
+        var full = new MemoryStream();
+        a.Send("/base", full);
+        b.Receive(new MemoryStream(full.ToArray()), "/");
+        var withClones = new MemoryStream();
+        var sum = a.Send("/o1", withClones, cloneSources: ["/base"]);
+        Assert.Equal(1 << 20, sum.CloneBytes);
+        Assert.Equal(sum.DataBytes, "only here".Length);
+        var without = new MemoryStream();
+        Assert.Equal(0, a.Send("/o1", without).CloneBytes);
+        Assert.True(withClones.Length < without.Length / 100, $"{withClones.Length} bytes with the clone source, {without.Length} without");
+
+        using (var c = ReservoirFileSystem.Open(TestFs.NewDevice(256UL << 20), opts))
+        {
+            var refused = Assert.Throws<FsException>(() => c.Receive(new MemoryStream(withClones.ToArray()), "/"));
+            Assert.Contains("not here", refused.Message);
+            Assert.Empty(c.ListSubvolumes());
+        }
+        b.Receive(new MemoryStream(withClones.ToArray()), "/");
+        Assert.Equal(data, b.ReadAllBytes("/o1/copy"));
+        Assert.Equal("only here", b.ReadAllText("/o1/own"));
+        Assert.Equal(b.DiskUsage("/base/data").Shared.Single(), b.DiskUsage("/o1/copy").Shared.Single());
+    }
+
+    /// <summary>Without -p, `send -c` takes for parent the clone source the subvolume is a
+    /// snapshot of, else the snapshot of the same source nearest in time (btrfs's choice), and
+    /// none for an unrelated one.</summary>
+    [Fact]
+    public void TheParentChosenAmongCloneSourcesIsTheNearestRelative()
+    {
+        using var a = ReservoirFileSystem.Open(TestFs.NewDevice(), new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+        a.CreateSubvolume("/sv");
+        foreach (var n in new[] { "s1", "s2", "s3" })
+        {
+            a.WriteAllText("/sv/f", n);
+            a.Sync(); // each snapshot a transaction of its own
+            a.CreateSnapshot("/sv", "/" + n, readOnly: true);
+        }
+        a.CreateSnapshot("/s1", "/s1child", readOnly: true);
+        a.CreateSubvolume("/x");
+        a.CreateSnapshot("/x", "/x1", readOnly: true);
+        SubvolumeInfo Info(string p) => a.ListSubvolumes().Single(s => "/" + s.Path == p);
+        string? Pick(string p, params string[] among) =>
+            ReservoirFileSystem.GoodParent(Info(p), among.Select(Info)) is { } g ? "/" + g.Path : null;
+        Assert.Equal("/s2", Pick("/s3", "/s1", "/s2", "/x1"));      // siblings: the nearest
+        Assert.Equal("/s2", Pick("/s1", "/s3", "/s2"));
+        Assert.Equal("/s1", Pick("/s1child", "/s2", "/s1", "/s3")); // its source first
+        Assert.Null(Pick("/x1", "/s1", "/s2"));                     // unrelated: a full send
+        Assert.Null(Pick("/s1", "/s1"));                            // not itself
+    }
+
     /// <summary>Two streams one after the other on one input (`cat a b | receive`) make two
     /// subvolumes.</summary>
     [Fact]

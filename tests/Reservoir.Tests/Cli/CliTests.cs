@@ -77,6 +77,52 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("fsck", other).Code);
     }
 
+    /// <summary>Several subvolumes in one `send` (each later one a clone source of what came
+    /// before: the shared 3 MB goes once), and `send -c` choosing the parent among its clone
+    /// sources as btrfs does; a clone source that is not read-only is refused before any stream
+    /// is written.</summary>
+    [Fact]
+    public void SendSeveralSubvolumesAndCloneSources()
+    {
+        string other = Path.Combine(_dir, "other.img"), both = Path.Combine(_dir, "both.stream"), next = Path.Combine(_dir, "next.stream");
+        Assert.Equal(0, Run("mkfs", Img, "--size", "128M").Code);
+        Assert.Equal(0, Run("mkfs", other, "--size", "128M").Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/sv").Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/w").Code);
+        var big = new byte[3_000_000];
+        new Random(9).NextBytes(big);
+        File.WriteAllBytes(Path.Combine(_dir, "big.bin"), big);
+        Assert.Equal(0, Run("cp", Img, Path.Combine(_dir, "big.bin"), ":/sv/").Code);
+        Assert.Equal(0, Run("cp", Img, ":/sv/big.bin", ":/w/shared.bin").Code); // shares the extents (--reflink=auto)
+        Assert.Equal(0, Run("subvolume", "snapshot", "-r", Img, "/sv", "/a").Code);
+        Assert.Equal(0, Run("subvolume", "snapshot", "-r", Img, "/w", "/b").Code);
+
+        var sent = Run("send", "-f", both, Img, "/a", "/b");
+        Assert.True(sent.Code == 0, sent.Err);
+        Assert.Matches(@"At subvol /a: 2 inodes, 3000000 bytes of data, a stream", sent.Err);
+        Assert.True(System.Text.RegularExpressions.Regex.IsMatch(sent.Err, @"At subvol /b: 2 inodes, 1728 bytes of data, 2998272 bytes cloned"), sent.Err); // whole blocks; the last partial one written
+        Assert.InRange(new FileInfo(both).Length, 3_000_000, 3_100_000);
+        var got = Run("receive", "-f", both, other, "/");
+        Assert.True(got.Code == 0, got.Err);
+        Assert.Equal(big, Using(Reservoir.ReservoirFileSystem.Open(other), f => f.ReadAllBytes("/b/shared.bin")));
+
+        // A later snapshot of sv, sent with -c: its parent is /a (its sibling), an increment.
+        File.WriteAllText(Path.Combine(_dir, "note.txt"), "new");
+        Assert.Equal(0, Run("cp", Img, Path.Combine(_dir, "note.txt"), ":/sv/").Code);
+        Assert.Equal(0, Run("subvolume", "snapshot", "-r", Img, "/sv", "/a2").Code);
+        var refused = Run("send", "-c", "/sv", "-f", next, Img, "/a2");
+        Assert.Equal(1, refused.Code);
+        Assert.Contains("not read-only", refused.Err);
+        Assert.False(File.Exists(next));
+        var inc = Run("send", "-c", "/a", "-c", "/b", "-f", next, Img, "/a2");
+        Assert.True(inc.Code == 0, inc.Err);
+        Assert.Contains("(parent /a)", inc.Err);
+        Assert.InRange(new FileInfo(next).Length, 1, 4096);
+        Assert.Equal(0, Run("receive", "-f", next, other, "/").Code);
+        Assert.Equal("new", Run("cat", other, "/a2/note.txt").Out);
+        Assert.Equal(0, Run("fsck", other).Code);
+    }
+
     private static T Using<T>(Reservoir.ReservoirFileSystem fs, Func<Reservoir.ReservoirFileSystem, T> f)
     {
         using (fs) return f(fs);

@@ -105,6 +105,17 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
             m.Run($"{Cli} receive -f {work}/b2.stream from-btrfs");
             Same(Listing($"{btrfs}/bsnap2"), Listing($"{m.Dir}/from-btrfs/bsnap2"), "reservoir receive of btrfs send -p");
             Same(theirs, Listing($"{m.Dir}/from-btrfs/bsnap"), "the parent after the incremental receive");
+
+            // `send -c`: another subvolume holding a reflinked copy of snap's data goes to btrfs
+            // as clones of what btrfs received, and btrfs shares the extents again.
+            m.Run($"{Cli} subvolume create other && cp --reflink=auto snap/orig other/orig-copy && echo own > other/own && for i in $(seq 20); do echo $i > other/n$i; done && " +
+                $"{Cli} subvolume snapshot -r other other-ro && {Cli} send -c snap -f {work}/c.stream other-ro");
+            Assert.Matches(@"\nclone +\./other-ro/orig-copy .*clonepath=orig", m.Run($"{Cli} receive --dump -f {work}/c.stream"));
+            MountedImage.Run0($"btrfs receive -f {work}/c.stream {btrfs}");
+            Same(Listing($"{m.Dir}/other-ro"), Listing($"{btrfs}/other-ro"), "btrfs receive of reservoir send -c");
+            // btrfs filesystem du: Total, Exclusive, Set shared; the clone's whole blocks are shared.
+            var du = MountedImage.Run0($"btrfs filesystem du --raw -s {btrfs}/other-ro").Split('\n')[1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            Assert.True(du[2] == "98304", string.Join(" ", du));
         }
         UnmountAndCheck(m);
     }
