@@ -41,6 +41,9 @@ public interface IReceiveTarget
     /// path in the subvolume being received when <paramref name="sourceSubvolume"/> is null, else in
     /// that subvolume (as <see cref="FindSubvolume"/> named it).</summary>
     void Clone(string path, long offset, long length, string? sourceSubvolume, string source, long sourceOffset);
+    /// <summary>fallocate(2) of the stream's FALLOCATE (version 2): <paramref name="mode"/> is
+    /// its FALLOC_FL_* bits (KEEP_SIZE 1, PUNCH_HOLE 2 are what btrfs sends).</summary>
+    void Fallocate(string path, int mode, long offset, long length);
     void Truncate(string path, long size);
     void Chmod(string path, uint mode);
     void Chown(string path, uint uid, uint gid);

@@ -151,6 +151,9 @@ public sealed class ImageReceiveTarget : IReceiveTarget
         Check(E.CloneRange(src.Ino, (ulong)sourceOffset, dst, (ulong)offset, (ulong)length), $"clone '{from}' into", path);
     }
 
+    public void Fallocate(string path, int mode, long offset, long length) =>
+        Check(E.Fallocate(OpenForWrite(path), (Engine.Data.FallocateMode)mode, (ulong)offset, (ulong)length), "fallocate", path);
+
     public void Truncate(string path, long size)
     {
         var req = new SetAttrRequest { Mask = SetAttrMask.Size, Size = (ulong)size };

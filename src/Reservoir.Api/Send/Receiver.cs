@@ -91,7 +91,13 @@ public static class Receiver
             case SendCommand.Link: t.Link(r.Path(SendAttr.Path), r.Path(SendAttr.PathLink)); break;
             case SendCommand.Unlink: t.Unlink(r.Path(SendAttr.Path)); break;
             case SendCommand.Rmdir: t.Rmdir(r.Path(SendAttr.Path)); break;
-            case SendCommand.SetXattr: t.SetXattr(r.Path(SendAttr.Path), r.Bytes(SendAttr.XattrName), r.Bytes(SendAttr.XattrData)); break;
+            case SendCommand.SetXattr:
+                // btrfs's properties travel as attributes named btrfs.* (btrfs.compression, set by
+                // `btrfs property set … compression`): they say how btrfs should store data, which
+                // a Reservoir extent never is (compressed), and no other filesystem takes the name.
+                if (r.Bytes(SendAttr.XattrName).StartsWith("btrfs."u8)) break;
+                t.SetXattr(r.Path(SendAttr.Path), r.Bytes(SendAttr.XattrName), r.Bytes(SendAttr.XattrData));
+                break;
             case SendCommand.RemoveXattr: t.RemoveXattr(r.Path(SendAttr.Path), r.Bytes(SendAttr.XattrName)); break;
             case SendCommand.Write: t.Write(r.Path(SendAttr.Path), Offset(r, SendAttr.FileOffset), r.Bytes(SendAttr.Data)); break;
             case SendCommand.Clone:
@@ -116,6 +122,20 @@ public static class Receiver
             case SendCommand.Chown: t.Chown(r.Path(SendAttr.Path), (uint)r.U64(SendAttr.Uid), (uint)r.U64(SendAttr.Gid)); break;
             case SendCommand.Utimes: t.Utimes(r.Path(SendAttr.Path), r.Time(SendAttr.Atime), r.Time(SendAttr.Mtime)); break;
             case SendCommand.UpdateExtent: break; // only in --no-data streams: nothing to write
+            case SendCommand.EncodedWrite: EncodedWrite(r, t); break;
+            case SendCommand.Fallocate:
+            {
+                // What btrfs sends: preallocation (0, or KEEP_SIZE past the end) and punched
+                // holes (PUNCH_HOLE | KEEP_SIZE).
+                ulong mode = r.Number(SendAttr.FallocateMode);
+                if ((mode & ~3UL) != 0 || mode == 2) throw r.Error($"FALLOCATE of mode {mode}");
+                t.Fallocate(r.Path(SendAttr.Path), (int)mode, Offset(r, SendAttr.FileOffset), Offset(r, SendAttr.Size));
+                break;
+            }
+            // An inode's flags (chattr): btrfs receive leaves them unset too, for now.
+            case SendCommand.Fileattr: break;
+            case SendCommand.EnableVerity:
+                throw new FsException(Errno.EOPNOTSUPP, $"receive: '{r.Path(SendAttr.Path)}' asks for fs-verity, which Reservoir does not have");
             default: throw r.Error($"{r.Command} inside a subvolume's stream");
         }
     }
@@ -154,6 +174,23 @@ public static class Receiver
             _path = null;
             _length = 0;
         }
+    }
+
+    /// <summary>An ENCODED_WRITE (version 2): one compressed extent, decoded, of which the file
+    /// takes <c>unencoded_file_len</c> bytes from <c>unencoded_offset</c> at its offset.</summary>
+    private static void EncodedWrite(SendStreamReader r, IReceiveTarget t)
+    {
+        if (r.Number(SendAttr.Encryption) != 0) throw r.Error("ENCODED_WRITE of encrypted data");
+        ulong fileLen = r.U64(SendAttr.UnencodedFileLen), len = r.U64(SendAttr.UnencodedLen), at = r.U64(SendAttr.UnencodedOffset);
+        if (len > EncodedExtent.MaxUnencoded || at > len || fileLen > len - at)
+            throw r.Error($"ENCODED_WRITE of {fileLen} bytes at {at} of an extent of {len}");
+        var buf = System.Buffers.ArrayPool<byte>.Shared.Rent(EncodedExtent.MaxUnencoded);
+        try
+        {
+            EncodedExtent.Decode((uint)r.Number(SendAttr.Compression), r.Bytes(SendAttr.Data), (int)len, buf, what => r.Error("ENCODED_WRITE: " + what));
+            t.Write(r.Path(SendAttr.Path), Offset(r, SendAttr.FileOffset), buf.AsSpan((int)at, (int)fileLen));
+        }
+        finally { System.Buffers.ArrayPool<byte>.Shared.Return(buf); }
     }
 
     private static long Offset(SendStreamReader r, SendAttr a)

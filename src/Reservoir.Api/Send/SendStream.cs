@@ -5,14 +5,16 @@ using Reservoir.Format;
 
 namespace Reservoir.Api.Send;
 
-/// <summary>Commands of btrfs's send stream, version 1 (the kernel's fs/btrfs/send.h): the
-/// numbers are the format, so `btrfs receive` reads what `reservoir send` writes and the other
-/// way round.</summary>
+/// <summary>Commands of btrfs's send stream (the kernel's fs/btrfs/send.h): the numbers are the
+/// format, so `btrfs receive` reads what `reservoir send` writes and the other way round.
+/// Version 1 has the first 22; version 2 (`btrfs send --proto 2`, `--compressed-data`) adds
+/// FALLOCATE, FILEATTR and ENCODED_WRITE; version 3 ENABLE_VERITY.</summary>
 public enum SendCommand : ushort
 {
     Subvol = 1, Snapshot = 2, Mkfile = 3, Mkdir = 4, Mknod = 5, Mkfifo = 6, Mksock = 7, Symlink = 8,
     Rename = 9, Link = 10, Unlink = 11, Rmdir = 12, SetXattr = 13, RemoveXattr = 14, Write = 15,
     Clone = 16, Truncate = 17, Chmod = 18, Chown = 19, Utimes = 20, End = 21, UpdateExtent = 22,
+    Fallocate = 23, Fileattr = 24, EncodedWrite = 25, EnableVerity = 26,
 }
 
 /// <summary>Attributes of a command (type-length-value, 2 + 2 bytes of header each).</summary>
@@ -22,7 +24,12 @@ public enum SendAttr : ushort
     Mtime = 10, Atime = 11, Otime = 12, XattrName = 13, XattrData = 14, Path = 15, PathTo = 16,
     PathLink = 17, FileOffset = 18, Data = 19, CloneUuid = 20, CloneCtransid = 21, ClonePath = 22,
     CloneOffset = 23, CloneLen = 24,
-    Max = 24,
+    // version 2
+    FallocateMode = 25, Fileattr = 26, UnencodedFileLen = 27, UnencodedLen = 28, UnencodedOffset = 29,
+    Compression = 30, Encryption = 31,
+    // version 3
+    VerityAlgorithm = 32, VerityBlockSize = 33, VeritySaltData = 34, VeritySigData = 35,
+    Max = 35,
 }
 
 /// <summary>
@@ -30,7 +37,9 @@ public enum SendAttr : ushort
 /// then commands, each a 10-byte header (payload length u32, command u16, crc u32) and its
 /// attributes. The crc is CRC32C started from 0 with no final inversion (btrfs_crc32c(0, …)),
 /// over the header with its crc field zero and the payload. A version-1 command, header
-/// included, is at most 64 KiB, so a WRITE carries at most 48 KiB of data.
+/// included, is at most 64 KiB, so a WRITE carries at most 48 KiB of data. From version 2 a
+/// command may reach 144 KiB (16 KiB and the 128 KiB of a compressed extent), and the DATA
+/// attribute has no length: it is the last one and runs to the end of its command.
 /// </summary>
 public static class SendStreamFormat
 {
@@ -38,6 +47,13 @@ public static class SendStreamFormat
     public const int StreamHeaderSize = 17, CommandHeaderSize = 10, TlvHeaderSize = 4;
     public const int Version = 1;
     public const int MaxCommandSize = 64 * 1024;
+    /// <summary>The newest version read, and the largest command from version 2 on (the kernel's
+    /// BTRFS_SEND_BUF_SIZE_V2).</summary>
+    public const int NewestVersion = 3, MaxCommandSizeV2 = 144 * 1024;
+
+    /// <summary>The last command and attribute each version knows.</summary>
+    public static SendCommand LastCommand(uint version) => version switch { 1 => SendCommand.UpdateExtent, 2 => SendCommand.EncodedWrite, _ => SendCommand.EnableVerity };
+    public static SendAttr LastAttr(uint version) => version switch { 1 => SendAttr.CloneLen, 2 => SendAttr.Encryption, _ => SendAttr.VeritySigData };
     public const int MaxWriteData = 48 * 1024;
 
     /// <summary>What a SUBVOL or SNAPSHOT command may name: one path component.</summary>

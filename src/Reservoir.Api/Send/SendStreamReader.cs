@@ -7,20 +7,25 @@ namespace Reservoir.Api.Send;
 
 /// <summary>
 /// Reads a send stream (version 1, as `btrfs send` writes by default and `reservoir send`
-/// always) one command at a time into one reused buffer. Every malformed input is an
+/// always; versions 2 and 3, as `btrfs send --proto 2|3` or `--compressed-data` write) one
+/// command at a time into one reused buffer. Every malformed input is an
 /// <see cref="FsException"/> with EINVAL naming the command's position: a bad magic, an unknown
-/// version, a command longer than version 1 allows, a crc that does not match, an attribute
-/// running past its command, a stream that ends inside a command. Attributes are looked up by
-/// type; each value is a view of the buffer, valid until the next <see cref="Next"/>.
+/// version, a command longer than its version allows, a crc that does not match, a command or
+/// attribute its version does not have, an attribute running past its command, a stream that
+/// ends inside a command. Attributes are looked up by type; each value is a view of the
+/// buffer, valid until the next <see cref="Next"/>.
 /// </summary>
 public sealed class SendStreamReader
 {
     private readonly Stream _in;
-    private readonly byte[] _buf = new byte[SendStreamFormat.MaxCommandSize];
+    private readonly byte[] _buf;
+    private readonly uint _version;
     private readonly int[] _at = new int[(int)SendAttr.Max + 1], _len = new int[(int)SendAttr.Max + 1];
     private int _payload;
 
     public SendCommand Command { get; private set; }
+    /// <summary>The stream's version (1 to 3).</summary>
+    public uint Version => _version;
     /// <summary>Byte offset of the current command in the stream (for error messages).</summary>
     public long Position { get; private set; }
     public long CommandsRead { get; private set; }
@@ -32,8 +37,10 @@ public sealed class SendStreamReader
         if (ReadFull(h) != h.Length || !h[..13].SequenceEqual(SendStreamFormat.Magic))
             throw Bad("not a send stream (no \"btrfs-stream\" header)");
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(h[13..]);
-        if (version != SendStreamFormat.Version)
-            throw Bad($"send stream version {version}: only version 1 is read (btrfs send writes it unless given --proto)");
+        if (version is 0 or > SendStreamFormat.NewestVersion)
+            throw Bad($"send stream version {version}: versions 1 to {SendStreamFormat.NewestVersion} are read");
+        _version = version;
+        _buf = new byte[version == 1 ? SendStreamFormat.MaxCommandSize : SendStreamFormat.MaxCommandSizeV2];
         Position = h.Length;
     }
 
@@ -69,8 +76,8 @@ public sealed class SendStreamReader
         if (got == 0) { Command = 0; _payload = 0; return false; }
         if (got != hdr.Length) throw Bad("the stream ends inside a command header");
         uint len = BinaryPrimitives.ReadUInt32LittleEndian(hdr);
-        if (len > SendStreamFormat.MaxCommandSize - SendStreamFormat.CommandHeaderSize)
-            throw Bad($"a command of {len} bytes, more than version 1 allows");
+        if (len > _buf.Length - SendStreamFormat.CommandHeaderSize)
+            throw Bad($"a command of {len} bytes, more than version {_version} allows");
         _payload = (int)len;
         if (ReadFull(_buf.AsSpan(SendStreamFormat.CommandHeaderSize, _payload)) != _payload)
             throw Bad("the stream ends inside a command");
@@ -79,19 +86,31 @@ public sealed class SendStreamReader
         hdr[6..].Clear();
         if (SendStreamFormat.Crc(_buf.AsSpan(0, SendStreamFormat.CommandHeaderSize + _payload)) != crc)
             throw Bad($"command {(ushort)cmd}: the checksum does not match (damaged stream)");
-        if (cmd == 0 || (ushort)cmd > (ushort)SendCommand.UpdateExtent)
-            throw Bad($"unknown command {(ushort)cmd}");
+        if (cmd == 0 || cmd > SendStreamFormat.LastCommand(_version))
+            throw Bad($"unknown command {(ushort)cmd} (in a version {_version} stream)");
         Command = cmd;
         Array.Fill(_at, -1);
         int p = SendStreamFormat.CommandHeaderSize, end = p + _payload;
         while (p < end)
         {
-            if (end - p < SendStreamFormat.TlvHeaderSize) throw Bad($"{cmd}: a truncated attribute");
+            if (end - p < 2) throw Bad($"{cmd}: a truncated attribute");
             int type = BinaryPrimitives.ReadUInt16LittleEndian(_buf.AsSpan(p));
+            if (type == 0 || type > (int)SendStreamFormat.LastAttr(_version)) throw Bad($"{cmd}: unknown attribute {type}");
+            if (type != (int)SendAttr.Data || _version == 1)
+            {
+                if (end - p < SendStreamFormat.TlvHeaderSize) throw Bad($"{cmd}: a truncated attribute");
+            }
+            else
+            {
+                // Version 2's DATA has a type and no length: the rest of the command.
+                p += 2;
+                _at[type] = p;
+                _len[type] = end - p;
+                break;
+            }
             int l = BinaryPrimitives.ReadUInt16LittleEndian(_buf.AsSpan(p + 2));
             p += SendStreamFormat.TlvHeaderSize;
             if (l > end - p) throw Bad($"{cmd}: attribute {type} runs past its command");
-            if (type == 0 || type > (int)SendAttr.Max) throw Bad($"{cmd}: unknown attribute {type}");
             _at[type] = p;
             _len[type] = l;
             p += l;
@@ -126,6 +145,19 @@ public sealed class SendStreamReader
         if (s.StartsWith('/') || s == ".." || s.StartsWith("../") || s.EndsWith("/..") || s.Contains("/../"))
             throw Bad($"{Command}: path '{s}' leaves the subvolume");
         return s;
+    }
+
+    /// <summary>A number attribute of 4 or 8 bytes (version 2's mode and compression fields are
+    /// 4).</summary>
+    public ulong Number(SendAttr a)
+    {
+        var b = Bytes(a);
+        return b.Length switch
+        {
+            4 => BinaryPrimitives.ReadUInt32LittleEndian(b),
+            8 => BinaryPrimitives.ReadUInt64LittleEndian(b),
+            _ => throw Bad($"{Command}: attribute {a} is {b.Length} bytes, not a number"),
+        };
     }
 
     public Guid Uuid(SendAttr a)

@@ -219,6 +219,15 @@ internal static class HostFiles
         }
     }
 
+    [DllImport("libc", SetLastError = true)]
+    private static extern int fallocate(nint fd, int mode, long offset, long len);
+
+    /// <summary>fallocate(2) on an open file (mode: FALLOC_FL_* bits).</summary>
+    public static void Fallocate(Microsoft.Win32.SafeHandles.SafeFileHandle h, int mode, long offset, long len, string path)
+    {
+        if (fallocate(h.DangerousGetHandle(), mode, offset, len) != 0) throw Failed("cannot fallocate", path);
+    }
+
     /// <summary>Sets an attribute; the error's text when it cannot be (cp -a warns and goes on).</summary>
     public static string? TrySetXattr(string path, byte[] name, byte[] value) =>
         lsetxattr(Z(path), Z(name), value, value.Length, 0) == 0 ? null : Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError());

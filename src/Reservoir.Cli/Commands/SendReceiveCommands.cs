@@ -202,6 +202,7 @@ internal static class SendDump
                 string cmd = r.Command switch
                 {
                     SendCommand.SetXattr => "set_xattr", SendCommand.RemoveXattr => "remove_xattr", SendCommand.UpdateExtent => "update_extent",
+                    SendCommand.EncodedWrite => "encoded_write", SendCommand.EnableVerity => "enable_verity",
                     _ => r.Command.ToString().ToLowerInvariant(),
                 };
                 if (r.Command == SendCommand.End) { o.WriteLine("end"); break; }
@@ -222,8 +223,8 @@ internal static class SendDump
                         case SendAttr.Mode: sb.Append(Convert.ToString((long)r.U64(t), 8)); break;
                         case SendAttr.PathTo or SendAttr.PathLink or SendAttr.ClonePath or SendAttr.XattrName:
                             sb.Append(Encoding.UTF8.GetString(r.Bytes(t))); break;
-                        case SendAttr.Data or SendAttr.XattrData: sb.Append(r.Bytes(t).Length).Append(" bytes"); break;
-                        default: sb.Append(r.U64(t)); break;
+                        case SendAttr.Data or SendAttr.XattrData or SendAttr.VeritySaltData or SendAttr.VeritySigData: sb.Append(r.Bytes(t).Length).Append(" bytes"); break;
+                        default: sb.Append(r.Number(t)); break;
                     }
                 }
                 o.WriteLine(sb.ToString());

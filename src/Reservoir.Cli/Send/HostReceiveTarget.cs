@@ -148,6 +148,9 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         HostFiles.CopyRange(src, sourceOffset, dst, offset, length, Full(path));
     }
 
+    public void Fallocate(string path, int mode, long offset, long length) =>
+        HostFiles.Fallocate(OpenForWrite(path), mode, offset, length, Full(path));
+
     public void Truncate(string path, long size)
     {
         using var h = HostFiles.OpenNoFollow(Safe(path), write: true);

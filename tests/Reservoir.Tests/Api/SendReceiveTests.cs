@@ -488,6 +488,7 @@ public sealed class SendReceiveTests
         public void RemoveXattr(string path, ReadOnlySpan<byte> name) => throw Fail();
         public void Write(string path, long offset, ReadOnlySpan<byte> data) => throw Fail();
         public void Clone(string path, long offset, long length, string? sourceSubvolume, string source, long sourceOffset) => throw Fail();
+        public void Fallocate(string path, int mode, long offset, long length) => throw Fail();
         public void Truncate(string path, long size) => throw Fail();
         public void Chmod(string path, uint mode) => throw Fail();
         public void Chown(string path, uint uid, uint gid) => throw Fail();
