@@ -5,7 +5,7 @@ namespace Reservoir.Api.Send;
 /// <summary>What a send wrote: commands, stream bytes, inodes sent, data written and cloned,
 /// and (incremental) how many inodes of the two snapshots it looked at: those that changed and
 /// the directories above them when the sources could say what changed, every one otherwise.</summary>
-public readonly record struct SendSummary(long Commands, long StreamBytes, long Inodes, long DataBytes, long CloneBytes = 0, long InodesExamined = 0);
+public readonly record struct SendSummary(long Commands, long StreamBytes, long Inodes, long DataBytes, long CloneBytes = 0, long InodesExamined = 0, long HoleBytes = 0);
 
 /// <summary>
 /// A full send: the whole subvolume as a stream that `btrfs receive` or `reservoir receive`
@@ -20,20 +20,22 @@ public sealed class FullSend
     private readonly InodeEmitter _e;
     private readonly Dictionary<ulong, string> _linked = new();
 
-    private FullSend(ISendSource src, Stream output)
+    private FullSend(ISendSource src, Stream output, int version)
     {
         _src = src;
-        _e = new InodeEmitter(new SendStreamWriter(output));
+        _e = new InodeEmitter(new SendStreamWriter(output, version));
     }
 
     /// <summary>Sends <paramref name="src"/> as subvolume <paramref name="name"/> with the identity
     /// the receiver records (the source's uuid and ctransid), so that later incremental streams
     /// find it. Data the receiver has already in <paramref name="cloneSources"/> (`send -c`:
-    /// read-only subvolumes it received before) goes as CLONEs of their files.</summary>
-    public static SendSummary Run(ISendSource src, string name, Guid uuid, ulong ctransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null)
+    /// read-only subvolumes it received before) goes as CLONEs of their files. A
+    /// <paramref name="version"/> 2 stream carries 128 KiB a WRITE (receivers since btrfs-progs
+    /// 6.0 read it).</summary>
+    public static SendSummary Run(ISendSource src, string name, Guid uuid, ulong ctransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null, int version = 1)
     {
         CheckName(name);
-        var s = new FullSend(src, output);
+        var s = new FullSend(src, output, version);
         var search = new CloneSearch();
         foreach (var c in cloneSources ?? []) search.Add(c);
         s._e.Clones = new CloneSources(uuid, ctransid) { LoadMore = search.IsEmpty ? null : search.Load };

@@ -80,8 +80,9 @@ internal sealed class InodeEmitter(SendStreamWriter w)
     /// does not reach the end of the file, so a file's last partial block is written instead.</summary>
     private const long CloneAlign = 4096;
 
-    /// <summary>How much of a new file is read at once (a multiple of the 48 KiB a WRITE carries).</summary>
-    private const int ReadChunk = 21 * SendStreamFormat.MaxWriteData;
+    /// <summary>How much of a new file is read at once (a multiple of what a WRITE carries: 48 KiB
+    /// in version 1, 128 KiB in 2; about 1 MiB).</summary>
+    private int ReadChunk => (1 << 20) / w.MaxWriteData * w.MaxWriteData;
 
     /// <summary>The data of a new file: its data ranges, then its size if they end before it. A
     /// range whose extent the stream wrote before, for an earlier file, goes as a CLONE of it.</summary>
@@ -130,7 +131,7 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                         if (n <= 0) { stop = off; hole = off; break; } // shorter than lstat said: the size below still holds
                         for (int sent = 0; sent < n;)
                         {
-                            int k = Math.Min(SendStreamFormat.MaxWriteData, n - sent);
+                            int k = Math.Min(w.MaxWriteData, n - sent);
                             W.Begin(SendCommand.Write).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)(off + sent))
                                 .Bytes(SendAttr.Data, buf.AsSpan(sent, k)).Finish();
                             sent += k;
@@ -150,23 +151,28 @@ internal sealed class InodeEmitter(SendStreamWriter w)
     }
 
     public long CloneBytes;
+    /// <summary>Bytes a version-2 stream punched out instead of writing zeros.</summary>
+    public long HoleBytes;
+    private const uint FallocPunchHoleKeepSize = 3;
 
     /// <summary>
     /// The data of <paramref name="c"/> at <paramref name="path"/>; with <paramref name="parent"/>
     /// (the same file in the subvolume the stream is sent against, <paramref name="parentSize"/>
     /// bytes), only the chunks that differ from it: both are read, as rsync does, so an
     /// unchanged range costs reads but no stream. A range the file no longer has data in, but the
-    /// parent had, is written as zeros (version 1 has no hole punching; btrfs's v1 send does the
-    /// same). The size is set last whenever it differs or the data ends before it.
+    /// parent had, is punched in a version-2 stream (FALLOCATE) and written as zeros in version 1,
+    /// which has no hole punching (btrfs's v1 send does the same). The size is set last whenever
+    /// it differs or the data ends before it.
     /// </summary>
     public void Data(ISendSource src, string srcPath, string path, SendStat c, ISendSource? parent, string? parentPath, ulong parentSize)
     {
         long size = (long)c.Size, end = 0, psize = parent == null ? 0 : (long)parentSize;
         bool sizeDiffers = parent == null || (ulong)size != parentSize;
+        bool punch = parent != null && w.Version >= 2;
         if (size > 0)
         {
-            byte[] buf = ArrayPool<byte>.Shared.Rent(SendStreamFormat.MaxWriteData);
-            byte[]? pbuf = parent == null ? null : ArrayPool<byte>.Shared.Rent(SendStreamFormat.MaxWriteData);
+            byte[] buf = ArrayPool<byte>.Shared.Rent(w.MaxWriteData);
+            byte[]? pbuf = parent == null ? null : ArrayPool<byte>.Shared.Rent(w.MaxWriteData);
             try
             {
                 using var f = src.Open(srcPath);
@@ -187,9 +193,31 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                     if (data < 0 || data >= size) break;
                     long hole = Math.Min(f.NextHole(data), size);
                     if (pf != null && data < psize) hole = Math.Max(hole, Math.Min(pf.NextHole(data), Math.Min(psize, size)));
+                    // Version 2: where this file has a hole but the parent had data, the hole is
+                    // punched (FALLOCATE) rather than written as zeros.
+                    long newData = -1, newHole = -1;
                     for (long off = data; off < hole;)
                     {
-                        int want = (int)Math.Min(SendStreamFormat.MaxWriteData, hole - off);
+                        if (punch && off < psize)
+                        {
+                            if (off >= newHole)
+                            {
+                                newData = f.NextData(off);
+                                if (newData < 0 || newData > hole) newData = hole;
+                                newHole = newData >= hole ? hole : Math.Min(f.NextHole(newData), hole);
+                            }
+                            if (off < newData)
+                            {
+                                long stop = Math.Min(newData, psize);
+                                w.Begin(SendCommand.Fallocate).Path(SendAttr.Path, path).U32(SendAttr.FallocateMode, FallocPunchHoleKeepSize)
+                                    .U64(SendAttr.FileOffset, (ulong)off).U64(SendAttr.Size, (ulong)(stop - off)).Finish();
+                                HoleBytes += stop - off;
+                                off = newData;
+                                continue;
+                            }
+                        }
+                        int want = (int)Math.Min(w.MaxWriteData, hole - off);
+                        if (punch && off < psize) want = (int)Math.Min(want, newHole - off); // a WRITE stops where the next hole starts
                         if (pmap != null && off + want <= psize && ExtentMaps.Same(map!, pmap, off, want))
                         {
                             off += want; // shared with the parent: the same bytes, not read

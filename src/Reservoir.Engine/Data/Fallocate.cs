@@ -249,9 +249,13 @@ internal sealed partial class DataEngine
         // Partial blocks: zero through the page cache, both edges or neither.
         var ze = ZeroPartialEdges(m, start, Math.Min(end, a), Math.Max(b, a), end);
         if (ze != Errno.OK) return ze;
+        // The times change with the data, and are written with it: a punch that only left them
+        // in memory lost them to a snapshot taken next (an incremental send then took the file
+        // for unchanged and kept the old data) and to an eviction.
+        inode.Item.Mtime = inode.Item.Ctime = Format.Timespec.Now();
         if (a >= b)
         {
-            inode.Item.Mtime = inode.Item.Ctime = Format.Timespec.Now();
+            PersistInode(inode);
             return Errno.OK;
         }
         Invalidate(m, a, b);
@@ -274,7 +278,6 @@ internal sealed partial class DataEngine
             }
         }
         using (m.State.Lock()) m.Es.Remove(a, b);
-        inode.Item.Mtime = inode.Item.Ctime = Format.Timespec.Now();
         return Errno.OK;
     }
 

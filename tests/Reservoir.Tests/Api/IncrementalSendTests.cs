@@ -194,18 +194,18 @@ public sealed class IncrementalSendTests
         public ISendFile Open(string path) => s.Open(path);
     }
 
-    private static byte[] Send(ReservoirFileSystem fs, string snap, string? parent, bool walkWhole = false)
+    private static byte[] Send(ReservoirFileSystem fs, string snap, string? parent, bool walkWhole = false, int version = 1)
     {
         ISendSource Source(string at) => walkWhole ? new WalkedWhole(new ImageSendSource(fs, at)) : new ImageSendSource(fs, at);
         var subs = fs.ListSubvolumes();
         var info = subs.Single(s => "/" + s.Path == snap);
         var ms = new MemoryStream();
-        if (parent == null) FullSend.Run(new ImageSendSource(fs, snap), snap.TrimStart('/'), info.Uuid, info.Generation, ms);
+        if (parent == null) FullSend.Run(new ImageSendSource(fs, snap), snap.TrimStart('/'), info.Uuid, info.Generation, ms, version: version);
         else
         {
             var p = subs.Single(s => "/" + s.Path == parent);
             IncrementalSend.Run(Source(snap), snap.TrimStart('/'), info.Uuid, info.Generation,
-                Source(parent), p.Uuid, p.Generation, ms);
+                Source(parent), p.Uuid, p.Generation, ms, version: version);
         }
         return ms.ToArray();
     }
@@ -231,7 +231,7 @@ public sealed class IncrementalSendTests
 
     [Theory]
     [MemberData(nameof(Seeds))]
-    public void ReceivedSnapshotsEqualTheirSourcesAfterRandomChanges(int seed, bool walkWhole)
+    public void ReceivedSnapshotsEqualTheirSourcesAfterRandomChanges(int seed, bool walkWhole, int version)
     {
         var rng = new Random(seed);
         var source = TestFs.NewDevice(256UL << 20);
@@ -246,7 +246,7 @@ public sealed class IncrementalSendTests
             var ch = new Changer(fs, rng);
             for (int i = 0; i < 60; i++) ch.Step();
             fs.CreateSnapshot("/sv", "/s0", readOnly: true);
-            streams.Add(Send(fs, "/s0", null));
+            streams.Add(Send(fs, "/s0", null, version: version));
             for (int round = 1; round <= Rounds; round++)
             {
                 fs.Dispose(); // remounted: inode numbers freed at the end are handed out again
@@ -254,7 +254,7 @@ public sealed class IncrementalSendTests
                 ch = new Changer(fs, rng);
                 for (int i = 0; i < 25; i++) ch.Step();
                 fs.CreateSnapshot("/sv", $"/s{round}", readOnly: true);
-                streams.Add(Send(fs, $"/s{round}", $"/s{round - 1}", walkWhole));
+                streams.Add(Send(fs, $"/s{round}", $"/s{round - 1}", walkWhole, version));
             }
 
             using var to = ReservoirFileSystem.Open(target, opts);
@@ -336,8 +336,10 @@ public sealed class IncrementalSendTests
         Assert.Equal(to.DiskUsage("/s1/d2/f6").Shared.Single().Start, to.DiskUsage("/s1/d2/copy").Shared.Single().Start);
     }
 
-    /// <summary>24 seeds reading only what the engine's tree comparison says changed, and 8 of
-    /// them again walking both snapshots whole.</summary>
+    /// <summary>24 seeds reading only what the engine's tree comparison says changed, 8 of them
+    /// again walking both snapshots whole, and 8 as version-2 streams (holes punched).</summary>
     public static IEnumerable<object[]> Seeds() =>
-        Enumerable.Range(1, 24).Select(i => new object[] { i, false }).Concat(Enumerable.Range(1, 8).Select(i => new object[] { i, true }));
+        Enumerable.Range(1, 24).Select(i => new object[] { i, false, 1 })
+            .Concat(Enumerable.Range(1, 8).Select(i => new object[] { i, true, 1 }))
+            .Concat(Enumerable.Range(1, 8).Select(i => new object[] { i, false, 2 }));
 }

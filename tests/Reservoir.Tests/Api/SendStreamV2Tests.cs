@@ -134,4 +134,77 @@ public sealed class SendStreamV2Tests
         Assert.True(refused >= 10, $"{refused} of 60 refused");
         FsckAssert.Clean(dev);
     }
+
+    /// <summary>Our version-2 framing of a WRITE (DATA without a length, last) and a FALLOCATE
+    /// is byte for byte btrfs's: the increment fixture's commands, written again from what they
+    /// say.</summary>
+    [Fact]
+    public void Version2CommandsAreFramedAsBtrfsFramesThem()
+    {
+        var theirs = Fixture("v2-zstd-inc.stream");
+        var r = new SendStreamReader(new MemoryStream(theirs));
+        var ms = new MemoryStream();
+        var w = new SendStreamWriter(ms, version: 2);
+        int matched = 0;
+        while (r.Next())
+        {
+            if (r.Command == SendCommand.Write)
+                w.Begin(SendCommand.Write).Path(SendAttr.Path, r.Path(SendAttr.Path)).U64(SendAttr.FileOffset, r.U64(SendAttr.FileOffset)).Bytes(SendAttr.Data, r.Bytes(SendAttr.Data)).Finish();
+            else if (r.Command == SendCommand.Fallocate)
+                w.Begin(SendCommand.Fallocate).Path(SendAttr.Path, r.Path(SendAttr.Path)).U32(SendAttr.FallocateMode, (uint)r.Number(SendAttr.FallocateMode))
+                    .U64(SendAttr.FileOffset, r.U64(SendAttr.FileOffset)).U64(SendAttr.Size, r.U64(SendAttr.Size)).Finish();
+            else continue;
+            var ours = ms.ToArray()[^(int)(ms.Length - 17 - Commands(ms.ToArray()).Take(matched).Sum(c => 10 + c.Len))..];
+            int at = (int)r.Position;
+            Assert.Equal(theirs.AsSpan(at, ours.Length).ToArray(), ours);
+            matched++;
+        }
+        Assert.Equal(2, matched);
+        Assert.Equal(2, BinaryPrimitives.ReadInt32LittleEndian(ms.ToArray().AsSpan(13)));
+        Assert.Throws<InvalidOperationException>(() => w.Begin(SendCommand.Write).Bytes(SendAttr.Data, [1]).U64(SendAttr.FileOffset, 0));
+    }
+
+    /// <summary>`send --proto 2`: a hole punched into a file since the parent goes as a FALLOCATE,
+    /// not as zeros (version 1 writes the zeros, as btrfs's v1 does), and arrives as a hole.</summary>
+    [Fact]
+    public void AVersion2IncrementPunchesTheHolesAFileGained()
+    {
+        var dev = TestFs.NewDevice(256UL << 20);
+        var target = TestFs.NewDevice(256UL << 20);
+        using var fs = ReservoirFileSystem.Open(dev, Opts);
+        var data = new byte[4 << 20];
+        new Random(3).NextBytes(data);
+        fs.CreateSubvolume("/sv");
+        fs.WriteAllBytes("/sv/f", data);
+        fs.CreateSnapshot("/sv", "/s0", readOnly: true);
+        TestFs.Ok(fs.Posix.Lstat("/sv/f", out var a));
+        TestFs.Ok(fs.Engine.Fallocate(a.Ino, Reservoir.Engine.Data.FallocateMode.PunchHole | Reservoir.Engine.Data.FallocateMode.KeepSize, 1 << 20, 2 << 20));
+        fs.CreateSnapshot("/sv", "/s1", readOnly: true);
+        Array.Clear(data, 1 << 20, 2 << 20);
+        // The punch moved the file's times, in the snapshot too (they stayed in memory, and an
+        // increment took the file for unchanged, until the punch wrote them with its extents).
+        Assert.True(fs.GetInfo("/s1/f").LastWriteTimeUtc > fs.GetInfo("/s0/f").LastWriteTimeUtc);
+
+        var v1 = new MemoryStream();
+        var sum1 = fs.Send("/s1", v1, "/s0");
+        Assert.InRange(sum1.DataBytes, 2 << 20, (2 << 20) + 2 * 48 * 1024); // zeros, in 48 KiB writes that need not start at the hole
+        var v2 = new MemoryStream();
+        var sum2 = fs.Send("/s1", v2, "/s0", version: 2);
+        Assert.Equal((0L, 2L << 20), (sum2.DataBytes, sum2.HoleBytes));
+        Assert.True(v2.Length < 4096, $"{v2.Length} bytes");
+
+        using (var to = ReservoirFileSystem.Open(target, Opts))
+        {
+            var full = new MemoryStream();
+            fs.Send("/s0", full, version: 2);
+            to.Receive(new MemoryStream(full.ToArray()), "/");
+            to.Receive(new MemoryStream(v2.ToArray()), "/");
+            Assert.Equal(data, to.ReadAllBytes("/s1/f"));
+            TestFs.Ok(to.Posix.Lstat("/s1/f", out var b));
+            TestFs.Ok(to.Engine.ExtentMap(b.Ino, out var map));
+            Assert.DoesNotContain(map, m => m.FileOffset < (3UL << 20) && m.FileOffset + m.Length > (1UL << 20));
+            Assert.Equal(2UL << 20, to.DiskUsage("/s1/f").Total); // the 2 MiB the parent still shares, no more
+        }
+        FsckAssert.Clean(target);
+    }
 }

@@ -120,6 +120,17 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
             Same(Listing($"{btrfs}/cs1"), Listing($"{m.Dir}/from-btrfs/cs1"), "reservoir receive of btrfs send --proto 2 --compressed-data");
             Same(Listing($"{btrfs}/cs2"), Listing($"{m.Dir}/from-btrfs/cs2"), "and of its increment with a punched hole");
 
+            // And ours, `send --proto 2`, into btrfs: the increment punches the hole (FALLOCATE).
+            m.Run($"{Cli} subvolume create p && head -c 3000000 /dev/urandom > p/big && for i in $(seq 12); do echo $i > p/n$i; done && " +
+                $"{Cli} subvolume snapshot -r p p1 && fallocate -p -o 1048576 -l 1048576 p/big && {Cli} subvolume snapshot -r p p2 && " +
+                $"{Cli} send -q --proto 2 -f {work}/p1.stream p1 && {Cli} send --proto 2 -p p1 -f {work}/p2.stream p2 2>&1 | grep -q '1048576 bytes punched'");
+            Assert.Contains("fallocate", m.Run($"{Cli} receive --dump -f {work}/p2.stream"));
+            MountedImage.Run0($"btrfs receive -f {work}/p1.stream {btrfs} && btrfs receive -f {work}/p2.stream {btrfs}");
+            Same(Listing($"{m.Dir}/p2"), Listing($"{btrfs}/p2"), "btrfs receive of reservoir send --proto 2 -p");
+            // A hole there too: about 1.9 MB allocated of 3 MB, not the 3 MB zeros would take.
+            long allocated = long.Parse(MountedImage.Run0($"stat -c %b {btrfs}/p2/big").Trim()) * 512;
+            Assert.InRange(allocated, 1_900_000, 2_100_000);
+
             // `send -c`: another subvolume holding a reflinked copy of snap's data goes to btrfs
             // as clones of what btrfs received, and btrfs shares the extents again.
             m.Run($"{Cli} subvolume create other && cp --reflink=auto snap/orig other/orig-copy && echo own > other/own && for i in $(seq 20); do echo $i > other/n$i; done && " +
