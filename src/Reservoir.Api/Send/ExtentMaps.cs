@@ -33,6 +33,28 @@ internal static class ExtentMaps
         return (m.DiskBytenr, m.ExtentOffset + (ulong)(off - start), off, Math.Min(stop, limit));
     }
 
+    /// <summary>The first range at or after <paramref name="pos"/> (below <paramref name="size"/>)
+    /// that holds data by the map, as SEEK_DATA and SEEK_HOLE would give it: written extents and
+    /// inline data, adjacent ones joined; preallocated extents and explicit holes are holes.
+    /// Null when there is none.</summary>
+    public static (long Data, long Hole)? NextData(IReadOnlyList<Engine.ExtentMapping> map, long pos, long size)
+    {
+        static bool IsData(Engine.ExtentMapping m) => m.Type == "inline" || (m.Type == "regular" && m.DiskBytenr != 0);
+        int i = Math.Max(IndexAt(map, pos), 0);
+        for (; i < map.Count; i++)
+        {
+            var m = map[i];
+            long start = (long)m.FileOffset, stop = start + (long)m.Length;
+            if (stop <= pos || !IsData(m)) continue;
+            long data = Math.Max(start, pos);
+            if (data >= size) return null;
+            while (i + 1 < map.Count && IsData(map[i + 1]) && (long)map[i + 1].FileOffset == stop)
+                stop += (long)map[++i].Length;
+            return (data, Math.Min(stop, size));
+        }
+        return null;
+    }
+
     /// <summary>Whether every byte of [off, off + len) is at the same place of the same extent in
     /// both maps (or a hole in both). Inline extents live in tree leaves, not extents: unknown.</summary>
     public static bool Same(IReadOnlyList<Engine.ExtentMapping> a, IReadOnlyList<Engine.ExtentMapping> b, long off, long len)

@@ -102,9 +102,22 @@ internal sealed class InodeEmitter(SendStreamWriter w)
             long at = 0;
             while (at < size)
             {
-                long data = f.NextData(at);
-                if (data < 0 || data >= size) break;
-                long hole = Math.Min(f.NextHole(data), size);
+                // Where data is: from the extent map when there is one (a read-only subvolume's
+                // data has all reached its extents), which spares two lseeks through a mount per
+                // file; else SEEK_DATA and SEEK_HOLE.
+                long data, hole;
+                if (map != null)
+                {
+                    var next = ExtentMaps.NextData(map, at, size);
+                    if (next is not { } range) break;
+                    (data, hole) = range;
+                }
+                else
+                {
+                    data = f.NextData(at);
+                    if (data < 0 || data >= size) break;
+                    hole = Math.Min(f.NextHole(data), size);
+                }
                 for (long off = data; off < hole;)
                 {
                     // The part of [off, hole) that lies in one extent, if the map says which.
