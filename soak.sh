@@ -46,9 +46,9 @@ mount_soak() {
 # Rounds ($1) of: a stress run in a new directory of a subvolume on one mount, changes to what
 # earlier rounds made (churn: appends, renames across directories, deletions, hard links,
 # reflinked copies, a directory moved), a read-only snapshot, its send (incremental against the
-# previous round's) received on a second mount, and the received snapshot compared with its
-# source: diff -r, find's type, mode, owner, size, link count, mtime and link target of every
-# entry, and every xattr.
+# previous round's; stream versions 1 and 2 by turns) received on a second mount, and the
+# received snapshot compared with its source: diff -r, find's type, mode, owner, size, link
+# count, mtime and link target of every entry, and every xattr.
 churn() { # DIR SEED: about one regular file in 20 of DIR changed, and two directories moved
   local i=0 d=0 f files dirs
   files=$(find "$1" -type f | sort | awk -v s="$2" 'BEGIN{srand(s)} rand() < 0.05')
@@ -78,7 +78,8 @@ send_soak() {
     mkdir "$a/sv/w$n" && $r stress "$a/sv/w$n" -p 4 -s "$((3000 + n))" -n 4000 -f whiteout=2 -f tmpfile=2 | tail -1
     [ "$n" = 1 ] || churn "$a/sv/w$((n - 1))" "$n"
     $r subvolume snapshot -r "$a/sv" "$a/s$n" >/dev/null
-    $r send -q ${prev:+-p "$a/$prev"} -f "$w/s$n.stream" "$a/s$n"
+    # Odd rounds as version-1 streams, even as version 2 (holes punched, 128 KiB writes).
+    $r send -q --proto $(( 2 - n % 2 )) ${prev:+-p "$a/$prev"} -f "$w/s$n.stream" "$a/s$n"
     $r receive -q -f "$w/s$n.stream" "$b/in"
     # (diff notes every FIFO and device it cannot compare: those lines are not differences)
     d=$(diff -r --no-dereference "$a/s$n" "$b/in/s$n" | grep -v -E ' is a (fifo|character special file) while file ' || true)
