@@ -30,6 +30,29 @@ internal static class HostFiles
     private static extern int chmod(byte[] path, uint mode);
 
     [DllImport("libc", SetLastError = true)]
+    private static extern int fchmod(nint fd, uint mode);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int fchown(nint fd, uint uid, uint gid);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int futimens(nint fd, long[] times);
+
+    /// <summary>chmod, chown and utimes of a file already open (one request each through a
+    /// mount, and no path to look up again or to check for a link).</summary>
+    public static void Chmod(Microsoft.Win32.SafeHandles.SafeFileHandle h, uint mode, string path)
+    {
+        if (fchmod(h.DangerousGetHandle(), mode) != 0) throw Failed("cannot set the mode of", path);
+    }
+
+    public static bool TryChown(Microsoft.Win32.SafeHandles.SafeFileHandle h, uint uid, uint gid) => fchown(h.DangerousGetHandle(), uid, gid) == 0;
+
+    public static void SetTimes(Microsoft.Win32.SafeHandles.SafeFileHandle h, Timespec atime, Timespec mtime, string path)
+    {
+        if (futimens(h.DangerousGetHandle(), [atime.Sec, atime.Nsec, mtime.Sec, mtime.Nsec]) != 0) throw Failed("cannot set the times of", path);
+    }
+
+    [DllImport("libc", SetLastError = true)]
     private static extern nint llistxattr(byte[] path, byte[]? list, nint size);
 
     [DllImport("libc", SetLastError = true)]

@@ -157,8 +157,13 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         RandomAccess.SetLength(h, size);
     }
 
+    /// <summary>The file the stream just wrote, still open (opened without following a link),
+    /// when <paramref name="path"/> is it: its attributes are set through it.</summary>
+    private SafeFileHandle? OpenAt(string path) => _openPath == path ? _open : null;
+
     public void Chmod(string path, uint mode)
     {
+        if (OpenAt(path) is { } h) { HostFiles.Chmod(h, mode, Full(path)); return; }
         // chmod(2) follows a final link; a stream never changes a link's mode (it has none).
         if (IsSymlink(Safe(path))) throw new FsException(Errno.ELOOP, $"receive: cannot chmod '{Full(path)}': a symbolic link");
         HostFiles.Chmod(Full(path), mode);
@@ -166,10 +171,15 @@ internal sealed class HostReceiveTarget : IReceiveTarget
 
     public void Chown(string path, uint uid, uint gid)
     {
-        if (!HostFiles.TryChown(Safe(path), uid, gid)) throw new IOException($"cannot chown '{Full(path)}' to {uid}:{gid} (receive keeps owners, as btrfs receive does: run it as root)");
+        bool done = OpenAt(path) is { } h ? HostFiles.TryChown(h, uid, gid) : HostFiles.TryChown(Safe(path), uid, gid);
+        if (!done) throw new IOException($"cannot chown '{Full(path)}' to {uid}:{gid} (receive keeps owners, as btrfs receive does: run it as root)");
     }
 
-    public void Utimes(string path, Timespec atime, Timespec mtime) => HostFiles.SetTimes(Safe(path), atime, mtime);
+    public void Utimes(string path, Timespec atime, Timespec mtime)
+    {
+        if (OpenAt(path) is { } h) HostFiles.SetTimes(h, atime, mtime, Full(path));
+        else HostFiles.SetTimes(Safe(path), atime, mtime);
+    }
 
     private void Close()
     {
