@@ -14,10 +14,10 @@ public sealed partial class ReservoirFileSystem
     /// changes since it. <see cref="Receive"/> here, `reservoir receive` or `btrfs receive` make
     /// it a subvolume again. <paramref name="cloneSources"/> (`send -c`) are read-only subvolumes
     /// the receiving side has too: data they hold goes as clones of their files.
-    /// <paramref name="version"/> 2 (`send --proto 2`) punches the holes a changed file gained
-    /// instead of sending zeros, and sends 128 KiB a WRITE; btrfs-progs 6.0 and later receive it.
+    /// <paramref name="options"/>: the stream's version and whether data is left out
+    /// (<see cref="SendOptions"/>).
     /// </summary>
-    public SendSummary Send(string subvolume, Stream output, string? parent = null, IEnumerable<string>? cloneSources = null, int version = 1)
+    public SendSummary Send(string subvolume, Stream output, string? parent = null, IEnumerable<string>? cloneSources = null, SendOptions? options = null)
     {
         var info = SendableSubvolume(subvolume, "");
         string name = System.IO.Path.GetFileName(info.Path);
@@ -26,10 +26,10 @@ public sealed partial class ReservoirFileSystem
             var ci = SendableSubvolume(c, "the clone source ");
             return new SendSubvolume(new ImageSendSource(this, c), SendIdentity(ci), ci.Generation);
         }).ToList();
-        if (parent == null) return FullSend.Run(new ImageSendSource(this, subvolume), name, SendIdentity(info), info.Generation, output, clones, version);
+        if (parent == null) return FullSend.Run(new ImageSendSource(this, subvolume), name, SendIdentity(info), info.Generation, output, clones, options);
         var p = SendableSubvolume(parent, "the parent ");
         return IncrementalSend.Run(new ImageSendSource(this, subvolume), name, SendIdentity(info), info.Generation,
-            new ImageSendSource(this, parent), SendIdentity(p), p.Generation, output, clones, version);
+            new ImageSendSource(this, parent), SendIdentity(p), p.Generation, output, clones, options);
     }
 
     /// <summary>

@@ -7,6 +7,13 @@ namespace Reservoir.Api.Send;
 /// the directories above them when the sources could say what changed, every one otherwise.</summary>
 public readonly record struct SendSummary(long Commands, long StreamBytes, long Inodes, long DataBytes, long CloneBytes = 0, long InodesExamined = 0, long HoleBytes = 0);
 
+/// <summary>How a send writes its stream: <see cref="Version"/> 1 (btrfs send's default) or 2
+/// (`--proto 2`: 128 KiB writes, holes a changed file gained punched instead of sent as zeros;
+/// btrfs-progs 6.0 and later receive it); <see cref="NoData"/> (`--no-data`): the data's places
+/// as UPDATE_EXTENT commands instead of the data (a stream that says what changed, for `receive
+/// --dump`; received, its files have their sizes but no data, as btrfs receive leaves them).</summary>
+public sealed record SendOptions(int Version = 1, bool NoData = false);
+
 /// <summary>
 /// A full send: the whole subvolume as a stream that `btrfs receive` or `reservoir receive`
 /// turns into an equal subvolume. Directories are walked parents first, so every command's
@@ -20,22 +27,20 @@ public sealed class FullSend
     private readonly InodeEmitter _e;
     private readonly Dictionary<ulong, string> _linked = new();
 
-    private FullSend(ISendSource src, Stream output, int version)
+    private FullSend(ISendSource src, Stream output, SendOptions options)
     {
         _src = src;
-        _e = new InodeEmitter(new SendStreamWriter(output, version));
+        _e = new InodeEmitter(new SendStreamWriter(output, options.Version)) { NoData = options.NoData };
     }
 
     /// <summary>Sends <paramref name="src"/> as subvolume <paramref name="name"/> with the identity
     /// the receiver records (the source's uuid and ctransid), so that later incremental streams
     /// find it. Data the receiver has already in <paramref name="cloneSources"/> (`send -c`:
-    /// read-only subvolumes it received before) goes as CLONEs of their files. A
-    /// <paramref name="version"/> 2 stream carries 128 KiB a WRITE (receivers since btrfs-progs
-    /// 6.0 read it).</summary>
-    public static SendSummary Run(ISendSource src, string name, Guid uuid, ulong ctransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null, int version = 1)
+    /// read-only subvolumes it received before) goes as CLONEs of their files.</summary>
+    public static SendSummary Run(ISendSource src, string name, Guid uuid, ulong ctransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null, SendOptions? options = null)
     {
         CheckName(name);
-        var s = new FullSend(src, output, version);
+        var s = new FullSend(src, output, options ?? new SendOptions());
         var search = new CloneSearch();
         foreach (var c in cloneSources ?? []) search.Add(c);
         s._e.Clones = new CloneSources(uuid, ctransid) { LoadMore = search.IsEmpty ? null : search.Load };

@@ -75,12 +75,12 @@ public sealed class IncrementalSend
     private readonly Guid _uuid, _parentUuid;
     private readonly ulong _ctransid, _parentCtransid;
 
-    private IncrementalSend(ISendSource newer, ISendSource parent, Stream output, Guid uuid, ulong ctransid, Guid parentUuid, ulong parentCtransid, int version)
+    private IncrementalSend(ISendSource newer, ISendSource parent, Stream output, Guid uuid, ulong ctransid, Guid parentUuid, ulong parentCtransid, SendOptions options)
     {
         (_uuid, _ctransid, _parentUuid, _parentCtransid) = (uuid, ctransid, parentUuid, parentCtransid);
         _new = newer;
         _old = parent;
-        _e = new InodeEmitter(new SendStreamWriter(output, version));
+        _e = new InodeEmitter(new SendStreamWriter(output, options.Version)) { NoData = options.NoData };
         if (newer is IChangeTrackingSource nt && parent is IChangeTrackingSource pt && nt.ChangedSince(parent) is { } changed)
         {
             _oldAt = new InodeLocator(pt);
@@ -133,13 +133,11 @@ public sealed class IncrementalSend
     /// receiver finds its copy by) to <paramref name="newer"/>, named <paramref name="name"/>.</summary>
     /// <param name="cloneSources">other read-only subvolumes the receiver has (`send -c`), whose
     /// files a new file's extents may be cloned from, as from the parent's</param>
-    /// <param name="version">2: holes a changed file gained are punched (FALLOCATE) instead of
-    /// written as zeros, and a WRITE carries 128 KiB</param>
     public static SendSummary Run(ISendSource newer, string name, Guid uuid, ulong ctransid,
-        ISendSource parent, Guid parentUuid, ulong parentCtransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null, int version = 1)
+        ISendSource parent, Guid parentUuid, ulong parentCtransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null, SendOptions? options = null)
     {
         FullSend.CheckName(name);
-        var s = new IncrementalSend(newer, parent, output, uuid, ctransid, parentUuid, parentCtransid, version);
+        var s = new IncrementalSend(newer, parent, output, uuid, ctransid, parentUuid, parentCtransid, options ?? new SendOptions());
         s._clones.Add(new SendSubvolume(parent, parentUuid, parentCtransid), s._oldAt);
         foreach (var c in cloneSources ?? []) s._clones.Add(c);
         s._e.W.Begin(SendCommand.Snapshot).Path(SendAttr.Path, name).Uuid(SendAttr.Uuid, uuid).U64(SendAttr.Ctransid, ctransid)

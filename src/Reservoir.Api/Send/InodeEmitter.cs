@@ -118,6 +118,12 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                     if (data < 0 || data >= size) break;
                     hole = Math.Min(f.NextHole(data), size);
                 }
+                if (NoData)
+                {
+                    UpdateExtent(path, data, hole - data); // writes nothing: the TRUNCATE below gives the size
+                    at = hole;
+                    continue;
+                }
                 for (long off = data; off < hole;)
                 {
                     // The part of [off, hole) that lies in one extent, if the map says which.
@@ -164,6 +170,12 @@ internal sealed class InodeEmitter(SendStreamWriter w)
     }
 
     public long CloneBytes;
+    /// <summary>`send --no-data`: where data is, as UPDATE_EXTENT (path, offset, size) commands,
+    /// instead of the data; nothing is read that the extent maps can answer.</summary>
+    public bool NoData { get; init; }
+
+    private void UpdateExtent(string path, long offset, long length) =>
+        w.Begin(SendCommand.UpdateExtent).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)offset).U64(SendAttr.Size, (ulong)length).Finish();
     /// <summary>Bytes a version-2 stream punched out instead of writing zeros.</summary>
     public long HoleBytes;
     private const uint FallocPunchHoleKeepSize = 3;
@@ -236,6 +248,13 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                             off += want; // shared with the parent: the same bytes, not read
                             continue;
                         }
+                        if (NoData && (parent == null || pmap != null))
+                        {
+                            // No data to send, and nothing to compare that the maps did not say.
+                            UpdateExtent(path, off, want); // writes nothing: the size is set below
+                            off += want;
+                            continue;
+                        }
                         int n = ReadFull(f, off, buf.AsSpan(0, want));
                         if (n < want) buf.AsSpan(n, want - n).Clear(); // a hole at the end of the range
                         bool same = false;
@@ -249,10 +268,14 @@ internal sealed class InodeEmitter(SendStreamWriter w)
                         else if (pf != null) same = !buf.AsSpan(0, want).ContainsAnyExcept((byte)0); // past the old end: the size change gives zeros
                         if (!same)
                         {
-                            w.Begin(SendCommand.Write).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)off)
-                                .Bytes(SendAttr.Data, buf.AsSpan(0, want)).Finish();
-                            DataBytes += want;
-                            end = Math.Max(end, off + want);
+                            if (NoData) UpdateExtent(path, off, want);
+                            else
+                            {
+                                w.Begin(SendCommand.Write).Path(SendAttr.Path, path).U64(SendAttr.FileOffset, (ulong)off)
+                                    .Bytes(SendAttr.Data, buf.AsSpan(0, want)).Finish();
+                                DataBytes += want;
+                                end = Math.Max(end, off + want);
+                            }
                         }
                         off += want;
                     }

@@ -30,7 +30,8 @@ internal static class SendReceiveCommands
         var parentOpt = new Option<string?>("-p") { Description = "Send only the changes since this read-only subvolume (an earlier snapshot the receiving side has received)", HelpName = "PARENT" };
         var cloneOpt = new Option<string[]>("-c") { Description = "A read-only subvolume the receiving side has too (repeatable): data it holds goes as clones of its files; without -p, the parent is chosen among them as btrfs does (the snapshot's source, else the sibling snapshot nearest in time)", HelpName = "CLONE_SRC" };
         var proto = new Option<int>("--proto") { Description = "Stream version: 1 (the default, as btrfs send's) or 2 (holes a changed file gained are punched instead of sent as zeros, 128 KiB a write; btrfs-progs 6.0 and later receive it); 0 means the newest", DefaultValueFactory = _ => 1, HelpName = "N" };
-        var cmd = new Command("send", "Write read-only subvolumes as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt, cloneOpt, proto };
+        var noData = new Option<bool>("--no-data") { Description = "Leave the data out: where it is, as UPDATE_EXTENT commands (to see what changed with `receive --dump`; received, files keep their sizes but no data, as with btrfs)" };
+        var cmd = new Command("send", "Write read-only subvolumes as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt, cloneOpt, proto, noData };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -47,6 +48,7 @@ internal static class SendReceiveCommands
             var cloneArgs = pr.GetValue(cloneOpt) ?? [];
             int version = pr.GetValue(proto) == 0 ? 2 : pr.GetValue(proto);
             if (version is not (1 or 2)) { ctx.Err.WriteLine($"reservoir send: --proto {version}: versions 1 and 2 are written (0: the newest)"); return 2; }
+            var options = new SendOptions(version, pr.GetValue(noData));
             bool made = false; // the stream file, once this command has opened (and emptied) it
             ReservoirFileSystem? image = null;
             var opened = new List<ISendSource>();
@@ -87,8 +89,8 @@ internal static class SendReceiveCommands
                             : ReservoirFileSystem.GoodParent(s.Info, clones.Select(c => c.Info)) is { } gp ? clones.First(c => c.Info.Id == gp.Id) : null);
                         var sources = clones.Where(c => c != pick).Select(c => new SendSubvolume(c.Open(), c.Identity, c.Info.Generation)).ToList();
                         var sum = pick == null
-                            ? FullSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, output, sources, version)
-                            : IncrementalSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, pick.Open(), pick.Identity, pick.Info.Generation, output, sources, version);
+                            ? FullSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, output, sources, options)
+                            : IncrementalSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, pick.Open(), pick.Identity, pick.Info.Generation, output, sources, options);
                         if (!pr.GetValue(quiet))
                             ctx.Err.WriteLine($"At subvol {s.Path}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}{(sum.HoleBytes > 0 ? $", {sum.HoleBytes} bytes punched" : "")}, a stream of {sum.StreamBytes} bytes" +
                                 (pick != null ? $"; {sum.InodesExamined} inodes of the two snapshots looked at" + (p == null ? $" (parent {pick.Path})" : "") : ""));

@@ -200,12 +200,12 @@ public sealed class IncrementalSendTests
         var subs = fs.ListSubvolumes();
         var info = subs.Single(s => "/" + s.Path == snap);
         var ms = new MemoryStream();
-        if (parent == null) FullSend.Run(new ImageSendSource(fs, snap), snap.TrimStart('/'), info.Uuid, info.Generation, ms, version: version);
+        if (parent == null) FullSend.Run(new ImageSendSource(fs, snap), snap.TrimStart('/'), info.Uuid, info.Generation, ms, options: new(version));
         else
         {
             var p = subs.Single(s => "/" + s.Path == parent);
             IncrementalSend.Run(Source(snap), snap.TrimStart('/'), info.Uuid, info.Generation,
-                Source(parent), p.Uuid, p.Generation, ms, version: version);
+                Source(parent), p.Uuid, p.Generation, ms, options: new(version));
         }
         return ms.ToArray();
     }

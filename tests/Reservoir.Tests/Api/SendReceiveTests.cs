@@ -451,6 +451,53 @@ public sealed class SendReceiveTests
         Assert.Null(Pick("/s1", "/s1"));                            // not itself
     }
 
+    /// <summary>`send --no-data`: the places of the data as UPDATE_EXTENT commands instead of the
+    /// data (what changed, for `receive --dump`): a stream of a few hundred bytes for 3 MB, an
+    /// increment that names the one changed range of the changed file without reading it, and
+    /// received (as btrfs receive does) files of the right sizes without their data.</summary>
+    [Fact]
+    public void ANoDataStreamSaysWhereDataIsWithoutIt()
+    {
+        var opts = new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 };
+        using var a = ReservoirFileSystem.Open(TestFs.NewDevice(128UL << 20), opts);
+        using var b = ReservoirFileSystem.Open(TestFs.NewDevice(128UL << 20), opts);
+        var data = new byte[3_000_000];
+        new Random(4).NextBytes(data);
+        a.CreateSubvolume("/sv");
+        a.WriteAllBytes("/sv/big", data);
+        a.WriteAllText("/sv/small", "hello");
+        a.CreateSnapshot("/sv", "/n0", readOnly: true);
+        using (var s = a.OpenFile("/sv/big", FileMode.Open, FileAccess.Write)) { s.Seek(1_000_000, SeekOrigin.Begin); s.Write(new byte[10_000]); }
+        a.CreateSnapshot("/sv", "/n1", readOnly: true);
+
+        var full = new MemoryStream();
+        var sum = a.Send("/n0", full, options: new(NoData: true));
+        Assert.Equal(0, sum.DataBytes);
+        Assert.True(full.Length < 1000, $"{full.Length} bytes");
+        var inc = new MemoryStream();
+        a.Send("/n1", inc, "/n0", options: new(NoData: true));
+        var cmds = Commands(inc.ToArray());
+        Assert.DoesNotContain(cmds, c => c.Command == SendCommand.Write);
+        // The 10,000 bytes at 1,000,000 lie in the 48 KiB pieces around them, no others.
+        var updates = cmds.Where(c => c.Command == SendCommand.UpdateExtent).ToList();
+        Assert.NotEmpty(updates);
+        Assert.All(updates, u => Assert.InRange(u.Offset, 1_000_000 - 49_152, 1_010_000));
+
+        b.Receive(new MemoryStream(full.ToArray()), "/");
+        Assert.Equal(3_000_000, b.GetInfo("/n0/big").Length);
+        Assert.Equal(new byte[3_000_000], b.ReadAllBytes("/n0/big"));
+        b.Receive(new MemoryStream(inc.ToArray()), "/");
+        Assert.Equal(5, b.GetInfo("/n1/small").Length);
+    }
+
+    private static List<(SendCommand Command, long Offset)> Commands(byte[] stream)
+    {
+        var r = new SendStreamReader(new MemoryStream(stream));
+        var list = new List<(SendCommand, long)>();
+        while (r.Next()) list.Add((r.Command, r.Has(SendAttr.FileOffset) ? (long)r.U64(SendAttr.FileOffset) : -1));
+        return list;
+    }
+
     /// <summary>Two streams one after the other on one input (`cat a b | receive`) make two
     /// subvolumes.</summary>
     [Fact]

@@ -189,14 +189,14 @@ public sealed class SendStreamV2Tests
         var sum1 = fs.Send("/s1", v1, "/s0");
         Assert.InRange(sum1.DataBytes, 2 << 20, (2 << 20) + 2 * 48 * 1024); // zeros, in 48 KiB writes that need not start at the hole
         var v2 = new MemoryStream();
-        var sum2 = fs.Send("/s1", v2, "/s0", version: 2);
+        var sum2 = fs.Send("/s1", v2, "/s0", options: new(Version: 2));
         Assert.Equal((0L, 2L << 20), (sum2.DataBytes, sum2.HoleBytes));
         Assert.True(v2.Length < 4096, $"{v2.Length} bytes");
 
         using (var to = ReservoirFileSystem.Open(target, Opts))
         {
             var full = new MemoryStream();
-            fs.Send("/s0", full, version: 2);
+            fs.Send("/s0", full, options: new(Version: 2));
             to.Receive(new MemoryStream(full.ToArray()), "/");
             to.Receive(new MemoryStream(v2.ToArray()), "/");
             Assert.Equal(data, to.ReadAllBytes("/s1/f"));
@@ -231,9 +231,9 @@ public sealed class SendStreamV2Tests
             fs.WriteAllText("/sv/b", "changed");
             fs.CreateSnapshot("/sv", "/o1", readOnly: true);
             var full = new MemoryStream();
-            fs.Send("/o0", full, version: 2);
+            fs.Send("/o0", full, options: new(Version: 2));
             var inc = new MemoryStream();
-            fs.Send("/o1", inc, "/o0", version: 2);
+            fs.Send("/o1", inc, "/o0", options: new(Version: 2));
             fs.CreateDirectory("/base");
             fs.Receive(new MemoryStream(Fixture("v2-zstd.stream")), "/base");
             var sources = new[] { full.ToArray(), inc.ToArray(), Fixture("v2-zstd.stream"), Fixture("v2-zstd-inc.stream"), Fixture("v2-lzo.stream") };
