@@ -277,4 +277,31 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         Same(Listing($"{m.Dir}/s1"), Listing($"{m.Dir}/in/s1"), "received from the daemon's answers");
         UnmountAndCheck(m);
     }
+
+    /// <summary>The daemon's send queries answer in pages: 2,500 new inodes (two pages of
+    /// inode numbers) and one inode's 700 long names (three pages of names) come back whole.</summary>
+    [Fact]
+    public void SendQueriesPageThroughLongAnswers()
+    {
+        using var m = new MountedImage(size: 256UL << 20);
+        m.Run($"{Cli} subvolume create sv && mkdir sv/d && {Cli} subvolume snapshot -r sv s0 && " +
+            "for i in $(seq 2500); do : > sv/d/f$i; done && echo x > sv/t && " +
+            "for i in $(seq 700); do ln sv/t sv/d/a-name-long-enough-to-fill-pages-$i; done && " +
+            $"{Cli} subvolume snapshot -r sv s1");
+        ulong s0 = OnlineSubvolume.SubvolumeIdOf($"{m.Dir}/s0")!.Value;
+        Assert.Equal(Errno.OK, OnlineSendQueries.Open($"{m.Dir}/s1", out var q));
+        using (q)
+        {
+            Assert.Equal(Errno.OK, q!.ChangedInodes(s0, out var changed));
+            // d and the 2,500 files in it, t, and the root (whose entries gained t).
+            var want = new HashSet<ulong>(Directory.EnumerateFiles($"{m.Dir}/s1/d", "f*").Select(Ino)) { Ino($"{m.Dir}/s1/d"), Ino($"{m.Dir}/s1/t"), Ino($"{m.Dir}/s1") };
+            Assert.Equal(2503, want.Count);
+            Assert.Equal(want.Order(), changed);
+            Assert.Equal(Errno.OK, q.InodeNames(Ino($"{m.Dir}/s1/t"), out var names));
+            Assert.Equal(701, names.Count);
+            Assert.Equal(700, names.Select(n => n.Name).Distinct().Count(n => n.StartsWith("a-name-long-enough-to-fill-pages-")));
+            Assert.Contains((Ino($"{m.Dir}/s1"), "t"), names);
+        }
+        UnmountAndCheck(m);
+    }
 }
