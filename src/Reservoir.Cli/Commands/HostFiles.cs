@@ -171,6 +171,19 @@ internal static class HostFiles
 
     /// <summary>open(2) with O_NOFOLLOW: a symbolic link at the path is refused (ELOOP), not
     /// followed.</summary>
+    [DllImport("libc", EntryPoint = "open", SetLastError = true)]
+    private static extern int CreateFd(byte[] path, int flags, uint mode);
+
+    /// <summary>A new regular file, open for writing: refused if the name exists (a link
+    /// included). One request through a mount (CREATE), where mknod and then open take two.</summary>
+    public static Microsoft.Win32.SafeHandles.SafeFileHandle CreateNew(string path, uint mode)
+    {
+        const int OWronly = 1, OCreat = 0x40, OExcl = 0x80, OCloexec = 0x80000;
+        int fd = CreateFd(Z(path), OWronly | OCreat | OExcl | OnlineSubvolume.O_NOFOLLOW | OCloexec, mode);
+        if (fd < 0) throw Failed("cannot create", path);
+        return new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+    }
+
     public static Microsoft.Win32.SafeHandles.SafeFileHandle OpenNoFollow(string path, bool write)
     {
         const int ORdonly = 0, OWronly = 1, OCloexec = 0x80000;

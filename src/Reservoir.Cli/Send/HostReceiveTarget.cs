@@ -96,7 +96,9 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     public void Mkfile(string path)
     {
         Close();
-        HostFiles.Mknod(Safe(path), 0x8000 | 0x180, 0); // a new regular file, refused if the name exists
+        // A new regular file, refused if the name exists; kept open for the data that follows.
+        _open = HostFiles.CreateNew(Safe(path), 0x180);
+        _openPath = path;
     }
 
     public void Mkdir(string path) => HostFiles.Mkdir(Safe(path), 0x1C0);
