@@ -171,7 +171,7 @@ internal sealed partial class FuseBridge
 
     private Errno Trim(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
     {
-        if (r.Uid != 0 && r.Uid != Session.Libc.Geteuid()) return Errno.EPERM;
+        if (!OwnsImage(r)) return Errno.EPERM;
         if (inSize != 24 || outSize != 24 || !r.TryBytes(24, out var range)) return Errno.EINVAL;
         ulong start = BinaryPrimitives.ReadUInt64LittleEndian(range), len = BinaryPrimitives.ReadUInt64LittleEndian(range[8..]);
         ulong minLen = BinaryPrimitives.ReadUInt64LittleEndian(range[16..]);
@@ -187,7 +187,7 @@ internal sealed partial class FuseBridge
 
     private Errno Resize(uint cmd, ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
     {
-        if (r.Uid != 0 && r.Uid != Session.Libc.Geteuid()) return Errno.EPERM;
+        if (!OwnsImage(r)) return Errno.EPERM;
         if (inSize != 4096 || (cmd == IocResize && outSize != 4096) || !r.TryBytes(4096, out var arg)) return Errno.EINVAL;
         var field = arg[8..];
         int z = field.IndexOf((byte)0);

@@ -199,6 +199,12 @@ internal sealed partial class FuseBridge
         Notifier(inode);
     }
 
+    /// <summary>Whether the caller may administer the filesystem as btrfs lets CAP_SYS_ADMIN:
+    /// root, or the user the daemon runs as, whose image it is (an ordinary user's mount of their
+    /// own image through fusermount3; what they may do offline anyway). A mount the daemon
+    /// serves as root leaves it to root alone.</summary>
+    internal static bool OwnsImage(in RequestReader r) => r.Uid == 0 || r.Uid == Session.Libc.Geteuid();
+
     private Errno Ioctl(ref RequestReader r, ref ReplyWriter w, ulong ino)
     {
         if (!r.TryStruct(32, out var s)) return Errno.EINVAL;

@@ -41,8 +41,6 @@ internal sealed partial class FuseBridge
     /// changed). Replaced whole, never changed in place, so threads need no lock for it.</summary>
     private volatile ChangesPage? _lastChanges;
 
-    private bool MayAskSendQueries(in RequestReader r) => r.Uid == 0 || r.Uid == Session.Libc.Geteuid();
-
     private static bool SendQueryArgs(ref RequestReader r, uint inSize, uint outSize, out ulong a, out ulong b)
     {
         a = b = 0;
@@ -54,7 +52,7 @@ internal sealed partial class FuseBridge
 
     private Errno ChangedInodes(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
     {
-        if (!MayAskSendQueries(r)) return Errno.EPERM;
+        if (!OwnsImage(r)) return Errno.EPERM;
         if (!SendQueryArgs(ref r, inSize, outSize, out ulong older, out ulong from)) return Errno.EINVAL;
         var (newer, root) = NodeIds.Decode(ino);
         if (root != Engine.Filesystem.RootIno) return Errno.EINVAL;
@@ -70,7 +68,7 @@ internal sealed partial class FuseBridge
 
     private Errno InodeNames(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
     {
-        if (!MayAskSendQueries(r)) return Errno.EPERM;
+        if (!OwnsImage(r)) return Errno.EPERM;
         if (!SendQueryArgs(ref r, inSize, outSize, out ulong which, out ulong skip)) return Errno.EINVAL;
         if (which == 0 || which > NodeIds.MaxIno) return Errno.EINVAL;
         var e = fs.InodeNames(NodeIds.Encode(NodeIds.Decode(ino).TreeId, which), out var names);
@@ -95,7 +93,7 @@ internal sealed partial class FuseBridge
 
     private Errno ExtentReferrers(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
     {
-        if (!MayAskSendQueries(r)) return Errno.EPERM;
+        if (!OwnsImage(r)) return Errno.EPERM;
         if (!SendQueryArgs(ref r, inSize, outSize, out ulong bytenr, out ulong skip)) return Errno.EINVAL;
         var e = fs.ExtentReferrers(bytenr, out var inodes);
         if (e != Errno.OK) return e;
