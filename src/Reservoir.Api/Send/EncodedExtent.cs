@@ -66,25 +66,13 @@ internal static class EncodedExtent
         return z.Unwrap(data[..(int)frame], into);
     }
 
-    private static int ReadAll(Stream s, Span<byte> into)
-    {
-        int got = 0;
-        while (got < into.Length)
-        {
-            int n = s.Read(into[got..]);
-            if (n == 0) break;
-            got += n;
-        }
-        return got;
-    }
-
     private static unsafe int Inflate(ReadOnlySpan<byte> data, Span<byte> into)
     {
         fixed (byte* p = data)
         {
             using var ms = new UnmanagedMemoryStream(p, data.Length);
             using var z = new ZLibStream(ms, CompressionMode.Decompress);
-            return ReadAll(z, into);
+            return z.ReadAtLeast(into, into.Length, throwOnEndOfStream: false);
         }
     }
 

@@ -54,17 +54,8 @@ public sealed class SendStreamReader
 
     private FsException Bad(string what) => new(Errno.EINVAL, Position > 0 ? $"{what} (command {CommandsRead + 1}, at byte {Position})" : what);
 
-    private int ReadFull(Span<byte> b)
-    {
-        int got = 0;
-        while (got < b.Length)
-        {
-            int n = _in.Read(b[got..]);
-            if (n == 0) break;
-            got += n;
-        }
-        return got;
-    }
+    /// <summary>As much of <paramref name="b"/> as the input has (all of it but at its end).</summary>
+    private int ReadFull(Span<byte> b) => _in.ReadAtLeast(b, b.Length, throwOnEndOfStream: false);
 
     /// <summary>Reads the next command; false at the end of the input (which must fall between
     /// commands).</summary>

@@ -77,24 +77,14 @@ internal sealed partial class FuseBridge
         if (ge != Errno.OK) return ge;
         var e = fs.ExtentMap(ino, out var map);
         if (e != Errno.OK) return e;
-        var page = new byte[SubvolListSize];
-        int pos = 8, count = 0;
-        foreach (var m in map)
+        return Reply(ref w, Page(map.Where(m => m.FileOffset + m.Length > from), _ => ExtentRecord, (at, m) =>
         {
-            if (m.FileOffset + m.Length <= from) continue;
-            if (pos + ExtentRecord > page.Length) { BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), 1); break; }
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), m.FileOffset);
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), m.Length);
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 16), m.DiskBytenr);
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 24), m.ExtentOffset);
-            BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(pos + 32), m.Type switch { "inline" => 0u, "prealloc" => 2u, _ => 1u });
-            pos += ExtentRecord;
-            count++;
-        }
-        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
-        IoctlDone(ref w);
-        w.Bytes(page);
-        return Errno.OK;
+            BinaryPrimitives.WriteUInt64LittleEndian(at, m.FileOffset);
+            BinaryPrimitives.WriteUInt64LittleEndian(at[8..], m.Length);
+            BinaryPrimitives.WriteUInt64LittleEndian(at[16..], m.DiskBytenr);
+            BinaryPrimitives.WriteUInt64LittleEndian(at[24..], m.ExtentOffset);
+            BinaryPrimitives.WriteUInt32LittleEndian(at[32..], m.Type switch { "inline" => 0u, "prealloc" => 2u, _ => 1u });
+        }));
     }
 
     private const int FsLabelMax = 256;

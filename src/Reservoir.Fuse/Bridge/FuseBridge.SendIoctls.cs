@@ -34,12 +34,41 @@ internal sealed partial class FuseBridge
     /// skip. Out: count × u64, ascending.</summary>
     internal const uint IocExtentReferrers = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 16;
 
-    private sealed record ChangesPage(ulong Older, ulong Newer, IReadOnlyList<ulong> Inodes);
+    private sealed record ChangesPage(ulong Older, ulong Newer, List<ulong> Inodes);
 
     /// <summary>The last comparison's answer, for the pages after its first (a request asking
     /// from inode 0 compares again: a subvolume made writable and read-only again may have
     /// changed). Replaced whole, never changed in place, so threads need no lock for it.</summary>
     private volatile ChangesPage? _lastChanges;
+
+    /// <summary>Writes one record at the start of <paramref name="at"/>.</summary>
+    internal delegate void RecordWriter<T>(Span<byte> at, T record);
+
+    /// <summary>One page of a paged ioctl's answer (16376 bytes): u32 count, u32 more (1 when the
+    /// page filled before the records ended: the caller asks again from where it stopped), then
+    /// as many records as fit.</summary>
+    internal static byte[] Page<T>(IEnumerable<T> records, Func<T, int> size, RecordWriter<T> write)
+    {
+        var page = new byte[SubvolListSize];
+        int pos = 8, count = 0;
+        foreach (var rec in records)
+        {
+            int n = size(rec);
+            if (pos + n > page.Length) { BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), 1); break; }
+            write(page.AsSpan(pos, n), rec);
+            pos += n;
+            count++;
+        }
+        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
+        return page;
+    }
+
+    private Errno Reply(ref ReplyWriter w, byte[] page)
+    {
+        IoctlDone(ref w);
+        w.Bytes(page);
+        return Errno.OK;
+    }
 
     private static bool SendQueryArgs(ref RequestReader r, uint inSize, uint outSize, out ulong a, out ulong b)
     {
@@ -61,9 +90,11 @@ internal sealed partial class FuseBridge
         {
             var e = fs.ChangedInodes(older, newer, out var changes);
             if (e != Errno.OK) return e;
-            _lastChanges = last = new ChangesPage(older, newer, changes.Inodes);
+            _lastChanges = last = new ChangesPage(older, newer, [.. changes.Inodes]);
         }
-        return U64Page(ref w, last.Inodes.Where(i => i >= from));
+        // The list is ascending: the page starts at the first inode from `from` on.
+        int start = last.Inodes.BinarySearch(from);
+        return Reply(ref w, U64Page(last.Inodes.Skip(start < 0 ? ~start : start)));
     }
 
     private Errno InodeNames(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
@@ -73,22 +104,12 @@ internal sealed partial class FuseBridge
         if (which == 0 || which > NodeIds.MaxIno) return Errno.EINVAL;
         var e = fs.InodeNames(NodeIds.Encode(NodeIds.Decode(ino).TreeId, which), out var names);
         if (e != Errno.OK) return e;
-        var page = new byte[SubvolListSize];
-        int pos = 8, count = 0;
-        foreach (var (dir, name) in names.Skip((int)Math.Min(skip, int.MaxValue)))
+        return Reply(ref w, Page(names.Skip((int)Math.Min(skip, int.MaxValue)), n => 10 + Encoding.UTF8.GetByteCount(n.Name), (at, n) =>
         {
-            int len = Encoding.UTF8.GetByteCount(name);
-            if (pos + 10 + len > page.Length) { BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), 1); break; }
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), NodeIds.Decode(dir).Ino);
-            BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(pos + 8), (ushort)len);
-            Encoding.UTF8.GetBytes(name, page.AsSpan(pos + 10));
-            pos += 10 + len;
-            count++;
-        }
-        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
-        IoctlDone(ref w);
-        w.Bytes(page);
-        return Errno.OK;
+            BinaryPrimitives.WriteUInt64LittleEndian(at, NodeIds.Decode(n.Dir).Ino);
+            BinaryPrimitives.WriteUInt16LittleEndian(at[8..], (ushort)(at.Length - 10));
+            Encoding.UTF8.GetBytes(n.Name, at[10..]);
+        }));
     }
 
     private Errno ExtentReferrers(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
@@ -97,23 +118,8 @@ internal sealed partial class FuseBridge
         if (!SendQueryArgs(ref r, inSize, outSize, out ulong bytenr, out ulong skip)) return Errno.EINVAL;
         var e = fs.ExtentReferrers(bytenr, out var inodes);
         if (e != Errno.OK) return e;
-        return U64Page(ref w, inodes.Skip((int)Math.Min(skip, int.MaxValue)));
+        return Reply(ref w, U64Page(inodes.Skip((int)Math.Min(skip, int.MaxValue))));
     }
 
-    private Errno U64Page(ref ReplyWriter w, IEnumerable<ulong> values)
-    {
-        var page = new byte[SubvolListSize];
-        int pos = 8, count = 0;
-        foreach (ulong v in values)
-        {
-            if (pos + 8 > page.Length) { BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), 1); break; }
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos), v);
-            pos += 8;
-            count++;
-        }
-        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)count);
-        IoctlDone(ref w);
-        w.Bytes(page);
-        return Errno.OK;
-    }
+    private static byte[] U64Page(IEnumerable<ulong> values) => Page(values, _ => 8, (at, v) => BinaryPrimitives.WriteUInt64LittleEndian(at, v));
 }
