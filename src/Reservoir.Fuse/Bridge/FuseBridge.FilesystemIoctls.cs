@@ -146,7 +146,7 @@ internal sealed partial class FuseBridge
 
     private Errno SetLabel(ref RequestReader r, ref ReplyWriter w, uint inSize)
     {
-        if (r.Uid != 0) return Errno.EPERM;
+        if (!OwnsImage(r)) return Errno.EPERM;
         if (inSize != FsLabelMax || !r.TryBytes(FsLabelMax, out var arg)) return Errno.EINVAL;
         int z = arg.IndexOf((byte)0);
         if (z < 0) return Errno.EINVAL; // as the kernel's: the label must end within FSLABEL_MAX

@@ -248,7 +248,7 @@ internal sealed partial class FuseBridge
         if (cmd is IocQgroupList or IocQgroupRelations) return QgroupPage(cmd, ref r, ref w, inSize, U32(s, 28));
         if (cmd == IocQuotaCtl)
         {
-            if (r.Uid != 0) return Errno.EPERM;
+            if (!OwnsImage(r)) return Errno.EPERM;
             if (inSize != 24 || !r.TryBytes(24, out var ctl)) return Errno.EINVAL;
             var qe = QuotaCtl(BinaryPrimitives.ReadUInt64LittleEndian(ctl), BinaryPrimitives.ReadUInt64LittleEndian(ctl[8..]), BinaryPrimitives.ReadUInt64LittleEndian(ctl[16..]));
             if (qe != Errno.OK) return qe;
@@ -257,8 +257,9 @@ internal sealed partial class FuseBridge
         }
         if (cmd == IocSubvolSetRo)
         {
-            // On the subvolume's root directory itself; root only, as btrfs property set is.
-            if (r.Uid != 0) return Errno.EPERM;
+            // On the subvolume's root directory itself; root's (and the image owner's on their
+            // own mount), as btrfs property set is root's.
+            if (!OwnsImage(r)) return Errno.EPERM;
             if (inSize != 8 || !r.TryBytes(8, out var flag)) return Errno.EINVAL;
             var re = fs.SetSubvolumeReadOnly(ino, BinaryPrimitives.ReadUInt64LittleEndian(flag) != 0);
             if (re != Errno.OK) return re;
@@ -268,7 +269,7 @@ internal sealed partial class FuseBridge
         }
         if (cmd == IocSetReceived)
         {
-            if (r.Uid != 0) return Errno.EPERM;
+            if (!OwnsImage(r)) return Errno.EPERM;
             if (inSize != 24 || !r.TryBytes(24, out var rv)) return Errno.EINVAL;
             var re = fs.SetReceivedSubvolume(ino, new Guid(rv[..16]), BinaryPrimitives.ReadUInt64LittleEndian(rv[16..]));
             if (re != Errno.OK) return re;
@@ -281,7 +282,8 @@ internal sealed partial class FuseBridge
         if (z <= 0) return Errno.EINVAL;
         var name = field[..z];
         // The kernel checks no permission for an ioctl: as btrfs does, creating needs what
-        // mkdir needs (write and search on the directory), deleting needs root.
+        // mkdir needs (write and search on the directory), deleting needs root (or the
+        // image's owner on their own mount: OwnsImage).
         var caller = CallerOf(r);
         Errno e;
         InodeAttr made = default;
@@ -306,7 +308,7 @@ internal sealed partial class FuseBridge
         }
         else
         {
-            if (r.Uid != 0) return Errno.EPERM;
+            if (!OwnsImage(r)) return Errno.EPERM;
             e = fs.DeleteSubvolume(ino, name);
         }
         if (e != Errno.OK) return e;

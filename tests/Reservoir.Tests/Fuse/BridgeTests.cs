@@ -218,4 +218,58 @@ public class BridgeTests : IDisposable
         Assert.False(PosixAccess.Allows(exec, new Caller(0, 0, 0), PosixAccess.MayExec));
         Assert.True(PosixAccess.Allows(exec, new Caller(0, 0, 0), PosixAccess.MayWrite));
     }
+
+    /// <summary>fuse_ioctl_in (fh, flags, cmd, arg, in_size, out_size) on a directory
+    /// (FUSE_IOCTL_DIR) and its input.</summary>
+    private (int Error, byte[] Body) Ioctl(FuseBridge b, ulong node, uint uid, uint cmd, byte[] input, uint outSize = 0)
+    {
+        var io = new byte[32];
+        BinaryPrimitives.WriteUInt32LittleEndian(io.AsSpan(8), 16);
+        BinaryPrimitives.WriteUInt32LittleEndian(io.AsSpan(12), cmd);
+        BinaryPrimitives.WriteUInt32LittleEndian(io.AsSpan(24), (uint)input.Length);
+        BinaryPrimitives.WriteUInt32LittleEndian(io.AsSpan(28), outSize);
+        return Send(b, Opcode.Ioctl, node, uid, uid, io, input);
+    }
+
+    /// <summary>
+    /// What btrfs leaves to CAP_SYS_ADMIN (deleting a subvolume, setting it read-only, recording
+    /// a received UUID, quotas, the label) is root's on a mount the daemon serves as root
+    /// (these tests run as root); the user the daemon runs as (an ordinary user's own mount) gets
+    /// it too, which `MountTests.AnOrdinaryUserMountsThroughFusermount3` shows by a receive.
+    /// Anyone else gets EPERM and changes nothing.
+    /// </summary>
+    [Fact]
+    public void AdministeringTheFilesystemIsRootsOnARootMount()
+    {
+        var b = Bridge();
+        var create = new byte[4096];
+        Encoding.UTF8.GetBytes("sv").CopyTo(create, 8);
+        Assert.Equal(0, Ioctl(b, Root, 0, FuseBridge.IocSubvolCreate, create).Error);
+        var (le, lb) = Send(b, Opcode.Lookup, Root, 0, 0, Name("sv"));
+        Assert.Equal(0, le);
+        ulong sv = Entry(lb).Node;
+        var label = new byte[256];
+        "theirs"u8.CopyTo(label);
+        var quota = new byte[24];
+        quota[0] = 1; // enable
+        var received = new byte[24];
+        received[0] = 0xAB;
+        foreach (var uid in new[] { User, Other })
+        {
+            Assert.Equal(-(int)Errno.EPERM, Ioctl(b, sv, uid, FuseBridge.IocSubvolSetRo, U64(1)).Error);
+            Assert.Equal(-(int)Errno.EPERM, Ioctl(b, sv, uid, FuseBridge.IocSetReceived, received).Error);
+            Assert.Equal(-(int)Errno.EPERM, Ioctl(b, Root, uid, FuseBridge.IocQuotaCtl, quota).Error);
+            Assert.Equal(-(int)Errno.EPERM, Ioctl(b, Root, uid, FuseBridge.FsIocSetFsLabel, label).Error);
+            Assert.Equal(-(int)Errno.EPERM, Ioctl(b, Root, uid, FuseBridge.IocSnapDestroy, create).Error);
+        }
+        Assert.False(_fs.QuotaEnabled);
+        Assert.NotEqual("theirs", _fs.Label);
+        Assert.Equal(Errno.OK, _fs.Lookup(Filesystem.RootIno, "sv", out _));
+        Assert.Equal(0, Ioctl(b, Root, 0, FuseBridge.IocQuotaCtl, quota).Error);
+        Assert.True(_fs.QuotaEnabled);
+        Assert.Equal(0, Ioctl(b, Root, 0, FuseBridge.FsIocSetFsLabel, label).Error);
+        Assert.Equal("theirs", _fs.Label);
+        Assert.Equal(0, Ioctl(b, Root, 0, FuseBridge.IocSnapDestroy, create).Error);
+        Assert.Equal(Errno.ENOENT, _fs.Lookup(Filesystem.RootIno, "sv", out _));
+    }
 }

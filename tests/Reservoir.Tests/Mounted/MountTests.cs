@@ -649,6 +649,12 @@ public class MountTests(ITestOutputHelper log)
                 // The user whose image it is may trim it (FITRIM: root or the daemon's user),
                 // and resize it.
                 $"fstrim m; {cli} filesystem resize +64M m >/dev/null; test \"$(stat -c %s u.img)\" = 201326592; " +
+                // ... and send and receive on it: marking the received subvolume read-only and
+                // received, and deleting a subvolume, are root's on btrfs and here the image
+                // owner's too (offline they may do it anyway).
+                $"{cli} subvolume snapshot -r m/sv m/s1 >/dev/null; echo more > m/sv/y; {cli} subvolume snapshot -r m/sv m/s2 >/dev/null; mkdir m/r; " +
+                $"{cli} send m/s1 -f s1.st 2>/dev/null; {cli} send -p m/s1 m/s2 -f s2.st 2>/dev/null; {cli} receive m/r -f s1.st >/dev/null; {cli} receive m/r -f s2.st >/dev/null; " +
+                $"test \"$(cat m/r/s2/y)\" = more; {cli} subvolume delete m/r/s1 >/dev/null; test ! -e m/r/s1; " +
                 // `reservoir umount` unmounts through fusermount3 and returns once the daemon
                 // has let go of the image (fusermount3 -u alone returns before).
                 $"grep -q \" fuse.reservoir \" /proc/self/mountinfo; {cli} umount m; flock -n u.img true'", "/", 120);
