@@ -42,7 +42,12 @@ public sealed partial class Filesystem
                 _cleanerBusy = true;
             }
             bool finished = false;
-            try { finished = DropSubvolumeTree(t, () => Volatile.Read(ref _cleanerStopping)); }
+            // An operation that acquired one of its inodes before the deletion may still be
+            // writing into the tree: the drop starts once the last has let go.
+            Inodes.Subvolume? dead;
+            using (_subvolsLock.Lock()) dead = _deadSubvols.GetValueOrDefault(t.Id);
+            Func<bool> stopping = () => Volatile.Read(ref _cleanerStopping);
+            try { finished = (dead?.WaitUntilUnreferenced(stopping) ?? true) && DropSubvolumeTree(t, stopping); }
             catch (FsException ex) { Fs.Warn($"subvolume {t.Id}: dropping its tree stopped ({ex.Message}); the next mount resumes it"); }
             using (CleanerLock.Lock())
             {

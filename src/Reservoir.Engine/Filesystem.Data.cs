@@ -26,7 +26,9 @@ public sealed partial class Filesystem
             if (inode.Deleted) { Put(inode); return Errno.ENOENT; }
             attr = Attr(inode);
         }
-        inode.Subvol.Open(inode); // keeps the reference taken by Get until Release
+        // Keeps the reference taken by Get until Release; refused if the subvolume was deleted
+        // since Get (its deletion saw no open file).
+        if (!inode.Subvol.TryOpen(inode)) { Put(inode); attr = default; return Errno.ENOENT; }
         return Errno.OK;
     }
 

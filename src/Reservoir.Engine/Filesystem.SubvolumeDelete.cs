@@ -70,22 +70,36 @@ public sealed partial class Filesystem
                     }
                     finally { sv.Release(root); }
                 }
-                var busy = QuiesceSubvolume(sv);
+                // Dead from here (nothing of it is acquired or opened any more): undone if the
+                // name cannot go.
+                var busy = sv.MarkDead();
                 if (busy != Errno.OK) return busy;
-                var (_, link) = BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF");
-                var se = Fs.TryStart(12, out var h, useGlobalReserve: true);
-                if (se != Errno.OK) return se;
-                using (h)
+                bool gone = false;
+                try
                 {
-                    RemoveSubvolumeEntryLocked(h, dir, nameCopy, link.Index);
-                    using (Fs.RootTree.Lock.Write())
+                    var (_, link) = BackrefOf(id) ?? throw new CorruptionException($"subvolume {id} has no ROOT_BACKREF");
+                    var se = Fs.TryStart(12, out var h, useGlobalReserve: true);
+                    if (se != Errno.OK) return se;
+                    using (h)
                     {
-                        DeleteRootRefsLocked(h, dir.Subvol.Id, id);
-                        Fs.RootTree.Put(h, DirItems.OrphanKey(id), ReadOnlySpan<byte>.Empty);
+                        RemoveSubvolumeEntryLocked(h, dir, nameCopy, link.Index);
+                        using (Fs.RootTree.Lock.Write())
+                        {
+                            DeleteRootRefsLocked(h, dir.Subvol.Id, id);
+                            Fs.RootTree.Put(h, DirItems.OrphanKey(id), ReadOnlySpan<byte>.Empty);
+                        }
                     }
+                    gone = true;
                 }
-                using (_subvolsLock.Lock()) _subvols.Remove(id);
-                sv.Dead = true;
+                finally { if (!gone) sv.Revive(); }
+                // Only now, with the name gone for good, its cached data (dirty pages included)
+                // goes: a deletion that failed above leaves the files as they were.
+                QuiesceSubvolume(sv);
+                using (_subvolsLock.Lock())
+                {
+                    _subvols.Remove(id);
+                    _deadSubvols[id] = sv;
+                }
                 victim = sv;
                 return Errno.OK;
             });
@@ -96,13 +110,12 @@ public sealed partial class Filesystem
         return Errno.OK;
     }
 
-    /// <summary>Before a subvolume goes: EBUSY if a file of it is open; otherwise every cached
-    /// page is dropped with its reservation and every ordered extent finished, so nothing will
-    /// write into the tree while it is emptied.</summary>
-    private Errno QuiesceSubvolume(Subvolume sv)
+    /// <summary>Once a dead subvolume's name is gone: every cached page is dropped with its
+    /// reservation and every ordered extent finished, so nothing will write into the tree while
+    /// it is emptied (an operation still under way is waited for by the cleaner).</summary>
+    private void QuiesceSubvolume(Subvolume sv)
     {
         var inodes = sv.LoadedInodeList();
-        if (inodes.Any(i => sv.OpenCountOf(i) > 0)) return Errno.EBUSY;
         foreach (var inode in inodes)
         {
             if (inode.Mapping is not { } m) continue;
@@ -112,7 +125,6 @@ public sealed partial class Filesystem
             Data.CheckMappingQuiescent(m, "subvolume deletion");
         }
         Data.DropIdleMappings(sv);
-        return Errno.OK;
     }
 
     /// <summary>
@@ -175,6 +187,8 @@ public sealed partial class Filesystem
         }
         Fs.ForceCommit = true;
         Fs.Commit();
+        // The tree is gone from the fs trees: nothing can load it now.
+        using (_subvolsLock.Lock()) _deadSubvols.Remove(t.Id);
         return true;
     }
 
@@ -185,6 +199,7 @@ public sealed partial class Filesystem
         foreach (var id in ids)
         {
             var t = Fs.FsTree(id);
+            using (_subvolsLock.Lock()) if (t != null) _deadSubvols[id] = null;
             if (t == null)
             {
                 using var h = Fs.Start(1, useGlobalReserve: true);

@@ -23,9 +23,15 @@ public sealed partial class Filesystem : IDisposable
     /// <summary>The top-level subvolume (tree 5), which always exists.</summary>
     internal Subvolume Top { get; }
     internal Data.DataEngine Data { get; }
-    private readonly FsMutex _subvolsLock; // guards _subvols
+    private readonly FsMutex _subvolsLock; // guards _subvols and _deadSubvols
     /// <summary>Subvolumes in use, by tree id; loaded on first use.</summary>
     private readonly Dictionary<ulong, Subvolume> _subvols = new();
+    /// <summary>Deleted subvolumes whose trees are still there, being dropped (by tree id; the
+    /// dead in-memory side, or null for one a crash left half deleted): never loaded again.
+    /// Their trees stay among the fs trees until the drop ends, and a node id the kernel still
+    /// had (a shell's working directory inside, say) would otherwise load one afresh, not
+    /// dead, and write into a tree the cleaner is emptying.</summary>
+    private readonly Dictionary<ulong, Subvolume?> _deadSubvols = new();
 
     private Filesystem(FsInfo fs, Data.DataOptions dataOptions)
     {
@@ -48,6 +54,7 @@ public sealed partial class Filesystem : IDisposable
     {
         using var _ = _subvolsLock.Lock();
         if (_subvols.TryGetValue(treeId, out var sv)) return sv;
+        if (_deadSubvols.ContainsKey(treeId)) return null;
         var tree = Fs.FsTree(treeId);
         if (tree == null) return null;
         return _subvols[treeId] = LoadSubvolume(tree);

@@ -92,6 +92,20 @@ internal static class TestFs
     }
 }
 
+internal static class SchedulerRuns
+{
+    /// <summary><see cref="TestFs.UnderScheduler"/>, failing instead of waiting forever when a
+    /// seed hangs (a wait nothing will end is not always a deadlock the scheduler sees: a
+    /// thread waiting with a timeout, or the commit timer, keeps time moving).</summary>
+    public static void Within(TimeSpan limit, int seeds, Func<Reservoir.Engine.Tx.MountOptions> options,
+        Action<int, Reservoir.Common.Concurrency.DeterministicScheduler, Filesystem, List<string>> body)
+    {
+        var run = Task.Run(() => TestFs.UnderScheduler(seeds, options, body));
+        if (!run.Wait(limit)) throw new Xunit.Sdk.XunitException($"no end within {limit.TotalMinutes} minutes: something hangs");
+        run.GetAwaiter().GetResult();
+    }
+}
+
 internal static class FsckAssert
 {
     public static void Clean(Reservoir.Device.IBlockDevice dev)

@@ -22,7 +22,9 @@ internal sealed class Subvolume
     public ulong Id => Tree.Id;
     public int CacheLimit { get; set; } = 100_000;
     /// <summary>Deleted: its name is gone and its tree is being dropped; no inode of it can be
-    /// acquired any more. Set once, under the table lock's protection of Acquire.</summary>
+    /// acquired any more. Set under the table lock (<see cref="MarkDead"/>), where Acquire
+    /// reads it and where opens are counted, so that no open slips in between the check for
+    /// open files and the mark.</summary>
     public volatile bool Dead;
     /// <summary>Read-only (ROOT_ITEM flag): every change to its inodes answers EROFS.</summary>
     public volatile bool ReadOnly;
@@ -75,12 +77,50 @@ internal sealed class Subvolume
         using var _ = _table.Lock();
         if (--inode.Refs < 0) ThrowHelper.Invariant($"inode {inode.Ino} released too often");
         if (inode.Deleted && inode.Refs == 0) _inodes.Remove(inode.Ino);
+        if (Dead && inode.Refs == 0) _table.PulseAll(); // the cleaner may wait for the last
     }
 
-    public int Open(Inode inode)
+    /// <summary>Subvolume deletion's first step: EBUSY while a file of it is open; otherwise
+    /// marks it dead, so that no inode of it is acquired or opened from now on. Undone by
+    /// <see cref="Revive"/> when the deletion fails after it.</summary>
+    public Errno MarkDead()
     {
         using var _ = _table.Lock();
-        return ++inode.OpenCount;
+        if (_inodes.Values.Any(i => i.OpenCount > 0)) return Errno.EBUSY;
+        Dead = true;
+        return Errno.OK;
+    }
+
+    public void Revive()
+    {
+        using var _ = _table.Lock();
+        Dead = false;
+    }
+
+    /// <summary>Waits until no operation holds an inode of this dead subvolume: one that
+    /// acquired it before <see cref="MarkDead"/> may still be writing items into the tree, which
+    /// must not be dropped under it (btrfs likewise drops a deleted root only once its last
+    /// inode is evicted).</summary>
+    /// <returns>false if <paramref name="stop"/> (an unmount) said to stop first.</returns>
+    public bool WaitUntilUnreferenced(Func<bool> stop)
+    {
+        using var _ = _table.Lock();
+        while (_inodes.Values.Any(i => i.Refs > 0))
+        {
+            if (stop()) return false;
+            _table.Wait(100);
+        }
+        return true;
+    }
+
+    /// <summary>Counts an open; false once the subvolume is dead (its deletion checked for open
+    /// files under this lock and found none: an open that came later must not count).</summary>
+    public bool TryOpen(Inode inode)
+    {
+        using var _ = _table.Lock();
+        if (Dead) return false;
+        ++inode.OpenCount;
+        return true;
     }
 
     /// <summary>Returns the number of opens left.</summary>
