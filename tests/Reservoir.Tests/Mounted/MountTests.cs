@@ -498,6 +498,48 @@ public class MountTests(ITestOutputHelper log)
     }
 
     /// <summary>
+    /// A shell whose working directory is inside a subvolume that another command deletes: the
+    /// kernel still has the directory's node id and sends creates and lookups with it. Each
+    /// must fail with ENOENT ("No such file or directory"), the daemon must not fail, and the
+    /// space comes back in full; unmount, fsck clean. (Whether such a request comes while the
+    /// tree is still being dropped depends on timing here; the engine's
+    /// SubvolumeTests.NothingReachesADeletedSubvolumeWhileItsTreeIsDropped holds the drop and
+    /// pins that case.)
+    /// </summary>
+    [Fact]
+    public void AShellInsideADeletedSubvolumeChangesNothing()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        var m = new MountedImage(size: 256UL << 20, quota: true);
+        try
+        {
+            m.Run("sync");
+            TestFs.Ok(m.Fs.StatFs(out var before));
+            // The working directory made last: its items are the tree's last, dropped last.
+            m.Run($"{cli} subvolume create sv >/dev/null && mkdir sv/e && cd sv/e && seq 1 2000 | xargs -n 1000 touch && cd ../.. && " +
+                "mkdir sv/d && for i in $(seq 1 50); do head -c 100000 /dev/urandom > sv/d/f$i; done && sync");
+            var r = MountedImage.Sh("cd sv/d && " +
+                $"{cli} subvolume delete ../../sv >/dev/null && " +
+                "{ touch x 2>&1; mkdir y 2>&1; echo data > f1 2>&1; ls 2>&1; cat f2 >/dev/null 2>&1 && echo read-f2; true; }", m.Dir);
+            Assert.Equal(0, r.Code);
+            // touch, mkdir, ls and the redirection each: No such file or directory.
+            Assert.True(r.Out.Split('\n').Count(l => l.Contains("No such file or directory")) == 4, r.Out);
+            Assert.DoesNotContain("read-f2", r.Out);
+            Assert.False(Directory.Exists(Path.Combine(m.Dir, "sv")));
+            m.Run($"{cli} subvolume sync . && sync");
+            Assert.Null(m.Fs.Fs.FailedReason);
+            TestFs.Ok(m.Fs.StatFs(out var after));
+            Assert.Equal(before.BlocksFree, after.BlocksFree);
+            Assert.Empty(m.Fs.VerifyReservations());
+        }
+        finally { m.Unmount(); }
+        using var dev = FileBlockDevice.Open(m.Image, readOnly: true);
+        var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
+        Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+        Assert.Equal(0, m.Fs.LeakedBytes);
+    }
+
+    /// <summary>
     /// The quota and subvolume administration commands on a mounted filesystem (online, as
     /// btrfs-progs' on a mount point): quota enable, a level-1 group with a member and a limit
     /// that a program then runs into, show with parents and children, destroy refused while it
