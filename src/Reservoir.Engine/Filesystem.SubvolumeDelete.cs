@@ -33,6 +33,31 @@ public sealed partial class Filesystem
     /// directory is empty.</param>
     private Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name, bool requireEmpty)
     {
+        long deadline = Fs.Sched.NowMs + SubvolumeDeleteWaitsForClosesMs;
+        while (true)
+        {
+            var e = DeleteSubvolumeOnce(dirIno, name, requireEmpty, out var openIn);
+            if (e != Errno.EBUSY || openIn == null || Fs.Sched.NowMs >= deadline) return e;
+            // Without any lock: the closes come through other threads.
+            openIn.WaitUntilClosed(deadline - Fs.Sched.NowMs);
+        }
+    }
+
+    /// <summary>
+    /// How long a subvolume deletion waits for files of it being closed before it answers
+    /// EBUSY; 0 (the default) does not wait. The FUSE front end sets it: the kernel sends
+    /// FUSE_RELEASE in the background after close(2) has returned, so a program that closes a
+    /// file and at once deletes its subvolume (receive abandoning a subvolume it failed to
+    /// fill, a script) would otherwise be refused for a file no longer open.
+    /// </summary>
+    public int SubvolumeDeleteWaitsForClosesMs { get; set; }
+
+    /// <param name="openIn">When the answer is EBUSY because files of the subvolume are
+    /// open: the subvolume.</param>
+    private Errno DeleteSubvolumeOnce(ulong dirIno, ReadOnlySpan<byte> name, bool requireEmpty, out Subvolume? openIn)
+    {
+        openIn = null;
+        Subvolume? busyWith = null;
         var e = CheckName(name);
         if (e != Errno.OK) return e;
         using var ops = SubvolumeOps.Lock();
@@ -73,7 +98,7 @@ public sealed partial class Filesystem
                 // Dead from here (nothing of it is acquired or opened any more): undone if the
                 // name cannot go.
                 var busy = sv.MarkDead();
-                if (busy != Errno.OK) return busy;
+                if (busy != Errno.OK) { busyWith = sv; return busy; }
                 bool gone = false;
                 try
                 {
@@ -105,6 +130,7 @@ public sealed partial class Filesystem
             });
         }
         finally { Put(dir); }
+        openIn = busyWith;
         if (e != Errno.OK) return e;
         QueueDrop(victim!.Tree);
         return Errno.OK;

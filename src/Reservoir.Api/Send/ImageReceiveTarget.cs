@@ -196,6 +196,8 @@ public sealed class ImageReceiveTarget : IReceiveTarget
     public void Abandon()
     {
         Close();
-        if (_subvolume != null) P.DeleteSubvolume(_subvolume);
+        if (_subvolume == null) return;
+        var e = P.DeleteSubvolume(_subvolume);
+        if (e != Errno.OK) throw new FsException(e, $"the partly received subvolume '{_subvolume}' is left (delete it with `reservoir subvolume delete`)");
     }
 }

@@ -60,10 +60,20 @@ public static class Receiver
                 }
                 target.EndSubvolume(uuid, ctransid);
             }
-            catch
+            catch (Exception first)
             {
-                try { target.Abandon(); } catch (Exception) { /* the first failure is the one to report */ }
-                throw;
+                // The first failure is the one to report; a partly received subvolume that could
+                // not be removed is said too, so that the user knows to delete it.
+                string? left = null;
+                try { target.Abandon(); } catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { left = ex.Message; }
+                if (left == null) throw;
+                if (first is FsException fe)
+                {
+                    string suffix = $" ({fe.Errno}: {fe.Errno.Describe()})";
+                    string msg = fe.Message.EndsWith(suffix, StringComparison.Ordinal) ? fe.Message[..^suffix.Length] : fe.Message;
+                    throw new FsException(fe.Errno, $"{msg}; {left}", fe);
+                }
+                throw new IOException($"{first.Message}; {left}", first);
             }
             done.Add(new ReceivedSubvolume(name, uuid, ctransid, r.CommandsRead + 1));
         }

@@ -202,6 +202,8 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     public void Abandon()
     {
         Close();
-        if (_subvolume != null) OnlineSubvolume.Delete(_subvolume);
+        if (_subvolume == null) return;
+        var e = OnlineSubvolume.Delete(_subvolume);
+        if (e != Errno.OK) throw new FsException(e, $"the partly received subvolume '{_subvolume}' is left (delete it with `reservoir subvolume delete`)");
     }
 }

@@ -128,7 +128,23 @@ internal sealed class Subvolume
     {
         using var _ = _table.Lock();
         if (inode.OpenCount == 0) ThrowHelper.Invariant($"inode {inode.Ino} closed more than opened");
-        return --inode.OpenCount;
+        if (--inode.OpenCount == 0) _table.PulseAll(); // a deletion may wait for the last close
+        return inode.OpenCount;
+    }
+
+    /// <summary>Waits up to <paramref name="ms"/> for every file of this subvolume to be
+    /// closed; true if none is open now.</summary>
+    public bool WaitUntilClosed(long ms)
+    {
+        using var _ = _table.Lock();
+        long deadline = Fs.Sched.NowMs + ms;
+        while (_inodes.Values.Any(i => i.OpenCount > 0))
+        {
+            long left = deadline - Fs.Sched.NowMs;
+            if (left <= 0) return false;
+            _table.Wait((int)Math.Min(left, 50));
+        }
+        return true;
     }
 
     public int OpenCountOf(Inode inode)

@@ -576,6 +576,46 @@ public class SubvolumeTests
         Assert.True(deleted > 0 && busy > 0, $"{deleted} seeds deleted, {busy} found the file open");
     }
 
+    /// <summary>
+    /// With <see cref="Filesystem.SubvolumeDeleteWaitsForClosesMs"/> (what the FUSE mount sets:
+    /// the kernel's FUSE_RELEASE comes after close(2) returns), a deletion that finds a file
+    /// open waits for its close instead of answering EBUSY; without a close it still answers
+    /// EBUSY once the time is up. Under the deterministic scheduler, the close coming from
+    /// another thread at a different point on each seed.
+    /// </summary>
+    [Fact]
+    public void ADeletionWaitsForAFileBeingClosed()
+    {
+        SchedulerRuns.Within(TimeSpan.FromMinutes(5), 16, () => new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 5 }, (seed, s, fs, failures) =>
+        {
+            fs.SubvolumeDeleteWaitsForClosesMs = 1000;
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
+            ulong f = CreateFile(fs, a.Ino, "f", new byte[20_000]);
+            Ok(fs.Open(f, true, out _));
+            bool deleting = false;
+            var closer = s.Start("closer", () =>
+            {
+                while (!Volatile.Read(ref deleting)) s.Yield("closer waits");
+                for (int k = 0; k < seed; k++) s.Yield("closer");
+                fs.Release(f);
+            });
+            Volatile.Write(ref deleting, true);
+            var e = fs.DeleteSubvolume(Root, "sv");
+            closer.Join();
+            if (e != Errno.OK) failures.Add($"delete while the file was being closed: {e}");
+            // A file that stays open: EBUSY after the wait.
+            Ok(fs.CreateSubvolume(Root, "held", 0, 0, out var h));
+            ulong g = CreateFile(fs, h.Ino, "g", new byte[100]);
+            Ok(fs.Open(g, false, out _));
+            long t0 = s.NowMs;
+            if (fs.DeleteSubvolume(Root, "held") is var busy and not Errno.EBUSY) failures.Add($"delete with a file open: {busy}");
+            if (s.NowMs - t0 < 1000) failures.Add($"EBUSY after {s.NowMs - t0} ms, before the wait was up");
+            fs.Release(g);
+            Ok(fs.DeleteSubvolume(Root, "held"));
+            Ok(fs.SyncSubvolumeDeletions());
+        });
+    }
+
     [Fact]
     public void ADeletionTheCleanerDidNotFinishResumesAtTheNextMount()
     {
