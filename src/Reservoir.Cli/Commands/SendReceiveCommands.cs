@@ -172,8 +172,18 @@ internal static class SendReceiveCommands
                 {
                     if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir receive: {a[0]}: no such image"); return 1; }
                     using var fs = FileCommands.Open(a[0], write: true);
-                    if (trace != null) Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace);
-                    else fs.Receive(input, a[1]);
+                    try
+                    {
+                        if (trace != null) Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace);
+                        else fs.Receive(input, a[1]);
+                    }
+                    catch (Exception)
+                    {
+                        // A failed receive deleted what it had made: on an image the command is
+                        // the only user, so its space comes back now, not at some later mount.
+                        try { fs.SyncSubvolumeDeletions(); } catch (IOException) { /* the receive's error is the one to report */ }
+                        throw;
+                    }
                     fs.Sync();
                 }
                 else Receiver.Run(input, new HostReceiveTarget(a[0]), trace);

@@ -77,6 +77,36 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("fsck", other).Code);
     }
 
+    /// <summary>A receive into an image too small for the stream fails with ENOSPC, and the
+    /// subvolume it was filling goes with its space before the command returns (on an image the
+    /// command is the only user: the deletion once waited for some later mount).</summary>
+    [Fact]
+    public void AReceiveIntoAFullImageLeavesItAsItWas()
+    {
+        string small = Path.Combine(_dir, "small.img"), stream = Path.Combine(_dir, "big.stream");
+        Assert.Equal(0, Run("mkfs", Img, "--size", "256M").Code);
+        Assert.Equal(0, Run("mkfs", small, "--size", "64M").Code);
+        Assert.Equal(0, Run("subvolume", "create", Img, "/sv").Code);
+        var big = new byte[100_000_000];
+        new Random(4).NextBytes(big);
+        File.WriteAllBytes(Path.Combine(_dir, "big.bin"), big);
+        Assert.Equal(0, Run("cp", Img, Path.Combine(_dir, "big.bin"), ":/sv/").Code);
+        Assert.Equal(0, Run("subvolume", "snapshot", "-r", Img, "/sv", "/snap").Code);
+        Assert.Equal(0, Run("send", "-q", "-f", stream, Img, "/snap").Code);
+        var got = Run("receive", "-q", "-f", stream, small, "/");
+        Assert.Equal(1, got.Code);
+        Assert.Contains("ENOSPC", got.Err);
+        using var dev = Reservoir.Device.FileBlockDevice.Open(small, readOnly: true);
+        var report = Reservoir.Engine.Check.Fsck.Run(dev, new Reservoir.Engine.Check.FsckOptions());
+        Assert.True(report.Clean, string.Join("\n", report.Errors));
+        Assert.DoesNotContain(report.Findings, f => f.Message.Contains("deleted"));
+        using var fs = Reservoir.Engine.Filesystem.Mount(dev, new() { ReadOnly = true, CommitIntervalMs = 0 });
+        TestFs.Ok(fs.ListSubvolumes(out var list));
+        Assert.Empty(list);
+        TestFs.Ok(fs.StatFs(out var st));
+        Assert.True(st.Blocks - st.BlocksFree < 1000, $"{st.Blocks - st.BlocksFree} blocks still used");
+    }
+
     /// <summary>Several subvolumes in one `send` (each later one a clone source of what came
     /// before: the shared 3 MB goes once), and `send -c` choosing the parent among its clone
     /// sources as btrfs does; a clone source that is not read-only is refused before any stream
