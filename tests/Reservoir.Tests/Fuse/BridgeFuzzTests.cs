@@ -76,7 +76,8 @@ public class BridgeFuzzTests
 
     private void Run(int seed)
     {
-        var dev = TestFs.NewDevice(96UL << 20);
+        // Every fourth seed on an image small enough that writes run out of space often.
+        var dev = TestFs.NewDevice(seed % 4 == 3 ? 12UL << 20 : 96UL << 20);
         var fs = TestFs.Mount(dev);
         // What the requests never reach: a file in a directory whose name no request uses.
         byte[] canary = new byte[100_000];
