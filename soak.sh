@@ -15,6 +15,8 @@ echo "== power cuts: 50 random workloads and every ACE sequence of one and two o
 $r powercut --seeds 50 --ace
 echo "== image fuzzer: 500 images of each kind"
 $r fuzz -n 500
+echo "== FUSE request fuzzer: 64 seeds of 40,000 random and damaged requests (and 32 of three threads)"
+BRIDGE_FUZZ_SEEDS=64 BRIDGE_FUZZ_REQUESTS=40000 ./test.sh --filter "FullyQualifiedName~BridgeFuzzTests"
 echo "== stress in-process for ${h}h (4 workers, every operation, quota limit)"
 $r stress "$w/inproc.img" -p 4 -s 2026 --time "${h}h" --size 4G --quota-limit 3G
 # A stress run through the FUSE mount (mount options $1, for $2, seed $3), with the subvolumes it
