@@ -79,15 +79,7 @@ public class BridgeFuzzTests
         // Every fourth seed on an image small enough that writes run out of space often.
         var dev = TestFs.NewDevice(seed % 4 == 3 ? 12UL << 20 : 96UL << 20);
         var fs = TestFs.Mount(dev);
-        // What the requests never reach: a file in a directory whose name no request uses.
-        byte[] canary = new byte[100_000];
-        new Random(seed + 1000).NextBytes(canary);
-        TestFs.Ok(fs.Mkdir(Filesystem.RootIno, "canary-dir", 0x1ed, 0, 0, out var cd));
-        ulong canaryIno = TestFs.CreateFile(fs, cd.Ino, "canary", canary);
-        // Quotas on, and a subvolume with a limit to run into.
-        TestFs.Ok(fs.EnableQuota());
-        TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "sv", 0, 0, out var sv));
-        TestFs.Ok(fs.LimitQgroup(NodeIds.Decode(sv.Ino).TreeId, 4UL << 20, exclusive: false));
+        var (canary, canaryIno, unreached, sv) = Populate(fs, seed, 100_000);
         TestFs.Ok(fs.Sync());
         // The daemon's permission checks, the kernel's (default_permissions), or the mount's
         // root in the subvolume (subvol=sv), by turns.
@@ -101,8 +93,8 @@ public class BridgeFuzzTests
         var b = new FuseBridge(fs, options, m => { lock (log) log.Add(m); });
         var f = new Fuzzer(b, new Random(seed));
         Assert.Equal(0, f.Send(Opcode.Init, Abi.RootId, 0, Cat(U32(7), U32(39), U32(128 << 10), U32(uint.MaxValue))).Error);
-        f.Unreached.UnionWith([cd.Ino, canaryIno]);
-        f.Nodes.Add(sv.Ino);
+        f.Unreached.UnionWith(unreached);
+        f.Nodes.Add(sv);
 
         for (int i = 0; i < Requests; i++)
         {
@@ -142,15 +134,9 @@ public class BridgeFuzzTests
             var first = new Fuzzer(b, new Random(seed));
             Assert.Equal(0, first.Send(Opcode.Init, Abi.RootId, 0, Cat(U32(7), U32(39), U32(128 << 10), U32(uint.MaxValue))).Error);
             lock (log) log.Clear(); // what INIT negotiated
-            byte[] canary = new byte[50_000];
-            new Random(seed + 1000).NextBytes(canary);
-            TestFs.Ok(fs.Mkdir(Filesystem.RootIno, "canary-dir", 0x1ed, 0, 0, out var cd));
-            ulong canaryIno = TestFs.CreateFile(fs, cd.Ino, "canary", canary);
-            TestFs.Ok(fs.EnableQuota());
-            TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "sv", 0, 0, out var sv));
-            TestFs.Ok(fs.LimitQgroup(NodeIds.Decode(sv.Ino).TreeId, 4UL << 20, exclusive: false));
+            var (canary, canaryIno, unreached, sv) = Populate(fs, seed, 50_000);
             var fuzzers = Enumerable.Range(0, 3).Select(i => new Fuzzer(b, new Random(seed * 10 + i))).ToList();
-            foreach (var f in fuzzers) { f.Unreached.UnionWith([cd.Ino, canaryIno]); f.Nodes.Add(sv.Ino); }
+            foreach (var f in fuzzers) { f.Unreached.UnionWith(unreached); f.Nodes.Add(sv); }
             var threads = fuzzers.Select((f, i) => s.Start($"fuzz{i}", () =>
             {
                 for (int k = 0; k < Requests / 8; k++)
@@ -173,6 +159,21 @@ public class BridgeFuzzTests
         });
     }
 
+    /// <summary>What every run starts from: a file no request reaches (in a directory whose name
+    /// no request uses; both node ids are kept from the requests), quotas on, and a subvolume
+    /// whose group has a limit to run into.</summary>
+    private static (byte[] Canary, ulong CanaryIno, ulong[] Unreached, ulong Subvolume) Populate(Filesystem fs, int seed, int canaryBytes)
+    {
+        byte[] canary = new byte[canaryBytes];
+        new Random(seed + 1000).NextBytes(canary);
+        TestFs.Ok(fs.Mkdir(Filesystem.RootIno, "canary-dir", 0x1ed, 0, 0, out var cd));
+        ulong canaryIno = TestFs.CreateFile(fs, cd.Ino, "canary", canary);
+        TestFs.Ok(fs.EnableQuota());
+        TestFs.Ok(fs.CreateSubvolume(Filesystem.RootIno, "sv", 0, 0, out var sv));
+        TestFs.Ok(fs.LimitQgroup(NodeIds.Decode(sv.Ino).TreeId, 4UL << 20, exclusive: false));
+        return (canary, canaryIno, [cd.Ino, canaryIno], sv.Ino);
+    }
+
     private static byte[] U32(uint v) { var x = new byte[4]; BinaryPrimitives.WriteUInt32LittleEndian(x, v); return x; }
     private static byte[] U64(ulong v) { var x = new byte[8]; BinaryPrimitives.WriteUInt64LittleEndian(x, v); return x; }
     private static byte[] Cat(params byte[][] parts) => parts.SelectMany(p => p).ToArray();
@@ -190,18 +191,8 @@ public class BridgeFuzzTests
         private readonly byte[] _out = new byte[1 << 20];
         private ulong _unique;
 
-        public Reply Send(Opcode op, ulong node, uint uid, byte[] body)
-        {
-            var msg = new byte[Abi.InHeaderSize + body.Length];
-            BinaryPrimitives.WriteUInt32LittleEndian(msg, (uint)msg.Length);
-            BinaryPrimitives.WriteUInt32LittleEndian(msg.AsSpan(4), (uint)op);
-            BinaryPrimitives.WriteUInt64LittleEndian(msg.AsSpan(8), ++_unique);
-            BinaryPrimitives.WriteUInt64LittleEndian(msg.AsSpan(16), node);
-            BinaryPrimitives.WriteUInt32LittleEndian(msg.AsSpan(24), uid);
-            BinaryPrimitives.WriteUInt32LittleEndian(msg.AsSpan(28), uid);
-            body.CopyTo(msg, Abi.InHeaderSize);
-            return Check(op, bridge.Handle(msg, _out));
-        }
+        public Reply Send(Opcode op, ulong node, uint uid, byte[] body) =>
+            Check(op, bridge.Handle(BridgeTests.Request(op, ++_unique, node, uid, uid, body), _out));
 
         private Reply Check(Opcode op, int len)
         {

@@ -38,20 +38,26 @@ public class BridgeTests : IDisposable
     private static byte[] U64(ulong v) { var b = new byte[8]; BinaryPrimitives.WriteUInt64LittleEndian(b, v); return b; }
     private static byte[] Name(string s) => [.. Encoding.UTF8.GetBytes(s), 0];
 
-    /// <summary>fuse_in_header (len, opcode, unique, nodeid, uid, gid, pid, padding) and the
-    /// body; returns the reply's error (negative errno, as on the wire) and its body.</summary>
-    private (int Error, byte[] Body) Send(FuseBridge b, Opcode op, ulong node, uint uid, uint gid, params byte[][] parts)
+    /// <summary>A request as the kernel writes it: fuse_in_header (len, opcode, unique, nodeid,
+    /// uid, gid, pid, padding), then the body.</summary>
+    internal static byte[] Request(Opcode op, ulong unique, ulong node, uint uid, uint gid, byte[] body)
     {
-        var body = parts.SelectMany(p => p).ToArray();
         var msg = new byte[Abi.InHeaderSize + body.Length];
         BinaryPrimitives.WriteUInt32LittleEndian(msg, (uint)msg.Length);
         BinaryPrimitives.WriteUInt32LittleEndian(msg.AsSpan(4), (uint)op);
-        BinaryPrimitives.WriteUInt64LittleEndian(msg.AsSpan(8), ++_unique);
+        BinaryPrimitives.WriteUInt64LittleEndian(msg.AsSpan(8), unique);
         BinaryPrimitives.WriteUInt64LittleEndian(msg.AsSpan(16), node);
         BinaryPrimitives.WriteUInt32LittleEndian(msg.AsSpan(24), uid);
         BinaryPrimitives.WriteUInt32LittleEndian(msg.AsSpan(28), gid);
         body.CopyTo(msg, Abi.InHeaderSize);
-        int len = b.Handle(msg, _out);
+        return msg;
+    }
+
+    /// <summary>Sends a request; returns the reply's error (negative errno, as on the wire) and
+    /// its body.</summary>
+    private (int Error, byte[] Body) Send(FuseBridge b, Opcode op, ulong node, uint uid, uint gid, params byte[][] parts)
+    {
+        int len = b.Handle(Request(op, ++_unique, node, uid, gid, parts.SelectMany(p => p).ToArray()), _out);
         Assert.True(len >= Abi.OutHeaderSize, $"{op}: no reply");
         Assert.Equal((uint)len, BinaryPrimitives.ReadUInt32LittleEndian(_out));
         Assert.Equal(_unique, BinaryPrimitives.ReadUInt64LittleEndian(_out.AsSpan(8)));
