@@ -43,11 +43,17 @@ public sealed partial class Filesystem
             }
             bool finished = false;
             // An operation that acquired one of its inodes before the deletion may still be
-            // writing into the tree: the drop starts once the last has let go.
+            // writing into the tree: the drop starts once the last has let go, and what such a
+            // write left in the page cache goes first, as the deletion's own quiesce did.
             Inodes.Subvolume? dead;
             using (_subvolsLock.Lock()) dead = _deadSubvols.GetValueOrDefault(t.Id);
             Func<bool> stopping = () => Volatile.Read(ref _cleanerStopping);
-            try { finished = (dead?.WaitUntilUnreferenced(stopping) ?? true) && DropSubvolumeTree(t, stopping); }
+            try
+            {
+                bool quiet = dead?.WaitUntilUnreferenced(stopping) ?? true;
+                if (quiet && dead != null) QuiesceSubvolume(dead);
+                finished = quiet && DropSubvolumeTree(t, stopping);
+            }
             catch (FsException ex) { Fs.Warn($"subvolume {t.Id}: dropping its tree stopped ({ex.Message}); the next mount resumes it"); }
             using (CleanerLock.Lock())
             {
