@@ -415,8 +415,11 @@ public sealed partial class Filesystem : IDisposable
         {
             var (treeId, inTree) = NodeIds.Decode(ino);
             var sv = SubvolumeOf(treeId);
-            if (sv == null) return Errno.ENOENT;
-            return sv.Acquire(inTree, out found);
+            if (sv != null) return sv.Acquire(inTree, out found);
+            // A deleted subvolume: only what its files open at the deletion still reach.
+            Subvolume? dead;
+            using (_subvolsLock.Lock()) dead = _deadSubvols.GetValueOrDefault(treeId);
+            return dead != null ? dead.AcquireOpen(inTree, out found) : Errno.ENOENT;
         });
         inode = found!;
         return e;
