@@ -419,7 +419,7 @@ public sealed partial class Filesystem : IDisposable
             // A deleted subvolume: only what its files open at the deletion still reach.
             Subvolume? dead;
             using (_subvolsLock.Lock()) dead = _deadSubvols.GetValueOrDefault(treeId);
-            return dead != null ? dead.Acquire(inTree, out found) : Errno.ENOENT;
+            return dead != null ? dead.AcquireOpen(inTree, out found) : Errno.ENOENT;
         });
         inode = found!;
         return e;

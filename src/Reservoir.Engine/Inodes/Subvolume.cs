@@ -40,21 +40,18 @@ internal sealed class Subvolume
     }
 
     /// <summary>Takes a reference on an inode, loading it from the tree. ENOENT if it does
-    /// not exist (or was deleted), and in a dead subvolume for any inode but one that is open
-    /// (its open file's reads, writes, fstat and close: the close of a file open at the
-    /// deletion must get here, or the tree would wait for it for ever). The load happens under
-    /// the table lock: loading outside it could install a stale item if the cached copy were
-    /// evicted and changed meanwhile. (Lock order allows it: nobody takes the table lock while
-    /// holding a tree lock.)</summary>
+    /// not exist (or was deleted). The load happens under the table lock: loading outside it
+    /// could install a stale item if the cached copy were evicted and changed meanwhile. (Lock
+    /// order allows it: nobody takes the table lock while holding a tree lock.)</summary>
     public Errno Acquire(ulong ino, out Inode inode)
     {
         using var _ = _table.Lock();
-        if (_inodes.TryGetValue(ino, out inode!) && (!Dead || inode.OpenCount > 0))
+        if (Dead) { inode = null!; return Errno.ENOENT; }
+        if (_inodes.TryGetValue(ino, out inode!))
         {
             inode.Refs++;
             return Errno.OK;
         }
-        if (Dead) { inode = null!; return Errno.ENOENT; }
         byte[]? data;
         using (Tree.Lock.Read()) data = Tree.Get(new Key(ino, KeyTypes.InodeItem, 0));
         if (data == null) { inode = null!; return Errno.ENOENT; }
@@ -91,6 +88,20 @@ internal sealed class Subvolume
     {
         using var _ = _table.Lock();
         Dead = true;
+    }
+
+    /// <summary>In a dead subvolume: a reference on an inode that is open (its open file's
+    /// reads, writes, fstat and close), ENOENT for any other.</summary>
+    public Errno AcquireOpen(ulong ino, out Inode inode)
+    {
+        using var _ = _table.Lock();
+        if (_inodes.TryGetValue(ino, out inode!) && inode.OpenCount > 0)
+        {
+            inode.Refs++;
+            return Errno.OK;
+        }
+        inode = null!;
+        return Errno.ENOENT;
     }
 
     public void Revive()
