@@ -232,7 +232,7 @@ internal static class SubvolumeCommands
     private static string? Explain(string verb, Errno e) => (verb, e) switch
     {
         ("delete", Errno.EINVAL) => "not a subvolume",
-        ("delete", Errno.EBUSY) => "the default subvolume: set another default first (EBUSY)",
+        ("delete", Errno.EBUSY) => "the default subvolume, or a file in it is open (EBUSY)",
         ("delete", Errno.ENOTEMPTY) => "it holds subvolumes: delete those first (ENOTEMPTY)",
         _ => null,
     };
