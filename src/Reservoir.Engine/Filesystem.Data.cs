@@ -136,10 +136,7 @@ public sealed partial class Filesystem
         {
             return Guard(ino, () =>
             {
-                // A file of a deleted subvolume (open when it died): its data goes with the
-                // tree after the last close, so there is nothing to make durable (and no log
-                // record is written for a tree the next mount drops).
-                if (Fs.ReadOnly || inode.Subvol.Dead) return Errno.OK;
+                if (Fs.ReadOnly) return Errno.OK;
                 if (inode.IsReg && !inode.Deleted)
                 {
                     var m = Data.MappingOf(inode);

@@ -415,11 +415,8 @@ public sealed partial class Filesystem : IDisposable
         {
             var (treeId, inTree) = NodeIds.Decode(ino);
             var sv = SubvolumeOf(treeId);
-            if (sv != null) return sv.Acquire(inTree, out found);
-            // A deleted subvolume: only what its files open at the deletion still reach.
-            Subvolume? dead;
-            using (_subvolsLock.Lock()) dead = _deadSubvols.GetValueOrDefault(treeId);
-            return dead != null ? dead.AcquireOpen(inTree, out found) : Errno.ENOENT;
+            if (sv == null) return Errno.ENOENT;
+            return sv.Acquire(inTree, out found);
         });
         inode = found!;
         return e;

@@ -21,9 +21,10 @@ internal sealed class Subvolume
     public BTree Tree { get; }
     public ulong Id => Tree.Id;
     public int CacheLimit { get; set; } = 100_000;
-    /// <summary>Deleted: its name is gone and its tree is to be dropped; no inode of it can be
-    /// acquired or opened any more, except through files open when it died. Set under the
-    /// table lock (<see cref="MarkDead"/>), where Acquire reads it and opens are counted.</summary>
+    /// <summary>Deleted: its name is gone and its tree is being dropped; no inode of it can be
+    /// acquired any more. Set under the table lock (<see cref="MarkDead"/>), where Acquire
+    /// reads it and where opens are counted, so that no open slips in between the check for
+    /// open files and the mark.</summary>
     public volatile bool Dead;
     /// <summary>Read-only (ROOT_ITEM flag): every change to its inodes answers EROFS.</summary>
     public volatile bool ReadOnly;
@@ -79,29 +80,15 @@ internal sealed class Subvolume
         if (Dead && inode.Refs == 0) _table.PulseAll(); // the cleaner may wait for the last
     }
 
-    /// <summary>Subvolume deletion's first step: marks it dead, so that no inode of it is
-    /// acquired or opened from now on, except the files open now (btrfs's rule: they stay usable
-    /// until closed, and the tree goes after the last close). Under the table lock, where opens
-    /// are counted: an open that comes later fails. Undone by <see cref="Revive"/> when the
-    /// deletion fails after it.</summary>
-    public void MarkDead()
+    /// <summary>Subvolume deletion's first step: EBUSY while a file of it is open; otherwise
+    /// marks it dead, so that no inode of it is acquired or opened from now on. Undone by
+    /// <see cref="Revive"/> when the deletion fails after it.</summary>
+    public Errno MarkDead()
     {
         using var _ = _table.Lock();
+        if (_inodes.Values.Any(i => i.OpenCount > 0)) return Errno.EBUSY;
         Dead = true;
-    }
-
-    /// <summary>In a dead subvolume: a reference on an inode that is open (its open file's
-    /// reads, writes, fstat and close), ENOENT for any other.</summary>
-    public Errno AcquireOpen(ulong ino, out Inode inode)
-    {
-        using var _ = _table.Lock();
-        if (_inodes.TryGetValue(ino, out inode!) && inode.OpenCount > 0)
-        {
-            inode.Refs++;
-            return Errno.OK;
-        }
-        inode = null!;
-        return Errno.ENOENT;
+        return Errno.OK;
     }
 
     public void Revive()
@@ -110,11 +97,10 @@ internal sealed class Subvolume
         Dead = false;
     }
 
-    /// <summary>Waits until no operation and no open file holds an inode of this dead
-    /// subvolume: one that acquired it before <see cref="MarkDead"/> may still be writing items
-    /// into the tree, and an open file may write until its last close; the tree must not be
-    /// dropped under them (btrfs likewise drops a deleted root only once its last inode is
-    /// evicted).</summary>
+    /// <summary>Waits until no operation holds an inode of this dead subvolume: one that
+    /// acquired it before <see cref="MarkDead"/> may still be writing items into the tree, which
+    /// must not be dropped under it (btrfs likewise drops a deleted root only once its last
+    /// inode is evicted).</summary>
     /// <returns>false if <paramref name="stop"/> (an unmount) said to stop first.</returns>
     public bool WaitUntilUnreferenced(Func<bool> stop)
     {
@@ -127,8 +113,8 @@ internal sealed class Subvolume
         return true;
     }
 
-    /// <summary>Counts an open; false once the subvolume is dead (an open that comes after the
-    /// deletion must not keep its tree).</summary>
+    /// <summary>Counts an open; false once the subvolume is dead (its deletion checked for open
+    /// files under this lock and found none: an open that came later must not count).</summary>
     public bool TryOpen(Inode inode)
     {
         using var _ = _table.Lock();
@@ -142,7 +128,23 @@ internal sealed class Subvolume
     {
         using var _ = _table.Lock();
         if (inode.OpenCount == 0) ThrowHelper.Invariant($"inode {inode.Ino} closed more than opened");
-        return --inode.OpenCount;
+        if (--inode.OpenCount == 0) _table.PulseAll(); // a deletion may wait for the last close
+        return inode.OpenCount;
+    }
+
+    /// <summary>Waits up to <paramref name="ms"/> for every file of this subvolume to be
+    /// closed; true if none is open now.</summary>
+    public bool WaitUntilClosed(long ms)
+    {
+        using var _ = _table.Lock();
+        long deadline = Fs.Sched.NowMs + ms;
+        while (_inodes.Values.Any(i => i.OpenCount > 0))
+        {
+            long left = deadline - Fs.Sched.NowMs;
+            if (left <= 0) return false;
+            _table.Wait((int)Math.Min(left, 50));
+        }
+        return true;
     }
 
     public int OpenCountOf(Inode inode)
