@@ -199,8 +199,17 @@ public sealed partial class ReservoirFileSystem : IDisposable
     public void DeleteSubvolume(string path) => Check(Posix.DeleteSubvolume(path), path);
 
     /// <summary>Waits until deleted subvolumes' space is free (their trees are dropped in the
-    /// background).</summary>
-    public void SyncSubvolumeDeletions() => Check(Engine.SyncSubvolumeDeletions(), "/");
+    /// background). A subvolume deleted while files of it were open keeps its tree until the
+    /// last of them is closed, as on btrfs: this waits up to <paramref name="waitForCloses"/>
+    /// (none by default; <see cref="Timeout.InfiniteTimeSpan"/> for as long as it takes) for
+    /// those closes, then throws an <see cref="FsException"/> with EBUSY naming the subvolumes.</summary>
+    public void SyncSubvolumeDeletions(TimeSpan waitForCloses = default)
+    {
+        long ms = waitForCloses == Timeout.InfiniteTimeSpan ? long.MaxValue / 2 : (long)waitForCloses.TotalMilliseconds;
+        if (ms < 0) throw new ArgumentOutOfRangeException(nameof(waitForCloses));
+        if (Engine.SyncSubvolumeDeletions(ms) == Errno.OK) return;
+        throw new FsException(Errno.EBUSY, "deleted subvolume(s) " + string.Join(", ", Engine.DeletionsWaitingForCloses()) + " keep their space until files of them are closed");
+    }
 
     /// <summary>Every subvolume, with its path from the top-level subvolume's root.</summary>
     public IReadOnlyList<SubvolumeInfo> ListSubvolumes()

@@ -14,8 +14,15 @@ namespace Reservoir.Engine;
 public sealed partial class Filesystem
 {
     private FsMutex? _cleanerLockField;
-    private FsMutex CleanerLock => LazyLocks.Mutex(ref _cleanerLockField, Fs.Sched, "cleaner"); // guards the fields below
-    private readonly Queue<BTree> _toDrop = new();
+    private FsMutex CleanerLock => LazyLocks.Mutex(ref _cleanerLockField, Fs.Sched, "cleaner"); // guards the fields below; a leaf lock (nothing is taken under it)
+    /// <summary>Deleted subvolumes' trees still to drop, in the order they were deleted.</summary>
+    private readonly List<BTree> _toDrop = new();
+    /// <summary>Those of <see cref="_toDrop"/> the cleaner found held by open files at its last
+    /// look (btrfs's rule: a deleted subvolume's tree goes after its last file is closed).</summary>
+    private HashSet<BTree> _pinned = new();
+    /// <summary>Something may have changed since the cleaner's last look at the queue (a new
+    /// deletion, a last close of a dead subvolume's file, a finished drop).</summary>
+    private bool _cleanerLookAgain;
     private bool _cleanerBusy, _cleanerStopping;
     private FsThread? _cleaner;
 
@@ -23,9 +30,17 @@ public sealed partial class Filesystem
     private void QueueDrop(BTree t)
     {
         using var _ = CleanerLock.Lock();
-        if (_toDrop.Contains(t)) return;
-        _toDrop.Enqueue(t);
+        if (!_toDrop.Contains(t)) _toDrop.Add(t);
+        _cleanerLookAgain = true;
         _cleaner ??= Fs.Sched.Start("cleaner", CleanerLoop);
+        CleanerLock.PulseAll();
+    }
+
+    /// <summary>The last open of a deleted subvolume's file was closed: its tree may go now.</summary>
+    private void WakeCleaner()
+    {
+        using var _ = CleanerLock.Lock();
+        _cleanerLookAgain = true;
         CleanerLock.PulseAll();
     }
 
@@ -33,20 +48,35 @@ public sealed partial class Filesystem
     {
         while (true)
         {
-            BTree t;
+            List<BTree> queued;
             using (CleanerLock.Lock())
             {
-                while (!_cleanerStopping && _toDrop.Count == 0) CleanerLock.Wait();
+                while (!_cleanerStopping && !_cleanerLookAgain) CleanerLock.Wait();
                 if (_cleanerStopping) { _cleanerBusy = false; CleanerLock.PulseAll(); return; }
-                t = _toDrop.Peek();
+                _cleanerLookAgain = false;
                 _cleanerBusy = true;
+                queued = _toDrop.ToList();
+            }
+            // The first tree no open file holds; those that are held wait for their last close
+            // (which wakes this loop) without holding up the others.
+            BTree? t = null;
+            var pinned = new HashSet<BTree>();
+            foreach (var q in queued)
+            {
+                if (DeadSubvolumeOf(q.Id)?.HasOpenFiles == true) pinned.Add(q);
+                else { t = q; break; }
+            }
+            if (t == null)
+            {
+                using (CleanerLock.Lock()) { _pinned = pinned; _cleanerBusy = false; CleanerLock.PulseAll(); }
+                continue;
             }
             bool finished = false;
             // An operation that acquired one of its inodes before the deletion may still be
-            // writing into the tree: the drop starts once the last has let go, and what such a
-            // write left in the page cache goes first, as the deletion's own quiesce did.
-            Inodes.Subvolume? dead;
-            using (_subvolsLock.Lock()) dead = _deadSubvols.GetValueOrDefault(t.Id);
+            // writing into the tree: the drop starts once the last has let go (no file of it is
+            // open, and none can be opened now it is dead), and what such a write left in the page
+            // cache goes first, as the deletion's own quiesce did.
+            var dead = DeadSubvolumeOf(t.Id);
             Func<bool> stopping = () => Volatile.Read(ref _cleanerStopping);
             try
             {
@@ -57,7 +87,9 @@ public sealed partial class Filesystem
             catch (FsException ex) { Fs.Warn($"subvolume {t.Id}: dropping its tree stopped ({ex.Message}); the next mount resumes it"); }
             using (CleanerLock.Lock())
             {
-                _toDrop.Dequeue();
+                _toDrop.Remove(t);
+                _pinned = pinned;
+                _cleanerLookAgain = true; // the rest of the queue
                 _cleanerBusy = false;
                 CleanerLock.PulseAll();
             }
@@ -65,14 +97,39 @@ public sealed partial class Filesystem
         }
     }
 
-    /// <summary>Waits until every deleted subvolume's tree has been dropped and its space
-    /// freed (btrfs subvolume sync).</summary>
-    public Errno SyncSubvolumeDeletions()
+    private Inodes.Subvolume? DeadSubvolumeOf(ulong treeId)
     {
+        using (_subvolsLock.Lock()) return _deadSubvols.GetValueOrDefault(treeId);
+    }
+
+    /// <summary>Waits until every deleted subvolume's tree has been dropped and its space
+    /// freed (btrfs subvolume sync). One whose files are still open keeps its tree until the last
+    /// is closed: this waits up to <paramref name="waitForClosesMs"/> for that (once every other
+    /// is dropped), then answers EBUSY. A caller that wants to wait longer asks again, as
+    /// `subvolume sync` does; waiting for ever here could wait for a close of the caller's own.</summary>
+    public Errno SyncSubvolumeDeletions(long waitForClosesMs = 0)
+    {
+        long deadline = Fs.Sched.NowMs + waitForClosesMs;
         using (CleanerLock.Lock())
-            // Not past an unmount's stop: what is left then waits for the next mount.
-            while ((_toDrop.Count > 0 && !_cleanerStopping) || _cleanerBusy) CleanerLock.Wait();
-        return Errno.OK;
+            while (true)
+            {
+                // Not past an unmount's stop: what is left then waits for the next mount.
+                if (_cleanerBusy || (!_cleanerStopping && (_cleanerLookAgain || _toDrop.Any(t => !_pinned.Contains(t)))))
+                {
+                    CleanerLock.Wait();
+                    continue;
+                }
+                if (_cleanerStopping || _toDrop.Count == 0) return Errno.OK;
+                long left = deadline - Fs.Sched.NowMs;
+                if (left <= 0) return Errno.EBUSY;
+                CleanerLock.Wait((int)Math.Min(left, int.MaxValue)); // a last close wakes the cleaner, whose look wakes this
+            }
+    }
+
+    /// <summary>Deleted subvolumes whose trees wait for files of them to be closed.</summary>
+    public IReadOnlyList<ulong> DeletionsWaitingForCloses()
+    {
+        using (CleanerLock.Lock()) return _toDrop.Where(_pinned.Contains).Select(t => t.Id).ToList();
     }
 
     /// <summary>At unmount: the cleaner stops between two batches (what is left stays announced

@@ -42,6 +42,9 @@ public sealed partial class Filesystem
             {
                 int left = inode.Subvol.Close(inode);
                 Put(inode); // the reference Open kept
+                // A deleted subvolume's tree waits for its files' last close (and once dead, a
+                // subvolume gets no new opens, so a count reaching 0 stays there).
+                if (left == 0 && inode.Subvol.Dead) WakeCleaner();
                 if (left == 0)
                 {
                     using var lk = inode.Lock.Write();
@@ -136,7 +139,10 @@ public sealed partial class Filesystem
         {
             return Guard(ino, () =>
             {
-                if (Fs.ReadOnly) return Errno.OK;
+                // A file of a deleted subvolume (open when it died): its data goes with the
+                // tree after the last close, so there is nothing to make durable (and no log
+                // record is written for a tree the next mount drops).
+                if (Fs.ReadOnly || inode.Subvol.Dead) return Errno.OK;
                 if (inode.IsReg && !inode.Deleted)
                 {
                     var m = Data.MappingOf(inode);

@@ -23,41 +23,17 @@ public sealed partial class Filesystem
     /// <summary>
     /// Deletes the subvolume named <paramref name="name"/> in <paramref name="dirIno"/>, with
     /// everything in it: EINVAL if the name is not a subvolume, ENOTEMPTY if other subvolumes
-    /// are linked inside it, EBUSY while one of its files is open or it is the default
-    /// subvolume. The name goes now (one transaction, with an orphan item for the subvolume);
-    /// the cleaner then empties its tree in bounded transactions, each dropped data reference
-    /// freeing its extent when it was the last, and removes its root, its ROOT_ITEM and its
-    /// quota group. <see cref="SyncSubvolumeDeletions"/> waits for that.
+    /// are linked inside it, EBUSY if it is the default subvolume. The name goes now (one
+    /// transaction, with an orphan item for the subvolume); files of it open now stay usable
+    /// until closed, as on btrfs, and nothing else of it can be reached. After the last close
+    /// the cleaner empties its tree in bounded transactions, each dropped data reference freeing
+    /// its extent when it was the last, and removes its root, its ROOT_ITEM and its quota group.
+    /// <see cref="SyncSubvolumeDeletions"/> waits for that (and so for those closes).
     /// </summary>
     /// <param name="requireEmpty">rmdir's rule: ENOTEMPTY unless the subvolume's root
     /// directory is empty.</param>
     private Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name, bool requireEmpty)
     {
-        long deadline = Fs.Sched.NowMs + SubvolumeDeleteWaitsForClosesMs;
-        while (true)
-        {
-            var e = DeleteSubvolumeOnce(dirIno, name, requireEmpty, out var openIn);
-            if (e != Errno.EBUSY || openIn == null || Fs.Sched.NowMs >= deadline) return e;
-            // Without any lock: the closes come through other threads.
-            openIn.WaitUntilClosed(deadline - Fs.Sched.NowMs);
-        }
-    }
-
-    /// <summary>
-    /// How long a subvolume deletion waits for files of it being closed before it answers
-    /// EBUSY; 0 (the default) does not wait. The FUSE front end sets it: the kernel sends
-    /// FUSE_RELEASE in the background after close(2) has returned, so a program that closes a
-    /// file and at once deletes its subvolume (receive abandoning a subvolume it failed to
-    /// fill, a script) would otherwise be refused for a file no longer open.
-    /// </summary>
-    public int SubvolumeDeleteWaitsForClosesMs { get; set; }
-
-    /// <param name="openIn">When the answer is EBUSY because files of the subvolume are
-    /// open: the subvolume.</param>
-    private Errno DeleteSubvolumeOnce(ulong dirIno, ReadOnlySpan<byte> name, bool requireEmpty, out Subvolume? openIn)
-    {
-        openIn = null;
-        Subvolume? busyWith = null;
         var e = CheckName(name);
         if (e != Errno.OK) return e;
         using var ops = SubvolumeOps.Lock();
@@ -95,10 +71,9 @@ public sealed partial class Filesystem
                     }
                     finally { sv.Release(root); }
                 }
-                // Dead from here (nothing of it is acquired or opened any more): undone if the
-                // name cannot go.
-                var busy = sv.MarkDead();
-                if (busy != Errno.OK) { busyWith = sv; return busy; }
+                // Dead from here (nothing of it is acquired or opened any more but through the
+                // files open now): undone if the name cannot go.
+                sv.MarkDead();
                 bool gone = false;
                 try
                 {
@@ -130,7 +105,6 @@ public sealed partial class Filesystem
             });
         }
         finally { Put(dir); }
-        openIn = busyWith;
         if (e != Errno.OK) return e;
         QueueDrop(victim!.Tree);
         return Errno.OK;
@@ -138,13 +112,15 @@ public sealed partial class Filesystem
 
     /// <summary>Once a dead subvolume's name is gone: every cached page is dropped with its
     /// reservation and every ordered extent finished, so nothing will write into the tree while
-    /// it is emptied (an operation still under way is waited for by the cleaner).</summary>
+    /// it is emptied; but an open file's pages stay, for its reads and writes until its last
+    /// close (the cleaner waits for that, and for operations still under way, and then runs
+    /// this again).</summary>
     private void QuiesceSubvolume(Subvolume sv)
     {
         var inodes = sv.LoadedInodeList();
         foreach (var inode in inodes)
         {
-            if (inode.Mapping is not { } m) continue;
+            if (inode.Mapping is not { } m || sv.OpenCountOf(inode) > 0) continue;
             using var lk = inode.Lock.Write();
             Data.WaitOrdered(m, 0, ulong.MaxValue);
             Data.Invalidate(m, 0, ulong.MaxValue);

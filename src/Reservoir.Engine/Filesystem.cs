@@ -153,7 +153,9 @@ public sealed partial class Filesystem : IDisposable
     /// way, on a loaded host).</summary>
     public IReadOnlyList<string> VerifyReservations()
     {
-        SyncSubvolumeDeletions();
+        // A deleted subvolume whose files are open keeps its tree (and those files their
+        // reservations, which the ledgers account for) until they are closed.
+        _ = SyncSubvolumeDeletions();
         return Data.VerifyQuiescent();
     }
 
@@ -182,10 +184,12 @@ public sealed partial class Filesystem : IDisposable
 
     /// <summary>Turns quotas on: every subvolume gets its EXTENT_OWNER_REFs and every group a
     /// full count (snapshots and clones included, docs/SNAPSHOTS.md §3), then commits. Waits for
-    /// deleted subvolumes to be dropped first.</summary>
+    /// deleted subvolumes to be dropped first: EBUSY while one waits for files of it to be
+    /// closed.</summary>
     public Errno EnableQuota() => Guard(0, () =>
     {
-        SyncSubvolumeDeletions();
+        var busy = SyncSubvolumeDeletions();
+        if (busy != Errno.OK) return busy;
         using var ops = SubvolumeOps.Lock(); // no subvolume appears or goes meanwhile
         Sync();
         Fs.EnableQuota();
@@ -194,10 +198,14 @@ public sealed partial class Filesystem : IDisposable
 
     /// <summary>Turns quotas off: limits stop holding and every group, relation and limit is
     /// deleted (as btrfs's quota disable; enabling again counts everything afresh). Writes in
-    /// flight keep their reservations, counted per subvolume. ENOTCONN if quotas are off.</summary>
+    /// flight keep their reservations, counted per subvolume. ENOTCONN if quotas are off; EBUSY
+    /// while a deleted subvolume waits for files of it to be closed (its drop will account
+    /// what it frees to its groups).</summary>
     public Errno DisableQuota() => Guard(0, () =>
     {
-        SyncSubvolumeDeletions();
+        if (!Fs.Quota.Enabled) return Errno.ENOTCONN; // already off: no wait (and asked again below)
+        var busy = SyncSubvolumeDeletions();
+        if (busy != Errno.OK) return busy;
         using var ops = SubvolumeOps.Lock(); // no subvolume appears or goes meanwhile
         return Fs.DisableQuota() ? Errno.OK : Errno.ENOTCONN;
     });
@@ -415,8 +423,11 @@ public sealed partial class Filesystem : IDisposable
         {
             var (treeId, inTree) = NodeIds.Decode(ino);
             var sv = SubvolumeOf(treeId);
-            if (sv == null) return Errno.ENOENT;
-            return sv.Acquire(inTree, out found);
+            if (sv != null) return sv.Acquire(inTree, out found);
+            // A deleted subvolume: only what its files open at the deletion still reach.
+            Subvolume? dead;
+            using (_subvolsLock.Lock()) dead = _deadSubvols.GetValueOrDefault(treeId);
+            return dead != null ? dead.Acquire(inTree, out found) : Errno.ENOENT;
         });
         inode = found!;
         return e;

@@ -134,6 +134,8 @@ internal static class QuotaCommands
             Errno.ENOTCONN => "quotas are not enabled (reservoir quota enable IMAGE|PATH)",
             Errno.ENOTTY => $"{at}: not on a mounted Reservoir",
             Errno.EPERM => "only root may change quotas on a mounted filesystem",
+            Errno.EBUSY when op is OnlineSubvolume.QuotaOp.Enable or OnlineSubvolume.QuotaOp.Disable =>
+                "a deleted subvolume keeps its space until files of it are closed; try again after (reservoir subvolume sync waits for them)",
             _ => e.Describe(),
         }));
         return 1;

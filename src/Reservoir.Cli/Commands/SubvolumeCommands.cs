@@ -165,11 +165,24 @@ internal static class SubvolumeCommands
         var sync = new Command("sync", "Wait until deleted subvolumes' space is free (finishes deletions an earlier mount left)") { image7 };
         sync.SetAction(pr =>
         {
-            if (Directory.Exists(pr.GetValue(image7)))
-                return Online(ctx, "sync", pr.GetValue(image7)!, OnlineSubvolume.QuotaOp.SyncDeletions, 0);
-            using var fs = FileCommands.Open(pr.GetValue(image7)!, write: true);
-            fs.SyncSubvolumeDeletions();
-            return 0;
+            string at = pr.GetValue(image7)!;
+            if (!Directory.Exists(at))
+            {
+                using var fs = FileCommands.Open(at, write: true);
+                fs.SyncSubvolumeDeletions();
+                return 0;
+            }
+            // A subvolume deleted with files of it open keeps its tree until they are closed, as
+            // on btrfs, and sync waits for that too; each ask waits a second, so that Ctrl-C ends
+            // the wait and no request thread of the mount is held for ever.
+            bool said = false;
+            while (true)
+            {
+                var e = OnlineSubvolume.QuotaCtl(at, OnlineSubvolume.QuotaOp.SyncDeletions);
+                if (e != Errno.EBUSY) return Report(ctx, "sync", at, OnlineSubvolume.QuotaOp.SyncDeletions, 0, e);
+                if (!said) ctx.Err.WriteLine("reservoir subvolume sync: waiting for files of deleted subvolumes to be closed");
+                said = true;
+            }
         });
 
         cmd.Subcommands.Add(create);
@@ -184,9 +197,11 @@ internal static class SubvolumeCommands
     }
 
     /// <summary>A subvolume change through the mount's administration ioctl.</summary>
-    private static int Online(CliContext ctx, string verb, string at, OnlineSubvolume.QuotaOp op, ulong a)
+    private static int Online(CliContext ctx, string verb, string at, OnlineSubvolume.QuotaOp op, ulong a) =>
+        Report(ctx, verb, at, op, a, OnlineSubvolume.QuotaCtl(at, op, a));
+
+    private static int Report(CliContext ctx, string verb, string at, OnlineSubvolume.QuotaOp op, ulong a, Errno e)
     {
-        var e = OnlineSubvolume.QuotaCtl(at, op, a);
         if (e == Errno.OK) return 0;
         ctx.Err.WriteLine($"reservoir subvolume {verb}: {at}: " + e switch
         {
@@ -232,7 +247,7 @@ internal static class SubvolumeCommands
     private static string? Explain(string verb, Errno e) => (verb, e) switch
     {
         ("delete", Errno.EINVAL) => "not a subvolume",
-        ("delete", Errno.EBUSY) => "the default subvolume, or a file in it is open (EBUSY)",
+        ("delete", Errno.EBUSY) => "the default subvolume: set another default first (EBUSY)",
         ("delete", Errno.ENOTEMPTY) => "it holds subvolumes: delete those first (ENOTEMPTY)",
         _ => null,
     };

@@ -21,10 +21,9 @@ internal sealed class Subvolume
     public BTree Tree { get; }
     public ulong Id => Tree.Id;
     public int CacheLimit { get; set; } = 100_000;
-    /// <summary>Deleted: its name is gone and its tree is being dropped; no inode of it can be
-    /// acquired any more. Set under the table lock (<see cref="MarkDead"/>), where Acquire
-    /// reads it and where opens are counted, so that no open slips in between the check for
-    /// open files and the mark.</summary>
+    /// <summary>Deleted: its name is gone and its tree is to be dropped; no inode of it can be
+    /// acquired or opened any more, except through files open when it died. Set under the
+    /// table lock (<see cref="MarkDead"/>), where Acquire reads it and opens are counted.</summary>
     public volatile bool Dead;
     /// <summary>Read-only (ROOT_ITEM flag): every change to its inodes answers EROFS.</summary>
     public volatile bool ReadOnly;
@@ -41,18 +40,21 @@ internal sealed class Subvolume
     }
 
     /// <summary>Takes a reference on an inode, loading it from the tree. ENOENT if it does
-    /// not exist (or was deleted). The load happens under the table lock: loading outside it
-    /// could install a stale item if the cached copy were evicted and changed meanwhile. (Lock
-    /// order allows it: nobody takes the table lock while holding a tree lock.)</summary>
+    /// not exist (or was deleted), and in a dead subvolume for any inode but one that is open
+    /// (its open file's reads, writes, fstat and close: the close of a file open at the
+    /// deletion must get here, or the tree would wait for it for ever). The load happens under
+    /// the table lock: loading outside it could install a stale item if the cached copy were
+    /// evicted and changed meanwhile. (Lock order allows it: nobody takes the table lock while
+    /// holding a tree lock.)</summary>
     public Errno Acquire(ulong ino, out Inode inode)
     {
         using var _ = _table.Lock();
-        if (Dead) { inode = null!; return Errno.ENOENT; }
-        if (_inodes.TryGetValue(ino, out inode!))
+        if (_inodes.TryGetValue(ino, out inode!) && (!Dead || inode.OpenCount > 0))
         {
             inode.Refs++;
             return Errno.OK;
         }
+        if (Dead) { inode = null!; return Errno.ENOENT; }
         byte[]? data;
         using (Tree.Lock.Read()) data = Tree.Get(new Key(ino, KeyTypes.InodeItem, 0));
         if (data == null) { inode = null!; return Errno.ENOENT; }
@@ -80,15 +82,15 @@ internal sealed class Subvolume
         if (Dead && inode.Refs == 0) _table.PulseAll(); // the cleaner may wait for the last
     }
 
-    /// <summary>Subvolume deletion's first step: EBUSY while a file of it is open; otherwise
-    /// marks it dead, so that no inode of it is acquired or opened from now on. Undone by
-    /// <see cref="Revive"/> when the deletion fails after it.</summary>
-    public Errno MarkDead()
+    /// <summary>Subvolume deletion's first step: marks it dead, so that no inode of it is
+    /// acquired or opened from now on, except the files open now (btrfs's rule: they stay usable
+    /// until closed, and the tree goes after the last close). Under the table lock, where opens
+    /// are counted: an open that comes later fails. Undone by <see cref="Revive"/> when the
+    /// deletion fails after it.</summary>
+    public void MarkDead()
     {
         using var _ = _table.Lock();
-        if (_inodes.Values.Any(i => i.OpenCount > 0)) return Errno.EBUSY;
         Dead = true;
-        return Errno.OK;
     }
 
     public void Revive()
@@ -97,10 +99,11 @@ internal sealed class Subvolume
         Dead = false;
     }
 
-    /// <summary>Waits until no operation holds an inode of this dead subvolume: one that
-    /// acquired it before <see cref="MarkDead"/> may still be writing items into the tree, which
-    /// must not be dropped under it (btrfs likewise drops a deleted root only once its last
-    /// inode is evicted).</summary>
+    /// <summary>Waits until no operation and no open file holds an inode of this dead
+    /// subvolume: one that acquired it before <see cref="MarkDead"/> may still be writing items
+    /// into the tree, and an open file may write until its last close; the tree must not be
+    /// dropped under them (btrfs likewise drops a deleted root only once its last inode is
+    /// evicted).</summary>
     /// <returns>false if <paramref name="stop"/> (an unmount) said to stop first.</returns>
     public bool WaitUntilUnreferenced(Func<bool> stop)
     {
@@ -113,8 +116,8 @@ internal sealed class Subvolume
         return true;
     }
 
-    /// <summary>Counts an open; false once the subvolume is dead (its deletion checked for open
-    /// files under this lock and found none: an open that came later must not count).</summary>
+    /// <summary>Counts an open; false once the subvolume is dead (an open that comes after the
+    /// deletion must not keep its tree).</summary>
     public bool TryOpen(Inode inode)
     {
         using var _ = _table.Lock();
@@ -128,23 +131,18 @@ internal sealed class Subvolume
     {
         using var _ = _table.Lock();
         if (inode.OpenCount == 0) ThrowHelper.Invariant($"inode {inode.Ino} closed more than opened");
-        if (--inode.OpenCount == 0) _table.PulseAll(); // a deletion may wait for the last close
-        return inode.OpenCount;
+        return --inode.OpenCount;
     }
 
-    /// <summary>Waits up to <paramref name="ms"/> for every file of this subvolume to be
-    /// closed; true if none is open now.</summary>
-    public bool WaitUntilClosed(long ms)
+    /// <summary>Whether any file of this subvolume is open (a dead one's tree waits for the
+    /// last close).</summary>
+    public bool HasOpenFiles
     {
-        using var _ = _table.Lock();
-        long deadline = Fs.Sched.NowMs + ms;
-        while (_inodes.Values.Any(i => i.OpenCount > 0))
+        get
         {
-            long left = deadline - Fs.Sched.NowMs;
-            if (left <= 0) return false;
-            _table.Wait((int)Math.Min(left, 50));
+            using var _ = _table.Lock();
+            return _inodes.Values.Any(i => i.OpenCount > 0);
         }
-        return true;
     }
 
     public int OpenCountOf(Inode inode)

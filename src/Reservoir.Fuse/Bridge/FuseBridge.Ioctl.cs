@@ -386,7 +386,9 @@ internal sealed partial class FuseBridge
         10 => fs.LimitQgroup(a, b, exclusive: true),
         11 => fs.RescanQuota(out _), // a drift it corrects is in the daemon's log
         8 => fs.SetDefaultSubvolume(a),
-        9 => fs.SyncSubvolumeDeletions(),
+        // EBUSY after a second while a deleted subvolume waits for files of it to be closed:
+        // a request thread is not held for ever (the close may never come); the CLI asks again.
+        9 => fs.SyncSubvolumeDeletions(waitForClosesMs: 1000),
         _ => Errno.EINVAL,
     };
 

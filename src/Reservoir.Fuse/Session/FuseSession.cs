@@ -58,9 +58,6 @@ public sealed unsafe class FuseSession : IDisposable
         // Before anything is mounted: a bad subvol= or subvolid= is an error now, not a mount
         // that dies on its first request.
         var bridge = new FuseBridge(fs, options, log);
-        // The kernel sends FUSE_RELEASE after close(2) has returned, in the background: a
-        // subvolume deleted right after a file of it was closed would find the file still open.
-        fs.SubvolumeDeleteWaitsForClosesMs = 1000;
         string source = options.FsName.Length > 0 ? options.FsName : Path.GetFullPath(imagePath);
         int fd = OpenAndMount(source, mp, imagePath, options, options.FuseBlk, nonBlocking: false, log, out string? helper);
         var s = new FuseSession(fd, mp, bridge, options, log) { _helper = helper };

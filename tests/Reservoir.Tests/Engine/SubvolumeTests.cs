@@ -534,95 +534,208 @@ public class SubvolumeTests
     }
 
     /// <summary>
-    /// An open racing the deletion: the deletion refuses (EBUSY) while a file of the subvolume is
-    /// open, and an open that took its inode before the deletion marked the subvolume dead must
-    /// not count after it (else a file stays open, and written, in a tree being dropped). Under
-    /// the deterministic scheduler, so that every interleaving found is replayed by its seed:
-    /// never both succeed, and a file opened stays usable until closed.
+    /// An open racing the deletion: an open that got in first keeps its file usable until it
+    /// closes it (btrfs's rule), one that comes after the deletion marked the subvolume dead
+    /// fails, and nothing is dropped under an open file (a file opened after the deletion's
+    /// check and written into a tree being dropped is what the marking under the open count's
+    /// lock prevents). Beside it a writer that never opens (as the engine allows): a write
+    /// that got its inode before the deletion may land in the page cache after the deletion
+    /// dropped it; the cleaner drops that too before the tree, or its reservation would leak.
+    /// Under the deterministic scheduler, so that every interleaving found is replayed by its
+    /// seed.
     /// </summary>
     [Fact]
-    public void AnOpenRacingTheDeletionEitherBlocksItOrFails()
+    public void AnOpenRacingTheDeletionKeepsItsFileOrFails()
     {
-        int deleted = 0, busy = 0;
+        int openedFirst = 0, openedLate = 0;
         SchedulerRuns.Within(TimeSpan.FromMinutes(5), 16, () => new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 5 }, (seed, s, fs, failures) =>
         {
             Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
-            ulong f = CreateFile(fs, a.Ino, "f", new byte[20_000]);
+            var data = new byte[20_000];
+            new Random(seed).NextBytes(data);
+            ulong f = CreateFile(fs, a.Ino, "f", data);
+            ulong w = CreateFile(fs, a.Ino, "w", new byte[4096]);
             Errno opened = Errno.OK, del = Errno.OK;
             bool delDone = false;
-            // The opener keeps what it opened open until the deletion has answered.
+            // The opener keeps what it opened open until the deletion has answered, then uses it.
             var opener = s.Start("opener", () =>
             {
                 opened = fs.Open(f, true, out _);
                 while (!Volatile.Read(ref delDone)) s.Yield("opener waits");
                 if (opened != Errno.OK) return;
-                if (fs.Write(f, 0, new byte[4096], out _) is var we and not Errno.OK) lock (failures) failures.Add($"write to an open file: {we}");
+                var back = new byte[data.Length];
+                var re = fs.Read(f, 0, back, out int n);
+                if (re != Errno.OK || n != data.Length || !back.AsSpan().SequenceEqual(data))
+                    lock (failures) failures.Add($"reading the open file after the deletion: {re}, {n} bytes");
+                if (fs.Write(f, 0, new byte[4096], out _) is var we and not Errno.OK) lock (failures) failures.Add($"writing the open file after the deletion: {we}");
+                if (fs.Fsync(f) is var fe and not Errno.OK) lock (failures) failures.Add($"fsync of the open file after the deletion: {fe}");
                 fs.Release(f);
             });
-            // And a writer that never opens (as the engine allows): a write that got its inode
-            // before the deletion may land in the page cache after the deletion dropped it; the
-            // cleaner drops that too before the tree, or its reservation would leak.
-            ulong w = CreateFile(fs, a.Ino, "w", new byte[4096]);
             var writer = s.Start("writer", () =>
             {
                 for (int k = 0; k < 50 && fs.Write(w, (ulong)(k % 8) * 4096, new byte[4096], out _) == Errno.OK; k++) s.Yield("writer");
+            });
+            // And a file open from the start, closed at a different point of the deletion on
+            // each seed (through a mount the kernel's FUSE_RELEASE comes when it comes): the
+            // close must reach the file whatever the point, or the tree would wait for it for
+            // ever. (It answered ENOENT between the marking and the end of the deletion, and
+            // `subvolume sync` hung: found by hand, 1 receive in 5 on a full mount.)
+            ulong c = CreateFile(fs, a.Ino, "c", new byte[4096]);
+            Ok(fs.Open(c, false, out _));
+            var closer = s.Start("closer", () =>
+            {
+                for (int k = 0; k < seed * 3; k++) s.Yield("closer");
+                if (fs.Release(c) is var ce and not Errno.OK) lock (failures) failures.Add($"close racing the deletion: {ce}");
             });
             del = fs.DeleteSubvolume(Root, "sv");
             Volatile.Write(ref delDone, true);
             opener.Join();
             writer.Join();
-            if (del == Errno.OK && opened == Errno.OK) { failures.Add("a file stayed open in a subvolume whose deletion went through"); return; }
-            if (del == Errno.OK) deleted++;
-            if (del == Errno.EBUSY) busy++;
-            if (del is not (Errno.OK or Errno.EBUSY)) failures.Add($"delete: {del}");
-            if (opened is not (Errno.OK or Errno.ENOENT)) failures.Add($"open: {opened}");
-            if (del == Errno.EBUSY) Ok(fs.DeleteSubvolume(Root, "sv"));
+            closer.Join();
+            if (del != Errno.OK) failures.Add($"delete: {del}");
+            if (failures.Count > 0) return; // a close that got lost would make the sync below wait for ever
+            if (opened == Errno.OK) openedFirst++;
+            else if (opened == Errno.ENOENT) openedLate++;
+            else failures.Add($"open: {opened}");
+            if (fs.GetAttr(f, out _) != Errno.ENOENT) failures.Add("the closed file is still reached");
             Ok(fs.SyncSubvolumeDeletions());
             Ok(fs.Sync());
             failures.AddRange(fs.VerifyReservations());
             if (fs.LeakedBytes != 0) failures.Add($"{fs.LeakedBytes} bytes leaked: {string.Join("; ", fs.LeakReports)}");
         });
         // Both outcomes are seen across the seeds: the race is really run.
-        Assert.True(deleted > 0 && busy > 0, $"{deleted} seeds deleted, {busy} found the file open");
+        Assert.True(openedFirst > 0 && openedLate > 0, $"{openedFirst} seeds opened before the deletion, {openedLate} after");
     }
 
     /// <summary>
-    /// With <see cref="Filesystem.SubvolumeDeleteWaitsForClosesMs"/> (what the FUSE mount sets:
-    /// the kernel's FUSE_RELEASE comes after close(2) returns), a deletion that finds a file
-    /// open waits for its close instead of answering EBUSY; without a close it still answers
-    /// EBUSY once the time is up. Under the deterministic scheduler, the close coming from
-    /// another thread at a different point on each seed.
+    /// As on btrfs, a subvolume is deleted with a file of it open: its name goes at once and
+    /// nothing else of it can be reached, but the open file reads, writes, fsyncs and stats as
+    /// before; its space comes back after the last close (`subvolume sync` waits for it), in
+    /// full, with nothing leaked.
     /// </summary>
     [Fact]
-    public void ADeletionWaitsForAFileBeingClosed()
+    public void ADeletedSubvolumesOpenFilesStayUsableUntilTheLastClose()
+    {
+        var dev = NewDevice(64UL << 20);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var before));
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
+            var data = new byte[300_000];
+            new Random(8).NextBytes(data);
+            ulong f = CreateFile(fs, a.Ino, "f", data);
+            ulong g = CreateFile(fs, a.Ino, "g", new byte[10_000]);
+            Ok(fs.Sync());
+            Ok(fs.Open(f, true, out _));
+            Ok(fs.Write(f, 0, new byte[100], out _)); // dirty in the page cache at the deletion
+            Ok(fs.DeleteSubvolume(Root, "sv"));
+            Assert.Equal(Errno.ENOENT, fs.Lookup(Root, "sv", out _));
+            Assert.Equal(Errno.ENOENT, fs.GetAttr(a.Ino, out _));
+            Assert.Equal(Errno.ENOENT, fs.GetAttr(g, out _));
+            Assert.Equal(Errno.ENOENT, fs.Open(g, false, out _));
+            Ok(fs.GetAttr(f, out var fa));
+            Assert.Equal((ulong)data.Length, fa.Size);
+            Ok(fs.Write(f, (ulong)data.Length, new byte[50_000], out _));
+            Ok(fs.Fsync(f));
+            var back = ReadAll(fs, f);
+            Assert.Equal(new byte[100], back[..100]);
+            Assert.Equal(data.AsSpan(100).ToArray(), back[100..data.Length]);
+            Assert.Equal(data.Length + 50_000, back.Length);
+            Ok(fs.Sync());
+            Ok(fs.Release(f));
+            Assert.Equal(Errno.ENOENT, fs.GetAttr(f, out _));
+            Ok(fs.SyncSubvolumeDeletions());
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var after));
+            Assert.Equal(before.BlocksFree, after.BlocksFree);
+            Assert.DoesNotContain(fs.Qgroups(), q => q.Id == QgroupId.Of(0, 256));
+            Assert.Empty(fs.VerifyReservations());
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>
+    /// A deleted subvolume held by an open file keeps its tree, and only its own: the cleaner
+    /// drops the subvolumes deleted after it meanwhile; `subvolume sync` waits for those and
+    /// then answers EBUSY naming the held one (rather than waiting for a close that may be the
+    /// caller's own), and quota enable and disable answer EBUSY; after the close everything
+    /// goes. (A cleaner that waited in line for the close held up every later drop, and sync,
+    /// quota disable and the FUSE request asking them, for ever.)
+    /// </summary>
+    [Fact]
+    public async Task AFileHeldOpenHoldsUpOnlyItsOwnSubvolumesDrop()
+    {
+        var run = Task.Run(() =>
+        {
+            var dev = NewDevice(64UL << 20);
+            using (var fs = Mount(dev))
+            {
+                Ok(fs.EnableQuota());
+                Ok(fs.CreateSubvolume(Root, "held", 0, 0, out var h));
+                Ok(fs.CreateSubvolume(Root, "free", 0, 0, out var f));
+                ulong hf = CreateFile(fs, h.Ino, "f", new byte[200_000]);
+                CreateFile(fs, f.Ino, "g", new byte[3_000_000]);
+                ulong held = NodeIds.Decode(h.Ino).TreeId, free = NodeIds.Decode(f.Ino).TreeId;
+                Ok(fs.Sync());
+                Ok(fs.Open(hf, false, out _));
+                Ok(fs.DeleteSubvolume(Root, "held"));
+                Ok(fs.DeleteSubvolume(Root, "free"));
+                Assert.Equal(Errno.EBUSY, fs.SyncSubvolumeDeletions());
+                Assert.Equal([held], fs.DeletionsWaitingForCloses());
+                var groups = fs.Qgroups().Select(q => q.Id).ToList();
+                Assert.Contains(QgroupId.Of(0, held), groups);
+                Assert.DoesNotContain(QgroupId.Of(0, free), groups); // dropped meanwhile
+                Assert.Equal(Errno.EBUSY, fs.DisableQuota());
+                Assert.True(fs.QuotaEnabled);
+                Ok(fs.Read(hf, 0, new byte[10], out int n));
+                Assert.Equal(10, n);
+                Ok(fs.Release(hf));
+                Ok(fs.SyncSubvolumeDeletions());
+                Assert.Empty(fs.DeletionsWaitingForCloses());
+                Assert.DoesNotContain(fs.Qgroups(), q => q.Id == QgroupId.Of(0, held));
+                Ok(fs.DisableQuota());
+                Assert.Empty(fs.VerifyReservations());
+            }
+            FsckAssert.Clean(dev);
+        });
+        if (await Task.WhenAny(run, Task.Delay(TimeSpan.FromMinutes(2))) != run)
+            throw new Xunit.Sdk.XunitException("no answer within 2 minutes: the sync waits for the held subvolume");
+        await run;
+    }
+
+    /// <summary>
+    /// `subvolume sync` asked to wait for closes ends when the last file of the deleted
+    /// subvolume is closed, not when its time is up: the close wakes the cleaner, whose drop
+    /// wakes the sync. Under the deterministic scheduler, the close coming from another thread
+    /// at a different point on each seed.
+    /// </summary>
+    [Fact]
+    public void SyncAskedToWaitEndsAtTheLastClose()
     {
         SchedulerRuns.Within(TimeSpan.FromMinutes(5), 16, () => new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 5 }, (seed, s, fs, failures) =>
         {
-            fs.SubvolumeDeleteWaitsForClosesMs = 1000;
             Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
             ulong f = CreateFile(fs, a.Ino, "f", new byte[20_000]);
+            ulong g = CreateFile(fs, a.Ino, "g", new byte[100]);
             Ok(fs.Open(f, true, out _));
-            bool deleting = false;
+            Ok(fs.Open(g, false, out _));
+            Ok(fs.DeleteSubvolume(Root, "sv"));
             var closer = s.Start("closer", () =>
             {
-                while (!Volatile.Read(ref deleting)) s.Yield("closer waits");
+                for (int k = 0; k < seed * 2; k++) s.Yield("closer");
+                fs.Release(g);
                 for (int k = 0; k < seed; k++) s.Yield("closer");
                 fs.Release(f);
             });
-            Volatile.Write(ref deleting, true);
-            var e = fs.DeleteSubvolume(Root, "sv");
-            closer.Join();
-            if (e != Errno.OK) failures.Add($"delete while the file was being closed: {e}");
-            // A file that stays open: EBUSY after the wait.
-            Ok(fs.CreateSubvolume(Root, "held", 0, 0, out var h));
-            ulong g = CreateFile(fs, h.Ino, "g", new byte[100]);
-            Ok(fs.Open(g, false, out _));
             long t0 = s.NowMs;
-            if (fs.DeleteSubvolume(Root, "held") is var busy and not Errno.EBUSY) failures.Add($"delete with a file open: {busy}");
-            if (s.NowMs - t0 < 1000) failures.Add($"EBUSY after {s.NowMs - t0} ms, before the wait was up");
-            fs.Release(g);
-            Ok(fs.DeleteSubvolume(Root, "held"));
-            Ok(fs.SyncSubvolumeDeletions());
+            var e = fs.SyncSubvolumeDeletions(waitForClosesMs: 60_000);
+            closer.Join();
+            if (e != Errno.OK) failures.Add($"sync: {e}");
+            else if (s.NowMs - t0 >= 60_000) failures.Add($"sync ended after {s.NowMs - t0} ms: at its time, not at the close");
+            if (fs.DeletionsWaitingForCloses().Count != 0) failures.Add("still waiting for closes after the sync");
+            failures.AddRange(fs.VerifyReservations());
         });
     }
 

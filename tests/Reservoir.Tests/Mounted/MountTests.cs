@@ -540,6 +540,54 @@ public class MountTests(ITestOutputHelper log)
     }
 
     /// <summary>
+    /// A subvolume deleted while a shell holds a file of it open, as on btrfs: the deletion
+    /// goes through, `subvolume sync` waits (saying so) until the file is closed and then ends
+    /// with the space back, and meanwhile `quota disable` is refused with the reason, not left
+    /// hanging. (A sync that waited inside the daemon for a close that never came held a request
+    /// thread for ever: the bridge fuzzer's three threads hung that way.)
+    /// </summary>
+    [Fact]
+    public void SubvolumeSyncWaitsForAFileOfADeletedSubvolumeToBeClosed()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        string err = Path.Combine(Path.GetTempPath(), $"sync-{Guid.NewGuid():N}.err");
+        var m = new MountedImage(size: 256UL << 20, quota: true);
+        try
+        {
+            m.Run("sync");
+            TestFs.Ok(m.Fs.StatFs(out var before));
+            m.Run($"{cli} subvolume create sv >/dev/null && head -c 5000000 /dev/urandom > sv/f && sync");
+            var r = MountedImage.Sh(
+                "exec 3<sv/f && " +
+                $"{cli} subvolume delete sv >/dev/null && " +
+                $"{{ {cli} quota disable . 2>&1; echo disable=$?; }} && " +
+                // (Not the shell's descriptor 3 in the sync: it would wait for itself.)
+                $"{{ {cli} subvolume sync . 2>{err} 3<&- & }} && pid=$! && sleep 3 && " +
+                "{ kill -0 $pid && echo still-waiting; true; } && " +
+                "head -c 10 <&3 | wc -c && exec 3<&- && " +
+                "wait $pid; echo sync=$?", m.Dir, timeoutSec: 120);
+            Assert.Equal(0, r.Code);
+            Assert.Contains("until files of it are closed", r.Out);
+            Assert.Contains("disable=1", r.Out);
+            Assert.Contains("still-waiting", r.Out);
+            Assert.Contains("\n10\n", "\n" + r.Out); // the open file still read after the deletion
+            Assert.Contains("sync=0", r.Out);
+            Assert.Contains("waiting for files of deleted subvolumes to be closed", File.ReadAllText(err));
+            Assert.False(Directory.Exists(Path.Combine(m.Dir, "sv")));
+            m.Run("sync");
+            TestFs.Ok(m.Fs.StatFs(out var after));
+            Assert.Equal(before.BlocksFree, after.BlocksFree);
+            Assert.True(m.Fs.QuotaEnabled);
+            Assert.Empty(m.Fs.VerifyReservations());
+        }
+        finally { m.Unmount(); File.Delete(err); }
+        using var dev = FileBlockDevice.Open(m.Image, readOnly: true);
+        var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
+        Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+        Assert.Equal(0, m.Fs.LeakedBytes);
+    }
+
+    /// <summary>
     /// The quota and subvolume administration commands on a mounted filesystem (online, as
     /// btrfs-progs' on a mount point): quota enable, a level-1 group with a member and a limit
     /// that a program then runs into, show with parents and children, destroy refused while it
