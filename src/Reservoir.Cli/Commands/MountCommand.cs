@@ -49,10 +49,18 @@ internal static class MountCommand
 
     private static int Serve(CliContext ctx, string image, string dir, FuseMountOptions o)
     {
+        // Lines worth keeping the daemon's log for (warnings, errors, leak reports): a clean
+        // unmount of a mount that logged none removes its log, or every mount would leave one.
+        int notable = 0;
+        void Log(string m)
+        {
+            if (!IsRoutine(m)) Interlocked.Increment(ref notable);
+            ctx.Err.WriteLine(m);
+        }
         using var dev = FileBlockDevice.Open(image, readOnly: o.ReadOnly);
-        using var fs = Filesystem.Mount(dev, o.EngineOptions(m => ctx.Err.WriteLine($"reservoir: {m}")));
+        using var fs = Filesystem.Mount(dev, o.EngineOptions(m => Log($"reservoir: {m}")));
         FuseSession session;
-        try { session = FuseSession.Mount(fs, image, dir, o, m => ctx.Err.WriteLine(m)); }
+        try { session = FuseSession.Mount(fs, image, dir, o, Log); }
         catch (FsException ex) { ctx.Err.WriteLine($"reservoir mount: {ex.Message}"); return 1; }
         // The last commit and closing the image, once: at FUSE_DESTROY (umount of a fuseblk
         // mount waits for it, so the image is committed and free when umount returns), or
@@ -62,8 +70,12 @@ internal static class MountCommand
         {
             if (Interlocked.Exchange(ref closed, 1) != 0) return;
             var sync = fs.Sync();
-            if (sync != Errno.OK) ctx.Err.WriteLine($"reservoir: final sync failed: {sync.Describe()}");
-            fs.Dispose();
+            if (sync != Errno.OK) Log($"reservoir: final sync failed: {sync.Describe()}");
+            fs.Dispose(); // reports any reservation leak
+            // Before the image is let go of: whoever waits for that (umount, reservoir umount)
+            // finds the log gone or kept for good.
+            if (Volatile.Read(ref notable) == 0 && Environment.GetEnvironmentVariable(LogVariable) is { Length: > 0 } log)
+                try { File.Delete(log); } catch (IOException) { } catch (UnauthorizedAccessException) { }
             dev.Dispose();
         }
         session.OnDestroy = Close;
@@ -91,7 +103,7 @@ internal static class MountCommand
         string logDir = Directory.Exists("/run") && Libc_IsRoot() ? "/run" : Path.GetTempPath();
         string log = Path.Combine(logDir, $"reservoir-{Path.GetFileName(Path.GetFullPath(dir).TrimEnd('/'))}-{Environment.ProcessId}.log");
         var psi = new ProcessStartInfo("/bin/sh", ["-c", "exec \"$0\" \"$@\" </dev/null >>\"$RESERVOIR_LOG\" 2>&1", self, .. args]) { UseShellExecute = false };
-        psi.Environment["RESERVOIR_LOG"] = log;
+        psi.Environment[LogVariable] = log;
         // Tiered compilation stays on (without the instrumented tier: TieredPGO is off in the
         // project): the daemon starts on its ahead-of-time code (install.sh publishes it
         // ReadyToRun) and recompiles its hot methods fully optimized in the background. Turning
@@ -120,6 +132,13 @@ internal static class MountCommand
 
     /// <summary>What <see cref="FuseSession.Mount"/> logs once the existing subvolumes are mounted.</summary>
     private const string SubmountsReady = "subvolume(s) mounted below";
+
+    /// <summary>The daemon's log file, named in its environment by the mount command that
+    /// started it (the shell that starts it sends its output there).</summary>
+    private const string LogVariable = "RESERVOIR_LOG";
+
+    /// <summary>Lines every mount logs: what INIT negotiated, the subvolumes' mounts made.</summary>
+    internal static bool IsRoutine(string line) => line.StartsWith("fuse: kernel ", StringComparison.Ordinal) || line.Contains(SubmountsReady);
 
     private static bool Libc_IsRoot() => Environment.UserName == "root";
 
