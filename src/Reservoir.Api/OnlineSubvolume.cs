@@ -364,7 +364,7 @@ public static class OnlineSubvolume
 
     /// <summary>Quota administration through the mount (root only); see the FUSE bridge's
     /// quota ioctl for the operations.</summary>
-    public enum QuotaOp : ulong { Enable = 1, Disable = 2, Create = 3, Destroy = 4, Assign = 5, Remove = 6, Limit = 7, SetDefault = 8, SyncDeletions = 9, LimitExclusive = 10, Rescan = 11 }
+    public enum QuotaOp : ulong { Enable = 1, Disable = 2, Create = 3, Destroy = 4, Assign = 5, Remove = 6, Limit = 7, SetDefault = 8, SyncDeletions = 9, LimitExclusive = 10, Rescan = 11, DeleteById = 12, Commit = 13 }
 
     public static Errno QuotaCtl(string dir, QuotaOp op, ulong a = 0, ulong b = 0)
     {

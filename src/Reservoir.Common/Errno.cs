@@ -46,6 +46,7 @@ public enum Errno
     EOVERFLOW = 75,
     EOPNOTSUPP = 95,
     ENOTCONN = 107,
+    ESTALE = 116,
     EUCLEAN = 117,
     EDQUOT = 122,
 }
@@ -78,6 +79,7 @@ public static class ErrnoExtensions
         Errno.ENOTEMPTY => "directory not empty",
         Errno.ELOOP => "too many levels of symbolic links",
         Errno.ENODATA => "no data available",
+        Errno.ESTALE => "stale file handle",
         Errno.EOPNOTSUPP => "operation not supported",
         Errno.EUCLEAN => "structure needs cleaning (filesystem corrupted)",
         Errno.EDQUOT => "disk quota exceeded",

@@ -107,19 +107,24 @@ public sealed partial class Filesystem
     /// is closed: this waits up to <paramref name="waitForClosesMs"/> for that (once every other
     /// is dropped), then answers EBUSY. A caller that wants to wait longer asks again, as
     /// `subvolume sync` does; waiting for ever here could wait for a close of the caller's own.</summary>
-    public Errno SyncSubvolumeDeletions(long waitForClosesMs = 0)
+    /// <param name="ids">Only these subvolumes (`subvolume sync PATH ID…`); an id not being
+    /// deleted is done already. Null: all.</param>
+    public Errno SyncSubvolumeDeletions(long waitForClosesMs = 0, IReadOnlyCollection<ulong>? ids = null)
     {
         long deadline = Fs.Sched.NowMs + waitForClosesMs;
+        bool Wanted(BTree t) => ids == null || ids.Contains(t.Id);
         using (CleanerLock.Lock())
             while (true)
             {
-                // Not past an unmount's stop: what is left then waits for the next mount.
-                if (_cleanerBusy || (!_cleanerStopping && (_cleanerLookAgain || _toDrop.Any(t => !_pinned.Contains(t)))))
+                // Not past an unmount's stop: what is left then waits for the next mount. (A
+                // drop under way may be of another subvolume than those asked for: waited for
+                // all the same, as it holds up theirs.)
+                if (_cleanerBusy || (!_cleanerStopping && (_cleanerLookAgain || _toDrop.Any(t => Wanted(t) && !_pinned.Contains(t)))))
                 {
                     CleanerLock.Wait();
                     continue;
                 }
-                if (_cleanerStopping || _toDrop.Count == 0) return Errno.OK;
+                if (_cleanerStopping || !_toDrop.Any(Wanted)) return Errno.OK;
                 long left = deadline - Fs.Sched.NowMs;
                 if (left <= 0) return Errno.EBUSY;
                 CleanerLock.Wait((int)Math.Min(left, int.MaxValue)); // a last close wakes the cleaner, whose look wakes this

@@ -21,6 +21,41 @@ public sealed partial class Filesystem
     public Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name) => DeleteSubvolume(dirIno, name, requireEmpty: false);
 
     /// <summary>
+    /// Deletes subvolume <paramref name="id"/> wherever it is linked, as btrfs's
+    /// SNAP_DESTROY_V2 with SUBVOL_SPEC_BY_ID (`subvolume delete -i`): found through its
+    /// ROOT_BACKREF, so one a `subvol=` mount cannot reach is deleted too. ENOENT if no live
+    /// subvolume has that id, EINVAL for the top level; otherwise as deleting it by name.
+    /// </summary>
+    /// <param name="dirNode">Where it was linked: the directory's node id …</param>
+    /// <param name="name">… and the name (for the front end's cached entries).</param>
+    public Errno DeleteSubvolumeById(ulong id, out ulong dirNode, out byte[] name)
+    {
+        dirNode = 0;
+        name = [];
+        if (id == TreeIds.FsTree) return Errno.EINVAL;
+        // A rename between the look-up and the deletion (which takes SubvolumeOps) could put
+        // something else under that name: the deletion checks it still names this id, and the
+        // look-up is taken again if not.
+        for (int attempt = 0; attempt < 8; attempt++)
+        {
+            if (id < TreeIds.FirstSubvolume || SubvolumeOf(id) == null) return Errno.ENOENT;
+            (ulong Parent, (ulong DirId, ulong Index, byte[] Name) Link)? back = null;
+            var e = Guard(0, () => { back = BackrefOf(id); return Errno.OK; });
+            if (e != Errno.OK) return e;
+            if (back is not { } b) return Errno.ENOENT;
+            (dirNode, name) = (NodeIds.Encode(b.Parent, b.Link.DirId), b.Link.Name);
+            e = DeleteSubvolumeNamed(dirNode, name, expectId: id);
+            if (e != Errno.ESTALE) return e;
+        }
+        return Errno.EAGAIN;
+    }
+
+    /// <summary>A deletion by id's second step: the name found for <paramref name="expectId"/>,
+    /// deleted if it still names that subvolume (ESTALE if not: renamed meanwhile).</summary>
+    internal Errno DeleteSubvolumeNamed(ulong dirIno, ReadOnlySpan<byte> name, ulong expectId) =>
+        DeleteSubvolume(dirIno, name, requireEmpty: false, expectId);
+
+    /// <summary>
     /// Deletes the subvolume named <paramref name="name"/> in <paramref name="dirIno"/>, with
     /// everything in it: EINVAL if the name is not a subvolume, ENOTEMPTY if other subvolumes
     /// are linked inside it, EBUSY if it is the default subvolume. The name goes now (one
@@ -32,7 +67,9 @@ public sealed partial class Filesystem
     /// </summary>
     /// <param name="requireEmpty">rmdir's rule: ENOTEMPTY unless the subvolume's root
     /// directory is empty.</param>
-    private Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name, bool requireEmpty)
+    /// <param name="expectId">When not 0: the subvolume the name must still name (ESTALE if it
+    /// names anything else now).</param>
+    private Errno DeleteSubvolume(ulong dirIno, ReadOnlySpan<byte> name, bool requireEmpty, ulong expectId = 0)
     {
         var e = CheckName(name);
         if (e != Errno.OK) return e;
@@ -50,7 +87,8 @@ public sealed partial class Filesystem
                 var t = dir.Subvol.Tree;
                 Key loc;
                 using (t.Lock.Read())
-                    if (!DirItems.Find(t, dir.Ino, KeyTypes.DirItem, nameCopy, out loc, out _, out _)) return Errno.ENOENT;
+                    if (!DirItems.Find(t, dir.Ino, KeyTypes.DirItem, nameCopy, out loc, out _, out _)) return expectId != 0 ? Errno.ESTALE : Errno.ENOENT;
+                if (expectId != 0 && (loc.Type != KeyTypes.RootItem || loc.ObjectId != expectId)) return Errno.ESTALE;
                 if (loc.Type != KeyTypes.RootItem) return Errno.EINVAL; // not a subvolume
                 ulong id = loc.ObjectId;
                 if (id == Fs.Super.DefaultSubvolume) return Errno.EBUSY;

@@ -74,10 +74,13 @@ internal static class SubvolumeCommands
             return 0;
         });
 
-        var targets2 = new Argument<string[]>("target") { Description = "IMAGE PATH… (inside an unmounted image) or PATH… on a mounted Reservoir (root only)", Arity = ArgumentArity.OneOrMore };
-        var delete = new Command("delete", "Delete subvolumes with everything in them (their space is free when the command returns)") { targets2 };
+        var targets2 = new Argument<string[]>("target") { Description = "PATH… on a mounted Reservoir (root's, or the image owner's on their own mount), or IMAGE PATH… (inside an unmounted image); with -i, the mount or the image", Arity = ArgumentArity.OneOrMore };
+        var commitAfter = new Option<bool>("-c", "--commit-after") { Description = "Wait for a transaction commit at the end, so the deletions survive a crash (as btrfs's)" };
+        var commitEach = new Option<bool>("-C", "--commit-each") { Description = "Wait for a transaction commit after each deletion" };
+        var byId = new Option<ulong?>("-i", "--subvolid") { Description = "Delete the subvolume with this id, wherever it is linked" };
+        var delete = new Command("delete", "Delete subvolumes with everything in them: the names go at once, the space comes back in the background (subvolume sync waits for it; on an image, before the command returns)") { targets2, commitAfter, commitEach, byId };
         delete.Aliases.Add("del");
-        delete.SetAction(pr => Each(ctx, "delete", pr.GetValue(targets2)!, OnlineSubvolume.Delete, (fs, p) => fs.DeleteSubvolume(p), "Delete subvolume"));
+        delete.SetAction(pr => Delete(ctx, pr.GetValue(targets2)!, pr.GetValue(commitAfter), pr.GetValue(commitEach), pr.GetValue(byId)));
 
         var list = SubvolumeListCommand.Build(ctx);
 
@@ -161,28 +164,40 @@ internal static class SubvolumeCommands
             return 0;
         });
 
-        var image7 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir (root only)" };
-        var sync = new Command("sync", "Wait until deleted subvolumes' space is free (finishes deletions an earlier mount left)") { image7 };
+        var image7 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir (root's, or the image owner's on their own mount)" };
+        var syncIds = new Argument<ulong[]>("subvolid") { Description = "Wait for these deleted subvolumes only (default: every deletion)", Arity = ArgumentArity.ZeroOrMore };
+        var sleep = new Option<double>("-s") { Description = "Seconds between checks while a deleted subvolume waits for files of it to be closed (1)", DefaultValueFactory = _ => 1 };
+        var sync = new Command("sync", "Wait until deleted subvolumes are dropped and their space is free (finishes deletions an earlier mount left)") { image7, syncIds, sleep };
         sync.SetAction(pr =>
         {
             string at = pr.GetValue(image7)!;
+            var ids = pr.GetValue(syncIds) ?? [];
             if (!Directory.Exists(at))
             {
                 using var fs = FileCommands.Open(at, write: true);
                 fs.SyncSubvolumeDeletions();
                 return 0;
             }
+            double pause = pr.GetValue(sleep);
+            if (pause < 0 || double.IsNaN(pause)) { ctx.Err.WriteLine("reservoir subvolume sync: -s wants a number of seconds, 0 or more"); return 2; }
             // A subvolume deleted with files of it open keeps its tree until they are closed, as
-            // on btrfs, and sync waits for that too; each ask waits a second, so that Ctrl-C ends
-            // the wait and no request thread of the mount is held for ever.
+            // on btrfs, and sync waits for that too; each ask waits up to a second in the daemon
+            // (no request thread of the mount is held for ever), and Ctrl-C ends the wait.
             bool said = false;
-            while (true)
-            {
-                var e = OnlineSubvolume.QuotaCtl(at, OnlineSubvolume.QuotaOp.SyncDeletions);
-                if (e != Errno.EBUSY) return Report(ctx, "sync", at, OnlineSubvolume.QuotaOp.SyncDeletions, 0, e);
-                if (!said) ctx.Err.WriteLine("reservoir subvolume sync: waiting for files of deleted subvolumes to be closed");
-                said = true;
-            }
+            foreach (ulong id in ids.Length == 0 ? [0UL] : ids)
+                while (true)
+                {
+                    var e = OnlineSubvolume.QuotaCtl(at, OnlineSubvolume.QuotaOp.SyncDeletions, id);
+                    if (e != Errno.EBUSY)
+                    {
+                        if (e != Errno.OK) return Report(ctx, "sync", at, OnlineSubvolume.QuotaOp.SyncDeletions, 0, e);
+                        break;
+                    }
+                    if (!said) ctx.Err.WriteLine("reservoir subvolume sync: waiting for files of deleted subvolumes to be closed");
+                    said = true;
+                    Thread.Sleep(TimeSpan.FromSeconds(pause));
+                }
+            return 0;
         });
 
         cmd.Subcommands.Add(create);
@@ -249,8 +264,66 @@ internal static class SubvolumeCommands
         ("delete", Errno.EINVAL) => "not a subvolume",
         ("delete", Errno.EBUSY) => "the default subvolume: set another default first (EBUSY)",
         ("delete", Errno.ENOTEMPTY) => "it holds subvolumes: delete those first (ENOTEMPTY)",
+        ("delete-id", Errno.ENOENT) => "no subvolume has that id",
+        ("delete-id", Errno.EINVAL) => "the top-level subvolume (5) cannot be deleted",
+        ("delete" or "delete-id", Errno.EPERM) => "only root (or the image's owner, on their own mount) may delete subvolumes on a mounted filesystem",
+        ("delete-id", Errno.EBUSY) => "the default subvolume: set another default first (EBUSY)",
+        ("delete-id", Errno.ENOTEMPTY) => "it holds subvolumes: delete those first (ENOTEMPTY)",
         _ => null,
     };
+
+    /// <summary>`subvolume delete [-c|-C] [-i ID] TARGET…`, printing as btrfs-progs does
+    /// ("Delete subvolume (no-commit): '/mnt/sv'"). On an image the deletions are committed when
+    /// the command ends, so it says "commit" there.</summary>
+    private static int Delete(CliContext ctx, string[] targets, bool commitAfter, bool commitEach, ulong? id)
+    {
+        if (commitAfter && commitEach) { ctx.Err.WriteLine("reservoir subvolume delete: -c (--commit-after) and -C (--commit-each) cannot be used together"); return 2; }
+        if (id != null && targets.Length != 1) { ctx.Err.WriteLine("reservoir subvolume delete: with -i give one target: the mount, or the image"); return 2; }
+        string Fail(string p, Errno e) => $"reservoir subvolume delete: {p}: " + (e == Errno.ENOTTY
+            ? "not on a mounted Reservoir (give IMAGE PATH for an unmounted image)"
+            : Explain(id != null ? "delete-id" : "delete", e) ?? e.Describe());
+        if (!File.Exists(targets[0]))
+        {
+            for (int i = 0; i < targets.Length; i++)
+            {
+                string full = Path.GetFullPath(targets[i]).TrimEnd('/');
+                var e = id is { } sid ? OnlineSubvolume.QuotaCtl(full, OnlineSubvolume.QuotaOp.DeleteById, sid) : OnlineSubvolume.Delete(full);
+                if (e != Errno.OK) { ctx.Err.WriteLine(Fail(targets[i], e)); return 1; }
+                bool commit = commitEach || (commitAfter && i == targets.Length - 1);
+                if (commit)
+                {
+                    // On the directory it was in (or the mount, with -i): the subvolume is gone.
+                    var ce = OnlineSubvolume.QuotaCtl(id != null ? full : Path.GetDirectoryName(full) ?? "/", OnlineSubvolume.QuotaOp.Commit);
+                    if (ce != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume delete: unable to wait for commit after '{targets[i]}': {ce.Describe()}"); return 1; }
+                }
+                ctx.Out.WriteLine($"Delete subvolume ({(commit ? "commit" : "no-commit")}): " + (id != null ? $"subvolid={id}" : $"'{full}'"));
+            }
+            return 0;
+        }
+        if (id == null && targets.Length < 2) { ctx.Err.WriteLine($"reservoir subvolume delete: {targets[0]} is an image: give the paths inside it"); return 1; }
+        using var fs = FileCommands.Open(targets[0], write: true);
+        if (id is { } vid)
+        {
+            var e = fs.Engine.DeleteSubvolumeById(vid, out _, out _);
+            if (e != Errno.OK) { ctx.Err.WriteLine(Fail(targets[0], e)); return 1; }
+            ctx.Out.WriteLine($"Delete subvolume (commit): subvolid={vid}");
+        }
+        else
+            foreach (var p in targets[1..])
+            {
+                try { fs.DeleteSubvolume(p); }
+                catch (IOException ex)
+                {
+                    ctx.Err.WriteLine($"reservoir subvolume delete: {p}: {(ex is FsException fe ? Explain("delete", fe.Errno) : null) ?? ex.Message}");
+                    return 1;
+                }
+                ctx.Out.WriteLine($"Delete subvolume (commit): '{p}'");
+            }
+        // On an image the command is the only user: wait for the cleaner, or the unmount at
+        // the end would leave the rest of a deletion to the next mount.
+        fs.SyncSubvolumeDeletions();
+        return 0;
+    }
 
     private static int Each(CliContext ctx, string verb, string[] targets, Func<string, Errno> online, Action<ReservoirFileSystem, string> offline, string done)
     {

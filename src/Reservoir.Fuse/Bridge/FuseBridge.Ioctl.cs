@@ -169,7 +169,7 @@ internal sealed partial class FuseBridge
     /// negative or positive dentry answers for up to the entry timeout. Sent before the reply,
     /// from an ioctl, which holds no directory lock the kernel's invalidation would need.
     /// </summary>
-    private void InvalidateEntry(ulong dirIno, ReadOnlySpan<byte> name)
+    internal void InvalidateEntry(ulong dirIno, ReadOnlySpan<byte> name)
     {
         NotifyInvalEntry(dirIno, name, expireOnly: false);
         InvalidateAttr(dirIno);
@@ -388,9 +388,21 @@ internal sealed partial class FuseBridge
         8 => fs.SetDefaultSubvolume(a),
         // EBUSY after a second while a deleted subvolume waits for files of it to be closed:
         // a request thread is not held for ever (the close may never come); the CLI asks again.
-        9 => fs.SyncSubvolumeDeletions(waitForClosesMs: 1000),
+        9 => fs.SyncSubvolumeDeletions(waitForClosesMs: 1000, ids: a == 0 ? null : [a]),
+        12 => DeleteSubvolumeById(a),
+        13 => fs.Sync(), // a commit (subvolume delete -c|-C)
         _ => Errno.EINVAL,
     };
+
+    /// <summary>`subvolume delete -i ID`: wherever it is linked (btrfs's SNAP_DESTROY_V2 by id);
+    /// its cached entry goes as with a deletion by name, and its own mount with it.</summary>
+    private Errno DeleteSubvolumeById(ulong id)
+    {
+        var e = fs.DeleteSubvolumeById(id, out ulong dir, out var name);
+        // With -o submounts the directory it was in may be another connection's.
+        if (e == Errno.OK) (Submounts?.Serving(NodeIds.Decode(dir).TreeId) ?? this).InvalidateEntry(dir, name);
+        return e;
+    }
 
     /// <summary>One page of qgroups (after an id) or of relations (after a count), as the two
     /// list ioctls describe; ENOTCONN when quotas are off, as btrfs answers.</summary>

@@ -86,6 +86,7 @@ public sealed unsafe class FuseSession : IDisposable
                 string shown = MountInfo.At(mp)?.Source ?? source;
                 s.Submounts = new SubvolumeMounts(fs, imagePath, mp, shown, bridge.RootNode, bridge.MountToken, options, log);
                 bridge.Submounts = s.Submounts;
+                s.Submounts.Main = bridge;
                 int n = s.Submounts.MountExisting(TimeSpan.FromMinutes(5));
                 log(n >= 0 ? $"reservoir: {n} subvolume(s) mounted below {mp}" : $"reservoir: some subvolume(s) mounted below {mp}, the rest still being mounted");
             }

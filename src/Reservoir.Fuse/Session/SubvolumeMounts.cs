@@ -81,6 +81,13 @@ public sealed class SubvolumeMounts : IDisposable
     /// <summary>How many subvolumes have a mount of their own now.</summary>
     public int Count => _mounts.Count(kv => !kv.Value.Ended);
 
+    /// <summary>The main mount's bridge (set by the session once made).</summary>
+    internal FuseBridge? Main { get; set; }
+
+    /// <summary>The bridge whose connection serves subvolume <paramref name="treeId"/>'s
+    /// directories: its own mount's, or the main mount's.</summary>
+    internal FuseBridge? Serving(ulong treeId) => _mounts.TryGetValue(treeId, out var c) && !c.Ended ? c.Bridge : Main;
+
     /// <summary>Mounts every subvolume below the root that exists now, parents before the
     /// subvolumes inside them; returns how many were mounted.</summary>
     public int MountExisting(TimeSpan timeout)

@@ -719,6 +719,21 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1, dflt.Code);
         Assert.Contains("the default subvolume", dflt.Err);
         Assert.Equal(["plain", "s"], Run("ls", Img, "/").Out.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        // By id (-i), as btrfs-progs: the same refusals, then the nested one wherever it is.
+        var top = Run("subvolume", "delete", "-i", "5", Img);
+        Assert.Equal(1, top.Code);
+        Assert.Contains("the top-level subvolume (5) cannot be deleted", top.Err);
+        Assert.Contains("no subvolume has that id", Run("subvolume", "delete", "-i", "999", Img).Err);
+        Assert.Contains("it holds subvolumes", Run("subvolume", "delete", "--subvolid", "256", Img).Err);
+        Assert.Equal(2, Run("subvolume", "delete", "-i", "257", Img, "/s").Code); // one target with -i
+        Assert.Equal(2, Run("subvolume", "delete", "-c", "-C", Img, "/s").Code);
+        Assert.Equal(0, Run("subvolume", "set-default", "5", Img).Code);
+        var byId = Run("subvolume", "delete", "-i", "257", Img);
+        Assert.True(byId.Code == 0, byId.Err);
+        Assert.Equal("Delete subvolume (commit): subvolid=257\n", byId.Out);
+        var byPath = Run("subvolume", "delete", "-c", Img, "/s");
+        Assert.Equal("Delete subvolume (commit): '/s'\n", byPath.Out);
+        Assert.Equal("", Run("subvolume", "list", Img).Out);
         Assert.Equal(0, Run("fsck", Img).Code);
     }
 

@@ -591,6 +591,51 @@ public class MountTests(ITestOutputHelper log)
     }
 
     /// <summary>
+    /// `subvolume delete` through a mount with btrfs-progs' options and words: "(no-commit)" by
+    /// default, "(commit)" after -C and at the end of -c (each a commit of the daemon's), -i by
+    /// id wherever the subvolume is linked; `subvolume sync PATH ID` waits for that one, not
+    /// for another held by an open file.
+    /// </summary>
+    [Fact]
+    public void SubvolumeDeleteTakesBtrfsProgsOptionsOnTheMount()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        var m = new MountedImage(size: 256UL << 20, quota: true);
+        try
+        {
+            m.Run($"for s in a b c d e; do {cli} subvolume create $s >/dev/null; done; {cli} subvolume create a/n >/dev/null; echo x > e/f");
+            string ids = m.Run($"{cli} subvolume list .");
+            Assert.Contains("ID 261 gen", ids);
+            Assert.Contains("path a/n", ids);
+            long commits = m.Fs.Fs.Stats.Commits;
+            string outp = m.Run($"{cli} subvolume delete b && {cli} subvolume delete -c c d && {cli} subvolume delete -C -i 261 . && " +
+                // A file of e held open by the shell: its drop waits; a sync of 256's id does not.
+                // (If it waited for e, it would wait for ever: this shell closes the file after.)
+                $"exec 3<e/f && {cli} subvolume delete e && {cli} subvolume delete -i 256 . && {cli} subvolume sync . 256 3<&- && exec 3<&-", timeoutSec: 60);
+            // -c once at its end, -C once: two commits at least (the daemon's own may add more).
+            Assert.True(m.Fs.Fs.Stats.Commits - commits >= 2, $"{m.Fs.Fs.Stats.Commits - commits} commits");
+            Assert.Equal(
+                $"Delete subvolume (no-commit): '{m.Dir}/b'\n" +
+                $"Delete subvolume (no-commit): '{m.Dir}/c'\n" +
+                $"Delete subvolume (commit): '{m.Dir}/d'\n" +
+                "Delete subvolume (commit): subvolid=261\n" +
+                $"Delete subvolume (no-commit): '{m.Dir}/e'\n" +
+                "Delete subvolume (no-commit): subvolid=256\n", outp);
+            var refused = MountedImage.Sh($"{cli} subvolume delete -i 5 .", m.Dir);
+            Assert.Equal(1, refused.Code);
+            Assert.Contains("the top-level subvolume (5) cannot be deleted", refused.Out);
+            m.Run($"{cli} subvolume sync . 260 && {cli} subvolume sync .");
+            Assert.Equal("", m.Run($"{cli} subvolume list ."));
+            Assert.Empty(Directory.GetFileSystemEntries(m.Dir));
+            Assert.Empty(m.Fs.VerifyReservations());
+        }
+        finally { m.Unmount(); }
+        using var dev = FileBlockDevice.Open(m.Image, readOnly: true);
+        var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
+        Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
+    }
+
+    /// <summary>
     /// The quota and subvolume administration commands on a mounted filesystem (online, as
     /// btrfs-progs' on a mount point): quota enable, a level-1 group with a member and a limit
     /// that a program then runs into, show with parents and children, destroy refused while it
