@@ -72,8 +72,12 @@ public class SubmountTests
             m.Run($"{Cli} subvolume snapshot snap2 a/c/again && test \"$(cat a/c/again/f)\" = one && echo two > a/c/again/f && test \"$(cat a/f)\" = one");
             Assert.Equal(7, MountsBelow(m.Dir));
             // Deleting one takes its mount along (the kernel detaches mounts on the name the
-            // daemon invalidates), and those inside it.
-            m.Run($"{Cli} subvolume delete snap2 && test ! -e snap2 && {Cli} subvolume delete a/c/again && {Cli} subvolume delete a/c");
+            // daemon invalidates), and those inside it; by id too, asked on the top mount while
+            // the name is in a/c's (the entry is invalidated on the connection that serves it).
+            Assert.Matches(@"Subvolume ID:\s+261\n", m.Run($"{Cli} subvolume show a/c/again"));
+            m.Run($"{Cli} subvolume delete snap2 && test ! -e snap2 && {Cli} subvolume delete -i 261 . && test ! -e a/c/again");
+            Assert.Equal(5, MountsBelow(m.Dir));
+            m.Run($"{Cli} subvolume delete a/c");
             Assert.Equal(4, MountsBelow(m.Dir));
             // The kernel refuses to unmount the top alone while subvolumes are mounted below it
             // (umount -i: without a helper install.sh may have put there, which takes them down).
