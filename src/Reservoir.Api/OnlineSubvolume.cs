@@ -70,8 +70,10 @@ public static class OnlineSubvolume
     /// <summary><see cref="List(string, out List{ValueTuple{ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid, Guid, ulong}})"/>,
     /// and the filesystem's default subvolume (what a mount without subvol= shows; 5, the top
     /// level, unless set-default chose another), the listed one marked default.</summary>
+    /// <param name="deleted">List the deleted subvolumes whose trees are not dropped yet
+    /// instead (no parent, no path: `subvolume list -d`).</param>
     public static Errno List(string dir, out List<(ulong Id, ulong Parent, ulong Generation, ulong Otransid, bool ReadOnly, string Path, long Otime, Guid Uuid, Guid ParentUuid, Guid ReceivedUuid, ulong Stransid)> list,
-        out ulong defaultSubvolume)
+        out ulong defaultSubvolume, bool deleted = false)
     {
         ulong dflt = 5; // the top level is not listed
         var found = new List<(ulong, ulong, ulong, ulong, bool, string, long, Guid, Guid, Guid, ulong)>();
@@ -83,6 +85,7 @@ public static class OnlineSubvolume
             {
                 var page = new byte[PageSize];
                 BinaryPrimitives.WriteUInt64LittleEndian(page, after);
+                page[8] = deleted ? (byte)1 : (byte)0;
                 var e = Ioctl(fd, IocSubvolList, page);
                 if (e != Errno.OK) return e;
                 int count = (int)BinaryPrimitives.ReadUInt32LittleEndian(page);

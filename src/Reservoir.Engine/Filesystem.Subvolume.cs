@@ -197,6 +197,22 @@ public sealed partial class Filesystem
         return e;
     }
 
+    /// <summary>Deleted subvolumes whose trees are not dropped yet (btrfs's `subvolume list
+    /// -d`): their orphan items in the root tree, each with its ROOT_ITEM's generation; in id
+    /// order. Those waiting for files of them to be closed are among them.</summary>
+    public Errno ListDeletedSubvolumes(out List<(ulong Id, ulong Generation)> list)
+    {
+        var result = new List<(ulong, ulong)>();
+        var e = Guard(0, () =>
+        {
+            foreach (var id in DirItems.Orphans(Fs.RootTree).Order())
+                if (Fs.RootItemOf(id) is { } r) result.Add((id, r.Generation));
+            return Errno.OK;
+        });
+        list = result;
+        return e;
+    }
+
     /// <summary>
     /// A subvolume's link (parent subvolume, directory) and path, read while other threads may
     /// move, rename or delete it, the directories above it or the subvolumes it sits in: each

@@ -172,10 +172,19 @@ internal static class SubvolumeCommands
         {
             string at = pr.GetValue(image7)!;
             var ids = pr.GetValue(syncIds) ?? [];
+            // As btrfs-progs: without ids, the deletions under way now (not those made meanwhile),
+            // each said gone once its space is free.
+            void Waiting(int n) { if (n > 0) ctx.Out.WriteLine($"Waiting for {n} subvolume{(n == 1 ? "" : "s")}"); }
+            void Gone(ulong id, int i, int n) => ctx.Out.WriteLine($"Subvolume id {id} is gone ({i}/{n})");
             if (!Directory.Exists(at))
             {
                 using var fs = FileCommands.Open(at, write: true);
-                fs.SyncSubvolumeDeletions();
+                var le = fs.Engine.ListDeletedSubvolumes(out var pending);
+                if (le != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume sync: {le.Describe()}"); return 1; }
+                var offline = ids.Length > 0 ? ids : pending.Select(p => p.Id).ToArray();
+                Waiting(offline.Length);
+                fs.SyncSubvolumeDeletions(); // on an image nothing holds a deleted subvolume
+                for (int i = 0; i < offline.Length; i++) Gone(offline[i], i + 1, offline.Length);
                 return 0;
             }
             double pause = pr.GetValue(sleep);
@@ -183,11 +192,20 @@ internal static class SubvolumeCommands
             // A subvolume deleted with files of it open keeps its tree until they are closed, as
             // on btrfs, and sync waits for that too; each ask waits up to a second in the daemon
             // (no request thread of the mount is held for ever), and Ctrl-C ends the wait.
+            var wait = ids;
+            if (wait.Length == 0)
+            {
+                var le = OnlineSubvolume.List(at, out var pending, out _, deleted: true);
+                if (le != Errno.OK) return Report(ctx, "sync", at, OnlineSubvolume.QuotaOp.SyncDeletions, 0, le);
+                wait = pending.Select(p => p.Id).ToArray();
+            }
+            Waiting(wait.Length);
             bool said = false;
-            foreach (ulong id in ids.Length == 0 ? [0UL] : ids)
+            for (int i = 0; i < wait.Length; i++)
+            {
                 while (true)
                 {
-                    var e = OnlineSubvolume.QuotaCtl(at, OnlineSubvolume.QuotaOp.SyncDeletions, id);
+                    var e = OnlineSubvolume.QuotaCtl(at, OnlineSubvolume.QuotaOp.SyncDeletions, wait[i]);
                     if (e != Errno.EBUSY)
                     {
                         if (e != Errno.OK) return Report(ctx, "sync", at, OnlineSubvolume.QuotaOp.SyncDeletions, 0, e);
@@ -197,7 +215,14 @@ internal static class SubvolumeCommands
                     said = true;
                     Thread.Sleep(TimeSpan.FromSeconds(pause));
                 }
-            return 0;
+                Gone(wait[i], i + 1, wait.Length);
+            }
+            if (ids.Length > 0) return 0;
+            // And whatever drop is between its last batch and its commit (no longer listed, its
+            // space not yet counted free); EBUSY here is a subvolume deleted meanwhile, held
+            // open, which btrfs's sync does not wait for either.
+            var last = OnlineSubvolume.QuotaCtl(at, OnlineSubvolume.QuotaOp.SyncDeletions, 0);
+            return last is Errno.OK or Errno.EBUSY ? 0 : Report(ctx, "sync", at, OnlineSubvolume.QuotaOp.SyncDeletions, 0, last);
         });
 
         cmd.Subcommands.Add(create);

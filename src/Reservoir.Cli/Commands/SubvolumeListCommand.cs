@@ -4,11 +4,12 @@ using Reservoir.Common;
 namespace Reservoir.Cli.Commands;
 
 /// <summary>
-/// `reservoir subvolume list [-p] [-c] [-g] [-u] [-q] [-s] [-r] [-t] [--sort=…] IMAGE|PATH`, on an
+/// `reservoir subvolume list [-p] [-c] [-g] [-u] [-q] [-s] [-r] [-t] [-d] [--sort=…] IMAGE|PATH`, on an
 /// unmounted image or through a mount, printed as btrfs-progs prints `btrfs subvolume list`:
 /// "ID 256 gen 15 top level 5 path home", with cgen (-c), parent (-p), parent_uuid (-q) and
 /// uuid (-u) added in btrfs's order, only snapshots (-s, which adds cgen and otime, as btrfs
-/// does) or only read-only subvolumes (-r), a tab-separated table (-t), and --sort by gen,
+/// does) or only read-only subvolumes (-r), deleted ones not dropped yet (-d, path DELETED),
+/// a tab-separated table (-t), and --sort by gen,
 /// ogen, rootid or path. `--format json` prints every field.
 /// </summary>
 internal static class SubvolumeListCommand
@@ -28,27 +29,35 @@ internal static class SubvolumeListCommand
         var snapshots = new Option<bool>("-s") { Description = "List snapshots only" };
         var readOnly = new Option<bool>("-r") { Description = "List read-only subvolumes only" };
         var table = new Option<bool>("-t") { Description = "Print a table" };
+        var deleted = new Option<bool>("-d") { Description = "List deleted subvolumes whose space is not free yet (being dropped, or waiting for files of them to be closed)" };
         var sort = new Option<string>("--sort") { Description = "Sort by gen, ogen, rootid or path, comma separated, each with + (ascending, the default) or - in front" };
-        var list = new Command("list", "List subvolumes: id, generation, parent, path") { image, format, parent, cgen, gen, uuid, puuid, ruuid, snapshots, readOnly, table, sort };
+        var list = new Command("list", "List subvolumes: id, generation, parent, path") { image, format, parent, cgen, gen, uuid, puuid, ruuid, snapshots, readOnly, table, deleted, sort };
         list.SetAction(pr =>
         {
             var order = SortSpec.Parse(pr.GetValue(sort), SortKeys, (a, b) => a.Id.CompareTo(b.Id));
             string at = pr.GetValue(image)!;
             List<Row> rows;
+            bool dead = pr.GetValue(deleted);
             if (Directory.Exists(at))
             {
-                var le = OnlineSubvolume.List(at, out var online);
+                var le = OnlineSubvolume.List(at, out var online, out _, dead);
                 if (le != Errno.OK)
                 {
                     ctx.Err.WriteLine(le == Errno.ENOTTY ? $"reservoir subvolume list: {at}: not on a mounted Reservoir" : $"reservoir subvolume list: {le.Describe()}");
                     return 1;
                 }
-                rows = online.Select(s => new Row(s.Id, s.Generation, s.Otransid, s.Parent, s.Uuid, s.ParentUuid, s.Path, DateTimeOffset.FromUnixTimeSeconds(s.Otime), s.ReadOnly, s.ReceivedUuid)).ToList();
+                rows = online.Select(s => new Row(s.Id, s.Generation, s.Otransid, s.Parent, s.Uuid, s.ParentUuid, dead ? Deleted : s.Path, DateTimeOffset.FromUnixTimeSeconds(s.Otime), s.ReadOnly, s.ReceivedUuid)).ToList();
             }
             else
             {
                 using var fs = FileCommands.Open(at, write: false);
-                rows = fs.ListSubvolumes().Select(s => new Row(s.Id, s.Generation, s.Otransid, s.ParentId, s.Uuid, s.ParentUuid, s.Path, s.Otime.ToDateTime(), s.ReadOnly, s.ReceivedUuid)).ToList();
+                if (dead)
+                {
+                    var de = fs.Engine.ListDeletedSubvolumes(out var gone);
+                    if (de != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume list: {de.Describe()}"); return 1; }
+                    rows = gone.Select(g => new Row(g.Id, g.Generation, 0, 0, Guid.Empty, Guid.Empty, Deleted, DateTimeOffset.UnixEpoch, false, Guid.Empty)).ToList();
+                }
+                else rows = fs.ListSubvolumes().Select(s => new Row(s.Id, s.Generation, s.Otransid, s.ParentId, s.Uuid, s.ParentUuid, s.Path, s.Otime.ToDateTime(), s.ReadOnly, s.ReceivedUuid)).ToList();
             }
             bool onlySnapshots = pr.GetValue(snapshots);
             if (onlySnapshots) rows.RemoveAll(r => r.ParentUuid == Guid.Empty);
@@ -88,6 +97,10 @@ internal static class SubvolumeListCommand
         });
         return list;
     }
+
+    /// <summary>What -d prints as a deleted subvolume's path, as btrfs-progs does (its name is
+    /// gone; its id, generation and "top level 0" stay until its tree is dropped).</summary>
+    private const string Deleted = "DELETED";
 
     /// <summary>--sort's keys, as btrfs-progs names them.</summary>
     private static readonly Dictionary<string, Comparison<Row>> SortKeys = new()

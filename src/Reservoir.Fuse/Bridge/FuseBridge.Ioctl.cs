@@ -125,8 +125,20 @@ internal sealed partial class FuseBridge
     {
         if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
         ulong after = BinaryPrimitives.ReadUInt64LittleEndian(arg);
-        var e = fs.ListSubvolumes(out var all);
-        if (e != Errno.OK) return e;
+        List<SubvolumeInfo> all;
+        if (arg[8] == 1)
+        {
+            // Deleted ones not dropped yet (`subvolume list -d`): no parent, no path, flag 4.
+            var de = fs.ListDeletedSubvolumes(out var deleted);
+            if (de != Errno.OK) return de;
+            all = deleted.Select(d => new SubvolumeInfo(d.Id, 0, 0, "", d.Generation, 0, default, Guid.Empty, Guid.Empty, false, Guid.Empty, 0)).ToList();
+        }
+        else if (arg[8] != 0) return Errno.EINVAL;
+        else
+        {
+            var e = fs.ListSubvolumes(out all);
+            if (e != Errno.OK) return e;
+        }
         var page = new byte[SubvolListSize];
         int pos = 8, count = 0;
         uint more = 0;
@@ -139,7 +151,7 @@ internal sealed partial class FuseBridge
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 8), sv.ParentId);
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 16), sv.Generation);
             BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(pos + 24), sv.Otransid);
-            page[pos + 32] = (byte)((sv.ReadOnly ? 1 : 0) | (sv.Id == fs.DefaultSubvolume ? 2 : 0));
+            page[pos + 32] = (byte)((sv.ReadOnly ? 1 : 0) | (sv.Id == fs.DefaultSubvolume ? 2 : 0) | (arg[8] == 1 ? 4 : 0));
             BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(pos + 33), (ushort)path.Length);
             path.CopyTo(page, pos + 35);
             BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(pos + 35 + path.Length), sv.Otime.Sec);

@@ -684,6 +684,8 @@ public class SubvolumeTests
                 Ok(fs.DeleteSubvolume(Root, "free"));
                 Assert.Equal(Errno.EBUSY, fs.SyncSubvolumeDeletions());
                 Assert.Equal([held], fs.DeletionsWaitingForCloses());
+                Ok(fs.ListDeletedSubvolumes(out var pending));
+                Assert.Equal([held], pending.Select(p => p.Id));
                 var groups = fs.Qgroups().Select(q => q.Id).ToList();
                 Assert.Contains(QgroupId.Of(0, held), groups);
                 Assert.DoesNotContain(QgroupId.Of(0, free), groups); // dropped meanwhile
@@ -694,6 +696,8 @@ public class SubvolumeTests
                 Ok(fs.Release(hf));
                 Ok(fs.SyncSubvolumeDeletions());
                 Assert.Empty(fs.DeletionsWaitingForCloses());
+                Ok(fs.ListDeletedSubvolumes(out pending));
+                Assert.Empty(pending);
                 Assert.DoesNotContain(fs.Qgroups(), q => q.Id == QgroupId.Of(0, held));
                 Ok(fs.DisableQuota());
                 Assert.Empty(fs.VerifyReservations());
