@@ -121,7 +121,12 @@ internal static class MountCommand
             if (IsMounted(target) && (!submounts || (File.Exists(log) && File.ReadAllText(log).Contains(SubmountsReady)))) return 0;
             if (child.HasExited)
             {
-                if (File.Exists(log)) ctx.Err.Write(File.ReadAllText(log));
+                // The daemon's reason, shown here: its log has served.
+                if (File.Exists(log))
+                {
+                    ctx.Err.Write(File.ReadAllText(log));
+                    try { File.Delete(log); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+                }
                 return child.ExitCode == 0 ? 1 : child.ExitCode;
             }
             Thread.Sleep(20);

@@ -820,6 +820,9 @@ public class MountTests(ITestOutputHelper log)
             Assert.Equal(Reservoir.Common.Errno.OK, fs.Lookup(Reservoir.Engine.Filesystem.RootIno, "x", out var a));
             Assert.Equal(65534u, a.Uid);
             Assert.Equal("hello\n", System.Text.Encoding.UTF8.GetString(TestFs.ReadAll(fs, a.Ino)));
+            // The user's daemons logged to /tmp: none left (the refused mount's reason was shown,
+            // the others ended cleanly).
+            Assert.Empty(Directory.GetFiles("/tmp", "reservoir-m-*.log"));
         }
         finally
         {
@@ -853,7 +856,9 @@ public class MountTests(ITestOutputHelper log)
                 "head -c 5000 /dev/urandom >> m/wal; " + // not fsynced: may be lost
                 // Dead before the unmount: a daemon still alive when umount comes answers
                 // FUSE_DESTROY with its last commit, which is not what this test is about.
-                $"pid=$(pgrep -f '[r]eservoir.dll mount {dir}/d.img {dir}/m --detached'); kill -9 $pid; while kill -0 $pid 2>/dev/null; do sleep 0.02; done; " +
+                // (A killed daemon cannot remove its log: the test does.)
+                $"pid=$(pgrep -f '[r]eservoir.dll mount {dir}/d.img {dir}/m --detached'); log=$(tr '\\0' '\\n' < /proc/$pid/environ | sed -n 's/^RESERVOIR_LOG=//p'); " +
+                "kill -9 $pid; while kill -0 $pid 2>/dev/null; do sleep 0.02; done; rm \"$log\"; " +
                 "fusermount3 -u -z m || umount -l m", dir, 300);
             Assert.True(code == 0, $"exit {code}: {output}");
             string img = Path.Combine(dir, "d.img");
