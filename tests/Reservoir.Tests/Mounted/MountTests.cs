@@ -601,6 +601,15 @@ public class MountTests(ITestOutputHelper log)
             string ids = m.Run($"{cli} subvolume list .");
             Assert.Contains("ID 261 gen", ids);
             Assert.Contains("path a/n", ids);
+            // list's path filters and generation filters, as btrfs-progs': -o those directly in
+            // the path's subvolume, -a all with the others marked, -G/-C N, +N, -N.
+            Assert.Matches(@"^ID 261 gen \d+ top level 256 path a/n\n$", m.Run($"{cli} subvolume list -o a"));
+            Assert.Equal(5, Lines(m.Run($"{cli} subvolume list -o .")).Length);
+            var everything = m.Run($"{cli} subvolume list -a .");
+            Assert.Contains("top level 256 path <FS_TREE>/a/n\n", everything);
+            Assert.Contains("top level 5 path b\n", everything);
+            Assert.Equal("", m.Run($"{cli} subvolume list -G 0 ."));
+            Assert.Equal(6, Lines(m.Run($"{cli} subvolume list -G +1 -C -1000000 .")).Length);
             long commits = m.Fs.Fs.Stats.Commits;
             string outp = m.Run($"{cli} subvolume delete b && {cli} subvolume delete -c c d && {cli} subvolume delete -C -i 261 . && " +
                 // A file of e held open by the shell: its drop waits; a sync of 256's id does not.
@@ -928,4 +937,6 @@ public class MountTests(ITestOutputHelper log)
         var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
         Assert.True(report.Clean, string.Join("\n", report.Errors.Take(20)));
     }
+
+    private static string[] Lines(string output) => output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
 }
