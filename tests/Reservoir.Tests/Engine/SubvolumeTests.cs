@@ -710,6 +710,46 @@ public class SubvolumeTests
     }
 
     /// <summary>
+    /// An unmount while a file of a deleted subvolume is still open (an embedding program that
+    /// never closed it, a daemon stopped): the tree is not dropped under the file, the image is
+    /// consistent (the orphan item announces the deletion), and the next mount drops it, giving
+    /// back all the space and the group.
+    /// </summary>
+    [Fact]
+    public void AnUnmountWithADeletedSubvolumesFileOpenLeavesTheDropToTheNextMount()
+    {
+        var dev = NewDevice(64UL << 20);
+        ulong id;
+        Reservoir.Engine.StatFsInfo before;
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out before));
+            Ok(fs.CreateSubvolume(Root, "sv", 0, 0, out var a));
+            id = NodeIds.Decode(a.Ino).TreeId;
+            ulong f = CreateFile(fs, a.Ino, "f", new byte[2_000_000]);
+            Ok(fs.Sync());
+            Ok(fs.Open(f, true, out _));
+            Ok(fs.Write(f, 0, new byte[5000], out _));
+            Ok(fs.DeleteSubvolume(Root, "sv"));
+            Assert.Equal(Errno.EBUSY, fs.SyncSubvolumeDeletions());
+        }
+        FsckAssert.Clean(dev);
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.SyncSubvolumeDeletions());
+            Ok(fs.ListDeletedSubvolumes(out var pending));
+            Assert.Empty(pending);
+            Assert.DoesNotContain(fs.Qgroups(), q => q.Id == QgroupId.Of(0, id));
+            Ok(fs.Sync());
+            Ok(fs.StatFs(out var after));
+            Assert.Equal(before.BlocksFree, after.BlocksFree);
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>
     /// `subvolume delete -i ID`: a subvolume found by its id wherever it is linked (nested in
     /// another here), with the answers btrfs gives by name: ENOENT for no such id (or one
     /// already deleted), EINVAL for the top level, ENOTEMPTY while it holds subvolumes, EBUSY
