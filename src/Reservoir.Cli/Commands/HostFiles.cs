@@ -47,6 +47,17 @@ internal static class HostFiles
 
     public static bool TryChown(Microsoft.Win32.SafeHandles.SafeFileHandle h, uint uid, uint gid) => fchown(h.DangerousGetHandle(), uid, gid) == 0;
 
+    /// <summary>An open file's owner (fstat; through a mount the kernel answers it from the
+    /// attributes the create returned, without a request); null if it cannot be read.</summary>
+    public static (uint Uid, uint Gid)? OwnerOf(Microsoft.Win32.SafeHandles.SafeFileHandle h)
+    {
+        const int AtEmptyPath = 0x1000;
+        const uint StatxUid = 0x8, StatxGid = 0x10;
+        var b = new byte[256];
+        if (statx((int)h.DangerousGetHandle(), [0], AtEmptyPath, StatxUid | StatxGid, b) != 0) return null;
+        return (BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(20)), BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(24)));
+    }
+
     public static void SetTimes(Microsoft.Win32.SafeHandles.SafeFileHandle h, Timespec atime, Timespec mtime, string path)
     {
         if (futimens(h.DangerousGetHandle(), [atime.Sec, atime.Nsec, mtime.Sec, mtime.Nsec]) != 0) throw Failed("cannot set the times of", path);

@@ -99,7 +99,14 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         // A new regular file, refused if the name exists; kept open for the data that follows.
         _open = HostFiles.CreateNew(Safe(path), 0x180);
         _openPath = path;
+        _createdOwner = HostFiles.OwnerOf(_open);
     }
+
+    /// <summary>The owner the file <see cref="Mkfile"/> just made got (the receiver's, or the
+    /// group of a set-group-ID directory): a CHOWN to it changes nothing on a file that has no
+    /// mode bits or attributes yet to clear, and is skipped (a round trip through a mount per
+    /// file: receive as root of files owned by root).</summary>
+    private (uint Uid, uint Gid)? _createdOwner;
 
     public void Mkdir(string path) => HostFiles.Mkdir(Safe(path), 0x1C0);
     public void Mknod(string path, uint mode, ulong rdev) => HostFiles.Mknod(Safe(path), mode, rdev);
@@ -127,7 +134,11 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         _paths.Changed();
     }
 
-    public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) => HostFiles.SetXattr(Safe(path), name.ToArray(), value.ToArray());
+    public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    {
+        _createdOwner = null; // security.capability, which a chown clears
+        HostFiles.SetXattr(Safe(path), name.ToArray(), value.ToArray());
+    }
     public void RemoveXattr(string path, ReadOnlySpan<byte> name) => HostFiles.RemoveXattr(Safe(path), name.ToArray());
 
     private SafeFileHandle OpenForWrite(string path)
@@ -165,6 +176,7 @@ internal sealed class HostReceiveTarget : IReceiveTarget
 
     public void Chmod(string path, uint mode)
     {
+        _createdOwner = null; // mode bits a chown after this would clear: no longer skipped
         if (OpenAt(path) is { } h) { HostFiles.Chmod(h, mode, Full(path)); return; }
         // chmod(2) follows a final link; a stream never changes a link's mode (it has none).
         if (IsSymlink(Safe(path))) throw new FsException(Errno.ELOOP, $"receive: cannot chmod '{Full(path)}': a symbolic link");
@@ -173,6 +185,7 @@ internal sealed class HostReceiveTarget : IReceiveTarget
 
     public void Chown(string path, uint uid, uint gid)
     {
+        if (OpenAt(path) != null && _createdOwner == (uid, gid)) return;
         bool done = OpenAt(path) is { } h ? HostFiles.TryChown(h, uid, gid) : HostFiles.TryChown(Safe(path), uid, gid);
         if (!done) throw new IOException($"cannot chown '{Full(path)}' to {uid}:{gid} (receive keeps owners, as btrfs receive does: run it as root)");
     }
@@ -188,6 +201,7 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         _open?.Dispose();
         _open = null;
         _openPath = null;
+        _createdOwner = null;
     }
 
     public void EndSubvolume(Guid receivedUuid, ulong stransid)

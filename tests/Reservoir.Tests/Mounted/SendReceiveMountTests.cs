@@ -20,7 +20,9 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         "printf 'hello\\n' > a && mkdir -p d/e && ln a d/hl && ln -s a sl && mkfifo ff && truncate -s 1M sparse && " +
         "printf xyz | dd of=sparse bs=1 seek=300000 conv=notrunc status=none && setfattr -n user.k -v val a && chmod 4755 a && " +
         ": > empty && chown 1000:1000 empty && head -c 100000 /dev/urandom > orig && cp orig d/e/copy && " +
-        "touch -d '2020-01-02 03:04:05.123456789' d/e/copy && mknod cdev c 1 3 && chmod 555 d";
+        "touch -d '2020-01-02 03:04:05.123456789' d/e/copy && mknod cdev c 1 3 && " +
+        // A set-group-ID directory with files in it, one given back to root's group.
+        "mkdir sg && chgrp 2000 sg && chmod 2775 sg && printf s > sg/s && : > sg/root0 && chgrp 0 sg/root0 && chmod 555 d";
 
     /// <summary>Changes to <see cref="Populate"/>'s tree: a reflinked copy (sent as a CLONE from
     /// the parent), an append to a hard-linked file, renames (of a symbolic link, out of a
