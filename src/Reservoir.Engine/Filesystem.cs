@@ -425,9 +425,7 @@ public sealed partial class Filesystem : IDisposable
             var sv = SubvolumeOf(treeId);
             if (sv != null) return sv.Acquire(inTree, out found);
             // A deleted subvolume: only what its files open at the deletion still reach.
-            Subvolume? dead;
-            using (_subvolsLock.Lock()) dead = _deadSubvols.GetValueOrDefault(treeId);
-            return dead != null ? dead.Acquire(inTree, out found) : Errno.ENOENT;
+            return DeadSubvolumeOf(treeId) is { } dead ? dead.Acquire(inTree, out found) : Errno.ENOENT;
         });
         inode = found!;
         return e;

@@ -287,13 +287,11 @@ internal static class SubvolumeCommands
     private static string? Explain(string verb, Errno e) => (verb, e) switch
     {
         ("delete", Errno.EINVAL) => "not a subvolume",
-        ("delete", Errno.EBUSY) => "the default subvolume: set another default first (EBUSY)",
-        ("delete", Errno.ENOTEMPTY) => "it holds subvolumes: delete those first (ENOTEMPTY)",
+        ("delete" or "delete-id", Errno.EBUSY) => "the default subvolume: set another default first (EBUSY)",
+        ("delete" or "delete-id", Errno.ENOTEMPTY) => "it holds subvolumes: delete those first (ENOTEMPTY)",
+        ("delete" or "delete-id", Errno.EPERM) => "only root (or the image's owner, on their own mount) may delete subvolumes on a mounted filesystem",
         ("delete-id", Errno.ENOENT) => "no subvolume has that id",
         ("delete-id", Errno.EINVAL) => "the top-level subvolume (5) cannot be deleted",
-        ("delete" or "delete-id", Errno.EPERM) => "only root (or the image's owner, on their own mount) may delete subvolumes on a mounted filesystem",
-        ("delete-id", Errno.EBUSY) => "the default subvolume: set another default first (EBUSY)",
-        ("delete-id", Errno.ENOTEMPTY) => "it holds subvolumes: delete those first (ENOTEMPTY)",
         _ => null,
     };
 
@@ -325,28 +323,12 @@ internal static class SubvolumeCommands
             }
             return 0;
         }
-        if (id == null && targets.Length < 2) { ctx.Err.WriteLine($"reservoir subvolume delete: {targets[0]} is an image: give the paths inside it"); return 1; }
+        if (id is not { } vid) return EachOnImage(ctx, "delete", targets, (fs, p) => fs.DeleteSubvolume(p), "Delete subvolume (commit):");
         using var fs = FileCommands.Open(targets[0], write: true);
-        if (id is { } vid)
-        {
-            var e = fs.Engine.DeleteSubvolumeById(vid, out _, out _);
-            if (e != Errno.OK) { ctx.Err.WriteLine(Fail(targets[0], e)); return 1; }
-            ctx.Out.WriteLine($"Delete subvolume (commit): subvolid={vid}");
-        }
-        else
-            foreach (var p in targets[1..])
-            {
-                try { fs.DeleteSubvolume(p); }
-                catch (IOException ex)
-                {
-                    ctx.Err.WriteLine($"reservoir subvolume delete: {p}: {(ex is FsException fe ? Explain("delete", fe.Errno) : null) ?? ex.Message}");
-                    return 1;
-                }
-                ctx.Out.WriteLine($"Delete subvolume (commit): '{p}'");
-            }
-        // On an image the command is the only user: wait for the cleaner, or the unmount at
-        // the end would leave the rest of a deletion to the next mount.
-        fs.SyncSubvolumeDeletions();
+        var de = fs.Engine.DeleteSubvolumeById(vid, out _, out _);
+        if (de != Errno.OK) { ctx.Err.WriteLine(Fail(targets[0], de)); return 1; }
+        ctx.Out.WriteLine($"Delete subvolume (commit): subvolid={vid}");
+        fs.SyncSubvolumeDeletions(); // as EachOnImage does
         return 0;
     }
 
@@ -368,6 +350,13 @@ internal static class SubvolumeCommands
             }
             return 0;
         }
+        return EachOnImage(ctx, verb, targets, offline, done);
+    }
+
+    /// <summary><see cref="Each"/> on an unmounted image (<paramref name="targets"/>: the
+    /// image, then paths inside it).</summary>
+    private static int EachOnImage(CliContext ctx, string verb, string[] targets, Action<ReservoirFileSystem, string> offline, string done)
+    {
         if (targets.Length < 2) { ctx.Err.WriteLine($"reservoir subvolume {verb}: {targets[0]} is an image: give the paths inside it"); return 1; }
         using var fs = FileCommands.Open(targets[0], write: true);
         foreach (var p in targets[1..])
