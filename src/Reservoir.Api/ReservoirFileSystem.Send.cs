@@ -78,10 +78,10 @@ public sealed partial class ReservoirFileSystem
         if (e != Errno.OK) throw new FsException(e, $"send: {what}'{path}' not found");
         var (tree, ino) = NodeIds.Decode(a.Ino);
         if (ino != Filesystem.RootIno || !a.IsDir) throw new FsException(Errno.EINVAL, $"send: {what}'{path}' is not a subvolume (give the path of its root)");
-        if (tree == Format.TreeIds.FsTree) throw new FsException(Errno.EINVAL, "send: the top-level subvolume cannot be sent (it is never read-only): snapshot it with -r and send the snapshot");
+        if (tree == Format.TreeIds.FsTree) throw new FsException(Errno.EINVAL, SendChecks.TopLevel);
         var info = ListSubvolumes().FirstOrDefault(s => s.Id == tree);
         if (info.Id != tree) throw new FsException(Errno.ENOENT, $"send: subvolume {tree} is not listed");
-        if (!info.ReadOnly) throw new FsException(Errno.EINVAL, $"send: {what}'{path}' is not read-only (send needs a subvolume that cannot change: `subvolume snapshot -r` makes one)");
+        if (!info.ReadOnly) throw new FsException(Errno.EINVAL, SendChecks.NotReadOnly(what, path));
         return info;
     }
 }

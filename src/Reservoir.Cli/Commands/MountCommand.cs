@@ -1,10 +1,12 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Reservoir.Api.Send;
 using Reservoir.Common;
 using Reservoir.Device;
 using Reservoir.Engine;
 using Reservoir.Engine.Tx;
+using Reservoir.Fuse.Bridge;
 using Reservoir.Fuse.Session;
 
 namespace Reservoir.Cli.Commands;
@@ -47,6 +49,14 @@ internal static class MountCommand
         return Serve(ctx, Path.GetFullPath(image), Path.GetFullPath(dir), o);
     }
 
+    /// <summary>Sends through the mount, written by the daemon from the engine: the bridge
+    /// knows the ioctl, the .NET API the stream.</summary>
+    internal static DaemonSendWriter SendWriterFor(Filesystem fs) => (req, output) =>
+    {
+        var s = DaemonSend.Run(fs, req.Subvolume, req.Parent, req.CloneSources, req.Name, new SendOptions(req.Version, req.NoData), output);
+        return new DaemonSendCounts(s.Commands, s.StreamBytes, s.Inodes, s.DataBytes, s.CloneBytes, s.InodesExamined, s.HoleBytes);
+    };
+
     private static int Serve(CliContext ctx, string image, string dir, FuseMountOptions o)
     {
         // Lines worth keeping the daemon's log for (warnings, errors, leak reports): a clean
@@ -59,6 +69,8 @@ internal static class MountCommand
         }
         using var dev = FileBlockDevice.Open(image, readOnly: o.ReadOnly);
         using var fs = Filesystem.Mount(dev, o.EngineOptions(m => Log($"reservoir: {m}")));
+        var sends = new DaemonSendService(SendWriterFor(fs));
+        o.Sends = sends;
         FuseSession session;
         try { session = FuseSession.Mount(fs, image, dir, o, Log); }
         catch (FsException ex) { ctx.Err.WriteLine($"reservoir mount: {ex.Message}"); return 1; }
@@ -69,6 +81,9 @@ internal static class MountCommand
         void Close()
         {
             if (Interlocked.Exchange(ref closed, 1) != 0) return;
+            // No send reads the engine once it is closed (a send's caller holds the mount, so
+            // one still running here lost its reader and ends at its next write).
+            sends.StopAll(TimeSpan.FromSeconds(10));
             var sync = fs.Sync();
             if (sync != Errno.OK) Log($"reservoir: final sync failed: {sync.Describe()}");
             fs.Dispose(); // reports any reservation leak

@@ -87,10 +87,18 @@ internal static class SendReceiveCommands
                         // snapshot's source among them, else its nearest sibling.
                         var pick = p ?? (cloneArgs.Length == 0 ? null
                             : ReservoirFileSystem.GoodParent(s.Info, clones.Select(c => c.Info)) is { } gp ? clones.First(c => c.Info.Id == gp.Id) : null);
-                        var sources = clones.Where(c => c != pick).Select(c => new SendSubvolume(c.Open(), c.Identity, c.Info.Generation)).ToList();
-                        var sum = pick == null
-                            ? FullSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, output, sources, options)
-                            : IncrementalSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, pick.Open(), pick.Identity, pick.Info.Generation, output, sources, options);
+                        var others = clones.Where(c => c != pick).ToList();
+                        // Through a mount, the daemon writes the stream itself if it may (root,
+                        // or the user it runs as) and serves every subvolume named; else the
+                        // send walks the mount.
+                        if (image != null || WalkOnly || !ServedByOneDaemon([s, .. pick == null ? [] : new[] { pick }, .. others])
+                            || !DaemonSendClient.TryRun(s.Path, pick?.Info.Id ?? 0, others.Select(c => c.Info.Id).ToList(), s.Name, options, output, out var sum))
+                        {
+                            var sources = others.Select(c => new SendSubvolume(c.Open(), c.Identity, c.Info.Generation)).ToList();
+                            sum = pick == null
+                                ? FullSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, output, sources, options)
+                                : IncrementalSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, pick.Open(), pick.Identity, pick.Info.Generation, output, sources, options);
+                        }
                         if (!pr.GetValue(quiet))
                             ctx.Err.WriteLine($"At subvol {s.Path}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}{(sum.HoleBytes > 0 ? $", {sum.HoleBytes} bytes punched" : "")}, a stream of {sum.StreamBytes} bytes" +
                                 (pick != null ? $"; {sum.InodesExamined} inodes of the two snapshots looked at" + (p == null ? $" (parent {pick.Path})" : "") : ""));
@@ -117,6 +125,23 @@ internal static class SendReceiveCommands
             }
         });
         return cmd;
+    }
+
+    /// <summary>RESERVOIR_SEND=walk: a send through a mount reads the files through the kernel even
+    /// when the daemon would write it (as an ordinary user's send does), to compare the two.</summary>
+    private static bool WalkOnly => Environment.GetEnvironmentVariable("RESERVOIR_SEND") == "walk";
+
+    /// <summary>Whether one daemon serves every subvolume of a send through a mount (subvolume ids
+    /// mean nothing to another daemon, or to another image's).</summary>
+    private static bool ServedByOneDaemon(IEnumerable<Named> named)
+    {
+        (Guid, ulong)? first = null;
+        foreach (var n in named)
+        {
+            if (OnlineSubvolume.ServedBy(n.Path, out var who) != Errno.OK) return false;
+            if ((first ??= who) != who) return false;
+        }
+        return true;
     }
 
     /// <summary>The name the receiving side gives the subvolume: the last component of its path.</summary>

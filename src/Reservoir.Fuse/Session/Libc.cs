@@ -22,6 +22,13 @@ internal static unsafe partial class Libc
     [DllImport("libc", SetLastError = true, EntryPoint = "close")]
     public static extern int Close(int fd);
 
+    /// <summary>poll(2) on one descriptor: struct pollfd is s32 fd, s16 events, s16 revents.</summary>
+    [DllImport("libc", SetLastError = true, EntryPoint = "poll")]
+    public static extern int Poll(long* pollfd, nuint count, int timeoutMs);
+
+    public const short POLLOUT = 4;
+    public const int EPIPE = 32;
+
     [DllImport("libc", SetLastError = true, EntryPoint = "mount")]
     public static extern int Mount(string source, string target, string fstype, ulong flags, string data);
 
@@ -100,6 +107,18 @@ internal static unsafe partial class Libc
         byte* buf = stackalloc byte[256];
         if (Statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, 0, buf) != 0) return null;
         return (*(uint*)(buf + 136), *(uint*)(buf + 140));
+    }
+
+    /// <summary>The file type bits (S_IFMT of st_mode) and inode number of open descriptor
+    /// <paramref name="fd"/> (statx with AT_EMPTY_PATH: stx_mode at byte 28, stx_ino at 32), or
+    /// nulls if it cannot be read.</summary>
+    public static (uint? Type, ulong? Inode) FileTypeAndInode(int fd)
+    {
+        const int AT_EMPTY_PATH = 0x1000;
+        const uint STATX_TYPE = 1, STATX_INO = 0x100;
+        byte* buf = stackalloc byte[256];
+        if (Statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_INO, buf) != 0) return (null, null);
+        return ((uint)(*(ushort*)(buf + 28) & 0xF000), *(ulong*)(buf + 32));
     }
 
     public static int Errno => Marshal.GetLastPInvokeError();

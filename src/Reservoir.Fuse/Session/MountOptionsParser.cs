@@ -53,6 +53,12 @@ public sealed class FuseMountOptions
     /// through epoll, which answers a request in about twice the time.</summary>
     public int DedicatedSubmounts { get; set; } = 16;
 
+    /// <summary>Not an -o option: set by the program serving the mount, which knows the send
+    /// format, so that a send through the mount is written by the daemon from the engine
+    /// (<see cref="Bridge.DaemonSendService"/>; shared with the subvolumes' own mounts); null:
+    /// sends through the mount walk the files.</summary>
+    public Bridge.DaemonSendService? Sends { get; set; }
+
     /// <summary>st_ino shows an inode's number within its subvolume (as btrfs shows it), not the
     /// node id that is unique across subvolumes; set with submounts, where every subvolume has
     /// its own st_dev.</summary>

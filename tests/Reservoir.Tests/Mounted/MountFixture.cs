@@ -20,6 +20,9 @@ internal sealed class MountedImage : IDisposable
     private FuseSession? _session;
     public readonly List<string> Log = new();
 
+    /// <summary>The sends the daemon writes (started and running: which way a send went).</summary>
+    public Reservoir.Fuse.Bridge.DaemonSendService Sends { get; }
+
     public static void RequireFuse()
     {
         if (!File.Exists("/dev/fuse")) throw new Xunit.Sdk.XunitException("this test needs /dev/fuse, which is missing on this machine (modprobe fuse, or give the container the device)");
@@ -38,6 +41,9 @@ internal sealed class MountedImage : IDisposable
         var o = new FuseMountOptions { Threads = 4, AllowOther = allowOther, DefaultPermissions = defaultPermissions, CommitSeconds = 5 };
         Xunit.Assert.Empty(o.Parse(options));
         Fs = Filesystem.Mount(_dev, o.EngineOptions());
+        // As `reservoir mount` serves: root's sends through the mount are written by the daemon.
+        Sends = new Reservoir.Fuse.Bridge.DaemonSendService(Reservoir.Cli.Commands.MountCommand.SendWriterFor(Fs));
+        o.Sends = Sends;
         if (quota) TestFs.Ok(Fs.EnableQuota());
         before?.Invoke(Fs);
         _session = FuseSession.Mount(Fs, Image, Dir, o, m => { lock (Log) Log.Add(m); });
@@ -78,6 +84,7 @@ internal sealed class MountedImage : IDisposable
     {
         _session?.Dispose();
         _session = null;
+        Sends.StopAll(TimeSpan.FromSeconds(10));
         Fs.Dispose();
         _dev.Dispose();
     }

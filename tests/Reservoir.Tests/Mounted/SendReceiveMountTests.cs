@@ -355,7 +355,14 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         // snapshots: the same changes either way.
         // Looked at: the changed ones (d and four files in it, two of them new) in each snapshot
         // and the two roots: 2 + 2 + 2 + 4.
+        // Root's send is written by the daemon; walking (RESERVOIR_SEND=walk), root's asks the
+        // queries above: 10 inodes either way, and the same bytes.
+        int daemonSends = m.Sends.Started;
         Assert.Contains("; 10 inodes of the two snapshots looked at", m.Run($"{Cli} send -p s0 -f {work}/root.stream s1 && chmod 755 {work}"));
+        Assert.Equal(daemonSends + 1, m.Sends.Started);
+        Assert.Contains("; 10 inodes of the two snapshots looked at", m.Run($"RESERVOIR_SEND=walk {Cli} send -p s0 -f {work}/walked.stream s1"));
+        Assert.Equal(daemonSends + 1, m.Sends.Started);
+        Assert.Equal(File.ReadAllBytes($"{work}/root.stream"), File.ReadAllBytes($"{work}/walked.stream"));
         var asUser = MountedImage.Sh($"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp DOTNET_CLI_HOME=/tmp {Cli} send -p s0 s1 2>&1 > {work}/user.stream", m.Dir);
         Assert.True(asUser.Code == 0, asUser.Out);
         // Walked whole: s0 has its root, d, e, 300 files and big (304); s1 two more (new, copy).

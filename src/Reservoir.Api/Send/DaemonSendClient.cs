@@ -1,0 +1,137 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using Reservoir.Common;
+
+namespace Reservoir.Api.Send;
+
+/// <summary>
+/// Asks the daemon serving a mounted Reservoir to write a send itself (the FUSE bridge's
+/// 'R' 17 and 18): makes a pipe, names its write end in the ioctl on the subvolume's root,
+/// copies what the daemon writes into it to the output, and at its end asks how the send ended. The stream is the one a
+/// send walking the mount writes, without a FUSE round trip per file. Only root and the user the
+/// daemon runs as may ask (as with <see cref="OnlineSendQueries"/>); for anyone else, or a
+/// daemon that does not write sends, <see cref="TryRun"/> answers false before writing anything
+/// and the caller walks the mount instead.
+/// </summary>
+public static class DaemonSendClient
+{
+    private const uint PageSize = 16376;
+    private const uint IocDaemonSend = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 17;
+    private const uint IocDaemonSendOutcome = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 18;
+    private const int NameAt = 32, ClonesAt = 288, MessageAt = 64;
+    private const int MaxClones = ((int)PageSize - ClonesAt) / 8;
+    private const int O_CLOEXEC = 0x80000;
+
+    [DllImport("libc", EntryPoint = "pipe2", SetLastError = true)]
+    private static extern unsafe int Pipe2(int* fds, int flags);
+
+    [DllImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    private static extern int Fcntl(int fd, int cmd, int arg);
+
+    [DllImport("libc", EntryPoint = "statx", SetLastError = true)]
+    private static extern unsafe int Statx(int dirfd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte* buf);
+
+    /// <summary>
+    /// Sends subvolume <paramref name="subvolumeRoot"/> (a read-only subvolume's root on a
+    /// mounted Reservoir) as <paramref name="name"/>: whole (<paramref name="parent"/> 0) or the
+    /// changes since subvolume <paramref name="parent"/>, with <paramref name="cloneSources"/>
+    /// (subvolume ids of the same filesystem). False when the daemon would not write it (nothing
+    /// has been written then); an <see cref="FsException"/> for a send that failed, an
+    /// <see cref="IOException"/> when writing <paramref name="output"/> failed.
+    /// </summary>
+    public static bool TryRun(string subvolumeRoot, ulong parent, IReadOnlyList<ulong> cloneSources, string name, SendOptions options, Stream output, out SendSummary summary)
+    {
+        summary = default;
+        var nameBytes = Encoding.UTF8.GetBytes(name);
+        if (cloneSources.Count > MaxClones || nameBytes.Length is 0 or > 255) return false;
+        int dir = OnlineSubvolume.Open(subvolumeRoot, OnlineSubvolume.O_RDONLY | OnlineSubvolume.O_DIRECTORY | OnlineSubvolume.O_CLOEXEC);
+        if (dir < 0) return false;
+        SafeFileHandle? readEnd = null, writeEnd = null;
+        try
+        {
+            if (!MakePipe(out readEnd, out writeEnd, out ulong pipeIno)) return false;
+            var page = new byte[PageSize];
+            BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)writeEnd.DangerousGetHandle());
+            BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), (uint)options.Version);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), pipeIno);
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(16), parent);
+            BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(24), options.NoData ? 1u : 0u);
+            BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(28), (ushort)nameBytes.Length);
+            BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(30), (ushort)cloneSources.Count);
+            nameBytes.CopyTo(page.AsSpan(NameAt));
+            for (int i = 0; i < cloneSources.Count; i++) BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(ClonesAt + 8 * i), cloneSources[i]);
+
+            var e = OnlineSubvolume.Ioctl(dir, IocDaemonSend, page);
+            // Refused before anything was written (not allowed, not this daemon's): walk.
+            if (e != Errno.OK) return false;
+            ulong token = BinaryPrimitives.ReadUInt64LittleEndian(page);
+            // The daemon has its own end now; with ours closed, the end of the stream is the end
+            // of its send. Read here, outside any FUSE request: killed meanwhile, this process
+            // just closes the pipe and the daemon's send ends on EPIPE. An output that fails
+            // closes the pipe as well (finally), with the same effect.
+            writeEnd.Dispose();
+            long bytes = 0;
+            var buf = new byte[1 << 20];
+            using (var input = new FileStream(readEnd, FileAccess.Read, 0))
+            {
+                readEnd = null; // the stream's now
+                int n;
+                while ((n = input.Read(buf)) > 0)
+                {
+                    try { output.Write(buf, 0, n); }
+                    catch (IOException ex) { throw new IOException($"cannot write the stream: {ex.Message}", ex); }
+                    bytes += n;
+                }
+            }
+            // The daemon records the outcome before it closes the pipe, so it is there now.
+            Array.Clear(page);
+            BinaryPrimitives.WriteUInt64LittleEndian(page, token);
+            for (int tries = 0; (e = OnlineSubvolume.Ioctl(dir, IocDaemonSendOutcome, page)) == Errno.EAGAIN && tries < 500; tries++) Thread.Sleep(10);
+            if (e != Errno.OK) throw new FsException(e, "cannot learn how the daemon's send ended");
+            var result = (Errno)BinaryPrimitives.ReadInt32LittleEndian(page);
+            if (result != Errno.OK)
+            {
+                int len = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)), PageSize - MessageAt);
+                string why = len > 0 ? Encoding.UTF8.GetString(page, MessageAt, len) : result.Describe();
+                throw new FsException(result, why);
+            }
+            long C(int i) => BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(8 + 8 * i));
+            summary = new SendSummary(C(0), C(1), C(2), C(3), C(4), C(5), C(6));
+            if (bytes != summary.StreamBytes)
+                throw new FsException(Errno.EIO, $"the daemon wrote {summary.StreamBytes} bytes of stream, {bytes} arrived");
+            return true;
+        }
+        finally
+        {
+            readEnd?.Dispose();
+            writeEnd?.Dispose();
+            OnlineSubvolume.Close(dir);
+        }
+    }
+
+    private static unsafe bool MakePipe(out SafeFileHandle readEnd, out SafeFileHandle writeEnd, out ulong ino)
+    {
+        int* fds = stackalloc int[2];
+        readEnd = writeEnd = null!;
+        ino = 0;
+        if (Pipe2(fds, O_CLOEXEC) != 0) return false;
+        // A pipe of 1 MiB (the most an ordinary user may ask by default, pipe-max-size) instead
+        // of 64 KiB: a sixteenth of the wake-ups between the daemon and the copy. Best effort.
+        const int F_SETPIPE_SZ = 1031;
+        Fcntl(fds[0], F_SETPIPE_SZ, 1 << 20);
+        readEnd = new SafeFileHandle(fds[0], ownsHandle: true);
+        writeEnd = new SafeFileHandle(fds[1], ownsHandle: true);
+        // statx with AT_EMPTY_PATH on the descriptor: stx_ino at byte 32.
+        byte* buf = stackalloc byte[256];
+        if (Statx(fds[1], "", 0x1000, 0x100, buf) != 0)
+        {
+            readEnd.Dispose();
+            writeEnd.Dispose();
+            return false;
+        }
+        ino = *(ulong*)(buf + 32);
+        return true;
+    }
+}

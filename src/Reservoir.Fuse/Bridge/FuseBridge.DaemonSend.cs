@@ -1,0 +1,110 @@
+using System.Buffers.Binary;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using Reservoir.Common;
+using Reservoir.Engine.Inodes;
+using Reservoir.Fuse.Protocol;
+
+namespace Reservoir.Fuse.Bridge;
+
+/// <summary>
+/// A send through the mount written by the daemon, as btrfs's send is written by the kernel:
+/// the caller makes a pipe and asks 'R' 17 on the root of the read-only subvolume to send,
+/// naming the pipe's write end by its descriptor number; the daemon opens that pipe through
+/// /proc/PID/fd of the asking thread and answers at once with a token, while a thread of
+/// <see cref="DaemonSendService"/> writes the stream into the pipe from the engine (no FUSE
+/// round trip per file: a send that walks the mount spends five or six per file). The caller
+/// reads the pipe to its end and asks 'R' 18 for the outcome.
+///
+/// Who may: root and the user the daemon runs as (the stream holds every file whatever the
+/// permissions of the directories above it, as btrfs's send is CAP_SYS_ADMIN's); others, and a
+/// caller the daemon cannot see (another pid namespace), get EPERM and walk the mount instead.
+/// The descriptor is trusted only if it is a pipe whose inode is the one the caller names
+/// (fstat of its end): a number that happens to name another file of the process is refused.
+///
+/// 'R' 17, _IOWR(16376). In: u32 fd, u32 stream version, u64 the pipe's inode, u64 the
+/// parent's subvolume id (0: a full send), u32 flags (1: no data), u16 name length, u16 clone
+/// source count, the name at 32 (at most 255 bytes), the clone sources' ids (u64) from 288.
+/// Out: u64 the token. Its errno is for a send that never started: ENOTTY (this daemon does not
+/// write sends), EPERM, EINVAL, EBADF, EBUSY (the mount is going away).
+/// 'R' 18, _IOWR(16376). In: u64 the token. Out: s32 errno of the send (0: the stream is
+/// whole), u32 message length, seven s64 counts (commands, stream bytes, inodes, data bytes,
+/// cloned bytes, inodes examined, punched bytes), the message (UTF-8) from 64. Its errno:
+/// EAGAIN while the send runs, ENOENT for a token unknown or already answered.
+/// </summary>
+internal sealed partial class FuseBridge
+{
+    internal const uint IocDaemonSend = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 17;
+    internal const uint IocDaemonSendOutcome = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 18;
+    internal const int DaemonSendNameAt = 32, DaemonSendClonesAt = 288, DaemonSendMessageAt = 64;
+    internal const int DaemonSendMaxClones = ((int)SubvolListSize - DaemonSendClonesAt) / 8;
+
+    private Errno DaemonSend(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
+    {
+        if (options.Sends is not { } sends) return Errno.ENOTTY;
+        if (!OwnsImage(r) || r.Pid == 0) return Errno.EPERM;
+        if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
+        var (tree, root) = NodeIds.Decode(ino);
+        if (root != Engine.Filesystem.RootIno) return Errno.EINVAL;
+        int fd = (int)BinaryPrimitives.ReadUInt32LittleEndian(arg);
+        int version = (int)BinaryPrimitives.ReadUInt32LittleEndian(arg[4..]);
+        ulong pipeIno = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
+        ulong parent = BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]);
+        uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[24..]);
+        int nameLen = BinaryPrimitives.ReadUInt16LittleEndian(arg[28..]);
+        int cloneCount = BinaryPrimitives.ReadUInt16LittleEndian(arg[30..]);
+        if (fd < 0 || nameLen is 0 or > 255 || cloneCount > DaemonSendMaxClones || (flags & ~1u) != 0) return Errno.EINVAL;
+        string name;
+        try { name = new UTF8Encoding(false, true).GetString(arg.Slice(DaemonSendNameAt, nameLen)); }
+        catch (DecoderFallbackException) { return Errno.EINVAL; }
+        var clones = new ulong[cloneCount];
+        for (int i = 0; i < cloneCount; i++) clones[i] = BinaryPrimitives.ReadUInt64LittleEndian(arg[(DaemonSendClonesAt + 8 * i)..]);
+        var pe = OpenCallersPipe(r.Pid, fd, pipeIno, out var pipe);
+        if (pe != Errno.OK) return pe;
+        ulong token = sends.Start(new DaemonSendRequest(tree, parent, clones, name, version, (flags & 1) != 0), pipe!);
+        if (token == 0) return Errno.EBUSY;
+        var page = new byte[SubvolListSize];
+        BinaryPrimitives.WriteUInt64LittleEndian(page, token);
+        return Reply(ref w, page);
+    }
+
+    private Errno DaemonSendOutcome(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
+    {
+        if (options.Sends is not { } sends) return Errno.ENOTTY;
+        if (!OwnsImage(r)) return Errno.EPERM;
+        if (!SendQueryArgs(ref r, inSize, outSize, out ulong token, out _)) return Errno.EINVAL;
+        var e = sends.TakeOutcome(token, out var outcome);
+        if (e != Errno.OK) return e;
+        var page = new byte[SubvolListSize];
+        var msg = Encoding.UTF8.GetBytes(outcome.Message);
+        int msgLen = Math.Min(msg.Length, page.Length - DaemonSendMessageAt);
+        BinaryPrimitives.WriteInt32LittleEndian(page, (int)outcome.Errno);
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), (uint)msgLen);
+        var c = outcome.Counts;
+        long[] counts = [c.Commands, c.StreamBytes, c.Inodes, c.DataBytes, c.CloneBytes, c.InodesExamined, c.HoleBytes];
+        for (int i = 0; i < counts.Length; i++) BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(8 + 8 * i), counts[i]);
+        msg.AsSpan(0, msgLen).CopyTo(page.AsSpan(DaemonSendMessageAt));
+        return Reply(ref w, page);
+    }
+
+    /// <summary>Opens the write end of the caller's pipe: descriptor <paramref name="fd"/> of
+    /// thread <paramref name="pid"/>, which must be a pipe with inode <paramref name="pipeIno"/>.
+    /// Non-blocking (a pipe whose reader is gone answers ENXIO instead of waiting for one, and
+    /// <see cref="PipeOutput"/> waits for a full pipe in poll, where a stop can end it); the
+    /// open makes a file description of the daemon's own, so the caller's stays as it was.</summary>
+    private static Errno OpenCallersPipe(uint pid, int fd, ulong pipeIno, out SafeFileHandle? pipe)
+    {
+        pipe = null;
+        const int O_WRONLY = 1;
+        int h = Session.Libc.Open($"/proc/{pid}/fd/{fd}", O_WRONLY | Session.Libc.O_NONBLOCK | Session.Libc.O_CLOEXEC);
+        if (h < 0) return Errno.EBADF;
+        var handle = new SafeFileHandle(h, ownsHandle: true);
+        if (Session.Libc.FileTypeAndInode(h) is not ({ } type, { } inode) || type != 0x1000 || inode != pipeIno)
+        {
+            handle.Dispose();
+            return Errno.EBADF;
+        }
+        pipe = handle;
+        return Errno.OK;
+    }
+}

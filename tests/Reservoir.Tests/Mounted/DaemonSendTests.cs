@@ -1,0 +1,205 @@
+using System.Buffers.Binary;
+using Reservoir.Api.Send;
+using Reservoir.Common;
+using Xunit;
+
+namespace Reservoir.Tests.Mounted;
+
+/// <summary>
+/// Root's `reservoir send` through a mount is written by the daemon from the engine (the FUSE
+/// bridge's 'R' 17, the caller's pipe): the stream must be the one a send that walks the mount
+/// writes, and the one an offline send of the image writes, byte for byte; a send whose reader
+/// goes away must end in the daemon too; the ioctl must write into nothing but the caller's pipe.
+/// </summary>
+public sealed class DaemonSendTests
+{
+    private static readonly string Cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+
+    /// <summary>Hard links, a symbolic link, a FIFO, a device, a sparse file, xattrs, a reflinked
+    /// copy, other owners, 300 small files and one of 3 MB (more than a pipe holds).</summary>
+    private const string Populate =
+        "printf 'hello\\n' > a && mkdir -p d/e && ln a d/hl && ln -s a sl && mkfifo ff && truncate -s 1M sparse && " +
+        "printf xyz | dd of=sparse bs=1 seek=300000 conv=notrunc status=none && setfattr -n user.k -v val a && chmod 4755 a && " +
+        ": > empty && chown 1000:1000 empty && head -c 3000000 /dev/urandom > big && cp --reflink=auto big d/e/copy && mknod cdev c 1 3 && " +
+        "for i in $(seq 300); do echo $i > d/f$i; done";
+
+    private const string Changes =
+        "echo more >> a && mv sl sl2 && rm ff && mv d/e/copy d/moved && setfattr -x user.k a && truncate -s 100 big && printf new > fresh && " +
+        "dd if=/dev/urandom of=d/moved bs=4096 count=3 seek=100 conv=notrunc status=none && for i in $(seq 0 5 300); do echo x >> d/f$i; done";
+
+    /// <summary>Sends with the daemon writing and with the walk, and checks which way each went
+    /// from the mount's count of daemon-written sends.</summary>
+    private static (byte[] Daemon, byte[] Walked) Both(MountedImage m, string work, string args, int subvolumes = 1)
+    {
+        int before = m.Sends.Started;
+        m.Run($"{Cli} send -q -f {work}/daemon.stream {args}");
+        Assert.Equal(before + subvolumes, m.Sends.Started);
+        m.Run($"RESERVOIR_SEND=walk {Cli} send -q -f {work}/walked.stream {args}");
+        Assert.Equal(before + subvolumes, m.Sends.Started);
+        var both = (File.ReadAllBytes($"{work}/daemon.stream"), File.ReadAllBytes($"{work}/walked.stream"));
+        Assert.True(both.Item1.Length > 1000, $"send {args}: a stream of {both.Item1.Length} bytes");
+        return both;
+    }
+
+    [Fact]
+    public void ARootSendThroughTheMountIsWrittenByTheDaemonAsTheWalkAndTheImageWriteIt()
+    {
+        using var m = new MountedImage(size: 256UL << 20, allowOther: true);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create sv && cd sv && {Populate}");
+        m.Run($"chmod -R a+rX sv && {Cli} subvolume snapshot -r sv s1 && cd sv && {Changes} && cd .. && chmod -R a+rX sv && {Cli} subvolume snapshot -r sv s2");
+        m.Run($"{Cli} subvolume create other && cp --reflink=auto s1/big other/big-copy && echo own > other/own && {Cli} subvolume snapshot -r other other-ro");
+
+        var (full, fullWalked) = Both(m, work, "s1");
+        Assert.Equal(fullWalked, full);
+        var (inc, incWalked) = Both(m, work, "-p s1 s2");
+        Assert.Equal(incWalked, inc);
+        Assert.Contains("clone", m.Run($"{Cli} receive --dump -f {work}/daemon.stream")); // d/moved, from the parent's d/e/copy
+        var (cloned, clonedWalked) = Both(m, work, "-c s1 other-ro");
+        Assert.Equal(clonedWalked, cloned);
+        Assert.Contains("clonepath=big", m.Run($"{Cli} receive --dump -f {work}/daemon.stream"));
+        var (noData, noDataWalked) = Both(m, work, "--proto 2 --no-data s2");
+        Assert.Equal(noDataWalked, noData);
+        var (two, twoWalked) = Both(m, work, "s1 s2", subvolumes: 2);
+        Assert.Equal(twoWalked, two);
+
+        // Received, the daemon's streams make the snapshots again.
+        File.WriteAllBytes($"{work}/full.stream", full);
+        File.WriteAllBytes($"{work}/inc.stream", inc);
+        m.Run($"mkdir in && {Cli} receive -q -f {work}/full.stream in && {Cli} receive -q -f {work}/inc.stream in");
+        const string listing = "find . -printf '%p %y %m %U %G %s %T@ %l\\n' | sort && find . -type f -exec md5sum {} + | sort && getfattr -R -h -d -m - . 2>/dev/null";
+        string sent = m.Run($"cd s2 && {listing}"), received = m.Run($"cd in/s2 && {listing}");
+        Assert.Contains("./d/moved", sent);
+        Assert.Equal(sent, received);
+
+        // Another user may not have the daemon write (the stream names every file whatever the
+        // directories' permissions): their send walks the mount, to the same changes.
+        m.Run($"chmod 755 {work}");
+        int before = m.Sends.Started;
+        var asUser = MountedImage.Sh($"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp DOTNET_CLI_HOME=/tmp {Cli} send -q -p s1 s2 > {work}/user.stream", m.Dir);
+        Assert.True(asUser.Code == 0, asUser.Out);
+        Assert.Equal(before, m.Sends.Started);
+        Assert.Equal(m.Run($"{Cli} receive --dump -f {work}/inc.stream"), m.Run($"{Cli} receive --dump -f {work}/user.stream"));
+
+        // Offline, the image's send writes the same bytes.
+        m.Unmount();
+        MountedImage.Run0($"{Cli} send -q -f {work}/offline.stream {m.Image} /s1 && {Cli} send -q -f {work}/offline-inc.stream -p /s1 {m.Image} /s2");
+        Assert.Equal(full, File.ReadAllBytes($"{work}/offline.stream"));
+        Assert.Equal(inc, File.ReadAllBytes($"{work}/offline-inc.stream"));
+        var fsck = MountedImage.Sh($"{Cli} fsck {m.Image}", "/");
+        Assert.True(fsck.Code == 0, fsck.Out);
+    }
+
+    /// <summary>A send whose output fails, or whose command is killed while the daemon waits on
+    /// the full pipe, ends in the daemon as well (EPIPE): no request thread is left writing, the
+    /// next send is whole, and the mount unmounts.</summary>
+    [Fact]
+    public void ADaemonSendWhoseReaderGoesAwayEndsThereToo()
+    {
+        using var m = new MountedImage(size: 256UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create sv && head -c 40000000 /dev/urandom > sv/big && {Cli} subvolume snapshot -r sv snap");
+
+        var full = MountedImage.Sh($"{Cli} send snap > /dev/full", m.Dir);
+        Assert.Equal(1, full.Code);
+        Assert.Contains("cannot write the stream", full.Out);
+        WaitForNoDaemonSend(m);
+
+        // The command blocks writing to a pipe nobody reads, the daemon on the full pipe to it;
+        // then the command is killed.
+        int before = m.Sends.Started;
+        m.Run($"mkfifo {work}/p && {{ sleep 31 < {work}/p & r=$!; {Cli} send snap > {work}/p & s=$!; sleep 3; kill -KILL $s; kill $r; wait; true; }}");
+        Assert.Equal(before + 1, m.Sends.Started);
+        WaitForNoDaemonSend(m);
+
+        m.Run($"{Cli} send -q -f {work}/s.stream snap && mkdir in && {Cli} receive -q -f {work}/s.stream in && cmp sv/big in/snap/big");
+        m.Unmount();
+        var fsck = MountedImage.Sh($"{Cli} fsck {m.Image}", "/");
+        Assert.True(fsck.Code == 0, fsck.Out);
+    }
+
+    private static void WaitForNoDaemonSend(MountedImage m)
+    {
+        var until = DateTime.UtcNow.AddSeconds(20);
+        while (m.Sends.Running > 0 && DateTime.UtcNow < until) Thread.Sleep(20);
+        Assert.Equal(0, m.Sends.Running);
+    }
+
+    /// <summary>The ioctl opens only a pipe of the caller's whose inode the caller names: another
+    /// file of the caller's, or a pipe named with the wrong inode, is refused (EBADF) and nothing
+    /// is written to it; a directory that is not a subvolume's root is refused (EINVAL); a
+    /// writable subvolume is refused by the send itself, with its reason, before any byte.</summary>
+    [Fact]
+    public void TheSendIoctlWritesIntoNothingButTheCallersPipe()
+    {
+        using var m = new MountedImage(size: 128UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create sv && echo x > sv/f && mkdir sv/d && {Cli} subvolume snapshot -r sv snap && mkfifo {work}/fifo");
+
+        using (var file = File.Open($"{work}/victim", FileMode.Create, FileAccess.ReadWrite))
+        {
+            ulong fileIno = ulong.Parse(MountedImage.Run0($"stat -c %i {work}/victim").Trim());
+            Assert.Equal(Errno.EBADF, Ask($"{m.Dir}/snap", (int)file.SafeFileHandle.DangerousGetHandle(), fileIno, out _));
+            Assert.Equal(0, new FileInfo($"{work}/victim").Length);
+        }
+        // A FIFO opened read-write never blocks its opener; its inode is the path's.
+        using (var fifo = File.OpenHandle($"{work}/fifo", FileMode.Open, FileAccess.ReadWrite))
+        {
+            ulong fifoIno = ulong.Parse(MountedImage.Run0($"stat -c %i {work}/fifo").Trim());
+            int fd = (int)fifo.DangerousGetHandle();
+            Assert.Equal(Errno.EBADF, Ask($"{m.Dir}/snap", fd, fifoIno + 1, out _));
+            Assert.Equal(Errno.EINVAL, Ask($"{m.Dir}/snap/d", fd, fifoIno, out _));
+            // The send starts (a token) and fails at once; its outcome says why.
+            Assert.Equal(Errno.OK, Ask($"{m.Dir}/sv", fd, fifoIno, out var page));
+            ulong token = BinaryPrimitives.ReadUInt64LittleEndian(page);
+            Assert.NotEqual(0UL, token);
+            Errno e;
+            for (int i = 0; (e = Outcome($"{m.Dir}/sv", token, page)) == Errno.EAGAIN && i < 500; i++) Thread.Sleep(10);
+            Assert.Equal(Errno.OK, e);
+            Assert.Equal(Errno.ENOENT, Outcome($"{m.Dir}/sv", token, new byte[16376])); // answered once
+            Assert.Equal(Errno.EINVAL, (Errno)BinaryPrimitives.ReadInt32LittleEndian(page));
+            int len = (int)BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4));
+            Assert.Contains("is not read-only", System.Text.Encoding.UTF8.GetString(page, 64, len));
+            Assert.Equal(0L, BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(16))); // stream bytes
+        }
+        Assert.Equal(0, m.Sends.Running);
+
+        // Through the client: a writable subvolume is the send's error, with the daemon's words.
+        var ex = Assert.Throws<FsException>(() => DaemonSendClient.TryRun($"{m.Dir}/sv", 0, [], "sv", new SendOptions(), Stream.Null, out _));
+        Assert.Equal(Errno.EINVAL, ex.Errno);
+        Assert.Contains("is not read-only", ex.Message);
+        using var ms = new MemoryStream();
+        Assert.True(DaemonSendClient.TryRun($"{m.Dir}/snap", 0, [], "snap", new SendOptions(), ms, out var sum));
+        Assert.Equal(ms.Length, sum.StreamBytes);
+        Assert.Equal(3, sum.Inodes); // the root, f and d
+        m.Unmount();
+    }
+
+    /// <summary>'R' 18: the outcome of the send <paramref name="token"/> names, into <paramref name="page"/>.</summary>
+    private static Errno Outcome(string dir, ulong token, byte[] page)
+    {
+        Array.Clear(page);
+        BinaryPrimitives.WriteUInt64LittleEndian(page, token);
+        int d = OnlineSubvolume.Open(dir, OnlineSubvolume.O_RDONLY | OnlineSubvolume.O_DIRECTORY | OnlineSubvolume.O_CLOEXEC);
+        Assert.True(d >= 0, $"cannot open {dir}");
+        try { return OnlineSubvolume.Ioctl(d, 0xC0000000 | (16376u << 16) | (0x52 << 8) | 18, page); }
+        finally { OnlineSubvolume.Close(d); }
+    }
+
+    /// <summary>'R' 17 as the bridge reads it: the descriptor, stream version 1, the pipe's inode,
+    /// no parent, no flags, the name "snap", no clone sources.</summary>
+    private static Errno Ask(string dir, int fd, ulong pipeIno, out byte[] page)
+    {
+        const uint size = 16376;
+        page = new byte[size];
+        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)fd);
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), 1);
+        BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), pipeIno);
+        BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(28), 4);
+        "snap"u8.CopyTo(page.AsSpan(32));
+        int d = OnlineSubvolume.Open(dir, OnlineSubvolume.O_RDONLY | OnlineSubvolume.O_DIRECTORY | OnlineSubvolume.O_CLOEXEC);
+        Assert.True(d >= 0, $"cannot open {dir}");
+        try { return OnlineSubvolume.Ioctl(d, 0xC0000000 | (size << 16) | (0x52 << 8) | 17, page); }
+        finally { OnlineSubvolume.Close(d); }
+    }
+}
