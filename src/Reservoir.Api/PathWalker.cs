@@ -5,11 +5,13 @@ using Reservoir.Engine;
 namespace Reservoir;
 
 /// <summary>
-/// Resolves slash-separated paths (relative paths start at the root) to inodes the way the
-/// kernel's path walk does: "." and ".." handled, symbolic links followed in the middle of a
-/// path and, when asked, at its end; more than 40 links give ELOOP.
+/// Resolves slash-separated paths to inodes the way the kernel's path walk does: "." and ".."
+/// handled, symbolic links followed in the middle of a path and, when asked, at its end; more
+/// than 40 links give ELOOP. An absolute path starts at the filesystem's root, a relative one
+/// at <paramref name="start"/> (the root unless given: a receive into a directory the daemon
+/// names by node id works below it).
 /// </summary>
-internal sealed class PathWalker(Filesystem fs)
+internal sealed class PathWalker(Filesystem fs, ulong start = Filesystem.RootIno)
 {
     private const int MaxSymlinks = 40;
 
@@ -18,7 +20,7 @@ internal sealed class PathWalker(Filesystem fs)
     public Errno Parent(string path, out ulong dir, out byte[] name)
     {
         int links = 0;
-        return ParentInternal(Filesystem.RootIno, path, ref links, out dir, out name);
+        return ParentInternal(start, path, ref links, out dir, out name);
     }
 
     private Errno ParentInternal(ulong start, string path, ref int links, out ulong dir, out byte[] name)
@@ -76,7 +78,7 @@ internal sealed class PathWalker(Filesystem fs)
     {
         attr = default;
         int links = 0;
-        var e = ParentInternal(Filesystem.RootIno, path, ref links, out ulong dir, out var name);
+        var e = ParentInternal(start, path, ref links, out ulong dir, out var name);
         if (e != Errno.OK) return e;
         if (name.Length == 0) return fs.GetAttr(dir, out attr);
         e = fs.Lookup(dir, name, out attr);

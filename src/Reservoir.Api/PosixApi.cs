@@ -29,10 +29,11 @@ public sealed class PosixApi
     public uint Uid { get; set; }
     public uint Gid { get; set; }
 
-    internal PosixApi(Filesystem fs)
+    /// <param name="start">where relative paths start (the root unless given)</param>
+    internal PosixApi(Filesystem fs, ulong start = Filesystem.RootIno)
     {
         _fs = fs;
-        _walk = new PathWalker(fs);
+        _walk = new PathWalker(fs, start);
     }
 
     public Errno Stat(string path, out InodeAttr attr) => _walk.Resolve(path, true, out attr);

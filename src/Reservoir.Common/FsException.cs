@@ -14,11 +14,15 @@ public class FsException : IOException
     public ulong Inode { get; init; }
     /// <summary>Byte address on the device the failure concerns, or ulong.MaxValue.</summary>
     public ulong Block { get; init; } = ulong.MaxValue;
+    /// <summary>The message without the errno that <see cref="Exception.Message"/> adds: what
+    /// crosses a process boundary with the errno beside it (a daemon's send or receive).</summary>
+    public string Reason { get; }
 
     public FsException(Errno errno, string message, Exception? inner = null)
         : base($"{message} ({errno}: {errno.Describe()})", inner)
     {
         Errno = errno;
+        Reason = message;
         HResult = (int)errno;
     }
 

@@ -5,36 +5,64 @@ using Reservoir.Format;
 namespace Reservoir.Api.Send;
 
 /// <summary>
-/// Receives into a directory of an open image through the engine. Paths are resolved without
-/// following a final symbolic link (a stream's CHOWN, xattrs and times of a link are the link's
-/// own). Consecutive WRITEs to one file keep it open. The received subvolume is made read-only
-/// at its END, with the sent subvolume's uuid recorded as its received uuid, and deleted if the
-/// stream fails.
+/// Receives into a directory of an open filesystem through the engine: an image opened with
+/// <see cref="ReservoirFileSystem"/>, or the one a mount's daemon serves (a receive through the
+/// mount that the daemon applies itself, <see cref="DaemonReceive"/>). Paths are resolved from
+/// the destination directory, without following a final symbolic link (a stream's CHOWN, xattrs
+/// and times of a link are the link's own); a parent or clone source the stream names is found
+/// by its path from the image's root. Consecutive WRITEs to one file keep it open. The received
+/// subvolume is made read-only at its END, with the sent subvolume's uuid recorded as its
+/// received uuid, and deleted if the stream fails.
 /// </summary>
 public sealed class ImageReceiveTarget : IReceiveTarget
 {
-    private readonly ReservoirFileSystem _fs;
-    private readonly string _dest;
+    private readonly Filesystem _engine;
+    private readonly PosixApi _posix;
+    private readonly string _shown;
     private string? _subvolume;
     private string? _openPath;
     private ulong _openIno;
 
+    /// <summary>The names of the subvolumes this receive made in the destination, kept or
+    /// deleted (a mount's daemon tells the kernel to forget what it knew of them).</summary>
+    public List<string> Made { get; } = new();
+
     /// <param name="destination">an existing directory inside the image</param>
     public ImageReceiveTarget(ReservoirFileSystem fs, string destination)
+        : this(fs.Engine, DirectoryNode(fs, destination), destination)
     {
-        _fs = fs;
-        _dest = destination.TrimEnd('/');
-        if (_fs.Posix.Stat(_dest.Length == 0 ? "/" : _dest, out var a) != Errno.OK || !a.IsDir)
-            throw new FsException(Errno.ENOTDIR, $"receive: '{destination}' is not a directory in the image");
+    }
+
+    /// <param name="destination">the node id of an existing directory</param>
+    /// <param name="shownAs">how messages name it</param>
+    public ImageReceiveTarget(Filesystem engine, ulong destination, string shownAs)
+    {
+        _engine = engine;
+        _posix = new PosixApi(engine, destination);
+        _shown = shownAs.Length > 0 && shownAs.TrimEnd('/').Length == 0 ? "/" : shownAs.TrimEnd('/');
+        if (engine.GetAttr(destination, out var a) != Errno.OK || !a.IsDir)
+            throw new FsException(Errno.ENOTDIR, $"receive: '{shownAs}' is not a directory");
         _paths = new ReceivePaths(p => P.Lstat(Full(p), out var at) == Errno.OK && at.IsLnk);
+    }
+
+    private static ulong DirectoryNode(ReservoirFileSystem fs, string destination)
+    {
+        string d = destination.TrimEnd('/');
+        if (fs.Posix.Stat(d.Length == 0 ? "/" : d, out var a) != Errno.OK || !a.IsDir)
+            throw new FsException(Errno.ENOTDIR, $"receive: '{destination}' is not a directory in the image");
+        return a.Ino;
     }
 
     private readonly ReceivePaths _paths;
 
-    private PosixApi P => _fs.Posix;
-    private Filesystem E => _fs.Engine;
+    private PosixApi P => _posix;
+    private Filesystem E => _engine;
 
+    /// <summary>A path of the subvolume being received, relative to the destination.</summary>
     private string Full(string path) => path.Length == 0 ? _subvolume! : _subvolume + "/" + path;
+
+    /// <summary>How messages name a path of the subvolume being received.</summary>
+    private string Shown(string path) => _shown.Length == 0 ? Full(path) : _shown.EndsWith('/') ? _shown + Full(path) : _shown + "/" + Full(path);
 
     /// <summary><see cref="Full"/> of a path a command names, once no directory on the way is a
     /// symbolic link (<see cref="ReceivePaths"/>).</summary>
@@ -46,7 +74,7 @@ public sealed class ImageReceiveTarget : IReceiveTarget
 
     private void Check(Errno e, string what, string path)
     {
-        if (e != Errno.OK) throw new FsException(e, $"receive: cannot {what} '{Full(path)}'");
+        if (e != Errno.OK) throw new FsException(e, $"receive: cannot {what} '{Shown(path)}'");
     }
 
     private ulong Node(string path, string what)
@@ -57,23 +85,26 @@ public sealed class ImageReceiveTarget : IReceiveTarget
 
     public void BeginSubvolume(string name)
     {
-        _subvolume = _dest + "/" + name;
+        _subvolume = name;
         var e = P.CreateSubvolume(_subvolume);
-        if (e == Errno.EEXIST) throw new FsException(e, $"receive: '{_subvolume}' exists already");
+        if (e == Errno.EEXIST) throw new FsException(e, $"receive: '{Shown("")}' exists already");
+        if (e == Errno.OK) Made.Add(name);
         Check(e, "create the subvolume", "");
     }
 
     public void BeginSnapshot(string name, string parent)
     {
-        _subvolume = _dest + "/" + name;
+        _subvolume = name;
         var e = P.CreateSnapshot(parent, _subvolume, readOnly: false);
-        if (e == Errno.EEXIST) throw new FsException(e, $"receive: '{_subvolume}' exists already");
+        if (e == Errno.EEXIST) throw new FsException(e, $"receive: '{Shown("")}' exists already");
+        if (e == Errno.OK) Made.Add(name);
         Check(e, $"snapshot '{parent}' as", "");
     }
 
     public string? FindSubvolume(Guid uuid, ulong ctransid)
     {
-        var all = _fs.ListSubvolumes();
+        var le = E.ListSubvolumes(out var all);
+        if (le != Errno.OK) throw new FsException(le, "receive: cannot list the subvolumes");
         int at = StreamIdentity.Find(all.Select(x => (x.Uuid, x.ReceivedUuid, x.Generation, x.ReadOnly)).ToList(), uuid, ctransid);
         return at < 0 ? null : "/" + all[at].Path;
     }
@@ -198,6 +229,6 @@ public sealed class ImageReceiveTarget : IReceiveTarget
         Close();
         if (_subvolume == null) return;
         var e = P.DeleteSubvolume(_subvolume);
-        if (e != Errno.OK) throw new FsException(e, $"the partly received subvolume '{_subvolume}' is left (delete it with `reservoir subvolume delete`)");
+        if (e != Errno.OK) throw new FsException(e, $"the partly received subvolume '{Shown("")}' is left (delete it with `reservoir subvolume delete`)");
     }
 }

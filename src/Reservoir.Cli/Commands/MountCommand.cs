@@ -49,13 +49,15 @@ internal static class MountCommand
         return Serve(ctx, Path.GetFullPath(image), Path.GetFullPath(dir), o);
     }
 
-    /// <summary>Sends through the mount, written by the daemon from the engine: the bridge
-    /// knows the ioctl, the .NET API the stream.</summary>
-    internal static DaemonSendWriter SendWriterFor(Filesystem fs) => (req, output) =>
-    {
-        var s = DaemonSend.Run(fs, req.Subvolume, req.Parent, req.CloneSources, req.Name, new SendOptions(req.Version, req.NoData), output);
-        return new DaemonSendCounts(s.Commands, s.StreamBytes, s.Inodes, s.DataBytes, s.CloneBytes, s.InodesExamined, s.HoleBytes);
-    };
+    /// <summary>Sends and receives through the mount, written and applied by the daemon from the
+    /// engine: the bridge knows the ioctls, the .NET API the stream.</summary>
+    internal static DaemonStreamService StreamsFor(Filesystem fs) => new(
+        (req, output) =>
+        {
+            var s = DaemonSend.Run(fs, req.Subvolume, req.Parent, req.CloneSources, req.Name, new SendOptions(req.Version, req.NoData), output);
+            return new DaemonSendCounts(s.Commands, s.StreamBytes, s.Inodes, s.DataBytes, s.CloneBytes, s.InodesExamined, s.HoleBytes);
+        },
+        (destination, input, made) => DaemonReceive.Run(fs, destination, input, made));
 
     private static int Serve(CliContext ctx, string image, string dir, FuseMountOptions o)
     {
@@ -69,8 +71,8 @@ internal static class MountCommand
         }
         using var dev = FileBlockDevice.Open(image, readOnly: o.ReadOnly);
         using var fs = Filesystem.Mount(dev, o.EngineOptions(m => Log($"reservoir: {m}")));
-        var sends = new DaemonSendService(SendWriterFor(fs));
-        o.Sends = sends;
+        var streams = StreamsFor(fs);
+        o.Streams = streams;
         FuseSession session;
         try { session = FuseSession.Mount(fs, image, dir, o, Log); }
         catch (FsException ex) { ctx.Err.WriteLine($"reservoir mount: {ex.Message}"); return 1; }
@@ -81,9 +83,9 @@ internal static class MountCommand
         void Close()
         {
             if (Interlocked.Exchange(ref closed, 1) != 0) return;
-            // No send reads the engine once it is closed (a send's caller holds the mount, so
-            // one still running here lost its reader and ends at its next write).
-            sends.StopAll(TimeSpan.FromSeconds(10));
+            // No send or receive uses the engine once it is closed (their callers hold the
+            // mount, so one still running here lost its caller and ends at its next wait).
+            streams.StopAll(TimeSpan.FromSeconds(10));
             var sync = fs.Sync();
             if (sync != Errno.OK) Log($"reservoir: final sync failed: {sync.Describe()}");
             fs.Dispose(); // reports any reservation leak

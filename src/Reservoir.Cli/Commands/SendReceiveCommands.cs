@@ -92,7 +92,7 @@ internal static class SendReceiveCommands
                         // or the user it runs as) and serves every subvolume named; else the
                         // send walks the mount.
                         if (image != null || WalkOnly || !ServedByOneDaemon([s, .. pick == null ? [] : new[] { pick }, .. others])
-                            || !DaemonSendClient.TryRun(s.Path, pick?.Info.Id ?? 0, others.Select(c => c.Info.Id).ToList(), s.Name, options, output, out var sum))
+                            || !DaemonStreamClient.TrySend(s.Path, pick?.Info.Id ?? 0, others.Select(c => c.Info.Id).ToList(), s.Name, options, output, out var sum))
                         {
                             var sources = others.Select(c => new SendSubvolume(c.Open(), c.Identity, c.Info.Generation)).ToList();
                             sum = pick == null
@@ -127,9 +127,10 @@ internal static class SendReceiveCommands
         return cmd;
     }
 
-    /// <summary>RESERVOIR_SEND=walk: a send through a mount reads the files through the kernel even
-    /// when the daemon would write it (as an ordinary user's send does), to compare the two.</summary>
-    private static bool WalkOnly => Environment.GetEnvironmentVariable("RESERVOIR_SEND") == "walk";
+    /// <summary>RESERVOIR_SEND_RECEIVE=walk: a send or receive through a mount reads or makes the
+    /// files through the kernel even when the daemon would do it (as an ordinary user's does), to
+    /// compare the two.</summary>
+    private static bool WalkOnly => Environment.GetEnvironmentVariable("RESERVOIR_SEND_RECEIVE") == "walk";
 
     /// <summary>Whether one daemon serves every subvolume of a send through a mount (subvolume ids
     /// mean nothing to another daemon, or to another image's).</summary>
@@ -211,6 +212,10 @@ internal static class SendReceiveCommands
                     }
                     fs.Sync();
                 }
+                // Through a mount, the daemon applies the streams itself if it may (root, or the
+                // user it runs as); else the receive walks the mount.
+                else if (!WalkOnly && DaemonStreamClient.TryReceive(a[0], input, out var said))
+                    foreach (var line in said) trace?.Invoke(line);
                 else Receiver.Run(input, new HostReceiveTarget(a[0]), trace);
                 return 0;
             }

@@ -8,6 +8,7 @@ namespace Reservoir.Fuse.Bridge;
 /// the descriptor is non-blocking, and a write that finds the pipe full waits in poll(2) a
 /// quarter second at a time, asking <paramref name="stopping"/> in between, so an unmount never
 /// waits for a reader that stopped reading. A reader gone (EPIPE) is an <see cref="IOException"/>.
+/// The pipe stays its owner's to close (<see cref="DaemonStreamService"/>, after the outcome).
 /// </summary>
 internal sealed unsafe class PipeOutput(SafeFileHandle pipe, Func<bool> stopping) : Stream
 {
@@ -42,11 +43,5 @@ internal sealed unsafe class PipeOutput(SafeFileHandle pipe, Func<bool> stopping
                 Libc.Poll(&pfd, 1, 250);
             }
         }
-    }
-
-    protected override void Dispose(bool disposing)
-    {
-        if (disposing) pipe.Dispose();
-        base.Dispose(disposing);
     }
 }

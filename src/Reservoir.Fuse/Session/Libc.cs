@@ -26,7 +26,7 @@ internal static unsafe partial class Libc
     [DllImport("libc", SetLastError = true, EntryPoint = "poll")]
     public static extern int Poll(long* pollfd, nuint count, int timeoutMs);
 
-    public const short POLLOUT = 4;
+    public const short POLLIN = 1, POLLOUT = 4;
     public const int EPIPE = 32;
 
     [DllImport("libc", SetLastError = true, EntryPoint = "mount")]

@@ -54,10 +54,10 @@ public sealed class FuseMountOptions
     public int DedicatedSubmounts { get; set; } = 16;
 
     /// <summary>Not an -o option: set by the program serving the mount, which knows the send
-    /// format, so that a send through the mount is written by the daemon from the engine
-    /// (<see cref="Bridge.DaemonSendService"/>; shared with the subvolumes' own mounts); null:
-    /// sends through the mount walk the files.</summary>
-    public Bridge.DaemonSendService? Sends { get; set; }
+    /// format, so that sends and receives through the mount are written and applied by the
+    /// daemon from the engine (<see cref="Bridge.DaemonStreamService"/>; shared with the
+    /// subvolumes' own mounts); null: they walk the files.</summary>
+    public Bridge.DaemonStreamService? Streams { get; set; }
 
     /// <summary>st_ino shows an inode's number within its subvolume (as btrfs shows it), not the
     /// node id that is unique across subvolumes; set with submounts, where every subvolume has

@@ -20,8 +20,8 @@ internal sealed class MountedImage : IDisposable
     private FuseSession? _session;
     public readonly List<string> Log = new();
 
-    /// <summary>The sends the daemon writes (started and running: which way a send went).</summary>
-    public Reservoir.Fuse.Bridge.DaemonSendService Sends { get; }
+    /// <summary>The sends and receives the daemon runs (started and running: which way one went).</summary>
+    public Reservoir.Fuse.Bridge.DaemonStreamService Streams { get; }
 
     public static void RequireFuse()
     {
@@ -41,9 +41,10 @@ internal sealed class MountedImage : IDisposable
         var o = new FuseMountOptions { Threads = 4, AllowOther = allowOther, DefaultPermissions = defaultPermissions, CommitSeconds = 5 };
         Xunit.Assert.Empty(o.Parse(options));
         Fs = Filesystem.Mount(_dev, o.EngineOptions());
-        // As `reservoir mount` serves: root's sends through the mount are written by the daemon.
-        Sends = new Reservoir.Fuse.Bridge.DaemonSendService(Reservoir.Cli.Commands.MountCommand.SendWriterFor(Fs));
-        o.Sends = Sends;
+        // As `reservoir mount` serves: root's sends and receives through the mount are written
+        // and applied by the daemon.
+        Streams = Reservoir.Cli.Commands.MountCommand.StreamsFor(Fs);
+        o.Streams = Streams;
         if (quota) TestFs.Ok(Fs.EnableQuota());
         before?.Invoke(Fs);
         _session = FuseSession.Mount(Fs, Image, Dir, o, m => { lock (Log) Log.Add(m); });
@@ -84,7 +85,7 @@ internal sealed class MountedImage : IDisposable
     {
         _session?.Dispose();
         _session = null;
-        Sends.StopAll(TimeSpan.FromSeconds(10));
+        Streams.StopAll(TimeSpan.FromSeconds(10));
         Fs.Dispose();
         _dev.Dispose();
     }

@@ -202,7 +202,7 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
                 using var m = new MountedImage(size: 64UL << 20);
                 var r = MountedImage.Sh($"mkdir in && {Cli} receive -q in -f {work}/full.stream 2>&1", m.Dir);
                 Assert.Equal(1, r.Code);
-                Assert.Contains("No space left on device", r.Out);
+                Assert.Contains("no space left on device", r.Out, StringComparison.OrdinalIgnoreCase);
                 Assert.DoesNotContain("is left", r.Out);
                 Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(m.Dir, "in")));
                 Assert.Equal("", m.Run($"{Cli} subvolume list ."));
@@ -355,13 +355,13 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         // snapshots: the same changes either way.
         // Looked at: the changed ones (d and four files in it, two of them new) in each snapshot
         // and the two roots: 2 + 2 + 2 + 4.
-        // Root's send is written by the daemon; walking (RESERVOIR_SEND=walk), root's asks the
+        // Root's send is written by the daemon; walking (RESERVOIR_SEND_RECEIVE=walk), root's asks the
         // queries above: 10 inodes either way, and the same bytes.
-        int daemonSends = m.Sends.Started;
+        int daemonSends = m.Streams.Started;
         Assert.Contains("; 10 inodes of the two snapshots looked at", m.Run($"{Cli} send -p s0 -f {work}/root.stream s1 && chmod 755 {work}"));
-        Assert.Equal(daemonSends + 1, m.Sends.Started);
-        Assert.Contains("; 10 inodes of the two snapshots looked at", m.Run($"RESERVOIR_SEND=walk {Cli} send -p s0 -f {work}/walked.stream s1"));
-        Assert.Equal(daemonSends + 1, m.Sends.Started);
+        Assert.Equal(daemonSends + 1, m.Streams.Started);
+        Assert.Contains("; 10 inodes of the two snapshots looked at", m.Run($"RESERVOIR_SEND_RECEIVE=walk {Cli} send -p s0 -f {work}/walked.stream s1"));
+        Assert.Equal(daemonSends + 1, m.Streams.Started);
         Assert.Equal(File.ReadAllBytes($"{work}/root.stream"), File.ReadAllBytes($"{work}/walked.stream"));
         var asUser = MountedImage.Sh($"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp DOTNET_CLI_HOME=/tmp {Cli} send -p s0 s1 2>&1 > {work}/user.stream", m.Dir);
         Assert.True(asUser.Code == 0, asUser.Out);

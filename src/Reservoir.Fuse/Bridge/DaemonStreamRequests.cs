@@ -20,3 +20,12 @@ public readonly record struct DaemonSendCounts(long Commands, long StreamBytes, 
 /// go back to the caller) and <see cref="IOException"/> when the output fails.
 /// </summary>
 public delegate DaemonSendCounts DaemonSendWriter(DaemonSendRequest request, Stream output);
+
+/// <summary>
+/// Applies the send streams on <paramref name="input"/> in directory <paramref name="destination"/>
+/// (a node id), as `receive` does, and returns what receive says of them, a line each; every
+/// subvolume it makes there, kept or deleted after a failure, is added to
+/// <paramref name="made"/> (the kernel is told to forget what it knew of those names). Throws
+/// <see cref="Common.FsException"/> for a stream that cannot be received, with the reason.
+/// </summary>
+public delegate IReadOnlyList<string> DaemonReceiver(ulong destination, Stream input, List<string> made);

@@ -12,7 +12,7 @@ namespace Reservoir.Fuse.Bridge;
 /// the caller makes a pipe and asks 'R' 17 on the root of the read-only subvolume to send,
 /// naming the pipe's write end by its descriptor number; the daemon opens that pipe through
 /// /proc/PID/fd of the asking thread and answers at once with a token, while a thread of
-/// <see cref="DaemonSendService"/> writes the stream into the pipe from the engine (no FUSE
+/// <see cref="DaemonStreamService"/> writes the stream into the pipe from the engine (no FUSE
 /// round trip per file: a send that walks the mount spends five or six per file). The caller
 /// reads the pipe to its end and asks 'R' 18 for the outcome.
 ///
@@ -36,12 +36,13 @@ internal sealed partial class FuseBridge
 {
     internal const uint IocDaemonSend = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 17;
     internal const uint IocDaemonSendOutcome = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 18;
+    internal const uint IocDaemonReceive = 0xC0000000 | (SubvolListSize << 16) | (0x52 << 8) | 19;
     internal const int DaemonSendNameAt = 32, DaemonSendClonesAt = 288, DaemonSendMessageAt = 64;
     internal const int DaemonSendMaxClones = ((int)SubvolListSize - DaemonSendClonesAt) / 8;
 
     private Errno DaemonSend(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
     {
-        if (options.Sends is not { } sends) return Errno.ENOTTY;
+        if (options.Streams is not { } streams) return Errno.ENOTTY;
         if (!OwnsImage(r) || r.Pid == 0) return Errno.EPERM;
         if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
         var (tree, root) = NodeIds.Decode(ino);
@@ -59,9 +60,37 @@ internal sealed partial class FuseBridge
         catch (DecoderFallbackException) { return Errno.EINVAL; }
         var clones = new ulong[cloneCount];
         for (int i = 0; i < cloneCount; i++) clones[i] = BinaryPrimitives.ReadUInt64LittleEndian(arg[(DaemonSendClonesAt + 8 * i)..]);
-        var pe = OpenCallersPipe(r.Pid, fd, pipeIno, out var pipe);
+        var pe = OpenCallersPipe(r.Pid, fd, pipeIno, write: true, out var pipe);
         if (pe != Errno.OK) return pe;
-        ulong token = sends.Start(new DaemonSendRequest(tree, parent, clones, name, version, (flags & 1) != 0), pipe!);
+        ulong token = streams.StartSend(new DaemonSendRequest(tree, parent, clones, name, version, (flags & 1) != 0), pipe!);
+        if (token == 0) return Errno.EBUSY;
+        var page = new byte[SubvolListSize];
+        BinaryPrimitives.WriteUInt64LittleEndian(page, token);
+        return Reply(ref w, page);
+    }
+
+    /// <summary>'R' 19 on a directory: apply the streams the caller writes into its pipe there.
+    /// In: u32 the descriptor of the pipe's read end, u32 0, u64 the pipe's inode. Out: u64 the
+    /// token. Not on a mount with submounts (a subvolume received would have no mount of its
+    /// own: such receives walk the mount, whose subvolume ioctls make one).</summary>
+    private Errno DaemonReceive(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
+    {
+        if (options.Streams is not { } streams || options.Submounts || options.IsSubmount) return Errno.ENOTTY;
+        if (!OwnsImage(r) || r.Pid == 0) return Errno.EPERM;
+        if (!SendQueryArgs(ref r, inSize, outSize, out ulong fdAndZero, out ulong pipeIno)) return Errno.EINVAL;
+        if (fdAndZero > int.MaxValue) return Errno.EINVAL;
+        var ge = fs.GetAttr(ino, out var dir);
+        if (ge != Errno.OK) return ge;
+        if (!dir.IsDir) return Errno.ENOTDIR;
+        var pe = OpenCallersPipe(r.Pid, (int)fdAndZero, pipeIno, write: false, out var pipe);
+        if (pe != Errno.OK) return pe;
+        // What the receive made (or made and deleted) appears behind the kernel's back: its
+        // cached entries for those names go, and the directory's attributes.
+        ulong token = streams.StartReceive(ino, pipe!, made =>
+        {
+            foreach (var name in made) InvalidateEntry(ino, Encoding.UTF8.GetBytes(name));
+            if (made.Count == 0) InvalidateAttr(ino);
+        });
         if (token == 0) return Errno.EBUSY;
         var page = new byte[SubvolListSize];
         BinaryPrimitives.WriteUInt64LittleEndian(page, token);
@@ -70,33 +99,34 @@ internal sealed partial class FuseBridge
 
     private Errno DaemonSendOutcome(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
     {
-        if (options.Sends is not { } sends) return Errno.ENOTTY;
+        if (options.Streams is not { } streams) return Errno.ENOTTY;
         if (!OwnsImage(r)) return Errno.EPERM;
         if (!SendQueryArgs(ref r, inSize, outSize, out ulong token, out _)) return Errno.EINVAL;
-        var e = sends.TakeOutcome(token, out var outcome);
+        var e = streams.TakeOutcome(token, out var outcome);
         if (e != Errno.OK) return e;
         var page = new byte[SubvolListSize];
-        var msg = Encoding.UTF8.GetBytes(outcome.Message);
+        // A receive that went well says what it received, a line each.
+        var msg = Encoding.UTF8.GetBytes(outcome.Errno == Errno.OK && outcome.Received.Count > 0 ? string.Join('\n', outcome.Received) : outcome.Message);
         int msgLen = Math.Min(msg.Length, page.Length - DaemonSendMessageAt);
         BinaryPrimitives.WriteInt32LittleEndian(page, (int)outcome.Errno);
         BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), (uint)msgLen);
         var c = outcome.Counts;
-        long[] counts = [c.Commands, c.StreamBytes, c.Inodes, c.DataBytes, c.CloneBytes, c.InodesExamined, c.HoleBytes];
+        long[] counts = [c.Commands, outcome.StreamBytes, c.Inodes, c.DataBytes, c.CloneBytes, c.InodesExamined, c.HoleBytes];
         for (int i = 0; i < counts.Length; i++) BinaryPrimitives.WriteInt64LittleEndian(page.AsSpan(8 + 8 * i), counts[i]);
         msg.AsSpan(0, msgLen).CopyTo(page.AsSpan(DaemonSendMessageAt));
         return Reply(ref w, page);
     }
 
-    /// <summary>Opens the write end of the caller's pipe: descriptor <paramref name="fd"/> of
+    /// <summary>Opens the caller's pipe, to write or to read: descriptor <paramref name="fd"/> of
     /// thread <paramref name="pid"/>, which must be a pipe with inode <paramref name="pipeIno"/>.
     /// Non-blocking (a pipe whose reader is gone answers ENXIO instead of waiting for one, and
     /// <see cref="PipeOutput"/> waits for a full pipe in poll, where a stop can end it); the
     /// open makes a file description of the daemon's own, so the caller's stays as it was.</summary>
-    private static Errno OpenCallersPipe(uint pid, int fd, ulong pipeIno, out SafeFileHandle? pipe)
+    private static Errno OpenCallersPipe(uint pid, int fd, ulong pipeIno, bool write, out SafeFileHandle? pipe)
     {
         pipe = null;
-        const int O_WRONLY = 1;
-        int h = Session.Libc.Open($"/proc/{pid}/fd/{fd}", O_WRONLY | Session.Libc.O_NONBLOCK | Session.Libc.O_CLOEXEC);
+        const int O_RDONLY = 0, O_WRONLY = 1;
+        int h = Session.Libc.Open($"/proc/{pid}/fd/{fd}", (write ? O_WRONLY : O_RDONLY) | Session.Libc.O_NONBLOCK | Session.Libc.O_CLOEXEC);
         if (h < 0) return Errno.EBADF;
         var handle = new SafeFileHandle(h, ownsHandle: true);
         if (Session.Libc.FileTypeAndInode(h) is not ({ } type, { } inode) || type != 0x1000 || inode != pipeIno)

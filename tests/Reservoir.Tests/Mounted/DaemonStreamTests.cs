@@ -6,12 +6,14 @@ using Xunit;
 namespace Reservoir.Tests.Mounted;
 
 /// <summary>
-/// Root's `reservoir send` through a mount is written by the daemon from the engine (the FUSE
-/// bridge's 'R' 17, the caller's pipe): the stream must be the one a send that walks the mount
-/// writes, and the one an offline send of the image writes, byte for byte; a send whose reader
-/// goes away must end in the daemon too; the ioctl must write into nothing but the caller's pipe.
+/// Root's `reservoir send` and `receive` through a mount are written and applied by the daemon
+/// from the engine (the FUSE bridge's 'R' 17-19, the caller's pipe): the stream must be the one
+/// a send that walks the mount writes, and the one an offline send of the image writes, byte for
+/// byte, and a receive must make what a receive walking the mount makes; a send whose reader or a
+/// receive whose writer goes away must end in the daemon too, a receive cut short leaving
+/// nothing; the ioctls must touch nothing but the caller's pipe.
 /// </summary>
-public sealed class DaemonSendTests
+public sealed class DaemonStreamTests
 {
     private static readonly string Cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
 
@@ -31,11 +33,11 @@ public sealed class DaemonSendTests
     /// from the mount's count of daemon-written sends.</summary>
     private static (byte[] Daemon, byte[] Walked) Both(MountedImage m, string work, string args, int subvolumes = 1)
     {
-        int before = m.Sends.Started;
+        int before = m.Streams.Started;
         m.Run($"{Cli} send -q -f {work}/daemon.stream {args}");
-        Assert.Equal(before + subvolumes, m.Sends.Started);
-        m.Run($"RESERVOIR_SEND=walk {Cli} send -q -f {work}/walked.stream {args}");
-        Assert.Equal(before + subvolumes, m.Sends.Started);
+        Assert.Equal(before + subvolumes, m.Streams.Started);
+        m.Run($"RESERVOIR_SEND_RECEIVE=walk {Cli} send -q -f {work}/walked.stream {args}");
+        Assert.Equal(before + subvolumes, m.Streams.Started);
         var both = (File.ReadAllBytes($"{work}/daemon.stream"), File.ReadAllBytes($"{work}/walked.stream"));
         Assert.True(both.Item1.Length > 1000, $"send {args}: a stream of {both.Item1.Length} bytes");
         return both;
@@ -63,22 +65,33 @@ public sealed class DaemonSendTests
         var (two, twoWalked) = Both(m, work, "s1 s2", subvolumes: 2);
         Assert.Equal(twoWalked, two);
 
-        // Received, the daemon's streams make the snapshots again.
+        // Received by the daemon and by the walk, the daemon's streams make the snapshots again,
+        // the same as each other. Names the kernel looked up (and found missing) before a
+        // receive show once it has made them.
         File.WriteAllBytes($"{work}/full.stream", full);
         File.WriteAllBytes($"{work}/inc.stream", inc);
-        m.Run($"mkdir in && {Cli} receive -q -f {work}/full.stream in && {Cli} receive -q -f {work}/inc.stream in");
+        int started = m.Streams.Started;
+        var said = m.Run($"mkdir in && ! stat in/s1 in/s2 2>/dev/null && {Cli} receive -f {work}/full.stream in 2>&1 && stat in/s1 >/dev/null && {Cli} receive -f {work}/inc.stream in 2>&1 && stat in/s2 >/dev/null");
+        Assert.Equal("At subvol s1\nAt snapshot s2\n", said);
+        Assert.Equal(started + 2, m.Streams.Started);
+        m.Run($"mkdir in2 && RESERVOIR_SEND_RECEIVE=walk {Cli} receive -q -f {work}/full.stream in2 && RESERVOIR_SEND_RECEIVE=walk {Cli} receive -q -f {work}/inc.stream in2");
+        Assert.Equal(started + 2, m.Streams.Started);
         const string listing = "find . -printf '%p %y %m %U %G %s %T@ %l\\n' | sort && find . -type f -exec md5sum {} + | sort && getfattr -R -h -d -m - . 2>/dev/null";
         string sent = m.Run($"cd s2 && {listing}"), received = m.Run($"cd in/s2 && {listing}");
         Assert.Contains("./d/moved", sent);
         Assert.Equal(sent, received);
+        Assert.Equal(sent, m.Run($"cd in2/s2 && {listing}"));
+        string show = m.Run($"{Cli} subvolume show in/s2");
+        Assert.Contains("Flags: \t\t\treadonly", show);
+        Assert.Matches(@"Received UUID: \t+[0-9a-f-]{36}\n", show);
 
         // Another user may not have the daemon write (the stream names every file whatever the
         // directories' permissions): their send walks the mount, to the same changes.
         m.Run($"chmod 755 {work}");
-        int before = m.Sends.Started;
+        int before = m.Streams.Started;
         var asUser = MountedImage.Sh($"setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp DOTNET_CLI_HOME=/tmp {Cli} send -q -p s1 s2 > {work}/user.stream", m.Dir);
         Assert.True(asUser.Code == 0, asUser.Out);
-        Assert.Equal(before, m.Sends.Started);
+        Assert.Equal(before, m.Streams.Started);
         Assert.Equal(m.Run($"{Cli} receive --dump -f {work}/inc.stream"), m.Run($"{Cli} receive --dump -f {work}/user.stream"));
 
         // Offline, the image's send writes the same bytes.
@@ -107,9 +120,9 @@ public sealed class DaemonSendTests
 
         // The command blocks writing to a pipe nobody reads, the daemon on the full pipe to it;
         // then the command is killed.
-        int before = m.Sends.Started;
+        int before = m.Streams.Started;
         m.Run($"mkfifo {work}/p && {{ sleep 31 < {work}/p & r=$!; {Cli} send snap > {work}/p & s=$!; sleep 3; kill -KILL $s; kill $r; wait; true; }}");
-        Assert.Equal(before + 1, m.Sends.Started);
+        Assert.Equal(before + 1, m.Streams.Started);
         WaitForNoDaemonSend(m);
 
         m.Run($"{Cli} send -q -f {work}/s.stream snap && mkdir in && {Cli} receive -q -f {work}/s.stream in && cmp sv/big in/snap/big");
@@ -118,11 +131,48 @@ public sealed class DaemonSendTests
         Assert.True(fsck.Code == 0, fsck.Out);
     }
 
+    /// <summary>A stream cut short (a truncated file, or a command killed while the daemon
+    /// waits on the pipe it writes) leaves nothing behind in the daemon's receive: the subvolume
+    /// it was making is deleted, the next receive of the whole stream works, fsck is clean. A
+    /// name taken is refused with the reason, what is there untouched.</summary>
+    [Fact]
+    public void ADaemonReceiveCutShortLeavesNothing()
+    {
+        using var m = new MountedImage(size: 256UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create sv && head -c 20000000 /dev/urandom > sv/big && for i in $(seq 100); do echo $i > sv/f$i; done && " +
+            $"{Cli} subvolume snapshot -r sv snap && {Cli} send -q -f {work}/s.stream snap && mkdir in && head -c 10000000 {work}/s.stream > {work}/cut.stream");
+
+        var cut = MountedImage.Sh($"{Cli} receive -f {work}/cut.stream in", m.Dir);
+        Assert.Equal(1, cut.Code);
+        Assert.Contains("the stream ends inside a command", cut.Out);
+        Assert.Equal("", m.Run("ls in"));
+        WaitForNoDaemonSend(m);
+
+        // The command feeds the daemon from a FIFO that holds back the rest of the stream; it is
+        // killed with the subvolume half made.
+        int before = m.Streams.Started;
+        m.Run($"mkfifo {work}/p && {{ (head -c 10000000 {work}/s.stream; sleep 30) > {work}/p & w=$!; {Cli} receive -f {work}/p in & r=$!; sleep 3; kill -KILL $r; kill $w; pkill -f 'sleep 30$' ; wait; true; }}");
+        Assert.Equal(before + 1, m.Streams.Started);
+        WaitForNoDaemonSend(m);
+        Assert.Equal("", m.Run("ls in"));
+
+        m.Run($"{Cli} receive -q -f {work}/s.stream in && cmp sv/big in/snap/big && cmp sv/f77 in/snap/f77");
+        var again = MountedImage.Sh($"{Cli} receive -f {work}/s.stream in", m.Dir);
+        Assert.Equal(1, again.Code);
+        Assert.Contains("'snap' exists already", again.Out);
+        m.Run("cmp sv/big in/snap/big");
+        m.Run($"{Cli} subvolume sync .");
+        m.Unmount();
+        var fsck = MountedImage.Sh($"{Cli} fsck {m.Image}", "/");
+        Assert.True(fsck.Code == 0, fsck.Out);
+    }
+
     private static void WaitForNoDaemonSend(MountedImage m)
     {
         var until = DateTime.UtcNow.AddSeconds(20);
-        while (m.Sends.Running > 0 && DateTime.UtcNow < until) Thread.Sleep(20);
-        Assert.Equal(0, m.Sends.Running);
+        while (m.Streams.Running > 0 && DateTime.UtcNow < until) Thread.Sleep(20);
+        Assert.Equal(0, m.Streams.Running);
     }
 
     /// <summary>The ioctl opens only a pipe of the caller's whose inode the caller names: another
@@ -162,14 +212,14 @@ public sealed class DaemonSendTests
             Assert.Contains("is not read-only", System.Text.Encoding.UTF8.GetString(page, 64, len));
             Assert.Equal(0L, BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(16))); // stream bytes
         }
-        Assert.Equal(0, m.Sends.Running);
+        Assert.Equal(0, m.Streams.Running);
 
         // Through the client: a writable subvolume is the send's error, with the daemon's words.
-        var ex = Assert.Throws<FsException>(() => DaemonSendClient.TryRun($"{m.Dir}/sv", 0, [], "sv", new SendOptions(), Stream.Null, out _));
+        var ex = Assert.Throws<FsException>(() => DaemonStreamClient.TrySend($"{m.Dir}/sv", 0, [], "sv", new SendOptions(), Stream.Null, out _));
         Assert.Equal(Errno.EINVAL, ex.Errno);
         Assert.Contains("is not read-only", ex.Message);
         using var ms = new MemoryStream();
-        Assert.True(DaemonSendClient.TryRun($"{m.Dir}/snap", 0, [], "snap", new SendOptions(), ms, out var sum));
+        Assert.True(DaemonStreamClient.TrySend($"{m.Dir}/snap", 0, [], "snap", new SendOptions(), ms, out var sum));
         Assert.Equal(ms.Length, sum.StreamBytes);
         Assert.Equal(3, sum.Inodes); // the root, f and d
         m.Unmount();

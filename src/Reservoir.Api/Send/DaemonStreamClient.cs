@@ -15,11 +15,12 @@ namespace Reservoir.Api.Send;
 /// daemon that does not write sends, <see cref="TryRun"/> answers false before writing anything
 /// and the caller walks the mount instead.
 /// </summary>
-public static class DaemonSendClient
+public static class DaemonStreamClient
 {
     private const uint PageSize = 16376;
     private const uint IocDaemonSend = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 17;
     private const uint IocDaemonSendOutcome = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 18;
+    private const uint IocDaemonReceive = 0xC0000000 | (PageSize << 16) | (0x52 << 8) | 19;
     private const int NameAt = 32, ClonesAt = 288, MessageAt = 64;
     private const int MaxClones = ((int)PageSize - ClonesAt) / 8;
     private const int O_CLOEXEC = 0x80000;
@@ -41,7 +42,7 @@ public static class DaemonSendClient
     /// has been written then); an <see cref="FsException"/> for a send that failed, an
     /// <see cref="IOException"/> when writing <paramref name="output"/> failed.
     /// </summary>
-    public static bool TryRun(string subvolumeRoot, ulong parent, IReadOnlyList<ulong> cloneSources, string name, SendOptions options, Stream output, out SendSummary summary)
+    public static bool TrySend(string subvolumeRoot, ulong parent, IReadOnlyList<ulong> cloneSources, string name, SendOptions options, Stream output, out SendSummary summary)
     {
         summary = default;
         var nameBytes = Encoding.UTF8.GetBytes(name);
@@ -86,17 +87,8 @@ public static class DaemonSendClient
                 }
             }
             // The daemon records the outcome before it closes the pipe, so it is there now.
-            Array.Clear(page);
-            BinaryPrimitives.WriteUInt64LittleEndian(page, token);
-            for (int tries = 0; (e = OnlineSubvolume.Ioctl(dir, IocDaemonSendOutcome, page)) == Errno.EAGAIN && tries < 500; tries++) Thread.Sleep(10);
-            if (e != Errno.OK) throw new FsException(e, "cannot learn how the daemon's send ended");
-            var result = (Errno)BinaryPrimitives.ReadInt32LittleEndian(page);
-            if (result != Errno.OK)
-            {
-                int len = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)), PageSize - MessageAt);
-                string why = len > 0 ? Encoding.UTF8.GetString(page, MessageAt, len) : result.Describe();
-                throw new FsException(result, why);
-            }
+            var result = Outcome(dir, token, page);
+            if (result != Errno.OK) throw new FsException(result, Message(page, result));
             long C(int i) => BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(8 + 8 * i));
             summary = new SendSummary(C(0), C(1), C(2), C(3), C(4), C(5), C(6));
             if (bytes != summary.StreamBytes)
@@ -109,6 +101,91 @@ public static class DaemonSendClient
             writeEnd?.Dispose();
             OnlineSubvolume.Close(dir);
         }
+    }
+
+    /// <summary>
+    /// Receives the streams on <paramref name="input"/> into <paramref name="directory"/> (on a
+    /// mounted Reservoir) by the daemon; <paramref name="said"/>: what receive says of each
+    /// ("At subvol NAME"). False when the daemon would not do it (nothing of the input has been
+    /// read then); an <see cref="FsException"/> for a stream that could not be received (the
+    /// daemon deleted what it had made of it), an <see cref="IOException"/> when reading
+    /// <paramref name="input"/> failed.
+    /// </summary>
+    public static bool TryReceive(string directory, Stream input, out IReadOnlyList<string> said)
+    {
+        said = [];
+        int dir = OnlineSubvolume.Open(directory, OnlineSubvolume.O_RDONLY | OnlineSubvolume.O_DIRECTORY | OnlineSubvolume.O_CLOEXEC);
+        if (dir < 0) return false;
+        SafeFileHandle? readEnd = null, writeEnd = null;
+        try
+        {
+            if (!MakePipe(out readEnd, out writeEnd, out ulong pipeIno)) return false;
+            var page = new byte[PageSize];
+            BinaryPrimitives.WriteUInt64LittleEndian(page, (ulong)readEnd.DangerousGetHandle());
+            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), pipeIno);
+            if (OnlineSubvolume.Ioctl(dir, IocDaemonReceive, page) != Errno.OK) return false;
+            ulong token = BinaryPrimitives.ReadUInt64LittleEndian(page);
+            // The daemon reads its own end; the end of what is written here is the end of the
+            // streams. A daemon that failed closes its end: the write then fails (EPIPE) and the
+            // outcome says why.
+            readEnd.Dispose();
+            readEnd = null;
+            IOException? inputFailed = null;
+            var buf = new byte[1 << 20];
+            using (var pipe = new FileStream(writeEnd, FileAccess.Write, 0))
+            {
+                writeEnd = null; // the stream's now
+                while (true)
+                {
+                    int n;
+                    try { n = input.Read(buf); }
+                    catch (IOException ex) { inputFailed = ex; break; }
+                    if (n == 0) break;
+                    try { pipe.Write(buf, 0, n); }
+                    catch (IOException) { break; }
+                }
+            }
+            // The daemon ends once it has read to the end (and committed nothing more than a
+            // receive through the mount would): wait for it, outside any request.
+            var e = Outcome(dir, token, page, waitMs: int.MaxValue);
+            if (inputFailed != null) throw new IOException($"cannot read the stream: {inputFailed.Message}", inputFailed);
+            if (e != Errno.OK) throw new FsException(e, Message(page, e));
+            int len = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)), PageSize - MessageAt);
+            said = len == 0 ? [] : Encoding.UTF8.GetString(page, MessageAt, len).Split('\n');
+            return true;
+        }
+        finally
+        {
+            readEnd?.Dispose();
+            writeEnd?.Dispose();
+            OnlineSubvolume.Close(dir);
+        }
+    }
+
+    /// <summary>Asks for the outcome of <paramref name="token"/> into <paramref name="page"/>
+    /// (while the daemon still runs it, again every 10 ms for up to <paramref name="waitMs"/>);
+    /// the errno the outcome carries.</summary>
+    private static Errno Outcome(int dir, ulong token, byte[] page, int waitMs = 5000)
+    {
+        Errno e;
+        var since = Environment.TickCount64;
+        while (true)
+        {
+            Array.Clear(page);
+            BinaryPrimitives.WriteUInt64LittleEndian(page, token);
+            e = OnlineSubvolume.Ioctl(dir, IocDaemonSendOutcome, page);
+            if (e != Errno.EAGAIN || Environment.TickCount64 - since > waitMs) break;
+            Thread.Sleep(10);
+        }
+        if (e != Errno.OK) throw new FsException(e, "cannot learn how the daemon's send or receive ended");
+        return (Errno)BinaryPrimitives.ReadInt32LittleEndian(page);
+    }
+
+    /// <summary>The reason the outcome in <paramref name="page"/> gives, or the errno's words.</summary>
+    private static string Message(byte[] page, Errno e)
+    {
+        int len = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)), PageSize - MessageAt);
+        return len > 0 ? Encoding.UTF8.GetString(page, MessageAt, len) : e.Describe();
     }
 
     private static unsafe bool MakePipe(out SafeFileHandle readEnd, out SafeFileHandle writeEnd, out ulong ino)
