@@ -47,60 +47,48 @@ public static class DaemonStreamClient
         summary = default;
         var nameBytes = Encoding.UTF8.GetBytes(name);
         if (cloneSources.Count > MaxClones || nameBytes.Length is 0 or > 255) return false;
-        int dir = OnlineSubvolume.Open(subvolumeRoot, OnlineSubvolume.O_RDONLY | OnlineSubvolume.O_DIRECTORY | OnlineSubvolume.O_CLOEXEC);
-        if (dir < 0) return false;
-        SafeFileHandle? readEnd = null, writeEnd = null;
-        try
-        {
-            if (!MakePipe(out readEnd, out writeEnd, out ulong pipeIno)) return false;
-            var page = new byte[PageSize];
-            BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)writeEnd.DangerousGetHandle());
-            BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), (uint)options.Version);
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), pipeIno);
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(16), parent);
-            BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(24), options.NoData ? 1u : 0u);
-            BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(28), (ushort)nameBytes.Length);
-            BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(30), (ushort)cloneSources.Count);
-            nameBytes.CopyTo(page.AsSpan(NameAt));
-            for (int i = 0; i < cloneSources.Count; i++) BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(ClonesAt + 8 * i), cloneSources[i]);
+        using var ch = Channel.Open(subvolumeRoot);
+        if (ch == null) return false;
+        var page = new byte[PageSize];
+        BinaryPrimitives.WriteUInt32LittleEndian(page, (uint)ch.WriteEnd!.DangerousGetHandle());
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), (uint)options.Version);
+        BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), ch.PipeIno);
+        BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(16), parent);
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(24), options.NoData ? 1u : 0u);
+        BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(28), (ushort)nameBytes.Length);
+        BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(30), (ushort)cloneSources.Count);
+        nameBytes.CopyTo(page.AsSpan(NameAt));
+        for (int i = 0; i < cloneSources.Count; i++) BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(ClonesAt + 8 * i), cloneSources[i]);
 
-            var e = OnlineSubvolume.Ioctl(dir, IocDaemonSend, page);
-            // Refused before anything was written (not allowed, not this daemon's): walk.
-            if (e != Errno.OK) return false;
-            ulong token = BinaryPrimitives.ReadUInt64LittleEndian(page);
-            // The daemon has its own end now; with ours closed, the end of the stream is the end
-            // of its send. Read here, outside any FUSE request: killed meanwhile, this process
-            // just closes the pipe and the daemon's send ends on EPIPE. An output that fails
-            // closes the pipe as well (finally), with the same effect.
-            writeEnd.Dispose();
-            long bytes = 0;
-            var buf = new byte[1 << 20];
-            using (var input = new FileStream(readEnd, FileAccess.Read, 0))
-            {
-                readEnd = null; // the stream's now
-                int n;
-                while ((n = input.Read(buf)) > 0)
-                {
-                    try { output.Write(buf, 0, n); }
-                    catch (IOException ex) { throw new IOException($"cannot write the stream: {ex.Message}", ex); }
-                    bytes += n;
-                }
-            }
-            // The daemon records the outcome before it closes the pipe, so it is there now.
-            var result = Outcome(dir, token, page);
-            if (result != Errno.OK) throw new FsException(result, Message(page, result));
-            long C(int i) => BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(8 + 8 * i));
-            summary = new SendSummary(C(0), C(1), C(2), C(3), C(4), C(5), C(6));
-            if (bytes != summary.StreamBytes)
-                throw new FsException(Errno.EIO, $"the daemon wrote {summary.StreamBytes} bytes of stream, {bytes} arrived");
-            return true;
-        }
-        finally
+        var e = OnlineSubvolume.Ioctl(ch.Dir, IocDaemonSend, page);
+        // Refused before anything was written (not allowed, not this daemon's): walk.
+        if (e != Errno.OK) return false;
+        ulong token = BinaryPrimitives.ReadUInt64LittleEndian(page);
+        // The daemon has its own end now; with ours closed, the end of the stream is the end
+        // of its send. Read here, outside any FUSE request: killed meanwhile, this process
+        // just closes the pipe and the daemon's send ends on EPIPE. An output that fails
+        // closes the pipe as well (disposed on the way out), with the same effect.
+        ch.WriteEnd.Dispose();
+        long bytes = 0;
+        var buf = new byte[1 << 20];
+        using (var input = new FileStream(ch.ReadEnd!, FileAccess.Read, 0))
         {
-            readEnd?.Dispose();
-            writeEnd?.Dispose();
-            OnlineSubvolume.Close(dir);
+            int n;
+            while ((n = input.Read(buf)) > 0)
+            {
+                try { output.Write(buf, 0, n); }
+                catch (IOException ex) { throw new IOException($"cannot write the stream: {ex.Message}", ex); }
+                bytes += n;
+            }
         }
+        // The daemon records the outcome before it closes the pipe, so it is there now.
+        var result = Outcome(ch.Dir, token, page);
+        if (result != Errno.OK) throw new FsException(result, Message(page, result));
+        long C(int i) => BinaryPrimitives.ReadInt64LittleEndian(page.AsSpan(8 + 8 * i));
+        summary = new SendSummary(C(0), C(1), C(2), C(3), C(4), C(5), C(6));
+        if (bytes != summary.StreamBytes)
+            throw new FsException(Errno.EIO, $"the daemon wrote {summary.StreamBytes} bytes of stream, {bytes} arrived");
+        return true;
     }
 
     /// <summary>
@@ -114,52 +102,39 @@ public static class DaemonStreamClient
     public static bool TryReceive(string directory, Stream input, out IReadOnlyList<string> said)
     {
         said = [];
-        int dir = OnlineSubvolume.Open(directory, OnlineSubvolume.O_RDONLY | OnlineSubvolume.O_DIRECTORY | OnlineSubvolume.O_CLOEXEC);
-        if (dir < 0) return false;
-        SafeFileHandle? readEnd = null, writeEnd = null;
-        try
+        using var ch = Channel.Open(directory);
+        if (ch == null) return false;
+        var page = new byte[PageSize];
+        BinaryPrimitives.WriteUInt64LittleEndian(page, (ulong)ch.ReadEnd!.DangerousGetHandle());
+        BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), ch.PipeIno);
+        if (OnlineSubvolume.Ioctl(ch.Dir, IocDaemonReceive, page) != Errno.OK) return false;
+        ulong token = BinaryPrimitives.ReadUInt64LittleEndian(page);
+        // The daemon reads its own end; the end of what is written here is the end of the
+        // streams. A daemon that failed closes its end: the write then fails (EPIPE) and the
+        // outcome says why.
+        ch.ReadEnd.Dispose();
+        IOException? inputFailed = null;
+        var buf = new byte[1 << 20];
+        using (var pipe = new FileStream(ch.WriteEnd!, FileAccess.Write, 0))
         {
-            if (!MakePipe(out readEnd, out writeEnd, out ulong pipeIno)) return false;
-            var page = new byte[PageSize];
-            BinaryPrimitives.WriteUInt64LittleEndian(page, (ulong)readEnd.DangerousGetHandle());
-            BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), pipeIno);
-            if (OnlineSubvolume.Ioctl(dir, IocDaemonReceive, page) != Errno.OK) return false;
-            ulong token = BinaryPrimitives.ReadUInt64LittleEndian(page);
-            // The daemon reads its own end; the end of what is written here is the end of the
-            // streams. A daemon that failed closes its end: the write then fails (EPIPE) and the
-            // outcome says why.
-            readEnd.Dispose();
-            readEnd = null;
-            IOException? inputFailed = null;
-            var buf = new byte[1 << 20];
-            using (var pipe = new FileStream(writeEnd, FileAccess.Write, 0))
+            while (true)
             {
-                writeEnd = null; // the stream's now
-                while (true)
-                {
-                    int n;
-                    try { n = input.Read(buf); }
-                    catch (IOException ex) { inputFailed = ex; break; }
-                    if (n == 0) break;
-                    try { pipe.Write(buf, 0, n); }
-                    catch (IOException) { break; }
-                }
+                int n;
+                try { n = input.Read(buf); }
+                catch (IOException ex) { inputFailed = ex; break; }
+                if (n == 0) break;
+                try { pipe.Write(buf, 0, n); }
+                catch (IOException) { break; }
             }
-            // The daemon ends once it has read to the end (and committed nothing more than a
-            // receive through the mount would): wait for it, outside any request.
-            var e = Outcome(dir, token, page, waitMs: int.MaxValue);
-            if (inputFailed != null) throw new IOException($"cannot read the stream: {inputFailed.Message}", inputFailed);
-            if (e != Errno.OK) throw new FsException(e, Message(page, e));
-            int len = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)), PageSize - MessageAt);
-            said = len == 0 ? [] : Encoding.UTF8.GetString(page, MessageAt, len).Split('\n');
-            return true;
         }
-        finally
-        {
-            readEnd?.Dispose();
-            writeEnd?.Dispose();
-            OnlineSubvolume.Close(dir);
-        }
+        // The daemon ends once it has read to the end (and committed nothing more than a
+        // receive through the mount would): wait for it, outside any request.
+        var e = Outcome(ch.Dir, token, page, waitMs: int.MaxValue);
+        if (inputFailed != null) throw new IOException($"cannot read the stream: {inputFailed.Message}", inputFailed);
+        if (e != Errno.OK) throw new FsException(e, Message(page, e));
+        int len = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)), PageSize - MessageAt);
+        said = len == 0 ? [] : Encoding.UTF8.GetString(page, MessageAt, len).Split('\n');
+        return true;
     }
 
     /// <summary>Asks for the outcome of <paramref name="token"/> into <paramref name="page"/>
@@ -188,27 +163,40 @@ public static class DaemonStreamClient
         return len > 0 ? Encoding.UTF8.GetString(page, MessageAt, len) : e.Describe();
     }
 
-    private static unsafe bool MakePipe(out SafeFileHandle readEnd, out SafeFileHandle writeEnd, out ulong ino)
+    /// <summary>The directory the ioctls go to, opened, and a pipe of 1 MiB (the most an
+    /// ordinary user may ask by default, pipe-max-size; a sixteenth of the wake-ups of 64 KiB)
+    /// with its inode, which the daemon checks. Disposing closes what is still open.</summary>
+    private sealed class Channel : IDisposable
     {
-        int* fds = stackalloc int[2];
-        readEnd = writeEnd = null!;
-        ino = 0;
-        if (Pipe2(fds, O_CLOEXEC) != 0) return false;
-        // A pipe of 1 MiB (the most an ordinary user may ask by default, pipe-max-size) instead
-        // of 64 KiB: a sixteenth of the wake-ups between the daemon and the copy. Best effort.
-        const int F_SETPIPE_SZ = 1031;
-        Fcntl(fds[0], F_SETPIPE_SZ, 1 << 20);
-        readEnd = new SafeFileHandle(fds[0], ownsHandle: true);
-        writeEnd = new SafeFileHandle(fds[1], ownsHandle: true);
-        // statx with AT_EMPTY_PATH on the descriptor: stx_ino at byte 32.
-        byte* buf = stackalloc byte[256];
-        if (Statx(fds[1], "", 0x1000, 0x100, buf) != 0)
+        public int Dir { get; private init; } = -1;
+        public SafeFileHandle? ReadEnd { get; private set; }
+        public SafeFileHandle? WriteEnd { get; private set; }
+        public ulong PipeIno { get; private set; }
+
+        /// <summary>Null when the directory or the pipe cannot be had (the caller walks).</summary>
+        public static unsafe Channel? Open(string directory)
         {
-            readEnd.Dispose();
-            writeEnd.Dispose();
-            return false;
+            int dir = OnlineSubvolume.Open(directory, OnlineSubvolume.O_RDONLY | OnlineSubvolume.O_DIRECTORY | OnlineSubvolume.O_CLOEXEC);
+            if (dir < 0) return null;
+            var ch = new Channel { Dir = dir };
+            int* fds = stackalloc int[2];
+            if (Pipe2(fds, O_CLOEXEC) != 0) { ch.Dispose(); return null; }
+            const int F_SETPIPE_SZ = 1031;
+            Fcntl(fds[0], F_SETPIPE_SZ, 1 << 20); // best effort
+            ch.ReadEnd = new SafeFileHandle(fds[0], ownsHandle: true);
+            ch.WriteEnd = new SafeFileHandle(fds[1], ownsHandle: true);
+            // statx with AT_EMPTY_PATH on the descriptor: stx_ino at byte 32.
+            byte* buf = stackalloc byte[256];
+            if (Statx(fds[1], "", 0x1000, 0x100, buf) != 0) { ch.Dispose(); return null; }
+            ch.PipeIno = *(ulong*)(buf + 32);
+            return ch;
         }
-        ino = *(ulong*)(buf + 32);
-        return true;
+
+        public void Dispose()
+        {
+            ReadEnd?.Dispose();
+            WriteEnd?.Dispose();
+            if (Dir >= 0) OnlineSubvolume.Close(Dir);
+        }
     }
 }
