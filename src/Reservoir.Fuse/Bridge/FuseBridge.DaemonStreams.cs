@@ -8,29 +8,34 @@ using Reservoir.Fuse.Protocol;
 namespace Reservoir.Fuse.Bridge;
 
 /// <summary>
-/// A send through the mount written by the daemon, as btrfs's send is written by the kernel:
-/// the caller makes a pipe and asks 'R' 17 on the root of the read-only subvolume to send,
-/// naming the pipe's write end by its descriptor number; the daemon opens that pipe through
-/// /proc/PID/fd of the asking thread and answers at once with a token, while a thread of
-/// <see cref="DaemonStreamService"/> writes the stream into the pipe from the engine (no FUSE
-/// round trip per file: a send that walks the mount spends five or six per file). The caller
-/// reads the pipe to its end and asks 'R' 18 for the outcome.
+/// Sends and receives through the mount run by the daemon, as btrfs's are run by the kernel:
+/// the caller makes a pipe and asks 'R' 17 on the root of the read-only subvolume to send (or
+/// 'R' 19 on the directory to receive into), naming its end of the pipe by descriptor number;
+/// the daemon opens that pipe through /proc/PID/fd of the asking thread and answers at once with
+/// a token, while a thread of <see cref="DaemonStreamService"/> writes the stream into the pipe
+/// from the engine (or applies what it reads to the engine): no FUSE round trip per file, where
+/// a send that walks the mount spends five or six. The caller copies the pipe to its end and
+/// asks 'R' 18 for the outcome.
 ///
-/// Who may: root and the user the daemon runs as (the stream holds every file whatever the
-/// permissions of the directories above it, as btrfs's send is CAP_SYS_ADMIN's); others, and a
-/// caller the daemon cannot see (another pid namespace), get EPERM and walk the mount instead.
-/// The descriptor is trusted only if it is a pipe whose inode is the one the caller names
-/// (fstat of its end): a number that happens to name another file of the process is refused.
+/// Who may: root and the user the daemon runs as (a stream holds every file whatever the
+/// permissions of the directories above it, as btrfs's send and receive are CAP_SYS_ADMIN's);
+/// others, and a caller the daemon cannot see (another pid namespace), get EPERM and walk the
+/// mount instead. The descriptor is trusted only if it is a pipe whose inode is the one the
+/// caller names (fstat of its end): a number that happens to name another file of the process
+/// is refused.
 ///
 /// 'R' 17, _IOWR(16376). In: u32 fd, u32 stream version, u64 the pipe's inode, u64 the
 /// parent's subvolume id (0: a full send), u32 flags (1: no data), u16 name length, u16 clone
 /// source count, the name at 32 (at most 255 bytes), the clone sources' ids (u64) from 288.
-/// Out: u64 the token. Its errno is for a send that never started: ENOTTY (this daemon does not
-/// write sends), EPERM, EINVAL, EBADF, EBUSY (the mount is going away).
-/// 'R' 18, _IOWR(16376). In: u64 the token. Out: s32 errno of the send (0: the stream is
-/// whole), u32 message length, seven s64 counts (commands, stream bytes, inodes, data bytes,
-/// cloned bytes, inodes examined, punched bytes), the message (UTF-8) from 64. Its errno:
-/// EAGAIN while the send runs, ENOENT for a token unknown or already answered.
+/// 'R' 19, _IOWR(16376). In: u64 fd, u64 the pipe's inode.
+/// Both out: u64 the token. Their errno is for what never started: ENOTTY (this daemon does not
+/// run them; a receive on a mount with submounts), EPERM, EINVAL, ENOTDIR, EBADF, EBUSY (the
+/// mount is going away).
+/// 'R' 18, _IOWR(16376). In: u64 the token. Out: s32 errno of the send or receive (0: whole),
+/// u32 message length, seven s64 counts (a send's commands, stream bytes, inodes, data bytes,
+/// cloned bytes, inodes examined, punched bytes; a receive's stream bytes alone), from 64 the
+/// message (UTF-8): the reason, or what a receive says it received, a line each. Its errno:
+/// EAGAIN while it runs, ENOENT for a token unknown or already answered.
 /// </summary>
 internal sealed partial class FuseBridge
 {
@@ -62,7 +67,12 @@ internal sealed partial class FuseBridge
         for (int i = 0; i < cloneCount; i++) clones[i] = BinaryPrimitives.ReadUInt64LittleEndian(arg[(DaemonSendClonesAt + 8 * i)..]);
         var pe = OpenCallersPipe(r.Pid, fd, pipeIno, write: true, out var pipe);
         if (pe != Errno.OK) return pe;
-        ulong token = streams.StartSend(new DaemonSendRequest(tree, parent, clones, name, version, (flags & 1) != 0), pipe!);
+        return TokenReply(ref w, streams.StartSend(new DaemonSendRequest(tree, parent, clones, name, version, (flags & 1) != 0), pipe!));
+    }
+
+    /// <summary>The token of what started, or EBUSY when nothing starts any more (unmounting).</summary>
+    private Errno TokenReply(ref ReplyWriter w, ulong token)
+    {
         if (token == 0) return Errno.EBUSY;
         var page = new byte[SubvolListSize];
         BinaryPrimitives.WriteUInt64LittleEndian(page, token);
@@ -70,8 +80,7 @@ internal sealed partial class FuseBridge
     }
 
     /// <summary>'R' 19 on a directory: apply the streams the caller writes into its pipe there.
-    /// In: u32 the descriptor of the pipe's read end, u32 0, u64 the pipe's inode. Out: u64 the
-    /// token. Not on a mount with submounts (a subvolume received would have no mount of its
+    /// Not on a mount with submounts (a subvolume received would have no mount of its
     /// own: such receives walk the mount, whose subvolume ioctls make one).</summary>
     private Errno DaemonReceive(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
     {
@@ -86,15 +95,11 @@ internal sealed partial class FuseBridge
         if (pe != Errno.OK) return pe;
         // What the receive made (or made and deleted) appears behind the kernel's back: its
         // cached entries for those names go, and the directory's attributes.
-        ulong token = streams.StartReceive(ino, pipe!, made =>
+        return TokenReply(ref w, streams.StartReceive(ino, pipe!, made =>
         {
             foreach (var name in made) InvalidateEntry(ino, Encoding.UTF8.GetBytes(name));
             if (made.Count == 0) InvalidateAttr(ino);
-        });
-        if (token == 0) return Errno.EBUSY;
-        var page = new byte[SubvolListSize];
-        BinaryPrimitives.WriteUInt64LittleEndian(page, token);
-        return Reply(ref w, page);
+        }));
     }
 
     private Errno DaemonSendOutcome(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)

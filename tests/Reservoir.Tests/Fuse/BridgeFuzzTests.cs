@@ -64,12 +64,16 @@ public class BridgeFuzzTests
 
     [Theory]
     [MemberData(nameof(Seeds))]
-    public async Task EveryRequestGetsAnErrnoAndNothingIsLost(int seed)
+    public Task EveryRequestGetsAnErrnoAndNothingIsLost(int seed) =>
+        Within(TimeSpan.FromMinutes(3), () => Run(seed), () => $"seed {seed}: no answer within 3 minutes (a request hangs): {_last}");
+
+    /// <summary>Runs <paramref name="run"/>, failing with <paramref name="hung"/>'s words if it
+    /// has not ended within <paramref name="limit"/>.</summary>
+    internal static async Task Within(TimeSpan limit, Action run, Func<string> hung)
     {
-        var run = Task.Run(() => Run(seed));
-        if (await Task.WhenAny(run, Task.Delay(TimeSpan.FromMinutes(3))) != run)
-            throw new Xunit.Sdk.XunitException($"seed {seed}: no answer within 3 minutes (a request hangs): {_last}");
-        await run;
+        var task = Task.Run(run);
+        if (await Task.WhenAny(task, Task.Delay(limit)) != task) throw new Xunit.Sdk.XunitException(hung());
+        await task;
     }
 
     private volatile string _last = "";
@@ -174,9 +178,9 @@ public class BridgeFuzzTests
         return (canary, canaryIno, [cd.Ino, canaryIno], sv.Ino);
     }
 
-    private static byte[] U32(uint v) { var x = new byte[4]; BinaryPrimitives.WriteUInt32LittleEndian(x, v); return x; }
-    private static byte[] U64(ulong v) { var x = new byte[8]; BinaryPrimitives.WriteUInt64LittleEndian(x, v); return x; }
-    private static byte[] Cat(params byte[][] parts) => parts.SelectMany(p => p).ToArray();
+    internal static byte[] U32(uint v) { var x = new byte[4]; BinaryPrimitives.WriteUInt32LittleEndian(x, v); return x; }
+    internal static byte[] U64(ulong v) { var x = new byte[8]; BinaryPrimitives.WriteUInt64LittleEndian(x, v); return x; }
+    internal static byte[] Cat(params byte[][] parts) => parts.SelectMany(p => p).ToArray();
 
     private readonly record struct Reply(int Error, byte[] Body, string? Problem);
 

@@ -10,6 +10,7 @@ using Reservoir.Fuse.Bridge;
 using Reservoir.Fuse.Protocol;
 using Reservoir.Fuse.Session;
 using Xunit;
+using static Reservoir.Tests.Fuse.BridgeFuzzTests;
 
 namespace Reservoir.Tests.Fuse;
 
@@ -33,13 +34,8 @@ public class DaemonStreamFuzzTests
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(3)]
-    public async Task EverySendAndReceiveEndsWithAnOutcomeAndNothingIsLost(int seed)
-    {
-        var run = Task.Run(() => Run(seed));
-        if (await Task.WhenAny(run, Task.Delay(TimeSpan.FromMinutes(3))) != run)
-            throw new Xunit.Sdk.XunitException($"seed {seed}: no end within 3 minutes (a send or receive hangs): {_last}");
-        await run;
-    }
+    public Task EverySendAndReceiveEndsWithAnOutcomeAndNothingIsLost(int seed) =>
+        BridgeFuzzTests.Within(TimeSpan.FromMinutes(3), () => Run(seed), () => $"seed {seed}: no end within 3 minutes (a send or receive hangs): {_last}");
 
     private volatile string _last = "";
 
@@ -218,8 +214,6 @@ public class DaemonStreamFuzzTests
         return x;
     }
 
-    private static byte[] U32(uint v) { var x = new byte[4]; BinaryPrimitives.WriteUInt32LittleEndian(x, v); return x; }
-    private static byte[] U64(ulong v) { var x = new byte[8]; BinaryPrimitives.WriteUInt64LittleEndian(x, v); return x; }
 
     [DllImport("libc", EntryPoint = "pipe2", SetLastError = true)]
     private static extern int Pipe2([Out] int[] fds, int flags);
