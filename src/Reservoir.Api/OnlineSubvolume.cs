@@ -389,7 +389,7 @@ public static class OnlineSubvolume
     /// the subvolume just made at <paramref name="path"/> shows its own device, as it would at
     /// once on btrfs: the daemon mounts it right after answering (at most 10 s; past that the
     /// subvolume is there, on its parent's device, and the daemon's log says why).</summary>
-    private static void WaitForOwnMount(string path)
+    internal static void WaitForOwnMount(string path)
     {
         string full = Path.GetFullPath(path).TrimEnd('/');
         string parent = Path.GetDirectoryName(full) ?? "/";

@@ -134,6 +134,9 @@ public static class DaemonStreamClient
         if (e != Errno.OK) throw new FsException(e, Message(page, e));
         int len = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)), PageSize - MessageAt);
         said = len == 0 ? [] : Encoding.UTF8.GetString(page, MessageAt, len).Split('\n');
+        // With -o submounts, each received subvolume shows its own device when this returns.
+        foreach (var line in said)
+            if (Receiver.NameIn(line) is { } name) OnlineSubvolume.WaitForOwnMount(Path.Combine(directory, name));
         return true;
     }
 

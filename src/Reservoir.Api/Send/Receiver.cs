@@ -15,6 +15,14 @@ public readonly record struct ReceivedSubvolume(string Name, Guid Uuid, ulong Ct
 /// </summary>
 public static class Receiver
 {
+    /// <summary>What a receive says as it begins each subvolume, before its name.</summary>
+    private const string AtSnapshot = "At snapshot ", AtSubvol = "At subvol ";
+
+    /// <summary>The subvolume name in a line <see cref="Run"/> said, or null.</summary>
+    public static string? NameIn(string line) =>
+        line.StartsWith(AtSnapshot, StringComparison.Ordinal) ? line[AtSnapshot.Length..]
+        : line.StartsWith(AtSubvol, StringComparison.Ordinal) ? line[AtSubvol.Length..] : null;
+
     public static List<ReceivedSubvolume> Run(Stream input, IReceiveTarget target, Action<string>? trace = null)
     {
         var done = new List<ReceivedSubvolume>();
@@ -39,12 +47,12 @@ public static class Receiver
                 var parent = Find(parentUuid, parentCtransid)
                     ?? throw new FsException(Errno.ENOENT, $"receive: '{name}' is sent against subvolume {UuidText.Of(parentUuid)} at transaction {parentCtransid}, which is not here (receive that first)");
                 target.BeginSnapshot(name, parent);
-                trace?.Invoke($"At snapshot {name}");
+                trace?.Invoke(AtSnapshot + name);
             }
             else
             {
                 target.BeginSubvolume(name);
-                trace?.Invoke($"At subvol {name}");
+                trace?.Invoke(AtSubvol + name);
             }
             var batch = new WriteBatch(target);
             try

@@ -29,7 +29,7 @@ namespace Reservoir.Fuse.Bridge;
 /// source count, the name at 32 (at most 255 bytes), the clone sources' ids (u64) from 288.
 /// 'R' 19, _IOWR(16376). In: u64 fd, u64 the pipe's inode.
 /// Both out: u64 the token. Their errno is for what never started: ENOTTY (this daemon does not
-/// run them; a receive on a mount with submounts), EPERM, EINVAL, ENOTDIR, EBADF, EBUSY (the
+/// run them), EPERM, EINVAL, ENOTDIR, EBADF, EBUSY (the
 /// mount is going away).
 /// 'R' 18, _IOWR(16376). In: u64 the token. Out: s32 errno of the send or receive (0: whole),
 /// u32 message length, seven s64 counts (a send's commands, stream bytes, inodes, data bytes,
@@ -79,12 +79,10 @@ internal sealed partial class FuseBridge
         return Reply(ref w, page);
     }
 
-    /// <summary>'R' 19 on a directory: apply the streams the caller writes into its pipe there.
-    /// Not on a mount with submounts (a subvolume received would have no mount of its
-    /// own: such receives walk the mount, whose subvolume ioctls make one).</summary>
+    /// <summary>'R' 19 on a directory: apply the streams the caller writes into its pipe there.</summary>
     private Errno DaemonReceive(ref RequestReader r, ref ReplyWriter w, ulong ino, uint inSize, uint outSize)
     {
-        if (options.Streams is not { } streams || options.Submounts || options.IsSubmount) return Errno.ENOTTY;
+        if (options.Streams is not { } streams) return Errno.ENOTTY;
         if (!OwnsImage(r) || r.Pid == 0) return Errno.EPERM;
         if (!SendQueryArgs(ref r, inSize, outSize, out ulong fdAndZero, out ulong pipeIno)) return Errno.EINVAL;
         if (fdAndZero > int.MaxValue) return Errno.EINVAL;
@@ -94,10 +92,17 @@ internal sealed partial class FuseBridge
         var pe = OpenCallersPipe(r.Pid, (int)fdAndZero, pipeIno, write: false, out var pipe);
         if (pe != Errno.OK) return pe;
         // What the receive made (or made and deleted) appears behind the kernel's back: its
-        // cached entries for those names go, and the directory's attributes.
+        // cached entries for those names go, and the directory's attributes. With submounts, a
+        // subvolume it kept gets its own mount, as one made by the subvolume ioctls does (the
+        // submount thread makes it; the command waits for it as `subvolume create` does).
         return TokenReply(ref w, streams.StartReceive(ino, pipe!, made =>
         {
-            foreach (var name in made) InvalidateEntry(ino, Encoding.UTF8.GetBytes(name));
+            foreach (var name in made)
+            {
+                var bytes = Encoding.UTF8.GetBytes(name);
+                InvalidateEntry(ino, bytes);
+                if (Submounts != null) MountIfSubvolume(ino, bytes);
+            }
             if (made.Count == 0) InvalidateAttr(ino);
         }));
     }

@@ -165,6 +165,33 @@ public sealed class DaemonStreamTests
         MountTests.ImageIsClean(m);
     }
 
+    /// <summary>With -o submounts the daemon's receive gives each subvolume it made a mount of
+    /// its own, as `subvolume create` does: a device of its own when the command returns, and a
+    /// subvolume received into another subvolume's mount is mounted inside that one's.</summary>
+    [Fact]
+    public void OnASubmountsMountAReceivedSubvolumeHasItsOwnDeviceWhenReceiveReturns()
+    {
+        var m = new MountedImage(size: 256UL << 20, options: "submounts");
+        try
+        {
+            string work = Path.GetDirectoryName(m.Dir)!;
+            m.Run($"{Cli} subvolume create sv && for i in $(seq 30); do echo $i > sv/f$i; done && {Cli} subvolume snapshot -r sv s1 && " +
+                $"echo more >> sv/f3 && {Cli} subvolume snapshot -r sv s2 && {Cli} send -q -f {work}/1.stream s1 && {Cli} send -q -p s1 -f {work}/2.stream s2 && " +
+                $"{Cli} subvolume create box && mkdir in");
+            int started = m.Streams.Started;
+            m.Run($"{Cli} receive -q -f {work}/1.stream in && {Cli} receive -q -f {work}/2.stream in && {Cli} receive -q -f {work}/1.stream box");
+            Assert.Equal(started + 3, m.Streams.Started);
+            // in, in/s1, in/s2, box and box/s1: five devices, read at once after the commands.
+            Assert.Equal(5, m.Run("stat -c %d in in/s1 in/s2 box box/s1").Split('\n', StringSplitOptions.RemoveEmptyEntries).Distinct().Count());
+            Assert.Equal("more", m.Run("tail -n 1 in/s2/f3").Trim());
+            Assert.Equal(["256", "256"], m.Run("stat -c %i in/s2 box/s1").Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
+        finally { m.Unmount(); }
+        Assert.Equal(0, Reservoir.Fuse.Session.MountInfo.Read().Count(x => x.MountPoint.StartsWith(m.Dir, StringComparison.Ordinal)));
+        MountTests.ImageIsClean(m);
+        m.Dispose();
+    }
+
     private static void WaitForNoDaemonSend(MountedImage m)
     {
         var until = DateTime.UtcNow.AddSeconds(20);
