@@ -54,7 +54,7 @@ public static class DaemonStreamClient
         BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(4), (uint)options.Version);
         BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), ch.PipeIno);
         BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(16), parent);
-        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(24), options.NoData ? 1u : 0u);
+        BinaryPrimitives.WriteUInt32LittleEndian(page.AsSpan(24), (options.NoData ? 1u : 0u) | (options.OmitStreamHeader ? 2u : 0u) | (options.OmitEnd ? 4u : 0u));
         BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(28), (ushort)nameBytes.Length);
         BinaryPrimitives.WriteUInt16LittleEndian(page.AsSpan(30), (ushort)cloneSources.Count);
         nameBytes.CopyTo(page.AsSpan(NameAt));
@@ -99,7 +99,9 @@ public static class DaemonStreamClient
     /// daemon deleted what it had made of it), an <see cref="IOException"/> when reading
     /// <paramref name="input"/> failed.
     /// </summary>
-    public static bool TryReceive(string directory, Stream input, out IReadOnlyList<string> said)
+    /// <param name="stopAtEnd">`receive -e`: only the first stream's commands up to its END are
+    /// read from <paramref name="input"/> and passed on</param>
+    public static bool TryReceive(string directory, Stream input, out IReadOnlyList<string> said, bool stopAtEnd = false)
     {
         said = [];
         using var ch = Channel.Open(directory);
@@ -117,10 +119,11 @@ public static class DaemonStreamClient
         var buf = new byte[1 << 20];
         using (var pipe = new FileStream(ch.WriteEnd!, FileAccess.Write, 0))
         {
+            var source = stopAtEnd ? new FirstStream(input) : input;
             while (true)
             {
                 int n;
-                try { n = input.Read(buf); }
+                try { n = source.Read(buf); }
                 catch (IOException ex) { inputFailed = ex; break; }
                 if (n == 0) break;
                 try { pipe.Write(buf, 0, n); }
@@ -164,6 +167,70 @@ public static class DaemonStreamClient
     {
         int len = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(page.AsSpan(4)), PageSize - MessageAt);
         return len > 0 ? Encoding.UTF8.GetString(page, MessageAt, len) : e.Describe();
+    }
+
+    /// <summary>
+    /// A stream's bytes up to and with its first END command, read no further: what `receive -e`
+    /// passes on, so that a sender that keeps its end open does not hold the receive. It follows
+    /// the framing only (a 17-byte header, then commands of a 10-byte header and as many bytes as
+    /// it says); a stream that breaks the framing goes on whole, for the receive to refuse.
+    /// </summary>
+    private sealed class FirstStream(Stream input) : Stream
+    {
+        private readonly byte[] _head = new byte[SendStreamFormat.CommandHeaderSize];
+        private int _headLen, _headOut;  // of the command header: bytes gathered, bytes passed on
+        private bool _inHead;            // between two commands: a header being gathered and passed
+        private long _body = SendStreamFormat.StreamHeaderSize; // bytes of the stream header or a command's body still to pass
+        private bool _ended;             // the END command is passed whole: nothing more
+
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            if (count == 0) return 0;
+            while (true)
+            {
+                if (_inHead)
+                {
+                    if (_headOut < _headLen)
+                    {
+                        int n = Math.Min(count, _headLen - _headOut);
+                        Array.Copy(_head, _headOut, buffer, offset, n);
+                        _headOut += n;
+                        return n;
+                    }
+                    if (_headLen == _head.Length)
+                    {
+                        _body = BinaryPrimitives.ReadUInt32LittleEndian(_head);
+                        _ended = BinaryPrimitives.ReadUInt16LittleEndian(_head.AsSpan(4)) == (ushort)SendCommand.End;
+                        _inHead = false;
+                        continue;
+                    }
+                    int got = input.Read(_head, _headLen, _head.Length - _headLen);
+                    if (got == 0) return 0;
+                    _headLen += got;
+                    continue;
+                }
+                if (_body > 0)
+                {
+                    int r = input.Read(buffer, offset, (int)Math.Min(count, _body));
+                    if (r == 0) return 0;
+                    _body -= r;
+                    return r;
+                }
+                if (_ended) return 0;
+                _inHead = true;
+                _headLen = _headOut = 0;
+            }
+        }
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     /// <summary>The directory the ioctls go to, opened, and a pipe of 1 MiB (the most an

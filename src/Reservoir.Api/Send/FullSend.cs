@@ -11,8 +11,15 @@ public readonly record struct SendSummary(long Commands, long StreamBytes, long 
 /// (`--proto 2`: 128 KiB writes, holes a changed file gained punched instead of sent as zeros;
 /// btrfs-progs 6.0 and later receive it); <see cref="NoData"/> (`--no-data`): the data's places
 /// as UPDATE_EXTENT commands instead of the data (a stream that says what changed, for `receive
-/// --dump`; received, its files have their sizes but no data, as btrfs receive leaves them).</summary>
-public sealed record SendOptions(int Version = 1, bool NoData = false);
+/// --dump`; received, its files have their sizes but no data, as btrfs receive leaves them).
+/// <see cref="OmitStreamHeader"/> and <see cref="OmitEnd"/> make several subvolumes one stream
+/// (`send -e`, as btrfs's): every one but the first without the header, every one but the last
+/// without the END.</summary>
+public sealed record SendOptions(int Version = 1, bool NoData = false)
+{
+    public bool OmitStreamHeader { get; init; }
+    public bool OmitEnd { get; init; }
+}
 
 /// <summary>
 /// A full send: the whole subvolume as a stream that `btrfs receive` or `reservoir receive`
@@ -30,7 +37,7 @@ public sealed class FullSend
     private FullSend(ISendSource src, Stream output, SendOptions options)
     {
         _src = src;
-        _e = new InodeEmitter(new SendStreamWriter(output, options.Version)) { NoData = options.NoData };
+        _e = new InodeEmitter(new SendStreamWriter(output, options.Version, !options.OmitStreamHeader)) { NoData = options.NoData };
     }
 
     /// <summary>Sends <paramref name="src"/> as subvolume <paramref name="name"/> with the identity
@@ -40,7 +47,8 @@ public sealed class FullSend
     public static SendSummary Run(ISendSource src, string name, Guid uuid, ulong ctransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null, SendOptions? options = null)
     {
         CheckName(name);
-        var s = new FullSend(src, output, options ?? new SendOptions());
+        options ??= new SendOptions();
+        var s = new FullSend(src, output, options);
         var search = new CloneSearch();
         foreach (var c in cloneSources ?? []) search.Add(c);
         s._e.Clones = new CloneSources(uuid, ctransid) { LoadMore = search.IsEmpty ? null : search.Load };
@@ -49,7 +57,7 @@ public sealed class FullSend
         if (!root.IsDir) throw new FsException(Errno.ENOTDIR, "send: the subvolume's root is not a directory");
         s._e.Inodes++;
         s.Directory("", root);
-        s._e.W.Begin(SendCommand.End).Finish();
+        if (!options.OmitEnd) s._e.W.Begin(SendCommand.End).Finish();
         return new SendSummary(s._e.W.CommandsWritten, s._e.W.BytesWritten, s._e.Inodes, s._e.DataBytes, s._e.CloneBytes);
     }
 

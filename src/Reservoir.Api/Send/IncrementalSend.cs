@@ -80,7 +80,7 @@ public sealed class IncrementalSend
         (_uuid, _ctransid, _parentUuid, _parentCtransid) = (uuid, ctransid, parentUuid, parentCtransid);
         _new = newer;
         _old = parent;
-        _e = new InodeEmitter(new SendStreamWriter(output, options.Version)) { NoData = options.NoData };
+        _e = new InodeEmitter(new SendStreamWriter(output, options.Version, !options.OmitStreamHeader)) { NoData = options.NoData };
         if (newer is IChangeTrackingSource nt && parent is IChangeTrackingSource pt && nt.ChangedSince(parent) is { } changed)
         {
             _oldAt = new InodeLocator(pt);
@@ -137,14 +137,15 @@ public sealed class IncrementalSend
         ISendSource parent, Guid parentUuid, ulong parentCtransid, Stream output, IReadOnlyList<SendSubvolume>? cloneSources = null, SendOptions? options = null)
     {
         FullSend.CheckName(name);
-        var s = new IncrementalSend(newer, parent, output, uuid, ctransid, parentUuid, parentCtransid, options ?? new SendOptions());
+        options ??= new SendOptions();
+        var s = new IncrementalSend(newer, parent, output, uuid, ctransid, parentUuid, parentCtransid, options);
         s._clones.Add(new SendSubvolume(parent, parentUuid, parentCtransid), s._oldAt);
         foreach (var c in cloneSources ?? []) s._clones.Add(c);
         s._e.W.Begin(SendCommand.Snapshot).Path(SendAttr.Path, name).Uuid(SendAttr.Uuid, uuid).U64(SendAttr.Ctransid, ctransid)
             .Uuid(SendAttr.CloneUuid, parentUuid).U64(SendAttr.CloneCtransid, parentCtransid).Finish();
         s.Namespace();
         s.Changes();
-        s._e.W.Begin(SendCommand.End).Finish();
+        if (!options.OmitEnd) s._e.W.Begin(SendCommand.End).Finish();
         return new SendSummary(s._e.W.CommandsWritten, s._e.W.BytesWritten, s._e.Inodes, s._e.DataBytes, s._e.CloneBytes, s._n.Count + s._p.Count, s._e.HoleBytes);
     }
 

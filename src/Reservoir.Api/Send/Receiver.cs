@@ -9,7 +9,7 @@ public readonly record struct ReceivedSubvolume(string Name, Guid Uuid, ulong Ct
 /// <summary>
 /// Applies send streams to a <see cref="IReceiveTarget"/>. Several streams may follow one another
 /// on the input (`cat a b | reservoir receive`, or one send of several subvolumes), each from its
-/// header to its END. A stream that is damaged, truncated or asks for what cannot be done stops
+/// header to its END, and one stream may carry several subvolumes (`btrfs send -e`). A stream that is damaged, truncated or asks for what cannot be done stops
 /// the receive with an <see cref="FsException"/> naming the command, and the partial subvolume is
 /// removed (subvolumes received before it stay).
 /// </summary>
@@ -23,7 +23,9 @@ public static class Receiver
         line.StartsWith(AtSnapshot, StringComparison.Ordinal) ? line[AtSnapshot.Length..]
         : line.StartsWith(AtSubvol, StringComparison.Ordinal) ? line[AtSubvol.Length..] : null;
 
-    public static List<ReceivedSubvolume> Run(Stream input, IReceiveTarget target, Action<string>? trace = null)
+    /// <param name="stopAtEnd">`receive -e`: stop at the first END instead of reading on to the
+    /// end of the input (for a sender that keeps its end open)</param>
+    public static List<ReceivedSubvolume> Run(Stream input, IReceiveTarget target, Action<string>? trace = null, bool stopAtEnd = false)
     {
         var done = new List<ReceivedSubvolume>();
         while (true)
@@ -32,59 +34,68 @@ public static class Receiver
             if (r == null) return done;
             if (!r.Next()) throw r.Error("the stream ends before its first command");
             if (r.Command is not (SendCommand.Subvol or SendCommand.Snapshot)) throw r.Error($"the stream starts with {r.Command}, not SUBVOL or SNAPSHOT");
-            string name = r.Path(SendAttr.Path);
-            if (!SendStreamFormat.IsSubvolumeName(name)) throw r.Error($"'{name}' is not a subvolume name");
-            var found = new Dictionary<(Guid, ulong), string?>(); // the stream's parent and clone sources, looked up once each
-            string? Find(Guid u, ulong t) => found.TryGetValue((u, t), out var at) ? at : found[(u, t)] = target.FindSubvolume(u, t);
-            var uuid = r.Uuid(SendAttr.Uuid);
-            ulong ctransid = r.U64(SendAttr.Ctransid);
-            if (r.Command == SendCommand.Snapshot)
-            {
-                // An incremental stream: its changes apply to a snapshot of the subvolume it was
-                // sent against, which must be here unchanged (received from it, read-only).
-                var parentUuid = r.Uuid(SendAttr.CloneUuid);
-                ulong parentCtransid = r.U64(SendAttr.CloneCtransid);
-                var parent = Find(parentUuid, parentCtransid)
-                    ?? throw new FsException(Errno.ENOENT, $"receive: '{name}' is sent against subvolume {UuidText.Of(parentUuid)} at transaction {parentCtransid}, which is not here (receive that first)");
-                target.BeginSnapshot(name, parent);
-                trace?.Invoke(AtSnapshot + name);
-            }
-            else
-            {
-                target.BeginSubvolume(name);
-                trace?.Invoke(AtSubvol + name);
-            }
-            var batch = new WriteBatch(target);
-            try
-            {
-                while (true)
-                {
-                    if (!r.Next()) throw r.Error("the stream ends before its END command");
-                    if (r.Command == SendCommand.Write && batch.TryAdd(r.Path(SendAttr.Path), Offset(r, SendAttr.FileOffset), r.Bytes(SendAttr.Data)))
-                        continue;
-                    batch.Flush();
-                    if (r.Command == SendCommand.End) break;
-                    Apply(r, target, uuid, Find);
-                }
-                target.EndSubvolume(uuid, ctransid);
-            }
-            catch (Exception first)
-            {
-                // The first failure is the one to report; a partly received subvolume that could
-                // not be removed is said too, so that the user knows to delete it.
-                string? left = null;
-                try { target.Abandon(); } catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { left = ex.Message; }
-                if (left == null) throw;
-                if (first is FsException fe)
-                {
-                    string suffix = $" ({fe.Errno}: {fe.Errno.Describe()})";
-                    string msg = fe.Message.EndsWith(suffix, StringComparison.Ordinal) ? fe.Message[..^suffix.Length] : fe.Message;
-                    throw new FsException(fe.Errno, $"{msg}; {left}", fe);
-                }
-                throw new IOException($"{first.Message}; {left}", first);
-            }
-            done.Add(new ReceivedSubvolume(name, uuid, ctransid, r.CommandsRead + 1));
+            // One stream may carry several subvolumes, each begun by its SUBVOL or SNAPSHOT and
+            // the last ended by the END (`btrfs send -e a b`, and `reservoir send -e`).
+            while (One(r, target, trace, done)) { }
+            if (stopAtEnd) return done;
         }
+    }
+
+    /// <summary>Receives the subvolume whose SUBVOL or SNAPSHOT command <paramref name="r"/> has
+    /// just read, up to the END (false) or the next subvolume's command (true).</summary>
+    private static bool One(SendStreamReader r, IReceiveTarget target, Action<string>? trace, List<ReceivedSubvolume> done)
+    {
+        string name = r.Path(SendAttr.Path);
+        if (!SendStreamFormat.IsSubvolumeName(name)) throw r.Error($"'{name}' is not a subvolume name");
+        var found = new Dictionary<(Guid, ulong), string?>(); // the stream's parent and clone sources, looked up once each
+        string? Find(Guid u, ulong t) => found.TryGetValue((u, t), out var at) ? at : found[(u, t)] = target.FindSubvolume(u, t);
+        var uuid = r.Uuid(SendAttr.Uuid);
+        ulong ctransid = r.U64(SendAttr.Ctransid);
+        long first = r.CommandsRead;
+        if (r.Command == SendCommand.Snapshot)
+        {
+            // An incremental stream: its changes apply to a snapshot of the subvolume it was
+            // sent against, which must be here unchanged (received from it, read-only).
+            var parentUuid = r.Uuid(SendAttr.CloneUuid);
+            ulong parentCtransid = r.U64(SendAttr.CloneCtransid);
+            var parent = Find(parentUuid, parentCtransid)
+                ?? throw new FsException(Errno.ENOENT, $"receive: '{name}' is sent against subvolume {UuidText.Of(parentUuid)} at transaction {parentCtransid}, which is not here (receive that first)");
+            target.BeginSnapshot(name, parent);
+            trace?.Invoke(AtSnapshot + name);
+        }
+        else
+        {
+            target.BeginSubvolume(name);
+            trace?.Invoke(AtSubvol + name);
+        }
+        var batch = new WriteBatch(target);
+        bool next;
+        try
+        {
+            while (true)
+            {
+                if (!r.Next()) throw r.Error("the stream ends before its END command");
+                if (r.Command == SendCommand.Write && batch.TryAdd(r.Path(SendAttr.Path), Offset(r, SendAttr.FileOffset), r.Bytes(SendAttr.Data)))
+                    continue;
+                batch.Flush();
+                if (r.Command is SendCommand.End or SendCommand.Subvol or SendCommand.Snapshot) break;
+                Apply(r, target, uuid, Find);
+            }
+            next = r.Command != SendCommand.End;
+            target.EndSubvolume(uuid, ctransid);
+        }
+        catch (Exception failed)
+        {
+            // The first failure is the one to report; a partly received subvolume that could
+            // not be removed is said too, so that the user knows to delete it.
+            string? left = null;
+            try { target.Abandon(); } catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { left = ex.Message; }
+            if (left == null) throw;
+            if (failed is FsException fe) throw new FsException(fe.Errno, $"{fe.Reason}; {left}", fe);
+            throw new IOException($"{failed.Message}; {left}", failed);
+        }
+        done.Add(new ReceivedSubvolume(name, uuid, ctransid, r.CommandsRead - first + (next ? 0 : 1)));
+        return next;
     }
 
     private static void Apply(SendStreamReader r, IReceiveTarget t, Guid subvolume, Func<Guid, ulong, string?> find)

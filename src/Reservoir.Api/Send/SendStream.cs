@@ -85,12 +85,14 @@ public sealed class SendStreamWriter
     /// <summary>The most data one WRITE carries: 48 KiB in version 1 (btrfs's), 128 KiB from 2.</summary>
     public int MaxWriteData => Version == 1 ? SendStreamFormat.MaxWriteData : 128 * 1024;
 
-    public SendStreamWriter(Stream output, int version = SendStreamFormat.Version)
+    /// <param name="header">false: the stream goes on one already begun (`send -e`)</param>
+    public SendStreamWriter(Stream output, int version = SendStreamFormat.Version, bool header = true)
     {
         if (version is not (1 or 2)) throw new FsException(Errno.EINVAL, $"send stream version {version}: 1 or 2 are written");
         _out = output;
         Version = version;
         _buf = new byte[version == 1 ? SendStreamFormat.MaxCommandSize : SendStreamFormat.MaxCommandSizeV2];
+        if (!header) return;
         Span<byte> h = stackalloc byte[SendStreamFormat.StreamHeaderSize];
         SendStreamFormat.Magic.CopyTo(h);
         BinaryPrimitives.WriteUInt32LittleEndian(h[13..], (uint)version);

@@ -54,7 +54,7 @@ internal static class MountCommand
     internal static DaemonStreamService StreamsFor(Filesystem fs) => new(
         (req, output) =>
         {
-            var s = DaemonSend.Run(fs, req.Subvolume, req.Parent, req.CloneSources, req.Name, new SendOptions(req.Version, req.NoData), output);
+            var s = DaemonSend.Run(fs, req.Subvolume, req.Parent, req.CloneSources, req.Name, new SendOptions(req.Version, req.NoData) { OmitStreamHeader = req.OmitStreamHeader, OmitEnd = req.OmitEnd }, output);
             return new DaemonSendCounts(s.Commands, s.StreamBytes, s.Inodes, s.DataBytes, s.CloneBytes, s.InodesExamined, s.HoleBytes);
         },
         (destination, input, made) => DaemonReceive.Run(fs, destination, input, made));

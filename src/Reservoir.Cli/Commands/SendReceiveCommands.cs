@@ -31,7 +31,8 @@ internal static class SendReceiveCommands
         var cloneOpt = new Option<string[]>("-c") { Description = "A read-only subvolume the receiving side has too (repeatable): data it holds goes as clones of its files; without -p, the parent is chosen among them as btrfs does (the snapshot's source, else the sibling snapshot nearest in time)", HelpName = "CLONE_SRC" };
         var proto = new Option<int>("--proto") { Description = "Stream version: 1 (the default, as btrfs send's) or 2 (holes a changed file gained are punched instead of sent as zeros, 128 KiB a write; btrfs-progs 6.0 and later receive it); 0 means the newest", DefaultValueFactory = _ => 1, HelpName = "N" };
         var noData = new Option<bool>("--no-data") { Description = "Leave the data out: where it is, as UPDATE_EXTENT commands (to see what changed with `receive --dump`; received, files keep their sizes but no data, as with btrfs)" };
-        var cmd = new Command("send", "Write read-only subvolumes as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt, cloneOpt, proto, noData };
+        var oneStream = new Option<bool>("-e") { Description = "Several subvolumes as one stream, its END after the last only (as btrfs send -e; `receive -e` stops there)" };
+        var cmd = new Command("send", "Write read-only subvolumes as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt, cloneOpt, proto, noData, oneStream };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -80,9 +81,12 @@ internal static class SendReceiveCommands
                 made = outFile != null;
                 using (output)
                 {
-                    foreach (var s in toSend)
+                    for (int i = 0; i < toSend.Count; i++)
                     {
+                        var s = toSend[i];
                         sv = s.Path;
+                        // -e: one stream, its header before the first subvolume, its END after the last.
+                        var these = pr.GetValue(oneStream) ? options with { OmitStreamHeader = i > 0, OmitEnd = i < toSend.Count - 1 } : options;
                         // btrfs's rule: without -p but with clone sources, the parent is the
                         // snapshot's source among them, else its nearest sibling.
                         var pick = p ?? (cloneArgs.Length == 0 ? null
@@ -92,12 +96,12 @@ internal static class SendReceiveCommands
                         // or the user it runs as) and serves every subvolume named; else the
                         // send walks the mount.
                         if (image != null || WalkOnly || !ServedByOneDaemon([s, .. pick == null ? [] : new[] { pick }, .. others])
-                            || !DaemonStreamClient.TrySend(s.Path, pick?.Info.Id ?? 0, others.Select(c => c.Info.Id).ToList(), s.Name, options, output, out var sum))
+                            || !DaemonStreamClient.TrySend(s.Path, pick?.Info.Id ?? 0, others.Select(c => c.Info.Id).ToList(), s.Name, these, output, out var sum))
                         {
                             var sources = others.Select(c => new SendSubvolume(c.Open(), c.Identity, c.Info.Generation)).ToList();
                             sum = pick == null
-                                ? FullSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, output, sources, options)
-                                : IncrementalSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, pick.Open(), pick.Identity, pick.Info.Generation, output, sources, options);
+                                ? FullSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, output, sources, these)
+                                : IncrementalSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, pick.Open(), pick.Identity, pick.Info.Generation, output, sources, these);
                         }
                         if (!pr.GetValue(quiet))
                             ctx.Err.WriteLine($"At subvol {s.Path}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}{(sum.HoleBytes > 0 ? $", {sum.HoleBytes} bytes punched" : "")}, a stream of {sum.StreamBytes} bytes" +
@@ -176,7 +180,8 @@ internal static class SendReceiveCommands
         var file = new Option<string?>("-f") { Description = "Read the stream from this file instead of standard input", HelpName = "FILE" };
         var dump = new Option<bool>("--dump") { Description = "Print the stream's commands instead of applying them (as btrfs receive --dump)" };
         var quiet = new Option<bool>("-q", "--quiet") { Description = "Do not say which subvolume is being received" };
-        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet };
+        var stopAtEnd = new Option<bool>("-e") { Description = "Stop at the first END instead of reading to the end of the input (as btrfs receive -e, for a sender that keeps its end open)" };
+        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet, stopAtEnd };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -200,8 +205,7 @@ internal static class SendReceiveCommands
                     using var fs = FileCommands.Open(a[0], write: true);
                     try
                     {
-                        if (trace != null) Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace);
-                        else fs.Receive(input, a[1]);
+                        Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace, pr.GetValue(stopAtEnd));
                     }
                     catch (Exception)
                     {
@@ -214,9 +218,9 @@ internal static class SendReceiveCommands
                 }
                 // Through a mount, the daemon applies the streams itself if it may (root, or the
                 // user it runs as); else the receive walks the mount.
-                else if (!WalkOnly && DaemonStreamClient.TryReceive(a[0], input, out var said))
+                else if (!WalkOnly && DaemonStreamClient.TryReceive(a[0], input, out var said, pr.GetValue(stopAtEnd)))
                     foreach (var line in said) trace?.Invoke(line);
-                else Receiver.Run(input, new HostReceiveTarget(a[0]), trace);
+                else Receiver.Run(input, new HostReceiveTarget(a[0]), trace, pr.GetValue(stopAtEnd));
                 return 0;
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

@@ -5,9 +5,11 @@ namespace Reservoir.Fuse.Bridge;
 /// read-only subvolume <see cref="Subvolume"/> as a stream naming it <see cref="Name"/>, whole
 /// (<see cref="Parent"/> 0) or as the changes since <see cref="Parent"/>, data the receiving side
 /// has in <see cref="CloneSources"/> as clones, in stream version <see cref="Version"/>, with or
-/// without the data (<see cref="NoData"/>). Ids are subvolume (tree) ids.
+/// without the data (<see cref="NoData"/>), without the stream's header or its END when it goes
+/// on or is continued by another subvolume's (`send -e`). Ids are subvolume (tree) ids.
 /// </summary>
-public sealed record DaemonSendRequest(ulong Subvolume, ulong Parent, IReadOnlyList<ulong> CloneSources, string Name, int Version, bool NoData);
+public sealed record DaemonSendRequest(ulong Subvolume, ulong Parent, IReadOnlyList<ulong> CloneSources, string Name, int Version, bool NoData,
+    bool OmitStreamHeader = false, bool OmitEnd = false);
 
 /// <summary>What a daemon-written send wrote, as the send's summary counts it.</summary>
 public readonly record struct DaemonSendCounts(long Commands, long StreamBytes, long Inodes, long DataBytes, long CloneBytes, long InodesExamined, long HoleBytes);

@@ -25,7 +25,8 @@ namespace Reservoir.Fuse.Bridge;
 /// is refused.
 ///
 /// 'R' 17, _IOWR(16376). In: u32 fd, u32 stream version, u64 the pipe's inode, u64 the
-/// parent's subvolume id (0: a full send), u32 flags (1: no data), u16 name length, u16 clone
+/// parent's subvolume id (0: a full send), u32 flags (1: no data, 2: no stream header, 4: no
+/// END: `send -e`), u16 name length, u16 clone
 /// source count, the name at 32 (at most 255 bytes), the clone sources' ids (u64) from 288.
 /// 'R' 19, _IOWR(16376). In: u64 fd, u64 the pipe's inode.
 /// Both out: u64 the token. Their errno is for what never started: ENOTTY (this daemon does not
@@ -59,7 +60,7 @@ internal sealed partial class FuseBridge
         uint flags = BinaryPrimitives.ReadUInt32LittleEndian(arg[24..]);
         int nameLen = BinaryPrimitives.ReadUInt16LittleEndian(arg[28..]);
         int cloneCount = BinaryPrimitives.ReadUInt16LittleEndian(arg[30..]);
-        if (fd < 0 || nameLen is 0 or > 255 || cloneCount > DaemonSendMaxClones || (flags & ~1u) != 0) return Errno.EINVAL;
+        if (fd < 0 || nameLen is 0 or > 255 || cloneCount > DaemonSendMaxClones || (flags & ~7u) != 0) return Errno.EINVAL;
         string name;
         try { name = new UTF8Encoding(false, true).GetString(arg.Slice(DaemonSendNameAt, nameLen)); }
         catch (DecoderFallbackException) { return Errno.EINVAL; }
@@ -67,7 +68,7 @@ internal sealed partial class FuseBridge
         for (int i = 0; i < cloneCount; i++) clones[i] = BinaryPrimitives.ReadUInt64LittleEndian(arg[(DaemonSendClonesAt + 8 * i)..]);
         var pe = OpenCallersPipe(r.Pid, fd, pipeIno, write: true, out var pipe);
         if (pe != Errno.OK) return pe;
-        return TokenReply(ref w, streams.StartSend(new DaemonSendRequest(tree, parent, clones, name, version, (flags & 1) != 0), pipe!));
+        return TokenReply(ref w, streams.StartSend(new DaemonSendRequest(tree, parent, clones, name, version, (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0), pipe!));
     }
 
     /// <summary>The token of what started, or EBUSY when nothing starts any more (unmounting).</summary>

@@ -87,6 +87,76 @@ public sealed class SendReceiveTests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>`btrfs send -e fe1 fe2` (Fixtures/README.md) writes both subvolumes as one stream:
+    /// a SUBVOL inside a stream ends the subvolume before it. Both are received, read-only, as
+    /// btrfs had them; with stopAtEnd (`receive -e`) the receive stops at the END, reading not a
+    /// byte past it, where by default it goes on to the next stream on the input.</summary>
+    [Fact]
+    public void SeveralSubvolumesInOneStreamFromBtrfsSendEAreAllReceived()
+    {
+        byte[] stream = File.ReadAllBytes(Path.Combine(AppContext.BaseDirectory, "Fixtures", "btrfs-send-e.stream"));
+        var dev = TestFs.NewDevice(64UL << 20);
+        using (var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
+        {
+            fs.CreateDirectory("/in");
+            fs.CreateDirectory("/again");
+            var got = Receiver.Run(new MemoryStream(stream), new ImageReceiveTarget(fs, "/in"));
+            Assert.Equal(["fe1", "fe2"], got.Select(g => g.Name));
+            Assert.Equal("one\n", fs.ReadAllText("/in/fe1/a"));
+            Assert.Equal(["a"], fs.EnumerateEntries("/in/fe1").Select(e => e.Name));
+            Assert.Equal(["a", "b", "c"], fs.EnumerateEntries("/in/fe2").Select(e => e.Name).Order(StringComparer.Ordinal));
+            Assert.Equal(("two\n", 2u), (fs.ReadAllText("/in/fe2/b"), fs.GetInfo("/in/fe2/c").Attr.Nlink));
+            Assert.Equal(fs.GetInfo("/in/fe2/a").Attr.Ino, fs.GetInfo("/in/fe2/c").Attr.Ino);
+            foreach (var sv in new[] { "/in/fe1", "/in/fe2" })
+            {
+                TestFs.Ok(fs.Engine.GetSubvolumeReadOnly(fs.GetInfo(sv).Attr.Ino, out bool ro));
+                Assert.True(ro, sv);
+            }
+
+            // The stream, then whatever else: -e reads to the END and no further.
+            var input = new MemoryStream([.. stream, .. "not a stream at all"u8]);
+            Assert.Equal(2, Receiver.Run(input, new ImageReceiveTarget(fs, "/again"), stopAtEnd: true).Count);
+            Assert.Equal(stream.Length, input.Position);
+            Assert.Throws<FsException>(() => Receiver.Run(new MemoryStream([.. stream, .. "not a stream at all"u8]), new ImageReceiveTarget(fs, "/")));
+        }
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>`send -e` writes several subvolumes as one stream as btrfs's does (one header,
+    /// one END after the last), and it is received whole; sent apart, the same subvolumes make
+    /// two streams whose bytes, less one header and one END, are the same.</summary>
+    [Fact]
+    public void SendEWritesSeveralSubvolumesAsOneStream()
+    {
+        using var fs = ReservoirFileSystem.Open(TestFs.NewDevice(64UL << 20), new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 });
+        fs.CreateSubvolume("/sv");
+        fs.WriteAllText("/sv/a", "one");
+        fs.CreateSnapshot("/sv", "/s1", readOnly: true);
+        fs.WriteAllText("/sv/b", "two");
+        fs.CreateSnapshot("/sv", "/s2", readOnly: true);
+        var one = new MemoryStream();
+        fs.Send("/s1", one, options: new SendOptions { OmitEnd = true });
+        fs.Send("/s2", one, cloneSources: ["/s1"], options: new SendOptions { OmitStreamHeader = true });
+        var apart = new MemoryStream();
+        fs.Send("/s1", apart);
+        fs.Send("/s2", apart, cloneSources: ["/s1"]);
+        // Apart: a header and an END more (17 bytes and a 10-byte command).
+        Assert.Equal(one.Length + 17 + 10, apart.Length);
+        Assert.Equal(1, Count(one.ToArray(), SendStreamFormat.Magic));
+        fs.CreateDirectory("/in");
+        one.Position = 0;
+        var got = Receiver.Run(one, new ImageReceiveTarget(fs, "/in"));
+        Assert.Equal(["s1", "s2"], got.Select(g => g.Name));
+        Assert.Equal(("one", "two"), (fs.ReadAllText("/in/s2/a"), fs.ReadAllText("/in/s2/b")));
+
+        static int Count(byte[] haystack, ReadOnlySpan<byte> needle)
+        {
+            int n = 0;
+            for (int at = 0; (at = haystack.AsSpan(at).IndexOf(needle)) >= 0; at += needle.Length) n++;
+            return n;
+        }
+    }
+
     private static string Incremental => Path.Combine(AppContext.BaseDirectory, "Fixtures", "btrfs-send-v1-incremental.stream");
 
     /// <summary>btrfs's incremental stream (Fixtures/README.md) applied to the subvolume received

@@ -64,6 +64,14 @@ public sealed class DaemonStreamTests
         Assert.Equal(noDataWalked, noData);
         var (two, twoWalked) = Both(m, work, "s1 s2", subvolumes: 2);
         Assert.Equal(twoWalked, two);
+        // -e: the two as one stream (a header and an END fewer), received by the daemon from a
+        // sender that never closes its end and writes on past the END (`receive -e` stops there;
+        // the sender ends on the broken pipe once the receive has).
+        var (oneStream, oneStreamWalked) = Both(m, work, "-e s1 s2", subvolumes: 2);
+        Assert.Equal(oneStreamWalked, oneStream);
+        Assert.Equal(two.Length - 27, oneStream.Length);
+        File.WriteAllBytes($"{work}/e.stream", oneStream);
+        m.Run($"mkdir in-e && {{ cat {work}/e.stream; while sleep 0.3; do printf x || break; done; }} | timeout 30 {Cli} receive -q -e in-e && test \"$(cat in-e/s2/fresh)\" = new && test -e in-e/s1/big");
 
         // Received by the daemon and by the walk, the daemon's streams make the snapshots again,
         // the same as each other. Names the kernel looked up (and found missing) before a
