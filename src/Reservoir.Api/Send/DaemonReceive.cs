@@ -12,15 +12,16 @@ public static class DaemonReceive
 {
     /// <summary>Receives every stream on <paramref name="input"/> into directory
     /// <paramref name="destination"/>; what `receive` says of each ("At subvol NAME", "At
-    /// snapshot NAME"), for the caller to print. <paramref name="made"/> gets the names of the
+    /// snapshot NAME", and with <paramref name="detail"/> what each stream names), for the caller
+    /// to print. <paramref name="made"/> gets the names of the
     /// subvolumes made there, kept or (after a failure) deleted.</summary>
-    public static IReadOnlyList<string> Run(Filesystem fs, ulong destination, Stream input, List<string> made)
+    public static IReadOnlyList<string> Run(Filesystem fs, ulong destination, Stream input, List<string> made, bool detail = false)
     {
         var target = new ImageReceiveTarget(fs, destination, "");
         var said = new List<string>();
         try
         {
-            Receiver.Run(input, target, said.Add);
+            Receiver.Run(input, target, said.Add, detail: detail);
             return said;
         }
         finally { made.AddRange(target.Made); }

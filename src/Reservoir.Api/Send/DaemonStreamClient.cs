@@ -101,7 +101,8 @@ public static class DaemonStreamClient
     /// </summary>
     /// <param name="stopAtEnd">`receive -e`: only the first stream's commands up to its END are
     /// read from <paramref name="input"/> and passed on</param>
-    public static bool TryReceive(string directory, Stream input, out IReadOnlyList<string> said, bool stopAtEnd = false)
+    /// <param name="detail">`receive -v`: <paramref name="said"/> also says what each stream names</param>
+    public static bool TryReceive(string directory, Stream input, out IReadOnlyList<string> said, bool stopAtEnd = false, bool detail = false)
     {
         said = [];
         using var ch = Channel.Open(directory);
@@ -109,6 +110,7 @@ public static class DaemonStreamClient
         var page = new byte[PageSize];
         BinaryPrimitives.WriteUInt64LittleEndian(page, (ulong)ch.ReadEnd!.DangerousGetHandle());
         BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(8), ch.PipeIno);
+        BinaryPrimitives.WriteUInt64LittleEndian(page.AsSpan(16), detail ? 1UL : 0);
         if (OnlineSubvolume.Ioctl(ch.Dir, IocDaemonReceive, page) != Errno.OK) return false;
         ulong token = BinaryPrimitives.ReadUInt64LittleEndian(page);
         // The daemon reads its own end; the end of what is written here is the end of the

@@ -25,7 +25,9 @@ public static class Receiver
 
     /// <param name="stopAtEnd">`receive -e`: stop at the first END instead of reading on to the
     /// end of the input (for a sender that keeps its end open)</param>
-    public static List<ReceivedSubvolume> Run(Stream input, IReceiveTarget target, Action<string>? trace = null, bool stopAtEnd = false)
+    /// <param name="detail">`receive -v`: <paramref name="trace"/> also gets what each stream
+    /// names (uuid, transaction, an increment's parent), in btrfs receive -v's words</param>
+    public static List<ReceivedSubvolume> Run(Stream input, IReceiveTarget target, Action<string>? trace = null, bool stopAtEnd = false, bool detail = false)
     {
         var done = new List<ReceivedSubvolume>();
         while (true)
@@ -36,14 +38,14 @@ public static class Receiver
             if (r.Command is not (SendCommand.Subvol or SendCommand.Snapshot)) throw r.Error($"the stream starts with {r.Command}, not SUBVOL or SNAPSHOT");
             // One stream may carry several subvolumes, each begun by its SUBVOL or SNAPSHOT and
             // the last ended by the END (`btrfs send -e a b`, and `reservoir send -e`).
-            while (One(r, target, trace, done)) { }
+            while (One(r, target, trace, detail, done)) { }
             if (stopAtEnd) return done;
         }
     }
 
     /// <summary>Receives the subvolume whose SUBVOL or SNAPSHOT command <paramref name="r"/> has
     /// just read, up to the END (false) or the next subvolume's command (true).</summary>
-    private static bool One(SendStreamReader r, IReceiveTarget target, Action<string>? trace, List<ReceivedSubvolume> done)
+    private static bool One(SendStreamReader r, IReceiveTarget target, Action<string>? trace, bool detail, List<ReceivedSubvolume> done)
     {
         string name = r.Path(SendAttr.Path);
         if (!SendStreamFormat.IsSubvolumeName(name)) throw r.Error($"'{name}' is not a subvolume name");
@@ -62,11 +64,13 @@ public static class Receiver
                 ?? throw new FsException(Errno.ENOENT, $"receive: '{name}' is sent against subvolume {UuidText.Of(parentUuid)} at transaction {parentCtransid}, which is not here (receive that first)");
             target.BeginSnapshot(name, parent);
             trace?.Invoke(AtSnapshot + name);
+            if (detail) trace?.Invoke($"receiving snapshot {name} uuid={UuidText.Of(uuid)}, ctransid={ctransid} parent_uuid={UuidText.Of(parentUuid)}, parent_ctransid={parentCtransid}");
         }
         else
         {
             target.BeginSubvolume(name);
             trace?.Invoke(AtSubvol + name);
+            if (detail) trace?.Invoke($"receiving subvol {name} uuid={UuidText.Of(uuid)}, stransid={ctransid}");
         }
         var batch = new WriteBatch(target);
         bool next;

@@ -57,7 +57,7 @@ internal static class MountCommand
             var s = DaemonSend.Run(fs, req.Subvolume, req.Parent, req.CloneSources, req.Name, new SendOptions(req.Version, req.NoData) { OmitStreamHeader = req.OmitStreamHeader, OmitEnd = req.OmitEnd }, output);
             return new DaemonSendCounts(s.Commands, s.StreamBytes, s.Inodes, s.DataBytes, s.CloneBytes, s.InodesExamined, s.HoleBytes);
         },
-        (destination, input, made) => DaemonReceive.Run(fs, destination, input, made));
+        (destination, input, made, detail) => DaemonReceive.Run(fs, destination, input, made, detail));
 
     private static int Serve(CliContext ctx, string image, string dir, FuseMountOptions o)
     {

@@ -32,7 +32,9 @@ internal static class SendReceiveCommands
         var proto = new Option<int>("--proto") { Description = "Stream version: 1 (the default, as btrfs send's) or 2 (holes a changed file gained are punched instead of sent as zeros, 128 KiB a write; btrfs-progs 6.0 and later receive it); 0 means the newest", DefaultValueFactory = _ => 1, HelpName = "N" };
         var noData = new Option<bool>("--no-data") { Description = "Leave the data out: where it is, as UPDATE_EXTENT commands (to see what changed with `receive --dump`; received, files keep their sizes but no data, as with btrfs)" };
         var oneStream = new Option<bool>("-e") { Description = "Several subvolumes as one stream, its END after the last only (as btrfs send -e; `receive -e` stops there)" };
-        var cmd = new Command("send", "Write read-only subvolumes as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt, cloneOpt, proto, noData, oneStream };
+        var compressed = new Option<bool>("--compressed-data") { Description = "Send compressed extents as they are stored (as btrfs send's; implies --proto 2 unless given): Reservoir stores none compressed, so data goes as plain WRITEs, as btrfs sends uncompressed extents" };
+        var verbose = new Option<bool>("-v", "--verbose") { Description = "Also say the stream's version and how each subvolume is read (by the daemon, through the mount, or from the image)" };
+        var cmd = new Command("send", "Write read-only subvolumes as a send stream (btrfs's format) for `receive` here or `btrfs receive`") { target, file, quiet, parentOpt, cloneOpt, proto, noData, oneStream, compressed, verbose };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -48,6 +50,8 @@ internal static class SendReceiveCommands
             string? parent = pr.GetValue(parentOpt);
             var cloneArgs = pr.GetValue(cloneOpt) ?? [];
             int version = pr.GetValue(proto) == 0 ? 2 : pr.GetValue(proto);
+            // As btrfs's: --compressed-data asks for version 2 unless a version is given.
+            if (pr.GetValue(compressed) && pr.GetResult(proto) is null or { Implicit: true }) version = 2;
             if (version is not (1 or 2)) { ctx.Err.WriteLine($"reservoir send: --proto {version}: versions 1 and 2 are written (0: the newest)"); return 2; }
             var options = new SendOptions(version, pr.GetValue(noData));
             bool made = false; // the stream file, once this command has opened (and emptied) it
@@ -95,14 +99,18 @@ internal static class SendReceiveCommands
                         // Through a mount, the daemon writes the stream itself if it may (root,
                         // or the user it runs as) and serves every subvolume named; else the
                         // send walks the mount.
+                        string how = image != null ? "read from the image" : "written by the daemon";
                         if (image != null || WalkOnly || !ServedByOneDaemon([s, .. pick == null ? [] : new[] { pick }, .. others])
                             || !DaemonStreamClient.TrySend(s.Path, pick?.Info.Id ?? 0, others.Select(c => c.Info.Id).ToList(), s.Name, these, output, out var sum))
                         {
+                            if (image == null) how = "read through the mount";
                             var sources = others.Select(c => new SendSubvolume(c.Open(), c.Identity, c.Info.Generation)).ToList();
                             sum = pick == null
                                 ? FullSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, output, sources, these)
                                 : IncrementalSend.Run(s.Open(), s.Name, s.Identity, s.Info.Generation, pick.Open(), pick.Identity, pick.Info.Generation, output, sources, these);
                         }
+                        if (pr.GetValue(verbose) && !pr.GetValue(quiet))
+                            ctx.Err.WriteLine($"Stream version {version}; {s.Path} {how}" + (pick != null ? $", against {pick.Path}" : "") + (others.Count > 0 ? $", clone sources {string.Join(", ", others.Select(c => c.Path))}" : ""));
                         if (!pr.GetValue(quiet))
                             ctx.Err.WriteLine($"At subvol {s.Path}: {sum.Inodes} inodes, {sum.DataBytes} bytes of data{(sum.CloneBytes > 0 ? $", {sum.CloneBytes} bytes cloned" : "")}{(sum.HoleBytes > 0 ? $", {sum.HoleBytes} bytes punched" : "")}, a stream of {sum.StreamBytes} bytes" +
                                 (pick != null ? $"; {sum.InodesExamined} inodes of the two snapshots looked at" + (p == null ? $" (parent {pick.Path})" : "") : ""));
@@ -181,7 +189,8 @@ internal static class SendReceiveCommands
         var dump = new Option<bool>("--dump") { Description = "Print the stream's commands instead of applying them (as btrfs receive --dump)" };
         var quiet = new Option<bool>("-q", "--quiet") { Description = "Do not say which subvolume is being received" };
         var stopAtEnd = new Option<bool>("-e") { Description = "Stop at the first END instead of reading to the end of the input (as btrfs receive -e, for a sender that keeps its end open)" };
-        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet, stopAtEnd };
+        var verbose = new Option<bool>("-v", "--verbose") { Description = "Also say what each stream names: the subvolume's uuid and transaction, and an increment's parent (as btrfs receive -v)" };
+        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet, stopAtEnd, verbose };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -199,13 +208,14 @@ internal static class SendReceiveCommands
                 using Stream input = inFile != null ? new FileStream(inFile, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20) : new BufferedStream(Console.OpenStandardInput(), 1 << 20);
                 if (isDump) { SendDump.Print(input, ctx.Out); return 0; }
                 Action<string>? trace = pr.GetValue(quiet) ? null : s => ctx.Err.WriteLine(s);
+                bool detail = pr.GetValue(verbose) && trace != null;
                 if (a.Length == 2)
                 {
                     if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir receive: {a[0]}: no such image"); return 1; }
                     using var fs = FileCommands.Open(a[0], write: true);
                     try
                     {
-                        Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace, pr.GetValue(stopAtEnd));
+                        Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace, pr.GetValue(stopAtEnd), detail);
                     }
                     catch (Exception)
                     {
@@ -218,9 +228,9 @@ internal static class SendReceiveCommands
                 }
                 // Through a mount, the daemon applies the streams itself if it may (root, or the
                 // user it runs as); else the receive walks the mount.
-                else if (!WalkOnly && DaemonStreamClient.TryReceive(a[0], input, out var said, pr.GetValue(stopAtEnd)))
+                else if (!WalkOnly && DaemonStreamClient.TryReceive(a[0], input, out var said, pr.GetValue(stopAtEnd), detail))
                     foreach (var line in said) trace?.Invoke(line);
-                else Receiver.Run(input, new HostReceiveTarget(a[0]), trace, pr.GetValue(stopAtEnd));
+                else Receiver.Run(input, new HostReceiveTarget(a[0]), trace, pr.GetValue(stopAtEnd), detail);
                 return 0;
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

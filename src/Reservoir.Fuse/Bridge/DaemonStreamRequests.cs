@@ -25,9 +25,10 @@ public delegate DaemonSendCounts DaemonSendWriter(DaemonSendRequest request, Str
 
 /// <summary>
 /// Applies the send streams on <paramref name="input"/> in directory <paramref name="destination"/>
-/// (a node id), as `receive` does, and returns what receive says of them, a line each; every
+/// (a node id), as `receive` does, and returns what receive says of them, a line each (with
+/// <paramref name="detail"/>, as `receive -v` does); every
 /// subvolume it makes there, kept or deleted after a failure, is added to
 /// <paramref name="made"/> (the kernel is told to forget what it knew of those names). Throws
 /// <see cref="Common.FsException"/> for a stream that cannot be received, with the reason.
 /// </summary>
-public delegate IReadOnlyList<string> DaemonReceiver(ulong destination, Stream input, List<string> made);
+public delegate IReadOnlyList<string> DaemonReceiver(ulong destination, Stream input, List<string> made, bool detail);

@@ -54,16 +54,17 @@ public sealed class DaemonStreamService(DaemonSendWriter send, DaemonReceiver re
     });
 
     /// <summary>Starts applying the streams read from <paramref name="pipe"/> in directory
-    /// <paramref name="destination"/>; <paramref name="whenDone"/> gets the names of the
+    /// <paramref name="destination"/> (saying what each names with <paramref name="detail"/>);
+    /// <paramref name="whenDone"/> gets the names of the
     /// subvolumes made there (kept or not), before the outcome is recorded.</summary>
-    internal ulong StartReceive(ulong destination, SafeFileHandle pipe, Action<IReadOnlyList<string>> whenDone) => Start(pipe, () =>
+    internal ulong StartReceive(ulong destination, bool detail, SafeFileHandle pipe, Action<IReadOnlyList<string>> whenDone) => Start(pipe, () =>
     {
         var input = new PipeInput(pipe, () => _stopping);
         var made = new List<string>();
         try
         {
             var buffered = new BufferedStream(input, 1 << 20);
-            var names = receive(destination, buffered, made);
+            var names = receive(destination, buffered, made, detail);
             return new Outcome(Errno.OK, "", default, names, input.BytesRead);
         }
         catch (IOException ex) when (ex is not FsException) { return new Outcome(Errno.EIO, $"cannot read the stream: {ex.Message}", default, [], input.BytesRead); }

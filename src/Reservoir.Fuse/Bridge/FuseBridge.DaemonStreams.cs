@@ -28,7 +28,8 @@ namespace Reservoir.Fuse.Bridge;
 /// parent's subvolume id (0: a full send), u32 flags (1: no data, 2: no stream header, 4: no
 /// END: `send -e`), u16 name length, u16 clone
 /// source count, the name at 32 (at most 255 bytes), the clone sources' ids (u64) from 288.
-/// 'R' 19, _IOWR(16376). In: u64 fd, u64 the pipe's inode.
+/// 'R' 19, _IOWR(16376). In: u64 fd, u64 the pipe's inode, u64 flags (1: say what each stream
+/// names, `receive -v`).
 /// Both out: u64 the token. Their errno is for what never started: ENOTTY (this daemon does not
 /// run them), EPERM, EINVAL, ENOTDIR, EBADF, EBUSY (the
 /// mount is going away).
@@ -85,18 +86,20 @@ internal sealed partial class FuseBridge
     {
         if (options.Streams is not { } streams) return Errno.ENOTTY;
         if (!OwnsImage(r) || r.Pid == 0) return Errno.EPERM;
-        if (!SendQueryArgs(ref r, inSize, outSize, out ulong fdAndZero, out ulong pipeIno)) return Errno.EINVAL;
-        if (fdAndZero > int.MaxValue) return Errno.EINVAL;
+        if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
+        ulong fd = BinaryPrimitives.ReadUInt64LittleEndian(arg), pipeIno = BinaryPrimitives.ReadUInt64LittleEndian(arg[8..]);
+        ulong flags = BinaryPrimitives.ReadUInt64LittleEndian(arg[16..]);
+        if (fd > int.MaxValue || (flags & ~1UL) != 0) return Errno.EINVAL;
         var ge = fs.GetAttr(ino, out var dir);
         if (ge != Errno.OK) return ge;
         if (!dir.IsDir) return Errno.ENOTDIR;
-        var pe = OpenCallersPipe(r.Pid, (int)fdAndZero, pipeIno, write: false, out var pipe);
+        var pe = OpenCallersPipe(r.Pid, (int)fd, pipeIno, write: false, out var pipe);
         if (pe != Errno.OK) return pe;
         // What the receive made (or made and deleted) appears behind the kernel's back: its
         // cached entries for those names go, and the directory's attributes. With submounts, a
         // subvolume it kept gets its own mount, as one made by the subvolume ioctls does (the
         // submount thread makes it; the command waits for it as `subvolume create` does).
-        return TokenReply(ref w, streams.StartReceive(ino, pipe!, made =>
+        return TokenReply(ref w, streams.StartReceive(ino, (flags & 1) != 0, pipe!, made =>
         {
             foreach (var name in made)
             {

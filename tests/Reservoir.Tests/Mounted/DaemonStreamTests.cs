@@ -137,6 +137,36 @@ public sealed class DaemonStreamTests
         MountTests.ImageIsClean(m);
     }
 
+    /// <summary>btrfs-progs' -v and --compressed-data: `send -v` says the stream's version and
+    /// how each subvolume was read (by the daemon, through the mount, from the image);
+    /// `--compressed-data` asks for version 2 unless a version is given (Reservoir stores nothing
+    /// compressed, so the data goes as plain WRITEs); `receive -v` says what each stream names,
+    /// in btrfs receive -v's words, from the daemon as from the walk.</summary>
+    [Fact]
+    public void SendAndReceiveTakeBtrfsProgsVerboseAndCompressedDataOptions()
+    {
+        using var m = new MountedImage(size: 128UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create sv && echo a > sv/a && {Cli} subvolume snapshot -r sv s1 && echo b > sv/b && {Cli} subvolume snapshot -r sv s2");
+        Assert.Contains("Stream version 1; s1 written by the daemon\n", m.Run($"{Cli} send -v -f {work}/1.stream s1 2>&1"));
+        Assert.Contains("Stream version 1; s2 read through the mount, against s1\n", m.Run($"RESERVOIR_SEND_RECEIVE=walk {Cli} send -v -p s1 -f {work}/2.stream s2 2>&1"));
+        m.Run($"{Cli} send -q --compressed-data -f {work}/c2.stream s1 && {Cli} send -q --compressed-data --proto 1 -f {work}/c1.stream s1");
+        Assert.Equal((2, 1), (File.ReadAllBytes($"{work}/c2.stream")[13], File.ReadAllBytes($"{work}/c1.stream")[13]));
+        Assert.DoesNotContain("encoded_write", m.Run($"{Cli} receive --dump -f {work}/c2.stream"));
+
+        string uuid = System.Text.RegularExpressions.Regex.Match(m.Run($"{Cli} subvolume show s2"), @"UUID: \t+([0-9a-f-]{36})\n").Groups[1].Value;
+        string parent = System.Text.RegularExpressions.Regex.Match(m.Run($"{Cli} subvolume show s1"), @"UUID: \t+([0-9a-f-]{36})\n").Groups[1].Value;
+        Assert.Equal(36, uuid.Length);
+        string daemon = m.Run($"mkdir in && {Cli} receive -v -f {work}/1.stream in 2>&1 && {Cli} receive -v -f {work}/2.stream in 2>&1");
+        string walked = m.Run($"mkdir in2 && RESERVOIR_SEND_RECEIVE=walk {Cli} receive -v -f {work}/1.stream in2 2>&1 && RESERVOIR_SEND_RECEIVE=walk {Cli} receive -v -f {work}/2.stream in2 2>&1");
+        Assert.Matches($@"At subvol s1\nreceiving subvol s1 uuid={parent}, stransid=\d+\nAt snapshot s2\nreceiving snapshot s2 uuid={uuid}, ctransid=\d+ parent_uuid={parent}, parent_ctransid=\d+\n", daemon);
+        Assert.Equal(daemon, walked);
+        m.Run($"{Cli} send -q -f {work}/3.stream s2");
+        m.Unmount();
+        Assert.Contains("s2 read from the image", MountedImage.Run0($"{Cli} send -v -f {work}/4.stream {m.Image} /s2 2>&1"));
+        Assert.Equal(File.ReadAllBytes($"{work}/3.stream"), File.ReadAllBytes($"{work}/4.stream"));
+    }
+
     /// <summary>A stream cut short (a truncated file, or a command killed while the daemon
     /// waits on the pipe it writes) leaves nothing behind in the daemon's receive: the subvolume
     /// it was making is deleted, the next receive of the whole stream works, fsck is clean. A
