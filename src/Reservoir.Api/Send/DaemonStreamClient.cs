@@ -177,7 +177,7 @@ public static class DaemonStreamClient
     /// the framing only (a 17-byte header, then commands of a 10-byte header and as many bytes as
     /// it says); a stream that breaks the framing goes on whole, for the receive to refuse.
     /// </summary>
-    private sealed class FirstStream(Stream input) : Stream
+    private sealed class FirstStream(Stream input) : Common.IO.ForwardStream
     {
         private readonly byte[] _head = new byte[SendStreamFormat.CommandHeaderSize];
         private int _headLen, _headOut;  // of the command header: bytes gathered, bytes passed on
@@ -225,14 +225,7 @@ public static class DaemonStreamClient
         }
 
         public override bool CanRead => true;
-        public override bool CanSeek => false;
         public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 
     /// <summary>The directory the ioctls go to, opened, and a pipe of 1 MiB (the most an

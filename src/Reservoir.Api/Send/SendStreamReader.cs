@@ -170,7 +170,7 @@ public sealed class SendStreamReader
     public FsException Error(string what) => Bad(what);
 
     /// <summary>One byte already read, then the rest of the input.</summary>
-    private sealed class PrefixStream(byte first, Stream inner) : Stream
+    private sealed class PrefixStream(byte first, Stream inner) : Common.IO.ForwardStream
     {
         private bool _used;
 
@@ -183,13 +183,6 @@ public sealed class SendStreamReader
 
         public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
         public override bool CanRead => true;
-        public override bool CanSeek => false;
         public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

@@ -10,20 +10,13 @@ namespace Reservoir.Fuse.Bridge;
 /// waits for a writer that stopped writing. The end of the stream is the writer closing its end.
 /// The pipe stays its owner's to close (<see cref="DaemonStreamService"/>).
 /// </summary>
-internal sealed unsafe class PipeInput(SafeFileHandle pipe, Func<bool> stopping) : Stream
+internal sealed unsafe class PipeInput(SafeFileHandle pipe, Func<bool> stopping) : Common.IO.ForwardStream
 {
     /// <summary>Bytes read so far.</summary>
     public long BytesRead { get; private set; }
 
     public override bool CanRead => true;
-    public override bool CanSeek => false;
     public override bool CanWrite => false;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 

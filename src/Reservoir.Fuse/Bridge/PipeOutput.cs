@@ -10,17 +10,10 @@ namespace Reservoir.Fuse.Bridge;
 /// waits for a reader that stopped reading. A reader gone (EPIPE) is an <see cref="IOException"/>.
 /// The pipe stays its owner's to close (<see cref="DaemonStreamService"/>, after the outcome).
 /// </summary>
-internal sealed unsafe class PipeOutput(SafeFileHandle pipe, Func<bool> stopping) : Stream
+internal sealed unsafe class PipeOutput(SafeFileHandle pipe, Func<bool> stopping) : Common.IO.ForwardStream
 {
     public override bool CanRead => false;
-    public override bool CanSeek => false;
     public override bool CanWrite => true;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 
     public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
 
