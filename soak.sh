@@ -92,6 +92,35 @@ send_soak() {
   done
   $r umount "$a" && $r umount "$b" && $r fsck -n "$w/send-a.img" && $r fsck -n "$w/send-b.img"
 }
+# Backups while the filesystem is busy: a stress run ($1) in a subvolume of a quota mount while
+# rounds of snapshot -r, send -p (written by the daemon) and receive (applied by it) into another
+# directory of the same mount go on, each received snapshot compared with its source; then
+# unmount, leaks, fsck (which recounts every quota group).
+busy_send_soak() {
+  local m="$w/busy" prev="" n=0 d
+  truncate -s 4G "$w/busy.img" && $r mkfs "$w/busy.img" -q -f && mkdir -p "$m"
+  $r quota enable "$w/busy.img"
+  $r mount "$w/busy.img" "$m" -o discard=async
+  $r subvolume create "$m/work" >/dev/null && mkdir "$m/work/st" "$m/in"
+  $r stress "$m/work/st" -p 4 -s 2029 --time "$1" -f punch=3 -f tmpfile=2 | tail -1 & sp=$!
+  sleep 5
+  while kill -0 $sp 2>/dev/null; do
+    n=$((n + 1))
+    $r subvolume snapshot -r "$m/work" "$m/s$n" >/dev/null
+    $r send -q ${prev:+-p "$m/$prev"} -f "$w/busy.stream" "$m/s$n"
+    $r receive -q -f "$w/busy.stream" "$m/in"
+    d=$(diff -r --no-dereference "$m/s$n" "$m/in/s$n" | grep -v -E ' is a (fifo|character special file|block special file|socket) while file ' || true)
+    [ -z "$d" ] || { echo "round $n: the received snapshot differs:"; echo "$d" | head; exit 1; }
+    [ -z "$prev" ] || $r subvolume delete "$m/$prev" "$m/in/$prev" >/dev/null
+    prev="s$n"
+    sleep 3
+  done
+  wait $sp
+  echo "   $n rounds of snapshot, send, receive and compare while the stress ran"
+  $r umount "$m"
+  if grep -h "RESERVATION LEAK" /run/reservoir-busy-*.log 2>/dev/null; then echo "leaks reported by the daemon"; exit 1; fi
+  $r fsck -n "$w/busy.img"
+}
 if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
   echo "== stress through the FUSE mount for ${h}h (every operation, subvolumes through the ioctls, quota limit,"
   echo "   and the subvolumes it makes joining and leaving tenants' groups by hand meanwhile)"
@@ -101,6 +130,9 @@ if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
   echo "== send and receive between two mounts: $(( h * 12 )) rounds of stress, snapshot -r, send -p, receive,"
   echo "   each received snapshot compared with its source (contents, metadata, xattrs)"
   send_soak "$(( h * 12 ))"
+  echo "== backups while busy for $(( h * 10 ))m: stress on a quota mount, and meanwhile rounds of snapshot -r,"
+  echo "   send -p and receive on the same mount (by its daemon), each received snapshot compared"
+  busy_send_soak "$(( h * 10 ))m"
 else
   echo "== (the mount soak needs root and /dev/fuse: skipped)"
 fi
