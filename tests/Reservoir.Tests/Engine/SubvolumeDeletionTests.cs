@@ -110,9 +110,7 @@ public class SubvolumeDeletionTests
             Ok(fs.SyncSubvolumeDeletions());
             Ok(fs.Sync());
             Ok(fs.StatFs(out var after));
-            Ok(fs.ListSubvolumes(out var list));
-            Assert.Empty(list);
-            Assert.Empty(fs.VerifyReservations());
+            NoSubvolumeLeftAndEveryReservationAccounted(fs);
         }
         FsckAssert.Clean(dev);
     }
@@ -375,9 +373,7 @@ public class SubvolumeDeletionTests
             Assert.Contains(fs.Qgroups(), q => q.Id == QgroupId.Of(0, h));
             Ok(fs.Release(hf));
             Ok(fs.SyncSubvolumeDeletions(ids: [h]));
-            Ok(fs.ListSubvolumes(out var left));
-            Assert.Empty(left);
-            Assert.Empty(fs.VerifyReservations());
+            NoSubvolumeLeftAndEveryReservationAccounted(fs);
         }
         FsckAssert.Clean(dev);
     }
@@ -483,5 +479,14 @@ public class SubvolumeDeletionTests
             Assert.Equal(before.BlocksFree, after.BlocksFree);
         }
         FsckAssert.Clean(dev);
+    }
+
+    /// <summary>Every subvolume is gone (dropped, not only unlinked) and every reservation is
+    /// accounted for.</summary>
+    private static void NoSubvolumeLeftAndEveryReservationAccounted(Filesystem fs)
+    {
+        Ok(fs.ListSubvolumes(out var left));
+        Assert.Empty(left);
+        Assert.Empty(fs.VerifyReservations());
     }
 }
