@@ -52,6 +52,7 @@ public static class Program
         }
         if (args.Contains("--writable-snapshots")) { WritableSnapshotBench.Run(quick); return 0; }
         if (args.Contains("--fsync")) { FsyncBench.Run(quick); return 0; }
+        if (args.Contains("--alloc")) { if (args.Contains("--alloc-types")) AllocBench.Sampler = new AllocationSampler(); AllocBench.Run(quick); return 0; }
         if (args.Contains("--quota-commit")) { QuotaCommitBench.Run(quick); return 0; }
         if (args.Contains("--rotation")) { RotationBench.Run(quick); return 0; }
         string scratch = Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath();

@@ -33,20 +33,29 @@ public sealed partial class Filesystem
         acl = null;
         var e = Get(ino, out var inode);
         if (e != Errno.OK) return e;
-        PosixAcl? result = null;
         try
         {
-            e = Guard(ino, () =>
-            {
-                if (inode.AccessAcl is { } known) { result = known.Acl; return Errno.OK; }
-                using var lk = inode.Lock.Read();
-                if (inode.Deleted) return Errno.ENOENT;
-                result = ReadAclLocked(inode, isDefault: false, ino);
-                inode.AccessAcl = KnownAcl.Of(result);
-                return Errno.OK;
-            });
+            // Answered from memory after the first time, with no closure: every lookup through
+            // the mount asks (bench --alloc).
+            if (inode.AccessAcl is { } known) { acl = known.Acl; return Errno.OK; }
+            return ReadAccessAcl(ino, inode, out acl);
         }
         finally { Put(inode); }
+    }
+
+    /// <summary><see cref="GetAccessAcl"/> the first time: read from the tree and remembered.</summary>
+    private Errno ReadAccessAcl(ulong ino, Inode inode, out PosixAcl? acl)
+    {
+        PosixAcl? result = null;
+        var e = Guard(ino, () =>
+        {
+            if (inode.AccessAcl is { } known) { result = known.Acl; return Errno.OK; }
+            using var lk = inode.Lock.Read();
+            if (inode.Deleted) return Errno.ENOENT;
+            result = ReadAclLocked(inode, isDefault: false, ino);
+            inode.AccessAcl = KnownAcl.Of(result);
+            return Errno.OK;
+        });
         acl = result;
         return e;
     }

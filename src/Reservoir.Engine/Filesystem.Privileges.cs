@@ -23,7 +23,6 @@ public sealed partial class Filesystem
     public Errno DropPrivileges(ulong ino, bool setIds, out bool changed)
     {
         changed = false;
-        bool dropped = false;
         var e = Get(ino, out var inode);
         if (e != Errno.OK) return e;
         try
@@ -34,33 +33,41 @@ public sealed partial class Filesystem
             bool ids = setIds && NewModeWithoutIds(mode) != mode;
             if (!ids && inode.Capability != CapabilityXattr.Present) return Errno.OK;
             if (inode.Subvol.ReadOnly) return Errno.EROFS;
-            e = Guard(ino, () =>
-            {
-                using var lk = inode.Lock.Write();
-                if (inode.Deleted) return Errno.ENOENT;
-                uint newMode = setIds ? NewModeWithoutIds(inode.Item.Mode) : inode.Item.Mode;
-                bool cap = inode.Capability == CapabilityXattr.Present;
-                if (newMode == inode.Item.Mode && !cap) return Errno.OK;
-                var t = inode.Subvol.Tree;
-                var se = Fs.TryStart(3, out var h, useGlobalReserve: true);
-                if (se != Errno.OK) return se;
-                using (h)
-                using (t.Lock.Write())
-                {
-                    if (cap && DirItems.Find(t, inode.Ino, KeyTypes.XattrItem, CapabilityXattrName, out _, out _, out _))
-                        DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, CapabilityXattrName);
-                    inode.Capability = CapabilityXattr.Absent;
-                    inode.Item.Mode = newMode;
-                    Touch(ref inode.Item, h.Transid, mtime: false);
-                    DirItems.PutInode(h, t, inode);
-                }
-                dropped = true;
-                return Errno.OK;
-            });
-            changed = dropped;
-            return e;
+            return DropPrivilegesGuarded(ino, inode, setIds, out changed);
         }
         finally { Put(inode); }
+    }
+
+    /// <summary><see cref="DropPrivileges"/> when something may go: a method of its own, so
+    /// that the closure Guard needs is made only then, not on every write (bench --alloc).</summary>
+    private Errno DropPrivilegesGuarded(ulong ino, Inode inode, bool setIds, out bool changed)
+    {
+        bool dropped = false;
+        var e = Guard(ino, () =>
+        {
+            using var lk = inode.Lock.Write();
+            if (inode.Deleted) return Errno.ENOENT;
+            uint newMode = setIds ? NewModeWithoutIds(inode.Item.Mode) : inode.Item.Mode;
+            bool cap = inode.Capability == CapabilityXattr.Present;
+            if (newMode == inode.Item.Mode && !cap) return Errno.OK;
+            var t = inode.Subvol.Tree;
+            var se = Fs.TryStart(3, out var h, useGlobalReserve: true);
+            if (se != Errno.OK) return se;
+            using (h)
+            using (t.Lock.Write())
+            {
+                if (cap && DirItems.Find(t, inode.Ino, KeyTypes.XattrItem, CapabilityXattrName, out _, out _, out _))
+                    DirItems.RemoveHashed(h, t, inode.Ino, KeyTypes.XattrItem, CapabilityXattrName);
+                inode.Capability = CapabilityXattr.Absent;
+                inode.Item.Mode = newMode;
+                Touch(ref inode.Item, h.Transid, mtime: false);
+                DirItems.PutInode(h, t, inode);
+            }
+            dropped = true;
+            return Errno.OK;
+        });
+        changed = dropped;
+        return e;
     }
 
     private static uint NewModeWithoutIds(uint mode)

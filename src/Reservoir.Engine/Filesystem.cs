@@ -395,17 +395,26 @@ public sealed partial class Filesystem : IDisposable
     internal Errno Guard(ulong ino, Func<Errno> op)
     {
         try { return op(); }
-        catch (Exception ex) when (ex is not Common.Concurrency.SchedulerAbortedException && AbortIfMidTransaction(ino, ex))
+        catch (Exception ex) when (Guards(ino, ex)) { return Answer(ino, ex); }
+    }
+
+    /// <summary><see cref="Guard"/>'s exception filter, for a hot path that cannot afford
+    /// Guard's closure (one per call: <c>bench --alloc</c> shows it) and writes the try itself:
+    /// <c>catch (Exception ex) when (Guards(ino, ex)) { return Answer(ino, ex); }</c>.</summary>
+    private bool Guards(ulong ino, Exception ex) =>
+        ex is not Common.Concurrency.SchedulerAbortedException && AbortIfMidTransaction(ino, ex);
+
+    /// <summary>The errno <see cref="Guard"/> answers for an exception its filter took.</summary>
+    private Errno Answer(ulong ino, Exception ex)
+    {
+        if (ex is FsException fe)
         {
-            if (ex is FsException fe)
-            {
-                if (fe.Errno is Errno.ENOSPC or Errno.EDQUOT or Errno.EROFS or Errno.EMLINK or Errno.EBUSY) return fe.Errno;
-                Fs.Warn($"inode {(fe.Inode != 0 ? fe.Inode : ino)}: {fe.Message}");
-                return fe.Errno == Errno.EUCLEAN ? Errno.EUCLEAN : Errno.EIO;
-            }
-            Fs.Warn($"inode {ino}: internal error: {ex}");
-            return Errno.EIO;
+            if (fe.Errno is Errno.ENOSPC or Errno.EDQUOT or Errno.EROFS or Errno.EMLINK or Errno.EBUSY) return fe.Errno;
+            Fs.Warn($"inode {(fe.Inode != 0 ? fe.Inode : ino)}: {fe.Message}");
+            return fe.Errno == Errno.EUCLEAN ? Errno.EUCLEAN : Errno.EIO;
         }
+        Fs.Warn($"inode {ino}: internal error: {ex}");
+        return Errno.EIO;
     }
 
     private bool AbortIfMidTransaction(ulong ino, Exception ex)
@@ -418,17 +427,22 @@ public sealed partial class Filesystem : IDisposable
     /// <summary>Acquires a reference on each inode (by number), or returns the first error.</summary>
     internal Errno Get(ulong ino, out Inode inode)
     {
-        Inode? found = null;
-        var e = Guard(ino, () =>
+        // Guarded by hand: every operation starts here, and Guard's closure would be an
+        // allocation per read and per write.
+        try
         {
             var (treeId, inTree) = NodeIds.Decode(ino);
             var sv = SubvolumeOf(treeId);
-            if (sv != null) return sv.Acquire(inTree, out found);
+            if (sv != null) return sv.Acquire(inTree, out inode);
+            inode = null!;
             // A deleted subvolume: only what its files open at the deletion still reach.
-            return DeadSubvolumeOf(treeId) is { } dead ? dead.Acquire(inTree, out found) : Errno.ENOENT;
-        });
-        inode = found!;
-        return e;
+            return DeadSubvolumeOf(treeId) is { } dead ? dead.Acquire(inTree, out inode) : Errno.ENOENT;
+        }
+        catch (Exception ex) when (Guards(ino, ex))
+        {
+            inode = null!;
+            return Answer(ino, ex);
+        }
     }
 
     /// <summary><see cref="Get"/> for an operation that changes the inode (or, for a

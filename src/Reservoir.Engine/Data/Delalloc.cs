@@ -1,4 +1,5 @@
 using Reservoir.Common;
+using Reservoir.Common.Collections;
 using Reservoir.Engine.Inodes;
 using Reservoir.Format.Items;
 
@@ -15,11 +16,11 @@ internal sealed partial class DataEngine
     /// What backs [start, end), block by block: Written (regular extent: copy-on-write, needs
     /// new space), Unwritten (preallocated: written in place), Delayed (already reserved), or
     /// Hole. Consults the extent status cache and fills it from the file tree where it knows
-    /// nothing. Caller holds DataSem (shared or exclusive).
+    /// nothing. Appended to <paramref name="result"/>. Caller holds DataSem (shared or exclusive).
     /// </summary>
-    internal List<(ulong Start, ulong End, ExtentStatus Status)> Classify(Mapping m, ulong start, ulong end)
+    internal void Classify(Mapping m, ulong start, ulong end, List<(ulong Start, ulong End, ExtentStatus Status)> result)
     {
-        var result = new List<(ulong, ulong, ExtentStatus)>();
+        int first = result.Count; // ranges of an earlier call stay as they are
         ulong bs = (ulong)BlockSize;
         ulong pos = start;
         while (pos < end)
@@ -53,11 +54,10 @@ internal sealed partial class DataEngine
                 if (changed) continue; // look again
             }
             e = Math.Min(e, end);
-            if (result.Count > 0 && result[^1].Item3 == st && result[^1].Item2 == pos) result[^1] = (result[^1].Item1, e, st);
+            if (result.Count > first && result[^1].Item3 == st && result[^1].Item2 == pos) result[^1] = (result[^1].Item1, e, st);
             else result.Add((pos, e, st));
             pos = Math.Max(e, pos + bs);
         }
-        return result;
     }
 
     /// <summary>The on-disk status at <paramref name="pos"/> and where it ends (≤ limit).</summary>
@@ -93,9 +93,9 @@ internal sealed partial class DataEngine
     {
         using var lk = m.DataSem.Write();
         Sched.Yield("delalloc:locked");
-        List<(ulong Start, ulong End, ExtentStatus Status)> plan;
-        if (sawBeforeLock is { } seen && Options.Bugs.NoSecondLookupInPageMkwrite) plan = [(start, end, seen)];
-        else plan = Classify(m, start, end);
+        using var lease = ListLease<(ulong Start, ulong End, ExtentStatus Status)>.Rent(out var plan);
+        if (sawBeforeLock is { } seen && Options.Bugs.NoSecondLookupInPageMkwrite) plan.Add((start, end, seen));
+        else Classify(m, start, end, plan);
         return ReservePlanLocked(m, plan);
     }
 
@@ -109,9 +109,9 @@ internal sealed partial class DataEngine
     {
         using var lk = m.DataSem.Write();
         Sched.Yield("delalloc:locked");
-        var plan = new List<(ulong Start, ulong End, ExtentStatus Status)>();
-        if (r1.Start < r1.End) plan.AddRange(Classify(m, r1.Start, r1.End));
-        if (r2.Start < r2.End) plan.AddRange(Classify(m, r2.Start, r2.End));
+        using var lease = ListLease<(ulong Start, ulong End, ExtentStatus Status)>.Rent(out var plan);
+        if (r1.Start < r1.End) Classify(m, r1.Start, r1.End, plan);
+        if (r2.Start < r2.End) Classify(m, r2.Start, r2.End, plan);
         return ReservePlanLocked(m, plan);
     }
 

@@ -300,11 +300,11 @@ internal sealed partial class DataEngine
         void Lock()
         {
             // Ascending order (the head is below the tail), as every multi-page locker does.
-            if (hs < he) headPages = LockPagesForWrite(m, hs, (int)(he - hs));
-            try { if (ts < te) tailPages = LockPagesForWrite(m, ts, (int)(te - ts)); }
-            catch { UnlockPages(m, headPages); headPages = []; throw; }
+            if (hs < he) LockPagesForWrite(m, hs, (int)(he - hs), headPages);
+            try { if (ts < te) LockPagesForWrite(m, ts, (int)(te - ts), tailPages); }
+            catch { UnlockPages(m, headPages); headPages.Clear(); throw; }
         }
-        void Unlock() { UnlockPages(m, headPages); UnlockPages(m, tailPages); headPages = []; tailPages = []; }
+        void Unlock() { UnlockPages(m, headPages); UnlockPages(m, tailPages); headPages.Clear(); tailPages.Clear(); }
         bool Owned() => (hs >= he || AlreadyReserved(m, head.Item1, head.Item2)) && (ts >= te || AlreadyReserved(m, tail.Item1, tail.Item2));
         void Settle()
         {

@@ -1,4 +1,5 @@
 using Reservoir.Common;
+using Reservoir.Common.Collections;
 using Reservoir.Engine.Inodes;
 
 namespace Reservoir.Engine.Data;
@@ -48,7 +49,9 @@ internal sealed partial class DataEngine
             ulong pos = offset + (ulong)written;
             int chunk = (int)Math.Min((ulong)(data.Length - written), MaxWriteChunk - (pos % MaxWriteChunk));
             ulong a = pos / bs * bs, b = Units.AlignUp(pos + (ulong)chunk, bs);
-            var pages = LockPagesForWrite(m, pos, chunk);
+            // The chunk's pages are gathered in a list on loan (no allocation per write).
+            using var lease = ListLease<Page>.Rent(out var pages);
+            LockPagesForWrite(m, pos, chunk, pages);
             Errno e;
             try
             {
@@ -62,9 +65,9 @@ internal sealed partial class DataEngine
                 if (e is Errno.EDQUOT or Errno.ENOSPC)
                 {
                     UnlockPages(m, pages);
-                    pages = [];
+                    pages.Clear();
                     FlushForSpace();
-                    pages = LockPagesForWrite(m, pos, chunk);
+                    LockPagesForWrite(m, pos, chunk, pages);
                     WaitOrdered(m, a, b);
                     e = Reserve(m, a, b);
                 }
@@ -108,11 +111,11 @@ internal sealed partial class DataEngine
         return m.Ledger.AllSet(a, b, RangeBits.Delalloc | RangeBits.QgroupReserved) || m.Ledger.AllSet(a, b, RangeBits.InPlace);
     }
 
-    /// <summary>Locks the pages [pos, pos+len) touches, in ascending order (all or none).</summary>
-    private List<Page> LockPagesForWrite(Mapping m, ulong pos, int len)
+    /// <summary>Locks the pages [pos, pos+len) touches, in ascending order (all or none), into
+    /// <paramref name="pages"/> (empty on entry, and on an exception).</summary>
+    private void LockPagesForWrite(Mapping m, ulong pos, int len, List<Page> pages)
     {
         ulong bs = (ulong)BlockSize;
-        var pages = new List<Page>();
         long newPages = 0;
         ulong end = pos + (ulong)len;
         try
@@ -126,10 +129,10 @@ internal sealed partial class DataEngine
         catch
         {
             UnlockPages(m, pages);
+            pages.Clear();
             throw;
         }
         finally { CountPages(newPages, 0); }
-        return pages;
     }
 
     /// <summary>Unlocks the pages of a write that failed before copying, and drops those it

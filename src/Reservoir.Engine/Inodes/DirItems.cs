@@ -37,7 +37,7 @@ internal static class DirItems
     public static bool Find(BTree t, ulong objectid, byte type, ReadOnlySpan<byte> name, out Key location, out byte fileType, out byte[]? data)
     {
         location = default; fileType = 0; data = null;
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         if (!t.Search(null, new Key(objectid, type, NameHash.Of(name)), path)) return false;
         var item = path.Data;
         while (item.Length > 0)
@@ -97,7 +97,7 @@ internal static class DirItems
     public static bool HashedRoom(BTree t, ulong objectid, byte type, ReadOnlySpan<byte> name, int dataLength)
     {
         int size = DirEntry.SizeOf(name.Length, dataLength);
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         if (!t.Search(null, new Key(objectid, type, NameHash.Of(name)), path)) return size <= t.MaxItemData;
         var item = path.Data;
         int used = item.Length;
@@ -257,7 +257,7 @@ internal static class DirItems
     /// (0 and 1 are the cookies of "." and "..").</summary>
     public static ulong FindNextIndex(BTree t, ulong dir)
     {
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         if (t.SeekLE(new Key(dir, KeyTypes.DirIndex, ulong.MaxValue), path))
         {
             var k = path.Key;
@@ -269,7 +269,7 @@ internal static class DirItems
     /// <summary>The parent directory of a directory, from its (single) INODE_REF.</summary>
     public static ulong ParentOf(BTree t, ulong dir)
     {
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         if (t.SeekGE(new Key(dir, KeyTypes.InodeRef, 0), path))
         {
             var k = path.Key;

@@ -131,9 +131,15 @@ internal sealed class ExtentIoTree
     public List<(ulong Start, ulong End)> Runs(RangeBits mask, ulong start = 0, ulong end = ulong.MaxValue)
     {
         var runs = new List<(ulong, ulong)>();
+        AddRuns(runs, mask, start, end);
+        return runs;
+    }
+
+    /// <summary><see cref="Runs"/> appended to a list the caller has (no allocation).</summary>
+    public void AddRuns(List<(ulong Start, ulong End)> runs, RangeBits mask, ulong start = 0, ulong end = ulong.MaxValue)
+    {
         var w = new RunWalker(this, mask, start, end);
         while (w.Next(out ulong s, out ulong e)) runs.Add((s, e));
-        return runs;
     }
 
     /// <summary>How many pieces of at most <paramref name="maxLen"/> bytes the runs of

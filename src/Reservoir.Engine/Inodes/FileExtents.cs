@@ -24,12 +24,40 @@ internal static class FileExtents
         public ulong End => Pos + Fe.NumBytes;
     }
 
+    /// <summary>
+    /// Bytes of [start, end) the file's extent items cover (none overlap, so their overlaps
+    /// add up), without a list. <paramref name="path"/> is read-only and reused by a caller
+    /// asking of ranges in ascending order: a range starting inside the leaf the path is in
+    /// searches that leaf alone. Caller holds the fs tree lock (read or write) across the calls.
+    /// </summary>
+    public static ulong CoveredBytes(BTree t, ulong ino, ulong start, ulong end, TreePath path)
+    {
+        var key = ExtentKey(ino, start);
+        // The last item at or below start (it may reach into the range), else the first above.
+        bool ok = t.SearchNear(key, path);
+        if (!ok && path.Slot > 0 && path.Slot <= path.Leaf.NrItems) { path.Slot--; ok = true; }
+        else if (!ok) ok = t.SeekLE(key, path);
+        if (ok && (path.Key.ObjectId != ino || path.Key.Type != KeyTypes.ExtentData)) ok = t.Next(path);
+        else if (!ok) ok = t.SeekGE(ExtentKey(ino, 0), path);
+        ulong covered = 0;
+        while (ok)
+        {
+            var k = path.Key;
+            if (k.ObjectId != ino || k.Type != KeyTypes.ExtentData || k.Offset >= end) break;
+            if (!FileExtentItem.TryRead(path.Data, out var fe)) throw new CorruptionException($"malformed EXTENT_DATA at offset {k.Offset}", inode: ino);
+            ulong s = Math.Max(k.Offset, start), e = Math.Min(k.Offset + fe.NumBytes, end);
+            if (e > s) covered += e - s;
+            ok = t.Next(path);
+        }
+        return covered;
+    }
+
     /// <summary>Extent items overlapping [start, end), in file order. Caller holds the fs tree
     /// lock (read or write).</summary>
     public static List<Mapping> Overlapping(BTree t, ulong ino, ulong start, ulong end, int max = int.MaxValue)
     {
         var list = new List<Mapping>();
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         bool ok = t.SeekLE(ExtentKey(ino, start), path);
         if (ok && (path.Key.ObjectId != ino || path.Key.Type != KeyTypes.ExtentData)) ok = t.Next(path);
         else if (!ok) ok = t.SeekGE(ExtentKey(ino, 0), path);

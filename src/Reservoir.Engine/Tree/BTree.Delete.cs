@@ -7,7 +7,7 @@ internal sealed partial class BTree
     /// <summary>Deletes the item with this key; false if it does not exist.</summary>
     public bool Delete(ITreeContext tx, Key key)
     {
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         if (!Search(tx, key, path)) return false;
         DeleteAt(tx, path);
         return true;

@@ -12,7 +12,7 @@ internal sealed partial class BTree
     public bool TryInsert(ITreeContext tx, Key key, int size, out Span<byte> data)
     {
         if (size > MaxItemData) ThrowHelper.Invariant($"item of {size} bytes cannot fit a leaf");
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         while (true)
         {
             if (Search(tx, key, path)) { data = default; return false; }
@@ -40,7 +40,7 @@ internal sealed partial class BTree
     /// <summary>Inserts or replaces the whole item.</summary>
     public void Put(ITreeContext tx, Key key, ReadOnlySpan<byte> value)
     {
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         if (Search(tx, key, path))
         {
             if (path.Leaf.ItemSize(path.Slot) == value.Length) { value.CopyTo(path.MutableData); return; }
@@ -149,7 +149,7 @@ internal sealed partial class BTree
     public Span<byte> Resize(ITreeContext tx, Key key, int newSize)
     {
         if (newSize > MaxItemData) ThrowHelper.Invariant($"item of {newSize} bytes cannot fit a leaf");
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         if (!Search(tx, key, path)) ThrowHelper.Invariant($"tree {Id}: resize of missing key {key}");
         int old = path.Leaf.ItemSize(path.Slot);
         if (newSize <= old || path.Leaf.LeafFreeSpace >= newSize - old)

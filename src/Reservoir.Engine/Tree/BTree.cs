@@ -163,14 +163,14 @@ internal sealed partial class BTree
     /// <summary>Copies an item's data, or returns null.</summary>
     public byte[]? Get(Key key)
     {
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         return Search(null, key, path) ? path.Data.ToArray() : null;
     }
 
     /// <summary>An item's length in bytes, or 0 when there is none (no copy).</summary>
     public int ItemSize(Key key)
     {
-        var path = new TreePath();
+        using var lease = TreePath.Rent(out var path);
         return Search(null, key, path) ? path.Data.Length : 0;
     }
 

@@ -36,8 +36,8 @@ public class ExtentStatusCacheTests
         var (dev, fs, f) = DirtyBlockOverAnExtentNoLongerShared();
         // The cache answers for [4, 7) as the ledger does: block 6 is Delayed.
         var m = fs.Data.AllMappings().Single(x => x.Inode.Ino == f);
-        List<(ulong, ulong, ExtentStatus)> plan;
-        using (m.DataSem.Read()) plan = fs.Data.Classify(m, 4 * Block, 7 * Block);
+        var plan = new List<(ulong Start, ulong End, ExtentStatus Status)>();
+        using (m.DataSem.Read()) fs.Data.Classify(m, 4 * Block, 7 * Block, plan);
         Assert.Equal([(4UL * Block, 6UL * Block, ExtentStatus.Unwritten), (6UL * Block, 7UL * Block, ExtentStatus.Delayed)], plan);
         WriteOverTheDirtyBlockAndCheck(dev, fs, f);
     }

@@ -73,6 +73,61 @@ public class WritePathTests
     }
 
     /// <summary>
+    /// st_blocks of a file dirty in many places over a fragmented file: every dirty block over
+    /// a hole counts, every one over an extent does not, whichever leaf of the file tree the
+    /// extent's item lies in (the count walks its runs in order with one tree path, searching a
+    /// leaf alone where a run starts in the leaf the last one ended in; fails if a run that
+    /// starts before the path's leaf, or in a later one, takes the wrong item). Checked against
+    /// a model of which blocks have extents and which are dirty, before and after writeback.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void BlocksOfAFileDirtyInManyPlacesOverAFragmentedFileMatchTheModel(int seed)
+    {
+        const int blocks = 2048, bs = 4096; // 8 MiB: ~400 extent items over several leaves
+        var dev = NewDevice(128UL << 20);
+        var dopt = new DataOptions { WritebackIntervalMs = 0, DirtyPercent = 100, DirtyBackgroundPercent = 100 };
+        using var fs = Filesystem.Mount(dev, new MountOptions { CommitIntervalMs = 0 }, dopt);
+        ulong ino = CreateFile(fs, Filesystem.RootIno, "f");
+        var rng = new Random(seed);
+        var allocated = new bool[blocks];
+        // Extents of 1-6 blocks with holes of 1-3 between, each written and synced on its own
+        // so that each is an item: a dirty run may start inside one, before one or after.
+        for (int i = 0; i < blocks;)
+        {
+            int len = Math.Min(rng.Next(1, 7), blocks - i);
+            Ok(fs.Write(ino, (ulong)i * bs, new byte[len * bs], out _));
+            Ok(fs.Fsync(ino));
+            for (int j = i; j < i + len; j++) allocated[j] = true;
+            i += len + rng.Next(1, 4);
+        }
+        Ok(fs.Sync());
+        Ok(fs.Truncate(ino, (ulong)blocks * bs));
+        ulong Blocks() { Ok(fs.GetAttr(ino, out var a)); return a.Blocks; }
+        Assert.Equal((ulong)allocated.Count(x => x) * bs / 512, Blocks());
+        // Dirty runs of 1-4 blocks anywhere, over holes, extents and both.
+        var dirty = new bool[blocks];
+        for (int r = 0; r < 300; r++)
+        {
+            int at = rng.Next(blocks), len = Math.Min(rng.Next(1, 5), blocks - at);
+            Ok(fs.Write(ino, (ulong)at * bs, new byte[len * bs], out _));
+            for (int j = at; j < at + len; j++) dirty[j] = true;
+            if (r % 50 == 49)
+            {
+                ulong expected = (ulong)Enumerable.Range(0, blocks).Count(j => allocated[j] || dirty[j]) * bs / 512;
+                Assert.Equal(expected, Blocks());
+            }
+        }
+        ulong all = (ulong)Enumerable.Range(0, blocks).Count(j => allocated[j] || dirty[j]) * bs / 512;
+        Assert.Equal(all, Blocks());
+        Ok(fs.Sync());
+        Assert.Equal(all, Blocks());
+        Assert.Empty(fs.VerifyReservations());
+    }
+
+    /// <summary>
     /// ZERO_RANGE allocates its extents before it punches anything: the punch's own edge
     /// writeback finishes (the hook) after the middle is punched and before the preallocation,
     /// and by then the range's data must be allocated already (fails if the preallocation
