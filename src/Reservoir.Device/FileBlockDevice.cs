@@ -146,9 +146,13 @@ public sealed class FileBlockDevice : IBlockDevice
     {
         if (_direct && !DirectAligned(offset, buffers)) { IBlockDevice.GatherByCopy(this, offset, buffers); return; }
         long total = 0;
-        foreach (var b in buffers) total += b.Length;
+        for (int i = 0; i < buffers.Count; i++) total += buffers[i].Length;
         CheckWrite(offset, (int)total);
-        try { RandomAccess.Write(_handle, buffers, (long)offset); }
+        try
+        {
+            if (OperatingSystem.IsLinux()) GatherWrite.WriteAll(_handle, (long)offset, buffers);
+            else RandomAccess.Write(_handle, buffers, (long)offset);
+        }
         catch (IOException ex) when (ex is not FsException) { throw WriteFailed(offset, ex); }
         // Start the host's write-out of this range now, without waiting: in a kernel
         // filesystem, writeback submits bios to the disk at once; here the bytes would

@@ -1,4 +1,6 @@
+using System.Buffers;
 using Reservoir.Common;
+using Reservoir.Common.Collections;
 using Reservoir.Engine.Inodes;
 using Reservoir.Format.Items;
 
@@ -25,10 +27,11 @@ internal sealed partial class DataEngine
         ulong bs = (ulong)BlockSize;
         while (true)
         {
-            List<Page> run;
+            // The run's pages are gathered in a list on loan (no allocation per writeback).
+            using var lease = ListLease<Page>.Rent(out var run);
             using (m.State.Lock())
             {
-                run = PickDirtyRun(m, start, end, wait);
+                PickDirtyRun(m, start, end, wait, run);
                 if (run.Count == 0)
                 {
                     // Pages another thread (the flusher) took for writeback are no longer dirty,
@@ -55,9 +58,10 @@ internal sealed partial class DataEngine
     }
 
     /// <summary>The first run of contiguous dirty pages meeting [start, end), extended to the
-    /// whole run; pages locked or under writeback end a run (or are waited for when
-    /// <paramref name="wait"/>). Caller holds State.</summary>
-    private List<Page> PickDirtyRun(Mapping m, ulong start, ulong end, bool wait)
+    /// whole run, into <paramref name="run"/> (left empty when there is none); pages locked or
+    /// under writeback end a run (or are waited for when <paramref name="wait"/>). Caller holds
+    /// State.</summary>
+    private void PickDirtyRun(Mapping m, ulong start, ulong end, bool wait, List<Page> run)
     {
         var (first, last) = PageSpan(start, end);
         while (true)
@@ -75,15 +79,14 @@ internal sealed partial class DataEngine
                 break;
             }
             if (idx == -2) { m.State.Wait(); continue; }
-            if (idx < 0) return [];
+            if (idx < 0) return;
             // Extend backwards and forwards over dirty, unlocked pages of the same kind.
             bool inPlace = IsInPlace(m, idx);
             long lo = idx, hi = idx;
             while (m.DirtyPages.Contains(lo - 1) && Usable(m, lo - 1) && IsInPlace(m, lo - 1) == inPlace) lo--;
             while (m.DirtyPages.Contains(hi + 1) && Usable(m, hi + 1) && IsInPlace(m, hi + 1) == inPlace) hi++;
-            var run = new List<Page>();
             for (long i = lo; i <= hi; i++) run.Add(m.Pages[i]);
-            return run;
+            return;
         }
     }
 
@@ -202,18 +205,28 @@ internal sealed partial class DataEngine
     private void SubmitOrdered(Mapping m, OrderedExtent oe, List<Page> run, bool finishInline)
     {
         ulong bs = (ulong)BlockSize;
-        int len = (int)oe.NumBytes;
-        // The run is contiguous and ascending, so the extent's pages are one slice of it.
+        // The run is contiguous and ascending, so the extent's pages are one slice of it,
+        // run[first, first + count), used in place; their frames are gathered in a pooled array
+        // (no allocation per page: Reservoir.Bench --alloc).
         int first = (int)((long)(oe.FileOffset / bs) - run[0].Index), count = (int)(oe.NumBytes / bs);
-        var pages = run.GetRange(first, count);
-        if (pages[0].Index * (long)bs != (long)oe.FileOffset || pages[^1].Index != pages[0].Index + count - 1)
+        if (run[first].Index * (long)bs != (long)oe.FileOffset || run[first + count - 1].Index != run[first].Index + count - 1)
             ThrowHelper.Invariant($"inode {m.Inode.Ino}: ordered extent [{oe.FileOffset}, +{oe.NumBytes}) does not match its pages");
-        var frames = new ReadOnlyMemory<byte>[count];
-        for (int i = 0; i < count; i++) frames[i] = pages[i].Frame.Memory;
+        var frames = ArrayPool<ReadOnlyMemory<byte>>.Shared.Rent(count);
+        try { SubmitFrames(m, oe, run, first, count, frames, finishInline); }
+        finally { ArrayPool<ReadOnlyMemory<byte>>.Shared.Return(frames, clearArray: true); }
+    }
+
+    /// <summary><see cref="SubmitOrdered"/> with the frames' array: the pages are unlocked
+    /// (they stay under writeback), written and checksummed, and the IO ends.</summary>
+    private void SubmitFrames(Mapping m, OrderedExtent oe, List<Page> run, int first, int count, ReadOnlyMemory<byte>[] frames, bool finishInline)
+    {
+        ulong bs = (ulong)BlockSize;
+        int len = (int)oe.NumBytes;
+        for (int i = 0; i < count; i++) frames[i] = run[first + i].Frame.Memory;
         oe.Csums = new uint[count];
         using (m.State.Lock())
         {
-            foreach (var p in pages) p.Locked = false;
+            for (int i = first; i < first + count; i++) run[i].Locked = false;
             m.State.PulseAll();
         }
         Sched.Yield("writeback:submit");
@@ -240,20 +253,21 @@ internal sealed partial class DataEngine
                     Fs.Warn($"inode {m.Inode.Ino}: writeback of [{oe.FileOffset}, +{oe.NumBytes}) failed: {ex.Message}");
                 }
             }
-            for (int i = at; i < at + n; i++) oe.Csums[i] = Crc32C.Compute(pages[i].Data);
+            for (int i = at; i < at + n; i++) oe.Csums[i] = Crc32C.Compute(run[first + i].Data);
         }
         Fs.Stats.DataBytesWritten += len;
-        EndIo(m, oe, pages, ok, finishInline);
+        EndIo(m, oe, run, first, count, ok, finishInline);
     }
 
-    /// <summary>IO completion (end_bio_extent_writepage): pages leave writeback, and the ordered
-    /// extent, once all its bytes are done, goes to the completion workers.</summary>
-    private void EndIo(Mapping m, OrderedExtent oe, List<Page> pages, bool ok, bool finishInline)
+    /// <summary>IO completion (end_bio_extent_writepage): pages run[first, first + count)
+    /// leave writeback, and the ordered extent, once all its bytes are done, goes to the
+    /// completion workers.</summary>
+    private void EndIo(Mapping m, OrderedExtent oe, List<Page> run, int first, int count, bool ok, bool finishInline)
     {
         using (m.State.Lock())
         {
-            foreach (var p in pages) p.Writeback = false;
-            m.PagesInWriteback -= pages.Count;
+            for (int i = first; i < first + count; i++) run[i].Writeback = false;
+            m.PagesInWriteback -= count;
             if (!ok) oe.IoError = true;
             oe.BytesLeft = 0;
             oe.IoDone = true;

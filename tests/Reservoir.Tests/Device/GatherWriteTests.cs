@@ -32,6 +32,42 @@ public class GatherWriteTests
         finally { File.Delete(path); }
     }
 
+    /// <summary>The device's own pwritev: more buffers than one system call takes (IOV_MAX,
+    /// 1,024), buffers of odd sizes and empty ones, in order, with nothing before or after
+    /// touched (fails if a batch or an empty buffer is skipped or written twice).</summary>
+    [Fact]
+    public void FileDeviceWritesMoreBuffersThanOneSystemCallTakesInOrder()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"gather-many-{Guid.NewGuid():N}.img");
+        var rng = new Random(7);
+        var pieces = Enumerable.Range(0, 2_500).Select(i =>
+        {
+            var b = new byte[i % 97 == 0 ? 0 : rng.Next(1, 700)];
+            rng.NextBytes(b);
+            return (ReadOnlyMemory<byte>)b;
+        }).ToList();
+        var expected = pieces.SelectMany(p => p.ToArray()).ToArray();
+        try
+        {
+            using (var dev = FileBlockDevice.Create(path, 4 << 20)) dev.WriteGather(4096, pieces);
+            var all = File.ReadAllBytes(path);
+            Assert.Equal(expected, all.AsSpan(4096, expected.Length).ToArray());
+            Assert.All(all.AsSpan(0, 4096).ToArray(), b => Assert.Equal(0, b));
+            Assert.All(all.AsSpan(4096 + expected.Length, 4096).ToArray(), b => Assert.Equal(0, b));
+        }
+        finally { File.Delete(path); }
+    }
+
+    /// <summary>A host that refuses the write (a full host filesystem: /dev/full answers
+    /// ENOSPC) is a DeviceIOException naming the error, not a crash or a silent loss.</summary>
+    [Fact]
+    public void AHostErrorOfAGatheredWriteIsADeviceError()
+    {
+        using var handle = File.OpenHandle("/dev/full", FileMode.Open, FileAccess.Write);
+        var ex = Assert.Throws<IOException>(() => GatherWrite.WriteAll(handle, 0, Pieces()));
+        Assert.Contains("errno 28", ex.Message);
+    }
+
     [Fact]
     public void DirectDeviceWritesAlignedFramesWithoutBouncingAndBouncesTheRest()
     {
