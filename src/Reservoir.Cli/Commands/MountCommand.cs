@@ -24,7 +24,7 @@ internal static class MountCommand
     {
         var image = new Argument<string>("image");
         var dir = new Argument<string>("mountpoint");
-        var opts = new Option<string?>("-o") { Description = "Options: ro, allow_other, default_permissions, noatime, discard[=sync|async], fsname= (the source mount tables show; default: the image's path), commit=SECONDS, threads=N, attr_timeout=SECONDS, subvol=PATH, subvolid=ID, submounts (every subvolume a mount of its own, with its own st_dev; `reservoir umount` unmounts the tree, as umount does with install.sh's helper), dedicated=N (with submounts: how many get threads of their own, 16), nofuseblk (as root the mount is a fuseblk mount over a loop device, so that sync(1) reaches it), debug" };
+        var opts = new Option<string?>("-o") { Description = "Options: ro, allow_other, default_permissions, noatime, discard[=sync|async], fsname= (the source mount tables show; default: the image's path), commit=SECONDS, threads=N, attr_timeout=SECONDS, cache=SIZE (the daemon's page cache budget, 256M unless given, at least 1M), subvol=PATH, subvolid=ID, submounts (every subvolume a mount of its own, with its own st_dev; `reservoir umount` unmounts the tree, as umount does with install.sh's helper), dedicated=N (with submounts: how many get threads of their own, 16), nofuseblk (as root the mount is a fuseblk mount over a loop device, so that sync(1) reaches it), debug" };
         var fg = new Option<bool>("-f", "--foreground") { Description = "Stay in the foreground (for systemd)" };
         var debug = new Option<bool>("-d", "--debug") { Description = "Log every request (implies -f)" };
         var detached = new Option<bool>("--detached") { Description = "(internal) the background half of a mount", Hidden = true };
@@ -41,7 +41,24 @@ internal static class MountCommand
     {
         var o = new FuseMountOptions();
         var unknown = o.Parse(opts);
-        if (unknown.Count > 0) { ctx.Err.WriteLine($"reservoir mount: unknown option(s): {string.Join(", ", unknown)}"); return 2; }
+        if (unknown.Count > 0)
+        {
+            // A known option with a value it does not take says what it takes.
+            static string Why(string o) => o.Split('=')[0] switch
+            {
+                "cache" => $"{o} (cache takes a size of at least 1M, such as 64M)",
+                "commit" => $"{o} (commit takes seconds, 0 or more)",
+                "threads" => $"{o} (threads takes 1 to 64)",
+                "attr_timeout" => $"{o} (attr_timeout takes seconds, 0 or more)",
+                "dedicated" => $"{o} (dedicated takes 0 to 4096)",
+                "discard" => $"{o} (discard takes sync or async)",
+                "subvolid" => $"{o} (subvolid takes a subvolume id)",
+                "subvol" => $"{o} (subvol takes a path)",
+                _ => o,
+            };
+            ctx.Err.WriteLine($"reservoir mount: unknown option(s): {string.Join(", ", unknown.Select(Why))}");
+            return 2;
+        }
         if (debug) o.Debug = true;
         if (!File.Exists(image)) { ctx.Err.WriteLine($"reservoir mount: image '{image}' does not exist"); return 1; }
         if (!Directory.Exists(dir)) { ctx.Err.WriteLine($"reservoir mount: mount point '{dir}' does not exist"); return 1; }
@@ -70,7 +87,7 @@ internal static class MountCommand
             ctx.Err.WriteLine(m);
         }
         using var dev = FileBlockDevice.Open(image, readOnly: o.ReadOnly);
-        using var fs = Filesystem.Mount(dev, o.EngineOptions(m => Log($"reservoir: {m}")));
+        using var fs = Filesystem.Mount(dev, o.EngineOptions(m => Log($"reservoir: {m}")), o.DataOptions());
         var streams = StreamsFor(fs);
         o.Streams = streams;
         FuseSession session;

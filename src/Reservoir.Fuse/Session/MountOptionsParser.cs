@@ -1,3 +1,5 @@
+using Reservoir.Common;
+
 namespace Reservoir.Fuse.Session;
 
 /// <summary>
@@ -34,6 +36,12 @@ public sealed class FuseMountOptions
     public bool FsyncLog { get; set; } = true;
     public int Threads { get; set; } = Math.Clamp(Environment.ProcessorCount, 2, 8);
     public double AttrTimeoutSeconds { get; set; } = 1.0;
+    /// <summary>cache=SIZE: the daemon's page cache budget (DataOptions.PageCacheBytes; 256 MiB
+    /// when not given), at least <see cref="MinCacheBytes"/>. What the daemon's memory grows to
+    /// under load is mostly this (bench/daemon-memory.sh); the kernel caches what it reads
+    /// through the mount besides.</summary>
+    public long? CacheBytes { get; set; }
+    public const long MinCacheBytes = 1L << 20;
     public bool Debug { get; set; }
     /// <summary>As root the image is mounted as a fuseblk mount over a loop device, so that
     /// sync(1) reaches the daemon (<see cref="LoopDevice"/>); nofuseblk mounts it as a plain
@@ -112,6 +120,7 @@ public sealed class FuseMountOptions
                 case "subtype": break;
                 case "commit" when int.TryParse(v, out int c) && c >= 0: CommitSeconds = c; break;
                 case "threads" when int.TryParse(v, out int t) && t >= 1 && t <= 64: Threads = t; break;
+                case "cache" when Units.TryParseSize(v, out ulong cb) && cb >= MinCacheBytes && cb <= long.MaxValue: CacheBytes = (long)cb; break;
                 case "attr_timeout" when double.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out double a) && a >= 0: AttrTimeoutSeconds = a; break;
                 case "debug": Debug = true; break;
                 case "nofuseblk": FuseBlk = false; break;
@@ -138,6 +147,14 @@ public sealed class FuseMountOptions
         Atime = NoAtime ? Engine.Tx.AtimeMode.NoAtime : StrictAtime ? Engine.Tx.AtimeMode.StrictAtime : Engine.Tx.AtimeMode.Relatime,
         NoDirAtime = NoDirAtime, Discard = Discard,
     };
+
+    /// <summary>The engine's data-path options these ask for (the page cache budget).</summary>
+    public Engine.Data.DataOptions DataOptions()
+    {
+        var d = new Engine.Data.DataOptions();
+        if (CacheBytes is { } c) d.PageCacheBytes = c;
+        return d;
+    }
 
     public ulong MountFlags()
     {

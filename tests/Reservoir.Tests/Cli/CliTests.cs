@@ -818,5 +818,21 @@ public sealed class CliTests : IDisposable
         Assert.Contains("applies to images", r.Err);
     }
 
+    /// <summary>A mount option given a value it does not take is refused before anything is
+    /// mounted, and the message says what the option takes (cache=16k said only "unknown").</summary>
+    [Fact]
+    public void AMountOptionWithAValueItDoesNotTakeSaysWhatItTakes()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        var mnt = Directory.CreateDirectory(Path.Combine(_dir, "m")).FullName;
+        var r = Run("mount", Img, mnt, "-o", "cache=16k,threads=99,noatime,bogus");
+        Assert.Equal(2, r.Code);
+        Assert.Contains("cache=16k (cache takes a size of at least 1M, such as 64M)", r.Err);
+        Assert.Contains("threads=99 (threads takes 1 to 64)", r.Err);
+        Assert.Contains(", bogus", r.Err);
+        Assert.DoesNotContain("noatime", r.Err);
+        Assert.DoesNotContain(mnt, File.ReadAllText("/proc/mounts"));
+    }
+
     public void Dispose() => Directory.Delete(_dir, true);
 }

@@ -30,4 +30,31 @@ public class MountOptionsTests
         Assert.Equal(["discard=later"], o.Parse("discard=later"));
         Assert.Equal(DiscardMode.Off, o.Discard);
     }
+
+    /// <summary>cache=SIZE sets the daemon's page cache budget; without it the engine's
+    /// default holds; a size below the minimum or not a size is refused as unknown, so the
+    /// mount stops with a message instead of running with a budget nobody asked for.</summary>
+    [Theory]
+    [InlineData("cache=64M", 64L << 20)]
+    [InlineData("cache=1G", 1L << 30)]
+    [InlineData("cache=1048576", 1L << 20)]
+    [InlineData("noatime", 256L << 20)]
+    public void CacheSetsThePageCacheBudget(string given, long want)
+    {
+        var o = new FuseMountOptions();
+        Assert.Empty(o.Parse(given));
+        Assert.Equal(want, o.DataOptions().PageCacheBytes);
+    }
+
+    [Theory]
+    [InlineData("cache=16k")]
+    [InlineData("cache=lots")]
+    [InlineData("cache=")]
+    [InlineData("cache=-5M")]
+    public void ACacheTooSmallOrNotASizeIsRefused(string given)
+    {
+        var o = new FuseMountOptions();
+        Assert.Equal([given], o.Parse(given));
+        Assert.Null(o.CacheBytes);
+    }
 }
