@@ -193,7 +193,7 @@ internal static class AllocBench
         long before = GC.GetTotalAllocatedBytes(true);
         for (int i = 0; i < n; i++) op();
         double perOp = (GC.GetTotalAllocatedBytes(true) - before) / (double)n;
-        LastSample = Sampler == null ? null : string.Join(", ", Sampler.Stop().Select(t => $"{t.Type} {t.Share:P0}"));
+        StopSampler();
         return perOp;
     }
 
@@ -204,9 +204,12 @@ internal static class AllocBench
         long before = GC.GetTotalAllocatedBytes(true);
         op();
         double bytes = GC.GetTotalAllocatedBytes(true) - before;
-        LastSample = Sampler == null ? null : string.Join(", ", Sampler.Stop().Select(t => $"{t.Type} {t.Share:P0}"));
+        StopSampler();
         return bytes;
     }
+
+    private static void StopSampler() =>
+        LastSample = Sampler == null ? null : string.Join(", ", Sampler.Stop().Select(t => $"{t.Type} {t.Share:P0}"));
 
     /// <summary>With --alloc-types: what each row allocates, printed under the table.</summary>
     public static AllocationSampler? Sampler;

@@ -7,6 +7,7 @@ using Reservoir.Fuse.Protocol;
 using Reservoir.Fuse.Session;
 using Xunit;
 using static Reservoir.Tests.TestFs;
+using static Reservoir.Tests.Fuse.BridgeFuzzTests;
 
 namespace Reservoir.Tests.Fuse;
 
@@ -105,12 +106,5 @@ public class HotPathAllocationTests : IDisposable
         // And the replies are the real ones: the read returns the block the write put there.
         Assert.Equal(Abi.OutHeaderSize + 4096, Handle(read));
         Assert.All(reply.AsSpan(Abi.OutHeaderSize, 4096).ToArray(), b => Assert.Equal(0x5A, b));
-    }
-
-    private static byte[] U32(uint v)
-    {
-        var b = new byte[4];
-        BinaryPrimitives.WriteUInt32LittleEndian(b, v);
-        return b;
     }
 }
