@@ -2,6 +2,7 @@ using System.Text;
 using Reservoir.Common;
 using Reservoir.Device;
 using Reservoir.Engine;
+using Reservoir.Engine.Data;
 using Reservoir.Engine.Tx;
 using Reservoir.Format;
 
@@ -49,11 +50,11 @@ public sealed partial class ReservoirFileSystem : IDisposable
     public Filesystem Engine { get; }
     public PosixApi Posix { get; }
 
-    private ReservoirFileSystem(IBlockDevice dev, bool owns, MountOptions? options)
+    private ReservoirFileSystem(IBlockDevice dev, bool owns, MountOptions? options, DataOptions? data)
     {
         _dev = dev;
         _ownsDevice = owns;
-        try { Engine = Filesystem.Mount(dev, options); }
+        try { Engine = Filesystem.Mount(dev, options, data); }
         catch
         {
             if (owns) dev.Dispose();
@@ -63,24 +64,28 @@ public sealed partial class ReservoirFileSystem : IDisposable
         Posix = new PosixApi(Engine);
     }
 
-    /// <summary>Creates an image file of <paramref name="size"/> bytes, formats and mounts it.</summary>
-    public static ReservoirFileSystem Create(string imagePath, long size, MkfsOptions? mkfs = null, MountOptions? mount = null)
+    /// <summary>Creates an image file of <paramref name="size"/> bytes, formats and mounts it.
+    /// <paramref name="data"/> sets the data path: the page cache budget
+    /// (<see cref="DataOptions.PageCacheBytes"/>, 256 MiB unless given, most of the memory the
+    /// filesystem takes), dirty thresholds, writeback interval.</summary>
+    public static ReservoirFileSystem Create(string imagePath, long size, MkfsOptions? mkfs = null, MountOptions? mount = null, DataOptions? data = null)
     {
         var dev = FileBlockDevice.Create(imagePath, (ulong)size);
         try { Filesystem.Format(dev, mkfs); }
         catch { dev.Dispose(); throw; }
-        return new ReservoirFileSystem(dev, true, mount);
+        return new ReservoirFileSystem(dev, true, mount, data);
     }
 
-    /// <summary>Mounts an existing image (read-only if <paramref name="options"/> says so).</summary>
-    public static ReservoirFileSystem Open(string imagePath, MountOptions? options = null)
+    /// <summary>Mounts an existing image (read-only if <paramref name="options"/> says so);
+    /// <paramref name="data"/> as for <see cref="Create"/>.</summary>
+    public static ReservoirFileSystem Open(string imagePath, MountOptions? options = null, DataOptions? data = null)
     {
         var dev = FileBlockDevice.Open(imagePath, options?.ReadOnly ?? false);
-        return new ReservoirFileSystem(dev, true, options);
+        return new ReservoirFileSystem(dev, true, options, data);
     }
 
     /// <summary>Mounts a filesystem on any device (memory, crash-simulating…), not owning it.</summary>
-    public static ReservoirFileSystem Open(IBlockDevice device, MountOptions? options = null) => new(device, false, options);
+    public static ReservoirFileSystem Open(IBlockDevice device, MountOptions? options = null, DataOptions? data = null) => new(device, false, options, data);
 
     // ------------------------------------------------------------------ System.IO shape
 

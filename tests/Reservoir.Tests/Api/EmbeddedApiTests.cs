@@ -1,5 +1,6 @@
 using Reservoir.Common;
 using Reservoir.Engine;
+using Reservoir.Engine.Data;
 using Xunit;
 
 namespace Reservoir.Tests.Api;
@@ -33,6 +34,30 @@ public sealed class EmbeddedApiTests : IDisposable
         Assert.NotEqual(f.Device, g.Device);
         Assert.NotEqual(f.Attr.Ino, g.Attr.Ino);
         Assert.Equal(f.Device, a.Device);
+    }
+
+    /// <summary>An embedding program bounds the filesystem's memory with the page cache budget
+    /// (DataOptions, as the mount's cache=): reading 32 MiB leaves at most about the budget
+    /// cached, where the default budget keeps it all (fails if Open drops the option).</summary>
+    [Fact]
+    public void ThePageCacheBudgetGivenToOpenBoundsWhatStaysCached()
+    {
+        var data = new byte[32 << 20];
+        new Random(3).NextBytes(data);
+        // (While a writer outruns the flusher, pages under its writeback cannot be evicted yet,
+        // so what is cached during a write may pass the budget for a while; reads are bounded.)
+        using (var fs = ReservoirFileSystem.Create(Img, 128 << 20, data: new DataOptions { PageCacheBytes = 4 << 20 }))
+            fs.WriteAllBytes("/big", data);
+        long CachedAfterRead(DataOptions? d)
+        {
+            using var fs = ReservoirFileSystem.Open(Img, data: d);
+            Assert.Equal(data, fs.ReadAllBytes("/big"));
+            return Cached(fs);
+        }
+        long bounded = CachedAfterRead(new DataOptions { PageCacheBytes = 4 << 20 });
+        Assert.True(bounded <= (4 << 20) / 4096 + 512, $"{bounded} pages cached after reading with a 4 MiB budget");
+        Assert.Equal((32 << 20) / 4096, CachedAfterRead(null)); // the default budget, 256 MiB, keeps it all
+        static long Cached(ReservoirFileSystem fs) => fs.Engine.Data.AllMappings().Sum(m => (long)m.CachedPages);
     }
 
     [Fact]
