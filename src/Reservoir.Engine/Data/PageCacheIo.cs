@@ -90,6 +90,10 @@ internal sealed partial class DataEngine
             if (pos + (ulong)chunk > inode.Item.FileSize) inode.Item.FileSize = pos + (ulong)chunk;
             CopyIntoLockedPages(m, pages, pos, data.Slice(written, chunk));
             written += chunk;
+            // Between chunks of a large write too (balance_dirty_pages_ratelimited), or one
+            // call of 32 MiB filled a 4 MiB cache with all of it: the chunk's pages are unlocked
+            // now, and only the inode lock is held, as at the end.
+            if (written < data.Length) BalanceDirty(m);
         }
         var now = Format.Timespec.Now();
         inode.Item.Mtime = inode.Item.Ctime = now;

@@ -19,15 +19,23 @@ namespace Reservoir.Tests.Data;
 /// </summary>
 public class ConcurrentDataTests(ITestOutputHelper log)
 {
-    [Fact]
-    public void OverlappingDataOperationsNeverLeak()
+    /// <param name="cacheBytes">1 MiB: the file's pages fit; 128 KiB (a budget of 64 pages,
+    /// the least there is): the cache is over its budget most of the time, so writers evict and
+    /// wait for the flusher's IO on their file (BalanceDirty) among everything else.</param>
+    [Theory]
+    [InlineData(1 << 20)]
+    [InlineData(128 << 10)]
+    public void OverlappingDataOperationsNeverLeak(long cacheBytes)
     {
         long steps = 0;
-        for (int seed = 1; seed <= 25; seed++)
+        // CONCURRENT_DATA_SEEDS=N runs more seeds by hand (a soak of the data path's locking:
+        // writers, the flusher and completion over a 1 MiB cache always over its budget).
+        int seeds = int.TryParse(Environment.GetEnvironmentVariable("CONCURRENT_DATA_SEEDS"), out int n) && n > 0 ? n : 25;
+        for (int seed = 1; seed <= seeds; seed++)
         {
             var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk, pctSteps: 100_000);
             var dev = new MemoryBlockDevice(64UL << 20);
-            var dopt = new DataOptions { WritebackIntervalMs = 7, DirtyExpireMs = 20, PageCacheBytes = 1 << 20, CompletionWorkers = 2 };
+            var dopt = new DataOptions { WritebackIntervalMs = 7, DirtyExpireMs = 20, PageCacheBytes = cacheBytes, CompletionWorkers = 2 };
             long leaked = 0;
             List<string> violations = new(), leaks = new();
             s.Run(() =>
@@ -75,7 +83,62 @@ public class ConcurrentDataTests(ITestOutputHelper log)
             Assert.True(leaked == 0, $"seed {seed}: {string.Join("; ", leaks)}");
             FsckAssert.Clean(dev);
         }
-        log.WriteLine($"25 seeds, {steps} scheduling steps");
+        log.WriteLine($"{seeds} seeds, {steps} scheduling steps");
+    }
+
+    /// <summary>
+    /// Writers of 1.25 MiB at a call with the smallest cache there is (64 pages), the flusher
+    /// kicked at once: each balances its dirty pages between the write's chunks, writing back
+    /// and evicting, and waits for the flusher's IO on its file when that alone keeps the cache
+    /// over its budget (BalanceDirty). Over many schedules: nobody deadlocks (the scheduler
+    /// fails a run whose threads all wait), every file reads back as written, nothing leaks,
+    /// fsck is clean.
+    /// </summary>
+    [Fact]
+    public void WritersOverTheBudgetBalanceBetweenChunksAndNeverDeadlock()
+    {
+        int seeds = int.TryParse(Environment.GetEnvironmentVariable("CONCURRENT_DATA_SEEDS"), out int n) && n > 0 ? n : 20;
+        long waits = 0;
+        for (int seed = 1; seed <= seeds; seed++)
+        {
+            var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk, pctSteps: 50_000);
+            var dev = new MemoryBlockDevice(64UL << 20);
+            var dopt = new DataOptions { WritebackIntervalMs = 1, DirtyBackgroundPercent = 1, PageCacheBytes = 64 * 4096, CompletionWorkers = 2 };
+            long leaked = 0;
+            s.Run(() =>
+            {
+                Filesystem.Format(dev, new MkfsOptions { NodeSize = 4096 }, s);
+                var fs = Filesystem.Mount(dev, new MountOptions { Scheduler = s, CommitIntervalMs = 5 }, dopt);
+                var files = Enumerable.Range(0, 2).Select(w => CreateFile(fs, Filesystem.RootIno, "f" + w)).ToArray();
+                var writers = Enumerable.Range(0, 2).Select(w => s.Start("w" + w, () =>
+                {
+                    var chunk = new byte[(5 << 20) / 4]; // 1.25 MiB: two write chunks a call
+                    for (int i = 0; i < 4; i++)
+                    {
+                        Array.Fill(chunk, (byte)(w * 64 + i + 1));
+                        Ok(fs.Write(files[w], (ulong)i * (ulong)chunk.Length, chunk, out int written));
+                        if (written != chunk.Length) throw new Xunit.Sdk.XunitException($"seed {seed} writer {w}: short write {written}");
+                    }
+                })).ToList();
+                writers.ForEach(t => t.Join());
+                for (int w = 0; w < 2; w++)
+                {
+                    var content = ReadAll(fs, files[w]);
+                    const int c = (5 << 20) / 4;
+                    Assert.Equal(4 * c, content.Length);
+                    for (int i = 0; i < 4; i++)
+                        if (content.AsSpan(i * c, c).IndexOfAnyExcept((byte)(w * 64 + i + 1)) >= 0)
+                            throw new Xunit.Sdk.XunitException($"seed {seed}: file {w} chunk {i} is not what was written");
+                }
+                Ok(fs.Sync());
+                waits += fs.Data.WriterThrottleWaits;
+                fs.Dispose();
+                leaked = fs.LeakedBytes;
+            });
+            Assert.True(leaked == 0, $"seed {seed}: {leaked} bytes leaked");
+            FsckAssert.Clean(dev);
+        }
+        log.WriteLine($"{seeds} seeds, writers waited for the flusher {waits} times");
     }
 
     /// <summary>
