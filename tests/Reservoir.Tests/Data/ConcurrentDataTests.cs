@@ -20,8 +20,8 @@ namespace Reservoir.Tests.Data;
 public class ConcurrentDataTests(ITestOutputHelper log)
 {
     /// <param name="cacheBytes">1 MiB: the file's pages fit; 128 KiB (a budget of 64 pages,
-    /// the least there is): the cache is over its budget most of the time, so writers evict and
-    /// wait for the flusher's IO on their file (BalanceDirty) among everything else.</param>
+    /// the least there is, under the file's 64-80): writers and readers evict among everything
+    /// else.</param>
     [Theory]
     [InlineData(1 << 20)]
     [InlineData(128 << 10)]
@@ -29,7 +29,7 @@ public class ConcurrentDataTests(ITestOutputHelper log)
     {
         long steps = 0;
         // CONCURRENT_DATA_SEEDS=N runs more seeds by hand (a soak of the data path's locking:
-        // writers, the flusher and completion over a 1 MiB cache always over its budget).
+        // writers, the flusher and completion).
         int seeds = int.TryParse(Environment.GetEnvironmentVariable("CONCURRENT_DATA_SEEDS"), out int n) && n > 0 ? n : 25;
         for (int seed = 1; seed <= seeds; seed++)
         {
