@@ -43,20 +43,7 @@ internal static class MountCommand
         var unknown = o.Parse(opts);
         if (unknown.Count > 0)
         {
-            // A known option with a value it does not take says what it takes.
-            static string Why(string o) => o.Split('=')[0] switch
-            {
-                "cache" => $"{o} (cache takes a size of at least 1M, such as 64M)",
-                "commit" => $"{o} (commit takes seconds, 0 or more)",
-                "threads" => $"{o} (threads takes 1 to 64)",
-                "attr_timeout" => $"{o} (attr_timeout takes seconds, 0 or more)",
-                "dedicated" => $"{o} (dedicated takes 0 to 4096)",
-                "discard" => $"{o} (discard takes sync or async)",
-                "subvolid" => $"{o} (subvolid takes a subvolume id)",
-                "subvol" => $"{o} (subvol takes a path)",
-                _ => o,
-            };
-            ctx.Err.WriteLine($"reservoir mount: unknown option(s): {string.Join(", ", unknown.Select(Why))}");
+            ctx.Err.WriteLine($"reservoir mount: unknown option(s): {string.Join(", ", unknown.Select(FuseMountOptions.Explain))}");
             return 2;
         }
         if (debug) o.Debug = true;

@@ -32,24 +32,39 @@ internal static class FileExtents
     /// </summary>
     public static ulong CoveredBytes(BTree t, ulong ino, ulong start, ulong end, TreePath path)
     {
+        ulong covered = 0;
+        for (bool ok = SeekFirst(t, ino, start, path); ok && NextInRange(path, ino, end, out ulong pos, out var fe); ok = t.Next(path))
+        {
+            ulong s = Math.Max(pos, start), e = Math.Min(pos + fe.NumBytes, end);
+            if (e > s) covered += e - s;
+        }
+        return covered;
+    }
+
+    /// <summary>Positions <paramref name="path"/> (read-only) at the file's last extent item at
+    /// or below <paramref name="start"/>, which may reach into a range from there, else at its
+    /// first item; false past the end of the tree. A path already in the leaf that spans the
+    /// key searches that leaf alone (<see cref="BTree.SearchNear"/>).</summary>
+    private static bool SeekFirst(BTree t, ulong ino, ulong start, TreePath path)
+    {
         var key = ExtentKey(ino, start);
-        // The last item at or below start (it may reach into the range), else the first above.
         bool ok = t.SearchNear(key, path);
         if (!ok && path.Slot > 0 && path.Slot <= path.Leaf.NrItems) { path.Slot--; ok = true; }
         else if (!ok) ok = t.SeekLE(key, path);
-        if (ok && (path.Key.ObjectId != ino || path.Key.Type != KeyTypes.ExtentData)) ok = t.Next(path);
-        else if (!ok) ok = t.SeekGE(ExtentKey(ino, 0), path);
-        ulong covered = 0;
-        while (ok)
-        {
-            var k = path.Key;
-            if (k.ObjectId != ino || k.Type != KeyTypes.ExtentData || k.Offset >= end) break;
-            if (!FileExtentItem.TryRead(path.Data, out var fe)) throw new CorruptionException($"malformed EXTENT_DATA at offset {k.Offset}", inode: ino);
-            ulong s = Math.Max(k.Offset, start), e = Math.Min(k.Offset + fe.NumBytes, end);
-            if (e > s) covered += e - s;
-            ok = t.Next(path);
-        }
-        return covered;
+        if (ok && (path.Key.ObjectId != ino || path.Key.Type != KeyTypes.ExtentData)) return t.Next(path);
+        return ok || t.SeekGE(ExtentKey(ino, 0), path);
+    }
+
+    /// <summary>Whether the path is at an extent item of the file starting below
+    /// <paramref name="end"/>, and that item (corruption if it does not parse).</summary>
+    private static bool NextInRange(TreePath path, ulong ino, ulong end, out ulong pos, out FileExtentItem fe)
+    {
+        var k = path.Key;
+        pos = k.Offset;
+        fe = default;
+        if (k.ObjectId != ino || k.Type != KeyTypes.ExtentData || k.Offset >= end) return false;
+        if (!FileExtentItem.TryRead(path.Data, out fe)) throw new CorruptionException($"malformed EXTENT_DATA at offset {k.Offset}", inode: ino);
+        return true;
     }
 
     /// <summary>Extent items overlapping [start, end), in file order. Caller holds the fs tree
@@ -58,17 +73,10 @@ internal static class FileExtents
     {
         var list = new List<Mapping>();
         using var lease = TreePath.Rent(out var path);
-        bool ok = t.SeekLE(ExtentKey(ino, start), path);
-        if (ok && (path.Key.ObjectId != ino || path.Key.Type != KeyTypes.ExtentData)) ok = t.Next(path);
-        else if (!ok) ok = t.SeekGE(ExtentKey(ino, 0), path);
-        while (ok && list.Count < max)
+        for (bool ok = SeekFirst(t, ino, start, path); ok && list.Count < max && NextInRange(path, ino, end, out ulong pos, out var fe); ok = t.Next(path))
         {
-            var k = path.Key;
-            if (k.ObjectId != ino || k.Type != KeyTypes.ExtentData || k.Offset >= end) break;
-            if (!FileExtentItem.TryRead(path.Data, out var fe)) throw new CorruptionException($"malformed EXTENT_DATA at offset {k.Offset}", inode: ino);
             byte[]? inline = fe.Type == FileExtentType.Inline ? path.Data[FileExtentItem.HeaderSize..].ToArray() : null;
-            if (k.Offset + fe.NumBytes > start) list.Add(new Mapping(k.Offset, fe, inline));
-            ok = t.Next(path);
+            if (pos + fe.NumBytes > start) list.Add(new Mapping(pos, fe, inline));
         }
         return list;
     }

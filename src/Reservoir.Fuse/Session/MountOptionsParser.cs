@@ -90,6 +90,21 @@ public sealed class FuseMountOptions
 
     private static readonly HashSet<string> Ignored = ["auto", "noauto", "user", "nouser", "users", "nofail", "_netdev", "defaults", "rw", "async", "exec", "atime"];
 
+    /// <summary>An option <see cref="Parse"/> refused, with what it takes when it is a known
+    /// option given a value it does not take (the ranges of the cases above).</summary>
+    public static string Explain(string refused) => refused.Split('=')[0] switch
+    {
+        "cache" => $"{refused} (cache takes a size of at least 1M, such as 64M)",
+        "commit" => $"{refused} (commit takes seconds, 0 or more)",
+        "threads" => $"{refused} (threads takes 1 to 64)",
+        "attr_timeout" => $"{refused} (attr_timeout takes seconds, 0 or more)",
+        "dedicated" => $"{refused} (dedicated takes 0 to 4096)",
+        "discard" => $"{refused} (discard takes sync or async)",
+        "subvolid" => $"{refused} (subvolid takes a subvolume id)",
+        "subvol" => $"{refused} (subvol takes a path)",
+        _ => refused,
+    };
+
     /// <summary>Parses a comma-separated option list; returns the unknown options (an error).</summary>
     public List<string> Parse(string? opts)
     {

@@ -19,6 +19,11 @@ namespace Reservoir.Tests.Data;
 /// </summary>
 public class ConcurrentDataTests(ITestOutputHelper log)
 {
+    /// <summary>CONCURRENT_DATA_SEEDS=N runs more seeds by hand (a soak of the data path's
+    /// locking: writers, the flusher and completion); CI runs <paramref name="ci"/>.</summary>
+    private static int Seeds(int ci) =>
+        int.TryParse(Environment.GetEnvironmentVariable("CONCURRENT_DATA_SEEDS"), out int n) && n > 0 ? n : ci;
+
     /// <param name="cacheBytes">1 MiB: the file's pages fit; 128 KiB (a budget of 64 pages,
     /// the least there is, under the file's 64-80): writers and readers evict among everything
     /// else.</param>
@@ -28,9 +33,7 @@ public class ConcurrentDataTests(ITestOutputHelper log)
     public void OverlappingDataOperationsNeverLeak(long cacheBytes)
     {
         long steps = 0;
-        // CONCURRENT_DATA_SEEDS=N runs more seeds by hand (a soak of the data path's locking:
-        // writers, the flusher and completion).
-        int seeds = int.TryParse(Environment.GetEnvironmentVariable("CONCURRENT_DATA_SEEDS"), out int n) && n > 0 ? n : 25;
+        int seeds = Seeds(25);
         for (int seed = 1; seed <= seeds; seed++)
         {
             var s = new DeterministicScheduler(seed, seed % 2 == 0 ? ScheduleStrategy.Pct : ScheduleStrategy.RandomWalk, pctSteps: 100_000);
@@ -97,7 +100,7 @@ public class ConcurrentDataTests(ITestOutputHelper log)
     [Fact]
     public void WritersOverTheBudgetBalanceBetweenChunksAndNeverDeadlock()
     {
-        int seeds = int.TryParse(Environment.GetEnvironmentVariable("CONCURRENT_DATA_SEEDS"), out int n) && n > 0 ? n : 20;
+        int seeds = Seeds(20);
         long waits = 0;
         for (int seed = 1; seed <= seeds; seed++)
         {
