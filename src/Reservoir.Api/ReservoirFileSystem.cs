@@ -261,9 +261,9 @@ public sealed partial class ReservoirFileSystem : IDisposable
 
     /// <summary>Grows or shrinks the filesystem to <paramref name="newSize"/> bytes (rounded
     /// down to a node), as `btrfs filesystem resize`: the image file grows with it and is cut
-    /// after a shrink. Nothing is moved, so a shrink past space in use throws an
-    /// <see cref="FsException"/> (ENOSPC) saying how small it can be, and changes nothing.
-    /// Returns the new size.</summary>
+    /// after a shrink. A shrink first moves the extents past the new end below it (snapshots
+    /// keep sharing them); when what is in use does not fit it throws an
+    /// <see cref="FsException"/> (ENOSPC) saying so, and changes nothing. Returns the new size.</summary>
     public ulong Resize(ulong newSize)
     {
         var e = Engine.Resize(newSize, out var r, out var why);

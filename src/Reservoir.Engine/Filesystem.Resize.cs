@@ -6,8 +6,9 @@ namespace Reservoir.Engine;
 /// <summary>
 /// Growing and shrinking the filesystem, offline (`reservoir filesystem resize SIZE IMAGE`),
 /// online (through the mount, btrfs's resize ioctl or Reservoir's) and in the embedded API. An
-/// image file grows with the filesystem and is cut after it shrinks; nothing is moved, so a
-/// shrink past space in use is refused with the smallest size possible now.
+/// image file grows with the filesystem and is cut after it shrinks; a shrink moves the extents
+/// past the new end below it first (FsInfo.Relocate.cs), and is refused only when what is in use
+/// does not fit.
 /// </summary>
 public sealed partial class Filesystem
 {
@@ -40,6 +41,9 @@ public sealed partial class Filesystem
         return true;
     }
 
+    /// <summary>What the last shrink moved to make room (extents and tree blocks).</summary>
+    public Tx.RelocationResult LastRelocation { get; private set; }
+
     /// <summary>The filesystem's size now (total_bytes).</summary>
     public ulong TotalBytes => Fs.TotalBytes;
 
@@ -55,8 +59,9 @@ public sealed partial class Filesystem
     /// <summary>
     /// Makes the filesystem <paramref name="newSize"/> bytes (rounded down to a node): grows it
     /// (an image file grows with it; a block device must be that large already) or shrinks it
-    /// (writes everything back and commits first; refused with ENOSPC, nothing changed, when
-    /// space past the new end is in use). <paramref name="why"/> says what went wrong.
+    /// (writes everything back and commits first, then moves the extents past the new end
+    /// below it; refused with ENOSPC, nothing changed, when they do not fit).
+    /// <paramref name="why"/> says what went wrong.
     /// </summary>
     public Errno Resize(ulong newSize, out ResizeResult result, out string? why)
     {
@@ -64,18 +69,26 @@ public sealed partial class Filesystem
         result = new(old, old);
         why = null;
         if (Fs.ReadOnly) { why = "the filesystem is mounted read-only"; return Errno.EROFS; }
-        if (newSize < old)
-        {
-            var se = Sync(); // extents in flight get their place, and what was freed is free
-            if (se != Errno.OK) { why = "sync before the shrink failed"; return se; }
-        }
         string? message = null;
         ulong done = old;
-        // Every error is said as it is: the resize changes no tree outside its own commit, and a
-        // commit that fails has marked the filesystem failed itself.
+        // A shrink syncs behind its allocation fence (extents in flight get their place below
+        // the new end or before the move, and what was freed is free), then moves what is past
+        // the end.
+        void SyncForShrink()
+        {
+            var se = Sync();
+            if (se != Errno.OK) throw new FsException(se, "sync before the shrink failed");
+        }
+        // Every error is said as it is: the resize changes no tree outside its own commits, and
+        // a commit that fails has marked the filesystem failed itself.
         var e = Guard(0, () =>
         {
-            try { done = Fs.Resize(newSize); return Errno.OK; }
+            try
+            {
+                done = Fs.Resize(newSize, SyncForShrink, out var moved);
+                LastRelocation = moved;
+                return Errno.OK;
+            }
             catch (FsException ex)
             {
                 message = ex.Message;

@@ -68,8 +68,8 @@ internal sealed class FreeSpaceMap
     /// <summary>Takes up to <paramref name="want"/> bytes (at least <paramref name="min"/>),
     /// aligned to <paramref name="align"/>: the first range at or after <paramref name="hint"/>
     /// (wrapping around) that holds all of it, else the largest piece found. Returns length 0
-    /// when nothing fits.</summary>
-    public (ulong Start, ulong Length) Take(ulong want, ulong min, ulong align, ulong hint)
+    /// when nothing fits. Only space below <paramref name="end"/> is taken.</summary>
+    public (ulong Start, ulong Length) Take(ulong want, ulong min, ulong align, ulong hint, ulong end = ulong.MaxValue)
     {
         int n = _r.Count;
         if (n == 0) return (0, 0);
@@ -79,8 +79,9 @@ internal sealed class FreeSpaceMap
         {
             var r = _r[(startIdx + k) % n];
             ulong a = (r.Start + align - 1) / align * align;
-            if (a >= r.End) continue;
-            ulong avail = (r.End - a) / align * align;
+            ulong rEnd = Math.Min(r.End, end);
+            if (a >= rEnd) continue;
+            ulong avail = (rEnd - a) / align * align;
             if (avail < min || avail == 0) continue;
             ulong take = Math.Min(avail, want);
             if (take == want)

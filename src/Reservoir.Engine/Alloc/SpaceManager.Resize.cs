@@ -8,9 +8,10 @@ namespace Reservoir.Engine.Alloc;
 /// keep their size (the superblock stores it once the size no longer gives it, GROUP_SIZE), so
 /// every group stays on its slot: growing adds slots after the end, and the group in a short
 /// last slot takes the slot's new length; shrinking removes the slots past the new end, and
-/// shortens the group the new end falls in. Nothing is moved: a shrink is refused while
-/// anything (an extent, a reservation, a range pinned for the last commit) lies past the new
-/// end, or when the space left could not keep what is already promised.
+/// shortens the group the new end falls in. Nothing is moved here (the shrink moved what was in
+/// the way before this commit, FsInfo.Relocate.cs): a shrink is refused while anything (an
+/// extent, a reservation, a range pinned for the last commit) still lies past the new end, or
+/// when the space left could not keep what is already promised.
 /// Called by the commit that resizes, with no transaction handle active (the commit lock is
 /// held exclusively), so no tree block is allocated meanwhile except through this lock.
 /// </summary>
@@ -70,8 +71,8 @@ internal sealed partial class SpaceManager
         }
         if (inUse > 0)
         {
-            refusal = $"{Units.Human(inUse)} past {Units.Human(newSize)} is in use (extents, or space held for writes in flight or for the last commit); "
-                + $"nothing is moved to make room, so the smallest size now is {Units.Human(MinimumSizeUnsynchronized())}";
+            refusal = $"{Units.Human(inUse)} past {Units.Human(newSize)} is still in use (extents, or space held for writes in flight or for the last commit); "
+                + $"without moving anything, the smallest size now is {Units.Human(MinimumSizeUnsynchronized())}";
             return null;
         }
         // Superblock copies past the new end are still kept out while the groups shrink (the

@@ -169,8 +169,8 @@ internal sealed partial class SpaceManager
         get { using var _ = _lock.Lock(); return FreeSlots().Aggregate(0UL, (a, s) => a + s.Len); }
     }
 
-    private IEnumerable<(ulong Start, ulong Len)> FreeSlots() =>
-        Slots().Where(s => GroupOfUnsynchronized(s.Start) == null);
+    private IEnumerable<(ulong Start, ulong Len)> FreeSlots(ulong end = ulong.MaxValue) =>
+        Slots().Where(s => GroupOfUnsynchronized(s.Start) == null && s.Start + s.Len <= end);
 
     // ------------------------------------------------------------------ reservations
 
@@ -229,32 +229,60 @@ internal sealed partial class SpaceManager
     // ------------------------------------------------------------------ allocation
 
     /// <summary>Allocates one tree node. With <paramref name="fromReservation"/> the bytes move
-    /// from may_use to used; otherwise (commit, overruns) they come straight from free space.</summary>
-    public ulong AllocNode(bool fromReservation)
+    /// from may_use to used; otherwise (commit, overruns) they come straight from free space.
+    /// With <paramref name="belowFence"/> (a relocation's copies) only space below a shrink's
+    /// fence will do; otherwise the fence is a preference (SpaceManager.Fence.cs).</summary>
+    public ulong AllocNode(bool fromReservation, bool belowFence = false)
     {
         using var _ = _lock.Lock();
+        if (_fence != 0)
+        {
+            ulong at = AllocNodeUnsynchronized(fromReservation, _fence);
+            if (at != 0) return at;
+            if (belowFence) throw new FsException(Errno.ENOSPC, $"metadata space below {Units.Human(_fence)} exhausted");
+        }
+        return AllocNodeUnsynchronized(fromReservation, ulong.MaxValue) is var a and not 0 ? a
+            : throw new FsException(Errno.ENOSPC, "metadata space exhausted: no free node and no unallocated space");
+    }
+
+    /// <summary>A node below <paramref name="end"/>, or 0 (never an address: the first MiB
+    /// holds no group).</summary>
+    private ulong AllocNodeUnsynchronized(bool fromReservation, ulong end)
+    {
         ulong ns = (ulong)NodeSize;
         while (true)
         {
             foreach (var g in _groups)
             {
-                if (g.IsData || g.Free.FreeBytes < ns) continue;
-                var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor);
+                if (g.IsData || g.Free.FreeBytes < ns || g.Start >= end) continue;
+                var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor, end);
                 if (l == 0) continue;
                 g.Cursor = s + l;
                 Account(g, l, fromReservation);
                 return s;
             }
-            if (CreateGroupUnsynchronized(BlockGroupFlags.Metadata) == null)
-                throw new FsException(Errno.ENOSPC, "metadata space exhausted: no free node and no unallocated space");
+            if (CreateGroupUnsynchronized(BlockGroupFlags.Metadata, end) == null) return 0;
         }
     }
 
     /// <summary>Allocates up to <paramref name="want"/> bytes of data (block-aligned, at least
     /// one block), contiguous, near <paramref name="hint"/>. May return less than asked.</summary>
-    public (ulong Start, ulong Length) AllocData(ulong want, bool fromReservation, ulong hint = 0)
+    public (ulong Start, ulong Length) AllocData(ulong want, bool fromReservation, ulong hint = 0, bool belowFence = false)
     {
         using var _ = _lock.Lock();
+        if (_fence != 0)
+        {
+            var r = AllocDataUnsynchronized(want, fromReservation, hint, _fence);
+            if (r.Length > 0) return r;
+            if (belowFence) throw new FsException(Errno.ENOSPC, $"data space below {Units.Human(_fence)} exhausted");
+        }
+        var a = AllocDataUnsynchronized(want, fromReservation, hint, ulong.MaxValue);
+        return a.Length > 0 ? a : throw new FsException(Errno.ENOSPC, "data space exhausted");
+    }
+
+    /// <summary>Data below <paramref name="end"/>, or length 0.</summary>
+    private (ulong Start, ulong Length) AllocDataUnsynchronized(ulong want, bool fromReservation, ulong hint, ulong end)
+    {
         ulong bs = (ulong)BlockSize;
         want = Math.Min(Units.AlignUp(want, bs), MaxDataExtent);
         while (true)
@@ -263,8 +291,8 @@ internal sealed partial class SpaceManager
             BlockGroup? bestG = null;
             foreach (var g in _groups)
             {
-                if (!g.IsData || g.Free.FreeBytes < bs) continue;
-                var (s, l) = g.Free.Take(want, bs, bs, hint != 0 && g.Contains(hint) ? hint : g.Cursor);
+                if (!g.IsData || g.Free.FreeBytes < bs || g.Start >= end) continue;
+                var (s, l) = g.Free.Take(want, bs, bs, hint != 0 && g.Contains(hint) ? hint : g.Cursor, end);
                 if (l == 0) continue;
                 if (l == want)
                 {
@@ -282,10 +310,10 @@ internal sealed partial class SpaceManager
                 else g.Free.Add(s, l);
             }
             // A whole new group beats a fragment when the slot exists.
-            if (best.Item2 < want && FreeSlots().Any())
+            if (best.Item2 < want && FreeSlots(end).Any())
             {
                 if (bestG != null) bestG.Free.Add(best.Item1, best.Item2);
-                CreateGroupUnsynchronized(BlockGroupFlags.Data);
+                CreateGroupUnsynchronized(BlockGroupFlags.Data, end);
                 continue;
             }
             if (bestG != null)
@@ -294,7 +322,7 @@ internal sealed partial class SpaceManager
                 ReserveAllocatedData(bestG, best.Item2, fromReservation);
                 return best;
             }
-            throw new FsException(Errno.ENOSPC, "data space exhausted");
+            return (0, 0);
         }
     }
 
@@ -321,9 +349,10 @@ internal sealed partial class SpaceManager
         if (fromReservation) SpaceInfo.Sub(ref k.MayUse, len, k);
     }
 
-    private BlockGroup? CreateGroupUnsynchronized(BlockGroupFlags flags)
+    /// <summary>A new group in the first unallocated slot (that ends by <paramref name="end"/>).</summary>
+    private BlockGroup? CreateGroupUnsynchronized(BlockGroupFlags flags, ulong end = ulong.MaxValue)
     {
-        foreach (var (s, l) in FreeSlots())
+        foreach (var (s, l) in FreeSlots(end))
             return AddGroupUnsynchronized(s, l, flags, onDisk: false);
         return null;
     }
@@ -395,15 +424,17 @@ internal sealed partial class SpaceManager
         ulong ns = (ulong)NodeSize;
         block = 0;
         if (!CanKeepUnsynchronized(ns * LogMarginNodes, 0, useGlobal: false)) return false;
-        foreach (var g in _groups)
-        {
-            if (g.IsData || !g.OnDisk || g.Free.FreeBytes < ns) continue;
-            var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor);
-            if (l == 0) continue;
-            ReserveTakenUnsynchronized(g, l);
-            block = s;
-            return true;
-        }
+        // Below a shrink's fence if it can (the slot stays in use until a later commit).
+        for (int pass = _fence != 0 ? 0 : 1; pass < 2; pass++)
+            foreach (var g in _groups)
+            {
+                if (g.IsData || !g.OnDisk || g.Free.FreeBytes < ns) continue;
+                var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor, pass == 0 ? _fence : ulong.MaxValue);
+                if (l == 0) continue;
+                ReserveTakenUnsynchronized(g, l);
+                block = s;
+                return true;
+            }
         return false;
     }
 

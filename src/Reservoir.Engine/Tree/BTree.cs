@@ -218,6 +218,17 @@ internal sealed partial class BTree
         return copy;
     }
 
+    /// <summary>A relocation (a shrink moving tree blocks, FsInfo.Relocate.cs) wrote the root
+    /// elsewhere with the same contents and generation: the tree reads from there now. The
+    /// caller rewrites the ROOT_ITEM itself (the tree did not change, so its ctransid stays)
+    /// and holds the tree's write lock.</summary>
+    public void RootRelocated(TreeNode root)
+    {
+        if (root.Generation != Root.Generation || root.Level != Root.Level)
+            throw new InvalidOperationException($"tree {Id}: a relocated root keeps its generation and level");
+        Root = root;
+    }
+
     /// <summary>Makes the tree's root an empty leaf (used when creating a tree).</summary>
     public static TreeNode NewEmptyRoot(ITreeContext tx, ulong id) => tx.AllocNode(id, 0);
 

@@ -29,13 +29,25 @@ internal sealed partial class FsInfo
     {
         if (ReadOnly || FailedReason != null) return;
         using var serial = _commitMutex.Lock();
-        List<(ulong Start, ulong Len, Alloc.BlockGroup Group)>? toDiscard = null;
+        List<(ulong Start, ulong Len, Alloc.BlockGroup Group)>? toDiscard;
         _commitLock.EnterWrite();
+        try { toDiscard = CommitUnderLock(); }
+        finally { _commitLock.ExitWrite(); }
+        if (toDiscard != null) DiscardFreed(toDiscard);
+        KickDiscarder();
+    }
+
+    /// <summary>The commit itself (<see cref="Commit"/>), for a caller holding the commit mutex
+    /// and the commit lock for writing; a relocation commits twice under one hold. Returns the
+    /// ranges to discard after the lock is let go (-o discard), if any.</summary>
+    private List<(ulong Start, ulong Len, Alloc.BlockGroup Group)>? CommitUnderLock()
+    {
+        List<(ulong Start, ulong Len, Alloc.BlockGroup Group)>? toDiscard = null;
         try
         {
             var tx = Running;
             if (!ForceCommit && tx.DirtyCount == 0 && tx.Refs.Count == 0 && Space.PinnedBytes == 0 && !AnyGroupDirty()
-                && !(WriteAllOriginDropsAtNextCommit && _pendingOriginDrops.Count > 0) && !HasPendingRelationChanges() && _resizeTo == 0) return;
+                && !(WriteAllOriginDropsAtNextCommit && _pendingOriginDrops.Count > 0) && !HasPendingRelationChanges() && _resizeTo == 0) return null;
             ForceCommit = false;
             var sw = Stopwatch.StartNew();
             long lap = 0;
@@ -104,12 +116,7 @@ internal sealed partial class FsInfo
             MarkFailed($"commit of transaction {Running.Transid} failed: {ex.Message}");
             throw ex as FsException ?? new FsException(Errno.EIO, "commit failed: " + ex.Message, ex);
         }
-        finally
-        {
-            _commitLock.ExitWrite();
-        }
-        if (toDiscard != null) DiscardFreed(toDiscard);
-        KickDiscarder();
+        return toDiscard;
     }
 
     /// <summary>-o discard, after the commit lock is let go (operations go on meanwhile): the

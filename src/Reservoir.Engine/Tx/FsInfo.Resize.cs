@@ -13,6 +13,8 @@ namespace Reservoir.Engine.Tx;
 /// that commit is durable leaves the old size with everything it had.
 /// Order with the device: a growing image file is extended (durably) before the commit that
 /// uses the new space; a shrinking one is cut only after the commit that stopped using it.
+/// A shrink first moves what is in its way (FsInfo.Relocate.cs), behind an allocation fence
+/// that keeps new extents below the new end from before its sync until its commit.
 /// </summary>
 internal sealed partial class FsInfo
 {
@@ -36,8 +38,20 @@ internal sealed partial class FsInfo
     /// what the device can be, ENOSPC when a shrink would cut space in use (the message says
     /// how small it can be).
     /// </summary>
-    public ulong Resize(ulong requested)
+    public ulong Resize(ulong requested) => Resize(requested, sync: null, out _);
+
+    /// <summary>
+    /// <see cref="Resize(ulong)"/>, moving the extents in the way of a shrink first
+    /// (<see cref="Relocate"/>): the allocation fence goes up at the new end, then
+    /// <paramref name="sync"/> (the filesystem's writeback and commit: ordered extents finish,
+    /// what was freed is free) runs, then everything still past the end is moved below it, then
+    /// the resize's commit cuts the groups. A shrink is refused (ENOSPC, nothing changed) only
+    /// when what is in use does not fit below the new end. <paramref name="moved"/> says what
+    /// moved.
+    /// </summary>
+    public ulong Resize(ulong requested, Action? sync, out RelocationResult moved)
     {
+        moved = default;
         if (ReadOnly) throw new FsException(Errno.EROFS, "the filesystem is mounted read-only");
         ulong to = Units.AlignDown(requested, (ulong)NodeSize);
         if (to < FormatConstants.MinDeviceSize)
@@ -47,6 +61,29 @@ internal sealed partial class FsInfo
         using var serial = _resizeMutex.Lock();
         ulong from = Space.DeviceSize;
         if (to == from) return to;
+        if (to > from) return CommitResize(to, from);
+        try
+        {
+            Space.Fence(to);
+            try
+            {
+                sync?.Invoke();
+                moved = Relocate(to);
+                return CommitResize(to, from);
+            }
+            finally { Space.Unfence(); } // taken down by the resize's commit already, unless it failed
+        }
+        catch (FsException ex) when (ex.Errno == Errno.ENOSPC)
+        {
+            throw new FsException(Errno.ENOSPC, $"cannot shrink to {Units.Human(to)}: {ex.Reason}; "
+                + $"{Units.Human(Space.Data.Used)} of data and {Units.Human(Space.Meta.Used)} of metadata are in use");
+        }
+    }
+
+    /// <summary>The resize's own commit (the device grown first, cut after a shrink). Caller
+    /// holds the resize mutex.</summary>
+    private ulong CommitResize(ulong to, ulong from)
+    {
         if (to > from && Device.Size < to)
         {
             if (!Device.CanResize)
@@ -69,7 +106,7 @@ internal sealed partial class FsInfo
             refusal = _resizeRefusal;
         }
         if (!applied) throw new FsException(Errno.EIO, FailedReason ?? "the resize was not committed");
-        if (refusal != null) throw new FsException(Errno.ENOSPC, $"cannot shrink to {Units.Human(to)}: {refusal}");
+        if (refusal != null) throw new FsException(Errno.ENOSPC, refusal);
         // The image past the new end holds nothing any commit needs now (the shrink's commit is
         // durable, and the one before it in the other slot only reads as invalid).
         if (to < from && Device.CanResize && Device.Size > to) Device.Resize(to);

@@ -175,6 +175,9 @@ internal sealed partial class FsInfo
     public bool DataExtentMayBeShared(ulong bytenr, ulong numBytes, ulong lastSnapshot, ulong root, ulong ino, ulong refOffset)
     {
         if (Running.Refs.AddsDataRefsOtherThan(bytenr, root, ino, refOffset)) return true;
+        // A shrink is about to move it (the fence stands below it): data written in place
+        // after the move was planned would be left behind at the old address.
+        if (Space.PastFence(bytenr, numBytes)) return true;
         using var lk = ExtentTree.Lock.Read();
         var path = new TreePath();
         var itemKey = new Key(bytenr, KeyTypes.ExtentItem, numBytes);

@@ -82,6 +82,8 @@ public sealed class MkfsOptions
 public sealed class EngineStats
 {
     public long Commits;
+    /// <summary>Data extents and tree blocks moved by shrinks (FsInfo.Relocate.cs).</summary>
+    public long RelocatedDataExtents, RelocatedTreeBlocks;
     public long ReservationOverruns;
     public long NodesWritten;
     public long DataBytesWritten;

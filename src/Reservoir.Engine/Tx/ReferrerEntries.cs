@@ -275,6 +275,15 @@ internal sealed class ReferrerEntries
         if (_entries.TryGetValue(bytenr, out var kept) && kept == e) Drop(bytenr);
     }
 
+    /// <summary>A relocation moved the extent (its item went with it, under the new address):
+    /// the entry kept under the old one goes from memory, and the next search loads the item.
+    /// Only between commits, with nothing to write.</summary>
+    public void DropFromMemory(ulong bytenr)
+    {
+        if (_changed.ContainsKey(bytenr) || _gone.Contains(bytenr)) throw new InvalidOperationException($"referrer entry of extent {bytenr} has a write pending");
+        Drop(bytenr);
+    }
+
     /// <summary>Out of memory only: its item, if it has one, stays right, and the next search
     /// loads it again.</summary>
     private void Drop(ulong bytenr)

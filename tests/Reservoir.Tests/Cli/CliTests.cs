@@ -214,7 +214,7 @@ public sealed class CliTests : IDisposable
         var refused = Run("filesystem", "resize", "12M", Img);
         Assert.Equal(1, refused.Code);
         Assert.Contains("cannot shrink to 12.0MiB", refused.Err);
-        Assert.Contains("smallest size now is", refused.Err);
+        Assert.Contains("of metadata are in use", refused.Err);
         Assert.Equal(128L << 20, new FileInfo(Img).Length);
         var bad = Run("filesystem", "resize", "2:+1G", Img);
         Assert.Equal(1, bad.Code);

@@ -12,8 +12,8 @@ namespace Reservoir.Tests.Engine;
 /// Growing and shrinking a filesystem (<see cref="Filesystem.Resize(ulong, out Filesystem.ResizeResult, out string?)"/>):
 /// a full filesystem takes more after it grows (the group in the short last slot takes its
 /// whole slot, a superblock copy that now fits is written and kept clear of extents), a shrink
-/// gives the tail back and cuts the image, a shrink past space in use is refused with nothing
-/// changed, a power cut at any device operation of a resize leaves the old size or the new one
+/// gives the tail back and cuts the image, a shrink that cannot fit what is in use is refused
+/// with nothing changed (RelocationTests: one that can moves it), a power cut at any device operation of a resize leaves the old size or the new one
 /// with every synced file, and resizes beside writers under the deterministic scheduler leave
 /// fsck clean. The mount's test runs `reservoir filesystem resize` on a mounted image
 /// (MountTests.ResizeThroughTheMount).
@@ -70,7 +70,7 @@ public class ResizeTests
     }
 
     [Fact]
-    public void ShrinkingGivesTheTailBackAndIsRefusedPastSpaceInUse()
+    public void ShrinkingGivesTheTailBackAndIsRefusedWhenWhatIsInUseDoesNotFit()
     {
         var dev = NewDevice(128 * MiB);                         // 8 MiB groups
         var files = new Dictionary<string, byte[]>();
@@ -89,7 +89,7 @@ public class ResizeTests
             Assert.True(min > 17 * MiB, $"minimum {min}");
             var e = fs.Resize(16 * MiB, out r, out why);
             Assert.Equal(Errno.ENOSPC, e);
-            Assert.Contains("smallest size now is", why);
+            Assert.Contains("do not fit below it", why);         // 22 MiB of files in 16 MiB
             Assert.Equal((41 * MiB, 41 * MiB), (r.OldSize, r.NewSize));
             Assert.Equal(41 * MiB, dev.Size);                   // nothing changed
             Assert.Equal(41 * MiB, fs.TotalBytes);

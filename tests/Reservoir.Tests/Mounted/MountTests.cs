@@ -189,8 +189,9 @@ public class MountTests(ITestOutputHelper log)
     /// <summary>
     /// `reservoir filesystem resize` on a mounted image, as `btrfs filesystem resize` on a
     /// mount point: a full filesystem grows (df shows it, the image file grows, the write that
-    /// failed with ENOSPC now fits); a shrink past the data is refused with the smallest size
-    /// it allows and changes nothing; a shrink that fits cuts the image; `truncate -s` then
+    /// failed with ENOSPC now fits); a shrink that cannot fit the data is refused, says what
+    /// is in use and changes nothing; a shrink that fits moves what is in its way and cuts the
+    /// image; `truncate -s` then
     /// `resize max` takes the file's new length; btrfs's resize ioctl shrinks it again. Then
     /// unmount and fsck clean.
     /// </summary>
@@ -214,14 +215,16 @@ public class MountTests(ITestOutputHelper log)
 
         var refused = MountedImage.Sh($"{cli} filesystem resize 32M .", m.Dir);
         Assert.Equal(1, refused.Code);
-        Assert.Matches("cannot shrink to 32.0MiB: .* in use .*smallest size now is", refused.Out);
+        Assert.Matches("cannot shrink to 32.0MiB: .* of data and .* of metadata are in use", refused.Out);
         Assert.Equal(192L << 20, ImageBytes());
         m.Run("rm big && sync");
-        m.Run("head -c 1M /dev/urandom > small && sync");
+        // A file written after 40 MiB of others, which then go: the shrink moves it below.
+        m.Run("head -c 40M /dev/urandom > low && sync && head -c 1M /dev/urandom > small && sync && rm low && sync");
         string small = m.Run("md5sum small");
-        Assert.Contains("to 48.0MiB", m.Run($"{cli} filesystem resize 48M ."));
-        Assert.Equal(48L << 20, ImageBytes());
-        Assert.InRange(DfBlocks(), 44, 48);
+        Assert.Contains("to 32.0MiB", m.Run($"{cli} filesystem resize 32M ."));
+        Assert.Equal(32L << 20, ImageBytes());
+        Assert.InRange(DfBlocks(), 28, 32);
+        Assert.Equal(small, m.Run("echo 3 > /proc/sys/vm/drop_caches; md5sum small"));
         m.Run($"truncate -s 100M {m.Image}");
         Assert.Contains("\"new_size\": 104857600", m.Run($"{cli} filesystem resize max . --format json"));
         // btrfs's own resize ioctl (what btrfs-progs sends: struct btrfs_ioctl_vol_args, the
