@@ -44,6 +44,10 @@ public sealed partial class Filesystem
     /// <summary>What the last shrink moved to make room (extents and tree blocks).</summary>
     public Tx.RelocationResult LastRelocation { get; private set; }
 
+    /// <summary>The smallest size a shrink could cut to without moving anything (the end of the
+    /// last block in use); a shrink below it moves what is in its way.</summary>
+    public ulong MinimumSizeWithoutMoving => Fs.Space.MinimumSize();
+
     /// <summary>The filesystem's size now (total_bytes).</summary>
     public ulong TotalBytes => Fs.TotalBytes;
 
@@ -76,6 +80,10 @@ public sealed partial class Filesystem
         // the end.
         void SyncForShrink()
         {
+            // Each file under its lock first, as a snapshot flushes its source: a write that
+            // decided to go in place before the fence went up has dirtied its pages by the time
+            // the lock is ours, and is written back here, before anything moves.
+            foreach (var sv in LoadedSubvolumes()) FlushSubvolume(sv);
             var se = Sync();
             if (se != Errno.OK) throw new FsException(se, "sync before the shrink failed");
         }

@@ -107,7 +107,16 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
         return e != Errno.OK ? e : !a.IsReg ? Errno.EINVAL : Fs.DiskUsage(a.Ino, out _);
     }
 
-    public Errno Resize(int percentOfStart) => Fs.Resize(_startSize * (ulong)percentOfStart / 100 >> 20 << 20, out _, out _);
+    /// <summary>75-125 %: of the size it started with (1 MiB-aligned). Below 75 %, a shrink that
+    /// has to move something: to 16-720 KiB below where the last block in use ends (a workload
+    /// that fills only the start of the image would otherwise never get a shrink in its way;
+    /// much further, and the groups of each kind left could seldom hold what it has).</summary>
+    public Errno Resize(int percentOfStart)
+    {
+        ulong to = percentOfStart >= 75 ? _startSize * (ulong)percentOfStart / 100 >> 20 << 20
+            : (Fs.MinimumSizeWithoutMoving - (ulong)(75 - percentOfStart) * 16384) >> 12 << 12;
+        return Fs.Resize(to, out _, out _);
+    }
     public Errno Chmod(string path, uint mode) => P.Chmod(path, mode);
     public Errno SetXattr(string path, string name, byte[] value) => P.SetXattr(path, name, value);
     public Errno RemoveXattr(string path, string name) => P.RemoveXattr(path, name);

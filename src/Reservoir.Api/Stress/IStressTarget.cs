@@ -66,8 +66,10 @@ public interface IStressTarget
     Errno Fsync(string path, bool dataOnly);
     Errno Sync();
     /// <summary>Resizes the filesystem to <paramref name="percentOfStart"/> percent of its size
-    /// when the target was made, 1 MiB-aligned (`reservoir filesystem resize`): ENOSPC for a
-    /// shrink past space in use; ENOTTY where the target cannot resize.</summary>
+    /// when the target was made, 1 MiB-aligned (`reservoir filesystem resize`; the runner asks
+    /// for 30-125 %, so shrinks move what is in their way; a target may read below 75 % as a
+    /// shrink past its last block in use): ENOSPC for a shrink that cannot fit what is in use;
+    /// ENOTTY where the target cannot resize.</summary>
     Errno Resize(int percentOfStart);
     /// <summary>`reservoir filesystem du` of one file (read-only: what its extents take and
     /// share); ENOTTY where the target has no such question.</summary>

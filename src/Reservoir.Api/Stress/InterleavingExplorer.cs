@@ -26,6 +26,9 @@ public sealed record ExploreOutcome(int Seed, ScheduleStrategy Strategy, bool Ok
     /// <summary>With quotas on: early answers for extents clones share (SHARED_ROOT_REFs) or an
     /// origin let go of (ORIGIN_DROPs).</summary>
     public long EarlySharedAnswers { get; init; }
+    /// <summary>Data extents and tree blocks shrinks moved (FsInfo.Relocate.cs).</summary>
+    public long RelocatedData { get; init; }
+    public long RelocatedBlocks { get; init; }
 }
 
 /// <summary>
@@ -79,7 +82,7 @@ public static class InterleavingExplorer
         var dev = new MemoryBlockDevice(s.DeviceBytes);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         string? problem = null;
-        long ops = 0, early = 0, groupAnswers = 0, groupSearches = 0, sharedAnswers = 0, groupCloneAnswers = 0;
+        long ops = 0, early = 0, groupAnswers = 0, groupSearches = 0, sharedAnswers = 0, groupCloneAnswers = 0, relocData = 0, relocBlocks = 0;
         int relationsChanged = 0;
         var task = Task.Run(() => sched.Run(() =>
         {
@@ -110,6 +113,7 @@ public static class InterleavingExplorer
             groupCloneAnswers = rfs.Engine.Stats.EarlyGroupCloneAnswers;
             groupSearches = rfs.Engine.Stats.EarlyGroupSearches;
             sharedAnswers = rfs.Engine.Stats.EarlySharedAnswers;
+            (relocData, relocBlocks) = (rfs.Engine.Stats.RelocatedDataExtents, rfs.Engine.Stats.RelocatedTreeBlocks);
             ops = r.Operations;
             var bad = r.Failures.Take(3).ToList();
             if (rfs.Engine.LeakedBytes != 0) bad.Add($"{rfs.Engine.LeakedBytes} leaked bytes: {string.Join("; ", rfs.Engine.LeakReports.Take(3))}");
@@ -124,7 +128,7 @@ public static class InterleavingExplorer
             var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
             if (!report.Clean) problem = "fsck: " + string.Join("; ", report.Errors.Take(3)) + report.OperationalError;
         }
-        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches, EarlySharedAnswers = sharedAnswers, EarlyGroupCloneAnswers = groupCloneAnswers };
+        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches, EarlySharedAnswers = sharedAnswers, EarlyGroupCloneAnswers = groupCloneAnswers, RelocatedData = relocData, RelocatedBlocks = relocBlocks };
     }
 
     /// <summary>

@@ -37,9 +37,11 @@ public static class PowerCutSimulator
         /// <summary>Snapshots' entries renamed by the reference runs (each a rename(2) of a subvolume).</summary>
         public int SubvolumeRenames;
         /// <summary>Resizes the reference runs of the random workload made (grown past the
-        /// superblock copy at 64 MiB, or shrunk back); shrinks refused for data past the end
+        /// superblock copy at 64 MiB, or shrunk back); shrinks that could not fit what is in use
         /// are not counted.</summary>
         public int Resizes;
+        /// <summary>Of those, shrinks that moved extents out of their way (FsInfo.Relocate.cs).</summary>
+        public int Relocations;
         /// <summary>ORIGIN_DROPs the checker's read-write remounts noted again (pending in memory
         /// at the cut).</summary>
         public long OriginDropsRederived;
@@ -81,8 +83,8 @@ public static class PowerCutSimulator
         bool reference = true; // the first run is the reference run: count what it did
         Check(initial, (fs, dev, commit) =>
             {
-                var (snapshots, clones, memberships, renames, resizes) = RandomWorkload(fs, dev, commit, seed, steps, quotas);
-                if (reference) (r.Snapshots, r.Clones, r.Memberships, r.SubvolumeRenames, r.Resizes, reference) = (r.Snapshots + snapshots, r.Clones + clones, r.Memberships + memberships, r.SubvolumeRenames + renames, r.Resizes + resizes, false);
+                var (snapshots, clones, memberships, renames, resizes, relocations) = RandomWorkload(fs, dev, commit, seed, steps, quotas);
+                if (reference) (r.Snapshots, r.Clones, r.Memberships, r.SubvolumeRenames, r.Resizes, r.Relocations, reference) = (r.Snapshots + snapshots, r.Clones + clones, r.Memberships + memberships, r.SubvolumeRenames + renames, r.Resizes + resizes, r.Relocations + relocations, false);
             },
             $"random seed {seed}{(quotas ? " with quotas and snapshots" : "")}", r,
             total => { var rng = new Random(seed * 7919); return Enumerable.Range(0, cuts).Select(_ => rng.NextInt64(1, total)); },
@@ -265,11 +267,12 @@ public static class PowerCutSimulator
     /// <summary>The level-1 group of the quota workload.</summary>
     private static readonly ulong Group = QgroupId.Of(1, 1);
 
-    private static (int Snapshots, int Clones, int Memberships, int SubvolumeRenames, int Resizes) RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps, bool quotas = false)
+    private static (int Snapshots, int Clones, int Memberships, int SubvolumeRenames, int Resizes, int Relocations) RandomWorkload(Filesystem fs, CrashSimDevice dev, Action commit, int seed, int steps, bool quotas = false)
     {
-        int clones = 0, memberships = 0, renames = 0, resizes = 0;
+        int clones = 0, memberships = 0, renames = 0, resizes = 0, relocations = 0;
         ulong small = fs.TotalBytes, large = small + (24UL << 20);
         var rng = new Random(seed);
+        var sizes = new Random(seed ^ 0x51CE);
         ulong top = Filesystem.RootIno;
         if (quotas)
         {
@@ -359,19 +362,27 @@ public static class PowerCutSimulator
                 // Every fifth other one resizes, by commits of their own (the device grows
                 // before the commit that uses it, and is cut after the one that stops): between
                 // the image's size and 24 MiB more, which takes in the superblock copy at 64 MiB
-                // and lengthens the short last group. A shrink refused for data past the new end
-                // commits too.
+                // and lengthens the short last group. A shrink moves what was written past the
+                // new end meanwhile (a relocation: two commits of its own before the resize's);
+                // one that cannot fit it commits too.
                 if (e == Errno.OK && i % 5 == 2)
                 {
-                    e = fs.Resize(fs.TotalBytes >= large ? small : large, out var rr, out _);
+                    // Every other shrink goes just below the last block in use (16 KiB to
+                    // 1 MiB), so that it has something to move.
+                    // (A generator of their own: the workload's stays as it was for every seed.)
+                    ulong to = fs.TotalBytes < large ? large
+                        : sizes.Next(2) == 0 ? small
+                        : Math.Max(Reservoir.Format.FormatConstants.MinDeviceSize, (fs.MinimumSizeWithoutMoving - (ulong)sizes.Next(1, 65) * 16384) >> 12 << 12);
+                    e = fs.Resize(to, out var rr, out _);
                     if (e == Errno.OK) resizes++;
+                    if (e == Errno.OK && rr.NewSize < rr.OldSize && fs.LastRelocation.DataExtents + fs.LastRelocation.TreeBlocks > 0) relocations++;
                     else if (e == Errno.ENOSPC && rr.NewSize == rr.OldSize) e = Errno.OK;
                 }
                 if (e == Errno.OK) commit();
             }
             if (e is Errno.EIO or Errno.EUCLEAN) break;
         }
-        return (snapshots.Count, clones, memberships, renames, resizes);
+        return (snapshots.Count, clones, memberships, renames, resizes, relocations);
     }
 
     private static byte[] Bytes(Random rng, int n)

@@ -266,7 +266,7 @@ public static class StressRunner
             "truncate" => [file, rng.Next(0, 400_000).ToString(CultureInfo.InvariantCulture)],
             "setattr" => [file, rng.Next(0, 512).ToString(CultureInfo.InvariantCulture)],
             "setxattr" or "removexattr" => [file, "user.s" + rng.Next(4), rng.Next().ToString(CultureInfo.InvariantCulture)],
-            "resize" => [rng.Next(75, 126).ToString(CultureInfo.InvariantCulture)],
+            "resize" => [rng.Next(30, 126).ToString(CultureInfo.InvariantCulture)],
             "tmpfile" => [name, rng.Next(0, 200_000).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             _ => [file],
         };

@@ -68,7 +68,7 @@ internal static class ExploreCommand
                 steps += o.Steps;
                 operations += o.Operations;
                 string tag = st == ScheduleStrategy.Pct ? "pct" : "random";
-                if (o.Ok) ctx.Out.WriteLine($"seed {sd} ({tag}): ok, {o.Operations} operations, {o.Steps} scheduling steps{(s.QuotaLimit != null ? $", {o.EarlyTaken} extents accounted early ({o.EarlySharedAnswers} with clones' items)" : "")}{(s.QuotaGroups ? $" ({o.EarlyGroupAnswers} let go of and {o.EarlyGroupCloneAnswers} taken by a clone with groups, {o.EarlyGroupSearches} group searches, {o.RelationsChanged} memberships changed)" : "")}, {o.Elapsed.TotalSeconds:F1} s");
+                if (o.Ok) ctx.Out.WriteLine($"seed {sd} ({tag}): ok, {o.Operations} operations, {o.Steps} scheduling steps{(s.QuotaLimit != null ? $", {o.EarlyTaken} extents accounted early ({o.EarlySharedAnswers} with clones' items)" : "")}{(s.QuotaGroups ? $" ({o.EarlyGroupAnswers} let go of and {o.EarlyGroupCloneAnswers} taken by a clone with groups, {o.EarlyGroupSearches} group searches, {o.RelationsChanged} memberships changed)" : "")}{(o.RelocatedData + o.RelocatedBlocks > 0 ? $", shrinks moved {o.RelocatedData} data extents and {o.RelocatedBlocks} tree blocks" : "")}, {o.Elapsed.TotalSeconds:F1} s");
                 else
                 {
                     failed++;

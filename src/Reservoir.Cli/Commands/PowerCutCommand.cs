@@ -44,7 +44,7 @@ internal static class PowerCutCommand
             foreach (var f in r.Failures.Take(50)) ctx.Out.WriteLine("FAIL " + f);
             if (r.Snapshots + r.Clones + r.Memberships > 0)
                 ctx.Out.WriteLine($"quota workloads: {r.Snapshots} snapshots, {r.Clones} clones out of them, {r.Memberships} group memberships made or ended, {r.SubvolumeRenames} snapshots renamed, {r.OriginDropsRederived} ORIGIN_DROPs noted again at remounts, {r.EntriesLoaded} referrer entries read back from their items");
-            ctx.Out.WriteLine($"{r.Workloads} workloads, {r.Commits} durable points (commits and fsyncs; {r.LogWrites} fsyncs through the fsync log), {r.CutPoints} cut points{(r.CutsPastTheEnd > 0 ? $" ({r.CutsPastTheEnd} past the end of a shorter run)" : "")}, {r.Resizes} resizes, {r.ImagesChecked} images checked in {sw.Elapsed.TotalSeconds:F0} s; {(r.Ok ? "all checks passed" : $"{r.Failures.Count} failed")}");
+            ctx.Out.WriteLine($"{r.Workloads} workloads, {r.Commits} durable points (commits and fsyncs; {r.LogWrites} fsyncs through the fsync log), {r.CutPoints} cut points{(r.CutsPastTheEnd > 0 ? $" ({r.CutsPastTheEnd} past the end of a shorter run)" : "")}, {r.Resizes} resizes ({r.Relocations} moving extents), {r.ImagesChecked} images checked in {sw.Elapsed.TotalSeconds:F0} s; {(r.Ok ? "all checks passed" : $"{r.Failures.Count} failed")}");
             return r.Ok ? 0 : 1;
         });
         return cmd;
