@@ -14,17 +14,18 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-400}
 SNAPS=${2:-20}
-TARGET=$((DATA + 400))
 . bench/peers.sh shrink-relocation
 command -v resize2fs >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs >/dev/null; }
 M=$W/mnt
 IMG=$W/img
-per=$((DATA / 64))
+per=$(( (DATA + 63) / 64 ))
+DATA=$((per * 64))
+TARGET=$((DATA + 400))
 
 fill() { # subvolume-maker snapshot-maker
   dd if=/dev/zero of="$M/filler" bs=1M count=1024 status=none
   sync
-  $1 "$M/v"
+  $1 "$M/v" >/dev/null
   for i in $(seq 64); do head -c "${per}M" /dev/urandom > "$M/v/f$i"; done
   sync
   for s in $(seq "$SNAPS"); do $2 "$M/v" "$M/s$s" >/dev/null; done
@@ -48,6 +49,7 @@ rsnap() { $R subvolume snapshot -r "$1" "$2"; }
 mkres && fill rsub rsnap
 before=$(rmeta "$M")
 secs[reservoir-online]=$(timed $R filesystem resize "${TARGET}M" "$M")
+moved_online=$(grep '^Moved' "$W/out")
 meta[reservoir-online]="$before $(rmeta "$M")"
 check "$M/v"; check "$M/s$SNAPS"
 umount "$M"; $R fsck "$IMG" >/dev/null || echo "reservoir fsck failed" >&2
@@ -57,13 +59,14 @@ mkres && fill rsub rsnap
 before=$(rmeta "$M")
 umount "$M"
 secs[reservoir-offline]=$(timed $R filesystem resize "${TARGET}M" "$IMG")
+moved_offline=$(grep '^Moved' "$W/out")
 $R fsck "$IMG" >/dev/null || echo "reservoir fsck failed" >&2
 $R mount "$IMG" "$M"; meta[reservoir-offline]="$before $(rmeta "$M")"
 check "$M/v"; check "$M/s$SNAPS"; umount "$M"
 
 # btrfs, online
 rm -f "$IMG"; truncate -s 2G "$IMG"; mkfs.btrfs -q -f "$IMG" >/dev/null && mount -o loop "$IMG" "$M"
-fill "btrfs subvolume create -q" "btrfs subvolume snapshot -r"
+fill "btrfs subvolume create" "btrfs subvolume snapshot -r"
 before=$(bmeta "$M")
 secs[btrfs]=$(timed btrfs filesystem resize "${TARGET}M" "$M")
 meta[btrfs]="$before $(bmeta "$M")"
@@ -82,5 +85,6 @@ b=${secs[btrfs]}
 echo "shrink of a 2 GiB filesystem to ${TARGET} MiB, ${DATA} MiB of data past the new end, ${SNAPS} snapshots of it (ext4: none)"
 printf '%-18s %10s %10s %22s\n' fs seconds 'x btrfs' 'metadata KiB before/after'
 for k in reservoir-online reservoir-offline btrfs ext4; do
-  printf '%-18s %10.2f %10.2f %22s\n' "$k" "${secs[$k]}" "$(echo "${secs[$k]} / $b" | bc -l)" "${meta[$k]:--}"
+  printf '%-18s %10.2f %10.2f %22s\n' "$k" "${secs[$k]:-0}" "$(echo "${secs[$k]:-0} / ${b:-1}" | bc -l)" "${meta[$k]:--}"
 done
+echo "reservoir online: ${moved_online:-nothing moved}; offline: ${moved_offline:-nothing moved}"

@@ -319,12 +319,18 @@ public static class OnlineSubvolume
     /// <summary>Resizes the mounted filesystem (Reservoir's resize ioctl): <paramref name="spec"/>
     /// as btrfs takes it, <c>[1:][+|-]SIZE|max</c>. The sizes before and after, and why it was
     /// refused, come back from the daemon.</summary>
-    public static Errno Resize(string dir, string spec, out ulong oldSize, out ulong newSize, out string? why)
+    public static Errno Resize(string dir, string spec, out ulong oldSize, out ulong newSize, out string? why) =>
+        Resize(dir, spec, out oldSize, out newSize, out why, out _);
+
+    /// <summary><see cref="Resize(string, string, out ulong, out ulong, out string?)"/>, also
+    /// saying what a shrink moved out of its way.</summary>
+    public static Errno Resize(string dir, string spec, out ulong oldSize, out ulong newSize, out string? why, out Engine.Tx.RelocationResult moved)
     {
         var b = new byte[4096];
         var text = System.Text.Encoding.UTF8.GetBytes(spec);
         oldSize = newSize = 0;
         why = null;
+        moved = default;
         if (text.Length == 0 || text.Length > 4096 - 9) { why = "invalid size argument"; return Errno.EINVAL; }
         text.CopyTo(b, 8);
         var e = OnDirectory(dir, fd => Ioctl(fd, IocResize, b));
@@ -334,6 +340,8 @@ public static class OnlineSubvolume
         e = (Errno)BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(16));
         int z = Array.IndexOf(b, (byte)0, 20);
         if (z > 20) why = System.Text.Encoding.UTF8.GetString(b, 20, z - 20);
+        const int MovedAt = 4096 - 24;
+        moved = new Engine.Tx.RelocationResult((int)U64(b, MovedAt), U64(b, MovedAt + 8), (int)U64(b, MovedAt + 16));
         return e;
     }
 

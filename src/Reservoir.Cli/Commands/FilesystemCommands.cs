@@ -72,20 +72,29 @@ internal static class FilesystemCommands
             Errno e;
             ulong oldSize, newSize;
             string? why;
-            if (Directory.Exists(at)) e = OnlineSubvolume.Resize(at, spec, out oldSize, out newSize, out why);
+            Engine.Tx.RelocationResult moved;
+            if (Directory.Exists(at)) e = OnlineSubvolume.Resize(at, spec, out oldSize, out newSize, out why, out moved);
             else
             {
                 using var mounted = QuotaCommands.MountRw(at);
                 e = mounted.Fs.Resize(spec, out var r, out why);
                 (oldSize, newSize) = (r.OldSize, r.NewSize);
+                moved = e == Errno.OK && newSize < oldSize ? mounted.Fs.LastRelocation : default;
             }
             if (e != Errno.OK)
             {
                 return Failed(ctx, "resize", at, e, why);
             }
-            if (CommonOptions.IsJson(pr, format)) ctx.Json(new { device_id = 1, old_size = oldSize, new_size = newSize });
-            else if (newSize == oldSize) ctx.Out.WriteLine($"Resize device id 1 ({at}): already {Units.Human(newSize)}");
-            else ctx.Out.WriteLine($"Resize device id 1 ({at}) from {Units.Human(oldSize)} to {Units.Human(newSize)}");
+            if (CommonOptions.IsJson(pr, format))
+                ctx.Json(new { device_id = 1, old_size = oldSize, new_size = newSize, moved_data_extents = moved.DataExtents, moved_data_bytes = moved.DataBytes, moved_tree_blocks = moved.TreeBlocks });
+            else
+            {
+                if (newSize == oldSize) ctx.Out.WriteLine($"Resize device id 1 ({at}): already {Units.Human(newSize)}");
+                else ctx.Out.WriteLine($"Resize device id 1 ({at}) from {Units.Human(oldSize)} to {Units.Human(newSize)}");
+                // btrfs prints the line above alone; what a shrink moved is Reservoir's addition.
+                if (moved.DataExtents + moved.TreeBlocks > 0)
+                    ctx.Out.WriteLine($"Moved {moved.DataExtents} data extents ({Units.Human(moved.DataBytes)}) and {moved.TreeBlocks} tree blocks below the new end");
+            }
             return 0;
         });
         return cmd;

@@ -42,4 +42,19 @@ internal sealed partial class SpaceManager
         ulong fence = Volatile.Read(ref _fence);
         return fence != 0 && start + len > fence;
     }
+
+    /// <summary>Space of one kind free below <paramref name="limit"/>: the free ranges of its
+    /// groups there, and the slots no group has taken that end by it (either kind may take one).
+    /// An upper bound on what can be moved there (free space may be in pieces too small for an
+    /// extent).</summary>
+    public ulong FreeBelow(ulong limit, bool data)
+    {
+        using var _ = _lock.Lock();
+        ulong sum = 0;
+        foreach (var g in _groups)
+            if (g.IsData == data && g.Start < limit)
+                foreach (var (_, l) in g.Free.Within(g.Start, Math.Min(g.End, limit))) sum += l;
+        foreach (var (_, l) in FreeSlots(limit)) sum += l;
+        return sum;
+    }
 }

@@ -45,17 +45,46 @@ internal sealed partial class FsInfo
     /// <summary>A data extent to move: its old address, its length and its new address.</summary>
     private readonly record struct DataMove(ulong Old, ulong Len, ulong New);
 
+    /// <summary>How much data one round moves: writers wait while a round runs (it holds the
+    /// commit lock), and go on between rounds. Tests make it small.</summary>
+    internal ulong RelocationBatchBytes { get; set; } = 256UL << 20;
+
     /// <summary>
     /// Moves every extent (data and tree blocks) that reaches <paramref name="limit"/> or past
-    /// it below it, in two commits of its own. Throws <see cref="FsException"/> ENOSPC, with
-    /// nothing changed, when there is no room below the limit; a failure after the trees began
-    /// to change marks the filesystem failed, as a failed commit does (the last commit stays).
+    /// it below it, in rounds of at most <see cref="RelocationBatchBytes"/> of data, each two
+    /// commits of its own. Throws <see cref="FsException"/> ENOSPC when there is no room below
+    /// the limit: before anything moved when the data past it is more than the space free below
+    /// it, else (free space too scattered for an extent) after the rounds done, which moved data
+    /// and lost nothing. A failure after a round began to change the trees marks the filesystem
+    /// failed, as a failed commit does (the last commit stays).
     /// </summary>
     public RelocationResult Relocate(ulong limit)
     {
         if (ReadOnly) throw new FsException(Errno.EROFS, "the filesystem is mounted read-only");
         if (FailedReason != null) throw new FsException(Errno.EIO, FailedReason);
         if (Space.FenceLimit != limit) throw new InvalidOperationException("a relocation runs behind its shrink's allocation fence");
+        ulong past = DataBytesPast(limit), free = Space.FreeBelow(limit, data: true);
+        if (past > free)
+            throw new FsException(Errno.ENOSPC, $"the {Units.Human(past)} of data past {Units.Human(limit)} do not fit below it ({Units.Human(free)} of data space free there)");
+        var total = new RelocationResult(0, 0, 0);
+        while (true)
+        {
+            RelocationResult r;
+            bool more;
+            try { r = RelocateRound(limit, out more); }
+            catch (FsException ex) when (ex.Errno == Errno.ENOSPC && total.DataExtents > 0)
+            {
+                throw new FsException(Errno.ENOSPC, $"{ex.Reason} (the rounds before moved {Units.Human(total.DataBytes)} below it; nothing is lost)");
+            }
+            total = new(total.DataExtents + r.DataExtents, total.DataBytes + r.DataBytes, total.TreeBlocks + r.TreeBlocks);
+            if (!more || r.DataExtents == 0) return total;
+        }
+    }
+
+    /// <summary>One round: a commit folds what is pending, the move, a commit makes it durable.
+    /// <paramref name="more"/>: data past the limit is left for another round.</summary>
+    private RelocationResult RelocateRound(ulong limit, out bool more)
+    {
         using var serial = _commitMutex.Lock();
         List<(ulong Start, ulong Len, Alloc.BlockGroup Group)>? first = null, second = null;
         RelocationResult result;
@@ -68,7 +97,7 @@ internal sealed partial class FsInfo
             if (FailedReason != null) throw new FsException(Errno.EIO, FailedReason);
             if (Running.DirtyCount != 0 || Running.Refs.Count != 0 || _pendingOriginDrops.Count != 0 || ReferrerEntries.HasWrites)
                 ThrowHelper.Invariant("relocation: the commit before it left changes pending");
-            result = RelocateUnderLock(limit);
+            result = RelocateUnderLock(limit, out more);
             if (result.DataExtents + result.TreeBlocks > 0)
             {
                 ForceCommit = true;
@@ -82,7 +111,38 @@ internal sealed partial class FsInfo
         return result;
     }
 
-    private RelocationResult RelocateUnderLock(ulong limit)
+    /// <summary>Bytes of the data extents reaching <paramref name="limit"/> or past it.</summary>
+    private ulong DataBytesPast(ulong limit)
+    {
+        using var lk = ExtentTree.Lock.Read();
+        ulong sum = 0;
+        foreach (var (_, len) in DataExtentsPast(limit, ulong.MaxValue, out _)) sum += len;
+        return sum;
+    }
+
+    /// <summary>The data extents reaching the limit or past it, in address order, up to about
+    /// <paramref name="budget"/> bytes (<paramref name="more"/>: some were left out). Caller
+    /// holds the extent tree's lock.</summary>
+    private List<(ulong Old, ulong Len)> DataExtentsPast(ulong limit, ulong budget, out bool more)
+    {
+        var found = new List<(ulong Old, ulong Len)>();
+        ulong sum = 0;
+        more = false;
+        var path = new TreePath();
+        ulong from = limit > Space.MaxDataExtent ? limit - Space.MaxDataExtent : 0;
+        if (ExtentTree.SeekGE(new Key(from, 0, 0), path))
+            do
+            {
+                var k = path.Key;
+                if (k.Type != KeyTypes.ExtentItem || k.ObjectId + k.Offset <= limit) continue;
+                if (sum >= budget) { more = true; break; }
+                found.Add((k.ObjectId, k.Offset));
+                sum += k.Offset;
+            } while (ExtentTree.Next(path));
+        return found;
+    }
+
+    private RelocationResult RelocateUnderLock(ulong limit, out bool more)
     {
         var h = new TransHandle(this, Running, 0, holdsCommitLock: false);
         var trees = new List<BTree> { RootTree, ExtentTree, CsumTree };
@@ -95,7 +155,7 @@ internal sealed partial class FsInfo
         {
             foreach (var t in fsTrees) held.Add(t.Lock.Write());
             foreach (var t in trees) held.Add(t.Lock.Write());
-            var data = PlanDataMoves(limit);
+            var data = PlanDataMoves(limit, out more);
             var walk = new RelocationWalk(this, limit, data.ToDictionary(m => m.Old, m => m.New));
             ulong margin = 0;
             try
@@ -168,17 +228,9 @@ internal sealed partial class FsInfo
     /// fence keeps every allocation there) of the same length: an extent is never split, since
     /// the file extent items name offsets inside it. Throws ENOSPC (after giving back what it
     /// took) when one finds no room.</summary>
-    private List<DataMove> PlanDataMoves(ulong limit)
+    private List<DataMove> PlanDataMoves(ulong limit, out bool more)
     {
-        var found = new List<(ulong Old, ulong Len)>();
-        var path = new TreePath();
-        ulong from = limit > Space.MaxDataExtent ? limit - Space.MaxDataExtent : 0;
-        if (ExtentTree.SeekGE(new Key(from, 0, 0), path))
-            do
-            {
-                var k = path.Key;
-                if (k.Type == KeyTypes.ExtentItem && k.ObjectId + k.Offset > limit) found.Add((k.ObjectId, k.Offset));
-            } while (ExtentTree.Next(path));
+        var found = DataExtentsPast(limit, RelocationBatchBytes, out more);
         var moves = new List<DataMove>(found.Count);
         try
         {

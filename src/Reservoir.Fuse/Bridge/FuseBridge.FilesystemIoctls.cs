@@ -88,7 +88,12 @@ internal sealed partial class FuseBridge
     }
 
     private const int FsLabelMax = 256;
+    /// <summary>Reservoir's resize ioctl ('R' 10, 4096 bytes both ways). In: the size argument
+    /// from byte 8, NUL-terminated. Out: u64 old size, u64 new size, u32 errno, the reason from
+    /// byte 20 (NUL-terminated), and at <see cref="ResizeMovedAt"/> three u64: data extents,
+    /// data bytes and tree blocks a shrink moved.</summary>
     internal const uint IocResize = 0xC0000000 | (4096u << 16) | (0x52 << 8) | 10;
+    internal const int ResizeMovedAt = 4096 - 24;
 
     private Errno SpaceInfo(ref ReplyWriter w, uint outSize)
     {
@@ -196,8 +201,14 @@ internal sealed partial class FuseBridge
         if (why != null)
         {
             var text = Encoding.UTF8.GetBytes(why);
-            text.AsSpan(0, Math.Min(text.Length, 4096 - 21)).CopyTo(o[20..]);
+            text.AsSpan(0, Math.Min(text.Length, ResizeMovedAt - 21)).CopyTo(o[20..]);
         }
+        // What a shrink moved out of its way (the last 24 bytes: data extents, their bytes,
+        // tree blocks).
+        var moved = e == Errno.OK && result.NewSize < result.OldSize ? fs.LastRelocation : default;
+        BinaryPrimitives.WriteUInt64LittleEndian(o[ResizeMovedAt..], (ulong)moved.DataExtents);
+        BinaryPrimitives.WriteUInt64LittleEndian(o[(ResizeMovedAt + 8)..], moved.DataBytes);
+        BinaryPrimitives.WriteUInt64LittleEndian(o[(ResizeMovedAt + 16)..], (ulong)moved.TreeBlocks);
         return Errno.OK;
     }
 }

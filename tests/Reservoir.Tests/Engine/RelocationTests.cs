@@ -89,10 +89,13 @@ public class RelocationTests
             Ok(fs.Sync());
             var groups = fs.Qgroups().Select(q => (q.Id, q.Referenced, q.Exclusive)).OrderBy(q => q.Id).ToList();
             int blocks = SubvolumeBlocks(fs);
+            fs.Fs.RelocationBatchBytes = 3 * MiB;                // in rounds of 3 MiB and more, writers free between them
+            long commits = fs.Stats.Commits;
 
             Ok(fs.Resize(48 * MiB, out var r, out var why), why ?? "");
             Assert.Equal(48 * MiB, r.NewSize);
             Assert.True(fs.LastRelocation.DataExtents >= 8, $"{fs.LastRelocation}");
+            Assert.True(fs.Stats.Commits - commits >= 2 * 3, $"{fs.Stats.Commits - commits} commits: not in rounds"); // 9.3 MiB: 3 rounds or more
             // Shared blocks moved once: the three subvolumes hold as many distinct blocks as
             // before, give or take the paths to the moved extents' owner items, which each
             // copies (without the sharing, the snapshots would hold about three times as many).
@@ -184,6 +187,7 @@ public class RelocationTests
             bool finished = false;
             using (var fs = Mount(dev))
             {
+                fs.Fs.RelocationBatchBytes = MiB;               // a few rounds, each cut everywhere too
                 long start = dev.Ops;
                 dev.CutAfterOps = start + cut;
                 try
