@@ -115,8 +115,15 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
     {
         ulong to = percentOfStart >= 75 ? _startSize * (ulong)percentOfStart / 100 >> 20 << 20
             : (Fs.MinimumSizeWithoutMoving - (ulong)(75 - percentOfStart) * 16384) >> 12 << 12;
-        return Fs.Resize(to, out _, out _);
+        var e = Fs.Resize(to, out var r, out _);
+        if (e == Errno.OK && r.NewSize < r.OldSize && Fs.LastRelocation is { } m && m.DataExtents + m.TreeBlocks > 0)
+            Interlocked.Increment(ref _relocatingShrinks);
+        return e;
     }
+
+    private int _relocatingShrinks;
+    public (int Shrinks, long DataExtents, long TreeBlocks) Relocations =>
+        (Volatile.Read(ref _relocatingShrinks), Fs.Stats.RelocatedDataExtents, Fs.Stats.RelocatedTreeBlocks);
     public Errno Chmod(string path, uint mode) => P.Chmod(path, mode);
     public Errno SetXattr(string path, string name, byte[] value) => P.SetXattr(path, name, value);
     public Errno RemoveXattr(string path, string name) => P.RemoveXattr(path, name);

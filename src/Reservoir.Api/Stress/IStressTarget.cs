@@ -71,6 +71,9 @@ public interface IStressTarget
     /// shrink past its last block in use): ENOSPC for a shrink that cannot fit what is in use;
     /// ENOTTY where the target cannot resize.</summary>
     Errno Resize(int percentOfStart);
+    /// <summary>Shrinks that moved extents out of their way, and what they moved (0 where the
+    /// target cannot tell).</summary>
+    (int Shrinks, long DataExtents, long TreeBlocks) Relocations => (0, 0, 0);
     /// <summary>`reservoir filesystem du` of one file (read-only: what its extents take and
     /// share); ENOTTY where the target has no such question.</summary>
     Errno DiskUsage(string path);

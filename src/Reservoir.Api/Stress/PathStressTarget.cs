@@ -252,8 +252,18 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
 
     public Errno DiskUsage(string path) => _startSize == 0 ? Errno.ENOTTY : OnlineSubvolume.DiskUsage(Full(path), out _);
 
-    public Errno Resize(int percentOfStart) => _startSize == 0 ? Errno.ENOTTY
-        : OnlineSubvolume.Resize(Root, (_startSize * (ulong)percentOfStart / 100 >> 20 << 20).ToString(CultureInfo.InvariantCulture), out _, out _, out _);
+    public Errno Resize(int percentOfStart)
+    {
+        if (_startSize == 0) return Errno.ENOTTY;
+        var e = OnlineSubvolume.Resize(Root, (_startSize * (ulong)percentOfStart / 100 >> 20 << 20).ToString(CultureInfo.InvariantCulture), out _, out _, out _, out var moved);
+        if (moved.DataExtents + moved.TreeBlocks > 0)
+            lock (_relocationsLock) _relocations = (_relocations.Shrinks + 1, _relocations.DataExtents + moved.DataExtents, _relocations.TreeBlocks + moved.TreeBlocks);
+        return e;
+    }
+
+    private readonly object _relocationsLock = new(); // guards _relocations (workers resize at once)
+    private (int Shrinks, long DataExtents, long TreeBlocks) _relocations;
+    public (int Shrinks, long DataExtents, long TreeBlocks) Relocations { get { lock (_relocationsLock) return _relocations; } }
 
     public Errno Sync()
     {

@@ -60,13 +60,14 @@ internal static class StressCommand
             StressResult result;
             long leaked = 0;
             IReadOnlyList<string> leaks = [];
+            (int Shrinks, long DataExtents, long TreeBlocks) relocations = default;
             if (onDir)
             {
                 if (pr.GetValue(quota) != null) throw new ArgumentException("--quota-limit applies to images; on a mount use `reservoir qgroup limit`");
                 if (referrerEntryAfter != null) throw new ArgumentException("--referrer-entry-after applies to images (the mount's engine is another process)");
                 var target = new PathStressTarget(path);
                 result = RunOrReplay(target, o, pr.GetValue(replay), pr.GetValue(logOpt));
-                return Report(ctx, result, leaked: null, $"through the directory {path}");
+                return Report(ctx, result, leaked: null, $"through the directory {path}", target.Relocations);
             }
             var mountOptions = new MountOptions { Discard = pr.GetValue(discard) };
             if (referrerEntryAfter is { } after) mountOptions.ReferrerEntryAfter = after;
@@ -77,7 +78,9 @@ internal static class StressCommand
                     if (!rfs.Engine.QuotaEnabled && rfs.Engine.EnableQuota() != Errno.OK) throw new IOException("cannot enable quotas");
                     rfs.Engine.SetQuotaLimit(MkfsCommand.ParseSize(q, "--quota-limit"));
                 }
-                result = RunOrReplay(new EngineStressTarget(rfs), o, pr.GetValue(replay), pr.GetValue(logOpt));
+                var engineTarget = new EngineStressTarget(rfs);
+                result = RunOrReplay(engineTarget, o, pr.GetValue(replay), pr.GetValue(logOpt));
+                relocations = ((IStressTarget)engineTarget).Relocations;
                 // What the engine logged (an operation that failed with EIO says why here).
                 foreach (var w in rfs.Engine.Warnings.Take(20)) ctx.Err.WriteLine("reservoir: " + w);
                 rfs.Dispose();
@@ -91,7 +94,7 @@ internal static class StressCommand
                 if (report.OperationalError != null) result.Failures.Add("fsck: " + report.OperationalError);
             }
             foreach (var l in leaks) result.Failures.Add("leak: " + l);
-            return Report(ctx, result, leaked, $"in-process on the image {path}");
+            return Report(ctx, result, leaked, $"in-process on the image {path}", relocations);
         });
         return cmd;
     }
@@ -145,11 +148,13 @@ internal static class StressCommand
         return StressRunner.Run(target, o);
     }
 
-    private static int Report(CliContext ctx, StressResult result, long? leaked, string where)
+    private static int Report(CliContext ctx, StressResult result, long? leaked, string where, (int Shrinks, long DataExtents, long TreeBlocks) relocations)
     {
         double secs = Math.Max(0.001, result.Elapsed.TotalSeconds);
         ctx.Out.WriteLine($"{result.Operations} operations {where} in {secs:F1} s ({result.Operations / secs:F0} ops/s), state {result.StateHash[..16]}");
         ctx.Out.WriteLine(string.Join(" ", result.OpCounts.Select(kv => $"{kv.Key}={kv.Value}")));
+        if (relocations.Shrinks > 0)
+            ctx.Out.WriteLine($"{relocations.Shrinks} shrinks moved {relocations.DataExtents} data extents and {relocations.TreeBlocks} tree blocks out of their way");
         ctx.Out.WriteLine(leaked is { } l ? $"leaked bytes: {l}" : "leaked bytes: not visible through a mount (unmount: the daemon logs any leak; then reservoir fsck)");
         if (result.Unverified > 0)
             ctx.Out.WriteLine($"{result.Unverified} file(s) not compared: a mapped write to them failed at msync (a full filesystem through FUSE), which leaves their contents unspecified");
