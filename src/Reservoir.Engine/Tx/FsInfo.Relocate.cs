@@ -280,20 +280,11 @@ internal sealed partial class FsInfo
     {
         ulong ns = (ulong)NodeSize;
         foreach (var (old, _) in walk.Moved) Store.Remove(old);
-        Span<byte> rootItem = stackalloc byte[RootItem.Size];
         foreach (var t in all)
         {
             if (walk.CopyOf(t.Root.Bytenr) is not { } c) continue;
-            var root = Store.Read(c.Bytenr, c.Generation, c.Level);
-            t.RootRelocated(root);
-            if (t == RootTree) continue; // the superblock names it (the commit copies it anyway)
-            var key = new Key(t.Id, KeyTypes.RootItem, 0);
-            var ri = RootItem.Read(RootTree.Get(key) ?? throw new CorruptionException($"tree {t.Id} has no ROOT_ITEM"));
-            ri.Bytenr = root.Bytenr;
-            ri.Generation = root.Generation;
-            ri.Level = (byte)root.Level;
-            ri.Write(rootItem);
-            RootTree.Put(h, key, rootItem);
+            t.RootRelocated(Store.Read(c.Bytenr, c.Generation, c.Level));
+            if (t != RootTree) PointRootItem(h, t); // the superblock names the root tree's root
         }
         foreach (var (old, copy) in walk.Moved)
         {
@@ -362,18 +353,26 @@ internal sealed partial class FsInfo
             if (t.RootChanged) changed.Add(t);
         }
         if (changed.Count == 0) return;
-        Span<byte> buf = stackalloc byte[RootItem.Size];
         using var lk = RootTree.Lock.Write();
         foreach (var t in changed)
         {
-            var key = new Key(t.Id, KeyTypes.RootItem, 0);
-            var ri = RootItem.Read(RootTree.Get(key) ?? throw new CorruptionException($"tree {t.Id} has no ROOT_ITEM"));
-            ri.Bytenr = t.Root.Bytenr;
-            ri.Generation = t.Root.Generation;
-            ri.Level = (byte)t.Root.Level;
-            ri.Write(buf);
-            RootTree.Put(h, key, buf);
+            PointRootItem(h, t);
             t.RootChanged = false; // written here, with the ctransid it had
         }
+    }
+
+    /// <summary>Points a tree's ROOT_ITEM at its root as it is now (address, generation,
+    /// level), nothing else: a relocation does not change the tree's contents, so its ctransid
+    /// (what send and receive compare) stays. Caller holds the root tree's write lock.</summary>
+    private void PointRootItem(TransHandle h, BTree t)
+    {
+        var key = new Key(t.Id, KeyTypes.RootItem, 0);
+        var ri = RootItem.Read(RootTree.Get(key) ?? throw new CorruptionException($"tree {t.Id} has no ROOT_ITEM"));
+        ri.Bytenr = t.Root.Bytenr;
+        ri.Generation = t.Root.Generation;
+        ri.Level = (byte)t.Root.Level;
+        Span<byte> buf = stackalloc byte[RootItem.Size];
+        ri.Write(buf);
+        RootTree.Put(h, key, buf);
     }
 }

@@ -35,8 +35,8 @@ internal sealed partial class FsInfo
     /// is asked after a sync (<see cref="Filesystem.Resize(ulong, out Filesystem.ResizeResult, out string?)"/>
     /// writes back and commits first), or it finds that space in use.
     /// Throws <see cref="FsException"/>: EROFS read-only, EINVAL below the minimum, EFBIG past
-    /// what the device can be, ENOSPC when a shrink would cut space in use (the message says
-    /// how small it can be).
+    /// what the device can be, ENOSPC when what is in use does not fit below the new end (the
+    /// message says what is in use).
     /// </summary>
     public ulong Resize(ulong requested) => Resize(requested, sync: null, out _);
 
@@ -45,9 +45,9 @@ internal sealed partial class FsInfo
     /// (<see cref="Relocate"/>): the allocation fence goes up at the new end, then
     /// <paramref name="sync"/> (the filesystem's writeback and commit: ordered extents finish,
     /// what was freed is free) runs, then everything still past the end is moved below it, then
-    /// the resize's commit cuts the groups. A shrink is refused (ENOSPC, nothing changed) only
-    /// when what is in use does not fit below the new end. <paramref name="moved"/> says what
-    /// moved.
+    /// the resize's commit cuts the groups. A shrink is refused (ENOSPC, the size as it was, no
+    /// data lost) only when what is in use does not fit below the new end.
+    /// <paramref name="moved"/> says what moved.
     /// </summary>
     public ulong Resize(ulong requested, Action? sync, out RelocationResult moved)
     {
@@ -71,7 +71,7 @@ internal sealed partial class FsInfo
                 moved = Relocate(to);
                 return CommitResize(to, from);
             }
-            finally { Space.Unfence(); } // taken down by the resize's commit already, unless it failed
+            finally { Space.Unfence(); } // whatever happened: the groups are cut, or stay
         }
         catch (FsException ex) when (ex.Errno == Errno.ENOSPC)
         {

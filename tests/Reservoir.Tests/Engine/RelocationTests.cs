@@ -43,7 +43,7 @@ public class RelocationTests
             Assert.Equal(40 * MiB, dev.Size);
             Assert.True(fs.LastRelocation.DataExtents > 0 && fs.LastRelocation.TreeBlocks > 0, $"{fs.LastRelocation}");
             Assert.All(fs.Fs.Space.Groups, g => Assert.True(g.End <= 40 * MiB, $"{g}"));
-            AssertFiles(fs, files);
+            AssertTree(fs, files);
             // Still writable, and the space freed at the old places is gone with the tail.
             files["after"] = Put(fs, "after", 3 * MiB, 99);
             Ok(fs.Sync());
@@ -52,7 +52,7 @@ public class RelocationTests
         using (var fs = Mount(dev))
         {
             Assert.Equal(40 * MiB, fs.TotalBytes);
-            AssertFiles(fs, files);
+            AssertTree(fs, files);
         }
     }
 
@@ -147,7 +147,7 @@ public class RelocationTests
             Assert.Equal((128 * MiB, 128 * MiB), (r.OldSize, r.NewSize));
             Assert.Equal(128 * MiB, dev.Size);
             Assert.Equal(0UL, fs.Fs.Space.FenceLimit);           // the fence is down again
-            AssertFiles(fs, files);
+            AssertTree(fs, files);
             // All of the space is usable again, past the refused end too.
             files["more"] = Put(fs, "more", 60 * MiB, 41);
             Ok(fs.Sync());
@@ -252,15 +252,6 @@ public class RelocationTests
         var data = Bytes(size, seed);
         CreateFile(fs, dir, name, data);
         return data;
-    }
-
-    private static void AssertFiles(Filesystem fs, Dictionary<string, byte[]> files)
-    {
-        foreach (var (name, data) in files)
-        {
-            Ok(fs.Lookup(Root, name, out var a), name);
-            Assert.True(ReadAll(fs, a.Ino).AsSpan().SequenceEqual(data), $"{name} differs");
-        }
     }
 
     /// <summary>Files named dir/name (one level) or name.</summary>
