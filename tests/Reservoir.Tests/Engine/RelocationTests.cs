@@ -156,6 +156,49 @@ public class RelocationTests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>While a shrink's fence stands, a write into a preallocated extent past it is
+    /// copied on write below it (FsInfo.DataExtentMayBeShared): written in place, it would land
+    /// in the old place of an extent the shrink is about to move, and be left behind.</summary>
+    [Fact]
+    public void AWriteIntoAnExtentPastTheFenceIsCopiedBelowIt()
+    {
+        var dev = NewDevice(128 * MiB);
+        using var fs = Mount(dev);
+        CreateFile(fs, Root, "filler", Bytes(40 * MiB, 5));
+        Ok(fs.Sync());
+        ulong p = CreateFile(fs, Root, "p");
+        Ok(fs.Fallocate(p, Reservoir.Engine.Data.FallocateMode.Allocate, 0, 4 * MiB));
+        Ok(fs.Unlink(Root, "filler"));
+        Ok(fs.Sync());
+        ulong Where(ulong off = 0)
+        {
+            Ok(fs.ExtentMap(p, out var map));
+            return map.Single(m => m.FileOffset <= off && m.FileOffset + m.Length > off).DiskBytenr;
+        }
+        ulong limit = 24 * MiB;
+        Assert.True(Where() >= limit, $"the preallocated extent is at {Where()}, below the fence");
+
+        // Without the fence a write goes in place, into the preallocated extent.
+        ulong tail = 4 * MiB - 8192, at = Where(tail);
+        Ok(fs.Write(p, tail, Bytes(4096, 6), out _));
+        Ok(fs.Sync());
+        Assert.Equal(at, Where(tail));
+        Assert.True(fs.Fs.Space.FenceLimit == 0);
+        fs.Fs.Space.Fence(limit);
+        try
+        {
+            var data = Bytes(8192, 7);
+            Ok(fs.Write(p, 0, data, out _));
+            Ok(fs.Sync());
+            Assert.True(Where() < limit, $"written in place at {Where()}, past the fence");
+            Assert.Equal(data, ReadAll(fs, p).AsSpan(0, 8192).ToArray());
+        }
+        finally { fs.Fs.Space.Unfence(); }
+        Ok(fs.Resize(limit, out _, out var why), why ?? "");
+        Assert.Equal(4 * MiB, (ulong)ReadAll(fs, p).Length);
+        FsckAssert.Clean(dev);
+    }
+
     /// <summary>A power cut at every device operation of a shrink that moves data, tree
     /// blocks shared by a snapshot and quota items: each image mounts at the old size or the
     /// new, holds every synced file in the subvolume and its snapshot, and passes fsck (which
