@@ -36,7 +36,8 @@ check() { # dir
   echo 3 > /proc/sys/vm/drop_caches
   (cd "$1" && md5sum -c --quiet "$W/sums") || echo "DATA DIFFERS in $1" >&2
 }
-timed() { local t0 t1; t0=$(date +%s.%N); "$@" >"$W/out" 2>&1 || { cat "$W/out" >&2; return 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+# Seconds the command took, or "refused" (its message goes to stderr) when it failed.
+timed() { local t0 t1; t0=$(date +%s.%N); "$@" >"$W/out" 2>&1 || { sed "s|^|$1: |" "$W/out" >&2; echo refused; return 0; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
 rmeta() { $R filesystem usage -b "$1" | awk '/^Metadata/ { sub(/.*Used:/, ""); sub(/ .*/, ""); print int($0 / 1024) }'; }
 bmeta() { btrfs filesystem df -b "$1" | awk -F'used=' '/^Metadata/ { print int($2 / 1024) }'; }
 
@@ -85,6 +86,9 @@ b=${secs[btrfs]}
 echo "shrink of a 2 GiB filesystem to ${TARGET} MiB, ${DATA} MiB of data past the new end, ${SNAPS} snapshots of it (ext4: none)"
 printf '%-18s %10s %10s %22s\n' fs seconds 'x btrfs' 'metadata KiB before/after'
 for k in reservoir-online reservoir-offline btrfs ext4; do
-  printf '%-18s %10.2f %10.2f %22s\n' "$k" "${secs[$k]:-0}" "$(echo "${secs[$k]:-0} / ${b:-1}" | bc -l)" "${meta[$k]:--}"
+  t=${secs[$k]}
+  if [ "$t" = refused ]; then printf '%-18s %10s %10s %22s\n' "$k" refused - "${meta[$k]:--}"; continue; fi
+  ratio=-; [ "$b" != refused ] && ratio=$(printf '%.2f' "$(echo "$t / $b" | bc -l)")
+  printf '%-18s %10.2f %10s %22s\n' "$k" "$t" "$ratio" "${meta[$k]:--}"
 done
 echo "reservoir online: ${moved_online:-nothing moved}; offline: ${moved_offline:-nothing moved}"
