@@ -50,6 +50,7 @@ public enum Errno
     ESTALE = 116,
     EUCLEAN = 117,
     EDQUOT = 122,
+    ECANCELED = 125,
 }
 
 public static class ErrnoExtensions
@@ -85,6 +86,7 @@ public static class ErrnoExtensions
         Errno.EOPNOTSUPP => "operation not supported",
         Errno.EUCLEAN => "structure needs cleaning (filesystem corrupted)",
         Errno.EDQUOT => "disk quota exceeded",
+        Errno.ECANCELED => "operation canceled",
         _ => e.ToString(),
     };
 }

@@ -32,7 +32,7 @@ public sealed partial class Filesystem
             s = s[(colon + 1)..];
         }
         if (s.Equals("max", StringComparison.OrdinalIgnoreCase)) { target = deviceSize(); return true; }
-        if (s.Equals("cancel", StringComparison.OrdinalIgnoreCase)) { error = "there is no resize in progress to cancel (a resize finishes before it returns)"; return false; }
+        if (s.Equals("cancel", StringComparison.OrdinalIgnoreCase)) { error = "'cancel' is not a size (Resize(\"cancel\", …) stops a shrink under way)"; return false; }
         int sign = s.StartsWith('+') ? 1 : s.StartsWith('-') ? -1 : 0;
         if (!Units.TryParseSize(sign != 0 ? s[1..] : s, out ulong n)) { error = $"invalid size '{spec}': expected [1:][+|-]SIZE[kKmMgGtTpPeE] or [1:]max"; return false; }
         if (sign > 0 && n > ulong.MaxValue - current) { error = $"'{spec}' is past any size"; return false; }
@@ -56,6 +56,14 @@ public sealed partial class Filesystem
     public Errno Resize(string spec, out ResizeResult result, out string? why)
     {
         result = new(Fs.TotalBytes, Fs.TotalBytes);
+        // btrfs's `resize cancel` (as `balance cancel`): the shrink under way, if any, stops
+        // after its current round and answers ECANCELED; this call answers at once.
+        if (spec.Trim() is var c && (c.Equals("cancel", StringComparison.OrdinalIgnoreCase) || c.Equals("1:cancel", StringComparison.OrdinalIgnoreCase)))
+        {
+            if (Fs.CancelResize()) { why = "the shrink under way stops after the round it is in"; return Errno.OK; }
+            why = "there is no shrink under way to cancel";
+            return Errno.EINVAL;
+        }
         if (!TryParseResize(spec, Fs.TotalBytes, () => Fs.Device.ProbeSize(), out ulong target, out string err)) { why = err; return Errno.EINVAL; }
         return Resize(target, out result, out why);
     }
@@ -100,7 +108,7 @@ public sealed partial class Filesystem
             catch (FsException ex)
             {
                 message = ex.Message;
-                return ex.Errno is Errno.ENOSPC or Errno.EINVAL or Errno.EFBIG or Errno.EROFS or Errno.EOPNOTSUPP ? ex.Errno : Errno.EIO;
+                return ex.Errno is Errno.ENOSPC or Errno.EINVAL or Errno.EFBIG or Errno.EROFS or Errno.EOPNOTSUPP or Errno.ECANCELED ? ex.Errno : Errno.EIO;
             }
         });
         why = message ?? (e != Errno.OK ? Fs.FailedReason ?? "the resize failed (see the log)" : null);

@@ -62,7 +62,7 @@ internal static class FilesystemCommands
     /// shrinks; `max` takes the file's length, after `truncate -s`) or through the mount.</summary>
     private static Command Resize(CliContext ctx)
     {
-        var amount = new Argument<string>("size") { Description = "[1:][+|-]SIZE[kKmMgGtTpPeE] or [1:]max: the new size, a change of it, or the whole device (an image file's length)" };
+        var amount = new Argument<string>("size") { Description = "[1:][+|-]SIZE[kKmMgGtTpPeE], [1:]max or cancel: the new size, a change of it, the whole device (an image file's length), or stop the shrink under way (on a mount)" };
         var image = ImageOrMount();
         var format = CommonOptions.Format();
         var cmd = new Command("resize", "Grow or shrink the filesystem (the image file with it)") { amount, image, format };
@@ -84,6 +84,12 @@ internal static class FilesystemCommands
             if (e != Errno.OK)
             {
                 return Failed(ctx, "resize", at, e, why);
+            }
+            if (spec.Trim().EndsWith("cancel", StringComparison.OrdinalIgnoreCase))
+            {
+                if (CommonOptions.IsJson(pr, format)) ctx.Json(new { device_id = 1, cancelled = true });
+                else ctx.Out.WriteLine($"Resize of {at}: {why}");
+                return 0;
             }
             if (CommonOptions.IsJson(pr, format))
                 ctx.Json(new { device_id = 1, old_size = oldSize, new_size = newSize, moved_data_extents = moved.DataExtents, moved_data_bytes = moved.DataBytes, moved_tree_blocks = moved.TreeBlocks });

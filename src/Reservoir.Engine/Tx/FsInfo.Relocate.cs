@@ -69,6 +69,7 @@ internal sealed partial class FsInfo
         var total = new RelocationResult(0, 0, 0);
         while (true)
         {
+            if (_cancelShrink) return total; // the shrink answers ECANCELED
             RelocationResult r;
             bool more;
             try { r = RelocateRound(limit, out more); }

@@ -20,6 +20,20 @@ internal sealed partial class FsInfo
 {
     /// <summary>Serialises resizes (one device size change and its commit at a time).</summary>
     private readonly FsMutex _resizeMutex;
+    /// <summary>A shrink is moving extents (its fence stands), and whether it was asked to stop
+    /// (`resize cancel`): read between its rounds. Set without the resize mutex, which the
+    /// shrink holds.</summary>
+    private volatile bool _shrinking, _cancelShrink;
+
+    /// <summary>`resize cancel`: the shrink under way stops after the round it is in (what that
+    /// round moved stays moved; the size stays as it was) and answers ECANCELED. False when no
+    /// shrink is under way.</summary>
+    public bool CancelResize()
+    {
+        if (!_shrinking) return false;
+        _cancelShrink = true;
+        return true;
+    }
     /// <summary>The size the next commit resizes to (0: none) and its refusal, if it refused.
     /// Guarded by the commit mutex.</summary>
     private ulong _resizeTo;
@@ -65,13 +79,19 @@ internal sealed partial class FsInfo
         try
         {
             Space.Fence(to);
+            (_cancelShrink, _shrinking) = (false, true);
             try
             {
                 sync?.Invoke();
                 moved = Relocate(to);
+                if (_cancelShrink) throw new FsException(Errno.ECANCELED, $"the shrink to {Units.Human(to)} was cancelled; the size stays {Units.Human(from)}");
                 return CommitResize(to, from);
             }
-            finally { Space.Unfence(); } // whatever happened: the groups are cut, or stay
+            finally
+            {
+                _shrinking = false;
+                Space.Unfence(); // whatever happened: the groups are cut, or stay
+            }
         }
         catch (FsException ex) when (ex.Errno == Errno.ENOSPC)
         {

@@ -156,6 +156,46 @@ public class RelocationTests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>`resize cancel` (btrfs's word) stops a shrink under way between its rounds:
+    /// ECANCELED, the size as it was, the fence down, every file whole; with no shrink under way
+    /// it says so; the next shrink goes through.</summary>
+    [Fact]
+    public void CancelStopsAShrinkUnderWayAndKeepsTheSize()
+    {
+        var dev = NewDevice(128 * MiB);
+        var files = new Dictionary<string, byte[]>();
+        using (var fs = Mount(dev))
+        {
+            CreateFile(fs, Root, "filler", Bytes(40 * MiB, 8));
+            Ok(fs.Sync());
+            for (int i = 0; i < 6; i++) files[$"f{i}"] = Put(fs, $"f{i}", MiB, 50 + i);
+            Ok(fs.Unlink(Root, "filler"));
+            Ok(fs.Sync());
+            Assert.Equal(Errno.EINVAL, fs.Resize("cancel", out _, out var why));
+            Assert.Contains("no shrink under way", why);
+
+            fs.Fs.RelocationBatchBytes = MiB;
+            Errno cancelled = Errno.EIO;
+            var ex = Assert.Throws<FsException>(() => fs.Fs.Resize(24 * MiB, () =>
+            {
+                Ok(fs.Sync());
+                cancelled = fs.Resize("1:cancel", out _, out _);   // as from another thread, while it runs
+            }, out _));
+            Assert.Equal(Errno.OK, cancelled);
+            Assert.Equal(Errno.ECANCELED, ex.Errno);
+            Assert.Equal(128 * MiB, fs.TotalBytes);
+            Assert.Equal(128 * MiB, dev.Size);
+            Assert.Equal(0UL, fs.Fs.Space.FenceLimit);
+            AssertTree(fs, files);
+
+            Ok(fs.Resize(24 * MiB, out var r, out why), why ?? "");
+            Assert.Equal(24 * MiB, r.NewSize);
+            Assert.True(fs.LastRelocation.DataExtents > 0, $"{fs.LastRelocation}");
+            AssertTree(fs, files);
+        }
+        FsckAssert.Clean(dev);
+    }
+
     /// <summary>While a shrink's fence stands, a write into a preallocated extent past it is
     /// copied on write below it (FsInfo.DataExtentMayBeShared): written in place, it would land
     /// in the old place of an extent the shrink is about to move, and be left behind.</summary>
