@@ -252,10 +252,16 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
 
     public Errno DiskUsage(string path) => _startSize == 0 ? Errno.ENOTTY : OnlineSubvolume.DiskUsage(Full(path), out _);
 
+    /// <summary>75-125 %: of the size it started with. Below 75 %, a shrink into the data: to
+    /// 1.6-2.5 times what is in use (statfs's view through the space ioctl), which is mostly
+    /// below where the last block in use ends once the workload has spread.</summary>
     public Errno Resize(int percentOfStart)
     {
         if (_startSize == 0) return Errno.ENOTTY;
-        var e = OnlineSubvolume.Resize(Root, (_startSize * (ulong)percentOfStart / 100 >> 20 << 20).ToString(CultureInfo.InvariantCulture), out _, out _, out _, out var moved);
+        ulong to = _startSize * (ulong)percentOfStart / 100;
+        if (percentOfStart < 75 && OnlineSubvolume.Space(Root, out var sp, out _) == Errno.OK)
+            to = (sp.DataUsed + sp.MetaUsed) * (ulong)(percentOfStart + 50) / 50;
+        var e = OnlineSubvolume.Resize(Root, (to >> 20 << 20).ToString(CultureInfo.InvariantCulture), out _, out _, out _, out var moved);
         if (moved.DataExtents + moved.TreeBlocks > 0)
             lock (_relocationsLock) _relocations = (_relocations.Shrinks + 1, _relocations.DataExtents + moved.DataExtents, _relocations.TreeBlocks + moved.TreeBlocks);
         return e;

@@ -166,14 +166,16 @@ internal sealed partial class FsInfo
                 foreach (var t in trees) globalBlocks += walk.Visit(t);
                 foreach (var t in fsTrees) walk.Visit(t);
                 // Room for installing it: the re-keyed items may copy every block of the global
-                // trees and split as many again, and with quotas each subvolume copies a path
-                // or two to its owner items. Checked now, while it can still be given back.
-                int paths = Quota.Enabled && data.Count > 0 ? fsTrees.Count * 2 * FormatConstants.MaxLevel : 0;
-                margin = (ulong)(2 * globalBlocks + paths) * (ulong)NodeSize;
+                // trees and split as many again, and with quotas each subvolume holding owner
+                // items of moved extents copies the leaves they are in and the path to them,
+                // and may split as many. Checked now, while it can still be given back.
+                long nodes = 2L * globalBlocks;
+                if (Quota.Enabled && data.Count > 0) nodes += OwnerRefNodesToCopy(limit, data, fsTrees);
+                margin = (ulong)nodes * (ulong)NodeSize;
                 if (Space.Reserve(data: false, margin, useGlobalReserve: true) != Errno.OK)
                 {
                     margin = 0;
-                    throw new FsException(Errno.ENOSPC, $"{Units.Human((ulong)(2 * globalBlocks + paths) * (ulong)NodeSize)} of metadata to rewrite the trees");
+                    throw new FsException(Errno.ENOSPC, $"{Units.Human((ulong)nodes * (ulong)NodeSize)} of metadata to rewrite the trees");
                 }
             }
             catch (FsException ex) when (ex.Errno == Errno.ENOSPC)
@@ -217,6 +219,23 @@ internal sealed partial class FsInfo
         {
             for (int i = held.Count - 1; i >= 0; i--) held[i].Dispose();
         }
+    }
+
+    /// <summary>At most how many blocks re-keying the moved extents' EXTENT_OWNER_REFs copies
+    /// and adds: per subvolume that has any, twice the leaves they fill and the path to them.
+    /// (Subvolumes that have none, however many, cost nothing.) Caller holds the trees' locks.</summary>
+    private long OwnerRefNodesToCopy(ulong limit, List<DataMove> data, List<BTree> fsTrees)
+    {
+        var moved = data.Select(m => m.Old).ToHashSet();
+        ulong from = limit > Space.MaxDataExtent ? limit - Space.MaxDataExtent : 0;
+        int perLeaf = Math.Max(1, (NodeSize - NodeLayout.HeaderSize) / (NodeLayout.ItemSize + ExtentOwnerRefItem.Size));
+        long nodes = 0;
+        foreach (var t in fsTrees)
+        {
+            int items = OwnerRefs.Scan(t, from).Count(r => moved.Contains(r.Bytenr));
+            if (items > 0) nodes += 2L * (items / perLeaf + 1 + t.Root.Level + 1);
+        }
+        return nodes;
     }
 
     /// <summary>Metadata promised (may_use) for as long as it is held.</summary>

@@ -156,6 +156,40 @@ public class RelocationTests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>With quotas on, each snapshot holding owner items of moved extents copies its
+    /// leaves of them (the room a move asks for counts those subvolumes, not the empty ones):
+    /// with 150 snapshots of the data and 150 empty subvolumes on a small image the shrink moves
+    /// the data, every group comes through unchanged and fsck's recount agrees.</summary>
+    [Fact]
+    public void AMoveUnderManySnapshotsWithQuotasKeepsEveryGroup()
+    {
+        var dev = NewDevice(96 * MiB);
+        var expect = new Dictionary<string, byte[]>();
+        using (var fs = Mount(dev))
+        {
+            Ok(fs.EnableQuota());
+            CreateFile(fs, Root, "filler", Bytes(30 * MiB, 9));
+            Ok(fs.Sync());
+            Ok(fs.CreateSubvolume(Root, "v", 0, 0, out var v));
+            for (int i = 0; i < 8; i++) expect[$"v/f{i}"] = Put(fs, v.Ino, $"f{i}", 300_000, 60 + i);
+            Ok(fs.Sync());
+            for (int i = 0; i < 150; i++)
+            {
+                Ok(fs.CreateSnapshot(v.Ino, Root, $"s{i}", readOnly: true, out _));
+                Ok(fs.CreateSubvolume(Root, $"e{i}", 0, 0, out _));
+            }
+            expect["s149/f3"] = expect["v/f3"];
+            Ok(fs.Unlink(Root, "filler"));
+            Ok(fs.Sync());
+            var groups = fs.Qgroups().Select(q => (q.Id, q.Referenced, q.Exclusive)).OrderBy(q => q.Id).ToList();
+            Ok(fs.Resize(24 * MiB, out var r, out var why), why ?? "");
+            Assert.True(fs.LastRelocation.DataExtents >= 8, $"{fs.LastRelocation}");
+            Assert.Equal(groups, fs.Qgroups().Select(q => (q.Id, q.Referenced, q.Exclusive)).OrderBy(q => q.Id).ToList());
+            AssertTree(fs, expect);
+        }
+        FsckAssert.Clean(dev);
+    }
+
     /// <summary>`resize cancel` (btrfs's word) stops a shrink under way between its rounds:
     /// ECANCELED, the size as it was, the fence down, every file whole; with no shrink under way
     /// it says so; the next shrink goes through.</summary>
