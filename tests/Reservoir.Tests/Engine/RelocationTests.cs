@@ -87,7 +87,7 @@ public class RelocationTests
             foreach (var (k, d) in expect.Where(e => e.Key.StartsWith("v/")).ToList()) expect["snap2/" + k[2..]] = d;
             Ok(fs.Unlink(Root, "filler"));
             Ok(fs.Sync());
-            var groups = fs.Qgroups().Select(q => (q.Id, q.Referenced, q.Exclusive)).OrderBy(q => q.Id).ToList();
+            var groups = Groups(fs);
             int blocks = SubvolumeBlocks(fs);
             fs.Fs.RelocationBatchBytes = 3 * MiB;                // in rounds of 3 MiB and more, writers free between them
             long commits = fs.Stats.Commits;
@@ -103,7 +103,7 @@ public class RelocationTests
             int after = SubvolumeBlocks(fs);
             Assert.True(blocks > 40 && after <= blocks + 3 * 8, $"subvolume blocks {blocks} → {after}: sharing lost ({fs.LastRelocation})");
             AssertTree(fs, expect);
-            Assert.Equal(groups, fs.Qgroups().Select(q => (q.Id, q.Referenced, q.Exclusive)).OrderBy(q => q.Id).ToList());
+            Assert.Equal(groups, Groups(fs));
         }
         FsckAssert.Clean(dev);                                  // every group recounted
         using (var fs = Mount(dev))
@@ -181,10 +181,10 @@ public class RelocationTests
             expect["s149/f3"] = expect["v/f3"];
             Ok(fs.Unlink(Root, "filler"));
             Ok(fs.Sync());
-            var groups = fs.Qgroups().Select(q => (q.Id, q.Referenced, q.Exclusive)).OrderBy(q => q.Id).ToList();
+            var groups = Groups(fs);
             Ok(fs.Resize(24 * MiB, out var r, out var why), why ?? "");
             Assert.True(fs.LastRelocation.DataExtents >= 8, $"{fs.LastRelocation}");
-            Assert.Equal(groups, fs.Qgroups().Select(q => (q.Id, q.Referenced, q.Exclusive)).OrderBy(q => q.Id).ToList());
+            Assert.Equal(groups, Groups(fs));
             AssertTree(fs, expect);
         }
         FsckAssert.Clean(dev);
@@ -354,6 +354,10 @@ public class RelocationTests
         }
         return seen.Count;
     }
+
+    /// <summary>Every group's id, referenced and exclusive bytes.</summary>
+    private static List<(ulong Id, ulong Referenced, ulong Exclusive)> Groups(Filesystem fs) =>
+        fs.Qgroups().Select(q => (q.Id, q.Referenced, q.Exclusive)).OrderBy(q => q.Id).ToList();
 
     private static byte[] Bytes(ulong n, int seed)
     {
