@@ -1,5 +1,4 @@
 using Reservoir.Common;
-using Reservoir.Device;
 using Reservoir.Engine;
 using Xunit;
 using static Reservoir.Tests.TestFs;
@@ -296,41 +295,15 @@ public class RelocationTests
             Ok(fs.Unlink(Root, "filler"));
             Ok(fs.Sync());
         }
-        int images = 0, moved = 0;
-        var sizes = new HashSet<ulong>();
-        for (long cut = 0; ; cut++)
-        {
-            var dev = new CrashSimDevice(initial);
-            bool finished = false;
-            using (var fs = Mount(dev))
+        int moved = 0;
+        var (images, sizes) = ResizePowerCuts.EveryCut(initial, 48 * MiB, 20 * MiB, maxCuts: 2000,
+            before: (fs, _) => fs.Fs.RelocationBatchBytes = MiB,   // a few rounds, each cut everywhere too
+            after: (fs, dev, e, why, cut) =>
             {
-                fs.Fs.RelocationBatchBytes = MiB;               // a few rounds, each cut everywhere too
-                long start = dev.Ops;
-                dev.CutAfterOps = start + cut;
-                try
-                {
-                    var e = fs.Resize(20 * MiB, out _, out var why);
-                    finished = e == Errno.OK;
-                    Assert.True(finished || e == Errno.EIO, $"cut {cut}: {e} {why}");
-                    Assert.True(finished || dev.Ops >= dev.CutAfterOps, $"cut {cut}: failed before the power went: {why}");
-                    if (finished) moved = fs.LastRelocation.DataExtents;
-                }
-                catch (FsException) { }
-                try { fs.Dispose(); } catch (FsException) { }
-            }
-            for (int k = 0; k < 3; k++)
-            {
-                var img = k == 0 ? dev.DurableImage() : dev.ImageAfterPowerCut(new Random(k), tear: k == 2);
-                FsckAssert.Clean(img);
-                using var fs2 = Mount(img);
-                Assert.True(fs2.TotalBytes == 48 * MiB || fs2.TotalBytes == 20 * MiB, $"cut {cut}: size {fs2.TotalBytes}");
-                sizes.Add(fs2.TotalBytes);
-                AssertTree(fs2, expect);
-                images++;
-            }
-            if (finished) break;
-            Assert.True(cut < 2000, "the shrink never finished");
-        }
+                Assert.True(e == Errno.OK || dev.Ops >= dev.CutAfterOps, $"cut {cut}: failed before the power went: {why}");
+                if (e == Errno.OK) moved = fs.LastRelocation.DataExtents;
+            },
+            check: fs2 => AssertTree(fs2, expect));
         Assert.True(moved > 0, "nothing was in the way");
         Assert.Equal(new HashSet<ulong> { 48 * MiB, 20 * MiB }, sizes);
         Assert.True(images > 30, $"only {images} images");

@@ -221,37 +221,14 @@ public class ResizeTests
         int checkedImages = 0;
         var sizesSeen = new HashSet<ulong>();
         foreach (var (from, to) in new[] { (40 * MiB, 100 * MiB), (40 * MiB, 24 * MiB) })
-            for (long cut = 0; ; cut++)
-            {
-                var dev = new CrashSimDevice(initial);
-                bool finished = false;
-                using (var fs = Mount(dev))
-                {
-                    CreateFile(fs, Root, "unsynced", new byte[5000]);
-                    long start = dev.Ops;
-                    dev.CutAfterOps = start + cut;
-                    try
-                    {
-                        var e = fs.Resize(to, out _, out var why);
-                        finished = e == Errno.OK;
-                        Assert.True(finished || e == Errno.EIO, $"cut {cut}: {e} {why}");
-                    }
-                    catch (FsException) { }
-                    try { fs.Dispose(); } catch (FsException) { }
-                }
-                for (int k = 0; k < 3; k++)
-                {
-                    var img = k == 0 ? dev.DurableImage() : dev.ImageAfterPowerCut(new Random(k), tear: k == 2);
-                    FsckAssert.Clean(img);
-                    using var fs2 = Mount(img);
-                    Assert.True(fs2.TotalBytes == from || fs2.TotalBytes == to, $"cut {cut}: size {fs2.TotalBytes}");
-                    sizesSeen.Add(fs2.TotalBytes);
-                    AssertFiles(fs2, files);
-                    checkedImages++;
-                }
-                if (finished) break;
-                Assert.True(cut < 500, "the resize never finished");
-            }
+        {
+            var (images, sizes) = ResizePowerCuts.EveryCut(initial, from, to, maxCuts: 500,
+                before: (fs, _) => CreateFile(fs, Root, "unsynced", new byte[5000]),
+                after: (_, _, _, _, _) => { },
+                check: fs2 => AssertFiles(fs2, files));
+            checkedImages += images;
+            sizesSeen.UnionWith(sizes);
+        }
         Assert.Equal(new HashSet<ulong> { 40 * MiB, 100 * MiB, 24 * MiB }, sizesSeen);
         Assert.True(checkedImages > 30, $"only {checkedImages} images");
     }
