@@ -223,6 +223,20 @@ public sealed partial class ReservoirFileSystem : IDisposable
         return list;
     }
 
+    /// <summary>What changed in the subvolume whose root is <paramref name="subvolume"/> since
+    /// generation <paramref name="lastGeneration"/> (btrfs's `subvolume find-new`): its file
+    /// extents written in that generation or later, after a sync; the marker is the generation
+    /// to pass next time. A generation comes from <see cref="SubvolumeInfo.Generation"/> or an
+    /// earlier marker. EINVAL when the path is not a subvolume's root.</summary>
+    public NewExtents FindNew(string subvolume, ulong lastGeneration)
+    {
+        Check(Posix.Stat(subvolume, out var a), subvolume);
+        var (tree, ino) = Reservoir.Engine.Inodes.NodeIds.Decode(a.Ino);
+        if (ino != Filesystem.RootIno) throw new FsException(Errno.EINVAL, $"'{subvolume}' is not a subvolume");
+        Check(Engine.FindNew(tree, lastGeneration, out var found), subvolume);
+        return found;
+    }
+
     public void Delete(string path, bool recursive = false)
     {
         Check(Posix.Lstat(path, out var a), path);

@@ -84,18 +84,13 @@ internal static class SubvolumeCommands
 
         var list = SubvolumeListCommand.Build(ctx);
 
-        var id4 = new Argument<ulong>("id") { Description = "Subvolume id (5 = the top level)" };
-        var image4 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir (root only; takes effect at the next mount)" };
-        var setDefault = new Command("set-default", "Make a subvolume the one mounted by default") { id4, image4 };
-        setDefault.SetAction(pr =>
+        var defArgs = new Argument<string[]>("target")
         {
-            if (Directory.Exists(pr.GetValue(image4)))
-                return Online(ctx, "set-default", pr.GetValue(image4)!, OnlineSubvolume.QuotaOp.SetDefault, pr.GetValue(id4));
-            using var fs = FileCommands.Open(pr.GetValue(image4)!, write: true);
-            var e = fs.Engine.SetDefaultSubvolume(pr.GetValue(id4));
-            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume set-default: {pr.GetValue(id4)}: {e.Describe()}"); return 1; }
-            return 0;
-        });
+            Description = "ID PATH (5 = the top level; PATH a directory on a mounted Reservoir, or an unmounted image), SUBVOL (a subvolume on a mounted Reservoir) or IMAGE PATH (a subvolume inside an unmounted image); on a mount root only, taking effect at the next mount",
+            Arity = new ArgumentArity(1, 2),
+        };
+        var setDefault = new Command("set-default", "Make a subvolume the one mounted by default (as btrfs subvolume set-default: by id, or by its path)") { defArgs };
+        setDefault.SetAction(pr => SetDefault(ctx, pr.GetValue(defArgs)!));
 
         var image5 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
         var format5 = CommonOptions.Format();
@@ -233,7 +228,44 @@ internal static class SubvolumeCommands
         cmd.Subcommands.Add(show);
         cmd.Subcommands.Add(setDefault);
         cmd.Subcommands.Add(getDefault);
+        cmd.Subcommands.Add(SubvolumeFindNew.Build(ctx));
         return cmd;
+    }
+
+    /// <summary>`subvolume set-default` in btrfs-progs' two forms: ID PATH, or the subvolume's
+    /// own path (SUBVOL on a mount; IMAGE PATH offline).</summary>
+    private static int SetDefault(CliContext ctx, string[] a)
+    {
+        const string Verb = "set-default";
+        if (a.Length == 2 && ulong.TryParse(a[0], out ulong id))
+        {
+            if (Directory.Exists(a[1])) return Online(ctx, Verb, a[1], OnlineSubvolume.QuotaOp.SetDefault, id);
+            if (!File.Exists(a[1])) { ctx.Err.WriteLine($"reservoir subvolume set-default: {a[1]}: neither a directory on a mounted Reservoir nor an image"); return 1; }
+            using var image = FileCommands.Open(a[1], write: true);
+            var e = image.Engine.SetDefaultSubvolume(id);
+            if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume set-default: {id}: {(e == Errno.ENOENT ? $"no subvolume {id}" : e.Describe())}"); return 1; }
+            return 0;
+        }
+        if (a.Length == 1)
+        {
+            if (!Directory.Exists(a[0])) { ctx.Err.WriteLine($"reservoir subvolume set-default: {a[0]}: no such directory (give ID PATH, SUBVOL on a mount, or IMAGE PATH)"); return 1; }
+            if (OnlineSubvolume.SubvolumeIdOf(a[0]) is not { } sid)
+            {
+                ctx.Err.WriteLine($"reservoir subvolume set-default: {a[0]}: not a subvolume");
+                return 1;
+            }
+            return Online(ctx, Verb, a[0], OnlineSubvolume.QuotaOp.SetDefault, sid);
+        }
+        if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir subvolume set-default: {a[0]}: not a subvolume id, and no such image"); return 1; }
+        using var fs = FileCommands.Open(a[0], write: true);
+        try
+        {
+            var se = fs.Engine.ShowSubvolume(fs.GetInfo(a[1], followLinks: true).Attr.Ino, out var s);
+            if (se == Errno.OK) se = fs.Engine.SetDefaultSubvolume(s.Id);
+            if (se != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume set-default: {a[1]}: {(se == Errno.EINVAL ? "not a subvolume" : se.Describe())}"); return 1; }
+        }
+        catch (IOException ex) { ctx.Err.WriteLine($"reservoir subvolume set-default: {a[1]}: {ex.Message}"); return 1; }
+        return 0;
     }
 
     /// <summary>A subvolume change through the mount's administration ioctl.</summary>

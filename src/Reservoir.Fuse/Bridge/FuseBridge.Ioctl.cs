@@ -224,7 +224,7 @@ internal sealed partial class FuseBridge
         const uint Unrestricted = 2, Dir = 16;
         if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo or IocSetReceived
                 or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim or IocResize or IocBtrfsResize or FsIocGetFsLabel or FsIocSetFsLabel or IocDiskUsage or IocExtentMap
-                or IocChangedInodes or IocInodeNames or IocExtentReferrers or IocDaemonSend or IocDaemonSendOutcome or IocDaemonReceive)) return Errno.ENOTTY;
+                or IocChangedInodes or IocInodeNames or IocExtentReferrers or IocFindNew or IocDaemonSend or IocDaemonSendOutcome or IocDaemonReceive)) return Errno.ENOTTY;
         if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
         if (cmd == FiTrim) return Trim(ref r, ref w, inSize, U32(s, 28));
         if (cmd is IocResize or IocBtrfsResize) return Resize(cmd, ref r, ref w, inSize, U32(s, 28));
@@ -259,6 +259,7 @@ internal sealed partial class FuseBridge
         if (cmd == IocSpaceInfo) return SpaceInfo(ref w, U32(s, 28));
         if (cmd == IocDaemonSend) return DaemonSend(ref r, ref w, ino, inSize, U32(s, 28));
         if (cmd == IocDaemonReceive) return DaemonReceive(ref r, ref w, ino, inSize, U32(s, 28));
+        if (cmd == IocFindNew) return FindNew(ref r, ref w, ino, inSize, U32(s, 28));
         if (cmd == IocSubvolList) return SubvolList(ref r, ref w, inSize, U32(s, 28));
         if (cmd is IocQgroupList or IocQgroupRelations) return QgroupPage(cmd, ref r, ref w, inSize, U32(s, 28));
         if (cmd == IocQuotaCtl)

@@ -55,7 +55,7 @@ public class BridgeFuzzTests
         FuseBridge.FsIocSetFlags, FuseBridge.FsIocFsGetXattr, FuseBridge.FsIocFsSetXattr, FuseBridge.FiTrim,
         FuseBridge.IocResize, FuseBridge.IocBtrfsResize, FuseBridge.FsIocGetFsLabel, FuseBridge.FsIocSetFsLabel,
         FuseBridge.IocDiskUsage, FuseBridge.IocExtentMap, FuseBridge.IocChangedInodes, FuseBridge.IocInodeNames,
-        FuseBridge.IocExtentReferrers, 0xDEADBEEF,
+        FuseBridge.IocExtentReferrers, FuseBridge.IocFindNew, 0xDEADBEEF,
     ];
 
     private static readonly string[] Names = ["a", "b", "c", "d", "e", "sv", "snap", "f1", "f2", "dir", "user.x", "trusted.t", "system.posix_acl_access", "security.capability"];

@@ -252,6 +252,51 @@ public class SubvolumeMountTests
     }
 
     /// <summary>
+    /// `subvolume find-new` through the mount, run as the NixOS "erase your darlings" scripts
+    /// run btrfs's (the marker of a blank snapshot, then the paths from field 17 of every line
+    /// but the last): exactly the files written after the snapshot; its lines as btrfs-progs
+    /// prints them, the same offline on the image; "not a subvolume" for a plain directory.
+    /// And `subvolume set-default` by the subvolume's path (btrfs's one-argument form), online
+    /// and offline.
+    /// </summary>
+    [Fact]
+    public void FindNewAndSetDefaultByPathAsBtrfsProgs()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        var m = new MountedImage(size: 256UL << 20);
+        string lines;
+        try
+        {
+            m.Run($"{cli} subvolume create root && mkdir -p root/etc && echo a > root/etc/keep && sync && {cli} subvolume snapshot -r root root-blank");
+            string diff = m.Run($"OLD=$({cli} subvolume find-new root-blank 9999999); OLD=${{OLD#transid marker was }}; " +
+                "echo x > root/etc/new && mkdir -p root/var/log && head -c 300000 /dev/urandom > root/var/log/z && ln -s ../etc/new root/var/l && " +
+                $"{cli} subvolume find-new root \"$OLD\" | sed '$d' | cut -f17- -d' ' | sort | uniq");
+            Assert.Equal("etc/new\nvar/l\nvar/log/z\n", diff);
+            lines = m.Run($"{cli} subvolume find-new root 0");
+            Assert.Matches(@"^inode \d+ file offset 0 len 4096 disk start \d+ offset 0 gen \d+ flags NONE etc/keep\n", lines);
+            Assert.Matches(@"\ninode \d+ file offset 0 len 10 disk start 0 offset 0 gen \d+ flags INLINE var/l\n", lines);
+            Assert.Matches(@"\ntransid marker was \d+\n$", lines);
+            var plain = MountedImage.Sh($"{cli} subvolume find-new root/etc 0 2>&1", m.Dir);
+            Assert.Equal(1, plain.Code);
+            Assert.Contains("root/etc: not a subvolume", plain.Out);
+            // set-default by path: the subvolume's, not a directory's.
+            m.Run($"{cli} subvolume set-default root");
+            Assert.Matches(@"^ID 256 gen \d+ top level 5 path root\n$", m.Run($"{cli} subvolume get-default ."));
+            var dir = MountedImage.Sh($"{cli} subvolume set-default root/etc 2>&1", m.Dir);
+            Assert.Equal(1, dir.Code);
+            Assert.Contains("not a subvolume", dir.Out);
+            m.Run($"{cli} subvolume set-default 5 .");
+        }
+        finally { m.Unmount(); }
+        // Offline, on the image: the same lines (nothing changed since).
+        Assert.Equal(lines, MountedImage.Sh($"{cli} subvolume find-new {m.Image} root 0", m.Dir).Out);
+        Assert.Equal(0, MountedImage.Sh($"{cli} subvolume set-default {m.Image} root-blank", m.Dir).Code);
+        Assert.Matches(@"^ID 257 gen \d+ top level 5 path root-blank\n$", MountedImage.Sh($"{cli} subvolume get-default {m.Image}", m.Dir).Out);
+        MountTests.ImageIsClean(m);
+        m.Dispose();
+    }
+
+    /// <summary>
     /// The quota and subvolume administration commands on a mounted filesystem (online, as
     /// btrfs-progs' on a mount point): quota enable, a level-1 group with a member and a limit
     /// that a program then runs into, show with parents and children, destroy refused while it
