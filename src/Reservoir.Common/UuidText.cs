@@ -19,4 +19,16 @@ public static class UuidText
     public static string OrDash(Guid stored) => stored == Guid.Empty ? "-" : Of(stored);
 
     public static string? OrNull(Guid stored) => stored == Guid.Empty ? null : Of(stored);
+
+    /// <summary>The stored form of a uuid written as <see cref="Of"/> writes it; false for text
+    /// that is no uuid.</summary>
+    public static bool TryParse(string text, out Guid stored)
+    {
+        stored = Guid.Empty;
+        if (!Guid.TryParse(text, out var g)) return false;
+        Span<byte> b = stackalloc byte[16];
+        g.TryWriteBytes(b, bigEndian: true, out _);
+        stored = new Guid(b);
+        return true;
+    }
 }

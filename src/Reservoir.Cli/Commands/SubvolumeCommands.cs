@@ -117,47 +117,7 @@ internal static class SubvolumeCommands
             return 0;
         });
 
-        var image6 = new Argument<string>("image") { Description = "An unmounted image (then the path inside it), or a subvolume on a mounted Reservoir" };
-        var path6 = new Argument<string>("path") { Description = "A subvolume, inside the image", Arity = ArgumentArity.ZeroOrOne };
-        var format6 = CommonOptions.Format();
-        var show = new Command("show", "Show a subvolume: ids, uuids, generation, creation time, flags, quota group") { image6, path6, format6 };
-        show.SetAction(pr =>
-        {
-            SubvolumeShow shown;
-            if (pr.GetValue(path6) == null)
-            {
-                string at = pr.GetValue(image6)!;
-                if (OnlineSubvolume.SubvolumeIdOf(at) is not { } sid) { ctx.Err.WriteLine($"reservoir subvolume show: {at}: not a subvolume on a mounted Reservoir (give IMAGE PATH for an unmounted image)"); return 1; }
-                var le = OnlineSubvolume.List(at, out var online);
-                if (le != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume show: {at}: {le.Describe()}"); return 1; }
-                var rec = online.FirstOrDefault(x => x.Id == sid);
-                if (sid != 5 && rec.Id != sid) { ctx.Err.WriteLine($"reservoir subvolume show: {at}: subvolume {sid} is not listed"); return 1; }
-                // Quotas off answers ENOTCONN: no quota group section, as btrfs prints none.
-                (ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)? group = null;
-                if (OnlineSubvolume.Qgroups(at, out var groups) == Errno.OK)
-                    group = groups.Where(g => g.Id == QgroupId.Of(0, sid)).Select(g => ((ulong, ulong, ulong, ulong, ulong)?)g).FirstOrDefault();
-                shown = new SubvolumeShow(sid, sid == 5 ? "" : rec.Path, sid == 5 ? null : rec.Uuid, rec.ParentUuid,
-                    sid == 5 ? null : DateTimeOffset.FromUnixTimeSeconds(rec.Otime), rec.Generation, rec.Otransid, rec.Parent, rec.ReadOnly,
-                    online.Where(x => sid != 5 && x.ParentUuid == rec.Uuid).Select(x => x.Path).ToList(), group, rec.ReceivedUuid, rec.Stransid);
-            }
-            else
-            {
-                using var fs = FileCommands.Open(pr.GetValue(image6)!, write: false);
-                string p = pr.GetValue(path6)!;
-                var node = fs.GetInfo(p, followLinks: true).Attr.Ino;
-                var e = fs.Engine.ShowSubvolume(node, out var s);
-                if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume show: {p}: {(e == Errno.EINVAL ? "not a subvolume" : e.Describe())}"); return 1; }
-                var group = fs.Engine.QuotaEnabled
-                    ? fs.Engine.Qgroups().Where(q => q.Id == QgroupId.Of(0, s.Id)).Select(g => ((ulong, ulong, ulong, ulong, ulong)?)(g.Id, g.Referenced, g.Exclusive, g.MaxReferenced, g.MaxExclusive)).FirstOrDefault()
-                    : null;
-                var snapshots = s.Uuid == Guid.Empty ? [] : fs.ListSubvolumes().Where(x => x.ParentUuid == s.Uuid).Select(x => x.Path).ToList();
-                shown = new SubvolumeShow(s.Id, s.Id == 5 ? "" : s.Path, s.Uuid, s.ParentUuid, s.Otime.ToDateTime(), s.Generation, s.Otransid, s.ParentId, s.ReadOnly, snapshots, group,
-                    s.ReceivedUuid, s.Stransid);
-            }
-            if (CommonOptions.IsJson(pr, format6)) ctx.Json(shown.ToJson());
-            else shown.Print(ctx.Out);
-            return 0;
-        });
+        var show = SubvolumeShowCommand.Build(ctx);
 
         var image7 = new Argument<string>("image") { Description = "An unmounted image, or a directory on a mounted Reservoir (root's, or the image owner's on their own mount)" };
         var syncIds = new Argument<ulong[]>("subvolid") { Description = "Wait for these deleted subvolumes only (default: every deletion)", Arity = ArgumentArity.ZeroOrMore };

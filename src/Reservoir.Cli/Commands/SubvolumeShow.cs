@@ -14,11 +14,9 @@ internal sealed record SubvolumeShow(
     (ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive)? Group,
     Guid ReceivedUuid = default, ulong Stransid = 0)
 {
-    private static readonly SizeFormat Sizes = SizeFormat.Human;
-
     private string Name => Id == 5 ? "<FS_TREE>" : System.IO.Path.GetFileName(Path);
 
-    public void Print(TextWriter o)
+    public void Print(TextWriter o, SizeFormat sizes)
     {
         o.WriteLine(Id == 5 ? "/" : Path);
         o.WriteLine($"\tName: \t\t\t{Name}");
@@ -47,10 +45,10 @@ internal sealed record SubvolumeShow(
         if (Group is { } g)
         {
             o.WriteLine($"\tQuota group:\t\t0/{Id}");
-            o.WriteLine($"\t  Limit referenced:\t{(g.MaxReferenced == ulong.MaxValue ? "-" : Sizes.Format(g.MaxReferenced))}");
-            o.WriteLine($"\t  Limit exclusive:\t{(g.MaxExclusive == ulong.MaxValue ? "-" : Sizes.Format(g.MaxExclusive))}");
-            o.WriteLine($"\t  Usage referenced:\t{Sizes.Format(g.Referenced)}");
-            o.WriteLine($"\t  Usage exclusive:\t{Sizes.Format(g.Exclusive)}");
+            o.WriteLine($"\t  Limit referenced:\t{(g.MaxReferenced == ulong.MaxValue ? "-" : sizes.Format(g.MaxReferenced))}");
+            o.WriteLine($"\t  Limit exclusive:\t{(g.MaxExclusive == ulong.MaxValue ? "-" : sizes.Format(g.MaxExclusive))}");
+            o.WriteLine($"\t  Usage referenced:\t{sizes.Format(g.Referenced)}");
+            o.WriteLine($"\t  Usage exclusive:\t{sizes.Format(g.Exclusive)}");
         }
     }
 

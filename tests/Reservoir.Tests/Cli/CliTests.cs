@@ -442,6 +442,27 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("subvolume", "show", Img, "/").Code); // the top level shows too
         Assert.Equal(0, Run("qgroup", "limit", "1M", Img, "/home").Code);
         Assert.Matches(@"0/256 .* 1\.00MiB +none +home\n", Run("qgroup", "show", "-re", Img).Out);
+        // As btrfs-progs: by id (-r) and uuid (-u) instead of the path, the image alone being
+        // its top level, and the group's numbers in the units asked for.
+        string byPath = Run("subvolume", "show", Img, "/home").Out;
+        Assert.Equal(byPath, Run("subvolume", "show", Img, "-r", "256").Out);
+        string uuid = System.Text.RegularExpressions.Regex.Match(show.Out, @"\tUUID: \t+([0-9a-f-]{36})\n").Groups[1].Value;
+        Assert.Equal(byPath, Run("subvolume", "show", Img, "-u", uuid).Out);
+        Assert.StartsWith("/\n\tName: \t\t\t<FS_TREE>\n", Run("subvolume", "show", Img).Out);
+        Assert.Contains("\t  Limit referenced:\t1048576\n", Run("subvolume", "show", Img, "/home", "-b").Out);
+        Assert.Contains("\t  Limit referenced:\t1.05MB\n", Run("subvolume", "show", Img, "/home", "-H").Out);
+        Assert.Contains("\t  Limit referenced:\t1024.00KiB\n", Run("subvolume", "show", Img, "/home", "-k").Out);
+        var noId = Run("subvolume", "show", Img, "-r", "999");
+        Assert.Equal((1, "reservoir subvolume show: no subvolume has id 999\n"), (noId.Code, noId.Err));
+        Assert.Equal(2, Run("subvolume", "show", Img, "-u", "not-a-uuid").Code);
+        Assert.Equal(2, Run("subvolume", "show", Img, "-r", "256", "-u", uuid).Code);
+        // set-default by path, offline (IMAGE PATH), and not by a path that is no subvolume.
+        Assert.Equal(0, Run("subvolume", "set-default", Img, "/srv").Code);
+        Assert.StartsWith("ID 257", Run("subvolume", "get-default", Img).Out);
+        Run("mkdir", Img, "/plain");
+        var plain = Run("subvolume", "set-default", Img, "/plain");
+        Assert.Equal((1, "reservoir subvolume set-default: /plain: not a subvolume\n"), (plain.Code, plain.Err));
+        Assert.Equal(0, Run("subvolume", "set-default", "5", Img).Code);
         Assert.Equal(0, Run("property", "set", Img, "/srv", "ro", "true").Code);
         Assert.Equal("ro=true\n", Run("property", "get", Img, "/srv").Out);
         Assert.Equal("ro=false\n", Run("property", "get", Img, "/").Out);

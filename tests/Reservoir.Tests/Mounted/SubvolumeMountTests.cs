@@ -256,11 +256,11 @@ public class SubvolumeMountTests
     /// run btrfs's (the marker of a blank snapshot, then the paths from field 17 of every line
     /// but the last): exactly the files written after the snapshot; its lines as btrfs-progs
     /// prints them, the same offline on the image; "not a subvolume" for a plain directory.
-    /// And `subvolume set-default` by the subvolume's path (btrfs's one-argument form), online
-    /// and offline.
+    /// And `subvolume show -r ID | -u UUID` from any path, `subvolume set-default` by the
+    /// subvolume's path (btrfs's one-argument form), online and offline.
     /// </summary>
     [Fact]
-    public void FindNewAndSetDefaultByPathAsBtrfsProgs()
+    public void FindNewShowByIdAndSetDefaultByPathAsBtrfsProgs()
     {
         string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
         var m = new MountedImage(size: 256UL << 20);
@@ -279,6 +279,11 @@ public class SubvolumeMountTests
             var plain = MountedImage.Sh($"{cli} subvolume find-new root/etc 0 2>&1", m.Dir);
             Assert.Equal(1, plain.Code);
             Assert.Contains("root/etc: not a subvolume", plain.Out);
+            // show by id and by uuid, from any path of the mount, as by the subvolume's path.
+            string byPath = m.Run($"{cli} subvolume show root");
+            Assert.Equal(byPath, m.Run($"{cli} subvolume show -r 256 root-blank"));
+            string uuid = System.Text.RegularExpressions.Regex.Match(byPath, @"\tUUID: \t+([0-9a-f-]{36})\n").Groups[1].Value;
+            Assert.Equal(byPath, m.Run($"{cli} subvolume show --uuid {uuid} root/etc"));
             // set-default by path: the subvolume's, not a directory's.
             m.Run($"{cli} subvolume set-default root");
             Assert.Matches(@"^ID 256 gen \d+ top level 5 path root\n$", m.Run($"{cli} subvolume get-default ."));
