@@ -41,6 +41,9 @@ public static class OnlineSubvolume
     [DllImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static extern int Fsync(int fd);
 
+    [DllImport("libc", EntryPoint = "syncfs", SetLastError = true)]
+    private static extern int Syncfs(int fd);
+
     [DllImport("libc", EntryPoint = "close")]
     internal static extern int Close(int fd);
 
@@ -376,6 +379,17 @@ public static class OnlineSubvolume
     /// <summary>Quota administration through the mount (root only); see the FUSE bridge's
     /// quota ioctl for the operations.</summary>
     public enum QuotaOp : ulong { Enable = 1, Disable = 2, Create = 3, Destroy = 4, Assign = 5, Remove = 6, Limit = 7, SetDefault = 8, SyncDeletions = 9, LimitExclusive = 10, Rescan = 11, DeleteById = 12, Commit = 13 }
+
+    /// <summary>`filesystem sync` on a mounted Reservoir: every dirty page written back and a
+    /// commit, by the daemon (its commit ioctl; root's and the image owner's). For another
+    /// user, what the kernel offers anyone: syncfs (the kernel's dirty pages to the daemon; on
+    /// a fuseblk mount the daemon commits too), then fsync on the directory, which commits.</summary>
+    public static Errno SyncFilesystem(string dir)
+    {
+        var e = QuotaCtl(dir, QuotaOp.Commit);
+        if (e != Errno.EPERM) return e;
+        return OnDirectory(dir, fd => Syncfs(fd) != 0 || Fsync(fd) != 0 ? LastError : Errno.OK);
+    }
 
     public static Errno QuotaCtl(string dir, QuotaOp op, ulong a = 0, ulong b = 0)
     {

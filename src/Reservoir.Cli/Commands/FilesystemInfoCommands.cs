@@ -12,7 +12,31 @@ namespace Reservoir.Cli.Commands;
 /// </summary>
 internal static class FilesystemInfoCommands
 {
-    public static IEnumerable<Command> Build(CliContext ctx) => [Show(ctx), Df(ctx), Label(ctx)];
+    public static IEnumerable<Command> Build(CliContext ctx) => [Show(ctx), Df(ctx), Label(ctx), Sync(ctx)];
+
+    /// <summary>`filesystem sync PATH`: as btrfs-progs', everything written so far made durable
+    /// (written back and committed), printing nothing. On an unmounted image nothing is
+    /// pending; the image is checked to open.</summary>
+    private static Command Sync(CliContext ctx)
+    {
+        var at = new Argument<string>("image") { Description = "A directory on a mounted Reservoir, or an unmounted image" };
+        var cmd = new Command("sync", "Write back everything and commit (as btrfs filesystem sync)") { at };
+        cmd.SetAction(pr =>
+        {
+            string where = pr.GetValue(at)!;
+            if (Directory.Exists(where))
+            {
+                var e = OnlineSubvolume.SyncFilesystem(where);
+                if (e == Errno.OK) return 0;
+                ctx.Err.WriteLine($"reservoir filesystem sync: {where}: {(e == Errno.ENOTTY ? "not on a mounted Reservoir" : e.Describe())}");
+                return 1;
+            }
+            if (!File.Exists(where)) { ctx.Err.WriteLine($"reservoir filesystem sync: {where}: no such image or directory"); return 1; }
+            using var fs = FileCommands.Open(where, write: false);
+            return 0;
+        });
+        return cmd;
+    }
 
     /// <summary>What show and df print, read online or offline.</summary>
     private sealed record Facts(string Label, Guid Fsid, SpaceReport Space);

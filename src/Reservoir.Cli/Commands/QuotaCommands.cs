@@ -197,6 +197,7 @@ internal static class QuotaCommands
         cmd.Subcommands.Add(Hierarchy(ctx, "destroy", "Destroy a qgroup of level 1 or above (it must have no members)", 1, (fs, a) => fs.DestroyQgroup(a[0])));
         cmd.Subcommands.Add(Hierarchy(ctx, "assign", "Make qgroup SRC a member of DST (a higher level): DST's limits then hold for SRC's writes too", 2, (fs, a) => fs.AssignQgroup(a[0], a[1])));
         cmd.Subcommands.Add(Hierarchy(ctx, "remove", "End SRC's membership of DST", 2, (fs, a) => fs.RemoveQgroupRelation(a[0], a[1])));
+        cmd.Subcommands.Add(QgroupClearStale.Build(ctx));
         return cmd;
     }
 

@@ -257,7 +257,7 @@ public class SubvolumeMountTests
     /// but the last): exactly the files written after the snapshot; its lines as btrfs-progs
     /// prints them, the same offline on the image; "not a subvolume" for a plain directory.
     /// And `subvolume show -r ID | -u UUID` from any path, `subvolume set-default` by the
-    /// subvolume's path (btrfs's one-argument form), online and offline.
+    /// subvolume's path (btrfs's one-argument form), online and offline, and `filesystem sync`.
     /// </summary>
     [Fact]
     public void FindNewShowByIdAndSetDefaultByPathAsBtrfsProgs()
@@ -272,6 +272,11 @@ public class SubvolumeMountTests
                 "echo x > root/etc/new && mkdir -p root/var/log && head -c 300000 /dev/urandom > root/var/log/z && ln -s ../etc/new root/var/l && " +
                 $"{cli} subvolume find-new root \"$OLD\" | sed '$d' | cut -f17- -d' ' | sort | uniq");
             Assert.Equal("etc/new\nvar/l\nvar/log/z\n", diff);
+            // filesystem sync: what was written is committed before the command returns.
+            m.Run("head -c 100000 /dev/urandom > root/unsynced");
+            long commits = Interlocked.Read(ref m.Fs.Stats.Commits);
+            Assert.Equal("", m.Run($"{cli} filesystem sync root"));
+            Assert.True(Interlocked.Read(ref m.Fs.Stats.Commits) > commits);
             lines = m.Run($"{cli} subvolume find-new root 0");
             Assert.Matches(@"^inode \d+ file offset 0 len 4096 disk start \d+ offset 0 gen \d+ flags NONE etc/keep\n", lines);
             Assert.Matches(@"\ninode \d+ file offset 0 len 10 disk start 0 offset 0 gen \d+ flags INLINE var/l\n", lines);
@@ -293,6 +298,7 @@ public class SubvolumeMountTests
             m.Run($"{cli} subvolume set-default 5 .");
         }
         finally { m.Unmount(); }
+        Assert.Equal((0, ""), MountedImage.Sh($"{cli} filesystem sync {m.Image} 2>&1", m.Dir));
         // Offline, on the image: the same lines (nothing changed since).
         Assert.Equal(lines, MountedImage.Sh($"{cli} subvolume find-new {m.Image} root 0", m.Dir).Out);
         Assert.Equal(0, MountedImage.Sh($"{cli} subvolume set-default {m.Image} root-blank", m.Dir).Code);
@@ -347,6 +353,8 @@ public class SubvolumeMountTests
             Assert.Contains("\t  Limit referenced:\t-\n", shown); // the limit is on 1/1, not on 0/256
             Assert.Matches(@"\tParent UUID: \t\t[0-9a-f-]{36}\n", m.Run($"{cli} subvolume show sv-ro"));
             m.Run($"{cli} subvolume delete sv-ro");
+            // Its group went with it: btrfs scripts' clear-stale finds nothing, silently.
+            Assert.Equal((0, ""), MountedImage.Sh($"{cli} qgroup clear-stale . 2>&1", m.Dir));
             // -i through the mount: the snapshot's group joins 1/1 (it also has sv's) and 1/2.
             m.Run($"{cli} qgroup create 1/2 . && {cli} subvolume snapshot sv sv-t -i 1/1 -i 1/2");
             Assert.Matches(@"0/\d+ .* 1/1,1/2 +sv-t\n", m.Run($"{cli} qgroup show -p ."));
