@@ -87,11 +87,29 @@ public sealed class FileBlockDevice : IBlockDevice
         SafeFileHandle h;
         try
         {
-            h = direct ? OpenDirect(path, readOnly)
-                // .NET maps FileShare.None to flock(LOCK_EX) and other modes to LOCK_SH: a
-                // read-write open excludes every other open, read-only opens share.
-                : File.OpenHandle(path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite,
-                    readOnly ? FileShare.ReadWrite : FileShare.None);
+            // A lock held for a moment by someone who is not using the image: between fork and
+            // exec a child holds a copy of every descriptor of its parent, close-on-exec ones
+            // too, and with it their open file's flock; a program that just closed the image
+            // while another of its threads started a process (tests do) finds it "in use" for
+            // that moment. So a lock refused is asked again for up to two seconds before the
+            // image is called in use (a mount holding it holds it for longer).
+            var until = Environment.TickCount64 + LockPatienceMs;
+            while (true)
+            {
+                try
+                {
+                    h = direct ? OpenDirect(path, readOnly)
+                        // .NET maps FileShare.None to flock(LOCK_EX) and other modes to LOCK_SH: a
+                        // read-write open excludes every other open, read-only opens share.
+                        : File.OpenHandle(path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite,
+                            readOnly ? FileShare.ReadWrite : FileShare.None);
+                    break;
+                }
+                catch (IOException ex) when (IsLockRefused(ex) && Environment.TickCount64 < until)
+                {
+                    Thread.Sleep(20);
+                }
+            }
         }
         catch (IOException ex) when (ex is not FsException)
         {
@@ -105,6 +123,15 @@ public sealed class FileBlockDevice : IBlockDevice
         if (len == 0 && !File.Exists(path)) len = 0;
         return new FileBlockDevice(path, h, (ulong)len, readOnly, direct);
     }
+
+    /// <summary>How long a refused lock is asked again before the image is called in use.</summary>
+    private const int LockPatienceMs = 2000;
+
+    /// <summary>The image's lock is held by another open: our own refusal from OpenDirect, or
+    /// .NET's sharing violation, which on Linux carries flock's errno as its HResult
+    /// (EWOULDBLOCK, 11).</summary>
+    private static bool IsLockRefused(IOException ex) =>
+        ex is FsException { Errno: Errno.EBUSY } || ex.HResult == 11;
 
     /// <summary>Creates (or truncates) a sparse image file of <paramref name="size"/> bytes.</summary>
     public static FileBlockDevice Create(string path, ulong size)
