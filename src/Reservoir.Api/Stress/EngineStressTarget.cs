@@ -107,6 +107,18 @@ public sealed class EngineStressTarget(ReservoirFileSystem rfs) : IStressTarget
         return e != Errno.OK ? e : !a.IsReg ? Errno.EINVAL : Fs.DiskUsage(a.Ino, out _);
     }
 
+    public Errno FindNew(string subvolume, int generationsBack)
+    {
+        var e = P.Lstat(subvolume, out var a);
+        if (e != Errno.OK) return e;
+        var (tree, ino) = Engine.Inodes.NodeIds.Decode(a.Ino);
+        if (ino != Filesystem.RootIno) return Errno.EINVAL;
+        ulong since = Fs.Generation > (ulong)generationsBack ? Fs.Generation - (ulong)generationsBack : 0;
+        e = Fs.FindNew(tree, since, out var found);
+        if (e == Errno.OK) FindNewCheck.Check(subvolume, since, found.Extents, Fs.Generation + 1);
+        return e;
+    }
+
     /// <summary>75-125 %: of the size it started with (1 MiB-aligned). Below 75 %, a shrink that
     /// has to move something: to 16-720 KiB below where the last block in use ends (a workload
     /// that fills only the start of the image would otherwise never get a shrink in its way;

@@ -77,6 +77,12 @@ public interface IStressTarget
     /// <summary>`reservoir filesystem du` of one file (read-only: what its extents take and
     /// share); ENOTTY where the target has no such question.</summary>
     Errno DiskUsage(string path);
+    /// <summary>`subvolume find-new` of the subvolume whose root is <paramref name="subvolume"/>
+    /// from <paramref name="generationsBack"/> generations before its marker (read-only, beside
+    /// the writers); the target checks what it gets (in key order, nothing older than asked)
+    /// and throws if not. EINVAL for a path that is no subvolume's root; ENOTTY where the
+    /// target has no such question.</summary>
+    Errno FindNew(string subvolume, int generationsBack);
     Errno Chmod(string path, uint mode);
     Errno SetXattr(string path, string name, byte[] value);
     Errno RemoveXattr(string path, string name);

@@ -252,6 +252,19 @@ public sealed unsafe class PathStressTarget(string root) : IStressTarget
 
     public Errno DiskUsage(string path) => _startSize == 0 ? Errno.ENOTTY : OnlineSubvolume.DiskUsage(Full(path), out _);
 
+    public Errno FindNew(string subvolume, int generationsBack)
+    {
+        if (_startSize == 0) return Errno.ENOTTY;
+        // The marker first (nothing is newer than "never"), then the walk from a few before it.
+        var e = OnlineFindNew.Run(Full(subvolume), ulong.MaxValue, _ => { }, out ulong marker);
+        if (e != Errno.OK) return e;
+        ulong since = marker > (ulong)generationsBack ? marker - (ulong)generationsBack : 0;
+        var found = new List<Engine.NewExtent>();
+        e = OnlineFindNew.Run(Full(subvolume), since, found.Add, out _);
+        if (e == Errno.OK) FindNewCheck.Check(subvolume, since, found, ulong.MaxValue);
+        return e;
+    }
+
     /// <summary>75-125 %: of the size it started with. Below 75 %, a shrink into the data: to
     /// 1.6-2.5 times what is in use (statfs's view through the space ioctl), which is mostly
     /// below where the last block in use ends once the workload has spread.</summary>

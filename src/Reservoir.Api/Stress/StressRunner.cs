@@ -53,7 +53,7 @@ public sealed class StressResult
 /// </summary>
 public static class StressRunner
 {
-    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile", "whiteout", "resize", "du"];
+    public static readonly string[] Ops = ["creat", "mkdir", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "write", "dwrite", "read", "dread", "mwrite", "fallocate", "punch", "zero", "truncate", "fsync", "fdatasync", "sync", "setattr", "setxattr", "removexattr", "getdents", "stat", "subvol_create", "subvol_delete", "subvol_rename", "subvol_exchange", "snapshot", "clonerange", "tmpfile", "whiteout", "resize", "du", "findnew"];
 
     public static Dictionary<string, int> DefaultFrequencies() => new()
     {
@@ -71,6 +71,9 @@ public static class StressRunner
         ["resize"] = 0,
         // `filesystem du` of a file (read-only), beside the writers: off unless asked for (-f du=N).
         ["du"] = 0,
+        // `subvolume find-new` of a subvolume (read-only), beside the writers: off unless asked
+        // for (-f findnew=N).
+        ["findnew"] = 0,
     };
 
     /// <summary>A worker's shadow of its directory: files (content), dirs, symlinks, fifos.</summary>
@@ -267,6 +270,7 @@ public static class StressRunner
             "setattr" => [file, rng.Next(0, 512).ToString(CultureInfo.InvariantCulture)],
             "setxattr" or "removexattr" => [file, "user.s" + rng.Next(4), rng.Next().ToString(CultureInfo.InvariantCulture)],
             "resize" => [rng.Next(30, 126).ToString(CultureInfo.InvariantCulture)],
+            "findnew" => [m.Subvols.Count > 0 && rng.Next(4) != 0 ? Pick(rng, m.Subvols.ToList()) : "/", rng.Next(0, 4).ToString(CultureInfo.InvariantCulture)],
             "tmpfile" => [name, rng.Next(0, 200_000).ToString(CultureInfo.InvariantCulture), rng.Next().ToString(CultureInfo.InvariantCulture)],
             _ => [file],
         };
@@ -551,6 +555,7 @@ public static class StressRunner
             case "sync": e = t.Sync(); break;
             case "resize": e = t.Resize(int.Parse(a[0], CultureInfo.InvariantCulture)); break;
             case "du": e = t.DiskUsage(a[0]); break;
+            case "findnew": e = t.FindNew(a[0], int.Parse(a[1], CultureInfo.InvariantCulture)); break;
             case "setattr": e = t.Chmod(a[0], (uint)U(1)); break;
             case "setxattr": e = t.SetXattr(a[0], a[1], Encoding.UTF8.GetBytes(a[2])); break;
             case "removexattr": e = t.RemoveXattr(a[0], a[1]); break;

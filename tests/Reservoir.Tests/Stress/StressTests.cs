@@ -221,6 +221,30 @@ public class StressTests(ITestOutputHelper log)
     }
 
     /// <summary>
+    /// `subvolume find-new` of the top level and of the workers' subvolumes and snapshots, from
+    /// a few generations back, while the workers write, punch, clone, snapshot and delete under
+    /// the deterministic scheduler (and it syncs each time): every answer in key order, none
+    /// older than asked (the stress target checks each; fails with the generation filter taken
+    /// out), every file equal to its model, nothing leaked, fsck clean.
+    /// </summary>
+    [Theory]
+    [InlineData(31)]
+    [InlineData(32)]
+    public void FindNewBesideWritersAnswersInOrderAndNothingOlder(int seed)
+    {
+        var (r, leaked, dev) = RunDeterministic(seed, workers: 4, ops: 400, o =>
+        {
+            o.Frequencies["findnew"] = 6;
+            o.Frequencies["snapshot"] = 4;
+            o.Frequencies["subvol_create"] = 2;
+        });
+        Assert.True(r.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
+        Assert.True(r.OpCounts.GetValueOrDefault("findnew") > 30, "too few find-new questions to test anything");
+        Assert.Equal(0, leaked);
+        FsckAssert.Clean(dev);
+    }
+
+    /// <summary>
     /// Snapshots, subvolumes and clones under stress with quotas on and a referrer entry for
     /// every extent the commit searches (docs/SNAPSHOTS.md §3): the entries' cursors and known
     /// referrers live across commits while the workers, the flusher and the committer
