@@ -324,7 +324,11 @@ internal sealed partial class FuseBridge
         }
         else
         {
-            if (!OwnsImage(r)) return Errno.EPERM;
+            if (!OwnsImage(r))
+            {
+                e = MayDeleteSubvolume(ino, name, caller);
+                if (e != Errno.OK) return e;
+            }
             e = fs.DeleteSubvolume(ino, name);
         }
         if (e != Errno.OK) return e;
@@ -337,6 +341,36 @@ internal sealed partial class FuseBridge
         if (cmd != IocSnapDestroy) Submounts?.MountNew(NodeIds.Decode(made.Ino).TreeId);
         IoctlDone(ref w);
         return Errno.OK;
+    }
+
+    /// <summary>
+    /// Whether a user other than root and the image's owner may delete the subvolume
+    /// <paramref name="name"/> of directory <paramref name="dir"/>: only with
+    /// user_subvol_rm_allowed (EPERM otherwise), and then as btrfs's SNAP_DESTROY decides for
+    /// them: the name must be a subvolume's root (EINVAL), a writable one (EROFS), they must be
+    /// able to write and search that root (EACCES), and rmdir(2) must be allowed to remove a directory by that
+    /// name: write and search on the directory, and the sticky bit's rule (EACCES, EPERM).
+    /// Whatever the subvolume holds is not checked, as btrfs does not (that is what the option
+    /// gives). The kernel checks nothing for an ioctl, so this is checked here whatever
+    /// default_permissions says.
+    /// </summary>
+    private Errno MayDeleteSubvolume(ulong dir, ReadOnlySpan<byte> name, in Caller caller)
+    {
+        if (!options.UserSubvolRmAllowed) return Errno.EPERM;
+        var e = fs.GetAttr(dir, out var d);
+        if (e != Errno.OK) return e;
+        e = fs.Lookup(dir, name, out var victim);
+        if (e != Errno.OK) return e;
+        var (tree, inode) = NodeIds.Decode(victim.Ino);
+        if (inode != Filesystem.RootIno || tree == NodeIds.Decode(dir).TreeId) return Errno.EINVAL;
+        // Writing into a read-only subvolume's root is EROFS before any permission (btrfs's
+        // btrfs_permission), so a user cannot delete a read-only snapshot, as on btrfs.
+        e = fs.ShowSubvolume(victim.Ino, out var info);
+        if (e != Errno.OK) return e;
+        if (info.ReadOnly) return Errno.EROFS;
+        if (!Allows(victim, caller, PosixAccess.MayWrite | PosixAccess.MayExec)) return Errno.EACCES;
+        if (!Allows(d, caller, PosixAccess.MayWrite | PosixAccess.MayExec)) return Errno.EACCES;
+        return PosixAccess.IsSticky(d) && !PosixAccess.StickyAllows(d, victim, caller) ? Errno.EPERM : Errno.OK;
     }
 
     /// <summary>lsattr: 'C' for a no-CoW file or directory, nothing else (no flag ext4 shows

@@ -52,6 +52,13 @@ public sealed class FuseMountOptions
     /// <summary>subvolid=ID: mount the subvolume with this id (5 is the top level).</summary>
     public ulong? SubvolId { get; set; }
 
+    /// <summary>user_subvol_rm_allowed (btrfs's option): a user other than root and the image's
+    /// owner may delete a subvolume (`subvolume delete`) where rmdir(2) would let them remove a
+    /// directory in its place, and they may write and search its root, as on btrfs. Without it
+    /// only root and the image's owner delete subvolumes through the mount (an empty one goes
+    /// with rmdir as any directory does).</summary>
+    public bool UserSubvolRmAllowed { get; set; }
+
     /// <summary>submounts: every subvolume below the root is mounted on its directory as a mount
     /// of its own, so each shows its own st_dev (<see cref="SubvolumeMounts"/>).</summary>
     public bool Submounts { get; set; }
@@ -142,6 +149,7 @@ public sealed class FuseMountOptions
                 case "fuseblk": FuseBlk = true; break;
                 case "notreelog": FsyncLog = false; break;
                 case "treelog": FsyncLog = true; break;
+                case "user_subvol_rm_allowed": UserSubvolRmAllowed = true; break;
                 case "submounts": Submounts = LocalInodeNumbers = true; break;
                 case "nosubmounts": Submounts = LocalInodeNumbers = false; break;
                 case "dedicated" when int.TryParse(v, out int d) && d >= 0 && d <= 4096: DedicatedSubmounts = d; break;

@@ -308,6 +308,56 @@ public class SubvolumeMountTests
     }
 
     /// <summary>
+    /// btrfs's user_subvol_rm_allowed: with it, a user deletes a subvolume where rmdir(2) would
+    /// let them remove a directory in its place and they may write and search its root (a
+    /// writable snapshot of theirs full of files: yes; a read-only one: EROFS, as on btrfs;
+    /// root's 755 subvolume: EACCES; someone else's in a sticky directory: EPERM); without
+    /// it, only root and the image's owner delete subvolumes through the mount.
+    /// </summary>
+    [Fact]
+    public void UserSubvolRmAllowedLetsAUserDeleteWhatRmdirWould()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        string asUser = "setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp DOTNET_CLI_HOME=/tmp ";
+        var m = new MountedImage(size: 256UL << 20, allowOther: true, options: "user_subvol_rm_allowed");
+        try
+        {
+            m.Run($"chmod 755 .. && chmod 777 . && {cli} subvolume create rootsv && mkdir t && chmod 1777 t && {cli} subvolume create t/rs && chmod 777 t/rs");
+            m.Run($"{asUser} {cli} subvolume create u1 && {asUser} sh -c 'echo data > u1/f && mkdir u1/d && echo more > u1/d/g' && " +
+                $"{asUser} {cli} subvolume snapshot -r u1 u1-ro && {asUser} {cli} subvolume snapshot u1 u1-rw");
+            Assert.Equal("Delete subvolume (no-commit): '" + Path.Combine(m.Dir, "u1-rw") + "'\n", m.Run($"{asUser} {cli} subvolume delete u1-rw"));
+            var ro = MountedImage.Sh($"{asUser} {cli} subvolume delete u1-ro 2>&1", m.Dir);
+            Assert.Equal(1, ro.Code);
+            Assert.Contains("read-only", ro.Out, StringComparison.OrdinalIgnoreCase);
+            var others = MountedImage.Sh($"{asUser} {cli} subvolume delete rootsv 2>&1", m.Dir);
+            Assert.Equal(1, others.Code);
+            Assert.Contains("ermission denied", others.Out);
+            var sticky = MountedImage.Sh($"{asUser} {cli} subvolume delete t/rs 2>&1", m.Dir);
+            Assert.Equal(1, sticky.Code);
+            Assert.Contains("user_subvol_rm_allowed", sticky.Out); // EPERM, said as such
+            m.Run($"{asUser} {cli} subvolume delete u1");
+            Assert.Equal("rootsv\nt\nu1-ro\n", m.Run("ls"));
+            Assert.Equal("rs\n", m.Run("ls t"));
+            m.Run($"{cli} subvolume sync .");
+        }
+        finally { m.Unmount(); }
+        MountTests.ImageIsClean(m);
+        m.Dispose();
+
+        var plain = new MountedImage(size: 256UL << 20, allowOther: true);
+        try
+        {
+            plain.Run($"chmod 755 .. && chmod 777 . && {asUser} {cli} subvolume create mine");
+            var refused = MountedImage.Sh($"{asUser} {cli} subvolume delete mine 2>&1", plain.Dir);
+            Assert.Equal(1, refused.Code);
+            Assert.Contains("only root", refused.Out);
+            Assert.True(Directory.Exists(Path.Combine(plain.Dir, "mine")));
+        }
+        finally { plain.Unmount(); }
+        plain.Dispose();
+    }
+
+    /// <summary>
     /// The quota and subvolume administration commands on a mounted filesystem (online, as
     /// btrfs-progs' on a mount point): quota enable, a level-1 group with a member and a limit
     /// that a program then runs into, show with parents and children, destroy refused while it
