@@ -29,8 +29,9 @@ internal static class GenerationSearch
         Key? resume = null;
         var root = tree.Root;
         nodesRead++;
-        // The root is read whatever its generation: a tree whose root is older than
-        // minGeneration has nothing newer, and the walk below steps over every child.
+        // Copy-on-write rewrites every node on the path to what it changes, so no pointer is
+        // newer than the node holding it: a root older than minGeneration has nothing newer
+        // below it. (A leaf root is weighed by its generation in Visit, as any leaf.)
         if (root.NrItems == 0 || (root.Level > 0 && root.Generation < minGeneration)) return null;
         Visit(tree, root, from, minGeneration, maxItems, item, ref given, ref resume, ref nodesRead);
         return resume;
