@@ -44,8 +44,12 @@ internal static class SubvolumeCommands
             bool ro = pr.GetValue(readOnly);
             var inherit = QgroupInherit.Parse(ctx, "snapshot", pr.GetValue(snapInherit));
             if (inherit == null) return 1;
+            // As btrfs-progs: a DEST that is a directory gets the snapshot inside it, under the
+            // source's name ("snaps/" then means "snaps//home", as btrfs prints it).
+            string Into(string dest, bool isDir) => isDir ? dest + "/" + Path.GetFileName(a[^2].TrimEnd('/')) : dest;
             if (a.Length == 2)
             {
+                a[1] = Into(a[1], Directory.Exists(a[1]));
                 if (!CheckOnline(ctx, "snapshot", inherit, a[1])) return 1;
                 var e = OnlineSubvolume.Snapshot(a[0], a[1], ro);
                 if (e != Errno.OK)
@@ -63,6 +67,7 @@ internal static class SubvolumeCommands
                 using var fs = FileCommands.Open(a[0], write: true);
                 try
                 {
+                    a[2] = Into(a[2], fs.DirectoryExists(a[2]));
                     if (inherit.CheckOffline(fs) is { } why) throw new IOException(why);
                     fs.CreateSnapshot(a[1], a[2], ro);
                     inherit.JoinOffline(fs, a[2]);

@@ -456,6 +456,13 @@ public sealed class CliTests : IDisposable
         Assert.Equal((1, "reservoir subvolume show: no subvolume has id 999\n"), (noId.Code, noId.Err));
         Assert.Equal(2, Run("subvolume", "show", Img, "-u", "not-a-uuid").Code);
         Assert.Equal(2, Run("subvolume", "show", Img, "-r", "256", "-u", uuid).Code);
+        // A snapshot into an existing directory lands inside it under the source's name, as
+        // btrfs-progs puts it (and prints it: "snaps//home").
+        Run("mkdir", Img, "/snaps");
+        var into = Run("subvolume", "snapshot", Img, "/home", "/snaps/");
+        Assert.Equal((0, "Create a snapshot of '/home' in '/snaps//home'\n"), (into.Code, into.Out));
+        Assert.Contains("path snaps/home\n", Run("subvolume", "list", Img).Out);
+        Assert.Equal(0, Run("subvolume", "delete", Img, "/snaps/home").Code);
         // set-default by path, offline (IMAGE PATH), and not by a path that is no subvolume.
         Assert.Equal(0, Run("subvolume", "set-default", Img, "/srv").Code);
         Assert.StartsWith("ID 257", Run("subvolume", "get-default", Img).Out);
@@ -804,7 +811,13 @@ public sealed class CliTests : IDisposable
         var notSv = Run("subvolume", "snapshot", Img, "/sv/missing", "/x");
         Assert.Equal(1, notSv.Code);
         Assert.Contains("/x", notSv.Err);
-        Assert.Equal(1, Run("subvolume", "snapshot", Img, "/sv", "/snap").Code); // exists
+        // A directory as DEST takes the snapshot inside under the source's name, as btrfs-progs
+        // does: refused where that name is taken.
+        Assert.Equal(0, Run("mkdir", Img, "/d").Code);
+        Assert.Equal(0, Run("mkdir", Img, "/d/sv").Code);
+        var taken = Run("subvolume", "snapshot", Img, "/sv", "/d");
+        Assert.Equal(1, taken.Code);
+        Assert.Contains("/d/sv", taken.Err);
         Assert.Equal(3, Run("subvolume", "list", Img).Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
         // list's btrfs-progs options: snapshots only (with cgen and otime), read-only only,
         // uuids (a snapshot's parent_uuid is its source's uuid), a table, a sort.

@@ -289,6 +289,9 @@ public class SubvolumeMountTests
             Assert.Equal(byPath, m.Run($"{cli} subvolume show -r 256 root-blank"));
             string uuid = System.Text.RegularExpressions.Regex.Match(byPath, @"\tUUID: \t+([0-9a-f-]{36})\n").Groups[1].Value;
             Assert.Equal(byPath, m.Run($"{cli} subvolume show --uuid {uuid} root/etc"));
+            // A snapshot into an existing directory: inside it, under the source's name.
+            Assert.Equal("Create a readonly snapshot of 'root' in 'snaps//root'\n", m.Run($"mkdir snaps && {cli} subvolume snapshot -r root snaps/"));
+            Assert.Matches(@"^ID \d+ gen \d+ top level 5 path snaps/root\n$", m.Run($"{cli} subvolume list . | grep snaps/"));
             // set-default by path: the subvolume's, not a directory's.
             m.Run($"{cli} subvolume set-default root");
             Assert.Matches(@"^ID 256 gen \d+ top level 5 path root\n$", m.Run($"{cli} subvolume get-default ."));
