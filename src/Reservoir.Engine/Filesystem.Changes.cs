@@ -76,35 +76,47 @@ public sealed partial class Filesystem
             using var lk = t.Lock.Read();
             if (t.ItemSize(DirItems.InodeKey(ino)) == 0) return Errno.ENOENT;
             if (ino == RootIno) return Errno.OK;
-            var path = new TreePath();
-            for (bool ok = t.SeekGE(new Key(ino, KeyTypes.InodeRef, 0), path); ok; ok = t.Next(path))
-            {
-                var k = path.Key;
-                if (k.ObjectId != ino || k.Type > KeyTypes.InodeExtref) break;
-                var data = path.Data;
-                while (data.Length > 0)
-                {
-                    ulong dir;
-                    ReadOnlySpan<byte> name;
-                    int size;
-                    if (k.Type == KeyTypes.InodeRef)
-                    {
-                        if (!InodeRef.TryRead(data, out var r, out size)) throw new CorruptionException($"malformed INODE_REF in directory {k.Offset}", inode: ino);
-                        dir = k.Offset;
-                        name = r.Name;
-                    }
-                    else
-                    {
-                        if (!InodeExtref.TryRead(data, out var r, out size)) throw new CorruptionException("malformed INODE_EXTREF", inode: ino);
-                        dir = r.Parent;
-                        name = r.Name;
-                    }
-                    result.Add((NodeIds.Encode(treeId, dir), Encoding.UTF8.GetString(name)));
-                    data = data[size..];
-                }
-            }
+            foreach (var (dir, name) in NamesOf(t, ino, firstOnly: false)) result.Add((NodeIds.Encode(treeId, dir), name));
             return Errno.OK;
         });
+    }
+
+    /// <summary>The names of inode <paramref name="ino"/> of tree <paramref name="t"/> as
+    /// (directory inode number, name), from its INODE_REF items, then its INODE_EXTREFs (by
+    /// directory inode number within each); only the first with <paramref name="firstOnly"/>.
+    /// Caller holds the tree's read lock.</summary>
+    private static List<(ulong Dir, string Name)> NamesOf(BTree t, ulong ino, bool firstOnly)
+    {
+        var names = new List<(ulong, string)>();
+        var path = new TreePath();
+        for (bool ok = t.SeekGE(new Key(ino, KeyTypes.InodeRef, 0), path); ok; ok = t.Next(path))
+        {
+            var k = path.Key;
+            if (k.ObjectId != ino || k.Type > KeyTypes.InodeExtref) break;
+            var data = path.Data;
+            while (data.Length > 0)
+            {
+                ulong dir;
+                ReadOnlySpan<byte> name;
+                int size;
+                if (k.Type == KeyTypes.InodeRef)
+                {
+                    if (!InodeRef.TryRead(data, out var r, out size)) throw new CorruptionException($"malformed INODE_REF in directory {k.Offset}", inode: ino);
+                    dir = k.Offset;
+                    name = r.Name;
+                }
+                else
+                {
+                    if (!InodeExtref.TryRead(data, out var r, out size)) throw new CorruptionException("malformed INODE_EXTREF", inode: ino);
+                    dir = r.Parent;
+                    name = r.Name;
+                }
+                names.Add((dir, Encoding.UTF8.GetString(name)));
+                if (firstOnly) return names;
+                data = data[size..];
+            }
+        }
+        return names;
     }
 
     /// <summary>

@@ -1,4 +1,3 @@
-using System.Text;
 using Reservoir.Common;
 using Reservoir.Engine.Inodes;
 using Reservoir.Engine.Tree;
@@ -156,17 +155,7 @@ public sealed partial class Filesystem
             return _known[ino];
         }
 
-        private (ulong Dir, string Name)? FirstName(ulong ino)
-        {
-            var path = new TreePath();
-            if (!tree.SeekGE(new Key(ino, KeyTypes.InodeRef, 0), path)) return null;
-            var k = path.Key;
-            if (k.ObjectId != ino || k.Type > KeyTypes.InodeExtref) return null;
-            if (k.Type == KeyTypes.InodeRef)
-                return InodeRef.TryRead(path.Data, out var r, out _) ? (k.Offset, Encoding.UTF8.GetString(r.Name))
-                    : throw new CorruptionException($"malformed INODE_REF in directory {k.Offset}", inode: ino);
-            return InodeExtref.TryRead(path.Data, out var x, out _) ? (x.Parent, Encoding.UTF8.GetString(x.Name))
-                : throw new CorruptionException("malformed INODE_EXTREF", inode: ino);
-        }
+        private (ulong Dir, string Name)? FirstName(ulong ino) =>
+            NamesOf(tree, ino, firstOnly: true) is [var first, ..] ? first : null;
     }
 }
