@@ -5,7 +5,11 @@
 # cold kernel cache; after creating 20,000 empty files; after stat-ing them all again with the
 # kernel's dentries dropped. Kernel ext4 and btrfs keep their caches in the kernel, not in a
 # process, so they have no row here; the kernel also caches what a FUSE mount reads, for every
-# daemon alike. Needs root. Usage: bench/daemon-memory.sh [SIZE]   (default 4G images)
+# daemon alike. A second table gives what of it is the daemon's own (Private_Dirty in
+# /proc/PID/smaps_rollup: written pages only this process holds, which the kernel cannot drop
+# but by swapping); the rest of RSS is mostly clean pages of mapped files (for Reservoir, the
+# .NET runtime's and its assemblies', 25 MiB or so), which the kernel drops under pressure and
+# reads back on use. Needs root. Usage: bench/daemon-memory.sh [SIZE]   (default 4G images)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-4G}
@@ -21,7 +25,8 @@ mkdir -p "$W/mnt"
 OUT=$W/results.txt
 
 mib() { awk -v k="$(grep "^$2:" "/proc/$1/status" | awk '{print $2}')" 'BEGIN{printf "%.0f", k/1024}'; }
-note() { echo "$1 $2 $(mib "$3" VmRSS) $(mib "$3" VmHWM)" >> "$OUT"; }
+own() { awk '/^Private_Dirty:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/smaps_rollup"; }
+note() { echo "$1 $2 $(mib "$3" VmRSS) $(mib "$3" VmHWM) $(own "$3")" >> "$OUT"; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 stages() { # label pid
@@ -52,11 +57,12 @@ umount "$W/mnt"
 
 python3 - "$OUT" <<'PY'
 import sys, collections
-rss, hwm = collections.OrderedDict(), {}
+rss, hwm, own = collections.OrderedDict(), {}, collections.OrderedDict()
 for line in open(sys.argv[1]):
-    label, stage, r, h = line.split()
+    label, stage, r, h, o = line.split()
     rss.setdefault(stage, {})[label] = int(r)
     hwm.setdefault(stage, {})[label] = int(h)
+    own.setdefault(stage, {})[label] = int(o)
 labels = list(next(iter(rss.values())).keys())
 print("daemon memory, MiB: RSS now (peak so far)")
 print("| stage | " + " | ".join(labels) + " | " + " | ".join(f"{l} / fuse2fs" for l in labels if l != "fuse2fs") + " |")
@@ -65,4 +71,10 @@ for stage, v in rss.items():
     cells = [f"{v[l]} ({hwm[stage][l]})" for l in labels]
     ratios = [f"{v[l] / v['fuse2fs']:.1f}" for l in labels if l != "fuse2fs"]
     print(f"| {stage} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+print()
+print("the daemon's own memory (Private_Dirty), MiB")
+print("| stage | " + " | ".join(labels) + " |")
+print("|---" * (1 + len(labels)) + "|")
+for stage, v in own.items():
+    print(f"| {stage} | " + " | ".join(str(v[l]) for l in labels) + " |")
 PY
