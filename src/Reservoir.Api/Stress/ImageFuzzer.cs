@@ -186,8 +186,8 @@ public static class ImageFuzzer
         }
     }
 
-    /// <summary>fsck, fsck's repair on a copy, the mount with a walk reading everything, and the
-    /// tree dump, under a time limit; returns null when everything ended with a result or an
+    /// <summary>fsck, fsck's repair on a copy, the mount with a walk reading everything,
+    /// find-new of every subvolume and the tree dump, under a time limit; returns null when everything ended with a result or an
     /// FsException, else what went wrong. <paramref name="detected"/>: fsck or the mount
     /// reported the damage.</summary>
     public static string? Exercise(MemoryBlockDevice dev, TimeSpan limit, out bool detected)
@@ -213,6 +213,10 @@ public static class ImageFuzzer
                     }
                 }
                 Walk(Filesystem.RootIno, 0);
+                // find-new of every subvolume from generation 0: a walk of each tree by its
+                // pointers' generations, with every file's path from its names.
+                var ids = fs.ListSubvolumes(out var subvolumes) == Errno.OK ? subvolumes.Select(s => s.Id).ToList() : [];
+                foreach (var id in ids.Prepend(Format.TreeIds.FsTree)) fs.FindNew(id, 0, out _);
                 foreach (var t in TreeDump.Trees)
                 {
                     try { TreeDump.Items(fs, t.Id); } catch (FsException) { }
