@@ -190,7 +190,9 @@ internal static class SendReceiveCommands
         var quiet = new Option<bool>("-q", "--quiet") { Description = "Do not say which subvolume is being received" };
         var stopAtEnd = new Option<bool>("-e") { Description = "Stop at the first END instead of reading to the end of the input (as btrfs receive -e, for a sender that keeps its end open)" };
         var verbose = new Option<bool>("-v", "--verbose") { Description = "Also say what each stream names: the subvolume's uuid and transaction, and an increment's parent (as btrfs receive -v)" };
-        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet, stopAtEnd, verbose };
+        var chroot = new Option<bool>("-C", "--chroot") { Description = "Confine the receive to DIR (as btrfs receive -C, which chroots there): an increment's parent and clone sources are taken only from inside DIR (paths a stream names never leave the subvolume it makes, with or without this)" };
+        var rootMount = new Option<string?>("-m") { Description = "The root of the mount DIR is on (as btrfs receive -m): parents and clone sources are looked for from there (found by itself otherwise)", HelpName = "ROOTMOUNT" };
+        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet, stopAtEnd, verbose, chroot, rootMount };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -209,6 +211,9 @@ internal static class SendReceiveCommands
                 if (isDump) { SendDump.Print(input, ctx.Out); return 0; }
                 Action<string>? trace = pr.GetValue(quiet) ? null : s => ctx.Err.WriteLine(s);
                 bool detail = pr.GetValue(verbose) && trace != null;
+                bool confine = pr.GetValue(chroot);
+                string? root = pr.GetValue(rootMount);
+                if (a.Length == 2 && (confine || root != null)) { ctx.Err.WriteLine("reservoir receive: -C and -m are for a receive through a mount (DIR), not into an image"); return 1; }
                 if (a.Length == 2)
                 {
                     if (!File.Exists(a[0])) { ctx.Err.WriteLine($"reservoir receive: {a[0]}: no such image"); return 1; }
@@ -228,9 +233,15 @@ internal static class SendReceiveCommands
                 }
                 // Through a mount, the daemon applies the streams itself if it may (root, or the
                 // user it runs as); else the receive walks the mount.
-                else if (!WalkOnly && DaemonStreamClient.TryReceive(a[0], input, out var said, pr.GetValue(stopAtEnd), detail))
-                    foreach (var line in said) trace?.Invoke(line);
-                else Receiver.Run(input, new HostReceiveTarget(a[0]), trace, pr.GetValue(stopAtEnd), detail);
+                // -m is checked before anything is received. The daemon finds parents by their
+                // uuids on the whole filesystem, so -C (only what is inside DIR) walks the mount.
+                else
+                {
+                    if (root != null) HostReceiveTarget.MountRootFor(Path.GetFullPath(a[0]).TrimEnd('/'), root);
+                    if (!WalkOnly && !confine && DaemonStreamClient.TryReceive(a[0], input, out var said, pr.GetValue(stopAtEnd), detail))
+                        foreach (var line in said) trace?.Invoke(line);
+                    else Receiver.Run(input, new HostReceiveTarget(a[0], root, confine), trace, pr.GetValue(stopAtEnd), detail);
+                }
                 return 0;
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

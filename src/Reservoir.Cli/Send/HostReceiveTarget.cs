@@ -24,11 +24,42 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     private SafeFileHandle? _open;
     private readonly ReceivePaths _paths;
 
-    public HostReceiveTarget(string destination)
+    /// <summary>The mount's root as `receive -m` names it; null: the highest directory above the
+    /// destination the same daemon serves, found by asking.</summary>
+    private readonly string? _mountRoot;
+
+    /// <summary>`receive -C`: only subvolumes inside the destination may be parents and clone
+    /// sources, as with btrfs's, which chroots there.</summary>
+    private readonly bool _confine;
+
+    /// <param name="mountRoot">`receive -m ROOTMOUNT`: the root of the mount the destination is
+    /// on, checked to be that.</param>
+    /// <param name="confine">`receive -C`: parents and clone sources only from inside the
+    /// destination.</param>
+    public HostReceiveTarget(string destination, string? mountRoot = null, bool confine = false)
     {
         _dest = Path.GetFullPath(destination).TrimEnd('/');
         if (!Directory.Exists(_dest)) throw new FsException(Errno.ENOTDIR, $"receive: '{destination}' is not a directory");
         _paths = new ReceivePaths(p => IsSymlink(Full(p)));
+        if (mountRoot != null) _mountRoot = MountRootFor(_dest, mountRoot);
+        _confine = confine;
+    }
+
+    /// <summary><paramref name="root"/> (full, without a trailing slash) once it is checked to be
+    /// the root of the mount <paramref name="dest"/> is on: a directory at or above it that the
+    /// same daemon serves, whose parent it does not.</summary>
+    internal static string MountRootFor(string dest, string root)
+    {
+        string full = Path.GetFullPath(root).TrimEnd('/');
+        if (full.Length == 0) full = "/";
+        if (OnlineSubvolume.ServedBy(dest, out var daemon) != Errno.OK)
+            throw new FsException(Errno.ENOTTY, $"receive: '{dest}' is not on a mounted Reservoir");
+        bool above = full == "/" || dest == full || dest.StartsWith(full + "/", StringComparison.Ordinal);
+        if (!above || OnlineSubvolume.ServedBy(full, out var d) != Errno.OK || d != daemon)
+            throw new FsException(Errno.EINVAL, $"receive: '{root}' is not the mount '{dest}' is on");
+        if (full != "/" && OnlineSubvolume.ServedBy(Path.GetDirectoryName(full)!, out var up) == Errno.OK && up == daemon)
+            throw new FsException(Errno.EINVAL, $"receive: '{root}' is not the root of its mount (its parent is on the same mount)");
+        return full;
     }
 
     private static bool IsSymlink(string path)
@@ -70,8 +101,8 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     private (string Root, string Prefix) MountRoot(IReadOnlyList<(ulong Id, string Path)> subvolumes)
     {
         if (OnlineSubvolume.ServedBy(_dest, out var daemon) != Errno.OK) throw new FsException(Errno.ENOTTY, $"receive: '{_dest}' is not on a mounted Reservoir");
-        string root = _dest;
-        for (var up = Path.GetDirectoryName(root); up != null; up = Path.GetDirectoryName(root))
+        string root = _mountRoot ?? _dest;
+        for (var up = Path.GetDirectoryName(root); _mountRoot == null && up != null; up = Path.GetDirectoryName(root))
         {
             if (OnlineSubvolume.ServedBy(up, out var d) != Errno.OK || d != daemon) break;
             root = up;
@@ -89,8 +120,10 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         if (at < 0) return null;
         var found = all[at];
         var (root, prefix) = MountRoot(all.Select(s => (s.Id, s.Path)).ToList());
-        if (prefix.Length == 0) return root + "/" + found.Path;
-        return found.Path.StartsWith(prefix + "/", StringComparison.Ordinal) ? root + found.Path[prefix.Length..] : null;
+        string? path = prefix.Length == 0 ? (root == "/" ? "/" : root + "/") + found.Path
+            : found.Path.StartsWith(prefix + "/", StringComparison.Ordinal) ? root + found.Path[prefix.Length..] : null;
+        // -C: what is outside the destination is not there to be found.
+        return _confine && path != null && !path.StartsWith(_dest + "/", StringComparison.Ordinal) ? null : path;
     }
 
     public void Mkfile(string path)

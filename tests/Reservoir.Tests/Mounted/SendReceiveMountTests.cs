@@ -178,6 +178,32 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         UnmountAndCheck(m);
     }
 
+    /// <summary>btrfs receive's -C and -m through the mount: with -C an increment's parent is
+    /// taken only from inside DIR (received there: yes; elsewhere: refused, nothing left); -m
+    /// names the mount's root, refused when it is not that; neither goes with an image.</summary>
+    [Fact]
+    public void ReceiveConfinedToItsDirectoryOrFromAGivenMountRoot()
+    {
+        using var m = new MountedImage(size: 128UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        m.Run($"{Cli} subvolume create src && echo a > src/a && {Cli} subvolume snapshot -r src s1 && echo b > src/b && {Cli} subvolume snapshot -r src s2 && " +
+            $"{Cli} send -q -f {work}/full s1 && {Cli} send -q -f {work}/inc -p s1 s2 && mkdir in out");
+        m.Run($"{Cli} receive -q -C -f {work}/full in && {Cli} receive -q -C -f {work}/inc in");
+        Assert.Equal("a\nb\n", m.Run("cat in/s2/a in/s2/b"));
+        var outside = MountedImage.Sh($"{Cli} receive -q -C -f {work}/inc out 2>&1", m.Dir);
+        Assert.Equal(1, outside.Code);
+        Assert.Contains("which is not here", outside.Out); // in/s1 is outside out
+        Assert.Equal("", m.Run("ls out"));
+        var notRoot = MountedImage.Sh($"{Cli} receive -q -m {m.Dir}/in -f {work}/inc in 2>&1", m.Dir);
+        Assert.Equal(1, notRoot.Code);
+        Assert.Contains("not the root of its mount", notRoot.Out);
+        m.Run($"{Cli} receive -q -m {m.Dir} -f {work}/inc out && cat out/s2/b");
+        var image = MountedImage.Sh($"{Cli} receive -C -f {work}/full {m.Image} /x 2>&1", m.Dir);
+        Assert.Equal(1, image.Code);
+        Assert.Contains("-C and -m are for a receive through a mount", image.Out);
+        UnmountAndCheck(m);
+    }
+
     /// <summary>
     /// A receive that runs out of space through the mount fails with ENOSPC and takes away the
     /// subvolume it was filling. The file it was writing is closed just before, and the kernel
