@@ -237,10 +237,10 @@ internal static class SendReceiveCommands
                 // uuids on the whole filesystem, so -C (only what is inside DIR) walks the mount.
                 else
                 {
-                    if (root != null) HostReceiveTarget.MountRootFor(Path.GetFullPath(a[0]).TrimEnd('/'), root);
+                    string? checkedRoot = root == null ? null : HostReceiveTarget.MountRootFor(Path.GetFullPath(a[0]).TrimEnd('/'), root);
                     if (!WalkOnly && !confine && DaemonStreamClient.TryReceive(a[0], input, out var said, pr.GetValue(stopAtEnd), detail))
                         foreach (var line in said) trace?.Invoke(line);
-                    else Receiver.Run(input, new HostReceiveTarget(a[0], root, confine), trace, pr.GetValue(stopAtEnd), detail);
+                    else Receiver.Run(input, new HostReceiveTarget(a[0], checkedRoot, confine), trace, pr.GetValue(stopAtEnd), detail);
                 }
                 return 0;
             }

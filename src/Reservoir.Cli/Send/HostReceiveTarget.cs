@@ -33,7 +33,7 @@ internal sealed class HostReceiveTarget : IReceiveTarget
     private readonly bool _confine;
 
     /// <param name="mountRoot">`receive -m ROOTMOUNT`: the root of the mount the destination is
-    /// on, checked to be that.</param>
+    /// on, as <see cref="MountRootFor"/> returned it (checked once, before the stream is read).</param>
     /// <param name="confine">`receive -C`: parents and clone sources only from inside the
     /// destination.</param>
     public HostReceiveTarget(string destination, string? mountRoot = null, bool confine = false)
@@ -41,7 +41,7 @@ internal sealed class HostReceiveTarget : IReceiveTarget
         _dest = Path.GetFullPath(destination).TrimEnd('/');
         if (!Directory.Exists(_dest)) throw new FsException(Errno.ENOTDIR, $"receive: '{destination}' is not a directory");
         _paths = new ReceivePaths(p => IsSymlink(Full(p)));
-        if (mountRoot != null) _mountRoot = MountRootFor(_dest, mountRoot);
+        _mountRoot = mountRoot;
         _confine = confine;
     }
 
