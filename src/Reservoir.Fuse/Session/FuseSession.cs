@@ -11,8 +11,9 @@ namespace Reservoir.Fuse.Session;
 /// A mounted FUSE filesystem: /dev/fuse, the mount, and the request threads. Each thread reads
 /// one request into its own native buffer, handles it inline and writes the reply (go-fuse
 /// found inline handling much faster than hand-offs). The threads never touch the mount
-/// themselves, or they would deadlock on their own requests. Unmounting (umount, SIGTERM,
-/// <see cref="Dispose"/>) makes reads fail with ENODEV, which ends the threads.
+/// themselves, or they would deadlock on their own requests. They end only when the kernel ends
+/// the connection (umount, SIGTERM, <see cref="Dispose"/>: reads fail with ENODEV), never on a
+/// flag of their own, since the kernel may still be waiting for an answer.
 /// </summary>
 public sealed unsafe class FuseSession : IDisposable
 {
@@ -26,7 +27,6 @@ public sealed unsafe class FuseSession : IDisposable
     private readonly BlockingCollection<Action> _deferred = new();
     private Thread? _deferredThread;
     private readonly Action<string> _log;
-    private volatile bool _stopping;
     private string? _helper; // fusermount3, when an ordinary user mounted
     private int _running;
     public string MountPoint { get; }
@@ -177,12 +177,14 @@ public sealed unsafe class FuseSession : IDisposable
         using var b = new RequestBuffers();
         try
         {
-            while (!_stopping)
+            // Until the kernel ends the connection, never before: see Dispose.
+            for (;;)
             {
                 var got = ReadRequest(_fd, b.Request, out nint n, _log, MountPoint);
                 if (got == ReadOutcome.Retry) continue;
                 if (got != ReadOutcome.Request) { _unmounted = got == ReadOutcome.Unmounted; break; }
                 Answer(_fd, _bridge, b.Request, n, b.Reply, _log);
+                if (_threadsQuitForTest) break;
             }
         }
         finally { Interlocked.Decrement(ref _running); }
@@ -283,13 +285,25 @@ public sealed unsafe class FuseSession : IDisposable
         foreach (var t in _threads) t.Join();
     }
 
-    /// <summary>Unmounts (lazily if busy) and stops serving. Closes the /dev/fuse descriptor
-    /// once, and only when no thread of the session can still read or write it: a descriptor
-    /// number closed twice, or closed under a thread still in read(2), may by then name another
-    /// mount's /dev/fuse in the same process (tests mount several at once), whose connection
-    /// closing it would abort (every request then fails with ENOTCONN), or whose requests the
-    /// stale thread would take. A thread that does not stop keeps the descriptor open: leaked,
-    /// and said in the log.</summary>
+    /// <summary>How long a lazily detached mount goes on serving the programs still in it
+    /// before <see cref="Dispose"/> aborts its connection (they then get ENOTCONN, as after a
+    /// daemon's exit).</summary>
+    public TimeSpan LastUserGrace { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Unmounts (lazily if busy) and stops serving. The request threads are not told
+    /// to stop: they end when the kernel ends the connection (their read answers ENODEV). Until
+    /// then the kernel may still send requests that must be answered: a fuseblk mount's
+    /// umount(2) waits for the answer to FUSE_DESTROY, and a lazily detached mount serves the
+    /// programs still in it; a thread that quit before them would leave the unmount (and every
+    /// later sync(2) on the machine) waiting forever, or the programs failing. So the unmount
+    /// is watched (should no thread be left to answer, the connection is aborted through
+    /// fusectl), and a detached mount still in use after <see cref="LastUserGrace"/> is aborted.
+    /// Closes the /dev/fuse descriptor once, and only when no thread of the session can still
+    /// read or write it: a descriptor number closed twice, or closed under a thread still in
+    /// read(2), may by then name another mount's /dev/fuse in the same process (tests mount
+    /// several at once), whose connection closing it would abort, or whose requests the stale
+    /// thread would take. A thread that does not stop keeps the descriptor open: leaked, and
+    /// said in the log.</summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
@@ -300,21 +314,67 @@ public sealed unsafe class FuseSession : IDisposable
         // user saw this one go), which an unmount here would take away. So only while the
         // kernel has not ended the connection, and only if the mount point still shows this
         // mount's device.
-        if (!_stopping && !_unmounted && (_device == null || Libc.DeviceOf(MountPoint) == _device))
+        if (!_unmounted && (_device == null || Libc.DeviceOf(MountPoint) == _device))
+            UnmountWatched();
+        bool stopped = JoinThreads(LastUserGrace);
+        if (!stopped)
         {
-            _stopping = true;
-            Unmount(MountPoint, _helper);
+            string why = _device is { } d ? FuseControl.Abort(d) ?? "" : "the mount's device is unknown";
+            _log(why.Length == 0
+                ? $"fuse: {MountPoint} was still in use {LastUserGrace.TotalSeconds:0} s after it was detached; its connection is aborted"
+                : $"fuse: {MountPoint} is still in use after it was detached, and {why}");
+            stopped = JoinThreads(TimeSpan.FromSeconds(10));
         }
-        _stopping = true;
-        bool stopped = true;
-        foreach (var t in _threads) stopped &= t.Join(TimeSpan.FromSeconds(30));
         _deferred.CompleteAdding();
         stopped &= _deferredThread?.Join(TimeSpan.FromSeconds(30)) ?? true;
         if (stopped) Libc.Close(_fd);
         else _log($"fuse: a thread of the session on {MountPoint} did not stop; its /dev/fuse descriptor stays open");
     }
 
+    private bool JoinThreads(TimeSpan limit)
+    {
+        var sw = Stopwatch.StartNew();
+        bool all = true;
+        foreach (var t in _threads)
+        {
+            var left = limit - sw.Elapsed;
+            all &= t.Join(left > TimeSpan.Zero ? left : TimeSpan.Zero);
+        }
+        return all;
+    }
+
+    /// <summary>Unmounts (lazily if busy) while a watchdog makes sure the kernel is never left
+    /// waiting for an answer no thread will give: should every request thread have ended (a
+    /// failed read of /dev/fuse) while umount(2) still waits, the connection is aborted, which
+    /// the kernel takes as the answer.</summary>
+    private void UnmountWatched()
+    {
+        using var done = new ManualResetEventSlim();
+        var watchdog = new Thread(() =>
+        {
+            while (!done.Wait(50))
+                if (Volatile.Read(ref _running) == 0 && _device is { } d)
+                {
+                    string? why = FuseControl.Abort(d);
+                    _log($"fuse: no request thread was left to answer the unmount of {MountPoint}; " + (why ?? "its connection is aborted"));
+                    return;
+                }
+        }) { Name = "fuse-unmount-watch", IsBackground = true };
+        watchdog.Start();
+        try { Unmount(MountPoint, _helper); }
+        finally
+        {
+            done.Set();
+            watchdog.Join();
+        }
+    }
+
     private int _disposed;
+    /// <summary>Tests only: each request thread ends after its next request, while the
+    /// connection lives (as a thread whose read of /dev/fuse failed would), to show that the
+    /// unmount's watchdog answers for them.</summary>
+    internal void EndThreadsAfterTheirNextRequestForTest() => _threadsQuitForTest = true;
+    private volatile bool _threadsQuitForTest;
     /// <summary>A request thread read ENODEV: the kernel ended the connection (unmounted).</summary>
     private volatile bool _unmounted;
     /// <summary>The device the mount point showed right after mounting (this mount's).</summary>

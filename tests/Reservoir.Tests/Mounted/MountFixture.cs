@@ -18,6 +18,8 @@ internal sealed class MountedImage : IDisposable
     private readonly FileBlockDevice _dev;
     public Filesystem Fs { get; }
     private FuseSession? _session;
+    /// <summary>The session serving the mount (null once unmounted).</summary>
+    public FuseSession? Session => _session;
     public readonly List<string> Log = new();
 
     /// <summary>The sends and receives the daemon runs (started and running: which way one went).</summary>
