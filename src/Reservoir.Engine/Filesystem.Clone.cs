@@ -18,8 +18,15 @@ public sealed partial class Filesystem
     /// subvolume starts referencing count against its limits (EDQUOT before any change).
     /// A source range holding inline data (a small file's, kept in the tree) is copied.
     /// </summary>
-    public Errno CloneRange(ulong srcNode, ulong srcOff, ulong dstNode, ulong dstOff, ulong len)
+    public Errno CloneRange(ulong srcNode, ulong srcOff, ulong dstNode, ulong dstOff, ulong len) =>
+        CloneRange(srcNode, srcOff, dstNode, dstOff, len, out _);
+
+    /// <summary>As above; <paramref name="cloned"/> is how much of the range was cloned when
+    /// an error (ENOSPC for metadata part way) stopped it after a first batch, as on btrfs.</summary>
+    internal Errno CloneRange(ulong srcNode, ulong srcOff, ulong dstNode, ulong dstOff, ulong len, out ulong cloned)
     {
+        cloned = 0;
+        ulong prefix = 0;
         var e = Get(srcNode, out var src);
         if (e != Errno.OK) return e;
         try
@@ -28,22 +35,25 @@ public sealed partial class Filesystem
             if (e != Errno.OK) return e;
             try
             {
-                return Guard(dstNode, () =>
+                var r = Guard(dstNode, () =>
                 {
                     // Both exclusively, lower node id first (one lock for one file).
                     var (a, b) = srcNode <= dstNode ? (src, dst) : (dst, src);
                     using var la = a.Lock.Write();
                     using var lb = b != a ? b.Lock.Write() : default(Common.Concurrency.FsRwLock.WriteScope?);
-                    return CloneLocked(src, dst, srcOff, dstOff, len);
+                    return CloneLocked(src, dst, srcOff, dstOff, len, out prefix);
                 });
+                cloned = prefix;
+                return r;
             }
             finally { Put(dst); }
         }
         finally { Put(src); }
     }
 
-    private Errno CloneLocked(Inodes.Inode src, Inodes.Inode dst, ulong srcOff, ulong dstOff, ulong len)
+    private Errno CloneLocked(Inodes.Inode src, Inodes.Inode dst, ulong srcOff, ulong dstOff, ulong len, out ulong cloned)
     {
+        cloned = 0;
         if (src.IsDir || dst.IsDir) return Errno.EISDIR;
         if (!src.IsReg || !dst.IsReg) return Errno.EINVAL;
         if (src.Deleted || dst.Deleted) return Errno.ENOENT;
@@ -61,7 +71,8 @@ public sealed partial class Filesystem
         if (dstOff + alen < dstOff || dstOff + alen > FormatConstants.MaxFileSize) return Errno.EFBIG;
         if (src == dst && srcOff < dstOff + alen && dstOff < srcOff + alen) return Errno.EINVAL;
         dst.Item.Mtime = dst.Item.Ctime = Timespec.Now(); // written with the cloned items
-        var e = Data.CloneRange(src, dst, srcOff, dstOff, alen, dstOff + len);
+        var e = Data.CloneRange(src, dst, srcOff, dstOff, alen, dstOff + len, out cloned);
+        cloned = Math.Min(cloned, len);
         if (e == Errno.EOPNOTSUPP)
         {
             // Inline data (a small file's, in the tree) is no extent to share: copy it, as
@@ -97,10 +108,13 @@ public sealed partial class Filesystem
         len = Math.Min(len, 1UL << 30);
         ulong bs = (ulong)BlockSize;
         ulong cloneLen = offIn + len == a.Size ? len : len / bs * bs;
-        if (offIn % bs == 0 && offOut % bs == 0 && cloneLen > 0 && CloneRange(inoIn, offIn, inoOut, offOut, cloneLen) == Errno.OK)
+        if (offIn % bs == 0 && offOut % bs == 0 && cloneLen > 0)
         {
-            done = cloneLen;
-            return Errno.OK;
+            var ce = CloneRange(inoIn, offIn, inoOut, offOut, cloneLen, out ulong cloned);
+            if (ce == Errno.OK) { done = cloneLen; return Errno.OK; }
+            // Part cloned before an error (ENOSPC part way): a short copy of exactly that, as a
+            // short write; the next step meets the error again and reports it.
+            if (cloned > 0) { done = cloned; return Errno.OK; }
         }
         var buf = new byte[Math.Min(len, 1UL << 20)];
         e = Read(inoIn, offIn, buf, out int n);

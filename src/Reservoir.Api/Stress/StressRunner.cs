@@ -276,20 +276,30 @@ public static class StressRunner
         };
         Apply(t, m, op, args, out string errno);
         string line = $"{wid}/{no}: {op} {string.Join(' ', args)} {errno}";
-        if (checkEach && m.Files.ContainsKey(args[0]) && t.CheckFile(args[0]) is { } bad)
+        if (checkEach)
+            foreach (var path in op switch { "clonerange" => [args[0], args[2]], "link" or "rename" or "whiteout" => [args[0], args[1]], _ => new[] { args[0] } })
+                CheckAfter(t, m, op, path, line);
+        return line;
+    }
+
+    /// <summary>--check-each: a file an operation named (each of its files: a clone's
+    /// destination too, where a wrong size was once found only by a later operation on the
+    /// file) is checked by the target and read whole against the model.</summary>
+    private static void CheckAfter(IStressTarget t, Model m, string op, string path, string line)
+    {
+        if (m.Files.ContainsKey(path) && t.CheckFile(path) is { } bad)
             throw new CheckFailedException(line, $"after '{line}': {bad}");
-        if (checkEach && m.Files.TryGetValue(args[0], out var modelled) && !modelled.Unspecified && op is not ("creat" or "mkdir" or "mknod" or "symlink"))
+        if (m.Files.TryGetValue(path, out var modelled) && !modelled.Unspecified && op is not ("creat" or "mkdir" or "mknod" or "symlink"))
         {
-            var got = t.ReadAll(args[0]);
+            var got = t.ReadAll(path);
             var want = modelled.Bytes;
             if (!got.AsSpan().SequenceEqual(want))
             {
                 int at = 0;
                 while (at < Math.Min(got.Length, want.Length) && got[at] == want[at]) at++;
-                throw new CheckFailedException(line, $"after '{line}': {args[0]} differs from the model at byte {at} ({got.Length} bytes, model {want.Length})");
+                throw new CheckFailedException(line, $"after '{line}': {path} differs from the model at byte {at} ({got.Length} bytes, model {want.Length})");
             }
         }
-        return line;
     }
 
     private static string Pick(Random rng, List<string> l) => l[rng.Next(l.Count)];

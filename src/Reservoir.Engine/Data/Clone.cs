@@ -16,15 +16,19 @@ internal sealed partial class DataEngine
     /// data extents under [srcOff, srcOff+len) of <paramref name="src"/>, each with one more
     /// data reference; nothing is copied and no data space is used. Block-aligned ranges, not
     /// overlapping within one file; the caller holds both inodes' locks and checked the
-    /// arguments. The destination's size becomes at least <paramref name="newSize"/>, on disk
-    /// with the first cloned items. Both ranges are written back and their ordered extents finished
+    /// arguments. The destination's size becomes at least <paramref name="newSize"/>, growing
+    /// with each batch of cloned items to the end of what they cover, never past it. Both ranges are written back and their ordered extents finished
     /// first, and the destination's cached pages dropped, so no later writeback lands over the
     /// cloned items. EOPNOTSUPP before any change if the source range holds inline data (it is
     /// not an extent to share: the caller copies it). Batches of items per transaction: ENOSPC
-    /// for metadata part way leaves a prefix cloned, as on btrfs.
+    /// for metadata part way leaves a prefix cloned, as on btrfs; <paramref name="cloned"/>
+    /// says how long (block-aligned), so that copy_file_range reports a short copy of exactly
+    /// that (with the size set at once to the clone's end, a failed second batch left a file
+    /// grown past a prefix copy_file_range called nothing: a real-thread stress run found it).
     /// </summary>
-    internal Errno CloneRange(Inode src, Inode dst, ulong srcOff, ulong dstOff, ulong len, ulong newSize)
+    internal Errno CloneRange(Inode src, Inode dst, ulong srcOff, ulong dstOff, ulong len, ulong newSize, out ulong cloned)
     {
+        cloned = 0;
         var ms = MappingOf(src);
         var md = MappingOf(dst);
         Writeback(ms, srcOff, srcOff + len, wait: true);
@@ -52,7 +56,7 @@ internal sealed partial class DataEngine
             var qe = Fs.Quota.Reserve(dt.Id, reserved);
             if (qe != Errno.OK) return qe;
         }
-        try { return CloneItems(src, dst, md, st, dt, srcOff, dstOff, len, newSize); }
+        try { return CloneItems(src, dst, md, st, dt, srcOff, dstOff, len, newSize, out cloned); }
         finally
         {
             // Handed to the transaction from inside a handle: a commit under way has already
@@ -76,9 +80,9 @@ internal sealed partial class DataEngine
         return bytes;
     }
 
-    private Errno CloneItems(Inode src, Inode dst, Mapping md, BTree st, BTree dt, ulong srcOff, ulong dstOff, ulong len, ulong newSize)
+    private Errno CloneItems(Inode src, Inode dst, Mapping md, BTree st, BTree dt, ulong srcOff, ulong dstOff, ulong len, ulong newSize, out ulong done)
     {
-        ulong done = 0;
+        done = 0;
         Span<byte> buf = stackalloc byte[FileExtentItem.RegularSize];
         while (done < len)
         {
@@ -116,9 +120,13 @@ internal sealed partial class DataEngine
                     }
                     // Size and byte count change under the tree lock, as ordered-extent completion
                     // (which holds it, not the inode lock) changes them.
+                    // The size grows to the end of what is cloned so far (the whole clone's
+                    // end with its last batch): a batch that fails leaves the file as long as
+                    // the prefix cloned before it, and no longer.
                     dst.Item.Nbytes = (ulong)Math.Max(0, (long)dst.Item.Nbytes + nbytes);
-                    if (newSize > dst.Item.FileSize) dst.Item.FileSize = newSize;
-                    using (md.State.Lock()) md.DiskSize = Math.Max(md.DiskSize, newSize);
+                    ulong sizeNow = Math.Min(newSize, dstOff + (chunkEnd - srcOff));
+                    if (sizeNow > dst.Item.FileSize) dst.Item.FileSize = sizeNow;
+                    using (md.State.Lock()) md.DiskSize = Math.Max(md.DiskSize, sizeNow);
                     dst.Item.Transid = h.Transid;
                     DirItems.PutInode(h, dt, dst);
                 }
