@@ -1,3 +1,4 @@
+using System.Text;
 using Reservoir.Common;
 using Reservoir.Engine;
 using Reservoir.Format;
@@ -143,10 +144,10 @@ public sealed class ImageReceiveTarget : IReceiveTarget
     }
 
     public void SetXattr(string path, ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) =>
-        Check(E.SetXattr(Node(path, "set an xattr of"), name, value), "set an xattr of", path);
+        Check(E.SetXattr(Node(path, "set an xattr of"), name, value), $"set attribute {Encoding.UTF8.GetString(name)} of", path);
 
     public void RemoveXattr(string path, ReadOnlySpan<byte> name) =>
-        Check(E.RemoveXattr(Node(path, "remove an xattr of"), name), "remove an xattr of", path);
+        Check(E.RemoveXattr(Node(path, "remove an xattr of"), name), $"remove attribute {Encoding.UTF8.GetString(name)} of", path);
 
     private ulong OpenForWrite(string path)
     {

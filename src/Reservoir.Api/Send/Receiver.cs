@@ -3,15 +3,19 @@ using Reservoir.Common;
 
 namespace Reservoir.Api.Send;
 
-/// <summary>What a receive made: per subvolume, its name and the identity the stream gave it.</summary>
-public readonly record struct ReceivedSubvolume(string Name, Guid Uuid, ulong Ctransid, long Commands);
+/// <summary>What a receive made: per subvolume, its name and the identity the stream gave it;
+/// <paramref name="Errors"/> commands that failed and were passed over (`receive -E`).</summary>
+public readonly record struct ReceivedSubvolume(string Name, Guid Uuid, ulong Ctransid, long Commands, int Errors = 0);
 
 /// <summary>
 /// Applies send streams to a <see cref="IReceiveTarget"/>. Several streams may follow one another
 /// on the input (`cat a b | reservoir receive`, or one send of several subvolumes), each from its
 /// header to its END, and one stream may carry several subvolumes (`btrfs send -e`). A stream that is damaged, truncated or asks for what cannot be done stops
 /// the receive with an <see cref="FsException"/> naming the command, and the partial subvolume is
-/// removed (subvolumes received before it stay).
+/// removed (subvolumes received before it stay). With a larger error limit (`receive -E`, as
+/// btrfs receive's), a command the target cannot apply is reported and passed over until the
+/// limit is reached; the stream's framing stays whole (each command is read whole before it is
+/// applied), so the next command is read as the sender wrote it. A damaged stream still stops.
 /// </summary>
 public static class Receiver
 {
@@ -27,8 +31,11 @@ public static class Receiver
     /// end of the input (for a sender that keeps its end open)</param>
     /// <param name="detail">`receive -v`: <paramref name="trace"/> also gets what each stream
     /// names (uuid, transaction, an increment's parent), in btrfs receive -v's words</param>
-    public static List<ReceivedSubvolume> Run(Stream input, IReceiveTarget target, Action<string>? trace = null, bool stopAtEnd = false, bool detail = false)
+    /// <param name="maxErrors">`receive -E`: stop at this many failed commands (1, the
+    /// default: at the first; 0: never), reporting each passed over to <paramref name="error"/></param>
+    public static List<ReceivedSubvolume> Run(Stream input, IReceiveTarget target, Action<string>? trace = null, bool stopAtEnd = false, bool detail = false, int maxErrors = 1, Action<string>? error = null)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxErrors);
         var done = new List<ReceivedSubvolume>();
         while (true)
         {
@@ -38,14 +45,14 @@ public static class Receiver
             if (r.Command is not (SendCommand.Subvol or SendCommand.Snapshot)) throw r.Error($"the stream starts with {r.Command}, not SUBVOL or SNAPSHOT");
             // One stream may carry several subvolumes, each begun by its SUBVOL or SNAPSHOT and
             // the last ended by the END (`btrfs send -e a b`, and `reservoir send -e`).
-            while (One(r, target, trace, detail, done)) { }
+            while (One(r, target, trace, detail, done, maxErrors, error)) { }
             if (stopAtEnd) return done;
         }
     }
 
     /// <summary>Receives the subvolume whose SUBVOL or SNAPSHOT command <paramref name="r"/> has
     /// just read, up to the END (false) or the next subvolume's command (true).</summary>
-    private static bool One(SendStreamReader r, IReceiveTarget target, Action<string>? trace, bool detail, List<ReceivedSubvolume> done)
+    private static bool One(SendStreamReader r, IReceiveTarget target, Action<string>? trace, bool detail, List<ReceivedSubvolume> done, int maxErrors, Action<string>? error)
     {
         string name = r.Path(SendAttr.Path);
         if (!SendStreamFormat.IsSubvolumeName(name)) throw r.Error($"'{name}' is not a subvolume name");
@@ -74,16 +81,46 @@ public static class Receiver
         }
         var batch = new WriteBatch(target);
         bool next;
+        int errors = 0;
+        // The gathered writes fail, if they do, when a later command flushes them: theirs is
+        // the failure then, not that command's.
+        void FlushBatch()
+        {
+            try { batch.Flush(); }
+            catch (Exception ex) when (PassOver(ex)) { batch.Drop(); }
+        }
+        // A command that failed (read whole, so the stream goes on at the next one): passed
+        // over while under the limit, said as btrfs receive says it.
+        bool PassOver(Exception ex)
+        {
+            if (ex is not IOException and not UnauthorizedAccessException) return false;
+            errors++;
+            if (maxErrors > 0 && errors >= maxErrors) return false;
+            error?.Invoke($"{name}: {ex.Message}");
+            return true;
+        }
         try
         {
             while (true)
             {
                 if (!r.Next()) throw r.Error("the stream ends before its END command");
-                if (r.Command == SendCommand.Write && batch.TryAdd(r.Path(SendAttr.Path), Offset(r, SendAttr.FileOffset), r.Bytes(SendAttr.Data)))
-                    continue;
-                batch.Flush();
-                if (r.Command is SendCommand.End or SendCommand.Subvol or SendCommand.Snapshot) break;
-                Apply(r, target, uuid, Find);
+                try
+                {
+                    if (r.Command == SendCommand.Write)
+                    {
+                        // This command's attributes first: one that is malformed is its own
+                        // failure, and leaves the writes gathered before it alone.
+                        string path = r.Path(SendAttr.Path);
+                        long offset = Offset(r, SendAttr.FileOffset);
+                        var data = r.Bytes(SendAttr.Data);
+                        if (!batch.Extends(path, offset, data.Length)) FlushBatch();
+                        if (batch.TryAdd(path, offset, data)) continue;
+                    }
+                    else FlushBatch();
+                    if (r.Command is SendCommand.End or SendCommand.Subvol or SendCommand.Snapshot) break;
+                    Apply(r, target, uuid, Find);
+                }
+                catch (Exception ex) when (PassOver(ex)) { }
             }
             next = r.Command != SendCommand.End;
             target.EndSubvolume(uuid, ctransid);
@@ -98,7 +135,7 @@ public static class Receiver
             if (failed is FsException fe) throw new FsException(fe.Errno, $"{fe.Reason}; {left}", fe);
             throw new IOException($"{failed.Message}; {left}", failed);
         }
-        done.Add(new ReceivedSubvolume(name, uuid, ctransid, r.CommandsRead - first + (next ? 0 : 1)));
+        done.Add(new ReceivedSubvolume(name, uuid, ctransid, r.CommandsRead - first + (next ? 0 : 1), errors));
         return next;
     }
 
@@ -187,12 +224,18 @@ public static class Receiver
         private long _offset;
         private int _length;
 
+        /// <summary>True when a write of <paramref name="length"/> bytes at
+        /// <paramref name="offset"/> of <paramref name="path"/> joins what is gathered.</summary>
+        public bool Extends(string path, long offset, int length) =>
+            _length == 0 || (_path == path && offset == _offset + _length && _length + length <= Limit);
+
+        /// <summary>Gathers the write, if it <see cref="Extends"/> what is gathered (the caller
+        /// flushes first otherwise) and is not larger than a batch.</summary>
         public bool TryAdd(string path, long offset, ReadOnlySpan<byte> data)
         {
-            if (_path != path || offset != _offset + _length || _length + data.Length > Limit)
+            if (!Extends(path, offset, data.Length) || data.Length > Limit) return false;
+            if (_length == 0)
             {
-                Flush();
-                if (data.Length > Limit) return false;
                 _path = path;
                 _offset = offset;
             }
@@ -204,6 +247,12 @@ public static class Receiver
         public void Flush()
         {
             if (_path != null && _length > 0) target.Write(_path, _offset, _buf.AsSpan(0, _length));
+            Drop();
+        }
+
+        /// <summary>Forgets what is gathered (after its write failed and was passed over).</summary>
+        public void Drop()
+        {
             _path = null;
             _length = 0;
         }

@@ -192,7 +192,8 @@ internal static class SendReceiveCommands
         var verbose = new Option<bool>("-v", "--verbose") { Description = "Also say what each stream names: the subvolume's uuid and transaction, and an increment's parent (as btrfs receive -v)" };
         var chroot = new Option<bool>("-C", "--chroot") { Description = "Confine the receive to DIR (as btrfs receive -C, which chroots there): an increment's parent and clone sources are taken only from inside DIR (paths a stream names never leave the subvolume it makes, with or without this)" };
         var rootMount = new Option<string?>("-m") { Description = "The root of the mount DIR is on (as btrfs receive -m): parents and clone sources are looked for from there (found by itself otherwise)", HelpName = "ROOTMOUNT" };
-        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet, stopAtEnd, verbose, chroot, rootMount };
+        var maxErrors = new Option<int>("-E", "--max-errors") { Description = "Stop at the NERR-th command that fails (as btrfs receive -E; 0: never); the commands before it that failed are said and passed over, the subvolume is received without them, and the exit status is 1. The default, 1, stops at the first and removes the partial subvolume", HelpName = "NERR", DefaultValueFactory = _ => 1 };
+        var cmd = new Command("receive", "Make read-only subvolumes from send streams (`reservoir send` or `btrfs send`)") { target, file, dump, quiet, stopAtEnd, verbose, chroot, rootMount, maxErrors };
         cmd.SetAction(pr =>
         {
             var a = pr.GetValue(target)!;
@@ -205,6 +206,14 @@ internal static class SendReceiveCommands
                 return 1;
             }
             string at = a.Length > 0 ? a[^1] : inFile ?? "-";
+            int nerr = pr.GetValue(maxErrors);
+            if (nerr < 0) { ctx.Err.WriteLine($"reservoir receive: -E {nerr}: the number of errors to stop at is 0 (never) or more"); return 1; }
+            int passedOver = 0;
+            void Error(string what)
+            {
+                passedOver++;
+                ctx.Err.WriteLine($"ERROR: {what}");
+            }
             try
             {
                 using Stream input = inFile != null ? new FileStream(inFile, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20) : new BufferedStream(Console.OpenStandardInput(), 1 << 20);
@@ -220,7 +229,7 @@ internal static class SendReceiveCommands
                     using var fs = FileCommands.Open(a[0], write: true);
                     try
                     {
-                        Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace, pr.GetValue(stopAtEnd), detail);
+                        Receiver.Run(input, new ImageReceiveTarget(fs, a[1]), trace, pr.GetValue(stopAtEnd), detail, nerr, Error);
                     }
                     catch (Exception)
                     {
@@ -234,13 +243,19 @@ internal static class SendReceiveCommands
                 // Through a mount, the daemon applies the streams itself if it may (root, or the
                 // user it runs as); else the receive walks the mount.
                 // -m is checked before anything is received. The daemon finds parents by their
-                // uuids on the whole filesystem, so -C (only what is inside DIR) walks the mount.
+                // uuids on the whole filesystem, so -C (only what is inside DIR) walks the mount;
+                // so does -E (the daemon's receive stops at the first error).
                 else
                 {
                     string? checkedRoot = root == null ? null : HostReceiveTarget.MountRootFor(Path.GetFullPath(a[0]).TrimEnd('/'), root);
-                    if (!WalkOnly && !confine && DaemonStreamClient.TryReceive(a[0], input, out var said, pr.GetValue(stopAtEnd), detail))
+                    if (!WalkOnly && !confine && nerr == 1 && DaemonStreamClient.TryReceive(a[0], input, out var said, pr.GetValue(stopAtEnd), detail))
                         foreach (var line in said) trace?.Invoke(line);
-                    else Receiver.Run(input, new HostReceiveTarget(a[0], checkedRoot, confine), trace, pr.GetValue(stopAtEnd), detail);
+                    else Receiver.Run(input, new HostReceiveTarget(a[0], checkedRoot, confine), trace, pr.GetValue(stopAtEnd), detail, nerr, Error);
+                }
+                if (passedOver > 0)
+                {
+                    ctx.Err.WriteLine($"reservoir receive: {at}: {passedOver} command(s) failed and were passed over (-E {nerr}); what they would have made is missing");
+                    return 1;
                 }
                 return 0;
             }

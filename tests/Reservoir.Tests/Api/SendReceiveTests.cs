@@ -586,6 +586,71 @@ public sealed class SendReceiveTests
         Assert.Equal("hello\n", fs.ReadAllText("/b/fxs/a"));
     }
 
+    /// <summary>A stream whose commands the target partly refuses: a write to a file the
+    /// stream never made (gathered, so it fails when the next command flushes it), an attribute
+    /// in a namespace nobody takes, a chown of a missing path. By default the first failure
+    /// stops the receive and the partial subvolume goes; with btrfs receive's -E the failures
+    /// up to the limit are said and passed over and every other command still applies, the
+    /// subvolume finished read-only with its received uuid; at the limit it stops as at the
+    /// first.</summary>
+    internal static byte[] PartlyRefused()
+    {
+        var ms = new MemoryStream();
+        var w = new SendStreamWriter(ms);
+        w.Begin(SendCommand.Subvol).Path(SendAttr.Path, "part").Uuid(SendAttr.Uuid, new Guid("0f9e8d7c-6b5a-4938-2716-050403020100")).U64(SendAttr.Ctransid, 7).Finish();
+        w.Begin(SendCommand.Mkfile).Path(SendAttr.Path, "a").U64(SendAttr.Ino, 257).Finish();
+        w.Begin(SendCommand.Write).Path(SendAttr.Path, "a").U64(SendAttr.FileOffset, 0).Bytes(SendAttr.Data, "alpha"u8).Finish();
+        w.Begin(SendCommand.Write).Path(SendAttr.Path, "ghost").U64(SendAttr.FileOffset, 0).Bytes(SendAttr.Data, "boo"u8).Finish();
+        w.Begin(SendCommand.SetXattr).Path(SendAttr.Path, "a").Path(SendAttr.XattrName, "nonsense.k").Bytes(SendAttr.XattrData, "v"u8).Finish();
+        w.Begin(SendCommand.Mkfile).Path(SendAttr.Path, "b").U64(SendAttr.Ino, 258).Finish();
+        w.Begin(SendCommand.Write).Path(SendAttr.Path, "b").U64(SendAttr.FileOffset, 0).Bytes(SendAttr.Data, "beta"u8).Finish();
+        w.Begin(SendCommand.Chown).Path(SendAttr.Path, "missing").U64(SendAttr.Uid, 1).U64(SendAttr.Gid, 1).Finish();
+        w.Begin(SendCommand.Chmod).Path(SendAttr.Path, "b").U64(SendAttr.Mode, 0x180).Finish();
+        w.Begin(SendCommand.End).Finish();
+        return ms.ToArray();
+    }
+
+    [Theory]
+    [InlineData(1, 0)]
+    [InlineData(2, 0)]
+    [InlineData(3, 0)]
+    [InlineData(4, 3)]
+    [InlineData(0, 3)]
+    public void MaxErrorsPassesOverRefusedCommandsUpToItsLimit(int maxErrors, int passedOverWhenKept)
+    {
+        var dev = TestFs.NewDevice(64UL << 20);
+        using (var fs = ReservoirFileSystem.Open(dev, new Reservoir.Engine.Tx.MountOptions { CommitIntervalMs = 0 }))
+        {
+            fs.CreateDirectory("/in");
+            var said = new List<string>();
+            bool kept = passedOverWhenKept > 0;
+            if (!kept)
+            {
+                var e = Assert.Throws<FsException>(() => Receiver.Run(new MemoryStream(PartlyRefused()), new ImageReceiveTarget(fs, "/in"), maxErrors: maxErrors, error: said.Add));
+                Assert.Contains(maxErrors switch { 1 => "ghost", 2 => "nonsense", _ => "missing" }, e.Message);
+                Assert.Equal(maxErrors - 1, said.Count);
+                Assert.Empty(fs.EnumerateEntries("/in"));
+            }
+            else
+            {
+                var got = Receiver.Run(new MemoryStream(PartlyRefused()), new ImageReceiveTarget(fs, "/in"), maxErrors: maxErrors, error: said.Add);
+                Assert.Equal(3, Assert.Single(got).Errors);
+                Assert.Equal(3, said.Count);
+                Assert.Contains("ghost", said[0]);
+                Assert.Contains("nonsense", said[1]);
+                Assert.Contains("missing", said[2]);
+                Assert.All(said, l => Assert.StartsWith("part: ", l));
+                Assert.Equal(("alpha", "beta"), (fs.ReadAllText("/in/part/a"), fs.ReadAllText("/in/part/b")));
+                Assert.Equal(0x8180u, fs.GetInfo("/in/part/b").Attr.Mode); // the chmod after the failures applied
+                Assert.Equal(["a", "b"], fs.EnumerateEntries("/in/part").Select(e => e.Name).Order(StringComparer.Ordinal));
+                TestFs.Ok(fs.Engine.GetSubvolumeReadOnly(fs.GetInfo("/in/part").Attr.Ino, out bool ro));
+                Assert.True(ro);
+            }
+            fs.Sync();
+        }
+        FsckAssert.Clean(dev);
+    }
+
     /// <summary>A target a refused stream must never reach.</summary>
     private sealed class NeverCalled : IReceiveTarget
     {

@@ -204,6 +204,36 @@ public sealed class SendReceiveMountTests(ITestOutputHelper log)
         UnmountAndCheck(m);
     }
 
+    /// <summary>`receive -E`, as btrfs receive's: through the mount (walking it: the daemon's
+    /// receive stops at the first error) and into an image, the commands the target refuses
+    /// are said as ERROR lines and passed over, the rest applies, the exit status is 1; without
+    /// it the first refusal stops the receive and nothing is left.</summary>
+    [Fact]
+    public void MaxErrorsPassesOverRefusedCommandsThroughTheMountAndIntoAnImage()
+    {
+        using var m = new MountedImage(size: 128UL << 20);
+        string work = Path.GetDirectoryName(m.Dir)!;
+        File.WriteAllBytes(Path.Combine(work, "part.stream"), Api.SendReceiveTests.PartlyRefused());
+        m.Run("mkdir in");
+        var first = MountedImage.Sh($"{Cli} receive -q -f {work}/part.stream in 2>&1", m.Dir);
+        Assert.Equal(1, first.Code);
+        Assert.Contains("ghost", first.Out);
+        Assert.Equal("", m.Run("ls in"));
+        var all = MountedImage.Sh($"{Cli} receive -q -E 0 -f {work}/part.stream in 2>&1", m.Dir);
+        Assert.Equal(1, all.Code);
+        Assert.Equal(3, all.Out.Split('\n').Count(l => l.StartsWith("ERROR: part: ", StringComparison.Ordinal)));
+        Assert.Contains("3 command(s) failed and were passed over (-E 0)", all.Out);
+        Assert.Equal("alpha beta 600", m.Run("echo $(cat in/part/a) $(cat in/part/b) $(stat -c %a in/part/b)").Trim());
+        var bad = MountedImage.Sh($"{Cli} receive -E -1 -f {work}/part.stream in 2>&1", m.Dir);
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("0 (never) or more", bad.Out);
+        UnmountAndCheck(m);
+        var image = MountedImage.Sh($"{Cli} receive -q -E 5 -f {work}/part.stream {m.Image} / 2>&1", work);
+        Assert.Equal(1, image.Code);
+        Assert.Contains("3 command(s) failed", image.Out);
+        Assert.Equal("alpha", MountedImage.Run0($"{Cli} cat {m.Image} /part/a"));
+    }
+
     /// <summary>
     /// A receive that runs out of space through the mount fails with ENOSPC and takes away the
     /// subvolume it was filling. The file it was writing is closed just before, and the kernel
