@@ -178,6 +178,12 @@ public sealed partial class Filesystem : IDisposable
         finally { Put(inode); }
     }
 
+    /// <summary>Fault injection, for tests and `reservoir explore --enospc`:
+    /// <paramref name="fault"/> is asked at every transaction start that may fail for space
+    /// and answers ENOSPC (or any errno) to refuse it, as a full metadata space would; null
+    /// turns it off. It runs on the thread starting the transaction.</summary>
+    public void InjectTransactionStartFaults(Func<Errno>? fault) => Fs.StartFault = fault;
+
     /// <summary>Quota groups: id, referenced, exclusive, limits, reserved data bytes.</summary>
     public IReadOnlyList<(ulong Id, ulong Referenced, ulong Exclusive, ulong MaxReferenced, ulong MaxExclusive, ulong RsvData)> Qgroups() => Fs.Quota.Snapshot();
     public bool QuotaEnabled => Fs.Quota.Enabled;

@@ -29,6 +29,8 @@ public sealed record ExploreOutcome(int Seed, ScheduleStrategy Strategy, bool Ok
     /// <summary>Data extents and tree blocks shrinks moved (FsInfo.Relocate.cs).</summary>
     public long RelocatedData { get; init; }
     public long RelocatedBlocks { get; init; }
+    /// <summary>With --enospc: transaction starts answered ENOSPC.</summary>
+    public long InjectedEnospc { get; init; }
 }
 
 /// <summary>
@@ -71,6 +73,11 @@ public static class InterleavingExplorer
         /// <summary>The mount's discard mode: with async, the discard worker runs under the
         /// scheduler beside the workers, the flusher and the committer.</summary>
         public DiscardMode Discard { get; set; }
+        /// <summary>ENOSPC injected at about one in this many of the workers' transaction
+        /// starts that may fail for space (null: none), the ones the seed picks, and every
+        /// operation then checked against the model (stress --check-each): an operation that
+        /// fails part way must leave what its answer says.</summary>
+        public int? EnospcOneIn { get; set; }
     }
 
     /// <summary>The strategy a sweep uses for a seed: PCT on even seeds, random walk on odd.</summary>
@@ -82,6 +89,7 @@ public static class InterleavingExplorer
         var dev = new MemoryBlockDevice(s.DeviceBytes);
         var sw = System.Diagnostics.Stopwatch.StartNew();
         string? problem = null;
+        long injected = 0;
         long ops = 0, early = 0, groupAnswers = 0, groupSearches = 0, sharedAnswers = 0, groupCloneAnswers = 0, relocData = 0, relocBlocks = 0;
         int relationsChanged = 0;
         var task = Task.Run(() => sched.Run(() =>
@@ -95,7 +103,8 @@ public static class InterleavingExplorer
             }
             bool done = false;
             FsThread? relations = s.QuotaGroups ? StartRelationChanges(rfs.Engine, sched, seed, () => Volatile.Read(ref done), () => relationsChanged++) : null;
-            var so = new StressOptions { Workers = s.Workers, OpsPerWorker = s.OpsPerWorker, Seed = seed, Scheduler = sched, Log = s.Log };
+            var so = new StressOptions { Workers = s.Workers, OpsPerWorker = s.OpsPerWorker, Seed = seed, Scheduler = sched, Log = s.Log, CheckEach = s.EnospcOneIn != null };
+            if (s.EnospcOneIn is { } oneIn) rfs.Engine.InjectTransactionStartFaults(EnospcFault(seed, oneIn, () => injected++));
             if (s.QuotaGroups)
             {
                 // Snapshots and subvolumes several times as often: an extent let go of with two
@@ -128,7 +137,24 @@ public static class InterleavingExplorer
             var report = Fsck.Run(dev, new FsckOptions { CheckDataCsums = true });
             if (!report.Clean) problem = "fsck: " + string.Join("; ", report.Errors.Take(3)) + report.OperationalError;
         }
-        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches, EarlySharedAnswers = sharedAnswers, EarlyGroupCloneAnswers = groupCloneAnswers, RelocatedData = relocData, RelocatedBlocks = relocBlocks };
+        return new ExploreOutcome(seed, strategy, problem == null, problem ?? "ok", sched.Steps, ops, sw.Elapsed) { EarlyTaken = early, EarlyGroupAnswers = groupAnswers, RelationsChanged = relationsChanged, EarlyGroupSearches = groupSearches, EarlySharedAnswers = sharedAnswers, EarlyGroupCloneAnswers = groupCloneAnswers, RelocatedData = relocData, RelocatedBlocks = relocBlocks, InjectedEnospc = injected };
+    }
+
+    /// <summary>The fault <see cref="Settings.EnospcOneIn"/> injects: ENOSPC for the workers'
+    /// transaction starts (not the runner's own set-up, nor the background threads') at the
+    /// counts a hash of the seed picks, one in <paramref name="oneIn"/>. Under the
+    /// deterministic scheduler the threads run one at a time in the seed's order, so the same
+    /// starts fail in every replay.</summary>
+    public static Func<Common.Errno> EnospcFault(int seed, int oneIn, Action? injected = null)
+    {
+        ulong n = 0;
+        return () =>
+        {
+            if (Thread.CurrentThread.Name?.StartsWith("det:stress-", StringComparison.Ordinal) != true) return Common.Errno.OK;
+            if ((++n * 0x9E3779B97F4A7C15UL >> 40) % (ulong)oneIn != (ulong)seed % (ulong)oneIn) return Common.Errno.OK;
+            injected?.Invoke();
+            return Common.Errno.ENOSPC;
+        };
     }
 
     /// <summary>
@@ -188,6 +214,6 @@ public static class InterleavingExplorer
     public static string ReplayCommand(ExploreOutcome o, Settings s) =>
         $"reservoir explore --seed {o.Seed} --strategy {(o.Strategy == ScheduleStrategy.Pct ? "pct" : "random")} -p {s.Workers} -n {s.OpsPerWorker}" +
         (o.Strategy == ScheduleStrategy.Pct ? $" --pct-depth {s.PctDepth}" : "") +
-        (s.QuotaLimit is { } q ? $" --quota-limit {q}" : "") + (s.QuotaGroups ? " --quota-groups" : "") +
+        (s.QuotaLimit is { } q ? $" --quota-limit {q}" : "") + (s.QuotaGroups ? " --quota-groups" : "") + (s.EnospcOneIn is { } e ? $" --enospc {e}" : "") +
         string.Concat(s.Frequencies.Select(f => $" -f {f.Key}={f.Value}")) + (s.Discard != DiscardMode.Off ? $" --discard {s.Discard.ToString().ToLowerInvariant()}" : "");
 }

@@ -28,8 +28,9 @@ internal static class ExploreCommand
         var groups = new Option<bool>("--quota-groups") { Description = "With --quota-limit: groups above level 0 too (1/1 in 2/1, the top-level subvolume in 1/1), and memberships of 1/1 made and ended while the workers run and snapshot (the top-level subvolume's or their subvolumes')" };
         var log = new Option<string?>("--log") { Description = "With --seed: write the run's operations to this file (as stress --log writes them: worker/number, operation, path, arguments, errno), to see what led to a failure" };
         var freq = new Option<string[]>("-f") { Description = "op=freq over stress's defaults, repeatable (as stress -f); e.g. -f resize=3 -f whiteout=2", AllowMultipleArgumentsPerToken = false };
+        var enospc = new Option<int?>("--enospc") { Description = "Answer ENOSPC at about one in N of the workers' transaction starts that may fail for space (the ones the seed picks: a full metadata space at chosen moments) and check every operation against the model (as stress --check-each): one that fails part way must leave what its answer says", HelpName = "N" };
         var discard = StressCommand.DiscardOption();
-        var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang, quota, groups, log, freq, discard };
+        var cmd = new Command("explore", "Run the engine under the deterministic scheduler over many seeds (or one, to replay) and check every run") { seed, from, count, time, strategy, procs, ops, depth, hang, quota, groups, log, freq, discard, enospc };
         cmd.SetAction(pr =>
         {
             var s = new InterleavingExplorer.Settings { Workers = pr.GetValue(procs), OpsPerWorker = pr.GetValue(ops), PctDepth = pr.GetValue(depth), HangAfter = TimeSpan.FromSeconds(pr.GetValue(hang)) };
@@ -39,6 +40,8 @@ internal static class ExploreCommand
             if (s.Workers < 1 || s.OpsPerWorker < 1 || s.PctDepth < 1) throw new ArgumentException("-p, -n and --pct-depth must be at least 1");
             foreach (var (op, f) in StressCommand.ParseFrequencies(pr.GetValue(freq))) s.Frequencies[op] = f;
             s.Discard = pr.GetValue(discard);
+            s.EnospcOneIn = pr.GetValue(enospc);
+            if (s.EnospcOneIn is < 2) throw new ArgumentException("--enospc N: N is 2 or more (about one transaction start in N is refused)");
             using var logWriter = pr.GetValue(log) is { } logPath
                 ? (pr.GetValue(seed) != null ? new StreamWriter(logPath) : throw new ArgumentException("--log needs --seed (one run to log)"))
                 : null;
@@ -68,7 +71,7 @@ internal static class ExploreCommand
                 steps += o.Steps;
                 operations += o.Operations;
                 string tag = st == ScheduleStrategy.Pct ? "pct" : "random";
-                if (o.Ok) ctx.Out.WriteLine($"seed {sd} ({tag}): ok, {o.Operations} operations, {o.Steps} scheduling steps{(s.QuotaLimit != null ? $", {o.EarlyTaken} extents accounted early ({o.EarlySharedAnswers} with clones' items)" : "")}{(s.QuotaGroups ? $" ({o.EarlyGroupAnswers} let go of and {o.EarlyGroupCloneAnswers} taken by a clone with groups, {o.EarlyGroupSearches} group searches, {o.RelationsChanged} memberships changed)" : "")}{(o.RelocatedData + o.RelocatedBlocks > 0 ? $", shrinks moved {o.RelocatedData} data extents and {o.RelocatedBlocks} tree blocks" : "")}, {o.Elapsed.TotalSeconds:F1} s");
+                if (o.Ok) ctx.Out.WriteLine($"seed {sd} ({tag}): ok, {o.Operations} operations, {o.Steps} scheduling steps{(s.QuotaLimit != null ? $", {o.EarlyTaken} extents accounted early ({o.EarlySharedAnswers} with clones' items)" : "")}{(s.QuotaGroups ? $" ({o.EarlyGroupAnswers} let go of and {o.EarlyGroupCloneAnswers} taken by a clone with groups, {o.EarlyGroupSearches} group searches, {o.RelationsChanged} memberships changed)" : "")}{(o.RelocatedData + o.RelocatedBlocks > 0 ? $", shrinks moved {o.RelocatedData} data extents and {o.RelocatedBlocks} tree blocks" : "")}{(s.EnospcOneIn != null ? $", {o.InjectedEnospc} transaction starts refused" : "")}, {o.Elapsed.TotalSeconds:F1} s");
                 else
                 {
                     failed++;

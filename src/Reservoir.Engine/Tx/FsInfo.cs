@@ -142,10 +142,12 @@ internal sealed partial class FsInfo : IDisposable
         while ((cur = Volatile.Read(ref _maxTreeHeight)) < h && Interlocked.CompareExchange(ref _maxTreeHeight, h, cur) != cur) { }
     }
 
-    /// <summary>Tests only: asked at every <see cref="TryStart"/>; an errno other than OK is
-    /// answered instead of starting (ENOSPC at a chosen step of an operation that spans
-    /// several transactions, which a real full disk hits only by timing).</summary>
-    internal Func<Errno>? StartFaultForTest { get; set; }
+    /// <summary>Fault injection (tests, `reservoir explore --enospc`): asked at every
+    /// <see cref="TryStart"/> that may fail for space (not those drawing on the global reserve,
+    /// which a full disk does not refuse); an errno other than OK is answered instead of
+    /// starting, as a full metadata space would (ENOSPC at a chosen step of an operation that
+    /// spans several transactions, which a real full disk hits only by timing).</summary>
+    internal Func<Errno>? StartFault { get; set; }
 
     /// <summary>
     /// Joins the running transaction for an operation that changes at most
@@ -161,7 +163,7 @@ internal sealed partial class FsInfo : IDisposable
         handle = null!;
         if (ReadOnly) return Errno.EROFS;
         if (FailedReason != null) return Errno.EIO;
-        if (StartFaultForTest?.Invoke() is { } fault and not Errno.OK) return fault;
+        if (!useGlobalReserve && StartFault?.Invoke() is { } fault and not Errno.OK) return fault;
         ulong bytes = MetaReserveFor(items);
         if (Space.Reserve(false, bytes, useGlobalReserve) != Errno.OK)
         {

@@ -239,7 +239,7 @@ public class CloneTests
             // Armed, this thread's transactions after the first (the clone's first batch) fail.
             int me = Environment.CurrentManagedThreadId, starts = 0;
             bool armed = false;
-            fs.Fs.StartFaultForTest = () => armed && Environment.CurrentManagedThreadId == me && ++starts > 1 ? Errno.ENOSPC : Errno.OK;
+            fs.Fs.StartFault = () => armed && Environment.CurrentManagedThreadId == me && ++starts > 1 ? Errno.ENOSPC : Errno.OK;
             try
             {
                 ulong b = CreateFile(fs, Root, "b");
@@ -260,7 +260,7 @@ public class CloneTests
                 Assert.Equal((ulong)whole.Length - done, more);
                 Assert.Equal(whole, ReadAll(fs, c));
             }
-            finally { fs.Fs.StartFaultForTest = null; }
+            finally { fs.Fs.StartFault = null; }
             Ok(fs.Sync());
         }
         FsckAssert.Clean(dev);

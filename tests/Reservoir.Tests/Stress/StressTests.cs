@@ -48,6 +48,31 @@ public class StressTests(ITestOutputHelper log)
         return (r!, leaked, dev);
     }
 
+    /// <summary>ENOSPC where a full disk answers it, at any transaction start that may fail
+    /// for space (one in <paramref name="oneIn"/>, chosen by the seed; under the deterministic
+    /// scheduler the same ones every run; the fault `explore --enospc` injects): every
+    /// operation that fails must leave what its answer says (the runner checks each file an
+    /// operation names), nothing leaks, fsck is clean. (Fails when a truncate that answers
+    /// ENOSPC has set the new size anyway.)</summary>
+    [Theory]
+    [InlineData(1, 20)]
+    [InlineData(2, 20)]
+    [InlineData(3, 8)]
+    [InlineData(4, 8)]
+    [InlineData(5, 3)]
+    [InlineData(6, 3)]
+    public void EveryOperationStoppedByENOSPCAtATransactionStartLeavesWhatItSays(int seed, int oneIn)
+    {
+        long refused = 0;
+        var (r, leaked, dev) = RunDeterministic(seed, 3, 300, o => { o.CheckEach = true; o.Frequencies["clonerange"] = 8; }, null,
+            rfs => rfs.Engine.InjectTransactionStartFaults(Reservoir.Stress.InterleavingExplorer.EnospcFault(seed, oneIn, () => refused++)), out _);
+        Assert.True(refused > 0, "no transaction start was refused");
+        Assert.True(r.Ok, $"seed {seed}: {string.Join("\n", r.Failures.Take(10))}");
+        Assert.Equal(0, leaked);
+        FsckAssert.Clean(dev);
+        log.WriteLine($"seed {seed}: {r.Operations} operations, {refused} transaction starts refused");
+    }
+
     [Fact]
     public void StressUnderTheDeterministicSchedulerKeepsEveryInvariant()
     {
