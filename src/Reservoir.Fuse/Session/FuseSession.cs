@@ -353,7 +353,9 @@ public sealed unsafe class FuseSession : IDisposable
         var watchdog = new Thread(() =>
         {
             while (!done.Wait(50))
-                if (Volatile.Read(ref _running) == 0 && _device is { } d)
+                // Not when they ended because the kernel ended the connection (ENODEV): the
+                // unmount is then finishing, with nothing left to answer.
+                if (Volatile.Read(ref _running) == 0 && !_unmounted && _device is { } d)
                 {
                     string? why = FuseControl.Abort(d);
                     _log($"fuse: no request thread was left to answer the unmount of {MountPoint}; " + (why ?? "its connection is aborted"));
