@@ -147,10 +147,11 @@ public static class InterleavingExplorer
     /// starts fail in every replay.</summary>
     public static Func<Common.Errno> EnospcFault(int seed, int oneIn, Action? injected = null)
     {
+        const string WorkerThread = DeterministicScheduler.ThreadNamePrefix + StressRunner.WorkerThreadName;
         ulong n = 0;
         return () =>
         {
-            if (Thread.CurrentThread.Name?.StartsWith("det:stress-", StringComparison.Ordinal) != true) return Common.Errno.OK;
+            if (Thread.CurrentThread.Name?.StartsWith(WorkerThread, StringComparison.Ordinal) != true) return Common.Errno.OK;
             if ((++n * 0x9E3779B97F4A7C15UL >> 40) % (ulong)oneIn != (ulong)seed % (ulong)oneIn) return Common.Errno.OK;
             injected?.Invoke();
             return Common.Errno.ENOSPC;

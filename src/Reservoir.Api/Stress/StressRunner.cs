@@ -155,6 +155,9 @@ public static class StressRunner
         }
     }
 
+    /// <summary>A worker's thread is named this and its number.</summary>
+    public const string WorkerThreadName = "stress-";
+
     public static StressResult Run(ReservoirFileSystem rfs, StressOptions o) => Run(new EngineStressTarget(rfs), o);
 
     public static StressResult Run(IStressTarget t, StressOptions o)
@@ -171,7 +174,7 @@ public static class StressRunner
             var me = t.Mkdir($"/p{wid}");
             if (me != Errno.OK) throw new IOException($"cannot make the worker directory /p{wid} in {t.Describe}: {me} (the stress root must be empty)");
             models[w].Dirs.Add($"/p{wid}");
-            threads.Add(o.Scheduler.Start($"stress-{wid}", () =>
+            threads.Add(o.Scheduler.Start(WorkerThreadName + wid.ToString(CultureInfo.InvariantCulture), () =>
             {
                 var rng = new Random(o.Seed * 7919 + wid);
                 var picker = BuildPicker(o.Frequencies);

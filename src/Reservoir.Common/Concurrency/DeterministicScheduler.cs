@@ -38,6 +38,8 @@ public sealed class DeterministicScheduler : IScheduler
     private bool _aborted;
     private Exception? _failure;
 
+    /// <summary>What the OS thread of a logical thread named N is called: this, then N.</summary>
+    public const string ThreadNamePrefix = "det:";
     [ThreadStatic] private static LThread? _me;
 
     public int Seed { get; }
@@ -130,7 +132,7 @@ public sealed class DeterministicScheduler : IScheduler
             t = new LThread(this, _nextId++, name, body) { Priority = _lowPriority + _rng.Next(1, 1_000_000) };
             _threads.Add(t);
         }
-        var os = new Thread(t.Main) { Name = "det:" + name, IsBackground = true };
+        var os = new Thread(t.Main) { Name = ThreadNamePrefix + name, IsBackground = true };
         os.Start();
         return t;
     }
