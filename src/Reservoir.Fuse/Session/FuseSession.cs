@@ -27,6 +27,8 @@ public sealed unsafe class FuseSession : IDisposable
     private readonly BlockingCollection<Action> _deferred = new();
     private Thread? _deferredThread;
     private readonly Action<string> _log;
+    /// <summary>Says requests in flight for long, of this mount's threads and its submounts'.</summary>
+    private readonly RequestWatch _watch;
     private string? _helper; // fusermount3, when an ordinary user mounted
     private int _running;
     public string MountPoint { get; }
@@ -40,6 +42,7 @@ public sealed unsafe class FuseSession : IDisposable
         _bridge = bridge;
         Options = options;
         _log = log;
+        _watch = new RequestWatch(log, options.SlowRequestAfter);
     }
 
     /// <summary>Mounts <paramref name="fs"/> on <paramref name="mountPoint"/> (as root with
@@ -84,7 +87,7 @@ public sealed unsafe class FuseSession : IDisposable
                 // loop device), as every btrfs subvolume mount shows the device: that is also how
                 // `reservoir umount` tells them from other mounts below (MountTreeUnmount).
                 string shown = MountInfo.At(mp)?.Source ?? source;
-                s.Submounts = new SubvolumeMounts(fs, imagePath, mp, shown, bridge.RootNode, bridge.MountToken, options, log);
+                s.Submounts = new SubvolumeMounts(fs, imagePath, mp, shown, bridge.RootNode, bridge.MountToken, options, log, s._watch);
                 bridge.Submounts = s.Submounts;
                 s.Submounts.Main = bridge;
                 int n = s.Submounts.MountExisting(TimeSpan.FromMinutes(5));
@@ -175,6 +178,7 @@ public sealed unsafe class FuseSession : IDisposable
     private void Loop()
     {
         using var b = new RequestBuffers();
+        var slot = _watch.Take(Thread.CurrentThread.Name ?? "a request thread");
         try
         {
             // Until the kernel ends the connection, never before: see Dispose.
@@ -183,11 +187,15 @@ public sealed unsafe class FuseSession : IDisposable
                 var got = ReadRequest(_fd, b.Request, out nint n, _log, MountPoint);
                 if (got == ReadOutcome.Retry) continue;
                 if (got != ReadOutcome.Request) { _unmounted = got == ReadOutcome.Unmounted; break; }
-                Answer(_fd, _bridge, b.Request, n, b.Reply, _log);
+                Answer(_fd, _bridge, b.Request, n, b.Reply, _log, slot);
                 if (_threadsQuitForTest) break;
             }
         }
-        finally { Interlocked.Decrement(ref _running); }
+        finally
+        {
+            _watch.Release(slot);
+            Interlocked.Decrement(ref _running);
+        }
     }
 
     internal enum ReadOutcome { Request, Retry, Unmounted, Failed }
@@ -235,11 +243,12 @@ public sealed unsafe class FuseSession : IDisposable
     /// <summary>Handles the request of <paramref name="n"/> bytes in <paramref name="buf"/> and
     /// writes its reply (if it has one) to <paramref name="fd"/>. A request never kills the
     /// daemon: whatever it throws is answered EIO and logged.</summary>
-    internal static void Answer(int fd, FuseBridge bridge, byte* buf, nint n, byte* reply, Action<string> log)
+    internal static void Answer(int fd, FuseBridge bridge, byte* buf, nint n, byte* reply, Action<string> log, RequestWatch.Slot? slot = null)
     {
         var req = new ReadOnlySpan<byte>(buf, (int)n);
         var outBuf = new Span<byte>(reply, BufferSize);
         int len;
+        slot?.Begin(req);
         try { len = bridge.Handle(req, outBuf); }
         catch (Exception ex)
         {
@@ -247,6 +256,7 @@ public sealed unsafe class FuseSession : IDisposable
             var w = new ReplyWriter(outBuf);
             len = w.Finish(new RequestReader(req).Unique, (int)Errno.EIO).Length;
         }
+        finally { slot?.End(); }
         if (len <= 0) return; // FORGET: no reply
         nint wr = Libc.Write(fd, reply, len);
         if (wr < 0 && Libc.Errno is not (Libc.ENOENT or Libc.ENODEV)) log($"fuse: reply write failed: errno {Libc.Errno}");
@@ -329,6 +339,7 @@ public sealed unsafe class FuseSession : IDisposable
         stopped &= _deferredThread?.Join(TimeSpan.FromSeconds(30)) ?? true;
         if (stopped) Libc.Close(_fd);
         else _log($"fuse: a thread of the session on {MountPoint} did not stop; its /dev/fuse descriptor stays open");
+        _watch.Dispose();
     }
 
     private bool JoinThreads(TimeSpan limit)

@@ -35,6 +35,8 @@ public sealed class FuseMountOptions
     /// switch) makes every fsync commit.</summary>
     public bool FsyncLog { get; set; } = true;
     public int Threads { get; set; } = Math.Clamp(Environment.ProcessorCount, 2, 8);
+    /// <summary>A request in flight this long is said in the log (<see cref="RequestWatch"/>).</summary>
+    public TimeSpan SlowRequestAfter { get; set; } = TimeSpan.FromMinutes(1);
     public double AttrTimeoutSeconds { get; set; } = 1.0;
     /// <summary>cache=SIZE: the daemon's page cache budget (DataOptions.PageCacheBytes; 256 MiB
     /// when not given), at least <see cref="MinCacheBytes"/>. What the daemon's memory grows to

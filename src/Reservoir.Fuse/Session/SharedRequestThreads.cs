@@ -18,10 +18,12 @@ internal sealed unsafe class SharedRequestThreads : IDisposable
     private readonly List<Thread> _threads = new();
     private readonly Action<string> _log;
     private volatile bool _stopping;
+    private readonly RequestWatch? _watch;
 
-    public SharedRequestThreads(int threads, Action<string> log)
+    public SharedRequestThreads(int threads, Action<string> log, RequestWatch? watch = null)
     {
         _log = log;
+        _watch = watch;
         _ep = Libc.EpollCreate1(Libc.O_CLOEXEC);
         if (_ep < 0) throw new Common.FsException(Common.Errno.EIO, $"epoll_create1 failed: errno {Libc.Errno}");
         for (int i = 0; i < threads; i++)
@@ -51,6 +53,13 @@ internal sealed unsafe class SharedRequestThreads : IDisposable
     {
         using var b = new FuseSession.RequestBuffers();
         byte* ev = stackalloc byte[16];
+        var slot = _watch?.Take(Thread.CurrentThread.Name ?? "a submount thread");
+        try { LoopWith(b, ev, slot); }
+        finally { if (slot != null) _watch!.Release(slot); }
+    }
+
+    private void LoopWith(FuseSession.RequestBuffers b, byte* ev, RequestWatch.Slot? slot)
+    {
         while (!_stopping)
         {
             // A timeout, so that Dispose is noticed without a wake-up descriptor.
@@ -72,7 +81,7 @@ internal sealed unsafe class SharedRequestThreads : IDisposable
                 }
                 // Armed again before answering: another thread may take its next request.
                 Arm(c, Libc.EPOLL_CTL_MOD);
-                if (got == FuseSession.ReadOutcome.Request) FuseSession.Answer(c.Fd, c.Bridge, b.Request, r, b.Reply, _log);
+                if (got == FuseSession.ReadOutcome.Request) FuseSession.Answer(c.Fd, c.Bridge, b.Request, r, b.Reply, _log, slot);
             }
             finally { c.Exit(); }
         }
@@ -81,19 +90,24 @@ internal sealed unsafe class SharedRequestThreads : IDisposable
     /// <summary>A thread of a connection's own: blocking reads of its (blocking) descriptor until
     /// the kernel ends it. It holds the connection entered while it waits in read(2), so the
     /// descriptor is closed only when every such thread has read ENODEV.</summary>
-    public static void ServeBlocking(SubmountConnection c, Action<string> log)
+    public static void ServeBlocking(SubmountConnection c, Action<string> log, RequestWatch? watch = null)
     {
         using var b = new FuseSession.RequestBuffers();
-        while (c.TryEnter())
+        var slot = watch?.Take(Thread.CurrentThread.Name ?? "a submount thread");
+        try
         {
-            try
+            while (c.TryEnter())
             {
-                var got = FuseSession.ReadRequest(c.Fd, b.Request, out nint r, log, c.MountPoint);
-                if (got is FuseSession.ReadOutcome.Unmounted or FuseSession.ReadOutcome.Failed) c.End();
-                else if (got == FuseSession.ReadOutcome.Request) FuseSession.Answer(c.Fd, c.Bridge, b.Request, r, b.Reply, log);
+                try
+                {
+                    var got = FuseSession.ReadRequest(c.Fd, b.Request, out nint r, log, c.MountPoint);
+                    if (got is FuseSession.ReadOutcome.Unmounted or FuseSession.ReadOutcome.Failed) c.End();
+                    else if (got == FuseSession.ReadOutcome.Request) FuseSession.Answer(c.Fd, c.Bridge, b.Request, r, b.Reply, log, slot);
+                }
+                finally { c.Exit(); }
             }
-            finally { c.Exit(); }
         }
+        finally { if (slot != null) watch!.Release(slot); }
     }
 
     public void Dispose()

@@ -39,6 +39,8 @@ public sealed class SubvolumeMounts : IDisposable
     private readonly string _rootPath; // the mount root's path from the top-level root ("" for it)
     private readonly ulong _token;
     private readonly SharedRequestThreads _threads;
+    /// <summary>The main mount's watch of long requests, which the submounts' threads report to.</summary>
+    private readonly RequestWatch? _watch;
     /// <summary>Mounts to make, in order, by the submount thread; each with the event set when done.</summary>
     private readonly BlockingCollection<(Func<int> Work, TaskCompletionSource<int> Done)> _work = new();
     private readonly Thread _worker;
@@ -59,8 +61,9 @@ public sealed class SubvolumeMounts : IDisposable
     /// decremented by whichever thread closes one).</summary>
     private int _dedicated;
 
-    internal SubvolumeMounts(Filesystem fs, string image, string mountPoint, string source, ulong rootNode, ulong token, FuseMountOptions options, Action<string> log)
+    internal SubvolumeMounts(Filesystem fs, string image, string mountPoint, string source, ulong rootNode, ulong token, FuseMountOptions options, Action<string> log, RequestWatch? watch = null)
     {
+        _watch = watch;
         _fs = fs;
         _image = image;
         _mountPoint = mountPoint.TrimEnd('/');
@@ -71,7 +74,7 @@ public sealed class SubvolumeMounts : IDisposable
         var e = fs.ShowSubvolume(rootNode, out var root);
         if (e != Errno.OK) throw new FsException(e, "submounts: the mount's root is not a subvolume's root");
         _rootPath = root.Path;
-        _threads = new SharedRequestThreads(options.Threads, log);
+        _threads = new SharedRequestThreads(options.Threads, log, watch);
         _worker = new Thread(RunWork) { Name = "fuse-submounts", IsBackground = true };
         _worker.Start();
         _deferredThread = new Thread(RunDeferred) { Name = "fuse-sub-notify", IsBackground = true };
@@ -191,7 +194,7 @@ public sealed class SubvolumeMounts : IDisposable
         {
             Interlocked.Increment(ref _dedicated);
             for (int i = 0; i < Math.Max(2, _options.Threads); i++)
-                new Thread(() => SharedRequestThreads.ServeBlocking(c, _log)) { Name = $"fuse-sv{id}-{i}", IsBackground = true }.Start();
+                new Thread(() => SharedRequestThreads.ServeBlocking(c, _log, _watch)) { Name = $"fuse-sv{id}-{i}", IsBackground = true }.Start();
         }
         else _threads.Add(c);
         c.Device = Libc.DeviceOf(mp);

@@ -31,7 +31,7 @@ internal sealed class MountedImage : IDisposable
         if (Environment.UserName != "root") throw new Xunit.Sdk.XunitException("this test mounts with mount(2) and needs root");
     }
 
-    public MountedImage(ulong size = 512UL << 20, bool quota = false, bool allowOther = false, bool defaultPermissions = false, string? options = null, Action<Filesystem>? before = null)
+    public MountedImage(ulong size = 512UL << 20, bool quota = false, bool allowOther = false, bool defaultPermissions = false, string? options = null, Action<Filesystem>? before = null, Action<FuseMountOptions>? tune = null)
     {
         RequireFuse();
         var root = Directory.CreateTempSubdirectory("reservoir-mnt-").FullName;
@@ -42,6 +42,7 @@ internal sealed class MountedImage : IDisposable
         Filesystem.Format(_dev);
         var o = new FuseMountOptions { Threads = 4, AllowOther = allowOther, DefaultPermissions = defaultPermissions, CommitSeconds = 5 };
         Xunit.Assert.Empty(o.Parse(options));
+        tune?.Invoke(o);
         Fs = Filesystem.Mount(_dev, o.EngineOptions());
         // As `reservoir mount` serves: root's sends and receives through the mount are written
         // and applied by the daemon.

@@ -163,4 +163,28 @@ public class UnmountTests
         }
         finally { m.Dispose(); }
     }
+
+    /// <summary>A request the daemon takes long over is said in its log, once, naming the
+    /// request and the node (here a create held 1.5 s inside the engine, past a 300 ms
+    /// threshold); quick requests are not.</summary>
+    [Fact]
+    public void ARequestInFlightPastTheThresholdIsSaidOnce()
+    {
+        using var m = new MountedImage(tune: o => o.SlowRequestAfter = TimeSpan.FromMilliseconds(300));
+        m.Run("echo quick > a && cat a > /dev/null");
+        int calls = 0;
+        m.Fs.InjectTransactionStartFaults(() =>
+        {
+            // The first start on a request thread (not the flusher's or the committer's).
+            if (Thread.CurrentThread.Name?.StartsWith("fuse-", StringComparison.Ordinal) == true && Interlocked.Increment(ref calls) == 1) Thread.Sleep(1500);
+            return Reservoir.Common.Errno.OK;
+        });
+        m.Run("touch slow");
+        m.Fs.InjectTransactionStartFaults(null);
+        List<string> said;
+        lock (m.Log) said = m.Log.Where(l => l.Contains("in flight")).ToList();
+        var line = Assert.Single(said);
+        Assert.Contains("request Create", line);
+        Assert.Contains("on node 1 ", line);
+    }
 }
