@@ -46,13 +46,21 @@ public class HotPathAllocationTests : IDisposable
     public void Dispose() => _fs.Dispose();
 
     /// <summary>Bytes the calling thread allocates per call of <paramref name="op"/>, after
-    /// as many calls to warm up.</summary>
+    /// as many calls to warm up: the least of three rounds. An allocation per call shows in
+    /// every round; a one-off does not fail the rule "nothing per block" (a full suite's CI run
+    /// once measured 1.28 bytes a WRITE: some 2.5 KB allocated once in 2,000 calls, never
+    /// again in isolation).</summary>
     private static double BytesPerCall(Action op)
     {
         for (int i = 0; i < Calls; i++) op();
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < Calls; i++) op();
-        return (GC.GetAllocatedBytesForCurrentThread() - before) / (double)Calls;
+        double least = double.MaxValue;
+        for (int round = 0; round < 3; round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < Calls; i++) op();
+            least = Math.Min(least, (GC.GetAllocatedBytesForCurrentThread() - before) / (double)Calls);
+        }
+        return least;
     }
 
     [Fact]
