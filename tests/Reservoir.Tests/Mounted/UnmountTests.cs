@@ -97,16 +97,23 @@ public class UnmountTests
             var dev = Libc.DeviceOf(m.Dir);
             string output = Path.Combine(Path.GetDirectoryName(m.Image)!, "user.out");
             m.Session!.LastUserGrace = TimeSpan.FromSeconds(1);
-            using var user = System.Diagnostics.Process.Start("bash", ["-c", $"exec > {output} 2>&1; cd {m.Dir} && sleep 4; cat f; echo rc=$?"]);
-            Thread.Sleep(300);
+            // The program says when it is in the mount (a marker outside it), so the unmount
+            // finds it there: busy, detached lazily.
+            string marker = output + ".in";
+            using var user = System.Diagnostics.Process.Start("bash", ["-c", $"exec > {output} 2>&1; cd {m.Dir} && touch {marker} && sleep 4; cat f; echo rc=$?"]);
+            var wait = System.Diagnostics.Stopwatch.StartNew();
+            while (!File.Exists(marker) && wait.Elapsed < TimeSpan.FromSeconds(30)) Thread.Sleep(10);
+            Assert.True(File.Exists(marker), "the program did not get into the mount");
             var sw = System.Diagnostics.Stopwatch.StartNew();
             WithinOrAbort(TimeSpan.FromSeconds(30), dev, m.Unmount);
-            Assert.True(sw.Elapsed < TimeSpan.FromSeconds(4), $"the unmount waited {sw.Elapsed.TotalSeconds:0.0} s, past the 1 s grace, for the program");
+            var took = sw.Elapsed;
             Assert.True(user.WaitForExit(30_000));
-            string said = File.ReadAllText(output);
-            Assert.Contains("Transport endpoint is not connected", said);
-            Assert.Contains("rc=1", said);
-            lock (m.Log) Assert.Contains(m.Log, l => l.Contains("its connection is aborted"));
+            string said = File.ReadAllText(output), log;
+            lock (m.Log) log = string.Join("\n", m.Log);
+            string why = $"unmount took {took.TotalSeconds:0.0} s; the program said: {said}; the session said: {log}";
+            Assert.True(took < TimeSpan.FromSeconds(4), "the unmount waited past the 1 s grace for the program; " + why);
+            Assert.True(log.Contains("its connection is aborted"), why);
+            Assert.True(said.Contains("Transport endpoint is not connected") && said.Contains("rc=1"), why);
         }
         finally { m.Dispose(); }
     }
