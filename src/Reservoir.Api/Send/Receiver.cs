@@ -262,7 +262,9 @@ public static class Receiver
     /// takes <c>unencoded_file_len</c> bytes from <c>unencoded_offset</c> at its offset.</summary>
     private static void EncodedWrite(SendStreamReader r, IReceiveTarget t)
     {
-        if (r.Number(SendAttr.Encryption) != 0) throw r.Error("ENCODED_WRITE of encrypted data");
+        // No ENCRYPTION attribute means none, as btrfs receive reads it (a stream from the
+        // kernel's btrfs through the mount once came without it).
+        if (r.Has(SendAttr.Encryption) && r.Number(SendAttr.Encryption) != 0) throw r.Error("ENCODED_WRITE of encrypted data");
         ulong fileLen = r.U64(SendAttr.UnencodedFileLen), len = r.U64(SendAttr.UnencodedLen), at = r.U64(SendAttr.UnencodedOffset);
         if (len > EncodedExtent.MaxUnencoded || at > len || fileLen > len - at)
             throw r.Error($"ENCODED_WRITE of {fileLen} bytes at {at} of an extent of {len}");

@@ -42,6 +42,48 @@ public sealed class SendStreamV2Tests
         FsckAssert.Clean(dev);
     }
 
+    /// <summary>An ENCODED_WRITE without the ENCRYPTION attribute (no encryption) decodes as
+    /// one with it: a receive of a stream from the kernel's btrfs through the mount once failed
+    /// with "EncodedWrite: attribute Encryption missing". The fixture's ENCODED_WRITEs are framed
+    /// again without it.</summary>
+    [Fact]
+    public void AnEncodedWriteWithoutItsEncryptionAttributeIsUnencrypted()
+    {
+        var original = Fixture("v2-zstd.stream");
+        var ms = new MemoryStream();
+        ms.Write(original, 0, 17); // the stream header
+        int stripped = 0;
+        foreach (var (at, len, type) in Commands(original))
+        {
+            int body = at + SendStreamFormat.CommandHeaderSize;
+            var kept = new List<byte>();
+            for (int p = body; p < body + len;)
+            {
+                int t = BinaryPrimitives.ReadUInt16LittleEndian(original.AsSpan(p));
+                if (t == (int)SendAttr.Data) { kept.AddRange(original.AsSpan(p, body + len - p).ToArray()); break; }
+                int l = BinaryPrimitives.ReadUInt16LittleEndian(original.AsSpan(p + 2));
+                if (type == (ushort)SendCommand.EncodedWrite && t == (int)SendAttr.Encryption) stripped++;
+                else kept.AddRange(original.AsSpan(p, 4 + l).ToArray());
+                p += 4 + l;
+            }
+            var cmd = new byte[SendStreamFormat.CommandHeaderSize + kept.Count];
+            BinaryPrimitives.WriteUInt32LittleEndian(cmd, (uint)kept.Count);
+            BinaryPrimitives.WriteUInt16LittleEndian(cmd.AsSpan(4), type);
+            kept.CopyTo(cmd, SendStreamFormat.CommandHeaderSize);
+            BinaryPrimitives.WriteUInt32LittleEndian(cmd.AsSpan(6), SendStreamFormat.Crc(cmd));
+            ms.Write(cmd);
+        }
+        Assert.Equal(4, stripped);
+        var dev = TestFs.NewDevice(128UL << 20);
+        using (var fs = ReservoirFileSystem.Open(dev, Opts))
+        {
+            Assert.Equal("s1", fs.Receive(new MemoryStream(ms.ToArray()), "/").Single().Name);
+            Assert.Equal(Text(), fs.ReadAllBytes("/s1/text"));
+            Assert.Equal(Numbers(), fs.ReadAllBytes("/s1/numbers"));
+        }
+        FsckAssert.Clean(dev);
+    }
+
     [Fact]
     public void AnIncrementalVersion2StreamPunchesItsHole()
     {
