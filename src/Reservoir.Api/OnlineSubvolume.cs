@@ -128,6 +128,32 @@ public static class OnlineSubvolume
     public static Errno SetReadOnly(string path, bool ro) =>
         OnDirectory(path, fd => Ioctl(fd, IocSubvolSetRo, BitConverter.GetBytes(ro ? 1UL : 0UL)));
 
+    private const uint IocSubvolGetFlags = 0x80089419; // btrfs's SUBVOL_GETFLAGS, _IOR(0x94, 25, u64)
+
+    /// <summary>Whether the subvolume whose root is <paramref name="path"/> is read-only
+    /// (btrfs's SUBVOL_GETFLAGS through the mount); EINVAL when the path is no subvolume's
+    /// root, ENOTTY when it is not on a mounted Reservoir.</summary>
+    public static Errno GetReadOnly(string path, out bool ro)
+    {
+        var flags = new byte[8];
+        var e = OnDirectory(path, fd => Ioctl(fd, IocSubvolGetFlags, flags));
+        ro = e == Errno.OK && (BinaryPrimitives.ReadUInt64LittleEndian(flags) & 2) != 0;
+        return e;
+    }
+
+    /// <summary>Whether <paramref name="path"/> is the root of a mount (its parent is on
+    /// another device, or is itself: "/"): what btrfs's property commands take for the
+    /// filesystem object, whose property is the label.</summary>
+    public static bool IsMountRoot(string path)
+    {
+        var a = new byte[256];
+        var b = new byte[256];
+        if (StatPath(path, a) != 0 || StatPath(Path.Combine(path, ".."), b) != 0) return false;
+        // struct stat (x86-64 and aarch64): st_dev at 0, st_ino at 8.
+        bool sameDevice = a.AsSpan(0, 8).SequenceEqual(b.AsSpan(0, 8));
+        return !sameDevice || a.AsSpan(8, 8).SequenceEqual(b.AsSpan(8, 8));
+    }
+
     /// <summary>The subvolume id whose root directory <paramref name="path"/> is, from its inode
     /// number through the mount (tree id &lt;&lt; 40 | inode; the top level's are plain); null if
     /// the path is a directory inside a subvolume, not its root.</summary>

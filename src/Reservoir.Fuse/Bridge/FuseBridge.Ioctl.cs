@@ -121,6 +121,12 @@ internal sealed partial class FuseBridge
     /// <summary>Reservoir's: _IOW('R', 2, u64) on a subvolume's root: read-only (1) or not (0).</summary>
     internal const uint IocSubvolSetRo = 0x40000000 | (8 << 16) | (0x52 << 8) | 2;
 
+    /// <summary>btrfs's SUBVOL_GETFLAGS, _IOR(0x94, 25, u64), on a subvolume's root: its flags,
+    /// BTRFS_SUBVOL_RDONLY (2) when it is read-only; EINVAL on any other directory, as btrfs
+    /// answers. Anyone may ask (btrfs checks nothing either): `property get PATH ro`.</summary>
+    internal const uint IocSubvolGetFlags = 0x80089419;
+    private const ulong SubvolRdonly = 2;
+
     private Errno SubvolList(ref RequestReader r, ref ReplyWriter w, uint inSize, uint outSize)
     {
         if (inSize != SubvolListSize || outSize != SubvolListSize || !r.TryBytes((int)inSize, out var arg)) return Errno.EINVAL;
@@ -222,7 +228,7 @@ internal sealed partial class FuseBridge
         if (!r.TryStruct(32, out var s)) return Errno.EINVAL;
         uint flags = U32(s, 8), cmd = U32(s, 12), inSize = U32(s, 24);
         const uint Unrestricted = 2, Dir = 16;
-        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo or IocSetReceived
+        if ((flags & Unrestricted) != 0 || cmd is not (IocSubvolCreate or IocSnapDestroy or IocSnapCreate or IocSubvolList or IocSubvolSetRo or IocSubvolGetFlags or IocSetReceived
                 or IocQgroupList or IocQuotaCtl or IocQgroupRelations or IocSpaceInfo or IocFsIdentity or FsIocGetFlags or FsIocSetFlags or FsIocFsGetXattr or FsIocFsSetXattr or FiTrim or IocResize or IocBtrfsResize or FsIocGetFsLabel or FsIocSetFsLabel or IocDiskUsage or IocExtentMap
                 or IocChangedInodes or IocInodeNames or IocExtentReferrers or IocFindNew or IocDaemonSend or IocDaemonSendOutcome or IocDaemonReceive)) return Errno.ENOTTY;
         if (cmd == IocFsIdentity) return Identity(ref w, ino, U32(s, 28)); // on files too
@@ -269,6 +275,15 @@ internal sealed partial class FuseBridge
             var qe = QuotaCtl(BinaryPrimitives.ReadUInt64LittleEndian(ctl), BinaryPrimitives.ReadUInt64LittleEndian(ctl[8..]), BinaryPrimitives.ReadUInt64LittleEndian(ctl[16..]));
             if (qe != Errno.OK) return qe;
             IoctlDone(ref w);
+            return Errno.OK;
+        }
+        if (cmd == IocSubvolGetFlags)
+        {
+            if (U32(s, 28) != 8) return Errno.EINVAL;
+            var ge = fs.GetSubvolumeReadOnly(ino, out bool ro);
+            if (ge != Errno.OK) return ge;
+            IoctlDone(ref w);
+            BinaryPrimitives.WriteUInt64LittleEndian(w.Take(8), ro ? SubvolRdonly : 0);
             return Errno.OK;
         }
         if (cmd == IocSubvolSetRo)

@@ -472,7 +472,12 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("subvolume", "set-default", "5", Img).Code);
         Assert.Equal(0, Run("property", "set", Img, "/srv", "ro", "true").Code);
         Assert.Equal("ro=true\n", Run("property", "get", Img, "/srv").Out);
-        Assert.Equal("ro=false\n", Run("property", "get", Img, "/").Out);
+        // "/" is the filesystem as well (btrfs's get on a mount's root): ro and label.
+        Assert.Equal(0, Run("property", "set", Img, "/", "label", "tag").Code);
+        Assert.Equal("ro=false\nlabel=tag\n", Run("property", "get", Img, "/").Out);
+        var noLabel = Run("property", "get", Img, "/srv", "label");
+        Assert.Equal((1, "reservoir property get: object is not compatible with property: label\n"), (noLabel.Code, noLabel.Err));
+        Assert.Equal("ro                  read-only status of a subvolume\n", Run("property", "list", Img, "/srv").Out);
         Assert.Equal(1, Run("property", "get", Img, "/nothere").Code);
         Assert.Equal(0, Run("subvolume", "set-default", "256", Img).Code);
         Assert.StartsWith("ID 256", Run("subvolume", "get-default", Img).Out);

@@ -361,6 +361,38 @@ public class SubvolumeMountTests
     }
 
     /// <summary>
+    /// `property get|set|list` on the mount, answering what btrfs-progs answers on a kernel
+    /// btrfs (recorded from `btrfs property` on a loop device): the mount's root has ro and
+    /// label, a subvolume ro, a plain directory nothing (and succeeds); a property the object
+    /// has not is "not compatible" and fails, an unknown one fails; `-t` keeps to one type;
+    /// what set changes, get and the filesystem show (a read-only subvolume refuses a create).
+    /// </summary>
+    [Fact]
+    public void PropertiesOnTheMountAnswerAsBtrfsProgs()
+    {
+        string cli = $"dotnet {Path.Combine(AppContext.BaseDirectory, "reservoir.dll")}";
+        using var m = new MountedImage();
+        TestFs.Ok(m.Fs.CreateSubvolume(Filesystem.RootIno, "sv", 0, 0, out _));
+        m.Run("mkdir d");
+        Assert.Equal("ro=false\nlabel=\n", m.Run($"{cli} property get ."));
+        Assert.Equal("ro=false\n", m.Run($"{cli} property get sv"));
+        Assert.Equal((0, ""), MountedImage.Sh($"{cli} property get d 2>&1", m.Dir));
+        var notRo = MountedImage.Sh($"{cli} property get d ro 2>&1", m.Dir);
+        Assert.Equal((1, "reservoir property get: object is not compatible with property: ro\n"), (notRo.Code, notRo.Out));
+        var notLabel = MountedImage.Sh($"{cli} property get sv label 2>&1", m.Dir);
+        Assert.Equal((1, "reservoir property get: object is not compatible with property: label\n"), (notLabel.Code, notLabel.Out));
+        Assert.Equal(1, MountedImage.Sh($"{cli} property get sv bogus", m.Dir).Code);
+        Assert.Equal("ro                  read-only status of a subvolume\nlabel               label of the filesystem\n", m.Run($"{cli} property list ."));
+        Assert.Equal("ro                  read-only status of a subvolume\n", m.Run($"{cli} property list -t s ."));
+        m.Run($"{cli} property set sv ro true && {cli} property set . label hello");
+        Assert.Equal("ro=true\n", m.Run($"{cli} property get -t subvol sv"));
+        Assert.Equal("label=hello\n", m.Run($"{cli} property get -t f ."));
+        Assert.NotEqual(0, MountedImage.Sh("touch sv/x", m.Dir).Code);
+        Assert.Equal("hello", m.Fs.Label);
+        m.Run($"{cli} property set sv ro false && touch sv/x");
+    }
+
+    /// <summary>
     /// The quota and subvolume administration commands on a mounted filesystem (online, as
     /// btrfs-progs' on a mount point): quota enable, a level-1 group with a member and a limit
     /// that a program then runs into, show with parents and children, destroy refused while it
