@@ -126,7 +126,8 @@ internal static class FilesystemInfoCommands
     {
         var image = FilesystemCommands.ImageOrMount();
         var label = new Argument<string?>("label") { Description = "The new label (at most 255 bytes); without it, the label is printed", Arity = ArgumentArity.ZeroOrOne };
-        var cmd = new Command("label", "Print or change the filesystem's label") { image, label };
+        var format = CommonOptions.Format();
+        var cmd = new Command("label", "Print or change the filesystem's label") { image, label, format };
         cmd.SetAction(pr =>
         {
             string at = pr.GetValue(image)!;
@@ -143,7 +144,8 @@ internal static class FilesystemInfoCommands
                     e = Errno.OK;
                 }
                 if (e != Errno.OK) return FilesystemCommands.Failed(ctx, "label", at, e);
-                ctx.Out.WriteLine(got);
+                if (CommonOptions.IsJson(pr, format)) ctx.Json(new { label = got });
+                else ctx.Out.WriteLine(got);
                 return 0;
             }
             if (System.Text.Encoding.UTF8.GetByteCount(set) >= 256)

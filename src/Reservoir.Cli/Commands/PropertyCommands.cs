@@ -45,21 +45,27 @@ internal static class PropertyCommands
         var second = new Argument<string?>("name-or-path") { Description = "Online: the property (ro, label); offline: the path inside the image", Arity = ArgumentArity.ZeroOrOne };
         var third = new Argument<string?>("name") { Description = "Offline: the property (ro, label)", Arity = ArgumentArity.ZeroOrOne };
         var type = TypeOption();
-        var get = new Command("get", "Print a property, or every property of the object") { first, second, third, type };
+        var format = CommonOptions.Format();
+        var get = new Command("get", "Print a property, or every property of the object") { first, second, third, type, format };
         get.SetAction(pr =>
         {
             var o = ObjectOf(ctx, "get", pr.GetValue(first)!, pr.GetValue(second), pr.GetValue(third), pr.GetValue(type), wantsValue: false, out string? name, out _);
             if (o == null) return 1;
             using (o)
             {
-                if (name != null)
-                {
-                    var p = Find(ctx, "get", name, o.Types);
-                    if (p == null) return 1;
-                    return Print(ctx, o, p.Value.Name) ? 0 : 1;
-                }
+                // JSON: one object, each property the object has by its name (ro a boolean).
+                if (name != null && Find(ctx, "get", name, o.Types) == null) return 1;
+                var values = new Dictionary<string, object>();
                 foreach (var p in Known)
-                    if ((o.Types & p.Type) != 0 && !Print(ctx, o, p.Name)) return 1;
+                {
+                    if ((name != null && p.Name != name) || (o.Types & p.Type) == 0) continue;
+                    var v = Read(ctx, o, p.Name);
+                    if (v == null) return 1;
+                    values[p.Name] = v;
+                }
+                if (CommonOptions.IsJson(pr, format)) ctx.Json(values);
+                else
+                    foreach (var (k, v) in values) ctx.Out.WriteLine($"{k}={(v is bool b ? (b ? "true" : "false") : v)}");
                 return 0;
             }
         });
@@ -113,7 +119,8 @@ internal static class PropertyCommands
         var first = new Argument<string>("object") { Description = "A path on a mounted Reservoir; or an unmounted image, then the path inside it" };
         var second = new Argument<string?>("path") { Description = "Offline: the path inside the image", Arity = ArgumentArity.ZeroOrOne };
         var type = TypeOption();
-        var list = new Command("list", "List the properties the object has") { first, second, type };
+        var format = CommonOptions.Format();
+        var list = new Command("list", "List the properties the object has") { first, second, type, format };
         list.SetAction(pr =>
         {
             bool online = Directory.Exists(pr.GetValue(first));
@@ -121,8 +128,12 @@ internal static class PropertyCommands
             var o = ObjectOf(ctx, "list", pr.GetValue(first)!, online ? null : pr.GetValue(second), null, pr.GetValue(type), wantsValue: false, out _, out _);
             if (o == null) return 1;
             using (o)
-                foreach (var p in Known)
-                    if ((o.Types & p.Type) != 0) ctx.Out.WriteLine($"{p.Name,-20}{p.Description}");
+            {
+                var has = Known.Where(p => (o.Types & p.Type) != 0).ToList();
+                if (CommonOptions.IsJson(pr, format)) ctx.Json(has.Select(p => new { name = p.Name, description = p.Description }));
+                else
+                    foreach (var p in has) ctx.Out.WriteLine($"{p.Name,-20}{p.Description}");
+            }
             return 0;
         });
         return list;
@@ -192,22 +203,23 @@ internal static class PropertyCommands
         return null;
     }
 
-    /// <summary>Prints `name=value` as btrfs does; false, with the error said, when it cannot be read.</summary>
-    private static bool Print(CliContext ctx, Target o, string name)
+    /// <summary>A property's value (ro a bool, label a string); null, with the error said,
+    /// when it cannot be read.</summary>
+    private static object? Read(CliContext ctx, Target o, string name)
     {
         Errno e;
-        string value;
+        object value;
         if (name == "ro")
         {
             bool ro = false;
             e = o.Online ? OnlineSubvolume.GetReadOnly(o.Where, out ro) : o.Image!.Engine.GetSubvolumeReadOnly(o.Node, out ro);
-            value = ro ? "true" : "false";
+            value = ro;
         }
-        else if (o.Online) e = OnlineSubvolume.Label(o.Where, out value);
+        else if (o.Online) { e = OnlineSubvolume.Label(o.Where, out var label); value = label; }
         else (e, value) = (Errno.OK, o.Image!.Label);
-        if (e != Errno.OK) { ctx.Err.WriteLine($"reservoir property get: {o.Where}: {Describe(e)}"); return false; }
-        ctx.Out.WriteLine($"{name}={value}");
-        return true;
+        if (e == Errno.OK) return value;
+        ctx.Err.WriteLine($"reservoir property get: {o.Where}: {Describe(e)}");
+        return null;
     }
 
     private static string Describe(Errno e) => e switch

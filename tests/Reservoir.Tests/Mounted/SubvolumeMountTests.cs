@@ -387,6 +387,9 @@ public class SubvolumeMountTests
         m.Run($"{cli} property set sv ro true && {cli} property set . label hello");
         Assert.Equal("ro=true\n", m.Run($"{cli} property get -t subvol sv"));
         Assert.Equal("label=hello\n", m.Run($"{cli} property get -t f ."));
+        var json = JsonDocument.Parse(m.Run($"{cli} property get . --format json")).RootElement;
+        Assert.Equal((false, "hello"), (json.GetProperty("ro").GetBoolean(), json.GetProperty("label").GetString()));
+        Assert.Equal("hello", JsonDocument.Parse(m.Run($"{cli} filesystem label . --format json")).RootElement.GetProperty("label").GetString());
         Assert.NotEqual(0, MountedImage.Sh("touch sv/x", m.Dir).Code);
         Assert.Equal("hello", m.Fs.Label);
         m.Run($"{cli} property set sv ro false && touch sv/x");
