@@ -4,15 +4,41 @@ using Reservoir.Engine;
 
 namespace Reservoir.Cli.Commands;
 
-/// <summary>`reservoir filesystem usage IMAGE|PATH`: space by kind, on an unmounted image or
-/// through a mount, shaped like btrfs-progs' `filesystem usage` (overall figures, then the data
-/// and metadata block groups, each on the one device: the image).</summary>
+/// <summary>`reservoir filesystem …`: usage, trim, resize, show, df, label, sync, du, each on an
+/// unmounted image or through a mount, shaped like btrfs-progs' commands of those names.</summary>
 internal static class FilesystemCommands
 {
     public static IEnumerable<Command> Build(CliContext ctx) => [Filesystem(ctx)];
 
     /// <summary>The argument every `filesystem` command takes: an image, or a path on a mount.</summary>
     internal static Argument<string> ImageOrMount() => new("image") { Description = "An unmounted image, or a directory on a mounted Reservoir" };
+
+    /// <summary>The filesystem's one device as btrfs-progs names it in `filesystem show` and
+    /// `usage`: on a mount, the mount's source (the loop device of a fuseblk mount, else the
+    /// image), from the mount table; offline, the image's full path.</summary>
+    internal static string DevicePath(string at)
+    {
+        string full = Path.GetFullPath(at);
+        if (!Directory.Exists(full)) return full;
+        try
+        {
+            string? best = null, source = null;
+            foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+            {
+                // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL…] - TYPE SOURCE SUPEROPTS
+                var f = line.Split(' ');
+                int dash = Array.IndexOf(f, "-");
+                if (f.Length < 5 || dash < 0 || dash + 2 >= f.Length) continue;
+                string mp = Unescape(f[4]);
+                bool under = full == mp || full.StartsWith(mp.EndsWith('/') ? mp : mp + "/", StringComparison.Ordinal);
+                if (under && (best == null || mp.Length >= best.Length)) (best, source) = (mp, Unescape(f[dash + 2]));
+            }
+            return source ?? full;
+        }
+        catch (IOException) { return full; }
+        // The mount table writes space, tab, newline and backslash as octal escapes.
+        static string Unescape(string v) => System.Text.RegularExpressions.Regex.Replace(v, @"\\([0-7]{3})", m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString());
+    }
 
     /// <summary>Says why `filesystem WHAT` failed at <paramref name="at"/> (ENOTTY: the path is
     /// not on a Reservoir mount; else <paramref name="why"/> or the errno) and returns exit 1.</summary>
@@ -109,77 +135,7 @@ internal static class FilesystemCommands
     private static Command Filesystem(CliContext ctx)
     {
         var cmd = new Command("filesystem", "Filesystem-wide information");
-        var image = ImageOrMount();
-        var format = CommonOptions.Format();
-        var raw = new Option<bool>("-b") { Description = "Print raw byte counts (as --raw)" };
-        var sizes = new SizeFormat.Options();
-        var usage = new Command("usage", "Show allocated, used and free space by kind") { image, raw, format };
-        sizes.AddTo(usage);
-        usage.SetAction(pr =>
-        {
-            string at = pr.GetValue(image)!;
-            SpaceReport s;
-            ulong dfFree;
-            if (Directory.Exists(at))
-            {
-                var e = OnlineSubvolume.Space(at, out s, out dfFree);
-                if (e != Errno.OK)
-                {
-                    return Failed(ctx, "usage", at, e);
-                }
-            }
-            else
-            {
-                using var mounted = InspectCommand.MountRo(at);
-                s = mounted.Fs.Space();
-                mounted.Fs.StatFs(out var st);
-                dfFree = st.BlocksAvail * st.BlockSize;
-            }
-            ulong allocated = s.DataTotal + s.MetaTotal;
-            ulong used = s.DataUsed + s.MetaUsed;
-            // Free as btrfs estimates it: what is left in data groups plus the unallocated slots
-            // (metadata and data are both single: the minimum is the same).
-            ulong free = s.DataTotal - Math.Min(s.DataTotal, s.DataUsed + s.DataPinned) + s.Unallocated;
-            if (CommonOptions.IsJson(pr, format))
-            {
-                ctx.Json(new
-                {
-                    device_size = s.DeviceBytes + s.DeviceSlack, device_allocated = allocated, device_unallocated = s.Unallocated, device_slack = s.DeviceSlack, used, free_estimated = free,
-                    free_statfs_df = dfFree, global_reserve = s.GlobalReserve,
-                    data = new { profile = "single", size = s.DataTotal, used = s.DataUsed },
-                    metadata = new { profile = "single", size = s.MetaTotal, used = s.MetaUsed },
-                });
-                return 0;
-            }
-            var size = pr.GetValue(raw) ? SizeFormat.Raw : sizes.Read(pr);
-            string Sz(ulong v) => size.Format(v);
-            string Pct(ulong part, ulong whole) => whole == 0 ? "0.00" : (100.0 * part / whole).ToString("0.00", System.Globalization.CultureInfo.InvariantCulture);
-            var o = ctx.Out;
-            o.WriteLine("Overall:");
-            o.WriteLine($"    Device size:\t\t{Sz(s.DeviceBytes + s.DeviceSlack),10}");
-            o.WriteLine($"    Device allocated:\t\t{Sz(allocated),10}");
-            o.WriteLine($"    Device unallocated:\t\t{Sz(s.Unallocated),10}");
-            o.WriteLine($"    Device missing:\t\t{Sz(0),10}");
-            o.WriteLine($"    Device slack:\t\t{Sz(s.DeviceSlack),10}");
-            o.WriteLine($"    Used:\t\t\t{Sz(used),10}");
-            o.WriteLine($"    Free (estimated):\t\t{Sz(free),10}\t(min: {Sz(free)})");
-            o.WriteLine($"    Free (statfs, df):\t\t{Sz(dfFree),10}");
-            o.WriteLine($"    Data ratio:\t\t\t{"1.00",10}");
-            o.WriteLine($"    Metadata ratio:\t\t{"1.00",10}");
-            o.WriteLine($"    Global reserve:\t\t{Sz(s.GlobalReserve),10}\t(used: {Sz(0)})");
-            o.WriteLine($"    Multiple profiles:\t\t{"no",10}");
-            o.WriteLine();
-            o.WriteLine($"Data,single: Size:{Sz(s.DataTotal)}, Used:{Sz(s.DataUsed)} ({Pct(s.DataUsed, s.DataTotal)}%)");
-            o.WriteLine($"   {at}\t{Sz(s.DataTotal),10}");
-            o.WriteLine();
-            o.WriteLine($"Metadata,single: Size:{Sz(s.MetaTotal)}, Used:{Sz(s.MetaUsed)} ({Pct(s.MetaUsed, s.MetaTotal)}%)");
-            o.WriteLine($"   {at}\t{Sz(s.MetaTotal),10}");
-            o.WriteLine();
-            o.WriteLine("Unallocated:");
-            o.WriteLine($"   {at}\t{Sz(s.Unallocated),10}");
-            return 0;
-        });
-        cmd.Subcommands.Add(usage);
+        cmd.Subcommands.Add(FilesystemUsageCommand.Build(ctx));
         cmd.Subcommands.Add(Trim(ctx));
         cmd.Subcommands.Add(Resize(ctx));
         foreach (var c in FilesystemInfoCommands.Build(ctx)) cmd.Subcommands.Add(c);

@@ -74,13 +74,13 @@ internal static class FilesystemInfoCommands
             ulong size = s.DeviceBytes + s.DeviceSlack, allocated = s.DataTotal + s.MetaTotal, used = s.DataUsed + s.MetaUsed;
             if (CommonOptions.IsJson(pr, format))
             {
-                ctx.Json(new { label = f.Label, uuid = f.Fsid, total_devices = 1, bytes_used = used, devices = new[] { new { devid = 1, size, used = allocated, path = at } } });
+                ctx.Json(new { label = f.Label, uuid = f.Fsid, total_devices = 1, bytes_used = used, devices = new[] { new { devid = 1, size, used = allocated, path = FilesystemCommands.DevicePath(at) } } });
                 return 0;
             }
             var sz = pr.GetValue(raw) ? SizeFormat.Raw : SizeFormat.Human;
             ctx.Out.WriteLine($"Label: {(f.Label.Length == 0 ? "none" : $"'{f.Label}'")}  uuid: {f.Fsid}");
             ctx.Out.WriteLine($"\tTotal devices 1 FS bytes used {sz.Format(used)}");
-            ctx.Out.WriteLine($"\tdevid    1 size {sz.Format(size)} used {sz.Format(allocated)} path {at}");
+            ctx.Out.WriteLine($"\tdevid    1 size {sz.Format(size)} used {sz.Format(allocated)} path {FilesystemCommands.DevicePath(at)}");
             ctx.Out.WriteLine();
             return 0;
         });
@@ -92,7 +92,7 @@ internal static class FilesystemInfoCommands
         var image = FilesystemCommands.ImageOrMount();
         var raw = new Option<bool>("-b") { Description = "Print raw byte counts (as --raw)" };
         var format = CommonOptions.Format();
-        var sizes = new SizeFormat.Options();
+        var sizes = new SizeFormat.Options(shortUnits: true);
         var cmd = new Command("df", "Show each kind's allocated and used space, as btrfs filesystem df") { image, raw, format };
         sizes.AddTo(cmd);
         cmd.SetAction(pr =>

@@ -38,19 +38,29 @@ internal sealed class SizeFormat
     }
 
     /// <summary>The unit options of btrfs-progs' size-printing commands, added to a command.</summary>
-    public sealed class Options
+    /// <param name="shortUnits">Also the short forms `filesystem usage` and `df` have: -k, -m,
+    /// -g, -t for the units and -H for human-readable with base 1000 (qgroup show has none).</param>
+    public sealed class Options(bool shortUnits = false)
     {
         public readonly Option<bool> Raw = new("--raw") { Description = "Print raw byte counts" };
         public readonly Option<bool> Human = new("--human-readable", "-h") { Description = "Human-friendly sizes, base 1024 (the default); --help for help" };
         public readonly Option<bool> IecBase = new("--iec") { Description = "Use 1024 as a base (KiB, MiB, GiB, TiB)" };
-        public readonly Option<bool> SiBase = new("--si") { Description = "Use 1000 as a base (kB, MB, GB, TB)" };
-        public readonly Option<bool>[] Units =
-        [
-            new("--kbytes") { Description = "Sizes in KiB, or kB with --si" },
-            new("--mbytes") { Description = "Sizes in MiB, or MB with --si" },
-            new("--gbytes") { Description = "Sizes in GiB, or GB with --si" },
-            new("--tbytes") { Description = "Sizes in TiB, or TB with --si" },
-        ];
+        public readonly Option<bool> SiBase = shortUnits ? new("--si", "-H") { Description = "Use 1000 as a base (kB, MB, GB, TB)" } : new("--si") { Description = "Use 1000 as a base (kB, MB, GB, TB)" };
+        public readonly Option<bool>[] Units = shortUnits
+            ?
+            [
+                new("--kbytes", "-k") { Description = "Sizes in KiB, or kB with --si" },
+                new("--mbytes", "-m") { Description = "Sizes in MiB, or MB with --si" },
+                new("--gbytes", "-g") { Description = "Sizes in GiB, or GB with --si" },
+                new("--tbytes", "-t") { Description = "Sizes in TiB, or TB with --si" },
+            ]
+            :
+            [
+                new("--kbytes") { Description = "Sizes in KiB, or kB with --si" },
+                new("--mbytes") { Description = "Sizes in MiB, or MB with --si" },
+                new("--gbytes") { Description = "Sizes in GiB, or GB with --si" },
+                new("--tbytes") { Description = "Sizes in TiB, or TB with --si" },
+            ];
 
         public void AddTo(Command cmd)
         {

@@ -209,6 +209,16 @@ public sealed class CliTests : IDisposable
         var usage = Run("filesystem", "usage", "-b", Img).Out;
         Assert.Matches(@"Device size:\s+134217728\n", usage);
         Assert.Matches(@"Device slack:\s+33554432\n", usage);
+        // -T: btrfs's table of the device by kind, its slack in the device and total rows, every
+        // line as wide as the table (as btrfs-progs pads them).
+        var table = Run("filesystem", "usage", "-T", "-b", Img).Out.Split('\n');
+        int head = Array.FindIndex(table, l => l.StartsWith("Id Path", StringComparison.Ordinal));
+        Assert.Matches(@"^Id Path +single +single +Unallocated +Total +Slack *$", table[head]);
+        Assert.Matches(@"^ +Data +Metadata +$", table[head - 1]);
+        Assert.Matches($@"^ 1 {System.Text.RegularExpressions.Regex.Escape(Img)} +\d+ +\d+ +\d+ +134217728 +33554432$", table[head + 2]);
+        Assert.Matches(@"^   Total +\d+ +\d+ +\d+ +134217728 +33554432$", table[head + 4]);
+        Assert.Matches(@"^   Used +\d+ +\d+ +$", table[head + 5]);
+        Assert.Single(table.Skip(head - 1).Take(7).Select(l => l.Length).Distinct());
         Assert.Contains("to 128MiB", Run("filesystem", "resize", "1:max", Img).Out);
         Assert.Matches(@"Device slack:\s+0\n", Run("filesystem", "usage", "-b", Img).Out);
         var refused = Run("filesystem", "resize", "12M", Img);

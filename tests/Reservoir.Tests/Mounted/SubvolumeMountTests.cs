@@ -457,7 +457,10 @@ public class SubvolumeMountTests
             var usage = JsonDocument.Parse(m.Run($"{cli} filesystem usage --format json ."));
             Assert.Equal(ulong.Parse(m.Run("df -B1 --output=avail . | tail -1").Trim()), usage.RootElement.GetProperty("free_statfs_df").GetUInt64());
             Assert.Equal(256UL << 20, usage.RootElement.GetProperty("device_size").GetUInt64());
-            Assert.Matches(@"Data,single: Size:[0-9.]+MiB, Used:[0-9.]+MiB \([0-9.]+%\)\n", m.Run($"{cli} filesystem usage ."));
+            // The per-kind rows name the device as btrfs-progs does: the mount's source.
+            string source = m.Run($"findmnt -n -o SOURCE --target {m.Dir}").Trim();
+            Assert.Matches(@"Data,single: Size:[0-9.]+MiB, Used:[0-9.]+MiB \([0-9.]+%\)\n   " + System.Text.RegularExpressions.Regex.Escape(source) + "\t", m.Run($"{cli} filesystem usage ."));
+            Assert.Matches(@"\n 1 " + System.Text.RegularExpressions.Regex.Escape(source) + @" +[0-9.]+MiB", m.Run($"{cli} filesystem usage -T ."));
             var busy = MountedImage.Sh($"{cli} qgroup destroy 1/1 . 2>&1", m.Dir);
             Assert.NotEqual(0, busy.Code);
             Assert.Contains("still has members", busy.Out);
