@@ -112,7 +112,18 @@ internal static class QuotaCommands
     {
         var image = new Argument<string>("image") { Description = ImageOrMount };
         var cmd = new Command(verb, description) { image };
-        cmd.SetAction(pr => Run(ctx, $"quota {verb}", pr.GetValue(image)!, op, 0, 0, offline));
+        // btrfs 6.7's simple quotas (-s) trade the exclusive numbers for a cheap commit; here the
+        // full accounting costs what they would (its cost follows the extents changed, not the
+        // snapshots), so -s is taken, and full accounting enabled, saying so.
+        var simple = new Option<bool>("--simple", "-s") { Description = "Accepted for btrfs-progs' scripts: full accounting is enabled, which here costs what simple quotas do" };
+        if (op == OnlineSubvolume.QuotaOp.Enable) cmd.Options.Add(simple);
+        cmd.SetAction(pr =>
+        {
+            int rc = Run(ctx, $"quota {verb}", pr.GetValue(image)!, op, 0, 0, offline);
+            if (rc == 0 && op == OnlineSubvolume.QuotaOp.Enable && pr.GetValue(simple))
+                ctx.Err.WriteLine("reservoir quota enable: note: -s: full accounting enabled (its commit costs what simple quotas' would; exclusive numbers are kept)");
+            return rc;
+        });
         return cmd;
     }
 
@@ -221,6 +232,14 @@ internal static class QuotaCommands
         var cmd = new Command(verb, description);
         foreach (var q in qgroups) cmd.Arguments.Add(q);
         cmd.Arguments.Add(image);
+        if (ids == 2)
+        {
+            // btrfs schedules a rescan after a relation change that leaves its numbers unknown;
+            // here the commit works out the new parent's numbers itself (they equal a recount
+            // after every commit), so there is never one to schedule or to skip.
+            cmd.Options.Add(new Option<bool>("--rescan") { Description = "Accepted for btrfs-progs' scripts: no rescan is ever needed" });
+            cmd.Options.Add(new Option<bool>("--no-rescan") { Description = "Accepted for btrfs-progs' scripts: no rescan is ever needed" });
+        }
         cmd.SetAction(pr =>
         {
             var a = qgroups.Select(q => pr.GetValue(q)!).ToArray();
