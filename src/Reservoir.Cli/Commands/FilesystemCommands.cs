@@ -22,22 +22,17 @@ internal static class FilesystemCommands
         if (!Directory.Exists(full)) return full;
         try
         {
-            string? best = null, source = null;
-            foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+            // The mount holding the path: the longest mount point it is under (the last such
+            // in mount order, which is the one on top).
+            Fuse.Session.MountInfo? holding = null;
+            foreach (var m in Fuse.Session.MountInfo.Read())
             {
-                // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL…] - TYPE SOURCE SUPEROPTS
-                var f = line.Split(' ');
-                int dash = Array.IndexOf(f, "-");
-                if (f.Length < 5 || dash < 0 || dash + 2 >= f.Length) continue;
-                string mp = Unescape(f[4]);
-                bool under = full == mp || full.StartsWith(mp.EndsWith('/') ? mp : mp + "/", StringComparison.Ordinal);
-                if (under && (best == null || mp.Length >= best.Length)) (best, source) = (mp, Unescape(f[dash + 2]));
+                bool under = full == m.MountPoint || full.StartsWith(m.MountPoint.EndsWith('/') ? m.MountPoint : m.MountPoint + "/", StringComparison.Ordinal);
+                if (under && (holding == null || m.MountPoint.Length >= holding.MountPoint.Length)) holding = m;
             }
-            return source ?? full;
+            return holding?.Source ?? full;
         }
         catch (IOException) { return full; }
-        // The mount table writes space, tab, newline and backslash as octal escapes.
-        static string Unescape(string v) => System.Text.RegularExpressions.Regex.Replace(v, @"\\([0-7]{3})", m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString());
     }
 
     /// <summary>Says why `filesystem WHAT` failed at <paramref name="at"/> (ENOTTY: the path is

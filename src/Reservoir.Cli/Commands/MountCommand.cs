@@ -133,13 +133,19 @@ internal static class MountCommand
         // (fsbench's metadata job, 3 alternating rounds) creates at 9.0-9.8k against
         // 5.4-8.0k files/s, deletes at 17-26k against 12-13.5k, and the first 256 MiB written
         // at 461-540 against 478-491 MiB/s with the slowest write 23-29 ms against 42-54 ms.
-        var child = Process.Start(psi)!;
         string target = Path.GetFullPath(dir).TrimEnd('/');
+        // The mount on top there now, if any: the new one is another (a mount over a mount
+        // point already mounted, Reservoir's or not, is stacked on top as the kernel allows).
+        // Waiting only for "a Reservoir mount is there" returned at once over another image's
+        // mount, before the new one was made, and the caller's next command went to the old.
+        int? before = Fuse.Session.MountInfo.At(target)?.Id;
+        var child = Process.Start(psi)!;
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < TimeSpan.FromSeconds(30))
         {
             // With submounts, also until the subvolumes' own mounts are made (Serve says so).
-            if (IsMounted(target) && (!submounts || (File.Exists(log) && File.ReadAllText(log).Contains(SubmountsReady)))) return 0;
+            if (Fuse.Session.MountInfo.At(target) is { IsReservoir: true } now && now.Id != before
+                && (!submounts || (File.Exists(log) && File.ReadAllText(log).Contains(SubmountsReady)))) return 0;
             if (child.HasExited)
             {
                 // The daemon's reason, shown here: its log has served.
@@ -168,5 +174,4 @@ internal static class MountCommand
 
     private static bool Libc_IsRoot() => Environment.UserName == "root";
 
-    internal static bool IsMounted(string dir) => Fuse.Session.MountInfo.At(dir) is { IsReservoir: true };
 }

@@ -528,6 +528,34 @@ public class MountTests(ITestOutputHelper log)
     /// and another program's sync between the last fsync and the kill (other tests' `sync`,
     /// stress-ng's io stressor) made this test fail with the log already superseded.
     /// </summary>
+    /// <summary>
+    /// `reservoir mount` over a mount point where another image is mounted already returns once
+    /// the new mount is on top, not at once (it waited for "a Reservoir mount there", which the
+    /// old one already was, so the next command went to the old image); unmounting takes the top
+    /// one off and shows the old again.
+    /// </summary>
+    [Fact]
+    public void AMountOverAnotherImagesMountReturnsWithTheNewOneOnTop()
+    {
+        MountedImage.RequireFuse();
+        string dir = Directory.CreateTempSubdirectory("reservoir-stack-").FullName;
+        string cli = $"dotnet {AppContext.BaseDirectory}reservoir.dll";
+        try
+        {
+            var (code, output) = MountedImage.Sh(
+                $"set -e; for i in a b; do {cli} mkfs $i.img --size 64M -q; {cli} mkdir $i.img /only-$i; done; mkdir m; " +
+                $"{cli} mount {dir}/a.img {dir}/m; test -d m/only-a; {cli} mount {dir}/b.img {dir}/m; " +
+                $"ls m; {cli} umount {dir}/m; ls m; {cli} umount {dir}/m", dir, 120);
+            Assert.True(code == 0, $"exit {code}: {output}");
+            Assert.Equal("only-b\nonly-a\n", output);
+        }
+        finally
+        {
+            MountedImage.Sh($"umount {dir}/m; umount {dir}/m", "/");
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Fact]
     public void FsyncedDataSurvivesAKilledDaemonThroughTheFsyncLog()
     {
