@@ -300,8 +300,12 @@ internal static class SubvolumeCommands
     {
         if (commitAfter && commitEach) { ctx.Err.WriteLine("reservoir subvolume delete: -c (--commit-after) and -C (--commit-each) cannot be used together"); return 2; }
         if (id != null && targets.Length != 1) { ctx.Err.WriteLine("reservoir subvolume delete: with -i give one target: the mount, or the image"); return 2; }
+        // The delete ioctl goes to the directory holding the subvolume: for a mount's root that
+        // is outside the mount, which answers ENOTTY though the path itself is Reservoir's.
         string Fail(string p, Errno e) => $"reservoir subvolume delete: {p}: " + (e == Errno.ENOTTY
-            ? "not on a mounted Reservoir (give IMAGE PATH for an unmounted image)"
+            ? (OnlineSubvolume.IsMountRoot(p) && OnlineSubvolume.GetReadOnly(p, out _) != Errno.ENOTTY
+                ? "the root of its mount: delete it from a mount of the subvolume holding it, or by id (-i ID) on a mount of the image (the top level, 5, is never deleted)"
+                : "not on a mounted Reservoir (give IMAGE PATH for an unmounted image)")
             : Explain(id != null ? "delete-id" : "delete", e) ?? e.Describe());
         if (!File.Exists(targets[0]))
         {

@@ -242,6 +242,10 @@ public class SubvolumeMountTests
             var refused = MountedImage.Sh($"{cli} subvolume delete -i 5 .", m.Dir);
             Assert.Equal(1, refused.Code);
             Assert.Contains("the top-level subvolume (5) cannot be deleted", refused.Out);
+            // The mount's root by path: its delete ioctl would go to the directory above, not
+            // Reservoir's, which must not be taken for "not on a mounted Reservoir".
+            var root = MountedImage.Sh($"{cli} subvolume delete . 2>&1", m.Dir);
+            Assert.Equal((1, "reservoir subvolume delete: .: the root of its mount: delete it from a mount of the subvolume holding it, or by id (-i ID) on a mount of the image (the top level, 5, is never deleted)\n"), root);
             m.Run($"{cli} subvolume sync . 260 && {cli} subvolume sync .");
             Assert.Equal("", m.Run($"{cli} subvolume list ."));
             Assert.Empty(Directory.GetFileSystemEntries(m.Dir));
