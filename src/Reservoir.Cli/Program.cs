@@ -54,6 +54,12 @@ public static class Program
             stderr.WriteLine("Try 'reservoir --help'.");
             return pr.CommandResult.Command.Name == "fsck" ? 16 : 2;
         }
+        if (OptionLookingArgument(pr) is { } stray)
+        {
+            stderr.WriteLine($"reservoir: unrecognized option '{stray}' for '{pr.CommandResult.Command.Name}' (a name that begins with '-' goes after '--', or as ./{stray})");
+            stderr.WriteLine("Try 'reservoir --help'.");
+            return pr.CommandResult.Command.Name == "fsck" ? 16 : 2;
+        }
         try
         {
             return pr.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
@@ -81,6 +87,32 @@ public static class Program
             if (Environment.GetEnvironmentVariable("RESERVOIR_DEBUG") == "1") stderr.WriteLine(ex);
             return pr.CommandResult.Command.Name == "fsck" ? 8 : 70;
         }
+    }
+
+    /// <summary>
+    /// A value bound to a command's argument that looks like an option ("--format", "-x"), not
+    /// after "--": most likely an option the command does not have, which the parser binds to
+    /// a list argument (`subvolume create IMG /a --format json` made subvolumes named
+    /// "--format" and "json"). Values of options are not looked at, nor "-" and a dash and a
+    /// digit (`resize -100M`, a generation `-5`).
+    /// </summary>
+    internal static string? OptionLookingArgument(ParseResult pr)
+    {
+        var afterDoubleDash = new HashSet<System.CommandLine.Parsing.Token>(ReferenceEqualityComparer.Instance);
+        bool seen = false;
+        foreach (var t in pr.Tokens)
+        {
+            if (seen) afterDoubleDash.Add(t);
+            else if (t.Type == System.CommandLine.Parsing.TokenType.DoubleDash) seen = true;
+        }
+        for (System.CommandLine.Parsing.CommandResult? c = pr.CommandResult; c != null; c = c.Parent as System.CommandLine.Parsing.CommandResult)
+            foreach (var child in c.Children)
+                if (child is System.CommandLine.Parsing.ArgumentResult a)
+                    foreach (var t in a.Tokens)
+                        if (LooksLikeOption(t.Value) && !afterDoubleDash.Contains(t)) return t.Value;
+        return null;
+
+        static bool LooksLikeOption(string v) => v.Length > 1 && v[0] == '-' && (char.IsLetter(v[1]) || (v[1] == '-' && v.Length > 2));
     }
 }
 

@@ -746,6 +746,23 @@ public sealed class CliTests : IDisposable
         Assert.True(fsck.Code == 0, fsck.Out + fsck.Err);
     }
 
+    /// <summary>An option a command does not have is refused, not taken for a name: `subvolume
+    /// create IMG /a --format json` made subvolumes called "--format" and "json" (the parser
+    /// binds what it does not know to the list of paths). After "--" such a name is a name;
+    /// values of options and sizes beginning with "-" (`resize -10M`) still pass.</summary>
+    [Fact]
+    public void AnOptionACommandDoesNotHaveIsRefusedNotMadeAName()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        var stray = Run("subvolume", "create", Img, "/a", "--format", "json");
+        Assert.Equal((2, "reservoir: unrecognized option '--format' for 'create' (a name that begins with '-' goes after '--', or as ./--format)\nTry 'reservoir --help'.\n"), (stray.Code, stray.Err));
+        Assert.Equal(2, Run("subvolume", "delete", Img, "-x").Code);
+        Assert.Equal("", Run("subvolume", "list", Img).Out); // nothing was made
+        Assert.Equal(0, Run("subvolume", "create", Img, "--", "/-odd").Code);
+        Assert.Equal("ID 256 gen 2 top level 5 path -odd\n", Run("subvolume", "list", "-G", "-5", "--sort=-gen", Img).Out);
+        Assert.Equal(0, Run("filesystem", "resize", "-10M", Img).Code);
+    }
+
     /// <summary>`subvolume delete` says why it refuses, in btrfs-progs' words, where the errno
     /// alone puzzled ("invalid argument" for a plain directory), and deletes nothing.</summary>
     [Fact]
