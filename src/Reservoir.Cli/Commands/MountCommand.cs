@@ -48,7 +48,7 @@ internal static class MountCommand
         }
         if (debug) o.Debug = true;
         if (!File.Exists(image)) { ctx.Err.WriteLine($"reservoir mount: image '{image}' does not exist"); return 1; }
-        if (!Directory.Exists(dir)) { ctx.Err.WriteLine($"reservoir mount: mount point '{dir}' does not exist"); return 1; }
+        if (!Directory.Exists(dir)) { ctx.Err.WriteLine($"reservoir mount: mount point '{dir}' {(File.Exists(dir) ? "is not a directory" : "does not exist")}"); return 1; }
         if (!foreground) return Daemonize(ctx, image, dir, opts, o.Submounts);
         return Serve(ctx, Path.GetFullPath(image), Path.GetFullPath(dir), o);
     }

@@ -51,7 +51,8 @@ public sealed unsafe class FuseSession : IDisposable
     public static FuseSession Mount(Engine.Filesystem fs, string imagePath, string mountPoint, FuseMountOptions options, Action<string>? log = null)
     {
         log ??= _ => { };
-        if (!Directory.Exists(mountPoint)) throw new FsException(Errno.ENOENT, $"mount point '{mountPoint}' does not exist");
+        if (!Directory.Exists(mountPoint))
+            throw File.Exists(mountPoint) ? new FsException(Errno.ENOTDIR, $"mount point '{mountPoint}' is not a directory") : new FsException(Errno.ENOENT, $"mount point '{mountPoint}' does not exist");
         if (!File.Exists("/dev/fuse")) throw new FsException(Errno.ENODEV, "/dev/fuse is missing: load the fuse module (modprobe fuse) or give the container the device");
         string mp = Path.GetFullPath(mountPoint);
         // fusermount3 (setuid root) must reach a subvolume's directory through this mount to
@@ -155,7 +156,9 @@ public sealed unsafe class FuseSession : IDisposable
             {
                 err = Libc.Errno;
                 Libc.Close(fd);
-                throw new FsException(err == 1 ? Errno.EPERM : Errno.EIO, $"mount(2) of '{mp}' failed: errno {err}");
+                // The kernel's own errno (ENOENT when the directory went away meanwhile, EBUSY…):
+                // it said "errno 2 (EIO…)", naming an error that had not happened.
+                throw new FsException(err > 0 ? (Errno)err : Errno.EIO, $"mount(2) of '{mp}' failed");
             }
         }
         else

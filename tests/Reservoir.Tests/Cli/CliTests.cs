@@ -374,6 +374,8 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, Run("mkfs", Img, "--size", "32M", "-f", "-q").Code);
         Assert.Equal(1, Run("ls", Img, "--format", "yaml").Code);
         Assert.Equal(1, Run("cp", Img, "a", "b").Code);
+        // A mount point that is a file is said to be one (it was "does not exist").
+        Assert.Equal((1, $"reservoir mount: mount point '{Img}' is not a directory\n"), Run("mount", Img, Img) is var m ? (m.Code, m.Err) : default);
     }
 
     [Fact]
