@@ -50,7 +50,7 @@ public class BridgeFuzzTests
     private static readonly uint[] Ioctls =
     [
         FuseBridge.IocSubvolCreate, FuseBridge.IocSnapDestroy, FuseBridge.IocSnapCreate, FuseBridge.IocSubvolList,
-        FuseBridge.IocSubvolSetRo, FuseBridge.IocSetReceived, FuseBridge.IocQgroupList, FuseBridge.IocQuotaCtl,
+        FuseBridge.IocSubvolSetRo, FuseBridge.IocSubvolGetFlags, FuseBridge.IocSetReceived, FuseBridge.IocQgroupList, FuseBridge.IocQuotaCtl,
         FuseBridge.IocQgroupRelations, FuseBridge.IocSpaceInfo, FuseBridge.IocFsIdentity, FuseBridge.FsIocGetFlags,
         FuseBridge.FsIocSetFlags, FuseBridge.FsIocFsGetXattr, FuseBridge.FsIocFsSetXattr, FuseBridge.FiTrim,
         FuseBridge.IocResize, FuseBridge.IocBtrfsResize, FuseBridge.FsIocGetFsLabel, FuseBridge.FsIocSetFsLabel,
