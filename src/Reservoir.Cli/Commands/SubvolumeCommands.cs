@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Reservoir.Common;
 using Reservoir.Engine;
+using Reservoir.Engine.Inodes;
 using Reservoir.Format.Items;
 
 namespace Reservoir.Cli.Commands;
@@ -18,7 +19,8 @@ internal static class SubvolumeCommands
 
         var targets = new Argument<string[]>("target") { Description = "IMAGE PATH… (paths inside an unmounted image) or PATH… on a mounted Reservoir", Arity = ArgumentArity.OneOrMore };
         var createInherit = QgroupInherit.Option();
-        var create = new Command("create", "Create empty subvolumes") { targets, createInherit };
+        var createFormat = CommonOptions.Format();
+        var create = new Command("create", "Create empty subvolumes") { targets, createInherit, createFormat };
         create.SetAction(pr =>
         {
             var t = pr.GetValue(targets)!;
@@ -31,17 +33,19 @@ internal static class SubvolumeCommands
                     if (inherit.CheckOffline(fs) is { } why) throw new IOException(why);
                     fs.CreateSubvolume(p);
                     inherit.JoinOffline(fs, p);
-                }, "Create subvolume");
+                }, "Create subvolume", CommonOptions.IsJson(pr, createFormat) ? [] : null);
         });
 
         var snapArgs = new Argument<string[]>("source-dest") { Description = "SOURCE DEST on a mounted Reservoir, or IMAGE SOURCE DEST (paths inside an unmounted image)", Arity = new ArgumentArity(2, 3) };
         var readOnly = new Option<bool>("-r") { Description = "Make the snapshot read-only" };
         var snapInherit = QgroupInherit.Option();
-        var snapshot = new Command("snapshot", "Snapshot a subvolume: a new subvolume sharing everything with it until either changes") { snapArgs, readOnly, snapInherit };
+        var snapFormat = CommonOptions.Format();
+        var snapshot = new Command("snapshot", "Snapshot a subvolume: a new subvolume sharing everything with it until either changes") { snapArgs, readOnly, snapInherit, snapFormat };
         snapshot.SetAction(pr =>
         {
             var a = pr.GetValue(snapArgs)!;
             bool ro = pr.GetValue(readOnly);
+            ulong? madeId = null;
             var inherit = QgroupInherit.Parse(ctx, "snapshot", pr.GetValue(snapInherit));
             if (inherit == null) return 1;
             // As btrfs-progs: a DEST that is a directory gets the snapshot inside it, under the
@@ -60,6 +64,7 @@ internal static class SubvolumeCommands
                     return 1;
                 }
                 if (JoinOnline(ctx, "snapshot", inherit, a[1], Errno.OK) != Errno.OK) return 1;
+                madeId = OnlineSubvolume.SubvolumeIdOf(a[1]);
             }
             else
             {
@@ -71,10 +76,12 @@ internal static class SubvolumeCommands
                     if (inherit.CheckOffline(fs) is { } why) throw new IOException(why);
                     fs.CreateSnapshot(a[1], a[2], ro);
                     inherit.JoinOffline(fs, a[2]);
+                    madeId = NodeIds.Decode(fs.GetInfo(a[2], followLinks: false).Attr.Ino).TreeId;
                 }
                 catch (IOException ex) { ctx.Err.WriteLine($"reservoir subvolume snapshot: {a[1]} -> {a[2]}: {ex.Message}"); return 1; }
             }
             string src = a[^2], dst = a[^1];
+            if (CommonOptions.IsJson(pr, snapFormat)) { ctx.Json(new { source = src, path = dst, id = madeId, read_only = ro }); return 0; }
             ctx.Out.WriteLine(ro ? $"Create a readonly snapshot of '{src}' in '{dst}'" : $"Create a snapshot of '{src}' in '{dst}'");
             return 0;
         });
@@ -83,9 +90,10 @@ internal static class SubvolumeCommands
         var commitAfter = new Option<bool>("-c", "--commit-after") { Description = "Wait for a transaction commit at the end, so the deletions survive a crash (as btrfs's)" };
         var commitEach = new Option<bool>("-C", "--commit-each") { Description = "Wait for a transaction commit after each deletion" };
         var byId = new Option<ulong?>("-i", "--subvolid") { Description = "Delete the subvolume with this id, wherever it is linked" };
-        var delete = new Command("delete", "Delete subvolumes with everything in them: the names go at once, the space comes back in the background (subvolume sync waits for it; on an image, before the command returns)") { targets2, commitAfter, commitEach, byId };
+        var deleteFormat = CommonOptions.Format();
+        var delete = new Command("delete", "Delete subvolumes with everything in them: the names go at once, the space comes back in the background (subvolume sync waits for it; on an image, before the command returns)") { targets2, commitAfter, commitEach, byId, deleteFormat };
         delete.Aliases.Add("del");
-        delete.SetAction(pr => Delete(ctx, pr.GetValue(targets2)!, pr.GetValue(commitAfter), pr.GetValue(commitEach), pr.GetValue(byId)));
+        delete.SetAction(pr => Delete(ctx, pr.GetValue(targets2)!, pr.GetValue(commitAfter), pr.GetValue(commitEach), pr.GetValue(byId), CommonOptions.IsJson(pr, deleteFormat)));
 
         var list = SubvolumeListCommand.Build(ctx);
 
@@ -296,8 +304,11 @@ internal static class SubvolumeCommands
     /// <summary>`subvolume delete [-c|-C] [-i ID] TARGET…`, printing as btrfs-progs does
     /// ("Delete subvolume (no-commit): '/mnt/sv'"). On an image the deletions are committed when
     /// the command ends, so it says "commit" there.</summary>
-    private static int Delete(CliContext ctx, string[] targets, bool commitAfter, bool commitEach, ulong? id)
+    /// <param name="json">Say what was deleted as one JSON array (path or subvolid, and whether
+    /// a commit followed) instead of btrfs-progs' lines.</param>
+    private static int Delete(CliContext ctx, string[] targets, bool commitAfter, bool commitEach, ulong? id, bool json = false)
     {
+        var said = new List<object>();
         if (commitAfter && commitEach) { ctx.Err.WriteLine("reservoir subvolume delete: -c (--commit-after) and -C (--commit-each) cannot be used together"); return 2; }
         if (id != null && targets.Length != 1) { ctx.Err.WriteLine("reservoir subvolume delete: with -i give one target: the mount, or the image"); return 2; }
         // The delete ioctl goes to the directory holding the subvolume: for a mount's root that
@@ -321,20 +332,27 @@ internal static class SubvolumeCommands
                     var ce = OnlineSubvolume.QuotaCtl(id != null ? full : Path.GetDirectoryName(full) ?? "/", OnlineSubvolume.QuotaOp.Commit);
                     if (ce != Errno.OK) { ctx.Err.WriteLine($"reservoir subvolume delete: unable to wait for commit after '{targets[i]}': {ce.Describe()}"); return 1; }
                 }
-                ctx.Out.WriteLine($"Delete subvolume ({(commit ? "commit" : "no-commit")}): " + (id != null ? $"subvolid={id}" : $"'{full}'"));
+                if (json) said.Add(new { path = id != null ? null : full, subvolid = id, commit });
+                else ctx.Out.WriteLine($"Delete subvolume ({(commit ? "commit" : "no-commit")}): " + (id != null ? $"subvolid={id}" : $"'{full}'"));
             }
+            if (json) ctx.Json(said);
             return 0;
         }
-        if (id is not { } vid) return EachOnImage(ctx, "delete", targets, (fs, p) => fs.DeleteSubvolume(p), "Delete subvolume (commit):");
+        if (id is not { } vid)
+            return EachOnImage(ctx, "delete", targets, (fs, p) => fs.DeleteSubvolume(p), "Delete subvolume (commit):", json ? (_, p) => new { path = p, subvolid = (ulong?)null, commit = true } : null);
         using var fs = FileCommands.Open(targets[0], write: true);
         var de = fs.Engine.DeleteSubvolumeById(vid, out _, out _);
         if (de != Errno.OK) { ctx.Err.WriteLine(Fail(targets[0], de)); return 1; }
-        ctx.Out.WriteLine($"Delete subvolume (commit): subvolid={vid}");
+        if (json) ctx.Json(new[] { new { path = (string?)null, subvolid = (ulong?)vid, commit = true } });
+        else ctx.Out.WriteLine($"Delete subvolume (commit): subvolid={vid}");
         fs.SyncSubvolumeDeletions(); // as EachOnImage does
         return 0;
     }
 
-    private static int Each(CliContext ctx, string verb, string[] targets, Func<string, Errno> online, Action<ReservoirFileSystem, string> offline, string done)
+    /// <param name="json">With --format json: what was done, one object per target (the
+    /// path and, for a subvolume made, its id), printed as one array at the end instead of
+    /// btrfs-progs' lines.</param>
+    private static int Each(CliContext ctx, string verb, string[] targets, Func<string, Errno> online, Action<ReservoirFileSystem, string> offline, string done, List<object>? json = null)
     {
         if (!File.Exists(targets[0]))
         {
@@ -348,19 +366,24 @@ internal static class SubvolumeCommands
                         : $"reservoir subvolume {verb}: {p}: {Explain(verb, e) ?? e.Describe()}");
                     return 1;
                 }
-                ctx.Out.WriteLine($"{done} '{p}'");
+                if (json != null) json.Add(new { path = p, id = OnlineSubvolume.SubvolumeIdOf(p) });
+                else ctx.Out.WriteLine($"{done} '{p}'");
             }
+            if (json != null) ctx.Json(json);
             return 0;
         }
-        return EachOnImage(ctx, verb, targets, offline, done);
+        Func<ReservoirFileSystem, string, object>? describe = json == null ? null : (fs, p) => new { path = p, id = (ulong?)NodeIds.Decode(fs.GetInfo(p, followLinks: false).Attr.Ino).TreeId };
+        return EachOnImage(ctx, verb, targets, offline, done, describe);
     }
 
     /// <summary><see cref="Each"/> on an unmounted image (<paramref name="targets"/>: the
     /// image, then paths inside it).</summary>
-    private static int EachOnImage(CliContext ctx, string verb, string[] targets, Action<ReservoirFileSystem, string> offline, string done)
+    /// <param name="describe">With --format json: the object said for a target once done.</param>
+    private static int EachOnImage(CliContext ctx, string verb, string[] targets, Action<ReservoirFileSystem, string> offline, string done, Func<ReservoirFileSystem, string, object>? describe = null)
     {
         if (targets.Length < 2) { ctx.Err.WriteLine($"reservoir subvolume {verb}: {targets[0]} is an image: give the paths inside it"); return 1; }
         using var fs = FileCommands.Open(targets[0], write: true);
+        var said = new List<object>();
         foreach (var p in targets[1..])
         {
             try { offline(fs, p); }
@@ -369,8 +392,10 @@ internal static class SubvolumeCommands
                 ctx.Err.WriteLine($"reservoir subvolume {verb}: {p}: {(ex is FsException fe ? Explain(verb, fe.Errno) : null) ?? ex.Message}");
                 return 1;
             }
-            ctx.Out.WriteLine($"{done} '{p}'");
+            if (describe != null) said.Add(describe(fs, p));
+            else ctx.Out.WriteLine($"{done} '{p}'");
         }
+        if (describe != null) ctx.Json(said);
         // On an image the command is the only user: wait for the cleaner, or the unmount at
         // the end would leave the rest of a deletion to the next mount.
         fs.SyncSubvolumeDeletions();

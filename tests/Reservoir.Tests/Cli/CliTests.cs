@@ -748,6 +748,28 @@ public sealed class CliTests : IDisposable
         Assert.True(fsck.Code == 0, fsck.Out + fsck.Err);
     }
 
+    /// <summary>`subvolume create|snapshot|delete --format json` say what they did as JSON: the
+    /// paths with the ids of the subvolumes made (what a script wants next), the snapshot's
+    /// source and read-only flag, each deletion and its commit; the ids are those `subvolume
+    /// list` gives.</summary>
+    [Fact]
+    public void SubvolumeCreateSnapshotAndDeleteSayWhatTheyDidInJson()
+    {
+        Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
+        var made = JsonDocument.Parse(Run("subvolume", "create", Img, "/a", "/b", "--format", "json").Out).RootElement;
+        Assert.Equal(2, made.GetArrayLength());
+        Assert.Equal(("/a", 256UL), (made[0].GetProperty("path").GetString(), made[0].GetProperty("id").GetUInt64()));
+        Assert.Equal(("/b", 257UL), (made[1].GetProperty("path").GetString(), made[1].GetProperty("id").GetUInt64()));
+        var snap = JsonDocument.Parse(Run("subvolume", "snapshot", "-r", Img, "/a", "/s", "--format", "json").Out).RootElement;
+        Assert.Equal(("/a", "/s", true), (snap.GetProperty("source").GetString(), snap.GetProperty("path").GetString(), snap.GetProperty("read_only").GetBoolean()));
+        Assert.Contains($"ID {snap.GetProperty("id").GetUInt64()} gen", Run("subvolume", "list", Img).Out.Split('\n').Single(l => l.EndsWith(" path s", StringComparison.Ordinal)));
+        var gone = JsonDocument.Parse(Run("subvolume", "delete", Img, "/b", "--format", "json").Out).RootElement;
+        Assert.Equal(("/b", true), (gone[0].GetProperty("path").GetString(), gone[0].GetProperty("commit").GetBoolean()));
+        var byId = JsonDocument.Parse(Run("subvolume", "delete", "-i", "256", Img, "--format", "json").Out).RootElement;
+        Assert.Equal(256UL, byId[0].GetProperty("subvolid").GetUInt64());
+        Assert.Single(Run("subvolume", "list", Img).Out.Split('\n', StringSplitOptions.RemoveEmptyEntries)); // the snapshot
+    }
+
     /// <summary>An option a command does not have is refused, not taken for a name: `subvolume
     /// create IMG /a --format json` made subvolumes called "--format" and "json" (the parser
     /// binds what it does not know to the list of paths). After "--" such a name is a name;

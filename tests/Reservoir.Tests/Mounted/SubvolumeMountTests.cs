@@ -439,7 +439,9 @@ public class SubvolumeMountTests
             m.Run($"{cli} qgroup limit -e none 0/256 . && {cli} qgroup limit none sv && {cli} qgroup limit 1M 1/1 . && rm -f sv/g");
             // subvolume show through the mount: its snapshots (by their parent uuid) and its
             // quota group, as btrfs-progs prints them.
-            m.Run($"{cli} subvolume snapshot -r sv sv-ro");
+            var made = JsonDocument.Parse(m.Run($"{cli} subvolume snapshot -r sv sv-ro --format json")).RootElement;
+            Assert.Equal(("sv-ro", true), (made.GetProperty("path").GetString(), made.GetProperty("read_only").GetBoolean()));
+            Assert.Matches($@"ID {made.GetProperty("id").GetUInt64()} gen \d+ top level 5 path sv-ro\n", m.Run($"{cli} subvolume list ."));
             var shown = m.Run($"{cli} subvolume show sv");
             Assert.Matches(@"\tSnapshot\(s\):\n\t\t\t\tsv-ro\n\tQuota group:\t\t0/256\n", shown);
             Assert.Contains("\t  Limit referenced:\t-\n", shown); // the limit is on 1/1, not on 0/256
