@@ -771,15 +771,15 @@ public sealed class CliTests : IDisposable
     }
 
     /// <summary>An option a command does not have is refused, not taken for a name: `subvolume
-    /// create IMG /a --format json` made subvolumes called "--format" and "json" (the parser
-    /// binds what it does not know to the list of paths). After "--" such a name is a name;
+    /// create IMG /a --format json`, before create took --format, made subvolumes called
+    /// "--format" and "json" (the parser binds what it does not know to the list of paths). After "--" such a name is a name;
     /// values of options and sizes beginning with "-" (`resize -10M`) still pass.</summary>
     [Fact]
     public void AnOptionACommandDoesNotHaveIsRefusedNotMadeAName()
     {
         Assert.Equal(0, Run("mkfs", Img, "--size", "64M").Code);
-        var stray = Run("subvolume", "create", Img, "/a", "--format", "json");
-        Assert.Equal((2, "reservoir: unrecognized option '--format' for 'create' (a name that begins with '-' goes after '--', or as ./--format)\nTry 'reservoir --help'.\n"), (stray.Code, stray.Err));
+        var stray = Run("subvolume", "create", Img, "/a", "--commit-after", "/b"); // delete's option, not create's
+        Assert.Equal((2, "reservoir: unrecognized option '--commit-after' for 'create' (a name that begins with '-' goes after '--', or as ./--commit-after)\nTry 'reservoir --help'.\n"), (stray.Code, stray.Err));
         Assert.Equal(2, Run("subvolume", "delete", Img, "-x").Code);
         Assert.Equal("", Run("subvolume", "list", Img).Out); // nothing was made
         Assert.Equal(0, Run("subvolume", "create", Img, "--", "/-odd").Code);
