@@ -31,6 +31,10 @@ public sealed class FileBlockDevice : IBlockDevice
     {
         if (!CanResize) throw new FsException(ReadOnly ? Errno.EROFS : Errno.EOPNOTSUPP, $"'{Path}' is {(ReadOnly ? "open read-only" : "not an image file")}: its size cannot be changed");
         if (newSize > long.MaxValue) throw new FsException(Errno.EFBIG, $"'{Path}' cannot be {newSize} bytes");
+        // An image the host has given all its blocks (mkfs --preallocate) stays so when it
+        // grows: the new part is allocated too, or the grow is refused for the host's room.
+        ulong oldSize = Size;
+        bool whole = newSize > oldSize && HostSpace.Of(Path) is { MayGrowBy: 0 };
         if (OperatingSystem.IsLinux() && SysFtruncate(_handle, (long)newSize) != 0)
         {
             // The host's answer, said as it is: a file past what its filesystem takes (EFBIG),
@@ -43,6 +47,13 @@ public sealed class FileBlockDevice : IBlockDevice
                 _ => (Errno.EIO, $"ftruncate failed with errno {errno}"),
             };
             throw new FsException(e, $"cannot make '{Path}' {newSize} bytes: {why}");
+        }
+        if (whole && SysFallocate(_handle, 0, (long)oldSize, (long)(newSize - oldSize)) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            _ = SysFtruncate(_handle, (long)oldSize); // as it was: nothing of the grow is kept
+            throw new FsException(errno == 28 ? Errno.ENOSPC : Errno.EIO,
+                $"cannot make '{Path}' {newSize} bytes: {(errno == 28 ? "the filesystem holding it has no room to allocate the new part (the image is preallocated)" : $"fallocate failed with errno {errno}")}");
         }
         try
         {
@@ -204,6 +215,26 @@ public sealed class FileBlockDevice : IBlockDevice
             throw new DeviceIOException($"fallocate(PUNCH_HOLE) failed: errno {errno}", offset);
         }
         return n;
+    }
+
+    /// <summary>
+    /// Has the host give the whole image its blocks now (fallocate, mode 0), so that no write
+    /// into it can later be refused for the host's space (<see cref="HostSpace"/>): `mkfs
+    /// --preallocate`. ENOSPC, with what the host has, when it has not that much room; nothing
+    /// for a block device, which has its space.
+    /// </summary>
+    public void Preallocate()
+    {
+        if (ReadOnly || !IsImageFile || !OperatingSystem.IsLinux()) return;
+        if (SysFallocate(_handle, 0, 0, (long)Size) == 0) return;
+        int errno = Marshal.GetLastPInvokeError();
+        throw errno switch
+        {
+            28 => new FsException(Errno.ENOSPC, $"the filesystem holding '{Path}' has no room for all its {Units.Human(Size)}" +
+                (HostSpace.Of(Path) is { } h ? $" ({Units.Human(h.HostAvailable)} free)" : "")),
+            95 => new FsException(Errno.EOPNOTSUPP, $"the filesystem holding '{Path}' cannot preallocate (fallocate)"),
+            _ => new FsException(Errno.EIO, $"fallocate of '{Path}' failed: errno {errno}"),
+        };
     }
 
     [DllImport("libc", SetLastError = true, EntryPoint = "fallocate")]

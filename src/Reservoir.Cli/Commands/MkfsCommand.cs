@@ -20,8 +20,9 @@ internal static class MkfsCommand
         var force = new Option<bool>("--force", "-f") { Description = "Overwrite an existing Reservoir filesystem" };
         var quiet = new Option<bool>("--quiet", "-q") { Description = "Print nothing on success" };
         var quota = new Option<bool>("--quota", "-Q") { Description = "Enable quota groups from the start" };
+        var preallocate = new Option<bool>("--preallocate") { Description = "Have the host give the image all its space now (fallocate), so that no write can later fail for the host's lack of room (an image is sparse otherwise)" };
         var rootOwner = new Option<string?>("--root-owner") { Description = "UID:GID owning the root directory (default: the user running mkfs, as mke2fs -E root_owner)" };
-        var cmd = new Command("mkfs", "Create a new Reservoir filesystem (also: mkfs.reservoir)") { image, size, label, uuid, nodeSize, blockSize, force, quiet, quota, rootOwner };
+        var cmd = new Command("mkfs", "Create a new Reservoir filesystem (also: mkfs.reservoir)") { image, size, label, uuid, nodeSize, blockSize, force, quiet, quota, rootOwner, preallocate };
         cmd.SetAction(pr =>
         {
             string path = pr.GetValue(image)!;
@@ -55,6 +56,16 @@ internal static class MkfsCommand
             }
             using (var dev = FileBlockDevice.Open(path))
             {
+                if (pr.GetValue(preallocate))
+                {
+                    try { dev.Preallocate(); }
+                    catch (FsException)
+                    {
+                        // Nothing made is left: a file this mkfs created goes again.
+                        if (!exists) { dev.Dispose(); File.Delete(path); }
+                        throw;
+                    }
+                }
                 Filesystem.Format(dev, o);
                 if (pr.GetValue(quota))
                 {

@@ -558,6 +558,40 @@ public class MountTests(ITestOutputHelper log)
         }
     }
 
+    /// <summary>
+    /// A sparse image larger than the room left on its host is said at mount, before a write
+    /// the host refuses can stop the mount taking changes; a preallocated one, or one the host
+    /// can hold, mounts without a word.
+    /// </summary>
+    [Fact]
+    public void MountSaysWhenTheHostCannotHoldTheImage()
+    {
+        MountedImage.RequireFuse();
+        string dir = Directory.CreateTempSubdirectory("reservoir-host-").FullName;
+        string cli = $"dotnet {AppContext.BaseDirectory}reservoir.dll";
+        try
+        {
+            var (code, output) = MountedImage.Sh(
+                $"set -e; mkdir host m; mount -t tmpfs -o size=48m tmpfs host; {cli} mkfs host/s.img --size 256M -q; {cli} mkfs host/p.img --size 24M --preallocate -q; " +
+                $"{cli} mount {dir}/host/s.img {dir}/m 2>&1; {cli} umount {dir}/m; echo ---; {cli} mount {dir}/host/p.img {dir}/m 2>&1; {cli} umount {dir}/m", dir, 120);
+            Assert.True(code == 0, $"exit {code}: {output}");
+            var (sparse, whole) = (output.Split("---\n")[0], output.Split("---\n")[1]);
+            Assert.Matches(@"^reservoir mount: warning: '.*/host/s\.img' may still grow by 25\d(\.\d+)?MiB on its host, which has \d+(\.\d+)?MiB free: once the host is full, writes fail with EIO", sparse);
+            Assert.Equal("", whole);
+        }
+        finally
+        {
+            MountedImage.Sh($"umount {dir}/m", "/");
+            // The host lets go once the loop device of the last mount is freed (a moment).
+            for (int i = 0; i < 50 && MountedImage.Sh($"mountpoint -q {dir}/host", "/").Code == 0; i++)
+            {
+                MountedImage.Sh($"umount {dir}/host", "/");
+                Thread.Sleep(100);
+            }
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Fact]
     public void FsyncedDataSurvivesAKilledDaemonThroughTheFsyncLog()
     {
