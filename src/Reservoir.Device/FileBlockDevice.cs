@@ -237,6 +237,29 @@ public sealed class FileBlockDevice : IBlockDevice
         };
     }
 
+    /// <summary>An image file's range has its room when no hole lies in it (lseek SEEK_HOLE
+    /// finds the first at or past its end); a block device's always has.</summary>
+    public bool HasRoom(ulong offset, ulong length)
+    {
+        if (!IsImageFile || !OperatingSystem.IsLinux() || length == 0) return true;
+        const int SeekHole = 4;
+        long hole = SysLseek(_handle, (long)offset, SeekHole);
+        return hole < 0 || (ulong)hole >= offset + length; // < 0: the host cannot say (as before: it decides at the write)
+    }
+
+    /// <summary>Allocates the range on the host (fallocate, mode 0; what is allocated already
+    /// stays as it is): ENOSPC when the host has not that much room.</summary>
+    public Errno MakeRoom(ulong offset, ulong length)
+    {
+        if (ReadOnly || !IsImageFile || !OperatingSystem.IsLinux() || length == 0) return Errno.OK;
+        if (SysFallocate(_handle, 0, (long)offset, (long)length) == 0) return Errno.OK;
+        int errno = Marshal.GetLastPInvokeError();
+        return errno switch { 28 => Errno.ENOSPC, 95 => Errno.OK /* cannot say: as before, the host decides at the write */, _ => Errno.EIO };
+    }
+
+    [DllImport("libc", SetLastError = true, EntryPoint = "lseek")]
+    private static extern long SysLseek(SafeFileHandle fd, long offset, int whence);
+
     [DllImport("libc", SetLastError = true, EntryPoint = "fallocate")]
     private static extern int SysFallocate(SafeFileHandle fd, int mode, long offset, long len);
 

@@ -34,6 +34,16 @@ public interface IBlockDevice : IDisposable
     /// default; a device that models crashes loses nothing by keeping the bytes).</summary>
     ulong Discard(ulong offset, ulong length) => 0;
 
+    /// <summary>Whether the host has given every byte of the range its room: always, but for an
+    /// image file with a hole there (a sparse image, whose host allocates at the first write
+    /// and may then refuse it). The space manager promises writes only space that has its
+    /// room (SpaceManager.HostRoom.cs).</summary>
+    bool HasRoom(ulong offset, ulong length) => true;
+
+    /// <summary>Has the host give the range its room now (an image file: fallocate): OK, or
+    /// ENOSPC when the host has not that much.</summary>
+    Errno MakeRoom(ulong offset, ulong length) => Errno.OK;
+
     /// <summary>Whether <see cref="Resize"/> can change the size: an image file opened for
     /// writing (a block device's size is the kernel's).</summary>
     bool CanResize => false;

@@ -49,12 +49,13 @@ internal static class MountCommand
         if (debug) o.Debug = true;
         if (!File.Exists(image)) { ctx.Err.WriteLine($"reservoir mount: image '{image}' does not exist"); return 1; }
         if (!Directory.Exists(dir)) { ctx.Err.WriteLine($"reservoir mount: mount point '{dir}' {(File.Exists(dir) ? "is not a directory" : "does not exist")}"); return 1; }
-        // A sparse image larger than the room left on its host: said before it can bite (a write
-        // the host refuses fails the commit that needs it, and the mount stops taking changes).
+        // A sparse image larger than the room left on its host: said at mount, since df inside
+        // shows the image's free space, and writes will answer ENOSPC before that is used up
+        // (the filesystem counts only space the host has given: SpaceManager.HostRoom.cs).
         if (!o.ReadOnly && Device.HostSpace.Of(image) is { Short: true } host)
             ctx.Err.WriteLine($"reservoir mount: warning: '{image}' may still grow by {Units.Human(host.MayGrowBy)} on its host, which has " +
-                $"{Units.Human(host.HostAvailable)} free: once the host is full, writes fail with EIO and the mount stops taking changes " +
-                "(what was committed stays). `mkfs --preallocate`, or `fallocate -l SIZE IMAGE` on an existing image, gives it its space now");
+                $"{Units.Human(host.HostAvailable)} free: once the host is full, writes answer ENOSPC though df inside shows room. " +
+                "`mkfs --preallocate`, or `fallocate -l SIZE IMAGE` on an existing image, gives it its space now");
         if (!foreground) return Daemonize(ctx, image, dir, opts, o.Submounts);
         return Serve(ctx, Path.GetFullPath(image), Path.GetFullPath(dir), o);
     }

@@ -27,6 +27,9 @@ internal sealed class BlockGroup(ulong start, ulong length, BlockGroupFlags flag
     public bool Dirty { get; set; }
     public bool OnDisk { get; set; }
     public ulong Cursor { get; set; } = start;
+    /// <summary>The host has given the whole slot its room (SpaceManager.HostRoom.cs): a
+    /// reservation may count this group's free space.</summary>
+    public bool HasRoom { get; set; } = true;
 
     public bool IsData => Flags == BlockGroupFlags.Data;
     public bool Contains(ulong bytenr) => bytenr >= Start && bytenr < End;

@@ -80,14 +80,21 @@ internal sealed partial class SpaceManager
             {
                 // Up to the next group, if one starts inside the range.
                 ulong next = _groups.Where(x => x.Start > at && x.Start < end).Select(x => x.Start).DefaultIfEmpty(end).Min();
-                if (StillFreeUnsynchronized(at, next - at)) done += discard(at, next - at);
+                if (StillFreeUnsynchronized(at, next - at)) done += Discarded(at, next - at, discard(at, next - at));
                 at = next;
                 continue;
             }
             ulong stop = Math.Min(end, g.End);
-            foreach (var (s, l) in g.Free.Within(at, stop)) done += discard(s, l);
+            foreach (var (s, l) in g.Free.Within(at, stop)) done += Discarded(s, l, discard(s, l));
             at = stop;
         }
         return done;
+
+        // A range the device gave back to the host: its group (or slot) no longer has all its room.
+        ulong Discarded(ulong s, ulong l, ulong n)
+        {
+            if (n > 0) NoteDiscardedUnsynchronized(s, l);
+            return n;
+        }
     }
 }

@@ -36,10 +36,13 @@ internal sealed partial class SpaceManager
         if (newSize >= DeviceSize)
         {
             var grown = GrowUnsynchronized(newSize);
+            RecheckRoomAfterResizeUnsynchronized();
             _lock.PulseAll(); // reservations waiting for space (discards in flight) look again
             return grown;
         }
-        return ShrinkUnsynchronized(newSize, out refusal);
+        var shrunk = ShrinkUnsynchronized(newSize, out refusal);
+        if (shrunk != null) RecheckRoomAfterResizeUnsynchronized();
+        return shrunk;
     }
 
     private List<ResizedGroup> GrowUnsynchronized(ulong newSize)

@@ -25,10 +25,14 @@ internal sealed partial class SpaceManager
 
     /// <summary>Returns ranges <see cref="TakePinnedForDiscard"/> took, discarded or not, to the
     /// free space, and wakes reservations waiting for them.</summary>
-    public void UnpinDiscarded(List<(ulong Start, ulong Len, BlockGroup Group)> taken)
+    /// <param name="discarded">Whether the device gave any of them back to the host: their
+    /// groups then have no longer all their room.</param>
+    public void UnpinDiscarded(List<(ulong Start, ulong Len, BlockGroup Group)> taken, bool discarded = false)
     {
         if (taken.Count == 0) return;
         using var _ = _lock.Lock();
+        if (discarded)
+            foreach (var (s, l, _) in taken) NoteDiscardedUnsynchronized(s, l);
         ReturnPinnedUnsynchronized(taken);
         _discarding--;
         _lock.PulseAll();
@@ -73,7 +77,12 @@ internal sealed partial class SpaceManager
             {
                 ulong n = Math.Min(piece, s + l - at);
                 using (_lock.Lock())
-                    if (StillFreeUnsynchronized(at, n)) trimmed += discard(at, n);
+                    if (StillFreeUnsynchronized(at, n))
+                    {
+                        ulong d = discard(at, n);
+                        if (d > 0) NoteDiscardedUnsynchronized(at, n);
+                        trimmed += d;
+                    }
             }
         return trimmed;
     }

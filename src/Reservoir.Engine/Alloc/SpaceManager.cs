@@ -185,8 +185,11 @@ internal sealed partial class SpaceManager
         ulong mExtra = data ? 0 : bytes, dExtra = data ? bytes : 0;
         // Space a commit freed may still be on its way back through discard (-o discard): wait
         // for it before answering ENOSPC.
-        while (!CanKeepUnsynchronized(mExtra, dExtra, useGlobalReserve))
+        while (!CanKeepUnsynchronized(mExtra, dExtra, useGlobalReserve, out bool dataShort))
         {
+            // Space the host has not given its room yet (a sparse image): ask for one more
+            // group's or slot's, and look again (SpaceManager.HostRoom.cs).
+            if (MakeRoomUnsynchronized(dataShort)) continue;
             if (_discarding == 0) return Errno.ENOSPC;
             _lock.Wait();
         }
@@ -194,10 +197,16 @@ internal sealed partial class SpaceManager
         return Errno.OK;
     }
 
-    private bool CanKeepUnsynchronized(ulong mExtra, ulong dExtra, bool useGlobal)
+    private bool CanKeepUnsynchronized(ulong mExtra, ulong dExtra, bool useGlobal) => CanKeepUnsynchronized(mExtra, dExtra, useGlobal, out _);
+
+    /// <summary>Whether the promises so far and these extra bytes can all be kept from space
+    /// that has its room on the host; if not, <paramref name="dataShort"/> says which kind
+    /// falls short (metadata is counted first).</summary>
+    private bool CanKeepUnsynchronized(ulong mExtra, ulong dExtra, bool useGlobal, out bool dataShort)
     {
-        long mDef = -(Meta.Free - (long)mExtra - (useGlobal ? 0 : (long)GlobalReserve));
-        long dDef = -(Data.Free - (long)dExtra);
+        long mDef = -(Meta.Free - RoomlessFree(data: false) - (long)mExtra - (useGlobal ? 0 : (long)GlobalReserve));
+        long dDef = -(Data.Free - RoomlessFree(data: true) - (long)dExtra);
+        dataShort = false;
         if (mDef <= 0 && dDef <= 0) return true;
         // Cover each deficit with whole unallocated slots, largest first. Every slot is one
         // group long except perhaps a shorter last one, so "largest first" is the full slots,
@@ -208,13 +217,14 @@ internal sealed partial class SpaceManager
         for (ulong s = FormatConstants.ReservedPrefix; s < DeviceSize; s += GroupSize)
         {
             ulong len = Math.Min(GroupSize, DeviceSize - s);
-            if (!Geometry.UsableSlot(len, NodeSize) || GroupOfUnsynchronized(s) != null) continue; // as Slots()
+            if (!Geometry.UsableSlot(len, NodeSize) || GroupOfUnsynchronized(s) != null || !SlotHasRoom(s)) continue; // as Slots()
             if (len == GroupSize) full++; else shortLen = len;
         }
         int taken = 0, total = full + (shortLen > 0 ? 1 : 0);
         ulong SlotLen(int i) => i < full ? GroupSize : shortLen;
         while (mDef > 0 && taken < total) mDef -= (long)(SlotLen(taken++) - 2UL * (ulong)NodeSize);
         while (dDef > 0 && taken < total) dDef -= (long)(SlotLen(taken++) - 2UL * (ulong)BlockSize);
+        dataShort = mDef <= 0;
         return mDef <= 0 && dDef <= 0;
     }
 
@@ -249,19 +259,30 @@ internal sealed partial class SpaceManager
     /// holds no group).</summary>
     private ulong AllocNodeUnsynchronized(bool fromReservation, ulong end)
     {
+        // Space with its room on the host first (what reservations count). A trim or discard
+        // since a reservation was made may have taken the room of what it counted: then the
+        // room is asked for again, and only if the host has none is the rest taken, where the
+        // host decides at the write as before (SpaceManager.HostRoom.cs).
+        ulong at = AllocNodeFrom(fromReservation, end, roomyOnly: TracksRoom);
+        while (at == 0 && TracksRoom && MakeRoomUnsynchronized(data: false)) at = AllocNodeFrom(fromReservation, end, roomyOnly: true);
+        return at != 0 || !TracksRoom ? at : AllocNodeFrom(fromReservation, end, roomyOnly: false);
+    }
+
+    private ulong AllocNodeFrom(bool fromReservation, ulong end, bool roomyOnly)
+    {
         ulong ns = (ulong)NodeSize;
         while (true)
         {
             foreach (var g in _groups)
             {
-                if (g.IsData || g.Free.FreeBytes < ns || g.Start >= end) continue;
+                if (g.IsData || (roomyOnly && !g.HasRoom) || g.Free.FreeBytes < ns || g.Start >= end) continue;
                 var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor, end);
                 if (l == 0) continue;
                 g.Cursor = s + l;
                 Account(g, l, fromReservation);
                 return s;
             }
-            if (CreateGroupUnsynchronized(BlockGroupFlags.Metadata, end) == null) return 0;
+            if (CreateGroupUnsynchronized(BlockGroupFlags.Metadata, end, roomyOnly) == null) return 0;
         }
     }
 
@@ -283,6 +304,14 @@ internal sealed partial class SpaceManager
     /// <summary>Data below <paramref name="end"/>, or length 0.</summary>
     private (ulong Start, ulong Length) AllocDataUnsynchronized(ulong want, bool fromReservation, ulong hint, ulong end)
     {
+        // As AllocNodeUnsynchronized: space with its room first, then room asked for, then the rest.
+        var a = AllocDataFrom(want, fromReservation, hint, end, roomyOnly: TracksRoom);
+        while (a.Length == 0 && TracksRoom && MakeRoomUnsynchronized(data: true)) a = AllocDataFrom(want, fromReservation, hint, end, roomyOnly: true);
+        return a.Length > 0 || !TracksRoom ? a : AllocDataFrom(want, fromReservation, hint, end, roomyOnly: false);
+    }
+
+    private (ulong Start, ulong Length) AllocDataFrom(ulong want, bool fromReservation, ulong hint, ulong end, bool roomyOnly)
+    {
         ulong bs = (ulong)BlockSize;
         want = Math.Min(Units.AlignUp(want, bs), MaxDataExtent);
         while (true)
@@ -291,7 +320,7 @@ internal sealed partial class SpaceManager
             BlockGroup? bestG = null;
             foreach (var g in _groups)
             {
-                if (!g.IsData || g.Free.FreeBytes < bs || g.Start >= end) continue;
+                if (!g.IsData || (roomyOnly && !g.HasRoom) || g.Free.FreeBytes < bs || g.Start >= end) continue;
                 var (s, l) = g.Free.Take(want, bs, bs, hint != 0 && g.Contains(hint) ? hint : g.Cursor, end);
                 if (l == 0) continue;
                 if (l == want)
@@ -310,10 +339,10 @@ internal sealed partial class SpaceManager
                 else g.Free.Add(s, l);
             }
             // A whole new group beats a fragment when the slot exists.
-            if (best.Item2 < want && FreeSlots(end).Any())
+            if (best.Item2 < want && FreeSlots(end).Any(x => !roomyOnly || SlotHasRoom(x.Start)))
             {
                 if (bestG != null) bestG.Free.Add(best.Item1, best.Item2);
-                CreateGroupUnsynchronized(BlockGroupFlags.Data, end);
+                CreateGroupUnsynchronized(BlockGroupFlags.Data, end, roomyOnly);
                 continue;
             }
             if (bestG != null)
@@ -349,11 +378,17 @@ internal sealed partial class SpaceManager
         if (fromReservation) SpaceInfo.Sub(ref k.MayUse, len, k);
     }
 
-    /// <summary>A new group in the first unallocated slot (that ends by <paramref name="end"/>).</summary>
-    private BlockGroup? CreateGroupUnsynchronized(BlockGroupFlags flags, ulong end = ulong.MaxValue)
+    /// <summary>A new group in the first unallocated slot (that ends by <paramref name="end"/>;
+    /// with <paramref name="roomyOnly"/>, whose room the host has given).</summary>
+    private BlockGroup? CreateGroupUnsynchronized(BlockGroupFlags flags, ulong end = ulong.MaxValue, bool roomyOnly = false)
     {
         foreach (var (s, l) in FreeSlots(end))
-            return AddGroupUnsynchronized(s, l, flags, onDisk: false);
+        {
+            if (roomyOnly && !SlotHasRoom(s)) continue;
+            var g = AddGroupUnsynchronized(s, l, flags, onDisk: false);
+            NoteGroupMadeUnsynchronized(g);
+            return g;
+        }
         return null;
     }
 
@@ -428,7 +463,7 @@ internal sealed partial class SpaceManager
         for (int pass = _fence != 0 ? 0 : 1; pass < 2; pass++)
             foreach (var g in _groups)
             {
-                if (g.IsData || !g.OnDisk || g.Free.FreeBytes < ns) continue;
+                if (g.IsData || !g.OnDisk || !g.HasRoom || g.Free.FreeBytes < ns) continue;
                 var (s, l) = g.Free.Take(ns, ns, ns, g.Cursor, pass == 0 ? _fence : ulong.MaxValue);
                 if (l == 0) continue;
                 ReserveTakenUnsynchronized(g, l);
@@ -536,6 +571,7 @@ internal sealed partial class SpaceManager
         foreach (var g in victims)
         {
             _groups.Remove(g);
+            NoteGroupGoneUnsynchronized(g);
             SpaceInfo.Sub(ref Data.Total, g.Capacity, Data);
         }
         return victims;

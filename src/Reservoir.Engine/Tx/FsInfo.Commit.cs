@@ -125,6 +125,7 @@ internal sealed partial class FsInfo
     /// ranges are freed anyway (a discard is advice).</summary>
     private void DiscardFreed(List<(ulong Start, ulong Len, Alloc.BlockGroup Group)> ranges)
     {
+        bool discarded = false;
         try
         {
             foreach (var (s, l) in Merge(ranges))
@@ -133,11 +134,11 @@ internal sealed partial class FsInfo
                     // Device IO, which other threads run beside (and the deterministic
                     // scheduler interleaves with them).
                     Sched.Yield("commit:discard");
-                    Device.Discard(s, l);
+                    discarded |= Device.Discard(s, l) > 0;
                 }
                 catch (DeviceIOException ex) { Warn($"discard of [{s}, +{l}) failed: {ex.Message}"); break; }
         }
-        finally { Space.UnpinDiscarded(ranges); }
+        finally { Space.UnpinDiscarded(ranges, discarded); }
 
         static IEnumerable<(ulong, ulong)> Merge(List<(ulong Start, ulong Len, Alloc.BlockGroup Group)> r)
         {

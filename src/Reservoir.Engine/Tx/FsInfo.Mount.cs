@@ -154,5 +154,9 @@ internal sealed partial class FsInfo
                 g.Dirty = true;
             }
         }
+        // Which groups and slots of a sparse image the host has given their room, so that no
+        // reservation counts on space the host may refuse at the write (SpaceManager.HostRoom.cs).
+        if (!ReadOnly && !Space.AttachHost(Device.HasRoom, Device.MakeRoom))
+            Warn("the image's host has no room for all of its metadata groups: a commit may fail when the host refuses a write; free some room on the host");
     }
 }
