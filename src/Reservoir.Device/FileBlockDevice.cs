@@ -48,12 +48,11 @@ public sealed class FileBlockDevice : IBlockDevice
             };
             throw new FsException(e, $"cannot make '{Path}' {newSize} bytes: {why}");
         }
-        if (whole && SysFallocate(_handle, 0, (long)oldSize, (long)(newSize - oldSize)) != 0)
+        if (whole && Allocate(oldSize, newSize - oldSize) is var refused and not 0)
         {
-            int errno = Marshal.GetLastPInvokeError();
             _ = SysFtruncate(_handle, (long)oldSize); // as it was: nothing of the grow is kept
-            throw new FsException(errno == 28 ? Errno.ENOSPC : Errno.EIO,
-                $"cannot make '{Path}' {newSize} bytes: {(errno == 28 ? "the filesystem holding it has no room to allocate the new part (the image is preallocated)" : $"fallocate failed with errno {errno}")}");
+            throw new FsException(refused == 28 ? Errno.ENOSPC : Errno.EIO,
+                $"cannot make '{Path}' {newSize} bytes: {(refused == 28 ? "the filesystem holding it has no room to allocate the new part (the image is preallocated)" : $"fallocate failed with errno {refused}")}");
         }
         try
         {
@@ -226,8 +225,8 @@ public sealed class FileBlockDevice : IBlockDevice
     public void Preallocate()
     {
         if (ReadOnly || !IsImageFile || !OperatingSystem.IsLinux()) return;
-        if (SysFallocate(_handle, 0, 0, (long)Size) == 0) return;
-        int errno = Marshal.GetLastPInvokeError();
+        int errno = Allocate(0, Size);
+        if (errno == 0) return;
         throw errno switch
         {
             28 => new FsException(Errno.ENOSPC, $"the filesystem holding '{Path}' has no room for all its {Units.Human(Size)}" +
@@ -252,10 +251,12 @@ public sealed class FileBlockDevice : IBlockDevice
     public Errno MakeRoom(ulong offset, ulong length)
     {
         if (ReadOnly || !IsImageFile || !OperatingSystem.IsLinux() || length == 0) return Errno.OK;
-        if (SysFallocate(_handle, 0, (long)offset, (long)length) == 0) return Errno.OK;
-        int errno = Marshal.GetLastPInvokeError();
-        return errno switch { 28 => Errno.ENOSPC, 95 => Errno.OK /* cannot say: as before, the host decides at the write */, _ => Errno.EIO };
+        return Allocate(offset, length) switch { 0 => Errno.OK, 28 => Errno.ENOSPC, 95 => Errno.OK /* cannot say: as before, the host decides at the write */, _ => Errno.EIO };
     }
+
+    /// <summary>fallocate mode 0 (the host allocates the range; what it holds stays): 0, or the errno.</summary>
+    private int Allocate(ulong offset, ulong length) =>
+        SysFallocate(_handle, 0, (long)offset, (long)length) == 0 ? 0 : Marshal.GetLastPInvokeError();
 
     [DllImport("libc", SetLastError = true, EntryPoint = "lseek")]
     private static extern long SysLseek(SafeFileHandle fd, long offset, int whence);

@@ -219,33 +219,24 @@ public sealed partial class CliTests : IDisposable
     [Fact]
     public void MkfsPreallocateGivesTheImageItsHostSpace()
     {
-        string host = Path.Combine(_dir, "host"), img = Path.Combine(host, "p.img");
-        Directory.CreateDirectory(host);
-        var (mounted, why) = Reservoir.Tests.Mounted.MountedImage.Sh($"mount -t tmpfs -o size=48m tmpfs {host}", "/");
-        Assert.True(mounted == 0, why);
-        try
-        {
-            var refused = Run("mkfs", img, "--size", "100M", "--preallocate");
-            Assert.Equal(1, refused.Code);
-            Assert.Matches(@"has no room for all its 100MiB \(4\d(\.\d+)?MiB free\) \(ENOSPC", refused.Err);
-            Assert.False(File.Exists(img));
-            Assert.Equal(0, Run("mkfs", img, "--size", "32M", "--preallocate", "-q").Code);
-            Assert.Equal(0UL, Reservoir.Device.HostSpace.Of(img)!.Value.MayGrowBy);
-            Assert.Equal(0, Run("filesystem", "resize", "+8M", img).Code);
-            Assert.Equal((40UL << 20, 0UL), Reservoir.Device.HostSpace.Of(img) is { } h ? (h.ImageBytes, h.MayGrowBy) : default);
-            var tooBig = Run("filesystem", "resize", "+20M", img);
-            Assert.Equal(1, tooBig.Code);
-            Assert.Contains("no room to allocate the new part", tooBig.Err);
-            Assert.Equal(40L << 20, new FileInfo(img).Length);
-            Assert.Equal(0, Run("fsck", img).Code);
-            // Without --preallocate the image is sparse: it may grow by nearly all of it.
-            Assert.Equal(0, Run("mkfs", Path.Combine(host, "s.img"), "--size", "64M", "-q").Code);
-            Assert.True(Reservoir.Device.HostSpace.Of(Path.Combine(host, "s.img"))!.Value.MayGrowBy > 60UL << 20);
-        }
-        finally
-        {
-            for (int i = 0; i < 50 && Reservoir.Tests.Mounted.MountedImage.Sh($"umount {host}", "/").Code != 0; i++) Thread.Sleep(100);
-        }
+        using var tmpfs = new Reservoir.Tests.Mounted.TmpfsHost(_dir);
+        string host = tmpfs.Dir, img = Path.Combine(host, "p.img");
+        var refused = Run("mkfs", img, "--size", "100M", "--preallocate");
+        Assert.Equal(1, refused.Code);
+        Assert.Matches(@"has no room for all its 100MiB \(4\d(\.\d+)?MiB free\) \(ENOSPC", refused.Err);
+        Assert.False(File.Exists(img));
+        Assert.Equal(0, Run("mkfs", img, "--size", "32M", "--preallocate", "-q").Code);
+        Assert.Equal(0UL, Reservoir.Device.HostSpace.Of(img)!.Value.MayGrowBy);
+        Assert.Equal(0, Run("filesystem", "resize", "+8M", img).Code);
+        Assert.Equal((40UL << 20, 0UL), Reservoir.Device.HostSpace.Of(img) is { } h ? (h.ImageBytes, h.MayGrowBy) : default);
+        var tooBig = Run("filesystem", "resize", "+20M", img);
+        Assert.Equal(1, tooBig.Code);
+        Assert.Contains("no room to allocate the new part", tooBig.Err);
+        Assert.Equal(40L << 20, new FileInfo(img).Length);
+        Assert.Equal(0, Run("fsck", img).Code);
+        // Without --preallocate the image is sparse: it may grow by nearly all of it.
+        Assert.Equal(0, Run("mkfs", Path.Combine(host, "s.img"), "--size", "64M", "-q").Code);
+        Assert.True(Reservoir.Device.HostSpace.Of(Path.Combine(host, "s.img"))!.Value.MayGrowBy > 60UL << 20);
     }
 
     [Fact]

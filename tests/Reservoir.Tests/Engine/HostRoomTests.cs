@@ -1,7 +1,6 @@
 using Reservoir.Common;
 using Reservoir.Device;
 using Reservoir.Engine;
-using Reservoir.Engine.Tx;
 using Xunit;
 using static Reservoir.Tests.TestFs;
 
@@ -26,8 +25,7 @@ public class HostRoomTests
     [Fact]
     public void AFullHostIsENOSPCAtTheWriteAndTheFilesystemGoesOn()
     {
-        var inner = new MemoryBlockDevice(64UL << 20);
-        Filesystem.Format(inner, new MkfsOptions { NodeSize = 4096, BlockSize = 4096, Label = "host" });
+        var inner = NewDevice(64UL << 20);
         var dev = new SmallHost(inner, 24UL << 20);
         var kept = new Dictionary<string, byte[]>();
         var rng = new Random(7);
@@ -88,8 +86,7 @@ public class HostRoomTests
     [Fact]
     public void TrimmedRoomIsAskedForAgainBeforeItIsWritten()
     {
-        var inner = new MemoryBlockDevice(64UL << 20);
-        Filesystem.Format(inner, new MkfsOptions { NodeSize = 4096, BlockSize = 4096, Label = "host" });
+        var inner = NewDevice(64UL << 20);
         var dev = new SmallHost(inner, 40UL << 20);
         using var fs = Mount(dev);
         var data = new byte[8 << 20];

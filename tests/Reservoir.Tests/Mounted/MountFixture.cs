@@ -118,3 +118,28 @@ internal sealed class KernelLoopMount : IDisposable
 
     public void Dispose() => MountedImage.Sh($"umount {Dir}", "/");
 }
+
+/// <summary>A host filesystem of little room for images: a tmpfs of <paramref name="size"/>
+/// mounted at work/host, unmounted at Dispose once the last loop device over an image on it
+/// is freed (a moment after the image's own unmount). Needs root.</summary>
+internal sealed class TmpfsHost : IDisposable
+{
+    public string Dir { get; }
+
+    public TmpfsHost(string work, string size = "48m")
+    {
+        Dir = Path.Combine(work, "host");
+        Directory.CreateDirectory(Dir);
+        var (code, why) = MountedImage.Sh($"mount -t tmpfs -o size={size} tmpfs {Dir}", "/");
+        Xunit.Assert.True(code == 0, "could not mount the tmpfs host: " + why);
+    }
+
+    public void Dispose()
+    {
+        for (int i = 0; i < 50 && MountedImage.Sh($"mountpoint -q {Dir}", "/").Code == 0; i++)
+        {
+            MountedImage.Sh($"umount {Dir}", "/");
+            Thread.Sleep(100);
+        }
+    }
+}

@@ -569,10 +569,11 @@ public class MountTests(ITestOutputHelper log)
         MountedImage.RequireFuse();
         string dir = Directory.CreateTempSubdirectory("reservoir-host-").FullName;
         string cli = $"dotnet {AppContext.BaseDirectory}reservoir.dll";
+        var host = new TmpfsHost(dir);
         try
         {
             var (code, output) = MountedImage.Sh(
-                $"set -e; mkdir host m; mount -t tmpfs -o size=48m tmpfs host; {cli} mkfs host/s.img --size 256M -q; {cli} mkfs host/p.img --size 24M --preallocate -q; " +
+                $"set -e; mkdir m; {cli} mkfs host/s.img --size 256M -q; {cli} mkfs host/p.img --size 24M --preallocate -q; " +
                 $"{cli} mount {dir}/host/s.img {dir}/m 2>&1; {cli} umount {dir}/m; echo ---; {cli} mount {dir}/host/p.img {dir}/m 2>&1; {cli} umount {dir}/m", dir, 120);
             Assert.True(code == 0, $"exit {code}: {output}");
             var (sparse, whole) = (output.Split("---\n")[0], output.Split("---\n")[1]);
@@ -581,13 +582,8 @@ public class MountTests(ITestOutputHelper log)
         }
         finally
         {
-            MountedImage.Sh($"umount {dir}/m", "/");
-            // The host lets go once the loop device of the last mount is freed (a moment).
-            for (int i = 0; i < 50 && MountedImage.Sh($"mountpoint -q {dir}/host", "/").Code == 0; i++)
-            {
-                MountedImage.Sh($"umount {dir}/host", "/");
-                Thread.Sleep(100);
-            }
+            MountedImage.Sh($"umount {dir}/m", "/"); // first: the host lets go once nothing on it is mounted
+            host.Dispose();
             Directory.Delete(dir, true);
         }
     }
@@ -604,10 +600,11 @@ public class MountTests(ITestOutputHelper log)
         MountedImage.RequireFuse();
         string dir = Directory.CreateTempSubdirectory("reservoir-fullhost-").FullName;
         string cli = $"dotnet {AppContext.BaseDirectory}reservoir.dll";
+        var host = new TmpfsHost(dir);
         try
         {
             var (code, output) = MountedImage.Sh(
-                $"set -e; mkdir host m; mount -t tmpfs -o size=48m tmpfs host; {cli} mkfs host/h.img --size 256M -q; " +
+                $"set -e; mkdir m; {cli} mkfs host/h.img --size 256M -q; " +
                 $"{cli} mount {dir}/host/h.img {dir}/m 2>/dev/null; echo keep > m/keep; " +
                 "if dd if=/dev/urandom of=m/big bs=1M count=80 conv=fsync 2>dd.err; then echo dd-ok; else grep -o 'No space left on device' dd.err | head -1; fi; " +
                 "echo after > m/after; sync m/after; cat m/keep m/after; rm m/big; sync m; " +
@@ -618,12 +615,8 @@ public class MountTests(ITestOutputHelper log)
         }
         finally
         {
-            MountedImage.Sh($"umount {dir}/m", "/");
-            for (int i = 0; i < 50 && MountedImage.Sh($"mountpoint -q {dir}/host", "/").Code == 0; i++)
-            {
-                MountedImage.Sh($"umount {dir}/host", "/");
-                Thread.Sleep(100);
-            }
+            MountedImage.Sh($"umount {dir}/m", "/"); // first: the host lets go once nothing on it is mounted
+            host.Dispose();
             Directory.Delete(dir, true);
         }
     }
